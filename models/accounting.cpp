@@ -1,0 +1,135 @@
+#include "accounting.h"
+
+namespace glam {
+
+const char* weight_group_name(WeightGroup g) {
+  switch (g) {
+    case WeightGroup::kEmbedding: return "embedding";
+    case WeightGroup::kAttention: return "attention";
+    case WeightGroup::kPositionBias: return "position_bias";
+    case WeightGroup::kNorm: return "norm";
+    case WeightGroup::kDenseFfn: return "dense_ffn";
+    case WeightGroup::kRouter: return "router";
+    case WeightGroup::kExpert: return "expert";
+  }
+  return "?";
+}
+
+std::vector<WeightTensor> weight_tensors(const ModelConfig& m) {
+  const int64_t L = m.layers, M = m.d_model, A = m.attention_width();
+  const int64_t dense = m.dense_layers(), moe = m.moe_layers();
+  const int64_t He = m.expert_hidden_size();
+  std::vector<WeightTensor> t;
+  auto add = [&](std::string name, WeightGroup g, int64_t rows, int64_t cols, int64_t copies, int64_t activated) {
+    if (copies > 0) t.push_back({std::move(name), g, rows, cols, copies, activated});
+  };
+  add("embedding", WeightGroup::kEmbedding, m.vocab_size, M, m.tied_embeddings ? 1 : 2, m.tied_embeddings ? 1 : 2);
+  add("attention.wq", WeightGroup::kAttention, M, A, L, L);
+  add("attention.wk", WeightGroup::kAttention, M, A, L, L);
+  add("attention.wv", WeightGroup::kAttention, M, A, L, L);
+  add("attention.wo", WeightGroup::kAttention, A, M, L, L);
+  if (m.position_encoding == "relative_bias")
+    add("attention.relative_bias", WeightGroup::kPositionBias, m.relative_buckets, m.heads, L, L);
+  if (m.position_encoding == "absolute")
+    add("position_embedding", WeightGroup::kPositionBias, m.seq_len, M, 1, 1);
+  add("norm.scale", WeightGroup::kNorm, 1, M, 2 * L + 1, 2 * L + 1);
+  const bool gated = m.ffn_kind == "gated";
+  add("ffn.wi", WeightGroup::kDenseFfn, M, m.ffn_hidden, dense, dense);
+  if (gated) add("ffn.wi_gate", WeightGroup::kDenseFfn, M, m.ffn_hidden, dense, dense);
+  add("ffn.wo", WeightGroup::kDenseFfn, m.ffn_hidden, M, dense, dense);
+  if (m.is_moe()) {
+    const int64_t E = m.experts, k = m.top_k;
+    add("router.wg", WeightGroup::kRouter, M, E, moe, moe);
+    add("expert.wi", WeightGroup::kExpert, M, He, moe * E, moe * k);
+    if (m.expert_kind == "gated") add("expert.wi_gate", WeightGroup::kExpert, M, He, moe * E, moe * k);
+    add("expert.wo", WeightGroup::kExpert, He, M, moe * E, moe * k);
+  }
+  return t;
+}
+
+ParamCounts count_params(const ModelConfig& m) {
+  ParamCounts p;
+  for (const auto& w : weight_tensors(m)) {
+    double total = static_cast<double>(w.elements()) * static_cast<double>(w.copies);
+    double active = static_cast<double>(w.elements()) * static_cast<double>(w.activated_copies);
+    switch (w.group) {
+      case WeightGroup::kEmbedding: p.embedding += total; break;
+      case WeightGroup::kAttention: p.attention += total; break;
+      case WeightGroup::kPositionBias: p.position_bias += total; break;
+      case WeightGroup::kNorm: p.norms += total; break;
+      case WeightGroup::kDenseFfn: p.dense_ffn += total; break;
+      case WeightGroup::kRouter: p.router += total; break;
+      case WeightGroup::kExpert: p.experts += total; break;
+    }
+    p.total += total;
+    p.activated += active;
+    if (w.group != WeightGroup::kEmbedding) {
+      p.total_without_embedding += total;
+      p.activated_without_embedding += active;
+    }
+  }
+  return p;
+}
+
+FlopsPerToken flops_per_token(const ModelConfig& m) {
+  FlopsPerToken f;
+  for (const auto& w : weight_tensors(m)) {
+    if (w.group == WeightGroup::kNorm || w.group == WeightGroup::kPositionBias) continue;
+    // The tied embedding is a lookup on input and a product only for the logits.
+    int64_t products = w.group == WeightGroup::kEmbedding ? 1 : w.activated_copies;
+    f.matmul_forward += 2.0 * static_cast<double>(w.elements()) * static_cast<double>(products);
+  }
+  // QK^T and AV: each 2 * seq_len * attention_width FLOPs per token per layer.
+  f.attention_forward = 2.0 * 2.0 * static_cast<double>(m.seq_len) * static_cast<double>(m.attention_width()) *
+                        static_cast<double>(m.layers);
+  return f;
+}
+
+double saved_activation_bytes_per_token(const ModelConfig& m, bool moe_block) {
+  const double e = static_cast<double>(ModelConfig::precision_bytes(m.activation_precision));
+  const double M = static_cast<double>(m.d_model), A = static_cast<double>(m.attention_width());
+  const double heads = static_cast<double>(m.heads), S = static_cast<double>(m.seq_len);
+  // attention: norm input and output, q, k, v, context, softmax probabilities (heads x seq per token)
+  double elems = 2 * M + 4 * A + heads * S;
+  if (!moe_block) {
+    const double H = static_cast<double>(m.ffn_hidden);
+    elems += 2 * M + (m.ffn_kind == "gated" ? 4 * H : 2 * H);
+    return elems * e;
+  }
+  const double He = static_cast<double>(m.expert_hidden_size());
+  // expert slots per token, capacity padding included
+  const double slots = static_cast<double>(m.capacity_per_group() * m.experts) / static_cast<double>(m.group_tokens);
+  const double per_slot = 2 * M + (m.expert_kind == "gated" ? 4 * He : 2 * He);
+  elems += 2 * M + slots * per_slot;
+  return elems * e + 4.0 * static_cast<double>(m.experts);  // router probabilities in float32
+}
+
+MemoryFootprint memory_per_chip(const ModelConfig& m, const ShardingForMemory& s) {
+  MemoryFootprint fp;
+  const double wbytes = static_cast<double>(ModelConfig::precision_bytes(m.weight_precision));
+  for (const auto& w : weight_tensors(m)) {
+    const double shards = static_cast<double>(w.group == WeightGroup::kExpert ? s.expert_shards : s.dense_shards);
+    const double elems = static_cast<double>(w.elements()) * static_cast<double>(w.copies) / shards;
+    fp.weights_bytes += elems * wbytes;
+    fp.gradients_bytes += elems * wbytes;
+    if (m.optimizer == "adam") {
+      fp.optimizer_bytes += 2 * elems * 4;
+    } else if (w.factored()) {
+      // Adafactor: a row and a column average per matrix, sharded like the matrix.
+      fp.optimizer_bytes += static_cast<double>(w.rows + w.cols) * static_cast<double>(w.copies) / shards * 4;
+    } else {
+      fp.optimizer_bytes += elems * 4;
+    }
+  }
+  const double tokens = static_cast<double>(s.tokens_per_chip);
+  const double e = static_cast<double>(ModelConfig::precision_bytes(m.activation_precision));
+  double per_token = 0;
+  for (int64_t i = 0; i < m.layers; ++i)
+    per_token += s.recompute_activations ? static_cast<double>(m.d_model) * e
+                                         : saved_activation_bytes_per_token(m, m.is_moe_layer(i));
+  per_token += static_cast<double>(m.vocab_size) * 4.0;  // float32 logits for the loss
+  fp.activations_bytes = per_token * tokens / static_cast<double>(s.activation_shards);
+  return fp;
+}
+
+}  // namespace glam

@@ -1,0 +1,74 @@
+#pragma once
+// Exact accounting derived from a ModelConfig: parameters, FLOPs per token and the per-chip
+// memory footprint. Everything is computed from one list of weight tensors so that parameter
+// counts, optimizer state and sharding never disagree.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model_config.h"
+
+namespace glam {
+
+enum class WeightGroup { kEmbedding, kAttention, kPositionBias, kNorm, kDenseFfn, kRouter, kExpert };
+const char* weight_group_name(WeightGroup g);
+
+// One kind of weight tensor and how many copies of it the model holds.
+struct WeightTensor {
+  std::string name;    // e.g. "expert.wi"
+  WeightGroup group;
+  int64_t rows = 0;    // 1 for vectors
+  int64_t cols = 0;
+  int64_t copies = 0;            // in the whole model (layers x experts ...)
+  int64_t activated_copies = 0;  // used by one token's forward pass
+  int64_t elements() const { return rows * cols; }
+  bool factored() const { return rows > 1 && cols > 1; }  // Adafactor factors matrices only
+};
+
+std::vector<WeightTensor> weight_tensors(const ModelConfig& m);
+
+struct ParamCounts {
+  double embedding = 0, attention = 0, position_bias = 0, norms = 0, dense_ffn = 0, router = 0, experts = 0;
+  double total = 0;            // with the embedding counted once (tied) or twice (untied)
+  double activated = 0;        // parameters one token's forward pass touches
+  double total_without_embedding = 0;
+  double activated_without_embedding = 0;
+  double expert_params() const { return experts; }
+  double non_expert_params() const { return total - experts; }
+};
+ParamCounts count_params(const ModelConfig& m);
+
+// FLOPs per token, 2 FLOPs per multiply-add. Conventions: matrix products count the activated
+// weights including the output logits; attention counts QK^T and AV over the full sequence
+// (no causal halving), which is what dense kernels execute. A training step is 3x forward.
+struct FlopsPerToken {
+  double matmul_forward = 0;     // weight matrix products incl. logits and router
+  double attention_forward = 0;  // score and context products
+  double forward() const { return matmul_forward + attention_forward; }
+  double train() const { return 3 * forward(); }
+};
+FlopsPerToken flops_per_token(const ModelConfig& m);
+
+// How one chip holds the model. A chip keeps 1/dense_shards of every non-expert tensor and
+// 1/expert_shards of the expert tensors; it processes tokens_per_chip tokens per step.
+struct ShardingForMemory {
+  int64_t dense_shards = 1;
+  int64_t expert_shards = 1;
+  int64_t activation_shards = 1;  // tensor parallelism splits activations too
+  int64_t tokens_per_chip = 1024;
+  bool recompute_activations = false;  // keep only block inputs, recompute the rest
+};
+
+struct MemoryFootprint {
+  double weights_bytes = 0;
+  double gradients_bytes = 0;
+  double optimizer_bytes = 0;
+  double activations_bytes = 0;
+  double total_bytes() const { return weights_bytes + gradients_bytes + optimizer_bytes + activations_bytes; }
+};
+MemoryFootprint memory_per_chip(const ModelConfig& m, const ShardingForMemory& s);
+
+// Bytes of activations kept for the backward pass, per token, for one block.
+double saved_activation_bytes_per_token(const ModelConfig& m, bool moe_block);
+
+}  // namespace glam

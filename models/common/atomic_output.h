@@ -1,0 +1,18 @@
+#pragma once
+// Outputs are written atomically: a reader sees the old file or the complete new one,
+// never a partial write (write to a temporary beside the target, fsync, rename).
+#include <filesystem>
+#include <map>
+#include <string>
+
+namespace glam {
+
+void write_file_atomically(const std::filesystem::path& path, const std::string& contents);
+
+// Writes every (relative name -> contents) file into `dir`. The files are first written
+// completely into a fresh sibling folder, which then replaces `dir` in one rename, so a
+// crash leaves either the previous folder or the complete new one.
+void write_directory_atomically(const std::filesystem::path& dir,
+                                const std::map<std::string, std::string>& files);
+
+}  // namespace glam

@@ -1,0 +1,51 @@
+#include "common/catalogue.h"
+
+#include <algorithm>
+#include <cstdlib>
+
+#include "common/errors.h"
+
+namespace glam {
+namespace fs = std::filesystem;
+
+toml::table load_toml_file(const fs::path& path) {
+  if (!fs::exists(path)) throw ConfigError(path.string(), "no such file");
+  if (fs::is_directory(path)) throw ConfigError(path.string(), "is a folder, expected a TOML file");
+  try {
+    return toml::parse_file(path.string());
+  } catch (const toml::parse_error& e) {
+    const auto& where = e.source().begin;
+    throw ConfigError(path.string(), "not valid TOML (line " + std::to_string(where.line) + ", column " +
+                                         std::to_string(where.column) + "): " + std::string(e.description()));
+  }
+}
+
+fs::path catalogue_dir(const std::string& catalogue) {
+  if (const char* home = std::getenv("GLAM_HOME"); home && *home) return fs::path(home) / catalogue;
+  return fs::path(GLAM_SOURCE_DIR) / catalogue;
+}
+
+std::vector<std::string> catalogue_ids(const std::string& catalogue) {
+  std::vector<std::string> ids;
+  fs::path dir = catalogue_dir(catalogue);
+  if (!fs::is_directory(dir)) return ids;
+  for (const auto& entry : fs::directory_iterator(dir))
+    if (entry.is_regular_file() && entry.path().extension() == ".toml") ids.push_back(entry.path().stem().string());
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+fs::path resolve_catalogue_entry(const std::string& catalogue, const std::string& id_or_path) {
+  bool looks_like_path = id_or_path.find('/') != std::string::npos ||
+                         (id_or_path.size() > 5 && id_or_path.ends_with(".toml"));
+  if (looks_like_path || fs::is_regular_file(id_or_path)) return fs::path(id_or_path);
+  fs::path candidate = catalogue_dir(catalogue) / (id_or_path + ".toml");
+  if (fs::is_regular_file(candidate)) return candidate;
+  std::string known;
+  for (const auto& id : catalogue_ids(catalogue)) known += (known.empty() ? "" : ", ") + id;
+  throw UsageError("unknown " + catalogue.substr(0, catalogue.size() - 1) + " id '" + id_or_path +
+                   "': expected a file path or one of: " + known + " (catalogue " +
+                   catalogue_dir(catalogue).string() + ")");
+}
+
+}  // namespace glam

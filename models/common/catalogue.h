@@ -1,0 +1,27 @@
+#pragma once
+// Finds catalogue entries (models/*.toml, topologies/*.toml) by id, or takes a user's file path,
+// and loads TOML with errors that name the file.
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <toml++/toml.h>
+
+namespace glam {
+
+// Parses a TOML file; a missing file or a syntax error becomes a ConfigError naming the file
+// (and the line and column for syntax errors).
+toml::table load_toml_file(const std::filesystem::path& path);
+
+// The folder holding one catalogue ("models" or "topologies"). $GLAM_HOME overrides the
+// source tree the build was configured from.
+std::filesystem::path catalogue_dir(const std::string& catalogue);
+
+// An argument that names an existing file, or contains '/' or ends in ".toml", is a path;
+// anything else is an id looked up in the catalogue. Unknown ids list the known ones.
+std::filesystem::path resolve_catalogue_entry(const std::string& catalogue, const std::string& id_or_path);
+
+// Sorted ids of every entry in a catalogue.
+std::vector<std::string> catalogue_ids(const std::string& catalogue);
+
+}  // namespace glam

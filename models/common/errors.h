@@ -1,0 +1,33 @@
+#pragma once
+// Errors that reach the user. Both kinds end a command with exit code 2 before any
+// output is written; everything else is a bug and exits 1.
+#include <stdexcept>
+#include <string>
+
+namespace glam {
+
+// Bad content in a config file: names the file, the key, the value and what was expected.
+class ConfigError : public std::runtime_error {
+ public:
+  ConfigError(const std::string& file, const std::string& key, const std::string& value,
+              const std::string& expected);
+  // For problems that concern a whole file (missing, not TOML).
+  ConfigError(const std::string& file, const std::string& problem);
+
+  const std::string& file() const { return file_; }
+  const std::string& key() const { return key_; }
+
+ private:
+  std::string file_;
+  std::string key_;
+};
+
+// Bad command-line usage or an input that is not a config file (a plan that cannot be built).
+class UsageError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+inline constexpr int kExitBadInput = 2;
+
+}  // namespace glam

@@ -1,0 +1,27 @@
+#include "common/schema.h"
+
+namespace glam {
+
+Check<std::string> one_of(std::vector<std::string> allowed) {
+  return [allowed](const std::string& v) -> std::optional<std::string> {
+    for (const auto& a : allowed)
+      if (a == v) return std::nullopt;
+    std::string list;
+    for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + ("\"" + a + "\"");
+    return "one of " + list;
+  };
+}
+
+std::string toml_value_text(const toml::node& node) {
+  std::ostringstream o;
+  if (node.is_table()) return "(a table)";
+  if (node.is_array()) {
+    o << toml::json_formatter{*node.as_array()};
+    return o.str();
+  }
+  if (auto str = node.value_exact<std::string>()) return "\"" + *str + "\"";
+  node.visit([&](auto&& v) { o << v; });
+  return o.str();
+}
+
+}  // namespace glam

@@ -1,0 +1,84 @@
+#include "common/text_table.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+namespace glam {
+
+TextTable::TextTable(std::vector<std::string> header, std::vector<bool> right_aligned) : right_(std::move(right_aligned)) {
+  right_.resize(header.size(), false);
+  rows_.push_back(std::move(header));
+}
+
+void TextTable::add_row(std::vector<std::string> row) {
+  row.resize(rows_.front().size());
+  rows_.push_back(std::move(row));
+}
+
+std::string TextTable::render() const {
+  std::vector<size_t> width(rows_.front().size(), 0);
+  for (const auto& r : rows_)
+    for (size_t c = 0; c < r.size(); ++c) width[c] = std::max(width[c], r[c].size());
+  std::string out;
+  auto line = [&](const std::vector<std::string>& r) {
+    std::string s;
+    for (size_t c = 0; c < r.size(); ++c) {
+      std::string pad(width[c] - r[c].size(), ' ');
+      if (c) s += "  ";
+      s += right_[c] ? pad + r[c] : r[c] + pad;
+    }
+    while (!s.empty() && s.back() == ' ') s.pop_back();
+    out += s + "\n";
+  };
+  line(rows_.front());
+  std::vector<std::string> rule;
+  for (size_t w : width) rule.push_back(std::string(w, '-'));
+  line(rule);
+  for (size_t i = 1; i < rows_.size(); ++i) line(rows_[i]);
+  return out;
+}
+
+std::string format_count(double value) {
+  const char* suffix = "";
+  double v = value;
+  if (std::fabs(v) >= 1e12) v /= 1e12, suffix = "T";
+  else if (std::fabs(v) >= 1e9) v /= 1e9, suffix = "B";
+  else if (std::fabs(v) >= 1e6) v /= 1e6, suffix = "M";
+  else if (std::fabs(v) >= 1e3) v /= 1e3, suffix = "K";
+  int decimals = std::fabs(v) >= 100 ? 0 : std::fabs(v) >= 10 ? 1 : 2;
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f%s", decimals, v, suffix);
+  return buf;
+}
+
+std::string format_fixed(double value, int decimals) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", decimals, value);
+  return buf;
+}
+
+std::string format_percent(double fraction, int decimals) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%+.*f%%", decimals, fraction * 100);
+  return buf;
+}
+
+std::string format_bytes(double bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  int u = 0;
+  while (std::fabs(bytes) >= 1024 && u < 5) bytes /= 1024, ++u;
+  char buf[64];
+  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.2f %s", bytes, units[u]);
+  return buf;
+}
+
+std::string format_seconds(double s) {
+  char buf[64];
+  if (s >= 1) std::snprintf(buf, sizeof buf, "%.3g s", s);
+  else if (s >= 1e-3) std::snprintf(buf, sizeof buf, "%.3g ms", s * 1e3);
+  else std::snprintf(buf, sizeof buf, "%.3g us", s * 1e6);
+  return buf;
+}
+
+}  // namespace glam

@@ -1,0 +1,30 @@
+#pragma once
+// Plain-text tables for terminal output, and number formatting shared by every command.
+#include <string>
+#include <vector>
+
+namespace glam {
+
+class TextTable {
+ public:
+  explicit TextTable(std::vector<std::string> header, std::vector<bool> right_aligned = {});
+  void add_row(std::vector<std::string> row);
+  std::string render() const;
+
+ private:
+  std::vector<std::vector<std::string>> rows_;
+  std::vector<bool> right_;
+};
+
+// 1161.8e9 -> "1.16T"; 96.65e9 -> "96.6B" (three significant digits, K/M/B/T suffix).
+std::string format_count(double value);
+// Fixed-point with the given decimals.
+std::string format_fixed(double value, int decimals);
+// Signed percentage: 0.0312 -> "+3.1%".
+std::string format_percent(double fraction, int decimals = 1);
+// 3.2e9 bytes -> "2.98 GiB".
+std::string format_bytes(double bytes);
+// Seconds as "7.41 s", "3.2 ms", "41 us".
+std::string format_seconds(double seconds);
+
+}  // namespace glam

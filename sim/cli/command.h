@@ -1,0 +1,11 @@
+#pragma once
+// Each glamsim subcommand lives in its own file and registers itself on the CLI11 app.
+// A subcommand's callback does all validation first, then computes, then prints its whole
+// output at once, so bad input never leaves partial output behind.
+#include <CLI/CLI.hpp>
+
+namespace glam::cli {
+
+void add_models_command(CLI::App& app);
+
+}  // namespace glam::cli

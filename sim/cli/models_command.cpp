@@ -1,0 +1,39 @@
+#include <iostream>
+
+#include "cli/command.h"
+#include "common/catalogue.h"
+#include "model_config.h"
+#include "model_table.h"
+
+namespace glam::cli {
+
+void add_models_command(CLI::App& app) {
+  struct Options {
+    std::vector<std::string> ids;
+    std::string format = "table";
+    bool fields = false;
+  };
+  auto opts = std::make_shared<Options>();
+  CLI::App* cmd = app.add_subcommand("models", "Model catalogue: parameters and FLOPs, computed beside the paper's figures");
+  cmd->add_option("ids", opts->ids, "Model ids or TOML files (default: the whole catalogue)");
+  cmd->add_option("--format", opts->format, "table or json")->check(CLI::IsMember({"table", "json"}));
+  cmd->add_flag("--fields", opts->fields, "List every model config field with its type, unit and default");
+  cmd->callback([opts] {
+    if (opts->fields) {
+      std::cout << describe_model_fields();
+      return;
+    }
+    std::vector<std::string> ids = opts->ids.empty() ? catalogue_ids("models") : opts->ids;
+    std::vector<ModelRow> rows;
+    for (const auto& id : ids) rows.push_back(model_row(load_model(id)));
+    if (opts->format == "json") {
+      nlohmann::json out = {{"models", nlohmann::json::array()}};
+      for (const auto& r : rows) out["models"].push_back(model_row_json(r));
+      std::cout << out.dump(2) << "\n";
+    } else {
+      std::cout << render_model_table(rows);
+    }
+  });
+}
+
+}  // namespace glam::cli

@@ -1,0 +1,28 @@
+// glamsim: plans and simulates GLaM training on TPU pods and GPU clusters.
+#include <iostream>
+
+#include "cli/command.h"
+#include "common/errors.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"glamsim: simulate and plan Mixture-of-Experts (GLaM) training on TPU pods and GPU clusters"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "glamsim 0.1.0");
+  glam::cli::add_models_command(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : glam::kExitBadInput;
+  } catch (const glam::ConfigError& e) {
+    std::cerr << "glamsim: error: " << e.what() << "\n";
+    return glam::kExitBadInput;
+  } catch (const glam::UsageError& e) {
+    std::cerr << "glamsim: error: " << e.what() << "\n";
+    return glam::kExitBadInput;
+  } catch (const std::exception& e) {
+    std::cerr << "glamsim: internal error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,96 @@
+// Parameter, FLOP and memory accounting on a model small enough to count by hand.
+#include <gtest/gtest.h>
+
+#include "accounting.h"
+#include "model_config.h"
+
+namespace glam {
+namespace {
+
+ModelConfig tiny(int64_t experts) {
+  std::string text = R"(
+id = "t"
+[architecture]
+layers = 2
+d_model = 8
+ffn_hidden = 16
+heads = 2
+head_dim = 4
+vocab_size = 100
+seq_len = 32
+relative_buckets = 4
+[moe]
+group_tokens = 32
+experts = )" + std::to_string(experts) + "\n";
+  return parse_model(text, "tiny.toml");
+}
+
+TEST(Accounting, DenseCountsByHand) {
+  ParamCounts p = count_params(tiny(0));
+  EXPECT_DOUBLE_EQ(p.embedding, 100 * 8);
+  EXPECT_DOUBLE_EQ(p.attention, 2 * 4 * 8 * 8);
+  EXPECT_DOUBLE_EQ(p.position_bias, 2 * 4 * 2);
+  EXPECT_DOUBLE_EQ(p.norms, 5 * 8);
+  EXPECT_DOUBLE_EQ(p.dense_ffn, 2 * 3 * 8 * 16);
+  EXPECT_DOUBLE_EQ(p.total, 800 + 512 + 16 + 40 + 768);
+  EXPECT_DOUBLE_EQ(p.activated, p.total);
+  EXPECT_DOUBLE_EQ(p.total_without_embedding, p.total - 800);
+}
+
+TEST(Accounting, MoeCountsByHand) {
+  ParamCounts p = count_params(tiny(4));  // block 0 dense, block 1 MoE
+  EXPECT_DOUBLE_EQ(p.dense_ffn, 3 * 8 * 16);
+  EXPECT_DOUBLE_EQ(p.experts, 4 * 2 * 8 * 16);
+  EXPECT_DOUBLE_EQ(p.router, 8 * 4);
+  EXPECT_DOUBLE_EQ(p.activated, p.total - 2 * 2 * 8 * 16);  // two of four experts are idle per token
+}
+
+TEST(Accounting, FlopsPerToken) {
+  ModelConfig m = tiny(4);
+  FlopsPerToken f = flops_per_token(m);
+  // attention 4*64 per layer, dense FFN 384, two experts 2*256, router 32, logits 800
+  const double macs = 2 * 256 + 384 + 2 * 256 + 32 + 800;
+  EXPECT_DOUBLE_EQ(f.matmul_forward, 2 * macs);
+  EXPECT_DOUBLE_EQ(f.attention_forward, 2 * 2 * 32 * 8 * 2);
+  EXPECT_DOUBLE_EQ(f.train(), 3 * f.forward());
+}
+
+TEST(Accounting, AdafactorStateIsFactored) {
+  ModelConfig m = tiny(0);
+  MemoryFootprint fp = memory_per_chip(m, {});
+  double expected = 0;
+  for (const auto& w : weight_tensors(m))
+    expected += (w.factored() ? static_cast<double>(w.rows + w.cols) : static_cast<double>(w.elements())) *
+                static_cast<double>(w.copies) * 4;
+  EXPECT_DOUBLE_EQ(fp.optimizer_bytes, expected);
+  EXPECT_LT(fp.optimizer_bytes, fp.weights_bytes / 2);
+  EXPECT_DOUBLE_EQ(fp.weights_bytes, count_params(m).total * 4);
+  EXPECT_DOUBLE_EQ(fp.gradients_bytes, fp.weights_bytes);
+}
+
+TEST(Accounting, ShardingDividesMemory) {
+  ModelConfig m = tiny(4);
+  ShardingForMemory one;
+  ShardingForMemory experts_split = one;
+  experts_split.expert_shards = 4;
+  MemoryFootprint a = memory_per_chip(m, one), b = memory_per_chip(m, experts_split);
+  const double expert_bytes = count_params(m).experts * 4;
+  EXPECT_DOUBLE_EQ(a.weights_bytes - b.weights_bytes, expert_bytes * 0.75);
+  ShardingForMemory more_tokens = one;
+  more_tokens.tokens_per_chip = 2 * one.tokens_per_chip;
+  EXPECT_DOUBLE_EQ(memory_per_chip(m, more_tokens).activations_bytes, 2 * a.activations_bytes);
+  ShardingForMemory recompute = one;
+  recompute.recompute_activations = true;
+  EXPECT_LT(memory_per_chip(m, recompute).activations_bytes, a.activations_bytes);
+}
+
+TEST(Accounting, CapacityConventions) {
+  EXPECT_EQ(expert_capacity(CapacityConvention::kGlam, 2.0, 2, 1024, 64), 32);
+  EXPECT_EQ(expert_capacity(CapacityConvention::kGlam, 1.25, 2, 1024, 64), 20);
+  EXPECT_EQ(expert_capacity(CapacityConvention::kGlam, 1.0, 2, 100, 8), 16);  // 12.5 -> 13 -> 16
+  EXPECT_EQ(expert_capacity(CapacityConvention::kGshard, 1.0, 2, 1024, 64), 32);
+  EXPECT_EQ(expert_capacity(CapacityConvention::kGshard, 1.0, 2, 100, 8), 25);
+}
+
+}  // namespace
+}  // namespace glam

@@ -1,0 +1,144 @@
+// Bad model files: each error names the file, the key, the value and what was expected.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "common/errors.h"
+#include "model_config.h"
+
+namespace glam {
+namespace {
+
+const char* kValid = R"(
+id = "tiny"
+[architecture]
+layers = 4
+d_model = 128
+ffn_hidden = 512
+heads = 4
+head_dim = 32
+vocab_size = 1000
+seq_len = 64
+[moe]
+experts = 8
+group_tokens = 64
+)";
+
+std::string replaced(std::string text, const std::string& from, const std::string& to) {
+  auto pos = text.find(from);
+  EXPECT_NE(pos, std::string::npos) << from;
+  return text.replace(pos, from.size(), to);
+}
+
+// Parses `text` and returns the error message, failing the test if no ConfigError is thrown.
+std::string error_of(const std::string& text) {
+  try {
+    parse_model(text, "user/bad.toml");
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.file(), "user/bad.toml");
+    return e.what();
+  }
+  ADD_FAILURE() << "no error for:\n" << text;
+  return "";
+}
+
+TEST(ModelConfigErrors, ValidFileParses) {
+  ModelConfig m = parse_model(kValid, "ok.toml");
+  EXPECT_EQ(m.layers, 4);
+  EXPECT_EQ(m.top_k, 2);           // default
+  EXPECT_EQ(m.ffn_kind, "gated");  // default
+  EXPECT_EQ(m.moe_layers(), 2);
+}
+
+TEST(ModelConfigErrors, MissingKey) {
+  std::string msg = error_of(replaced(kValid, "d_model = 128\n", ""));
+  EXPECT_NE(msg.find("'architecture.d_model'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("(missing)"), std::string::npos) << msg;
+}
+
+TEST(ModelConfigErrors, MistypedValue) {
+  std::string msg = error_of(replaced(kValid, "layers = 4", "layers = \"four\""));
+  EXPECT_NE(msg.find("'architecture.layers' = \"four\": expected a integer"), std::string::npos) << msg;
+}
+
+TEST(ModelConfigErrors, MisspeltKeyIsNotIgnored) {
+  std::string msg = error_of(replaced(kValid, "heads = 4", "heads = 4\nhead_count = 4"));
+  EXPECT_NE(msg.find("'architecture.head_count'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("no such key"), std::string::npos) << msg;
+}
+
+TEST(ModelConfigErrors, ZeroAndNegativeSizes) {
+  EXPECT_NE(error_of(replaced(kValid, "d_model = 128", "d_model = 0")).find("= 0: expected a positive integer"),
+            std::string::npos);
+  EXPECT_NE(error_of(replaced(kValid, "experts = 8", "experts = -8")).find("'moe.experts' = -8"), std::string::npos);
+  EXPECT_NE(error_of(replaced(kValid, "[moe]", "[moe]\ncapacity_factor = -1.5")).find("'moe.capacity_factor' = -1.5"),
+            std::string::npos);
+}
+
+TEST(ModelConfigErrors, HeadLayoutInconsistentWithWidth) {
+  std::string msg = error_of(replaced(kValid, "head_dim = 32", "head_dim = 2"));
+  EXPECT_NE(msg.find("'architecture.head_dim' = 2"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("4 x 2 = 8"), std::string::npos) << msg;
+}
+
+TEST(ModelConfigErrors, ExpertsMustAdmitTopK) {
+  std::string msg = error_of(replaced(kValid, "experts = 8", "experts = 1"));
+  EXPECT_NE(msg.find("'moe.top_k'"), std::string::npos) << msg;
+}
+
+TEST(ModelConfigErrors, GroupMustDivideOrTileTheSequence) {
+  std::string msg = error_of(replaced(kValid, "group_tokens = 64", "group_tokens = 48"));
+  EXPECT_NE(msg.find("'moe.group_tokens' = 48"), std::string::npos) << msg;
+}
+
+TEST(ModelConfigErrors, UnknownChoice) {
+  std::string msg = error_of(replaced(kValid, "[moe]", "[moe]\ncapacity_convention = \"switch\""));
+  EXPECT_NE(msg.find("one of \"glam\", \"gshard\""), std::string::npos) << msg;
+}
+
+TEST(ModelConfigErrors, MalformedPaperFigure) {
+  std::string msg = error_of(std::string(kValid) + "[paper]\ntotal_params = \"lots\"\n");
+  EXPECT_NE(msg.find("'paper.total_params' = \"lots\""), std::string::npos) << msg;
+}
+
+TEST(ModelConfigErrors, NotToml) {
+  std::string msg = error_of("layers = = 4");
+  EXPECT_NE(msg.find("not valid TOML"), std::string::npos) << msg;
+}
+
+TEST(ModelConfigErrors, MissingFileAndUnknownId) {
+  try {
+    load_model("/nonexistent/model.toml");
+    ADD_FAILURE();
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("/nonexistent/model.toml: no such file"), std::string::npos);
+  }
+  try {
+    load_model("glam-9000b");
+    ADD_FAILURE();
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("glam-64b-64e"), std::string::npos) << "should list known ids";
+  }
+}
+
+TEST(ModelConfigErrors, UserFileByPath) {
+  auto path = std::filesystem::temp_directory_path() / "glam-user-model.toml";
+  std::ofstream(path) << kValid;
+  ModelConfig m = load_model(path.string());
+  EXPECT_EQ(m.id, "tiny");
+  std::filesystem::remove(path);
+}
+
+TEST(ModelConfigErrors, ResolvedConfigDumpHasEveryField) {
+  ModelConfig m = parse_model(kValid, "ok.toml");
+  auto j = model_to_json(m);
+  EXPECT_EQ(j["architecture"]["layers"], 4);
+  EXPECT_EQ(j["moe"]["capacity_convention"], "glam");
+  EXPECT_TRUE(j["moe"]["expert_hidden"].is_null());
+  EXPECT_NE(describe_model_fields().find("moe.capacity_factor  number  default: 2.0"), std::string::npos)
+      << describe_model_fields();
+}
+
+}  // namespace
+}  // namespace glam
