@@ -1,0 +1,31 @@
+#pragma once
+// Adafactor (Shazeer and Stern 2018) with beta1 = 0, for one parameter tensor of rows x cols.
+// Matrices (rows > 1 and cols > 1) keep factored second moments (a row and a column average),
+// vectors an unfactored one. Step t (1-based):
+//   beta2 = 1 - t^-0.8;  R = beta2 R + (1-beta2) rowmean(g^2 + eps1);  C likewise over columns;
+//   V = R C^T / mean(R);  U = g / sqrt(V);  U /= max(1, RMS(U) / clip);
+//   rho = min(lr_max, 1/sqrt(t));  param -= rho * max(eps2, RMS(param)) * U.
+#include <cstdint>
+
+#include "kernel_context.h"
+
+namespace glam::kernels {
+
+struct AdafactorHyper {
+  double eps1 = 1e-30;
+  double eps2 = 1e-3;
+  double clip = 1.0;
+  double decay_exponent = 0.8;
+  double lr_max = 1e-2;  // relative step size min(lr_max, 1/sqrt(t)): 0.01 for 10K steps, then 1/sqrt(t)
+};
+
+// Relative step size at step t.
+double adafactor_step_size(const AdafactorHyper& h, int64_t step);
+
+// Factored when row_state and col_state are non-null (sizes rows and cols); otherwise full_state
+// holds rows*cols values. States start at 0.
+template <class T>
+void adafactor_update(const KernelContext& ctx, T* param, const T* grad, T* row_state, T* col_state, T* full_state,
+                      int64_t rows, int64_t cols, int64_t step, const AdafactorHyper& h);
+
+}  // namespace glam::kernels

@@ -1,0 +1,96 @@
+#include "attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "cpu/parallel.h"
+
+namespace glam::kernels {
+
+int32_t relative_position_bucket(int64_t relative_position, int64_t buckets, int64_t max_distance) {
+  // Unidirectional: only keys at or before the query (relative_position <= 0) matter.
+  int64_t n = std::max<int64_t>(-relative_position, 0);
+  int64_t max_exact = buckets / 2;
+  if (n < max_exact) return static_cast<int32_t>(n);
+  double v = std::log(static_cast<double>(n) / static_cast<double>(max_exact)) /
+             std::log(static_cast<double>(max_distance) / static_cast<double>(max_exact)) *
+             static_cast<double>(buckets - max_exact);
+  int64_t b = max_exact + static_cast<int64_t>(v);
+  return static_cast<int32_t>(std::min<int64_t>(b, buckets - 1));
+}
+
+void relative_bucket_table(int32_t* bucket, int64_t seq_len, int64_t buckets, int64_t max_distance) {
+  for (int64_t i = 0; i < seq_len; ++i)
+    for (int64_t j = 0; j < seq_len; ++j) bucket[i * seq_len + j] = relative_position_bucket(j - i, buckets, max_distance);
+}
+
+template <class T>
+void attention_bias_forward(const KernelContext&, T* scores, const T* bias, const int32_t* bucket, int64_t batch,
+                            int64_t heads, int64_t seq_len) {
+  int64_t n = batch * heads;
+  GLAM_PARALLEL_FOR(n)
+  for (int64_t bh = 0; bh < n; ++bh) {
+    int64_t h = bh % heads;
+    T* s = scores + bh * seq_len * seq_len;
+    for (int64_t i = 0; i < seq_len; ++i)
+      for (int64_t j = 0; j <= i; ++j) s[i * seq_len + j] += bias[bucket[i * seq_len + j] * heads + h];
+  }
+}
+
+template <class T>
+void attention_bias_backward(const KernelContext&, const T* dscores, const int32_t* bucket, T* dbias, int64_t batch,
+                             int64_t heads, int64_t seq_len) {
+  GLAM_PARALLEL_FOR(heads)
+  for (int64_t h = 0; h < heads; ++h)
+    for (int64_t b = 0; b < batch; ++b) {
+      const T* ds = dscores + (b * heads + h) * seq_len * seq_len;
+      for (int64_t i = 0; i < seq_len; ++i)
+        for (int64_t j = 0; j <= i; ++j) dbias[bucket[i * seq_len + j] * heads + h] += ds[i * seq_len + j];
+    }
+}
+
+template <class T>
+void causal_softmax_forward(const KernelContext&, T* scores, int64_t rows, int64_t seq_len) {
+  GLAM_PARALLEL_FOR(rows / 32)
+  for (int64_t r = 0; r < rows; ++r) {
+    int64_t i = r % seq_len;
+    T* s = scores + r * seq_len;
+    T mx = s[0];
+    for (int64_t j = 1; j <= i; ++j) mx = std::max(mx, s[j]);
+    T sum = 0;
+    for (int64_t j = 0; j <= i; ++j) {
+      s[j] = std::exp(s[j] - mx);
+      sum += s[j];
+    }
+    T inv = T(1) / sum;
+    for (int64_t j = 0; j <= i; ++j) s[j] *= inv;
+    for (int64_t j = i + 1; j < seq_len; ++j) s[j] = T(0);
+  }
+}
+
+template <class T>
+void causal_softmax_backward(const KernelContext&, const T* probs, T* dprobs, int64_t rows, int64_t seq_len) {
+  GLAM_PARALLEL_FOR(rows / 32)
+  for (int64_t r = 0; r < rows; ++r) {
+    int64_t i = r % seq_len;
+    const T* p = probs + r * seq_len;
+    T* d = dprobs + r * seq_len;
+    T dot = 0;
+    for (int64_t j = 0; j <= i; ++j) dot += p[j] * d[j];
+    for (int64_t j = 0; j <= i; ++j) d[j] = p[j] * (d[j] - dot);
+    for (int64_t j = i + 1; j < seq_len; ++j) d[j] = T(0);
+  }
+}
+
+#define GLAM_INSTANTIATE(T)                                                                                         \
+  template void attention_bias_forward<T>(const KernelContext&, T*, const T*, const int32_t*, int64_t, int64_t,     \
+                                          int64_t);                                                                 \
+  template void attention_bias_backward<T>(const KernelContext&, const T*, const int32_t*, T*, int64_t, int64_t,    \
+                                           int64_t);                                                                \
+  template void causal_softmax_forward<T>(const KernelContext&, T*, int64_t, int64_t);                              \
+  template void causal_softmax_backward<T>(const KernelContext&, const T*, T*, int64_t, int64_t);
+GLAM_INSTANTIATE(float)
+GLAM_INSTANTIATE(double)
+
+}  // namespace glam::kernels

@@ -1,0 +1,54 @@
+#include "elementwise.h"
+
+#include <cstring>
+
+#include "cpu/parallel.h"
+
+namespace glam::kernels {
+
+template <class T>
+void fill(const KernelContext&, T* x, T value, int64_t n) {
+  if (value == T(0)) {
+    std::memset(x, 0, sizeof(T) * static_cast<size_t>(n));
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) x[i] = value;
+}
+
+template <class T>
+void copy(const KernelContext&, const T* src, T* dst, int64_t n) {
+  if (n > 0 && src != dst) std::memcpy(dst, src, sizeof(T) * static_cast<size_t>(n));
+}
+
+template <class T>
+void axpy(const KernelContext&, T alpha, const T* x, T* y, int64_t n) {
+  GLAM_PARALLEL_FOR(n / 4096)
+  for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+}
+
+template <class T>
+void add(const KernelContext&, const T* a, const T* b, T* out, int64_t n) {
+  GLAM_PARALLEL_FOR(n / 4096)
+  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+}
+
+template <class S, class T>
+void convert(const KernelContext&, const S* in, T* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(in[i]);
+}
+
+#define GLAM_INSTANTIATE(T)                                                      \
+  template void fill<T>(const KernelContext&, T*, T, int64_t);                   \
+  template void copy<T>(const KernelContext&, const T*, T*, int64_t);            \
+  template void axpy<T>(const KernelContext&, T, const T*, T*, int64_t);         \
+  template void add<T>(const KernelContext&, const T*, const T*, T*, int64_t);
+GLAM_INSTANTIATE(float)
+GLAM_INSTANTIATE(double)
+template void copy<int32_t>(const KernelContext&, const int32_t*, int32_t*, int64_t);
+template void fill<int32_t>(const KernelContext&, int32_t*, int32_t, int64_t);
+template void convert<float, double>(const KernelContext&, const float*, double*, int64_t);
+template void convert<double, float>(const KernelContext&, const double*, float*, int64_t);
+template void convert<float, float>(const KernelContext&, const float*, float*, int64_t);
+template void convert<double, double>(const KernelContext&, const double*, double*, int64_t);
+
+}  // namespace glam::kernels

@@ -1,0 +1,32 @@
+#include "embedding.h"
+
+#include <cstring>
+
+#include "cpu/parallel.h"
+
+namespace glam::kernels {
+
+template <class T>
+void embedding_forward(const KernelContext&, const int32_t* ids, const T* table, T* out, int64_t tokens, int64_t dim) {
+  GLAM_PARALLEL_FOR(tokens / 64)
+  for (int64_t t = 0; t < tokens; ++t)
+    std::memcpy(out + t * dim, table + static_cast<int64_t>(ids[t]) * dim, sizeof(T) * static_cast<size_t>(dim));
+}
+
+template <class T>
+void embedding_backward(const KernelContext&, const int32_t* ids, const T* dout, T* dtable, int64_t tokens,
+                        int64_t dim) {
+  for (int64_t t = 0; t < tokens; ++t) {
+    T* row = dtable + static_cast<int64_t>(ids[t]) * dim;
+    const T* g = dout + t * dim;
+    for (int64_t i = 0; i < dim; ++i) row[i] += g[i];
+  }
+}
+
+#define GLAM_INSTANTIATE(T)                                                                                   \
+  template void embedding_forward<T>(const KernelContext&, const int32_t*, const T*, T*, int64_t, int64_t);   \
+  template void embedding_backward<T>(const KernelContext&, const int32_t*, const T*, T*, int64_t, int64_t);
+GLAM_INSTANTIATE(float)
+GLAM_INSTANTIATE(double)
+
+}  // namespace glam::kernels

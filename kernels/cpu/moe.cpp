@@ -1,0 +1,98 @@
+#include "moe.h"
+
+#include <cstring>
+
+#include "cpu/parallel.h"
+
+namespace glam::kernels {
+
+template <class T>
+void moe_dispatch_forward(const KernelContext&, const T* x, const int32_t* slot_token, T* buf, int64_t slots,
+                          int64_t dim) {
+  GLAM_PARALLEL_FOR(slots / 64)
+  for (int64_t s = 0; s < slots; ++s) {
+    T* row = buf + s * dim;
+    if (slot_token[s] >= 0)
+      std::memcpy(row, x + static_cast<int64_t>(slot_token[s]) * dim, sizeof(T) * static_cast<size_t>(dim));
+    else
+      std::memset(row, 0, sizeof(T) * static_cast<size_t>(dim));
+  }
+}
+
+template <class T>
+void moe_dispatch_backward(const KernelContext&, const T* dbuf, const int32_t* loc, T* dx, int64_t tokens,
+                           int64_t top_k, int64_t dim) {
+  GLAM_PARALLEL_FOR(tokens / 64)
+  for (int64_t t = 0; t < tokens; ++t)
+    for (int64_t c = 0; c < top_k; ++c) {
+      int32_t l = loc[t * top_k + c];
+      if (l < 0) continue;
+      const T* src = dbuf + static_cast<int64_t>(l) * dim;
+      T* dst = dx + t * dim;
+      for (int64_t i = 0; i < dim; ++i) dst[i] += src[i];
+    }
+}
+
+template <class T>
+void moe_combine_forward(const KernelContext&, const T* buf, const int32_t* loc, const T* gate, T* y, int64_t tokens,
+                         int64_t top_k, int64_t dim) {
+  GLAM_PARALLEL_FOR(tokens / 64)
+  for (int64_t t = 0; t < tokens; ++t)
+    for (int64_t c = 0; c < top_k; ++c) {
+      int32_t l = loc[t * top_k + c];
+      if (l < 0) continue;
+      const T* src = buf + static_cast<int64_t>(l) * dim;
+      T g = gate[t * top_k + c];
+      T* dst = y + t * dim;
+      for (int64_t i = 0; i < dim; ++i) dst[i] += g * src[i];
+    }
+}
+
+template <class T>
+void moe_combine_backward(const KernelContext&, const T* dy, const T* buf, const int32_t* loc,
+                          const int32_t* slot_token, const T* gate, T* dbuf, T* dgate, int64_t tokens, int64_t top_k,
+                          int64_t slots, int64_t dim) {
+  for (int64_t s = 0; s < slots; ++s)
+    if (slot_token[s] < 0) std::memset(dbuf + s * dim, 0, sizeof(T) * static_cast<size_t>(dim));
+  GLAM_PARALLEL_FOR(tokens / 64)
+  for (int64_t t = 0; t < tokens; ++t)
+    for (int64_t c = 0; c < top_k; ++c) {
+      int64_t idx = t * top_k + c;
+      int32_t l = loc[idx];
+      if (l < 0) {
+        dgate[idx] = T(0);
+        continue;
+      }
+      const T* g = dy + t * dim;
+      const T* out = buf + static_cast<int64_t>(l) * dim;
+      T* d = dbuf + static_cast<int64_t>(l) * dim;
+      T w = gate[idx];
+      T dot = 0;
+      for (int64_t i = 0; i < dim; ++i) {
+        d[i] = w * g[i];
+        dot += g[i] * out[i];
+      }
+      dgate[idx] = dot;
+    }
+}
+
+template <class T>
+void swap_leading_axes(const KernelContext&, const T* in, T* out, int64_t outer, int64_t inner, int64_t block) {
+  for (int64_t a = 0; a < outer; ++a)
+    for (int64_t b = 0; b < inner; ++b)
+      std::memcpy(out + (b * outer + a) * block, in + (a * inner + b) * block, sizeof(T) * static_cast<size_t>(block));
+}
+
+#define GLAM_INSTANTIATE(T)                                                                                        \
+  template void moe_dispatch_forward<T>(const KernelContext&, const T*, const int32_t*, T*, int64_t, int64_t);     \
+  template void moe_dispatch_backward<T>(const KernelContext&, const T*, const int32_t*, T*, int64_t, int64_t,     \
+                                         int64_t);                                                                 \
+  template void moe_combine_forward<T>(const KernelContext&, const T*, const int32_t*, const T*, T*, int64_t,      \
+                                       int64_t, int64_t);                                                          \
+  template void moe_combine_backward<T>(const KernelContext&, const T*, const T*, const int32_t*, const int32_t*,  \
+                                        const T*, T*, T*, int64_t, int64_t, int64_t, int64_t);                     \
+  template void swap_leading_axes<T>(const KernelContext&, const T*, T*, int64_t, int64_t, int64_t);
+GLAM_INSTANTIATE(float)
+GLAM_INSTANTIATE(double)
+
+}  // namespace glam::kernels

@@ -1,0 +1,18 @@
+#pragma once
+// Token embedding lookup and its gradient.
+#include <cstdint>
+
+#include "kernel_context.h"
+
+namespace glam::kernels {
+
+// out[t,:] = table[ids[t],:]
+template <class T>
+void embedding_forward(const KernelContext& ctx, const int32_t* ids, const T* table, T* out, int64_t tokens, int64_t dim);
+
+// dtable[ids[t],:] += dout[t,:] (tokens in order, so the sum is deterministic)
+template <class T>
+void embedding_backward(const KernelContext& ctx, const int32_t* ids, const T* dout, T* dtable, int64_t tokens,
+                        int64_t dim);
+
+}  // namespace glam::kernels

@@ -1,0 +1,16 @@
+#pragma once
+// Softmax cross-entropy with the output z-loss, fused with its gradient (the llm.c way): the
+// forward pass writes the per-token loss terms and the gradient of the scaled loss
+//   grad_scale * sum_t [ -log softmax(logits_t)[target_t] + z_weight * logsumexp(logits_t)^2 ].
+#include <cstdint>
+
+#include "kernel_context.h"
+
+namespace glam::kernels {
+
+// ce[t] = cross-entropy of token t, lse[t] = logsumexp of its logits. dlogits may alias logits.
+template <class T>
+void softmax_xent_forward_backward(const KernelContext& ctx, const T* logits, const int32_t* targets, int64_t tokens,
+                                   int64_t vocab, double z_weight, double grad_scale, T* ce, T* lse, T* dlogits);
+
+}  // namespace glam::kernels

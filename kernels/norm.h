@@ -1,0 +1,20 @@
+#pragma once
+// RMSNorm (pre-norm, no bias): y = x / sqrt(mean(x^2) + eps) * scale, per row of `dim` values.
+#include <cstdint>
+
+#include "kernel_context.h"
+
+namespace glam::kernels {
+
+inline constexpr double kRmsNormEps = 1e-6;
+
+// Writes y[rows,dim] and inv_rms[rows] (kept for the backward pass).
+template <class T>
+void rmsnorm_forward(const KernelContext& ctx, const T* x, const T* scale, T* y, T* inv_rms, int64_t rows, int64_t dim);
+
+// Accumulates: dx += d/dx, dscale += d/dscale (summed over rows).
+template <class T>
+void rmsnorm_backward(const KernelContext& ctx, const T* dy, const T* x, const T* scale, const T* inv_rms, T* dx,
+                      T* dscale, int64_t rows, int64_t dim);
+
+}  // namespace glam::kernels
