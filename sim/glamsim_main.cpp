@@ -9,6 +9,9 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", "glamsim 0.1.0");
   glam::cli::add_models_command(app);
+  glam::cli::add_topo_command(app);
+  glam::cli::add_run_command(app);
+  glam::cli::add_plan_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

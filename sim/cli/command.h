@@ -7,5 +7,8 @@
 namespace glam::cli {
 
 void add_models_command(CLI::App& app);
+void add_topo_command(CLI::App& app);
+void add_run_command(CLI::App& app);
+void add_plan_command(CLI::App& app);
 
 }  // namespace glam::cli

@@ -1,0 +1,340 @@
+#include "step_graph.h"
+
+#include <algorithm>
+#include <functional>
+#include <stdexcept>
+
+#include "accounting.h"
+
+namespace glam {
+
+const char* op_kind_name(OpKind k) {
+  switch (k) {
+    case OpKind::kMatmul: return "matmul";
+    case OpKind::kAttention: return "attention";
+    case OpKind::kElementwise: return "elementwise";
+    case OpKind::kCollective: return "collective";
+  }
+  return "?";
+}
+const char* phase_name(StepPhase p) {
+  switch (p) {
+    case StepPhase::kForward: return "fwd";
+    case StepPhase::kBackward: return "bwd";
+    case StepPhase::kOptimizer: return "opt";
+  }
+  return "?";
+}
+const char* collective_name(CollectiveKind k) {
+  switch (k) {
+    case CollectiveKind::kAllToAll: return "all_to_all";
+    case CollectiveKind::kAllReduce: return "all_reduce";
+    case CollectiveKind::kReduceScatter: return "reduce_scatter";
+    case CollectiveKind::kAllGather: return "all_gather";
+  }
+  return "?";
+}
+const char* axis_name(CommAxis a) {
+  switch (a) {
+    case CommAxis::kTensor: return "tp";
+    case CommAxis::kExpert: return "ep";
+    case CommAxis::kData: return "dp";
+    case CommAxis::kExpertData: return "expert_dp";
+  }
+  return "?";
+}
+
+int64_t blocks_run(const ModelConfig& m, const StepShape& s) {
+  return s.layers_run < 0 ? m.layers : std::min(s.layers_run, m.layers);
+}
+
+MoeLayerLoad uniform_moe_load(const ModelConfig& m, const StepShape& s) {
+  MoeLayerLoad load;
+  if (!m.is_moe()) return load;
+  const double T = static_cast<double>(s.tokens_per_rank);
+  const double routed = T * static_cast<double>(m.top_k);
+  const double slots = T / static_cast<double>(m.group_tokens) * static_cast<double>(m.capacity_per_group() * m.experts);
+  const double kept = std::min(routed, slots);
+  load.expert_tokens = kept;  // uniform: each rank receives what it sends
+  load.a2a_send_tokens = kept;
+  load.dropped_fraction = 1 - kept / routed;
+  return load;
+}
+
+namespace {
+
+// Builds the op list; keeps the arithmetic of each op next to its name.
+class Builder {
+ public:
+  Builder(const ModelConfig& m, const StepShape& s) : m_(m), s_(s) {
+    e_ = static_cast<double>(ModelConfig::precision_bytes(m.activation_precision));
+    w_ = static_cast<double>(ModelConfig::precision_bytes(m.weight_precision));
+    T_ = static_cast<double>(s.tokens_per_rank);
+    tp_ = static_cast<double>(s.tp);
+    M_ = static_cast<double>(m.d_model);
+    A_ = static_cast<double>(m.attention_width());
+  }
+
+  // y[T, n] = x[T, k] W[k, n], weights sharded over tp. Backward: data and weight gradients.
+  void matmul(int layer, const std::string& name, StepPhase ph, double tokens, double k, double n, double shards,
+              OpKind kind = OpKind::kMatmul) {
+    double mul = ph == StepPhase::kBackward ? 2 : 1;
+    double flops = 2 * tokens * k * n / shards * mul;
+    double bytes = (k * n / shards * e_ + tokens * (k + n / shards) * e_) * mul;
+    add(layer, name, ph, kind, flops, bytes);
+  }
+  // Memory-bound op touching `elements` values `passes` times.
+  void elementwise(int layer, const std::string& name, StepPhase ph, double elements, double passes) {
+    double mul = ph == StepPhase::kBackward ? 2 : 1;
+    add(layer, name, ph, OpKind::kElementwise, elements * passes, elements * passes * e_ * mul);
+  }
+  void collective(int layer, const std::string& name, StepPhase ph, CollectiveKind c, CommAxis axis, double bytes,
+                  bool blocking = true) {
+    StepOp op = make(layer, name, ph, OpKind::kCollective, 0, 0);
+    op.collective = c;
+    op.axis = axis;
+    op.comm_bytes = bytes;
+    op.blocking = blocking;
+    g_.ops.push_back(std::move(op));
+  }
+
+  void attention(int l, StepPhase ph) {
+    const double S = static_cast<double>(m_.seq_len), heads = static_cast<double>(m_.heads);
+    auto fwd = [&] {
+      elementwise(l, "attn_norm", ph, T_ * M_, 2);
+      matmul(l, "attn_qkv", ph, T_, M_, 3 * A_, tp_);
+      matmul(l, "attn_scores", ph, T_, A_, S, tp_, OpKind::kAttention);
+      elementwise(l, "attn_softmax", ph, T_ * S * heads / tp_, 3);
+      matmul(l, "attn_context", ph, T_, S, A_, tp_, OpKind::kAttention);
+      matmul(l, "attn_out", ph, T_, A_, M_, tp_);
+      if (s_.tp > 1) collective(l, "attn_tp_allreduce", ph, CollectiveKind::kAllReduce, CommAxis::kTensor, T_ * M_ * e_);
+    };
+    if (ph == StepPhase::kForward) return fwd();
+    // backward in reverse order
+    if (s_.tp > 1) collective(l, "attn_tp_allreduce", ph, CollectiveKind::kAllReduce, CommAxis::kTensor, T_ * M_ * e_);
+    matmul(l, "attn_out", ph, T_, A_, M_, tp_);
+    matmul(l, "attn_context", ph, T_, S, A_, tp_, OpKind::kAttention);
+    elementwise(l, "attn_softmax", ph, T_ * S * heads / tp_, 3);
+    matmul(l, "attn_scores", ph, T_, A_, S, tp_, OpKind::kAttention);
+    matmul(l, "attn_qkv", ph, T_, M_, 3 * A_, tp_);
+    elementwise(l, "attn_norm", ph, T_ * M_, 2);
+  }
+
+  void dense_ffn(int l, StepPhase ph) {
+    const double H = static_cast<double>(m_.ffn_hidden);
+    const double in_cols = m_.ffn_kind == "gated" ? 2 * H : H;
+    std::vector<std::function<void()>> seq = {
+        [&] { elementwise(l, "ffn_norm", ph, T_ * M_, 2); },
+        [&] { matmul(l, "ffn_in", ph, T_, M_, in_cols, tp_); },
+        [&] { elementwise(l, "ffn_act", ph, T_ * H / tp_, 3); },
+        [&] { matmul(l, "ffn_out", ph, T_, H, M_, tp_); },
+        [&] {
+          if (s_.tp > 1) collective(l, "ffn_tp_allreduce", ph, CollectiveKind::kAllReduce, CommAxis::kTensor, T_ * M_ * e_);
+        },
+    };
+    run(seq, ph);
+  }
+
+  void moe_ffn(int l, StepPhase ph, const MoeLayerLoad& load) {
+    const double He = static_cast<double>(m_.expert_hidden_size()), E = static_cast<double>(m_.experts);
+    const double in_cols = m_.expert_kind == "gated" ? 2 * He : He;
+    const double copies = load.expert_tokens;
+    // Experts on this rank: E / ep when ep <= E; an expert split over tp otherwise.
+    std::vector<std::function<void()>> seq = {
+        [&] { elementwise(l, "ffn_norm", ph, T_ * M_, 2); },
+        [&] { matmul(l, "moe_router", ph, T_, M_, E, 1); },
+        [&] { elementwise(l, "moe_permute", ph, load.a2a_send_tokens * M_, 2); },
+        [&] {
+          collective(l, "moe_dispatch_a2a", ph, CollectiveKind::kAllToAll, CommAxis::kExpert,
+                     load.a2a_send_tokens * M_ * e_);
+          g_.ops.back().a2a_dest_share = load.dest_share;
+          g_.ops.back().a2a_transposed = ph == StepPhase::kBackward;
+        },
+        [&] { matmul(l, "moe_expert_in", ph, copies, M_, in_cols, tp_); },
+        [&] { elementwise(l, "moe_expert_act", ph, copies * He / tp_, 3); },
+        [&] { matmul(l, "moe_expert_out", ph, copies, He, M_, tp_); },
+        [&] {
+          if (s_.tp > 1)
+            collective(l, "ffn_tp_allreduce", ph, CollectiveKind::kAllReduce, CommAxis::kTensor, copies * M_ * e_);
+        },
+        [&] {
+          collective(l, "moe_combine_a2a", ph, CollectiveKind::kAllToAll, CommAxis::kExpert,
+                     load.a2a_send_tokens * M_ * e_);
+          g_.ops.back().a2a_dest_share = load.dest_share;
+          g_.ops.back().a2a_transposed = ph == StepPhase::kForward;
+        },
+        [&] { elementwise(l, "moe_unpermute", ph, load.a2a_send_tokens * M_, 2); },
+    };
+    run(seq, ph);
+  }
+
+  // Gradient reduction of one block's weights, overlapped with the rest of the backward pass.
+  // Non-expert weights are replicated over all dp ranks, an expert's over dp / ep of them.
+  void grad_reduction(int l) {
+    if (s_.dp > 1)
+      collective(l, "grad_allreduce", StepPhase::kBackward,
+                 s_.shard_weights ? CollectiveKind::kReduceScatter : CollectiveKind::kAllReduce, CommAxis::kData,
+                 layer_dense_bytes(l), false);
+    if (m_.is_moe_layer(l) && s_.dp / s_.ep > 1) {
+      const double He = static_cast<double>(m_.expert_hidden_size());
+      const double per_expert = (m_.expert_kind == "gated" ? 3 : 2) * M_ * He;
+      const double local_experts = static_cast<double>(m_.experts) / static_cast<double>(std::min(s_.ep, m_.experts));
+      collective(l, "expert_grad_allreduce", StepPhase::kBackward, CollectiveKind::kAllReduce, CommAxis::kExpertData,
+                 per_expert * local_experts / tp_ * w_, false);
+    }
+  }
+
+  // Exact bytes of one block's non-expert gradients on this rank.
+  double layer_dense_bytes(int l) const {
+    const double H = static_cast<double>(m_.ffn_hidden);
+    double params = 4 * M_ * A_ / tp_ + 2 * M_;
+    if (m_.is_moe_layer(l)) params += M_ * static_cast<double>(m_.experts);
+    else params += (m_.ffn_kind == "gated" ? 3 : 2) * M_ * H / tp_;
+    return params * w_;
+  }
+
+  StepGraph build(const std::vector<MoeLayerLoad>& loads) {
+    const int64_t K = blocks_run(m_, s_);
+    const double V = static_cast<double>(m_.vocab_size);
+    MoeLayerLoad uniform = uniform_moe_load(m_, s_);
+    auto load_of = [&](int l) -> const MoeLayerLoad& {
+      int moe_index = 0;
+      for (int i = 0; i < l; ++i) moe_index += m_.is_moe_layer(i) ? 1 : 0;
+      return static_cast<size_t>(moe_index) < loads.size() ? loads[static_cast<size_t>(moe_index)] : uniform;
+    };
+    elementwise(-1, "embed", StepPhase::kForward, T_ * M_, 2);
+    for (int l = 0; l < K; ++l) {
+      size_t first = weight_gather(l, StepPhase::kForward);
+      block_forward(l, load_of(l));
+      wait_for_gather(first);
+    }
+    elementwise(-1, "final_norm", StepPhase::kForward, T_ * M_, 2);
+    matmul(-1, "logits", StepPhase::kForward, T_, M_, V, tp_);
+    elementwise(-1, "loss", StepPhase::kForward, T_ * V / tp_, 3);
+    matmul(-1, "logits", StepPhase::kBackward, T_, M_, V, tp_);
+    elementwise(-1, "final_norm", StepPhase::kBackward, T_ * M_, 2);
+    for (int l = static_cast<int>(K) - 1; l >= 0; --l) {
+      size_t first = weight_gather(l, StepPhase::kBackward);
+      if (s_.recompute) block_forward(l, load_of(l), "recompute.");
+      wait_for_gather(first);
+      if (m_.is_moe_layer(l)) moe_ffn(l, StepPhase::kBackward, load_of(l));
+      else dense_ffn(l, StepPhase::kBackward);
+      attention(l, StepPhase::kBackward);
+      grad_reduction(l);
+    }
+    elementwise(-1, "embed", StepPhase::kBackward, T_ * M_, 2);
+    if (s_.dp > 1)
+      collective(-1, "embed_grad_allreduce", StepPhase::kBackward, CollectiveKind::kAllReduce, CommAxis::kData,
+                 V * M_ * w_ / tp_, false);
+    optimizer(K);
+    // The optimizer waits for every overlapped gradient reduction.
+    for (size_t i = 0; i + 1 < g_.ops.size(); ++i)
+      if (g_.ops[i].kind == OpKind::kCollective && !g_.ops[i].blocking && g_.ops[i].phase == StepPhase::kBackward)
+        g_.ops.back().deps.push_back(static_cast<int>(i));
+    // Useful FLOPs: the model's training FLOPs for this rank's tokens (tp ranks share them).
+    ModelConfig partial = m_;
+    partial.layers = K;
+    g_.model_flops = flops_per_token(partial).train() * T_ / tp_;
+    return std::move(g_);
+  }
+
+  void block_forward(int l, const MoeLayerLoad& load, const std::string& prefix = "") {
+    size_t begin = g_.ops.size();
+    attention(l, StepPhase::kForward);
+    if (m_.is_moe_layer(l)) moe_ffn(l, StepPhase::kForward, load);
+    else dense_ffn(l, StepPhase::kForward);
+    for (size_t i = begin; i < g_.ops.size(); ++i) {
+      g_.ops[i].id = prefix + g_.ops[i].id;
+      if (!prefix.empty()) g_.ops[i].phase = StepPhase::kBackward;
+    }
+  }
+
+  // With sharded weights a block's non-expert weights are gathered (in the activation precision)
+  // before its forward and again before its backward; the gather is issued one block ahead, so
+  // it overlaps the previous block's compute. Returns the index of the gather op, or npos.
+  size_t weight_gather(int l, StepPhase ph) {
+    if (!s_.shard_weights || s_.dp == 1) return SIZE_MAX;
+    const double bytes = layer_dense_bytes(l) / w_ * e_;
+    StepOp op = make(l, "weight_allgather", ph, OpKind::kCollective, 0, 0);
+    op.collective = CollectiveKind::kAllGather;
+    op.axis = CommAxis::kData;
+    op.comm_bytes = bytes;
+    op.blocking = false;
+    // Issue it before the previous block's ops: find where that block started.
+    size_t insert_at = g_.ops.size();
+    for (size_t i = g_.ops.size(); i-- > 0;) {
+      if (g_.ops[i].layer == (ph == StepPhase::kForward ? l - 1 : l + 1) && g_.ops[i].kind != OpKind::kCollective)
+        insert_at = i;
+      else if (insert_at != g_.ops.size())
+        break;
+    }
+    shift_deps(insert_at);
+    g_.ops.insert(g_.ops.begin() + static_cast<std::ptrdiff_t>(insert_at), std::move(op));
+    return insert_at;
+  }
+  void wait_for_gather(size_t gather) {
+    if (gather == SIZE_MAX) return;
+    for (size_t i = gather + 1; i < g_.ops.size(); ++i)
+      if (g_.ops[i].layer == g_.ops[gather].layer && g_.ops[i].kind != OpKind::kCollective) {
+        g_.ops[i].deps.push_back(static_cast<int>(gather));
+        return;
+      }
+  }
+  void shift_deps(size_t inserted) {
+    for (auto& op : g_.ops)
+      for (int& d : op.deps)
+        if (static_cast<size_t>(d) >= inserted) ++d;
+  }
+
+  // Adafactor reads weights, gradients and factored moments and writes weights: memory bound.
+  void optimizer(int64_t K) {
+    ModelConfig partial = m_;
+    partial.layers = K;
+    ShardingForMemory sh;
+    sh.dense_shards = s_.tp;
+    sh.expert_shards = std::min<int64_t>(s_.ep, std::max<int64_t>(m_.experts, 1)) * s_.tp;
+    MemoryFootprint fp = memory_per_chip(partial, sh);
+    double bytes = 2 * fp.weights_bytes + fp.gradients_bytes + 2 * fp.optimizer_bytes;
+    add(-1, "optimizer", StepPhase::kOptimizer, OpKind::kElementwise, fp.weights_bytes / w_ * 10, bytes);
+  }
+
+ private:
+  void run(std::vector<std::function<void()>>& seq, StepPhase ph) {
+    if (ph == StepPhase::kForward) {
+      for (auto& f : seq) f();
+    } else {
+      for (auto it = seq.rbegin(); it != seq.rend(); ++it) (*it)();
+    }
+  }
+  StepOp make(int layer, const std::string& name, StepPhase ph, OpKind kind, double flops, double bytes) const {
+    StepOp op;
+    op.name = name;
+    op.layer = layer;
+    op.phase = ph;
+    op.kind = kind;
+    op.flops = flops;
+    op.bytes = bytes;
+    std::string suffix = ph == StepPhase::kOptimizer ? "" : std::string(".") + phase_name(ph);
+    op.id = (layer >= 0 ? "L" + std::to_string(layer) + "." : "") + name + suffix;
+    if (name.find("grad_allreduce") != std::string::npos) op.id = (layer >= 0 ? "L" + std::to_string(layer) + "." : "") + name;
+    return op;
+  }
+  void add(int layer, const std::string& name, StepPhase ph, OpKind kind, double flops, double bytes) {
+    g_.ops.push_back(make(layer, name, ph, kind, flops, bytes));
+  }
+
+  const ModelConfig& m_;
+  const StepShape& s_;
+  double e_, w_, T_, tp_, M_, A_;
+  StepGraph g_;
+};
+
+}  // namespace
+
+StepGraph build_step_graph(const ModelConfig& m, const StepShape& s, const std::vector<MoeLayerLoad>& loads) {
+  if (s.tokens_per_rank <= 0 || s.tp <= 0 || s.dp <= 0 || s.ep <= 0)
+    throw std::invalid_argument("build_step_graph: non-positive shape");
+  return Builder(m, s).build(loads);
+}
+
+}  // namespace glam

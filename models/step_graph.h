@@ -1,0 +1,79 @@
+#pragma once
+// The StepGraph: the ops of one training step as seen by one rank, with FLOPs, HBM bytes and
+// the collectives they need. The simulator schedules it; the executor names its timed regions
+// with the same op ids ("L3.attn_qkv.fwd", "L3.moe_dispatch_a2a.bwd", "optimizer", ...).
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model_config.h"
+
+namespace glam {
+
+enum class OpKind { kMatmul, kAttention, kElementwise, kCollective };
+enum class StepPhase { kForward, kBackward, kOptimizer };
+enum class CollectiveKind { kAllToAll, kAllReduce, kReduceScatter, kAllGather };
+// Which plan axis a collective runs over.
+enum class CommAxis {
+  kTensor,      // the tp chips that share one layer's weights
+  kExpert,      // the ep chips that share one set of experts (all-to-all)
+  kData,        // every replica of the non-expert weights (dp of them)
+  kExpertData,  // every replica of one expert's weights (dp / ep of them)
+};
+
+const char* op_kind_name(OpKind k);
+const char* phase_name(StepPhase p);
+const char* collective_name(CollectiveKind k);
+const char* axis_name(CommAxis a);
+
+struct StepOp {
+  std::string id;
+  std::string name;  // the op without layer and phase: "attn_qkv"
+  int layer = -1;    // -1 for ops outside the blocks
+  StepPhase phase = StepPhase::kForward;
+  OpKind kind = OpKind::kElementwise;
+  double flops = 0;  // on this rank
+  double bytes = 0;  // HBM traffic on this rank
+  // collectives only
+  CollectiveKind collective = CollectiveKind::kAllReduce;
+  CommAxis axis = CommAxis::kData;
+  double comm_bytes = 0;  // per rank: the buffer each rank contributes (all-to-all: sends in total)
+  // all-to-all only: share of each rank's sends that goes to each ep rank (empty: uniform);
+  // transposed for the combine, where the hot ranks send instead of receive.
+  std::vector<double> a2a_dest_share;
+  bool a2a_transposed = false;
+  bool blocking = true;   // false: runs beside the compute stream, from the moment it is issued
+  std::vector<int> deps;  // indices of ops that must finish before this one starts
+};
+
+// How the step is laid out on one rank.
+struct StepShape {
+  int64_t tokens_per_rank = 0;  // tokens per data-parallel rank (the tp ranks of a group share them)
+  int64_t dp = 1, ep = 1, tp = 1;
+  int64_t layers_run = -1;  // run only the first K blocks (-1: all)
+  bool shard_weights = false;  // non-expert weights sharded over dp: gathered before use (ZeRO-3)
+  bool recompute = false;      // the forward pass of each block runs again in its backward pass
+};
+
+// Expert load of one MoE layer on the busiest rank, from the routing model.
+struct MoeLayerLoad {
+  double expert_tokens = 0;    // token copies the busiest rank's experts process
+  double a2a_send_tokens = 0;  // token copies the busiest rank sends in the dispatch all-to-all
+  double dropped_fraction = 0;
+  std::vector<double> dest_share;  // per ep rank, share of the dispatched copies it receives (empty: uniform)
+};
+
+struct StepGraph {
+  std::vector<StepOp> ops;
+  double model_flops = 0;  // useful training FLOPs of this rank (for MFU)
+};
+
+// The busiest-rank load under uniform routing, capacity limits applied.
+MoeLayerLoad uniform_moe_load(const ModelConfig& m, const StepShape& s);
+
+// `loads` has one entry per MoE block that runs (empty: uniform routing everywhere).
+StepGraph build_step_graph(const ModelConfig& m, const StepShape& s, const std::vector<MoeLayerLoad>& loads = {});
+
+int64_t blocks_run(const ModelConfig& m, const StepShape& s);
+
+}  // namespace glam

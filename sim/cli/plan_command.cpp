@@ -1,0 +1,155 @@
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <iostream>
+
+#include "cli/command.h"
+#include "cli/simulation_options.h"
+#include "common/errors.h"
+#include "common/text_table.h"
+#include "planner/training_estimate.h"
+#include "report/step_report.h"
+
+namespace glam::cli {
+namespace {
+
+double parse_tokens(const std::string& text) {
+  double v = 0;
+  try {
+    size_t used = 0;
+    v = std::stod(text, &used);
+    if (used != text.size()) throw std::invalid_argument(text);
+  } catch (const std::exception&) {
+    throw UsageError("--tokens " + text + ": expected a number of tokens such as 600e9");
+  }
+  if (!(v > 0) || !std::isfinite(v)) throw UsageError("--tokens " + text + ": expected a positive token budget");
+  return v;
+}
+
+struct PlanRow {
+  ResolvedSimulation sim;
+  StepResult step;
+  TrainingEstimate estimate;
+};
+
+std::string render_single(const PlanRow& row) {
+  const auto& e = row.estimate;
+  const auto& in = row.sim.input;
+  std::string out = "Training plan: " + in.model.id + " on " + in.cluster.id() + " (" +
+                    std::to_string(in.cluster.num_chips()) + " chips), " + format_count(e.tokens) + " tokens\n";
+  out += "plan: dp " + std::to_string(in.plan.dp) + " x tp " + std::to_string(in.plan.tp) + ", ep " +
+         std::to_string(in.plan.ep) + (in.plan.shard_weights ? ", weights sharded" : "") +
+         (in.plan.recompute ? ", recompute" : "") + "; " + std::to_string(in.plan.batch_tokens) + " tokens per step\n\n";
+  TextTable t({"figure", "value"}, {false, true});
+  t.add_row({"steps", format_fixed(e.steps, 0)});
+  t.add_row({"step time", format_seconds(e.step_time_s)});
+  t.add_row({"training time", format_fixed(e.train_hours, 0) + " h (" + format_fixed(e.train_hours / 24, 1) + " days)"});
+  t.add_row({"chip-hours", format_count(e.chip_hours)});
+  t.add_row({"MFU", format_fixed(100 * e.mfu, 1) + "%"});
+  t.add_row({"average system power per chip", format_fixed(e.step_energy.average_power_per_chip_W, 0) + " W"});
+  t.add_row({"IT energy", format_fixed(e.it_energy_MWh, 1) + " MWh"});
+  t.add_row({"facility energy (PUE " + format_fixed(e.facility.pue, 2) + ")", format_fixed(e.facility_energy_MWh, 1) + " MWh"});
+  t.add_row({"emissions (" + format_fixed(e.facility.carbon_kg_per_kWh, 3) + " kgCO2e/kWh)", format_fixed(e.tco2e, 1) + " tCO2e"});
+  if (e.electricity_cost) t.add_row({"electricity cost", format_count(*e.electricity_cost)});
+  out += t.render();
+  const double scale = e.steps / 3.6e9;
+  TextTable b({"energy by part", "MWh", "share"}, {false, true, true});
+  auto add = [&](const std::string& name, double joules) {
+    b.add_row({name, format_fixed(joules * scale, 1), format_fixed(100 * joules / e.step_energy.total_J(), 1) + "%"});
+  };
+  add("chips, above idle", e.step_energy.chip_compute_J);
+  add("chips, idle", e.step_energy.chip_idle_J);
+  add("hosts (share per chip)", e.step_energy.host_J);
+  add("network", e.step_energy.network_J);
+  add("facility overhead", e.step_energy.facility_overhead_J);
+  out += "\n" + b.render();
+  if (!row.step.fits_memory) out += "\nWARNING: the plan does not fit in memory (simulated anyway)\n";
+  return out;
+}
+
+std::string render_compare(const std::vector<PlanRow>& rows) {
+  TextTable t({"cluster", "chips", "plan", "step", "days", "chip-hours", "MFU", "W/chip", "facility MWh", "tCO2e"},
+              {false, true, false, true, true, true, true, true, true, true});
+  for (const auto& r : rows) {
+    const auto& e = r.estimate;
+    const auto& p = r.sim.input.plan;
+    t.add_row({r.sim.input.cluster.id(), std::to_string(r.sim.input.cluster.num_chips()),
+               "dp" + std::to_string(p.dp) + " tp" + std::to_string(p.tp) + " ep" + std::to_string(p.ep) +
+                   (p.shard_weights ? " zs" : "") + (p.recompute ? " rc" : ""),
+               format_seconds(e.step_time_s), format_fixed(e.train_hours / 24, 1), format_count(e.chip_hours),
+               format_fixed(100 * e.mfu, 1) + "%", format_fixed(e.step_energy.average_power_per_chip_W, 0),
+               format_fixed(e.facility_energy_MWh, 1), format_fixed(e.tco2e, 1)});
+  }
+  const auto& first = rows.front().sim.input;
+  return "Training plans: " + first.model.id + ", " + format_count(rows.front().estimate.tokens) + " tokens\n\n" +
+         t.render() + "\nplan: zs = weights sharded over dp, rc = activation recompute\n";
+}
+
+}  // namespace
+
+void add_plan_command(CLI::App& app) {
+  struct Options : SimulationOptions {
+    std::string tokens;
+    std::optional<double> pue, carbon;
+    std::vector<std::string> compare;
+  };
+  auto opts = std::make_shared<Options>();
+  CLI::App* cmd = app.add_subcommand("plan", "Plan a training run: days, chip-hours, MWh and tCO2e for a token budget");
+  opts->with_cluster = false;
+  opts->register_options(*cmd, false);
+  auto* cluster = cmd->add_option("--cluster", opts->cluster, "Cluster id or TOML file");
+  cmd->add_option("--compare", opts->compare, "Several clusters, one row each")->excludes(cluster);
+  cmd->add_option("--tokens", opts->tokens, "Training tokens, e.g. 600e9")->required();
+  cmd->add_option("--pue", opts->pue, "Power usage effectiveness (default: the cluster's)");
+  cmd->add_option("--carbon-intensity", opts->carbon, "Grid carbon intensity, kgCO2e per kWh (default: the cluster's)");
+  cmd->callback([opts] {
+    if (opts->cluster.empty() && opts->compare.empty()) throw UsageError("give --cluster ID or --compare ID ID...");
+    const double tokens = parse_tokens(opts->tokens);
+    std::vector<std::string> clusters = opts->compare.empty() ? std::vector<std::string>{opts->cluster} : opts->compare;
+    const bool progress = !opts->quiet && isatty(STDERR_FILENO);
+    // Resolve every cluster first: bad input fails before any simulation.
+    std::vector<PlanRow> rows;
+    for (const auto& id : clusters) {
+      PlanRow row{opts->resolve_for_cluster(id, progress), {}, {}};
+      if (tokens < static_cast<double>(row.sim.input.plan.batch_tokens))
+        throw UsageError("the batch of " + std::to_string(row.sim.input.plan.batch_tokens) +
+                         " tokens is larger than the token budget of " + opts->tokens);
+      facility_for(row.sim.input.cluster, opts->pue, opts->carbon);
+      rows.push_back(std::move(row));
+    }
+    for (auto& row : rows) {
+      if (progress) std::cerr << "glamsim: simulating " << row.sim.input.cluster.id() << "...\r" << std::flush;
+      row.step = simulate_step(row.sim.input);
+      if (!row.step.fits_memory && !opts->allow_oom)
+        throw UsageError("the plan for " + row.sim.input.cluster.id() + " needs " +
+                         format_bytes(row.step.memory.total_bytes()) + " per chip, more than its " +
+                         format_bytes(row.sim.input.cluster.chip().hbm_bytes) + " (use --allow-oom to plan it anyway)");
+      row.estimate = estimate_training(row.sim.input, row.step, tokens,
+                                       facility_for(row.sim.input.cluster, opts->pue, opts->carbon));
+    }
+    if (opts->format == "json") {
+      auto one = [](const PlanRow& r) {
+        nlohmann::json j = r.estimate.to_json();
+        j["model"] = r.sim.input.model.id;
+        j["cluster"] = r.sim.input.cluster.id();
+        j["chips"] = r.sim.input.cluster.num_chips();
+        j["plan"] = plan_to_json(r.sim.input.plan);
+        j["fits_memory"] = r.step.fits_memory;
+        j["memory_per_chip_bytes"] = r.step.memory.total_bytes();
+        return j;
+      };
+      if (rows.size() == 1) {
+        std::cout << one(rows.front()).dump(2) << "\n";
+      } else {
+        nlohmann::json all = {{"plans", nlohmann::json::array()}};
+        for (const auto& r : rows) all["plans"].push_back(one(r));
+        std::cout << all.dump(2) << "\n";
+      }
+    } else {
+      std::cout << (rows.size() == 1 ? render_single(rows.front()) : render_compare(rows));
+    }
+  });
+}
+
+}  // namespace glam::cli

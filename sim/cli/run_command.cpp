@@ -1,0 +1,40 @@
+#include <unistd.h>
+
+#include <chrono>
+#include <iostream>
+
+#include "cli/command.h"
+#include "cli/simulation_options.h"
+#include "common/atomic_output.h"
+#include "common/errors.h"
+#include "common/text_table.h"
+#include "report/step_report.h"
+
+namespace glam::cli {
+
+void add_run_command(CLI::App& app) {
+  auto opts = std::make_shared<SimulationOptions>();
+  CLI::App* cmd = app.add_subcommand("run", "Simulate one training step of a model on a cluster");
+  opts->register_options(*cmd);
+  cmd->callback([opts] {
+    auto t0 = std::chrono::steady_clock::now();
+    bool show_progress = !opts->quiet && isatty(STDERR_FILENO);
+    ResolvedSimulation sim = opts->resolve(show_progress);
+    StepResult r = simulate_step(sim.input);
+    if (!r.fits_memory && !opts->allow_oom)
+      throw UsageError("the plan needs " + format_bytes(r.memory.total_bytes()) + " per chip but " +
+                       sim.input.cluster.id() + " chips hold " + format_bytes(sim.input.cluster.chip().hbm_bytes) +
+                       " (weights " + format_bytes(r.memory.weights_bytes) + ", gradients " +
+                       format_bytes(r.memory.gradients_bytes) + ", optimizer " +
+                       format_bytes(r.memory.optimizer_bytes) + ", activations " +
+                       format_bytes(r.memory.activations_bytes) + "); use --allow-oom to simulate it anyway");
+    HostFigures host;
+    host.wall_time_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    host.peak_rss_bytes = peak_rss_bytes();
+    if (!opts->out_dir.empty()) write_directory_atomically(opts->out_dir, step_output_files(sim.input, r, host));
+    if (opts->format == "json") std::cout << step_summary_json(sim.input, r, host).dump(2) << "\n";
+    else std::cout << step_summary_text(sim.input, r, host) << sim.plan_note;
+  });
+}
+
+}  // namespace glam::cli

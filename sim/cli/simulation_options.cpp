@@ -1,0 +1,72 @@
+#include "cli/simulation_options.h"
+
+#include <iostream>
+
+#include "common/errors.h"
+#include "compute/calibration_profile.h"
+#include "plan/default_plan.h"
+
+namespace glam::cli {
+
+void SimulationOptions::register_options(CLI::App& cmd, bool with_out_dir) {
+  cmd.add_option("--model", model, "Model id or TOML file")->required();
+  if (with_cluster) cmd.add_option("--cluster", cluster, "Cluster id or TOML file")->required();
+  auto* plan = cmd.add_option("--plan", plan_file, "Plan file (TOML: dp, ep, tp, shard_weights, recompute)");
+  cmd.add_option("--dp", dp, "Data-parallel width")->excludes(plan)->check(CLI::PositiveNumber);
+  cmd.add_option("--ep", ep, "Expert-parallel width (divides dp and the experts)")->excludes(plan)->check(CLI::PositiveNumber);
+  cmd.add_option("--tp", tp, "Tensor-parallel width")->excludes(plan)->check(CLI::PositiveNumber);
+  cmd.add_flag("--shard-weights", shard_weights, "Shard non-expert weights over dp too (ZeRO-3 / GSPMD 2D)")->excludes(plan);
+  cmd.add_flag("--recompute", recompute, "Recompute activations in the backward pass")->excludes(plan);
+  cmd.add_option("--batch-tokens", batch_tokens, "Global tokens per step (default 1,048,576)")->check(CLI::PositiveNumber);
+  cmd.add_option("--routing", routing, "uniform, skew=X (Zipf exponent) or a routing histogram / run record file");
+  cmd.add_option("--fidelity", fidelity, "analytical or flow");
+  cmd.add_option("--calibration", calibration, "Calibration profile (TOML) from glamexec calibrate");
+  cmd.add_option("--layers", layers, "Simulate only the first K blocks")->check(CLI::PositiveNumber);
+  cmd.add_flag("--allow-oom", allow_oom, "Simulate a plan even if it does not fit in memory");
+  if (with_out_dir) cmd.add_option("--out", out_dir, "Write config.json, stats.txt, trace.json, layers.csv here");
+  cmd.add_option("--format", format, "table or json")->check(CLI::IsMember({"table", "json"}));
+  cmd.add_flag("--quiet", quiet, "No progress messages");
+}
+
+ResolvedSimulation SimulationOptions::resolve(bool show_progress) const {
+  return resolve_for_cluster(cluster, show_progress);
+}
+
+ResolvedSimulation SimulationOptions::resolve_for_cluster(const std::string& cluster_id, bool show_progress) const {
+  // Parse everything first so that bad input fails before any work.
+  Fidelity fid = parse_fidelity(fidelity);
+  RoutingSpec spec = parse_routing_spec(routing);
+  ModelConfig m = load_model(model);
+  Cluster c = load_cluster(cluster_id);
+  CalibrationProfile profile = calibration.empty() ? default_profile(c.chip().kind) : load_profile(calibration);
+  if (profile.device != c.chip().kind)
+    throw UsageError("calibration profile " + profile.source + " describes " + profile.device + " chips, but " +
+                     c.id() + " has " + c.chip().kind + " chips");
+  ParallelPlan base;
+  if (!plan_file.empty()) base = load_plan_file(plan_file);
+  else base.dp = dp, base.ep = ep, base.tp = tp, base.shard_weights = shard_weights, base.recompute = recompute;
+  if (batch_tokens) base.batch_tokens = batch_tokens;
+  if (!base.batch_tokens) base.batch_tokens = kDefaultBatchTokens;
+  SimulationInput in{m, c, base, spec, fid, profile, layers};
+  // Checks the routing file against the model now rather than mid-simulation.
+  int moe_blocks = 0;
+  for (int64_t l = 0; l < (layers < 0 ? m.layers : std::min(layers, m.layers)); ++l) moe_blocks += m.is_moe_layer(l);
+  expert_shares(spec, m, moe_blocks);
+
+  ResolvedSimulation out{in, ""};
+  const bool complete = base.dp && base.tp && (base.ep || !m.is_moe());
+  if (!plan_file.empty() || complete) {
+    if (!base.ep) out.input.plan.ep = 1;
+    validate_plan(out.input.plan, m, c);
+    out.plan_note = "";
+  } else {
+    if (show_progress) std::cerr << "glamsim: choosing a parallel layout...\r" << std::flush;
+    PlanChoice choice = choose_plan(in, base, allow_oom);
+    out.input.plan = choice.plan;
+    out.plan_note = "\nplan chosen by glamsim: fastest of " + std::to_string(choice.fitting) + " layouts that fit (" +
+                    std::to_string(choice.candidates) + " considered); override with --dp/--ep/--tp or --plan\n";
+  }
+  return out;
+}
+
+}  // namespace glam::cli

@@ -1,0 +1,34 @@
+#pragma once
+// Command-line options shared by `glamsim run` and `glamsim plan`: model, cluster, plan,
+// batch, routing, fidelity and calibration, resolved into a SimulationInput with every
+// check done before any simulation starts.
+#include <memory>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "engine/step_simulator.h"
+
+namespace glam::cli {
+
+struct ResolvedSimulation {
+  SimulationInput input;
+  std::string plan_note;  // how the plan was chosen
+};
+
+struct SimulationOptions {
+  std::string model, cluster, plan_file, routing = "uniform", fidelity = "analytical", calibration, out_dir;
+  std::string format = "table";
+  int64_t dp = 0, ep = 0, tp = 0, batch_tokens = 0, layers = -1;
+  bool shard_weights = false, recompute = false, allow_oom = false, quiet = false;
+  bool with_cluster = true;
+
+  void register_options(CLI::App& cmd, bool with_out_dir = true);
+  // Loads and validates everything; throws ConfigError / UsageError.
+  ResolvedSimulation resolve(bool show_progress) const;
+  ResolvedSimulation resolve_for_cluster(const std::string& cluster_id, bool show_progress) const;
+};
+
+inline constexpr int64_t kDefaultBatchTokens = 1 << 20;  // GLaM: 1M-token batches
+
+}  // namespace glam::cli

@@ -1,0 +1,34 @@
+#pragma once
+// Calibration profile: how close a chip gets to its roofline per op kind, and how its
+// collectives deviate from the link model. Measured profiles come from `glamexec calibrate`;
+// until one exists, defaults per chip kind (calibration_profile.cpp) are used.
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace glam {
+
+// Efficiency as a function of an op's size, interpolated in log space between points and
+// held flat outside them. A single point is a constant.
+struct EfficiencyCurve {
+  std::vector<double> sizes;   // FLOPs (compute curves) or bytes (memory and network curves)
+  std::vector<double> values;  // fraction of peak, in (0, 1]
+  double at(double size) const;
+};
+
+struct CalibrationProfile {
+  std::string source;  // file it came from, or "default for <chip kind>"
+  std::string device;  // chip kind it describes
+  EfficiencyCurve matmul, attention, memory;
+  double op_overhead_s = 0;           // fixed cost per op (kernel launch, dispatch)
+  EfficiencyCurve network_bandwidth;  // fraction of link bandwidth reached, by message size
+  double network_latency_factor = 1;  // multiplies link latencies
+  nlohmann::json to_json() const;
+};
+
+CalibrationProfile default_profile(const std::string& chip_kind);
+// Throws ConfigError naming the file and key on bad content.
+CalibrationProfile load_profile(const std::string& path);
+
+}  // namespace glam

@@ -1,0 +1,27 @@
+#include "compute/compute_model.h"
+
+#include <algorithm>
+
+namespace glam {
+
+ComputeModel::ComputeModel(const ChipSpec& chip, CalibrationProfile profile, bool bf16_activations)
+    : chip_(chip), profile_(std::move(profile)) {
+  peak_flops_ = bf16_activations || chip.peak_flops_fp32 <= 0 ? chip.peak_flops_bf16 : chip.peak_flops_fp32;
+}
+
+double ComputeModel::op_time_s(const StepOp& op) const {
+  if (op.kind == OpKind::kCollective) return 0;
+  double flop_time = 0;
+  if (op.kind == OpKind::kMatmul) flop_time = op.flops / (peak_flops_ * profile_.matmul.at(op.flops));
+  if (op.kind == OpKind::kAttention) flop_time = op.flops / (peak_flops_ * profile_.attention.at(op.flops));
+  double memory_time = op.bytes / (chip_.hbm_bandwidth_Bps * profile_.memory.at(op.bytes));
+  return std::max(flop_time, memory_time) + profile_.op_overhead_s;
+}
+
+double ComputeModel::matrix_busy_fraction(const StepOp& op) const {
+  if (op.kind != OpKind::kMatmul && op.kind != OpKind::kAttention) return 0;
+  double t = op_time_s(op);
+  return t > 0 ? std::min(1.0, op.flops / peak_flops_ / t) : 0;
+}
+
+}  // namespace glam

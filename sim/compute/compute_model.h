@@ -1,0 +1,25 @@
+#pragma once
+// Time of a compute op on one chip: a roofline (peak FLOP/s, HBM bandwidth) scaled by the
+// calibration profile's efficiency for the op's kind and size, plus a fixed per-op overhead.
+#include "cluster.h"
+#include "compute/calibration_profile.h"
+#include "step_graph.h"
+
+namespace glam {
+
+class ComputeModel {
+ public:
+  ComputeModel(const ChipSpec& chip, CalibrationProfile profile, bool bf16_activations);
+  double op_time_s(const StepOp& op) const;
+  // Fraction of the op's time the matrix units are busy (for the energy model).
+  double matrix_busy_fraction(const StepOp& op) const;
+  double peak_flops() const { return peak_flops_; }
+  const CalibrationProfile& profile() const { return profile_; }
+
+ private:
+  ChipSpec chip_;
+  CalibrationProfile profile_;
+  double peak_flops_;
+};
+
+}  // namespace glam

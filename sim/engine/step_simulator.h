@@ -1,0 +1,62 @@
+#pragma once
+// Simulates one training step: builds the StepGraph for the plan and routing, times every op
+// (compute by the roofline model, collectives by the chosen network fidelity) and schedules
+// them on one rank's compute stream plus one network lane per plan axis for the collectives
+// that overlap compute (gradient reductions, weight prefetches).
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cluster.h"
+#include "compute/calibration_profile.h"
+#include "model_config.h"
+#include "plan/parallel_plan.h"
+#include "step_graph.h"
+#include "workload/routing_model.h"
+
+namespace glam {
+
+enum class Fidelity { kAnalytical, kFlow };
+Fidelity parse_fidelity(const std::string& s);  // throws UsageError
+const char* fidelity_name(Fidelity f);
+
+struct SimulationInput {
+  ModelConfig model;
+  Cluster cluster;
+  ParallelPlan plan;
+  RoutingSpec routing;
+  Fidelity fidelity = Fidelity::kAnalytical;
+  CalibrationProfile profile;
+  int64_t layers_run = -1;  // first K blocks only (to match executor runs of part of a model)
+};
+
+struct OpTiming {
+  double start_s = 0, end_s = 0;
+  std::string algorithm;  // collectives only
+  std::map<LinkKind, double> link_bytes;  // collectives only, whole cluster
+  double duration() const { return end_s - start_s; }
+};
+
+struct StepResult {
+  StepGraph graph;
+  std::vector<OpTiming> timing;  // parallel to graph.ops
+  std::vector<MoeLayerLoad> moe_loads;
+  double step_time_s = 0;
+  double compute_s = 0;        // sum of compute op times on the rank
+  double comm_s = 0;           // sum of collective times
+  double exposed_comm_s = 0;   // step time not covered by compute
+  double alltoall_s = 0;
+  double alltoall_bytes = 0;   // sent per rank
+  double mfu = 0;
+  MemoryFootprint memory;
+  bool fits_memory = true;
+  std::map<LinkKind, double> link_bytes;  // whole cluster, per step
+  std::string rank_map;
+  int schedules_built = 0;
+  double network_events = 0;  // flow fidelity: simulated flows
+};
+
+StepResult simulate_step(const SimulationInput& in);
+
+}  // namespace glam

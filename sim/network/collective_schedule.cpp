@@ -1,0 +1,150 @@
+#include "network/collective_schedule.h"
+
+#include <algorithm>
+#include <map>
+
+namespace glam {
+namespace {
+
+enum class Half { kBoth, kReduceScatter, kAllGather };
+
+Half half_of(CollectiveKind kind) {
+  if (kind == CollectiveKind::kReduceScatter) return Half::kReduceScatter;
+  if (kind == CollectiveKind::kAllGather) return Half::kAllGather;
+  return Half::kBoth;
+}
+
+// A ring step: member k sends `share` to member k+1, in every ring at once.
+CommPhase ring_step(const std::vector<std::vector<int>>& rings, double share, int repeat) {
+  CommPhase ph;
+  ph.repeat = repeat;
+  for (const auto& r : rings)
+    for (size_t k = 0; k < r.size(); ++k) ph.flows.push_back({r[k], r[(k + 1) % r.size()], share});
+  return ph;
+}
+
+// Ring reduce-scatter and/or all-gather over rings of equal size n, on a buffer of which a
+// fraction `scale` takes part: each of the n-1 steps moves scale/n.
+void add_ring(CollectiveSchedule& s, const std::vector<std::vector<int>>& rings, double scale, Half half) {
+  const int n = static_cast<int>(rings.front().size());
+  if (n < 2) return;
+  CommPhase step = ring_step(rings, scale / n, n - 1);
+  if (half != Half::kAllGather) s.phases.push_back(step);
+  if (half != Half::kReduceScatter) s.phases.push_back(step);
+}
+
+void all_to_all(CollectiveSchedule& s, const std::vector<std::vector<int>>& groups, const std::vector<double>& share,
+                bool transposed) {
+  s.algorithm = "direct";
+  CommPhase ph;
+  for (const auto& g : groups) {
+    const size_t n = g.size();
+    for (size_t i = 0; i < n; ++i)
+      for (size_t j = 0; j < n; ++j) {
+        if (i == j) continue;
+        double f = share.size() == n ? share[transposed ? i : j] : 1.0 / static_cast<double>(n);
+        if (f > 0) ph.flows.push_back({g[i], g[j], f});
+      }
+  }
+  s.phases.push_back(std::move(ph));
+}
+
+// Dimension-by-dimension on a torus: reduce-scatter along each dimension the group spans, then
+// all-gather back in reverse order. Returns false when the group is not a block of the torus.
+bool torus_dimension_order(CollectiveSchedule& s, const Cluster& c, const std::vector<std::vector<int>>& groups,
+                           Half half) {
+  const size_t dims = c.torus_dims().size();
+  // Extents of the first group; all groups of an axis have the same shape under RankMap.
+  std::vector<std::map<int, int>> values(dims);
+  for (int chip : groups.front()) {
+    auto xyz = c.torus_coords(chip);
+    for (size_t d = 0; d < dims; ++d) values[d][xyz[d]]++;
+  }
+  size_t product = 1;
+  std::vector<size_t> spanned;
+  for (size_t d = 0; d < dims; ++d) {
+    product *= values[d].size();
+    if (values[d].size() > 1) spanned.push_back(d);
+  }
+  if (product != groups.front().size() || spanned.size() < 2) return false;
+  s.algorithm = "torus_dimension_order";
+  std::vector<CommPhase> rs, ag;
+  double scale = 1;
+  for (size_t d : spanned) {
+    // Rings along d: members that agree on every other coordinate, ordered by coordinate d.
+    std::map<std::vector<int>, std::vector<std::pair<int, int>>> lines;
+    for (const auto& g : groups)
+      for (int chip : g) {
+        auto xyz = c.torus_coords(chip);
+        int along = xyz[d];
+        xyz[d] = -1;
+        xyz.push_back(static_cast<int>(&g - &groups.front()));
+        lines[xyz].push_back({along, chip});
+      }
+    std::vector<std::vector<int>> rings;
+    for (auto& [key, members] : lines) {
+      std::sort(members.begin(), members.end());
+      rings.emplace_back();
+      for (auto& m : members) rings.back().push_back(m.second);
+    }
+    const int n = static_cast<int>(rings.front().size());
+    CommPhase step = ring_step(rings, scale / n, n - 1);
+    rs.push_back(step);
+    ag.insert(ag.begin(), step);
+    scale /= n;
+  }
+  if (half != Half::kAllGather) s.phases.insert(s.phases.end(), rs.begin(), rs.end());
+  if (half != Half::kReduceScatter) s.phases.insert(s.phases.end(), ag.begin(), ag.end());
+  return true;
+}
+
+// NVSwitch inside each node, then rings across nodes over the members with the same local index.
+bool hierarchical(CollectiveSchedule& s, const Cluster& c, const std::vector<std::vector<int>>& groups, Half half) {
+  const int per_node = c.chips_per_node();
+  if (per_node <= 1) return false;
+  std::vector<std::vector<int>> local, cross;
+  for (const auto& g : groups) {
+    std::map<int, std::vector<int>> by_node;
+    for (int chip : g) by_node[chip / per_node].push_back(chip);
+    if (by_node.size() < 2) return false;
+    const size_t g_local = by_node.begin()->second.size();
+    for (auto& [node, members] : by_node) {
+      if (members.size() != g_local) return false;
+      local.push_back(members);
+    }
+    for (size_t k = 0; k < g_local; ++k) {
+      cross.emplace_back();
+      for (auto& [node, members] : by_node) cross.back().push_back(members[k]);
+    }
+  }
+  s.algorithm = "hierarchical";
+  const double g_local = static_cast<double>(local.front().size());
+  if (half != Half::kAllGather) add_ring(s, local, 1.0, Half::kReduceScatter);
+  add_ring(s, cross, 1.0 / g_local, half);
+  if (half != Half::kReduceScatter) add_ring(s, local, 1.0, Half::kAllGather);
+  return true;
+}
+
+}  // namespace
+
+CollectiveSchedule plan_collective(const Cluster& cluster, CollectiveKind kind,
+                                   const std::vector<std::vector<int>>& groups,
+                                   const std::vector<double>& a2a_dest_share, bool a2a_transposed) {
+  CollectiveSchedule s;
+  if (groups.empty() || groups.front().size() < 2) {
+    s.algorithm = "none";
+    return s;
+  }
+  if (kind == CollectiveKind::kAllToAll) {
+    all_to_all(s, groups, a2a_dest_share, a2a_transposed);
+    return s;
+  }
+  Half half = half_of(kind);
+  if (cluster.kind() == TopologyKind::kTorus && torus_dimension_order(s, cluster, groups, half)) return s;
+  if (cluster.kind() == TopologyKind::kFatTree && hierarchical(s, cluster, groups, half)) return s;
+  s.algorithm = "ring";
+  add_ring(s, groups, 1.0, half);
+  return s;
+}
+
+}  // namespace glam

@@ -1,0 +1,74 @@
+#include "network/flow_network.h"
+
+#include <algorithm>
+#include <numeric>
+
+#include "network/simgrid_flows.h"
+
+namespace glam {
+
+FlowNetwork::FlowNetwork(const Cluster& cluster, const RankMap& ranks, const CalibrationProfile& profile)
+    : NetworkModel(cluster, ranks, profile), analytical_(cluster, ranks, profile) {}
+
+CollectiveCost FlowNetwork::cost(const CollectiveRequest& req) {
+  CollectiveCost c = analytical_.cost(req);  // algorithm name and per-link-kind bytes
+  const CollectiveSchedule& s = schedule(req);
+  c.time_s = 0;
+  for (const auto& ph : s.phases) c.time_s += ph.repeat * phase_time(ph, req.bytes);
+  return c;
+}
+
+std::vector<Flow> FlowNetwork::representative_flows(const CommPhase& phase) const {
+  // Union-find over flows that share a link.
+  const size_t n = phase.flows.size();
+  std::vector<size_t> parent(n);
+  std::iota(parent.begin(), parent.end(), 0);
+  auto find = [&](size_t x) {
+    while (parent[x] != x) x = parent[x] = parent[parent[x]];
+    return x;
+  };
+  std::vector<size_t> owner(cluster_.links().size(), SIZE_MAX);
+  std::vector<int> route;
+  for (size_t f = 0; f < n; ++f) {
+    route.clear();
+    cluster_.append_route(phase.flows[f].src, phase.flows[f].dst, route);
+    for (int l : route) {
+      size_t& o = owner[static_cast<size_t>(l)];
+      if (o == SIZE_MAX) o = f;
+      else parent[find(f)] = find(o);
+    }
+  }
+  std::map<size_t, std::vector<Flow>> components;
+  for (size_t f = 0; f < n; ++f) components[find(f)].push_back(phase.flows[f]);
+  if (components.size() < 2) return phase.flows;
+  // Identical components: same number of flows and the same sorted shares.
+  auto signature = [](std::vector<Flow> flows) {
+    std::vector<double> s;
+    for (const auto& f : flows) s.push_back(f.share);
+    std::sort(s.begin(), s.end());
+    return s;
+  };
+  auto first = signature(components.begin()->second);
+  for (const auto& [root, flows] : components)
+    if (signature(flows) != first) return phase.flows;
+  return components.begin()->second;
+}
+
+double FlowNetwork::phase_time(const CommPhase& phase, double bytes) {
+  auto key = std::make_pair(&phase, bytes);
+  if (auto it = phase_cache_.find(key); it != phase_cache_.end()) return it->second;
+  std::vector<Flow> flows = representative_flows(phase);
+  std::vector<SimgridFlow> sg;
+  sg.reserve(flows.size());
+  for (const auto& f : flows) {
+    const double size = f.share * bytes;
+    sg.push_back({f.src, f.dst, size / profile_.network_bandwidth.at(size)});
+  }
+  double t = simulate_flows(cluster_, sg, profile_.network_latency_factor);
+  flows_simulated_ += static_cast<double>(sg.size());
+  ++phases_simulated_;
+  phase_cache_[key] = t;
+  return t;
+}
+
+}  // namespace glam

@@ -1,0 +1,86 @@
+#include "network/network_model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+namespace glam {
+
+std::string schedule_key(const CollectiveRequest& req) {
+  std::string key = std::string(collective_name(req.kind)) + "/" + axis_name(req.axis);
+  if (req.kind == CollectiveKind::kAllToAll) {
+    key += req.a2a_transposed ? "/T" : "/N";
+    for (double s : req.a2a_dest_share) {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, ",%.4f", s);
+      key += buf;
+    }
+  }
+  return key;
+}
+
+NetworkModel::NetworkModel(const Cluster& cluster, const RankMap& ranks, const CalibrationProfile& profile)
+    : cluster_(cluster), ranks_(ranks), profile_(profile) {}
+
+const CollectiveSchedule& NetworkModel::schedule(const CollectiveRequest& req) {
+  std::string key = schedule_key(req);
+  auto it = schedules_.find(key);
+  if (it != schedules_.end()) return it->second;
+  auto g = groups_.find(req.axis);
+  if (g == groups_.end()) g = groups_.emplace(req.axis, ranks_.groups(req.axis)).first;
+  return schedules_
+      .emplace(key, plan_collective(cluster_, req.kind, g->second, req.a2a_dest_share, req.a2a_transposed))
+      .first->second;
+}
+
+const std::vector<AnalyticalNetwork::PhaseCoefficients>& AnalyticalNetwork::coefficients(const CollectiveRequest& req,
+                                                                                         std::string& algorithm) {
+  std::string key = schedule_key(req);
+  auto it = cache_.find(key);
+  if (it != cache_.end()) {
+    algorithm = it->second.first;
+    return it->second.second;
+  }
+  const CollectiveSchedule& s = schedule(req);
+  const auto& links = cluster_.links();
+  std::vector<double> load(links.size(), 0.0);
+  std::vector<PhaseCoefficients> out;
+  std::vector<int> route;
+  for (const auto& ph : s.phases) {
+    PhaseCoefficients pc;
+    pc.repeat = ph.repeat;
+    std::fill(load.begin(), load.end(), 0.0);
+    for (const auto& f : ph.flows) {
+      double latency = 0;
+      route.clear();
+      cluster_.append_route(f.src, f.dst, route);
+      for (int l : route) {
+        load[static_cast<size_t>(l)] += f.share;
+        latency += links[static_cast<size_t>(l)].latency_s;
+        pc.link_share[links[static_cast<size_t>(l)].kind] += f.share;
+      }
+      pc.latency_s = std::max(pc.latency_s, latency);
+      pc.largest_share = std::max(pc.largest_share, f.share);
+    }
+    for (size_t l = 0; l < links.size(); ++l)
+      if (load[l] > 0) pc.seconds_per_byte = std::max(pc.seconds_per_byte, load[l] / links[l].bandwidth_Bps);
+    out.push_back(std::move(pc));
+  }
+  auto& entry = cache_[key];
+  entry = {s.algorithm, std::move(out)};
+  algorithm = entry.first;
+  return entry.second;
+}
+
+CollectiveCost AnalyticalNetwork::cost(const CollectiveRequest& req) {
+  CollectiveCost c;
+  for (const auto& pc : coefficients(req, c.algorithm)) {
+    const double efficiency = profile_.network_bandwidth.at(pc.largest_share * req.bytes);
+    const double step = pc.seconds_per_byte * req.bytes / efficiency + pc.latency_s * profile_.network_latency_factor;
+    c.time_s += pc.repeat * step;
+    for (const auto& [kind, share] : pc.link_share) c.link_bytes[kind] += pc.repeat * share * req.bytes;
+  }
+  return c;
+}
+
+}  // namespace glam

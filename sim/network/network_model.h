@@ -1,0 +1,77 @@
+#pragma once
+// Network fidelity levels behind one interface. Both take the same collective schedules
+// (collective_schedule.h) over the same cluster routes:
+//  - AnalyticalNetwork: per phase, bytes per link from the routes; time from the most loaded
+//    link plus the longest route latency. Schedules are computed once per (collective, axis,
+//    shares) and scale linearly with the message size, so a step costs microseconds per op.
+//  - FlowNetwork (flow_network.h): SimGrid flow-level max-min sharing.
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cluster.h"
+#include "compute/calibration_profile.h"
+#include "network/collective_schedule.h"
+#include "plan/parallel_plan.h"
+#include "step_graph.h"
+
+namespace glam {
+
+struct CollectiveRequest {
+  CollectiveKind kind = CollectiveKind::kAllReduce;
+  CommAxis axis = CommAxis::kData;
+  double bytes = 0;  // per-rank buffer
+  std::vector<double> a2a_dest_share;
+  bool a2a_transposed = false;
+};
+
+struct CollectiveCost {
+  double time_s = 0;
+  std::string algorithm;
+  // Bytes that crossed links of each kind (all groups together), for statistics and energy.
+  std::map<LinkKind, double> link_bytes;
+};
+
+class NetworkModel {
+ public:
+  NetworkModel(const Cluster& cluster, const RankMap& ranks, const CalibrationProfile& profile);
+  virtual ~NetworkModel() = default;
+  virtual CollectiveCost cost(const CollectiveRequest& req) = 0;
+  virtual std::string name() const = 0;
+  // Host-side work done, for the benchmark: distinct schedules built, simulated events.
+  int schedules_built() const { return static_cast<int>(schedules_.size()); }
+
+ protected:
+  // The schedule for a request, cached by everything but the message size.
+  const CollectiveSchedule& schedule(const CollectiveRequest& req);
+  const Cluster& cluster_;
+  const RankMap& ranks_;
+  const CalibrationProfile& profile_;
+
+ private:
+  std::map<std::string, CollectiveSchedule> schedules_;
+  std::map<CommAxis, std::vector<std::vector<int>>> groups_;
+};
+
+class AnalyticalNetwork : public NetworkModel {
+ public:
+  using NetworkModel::NetworkModel;
+  CollectiveCost cost(const CollectiveRequest& req) override;
+  std::string name() const override { return "analytical"; }
+
+ private:
+  struct PhaseCoefficients {
+    int repeat = 1;
+    double seconds_per_byte = 0;  // max over links of load / bandwidth, per byte of buffer
+    double latency_s = 0;         // longest route
+    double largest_share = 0;     // biggest flow, as a share of the buffer (for the efficiency curve)
+    std::map<LinkKind, double> link_share;  // sum of flow shares x hops, per link kind
+  };
+  const std::vector<PhaseCoefficients>& coefficients(const CollectiveRequest& req, std::string& algorithm);
+  std::map<std::string, std::pair<std::string, std::vector<PhaseCoefficients>>> cache_;
+};
+
+std::string schedule_key(const CollectiveRequest& req);
+
+}  // namespace glam

@@ -1,0 +1,22 @@
+#pragma once
+// Picks a parallel plan for (model, cluster, batch) when the user gives none: every layout the
+// cluster admits (tp a power of two up to one node or 16 chips, ep the largest divisor of the
+// experts that divides dp, weights replicated or sharded, recompute on or off) is simulated at
+// analytical fidelity, and the fastest one that fits in memory wins.
+#include <optional>
+
+#include "engine/step_simulator.h"
+
+namespace glam {
+
+struct PlanChoice {
+  ParallelPlan plan;
+  int candidates = 0;  // layouts considered
+  int fitting = 0;     // of which fit in memory
+};
+
+// `base` carries the batch and any axis the user fixed (0 = free); throws UsageError when no
+// layout fits and `allow_oom` is false (then the smallest footprint is returned).
+PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool allow_oom);
+
+}  // namespace glam

@@ -1,0 +1,181 @@
+#include "plan/parallel_plan.h"
+
+#include <algorithm>
+#include <numeric>
+#include <sstream>
+
+#include "common/catalogue.h"
+#include "common/errors.h"
+#include "common/schema.h"
+
+namespace glam {
+
+StepShape ParallelPlan::step_shape() const {
+  StepShape s;
+  s.tokens_per_rank = tokens_per_rank();
+  s.dp = dp;
+  s.ep = ep;
+  s.tp = tp;
+  return s;
+}
+
+namespace {
+
+bool is_power_of_two(int64_t v) { return v > 0 && (v & (v - 1)) == 0; }
+
+// Splits a torus into nested compact blocks, one per level (sizes must be powers of two whose
+// product is the chip count). Returns block extents per level and dimension.
+std::vector<std::vector<int>> torus_blocks(const std::vector<int>& dims, const std::vector<int64_t>& levels) {
+  std::vector<int> used(dims.size(), 1);
+  std::vector<std::vector<int>> shape(levels.size(), std::vector<int>(dims.size(), 1));
+  for (size_t lv = 0; lv < levels.size(); ++lv) {
+    int64_t left = levels[lv];
+    while (left > 1) {
+      // Grow the dimension with the smallest extent so far that still has room: compact blocks.
+      int best = -1;
+      for (size_t d = 0; d < dims.size(); ++d) {
+        if (dims[d] % (used[d] * 2) != 0) continue;
+        if (best < 0 || used[d] < used[static_cast<size_t>(best)]) best = static_cast<int>(d);
+      }
+      if (best < 0) return {};
+      used[static_cast<size_t>(best)] *= 2;
+      shape[lv][static_cast<size_t>(best)] *= 2;
+      left /= 2;
+    }
+  }
+  return shape;
+}
+
+}  // namespace
+
+RankMap::RankMap(const ParallelPlan& plan, const Cluster& cluster) : plan_(plan) {
+  const int64_t n = plan.chips();
+  chip_.resize(static_cast<size_t>(n));
+  std::iota(chip_.begin(), chip_.end(), 0);
+  description_ = "ranks in chip order (tp innermost)";
+  const auto& dims = cluster.torus_dims();
+  std::vector<int64_t> levels = {plan.tp, plan.ep, plan.dp / plan.ep};
+  if (dims.empty() || !std::all_of(levels.begin(), levels.end(), is_power_of_two)) return;
+  auto shape = torus_blocks(dims, levels);
+  if (shape.empty()) return;
+  // rank -> (t, e, replica) -> per-level block coordinates -> torus coordinates -> chip id
+  for (int64_t r = 0; r < n; ++r) {
+    int64_t idx[3] = {r % plan.tp, (r / plan.tp) % plan.ep, r / (plan.tp * plan.ep)};
+    std::vector<int> coord(dims.size(), 0), stride(dims.size(), 1);
+    for (size_t lv = 0; lv < 3; ++lv) {
+      int64_t v = idx[lv];
+      for (size_t d = 0; d < dims.size(); ++d) {
+        int extent = shape[lv][d];
+        coord[d] += static_cast<int>(v % extent) * stride[d];
+        v /= extent;
+        stride[d] *= extent;
+      }
+    }
+    int chip = 0;
+    for (size_t d = dims.size(); d-- > 0;) chip = chip * dims[d] + coord[d];
+    chip_[static_cast<size_t>(r)] = chip;
+  }
+  auto fmt = [](const std::vector<int>& s) {
+    std::string out;
+    for (size_t i = 0; i < s.size(); ++i) out += (i ? "x" : "") + std::to_string(s[i]);
+    return out;
+  };
+  description_ = "torus blocks: tp " + fmt(shape[0]) + ", ep " + fmt(shape[1]) + ", replicas " + fmt(shape[2]);
+}
+
+std::vector<std::vector<int>> RankMap::groups(CommAxis axis) const {
+  const int64_t tp = plan_.tp, ep = plan_.ep, reps = plan_.dp / plan_.ep;
+  std::vector<std::vector<int>> out;
+  auto rank = [&](int64_t t, int64_t e, int64_t rep) { return chip_of_rank(t + tp * (e + ep * rep)); };
+  switch (axis) {
+    case CommAxis::kTensor:
+      for (int64_t rep = 0; rep < reps; ++rep)
+        for (int64_t e = 0; e < ep; ++e) {
+          out.emplace_back();
+          for (int64_t t = 0; t < tp; ++t) out.back().push_back(rank(t, e, rep));
+        }
+      break;
+    case CommAxis::kExpert:
+      for (int64_t rep = 0; rep < reps; ++rep)
+        for (int64_t t = 0; t < tp; ++t) {
+          out.emplace_back();
+          for (int64_t e = 0; e < ep; ++e) out.back().push_back(rank(t, e, rep));
+        }
+      break;
+    case CommAxis::kData:
+      for (int64_t t = 0; t < tp; ++t) {
+        out.emplace_back();
+        for (int64_t rep = 0; rep < reps; ++rep)
+          for (int64_t e = 0; e < ep; ++e) out.back().push_back(rank(t, e, rep));
+      }
+      break;
+    case CommAxis::kExpertData:
+      for (int64_t t = 0; t < tp; ++t)
+        for (int64_t e = 0; e < ep; ++e) {
+          out.emplace_back();
+          for (int64_t rep = 0; rep < reps; ++rep) out.back().push_back(rank(t, e, rep));
+        }
+      break;
+  }
+  return out;
+}
+
+std::string RankMap::describe() const { return description_; }
+
+namespace {
+const Schema<ParallelPlan>& plan_schema() {
+  static const Schema<ParallelPlan> s = [] {
+    Schema<ParallelPlan> sc;
+    sc.add("dp", &ParallelPlan::dp, "chips", "Data-parallel width", required, positive<int64_t>())
+        .add("ep", &ParallelPlan::ep, "chips", "Expert-parallel width (divides dp and the experts)", int64_t{1},
+             positive<int64_t>())
+        .add("tp", &ParallelPlan::tp, "chips", "Tensor-parallel width", int64_t{1}, positive<int64_t>())
+        .add("batch_tokens", &ParallelPlan::batch_tokens, "tokens", "Global tokens per step (0: command line or 1M)",
+             int64_t{0}, non_negative<int64_t>())
+        .add("shard_weights", &ParallelPlan::shard_weights, "",
+             "Shard non-expert weights, gradients and optimizer state over dp too (ZeRO-3 / GSPMD 2D)", false)
+        .add("recompute", &ParallelPlan::recompute, "", "Recompute activations in the backward pass", false);
+    return sc;
+  }();
+  return s;
+}
+}  // namespace
+
+ParallelPlan load_plan_file(const std::string& path) { return plan_schema().parse(load_toml_file(path), path); }
+
+nlohmann::json plan_to_json(const ParallelPlan& p) { return plan_schema().dump(p); }
+
+void validate_plan(const ParallelPlan& p, const ModelConfig& m, const Cluster& c) {
+  auto s = [](int64_t v) { return std::to_string(v); };
+  if (p.dp <= 0 || p.ep <= 0 || p.tp <= 0)
+    throw UsageError("plan axes must be positive: dp " + s(p.dp) + ", ep " + s(p.ep) + ", tp " + s(p.tp));
+  if (p.chips() != c.num_chips())
+    throw UsageError("plan axes dp x tp = " + s(p.dp) + " x " + s(p.tp) + " = " + s(p.chips()) +
+                     " do not multiply to the chip count of " + c.id() + " (" + s(c.num_chips()) + ")");
+  if (p.dp % p.ep != 0)
+    throw UsageError("ep = " + s(p.ep) + " must divide dp = " + s(p.dp) + " (expert parallelism is part of dp)");
+  if (!m.is_moe() && p.ep != 1) throw UsageError("ep = " + s(p.ep) + " but " + m.id + " has no experts: use ep = 1");
+  if (m.is_moe() && m.experts % p.ep != 0)
+    throw UsageError("experts (" + s(m.experts) + ") of " + m.id + " are not divisible by ep = " + s(p.ep));
+  if (m.heads % p.tp != 0)
+    throw UsageError("tp = " + s(p.tp) + " must divide the attention heads (" + s(m.heads) + ") of " + m.id);
+  if (p.batch_tokens < p.dp * m.seq_len)
+    throw UsageError("batch of " + s(p.batch_tokens) + " tokens is smaller than the data-parallel width: dp = " +
+                     s(p.dp) + " ranks need at least one " + s(m.seq_len) + "-token sequence each (" +
+                     s(p.dp * m.seq_len) + " tokens)");
+  if (p.batch_tokens % (p.dp * m.seq_len) != 0)
+    throw UsageError("batch of " + s(p.batch_tokens) + " tokens does not split into whole " + s(m.seq_len) +
+                     "-token sequences over dp = " + s(p.dp) + " ranks");
+}
+
+MemoryFootprint plan_memory(const ModelConfig& m, const ParallelPlan& p) {
+  ShardingForMemory sh;
+  sh.dense_shards = p.tp * (p.shard_weights ? p.dp : 1);
+  sh.expert_shards = (m.is_moe() ? p.ep : 1) * p.tp * (p.shard_weights ? p.dp / p.ep : 1);
+  sh.activation_shards = p.tp;
+  sh.tokens_per_chip = p.tokens_per_rank();
+  sh.recompute_activations = p.recompute;
+  return memory_per_chip(m, sh);
+}
+
+}  // namespace glam

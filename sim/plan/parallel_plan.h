@@ -1,0 +1,58 @@
+#pragma once
+// The parallel layout of a training step: data (dp), expert (ep) and tensor (tp) parallelism,
+// and how plan ranks map onto the cluster's chips.
+//
+// Conventions: chips = dp x tp. Expert parallelism is carved out of data parallelism (GShard,
+// DeepSpeed-MoE): ep divides dp and the experts, each ep group holds every expert (E / ep per chip),
+// and dp / ep groups hold replicas of the same experts. Rank r = t + tp * (e + ep * replica).
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "accounting.h"
+#include "cluster.h"
+#include "model_config.h"
+#include "step_graph.h"
+
+namespace glam {
+
+struct ParallelPlan {
+  int64_t dp = 1, ep = 1, tp = 1;
+  int64_t batch_tokens = 0;  // global tokens per step
+  bool shard_weights = false;  // ZeRO-3 / GSPMD 2D: non-expert weights and state sharded over dp as well
+  bool recompute = false;      // keep only block inputs; recompute the forward in backward
+
+  int64_t chips() const { return dp * tp; }
+  int64_t tokens_per_rank() const { return batch_tokens / dp; }
+  StepShape step_shape() const;
+};
+
+// Where each plan rank sits on the cluster: on tori the tp, ep and replica axes take compact
+// blocks of the torus (so a tp group is a small sub-torus and an ep group a cube of them); on
+// GPU clusters ranks follow chip order, so tp stays inside an NVSwitch node.
+class RankMap {
+ public:
+  RankMap(const ParallelPlan& plan, const Cluster& cluster);
+  int chip_of_rank(int64_t rank) const { return chip_[static_cast<size_t>(rank)]; }
+  // Every group of the axis, as chip ids in rank order; groups are disjoint and cover all chips.
+  std::vector<std::vector<int>> groups(CommAxis axis) const;
+  std::string describe() const;
+
+ private:
+  ParallelPlan plan_;
+  std::vector<int> chip_;
+  std::string description_;
+};
+
+// Reads a plan file (dp, ep, tp, batch_tokens, shard_weights, recompute).
+ParallelPlan load_plan_file(const std::string& path);
+nlohmann::json plan_to_json(const ParallelPlan& p);
+
+// Checks the plan against the model and the cluster; throws UsageError with the reason.
+void validate_plan(const ParallelPlan& plan, const ModelConfig& m, const Cluster& c);
+
+MemoryFootprint plan_memory(const ModelConfig& m, const ParallelPlan& plan);
+
+}  // namespace glam

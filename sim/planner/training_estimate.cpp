@@ -1,0 +1,69 @@
+#include "planner/training_estimate.h"
+
+#include <cmath>
+
+#include "common/errors.h"
+
+namespace glam {
+
+namespace {
+constexpr double kJoulesPerMWh = 3.6e9;
+}
+
+nlohmann::json TrainingEstimate::to_json() const {
+  const double scale = steps / kJoulesPerMWh;  // per-step joules -> run MWh
+  nlohmann::json j = {
+      {"tokens", tokens},
+      {"steps", steps},
+      {"step_time_s", step_time_s},
+      {"train_hours", train_hours},
+      {"train_days", train_hours / 24},
+      {"chip_hours", chip_hours},
+      {"it_energy_MWh", it_energy_MWh},
+      {"facility_energy_MWh", facility_energy_MWh},
+      {"tco2e", tco2e},
+      {"mfu", mfu},
+      {"pue", facility.pue},
+      {"carbon_kg_per_kWh", facility.carbon_kg_per_kWh},
+      {"average_power_per_chip_W", step_energy.average_power_per_chip_W},
+      {"energy_breakdown",
+       {{"chip_compute_MWh", step_energy.chip_compute_J * scale},
+        {"chip_idle_MWh", step_energy.chip_idle_J * scale},
+        {"host_MWh", step_energy.host_J * scale},
+        {"network_MWh", step_energy.network_J * scale},
+        {"facility_overhead_MWh", step_energy.facility_overhead_J * scale}}},
+  };
+  j["electricity_cost"] = electricity_cost ? nlohmann::json(*electricity_cost) : nlohmann::json(nullptr);
+  return j;
+}
+
+FacilityParameters facility_for(const Cluster& c, std::optional<double> pue, std::optional<double> carbon) {
+  FacilityParameters f;
+  f.pue = pue.value_or(c.pue());
+  f.carbon_kg_per_kWh = carbon.value_or(c.carbon_kg_per_kWh());
+  f.price_per_kWh = c.price_per_kWh();
+  if (!(f.pue >= 1)) throw UsageError("PUE " + std::to_string(f.pue) + " is below 1: a facility cannot use less energy than its IT load");
+  if (!(f.carbon_kg_per_kWh >= 0))
+    throw UsageError("carbon intensity " + std::to_string(f.carbon_kg_per_kWh) + " kgCO2e/kWh must be non-negative");
+  return f;
+}
+
+TrainingEstimate estimate_training(const SimulationInput& in, const StepResult& step, double tokens,
+                                   const FacilityParameters& facility) {
+  TrainingEstimate t;
+  t.tokens = tokens;
+  t.facility = facility;
+  t.steps = std::ceil(tokens / static_cast<double>(in.plan.batch_tokens));
+  t.step_time_s = step.step_time_s;
+  t.train_hours = t.steps * step.step_time_s / 3600;
+  t.chip_hours = t.train_hours * in.cluster.num_chips();
+  t.step_energy = step_energy(in, step, facility.pue);
+  t.it_energy_MWh = t.step_energy.it_J() * t.steps / kJoulesPerMWh;
+  t.facility_energy_MWh = t.step_energy.total_J() * t.steps / kJoulesPerMWh;
+  t.tco2e = t.facility_energy_MWh * facility.carbon_kg_per_kWh;  // MWh x kg/kWh = t
+  t.mfu = step.mfu;
+  if (facility.price_per_kWh) t.electricity_cost = t.facility_energy_MWh * 1000 * *facility.price_per_kWh;
+  return t;
+}
+
+}  // namespace glam

@@ -1,0 +1,218 @@
+#include "report/step_report.h"
+
+#include <sys/resource.h>
+
+#include <cstdio>
+#include <sstream>
+
+#include "common/text_table.h"
+#include "model_config.h"
+
+namespace glam {
+namespace {
+
+// gem5-style statistics: "name  value  # description (unit)".
+class Stats {
+ public:
+  void add(const std::string& name, double value, const std::string& description, const std::string& unit) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.9g", value);
+    lines_.push_back({name, buf, description + " (" + unit + ")"});
+  }
+  std::string render() const {
+    size_t w = 0, v = 0;
+    for (const auto& l : lines_) w = std::max(w, l[0].size()), v = std::max(v, l[1].size());
+    std::string out = "---------- Begin Simulation Statistics ----------\n";
+    for (const auto& l : lines_)
+      out += l[0] + std::string(w - l[0].size() + 2, ' ') + l[1] + std::string(v - l[1].size() + 2, ' ') + "# " +
+             l[2] + "\n";
+    return out + "---------- End Simulation Statistics   ----------\n";
+  }
+
+ private:
+  std::vector<std::array<std::string, 3>> lines_;
+};
+
+std::string kind_key(LinkKind k) { return link_kind_name(k); }
+
+}  // namespace
+
+double peak_rss_bytes() {
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_maxrss) * 1024.0;
+}
+
+nlohmann::json step_summary_json(const SimulationInput& in, const StepResult& r, const HostFigures& host) {
+  nlohmann::json links = nlohmann::json::object();
+  for (const auto& [k, b] : r.link_bytes) links[kind_key(k)] = b;
+  double dropped = 0;
+  for (const auto& l : r.moe_loads) dropped += l.dropped_fraction;
+  if (!r.moe_loads.empty()) dropped /= static_cast<double>(r.moe_loads.size());
+  nlohmann::json plan = plan_to_json(in.plan);
+  plan["rank_map"] = r.rank_map;
+  return {
+      {"model", in.model.id},
+      {"cluster", in.cluster.id()},
+      {"fidelity", fidelity_name(in.fidelity)},
+      {"routing", in.routing.describe()},
+      {"calibration", in.profile.source},
+      {"step_time_s", r.step_time_s},
+      {"compute_s", r.compute_s},
+      {"comm_s", r.comm_s},
+      {"exposed_comm_s", r.exposed_comm_s},
+      {"alltoall_s", r.alltoall_s},
+      {"alltoall_bytes", r.alltoall_bytes},
+      {"mfu", r.mfu},
+      {"tokens_per_s", static_cast<double>(in.plan.batch_tokens) / r.step_time_s},
+      {"memory_per_chip_bytes", r.memory.total_bytes()},
+      {"memory_breakdown_bytes",
+       {{"weights", r.memory.weights_bytes},
+        {"gradients", r.memory.gradients_bytes},
+        {"optimizer", r.memory.optimizer_bytes},
+        {"activations", r.memory.activations_bytes}}},
+      {"hbm_bytes", in.cluster.chip().hbm_bytes},
+      {"fits_memory", r.fits_memory},
+      {"mean_dropped_fraction", dropped},
+      {"link_bytes", links},
+      {"plan", plan},
+      {"ops", r.graph.ops.size()},
+      {"simulated_flows", r.network_events},
+      {"collective_schedules", r.schedules_built},
+      {"wall_time_s", host.wall_time_s},
+      {"peak_rss_bytes", host.peak_rss_bytes},
+  };
+}
+
+std::string step_summary_text(const SimulationInput& in, const StepResult& r, const HostFigures& host) {
+  std::ostringstream o;
+  const auto& p = in.plan;
+  o << in.model.id << " on " << in.cluster.id() << " (" << in.cluster.num_chips() << " chips), "
+    << fidelity_name(in.fidelity) << " fidelity, routing " << in.routing.describe() << "\n"
+    << "plan: dp " << p.dp << " x tp " << p.tp << ", ep " << p.ep << (p.shard_weights ? ", weights sharded" : "")
+    << (p.recompute ? ", recompute" : "") << "; " << p.batch_tokens << " tokens per step; " << r.rank_map << "\n\n";
+  TextTable t({"figure", "value"}, {false, true});
+  auto pct = [&](double v) { return format_fixed(100 * v / r.step_time_s, 1) + "% of step"; };
+  t.add_row({"step time", format_seconds(r.step_time_s)});
+  t.add_row({"compute", format_seconds(r.compute_s) + " (" + pct(r.compute_s) + ")"});
+  t.add_row({"exposed communication", format_seconds(r.exposed_comm_s) + " (" + pct(r.exposed_comm_s) + ")"});
+  t.add_row({"all-to-all", format_seconds(r.alltoall_s) + ", " + format_bytes(r.alltoall_bytes) + " sent per chip"});
+  t.add_row({"MFU", format_fixed(100 * r.mfu, 1) + "%"});
+  t.add_row({"tokens/s", format_count(static_cast<double>(p.batch_tokens) / r.step_time_s)});
+  t.add_row({"memory per chip", format_bytes(r.memory.total_bytes()) + " of " +
+                                    format_bytes(in.cluster.chip().hbm_bytes) + (r.fits_memory ? " (fits)" : " (DOES NOT FIT)")});
+  t.add_row({"simulator wall time", format_fixed(host.wall_time_s, 3) + " s"});
+  o << t.render();
+  return o.str();
+}
+
+std::map<std::string, std::string> step_output_files(const SimulationInput& in, const StepResult& r,
+                                                     const HostFigures& host) {
+  std::map<std::string, std::string> files;
+  // config.json: every resolved parameter, defaults included.
+  nlohmann::json config = {{"model", model_to_json(in.model)},
+                           {"cluster", in.cluster.resolved_config()},
+                           {"plan", plan_to_json(in.plan)},
+                           {"rank_map", r.rank_map},
+                           {"routing", in.routing.describe()},
+                           {"fidelity", fidelity_name(in.fidelity)},
+                           {"layers_run", in.layers_run},
+                           {"calibration", in.profile.to_json()}};
+  files["config.json"] = config.dump(2) + "\n";
+
+  Stats s;
+  s.add("step.time", r.step_time_s, "Simulated time of one training step", "s");
+  s.add("step.compute", r.compute_s, "Compute time on one rank", "s");
+  s.add("step.comm", r.comm_s, "Collective time, overlapped or not", "s");
+  s.add("step.exposed_comm", r.exposed_comm_s, "Step time not covered by compute", "s");
+  s.add("step.mfu", r.mfu, "Model FLOPs utilisation", "fraction");
+  s.add("step.tokens", static_cast<double>(in.plan.batch_tokens), "Tokens per step", "tokens");
+  s.add("step.model_flops_per_chip", r.graph.model_flops, "Useful training FLOPs per chip", "FLOP");
+  s.add("memory.weights", r.memory.weights_bytes, "Weights per chip", "bytes");
+  s.add("memory.gradients", r.memory.gradients_bytes, "Gradients per chip", "bytes");
+  s.add("memory.optimizer", r.memory.optimizer_bytes, "Optimizer state per chip", "bytes");
+  s.add("memory.activations", r.memory.activations_bytes, "Saved activations per chip", "bytes");
+  s.add("memory.fits", r.fits_memory ? 1 : 0, "Whether the footprint fits in HBM", "bool");
+  // per collective kind and axis
+  std::map<std::string, std::pair<double, double>> per_collective;
+  std::map<std::string, double> per_op_kind;
+  for (size_t i = 0; i < r.graph.ops.size(); ++i) {
+    const auto& op = r.graph.ops[i];
+    if (op.kind == OpKind::kCollective) {
+      auto& e = per_collective[std::string(collective_name(op.collective)) + "." + axis_name(op.axis)];
+      e.first += r.timing[i].duration();
+      e.second += op.comm_bytes;
+    } else {
+      per_op_kind[op_kind_name(op.kind)] += r.timing[i].duration();
+    }
+  }
+  for (const auto& [k, v] : per_op_kind) s.add("compute." + k + ".time", v, "Time in " + k + " ops per chip", "s");
+  for (const auto& [k, v] : per_collective) {
+    s.add("collective." + k + ".time", v.first, "Time in these collectives", "s");
+    s.add("collective." + k + ".bytes", v.second, "Buffer bytes per chip", "bytes");
+  }
+  for (const auto& [k, b] : r.link_bytes)
+    s.add("network." + kind_key(k) + ".bytes", b, "Bytes over " + kind_key(k) + " links, whole cluster", "bytes");
+  for (size_t i = 0; i < r.moe_loads.size(); ++i)
+    s.add("moe.block" + std::to_string(i) + ".dropped", r.moe_loads[i].dropped_fraction,
+          "Token copies dropped at capacity", "fraction");
+  files["stats.txt"] = s.render();
+  files["host.txt"] = "wall_time_s " + format_fixed(host.wall_time_s, 6) + "\npeak_rss_bytes " +
+                      format_fixed(host.peak_rss_bytes, 0) + "\n";
+
+  // Chrome trace: one lane for the compute stream, one per collective axis; microseconds.
+  nlohmann::json events = nlohmann::json::array();
+  std::map<std::string, int> lanes = {{"compute", 1}};
+  for (size_t i = 0; i < r.graph.ops.size(); ++i) {
+    const auto& op = r.graph.ops[i];
+    std::string lane = op.kind == OpKind::kCollective && !op.blocking ? std::string("overlapped ") + axis_name(op.axis)
+                                                                     : "compute";
+    if (!lanes.count(lane)) lanes[lane] = static_cast<int>(lanes.size()) + 1;
+    nlohmann::json args = {{"flops", op.flops}, {"bytes", op.bytes}};
+    if (op.kind == OpKind::kCollective)
+      args = {{"collective", collective_name(op.collective)}, {"axis", axis_name(op.axis)},
+              {"bytes", op.comm_bytes}, {"algorithm", r.timing[i].algorithm}};
+    events.push_back({{"name", op.id},
+                      {"cat", op.kind == OpKind::kCollective ? "comm" : op_kind_name(op.kind)},
+                      {"ph", "X"},
+                      {"pid", 1},
+                      {"tid", lanes[lane]},
+                      {"ts", r.timing[i].start_s * 1e6},
+                      {"dur", r.timing[i].duration() * 1e6},
+                      {"args", args}});
+  }
+  for (const auto& [name, tid] : lanes)
+    events.push_back({{"name", "thread_name"}, {"ph", "M"}, {"pid", 1}, {"tid", tid}, {"args", {{"name", name}}}});
+  events.push_back({{"name", "process_name"}, {"ph", "M"}, {"pid", 1}, {"args", {{"name", "rank 0 (" + in.cluster.id() + ")"}}}});
+  files["trace.json"] = nlohmann::json{{"traceEvents", events}, {"displayTimeUnit", "ms"}}.dump() + "\n";
+
+  // layers.csv: per block, forward and backward compute, communication, exposed and bytes.
+  struct Row { double fwd = 0, bwd = 0, compute = 0, comm = 0, bytes = 0, first = 1e300, last = 0; };
+  std::map<int, Row> rows;
+  for (size_t i = 0; i < r.graph.ops.size(); ++i) {
+    const auto& op = r.graph.ops[i];
+    Row& row = rows[op.layer];
+    double d = r.timing[i].duration();
+    if (op.kind == OpKind::kCollective) {
+      row.comm += d;
+      row.bytes += op.comm_bytes;
+    } else {
+      row.compute += d;
+    }
+    if (op.kind == OpKind::kCollective && !op.blocking) continue;
+    (op.phase == StepPhase::kForward ? row.fwd : row.bwd) += d;
+  }
+  std::string csv = "layer,kind,forward_s,backward_s,compute_s,comm_s,exposed_comm_s,comm_bytes\n";
+  for (const auto& [layer, row] : rows) {
+    double exposed = row.fwd + row.bwd - row.compute;
+    std::string kind = layer < 0 ? "other" : in.model.is_moe_layer(layer) ? "moe" : "dense";
+    char buf[256];
+    std::snprintf(buf, sizeof buf, "%d,%s,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g\n", layer, kind.c_str(), row.fwd, row.bwd,
+                  row.compute, row.comm, exposed, row.bytes);
+    csv += buf;
+  }
+  files["layers.csv"] = csv;
+  return files;
+}
+
+}  // namespace glam

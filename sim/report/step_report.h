@@ -1,0 +1,29 @@
+#pragma once
+// Everything `glamsim run` writes: the readable summary, the JSON document, and the gem5-style
+// output folder (config.json, stats.txt, trace.json, layers.csv).
+#include <map>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/step_simulator.h"
+
+namespace glam {
+
+struct HostFigures {
+  double wall_time_s = 0;
+  double peak_rss_bytes = 0;
+};
+
+nlohmann::json step_summary_json(const SimulationInput& in, const StepResult& r, const HostFigures& host);
+std::string step_summary_text(const SimulationInput& in, const StepResult& r, const HostFigures& host);
+
+// The files of the output folder, by name. stats.txt holds simulated figures only, so the same
+// inputs give byte-identical files; host figures go to host.txt.
+std::map<std::string, std::string> step_output_files(const SimulationInput& in, const StepResult& r,
+                                                     const HostFigures& host);
+
+// Peak resident memory of this process.
+double peak_rss_bytes();
+
+}  // namespace glam

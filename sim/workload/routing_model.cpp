@@ -1,0 +1,113 @@
+#include "workload/routing_model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <numeric>
+
+#include <nlohmann/json.hpp>
+
+#include "common/errors.h"
+
+namespace glam {
+
+std::string RoutingSpec::describe() const {
+  if (kind == "skew") return "skew=" + std::to_string(skew);
+  if (kind == "file") return file;
+  return kind;
+}
+
+RoutingSpec parse_routing_spec(const std::string& arg) {
+  RoutingSpec spec;
+  if (arg == "uniform") return spec;
+  if (arg.rfind("skew=", 0) == 0) {
+    try {
+      size_t used = 0;
+      spec.skew = std::stod(arg.substr(5), &used);
+      if (used != arg.size() - 5 || spec.skew < 0 || !std::isfinite(spec.skew)) throw std::invalid_argument("");
+    } catch (const std::exception&) {
+      throw UsageError("--routing " + arg + ": expected skew=X with X a non-negative number (0 is uniform)");
+    }
+    spec.kind = "skew";
+    return spec;
+  }
+  spec.kind = "file";
+  spec.file = arg;
+  return spec;
+}
+
+namespace {
+
+// Reads {"moe_layers": [{"layer": L, "expert_load": [...]}, ...]} (the executor's run record).
+std::vector<std::vector<double>> shares_from_file(const std::string& path, const ModelConfig& m, int moe_blocks) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError(path, "no such file (expected uniform, skew=X or a routing histogram file)");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::parse_error& e) {
+    throw ConfigError(path, std::string("not valid JSON: ") + e.what());
+  }
+  if (!j.contains("moe_layers") || !j["moe_layers"].is_array())
+    throw ConfigError(path, "moe_layers", "(missing)", "a list of {layer, expert_load} per MoE block");
+  const auto& layers = j["moe_layers"];
+  if (static_cast<int>(layers.size()) < moe_blocks)
+    throw ConfigError(path, "moe_layers", std::to_string(layers.size()) + " blocks",
+                      "one entry per MoE block of " + m.id + " (" + std::to_string(moe_blocks) + ")");
+  std::vector<std::vector<double>> out;
+  for (int i = 0; i < moe_blocks; ++i) {
+    const auto& entry = layers[static_cast<size_t>(i)];
+    std::string key = "moe_layers[" + std::to_string(i) + "].expert_load";
+    if (!entry.contains("expert_load") || !entry["expert_load"].is_array())
+      throw ConfigError(path, key, "(missing)", "a list of per-expert token counts");
+    std::vector<double> load;
+    for (const auto& v : entry["expert_load"]) {
+      if (!v.is_number() || v.get<double>() < 0) throw ConfigError(path, key, v.dump(), "non-negative counts");
+      load.push_back(v.get<double>());
+    }
+    if (static_cast<int64_t>(load.size()) != m.experts)
+      throw ConfigError(path, key, std::to_string(load.size()) + " experts",
+                        std::to_string(m.experts) + " experts as in " + m.id);
+    double total = std::accumulate(load.begin(), load.end(), 0.0);
+    if (total <= 0) throw ConfigError(path, key, "all zero", "at least one routed token");
+    for (double& v : load) v /= total;
+    out.push_back(std::move(load));
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::vector<double>> expert_shares(const RoutingSpec& spec, const ModelConfig& m, int moe_blocks) {
+  if (!m.is_moe() || moe_blocks == 0) return {};
+  if (spec.kind == "file") return shares_from_file(spec.file, m, moe_blocks);
+  std::vector<double> share(static_cast<size_t>(m.experts));
+  for (size_t e = 0; e < share.size(); ++e) share[e] = std::pow(static_cast<double>(e + 1), -spec.skew);
+  double total = std::accumulate(share.begin(), share.end(), 0.0);
+  for (double& v : share) v /= total;
+  return std::vector<std::vector<double>>(static_cast<size_t>(moe_blocks), share);
+}
+
+MoeLayerLoad moe_layer_load(const ModelConfig& m, const StepShape& s, const std::vector<double>& expert_share) {
+  const double S = static_cast<double>(m.group_tokens), k = static_cast<double>(m.top_k);
+  const double C = static_cast<double>(m.capacity_per_group());
+  const double groups_per_rank = static_cast<double>(s.tokens_per_rank) / S;
+  const int64_t ep = s.ep, per_rank = m.experts / ep;
+  std::vector<double> kept_by_rank(static_cast<size_t>(ep), 0.0);
+  double kept = 0;
+  for (int64_t e = 0; e < m.experts; ++e) {
+    double copies = std::min(k * S * expert_share[static_cast<size_t>(e)], C);
+    kept_by_rank[static_cast<size_t>(e / per_rank)] += copies;
+    kept += copies;
+  }
+  MoeLayerLoad load;
+  load.dropped_fraction = 1 - kept / (k * S);
+  load.a2a_send_tokens = kept * groups_per_rank;
+  // Every rank of the ep group sends the same mix, so rank r receives ep times its share.
+  double hottest = *std::max_element(kept_by_rank.begin(), kept_by_rank.end());
+  load.expert_tokens = hottest * groups_per_rank * static_cast<double>(ep);
+  for (double v : kept_by_rank) load.dest_share.push_back(kept > 0 ? v / kept : 0);
+  return load;
+}
+
+}  // namespace glam
