@@ -1,0 +1,39 @@
+#pragma once
+// The collectives the executor needs, behind one interface: an MPI implementation for CPUs
+// (mpi_communicator.h), a single-process one, and an NCCL one for GPUs later. Buffers are device
+// pointers of the backend in use.
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace glam::exec {
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  virtual std::string name() const = 0;  // "single", "mpi", ...
+
+  virtual void allreduce_sum(float* data, int64_t n) = 0;
+  virtual void allreduce_sum(double* data, int64_t n) = 0;
+  virtual void allreduce_sum(int64_t* data, int64_t n) = 0;
+  // Equal blocks: send + r*block_bytes goes to rank r; recv + r*block_bytes arrives from rank r.
+  virtual void alltoall(const void* send, void* recv, int64_t block_bytes) = 0;
+  // recv + r*block_bytes receives rank r's block.
+  virtual void allgather(const void* send, void* recv, int64_t block_bytes) = 0;
+  virtual void broadcast(void* data, int64_t bytes, int root) = 0;
+  virtual void barrier() = 0;
+
+  // True on every rank when `flag` is true on any rank (to agree on errors before writing).
+  bool any(bool flag) {
+    int64_t v = flag ? 1 : 0;
+    allreduce_sum(&v, 1);
+    return v > 0;
+  }
+};
+
+// One process: collectives are copies.
+std::unique_ptr<Communicator> make_single_communicator();
+
+}  // namespace glam::exec

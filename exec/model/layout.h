@@ -1,0 +1,52 @@
+#pragma once
+// Where every weight tensor of the model lives in one rank's parameter buffer. Replicated tensors
+// (everything but the experts) come first and contiguous, so the data-parallel gradient reduction
+// is one call; the rank's experts follow. Names are global and rank-independent:
+// "embedding", "L3.attn.q", "L1.moe.wi" (experts stacked; expert e of the stack is global expert
+// first_expert + e), so checkpoints and initial values do not depend on the number of ranks.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model_config.h"
+
+namespace glam::exec {
+
+enum class InitKind { kNormal, kOnes, kZeros };
+
+struct ParamInfo {
+  std::string name;
+  int64_t rows = 1, cols = 1;  // one matrix (vectors: rows = 1)
+  int64_t count = 1;           // matrices stacked (local experts), 1 otherwise
+  int64_t first_expert = -1;   // global index of the first stacked expert, -1 for replicated tensors
+  int64_t offset = 0;          // into the rank's parameter buffer
+  InitKind init = InitKind::kNormal;
+  double init_std = 0;
+  bool expert() const { return first_expert >= 0; }
+  int64_t matrix_elements() const { return rows * cols; }
+  int64_t elements() const { return rows * cols * count; }
+};
+
+struct LayerParams {
+  bool moe = false;
+  int attn_norm = -1, q = -1, k = -1, v = -1, o = -1, rel_bias = -1, ffn_norm = -1;
+  int wi0 = -1, wi1 = -1, wo = -1;    // dense FFN (wi1 only when gated)
+  int router = -1, ewi0 = -1, ewi1 = -1, ewo = -1;  // MoE: router, stacked local experts
+};
+
+struct ModelLayout {
+  int embedding = -1, unembedding = -1 /* -1 when tied */, final_norm = -1;
+  std::vector<LayerParams> layers;
+  std::vector<ParamInfo> params;
+  int64_t replicated_elements = 0;  // params[...].offset < replicated_elements: replicated
+  int64_t total_elements = 0;
+  int64_t local_experts = 0, first_expert = 0;
+};
+
+// The layout of rank `rank` of `ranks` (experts split evenly; the caller checks divisibility).
+ModelLayout make_layout(const ModelConfig& m, int ranks, int rank);
+
+// Deterministic initial values of one matrix (global expert index or -1), from (seed, name, expert).
+void init_matrix(const ParamInfo& p, int64_t global_expert, uint64_t seed, double* out);
+
+}  // namespace glam::exec

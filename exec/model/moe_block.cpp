@@ -1,0 +1,221 @@
+// The mixture-of-experts half of a block (GShard, expert parallel):
+//   ffn_norm -> moe_router (gate logits, softmax, top-k, capacity) -> moe_permute (index gather into
+//   expert-major slots [E, G, C, M]; with several ranks also the reorder after the all-to-all) ->
+//   moe_dispatch_a2a -> experts (moe_expert_in / act / out, each local expert one product over all
+//   ranks' slots) -> moe_unpermute (reorder before the all-to-all) -> moe_combine_a2a ->
+//   moe_unpermute (weighted scatter back to tokens, plus the residual).
+// With R ranks, rank r holds experts [r*E/R, (r+1)*E/R); the slots sent to rank r are contiguous.
+#include <cmath>
+
+#include "activation.h"
+#include "elementwise.h"
+#include "gemm.h"
+#include "model/transformer.h"
+#include "moe.h"
+#include "norm.h"
+#include "router.h"
+
+namespace glam::exec {
+
+namespace k = glam::kernels;
+
+namespace {
+uint64_t mix(uint64_t a, uint64_t b) {
+  uint64_t z = a * 0x9E3779B97F4A7C15ull + b + 0x632BE59BD9B4E019ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  return z ^ (z >> 31);
+}
+}  // namespace
+
+template <class T>
+double Transformer<T>::moe_forward(int64_t l, int64_t step, OpTimer* t) {
+  const LayerParams& p = layout_.layers[static_cast<size_t>(l)];
+  LayerActs& a = acts_[static_cast<size_t>(l)];
+  const int64_t n = s_.tokens(), d = m_.d_model, he = m_.expert_hidden_size(), e_count = m_.experts;
+  const int64_t kk = m_.top_k, ranks = s_.ranks, el = layout_.local_experts;
+  const int64_t rows = slots_ / el;  // slots per local expert, from all ranks
+  const int64_t block = groups_ * capacity_ * d;  // one expert's slots of one rank
+  const bool gated = p.ewi1 >= 0;
+  const double es = sizeof(T), nd = static_cast<double>(n), sd = static_cast<double>(slots_),
+               mats = gated ? 2 : 1, a2a_bytes = es * sd * d * static_cast<double>(ranks - 1) / static_cast<double>(ranks);
+  {
+    auto sc = OpTimer::time(t, id(l, LayerOp::kFfnNorm, false), 4 * nd * d, 2 * es * nd * d);
+    k::rmsnorm_forward<T>(ctx_, a.mid.data(), param(p.ffn_norm), a.xn2.data(), a.inv2.data(), n, d);
+  }
+  k::RouterShape rs = router_shape();
+  double aux_sum = 0;
+  {
+    auto sc = OpTimer::time(t, id(l, LayerOp::kMoeRouter, false), 2 * nd * d * e_count + 10 * nd * e_count,
+                            es * (nd * d + d * e_count + 2 * nd * e_count));
+    linear_forward(a.xn2.data(), param(p.router), a.rprobs.data(), n, d, e_count);
+    k::SecondExpertPolicy pol;
+    pol.random = m_.second_expert_policy == "random";
+    pol.threshold = m_.second_expert_threshold;
+    pol.seed = mix(mix(routing_seed, static_cast<uint64_t>(step)), static_cast<uint64_t>(l));
+    pol.first_token = static_cast<int64_t>(s_.rank) * n;
+    k::router_forward<T>(ctx_, a.rprobs.data(), rs, pol, a.rprobs.data(), a.expert.data(), a.gate.data(),
+                         a.loc.data(), a.slot_token.data());
+    k::router_aux_loss<T>(ctx_, a.rprobs.data(), a.expert.data(), rs, aux_.data());
+    std::vector<T> aux(static_cast<size_t>(groups_));
+    copy_to_host(aux_.data(), aux.data(), groups_);
+    for (T v : aux) aux_sum += static_cast<double>(v);
+  }
+  // routing statistics of this rank's tokens
+  {
+    std::vector<int32_t> loc(static_cast<size_t>(n * kk));
+    copy_to_host(a.loc.data(), loc.data(), n * kk);
+    MoeLayerStats st;
+    st.layer = l;
+    st.expert_load.assign(static_cast<size_t>(e_count), 0);
+    st.routed = n * kk;
+    for (int32_t v : loc) {
+      if (v >= 0) st.expert_load[static_cast<size_t>(v / (groups_ * capacity_))]++;
+      else if (v == -1) st.dropped++;
+      else st.skipped++;
+    }
+    if (moe_stats_.size() < static_cast<size_t>(m_.moe_layers())) moe_stats_.resize(static_cast<size_t>(m_.moe_layers()));
+    moe_stats_[static_cast<size_t>(l / std::max<int64_t>(m_.moe_every, 1))] = std::move(st);
+  }
+  // dispatch
+  T* ein = a.ein.data();
+  {
+    auto sc = OpTimer::time(t, id(l, LayerOp::kMoePermute, false), 0, 2 * es * sd * d);
+    k::moe_dispatch_forward<T>(ctx_, a.xn2.data(), a.slot_token.data(), ranks > 1 ? sendbuf_.data() : ein, slots_, d);
+  }
+  if (ranks > 1) {
+    {
+      auto sc = OpTimer::time(t, id(l, LayerOp::kMoeDispatchA2a, false), 0, a2a_bytes);
+      comm_.alltoall(sendbuf_.data(), recvbuf_.data(), el * block * static_cast<int64_t>(sizeof(T)));
+    }
+    auto sc = OpTimer::time(t, id(l, LayerOp::kMoePermute, false), 0, 2 * es * sd * d);
+    k::swap_leading_axes<T>(ctx_, recvbuf_.data(), ein, ranks, el, block);  // [R, El, ...] -> [El, R, ...]
+  }
+  // experts
+  {
+    auto sc = OpTimer::time(t, id(l, LayerOp::kMoeExpertIn, false), mats * 2 * sd * d * he,
+                            es * (sd * d + mats * (static_cast<double>(el) * d * he + sd * he)));
+    for (int64_t e = 0; e < el; ++e) {
+      linear_forward(ein + e * rows * d, param(p.ewi0) + e * d * he, a.eh0.data() + e * rows * he, rows, d, he);
+      if (gated) linear_forward(ein + e * rows * d, param(p.ewi1) + e * d * he, a.eh1.data() + e * rows * he, rows, d, he);
+    }
+  }
+  {
+    auto sc = OpTimer::time(t, id(l, LayerOp::kMoeExpertAct, false), 10 * sd * he, es * (mats + 1) * sd * he);
+    k::activation_forward<T>(ctx_, expert_act_, a.eh0.data(), gated ? a.eh1.data() : nullptr, a.ea.data(), slots_ * he);
+  }
+  {
+    auto sc = OpTimer::time(t, id(l, LayerOp::kMoeExpertOut, false), 2 * sd * he * d,
+                            es * (sd * he + static_cast<double>(el) * he * d + sd * d));
+    for (int64_t e = 0; e < el; ++e)
+      linear_forward(a.ea.data() + e * rows * he, param(p.ewo) + e * he * d, a.eout.data() + e * rows * d, rows, he, d);
+  }
+  // combine
+  const T* cbuf = a.eout.data();
+  if (ranks > 1) {
+    {
+      auto sc = OpTimer::time(t, id(l, LayerOp::kMoeUnpermute, false), 0, 2 * es * sd * d);
+      k::swap_leading_axes<T>(ctx_, a.eout.data(), sendbuf_.data(), el, ranks, block);  // [El, R] -> [R, El]
+    }
+    auto sc = OpTimer::time(t, id(l, LayerOp::kMoeCombineA2a, false), 0, a2a_bytes);
+    comm_.alltoall(sendbuf_.data(), a.cbuf.data(), el * block * static_cast<int64_t>(sizeof(T)));
+    cbuf = a.cbuf.data();
+  }
+  {
+    auto sc = OpTimer::time(t, id(l, LayerOp::kMoeUnpermute, false), 2 * nd * kk * d, es * (3 * nd * d + nd * kk * d));
+    T* out = resid_[static_cast<size_t>(l + 1)].data();
+    k::copy<T>(ctx_, a.mid.data(), out, n * d);
+    k::moe_combine_forward<T>(ctx_, cbuf, a.loc.data(), a.gate.data(), out, n, kk, d);
+  }
+  return aux_sum;
+}
+
+template <class T>
+void Transformer<T>::moe_backward(int64_t l, OpTimer* t) {
+  // On entry dres_ holds the gradient of the block output; on exit, of mid (the FFN input).
+  const LayerParams& p = layout_.layers[static_cast<size_t>(l)];
+  LayerActs& a = acts_[static_cast<size_t>(l)];
+  const int64_t n = s_.tokens(), d = m_.d_model, he = m_.expert_hidden_size(), e_count = m_.experts;
+  const int64_t kk = m_.top_k, ranks = s_.ranks, el = layout_.local_experts;
+  const int64_t rows = slots_ / el;
+  const int64_t block = groups_ * capacity_ * d;
+  const int64_t block_bytes = el * block * static_cast<int64_t>(sizeof(T));
+  const bool gated = p.ewi1 >= 0;
+  const double es = sizeof(T), nd = static_cast<double>(n), sd = static_cast<double>(slots_),
+               mats = gated ? 2 : 1, a2a_bytes = es * sd * d * static_cast<double>(ranks - 1) / static_cast<double>(ranks);
+  T* bufa = sendbuf_.data();
+  T* bufb = recvbuf_.data();
+  const T* cbuf = ranks > 1 ? a.cbuf.data() : a.eout.data();
+  {
+    auto sc = OpTimer::time(t, id(l, LayerOp::kMoeUnpermute, true), 4 * nd * kk * d, es * (sd * d + 2 * nd * kk * d));
+    k::moe_combine_backward<T>(ctx_, dres_.data(), cbuf, a.loc.data(), a.slot_token.data(), a.gate.data(), bufa,
+                               dgate_.data(), n, kk, slots_, d);
+  }
+  T* deout = bufa;
+  if (ranks > 1) {
+    {
+      auto sc = OpTimer::time(t, id(l, LayerOp::kMoeCombineA2a, true), 0, a2a_bytes);
+      comm_.alltoall(bufa, bufb, block_bytes);
+    }
+    auto sc = OpTimer::time(t, id(l, LayerOp::kMoeUnpermute, true), 0, 2 * es * sd * d);
+    k::swap_leading_axes<T>(ctx_, bufb, bufa, ranks, el, block);
+  }
+  {
+    auto sc = OpTimer::time(t, id(l, LayerOp::kMoeExpertOut, true), 4 * sd * he * d,
+                            es * (2 * sd * he + 2 * static_cast<double>(el) * he * d + sd * d));
+    for (int64_t e = 0; e < el; ++e)
+      linear_backward(a.ea.data() + e * rows * he, param(p.ewo) + e * he * d, deout + e * rows * d,
+                      dea_.data() + e * rows * he, grad(p.ewo) + e * he * d, rows, he, d, false);
+  }
+  {
+    auto sc = OpTimer::time(t, id(l, LayerOp::kMoeExpertAct, true), 16 * sd * he, es * (2 * mats + 1) * sd * he);
+    k::activation_backward<T>(ctx_, expert_act_, dea_.data(), a.eh0.data(), gated ? a.eh1.data() : nullptr,
+                              deh0_.data(), gated ? deh1_.data() : nullptr, slots_ * he);
+  }
+  T* dein = bufb;
+  {
+    auto sc = OpTimer::time(t, id(l, LayerOp::kMoeExpertIn, true), mats * 4 * sd * d * he,
+                            es * (2 * sd * d + mats * (2 * static_cast<double>(el) * d * he + sd * he)));
+    for (int64_t e = 0; e < el; ++e) {
+      const T* x = a.ein.data() + e * rows * d;
+      linear_backward(x, param(p.ewi0) + e * d * he, deh0_.data() + e * rows * he, dein + e * rows * d,
+                      grad(p.ewi0) + e * d * he, rows, d, he, false);
+      if (gated)
+        linear_backward(x, param(p.ewi1) + e * d * he, deh1_.data() + e * rows * he, dein + e * rows * d,
+                        grad(p.ewi1) + e * d * he, rows, d, he, true);
+    }
+  }
+  T* dlocal = dein;
+  if (ranks > 1) {
+    {
+      auto sc = OpTimer::time(t, id(l, LayerOp::kMoePermute, true), 0, 2 * es * sd * d);
+      k::swap_leading_axes<T>(ctx_, dein, bufa, el, ranks, block);  // [El, R] -> [R, El]
+    }
+    auto sc = OpTimer::time(t, id(l, LayerOp::kMoeDispatchA2a, true), 0, a2a_bytes);
+    comm_.alltoall(bufa, bufb, block_bytes);
+    dlocal = bufb;
+  }
+  {
+    auto sc = OpTimer::time(t, id(l, LayerOp::kMoePermute, true), nd * kk * d, es * (nd * d + nd * kk * d));
+    k::fill<T>(ctx_, dxn_.data(), T(0), n * d);
+    k::moe_dispatch_backward<T>(ctx_, dlocal, a.loc.data(), dxn_.data(), n, kk, d);
+  }
+  {
+    auto sc = OpTimer::time(t, id(l, LayerOp::kMoeRouter, true), 4 * nd * d * e_count + 10 * nd * e_count,
+                            es * (2 * nd * d + 2 * d * e_count + 2 * nd * e_count));
+    k::router_backward<T>(ctx_, a.rprobs.data(), a.expert.data(), a.loc.data(), dgate_.data(), aux_scale_,
+                          router_shape(), drl_.data());
+    linear_backward(a.xn2.data(), param(p.router), drl_.data(), dxn_.data(), grad(p.router), n, d, e_count, true);
+  }
+  {
+    auto sc = OpTimer::time(t, id(l, LayerOp::kFfnNorm, true), 8 * nd * d, 4 * es * nd * d);
+    k::rmsnorm_backward<T>(ctx_, dxn_.data(), a.mid.data(), param(p.ffn_norm), a.inv2.data(), dres_.data(),
+                           grad(p.ffn_norm), n, d);
+  }
+}
+
+template double Transformer<float>::moe_forward(int64_t, int64_t, OpTimer*);
+template void Transformer<float>::moe_backward(int64_t, OpTimer*);
+template double Transformer<double>::moe_forward(int64_t, int64_t, OpTimer*);
+template void Transformer<double>::moe_backward(int64_t, OpTimer*);
+
+}  // namespace glam::exec

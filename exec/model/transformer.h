@@ -1,0 +1,135 @@
+#pragma once
+// The GLaM training step on one rank (REFERENCE.md section 1): tied embedding, pre-norm RMSNorm,
+// causal multi-head attention with a learned T5 relative position bias, gated-GELU dense FFN,
+// MoE FFN every other block (GShard top-2 router, capacity, index dispatch/combine, experts split
+// over ranks with all-to-alls), final norm, logits, cross-entropy + z-loss + load-balancing loss,
+// and the hand-written backward pass of all of it. T = float (the model) or double (the
+// reference path of the gradient checks). Every kernel call goes through kernels/*.h.
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "core/device_buffer.h"
+#include "core/op_timer.h"
+#include "activation.h"
+#include "kernel_context.h"
+#include "model/layout.h"
+#include "model_config.h"
+#include "router.h"
+
+namespace glam::exec {
+
+// What one rank runs: `seqs` sequences of seq_len tokens; ranks split the experts (expert
+// parallelism) and replicate everything else (data parallelism).
+struct ExecShape {
+  int64_t seqs = 1;
+  int64_t seq_len = 0;
+  int ranks = 1;
+  int rank = 0;
+  int64_t tokens() const { return seqs * seq_len; }
+  int64_t global_tokens() const { return tokens() * ranks; }
+};
+
+// Checks that the model and shape can run here; throws UsageError with a clear message.
+void check_runnable(const ModelConfig& m, const ExecShape& s);
+
+struct StepLoss {
+  double total = 0;  // ce + z_weight * z + aux_weight * aux (what the gradients are of)
+  double ce = 0;     // mean cross-entropy over the global batch
+  double z = 0;      // mean logsumexp^2
+  double aux = 0;    // sum over MoE layers of the mean per-group balancing loss (1 = uniform)
+};
+
+struct MoeLayerStats {
+  int64_t layer = 0;
+  std::vector<int64_t> expert_load;  // copies kept per (global) expert, this rank's tokens
+  int64_t routed = 0;                // copies routed (tokens x top_k)
+  int64_t dropped = 0;               // copies dropped for capacity
+  int64_t skipped = 0;               // second copies not taken by random routing
+};
+
+// The ops of the StepGraph a layer holds (op ids "L{l}.{name}.{fwd|bwd}").
+enum class LayerOp {
+  kAttnNorm, kAttnQkv, kAttnScores, kAttnSoftmax, kAttnContext, kAttnOut,
+  kFfnNorm, kFfnIn, kFfnAct, kFfnOut,
+  kMoeRouter, kMoeDispatchA2a, kMoeExpertIn, kMoeExpertAct, kMoeExpertOut, kMoeCombineA2a, kMoePermute,
+  kMoeUnpermute, kCount
+};
+const char* layer_op_name(LayerOp op);
+std::string layer_op_id(int64_t layer, LayerOp op, bool backward);
+
+template <class T>
+class Transformer {
+ public:
+  Transformer(const ModelConfig& m, const ExecShape& shape, Communicator& comm, const kernels::KernelContext& ctx);
+
+  const ModelConfig& config() const { return m_; }
+  const ExecShape& shape() const { return s_; }
+  const ModelLayout& layout() const { return layout_; }
+  T* params() { return params_.data(); }
+  T* grads() { return grads_.data(); }
+  T* param(int index) { return params_.data() + layout_.params[static_cast<size_t>(index)].offset; }
+  T* grad(int index) { return grads_.data() + layout_.params[static_cast<size_t>(index)].offset; }
+
+  // Deterministic, rank-count-independent initial values.
+  void init_params(uint64_t seed);
+
+  // One forward pass (and the backward pass into grads(), zeroed first, when `backward`) on this
+  // rank's tokens (device pointers, tokens() each). Collective over the communicator; the losses
+  // returned are means over the global batch. `step` seeds random routing.
+  StepLoss run(const int32_t* inputs, const int32_t* targets, int64_t step, bool backward, OpTimer* timer = nullptr);
+
+  // Sum the replicated weights' gradients over ranks (data parallelism).
+  void allreduce_gradients(OpTimer* timer = nullptr);
+
+  const std::vector<MoeLayerStats>& moe_stats() const { return moe_stats_; }
+  uint64_t routing_seed = 0x5eed;
+
+ private:
+  struct LayerActs {
+    DeviceBuffer<T> xn1, inv1, q, k, v, probs, ctx, mid, xn2, inv2;
+    DeviceBuffer<T> h0, h1, a;                             // dense FFN
+    DeviceBuffer<T> rprobs, gate, ein, eh0, eh1, ea, eout, cbuf;  // MoE
+    DeviceBuffer<int32_t> expert, loc, slot_token;
+  };
+  const std::string& id(int64_t layer, LayerOp op, bool bwd) const {
+    return op_ids_[static_cast<size_t>(layer)][static_cast<size_t>(op)][bwd ? 1 : 0];
+  }
+  void attention_forward(int64_t l, OpTimer* t);
+  void attention_backward(int64_t l, OpTimer* t);
+  void dense_forward(int64_t l, OpTimer* t);
+  void dense_backward(int64_t l, OpTimer* t);
+  double moe_forward(int64_t l, int64_t step, OpTimer* t);  // returns this rank's sum of per-group aux
+  void moe_backward(int64_t l, OpTimer* t);
+  // y = x W (x [rows,in], W [in,out]); backward: dx (+)= dy W^T, dW += x^T dy
+  void linear_forward(const T* x, const T* w, T* y, int64_t rows, int64_t in, int64_t out);
+  void linear_backward(const T* x, const T* w, const T* dy, T* dx, T* dw, int64_t rows, int64_t in, int64_t out,
+                       bool accumulate_dx);
+  kernels::RouterShape router_shape() const;
+
+  ModelConfig m_;
+  ExecShape s_;
+  Communicator& comm_;
+  const kernels::KernelContext& ctx_;
+  ModelLayout layout_;
+  std::vector<std::array<std::array<std::string, 2>, static_cast<size_t>(LayerOp::kCount)>> op_ids_;
+  kernels::Activation ffn_act_, expert_act_;
+  int64_t capacity_ = 0, groups_ = 0, slots_ = 0;
+  double aux_scale_ = 0;
+
+  DeviceBuffer<T> params_, grads_;
+  DeviceBuffer<int32_t> bucket_;  // relative position buckets [T,T]
+  const int32_t* inputs_ = nullptr;
+  const int32_t* targets_ = nullptr;
+  std::vector<DeviceBuffer<T>> resid_;  // block inputs, layers + 1
+  std::vector<LayerActs> acts_;
+  DeviceBuffer<T> hn_, inv_final_, logits_, ce_, lse_;
+  // backward scratch
+  DeviceBuffer<T> dres_, dxn_, dq_, dk_, dv_, dctx_, dscores_, dh0_, dh1_, da_;
+  DeviceBuffer<T> sendbuf_, recvbuf_, deh0_, deh1_, dea_, dgate_, drl_, aux_;
+  std::vector<MoeLayerStats> moe_stats_;
+};
+
+}  // namespace glam::exec

@@ -1,0 +1,56 @@
+#include "optim/adafactor_optimizer.h"
+
+namespace glam::exec {
+
+template <class T>
+AdafactorOptimizer<T>::AdafactorOptimizer(const ModelLayout& layout, kernels::AdafactorHyper hyper)
+    : layout_(layout), hyper_(hyper) {
+  int64_t off = 0;
+  for (size_t i = 0; i < layout_.params.size(); ++i) {
+    offsets_.push_back(off);
+    off += state_size(i) * layout_.params[i].count;
+  }
+  state_.resize(off);
+}
+
+template <class T>
+bool AdafactorOptimizer<T>::factored(size_t index) const {
+  const ParamInfo& p = layout_.params[index];
+  return p.rows > 1 && p.cols > 1;
+}
+
+template <class T>
+int64_t AdafactorOptimizer<T>::state_size(size_t index) const {
+  const ParamInfo& p = layout_.params[index];
+  return factored(index) ? p.rows + p.cols : p.rows * p.cols;
+}
+
+template <class T>
+int64_t AdafactorOptimizer<T>::state_offset(size_t index, int64_t matrix) const {
+  return offsets_[index] + matrix * state_size(index);
+}
+
+template <class T>
+void AdafactorOptimizer<T>::update(const kernels::KernelContext& ctx, T* params, const T* grads, int64_t step,
+                                   OpTimer* timer) {
+  static const std::string id = "optimizer";
+  auto sc = OpTimer::time(timer, id, 12.0 * static_cast<double>(layout_.total_elements),
+                          3.0 * sizeof(T) * static_cast<double>(layout_.total_elements));
+  for (size_t i = 0; i < layout_.params.size(); ++i) {
+    const ParamInfo& p = layout_.params[i];
+    for (int64_t e = 0; e < p.count; ++e) {
+      T* w = params + p.offset + e * p.matrix_elements();
+      const T* g = grads + p.offset + e * p.matrix_elements();
+      T* s = state_.data() + state_offset(i, e);
+      if (factored(i))
+        kernels::adafactor_update<T>(ctx, w, g, s, s + p.rows, nullptr, p.rows, p.cols, step, hyper_);
+      else
+        kernels::adafactor_update<T>(ctx, w, g, nullptr, nullptr, s, p.rows, p.cols, step, hyper_);
+    }
+  }
+}
+
+template class AdafactorOptimizer<float>;
+template class AdafactorOptimizer<double>;
+
+}  // namespace glam::exec
