@@ -1,0 +1,136 @@
+// Bad cluster files: each error names the file, the key, the value and what was expected.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "cluster.h"
+#include "common/errors.h"
+
+namespace glam {
+namespace {
+
+const char* kTorus = R"(
+id = "my-torus"
+[chip]
+kind = "tpu-v4"
+[topology]
+kind = "torus"
+dims = [4, 4, 4]
+[links.ici]
+bandwidth_Bps = 45e9
+)";
+
+const char* kFatTree = R"(
+id = "my-tree"
+[chip]
+kind = "h100"
+[topology]
+kind = "fat-tree"
+chips = 512
+chips_per_node = 8
+[fat_tree]
+down_ports = [32, 16]
+[links.nvlink]
+bandwidth_Bps = 450e9
+[links.infiniband]
+bandwidth_Bps = 50e9
+)";
+
+std::string replaced(std::string text, const std::string& from, const std::string& to) {
+  auto pos = text.find(from);
+  EXPECT_NE(pos, std::string::npos) << from;
+  return text.replace(pos, from.size(), to);
+}
+
+std::string error_of(const std::string& text) {
+  try {
+    parse_cluster(text, "user/bad.toml");
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.file(), "user/bad.toml");
+    EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << "one line: " << e.what();
+    return e.what();
+  }
+  ADD_FAILURE() << "no error for:\n" << text;
+  return "";
+}
+
+void expect_has(const std::string& msg, std::initializer_list<const char*> parts) {
+  for (const char* p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
+}
+
+TEST(ClusterErrors, ValidFilesParse) {
+  EXPECT_EQ(parse_cluster(kTorus, "ok.toml").num_chips(), 64);
+  Cluster t = parse_cluster(kFatTree, "ok.toml");
+  EXPECT_EQ(t.num_chips(), 512);
+  EXPECT_EQ(t.resolved_config()["fat_tree"]["up_ports"], nlohmann::json::array({32}));  // resolved default
+  EXPECT_EQ(t.resolved_config()["chip"]["busy_W"], 700.0);                             // from the chip kind
+}
+
+TEST(ClusterErrors, NonPositiveDimensions) {
+  expect_has(error_of(replaced(kTorus, "[4, 4, 4]", "[4, 0, 4]")),
+             {"user/bad.toml", "'topology.dims'", "[4, 0, 4]", "positive integers"});
+  expect_has(error_of(replaced(kTorus, "[4, 4, 4]", "[-2]")), {"'topology.dims'", "[-2]", "positive"});
+  expect_has(error_of(replaced(kTorus, "[4, 4, 4]", "[]")), {"'topology.dims'", "non-empty"});
+  expect_has(error_of(replaced(kTorus, "[4, 4, 4]", "[4096, 4096]")), {"'topology.dims'", "at most"});
+}
+
+TEST(ClusterErrors, UnknownChipKind) {
+  expect_has(error_of(replaced(kTorus, "\"tpu-v4\"", "\"tpu-v9\"")),
+             {"'chip.kind'", "\"tpu-v9\"", "known chip kind", "tpu-v4", "h100"});
+}
+
+TEST(ClusterErrors, ZeroOrNegativeBandwidth) {
+  expect_has(error_of(replaced(kTorus, "45e9", "0")), {"'links.ici.bandwidth_Bps'", "= 0", "a positive number"});
+  expect_has(error_of(replaced(kFatTree, "bandwidth_Bps = 50e9", "bandwidth_Bps = -5e9")),
+             {"'links.infiniband.bandwidth_Bps'", "-5", "a positive number"});
+  expect_has(error_of(replaced(kTorus, "bandwidth_Bps = 45e9\n", "latency_s = 1e-6\n")),
+             {"'links.ici.bandwidth_Bps'", "(missing)", "ici bandwidth"});
+}
+
+TEST(ClusterErrors, FatTreeArityMustGiveTheChipCount) {
+  expect_has(error_of(replaced(kFatTree, "[32, 16]", "[32, 8]")),
+             {"'fat_tree.down_ports'", "[32, 8]", "product is topology.chips = 512", "give 256"});
+  // Rail-optimised: a leaf takes one GPU from each of m1 whole nodes.
+  expect_has(error_of(replaced(kFatTree, "[32, 16]", "[128, 4]")), {"'fat_tree.down_ports'", "64 nodes"});
+  expect_has(error_of(replaced(kFatTree, "[32, 16]", "[2, 256]")), {"'fat_tree.down_ports'", "64 ports", "need 256"});
+  expect_has(error_of(replaced(kFatTree, "down_ports = [32, 16]", "down_ports = [32, 16]\nup_ports = [4, 4]")),
+             {"'fat_tree.up_ports'", "[4, 4]", "1 entries"});
+  expect_has(error_of(replaced(kFatTree, "chips_per_node = 8", "chips_per_node = 7")),
+             {"'topology.chips_per_node'", "7", "divisor of topology.chips = 512"});
+}
+
+TEST(ClusterErrors, KeysAKindHasNoUseFor) {
+  expect_has(error_of(replaced(kTorus, "[links.ici]", "[links.nvlink]\nbandwidth_Bps = 1e9\n[links.ici]")),
+             {"'links.nvlink.bandwidth_Bps'", "torus has no use"});
+  expect_has(error_of(replaced(kFatTree, "chips = 512", "chips = 512\ndims = [8, 8, 8]")),
+             {"'topology.dims'", "fat-tree has no use"});
+}
+
+TEST(ClusterErrors, MistypedOrUnknownKeysAndKinds) {
+  expect_has(error_of(replaced(kTorus, "kind = \"torus\"", "kind = \"dragonfly\"")),
+             {"'topology.kind'", "\"dragonfly\"", "torus", "fat-tree"});
+  expect_has(error_of(replaced(kTorus, "bandwidth_Bps", "bandwith_Bps")), {"'links.ici.bandwith_Bps'", "no such key"});
+  expect_has(error_of(replaced(kTorus, "45e9", "\"fast\"")), {"'links.ici.bandwidth_Bps'", "\"fast\"", "a number"});
+  expect_has(error_of(replaced(kTorus, "[chip]\nkind = \"tpu-v4\"", "[chip]\nkind = \"tpu-v4\"\nbusy_W = 10")),
+             {"'chip.busy_W'", "at least chip.idle_W"});
+}
+
+TEST(ClusterErrors, NotToml) {
+  expect_has(error_of("id = \"x\"\n[chip\nkind = 3\n"), {"user/bad.toml", "not valid TOML", "line"});
+  namespace fs = std::filesystem;
+  fs::path p = fs::temp_directory_path() / "glam-not-toml.toml";
+  std::ofstream(p) << "this is not { toml\n";
+  try {
+    load_cluster(p.string());
+    ADD_FAILURE() << "no error";
+  } catch (const ConfigError& e) {
+    expect_has(e.what(), {"glam-not-toml.toml", "not valid TOML"});
+  }
+  fs::remove(p);
+  EXPECT_THROW(load_cluster("/no/such/cluster.toml"), ConfigError);
+  EXPECT_THROW(load_cluster("no-such-cluster-id"), UsageError);
+}
+
+}  // namespace
+}  // namespace glam

@@ -1,0 +1,21 @@
+#pragma once
+// Chip kinds are data: topologies/chips/<kind>.toml holds one chip's datasheet figures, each with
+// its source. A cluster file names a kind and may override any figure.
+#include <string>
+#include <vector>
+
+#include "cluster.h"
+
+namespace glam {
+
+// The figures of a known chip kind; throws ConfigError naming `file` and `key` (the cluster
+// file and its chip.kind key) when the kind is unknown.
+ChipSpec load_chip_kind(const std::string& kind, const std::string& file, const std::string& key);
+
+// Sorted names of the known chip kinds.
+std::vector<std::string> chip_kinds();
+
+// One line per chip-file field.
+std::string describe_chip_fields();
+
+}  // namespace glam

@@ -1,0 +1,28 @@
+#pragma once
+// The contents of a Cluster, filled in by the loader (cluster_config.cpp). Internal to topologies/.
+#include <memory>
+
+#include "cluster.h"
+#include "fabric.h"
+#include "graph.h"
+
+namespace glam {
+
+struct Cluster::Parts {
+  std::string id;
+  TopologyKind kind = TopologyKind::kTorus;
+  ChipSpec chip;
+  int num_chips = 0;
+  std::vector<VertexKind> vertices;
+  std::vector<Link> links;
+  std::vector<std::vector<int>> out_links;
+  std::shared_ptr<const Fabric> fabric;
+  std::vector<int> torus_dims;
+  int chips_per_node = 1;
+  double pue = 1, carbon_kg_per_kWh = 0, switch_W = 0;
+  std::optional<double> price_per_kWh;
+  nlohmann::json resolved;
+  std::shared_ptr<const TopologyGraph> graph;
+};
+
+}  // namespace glam

@@ -1,0 +1,35 @@
+#pragma once
+// GPU clusters: nodes of chips joined by one NVSwitch each, and the nodes joined by an InfiniBand
+// fat-tree. A single node is the same with no fat-tree.
+//
+// The fat-tree is an extended generalised fat-tree XGFT(h; m1..mh; w1..wh) over the chips' NICs
+// (one NIC per chip, so w1 = 1): a level-i switch has m_i children and every level-(i-1) element
+// has w_i parents. Rail-optimised: leaf switches hold one rail each, so the m1 NICs under a leaf
+// are the same local GPU of m1 different nodes (as in NVIDIA's DGX SuperPOD designs).
+#include <vector>
+
+#include "fabric.h"
+
+namespace glam {
+
+struct SwitchedShape {
+  int chips = 1;
+  int chips_per_node = 1;
+  std::vector<int> down;  // m1..mh: children per switch, leaf level first; empty: no fat-tree
+  std::vector<int> up;    // w2..wh: parents per element of the level below, for levels 2..h
+  bool rail_optimised = true;
+};
+
+struct SwitchedLinks {
+  LinkSpec nvlink;      // chip <-> its node's NVSwitch, per direction
+  LinkSpec infiniband;  // NIC <-> leaf and switch <-> switch, per direction
+  double nvswitch_latency_s = 0;
+  double ib_switch_latency_s = 0;
+};
+
+FabricBuild build_switched_fabric(const SwitchedShape& shape, const SwitchedLinks& links);
+
+// Fat-tree switches per level (leaf first).
+std::vector<int> fat_tree_switches_per_level(const SwitchedShape& shape);
+
+}  // namespace glam
