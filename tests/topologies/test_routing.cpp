@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <map>
 #include <random>
+#include <set>
 
 #include "cluster.h"
 #include "graph.h"
@@ -108,35 +109,39 @@ TEST(TopologyRouting, FatTreeIsRailOptimisedUpDown) {
   }
 }
 
-// D-mod-k: in an all-to-all every spine down-link serves one destination, and the leaf up-links
-// carry equal loads.
+// D-mod-k: every spine-to-leaf link leads to a single destination NIC, and in an all-to-all the
+// leaf up-links carry equal loads.
 TEST(TopologyRouting, FatTreeEcmpSpreadsAllToAllEvenly) {
   Cluster c = load_cluster("dgx-h100-512");
   std::vector<int> load(c.links().size(), 0);
+  std::vector<std::set<int>> destinations(c.links().size());
   std::vector<int> route;
   for (int s = 0; s < c.num_chips(); ++s)
     for (int d = 0; d < c.num_chips(); ++d) {
       route.clear();
       c.append_route(s, d, route);
-      for (int l : route) ++load[l];
+      for (int l : route) {
+        ++load[l];
+        destinations[l].insert(d);
+      }
     }
-  int up_min = 1 << 30, up_max = 0, down_max = 0;
+  int up_min = 1 << 30, up_max = 0, down_links = 0;
   for (const Link& l : c.links()) {
     if (c.vertex_kind(l.from) != VertexKind::kFabricSwitch || c.vertex_kind(l.to) != VertexKind::kFabricSwitch)
       continue;
-    bool up = l.from < l.to;  // leaves are numbered before spines
-    if (up) {
+    if (l.from < l.to) {  // leaves are numbered before spines: an up-link
       up_min = std::min(up_min, load[l.id]);
       up_max = std::max(up_max, load[l.id]);
     } else {
-      down_max = std::max(down_max, load[l.id]);
+      ++down_links;
+      EXPECT_EQ(destinations[l.id].size(), 1u) << "link " << l.id;
+      // From the other 15 leaves' 32 NICs, less the destination node's 7 other GPUs (NVLink).
+      EXPECT_EQ(load[l.id], 15 * 32 - 7);
     }
   }
+  EXPECT_EQ(down_links, 16 * 32);
   EXPECT_EQ(up_min, up_max);
-  EXPECT_GT(up_min, 0);
-  // A spine-to-leaf link carries traffic to one destination NIC only: from the other 15 leaves'
-  // 32 NICs each, less the destination node's 7 other GPUs, which use NVLink.
-  EXPECT_EQ(down_max, 15 * 32 - 7);
+  EXPECT_EQ(up_min, 15 * 32 - 7);
 }
 
 TEST(TopologyRouting, RouteLatencyIsTheSumOfItsLinks) {
