@@ -1,12 +1,16 @@
 // glamexec: the reference executor of the GLaM training step.
 #include <iostream>
+#include <memory>
 
 #include <CLI/CLI.hpp>
 
 #include "accounting.h"
+#include "comm/communicator.h"
+#include "comm/mpi_communicator.h"
 #include "common/errors.h"
 #include "common/text_table.h"
 #include "model_config.h"
+#include "train/trainer.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"glamexec: run the GLaM training step on the CPU or a GPU and record what it measured"};
@@ -31,17 +35,53 @@ int main(int argc, char** argv) {
               << glam::format_bytes(mem.optimizer_bytes) << ", activations " << glam::format_bytes(mem.activations_bytes)
               << "\n";
   });
+
+  glam::exec::TrainOptions t;
+  CLI::App* train = app.add_subcommand(
+      "train", "Run GLaM training steps (mpirun -np N for expert and data parallelism), time every op, write a run record");
+  train->add_option("--model", t.model, "Model id or TOML file")->required();
+  train->add_option("--layers", t.layers, "Run only the model's first K layers (0: all)");
+  train->add_option("--batch-tokens", t.batch_tokens, "Global batch in tokens, over all ranks (default 8 sequences)");
+  train->add_option("--steps", t.steps, "Training steps, warm-up included")->check(CLI::PositiveNumber);
+  train->add_option("--warmup", t.warmup, "Untimed first steps (default min(2, steps-1))");
+  train->add_option("--device", t.device, "cpu (cuda in a CUDA build)");
+  train->add_option("--threads", t.threads, "Threads per rank (default: cores / ranks on the host)");
+  train->add_option("--record", t.record, "Write the run record (JSON) to this file, atomically");
+  train->add_option("--format", t.format, "text or json (the run record on stdout)");
+  train->add_option("--text", t.text, "Training text file (default: Debian's /usr/share/common-licenses)");
+  train->add_option("--tokenizer", t.tokenizer, "SentencePiece model (default: trained on the text, cached)");
+  train->add_option("--cache-dir", t.cache_dir, "Folder for trained tokenizers");
+  train->add_option("--seed", t.seed, "Seed of the initial weights and of random routing");
+  train->add_option("--resume", t.resume, "Checkpoint to continue from");
+  train->add_option("--save", t.save, "Write a checkpoint here at the end (atomically)");
+  train->add_flag("--quiet", t.quiet, "No per-step lines");
+
+  std::string text_file, out_file;
+  int64_t vocab = 4096;
+  CLI::App* tok = app.add_subcommand("tokenizer", "Train a SentencePiece model (BPE) on a text");
+  tok->add_option("--text", text_file, "Text file (default: Debian's /usr/share/common-licenses)");
+  tok->add_option("--vocab", vocab, "Pieces")->check(CLI::PositiveNumber);
+  tok->add_option("--out", out_file, "Model file to write")->required();
+  tok->callback([&] { glam::exec::run_tokenizer(text_file, vocab, out_file); });
+
+  std::unique_ptr<glam::exec::Communicator> comm;
+  int rc = 0;
   try {
     app.parse(argc, argv);
+    if (train->parsed()) {
+      comm = glam::exec::launched_by_mpi() ? glam::exec::make_mpi_communicator() : glam::exec::make_single_communicator();
+      rc = glam::exec::run_train(t, *comm, std::cout);
+    }
   } catch (const CLI::ParseError& e) {
-    int rc = app.exit(e);
-    return rc == 0 ? 0 : glam::kExitBadInput;
+    int code = app.exit(e);
+    return code == 0 ? 0 : glam::kExitBadInput;
   } catch (const glam::ConfigError& e) {
-    std::cerr << "glamexec: error: " << e.what() << "\n";
-    return glam::kExitBadInput;
+    if (!comm || comm->rank() == 0) std::cerr << "glamexec: error: " << e.what() << "\n";
+    rc = glam::kExitBadInput;
   } catch (const glam::UsageError& e) {
-    std::cerr << "glamexec: error: " << e.what() << "\n";
-    return glam::kExitBadInput;
+    if (!comm || comm->rank() == 0) std::cerr << "glamexec: error: " << e.what() << "\n";
+    rc = glam::kExitBadInput;
   }
-  return 0;
+  comm.reset();  // MPI_Finalize before exit
+  return rc;
 }

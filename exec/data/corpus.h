@@ -1,0 +1,17 @@
+#pragma once
+// The text the project trains on when the user gives none: the license texts that Debian's
+// base-files package ships in /usr/share/common-licenses (about 300 KB of English prose, present on
+// every Debian system, so nothing is downloaded). Any user text file can replace it (--text).
+#include <filesystem>
+#include <string>
+
+namespace glam::exec {
+
+inline constexpr const char* kDefaultCorpusDir = "/usr/share/common-licenses";
+
+// The default corpus: the regular files (not links) of kDefaultCorpusDir, sorted by name, joined.
+std::string default_corpus_text();
+// A user's text file; a missing or unreadable file is a UsageError.
+std::string read_text_file(const std::filesystem::path& path);
+
+}  // namespace glam::exec

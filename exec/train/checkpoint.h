@@ -1,0 +1,30 @@
+#pragma once
+// Checkpoints: the weights, Adafactor's state, the step and the seed, in a file that does not
+// depend on the number of ranks (experts are stored one tensor per global expert). Layout:
+//   "GLAMCKPT" | u32 version | u32 0 | u64 header bytes | header JSON | float32 payload | u64 FNV-1a
+// of everything before it. Written atomically (temporary file, fsync, rename): a crash mid-write
+// leaves the previous checkpoint in place; a truncated or altered file fails the checksum.
+#include <cstdint>
+#include <filesystem>
+
+#include "comm/communicator.h"
+#include "model/transformer.h"
+#include "optim/adafactor_optimizer.h"
+
+namespace glam::exec {
+
+struct CheckpointState {
+  int64_t step = 0;   // updates applied so far
+  uint64_t seed = 0;  // initialisation and routing seed of the run
+};
+
+// Collective: gathers every rank's experts; rank 0 writes the file.
+void save_checkpoint(const std::filesystem::path& path, Transformer<float>& model, AdafactorOptimizer<float>& opt,
+                     const CheckpointState& state, Communicator& comm);
+
+// Every rank reads the file and takes its share. UsageError when the file is missing, corrupt, or
+// was written for a different model configuration.
+CheckpointState load_checkpoint(const std::filesystem::path& path, Transformer<float>& model,
+                                AdafactorOptimizer<float>& opt);
+
+}  // namespace glam::exec

@@ -1,0 +1,38 @@
+#pragma once
+// The run record (JSON, schema "glam-run-record/1"): what the executor measured, per op id of
+// the StepGraph, for the simulator's validation and calibration.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/op_timer.h"
+#include "model/transformer.h"
+#include "model_config.h"
+
+namespace glam::exec {
+
+struct RunDescription {
+  const ModelConfig* model = nullptr;  // as run (layers possibly cut to layers_run)
+  std::string model_file;
+  int64_t layers_run = 0;
+  int ranks = 1, dp = 1, ep = 1;
+  std::string device_kind = "cpu", device_name, host;
+  int threads = 1;
+  int64_t batch_tokens = 0, global_batch_tokens = 0, seq_len = 0, steps = 0, warmup_steps = 0;
+  std::vector<double> step_times_s;  // timed steps only
+  std::vector<double> losses;        // every step
+  std::vector<double> ce_losses;
+  std::vector<MoeLayerStats> moe;    // summed over ranks and timed steps
+  int64_t timed_steps = 0;
+  std::string tokenizer, text;
+};
+
+nlohmann::json make_run_record(const RunDescription& run, const OpTimer& timer);
+
+// The CPU's model name (/proc/cpuinfo) and the host name.
+std::string cpu_model_name();
+std::string host_name();
+
+}  // namespace glam::exec

@@ -1,0 +1,219 @@
+#include "train/trainer.h"
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <iomanip>
+#include <optional>
+#include <sstream>
+#include <thread>
+
+#include "common/atomic_output.h"
+#include "common/catalogue.h"
+#include "common/errors.h"
+#include "data/corpus.h"
+#include "data/token_batches.h"
+#include "data/tokenizer.h"
+#include "model/transformer.h"
+#include "optim/adafactor_optimizer.h"
+#include "train/checkpoint.h"
+#include "train/run_record.h"
+
+#ifndef GLAM_DATA_DIR
+#define GLAM_DATA_DIR ""
+#endif
+
+namespace glam::exec {
+namespace fs = std::filesystem;
+
+namespace {
+
+int local_ranks() {
+  for (const char* v : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"})
+    if (const char* s = std::getenv(v)) return std::max(1, std::atoi(s));
+  return 1;
+}
+
+fs::path cache_dir(const TrainOptions& o) {
+  if (!o.cache_dir.empty()) return o.cache_dir;
+  if (const char* s = std::getenv("GLAM_CACHE_DIR")) return s;
+  if (std::string(GLAM_DATA_DIR).size()) return GLAM_DATA_DIR;
+  return fs::temp_directory_path() / "glam-cache";
+}
+
+uint64_t text_hash(const std::string& s) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+// The tokenizer: the user's, or one trained on the text with the model's vocabulary, cached by
+// (text, vocab). Rank 0 trains and caches; the others wait and read it.
+Tokenizer get_tokenizer(const TrainOptions& o, const std::string& text, int64_t vocab, Communicator& comm) {
+  if (!o.tokenizer.empty()) return Tokenizer::load(o.tokenizer);
+  std::ostringstream name;
+  name << "spm-" << std::hex << text_hash(text) << std::dec << "-" << vocab << ".model";
+  fs::path file = cache_dir(o) / name.str();
+  bool failed = false;
+  std::string error;
+  if (comm.rank() == 0 && !fs::exists(file)) {
+    try {
+      std::string model = train_tokenizer(text, vocab);
+      fs::create_directories(file.parent_path());
+      write_file_atomically(file, model);
+    } catch (const UsageError& e) {
+      failed = true;
+      error = e.what();
+    }
+  }
+  if (comm.any(failed)) throw UsageError(failed ? error : "tokenizer training failed on rank 0");
+  return Tokenizer::load(file);
+}
+
+}  // namespace
+
+void run_tokenizer(const std::string& text_file, int64_t vocab, const std::string& out_file) {
+  std::string text = text_file.empty() ? default_corpus_text() : read_text_file(text_file);
+  write_file_atomically(out_file, train_tokenizer(text, vocab));
+}
+
+int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
+  const int ranks = comm.size(), rank = comm.rank();
+  // ---- everything is checked before the first step ----
+  if (o.device != "cpu")
+    throw UsageError("--device " + o.device + ": this build runs on the CPU only (expected cpu)");
+  if (o.format != "text" && o.format != "json") throw UsageError("--format " + o.format + ": expected text or json");
+  if (o.steps < 1) throw UsageError("--steps must be at least 1");
+  ModelConfig m = load_model(o.model);
+  const std::string model_file = resolve_catalogue_entry("models", o.model).string();
+  if (o.layers < 0 || o.layers > m.layers)
+    throw UsageError("--layers " + std::to_string(o.layers) + ": " + m.id + " has " + std::to_string(m.layers) + " layers");
+  if (o.layers > 0) m.layers = o.layers;
+  if (m.is_moe() && m.moe_layers() == 0) m.experts = 0;  // the first K layers hold no MoE block
+  const int64_t global_tokens = o.batch_tokens > 0 ? o.batch_tokens : 8 * m.seq_len;
+  if (global_tokens % (m.seq_len * ranks) != 0)
+    throw UsageError("--batch-tokens " + std::to_string(global_tokens) + ": must be a multiple of seq_len x ranks = " +
+                     std::to_string(m.seq_len) + " x " + std::to_string(ranks));
+  ExecShape shape;
+  shape.seq_len = m.seq_len;
+  shape.seqs = global_tokens / m.seq_len / ranks;
+  shape.ranks = ranks;
+  shape.rank = rank;
+  check_runnable(m, shape);
+  const int64_t warmup = o.warmup >= 0 ? std::min(o.warmup, o.steps - 1) : std::min<int64_t>(2, o.steps - 1);
+  if (!o.resume.empty() && !fs::exists(o.resume)) throw UsageError(o.resume + ": no such checkpoint");
+
+  // data
+  const std::string text = o.text.empty() ? default_corpus_text() : read_text_file(o.text);
+  const std::string text_origin = o.text.empty() ? std::string(kDefaultCorpusDir) : o.text;
+  Tokenizer tok = get_tokenizer(o, text, m.vocab_size, comm);
+  if (tok.vocab_size() != m.vocab_size)
+    throw UsageError(tok.origin() + ": SentencePiece vocabulary of " + std::to_string(tok.vocab_size()) +
+                     " pieces does not match vocab_size = " + std::to_string(m.vocab_size) + " of " + m.id);
+  TokenBatches batches(tok.encode_text(text), m.seq_len, shape.seqs * ranks, text_origin);
+
+  // device and model
+  kernels::KernelContext ctx;
+  const int threads = o.threads > 0 ? o.threads
+                                    : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / local_ranks());
+  kernels::set_cpu_threads(ctx, threads);
+  Transformer<float> model(m, shape, comm, ctx);
+  AdafactorOptimizer<float> opt(model.layout());
+  CheckpointState cs;
+  cs.seed = o.seed;
+  if (!o.resume.empty()) cs = load_checkpoint(o.resume, model, opt);
+  else model.init_params(cs.seed);
+  model.routing_seed = cs.seed;
+
+  // ---- training ----
+  OpTimer timer(&ctx);
+  DeviceBuffer<int32_t> inputs(shape.tokens()), targets(shape.tokens());
+  std::vector<int32_t> hin(static_cast<size_t>(shape.tokens())), htg(static_cast<size_t>(shape.tokens()));
+  RunDescription run;
+  run.model = &m;
+  run.model_file = model_file;
+  run.layers_run = m.layers;
+  run.ranks = ranks;
+  run.dp = ranks;
+  run.ep = m.is_moe() ? ranks : 1;
+  run.device_name = cpu_model_name();
+  run.host = host_name();
+  run.threads = threads;
+  run.batch_tokens = shape.tokens();
+  run.global_batch_tokens = shape.global_tokens();
+  run.seq_len = m.seq_len;
+  run.steps = o.steps;
+  run.warmup_steps = warmup;
+  run.tokenizer = tok.origin();
+  run.text = text_origin;
+  std::vector<MoeLayerStats> moe_sum;
+  const bool print = rank == 0 && o.format == "text" && !o.quiet;
+  for (int64_t i = 0; i < o.steps; ++i) {
+    const int64_t step = cs.step + 1;  // 1-based update number
+    const bool timed = i >= warmup;
+    timer.set_recording(timed);
+    timer.begin_step();
+    comm.barrier();
+    auto t0 = std::chrono::steady_clock::now();
+    batches.fill(step - 1, rank * shape.seqs, shape.seqs, hin.data(), htg.data());
+    copy_to_device(hin.data(), inputs.data(), shape.tokens());
+    copy_to_device(htg.data(), targets.data(), shape.tokens());
+    StepLoss loss = model.run(inputs.data(), targets.data(), step, true, &timer);
+    model.allreduce_gradients(&timer);
+    opt.update(ctx, model.params(), model.grads(), step, &timer);
+    kernels::synchronize(ctx);
+    comm.barrier();
+    double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    timer.end_step();
+    cs.step = step;
+    run.losses.push_back(loss.total);
+    run.ce_losses.push_back(loss.ce);
+    if (timed) {
+      run.step_times_s.push_back(dt);
+      ++run.timed_steps;
+      const auto& st = model.moe_stats();
+      if (moe_sum.empty()) {
+        moe_sum = st;
+        for (auto& s : moe_sum) {
+          std::fill(s.expert_load.begin(), s.expert_load.end(), 0);
+          s.routed = s.dropped = s.skipped = 0;
+        }
+      }
+      for (size_t j = 0; j < st.size(); ++j) {
+        for (size_t e = 0; e < st[j].expert_load.size(); ++e) moe_sum[j].expert_load[e] += st[j].expert_load[e];
+        moe_sum[j].routed += st[j].routed;
+        moe_sum[j].dropped += st[j].dropped;
+        moe_sum[j].skipped += st[j].skipped;
+      }
+    }
+    if (print)
+      out << "step " << step << "  loss " << std::fixed << std::setprecision(4) << loss.total << "  ce " << loss.ce
+          << "  aux " << loss.aux << "  " << std::setprecision(3) << dt * 1e3 << " ms\n"
+          << std::flush;
+  }
+  for (auto& s : moe_sum) {
+    comm.allreduce_sum(s.expert_load.data(), static_cast<int64_t>(s.expert_load.size()));
+    int64_t v[3] = {s.routed, s.dropped, s.skipped};
+    comm.allreduce_sum(v, 3);
+    s.routed = v[0], s.dropped = v[1], s.skipped = v[2];
+  }
+  run.moe = moe_sum;
+
+  // ---- outputs ----
+  if (!o.save.empty()) save_checkpoint(o.save, model, opt, cs, comm);
+  nlohmann::json record = make_run_record(run, timer);
+  if (rank == 0) {
+    if (!o.record.empty()) write_file_atomically(o.record, record.dump(2) + "\n");
+    if (o.format == "json") {
+      out << record.dump(2) << "\n";
+    } else if (!o.quiet) {
+      out << m.id << " (" << m.layers << " layers) on " << ranks << " rank(s) x " << threads << " thread(s): "
+          << std::setprecision(0) << record["tokens_per_s"].get<double>() << " tokens/s, " << std::setprecision(2)
+          << record["achieved_flops_per_s"].get<double>() / 1e9 << " GFLOP/s (model FLOPs), median step "
+          << std::setprecision(1) << record["step_time_s"]["median"].get<double>() * 1e3 << " ms\n";
+    }
+  }
+  return 0;
+}
+
+}  // namespace glam::exec

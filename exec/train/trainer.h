@@ -1,0 +1,38 @@
+#pragma once
+// `glamexec train`: load the model, tokenize the text, run N training steps on this rank's share
+// (expert and data parallel over the communicator), time every op after warm-up, and write the run
+// record and the checkpoint. All input is checked before the first step; nothing is written on error.
+#include <cstdint>
+#include <ostream>
+#include <string>
+
+#include "comm/communicator.h"
+
+namespace glam::exec {
+
+struct TrainOptions {
+  std::string model;              // id or TOML file
+  int64_t layers = 0;             // run the first K layers (0: all)
+  int64_t batch_tokens = 0;       // global batch (0: 8 sequences)
+  int64_t steps = 10;
+  int64_t warmup = -1;            // untimed first steps (-1: min(2, steps - 1))
+  std::string device = "cpu";
+  int threads = 0;                // 0: cores / ranks on this host
+  std::string record;             // run record path ("" : none)
+  std::string format = "text";    // "text" or "json" (stdout)
+  std::string text;               // training text ("" : the default corpus)
+  std::string tokenizer;          // SentencePiece model ("" : trained on the text and cached)
+  std::string cache_dir;          // where trained tokenizers are cached ("" : $GLAM_CACHE_DIR or the build's data/)
+  uint64_t seed = 1;
+  std::string resume;             // checkpoint to start from
+  std::string save;               // checkpoint to write at the end
+  bool quiet = false;
+};
+
+// Returns the process exit code; throws UsageError / ConfigError on bad input.
+int run_train(const TrainOptions& options, Communicator& comm, std::ostream& out);
+
+// `glamexec tokenizer`: trains a SentencePiece model on a text (default corpus) and writes it.
+void run_tokenizer(const std::string& text_file, int64_t vocab, const std::string& out_file);
+
+}  // namespace glam::exec
