@@ -8,6 +8,7 @@
 #include <simgrid/s4u.hpp>
 
 #include "cluster.h"
+#include "graph.h"
 #include "simgrid/simgrid_platform.h"
 
 namespace glam {
@@ -42,9 +43,14 @@ sg4::NetZone* SimgridPlatformTest::root_ = nullptr;
 void expect_same_routes(const Cluster& c, const SimgridPlatform& p, const std::string& prefix, int samples) {
   ASSERT_EQ(static_cast<int>(p.hosts.size()), c.num_chips());
   ASSERT_EQ(p.links.size(), c.links().size());
-  for (const Link& l : c.links()) {
-    EXPECT_EQ(p.links[l.id]->get_name(), prefix + "link" + std::to_string(l.id));
-    EXPECT_DOUBLE_EQ(p.links[l.id]->get_bandwidth(), l.bandwidth_Bps);
+  // Every edge of the Boost.Graph graph is a SimGrid link of the same id and capacity.
+  const auto& g = c.graph().g;
+  ASSERT_EQ(boost::num_edges(g), p.links.size());
+  for (auto [e, end] = boost::edges(g); e != end; ++e) {
+    const int id = g[*e].link;
+    EXPECT_EQ(p.links[id]->get_name(), prefix + "link" + std::to_string(id));
+    EXPECT_DOUBLE_EQ(p.links[id]->get_bandwidth(), g[*e].bandwidth_Bps);
+    EXPECT_EQ(c.links()[id].from, static_cast<int>(boost::source(*e, g)));
   }
   std::mt19937 rng(11);
   std::uniform_int_distribution<int> pick(0, c.num_chips() - 1);
