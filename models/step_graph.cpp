@@ -175,13 +175,19 @@ class Builder {
       collective(l, "grad_allreduce", StepPhase::kBackward,
                  s_.shard_weights ? CollectiveKind::kReduceScatter : CollectiveKind::kAllReduce, CommAxis::kData,
                  layer_dense_bytes(l), false);
-    if (m_.is_moe_layer(l) && s_.dp / s_.ep > 1) {
-      const double He = static_cast<double>(m_.expert_hidden_size());
-      const double per_expert = (m_.expert_kind == "gated" ? 3 : 2) * M_ * He;
-      const double local_experts = static_cast<double>(m_.experts) / static_cast<double>(std::min(s_.ep, m_.experts));
-      collective(l, "expert_grad_allreduce", StepPhase::kBackward, CollectiveKind::kAllReduce, CommAxis::kExpertData,
-                 per_expert * local_experts / tp_ * w_, false);
-    }
+    if (m_.is_moe_layer(l) && s_.dp / s_.ep > 1)
+      collective(l, "expert_grad_allreduce", StepPhase::kBackward,
+                 s_.shard_weights ? CollectiveKind::kReduceScatter : CollectiveKind::kAllReduce,
+                 CommAxis::kExpertData, layer_expert_bytes(l), false);
+  }
+
+  // Bytes of one MoE block's expert weights on this rank (E / ep experts, split over tp).
+  double layer_expert_bytes(int l) const {
+    if (!m_.is_moe_layer(l)) return 0;
+    const double He = static_cast<double>(m_.expert_hidden_size());
+    const double per_expert = (m_.expert_kind == "gated" ? 3 : 2) * M_ * He;
+    const double local_experts = static_cast<double>(m_.experts) / static_cast<double>(std::min(s_.ep, m_.experts));
+    return per_expert * local_experts / tp_ * w_;
   }
 
   // Exact bytes of one block's non-expert gradients on this rank.
@@ -204,7 +210,7 @@ class Builder {
     };
     elementwise(-1, "embed", StepPhase::kForward, T_ * M_, 2);
     for (int l = 0; l < K; ++l) {
-      size_t first = weight_gather(l, StepPhase::kForward);
+      auto first = weight_gather(l, StepPhase::kForward);
       block_forward(l, load_of(l));
       wait_for_gather(first);
     }
@@ -214,7 +220,7 @@ class Builder {
     matmul(-1, "logits", StepPhase::kBackward, T_, M_, V, tp_);
     elementwise(-1, "final_norm", StepPhase::kBackward, T_ * M_, 2);
     for (int l = static_cast<int>(K) - 1; l >= 0; --l) {
-      size_t first = weight_gather(l, StepPhase::kBackward);
+      auto first = weight_gather(l, StepPhase::kBackward);
       if (s_.recompute) block_forward(l, load_of(l), "recompute.");
       wait_for_gather(first);
       if (m_.is_moe_layer(l)) moe_ffn(l, StepPhase::kBackward, load_of(l));
@@ -249,15 +255,24 @@ class Builder {
     }
   }
 
-  // With sharded weights a block's non-expert weights are gathered (in the activation precision)
-  // before its forward and again before its backward; the gather is issued one block ahead, so
-  // it overlaps the previous block's compute. Returns the index of the gather op, or npos.
-  size_t weight_gather(int l, StepPhase ph) {
-    if (!s_.shard_weights || s_.dp == 1) return SIZE_MAX;
-    const double bytes = layer_dense_bytes(l) / w_ * e_;
-    StepOp op = make(l, "weight_allgather", ph, OpKind::kCollective, 0, 0);
+  // With sharded weights a block's weights are gathered (in the activation precision) before its
+  // forward and again before its backward: non-expert weights over dp, expert weights over the
+  // expert replicas. Gathers are issued one block ahead, so they overlap the previous block's
+  // compute. Returns the indices of the gather ops.
+  std::vector<size_t> weight_gather(int l, StepPhase ph) {
+    std::vector<size_t> out;
+    if (!s_.shard_weights) return out;
+    if (s_.dp > 1) out.push_back(insert_gather(l, ph, "weight_allgather", CommAxis::kData, layer_dense_bytes(l) / w_ * e_));
+    if (m_.is_moe_layer(l) && s_.dp / s_.ep > 1)
+      out.push_back(insert_gather(l, ph, "expert_weight_allgather", CommAxis::kExpertData, layer_expert_bytes(l) / w_ * e_));
+    // A later insertion shifts the earlier one by one.
+    if (out.size() == 2 && out[1] <= out[0]) ++out[0];
+    return out;
+  }
+  size_t insert_gather(int l, StepPhase ph, const std::string& name, CommAxis axis, double bytes) {
+    StepOp op = make(l, name, ph, OpKind::kCollective, 0, 0);
     op.collective = CollectiveKind::kAllGather;
-    op.axis = CommAxis::kData;
+    op.axis = axis;
     op.comm_bytes = bytes;
     op.blocking = false;
     // Issue it before the previous block's ops: find where that block started.
@@ -272,13 +287,13 @@ class Builder {
     g_.ops.insert(g_.ops.begin() + static_cast<std::ptrdiff_t>(insert_at), std::move(op));
     return insert_at;
   }
-  void wait_for_gather(size_t gather) {
-    if (gather == SIZE_MAX) return;
-    for (size_t i = gather + 1; i < g_.ops.size(); ++i)
-      if (g_.ops[i].layer == g_.ops[gather].layer && g_.ops[i].kind != OpKind::kCollective) {
-        g_.ops[i].deps.push_back(static_cast<int>(gather));
-        return;
-      }
+  void wait_for_gather(const std::vector<size_t>& gathers) {
+    for (size_t gather : gathers)
+      for (size_t i = gather + 1; i < g_.ops.size(); ++i)
+        if (g_.ops[i].layer == g_.ops[gather].layer && g_.ops[i].kind != OpKind::kCollective) {
+          g_.ops[i].deps.push_back(static_cast<int>(gather));
+          break;
+        }
   }
   void shift_deps(size_t inserted) {
     for (auto& op : g_.ops)

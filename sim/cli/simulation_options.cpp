@@ -20,6 +20,9 @@ void SimulationOptions::register_options(CLI::App& cmd, bool with_out_dir) {
   cmd.add_option("--batch-tokens", batch_tokens, "Global tokens per step (default 1,048,576)")->check(CLI::PositiveNumber);
   cmd.add_option("--routing", routing, "uniform, skew=X (Zipf exponent) or a routing histogram / run record file");
   cmd.add_option("--fidelity", fidelity, "analytical or flow");
+  cmd.add_option("--flow-max-flows", flow_max_flows,
+                 "Largest phase (concurrent flows) played in SimGrid; larger ones are costed analytically")
+      ->check(CLI::PositiveNumber);
   cmd.add_option("--calibration", calibration, "Calibration profile (TOML) from glamexec calibrate");
   cmd.add_option("--layers", layers, "Simulate only the first K blocks")->check(CLI::PositiveNumber);
   cmd.add_flag("--allow-oom", allow_oom, "Simulate a plan even if it does not fit in memory");
@@ -47,7 +50,7 @@ ResolvedSimulation SimulationOptions::resolve_for_cluster(const std::string& clu
   else base.dp = dp, base.ep = ep, base.tp = tp, base.shard_weights = shard_weights, base.recompute = recompute;
   if (batch_tokens) base.batch_tokens = batch_tokens;
   if (!base.batch_tokens) base.batch_tokens = kDefaultBatchTokens;
-  SimulationInput in{m, c, base, spec, fid, profile, layers};
+  SimulationInput in{m, c, base, spec, fid, profile, layers, flow_max_flows};
   // Checks the routing file against the model now rather than mid-simulation.
   int moe_blocks = 0;
   for (int64_t l = 0; l < (layers < 0 ? m.layers : std::min(layers, m.layers)); ++l) moe_blocks += m.is_moe_layer(l);

@@ -25,3 +25,16 @@ double ComputeModel::matrix_busy_fraction(const StepOp& op) const {
 }
 
 }  // namespace glam
+
+namespace glam {
+
+double ComputeModel::activity(const StepOp& op) const {
+  if (op.kind == OpKind::kCollective) return 0;
+  const double t = op_time_s(op);
+  if (t <= 0) return 0;
+  const double best_flops = peak_flops_ * profile_.matmul.values.back();
+  const double best_bytes = chip_.hbm_bandwidth_Bps * profile_.memory.values.back();
+  return std::min(1.0, std::max(op.flops / t / best_flops, op.bytes / t / best_bytes));
+}
+
+}  // namespace glam

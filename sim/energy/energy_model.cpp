@@ -25,9 +25,7 @@ StepEnergy step_energy(const SimulationInput& in, const StepResult& r, double pu
     if (op.kind == OpKind::kCollective) continue;
     const double d = r.timing[i].duration();
     if (d <= 0) continue;
-    const double matrix = compute.matrix_busy_fraction(op);
-    const double hbm = std::min(1.0, op.bytes / chip.hbm_bandwidth_Bps / d);
-    busy_s += d * std::max(matrix, hbm);
+    busy_s += d * compute.activity(op);
   }
   e.chip_idle_J = chip.idle_W * T * chips;
   e.chip_compute_J = (chip.busy_W - chip.idle_W) * busy_s * chips;

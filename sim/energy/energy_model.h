@@ -1,8 +1,9 @@
 #pragma once
 // Energy of one simulated step, integrated over its timeline (the same for both fidelities,
 // since it reads only op durations and bytes):
-//  - chip: idle power all step long, plus (busy - idle) x utilisation while an op runs, where
-//    the utilisation of an op is the larger of its matrix-unit and HBM-bandwidth occupancy;
+//  - chip: idle power all step long, plus (busy - idle) x activity while an op runs, where the
+//    activity of an op is its achieved FLOP/s or HBM bandwidth relative to the best the chip
+//    reaches (ComputeModel::activity);
 //  - host share: the per-chip share of CPU hosts, NICs and fans, constant;
 //  - network: every link's idle power, plus (busy - idle) while it carries bytes (bytes / bandwidth);
 //    switches at their rated power;

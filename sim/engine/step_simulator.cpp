@@ -32,7 +32,7 @@ StepResult simulate_step(const SimulationInput& in) {
   r.rank_map = ranks.describe();
   ComputeModel compute(in.cluster.chip(), in.profile, m.activation_precision == "bfloat16");
   std::unique_ptr<NetworkModel> network;
-  if (in.fidelity == Fidelity::kFlow) network = std::make_unique<FlowNetwork>(in.cluster, ranks, in.profile);
+  if (in.fidelity == Fidelity::kFlow) network = std::make_unique<FlowNetwork>(in.cluster, ranks, in.profile, in.flow_max_flows);
   else network = std::make_unique<AnalyticalNetwork>(in.cluster, ranks, in.profile);
 
   // Schedule: compute ops and blocking collectives in program order on the compute stream;
@@ -80,7 +80,11 @@ StepResult simulate_step(const SimulationInput& in) {
   r.memory = plan_memory(m, in.plan);
   r.fits_memory = r.memory.total_bytes() <= in.cluster.chip().hbm_bytes;
   r.schedules_built = network->schedules_built();
-  if (auto* flow = dynamic_cast<FlowNetwork*>(network.get())) r.network_events = flow->flows_simulated();
+  if (auto* flow = dynamic_cast<FlowNetwork*>(network.get())) {
+    r.network_events = flow->flows_simulated();
+    r.flow_phases_simulated = flow->phases_simulated();
+    r.flow_phases_analytical = flow->phases_analytical();
+  }
   return r;
 }
 

@@ -29,6 +29,7 @@ struct SimulationInput {
   Fidelity fidelity = Fidelity::kAnalytical;
   CalibrationProfile profile;
   int64_t layers_run = -1;  // first K blocks only (to match executor runs of part of a model)
+  size_t flow_max_flows = 16384;  // flow fidelity: larger phases are costed analytically
 };
 
 struct OpTiming {
@@ -55,6 +56,8 @@ struct StepResult {
   std::string rank_map;
   int schedules_built = 0;
   double network_events = 0;  // flow fidelity: simulated flows
+  int flow_phases_simulated = 0;   // distinct collective phases played in SimGrid
+  int flow_phases_analytical = 0;  // phases too large for SimGrid, costed analytically
 };
 
 StepResult simulate_step(const SimulationInput& in);

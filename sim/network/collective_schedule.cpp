@@ -14,12 +14,22 @@ Half half_of(CollectiveKind kind) {
   return Half::kBoth;
 }
 
-// A ring step: member k sends `share` to member k+1, in every ring at once.
+// A ring step, in every ring at once. Rings run in both directions, each carrying half of the
+// buffer, as TPU and NCCL collectives do: on a torus that uses both directions of every link.
 CommPhase ring_step(const std::vector<std::vector<int>>& rings, double share, int repeat) {
   CommPhase ph;
   ph.repeat = repeat;
-  for (const auto& r : rings)
-    for (size_t k = 0; k < r.size(); ++k) ph.flows.push_back({r[k], r[(k + 1) % r.size()], share});
+  for (const auto& r : rings) {
+    const size_t n = r.size();
+    for (size_t k = 0; k < n; ++k) {
+      if (n == 2) {  // one neighbour: the whole share goes both ways at once
+        ph.flows.push_back({r[k], r[(k + 1) % n], share});
+        continue;
+      }
+      ph.flows.push_back({r[k], r[(k + 1) % n], share / 2});
+      ph.flows.push_back({r[k], r[(k + n - 1) % n], share / 2});
+    }
+  }
   return ph;
 }
 
@@ -68,33 +78,48 @@ bool torus_dimension_order(CollectiveSchedule& s, const Cluster& c, const std::v
   }
   if (product != groups.front().size() || spanned.size() < 2) return false;
   s.algorithm = "torus_dimension_order";
-  std::vector<CommPhase> rs, ag;
-  double scale = 1;
+  // Rings along each spanned dimension: members that agree on every other coordinate.
+  std::vector<std::vector<std::vector<int>>> rings_of_dim;
   for (size_t d : spanned) {
-    // Rings along d: members that agree on every other coordinate, ordered by coordinate d.
     std::map<std::vector<int>, std::vector<std::pair<int, int>>> lines;
-    for (const auto& g : groups)
-      for (int chip : g) {
+    for (size_t gi = 0; gi < groups.size(); ++gi)
+      for (int chip : groups[gi]) {
         auto xyz = c.torus_coords(chip);
         int along = xyz[d];
         xyz[d] = -1;
-        xyz.push_back(static_cast<int>(&g - &groups.front()));
+        xyz.push_back(static_cast<int>(gi));
         lines[xyz].push_back({along, chip});
       }
-    std::vector<std::vector<int>> rings;
+    rings_of_dim.emplace_back();
     for (auto& [key, members] : lines) {
       std::sort(members.begin(), members.end());
-      rings.emplace_back();
-      for (auto& m : members) rings.back().push_back(m.second);
+      rings_of_dim.back().emplace_back();
+      for (auto& m : members) rings_of_dim.back().back().push_back(m.second);
     }
-    const int n = static_cast<int>(rings.front().size());
-    CommPhase step = ring_step(rings, scale / n, n - 1);
-    rs.push_back(step);
-    ag.insert(ag.begin(), step);
-    scale /= n;
+  }
+  // The buffer is split into one part per spanned dimension; part p visits the dimensions in
+  // the order p, p+1, ..., so in every round each dimension's links carry one part and all the
+  // chip's links are busy at once. A round lasts as long as its largest ring needs.
+  const size_t D = spanned.size();
+  std::vector<CommPhase> rs;
+  std::vector<double> part_scale(D, 1.0 / static_cast<double>(D));
+  for (size_t round = 0; round < D; ++round) {
+    CommPhase ph;
+    int steps = 0;
+    for (size_t p = 0; p < D; ++p) steps = std::max(steps, static_cast<int>(rings_of_dim[(p + round) % D].front().size()) - 1);
+    ph.repeat = steps;
+    for (size_t p = 0; p < D; ++p) {
+      const auto& rings = rings_of_dim[(p + round) % D];
+      const double n = static_cast<double>(rings.front().size());
+      // (n - 1) ring steps of part/n each, spread over the round's `steps` steps.
+      CommPhase part = ring_step(rings, part_scale[p] / n * (n - 1) / steps, steps);
+      ph.flows.insert(ph.flows.end(), part.flows.begin(), part.flows.end());
+      part_scale[p] /= n;
+    }
+    rs.push_back(std::move(ph));
   }
   if (half != Half::kAllGather) s.phases.insert(s.phases.end(), rs.begin(), rs.end());
-  if (half != Half::kReduceScatter) s.phases.insert(s.phases.end(), ag.begin(), ag.end());
+  if (half != Half::kReduceScatter) s.phases.insert(s.phases.end(), rs.rbegin(), rs.rend());
   return true;
 }
 

@@ -7,14 +7,23 @@
 
 namespace glam {
 
-FlowNetwork::FlowNetwork(const Cluster& cluster, const RankMap& ranks, const CalibrationProfile& profile)
-    : NetworkModel(cluster, ranks, profile), analytical_(cluster, ranks, profile) {}
+FlowNetwork::FlowNetwork(const Cluster& cluster, const RankMap& ranks, const CalibrationProfile& profile,
+                         size_t max_flows)
+    : NetworkModel(cluster, ranks, profile), analytical_(cluster, ranks, profile), max_flows_(max_flows) {}
 
 CollectiveCost FlowNetwork::cost(const CollectiveRequest& req) {
   CollectiveCost c = analytical_.cost(req);  // algorithm name and per-link-kind bytes
   const CollectiveSchedule& s = schedule(req);
   c.time_s = 0;
-  for (const auto& ph : s.phases) c.time_s += ph.repeat * phase_time(ph, req.bytes);
+  std::vector<double> analytical_steps;
+  for (size_t i = 0; i < s.phases.size(); ++i) {
+    std::optional<double> t = phase_time(s.phases[i], req.bytes);
+    if (!t) {
+      if (analytical_steps.empty()) analytical_steps = analytical_.phase_step_times(req);
+      t = analytical_steps[i];
+    }
+    c.time_s += s.phases[i].repeat * *t;
+  }
   return c;
 }
 
@@ -54,10 +63,14 @@ std::vector<Flow> FlowNetwork::representative_flows(const CommPhase& phase) cons
   return components.begin()->second;
 }
 
-double FlowNetwork::phase_time(const CommPhase& phase, double bytes) {
+std::optional<double> FlowNetwork::phase_time(const CommPhase& phase, double bytes) {
   auto key = std::make_pair(&phase, bytes);
   if (auto it = phase_cache_.find(key); it != phase_cache_.end()) return it->second;
   std::vector<Flow> flows = representative_flows(phase);
+  if (flows.size() > max_flows_) {
+    ++phases_analytical_;
+    return phase_cache_[key] = std::nullopt;
+  }
   std::vector<SimgridFlow> sg;
   sg.reserve(flows.size());
   for (const auto& f : flows) {

@@ -7,9 +7,12 @@
 // (1) a phase whose flows split into link-disjoint, identical components (the ep groups of a
 // torus, the tp groups inside nodes) is simulated for one component only, and (2) every
 // (schedule, message size) is simulated once and reused: a GLaM step repeats each collective
-// up to 128 times with identical sizes.
+// up to 128 times with identical sizes. (3) A phase that still holds more than
+// `max_flows` concurrent flows (interleaved groups on a large torus) is costed by the analytical
+// congestion model, which the flow model checks at smaller scale; such phases are counted.
 #include <map>
 #include <memory>
+#include <optional>
 
 #include "network/network_model.h"
 
@@ -17,21 +20,27 @@ namespace glam {
 
 class FlowNetwork : public NetworkModel {
  public:
-  FlowNetwork(const Cluster& cluster, const RankMap& ranks, const CalibrationProfile& profile);
+  static constexpr size_t kDefaultMaxFlows = 16384;
+  FlowNetwork(const Cluster& cluster, const RankMap& ranks, const CalibrationProfile& profile,
+              size_t max_flows = kDefaultMaxFlows);
   CollectiveCost cost(const CollectiveRequest& req) override;
   std::string name() const override { return "flow"; }
   double flows_simulated() const { return flows_simulated_; }
   int phases_simulated() const { return phases_simulated_; }
+  int phases_analytical() const { return phases_analytical_; }
 
  private:
-  double phase_time(const CommPhase& phase, double bytes);
+  // nullopt when the phase is too large to play flow by flow.
+  std::optional<double> phase_time(const CommPhase& phase, double bytes);
   // The flows of one component when the phase is a union of identical, link-disjoint ones.
   std::vector<Flow> representative_flows(const CommPhase& phase) const;
 
   AnalyticalNetwork analytical_;  // link statistics; same schedules
-  std::map<std::pair<const CommPhase*, double>, double> phase_cache_;
+  std::map<std::pair<const CommPhase*, double>, std::optional<double>> phase_cache_;
+  size_t max_flows_;
   double flows_simulated_ = 0;
   int phases_simulated_ = 0;
+  int phases_analytical_ = 0;
 };
 
 }  // namespace glam

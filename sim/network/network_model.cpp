@@ -72,12 +72,23 @@ const std::vector<AnalyticalNetwork::PhaseCoefficients>& AnalyticalNetwork::coef
   return entry.second;
 }
 
+std::vector<double> AnalyticalNetwork::phase_step_times(const CollectiveRequest& req) {
+  std::string algorithm;
+  std::vector<double> out;
+  for (const auto& pc : coefficients(req, algorithm)) {
+    const double efficiency = profile_.network_bandwidth.at(pc.largest_share * req.bytes);
+    out.push_back(pc.seconds_per_byte * req.bytes / efficiency + pc.latency_s * profile_.network_latency_factor);
+  }
+  return out;
+}
+
 CollectiveCost AnalyticalNetwork::cost(const CollectiveRequest& req) {
   CollectiveCost c;
-  for (const auto& pc : coefficients(req, c.algorithm)) {
-    const double efficiency = profile_.network_bandwidth.at(pc.largest_share * req.bytes);
-    const double step = pc.seconds_per_byte * req.bytes / efficiency + pc.latency_s * profile_.network_latency_factor;
-    c.time_s += pc.repeat * step;
+  const auto& coefficients_of_phases = coefficients(req, c.algorithm);
+  const auto steps = phase_step_times(req);
+  for (size_t i = 0; i < steps.size(); ++i) {
+    const auto& pc = coefficients_of_phases[i];
+    c.time_s += pc.repeat * steps[i];
     for (const auto& [kind, share] : pc.link_share) c.link_bytes[kind] += pc.repeat * share * req.bytes;
   }
   return c;

@@ -59,6 +59,8 @@ class AnalyticalNetwork : public NetworkModel {
   using NetworkModel::NetworkModel;
   CollectiveCost cost(const CollectiveRequest& req) override;
   std::string name() const override { return "analytical"; }
+  // Time of one step of each phase of the request's schedule (not multiplied by its repeat).
+  std::vector<double> phase_step_times(const CollectiveRequest& req);
 
  private:
   struct PhaseCoefficients {

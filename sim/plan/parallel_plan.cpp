@@ -16,6 +16,8 @@ StepShape ParallelPlan::step_shape() const {
   s.dp = dp;
   s.ep = ep;
   s.tp = tp;
+  s.shard_weights = shard_weights;
+  s.recompute = recompute;
   return s;
 }
 

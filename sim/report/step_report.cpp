@@ -79,6 +79,8 @@ nlohmann::json step_summary_json(const SimulationInput& in, const StepResult& r,
       {"ops", r.graph.ops.size()},
       {"simulated_flows", r.network_events},
       {"collective_schedules", r.schedules_built},
+      {"flow_phases_simulated", r.flow_phases_simulated},
+      {"flow_phases_analytical", r.flow_phases_analytical},
       {"wall_time_s", host.wall_time_s},
       {"peak_rss_bytes", host.peak_rss_bytes},
   };
@@ -153,6 +155,12 @@ std::map<std::string, std::string> step_output_files(const SimulationInput& in, 
   }
   for (const auto& [k, b] : r.link_bytes)
     s.add("network." + kind_key(k) + ".bytes", b, "Bytes over " + kind_key(k) + " links, whole cluster", "bytes");
+  if (in.fidelity == Fidelity::kFlow) {
+    s.add("network.flow.phases_simulated", r.flow_phases_simulated, "Collective phases played in SimGrid", "count");
+    s.add("network.flow.phases_analytical", r.flow_phases_analytical,
+          "Phases above the flow limit, costed by the analytical model", "count");
+    s.add("network.flow.flows", r.network_events, "Flows simulated in SimGrid", "count");
+  }
   for (size_t i = 0; i < r.moe_loads.size(); ++i)
     s.add("moe.block" + std::to_string(i) + ".dropped", r.moe_loads[i].dropped_fraction,
           "Token copies dropped at capacity", "fraction");
