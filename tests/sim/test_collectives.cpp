@@ -1,0 +1,116 @@
+// Collective schedules and their analytical cost against closed forms.
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "network/collective_schedule.h"
+#include "network/network_model.h"
+
+namespace glam {
+namespace {
+
+// Bytes each chip sends over a whole schedule, as a multiple of the buffer.
+std::map<int, double> sent_per_chip(const CollectiveSchedule& s) {
+  std::map<int, double> sent;
+  for (const auto& ph : s.phases)
+    for (const auto& f : ph.flows) sent[f.src] += f.share * ph.repeat;
+  return sent;
+}
+
+std::vector<std::vector<int>> x_lines(const Cluster& c) {
+  std::map<std::pair<int, int>, std::vector<int>> lines;
+  for (int chip = 0; chip < c.num_chips(); ++chip) {
+    auto xyz = c.torus_coords(chip);
+    lines[{xyz[1], xyz[2]}].push_back(chip);
+  }
+  std::vector<std::vector<int>> out;
+  for (auto& [k, v] : lines) out.push_back(v);
+  return out;
+}
+
+TEST(Collectives, RingAllReduceSendsTwiceTheBufferMinusOneShare) {
+  Cluster c = load_cluster("tpu-v4-64");
+  CollectiveSchedule s = plan_collective(c, CollectiveKind::kAllReduce, x_lines(c));
+  EXPECT_EQ(s.algorithm, "ring");
+  for (const auto& [chip, sent] : sent_per_chip(s)) EXPECT_NEAR(sent, 2.0 * 3 / 4, 1e-12) << chip;
+  CollectiveSchedule rs = plan_collective(c, CollectiveKind::kReduceScatter, x_lines(c));
+  for (const auto& [chip, sent] : sent_per_chip(rs)) EXPECT_NEAR(sent, 3.0 / 4, 1e-12);
+}
+
+TEST(Collectives, TorusAllReduceUsesEveryDimensionAndMovesTheSameBytes) {
+  Cluster c = load_cluster("tpu-v4-64");
+  std::vector<int> all(64);
+  for (int i = 0; i < 64; ++i) all[static_cast<size_t>(i)] = i;
+  CollectiveSchedule s = plan_collective(c, CollectiveKind::kAllReduce, {all});
+  EXPECT_EQ(s.algorithm, "torus_dimension_order");
+  // Reduce-scatter over 4 x 4 x 4 moves 1 - 1/64 of the buffer per chip, then the gather the same.
+  for (const auto& [chip, sent] : sent_per_chip(s)) EXPECT_NEAR(sent, 2 * (1 - 1.0 / 64), 1e-9) << chip;
+}
+
+TEST(Collectives, AnalyticalRingTimeMatchesTheClosedForm) {
+  Cluster c = load_cluster("tpu-v4-64");
+  ParallelPlan p;
+  p.dp = 16, p.ep = 1, p.tp = 4, p.batch_tokens = 1 << 20;
+  RankMap map(p, c);
+  CalibrationProfile flat = default_profile("tpu-v4");
+  flat.network_bandwidth = {{1.0}, {1.0}};
+  AnalyticalNetwork net(c, map, flat);
+  // tp = 4 on a 4x4x4 torus is a 2x2 block: rings of 2 along two dimensions.
+  const double B = 64e6, bw = c.links().front().bandwidth_Bps, lat = c.links().front().latency_s;
+  CollectiveCost cost = net.cost({CollectiveKind::kAllReduce, CommAxis::kTensor, B, {}, false});
+  EXPECT_EQ(cost.algorithm, "torus_dimension_order");
+  // Each dimension's part is half the buffer. Round 1: each part crosses a ring of 2 with half of
+  // itself (B/4 per link); round 2: the other dimension with half of what is left (B/8). The
+  // gather mirrors the scatter. Each chip thus sends 3/4 of the buffer over two links per half.
+  EXPECT_NEAR(cost.time_s, 2 * (B / 4 / bw + lat) + 2 * (B / 8 / bw + lat), 1e-9);
+}
+
+TEST(Collectives, AllToAllTimeIsTheMostLoadedLink) {
+  Cluster c = load_cluster("tpu-v4-64");
+  ParallelPlan p;
+  p.dp = 64, p.ep = 64, p.tp = 1, p.batch_tokens = 1 << 20;
+  RankMap map(p, c);
+  CalibrationProfile flat = default_profile("tpu-v4");
+  flat.network_bandwidth = {{1.0}, {1.0}};
+  AnalyticalNetwork net(c, map, flat);
+  const double B = 64e6;
+  CollectiveCost cost = net.cost({CollectiveKind::kAllToAll, CommAxis::kExpert, B, {}, false});
+  // Independent count: load of every link over all 64 x 63 routes.
+  std::vector<double> load(c.links().size(), 0);
+  double longest = 0;
+  for (int s = 0; s < 64; ++s)
+    for (int d = 0; d < 64; ++d) {
+      if (s == d) continue;
+      double lat = 0;
+      for (int l : c.route(s, d)) {
+        load[static_cast<size_t>(l)] += B / 64;
+        lat += c.links()[static_cast<size_t>(l)].latency_s;
+      }
+      longest = std::max(longest, lat);
+    }
+  double worst = 0;
+  for (size_t l = 0; l < load.size(); ++l) worst = std::max(worst, load[l] / c.links()[l].bandwidth_Bps);
+  EXPECT_NEAR(cost.time_s, worst + longest, 1e-12);
+  // A skewed all-to-all is slower: the hot rank receives more.
+  std::vector<double> share(64, 0.5 / 63);
+  share[0] = 0.5;
+  CollectiveCost skewed = net.cost({CollectiveKind::kAllToAll, CommAxis::kExpert, B, share, false});
+  EXPECT_GT(skewed.time_s, 3 * cost.time_s);
+}
+
+TEST(Collectives, GpuAllReduceIsHierarchical) {
+  Cluster c = load_cluster("dgx-h100-64");
+  std::vector<int> two_nodes(16);
+  for (int i = 0; i < 16; ++i) two_nodes[static_cast<size_t>(i)] = i;
+  CollectiveSchedule s = plan_collective(c, CollectiveKind::kAllReduce, {two_nodes});
+  EXPECT_EQ(s.algorithm, "hierarchical");
+  // Only 1/8 of the buffer leaves each node per direction and phase.
+  for (const auto& ph : s.phases)
+    for (const auto& f : ph.flows)
+      if (c.node_of(f.src) != c.node_of(f.dst)) EXPECT_NEAR(f.share, 1.0 / 16, 1e-12);
+  std::vector<int> one_node = {0, 1, 2, 3, 4, 5, 6, 7};
+  EXPECT_EQ(plan_collective(c, CollectiveKind::kAllReduce, {one_node}).algorithm, "ring");
+}
+
+}  // namespace
+}  // namespace glam

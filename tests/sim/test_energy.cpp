@@ -1,0 +1,64 @@
+// The energy model against hand-computed timelines.
+#include <gtest/gtest.h>
+
+#include "energy/energy_model.h"
+#include "planner/training_estimate.h"
+
+namespace glam {
+namespace {
+
+SimulationInput tiny_input() {
+  ParallelPlan p;
+  p.dp = 64, p.ep = 1, p.tp = 1, p.batch_tokens = 1 << 16;
+  return {load_model("glam-1.7b"), load_cluster("tpu-v4-64"), p, {}, Fidelity::kAnalytical, default_profile("tpu-v4")};
+}
+
+TEST(Energy, AChipIdleAllStepDrawsExactlyItsIdlePower) {
+  SimulationInput in = tiny_input();
+  StepResult r;
+  r.step_time_s = 2.5;
+  StepEnergy e = step_energy(in, r, 1.0);
+  const ChipSpec& chip = in.cluster.chip();
+  EXPECT_DOUBLE_EQ(e.chip_compute_J, 0);
+  EXPECT_DOUBLE_EQ(e.chip_idle_J, chip.idle_W * 2.5 * 64);
+  EXPECT_DOUBLE_EQ(e.host_J, chip.host_W_per_chip * 2.5 * 64);
+  EXPECT_DOUBLE_EQ(e.facility_overhead_J, 0);
+}
+
+TEST(Energy, OneMatmulByHand) {
+  SimulationInput in = tiny_input();
+  StepResult r;
+  StepOp op;
+  op.kind = OpKind::kMatmul;
+  op.flops = 1e13;
+  op.bytes = 1e6;
+  ComputeModel cm(in.cluster.chip(), in.profile, true);
+  const double t = cm.op_time_s(op);
+  r.graph.ops.push_back(op);
+  r.timing.push_back({0, t, "", {}});
+  r.step_time_s = 2 * t;  // the chip then waits as long again
+  StepEnergy e = step_energy(in, r, 1.2);
+  const ChipSpec& chip = in.cluster.chip();
+  const double achieved = 1e13 / t, best = chip.peak_flops_bf16 * in.profile.matmul.values.back();
+  const double activity = std::min(1.0, achieved / best);
+  EXPECT_NEAR(e.chip_compute_J, (chip.busy_W - chip.idle_W) * t * activity * 64, 1e-9);
+  EXPECT_NEAR(e.chip_idle_J, chip.idle_W * 2 * t * 64, 1e-9);
+  EXPECT_NEAR(e.total_J(), 1.2 * e.it_J(), 1e-9);
+  EXPECT_NEAR(e.it_J(), e.chip_compute_J + e.chip_idle_J + e.host_J + e.network_J, 1e-9);
+  EXPECT_NEAR(e.average_power_per_chip_W, e.it_J() / (2 * t) / 64, 1e-9);
+}
+
+TEST(Energy, TwiceTheTokensTwiceTheEnergy) {
+  SimulationInput in = tiny_input();
+  StepResult r = simulate_step(in);
+  FacilityParameters f{1.1, 0.1, std::nullopt};
+  TrainingEstimate a = estimate_training(in, r, 1e9 * 65536, f), b = estimate_training(in, r, 2e9 * 65536, f);
+  EXPECT_DOUBLE_EQ(b.steps, 2 * a.steps);
+  EXPECT_NEAR(b.facility_energy_MWh, 2 * a.facility_energy_MWh, 1e-9 * b.facility_energy_MWh);
+  EXPECT_NEAR(b.tco2e, 2 * a.tco2e, 1e-9 * b.tco2e);
+  EXPECT_NEAR(a.tco2e, a.facility_energy_MWh * 0.1, 1e-9);
+  EXPECT_NEAR(a.facility_energy_MWh, 1.1 * a.it_energy_MWh, 1e-9 * a.it_energy_MWh);
+}
+
+}  // namespace
+}  // namespace glam

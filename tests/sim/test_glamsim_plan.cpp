@@ -1,0 +1,103 @@
+// End-to-end: `glamsim plan` against the GLaM paper's published training cost.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "support/run_command.h"
+
+namespace glam {
+namespace {
+
+using testing::run_command;
+
+nlohmann::json plan_json(const std::string& args) {
+  auto r = run_command("glamsim plan " + args + " --format json");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return r.exit_code == 0 ? nlohmann::json::parse(r.out) : nlohmann::json::object();
+}
+
+// GLaM paper: 280B tokens in 574 hours and 213 MWh on 1,024 TPU v4 chips; the full 600B-token
+// run 456 MWh and 40.2 tCO2e.
+TEST(GlamsimPlan, ReproducesTheGlamTrainingCost) {
+  auto j = plan_json("--model glam-64b-64e --cluster tpu-v4-1024 --tokens 280e9");
+  EXPECT_NEAR(j["train_hours"].get<double>(), 574, 0.05 * 574);
+  EXPECT_NEAR(j["facility_energy_MWh"].get<double>(), 213, 0.05 * 213);
+  EXPECT_NEAR(j["average_power_per_chip_W"].get<double>(), 326, 0.10 * 326);
+  auto full = plan_json("--model glam-64b-64e --cluster tpu-v4-1024 --tokens 600e9");
+  EXPECT_NEAR(full["facility_energy_MWh"].get<double>(), 456, 0.05 * 456);
+  EXPECT_NEAR(full["tco2e"].get<double>(), 40.2, 0.05 * 40.2);
+}
+
+TEST(GlamsimPlan, BreakdownAddsUpAndOverridesApply) {
+  auto j = plan_json("--model glam-1.7b-64e --cluster tpu-v4-64 --tokens 1e10 --batch-tokens 262144 --pue 1.5 "
+                     "--carbon-intensity 0.4");
+  const auto& b = j["energy_breakdown"];
+  double it = b["chip_compute_MWh"].get<double>() + b["chip_idle_MWh"].get<double>() + b["host_MWh"].get<double>() +
+              b["network_MWh"].get<double>();
+  EXPECT_NEAR(it, j["it_energy_MWh"].get<double>(), 1e-9 * it);
+  EXPECT_NEAR(it + b["facility_overhead_MWh"].get<double>(), j["facility_energy_MWh"].get<double>(), 1e-9 * it);
+  EXPECT_NEAR(j["facility_energy_MWh"].get<double>(), 1.5 * it, 1e-9 * it);
+  EXPECT_NEAR(j["tco2e"].get<double>(), 0.4 * j["facility_energy_MWh"].get<double>(), 1e-9);
+  for (const char* key : {"steps", "step_time_s", "train_hours", "chip_hours", "it_energy_MWh", "facility_energy_MWh",
+                          "tco2e", "mfu", "energy_breakdown"})
+    EXPECT_TRUE(j.contains(key)) << key;
+}
+
+TEST(GlamsimPlan, CompareGivesOneRowPerCluster) {
+  auto r = run_command("glamsim plan --model glam-1.7b-64e --compare tpu-v4-64 dgx-h100-64 --tokens 1e11 "
+                       "--batch-tokens 262144 --format json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["plans"].size(), 2u);
+  EXPECT_EQ(j["plans"][0]["cluster"], "tpu-v4-64");
+  EXPECT_EQ(j["plans"][1]["cluster"], "dgx-h100-64");
+  auto text = run_command("glamsim plan --model glam-1.7b-64e --compare tpu-v4-64 dgx-h100-64 --tokens 1e11 "
+                          "--batch-tokens 262144");
+  EXPECT_NE(text.out.find("dgx-h100-64"), std::string::npos);
+}
+
+struct BadPlan {
+  std::string args, expected;
+};
+class GlamsimPlanBadInput : public ::testing::TestWithParam<BadPlan> {};
+
+TEST_P(GlamsimPlanBadInput, ExitsTwoWithNothingOnStdout) {
+  auto r = run_command("glamsim plan " + GetParam().args);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(r.out.empty()) << r.out;
+  EXPECT_NE(r.err.find(GetParam().expected), std::string::npos) << r.err;
+}
+
+std::string case_name(const ::testing::TestParamInfo<BadPlan>& info) { return "case" + std::to_string(info.index); }
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, GlamsimPlanBadInput,
+    ::testing::Values(BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --batch-tokens 262144 --tokens -5", "positive token budget"},
+                      BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --batch-tokens 262144 --tokens 0", "positive token budget"},
+                      BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --batch-tokens 262144 --tokens many", "600e9"},
+                      BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --batch-tokens 262144 --tokens 1e12 --pue 0.9", "below 1"},
+                      BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --batch-tokens 262144 --tokens 1e5", "larger than the token budget"},
+                      BadPlan{"--model glam-1.7b-64e --tokens 1e12", "--cluster"}),
+    case_name);
+
+TEST(GlamsimPlan, ClusterWithoutPowerFiguresIsRefused) {
+  auto path = std::filesystem::temp_directory_path() / "glam-no-power.toml";
+  std::ofstream(path) << R"(id = "no-power"
+[chip]
+kind = "tpu-v4"
+busy_W = 0
+[topology]
+kind = "torus"
+dims = [4, 4, 4]
+)";
+  auto r = run_command("glamsim plan --model glam-1.7b-64e --cluster " + path.string() + " --tokens 1e12");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("busy_W"), std::string::npos) << r.err;
+  std::filesystem::remove(path);
+}
+
+}  // namespace
+}  // namespace glam

@@ -1,0 +1,126 @@
+// End-to-end: `glamsim run`, its outputs and its errors.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "support/run_command.h"
+
+namespace glam {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::read_whole_file;
+using testing::run_command;
+
+fs::path fresh_dir(const std::string& name) {
+  fs::path d = fs::temp_directory_path() / (name + "-" + std::to_string(::getpid()));
+  fs::remove_all(d);
+  return d;
+}
+
+TEST(GlamsimRun, JsonHasTheDocumentedFields) {
+  auto r = run_command("glamsim run --model glam-8b-64e --cluster tpu-v4-64 --batch-tokens 262144 --format json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  for (const char* key : {"step_time_s", "compute_s", "exposed_comm_s", "alltoall_s", "alltoall_bytes", "mfu",
+                          "memory_per_chip_bytes", "fits_memory", "plan", "wall_time_s"})
+    EXPECT_TRUE(j.contains(key)) << key;
+  EXPECT_GT(j["step_time_s"].get<double>(), j["alltoall_s"].get<double>() * 0);
+  EXPECT_GE(j["step_time_s"].get<double>(), j["compute_s"].get<double>());
+  EXPECT_GT(j["mfu"].get<double>(), 0.05);
+  EXPECT_LT(j["mfu"].get<double>(), 0.8);
+  EXPECT_TRUE(j["fits_memory"].get<bool>());
+  EXPECT_EQ(j["plan"]["dp"].get<int>() * j["plan"]["tp"].get<int>(), 64);
+}
+
+TEST(GlamsimRun, OutputFolderIsCompleteAndDeterministic) {
+  fs::path a = fresh_dir("glam-run-a"), b = fresh_dir("glam-run-b");
+  const std::string cmd = "glamsim run --model glam-8b-64e --cluster tpu-v4-64 --batch-tokens 262144 --quiet --out ";
+  ASSERT_EQ(run_command(cmd + a.string()).exit_code, 0);
+  ASSERT_EQ(run_command(cmd + b.string()).exit_code, 0);
+  for (const char* f : {"config.json", "stats.txt", "trace.json", "layers.csv"}) EXPECT_TRUE(fs::exists(a / f)) << f;
+  EXPECT_EQ(read_whole_file(a / "stats.txt"), read_whole_file(b / "stats.txt"));
+  EXPECT_EQ(read_whole_file(a / "layers.csv"), read_whole_file(b / "layers.csv"));
+  std::string stats = read_whole_file(a / "stats.txt");
+  EXPECT_NE(stats.find("step.time"), std::string::npos);
+  EXPECT_NE(stats.find("collective.all_to_all.ep.time"), std::string::npos);
+  EXPECT_NE(stats.find("# Simulated time of one training step (s)"), std::string::npos);
+  auto trace = nlohmann::json::parse(read_whole_file(a / "trace.json"));
+  EXPECT_GT(trace["traceEvents"].size(), 100u);
+  auto config = nlohmann::json::parse(read_whole_file(a / "config.json"));
+  EXPECT_EQ(config["model"]["moe"]["experts"], 64);
+  EXPECT_TRUE(config["cluster"].is_object());
+  // 32 blocks plus the rows outside them
+  std::string csv = read_whole_file(a / "layers.csv");
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 1 + 32 + 1);
+  fs::remove_all(a);
+  fs::remove_all(b);
+}
+
+TEST(GlamsimRun, CalibrationTargetGlam64b64eOnTpuV4) {
+  // GLaM: 574 hours for 280B tokens in 2^20-token batches is 7.74 s per step (7.38 s for 10^6).
+  auto r = run_command("glamsim run --model glam-64b-64e --cluster tpu-v4-1024 --format json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  double step = nlohmann::json::parse(r.out)["step_time_s"].get<double>();
+  EXPECT_NEAR(step, 7.74, 0.774);
+}
+
+// GLaM's capacity (cf 2, top-2) is exactly filled by uniform routing, so skew drops copies
+// rather than overloading a rank; with spare capacity, skew makes the hot rank a straggler.
+TEST(GlamsimRun, SkewedRoutingDropsAtCapacityAndStragglesAboveIt) {
+  const std::string base = " --cluster tpu-v4-64 --dp 64 --ep 64 --tp 1 --batch-tokens 262144 --allow-oom --format json";
+  auto uniform = nlohmann::json::parse(run_command("glamsim run --model glam-8b-64e" + base).out);
+  auto skewed = nlohmann::json::parse(run_command("glamsim run --model glam-8b-64e --routing skew=1.2" + base).out);
+  EXPECT_GT(skewed["mean_dropped_fraction"].get<double>(), 0.1);
+  EXPECT_EQ(uniform["mean_dropped_fraction"].get<double>(), 0.0);
+  EXPECT_LE(skewed["alltoall_s"].get<double>(), uniform["alltoall_s"].get<double>() * (1 + 1e-9));
+
+  auto roomy = fs::temp_directory_path() / "glam-8b-64e-cf8.toml";
+  std::string text = read_whole_file(fs::path(GLAM_SOURCE_DIR) / "models/glam-8b-64e.toml");
+  text.replace(text.find("capacity_factor = 2.0"), 21, "capacity_factor = 8.0");
+  std::ofstream(roomy) << text;
+  auto u8 = nlohmann::json::parse(run_command("glamsim run --model " + roomy.string() + base).out);
+  auto s8 = nlohmann::json::parse(run_command("glamsim run --model " + roomy.string() + " --routing skew=1.2" + base).out);
+  EXPECT_GT(s8["alltoall_s"].get<double>(), 1.5 * u8["alltoall_s"].get<double>());
+  EXPECT_GT(s8["compute_s"].get<double>(), u8["compute_s"].get<double>());
+  fs::remove(roomy);
+}
+
+struct BadRun {
+  std::string args, expected;
+};
+
+class GlamsimRunBadInput : public ::testing::TestWithParam<BadRun> {};
+
+TEST_P(GlamsimRunBadInput, ExitsTwoAndWritesNothing) {
+  fs::path out = fresh_dir("glam-run-bad");
+  auto r = run_command("glamsim run " + GetParam().args + " --out " + out.string());
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(r.out.empty()) << r.out;
+  EXPECT_NE(r.err.find(GetParam().expected), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(out));
+}
+
+std::string case_name(const ::testing::TestParamInfo<BadRun>& info) { return "case" + std::to_string(info.index); }
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, GlamsimRunBadInput,
+    ::testing::Values(
+        BadRun{"--model glam-8b-64e --cluster tpu-v4-64 --dp 16 --tp 2 --ep 16", "do not multiply to the chip count"},
+        BadRun{"--model glam-1.7b-32e --cluster tpu-v4-64 --dp 64 --tp 1 --ep 64", "not divisible by ep"},
+        BadRun{"--model glam-8b-64e --cluster tpu-v4-64 --dp 64 --tp 1 --ep 64 --batch-tokens 4096",
+               "smaller than the data-parallel width"},
+        BadRun{"--model glam-8b-64e --cluster tpu-v4-64 --fidelity exact", "unknown fidelity 'exact'"},
+        BadRun{"--model glam-8b-64e --cluster tpu-v4-64 --routing /nonexistent.json", "/nonexistent.json"},
+        BadRun{"--model glam-8b-64e --cluster tpu-v4-64 --routing skew=x", "skew=X"},
+        BadRun{"--model glam-8b-64e --cluster tpu-v4-64 --dp 64 --tp 1 --ep 64 --batch-tokens 1048576",
+               "use --allow-oom"},
+        BadRun{"--model glam-64b-64e --cluster tpu-v4-64", "fits"},
+        BadRun{"--model nope --cluster tpu-v4-64", "unknown model id 'nope'"}),
+    case_name);
+
+}  // namespace
+}  // namespace glam

@@ -1,0 +1,97 @@
+// Parallel plans: validation, the rank map onto the cluster, and the default plan.
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "common/errors.h"
+#include "plan/default_plan.h"
+#include "plan/parallel_plan.h"
+
+namespace glam {
+namespace {
+
+ParallelPlan plan(int64_t dp, int64_t ep, int64_t tp, int64_t batch = 1 << 20) {
+  ParallelPlan p;
+  p.dp = dp, p.ep = ep, p.tp = tp, p.batch_tokens = batch;
+  return p;
+}
+
+std::string error_of(const ParallelPlan& p, const ModelConfig& m, const Cluster& c) {
+  try {
+    validate_plan(p, m, c);
+  } catch (const UsageError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Plan, ValidationNamesTheProblem) {
+  ModelConfig m = load_model("glam-8b-64e");
+  Cluster c = load_cluster("tpu-v4-64");
+  EXPECT_EQ(error_of(plan(32, 32, 2), m, c), "");
+  EXPECT_NE(error_of(plan(16, 16, 2), m, c).find("do not multiply to the chip count"), std::string::npos);
+  EXPECT_NE(error_of(plan(64, 48, 1), m, c).find("must divide dp"), std::string::npos);
+  ModelConfig m32 = load_model("glam-1.7b-32e");
+  EXPECT_NE(error_of(plan(64, 64, 1), m32, c).find("not divisible by ep"), std::string::npos);
+  EXPECT_NE(error_of(plan(64, 64, 1, 32 * 1024), m, c).find("smaller than the data-parallel width"),
+            std::string::npos);
+  EXPECT_NE(error_of(plan(64, 64, 1, 64 * 1024 + 512), m, c).find("whole"), std::string::npos);
+  ModelConfig dense = load_model("glam-8b");
+  EXPECT_NE(error_of(plan(64, 2, 1), dense, c).find("no experts"), std::string::npos);
+}
+
+TEST(Plan, RankMapGroupsPartitionTheChips) {
+  Cluster c = load_cluster("tpu-v4-512");
+  ParallelPlan p = plan(128, 32, 4);
+  RankMap map(p, c);
+  for (CommAxis axis : {CommAxis::kTensor, CommAxis::kExpert, CommAxis::kData, CommAxis::kExpertData}) {
+    std::set<int> seen;
+    for (const auto& g : map.groups(axis))
+      for (int chip : g) EXPECT_TRUE(seen.insert(chip).second) << axis_name(axis) << " chip " << chip;
+    EXPECT_EQ(seen.size(), 512u) << axis_name(axis);
+  }
+  EXPECT_EQ(map.groups(CommAxis::kTensor).front().size(), 4u);
+  EXPECT_EQ(map.groups(CommAxis::kExpert).front().size(), 32u);
+  EXPECT_EQ(map.groups(CommAxis::kExpertData).front().size(), 4u);
+}
+
+TEST(Plan, TorusGroupsAreCompactBlocks) {
+  Cluster c = load_cluster("tpu-v4-1024");
+  RankMap map(plan(128, 64, 8), c);
+  // A tp group of 8 is a 2x2x2 cube: every member within one hop per dimension of the first.
+  for (const auto& g : map.groups(CommAxis::kTensor)) {
+    auto base = c.torus_coords(g.front());
+    for (int chip : g) EXPECT_LE(c.route_hops(g.front(), chip), 3);
+    (void)base;
+  }
+  EXPECT_NE(map.describe().find("tp 2x2x2"), std::string::npos) << map.describe();
+}
+
+TEST(Plan, GpuClustersKeepTensorParallelismInsideANode) {
+  Cluster c = load_cluster("dgx-h100-64");
+  RankMap map(plan(8, 8, 8), c);
+  for (const auto& g : map.groups(CommAxis::kTensor))
+    for (int chip : g) EXPECT_EQ(c.node_of(chip), c.node_of(g.front()));
+}
+
+TEST(Plan, DefaultPlanFitsAndIsValid) {
+  SimulationInput in{load_model("glam-1.7b-64e"), load_cluster("tpu-v4-64"), plan(0, 0, 0), {}, Fidelity::kAnalytical,
+                     default_profile("tpu-v4")};
+  ParallelPlan base = plan(0, 0, 0, 1 << 18);  // 0: axis left to the chooser
+  PlanChoice choice = choose_plan(in, base, false);
+  EXPECT_GT(choice.fitting, 0);
+  EXPECT_NO_THROW(validate_plan(choice.plan, in.model, in.cluster));
+  EXPECT_LE(plan_memory(in.model, choice.plan).total_bytes(), in.cluster.chip().hbm_bytes);
+  // Nothing fits: the 1.2T model on 64 chips.
+  SimulationInput huge = in;
+  huge.model = load_model("glam-64b-64e");
+  try {
+    choose_plan(huge, base, false);
+    ADD_FAILURE();
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("fits"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace glam

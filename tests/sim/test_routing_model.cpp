@@ -1,0 +1,83 @@
+// Routing as an input: uniform, skewed and recorded loads under the capacity rules.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+
+#include "common/errors.h"
+#include "workload/routing_model.h"
+
+namespace glam {
+namespace {
+
+StepShape shape(int64_t tokens, int64_t ep) {
+  StepShape s;
+  s.tokens_per_rank = tokens, s.dp = ep, s.ep = ep;
+  return s;
+}
+
+TEST(RoutingModel, UniformFillsCapacityWithoutDrops) {
+  ModelConfig m = load_model("glam-8b-64e");  // cf 2, top-2: C = 32 = 2 * 1024 / 64
+  auto shares = expert_shares(parse_routing_spec("uniform"), m, 16);
+  ASSERT_EQ(shares.size(), 16u);
+  MoeLayerLoad load = moe_layer_load(m, shape(8192, 8), shares[0]);
+  EXPECT_DOUBLE_EQ(load.dropped_fraction, 0);
+  EXPECT_DOUBLE_EQ(load.a2a_send_tokens, 2.0 * 8192);
+  EXPECT_DOUBLE_EQ(load.expert_tokens, 2.0 * 8192);  // receives what it sends
+  for (double s : load.dest_share) EXPECT_DOUBLE_EQ(s, 1.0 / 8);
+}
+
+TEST(RoutingModel, SkewDropsTokensAndLoadsTheHotRank) {
+  ModelConfig m = load_model("glam-8b-64e");
+  auto shares = expert_shares(parse_routing_spec("skew=1.0"), m, 1);
+  EXPECT_NEAR(std::accumulate(shares[0].begin(), shares[0].end(), 0.0), 1.0, 1e-12);
+  EXPECT_GT(shares[0][0], shares[0][63]);
+  MoeLayerLoad uniform = moe_layer_load(m, shape(8192, 8), expert_shares(parse_routing_spec("uniform"), m, 1)[0]);
+  MoeLayerLoad skewed = moe_layer_load(m, shape(8192, 8), shares[0]);
+  EXPECT_GT(skewed.dropped_fraction, 0.1);
+  EXPECT_LT(skewed.a2a_send_tokens, uniform.a2a_send_tokens);  // dropped copies are not sent
+  // Capacity bounds the hot rank: its 8 experts cannot take more than 8 x C per group.
+  const double max_per_rank = 8.0 * 32 * 8 * 8;  // experts x C x groups per rank x ep
+  EXPECT_LE(skewed.expert_tokens, max_per_rank + 1e-9);
+  EXPECT_GT(skewed.dest_share[0], skewed.dest_share[7]);
+}
+
+TEST(RoutingModel, RecordedHistogram) {
+  ModelConfig m = load_model("glam-8b-64e");
+  auto path = std::filesystem::temp_directory_path() / "glam-routing.json";
+  {
+    std::ofstream out(path);
+    out << R"({"moe_layers": [)";
+    for (int l = 0; l < 2; ++l) {
+      out << (l ? "," : "") << R"({"layer": )" << 2 * l + 1 << R"(, "expert_load": [)";
+      for (int e = 0; e < 64; ++e) out << (e ? "," : "") << (e == 0 ? 300 : 100);
+      out << "]}";
+    }
+    out << "]}";
+  }
+  auto shares = expert_shares(parse_routing_spec(path.string()), m, 2);
+  EXPECT_NEAR(shares[1][0], 300.0 / (300 + 63 * 100), 1e-12);
+  EXPECT_THROW(expert_shares(parse_routing_spec(path.string()), m, 16), ConfigError);  // too few blocks
+  std::filesystem::remove(path);
+}
+
+TEST(RoutingModel, BadSpecs) {
+  EXPECT_THROW(parse_routing_spec("skew=-1"), UsageError);
+  EXPECT_THROW(parse_routing_spec("skew=abc"), UsageError);
+  ModelConfig m = load_model("glam-8b-64e");
+  EXPECT_THROW(expert_shares(parse_routing_spec("/nonexistent/routing.json"), m, 1), ConfigError);
+  ModelConfig small = load_model("glam-1.7b-32e");
+  auto path = std::filesystem::temp_directory_path() / "glam-routing-64.json";
+  std::ofstream(path) << R"({"moe_layers": [{"layer": 1, "expert_load": [1, 2, 3]}]})";
+  try {
+    expert_shares(parse_routing_spec(path.string()), small, 1);
+    ADD_FAILURE();
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("3 experts"), std::string::npos) << e.what();
+  }
+  std::filesystem::remove(path);
+}
+
+}  // namespace
+}  // namespace glam

@@ -1,0 +1,117 @@
+// The StepGraph: op ids, FLOP totals against the model accounting, collectives per plan.
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "accounting.h"
+#include "step_graph.h"
+
+namespace glam {
+namespace {
+
+StepShape shape(int64_t tokens, int64_t dp, int64_t ep, int64_t tp) {
+  StepShape s;
+  s.tokens_per_rank = tokens, s.dp = dp, s.ep = ep, s.tp = tp;
+  return s;
+}
+
+int count(const StepGraph& g, const std::string& name) {
+  int n = 0;
+  for (const auto& op : g.ops) n += op.name == name;
+  return n;
+}
+
+TEST(StepGraph, IdsAreUniqueAndFollowTheScheme) {
+  ModelConfig m = load_model("glam-8b-64e");
+  StepGraph g = build_step_graph(m, shape(8192, 64, 64, 2));
+  std::set<std::string> ids;
+  for (const auto& op : g.ops) EXPECT_TRUE(ids.insert(op.id).second) << "duplicate " << op.id;
+  EXPECT_TRUE(ids.count("L0.attn_qkv.fwd"));
+  EXPECT_TRUE(ids.count("L1.moe_dispatch_a2a.bwd"));
+  EXPECT_TRUE(ids.count("L31.moe_combine_a2a.fwd"));
+  EXPECT_TRUE(ids.count("logits.fwd"));
+  EXPECT_TRUE(ids.count("optimizer"));
+}
+
+TEST(StepGraph, ForwardMatmulFlopsMatchTheAccounting) {
+  ModelConfig m = load_model("glam-1.7b");
+  const int64_t tokens = 4096;
+  StepGraph g = build_step_graph(m, shape(tokens, 1, 1, 1));
+  double matmul = 0, attention = 0;
+  for (const auto& op : g.ops) {
+    if (op.phase != StepPhase::kForward) continue;
+    if (op.kind == OpKind::kMatmul) matmul += op.flops;
+    if (op.kind == OpKind::kAttention) attention += op.flops;
+  }
+  FlopsPerToken f = flops_per_token(m);
+  EXPECT_NEAR(matmul, f.matmul_forward * tokens, f.matmul_forward * tokens * 1e-9);
+  EXPECT_NEAR(attention, f.attention_forward * tokens, 1);
+  EXPECT_NEAR(g.model_flops, f.train() * tokens, f.train() * tokens * 1e-9);
+}
+
+TEST(StepGraph, BackwardCostsTwiceTheForward) {
+  ModelConfig m = load_model("glam-1.7b");
+  StepGraph g = build_step_graph(m, shape(2048, 1, 1, 1));
+  double fwd = 0, bwd = 0;
+  for (const auto& op : g.ops) {
+    if (op.kind != OpKind::kMatmul && op.kind != OpKind::kAttention) continue;
+    (op.phase == StepPhase::kForward ? fwd : bwd) += op.flops;
+  }
+  EXPECT_DOUBLE_EQ(bwd, 2 * fwd);
+}
+
+TEST(StepGraph, CollectivesFollowThePlan) {
+  ModelConfig m = load_model("glam-8b-64e");
+  StepGraph dense_plan = build_step_graph(m, shape(8192, 1, 1, 1));
+  EXPECT_EQ(count(dense_plan, "moe_dispatch_a2a"), 2 * 16);  // forward and backward, 16 MoE blocks
+  EXPECT_EQ(count(dense_plan, "attn_tp_allreduce"), 0);
+  EXPECT_EQ(count(dense_plan, "grad_allreduce"), 0);
+  StepGraph tp = build_step_graph(m, shape(8192, 8, 8, 4));
+  EXPECT_EQ(count(tp, "attn_tp_allreduce"), 2 * 32);
+  EXPECT_EQ(count(tp, "grad_allreduce"), 32);
+  EXPECT_EQ(count(tp, "expert_grad_allreduce"), 0);  // dp == ep: one copy of each expert
+  StepGraph replicas = build_step_graph(m, shape(8192, 16, 8, 1));
+  EXPECT_EQ(count(replicas, "expert_grad_allreduce"), 16);
+}
+
+TEST(StepGraph, ShardedWeightsAreGatheredBeforeUse) {
+  ModelConfig m = load_model("glam-1.7b-64e");
+  StepShape s = shape(4096, 128, 64, 1);
+  s.shard_weights = true;
+  StepGraph g = build_step_graph(m, s);
+  EXPECT_EQ(count(g, "weight_allgather"), 2 * 24);
+  EXPECT_EQ(count(g, "expert_weight_allgather"), 2 * 12);
+  for (size_t i = 0; i < g.ops.size(); ++i) {
+    for (int d : g.ops[i].deps) ASSERT_LT(static_cast<size_t>(d), i) << g.ops[i].id;
+    if (g.ops[i].name == "grad_allreduce") EXPECT_EQ(g.ops[i].collective, CollectiveKind::kReduceScatter);
+  }
+  // the first op of block 5's forward waits for its gather
+  for (const auto& op : g.ops)
+    if (op.id == "L5.attn_norm.fwd") {
+      ASSERT_FALSE(op.deps.empty());
+      EXPECT_EQ(g.ops[static_cast<size_t>(op.deps.front())].id, "L5.weight_allgather.fwd");
+    }
+}
+
+TEST(StepGraph, RecomputeRepeatsTheForwardInsideTheBackward) {
+  ModelConfig m = load_model("glam-1.7b");
+  StepShape s = shape(2048, 1, 1, 1);
+  double plain = 0, recompute = 0;
+  for (const auto& op : build_step_graph(m, s).ops) plain += op.flops;
+  s.recompute = true;
+  for (const auto& op : build_step_graph(m, s).ops) recompute += op.flops;
+  EXPECT_GT(recompute, plain * 1.25);
+  EXPECT_LT(recompute, plain * 1.40);
+}
+
+TEST(StepGraph, FirstLayersOnly) {
+  ModelConfig m = load_model("glam-8b-64e");
+  StepShape s = shape(2048, 1, 1, 1);
+  s.layers_run = 2;
+  StepGraph g = build_step_graph(m, s);
+  for (const auto& op : g.ops) EXPECT_LT(op.layer, 2) << op.id;
+  EXPECT_EQ(count(g, "moe_router"), 2);
+}
+
+}  // namespace
+}  // namespace glam
