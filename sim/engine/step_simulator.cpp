@@ -80,7 +80,9 @@ StepResult simulate_step(const SimulationInput& in) {
   r.memory = plan_memory(m, in.plan);
   r.fits_memory = r.memory.total_bytes() <= in.cluster.chip().hbm_bytes;
   r.schedules_built = network->schedules_built();
+  if (auto* analytical = dynamic_cast<AnalyticalNetwork*>(network.get())) r.flows_routed = analytical->flows_routed();
   if (auto* flow = dynamic_cast<FlowNetwork*>(network.get())) {
+    r.flows_routed = flow->flows_routed();
     r.network_events = flow->flows_simulated();
     r.flow_phases_simulated = flow->phases_simulated();
     r.flow_phases_analytical = flow->phases_analytical();

@@ -55,7 +55,8 @@ struct StepResult {
   std::map<LinkKind, double> link_bytes;  // whole cluster, per step
   std::string rank_map;
   int schedules_built = 0;
-  double network_events = 0;  // flow fidelity: simulated flows
+  double network_events = 0;  // flow fidelity: flows played in SimGrid
+  double flows_routed = 0;    // flows routed hop by hop to build the collective schedules' link loads
   int flow_phases_simulated = 0;   // distinct collective phases played in SimGrid
   int flow_phases_analytical = 0;  // phases too large for SimGrid, costed analytically
 };

@@ -26,6 +26,7 @@ class FlowNetwork : public NetworkModel {
   CollectiveCost cost(const CollectiveRequest& req) override;
   std::string name() const override { return "flow"; }
   double flows_simulated() const { return flows_simulated_; }
+  double flows_routed() const { return analytical_.flows_routed(); }
   int phases_simulated() const { return phases_simulated_; }
   int phases_analytical() const { return phases_analytical_; }
 

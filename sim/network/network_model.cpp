@@ -50,6 +50,7 @@ const std::vector<AnalyticalNetwork::PhaseCoefficients>& AnalyticalNetwork::coef
     PhaseCoefficients pc;
     pc.repeat = ph.repeat;
     std::fill(load.begin(), load.end(), 0.0);
+    flows_routed_ += static_cast<double>(ph.flows.size());
     for (const auto& f : ph.flows) {
       double latency = 0;
       route.clear();

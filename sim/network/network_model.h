@@ -61,6 +61,7 @@ class AnalyticalNetwork : public NetworkModel {
   std::string name() const override { return "analytical"; }
   // Time of one step of each phase of the request's schedule (not multiplied by its repeat).
   std::vector<double> phase_step_times(const CollectiveRequest& req);
+  double flows_routed() const { return flows_routed_; }
 
  private:
   struct PhaseCoefficients {
@@ -72,6 +73,7 @@ class AnalyticalNetwork : public NetworkModel {
   };
   const std::vector<PhaseCoefficients>& coefficients(const CollectiveRequest& req, std::string& algorithm);
   std::map<std::string, std::pair<std::string, std::vector<PhaseCoefficients>>> cache_;
+  double flows_routed_ = 0;
 };
 
 std::string schedule_key(const CollectiveRequest& req);

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Simulator speed: one GLaM 64B/64E step at 64, 256, 1,024 and 4,096 TPU v4 chips, both
+# fidelities. Prints wall time, ops, routed and simulated flows, and peak memory per run.
+# Usage: sim/bench/bench_step.sh [build dir]. Figures go to stdout as a Markdown table.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+bin=${1:-$root/build}/bin/glamsim
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+# A 256-chip slice (4x8x8) for the scale series.
+sed -e 's/^id = .*/id = "tpu-v4-256"/' -e 's/^dims = .*/dims = [4, 8, 8]/' \
+  "$root/topologies/tpu-v4-512.toml" > "$tmp/tpu-v4-256.toml"
+
+echo "| chips | fidelity | plan | step (s) | wall (s) | ops | flows routed | flows in SimGrid | phases in SimGrid / analytical | peak RSS (MiB) |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+run() {
+  local chips=$1 cluster=$2 fidelity=$3; shift 3
+  "$bin" run --model glam-64b-64e --cluster "$cluster" --fidelity "$fidelity" --allow-oom --quiet --format json "$@" \
+    > "$tmp/out.json"
+  python3 - "$tmp/out.json" "$chips" "$fidelity" "$*" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+p = d["plan"]
+plan = f'dp{p["dp"]} tp{p["tp"]} ep{p["ep"]}' + (" " + sys.argv[4] if sys.argv[4] else "")
+print(f'| {sys.argv[2]} | {sys.argv[3]} | {plan} | {d["step_time_s"]:.3f} | {d["wall_time_s"]:.3f} | {d["ops"]} | '
+      f'{d["routed_flows"]:.0f} | {d["simulated_flows"]:.0f} | {d["flow_phases_simulated"]} / {d["flow_phases_analytical"]} | '
+      f'{d["peak_rss_bytes"] / 2**20:.0f} |')
+PY
+}
+for spec in "64 tpu-v4-64" "256 $tmp/tpu-v4-256.toml" "1024 tpu-v4-1024" "4096 tpu-v4-4096"; do
+  set -- $spec
+  for fidelity in analytical flow; do run "$1" "$2" "$fidelity"; done
+done
+# Every phase in SimGrid, no analytical fallback, where that is affordable.
+run 1024 tpu-v4-1024 flow --flow-max-flows 1000000
