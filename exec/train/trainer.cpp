@@ -206,9 +206,9 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
     if (!o.record.empty()) write_file_atomically(o.record, record.dump(2) + "\n");
     if (o.format == "json") {
       out << record.dump(2) << "\n";
-    } else if (!o.quiet) {
+    } else {
       out << m.id << " (" << m.layers << " layers) on " << ranks << " rank(s) x " << threads << " thread(s): "
-          << std::setprecision(0) << record["tokens_per_s"].get<double>() << " tokens/s, " << std::setprecision(2)
+          << std::fixed << std::setprecision(0) << record["tokens_per_s"].get<double>() << " tokens/s, " << std::setprecision(2)
           << record["achieved_flops_per_s"].get<double>() / 1e9 << " GFLOP/s (model FLOPs), median step "
           << std::setprecision(1) << record["step_time_s"]["median"].get<double>() * 1e3 << " ms\n";
     }

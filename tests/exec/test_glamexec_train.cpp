@@ -1,0 +1,172 @@
+// End-to-end tests of `glamexec train` (single process): the run record, --layers, --format json,
+// checkpoints (bit-for-bit continuation, atomic writes) and bad input (exit 2, nothing overwritten).
+#include <gtest/gtest.h>
+
+#include <signal.h>
+
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "support/run_command.h"
+
+namespace glam::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+class Train : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = fs::temp_directory_path() / ("glamexec-test-" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+  }
+  static void TearDownTestSuite() { fs::remove_all(dir_); }
+  static std::string path(const std::string& name) { return (dir_ / name).string(); }
+  static CommandResult train(const std::string& args) {
+    return run_command("glamexec train --cache-dir " + path("cache") + " --quiet " + args);
+  }
+  static void write(const std::string& name, const std::string& text) { std::ofstream(path(name)) << text; }
+  static inline fs::path dir_;
+};
+
+const std::regex kOpId(
+    R"(^(L[0-9]+\.(attn_norm|attn_qkv|attn_scores|attn_softmax|attn_context|attn_out|ffn_norm|ffn_in|ffn_act|ffn_out|)"
+    R"(moe_router|moe_dispatch_a2a|moe_expert_in|moe_expert_act|moe_expert_out|moe_combine_a2a|moe_permute|moe_unpermute)\.(fwd|bwd)|)"
+    R"(embed\.fwd|embed\.bwd|final_norm\.fwd|final_norm\.bwd|logits\.fwd|logits\.bwd|loss\.fwd|grad_allreduce|optimizer)$)");
+
+TEST_F(Train, RunRecordFollowsTheSchema) {
+  auto r = train("--model glam-tiny-8e --steps 4 --batch-tokens 256 --record " + path("rec.json"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json j = json::parse(read_whole_file(path("rec.json")));
+  EXPECT_EQ(j["schema"], "glam-run-record/1");
+  EXPECT_EQ(j["model"]["id"], "glam-tiny-8e");
+  EXPECT_EQ(j["model"]["layers_run"], 4);
+  EXPECT_EQ(j["model_config"]["moe"]["experts"], 8);
+  EXPECT_EQ(j["plan"]["ranks"], 1);
+  EXPECT_EQ(j["plan"]["tp"], 1);
+  EXPECT_EQ(j["device"]["kind"], "cpu");
+  EXPECT_EQ(j["batch_tokens"], 256);
+  EXPECT_EQ(j["global_batch_tokens"], 256);
+  EXPECT_EQ(j["seq_len"], 128);
+  EXPECT_EQ(j["steps"], 4);
+  EXPECT_EQ(j["warmup_steps"], 2);
+  EXPECT_EQ(j["step_time_s"]["all"].size(), 2u);
+  EXPECT_GT(j["step_time_s"]["median"].get<double>(), 0);
+  EXPECT_EQ(j["losses"].size(), 4u);
+  EXPECT_GT(j["tokens_per_s"].get<double>(), 0);
+  EXPECT_GT(j["achieved_flops_per_s"].get<double>(), 0);
+  std::set<std::string> ids;
+  for (const auto& op : j["ops"]) {
+    std::string id = op["id"];
+    EXPECT_TRUE(std::regex_match(id, kOpId)) << id;
+    EXPECT_GE(op["p90_s"].get<double>(), op["p10_s"].get<double>());
+    ids.insert(id);
+  }
+  for (const char* id : {"embed.fwd", "embed.bwd", "L0.attn_qkv.fwd", "L0.attn_scores.bwd", "L0.ffn_in.fwd",
+                         "L1.moe_router.fwd", "L1.moe_router.bwd", "L1.moe_expert_in.fwd", "L1.moe_expert_out.bwd",
+                         "L1.moe_permute.fwd", "L1.moe_unpermute.bwd", "L3.attn_out.bwd", "logits.fwd", "logits.bwd",
+                         "loss.fwd", "final_norm.fwd", "optimizer"})
+    EXPECT_TRUE(ids.count(id)) << id;
+  EXPECT_FALSE(ids.count("L0.moe_router.fwd"));  // layer 0 is dense
+  ASSERT_EQ(j["moe_layers"].size(), 2u);
+  for (const auto& l : j["moe_layers"]) {
+    ASSERT_EQ(l["expert_load"].size(), 8u);
+    int64_t kept = 0;
+    for (const auto& v : l["expert_load"]) kept += v.get<int64_t>();
+    EXPECT_EQ(kept + l["dropped_tokens"].get<int64_t>(), l["routed_tokens"].get<int64_t>());
+    EXPECT_EQ(l["routed_tokens"], 2 * 256 * 2);  // 2 timed steps x 256 tokens x top-2
+  }
+}
+
+TEST_F(Train, LayersAndJsonFormat) {
+  auto r = train("--model glam-tiny-8e --layers 2 --steps 2 --batch-tokens 128 --format json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json j = json::parse(r.out);
+  EXPECT_EQ(j["model"]["layers_run"], 2);
+  EXPECT_EQ(j["moe_layers"].size(), 1u);
+  for (const auto& op : j["ops"]) EXPECT_EQ(op["id"].get<std::string>().rfind("L2.", 0), std::string::npos);
+}
+
+TEST_F(Train, CheckpointContinuationIsBitForBit) {
+  ASSERT_EQ(train("--model glam-tiny-8e --steps 4 --batch-tokens 256 --seed 5 --save " + path("a4.ckpt")).exit_code, 0);
+  ASSERT_EQ(train("--model glam-tiny-8e --steps 2 --batch-tokens 256 --seed 5 --save " + path("b2.ckpt")).exit_code, 0);
+  auto r = train("--model glam-tiny-8e --steps 2 --batch-tokens 256 --resume " + path("b2.ckpt") + " --save " +
+                 path("b4.ckpt") + " --record " + path("b4.json"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::string a = read_whole_file(path("a4.ckpt")), b = read_whole_file(path("b4.ckpt"));
+  ASSERT_GT(a.size(), 1000000u);
+  EXPECT_TRUE(a == b) << "the continued run differs from the uninterrupted one";
+}
+
+TEST_F(Train, BadInputExitsTwoAndOverwritesNothing) {
+  write("keep.json", "old record");
+  write("keep.ckpt", "old checkpoint");
+  const std::string outs = " --record " + path("keep.json") + " --save " + path("keep.ckpt");
+  auto untouched = [&] {
+    EXPECT_EQ(read_whole_file(path("keep.json")), "old record");
+    EXPECT_EQ(read_whole_file(path("keep.ckpt")), "old checkpoint");
+  };
+  auto r = train("--model no-such-model --steps 1" + outs);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("no-such-model"), std::string::npos) << r.err;
+  untouched();
+  ASSERT_EQ(run_command("glamexec tokenizer --vocab 1000 --out " + path("v1000.model")).exit_code, 0);
+  r = train("--model glam-tiny --steps 1 --tokenizer " + path("v1000.model") + outs);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("does not match vocab_size = 4096"), std::string::npos) << r.err;
+  untouched();
+  r = train("--model glam-tiny --steps 1 --resume " + path("keep.ckpt") + outs);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("corrupt checkpoint"), std::string::npos) << r.err;
+  untouched();
+  ASSERT_EQ(run_command("glamexec tokenizer --vocab 4096 --out " + path("v4096.model")).exit_code, 0);
+  write("short.txt", "Far too short for one batch of 128-token sequences.\n");
+  r = train("--model glam-tiny --steps 1 --text " + path("short.txt") + " --tokenizer " + path("v4096.model") + outs);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("text too short for one batch"), std::string::npos) << r.err;
+  untouched();
+  r = train("--model glam-tiny --steps 1 --device cuda" + outs);
+  EXPECT_EQ(r.exit_code, 2);
+  r = train("--model glam-tiny --steps 1 --batch-tokens 100" + outs);
+  EXPECT_EQ(r.exit_code, 2);
+  untouched();
+}
+
+TEST_F(Train, CorruptOrForeignCheckpointsAreRefused) {
+  ASSERT_EQ(train("--model glam-tiny --steps 1 --batch-tokens 128 --save " + path("t.ckpt")).exit_code, 0);
+  std::string good = read_whole_file(path("t.ckpt"));
+  write("trunc.ckpt", good.substr(0, good.size() / 2));
+  std::string flipped = good;
+  flipped[flipped.size() / 2] ^= 0x10;
+  write("flip.ckpt", flipped);
+  for (const char* f : {"trunc.ckpt", "flip.ckpt"}) {
+    auto r = train(std::string("--model glam-tiny --steps 1 --batch-tokens 128 --resume ") + path(f));
+    EXPECT_EQ(r.exit_code, 2) << f;
+    EXPECT_NE(r.err.find("corrupt checkpoint"), std::string::npos) << r.err;
+  }
+  auto r = train("--model glam-tiny-8e --steps 1 --batch-tokens 128 --resume " + path("t.ckpt"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("different model"), std::string::npos) << r.err;
+}
+
+// A run killed at any moment leaves the previous checkpoint or a complete new one, never a partial file.
+TEST_F(Train, KilledRunNeverLeavesAPartialCheckpoint) {
+  ASSERT_EQ(train("--model glam-tiny --steps 1 --batch-tokens 128 --save " + path("k.ckpt")).exit_code, 0);
+  for (int delay_ms : {150, 300, 450, 600}) {
+    std::string cmd = "PATH=\"" GLAM_BIN_DIR ":$PATH\" glamexec train --quiet --cache-dir " + path("cache") +
+                      " --model glam-tiny --steps 2 --batch-tokens 128 --save " + path("k.ckpt") +
+                      " >/dev/null 2>&1 & pid=$!; sleep " + std::to_string(delay_ms / 1000.0) +
+                      "; kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null; true";
+    ASSERT_EQ(std::system(cmd.c_str()), 0);
+    auto r = train("--model glam-tiny --steps 1 --batch-tokens 128 --resume " + path("k.ckpt"));
+    EXPECT_EQ(r.exit_code, 0) << "after a kill at " << delay_ms << " ms: " << r.err;
+  }
+}
+
+}  // namespace
+}  // namespace glam::testing

@@ -1,0 +1,65 @@
+// Checks on the records of the multi-process runs that ctest starts with mpirun (see
+// CMakeLists.txt): two ranks equal one process for the same seed and global batch, and the loss
+// goes down on real tokenized text. GLAM_MPI_DIR names the folder the runs wrote to.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+#include "support/run_command.h"
+
+namespace glam::testing {
+namespace {
+
+using nlohmann::json;
+
+std::string mpi_dir() {
+  const char* d = std::getenv("GLAM_MPI_DIR");
+  return d ? d : "";
+}
+
+json load(const std::string& file) { return json::parse(read_whole_file(mpi_dir() + "/" + file)); }
+
+TEST(MpiRuns, TwoRanksEqualOneProcess) {
+  if (mpi_dir().empty()) GTEST_SKIP() << "GLAM_MPI_DIR not set (run through ctest)";
+  json two = load("equal-2ranks.json");
+  auto r = run_command("glamexec train --quiet --model glam-tiny-8e --steps 4 --batch-tokens 512 --seed 3 --record " +
+                       mpi_dir() + "/equal-1rank.json --save " + mpi_dir() + "/equal-1rank.ckpt");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json one = load("equal-1rank.json");
+  EXPECT_EQ(two["plan"]["ranks"], 2);
+  EXPECT_EQ(two["plan"]["ep"], 2);
+  EXPECT_EQ(two["batch_tokens"], 256);
+  EXPECT_EQ(one["global_batch_tokens"], two["global_batch_tokens"]);
+  ASSERT_EQ(one["losses"].size(), two["losses"].size());
+  double worst = 0;
+  for (size_t i = 0; i < one["losses"].size(); ++i)
+    worst = std::max(worst, std::abs(one["losses"][i].get<double>() - two["losses"][i].get<double>()));
+  EXPECT_LT(worst, 1e-5) << "largest loss difference between 1 and 2 ranks";
+  std::cout << "largest loss difference, 1 vs 2 ranks: " << worst << "\n";
+  // routing is identical: same expert loads and drops
+  EXPECT_EQ(one["moe_layers"], two["moe_layers"]);
+  // the 2-rank checkpoint resumes in one process (checkpoints do not depend on the rank count)
+  r = run_command("glamexec train --quiet --model glam-tiny-8e --steps 1 --batch-tokens 512 --resume " + mpi_dir() +
+                  "/equal-2ranks.ckpt");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+}
+
+TEST(MpiRuns, LossGoesDownOnRealText) {
+  if (mpi_dir().empty()) GTEST_SKIP() << "GLAM_MPI_DIR not set (run through ctest)";
+  json j = load("loss-2ranks.json");
+  const auto& l = j["ce_losses"];
+  ASSERT_GE(l.size(), 200u);
+  double first = 0, last = 0;
+  for (size_t i = 0; i < 10; ++i) first += l[i].get<double>() / 10;
+  for (size_t i = l.size() - 10; i < l.size(); ++i) last += l[i].get<double>() / 10;
+  std::cout << "cross-entropy: first 10 steps " << first << ", last 10 steps " << last << "\n";
+  EXPECT_LT(last, first - 1.5);
+  EXPECT_LT(last, 6.5);
+}
+
+}  // namespace
+}  // namespace glam::testing
