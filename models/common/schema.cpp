@@ -15,8 +15,11 @@ Check<std::string> one_of(std::vector<std::string> allowed) {
 std::string toml_value_text(const toml::node& node) {
   std::ostringstream o;
   if (node.is_table()) return "(a table)";
-  if (node.is_array()) {
-    o << toml::json_formatter{*node.as_array()};
+  if (const toml::array* arr = node.as_array()) {
+    // One line, whatever the array's size: errors are single lines.
+    o << "[";
+    for (size_t i = 0; i < arr->size(); ++i) o << (i ? ", " : "") << toml_value_text(*arr->get(i));
+    o << "]";
     return o.str();
   }
   if (auto str = node.value_exact<std::string>()) return "\"" + *str + "\"";

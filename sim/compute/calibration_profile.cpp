@@ -30,7 +30,12 @@ nlohmann::json CalibrationProfile::to_json() const {
           {"memory", curve(memory)},
           {"op_overhead_s", op_overhead_s},
           {"network_bandwidth", curve(network_bandwidth)},
-          {"network_latency_factor", network_latency_factor}};
+          {"network_latency_factor", network_latency_factor},
+          {"peak_flops", peak_flops},
+          {"memory_bandwidth_Bps", memory_bandwidth_Bps},
+          {"threads", threads},
+          {"link_bandwidth_Bps", link_bandwidth_Bps},
+          {"link_latency_s", link_latency_s}};
 }
 
 // Defaults until a measured profile exists. Matrix-unit efficiencies are set once per chip
@@ -63,6 +68,8 @@ struct ProfileFile {
   std::vector<double> matmul_flops, matmul_eff, attention_flops, attention_eff, memory_bytes, memory_eff;
   std::vector<double> network_bytes, network_eff;
   double op_overhead_s = 0, latency_factor = 1;
+  double peak_flops = 0, memory_bandwidth_Bps = 0, link_bandwidth_Bps = 0, link_latency_s = 0;
+  int64_t threads = 0;
 };
 
 const Schema<ProfileFile>& profile_schema() {
@@ -82,7 +89,17 @@ const Schema<ProfileFile>& profile_schema() {
         .add("network.bandwidth_efficiency", &P::network_eff, "", "Fraction of link bandwidth",
              std::vector<double>{})
         .add("network.latency_factor", &P::latency_factor, "", "Multiplies link latencies", 1.0,
-             positive<double>());
+             positive<double>())
+        .add("measured.peak_flops", &P::peak_flops, "FLOP/s", "Measured compute peak (0: the chip kind's datasheet)",
+             0.0, non_negative<double>())
+        .add("measured.memory_bandwidth_Bps", &P::memory_bandwidth_Bps, "B/s",
+             "Measured memory bandwidth (0: the datasheet)", 0.0, non_negative<double>())
+        .add("measured.threads", &P::threads, "", "Threads per rank during the measurement", int64_t{0},
+             non_negative<int64_t>())
+        .add("network.link_bandwidth_Bps", &P::link_bandwidth_Bps, "B/s",
+             "Measured point-to-point bandwidth between ranks (0: the cluster file's)", 0.0, non_negative<double>())
+        .add("network.link_latency_s", &P::link_latency_s, "s", "Measured point-to-point latency between ranks", 0.0,
+             non_negative<double>());
     return sc;
   }();
   return s;
@@ -116,6 +133,11 @@ CalibrationProfile load_profile(const std::string& path) {
   if (!f.network_eff.empty())
     p.network_bandwidth = curve_from(f.network_bytes, f.network_eff, path, "network.bandwidth_efficiency");
   p.network_latency_factor = f.latency_factor;
+  p.peak_flops = f.peak_flops;
+  p.memory_bandwidth_Bps = f.memory_bandwidth_Bps;
+  p.threads = static_cast<int>(f.threads);
+  p.link_bandwidth_Bps = f.link_bandwidth_Bps;
+  p.link_latency_s = f.link_latency_s;
   return p;
 }
 

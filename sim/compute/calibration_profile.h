@@ -24,6 +24,14 @@ struct CalibrationProfile {
   double op_overhead_s = 0;           // fixed cost per op (kernel launch, dispatch)
   EfficiencyCurve network_bandwidth;  // fraction of link bandwidth reached, by message size
   double network_latency_factor = 1;  // multiplies link latencies
+  // Measured on hosts without datasheet figures (CPUs): the chip's compute peak (the best GEMM
+  // rate), memory bandwidth, threads per rank, and the point-to-point link between ranks.
+  // Zero when the profile uses the chip kind's datasheet figures.
+  double peak_flops = 0;
+  double memory_bandwidth_Bps = 0;
+  int threads = 0;
+  double link_bandwidth_Bps = 0;
+  double link_latency_s = 0;
   nlohmann::json to_json() const;
 };
 

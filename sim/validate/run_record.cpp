@@ -1,0 +1,92 @@
+#include "validate/run_record.h"
+
+#include <filesystem>
+#include <fstream>
+
+#include "common/errors.h"
+
+namespace glam {
+
+namespace {
+
+const nlohmann::json& need(const nlohmann::json& j, const std::string& path, const std::string& key,
+                           const std::string& expected) {
+  const nlohmann::json* node = &j;
+  std::string part;
+  for (size_t start = 0; start <= key.size();) {
+    size_t dot = key.find('.', start);
+    part = key.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    if (!node->is_object() || !node->contains(part)) throw ConfigError(path, key, "(missing)", expected);
+    node = &(*node)[part];
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  return *node;
+}
+
+double number(const nlohmann::json& j, const std::string& path, const std::string& key) {
+  const auto& v = need(j, path, key, "a number");
+  if (!v.is_number()) throw ConfigError(path, key, v.dump(), "a number");
+  return v.get<double>();
+}
+
+}  // namespace
+
+RunRecord load_run_record(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError(path, "no such file (expected an executor run record)");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::parse_error& e) {
+    throw ConfigError(path, std::string("not valid JSON: ") + e.what());
+  }
+  const auto& schema = need(j, path, "schema", std::string("\"") + kRunRecordSchema + "\"");
+  if (schema != kRunRecordSchema)
+    throw ConfigError(path, "schema", schema.dump(),
+                      std::string("\"") + kRunRecordSchema + "\" (a record from another version of glamexec)");
+  RunRecord r;
+  r.file = path;
+  // The model: the file the run used, resolved against the record's folder when relative.
+  const auto& model = need(j, path, "model", "the model the run used");
+  std::string model_file = model.value("file", "");
+  std::string model_id = model.value("id", "");
+  if (!model_file.empty()) {
+    std::filesystem::path p(model_file);
+    if (!std::filesystem::exists(p)) {
+      std::filesystem::path beside = std::filesystem::path(path).parent_path() / p;
+      if (p.is_relative() && std::filesystem::exists(beside)) p = beside;
+      else
+        throw ConfigError(path, "model.file", "\"" + model_file + "\"",
+                          "the model file the run used, but it no longer exists");
+    }
+    r.model = load_model(p.string());
+  } else {
+    r.model = load_model(model_id);
+  }
+  r.layers_run = model.value("layers_run", int64_t{-1});
+  if (r.layers_run <= 0) r.layers_run = -1;
+  r.ranks = static_cast<int64_t>(number(j, path, "plan.ranks"));
+  r.dp = static_cast<int64_t>(number(j, path, "plan.dp"));
+  r.ep = static_cast<int64_t>(number(j, path, "plan.ep"));
+  r.tp = static_cast<int64_t>(number(j, path, "plan.tp"));
+  const auto& kind = need(j, path, "device.kind", "\"cpu\" or \"cuda\"");
+  if (kind != "cpu" && kind != "cuda") throw ConfigError(path, "device.kind", kind.dump(), "\"cpu\" or \"cuda\"");
+  r.device_kind = kind.get<std::string>();
+  r.device_name = j["device"].value("name", "");
+  r.threads = j["device"].value("threads", 0);
+  r.global_batch_tokens = static_cast<int64_t>(number(j, path, "global_batch_tokens"));
+  r.step_median_s = number(j, path, "step_time_s.median");
+  r.step_p10_s = number(j, path, "step_time_s.p10");
+  r.step_p90_s = number(j, path, "step_time_s.p90");
+  const auto& ops = need(j, path, "ops", "per-op timings");
+  for (const auto& op : ops) {
+    if (!op.contains("id") || !op.contains("median_s")) throw ConfigError(path, "ops", op.dump(), "{id, median_s, ...}");
+    r.ops.push_back({op["id"].get<std::string>(), op["median_s"].get<double>(), op.value("p10_s", 0.0),
+                     op.value("p90_s", 0.0)});
+  }
+  r.has_moe_loads = j.contains("moe_layers") && j["moe_layers"].is_array() && !j["moe_layers"].empty();
+  return r;
+}
+
+}  // namespace glam

@@ -1,0 +1,38 @@
+#pragma once
+// Reads an executor run record (glamexec train --record), schema "glam-run-record/1".
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "model_config.h"
+
+namespace glam {
+
+inline constexpr const char* kRunRecordSchema = "glam-run-record/1";
+
+struct MeasuredOp {
+  std::string id;
+  double median_s = 0, p10_s = 0, p90_s = 0;
+};
+
+struct RunRecord {
+  std::string file;
+  ModelConfig model;
+  int64_t layers_run = -1;
+  int64_t ranks = 1, dp = 1, ep = 1, tp = 1;
+  std::string device_kind;  // "cpu" or "cuda"
+  std::string device_name;
+  int threads = 0;
+  int64_t global_batch_tokens = 0;
+  double step_median_s = 0, step_p10_s = 0, step_p90_s = 0;
+  std::vector<MeasuredOp> ops;
+  bool has_moe_loads = false;
+};
+
+// Throws ConfigError naming the file and key: another schema version, missing fields, a model
+// file that no longer exists.
+RunRecord load_run_record(const std::string& path);
+
+}  // namespace glam

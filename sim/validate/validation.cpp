@@ -1,0 +1,233 @@
+#include "validate/validation.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <sstream>
+
+#include "common/errors.h"
+#include "common/text_table.h"
+
+namespace glam {
+
+namespace {
+
+double median_of(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+std::string fixed(double v, int decimals) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
+  return buf;
+}
+
+// The cluster a record ran on, as a cluster file: `ranks` devices on one node, with the
+// profile's measured figures where it has them.
+Cluster cluster_for(const RunRecord& r, const CalibrationProfile& profile) {
+  std::ostringstream t;
+  const bool cpu = r.device_kind == "cpu";
+  t << "id = \"" << (cpu ? "host-cpu-" : "host-h200-") << r.ranks << "\"\n";
+  t << "description = \"the executor's host for " << r.file << "\"\n";
+  t << "[chip]\nkind = \"" << (cpu ? "cpu" : "h200") << "\"\n";
+  // A profile measured with a different thread count scales with the threads per rank.
+  const double scale = profile.threads > 0 && r.threads > 0 ? static_cast<double>(r.threads) / profile.threads : 1.0;
+  char buf[128];
+  if (profile.peak_flops > 0) {
+    std::snprintf(buf, sizeof buf, "peak_flops_bf16 = %.6e\npeak_flops_fp32 = %.6e\n", profile.peak_flops * scale,
+                  profile.peak_flops * scale);
+    t << buf;
+  }
+  if (profile.memory_bandwidth_Bps > 0) {
+    std::snprintf(buf, sizeof buf, "hbm_bandwidth_Bps = %.6e\n", profile.memory_bandwidth_Bps * scale);
+    t << buf;
+  }
+  t << "[topology]\nkind = \"single-node\"\nchips = " << r.ranks << "\n";
+  if (r.ranks > 1 && profile.link_bandwidth_Bps > 0) {
+    std::snprintf(buf, sizeof buf, "[links.nvlink]\nbandwidth_Bps = %.6e\nlatency_s = %.6e\n", profile.link_bandwidth_Bps,
+                  std::max(profile.link_latency_s, 1e-9));
+    t << buf;
+  }
+  return parse_cluster(t.str(), r.file + " (host cluster)");
+}
+
+}  // namespace
+
+SimulationInput simulation_for(const RunRecord& r, const std::optional<CalibrationProfile>& given, Fidelity fidelity) {
+  const std::string chip_kind = r.device_kind == "cpu" ? "cpu" : "h200";
+  if (given && given->device != chip_kind)
+    throw UsageError("calibration profile " + given->source + " was measured on a " + given->device +
+                     " device, but run record " + r.file + " ran on " + chip_kind);
+  if (!given && r.device_kind == "cpu")
+    throw UsageError("run record " + r.file +
+                     " ran on a CPU: give the host's calibration profile (glamexec calibrate --device cpu) "
+                     "with --calibration");
+  CalibrationProfile profile = given ? *given : default_profile(chip_kind);
+  ModelConfig model = r.model;
+  if (r.device_kind == "cpu") model.activation_precision = "float32";  // the CPU executor runs float32
+  ParallelPlan plan;
+  plan.dp = r.dp, plan.ep = r.ep, plan.tp = r.tp, plan.batch_tokens = r.global_batch_tokens;
+  RoutingSpec routing;
+  if (r.has_moe_loads) routing.kind = "file", routing.file = r.file;
+  Cluster cluster = cluster_for(r, profile);
+  SimulationInput in{model, cluster, plan, routing, fidelity, profile, r.layers_run};
+  try {
+    validate_plan(plan, model, cluster);
+  } catch (const UsageError& e) {
+    throw ConfigError(r.file, "plan", "dp " + std::to_string(r.dp) + ", ep " + std::to_string(r.ep),
+                      std::string("a plan the simulator can run: ") + e.what());
+  }
+  return in;
+}
+
+ValidationSummary validate_records(const std::vector<std::string>& files, const std::optional<std::string>& profile_file,
+                                   Fidelity fidelity) {
+  std::optional<CalibrationProfile> profile;
+  if (profile_file) profile = load_profile(*profile_file);
+  // Load and check everything before simulating anything.
+  std::vector<std::pair<RunRecord, SimulationInput>> inputs;
+  for (const auto& f : files) {
+    RunRecord r = load_run_record(f);
+    SimulationInput in = simulation_for(r, profile, fidelity);
+    inputs.emplace_back(std::move(r), std::move(in));
+  }
+  ValidationSummary s;
+  std::vector<double> step_errors, op_errors;
+  for (auto& [record, in] : inputs) {
+    StepResult sim = simulate_step(in);
+    RecordValidation v{record, in.cluster.id(), sim.step_time_s, {}, {}};
+    std::map<std::string, double> simulated;
+    for (size_t i = 0; i < sim.graph.ops.size(); ++i) simulated[sim.graph.ops[i].id] += sim.timing[i].duration();
+    for (const auto& op : record.ops) {
+      auto it = simulated.find(op.id);
+      if (it == simulated.end() || op.median_s <= 0) {
+        v.unmatched.push_back(op.id);
+        continue;
+      }
+      v.ops.push_back({op.id, op.median_s, it->second});
+      op_errors.push_back(std::fabs(v.ops.back().error()));
+    }
+    step_errors.push_back(std::fabs(v.step_error()));
+    s.records.push_back(std::move(v));
+  }
+  s.median_abs_step_error = median_of(step_errors);
+  s.max_abs_step_error = step_errors.empty() ? 0 : *std::max_element(step_errors.begin(), step_errors.end());
+  s.median_abs_op_error = median_of(op_errors);
+  return s;
+}
+
+nlohmann::json ValidationSummary::to_json() const {
+  nlohmann::json out = {{"records", nlohmann::json::array()},
+                        {"median_abs_step_error", median_abs_step_error},
+                        {"max_abs_step_error", max_abs_step_error},
+                        {"median_abs_op_error", median_abs_op_error}};
+  for (const auto& v : records) {
+    nlohmann::json ops = nlohmann::json::array();
+    for (const auto& op : v.ops)
+      ops.push_back({{"id", op.id}, {"measured_s", op.measured_s}, {"simulated_s", op.simulated_s}, {"error", op.error()}});
+    out["records"].push_back({{"file", v.record.file},
+                              {"model", v.record.model.id},
+                              {"layers_run", v.record.layers_run},
+                              {"ranks", v.record.ranks},
+                              {"device", v.record.device_kind},
+                              {"cluster", v.cluster},
+                              {"measured_step_s", v.record.step_median_s},
+                              {"simulated_step_s", v.simulated_step_s},
+                              {"step_error", v.step_error()},
+                              {"ops", ops},
+                              {"unmatched_ops", v.unmatched}});
+  }
+  return out;
+}
+
+std::string ValidationSummary::to_text() const {
+  TextTable t({"record", "model", "ranks", "measured step", "simulated", "error", "ops", "median op error"},
+              {false, false, true, true, true, true, true, true});
+  for (const auto& v : records) {
+    std::vector<double> errs;
+    for (const auto& op : v.ops) errs.push_back(std::fabs(op.error()));
+    t.add_row({v.record.file, v.record.model.id, std::to_string(v.record.ranks), format_seconds(v.record.step_median_s),
+               format_seconds(v.simulated_step_s), format_percent(v.step_error()), std::to_string(v.ops.size()),
+               fixed(100 * median_of(errs), 1) + "%"});
+  }
+  return t.render() + "\nmedian |step error| " + fixed(100 * median_abs_step_error, 1) + "%, largest " +
+         fixed(100 * max_abs_step_error, 1) + "%, median |op error| " + fixed(100 * median_abs_op_error, 1) + "%\n";
+}
+
+std::string ValidationSummary::to_markdown(const std::string& plot_file) const {
+  std::ostringstream o;
+  o << "# Simulated against measured\n\n"
+    << "Generated by `glamsim validate`; rerun the command that made it to refresh it.\n\n"
+    << "Median absolute step-time error **" << fixed(100 * median_abs_step_error, 1) << "%**, largest **"
+    << fixed(100 * max_abs_step_error, 1) << "%**; median absolute per-op error **" << fixed(100 * median_abs_op_error, 1)
+    << "%**.\n\n![simulated against measured](" << plot_file << ")\n\n"
+    << "| record | model | layers | ranks | device | measured step (s) | simulated (s) | error | ops compared |\n"
+    << "|---|---|---|---|---|---|---|---|---|\n";
+  for (const auto& v : records)
+    o << "| " << v.record.file << " | " << v.record.model.id << " | "
+      << (v.record.layers_run > 0 ? std::to_string(v.record.layers_run) : "all") << " | " << v.record.ranks << " | "
+      << v.record.device_kind << " | " << fixed(v.record.step_median_s, 4) << " | " << fixed(v.simulated_step_s, 4)
+      << " | " << format_percent(v.step_error()) << " | " << v.ops.size() << " |\n";
+  // The ops with the largest errors point at what the model gets wrong.
+  std::vector<std::pair<double, std::string>> worst;
+  for (const auto& v : records)
+    for (const auto& op : v.ops)
+      worst.push_back({std::fabs(op.error()), v.record.file + " `" + op.id + "`: measured " +
+                                                  fixed(op.measured_s * 1e3, 3) + " ms, simulated " +
+                                                  fixed(op.simulated_s * 1e3, 3) + " ms (" + format_percent(op.error()) + ")"});
+  std::sort(worst.rbegin(), worst.rend());
+  if (!worst.empty()) {
+    o << "\nLargest per-op errors:\n\n";
+    for (size_t i = 0; i < std::min<size_t>(10, worst.size()); ++i) o << "- " << worst[i].second << "\n";
+  }
+  return o.str();
+}
+
+std::string ValidationSummary::plot_svg() const {
+  // Log-log scatter; the diagonal is perfect agreement.
+  double lo = 1e300, hi = 0;
+  auto extend = [&](double v) {
+    if (v > 0) lo = std::min(lo, v), hi = std::max(hi, v);
+  };
+  for (const auto& v : records) {
+    extend(v.record.step_median_s), extend(v.simulated_step_s);
+    for (const auto& op : v.ops) extend(op.measured_s), extend(op.simulated_s);
+  }
+  if (hi <= 0) lo = 1e-6, hi = 1;
+  const double l0 = std::floor(std::log10(lo)), l1 = std::ceil(std::log10(hi));
+  const double W = 560, H = 560, pad = 60;
+  auto x = [&](double v) { return pad + (std::log10(v) - l0) / (l1 - l0) * (W - 2 * pad); };
+  auto y = [&](double v) { return H - pad - (std::log10(v) - l0) / (l1 - l0) * (H - 2 * pad); };
+  std::ostringstream o;
+  o << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << W << "\" height=\"" << H
+    << "\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
+  for (double d = l0; d <= l1; d += 1) {
+    const double v = std::pow(10.0, d);
+    o << "<line x1=\"" << x(v) << "\" y1=\"" << pad << "\" x2=\"" << x(v) << "\" y2=\"" << H - pad
+      << "\" stroke=\"#ddd\"/><line x1=\"" << pad << "\" y1=\"" << y(v) << "\" x2=\"" << W - pad << "\" y2=\"" << y(v)
+      << "\" stroke=\"#ddd\"/>\n<text x=\"" << x(v) << "\" y=\"" << H - pad + 18 << "\" text-anchor=\"middle\">1e"
+      << d << "</text><text x=\"" << pad - 8 << "\" y=\"" << y(v) + 4 << "\" text-anchor=\"end\">1e" << d << "</text>\n";
+  }
+  o << "<line x1=\"" << x(std::pow(10, l0)) << "\" y1=\"" << y(std::pow(10, l0)) << "\" x2=\"" << x(std::pow(10, l1))
+    << "\" y2=\"" << y(std::pow(10, l1)) << "\" stroke=\"#888\" stroke-dasharray=\"4 4\"/>\n";
+  for (const auto& v : records) {
+    for (const auto& op : v.ops)
+      if (op.measured_s > 0 && op.simulated_s > 0)
+        o << "<circle cx=\"" << x(op.measured_s) << "\" cy=\"" << y(op.simulated_s)
+          << "\" r=\"2.5\" fill=\"#1f77b4\" fill-opacity=\"0.6\"><title>" << op.id << "</title></circle>\n";
+    if (v.simulated_step_s > 0 && v.record.step_median_s > 0)
+      o << "<rect x=\"" << x(v.record.step_median_s) - 5 << "\" y=\"" << y(v.simulated_step_s) - 5
+        << "\" width=\"10\" height=\"10\" fill=\"#d62728\"><title>" << v.record.file << "</title></rect>\n";
+  }
+  o << "<text x=\"" << W / 2 << "\" y=\"" << H - 15 << "\" text-anchor=\"middle\">measured (s)</text>\n"
+    << "<text x=\"18\" y=\"" << H / 2 << "\" text-anchor=\"middle\" transform=\"rotate(-90 18 " << H / 2
+    << ")\">simulated (s)</text>\n"
+    << "<text x=\"" << pad << "\" y=\"30\">blue: ops, red: steps; dashed: simulated = measured</text>\n</svg>\n";
+  return o.str();
+}
+
+}  // namespace glam

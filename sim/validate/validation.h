@@ -1,0 +1,50 @@
+#pragma once
+// Simulated against measured: for each executor run record, simulate the same model, first
+// layers, plan, batch, routing histograms and device, and compare the step and every op id.
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "compute/calibration_profile.h"
+#include "engine/step_simulator.h"
+#include "validate/run_record.h"
+
+namespace glam {
+
+struct OpComparison {
+  std::string id;
+  double measured_s = 0, simulated_s = 0;
+  double error() const { return (simulated_s - measured_s) / measured_s; }
+};
+
+struct RecordValidation {
+  RunRecord record;
+  std::string cluster;
+  double simulated_step_s = 0;
+  double step_error() const { return (simulated_step_s - record.step_median_s) / record.step_median_s; }
+  std::vector<OpComparison> ops;  // op ids present in both
+  std::vector<std::string> unmatched;  // measured op ids the simulation does not have
+};
+
+struct ValidationSummary {
+  std::vector<RecordValidation> records;
+  double median_abs_step_error = 0, max_abs_step_error = 0, median_abs_op_error = 0;
+  nlohmann::json to_json() const;
+  std::string to_text() const;
+  std::string to_markdown(const std::string& plot_file) const;
+  std::string plot_svg() const;  // simulated against measured, log-log, one point per op and step
+};
+
+// The simulation input matching a record: a CPU record runs on a single-node cluster of `ranks`
+// CPU "chips" whose compute, memory and links come from the calibration profile; a CUDA record
+// on one H200 (or a DGX H200 node for several ranks).
+SimulationInput simulation_for(const RunRecord& r, const std::optional<CalibrationProfile>& profile,
+                               Fidelity fidelity);
+
+// Throws ConfigError / UsageError on a record or profile that does not fit.
+ValidationSummary validate_records(const std::vector<std::string>& record_files,
+                                   const std::optional<std::string>& profile_file, Fidelity fidelity);
+
+}  // namespace glam
