@@ -3,6 +3,7 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "cpu/fast_math.h"
 #include "cpu/parallel.h"
 
 namespace glam::kernels {
@@ -19,70 +20,92 @@ namespace {
 constexpr double kSqrt2OverPi = 0.7978845608028654;
 constexpr double kGeluCubic = 0.044715;
 
-// value and derivative of the activation
-template <class T>
-inline void act(Activation a, T x, T& f, T& df) {
-  switch (a) {
-    case Activation::kGelu: {
-      T u = static_cast<T>(kSqrt2OverPi) * (x + static_cast<T>(kGeluCubic) * x * x * x);
-      T th = std::tanh(u);
-      f = T(0.5) * x * (T(1) + th);
-      T du = static_cast<T>(kSqrt2OverPi) * (T(1) + T(3) * static_cast<T>(kGeluCubic) * x * x);
-      df = T(0.5) * (T(1) + th) + T(0.5) * x * (T(1) - th * th) * du;
-      return;
-    }
-    case Activation::kRelu:
-      f = x > T(0) ? x : T(0);
-      df = x > T(0) ? T(1) : T(0);
-      return;
-    case Activation::kSilu: {
-      T s = T(1) / (T(1) + std::exp(-x));
-      f = x * s;
-      df = s * (T(1) + x * (T(1) - s));
-      return;
-    }
+// Each activation as a value and a (value, derivative) function; loops are instantiated per
+// activation so that the compiler vectorizes them.
+struct Gelu {  // tanh approximation (T5, GLaM)
+  template <class T>
+  static T f(T x) {
+    T u = static_cast<T>(kSqrt2OverPi) * (x + static_cast<T>(kGeluCubic) * x * x * x);
+    return T(0.5) * x * (T(1) + cpu::fast_tanh(u));
+  }
+  template <class T>
+  static void fd(T x, T& f, T& df) {
+    T u = static_cast<T>(kSqrt2OverPi) * (x + static_cast<T>(kGeluCubic) * x * x * x);
+    T th = cpu::fast_tanh(u);
+    f = T(0.5) * x * (T(1) + th);
+    T du = static_cast<T>(kSqrt2OverPi) * (T(1) + T(3) * static_cast<T>(kGeluCubic) * x * x);
+    df = T(0.5) * (T(1) + th) + T(0.5) * x * (T(1) - th * th) * du;
+  }
+};
+struct Relu {
+  template <class T>
+  static T f(T x) { return x > T(0) ? x : T(0); }
+  template <class T>
+  static void fd(T x, T& f, T& df) {
+    f = x > T(0) ? x : T(0);
+    df = x > T(0) ? T(1) : T(0);
+  }
+};
+struct Silu {
+  template <class T>
+  static T f(T x) { return x / (T(1) + cpu::fast_exp(-x)); }
+  template <class T>
+  static void fd(T x, T& f, T& df) {
+    T s = T(1) / (T(1) + cpu::fast_exp(-x));
+    f = x * s;
+    df = s * (T(1) + x * (T(1) - s));
+  }
+};
+
+template <class A, class T>
+void forward(const T* h0, const T* h1, T* y, int64_t n) {
+  if (h1) {
+    GLAM_PARALLEL_FOR(n / 4096)
+    for (int64_t i = 0; i < n; ++i) y[i] = A::f(h0[i]) * h1[i];
+  } else {
+    GLAM_PARALLEL_FOR(n / 4096)
+    for (int64_t i = 0; i < n; ++i) y[i] = A::f(h0[i]);
   }
 }
 
-template <class T>
-inline T act_value(Activation a, T x) {
-  switch (a) {
-    case Activation::kGelu: {
-      T u = static_cast<T>(kSqrt2OverPi) * (x + static_cast<T>(kGeluCubic) * x * x * x);
-      return T(0.5) * x * (T(1) + std::tanh(u));
+template <class A, class T>
+void backward(const T* dy, const T* h0, const T* h1, T* dh0, T* dh1, int64_t n) {
+  if (h1) {
+    GLAM_PARALLEL_FOR(n / 4096)
+    for (int64_t i = 0; i < n; ++i) {
+      T f, df;
+      A::fd(h0[i], f, df);
+      dh0[i] = dy[i] * h1[i] * df;
+      dh1[i] = dy[i] * f;
     }
-    case Activation::kRelu: return x > T(0) ? x : T(0);
-    case Activation::kSilu: return x / (T(1) + std::exp(-x));
+  } else {
+    GLAM_PARALLEL_FOR(n / 4096)
+    for (int64_t i = 0; i < n; ++i) {
+      T f, df;
+      A::fd(h0[i], f, df);
+      dh0[i] = dy[i] * df;
+    }
   }
-  return x;
 }
 
 }  // namespace
 
 template <class T>
 void activation_forward(const KernelContext&, Activation a, const T* h0, const T* h1, T* y, int64_t n) {
-  if (h1) {
-    GLAM_PARALLEL_FOR(n / 4096)
-    for (int64_t i = 0; i < n; ++i) y[i] = act_value(a, h0[i]) * h1[i];
-  } else {
-    GLAM_PARALLEL_FOR(n / 4096)
-    for (int64_t i = 0; i < n; ++i) y[i] = act_value(a, h0[i]);
+  switch (a) {
+    case Activation::kGelu: return forward<Gelu>(h0, h1, y, n);
+    case Activation::kRelu: return forward<Relu>(h0, h1, y, n);
+    case Activation::kSilu: return forward<Silu>(h0, h1, y, n);
   }
 }
 
 template <class T>
 void activation_backward(const KernelContext&, Activation a, const T* dy, const T* h0, const T* h1, T* dh0, T* dh1,
                          int64_t n) {
-  GLAM_PARALLEL_FOR(n / 4096)
-  for (int64_t i = 0; i < n; ++i) {
-    T f = 0, df = 0;
-    act(a, h0[i], f, df);
-    if (h1) {
-      dh0[i] = dy[i] * h1[i] * df;
-      dh1[i] = dy[i] * f;
-    } else {
-      dh0[i] = dy[i] * df;
-    }
+  switch (a) {
+    case Activation::kGelu: return backward<Gelu>(dy, h0, h1, dh0, dh1, n);
+    case Activation::kRelu: return backward<Relu>(dy, h0, h1, dh0, dh1, n);
+    case Activation::kSilu: return backward<Silu>(dy, h0, h1, dh0, dh1, n);
   }
 }
 

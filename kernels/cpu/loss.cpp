@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "cpu/fast_math.h"
 #include "cpu/parallel.h"
 
 namespace glam::kernels {
@@ -13,19 +14,23 @@ void softmax_xent_forward_backward(const KernelContext&, const T* logits, const 
   GLAM_PARALLEL_FOR(tokens / 8)
   for (int64_t t = 0; t < tokens; ++t) {
     const T* x = logits + t * vocab;
-    T* d = dlogits + t * vocab;
+    T* d = dlogits + t * vocab;  // may alias x: every x[v] is read before d[v] is written
+    const int32_t y = targets[t];
+    const T target_logit = x[y];
     T mx = x[0];
     for (int64_t v = 1; v < vocab; ++v) mx = std::max(mx, x[v]);
-    double sum = 0;
-    for (int64_t v = 0; v < vocab; ++v) sum += std::exp(static_cast<double>(x[v] - mx));
-    double z = static_cast<double>(mx) + std::log(sum);
-    int32_t y = targets[t];
-    ce[t] = static_cast<T>(z - static_cast<double>(x[y]));
+    T sum = 0;
+    for (int64_t v = 0; v < vocab; ++v) {
+      T e = cpu::fast_exp(x[v] - mx);
+      d[v] = e;
+      sum += e;
+    }
+    double z = static_cast<double>(mx) + std::log(static_cast<double>(sum));
+    ce[t] = static_cast<T>(z - static_cast<double>(target_logit));
     lse[t] = static_cast<T>(z);
     // d/dx_v of ce + z_weight * z^2 = softmax_v - [v == y] + 2 z_weight z softmax_v
-    T coef = static_cast<T>(grad_scale * (1.0 + 2.0 * z_weight * z));
-    T zt = static_cast<T>(z);
-    for (int64_t v = 0; v < vocab; ++v) d[v] = coef * std::exp(x[v] - zt);
+    const T coef = static_cast<T>(grad_scale * (1.0 + 2.0 * z_weight * z) / static_cast<double>(sum));
+    for (int64_t v = 0; v < vocab; ++v) d[v] *= coef;
     d[y] -= static_cast<T>(grad_scale);
   }
 }

@@ -224,3 +224,40 @@ TEST(MoePermute, SwapLeadingAxesIsATransposeOfBlocks) {
 
 }  // namespace
 }  // namespace glam::kernels
+
+namespace glam::kernels {
+namespace {
+
+// The float32 kernels (vectorized exp) agree with the float64 reference path.
+TEST(FloatPath, ActivationsAndLossMatchFloat64) {
+  std::mt19937_64 gen(31);
+  const int64_t n = 4096;
+  V h0 = glam::testing::random_vector(n, gen, 4.0), h1 = glam::testing::random_vector(n, gen);
+  h0[0] = 60, h0[1] = -60, h0[2] = 0;  // saturation and zero
+  std::vector<float> f0(h0.begin(), h0.end()), f1(h1.begin(), h1.end()), fy(n), fd0(n), fd1(n);
+  for (Activation act : {Activation::kGelu, Activation::kSilu}) {
+    V y(n), d0(n), d1(n);
+    activation_forward<double>(ctx, act, h0.data(), h1.data(), y.data(), n);
+    activation_forward<float>(ctx, act, f0.data(), f1.data(), fy.data(), n);
+    activation_backward<double>(ctx, act, h1.data(), h0.data(), h1.data(), d0.data(), d1.data(), n);
+    activation_backward<float>(ctx, act, f1.data(), f0.data(), f1.data(), fd0.data(), fd1.data(), n);
+    for (int64_t i = 0; i < n; ++i) {
+      ASSERT_NEAR(fy[i], y[i], 1e-5 * (1 + std::abs(y[i]))) << i;
+      ASSERT_NEAR(fd0[i], d0[i], 1e-5 * (1 + std::abs(d0[i]))) << i;
+    }
+  }
+  const int64_t tokens = 3, vocab = 1000;
+  V logits = glam::testing::random_vector(tokens * vocab, gen, 3.0), ce(tokens), lse(tokens), d(tokens * vocab);
+  std::vector<float> lf(logits.begin(), logits.end()), cf(tokens), sf(tokens), df(tokens * vocab);
+  std::vector<int32_t> y = {5, 999, 0};
+  softmax_xent_forward_backward<double>(ctx, logits.data(), y.data(), tokens, vocab, 1e-4, 0.5, ce.data(), lse.data(), d.data());
+  softmax_xent_forward_backward<float>(ctx, lf.data(), y.data(), tokens, vocab, 1e-4, 0.5, cf.data(), sf.data(), df.data());
+  for (int64_t t = 0; t < tokens; ++t) {
+    EXPECT_NEAR(cf[t], ce[t], 1e-5 * ce[t]);
+    EXPECT_NEAR(sf[t], lse[t], 1e-5 * lse[t]);
+  }
+  for (int64_t i = 0; i < tokens * vocab; ++i) ASSERT_NEAR(df[i], d[i], 1e-6);
+}
+
+}  // namespace
+}  // namespace glam::kernels
