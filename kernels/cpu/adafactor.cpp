@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 namespace glam::kernels {
 
@@ -16,51 +17,58 @@ void adafactor_update(const KernelContext&, T* param, const T* grad, T* row_stat
   const int64_t n = rows * cols;
   double param_ss = 0;
   for (int64_t i = 0; i < n; ++i) param_ss += static_cast<double>(param[i]) * param[i];
+  const double param_rms = std::sqrt(param_ss / static_cast<double>(n));
   double update_ss = 0;
   if (row_state && col_state) {
+    // R_i, C_j: decayed means of g^2 + eps1 over columns and rows (row-major passes only)
+    std::vector<double> col_acc(static_cast<size_t>(cols), 0.0);
     for (int64_t r = 0; r < rows; ++r) {
+      const T* g = grad + r * cols;
       double acc = 0;
-      for (int64_t c = 0; c < cols; ++c) acc += static_cast<double>(grad[r * cols + c]) * grad[r * cols + c] + h.eps1;
+      for (int64_t c = 0; c < cols; ++c) {
+        double g2 = static_cast<double>(g[c]) * g[c] + h.eps1;
+        acc += g2;
+        col_acc[static_cast<size_t>(c)] += g2;
+      }
       row_state[r] = static_cast<T>(beta2 * row_state[r] + (1 - beta2) * acc / static_cast<double>(cols));
     }
-    for (int64_t c = 0; c < cols; ++c) {
-      double acc = 0;
-      for (int64_t r = 0; r < rows; ++r) acc += static_cast<double>(grad[r * cols + c]) * grad[r * cols + c] + h.eps1;
-      col_state[c] = static_cast<T>(beta2 * col_state[c] + (1 - beta2) * acc / static_cast<double>(rows));
-    }
+    for (int64_t c = 0; c < cols; ++c)
+      col_state[c] = static_cast<T>(beta2 * col_state[c] + (1 - beta2) * col_acc[static_cast<size_t>(c)] / static_cast<double>(rows));
     double row_mean = 0;
     for (int64_t r = 0; r < rows; ++r) row_mean += row_state[r];
     row_mean /= static_cast<double>(rows);
-    for (int64_t r = 0; r < rows; ++r)
+    // U_ij = g_ij / sqrt(R_i C_j / mean R) = g_ij * a_i * b_j
+    std::vector<double> a(static_cast<size_t>(rows)), b(static_cast<size_t>(cols));
+    for (int64_t r = 0; r < rows; ++r) a[static_cast<size_t>(r)] = std::sqrt(row_mean / static_cast<double>(row_state[r]));
+    for (int64_t c = 0; c < cols; ++c) b[static_cast<size_t>(c)] = 1.0 / std::sqrt(static_cast<double>(col_state[c]));
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* g = grad + r * cols;
+      double acc = 0;
       for (int64_t c = 0; c < cols; ++c) {
-        double v = static_cast<double>(row_state[r]) * col_state[c] / row_mean;
-        double u = grad[r * cols + c] / std::sqrt(v);
-        update_ss += u * u;
+        double u = g[c] * b[static_cast<size_t>(c)];
+        acc += u * u;
       }
-  } else {
-    for (int64_t i = 0; i < n; ++i) {
-      full_state[i] = static_cast<T>(beta2 * full_state[i] + (1 - beta2) * (static_cast<double>(grad[i]) * grad[i] + h.eps1));
-      double u = grad[i] / std::sqrt(static_cast<double>(full_state[i]));
-      update_ss += u * u;
+      update_ss += acc * a[static_cast<size_t>(r)] * a[static_cast<size_t>(r)];
     }
+    double update_rms = std::sqrt(update_ss / static_cast<double>(n));
+    double lr = adafactor_step_size(h, step) * std::max(h.eps2, param_rms) / std::max(1.0, update_rms / h.clip);
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* g = grad + r * cols;
+      T* w = param + r * cols;
+      double la = lr * a[static_cast<size_t>(r)];
+      for (int64_t c = 0; c < cols; ++c) w[c] = static_cast<T>(w[c] - la * b[static_cast<size_t>(c)] * g[c]);
+    }
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    full_state[i] = static_cast<T>(beta2 * full_state[i] + (1 - beta2) * (static_cast<double>(grad[i]) * grad[i] + h.eps1));
+    double u = grad[i] / std::sqrt(static_cast<double>(full_state[i]));
+    update_ss += u * u;
   }
   double update_rms = std::sqrt(update_ss / static_cast<double>(n));
-  double clip_div = std::max(1.0, update_rms / h.clip);
-  double param_rms = std::sqrt(param_ss / static_cast<double>(n));
-  double lr = adafactor_step_size(h, step) * std::max(h.eps2, param_rms) / clip_div;
-  if (row_state && col_state) {
-    double row_mean = 0;
-    for (int64_t r = 0; r < rows; ++r) row_mean += row_state[r];
-    row_mean /= static_cast<double>(rows);
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t c = 0; c < cols; ++c) {
-        double v = static_cast<double>(row_state[r]) * col_state[c] / row_mean;
-        param[r * cols + c] = static_cast<T>(param[r * cols + c] - lr * grad[r * cols + c] / std::sqrt(v));
-      }
-  } else {
-    for (int64_t i = 0; i < n; ++i)
-      param[i] = static_cast<T>(param[i] - lr * grad[i] / std::sqrt(static_cast<double>(full_state[i])));
-  }
+  double lr = adafactor_step_size(h, step) * std::max(h.eps2, param_rms) / std::max(1.0, update_rms / h.clip);
+  for (int64_t i = 0; i < n; ++i)
+    param[i] = static_cast<T>(param[i] - lr * grad[i] / std::sqrt(static_cast<double>(full_state[i])));
 }
 
 template void adafactor_update<float>(const KernelContext&, float*, const float*, float*, float*, float*, int64_t,
