@@ -50,6 +50,7 @@ int main(int argc, char** argv) {
   train->add_option("--format", t.format, "text or json (the run record on stdout)");
   train->add_option("--text", t.text, "Training text file (default: Debian's /usr/share/common-licenses)");
   train->add_option("--tokenizer", t.tokenizer, "SentencePiece model (default: trained on the text, cached)");
+  train->add_flag("--random-tokens", t.random_tokens, "Uniform random tokens instead of text (timing runs of large vocabularies)");
   train->add_option("--cache-dir", t.cache_dir, "Folder for trained tokenizers");
   train->add_option("--seed", t.seed, "Seed of the initial weights and of random routing");
   train->add_option("--resume", t.resume, "Checkpoint to continue from");

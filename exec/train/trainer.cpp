@@ -104,13 +104,27 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
   if (!o.resume.empty() && !fs::exists(o.resume)) throw UsageError(o.resume + ": no such checkpoint");
 
   // data
-  const std::string text = o.text.empty() ? default_corpus_text() : read_text_file(o.text);
-  const std::string text_origin = o.text.empty() ? std::string(kDefaultCorpusDir) : o.text;
-  Tokenizer tok = get_tokenizer(o, text, m.vocab_size, comm);
-  if (tok.vocab_size() != m.vocab_size)
-    throw UsageError(tok.origin() + ": SentencePiece vocabulary of " + std::to_string(tok.vocab_size()) +
-                     " pieces does not match vocab_size = " + std::to_string(m.vocab_size) + " of " + m.id);
-  TokenBatches batches(tok.encode_text(text), m.seq_len, shape.seqs * ranks, text_origin);
+  std::optional<TokenBatches> batches;
+  std::string text_origin = "random tokens", tokenizer_origin = "none";
+  if (o.random_tokens) {
+    if (!o.text.empty() || !o.tokenizer.empty()) throw UsageError("--random-tokens excludes --text and --tokenizer");
+    std::vector<int32_t> stream(static_cast<size_t>(shape.seqs * ranks * m.seq_len * 4 + 1));
+    uint64_t z = o.seed * 0x9E3779B97F4A7C15ull + 7;
+    for (auto& t : stream) {
+      z = z * 6364136223846793005ull + 1442695040888963407ull;
+      t = static_cast<int32_t>((z >> 33) % static_cast<uint64_t>(m.vocab_size));
+    }
+    batches.emplace(std::move(stream), m.seq_len, shape.seqs * ranks, text_origin);
+  } else {
+    const std::string text = o.text.empty() ? default_corpus_text() : read_text_file(o.text);
+    text_origin = o.text.empty() ? std::string(kDefaultCorpusDir) : o.text;
+    Tokenizer tok = get_tokenizer(o, text, m.vocab_size, comm);
+    if (tok.vocab_size() != m.vocab_size)
+      throw UsageError(tok.origin() + ": SentencePiece vocabulary of " + std::to_string(tok.vocab_size()) +
+                       " pieces does not match vocab_size = " + std::to_string(m.vocab_size) + " of " + m.id);
+    tokenizer_origin = tok.origin();
+    batches.emplace(tok.encode_text(text), m.seq_len, shape.seqs * ranks, text_origin);
+  }
 
   // device and model
   kernels::KernelContext ctx;
@@ -144,7 +158,7 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
   run.seq_len = m.seq_len;
   run.steps = o.steps;
   run.warmup_steps = warmup;
-  run.tokenizer = tok.origin();
+  run.tokenizer = tokenizer_origin;
   run.text = text_origin;
   std::vector<MoeLayerStats> moe_sum;
   const bool print = rank == 0 && o.format == "text" && !o.quiet;
@@ -155,7 +169,7 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
     timer.begin_step();
     comm.barrier();
     auto t0 = std::chrono::steady_clock::now();
-    batches.fill(step - 1, rank * shape.seqs, shape.seqs, hin.data(), htg.data());
+    batches->fill(step - 1, rank * shape.seqs, shape.seqs, hin.data(), htg.data());
     copy_to_device(hin.data(), inputs.data(), shape.tokens());
     copy_to_device(htg.data(), targets.data(), shape.tokens());
     StepLoss loss = model.run(inputs.data(), targets.data(), step, true, &timer);

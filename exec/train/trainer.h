@@ -22,6 +22,7 @@ struct TrainOptions {
   std::string format = "text";    // "text" or "json" (stdout)
   std::string text;               // training text ("" : the default corpus)
   std::string tokenizer;          // SentencePiece model ("" : trained on the text and cached)
+  bool random_tokens = false;     // uniform random tokens instead of text (timing of large vocabularies)
   std::string cache_dir;          // where trained tokenizers are cached ("" : $GLAM_CACHE_DIR or the build's data/)
   uint64_t seed = 1;
   std::string resume;             // checkpoint to start from

@@ -84,11 +84,12 @@ TEST_F(Train, RunRecordFollowsTheSchema) {
 }
 
 TEST_F(Train, LayersAndJsonFormat) {
-  auto r = train("--model glam-tiny-8e --layers 2 --steps 2 --batch-tokens 128 --format json");
+  auto r = train("--model glam-tiny-8e --layers 2 --steps 2 --batch-tokens 128 --format json --random-tokens");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   json j = json::parse(r.out);
   EXPECT_EQ(j["model"]["layers_run"], 2);
   EXPECT_EQ(j["moe_layers"].size(), 1u);
+  EXPECT_EQ(j["data"]["text"], "random tokens");
   for (const auto& op : j["ops"]) EXPECT_EQ(op["id"].get<std::string>().rfind("L2.", 0), std::string::npos);
 }
 
