@@ -20,7 +20,14 @@ void add_run_command(CLI::App& app) {
     auto t0 = std::chrono::steady_clock::now();
     bool show_progress = !opts->quiet && isatty(STDERR_FILENO);
     ResolvedSimulation sim = opts->resolve(show_progress);
+    if (show_progress)
+      sim.input.progress = [t0](double done) {
+        // Only runs that last more than a couple of seconds report progress.
+        double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        if (elapsed > 2) std::cerr << "\rglamsim: simulating the step, " << static_cast<int>(100 * done) << "% of ops" << std::flush;
+      };
     StepResult r = simulate_step(sim.input);
+    if (show_progress) std::cerr << "\r\033[K" << std::flush;
     if (!r.fits_memory && !opts->allow_oom)
       throw UsageError("the plan needs " + format_bytes(r.memory.total_bytes()) + " per chip but " +
                        sim.input.cluster.id() + " chips hold " + format_bytes(sim.input.cluster.chip().hbm_bytes) +

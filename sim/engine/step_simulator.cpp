@@ -42,6 +42,7 @@ StepResult simulate_step(const SimulationInput& in) {
   double stream = 0;
   std::map<CommAxis, double> lane;
   for (size_t i = 0; i < ops.size(); ++i) {
+    if (in.progress && i % 64 == 0) in.progress(static_cast<double>(i) / static_cast<double>(ops.size()));
     const StepOp& op = ops[i];
     OpTiming& t = r.timing[i];
     double ready = 0;

@@ -3,6 +3,7 @@
 // (compute by the roofline model, collectives by the chosen network fidelity) and schedules
 // them on one rank's compute stream plus one network lane per plan axis for the collectives
 // that overlap compute (gradient reductions, weight prefetches).
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -30,6 +31,7 @@ struct SimulationInput {
   CalibrationProfile profile;
   int64_t layers_run = -1;  // first K blocks only (to match executor runs of part of a model)
   size_t flow_max_flows = 16384;  // flow fidelity: larger phases are costed analytically
+  std::function<void(double)> progress;  // called with the fraction of ops done, when set
 };
 
 struct OpTiming {
