@@ -35,7 +35,12 @@ nlohmann::json CalibrationProfile::to_json() const {
           {"memory_bandwidth_Bps", memory_bandwidth_Bps},
           {"threads", threads},
           {"link_bandwidth_Bps", link_bandwidth_Bps},
-          {"link_latency_s", link_latency_s}};
+          {"link_latency_s", link_latency_s},
+          {"ops", [&] {
+             nlohmann::json o = nlohmann::json::object();
+             for (const auto& [name, c] : ops) o[name] = curve(c);
+             return o;
+           }()}};
 }
 
 // Defaults until a measured profile exists. Matrix-unit efficiencies are set once per chip
@@ -105,14 +110,17 @@ const Schema<ProfileFile>& profile_schema() {
   return s;
 }
 
+// `max_value` is 1 for fractions of a peak; per-op curves relate a measured rate to the
+// StepGraph's nominal count, which may exceed the peak (an op touching fewer bytes than counted).
 EfficiencyCurve curve_from(const std::vector<double>& sizes, const std::vector<double>& values,
-                           const std::string& file, const std::string& key) {
+                           const std::string& file, const std::string& key, double max_value = 1.0) {
   if (sizes.size() != values.size())
     throw ConfigError(file, key, std::to_string(values.size()) + " values",
                       "as many values as sizes (" + std::to_string(sizes.size()) + ")");
   for (size_t i = 0; i < values.size(); ++i) {
-    if (!(values[i] > 0 && values[i] <= 1))
-      throw ConfigError(file, key, std::to_string(values[i]), "efficiencies in (0, 1]");
+    if (!(values[i] > 0 && values[i] <= max_value))
+      throw ConfigError(file, key, std::to_string(values[i]),
+                        max_value == 1.0 ? "efficiencies in (0, 1]" : "positive efficiencies up to " + std::to_string(max_value));
     if (!(sizes[i] > 0) || (i && sizes[i] <= sizes[i - 1]))
       throw ConfigError(file, key, std::to_string(sizes[i]), "positive, increasing sizes");
   }
@@ -122,7 +130,32 @@ EfficiencyCurve curve_from(const std::vector<double>& sizes, const std::vector<d
 }  // namespace
 
 CalibrationProfile load_profile(const std::string& path) {
-  ProfileFile f = profile_schema().parse(load_toml_file(path), path);
+  toml::table table = load_toml_file(path);
+  // [ops.<name>] holds one curve per op name: read apart from the fixed fields.
+  std::map<std::string, EfficiencyCurve> op_curves;
+  if (const toml::node* ops = table.get("ops")) {
+    const toml::table* t = ops->as_table();
+    if (!t) throw ConfigError(path, "ops", toml_value_text(*ops), "a table of [ops.<name>] curves");
+    for (const auto& [name, node] : *t) {
+      std::string key = "ops." + std::string(name.str());
+      const toml::table* c = node.as_table();
+      if (!c) throw ConfigError(path, key, toml_value_text(node), "a table with sizes and efficiency");
+      auto numbers = [&](const char* field) {
+        std::vector<double> v;
+        const toml::array* arr = c->get_as<toml::array>(field);
+        if (!arr) throw ConfigError(path, key + "." + field, "(missing)", "a list of numbers");
+        for (const auto& x : *arr) {
+          if (!x.is_number()) throw ConfigError(path, key + "." + field, toml_value_text(x), "numbers");
+          v.push_back(*x.value<double>());
+        }
+        return v;
+      };
+      op_curves[std::string(name.str())] =
+          curve_from(numbers("sizes"), numbers("efficiency"), path, key + ".efficiency", 100.0);
+    }
+    table.erase("ops");
+  }
+  ProfileFile f = profile_schema().parse(table, path);
   CalibrationProfile p = default_profile(f.device);
   p.source = path;
   p.matmul = curve_from(f.matmul_flops, f.matmul_eff, path, "compute.matmul_efficiency");
@@ -138,6 +171,7 @@ CalibrationProfile load_profile(const std::string& path) {
   p.threads = static_cast<int>(f.threads);
   p.link_bandwidth_Bps = f.link_bandwidth_Bps;
   p.link_latency_s = f.link_latency_s;
+  p.ops = std::move(op_curves);
   return p;
 }
 

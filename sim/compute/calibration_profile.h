@@ -2,6 +2,7 @@
 // Calibration profile: how close a chip gets to its roofline per op kind, and how its
 // collectives deviate from the link model. Measured profiles come from `glamexec calibrate`;
 // until one exists, defaults per chip kind (calibration_profile.cpp) are used.
+#include <map>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,10 @@ struct CalibrationProfile {
   std::string source;  // file it came from, or "default for <chip kind>"
   std::string device;  // chip kind it describes
   EfficiencyCurve matmul, attention, memory;
+  // Curves for single ops by StepGraph name ("attn_softmax", "moe_permute"), measured by running
+  // the executor's own kernels; they take precedence over the curve of the op's kind. Sizes are
+  // FLOPs for matrix ops and bytes for memory-bound ones, as the StepGraph counts them.
+  std::map<std::string, EfficiencyCurve> ops;
   double op_overhead_s = 0;           // fixed cost per op (kernel launch, dispatch)
   EfficiencyCurve network_bandwidth;  // fraction of link bandwidth reached, by message size
   double network_latency_factor = 1;  // multiplies link latencies

@@ -11,6 +11,11 @@ ComputeModel::ComputeModel(const ChipSpec& chip, CalibrationProfile profile, boo
 
 double ComputeModel::op_time_s(const StepOp& op) const {
   if (op.kind == OpKind::kCollective) return 0;
+  // A curve measured for this very op wins over the curve of its kind.
+  if (auto it = profile_.ops.find(op.name); it != profile_.ops.end()) {
+    if (op.kind == OpKind::kElementwise) return op.bytes / (chip_.hbm_bandwidth_Bps * it->second.at(op.bytes));
+    return op.flops / (peak_flops_ * it->second.at(op.flops));
+  }
   double flop_time = 0;
   if (op.kind == OpKind::kMatmul) flop_time = op.flops / (peak_flops_ * profile_.matmul.at(op.flops));
   if (op.kind == OpKind::kAttention) flop_time = op.flops / (peak_flops_ * profile_.attention.at(op.flops));
