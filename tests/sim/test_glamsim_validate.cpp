@@ -1,0 +1,125 @@
+// End-to-end: `glamsim validate` on hand-written run records (the executor's own records are
+// validated in tests/calibration).
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "support/run_command.h"
+
+namespace glam {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::read_whole_file;
+using testing::run_command;
+
+const fs::path kDir = fs::temp_directory_path() / ("glam-validate-" + std::to_string(::getpid()));
+
+nlohmann::json record(const std::string& model_file, double step_s) {
+  return {{"schema", "glam-run-record/1"},
+          {"model", {{"id", "glam-8b-64e"}, {"file", model_file}, {"layers_run", 2}}},
+          {"plan", {{"ranks", 1}, {"dp", 1}, {"ep", 1}, {"tp", 1}}},
+          {"device", {{"kind", "cpu"}, {"name", "test"}, {"threads", 2}}},
+          {"global_batch_tokens", 2048},
+          {"step_time_s", {{"median", step_s}, {"p10", step_s}, {"p90", step_s}}},
+          {"ops", {{{"id", "L0.attn_qkv.fwd"}, {"median_s", 0.01}}, {{"id", "L9.not_an_op.fwd"}, {"median_s", 0.01}}}},
+          {"moe_layers", nlohmann::json::array({{{"layer", 1}, {"expert_load", std::vector<int>(64, 10)}}})}};
+}
+
+void write(const fs::path& p, const std::string& text) {
+  fs::create_directories(p.parent_path());
+  std::ofstream(p) << text;
+}
+
+const char* kProfile = R"(device = "cpu"
+[measured]
+peak_flops = 5e10
+memory_bandwidth_Bps = 1e10
+threads = 2
+[compute]
+matmul_flops = [1e6, 1e9]
+matmul_efficiency = [0.5, 0.9]
+[memory]
+bytes = [1e4, 1e8]
+efficiency = [0.5, 0.9]
+[ops.attn_softmax]
+sizes = [1e5]
+efficiency = [2.5]
+)";
+
+class GlamsimValidate : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    fs::remove_all(kDir);
+    write(kDir / "profile.toml", kProfile);
+    write(kDir / "gpu.toml", std::string(kProfile).replace(10, 3, "h200"));
+    write(kDir / "a.json", record("", 0.5).dump());
+  }
+  void TearDown() override { fs::remove_all(kDir); }
+};
+
+TEST_F(GlamsimValidate, ComparesStepAndOpsAndWritesTheReport) {
+  auto r = run_command("glamsim validate " + (kDir / "a.json").string() + " --calibration " +
+                       (kDir / "profile.toml").string() + " --format json --out " + (kDir / "report").string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["records"].size(), 1u);
+  const auto& rec = j["records"][0];
+  const double measured = rec["measured_step_s"], simulated = rec["simulated_step_s"];
+  EXPECT_DOUBLE_EQ(measured, 0.5);
+  EXPECT_GT(simulated, 0);
+  EXPECT_NEAR(rec["step_error"].get<double>(), (simulated - measured) / measured, 1e-12);
+  EXPECT_NEAR(j["median_abs_step_error"].get<double>(), std::fabs(rec["step_error"].get<double>()), 1e-12);
+  ASSERT_EQ(rec["ops"].size(), 1u);
+  EXPECT_EQ(rec["ops"][0]["id"], "L0.attn_qkv.fwd");
+  EXPECT_EQ(rec["unmatched_ops"][0], "L9.not_an_op.fwd");
+  for (const char* f : {"report.md", "plot.svg", "validation.json"}) EXPECT_TRUE(fs::exists(kDir / "report" / f)) << f;
+  EXPECT_NE(read_whole_file(kDir / "report/plot.svg").find("<circle"), std::string::npos);
+}
+
+TEST_F(GlamsimValidate, AFasterHostSimulatesAFasterStep) {
+  auto slow = nlohmann::json::parse(run_command("glamsim validate " + (kDir / "a.json").string() +
+                                                " --calibration " + (kDir / "profile.toml").string() + " --format json")
+                                        .out);
+  std::string fast_profile = kProfile;
+  fast_profile.replace(fast_profile.find("5e10"), 4, "1e11");
+  write(kDir / "fast.toml", fast_profile);
+  auto fast = nlohmann::json::parse(run_command("glamsim validate " + (kDir / "a.json").string() +
+                                                " --calibration " + (kDir / "fast.toml").string() + " --format json")
+                                        .out);
+  EXPECT_LT(fast["records"][0]["simulated_step_s"].get<double>(), slow["records"][0]["simulated_step_s"].get<double>());
+}
+
+struct BadValidate {
+  std::string name, record_text, profile, expected;
+};
+
+TEST_F(GlamsimValidate, BadInputExitsTwoNamingTheFile) {
+  auto other_schema = record("", 0.5);
+  other_schema["schema"] = "glam-run-record/0";
+  auto missing_model = record((kDir / "gone.toml").string(), 0.5);
+  const std::vector<BadValidate> cases = {
+      {"schema.json", other_schema.dump(), "profile.toml", "key 'schema' = \"glam-run-record/0\""},
+      {"model.json", missing_model.dump(), "profile.toml", "key 'model.file'"},
+      {"device.json", record("", 0.5).dump(), "gpu.toml", "measured on a h200 device"},
+      {"nojson.json", "{ not json", "profile.toml", "not valid JSON"},
+      {"noprofile.json", record("", 0.5).dump(), "", "calibration profile"},
+  };
+  for (const auto& c : cases) {
+    write(kDir / c.name, c.record_text);
+    std::string cmd = "glamsim validate " + (kDir / c.name).string() + " --out " + (kDir / "out").string();
+    if (!c.profile.empty()) cmd += " --calibration " + (kDir / c.profile).string();
+    auto r = run_command(cmd);
+    EXPECT_EQ(r.exit_code, 2) << c.name << ": " << r.err;
+    EXPECT_NE(r.err.find(c.expected), std::string::npos) << c.name << ": " << r.err;
+    if (c.name != "noprofile.json" && c.name != "device.json")
+      EXPECT_NE(r.err.find(c.name), std::string::npos) << "error should name the record: " << r.err;
+    EXPECT_FALSE(fs::exists(kDir / "out")) << c.name;
+  }
+}
+
+}  // namespace
+}  // namespace glam
