@@ -4,8 +4,6 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <filesystem>
-#include <fstream>
 
 #include "engine/step_simulator.h"
 
@@ -51,20 +49,7 @@ TEST(FidelityAgreement, Torus64ChipsTensorAndExpertParallel) {
 }
 
 TEST(FidelityAgreement, Torus256Chips) {
-  auto path = std::filesystem::temp_directory_path() / "glam-torus-256.toml";
-  std::ofstream(path) << R"(id = "torus-256"
-[chip]
-kind = "tpu-v4"
-[topology]
-kind = "torus"
-dims = [4, 8, 8]
-[links.ici]
-bandwidth_Bps = 45e9
-latency_s = 1e-6
-)";
-  Cluster c = load_cluster(path.string());
-  std::filesystem::remove(path);
-  expect_agreement(simulate_both("glam-1.7b-64e", c, 128, 64, 2, 1 << 18));
+  expect_agreement(simulate_both("glam-1.7b-64e", load_cluster("tpu-v4-256"), 128, 64, 2, 1 << 18));
 }
 
 TEST(FidelityAgreement, GpuCluster64) {
