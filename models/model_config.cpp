@@ -108,7 +108,7 @@ void validate(const ModelConfig& m, const std::string& file) {
     if (m.experts == 1 && m.top_k != 1)
       throw ConfigError(file, "moe.top_k", num(m.top_k), "1 when there is a single expert");
   }
-  if (m.group_tokens > 0 && m.seq_len % m.group_tokens != 0 && m.group_tokens % m.seq_len != 0)
+  if (m.is_moe() && m.seq_len % m.group_tokens != 0 && m.group_tokens % m.seq_len != 0)
     throw ConfigError(file, "moe.group_tokens", num(m.group_tokens),
                       "a divisor or multiple of architecture.seq_len = " + num(m.seq_len));
   // Attention may be wider than the model (GLaM 64B/64E: 128 x 128 = 2 x 8192), but a head

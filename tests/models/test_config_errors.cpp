@@ -92,6 +92,11 @@ TEST(ModelConfigErrors, GroupMustDivideOrTileTheSequence) {
   EXPECT_NE(msg.find("'moe.group_tokens' = 48"), std::string::npos) << msg;
 }
 
+TEST(ModelConfigErrors, DenseModelsIgnoreTheRoutingGroup) {
+  std::string dense = replaced(replaced(kValid, "experts = 8", "experts = 0"), "group_tokens = 64", "group_tokens = 48");
+  EXPECT_NO_THROW(parse_model(dense, "dense.toml"));
+}
+
 TEST(ModelConfigErrors, UnknownChoice) {
   std::string msg = error_of(replaced(kValid, "[moe]", "[moe]\ncapacity_convention = \"switch\""));
   EXPECT_NE(msg.find("one of \"glam\", \"gshard\""), std::string::npos) << msg;
