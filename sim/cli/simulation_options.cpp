@@ -17,6 +17,9 @@ void SimulationOptions::register_options(CLI::App& cmd, bool with_out_dir) {
   cmd.add_option("--tp", tp, "Tensor-parallel width")->excludes(plan)->check(CLI::PositiveNumber);
   cmd.add_flag("--shard-weights", shard_weights, "Shard non-expert weights over dp too (ZeRO-3 / GSPMD 2D)")->excludes(plan);
   cmd.add_flag("--recompute", recompute, "Recompute activations in the backward pass")->excludes(plan);
+  cmd.add_option("--mapping", mapping, "Ranks onto chips: auto (compact torus blocks) or linear (chip order)")
+      ->check(CLI::IsMember({"auto", "linear"}))
+      ->excludes(plan);
   cmd.add_option("--batch-tokens", batch_tokens, "Global tokens per step (default 1,048,576)")->check(CLI::PositiveNumber);
   cmd.add_option("--routing", routing, "uniform, skew=X (Zipf exponent) or a routing histogram / run record file");
   cmd.add_option("--fidelity", fidelity, "analytical or flow");
@@ -47,7 +50,9 @@ ResolvedSimulation SimulationOptions::resolve_for_cluster(const std::string& clu
                      c.id() + " has " + c.chip().kind + " chips");
   ParallelPlan base;
   if (!plan_file.empty()) base = load_plan_file(plan_file);
-  else base.dp = dp, base.ep = ep, base.tp = tp, base.shard_weights = shard_weights, base.recompute = recompute;
+  else
+    base.dp = dp, base.ep = ep, base.tp = tp, base.shard_weights = shard_weights, base.recompute = recompute,
+    base.mapping = mapping;
   if (batch_tokens) base.batch_tokens = batch_tokens;
   if (!base.batch_tokens) base.batch_tokens = kDefaultBatchTokens;
   SimulationInput in{m, c, base, spec, fid, profile, layers, flow_max_flows};

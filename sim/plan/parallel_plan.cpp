@@ -57,7 +57,7 @@ RankMap::RankMap(const ParallelPlan& plan, const Cluster& cluster) : plan_(plan)
   description_ = "ranks in chip order (tp innermost)";
   const auto& dims = cluster.torus_dims();
   std::vector<int64_t> levels = {plan.tp, plan.ep, plan.dp / plan.ep};
-  if (dims.empty() || !std::all_of(levels.begin(), levels.end(), is_power_of_two)) return;
+  if (plan.mapping == "linear" || dims.empty() || !std::all_of(levels.begin(), levels.end(), is_power_of_two)) return;
   auto shape = torus_blocks(dims, levels);
   if (shape.empty()) return;
   // rank -> (t, e, replica) -> per-level block coordinates -> torus coordinates -> chip id
@@ -136,7 +136,10 @@ const Schema<ParallelPlan>& plan_schema() {
              int64_t{0}, non_negative<int64_t>())
         .add("shard_weights", &ParallelPlan::shard_weights, "",
              "Shard non-expert weights, gradients and optimizer state over dp too (ZeRO-3 / GSPMD 2D)", false)
-        .add("recompute", &ParallelPlan::recompute, "", "Recompute activations in the backward pass", false);
+        .add("recompute", &ParallelPlan::recompute, "", "Recompute activations in the backward pass", false)
+        .add("mapping", &ParallelPlan::mapping, "",
+             "Ranks onto chips: auto (nested compact blocks on tori: tp, then ep, then replicas) or linear (chip order)",
+             std::string("auto"), one_of({"auto", "linear"}));
     return sc;
   }();
   return s;

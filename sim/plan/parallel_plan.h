@@ -23,6 +23,7 @@ struct ParallelPlan {
   int64_t batch_tokens = 0;  // global tokens per step
   bool shard_weights = false;  // ZeRO-3 / GSPMD 2D: non-expert weights and state sharded over dp as well
   bool recompute = false;      // keep only block inputs; recompute the forward in backward
+  std::string mapping = "auto";  // "auto": compact torus blocks where possible; "linear": chip order
 
   int64_t chips() const { return dp * tp; }
   int64_t tokens_per_rank() const { return batch_tokens / dp; }

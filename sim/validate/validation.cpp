@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <map>
 #include <sstream>
 
@@ -26,6 +27,13 @@ std::string fixed(double v, int decimals) {
   return buf;
 }
 
+// The host's hardware threads as the record saw them (0: not recorded).
+int host_cores(const std::string& record_file) {
+  std::ifstream in(record_file);
+  const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+  return j.is_object() && j.contains("device") && j["device"].is_object() ? j["device"].value("host_cores", 0) : 0;
+}
+
 // The cluster a record ran on, as a cluster file: `ranks` devices on one node, with the
 // profile's measured figures where it has them.
 Cluster cluster_for(const RunRecord& r, const CalibrationProfile& profile) {
@@ -35,7 +43,10 @@ Cluster cluster_for(const RunRecord& r, const CalibrationProfile& profile) {
   t << "description = \"the executor's host for " << r.file << "\"\n";
   t << "[chip]\nkind = \"" << (cpu ? "cpu" : "h200") << "\"\n";
   // A profile measured with a different thread count scales with the threads per rank.
-  const double scale = profile.threads > 0 && r.threads > 0 ? static_cast<double>(r.threads) / profile.threads : 1.0;
+  double scale = profile.threads > 0 && r.threads > 0 ? static_cast<double>(r.threads) / profile.threads : 1.0;
+  // More ranks x threads than the host has cores (record's device.host_cores): they share the cores.
+  if (const int cores = host_cores(r.file); cpu && cores > 0 && r.threads > 0)
+    scale *= std::min(1.0, static_cast<double>(cores) / static_cast<double>(r.ranks * r.threads));
   char buf[128];
   if (profile.peak_flops > 0) {
     std::snprintf(buf, sizeof buf, "peak_flops_bf16 = %.6e\npeak_flops_fp32 = %.6e\n", profile.peak_flops * scale,

@@ -67,6 +67,19 @@ TEST(Plan, TorusGroupsAreCompactBlocks) {
   EXPECT_NE(map.describe().find("tp 2x2x2"), std::string::npos) << map.describe();
 }
 
+TEST(Plan, LinearMappingFollowsChipOrder) {
+  Cluster c = load_cluster("tpu-v4-1024");
+  ParallelPlan p = plan(128, 64, 8);
+  p.mapping = "linear";
+  RankMap map(p, c);
+  for (int r = 0; r < 1024; ++r) EXPECT_EQ(map.chip_of_rank(r), r);
+  // A tp group of 8 is then a row of the torus: up to 4 hops apart instead of 3.
+  int widest = 0;
+  const auto groups = map.groups(CommAxis::kTensor);
+  for (int chip : groups.front()) widest = std::max(widest, c.route_hops(0, chip));
+  EXPECT_EQ(widest, 4);
+}
+
 TEST(Plan, GpuClustersKeepTensorParallelismInsideANode) {
   Cluster c = load_cluster("dgx-h100-64");
   RankMap map(plan(8, 8, 8), c);
