@@ -1,14 +1,18 @@
 // glamexec: the reference executor of the GLaM training step.
+#include <cstdlib>
 #include <iostream>
 #include <memory>
 
 #include <CLI/CLI.hpp>
 
 #include "accounting.h"
+#include "calibrate/calibrate.h"
 #include "comm/communicator.h"
 #include "comm/mpi_communicator.h"
+#include "comm/nccl_communicator.h"
 #include "common/errors.h"
 #include "common/text_table.h"
+#include "device.h"
 #include "model_config.h"
 #include "train/trainer.h"
 
@@ -44,7 +48,9 @@ int main(int argc, char** argv) {
   train->add_option("--batch-tokens", t.batch_tokens, "Global batch in tokens, over all ranks (default 8 sequences)");
   train->add_option("--steps", t.steps, "Training steps, warm-up included")->check(CLI::PositiveNumber);
   train->add_option("--warmup", t.warmup, "Untimed first steps (default min(2, steps-1))");
-  train->add_option("--device", t.device, "cpu (cuda in a CUDA build)");
+  train->add_option("--device", t.device, "cpu or cuda (a CUDA build; with mpirun one rank per GPU, over NCCL)");
+  train->add_option("--precision", t.precision,
+                    "CUDA matrix products: fp32, tf32 or bf16 (bf16 inputs, fp32 accumulation); CPU: fp32");
   train->add_option("--threads", t.threads, "Threads per rank (default: cores / ranks on the host)");
   train->add_option("--record", t.record, "Write the run record (JSON) to this file, atomically");
   train->add_option("--format", t.format, "text or json (the run record on stdout)");
@@ -65,13 +71,45 @@ int main(int argc, char** argv) {
   tok->add_option("--out", out_file, "Model file to write")->required();
   tok->callback([&] { glam::exec::run_tokenizer(text_file, vocab, out_file); });
 
+  glam::exec::CalibrateOptions cal;
+  CLI::App* calibrate = app.add_subcommand(
+      "calibrate", "Measure this host (GEMM peak, memory bandwidth, links between ranks, per-op curves from training "
+                   "steps) and write a calibration profile for glamsim (mpirun -np N for the network figures)");
+  calibrate->add_option("--device", cal.device, "cpu (cuda needs the CUDA backend)");
+  calibrate->add_option("--threads", cal.threads, "Threads per rank (default: cores / ranks on the host)");
+  calibrate->add_option("--out", cal.out, "Profile to write (TOML), atomically (default: stdout)");
+  calibrate->add_flag("--quick", cal.quick, "A few seconds: fewer sizes and steps (tests)");
+  calibrate->add_option("--model", cal.models, "Configs whose training steps give the per-op curves (repeatable; "
+                                                "default glam-tiny glam-tiny-8e)");
+  calibrate->add_option("--tokens", cal.tokens, "Tokens per rank of those steps (default 384 768 1536 3072)");
+  calibrate->add_option("--layers", cal.layers, "Run only the first K layers of those configs (0: all)");
+  calibrate->add_option("--steps", cal.steps, "Steps per config, warm-up included (default 8, --quick 3)");
+  calibrate->add_option("--records", cal.records, "More per-op points from run records of this host");
+  calibrate->add_option("--seed", cal.seed, "Seed of the training steps");
+  calibrate->add_flag("--quiet", cal.quiet, "No progress lines");
+
   std::unique_ptr<glam::exec::Communicator> comm;
   int rc = 0;
   try {
     app.parse(argc, argv);
     if (train->parsed()) {
       comm = glam::exec::launched_by_mpi() ? glam::exec::make_mpi_communicator() : glam::exec::make_single_communicator();
+      if (t.device == "cuda" && comm->size() > 1 && glam::kernels::cuda_device_count() > 0) {
+        // one process per GPU: the local rank picks the device, NCCL carries the device buffers
+        int local = 0;
+        for (const char* v : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"})
+          if (const char* s = std::getenv(v)) {
+            local = std::atoi(s);
+            break;
+          }
+        glam::kernels::cuda_set_device(local % glam::kernels::cuda_device_count());
+        comm = glam::exec::make_nccl_communicator(std::move(comm));
+      }
       rc = glam::exec::run_train(t, *comm, std::cout);
+    }
+    if (calibrate->parsed()) {
+      comm = glam::exec::launched_by_mpi() ? glam::exec::make_mpi_communicator() : glam::exec::make_single_communicator();
+      rc = glam::exec::run_calibrate(cal, *comm, std::cout);
     }
   } catch (const CLI::ParseError& e) {
     int code = app.exit(e);
@@ -82,6 +120,9 @@ int main(int argc, char** argv) {
   } catch (const glam::UsageError& e) {
     if (!comm || comm->rank() == 0) std::cerr << "glamexec: error: " << e.what() << "\n";
     rc = glam::kExitBadInput;
+  } catch (const std::runtime_error& e) {  // CUDA, cuBLAS or NCCL failures
+    std::cerr << "glamexec: error: " << e.what() << "\n";
+    rc = 1;
   }
   comm.reset();  // MPI_Finalize before exit
   return rc;

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <ctime>
 #include <fstream>
+#include <thread>
 
 #include "accounting.h"
 
@@ -44,7 +45,8 @@ nlohmann::json make_run_record(const RunDescription& run, const OpTimer& timer) 
   r["model"] = {{"id", m.id}, {"file", run.model_file}, {"layers_run", run.layers_run}};
   r["model_config"] = model_to_json(m);
   r["plan"] = {{"ranks", run.ranks}, {"dp", run.dp}, {"ep", run.ep}, {"tp", 1}};
-  r["device"] = {{"kind", run.device_kind}, {"name", run.device_name}, {"host", run.host}, {"threads", run.threads}};
+  r["device"] = {{"kind", run.device_kind}, {"name", run.device_name}, {"host", run.host}, {"threads", run.threads},
+                 {"host_cores", static_cast<int>(std::thread::hardware_concurrency())}};
   r["batch_tokens"] = run.batch_tokens;
   r["global_batch_tokens"] = run.global_batch_tokens;
   r["seq_len"] = run.seq_len;

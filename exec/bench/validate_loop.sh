@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The calibration-validation loop on this host (README, "Calibration and validation"):
+#   1. glamexec calibrate under mpirun -np 2, one thread per rank: GEMM peak, memory bandwidth and
+#      per-op curves of every rank working at once, the all-to-all link between the two ranks;
+#   2. glamexec train run records of glam-tiny and glam-tiny-8e on 1, 2 and 4 ranks (one thread
+#      each; 4 ranks share the 2 cores), on the default text, with batches the calibration did not run;
+#   3. glamsim validate of the records against the profile: report.md, plot.svg, validation.json.
+# The calibration's training steps (random tokens, 384..3072 tokens per rank) are separate runs from
+# the validated records (text, 2,048 tokens in all): nothing is fitted on the records themselves.
+#
+# usage: exec/bench/validate_loop.sh [--quick] [--build DIR] [--out DIR]
+#   --build DIR  the CMake build with bin/glamexec and bin/glamsim (default: build/)
+#   --out DIR    where everything goes (default: reports/validation/); records in DIR/records/
+#   --quick      the CI version: a --quick calibration, three short records, loose figures
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BUILD=$ROOT/build
+OUT=$ROOT/reports/validation
+QUICK=0
+while [ $# -gt 0 ]; do
+  case $1 in
+    --quick) QUICK=1 ;;
+    --build) BUILD=$(cd "$2" && pwd); shift ;;
+    --out) OUT=$2; shift ;;
+    *) echo "validate_loop.sh: unknown argument $1 (expected --quick, --build DIR, --out DIR)" >&2; exit 2 ;;
+  esac
+  shift
+done
+BIN=$BUILD/bin
+for b in glamexec glamsim; do
+  [ -x "$BIN/$b" ] || { echo "validate_loop.sh: $BIN/$b not built (ninja -C $BUILD glamexec glamsim)" >&2; exit 2; }
+done
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+cd "$ROOT"
+# Relative model paths in the records (models/...), so the committed records resolve from the repository root.
+export GLAM_HOME=.
+MPIRUN=(mpirun --allow-run-as-root --oversubscribe -x GLAM_HOME -x OPENBLAS_NUM_THREADS=1)
+rel() { realpath --relative-to="$ROOT" "$1"; }
+
+PROFILE=$OUT/profile-cpu.toml
+RECORDS=$OUT/records
+rm -rf "$RECORDS" && mkdir -p "$RECORDS"
+
+echo "== 1. calibration (2 ranks x 1 thread)"
+if [ $QUICK = 1 ]; then
+  "${MPIRUN[@]}" -np 2 "$BIN/glamexec" calibrate --device cpu --threads 1 --quick --quiet --out "$PROFILE"
+else
+  "${MPIRUN[@]}" -np 2 "$BIN/glamexec" calibrate --device cpu --threads 1 --out "$PROFILE"
+fi
+
+echo "== 2. run records"
+record() {  # model ranks global-batch steps
+  local model=$1 ranks=$2 batch=$3 steps=$4 file=$RECORDS/$1-$2rank.json
+  local cmd=("$BIN/glamexec" train --quiet --model "$model" --threads 1 --batch-tokens "$batch" --steps "$steps" --record "$file")
+  if [ "$ranks" = 1 ]; then "${cmd[@]}"; else "${MPIRUN[@]}" -np "$ranks" "${cmd[@]}"; fi
+}
+if [ $QUICK = 1 ]; then
+  record glam-tiny 1 1024 4
+  record glam-tiny-8e 1 1024 4
+  record glam-tiny-8e 2 1024 4
+else
+  for model in glam-tiny glam-tiny-8e; do
+    for ranks in 1 2 4; do record $model $ranks 2048 14; done
+  done
+fi
+
+echo "== 3. glamsim validate"
+STAGE=$(mktemp -d "$OUT/.validate.XXXXXX")
+trap 'rm -rf "$STAGE"' EXIT
+# Relative paths: the report names records and profile as the repository sees them.
+mapfile -t FILES < <(for f in "$RECORDS"/*.json; do rel "$f"; done)
+"$BIN/glamsim" validate "${FILES[@]}" --calibration "$(rel "$PROFILE")" --out "$STAGE/report" | tee "$STAGE/table.txt"
+for f in report.md plot.svg validation.json; do mv "$STAGE/report/$f" "$OUT/$f"; done
+cp "$STAGE/table.txt" "$OUT/summary.txt"
+echo "== profile: $(rel "$PROFILE")"
+grep -E '^(peak_flops|memory_bandwidth_Bps|threads|link_bandwidth_Bps|link_latency_s) ' "$PROFILE" || true
+echo "== report: $(rel "$OUT")/report.md"

@@ -1,0 +1,315 @@
+#include "calibrate/calibrate.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <map>
+#include <numeric>
+#include <sstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "calibrate/microbench.h"
+#include "calibrate/op_curves.h"
+#include "common/atomic_output.h"
+#include "common/errors.h"
+#include "model_config.h"
+#include "train/run_record.h"
+#include "train/trainer.h"
+
+namespace glam::exec {
+namespace fs = std::filesystem;
+
+namespace {
+
+int local_ranks() {
+  for (const char* v : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"})
+    if (const char* s = std::getenv(v)) return std::max(1, std::atoi(s));
+  return 1;
+}
+
+std::string num(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.6e", v);
+  return buf;
+}
+
+std::string list(const std::vector<double>& v) {
+  std::string s = "[";
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + num(v[i]);
+  return s + "]";
+}
+
+// Descriptive text goes into TOML comments: one line, printable.
+std::string comment_text(std::string s) {
+  for (char& c : s)
+    if (c == '\n' || c == '\r' || static_cast<unsigned char>(c) < 0x20) c = ' ';
+  return s;
+}
+
+struct Curve {
+  std::vector<double> sizes, values;
+  void set(const std::vector<CurvePoint>& pts) {
+    sizes.clear(), values.clear();
+    for (const auto& p : pts) sizes.push_back(p.size), values.push_back(p.efficiency);
+  }
+};
+
+std::string utc_now() {
+  std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return buf;
+}
+
+// Mean over ranks (every rank calls it).
+double mean_over_ranks(Communicator& comm, double v) {
+  comm.allreduce_sum(&v, 1);
+  return v / comm.size();
+}
+
+}  // namespace
+
+int run_calibrate(const CalibrateOptions& o, Communicator& comm, std::ostream& out) {
+  const int ranks = comm.size(), rank = comm.rank();
+  // ---- everything is checked before the first measurement ----
+  if (o.device == "cuda")
+    throw UsageError("--device cuda: cuda calibration needs the CUDA backend, which this build does not have "
+                     "(expected --device cpu)");
+  if (o.device != "cpu") throw UsageError("--device " + o.device + ": unknown device (expected cpu)");
+  if (!o.out.empty()) {
+    fs::path p(o.out);
+    fs::path parent = p.parent_path().empty() ? fs::path(".") : p.parent_path();
+    if (!fs::is_directory(parent))
+      throw UsageError("--out " + o.out + ": folder " + parent.string() + " does not exist");
+    if (fs::is_directory(p)) throw UsageError("--out " + o.out + ": is a folder (expected a profile file name)");
+  }
+  if (o.threads < 0) throw UsageError("--threads " + std::to_string(o.threads) + ": expected a positive count");
+  if (o.steps < 0 || o.steps == 1) throw UsageError("--steps " + std::to_string(o.steps) + ": expected at least 2");
+  if (o.layers < 0) throw UsageError("--layers " + std::to_string(o.layers) + ": expected 0 (all) or more");
+  const std::vector<std::string> models =
+      o.models.empty() ? std::vector<std::string>{"glam-tiny", "glam-tiny-8e"} : o.models;
+  const std::vector<int64_t> tokens =
+      !o.tokens.empty() ? o.tokens : o.quick ? std::vector<int64_t>{256, 512} : std::vector<int64_t>{384, 768, 1536, 3072};
+  for (const auto& id : models) {
+    ModelConfig m = load_model(id);  // ConfigError on an unknown model
+    if (o.layers > m.layers)
+      throw UsageError("--layers " + std::to_string(o.layers) + ": " + m.id + " has " + std::to_string(m.layers) + " layers");
+    for (int64_t t : tokens) {
+      const int64_t unit = m.is_moe() ? std::lcm(m.seq_len, m.group_tokens) : m.seq_len;
+      if (t <= 0 || t % unit != 0)
+        throw UsageError("--tokens " + std::to_string(t) + ": tokens per rank must be a positive multiple of " +
+                         std::to_string(unit) + " for " + m.id);
+    }
+    if (m.is_moe() && m.experts % ranks != 0)
+      throw UsageError(std::to_string(ranks) + " ranks do not divide the " + std::to_string(m.experts) + " experts of " +
+                       m.id);
+  }
+  std::vector<std::pair<std::string, nlohmann::json>> extra;
+  for (const auto& f : o.records) {
+    std::ifstream in(f);
+    if (!in) throw ConfigError(f, "no such file (expected an executor run record)");
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(in);
+    } catch (const nlohmann::json::parse_error& e) {
+      throw ConfigError(f, std::string("not valid JSON: ") + e.what());
+    }
+    if (j.value("schema", "") != "glam-run-record/1")
+      throw ConfigError(f, "schema", j.value("schema", "(missing)"), "\"glam-run-record/1\" (an executor run record)");
+    if (!j.contains("device") || j["device"].value("kind", "") != "cpu")
+      throw ConfigError(f, "device.kind", j.contains("device") ? j["device"].value("kind", "(missing)") : "(missing)",
+                        "\"cpu\" (records of the device being calibrated)");
+    record_step_graph(j, f);  // the model and plan must be readable
+    extra.emplace_back(f, std::move(j));
+  }
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int threads = o.threads > 0 ? o.threads : std::max(1, cores / local_ranks());
+  if (rank == 0 && local_ranks() * threads > cores)
+    std::cerr << "glamexec calibrate: warning: " << local_ranks() << " rank(s) x " << threads << " thread(s) on "
+              << cores << " cores: the profile measures an oversubscribed host\n";
+
+  kernels::KernelContext ctx;
+  kernels::set_cpu_threads(ctx, threads);
+  const double t_min = o.quick ? 0.02 : 0.15;
+  auto say = [&](const std::string& s) {
+    if (rank == 0 && !o.quiet) std::cerr << "calibrate: " << s << "\n" << std::flush;
+  };
+
+  // ---- matrix products: peak and the efficiency curve ----
+  std::vector<GemmShape> squares;
+  for (int64_t n : {32, 64, 128, 192, 256, 384, 512, 768, 1024, 1536})
+    if (!o.quick || n <= 512) squares.push_back({n, n, n});
+  std::vector<GemmShape> model_shapes;
+  for (const auto& id : models) {
+    ModelConfig m = load_model(id);
+    const int64_t t = *std::max_element(tokens.begin(), tokens.end());
+    const int64_t d = m.d_model, a = m.attention_width(), h = m.ffn_hidden;
+    for (GemmShape s : {GemmShape{t, 3 * a, d}, GemmShape{t, 2 * h, d}, GemmShape{t, d, h}, GemmShape{t, m.vocab_size, d},
+                        GemmShape{d, h, t, 1, true, false}, GemmShape{t, d, m.vocab_size}})
+      model_shapes.push_back(s);
+  }
+  say("matrix products (" + std::to_string(squares.size() + model_shapes.size()) + " shapes)");
+  double peak = 0;
+  std::vector<CurvePoint> matmul_points;
+  for (const auto& s : squares) {
+    double r = mean_over_ranks(comm, gemm_rate(ctx, s, t_min));
+    peak = std::max(peak, r);
+    matmul_points.push_back({s.flops(), r});
+  }
+  for (const auto& s : model_shapes) peak = std::max(peak, mean_over_ranks(comm, gemm_rate(ctx, s, t_min)));
+  for (auto& p : matmul_points) p.efficiency /= peak;
+  // attention-shaped batched products (scores: S x S x dh per head and sequence; context: S x dh x S)
+  std::vector<CurvePoint> attention_points;
+  {
+    ModelConfig m = load_model(models.front());
+    const int64_t S = m.seq_len, dh = m.head_dim;
+    for (int64_t seqs : {1, 2, 4, 8, 16}) {
+      if (o.quick && seqs > 4) break;
+      GemmShape scores{S, S, dh, seqs * m.heads, false, true}, context{S, dh, S, seqs * m.heads};
+      attention_points.push_back({scores.flops(), mean_over_ranks(comm, gemm_rate(ctx, scores, t_min)) / peak});
+      attention_points.push_back({context.flops(), mean_over_ranks(comm, gemm_rate(ctx, context, t_min)) / peak});
+    }
+  }
+
+  // ---- memory ----
+  say("memory bandwidth");
+  std::vector<double> mem_sizes;
+  for (double b = 48e3; b <= (o.quick ? 50e6 : 400e6); b *= 4) mem_sizes.push_back(b);
+  std::vector<double> triad;
+  for (double b : mem_sizes) triad.push_back(mean_over_ranks(comm, triad_rate(threads, b, t_min)));
+  const double copy_large = mean_over_ranks(comm, copy_rate(threads, mem_sizes.back(), t_min));
+  const double bandwidth = std::max(triad.back(), copy_large);
+  std::vector<CurvePoint> memory_points;
+  for (size_t i = 0; i < mem_sizes.size(); ++i) memory_points.push_back({mem_sizes[i], triad[i] / bandwidth});
+
+  // ---- network (several ranks) ----
+  double link_bw = 0, link_lat = 0;
+  std::vector<CurvePoint> network_points;
+  if (ranks > 1) {
+    say("all-to-all between " + std::to_string(ranks) + " ranks");
+    std::vector<double> blocks;
+    for (double b = 8; b <= (o.quick ? 1 << 20 : 16 << 20); b *= 4) blocks.push_back(b);
+    auto pts = alltoall_times(comm, blocks, o.quick ? 0.02 : 0.1);
+    link_lat = pts.front().seconds;
+    for (const auto& p : pts)
+      if (p.seconds > link_lat) link_bw = std::max(link_bw, (ranks - 1) * p.block_bytes / (p.seconds - link_lat));
+    for (const auto& p : pts) {
+      // The simulator's all-to-all: per-destination bytes x (ranks-1) / (bandwidth x efficiency) + latency.
+      const double wire = (ranks - 1) * p.block_bytes / link_bw;
+      const double eff = p.seconds > link_lat ? wire / (p.seconds - link_lat) : 1.0;
+      network_points.push_back({p.block_bytes, std::clamp(eff, 1e-4, 1.0)});
+    }
+  }
+
+  // ---- per-op curves from training steps ----
+  std::map<std::string, std::vector<CurvePoint>> op_points;
+  int runs = 0;
+  for (const auto& id : models)
+    for (int64_t t : tokens) {
+      say("training steps: " + id + ", " + std::to_string(t) + " tokens per rank");
+      TrainOptions to;
+      to.model = id;
+      to.layers = o.layers;
+      to.batch_tokens = t * ranks;
+      to.steps = o.steps > 0 ? o.steps : o.quick ? 3 : 8;
+      to.warmup = o.quick ? 1 : 2;
+      to.threads = threads;
+      to.format = "json";
+      to.random_tokens = true;
+      to.seed = o.seed;
+      to.quiet = true;
+      std::ostringstream record_text;
+      run_train(to, comm, record_text);
+      if (rank == 0) {
+        auto record = nlohmann::json::parse(record_text.str());
+        add_op_points(record, "calibration run " + id + " " + std::to_string(t), peak, bandwidth, op_points);
+      }
+      ++runs;
+    }
+  if (rank == 0)
+    for (const auto& [f, j] : extra) {
+      // A record made with other threads per rank: rates scale with the threads (as in validation).
+      const int rt = j["device"].value("threads", threads);
+      const double scale = rt > 0 ? static_cast<double>(rt) / threads : 1.0;
+      add_op_points(j, f, peak * scale, bandwidth * scale, op_points);
+    }
+
+  // ---- the profile ----
+  if (rank == 0) {
+    Curve matmul, attention, memory, network;
+    matmul.set(merge_curve(matmul_points, 1e-4, 1.0));
+    attention.set(merge_curve(attention_points, 1e-4, 1.0));
+    memory.set(merge_curve(memory_points, 1e-4, 1.0));
+    network.set(merge_curve(network_points, 1e-4, 1.0));
+    std::ostringstream p;
+    p << "# Calibration profile written by `glamexec calibrate --device cpu` (" << utc_now() << ").\n"
+      << "# host: " << comment_text(host_name()) << "\n"
+      << "# cpu: " << comment_text(cpu_model_name()) << " (" << cores << " hardware threads)\n"
+      << "# measured with " << ranks << " rank(s) x " << threads << " thread(s), every rank at once"
+      << (o.quick ? " (--quick)" : "") << "\n"
+      << "# per-op curves: " << runs << " training run(s) of " << comment_text([&] {
+           std::string s;
+           for (const auto& id : models) s += (s.empty() ? "" : ", ") + id;
+           return s;
+         }()) << " at tokens per rank";
+    for (int64_t t : tokens) p << " " << t;
+    if (!o.records.empty()) p << ", plus " << o.records.size() << " run record(s)";
+    p << "\ndevice = \"cpu\"\n\n"
+      << "[measured]\n"
+      << "peak_flops = " << num(peak) << "            # best sgemm rate of one rank (kernels::gemm)\n"
+      << "memory_bandwidth_Bps = " << num(bandwidth) << "  # streaming copy/triad of one rank\n"
+      << "threads = " << threads << "\n\n"
+      << "[compute]\n"
+      << "# square products n x n x n\n"
+      << "matmul_flops = " << list(matmul.sizes) << "\n"
+      << "matmul_efficiency = " << list(matmul.values) << "\n"
+      << "# attention-shaped batched products (seq x seq x head_dim and seq x head_dim x seq per head)\n"
+      << "attention_flops = " << list(attention.sizes) << "\n"
+      << "attention_efficiency = " << list(attention.values) << "\n\n"
+      << "[memory]\n"
+      << "# triad a = b + s*c (STREAM counting) over this many bytes\n"
+      << "bytes = " << list(memory.sizes) << "\n"
+      << "efficiency = " << list(memory.values) << "\n";
+    if (ranks > 1) {
+      p << "\n[network]\n"
+        << "# all-to-all between " << ranks << " ranks: latency = time of an 8-byte exchange, bandwidth = the best\n"
+        << "# (ranks-1) x block / (time - latency); the efficiency curve is by bytes per destination.\n"
+        << "link_bandwidth_Bps = " << num(link_bw) << "\n"
+        << "link_latency_s = " << num(link_lat) << "\n"
+        << "# The host cluster of `glamsim validate` routes rank to rank through a switch vertex, two links\n"
+        << "# each carrying link_latency_s: the factor makes the route's latency the measured one.\n"
+        << "latency_factor = 0.5\n"
+        << "bytes = " << list(network.sizes) << "\n"
+        << "bandwidth_efficiency = " << list(network.values) << "\n";
+    }
+    p << "\n# Per-op curves: StepGraph FLOPs (matrix ops) or bytes (memory-bound ops) against the op's\n"
+      << "# measured median time, relative to peak_flops or memory_bandwidth_Bps (may exceed 1).\n";
+    for (const auto& [name, pts] : op_points) {
+      Curve c;
+      c.set(merge_curve(pts, 1e-4, 100.0));
+      p << "[ops." << name << "]\nsizes = " << list(c.sizes) << "\nefficiency = " << list(c.values) << "\n";
+    }
+    if (o.out.empty()) out << p.str();
+    else write_file_atomically(o.out, p.str());
+    std::ostringstream s;
+    s << std::fixed << std::setprecision(1) << "calibrated " << ranks << " rank(s) x " << threads
+      << " thread(s): peak " << peak / 1e9 << " GFLOP/s, memory " << bandwidth / 1e9 << " GB/s";
+    if (ranks > 1)
+      s << ", link " << link_bw / 1e9 << " GB/s, latency " << std::setprecision(2) << link_lat * 1e6 << " us";
+    s << ", " << op_points.size() << " op curves";
+    if (!o.out.empty()) s << " -> " << o.out;
+    (o.out.empty() ? std::cerr : out) << s.str() << "\n";
+  }
+  comm.barrier();
+  return 0;
+}
+
+}  // namespace glam::exec

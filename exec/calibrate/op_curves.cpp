@@ -1,0 +1,122 @@
+#include "calibrate/op_curves.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <numeric>
+
+#include "common/errors.h"
+
+namespace glam::exec {
+
+namespace {
+
+int64_t int_at(const nlohmann::json& j, const char* a, const char* b, const std::string& where) {
+  if (!j.contains(a) || !j[a].contains(b) || !j[a][b].is_number())
+    throw ConfigError(where, std::string(a) + "." + b, "(missing)", "a number (an executor run record)");
+  return j[a][b].get<int64_t>();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+}  // namespace
+
+ModelConfig model_of_record(const nlohmann::json& record, const std::string& where) {
+  if (!record.contains("model") || !record["model"].is_object())
+    throw ConfigError(where, "model", "(missing)", "the model the run used (an executor run record)");
+  const auto& model = record["model"];
+  std::string file = model.value("file", "");
+  if (!file.empty()) {
+    std::filesystem::path p(file);
+    if (!std::filesystem::exists(p) && p.is_relative()) p = std::filesystem::path(where).parent_path() / p;
+    if (std::filesystem::exists(p)) return load_model(p.string());
+  }
+  return load_model(model.value("id", file));
+}
+
+std::vector<MoeLayerLoad> record_moe_loads(const ModelConfig& m, const StepShape& s, const nlohmann::json& record) {
+  std::vector<MoeLayerLoad> out;
+  if (!m.is_moe() || !record.contains("moe_layers") || !record["moe_layers"].is_array()) return out;
+  const double S = static_cast<double>(m.group_tokens), k = static_cast<double>(m.top_k);
+  const double C = static_cast<double>(m.capacity_per_group());
+  const double groups_per_rank = static_cast<double>(s.tokens_per_rank) / S;
+  const int64_t ep = s.ep, per_rank = m.experts / ep;
+  for (const auto& layer : record["moe_layers"]) {
+    std::vector<double> share;
+    for (const auto& v : layer.value("expert_load", nlohmann::json::array())) share.push_back(v.get<double>());
+    const double total = std::accumulate(share.begin(), share.end(), 0.0);
+    if (static_cast<int64_t>(share.size()) != m.experts || total <= 0) return {};  // uniform, as a fallback
+    for (double& v : share) v /= total;
+    std::vector<double> kept_by_rank(static_cast<size_t>(ep), 0.0);
+    double kept = 0;
+    for (int64_t e = 0; e < m.experts; ++e) {
+      double copies = std::min(k * S * share[static_cast<size_t>(e)], C);
+      kept_by_rank[static_cast<size_t>(e / per_rank)] += copies;
+      kept += copies;
+    }
+    MoeLayerLoad load;
+    load.dropped_fraction = 1 - kept / (k * S);
+    load.a2a_send_tokens = kept * groups_per_rank;
+    load.expert_tokens =
+        *std::max_element(kept_by_rank.begin(), kept_by_rank.end()) * groups_per_rank * static_cast<double>(ep);
+    for (double v : kept_by_rank) load.dest_share.push_back(kept > 0 ? v / kept : 0);
+    out.push_back(std::move(load));
+  }
+  return out;
+}
+
+StepGraph record_step_graph(const nlohmann::json& record, const std::string& where) {
+  ModelConfig m = model_of_record(record, where);
+  if (record.contains("device") && record["device"].value("kind", "cpu") == "cpu") m.activation_precision = "float32";
+  StepShape s;
+  const int64_t dp = int_at(record, "plan", "dp", where);
+  s.dp = dp;
+  s.ep = int_at(record, "plan", "ep", where);
+  s.tp = 1;
+  if (!record.contains("global_batch_tokens") || !record["global_batch_tokens"].is_number())
+    throw ConfigError(where, "global_batch_tokens", "(missing)", "a number (an executor run record)");
+  s.tokens_per_rank = record["global_batch_tokens"].get<int64_t>() / dp;
+  const int64_t layers_run = record["model"].value("layers_run", int64_t{-1});
+  s.layers_run = layers_run > 0 ? layers_run : -1;
+  return build_step_graph(m, s, record_moe_loads(m, s, record));
+}
+
+void add_op_points(const nlohmann::json& record, const std::string& where, double peak_flops, double bandwidth_Bps,
+                   std::map<std::string, std::vector<CurvePoint>>& points) {
+  StepGraph g = record_step_graph(record, where);
+  std::map<std::string, const StepOp*> by_id;
+  for (const auto& op : g.ops) by_id.emplace(op.id, &op);
+  if (!record.contains("ops") || !record["ops"].is_array())
+    throw ConfigError(where, "ops", "(missing)", "per-op timings (an executor run record)");
+  for (const auto& m : record["ops"]) {
+    auto it = by_id.find(m.value("id", ""));
+    const double t = m.value("median_s", 0.0);
+    if (it == by_id.end() || !(t > 0)) continue;
+    const StepOp& op = *it->second;
+    if (op.kind == OpKind::kCollective) continue;
+    if (op.kind == OpKind::kElementwise) {
+      if (op.bytes > 0) points[op.name].push_back({op.bytes, op.bytes / (t * bandwidth_Bps)});
+    } else if (op.flops > 0) {
+      points[op.name].push_back({op.flops, op.flops / (t * peak_flops)});
+    }
+  }
+}
+
+std::vector<CurvePoint> merge_curve(std::vector<CurvePoint> points, double lo, double hi) {
+  std::sort(points.begin(), points.end(), [](const CurvePoint& a, const CurvePoint& b) { return a.size < b.size; });
+  std::vector<CurvePoint> out;
+  for (size_t i = 0; i < points.size();) {
+    size_t j = i;
+    std::vector<double> effs;
+    while (j < points.size() && points[j].size <= points[i].size * 1.001) effs.push_back(points[j++].efficiency);
+    out.push_back({points[i].size, std::clamp(median(effs), lo, hi)});
+    i = j;
+  }
+  return out;
+}
+
+}  // namespace glam::exec

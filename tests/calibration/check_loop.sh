@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs the calibration-validation loop in its --quick form and checks what it produced:
+# the profile (read back by glamsim validate), the records, report.md, plot.svg, validation.json,
+# and median |step error| below 50% (loose: a few steps on a shared two-core machine).
+# usage: check_loop.sh SOURCE_DIR BUILD_DIR OUT_DIR
+set -euo pipefail
+SRC=$1 BUILD=$2 OUT=$3
+rm -rf "$OUT"
+bash "$SRC/exec/bench/validate_loop.sh" --quick --build "$BUILD" --out "$OUT"
+for f in profile-cpu.toml report.md plot.svg validation.json summary.txt; do
+  [ -s "$OUT/$f" ] || { echo "check_loop: missing $OUT/$f" >&2; exit 1; }
+done
+n=$(ls "$OUT"/records/*.json | wc -l)
+[ "$n" -ge 3 ] || { echo "check_loop: $n records, expected 3" >&2; exit 1; }
+grep -q '^link_bandwidth_Bps = ' "$OUT/profile-cpu.toml" || { echo "check_loop: no network figures" >&2; exit 1; }
+grep -q '^\[ops\.attn_softmax\]' "$OUT/profile-cpu.toml" || { echo "check_loop: no per-op curves" >&2; exit 1; }
+# "median |step error| 12.3%, largest 20.1%, median |op error| 15.0%"
+line=$(grep 'median |step error|' "$OUT/summary.txt")
+echo "check_loop: $line"
+median=$(echo "$line" | sed -E 's/.*median \|step error\| ([0-9.]+)%.*/\1/')
+awk -v m="$median" 'BEGIN { exit !(m < 50) }' || { echo "check_loop: median |step error| $median% >= 50%" >&2; exit 1; }

@@ -1,0 +1,136 @@
+// glamexec calibrate: the per-op points invert the simulator's op-time formula, curves merge into
+// strictly increasing sizes, the MoE loads match the StepGraph's uniform ones when routing is
+// uniform; bad input exits 2; a one-rank profile is read back by glamsim validate.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "calibrate/op_curves.h"
+#include "model_config.h"
+#include "step_graph.h"
+#include "support/run_command.h"
+
+namespace glam::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using exec::CurvePoint;
+
+TEST(Calibrate, MergeCurveSortsAndTakesMedians) {
+  auto c = exec::merge_curve({{100, 0.5}, {10, 0.2}, {100, 0.7}, {100, 0.9}, {1000, 300}, {10.005, 0.4}}, 1e-4, 100);
+  ASSERT_EQ(c.size(), 3u);
+  EXPECT_DOUBLE_EQ(c[0].size, 10);
+  EXPECT_DOUBLE_EQ(c[0].efficiency, 0.3);  // median of two
+  EXPECT_DOUBLE_EQ(c[1].efficiency, 0.7);
+  EXPECT_DOUBLE_EQ(c[2].efficiency, 100);  // clamped
+}
+
+json record_for(const std::string& model, int64_t global_tokens, int64_t dp, int64_t ep) {
+  return {{"schema", "glam-run-record/1"},
+          {"model", {{"id", model}, {"layers_run", 4}}},
+          {"plan", {{"ranks", dp}, {"dp", dp}, {"ep", ep}, {"tp", 1}}},
+          {"device", {{"kind", "cpu"}, {"threads", 1}}},
+          {"global_batch_tokens", global_tokens},
+          {"ops", json::array()}};
+}
+
+TEST(Calibrate, OpPointsInvertTheComputeModel) {
+  json r = record_for("glam-tiny", 512, 1, 1);
+  ModelConfig m = load_model("glam-tiny");
+  m.activation_precision = "float32";
+  StepShape s;
+  s.tokens_per_rank = 512;
+  StepGraph g = build_step_graph(m, s);
+  const double peak = 1e10, bw = 1e10;
+  for (const auto& op : g.ops) {
+    if (op.kind == OpKind::kCollective) continue;
+    const double t = op.kind == OpKind::kElementwise ? op.bytes / (bw * 0.25) : op.flops / (peak * 0.5);
+    r["ops"].push_back({{"id", op.id}, {"median_s", t}});
+  }
+  r["ops"].push_back({{"id", "grad_allreduce"}, {"median_s", 1e-3}});  // not in the graph: skipped
+  std::map<std::string, std::vector<CurvePoint>> pts;
+  exec::add_op_points(r, "test", peak, bw, pts);
+  for (const char* name : {"attn_qkv", "attn_scores", "ffn_in", "logits"}) {
+    ASSERT_TRUE(pts.count(name)) << name;
+    for (const auto& p : pts[name]) EXPECT_NEAR(p.efficiency, 0.5, 1e-12) << name;
+  }
+  for (const char* name : {"attn_softmax", "ffn_act", "embed", "loss", "optimizer"}) {
+    ASSERT_TRUE(pts.count(name)) << name;
+    for (const auto& p : pts[name]) EXPECT_NEAR(p.efficiency, 0.25, 1e-12) << name;
+  }
+  // 4 layers x (fwd, bwd) of one size each: fwd and bwd differ by 2x in FLOPs
+  EXPECT_EQ(pts["ffn_in"].size(), 8u);
+  EXPECT_EQ(exec::merge_curve(pts["ffn_in"], 1e-4, 100).size(), 2u);
+}
+
+TEST(Calibrate, UniformHistogramGivesTheUniformLoad) {
+  json r = record_for("glam-tiny-8e", 1024, 2, 2);
+  r["moe_layers"] = json::array();
+  for (int l : {1, 3}) r["moe_layers"].push_back({{"layer", l}, {"expert_load", std::vector<double>(8, 100.0)}});
+  ModelConfig m = load_model("glam-tiny-8e");
+  StepShape s;
+  s.tokens_per_rank = 512, s.dp = 2, s.ep = 2;
+  auto loads = exec::record_moe_loads(m, s, r);
+  ASSERT_EQ(loads.size(), 2u);
+  MoeLayerLoad u = uniform_moe_load(m, s);
+  EXPECT_NEAR(loads[0].expert_tokens, u.expert_tokens, 1e-9);
+  EXPECT_NEAR(loads[0].a2a_send_tokens, u.a2a_send_tokens, 1e-9);
+  EXPECT_NEAR(loads[1].dest_share[0], 0.5, 1e-12);
+}
+
+class CalibrateCommand : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = fs::temp_directory_path() / ("glam-calibrate-test-" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+  }
+  static void TearDownTestSuite() { fs::remove_all(dir_); }
+  static std::string path(const std::string& name) { return (dir_ / name).string(); }
+  static inline fs::path dir_;
+};
+
+TEST_F(CalibrateCommand, BadInputExits2) {
+  auto r = run_command("glamexec calibrate --device tpu --out " + path("p.toml"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("unknown device"), std::string::npos) << r.err;
+  r = run_command("glamexec calibrate --device cuda --out " + path("p.toml"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("cuda calibration needs the CUDA backend"), std::string::npos) << r.err;
+  r = run_command("glamexec calibrate --device cpu --out " + path("missing/p.toml"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("does not exist"), std::string::npos) << r.err;
+  r = run_command("glamexec calibrate --device cpu --model no-such-model --out " + path("p.toml"));
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  r = run_command("glamexec calibrate --device cpu --model glam-tiny --tokens 100 --out " + path("p.toml"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("multiple of 128"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(path("p.toml")));
+}
+
+TEST_F(CalibrateCommand, OneRankProfileReadsBack) {
+  auto r = run_command("glamexec calibrate --device cpu --quick --quiet --threads 1 --model glam-tiny --tokens 128 "
+                       "--steps 2 --out " + path("one.toml"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::ifstream in(path("one.toml"));
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("# cpu: "), std::string::npos);
+  EXPECT_NE(text.find("[measured]"), std::string::npos);
+  EXPECT_NE(text.find("[ops.ffn_in]"), std::string::npos);
+  EXPECT_EQ(text.find("[network]"), std::string::npos);  // one rank: no link figures
+  r = run_command("glamexec train --quiet --model glam-tiny --random-tokens --threads 1 --steps 3 --batch-tokens 256 "
+                  "--record " + path("rec.json"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_command("glamsim validate " + path("rec.json") + " --calibration " + path("one.toml") + " --format json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json v = json::parse(r.out);
+  ASSERT_EQ(v["records"].size(), 1u);
+  EXPECT_GT(v["records"][0]["simulated_step_s"].get<double>(), 0);
+  EXPECT_GT(v["records"][0]["ops"].size(), 30u);
+}
+
+}  // namespace
+}  // namespace glam::testing
