@@ -2,8 +2,9 @@
 # The calibration-validation loop on this host (README, "Calibration and validation"):
 #   1. glamexec calibrate under mpirun -np 2, one thread per rank: GEMM peak, memory bandwidth and
 #      per-op curves of every rank working at once, the all-to-all link between the two ranks;
-#   2. glamexec train run records of glam-tiny and glam-tiny-8e on 1, 2 and 4 ranks (one thread
-#      each; 4 ranks share the 2 cores), on the default text, with batches the calibration did not run;
+#   2. glamexec train run records of glam-tiny and glam-tiny-8e on 1, 2 and 4 ranks with the default
+#      threads (cores / ranks: 1 x 2, 2 x 1, and 4 x 1 sharing the 2 cores), so that every run keeps
+#      the host as busy as the calibration did; default text, batches the calibration did not run;
 #   3. glamsim validate of the records against the profile: report.md, plot.svg, validation.json.
 # The calibration's training steps (random tokens, 384..3072 tokens per rank) are separate runs from
 # the validated records (text, 2,048 tokens in all): nothing is fitted on the records themselves.
@@ -53,12 +54,12 @@ fi
 echo "== 2. run records"
 record() {  # model ranks global-batch steps
   local model=$1 ranks=$2 batch=$3 steps=$4 file=$RECORDS/$1-$2rank.json
-  local cmd=("$BIN/glamexec" train --quiet --model "$model" --threads 1 --batch-tokens "$batch" --steps "$steps" --record "$file")
+  local cmd=("$BIN/glamexec" train --quiet --model "$model" --batch-tokens "$batch" --steps "$steps" --record "$file")
   if [ "$ranks" = 1 ]; then "${cmd[@]}"; else "${MPIRUN[@]}" -np "$ranks" "${cmd[@]}"; fi
 }
 if [ $QUICK = 1 ]; then
   record glam-tiny 1 1024 4
-  record glam-tiny-8e 1 1024 4
+  record glam-tiny 2 1024 4
   record glam-tiny-8e 2 1024 4
 else
   for model in glam-tiny glam-tiny-8e; do
