@@ -1,13 +1,18 @@
 #pragma once
 // The execution context every kernel takes. Kernels receive raw device pointers, sizes and a
 // `const KernelContext&`; the CPU backend uses the thread count, the CUDA backend will keep its
-// cudaStream_t and cuBLAS handle here, so model code calls the same signatures on both.
+// cudaStream_t and cuBLAS handle here, so model code calls the same signatures on both. Every
+// kernel entry point dispatches on `backend` (kernels/cpu/dispatch.h); CUDA code is in kernels/cuda/.
 #include <cstdint>
 #include <vector>
 
 namespace glam::kernels {
 
 enum class Backend { kCpu, kCuda };
+
+// Arithmetic of the float matrix products on the CUDA backend: fp32, TF32 tensor cores, or bf16 inputs
+// with fp32 accumulation (cuBLAS converts the fp32 operands). The CPU backend always computes in fp32.
+enum class GemmPrecision { kFp32, kTf32, kBf16 };
 
 // One matrix product as executed (for the matmul-efficiency benchmark).
 struct GemmRecord {
@@ -23,6 +28,8 @@ struct KernelContext {
   void* stream = nullptr;                // CUDA: cudaStream_t
   void* blas_handle = nullptr;           // CUDA: cublasHandle_t
   std::vector<GemmRecord>* gemm_log = nullptr;  // when set, every product appends its shape and time
+  GemmPrecision gemm_precision = GemmPrecision::kFp32;  // CUDA float products
+  int device = -1;                       // CUDA: the device of the stream
 };
 
 // Makes the CPU context's thread count effective (OpenBLAS and the elementwise loops).

@@ -6,6 +6,7 @@
 
 #include "attention.h"
 #include "common/errors.h"
+#include "device.h"
 #include "elementwise.h"
 #include "embedding.h"
 #include "gemm.h"
@@ -51,6 +52,7 @@ Transformer<T>::Transformer(const ModelConfig& m, const ExecShape& shape, Commun
                             const kernels::KernelContext& ctx)
     : m_(m), s_(shape), comm_(comm), ctx_(ctx) {
   check_runnable(m_, s_);
+  kernels::MemoryBackendScope memory(ctx.backend);  // every buffer below lives on the context's device
   layout_ = make_layout(m_, s_.ranks, s_.rank);
   ffn_act_ = k::parse_activation(m_.ffn_activation);
   expert_act_ = k::parse_activation(m_.expert_activation);

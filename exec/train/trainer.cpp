@@ -14,6 +14,7 @@
 #include "data/corpus.h"
 #include "data/token_batches.h"
 #include "data/tokenizer.h"
+#include "device.h"
 #include "model/transformer.h"
 #include "optim/adafactor_optimizer.h"
 #include "train/checkpoint.h"
@@ -77,11 +78,40 @@ void run_tokenizer(const std::string& text_file, int64_t vocab, const std::strin
   write_file_atomically(out_file, train_tokenizer(text, vocab));
 }
 
+// The CUDA context of a run (stream, cuBLAS handle) and the memory backend for its buffers, released
+// after everything allocated under it (declared before the model).
+class DeviceSession {
+ public:
+  DeviceSession(kernels::KernelContext& ctx, bool cuda) : ctx_(ctx), memory_(cuda ? kernels::Backend::kCuda : kernels::Backend::kCpu) {
+    if (cuda) kernels::init_cuda_context(ctx_);
+  }
+  ~DeviceSession() { kernels::release_cuda_context(ctx_); }
+  DeviceSession(const DeviceSession&) = delete;
+  DeviceSession& operator=(const DeviceSession&) = delete;
+
+ private:
+  kernels::KernelContext& ctx_;
+  kernels::MemoryBackendScope memory_;
+};
+
 int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
   const int ranks = comm.size(), rank = comm.rank();
   // ---- everything is checked before the first step ----
-  if (o.device != "cpu")
-    throw UsageError("--device " + o.device + ": this build runs on the CPU only (expected cpu)");
+  const bool cuda = o.device == "cuda";
+  if (o.device != "cpu" && !cuda) throw UsageError("--device " + o.device + ": expected cpu or cuda");
+  if (cuda && !kernels::cuda_built())
+    throw UsageError("--device cuda: this build has no CUDA backend (configure with nvcc present, -DGLAM_CUDA=ON)");
+  if (cuda && kernels::cuda_device_count() == 0) throw UsageError("--device cuda: no CUDA device is visible");
+  if (cuda && ranks > 1 && comm.name() != "nccl")
+    throw UsageError("--device cuda on " + std::to_string(ranks) + " ranks needs the NCCL communicator (a CUDA build with NCCL)");
+  if (cuda && (!o.save.empty() || !o.resume.empty()))
+    throw UsageError("--save and --resume run on the CPU only for now (checkpoints of --device cuda are not implemented)");
+  kernels::GemmPrecision precision = kernels::GemmPrecision::kFp32;
+  if (o.precision == "tf32") precision = kernels::GemmPrecision::kTf32;
+  else if (o.precision == "bf16") precision = kernels::GemmPrecision::kBf16;
+  else if (o.precision != "fp32") throw UsageError("--precision " + o.precision + ": expected fp32, tf32 or bf16");
+  if (!cuda && precision != kernels::GemmPrecision::kFp32)
+    throw UsageError("--precision " + o.precision + ": the CPU backend computes in fp32 only");
   if (o.format != "text" && o.format != "json") throw UsageError("--format " + o.format + ": expected text or json");
   if (o.steps < 1) throw UsageError("--steps must be at least 1");
   ModelConfig m = load_model(o.model);
@@ -131,6 +161,8 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
   const int threads = o.threads > 0 ? o.threads
                                     : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / local_ranks());
   kernels::set_cpu_threads(ctx, threads);
+  DeviceSession device(ctx, cuda);
+  ctx.gemm_precision = precision;
   Transformer<float> model(m, shape, comm, ctx);
   AdafactorOptimizer<float> opt(model.layout());
   CheckpointState cs;
@@ -150,7 +182,8 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
   run.ranks = ranks;
   run.dp = ranks;
   run.ep = m.is_moe() ? ranks : 1;
-  run.device_name = cpu_model_name();
+  run.device_name = cuda ? kernels::cuda_device_name(ctx.device) : cpu_model_name();
+  if (cuda) run.device_kind = "cuda";
   run.host = host_name();
   run.threads = threads;
   run.batch_tokens = shape.tokens();
@@ -216,6 +249,7 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
   // ---- outputs ----
   if (!o.save.empty()) save_checkpoint(o.save, model, opt, cs, comm);
   nlohmann::json record = make_run_record(run, timer);
+  record["device"]["gemm_precision"] = o.precision;
   if (rank == 0) {
     if (!o.record.empty()) write_file_atomically(o.record, record.dump(2) + "\n");
     if (o.format == "json") {

@@ -16,7 +16,8 @@ struct TrainOptions {
   int64_t batch_tokens = 0;       // global batch (0: 8 sequences)
   int64_t steps = 10;
   int64_t warmup = -1;            // untimed first steps (-1: min(2, steps - 1))
-  std::string device = "cpu";
+  std::string device = "cpu";     // "cpu" or "cuda" (a CUDA build with a device)
+  std::string precision = "fp32"; // CUDA float products: fp32, tf32 or bf16 (bf16 inputs, fp32 accumulation)
   int threads = 0;                // 0: cores / ranks on this host
   std::string record;             // run record path ("" : none)
   std::string format = "text";    // "text" or "json" (stdout)

@@ -5,6 +5,7 @@
 
 #include "cpu/fast_math.h"
 #include "cpu/parallel.h"
+#include "cpu/dispatch.h"
 
 namespace glam::kernels {
 
@@ -91,7 +92,8 @@ void backward(const T* dy, const T* h0, const T* h1, T* dh0, T* dh1, int64_t n) 
 }  // namespace
 
 template <class T>
-void activation_forward(const KernelContext&, Activation a, const T* h0, const T* h1, T* y, int64_t n) {
+void activation_forward(const KernelContext& ctx, Activation a, const T* h0, const T* h1, T* y, int64_t n) {
+  GLAM_CUDA_DISPATCH(ctx, activation_forward<T>(ctx, a, h0, h1, y, n));
   switch (a) {
     case Activation::kGelu: return forward<Gelu>(h0, h1, y, n);
     case Activation::kRelu: return forward<Relu>(h0, h1, y, n);
@@ -100,8 +102,9 @@ void activation_forward(const KernelContext&, Activation a, const T* h0, const T
 }
 
 template <class T>
-void activation_backward(const KernelContext&, Activation a, const T* dy, const T* h0, const T* h1, T* dh0, T* dh1,
+void activation_backward(const KernelContext& ctx, Activation a, const T* dy, const T* h0, const T* h1, T* dh0, T* dh1,
                          int64_t n) {
+  GLAM_CUDA_DISPATCH(ctx, activation_backward<T>(ctx, a, dy, h0, h1, dh0, dh1, n));
   switch (a) {
     case Activation::kGelu: return backward<Gelu>(dy, h0, h1, dh0, dh1, n);
     case Activation::kRelu: return backward<Relu>(dy, h0, h1, dh0, dh1, n);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <vector>
+#include "cpu/dispatch.h"
 
 namespace glam::kernels {
 
@@ -11,8 +12,9 @@ double adafactor_step_size(const AdafactorHyper& h, int64_t step) {
 }
 
 template <class T>
-void adafactor_update(const KernelContext&, T* param, const T* grad, T* row_state, T* col_state, T* full_state,
+void adafactor_update(const KernelContext& ctx, T* param, const T* grad, T* row_state, T* col_state, T* full_state,
                       int64_t rows, int64_t cols, int64_t step, const AdafactorHyper& h) {
+  GLAM_CUDA_DISPATCH(ctx, adafactor_update<T>(ctx, param, grad, row_state, col_state, full_state, rows, cols, step, h));
   const double beta2 = 1.0 - std::pow(static_cast<double>(step), -h.decay_exponent);
   const int64_t n = rows * cols;
   double param_ss = 0;

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "cpu/parallel.h"
+#include "cpu/dispatch.h"
 
 namespace glam::kernels {
 
@@ -26,8 +27,9 @@ void relative_bucket_table(int32_t* bucket, int64_t seq_len, int64_t buckets, in
 }
 
 template <class T>
-void attention_bias_forward(const KernelContext&, T* scores, const T* bias, const int32_t* bucket, int64_t batch,
+void attention_bias_forward(const KernelContext& ctx, T* scores, const T* bias, const int32_t* bucket, int64_t batch,
                             int64_t heads, int64_t seq_len) {
+  GLAM_CUDA_DISPATCH(ctx, attention_bias_forward<T>(ctx, scores, bias, bucket, batch, heads, seq_len));
   int64_t n = batch * heads;
   GLAM_PARALLEL_FOR(n)
   for (int64_t bh = 0; bh < n; ++bh) {
@@ -39,8 +41,9 @@ void attention_bias_forward(const KernelContext&, T* scores, const T* bias, cons
 }
 
 template <class T>
-void attention_bias_backward(const KernelContext&, const T* dscores, const int32_t* bucket, T* dbias, int64_t batch,
+void attention_bias_backward(const KernelContext& ctx, const T* dscores, const int32_t* bucket, T* dbias, int64_t batch,
                              int64_t heads, int64_t seq_len) {
+  GLAM_CUDA_DISPATCH(ctx, attention_bias_backward<T>(ctx, dscores, bucket, dbias, batch, heads, seq_len));
   GLAM_PARALLEL_FOR(heads)
   for (int64_t h = 0; h < heads; ++h)
     for (int64_t b = 0; b < batch; ++b) {
@@ -51,7 +54,8 @@ void attention_bias_backward(const KernelContext&, const T* dscores, const int32
 }
 
 template <class T>
-void causal_softmax_forward(const KernelContext&, T* scores, int64_t rows, int64_t seq_len) {
+void causal_softmax_forward(const KernelContext& ctx, T* scores, int64_t rows, int64_t seq_len) {
+  GLAM_CUDA_DISPATCH(ctx, causal_softmax_forward<T>(ctx, scores, rows, seq_len));
   GLAM_PARALLEL_FOR(rows / 32)
   for (int64_t r = 0; r < rows; ++r) {
     int64_t i = r % seq_len;
@@ -70,7 +74,8 @@ void causal_softmax_forward(const KernelContext&, T* scores, int64_t rows, int64
 }
 
 template <class T>
-void causal_softmax_backward(const KernelContext&, const T* probs, T* dprobs, int64_t rows, int64_t seq_len) {
+void causal_softmax_backward(const KernelContext& ctx, const T* probs, T* dprobs, int64_t rows, int64_t seq_len) {
+  GLAM_CUDA_DISPATCH(ctx, causal_softmax_backward<T>(ctx, probs, dprobs, rows, seq_len));
   GLAM_PARALLEL_FOR(rows / 32)
   for (int64_t r = 0; r < rows; ++r) {
     int64_t i = r % seq_len;

@@ -1,6 +1,7 @@
 #include <cblas.h>
 
 #include "kernel_context.h"
+#include "cpu/dispatch.h"
 #ifdef GLAM_KERNELS_OPENMP
 #include <omp.h>
 #endif
@@ -15,6 +16,6 @@ void set_cpu_threads(KernelContext& ctx, int threads) {
 #endif
 }
 
-void synchronize(const KernelContext&) {}
+void synchronize(const KernelContext& ctx) { GLAM_CUDA_DISPATCH(ctx, synchronize(ctx)); }
 
 }  // namespace glam::kernels

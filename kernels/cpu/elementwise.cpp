@@ -3,11 +3,13 @@
 #include <cstring>
 
 #include "cpu/parallel.h"
+#include "cpu/dispatch.h"
 
 namespace glam::kernels {
 
 template <class T>
-void fill(const KernelContext&, T* x, T value, int64_t n) {
+void fill(const KernelContext& ctx, T* x, T value, int64_t n) {
+  GLAM_CUDA_DISPATCH(ctx, fill<T>(ctx, x, value, n));
   if (value == T(0)) {
     std::memset(x, 0, sizeof(T) * static_cast<size_t>(n));
     return;
@@ -16,24 +18,28 @@ void fill(const KernelContext&, T* x, T value, int64_t n) {
 }
 
 template <class T>
-void copy(const KernelContext&, const T* src, T* dst, int64_t n) {
+void copy(const KernelContext& ctx, const T* src, T* dst, int64_t n) {
+  GLAM_CUDA_DISPATCH(ctx, copy<T>(ctx, src, dst, n));
   if (n > 0 && src != dst) std::memcpy(dst, src, sizeof(T) * static_cast<size_t>(n));
 }
 
 template <class T>
-void axpy(const KernelContext&, T alpha, const T* x, T* y, int64_t n) {
+void axpy(const KernelContext& ctx, T alpha, const T* x, T* y, int64_t n) {
+  GLAM_CUDA_DISPATCH(ctx, axpy<T>(ctx, alpha, x, y, n));
   GLAM_PARALLEL_FOR(n / 4096)
   for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
 
 template <class T>
-void add(const KernelContext&, const T* a, const T* b, T* out, int64_t n) {
+void add(const KernelContext& ctx, const T* a, const T* b, T* out, int64_t n) {
+  GLAM_CUDA_DISPATCH(ctx, add<T>(ctx, a, b, out, n));
   GLAM_PARALLEL_FOR(n / 4096)
   for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
 }
 
 template <class S, class T>
-void convert(const KernelContext&, const S* in, T* out, int64_t n) {
+void convert(const KernelContext& ctx, const S* in, T* out, int64_t n) {
+  GLAM_CUDA_DISPATCH(ctx, convert<S, T>(ctx, in, out, n));
   for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(in[i]);
 }
 

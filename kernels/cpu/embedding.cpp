@@ -3,19 +3,22 @@
 #include <cstring>
 
 #include "cpu/parallel.h"
+#include "cpu/dispatch.h"
 
 namespace glam::kernels {
 
 template <class T>
-void embedding_forward(const KernelContext&, const int32_t* ids, const T* table, T* out, int64_t tokens, int64_t dim) {
+void embedding_forward(const KernelContext& ctx, const int32_t* ids, const T* table, T* out, int64_t tokens, int64_t dim) {
+  GLAM_CUDA_DISPATCH(ctx, embedding_forward<T>(ctx, ids, table, out, tokens, dim));
   GLAM_PARALLEL_FOR(tokens / 64)
   for (int64_t t = 0; t < tokens; ++t)
     std::memcpy(out + t * dim, table + static_cast<int64_t>(ids[t]) * dim, sizeof(T) * static_cast<size_t>(dim));
 }
 
 template <class T>
-void embedding_backward(const KernelContext&, const int32_t* ids, const T* dout, T* dtable, int64_t tokens,
+void embedding_backward(const KernelContext& ctx, const int32_t* ids, const T* dout, T* dtable, int64_t tokens,
                         int64_t dim) {
+  GLAM_CUDA_DISPATCH(ctx, embedding_backward<T>(ctx, ids, dout, dtable, tokens, dim));
   for (int64_t t = 0; t < tokens; ++t) {
     T* row = dtable + static_cast<int64_t>(ids[t]) * dim;
     const T* g = dout + t * dim;

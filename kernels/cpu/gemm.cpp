@@ -3,6 +3,7 @@
 #include <cblas.h>
 
 #include <chrono>
+#include "cpu/dispatch.h"
 
 namespace glam::kernels {
 namespace {
@@ -26,6 +27,7 @@ template <class T>
 void gemm(const KernelContext& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
           int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
   if (m == 0 || n == 0) return;
+  GLAM_CUDA_DISPATCH(ctx, gemm<T>(ctx, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc));
   auto t0 = std::chrono::steady_clock::now();
   blas(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   if (ctx.gemm_log)
@@ -38,6 +40,8 @@ void gemm_strided_batched(const KernelContext& ctx, bool trans_a, bool trans_b, 
                           T alpha, const T* a, int64_t lda, int64_t stride_a, const T* b, int64_t ldb,
                           int64_t stride_b, T beta, T* c, int64_t ldc, int64_t stride_c, int64_t batch) {
   if (m == 0 || n == 0 || batch == 0) return;
+  GLAM_CUDA_DISPATCH(ctx, gemm_strided_batched<T>(ctx, trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb,
+                                                  stride_b, beta, c, ldc, stride_c, batch));
   auto t0 = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < batch; ++i)
     blas(trans_a, trans_b, m, n, k, alpha, a + i * stride_a, lda, b + i * stride_b, ldb, beta, c + i * stride_c, ldc);

@@ -5,12 +5,15 @@
 
 #include "cpu/fast_math.h"
 #include "cpu/parallel.h"
+#include "cpu/dispatch.h"
 
 namespace glam::kernels {
 
 template <class T>
-void softmax_xent_forward_backward(const KernelContext&, const T* logits, const int32_t* targets, int64_t tokens,
+void softmax_xent_forward_backward(const KernelContext& ctx, const T* logits, const int32_t* targets, int64_t tokens,
                                    int64_t vocab, double z_weight, double grad_scale, T* ce, T* lse, T* dlogits) {
+  GLAM_CUDA_DISPATCH(ctx, softmax_xent_forward_backward<T>(ctx, logits, targets, tokens, vocab, z_weight, grad_scale, ce,
+                                                           lse, dlogits));
   GLAM_PARALLEL_FOR(tokens / 8)
   for (int64_t t = 0; t < tokens; ++t) {
     const T* x = logits + t * vocab;

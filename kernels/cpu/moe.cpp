@@ -3,12 +3,14 @@
 #include <cstring>
 
 #include "cpu/parallel.h"
+#include "cpu/dispatch.h"
 
 namespace glam::kernels {
 
 template <class T>
-void moe_dispatch_forward(const KernelContext&, const T* x, const int32_t* slot_token, T* buf, int64_t slots,
+void moe_dispatch_forward(const KernelContext& ctx, const T* x, const int32_t* slot_token, T* buf, int64_t slots,
                           int64_t dim) {
+  GLAM_CUDA_DISPATCH(ctx, moe_dispatch_forward<T>(ctx, x, slot_token, buf, slots, dim));
   GLAM_PARALLEL_FOR(slots / 64)
   for (int64_t s = 0; s < slots; ++s) {
     T* row = buf + s * dim;
@@ -20,8 +22,9 @@ void moe_dispatch_forward(const KernelContext&, const T* x, const int32_t* slot_
 }
 
 template <class T>
-void moe_dispatch_backward(const KernelContext&, const T* dbuf, const int32_t* loc, T* dx, int64_t tokens,
+void moe_dispatch_backward(const KernelContext& ctx, const T* dbuf, const int32_t* loc, T* dx, int64_t tokens,
                            int64_t top_k, int64_t dim) {
+  GLAM_CUDA_DISPATCH(ctx, moe_dispatch_backward<T>(ctx, dbuf, loc, dx, tokens, top_k, dim));
   GLAM_PARALLEL_FOR(tokens / 64)
   for (int64_t t = 0; t < tokens; ++t)
     for (int64_t c = 0; c < top_k; ++c) {
@@ -34,8 +37,9 @@ void moe_dispatch_backward(const KernelContext&, const T* dbuf, const int32_t* l
 }
 
 template <class T>
-void moe_combine_forward(const KernelContext&, const T* buf, const int32_t* loc, const T* gate, T* y, int64_t tokens,
+void moe_combine_forward(const KernelContext& ctx, const T* buf, const int32_t* loc, const T* gate, T* y, int64_t tokens,
                          int64_t top_k, int64_t dim) {
+  GLAM_CUDA_DISPATCH(ctx, moe_combine_forward<T>(ctx, buf, loc, gate, y, tokens, top_k, dim));
   GLAM_PARALLEL_FOR(tokens / 64)
   for (int64_t t = 0; t < tokens; ++t)
     for (int64_t c = 0; c < top_k; ++c) {
@@ -49,9 +53,11 @@ void moe_combine_forward(const KernelContext&, const T* buf, const int32_t* loc,
 }
 
 template <class T>
-void moe_combine_backward(const KernelContext&, const T* dy, const T* buf, const int32_t* loc,
+void moe_combine_backward(const KernelContext& ctx, const T* dy, const T* buf, const int32_t* loc,
                           const int32_t* slot_token, const T* gate, T* dbuf, T* dgate, int64_t tokens, int64_t top_k,
                           int64_t slots, int64_t dim) {
+  GLAM_CUDA_DISPATCH(ctx, moe_combine_backward<T>(ctx, dy, buf, loc, slot_token, gate, dbuf, dgate, tokens, top_k, slots,
+                                                  dim));
   for (int64_t s = 0; s < slots; ++s)
     if (slot_token[s] < 0) std::memset(dbuf + s * dim, 0, sizeof(T) * static_cast<size_t>(dim));
   GLAM_PARALLEL_FOR(tokens / 64)
@@ -77,7 +83,8 @@ void moe_combine_backward(const KernelContext&, const T* dy, const T* buf, const
 }
 
 template <class T>
-void swap_leading_axes(const KernelContext&, const T* in, T* out, int64_t outer, int64_t inner, int64_t block) {
+void swap_leading_axes(const KernelContext& ctx, const T* in, T* out, int64_t outer, int64_t inner, int64_t block) {
+  GLAM_CUDA_DISPATCH(ctx, swap_leading_axes<T>(ctx, in, out, outer, inner, block));
   for (int64_t a = 0; a < outer; ++a)
     for (int64_t b = 0; b < inner; ++b)
       std::memcpy(out + (b * outer + a) * block, in + (a * inner + b) * block, sizeof(T) * static_cast<size_t>(block));

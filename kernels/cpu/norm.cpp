@@ -3,11 +3,13 @@
 #include <cmath>
 
 #include "cpu/parallel.h"
+#include "cpu/dispatch.h"
 
 namespace glam::kernels {
 
 template <class T>
-void rmsnorm_forward(const KernelContext&, const T* x, const T* scale, T* y, T* inv_rms, int64_t rows, int64_t dim) {
+void rmsnorm_forward(const KernelContext& ctx, const T* x, const T* scale, T* y, T* inv_rms, int64_t rows, int64_t dim) {
+  GLAM_CUDA_DISPATCH(ctx, rmsnorm_forward<T>(ctx, x, scale, y, inv_rms, rows, dim));
   GLAM_PARALLEL_FOR(rows / 16)
   for (int64_t r = 0; r < rows; ++r) {
     const T* xr = x + r * dim;
@@ -21,8 +23,9 @@ void rmsnorm_forward(const KernelContext&, const T* x, const T* scale, T* y, T* 
 }
 
 template <class T>
-void rmsnorm_backward(const KernelContext&, const T* dy, const T* x, const T* scale, const T* inv_rms, T* dx,
+void rmsnorm_backward(const KernelContext& ctx, const T* dy, const T* x, const T* scale, const T* inv_rms, T* dx,
                       T* dscale, int64_t rows, int64_t dim) {
+  GLAM_CUDA_DISPATCH(ctx, rmsnorm_backward<T>(ctx, dy, x, scale, inv_rms, dx, dscale, rows, dim));
   // y_i = x_i r s_i, r = (mean(x^2) + eps)^-1/2:  dx_i = r s_i dy_i - x_i r^3 / dim * sum_j dy_j s_j x_j
   GLAM_PARALLEL_FOR(rows / 16)
   for (int64_t r = 0; r < rows; ++r) {

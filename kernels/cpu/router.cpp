@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "cpu/parallel.h"
+#include "cpu/dispatch.h"
 
 namespace glam::kernels {
 
@@ -18,8 +19,9 @@ double routing_uniform(uint64_t seed, int64_t token) {
 }
 
 template <class T>
-void router_forward(const KernelContext&, const T* logits, const RouterShape& s, const SecondExpertPolicy& policy,
+void router_forward(const KernelContext& ctx, const T* logits, const RouterShape& s, const SecondExpertPolicy& policy,
                     T* probs, int32_t* expert, T* gate, int32_t* loc, int32_t* slot_token) {
+  GLAM_CUDA_DISPATCH(ctx, router_forward<T>(ctx, logits, s, policy, probs, expert, gate, loc, slot_token));
   const int64_t n = s.tokens, e_count = s.experts, k = s.top_k, groups = s.groups(), cap = s.capacity;
   // softmax and top-k choice, per token
   GLAM_PARALLEL_FOR(n / 64)
@@ -76,7 +78,8 @@ void router_forward(const KernelContext&, const T* logits, const RouterShape& s,
 }
 
 template <class T>
-void router_aux_loss(const KernelContext&, const T* probs, const int32_t* expert, const RouterShape& s, T* aux) {
+void router_aux_loss(const KernelContext& ctx, const T* probs, const int32_t* expert, const RouterShape& s, T* aux) {
+  GLAM_CUDA_DISPATCH(ctx, router_aux_loss<T>(ctx, probs, expert, s, aux));
   const int64_t e_count = s.experts;
   std::vector<double> f(static_cast<size_t>(e_count)), pm(static_cast<size_t>(e_count));
   for (int64_t g = 0; g < s.groups(); ++g) {
@@ -94,8 +97,9 @@ void router_aux_loss(const KernelContext&, const T* probs, const int32_t* expert
 }
 
 template <class T>
-void router_backward(const KernelContext&, const T* probs, const int32_t* expert, const int32_t* loc, const T* dgate,
+void router_backward(const KernelContext& ctx, const T* probs, const int32_t* expert, const int32_t* loc, const T* dgate,
                      double aux_scale, const RouterShape& s, T* dlogits) {
+  GLAM_CUDA_DISPATCH(ctx, router_backward<T>(ctx, probs, expert, loc, dgate, aux_scale, s, dlogits));
   const int64_t e_count = s.experts, k = s.top_k;
   const double inv_s = 1.0 / static_cast<double>(s.group_tokens);
   std::vector<double> f(static_cast<size_t>(e_count * s.groups()), 0.0);

@@ -1,0 +1,112 @@
+#include "comm/nccl_communicator.h"
+
+#include <stdexcept>
+#include <string>
+
+#ifdef GLAM_WITH_NCCL
+#include <cuda_runtime.h>
+#include <nccl.h>
+#endif
+
+namespace glam::exec {
+
+#ifdef GLAM_WITH_NCCL
+namespace {
+
+void check(ncclResult_t r, const char* what) {
+  if (r != ncclSuccess) throw std::runtime_error(std::string("NCCL error in ") + what + ": " + ncclGetErrorString(r));
+}
+void check(cudaError_t r, const char* what) {
+  if (r != cudaSuccess) throw std::runtime_error(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(r));
+}
+
+bool on_device(const void* p) {
+  cudaPointerAttributes a{};
+  if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
+}
+
+class NcclCommunicator final : public Communicator {
+ public:
+  explicit NcclCommunicator(std::unique_ptr<Communicator> host) : host_(std::move(host)) {
+    ncclUniqueId id{};
+    if (host_->rank() == 0) check(ncclGetUniqueId(&id), "ncclGetUniqueId");
+    host_->broadcast(&id, sizeof(id), 0);
+    check(ncclCommInitRank(&comm_, host_->size(), id, host_->rank()), "ncclCommInitRank");
+  }
+  ~NcclCommunicator() override {
+    if (comm_) {
+      cudaDeviceSynchronize();
+      ncclCommDestroy(comm_);
+    }
+  }
+  int rank() const override { return host_->rank(); }
+  int size() const override { return host_->size(); }
+  std::string name() const override { return "nccl"; }
+
+  void allreduce_sum(float* d, int64_t n) override { reduce(d, n, ncclFloat32, [&] { host_->allreduce_sum(d, n); }); }
+  void allreduce_sum(double* d, int64_t n) override { reduce(d, n, ncclFloat64, [&] { host_->allreduce_sum(d, n); }); }
+  void allreduce_sum(int64_t* d, int64_t n) override { reduce(d, n, ncclInt64, [&] { host_->allreduce_sum(d, n); }); }
+
+  void alltoall(const void* send, void* recv, int64_t block_bytes) override {
+    if (!on_device(send)) return host_->alltoall(send, recv, block_bytes);
+    const size_t bb = static_cast<size_t>(block_bytes);
+#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 28, 0)
+    check(ncclAlltoAll(send, recv, bb, ncclInt8, comm_, stream_), "ncclAlltoAll");
+#else
+    check(ncclGroupStart(), "ncclGroupStart");
+    for (int r = 0; r < size(); ++r) {
+      check(ncclSend(static_cast<const char*>(send) + r * bb, bb, ncclInt8, r, comm_, stream_), "ncclSend");
+      check(ncclRecv(static_cast<char*>(recv) + r * bb, bb, ncclInt8, r, comm_, stream_), "ncclRecv");
+    }
+    check(ncclGroupEnd(), "ncclGroupEnd");
+#endif
+  }
+  void allgather(const void* send, void* recv, int64_t block_bytes) override {
+    if (!on_device(send)) return host_->allgather(send, recv, block_bytes);
+    check(ncclAllGather(send, recv, static_cast<size_t>(block_bytes), ncclInt8, comm_, stream_), "ncclAllGather");
+  }
+  void broadcast(void* data, int64_t bytes, int root) override {
+    if (!on_device(data)) return host_->broadcast(data, bytes, root);
+    check(ncclBroadcast(data, data, static_cast<size_t>(bytes), ncclInt8, root, comm_, stream_), "ncclBroadcast");
+  }
+  void barrier() override {
+    check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+    host_->barrier();
+  }
+
+ private:
+  template <class T, class F>
+  void reduce(T* d, int64_t n, ncclDataType_t type, F on_host) {
+    if (n <= 0) return;
+    if (!on_device(d)) return on_host();
+    check(ncclAllReduce(d, d, static_cast<size_t>(n), type, ncclSum, comm_, stream_), "ncclAllReduce");
+  }
+
+  std::unique_ptr<Communicator> host_;
+  ncclComm_t comm_ = nullptr;
+  cudaStream_t stream_ = nullptr;  // legacy default stream
+};
+
+}  // namespace
+
+bool nccl_built() { return true; }
+
+std::unique_ptr<Communicator> make_nccl_communicator(std::unique_ptr<Communicator> host) {
+  return std::make_unique<NcclCommunicator>(std::move(host));
+}
+
+#else
+
+bool nccl_built() { return false; }
+
+std::unique_ptr<Communicator> make_nccl_communicator(std::unique_ptr<Communicator>) {
+  throw std::runtime_error("this build has no NCCL communicator (a CUDA build that finds nccl.h and libnccl)");
+}
+
+#endif
+
+}  // namespace glam::exec

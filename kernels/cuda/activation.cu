@@ -1,0 +1,99 @@
+// FFN activations, elementwise (tanh-approximated GELU, ReLU, SiLU), plain or gated.
+#include "cuda/common.cuh"
+#include "cuda/cuda_backend.h"
+
+namespace glam::kernels::cuda {
+namespace {
+
+struct Gelu {
+  template <class T>
+  __device__ static void fd(T x, T& f, T& df) {
+    const T c = static_cast<T>(0.7978845608028654), a = static_cast<T>(0.044715);
+    T u = c * (x + a * x * x * x);
+    T th = dtanh(u);
+    f = T(0.5) * x * (T(1) + th);
+    T du = c * (T(1) + T(3) * a * x * x);
+    df = T(0.5) * (T(1) + th) + T(0.5) * x * (T(1) - th * th) * du;
+  }
+};
+struct Relu {
+  template <class T>
+  __device__ static void fd(T x, T& f, T& df) {
+    f = x > T(0) ? x : T(0);
+    df = x > T(0) ? T(1) : T(0);
+  }
+};
+struct Silu {
+  template <class T>
+  __device__ static void fd(T x, T& f, T& df) {
+    T s = T(1) / (T(1) + dexp(-x));
+    f = x * s;
+    df = s * (T(1) + x * (T(1) - s));
+  }
+};
+
+template <class A, class T>
+__global__ void act_fwd(const T* h0, const T* h1, T* y, int64_t n) {
+  GLAM_GRID_STRIDE(i, n) {
+    T f, df;
+    A::fd(h0[i], f, df);
+    y[i] = h1 ? f * h1[i] : f;
+  }
+}
+
+template <class A, class T>
+__global__ void act_bwd(const T* dy, const T* h0, const T* h1, T* dh0, T* dh1, int64_t n) {
+  GLAM_GRID_STRIDE(i, n) {
+    T f, df;
+    A::fd(h0[i], f, df);
+    if (h1) {
+      dh0[i] = dy[i] * h1[i] * df;
+      dh1[i] = dy[i] * f;
+    } else {
+      dh0[i] = dy[i] * df;
+    }
+  }
+}
+
+template <class A, class T>
+void fwd(const KernelContext& ctx, const T* h0, const T* h1, T* y, int64_t n) {
+  act_fwd<A><<<grid_for(n, 256), 256, 0, stream_of(ctx)>>>(h0, h1, y, n);
+  GLAM_CUDA_LAUNCHED();
+}
+template <class A, class T>
+void bwd(const KernelContext& ctx, const T* dy, const T* h0, const T* h1, T* dh0, T* dh1, int64_t n) {
+  act_bwd<A><<<grid_for(n, 256), 256, 0, stream_of(ctx)>>>(dy, h0, h1, dh0, dh1, n);
+  GLAM_CUDA_LAUNCHED();
+}
+
+}  // namespace
+
+template <class T>
+void activation_forward(const KernelContext& ctx, Activation a, const T* h0, const T* h1, T* y, int64_t n) {
+  if (n <= 0) return;
+  switch (a) {
+    case Activation::kGelu: return fwd<Gelu>(ctx, h0, h1, y, n);
+    case Activation::kRelu: return fwd<Relu>(ctx, h0, h1, y, n);
+    case Activation::kSilu: return fwd<Silu>(ctx, h0, h1, y, n);
+  }
+}
+
+template <class T>
+void activation_backward(const KernelContext& ctx, Activation a, const T* dy, const T* h0, const T* h1, T* dh0, T* dh1,
+                         int64_t n) {
+  if (n <= 0) return;
+  switch (a) {
+    case Activation::kGelu: return bwd<Gelu>(ctx, dy, h0, h1, dh0, dh1, n);
+    case Activation::kRelu: return bwd<Relu>(ctx, dy, h0, h1, dh0, dh1, n);
+    case Activation::kSilu: return bwd<Silu>(ctx, dy, h0, h1, dh0, dh1, n);
+  }
+}
+
+#define GLAM_INSTANTIATE(T)                                                                                     \
+  template void activation_forward<T>(const KernelContext&, Activation, const T*, const T*, T*, int64_t);       \
+  template void activation_backward<T>(const KernelContext&, Activation, const T*, const T*, const T*, T*, T*,  \
+                                       int64_t);
+GLAM_INSTANTIATE(float)
+GLAM_INSTANTIATE(double)
+
+}  // namespace glam::kernels::cuda

@@ -1,0 +1,122 @@
+// The non-product parts of attention: relative position bias (add, and its gradient summed per
+// bucket in shared memory), and the causal softmax forward and backward, one warp per row.
+#include "attention.h"
+#include "cuda/common.cuh"
+#include "cuda/cuda_backend.h"
+
+namespace glam::kernels::cuda {
+namespace {
+
+constexpr int kSharedBuckets = 256;  // buckets summed in shared memory; larger indices go to global atomics
+
+template <class T>
+__global__ void bias_fwd(T* scores, const T* bias, const int32_t* bucket, int64_t batch_heads, int64_t heads,
+                         int64_t t) {
+  const int64_t tt = t * t;
+  GLAM_GRID_STRIDE(idx, batch_heads * tt) {
+    int64_t bh = idx / tt, ij = idx - bh * tt;
+    int64_t i = ij / t, j = ij - i * t;
+    if (j <= i) scores[idx] += bias[static_cast<int64_t>(bucket[ij]) * heads + bh % heads];
+  }
+}
+
+// One block per (query row i, head h): sums over the batch and the row's keys.
+template <class T>
+__global__ void bias_bwd(const T* dscores, const int32_t* bucket, T* dbias, int64_t batch, int64_t heads, int64_t t) {
+  __shared__ T acc[kSharedBuckets];
+  const int64_t i = blockIdx.x, h = blockIdx.y;
+  for (int j = threadIdx.x; j < kSharedBuckets; j += blockDim.x) acc[j] = T(0);
+  __syncthreads();
+  for (int64_t b = 0; b < batch; ++b) {
+    const T* ds = dscores + ((b * heads + h) * t + i) * t;
+    for (int64_t j = threadIdx.x; j <= i; j += blockDim.x) {
+      int32_t k = bucket[i * t + j];
+      if (k < kSharedBuckets) atomicAdd(&acc[k], ds[j]);
+      else atomicAdd(dbias + static_cast<int64_t>(k) * heads + h, ds[j]);
+    }
+  }
+  __syncthreads();
+  for (int j = threadIdx.x; j < kSharedBuckets; j += blockDim.x)
+    if (acc[j] != T(0)) atomicAdd(dbias + static_cast<int64_t>(j) * heads + h, acc[j]);
+}
+
+template <class T>
+__global__ void softmax_fwd(T* scores, int64_t rows, int64_t t) {
+  const int64_t r = blockIdx.x * int64_t{blockDim.x / 32} + threadIdx.x / 32;
+  const int lane = threadIdx.x & 31;
+  if (r >= rows) return;
+  const int64_t i = r % t;
+  T* s = scores + r * t;
+  T mx = s[0];
+  for (int64_t j = lane; j <= i; j += 32) mx = s[j] > mx ? s[j] : mx;
+  mx = warp_max(mx);
+  T sum = 0;
+  for (int64_t j = lane; j <= i; j += 32) {
+    T e = dexp(s[j] - mx);
+    s[j] = e;
+    sum += e;
+  }
+  sum = warp_sum(sum);
+  const T inv = T(1) / sum;
+  for (int64_t j = lane; j < t; j += 32) s[j] = j <= i ? s[j] * inv : T(0);
+}
+
+template <class T>
+__global__ void softmax_bwd(const T* probs, T* dprobs, int64_t rows, int64_t t) {
+  const int64_t r = blockIdx.x * int64_t{blockDim.x / 32} + threadIdx.x / 32;
+  const int lane = threadIdx.x & 31;
+  if (r >= rows) return;
+  const int64_t i = r % t;
+  const T* p = probs + r * t;
+  T* d = dprobs + r * t;
+  T dot = 0;
+  for (int64_t j = lane; j <= i; j += 32) dot += p[j] * d[j];
+  dot = warp_sum(dot);
+  for (int64_t j = lane; j < t; j += 32) d[j] = j <= i ? p[j] * (d[j] - dot) : T(0);
+}
+
+}  // namespace
+
+template <class T>
+void attention_bias_forward(const KernelContext& ctx, T* scores, const T* bias, const int32_t* bucket, int64_t batch,
+                            int64_t heads, int64_t seq_len) {
+  const int64_t n = batch * heads * seq_len * seq_len;
+  if (n <= 0) return;
+  bias_fwd<<<grid_for(n, 256), 256, 0, stream_of(ctx)>>>(scores, bias, bucket, batch * heads, heads, seq_len);
+  GLAM_CUDA_LAUNCHED();
+}
+
+template <class T>
+void attention_bias_backward(const KernelContext& ctx, const T* dscores, const int32_t* bucket, T* dbias,
+                             int64_t batch, int64_t heads, int64_t seq_len) {
+  if (batch * heads * seq_len <= 0) return;
+  dim3 grid(static_cast<unsigned>(seq_len), static_cast<unsigned>(heads));
+  bias_bwd<<<grid, 128, 0, stream_of(ctx)>>>(dscores, bucket, dbias, batch, heads, seq_len);
+  GLAM_CUDA_LAUNCHED();
+}
+
+template <class T>
+void causal_softmax_forward(const KernelContext& ctx, T* scores, int64_t rows, int64_t seq_len) {
+  if (rows <= 0) return;
+  softmax_fwd<<<static_cast<unsigned>((rows + 7) / 8), 256, 0, stream_of(ctx)>>>(scores, rows, seq_len);
+  GLAM_CUDA_LAUNCHED();
+}
+
+template <class T>
+void causal_softmax_backward(const KernelContext& ctx, const T* probs, T* dprobs, int64_t rows, int64_t seq_len) {
+  if (rows <= 0) return;
+  softmax_bwd<<<static_cast<unsigned>((rows + 7) / 8), 256, 0, stream_of(ctx)>>>(probs, dprobs, rows, seq_len);
+  GLAM_CUDA_LAUNCHED();
+}
+
+#define GLAM_INSTANTIATE(T)                                                                                         \
+  template void attention_bias_forward<T>(const KernelContext&, T*, const T*, const int32_t*, int64_t, int64_t,     \
+                                          int64_t);                                                                 \
+  template void attention_bias_backward<T>(const KernelContext&, const T*, const int32_t*, T*, int64_t, int64_t,    \
+                                           int64_t);                                                                \
+  template void causal_softmax_forward<T>(const KernelContext&, T*, int64_t, int64_t);                              \
+  template void causal_softmax_backward<T>(const KernelContext&, const T*, T*, int64_t, int64_t);
+GLAM_INSTANTIATE(float)
+GLAM_INSTANTIATE(double)
+
+}  // namespace glam::kernels::cuda

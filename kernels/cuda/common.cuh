@@ -1,0 +1,94 @@
+#pragma once
+// Shared pieces of the CUDA kernels: error checks, the context's stream, launch sizes, reductions.
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <string>
+
+#include "kernel_context.h"
+
+namespace glam::kernels::cuda {
+
+[[noreturn]] void throw_error(const char* expr, const char* what, const char* file, int line);
+
+#define GLAM_CUDA_CHECK(expr)                                                                        \
+  do {                                                                                               \
+    cudaError_t glam_err_ = (expr);                                                                  \
+    if (glam_err_ != cudaSuccess)                                                                    \
+      ::glam::kernels::cuda::throw_error(#expr, cudaGetErrorString(glam_err_), __FILE__, __LINE__); \
+  } while (0)
+#define GLAM_CUDA_LAUNCHED() GLAM_CUDA_CHECK(cudaGetLastError())
+
+inline cudaStream_t stream_of(const KernelContext& ctx) { return static_cast<cudaStream_t>(ctx.stream); }
+
+// Device scratch memory of at least `bytes`, valid until the next call (kernels on the one stream
+// use it in turn; growing it frees the old block, which waits for the device).
+void* scratch(size_t bytes);
+
+// Blocks for a grid-stride loop over n items.
+inline unsigned grid_for(int64_t n, int threads) {
+  int64_t b = (n + threads - 1) / threads;
+  if (b < 1) b = 1;
+  if (b > (int64_t{1} << 20)) b = int64_t{1} << 20;
+  return static_cast<unsigned>(b);
+}
+
+#define GLAM_GRID_STRIDE(i, n) \
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < (n); i += int64_t{blockDim.x} * gridDim.x)
+
+template <class T>
+__device__ __forceinline__ T warp_sum(T v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+template <class T>
+__device__ __forceinline__ T warp_max(T v) {
+  for (int o = 16; o > 0; o >>= 1) {
+    T u = __shfl_xor_sync(0xffffffffu, v, o);
+    v = u > v ? u : v;
+  }
+  return v;
+}
+
+// Sum over the block, returned to every thread. blockDim.x must be a multiple of 32 (at most 1024).
+template <class T>
+__device__ T block_sum(T v) {
+  __shared__ T sh[32];
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+  v = warp_sum(v);
+  __syncthreads();
+  if (lane == 0) sh[w] = v;
+  __syncthreads();
+  if (w == 0) {
+    T u = lane < nw ? sh[lane] : T(0);
+    u = warp_sum(u);
+    if (lane == 0) sh[0] = u;
+  }
+  __syncthreads();
+  return sh[0];
+}
+template <class T>
+__device__ T block_max(T v) {
+  __shared__ T sh[32];
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) sh[w] = v;
+  __syncthreads();
+  if (w == 0) {
+    T u = lane < nw ? sh[lane] : sh[0];
+    u = warp_max(u);
+    if (lane == 0) sh[0] = u;
+  }
+  __syncthreads();
+  return sh[0];
+}
+
+__device__ __forceinline__ float dexp(float x) { return expf(x); }
+__device__ __forceinline__ double dexp(double x) { return exp(x); }
+__device__ __forceinline__ float dtanh(float x) { return tanhf(x); }
+__device__ __forceinline__ double dtanh(double x) { return tanh(x); }
+__device__ __forceinline__ float dlog(float x) { return logf(x); }
+__device__ __forceinline__ double dlog(double x) { return log(x); }
+
+}  // namespace glam::kernels::cuda

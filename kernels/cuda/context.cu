@@ -1,0 +1,106 @@
+// The CUDA backend's context, memory and scratch (kernels/device.h, kernels/cuda/cuda_backend.h).
+#include <cublas_v2.h>
+
+#include <atomic>
+#include <stdexcept>
+#include <string>
+
+#include "cuda/common.cuh"
+#include "cuda/cuda_backend.h"
+
+namespace glam::kernels::cuda {
+
+namespace {
+std::atomic<bool> g_used{false};
+void* g_scratch = nullptr;
+size_t g_scratch_bytes = 0;
+}  // namespace
+
+void throw_error(const char* expr, const char* what, const char* file, int line) {
+  throw std::runtime_error(std::string("CUDA error: ") + what + " in " + expr + " (" + file + ":" +
+                           std::to_string(line) + ")");
+}
+
+void* scratch(size_t bytes) {
+  if (bytes > g_scratch_bytes) {
+    if (g_scratch) GLAM_CUDA_CHECK(cudaFree(g_scratch));
+    g_scratch = nullptr;
+    size_t want = bytes < (size_t{1} << 20) ? (size_t{1} << 20) : bytes + bytes / 4;
+    GLAM_CUDA_CHECK(cudaMalloc(&g_scratch, want));
+    g_scratch_bytes = want;
+    g_used = true;
+  }
+  return g_scratch;
+}
+
+void synchronize(const KernelContext& ctx) { GLAM_CUDA_CHECK(cudaStreamSynchronize(stream_of(ctx))); }
+
+void* alloc(size_t bytes) {
+  void* p = nullptr;
+  GLAM_CUDA_CHECK(cudaMalloc(&p, bytes));
+  GLAM_CUDA_CHECK(cudaMemset(p, 0, bytes));
+  g_used = true;
+  return p;
+}
+
+void free(void* p) { cudaFree(p); }  // no throw: called from destructors
+
+void copy_bytes(void* dst, const void* src, size_t bytes) {
+  // The legacy default stream waits for the (blocking) streams of the contexts, so this sees every
+  // kernel queued before it.
+  GLAM_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault));
+}
+
+bool used() { return g_used.load(); }
+
+int device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+std::string device_name(int device) {
+  cudaDeviceProp p{};
+  GLAM_CUDA_CHECK(cudaGetDeviceProperties(&p, device));
+  return p.name;
+}
+
+int current_device() {
+  int d = -1;
+  GLAM_CUDA_CHECK(cudaGetDevice(&d));
+  return d;
+}
+
+void set_device(int device) { GLAM_CUDA_CHECK(cudaSetDevice(device)); }
+
+void init_context(KernelContext& ctx) {
+  if (device_count() == 0) throw std::runtime_error("no CUDA device");
+  cudaStream_t s = nullptr;
+  GLAM_CUDA_CHECK(cudaStreamCreate(&s));  // blocking: ordered with the legacy default stream
+  cublasHandle_t h = nullptr;
+  if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) throw std::runtime_error("cublasCreate failed");
+  if (cublasSetStream(h, s) != CUBLAS_STATUS_SUCCESS) throw std::runtime_error("cublasSetStream failed");
+  ctx.backend = Backend::kCuda;
+  ctx.stream = s;
+  ctx.blas_handle = h;
+  ctx.device = current_device();
+  g_used = true;
+}
+
+void release_context(KernelContext& ctx) {
+  if (ctx.backend != Backend::kCuda) return;
+  cudaStreamSynchronize(stream_of(ctx));
+  if (ctx.blas_handle) cublasDestroy(static_cast<cublasHandle_t>(ctx.blas_handle));
+  if (ctx.stream) cudaStreamDestroy(stream_of(ctx));
+  if (g_scratch) cudaFree(g_scratch);
+  g_scratch = nullptr;
+  g_scratch_bytes = 0;
+  ctx.blas_handle = nullptr;
+  ctx.stream = nullptr;
+  ctx.backend = Backend::kCpu;
+}
+
+}  // namespace glam::kernels::cuda

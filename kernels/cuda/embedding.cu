@@ -1,0 +1,48 @@
+// Embedding lookup (gather) and its gradient (scatter-add with atomics: the order of the sums over
+// repeated tokens is not fixed, unlike the CPU's token order).
+#include "cuda/common.cuh"
+#include "cuda/cuda_backend.h"
+
+namespace glam::kernels::cuda {
+namespace {
+
+template <class T>
+__global__ void emb_fwd(const int32_t* ids, const T* table, T* out, int64_t tokens, int64_t dim) {
+  GLAM_GRID_STRIDE(i, tokens * dim) {
+    int64_t t = i / dim, c = i - t * dim;
+    out[i] = table[static_cast<int64_t>(ids[t]) * dim + c];
+  }
+}
+
+template <class T>
+__global__ void emb_bwd(const int32_t* ids, const T* dout, T* dtable, int64_t tokens, int64_t dim) {
+  GLAM_GRID_STRIDE(i, tokens * dim) {
+    int64_t t = i / dim, c = i - t * dim;
+    atomicAdd(dtable + static_cast<int64_t>(ids[t]) * dim + c, dout[i]);
+  }
+}
+
+}  // namespace
+
+template <class T>
+void embedding_forward(const KernelContext& ctx, const int32_t* ids, const T* table, T* out, int64_t tokens, int64_t dim) {
+  if (tokens * dim <= 0) return;
+  emb_fwd<<<grid_for(tokens * dim, 256), 256, 0, stream_of(ctx)>>>(ids, table, out, tokens, dim);
+  GLAM_CUDA_LAUNCHED();
+}
+
+template <class T>
+void embedding_backward(const KernelContext& ctx, const int32_t* ids, const T* dout, T* dtable, int64_t tokens,
+                        int64_t dim) {
+  if (tokens * dim <= 0) return;
+  emb_bwd<<<grid_for(tokens * dim, 256), 256, 0, stream_of(ctx)>>>(ids, dout, dtable, tokens, dim);
+  GLAM_CUDA_LAUNCHED();
+}
+
+#define GLAM_INSTANTIATE(T)                                                                                   \
+  template void embedding_forward<T>(const KernelContext&, const int32_t*, const T*, T*, int64_t, int64_t);   \
+  template void embedding_backward<T>(const KernelContext&, const int32_t*, const T*, T*, int64_t, int64_t);
+GLAM_INSTANTIATE(float)
+GLAM_INSTANTIATE(double)
+
+}  // namespace glam::kernels::cuda

@@ -1,0 +1,50 @@
+// Softmax cross-entropy with z-loss, fused with its gradient: one block per token row.
+#include "cuda/common.cuh"
+#include "cuda/cuda_backend.h"
+
+namespace glam::kernels::cuda {
+namespace {
+
+template <class T>
+__global__ void xent(const T* logits, const int32_t* targets, int64_t vocab, double z_weight, double grad_scale, T* ce,
+                     T* lse, T* dlogits) {
+  const int64_t t = blockIdx.x;
+  const T* x = logits + t * vocab;
+  T* d = dlogits + t * vocab;  // may alias x: each element is read before it is written, by the same thread
+  const int32_t y = targets[t];
+  const T target_logit = x[y];
+  T mx = -INFINITY;
+  for (int64_t v = threadIdx.x; v < vocab; v += blockDim.x) mx = x[v] > mx ? x[v] : mx;
+  mx = block_max(mx);
+  double sum = 0;
+  for (int64_t v = threadIdx.x; v < vocab; v += blockDim.x) sum += static_cast<double>(dexp(x[v] - mx));
+  sum = block_sum(sum);
+  const double z = static_cast<double>(mx) + log(sum);
+  if (threadIdx.x == 0) {
+    ce[t] = static_cast<T>(z - static_cast<double>(target_logit));
+    lse[t] = static_cast<T>(z);
+  }
+  const T coef = static_cast<T>(grad_scale * (1.0 + 2.0 * z_weight * z) / sum);
+  for (int64_t v = threadIdx.x; v < vocab; v += blockDim.x) d[v] = dexp(x[v] - mx) * coef;
+  __syncthreads();
+  if (threadIdx.x == 0) d[y] -= static_cast<T>(grad_scale);
+}
+
+}  // namespace
+
+template <class T>
+void softmax_xent_forward_backward(const KernelContext& ctx, const T* logits, const int32_t* targets, int64_t tokens,
+                                   int64_t vocab, double z_weight, double grad_scale, T* ce, T* lse, T* dlogits) {
+  if (tokens <= 0) return;
+  xent<<<static_cast<unsigned>(tokens), 512, 0, stream_of(ctx)>>>(logits, targets, vocab, z_weight, grad_scale, ce, lse,
+                                                                  dlogits);
+  GLAM_CUDA_LAUNCHED();
+}
+
+#define GLAM_INSTANTIATE(T)                                                                                      \
+  template void softmax_xent_forward_backward<T>(const KernelContext&, const T*, const int32_t*, int64_t, int64_t, \
+                                                 double, double, T*, T*, T*);
+GLAM_INSTANTIATE(float)
+GLAM_INSTANTIATE(double)
+
+}  // namespace glam::kernels::cuda

@@ -1,0 +1,101 @@
+// RMSNorm forward and backward: one block per row (sums of squares in float64, as the CPU), the
+// scale gradient as column sums over row chunks, then over the chunks in order.
+#include "cuda/common.cuh"
+#include "cuda/cuda_backend.h"
+#include "norm.h"
+
+namespace glam::kernels::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kChunkRows = 64;  // rows per partial sum of the scale gradient
+
+template <class T>
+__global__ void rms_fwd(const T* x, const T* scale, T* y, T* inv_rms, int64_t dim) {
+  const int64_t r = blockIdx.x;
+  const T* xr = x + r * dim;
+  T* yr = y + r * dim;
+  double ss = 0;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) ss += static_cast<double>(xr[i]) * static_cast<double>(xr[i]);
+  ss = block_sum(ss);
+  const T inv = static_cast<T>(1.0 / sqrt(ss / static_cast<double>(dim) + kRmsNormEps));
+  if (threadIdx.x == 0) inv_rms[r] = inv;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) yr[i] = xr[i] * inv * scale[i];
+}
+
+template <class T>
+__global__ void rms_bwd_dx(const T* dy, const T* x, const T* scale, const T* inv_rms, T* dx, int64_t dim) {
+  const int64_t r = blockIdx.x;
+  const T* xr = x + r * dim;
+  const T* dyr = dy + r * dim;
+  T* dxr = dx + r * dim;
+  double dot = 0;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) dot += static_cast<double>(dyr[i]) * scale[i] * xr[i];
+  dot = block_sum(dot);
+  const T inv = inv_rms[r];
+  const T c = static_cast<T>(dot * static_cast<double>(inv) * inv * inv / static_cast<double>(dim));
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) dxr[i] += inv * scale[i] * dyr[i] - xr[i] * c;
+}
+
+// partial[chunk, col] = sum over the chunk's rows of dy * x * inv; block (32, 8).
+template <class T>
+__global__ void rms_bwd_dscale_partial(const T* dy, const T* x, const T* inv_rms, T* partial, int64_t rows,
+                                       int64_t dim) {
+  __shared__ T sh[8][33];
+  const int64_t col = blockIdx.x * 32 + threadIdx.x;
+  const int64_t r0 = blockIdx.y * int64_t{kChunkRows};
+  const int64_t r1 = r0 + kChunkRows < rows ? r0 + kChunkRows : rows;
+  T acc = 0;
+  if (col < dim)
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += 8) acc += dy[r * dim + col] * x[r * dim + col] * inv_rms[r];
+  sh[threadIdx.y][threadIdx.x] = acc;
+  __syncthreads();
+  if (threadIdx.y == 0 && col < dim) {
+    T s = 0;
+    for (int j = 0; j < 8; ++j) s += sh[j][threadIdx.x];
+    partial[blockIdx.y * dim + col] = s;
+  }
+}
+
+template <class T>
+__global__ void add_column_sums(const T* partial, int64_t chunks, int64_t dim, T* out) {
+  GLAM_GRID_STRIDE(c, dim) {
+    T s = 0;
+    for (int64_t j = 0; j < chunks; ++j) s += partial[j * dim + c];
+    out[c] += s;
+  }
+}
+
+}  // namespace
+
+template <class T>
+void rmsnorm_forward(const KernelContext& ctx, const T* x, const T* scale, T* y, T* inv_rms, int64_t rows, int64_t dim) {
+  if (rows <= 0) return;
+  rms_fwd<<<static_cast<unsigned>(rows), kThreads, 0, stream_of(ctx)>>>(x, scale, y, inv_rms, dim);
+  GLAM_CUDA_LAUNCHED();
+}
+
+template <class T>
+void rmsnorm_backward(const KernelContext& ctx, const T* dy, const T* x, const T* scale, const T* inv_rms, T* dx,
+                      T* dscale, int64_t rows, int64_t dim) {
+  if (rows <= 0) return;
+  cudaStream_t s = stream_of(ctx);
+  rms_bwd_dx<<<static_cast<unsigned>(rows), kThreads, 0, s>>>(dy, x, scale, inv_rms, dx, dim);
+  GLAM_CUDA_LAUNCHED();
+  const int64_t chunks = (rows + kChunkRows - 1) / kChunkRows;
+  T* partial = static_cast<T*>(scratch(sizeof(T) * static_cast<size_t>(chunks * dim)));
+  dim3 grid(static_cast<unsigned>((dim + 31) / 32), static_cast<unsigned>(chunks));
+  rms_bwd_dscale_partial<<<grid, dim3(32, 8), 0, s>>>(dy, x, inv_rms, partial, rows, dim);
+  GLAM_CUDA_LAUNCHED();
+  add_column_sums<<<grid_for(dim, 256), 256, 0, s>>>(partial, chunks, dim, dscale);
+  GLAM_CUDA_LAUNCHED();
+}
+
+#define GLAM_INSTANTIATE(T)                                                                                   \
+  template void rmsnorm_forward<T>(const KernelContext&, const T*, const T*, T*, T*, int64_t, int64_t);       \
+  template void rmsnorm_backward<T>(const KernelContext&, const T*, const T*, const T*, const T*, T*, T*,     \
+                                    int64_t, int64_t);
+GLAM_INSTANTIATE(float)
+GLAM_INSTANTIATE(double)
+
+}  // namespace glam::kernels::cuda

@@ -1,0 +1,45 @@
+#pragma once
+// Device memory and the CUDA backend's lifetime, without CUDA types (model code and tests include this).
+// New DeviceBuffers allocate on the process-wide memory backend (CPU unless set); copies between host and
+// device memory go through copy_bytes, which works on any pair of pointers of the backends in use.
+#include <cstddef>
+#include <string>
+
+#include "kernel_context.h"
+
+namespace glam::kernels {
+
+Backend memory_backend();
+void set_memory_backend(Backend b);
+
+// Sets the memory backend for its lifetime.
+class MemoryBackendScope {
+ public:
+  explicit MemoryBackendScope(Backend b) : saved_(memory_backend()) { set_memory_backend(b); }
+  ~MemoryBackendScope() { set_memory_backend(saved_); }
+  MemoryBackendScope(const MemoryBackendScope&) = delete;
+  MemoryBackendScope& operator=(const MemoryBackendScope&) = delete;
+
+ private:
+  Backend saved_;
+};
+
+// Zero-filled memory of `bytes` on backend b (nullptr for 0 bytes); released with device_free.
+void* device_alloc(Backend b, size_t bytes);
+void device_free(Backend b, void* p);
+// memcpy between host and/or device memory (synchronous: waits for the kernels queued before it).
+void copy_bytes(void* dst, const void* src, size_t bytes);
+
+// CUDA: whether this build has the backend, how many devices the process sees (0 without a driver or
+// device, and in a CPU-only build), their names.
+bool cuda_built();
+int cuda_device_count();
+std::string cuda_device_name(int device);
+int cuda_current_device();
+void cuda_set_device(int device);
+// Makes ctx a CUDA context on the current device: backend kCuda, a new stream and cuBLAS handle.
+// Throws std::runtime_error without a device or in a CPU-only build.
+void init_cuda_context(KernelContext& ctx);
+void release_cuda_context(KernelContext& ctx);
+
+}  // namespace glam::kernels
