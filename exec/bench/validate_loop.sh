@@ -40,6 +40,8 @@ export GLAM_HOME=.
 MPIRUN=(mpirun --allow-run-as-root --oversubscribe -x GLAM_HOME -x OPENBLAS_NUM_THREADS=1)
 rel() { realpath --relative-to="$ROOT" "$1"; }
 
+# Other work on the host skews every figure: the load averages go into summary.txt.
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 PROFILE=$OUT/profile-cpu.toml
 RECORDS=$OUT/records
 rm -rf "$RECORDS" && mkdir -p "$RECORDS"
@@ -74,7 +76,9 @@ trap 'rm -rf "$STAGE"' EXIT
 mapfile -t FILES < <(for f in "$RECORDS"/*.json; do rel "$f"; done)
 "$BIN/glamsim" validate "${FILES[@]}" --calibration "$(rel "$PROFILE")" --out "$STAGE/report" | tee "$STAGE/table.txt"
 for f in report.md plot.svg validation.json; do mv "$STAGE/report/$f" "$OUT/$f"; done
-cp "$STAGE/table.txt" "$OUT/summary.txt"
+{ cat "$STAGE/table.txt"
+  echo "host load average (1, 5, 15 min) at the start: $LOAD_START; at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+} > "$OUT/summary.txt"
 echo "== profile: $(rel "$PROFILE")"
 grep -E '^(peak_flops|memory_bandwidth_Bps|threads|link_bandwidth_Bps|link_latency_s) ' "$PROFILE" || true
 echo "== report: $(rel "$OUT")/report.md"

@@ -198,9 +198,14 @@ int run_calibrate(const CalibrateOptions& o, Communicator& comm, std::ostream& o
     std::vector<double> blocks;
     for (double b = 8; b <= (o.quick ? 1 << 20 : 16 << 20); b *= 4) blocks.push_back(b);
     auto pts = alltoall_times(comm, blocks, o.quick ? 0.02 : 0.1);
+    // Latency: the fastest of the small exchanges (a rank descheduled on a busy host spikes one size).
     link_lat = pts.front().seconds;
     for (const auto& p : pts)
-      if (p.seconds > link_lat) link_bw = std::max(link_bw, (ranks - 1) * p.block_bytes / (p.seconds - link_lat));
+      if (p.block_bytes <= 1024) link_lat = std::min(link_lat, p.seconds);
+    // Bandwidth: the best of the large blocks, never dividing by less than half the measured time.
+    for (const auto& p : pts)
+      if (p.block_bytes >= 65536)
+        link_bw = std::max(link_bw, (ranks - 1) * p.block_bytes / std::max(p.seconds - link_lat, 0.5 * p.seconds));
     for (const auto& p : pts) {
       // The simulator's all-to-all: per-destination bytes x (ranks-1) / (bandwidth x efficiency) + latency.
       const double wire = (ranks - 1) * p.block_bytes / link_bw;

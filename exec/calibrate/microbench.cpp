@@ -108,7 +108,7 @@ std::vector<AllToAllPoint> alltoall_times(Communicator& comm, const std::vector<
     std::vector<double> t;
     const double start = now_s();
     for (;;) {
-      int64_t go = comm.rank() == 0 && (t.size() < 5 || (now_s() - start < min_seconds && t.size() < 2000)) ? 1 : 0;
+      int64_t go = comm.rank() == 0 && (t.size() < 21 || (now_s() - start < min_seconds && t.size() < 2000)) ? 1 : 0;
       comm.broadcast(&go, sizeof go, 0);
       if (!go) break;
       comm.barrier();
