@@ -1,0 +1,119 @@
+#pragma once
+// Helpers of the GPU tests: skip without a device, device vectors that upload, download and poison,
+// fresh random inputs (the seed is printed), and comparisons with relative tolerances.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "device.h"
+#include "kernel_context.h"
+
+namespace glam::testing {
+
+inline bool have_cuda_device() { return kernels::cuda_device_count() > 0; }
+
+#define GLAM_REQUIRE_CUDA_DEVICE() \
+  if (!::glam::testing::have_cuda_device()) GTEST_SKIP() << "no CUDA device"
+
+// A vector in device memory of the CUDA backend.
+template <class T>
+class DeviceVec {
+ public:
+  explicit DeviceVec(size_t n) : n_(n) { p_ = static_cast<T*>(kernels::device_alloc(kernels::Backend::kCuda, bytes())); }
+  explicit DeviceVec(const std::vector<T>& host) : DeviceVec(host.size()) { upload(host); }
+  ~DeviceVec() { kernels::device_free(kernels::Backend::kCuda, p_); }
+  DeviceVec(const DeviceVec&) = delete;
+  DeviceVec& operator=(const DeviceVec&) = delete;
+  T* get() { return p_; }
+  const T* get() const { return p_; }
+  size_t size() const { return n_; }
+  size_t bytes() const { return n_ * sizeof(T); }
+  void upload(const std::vector<T>& host) {
+    EXPECT_EQ(host.size(), n_);
+    kernels::copy_bytes(p_, host.data(), bytes());
+  }
+  std::vector<T> download() const {
+    std::vector<T> h(n_);
+    kernels::copy_bytes(h.data(), p_, bytes());
+    return h;
+  }
+  // Fills every byte with 0xff: NaN for floating point, -1 for integers (use poison_int for outputs
+  // where -1 is a valid value).
+  void poison() {
+    std::vector<unsigned char> b(bytes(), 0xff);
+    kernels::copy_bytes(p_, b.data(), bytes());
+  }
+  void poison_int(T v) { upload(std::vector<T>(n_, v)); }
+
+ private:
+  T* p_ = nullptr;
+  size_t n_ = 0;
+};
+
+class Random {
+ public:
+  Random() : seed_(std::random_device{}()), gen_(seed_) {}
+  uint64_t seed() const { return seed_; }
+  std::vector<float> normal(size_t n, double sd = 1.0, double mean = 0.0) {
+    std::normal_distribution<double> d(mean, sd);
+    std::vector<float> v(n);
+    for (auto& x : v) x = static_cast<float>(d(gen_));
+    return v;
+  }
+  std::vector<float> uniform(size_t n, double lo, double hi) {
+    std::uniform_real_distribution<double> d(lo, hi);
+    std::vector<float> v(n);
+    for (auto& x : v) x = static_cast<float>(d(gen_));
+    return v;
+  }
+  std::vector<int32_t> ints(size_t n, int32_t below) {
+    std::vector<int32_t> v(n);
+    for (auto& x : v) x = static_cast<int32_t>(gen_() % static_cast<uint64_t>(below));
+    return v;
+  }
+  std::mt19937_64& gen() { return gen_; }
+
+ private:
+  uint64_t seed_;
+  std::mt19937_64 gen_;
+};
+
+inline std::vector<double> to_double(const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); }
+
+// Every value finite (poisoned elements were written) and |got - want| <= atol + rtol * scale, where
+// scale is max |want| over the vector (relative to the output's magnitude) unless elementwise.
+inline void expect_close(const std::vector<float>& got, const std::vector<double>& want, double rtol,
+                         const std::string& what, double atol = 0, bool elementwise = false) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  double scale = 0;
+  for (double w : want) scale = std::max(scale, std::abs(w));
+  size_t bad = 0, first = got.size();
+  double worst = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double tol = atol + rtol * (elementwise ? std::abs(want[i]) : scale);
+    const double err = std::abs(static_cast<double>(got[i]) - want[i]);
+    if (!std::isfinite(got[i]) || err > tol) {
+      if (first == got.size()) first = i;
+      ++bad;
+    }
+    if (std::isfinite(got[i])) worst = std::max(worst, scale > 0 ? err / scale : err);
+  }
+  EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << got.size() << " elements off; first at " << first
+                     << " (got " << (first < got.size() ? got[first] : 0.0f) << ", want "
+                     << (first < got.size() ? want[first] : 0.0) << "); worst relative error " << worst;
+}
+
+// A CUDA context for a test fixture.
+class CudaContext {
+ public:
+  CudaContext() { kernels::init_cuda_context(ctx); }
+  ~CudaContext() { kernels::release_cuda_context(ctx); }
+  kernels::KernelContext ctx;
+};
+
+}  // namespace glam::testing

@@ -1,0 +1,158 @@
+// The training step on the GPU against the CPU: one full step's loss and every gradient tensor (CUDA
+// float32 vs the CPU's float64 model), ten steps of losses with Adafactor (CUDA vs CPU, float32 both),
+// and glamexec train --device cuda end to end. Skipped without a CUDA device, except the check that
+// --device cuda fails cleanly where there is none.
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <memory>
+#include <random>
+
+#include <nlohmann/json.hpp>
+
+#include "comm/communicator.h"
+#include "cuda_test_support.h"
+#include "model/transformer.h"
+#include "model_config.h"
+#include "optim/adafactor_optimizer.h"
+#include "support/run_command.h"
+
+namespace glam::testing {
+namespace {
+
+using exec::ExecShape;
+using exec::StepLoss;
+using exec::Transformer;
+
+struct Batch {
+  std::vector<int32_t> inputs, targets;
+};
+Batch random_batch(int64_t tokens, int64_t vocab, uint64_t seed) {
+  std::mt19937_64 gen(seed);
+  Batch b;
+  for (int64_t i = 0; i < tokens; ++i) {
+    b.inputs.push_back(static_cast<int32_t>(gen() % static_cast<uint64_t>(vocab)));
+    b.targets.push_back(static_cast<int32_t>(gen() % static_cast<uint64_t>(vocab)));
+  }
+  return b;
+}
+
+ExecShape shape_of(const ModelConfig& m, int64_t seqs) {
+  ExecShape s;
+  s.seqs = seqs;
+  s.seq_len = m.seq_len;
+  return s;
+}
+
+TEST(CudaStep, LossAndGradientsMatchTheCpuStep) {
+  GLAM_REQUIRE_CUDA_DEVICE();
+  for (const char* id : {"glam-tiny", "glam-tiny-8e"}) {
+    ModelConfig m = load_model(id);
+    ExecShape s = shape_of(m, 4);
+    auto comm = exec::make_single_communicator();
+    kernels::KernelContext cpu;
+    Transformer<double> ref(m, s, *comm, cpu);
+    ref.init_params(11);
+    CudaContext gpu;
+    Transformer<float> model(m, s, *comm, gpu.ctx);
+    model.init_params(11);
+    Batch b = random_batch(s.tokens(), m.vocab_size, 5);
+    DeviceVec<int32_t> in(b.inputs), tg(b.targets);
+    StepLoss lr = ref.run(b.inputs.data(), b.targets.data(), 1, true);
+    StepLoss lg = model.run(in.get(), tg.get(), 1, true);
+    EXPECT_NEAR(lg.total, lr.total, 1e-5 * std::abs(lr.total)) << id;
+    EXPECT_NEAR(lg.ce, lr.ce, 1e-5 * std::abs(lr.ce)) << id;
+    EXPECT_NEAR(lg.z, lr.z, 1e-4 * std::abs(lr.z)) << id;
+    EXPECT_NEAR(lg.aux, lr.aux, 1e-5 * std::abs(lr.aux) + 1e-9) << id;
+    ASSERT_EQ(model.moe_stats().size(), ref.moe_stats().size());
+    for (size_t i = 0; i < ref.moe_stats().size(); ++i) {
+      EXPECT_EQ(model.moe_stats()[i].expert_load, ref.moe_stats()[i].expert_load) << id << " MoE layer " << i;
+      EXPECT_EQ(model.moe_stats()[i].dropped, ref.moe_stats()[i].dropped) << id << " MoE layer " << i;
+    }
+    const int64_t total = model.layout().total_elements;
+    std::vector<float> g(static_cast<size_t>(total));
+    exec::copy_to_host(model.grads(), g.data(), total);
+    for (const exec::ParamInfo& p : model.layout().params) {
+      std::vector<float> got(g.begin() + p.offset, g.begin() + p.offset + p.elements());
+      std::vector<double> want(ref.grads() + p.offset, ref.grads() + p.offset + p.elements());
+      expect_close(got, want, 2e-4, std::string(id) + " gradient " + p.name, 1e-10);
+    }
+  }
+}
+
+TEST(CudaStep, TenStepsOfLossesMatchTheCpuRun) {
+  GLAM_REQUIRE_CUDA_DEVICE();
+  ModelConfig m = load_model("glam-tiny-8e");
+  ExecShape s = shape_of(m, 4);
+  auto comm = exec::make_single_communicator();
+  kernels::KernelContext cpu;
+  Transformer<float> cm(m, s, *comm, cpu);
+  exec::AdafactorOptimizer<float> copt(cm.layout());
+  CudaContext gpu;
+  Transformer<float> gm(m, s, *comm, gpu.ctx);
+  std::unique_ptr<exec::AdafactorOptimizer<float>> gopt;
+  {
+    kernels::MemoryBackendScope on_gpu(kernels::Backend::kCuda);
+    gopt = std::make_unique<exec::AdafactorOptimizer<float>>(gm.layout());
+  }
+  cm.init_params(3);
+  gm.init_params(3);
+  double worst = 0;
+  for (int64_t step = 1; step <= 10; ++step) {
+    Batch b = random_batch(s.tokens(), m.vocab_size, static_cast<uint64_t>(100 + step));
+    DeviceVec<int32_t> in(b.inputs), tg(b.targets);
+    StepLoss lc = cm.run(b.inputs.data(), b.targets.data(), step, true);
+    copt.update(cpu, cm.params(), cm.grads(), step);
+    StepLoss lg = gm.run(in.get(), tg.get(), step, true);
+    gopt->update(gpu.ctx, gm.params(), gm.grads(), step);
+    EXPECT_NEAR(lg.total, lc.total, 1e-3 * std::abs(lc.total)) << "step " << step;
+    worst = std::max(worst, std::abs(lg.total - lc.total) / std::abs(lc.total));
+  }
+  std::cout << "largest relative loss difference over 10 steps: " << worst << "\n";
+  RecordProperty("largest_relative_loss_difference", std::to_string(worst));
+}
+
+class CudaTrain : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = std::filesystem::temp_directory_path() / ("glamexec-cuda-test-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir_);
+  }
+  static void TearDownTestSuite() { std::filesystem::remove_all(dir_); }
+  static std::string path(const std::string& name) { return (dir_ / name).string(); }
+  static inline std::filesystem::path dir_;
+};
+
+TEST_F(CudaTrain, GlamexecTrainRunsOnTheGpu) {
+  GLAM_REQUIRE_CUDA_DEVICE();
+  for (const char* precision : {"fp32", "bf16"}) {
+    const std::string rec = path(std::string("rec-") + precision + ".json");
+    auto r = run_command("glamexec train --quiet --device cuda --precision " + std::string(precision) +
+                         " --model glam-tiny-8e --steps 4 --batch-tokens 512 --random-tokens --record " + rec);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    auto j = nlohmann::json::parse(read_whole_file(rec));
+    EXPECT_EQ(j["device"]["kind"], "cuda");
+    EXPECT_EQ(j["device"]["gemm_precision"], precision);
+    EXPECT_FALSE(j["device"]["name"].get<std::string>().empty());
+    ASSERT_EQ(j["losses"].size(), 4u);
+    for (const auto& l : j["losses"]) EXPECT_TRUE(std::isfinite(l.get<double>()));
+    EXPECT_GT(j["tokens_per_s"].get<double>(), 0);
+    EXPECT_GT(j["ops"].size(), 20u);
+  }
+}
+
+TEST_F(CudaTrain, DeviceCudaWithoutADeviceIsABadInput) {
+  if (have_cuda_device()) GTEST_SKIP() << "a CUDA device is present";
+  auto r = run_command("glamexec train --quiet --device cuda --model glam-tiny --steps 1 --random-tokens");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("--device cuda"), std::string::npos) << r.err;
+  auto p = run_command("glamexec train --quiet --precision bf16 --model glam-tiny --steps 1 --random-tokens");
+  EXPECT_EQ(p.exit_code, 2) << p.err;
+  EXPECT_NE(p.err.find("--precision"), std::string::npos) << p.err;
+}
+
+}  // namespace
+}  // namespace glam::testing
