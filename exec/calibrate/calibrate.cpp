@@ -20,6 +20,7 @@
 #include "calibrate/op_curves.h"
 #include "common/atomic_output.h"
 #include "common/errors.h"
+#include "device.h"
 #include "model_config.h"
 #include "train/run_record.h"
 #include "train/trainer.h"
@@ -80,9 +81,13 @@ double mean_over_ranks(Communicator& comm, double v) {
 int run_calibrate(const CalibrateOptions& o, Communicator& comm, std::ostream& out) {
   const int ranks = comm.size(), rank = comm.rank();
   // ---- everything is checked before the first measurement ----
-  if (o.device == "cuda")
-    throw UsageError("--device cuda: cuda calibration needs the CUDA backend, which this build does not have "
+  if (o.device == "cuda") {
+    if (!kernels::cuda_built())
+      throw UsageError("--device cuda: cuda calibration needs the CUDA backend, which this build does not have "
+                       "(expected --device cpu)");
+    throw UsageError("--device cuda: cuda calibration needs the CUDA backend's microbenchmarks, not written yet "
                      "(expected --device cpu)");
+  }
   if (o.device != "cpu") throw UsageError("--device " + o.device + ": unknown device (expected cpu)");
   if (!o.out.empty()) {
     fs::path p(o.out);
