@@ -171,6 +171,7 @@ class Builder {
   // Gradient reduction of one block's weights, overlapped with the rest of the backward pass.
   // Non-expert weights are replicated over all dp ranks, an expert's over dp / ep of them.
   void grad_reduction(int l) {
+    if (!s_.overlap_grad_reduction) return;
     if (s_.dp > 1)
       collective(l, "grad_allreduce", StepPhase::kBackward,
                  s_.shard_weights ? CollectiveKind::kReduceScatter : CollectiveKind::kAllReduce, CommAxis::kData,
@@ -179,6 +180,21 @@ class Builder {
       collective(l, "expert_grad_allreduce", StepPhase::kBackward,
                  s_.shard_weights ? CollectiveKind::kReduceScatter : CollectiveKind::kAllReduce,
                  CommAxis::kExpertData, layer_expert_bytes(l), false);
+  }
+
+  // One blocking all-reduce of every replicated gradient after the backward pass: the non-expert
+  // weights over dp, and the experts over their replicas when dp > ep.
+  void all_gradients_at_once(int64_t K) {
+    double bytes = static_cast<double>(m_.vocab_size) * M_ * w_ / tp_;
+    double expert_bytes = 0;
+    for (int l = 0; l < K; ++l) {
+      bytes += layer_dense_bytes(l);
+      expert_bytes += layer_expert_bytes(l);
+    }
+    if (s_.dp > 1) collective(-1, "grad_allreduce", StepPhase::kBackward, CollectiveKind::kAllReduce, CommAxis::kData, bytes);
+    if (expert_bytes > 0 && s_.dp / s_.ep > 1)
+      collective(-1, "expert_grad_allreduce", StepPhase::kBackward, CollectiveKind::kAllReduce, CommAxis::kExpertData,
+                 expert_bytes);
   }
 
   // Bytes of one MoE block's expert weights on this rank (E / ep experts, split over tp).
@@ -229,9 +245,10 @@ class Builder {
       grad_reduction(l);
     }
     elementwise(-1, "embed", StepPhase::kBackward, T_ * M_, 2);
-    if (s_.dp > 1)
+    if (s_.dp > 1 && s_.overlap_grad_reduction)
       collective(-1, "embed_grad_allreduce", StepPhase::kBackward, CollectiveKind::kAllReduce, CommAxis::kData,
                  V * M_ * w_ / tp_, false);
+    if (!s_.overlap_grad_reduction) all_gradients_at_once(K);
     optimizer(K);
     // The optimizer waits for every overlapped gradient reduction.
     for (size_t i = 0; i + 1 < g_.ops.size(); ++i)

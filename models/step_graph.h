@@ -53,6 +53,9 @@ struct StepShape {
   int64_t layers_run = -1;  // run only the first K blocks (-1: all)
   bool shard_weights = false;  // non-expert weights sharded over dp: gathered before use (ZeRO-3)
   bool recompute = false;      // the forward pass of each block runs again in its backward pass
+  // true: each block's gradients are reduced during the rest of the backward pass (bucketed, as
+  // large-scale trainers do); false: one blocking all-reduce after it (glamexec's CPU executor).
+  bool overlap_grad_reduction = true;
 };
 
 // Expert load of one MoE layer on the busiest rank, from the routing model.

@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "common/errors.h"
+#include "moe_load.h"
 
 namespace glam::exec {
 
@@ -41,30 +42,13 @@ ModelConfig model_of_record(const nlohmann::json& record, const std::string& whe
 std::vector<MoeLayerLoad> record_moe_loads(const ModelConfig& m, const StepShape& s, const nlohmann::json& record) {
   std::vector<MoeLayerLoad> out;
   if (!m.is_moe() || !record.contains("moe_layers") || !record["moe_layers"].is_array()) return out;
-  const double S = static_cast<double>(m.group_tokens), k = static_cast<double>(m.top_k);
-  const double C = static_cast<double>(m.capacity_per_group());
-  const double groups_per_rank = static_cast<double>(s.tokens_per_rank) / S;
-  const int64_t ep = s.ep, per_rank = m.experts / ep;
   for (const auto& layer : record["moe_layers"]) {
     std::vector<double> share;
     for (const auto& v : layer.value("expert_load", nlohmann::json::array())) share.push_back(v.get<double>());
     const double total = std::accumulate(share.begin(), share.end(), 0.0);
     if (static_cast<int64_t>(share.size()) != m.experts || total <= 0) return {};  // uniform, as a fallback
     for (double& v : share) v /= total;
-    std::vector<double> kept_by_rank(static_cast<size_t>(ep), 0.0);
-    double kept = 0;
-    for (int64_t e = 0; e < m.experts; ++e) {
-      double copies = std::min(k * S * share[static_cast<size_t>(e)], C);
-      kept_by_rank[static_cast<size_t>(e / per_rank)] += copies;
-      kept += copies;
-    }
-    MoeLayerLoad load;
-    load.dropped_fraction = 1 - kept / (k * S);
-    load.a2a_send_tokens = kept * groups_per_rank;
-    load.expert_tokens =
-        *std::max_element(kept_by_rank.begin(), kept_by_rank.end()) * groups_per_rank * static_cast<double>(ep);
-    for (double v : kept_by_rank) load.dest_share.push_back(kept > 0 ? v / kept : 0);
-    out.push_back(std::move(load));
+    out.push_back(moe_layer_load(m, s, share));
   }
   return out;
 }
@@ -77,6 +61,7 @@ StepGraph record_step_graph(const nlohmann::json& record, const std::string& whe
   s.dp = dp;
   s.ep = int_at(record, "plan", "ep", where);
   s.tp = 1;
+  s.overlap_grad_reduction = false;  // the executor reduces all gradients at once, as glamsim validate models it
   if (!record.contains("global_batch_tokens") || !record["global_batch_tokens"].is_number())
     throw ConfigError(where, "global_batch_tokens", "(missing)", "a number (an executor run record)");
   s.tokens_per_rank = record["global_batch_tokens"].get<int64_t>() / dp;

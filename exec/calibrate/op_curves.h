@@ -23,8 +23,8 @@ struct CurvePoint {
 // The model a run record ran (its file or catalogue id), as the simulator reads it.
 ModelConfig model_of_record(const nlohmann::json& record, const std::string& where);
 
-// The MoE loads the simulator derives from a record's expert-load histograms: the same arithmetic
-// as sim/workload/routing_model.cpp (moe_layer_load), which the executor cannot link (SimGrid).
+// The MoE loads the simulator derives from a record's expert-load histograms (models/moe_load.h,
+// shared with the simulator's routing model).
 std::vector<MoeLayerLoad> record_moe_loads(const ModelConfig& m, const StepShape& s, const nlohmann::json& record);
 
 // The StepGraph of a record, as `glamsim validate` builds it (float32 activations on the CPU).

@@ -18,6 +18,7 @@ StepShape ParallelPlan::step_shape() const {
   s.tp = tp;
   s.shard_weights = shard_weights;
   s.recompute = recompute;
+  s.overlap_grad_reduction = overlap_grad_reduction;
   return s;
 }
 
@@ -139,7 +140,9 @@ const Schema<ParallelPlan>& plan_schema() {
         .add("recompute", &ParallelPlan::recompute, "", "Recompute activations in the backward pass", false)
         .add("mapping", &ParallelPlan::mapping, "",
              "Ranks onto chips: auto (nested compact blocks on tori: tp, then ep, then replicas) or linear (chip order)",
-             std::string("auto"), one_of({"auto", "linear"}));
+             std::string("auto"), one_of({"auto", "linear"}))
+        .add("overlap_grad_reduction", &ParallelPlan::overlap_grad_reduction, "",
+             "Reduce each block's gradients during the backward pass (false: all at once after it)", true);
     return sc;
   }();
   return s;

@@ -42,11 +42,15 @@ Cluster cluster_for(const RunRecord& r, const CalibrationProfile& profile) {
   t << "id = \"" << (cpu ? "host-cpu-" : "host-h200-") << r.ranks << "\"\n";
   t << "description = \"the executor's host for " << r.file << "\"\n";
   t << "[chip]\nkind = \"" << (cpu ? "cpu" : "h200") << "\"\n";
-  // A profile measured with a different thread count scales with the threads per rank.
-  double scale = profile.threads > 0 && r.threads > 0 ? static_cast<double>(r.threads) / profile.threads : 1.0;
   // More ranks x threads than the host has cores (record's device.host_cores): they share the cores.
+  double shared = 1.0;
   if (const int cores = host_cores(r.file); cpu && cores > 0 && r.threads > 0)
-    scale *= std::min(1.0, static_cast<double>(cores) / static_cast<double>(r.ranks * r.threads));
+    shared = std::min(1.0, static_cast<double>(cores) / static_cast<double>(r.ranks * r.threads));
+  // Products use the rank's BLAS threads, so a profile measured with other threads scales with them;
+  // the CPU's memory-bound kernels run on one thread whatever the count, so bandwidth does not.
+  const double threads = profile.threads > 0 && r.threads > 0 ? static_cast<double>(r.threads) / profile.threads : 1.0;
+  const double scale = threads * shared;
+  const double memory_scale = cpu ? shared : 1.0;
   char buf[128];
   if (profile.peak_flops > 0) {
     std::snprintf(buf, sizeof buf, "peak_flops_bf16 = %.6e\npeak_flops_fp32 = %.6e\n", profile.peak_flops * scale,
@@ -54,7 +58,7 @@ Cluster cluster_for(const RunRecord& r, const CalibrationProfile& profile) {
     t << buf;
   }
   if (profile.memory_bandwidth_Bps > 0) {
-    std::snprintf(buf, sizeof buf, "hbm_bandwidth_Bps = %.6e\n", profile.memory_bandwidth_Bps * scale);
+    std::snprintf(buf, sizeof buf, "hbm_bandwidth_Bps = %.6e\n", profile.memory_bandwidth_Bps * memory_scale);
     t << buf;
   }
   t << "[topology]\nkind = \"single-node\"\nchips = " << r.ranks << "\n";
@@ -82,6 +86,7 @@ SimulationInput simulation_for(const RunRecord& r, const std::optional<Calibrati
   if (r.device_kind == "cpu") model.activation_precision = "float32";  // the CPU executor runs float32
   ParallelPlan plan;
   plan.dp = r.dp, plan.ep = r.ep, plan.tp = r.tp, plan.batch_tokens = r.global_batch_tokens;
+  plan.overlap_grad_reduction = false;  // glamexec reduces all gradients at once after the backward pass
   RoutingSpec routing;
   if (r.has_moe_loads) routing.kind = "file", routing.file = r.file;
   Cluster cluster = cluster_for(r, profile);

@@ -88,26 +88,4 @@ std::vector<std::vector<double>> expert_shares(const RoutingSpec& spec, const Mo
   return std::vector<std::vector<double>>(static_cast<size_t>(moe_blocks), share);
 }
 
-MoeLayerLoad moe_layer_load(const ModelConfig& m, const StepShape& s, const std::vector<double>& expert_share) {
-  const double S = static_cast<double>(m.group_tokens), k = static_cast<double>(m.top_k);
-  const double C = static_cast<double>(m.capacity_per_group());
-  const double groups_per_rank = static_cast<double>(s.tokens_per_rank) / S;
-  const int64_t ep = s.ep, per_rank = m.experts / ep;
-  std::vector<double> kept_by_rank(static_cast<size_t>(ep), 0.0);
-  double kept = 0;
-  for (int64_t e = 0; e < m.experts; ++e) {
-    double copies = std::min(k * S * expert_share[static_cast<size_t>(e)], C);
-    kept_by_rank[static_cast<size_t>(e / per_rank)] += copies;
-    kept += copies;
-  }
-  MoeLayerLoad load;
-  load.dropped_fraction = 1 - kept / (k * S);
-  load.a2a_send_tokens = kept * groups_per_rank;
-  // Every rank of the ep group sends the same mix, so rank r receives ep times its share.
-  double hottest = *std::max_element(kept_by_rank.begin(), kept_by_rank.end());
-  load.expert_tokens = hottest * groups_per_rank * static_cast<double>(ep);
-  for (double v : kept_by_rank) load.dest_share.push_back(kept > 0 ? v / kept : 0);
-  return load;
-}
-
 }  // namespace glam

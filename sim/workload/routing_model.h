@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "model_config.h"
+#include "moe_load.h"
 #include "step_graph.h"
 
 namespace glam {
@@ -23,8 +24,5 @@ RoutingSpec parse_routing_spec(const std::string& arg);
 // Per MoE block run, the share of routed copies each expert receives (sums to 1).
 std::vector<std::vector<double>> expert_shares(const RoutingSpec& spec, const ModelConfig& m, int moe_blocks);
 
-// The busiest rank's load and the all-to-all shares for one MoE block. Expected values:
-// each routing group of S tokens sends k*S*share_e copies to expert e, of which at most C are kept.
-MoeLayerLoad moe_layer_load(const ModelConfig& m, const StepShape& s, const std::vector<double>& expert_share);
 
 }  // namespace glam

@@ -1,0 +1,17 @@
+#pragma once
+// What a routing distribution does to the ranks of an expert-parallel group, under the capacity
+// rule of kernels/routing_rules.h. Shared by the simulator's routing model and the executor's
+// calibration, which must agree on it.
+#include <vector>
+
+#include "model_config.h"
+#include "step_graph.h"
+
+namespace glam {
+
+// The busiest rank's load and the all-to-all shares for one MoE block, as expected values: each
+// routing group of S tokens sends k*S*share_e copies to expert e, of which at most C are kept.
+// `expert_share` has one entry per expert and sums to 1.
+MoeLayerLoad moe_layer_load(const ModelConfig& m, const StepShape& s, const std::vector<double>& expert_share);
+
+}  // namespace glam
