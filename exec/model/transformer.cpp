@@ -2,7 +2,13 @@
 // reduction. The blocks are in attention_block.cpp, ffn_block.cpp and moe_block.cpp.
 #include "model/transformer.h"
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <utility>
 
 #include "attention.h"
 #include "common/errors.h"
@@ -116,17 +122,44 @@ Transformer<T>::Transformer(const ModelConfig& m, const ExecShape& shape, Commun
 
 template <class T>
 void Transformer<T>::init_params(uint64_t seed) {
-  std::vector<double> tmp;
-  std::vector<T> host;
-  for (const ParamInfo& p : layout_.params) {
-    tmp.resize(static_cast<size_t>(p.matrix_elements()));
-    host.resize(tmp.size());
-    for (int64_t e = 0; e < p.count; ++e) {
-      init_matrix(p, p.expert() ? p.first_expert + e : -1, seed, tmp.data());
-      for (size_t i = 0; i < tmp.size(); ++i) host[i] = static_cast<T>(tmp[i]);
-      copy_to_device(host.data(), params_.data() + p.offset + e * p.matrix_elements(), p.matrix_elements());
+  // One task per matrix (each has its own generator, so the values do not depend on the threads);
+  // threads matter for the GPU-sized configs (billions of Box-Muller draws on the host).
+  std::vector<std::pair<size_t, int64_t>> tasks;
+  for (size_t i = 0; i < layout_.params.size(); ++i)
+    for (int64_t e = 0; e < layout_.params[i].count; ++e) tasks.emplace_back(i, e);
+  std::atomic<size_t> next{0};
+  std::exception_ptr error;
+  std::mutex error_mutex;
+  auto work = [&] {
+    try {
+      if (ctx_.backend == kernels::Backend::kCuda && ctx_.device >= 0) kernels::cuda_set_device(ctx_.device);
+      std::vector<double> tmp;
+      std::vector<T> host;
+      for (size_t t = next++; t < tasks.size(); t = next++) {
+        const ParamInfo& p = layout_.params[tasks[t].first];
+        const int64_t e = tasks[t].second;
+        tmp.resize(static_cast<size_t>(p.matrix_elements()));
+        host.resize(tmp.size());
+        init_matrix(p, p.expert() ? p.first_expert + e : -1, seed, tmp.data());
+        for (size_t i = 0; i < tmp.size(); ++i) host[i] = static_cast<T>(tmp[i]);
+        copy_to_device(host.data(), params_.data() + p.offset + e * p.matrix_elements(), p.matrix_elements());
+      }
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(error_mutex);
+      if (!error) error = std::current_exception();
+      next = tasks.size();
     }
+  };
+  const int64_t big = layout_.total_elements >= (int64_t{1} << 24) ? 1 : 0;  // threads only for large models
+  const size_t threads = big ? std::min<size_t>(tasks.size(), std::clamp<size_t>(std::thread::hardware_concurrency(), 1, 16)) : 1;
+  if (threads <= 1) {
+    work();
+  } else {
+    std::vector<std::thread> pool;
+    for (size_t i = 0; i < threads; ++i) pool.emplace_back(work);
+    for (auto& th : pool) th.join();
   }
+  if (error) std::rethrow_exception(error);
 }
 
 template <class T>

@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# The GPU check of issue 7, for a machine with one NVIDIA H200 (or any sm_90 GPU), in under eight
+# minutes: builds the CUDA backend, runs the GPU tests (every kernel against the CPU reference, the
+# step against the CPU step), times the training step of the configs that fit one GPU with bf16
+# products, writes one run record per config into reports/measured/, and prints a table last
+# (MFU = the accounting's model FLOPs per second / 989 TFLOP/s, the H200's dense bf16 peak).
+#
+#   scripts/gpu_check.sh                  # everything
+#   GLAM_GPU_CHECK_SKIP_TESTS=1 scripts/gpu_check.sh   # timing only
+#
+# Environment: GLAM_BUILD_DIR (default build-gpu), GLAM_JOBS (default: all cores),
+# GLAM_GPU_CHECK_DEADLINE_S (default 450: no new run starts after it), GLAM_PRECISION (default bf16).
+# GLAM_GPU_CHECK_DRY=1 checks the script itself on a machine without a GPU: tiny configs on the CPU,
+# records into the build folder, not reports/measured/.
+# Exit status 0 when the build, the tests and every timing run passed; the table is printed anyway.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+build=${GLAM_BUILD_DIR:-$root/build-gpu}
+jobs=${GLAM_JOBS:-$(nproc)}
+deadline=${GLAM_GPU_CHECK_DEADLINE_S:-450}
+precision=${GLAM_PRECISION:-bf16}
+out=$root/reports/measured
+logs=$build/gpu-check-logs
+device=cuda
+dry=${GLAM_GPU_CHECK_DRY:-}
+if [[ -n $dry ]]; then
+  out=$build/gpu-check-dry
+  device=cpu
+  precision=fp32
+fi
+peak_tflops=989
+status=0
+SECONDS=0
+
+say() { printf '[gpu_check %3ds] %s\n' "$SECONDS" "$*"; }
+
+for tool in cmake ninja nvcc timeout awk; do
+  if ! command -v "$tool" >/dev/null 2>&1 && ! [[ $tool == nvcc && -x /usr/local/cuda/bin/nvcc ]]; then
+    say "missing tool: $tool"
+    exit 1
+  fi
+done
+export PATH=$PATH:/usr/local/cuda/bin
+mkdir -p "$out" "$logs"
+
+# ---- device ----
+if command -v nvidia-smi >/dev/null 2>&1; then
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader | tee "$out/device.txt" || true
+else
+  say "nvidia-smi not found (continuing)"
+fi
+
+# ---- build (only what the check runs) ----
+say "configure ($build)"
+cuda_flag=-DGLAM_CUDA=ON
+[[ -n $dry ]] && cuda_flag=-DGLAM_CUDA=AUTO
+if ! timeout 180 cmake -S "$root" -B "$build" -G Ninja "$cuda_flag" >"$logs/configure.log" 2>&1; then
+  tail -30 "$logs/configure.log"
+  say "configure failed"
+  exit 1
+fi
+say "build with $jobs jobs"
+if ! timeout 420 ninja -C "$build" -j "$jobs" glamexec cuda_kernel_tests cuda_step_tests >"$logs/build.log" 2>&1; then
+  grep -E 'error|FAILED' -A3 "$logs/build.log" | head -40 || tail -40 "$logs/build.log"
+  say "build failed"
+  exit 1
+fi
+bin=$build/bin
+say "built"
+
+# ---- GPU tests ----
+tests_result="not run"
+if [[ -z ${GLAM_GPU_CHECK_SKIP_TESTS:-} ]]; then
+  tests_result="passed"
+  for t in cuda_kernel_tests cuda_step_tests; do
+    say "$t"
+    if GLAM_HOME=$root timeout 240 "$bin/$t" --gtest_brief=1 >"$logs/$t.log" 2>&1; then
+      grep -E '^\[  (PASSED|SKIPPED) ' "$logs/$t.log" || true
+      if grep -q '^\[  SKIPPED \]' "$logs/$t.log" && grep -q 'no CUDA device' "$logs/$t.log"; then
+        say "$t: skipped, no CUDA device visible"
+        tests_result="skipped (no device)"
+        status=1
+      fi
+    else
+      tail -60 "$logs/$t.log"
+      say "$t FAILED (log: $logs/$t.log)"
+      tests_result="FAILED"
+      status=1
+    fi
+  done
+fi
+
+# ---- timed steps ----
+# name | model | layers (0: all) | global batch tokens (a multiple of seq_len 1024 and group_tokens 1024)
+runs=(
+  "glam-0.1b|glam-0.1b|0|32768"
+  "glam-0.1b-64e|glam-0.1b-64e|0|32768"
+  "glam-1.7b|glam-1.7b|0|8192"
+  "glam-1.7b-64e-4layers|glam-1.7b-64e|4|16384"
+  "glam-8b-64e-2layers|glam-8b-64e|2|4096"
+)
+if [[ -n $dry ]]; then
+  runs=("glam-tiny|glam-tiny|0|512" "glam-tiny-8e-2layers|glam-tiny-8e|2|512")
+fi
+declare -a table
+for spec in "${runs[@]}"; do
+  IFS='|' read -r name model layers tokens <<<"$spec"
+  record=$out/h200-$name.json
+  line="-"
+  attempt_tokens=$tokens
+  while :; do
+    if (( SECONDS > deadline )); then
+      say "$name: skipped (past the ${deadline}s deadline)"
+      line="skipped (time)"
+      status=1
+      break
+    fi
+    say "$name: $model, layers $layers, $attempt_tokens tokens, $precision"
+    log=$logs/$name.log
+    if timeout 200 "$bin/glamexec" train --device "$device" --precision "$precision" --model "$model" --layers "$layers" \
+        --batch-tokens "$attempt_tokens" --steps 5 --warmup 2 --random-tokens --quiet --record "$record.tmp" \
+        >"$log" 2>&1; then
+      mv "$record.tmp" "$record"
+      # "<id> (<L> layers) on 1 rank(s) x T thread(s): X tokens/s, Y GFLOP/s (model FLOPs), median step Z ms"
+      line=$(awk -v peak="$peak_tflops" -v tok="$attempt_tokens" '/tokens\/s,/ {
+               for (i = 1; i <= NF; i++) {
+                 if ($(i+1) == "tokens/s,") tps = $i
+                 if ($(i+1) == "GFLOP/s") gf = $i
+                 if ($i == "step") ms = $(i+1)
+               }
+               printf "%8d %12.0f %10.1f %9.1f %6.1f%%", tok, tps, ms, gf / 1000, 100 * gf / 1000 / peak
+             }' "$log")
+      cat "$log"
+      break
+    fi
+    tail -5 "$log"
+    rm -f "$record.tmp"
+    if grep -qiE 'out of memory|cudaErrorMemoryAllocation' "$log" && (( attempt_tokens > 2048 )); then
+      attempt_tokens=$((attempt_tokens / 2))
+      say "$name: out of memory, retrying with $attempt_tokens tokens"
+      continue
+    fi
+    say "$name FAILED (log: $log)"
+    line="FAILED"
+    status=1
+    break
+  done
+  table+=("$(printf '%-24s %s' "$name" "$line")")
+done
+
+# ---- per-op shares of each record (python3 when present) ----
+if command -v python3 >/dev/null 2>&1; then
+  python3 - "$out" >"$out/op-shares.txt" <<'EOF' || true
+import json, pathlib, sys
+for p in sorted(pathlib.Path(sys.argv[1]).glob("h200-*.json")):
+    r = json.loads(p.read_text())
+    step = r["step_time_s"]["median"]
+    groups = {}
+    for op in r["ops"]:
+        key = op["id"].split(".")[1] if op["id"].startswith("L") else op["id"].split(".")[0]
+        groups[key] = groups.get(key, 0.0) + op["median_s"]
+    timed = sum(groups.values())
+    print(f"{p.name}: step {step*1e3:.1f} ms, ops {timed*1e3:.1f} ms ({100*timed/step:.0f}% of the step)")
+    for k, v in sorted(groups.items(), key=lambda kv: -kv[1])[:10]:
+        print(f"  {k:18s} {100*v/step:5.1f}%  {v*1e3:8.2f} ms")
+EOF
+  cat "$out/op-shares.txt"
+fi
+
+# ---- the table ----
+{
+  echo "GPU check on $(cat "$out/device.txt" 2>/dev/null | head -1 || echo 'unknown GPU'), $precision products, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "GPU tests: $tests_result"
+  printf '%-24s %8s %12s %10s %9s %7s\n' config tokens tokens/s step_ms TFLOP/s MFU
+  for row in "${table[@]}"; do echo "$row"; done
+  echo "MFU: model FLOPs (the accounting's convention) per second / $peak_tflops TFLOP/s (H200 dense bf16)."
+  echo "Step times include a device synchronisation around every timed op."
+} | tee "$out/summary.txt"
+say "done in ${SECONDS}s"
+exit $status
