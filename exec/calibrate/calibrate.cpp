@@ -1,6 +1,7 @@
 #include "calibrate/calibrate.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -169,8 +170,35 @@ int run_calibrate(const CalibrateOptions& o, Communicator& comm, std::ostream& o
     peak = std::max(peak, r);
     matmul_points.push_back({s.flops(), r});
   }
-  for (const auto& s : model_shapes) peak = std::max(peak, mean_over_ranks(comm, gemm_rate(ctx, s, t_min)));
+  std::vector<double> model_rates;
+  for (const auto& s : model_shapes) {
+    model_rates.push_back(mean_over_ranks(comm, gemm_rate(ctx, s, t_min)));
+    peak = std::max(peak, model_rates.back());
+  }
   for (auto& p : matmul_points) p.efficiency /= peak;
+  // A record may give one rank every core of the host: how much faster do the calibration configs'
+  // products run that way (the other ranks idle) than at `threads` threads with every rank busy?
+  // BLAS threading pays off little on small products, so this is measured, not assumed.
+  double thread_speedup = 1;
+  int speedup_threads = threads;
+  if (cores > threads) {
+    say("matrix products with " + std::to_string(cores) + " threads in one rank");
+    comm.barrier();
+    // MPI barriers spin: the other ranks sleep through the measurement instead of taking a core.
+    if (rank != 0)
+      std::this_thread::sleep_for(std::chrono::duration<double>(3.0 * static_cast<double>(model_shapes.size()) * t_min + 0.5));
+    if (rank == 0) {
+      kernels::KernelContext wide;
+      kernels::set_cpu_threads(wide, cores);
+      std::vector<double> ratios;
+      for (size_t i = 0; i < model_shapes.size(); ++i) ratios.push_back(gemm_rate(wide, model_shapes[i], t_min) / model_rates[i]);
+      std::sort(ratios.begin(), ratios.end());
+      thread_speedup = ratios[ratios.size() / 2];
+      speedup_threads = cores;
+      kernels::set_cpu_threads(ctx, threads);
+    }
+    comm.barrier();
+  }
   // attention-shaped batched products (scores: S x S x dh per head and sequence; context: S x dh x S)
   std::vector<CurvePoint> attention_points;
   {
@@ -276,7 +304,10 @@ int run_calibrate(const CalibrateOptions& o, Communicator& comm, std::ostream& o
       << "[measured]\n"
       << "peak_flops = " << num(peak) << "            # best sgemm rate of one rank (kernels::gemm)\n"
       << "memory_bandwidth_Bps = " << num(bandwidth) << "  # streaming copy/triad of one rank\n"
-      << "threads = " << threads << "\n\n"
+      << "threads = " << threads << "\n"
+      << "speedup_threads = " << speedup_threads << "\n"
+      << "thread_speedup = " << num(thread_speedup)
+      << "     # products of one rank with speedup_threads threads, the others idle, over `threads` threads\n\n"
       << "[compute]\n"
       << "# square products n x n x n\n"
       << "matmul_flops = " << list(matmul.sizes) << "\n"

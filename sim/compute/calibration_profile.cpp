@@ -34,6 +34,8 @@ nlohmann::json CalibrationProfile::to_json() const {
           {"peak_flops", peak_flops},
           {"memory_bandwidth_Bps", memory_bandwidth_Bps},
           {"threads", threads},
+          {"speedup_threads", speedup_threads},
+          {"thread_speedup", thread_speedup},
           {"link_bandwidth_Bps", link_bandwidth_Bps},
           {"link_latency_s", link_latency_s},
           {"ops", [&] {
@@ -74,7 +76,8 @@ struct ProfileFile {
   std::vector<double> network_bytes, network_eff;
   double op_overhead_s = 0, latency_factor = 1;
   double peak_flops = 0, memory_bandwidth_Bps = 0, link_bandwidth_Bps = 0, link_latency_s = 0;
-  int64_t threads = 0;
+  int64_t threads = 0, speedup_threads = 0;
+  double thread_speedup = 1;
 };
 
 const Schema<ProfileFile>& profile_schema() {
@@ -101,6 +104,11 @@ const Schema<ProfileFile>& profile_schema() {
              "Measured memory bandwidth (0: the datasheet)", 0.0, non_negative<double>())
         .add("measured.threads", &P::threads, "", "Threads per rank during the measurement", int64_t{0},
              non_negative<int64_t>())
+        .add("measured.speedup_threads", &P::speedup_threads, "", "Threads of the thread_speedup measurement",
+             int64_t{0}, non_negative<int64_t>())
+        .add("measured.thread_speedup", &P::thread_speedup, "",
+             "Product speed with speedup_threads threads in one rank over the profile's threads", 1.0,
+             positive<double>())
         .add("network.link_bandwidth_Bps", &P::link_bandwidth_Bps, "B/s",
              "Measured point-to-point bandwidth between ranks (0: the cluster file's)", 0.0, non_negative<double>())
         .add("network.link_latency_s", &P::link_latency_s, "s", "Measured point-to-point latency between ranks", 0.0,
@@ -169,6 +177,8 @@ CalibrationProfile load_profile(const std::string& path) {
   p.peak_flops = f.peak_flops;
   p.memory_bandwidth_Bps = f.memory_bandwidth_Bps;
   p.threads = static_cast<int>(f.threads);
+  p.speedup_threads = static_cast<int>(f.speedup_threads);
+  p.thread_speedup = f.thread_speedup;
   p.link_bandwidth_Bps = f.link_bandwidth_Bps;
   p.link_latency_s = f.link_latency_s;
   p.ops = std::move(op_curves);

@@ -35,6 +35,8 @@ struct CalibrationProfile {
   double peak_flops = 0;
   double memory_bandwidth_Bps = 0;
   int threads = 0;
+  int speedup_threads = 0;    // a rank with this many threads runs products
+  double thread_speedup = 1;  // this much faster than with `threads` (measured, small products scale poorly)
   double link_bandwidth_Bps = 0;
   double link_latency_s = 0;
   nlohmann::json to_json() const;

@@ -46,9 +46,14 @@ Cluster cluster_for(const RunRecord& r, const CalibrationProfile& profile) {
   double shared = 1.0;
   if (const int cores = host_cores(r.file); cpu && cores > 0 && r.threads > 0)
     shared = std::min(1.0, static_cast<double>(cores) / static_cast<double>(r.ranks * r.threads));
-  // Products use the rank's BLAS threads, so a profile measured with other threads scales with them;
-  // the CPU's memory-bound kernels run on one thread whatever the count, so bandwidth does not.
-  const double threads = profile.threads > 0 && r.threads > 0 ? static_cast<double>(r.threads) / profile.threads : 1.0;
+  // Products use the rank's BLAS threads: between the profile's threads and speedup_threads, the
+  // measured speedup is interpolated; elsewhere rates scale with the thread count. The CPU's
+  // memory-bound kernels run on one thread whatever the count, so bandwidth does not scale.
+  double threads = profile.threads > 0 && r.threads > 0 ? static_cast<double>(r.threads) / profile.threads : 1.0;
+  if (cpu && profile.threads > 0 && profile.speedup_threads > profile.threads && r.threads > profile.threads &&
+      r.threads <= profile.speedup_threads)
+    threads = 1 + (profile.thread_speedup - 1) * (r.threads - profile.threads) /
+                      static_cast<double>(profile.speedup_threads - profile.threads);
   const double scale = threads * shared;
   const double memory_scale = cpu ? shared : 1.0;
   char buf[128];
