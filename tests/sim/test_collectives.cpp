@@ -107,7 +107,9 @@ TEST(Collectives, GpuAllReduceIsHierarchical) {
   // Only 1/8 of the buffer leaves each node per direction and phase.
   for (const auto& ph : s.phases)
     for (const auto& f : ph.flows)
-      if (c.node_of(f.src) != c.node_of(f.dst)) EXPECT_NEAR(f.share, 1.0 / 16, 1e-12);
+      if (c.node_of(f.src) != c.node_of(f.dst)) {
+        EXPECT_NEAR(f.share, 1.0 / 16, 1e-12);
+      }
   std::vector<int> one_node = {0, 1, 2, 3, 4, 5, 6, 7};
   EXPECT_EQ(plan_collective(c, CollectiveKind::kAllReduce, {one_node}).algorithm, "ring");
 }

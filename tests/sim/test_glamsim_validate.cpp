@@ -115,8 +115,9 @@ TEST_F(GlamsimValidate, BadInputExitsTwoNamingTheFile) {
     auto r = run_command(cmd);
     EXPECT_EQ(r.exit_code, 2) << c.name << ": " << r.err;
     EXPECT_NE(r.err.find(c.expected), std::string::npos) << c.name << ": " << r.err;
-    if (c.name != "noprofile.json" && c.name != "device.json")
+    if (c.name != "noprofile.json" && c.name != "device.json") {
       EXPECT_NE(r.err.find(c.name), std::string::npos) << "error should name the record: " << r.err;
+    }
     EXPECT_FALSE(fs::exists(kDir / "out")) << c.name;
   }
 }

@@ -83,7 +83,9 @@ TEST(StepGraph, ShardedWeightsAreGatheredBeforeUse) {
   EXPECT_EQ(count(g, "expert_weight_allgather"), 2 * 12);
   for (size_t i = 0; i < g.ops.size(); ++i) {
     for (int d : g.ops[i].deps) ASSERT_LT(static_cast<size_t>(d), i) << g.ops[i].id;
-    if (g.ops[i].name == "grad_allreduce") EXPECT_EQ(g.ops[i].collective, CollectiveKind::kReduceScatter);
+    if (g.ops[i].name == "grad_allreduce") {
+      EXPECT_EQ(g.ops[i].collective, CollectiveKind::kReduceScatter);
+    }
   }
   // the first op of block 5's forward waits for its gather
   for (const auto& op : g.ops)
