@@ -69,7 +69,7 @@ class Builder {
   Builder(const ModelConfig& m, const StepShape& s) : m_(m), s_(s) {
     e_ = static_cast<double>(ModelConfig::precision_bytes(m.activation_precision));
     w_ = static_cast<double>(ModelConfig::precision_bytes(m.weight_precision));
-    T_ = static_cast<double>(s.tokens_per_rank);
+    T_ = static_cast<double>(s.tokens_per_rank) / static_cast<double>(std::max<int64_t>(1, s.microbatches));
     tp_ = static_cast<double>(s.tp);
     M_ = static_cast<double>(m.d_model);
     A_ = static_cast<double>(m.attention_width());
@@ -219,32 +219,50 @@ class Builder {
     const int64_t K = blocks_run(m_, s_);
     const double V = static_cast<double>(m_.vocab_size);
     MoeLayerLoad uniform = uniform_moe_load(m_, s_);
+    // Loads are given for the rank's whole batch; a micro-batch carries its share.
+    std::vector<MoeLayerLoad> per_micro_loads = loads;
+    for (auto& l : per_micro_loads) {
+      l.expert_tokens /= static_cast<double>(std::max<int64_t>(1, s_.microbatches));
+      l.a2a_send_tokens /= static_cast<double>(std::max<int64_t>(1, s_.microbatches));
+    }
+    uniform.expert_tokens /= static_cast<double>(std::max<int64_t>(1, s_.microbatches));
+    uniform.a2a_send_tokens /= static_cast<double>(std::max<int64_t>(1, s_.microbatches));
     auto load_of = [&](int l) -> const MoeLayerLoad& {
       int moe_index = 0;
       for (int i = 0; i < l; ++i) moe_index += m_.is_moe_layer(i) ? 1 : 0;
-      return static_cast<size_t>(moe_index) < loads.size() ? loads[static_cast<size_t>(moe_index)] : uniform;
+      return static_cast<size_t>(moe_index) < per_micro_loads.size() ? per_micro_loads[static_cast<size_t>(moe_index)]
+                                                                     : uniform;
     };
-    elementwise(-1, "embed", StepPhase::kForward, T_ * M_, 2);
-    for (int l = 0; l < K; ++l) {
-      auto first = weight_gather(l, StepPhase::kForward);
-      block_forward(l, load_of(l));
-      wait_for_gather(first);
+    // Gradient accumulation: each micro-batch runs forward and backward on its share of the tokens;
+    // gradients are reduced once, during (or after) the last micro-batch's backward pass.
+    const int64_t micro = std::max<int64_t>(1, s_.microbatches);
+    for (int64_t mb = 0; mb < micro; ++mb) {
+      const size_t first_op = g_.ops.size();
+      const bool last = mb == micro - 1;
+      elementwise(-1, "embed", StepPhase::kForward, T_ * M_, 2);
+      for (int l = 0; l < K; ++l) {
+        auto gathers = weight_gather(l, StepPhase::kForward);
+        block_forward(l, load_of(l));
+        wait_for_gather(gathers);
+      }
+      elementwise(-1, "final_norm", StepPhase::kForward, T_ * M_, 2);
+      matmul(-1, "logits", StepPhase::kForward, T_, M_, V, tp_);
+      elementwise(-1, "loss", StepPhase::kForward, T_ * V / tp_, 3);
+      matmul(-1, "logits", StepPhase::kBackward, T_, M_, V, tp_);
+      elementwise(-1, "final_norm", StepPhase::kBackward, T_ * M_, 2);
+      for (int l = static_cast<int>(K) - 1; l >= 0; --l) {
+        auto gathers = weight_gather(l, StepPhase::kBackward);
+        if (s_.recompute) block_forward(l, load_of(l), "recompute.");
+        wait_for_gather(gathers);
+        if (m_.is_moe_layer(l)) moe_ffn(l, StepPhase::kBackward, load_of(l));
+        else dense_ffn(l, StepPhase::kBackward);
+        attention(l, StepPhase::kBackward);
+        if (last) grad_reduction(l);
+      }
+      elementwise(-1, "embed", StepPhase::kBackward, T_ * M_, 2);
+      if (mb > 0)
+        for (size_t i = first_op; i < g_.ops.size(); ++i) g_.ops[i].id = "mb" + std::to_string(mb) + "." + g_.ops[i].id;
     }
-    elementwise(-1, "final_norm", StepPhase::kForward, T_ * M_, 2);
-    matmul(-1, "logits", StepPhase::kForward, T_, M_, V, tp_);
-    elementwise(-1, "loss", StepPhase::kForward, T_ * V / tp_, 3);
-    matmul(-1, "logits", StepPhase::kBackward, T_, M_, V, tp_);
-    elementwise(-1, "final_norm", StepPhase::kBackward, T_ * M_, 2);
-    for (int l = static_cast<int>(K) - 1; l >= 0; --l) {
-      auto first = weight_gather(l, StepPhase::kBackward);
-      if (s_.recompute) block_forward(l, load_of(l), "recompute.");
-      wait_for_gather(first);
-      if (m_.is_moe_layer(l)) moe_ffn(l, StepPhase::kBackward, load_of(l));
-      else dense_ffn(l, StepPhase::kBackward);
-      attention(l, StepPhase::kBackward);
-      grad_reduction(l);
-    }
-    elementwise(-1, "embed", StepPhase::kBackward, T_ * M_, 2);
     if (s_.dp > 1 && s_.overlap_grad_reduction)
       collective(-1, "embed_grad_allreduce", StepPhase::kBackward, CollectiveKind::kAllReduce, CommAxis::kData,
                  V * M_ * w_ / tp_, false);
@@ -257,7 +275,7 @@ class Builder {
     // Useful FLOPs: the model's training FLOPs for this rank's tokens (tp ranks share them).
     ModelConfig partial = m_;
     partial.layers = K;
-    g_.model_flops = flops_per_token(partial).train() * T_ / tp_;
+    g_.model_flops = flops_per_token(partial).train() * T_ * static_cast<double>(micro) / tp_;
     return std::move(g_);
   }
 

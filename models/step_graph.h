@@ -56,6 +56,7 @@ struct StepShape {
   // true: each block's gradients are reduced during the rest of the backward pass (bucketed, as
   // large-scale trainers do); false: one blocking all-reduce after it (glamexec's CPU executor).
   bool overlap_grad_reduction = true;
+  int64_t microbatches = 1;  // gradient accumulation: tokens_per_rank is split into this many passes
 };
 
 // Expert load of one MoE layer on the busiest rank, from the routing model.

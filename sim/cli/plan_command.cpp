@@ -40,7 +40,9 @@ std::string render_single(const PlanRow& row) {
                     std::to_string(in.cluster.num_chips()) + " chips), " + format_count(e.tokens) + " tokens\n";
   out += "plan: dp " + std::to_string(in.plan.dp) + " x tp " + std::to_string(in.plan.tp) + ", ep " +
          std::to_string(in.plan.ep) + (in.plan.shard_weights ? ", weights sharded" : "") +
-         (in.plan.recompute ? ", recompute" : "") + "; " + std::to_string(in.plan.batch_tokens) + " tokens per step\n\n";
+         (in.plan.recompute ? ", recompute" : "") +
+         (in.plan.microbatches > 1 ? ", " + std::to_string(in.plan.microbatches) + " micro-batches" : "") + "; " +
+         std::to_string(in.plan.batch_tokens) + " tokens per step\n\n";
   TextTable t({"figure", "value"}, {false, true});
   t.add_row({"steps", format_fixed(e.steps, 0)});
   t.add_row({"step time", format_seconds(e.step_time_s)});
@@ -76,14 +78,15 @@ std::string render_compare(const std::vector<PlanRow>& rows) {
     const auto& p = r.sim.input.plan;
     t.add_row({r.sim.input.cluster.id(), std::to_string(r.sim.input.cluster.num_chips()),
                "dp" + std::to_string(p.dp) + " tp" + std::to_string(p.tp) + " ep" + std::to_string(p.ep) +
-                   (p.shard_weights ? " zs" : "") + (p.recompute ? " rc" : ""),
+                   (p.shard_weights ? " zs" : "") + (p.recompute ? " rc" : "") +
+                   (p.microbatches > 1 ? " mb" + std::to_string(p.microbatches) : ""),
                format_seconds(e.step_time_s), format_fixed(e.train_hours / 24, 1), format_count(e.chip_hours),
                format_fixed(100 * e.mfu, 1) + "%", format_fixed(e.step_energy.average_power_per_chip_W, 0),
                format_fixed(e.facility_energy_MWh, 1), format_fixed(e.tco2e, 1)});
   }
   const auto& first = rows.front().sim.input;
   return "Training plans: " + first.model.id + ", " + format_count(rows.front().estimate.tokens) + " tokens\n\n" +
-         t.render() + "\nplan: zs = weights sharded over dp, rc = activation recompute\n";
+         t.render() + "\nplan: zs = weights sharded over dp, rc = activation recompute, mbN = N micro-batches\n";
 }
 
 }  // namespace

@@ -20,6 +20,10 @@ void SimulationOptions::register_options(CLI::App& cmd, bool with_out_dir) {
   cmd.add_option("--mapping", mapping, "Ranks onto chips: auto (compact torus blocks) or linear (chip order)")
       ->check(CLI::IsMember({"auto", "linear"}))
       ->excludes(plan);
+  cmd.add_option("--microbatches", microbatches,
+                 "Gradient accumulation passes per step (default: the fewest that fit in memory)")
+      ->excludes(plan)
+      ->check(CLI::PositiveNumber);
   cmd.add_option("--batch-tokens", batch_tokens, "Global tokens per step (default 1,048,576)")->check(CLI::PositiveNumber);
   cmd.add_option("--routing", routing, "uniform, skew=X (Zipf exponent) or a routing histogram / run record file");
   cmd.add_option("--fidelity", fidelity, "analytical or flow");
@@ -52,7 +56,7 @@ ResolvedSimulation SimulationOptions::resolve_for_cluster(const std::string& clu
   if (!plan_file.empty()) base = load_plan_file(plan_file);
   else
     base.dp = dp, base.ep = ep, base.tp = tp, base.shard_weights = shard_weights, base.recompute = recompute,
-    base.mapping = mapping;
+    base.mapping = mapping, base.microbatches = microbatches;
   if (batch_tokens) base.batch_tokens = batch_tokens;
   if (!base.batch_tokens) base.batch_tokens = kDefaultBatchTokens;
   SimulationInput in{m, c, base, spec, fid, profile, layers, flow_max_flows};
@@ -65,7 +69,12 @@ ResolvedSimulation SimulationOptions::resolve_for_cluster(const std::string& clu
   const bool complete = base.dp && base.tp && (base.ep || !m.is_moe());
   if (!plan_file.empty() || complete) {
     if (!base.ep) out.input.plan.ep = 1;
+    const bool choose_micro = plan_file.empty() && microbatches == 0;
+    out.input.plan.microbatches = std::max<int64_t>(1, out.input.plan.microbatches);
     validate_plan(out.input.plan, m, c);
+    // A fixed layout that does not fit in one pass gets the fewest micro-batches that make it fit.
+    if (choose_micro && plan_memory(m, out.input.plan).total_bytes() > c.chip().hbm_bytes)
+      out.input.plan.microbatches = fitting_microbatches(out.input.plan, m, c);
     out.plan_note = "";
   } else {
     if (show_progress) std::cerr << "glamsim: choosing a parallel layout...\r" << std::flush;

@@ -7,18 +7,26 @@
 
 namespace glam {
 
+int64_t fitting_microbatches(const ParallelPlan& plan, const ModelConfig& m, const Cluster& c) {
+  const int64_t sequences = plan.tokens_per_rank() / m.seq_len;
+  for (int64_t mb = 1; mb <= sequences; mb *= 2) {
+    if (sequences % mb) break;
+    ParallelPlan p = plan;
+    p.microbatches = mb;
+    if (plan_memory(m, p).total_bytes() <= c.chip().hbm_bytes) return mb;
+  }
+  return plan.microbatches;
+}
+
 PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool allow_oom) {
   const int64_t n = in.cluster.num_chips();
   const ModelConfig& m = in.model;
   const int64_t max_tp = std::min<int64_t>(in.cluster.chips_per_node() > 1 ? in.cluster.chips_per_node() : 16, m.heads);
-  PlanChoice best;
-  double best_time = std::numeric_limits<double>::infinity();
-  std::optional<ParallelPlan> smallest;
-  double smallest_bytes = std::numeric_limits<double>::infinity();
+  // Every valid layout, with the user's micro-batch count or one.
+  std::vector<ParallelPlan> layouts;
   std::string last_reason;
   for (int64_t tp = 1; tp <= max_tp; tp *= 2) {
-    if (base.tp && tp != base.tp) continue;
-    if (n % tp) continue;
+    if ((base.tp && tp != base.tp) || n % tp) continue;
     const int64_t dp = n / tp;
     if (base.dp && dp != base.dp) continue;
     int64_t ep = 1;
@@ -30,26 +38,48 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
       for (int recompute = 0; recompute < 2; ++recompute) {
         ParallelPlan p = base;
         p.dp = dp, p.tp = tp, p.ep = ep, p.shard_weights = shard, p.recompute = recompute;
+        p.microbatches = std::max<int64_t>(1, base.microbatches);
         try {
           validate_plan(p, m, in.cluster);
         } catch (const UsageError& e) {
           last_reason = e.what();
           continue;
         }
-        ++best.candidates;
-        double bytes = plan_memory(m, p).total_bytes();
-        if (bytes < smallest_bytes) smallest_bytes = bytes, smallest = p;
-        if (bytes > in.cluster.chip().hbm_bytes) continue;
-        ++best.fitting;
-        SimulationInput trial = in;
-        trial.plan = p;
-        trial.fidelity = Fidelity::kAnalytical;
-        double t = simulate_step(trial).step_time_s;
-        if (t < best_time) best_time = t, best.plan = p;
+        layouts.push_back(p);
       }
   }
-  if (best.candidates == 0)
+  if (layouts.empty())
     throw UsageError("no parallel layout of " + m.id + " on " + in.cluster.id() + " is valid: " + last_reason);
+
+  PlanChoice best;
+  best.candidates = static_cast<int>(layouts.size());
+  double best_time = std::numeric_limits<double>::infinity();
+  std::optional<ParallelPlan> smallest;
+  double smallest_bytes = std::numeric_limits<double>::infinity();
+  auto consider = [&](const ParallelPlan& p) {
+    const double bytes = plan_memory(m, p).total_bytes();
+    if (bytes < smallest_bytes) smallest_bytes = bytes, smallest = p;
+    if (bytes > in.cluster.chip().hbm_bytes) return;
+    ++best.fitting;
+    SimulationInput trial = in;
+    trial.plan = p;
+    trial.fidelity = Fidelity::kAnalytical;
+    const double t = simulate_step(trial).step_time_s;
+    if (t < best_time) best_time = t, best.plan = p;
+  };
+  for (const auto& p : layouts) consider(p);
+  // Gradient accumulation only when no layout fits without it (it shrinks every product and, with
+  // sharded weights, gathers them once per micro-batch), with the fewest micro-batches that fit.
+  if (best.fitting == 0 && base.microbatches == 0)
+    for (ParallelPlan p : layouts) {
+      p.microbatches = fitting_microbatches(p, m, in.cluster);
+      if (p.microbatches == 1) {
+        // Nothing fits: still count the smallest footprint micro-batching reaches, for the message.
+        const int64_t sequences = p.tokens_per_rank() / m.seq_len;
+        while (sequences % (p.microbatches * 2) == 0) p.microbatches *= 2;
+      }
+      if (p.microbatches > 1) consider(p);
+    }
   if (best.fitting == 0) {
     if (!allow_oom)
       throw UsageError("no parallel layout of " + m.id + " fits " + in.cluster.id() + ": the smallest needs " +

@@ -1,8 +1,8 @@
 #pragma once
 // Picks a parallel plan for (model, cluster, batch) when the user gives none: every layout the
 // cluster admits (tp a power of two up to one node or 16 chips, ep the largest divisor of the
-// experts that divides dp, weights replicated or sharded, recompute on or off) is simulated at
-// analytical fidelity, and the fastest one that fits in memory wins.
+// experts that divides dp, weights replicated or sharded, recompute on or off, with the fewest
+// micro-batches that make it fit) is simulated at analytical fidelity, and the fastest wins.
 #include <optional>
 
 #include "engine/step_simulator.h"
@@ -18,5 +18,9 @@ struct PlanChoice {
 // `base` carries the batch and any axis the user fixed (0 = free); throws UsageError when no
 // layout fits and `allow_oom` is false (then the smallest footprint is returned).
 PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool allow_oom);
+
+// The fewest micro-batches (a power of two that splits each rank's sequences evenly) with which
+// the plan fits in HBM; the plan's own count when none does.
+int64_t fitting_microbatches(const ParallelPlan& plan, const ModelConfig& m, const Cluster& c);
 
 }  // namespace glam

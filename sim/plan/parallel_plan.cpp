@@ -19,6 +19,7 @@ StepShape ParallelPlan::step_shape() const {
   s.shard_weights = shard_weights;
   s.recompute = recompute;
   s.overlap_grad_reduction = overlap_grad_reduction;
+  s.microbatches = microbatches;
   return s;
 }
 
@@ -141,6 +142,9 @@ const Schema<ParallelPlan>& plan_schema() {
         .add("mapping", &ParallelPlan::mapping, "",
              "Ranks onto chips: auto (nested compact blocks on tori: tp, then ep, then replicas) or linear (chip order)",
              std::string("auto"), one_of({"auto", "linear"}))
+        .add("microbatches", &ParallelPlan::microbatches, "",
+             "Gradient accumulation: forward and backward passes per step, each on a share of the rank's tokens",
+             int64_t{1}, positive<int64_t>())
         .add("overlap_grad_reduction", &ParallelPlan::overlap_grad_reduction, "",
              "Reduce each block's gradients during the backward pass (false: all at once after it)", true);
     return sc;
@@ -171,6 +175,11 @@ void validate_plan(const ParallelPlan& p, const ModelConfig& m, const Cluster& c
     throw UsageError("batch of " + s(p.batch_tokens) + " tokens is smaller than the data-parallel width: dp = " +
                      s(p.dp) + " ranks need at least one " + s(m.seq_len) + "-token sequence each (" +
                      s(p.dp * m.seq_len) + " tokens)");
+  if (p.microbatches < 1 || p.batch_tokens % (p.dp * p.microbatches * m.seq_len) != 0) {
+    if (p.batch_tokens % (p.dp * m.seq_len) == 0)
+      throw UsageError("microbatches = " + s(p.microbatches) + " do not split the " + s(p.batch_tokens / p.dp) +
+                       " tokens of each dp rank into whole " + s(m.seq_len) + "-token sequences");
+  }
   if (p.batch_tokens % (p.dp * m.seq_len) != 0)
     throw UsageError("batch of " + s(p.batch_tokens) + " tokens does not split into whole " + s(m.seq_len) +
                      "-token sequences over dp = " + s(p.dp) + " ranks");
@@ -181,7 +190,7 @@ MemoryFootprint plan_memory(const ModelConfig& m, const ParallelPlan& p) {
   sh.dense_shards = p.tp * (p.shard_weights ? p.dp : 1);
   sh.expert_shards = (m.is_moe() ? p.ep : 1) * p.tp * (p.shard_weights ? p.dp / p.ep : 1);
   sh.activation_shards = p.tp;
-  sh.tokens_per_chip = p.tokens_per_rank();
+  sh.tokens_per_chip = p.tokens_per_rank() / std::max<int64_t>(1, p.microbatches);
   sh.recompute_activations = p.recompute;
   return memory_per_chip(m, sh);
 }

@@ -25,6 +25,7 @@ struct ParallelPlan {
   bool recompute = false;      // keep only block inputs; recompute the forward in backward
   std::string mapping = "auto";  // "auto": compact torus blocks where possible; "linear": chip order
   bool overlap_grad_reduction = true;  // reduce each block's gradients during the backward pass
+  int64_t microbatches = 1;            // gradient accumulation: passes per step on each rank
 
   int64_t chips() const { return dp * tp; }
   int64_t tokens_per_rank() const { return batch_tokens / dp; }

@@ -93,7 +93,9 @@ std::string step_summary_text(const SimulationInput& in, const StepResult& r, co
   o << in.model.id << " on " << in.cluster.id() << " (" << in.cluster.num_chips() << " chips), "
     << fidelity_name(in.fidelity) << " fidelity, routing " << in.routing.describe() << "\n"
     << "plan: dp " << p.dp << " x tp " << p.tp << ", ep " << p.ep << (p.shard_weights ? ", weights sharded" : "")
-    << (p.recompute ? ", recompute" : "") << "; " << p.batch_tokens << " tokens per step; " << r.rank_map << "\n\n";
+    << (p.recompute ? ", recompute" : "")
+    << (p.microbatches > 1 ? ", " + std::to_string(p.microbatches) + " micro-batches" : std::string())
+    << "; " << p.batch_tokens << " tokens per step; " << r.rank_map << "\n\n";
   TextTable t({"figure", "value"}, {false, true});
   auto pct = [&](double v) { return format_fixed(100 * v / r.step_time_s, 1) + "% of step"; };
   t.add_row({"step time", format_seconds(r.step_time_s)});

@@ -87,6 +87,26 @@ TEST(Plan, GpuClustersKeepTensorParallelismInsideANode) {
     for (int chip : g) EXPECT_EQ(c.node_of(chip), c.node_of(g.front()));
 }
 
+TEST(Plan, MicroBatchesMakeALargeBatchFitOneGpu) {
+  ModelConfig m = load_model("glam-0.1b");
+  Cluster c = load_cluster("h200-1");
+  ParallelPlan p = plan(1, 1, 1);
+  EXPECT_GT(plan_memory(m, p).total_bytes(), c.chip().hbm_bytes);
+  const int64_t mb = fitting_microbatches(p, m, c);
+  EXPECT_GT(mb, 1);
+  p.microbatches = mb;
+  EXPECT_LE(plan_memory(m, p).total_bytes(), c.chip().hbm_bytes);
+  p.microbatches = mb / 2;
+  EXPECT_GT(plan_memory(m, p).total_bytes(), c.chip().hbm_bytes);  // the fewest that fit
+  p.microbatches = 3;
+  EXPECT_NE(error_of(p, m, c).find("microbatches = 3 do not split"), std::string::npos) << error_of(p, m, c);
+  SimulationInput in{m, c, plan(0, 0, 0), {}, Fidelity::kAnalytical, default_profile("h200")};
+  ParallelPlan base = plan(0, 0, 0);
+  base.microbatches = 0;  // free
+  PlanChoice choice = choose_plan(in, base, false);
+  EXPECT_EQ(choice.plan.microbatches, mb);
+}
+
 TEST(Plan, DefaultPlanFitsAndIsValid) {
   SimulationInput in{load_model("glam-1.7b-64e"), load_cluster("tpu-v4-64"), plan(0, 0, 0), {}, Fidelity::kAnalytical,
                      default_profile("tpu-v4")};

@@ -106,6 +106,24 @@ TEST(StepGraph, RecomputeRepeatsTheForwardInsideTheBackward) {
   EXPECT_LT(recompute, plain * 1.40);
 }
 
+TEST(StepGraph, MicroBatchesSplitTheWorkNotTheTotal) {
+  ModelConfig m = load_model("glam-8b-64e");
+  StepShape one = shape(8192, 8, 8, 1), four = one;
+  four.microbatches = 4;
+  StepGraph a = build_step_graph(m, one), b = build_step_graph(m, four);
+  double flops_a = 0, flops_b = 0, a2a_a = 0, a2a_b = 0;
+  for (const auto& op : a.ops) flops_a += op.kind == OpKind::kCollective ? 0 : op.flops, a2a_a += op.collective == CollectiveKind::kAllToAll ? op.comm_bytes : 0;
+  for (const auto& op : b.ops) flops_b += op.kind == OpKind::kCollective ? 0 : op.flops, a2a_b += op.collective == CollectiveKind::kAllToAll ? op.comm_bytes : 0;
+  EXPECT_NEAR(flops_b, flops_a, 1e-9 * flops_a + 4 * 2e9);  // the optimizer runs once either way
+  EXPECT_NEAR(a2a_b, a2a_a, 1e-9 * a2a_a);
+  EXPECT_DOUBLE_EQ(a.model_flops, b.model_flops);
+  EXPECT_EQ(count(b, "moe_dispatch_a2a"), 4 * count(a, "moe_dispatch_a2a"));
+  EXPECT_EQ(count(b, "grad_allreduce"), count(a, "grad_allreduce"));  // reduced once per step
+  EXPECT_EQ(count(b, "optimizer"), 1);
+  std::set<std::string> ids;
+  for (const auto& op : b.ops) EXPECT_TRUE(ids.insert(op.id).second) << op.id;
+}
+
 TEST(StepGraph, FirstLayersOnly) {
   ModelConfig m = load_model("glam-8b-64e");
   StepShape s = shape(2048, 1, 1, 1);
