@@ -23,16 +23,6 @@ double ComputeModel::op_time_s(const StepOp& op) const {
   return std::max(flop_time, memory_time) + profile_.op_overhead_s;
 }
 
-double ComputeModel::matrix_busy_fraction(const StepOp& op) const {
-  if (op.kind != OpKind::kMatmul && op.kind != OpKind::kAttention) return 0;
-  double t = op_time_s(op);
-  return t > 0 ? std::min(1.0, op.flops / peak_flops_ / t) : 0;
-}
-
-}  // namespace glam
-
-namespace glam {
-
 double ComputeModel::activity(const StepOp& op) const {
   if (op.kind == OpKind::kCollective) return 0;
   const double t = op_time_s(op);

@@ -11,8 +11,6 @@ class ComputeModel {
  public:
   ComputeModel(const ChipSpec& chip, CalibrationProfile profile, bool bf16_activations);
   double op_time_s(const StepOp& op) const;
-  // Fraction of the op's time the matrix units are busy (for the energy model).
-  double matrix_busy_fraction(const StepOp& op) const;
   // How hard the op drives the chip, 0..1, for the energy model: its achieved FLOP/s (or HBM
   // bandwidth, for memory-bound ops) relative to the best the profile says the chip reaches.
   // A chip running its largest matrix products flat out draws its busy power.
