@@ -58,7 +58,7 @@ CalibrationProfile default_profile(const std::string& chip_kind) {
   p.source = "default for " + chip_kind;
   p.device = chip_kind;
   const bool tpu = chip_kind.rfind("tpu", 0) == 0;
-  const double large = tpu ? 0.545 : 0.72;
+  const double large = tpu ? 0.578 : 0.72;
   p.matmul = {{1e8, 1e10, 1e12}, {0.15, large * 0.75, large}};
   p.attention = {{1e8, 1e10, 1e12}, {0.10, large * 0.6, large * 0.8}};
   p.memory = {{1e5, 1e7, 1e9}, {0.2, 0.7, 0.8}};

@@ -36,45 +36,99 @@ StepResult simulate_step(const SimulationInput& in) {
   else network = std::make_unique<AnalyticalNetwork>(in.cluster, ranks, in.profile);
 
   // Schedule: compute ops and blocking collectives in program order on the compute stream;
-  // overlapped collectives on one lane per axis, from the moment they are issued.
+  // overlapped collectives on one lane per axis, from the moment they are issued. Collectives that
+  // run at the same time on different lanes share links: a collective starting while others are
+  // in flight gets what their average traffic leaves of each link, and each of those is delayed by
+  // the time the newcomer's bytes take on its own busiest link.
   const auto& ops = r.graph.ops;
   r.timing.resize(ops.size());
   double stream = 0;
   std::map<CommAxis, double> lane;
+  struct InFlight {
+    size_t op;
+    std::vector<std::pair<int, double>> rates;  // bytes per second per link
+    int bottleneck = -1;
+  };
+  std::vector<InFlight> in_flight;
+  const auto& links = in.cluster.links();
+  std::vector<double> background(links.size(), 0.0);
+  auto retire_before = [&](double t) {
+    for (size_t k = 0; k < in_flight.size();) {
+      if (r.timing[in_flight[k].op].end_s > t) {
+        ++k;
+        continue;
+      }
+      for (const auto& [l, rate] : in_flight[k].rates) background[static_cast<size_t>(l)] -= rate;
+      in_flight.erase(in_flight.begin() + static_cast<std::ptrdiff_t>(k));
+    }
+  };
   for (size_t i = 0; i < ops.size(); ++i) {
     if (in.progress && i % 64 == 0) in.progress(static_cast<double>(i) / static_cast<double>(ops.size()));
     const StepOp& op = ops[i];
     OpTiming& t = r.timing[i];
     double ready = 0;
     for (int d : op.deps) ready = std::max(ready, r.timing[static_cast<size_t>(d)].end_s);
+    const bool on_stream = op.kind != OpKind::kCollective || op.blocking;
+    t.start_s = on_stream ? std::max(stream, ready) : std::max({stream, ready, lane[op.axis]});
     double duration = 0;
     if (op.kind == OpKind::kCollective) {
       CollectiveRequest req{op.collective, op.axis, op.comm_bytes, op.a2a_dest_share, op.a2a_transposed};
-      CollectiveCost c = network->cost(req);
+      retire_before(t.start_s);
+      // Only collectives of other lanes overlap this one (a lane runs one at a time).
+      bool contended = false;
+      for (const auto& f : in_flight) contended |= ops[f.op].axis != op.axis || !ops[f.op].blocking;
+      CollectiveCost c = contended ? network->cost_in_background(req, background) : network->cost(req);
       duration = c.time_s;
       t.algorithm = c.algorithm;
       t.link_bytes = c.link_bytes;
       for (const auto& [kind, bytes] : c.link_bytes) r.link_bytes[kind] += bytes;
-      r.comm_s += duration;
-      if (op.collective == CollectiveKind::kAllToAll) {
-        r.alltoall_s += duration;
-        r.alltoall_bytes += op.comm_bytes;
+      if (duration > 0) {
+        const auto& shares = network->link_shares(req);
+        // The newcomer delays each collective in flight by its bytes on that one's busiest link.
+        for (const auto& f : in_flight) {
+          if (f.bottleneck < 0) continue;
+          auto hit = std::lower_bound(shares.begin(), shares.end(), std::make_pair(f.bottleneck, 0.0),
+                                      [](const auto& x, const auto& y) { return x.first < y.first; });
+          if (hit == shares.end() || hit->first != f.bottleneck) continue;
+          const double delay = hit->second * req.bytes / links[static_cast<size_t>(f.bottleneck)].bandwidth_Bps;
+          OpTiming& other = r.timing[f.op];
+          double& other_lane = lane[ops[f.op].axis];
+          if (!ops[f.op].blocking && other_lane == other.end_s) other_lane += delay;
+          other.end_s += delay;
+          r.step_time_s = std::max(r.step_time_s, other.end_s);
+        }
+        if (!on_stream) {
+          InFlight f{i, {}, -1};
+          double top = 0;
+          for (const auto& [l, share] : shares) {
+            const double rate = share * req.bytes / duration;
+            f.rates.emplace_back(l, rate);
+            background[static_cast<size_t>(l)] += rate;
+            if (rate / links[static_cast<size_t>(l)].bandwidth_Bps > top)
+              top = rate / links[static_cast<size_t>(l)].bandwidth_Bps, f.bottleneck = l;
+          }
+          in_flight.push_back(std::move(f));
+        }
       }
     } else {
       duration = compute.op_time_s(op);
-      r.compute_s += duration;
     }
-    if (op.kind != OpKind::kCollective || op.blocking) {
-      t.start_s = std::max(stream, ready);
-      t.end_s = t.start_s + duration;
-      stream = t.end_s;
-    } else {
-      double& free_at = lane[op.axis];
-      t.start_s = std::max({stream, ready, free_at});
-      t.end_s = t.start_s + duration;
-      free_at = t.end_s;
-    }
+    t.end_s = t.start_s + duration;
+    if (on_stream) stream = t.end_s;
+    else lane[op.axis] = t.end_s;
     r.step_time_s = std::max(r.step_time_s, t.end_s);
+  }
+  for (size_t i = 0; i < ops.size(); ++i) {
+    const double d = r.timing[i].duration();
+    if (ops[i].kind != OpKind::kCollective) {
+      r.compute_s += d;
+      continue;
+    }
+    r.comm_s += d;
+    if (ops[i].collective == CollectiveKind::kAllToAll) {
+      r.alltoall_s += d;
+      r.alltoall_bytes += ops[i].comm_bytes;
+    }
   }
   r.exposed_comm_s = r.step_time_s - r.compute_s;
   r.mfu = r.graph.model_flops / (r.step_time_s * compute.peak_flops());

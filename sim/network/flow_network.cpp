@@ -27,6 +27,13 @@ CollectiveCost FlowNetwork::cost(const CollectiveRequest& req) {
   return c;
 }
 
+CollectiveCost FlowNetwork::cost_in_background(const CollectiveRequest& req, const std::vector<double>& background) {
+  CollectiveCost c = cost(req);
+  const double alone = analytical_.cost(req).time_s;
+  if (alone > 0) c.time_s *= analytical_.cost_in_background(req, background).time_s / alone;
+  return c;
+}
+
 std::vector<Flow> FlowNetwork::representative_flows(const CommPhase& phase) const {
   // Union-find over flows that share a link.
   const size_t n = phase.flows.size();

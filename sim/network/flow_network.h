@@ -24,6 +24,12 @@ class FlowNetwork : public NetworkModel {
   FlowNetwork(const Cluster& cluster, const RankMap& ranks, const CalibrationProfile& profile,
               size_t max_flows = kDefaultMaxFlows);
   CollectiveCost cost(const CollectiveRequest& req) override;
+  // SimGrid plays one collective at a time; traffic of other lanes stretches it by the ratio the
+  // analytical model gives for the same background.
+  CollectiveCost cost_in_background(const CollectiveRequest& req, const std::vector<double>& background) override;
+  const std::vector<std::pair<int, double>>& link_shares(const CollectiveRequest& req) override {
+    return analytical_.link_shares(req);
+  }
   std::string name() const override { return "flow"; }
   double flows_simulated() const { return flows_simulated_; }
   double flows_routed() const { return analytical_.flows_routed(); }

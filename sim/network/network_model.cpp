@@ -64,7 +64,10 @@ const std::vector<AnalyticalNetwork::PhaseCoefficients>& AnalyticalNetwork::coef
       pc.largest_share = std::max(pc.largest_share, f.share);
     }
     for (size_t l = 0; l < links.size(); ++l)
-      if (load[l] > 0) pc.seconds_per_byte = std::max(pc.seconds_per_byte, load[l] / links[l].bandwidth_Bps);
+      if (load[l] > 0) {
+        pc.seconds_per_byte = std::max(pc.seconds_per_byte, load[l] / links[l].bandwidth_Bps);
+        pc.link_load.emplace_back(static_cast<int>(l), load[l]);
+      }
     out.push_back(std::move(pc));
   }
   auto& entry = cache_[key];
@@ -73,14 +76,45 @@ const std::vector<AnalyticalNetwork::PhaseCoefficients>& AnalyticalNetwork::coef
   return entry.second;
 }
 
-std::vector<double> AnalyticalNetwork::phase_step_times(const CollectiveRequest& req) {
+// Traffic already on a link leaves its flows the rest of the bandwidth (at least a tenth of it).
+std::vector<double> AnalyticalNetwork::phase_step_times(const CollectiveRequest& req, const std::vector<double>* background) {
   std::string algorithm;
   std::vector<double> out;
+  const auto& links = cluster_.links();
   for (const auto& pc : coefficients(req, algorithm)) {
     const double efficiency = profile_.network_bandwidth.at(pc.largest_share * req.bytes);
-    out.push_back(pc.seconds_per_byte * req.bytes / efficiency + pc.latency_s * profile_.network_latency_factor);
+    double seconds_per_byte = pc.seconds_per_byte;
+    if (background) {
+      seconds_per_byte = 0;
+      for (const auto& [l, load] : pc.link_load) {
+        const double bw = links[static_cast<size_t>(l)].bandwidth_Bps;
+        const double left = std::max(bw - (*background)[static_cast<size_t>(l)], 0.1 * bw);
+        seconds_per_byte = std::max(seconds_per_byte, load / left);
+      }
+    }
+    out.push_back(seconds_per_byte * req.bytes / efficiency + pc.latency_s * profile_.network_latency_factor);
   }
   return out;
+}
+
+const std::vector<std::pair<int, double>>& AnalyticalNetwork::link_shares(const CollectiveRequest& req) {
+  const std::string key = schedule_key(req);
+  auto it = link_share_cache_.find(key);
+  if (it != link_share_cache_.end()) return it->second;
+  std::string algorithm;
+  std::map<int, double> shares;
+  for (const auto& pc : coefficients(req, algorithm))
+    for (const auto& [l, load] : pc.link_load) shares[l] += pc.repeat * load;
+  return link_share_cache_.emplace(key, std::vector<std::pair<int, double>>(shares.begin(), shares.end())).first->second;
+}
+
+CollectiveCost AnalyticalNetwork::cost_in_background(const CollectiveRequest& req, const std::vector<double>& background) {
+  CollectiveCost c = cost(req);
+  const auto& phases = coefficients(req, c.algorithm);
+  const auto steps = phase_step_times(req, &background);
+  c.time_s = 0;
+  for (size_t i = 0; i < steps.size(); ++i) c.time_s += phases[i].repeat * steps[i];
+  return c;
 }
 
 CollectiveCost AnalyticalNetwork::cost(const CollectiveRequest& req) {

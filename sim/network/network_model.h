@@ -38,6 +38,12 @@ class NetworkModel {
   NetworkModel(const Cluster& cluster, const RankMap& ranks, const CalibrationProfile& profile);
   virtual ~NetworkModel() = default;
   virtual CollectiveCost cost(const CollectiveRequest& req) = 0;
+  // The cost when links already carry `background` bytes per second (dense, by link id) from
+  // collectives running at the same time on other lanes.
+  virtual CollectiveCost cost_in_background(const CollectiveRequest& req, const std::vector<double>& background) = 0;
+  // Bytes the collective puts on each link it uses, per byte of its buffer (sparse and sorted by
+  // link id; all groups together): multiply by req.bytes.
+  virtual const std::vector<std::pair<int, double>>& link_shares(const CollectiveRequest& req) = 0;
   virtual std::string name() const = 0;
   // Host-side work done, for the benchmark: distinct schedules built, simulated events.
   int schedules_built() const { return static_cast<int>(schedules_.size()); }
@@ -58,9 +64,11 @@ class AnalyticalNetwork : public NetworkModel {
  public:
   using NetworkModel::NetworkModel;
   CollectiveCost cost(const CollectiveRequest& req) override;
+  CollectiveCost cost_in_background(const CollectiveRequest& req, const std::vector<double>& background) override;
+  const std::vector<std::pair<int, double>>& link_shares(const CollectiveRequest& req) override;
   std::string name() const override { return "analytical"; }
   // Time of one step of each phase of the request's schedule (not multiplied by its repeat).
-  std::vector<double> phase_step_times(const CollectiveRequest& req);
+  std::vector<double> phase_step_times(const CollectiveRequest& req, const std::vector<double>* background = nullptr);
   double flows_routed() const { return flows_routed_; }
 
  private:
@@ -70,9 +78,11 @@ class AnalyticalNetwork : public NetworkModel {
     double latency_s = 0;         // longest route
     double largest_share = 0;     // biggest flow, as a share of the buffer (for the efficiency curve)
     std::map<LinkKind, double> link_share;  // sum of flow shares x hops, per link kind
+    std::vector<std::pair<int, double>> link_load;  // per loaded link: sum of flow shares
   };
   const std::vector<PhaseCoefficients>& coefficients(const CollectiveRequest& req, std::string& algorithm);
   std::map<std::string, std::pair<std::string, std::vector<PhaseCoefficients>>> cache_;
+  std::map<std::string, std::vector<std::pair<int, double>>> link_share_cache_;
   double flows_routed_ = 0;
 };
 

@@ -56,9 +56,12 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
   double best_time = std::numeric_limits<double>::infinity();
   std::optional<ParallelPlan> smallest;
   double smallest_bytes = std::numeric_limits<double>::infinity();
-  auto consider = [&](const ParallelPlan& p) {
+  // `fallback`: the plan --allow-oom simulates when nothing fits is the smallest one-pass layout.
+  double smallest_any = std::numeric_limits<double>::infinity();
+  auto consider = [&](const ParallelPlan& p, bool fallback) {
     const double bytes = plan_memory(m, p).total_bytes();
-    if (bytes < smallest_bytes) smallest_bytes = bytes, smallest = p;
+    smallest_any = std::min(smallest_any, bytes);
+    if (fallback && bytes < smallest_bytes) smallest_bytes = bytes, smallest = p;
     if (bytes > in.cluster.chip().hbm_bytes) return;
     ++best.fitting;
     SimulationInput trial = in;
@@ -67,7 +70,7 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
     const double t = simulate_step(trial).step_time_s;
     if (t < best_time) best_time = t, best.plan = p;
   };
-  for (const auto& p : layouts) consider(p);
+  for (const auto& p : layouts) consider(p, true);
   // Gradient accumulation only when no layout fits without it (it shrinks every product and, with
   // sharded weights, gathers them once per micro-batch), with the fewest micro-batches that fit.
   if (best.fitting == 0 && base.microbatches == 0)
@@ -78,12 +81,12 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
         const int64_t sequences = p.tokens_per_rank() / m.seq_len;
         while (sequences % (p.microbatches * 2) == 0) p.microbatches *= 2;
       }
-      if (p.microbatches > 1) consider(p);
+      if (p.microbatches > 1) consider(p, false);
     }
   if (best.fitting == 0) {
     if (!allow_oom)
       throw UsageError("no parallel layout of " + m.id + " fits " + in.cluster.id() + ": the smallest needs " +
-                       format_bytes(smallest_bytes) + " per chip, HBM holds " +
+                       format_bytes(smallest_any) + " per chip, HBM holds " +
                        format_bytes(in.cluster.chip().hbm_bytes) +
                        " (use more chips, a smaller batch, or --allow-oom to simulate it anyway)");
     best.plan = *smallest;
