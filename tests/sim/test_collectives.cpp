@@ -4,6 +4,7 @@
 #include <map>
 
 #include "network/collective_schedule.h"
+#include "engine/step_simulator.h"
 #include "network/network_model.h"
 
 namespace glam {
@@ -96,6 +97,55 @@ TEST(Collectives, AllToAllTimeIsTheMostLoadedLink) {
   share[0] = 0.5;
   CollectiveCost skewed = net.cost({CollectiveKind::kAllToAll, CommAxis::kExpert, B, share, false});
   EXPECT_GT(skewed.time_s, 3 * cost.time_s);
+}
+
+TEST(Collectives, BackgroundTrafficSlowsACollectiveDown) {
+  Cluster c = load_cluster("tpu-v4-64");
+  ParallelPlan p;
+  p.dp = 64, p.ep = 64, p.tp = 1, p.batch_tokens = 1 << 20;
+  RankMap map(p, c);
+  CalibrationProfile flat = default_profile("tpu-v4");
+  flat.network_bandwidth = {{1.0}, {1.0}};
+  AnalyticalNetwork net(c, map, flat);
+  const double B = 64e6, lat = 3 * 1e-6;
+  CollectiveRequest req{CollectiveKind::kAllToAll, CommAxis::kExpert, B, {}, false};
+  const double alone = net.cost(req).time_s;
+  std::vector<double> half(c.links().size(), 0.5 * c.links().front().bandwidth_Bps);
+  const double shared = net.cost_in_background(req, half).time_s;
+  // Half of every link is taken: the bandwidth term doubles, the latency does not.
+  EXPECT_GT(shared, 1.9 * (alone - 2 * lat));
+  EXPECT_LT(shared, 2 * alone);
+  // A background on links the collective does not use changes nothing.
+  std::vector<double> elsewhere(c.links().size(), 0.0);
+  EXPECT_DOUBLE_EQ(net.cost_in_background(req, elsewhere).time_s, alone);
+  // Link shares add up to the bytes the schedule moves over links.
+  double moved = 0;
+  for (const auto& [l, share] : net.link_shares(req)) moved += share;
+  double hops = 0;
+  for (int s = 0; s < 64; ++s)
+    for (int d = 0; d < 64; ++d) hops += s == d ? 0 : c.route_hops(s, d) / 64.0;
+  EXPECT_NEAR(moved, hops, 1e-9 * hops);
+}
+
+TEST(Collectives, OverlappedCollectivesStretchTheBlockingOnes) {
+  // Sharded weights: every block's weight gathers run on the dp lane while the all-to-alls block.
+  ParallelPlan p;
+  p.dp = 64, p.ep = 64, p.tp = 1, p.batch_tokens = 1 << 18, p.shard_weights = true;
+  SimulationInput in{load_model("glam-1.7b-64e"), load_cluster("tpu-v4-64"), p, {}, Fidelity::kAnalytical,
+                     default_profile("tpu-v4")};
+  StepResult r = simulate_step(in);
+  RankMap map(p, in.cluster);
+  AnalyticalNetwork alone(in.cluster, map, in.profile);
+  int stretched = 0;
+  for (size_t i = 0; i < r.graph.ops.size(); ++i) {
+    const auto& op = r.graph.ops[i];
+    if (op.kind != OpKind::kCollective || op.collective != CollectiveKind::kAllToAll) continue;
+    const double isolated =
+        alone.cost({op.collective, op.axis, op.comm_bytes, op.a2a_dest_share, op.a2a_transposed}).time_s;
+    EXPECT_GE(r.timing[i].duration(), isolated * (1 - 1e-12)) << op.id;
+    stretched += r.timing[i].duration() > isolated * 1.001;
+  }
+  EXPECT_GT(stretched, 0);
 }
 
 TEST(Collectives, GpuAllReduceIsHierarchical) {
