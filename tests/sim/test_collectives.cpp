@@ -29,6 +29,26 @@ std::vector<std::vector<int>> x_lines(const Cluster& c) {
   return out;
 }
 
+// The analytical network of a tpu-v4-64 plan, with link efficiency 1 so closed forms apply.
+struct FlatTorus64 {
+  explicit FlatTorus64(int64_t dp, int64_t ep, int64_t tp)
+      : c(load_cluster("tpu-v4-64")), map(plan(dp, ep, tp), c), flat(flat_profile()), net(c, map, flat) {}
+  static ParallelPlan plan(int64_t dp, int64_t ep, int64_t tp) {
+    ParallelPlan p;
+    p.dp = dp, p.ep = ep, p.tp = tp, p.batch_tokens = 1 << 20;
+    return p;
+  }
+  static CalibrationProfile flat_profile() {
+    CalibrationProfile f = default_profile("tpu-v4");
+    f.network_bandwidth = {{1.0}, {1.0}};
+    return f;
+  }
+  Cluster c;
+  RankMap map;
+  CalibrationProfile flat;
+  AnalyticalNetwork net;
+};
+
 TEST(Collectives, RingAllReduceSendsTwiceTheBufferMinusOneShare) {
   Cluster c = load_cluster("tpu-v4-64");
   CollectiveSchedule s = plan_collective(c, CollectiveKind::kAllReduce, x_lines(c));
@@ -49,13 +69,9 @@ TEST(Collectives, TorusAllReduceUsesEveryDimensionAndMovesTheSameBytes) {
 }
 
 TEST(Collectives, AnalyticalRingTimeMatchesTheClosedForm) {
-  Cluster c = load_cluster("tpu-v4-64");
-  ParallelPlan p;
-  p.dp = 16, p.ep = 1, p.tp = 4, p.batch_tokens = 1 << 20;
-  RankMap map(p, c);
-  CalibrationProfile flat = default_profile("tpu-v4");
-  flat.network_bandwidth = {{1.0}, {1.0}};
-  AnalyticalNetwork net(c, map, flat);
+  FlatTorus64 t(16, 1, 4);
+  const Cluster& c = t.c;
+  AnalyticalNetwork& net = t.net;
   // tp = 4 on a 4x4x4 torus is a 2x2 block: rings of 2 along two dimensions.
   const double B = 64e6, bw = c.links().front().bandwidth_Bps, lat = c.links().front().latency_s;
   CollectiveCost cost = net.cost({CollectiveKind::kAllReduce, CommAxis::kTensor, B, {}, false});
@@ -67,13 +83,9 @@ TEST(Collectives, AnalyticalRingTimeMatchesTheClosedForm) {
 }
 
 TEST(Collectives, AllToAllTimeIsTheMostLoadedLink) {
-  Cluster c = load_cluster("tpu-v4-64");
-  ParallelPlan p;
-  p.dp = 64, p.ep = 64, p.tp = 1, p.batch_tokens = 1 << 20;
-  RankMap map(p, c);
-  CalibrationProfile flat = default_profile("tpu-v4");
-  flat.network_bandwidth = {{1.0}, {1.0}};
-  AnalyticalNetwork net(c, map, flat);
+  FlatTorus64 t(64, 64, 1);
+  const Cluster& c = t.c;
+  AnalyticalNetwork& net = t.net;
   const double B = 64e6;
   CollectiveCost cost = net.cost({CollectiveKind::kAllToAll, CommAxis::kExpert, B, {}, false});
   // Independent count: load of every link over all 64 x 63 routes.
@@ -100,13 +112,9 @@ TEST(Collectives, AllToAllTimeIsTheMostLoadedLink) {
 }
 
 TEST(Collectives, BackgroundTrafficSlowsACollectiveDown) {
-  Cluster c = load_cluster("tpu-v4-64");
-  ParallelPlan p;
-  p.dp = 64, p.ep = 64, p.tp = 1, p.batch_tokens = 1 << 20;
-  RankMap map(p, c);
-  CalibrationProfile flat = default_profile("tpu-v4");
-  flat.network_bandwidth = {{1.0}, {1.0}};
-  AnalyticalNetwork net(c, map, flat);
+  FlatTorus64 t(64, 64, 1);
+  const Cluster& c = t.c;
+  AnalyticalNetwork& net = t.net;
   const double B = 64e6, lat = 3 * 1e-6;
   CollectiveRequest req{CollectiveKind::kAllToAll, CommAxis::kExpert, B, {}, false};
   const double alone = net.cost(req).time_s;
