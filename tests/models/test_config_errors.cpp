@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "common/errors.h"
+#include "support/config_errors.h"
 #include "model_config.h"
 
 namespace glam {
@@ -25,22 +26,10 @@ experts = 8
 group_tokens = 64
 )";
 
-std::string replaced(std::string text, const std::string& from, const std::string& to) {
-  auto pos = text.find(from);
-  EXPECT_NE(pos, std::string::npos) << from;
-  return text.replace(pos, from.size(), to);
-}
+using testing::replaced;
 
-// Parses `text` and returns the error message, failing the test if no ConfigError is thrown.
 std::string error_of(const std::string& text) {
-  try {
-    parse_model(text, "user/bad.toml");
-  } catch (const ConfigError& e) {
-    EXPECT_EQ(e.file(), "user/bad.toml");
-    return e.what();
-  }
-  ADD_FAILURE() << "no error for:\n" << text;
-  return "";
+  return testing::config_error_of([](const std::string& t, const std::string& f) { return parse_model(t, f); }, text);
 }
 
 TEST(ModelConfigErrors, ValidFileParses) {

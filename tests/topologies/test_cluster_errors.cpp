@@ -6,6 +6,7 @@
 
 #include "cluster.h"
 #include "common/errors.h"
+#include "support/config_errors.h"
 
 namespace glam {
 namespace {
@@ -37,22 +38,10 @@ bandwidth_Bps = 450e9
 bandwidth_Bps = 50e9
 )";
 
-std::string replaced(std::string text, const std::string& from, const std::string& to) {
-  auto pos = text.find(from);
-  EXPECT_NE(pos, std::string::npos) << from;
-  return text.replace(pos, from.size(), to);
-}
+using testing::replaced;
 
 std::string error_of(const std::string& text) {
-  try {
-    parse_cluster(text, "user/bad.toml");
-  } catch (const ConfigError& e) {
-    EXPECT_EQ(e.file(), "user/bad.toml");
-    EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << "one line: " << e.what();
-    return e.what();
-  }
-  ADD_FAILURE() << "no error for:\n" << text;
-  return "";
+  return testing::config_error_of([](const std::string& t, const std::string& f) { return parse_cluster(t, f); }, text);
 }
 
 void expect_has(const std::string& msg, std::initializer_list<const char*> parts) {
