@@ -25,6 +25,8 @@ const char* phase_name(StepPhase p) {
   }
   return "?";
 }
+std::string op_curve_key(const StepOp& op) { return op.name + "." + phase_name(op.phase); }
+
 const char* collective_name(CollectiveKind k) {
   switch (k) {
     case CollectiveKind::kAllToAll: return "all_to_all";

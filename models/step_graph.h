@@ -46,6 +46,11 @@ struct StepOp {
   std::vector<int> deps;  // indices of ops that must finish before this one starts
 };
 
+// The key of an op's measured efficiency curve in a calibration profile: its name and phase
+// ("attn_softmax.fwd"), because the forward and backward kernels of one op differ (the softmax's
+// forward pass computes exponentials, its backward pass only products and sums).
+std::string op_curve_key(const StepOp& op);
+
 // How the step is laid out on one rank.
 struct StepShape {
   int64_t tokens_per_rank = 0;  // tokens per data-parallel rank (the tp ranks of a group share them)

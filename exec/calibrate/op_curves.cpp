@@ -84,9 +84,9 @@ void add_op_points(const nlohmann::json& record, const std::string& where, doubl
     const StepOp& op = *it->second;
     if (op.kind == OpKind::kCollective) continue;
     if (op.kind == OpKind::kElementwise) {
-      if (op.bytes > 0) points[op.name].push_back({op.bytes, op.bytes / (t * bandwidth_Bps)});
+      if (op.bytes > 0) points[op_curve_key(op)].push_back({op.bytes, op.bytes / (t * bandwidth_Bps)});
     } else if (op.flops > 0) {
-      points[op.name].push_back({op.flops, op.flops / (t * peak_flops)});
+      points[op_curve_key(op)].push_back({op.flops, op.flops / (t * peak_flops)});
     }
   }
 }

@@ -1,7 +1,7 @@
 #pragma once
 // Per-op efficiency points from executor run records: each measured op id is looked up in the
 // StepGraph built for the same model, first layers, plan, batch and routing histogram, and gives
-// one point (size, efficiency) for its op name:
+// one point (size, efficiency) for its op name and phase (op_curve_key):
 //   matrix ops (matmul, attention kinds): size = FLOPs,  efficiency = FLOPs / (t x peak_flops)
 //   memory-bound ops (elementwise):       size = bytes,  efficiency = bytes / (t x bandwidth)
 // which is exactly what the simulator's ComputeModel inverts (sim/compute/compute_model.cpp).
@@ -30,7 +30,7 @@ std::vector<MoeLayerLoad> record_moe_loads(const ModelConfig& m, const StepShape
 // The StepGraph of a record, as `glamsim validate` builds it (float32 activations on the CPU).
 StepGraph record_step_graph(const nlohmann::json& record, const std::string& where);
 
-// Appends the record's points to `points` (by op name). Collectives and ops with no time are
+// Appends the record's points to `points` (by op_curve_key: name and phase). Collectives and ops with no time are
 // skipped; `peak_flops` and `bandwidth_Bps` are the rates of one rank with the record's threads.
 void add_op_points(const nlohmann::json& record, const std::string& where, double peak_flops, double bandwidth_Bps,
                    std::map<std::string, std::vector<CurvePoint>>& points);

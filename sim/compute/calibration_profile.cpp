@@ -139,18 +139,15 @@ EfficiencyCurve curve_from(const std::vector<double>& sizes, const std::vector<d
 
 CalibrationProfile load_profile(const std::string& path) {
   toml::table table = load_toml_file(path);
-  // [ops.<name>] holds one curve per op name: read apart from the fixed fields.
+  // [ops.<name>.<phase>] (or [ops.<name>] for every phase) holds one curve per op: read apart
+  // from the fixed fields.
   std::map<std::string, EfficiencyCurve> op_curves;
   if (const toml::node* ops = table.get("ops")) {
-    const toml::table* t = ops->as_table();
-    if (!t) throw ConfigError(path, "ops", toml_value_text(*ops), "a table of [ops.<name>] curves");
-    for (const auto& [name, node] : *t) {
-      std::string key = "ops." + std::string(name.str());
-      const toml::table* c = node.as_table();
-      if (!c) throw ConfigError(path, key, toml_value_text(node), "a table with sizes and efficiency");
+    auto read_curve = [&](const std::string& name, const toml::table& c) {
+      const std::string key = "ops." + name;
       auto numbers = [&](const char* field) {
         std::vector<double> v;
-        const toml::array* arr = c->get_as<toml::array>(field);
+        const toml::array* arr = c.get_as<toml::array>(field);
         if (!arr) throw ConfigError(path, key + "." + field, "(missing)", "a list of numbers");
         for (const auto& x : *arr) {
           if (!x.is_number()) throw ConfigError(path, key + "." + field, toml_value_text(x), "numbers");
@@ -158,8 +155,27 @@ CalibrationProfile load_profile(const std::string& path) {
         }
         return v;
       };
-      op_curves[std::string(name.str())] =
-          curve_from(numbers("sizes"), numbers("efficiency"), path, key + ".efficiency", 100.0);
+      op_curves[name] = curve_from(numbers("sizes"), numbers("efficiency"), path, key + ".efficiency", 100.0);
+    };
+    const toml::table* t = ops->as_table();
+    if (!t) throw ConfigError(path, "ops", toml_value_text(*ops), "a table of [ops.<name>.<phase>] curves");
+    for (const auto& [name, node] : *t) {
+      const std::string op(name.str());
+      const toml::table* c = node.as_table();
+      if (!c) throw ConfigError(path, "ops." + op, toml_value_text(node), "a table with sizes and efficiency");
+      if (c->contains("sizes") || c->contains("efficiency")) {
+        read_curve(op, *c);
+        continue;
+      }
+      for (const auto& [phase, sub] : *c) {
+        const std::string key = op + "." + std::string(phase.str());
+        if (phase.str() != "fwd" && phase.str() != "bwd" && phase.str() != "opt")
+          throw ConfigError(path, "ops." + key, toml_value_text(sub),
+                            "a phase (fwd, bwd or opt) with sizes and efficiency");
+        const toml::table* pc = sub.as_table();
+        if (!pc) throw ConfigError(path, "ops." + key, toml_value_text(sub), "a table with sizes and efficiency");
+        read_curve(key, *pc);
+      }
     }
     table.erase("ops");
   }

@@ -22,8 +22,9 @@ struct CalibrationProfile {
   std::string source;  // file it came from, or "default for <chip kind>"
   std::string device;  // chip kind it describes
   EfficiencyCurve matmul, attention, memory;
-  // Curves for single ops by StepGraph name ("attn_softmax", "moe_permute"), measured by running
-  // the executor's own kernels; they take precedence over the curve of the op's kind. Sizes are
+  // Curves for single ops by op_curve_key ("attn_softmax.fwd") or, from older profiles, by name
+  // for every phase ("attn_softmax"), measured by running the executor's own kernels; they take
+  // precedence over the curve of the op's kind. Sizes are
   // FLOPs for matrix ops and bytes for memory-bound ones, as the StepGraph counts them.
   std::map<std::string, EfficiencyCurve> ops;
   double op_overhead_s = 0;           // fixed cost per op (kernel launch, dispatch)

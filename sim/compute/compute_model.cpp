@@ -11,8 +11,11 @@ ComputeModel::ComputeModel(const ChipSpec& chip, CalibrationProfile profile, boo
 
 double ComputeModel::op_time_s(const StepOp& op) const {
   if (op.kind == OpKind::kCollective) return 0;
-  // A curve measured for this very op wins over the curve of its kind.
-  if (auto it = profile_.ops.find(op.name); it != profile_.ops.end()) {
+  // A curve measured for this very op and phase wins over one for the op in every phase (older
+  // profiles), which wins over the curve of its kind.
+  auto it = profile_.ops.find(op_curve_key(op));
+  if (it == profile_.ops.end()) it = profile_.ops.find(op.name);
+  if (it != profile_.ops.end()) {
     if (op.kind == OpKind::kElementwise) return op.bytes / (chip_.hbm_bandwidth_Bps * it->second.at(op.bytes));
     return op.flops / (peak_flops_ * it->second.at(op.flops));
   }

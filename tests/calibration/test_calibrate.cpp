@@ -46,25 +46,37 @@ TEST(Calibrate, OpPointsInvertTheComputeModel) {
   s.tokens_per_rank = 512;
   StepGraph g = build_step_graph(m, s);
   const double peak = 1e10, bw = 1e10;
+  // Forward and backward kernels get different efficiencies: their curves must stay apart.
+  auto eff = [](const StepOp& op) {
+    const bool bwd = op.phase == StepPhase::kBackward;
+    return op.kind == OpKind::kElementwise ? (bwd ? 0.4 : 0.25) : (bwd ? 0.3 : 0.5);
+  };
   for (const auto& op : g.ops) {
     if (op.kind == OpKind::kCollective) continue;
-    const double t = op.kind == OpKind::kElementwise ? op.bytes / (bw * 0.25) : op.flops / (peak * 0.5);
+    const double t = op.kind == OpKind::kElementwise ? op.bytes / (bw * eff(op)) : op.flops / (peak * eff(op));
     r["ops"].push_back({{"id", op.id}, {"median_s", t}});
   }
   r["ops"].push_back({{"id", "grad_allreduce"}, {"median_s", 1e-3}});  // not in the graph: skipped
   std::map<std::string, std::vector<CurvePoint>> pts;
   exec::add_op_points(r, "test", peak, bw, pts);
+  auto expect_curve = [&](const std::string& key, double e) {
+    ASSERT_TRUE(pts.count(key)) << key;
+    for (const auto& p : pts[key]) EXPECT_NEAR(p.efficiency, e, 1e-12) << key;
+  };
   for (const char* name : {"attn_qkv", "attn_scores", "ffn_in", "logits"}) {
-    ASSERT_TRUE(pts.count(name)) << name;
-    for (const auto& p : pts[name]) EXPECT_NEAR(p.efficiency, 0.5, 1e-12) << name;
+    expect_curve(std::string(name) + ".fwd", 0.5);
+    expect_curve(std::string(name) + ".bwd", 0.3);
   }
-  for (const char* name : {"attn_softmax", "ffn_act", "embed", "loss", "optimizer"}) {
-    ASSERT_TRUE(pts.count(name)) << name;
-    for (const auto& p : pts[name]) EXPECT_NEAR(p.efficiency, 0.25, 1e-12) << name;
+  for (const char* name : {"attn_softmax", "ffn_act", "embed"}) {
+    expect_curve(std::string(name) + ".fwd", 0.25);
+    expect_curve(std::string(name) + ".bwd", 0.4);
   }
-  // 4 layers x (fwd, bwd) of one size each: fwd and bwd differ by 2x in FLOPs
-  EXPECT_EQ(pts["ffn_in"].size(), 8u);
-  EXPECT_EQ(exec::merge_curve(pts["ffn_in"], 1e-4, 100).size(), 2u);
+  expect_curve("loss.fwd", 0.25);  // the loss and its gradient are one forward op
+  expect_curve("optimizer.opt", 0.25);
+  EXPECT_FALSE(pts.count("ffn_in"));  // no curve mixes the phases
+  // 4 layers of one size each merge into one point per phase
+  EXPECT_EQ(pts["ffn_in.fwd"].size(), 4u);
+  EXPECT_EQ(exec::merge_curve(pts["ffn_in.fwd"], 1e-4, 100).size(), 1u);
 }
 
 TEST(Calibrate, UniformHistogramGivesTheUniformLoad) {
@@ -119,7 +131,8 @@ TEST_F(CalibrateCommand, OneRankProfileReadsBack) {
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   EXPECT_NE(text.find("# cpu: "), std::string::npos);
   EXPECT_NE(text.find("[measured]"), std::string::npos);
-  EXPECT_NE(text.find("[ops.ffn_in]"), std::string::npos);
+  EXPECT_NE(text.find("[ops.ffn_in.fwd]"), std::string::npos);
+  EXPECT_NE(text.find("[ops.ffn_in.bwd]"), std::string::npos);
   EXPECT_EQ(text.find("[network]"), std::string::npos);  // one rank: no link figures
   r = run_command("glamexec train --quiet --model glam-tiny --random-tokens --threads 1 --steps 3 --batch-tokens 256 "
                   "--record " + path("rec.json"));

@@ -122,5 +122,31 @@ TEST_F(GlamsimValidate, BadInputExitsTwoNamingTheFile) {
   }
 }
 
+
+// Per-op curves are per phase: a slow forward curve slows the forward op only; a curve without a
+// phase (older profiles) applies to every phase; an unknown phase is an error naming the key.
+TEST_F(GlamsimValidate, OpCurvesApplyToTheirPhase) {
+  auto qkv_fwd_s = [&](const std::string& extra) {
+    write(kDir / "phase.toml", std::string(kProfile) + extra);
+    auto r = run_command("glamsim validate " + (kDir / "a.json").string() + " --calibration " +
+                         (kDir / "phase.toml").string() + " --format json");
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return nlohmann::json::parse(r.out)["records"][0]["ops"][0]["simulated_s"].get<double>();
+  };
+  const double base = qkv_fwd_s("");
+  const double slow_fwd = qkv_fwd_s("[ops.attn_qkv.fwd]\nsizes = [1e5]\nefficiency = [0.01]\n");
+  const double slow_bwd = qkv_fwd_s("[ops.attn_qkv.bwd]\nsizes = [1e5]\nefficiency = [0.01]\n");
+  const double slow_all = qkv_fwd_s("[ops.attn_qkv]\nsizes = [1e5]\nefficiency = [0.01]\n");
+  EXPECT_GT(slow_fwd, 10 * base);
+  EXPECT_DOUBLE_EQ(slow_bwd, base);
+  EXPECT_DOUBLE_EQ(slow_all, slow_fwd);
+  write(kDir / "phase.toml", std::string(kProfile) + "[ops.attn_qkv.sideways]\nsizes = [1e5]\nefficiency = [0.5]\n");
+  auto r = run_command("glamsim validate " + (kDir / "a.json").string() + " --calibration " +
+                       (kDir / "phase.toml").string());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("ops.attn_qkv.sideways"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("phase.toml"), std::string::npos) << r.err;
+}
+
 }  // namespace
 }  // namespace glam
