@@ -223,27 +223,52 @@ int run_calibrate(const CalibrateOptions& o, Communicator& comm, std::ostream& o
   std::vector<CurvePoint> memory_points;
   for (size_t i = 0; i < mem_sizes.size(); ++i) memory_points.push_back({mem_sizes[i], triad[i] / bandwidth});
 
-  // ---- network (several ranks) ----
+  // ---- collectives (several ranks) ----
+  // The link: latency and bandwidth of the world all-to-all. Then every collective kind over groups
+  // of 2, 4, ... ranks and all of them, all groups at once (as the groups of a step run).
   double link_bw = 0, link_lat = 0;
   std::vector<CurvePoint> network_points;
+  struct MeasuredCollective {
+    CollectiveKind kind;
+    int ranks;
+    std::vector<CollectivePoint> points;
+  };
+  std::vector<MeasuredCollective> collectives;
   if (ranks > 1) {
+    std::vector<double> buffers;
+    for (double b = 64; b <= (o.quick ? 1 << 20 : 64 << 20); b *= 4) buffers.push_back(b);
+    const double min_s = o.quick ? 0.02 : 0.1;
     say("all-to-all between " + std::to_string(ranks) + " ranks");
-    std::vector<double> blocks;
-    for (double b = 8; b <= (o.quick ? 1 << 20 : 16 << 20); b *= 4) blocks.push_back(b);
-    auto pts = alltoall_times(comm, blocks, o.quick ? 0.02 : 0.1);
+    auto pts = collective_times(comm, CollectiveKind::kAllToAll, buffers, min_s, kernels::Backend::kCpu);
     // Latency: the fastest of the small exchanges (a rank descheduled on a busy host spikes one size).
     link_lat = pts.front().seconds;
     for (const auto& p : pts)
-      if (p.block_bytes <= 1024) link_lat = std::min(link_lat, p.seconds);
-    // Bandwidth: the best of the large blocks, never dividing by less than half the measured time.
+      if (p.buffer_bytes <= 1024.0 * ranks) link_lat = std::min(link_lat, p.seconds);
+    // Bandwidth: the best of the large buffers, never dividing by less than half the measured time.
+    const double remote = bus_factor(CollectiveKind::kAllToAll, ranks);  // share of the buffer leaving the rank
     for (const auto& p : pts)
-      if (p.block_bytes >= 65536)
-        link_bw = std::max(link_bw, (ranks - 1) * p.block_bytes / std::max(p.seconds - link_lat, 0.5 * p.seconds));
+      if (p.buffer_bytes >= 65536.0 * ranks)
+        link_bw = std::max(link_bw, remote * p.buffer_bytes / std::max(p.seconds - link_lat, 0.5 * p.seconds));
     for (const auto& p : pts) {
-      // The simulator's all-to-all: per-destination bytes x (ranks-1) / (bandwidth x efficiency) + latency.
-      const double wire = (ranks - 1) * p.block_bytes / link_bw;
+      // The simulator's generic curve, by bytes per destination: wire time / (time - latency).
+      const double wire = remote * p.buffer_bytes / link_bw;
       const double eff = p.seconds > link_lat ? wire / (p.seconds - link_lat) : 1.0;
-      network_points.push_back({p.block_bytes, std::clamp(eff, 1e-4, 1.0)});
+      network_points.push_back({p.buffer_bytes / ranks, std::clamp(eff, 1e-4, 1.0)});
+    }
+    std::vector<int> group_sizes;
+    for (int g = 2; g < ranks; g *= 2) group_sizes.push_back(g);
+    group_sizes.push_back(ranks);
+    for (int g : group_sizes) {
+      say("collectives over groups of " + std::to_string(g) + " ranks");
+      // Ranks past the last whole group sit out (color -1); rank 0 is always in the first group.
+      const int color = (rank / g + 1) * g <= ranks ? rank / g : -1;
+      std::unique_ptr<Communicator> group = g == ranks ? nullptr : comm.split(color);
+      Communicator* c = g == ranks ? &comm : group.get();
+      for (CollectiveKind kind : {CollectiveKind::kAllToAll, CollectiveKind::kAllReduce,
+                                  CollectiveKind::kReduceScatter, CollectiveKind::kAllGather}) {
+        if (c) collectives.push_back({kind, g, collective_times(*c, kind, buffers, min_s, kernels::Backend::kCpu)});
+        comm.barrier();
+      }
     }
   }
 
@@ -321,7 +346,7 @@ int run_calibrate(const CalibrateOptions& o, Communicator& comm, std::ostream& o
       << "efficiency = " << list(memory.values) << "\n";
     if (ranks > 1) {
       p << "\n[network]\n"
-        << "# all-to-all between " << ranks << " ranks: latency = time of an 8-byte exchange, bandwidth = the best\n"
+        << "# all-to-all between " << ranks << " ranks: latency = time of the smallest exchanges, bandwidth = the best\n"
         << "# (ranks-1) x block / (time - latency); the efficiency curve is by bytes per destination.\n"
         << "link_bandwidth_Bps = " << num(link_bw) << "\n"
         << "link_latency_s = " << num(link_lat) << "\n"
@@ -329,7 +354,20 @@ int run_calibrate(const CalibrateOptions& o, Communicator& comm, std::ostream& o
         << "# each carrying link_latency_s: the factor makes the route's latency the measured one.\n"
         << "latency_factor = 0.5\n"
         << "bytes = " << list(network.sizes) << "\n"
-        << "bandwidth_efficiency = " << list(network.values) << "\n";
+        << "bandwidth_efficiency = " << list(network.values) << "\n\n"
+        << "# Collectives over groups of `ranks` ranks, all groups at once: median seconds of one by per-rank\n"
+        << "# buffer bytes (as the StepGraph counts them), and the bus efficiency the simulator uses in place of\n"
+        << "# bandwidth_efficiency and route latencies: bus factor x bytes / seconds / link_bandwidth_Bps, with\n"
+        << "# NCCL-tests' bus factors (2(n-1)/n for all_reduce, (n-1)/n for the others).\n";
+      for (const auto& m : collectives) {
+        std::vector<double> bytes, seconds, bus;
+        for (const auto& pt : m.points) {
+          bytes.push_back(pt.buffer_bytes), seconds.push_back(pt.seconds);
+          bus.push_back(std::clamp(bus_factor(m.kind, m.ranks) * pt.buffer_bytes / pt.seconds / link_bw, 1e-6, 1.0));
+        }
+        p << "[[network.collective]]\nkind = \"" << collective_name(m.kind) << "\"\nranks = " << m.ranks << "\n"
+          << "bytes = " << list(bytes) << "\nseconds = " << list(seconds) << "\nbus_efficiency = " << list(bus) << "\n";
+      }
     }
     p << "\n# Per-op curves: StepGraph FLOPs (matrix ops) or bytes (memory-bound ops) against the op's\n"
       << "# measured median time, relative to peak_flops or memory_bandwidth_Bps (may exceed 1).\n";

@@ -6,7 +6,9 @@
 //  - [compute] and [memory] efficiency curves over size (square GEMMs, attention-shaped batched
 //    GEMMs, triads);
 //  - [network] (only with several ranks) point-to-point bandwidth and latency from all-to-all
-//    timings, and the bandwidth efficiency by message size;
+//    timings, and the bandwidth efficiency by message size; [[network.collective]] the four
+//    collectives (all-to-all, all-reduce, reduce-scatter, all-gather) over groups of 2, 4, ... and
+//    all ranks, by buffer size, through the executor's communicator;
 //  - [ops.<name>] per-op curves from real training steps of small GLaM-shaped configs: each op
 //    id's median time against the StepGraph's FLOPs (matrix ops) or bytes (memory-bound ops).
 // Under mpirun every rank measures at once (so shared caches and memory bandwidth are contended

@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <functional>
 #include <thread>
 
+#include "device.h"
 #include "gemm.h"
 
 namespace glam::exec {
@@ -77,18 +79,40 @@ double stream_rate(int threads, double bytes, double min_seconds, int arrays) {
 
 }  // namespace
 
+// Operands on a backend, freed on scope exit.
+class Buffer {
+ public:
+  Buffer(kernels::Backend b, size_t bytes) : backend_(b), p_(kernels::device_alloc(b, bytes)) {}
+  Buffer(kernels::Backend b, size_t count, float fill) : Buffer(b, count * sizeof(float)) {
+    const std::vector<float> host(count, fill);
+    kernels::copy_bytes(p_, host.data(), count * sizeof(float));
+  }
+  ~Buffer() { kernels::device_free(backend_, p_); }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  template <class T>
+  T* as() const { return static_cast<T*>(p_); }
+
+ private:
+  kernels::Backend backend_;
+  void* p_;
+};
+
 double gemm_rate(const kernels::KernelContext& ctx, const GemmShape& s, double min_seconds) {
   const size_t a_n = static_cast<size_t>(s.m * s.k * s.batch), b_n = static_cast<size_t>(s.k * s.n * s.batch),
                c_n = static_cast<size_t>(s.m * s.n * s.batch);
-  std::vector<float> a(a_n, 0.5f), b(b_n, 0.25f), c(c_n, 0.f);
+  // Non-zero operands: tensor cores draw less power, and may clock higher, on zeros.
+  Buffer a(ctx.backend, a_n, 0.5f), b(ctx.backend, b_n, 0.25f), c(ctx.backend, c_n * sizeof(float));
   const int64_t lda = s.trans_a ? s.m : s.k, ldb = s.trans_b ? s.k : s.n;
   auto once = [&] {
     if (s.batch == 1)
-      kernels::gemm<float>(ctx, s.trans_a, s.trans_b, s.m, s.n, s.k, 1.f, a.data(), lda, b.data(), ldb, 0.f, c.data(),
-                           s.n);
+      kernels::gemm<float>(ctx, s.trans_a, s.trans_b, s.m, s.n, s.k, 1.f, a.as<float>(), lda, b.as<float>(), ldb, 0.f,
+                           c.as<float>(), s.n);
     else
-      kernels::gemm_strided_batched<float>(ctx, s.trans_a, s.trans_b, s.m, s.n, s.k, 1.f, a.data(), lda, s.m * s.k,
-                                           b.data(), ldb, s.k * s.n, 0.f, c.data(), s.n, s.m * s.n, s.batch);
+      kernels::gemm_strided_batched<float>(ctx, s.trans_a, s.trans_b, s.m, s.n, s.k, 1.f, a.as<float>(), lda,
+                                           s.m * s.k, b.as<float>(), ldb, s.k * s.n, 0.f, c.as<float>(), s.n,
+                                           s.m * s.n, s.batch);
+    kernels::synchronize(ctx);
   };
   return s.flops() / median_seconds(once, min_seconds);
 }
@@ -96,15 +120,39 @@ double gemm_rate(const kernels::KernelContext& ctx, const GemmShape& s, double m
 double triad_rate(int threads, double bytes, double min_seconds) { return stream_rate(threads, bytes, min_seconds, 3); }
 double copy_rate(int threads, double bytes, double min_seconds) { return stream_rate(threads, bytes, min_seconds, 2); }
 
-std::vector<AllToAllPoint> alltoall_times(Communicator& comm, const std::vector<double>& block_bytes,
-                                          double min_seconds) {
+double device_copy_rate(double bytes, double min_seconds) {
+  const size_t n = static_cast<size_t>(bytes);
+  Buffer a(kernels::Backend::kCuda, n), b(kernels::Backend::kCuda, n);
+  return 2.0 * static_cast<double>(n) /
+         median_seconds([&] { kernels::copy_bytes(a.as<void>(), b.as<void>(), n); }, min_seconds);
+}
+
+double bus_factor(CollectiveKind kind, int ranks) {
+  const double f = ranks > 1 ? static_cast<double>(ranks - 1) / ranks : 0.0;
+  return kind == CollectiveKind::kAllReduce ? 2 * f : f;
+}
+
+std::vector<CollectivePoint> collective_times(Communicator& comm, CollectiveKind kind,
+                                              const std::vector<double>& buffer_bytes, double min_seconds,
+                                              kernels::Backend backend) {
   const int ranks = comm.size();
-  std::vector<AllToAllPoint> out;
-  for (double bb : block_bytes) {
-    const auto block = static_cast<int64_t>(bb);
-    std::vector<char> send(static_cast<size_t>(block * ranks), 1), recv(send.size(), 0);
+  std::vector<CollectivePoint> out;
+  for (double requested : buffer_bytes) {
+    // Whole floats in each rank's block.
+    const int64_t block = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(requested / (4.0 * ranks)))) * 4;
+    const int64_t buffer = block * ranks;
+    Buffer send(backend, static_cast<size_t>(buffer)), recv(backend, static_cast<size_t>(buffer));
+    auto once = [&] {
+      switch (kind) {
+        case CollectiveKind::kAllToAll: comm.alltoall(send.as<void>(), recv.as<void>(), block); break;
+        case CollectiveKind::kAllReduce: comm.allreduce_sum(send.as<float>(), buffer / 4); break;
+        case CollectiveKind::kReduceScatter: comm.reduce_scatter_sum(send.as<float>(), recv.as<float>(), block / 4); break;
+        case CollectiveKind::kAllGather: comm.allgather(send.as<void>(), recv.as<void>(), block); break;
+      }
+      comm.synchronize();
+    };
+    once();  // warm (NCCL sets up its channels on the first call)
     // Every rank runs the same number of repeats (agreed on rank 0's clock), each after a barrier.
-    comm.alltoall(send.data(), recv.data(), block);  // warm
     std::vector<double> t;
     const double start = now_s();
     for (;;) {
@@ -113,12 +161,12 @@ std::vector<AllToAllPoint> alltoall_times(Communicator& comm, const std::vector<
       if (!go) break;
       comm.barrier();
       const double t0 = now_s();
-      comm.alltoall(send.data(), recv.data(), block);
+      once();
       t.push_back(now_s() - t0);
     }
     double m = median(t);
     comm.allreduce_sum(&m, 1);
-    out.push_back({bb, m / ranks});
+    out.push_back({static_cast<double>(buffer), m / ranks});
   }
   return out;
 }

@@ -1,12 +1,13 @@
 #pragma once
 // Microbenchmarks of one rank, run on every rank at once: products through the executor's gemm
-// kernel, streaming memory bandwidth with the rank's threads, and all-to-all timings between
-// ranks through the Communicator the executor uses.
+// kernel (on the context's backend, CPU or CUDA), streaming memory bandwidth, and collective
+// timings between ranks through the Communicator the executor uses (MPI or NCCL).
 #include <cstdint>
 #include <vector>
 
 #include "comm/communicator.h"
 #include "kernel_context.h"
+#include "step_graph.h"
 
 namespace glam::exec {
 
@@ -18,8 +19,8 @@ struct GemmShape {
   }
 };
 
-// FLOP/s of one product shape through kernels::gemm (batch 1) or gemm_strided_batched: median of
-// repeated calls over at least `min_seconds`, warm operands.
+// FLOP/s of one product shape through kernels::gemm (batch 1) or gemm_strided_batched on ctx's
+// backend: median of repeated calls (each waited for) over at least `min_seconds`, warm operands.
 double gemm_rate(const kernels::KernelContext& ctx, const GemmShape& s, double min_seconds);
 
 // Bytes/s of a triad a = b + s*c (STREAM counting: 3 x 4 bytes per element) over `bytes` in all,
@@ -27,14 +28,25 @@ double gemm_rate(const kernels::KernelContext& ctx, const GemmShape& s, double m
 double triad_rate(int threads, double bytes, double min_seconds);
 // Bytes/s of a copy a = b (2 x 4 bytes per element).
 double copy_rate(int threads, double bytes, double min_seconds);
+// Bytes/s (read + written) of a device-to-device copy of `bytes` on a CUDA device.
+double device_copy_rate(double bytes, double min_seconds);
 
-struct AllToAllPoint {
-  double block_bytes = 0;  // per destination rank
-  double seconds = 0;      // median time of one all-to-all, mean over ranks
+struct CollectivePoint {
+  double buffer_bytes = 0;  // per rank, as the StepGraph counts a collective's comm_bytes
+  double seconds = 0;       // median time of one collective, mean over ranks
 };
-// All-to-all over every rank for each block size (collective: every rank calls it).
-std::vector<AllToAllPoint> alltoall_times(Communicator& comm, const std::vector<double>& block_bytes,
-                                          double min_seconds);
+// Times one collective over every rank of `comm` for each buffer size, with buffers on `backend`
+// (collective: every rank calls it). The buffer is what the StepGraph and the simulator count:
+// all-to-all: the bytes each rank sends in all (size() blocks, its own included); all-reduce: the
+// reduced buffer; reduce-scatter: the input of size() blocks; all-gather: the gathered output.
+// Sizes are rounded up to whole floats per rank block.
+std::vector<CollectivePoint> collective_times(Communicator& comm, CollectiveKind kind,
+                                              const std::vector<double>& buffer_bytes, double min_seconds,
+                                              kernels::Backend backend);
+
+// NCCL-tests' bus-bandwidth factor: the bytes each rank's link carries per buffer byte in a ring or
+// direct algorithm (2(n-1)/n for all-reduce, (n-1)/n for the others).
+double bus_factor(CollectiveKind kind, int ranks);
 
 double now_s();
 

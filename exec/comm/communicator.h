@@ -1,6 +1,6 @@
 #pragma once
 // The collectives the executor needs, behind one interface: an MPI implementation for CPUs
-// (mpi_communicator.h), a single-process one, and an NCCL one for GPUs later. Buffers are device
+// (mpi_communicator.h), a single-process one, and an NCCL one for GPUs (nccl_communicator.h). Buffers are device
 // pointers of the backend in use.
 #include <cstdint>
 #include <memory>
@@ -22,8 +22,16 @@ class Communicator {
   virtual void alltoall(const void* send, void* recv, int64_t block_bytes) = 0;
   // recv + r*block_bytes receives rank r's block.
   virtual void allgather(const void* send, void* recv, int64_t block_bytes) = 0;
+  // Sums `send` (size() x count floats) over the ranks; rank r receives block r of the sum in recv.
+  virtual void reduce_scatter_sum(const float* send, float* recv, int64_t count) = 0;
   virtual void broadcast(void* data, int64_t bytes, int root) = 0;
   virtual void barrier() = 0;
+  // Waits until the collectives this rank issued have finished (NCCL queues them on a stream;
+  // MPI's return finished). Timers call it.
+  virtual void synchronize() {}
+  // Collective: the ranks with the same color >= 0 form a new communicator, ordered by rank;
+  // ranks with a negative color get nullptr. The calibration measures smaller groups this way.
+  virtual std::unique_ptr<Communicator> split(int color) = 0;
 
   // True on every rank when `flag` is true on any rank (to agree on errors before writing).
   bool any(bool flag) {

@@ -14,46 +14,65 @@ int checked_count(int64_t n) {
   return static_cast<int>(n);
 }
 
+// The world communicator initialises and finalises MPI; split ones own only their MPI_Comm (and
+// must be destroyed before the world one).
 class MpiCommunicator final : public Communicator {
  public:
-  MpiCommunicator() {
+  MpiCommunicator() : comm_(MPI_COMM_WORLD), world_(true) {
     int initialized = 0;
     MPI_Initialized(&initialized);
     if (!initialized) MPI_Init(nullptr, nullptr);
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
-    MPI_Comm_size(MPI_COMM_WORLD, &size_);
+    MPI_Comm_rank(comm_, &rank_);
+    MPI_Comm_size(comm_, &size_);
+  }
+  explicit MpiCommunicator(MPI_Comm comm) : comm_(comm), world_(false) {
+    MPI_Comm_rank(comm_, &rank_);
+    MPI_Comm_size(comm_, &size_);
   }
   ~MpiCommunicator() override {
     int finalized = 0;
     MPI_Finalized(&finalized);
-    if (!finalized) MPI_Finalize();
+    if (finalized) return;
+    if (!world_) MPI_Comm_free(&comm_);
+    else MPI_Finalize();
   }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   std::string name() const override { return "mpi"; }
   void allreduce_sum(float* d, int64_t n) override {
-    MPI_Allreduce(MPI_IN_PLACE, d, checked_count(n), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+    MPI_Allreduce(MPI_IN_PLACE, d, checked_count(n), MPI_FLOAT, MPI_SUM, comm_);
   }
   void allreduce_sum(double* d, int64_t n) override {
-    MPI_Allreduce(MPI_IN_PLACE, d, checked_count(n), MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    MPI_Allreduce(MPI_IN_PLACE, d, checked_count(n), MPI_DOUBLE, MPI_SUM, comm_);
   }
   void allreduce_sum(int64_t* d, int64_t n) override {
-    MPI_Allreduce(MPI_IN_PLACE, d, checked_count(n), MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
+    MPI_Allreduce(MPI_IN_PLACE, d, checked_count(n), MPI_INT64_T, MPI_SUM, comm_);
   }
   void alltoall(const void* send, void* recv, int64_t block_bytes) override {
     MPI_Alltoall(send, checked_count(block_bytes), MPI_BYTE, recv, checked_count(block_bytes), MPI_BYTE,
-                 MPI_COMM_WORLD);
+                 comm_);
   }
   void allgather(const void* send, void* recv, int64_t block_bytes) override {
     MPI_Allgather(send, checked_count(block_bytes), MPI_BYTE, recv, checked_count(block_bytes), MPI_BYTE,
-                  MPI_COMM_WORLD);
+                  comm_);
   }
   void broadcast(void* data, int64_t bytes, int root) override {
-    MPI_Bcast(data, checked_count(bytes), MPI_BYTE, root, MPI_COMM_WORLD);
+    MPI_Bcast(data, checked_count(bytes), MPI_BYTE, root, comm_);
   }
-  void barrier() override { MPI_Barrier(MPI_COMM_WORLD); }
+  void reduce_scatter_sum(const float* send, float* recv, int64_t count) override {
+    MPI_Reduce_scatter_block(send, recv, checked_count(count), MPI_FLOAT, MPI_SUM, comm_);
+  }
+  void barrier() override { MPI_Barrier(comm_); }
+  std::unique_ptr<Communicator> split(int color) override {
+    MPI_Comm sub = MPI_COMM_NULL;
+    MPI_Comm_split(comm_, color < 0 ? MPI_UNDEFINED : color, rank_, &sub);
+    if (sub == MPI_COMM_NULL) return nullptr;
+    return std::make_unique<MpiCommunicator>(sub);
+  }
 
  private:
+  MPI_Comm comm_;
+  bool world_;
   int rank_ = 0, size_ = 1;
 };
 

@@ -69,6 +69,11 @@ class NcclCommunicator final : public Communicator {
     if (!on_device(send)) return host_->allgather(send, recv, block_bytes);
     check(ncclAllGather(send, recv, static_cast<size_t>(block_bytes), ncclInt8, comm_, stream_), "ncclAllGather");
   }
+  void reduce_scatter_sum(const float* send, float* recv, int64_t count) override {
+    if (!on_device(send)) return host_->reduce_scatter_sum(send, recv, count);
+    check(ncclReduceScatter(send, recv, static_cast<size_t>(count), ncclFloat32, ncclSum, comm_, stream_),
+          "ncclReduceScatter");
+  }
   void broadcast(void* data, int64_t bytes, int root) override {
     if (!on_device(data)) return host_->broadcast(data, bytes, root);
     check(ncclBroadcast(data, data, static_cast<size_t>(bytes), ncclInt8, root, comm_, stream_), "ncclBroadcast");
@@ -76,6 +81,14 @@ class NcclCommunicator final : public Communicator {
   void barrier() override {
     check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
     host_->barrier();
+  }
+  void synchronize() override { check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize"); }
+  // A new NCCL communicator over the host communicator's split, bootstrapped like the first.
+  std::unique_ptr<Communicator> split(int color) override {
+    check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+    auto host = host_->split(color);
+    if (!host) return nullptr;
+    return std::make_unique<NcclCommunicator>(std::move(host));
   }
 
  private:

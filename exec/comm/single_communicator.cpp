@@ -15,8 +15,14 @@ class SingleCommunicator final : public Communicator {
   void allreduce_sum(int64_t*, int64_t) override {}
   void alltoall(const void* send, void* recv, int64_t block_bytes) override { copy(send, recv, block_bytes); }
   void allgather(const void* send, void* recv, int64_t block_bytes) override { copy(send, recv, block_bytes); }
+  void reduce_scatter_sum(const float* send, float* recv, int64_t count) override {
+    copy(send, recv, count * static_cast<int64_t>(sizeof(float)));
+  }
   void broadcast(void*, int64_t, int) override {}
   void barrier() override {}
+  std::unique_ptr<Communicator> split(int color) override {
+    return color < 0 ? nullptr : std::make_unique<SingleCommunicator>();
+  }
 
  private:
   static void copy(const void* src, void* dst, int64_t bytes) {

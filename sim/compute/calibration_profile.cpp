@@ -1,5 +1,6 @@
 #include "compute/calibration_profile.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "common/catalogue.h"
@@ -21,6 +22,17 @@ double EfficiencyCurve::at(double size) const {
   return values.back();
 }
 
+const EfficiencyCurve* CalibrationProfile::collective_curve(CollectiveKind kind, int ranks) const {
+  const CollectiveCurve* best = nullptr;
+  double best_distance = 0;
+  for (const auto& c : collectives) {
+    if (c.kind != kind) continue;
+    const double d = std::fabs(std::log(static_cast<double>(std::max(ranks, 1)) / c.ranks));
+    if (!best || d < best_distance) best = &c, best_distance = d;
+  }
+  return best ? &best->bus_efficiency : nullptr;
+}
+
 nlohmann::json CalibrationProfile::to_json() const {
   auto curve = [](const EfficiencyCurve& c) { return nlohmann::json{{"sizes", c.sizes}, {"values", c.values}}; };
   return {{"source", source},
@@ -38,6 +50,12 @@ nlohmann::json CalibrationProfile::to_json() const {
           {"thread_speedup", thread_speedup},
           {"link_bandwidth_Bps", link_bandwidth_Bps},
           {"link_latency_s", link_latency_s},
+          {"collectives", [&] {
+             nlohmann::json o = nlohmann::json::array();
+             for (const auto& c : collectives)
+               o.push_back({{"kind", collective_name(c.kind)}, {"ranks", c.ranks}, {"bus_efficiency", curve(c.bus_efficiency)}});
+             return o;
+           }()},
           {"ops", [&] {
              nlohmann::json o = nlohmann::json::object();
              for (const auto& [name, c] : ops) o[name] = curve(c);
@@ -179,6 +197,46 @@ CalibrationProfile load_profile(const std::string& path) {
     }
     table.erase("ops");
   }
+  // [[network.collective]]: one table per measured collective and group size.
+  std::vector<CollectiveCurve> collectives;
+  if (toml::table* network = table.get_as<toml::table>("network")) {
+    if (const toml::node* list = network->get("collective")) {
+      const toml::array* arr = list->as_array();
+      if (!arr || !arr->is_array_of_tables())
+        throw ConfigError(path, "network.collective", toml_value_text(*list), "[[network.collective]] tables");
+      for (size_t i = 0; i < arr->size(); ++i) {
+        const toml::table& c = *arr->get(i)->as_table();
+        const std::string key = "network.collective[" + std::to_string(i) + "]";
+        CollectiveCurve cc;
+        const std::string kind = c["kind"].value_or(std::string());
+        bool known = false;
+        for (CollectiveKind k : {CollectiveKind::kAllToAll, CollectiveKind::kAllReduce, CollectiveKind::kReduceScatter,
+                                 CollectiveKind::kAllGather})
+          if (kind == collective_name(k)) cc.kind = k, known = true;
+        if (!known)
+          throw ConfigError(path, key + ".kind", c.contains("kind") ? toml_value_text(*c.get("kind")) : "(missing)",
+                            "all_to_all, all_reduce, reduce_scatter or all_gather");
+        const int64_t ranks = c["ranks"].value_or(int64_t{0});
+        if (ranks < 2)
+          throw ConfigError(path, key + ".ranks", c.contains("ranks") ? toml_value_text(*c.get("ranks")) : "(missing)",
+                            "the group size measured, at least 2");
+        cc.ranks = static_cast<int>(ranks);
+        auto numbers = [&](const char* field) {
+          std::vector<double> v;
+          const toml::array* a = c.get_as<toml::array>(field);
+          if (!a) throw ConfigError(path, key + "." + field, "(missing)", "a list of numbers");
+          for (const auto& x : *a) {
+            if (!x.is_number()) throw ConfigError(path, key + "." + field, toml_value_text(x), "numbers");
+            v.push_back(*x.value<double>());
+          }
+          return v;
+        };
+        cc.bus_efficiency = curve_from(numbers("bytes"), numbers("bus_efficiency"), path, key + ".bus_efficiency");
+        collectives.push_back(std::move(cc));
+      }
+      network->erase("collective");
+    }
+  }
   ProfileFile f = profile_schema().parse(table, path);
   CalibrationProfile p = default_profile(f.device);
   p.source = path;
@@ -198,6 +256,7 @@ CalibrationProfile load_profile(const std::string& path) {
   p.link_bandwidth_Bps = f.link_bandwidth_Bps;
   p.link_latency_s = f.link_latency_s;
   p.ops = std::move(op_curves);
+  p.collectives = std::move(collectives);
   return p;
 }
 

@@ -8,6 +8,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "step_graph.h"
+
 namespace glam {
 
 // Efficiency as a function of an op's size, interpolated in log space between points and
@@ -16,6 +18,15 @@ struct EfficiencyCurve {
   std::vector<double> sizes;   // FLOPs (compute curves) or bytes (memory and network curves)
   std::vector<double> values;  // fraction of peak, in (0, 1]
   double at(double size) const;
+};
+
+// A collective measured over groups of `ranks` ranks: bus bandwidth (NCCL-tests' convention: the
+// bytes each rank's link carries over the time, latency included) as a fraction of the profile's
+// link bandwidth, by per-rank buffer bytes.
+struct CollectiveCurve {
+  CollectiveKind kind = CollectiveKind::kAllReduce;
+  int ranks = 2;
+  EfficiencyCurve bus_efficiency;
 };
 
 struct CalibrationProfile {
@@ -40,6 +51,11 @@ struct CalibrationProfile {
   double thread_speedup = 1;  // this much faster than with `threads` (measured, small products scale poorly)
   double link_bandwidth_Bps = 0;
   double link_latency_s = 0;
+  // Measured collectives; where one exists for a collective's kind, it replaces network_bandwidth
+  // and the route latencies for that collective.
+  std::vector<CollectiveCurve> collectives;
+  // The curve of `kind` measured at the group size nearest `ranks` (by ratio); nullptr if none.
+  const EfficiencyCurve* collective_curve(CollectiveKind kind, int ranks) const;
   nlohmann::json to_json() const;
 };
 

@@ -17,7 +17,7 @@ CollectiveCost FlowNetwork::cost(const CollectiveRequest& req) {
   c.time_s = 0;
   std::vector<double> analytical_steps;
   for (size_t i = 0; i < s.phases.size(); ++i) {
-    std::optional<double> t = phase_time(s.phases[i], req.bytes);
+    std::optional<double> t = phase_time(s.phases[i], req.bytes, measured_curve(req));
     if (!t) {
       if (analytical_steps.empty()) analytical_steps = analytical_.phase_step_times(req);
       t = analytical_steps[i];
@@ -70,7 +70,7 @@ std::vector<Flow> FlowNetwork::representative_flows(const CommPhase& phase) cons
   return components.begin()->second;
 }
 
-std::optional<double> FlowNetwork::phase_time(const CommPhase& phase, double bytes) {
+std::optional<double> FlowNetwork::phase_time(const CommPhase& phase, double bytes, const EfficiencyCurve* measured) {
   auto key = std::make_pair(&phase, bytes);
   if (auto it = phase_cache_.find(key); it != phase_cache_.end()) return it->second;
   std::vector<Flow> flows = representative_flows(phase);
@@ -82,7 +82,7 @@ std::optional<double> FlowNetwork::phase_time(const CommPhase& phase, double byt
   sg.reserve(flows.size());
   for (const auto& f : flows) {
     const double size = f.share * bytes;
-    sg.push_back({f.src, f.dst, size / profile_.network_bandwidth.at(size)});
+    sg.push_back({f.src, f.dst, size / (measured ? measured->at(bytes) : profile_.network_bandwidth.at(size))});
   }
   double t = simulate_flows(cluster_, sg, profile_.network_latency_factor);
   flows_simulated_ += static_cast<double>(sg.size());

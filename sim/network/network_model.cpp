@@ -22,15 +22,25 @@ std::string schedule_key(const CollectiveRequest& req) {
 NetworkModel::NetworkModel(const Cluster& cluster, const RankMap& ranks, const CalibrationProfile& profile)
     : cluster_(cluster), ranks_(ranks), profile_(profile) {}
 
+const std::vector<std::vector<int>>& NetworkModel::groups(CommAxis axis) {
+  auto g = groups_.find(axis);
+  if (g == groups_.end()) g = groups_.emplace(axis, ranks_.groups(axis)).first;
+  return g->second;
+}
+
 const CollectiveSchedule& NetworkModel::schedule(const CollectiveRequest& req) {
   std::string key = schedule_key(req);
   auto it = schedules_.find(key);
   if (it != schedules_.end()) return it->second;
-  auto g = groups_.find(req.axis);
-  if (g == groups_.end()) g = groups_.emplace(req.axis, ranks_.groups(req.axis)).first;
   return schedules_
-      .emplace(key, plan_collective(cluster_, req.kind, g->second, req.a2a_dest_share, req.a2a_transposed))
+      .emplace(key, plan_collective(cluster_, req.kind, groups(req.axis), req.a2a_dest_share, req.a2a_transposed))
       .first->second;
+}
+
+const EfficiencyCurve* NetworkModel::measured_curve(const CollectiveRequest& req) {
+  if (profile_.collectives.empty()) return nullptr;
+  const auto& g = groups(req.axis);
+  return profile_.collective_curve(req.kind, g.empty() ? 1 : static_cast<int>(g.front().size()));
 }
 
 const std::vector<AnalyticalNetwork::PhaseCoefficients>& AnalyticalNetwork::coefficients(const CollectiveRequest& req,
@@ -81,8 +91,11 @@ std::vector<double> AnalyticalNetwork::phase_step_times(const CollectiveRequest&
   std::string algorithm;
   std::vector<double> out;
   const auto& links = cluster_.links();
+  const EfficiencyCurve* measured = measured_curve(req);
   for (const auto& pc : coefficients(req, algorithm)) {
-    const double efficiency = profile_.network_bandwidth.at(pc.largest_share * req.bytes);
+    const double efficiency =
+        measured ? measured->at(req.bytes) : profile_.network_bandwidth.at(pc.largest_share * req.bytes);
+    const double latency = measured ? 0.0 : pc.latency_s * profile_.network_latency_factor;
     double seconds_per_byte = pc.seconds_per_byte;
     if (background) {
       seconds_per_byte = 0;
@@ -92,7 +105,7 @@ std::vector<double> AnalyticalNetwork::phase_step_times(const CollectiveRequest&
         seconds_per_byte = std::max(seconds_per_byte, load / left);
       }
     }
-    out.push_back(seconds_per_byte * req.bytes / efficiency + pc.latency_s * profile_.network_latency_factor);
+    out.push_back(seconds_per_byte * req.bytes / efficiency + latency);
   }
   return out;
 }

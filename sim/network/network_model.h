@@ -51,12 +51,17 @@ class NetworkModel {
  protected:
   // The schedule for a request, cached by everything but the message size.
   const CollectiveSchedule& schedule(const CollectiveRequest& req);
+  // The profile's measured curve for this collective at its group size (nullptr: none measured).
+  // It gives the bandwidth efficiency by buffer size with the latency folded in, so a measured
+  // collective adds no route latency of its own.
+  const EfficiencyCurve* measured_curve(const CollectiveRequest& req);
   const Cluster& cluster_;
   const RankMap& ranks_;
   const CalibrationProfile& profile_;
 
  private:
   std::map<std::string, CollectiveSchedule> schedules_;
+  const std::vector<std::vector<int>>& groups(CommAxis axis);
   std::map<CommAxis, std::vector<std::vector<int>>> groups_;
 };
 

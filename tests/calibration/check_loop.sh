@@ -15,6 +15,9 @@ done
 n=$(ls "$OUT"/records/*.json | wc -l)
 [ "$n" -ge 3 ] || { echo "check_loop: $n records, expected 3" >&2; exit 1; }
 grep -q '^link_bandwidth_Bps = ' "$OUT/profile-cpu.toml" || { echo "check_loop: no network figures" >&2; exit 1; }
+for kind in all_to_all all_reduce reduce_scatter all_gather; do
+  grep -q "^kind = \"$kind\"" "$OUT/profile-cpu.toml" || { echo "check_loop: no measured $kind" >&2; exit 1; }
+done
 grep -q '^\[ops\.attn_softmax\.fwd\]' "$OUT/profile-cpu.toml" || { echo "check_loop: no per-op curves" >&2; exit 1; }
 # "median |step error| 12.3%, largest 20.1%, median |op error| 15.0%"
 line=$(grep 'median |step error|' "$OUT/summary.txt")

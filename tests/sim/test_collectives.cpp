@@ -172,5 +172,38 @@ TEST(Collectives, GpuAllReduceIsHierarchical) {
   EXPECT_EQ(plan_collective(c, CollectiveKind::kAllReduce, {one_node}).algorithm, "ring");
 }
 
+
+// A collective measured by `glamexec calibrate` replaces the generic curve and the route
+// latencies: on a host of 4 ranks behind one switch its simulated time is the NCCL-tests
+// relation, bus factor x bytes / (link bandwidth x bus efficiency), exactly. Kinds without a
+// measurement keep the generic model; the curve nearest the group size (by ratio) is used.
+TEST(Collectives, MeasuredCollectiveCurvesGiveTheMeasuredTime) {
+  const double link_bw = 10e9;
+  Cluster c = parse_cluster(
+      "id = \"host\"\n[chip]\nkind = \"cpu\"\n[topology]\nkind = \"single-node\"\nchips = 4\n"
+      "[links.nvlink]\nbandwidth_Bps = 1e10\nlatency_s = 1e-6\n",
+      "host.toml");
+  ParallelPlan plan;
+  plan.dp = 4, plan.ep = 4, plan.tp = 1, plan.batch_tokens = 4096;
+  RankMap map(plan, c);
+  CalibrationProfile generic = default_profile("cpu");
+  CalibrationProfile measured = generic;
+  measured.collectives.push_back({CollectiveKind::kAllReduce, 4, {{1e3, 1e6}, {0.01, 0.5}}});
+  measured.collectives.push_back({CollectiveKind::kAllReduce, 2, {{1e3}, {0.9}}});
+  AnalyticalNetwork plain(c, map, generic), calibrated(c, map, measured);
+  const double B = 1e6;
+  const CollectiveRequest all_reduce{CollectiveKind::kAllReduce, CommAxis::kData, B, {}, false};
+  EXPECT_NEAR(calibrated.cost(all_reduce).time_s, 2.0 * 3 / 4 * B / (link_bw * 0.5), 1e-12);
+  EXPECT_NE(plain.cost(all_reduce).time_s, calibrated.cost(all_reduce).time_s);
+  // Below the first point the curve holds its value: the latency is inside the efficiency.
+  const CollectiveRequest tiny{CollectiveKind::kAllReduce, CommAxis::kData, 100, {}, false};
+  EXPECT_NEAR(calibrated.cost(tiny).time_s, 2.0 * 3 / 4 * 100 / (link_bw * 0.01), 1e-15);
+  const CollectiveRequest a2a{CollectiveKind::kAllToAll, CommAxis::kExpert, B, {}, false};
+  EXPECT_DOUBLE_EQ(calibrated.cost(a2a).time_s, plain.cost(a2a).time_s);
+  EXPECT_EQ(measured.collective_curve(CollectiveKind::kAllReduce, 3)->values.front(), 0.01);  // 4 is nearer than 2
+  EXPECT_EQ(measured.collective_curve(CollectiveKind::kAllReduce, 2)->values.front(), 0.9);
+  EXPECT_EQ(measured.collective_curve(CollectiveKind::kAllGather, 4), nullptr);
+}
+
 }  // namespace
 }  // namespace glam
