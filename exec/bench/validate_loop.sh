@@ -37,7 +37,10 @@ OUT=$(cd "$OUT" && pwd)
 cd "$ROOT"
 # Relative model paths in the records (models/...), so the committed records resolve from the repository root.
 export GLAM_HOME=.
-MPIRUN=(mpirun --allow-run-as-root --oversubscribe -x GLAM_HOME -x OPENBLAS_NUM_THREADS=1)
+# --bind-to none: OpenMPI pins each of 2 ranks to one core by default, which would keep the
+# calibration's one-rank, all-cores product measurement on a single core; one-rank records run
+# without mpirun, unpinned.
+MPIRUN=(mpirun --allow-run-as-root --oversubscribe --bind-to none -x GLAM_HOME -x OPENBLAS_NUM_THREADS=1)
 rel() { realpath --relative-to="$ROOT" "$1"; }
 
 # Other work on the host skews every figure: the load averages go into summary.txt.

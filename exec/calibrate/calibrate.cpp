@@ -15,6 +15,8 @@
 #include <sstream>
 #include <thread>
 
+#include <sched.h>
+
 #include <nlohmann/json.hpp>
 
 #include "calibrate/microbench.h"
@@ -35,6 +37,14 @@ int local_ranks() {
   for (const char* v : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"})
     if (const char* s = std::getenv(v)) return std::max(1, std::atoi(s));
   return 1;
+}
+
+// CPUs this process may run on (mpirun pins ranks to cores by default).
+int allowed_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) != 0) return static_cast<int>(std::thread::hardware_concurrency());
+  return CPU_COUNT(&set);
 }
 
 std::string num(double v) {
@@ -187,6 +197,10 @@ int run_calibrate(const CalibrateOptions& o, Communicator& comm, std::ostream& o
     // MPI barriers spin: the other ranks sleep through the measurement instead of taking a core.
     if (rank != 0)
       std::this_thread::sleep_for(std::chrono::duration<double>(3.0 * static_cast<double>(model_shapes.size()) * t_min + 0.5));
+    if (rank == 0 && allowed_cpus() < cores)
+      std::cerr << "glamexec calibrate: warning: this rank may run on " << allowed_cpus() << " of the " << cores
+                << " cores (an MPI launcher pinned it; mpirun --bind-to none lifts that): thread_speedup measures "
+                   "the pinned rank, not the host\n";
     if (rank == 0) {
       kernels::KernelContext wide;
       kernels::set_cpu_threads(wide, cores);
