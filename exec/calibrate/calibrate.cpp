@@ -194,9 +194,6 @@ int run_calibrate(const CalibrateOptions& o, Communicator& comm, std::ostream& o
   if (cores > threads) {
     say("matrix products with " + std::to_string(cores) + " threads in one rank");
     comm.barrier();
-    // MPI barriers spin: the other ranks sleep through the measurement instead of taking a core.
-    if (rank != 0)
-      std::this_thread::sleep_for(std::chrono::duration<double>(3.0 * static_cast<double>(model_shapes.size()) * t_min + 0.5));
     if (rank == 0 && allowed_cpus() < cores)
       std::cerr << "glamexec calibrate: warning: this rank may run on " << allowed_cpus() << " of the " << cores
                 << " cores (an MPI launcher pinned it; mpirun --bind-to none lifts that): thread_speedup measures "
@@ -208,10 +205,11 @@ int run_calibrate(const CalibrateOptions& o, Communicator& comm, std::ostream& o
       for (size_t i = 0; i < model_shapes.size(); ++i) ratios.push_back(gemm_rate(wide, model_shapes[i], t_min) / model_rates[i]);
       std::sort(ratios.begin(), ratios.end());
       thread_speedup = ratios[ratios.size() / 2];
-      speedup_threads = cores;
       kernels::set_cpu_threads(ctx, threads);
     }
-    comm.barrier();
+    speedup_threads = cores;  // on every rank: the ranks decide on it together below
+    // The other ranks sleep through the measurement instead of taking a core.
+    comm.idle_barrier();
   }
   // attention-shaped batched products (scores: S x S x dh per head and sequence; context: S x dh x S)
   std::vector<CurvePoint> attention_points;
@@ -287,30 +285,46 @@ int run_calibrate(const CalibrateOptions& o, Communicator& comm, std::ostream& o
   }
 
   // ---- per-op curves from training steps ----
-  std::map<std::string, std::vector<CurvePoint>> op_points;
+  // Every rank at once with `threads` threads; then, when the host has more cores than that, rank 0
+  // alone with every core (the other ranks asleep), as a one-rank run would use them: BLAS threading
+  // speeds large products up and barely helps small batched ones, so each op gets its own curve.
+  std::map<std::string, std::vector<CurvePoint>> op_points, alone_points;
   int runs = 0;
+  auto train_points = [&](Communicator& c, const std::string& id, int64_t tokens_per_rank, int run_threads,
+                          std::map<std::string, std::vector<CurvePoint>>& points) {
+    TrainOptions to;
+    to.model = id;
+    to.layers = o.layers;
+    to.batch_tokens = tokens_per_rank * c.size();
+    to.steps = o.steps > 0 ? o.steps : o.quick ? 3 : 8;
+    to.warmup = o.quick ? 1 : 2;
+    to.threads = run_threads;
+    to.format = "json";
+    to.random_tokens = true;
+    to.seed = o.seed;
+    to.quiet = true;
+    std::ostringstream record_text;
+    run_train(to, c, record_text);
+    if (c.rank() == 0) {
+      auto record = nlohmann::json::parse(record_text.str());
+      add_op_points(record, "calibration run " + id + " " + std::to_string(tokens_per_rank), peak, bandwidth, points);
+    }
+  };
   for (const auto& id : models)
     for (int64_t t : tokens) {
       say("training steps: " + id + ", " + std::to_string(t) + " tokens per rank");
-      TrainOptions to;
-      to.model = id;
-      to.layers = o.layers;
-      to.batch_tokens = t * ranks;
-      to.steps = o.steps > 0 ? o.steps : o.quick ? 3 : 8;
-      to.warmup = o.quick ? 1 : 2;
-      to.threads = threads;
-      to.format = "json";
-      to.random_tokens = true;
-      to.seed = o.seed;
-      to.quiet = true;
-      std::ostringstream record_text;
-      run_train(to, comm, record_text);
-      if (rank == 0) {
-        auto record = nlohmann::json::parse(record_text.str());
-        add_op_points(record, "calibration run " + id + " " + std::to_string(t), peak, bandwidth, op_points);
-      }
+      train_points(comm, id, t, threads, op_points);
       ++runs;
     }
+  if (speedup_threads > threads) {
+    say("training steps of rank 0 alone with " + std::to_string(speedup_threads) + " threads");
+    if (rank == 0) {
+      auto alone = make_single_communicator();
+      for (const auto& id : models)
+        for (int64_t t : tokens) train_points(*alone, id, t, speedup_threads, alone_points);
+    }
+    comm.idle_barrier();
+  }
   if (rank == 0)
     for (const auto& [f, j] : extra) {
       // A record made with other threads per rank: rates scale with the threads (as in validation).
@@ -385,10 +399,18 @@ int run_calibrate(const CalibrateOptions& o, Communicator& comm, std::ostream& o
     }
     p << "\n# Per-op curves: StepGraph FLOPs (matrix ops) or bytes (memory-bound ops) against the op's\n"
       << "# measured median time, relative to peak_flops or memory_bandwidth_Bps (may exceed 1).\n";
-    for (const auto& [name, pts] : op_points) {
-      Curve c;
-      c.set(merge_curve(pts, 1e-4, 100.0));
-      p << "[ops." << name << "]\nsizes = " << list(c.sizes) << "\nefficiency = " << list(c.values) << "\n";
+    auto write_curves = [&](const std::string& table, const std::map<std::string, std::vector<CurvePoint>>& points) {
+      for (const auto& [name, pts] : points) {
+        Curve c;
+        c.set(merge_curve(pts, 1e-4, 100.0));
+        p << "[" << table << "." << name << "]\nsizes = " << list(c.sizes) << "\nefficiency = " << list(c.values) << "\n";
+      }
+    };
+    write_curves("ops", op_points);
+    if (!alone_points.empty()) {
+      p << "\n# The same for one rank alone on the host with speedup_threads threads (still relative to\n"
+        << "# peak_flops and memory_bandwidth_Bps of one rank at `threads`): one-rank runs with that many threads.\n";
+      write_curves("ops_alone", alone_points);
     }
     if (o.out.empty()) out << p.str();
     else write_file_atomically(o.out, p.str());

@@ -10,7 +10,8 @@
 //    collectives (all-to-all, all-reduce, reduce-scatter, all-gather) over groups of 2, 4, ... and
 //    all ranks, by buffer size, through the executor's communicator;
 //  - [ops.<name>] per-op curves from real training steps of small GLaM-shaped configs: each op
-//    id's median time against the StepGraph's FLOPs (matrix ops) or bytes (memory-bound ops).
+//    id's median time against the StepGraph's FLOPs (matrix ops) or bytes (memory-bound ops), by
+//    op name and phase; [ops_alone.<name>] the same for rank 0 alone with every core of the host.
 // Under mpirun every rank measures at once (so shared caches and memory bandwidth are contended
 // as in a run with that many ranks); rank 0 writes the profile, atomically.
 #include <cstdint>

@@ -26,6 +26,9 @@ class Communicator {
   virtual void reduce_scatter_sum(const float* send, float* recv, int64_t count) = 0;
   virtual void broadcast(void* data, int64_t bytes, int root) = 0;
   virtual void barrier() = 0;
+  // A barrier that sleeps while it waits instead of spinning, so that ranks waiting for one rank
+  // that measures alone leave it every core.
+  virtual void idle_barrier() { barrier(); }
   // Waits until the collectives this rank issued have finished (NCCL queues them on a stream;
   // MPI's return finished). Timers call it.
   virtual void synchronize() {}

@@ -2,7 +2,9 @@
 
 #include <mpi.h>
 
+#include <chrono>
 #include <cstdlib>
+#include <thread>
 #include <limits>
 #include <stdexcept>
 
@@ -63,6 +65,15 @@ class MpiCommunicator final : public Communicator {
     MPI_Reduce_scatter_block(send, recv, checked_count(count), MPI_FLOAT, MPI_SUM, comm_);
   }
   void barrier() override { MPI_Barrier(comm_); }
+  void idle_barrier() override {
+    MPI_Request request;
+    MPI_Ibarrier(comm_, &request);
+    for (int done = 0;;) {
+      MPI_Test(&request, &done, MPI_STATUS_IGNORE);
+      if (done) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
   std::unique_ptr<Communicator> split(int color) override {
     MPI_Comm sub = MPI_COMM_NULL;
     MPI_Comm_split(comm_, color < 0 ? MPI_UNDEFINED : color, rank_, &sub);

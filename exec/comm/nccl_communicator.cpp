@@ -82,6 +82,10 @@ class NcclCommunicator final : public Communicator {
     check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
     host_->barrier();
   }
+  void idle_barrier() override {
+    check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+    host_->idle_barrier();
+  }
   void synchronize() override { check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize"); }
   // A new NCCL communicator over the host communicator's split, bootstrapped like the first.
   std::unique_ptr<Communicator> split(int color) override {

@@ -60,6 +60,11 @@ nlohmann::json CalibrationProfile::to_json() const {
              nlohmann::json o = nlohmann::json::object();
              for (const auto& [name, c] : ops) o[name] = curve(c);
              return o;
+           }()},
+          {"ops_alone", [&] {
+             nlohmann::json o = nlohmann::json::object();
+             for (const auto& [name, c] : ops_alone) o[name] = curve(c);
+             return o;
            }()}};
 }
 
@@ -157,12 +162,14 @@ EfficiencyCurve curve_from(const std::vector<double>& sizes, const std::vector<d
 
 CalibrationProfile load_profile(const std::string& path) {
   toml::table table = load_toml_file(path);
-  // [ops.<name>.<phase>] (or [ops.<name>] for every phase) holds one curve per op: read apart
-  // from the fixed fields.
-  std::map<std::string, EfficiencyCurve> op_curves;
-  if (const toml::node* ops = table.get("ops")) {
+  // [ops.<name>.<phase>] (or [ops.<name>] for every phase) holds one curve per op, [ops_alone.*]
+  // the same for one rank alone on the host: read apart from the fixed fields.
+  auto read_op_curves = [&](const std::string& table_name) {
+    std::map<std::string, EfficiencyCurve> op_curves;
+    const toml::node* ops = table.get(table_name);
+    if (!ops) return op_curves;
     auto read_curve = [&](const std::string& name, const toml::table& c) {
-      const std::string key = "ops." + name;
+      const std::string key = table_name + "." + name;
       auto numbers = [&](const char* field) {
         std::vector<double> v;
         const toml::array* arr = c.get_as<toml::array>(field);
@@ -176,11 +183,11 @@ CalibrationProfile load_profile(const std::string& path) {
       op_curves[name] = curve_from(numbers("sizes"), numbers("efficiency"), path, key + ".efficiency", 100.0);
     };
     const toml::table* t = ops->as_table();
-    if (!t) throw ConfigError(path, "ops", toml_value_text(*ops), "a table of [ops.<name>.<phase>] curves");
+    if (!t) throw ConfigError(path, table_name, toml_value_text(*ops), "a table of [" + table_name + ".<name>.<phase>] curves");
     for (const auto& [name, node] : *t) {
       const std::string op(name.str());
       const toml::table* c = node.as_table();
-      if (!c) throw ConfigError(path, "ops." + op, toml_value_text(node), "a table with sizes and efficiency");
+      if (!c) throw ConfigError(path, table_name + "." + op, toml_value_text(node), "a table with sizes and efficiency");
       if (c->contains("sizes") || c->contains("efficiency")) {
         read_curve(op, *c);
         continue;
@@ -188,15 +195,18 @@ CalibrationProfile load_profile(const std::string& path) {
       for (const auto& [phase, sub] : *c) {
         const std::string key = op + "." + std::string(phase.str());
         if (phase.str() != "fwd" && phase.str() != "bwd" && phase.str() != "opt")
-          throw ConfigError(path, "ops." + key, toml_value_text(sub),
+          throw ConfigError(path, table_name + "." + key, toml_value_text(sub),
                             "a phase (fwd, bwd or opt) with sizes and efficiency");
         const toml::table* pc = sub.as_table();
-        if (!pc) throw ConfigError(path, "ops." + key, toml_value_text(sub), "a table with sizes and efficiency");
+        if (!pc) throw ConfigError(path, table_name + "." + key, toml_value_text(sub), "a table with sizes and efficiency");
         read_curve(key, *pc);
       }
     }
-    table.erase("ops");
-  }
+    table.erase(table_name);
+    return op_curves;
+  };
+  std::map<std::string, EfficiencyCurve> op_curves = read_op_curves("ops");
+  std::map<std::string, EfficiencyCurve> alone_curves = read_op_curves("ops_alone");
   // [[network.collective]]: one table per measured collective and group size.
   std::vector<CollectiveCurve> collectives;
   if (toml::table* network = table.get_as<toml::table>("network")) {
@@ -256,6 +266,7 @@ CalibrationProfile load_profile(const std::string& path) {
   p.link_bandwidth_Bps = f.link_bandwidth_Bps;
   p.link_latency_s = f.link_latency_s;
   p.ops = std::move(op_curves);
+  p.ops_alone = std::move(alone_curves);
   p.collectives = std::move(collectives);
   return p;
 }

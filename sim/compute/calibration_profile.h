@@ -38,6 +38,10 @@ struct CalibrationProfile {
   // precedence over the curve of the op's kind. Sizes are
   // FLOPs for matrix ops and bytes for memory-bound ones, as the StepGraph counts them.
   std::map<std::string, EfficiencyCurve> ops;
+  // The same measured with one rank alone on the host and speedup_threads threads (CPU profiles;
+  // relative to peak_flops and memory_bandwidth_Bps, so values may exceed 1). Used for one-rank
+  // runs with that many threads.
+  std::map<std::string, EfficiencyCurve> ops_alone;
   double op_overhead_s = 0;           // fixed cost per op (kernel launch, dispatch)
   EfficiencyCurve network_bandwidth;  // fraction of link bandwidth reached, by message size
   double network_latency_factor = 1;  // multiplies link latencies

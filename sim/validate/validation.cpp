@@ -34,6 +34,13 @@ int host_cores(const std::string& record_file) {
   return j.is_object() && j.contains("device") && j["device"].is_object() ? j["device"].value("host_cores", 0) : 0;
 }
 
+// Whether a CPU record ran as one rank alone with the threads the profile's [ops_alone] curves
+// were measured with: those curves then describe it, against the unscaled one-rank rates.
+bool runs_alone(const RunRecord& r, const CalibrationProfile& profile) {
+  return r.device_kind == "cpu" && r.ranks == 1 && !profile.ops_alone.empty() && profile.speedup_threads > 0 &&
+         r.threads == profile.speedup_threads;
+}
+
 // The cluster a record ran on, as a cluster file: `ranks` devices on one node, with the
 // profile's measured figures where it has them.
 Cluster cluster_for(const RunRecord& r, const CalibrationProfile& profile) {
@@ -54,8 +61,9 @@ Cluster cluster_for(const RunRecord& r, const CalibrationProfile& profile) {
       r.threads <= profile.speedup_threads)
     threads = 1 + (profile.thread_speedup - 1) * (r.threads - profile.threads) /
                       static_cast<double>(profile.speedup_threads - profile.threads);
-  const double scale = threads * shared;
-  const double memory_scale = cpu ? shared : 1.0;
+  const bool alone = runs_alone(r, profile);
+  const double scale = alone ? 1.0 : threads * shared;
+  const double memory_scale = cpu && !alone ? shared : 1.0;
   char buf[128];
   if (profile.peak_flops > 0) {
     std::snprintf(buf, sizeof buf, "peak_flops_bf16 = %.6e\npeak_flops_fp32 = %.6e\n", profile.peak_flops * scale,
@@ -87,6 +95,7 @@ SimulationInput simulation_for(const RunRecord& r, const std::optional<Calibrati
                      " ran on a CPU: give the host's calibration profile (glamexec calibrate --device cpu) "
                      "with --calibration");
   CalibrationProfile profile = given ? *given : default_profile(chip_kind);
+  if (runs_alone(r, profile)) profile.ops = profile.ops_alone;
   ModelConfig model = r.model;
   if (r.device_kind == "cpu") model.activation_precision = "float32";  // the CPU executor runs float32
   ParallelPlan plan;
