@@ -1,6 +1,7 @@
 #include "engine/step_simulator.h"
 
 #include <algorithm>
+#include <utility>
 
 #include "common/errors.h"
 #include "compute/compute_model.h"
@@ -43,6 +44,7 @@ StepResult simulate_step(const SimulationInput& in) {
   const auto& ops = r.graph.ops;
   r.timing.resize(ops.size());
   double stream = 0;
+  double turn_taking = 0;  // compute on the stream since the last blocking collective (ranks_per_core > 1)
   std::map<CommAxis, double> lane;
   struct InFlight {
     size_t op;
@@ -79,6 +81,7 @@ StepResult simulate_step(const SimulationInput& in) {
       for (const auto& f : in_flight) contended |= ops[f.op].axis != op.axis || !ops[f.op].blocking;
       CollectiveCost c = contended ? network->cost_in_background(req, background) : network->cost(req);
       duration = c.time_s;
+      if (on_stream) duration += (in.ranks_per_core - 1) * std::exchange(turn_taking, 0.0);
       t.algorithm = c.algorithm;
       t.link_bytes = c.link_bytes;
       for (const auto& [kind, bytes] : c.link_bytes) r.link_bytes[kind] += bytes;
@@ -112,12 +115,15 @@ StepResult simulate_step(const SimulationInput& in) {
       }
     } else {
       duration = compute.op_time_s(op);
+      turn_taking += duration;
     }
     t.end_s = t.start_s + duration;
     if (on_stream) stream = t.end_s;
     else lane[op.axis] = t.end_s;
     r.step_time_s = std::max(r.step_time_s, t.end_s);
   }
+  // The others' share of the stretch after the last blocking collective ends the step.
+  r.step_time_s = std::max(r.step_time_s, stream + (in.ranks_per_core - 1) * turn_taking);
   for (size_t i = 0; i < ops.size(); ++i) {
     const double d = r.timing[i].duration();
     if (ops[i].kind != OpKind::kCollective) {

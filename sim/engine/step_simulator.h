@@ -31,6 +31,10 @@ struct SimulationInput {
   CalibrationProfile profile;
   int64_t layers_run = -1;  // first K blocks only (to match executor runs of part of a model)
   size_t flow_max_flows = 16384;  // flow fidelity: larger phases are costed analytically
+  // Ranks sharing one core (CPU hosts with more ranks x threads than cores): they take turns, so
+  // each op runs at full speed, and a rank waits at its next blocking collective while the others
+  // compute their share of the same stretch (OpenMPI yields the core while it waits).
+  double ranks_per_core = 1;
   std::function<void(double)> progress;  // called with the fraction of ops done, when set
 };
 

@@ -34,6 +34,14 @@ int host_cores(const std::string& record_file) {
   return j.is_object() && j.contains("device") && j["device"].is_object() ? j["device"].value("host_cores", 0) : 0;
 }
 
+// More ranks x threads than the host has cores (the record's device.host_cores): how many ranks
+// take turns on each core.
+double ranks_per_core(const RunRecord& r) {
+  const int cores = host_cores(r.file);
+  if (r.device_kind != "cpu" || cores <= 0 || r.threads <= 0) return 1.0;
+  return std::max(1.0, static_cast<double>(r.ranks * r.threads) / cores);
+}
+
 // Whether a CPU record ran as one rank alone with the threads the profile's [ops_alone] curves
 // were measured with: those curves then describe it, against the unscaled one-rank rates.
 bool runs_alone(const RunRecord& r, const CalibrationProfile& profile) {
@@ -49,10 +57,6 @@ Cluster cluster_for(const RunRecord& r, const CalibrationProfile& profile) {
   t << "id = \"" << (cpu ? "host-cpu-" : "host-h200-") << r.ranks << "\"\n";
   t << "description = \"the executor's host for " << r.file << "\"\n";
   t << "[chip]\nkind = \"" << (cpu ? "cpu" : "h200") << "\"\n";
-  // More ranks x threads than the host has cores (record's device.host_cores): they share the cores.
-  double shared = 1.0;
-  if (const int cores = host_cores(r.file); cpu && cores > 0 && r.threads > 0)
-    shared = std::min(1.0, static_cast<double>(cores) / static_cast<double>(r.ranks * r.threads));
   // Products use the rank's BLAS threads: between the profile's threads and speedup_threads, the
   // measured speedup is interpolated; elsewhere rates scale with the thread count. The CPU's
   // memory-bound kernels run on one thread whatever the count, so bandwidth does not scale.
@@ -62,8 +66,7 @@ Cluster cluster_for(const RunRecord& r, const CalibrationProfile& profile) {
     threads = 1 + (profile.thread_speedup - 1) * (r.threads - profile.threads) /
                       static_cast<double>(profile.speedup_threads - profile.threads);
   const bool alone = runs_alone(r, profile);
-  const double scale = alone ? 1.0 : threads * shared;
-  const double memory_scale = cpu && !alone ? shared : 1.0;
+  const double scale = alone ? 1.0 : threads;
   char buf[128];
   if (profile.peak_flops > 0) {
     std::snprintf(buf, sizeof buf, "peak_flops_bf16 = %.6e\npeak_flops_fp32 = %.6e\n", profile.peak_flops * scale,
@@ -71,7 +74,7 @@ Cluster cluster_for(const RunRecord& r, const CalibrationProfile& profile) {
     t << buf;
   }
   if (profile.memory_bandwidth_Bps > 0) {
-    std::snprintf(buf, sizeof buf, "hbm_bandwidth_Bps = %.6e\n", profile.memory_bandwidth_Bps * memory_scale);
+    std::snprintf(buf, sizeof buf, "hbm_bandwidth_Bps = %.6e\n", profile.memory_bandwidth_Bps);
     t << buf;
   }
   t << "[topology]\nkind = \"single-node\"\nchips = " << r.ranks << "\n";
@@ -105,6 +108,7 @@ SimulationInput simulation_for(const RunRecord& r, const std::optional<Calibrati
   if (r.has_moe_loads) routing.kind = "file", routing.file = r.file;
   Cluster cluster = cluster_for(r, profile);
   SimulationInput in{model, cluster, plan, routing, fidelity, profile, r.layers_run};
+  in.ranks_per_core = ranks_per_core(r);
   try {
     validate_plan(plan, model, cluster);
   } catch (const UsageError& e) {

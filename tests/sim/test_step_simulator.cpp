@@ -1,0 +1,46 @@
+// The step simulator's scheduling rules that the closed-form collective tests do not reach.
+#include <gtest/gtest.h>
+
+#include "engine/step_simulator.h"
+
+namespace glam {
+namespace {
+
+// A host of 4 CPU ranks, expert- and data-parallel, with blocking collectives only (as glamexec).
+SimulationInput host_input(double ranks_per_core) {
+  Cluster c = parse_cluster(
+      "id = \"host\"\n[chip]\nkind = \"cpu\"\n[topology]\nkind = \"single-node\"\nchips = 4\n"
+      "[links.nvlink]\nbandwidth_Bps = 1e10\nlatency_s = 1e-6\n",
+      "host.toml");
+  ParallelPlan p;
+  p.dp = 4, p.ep = 4, p.tp = 1, p.batch_tokens = 2048;
+  p.overlap_grad_reduction = false;
+  SimulationInput in{load_model("glam-tiny-8e"), c, p, {}, Fidelity::kAnalytical, default_profile("cpu")};
+  in.model.activation_precision = "float32";
+  in.ranks_per_core = ranks_per_core;
+  return in;
+}
+
+// Ranks taking turns on shared cores: every op keeps its own duration, the blocking collectives
+// absorb the other ranks' compute, and the step grows by exactly (k - 1) x the rank's compute.
+TEST(StepSimulator, RanksTakingTurnsWaitAtTheirCollectives) {
+  const StepResult alone = simulate_step(host_input(1.0));
+  const StepResult shared = simulate_step(host_input(2.0));
+  ASSERT_EQ(alone.graph.ops.size(), shared.graph.ops.size());
+  double wait = 0;
+  for (size_t i = 0; i < alone.graph.ops.size(); ++i) {
+    const double d1 = alone.timing[i].duration(), d2 = shared.timing[i].duration();
+    if (alone.graph.ops[i].kind != OpKind::kCollective) {
+      EXPECT_NEAR(d1, d2, 1e-9 * d1) << alone.graph.ops[i].id;
+    } else {
+      EXPECT_GE(d2, d1 * (1 - 1e-9)) << alone.graph.ops[i].id;
+      wait += d2 - d1;
+    }
+  }
+  EXPECT_GT(wait, 0.5 * alone.compute_s);  // most of the others' compute is waited for inside collectives
+  EXPECT_NEAR(alone.compute_s, shared.compute_s, 1e-9 * alone.compute_s);
+  EXPECT_NEAR(shared.step_time_s, alone.step_time_s + alone.compute_s, 1e-9 * alone.step_time_s);
+}
+
+}  // namespace
+}  // namespace glam
