@@ -16,6 +16,25 @@
 #include "model_config.h"
 #include "train/trainer.h"
 
+namespace {
+
+// MPI under an MPI launcher, else one process. A CUDA run on several ranks takes one GPU per
+// process (the local rank picks it) and NCCL for the device buffers.
+std::unique_ptr<glam::exec::Communicator> make_communicator(bool cuda) {
+  auto comm = glam::exec::launched_by_mpi() ? glam::exec::make_mpi_communicator() : glam::exec::make_single_communicator();
+  if (!cuda || comm->size() == 1 || glam::kernels::cuda_device_count() == 0) return comm;
+  int local = 0;
+  for (const char* v : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"})
+    if (const char* s = std::getenv(v)) {
+      local = std::atoi(s);
+      break;
+    }
+  glam::kernels::cuda_set_device(local % glam::kernels::cuda_device_count());
+  return glam::exec::make_nccl_communicator(std::move(comm));
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   CLI::App app{"glamexec: run the GLaM training step on the CPU or a GPU and record what it measured"};
   app.require_subcommand(1);
@@ -75,7 +94,8 @@ int main(int argc, char** argv) {
   CLI::App* calibrate = app.add_subcommand(
       "calibrate", "Measure this host (GEMM peak, memory bandwidth, links between ranks, per-op curves from training "
                    "steps) and write a calibration profile for glamsim (mpirun -np N for the network figures)");
-  calibrate->add_option("--device", cal.device, "cpu (cuda needs the CUDA backend)");
+  calibrate->add_option("--device", cal.device, "cpu or cuda (a CUDA build with a device; NCCL between ranks)");
+  calibrate->add_option("--precision", cal.precision, "CUDA products: fp32, tf32 or bf16 (default bf16)");
   calibrate->add_option("--threads", cal.threads, "Threads per rank (default: cores / ranks on the host)");
   calibrate->add_option("--out", cal.out, "Profile to write (TOML), atomically (default: stdout)");
   calibrate->add_flag("--quick", cal.quick, "A few seconds: fewer sizes and steps (tests)");
@@ -93,22 +113,11 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
     if (train->parsed()) {
-      comm = glam::exec::launched_by_mpi() ? glam::exec::make_mpi_communicator() : glam::exec::make_single_communicator();
-      if (t.device == "cuda" && comm->size() > 1 && glam::kernels::cuda_device_count() > 0) {
-        // one process per GPU: the local rank picks the device, NCCL carries the device buffers
-        int local = 0;
-        for (const char* v : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"})
-          if (const char* s = std::getenv(v)) {
-            local = std::atoi(s);
-            break;
-          }
-        glam::kernels::cuda_set_device(local % glam::kernels::cuda_device_count());
-        comm = glam::exec::make_nccl_communicator(std::move(comm));
-      }
+      comm = make_communicator(t.device == "cuda");
       rc = glam::exec::run_train(t, *comm, std::cout);
     }
     if (calibrate->parsed()) {
-      comm = glam::exec::launched_by_mpi() ? glam::exec::make_mpi_communicator() : glam::exec::make_single_communicator();
+      comm = make_communicator(cal.device == "cuda");
       rc = glam::exec::run_calibrate(cal, *comm, std::cout);
     }
   } catch (const CLI::ParseError& e) {

@@ -3,7 +3,8 @@
 # minutes: builds the CUDA backend, runs the GPU tests (every kernel against the CPU reference, the
 # step against the CPU step), times the training step of the configs that fit one GPU with bf16
 # products, writes one run record per config into reports/measured/, and prints a table last
-# (MFU = the accounting's model FLOPs per second / 989 TFLOP/s, the H200's dense bf16 peak).
+# (MFU = the accounting's model FLOPs per second / 989 TFLOP/s, the H200's dense bf16 peak), then
+# measures the GPU's calibration profile (reports/measured/profile-h200.toml) with the time left.
 #
 #   scripts/gpu_check.sh                  # everything
 #   GLAM_GPU_CHECK_SKIP_TESTS=1 scripts/gpu_check.sh   # timing only
@@ -150,6 +151,32 @@ for spec in "${runs[@]}"; do
   table+=("$(printf '%-24s %s' "$name" "$line")")
 done
 
+# ---- calibration profile of this GPU (glamexec calibrate), if time is left ----
+# glamsim validate reads it with --calibration; the per-op curves come from its own training steps
+# (random tokens of glam-0.1b and glam-0.1b-64e), not from the records above.
+calibration_result="not run"
+profile=$out/profile-h200.toml
+[[ -n $dry ]] && profile=$out/profile-cpu.toml
+if (( SECONDS > deadline - 60 )); then
+  say "calibration: skipped (too close to the ${deadline}s deadline)"
+  calibration_result="skipped (time)"
+else
+  quick=()
+  (( SECONDS > deadline - 180 )) && quick=(--quick)
+  [[ -n $dry ]] && quick=(--quick --model glam-tiny --tokens 256)
+  say "calibration: glamexec calibrate --device $device ${quick[*]}"
+  if timeout $((deadline - SECONDS + 60)) "$bin/glamexec" calibrate --device "$device" "${quick[@]}" --quiet \
+      --out "$profile" >"$logs/calibrate.log" 2>&1; then
+    calibration_result="written ($(basename "$profile"))"
+    cat "$logs/calibrate.log"
+  else
+    tail -20 "$logs/calibrate.log"
+    say "calibration FAILED (log: $logs/calibrate.log)"
+    calibration_result="FAILED"
+    status=1
+  fi
+fi
+
 # ---- per-op shares of each record (python3 when present) ----
 if command -v python3 >/dev/null 2>&1; then
   python3 - "$out" >"$out/op-shares.txt" <<'EOF' || true
@@ -173,6 +200,7 @@ fi
 {
   echo "GPU check on $(cat "$out/device.txt" 2>/dev/null | head -1 || echo 'unknown GPU'), $precision products, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "GPU tests: $tests_result"
+  echo "Calibration profile: $calibration_result"
   printf '%-24s %8s %12s %10s %9s %7s\n' config tokens tokens/s step_ms TFLOP/s MFU
   for row in "${table[@]}"; do echo "$row"; done
   echo "MFU: model FLOPs (the accounting's convention) per second / $peak_tflops TFLOP/s (H200 dense bf16)."

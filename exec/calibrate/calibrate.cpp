@@ -1,6 +1,7 @@
 #include "calibrate/calibrate.h"
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -23,6 +24,7 @@
 #include "calibrate/op_curves.h"
 #include "common/atomic_output.h"
 #include "common/errors.h"
+#include "core/device_session.h"
 #include "device.h"
 #include "model_config.h"
 #include "train/run_record.h"
@@ -37,6 +39,24 @@ int local_ranks() {
   for (const char* v : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"})
     if (const char* s = std::getenv(v)) return std::max(1, std::atoi(s));
   return 1;
+}
+
+// The chip kind a GPU's name stands for in the simulator's catalogue (topologies/chips/).
+std::string gpu_chip_kind(const std::string& name) {
+  std::string lower;
+  for (char c : name) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (const char* kind : {"h200", "h100", "a100"})
+    if (lower.find(kind) != std::string::npos) return kind;
+  return "gpu";
+}
+
+const char* precision_name(kernels::GemmPrecision p) {
+  switch (p) {
+    case kernels::GemmPrecision::kFp32: return "fp32";
+    case kernels::GemmPrecision::kTf32: return "tf32";
+    case kernels::GemmPrecision::kBf16: return "bf16";
+  }
+  return "?";
 }
 
 // CPUs this process may run on (mpirun pins ranks to cores by default).
@@ -92,14 +112,17 @@ double mean_over_ranks(Communicator& comm, double v) {
 int run_calibrate(const CalibrateOptions& o, Communicator& comm, std::ostream& out) {
   const int ranks = comm.size(), rank = comm.rank();
   // ---- everything is checked before the first measurement ----
-  if (o.device == "cuda") {
-    if (!kernels::cuda_built())
-      throw UsageError("--device cuda: cuda calibration needs the CUDA backend, which this build does not have "
-                       "(expected --device cpu)");
-    throw UsageError("--device cuda: cuda calibration needs the CUDA backend's microbenchmarks, not written yet "
-                     "(expected --device cpu)");
-  }
-  if (o.device != "cpu") throw UsageError("--device " + o.device + ": unknown device (expected cpu)");
+  const bool cuda = o.device == "cuda";
+  if (o.device != "cpu" && !cuda) throw UsageError("--device " + o.device + ": unknown device (expected cpu or cuda)");
+  if (cuda && !kernels::cuda_built())
+    throw UsageError("--device cuda: this build has no CUDA backend (configure with nvcc present, -DGLAM_CUDA=ON; "
+                     "expected --device cpu)");
+  if (cuda && kernels::cuda_device_count() == 0)
+    throw UsageError("--device cuda: no CUDA device is visible on this host (expected --device cpu)");
+  if (cuda && ranks > 1 && comm.name() != "nccl")
+    throw UsageError("--device cuda on " + std::to_string(ranks) + " ranks needs the NCCL communicator (a CUDA build with NCCL)");
+  if (cuda && o.threads > 0) throw UsageError("--threads " + std::to_string(o.threads) + ": only for --device cpu");
+  const kernels::GemmPrecision precision = parse_gemm_precision(o.precision.empty() ? (cuda ? "bf16" : "fp32") : o.precision, cuda);
   if (!o.out.empty()) {
     fs::path p(o.out);
     fs::path parent = p.parent_path().empty() ? fs::path(".") : p.parent_path();
@@ -110,10 +133,15 @@ int run_calibrate(const CalibrateOptions& o, Communicator& comm, std::ostream& o
   if (o.threads < 0) throw UsageError("--threads " + std::to_string(o.threads) + ": expected a positive count");
   if (o.steps < 0 || o.steps == 1) throw UsageError("--steps " + std::to_string(o.steps) + ": expected at least 2");
   if (o.layers < 0) throw UsageError("--layers " + std::to_string(o.layers) + ": expected 0 (all) or more");
-  const std::vector<std::string> models =
-      o.models.empty() ? std::vector<std::string>{"glam-tiny", "glam-tiny-8e"} : o.models;
-  const std::vector<int64_t> tokens =
-      !o.tokens.empty() ? o.tokens : o.quick ? std::vector<int64_t>{256, 512} : std::vector<int64_t>{384, 768, 1536, 3072};
+  // GPUs need larger steps to fill them: the 0.1B configs at up to 32k tokens per rank.
+  const std::vector<std::string> models = !o.models.empty() ? o.models
+                                          : cuda ? std::vector<std::string>{"glam-0.1b", "glam-0.1b-64e"}
+                                                 : std::vector<std::string>{"glam-tiny", "glam-tiny-8e"};
+  const std::vector<int64_t> tokens = !o.tokens.empty() ? o.tokens
+                                      : cuda ? (o.quick ? std::vector<int64_t>{2048, 8192}
+                                                        : std::vector<int64_t>{2048, 8192, 16384, 32768})
+                                      : o.quick ? std::vector<int64_t>{256, 512}
+                                                : std::vector<int64_t>{384, 768, 1536, 3072};
   for (const auto& id : models) {
     ModelConfig m = load_model(id);  // ConfigError on an unknown model
     if (o.layers > m.layers)
@@ -140,20 +168,23 @@ int run_calibrate(const CalibrateOptions& o, Communicator& comm, std::ostream& o
     }
     if (j.value("schema", "") != "glam-run-record/1")
       throw ConfigError(f, "schema", j.value("schema", "(missing)"), "\"glam-run-record/1\" (an executor run record)");
-    if (!j.contains("device") || j["device"].value("kind", "") != "cpu")
+    if (!j.contains("device") || j["device"].value("kind", "") != o.device)
       throw ConfigError(f, "device.kind", j.contains("device") ? j["device"].value("kind", "(missing)") : "(missing)",
-                        "\"cpu\" (records of the device being calibrated)");
+                        "\"" + o.device + "\" (records of the device being calibrated)");
     record_step_graph(j, f);  // the model and plan must be readable
     extra.emplace_back(f, std::move(j));
   }
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  const int threads = o.threads > 0 ? o.threads : std::max(1, cores / local_ranks());
-  if (rank == 0 && local_ranks() * threads > cores)
+  const int threads = cuda ? 1 : o.threads > 0 ? o.threads : std::max(1, cores / local_ranks());
+  if (!cuda && rank == 0 && local_ranks() * threads > cores)
     std::cerr << "glamexec calibrate: warning: " << local_ranks() << " rank(s) x " << threads << " thread(s) on "
               << cores << " cores: the profile measures an oversubscribed host\n";
 
   kernels::KernelContext ctx;
   kernels::set_cpu_threads(ctx, threads);
+  const kernels::Backend backend = cuda ? kernels::Backend::kCuda : kernels::Backend::kCpu;
+  DeviceSession gpu(ctx, cuda);
+  ctx.gemm_precision = precision;
   const double t_min = o.quick ? 0.02 : 0.15;
   auto say = [&](const std::string& s) {
     if (rank == 0 && !o.quiet) std::cerr << "calibrate: " << s << "\n" << std::flush;
@@ -161,8 +192,10 @@ int run_calibrate(const CalibrateOptions& o, Communicator& comm, std::ostream& o
 
   // ---- matrix products: peak and the efficiency curve ----
   std::vector<GemmShape> squares;
-  for (int64_t n : {32, 64, 128, 192, 256, 384, 512, 768, 1024, 1536})
-    if (!o.quick || n <= 512) squares.push_back({n, n, n});
+  const std::vector<int64_t> square_sizes = cuda ? std::vector<int64_t>{256, 512, 1024, 2048, 4096, 8192}
+                                                 : std::vector<int64_t>{32, 64, 128, 192, 256, 384, 512, 768, 1024, 1536};
+  for (int64_t n : square_sizes)
+    if (!o.quick || n <= (cuda ? 2048 : 512)) squares.push_back({n, n, n});
   std::vector<GemmShape> model_shapes;
   for (const auto& id : models) {
     ModelConfig m = load_model(id);
@@ -191,7 +224,7 @@ int run_calibrate(const CalibrateOptions& o, Communicator& comm, std::ostream& o
   // BLAS threading pays off little on small products, so this is measured, not assumed.
   double thread_speedup = 1;
   int speedup_threads = threads;
-  if (cores > threads) {
+  if (!cuda && cores > threads) {
     say("matrix products with " + std::to_string(cores) + " threads in one rank");
     comm.barrier();
     if (rank == 0 && allowed_cpus() < cores)
@@ -227,11 +260,17 @@ int run_calibrate(const CalibrateOptions& o, Communicator& comm, std::ostream& o
   // ---- memory ----
   say("memory bandwidth");
   std::vector<double> mem_sizes;
-  for (double b = 48e3; b <= (o.quick ? 50e6 : 400e6); b *= 4) mem_sizes.push_back(b);
+  if (cuda)
+    for (double b = 1 << 20; b <= (o.quick ? 64 << 20 : 1 << 30); b *= 4) mem_sizes.push_back(b);
+  else
+    for (double b = 48e3; b <= (o.quick ? 50e6 : 400e6); b *= 4) mem_sizes.push_back(b);
+  // CPU: STREAM triad (and copy) with the rank's threads; GPU: device-to-device copies.
   std::vector<double> triad;
-  for (double b : mem_sizes) triad.push_back(mean_over_ranks(comm, triad_rate(threads, b, t_min)));
-  const double copy_large = mean_over_ranks(comm, copy_rate(threads, mem_sizes.back(), t_min));
-  const double bandwidth = std::max(triad.back(), copy_large);
+  for (double b : mem_sizes)
+    triad.push_back(mean_over_ranks(comm, cuda ? device_copy_rate(b, t_min) : triad_rate(threads, b, t_min)));
+  const double copy_large = cuda ? *std::max_element(triad.begin(), triad.end())
+                                 : mean_over_ranks(comm, copy_rate(threads, mem_sizes.back(), t_min));
+  const double bandwidth = std::max(*std::max_element(triad.begin(), triad.end()), copy_large);
   std::vector<CurvePoint> memory_points;
   for (size_t i = 0; i < mem_sizes.size(); ++i) memory_points.push_back({mem_sizes[i], triad[i] / bandwidth});
 
@@ -248,10 +287,11 @@ int run_calibrate(const CalibrateOptions& o, Communicator& comm, std::ostream& o
   std::vector<MeasuredCollective> collectives;
   if (ranks > 1) {
     std::vector<double> buffers;
-    for (double b = 64; b <= (o.quick ? 1 << 20 : 64 << 20); b *= 4) buffers.push_back(b);
+    const double largest = cuda ? (o.quick ? 16 << 20 : 256 << 20) : (o.quick ? 1 << 20 : 64 << 20);
+    for (double b = 64; b <= largest; b *= 4) buffers.push_back(b);
     const double min_s = o.quick ? 0.02 : 0.1;
     say("all-to-all between " + std::to_string(ranks) + " ranks");
-    auto pts = collective_times(comm, CollectiveKind::kAllToAll, buffers, min_s, kernels::Backend::kCpu);
+    auto pts = collective_times(comm, CollectiveKind::kAllToAll, buffers, min_s, backend);
     // Latency: the fastest of the small exchanges (a rank descheduled on a busy host spikes one size).
     link_lat = pts.front().seconds;
     for (const auto& p : pts)
@@ -278,7 +318,7 @@ int run_calibrate(const CalibrateOptions& o, Communicator& comm, std::ostream& o
       Communicator* c = g == ranks ? &comm : group.get();
       for (CollectiveKind kind : {CollectiveKind::kAllToAll, CollectiveKind::kAllReduce,
                                   CollectiveKind::kReduceScatter, CollectiveKind::kAllGather}) {
-        if (c) collectives.push_back({kind, g, collective_times(*c, kind, buffers, min_s, kernels::Backend::kCpu)});
+        if (c) collectives.push_back({kind, g, collective_times(*c, kind, buffers, min_s, backend)});
         comm.barrier();
       }
     }
@@ -293,6 +333,8 @@ int run_calibrate(const CalibrateOptions& o, Communicator& comm, std::ostream& o
   auto train_points = [&](Communicator& c, const std::string& id, int64_t tokens_per_rank, int run_threads,
                           std::map<std::string, std::vector<CurvePoint>>& points) {
     TrainOptions to;
+    to.device = o.device;
+    to.precision = o.precision.empty() ? (cuda ? "bf16" : "fp32") : o.precision;
     to.model = id;
     to.layers = o.layers;
     to.batch_tokens = tokens_per_rank * c.size();
@@ -341,9 +383,13 @@ int run_calibrate(const CalibrateOptions& o, Communicator& comm, std::ostream& o
     memory.set(merge_curve(memory_points, 1e-4, 1.0));
     network.set(merge_curve(network_points, 1e-4, 1.0));
     std::ostringstream p;
-    p << "# Calibration profile written by `glamexec calibrate --device cpu` (" << utc_now() << ").\n"
+    p << "# Calibration profile written by `glamexec calibrate --device " << o.device << "` (" << utc_now() << ").\n"
       << "# host: " << comment_text(host_name()) << "\n"
-      << "# cpu: " << comment_text(cpu_model_name()) << " (" << cores << " hardware threads)\n"
+      << "# cpu: " << comment_text(cpu_model_name()) << " (" << cores << " hardware threads)\n";
+    if (cuda)
+      p << "# gpu: " << comment_text(kernels::cuda_device_name(ctx.device)) << ", products in " << precision_name(precision)
+        << ", collectives through " << comm.name() << "\n";
+    p
       << "# measured with " << ranks << " rank(s) x " << threads << " thread(s), every rank at once"
       << (o.quick ? " (--quick)" : "") << "\n"
       << "# per-op curves: " << runs << " training run(s) of " << comment_text([&] {
@@ -353,10 +399,11 @@ int run_calibrate(const CalibrateOptions& o, Communicator& comm, std::ostream& o
          }()) << " at tokens per rank";
     for (int64_t t : tokens) p << " " << t;
     if (!o.records.empty()) p << ", plus " << o.records.size() << " run record(s)";
-    p << "\ndevice = \"cpu\"\n\n"
+    p << "\ndevice = \"" << (cuda ? gpu_chip_kind(kernels::cuda_device_name(ctx.device)) : "cpu") << "\"\n\n"
       << "[measured]\n"
-      << "peak_flops = " << num(peak) << "            # best sgemm rate of one rank (kernels::gemm)\n"
-      << "memory_bandwidth_Bps = " << num(bandwidth) << "  # streaming copy/triad of one rank\n"
+      << "peak_flops = " << num(peak) << "            # best product rate of one rank (kernels::gemm)\n"
+      << "memory_bandwidth_Bps = " << num(bandwidth)
+      << (cuda ? "  # device-to-device copies, bytes read + written\n" : "  # streaming copy/triad of one rank\n")
       << "threads = " << threads << "\n"
       << "speedup_threads = " << speedup_threads << "\n"
       << "thread_speedup = " << num(thread_speedup)
@@ -369,7 +416,7 @@ int run_calibrate(const CalibrateOptions& o, Communicator& comm, std::ostream& o
       << "attention_flops = " << list(attention.sizes) << "\n"
       << "attention_efficiency = " << list(attention.values) << "\n\n"
       << "[memory]\n"
-      << "# triad a = b + s*c (STREAM counting) over this many bytes\n"
+      << (cuda ? "# device-to-device copies of this many bytes\n" : "# triad a = b + s*c (STREAM counting) over this many bytes\n")
       << "bytes = " << list(memory.sizes) << "\n"
       << "efficiency = " << list(memory.values) << "\n";
     if (ranks > 1) {

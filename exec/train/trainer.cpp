@@ -11,6 +11,7 @@
 #include "common/atomic_output.h"
 #include "common/catalogue.h"
 #include "common/errors.h"
+#include "core/device_session.h"
 #include "data/corpus.h"
 #include "data/token_batches.h"
 #include "data/tokenizer.h"
@@ -78,21 +79,15 @@ void run_tokenizer(const std::string& text_file, int64_t vocab, const std::strin
   write_file_atomically(out_file, train_tokenizer(text, vocab));
 }
 
-// The CUDA context of a run (stream, cuBLAS handle) and the memory backend for its buffers, released
-// after everything allocated under it (declared before the model).
-class DeviceSession {
- public:
-  DeviceSession(kernels::KernelContext& ctx, bool cuda) : ctx_(ctx), memory_(cuda ? kernels::Backend::kCuda : kernels::Backend::kCpu) {
-    if (cuda) kernels::init_cuda_context(ctx_);
-  }
-  ~DeviceSession() { kernels::release_cuda_context(ctx_); }
-  DeviceSession(const DeviceSession&) = delete;
-  DeviceSession& operator=(const DeviceSession&) = delete;
-
- private:
-  kernels::KernelContext& ctx_;
-  kernels::MemoryBackendScope memory_;
-};
+kernels::GemmPrecision parse_gemm_precision(const std::string& p, bool cuda) {
+  kernels::GemmPrecision precision = kernels::GemmPrecision::kFp32;
+  if (p == "tf32") precision = kernels::GemmPrecision::kTf32;
+  else if (p == "bf16") precision = kernels::GemmPrecision::kBf16;
+  else if (p != "fp32") throw UsageError("--precision " + p + ": expected fp32, tf32 or bf16");
+  if (!cuda && precision != kernels::GemmPrecision::kFp32)
+    throw UsageError("--precision " + p + ": the CPU backend computes in fp32 only");
+  return precision;
+}
 
 int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
   const int ranks = comm.size(), rank = comm.rank();
@@ -106,12 +101,7 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
     throw UsageError("--device cuda on " + std::to_string(ranks) + " ranks needs the NCCL communicator (a CUDA build with NCCL)");
   if (cuda && (!o.save.empty() || !o.resume.empty()))
     throw UsageError("--save and --resume run on the CPU only for now (checkpoints of --device cuda are not implemented)");
-  kernels::GemmPrecision precision = kernels::GemmPrecision::kFp32;
-  if (o.precision == "tf32") precision = kernels::GemmPrecision::kTf32;
-  else if (o.precision == "bf16") precision = kernels::GemmPrecision::kBf16;
-  else if (o.precision != "fp32") throw UsageError("--precision " + o.precision + ": expected fp32, tf32 or bf16");
-  if (!cuda && precision != kernels::GemmPrecision::kFp32)
-    throw UsageError("--precision " + o.precision + ": the CPU backend computes in fp32 only");
+  const kernels::GemmPrecision precision = parse_gemm_precision(o.precision, cuda);
   if (o.format != "text" && o.format != "json") throw UsageError("--format " + o.format + ": expected text or json");
   if (o.steps < 1) throw UsageError("--steps must be at least 1");
   ModelConfig m = load_model(o.model);

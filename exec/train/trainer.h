@@ -7,6 +7,7 @@
 #include <string>
 
 #include "comm/communicator.h"
+#include "kernel_context.h"
 
 namespace glam::exec {
 
@@ -33,6 +34,10 @@ struct TrainOptions {
 
 // Returns the process exit code; throws UsageError / ConfigError on bad input.
 int run_train(const TrainOptions& options, Communicator& comm, std::ostream& out);
+
+// "fp32", "tf32" or "bf16"; throws UsageError naming --precision for anything else, or for tf32 and
+// bf16 on the CPU backend (which computes in fp32 only).
+kernels::GemmPrecision parse_gemm_precision(const std::string& precision, bool cuda);
 
 // `glamexec tokenizer`: trains a SentencePiece model on a text (default corpus) and writes it.
 void run_tokenizer(const std::string& text_file, int64_t vocab, const std::string& out_file);
