@@ -8,16 +8,21 @@ namespace glam::exec {
 OpTimer::Scope::Scope(OpTimer* t, const std::string* id, double flops, double bytes)
     : timer_(t && t->recording_ ? t : nullptr), id_(id), flops_(flops), bytes_(bytes) {
   if (timer_) {
-    if (timer_->ctx_) kernels::synchronize(*timer_->ctx_);
+    timer_->wait_for_device();
     start_ = std::chrono::steady_clock::now();
   }
 }
 
 OpTimer::Scope::~Scope() {
   if (!timer_) return;
-  if (timer_->ctx_) kernels::synchronize(*timer_->ctx_);
+  timer_->wait_for_device();
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   timer_->add(*id_, s, flops_, bytes_);
+}
+
+void OpTimer::wait_for_device() const {
+  if (ctx_) kernels::synchronize(*ctx_);
+  if (comm_) comm_->synchronize();
 }
 
 void OpTimer::begin_step() {

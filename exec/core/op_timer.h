@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "comm/communicator.h"
 #include "kernel_context.h"
 
 namespace glam::exec {
@@ -20,7 +21,9 @@ struct OpStats {
 
 class OpTimer {
  public:
-  explicit OpTimer(const kernels::KernelContext* ctx = nullptr) : ctx_(ctx) {}
+  // Each region waits for the context's queued kernels and the communicator's queued collectives
+  // (NCCL runs them on another stream) at its start and end, so its time is its own.
+  explicit OpTimer(const kernels::KernelContext* ctx = nullptr, Communicator* comm = nullptr) : ctx_(ctx), comm_(comm) {}
 
   class Scope {
    public:
@@ -49,7 +52,9 @@ class OpTimer {
 
  private:
   void add(const std::string& id, double seconds, double flops, double bytes);
+  void wait_for_device() const;
   const kernels::KernelContext* ctx_;
+  Communicator* comm_;
   bool recording_ = false;
   int64_t steps_ = 0;
   std::map<std::string, OpStats> ops_;

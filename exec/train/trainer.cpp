@@ -162,7 +162,7 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
   model.routing_seed = cs.seed;
 
   // ---- training ----
-  OpTimer timer(&ctx);
+  OpTimer timer(&ctx, &comm);
   DeviceBuffer<int32_t> inputs(shape.tokens()), targets(shape.tokens());
   std::vector<int32_t> hin(static_cast<size_t>(shape.tokens())), htg(static_cast<size_t>(shape.tokens()));
   RunDescription run;

@@ -25,6 +25,7 @@ void* scratch(size_t bytes) {
   if (bytes > g_scratch_bytes) {
     if (g_scratch) GLAM_CUDA_CHECK(cudaFree(g_scratch));
     g_scratch = nullptr;
+    g_scratch_bytes = 0;  // stays consistent if the allocation below throws
     size_t want = bytes < (size_t{1} << 20) ? (size_t{1} << 20) : bytes + bytes / 4;
     GLAM_CUDA_CHECK(cudaMalloc(&g_scratch, want));
     g_scratch_bytes = want;
@@ -47,8 +48,9 @@ void free(void* p) { cudaFree(p); }  // no throw: called from destructors
 
 void copy_bytes(void* dst, const void* src, size_t bytes) {
   // The legacy default stream waits for the (blocking) streams of the contexts, so this sees every
-  // kernel queued before it.
+  // kernel queued before it. A device-to-device cudaMemcpy returns before the copy is done: wait.
   GLAM_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault));
+  GLAM_CUDA_CHECK(cudaStreamSynchronize(cudaStreamLegacy));
 }
 
 bool used() { return g_used.load(); }

@@ -40,22 +40,26 @@ class CudaKernels : public ::testing::Test {
 
 // ---- products ----
 
+// Tight and padded leading dimensions (the model's attention products use padded ones); the
+// padding columns of C must come back untouched.
 void check_gemm(CudaKernels& t, const k::KernelContext& gpu, Random& rnd, k::GemmPrecision prec, double rtol) {
   const int64_t m = 67, n = 45, kk = 300;
-  for (int ta = 0; ta < 2; ++ta)
-    for (int tb = 0; tb < 2; ++tb) {
-      auto a = rnd.normal(static_cast<size_t>(m * kk)), b = rnd.normal(static_cast<size_t>(kk * n));
-      auto c0 = rnd.normal(static_cast<size_t>(m * n));
-      const int64_t lda = ta ? m : kk, ldb = tb ? kk : n;
-      std::vector<double> ref = to_double(c0);
-      auto ad = to_double(a), bd = to_double(b);
-      k::gemm<double>(k::KernelContext{}, ta, tb, m, n, kk, 0.5, ad.data(), lda, bd.data(), ldb, 0.25, ref.data(), n);
-      DeviceVec<float> da(a), db(b), dc(c0);
-      k::KernelContext ctx = gpu;
-      ctx.gemm_precision = prec;
-      k::gemm<float>(ctx, ta, tb, m, n, kk, 0.5f, da.get(), lda, db.get(), ldb, 0.25f, dc.get(), n);
-      expect_close(dc.download(), ref, rtol, "gemm ta=" + std::to_string(ta) + " tb=" + std::to_string(tb));
-    }
+  for (int64_t pad : {0, 3})
+    for (int ta = 0; ta < 2; ++ta)
+      for (int tb = 0; tb < 2; ++tb) {
+        const int64_t lda = (ta ? m : kk) + pad, ldb = (tb ? kk : n) + pad, ldc = n + pad;
+        auto a = rnd.normal(static_cast<size_t>((ta ? kk : m) * lda)), b = rnd.normal(static_cast<size_t>((tb ? n : kk) * ldb));
+        auto c0 = rnd.normal(static_cast<size_t>(m * ldc));
+        std::vector<double> ref = to_double(c0);
+        auto ad = to_double(a), bd = to_double(b);
+        k::gemm<double>(k::KernelContext{}, ta, tb, m, n, kk, 0.5, ad.data(), lda, bd.data(), ldb, 0.25, ref.data(), ldc);
+        DeviceVec<float> da(a), db(b), dc(c0);
+        k::KernelContext ctx = gpu;
+        ctx.gemm_precision = prec;
+        k::gemm<float>(ctx, ta, tb, m, n, kk, 0.5f, da.get(), lda, db.get(), ldb, 0.25f, dc.get(), ldc);
+        expect_close(dc.download(), ref, rtol,
+                     "gemm ta=" + std::to_string(ta) + " tb=" + std::to_string(tb) + " pad=" + std::to_string(pad));
+      }
   (void)t;
 }
 
@@ -191,10 +195,13 @@ TEST_F(CudaKernels, EmbeddingForwardBackward) {
 
 // ---- attention ----
 
-TEST_F(CudaKernels, AttentionBiasAndCausalSoftmax) {
-  const int64_t batch = 3, heads = 4, t = 200, buckets = 32;
+// Two shapes: the second has rows that are no multiple of the kernels' row blocks and more than 256
+// buckets (the bias gradient's global-atomic branch).
+void check_attention(const k::KernelContext& cpu_, const k::KernelContext& gpu_ctx, Random& rnd_, int64_t batch,
+                     int64_t heads, int64_t t, int64_t buckets, int64_t max_distance) {
+  auto gpu = [&]() -> const k::KernelContext& { return gpu_ctx; };
   std::vector<int32_t> bucket(static_cast<size_t>(t * t));
-  k::relative_bucket_table(bucket.data(), t, buckets, 128);
+  k::relative_bucket_table(bucket.data(), t, buckets, max_distance);
   const size_t n = static_cast<size_t>(batch * heads * t * t);
   auto scores = rnd_.normal(n, 3.0), bias = rnd_.normal(static_cast<size_t>(buckets * heads)), dprobs = rnd_.normal(n);
   auto db0 = rnd_.normal(bias.size());
@@ -223,6 +230,11 @@ TEST_F(CudaKernels, AttentionBiasAndCausalSoftmax) {
   expect_close(gdp.download(), dpd, 1e-5, "causal softmax backward");
   k::attention_bias_backward<float>(gpu(), gdp.get(), gb.get(), gdb.get(), batch, heads, t);
   expect_close(gdb.download(), dbias, 1e-5, "bias gradient (accumulated)");
+}
+
+TEST_F(CudaKernels, AttentionBiasAndCausalSoftmax) {
+  check_attention(cpu_, gpu(), rnd_, 3, 4, 200, 32, 128);
+  check_attention(cpu_, gpu(), rnd_, 3, 5, 203, 300, 200);
 }
 
 // ---- loss ----
@@ -267,12 +279,13 @@ std::vector<float> router_logits(Random& rnd, int64_t tokens, int64_t experts) {
 }
 
 void check_router(CudaKernels& f, const k::KernelContext& cpu, const k::KernelContext& gpu, Random& rnd, int64_t top_k,
-                  bool random_routing, int64_t experts, int64_t capacity) {
+                  bool random_routing, int64_t experts, int64_t capacity, int64_t tokens = 1536,
+                  int64_t group_tokens = 512) {
   k::RouterShape s;
-  s.tokens = 1536;
+  s.tokens = tokens;
   s.experts = experts;
   s.top_k = top_k;
-  s.group_tokens = 512;
+  s.group_tokens = group_tokens;
   s.capacity = capacity;
   k::SecondExpertPolicy pol;
   pol.random = random_routing;
@@ -325,6 +338,10 @@ TEST_F(CudaKernels, RouterTop2WithDropsMatchesCpuExactly) { check_router(*this, 
 TEST_F(CudaKernels, RouterTop2RandomRouting) { check_router(*this, cpu_, gpu(), rnd_, 2, true, 8, 100); }
 TEST_F(CudaKernels, RouterTop1) { check_router(*this, cpu_, gpu(), rnd_, 1, false, 16, 20); }
 TEST_F(CudaKernels, RouterManyExperts) { check_router(*this, cpu_, gpu(), rnd_, 2, false, 300, 4); }
+// Groups larger than the kernel's staging chunk (1,024 tokens): slot counts carry across chunks.
+TEST_F(CudaKernels, RouterGroupsLargerThanTheStagingChunk) {
+  check_router(*this, cpu_, gpu(), rnd_, 2, false, 16, 60, 3000, 1500);
+}
 
 // ---- MoE dispatch and combine ----
 
@@ -394,6 +411,14 @@ TEST_F(CudaKernels, AdafactorFactoredAndFull) {
     }
     const std::string what = "adafactor " + std::to_string(rows) + "x" + std::to_string(cols);
     expect_close(gw.download(), wd, 1e-5, what + " weights");
+    // The updates themselves, which are small next to the weights: a wrong step size shows here.
+    {
+      auto got = gw.download();
+      std::vector<float> got_delta(n);
+      std::vector<double> want_delta(n);
+      for (size_t i = 0; i < n; ++i) got_delta[i] = got[i] - w[i], want_delta[i] = wd[i] - static_cast<double>(w[i]);
+      expect_close(got_delta, want_delta, 2e-3, what + " updates");
+    }
     if (factored) {
       expect_close(grs.download(), rs, 1e-5, what + " row state");
       expect_close(gcs.download(), cs, 1e-5, what + " column state");
