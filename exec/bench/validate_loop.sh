@@ -62,17 +62,35 @@ record() {  # model ranks global-batch steps [file-name suffix]
   local cmd=("$BIN/glamexec" train --quiet --model "$model" --batch-tokens "$batch" --steps "$steps" --record "$file")
   if [ "$ranks" = 1 ]; then "${cmd[@]}"; else "${MPIRUN[@]}" -np "$ranks" "${cmd[@]}"; fi
 }
+# This VM's two-thread products switch between speeds every few minutes (other tenants of the host):
+# the speedup of 2 threads over 1, measured just before the one-rank records, goes into summary.txt
+# next to the profile's, so a record made in another state than the calibration shows as such.
+BLAS_CHECK="not measured"
+blas_speedup() {
+  local one two
+  isolated() {  # threads -> GFLOP/s of the step's products in isolation
+    "$BIN/glamexec-bench" --model glam-tiny-8e --batch-tokens 2048 --steps 1 --warmup 1 --threads "$1" --format json |
+      grep -o '"matmul_gflops_per_s_isolated": *[0-9.eE+-]*' | head -1 | sed 's/.*: *//'
+  }
+  one=$(isolated 1)
+  two=$(isolated "$(nproc)")
+  awk -v a="$one" -v b="$two" 'BEGIN { printf "%.2f", b / a }'
+}
+# One-rank records first, right after the calibration's one-rank measurements, then the others.
 if [ $QUICK = 1 ]; then
   record glam-tiny 1 1024 4
   record glam-tiny 2 1024 4
   record glam-tiny-8e 2 1024 4
 else
-  for model in glam-tiny glam-tiny-8e; do
-    for ranks in 1 2 4; do record $model $ranks 2048 14; done
-  done
+  [ -x "$BIN/glamexec-bench" ] && BLAS_CHECK="$(blas_speedup)x"
+  record glam-tiny 1 2048 14
+  record glam-tiny-8e 1 2048 14
   # Held out: 4,096 tokens per rank, past the calibration's largest step (3,072), where its curves
   # are held flat.
   record glam-tiny-8e 1 4096 8 -4096tok
+  for model in glam-tiny glam-tiny-8e; do
+    for ranks in 2 4; do record $model $ranks 2048 14; done
+  done
   record glam-tiny 2 8192 8 -8192tok
 fi
 
@@ -85,6 +103,8 @@ mapfile -t FILES < <(for f in "$RECORDS"/*.json; do rel "$f"; done)
 for f in report.md plot.svg validation.json; do mv "$STAGE/report/$f" "$OUT/$f"; done
 { cat "$STAGE/table.txt"
   echo "host load average (1, 5, 15 min) at the start: $LOAD_START; at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "glamexec-bench products, $(nproc) threads over 1 (the other cores idle), just before the one-rank records: $BLAS_CHECK;" \
+       "the profile's thread_speedup: $(sed -nE 's/^thread_speedup = ([0-9.eE+-]+).*/\1/p' "$PROFILE" | awk '{ printf "%.2fx", $1 }')"
 } > "$OUT/summary.txt"
 echo "== profile: $(rel "$PROFILE")"
 grep -E '^(peak_flops|memory_bandwidth_Bps|threads|link_bandwidth_Bps|link_latency_s) ' "$PROFILE" || true

@@ -219,31 +219,6 @@ int run_calibrate(const CalibrateOptions& o, Communicator& comm, std::ostream& o
     peak = std::max(peak, model_rates.back());
   }
   for (auto& p : matmul_points) p.efficiency /= peak;
-  // A record may give one rank every core of the host: how much faster do the calibration configs'
-  // products run that way (the other ranks idle) than at `threads` threads with every rank busy?
-  // BLAS threading pays off little on small products, so this is measured, not assumed.
-  double thread_speedup = 1;
-  int speedup_threads = threads;
-  if (!cuda && cores > threads) {
-    say("matrix products with " + std::to_string(cores) + " threads in one rank");
-    comm.barrier();
-    if (rank == 0 && allowed_cpus() < cores)
-      std::cerr << "glamexec calibrate: warning: this rank may run on " << allowed_cpus() << " of the " << cores
-                << " cores (an MPI launcher pinned it; mpirun --bind-to none lifts that): thread_speedup measures "
-                   "the pinned rank, not the host\n";
-    if (rank == 0) {
-      kernels::KernelContext wide;
-      kernels::set_cpu_threads(wide, cores);
-      std::vector<double> ratios;
-      for (size_t i = 0; i < model_shapes.size(); ++i) ratios.push_back(gemm_rate(wide, model_shapes[i], t_min) / model_rates[i]);
-      std::sort(ratios.begin(), ratios.end());
-      thread_speedup = ratios[ratios.size() / 2];
-      kernels::set_cpu_threads(ctx, threads);
-    }
-    speedup_threads = cores;  // on every rank: the ranks decide on it together below
-    // The other ranks sleep through the measurement instead of taking a core.
-    comm.idle_barrier();
-  }
   // attention-shaped batched products (scores: S x S x dh per head and sequence; context: S x dh x S)
   std::vector<CurvePoint> attention_points;
   {
@@ -358,6 +333,33 @@ int run_calibrate(const CalibrateOptions& o, Communicator& comm, std::ostream& o
       train_points(comm, id, t, threads, op_points);
       ++runs;
     }
+  // ---- one rank alone with every core ----
+  // A record may give one rank every core of the host: how much faster do the calibration configs'
+  // products run that way (the other ranks idle) than at `threads` threads with every rank busy?
+  // BLAS threading pays off little on small products, so this is measured, not assumed; right before
+  // the one-rank training steps below, so that both see the host in the same state.
+  double thread_speedup = 1;
+  int speedup_threads = threads;
+  if (!cuda && cores > threads) {
+    say("matrix products with " + std::to_string(cores) + " threads in one rank");
+    comm.barrier();
+    if (rank == 0 && allowed_cpus() < cores)
+      std::cerr << "glamexec calibrate: warning: this rank may run on " << allowed_cpus() << " of the " << cores
+                << " cores (an MPI launcher pinned it; mpirun --bind-to none lifts that): thread_speedup measures "
+                   "the pinned rank, not the host\n";
+    if (rank == 0) {
+      kernels::KernelContext wide;
+      kernels::set_cpu_threads(wide, cores);
+      std::vector<double> ratios;
+      for (size_t i = 0; i < model_shapes.size(); ++i) ratios.push_back(gemm_rate(wide, model_shapes[i], t_min) / model_rates[i]);
+      std::sort(ratios.begin(), ratios.end());
+      thread_speedup = ratios[ratios.size() / 2];
+      kernels::set_cpu_threads(ctx, threads);
+    }
+    speedup_threads = cores;  // on every rank: the ranks decide on it together below
+    // The other ranks sleep through the measurement instead of taking a core.
+    comm.idle_barrier();
+  }
   if (speedup_threads > threads) {
     say("training steps of rank 0 alone with " + std::to_string(speedup_threads) + " threads");
     if (rank == 0) {
