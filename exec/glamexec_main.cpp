@@ -67,6 +67,9 @@ int main(int argc, char** argv) {
   train->add_option("--batch-tokens", t.batch_tokens, "Global batch in tokens, over all ranks (default 8 sequences)");
   train->add_option("--steps", t.steps, "Training steps, warm-up included")->check(CLI::PositiveNumber);
   train->add_option("--warmup", t.warmup, "Untimed first steps (default min(2, steps-1))");
+  train->add_option("--op-timing", t.op_timing,
+                    "all: every timed step times its ops; alternate: every other one, the others give the step time "
+                    "without the op timers' device waits (default: alternate on cuda, all on cpu)");
   train->add_option("--device", t.device, "cpu or cuda (a CUDA build; with mpirun one rank per GPU, over NCCL)");
   train->add_option("--precision", t.precision,
                     "CUDA matrix products: fp32, tf32 or bf16 (bf16 inputs, fp32 accumulation); CPU: fp32");

@@ -121,7 +121,7 @@ for spec in "${runs[@]}"; do
     say "$name: $model, layers $layers, $attempt_tokens tokens, $precision"
     log=$logs/$name.log
     if timeout 200 "$bin/glamexec" train --device "$device" --precision "$precision" --model "$model" --layers "$layers" \
-        --batch-tokens "$attempt_tokens" --steps 5 --warmup 2 --random-tokens --quiet --record "$record.tmp" \
+        --batch-tokens "$attempt_tokens" --steps 8 --warmup 2 --random-tokens --quiet --record "$record.tmp" \
         >"$log" 2>&1; then
       mv "$record.tmp" "$record"
       # "<id> (<L> layers) on 1 rank(s) x T thread(s): X tokens/s, Y GFLOP/s (model FLOPs), median step Z ms"
@@ -204,7 +204,8 @@ fi
   printf '%-24s %8s %12s %10s %9s %7s\n' config tokens tokens/s step_ms TFLOP/s MFU
   for row in "${table[@]}"; do echo "$row"; done
   echo "MFU: model FLOPs (the accounting's convention) per second / $peak_tflops TFLOP/s (H200 dense bf16)."
-  echo "Step times include a device synchronisation around every timed op."
+  echo "Step times are those of the steps without op timers (--op-timing alternate, the CUDA default);"
+  echo "the per-op times come from the other steps, which wait for the device around every op."
 } | tee "$out/summary.txt"
 say "done in ${SECONDS}s"
 exit $status

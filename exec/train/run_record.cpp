@@ -58,6 +58,10 @@ nlohmann::json make_run_record(const RunDescription& run, const OpTimer& timer) 
                       {"p10", percentile(run.step_times_s, 0.1)},
                       {"p90", percentile(run.step_times_s, 0.9)},
                       {"all", run.step_times_s}};
+  r["op_timing"] = run.op_timing;
+  if (!run.op_timed_step_times_s.empty())
+    r["op_timed_step_time_s"] = {{"median", percentile(run.op_timed_step_times_s, 0.5)},
+                                 {"all", run.op_timed_step_times_s}};
   json ops = json::array();
   double op_flops = 0;
   for (const auto& [id, st] : timer.ops()) {

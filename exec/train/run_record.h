@@ -21,7 +21,9 @@ struct RunDescription {
   std::string device_kind = "cpu", device_name, host;
   int threads = 1;
   int64_t batch_tokens = 0, global_batch_tokens = 0, seq_len = 0, steps = 0, warmup_steps = 0;
-  std::vector<double> step_times_s;  // timed steps only
+  std::vector<double> step_times_s;  // timed steps only (with op_timing "alternate": those without op timers)
+  std::vector<double> op_timed_step_times_s;  // op_timing "alternate": the steps that timed their ops
+  std::string op_timing = "all";
   std::vector<double> losses;        // every step
   std::vector<double> ce_losses;
   std::vector<MoeLayerStats> moe;    // summed over ranks and timed steps

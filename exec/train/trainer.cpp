@@ -121,6 +121,12 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
   shape.rank = rank;
   check_runnable(m, shape);
   const int64_t warmup = o.warmup >= 0 ? std::min(o.warmup, o.steps - 1) : std::min<int64_t>(2, o.steps - 1);
+  const std::string op_timing = o.op_timing.empty() ? (cuda ? "alternate" : "all") : o.op_timing;
+  if (op_timing != "all" && op_timing != "alternate")
+    throw UsageError("--op-timing " + op_timing + ": expected all or alternate");
+  if (op_timing == "alternate" && o.steps - warmup < 2)
+    throw UsageError("--op-timing alternate: " + std::to_string(o.steps - warmup) +
+                     " timed step(s), expected at least 2 (--steps, --warmup)");
   if (!o.resume.empty() && !fs::exists(o.resume)) throw UsageError(o.resume + ": no such checkpoint");
 
   // data
@@ -181,6 +187,7 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
   run.seq_len = m.seq_len;
   run.steps = o.steps;
   run.warmup_steps = warmup;
+  run.op_timing = op_timing;
   run.tokenizer = tokenizer_origin;
   run.text = text_origin;
   std::vector<MoeLayerStats> moe_sum;
@@ -188,7 +195,8 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
   for (int64_t i = 0; i < o.steps; ++i) {
     const int64_t step = cs.step + 1;  // 1-based update number
     const bool timed = i >= warmup;
-    timer.set_recording(timed);
+    const bool ops_timed = timed && (op_timing == "all" || (i - warmup) % 2 == 0);
+    timer.set_recording(ops_timed);
     timer.begin_step();
     comm.barrier();
     auto t0 = std::chrono::steady_clock::now();
@@ -206,7 +214,7 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
     run.losses.push_back(loss.total);
     run.ce_losses.push_back(loss.ce);
     if (timed) {
-      run.step_times_s.push_back(dt);
+      (ops_timed && op_timing == "alternate" ? run.op_timed_step_times_s : run.step_times_s).push_back(dt);
       ++run.timed_steps;
       const auto& st = model.moe_stats();
       if (moe_sum.empty()) {

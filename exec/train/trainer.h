@@ -30,6 +30,10 @@ struct TrainOptions {
   std::string resume;             // checkpoint to start from
   std::string save;               // checkpoint to write at the end
   bool quiet = false;
+  // "all": every timed step times its ops; "alternate": every other timed step does, and the others
+  // give the step time without the op timers' device waits (which stall a GPU's queue between ops).
+  // "": alternate on CUDA, all on the CPU (where the waits cost nothing).
+  std::string op_timing;
 };
 
 // Returns the process exit code; throws UsageError / ConfigError on bad input.

@@ -57,6 +57,8 @@ TEST_F(Train, RunRecordFollowsTheSchema) {
   EXPECT_EQ(j["warmup_steps"], 2);
   EXPECT_EQ(j["step_time_s"]["all"].size(), 2u);
   EXPECT_GT(j["step_time_s"]["median"].get<double>(), 0);
+  EXPECT_EQ(j["op_timing"], "all");  // the CPU's default: every timed step times its ops
+  EXPECT_FALSE(j.contains("op_timed_step_time_s"));
   EXPECT_EQ(j["losses"].size(), 4u);
   EXPECT_GT(j["tokens_per_s"].get<double>(), 0);
   EXPECT_GT(j["achieved_flops_per_s"].get<double>(), 0);
@@ -81,6 +83,27 @@ TEST_F(Train, RunRecordFollowsTheSchema) {
     EXPECT_EQ(kept + l["dropped_tokens"].get<int64_t>(), l["routed_tokens"].get<int64_t>());
     EXPECT_EQ(l["routed_tokens"], 2 * 256 * 2);  // 2 timed steps x 256 tokens x top-2
   }
+}
+
+// Alternate op timing (the CUDA default): ops from every other timed step, the step time from the
+// others, both in the record.
+TEST_F(Train, AlternateOpTiming) {
+  auto r = train("--model glam-tiny --steps 7 --warmup 2 --batch-tokens 256 --op-timing alternate --record " +
+                 path("alt.json"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json j = json::parse(read_whole_file(path("alt.json")));
+  EXPECT_EQ(j["op_timing"], "alternate");
+  EXPECT_EQ(j["step_time_s"]["all"].size(), 2u);          // timed steps 2 and 4
+  EXPECT_EQ(j["op_timed_step_time_s"]["all"].size(), 3u);  // timed steps 1, 3 and 5
+  ASSERT_FALSE(j["ops"].empty());
+  for (const auto& op : j["ops"]) EXPECT_GT(op["median_s"].get<double>(), 0) << op["id"];
+  EXPECT_EQ(j["losses"].size(), 7u);
+  r = train("--model glam-tiny --steps 3 --warmup 2 --batch-tokens 256 --op-timing alternate");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--op-timing alternate: 1 timed step(s), expected at least 2"), std::string::npos) << r.err;
+  r = train("--model glam-tiny --steps 3 --batch-tokens 256 --op-timing sometimes");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--op-timing sometimes: expected all or alternate"), std::string::npos) << r.err;
 }
 
 TEST_F(Train, LayersAndJsonFormat) {
