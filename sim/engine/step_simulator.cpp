@@ -44,7 +44,7 @@ StepResult simulate_step(const SimulationInput& in) {
   const auto& ops = r.graph.ops;
   r.timing.resize(ops.size());
   double stream = 0;
-  double turn_taking = 0;  // compute on the stream since the last blocking collective (ranks_per_core > 1)
+  double turn_taking = 0;  // short compute ops since the last blocking collective (ranks_per_core > 1)
   std::map<CommAxis, double> lane;
   struct InFlight {
     size_t op;
@@ -115,7 +115,10 @@ StepResult simulate_step(const SimulationInput& in) {
       }
     } else {
       duration = compute.op_time_s(op);
-      turn_taking += duration;
+      if (in.ranks_per_core > 1) {
+        if (duration >= in.scheduler_slice_s) duration *= in.ranks_per_core;
+        else turn_taking += duration;
+      }
     }
     t.end_s = t.start_s + duration;
     if (on_stream) stream = t.end_s;

@@ -31,10 +31,12 @@ struct SimulationInput {
   CalibrationProfile profile;
   int64_t layers_run = -1;  // first K blocks only (to match executor runs of part of a model)
   size_t flow_max_flows = 16384;  // flow fidelity: larger phases are costed analytically
-  // Ranks sharing one core (CPU hosts with more ranks x threads than cores): they take turns, so
-  // each op runs at full speed, and a rank waits at its next blocking collective while the others
-  // compute their share of the same stretch (OpenMPI yields the core while it waits).
+  // Ranks sharing one core (CPU hosts with more ranks x threads than cores) take turns in scheduler
+  // slices: an op longer than a slice is time-sliced (ranks_per_core times slower); a shorter one
+  // usually runs at full speed, and the others' share of it is waited for at the rank's next
+  // blocking collective (OpenMPI yields the core while it waits).
   double ranks_per_core = 1;
+  double scheduler_slice_s = 1.5e-3;
   std::function<void(double)> progress;  // called with the fraction of ops done, when set
 };
 

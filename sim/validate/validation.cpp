@@ -109,6 +109,9 @@ SimulationInput simulation_for(const RunRecord& r, const std::optional<Calibrati
   Cluster cluster = cluster_for(r, profile);
   SimulationInput in{model, cluster, plan, routing, fidelity, profile, r.layers_run};
   in.ranks_per_core = ranks_per_core(r);
+  // Linux's default scheduler slice: 0.75 ms x (1 + log2 of the CPUs, at most 8), EEVDF's base_slice.
+  if (const int cores = host_cores(r.file); cores > 0)
+    in.scheduler_slice_s = 0.75e-3 * (1 + std::floor(std::log2(std::min(cores, 8))));
   try {
     validate_plan(plan, model, cluster);
   } catch (const UsageError& e) {
@@ -135,14 +138,19 @@ ValidationSummary validate_records(const std::vector<std::string>& files, const 
     StepResult sim = simulate_step(in);
     RecordValidation v{record, in.cluster.id(), sim.step_time_s, {}, {}};
     std::map<std::string, double> simulated;
-    for (size_t i = 0; i < sim.graph.ops.size(); ++i) simulated[sim.graph.ops[i].id] += sim.timing[i].duration();
+    std::map<std::string, std::string> collective_of;
+    for (size_t i = 0; i < sim.graph.ops.size(); ++i) {
+      const StepOp& op = sim.graph.ops[i];
+      simulated[op.id] += sim.timing[i].duration();
+      if (op.kind == OpKind::kCollective) collective_of[op.id] = collective_name(op.collective);
+    }
     for (const auto& op : record.ops) {
       auto it = simulated.find(op.id);
       if (it == simulated.end() || op.median_s <= 0) {
         v.unmatched.push_back(op.id);
         continue;
       }
-      v.ops.push_back({op.id, op.median_s, it->second});
+      v.ops.push_back({op.id, op.median_s, it->second, collective_of.count(op.id) ? collective_of[op.id] : ""});
       op_errors.push_back(std::fabs(v.ops.back().error()));
     }
     step_errors.push_back(std::fabs(v.step_error()));
@@ -154,6 +162,13 @@ ValidationSummary validate_records(const std::vector<std::string>& files, const 
   return s;
 }
 
+std::map<std::string, std::pair<double, double>> RecordValidation::collectives() const {
+  std::map<std::string, std::pair<double, double>> out;
+  for (const auto& op : ops)
+    if (!op.collective.empty()) out[op.collective].first += op.measured_s, out[op.collective].second += op.simulated_s;
+  return out;
+}
+
 nlohmann::json ValidationSummary::to_json() const {
   nlohmann::json out = {{"records", nlohmann::json::array()},
                         {"median_abs_step_error", median_abs_step_error},
@@ -162,7 +177,11 @@ nlohmann::json ValidationSummary::to_json() const {
   for (const auto& v : records) {
     nlohmann::json ops = nlohmann::json::array();
     for (const auto& op : v.ops)
-      ops.push_back({{"id", op.id}, {"measured_s", op.measured_s}, {"simulated_s", op.simulated_s}, {"error", op.error()}});
+      ops.push_back({{"id", op.id},
+                     {"measured_s", op.measured_s},
+                     {"simulated_s", op.simulated_s},
+                     {"error", op.error()},
+                     {"collective", op.collective.empty() ? nlohmann::json(nullptr) : nlohmann::json(op.collective)}});
     out["records"].push_back({{"file", v.record.file},
                               {"model", v.record.model.id},
                               {"layers_run", v.record.layers_run},
@@ -206,6 +225,17 @@ std::string ValidationSummary::to_markdown(const std::string& plot_file) const {
       << (v.record.layers_run > 0 ? std::to_string(v.record.layers_run) : "all") << " | " << v.record.ranks << " | "
       << v.record.device_kind << " | " << fixed(v.record.step_median_s, 4) << " | " << fixed(v.simulated_step_s, 4)
       << " | " << format_percent(v.step_error()) << " | " << v.ops.size() << " |\n";
+  // Collectives per kind (the waits for other ranks included, as the executor times them).
+  bool any_collective = false;
+  for (const auto& v : records) any_collective |= !v.collectives().empty();
+  if (any_collective) {
+    o << "\nCollectives per step, summed over their op ids:\n\n"
+      << "| record | collective | measured (ms) | simulated (ms) | error |\n|---|---|---|---|---|\n";
+    for (const auto& v : records)
+      for (const auto& [kind, t] : v.collectives())
+        o << "| " << v.record.file << " | " << kind << " | " << fixed(t.first * 1e3, 3) << " | " << fixed(t.second * 1e3, 3)
+          << " | " << (t.first > 0 ? format_percent((t.second - t.first) / t.first) : std::string("-")) << " |\n";
+  }
   // The ops with the largest errors point at what the model gets wrong.
   std::vector<std::pair<double, std::string>> worst;
   for (const auto& v : records)

@@ -1,6 +1,7 @@
 #pragma once
 // Simulated against measured: for each executor run record, simulate the same model, first
 // layers, plan, batch, routing histograms and device, and compare the step and every op id.
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -16,6 +17,7 @@ namespace glam {
 struct OpComparison {
   std::string id;
   double measured_s = 0, simulated_s = 0;
+  std::string collective;  // "all_to_all", "all_reduce", ... for collectives; empty for compute ops
   double error() const { return (simulated_s - measured_s) / measured_s; }
 };
 
@@ -26,6 +28,8 @@ struct RecordValidation {
   double step_error() const { return (simulated_step_s - record.step_median_s) / record.step_median_s; }
   std::vector<OpComparison> ops;  // op ids present in both
   std::vector<std::string> unmatched;  // measured op ids the simulation does not have
+  // Measured and simulated seconds per step of each collective kind, summed over its op ids.
+  std::map<std::string, std::pair<double, double>> collectives() const;
 };
 
 struct ValidationSummary {
