@@ -158,95 +158,92 @@ EfficiencyCurve curve_from(const std::vector<double>& sizes, const std::vector<d
   return {sizes, values};
 }
 
+// A list of numbers at `field` of table c (`key` names c in errors).
+std::vector<double> number_list(const toml::table& c, const char* field, const std::string& path, const std::string& key) {
+  std::vector<double> v;
+  const toml::array* arr = c.get_as<toml::array>(field);
+  if (!arr) throw ConfigError(path, key + "." + field, "(missing)", "a list of numbers");
+  for (const auto& x : *arr) {
+    if (!x.is_number()) throw ConfigError(path, key + "." + field, toml_value_text(x), "numbers");
+    v.push_back(*x.value<double>());
+  }
+  return v;
+}
+
+// [<table_name>.<op>.<phase>] (or [<table_name>.<op>] for every phase): one curve per op, keyed
+// "op.phase" or "op". Removed from `table` once read.
+std::map<std::string, EfficiencyCurve> read_op_curves(toml::table& table, const std::string& table_name,
+                                                      const std::string& path) {
+  std::map<std::string, EfficiencyCurve> curves;
+  const toml::node* ops = table.get(table_name);
+  if (!ops) return curves;
+  auto read_curve = [&](const std::string& name, const toml::table& c) {
+    const std::string key = table_name + "." + name;
+    curves[name] = curve_from(number_list(c, "sizes", path, key), number_list(c, "efficiency", path, key), path,
+                              key + ".efficiency", 100.0);
+  };
+  const toml::table* t = ops->as_table();
+  if (!t) throw ConfigError(path, table_name, toml_value_text(*ops), "a table of [" + table_name + ".<name>.<phase>] curves");
+  for (const auto& [name, node] : *t) {
+    const std::string op(name.str());
+    const toml::table* c = node.as_table();
+    if (!c) throw ConfigError(path, table_name + "." + op, toml_value_text(node), "a table with sizes and efficiency");
+    if (c->contains("sizes") || c->contains("efficiency")) {
+      read_curve(op, *c);
+      continue;
+    }
+    for (const auto& [phase, sub] : *c) {
+      const std::string key = op + "." + std::string(phase.str());
+      const toml::table* pc = sub.as_table();
+      if (!pc || (phase.str() != "fwd" && phase.str() != "bwd" && phase.str() != "opt"))
+        throw ConfigError(path, table_name + "." + key, toml_value_text(sub),
+                          "a phase (fwd, bwd or opt) with sizes and efficiency");
+      read_curve(key, *pc);
+    }
+  }
+  table.erase(table_name);
+  return curves;
+}
+
+// [[network.collective]]: one table per measured collective and group size. Removed once read.
+std::vector<CollectiveCurve> read_collective_curves(toml::table& table, const std::string& path) {
+  std::vector<CollectiveCurve> out;
+  toml::table* network = table.get_as<toml::table>("network");
+  const toml::node* list = network ? network->get("collective") : nullptr;
+  if (!list) return out;
+  const toml::array* arr = list->as_array();
+  if (!arr || !arr->is_array_of_tables())
+    throw ConfigError(path, "network.collective", toml_value_text(*list), "[[network.collective]] tables");
+  for (size_t i = 0; i < arr->size(); ++i) {
+    const toml::table& c = *arr->get(i)->as_table();
+    const std::string key = "network.collective[" + std::to_string(i) + "]";
+    auto text_of = [&](const char* field) { return c.contains(field) ? toml_value_text(*c.get(field)) : "(missing)"; };
+    CollectiveCurve cc;
+    const std::string kind = c["kind"].value_or(std::string());
+    bool known = false;
+    for (CollectiveKind k : {CollectiveKind::kAllToAll, CollectiveKind::kAllReduce, CollectiveKind::kReduceScatter,
+                             CollectiveKind::kAllGather})
+      if (kind == collective_name(k)) cc.kind = k, known = true;
+    if (!known) throw ConfigError(path, key + ".kind", text_of("kind"), "all_to_all, all_reduce, reduce_scatter or all_gather");
+    const int64_t ranks = c["ranks"].value_or(int64_t{0});
+    if (ranks < 2) throw ConfigError(path, key + ".ranks", text_of("ranks"), "the group size measured, at least 2");
+    cc.ranks = static_cast<int>(ranks);
+    cc.bus_efficiency = curve_from(number_list(c, "bytes", path, key), number_list(c, "bus_efficiency", path, key), path,
+                                   key + ".bus_efficiency");
+    out.push_back(std::move(cc));
+  }
+  network->erase("collective");
+  return out;
+}
+
 }  // namespace
 
 CalibrationProfile load_profile(const std::string& path) {
   toml::table table = load_toml_file(path);
-  // [ops.<name>.<phase>] (or [ops.<name>] for every phase) holds one curve per op, [ops_alone.*]
-  // the same for one rank alone on the host: read apart from the fixed fields.
-  auto read_op_curves = [&](const std::string& table_name) {
-    std::map<std::string, EfficiencyCurve> op_curves;
-    const toml::node* ops = table.get(table_name);
-    if (!ops) return op_curves;
-    auto read_curve = [&](const std::string& name, const toml::table& c) {
-      const std::string key = table_name + "." + name;
-      auto numbers = [&](const char* field) {
-        std::vector<double> v;
-        const toml::array* arr = c.get_as<toml::array>(field);
-        if (!arr) throw ConfigError(path, key + "." + field, "(missing)", "a list of numbers");
-        for (const auto& x : *arr) {
-          if (!x.is_number()) throw ConfigError(path, key + "." + field, toml_value_text(x), "numbers");
-          v.push_back(*x.value<double>());
-        }
-        return v;
-      };
-      op_curves[name] = curve_from(numbers("sizes"), numbers("efficiency"), path, key + ".efficiency", 100.0);
-    };
-    const toml::table* t = ops->as_table();
-    if (!t) throw ConfigError(path, table_name, toml_value_text(*ops), "a table of [" + table_name + ".<name>.<phase>] curves");
-    for (const auto& [name, node] : *t) {
-      const std::string op(name.str());
-      const toml::table* c = node.as_table();
-      if (!c) throw ConfigError(path, table_name + "." + op, toml_value_text(node), "a table with sizes and efficiency");
-      if (c->contains("sizes") || c->contains("efficiency")) {
-        read_curve(op, *c);
-        continue;
-      }
-      for (const auto& [phase, sub] : *c) {
-        const std::string key = op + "." + std::string(phase.str());
-        if (phase.str() != "fwd" && phase.str() != "bwd" && phase.str() != "opt")
-          throw ConfigError(path, table_name + "." + key, toml_value_text(sub),
-                            "a phase (fwd, bwd or opt) with sizes and efficiency");
-        const toml::table* pc = sub.as_table();
-        if (!pc) throw ConfigError(path, table_name + "." + key, toml_value_text(sub), "a table with sizes and efficiency");
-        read_curve(key, *pc);
-      }
-    }
-    table.erase(table_name);
-    return op_curves;
-  };
-  std::map<std::string, EfficiencyCurve> op_curves = read_op_curves("ops");
-  std::map<std::string, EfficiencyCurve> alone_curves = read_op_curves("ops_alone");
-  // [[network.collective]]: one table per measured collective and group size.
-  std::vector<CollectiveCurve> collectives;
-  if (toml::table* network = table.get_as<toml::table>("network")) {
-    if (const toml::node* list = network->get("collective")) {
-      const toml::array* arr = list->as_array();
-      if (!arr || !arr->is_array_of_tables())
-        throw ConfigError(path, "network.collective", toml_value_text(*list), "[[network.collective]] tables");
-      for (size_t i = 0; i < arr->size(); ++i) {
-        const toml::table& c = *arr->get(i)->as_table();
-        const std::string key = "network.collective[" + std::to_string(i) + "]";
-        CollectiveCurve cc;
-        const std::string kind = c["kind"].value_or(std::string());
-        bool known = false;
-        for (CollectiveKind k : {CollectiveKind::kAllToAll, CollectiveKind::kAllReduce, CollectiveKind::kReduceScatter,
-                                 CollectiveKind::kAllGather})
-          if (kind == collective_name(k)) cc.kind = k, known = true;
-        if (!known)
-          throw ConfigError(path, key + ".kind", c.contains("kind") ? toml_value_text(*c.get("kind")) : "(missing)",
-                            "all_to_all, all_reduce, reduce_scatter or all_gather");
-        const int64_t ranks = c["ranks"].value_or(int64_t{0});
-        if (ranks < 2)
-          throw ConfigError(path, key + ".ranks", c.contains("ranks") ? toml_value_text(*c.get("ranks")) : "(missing)",
-                            "the group size measured, at least 2");
-        cc.ranks = static_cast<int>(ranks);
-        auto numbers = [&](const char* field) {
-          std::vector<double> v;
-          const toml::array* a = c.get_as<toml::array>(field);
-          if (!a) throw ConfigError(path, key + "." + field, "(missing)", "a list of numbers");
-          for (const auto& x : *a) {
-            if (!x.is_number()) throw ConfigError(path, key + "." + field, toml_value_text(x), "numbers");
-            v.push_back(*x.value<double>());
-          }
-          return v;
-        };
-        cc.bus_efficiency = curve_from(numbers("bytes"), numbers("bus_efficiency"), path, key + ".bus_efficiency");
-        collectives.push_back(std::move(cc));
-      }
-      network->erase("collective");
-    }
-  }
+  // Curves by op and by collective are read apart from the fixed fields of the schema.
+  std::map<std::string, EfficiencyCurve> op_curves = read_op_curves(table, "ops", path);
+  std::map<std::string, EfficiencyCurve> alone_curves = read_op_curves(table, "ops_alone", path);
+  std::vector<CollectiveCurve> collectives = read_collective_curves(table, path);
   ProfileFile f = profile_schema().parse(table, path);
   CalibrationProfile p = default_profile(f.device);
   p.source = path;

@@ -6,6 +6,7 @@
 #include "network/collective_schedule.h"
 #include "engine/step_simulator.h"
 #include "network/network_model.h"
+#include "support/host_cluster.h"
 
 namespace glam {
 namespace {
@@ -179,10 +180,7 @@ TEST(Collectives, GpuAllReduceIsHierarchical) {
 // measurement keep the generic model; the curve nearest the group size (by ratio) is used.
 TEST(Collectives, MeasuredCollectiveCurvesGiveTheMeasuredTime) {
   const double link_bw = 10e9;
-  Cluster c = parse_cluster(
-      "id = \"host\"\n[chip]\nkind = \"cpu\"\n[topology]\nkind = \"single-node\"\nchips = 4\n"
-      "[links.nvlink]\nbandwidth_Bps = 1e10\nlatency_s = 1e-6\n",
-      "host.toml");
+  Cluster c = testing::host_cluster(4);
   ParallelPlan plan;
   plan.dp = 4, plan.ep = 4, plan.tp = 1, plan.batch_tokens = 4096;
   RankMap map(plan, c);

@@ -2,16 +2,14 @@
 #include <gtest/gtest.h>
 
 #include "engine/step_simulator.h"
+#include "support/host_cluster.h"
 
 namespace glam {
 namespace {
 
 // A host of 4 CPU ranks, expert- and data-parallel, with blocking collectives only (as glamexec).
 SimulationInput host_input(double ranks_per_core) {
-  Cluster c = parse_cluster(
-      "id = \"host\"\n[chip]\nkind = \"cpu\"\n[topology]\nkind = \"single-node\"\nchips = 4\n"
-      "[links.nvlink]\nbandwidth_Bps = 1e10\nlatency_s = 1e-6\n",
-      "host.toml");
+  Cluster c = testing::host_cluster(4);
   ParallelPlan p;
   p.dp = 4, p.ep = 4, p.tp = 1, p.batch_tokens = 2048;
   p.overlap_grad_reduction = false;
