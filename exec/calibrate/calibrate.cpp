@@ -199,7 +199,8 @@ int run_calibrate(const CalibrateOptions& o, Communicator& comm, std::ostream& o
   std::vector<GemmShape> model_shapes;
   for (const auto& id : models) {
     ModelConfig m = load_model(id);
-    const int64_t t = *std::max_element(tokens.begin(), tokens.end());
+    // On GPUs at most 8,192 tokens: the logits product of 32,768 would need a 34 GB output.
+    const int64_t t = std::min<int64_t>(*std::max_element(tokens.begin(), tokens.end()), cuda ? 8192 : INT64_MAX);
     const int64_t d = m.d_model, a = m.attention_width(), h = m.ffn_hidden;
     for (GemmShape s : {GemmShape{t, 3 * a, d}, GemmShape{t, 2 * h, d}, GemmShape{t, d, h}, GemmShape{t, m.vocab_size, d},
                         GemmShape{d, h, t, 1, true, false}, GemmShape{t, d, m.vocab_size}})
