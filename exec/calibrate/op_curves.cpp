@@ -55,7 +55,7 @@ std::vector<MoeLayerLoad> record_moe_loads(const ModelConfig& m, const StepShape
 
 StepGraph record_step_graph(const nlohmann::json& record, const std::string& where) {
   ModelConfig m = model_of_record(record, where);
-  if (record.contains("device") && record["device"].value("kind", "cpu") == "cpu") m.activation_precision = "float32";
+  m.activation_precision = "float32";  // glamexec stores activations in float32 on both backends
   StepShape s;
   const int64_t dp = int_at(record, "plan", "dp", where);
   s.dp = dp;

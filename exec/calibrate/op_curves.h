@@ -27,7 +27,7 @@ ModelConfig model_of_record(const nlohmann::json& record, const std::string& whe
 // shared with the simulator's routing model).
 std::vector<MoeLayerLoad> record_moe_loads(const ModelConfig& m, const StepShape& s, const nlohmann::json& record);
 
-// The StepGraph of a record, as `glamsim validate` builds it (float32 activations on the CPU).
+// The StepGraph of a record, as `glamsim validate` builds it (float32 activations, as glamexec stores them).
 StepGraph record_step_graph(const nlohmann::json& record, const std::string& where);
 
 // Appends the record's points to `points` (by op_curve_key: name and phase). Collectives and ops with no time are

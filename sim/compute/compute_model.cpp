@@ -4,10 +4,14 @@
 
 namespace glam {
 
-ComputeModel::ComputeModel(const ChipSpec& chip, CalibrationProfile profile, bool bf16_activations)
-    : chip_(chip), profile_(std::move(profile)) {
-  peak_flops_ = bf16_activations || chip.peak_flops_fp32 <= 0 ? chip.peak_flops_bf16 : chip.peak_flops_fp32;
+double product_peak_flops(const ChipSpec& chip, const std::string& product_precision) {
+  if (product_precision == "bf16" || chip.peak_flops_fp32 <= 0) return chip.peak_flops_bf16;
+  if (product_precision == "tf32") return chip.peak_flops_bf16 / 2;
+  return chip.peak_flops_fp32;
 }
+
+ComputeModel::ComputeModel(const ChipSpec& chip, CalibrationProfile profile, const std::string& product_precision)
+    : chip_(chip), profile_(std::move(profile)), peak_flops_(product_peak_flops(chip, product_precision)) {}
 
 double ComputeModel::op_time_s(const StepOp& op) const {
   if (op.kind == OpKind::kCollective) return 0;

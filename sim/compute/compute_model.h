@@ -7,9 +7,14 @@
 
 namespace glam {
 
+// Arithmetic of the matrix products, which sets their peak: "bf16" (tensor cores / MXUs), "tf32"
+// (tensor cores, half the bf16 rate on Ampere and Hopper) or "fp32" (the chip's fp32 peak, or the
+// bf16 one on chips without a separate figure).
+double product_peak_flops(const ChipSpec& chip, const std::string& product_precision);
+
 class ComputeModel {
  public:
-  ComputeModel(const ChipSpec& chip, CalibrationProfile profile, bool bf16_activations);
+  ComputeModel(const ChipSpec& chip, CalibrationProfile profile, const std::string& product_precision);
   double op_time_s(const StepOp& op) const;
   // How hard the op drives the chip, 0..1, for the energy model: its achieved FLOP/s (or HBM
   // bandwidth, for memory-bound ops) relative to the best the profile says the chip reaches.

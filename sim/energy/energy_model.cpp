@@ -16,7 +16,7 @@ StepEnergy step_energy(const SimulationInput& in, const StepResult& r, double pu
   const ChipSpec& chip = c.chip();
   const double chips = c.num_chips();
   const double T = r.step_time_s;
-  ComputeModel compute(chip, in.profile, in.model.activation_precision == "bfloat16");
+  ComputeModel compute(chip, in.profile, products_precision(in));
   StepEnergy e;
   // Busy-time integral of one rank; every rank runs the same program.
   double busy_s = 0;

@@ -18,6 +18,11 @@ Fidelity parse_fidelity(const std::string& s) {
 
 const char* fidelity_name(Fidelity f) { return f == Fidelity::kFlow ? "flow" : "analytical"; }
 
+std::string products_precision(const SimulationInput& in) {
+  if (!in.product_precision.empty()) return in.product_precision;
+  return in.model.activation_precision == "bfloat16" ? "bf16" : "fp32";
+}
+
 StepResult simulate_step(const SimulationInput& in) {
   StepResult r;
   const ModelConfig& m = in.model;
@@ -31,7 +36,7 @@ StepResult simulate_step(const SimulationInput& in) {
 
   RankMap ranks(in.plan, in.cluster);
   r.rank_map = ranks.describe();
-  ComputeModel compute(in.cluster.chip(), in.profile, m.activation_precision == "bfloat16");
+  ComputeModel compute(in.cluster.chip(), in.profile, products_precision(in));
   std::unique_ptr<NetworkModel> network;
   if (in.fidelity == Fidelity::kFlow) network = std::make_unique<FlowNetwork>(in.cluster, ranks, in.profile, in.flow_max_flows);
   else network = std::make_unique<AnalyticalNetwork>(in.cluster, ranks, in.profile);

@@ -31,6 +31,9 @@ struct SimulationInput {
   CalibrationProfile profile;
   int64_t layers_run = -1;  // first K blocks only (to match executor runs of part of a model)
   size_t flow_max_flows = 16384;  // flow fidelity: larger phases are costed analytically
+  // Arithmetic of the matrix products ("bf16", "tf32", "fp32"); "" : as the model's activations
+  // (bfloat16 runs multiply in bf16). Executor records set it from their --precision.
+  std::string product_precision;
   // Ranks sharing one core (CPU hosts with more ranks x threads than cores) take turns in scheduler
   // slices: an op longer than a slice is time-sliced (ranks_per_core times slower); a shorter one
   // usually runs at full speed, and the others' share of it is waited for at the rank's next
@@ -70,5 +73,8 @@ struct StepResult {
 };
 
 StepResult simulate_step(const SimulationInput& in);
+
+// in.product_precision, or the one the model's activation precision implies.
+std::string products_precision(const SimulationInput& in);
 
 }  // namespace glam

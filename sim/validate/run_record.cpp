@@ -75,6 +75,9 @@ RunRecord load_run_record(const std::string& path) {
   r.device_kind = kind.get<std::string>();
   r.device_name = j["device"].value("name", "");
   r.threads = j["device"].value("threads", 0);
+  r.gemm_precision = j["device"].value("gemm_precision", std::string("fp32"));
+  if (r.gemm_precision != "fp32" && r.gemm_precision != "tf32" && r.gemm_precision != "bf16")
+    throw ConfigError(path, "device.gemm_precision", "\"" + r.gemm_precision + "\"", "\"fp32\", \"tf32\" or \"bf16\"");
   r.global_batch_tokens = static_cast<int64_t>(number(j, path, "global_batch_tokens"));
   r.step_median_s = number(j, path, "step_time_s.median");
   r.step_p10_s = number(j, path, "step_time_s.p10");

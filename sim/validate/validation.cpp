@@ -100,7 +100,8 @@ SimulationInput simulation_for(const RunRecord& r, const std::optional<Calibrati
   CalibrationProfile profile = given ? *given : default_profile(chip_kind);
   if (runs_alone(r, profile)) profile.ops = profile.ops_alone;
   ModelConfig model = r.model;
-  if (r.device_kind == "cpu") model.activation_precision = "float32";  // the CPU executor runs float32
+  // glamexec stores activations in float32 on both backends; its products run in its --precision.
+  model.activation_precision = "float32";
   ParallelPlan plan;
   plan.dp = r.dp, plan.ep = r.ep, plan.tp = r.tp, plan.batch_tokens = r.global_batch_tokens;
   plan.overlap_grad_reduction = false;  // glamexec reduces all gradients at once after the backward pass
@@ -108,6 +109,7 @@ SimulationInput simulation_for(const RunRecord& r, const std::optional<Calibrati
   if (r.has_moe_loads) routing.kind = "file", routing.file = r.file;
   Cluster cluster = cluster_for(r, profile);
   SimulationInput in{model, cluster, plan, routing, fidelity, profile, r.layers_run};
+  in.product_precision = r.gemm_precision;
   in.ranks_per_core = ranks_per_core(r);
   // Linux's default scheduler slice: 0.75 ms x (1 + log2 of the CPUs, at most 8), EEVDF's base_slice.
   if (const int cores = host_cores(r.file); cores > 0)

@@ -32,7 +32,7 @@ TEST(Energy, OneMatmulByHand) {
   op.kind = OpKind::kMatmul;
   op.flops = 1e13;
   op.bytes = 1e6;
-  ComputeModel cm(in.cluster.chip(), in.profile, true);
+  ComputeModel cm(in.cluster.chip(), in.profile, "bf16");
   const double t = cm.op_time_s(op);
   r.graph.ops.push_back(op);
   r.timing.push_back({0, t, "", {}});

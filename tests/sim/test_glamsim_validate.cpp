@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <map>
 #include <fstream>
 
 #include <nlohmann/json.hpp>
@@ -150,6 +151,40 @@ TEST_F(GlamsimValidate, OpCurvesApplyToTheirPhase) {
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("ops.attn_qkv.sideways"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("phase.toml"), std::string::npos) << r.err;
+}
+
+
+// A GPU record is simulated with its products' arithmetic (the H200's bf16, tf32 or fp32 peak) and
+// float32 activations, as glamexec runs; a precision the executor does not have is an error.
+TEST_F(GlamsimValidate, GpuRecordsUseTheirProductPrecision) {
+  auto op_times = [&](const std::string& precision) {
+    auto rec = record("", 0.5);
+    rec["device"] = {{"kind", "cuda"}, {"name", "NVIDIA H200"}, {"threads", 1}, {"gemm_precision", precision}};
+    rec["ops"] = {{{"id", "L0.attn_qkv.fwd"}, {"median_s", 0.01}}, {{"id", "L0.attn_norm.fwd"}, {"median_s", 0.01}}};
+    write(kDir / ("gpu-" + precision + ".json"), rec.dump());
+    auto r = run_command("glamsim validate " + (kDir / ("gpu-" + precision + ".json")).string() + " --format json");
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    std::map<std::string, double> t;
+    if (r.exit_code != 0) return t;
+    const auto j = nlohmann::json::parse(r.out);
+    for (const auto& op : j["records"][0]["ops"]) t[op["id"]] = op["simulated_s"];
+    return t;
+  };
+  auto bf16 = op_times("bf16"), tf32 = op_times("tf32"), fp32 = op_times("fp32");
+  ASSERT_EQ(bf16.size(), 2u);
+  // Products: 989 TFLOP/s bf16, half that in tf32, 67 TFLOP/s fp32 (the roofline, same efficiency curve).
+  EXPECT_NEAR(tf32["L0.attn_qkv.fwd"] / bf16["L0.attn_qkv.fwd"], 2.0, 0.2);
+  EXPECT_GT(fp32["L0.attn_qkv.fwd"] / bf16["L0.attn_qkv.fwd"], 8.0);
+  // A memory-bound op does not depend on the products' arithmetic.
+  EXPECT_DOUBLE_EQ(fp32["L0.attn_norm.fwd"], bf16["L0.attn_norm.fwd"]);
+  auto bad = record("", 0.5);
+  bad["device"]["gemm_precision"] = "fp8";
+  write(kDir / "fp8.json", bad.dump());
+  auto r = run_command("glamsim validate " + (kDir / "fp8.json").string() + " --calibration " +
+                       (kDir / "profile.toml").string());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("key 'device.gemm_precision' = \"fp8\""), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("fp8.json"), std::string::npos) << r.err;
 }
 
 }  // namespace
