@@ -8,6 +8,7 @@
 #include "accounting.h"
 #include "calibrate/calibrate.h"
 #include "comm/communicator.h"
+#include "comm/launcher.h"
 #include "comm/mpi_communicator.h"
 #include "comm/nccl_communicator.h"
 #include "common/errors.h"
@@ -23,13 +24,7 @@ namespace {
 std::unique_ptr<glam::exec::Communicator> make_communicator(bool cuda) {
   auto comm = glam::exec::launched_by_mpi() ? glam::exec::make_mpi_communicator() : glam::exec::make_single_communicator();
   if (!cuda || comm->size() == 1 || glam::kernels::cuda_device_count() == 0) return comm;
-  int local = 0;
-  for (const char* v : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"})
-    if (const char* s = std::getenv(v)) {
-      local = std::atoi(s);
-      break;
-    }
-  glam::kernels::cuda_set_device(local % glam::kernels::cuda_device_count());
+  glam::kernels::cuda_set_device(glam::exec::local_rank() % glam::kernels::cuda_device_count());
   return glam::exec::make_nccl_communicator(std::move(comm));
 }
 

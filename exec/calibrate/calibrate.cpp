@@ -8,7 +8,6 @@
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
-#include <fstream>
 #include <iomanip>
 #include <iostream>
 #include <map>
@@ -25,6 +24,8 @@
 #include "calibrate/op_curves.h"
 #include "common/atomic_output.h"
 #include "common/errors.h"
+#include "common/json_file.h"
+#include "comm/launcher.h"
 #include "core/device_session.h"
 #include "device.h"
 #include "model_config.h"
@@ -35,12 +36,6 @@ namespace glam::exec {
 namespace fs = std::filesystem;
 
 namespace {
-
-int local_ranks() {
-  for (const char* v : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"})
-    if (const char* s = std::getenv(v)) return std::max(1, std::atoi(s));
-  return 1;
-}
 
 // The chip kind a GPU's name stands for in the simulator's catalogue (topologies/chips/).
 std::string gpu_chip_kind(const std::string& name) {
@@ -208,14 +203,7 @@ void Calibrator::check_and_resolve() {
                        " experts of " + m.id);
   }
   for (const auto& f : o_.records) {
-    std::ifstream in(f);
-    if (!in) throw ConfigError(f, "no such file (expected an executor run record)");
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(in);
-    } catch (const nlohmann::json::parse_error& e) {
-      throw ConfigError(f, std::string("not valid JSON: ") + e.what());
-    }
+    nlohmann::json j = read_json_file(f, "an executor run record");
     if (j.value("schema", "") != "glam-run-record/1")
       throw ConfigError(f, "schema", j.value("schema", "(missing)"), "\"glam-run-record/1\" (an executor run record)");
     if (!j.contains("device") || j["device"].value("kind", "") != o_.device)

@@ -11,6 +11,7 @@
 #include "common/atomic_output.h"
 #include "common/catalogue.h"
 #include "common/errors.h"
+#include "comm/launcher.h"
 #include "core/device_session.h"
 #include "data/corpus.h"
 #include "data/token_batches.h"
@@ -29,12 +30,6 @@ namespace glam::exec {
 namespace fs = std::filesystem;
 
 namespace {
-
-int local_ranks() {
-  for (const char* v : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"})
-    if (const char* s = std::getenv(v)) return std::max(1, std::atoi(s));
-  return 1;
-}
 
 fs::path cache_dir(const TrainOptions& o) {
   if (!o.cache_dir.empty()) return o.cache_dir;

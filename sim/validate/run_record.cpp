@@ -1,9 +1,9 @@
 #include "validate/run_record.h"
 
 #include <filesystem>
-#include <fstream>
 
 #include "common/errors.h"
+#include "common/json_file.h"
 
 namespace glam {
 
@@ -33,14 +33,7 @@ double number(const nlohmann::json& j, const std::string& path, const std::strin
 }  // namespace
 
 RunRecord load_run_record(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw ConfigError(path, "no such file (expected an executor run record)");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::parse_error& e) {
-    throw ConfigError(path, std::string("not valid JSON: ") + e.what());
-  }
+  nlohmann::json j = read_json_file(path, "an executor run record");
   const auto& schema = need(j, path, "schema", std::string("\"") + kRunRecordSchema + "\"");
   if (schema != kRunRecordSchema)
     throw ConfigError(path, "schema", schema.dump(),
@@ -75,6 +68,7 @@ RunRecord load_run_record(const std::string& path) {
   r.device_kind = kind.get<std::string>();
   r.device_name = j["device"].value("name", "");
   r.threads = j["device"].value("threads", 0);
+  r.host_cores = j["device"].value("host_cores", 0);
   r.gemm_precision = j["device"].value("gemm_precision", std::string("fp32"));
   if (r.gemm_precision != "fp32" && r.gemm_precision != "tf32" && r.gemm_precision != "bf16")
     throw ConfigError(path, "device.gemm_precision", "\"" + r.gemm_precision + "\"", "\"fp32\", \"tf32\" or \"bf16\"");

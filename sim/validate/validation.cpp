@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <map>
 #include <sstream>
 
@@ -27,19 +26,11 @@ std::string fixed(double v, int decimals) {
   return buf;
 }
 
-// The host's hardware threads as the record saw them (0: not recorded).
-int host_cores(const std::string& record_file) {
-  std::ifstream in(record_file);
-  const nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
-  return j.is_object() && j.contains("device") && j["device"].is_object() ? j["device"].value("host_cores", 0) : 0;
-}
-
 // More ranks x threads than the host has cores (the record's device.host_cores): how many ranks
 // take turns on each core.
 double ranks_per_core(const RunRecord& r) {
-  const int cores = host_cores(r.file);
-  if (r.device_kind != "cpu" || cores <= 0 || r.threads <= 0) return 1.0;
-  return std::max(1.0, static_cast<double>(r.ranks * r.threads) / cores);
+  if (r.device_kind != "cpu" || r.host_cores <= 0 || r.threads <= 0) return 1.0;
+  return std::max(1.0, static_cast<double>(r.ranks * r.threads) / r.host_cores);
 }
 
 // Whether a CPU record ran as one rank alone with the threads the profile's [ops_alone] curves
@@ -112,8 +103,7 @@ SimulationInput simulation_for(const RunRecord& r, const std::optional<Calibrati
   in.product_precision = r.gemm_precision;
   in.ranks_per_core = ranks_per_core(r);
   // Linux's default scheduler slice: 0.75 ms x (1 + log2 of the CPUs, at most 8), EEVDF's base_slice.
-  if (const int cores = host_cores(r.file); cores > 0)
-    in.scheduler_slice_s = 0.75e-3 * (1 + std::floor(std::log2(std::min(cores, 8))));
+  if (r.host_cores > 0) in.scheduler_slice_s = 0.75e-3 * (1 + std::floor(std::log2(std::min(r.host_cores, 8))));
   try {
     validate_plan(plan, model, cluster);
   } catch (const UsageError& e) {

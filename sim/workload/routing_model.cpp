@@ -2,12 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
-#include <fstream>
 #include <numeric>
 
 #include <nlohmann/json.hpp>
 
 #include "common/errors.h"
+#include "common/json_file.h"
 
 namespace glam {
 
@@ -40,14 +40,7 @@ namespace {
 
 // Reads {"moe_layers": [{"layer": L, "expert_load": [...]}, ...]} (the executor's run record).
 std::vector<std::vector<double>> shares_from_file(const std::string& path, const ModelConfig& m, int moe_blocks) {
-  std::ifstream in(path);
-  if (!in) throw ConfigError(path, "no such file (expected uniform, skew=X or a routing histogram file)");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::parse_error& e) {
-    throw ConfigError(path, std::string("not valid JSON: ") + e.what());
-  }
+  nlohmann::json j = read_json_file(path, "uniform, skew=X or a routing histogram file");
   if (!j.contains("moe_layers") || !j["moe_layers"].is_array())
     throw ConfigError(path, "moe_layers", "(missing)", "a list of {layer, expert_load} per MoE block");
   const auto& layers = j["moe_layers"];
