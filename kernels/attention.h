@@ -19,9 +19,9 @@ template <class T>
 void attention_bias_forward(const KernelContext& ctx, T* scores, const T* bias, const int32_t* bucket, int64_t batch,
                             int64_t heads, int64_t seq_len);
 
-// dbias[bucket[i,j], h] += sum_b dscores[b,h,i,j] for j <= i.
-template <class T>
-void attention_bias_backward(const KernelContext& ctx, const T* dscores, const int32_t* bucket, T* dbias,
+// dbias[bucket[i,j], h] += sum_b dscores[b,h,i,j] for j <= i. G is T, or float32 for bf16 T.
+template <class T, class G = T>
+void attention_bias_backward(const KernelContext& ctx, const T* dscores, const int32_t* bucket, G* dbias,
                              int64_t batch, int64_t heads, int64_t seq_len);
 
 // In place, per row of `rows` rows of length T: softmax over j <= i (i = row % T); masked entries become 0.

@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "bfloat16.h"
+
 namespace glam::kernels {
 
 enum class Backend { kCpu, kCuda };

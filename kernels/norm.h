@@ -12,9 +12,10 @@ inline constexpr double kRmsNormEps = 1e-6;
 template <class T>
 void rmsnorm_forward(const KernelContext& ctx, const T* x, const T* scale, T* y, T* inv_rms, int64_t rows, int64_t dim);
 
-// Accumulates: dx += d/dx, dscale += d/dscale (summed over rows).
-template <class T>
+// Accumulates: dx += d/dx, dscale += d/dscale (summed over rows). G is T, or float32 for bf16 T
+// (weight gradients stay in float32).
+template <class T, class G = T>
 void rmsnorm_backward(const KernelContext& ctx, const T* dy, const T* x, const T* scale, const T* inv_rms, T* dx,
-                      T* dscale, int64_t rows, int64_t dim);
+                      G* dscale, int64_t rows, int64_t dim);
 
 }  // namespace glam::kernels

@@ -19,17 +19,17 @@ void Transformer<T>::attention_forward(int64_t l, OpTimer* t) {
   const int64_t n = s_.tokens(), d = m_.d_model, hd = m_.attention_width(), h = m_.heads, dh = m_.head_dim;
   const int64_t b_count = s_.seqs, sl = s_.seq_len, tt = sl * sl;
   const double es = sizeof(T), nd = static_cast<double>(n), attn = static_cast<double>(b_count * h * tt);
-  const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(dh)));
+  const W scale = static_cast<W>(1.0 / std::sqrt(static_cast<double>(dh)));
   const T* x = resid_[static_cast<size_t>(l)].data();
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kAttnNorm, false), 4 * nd * d, 2 * es * nd * d);
-    k::rmsnorm_forward<T>(ctx_, x, param(p.attn_norm), a.xn1.data(), a.inv1.data(), n, d);
+    k::rmsnorm_forward<T>(ctx_, x, weight(p.attn_norm), a.xn1.data(), a.inv1.data(), n, d);
   }
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kAttnQkv, false), 6 * nd * d * hd, es * (nd * d + 3 * d * hd + 3 * nd * hd));
-    linear_forward(a.xn1.data(), param(p.q), a.q.data(), n, d, hd);
-    linear_forward(a.xn1.data(), param(p.k), a.k.data(), n, d, hd);
-    linear_forward(a.xn1.data(), param(p.v), a.v.data(), n, d, hd);
+    linear_forward(a.xn1.data(), weight(p.q), a.q.data(), n, d, hd);
+    linear_forward(a.xn1.data(), weight(p.k), a.k.data(), n, d, hd);
+    linear_forward(a.xn1.data(), weight(p.v), a.v.data(), n, d, hd);
   }
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kAttnScores, false), 2 * attn * dh, es * (2 * nd * hd + attn));
@@ -37,7 +37,7 @@ void Transformer<T>::attention_forward(int64_t l, OpTimer* t) {
       k::gemm_strided_batched<T>(ctx_, false, true, sl, sl, dh, scale, a.q.data() + b * sl * hd, hd, dh,
                                  a.k.data() + b * sl * hd, hd, dh, T(0), a.probs.data() + b * h * tt, sl, tt, h);
     if (p.rel_bias >= 0)
-      k::attention_bias_forward<T>(ctx_, a.probs.data(), param(p.rel_bias), bucket_.data(), b_count, h, sl);
+      k::attention_bias_forward<T>(ctx_, a.probs.data(), weight(p.rel_bias), bucket_.data(), b_count, h, sl);
   }
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kAttnSoftmax, false), 5 * attn / 2, 2 * es * attn);
@@ -52,7 +52,7 @@ void Transformer<T>::attention_forward(int64_t l, OpTimer* t) {
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kAttnOut, false), 2 * nd * hd * d + nd * d, es * (nd * hd + hd * d + 3 * nd * d));
     k::copy<T>(ctx_, x, a.mid.data(), n * d);
-    k::gemm<T>(ctx_, false, false, n, d, hd, T(1), a.ctx.data(), hd, param(p.o), d, T(1), a.mid.data(), d);
+    k::gemm<T>(ctx_, false, false, n, d, hd, T(1), a.ctx.data(), hd, weight(p.o), d, T(1), a.mid.data(), d);
   }
 }
 
@@ -64,10 +64,10 @@ void Transformer<T>::attention_backward(int64_t l, OpTimer* t) {
   const int64_t n = s_.tokens(), d = m_.d_model, hd = m_.attention_width(), h = m_.heads, dh = m_.head_dim;
   const int64_t b_count = s_.seqs, sl = s_.seq_len, tt = sl * sl;
   const double es = sizeof(T), nd = static_cast<double>(n), attn = static_cast<double>(b_count * h * tt);
-  const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(dh)));
+  const W scale = static_cast<W>(1.0 / std::sqrt(static_cast<double>(dh)));
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kAttnOut, true), 4 * nd * hd * d, es * (2 * nd * hd + 2 * hd * d + nd * d));
-    linear_backward(a.ctx.data(), param(p.o), dres_.data(), dctx_.data(), grad(p.o), n, hd, d, false);
+    linear_backward(a.ctx.data(), weight(p.o), dres_.data(), dctx_.data(), grad(p.o), n, hd, d, false);
   }
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kAttnContext, true), 4 * attn * dh, es * (2 * attn + 4 * nd * hd));
@@ -95,13 +95,13 @@ void Transformer<T>::attention_backward(int64_t l, OpTimer* t) {
   }
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kAttnQkv, true), 12 * nd * d * hd, es * (2 * nd * d + 6 * d * hd + 3 * nd * hd));
-    linear_backward(a.xn1.data(), param(p.q), dq_.data(), dxn_.data(), grad(p.q), n, d, hd, false);
-    linear_backward(a.xn1.data(), param(p.k), dk_.data(), dxn_.data(), grad(p.k), n, d, hd, true);
-    linear_backward(a.xn1.data(), param(p.v), dv_.data(), dxn_.data(), grad(p.v), n, d, hd, true);
+    linear_backward(a.xn1.data(), weight(p.q), dq_.data(), dxn_.data(), grad(p.q), n, d, hd, false);
+    linear_backward(a.xn1.data(), weight(p.k), dk_.data(), dxn_.data(), grad(p.k), n, d, hd, true);
+    linear_backward(a.xn1.data(), weight(p.v), dv_.data(), dxn_.data(), grad(p.v), n, d, hd, true);
   }
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kAttnNorm, true), 8 * nd * d, 4 * es * nd * d);
-    k::rmsnorm_backward<T>(ctx_, dxn_.data(), resid_[static_cast<size_t>(l)].data(), param(p.attn_norm),
+    k::rmsnorm_backward<T>(ctx_, dxn_.data(), resid_[static_cast<size_t>(l)].data(), weight(p.attn_norm),
                            a.inv1.data(), dres_.data(), grad(p.attn_norm), n, d);
   }
 }
@@ -110,5 +110,7 @@ template void Transformer<float>::attention_forward(int64_t, OpTimer*);
 template void Transformer<float>::attention_backward(int64_t, OpTimer*);
 template void Transformer<double>::attention_forward(int64_t, OpTimer*);
 template void Transformer<double>::attention_backward(int64_t, OpTimer*);
+template void Transformer<kernels::bf16>::attention_forward(int64_t, OpTimer*);
+template void Transformer<kernels::bf16>::attention_backward(int64_t, OpTimer*);
 
 }  // namespace glam::exec

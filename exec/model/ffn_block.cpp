@@ -19,12 +19,12 @@ void Transformer<T>::dense_forward(int64_t l, OpTimer* t) {
   const double es = sizeof(T), nd = static_cast<double>(n), mats = gated ? 2 : 1;
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kFfnNorm, false), 4 * nd * d, 2 * es * nd * d);
-    k::rmsnorm_forward<T>(ctx_, a.mid.data(), param(p.ffn_norm), a.xn2.data(), a.inv2.data(), n, d);
+    k::rmsnorm_forward<T>(ctx_, a.mid.data(), weight(p.ffn_norm), a.xn2.data(), a.inv2.data(), n, d);
   }
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kFfnIn, false), mats * 2 * nd * d * h, es * (nd * d + mats * (d * h + nd * h)));
-    linear_forward(a.xn2.data(), param(p.wi0), a.h0.data(), n, d, h);
-    if (gated) linear_forward(a.xn2.data(), param(p.wi1), a.h1.data(), n, d, h);
+    linear_forward(a.xn2.data(), weight(p.wi0), a.h0.data(), n, d, h);
+    if (gated) linear_forward(a.xn2.data(), weight(p.wi1), a.h1.data(), n, d, h);
   }
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kFfnAct, false), 10 * nd * h, es * (mats + 1) * nd * h);
@@ -34,7 +34,7 @@ void Transformer<T>::dense_forward(int64_t l, OpTimer* t) {
     auto sc = OpTimer::time(t, id(l, LayerOp::kFfnOut, false), 2 * nd * h * d + nd * d, es * (nd * h + h * d + 3 * nd * d));
     T* out = resid_[static_cast<size_t>(l + 1)].data();
     k::copy<T>(ctx_, a.mid.data(), out, n * d);
-    k::gemm<T>(ctx_, false, false, n, d, h, T(1), a.a.data(), h, param(p.wo), d, T(1), out, d);
+    k::gemm<T>(ctx_, false, false, n, d, h, T(1), a.a.data(), h, weight(p.wo), d, T(1), out, d);
   }
 }
 
@@ -48,7 +48,7 @@ void Transformer<T>::dense_backward(int64_t l, OpTimer* t) {
   const double es = sizeof(T), nd = static_cast<double>(n), mats = gated ? 2 : 1;
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kFfnOut, true), 4 * nd * h * d, es * (2 * nd * h + 2 * h * d + nd * d));
-    linear_backward(a.a.data(), param(p.wo), dres_.data(), da_.data(), grad(p.wo), n, h, d, false);
+    linear_backward(a.a.data(), weight(p.wo), dres_.data(), da_.data(), grad(p.wo), n, h, d, false);
   }
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kFfnAct, true), 16 * nd * h, es * (2 * mats + 1) * nd * h);
@@ -57,12 +57,12 @@ void Transformer<T>::dense_backward(int64_t l, OpTimer* t) {
   }
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kFfnIn, true), mats * 4 * nd * d * h, es * (2 * nd * d + mats * (2 * d * h + nd * h)));
-    linear_backward(a.xn2.data(), param(p.wi0), dh0_.data(), dxn_.data(), grad(p.wi0), n, d, h, false);
-    if (gated) linear_backward(a.xn2.data(), param(p.wi1), dh1_.data(), dxn_.data(), grad(p.wi1), n, d, h, true);
+    linear_backward(a.xn2.data(), weight(p.wi0), dh0_.data(), dxn_.data(), grad(p.wi0), n, d, h, false);
+    if (gated) linear_backward(a.xn2.data(), weight(p.wi1), dh1_.data(), dxn_.data(), grad(p.wi1), n, d, h, true);
   }
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kFfnNorm, true), 8 * nd * d, 4 * es * nd * d);
-    k::rmsnorm_backward<T>(ctx_, dxn_.data(), a.mid.data(), param(p.ffn_norm), a.inv2.data(), dres_.data(),
+    k::rmsnorm_backward<T>(ctx_, dxn_.data(), a.mid.data(), weight(p.ffn_norm), a.inv2.data(), dres_.data(),
                            grad(p.ffn_norm), n, d);
   }
 }
@@ -71,5 +71,7 @@ template void Transformer<float>::dense_forward(int64_t, OpTimer*);
 template void Transformer<float>::dense_backward(int64_t, OpTimer*);
 template void Transformer<double>::dense_forward(int64_t, OpTimer*);
 template void Transformer<double>::dense_backward(int64_t, OpTimer*);
+template void Transformer<kernels::bf16>::dense_forward(int64_t, OpTimer*);
+template void Transformer<kernels::bf16>::dense_backward(int64_t, OpTimer*);
 
 }  // namespace glam::exec

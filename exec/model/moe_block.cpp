@@ -40,25 +40,25 @@ double Transformer<T>::moe_forward(int64_t l, int64_t step, OpTimer* t) {
                mats = gated ? 2 : 1, a2a_bytes = es * sd * d * static_cast<double>(ranks - 1) / static_cast<double>(ranks);
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kFfnNorm, false), 4 * nd * d, 2 * es * nd * d);
-    k::rmsnorm_forward<T>(ctx_, a.mid.data(), param(p.ffn_norm), a.xn2.data(), a.inv2.data(), n, d);
+    k::rmsnorm_forward<T>(ctx_, a.mid.data(), weight(p.ffn_norm), a.xn2.data(), a.inv2.data(), n, d);
   }
   k::RouterShape rs = router_shape();
   double aux_sum = 0;
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kMoeRouter, false), 2 * nd * d * e_count + 10 * nd * e_count,
                             es * (nd * d + d * e_count + 2 * nd * e_count));
-    linear_forward(a.xn2.data(), param(p.router), a.rprobs.data(), n, d, e_count);
+    linear_forward(a.xn2.data(), weight(p.router), a.rprobs.data(), n, d, e_count);
     k::SecondExpertPolicy pol;
     pol.random = m_.second_expert_policy == "random";
     pol.threshold = m_.second_expert_threshold;
     pol.seed = mix(mix(routing_seed, static_cast<uint64_t>(step)), static_cast<uint64_t>(l));
     pol.first_token = static_cast<int64_t>(s_.rank) * n;
-    k::router_forward<T>(ctx_, a.rprobs.data(), rs, pol, a.rprobs.data(), a.expert.data(), a.gate.data(),
+    k::router_forward<W>(ctx_, a.rprobs.data(), rs, pol, a.rprobs.data(), a.expert.data(), a.gate.data(),
                          a.loc.data(), a.slot_token.data());
-    k::router_aux_loss<T>(ctx_, a.rprobs.data(), a.expert.data(), rs, aux_.data());
-    std::vector<T> aux(static_cast<size_t>(groups_));
+    k::router_aux_loss<W>(ctx_, a.rprobs.data(), a.expert.data(), rs, aux_.data());
+    std::vector<W> aux(static_cast<size_t>(groups_));
     copy_to_host(aux_.data(), aux.data(), groups_);
-    for (T v : aux) aux_sum += static_cast<double>(v);
+    for (W v : aux) aux_sum += static_cast<double>(v);
   }
   // routing statistics of this rank's tokens
   {
@@ -95,8 +95,8 @@ double Transformer<T>::moe_forward(int64_t l, int64_t step, OpTimer* t) {
     auto sc = OpTimer::time(t, id(l, LayerOp::kMoeExpertIn, false), mats * 2 * sd * d * he,
                             es * (sd * d + mats * (static_cast<double>(el) * d * he + sd * he)));
     for (int64_t e = 0; e < el; ++e) {
-      linear_forward(ein + e * rows * d, param(p.ewi0) + e * d * he, a.eh0.data() + e * rows * he, rows, d, he);
-      if (gated) linear_forward(ein + e * rows * d, param(p.ewi1) + e * d * he, a.eh1.data() + e * rows * he, rows, d, he);
+      linear_forward(ein + e * rows * d, weight(p.ewi0) + e * d * he, a.eh0.data() + e * rows * he, rows, d, he);
+      if (gated) linear_forward(ein + e * rows * d, weight(p.ewi1) + e * d * he, a.eh1.data() + e * rows * he, rows, d, he);
     }
   }
   {
@@ -107,7 +107,7 @@ double Transformer<T>::moe_forward(int64_t l, int64_t step, OpTimer* t) {
     auto sc = OpTimer::time(t, id(l, LayerOp::kMoeExpertOut, false), 2 * sd * he * d,
                             es * (sd * he + static_cast<double>(el) * he * d + sd * d));
     for (int64_t e = 0; e < el; ++e)
-      linear_forward(a.ea.data() + e * rows * he, param(p.ewo) + e * he * d, a.eout.data() + e * rows * d, rows, he, d);
+      linear_forward(a.ea.data() + e * rows * he, weight(p.ewo) + e * he * d, a.eout.data() + e * rows * d, rows, he, d);
   }
   // combine
   const T* cbuf = a.eout.data();
@@ -124,7 +124,7 @@ double Transformer<T>::moe_forward(int64_t l, int64_t step, OpTimer* t) {
     auto sc = OpTimer::time(t, id(l, LayerOp::kMoeUnpermute, false), 2 * nd * kk * d, es * (3 * nd * d + nd * kk * d));
     T* out = resid_[static_cast<size_t>(l + 1)].data();
     k::copy<T>(ctx_, a.mid.data(), out, n * d);
-    k::moe_combine_forward<T>(ctx_, cbuf, a.loc.data(), a.gate.data(), out, n, kk, d);
+    k::moe_combine_forward<T>(ctx_, cbuf, a.loc.data(), as_type<T>(a.gate.data(), gate_t_, n * kk), out, n, kk, d);
   }
   return aux_sum;
 }
@@ -147,8 +147,8 @@ void Transformer<T>::moe_backward(int64_t l, OpTimer* t) {
   const T* cbuf = ranks > 1 ? a.cbuf.data() : a.eout.data();
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kMoeUnpermute, true), 4 * nd * kk * d, es * (sd * d + 2 * nd * kk * d));
-    k::moe_combine_backward<T>(ctx_, dres_.data(), cbuf, a.loc.data(), a.slot_token.data(), a.gate.data(), bufa,
-                               dgate_.data(), n, kk, slots_, d);
+    k::moe_combine_backward<T>(ctx_, dres_.data(), cbuf, a.loc.data(), a.slot_token.data(),
+                               as_type<T>(a.gate.data(), gate_t_, n * kk), bufa, dgate_.data(), n, kk, slots_, d);
   }
   T* deout = bufa;
   if (ranks > 1) {
@@ -163,7 +163,7 @@ void Transformer<T>::moe_backward(int64_t l, OpTimer* t) {
     auto sc = OpTimer::time(t, id(l, LayerOp::kMoeExpertOut, true), 4 * sd * he * d,
                             es * (2 * sd * he + 2 * static_cast<double>(el) * he * d + sd * d));
     for (int64_t e = 0; e < el; ++e)
-      linear_backward(a.ea.data() + e * rows * he, param(p.ewo) + e * he * d, deout + e * rows * d,
+      linear_backward(a.ea.data() + e * rows * he, weight(p.ewo) + e * he * d, deout + e * rows * d,
                       dea_.data() + e * rows * he, grad(p.ewo) + e * he * d, rows, he, d, false);
   }
   {
@@ -177,10 +177,10 @@ void Transformer<T>::moe_backward(int64_t l, OpTimer* t) {
                             es * (2 * sd * d + mats * (2 * static_cast<double>(el) * d * he + sd * he)));
     for (int64_t e = 0; e < el; ++e) {
       const T* x = a.ein.data() + e * rows * d;
-      linear_backward(x, param(p.ewi0) + e * d * he, deh0_.data() + e * rows * he, dein + e * rows * d,
+      linear_backward(x, weight(p.ewi0) + e * d * he, deh0_.data() + e * rows * he, dein + e * rows * d,
                       grad(p.ewi0) + e * d * he, rows, d, he, false);
       if (gated)
-        linear_backward(x, param(p.ewi1) + e * d * he, deh1_.data() + e * rows * he, dein + e * rows * d,
+        linear_backward(x, weight(p.ewi1) + e * d * he, deh1_.data() + e * rows * he, dein + e * rows * d,
                         grad(p.ewi1) + e * d * he, rows, d, he, true);
     }
   }
@@ -202,13 +202,14 @@ void Transformer<T>::moe_backward(int64_t l, OpTimer* t) {
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kMoeRouter, true), 4 * nd * d * e_count + 10 * nd * e_count,
                             es * (2 * nd * d + 2 * d * e_count + 2 * nd * e_count));
-    k::router_backward<T>(ctx_, a.rprobs.data(), a.expert.data(), a.loc.data(), dgate_.data(), aux_scale_,
-                          router_shape(), drl_.data());
-    linear_backward(a.xn2.data(), param(p.router), drl_.data(), dxn_.data(), grad(p.router), n, d, e_count, true);
+    k::router_backward<W>(ctx_, a.rprobs.data(), a.expert.data(), a.loc.data(),
+                          as_type<W>(dgate_.data(), dgate_w_, n * kk), aux_scale_, router_shape(), drl_.data());
+    linear_backward(a.xn2.data(), weight(p.router), as_type<T>(drl_.data(), drl_t_, n * e_count), dxn_.data(),
+                    grad(p.router), n, d, e_count, true);
   }
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kFfnNorm, true), 8 * nd * d, 4 * es * nd * d);
-    k::rmsnorm_backward<T>(ctx_, dxn_.data(), a.mid.data(), param(p.ffn_norm), a.inv2.data(), dres_.data(),
+    k::rmsnorm_backward<T>(ctx_, dxn_.data(), a.mid.data(), weight(p.ffn_norm), a.inv2.data(), dres_.data(),
                            grad(p.ffn_norm), n, d);
   }
 }
@@ -217,5 +218,7 @@ template double Transformer<float>::moe_forward(int64_t, int64_t, OpTimer*);
 template void Transformer<float>::moe_backward(int64_t, OpTimer*);
 template double Transformer<double>::moe_forward(int64_t, int64_t, OpTimer*);
 template void Transformer<double>::moe_backward(int64_t, OpTimer*);
+template double Transformer<kernels::bf16>::moe_forward(int64_t, int64_t, OpTimer*);
+template void Transformer<kernels::bf16>::moe_backward(int64_t, OpTimer*);
 
 }  // namespace glam::exec

@@ -8,6 +8,7 @@
 #include <exception>
 #include <mutex>
 #include <thread>
+#include <type_traits>
 #include <utility>
 
 #include "attention.h"
@@ -72,6 +73,8 @@ Transformer<T>::Transformer(const ModelConfig& m, const ExecShape& shape, Commun
   const int64_t n = s_.tokens(), d = m_.d_model, hd = m_.attention_width(), t = s_.seq_len;
   params_.resize(layout_.total_elements);
   grads_.resize(layout_.total_elements);
+  constexpr bool converted = !std::is_same_v<T, W>;
+  if (converted) weights_.resize(layout_.total_elements);
   std::vector<int32_t> bucket(static_cast<size_t>(t * t), 0);
   if (m_.position_encoding == "relative_bias")
     k::relative_bucket_table(bucket.data(), t, m_.relative_buckets, m_.relative_max_distance);
@@ -116,7 +119,9 @@ Transformer<T>::Transformer(const ModelConfig& m, const ExecShape& shape, Commun
     sendbuf_.resize(slots_ * d), recvbuf_.resize(slots_ * d);
     deh0_.resize(slots_ * he), deh1_.resize(slots_ * he), dea_.resize(slots_ * he);
     dgate_.resize(n * m_.top_k), drl_.resize(n * m_.experts), aux_.resize(groups_);
+    if (converted) gate_t_.resize(n * m_.top_k), dgate_w_.resize(n * m_.top_k), drl_t_.resize(n * m_.experts);
   }
+  if (converted) dlogits_t_.resize(n * m_.vocab_size);
   (void)max_hidden;
 }
 
@@ -134,14 +139,14 @@ void Transformer<T>::init_params(uint64_t seed) {
     try {
       if (ctx_.backend == kernels::Backend::kCuda && ctx_.device >= 0) kernels::cuda_set_device(ctx_.device);
       std::vector<double> tmp;
-      std::vector<T> host;
+      std::vector<W> host;
       for (size_t t = next++; t < tasks.size(); t = next++) {
         const ParamInfo& p = layout_.params[tasks[t].first];
         const int64_t e = tasks[t].second;
         tmp.resize(static_cast<size_t>(p.matrix_elements()));
         host.resize(tmp.size());
         init_matrix(p, p.expert() ? p.first_expert + e : -1, seed, tmp.data());
-        for (size_t i = 0; i < tmp.size(); ++i) host[i] = static_cast<T>(tmp[i]);
+        for (size_t i = 0; i < tmp.size(); ++i) host[i] = static_cast<W>(tmp[i]);
         copy_to_device(host.data(), params_.data() + p.offset + e * p.matrix_elements(), p.matrix_elements());
       }
     } catch (...) {
@@ -174,15 +179,16 @@ kernels::RouterShape Transformer<T>::router_shape() const {
 }
 
 template <class T>
-void Transformer<T>::linear_forward(const T* x, const T* w, T* y, int64_t rows, int64_t in, int64_t out) {
-  k::gemm<T>(ctx_, false, false, rows, out, in, T(1), x, in, w, out, T(0), y, out);
+const T* Transformer<T>::weight(int index) const {
+  if constexpr (std::is_same_v<T, W>) return params_.data() + offset(index);
+  else return weights_.data() + offset(index);
 }
 
 template <class T>
-void Transformer<T>::linear_backward(const T* x, const T* w, const T* dy, T* dx, T* dw, int64_t rows, int64_t in,
+void Transformer<T>::linear_backward(const T* x, const T* w, const T* dy, T* dx, W* dw, int64_t rows, int64_t in,
                                      int64_t out, bool accumulate_dx) {
-  if (dx) k::gemm<T>(ctx_, false, true, rows, in, out, T(1), dy, out, w, out, accumulate_dx ? T(1) : T(0), dx, in);
-  k::gemm<T>(ctx_, true, false, in, out, rows, T(1), x, in, dy, out, T(1), dw, out);
+  if (dx) k::gemm<T>(ctx_, false, true, rows, in, out, 1, dy, out, w, out, accumulate_dx ? 1 : 0, dx, in);
+  k::gemm<T>(ctx_, true, false, in, out, rows, 1, x, in, dy, out, 1, dw, out);
 }
 
 template <class T>
@@ -193,11 +199,16 @@ StepLoss Transformer<T>::run(const int32_t* inputs, const int32_t* targets, int6
   const double es = sizeof(T);
   const int out_emb = layout_.unembedding >= 0 ? layout_.unembedding : layout_.embedding;
   // T5 convention: with tied embeddings the logits are scaled by d_model^-1/2
-  const T logit_scale = layout_.unembedding >= 0 ? T(1) : static_cast<T>(1.0 / std::sqrt(static_cast<double>(d)));
+  const W logit_scale = layout_.unembedding >= 0 ? W(1) : static_cast<W>(1.0 / std::sqrt(static_cast<double>(d)));
+  if constexpr (!std::is_same_v<T, W>) {
+    static const std::string id = "weights_to_bf16";
+    auto sc = OpTimer::time(t, id, 0, static_cast<double>(layout_.total_elements) * (sizeof(W) + sizeof(T)));
+    k::convert<W, T>(ctx_, params_.data(), weights_.data(), layout_.total_elements);
+  }
   {
     static const std::string id = "embed.fwd";
     auto sc = OpTimer::time(t, id, 0, 2.0 * es * static_cast<double>(n * d));
-    k::embedding_forward<T>(ctx_, inputs, param(layout_.embedding), resid_[0].data(), n, d);
+    k::embedding_forward<T>(ctx_, inputs, weight(layout_.embedding), resid_[0].data(), n, d);
   }
   double aux_local = 0;
   for (int64_t l = 0; l < L; ++l) {
@@ -210,22 +221,22 @@ StepLoss Transformer<T>::run(const int32_t* inputs, const int32_t* targets, int6
   {
     static const std::string id = "final_norm.fwd";
     auto sc = OpTimer::time(t, id, 4.0 * static_cast<double>(n * d), 2.0 * es * static_cast<double>(n * d));
-    k::rmsnorm_forward<T>(ctx_, resid_[static_cast<size_t>(L)].data(), param(layout_.final_norm), hn_.data(),
+    k::rmsnorm_forward<T>(ctx_, resid_[static_cast<size_t>(L)].data(), weight(layout_.final_norm), hn_.data(),
                           inv_final_.data(), n, d);
   }
   {
     static const std::string id = "logits.fwd";
     auto sc = OpTimer::time(t, id, 2.0 * static_cast<double>(n * d * v), es * static_cast<double>(n * d + v * d + n * v));
-    k::gemm<T>(ctx_, false, true, n, v, d, logit_scale, hn_.data(), d, param(out_emb), d, T(0), logits_.data(), v);
+    k::gemm<T>(ctx_, false, true, n, v, d, logit_scale, hn_.data(), d, weight(out_emb), d, 0, logits_.data(), v);
   }
   const double grad_scale = 1.0 / static_cast<double>(s_.global_tokens());
   double sums[3] = {0, 0, aux_local};
   {
     static const std::string id = "loss.fwd";
     auto sc = OpTimer::time(t, id, 8.0 * static_cast<double>(n * v), 2.0 * es * static_cast<double>(n * v));
-    k::softmax_xent_forward_backward<T>(ctx_, logits_.data(), targets, n, v, m_.z_loss_weight, grad_scale, ce_.data(),
+    k::softmax_xent_forward_backward<W>(ctx_, logits_.data(), targets, n, v, m_.z_loss_weight, grad_scale, ce_.data(),
                                         lse_.data(), logits_.data());
-    std::vector<T> ce(static_cast<size_t>(n)), lse(static_cast<size_t>(n));
+    std::vector<W> ce(static_cast<size_t>(n)), lse(static_cast<size_t>(n));
     copy_to_host(ce_.data(), ce.data(), n);
     copy_to_host(lse_.data(), lse.data(), n);
     for (int64_t i = 0; i < n; ++i) {
@@ -241,18 +252,19 @@ StepLoss Transformer<T>::run(const int32_t* inputs, const int32_t* targets, int6
   loss.total = loss.ce + m_.z_loss_weight * loss.z + m_.aux_loss_weight * loss.aux;
   if (!backward) return loss;
 
-  k::fill<T>(ctx_, grads_.data(), T(0), layout_.total_elements);
+  k::fill<W>(ctx_, grads_.data(), W(0), layout_.total_elements);
   {
     static const std::string id = "logits.bwd";
     auto sc = OpTimer::time(t, id, 4.0 * static_cast<double>(n * d * v), es * static_cast<double>(2 * n * d + 2 * v * d + n * v));
-    k::gemm<T>(ctx_, false, false, n, d, v, logit_scale, logits_.data(), v, param(out_emb), d, T(0), dxn_.data(), d);
-    k::gemm<T>(ctx_, true, false, v, d, n, logit_scale, logits_.data(), v, hn_.data(), d, T(1), grad(out_emb), d);
+    const T* dlogits = as_type<T>(logits_.data(), dlogits_t_, n * v);
+    k::gemm<T>(ctx_, false, false, n, d, v, logit_scale, dlogits, v, weight(out_emb), d, 0, dxn_.data(), d);
+    k::gemm<T>(ctx_, true, false, v, d, n, logit_scale, dlogits, v, hn_.data(), d, 1, grad(out_emb), d);
   }
   {
     static const std::string id = "final_norm.bwd";
     auto sc = OpTimer::time(t, id, 8.0 * static_cast<double>(n * d), 4.0 * es * static_cast<double>(n * d));
     k::fill<T>(ctx_, dres_.data(), T(0), n * d);
-    k::rmsnorm_backward<T>(ctx_, dxn_.data(), resid_[static_cast<size_t>(L)].data(), param(layout_.final_norm),
+    k::rmsnorm_backward<T>(ctx_, dxn_.data(), resid_[static_cast<size_t>(L)].data(), weight(layout_.final_norm),
                            inv_final_.data(), dres_.data(), grad(layout_.final_norm), n, d);
   }
   for (int64_t l = L - 1; l >= 0; --l) {
@@ -274,7 +286,7 @@ template <class T>
 void Transformer<T>::allreduce_gradients(OpTimer* t) {
   if (s_.ranks == 1) return;
   static const std::string id = "grad_allreduce";
-  const double bytes = static_cast<double>(layout_.replicated_elements) * sizeof(T);
+  const double bytes = static_cast<double>(layout_.replicated_elements) * sizeof(W);
   auto sc = OpTimer::time(t, id, 0, 2.0 * bytes * (s_.ranks - 1) / s_.ranks);
   comm_.allreduce_sum(grads_.data(), layout_.replicated_elements);
 }
@@ -284,12 +296,13 @@ void Transformer<T>::allreduce_gradients(OpTimer* t) {
                                        const kernels::KernelContext&);                                       \
   template void Transformer<T>::init_params(uint64_t);                                                      \
   template kernels::RouterShape Transformer<T>::router_shape() const;                                       \
-  template void Transformer<T>::linear_forward(const T*, const T*, T*, int64_t, int64_t, int64_t);          \
-  template void Transformer<T>::linear_backward(const T*, const T*, const T*, T*, T*, int64_t, int64_t,      \
-                                                int64_t, bool);                                             \
+  template void Transformer<T>::linear_backward(const T*, const T*, const T*, T*, Transformer<T>::Master*,   \
+                                                int64_t, int64_t, int64_t, bool);                           \
+  template const T* Transformer<T>::weight(int) const;                                                      \
   template StepLoss Transformer<T>::run(const int32_t*, const int32_t*, int64_t, bool, OpTimer*);           \
   template void Transformer<T>::allreduce_gradients(OpTimer*);
 GLAM_INSTANTIATE(float)
 GLAM_INSTANTIATE(double)
+GLAM_INSTANTIATE(kernels::bf16)
 
 }  // namespace glam::exec

@@ -3,17 +3,22 @@
 // causal multi-head attention with a learned T5 relative position bias, gated-GELU dense FFN,
 // MoE FFN every other block (GShard top-2 router, capacity, index dispatch/combine, experts split
 // over ranks with all-to-alls), final norm, logits, cross-entropy + z-loss + load-balancing loss,
-// and the hand-written backward pass of all of it. T = float (the model) or double (the
+// and the hand-written backward pass of all of it. T is the activation type: float (the model),
+// bf16 (as GLaM trained: bf16 activations and products with float32 accumulation, float32 master
+// weights, gradients and optimizer state; the router and the loss in float32) or double (the
 // reference path of the gradient checks). Every kernel call goes through kernels/*.h.
 #include <array>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "comm/communicator.h"
 #include "core/device_buffer.h"
 #include "core/op_timer.h"
 #include "activation.h"
+#include "elementwise.h"
+#include "gemm.h"
 #include "kernel_context.h"
 #include "model/layout.h"
 #include "model_config.h"
@@ -63,15 +68,17 @@ std::string layer_op_id(int64_t layer, LayerOp op, bool backward);
 template <class T>
 class Transformer {
  public:
+  using Master = kernels::master_t<T>;  // weights, gradients, router and loss: T, or float32 for bf16
+
   Transformer(const ModelConfig& m, const ExecShape& shape, Communicator& comm, const kernels::KernelContext& ctx);
 
   const ModelConfig& config() const { return m_; }
   const ExecShape& shape() const { return s_; }
   const ModelLayout& layout() const { return layout_; }
-  T* params() { return params_.data(); }
-  T* grads() { return grads_.data(); }
-  T* param(int index) { return params_.data() + layout_.params[static_cast<size_t>(index)].offset; }
-  T* grad(int index) { return grads_.data() + layout_.params[static_cast<size_t>(index)].offset; }
+  Master* params() { return params_.data(); }
+  Master* grads() { return grads_.data(); }
+  Master* param(int index) { return params_.data() + offset(index); }
+  Master* grad(int index) { return grads_.data() + offset(index); }
 
   // Deterministic, rank-count-independent initial values.
   void init_params(uint64_t seed);
@@ -88,12 +95,17 @@ class Transformer {
   uint64_t routing_seed = 0x5eed;
 
  private:
+  using W = Master;
   struct LayerActs {
     DeviceBuffer<T> xn1, inv1, q, k, v, probs, ctx, mid, xn2, inv2;
-    DeviceBuffer<T> h0, h1, a;                             // dense FFN
-    DeviceBuffer<T> rprobs, gate, ein, eh0, eh1, ea, eout, cbuf;  // MoE
+    DeviceBuffer<T> h0, h1, a;                    // dense FFN
+    DeviceBuffer<W> rprobs, gate;                 // MoE router (float32 with bf16 activations)
+    DeviceBuffer<T> ein, eh0, eh1, ea, eout, cbuf;  // MoE experts
     DeviceBuffer<int32_t> expert, loc, slot_token;
   };
+  int64_t offset(int index) const { return layout_.params[static_cast<size_t>(index)].offset; }
+  // The weights as the step reads them: the master weights, or their bf16 copy.
+  const T* weight(int index) const;
   const std::string& id(int64_t layer, LayerOp op, bool bwd) const {
     return op_ids_[static_cast<size_t>(layer)][static_cast<size_t>(op)][bwd ? 1 : 0];
   }
@@ -104,9 +116,22 @@ class Transformer {
   double moe_forward(int64_t l, int64_t step, OpTimer* t);  // returns this rank's sum of per-group aux
   void moe_backward(int64_t l, OpTimer* t);
   // y = x W (x [rows,in], W [in,out]); backward: dx (+)= dy W^T, dW += x^T dy
-  void linear_forward(const T* x, const T* w, T* y, int64_t rows, int64_t in, int64_t out);
-  void linear_backward(const T* x, const T* w, const T* dy, T* dx, T* dw, int64_t rows, int64_t in, int64_t out,
+  template <class Y>  // T, or the float32 router logits
+  void linear_forward(const T* x, const T* w, Y* y, int64_t rows, int64_t in, int64_t out) {
+    kernels::gemm<T>(ctx_, false, false, rows, out, in, 1, x, in, w, out, 0, y, out);
+  }
+  void linear_backward(const T* x, const T* w, const T* dy, T* dx, W* dw, int64_t rows, int64_t in, int64_t out,
                        bool accumulate_dx);
+  // `src` as type To: src itself when the types agree, else converted into `tmp`.
+  template <class To, class From>
+  const To* as_type(const From* src, DeviceBuffer<To>& tmp, int64_t n) {
+    if constexpr (std::is_same_v<To, From>) {
+      return src;
+    } else {
+      kernels::convert<From, To>(ctx_, src, tmp.data(), n);
+      return tmp.data();
+    }
+  }
   kernels::RouterShape router_shape() const;
 
   ModelConfig m_;
@@ -119,16 +144,22 @@ class Transformer {
   int64_t capacity_ = 0, groups_ = 0, slots_ = 0;
   double aux_scale_ = 0;
 
-  DeviceBuffer<T> params_, grads_;
+  DeviceBuffer<W> params_, grads_;
+  DeviceBuffer<T> weights_;  // bf16 copy of params_, refreshed at the start of every step (empty when T is W)
   DeviceBuffer<int32_t> bucket_;  // relative position buckets [T,T]
   const int32_t* inputs_ = nullptr;
   const int32_t* targets_ = nullptr;
   std::vector<DeviceBuffer<T>> resid_;  // block inputs, layers + 1
   std::vector<LayerActs> acts_;
-  DeviceBuffer<T> hn_, inv_final_, logits_, ce_, lse_;
+  DeviceBuffer<T> hn_, inv_final_;
+  DeviceBuffer<W> logits_, ce_, lse_;
   // backward scratch
   DeviceBuffer<T> dres_, dxn_, dq_, dk_, dv_, dctx_, dscores_, dh0_, dh1_, da_;
-  DeviceBuffer<T> sendbuf_, recvbuf_, deh0_, deh1_, dea_, dgate_, drl_, aux_;
+  DeviceBuffer<T> sendbuf_, recvbuf_, deh0_, deh1_, dea_, dgate_;
+  DeviceBuffer<W> drl_, aux_;
+  // bf16 <-> float32 copies at the router and the loss (empty when T is W)
+  DeviceBuffer<T> dlogits_t_, gate_t_, drl_t_;
+  DeviceBuffer<W> dgate_w_;
   std::vector<MoeLayerStats> moe_stats_;
 };
 

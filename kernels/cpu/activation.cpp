@@ -58,32 +58,35 @@ struct Silu {
   }
 };
 
+// Elements are loaded into acc_t<T> (float32 for bf16) and computed there.
 template <class A, class T>
 void forward(const T* h0, const T* h1, T* y, int64_t n) {
+  using V = acc_t<T>;
   if (h1) {
     GLAM_PARALLEL_FOR(n / 4096)
-    for (int64_t i = 0; i < n; ++i) y[i] = A::f(h0[i]) * h1[i];
+    for (int64_t i = 0; i < n; ++i) y[i] = A::f(static_cast<V>(h0[i])) * h1[i];
   } else {
     GLAM_PARALLEL_FOR(n / 4096)
-    for (int64_t i = 0; i < n; ++i) y[i] = A::f(h0[i]);
+    for (int64_t i = 0; i < n; ++i) y[i] = A::f(static_cast<V>(h0[i]));
   }
 }
 
 template <class A, class T>
 void backward(const T* dy, const T* h0, const T* h1, T* dh0, T* dh1, int64_t n) {
+  using V = acc_t<T>;
   if (h1) {
     GLAM_PARALLEL_FOR(n / 4096)
     for (int64_t i = 0; i < n; ++i) {
-      T f, df;
-      A::fd(h0[i], f, df);
+      V f, df;
+      A::fd(static_cast<V>(h0[i]), f, df);
       dh0[i] = dy[i] * h1[i] * df;
       dh1[i] = dy[i] * f;
     }
   } else {
     GLAM_PARALLEL_FOR(n / 4096)
     for (int64_t i = 0; i < n; ++i) {
-      T f, df;
-      A::fd(h0[i], f, df);
+      V f, df;
+      A::fd(static_cast<V>(h0[i]), f, df);
       dh0[i] = dy[i] * df;
     }
   }
@@ -118,5 +121,6 @@ void activation_backward(const KernelContext& ctx, Activation a, const T* dy, co
                                        int64_t);
 GLAM_INSTANTIATE(float)
 GLAM_INSTANTIATE(double)
+GLAM_INSTANTIATE(bf16)
 
 }  // namespace glam::kernels

@@ -40,10 +40,10 @@ void attention_bias_forward(const KernelContext& ctx, T* scores, const T* bias, 
   }
 }
 
-template <class T>
-void attention_bias_backward(const KernelContext& ctx, const T* dscores, const int32_t* bucket, T* dbias, int64_t batch,
+template <class T, class G>
+void attention_bias_backward(const KernelContext& ctx, const T* dscores, const int32_t* bucket, G* dbias, int64_t batch,
                              int64_t heads, int64_t seq_len) {
-  GLAM_CUDA_DISPATCH(ctx, attention_bias_backward<T>(ctx, dscores, bucket, dbias, batch, heads, seq_len));
+  GLAM_CUDA_DISPATCH(ctx, attention_bias_backward<T, G>(ctx, dscores, bucket, dbias, batch, heads, seq_len));
   GLAM_PARALLEL_FOR(heads)
   for (int64_t h = 0; h < heads; ++h)
     for (int64_t b = 0; b < batch; ++b) {
@@ -60,14 +60,15 @@ void causal_softmax_forward(const KernelContext& ctx, T* scores, int64_t rows, i
   for (int64_t r = 0; r < rows; ++r) {
     int64_t i = r % seq_len;
     T* s = scores + r * seq_len;
-    T mx = s[0];
-    for (int64_t j = 1; j <= i; ++j) mx = std::max(mx, s[j]);
-    T sum = 0;
+    acc_t<T> mx = s[0];
+    for (int64_t j = 1; j <= i; ++j) mx = std::max<acc_t<T>>(mx, s[j]);
+    acc_t<T> sum = 0;
     for (int64_t j = 0; j <= i; ++j) {
-      s[j] = std::exp(s[j] - mx);
-      sum += s[j];
+      const acc_t<T> e = std::exp(s[j] - mx);
+      s[j] = e;
+      sum += e;
     }
-    T inv = T(1) / sum;
+    const acc_t<T> inv = acc_t<T>(1) / sum;
     for (int64_t j = 0; j <= i; ++j) s[j] *= inv;
     for (int64_t j = i + 1; j < seq_len; ++j) s[j] = T(0);
   }
@@ -81,21 +82,22 @@ void causal_softmax_backward(const KernelContext& ctx, const T* probs, T* dprobs
     int64_t i = r % seq_len;
     const T* p = probs + r * seq_len;
     T* d = dprobs + r * seq_len;
-    T dot = 0;
+    acc_t<T> dot = 0;
     for (int64_t j = 0; j <= i; ++j) dot += p[j] * d[j];
     for (int64_t j = 0; j <= i; ++j) d[j] = p[j] * (d[j] - dot);
     for (int64_t j = i + 1; j < seq_len; ++j) d[j] = T(0);
   }
 }
 
-#define GLAM_INSTANTIATE(T)                                                                                         \
+#define GLAM_INSTANTIATE(T, G)                                                                                      \
   template void attention_bias_forward<T>(const KernelContext&, T*, const T*, const int32_t*, int64_t, int64_t,     \
                                           int64_t);                                                                 \
-  template void attention_bias_backward<T>(const KernelContext&, const T*, const int32_t*, T*, int64_t, int64_t,    \
-                                           int64_t);                                                                \
+  template void attention_bias_backward<T, G>(const KernelContext&, const T*, const int32_t*, G*, int64_t, int64_t, \
+                                              int64_t);                                                             \
   template void causal_softmax_forward<T>(const KernelContext&, T*, int64_t, int64_t);                              \
   template void causal_softmax_backward<T>(const KernelContext&, const T*, T*, int64_t, int64_t);
-GLAM_INSTANTIATE(float)
-GLAM_INSTANTIATE(double)
+GLAM_INSTANTIATE(float, float)
+GLAM_INSTANTIATE(double, double)
+GLAM_INSTANTIATE(bf16, float)
 
 }  // namespace glam::kernels

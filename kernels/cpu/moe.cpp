@@ -46,7 +46,7 @@ void moe_combine_forward(const KernelContext& ctx, const T* buf, const int32_t* 
       int32_t l = loc[t * top_k + c];
       if (l < 0) continue;
       const T* src = buf + static_cast<int64_t>(l) * dim;
-      T g = gate[t * top_k + c];
+      const acc_t<T> g = gate[t * top_k + c];
       T* dst = y + t * dim;
       for (int64_t i = 0; i < dim; ++i) dst[i] += g * src[i];
     }
@@ -72,8 +72,8 @@ void moe_combine_backward(const KernelContext& ctx, const T* dy, const T* buf, c
       const T* g = dy + t * dim;
       const T* out = buf + static_cast<int64_t>(l) * dim;
       T* d = dbuf + static_cast<int64_t>(l) * dim;
-      T w = gate[idx];
-      T dot = 0;
+      const acc_t<T> w = gate[idx];
+      acc_t<T> dot = 0;
       for (int64_t i = 0; i < dim; ++i) {
         d[i] = w * g[i];
         dot += g[i] * out[i];
@@ -101,5 +101,6 @@ void swap_leading_axes(const KernelContext& ctx, const T* in, T* out, int64_t ou
   template void swap_leading_axes<T>(const KernelContext&, const T*, T*, int64_t, int64_t, int64_t);
 GLAM_INSTANTIATE(float)
 GLAM_INSTANTIATE(double)
+GLAM_INSTANTIATE(bf16)
 
 }  // namespace glam::kernels

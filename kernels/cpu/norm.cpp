@@ -16,16 +16,16 @@ void rmsnorm_forward(const KernelContext& ctx, const T* x, const T* scale, T* y,
     T* yr = y + r * dim;
     double ss = 0;
     for (int64_t i = 0; i < dim; ++i) ss += static_cast<double>(xr[i]) * static_cast<double>(xr[i]);
-    T inv = static_cast<T>(1.0 / std::sqrt(ss / static_cast<double>(dim) + kRmsNormEps));
+    const acc_t<T> inv = static_cast<acc_t<T>>(1.0 / std::sqrt(ss / static_cast<double>(dim) + kRmsNormEps));
     inv_rms[r] = inv;
     for (int64_t i = 0; i < dim; ++i) yr[i] = xr[i] * inv * scale[i];
   }
 }
 
-template <class T>
+template <class T, class G>
 void rmsnorm_backward(const KernelContext& ctx, const T* dy, const T* x, const T* scale, const T* inv_rms, T* dx,
-                      T* dscale, int64_t rows, int64_t dim) {
-  GLAM_CUDA_DISPATCH(ctx, rmsnorm_backward<T>(ctx, dy, x, scale, inv_rms, dx, dscale, rows, dim));
+                      G* dscale, int64_t rows, int64_t dim) {
+  GLAM_CUDA_DISPATCH(ctx, rmsnorm_backward<T, G>(ctx, dy, x, scale, inv_rms, dx, dscale, rows, dim));
   // y_i = x_i r s_i, r = (mean(x^2) + eps)^-1/2:  dx_i = r s_i dy_i - x_i r^3 / dim * sum_j dy_j s_j x_j
   GLAM_PARALLEL_FOR(rows / 16)
   for (int64_t r = 0; r < rows; ++r) {
@@ -34,24 +34,25 @@ void rmsnorm_backward(const KernelContext& ctx, const T* dy, const T* x, const T
     T* dxr = dx + r * dim;
     double dot = 0;
     for (int64_t i = 0; i < dim; ++i) dot += static_cast<double>(dyr[i]) * scale[i] * xr[i];
-    T inv = inv_rms[r];
-    T c = static_cast<T>(dot * static_cast<double>(inv) * inv * inv / static_cast<double>(dim));
+    const acc_t<T> inv = inv_rms[r];
+    const acc_t<T> c = static_cast<acc_t<T>>(dot * static_cast<double>(inv) * inv * inv / static_cast<double>(dim));
     for (int64_t i = 0; i < dim; ++i) dxr[i] += inv * scale[i] * dyr[i] - xr[i] * c;
   }
   // dscale_i = sum_r dy_ri x_ri r_r, summed over rows in order (deterministic).
   for (int64_t r = 0; r < rows; ++r) {
     const T* xr = x + r * dim;
     const T* dyr = dy + r * dim;
-    T inv = inv_rms[r];
+    const acc_t<T> inv = inv_rms[r];
     for (int64_t i = 0; i < dim; ++i) dscale[i] += dyr[i] * xr[i] * inv;
   }
 }
 
-#define GLAM_INSTANTIATE(T)                                                                                   \
+#define GLAM_INSTANTIATE(T, G)                                                                                \
   template void rmsnorm_forward<T>(const KernelContext&, const T*, const T*, T*, T*, int64_t, int64_t);       \
-  template void rmsnorm_backward<T>(const KernelContext&, const T*, const T*, const T*, const T*, T*, T*,     \
-                                    int64_t, int64_t);
-GLAM_INSTANTIATE(float)
-GLAM_INSTANTIATE(double)
+  template void rmsnorm_backward<T, G>(const KernelContext&, const T*, const T*, const T*, const T*, T*, G*,  \
+                                       int64_t, int64_t);
+GLAM_INSTANTIATE(float, float)
+GLAM_INSTANTIATE(double, double)
+GLAM_INSTANTIATE(bf16, float)
 
 }  // namespace glam::kernels

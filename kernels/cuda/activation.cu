@@ -32,20 +32,23 @@ struct Silu {
   }
 };
 
+// Elements are loaded into acc_t<T> (float32 for bf16) and computed there.
 template <class A, class T>
 __global__ void act_fwd(const T* h0, const T* h1, T* y, int64_t n) {
+  using V = acc_t<T>;
   GLAM_GRID_STRIDE(i, n) {
-    T f, df;
-    A::fd(h0[i], f, df);
-    y[i] = h1 ? f * h1[i] : f;
+    V f, df;
+    A::fd(static_cast<V>(h0[i]), f, df);
+    y[i] = h1 ? f * static_cast<V>(h1[i]) : f;
   }
 }
 
 template <class A, class T>
 __global__ void act_bwd(const T* dy, const T* h0, const T* h1, T* dh0, T* dh1, int64_t n) {
+  using V = acc_t<T>;
   GLAM_GRID_STRIDE(i, n) {
-    T f, df;
-    A::fd(h0[i], f, df);
+    V f, df;
+    A::fd(static_cast<V>(h0[i]), f, df);
     if (h1) {
       dh0[i] = dy[i] * h1[i] * df;
       dh1[i] = dy[i] * f;
@@ -95,5 +98,6 @@ void activation_backward(const KernelContext& ctx, Activation a, const T* dy, co
                                        int64_t);
 GLAM_INSTANTIATE(float)
 GLAM_INSTANTIATE(double)
+GLAM_INSTANTIATE(bf16)
 
 }  // namespace glam::kernels::cuda

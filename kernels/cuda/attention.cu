@@ -21,23 +21,24 @@ __global__ void bias_fwd(T* scores, const T* bias, const int32_t* bucket, int64_
 }
 
 // One block per (query row i, head h): sums over the batch and the row's keys.
-template <class T>
-__global__ void bias_bwd(const T* dscores, const int32_t* bucket, T* dbias, int64_t batch, int64_t heads, int64_t t) {
-  __shared__ T acc[kSharedBuckets];
+template <class T, class G>
+__global__ void bias_bwd(const T* dscores, const int32_t* bucket, G* dbias, int64_t batch, int64_t heads, int64_t t) {
+  __shared__ G acc[kSharedBuckets];
   const int64_t i = blockIdx.x, h = blockIdx.y;
-  for (int j = threadIdx.x; j < kSharedBuckets; j += blockDim.x) acc[j] = T(0);
+  for (int j = threadIdx.x; j < kSharedBuckets; j += blockDim.x) acc[j] = G(0);
   __syncthreads();
   for (int64_t b = 0; b < batch; ++b) {
     const T* ds = dscores + ((b * heads + h) * t + i) * t;
     for (int64_t j = threadIdx.x; j <= i; j += blockDim.x) {
       int32_t k = bucket[i * t + j];
-      if (k < kSharedBuckets) atomicAdd(&acc[k], ds[j]);
-      else atomicAdd(dbias + static_cast<int64_t>(k) * heads + h, ds[j]);
+      const G v = ds[j];
+      if (k < kSharedBuckets) atomicAdd(&acc[k], v);
+      else atomicAdd(dbias + static_cast<int64_t>(k) * heads + h, v);
     }
   }
   __syncthreads();
   for (int j = threadIdx.x; j < kSharedBuckets; j += blockDim.x)
-    if (acc[j] != T(0)) atomicAdd(dbias + static_cast<int64_t>(j) * heads + h, acc[j]);
+    if (acc[j] != G(0)) atomicAdd(dbias + static_cast<int64_t>(j) * heads + h, acc[j]);
 }
 
 template <class T>
@@ -46,19 +47,23 @@ __global__ void softmax_fwd(T* scores, int64_t rows, int64_t t) {
   const int lane = threadIdx.x & 31;
   if (r >= rows) return;
   const int64_t i = r % t;
+  using V = acc_t<T>;  // computed in float32 for bf16 scores
   T* s = scores + r * t;
-  T mx = s[0];
-  for (int64_t j = lane; j <= i; j += 32) mx = s[j] > mx ? s[j] : mx;
-  mx = warp_max(mx);
-  T sum = 0;
+  V mx = s[0];
   for (int64_t j = lane; j <= i; j += 32) {
-    T e = dexp(s[j] - mx);
+    const V v = s[j];
+    mx = v > mx ? v : mx;
+  }
+  mx = warp_max(mx);
+  V sum = 0;
+  for (int64_t j = lane; j <= i; j += 32) {
+    const V e = dexp(static_cast<V>(s[j]) - mx);
     s[j] = e;
     sum += e;
   }
   sum = warp_sum(sum);
-  const T inv = T(1) / sum;
-  for (int64_t j = lane; j < t; j += 32) s[j] = j <= i ? s[j] * inv : T(0);
+  const V inv = V(1) / sum;
+  for (int64_t j = lane; j < t; j += 32) s[j] = j <= i ? static_cast<V>(s[j]) * inv : V(0);
 }
 
 template <class T>
@@ -69,10 +74,11 @@ __global__ void softmax_bwd(const T* probs, T* dprobs, int64_t rows, int64_t t) 
   const int64_t i = r % t;
   const T* p = probs + r * t;
   T* d = dprobs + r * t;
-  T dot = 0;
-  for (int64_t j = lane; j <= i; j += 32) dot += p[j] * d[j];
+  using V = acc_t<T>;
+  V dot = 0;
+  for (int64_t j = lane; j <= i; j += 32) dot += static_cast<V>(p[j]) * static_cast<V>(d[j]);
   dot = warp_sum(dot);
-  for (int64_t j = lane; j < t; j += 32) d[j] = j <= i ? p[j] * (d[j] - dot) : T(0);
+  for (int64_t j = lane; j < t; j += 32) d[j] = j <= i ? static_cast<V>(p[j]) * (static_cast<V>(d[j]) - dot) : V(0);
 }
 
 }  // namespace
@@ -86,8 +92,8 @@ void attention_bias_forward(const KernelContext& ctx, T* scores, const T* bias, 
   GLAM_CUDA_LAUNCHED();
 }
 
-template <class T>
-void attention_bias_backward(const KernelContext& ctx, const T* dscores, const int32_t* bucket, T* dbias,
+template <class T, class G>
+void attention_bias_backward(const KernelContext& ctx, const T* dscores, const int32_t* bucket, G* dbias,
                              int64_t batch, int64_t heads, int64_t seq_len) {
   if (batch * heads * seq_len <= 0) return;
   dim3 grid(static_cast<unsigned>(seq_len), static_cast<unsigned>(heads));
@@ -109,14 +115,15 @@ void causal_softmax_backward(const KernelContext& ctx, const T* probs, T* dprobs
   GLAM_CUDA_LAUNCHED();
 }
 
-#define GLAM_INSTANTIATE(T)                                                                                         \
+#define GLAM_INSTANTIATE(T, G)                                                                                      \
   template void attention_bias_forward<T>(const KernelContext&, T*, const T*, const int32_t*, int64_t, int64_t,     \
                                           int64_t);                                                                 \
-  template void attention_bias_backward<T>(const KernelContext&, const T*, const int32_t*, T*, int64_t, int64_t,    \
-                                           int64_t);                                                                \
+  template void attention_bias_backward<T, G>(const KernelContext&, const T*, const int32_t*, G*, int64_t, int64_t, \
+                                              int64_t);                                                             \
   template void causal_softmax_forward<T>(const KernelContext&, T*, int64_t, int64_t);                              \
   template void causal_softmax_backward<T>(const KernelContext&, const T*, T*, int64_t, int64_t);
-GLAM_INSTANTIATE(float)
-GLAM_INSTANTIATE(double)
+GLAM_INSTANTIATE(float, float)
+GLAM_INSTANTIATE(double, double)
+GLAM_INSTANTIATE(bf16, float)
 
 }  // namespace glam::kernels::cuda

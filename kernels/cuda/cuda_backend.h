@@ -27,13 +27,13 @@ void init_context(KernelContext& ctx);
 void release_context(KernelContext& ctx);
 
 // gemm.cu
-template <class T>
-void gemm(const KernelContext& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha,
-          const T* a, int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc);
-template <class T>
+template <class T, class C>
+void gemm(const KernelContext& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, acc_t<T> alpha,
+          const T* a, int64_t lda, const T* b, int64_t ldb, acc_t<T> beta, C* c, int64_t ldc);
+template <class T, class C>
 void gemm_strided_batched(const KernelContext& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
-                          T alpha, const T* a, int64_t lda, int64_t stride_a, const T* b, int64_t ldb,
-                          int64_t stride_b, T beta, T* c, int64_t ldc, int64_t stride_c, int64_t batch);
+                          acc_t<T> alpha, const T* a, int64_t lda, int64_t stride_a, const T* b, int64_t ldb,
+                          int64_t stride_b, acc_t<T> beta, C* c, int64_t ldc, int64_t stride_c, int64_t batch);
 
 // elementwise.cu
 template <class T> void fill(const KernelContext& ctx, T* x, T value, int64_t n);
@@ -45,9 +45,9 @@ template <class S, class T> void convert(const KernelContext& ctx, const S* in, 
 // norm.cu
 template <class T>
 void rmsnorm_forward(const KernelContext& ctx, const T* x, const T* scale, T* y, T* inv_rms, int64_t rows, int64_t dim);
-template <class T>
+template <class T, class G>
 void rmsnorm_backward(const KernelContext& ctx, const T* dy, const T* x, const T* scale, const T* inv_rms, T* dx,
-                      T* dscale, int64_t rows, int64_t dim);
+                      G* dscale, int64_t rows, int64_t dim);
 
 // activation.cu
 template <class T>
@@ -59,16 +59,16 @@ void activation_backward(const KernelContext& ctx, Activation act, const T* dy, 
 // embedding.cu
 template <class T>
 void embedding_forward(const KernelContext& ctx, const int32_t* ids, const T* table, T* out, int64_t tokens, int64_t dim);
-template <class T>
-void embedding_backward(const KernelContext& ctx, const int32_t* ids, const T* dout, T* dtable, int64_t tokens,
+template <class T, class G>
+void embedding_backward(const KernelContext& ctx, const int32_t* ids, const T* dout, G* dtable, int64_t tokens,
                         int64_t dim);
 
 // attention.cu
 template <class T>
 void attention_bias_forward(const KernelContext& ctx, T* scores, const T* bias, const int32_t* bucket, int64_t batch,
                             int64_t heads, int64_t seq_len);
-template <class T>
-void attention_bias_backward(const KernelContext& ctx, const T* dscores, const int32_t* bucket, T* dbias,
+template <class T, class G>
+void attention_bias_backward(const KernelContext& ctx, const T* dscores, const int32_t* bucket, G* dbias,
                              int64_t batch, int64_t heads, int64_t seq_len);
 template <class T>
 void causal_softmax_forward(const KernelContext& ctx, T* scores, int64_t rows, int64_t seq_len);

@@ -75,5 +75,9 @@ template void convert<float, double>(const KernelContext&, const float*, double*
 template void convert<double, float>(const KernelContext&, const double*, float*, int64_t);
 template void convert<float, float>(const KernelContext&, const float*, float*, int64_t);
 template void convert<double, double>(const KernelContext&, const double*, double*, int64_t);
+template void fill<bf16>(const KernelContext&, bf16*, bf16, int64_t);
+template void copy<bf16>(const KernelContext&, const bf16*, bf16*, int64_t);
+template void convert<float, bf16>(const KernelContext&, const float*, bf16*, int64_t);
+template void convert<bf16, float>(const KernelContext&, const bf16*, float*, int64_t);
 
 }  // namespace glam::kernels::cuda

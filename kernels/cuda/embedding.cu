@@ -14,11 +14,11 @@ __global__ void emb_fwd(const int32_t* ids, const T* table, T* out, int64_t toke
   }
 }
 
-template <class T>
-__global__ void emb_bwd(const int32_t* ids, const T* dout, T* dtable, int64_t tokens, int64_t dim) {
+template <class T, class G>
+__global__ void emb_bwd(const int32_t* ids, const T* dout, G* dtable, int64_t tokens, int64_t dim) {
   GLAM_GRID_STRIDE(i, tokens * dim) {
     int64_t t = i / dim, c = i - t * dim;
-    atomicAdd(dtable + static_cast<int64_t>(ids[t]) * dim + c, dout[i]);
+    atomicAdd(dtable + static_cast<int64_t>(ids[t]) * dim + c, static_cast<G>(dout[i]));
   }
 }
 
@@ -31,18 +31,19 @@ void embedding_forward(const KernelContext& ctx, const int32_t* ids, const T* ta
   GLAM_CUDA_LAUNCHED();
 }
 
-template <class T>
-void embedding_backward(const KernelContext& ctx, const int32_t* ids, const T* dout, T* dtable, int64_t tokens,
+template <class T, class G>
+void embedding_backward(const KernelContext& ctx, const int32_t* ids, const T* dout, G* dtable, int64_t tokens,
                         int64_t dim) {
   if (tokens * dim <= 0) return;
   emb_bwd<<<grid_for(tokens * dim, 256), 256, 0, stream_of(ctx)>>>(ids, dout, dtable, tokens, dim);
   GLAM_CUDA_LAUNCHED();
 }
 
-#define GLAM_INSTANTIATE(T)                                                                                   \
-  template void embedding_forward<T>(const KernelContext&, const int32_t*, const T*, T*, int64_t, int64_t);   \
-  template void embedding_backward<T>(const KernelContext&, const int32_t*, const T*, T*, int64_t, int64_t);
-GLAM_INSTANTIATE(float)
-GLAM_INSTANTIATE(double)
+#define GLAM_INSTANTIATE(T, G)                                                                                  \
+  template void embedding_forward<T>(const KernelContext&, const int32_t*, const T*, T*, int64_t, int64_t);     \
+  template void embedding_backward<T, G>(const KernelContext&, const int32_t*, const T*, G*, int64_t, int64_t);
+GLAM_INSTANTIATE(float, float)
+GLAM_INSTANTIATE(double, double)
+GLAM_INSTANTIATE(bf16, float)
 
 }  // namespace glam::kernels::cuda

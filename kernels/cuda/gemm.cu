@@ -1,12 +1,14 @@
 // Matrix products through cuBLAS. Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T,
-// so every call swaps the operands. Float products run in the context's precision: fp32, TF32, or
-// bf16 inputs with fp32 accumulation (CUBLAS_COMPUTE_32F_FAST_16BF on fp32 storage).
+// so every call swaps the operands. bf16 inputs run on the bf16 tensor cores with float32
+// accumulation (C in bf16 or float32); float32 inputs in the context's precision: fp32, TF32, or
+// bf16 with float32 accumulation (CUBLAS_COMPUTE_32F_FAST_16BF, converting the operands).
 #include <cublas_v2.h>
 
 #include <chrono>
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "cuda/common.cuh"
 #include "cuda/cuda_backend.h"
@@ -24,8 +26,16 @@ int narrow(int64_t v) {
   return static_cast<int>(v);
 }
 
-cublasComputeType_t compute_type(GemmPrecision p) {
-  switch (p) {
+template <class T>
+cudaDataType_t data_type() {
+  return std::is_same_v<T, bf16> ? CUDA_R_16BF : CUDA_R_32F;
+}
+
+// bf16 storage always multiplies in bf16 on the tensor cores; float32 storage in the context's precision.
+template <class T>
+cublasComputeType_t compute_type(const KernelContext& ctx) {
+  if (std::is_same_v<T, bf16>) return CUBLAS_COMPUTE_32F;
+  switch (ctx.gemm_precision) {
     case GemmPrecision::kTf32: return CUBLAS_COMPUTE_32F_FAST_TF32;
     case GemmPrecision::kBf16: return CUBLAS_COMPUTE_32F_FAST_16BF;
     case GemmPrecision::kFp32: break;
@@ -38,35 +48,38 @@ cublasHandle_t handle(const KernelContext& ctx) {
   return static_cast<cublasHandle_t>(ctx.blas_handle);
 }
 
-void gemm_impl(const KernelContext& ctx, bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
-               int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  check(cublasGemmEx(handle(ctx), tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, narrow(n), narrow(m),
-                     narrow(k), &alpha, b, CUDA_R_32F, narrow(ldb), a, CUDA_R_32F, narrow(lda), &beta, c, CUDA_R_32F,
-                     narrow(ldc), compute_type(ctx.gemm_precision), CUBLAS_GEMM_DEFAULT),
-        "cublasGemmEx");
+cublasOperation_t op(bool transpose) { return transpose ? CUBLAS_OP_T : CUBLAS_OP_N; }
+
+// Float32 and bf16 inputs (C float32 or bf16) through cublasGemmEx; float64 through cublasDgemm.
+template <class T, class C>
+void gemm_impl(const KernelContext& ctx, bool ta, bool tb, int64_t m, int64_t n, int64_t k, acc_t<T> alpha, const T* a,
+               int64_t lda, const T* b, int64_t ldb, acc_t<T> beta, C* c, int64_t ldc) {
+  if constexpr (std::is_same_v<T, double>) {
+    check(cublasDgemm(handle(ctx), op(tb), op(ta), narrow(n), narrow(m), narrow(k), &alpha, b, narrow(ldb), a,
+                      narrow(lda), &beta, c, narrow(ldc)),
+          "cublasDgemm");
+  } else {
+    check(cublasGemmEx(handle(ctx), op(tb), op(ta), narrow(n), narrow(m), narrow(k), &alpha, b, data_type<T>(),
+                       narrow(ldb), a, data_type<T>(), narrow(lda), &beta, c, data_type<C>(), narrow(ldc),
+                       compute_type<T>(ctx), CUBLAS_GEMM_DEFAULT),
+          "cublasGemmEx");
+  }
 }
-void gemm_impl(const KernelContext& ctx, bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha,
-               const double* a, int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
-  check(cublasDgemm(handle(ctx), tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, narrow(n), narrow(m),
-                    narrow(k), &alpha, b, narrow(ldb), a, narrow(lda), &beta, c, narrow(ldc)),
-        "cublasDgemm");
-}
-void batched_impl(const KernelContext& ctx, bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
-                  const float* a, int64_t lda, int64_t sa, const float* b, int64_t ldb, int64_t sb, float beta, float* c,
+template <class T, class C>
+void batched_impl(const KernelContext& ctx, bool ta, bool tb, int64_t m, int64_t n, int64_t k, acc_t<T> alpha,
+                  const T* a, int64_t lda, int64_t sa, const T* b, int64_t ldb, int64_t sb, acc_t<T> beta, C* c,
                   int64_t ldc, int64_t sc, int64_t batch) {
-  check(cublasGemmStridedBatchedEx(handle(ctx), tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
-                                   narrow(n), narrow(m), narrow(k), &alpha, b, CUDA_R_32F, narrow(ldb), sb, a,
-                                   CUDA_R_32F, narrow(lda), sa, &beta, c, CUDA_R_32F, narrow(ldc), sc, narrow(batch),
-                                   compute_type(ctx.gemm_precision), CUBLAS_GEMM_DEFAULT),
-        "cublasGemmStridedBatchedEx");
-}
-void batched_impl(const KernelContext& ctx, bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha,
-                  const double* a, int64_t lda, int64_t sa, const double* b, int64_t ldb, int64_t sb, double beta,
-                  double* c, int64_t ldc, int64_t sc, int64_t batch) {
-  check(cublasDgemmStridedBatched(handle(ctx), tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
-                                  narrow(n), narrow(m), narrow(k), &alpha, b, narrow(ldb), sb, a, narrow(lda), sa,
-                                  &beta, c, narrow(ldc), sc, narrow(batch)),
-        "cublasDgemmStridedBatched");
+  if constexpr (std::is_same_v<T, double>) {
+    check(cublasDgemmStridedBatched(handle(ctx), op(tb), op(ta), narrow(n), narrow(m), narrow(k), &alpha, b,
+                                    narrow(ldb), sb, a, narrow(lda), sa, &beta, c, narrow(ldc), sc, narrow(batch)),
+          "cublasDgemmStridedBatched");
+  } else {
+    check(cublasGemmStridedBatchedEx(handle(ctx), op(tb), op(ta), narrow(n), narrow(m), narrow(k), &alpha, b,
+                                     data_type<T>(), narrow(ldb), sb, a, data_type<T>(), narrow(lda), sa, &beta, c,
+                                     data_type<C>(), narrow(ldc), sc, narrow(batch), compute_type<T>(ctx),
+                                     CUBLAS_GEMM_DEFAULT),
+          "cublasGemmStridedBatchedEx");
+  }
 }
 
 // Times a product for ctx.gemm_log (synchronizing around it) or just runs it.
@@ -82,18 +95,18 @@ void logged(const KernelContext& ctx, bool ta, bool tb, int64_t m, int64_t n, in
 
 }  // namespace
 
-template <class T>
-void gemm(const KernelContext& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
-          int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+template <class T, class C>
+void gemm(const KernelContext& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, acc_t<T> alpha,
+          const T* a, int64_t lda, const T* b, int64_t ldb, acc_t<T> beta, C* c, int64_t ldc) {
   if (m == 0 || n == 0) return;
   logged(ctx, trans_a, trans_b, m, n, k, 1,
          [&] { gemm_impl(ctx, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc); });
 }
 
-template <class T>
+template <class T, class C>
 void gemm_strided_batched(const KernelContext& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
-                          T alpha, const T* a, int64_t lda, int64_t stride_a, const T* b, int64_t ldb,
-                          int64_t stride_b, T beta, T* c, int64_t ldc, int64_t stride_c, int64_t batch) {
+                          acc_t<T> alpha, const T* a, int64_t lda, int64_t stride_a, const T* b, int64_t ldb,
+                          int64_t stride_b, acc_t<T> beta, C* c, int64_t ldc, int64_t stride_c, int64_t batch) {
   if (m == 0 || n == 0 || batch == 0) return;
   logged(ctx, trans_a, trans_b, m, n, k, batch, [&] {
     batched_impl(ctx, trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc, stride_c,
@@ -101,13 +114,15 @@ void gemm_strided_batched(const KernelContext& ctx, bool trans_a, bool trans_b, 
   });
 }
 
-#define GLAM_INSTANTIATE(T)                                                                                    \
-  template void gemm<T>(const KernelContext&, bool, bool, int64_t, int64_t, int64_t, T, const T*, int64_t,      \
-                        const T*, int64_t, T, T*, int64_t);                                                     \
-  template void gemm_strided_batched<T>(const KernelContext&, bool, bool, int64_t, int64_t, int64_t, T, const T*, \
-                                        int64_t, int64_t, const T*, int64_t, int64_t, T, T*, int64_t, int64_t,   \
-                                        int64_t);
-GLAM_INSTANTIATE(float)
-GLAM_INSTANTIATE(double)
+#define GLAM_INSTANTIATE(T, C)                                                                                   \
+  template void gemm<T, C>(const KernelContext&, bool, bool, int64_t, int64_t, int64_t, acc_t<T>, const T*,       \
+                           int64_t, const T*, int64_t, acc_t<T>, C*, int64_t);                                    \
+  template void gemm_strided_batched<T, C>(const KernelContext&, bool, bool, int64_t, int64_t, int64_t, acc_t<T>, \
+                                           const T*, int64_t, int64_t, const T*, int64_t, int64_t, acc_t<T>, C*,   \
+                                           int64_t, int64_t, int64_t);
+GLAM_INSTANTIATE(float, float)
+GLAM_INSTANTIATE(double, double)
+GLAM_INSTANTIATE(bf16, bf16)
+GLAM_INSTANTIATE(bf16, float)
 
 }  // namespace glam::kernels::cuda

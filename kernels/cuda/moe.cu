@@ -18,7 +18,7 @@ template <class T>
 __global__ void dispatch_bwd(const T* dbuf, const int32_t* loc, T* dx, int64_t tokens, int64_t top_k, int64_t dim) {
   GLAM_GRID_STRIDE(i, tokens * dim) {
     int64_t t = i / dim, c = i - t * dim;
-    T acc = dx[i];
+    acc_t<T> acc = dx[i];
     for (int64_t j = 0; j < top_k; ++j) {
       int32_t l = loc[t * top_k + j];
       if (l >= 0) acc += dbuf[static_cast<int64_t>(l) * dim + c];
@@ -32,7 +32,7 @@ __global__ void combine_fwd(const T* buf, const int32_t* loc, const T* gate, T* 
                             int64_t dim) {
   GLAM_GRID_STRIDE(i, tokens * dim) {
     int64_t t = i / dim, c = i - t * dim;
-    T acc = y[i];
+    acc_t<T> acc = y[i];
     for (int64_t j = 0; j < top_k; ++j) {
       int32_t l = loc[t * top_k + j];
       if (l >= 0) acc += gate[t * top_k + j] * buf[static_cast<int64_t>(l) * dim + c];
@@ -61,8 +61,8 @@ __global__ void combine_bwd(const T* dy, const T* buf, const int32_t* loc, const
   const T* g = dy + t * dim;
   const T* out = buf + static_cast<int64_t>(l) * dim;
   T* d = dbuf + static_cast<int64_t>(l) * dim;
-  const T w = gate[idx];
-  T dot = 0;
+  const acc_t<T> w = gate[idx];
+  acc_t<T> dot = 0;
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
     d[i] = w * g[i];
     dot += g[i] * out[i];
@@ -140,5 +140,6 @@ void swap_leading_axes(const KernelContext& ctx, const T* in, T* out, int64_t ou
   template void swap_leading_axes<T>(const KernelContext&, const T*, T*, int64_t, int64_t, int64_t);
 GLAM_INSTANTIATE(float)
 GLAM_INSTANTIATE(double)
+GLAM_INSTANTIATE(bf16)
 
 }  // namespace glam::kernels::cuda

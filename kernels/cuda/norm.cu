@@ -18,7 +18,7 @@ __global__ void rms_fwd(const T* x, const T* scale, T* y, T* inv_rms, int64_t di
   double ss = 0;
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) ss += static_cast<double>(xr[i]) * static_cast<double>(xr[i]);
   ss = block_sum(ss);
-  const T inv = static_cast<T>(1.0 / sqrt(ss / static_cast<double>(dim) + kRmsNormEps));
+  const acc_t<T> inv = static_cast<acc_t<T>>(1.0 / sqrt(ss / static_cast<double>(dim) + kRmsNormEps));
   if (threadIdx.x == 0) inv_rms[r] = inv;
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) yr[i] = xr[i] * inv * scale[i];
 }
@@ -32,35 +32,37 @@ __global__ void rms_bwd_dx(const T* dy, const T* x, const T* scale, const T* inv
   double dot = 0;
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) dot += static_cast<double>(dyr[i]) * scale[i] * xr[i];
   dot = block_sum(dot);
-  const T inv = inv_rms[r];
-  const T c = static_cast<T>(dot * static_cast<double>(inv) * inv * inv / static_cast<double>(dim));
+  const acc_t<T> inv = inv_rms[r];
+  const acc_t<T> c = static_cast<acc_t<T>>(dot * static_cast<double>(inv) * inv * inv / static_cast<double>(dim));
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) dxr[i] += inv * scale[i] * dyr[i] - xr[i] * c;
 }
 
 // partial[chunk, col] = sum over the chunk's rows of dy * x * inv; block (32, 8).
 template <class T>
-__global__ void rms_bwd_dscale_partial(const T* dy, const T* x, const T* inv_rms, T* partial, int64_t rows,
+__global__ void rms_bwd_dscale_partial(const T* dy, const T* x, const T* inv_rms, acc_t<T>* partial, int64_t rows,
                                        int64_t dim) {
-  __shared__ T sh[8][33];
+  using A = acc_t<T>;
+  __shared__ A sh[8][33];
   const int64_t col = blockIdx.x * 32 + threadIdx.x;
   const int64_t r0 = blockIdx.y * int64_t{kChunkRows};
   const int64_t r1 = r0 + kChunkRows < rows ? r0 + kChunkRows : rows;
-  T acc = 0;
+  A acc = 0;
   if (col < dim)
-    for (int64_t r = r0 + threadIdx.y; r < r1; r += 8) acc += dy[r * dim + col] * x[r * dim + col] * inv_rms[r];
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += 8)
+      acc += static_cast<A>(dy[r * dim + col]) * static_cast<A>(x[r * dim + col]) * static_cast<A>(inv_rms[r]);
   sh[threadIdx.y][threadIdx.x] = acc;
   __syncthreads();
   if (threadIdx.y == 0 && col < dim) {
-    T s = 0;
+    A s = 0;
     for (int j = 0; j < 8; ++j) s += sh[j][threadIdx.x];
     partial[blockIdx.y * dim + col] = s;
   }
 }
 
-template <class T>
-__global__ void add_column_sums(const T* partial, int64_t chunks, int64_t dim, T* out) {
+template <class A, class G>
+__global__ void add_column_sums(const A* partial, int64_t chunks, int64_t dim, G* out) {
   GLAM_GRID_STRIDE(c, dim) {
-    T s = 0;
+    A s = 0;
     for (int64_t j = 0; j < chunks; ++j) s += partial[j * dim + c];
     out[c] += s;
   }
@@ -75,15 +77,15 @@ void rmsnorm_forward(const KernelContext& ctx, const T* x, const T* scale, T* y,
   GLAM_CUDA_LAUNCHED();
 }
 
-template <class T>
+template <class T, class G>
 void rmsnorm_backward(const KernelContext& ctx, const T* dy, const T* x, const T* scale, const T* inv_rms, T* dx,
-                      T* dscale, int64_t rows, int64_t dim) {
+                      G* dscale, int64_t rows, int64_t dim) {
   if (rows <= 0) return;
   cudaStream_t s = stream_of(ctx);
   rms_bwd_dx<<<static_cast<unsigned>(rows), kThreads, 0, s>>>(dy, x, scale, inv_rms, dx, dim);
   GLAM_CUDA_LAUNCHED();
   const int64_t chunks = (rows + kChunkRows - 1) / kChunkRows;
-  T* partial = static_cast<T*>(scratch(sizeof(T) * static_cast<size_t>(chunks * dim)));
+  auto* partial = static_cast<acc_t<T>*>(scratch(sizeof(acc_t<T>) * static_cast<size_t>(chunks * dim)));
   dim3 grid(static_cast<unsigned>((dim + 31) / 32), static_cast<unsigned>(chunks));
   rms_bwd_dscale_partial<<<grid, dim3(32, 8), 0, s>>>(dy, x, inv_rms, partial, rows, dim);
   GLAM_CUDA_LAUNCHED();
@@ -91,11 +93,12 @@ void rmsnorm_backward(const KernelContext& ctx, const T* dy, const T* x, const T
   GLAM_CUDA_LAUNCHED();
 }
 
-#define GLAM_INSTANTIATE(T)                                                                                   \
+#define GLAM_INSTANTIATE(T, G)                                                                                \
   template void rmsnorm_forward<T>(const KernelContext&, const T*, const T*, T*, T*, int64_t, int64_t);       \
-  template void rmsnorm_backward<T>(const KernelContext&, const T*, const T*, const T*, const T*, T*, T*,     \
-                                    int64_t, int64_t);
-GLAM_INSTANTIATE(float)
-GLAM_INSTANTIATE(double)
+  template void rmsnorm_backward<T, G>(const KernelContext&, const T*, const T*, const T*, const T*, T*, G*,  \
+                                       int64_t, int64_t);
+GLAM_INSTANTIATE(float, float)
+GLAM_INSTANTIATE(double, double)
+GLAM_INSTANTIATE(bf16, float)
 
 }  // namespace glam::kernels::cuda
