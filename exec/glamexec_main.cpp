@@ -67,7 +67,8 @@ int main(int argc, char** argv) {
                     "without the op timers' device waits (default: alternate on cuda, all on cpu)");
   train->add_option("--device", t.device, "cpu or cuda (a CUDA build; with mpirun one rank per GPU, over NCCL)");
   train->add_option("--precision", t.precision,
-                    "CUDA matrix products: fp32, tf32 or bf16 (bf16 inputs, fp32 accumulation); CPU: fp32");
+                    "fp32, tf32 (CUDA: TF32 products) or bf16 (bf16 activations and products with fp32 "
+                    "accumulation, fp32 master weights, as GLaM trained)");
   train->add_option("--threads", t.threads, "Threads per rank (default: cores / ranks on the host)");
   train->add_option("--record", t.record, "Write the run record (JSON) to this file, atomically");
   train->add_option("--format", t.format, "text or json (the run record on stdout)");
@@ -93,7 +94,7 @@ int main(int argc, char** argv) {
       "calibrate", "Measure this host (GEMM peak, memory bandwidth, links between ranks, per-op curves from training "
                    "steps) and write a calibration profile for glamsim (mpirun -np N for the network figures)");
   calibrate->add_option("--device", cal.device, "cpu or cuda (a CUDA build with a device; NCCL between ranks)");
-  calibrate->add_option("--precision", cal.precision, "CUDA products: fp32, tf32 or bf16 (default bf16)");
+  calibrate->add_option("--precision", cal.precision, "As glamexec train's --precision (default: bf16 on cuda, fp32 on cpu)");
   calibrate->add_option("--threads", cal.threads, "Threads per rank (default: cores / ranks on the host)");
   calibrate->add_option("--out", cal.out, "Profile to write (TOML), atomically (default: stdout)");
   calibrate->add_flag("--quick", cal.quick, "A few seconds: fewer sizes and steps (tests)");

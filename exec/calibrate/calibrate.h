@@ -25,7 +25,7 @@ namespace glam::exec {
 
 struct CalibrateOptions {
   std::string device = "cpu";       // cpu, or cuda (one GPU per rank, NCCL between ranks)
-  std::string precision;            // CUDA products: fp32, tf32 or bf16 (default bf16; the CPU: fp32)
+  std::string precision;            // glamexec train's --precision (default bf16 on CUDA, fp32 on the CPU)
   int threads = 0;                  // threads per rank (0: cores / ranks on this host)
   std::string out;                  // profile to write ("": print it on stdout)
   bool quick = false;               // a few seconds: fewer sizes and steps (tests)

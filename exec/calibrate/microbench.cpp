@@ -83,9 +83,10 @@ double stream_rate(int threads, double bytes, double min_seconds, int arrays) {
 class Buffer {
  public:
   Buffer(kernels::Backend b, size_t bytes) : backend_(b), p_(kernels::device_alloc(b, bytes)) {}
-  Buffer(kernels::Backend b, size_t count, float fill) : Buffer(b, count * sizeof(float)) {
-    const std::vector<float> host(count, fill);
-    kernels::copy_bytes(p_, host.data(), count * sizeof(float));
+  template <class T>
+  Buffer(kernels::Backend b, size_t count, T fill) : Buffer(b, count * sizeof(T)) {
+    const std::vector<T> host(count, fill);
+    kernels::copy_bytes(p_, host.data(), count * sizeof(T));
   }
   ~Buffer() { kernels::device_free(backend_, p_); }
   Buffer(const Buffer&) = delete;
@@ -98,23 +99,30 @@ class Buffer {
   void* p_;
 };
 
-double gemm_rate(const kernels::KernelContext& ctx, const GemmShape& s, double min_seconds) {
+namespace {
+template <class T>
+double gemm_rate_of(const kernels::KernelContext& ctx, const GemmShape& s, double min_seconds) {
   const size_t a_n = static_cast<size_t>(s.m * s.k * s.batch), b_n = static_cast<size_t>(s.k * s.n * s.batch),
                c_n = static_cast<size_t>(s.m * s.n * s.batch);
   // Non-zero operands: tensor cores draw less power, and may clock higher, on zeros.
-  Buffer a(ctx.backend, a_n, 0.5f), b(ctx.backend, b_n, 0.25f), c(ctx.backend, c_n * sizeof(float));
+  Buffer a(ctx.backend, a_n, T(0.5f)), b(ctx.backend, b_n, T(0.25f)), c(ctx.backend, c_n * sizeof(T));
   const int64_t lda = s.trans_a ? s.m : s.k, ldb = s.trans_b ? s.k : s.n;
   auto once = [&] {
     if (s.batch == 1)
-      kernels::gemm<float>(ctx, s.trans_a, s.trans_b, s.m, s.n, s.k, 1.f, a.as<float>(), lda, b.as<float>(), ldb, 0.f,
-                           c.as<float>(), s.n);
+      kernels::gemm<T>(ctx, s.trans_a, s.trans_b, s.m, s.n, s.k, 1, a.as<T>(), lda, b.as<T>(), ldb, 0, c.as<T>(), s.n);
     else
-      kernels::gemm_strided_batched<float>(ctx, s.trans_a, s.trans_b, s.m, s.n, s.k, 1.f, a.as<float>(), lda,
-                                           s.m * s.k, b.as<float>(), ldb, s.k * s.n, 0.f, c.as<float>(), s.n,
-                                           s.m * s.n, s.batch);
+      kernels::gemm_strided_batched<T>(ctx, s.trans_a, s.trans_b, s.m, s.n, s.k, 1, a.as<T>(), lda, s.m * s.k,
+                                       b.as<T>(), ldb, s.k * s.n, 0, c.as<T>(), s.n, s.m * s.n, s.batch);
     kernels::synchronize(ctx);
   };
   return s.flops() / median_seconds(once, min_seconds);
+}
+}  // namespace
+
+double gemm_rate(const kernels::KernelContext& ctx, const GemmShape& s, double min_seconds) {
+  // bf16 precision: bf16 operands and output, as the bf16 model's products
+  return ctx.gemm_precision == kernels::GemmPrecision::kBf16 ? gemm_rate_of<kernels::bf16>(ctx, s, min_seconds)
+                                                             : gemm_rate_of<float>(ctx, s, min_seconds);
 }
 
 double triad_rate(int threads, double bytes, double min_seconds) { return stream_rate(threads, bytes, min_seconds, 3); }

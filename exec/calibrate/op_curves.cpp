@@ -55,7 +55,9 @@ std::vector<MoeLayerLoad> record_moe_loads(const ModelConfig& m, const StepShape
 
 StepGraph record_step_graph(const nlohmann::json& record, const std::string& where) {
   ModelConfig m = model_of_record(record, where);
-  m.activation_precision = "float32";  // glamexec stores activations in float32 on both backends
+  // glamexec stores activations in bfloat16 with --precision bf16, in float32 otherwise
+  m.activation_precision =
+      record.value("device", nlohmann::json::object()).value("activation_precision", std::string("float32"));
   StepShape s;
   const int64_t dp = int_at(record, "plan", "dp", where);
   s.dp = dp;

@@ -32,8 +32,8 @@ std::string tensor_name(const std::string& kind, const ParamInfo& p, int64_t glo
 }
 
 // Visits every (tensor name, local pointer, elements) of this rank's params and optimizer state.
-template <class F>
-void for_each_local_tensor(Transformer<float>& model, AdafactorOptimizer<float>& opt, F f) {
+template <class T, class F>
+void for_each_local_tensor(Transformer<T>& model, AdafactorOptimizer<float>& opt, F f) {
   const auto& params = model.layout().params;
   for (size_t i = 0; i < params.size(); ++i) {
     const ParamInfo& p = params[i];
@@ -47,7 +47,8 @@ void for_each_local_tensor(Transformer<float>& model, AdafactorOptimizer<float>&
 
 }  // namespace
 
-void save_checkpoint(const std::filesystem::path& path, Transformer<float>& model, AdafactorOptimizer<float>& opt,
+template <class T>
+void save_checkpoint(const std::filesystem::path& path, Transformer<T>& model, AdafactorOptimizer<float>& opt,
                      const CheckpointState& state, Communicator& comm) {
   // Every rank's local tensors by name, gathered: ranks hold equal-sized shares.
   std::vector<std::string> names;
@@ -113,7 +114,8 @@ void save_checkpoint(const std::filesystem::path& path, Transformer<float>& mode
   comm.barrier();
 }
 
-CheckpointState load_checkpoint(const std::filesystem::path& path, Transformer<float>& model,
+template <class T>
+CheckpointState load_checkpoint(const std::filesystem::path& path, Transformer<T>& model,
                                 AdafactorOptimizer<float>& opt) {
   const std::string where = path.string();
   std::ifstream in(path, std::ios::binary);
@@ -157,5 +159,13 @@ CheckpointState load_checkpoint(const std::filesystem::path& path, Transformer<f
   s.seed = header["seed"].get<uint64_t>();
   return s;
 }
+
+#define GLAM_INSTANTIATE(T)                                                                                      \
+  template void save_checkpoint<T>(const std::filesystem::path&, Transformer<T>&, AdafactorOptimizer<float>&,     \
+                                   const CheckpointState&, Communicator&);                                        \
+  template CheckpointState load_checkpoint<T>(const std::filesystem::path&, Transformer<T>&,                      \
+                                              AdafactorOptimizer<float>&);
+GLAM_INSTANTIATE(float)
+GLAM_INSTANTIATE(kernels::bf16)
 
 }  // namespace glam::exec

@@ -18,13 +18,16 @@ struct CheckpointState {
   uint64_t seed = 0;  // initialisation and routing seed of the run
 };
 
-// Collective: gathers every rank's experts; rank 0 writes the file.
-void save_checkpoint(const std::filesystem::path& path, Transformer<float>& model, AdafactorOptimizer<float>& opt,
+// Collective: gathers every rank's experts; rank 0 writes the file. T is the activation type (float
+// or bf16); the file holds the float32 master weights either way.
+template <class T>
+void save_checkpoint(const std::filesystem::path& path, Transformer<T>& model, AdafactorOptimizer<float>& opt,
                      const CheckpointState& state, Communicator& comm);
 
 // Every rank reads the file and takes its share. UsageError when the file is missing, corrupt, or
 // was written for a different model configuration.
-CheckpointState load_checkpoint(const std::filesystem::path& path, Transformer<float>& model,
+template <class T>
+CheckpointState load_checkpoint(const std::filesystem::path& path, Transformer<T>& model,
                                 AdafactorOptimizer<float>& opt);
 
 }  // namespace glam::exec

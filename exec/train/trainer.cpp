@@ -7,6 +7,7 @@
 #include <optional>
 #include <sstream>
 #include <thread>
+#include <type_traits>
 
 #include "common/atomic_output.h"
 #include "common/catalogue.h"
@@ -79,8 +80,8 @@ kernels::GemmPrecision parse_gemm_precision(const std::string& p, bool cuda) {
   if (p == "tf32") precision = kernels::GemmPrecision::kTf32;
   else if (p == "bf16") precision = kernels::GemmPrecision::kBf16;
   else if (p != "fp32") throw UsageError("--precision " + p + ": expected fp32, tf32 or bf16");
-  if (!cuda && precision != kernels::GemmPrecision::kFp32)
-    throw UsageError("--precision " + p + ": the CPU backend computes in fp32 only");
+  if (!cuda && precision == kernels::GemmPrecision::kTf32)
+    throw UsageError("--precision tf32: TF32 is a GPU tensor-core format (expected fp32 or bf16 on the CPU)");
   return precision;
 }
 
@@ -154,107 +155,114 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
   kernels::set_cpu_threads(ctx, threads);
   DeviceSession device(ctx, cuda);
   ctx.gemm_precision = precision;
-  Transformer<float> model(m, shape, comm, ctx);
-  AdafactorOptimizer<float> opt(model.layout());
-  CheckpointState cs;
-  cs.seed = o.seed;
-  if (!o.resume.empty()) cs = load_checkpoint(o.resume, model, opt);
-  else model.init_params(cs.seed);
-  model.routing_seed = cs.seed;
+  // The model and the steps, with the activation type of --precision: bf16 for bf16 (float32 master
+  // weights and optimizer state), float32 otherwise.
+  auto train = [&](auto activation_type) -> int {
+    using T = decltype(activation_type);
+    Transformer<T> model(m, shape, comm, ctx);
+    AdafactorOptimizer<float> opt(model.layout());
+    CheckpointState cs;
+    cs.seed = o.seed;
+    if (!o.resume.empty()) cs = load_checkpoint(o.resume, model, opt);
+    else model.init_params(cs.seed);
+    model.routing_seed = cs.seed;
 
-  // ---- training ----
-  OpTimer timer(&ctx, &comm);
-  DeviceBuffer<int32_t> inputs(shape.tokens()), targets(shape.tokens());
-  std::vector<int32_t> hin(static_cast<size_t>(shape.tokens())), htg(static_cast<size_t>(shape.tokens()));
-  RunDescription run;
-  run.model = &m;
-  run.model_file = model_file;
-  run.layers_run = m.layers;
-  run.ranks = ranks;
-  run.dp = ranks;
-  run.ep = m.is_moe() ? ranks : 1;
-  run.device_name = cuda ? kernels::cuda_device_name(ctx.device) : cpu_model_name();
-  if (cuda) run.device_kind = "cuda";
-  run.host = host_name();
-  run.threads = threads;
-  run.batch_tokens = shape.tokens();
-  run.global_batch_tokens = shape.global_tokens();
-  run.seq_len = m.seq_len;
-  run.steps = o.steps;
-  run.warmup_steps = warmup;
-  run.op_timing = op_timing;
-  run.tokenizer = tokenizer_origin;
-  run.text = text_origin;
-  std::vector<MoeLayerStats> moe_sum;
-  const bool print = rank == 0 && o.format == "text" && !o.quiet;
-  for (int64_t i = 0; i < o.steps; ++i) {
-    const int64_t step = cs.step + 1;  // 1-based update number
-    const bool timed = i >= warmup;
-    const bool ops_timed = timed && (op_timing == "all" || (i - warmup) % 2 == 0);
-    timer.set_recording(ops_timed);
-    timer.begin_step();
-    comm.barrier();
-    auto t0 = std::chrono::steady_clock::now();
-    batches->fill(step - 1, rank * shape.seqs, shape.seqs, hin.data(), htg.data());
-    copy_to_device(hin.data(), inputs.data(), shape.tokens());
-    copy_to_device(htg.data(), targets.data(), shape.tokens());
-    StepLoss loss = model.run(inputs.data(), targets.data(), step, true, &timer);
-    model.allreduce_gradients(&timer);
-    opt.update(ctx, model.params(), model.grads(), step, &timer);
-    kernels::synchronize(ctx);
-    comm.barrier();
-    double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    timer.end_step();
-    cs.step = step;
-    run.losses.push_back(loss.total);
-    run.ce_losses.push_back(loss.ce);
-    if (timed) {
-      (ops_timed && op_timing == "alternate" ? run.op_timed_step_times_s : run.step_times_s).push_back(dt);
-      ++run.timed_steps;
-      const auto& st = model.moe_stats();
-      if (moe_sum.empty()) {
-        moe_sum = st;
-        for (auto& s : moe_sum) {
-          std::fill(s.expert_load.begin(), s.expert_load.end(), 0);
-          s.routed = s.dropped = s.skipped = 0;
+    // ---- training ----
+    OpTimer timer(&ctx, &comm);
+    DeviceBuffer<int32_t> inputs(shape.tokens()), targets(shape.tokens());
+    std::vector<int32_t> hin(static_cast<size_t>(shape.tokens())), htg(static_cast<size_t>(shape.tokens()));
+    RunDescription run;
+    run.model = &m;
+    run.model_file = model_file;
+    run.layers_run = m.layers;
+    run.ranks = ranks;
+    run.dp = ranks;
+    run.ep = m.is_moe() ? ranks : 1;
+    run.device_name = cuda ? kernels::cuda_device_name(ctx.device) : cpu_model_name();
+    if (cuda) run.device_kind = "cuda";
+    run.host = host_name();
+    run.threads = threads;
+    run.batch_tokens = shape.tokens();
+    run.global_batch_tokens = shape.global_tokens();
+    run.seq_len = m.seq_len;
+    run.steps = o.steps;
+    run.warmup_steps = warmup;
+    run.op_timing = op_timing;
+    run.tokenizer = tokenizer_origin;
+    run.text = text_origin;
+    std::vector<MoeLayerStats> moe_sum;
+    const bool print = rank == 0 && o.format == "text" && !o.quiet;
+    for (int64_t i = 0; i < o.steps; ++i) {
+      const int64_t step = cs.step + 1;  // 1-based update number
+      const bool timed = i >= warmup;
+      const bool ops_timed = timed && (op_timing == "all" || (i - warmup) % 2 == 0);
+      timer.set_recording(ops_timed);
+      timer.begin_step();
+      comm.barrier();
+      auto t0 = std::chrono::steady_clock::now();
+      batches->fill(step - 1, rank * shape.seqs, shape.seqs, hin.data(), htg.data());
+      copy_to_device(hin.data(), inputs.data(), shape.tokens());
+      copy_to_device(htg.data(), targets.data(), shape.tokens());
+      StepLoss loss = model.run(inputs.data(), targets.data(), step, true, &timer);
+      model.allreduce_gradients(&timer);
+      opt.update(ctx, model.params(), model.grads(), step, &timer);
+      kernels::synchronize(ctx);
+      comm.barrier();
+      double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      timer.end_step();
+      cs.step = step;
+      run.losses.push_back(loss.total);
+      run.ce_losses.push_back(loss.ce);
+      if (timed) {
+        (ops_timed && op_timing == "alternate" ? run.op_timed_step_times_s : run.step_times_s).push_back(dt);
+        ++run.timed_steps;
+        const auto& st = model.moe_stats();
+        if (moe_sum.empty()) {
+          moe_sum = st;
+          for (auto& s : moe_sum) {
+            std::fill(s.expert_load.begin(), s.expert_load.end(), 0);
+            s.routed = s.dropped = s.skipped = 0;
+          }
+        }
+        for (size_t j = 0; j < st.size(); ++j) {
+          for (size_t e = 0; e < st[j].expert_load.size(); ++e) moe_sum[j].expert_load[e] += st[j].expert_load[e];
+          moe_sum[j].routed += st[j].routed;
+          moe_sum[j].dropped += st[j].dropped;
+          moe_sum[j].skipped += st[j].skipped;
         }
       }
-      for (size_t j = 0; j < st.size(); ++j) {
-        for (size_t e = 0; e < st[j].expert_load.size(); ++e) moe_sum[j].expert_load[e] += st[j].expert_load[e];
-        moe_sum[j].routed += st[j].routed;
-        moe_sum[j].dropped += st[j].dropped;
-        moe_sum[j].skipped += st[j].skipped;
+      if (print)
+        out << "step " << step << "  loss " << std::fixed << std::setprecision(4) << loss.total << "  ce " << loss.ce
+            << "  aux " << loss.aux << "  " << std::setprecision(3) << dt * 1e3 << " ms\n"
+            << std::flush;
+    }
+    for (auto& s : moe_sum) {
+      comm.allreduce_sum(s.expert_load.data(), static_cast<int64_t>(s.expert_load.size()));
+      int64_t v[3] = {s.routed, s.dropped, s.skipped};
+      comm.allreduce_sum(v, 3);
+      s.routed = v[0], s.dropped = v[1], s.skipped = v[2];
+    }
+    run.moe = moe_sum;
+
+    // ---- outputs ----
+    if (!o.save.empty()) save_checkpoint(o.save, model, opt, cs, comm);
+    nlohmann::json record = make_run_record(run, timer);
+    record["device"]["gemm_precision"] = o.precision;
+    record["device"]["activation_precision"] = std::is_same_v<T, kernels::bf16> ? "bfloat16" : "float32";
+    if (rank == 0) {
+      if (!o.record.empty()) write_file_atomically(o.record, record.dump(2) + "\n");
+      if (o.format == "json") {
+        out << record.dump(2) << "\n";
+      } else {
+        out << m.id << " (" << m.layers << " layers) on " << ranks << " rank(s) x " << threads << " thread(s): "
+            << std::fixed << std::setprecision(0) << record["tokens_per_s"].get<double>() << " tokens/s, " << std::setprecision(2)
+            << record["achieved_flops_per_s"].get<double>() / 1e9 << " GFLOP/s (model FLOPs), median step "
+            << std::setprecision(1) << record["step_time_s"]["median"].get<double>() * 1e3 << " ms\n";
       }
     }
-    if (print)
-      out << "step " << step << "  loss " << std::fixed << std::setprecision(4) << loss.total << "  ce " << loss.ce
-          << "  aux " << loss.aux << "  " << std::setprecision(3) << dt * 1e3 << " ms\n"
-          << std::flush;
-  }
-  for (auto& s : moe_sum) {
-    comm.allreduce_sum(s.expert_load.data(), static_cast<int64_t>(s.expert_load.size()));
-    int64_t v[3] = {s.routed, s.dropped, s.skipped};
-    comm.allreduce_sum(v, 3);
-    s.routed = v[0], s.dropped = v[1], s.skipped = v[2];
-  }
-  run.moe = moe_sum;
-
-  // ---- outputs ----
-  if (!o.save.empty()) save_checkpoint(o.save, model, opt, cs, comm);
-  nlohmann::json record = make_run_record(run, timer);
-  record["device"]["gemm_precision"] = o.precision;
-  if (rank == 0) {
-    if (!o.record.empty()) write_file_atomically(o.record, record.dump(2) + "\n");
-    if (o.format == "json") {
-      out << record.dump(2) << "\n";
-    } else {
-      out << m.id << " (" << m.layers << " layers) on " << ranks << " rank(s) x " << threads << " thread(s): "
-          << std::fixed << std::setprecision(0) << record["tokens_per_s"].get<double>() << " tokens/s, " << std::setprecision(2)
-          << record["achieved_flops_per_s"].get<double>() / 1e9 << " GFLOP/s (model FLOPs), median step "
-          << std::setprecision(1) << record["step_time_s"]["median"].get<double>() * 1e3 << " ms\n";
-    }
-  }
-  return 0;
+    return 0;
+  };
+  return precision == kernels::GemmPrecision::kBf16 ? train(kernels::bf16{}) : train(float{});
 }
 
 }  // namespace glam::exec

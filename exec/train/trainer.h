@@ -18,7 +18,9 @@ struct TrainOptions {
   int64_t steps = 10;
   int64_t warmup = -1;            // untimed first steps (-1: min(2, steps - 1))
   std::string device = "cpu";     // "cpu" or "cuda" (a CUDA build with a device)
-  std::string precision = "fp32"; // CUDA float products: fp32, tf32 or bf16 (bf16 inputs, fp32 accumulation)
+  // fp32: float32 activations and products; tf32 (CUDA): float32 activations, TF32 products; bf16:
+  // bf16 activations and products with float32 accumulation, float32 master weights (as GLaM trained)
+  std::string precision = "fp32";
   int threads = 0;                // 0: cores / ranks on this host
   std::string record;             // run record path ("" : none)
   std::string format = "text";    // "text" or "json" (stdout)
@@ -39,8 +41,8 @@ struct TrainOptions {
 // Returns the process exit code; throws UsageError / ConfigError on bad input.
 int run_train(const TrainOptions& options, Communicator& comm, std::ostream& out);
 
-// "fp32", "tf32" or "bf16"; throws UsageError naming --precision for anything else, or for tf32 and
-// bf16 on the CPU backend (which computes in fp32 only).
+// "fp32", "tf32" or "bf16"; throws UsageError naming --precision for anything else, or for tf32 on
+// the CPU backend.
 kernels::GemmPrecision parse_gemm_precision(const std::string& precision, bool cuda);
 
 // `glamexec tokenizer`: trains a SentencePiece model on a text (default corpus) and writes it.

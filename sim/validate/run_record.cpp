@@ -72,6 +72,10 @@ RunRecord load_run_record(const std::string& path) {
   r.gemm_precision = j["device"].value("gemm_precision", std::string("fp32"));
   if (r.gemm_precision != "fp32" && r.gemm_precision != "tf32" && r.gemm_precision != "bf16")
     throw ConfigError(path, "device.gemm_precision", "\"" + r.gemm_precision + "\"", "\"fp32\", \"tf32\" or \"bf16\"");
+  r.activation_precision = j["device"].value("activation_precision", std::string("float32"));
+  if (r.activation_precision != "float32" && r.activation_precision != "bfloat16")
+    throw ConfigError(path, "device.activation_precision", "\"" + r.activation_precision + "\"",
+                      "\"float32\" or \"bfloat16\"");
   r.global_batch_tokens = static_cast<int64_t>(number(j, path, "global_batch_tokens"));
   r.step_median_s = number(j, path, "step_time_s.median");
   r.step_p10_s = number(j, path, "step_time_s.p10");

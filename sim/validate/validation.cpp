@@ -91,8 +91,9 @@ SimulationInput simulation_for(const RunRecord& r, const std::optional<Calibrati
   CalibrationProfile profile = given ? *given : default_profile(chip_kind);
   if (runs_alone(r, profile)) profile.ops = profile.ops_alone;
   ModelConfig model = r.model;
-  // glamexec stores activations in float32 on both backends; its products run in its --precision.
-  model.activation_precision = "float32";
+  // Activations as the executor stored them (bfloat16 with --precision bf16, float32 otherwise); its
+  // products run in its --precision.
+  model.activation_precision = r.activation_precision;
   ParallelPlan plan;
   plan.dp = r.dp, plan.ep = r.ep, plan.tp = r.tp, plan.batch_tokens = r.global_batch_tokens;
   plan.overlap_grad_reduction = false;  // glamexec reduces all gradients at once after the backward pass
