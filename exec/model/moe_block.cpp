@@ -124,7 +124,7 @@ double Transformer<T>::moe_forward(int64_t l, int64_t step, OpTimer* t) {
     auto sc = OpTimer::time(t, id(l, LayerOp::kMoeUnpermute, false), 2 * nd * kk * d, es * (3 * nd * d + nd * kk * d));
     T* out = resid_[static_cast<size_t>(l + 1)].data();
     k::copy<T>(ctx_, a.mid.data(), out, n * d);
-    k::moe_combine_forward<T>(ctx_, cbuf, a.loc.data(), as_type<T>(a.gate.data(), gate_t_, n * kk), out, n, kk, d);
+    k::moe_combine_forward<T>(ctx_, cbuf, a.loc.data(), a.gate.data(), out, n, kk, d);
   }
   return aux_sum;
 }
@@ -147,8 +147,8 @@ void Transformer<T>::moe_backward(int64_t l, OpTimer* t) {
   const T* cbuf = ranks > 1 ? a.cbuf.data() : a.eout.data();
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kMoeUnpermute, true), 4 * nd * kk * d, es * (sd * d + 2 * nd * kk * d));
-    k::moe_combine_backward<T>(ctx_, dres_.data(), cbuf, a.loc.data(), a.slot_token.data(),
-                               as_type<T>(a.gate.data(), gate_t_, n * kk), bufa, dgate_.data(), n, kk, slots_, d);
+    k::moe_combine_backward<T>(ctx_, dres_.data(), cbuf, a.loc.data(), a.slot_token.data(), a.gate.data(), bufa,
+                               dgate_.data(), n, kk, slots_, d);
   }
   T* deout = bufa;
   if (ranks > 1) {
@@ -202,8 +202,8 @@ void Transformer<T>::moe_backward(int64_t l, OpTimer* t) {
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kMoeRouter, true), 4 * nd * d * e_count + 10 * nd * e_count,
                             es * (2 * nd * d + 2 * d * e_count + 2 * nd * e_count));
-    k::router_backward<W>(ctx_, a.rprobs.data(), a.expert.data(), a.loc.data(),
-                          as_type<W>(dgate_.data(), dgate_w_, n * kk), aux_scale_, router_shape(), drl_.data());
+    k::router_backward<W>(ctx_, a.rprobs.data(), a.expert.data(), a.loc.data(), dgate_.data(), aux_scale_,
+                          router_shape(), drl_.data());
     linear_backward(a.xn2.data(), weight(p.router), as_type<T>(drl_.data(), drl_t_, n * e_count), dxn_.data(),
                     grad(p.router), n, d, e_count, true);
   }

@@ -155,11 +155,10 @@ class Transformer {
   DeviceBuffer<W> logits_, ce_, lse_;
   // backward scratch
   DeviceBuffer<T> dres_, dxn_, dq_, dk_, dv_, dctx_, dscores_, dh0_, dh1_, da_;
-  DeviceBuffer<T> sendbuf_, recvbuf_, deh0_, deh1_, dea_, dgate_;
-  DeviceBuffer<W> drl_, aux_;
-  // bf16 <-> float32 copies at the router and the loss (empty when T is W)
-  DeviceBuffer<T> dlogits_t_, gate_t_, drl_t_;
-  DeviceBuffer<W> dgate_w_;
+  DeviceBuffer<T> sendbuf_, recvbuf_, deh0_, deh1_, dea_;
+  DeviceBuffer<W> dgate_, drl_, aux_;
+  // bf16 copies of the float32 loss and router gradients, for the products (empty when T is W)
+  DeviceBuffer<T> dlogits_t_, drl_t_;
   std::vector<MoeLayerStats> moe_stats_;
 };
 

@@ -25,38 +25,44 @@ template <class T>
 void moe_dispatch_backward(const KernelContext& ctx, const T* dbuf, const int32_t* loc, T* dx, int64_t tokens,
                            int64_t top_k, int64_t dim) {
   GLAM_CUDA_DISPATCH(ctx, moe_dispatch_backward<T>(ctx, dbuf, loc, dx, tokens, top_k, dim));
+  // Each element sums its copies in acc_t<T> and is stored once (one rounding for bf16), as on the GPU.
   GLAM_PARALLEL_FOR(tokens / 64)
-  for (int64_t t = 0; t < tokens; ++t)
-    for (int64_t c = 0; c < top_k; ++c) {
-      int32_t l = loc[t * top_k + c];
-      if (l < 0) continue;
-      const T* src = dbuf + static_cast<int64_t>(l) * dim;
-      T* dst = dx + t * dim;
-      for (int64_t i = 0; i < dim; ++i) dst[i] += src[i];
+  for (int64_t t = 0; t < tokens; ++t) {
+    T* dst = dx + t * dim;
+    for (int64_t i = 0; i < dim; ++i) {
+      acc_t<T> acc = dst[i];
+      for (int64_t c = 0; c < top_k; ++c) {
+        const int32_t l = loc[t * top_k + c];
+        if (l >= 0) acc += dbuf[static_cast<int64_t>(l) * dim + i];
+      }
+      dst[i] = acc;
     }
+  }
 }
 
-template <class T>
-void moe_combine_forward(const KernelContext& ctx, const T* buf, const int32_t* loc, const T* gate, T* y, int64_t tokens,
+template <class T, class G>
+void moe_combine_forward(const KernelContext& ctx, const T* buf, const int32_t* loc, const G* gate, T* y, int64_t tokens,
                          int64_t top_k, int64_t dim) {
-  GLAM_CUDA_DISPATCH(ctx, moe_combine_forward<T>(ctx, buf, loc, gate, y, tokens, top_k, dim));
+  GLAM_CUDA_DISPATCH(ctx, moe_combine_forward<T, G>(ctx, buf, loc, gate, y, tokens, top_k, dim));
   GLAM_PARALLEL_FOR(tokens / 64)
-  for (int64_t t = 0; t < tokens; ++t)
-    for (int64_t c = 0; c < top_k; ++c) {
-      int32_t l = loc[t * top_k + c];
-      if (l < 0) continue;
-      const T* src = buf + static_cast<int64_t>(l) * dim;
-      const acc_t<T> g = gate[t * top_k + c];
-      T* dst = y + t * dim;
-      for (int64_t i = 0; i < dim; ++i) dst[i] += g * src[i];
+  for (int64_t t = 0; t < tokens; ++t) {
+    T* dst = y + t * dim;
+    for (int64_t i = 0; i < dim; ++i) {
+      acc_t<T> acc = dst[i];
+      for (int64_t c = 0; c < top_k; ++c) {
+        const int32_t l = loc[t * top_k + c];
+        if (l >= 0) acc += static_cast<acc_t<T>>(gate[t * top_k + c]) * buf[static_cast<int64_t>(l) * dim + i];
+      }
+      dst[i] = acc;
     }
+  }
 }
 
-template <class T>
+template <class T, class G>
 void moe_combine_backward(const KernelContext& ctx, const T* dy, const T* buf, const int32_t* loc,
-                          const int32_t* slot_token, const T* gate, T* dbuf, T* dgate, int64_t tokens, int64_t top_k,
+                          const int32_t* slot_token, const G* gate, T* dbuf, G* dgate, int64_t tokens, int64_t top_k,
                           int64_t slots, int64_t dim) {
-  GLAM_CUDA_DISPATCH(ctx, moe_combine_backward<T>(ctx, dy, buf, loc, slot_token, gate, dbuf, dgate, tokens, top_k, slots,
+  GLAM_CUDA_DISPATCH(ctx, moe_combine_backward<T, G>(ctx, dy, buf, loc, slot_token, gate, dbuf, dgate, tokens, top_k, slots,
                                                   dim));
   for (int64_t s = 0; s < slots; ++s)
     if (slot_token[s] < 0) std::memset(dbuf + s * dim, 0, sizeof(T) * static_cast<size_t>(dim));
@@ -66,7 +72,7 @@ void moe_combine_backward(const KernelContext& ctx, const T* dy, const T* buf, c
       int64_t idx = t * top_k + c;
       int32_t l = loc[idx];
       if (l < 0) {
-        dgate[idx] = T(0);
+        dgate[idx] = G(0);
         continue;
       }
       const T* g = dy + t * dim;
@@ -90,17 +96,17 @@ void swap_leading_axes(const KernelContext& ctx, const T* in, T* out, int64_t ou
       std::memcpy(out + (b * outer + a) * block, in + (a * inner + b) * block, sizeof(T) * static_cast<size_t>(block));
 }
 
-#define GLAM_INSTANTIATE(T)                                                                                        \
+#define GLAM_INSTANTIATE(T, G)                                                                                     \
   template void moe_dispatch_forward<T>(const KernelContext&, const T*, const int32_t*, T*, int64_t, int64_t);     \
   template void moe_dispatch_backward<T>(const KernelContext&, const T*, const int32_t*, T*, int64_t, int64_t,     \
                                          int64_t);                                                                 \
-  template void moe_combine_forward<T>(const KernelContext&, const T*, const int32_t*, const T*, T*, int64_t,      \
-                                       int64_t, int64_t);                                                          \
-  template void moe_combine_backward<T>(const KernelContext&, const T*, const T*, const int32_t*, const int32_t*,  \
-                                        const T*, T*, T*, int64_t, int64_t, int64_t, int64_t);                     \
+  template void moe_combine_forward<T, G>(const KernelContext&, const T*, const int32_t*, const G*, T*, int64_t,   \
+                                          int64_t, int64_t);                                                       \
+  template void moe_combine_backward<T, G>(const KernelContext&, const T*, const T*, const int32_t*,               \
+                                           const int32_t*, const G*, T*, G*, int64_t, int64_t, int64_t, int64_t);  \
   template void swap_leading_axes<T>(const KernelContext&, const T*, T*, int64_t, int64_t, int64_t);
-GLAM_INSTANTIATE(float)
-GLAM_INSTANTIATE(double)
-GLAM_INSTANTIATE(bf16)
+GLAM_INSTANTIATE(float, float)
+GLAM_INSTANTIATE(double, double)
+GLAM_INSTANTIATE(bf16, float)
 
 }  // namespace glam::kernels

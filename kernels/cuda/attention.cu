@@ -55,15 +55,13 @@ __global__ void softmax_fwd(T* scores, int64_t rows, int64_t t) {
     mx = v > mx ? v : mx;
   }
   mx = warp_max(mx);
+  // The exponentials are recomputed rather than stored between the passes, so that a bf16 row is
+  // rounded once, as a probability.
   V sum = 0;
-  for (int64_t j = lane; j <= i; j += 32) {
-    const V e = dexp(static_cast<V>(s[j]) - mx);
-    s[j] = e;
-    sum += e;
-  }
+  for (int64_t j = lane; j <= i; j += 32) sum += dexp(static_cast<V>(s[j]) - mx);
   sum = warp_sum(sum);
   const V inv = V(1) / sum;
-  for (int64_t j = lane; j < t; j += 32) s[j] = j <= i ? static_cast<V>(s[j]) * inv : V(0);
+  for (int64_t j = lane; j < t; j += 32) s[j] = j <= i ? dexp(static_cast<V>(s[j]) - mx) * inv : V(0);
 }
 
 template <class T>

@@ -98,12 +98,12 @@ void moe_dispatch_forward(const KernelContext& ctx, const T* x, const int32_t* s
 template <class T>
 void moe_dispatch_backward(const KernelContext& ctx, const T* dbuf, const int32_t* loc, T* dx, int64_t tokens,
                            int64_t top_k, int64_t dim);
-template <class T>
-void moe_combine_forward(const KernelContext& ctx, const T* buf, const int32_t* loc, const T* gate, T* y,
+template <class T, class G>
+void moe_combine_forward(const KernelContext& ctx, const T* buf, const int32_t* loc, const G* gate, T* y,
                          int64_t tokens, int64_t top_k, int64_t dim);
-template <class T>
+template <class T, class G>
 void moe_combine_backward(const KernelContext& ctx, const T* dy, const T* buf, const int32_t* loc,
-                          const int32_t* slot_token, const T* gate, T* dbuf, T* dgate, int64_t tokens, int64_t top_k,
+                          const int32_t* slot_token, const G* gate, T* dbuf, G* dgate, int64_t tokens, int64_t top_k,
                           int64_t slots, int64_t dim);
 template <class T>
 void swap_leading_axes(const KernelContext& ctx, const T* in, T* out, int64_t outer, int64_t inner, int64_t block);

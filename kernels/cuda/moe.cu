@@ -27,8 +27,8 @@ __global__ void dispatch_bwd(const T* dbuf, const int32_t* loc, T* dx, int64_t t
   }
 }
 
-template <class T>
-__global__ void combine_fwd(const T* buf, const int32_t* loc, const T* gate, T* y, int64_t tokens, int64_t top_k,
+template <class T, class G>
+__global__ void combine_fwd(const T* buf, const int32_t* loc, const G* gate, T* y, int64_t tokens, int64_t top_k,
                             int64_t dim) {
   GLAM_GRID_STRIDE(i, tokens * dim) {
     int64_t t = i / dim, c = i - t * dim;
@@ -49,13 +49,13 @@ __global__ void zero_empty_slots(const int32_t* slot_token, T* dbuf, int64_t slo
 }
 
 // One block per copy (token t, choice j).
-template <class T>
-__global__ void combine_bwd(const T* dy, const T* buf, const int32_t* loc, const T* gate, T* dbuf, T* dgate,
+template <class T, class G>
+__global__ void combine_bwd(const T* dy, const T* buf, const int32_t* loc, const G* gate, T* dbuf, G* dgate,
                             int64_t top_k, int64_t dim) {
   const int64_t idx = blockIdx.x, t = idx / top_k;
   const int32_t l = loc[idx];
   if (l < 0) {
-    if (threadIdx.x == 0) dgate[idx] = T(0);
+    if (threadIdx.x == 0) dgate[idx] = G(0);
     return;
   }
   const T* g = dy + t * dim;
@@ -98,17 +98,17 @@ void moe_dispatch_backward(const KernelContext& ctx, const T* dbuf, const int32_
   GLAM_CUDA_LAUNCHED();
 }
 
-template <class T>
-void moe_combine_forward(const KernelContext& ctx, const T* buf, const int32_t* loc, const T* gate, T* y,
+template <class T, class G>
+void moe_combine_forward(const KernelContext& ctx, const T* buf, const int32_t* loc, const G* gate, T* y,
                          int64_t tokens, int64_t top_k, int64_t dim) {
   if (tokens * dim <= 0) return;
   combine_fwd<<<grid_for(tokens * dim, 256), 256, 0, stream_of(ctx)>>>(buf, loc, gate, y, tokens, top_k, dim);
   GLAM_CUDA_LAUNCHED();
 }
 
-template <class T>
+template <class T, class G>
 void moe_combine_backward(const KernelContext& ctx, const T* dy, const T* buf, const int32_t* loc,
-                          const int32_t* slot_token, const T* gate, T* dbuf, T* dgate, int64_t tokens, int64_t top_k,
+                          const int32_t* slot_token, const G* gate, T* dbuf, G* dgate, int64_t tokens, int64_t top_k,
                           int64_t slots, int64_t dim) {
   cudaStream_t s = stream_of(ctx);
   if (slots * dim > 0) {
@@ -129,17 +129,17 @@ void swap_leading_axes(const KernelContext& ctx, const T* in, T* out, int64_t ou
   GLAM_CUDA_LAUNCHED();
 }
 
-#define GLAM_INSTANTIATE(T)                                                                                        \
+#define GLAM_INSTANTIATE(T, G)                                                                                     \
   template void moe_dispatch_forward<T>(const KernelContext&, const T*, const int32_t*, T*, int64_t, int64_t);     \
   template void moe_dispatch_backward<T>(const KernelContext&, const T*, const int32_t*, T*, int64_t, int64_t,     \
                                          int64_t);                                                                 \
-  template void moe_combine_forward<T>(const KernelContext&, const T*, const int32_t*, const T*, T*, int64_t,      \
-                                       int64_t, int64_t);                                                          \
-  template void moe_combine_backward<T>(const KernelContext&, const T*, const T*, const int32_t*, const int32_t*,  \
-                                        const T*, T*, T*, int64_t, int64_t, int64_t, int64_t);                     \
+  template void moe_combine_forward<T, G>(const KernelContext&, const T*, const int32_t*, const G*, T*, int64_t,   \
+                                          int64_t, int64_t);                                                       \
+  template void moe_combine_backward<T, G>(const KernelContext&, const T*, const T*, const int32_t*,               \
+                                           const int32_t*, const G*, T*, G*, int64_t, int64_t, int64_t, int64_t);  \
   template void swap_leading_axes<T>(const KernelContext&, const T*, T*, int64_t, int64_t, int64_t);
-GLAM_INSTANTIATE(float)
-GLAM_INSTANTIATE(double)
-GLAM_INSTANTIATE(bf16)
+GLAM_INSTANTIATE(float, float)
+GLAM_INSTANTIATE(double, double)
+GLAM_INSTANTIATE(bf16, float)
 
 }  // namespace glam::kernels::cuda

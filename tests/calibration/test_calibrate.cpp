@@ -120,9 +120,9 @@ TEST_F(CalibrateCommand, BadInputExits2) {
   r = run_command("glamexec calibrate --device tpu --out " + path("p.toml"));
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("--device tpu: unknown device (expected cpu or cuda)"), std::string::npos) << r.err;
-  r = run_command("glamexec calibrate --device cpu --precision bf16 --out " + path("p.toml"));
+  r = run_command("glamexec calibrate --device cpu --precision tf32 --out " + path("p.toml"));
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.err.find("--precision bf16: the CPU backend computes in fp32 only"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--precision tf32: TF32 is a GPU tensor-core format"), std::string::npos) << r.err;
   r = run_command("glamexec calibrate --device cpu --out " + path("missing/p.toml"));
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("does not exist"), std::string::npos) << r.err;

@@ -149,7 +149,7 @@ TEST_F(CudaTrain, DeviceCudaWithoutADeviceIsABadInput) {
   auto r = run_command("glamexec train --quiet --device cuda --model glam-tiny --steps 1 --random-tokens");
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_NE(r.err.find("--device cuda"), std::string::npos) << r.err;
-  auto p = run_command("glamexec train --quiet --precision bf16 --model glam-tiny --steps 1 --random-tokens");
+  auto p = run_command("glamexec train --quiet --precision tf32 --model glam-tiny --steps 1 --random-tokens");
   EXPECT_EQ(p.exit_code, 2) << p.err;
   EXPECT_NE(p.err.find("--precision"), std::string::npos) << p.err;
 }

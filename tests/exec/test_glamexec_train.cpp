@@ -106,6 +106,25 @@ TEST_F(Train, AlternateOpTiming) {
   EXPECT_NE(r.err.find("--op-timing sometimes: expected all or alternate"), std::string::npos) << r.err;
 }
 
+// --precision bf16: bf16 activations and products, float32 master weights; the record says so, and
+// the losses follow the float32 run's (the same weights, data and routing seed).
+TEST_F(Train, Bf16PrecisionTracksFloat32) {
+  auto r = train("--model glam-tiny-8e --steps 6 --batch-tokens 256 --seed 5 --precision bf16 --record " +
+                 path("bf16.json") + " --save " + path("bf16.ckpt"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_EQ(train("--model glam-tiny-8e --steps 6 --batch-tokens 256 --seed 5 --record " + path("fp32.json")).exit_code, 0);
+  json b = json::parse(read_whole_file(path("bf16.json"))), f = json::parse(read_whole_file(path("fp32.json")));
+  EXPECT_EQ(b["device"]["activation_precision"], "bfloat16");
+  EXPECT_EQ(b["device"]["gemm_precision"], "bf16");
+  EXPECT_EQ(f["device"]["activation_precision"], "float32");
+  ASSERT_EQ(b["losses"].size(), 6u);
+  for (size_t i = 0; i < 6; ++i)
+    EXPECT_NEAR(b["losses"][i].get<double>(), f["losses"][i].get<double>(), 0.01 * f["losses"][i].get<double>())
+        << "step " << i + 1;
+  // the checkpoint holds the float32 master weights: a float32 run continues from it
+  EXPECT_EQ(train("--model glam-tiny-8e --steps 1 --batch-tokens 256 --resume " + path("bf16.ckpt")).exit_code, 0);
+}
+
 TEST_F(Train, LayersAndJsonFormat) {
   auto r = train("--model glam-tiny-8e --layers 2 --steps 2 --batch-tokens 128 --format json --random-tokens");
   ASSERT_EQ(r.exit_code, 0) << r.err;

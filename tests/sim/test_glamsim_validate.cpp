@@ -154,8 +154,8 @@ TEST_F(GlamsimValidate, OpCurvesApplyToTheirPhase) {
 }
 
 
-// A GPU record is simulated with its products' arithmetic (the H200's bf16, tf32 or fp32 peak) and
-// float32 activations, as glamexec runs; a precision the executor does not have is an error.
+// A GPU record is simulated with its products' arithmetic (the H200's bf16, tf32 or fp32 peak); a
+// precision the executor does not have is an error.
 TEST_F(GlamsimValidate, GpuRecordsUseTheirProductPrecision) {
   auto op_times = [&](const std::string& precision) {
     auto rec = record("", 0.5);
@@ -185,6 +185,33 @@ TEST_F(GlamsimValidate, GpuRecordsUseTheirProductPrecision) {
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("key 'device.gemm_precision' = \"fp8\""), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("fp8.json"), std::string::npos) << r.err;
+}
+
+// A record's device.activation_precision (bf16 with glamexec --precision bf16) sets the bytes of its
+// memory-bound ops: half those of float32 activations. Older records without it ran in float32.
+TEST_F(GlamsimValidate, RecordsUseTheirActivationPrecision) {
+  auto op_times = [&](const std::string& activations) {
+    auto rec = record("", 0.5);
+    rec["device"] = {{"kind", "cuda"}, {"name", "NVIDIA H200"}, {"threads", 1}, {"gemm_precision", "bf16"}};
+    if (!activations.empty()) rec["device"]["activation_precision"] = activations;
+    rec["ops"] = {{{"id", "L0.attn_norm.fwd"}, {"median_s", 0.01}}};
+    const fs::path file = kDir / ("act-" + (activations.empty() ? std::string("none") : activations) + ".json");
+    write(file, rec.dump());
+    auto r = run_command("glamsim validate " + file.string() + " --format json");
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    if (r.exit_code != 0) return 0.0;
+    return nlohmann::json::parse(r.out)["records"][0]["ops"][0]["simulated_s"].get<double>();
+  };
+  const double f32 = op_times("float32"), b16 = op_times("bfloat16"), unset = op_times("");
+  EXPECT_DOUBLE_EQ(unset, f32);
+  EXPECT_LT(b16, 0.75 * f32);  // half the bytes (the fixed launch latency keeps it above one half)
+  auto bad = record("", 0.5);
+  bad["device"]["activation_precision"] = "float16";
+  write(kDir / "f16.json", bad.dump());
+  auto r = run_command("glamsim validate " + (kDir / "f16.json").string() + " --calibration " +
+                       (kDir / "profile.toml").string());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("key 'device.activation_precision' = \"float16\""), std::string::npos) << r.err;
 }
 
 }  // namespace
