@@ -68,7 +68,7 @@ int main(int argc, char** argv) {
   train->add_option("--device", t.device, "cpu or cuda (a CUDA build; with mpirun one rank per GPU, over NCCL)");
   train->add_option("--precision", t.precision,
                     "fp32, tf32 (CUDA: TF32 products) or bf16 (bf16 activations and products with fp32 "
-                    "accumulation, fp32 master weights, as GLaM trained)");
+                    "accumulation, fp32 master weights, as GLaM trained); default bf16 on cuda, fp32 on cpu");
   train->add_option("--threads", t.threads, "Threads per rank (default: cores / ranks on the host)");
   train->add_option("--record", t.record, "Write the run record (JSON) to this file, atomically");
   train->add_option("--format", t.format, "text or json (the run record on stdout)");

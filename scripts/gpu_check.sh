@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU check of issue 7, for a machine with one NVIDIA H200 (or any sm_90 GPU), in under eight
 # minutes: builds the CUDA backend, runs the GPU tests (every kernel against the CPU reference, the
-# step against the CPU step), times the training step of the configs that fit one GPU with bf16
-# products, writes one run record per config into reports/measured/, and prints a table last
+# step against the CPU step), times the training step of the configs that fit one GPU in bf16 (bf16
+# activations and products with float32 accumulation, float32 master weights, as GLaM trained),
+# writes one run record per config into reports/measured/, and prints a table last
 # (MFU = the accounting's model FLOPs per second / 989 TFLOP/s, the H200's dense bf16 peak), then
 # measures the GPU's calibration profile (reports/measured/profile-h200.toml) with the time left.
 #
@@ -11,8 +12,8 @@
 #
 # Environment: GLAM_BUILD_DIR (default build-gpu), GLAM_JOBS (default: all cores),
 # GLAM_GPU_CHECK_DEADLINE_S (default 450: no new run starts after it), GLAM_PRECISION (default bf16).
-# GLAM_GPU_CHECK_DRY=1 checks the script itself on a machine without a GPU: tiny configs on the CPU,
-# records into the build folder, not reports/measured/.
+# GLAM_GPU_CHECK_DRY=1 checks the script itself on a machine without a GPU: tiny configs on the CPU
+# (in the same precision), records into the build folder, not reports/measured/.
 # Exit status 0 when the build, the tests and every timing run passed; the table is printed anyway.
 set -euo pipefail
 
@@ -29,7 +30,6 @@ dry=${GLAM_GPU_CHECK_DRY:-}
 if [[ -n $dry ]]; then
   out=$build/gpu-check-dry
   device=cpu
-  precision=fp32
 fi
 peak_tflops=989
 status=0
@@ -165,7 +165,8 @@ else
   (( SECONDS > deadline - 180 )) && quick=(--quick)
   [[ -n $dry ]] && quick=(--quick --model glam-tiny --tokens 256)
   say "calibration: glamexec calibrate --device $device ${quick[*]}"
-  if timeout $((deadline - SECONDS + 60)) "$bin/glamexec" calibrate --device "$device" "${quick[@]}" --quiet \
+  if timeout $((deadline - SECONDS + 60)) "$bin/glamexec" calibrate --device "$device" --precision "$precision" \
+      "${quick[@]}" --quiet \
       --out "$profile" >"$logs/calibrate.log" 2>&1; then
     calibration_result="written ($(basename "$profile"))"
     cat "$logs/calibrate.log"
@@ -198,7 +199,7 @@ fi
 
 # ---- the table ----
 {
-  echo "GPU check on $(cat "$out/device.txt" 2>/dev/null | head -1 || echo 'unknown GPU'), $precision products, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "GPU check on $(cat "$out/device.txt" 2>/dev/null | head -1 || echo 'unknown GPU'), --precision $precision, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "GPU tests: $tests_result"
   echo "Calibration profile: $calibration_result"
   printf '%-24s %8s %12s %10s %9s %7s\n' config tokens tokens/s step_ms TFLOP/s MFU

@@ -97,7 +97,9 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
     throw UsageError("--device cuda on " + std::to_string(ranks) + " ranks needs the NCCL communicator (a CUDA build with NCCL)");
   if (cuda && (!o.save.empty() || !o.resume.empty()))
     throw UsageError("--save and --resume run on the CPU only for now (checkpoints of --device cuda are not implemented)");
-  const kernels::GemmPrecision precision = parse_gemm_precision(o.precision, cuda);
+  // GLaM's own precision on GPUs; float32 on the CPU, where bf16 storage only adds conversions
+  const std::string precision_name = o.precision.empty() ? (cuda ? "bf16" : "fp32") : o.precision;
+  const kernels::GemmPrecision precision = parse_gemm_precision(precision_name, cuda);
   if (o.format != "text" && o.format != "json") throw UsageError("--format " + o.format + ": expected text or json");
   if (o.steps < 1) throw UsageError("--steps must be at least 1");
   ModelConfig m = load_model(o.model);
@@ -247,7 +249,7 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
     // ---- outputs ----
     if (!o.save.empty()) save_checkpoint(o.save, model, opt, cs, comm);
     nlohmann::json record = make_run_record(run, timer);
-    record["device"]["gemm_precision"] = o.precision;
+    record["device"]["gemm_precision"] = precision_name;
     record["device"]["activation_precision"] = std::is_same_v<T, kernels::bf16> ? "bfloat16" : "float32";
     if (rank == 0) {
       if (!o.record.empty()) write_file_atomically(o.record, record.dump(2) + "\n");

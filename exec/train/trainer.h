@@ -19,8 +19,9 @@ struct TrainOptions {
   int64_t warmup = -1;            // untimed first steps (-1: min(2, steps - 1))
   std::string device = "cpu";     // "cpu" or "cuda" (a CUDA build with a device)
   // fp32: float32 activations and products; tf32 (CUDA): float32 activations, TF32 products; bf16:
-  // bf16 activations and products with float32 accumulation, float32 master weights (as GLaM trained)
-  std::string precision = "fp32";
+  // bf16 activations and products with float32 accumulation, float32 master weights (as GLaM
+  // trained); "": bf16 on CUDA, fp32 on the CPU
+  std::string precision;
   int threads = 0;                // 0: cores / ranks on this host
   std::string record;             // run record path ("" : none)
   std::string format = "text";    // "text" or "json" (stdout)
