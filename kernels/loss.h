@@ -8,9 +8,10 @@
 
 namespace glam::kernels {
 
-// ce[t] = cross-entropy of token t, lse[t] = logsumexp of its logits. dlogits may alias logits.
-template <class T>
+// ce[t] = cross-entropy of token t, lse[t] = logsumexp of its logits. dlogits (D: T, or bf16 for the
+// bf16 model's products from float32 logits) may alias logits when D is T.
+template <class T, class D = T>
 void softmax_xent_forward_backward(const KernelContext& ctx, const T* logits, const int32_t* targets, int64_t tokens,
-                                   int64_t vocab, double z_weight, double grad_scale, T* ce, T* lse, T* dlogits);
+                                   int64_t vocab, double z_weight, double grad_scale, T* ce, T* lse, D* dlogits);
 
 }  // namespace glam::kernels

@@ -231,12 +231,16 @@ StepLoss Transformer<T>::run(const int32_t* inputs, const int32_t* targets, int6
     k::gemm<T>(ctx_, false, true, n, v, d, logit_scale, hn_.data(), d, weight(out_emb), d, 0, logits_.data(), v);
   }
   const double grad_scale = 1.0 / static_cast<double>(s_.global_tokens());
+  // The loss gradient, in T for the products: over the float32 logits, or into their bf16 copy.
+  T* dlogits = nullptr;
+  if constexpr (std::is_same_v<T, W>) dlogits = logits_.data();
+  else dlogits = dlogits_t_.data();
   double sums[3] = {0, 0, aux_local};
   {
     static const std::string id = "loss.fwd";
     auto sc = OpTimer::time(t, id, 8.0 * static_cast<double>(n * v), 2.0 * es * static_cast<double>(n * v));
     k::softmax_xent_forward_backward<W>(ctx_, logits_.data(), targets, n, v, m_.z_loss_weight, grad_scale, ce_.data(),
-                                        lse_.data(), logits_.data());
+                                        lse_.data(), dlogits);
     std::vector<W> ce(static_cast<size_t>(n)), lse(static_cast<size_t>(n));
     copy_to_host(ce_.data(), ce.data(), n);
     copy_to_host(lse_.data(), lse.data(), n);
@@ -257,7 +261,6 @@ StepLoss Transformer<T>::run(const int32_t* inputs, const int32_t* targets, int6
   {
     static const std::string id = "logits.bwd";
     auto sc = OpTimer::time(t, id, 4.0 * static_cast<double>(n * d * v), es * static_cast<double>(2 * n * d + 2 * v * d + n * v));
-    const T* dlogits = as_type<T>(logits_.data(), dlogits_t_, n * v);
     k::gemm<T>(ctx_, false, false, n, d, v, logit_scale, dlogits, v, weight(out_emb), d, 0, dxn_.data(), d);
     k::gemm<T>(ctx_, true, false, v, d, n, logit_scale, dlogits, v, hn_.data(), d, 1, grad(out_emb), d);
   }

@@ -157,7 +157,7 @@ class Transformer {
   DeviceBuffer<T> dres_, dxn_, dq_, dk_, dv_, dctx_, dscores_, dh0_, dh1_, da_;
   DeviceBuffer<T> sendbuf_, recvbuf_, deh0_, deh1_, dea_;
   DeviceBuffer<W> dgate_, drl_, aux_;
-  // bf16 copies of the float32 loss and router gradients, for the products (empty when T is W)
+  // bf16 loss and router gradients for the products, from the float32 loss and router (empty when T is W)
   DeviceBuffer<T> dlogits_t_, drl_t_;
   std::vector<MoeLayerStats> moe_stats_;
 };

@@ -9,39 +9,38 @@
 
 namespace glam::kernels {
 
-template <class T>
+template <class T, class D>
 void softmax_xent_forward_backward(const KernelContext& ctx, const T* logits, const int32_t* targets, int64_t tokens,
-                                   int64_t vocab, double z_weight, double grad_scale, T* ce, T* lse, T* dlogits) {
-  GLAM_CUDA_DISPATCH(ctx, softmax_xent_forward_backward<T>(ctx, logits, targets, tokens, vocab, z_weight, grad_scale, ce,
-                                                           lse, dlogits));
+                                   int64_t vocab, double z_weight, double grad_scale, T* ce, T* lse, D* dlogits) {
+  GLAM_CUDA_DISPATCH(ctx, softmax_xent_forward_backward<T, D>(ctx, logits, targets, tokens, vocab, z_weight, grad_scale,
+                                                              ce, lse, dlogits));
   GLAM_PARALLEL_FOR(tokens / 8)
   for (int64_t t = 0; t < tokens; ++t) {
     const T* x = logits + t * vocab;
-    T* d = dlogits + t * vocab;  // may alias x: every x[v] is read before d[v] is written
+    D* d = dlogits + t * vocab;  // may alias x: every x[v] is read before d[v] is written
     const int32_t y = targets[t];
     const T target_logit = x[y];
     T mx = x[0];
     for (int64_t v = 1; v < vocab; ++v) mx = std::max(mx, x[v]);
     T sum = 0;
-    for (int64_t v = 0; v < vocab; ++v) {
-      T e = cpu::fast_exp(x[v] - mx);
-      d[v] = e;
-      sum += e;
-    }
+    for (int64_t v = 0; v < vocab; ++v) sum += cpu::fast_exp(x[v] - mx);
     double z = static_cast<double>(mx) + std::log(static_cast<double>(sum));
     ce[t] = static_cast<T>(z - static_cast<double>(target_logit));
     lse[t] = static_cast<T>(z);
-    // d/dx_v of ce + z_weight * z^2 = softmax_v - [v == y] + 2 z_weight z softmax_v
+    // d/dx_v of ce + z_weight * z^2 = softmax_v - [v == y] + 2 z_weight z softmax_v; the exponentials
+    // are recomputed (vectorized) so that each gradient element is rounded once, as on the GPU.
     const T coef = static_cast<T>(grad_scale * (1.0 + 2.0 * z_weight * z) / static_cast<double>(sum));
-    for (int64_t v = 0; v < vocab; ++v) d[v] *= coef;
-    d[y] -= static_cast<T>(grad_scale);
+    const T target_grad = cpu::fast_exp(target_logit - mx) * coef - static_cast<T>(grad_scale);
+    for (int64_t v = 0; v < vocab; ++v) d[v] = cpu::fast_exp(x[v] - mx) * coef;
+    d[y] = target_grad;
   }
 }
 
-#define GLAM_INSTANTIATE(T)                                                                                      \
-  template void softmax_xent_forward_backward<T>(const KernelContext&, const T*, const int32_t*, int64_t, int64_t, \
-                                                 double, double, T*, T*, T*);
-GLAM_INSTANTIATE(float)
-GLAM_INSTANTIATE(double)
+#define GLAM_INSTANTIATE(T, D)                                                                                      \
+  template void softmax_xent_forward_backward<T, D>(const KernelContext&, const T*, const int32_t*, int64_t, int64_t, \
+                                                    double, double, T*, T*, D*);
+GLAM_INSTANTIATE(float, float)
+GLAM_INSTANTIATE(double, double)
+GLAM_INSTANTIATE(float, bf16)
 
 }  // namespace glam::kernels

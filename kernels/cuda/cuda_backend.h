@@ -76,9 +76,9 @@ template <class T>
 void causal_softmax_backward(const KernelContext& ctx, const T* probs, T* dprobs, int64_t rows, int64_t seq_len);
 
 // loss.cu
-template <class T>
+template <class T, class D>
 void softmax_xent_forward_backward(const KernelContext& ctx, const T* logits, const int32_t* targets, int64_t tokens,
-                                   int64_t vocab, double z_weight, double grad_scale, T* ce, T* lse, T* dlogits);
+                                   int64_t vocab, double z_weight, double grad_scale, T* ce, T* lse, D* dlogits);
 
 // router.cu
 template <class T>

@@ -5,12 +5,12 @@
 namespace glam::kernels::cuda {
 namespace {
 
-template <class T>
+template <class T, class D>
 __global__ void xent(const T* logits, const int32_t* targets, int64_t vocab, double z_weight, double grad_scale, T* ce,
-                     T* lse, T* dlogits) {
+                     T* lse, D* dlogits) {
   const int64_t t = blockIdx.x;
   const T* x = logits + t * vocab;
-  T* d = dlogits + t * vocab;  // may alias x: each element is read before it is written, by the same thread
+  D* d = dlogits + t * vocab;  // may alias x: each element is read before it is written, by the same thread
   const int32_t y = targets[t];
   const T target_logit = x[y];
   T mx = -INFINITY;
@@ -24,27 +24,29 @@ __global__ void xent(const T* logits, const int32_t* targets, int64_t vocab, dou
     ce[t] = static_cast<T>(z - static_cast<double>(target_logit));
     lse[t] = static_cast<T>(z);
   }
+  // Each element written once, the target's with its -grad_scale (one rounding in bf16). Every thread
+  // read x[y] before block_max's barriers, so writing over an aliased x[y] is safe.
   const T coef = static_cast<T>(grad_scale * (1.0 + 2.0 * z_weight * z) / sum);
-  for (int64_t v = threadIdx.x; v < vocab; v += blockDim.x) d[v] = dexp(x[v] - mx) * coef;
-  __syncthreads();
-  if (threadIdx.x == 0) d[y] -= static_cast<T>(grad_scale);
+  for (int64_t v = threadIdx.x; v < vocab; v += blockDim.x)
+    d[v] = dexp(x[v] - mx) * coef - (v == y ? static_cast<T>(grad_scale) : T(0));
 }
 
 }  // namespace
 
-template <class T>
+template <class T, class D>
 void softmax_xent_forward_backward(const KernelContext& ctx, const T* logits, const int32_t* targets, int64_t tokens,
-                                   int64_t vocab, double z_weight, double grad_scale, T* ce, T* lse, T* dlogits) {
+                                   int64_t vocab, double z_weight, double grad_scale, T* ce, T* lse, D* dlogits) {
   if (tokens <= 0) return;
   xent<<<static_cast<unsigned>(tokens), 512, 0, stream_of(ctx)>>>(logits, targets, vocab, z_weight, grad_scale, ce, lse,
                                                                   dlogits);
   GLAM_CUDA_LAUNCHED();
 }
 
-#define GLAM_INSTANTIATE(T)                                                                                      \
-  template void softmax_xent_forward_backward<T>(const KernelContext&, const T*, const int32_t*, int64_t, int64_t, \
-                                                 double, double, T*, T*, T*);
-GLAM_INSTANTIATE(float)
-GLAM_INSTANTIATE(double)
+#define GLAM_INSTANTIATE(T, D)                                                                                      \
+  template void softmax_xent_forward_backward<T, D>(const KernelContext&, const T*, const int32_t*, int64_t, int64_t, \
+                                                    double, double, T*, T*, D*);
+GLAM_INSTANTIATE(float, float)
+GLAM_INSTANTIATE(double, double)
+GLAM_INSTANTIATE(float, bf16)
 
 }  // namespace glam::kernels::cuda

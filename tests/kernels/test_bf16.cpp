@@ -15,6 +15,7 @@
 #include "elementwise.h"
 #include "embedding.h"
 #include "gemm.h"
+#include "loss.h"
 #include "moe.h"
 #include "norm.h"
 
@@ -241,6 +242,24 @@ TEST(Bf16Kernels, DispatchAndCombine) {
   expect_rounded(dbb, dbf);
   for (size_t i = 0; i < dgf.size(); ++i) ASSERT_NEAR(dgb[i], dgf[i], 1e-6 * (1 + std::abs(dgf[i])));
   expect_rounded(dxb, dxf);
+}
+
+TEST(Bf16Kernels, CrossEntropyGradientInBf16FromFloat32Logits) {
+  std::mt19937_64 gen(16);
+  const int64_t tokens = 5, vocab = 700;
+  std::normal_distribution<double> nd(0, 2);
+  std::vector<float> logits(tokens * vocab);
+  for (auto& x : logits) x = static_cast<float>(nd(gen));
+  const std::vector<int32_t> targets = {3, 699, 0, 350, 3};
+  std::vector<float> ce_f(tokens), lse_f(tokens), d_f = logits, ce_b(tokens), lse_b(tokens);
+  std::vector<bf16> d_b(tokens * vocab);
+  softmax_xent_forward_backward<float>(ctx, logits.data(), targets.data(), tokens, vocab, 1e-3, 0.1, ce_f.data(),
+                                       lse_f.data(), d_f.data());  // in place, as the float32 model
+  softmax_xent_forward_backward<float>(ctx, logits.data(), targets.data(), tokens, vocab, 1e-3, 0.1, ce_b.data(),
+                                       lse_b.data(), d_b.data());
+  EXPECT_EQ(ce_b, ce_f);  // the losses do not depend on the gradient's type
+  EXPECT_EQ(lse_b, lse_f);
+  expect_rounded(d_b, d_f, 1e-9);
 }
 
 TEST(Bf16Kernels, ConvertRoundsAndWidens) {
