@@ -6,6 +6,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <iostream>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -114,6 +116,22 @@ class CudaContext {
   CudaContext() { kernels::init_cuda_context(ctx); }
   ~CudaContext() { kernels::release_cuda_context(ctx); }
   kernels::KernelContext ctx;
+};
+
+// A kernel test: a CUDA context, a CPU context for the reference, and fresh random inputs whose seed
+// is printed and recorded. Skipped without a device.
+class GpuKernelTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    GLAM_REQUIRE_CUDA_DEVICE();
+    gpu_ = std::make_unique<CudaContext>();
+    RecordProperty("seed", std::to_string(rnd_.seed()));
+    std::cout << "random seed " << rnd_.seed() << "\n";
+  }
+  const kernels::KernelContext& gpu() { return gpu_->ctx; }
+  kernels::KernelContext cpu_;
+  std::unique_ptr<CudaContext> gpu_;
+  Random rnd_;
 };
 
 }  // namespace glam::testing

@@ -23,6 +23,7 @@
 #include "moe.h"
 #include "norm.h"
 #include "optim/adafactor_optimizer.h"
+#include "support/random_batch.h"
 
 namespace glam::testing {
 namespace {
@@ -47,19 +48,9 @@ void expect_bf16_close(const std::vector<bf16>& gpu, const std::vector<bf16>& cp
   }
 }
 
-class CudaBf16 : public ::testing::Test {
+class CudaBf16 : public GpuKernelTest {
  protected:
-  void SetUp() override {
-    GLAM_REQUIRE_CUDA_DEVICE();
-    gpu_ = std::make_unique<CudaContext>();
-    RecordProperty("seed", std::to_string(rnd_.seed()));
-    std::cout << "random seed " << rnd_.seed() << "\n";
-  }
-  const k::KernelContext& gpu() { return gpu_->ctx; }
   std::vector<bf16> normal(size_t n, double sd = 1.0) { return to_bf16(rnd_.normal(n, sd)); }
-  k::KernelContext cpu_;
-  std::unique_ptr<CudaContext> gpu_;
-  Random rnd_;
 };
 
 TEST_F(CudaBf16, ProductsWithBf16AndFloat32Outputs) {
@@ -246,13 +237,6 @@ exec::ExecShape shape_of(const ModelConfig& m, int64_t seqs) {
   return s;
 }
 
-std::vector<int32_t> random_tokens(int64_t n, int64_t vocab, uint64_t seed) {
-  std::mt19937_64 gen(seed);
-  std::vector<int32_t> v(static_cast<size_t>(n));
-  for (auto& t : v) t = static_cast<int32_t>(gen() % static_cast<uint64_t>(vocab));
-  return v;
-}
-
 // The bf16 step on the GPU against the bf16 step on the CPU: the same roundings, up to the order of
 // float32 sums, so far closer than bf16 is to float32.
 TEST(CudaBf16Step, MatchesTheCpuBf16Step) {
@@ -266,9 +250,9 @@ TEST(CudaBf16Step, MatchesTheCpuBf16Step) {
   exec::Transformer<bf16> model(m, s, *comm, gpu.ctx);
   ref.init_params(11);
   model.init_params(11);
-  auto in = random_tokens(s.tokens(), m.vocab_size, 5), tg = random_tokens(s.tokens(), m.vocab_size, 6);
-  DeviceVec<int32_t> din(in), dtg(tg);
-  exec::StepLoss lr = ref.run(in.data(), tg.data(), 1, true);
+  auto b = random_batch(s.tokens(), m.vocab_size, 5);
+  DeviceVec<int32_t> din(b.inputs), dtg(b.targets);
+  exec::StepLoss lr = ref.run(b.inputs.data(), b.targets.data(), 1, true);
   exec::StepLoss lg = model.run(din.get(), dtg.get(), 1, true);
   EXPECT_NEAR(lg.ce, lr.ce, 1e-3 * lr.ce);
   EXPECT_NEAR(lg.aux, lr.aux, 1e-2 * lr.aux);
@@ -305,10 +289,9 @@ TEST(CudaBf16Step, TenStepsTrackTheFloat32Run) {
   gm.init_params(3);
   double worst = 0;
   for (int64_t step = 1; step <= 10; ++step) {
-    auto in = random_tokens(s.tokens(), m.vocab_size, 100 + static_cast<uint64_t>(step));
-    auto tg = random_tokens(s.tokens(), m.vocab_size, 200 + static_cast<uint64_t>(step));
-    DeviceVec<int32_t> din(in), dtg(tg);
-    exec::StepLoss lc = cm.run(in.data(), tg.data(), step, true);
+    auto b = random_batch(s.tokens(), m.vocab_size, 100 + static_cast<uint64_t>(step));
+    DeviceVec<int32_t> din(b.inputs), dtg(b.targets);
+    exec::StepLoss lc = cm.run(b.inputs.data(), b.targets.data(), step, true);
     copt.update(cpu, cm.params(), cm.grads(), step);
     exec::StepLoss lg = gm.run(din.get(), dtg.get(), step, true);
     gopt->update(gpu.ctx, gm.params(), gm.grads(), step);

@@ -24,19 +24,7 @@ namespace {
 
 namespace k = glam::kernels;
 
-class CudaKernels : public ::testing::Test {
- protected:
-  void SetUp() override {
-    GLAM_REQUIRE_CUDA_DEVICE();
-    gpu_ = std::make_unique<CudaContext>();
-    RecordProperty("seed", std::to_string(rnd_.seed()));
-    std::cout << "random seed " << rnd_.seed() << "\n";
-  }
-  const k::KernelContext& gpu() { return gpu_->ctx; }
-  k::KernelContext cpu_;
-  std::unique_ptr<CudaContext> gpu_;
-  Random rnd_;
-};
+class CudaKernels : public GpuKernelTest {};
 
 // ---- products ----
 

@@ -18,6 +18,7 @@
 #include "model/transformer.h"
 #include "model_config.h"
 #include "optim/adafactor_optimizer.h"
+#include "support/random_batch.h"
 #include "support/run_command.h"
 
 namespace glam::testing {
@@ -27,18 +28,6 @@ using exec::ExecShape;
 using exec::StepLoss;
 using exec::Transformer;
 
-struct Batch {
-  std::vector<int32_t> inputs, targets;
-};
-Batch random_batch(int64_t tokens, int64_t vocab, uint64_t seed) {
-  std::mt19937_64 gen(seed);
-  Batch b;
-  for (int64_t i = 0; i < tokens; ++i) {
-    b.inputs.push_back(static_cast<int32_t>(gen() % static_cast<uint64_t>(vocab)));
-    b.targets.push_back(static_cast<int32_t>(gen() % static_cast<uint64_t>(vocab)));
-  }
-  return b;
-}
 
 ExecShape shape_of(const ModelConfig& m, int64_t seqs) {
   ExecShape s;
@@ -59,7 +48,7 @@ TEST(CudaStep, LossAndGradientsMatchTheCpuStep) {
     CudaContext gpu;
     Transformer<float> model(m, s, *comm, gpu.ctx);
     model.init_params(11);
-    Batch b = random_batch(s.tokens(), m.vocab_size, 5);
+    auto b = random_batch(s.tokens(), m.vocab_size, 5);
     DeviceVec<int32_t> in(b.inputs), tg(b.targets);
     StepLoss lr = ref.run(b.inputs.data(), b.targets.data(), 1, true);
     StepLoss lg = model.run(in.get(), tg.get(), 1, true);
@@ -102,7 +91,7 @@ TEST(CudaStep, TenStepsOfLossesMatchTheCpuRun) {
   gm.init_params(3);
   double worst = 0;
   for (int64_t step = 1; step <= 10; ++step) {
-    Batch b = random_batch(s.tokens(), m.vocab_size, static_cast<uint64_t>(100 + step));
+    auto b = random_batch(s.tokens(), m.vocab_size, static_cast<uint64_t>(100 + step));
     DeviceVec<int32_t> in(b.inputs), tg(b.targets);
     StepLoss lc = cm.run(b.inputs.data(), b.targets.data(), step, true);
     copt.update(cpu, cm.params(), cm.grads(), step);

@@ -12,6 +12,7 @@
 #include "comm/communicator.h"
 #include "model/transformer.h"
 #include "optim/adafactor_optimizer.h"
+#include "support/random_batch.h"
 
 namespace glam::exec {
 namespace {
@@ -46,16 +47,10 @@ z_loss_weight = 1e-4
                      "small-moe.toml");
 }
 
-struct Batch {
-  std::vector<int32_t> inputs, targets;
-};
-Batch random_batch(int64_t tokens, int64_t vocab, uint64_t seed) {
-  std::mt19937_64 gen(seed);
-  Batch b;
-  for (int64_t i = 0; i < tokens; ++i) {
-    b.inputs.push_back(static_cast<int32_t>(gen() % static_cast<uint64_t>(vocab)));
-    b.targets.push_back(static_cast<int32_t>(b.inputs.back() * 7 % vocab));  // learnable: a fixed map
-  }
+// Random inputs whose targets are a fixed map of them, so that a few steps can learn the batch.
+glam::testing::TokenBatch learnable_batch(int64_t tokens, int64_t vocab, uint64_t seed) {
+  auto b = glam::testing::random_batch(tokens, vocab, seed);
+  for (size_t i = 0; i < b.inputs.size(); ++i) b.targets[i] = static_cast<int32_t>(b.inputs[i] * 7 % vocab);
   return b;
 }
 
@@ -75,7 +70,7 @@ TEST(Bf16Model, OneStepTracksTheFloat32Step) {
   b.init_params(5);
   static_assert(std::is_same_v<Transformer<kernels::bf16>::Master, float>);
   for (int64_t i = 0; i < f.layout().total_elements; ++i) ASSERT_EQ(f.params()[i], b.params()[i]);
-  Batch batch = random_batch(p.s.tokens(), p.m.vocab_size, 3);
+  auto batch = learnable_batch(p.s.tokens(), p.m.vocab_size, 3);
   StepLoss lf = f.run(batch.inputs.data(), batch.targets.data(), 1, true);
   StepLoss lb = b.run(batch.inputs.data(), batch.targets.data(), 1, true);
   EXPECT_NEAR(lb.ce, lf.ce, 2e-3 * lf.ce);
@@ -115,7 +110,7 @@ TEST(Bf16Model, TrainsLikeTheFloat32Model) {
   f.init_params(8);
   b.init_params(8);
   AdafactorOptimizer<float> of(f.layout()), ob(b.layout());
-  Batch batch = random_batch(p.s.tokens(), p.m.vocab_size, 4);
+  auto batch = learnable_batch(p.s.tokens(), p.m.vocab_size, 4);
   std::vector<double> loss_f, loss_b;
   for (int64_t step = 1; step <= 30; ++step) {
     loss_f.push_back(f.run(batch.inputs.data(), batch.targets.data(), step, true).ce);

@@ -9,23 +9,13 @@
 #include "../kernels/fd.h"
 #include "comm/communicator.h"
 #include "model/transformer.h"
+#include "support/random_batch.h"
 #include "tiny_models.h"
 
 namespace glam::exec {
 namespace {
 
-struct Batch {
-  std::vector<int32_t> inputs, targets;
-};
-Batch random_batch(int64_t tokens, int64_t vocab, uint64_t seed) {
-  std::mt19937_64 gen(seed);
-  Batch b;
-  for (int64_t i = 0; i < tokens; ++i) {
-    b.inputs.push_back(static_cast<int32_t>(gen() % static_cast<uint64_t>(vocab)));
-    b.targets.push_back(static_cast<int32_t>(gen() % static_cast<uint64_t>(vocab)));
-  }
-  return b;
-}
+using glam::testing::random_batch;
 
 void check_gradients(const ModelConfig& m, int64_t* checked_drops) {
   auto comm = make_single_communicator();
@@ -41,7 +31,7 @@ void check_gradients(const ModelConfig& m, int64_t* checked_drops) {
   for (const ParamInfo& p : model.layout().params)
     if (p.init != InitKind::kNormal)
       for (int64_t i = 0; i < p.elements(); ++i) model.params()[p.offset + i] += nd(gen);
-  Batch b = random_batch(s.tokens(), m.vocab_size, 5);
+  auto b = random_batch(s.tokens(), m.vocab_size, 5);
   StepLoss loss = model.run(b.inputs.data(), b.targets.data(), 1, true);
   EXPECT_TRUE(std::isfinite(loss.total));
   if (m.is_moe()) {
@@ -119,7 +109,7 @@ expert_activation = "gelu"
     std::copy_n(d.param(dl.wi0), d.layout().params[dl.wi0].elements(), e.param(el.ewi0));
     std::copy_n(d.param(dl.wo), d.layout().params[dl.wo].elements(), e.param(el.ewo));
   }
-  Batch b = random_batch(s.tokens(), dense.vocab_size, 9);
+  auto b = random_batch(s.tokens(), dense.vocab_size, 9);
   StepLoss ld = d.run(b.inputs.data(), b.targets.data(), 1, true);
   StepLoss le = e.run(b.inputs.data(), b.targets.data(), 1, true);
   EXPECT_NEAR(ld.total, le.total, 1e-12);
