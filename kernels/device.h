@@ -3,6 +3,7 @@
 // New DeviceBuffers allocate on the process-wide memory backend (CPU unless set); copies between host and
 // device memory go through copy_bytes, which works on any pair of pointers of the backends in use.
 #include <cstddef>
+#include <stdexcept>
 #include <string>
 
 #include "kernel_context.h"
@@ -24,7 +25,14 @@ class MemoryBackendScope {
   Backend saved_;
 };
 
+// A device allocation that did not fit; the message gives the request and the device's free and total
+// memory, and contains "out of memory".
+struct DeviceOutOfMemory : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
 // Zero-filled memory of `bytes` on backend b (nullptr for 0 bytes); released with device_free.
+// Throws DeviceOutOfMemory when the device has no room for it.
 void* device_alloc(Backend b, size_t bytes);
 void device_free(Backend b, void* p);
 // memcpy between host and/or device memory (synchronous: waits for the kernels queued before it).

@@ -264,7 +264,14 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
     }
     return 0;
   };
-  return precision == kernels::GemmPrecision::kBf16 ? train(kernels::bf16{}) : train(float{});
+  try {
+    return precision == kernels::GemmPrecision::kBf16 ? train(kernels::bf16{}) : train(float{});
+  } catch (const kernels::DeviceOutOfMemory& e) {  // a bad input: the run does not fit this GPU
+    throw UsageError(m.id + " (" + std::to_string(m.layers) + " layers) at " + std::to_string(shape.tokens()) +
+                     " tokens per rank, --precision " + precision_name + ", does not fit on " +
+                     kernels::cuda_device_name(ctx.device) + ": " + e.what() +
+                     "; try a smaller --batch-tokens or --layers");
+  }
 }
 
 }  // namespace glam::exec

@@ -7,6 +7,7 @@
 
 #include "cuda/common.cuh"
 #include "cuda/cuda_backend.h"
+#include "device.h"
 
 namespace glam::kernels::cuda {
 
@@ -21,13 +22,31 @@ void throw_error(const char* expr, const char* what, const char* file, int line)
                            std::to_string(line) + ")");
 }
 
+namespace {
+// cudaMalloc, with DeviceOutOfMemory (what was asked, what is free) when the device is full.
+void* device_malloc(size_t bytes) {
+  void* p = nullptr;
+  const cudaError_t e = cudaMalloc(&p, bytes);
+  if (e == cudaErrorMemoryAllocation) {
+    (void)cudaGetLastError();  // not sticky: clear it so that later calls do not report it
+    size_t free_bytes = 0, total_bytes = 0;
+    (void)cudaMemGetInfo(&free_bytes, &total_bytes);
+    auto gib = [](size_t b) { return std::to_string(static_cast<double>(b) / (1u << 30)).substr(0, 6) + " GiB"; };
+    throw DeviceOutOfMemory("GPU out of memory: " + gib(bytes) + " requested, " + gib(free_bytes) + " free of " +
+                            gib(total_bytes));
+  }
+  GLAM_CUDA_CHECK(e);
+  return p;
+}
+}  // namespace
+
 void* scratch(size_t bytes) {
   if (bytes > g_scratch_bytes) {
     if (g_scratch) GLAM_CUDA_CHECK(cudaFree(g_scratch));
     g_scratch = nullptr;
     g_scratch_bytes = 0;  // stays consistent if the allocation below throws
     size_t want = bytes < (size_t{1} << 20) ? (size_t{1} << 20) : bytes + bytes / 4;
-    GLAM_CUDA_CHECK(cudaMalloc(&g_scratch, want));
+    g_scratch = device_malloc(want);
     g_scratch_bytes = want;
     g_used = true;
   }
@@ -37,8 +56,7 @@ void* scratch(size_t bytes) {
 void synchronize(const KernelContext& ctx) { GLAM_CUDA_CHECK(cudaStreamSynchronize(stream_of(ctx))); }
 
 void* alloc(size_t bytes) {
-  void* p = nullptr;
-  GLAM_CUDA_CHECK(cudaMalloc(&p, bytes));
+  void* p = device_malloc(bytes);
   GLAM_CUDA_CHECK(cudaMemset(p, 0, bytes));
   g_used = true;
   return p;
