@@ -64,9 +64,10 @@ void Transformer<T>::attention_backward(int64_t l, OpTimer* t) {
   const int64_t n = s_.tokens(), d = m_.d_model, hd = m_.attention_width(), h = m_.heads, dh = m_.head_dim;
   const int64_t b_count = s_.seqs, sl = s_.seq_len, tt = sl * sl;
   const double es = sizeof(T), nd = static_cast<double>(n), attn = static_cast<double>(b_count * h * tt);
+  const double ws = sizeof(T) + sizeof(W);  // a weight read, its gradient written
   const W scale = static_cast<W>(1.0 / std::sqrt(static_cast<double>(dh)));
   {
-    auto sc = OpTimer::time(t, id(l, LayerOp::kAttnOut, true), 4 * nd * hd * d, es * (2 * nd * hd + 2 * hd * d + nd * d));
+    auto sc = OpTimer::time(t, id(l, LayerOp::kAttnOut, true), 4 * nd * hd * d, es * (2 * nd * hd + nd * d) + ws * hd * d);
     linear_backward(a.ctx.data(), weight(p.o), dres_.data(), dctx_.data(), grad(p.o), n, hd, d, false);
   }
   {
@@ -94,7 +95,7 @@ void Transformer<T>::attention_backward(int64_t l, OpTimer* t) {
     }
   }
   {
-    auto sc = OpTimer::time(t, id(l, LayerOp::kAttnQkv, true), 12 * nd * d * hd, es * (2 * nd * d + 6 * d * hd + 3 * nd * hd));
+    auto sc = OpTimer::time(t, id(l, LayerOp::kAttnQkv, true), 12 * nd * d * hd, es * (2 * nd * d + 3 * nd * hd) + 3 * ws * d * hd);
     linear_backward(a.xn1.data(), weight(p.q), dq_.data(), dxn_.data(), grad(p.q), n, d, hd, false);
     linear_backward(a.xn1.data(), weight(p.k), dk_.data(), dxn_.data(), grad(p.k), n, d, hd, true);
     linear_backward(a.xn1.data(), weight(p.v), dv_.data(), dxn_.data(), grad(p.v), n, d, hd, true);

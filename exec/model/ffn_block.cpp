@@ -46,8 +46,9 @@ void Transformer<T>::dense_backward(int64_t l, OpTimer* t) {
   const int64_t n = s_.tokens(), d = m_.d_model, h = m_.ffn_hidden;
   const bool gated = p.wi1 >= 0;
   const double es = sizeof(T), nd = static_cast<double>(n), mats = gated ? 2 : 1;
+  const double ws = sizeof(T) + sizeof(W);  // a weight read, its gradient written
   {
-    auto sc = OpTimer::time(t, id(l, LayerOp::kFfnOut, true), 4 * nd * h * d, es * (2 * nd * h + 2 * h * d + nd * d));
+    auto sc = OpTimer::time(t, id(l, LayerOp::kFfnOut, true), 4 * nd * h * d, es * (2 * nd * h + nd * d) + ws * h * d);
     linear_backward(a.a.data(), weight(p.wo), dres_.data(), da_.data(), grad(p.wo), n, h, d, false);
   }
   {
@@ -56,7 +57,7 @@ void Transformer<T>::dense_backward(int64_t l, OpTimer* t) {
                               gated ? dh1_.data() : nullptr, n * h);
   }
   {
-    auto sc = OpTimer::time(t, id(l, LayerOp::kFfnIn, true), mats * 4 * nd * d * h, es * (2 * nd * d + mats * (2 * d * h + nd * h)));
+    auto sc = OpTimer::time(t, id(l, LayerOp::kFfnIn, true), mats * 4 * nd * d * h, es * (2 * nd * d + mats * nd * h) + mats * ws * d * h);
     linear_backward(a.xn2.data(), weight(p.wi0), dh0_.data(), dxn_.data(), grad(p.wi0), n, d, h, false);
     if (gated) linear_backward(a.xn2.data(), weight(p.wi1), dh1_.data(), dxn_.data(), grad(p.wi1), n, d, h, true);
   }

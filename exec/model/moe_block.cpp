@@ -46,7 +46,7 @@ double Transformer<T>::moe_forward(int64_t l, int64_t step, OpTimer* t) {
   double aux_sum = 0;
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kMoeRouter, false), 2 * nd * d * e_count + 10 * nd * e_count,
-                            es * (nd * d + d * e_count + 2 * nd * e_count));
+                            es * (nd * d + d * e_count) + 2 * sizeof(W) * nd * e_count);
     linear_forward(a.xn2.data(), weight(p.router), a.rprobs.data(), n, d, e_count);
     k::SecondExpertPolicy pol;
     pol.random = m_.second_expert_policy == "random";
@@ -142,6 +142,7 @@ void Transformer<T>::moe_backward(int64_t l, OpTimer* t) {
   const bool gated = p.ewi1 >= 0;
   const double es = sizeof(T), nd = static_cast<double>(n), sd = static_cast<double>(slots_),
                mats = gated ? 2 : 1, a2a_bytes = es * sd * d * static_cast<double>(ranks - 1) / static_cast<double>(ranks);
+  const double ws = sizeof(T) + sizeof(W);  // a weight read, its gradient written
   T* bufa = sendbuf_.data();
   T* bufb = recvbuf_.data();
   const T* cbuf = ranks > 1 ? a.cbuf.data() : a.eout.data();
@@ -161,7 +162,7 @@ void Transformer<T>::moe_backward(int64_t l, OpTimer* t) {
   }
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kMoeExpertOut, true), 4 * sd * he * d,
-                            es * (2 * sd * he + 2 * static_cast<double>(el) * he * d + sd * d));
+                            es * (2 * sd * he + sd * d) + ws * static_cast<double>(el) * he * d);
     for (int64_t e = 0; e < el; ++e)
       linear_backward(a.ea.data() + e * rows * he, weight(p.ewo) + e * he * d, deout + e * rows * d,
                       dea_.data() + e * rows * he, grad(p.ewo) + e * he * d, rows, he, d, false);
@@ -174,7 +175,7 @@ void Transformer<T>::moe_backward(int64_t l, OpTimer* t) {
   T* dein = bufb;
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kMoeExpertIn, true), mats * 4 * sd * d * he,
-                            es * (2 * sd * d + mats * (2 * static_cast<double>(el) * d * he + sd * he)));
+                            es * (2 * sd * d + mats * sd * he) + mats * ws * static_cast<double>(el) * d * he);
     for (int64_t e = 0; e < el; ++e) {
       const T* x = a.ein.data() + e * rows * d;
       linear_backward(x, weight(p.ewi0) + e * d * he, deh0_.data() + e * rows * he, dein + e * rows * d,
@@ -201,7 +202,7 @@ void Transformer<T>::moe_backward(int64_t l, OpTimer* t) {
   }
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kMoeRouter, true), 4 * nd * d * e_count + 10 * nd * e_count,
-                            es * (2 * nd * d + 2 * d * e_count + 2 * nd * e_count));
+                            es * (2 * nd * d + nd * e_count) + ws * d * e_count + 2 * sizeof(W) * nd * e_count);
     k::router_backward<W>(ctx_, a.rprobs.data(), a.expert.data(), a.loc.data(), dgate_.data(), aux_scale_,
                           router_shape(), drl_.data());
     linear_backward(a.xn2.data(), weight(p.router), as_type<T>(drl_.data(), drl_t_, n * e_count), dxn_.data(),

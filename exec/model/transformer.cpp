@@ -227,7 +227,7 @@ StepLoss Transformer<T>::run(const int32_t* inputs, const int32_t* targets, int6
   }
   {
     static const std::string id = "logits.fwd";
-    auto sc = OpTimer::time(t, id, 2.0 * static_cast<double>(n * d * v), es * static_cast<double>(n * d + v * d + n * v));
+    auto sc = OpTimer::time(t, id, 2.0 * static_cast<double>(n * d * v), es * static_cast<double>(n * d + v * d) + sizeof(W) * static_cast<double>(n * v));
     k::gemm<T>(ctx_, false, true, n, v, d, logit_scale, hn_.data(), d, weight(out_emb), d, 0, logits_.data(), v);
   }
   const double grad_scale = 1.0 / static_cast<double>(s_.global_tokens());
@@ -238,7 +238,7 @@ StepLoss Transformer<T>::run(const int32_t* inputs, const int32_t* targets, int6
   double sums[3] = {0, 0, aux_local};
   {
     static const std::string id = "loss.fwd";
-    auto sc = OpTimer::time(t, id, 8.0 * static_cast<double>(n * v), 2.0 * es * static_cast<double>(n * v));
+    auto sc = OpTimer::time(t, id, 8.0 * static_cast<double>(n * v), (sizeof(W) + es) * static_cast<double>(n * v));
     k::softmax_xent_forward_backward<W>(ctx_, logits_.data(), targets, n, v, m_.z_loss_weight, grad_scale, ce_.data(),
                                         lse_.data(), dlogits);
     std::vector<W> ce(static_cast<size_t>(n)), lse(static_cast<size_t>(n));
@@ -260,7 +260,7 @@ StepLoss Transformer<T>::run(const int32_t* inputs, const int32_t* targets, int6
   k::fill<W>(ctx_, grads_.data(), W(0), layout_.total_elements);
   {
     static const std::string id = "logits.bwd";
-    auto sc = OpTimer::time(t, id, 4.0 * static_cast<double>(n * d * v), es * static_cast<double>(2 * n * d + 2 * v * d + n * v));
+    auto sc = OpTimer::time(t, id, 4.0 * static_cast<double>(n * d * v), es * static_cast<double>(2 * n * d + n * v) + (es + sizeof(W)) * static_cast<double>(v * d));
     k::gemm<T>(ctx_, false, false, n, d, v, logit_scale, dlogits, v, weight(out_emb), d, 0, dxn_.data(), d);
     k::gemm<T>(ctx_, true, false, v, d, n, logit_scale, dlogits, v, hn_.data(), d, 1, grad(out_emb), d);
   }
@@ -280,7 +280,7 @@ StepLoss Transformer<T>::run(const int32_t* inputs, const int32_t* targets, int6
   }
   {
     static const std::string id = "embed.bwd";
-    auto sc = OpTimer::time(t, id, static_cast<double>(n * d), 3.0 * es * static_cast<double>(n * d));
+    auto sc = OpTimer::time(t, id, static_cast<double>(n * d), (es + 2.0 * sizeof(W)) * static_cast<double>(n * d));
     k::embedding_backward<T>(ctx_, inputs, dres_.data(), grad(layout_.embedding), n, d);
   }
   return loss;

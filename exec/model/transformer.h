@@ -97,7 +97,8 @@ class Transformer {
  private:
   using W = Master;
   struct LayerActs {
-    DeviceBuffer<T> xn1, inv1, q, k, v, probs, ctx, mid, xn2, inv2;
+    DeviceBuffer<T> xn1, q, k, v, probs, ctx, mid, xn2;
+    DeviceBuffer<W> inv1, inv2;                   // RMSNorm's inverse RMS per token (float32 for bf16)
     DeviceBuffer<T> h0, h1, a;                    // dense FFN
     DeviceBuffer<W> rprobs, gate;                 // MoE router (float32 with bf16 activations)
     DeviceBuffer<T> ein, eh0, eh1, ea, eout, cbuf;  // MoE experts
@@ -151,7 +152,8 @@ class Transformer {
   const int32_t* targets_ = nullptr;
   std::vector<DeviceBuffer<T>> resid_;  // block inputs, layers + 1
   std::vector<LayerActs> acts_;
-  DeviceBuffer<T> hn_, inv_final_;
+  DeviceBuffer<T> hn_;
+  DeviceBuffer<W> inv_final_;
   DeviceBuffer<W> logits_, ce_, lse_;
   // backward scratch
   DeviceBuffer<T> dres_, dxn_, dq_, dk_, dv_, dctx_, dscores_, dh0_, dh1_, da_;

@@ -8,7 +8,7 @@
 namespace glam::kernels {
 
 template <class T>
-void rmsnorm_forward(const KernelContext& ctx, const T* x, const T* scale, T* y, T* inv_rms, int64_t rows, int64_t dim) {
+void rmsnorm_forward(const KernelContext& ctx, const T* x, const T* scale, T* y, acc_t<T>* inv_rms, int64_t rows, int64_t dim) {
   GLAM_CUDA_DISPATCH(ctx, rmsnorm_forward<T>(ctx, x, scale, y, inv_rms, rows, dim));
   GLAM_PARALLEL_FOR(rows / 16)
   for (int64_t r = 0; r < rows; ++r) {
@@ -23,7 +23,7 @@ void rmsnorm_forward(const KernelContext& ctx, const T* x, const T* scale, T* y,
 }
 
 template <class T, class G>
-void rmsnorm_backward(const KernelContext& ctx, const T* dy, const T* x, const T* scale, const T* inv_rms, T* dx,
+void rmsnorm_backward(const KernelContext& ctx, const T* dy, const T* x, const T* scale, const acc_t<T>* inv_rms, T* dx,
                       G* dscale, int64_t rows, int64_t dim) {
   GLAM_CUDA_DISPATCH(ctx, rmsnorm_backward<T, G>(ctx, dy, x, scale, inv_rms, dx, dscale, rows, dim));
   // y_i = x_i r s_i, r = (mean(x^2) + eps)^-1/2:  dx_i = r s_i dy_i - x_i r^3 / dim * sum_j dy_j s_j x_j
@@ -48,8 +48,8 @@ void rmsnorm_backward(const KernelContext& ctx, const T* dy, const T* x, const T
 }
 
 #define GLAM_INSTANTIATE(T, G)                                                                                \
-  template void rmsnorm_forward<T>(const KernelContext&, const T*, const T*, T*, T*, int64_t, int64_t);       \
-  template void rmsnorm_backward<T, G>(const KernelContext&, const T*, const T*, const T*, const T*, T*, G*,  \
+  template void rmsnorm_forward<T>(const KernelContext&, const T*, const T*, T*, acc_t<T>*, int64_t, int64_t); \
+  template void rmsnorm_backward<T, G>(const KernelContext&, const T*, const T*, const T*, const acc_t<T>*, T*, G*, \
                                        int64_t, int64_t);
 GLAM_INSTANTIATE(float, float)
 GLAM_INSTANTIATE(double, double)

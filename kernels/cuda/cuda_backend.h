@@ -44,9 +44,9 @@ template <class S, class T> void convert(const KernelContext& ctx, const S* in, 
 
 // norm.cu
 template <class T>
-void rmsnorm_forward(const KernelContext& ctx, const T* x, const T* scale, T* y, T* inv_rms, int64_t rows, int64_t dim);
+void rmsnorm_forward(const KernelContext& ctx, const T* x, const T* scale, T* y, acc_t<T>* inv_rms, int64_t rows, int64_t dim);
 template <class T, class G>
-void rmsnorm_backward(const KernelContext& ctx, const T* dy, const T* x, const T* scale, const T* inv_rms, T* dx,
+void rmsnorm_backward(const KernelContext& ctx, const T* dy, const T* x, const T* scale, const acc_t<T>* inv_rms, T* dx,
                       G* dscale, int64_t rows, int64_t dim);
 
 // activation.cu

@@ -11,7 +11,7 @@ constexpr int kThreads = 256;
 constexpr int kChunkRows = 64;  // rows per partial sum of the scale gradient
 
 template <class T>
-__global__ void rms_fwd(const T* x, const T* scale, T* y, T* inv_rms, int64_t dim) {
+__global__ void rms_fwd(const T* x, const T* scale, T* y, acc_t<T>* inv_rms, int64_t dim) {
   const int64_t r = blockIdx.x;
   const T* xr = x + r * dim;
   T* yr = y + r * dim;
@@ -24,7 +24,7 @@ __global__ void rms_fwd(const T* x, const T* scale, T* y, T* inv_rms, int64_t di
 }
 
 template <class T>
-__global__ void rms_bwd_dx(const T* dy, const T* x, const T* scale, const T* inv_rms, T* dx, int64_t dim) {
+__global__ void rms_bwd_dx(const T* dy, const T* x, const T* scale, const acc_t<T>* inv_rms, T* dx, int64_t dim) {
   const int64_t r = blockIdx.x;
   const T* xr = x + r * dim;
   const T* dyr = dy + r * dim;
@@ -39,7 +39,7 @@ __global__ void rms_bwd_dx(const T* dy, const T* x, const T* scale, const T* inv
 
 // partial[chunk, col] = sum over the chunk's rows of dy * x * inv; block (32, 8).
 template <class T>
-__global__ void rms_bwd_dscale_partial(const T* dy, const T* x, const T* inv_rms, acc_t<T>* partial, int64_t rows,
+__global__ void rms_bwd_dscale_partial(const T* dy, const T* x, const acc_t<T>* inv_rms, acc_t<T>* partial, int64_t rows,
                                        int64_t dim) {
   using A = acc_t<T>;
   __shared__ A sh[8][33];
@@ -49,7 +49,7 @@ __global__ void rms_bwd_dscale_partial(const T* dy, const T* x, const T* inv_rms
   A acc = 0;
   if (col < dim)
     for (int64_t r = r0 + threadIdx.y; r < r1; r += 8)
-      acc += static_cast<A>(dy[r * dim + col]) * static_cast<A>(x[r * dim + col]) * static_cast<A>(inv_rms[r]);
+      acc += static_cast<A>(dy[r * dim + col]) * static_cast<A>(x[r * dim + col]) * inv_rms[r];
   sh[threadIdx.y][threadIdx.x] = acc;
   __syncthreads();
   if (threadIdx.y == 0 && col < dim) {
@@ -71,14 +71,14 @@ __global__ void add_column_sums(const A* partial, int64_t chunks, int64_t dim, G
 }  // namespace
 
 template <class T>
-void rmsnorm_forward(const KernelContext& ctx, const T* x, const T* scale, T* y, T* inv_rms, int64_t rows, int64_t dim) {
+void rmsnorm_forward(const KernelContext& ctx, const T* x, const T* scale, T* y, acc_t<T>* inv_rms, int64_t rows, int64_t dim) {
   if (rows <= 0) return;
   rms_fwd<<<static_cast<unsigned>(rows), kThreads, 0, stream_of(ctx)>>>(x, scale, y, inv_rms, dim);
   GLAM_CUDA_LAUNCHED();
 }
 
 template <class T, class G>
-void rmsnorm_backward(const KernelContext& ctx, const T* dy, const T* x, const T* scale, const T* inv_rms, T* dx,
+void rmsnorm_backward(const KernelContext& ctx, const T* dy, const T* x, const T* scale, const acc_t<T>* inv_rms, T* dx,
                       G* dscale, int64_t rows, int64_t dim) {
   if (rows <= 0) return;
   cudaStream_t s = stream_of(ctx);
@@ -94,8 +94,8 @@ void rmsnorm_backward(const KernelContext& ctx, const T* dy, const T* x, const T
 }
 
 #define GLAM_INSTANTIATE(T, G)                                                                                \
-  template void rmsnorm_forward<T>(const KernelContext&, const T*, const T*, T*, T*, int64_t, int64_t);       \
-  template void rmsnorm_backward<T, G>(const KernelContext&, const T*, const T*, const T*, const T*, T*, G*,  \
+  template void rmsnorm_forward<T>(const KernelContext&, const T*, const T*, T*, acc_t<T>*, int64_t, int64_t); \
+  template void rmsnorm_backward<T, G>(const KernelContext&, const T*, const T*, const T*, const acc_t<T>*, T*, G*, \
                                        int64_t, int64_t);
 GLAM_INSTANTIATE(float, float)
 GLAM_INSTANTIATE(double, double)
