@@ -76,9 +76,8 @@ TEST(Bf16Model, OneStepTracksTheFloat32Step) {
   EXPECT_NEAR(lb.ce, lf.ce, 2e-3 * lf.ce);
   EXPECT_NEAR(lb.aux, lf.aux, 2e-2 * lf.aux);
   // Every gradient tensor, against the float32 one: relative L2 error and direction. Each bf16 rounding
-  // errs by up to 2^-8 (0.4%); a gradient passes through a dozen of them, so a few percent is bf16's
-  // own error. Measured: 1.3-3.9% for every tensor but the router, 7.2% for the router, whose
-  // gradient is a difference of nearly equal terms (softmax of the gates).
+  // errs by up to 2^-8 (0.4%) and a gradient passes through a dozen of them. Measured: 0.2-1.2%,
+  // median 0.9% (with RMSNorm's inverse RMS stored in bf16 it was 1.3-7.2%, the router worst).
   std::vector<double> errors;
   for (const ParamInfo& q : f.layout().params) {
     double ff = 0, bb = 0, fb = 0, diff = 0;
@@ -88,11 +87,11 @@ TEST(Bf16Model, OneStepTracksTheFloat32Step) {
     }
     ASSERT_GT(ff, 0) << q.name;
     errors.push_back(std::sqrt(diff / ff));
-    EXPECT_LT(errors.back(), 0.10) << q.name;
-    EXPECT_GT(fb / std::sqrt(ff * bb), 0.995) << q.name;
+    EXPECT_LT(errors.back(), 0.025) << q.name;
+    EXPECT_GT(fb / std::sqrt(ff * bb), 0.9995) << q.name;
   }
   std::sort(errors.begin(), errors.end());
-  EXPECT_LT(errors[errors.size() / 2], 0.03);
+  EXPECT_LT(errors[errors.size() / 2], 0.015);
   // routing: the same expert loads, up to a few near-ties flipped by rounding
   ASSERT_EQ(f.moe_stats().size(), b.moe_stats().size());
   for (size_t l = 0; l < f.moe_stats().size(); ++l) {
