@@ -73,8 +73,8 @@ TEST(Bf16Model, OneStepTracksTheFloat32Step) {
   auto batch = learnable_batch(p.s.tokens(), p.m.vocab_size, 3);
   StepLoss lf = f.run(batch.inputs.data(), batch.targets.data(), 1, true);
   StepLoss lb = b.run(batch.inputs.data(), batch.targets.data(), 1, true);
-  EXPECT_NEAR(lb.ce, lf.ce, 2e-3 * lf.ce);
-  EXPECT_NEAR(lb.aux, lf.aux, 2e-2 * lf.aux);
+  EXPECT_NEAR(lb.ce, lf.ce, 5e-4 * lf.ce);  // measured 4.5e-5
+  EXPECT_NEAR(lb.aux, lf.aux, 1e-3 * lf.aux);  // measured 6.5e-5
   // Every gradient tensor, against the float32 one: relative L2 error and direction. Each bf16 rounding
   // errs by up to 2^-8 (0.4%) and a gradient passes through a dozen of them. Measured: 0.2-1.2%,
   // median 0.9% (with RMSNorm's inverse RMS stored in bf16 it was 1.3-7.2%, the router worst).
@@ -119,6 +119,7 @@ TEST(Bf16Model, TrainsLikeTheFloat32Model) {
   }
   EXPECT_LT(loss_f.back(), 0.5 * loss_f.front());  // the batch is being learned
   EXPECT_LT(loss_b.back(), 0.5 * loss_b.front());
+  // measured: within 1.0% at every step, the loss falling from 6.71 to 0.09
   for (size_t i = 0; i < loss_f.size(); ++i) EXPECT_NEAR(loss_b[i], loss_f[i], 0.03 * loss_f[i]) << "step " << i + 1;
 }
 
