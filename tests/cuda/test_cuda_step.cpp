@@ -6,6 +6,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <memory>
@@ -57,13 +58,13 @@ TEST(CudaStep, LossAndGradientsMatchTheCpuStep) {
     EXPECT_NEAR(lg.z, lr.z, 1e-4 * std::abs(lr.z)) << id;
     EXPECT_NEAR(lg.aux, lr.aux, 1e-5 * std::abs(lr.aux) + 1e-9) << id;
     // Routing: the same choices, but for a router-logit near-tie that float32 and float64 break
-    // differently (at most one copy in a thousand moved).
+    // differently (at most one copy in a thousand, at least one, moved; a move changes two counts).
     ASSERT_EQ(model.moe_stats().size(), ref.moe_stats().size());
     for (size_t i = 0; i < ref.moe_stats().size(); ++i) {
       int64_t moved = std::abs(model.moe_stats()[i].dropped - ref.moe_stats()[i].dropped);
       for (size_t e = 0; e < ref.moe_stats()[i].expert_load.size(); ++e)
         moved += std::abs(model.moe_stats()[i].expert_load[e] - ref.moe_stats()[i].expert_load[e]);
-      EXPECT_LE(moved, ref.moe_stats()[i].routed / 1000) << id << " MoE layer " << i;
+      EXPECT_LE(moved, 2 * std::max<int64_t>(1, ref.moe_stats()[i].routed / 1000)) << id << " MoE layer " << i;
     }
     const int64_t total = model.layout().total_elements;
     std::vector<float> g(static_cast<size_t>(total));
