@@ -1,8 +1,8 @@
 // The mixture-of-experts half of a block (GShard, expert parallel):
 //   ffn_norm -> moe_router (gate logits, softmax, top-k, capacity) -> moe_permute (index gather into
 //   expert-major slots [E, G, C, M]; with several ranks also the reorder after the all-to-all) ->
-//   moe_dispatch_a2a -> experts (moe_expert_in / act / out, each local expert one product over all
-//   ranks' slots) -> moe_unpermute (reorder before the all-to-all) -> moe_combine_a2a ->
+//   moe_dispatch_a2a -> experts (moe_expert_in / act / out: every local expert has the same slots, so
+//   all of them are one strided-batched product, each over all ranks' slots) -> moe_unpermute (reorder before the all-to-all) -> moe_combine_a2a ->
 //   moe_unpermute (weighted scatter back to tokens, plus the residual).
 // With R ranks, rank r holds experts [r*E/R, (r+1)*E/R); the slots sent to rank r are contiguous.
 #include <cmath>
@@ -94,10 +94,8 @@ double Transformer<T>::moe_forward(int64_t l, int64_t step, OpTimer* t) {
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kMoeExpertIn, false), mats * 2 * sd * d * he,
                             es * (sd * d + mats * (static_cast<double>(el) * d * he + sd * he)));
-    for (int64_t e = 0; e < el; ++e) {
-      linear_forward(ein + e * rows * d, weight(p.ewi0) + e * d * he, a.eh0.data() + e * rows * he, rows, d, he);
-      if (gated) linear_forward(ein + e * rows * d, weight(p.ewi1) + e * d * he, a.eh1.data() + e * rows * he, rows, d, he);
-    }
+    linear_forward(ein, weight(p.ewi0), a.eh0.data(), rows, d, he, el);
+    if (gated) linear_forward(ein, weight(p.ewi1), a.eh1.data(), rows, d, he, el);
   }
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kMoeExpertAct, false), 10 * sd * he, es * (mats + 1) * sd * he);
@@ -106,8 +104,7 @@ double Transformer<T>::moe_forward(int64_t l, int64_t step, OpTimer* t) {
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kMoeExpertOut, false), 2 * sd * he * d,
                             es * (sd * he + static_cast<double>(el) * he * d + sd * d));
-    for (int64_t e = 0; e < el; ++e)
-      linear_forward(a.ea.data() + e * rows * he, weight(p.ewo) + e * he * d, a.eout.data() + e * rows * d, rows, he, d);
+    linear_forward(a.ea.data(), weight(p.ewo), a.eout.data(), rows, he, d, el);
   }
   // combine
   const T* cbuf = a.eout.data();
@@ -163,9 +160,7 @@ void Transformer<T>::moe_backward(int64_t l, OpTimer* t) {
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kMoeExpertOut, true), 4 * sd * he * d,
                             es * (2 * sd * he + sd * d) + ws * static_cast<double>(el) * he * d);
-    for (int64_t e = 0; e < el; ++e)
-      linear_backward(a.ea.data() + e * rows * he, weight(p.ewo) + e * he * d, deout + e * rows * d,
-                      dea_.data() + e * rows * he, grad(p.ewo) + e * he * d, rows, he, d, false);
+    linear_backward(a.ea.data(), weight(p.ewo), deout, dea_.data(), grad(p.ewo), rows, he, d, false, el);
   }
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kMoeExpertAct, true), 16 * sd * he, es * (2 * mats + 1) * sd * he);
@@ -176,14 +171,8 @@ void Transformer<T>::moe_backward(int64_t l, OpTimer* t) {
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kMoeExpertIn, true), mats * 4 * sd * d * he,
                             es * (2 * sd * d + mats * sd * he) + mats * ws * static_cast<double>(el) * d * he);
-    for (int64_t e = 0; e < el; ++e) {
-      const T* x = a.ein.data() + e * rows * d;
-      linear_backward(x, weight(p.ewi0) + e * d * he, deh0_.data() + e * rows * he, dein + e * rows * d,
-                      grad(p.ewi0) + e * d * he, rows, d, he, false);
-      if (gated)
-        linear_backward(x, weight(p.ewi1) + e * d * he, deh1_.data() + e * rows * he, dein + e * rows * d,
-                        grad(p.ewi1) + e * d * he, rows, d, he, true);
-    }
+    linear_backward(a.ein.data(), weight(p.ewi0), deh0_.data(), dein, grad(p.ewi0), rows, d, he, false, el);
+    if (gated) linear_backward(a.ein.data(), weight(p.ewi1), deh1_.data(), dein, grad(p.ewi1), rows, d, he, true, el);
   }
   T* dlocal = dein;
   if (ranks > 1) {

@@ -186,9 +186,18 @@ const T* Transformer<T>::weight(int index) const {
 
 template <class T>
 void Transformer<T>::linear_backward(const T* x, const T* w, const T* dy, T* dx, W* dw, int64_t rows, int64_t in,
-                                     int64_t out, bool accumulate_dx) {
-  if (dx) k::gemm<T>(ctx_, false, true, rows, in, out, 1, dy, out, w, out, accumulate_dx ? 1 : 0, dx, in);
-  k::gemm<T>(ctx_, true, false, in, out, rows, 1, x, in, dy, out, 1, dw, out);
+                                     int64_t out, bool accumulate_dx, int64_t batch) {
+  const W beta_dx = accumulate_dx ? 1 : 0;
+  if (batch == 1) {
+    if (dx) k::gemm<T>(ctx_, false, true, rows, in, out, 1, dy, out, w, out, beta_dx, dx, in);
+    k::gemm<T>(ctx_, true, false, in, out, rows, 1, x, in, dy, out, 1, dw, out);
+    return;
+  }
+  if (dx)
+    k::gemm_strided_batched<T>(ctx_, false, true, rows, in, out, 1, dy, out, rows * out, w, out, in * out, beta_dx, dx,
+                               in, rows * in, batch);
+  k::gemm_strided_batched<T>(ctx_, true, false, in, out, rows, 1, x, in, rows * in, dy, out, rows * out, 1, dw, out,
+                             in * out, batch);
 }
 
 template <class T>
@@ -301,7 +310,7 @@ void Transformer<T>::allreduce_gradients(OpTimer* t) {
   template void Transformer<T>::init_params(uint64_t);                                                      \
   template kernels::RouterShape Transformer<T>::router_shape() const;                                       \
   template void Transformer<T>::linear_backward(const T*, const T*, const T*, T*, Transformer<T>::Master*,   \
-                                                int64_t, int64_t, int64_t, bool);                           \
+                                                int64_t, int64_t, int64_t, bool, int64_t);                  \
   template const T* Transformer<T>::weight(int) const;                                                      \
   template StepLoss Transformer<T>::run(const int32_t*, const int32_t*, int64_t, bool, OpTimer*);           \
   template void Transformer<T>::allreduce_gradients(OpTimer*);

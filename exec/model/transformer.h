@@ -116,13 +116,18 @@ class Transformer {
   void dense_backward(int64_t l, OpTimer* t);
   double moe_forward(int64_t l, int64_t step, OpTimer* t);  // returns this rank's sum of per-group aux
   void moe_backward(int64_t l, OpTimer* t);
-  // y = x W (x [rows,in], W [in,out]); backward: dx (+)= dy W^T, dW += x^T dy
+  // y = x W (x [rows,in], W [in,out]); backward: dx (+)= dy W^T, dW += x^T dy. With batch > 1, that many
+  // independent products over consecutive blocks of x, W, y (the experts of a layer, which all have
+  // `rows` slots): one batched product instead of one per expert.
   template <class Y>  // T, or the float32 router logits
-  void linear_forward(const T* x, const T* w, Y* y, int64_t rows, int64_t in, int64_t out) {
-    kernels::gemm<T>(ctx_, false, false, rows, out, in, 1, x, in, w, out, 0, y, out);
+  void linear_forward(const T* x, const T* w, Y* y, int64_t rows, int64_t in, int64_t out, int64_t batch = 1) {
+    if (batch == 1) kernels::gemm<T>(ctx_, false, false, rows, out, in, 1, x, in, w, out, 0, y, out);
+    else
+      kernels::gemm_strided_batched<T>(ctx_, false, false, rows, out, in, 1, x, in, rows * in, w, out, in * out, 0, y,
+                                       out, rows * out, batch);
   }
   void linear_backward(const T* x, const T* w, const T* dy, T* dx, W* dw, int64_t rows, int64_t in, int64_t out,
-                       bool accumulate_dx);
+                       bool accumulate_dx, int64_t batch = 1);
   // `src` as type To: src itself when the types agree, else converted into `tmp`.
   template <class To, class From>
   const To* as_type(const From* src, DeviceBuffer<To>& tmp, int64_t n) {
