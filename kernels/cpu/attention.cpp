@@ -64,9 +64,9 @@ void causal_softmax_forward(const KernelContext& ctx, T* scores, int64_t rows, i
     for (int64_t j = 1; j <= i; ++j) mx = std::max<acc_t<T>>(mx, s[j]);
     // The exponentials are recomputed rather than stored between the passes, so that a bf16 row is
     // rounded once, as a probability.
-    acc_t<T> sum = 0;
+    double sum = 0;  // float64, as on the GPU
     for (int64_t j = 0; j <= i; ++j) sum += std::exp(s[j] - mx);
-    const acc_t<T> inv = acc_t<T>(1) / sum;
+    const acc_t<T> inv = static_cast<acc_t<T>>(1.0 / sum);
     for (int64_t j = 0; j <= i; ++j) s[j] = std::exp(s[j] - mx) * inv;
     for (int64_t j = i + 1; j < seq_len; ++j) s[j] = T(0);
   }

@@ -5,15 +5,18 @@
 namespace glam::kernels::cuda {
 namespace {
 
+// 1 + tanh(u) and 1 - tanh(u)^2 from e = exp(-2|u|), without the cancellation of 1 - th^2 (or of 1 + th
+// for negative u) near saturation, as on the CPU (kernels/cpu/activation.cpp).
 struct Gelu {
   template <class T>
   __device__ static void fd(T x, T& f, T& df) {
     const T c = static_cast<T>(0.7978845608028654), a = static_cast<T>(0.044715);
-    T u = c * (x + a * x * x * x);
-    T th = dtanh(u);
-    f = T(0.5) * x * (T(1) + th);
-    T du = c * (T(1) + T(3) * a * x * x);
-    df = T(0.5) * (T(1) + th) + T(0.5) * x * (T(1) - th * th) * du;
+    const T u = c * (x + a * x * x * x);
+    const T e = dexp(T(-2) * (u < T(0) ? -u : u)), inv = T(1) / (T(1) + e);
+    const T one_plus_th = u < T(0) ? T(2) * e * inv : T(2) * inv, sech2 = T(4) * e * inv * inv;
+    f = T(0.5) * x * one_plus_th;
+    const T du = c * (T(1) + T(3) * a * x * x);
+    df = T(0.5) * one_plus_th + T(0.5) * x * sech2 * du;
   }
 };
 struct Relu {

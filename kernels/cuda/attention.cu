@@ -57,10 +57,10 @@ __global__ void softmax_fwd(T* scores, int64_t rows, int64_t t) {
   mx = warp_max(mx);
   // The exponentials are recomputed rather than stored between the passes, so that a bf16 row is
   // rounded once, as a probability.
-  V sum = 0;
+  double sum = 0;  // float64, as on the CPU: a float32 sum over a long row errs by about 1e-6
   for (int64_t j = lane; j <= i; j += 32) sum += dexp(static_cast<V>(s[j]) - mx);
   sum = warp_sum(sum);
-  const V inv = V(1) / sum;
+  const V inv = static_cast<V>(1.0 / sum);
   for (int64_t j = lane; j < t; j += 32) s[j] = j <= i ? dexp(static_cast<V>(s[j]) - mx) * inv : V(0);
 }
 

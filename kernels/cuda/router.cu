@@ -29,9 +29,9 @@ __global__ void route_tokens(const T* logits, int64_t n, int64_t e_count, int64_
     T* p = probs + t * e_count;  // may alias x
     T mx = x[0];
     for (int64_t e = 1; e < e_count; ++e) mx = x[e] > mx ? x[e] : mx;
-    T sum = 0;
+    double sum = 0;  // in float64 as on the CPU: hundreds of experts
     for (int64_t e = 0; e < e_count; ++e) sum += (p[e] = dexp(x[e] - mx));
-    for (int64_t e = 0; e < e_count; ++e) p[e] /= sum;
+    for (int64_t e = 0; e < e_count; ++e) p[e] = static_cast<T>(p[e] / sum);
     int64_t i1 = 0;
     for (int64_t e = 1; e < e_count; ++e)
       if (p[e] > p[i1]) i1 = e;

@@ -17,7 +17,17 @@
 
 namespace glam::testing {
 
+// Built with GLAM_GPU_TESTS_ON_CPU (tests/cuda/CMakeLists.txt), the GPU tests run on the CPU backend:
+// "device" memory and contexts are the CPU's. That checks the tests themselves (their inputs,
+// indexing, poisoning and tolerances against the float64 references) on every machine, so that a
+// GPU session's failures are the GPU's.
+#ifdef GLAM_GPU_TESTS_ON_CPU
+inline constexpr kernels::Backend kDeviceBackend = kernels::Backend::kCpu;
+inline bool have_cuda_device() { return true; }
+#else
+inline constexpr kernels::Backend kDeviceBackend = kernels::Backend::kCuda;
 inline bool have_cuda_device() { return kernels::cuda_device_count() > 0; }
+#endif
 
 #define GLAM_REQUIRE_CUDA_DEVICE() \
   if (!::glam::testing::have_cuda_device()) GTEST_SKIP() << "no CUDA device"
@@ -26,9 +36,9 @@ inline bool have_cuda_device() { return kernels::cuda_device_count() > 0; }
 template <class T>
 class DeviceVec {
  public:
-  explicit DeviceVec(size_t n) : n_(n) { p_ = static_cast<T*>(kernels::device_alloc(kernels::Backend::kCuda, bytes())); }
+  explicit DeviceVec(size_t n) : n_(n) { p_ = static_cast<T*>(kernels::device_alloc(kDeviceBackend, bytes())); }
   explicit DeviceVec(const std::vector<T>& host) : DeviceVec(host.size()) { upload(host); }
-  ~DeviceVec() { kernels::device_free(kernels::Backend::kCuda, p_); }
+  ~DeviceVec() { kernels::device_free(kDeviceBackend, p_); }
   DeviceVec(const DeviceVec&) = delete;
   DeviceVec& operator=(const DeviceVec&) = delete;
   T* get() { return p_; }
@@ -110,11 +120,15 @@ inline void expect_close(const std::vector<float>& got, const std::vector<double
                      << (first < got.size() ? want[first] : 0.0) << "); worst relative error " << worst;
 }
 
-// A CUDA context for a test fixture.
+// A CUDA context for a test fixture (a CPU one under GLAM_GPU_TESTS_ON_CPU).
 class CudaContext {
  public:
-  CudaContext() { kernels::init_cuda_context(ctx); }
-  ~CudaContext() { kernels::release_cuda_context(ctx); }
+  CudaContext() {
+    if (kDeviceBackend == kernels::Backend::kCuda) kernels::init_cuda_context(ctx);
+  }
+  ~CudaContext() {
+    if (kDeviceBackend == kernels::Backend::kCuda) kernels::release_cuda_context(ctx);
+  }
   kernels::KernelContext ctx;
 };
 

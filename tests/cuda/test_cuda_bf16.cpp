@@ -282,7 +282,7 @@ TEST(CudaBf16Step, TenStepsTrackTheFloat32Run) {
   exec::Transformer<bf16> gm(m, s, *comm, gpu.ctx);
   std::unique_ptr<exec::AdafactorOptimizer<float>> gopt;
   {
-    kernels::MemoryBackendScope on_gpu(kernels::Backend::kCuda);
+    kernels::MemoryBackendScope on_gpu(kDeviceBackend);
     gopt = std::make_unique<exec::AdafactorOptimizer<float>>(gm.layout());
   }
   cm.init_params(3);

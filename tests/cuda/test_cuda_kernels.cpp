@@ -277,6 +277,9 @@ void check_router(CudaKernels& f, const k::KernelContext& cpu, const k::KernelCo
   s.capacity = capacity;
   k::SecondExpertPolicy pol;
   pol.random = random_routing;
+  // These logits give nearly equal top-2 probabilities (normalised second gates of 0.45-0.5): with the
+  // default threshold of 0.2 every second copy would be kept, and random routing would go untested.
+  pol.threshold = 0.8;
   pol.seed = rnd.gen()();
   pol.first_token = 4096;
   const size_t nk = static_cast<size_t>(s.tokens * top_k), ne = static_cast<size_t>(s.tokens * experts);
