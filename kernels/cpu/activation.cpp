@@ -30,7 +30,8 @@ struct Gelu {
   template <class T>
   static void parts(T x, T& u, T& one_plus_th, T& sech2) {
     u = static_cast<T>(kSqrt2OverPi) * (x + static_cast<T>(kGeluCubic) * x * x * x);
-    const T e = cpu::fast_exp(T(-2) * std::abs(u)), inv = T(1) / (T(1) + e);
+    // fast_exp clamps below exp(-87): past |u| = 44, e is 0 as it is in exact arithmetic to float precision
+    const T e = std::abs(u) < T(44) ? cpu::fast_exp(T(-2) * std::abs(u)) : T(0), inv = T(1) / (T(1) + e);
     one_plus_th = u < T(0) ? T(2) * e * inv : T(2) * inv;
     sech2 = T(4) * e * inv * inv;
   }

@@ -23,12 +23,13 @@ __global__ void xent(const T* logits, const int32_t* targets, int64_t vocab, dou
     if (xv > my_max) {
       my_sum = my_sum * static_cast<double>(dexp(my_max - xv)) + 1.0;
       my_max = xv;
-    } else {
+    } else if (xv != -INFINITY) {  // a masked (-inf) logit adds nothing; a NaN propagates
       my_sum += static_cast<double>(dexp(xv - my_max));
     }
   }
   const T mx = block_max(my_max);
-  double sum = my_sum > 0 ? my_sum * static_cast<double>(dexp(my_max - mx)) : 0.0;
+  // threads with no elements, or only -inf ones, add 0 (their exp(my_max - mx) may be NaN)
+  double sum = my_sum == 0.0 ? 0.0 : my_sum * static_cast<double>(dexp(my_max - mx));
   sum = block_sum(sum);
   const double z = static_cast<double>(mx) + log(sum);
   if (threadIdx.x == 0) {

@@ -80,6 +80,29 @@ TEST(OpGradients, ActivationsPlainAndGated) {
     }
 }
 
+// GELU in float32 against float64 where 1 + tanh and 1 - tanh^2 cancel (negative and large inputs):
+// relative accuracy of the value and the derivative, out to inputs far past saturation.
+TEST(OpGradients, GeluFloat32IsAccurateInItsTails) {
+  const std::vector<double> xs = {-1e13, -100, -20, -7, -5, -2, -1e-3, 0, 1e-3, 2, 5, 7, 20, 100, 1e13};
+  const int64_t n = static_cast<int64_t>(xs.size());
+  std::vector<float> xf(xs.begin(), xs.end()), ones(xs.size(), 1.f), yf(xs.size()), df(xs.size());
+  V y(xs.size()), d(xs.size()), one(xs.size(), 1.0);
+  activation_forward<float>(ctx, Activation::kGelu, xf.data(), nullptr, yf.data(), n);
+  activation_backward<float>(ctx, Activation::kGelu, ones.data(), xf.data(), nullptr, df.data(), nullptr, n);
+  activation_forward<double>(ctx, Activation::kGelu, xs.data(), nullptr, y.data(), n);
+  activation_backward<double>(ctx, Activation::kGelu, one.data(), xs.data(), nullptr, d.data(), nullptr, n);
+  for (size_t i = 0; i < xs.size(); ++i) {
+    // exp(-2|u|) turns the float32 rounding of u into a relative error of about 2|u| x 2^-23: the
+    // conditioning of the function, not of the kernel
+    const double u = 0.7978845608028654 * (xs[i] + 0.044715 * xs[i] * xs[i] * xs[i]);
+    const double rel = 2e-6 + 2.4e-7 * std::min(2 * std::abs(u), 1e3);
+    EXPECT_NEAR(yf[i], y[i], rel * std::abs(y[i]) + 1e-30) << "GELU(" << xs[i] << ")";
+    EXPECT_NEAR(df[i], d[i], rel * std::abs(d[i]) + 1e-30) << "GELU'(" << xs[i] << ")";
+  }
+  EXPECT_NEAR(d.front(), 0.0, 1e-30);  // saturated: GELU'(-inf) = 0, GELU'(inf) = 1
+  EXPECT_NEAR(d.back(), 1.0, 1e-12);
+}
+
 TEST(OpGradients, CausalSoftmaxWithRelativeBias) {
   std::mt19937_64 gen(4);
   const int64_t b = 2, h = 2, t = 5, buckets = 4;
