@@ -43,6 +43,8 @@ void copy_bytes(void* dst, const void* src, size_t bytes);
 bool cuda_built();
 int cuda_device_count();
 std::string cuda_device_name(int device);
+// The device's PCI bus id ("0000:19:00.0"), how NVML finds the same GPU; "" in a CPU-only build.
+std::string cuda_device_pci_bus_id(int device);
 int cuda_current_device();
 void cuda_set_device(int device);
 // Makes ctx a CUDA context on the current device: backend kCuda, a new stream and cuBLAS handle.

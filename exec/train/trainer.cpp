@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <iomanip>
+#include <iostream>
 #include <optional>
 #include <sstream>
 #include <thread>
@@ -14,6 +15,7 @@
 #include "common/errors.h"
 #include "comm/launcher.h"
 #include "core/device_session.h"
+#include "core/gpu_energy_meter.h"
 #include "data/corpus.h"
 #include "data/token_batches.h"
 #include "data/tokenizer.h"
@@ -194,6 +196,12 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
     run.text = text_origin;
     std::vector<MoeLayerStats> moe_sum;
     const bool print = rank == 0 && o.format == "text" && !o.quiet;
+    // The GPU's energy counter over the timed steps, first to last (the counter updates every 20-100 ms,
+    // so it is read around the whole block rather than step by step).
+    std::optional<GpuEnergyMeter> meter;
+    if (cuda) meter.emplace(ctx.device);
+    double energy_begin_J = -1, energy_end_J = -1, energy_s = 0;
+    std::chrono::steady_clock::time_point energy_t0;
     for (int64_t i = 0; i < o.steps; ++i) {
       const int64_t step = cs.step + 1;  // 1-based update number
       const bool timed = i >= warmup;
@@ -202,6 +210,7 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
       timer.begin_step();
       comm.barrier();
       auto t0 = std::chrono::steady_clock::now();
+      if (meter && i == warmup) energy_begin_J = meter->read_joules(), energy_t0 = t0;
       batches->fill(step - 1, rank * shape.seqs, shape.seqs, hin.data(), htg.data());
       copy_to_device(hin.data(), inputs.data(), shape.tokens());
       copy_to_device(htg.data(), targets.data(), shape.tokens());
@@ -210,7 +219,12 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
       opt.update(ctx, model.params(), model.grads(), step, &timer);
       kernels::synchronize(ctx);
       comm.barrier();
-      double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const auto t1 = std::chrono::steady_clock::now();
+      double dt = std::chrono::duration<double>(t1 - t0).count();
+      if (meter && i == o.steps - 1) {
+        energy_end_J = meter->read_joules();
+        energy_s = std::chrono::duration<double>(t1 - energy_t0).count();
+      }
       timer.end_step();
       cs.step = step;
       run.losses.push_back(loss.total);
@@ -249,6 +263,25 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
     // ---- outputs ----
     if (!o.save.empty()) save_checkpoint(o.save, model, opt, cs, comm);
     nlohmann::json record = make_run_record(run, timer);
+    if (meter) {  // collective: every rank has a GPU
+      const bool measured = meter->available() && energy_begin_J >= 0 && energy_end_J >= energy_begin_J;
+      if (!comm.any(!measured)) {
+        double joules = energy_end_J - energy_begin_J;
+        comm.allreduce_sum(&joules, 1);
+        const double tokens = static_cast<double>(run.timed_steps) * static_cast<double>(shape.global_tokens());
+        record["device"]["energy"] = {{"joules", joules},
+                                      {"seconds", energy_s},
+                                      {"gpus", ranks},
+                                      {"mean_power_W", joules / energy_s / ranks},
+                                      {"joules_per_token", joules / tokens},
+                                      {"timed_steps", run.timed_steps},
+                                      {"op_timed_steps", static_cast<int64_t>(run.op_timed_step_times_s.size())},
+                                      {"source", "NVML total energy counter, first to last timed step"}};
+      } else if (rank == 0 && !o.quiet) {
+        std::cerr << "glamexec: GPU energy not measured: "
+                  << (meter->available() ? "the energy counter could not be read" : meter->why_not()) << "\n";
+      }
+    }
     record["device"]["gemm_precision"] = precision_name;
     record["device"]["activation_precision"] = std::is_same_v<T, kernels::bf16> ? "bfloat16" : "float32";
     if (rank == 0) {
@@ -259,7 +292,10 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
         out << m.id << " (" << m.layers << " layers) on " << ranks << " rank(s) x " << threads << " thread(s): "
             << std::fixed << std::setprecision(0) << record["tokens_per_s"].get<double>() << " tokens/s, " << std::setprecision(2)
             << record["achieved_flops_per_s"].get<double>() / 1e9 << " GFLOP/s (model FLOPs), median step "
-            << std::setprecision(1) << record["step_time_s"]["median"].get<double>() * 1e3 << " ms\n";
+            << std::setprecision(1) << record["step_time_s"]["median"].get<double>() * 1e3 << " ms";
+        if (record["device"].contains("energy"))
+          out << ", GPU " << std::setprecision(0) << record["device"]["energy"]["mean_power_W"].get<double>() << " W";
+        out << "\n";
       }
     }
     return 0;

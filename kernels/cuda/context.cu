@@ -88,6 +88,12 @@ std::string device_name(int device) {
   return p.name;
 }
 
+std::string device_pci_bus_id(int device) {
+  char id[32] = {};
+  GLAM_CUDA_CHECK(cudaDeviceGetPCIBusId(id, static_cast<int>(sizeof id), device));
+  return id;
+}
+
 int current_device() {
   int d = -1;
   GLAM_CUDA_CHECK(cudaGetDevice(&d));

@@ -8,6 +8,7 @@
 
 #include "common/errors.h"
 #include "common/text_table.h"
+#include "energy/energy_model.h"
 
 namespace glam {
 
@@ -129,7 +130,11 @@ ValidationSummary validate_records(const std::vector<std::string>& files, const 
   std::vector<double> step_errors, op_errors;
   for (auto& [record, in] : inputs) {
     StepResult sim = simulate_step(in);
-    RecordValidation v{record, in.cluster.id(), sim.step_time_s, {}, {}};
+    RecordValidation v{record, in.cluster.id(), sim.step_time_s, 0, {}, {}};
+    if (record.measured_power_W > 0) {
+      const StepEnergy e = step_energy(in, sim, 1.0);
+      v.simulated_chip_power_W = (e.chip_idle_J + e.chip_compute_J) / sim.step_time_s / in.cluster.num_chips();
+    }
     std::map<std::string, double> simulated;
     std::map<std::string, std::string> collective_of;
     for (size_t i = 0; i < sim.graph.ops.size(); ++i) {
@@ -184,6 +189,11 @@ nlohmann::json ValidationSummary::to_json() const {
                               {"measured_step_s", v.record.step_median_s},
                               {"simulated_step_s", v.simulated_step_s},
                               {"step_error", v.step_error()},
+                              {"measured_power_W", v.record.measured_power_W > 0 ? nlohmann::json(v.record.measured_power_W)
+                                                                                 : nlohmann::json(nullptr)},
+                              {"simulated_chip_power_W", v.record.measured_power_W > 0
+                                                             ? nlohmann::json(v.simulated_chip_power_W)
+                                                             : nlohmann::json(nullptr)},
                               {"ops", ops},
                               {"unmatched_ops", v.unmatched}});
   }
@@ -200,8 +210,14 @@ std::string ValidationSummary::to_text() const {
                format_seconds(v.simulated_step_s), format_percent(v.step_error()), std::to_string(v.ops.size()),
                fixed(100 * median_of(errs), 1) + "%"});
   }
+  std::string power;
+  for (const auto& v : records)
+    if (v.record.measured_power_W > 0)
+      power += v.record.file + ": GPU power measured " + fixed(v.record.measured_power_W, 0) + " W, simulated " +
+               fixed(v.simulated_chip_power_W, 0) + " W (" + format_percent(v.power_error()) + ")\n";
   return t.render() + "\nmedian |step error| " + fixed(100 * median_abs_step_error, 1) + "%, largest " +
-         fixed(100 * max_abs_step_error, 1) + "%, median |op error| " + fixed(100 * median_abs_op_error, 1) + "%\n";
+         fixed(100 * max_abs_step_error, 1) + "%, median |op error| " + fixed(100 * median_abs_op_error, 1) + "%\n" +
+         (power.empty() ? "" : "\n" + power);
 }
 
 std::string ValidationSummary::to_markdown(const std::string& plot_file) const {
@@ -218,6 +234,17 @@ std::string ValidationSummary::to_markdown(const std::string& plot_file) const {
       << (v.record.layers_run > 0 ? std::to_string(v.record.layers_run) : "all") << " | " << v.record.ranks << " | "
       << v.record.device_kind << " | " << fixed(v.record.step_median_s, 4) << " | " << fixed(v.simulated_step_s, 4)
       << " | " << format_percent(v.step_error()) << " | " << v.ops.size() << " |\n";
+  // Chip power, where the record measured it (the energy model's idle + above-idle chip power).
+  bool any_power = false;
+  for (const auto& v : records) any_power |= v.record.measured_power_W > 0;
+  if (any_power) {
+    o << "\nMean GPU power over the timed steps (energy counters) against the energy model's chip power:\n\n"
+      << "| record | measured (W) | simulated (W) | error |\n|---|---|---|---|\n";
+    for (const auto& v : records)
+      if (v.record.measured_power_W > 0)
+        o << "| " << v.record.file << " | " << fixed(v.record.measured_power_W, 0) << " | "
+          << fixed(v.simulated_chip_power_W, 0) << " | " << format_percent(v.power_error()) << " |\n";
+  }
   // Collectives per kind (the waits for other ranks included, as the executor times them).
   bool any_collective = false;
   for (const auto& v : records) any_collective |= !v.collectives().empty();

@@ -26,6 +26,10 @@ struct RecordValidation {
   std::string cluster;
   double simulated_step_s = 0;
   double step_error() const { return (simulated_step_s - record.step_median_s) / record.step_median_s; }
+  // The energy model's mean chip power over the simulated step (idle + above idle, no host share),
+  // beside the GPUs' measured power when the record has it (record.measured_power_W > 0).
+  double simulated_chip_power_W = 0;
+  double power_error() const { return (simulated_chip_power_W - record.measured_power_W) / record.measured_power_W; }
   std::vector<OpComparison> ops;  // op ids present in both
   std::vector<std::string> unmatched;  // measured op ids the simulation does not have
   // Measured and simulated seconds per step of each collective kind, summed over its op ids.

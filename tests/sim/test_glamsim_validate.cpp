@@ -214,5 +214,44 @@ TEST_F(GlamsimValidate, RecordsUseTheirActivationPrecision) {
   EXPECT_NE(r.err.find("key 'device.activation_precision' = \"float16\""), std::string::npos) << r.err;
 }
 
+// A record with the GPUs' measured energy gets the energy model's chip power beside it (between the
+// H200's idle 70 W and busy 700 W) and its error against the measurement; a record without has none.
+TEST_F(GlamsimValidate, GpuEnergyIsComparedWithTheEnergyModel) {
+  auto power = [&](double step_s, double measured_W, const std::string& name) {
+    auto rec = record("", step_s);
+    rec["device"] = {{"kind", "cuda"}, {"name", "NVIDIA H200"}, {"threads", 1}, {"gemm_precision", "bf16"},
+                     {"energy", {{"joules", measured_W * 10}, {"seconds", 10}, {"gpus", 1}, {"mean_power_W", measured_W}}}};
+    write(kDir / name, rec.dump());
+    auto r = run_command("glamsim validate " + (kDir / name).string() + " --format json");
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    if (r.exit_code != 0) return nlohmann::json();
+    return nlohmann::json::parse(r.out)["records"][0];
+  };
+  const auto j = power(0.5, 500, "e.json");
+  ASSERT_TRUE(j.contains("simulated_chip_power_W"));
+  EXPECT_EQ(j["measured_power_W"].get<double>(), 500);
+  const double sim_W = j["simulated_chip_power_W"].get<double>();
+  EXPECT_GT(sim_W, 70);
+  EXPECT_LT(sim_W, 700);
+  // the text output reports it
+  auto t = run_command("glamsim validate " + (kDir / "e.json").string());
+  EXPECT_NE(t.out.find("GPU power measured 500 W, simulated"), std::string::npos) << t.out;
+  // a record without energy has none
+  auto plain = record("", 0.5);
+  plain["device"] = {{"kind", "cuda"}, {"name", "NVIDIA H200"}, {"threads", 1}};
+  write(kDir / "plain.json", plain.dump());
+  auto p = run_command("glamsim validate " + (kDir / "plain.json").string() + " --format json");
+  ASSERT_EQ(p.exit_code, 0) << p.err;
+  EXPECT_TRUE(nlohmann::json::parse(p.out)["records"][0]["measured_power_W"].is_null());
+  // a negative power is a bad record
+  auto bad = record("", 0.5);
+  bad["device"]["energy"] = {{"mean_power_W", -5}};
+  write(kDir / "bad-energy.json", bad.dump());
+  auto b = run_command("glamsim validate " + (kDir / "bad-energy.json").string() + " --calibration " +
+                       (kDir / "profile.toml").string());
+  EXPECT_EQ(b.exit_code, 2);
+  EXPECT_NE(b.err.find("device.energy.mean_power_W"), std::string::npos) << b.err;
+}
+
 }  // namespace
 }  // namespace glam
