@@ -124,14 +124,16 @@ for spec in "${runs[@]}"; do
         --batch-tokens "$attempt_tokens" --steps 8 --warmup 2 --random-tokens --quiet --record "$record.tmp" \
         >"$log" 2>&1; then
       mv "$record.tmp" "$record"
-      # "<id> (<L> layers) on 1 rank(s) x T thread(s): X tokens/s, Y GFLOP/s (model FLOPs), median step Z ms"
+      # "<id> (<L> layers) on 1 rank(s) x T thread(s): X tokens/s, Y GFLOP/s (model FLOPs), median step Z ms[, GPU P W]"
       line=$(awk -v peak="$peak_tflops" -v tok="$attempt_tokens" '/tokens\/s,/ {
+               w = "-"
                for (i = 1; i <= NF; i++) {
                  if ($(i+1) == "tokens/s,") tps = $i
                  if ($(i+1) == "GFLOP/s") gf = $i
                  if ($i == "step") ms = $(i+1)
+                 if ($i == "GPU") w = $(i+1)
                }
-               printf "%8d %12.0f %10.1f %9.1f %6.1f%%", tok, tps, ms, gf / 1000, 100 * gf / 1000 / peak
+               printf "%8d %12.0f %10.1f %9.1f %6.1f%% %6s", tok, tps, ms, gf / 1000, 100 * gf / 1000 / peak, w
              }' "$log")
       cat "$log"
       break
@@ -202,11 +204,12 @@ fi
   echo "GPU check on $(cat "$out/device.txt" 2>/dev/null | head -1 || echo 'unknown GPU'), --precision $precision, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "GPU tests: $tests_result"
   echo "Calibration profile: $calibration_result"
-  printf '%-24s %8s %12s %10s %9s %7s\n' config tokens tokens/s step_ms TFLOP/s MFU
+  printf '%-24s %8s %12s %10s %9s %7s %6s\n' config tokens tokens/s step_ms TFLOP/s MFU GPU_W
   for row in "${table[@]}"; do echo "$row"; done
   echo "MFU: model FLOPs (the accounting's convention) per second / $peak_tflops TFLOP/s (H200 dense bf16)."
   echo "Step times are those of the steps without op timers (--op-timing alternate, the CUDA default);"
   echo "the per-op times come from the other steps, which wait for the device around every op."
+  echo "GPU_W: mean power over the timed steps from the GPU's energy counter (NVML), in each record's device.energy."
 } | tee "$out/summary.txt"
 say "done in ${SECONDS}s"
 exit $status
