@@ -2,6 +2,8 @@
 
 #include <dlfcn.h>
 
+#include <exception>
+
 #include "device.h"
 
 namespace glam::exec {
@@ -17,7 +19,13 @@ using EnergyFn = int (*)(void* device, unsigned long long* millijoules);
 }  // namespace
 
 GpuEnergyMeter::GpuEnergyMeter(int cuda_device) {
-  const std::string pci = kernels::cuda_device_pci_bus_id(cuda_device);
+  std::string pci;
+  try {
+    pci = kernels::cuda_device_pci_bus_id(cuda_device);
+  } catch (const std::exception& e) {  // no such device
+    why_not_ = e.what();
+    return;
+  }
   if (pci.empty()) {
     why_not_ = "no CUDA device";
     return;

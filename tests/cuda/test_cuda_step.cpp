@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <thread>
 #include <filesystem>
 #include <memory>
 #include <random>
@@ -15,7 +17,9 @@
 #include <nlohmann/json.hpp>
 
 #include "comm/communicator.h"
+#include "core/gpu_energy_meter.h"
 #include "cuda_test_support.h"
+#include "elementwise.h"
 #include "model/transformer.h"
 #include "model_config.h"
 #include "optim/adafactor_optimizer.h"
@@ -107,6 +111,28 @@ TEST(CudaStep, TenStepsOfLossesMatchTheCpuRun) {
   }
   std::cout << "largest relative loss difference over 10 steps: " << worst << "\n";
   RecordProperty("largest_relative_loss_difference", std::to_string(worst));
+}
+
+// The GPU's energy counter: a reading that grows while the GPU works, or, without a GPU or NVML, a
+// reason and no reading.
+TEST(GpuEnergy, CounterReadsOrSaysWhyNot) {
+  exec::GpuEnergyMeter meter(0);
+  if (!have_cuda_device()) {
+    EXPECT_FALSE(meter.available());
+    EXPECT_FALSE(meter.why_not().empty());
+    EXPECT_LT(meter.read_joules(), 0);
+    return;
+  }
+  if (!meter.available()) GTEST_SKIP() << "GPU energy counter unavailable: " << meter.why_not();
+  const double e0 = meter.read_joules();
+  CudaContext gpu;
+  DeviceVec<float> x(size_t{1} << 26);
+  for (int i = 0; i < 200; ++i) kernels::fill<float>(gpu.ctx, x.get(), static_cast<float>(i), 1 << 26);
+  kernels::synchronize(gpu.ctx);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the counter updates every 20-100 ms
+  const double e1 = meter.read_joules();
+  EXPECT_GE(e0, 0);
+  EXPECT_GT(e1, e0);
 }
 
 class CudaTrain : public ::testing::Test {
