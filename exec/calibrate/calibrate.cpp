@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
+#include <functional>
 #include <iomanip>
 #include <iostream>
 #include <map>
@@ -27,6 +28,7 @@
 #include "common/json_file.h"
 #include "comm/launcher.h"
 #include "core/device_session.h"
+#include "core/gpu_energy_meter.h"
 #include "device.h"
 #include "model_config.h"
 #include "train/run_record.h"
@@ -108,6 +110,7 @@ class Calibrator {
     t_min_ = o.quick ? 0.02 : 0.15;
   }
 
+  void measure_power();
   void measure_products();
   void measure_memory();
   void measure_network();
@@ -155,7 +158,40 @@ class Calibrator {
   int runs_ = 0;
   double thread_speedup_ = 1;
   int speedup_threads_ = 1;
+  double idle_W_ = 0, busy_W_ = 0, power_window_s_ = 0;
 };
+
+// GPUs: the chip's power from its energy counter (the energy model's idle_W and busy_W), first idle,
+// then running the largest square product back to back. First in the calibration, while the GPU
+// has not worked yet: idle power right after work still carries the decay of the busy clocks.
+void Calibrator::measure_power() {
+  if (!cuda_) return;
+  GpuEnergyMeter meter(ctx_.device);
+  if (comm_.any(!meter.available())) {
+    say("power: not measured (" + (meter.available() ? std::string("a GPU of another rank has no energy counter")
+                                                     : meter.why_not()) + ")");
+    return;
+  }
+  // The counter updates every 20-100 ms: windows of seconds keep that under a few percent.
+  power_window_s_ = o_.quick ? 1.0 : 2.0;
+  say("power: idle for " + std::to_string(static_cast<int>(power_window_s_)) + " s, then products back to back");
+  auto mean_power = [&](const std::function<void()>& work) {
+    kernels::synchronize(ctx_);
+    comm_.barrier();
+    const double e0 = meter.read_joules();
+    const auto t0 = std::chrono::steady_clock::now();
+    work();
+    kernels::synchronize(ctx_);
+    const double e1 = meter.read_joules();
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return mean_over_ranks(comm_, (e1 - e0) / seconds);
+  };
+  idle_W_ = mean_power([&] { std::this_thread::sleep_for(std::chrono::duration<double>(power_window_s_)); });
+  const GemmShape square{8192, 8192, 8192};
+  gemm_rate(ctx_, square, 0.3);  // clocks up first
+  busy_W_ = mean_power([&] { gemm_rate(ctx_, square, power_window_s_); });
+  if (busy_W_ < idle_W_) busy_W_ = idle_W_;  // a counter that barely moved; keep the profile valid
+}
 
 // Everything is checked before the first measurement.
 void Calibrator::check_and_resolve() {
@@ -431,6 +467,12 @@ std::string Calibrator::profile_text() const {
     << (cuda_ ? "# device-to-device copies of this many bytes\n" : "# triad a = b + s*c (STREAM counting) over this many bytes\n")
     << "bytes = " << list(memory.sizes) << "\n"
     << "efficiency = " << list(memory.values) << "\n";
+  if (busy_W_ > 0)
+    p << "\n[power]\n"
+      << "# the GPU's energy counter (NVML): idle for " << power_window_s_ << " s, then 8192^3 products in "
+      << precision_ << " back to back for " << power_window_s_ << " s; mean over ranks\n"
+      << "idle_W = " << num(idle_W_) << "\n"
+      << "busy_W = " << num(busy_W_) << "\n";
   if (ranks_ > 1) {
     p << "\n[network]\n"
       << "# all-to-all between " << ranks_ << " ranks: latency = time of the smallest exchanges, bandwidth = the best\n"
@@ -481,6 +523,7 @@ std::string Calibrator::summary() const {
   if (ranks_ > 1)
     s << ", link " << link_bw_ / 1e9 << " GB/s, latency " << std::setprecision(2) << link_lat_ * 1e6 << " us";
   s << ", " << op_points_.size() << " op curves";
+  if (busy_W_ > 0) s << std::setprecision(0) << ", GPU power " << idle_W_ << " W idle, " << busy_W_ << " W busy";
   if (!o_.out.empty()) s << " -> " << o_.out;
   return s.str();
 }
@@ -489,6 +532,7 @@ std::string Calibrator::summary() const {
 
 int run_calibrate(const CalibrateOptions& o, Communicator& comm, std::ostream& out) {
   Calibrator c(o, comm);
+  c.measure_power();
   c.measure_products();
   c.measure_memory();
   c.measure_network();

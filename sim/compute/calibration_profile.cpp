@@ -50,6 +50,8 @@ nlohmann::json CalibrationProfile::to_json() const {
           {"thread_speedup", thread_speedup},
           {"link_bandwidth_Bps", link_bandwidth_Bps},
           {"link_latency_s", link_latency_s},
+          {"idle_W", idle_W},
+          {"busy_W", busy_W},
           {"collectives", [&] {
              nlohmann::json o = nlohmann::json::array();
              for (const auto& c : collectives)
@@ -101,6 +103,7 @@ struct ProfileFile {
   double peak_flops = 0, memory_bandwidth_Bps = 0, link_bandwidth_Bps = 0, link_latency_s = 0;
   int64_t threads = 0, speedup_threads = 0;
   double thread_speedup = 1;
+  double idle_W = 0, busy_W = 0;
 };
 
 const Schema<ProfileFile>& profile_schema() {
@@ -135,7 +138,11 @@ const Schema<ProfileFile>& profile_schema() {
         .add("network.link_bandwidth_Bps", &P::link_bandwidth_Bps, "B/s",
              "Measured point-to-point bandwidth between ranks (0: the cluster file's)", 0.0, non_negative<double>())
         .add("network.link_latency_s", &P::link_latency_s, "s", "Measured point-to-point latency between ranks", 0.0,
-             non_negative<double>());
+             non_negative<double>())
+        .add("power.idle_W", &P::idle_W, "W", "Measured chip power when idle (0: the chip kind's)", 0.0,
+             non_negative<double>())
+        .add("power.busy_W", &P::busy_W, "W", "Measured chip power running products back to back (0: the chip kind's)",
+             0.0, non_negative<double>());
     return sc;
   }();
   return s;
@@ -262,6 +269,13 @@ CalibrationProfile load_profile(const std::string& path) {
   p.thread_speedup = f.thread_speedup;
   p.link_bandwidth_Bps = f.link_bandwidth_Bps;
   p.link_latency_s = f.link_latency_s;
+  if ((f.idle_W > 0) != (f.busy_W > 0))
+    throw ConfigError(path, f.idle_W > 0 ? "power.busy_W" : "power.idle_W", "(missing)",
+                      "power.idle_W and power.busy_W together");
+  if (f.busy_W < f.idle_W)
+    throw ConfigError(path, "power.busy_W", std::to_string(f.busy_W), "at least power.idle_W");
+  p.idle_W = f.idle_W;
+  p.busy_W = f.busy_W;
   p.ops = std::move(op_curves);
   p.ops_alone = std::move(alone_curves);
   p.collectives = std::move(collectives);

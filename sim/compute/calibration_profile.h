@@ -55,6 +55,10 @@ struct CalibrationProfile {
   double thread_speedup = 1;  // this much faster than with `threads` (measured, small products scale poorly)
   double link_bandwidth_Bps = 0;
   double link_latency_s = 0;
+  // Measured chip power (GPUs, from their energy counters): idle, and running the best products
+  // back to back. Zero when the profile uses the chip kind's figures.
+  double idle_W = 0;
+  double busy_W = 0;
   // Measured collectives; where one exists for a collective's kind, it replaces network_bandwidth
   // and the route latencies for that collective.
   std::vector<CollectiveCurve> collectives;

@@ -243,6 +243,22 @@ TEST_F(GlamsimValidate, GpuEnergyIsComparedWithTheEnergyModel) {
   auto p = run_command("glamsim validate " + (kDir / "plain.json").string() + " --format json");
   ASSERT_EQ(p.exit_code, 0) << p.err;
   EXPECT_TRUE(nlohmann::json::parse(p.out)["records"][0]["measured_power_W"].is_null());
+  // a GPU profile with measured power ([power] from glamexec calibrate) replaces the chip kind's figures
+  write(kDir / "gpu-power.toml", std::string(kProfile).replace(10, 3, "h200") + "[power]\nidle_W = 200\nbusy_W = 300\n");
+  auto w = run_command("glamsim validate " + (kDir / "e.json").string() + " --calibration " +
+                       (kDir / "gpu-power.toml").string() + " --format json");
+  ASSERT_EQ(w.exit_code, 0) << w.err;
+  const double measured_profile_W = nlohmann::json::parse(w.out)["records"][0]["simulated_chip_power_W"].get<double>();
+  EXPECT_GE(measured_profile_W, 200);
+  EXPECT_LE(measured_profile_W, 300);
+  for (const auto& [table, key] : {std::pair<std::string, std::string>{"idle_W = 200\n", "power.busy_W"},
+                                   {"idle_W = 300\nbusy_W = 200\n", "power.busy_W"}}) {
+    write(kDir / "gpu-bad-power.toml", std::string(kProfile).replace(10, 3, "h200") + "[power]\n" + table);
+    auto e = run_command("glamsim validate " + (kDir / "e.json").string() + " --calibration " +
+                         (kDir / "gpu-bad-power.toml").string());
+    EXPECT_EQ(e.exit_code, 2) << table;
+    EXPECT_NE(e.err.find(key), std::string::npos) << e.err;
+  }
   // a negative power is a bad record
   auto bad = record("", 0.5);
   bad["device"]["energy"] = {{"mean_power_W", -5}};
