@@ -167,14 +167,18 @@ class Calibrator {
 void Calibrator::measure_power() {
   if (!cuda_) return;
   GpuEnergyMeter meter(ctx_.device);
-  if (comm_.any(!meter.available())) {
-    say("power: not measured (" + (meter.available() ? std::string("a GPU of another rank has no energy counter")
-                                                     : meter.why_not()) + ")");
+  const bool shared = local_ranks() > kernels::cuda_device_count();  // two ranks on one card
+  if (comm_.any(!meter.available() || shared)) {
+    say("power: not measured (" +
+        (!meter.available() ? meter.why_not()
+         : shared           ? std::string("ranks share a GPU")
+                            : std::string("a GPU of another rank has no energy counter")) + ")");
     return;
   }
   // The counter updates every 20-100 ms: windows of seconds keep that under a few percent.
   power_window_s_ = o_.quick ? 1.0 : 2.0;
   say("power: idle for " + std::to_string(static_cast<int>(power_window_s_)) + " s, then products back to back");
+  // Mean power per rank over `work`, or -1 where a read failed or the counter did not move.
   auto mean_power = [&](const std::function<void()>& work) {
     kernels::synchronize(ctx_);
     comm_.barrier();
@@ -184,13 +188,18 @@ void Calibrator::measure_power() {
     kernels::synchronize(ctx_);
     const double e1 = meter.read_joules();
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    return mean_over_ranks(comm_, (e1 - e0) / seconds);
+    return e0 >= 0 && e1 > e0 ? (e1 - e0) / seconds : -1.0;
   };
-  idle_W_ = mean_power([&] { std::this_thread::sleep_for(std::chrono::duration<double>(power_window_s_)); });
+  const double idle = mean_power([&] { std::this_thread::sleep_for(std::chrono::duration<double>(power_window_s_)); });
   const GemmShape square{8192, 8192, 8192};
   gemm_rate(ctx_, square, 0.3);  // clocks up first
-  busy_W_ = mean_power([&] { gemm_rate(ctx_, square, power_window_s_); });
-  if (busy_W_ < idle_W_) busy_W_ = idle_W_;  // a counter that barely moved; keep the profile valid
+  const double busy = mean_power([&] { gemm_rate(ctx_, square, power_window_s_); });
+  if (comm_.any(idle <= 0 || busy < idle)) {  // every rank agrees before writing anything
+    say("power: not measured (the energy counter did not give a usable reading)");
+    return;
+  }
+  idle_W_ = mean_over_ranks(comm_, idle);
+  busy_W_ = mean_over_ranks(comm_, busy);
 }
 
 // Everything is checked before the first measurement.

@@ -38,7 +38,8 @@ GpuEnergyMeter::GpuEnergyMeter(int cuda_device) {
   auto init = reinterpret_cast<InitFn>(dlsym(library_, "nvmlInit_v2"));
   auto by_pci = reinterpret_cast<HandleByPciFn>(dlsym(library_, "nvmlDeviceGetHandleByPciBusId_v2"));
   energy_fn_ = dlsym(library_, "nvmlDeviceGetTotalEnergyConsumption");
-  if (!init || !by_pci || !energy_fn_) {
+  void* shutdown = dlsym(library_, "nvmlShutdown");
+  if (!init || !by_pci || !energy_fn_ || !shutdown) {
     why_not_ = "NVML lacks the energy counter entry points";
     return;
   }
@@ -46,7 +47,7 @@ GpuEnergyMeter::GpuEnergyMeter(int cuda_device) {
     why_not_ = "nvmlInit_v2 returned " + std::to_string(rc);
     return;
   }
-  shutdown_fn_ = dlsym(library_, "nvmlShutdown");
+  shutdown_fn_ = shutdown;  // from here on, the destructor pairs the init
   void* device = nullptr;
   if (const int rc = by_pci(pci.c_str(), &device); rc != 0 || !device) {
     why_not_ = "NVML does not know the GPU at PCI " + pci + " (" + std::to_string(rc) + ")";

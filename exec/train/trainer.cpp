@@ -87,6 +87,9 @@ kernels::GemmPrecision parse_gemm_precision(const std::string& p, bool cuda) {
   return precision;
 }
 
+// NVML's energy counter updates every 20-100 ms: a shorter window than this is not reported.
+constexpr double kMinEnergyWindow_s = 1.0;
+
 int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
   const int ranks = comm.size(), rank = comm.rank();
   // ---- everything is checked before the first step ----
@@ -209,8 +212,9 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
       timer.set_recording(ops_timed);
       timer.begin_step();
       comm.barrier();
+      if (meter && i == warmup) energy_begin_J = meter->read_joules();
       auto t0 = std::chrono::steady_clock::now();
-      if (meter && i == warmup) energy_begin_J = meter->read_joules(), energy_t0 = t0;
+      if (i == warmup) energy_t0 = t0;
       batches->fill(step - 1, rank * shape.seqs, shape.seqs, hin.data(), htg.data());
       copy_to_device(hin.data(), inputs.data(), shape.tokens());
       copy_to_device(htg.data(), targets.data(), shape.tokens());
@@ -264,7 +268,11 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
     if (!o.save.empty()) save_checkpoint(o.save, model, opt, cs, comm);
     nlohmann::json record = make_run_record(run, timer);
     if (meter) {  // collective: every rank has a GPU
-      const bool measured = meter->available() && energy_begin_J >= 0 && energy_end_J >= energy_begin_J;
+      // A card shared by two ranks would be counted twice; a window under a second is a few counter
+      // updates, too coarse to report.
+      const bool shared = local_ranks() > kernels::cuda_device_count();
+      const bool measured = meter->available() && !shared && energy_begin_J >= 0 &&
+                            energy_end_J > energy_begin_J && energy_s >= kMinEnergyWindow_s;
       if (!comm.any(!measured)) {
         double joules = energy_end_J - energy_begin_J;
         comm.allreduce_sum(&joules, 1);
@@ -279,7 +287,13 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
                                       {"source", "NVML total energy counter, first to last timed step"}};
       } else if (rank == 0 && !o.quiet) {
         std::cerr << "glamexec: GPU energy not measured: "
-                  << (meter->available() ? "the energy counter could not be read" : meter->why_not()) << "\n";
+                  << (!meter->available() ? meter->why_not()
+                      : shared            ? "ranks share a GPU"
+                      : energy_s < kMinEnergyWindow_s
+                          ? "the timed steps took " + std::to_string(energy_s) + " s, under the " +
+                                std::to_string(kMinEnergyWindow_s) + " s the counter needs"
+                          : "the energy counter could not be read (on this or another rank)")
+                  << "\n";
       }
     }
     record["device"]["gemm_precision"] = precision_name;

@@ -76,9 +76,16 @@ RunRecord load_run_record(const std::string& path) {
   if (r.activation_precision != "float32" && r.activation_precision != "bfloat16")
     throw ConfigError(path, "device.activation_precision", "\"" + r.activation_precision + "\"",
                       "\"float32\" or \"bfloat16\"");
-  if (j["device"].contains("energy")) r.measured_power_W = number(j, path, "device.energy.mean_power_W");
-  if (r.measured_power_W < 0)
-    throw ConfigError(path, "device.energy.mean_power_W", std::to_string(r.measured_power_W), "a power >= 0 (W)");
+  if (j["device"].contains("energy")) {
+    r.measured_power_W = number(j, path, "device.energy.mean_power_W");
+    r.energy_window_s = number(j, path, "device.energy.seconds");
+    r.energy_steps = static_cast<int64_t>(number(j, path, "device.energy.timed_steps"));
+    if (r.measured_power_W <= 0)
+      throw ConfigError(path, "device.energy.mean_power_W", std::to_string(r.measured_power_W), "a power > 0 (W)");
+    if (r.energy_window_s <= 0 || r.energy_steps <= 0)
+      throw ConfigError(path, "device.energy.seconds", std::to_string(r.energy_window_s),
+                        "a window > 0 s holding timed_steps > 0 steps");
+  }
   r.global_batch_tokens = static_cast<int64_t>(number(j, path, "global_batch_tokens"));
   r.step_median_s = number(j, path, "step_time_s.median");
   r.step_p10_s = number(j, path, "step_time_s.p10");

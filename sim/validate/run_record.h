@@ -28,9 +28,11 @@ struct RunRecord {
   int host_cores = 0;  // hardware threads of the host the record ran on (0: not recorded)
   std::string gemm_precision = "fp32";  // the executor's --precision: fp32, tf32 or bf16 products
   std::string activation_precision = "float32";  // "bfloat16" with --precision bf16 (older records: float32)
-  // device.energy.mean_power_W: the GPUs' mean power over the timed steps, from their energy
-  // counters (0: not measured, e.g. CPU records)
+  // device.energy: the GPUs' mean power over the timed steps from their energy counters (0: not
+  // measured, e.g. CPU records), the window's seconds and the steps in it
   double measured_power_W = 0;
+  double energy_window_s = 0;
+  int64_t energy_steps = 0;
   int64_t global_batch_tokens = 0;
   double step_median_s = 0, step_p10_s = 0, step_p90_s = 0;
   std::vector<MeasuredOp> ops;

@@ -137,7 +137,11 @@ ValidationSummary validate_records(const std::vector<std::string>& files, const 
     RecordValidation v{record, in.cluster.id(), sim.step_time_s, 0, {}, {}};
     if (record.measured_power_W > 0) {
       const StepEnergy e = step_energy(in, sim, 1.0);
-      v.simulated_chip_power_W = (e.chip_idle_J + e.chip_compute_J) / sim.step_time_s / in.cluster.num_chips();
+      const double chips = in.cluster.num_chips();
+      const double idle_W = e.chip_idle_J / sim.step_time_s / chips, above_W = e.chip_compute_J / sim.step_time_s / chips;
+      const double busy_share = std::min(
+          1.0, static_cast<double>(record.energy_steps) * record.step_median_s / record.energy_window_s);
+      v.simulated_chip_power_W = idle_W + above_W * busy_share;
     }
     std::map<std::string, double> simulated;
     std::map<std::string, std::string> collective_of;

@@ -26,8 +26,11 @@ struct RecordValidation {
   std::string cluster;
   double simulated_step_s = 0;
   double step_error() const { return (simulated_step_s - record.step_median_s) / record.step_median_s; }
-  // The energy model's mean chip power over the simulated step (idle + above idle, no host share),
-  // beside the GPUs' measured power when the record has it (record.measured_power_W > 0).
+  // The energy model's mean chip power over the record's measured energy window (no host share):
+  // idle power all window long, plus the simulated step's above-idle power for the share of the
+  // window the steps take at the measured pace (timed steps x measured median step; the op timers'
+  // extra waits count as idle). Beside the GPUs' measured power when the record has it
+  // (record.measured_power_W > 0).
   double simulated_chip_power_W = 0;
   double power_error() const { return (simulated_chip_power_W - record.measured_power_W) / record.measured_power_W; }
   std::vector<OpComparison> ops;  // op ids present in both

@@ -217,10 +217,11 @@ TEST_F(GlamsimValidate, RecordsUseTheirActivationPrecision) {
 // A record with the GPUs' measured energy gets the energy model's chip power beside it (between the
 // H200's idle 70 W and busy 700 W) and its error against the measurement; a record without has none.
 TEST_F(GlamsimValidate, GpuEnergyIsComparedWithTheEnergyModel) {
-  auto power = [&](double step_s, double measured_W, const std::string& name) {
+  auto power = [&](double step_s, double measured_W, const std::string& name, int steps = 20) {  // in 10 s
     auto rec = record("", step_s);
     rec["device"] = {{"kind", "cuda"}, {"name", "NVIDIA H200"}, {"threads", 1}, {"gemm_precision", "bf16"},
-                     {"energy", {{"joules", measured_W * 10}, {"seconds", 10}, {"gpus", 1}, {"mean_power_W", measured_W}}}};
+                     {"energy", {{"joules", measured_W * 10}, {"seconds", 10}, {"gpus", 1}, {"mean_power_W", measured_W},
+                                 {"timed_steps", steps}}}};
     write(kDir / name, rec.dump());
     auto r = run_command("glamsim validate " + (kDir / name).string() + " --format json");
     EXPECT_EQ(r.exit_code, 0) << r.err;
@@ -233,6 +234,10 @@ TEST_F(GlamsimValidate, GpuEnergyIsComparedWithTheEnergyModel) {
   const double sim_W = j["simulated_chip_power_W"].get<double>();
   EXPECT_GT(sim_W, 70);
   EXPECT_LT(sim_W, 700);
+  // steps that fill half the window (the rest waiting, as op-timed steps do) draw less above idle
+  const double half_W = power(0.5, 500, "e-half.json", 10)["simulated_chip_power_W"].get<double>();
+  EXPECT_LT(half_W, sim_W);
+  EXPECT_GT(half_W, 70);
   // the text output reports it
   auto t = run_command("glamsim validate " + (kDir / "e.json").string());
   EXPECT_NE(t.out.find("GPU power measured 500 W, simulated"), std::string::npos) << t.out;
@@ -261,7 +266,7 @@ TEST_F(GlamsimValidate, GpuEnergyIsComparedWithTheEnergyModel) {
   }
   // a negative power is a bad record
   auto bad = record("", 0.5);
-  bad["device"]["energy"] = {{"mean_power_W", -5}};
+  bad["device"]["energy"] = {{"mean_power_W", -5}, {"seconds", 1}, {"timed_steps", 2}};
   write(kDir / "bad-energy.json", bad.dump());
   auto b = run_command("glamsim validate " + (kDir / "bad-energy.json").string() + " --calibration " +
                        (kDir / "profile.toml").string());
