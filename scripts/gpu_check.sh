@@ -94,6 +94,8 @@ if [[ -z ${GLAM_GPU_CHECK_SKIP_TESTS:-} ]]; then
 fi
 
 # ---- timed steps ----
+# 12 steps, 2 of them warm-up: 10 timed steps, 5 with op timers and 5 without (--op-timing alternate),
+# and a window long enough (over 1 s) for the GPU's energy counter.
 # name | model | layers (0: all) | global batch tokens (a multiple of seq_len 1024 and group_tokens 1024)
 runs=(
   "glam-0.1b|glam-0.1b|0|32768"
@@ -121,7 +123,7 @@ for spec in "${runs[@]}"; do
     say "$name: $model, layers $layers, $attempt_tokens tokens, $precision"
     log=$logs/$name.log
     if timeout 200 "$bin/glamexec" train --device "$device" --precision "$precision" --model "$model" --layers "$layers" \
-        --batch-tokens "$attempt_tokens" --steps 8 --warmup 2 --random-tokens --quiet --record "$record.tmp" \
+        --batch-tokens "$attempt_tokens" --steps 12 --warmup 2 --random-tokens --quiet --record "$record.tmp" \
         >"$log" 2>&1; then
       mv "$record.tmp" "$record"
       # "<id> (<L> layers) on 1 rank(s) x T thread(s): X tokens/s, Y GFLOP/s (model FLOPs), median step Z ms[, GPU P W]"
