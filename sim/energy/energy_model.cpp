@@ -27,8 +27,11 @@ StepEnergy step_energy(const SimulationInput& in, const StepResult& r, double pu
     if (d <= 0) continue;
     busy_s += d * compute.activity(op);
   }
-  e.chip_idle_J = chip.idle_W * T * chips;
-  e.chip_compute_J = (chip.busy_W - chip.idle_W) * busy_s * chips;
+  // A profile that measured the chip's power (glamexec calibrate on a GPU) replaces the chip kind's.
+  const bool measured = in.profile.busy_W > 0;
+  const double idle_W = measured ? in.profile.idle_W : chip.idle_W, busy_W = measured ? in.profile.busy_W : chip.busy_W;
+  e.chip_idle_J = idle_W * T * chips;
+  e.chip_compute_J = (busy_W - idle_W) * busy_s * chips;
   e.host_J = chip.host_W_per_chip * T * chips;
   // Links: idle power for the whole step, busy power while carrying the step's bytes.
   std::map<LinkKind, std::pair<double, double>> per_kind;  // bandwidth, busy - idle

@@ -3,7 +3,8 @@
 // since it reads only op durations and bytes):
 //  - chip: idle power all step long, plus (busy - idle) x activity while an op runs, where the
 //    activity of an op is its achieved FLOP/s or HBM bandwidth relative to the best the chip
-//    reaches (ComputeModel::activity);
+//    reaches (ComputeModel::activity); idle and busy power are the chip kind's, or the calibration
+//    profile's [power] where it measured them;
 //  - host share: the per-chip share of CPU hosts, NICs and fans, constant;
 //  - network: every link's idle power, plus (busy - idle) while it carries bytes (bytes / bandwidth);
 //    switches at their rated power;

@@ -69,10 +69,6 @@ Cluster cluster_for(const RunRecord& r, const CalibrationProfile& profile) {
     std::snprintf(buf, sizeof buf, "hbm_bandwidth_Bps = %.6e\n", profile.memory_bandwidth_Bps);
     t << buf;
   }
-  if (profile.busy_W > 0) {  // the GPU's measured power in place of the chip kind's
-    std::snprintf(buf, sizeof buf, "idle_W = %.6e\nbusy_W = %.6e\n", profile.idle_W, profile.busy_W);
-    t << buf;
-  }
   t << "[topology]\nkind = \"single-node\"\nchips = " << r.ranks << "\n";
   if (r.ranks > 1 && profile.link_bandwidth_Bps > 0) {
     std::snprintf(buf, sizeof buf, "[links.nvlink]\nbandwidth_Bps = %.6e\nlatency_s = %.6e\n", profile.link_bandwidth_Bps,

@@ -48,6 +48,27 @@ TEST(Energy, OneMatmulByHand) {
   EXPECT_NEAR(e.average_power_per_chip_W, e.it_J() / (2 * t) / 64, 1e-9);
 }
 
+// A profile that measured the chip's power (glamexec calibrate's [power]) replaces the chip kind's.
+TEST(Energy, AMeasuredProfilePowerReplacesTheChipKinds) {
+  SimulationInput in = tiny_input();
+  StepResult r;
+  StepOp op;
+  op.kind = OpKind::kMatmul;
+  op.flops = 1e13;
+  ComputeModel cm(in.cluster.chip(), in.profile, "bf16");
+  const double t = cm.op_time_s(op);
+  r.graph.ops.push_back(op);
+  r.timing.push_back({0, t, "", {}});
+  r.step_time_s = 2 * t;
+  const StepEnergy datasheet = step_energy(in, r, 1.0);
+  in.profile.idle_W = 50, in.profile.busy_W = 250;
+  const StepEnergy measured = step_energy(in, r, 1.0);
+  const ChipSpec& chip = in.cluster.chip();
+  EXPECT_NEAR(measured.chip_idle_J, 50 * 2 * t * 64, 1e-9);
+  EXPECT_NEAR(measured.chip_compute_J, datasheet.chip_compute_J * 200 / (chip.busy_W - chip.idle_W), 1e-9);
+  EXPECT_DOUBLE_EQ(measured.host_J, datasheet.host_J);  // the host share is not the chip's
+}
+
 TEST(Energy, TwiceTheTokensTwiceTheEnergy) {
   SimulationInput in = tiny_input();
   StepResult r = simulate_step(in);
