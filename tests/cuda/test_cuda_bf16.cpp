@@ -24,6 +24,7 @@
 #include "norm.h"
 #include "optim/adafactor_optimizer.h"
 #include "support/random_batch.h"
+#include "ten_steps.h"
 
 namespace glam::testing {
 namespace {
@@ -272,32 +273,7 @@ TEST(CudaBf16Step, MatchesTheCpuBf16Step) {
 // Ten Adafactor steps of the bf16 model on the GPU track the float32 model on the CPU.
 TEST(CudaBf16Step, TenStepsTrackTheFloat32Run) {
   GLAM_REQUIRE_CUDA_DEVICE();
-  ModelConfig m = load_model("glam-tiny-8e");
-  exec::ExecShape s = shape_of(m, 4);
-  auto comm = exec::make_single_communicator();
-  kernels::KernelContext cpu;
-  exec::Transformer<float> cm(m, s, *comm, cpu);
-  exec::AdafactorOptimizer<float> copt(cm.layout());
-  CudaContext gpu;
-  exec::Transformer<bf16> gm(m, s, *comm, gpu.ctx);
-  std::unique_ptr<exec::AdafactorOptimizer<float>> gopt;
-  {
-    kernels::MemoryBackendScope on_gpu(kDeviceBackend);
-    gopt = std::make_unique<exec::AdafactorOptimizer<float>>(gm.layout());
-  }
-  cm.init_params(3);
-  gm.init_params(3);
-  double worst = 0;
-  for (int64_t step = 1; step <= 10; ++step) {
-    auto b = random_batch(s.tokens(), m.vocab_size, 100 + static_cast<uint64_t>(step));
-    DeviceVec<int32_t> din(b.inputs), dtg(b.targets);
-    exec::StepLoss lc = cm.run(b.inputs.data(), b.targets.data(), step, true);
-    copt.update(cpu, cm.params(), cm.grads(), step);
-    exec::StepLoss lg = gm.run(din.get(), dtg.get(), step, true);
-    gopt->update(gpu.ctx, gm.params(), gm.grads(), step);
-    EXPECT_NEAR(lg.ce, lc.ce, 1e-2 * lc.ce) << "step " << step;
-    worst = std::max(worst, std::abs(lg.ce - lc.ce) / lc.ce);
-  }
+  const double worst = ten_steps_against_the_cpu<bf16>(&exec::StepLoss::ce, 1e-2);
   std::cout << "largest relative loss difference, bf16 GPU vs float32 CPU, over 10 steps: " << worst << "\n";
   RecordProperty("largest_relative_loss_difference", std::to_string(worst));
 }

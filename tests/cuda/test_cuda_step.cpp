@@ -25,6 +25,7 @@
 #include "optim/adafactor_optimizer.h"
 #include "support/random_batch.h"
 #include "support/run_command.h"
+#include "ten_steps.h"
 
 namespace glam::testing {
 namespace {
@@ -83,32 +84,7 @@ TEST(CudaStep, LossAndGradientsMatchTheCpuStep) {
 
 TEST(CudaStep, TenStepsOfLossesMatchTheCpuRun) {
   GLAM_REQUIRE_CUDA_DEVICE();
-  ModelConfig m = load_model("glam-tiny-8e");
-  ExecShape s = shape_of(m, 4);
-  auto comm = exec::make_single_communicator();
-  kernels::KernelContext cpu;
-  Transformer<float> cm(m, s, *comm, cpu);
-  exec::AdafactorOptimizer<float> copt(cm.layout());
-  CudaContext gpu;
-  Transformer<float> gm(m, s, *comm, gpu.ctx);
-  std::unique_ptr<exec::AdafactorOptimizer<float>> gopt;
-  {
-    kernels::MemoryBackendScope on_gpu(kDeviceBackend);
-    gopt = std::make_unique<exec::AdafactorOptimizer<float>>(gm.layout());
-  }
-  cm.init_params(3);
-  gm.init_params(3);
-  double worst = 0;
-  for (int64_t step = 1; step <= 10; ++step) {
-    auto b = random_batch(s.tokens(), m.vocab_size, static_cast<uint64_t>(100 + step));
-    DeviceVec<int32_t> in(b.inputs), tg(b.targets);
-    StepLoss lc = cm.run(b.inputs.data(), b.targets.data(), step, true);
-    copt.update(cpu, cm.params(), cm.grads(), step);
-    StepLoss lg = gm.run(in.get(), tg.get(), step, true);
-    gopt->update(gpu.ctx, gm.params(), gm.grads(), step);
-    EXPECT_NEAR(lg.total, lc.total, 1e-3 * std::abs(lc.total)) << "step " << step;
-    worst = std::max(worst, std::abs(lg.total - lc.total) / std::abs(lc.total));
-  }
+  const double worst = ten_steps_against_the_cpu<float>(&StepLoss::total, 1e-3);
   std::cout << "largest relative loss difference over 10 steps: " << worst << "\n";
   RecordProperty("largest_relative_loss_difference", std::to_string(worst));
 }
