@@ -87,8 +87,184 @@ kernels::GemmPrecision parse_gemm_precision(const std::string& p, bool cuda) {
   return precision;
 }
 
+namespace {
+
 // NVML's energy counter updates every 20-100 ms: a shorter window than this is not reported.
 constexpr double kMinEnergyWindow_s = 1.0;
+
+// Everything run_train resolved and checked before the first step.
+struct ResolvedRun {
+  const TrainOptions& o;
+  const ModelConfig& m;
+  std::string model_file, precision_name, op_timing, text_origin, tokenizer_origin;
+  ExecShape shape;
+  int64_t warmup = 0;
+  int threads = 1;
+  bool cuda = false;
+};
+
+// The model and the steps with activations of type T: float, or bf16 with float32 master weights and
+// optimizer state. Writes the run record and the checkpoint; returns the exit code.
+template <class T>
+int train_steps(const ResolvedRun& r, TokenBatches& batches, kernels::KernelContext& ctx, Communicator& comm,
+                std::ostream& out) {
+  const TrainOptions& o = r.o;
+  const ModelConfig& m = r.m;
+  const ExecShape& shape = r.shape;
+  const int ranks = comm.size(), rank = comm.rank();
+  const int64_t warmup = r.warmup;
+  const bool cuda = r.cuda;
+  const std::string& op_timing = r.op_timing;
+  Transformer<T> model(m, shape, comm, ctx);
+  AdafactorOptimizer<float> opt(model.layout());
+  CheckpointState cs;
+  cs.seed = o.seed;
+  if (!o.resume.empty()) cs = load_checkpoint(o.resume, model, opt);
+  else model.init_params(cs.seed);
+  model.routing_seed = cs.seed;
+
+  // ---- training ----
+  OpTimer timer(&ctx, &comm);
+  DeviceBuffer<int32_t> inputs(shape.tokens()), targets(shape.tokens());
+  std::vector<int32_t> hin(static_cast<size_t>(shape.tokens())), htg(static_cast<size_t>(shape.tokens()));
+  RunDescription run;
+  run.model = &m;
+  run.model_file = r.model_file;
+  run.layers_run = m.layers;
+  run.ranks = ranks;
+  run.dp = ranks;
+  run.ep = m.is_moe() ? ranks : 1;
+  run.device_name = cuda ? kernels::cuda_device_name(ctx.device) : cpu_model_name();
+  if (cuda) run.device_kind = "cuda";
+  run.host = host_name();
+  run.threads = r.threads;
+  run.batch_tokens = shape.tokens();
+  run.global_batch_tokens = shape.global_tokens();
+  run.seq_len = m.seq_len;
+  run.steps = o.steps;
+  run.warmup_steps = warmup;
+  run.op_timing = op_timing;
+  run.tokenizer = r.tokenizer_origin;
+  run.text = r.text_origin;
+  std::vector<MoeLayerStats> moe_sum;
+  const bool print = rank == 0 && o.format == "text" && !o.quiet;
+  // The GPU's energy counter over the timed steps, first to last (the counter updates every 20-100 ms,
+  // so it is read around the whole block rather than step by step).
+  std::optional<GpuEnergyMeter> meter;
+  if (cuda) meter.emplace(ctx.device);
+  double energy_begin_J = -1, energy_end_J = -1, energy_s = 0;
+  std::chrono::steady_clock::time_point energy_t0;
+  for (int64_t i = 0; i < o.steps; ++i) {
+    const int64_t step = cs.step + 1;  // 1-based update number
+    const bool timed = i >= warmup;
+    const bool ops_timed = timed && (op_timing == "all" || (i - warmup) % 2 == 0);
+    timer.set_recording(ops_timed);
+    timer.begin_step();
+    comm.barrier();
+    if (meter && i == warmup) energy_begin_J = meter->read_joules();
+    auto t0 = std::chrono::steady_clock::now();
+    if (i == warmup) energy_t0 = t0;
+    batches.fill(step - 1, rank * shape.seqs, shape.seqs, hin.data(), htg.data());
+    copy_to_device(hin.data(), inputs.data(), shape.tokens());
+    copy_to_device(htg.data(), targets.data(), shape.tokens());
+    StepLoss loss = model.run(inputs.data(), targets.data(), step, true, &timer);
+    model.allreduce_gradients(&timer);
+    opt.update(ctx, model.params(), model.grads(), step, &timer);
+    kernels::synchronize(ctx);
+    comm.barrier();
+    const auto t1 = std::chrono::steady_clock::now();
+    double dt = std::chrono::duration<double>(t1 - t0).count();
+    if (meter && i == o.steps - 1) {
+      energy_end_J = meter->read_joules();
+      energy_s = std::chrono::duration<double>(t1 - energy_t0).count();
+    }
+    timer.end_step();
+    cs.step = step;
+    run.losses.push_back(loss.total);
+    run.ce_losses.push_back(loss.ce);
+    if (timed) {
+      (ops_timed && op_timing == "alternate" ? run.op_timed_step_times_s : run.step_times_s).push_back(dt);
+      ++run.timed_steps;
+      const auto& st = model.moe_stats();
+      if (moe_sum.empty()) {
+        moe_sum = st;
+        for (auto& s : moe_sum) {
+          std::fill(s.expert_load.begin(), s.expert_load.end(), 0);
+          s.routed = s.dropped = s.skipped = 0;
+        }
+      }
+      for (size_t j = 0; j < st.size(); ++j) {
+        for (size_t e = 0; e < st[j].expert_load.size(); ++e) moe_sum[j].expert_load[e] += st[j].expert_load[e];
+        moe_sum[j].routed += st[j].routed;
+        moe_sum[j].dropped += st[j].dropped;
+        moe_sum[j].skipped += st[j].skipped;
+      }
+    }
+    if (print)
+      out << "step " << step << "  loss " << std::fixed << std::setprecision(4) << loss.total << "  ce " << loss.ce
+          << "  aux " << loss.aux << "  " << std::setprecision(3) << dt * 1e3 << " ms\n"
+          << std::flush;
+  }
+  for (auto& s : moe_sum) {
+    comm.allreduce_sum(s.expert_load.data(), static_cast<int64_t>(s.expert_load.size()));
+    int64_t v[3] = {s.routed, s.dropped, s.skipped};
+    comm.allreduce_sum(v, 3);
+    s.routed = v[0], s.dropped = v[1], s.skipped = v[2];
+  }
+  run.moe = moe_sum;
+
+  // ---- outputs ----
+  if (!o.save.empty()) save_checkpoint(o.save, model, opt, cs, comm);
+  nlohmann::json record = make_run_record(run, timer);
+  if (meter) {  // collective: every rank has a GPU
+    // A card shared by two ranks would be counted twice; a window under a second is a few counter
+    // updates, too coarse to report.
+    const bool shared = local_ranks() > kernels::cuda_device_count();
+    const bool measured = meter->available() && !shared && energy_begin_J >= 0 &&
+                          energy_end_J > energy_begin_J && energy_s >= kMinEnergyWindow_s;
+    if (!comm.any(!measured)) {
+      double joules = energy_end_J - energy_begin_J;
+      comm.allreduce_sum(&joules, 1);
+      const double tokens = static_cast<double>(run.timed_steps) * static_cast<double>(shape.global_tokens());
+      record["device"]["energy"] = {{"joules", joules},
+                                    {"seconds", energy_s},
+                                    {"gpus", ranks},
+                                    {"mean_power_W", joules / energy_s / ranks},
+                                    {"joules_per_token", joules / tokens},
+                                    {"timed_steps", run.timed_steps},
+                                    {"op_timed_steps", static_cast<int64_t>(run.op_timed_step_times_s.size())},
+                                    {"source", "NVML total energy counter, first to last timed step"}};
+    } else if (rank == 0 && !o.quiet) {
+      std::cerr << "glamexec: GPU energy not measured: "
+                << (!meter->available() ? meter->why_not()
+                    : shared            ? "ranks share a GPU"
+                    : energy_s < kMinEnergyWindow_s
+                        ? "the timed steps took " + std::to_string(energy_s) + " s, under the " +
+                              std::to_string(kMinEnergyWindow_s) + " s the counter needs"
+                        : "the energy counter could not be read (on this or another rank)")
+                << "\n";
+    }
+  }
+  record["device"]["gemm_precision"] = r.precision_name;
+  record["device"]["activation_precision"] = std::is_same_v<T, kernels::bf16> ? "bfloat16" : "float32";
+  if (rank == 0) {
+    if (!o.record.empty()) write_file_atomically(o.record, record.dump(2) + "\n");
+    if (o.format == "json") {
+      out << record.dump(2) << "\n";
+    } else {
+      out << m.id << " (" << m.layers << " layers) on " << ranks << " rank(s) x " << r.threads << " thread(s): "
+          << std::fixed << std::setprecision(0) << record["tokens_per_s"].get<double>() << " tokens/s, " << std::setprecision(2)
+          << record["achieved_flops_per_s"].get<double>() / 1e9 << " GFLOP/s (model FLOPs), median step "
+          << std::setprecision(1) << record["step_time_s"]["median"].get<double>() * 1e3 << " ms";
+      if (record["device"].contains("energy"))
+        out << ", GPU " << std::setprecision(0) << record["device"]["energy"]["mean_power_W"].get<double>() << " W";
+      out << "\n";
+    }
+  }
+  return 0;
+}
+
+}  // namespace
 
 int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
   const int ranks = comm.size(), rank = comm.rank();
@@ -162,160 +338,10 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
   kernels::set_cpu_threads(ctx, threads);
   DeviceSession device(ctx, cuda);
   ctx.gemm_precision = precision;
-  // The model and the steps, with the activation type of --precision: bf16 for bf16 (float32 master
-  // weights and optimizer state), float32 otherwise.
-  auto train = [&](auto activation_type) -> int {
-    using T = decltype(activation_type);
-    Transformer<T> model(m, shape, comm, ctx);
-    AdafactorOptimizer<float> opt(model.layout());
-    CheckpointState cs;
-    cs.seed = o.seed;
-    if (!o.resume.empty()) cs = load_checkpoint(o.resume, model, opt);
-    else model.init_params(cs.seed);
-    model.routing_seed = cs.seed;
-
-    // ---- training ----
-    OpTimer timer(&ctx, &comm);
-    DeviceBuffer<int32_t> inputs(shape.tokens()), targets(shape.tokens());
-    std::vector<int32_t> hin(static_cast<size_t>(shape.tokens())), htg(static_cast<size_t>(shape.tokens()));
-    RunDescription run;
-    run.model = &m;
-    run.model_file = model_file;
-    run.layers_run = m.layers;
-    run.ranks = ranks;
-    run.dp = ranks;
-    run.ep = m.is_moe() ? ranks : 1;
-    run.device_name = cuda ? kernels::cuda_device_name(ctx.device) : cpu_model_name();
-    if (cuda) run.device_kind = "cuda";
-    run.host = host_name();
-    run.threads = threads;
-    run.batch_tokens = shape.tokens();
-    run.global_batch_tokens = shape.global_tokens();
-    run.seq_len = m.seq_len;
-    run.steps = o.steps;
-    run.warmup_steps = warmup;
-    run.op_timing = op_timing;
-    run.tokenizer = tokenizer_origin;
-    run.text = text_origin;
-    std::vector<MoeLayerStats> moe_sum;
-    const bool print = rank == 0 && o.format == "text" && !o.quiet;
-    // The GPU's energy counter over the timed steps, first to last (the counter updates every 20-100 ms,
-    // so it is read around the whole block rather than step by step).
-    std::optional<GpuEnergyMeter> meter;
-    if (cuda) meter.emplace(ctx.device);
-    double energy_begin_J = -1, energy_end_J = -1, energy_s = 0;
-    std::chrono::steady_clock::time_point energy_t0;
-    for (int64_t i = 0; i < o.steps; ++i) {
-      const int64_t step = cs.step + 1;  // 1-based update number
-      const bool timed = i >= warmup;
-      const bool ops_timed = timed && (op_timing == "all" || (i - warmup) % 2 == 0);
-      timer.set_recording(ops_timed);
-      timer.begin_step();
-      comm.barrier();
-      if (meter && i == warmup) energy_begin_J = meter->read_joules();
-      auto t0 = std::chrono::steady_clock::now();
-      if (i == warmup) energy_t0 = t0;
-      batches->fill(step - 1, rank * shape.seqs, shape.seqs, hin.data(), htg.data());
-      copy_to_device(hin.data(), inputs.data(), shape.tokens());
-      copy_to_device(htg.data(), targets.data(), shape.tokens());
-      StepLoss loss = model.run(inputs.data(), targets.data(), step, true, &timer);
-      model.allreduce_gradients(&timer);
-      opt.update(ctx, model.params(), model.grads(), step, &timer);
-      kernels::synchronize(ctx);
-      comm.barrier();
-      const auto t1 = std::chrono::steady_clock::now();
-      double dt = std::chrono::duration<double>(t1 - t0).count();
-      if (meter && i == o.steps - 1) {
-        energy_end_J = meter->read_joules();
-        energy_s = std::chrono::duration<double>(t1 - energy_t0).count();
-      }
-      timer.end_step();
-      cs.step = step;
-      run.losses.push_back(loss.total);
-      run.ce_losses.push_back(loss.ce);
-      if (timed) {
-        (ops_timed && op_timing == "alternate" ? run.op_timed_step_times_s : run.step_times_s).push_back(dt);
-        ++run.timed_steps;
-        const auto& st = model.moe_stats();
-        if (moe_sum.empty()) {
-          moe_sum = st;
-          for (auto& s : moe_sum) {
-            std::fill(s.expert_load.begin(), s.expert_load.end(), 0);
-            s.routed = s.dropped = s.skipped = 0;
-          }
-        }
-        for (size_t j = 0; j < st.size(); ++j) {
-          for (size_t e = 0; e < st[j].expert_load.size(); ++e) moe_sum[j].expert_load[e] += st[j].expert_load[e];
-          moe_sum[j].routed += st[j].routed;
-          moe_sum[j].dropped += st[j].dropped;
-          moe_sum[j].skipped += st[j].skipped;
-        }
-      }
-      if (print)
-        out << "step " << step << "  loss " << std::fixed << std::setprecision(4) << loss.total << "  ce " << loss.ce
-            << "  aux " << loss.aux << "  " << std::setprecision(3) << dt * 1e3 << " ms\n"
-            << std::flush;
-    }
-    for (auto& s : moe_sum) {
-      comm.allreduce_sum(s.expert_load.data(), static_cast<int64_t>(s.expert_load.size()));
-      int64_t v[3] = {s.routed, s.dropped, s.skipped};
-      comm.allreduce_sum(v, 3);
-      s.routed = v[0], s.dropped = v[1], s.skipped = v[2];
-    }
-    run.moe = moe_sum;
-
-    // ---- outputs ----
-    if (!o.save.empty()) save_checkpoint(o.save, model, opt, cs, comm);
-    nlohmann::json record = make_run_record(run, timer);
-    if (meter) {  // collective: every rank has a GPU
-      // A card shared by two ranks would be counted twice; a window under a second is a few counter
-      // updates, too coarse to report.
-      const bool shared = local_ranks() > kernels::cuda_device_count();
-      const bool measured = meter->available() && !shared && energy_begin_J >= 0 &&
-                            energy_end_J > energy_begin_J && energy_s >= kMinEnergyWindow_s;
-      if (!comm.any(!measured)) {
-        double joules = energy_end_J - energy_begin_J;
-        comm.allreduce_sum(&joules, 1);
-        const double tokens = static_cast<double>(run.timed_steps) * static_cast<double>(shape.global_tokens());
-        record["device"]["energy"] = {{"joules", joules},
-                                      {"seconds", energy_s},
-                                      {"gpus", ranks},
-                                      {"mean_power_W", joules / energy_s / ranks},
-                                      {"joules_per_token", joules / tokens},
-                                      {"timed_steps", run.timed_steps},
-                                      {"op_timed_steps", static_cast<int64_t>(run.op_timed_step_times_s.size())},
-                                      {"source", "NVML total energy counter, first to last timed step"}};
-      } else if (rank == 0 && !o.quiet) {
-        std::cerr << "glamexec: GPU energy not measured: "
-                  << (!meter->available() ? meter->why_not()
-                      : shared            ? "ranks share a GPU"
-                      : energy_s < kMinEnergyWindow_s
-                          ? "the timed steps took " + std::to_string(energy_s) + " s, under the " +
-                                std::to_string(kMinEnergyWindow_s) + " s the counter needs"
-                          : "the energy counter could not be read (on this or another rank)")
-                  << "\n";
-      }
-    }
-    record["device"]["gemm_precision"] = precision_name;
-    record["device"]["activation_precision"] = std::is_same_v<T, kernels::bf16> ? "bfloat16" : "float32";
-    if (rank == 0) {
-      if (!o.record.empty()) write_file_atomically(o.record, record.dump(2) + "\n");
-      if (o.format == "json") {
-        out << record.dump(2) << "\n";
-      } else {
-        out << m.id << " (" << m.layers << " layers) on " << ranks << " rank(s) x " << threads << " thread(s): "
-            << std::fixed << std::setprecision(0) << record["tokens_per_s"].get<double>() << " tokens/s, " << std::setprecision(2)
-            << record["achieved_flops_per_s"].get<double>() / 1e9 << " GFLOP/s (model FLOPs), median step "
-            << std::setprecision(1) << record["step_time_s"]["median"].get<double>() * 1e3 << " ms";
-        if (record["device"].contains("energy"))
-          out << ", GPU " << std::setprecision(0) << record["device"]["energy"]["mean_power_W"].get<double>() << " W";
-        out << "\n";
-      }
-    }
-    return 0;
-  };
+  ResolvedRun run{o, m, model_file, precision_name, op_timing, text_origin, tokenizer_origin, shape, warmup, threads, cuda};
   try {
-    return precision == kernels::GemmPrecision::kBf16 ? train(kernels::bf16{}) : train(float{});
+    return precision == kernels::GemmPrecision::kBf16 ? train_steps<kernels::bf16>(run, *batches, ctx, comm, out)
+                                                      : train_steps<float>(run, *batches, ctx, comm, out);
   } catch (const kernels::DeviceOutOfMemory& e) {  // a bad input: the run does not fit this GPU
     throw UsageError(m.id + " (" + std::to_string(m.layers) + " layers) at " + std::to_string(shape.tokens()) +
                      " tokens per rank, --precision " + precision_name + ", does not fit on " +
