@@ -347,6 +347,7 @@ class Builder {
     sh.expert_shards = std::min<int64_t>(s_.ep, std::max<int64_t>(m_.experts, 1)) * s_.tp;
     MemoryFootprint fp = memory_per_chip(partial, sh);
     double bytes = 2 * fp.weights_bytes + fp.gradients_bytes + 2 * fp.optimizer_bytes;
+    if (s_.narrow_weight_copy && e_ < w_) bytes += fp.weights_bytes / w_ * (w_ + e_);  // read again, write narrow
     add(-1, "optimizer", StepPhase::kOptimizer, OpKind::kElementwise, fp.weights_bytes / w_ * 10, bytes);
   }
 

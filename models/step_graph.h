@@ -62,6 +62,9 @@ struct StepShape {
   // large-scale trainers do); false: one blocking all-reduce after it (glamexec's CPU executor).
   bool overlap_grad_reduction = true;
   int64_t microbatches = 1;  // gradient accumulation: tokens_per_rank is split into this many passes
+  // The optimizer also writes a copy of the weights in the (narrower) activation precision, which the
+  // next step's products read: glamexec's bf16 model. Off for plans (XLA fuses that cast on TPUs).
+  bool narrow_weight_copy = false;
 };
 
 // Expert load of one MoE layer on the busiest rank, from the routing model.

@@ -64,6 +64,7 @@ StepGraph record_step_graph(const nlohmann::json& record, const std::string& whe
   s.ep = int_at(record, "plan", "ep", where);
   s.tp = 1;
   s.overlap_grad_reduction = false;  // the executor reduces all gradients at once, as glamsim validate models it
+  s.narrow_weight_copy = true;       // and writes the bf16 copy of the weights (when it has one)
   if (!record.contains("global_batch_tokens") || !record["global_batch_tokens"].is_number())
     throw ConfigError(where, "global_batch_tokens", "(missing)", "a number (an executor run record)");
   s.tokens_per_rank = record["global_batch_tokens"].get<int64_t>() / dp;

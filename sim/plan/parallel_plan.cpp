@@ -20,6 +20,7 @@ StepShape ParallelPlan::step_shape() const {
   s.recompute = recompute;
   s.overlap_grad_reduction = overlap_grad_reduction;
   s.microbatches = microbatches;
+  s.narrow_weight_copy = narrow_weight_copy;
   return s;
 }
 

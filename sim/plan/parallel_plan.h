@@ -26,6 +26,7 @@ struct ParallelPlan {
   std::string mapping = "auto";  // "auto": compact torus blocks where possible; "linear": chip order
   bool overlap_grad_reduction = true;  // reduce each block's gradients during the backward pass
   int64_t microbatches = 1;            // gradient accumulation: passes per step on each rank
+  bool narrow_weight_copy = false;     // glamexec's bf16 model (StepShape::narrow_weight_copy); not in plan files
 
   int64_t chips() const { return dp * tp; }
   int64_t tokens_per_rank() const { return batch_tokens / dp; }

@@ -33,6 +33,25 @@ TEST(StepGraph, IdsAreUniqueAndFollowTheScheme) {
   EXPECT_TRUE(ids.count("optimizer"));
 }
 
+// glamexec's bf16 model writes a bf16 copy of the float32 master weights each step: the optimizer op
+// then moves 4 + 2 more bytes per weight; nothing changes for float32 activations or for plans.
+TEST(StepGraph, TheExecutorsBf16WeightCopyIsTheOptimizers) {
+  auto optimizer_bytes = [](const std::string& activations, bool copy) {
+    ModelConfig m = load_model("glam-1.7b");
+    m.activation_precision = activations;
+    StepShape s = shape(2048, 1, 1, 1);
+    s.narrow_weight_copy = copy;
+    for (const auto& op : build_step_graph(m, s).ops)
+      if (op.name == "optimizer") return op.bytes;
+    return 0.0;
+  };
+  ModelConfig m = load_model("glam-1.7b");
+  ASSERT_EQ(m.weight_precision, "float32");
+  const double weights = memory_per_chip(m, ShardingForMemory{}).weights_bytes / 4;
+  EXPECT_NEAR(optimizer_bytes("bfloat16", true) - optimizer_bytes("bfloat16", false), 6 * weights, 1e-6 * weights);
+  EXPECT_DOUBLE_EQ(optimizer_bytes("float32", true), optimizer_bytes("float32", false));
+}
+
 TEST(StepGraph, ForwardMatmulFlopsMatchTheAccounting) {
   ModelConfig m = load_model("glam-1.7b");
   const int64_t tokens = 4096;
