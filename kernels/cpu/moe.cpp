@@ -7,6 +7,26 @@
 
 namespace glam::kernels {
 
+namespace {
+// out[t,:] += sum_k weight(t*top_k + k) * buf[loc[t,k],:] over kept copies. Each element sums in
+// acc_t<T> and is stored once (one rounding for bf16), as on the GPU.
+template <class T, class Weight>
+void gather_add(const T* buf, const int32_t* loc, int64_t tokens, int64_t top_k, int64_t dim, T* out, Weight weight) {
+  GLAM_PARALLEL_FOR(tokens / 64)
+  for (int64_t t = 0; t < tokens; ++t) {
+    T* dst = out + t * dim;
+    for (int64_t i = 0; i < dim; ++i) {
+      acc_t<T> acc = dst[i];
+      for (int64_t c = 0; c < top_k; ++c) {
+        const int32_t l = loc[t * top_k + c];
+        if (l >= 0) acc += weight(t * top_k + c) * buf[static_cast<int64_t>(l) * dim + i];
+      }
+      dst[i] = acc;
+    }
+  }
+}
+}  // namespace
+
 template <class T>
 void moe_dispatch_forward(const KernelContext& ctx, const T* x, const int32_t* slot_token, T* buf, int64_t slots,
                           int64_t dim) {
@@ -25,37 +45,14 @@ template <class T>
 void moe_dispatch_backward(const KernelContext& ctx, const T* dbuf, const int32_t* loc, T* dx, int64_t tokens,
                            int64_t top_k, int64_t dim) {
   GLAM_CUDA_DISPATCH(ctx, moe_dispatch_backward<T>(ctx, dbuf, loc, dx, tokens, top_k, dim));
-  // Each element sums its copies in acc_t<T> and is stored once (one rounding for bf16), as on the GPU.
-  GLAM_PARALLEL_FOR(tokens / 64)
-  for (int64_t t = 0; t < tokens; ++t) {
-    T* dst = dx + t * dim;
-    for (int64_t i = 0; i < dim; ++i) {
-      acc_t<T> acc = dst[i];
-      for (int64_t c = 0; c < top_k; ++c) {
-        const int32_t l = loc[t * top_k + c];
-        if (l >= 0) acc += dbuf[static_cast<int64_t>(l) * dim + i];
-      }
-      dst[i] = acc;
-    }
-  }
+  gather_add(dbuf, loc, tokens, top_k, dim, dx, [](int64_t) { return acc_t<T>(1); });
 }
 
 template <class T, class G>
 void moe_combine_forward(const KernelContext& ctx, const T* buf, const int32_t* loc, const G* gate, T* y, int64_t tokens,
                          int64_t top_k, int64_t dim) {
   GLAM_CUDA_DISPATCH(ctx, moe_combine_forward<T, G>(ctx, buf, loc, gate, y, tokens, top_k, dim));
-  GLAM_PARALLEL_FOR(tokens / 64)
-  for (int64_t t = 0; t < tokens; ++t) {
-    T* dst = y + t * dim;
-    for (int64_t i = 0; i < dim; ++i) {
-      acc_t<T> acc = dst[i];
-      for (int64_t c = 0; c < top_k; ++c) {
-        const int32_t l = loc[t * top_k + c];
-        if (l >= 0) acc += static_cast<acc_t<T>>(gate[t * top_k + c]) * buf[static_cast<int64_t>(l) * dim + i];
-      }
-      dst[i] = acc;
-    }
-  }
+  gather_add(buf, loc, tokens, top_k, dim, y, [gate](int64_t idx) { return static_cast<acc_t<T>>(gate[idx]); });
 }
 
 template <class T, class G>

@@ -13,6 +13,20 @@ SimulationInput tiny_input() {
   return {load_model("glam-1.7b"), load_cluster("tpu-v4-64"), p, {}, Fidelity::kAnalytical, default_profile("tpu-v4")};
 }
 
+// One 10 TFLOP product, then the chip waits as long again; `t` gets the product's time.
+StepResult one_matmul_step(const SimulationInput& in, double& t) {
+  StepOp op;
+  op.kind = OpKind::kMatmul;
+  op.flops = 1e13;
+  op.bytes = 1e6;
+  t = ComputeModel(in.cluster.chip(), in.profile, "bf16").op_time_s(op);
+  StepResult r;
+  r.graph.ops.push_back(op);
+  r.timing.push_back({0, t, "", {}});
+  r.step_time_s = 2 * t;
+  return r;
+}
+
 TEST(Energy, AChipIdleAllStepDrawsExactlyItsIdlePower) {
   SimulationInput in = tiny_input();
   StepResult r;
@@ -27,16 +41,8 @@ TEST(Energy, AChipIdleAllStepDrawsExactlyItsIdlePower) {
 
 TEST(Energy, OneMatmulByHand) {
   SimulationInput in = tiny_input();
-  StepResult r;
-  StepOp op;
-  op.kind = OpKind::kMatmul;
-  op.flops = 1e13;
-  op.bytes = 1e6;
-  ComputeModel cm(in.cluster.chip(), in.profile, "bf16");
-  const double t = cm.op_time_s(op);
-  r.graph.ops.push_back(op);
-  r.timing.push_back({0, t, "", {}});
-  r.step_time_s = 2 * t;  // the chip then waits as long again
+  double t = 0;
+  const StepResult r = one_matmul_step(in, t);
   StepEnergy e = step_energy(in, r, 1.2);
   const ChipSpec& chip = in.cluster.chip();
   const double achieved = 1e13 / t, best = chip.peak_flops_bf16 * in.profile.matmul.values.back();
@@ -51,15 +57,8 @@ TEST(Energy, OneMatmulByHand) {
 // A profile that measured the chip's power (glamexec calibrate's [power]) replaces the chip kind's.
 TEST(Energy, AMeasuredProfilePowerReplacesTheChipKinds) {
   SimulationInput in = tiny_input();
-  StepResult r;
-  StepOp op;
-  op.kind = OpKind::kMatmul;
-  op.flops = 1e13;
-  ComputeModel cm(in.cluster.chip(), in.profile, "bf16");
-  const double t = cm.op_time_s(op);
-  r.graph.ops.push_back(op);
-  r.timing.push_back({0, t, "", {}});
-  r.step_time_s = 2 * t;
+  double t = 0;
+  const StepResult r = one_matmul_step(in, t);
   const StepEnergy datasheet = step_energy(in, r, 1.0);
   in.profile.idle_W = 50, in.profile.busy_W = 250;
   const StepEnergy measured = step_energy(in, r, 1.0);
