@@ -10,6 +10,11 @@
 #   scripts/gpu_check.sh                  # everything
 #   GLAM_GPU_CHECK_SKIP_TESTS=1 scripts/gpu_check.sh   # timing only
 #
+# On a machine without the project's Debian packages (no network to install them), build a bundle
+# first on one that has them, `bash scripts/gpu_bundle.sh`, and carry .gpu-bundle/ along: when
+# .gpu-bundle/glam-gpu-bundle.tar.gz (or $GLAM_GPU_BUNDLE) exists, this script runs its prebuilt
+# programs instead of building, after checking that they were built from these sources.
+#
 # Environment: GLAM_BUILD_DIR (default build-gpu), GLAM_JOBS (default: all cores),
 # GLAM_GPU_CHECK_DEADLINE_S (default 450: no new run starts after it), GLAM_PRECISION (default bf16).
 # GLAM_GPU_CHECK_DRY=1 checks the script itself on a machine without a GPU: tiny configs on the CPU
@@ -37,7 +42,15 @@ SECONDS=0
 
 say() { printf '[gpu_check %3ds] %s\n' "$SECONDS" "$*"; }
 
-for tool in cmake ninja nvcc timeout awk; do
+source "$root/scripts/gpu_common.sh"
+bundle=${GLAM_GPU_BUNDLE:-$root/.gpu-bundle/glam-gpu-bundle.tar.gz}
+[[ -f $bundle ]] || bundle=
+# The catalogues of this copy of the sources, wherever the programs were built.
+export GLAM_HOME=$root
+
+tools=(timeout awk)
+if [[ -n $bundle ]]; then tools+=(tar gzip ldd sha256sum); else tools+=(cmake ninja nvcc); fi
+for tool in "${tools[@]}"; do
   if ! command -v "$tool" >/dev/null 2>&1 && ! [[ $tool == nvcc && -x /usr/local/cuda/bin/nvcc ]]; then
     say "missing tool: $tool"
     exit 1
@@ -53,23 +66,47 @@ else
   say "nvidia-smi not found (continuing)"
 fi
 
-# ---- build (only what the check runs) ----
-say "configure ($build)"
-cuda_flag=-DGLAM_CUDA=ON
-[[ -n $dry ]] && cuda_flag=-DGLAM_CUDA=AUTO
-if ! timeout 180 cmake -S "$root" -B "$build" -G Ninja "$cuda_flag" >"$logs/configure.log" 2>&1; then
-  tail -30 "$logs/configure.log"
-  say "configure failed"
-  exit 1
+if [[ -n $bundle ]]; then
+  # ---- prebuilt programs (scripts/gpu_bundle.sh) ----
+  say "unpack $bundle"
+  rm -rf "$build/bundle"
+  mkdir -p "$build/bundle"
+  tar -C "$build/bundle" -xzf "$bundle"
+  unpacked=$build/bundle/glam-gpu-bundle
+  sed -n '1,5p' "$unpacked/MANIFEST"
+  built_from=$(awk '$1 == "sources" {print $2}' "$unpacked/MANIFEST")
+  here=$(glam_source_digest "$root")
+  if [[ $built_from != "$here" ]]; then
+    say "the bundle was built from other sources (digest $built_from, these: $here): rebuild it with scripts/gpu_bundle.sh"
+    exit 1
+  fi
+  if ! glam_use_bundle_libraries "$unpacked" 2>&1; then
+    say "the bundle's programs cannot load here"
+    exit 1
+  fi
+  bin=$unpacked/bin
+  # The GPU tests start glamexec from PATH when the build's bin folder is not there.
+  export PATH=$bin:$PATH
+  say "prebuilt programs ready"
+else
+  # ---- build (only what the check runs) ----
+  say "configure ($build)"
+  cuda_flag=-DGLAM_CUDA=ON
+  [[ -n $dry ]] && cuda_flag=-DGLAM_CUDA=AUTO
+  if ! timeout 180 cmake -S "$root" -B "$build" -G Ninja "$cuda_flag" >"$logs/configure.log" 2>&1; then
+    tail -30 "$logs/configure.log"
+    say "configure failed. Where the project's packages cannot be installed, build a bundle with scripts/gpu_bundle.sh on a machine that has them and carry .gpu-bundle/ here"
+    exit 1
+  fi
+  say "build with $jobs jobs"
+  if ! timeout 420 ninja -C "$build" -j "$jobs" glamexec cuda_kernel_tests cuda_step_tests >"$logs/build.log" 2>&1; then
+    grep -E 'error|FAILED' -A3 "$logs/build.log" | head -40 || tail -40 "$logs/build.log"
+    say "build failed"
+    exit 1
+  fi
+  bin=$build/bin
+  say "built"
 fi
-say "build with $jobs jobs"
-if ! timeout 420 ninja -C "$build" -j "$jobs" glamexec cuda_kernel_tests cuda_step_tests >"$logs/build.log" 2>&1; then
-  grep -E 'error|FAILED' -A3 "$logs/build.log" | head -40 || tail -40 "$logs/build.log"
-  say "build failed"
-  exit 1
-fi
-bin=$build/bin
-say "built"
 
 # ---- GPU tests ----
 tests_result="not run"

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Packs what scripts/gpu_check.sh runs, prebuilt, for a GPU machine that cannot install the project's
+# Debian packages (no network): glamexec and the two GPU test programs, built here with CUDA for
+# sm_90, and the shared libraries they load that a bare CUDA machine lacks (OpenBLAS, SentencePiece,
+# TOML++, OpenMPI's runtime, ...), in one archive, .gpu-bundle/glam-gpu-bundle.tar.gz.
+# Carry .gpu-bundle to the GPU machine and run scripts/gpu_check.sh there: it uses the archive
+# instead of building, once it has checked that the archive was built from the same sources.
+#
+# Left out: glibc and the driver (the machine's own), and the CUDA toolkit's large libraries
+# (cuBLAS, cuBLASLt, NCCL: hundreds of MB), which gpu_check.sh finds on the GPU machine. libstdc++
+# and libgcc_s go into compat/, which gpu_check.sh uses only where the machine's own are older.
+#
+# Environment: GLAM_BUILD_DIR (default build-gpu), GLAM_JOBS (default 2), GLAM_BUNDLE_DIR (default
+# .gpu-bundle). Needs the project's packages (scripts/install-deps.sh) and nvcc.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+source "$root/scripts/gpu_common.sh"
+build=${GLAM_BUILD_DIR:-$root/build-gpu}
+jobs=${GLAM_JOBS:-2}
+bundle_dir=${GLAM_BUNDLE_DIR:-$root/.gpu-bundle}
+programs=(glamexec cuda_kernel_tests cuda_step_tests)
+
+bash "$root/scripts/install-deps.sh"
+export PATH=$PATH:/usr/local/cuda/bin
+cmake -S "$root" -B "$build" -G Ninja -DGLAM_CUDA=ON -DCMAKE_BUILD_TYPE=Release >/dev/null
+ninja -C "$build" -j "$jobs" "${programs[@]}" | grep -v '^\[' || true
+test "${PIPESTATUS[0]}" -eq 0
+
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+pack=$stage/glam-gpu-bundle
+mkdir -p "$pack/bin" "$pack/lib" "$pack/compat"
+for p in "${programs[@]}"; do
+  strip -o "$pack/bin/$p" "$build/bin/$p"
+done
+
+# Every shared library the programs load, by the path this machine resolves it to.
+manifest_libs=()
+while read -r name path; do
+  case $name in
+    linux-vdso.so.* | ld-linux-*.so.* | libc.so.* | libm.so.* | libpthread.so.* | libdl.so.* | librt.so.* | \
+      libresolv.so.* | libutil.so.* | libcuda.so.* | libnvidia-*.so.* | libcublas.so.* | libcublasLt.so.* | \
+      libnccl.so.*)
+      continue ;;
+    libstdc++.so.* | libgcc_s.so.*) dest=$pack/compat ;;
+    *) dest=$pack/lib ;;
+  esac
+  cp -L "$path" "$dest/$name"
+  manifest_libs+=("$name <- $path")
+done < <(for p in "${programs[@]}"; do ldd "$build/bin/$p"; done | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}' | sort -u)
+
+{
+  echo "sources $(glam_source_digest "$root")"
+  echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -n), $(. /etc/os-release && echo "$PRETTY_NAME")"
+  echo "git $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$root" diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
+  echo "nvcc $(nvcc --version | awk -F', ' '/release/ {print $2}'), code $(grep -o -- '--generate-code=[^ ]*' "$build/build.ninja" | sort -u | tr '\n' ' ')"
+  glibc=$(for f in "$pack"/bin/* "$pack"/lib/*; do objdump -T "$f"; done | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -n 1)
+  echo "needs from the GPU machine: ${glibc/_/ >= }, the NVIDIA driver (CUDA 13), libcublas.so.13, libcublasLt.so.13, libnccl.so.2"
+  printf 'library %s\n' "${manifest_libs[@]}"
+} >"$pack/MANIFEST"
+
+mkdir -p "$bundle_dir"
+tar -C "$stage" -czf - glam-gpu-bundle >"$bundle_dir/glam-gpu-bundle.tar.gz.tmp"
+mv "$bundle_dir/glam-gpu-bundle.tar.gz.tmp" "$bundle_dir/glam-gpu-bundle.tar.gz"
+cat "$pack/MANIFEST"
+echo "wrote $bundle_dir/glam-gpu-bundle.tar.gz ($(du -h "$bundle_dir/glam-gpu-bundle.tar.gz" | cut -f1))"

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Checks scripts/gpu_common.sh on a made-up bundle: a program whose library lies only in a vendor
+# folder of the "machine" (as cuBLAS lies in a Python environment's NVIDIA wheels) must be made to
+# load, a library found nowhere must be named, and the source digest must follow the sources alone.
+set -uo pipefail
+root=${1:?usage: test_gpu_common.sh REPOSITORY_ROOT}
+source "$root/scripts/gpu_common.sh"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+failures=0
+fail() { echo "FAILED: $*"; failures=$((failures + 1)); }
+
+# A library with a soname, in a folder no loader searches, and a program that needs it (no rpath).
+vendor=$tmp/machine/opt/venv/nvidia/lib
+mkdir -p "$vendor" "$tmp/bundle/bin" "$tmp/bundle/lib" "$tmp/bundle/compat"
+echo 'extern "C" int glam_probe() { return 42; }' >"$tmp/probe.cpp"
+echo 'extern "C" int glam_probe(); int main() { return glam_probe() == 42 ? 0 : 1; }' >"$tmp/main.cpp"
+g++ -shared -fPIC -Wl,-soname,libglamprobe.so.1 -o "$vendor/libglamprobe.so.1" "$tmp/probe.cpp" || exit 1
+g++ -o "$tmp/bundle/bin/probe" "$tmp/main.cpp" "$vendor/libglamprobe.so.1" || exit 1
+
+unset LD_LIBRARY_PATH
+if "$tmp/bundle/bin/probe" 2>/dev/null; then fail "the probe loaded before its folder was found"; fi
+
+export GLAM_LIBRARY_SEARCH_ROOTS=$tmp/machine
+if ! glam_use_bundle_libraries "$tmp/bundle" 2>"$tmp/err"; then
+  fail "the vendor library was not found: $(cat "$tmp/err")"
+fi
+[[ ":$LD_LIBRARY_PATH:" == *":$vendor:"* ]] || fail "LD_LIBRARY_PATH lacks $vendor: $LD_LIBRARY_PATH"
+[[ $LD_LIBRARY_PATH == "$tmp/bundle/lib:"* ]] || fail "the bundle's lib/ is not first: $LD_LIBRARY_PATH"
+[[ $LD_LIBRARY_PATH != *compat* ]] || fail "compat/ used although this libstdc++ is the build's"
+"$tmp/bundle/bin/probe" || fail "the probe does not run with LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+
+# The same library nowhere on the machine: refused, naming it.
+unset LD_LIBRARY_PATH
+rm "$vendor/libglamprobe.so.1"
+if glam_use_bundle_libraries "$tmp/bundle" 2>"$tmp/err"; then fail "a missing library was accepted"; fi
+grep -q 'libglamprobe.so.1' "$tmp/err" || fail "the error does not name the library: $(cat "$tmp/err")"
+
+# The digest changes with a source file and with a new one, not with files outside the sources.
+src=$tmp/src
+mkdir -p "$src/kernels/cuda" "$src/exec" "$src/models" "$src/topologies" "$src/sim" "$src/tests"
+echo 'project(x)' >"$src/CMakeLists.txt"
+echo '__global__ void k() {}' >"$src/kernels/cuda/a.cu"
+echo 'int f();' >"$src/exec/b.h"
+d1=$(glam_source_digest "$src")
+[[ $d1 =~ ^[0-9a-f]{16}$ ]] || fail "digest '$d1' is not 16 hex digits"
+echo 'notes' >"$src/README.md"
+mkdir -p "$src/build-gpu" && echo 'int g();' >"$src/build-gpu/gen.h"
+[[ $(glam_source_digest "$src") == "$d1" ]] || fail "the digest changed with files outside the sources"
+echo '__global__ void k() { }' >"$src/kernels/cuda/a.cu"
+d2=$(glam_source_digest "$src")
+[[ $d2 != "$d1" ]] || fail "the digest did not change with a kernel's source"
+echo 'int h();' >"$src/exec/c.cpp"
+[[ $(glam_source_digest "$src") != "$d2" ]] || fail "the digest did not change with a new source file"
+
+if ((failures)); then exit 1; fi
+echo "gpu_common.sh: all checks passed"
