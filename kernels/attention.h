@@ -11,22 +11,31 @@ namespace glam::kernels {
 // distances below buckets/2 get their own bucket, larger ones share log-spaced buckets up to
 // max_distance. Host function: the table is computed once and copied to the device.
 int32_t relative_position_bucket(int64_t relative_position, int64_t buckets, int64_t max_distance);
-// bucket[i*T + j] for 0 <= i, j < T.
-void relative_bucket_table(int32_t* bucket, int64_t seq_len, int64_t buckets, int64_t max_distance);
+// bucket[d] for the distances d = i - j, 0 <= d < T, of query i and key j <= i: the bucket depends on
+// the distance alone, so one row of T entries serves every query.
+void relative_bucket_by_distance(int32_t* bucket, int64_t seq_len, int64_t buckets, int64_t max_distance);
 
-// scores[b,h,i,j] += bias[bucket[i,j], h] for j <= i (bias laid out [buckets, heads]).
+// One layer's relative position bias as the causal softmax adds it: table[bucket[i - j] * heads + h]
+// is added to the score of query i and key j <= i in head h, rows laid out [batch, heads, T, T].
+// A null table adds nothing.
 template <class T>
-void attention_bias_forward(const KernelContext& ctx, T* scores, const T* bias, const int32_t* bucket, int64_t batch,
-                            int64_t heads, int64_t seq_len);
+struct RelativeBias {
+  const T* table = nullptr;         // [buckets, heads]
+  const int32_t* bucket = nullptr;  // by distance, [T] (relative_bucket_by_distance)
+  int64_t heads = 1;
+};
 
-// dbias[bucket[i,j], h] += sum_b dscores[b,h,i,j] for j <= i. G is T, or float32 for bf16 T.
+// dbias[bucket[i - j], h] += sum_b dscores[b,h,i,j] for j <= i. G is T, or float32 for bf16 T.
 template <class T, class G = T>
 void attention_bias_backward(const KernelContext& ctx, const T* dscores, const int32_t* bucket, G* dbias,
                              int64_t batch, int64_t heads, int64_t seq_len);
 
-// In place, per row of `rows` rows of length T: softmax over j <= i (i = row % T); masked entries become 0.
+// In place, per row of `rows` rows of length T: adds the relative position bias, then takes the
+// softmax over j <= i (i = row % T); masked entries become 0. One pass over the scores for both
+// (a separate bias kernel would read and write every score once more).
 template <class T>
-void causal_softmax_forward(const KernelContext& ctx, T* scores, int64_t rows, int64_t seq_len);
+void causal_softmax_forward(const KernelContext& ctx, T* scores, int64_t rows, int64_t seq_len,
+                            RelativeBias<T> bias = {});
 
 // dscores = probs * (dprobs - sum_j probs*dprobs), written over dprobs.
 template <class T>

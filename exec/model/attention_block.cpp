@@ -36,12 +36,13 @@ void Transformer<T>::attention_forward(int64_t l, OpTimer* t) {
     for (int64_t b = 0; b < b_count; ++b)
       k::gemm_strided_batched<T>(ctx_, false, true, sl, sl, dh, scale, a.q.data() + b * sl * hd, hd, dh,
                                  a.k.data() + b * sl * hd, hd, dh, T(0), a.probs.data() + b * h * tt, sl, tt, h);
-    if (p.rel_bias >= 0)
-      k::attention_bias_forward<T>(ctx_, a.probs.data(), weight(p.rel_bias), bucket_.data(), b_count, h, sl);
   }
   {
+    // The relative position bias is added inside the softmax, as it reads the scores.
     auto sc = OpTimer::time(t, id(l, LayerOp::kAttnSoftmax, false), 5 * attn / 2, 2 * es * attn);
-    k::causal_softmax_forward<T>(ctx_, a.probs.data(), b_count * h * sl, sl);
+    k::RelativeBias<T> bias;
+    if (p.rel_bias >= 0) bias = {weight(p.rel_bias), bucket_.data(), h};
+    k::causal_softmax_forward<T>(ctx_, a.probs.data(), b_count * h * sl, sl, bias);
   }
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kAttnContext, false), 2 * attn * dh, es * (attn + 2 * nd * hd));

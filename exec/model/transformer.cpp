@@ -75,11 +75,11 @@ Transformer<T>::Transformer(const ModelConfig& m, const ExecShape& shape, Commun
   grads_.resize(layout_.total_elements);
   constexpr bool converted = !std::is_same_v<T, W>;
   if (converted) weights_.resize(layout_.total_elements);
-  std::vector<int32_t> bucket(static_cast<size_t>(t * t), 0);
+  std::vector<int32_t> bucket(static_cast<size_t>(t), 0);
   if (m_.position_encoding == "relative_bias")
-    k::relative_bucket_table(bucket.data(), t, m_.relative_buckets, m_.relative_max_distance);
-  bucket_.resize(t * t);
-  copy_to_device(bucket.data(), bucket_.data(), t * t);
+    k::relative_bucket_by_distance(bucket.data(), t, m_.relative_buckets, m_.relative_max_distance);
+  bucket_.resize(t);
+  copy_to_device(bucket.data(), bucket_.data(), t);
 
   if (m_.is_moe()) {
     capacity_ = m_.capacity_per_group();

@@ -152,7 +152,7 @@ class Transformer {
 
   DeviceBuffer<W> params_, grads_;
   DeviceBuffer<T> weights_;  // bf16 copy of params_, refreshed at the start of every step (empty when T is W)
-  DeviceBuffer<int32_t> bucket_;  // relative position buckets [T,T]
+  DeviceBuffer<int32_t> bucket_;  // relative position buckets by query-key distance [T]
   const int32_t* inputs_ = nullptr;
   const int32_t* targets_ = nullptr;
   std::vector<DeviceBuffer<T>> resid_;  // block inputs, layers + 1

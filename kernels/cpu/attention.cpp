@@ -21,23 +21,8 @@ int32_t relative_position_bucket(int64_t relative_position, int64_t buckets, int
   return static_cast<int32_t>(std::min<int64_t>(b, buckets - 1));
 }
 
-void relative_bucket_table(int32_t* bucket, int64_t seq_len, int64_t buckets, int64_t max_distance) {
-  for (int64_t i = 0; i < seq_len; ++i)
-    for (int64_t j = 0; j < seq_len; ++j) bucket[i * seq_len + j] = relative_position_bucket(j - i, buckets, max_distance);
-}
-
-template <class T>
-void attention_bias_forward(const KernelContext& ctx, T* scores, const T* bias, const int32_t* bucket, int64_t batch,
-                            int64_t heads, int64_t seq_len) {
-  GLAM_CUDA_DISPATCH(ctx, attention_bias_forward<T>(ctx, scores, bias, bucket, batch, heads, seq_len));
-  int64_t n = batch * heads;
-  GLAM_PARALLEL_FOR(n)
-  for (int64_t bh = 0; bh < n; ++bh) {
-    int64_t h = bh % heads;
-    T* s = scores + bh * seq_len * seq_len;
-    for (int64_t i = 0; i < seq_len; ++i)
-      for (int64_t j = 0; j <= i; ++j) s[i * seq_len + j] += bias[bucket[i * seq_len + j] * heads + h];
-  }
+void relative_bucket_by_distance(int32_t* bucket, int64_t seq_len, int64_t buckets, int64_t max_distance) {
+  for (int64_t d = 0; d < seq_len; ++d) bucket[d] = relative_position_bucket(-d, buckets, max_distance);
 }
 
 template <class T, class G>
@@ -49,25 +34,32 @@ void attention_bias_backward(const KernelContext& ctx, const T* dscores, const i
     for (int64_t b = 0; b < batch; ++b) {
       const T* ds = dscores + (b * heads + h) * seq_len * seq_len;
       for (int64_t i = 0; i < seq_len; ++i)
-        for (int64_t j = 0; j <= i; ++j) dbias[bucket[i * seq_len + j] * heads + h] += ds[i * seq_len + j];
+        for (int64_t j = 0; j <= i; ++j) dbias[bucket[i - j] * heads + h] += ds[i * seq_len + j];
     }
 }
 
 template <class T>
-void causal_softmax_forward(const KernelContext& ctx, T* scores, int64_t rows, int64_t seq_len) {
-  GLAM_CUDA_DISPATCH(ctx, causal_softmax_forward<T>(ctx, scores, rows, seq_len));
+void causal_softmax_forward(const KernelContext& ctx, T* scores, int64_t rows, int64_t seq_len, RelativeBias<T> bias) {
+  GLAM_CUDA_DISPATCH(ctx, causal_softmax_forward<T>(ctx, scores, rows, seq_len, bias));
+  using V = acc_t<T>;
   GLAM_PARALLEL_FOR(rows / 32)
   for (int64_t r = 0; r < rows; ++r) {
-    int64_t i = r % seq_len;
+    const int64_t i = r % seq_len, h = (r / seq_len) % bias.heads;
     T* s = scores + r * seq_len;
-    acc_t<T> mx = s[0];
-    for (int64_t j = 1; j <= i; ++j) mx = std::max<acc_t<T>>(mx, s[j]);
+    // The biased score of key j, in the compute type: a bf16 score is not rounded again after the bias.
+    auto score = [&](int64_t j) {
+      V v = s[j];
+      if (bias.table) v += static_cast<V>(bias.table[static_cast<int64_t>(bias.bucket[i - j]) * bias.heads + h]);
+      return v;
+    };
+    V mx = score(0);
+    for (int64_t j = 1; j <= i; ++j) mx = std::max(mx, score(j));
     // The exponentials are recomputed rather than stored between the passes, so that a bf16 row is
     // rounded once, as a probability.
     double sum = 0;  // float64, as on the GPU
-    for (int64_t j = 0; j <= i; ++j) sum += std::exp(s[j] - mx);
-    const acc_t<T> inv = static_cast<acc_t<T>>(1.0 / sum);
-    for (int64_t j = 0; j <= i; ++j) s[j] = std::exp(s[j] - mx) * inv;
+    for (int64_t j = 0; j <= i; ++j) sum += std::exp(score(j) - mx);
+    const V inv = static_cast<V>(1.0 / sum);
+    for (int64_t j = 0; j <= i; ++j) s[j] = std::exp(score(j) - mx) * inv;
     for (int64_t j = i + 1; j < seq_len; ++j) s[j] = T(0);
   }
 }
@@ -88,11 +80,9 @@ void causal_softmax_backward(const KernelContext& ctx, const T* probs, T* dprobs
 }
 
 #define GLAM_INSTANTIATE(T, G)                                                                                      \
-  template void attention_bias_forward<T>(const KernelContext&, T*, const T*, const int32_t*, int64_t, int64_t,     \
-                                          int64_t);                                                                 \
   template void attention_bias_backward<T, G>(const KernelContext&, const T*, const int32_t*, G*, int64_t, int64_t, \
                                               int64_t);                                                             \
-  template void causal_softmax_forward<T>(const KernelContext&, T*, int64_t, int64_t);                              \
+  template void causal_softmax_forward<T>(const KernelContext&, T*, int64_t, int64_t, RelativeBias<T>);             \
   template void causal_softmax_backward<T>(const KernelContext&, const T*, T*, int64_t, int64_t);
 GLAM_INSTANTIATE(float, float)
 GLAM_INSTANTIATE(double, double)

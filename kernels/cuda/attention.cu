@@ -1,5 +1,6 @@
-// The non-product parts of attention: relative position bias (add, and its gradient summed per
-// bucket in shared memory), and the causal softmax forward and backward, one warp per row.
+// The non-product parts of attention: the causal softmax forward (with the relative position bias
+// added as the scores are read) and backward, one warp per row, and the bias gradient summed per
+// bucket in shared memory.
 #include "attention.h"
 #include "cuda/common.cuh"
 #include "cuda/cuda_backend.h"
@@ -9,31 +10,35 @@ namespace {
 
 constexpr int kSharedBuckets = 256;  // buckets summed in shared memory; larger indices go to global atomics
 
-template <class T>
-__global__ void bias_fwd(T* scores, const T* bias, const int32_t* bucket, int64_t batch_heads, int64_t heads,
-                         int64_t t) {
-  const int64_t tt = t * t;
-  GLAM_GRID_STRIDE(idx, batch_heads * tt) {
-    int64_t bh = idx / tt, ij = idx - bh * tt;
-    int64_t i = ij / t, j = ij - i * t;
-    if (j <= i) scores[idx] += bias[static_cast<int64_t>(bucket[ij]) * heads + bh % heads];
-  }
-}
-
-// One block per (query row i, head h): sums over the batch and the row's keys.
+// One block per (query row i, head h): sums over the batch and the row's keys. The bucket falls as the
+// key nears the query, and every key further than max_distance shares the last one, so whole warps
+// often hold a single bucket: they add one warp sum instead of 32 atomics on one address.
 template <class T, class G>
 __global__ void bias_bwd(const T* dscores, const int32_t* bucket, G* dbias, int64_t batch, int64_t heads, int64_t t) {
   __shared__ G acc[kSharedBuckets];
   const int64_t i = blockIdx.x, h = blockIdx.y;
+  const int lane = threadIdx.x & 31;
   for (int j = threadIdx.x; j < kSharedBuckets; j += blockDim.x) acc[j] = G(0);
   __syncthreads();
+  auto add = [&](int32_t k, G v) {
+    if (k < kSharedBuckets) atomicAdd(&acc[k], v);
+    else atomicAdd(dbias + static_cast<int64_t>(k) * heads + h, v);
+  };
   for (int64_t b = 0; b < batch; ++b) {
     const T* ds = dscores + ((b * heads + h) * t + i) * t;
-    for (int64_t j = threadIdx.x; j <= i; j += blockDim.x) {
-      int32_t k = bucket[i * t + j];
-      const G v = ds[j];
-      if (k < kSharedBuckets) atomicAdd(&acc[k], v);
-      else atomicAdd(dbias + static_cast<int64_t>(k) * heads + h, v);
+    // Every lane takes every turn (the trip count is the block's), so the warp votes are full.
+    for (int64_t j0 = 0; j0 <= i; j0 += blockDim.x) {
+      const int64_t j = j0 + threadIdx.x;
+      const bool key = j <= i;
+      const int32_t k = key ? bucket[i - j] : -1;
+      const G v = key ? static_cast<G>(ds[j]) : G(0);
+      const int32_t k0 = __shfl_sync(0xffffffffu, k, 0);
+      if (__all_sync(0xffffffffu, k == k0)) {
+        const G w = warp_sum(v);
+        if (lane == 0) add(k0, w);
+      } else if (key) {
+        add(k, v);
+      }
     }
   }
   __syncthreads();
@@ -42,26 +47,32 @@ __global__ void bias_bwd(const T* dscores, const int32_t* bucket, G* dbias, int6
 }
 
 template <class T>
-__global__ void softmax_fwd(T* scores, int64_t rows, int64_t t) {
+__global__ void softmax_fwd(T* scores, int64_t rows, int64_t t, RelativeBias<T> bias) {
   const int64_t r = blockIdx.x * int64_t{blockDim.x / 32} + threadIdx.x / 32;
   const int lane = threadIdx.x & 31;
   if (r >= rows) return;
-  const int64_t i = r % t;
+  const int64_t i = r % t, h = (r / t) % bias.heads;
   using V = acc_t<T>;  // computed in float32 for bf16 scores
   T* s = scores + r * t;
-  V mx = s[0];
+  // The biased score of key j, in the compute type: a bf16 score is not rounded again after the bias.
+  auto score = [&](int64_t j) {
+    V v = s[j];
+    if (bias.table) v += static_cast<V>(bias.table[static_cast<int64_t>(bias.bucket[i - j]) * bias.heads + h]);
+    return v;
+  };
+  V mx = score(0);
   for (int64_t j = lane; j <= i; j += 32) {
-    const V v = s[j];
+    const V v = score(j);
     mx = v > mx ? v : mx;
   }
   mx = warp_max(mx);
   // The exponentials are recomputed rather than stored between the passes, so that a bf16 row is
   // rounded once, as a probability.
   double sum = 0;  // float64, as on the CPU: a float32 sum over a long row errs by about 1e-6
-  for (int64_t j = lane; j <= i; j += 32) sum += dexp(static_cast<V>(s[j]) - mx);
+  for (int64_t j = lane; j <= i; j += 32) sum += dexp(score(j) - mx);
   sum = warp_sum(sum);
   const V inv = static_cast<V>(1.0 / sum);
-  for (int64_t j = lane; j < t; j += 32) s[j] = j <= i ? dexp(static_cast<V>(s[j]) - mx) * inv : V(0);
+  for (int64_t j = lane; j < t; j += 32) s[j] = j <= i ? dexp(score(j) - mx) * inv : V(0);
 }
 
 template <class T>
@@ -81,15 +92,6 @@ __global__ void softmax_bwd(const T* probs, T* dprobs, int64_t rows, int64_t t) 
 
 }  // namespace
 
-template <class T>
-void attention_bias_forward(const KernelContext& ctx, T* scores, const T* bias, const int32_t* bucket, int64_t batch,
-                            int64_t heads, int64_t seq_len) {
-  const int64_t n = batch * heads * seq_len * seq_len;
-  if (n <= 0) return;
-  bias_fwd<<<grid_for(n, 256), 256, 0, stream_of(ctx)>>>(scores, bias, bucket, batch * heads, heads, seq_len);
-  GLAM_CUDA_LAUNCHED();
-}
-
 template <class T, class G>
 void attention_bias_backward(const KernelContext& ctx, const T* dscores, const int32_t* bucket, G* dbias,
                              int64_t batch, int64_t heads, int64_t seq_len) {
@@ -100,9 +102,9 @@ void attention_bias_backward(const KernelContext& ctx, const T* dscores, const i
 }
 
 template <class T>
-void causal_softmax_forward(const KernelContext& ctx, T* scores, int64_t rows, int64_t seq_len) {
+void causal_softmax_forward(const KernelContext& ctx, T* scores, int64_t rows, int64_t seq_len, RelativeBias<T> bias) {
   if (rows <= 0) return;
-  softmax_fwd<<<static_cast<unsigned>((rows + 7) / 8), 256, 0, stream_of(ctx)>>>(scores, rows, seq_len);
+  softmax_fwd<<<static_cast<unsigned>((rows + 7) / 8), 256, 0, stream_of(ctx)>>>(scores, rows, seq_len, bias);
   GLAM_CUDA_LAUNCHED();
 }
 
@@ -114,11 +116,9 @@ void causal_softmax_backward(const KernelContext& ctx, const T* probs, T* dprobs
 }
 
 #define GLAM_INSTANTIATE(T, G)                                                                                      \
-  template void attention_bias_forward<T>(const KernelContext&, T*, const T*, const int32_t*, int64_t, int64_t,     \
-                                          int64_t);                                                                 \
   template void attention_bias_backward<T, G>(const KernelContext&, const T*, const int32_t*, G*, int64_t, int64_t, \
                                               int64_t);                                                             \
-  template void causal_softmax_forward<T>(const KernelContext&, T*, int64_t, int64_t);                              \
+  template void causal_softmax_forward<T>(const KernelContext&, T*, int64_t, int64_t, RelativeBias<T>);             \
   template void causal_softmax_backward<T>(const KernelContext&, const T*, T*, int64_t, int64_t);
 GLAM_INSTANTIATE(float, float)
 GLAM_INSTANTIATE(double, double)

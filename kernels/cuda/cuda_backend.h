@@ -8,6 +8,7 @@
 
 #include "activation.h"
 #include "adafactor.h"
+#include "attention.h"
 #include "kernel_context.h"
 #include "router.h"
 
@@ -65,14 +66,11 @@ void embedding_backward(const KernelContext& ctx, const int32_t* ids, const T* d
                         int64_t dim);
 
 // attention.cu
-template <class T>
-void attention_bias_forward(const KernelContext& ctx, T* scores, const T* bias, const int32_t* bucket, int64_t batch,
-                            int64_t heads, int64_t seq_len);
 template <class T, class G>
 void attention_bias_backward(const KernelContext& ctx, const T* dscores, const int32_t* bucket, G* dbias,
                              int64_t batch, int64_t heads, int64_t seq_len);
 template <class T>
-void causal_softmax_forward(const KernelContext& ctx, T* scores, int64_t rows, int64_t seq_len);
+void causal_softmax_forward(const KernelContext& ctx, T* scores, int64_t rows, int64_t seq_len, RelativeBias<T> bias);
 template <class T>
 void causal_softmax_backward(const KernelContext& ctx, const T* probs, T* dprobs, int64_t rows, int64_t seq_len);
 

@@ -188,33 +188,30 @@ TEST_F(CudaKernels, EmbeddingForwardBackward) {
 void check_attention(const k::KernelContext& cpu_, const k::KernelContext& gpu_ctx, Random& rnd_, int64_t batch,
                      int64_t heads, int64_t t, int64_t buckets, int64_t max_distance) {
   auto gpu = [&]() -> const k::KernelContext& { return gpu_ctx; };
-  std::vector<int32_t> bucket(static_cast<size_t>(t * t));
-  k::relative_bucket_table(bucket.data(), t, buckets, max_distance);
-  const size_t n = static_cast<size_t>(batch * heads * t * t);
+  std::vector<int32_t> bucket(static_cast<size_t>(t));
+  k::relative_bucket_by_distance(bucket.data(), t, buckets, max_distance);
+  const int64_t rows = batch * heads * t;
+  const size_t n = static_cast<size_t>(rows * t);
   auto scores = rnd_.normal(n, 3.0), bias = rnd_.normal(static_cast<size_t>(buckets * heads)), dprobs = rnd_.normal(n);
   auto db0 = rnd_.normal(bias.size());
   auto sd = to_double(scores), bd = to_double(bias), dpd = to_double(dprobs);
-  std::vector<double> dbias = to_double(db0);
-  k::attention_bias_forward<double>(cpu_, sd.data(), bd.data(), bucket.data(), batch, heads, t);
-  std::vector<double> with_bias = sd;
-  k::causal_softmax_forward<double>(cpu_, sd.data(), batch * heads * t, t);
-  k::causal_softmax_backward<double>(cpu_, sd.data(), dpd.data(), batch * heads * t, t);
+  std::vector<double> dbias = to_double(db0), plain = sd;
+  k::causal_softmax_forward<double>(cpu_, sd.data(), rows, t, {bd.data(), bucket.data(), heads});
+  k::causal_softmax_forward<double>(cpu_, plain.data(), rows, t);
+  k::causal_softmax_backward<double>(cpu_, sd.data(), dpd.data(), rows, t);
   k::attention_bias_backward<double>(cpu_, dpd.data(), bucket.data(), dbias.data(), batch, heads, t);
 
-  DeviceVec<int32_t> gb(bucket);
-  DeviceVec<float> gs(scores), gbias(bias), gdp(dprobs), gdb(db0);
-  k::attention_bias_forward<float>(gpu(), gs.get(), gbias.get(), gb.get(), batch, heads, t);
-  expect_close(gs.download(), with_bias, 1e-6, "scores + bias");
   // the masked half is poisoned: the softmax must write zeros there
-  {
-    auto s = gs.download();
-    for (int64_t r = 0; r < batch * heads * t; ++r)
-      for (int64_t j = r % t + 1; j < t; ++j) s[static_cast<size_t>(r * t + j)] = std::nanf("");
-    gs.upload(s);
-  }
-  k::causal_softmax_forward<float>(gpu(), gs.get(), batch * heads * t, t);
-  expect_close(gs.download(), sd, 1e-6, "causal softmax");
-  k::causal_softmax_backward<float>(gpu(), gs.get(), gdp.get(), batch * heads * t, t);
+  auto poisoned = scores;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = r % t + 1; j < t; ++j) poisoned[static_cast<size_t>(r * t + j)] = std::nanf("");
+  DeviceVec<int32_t> gb(bucket);
+  DeviceVec<float> gs(poisoned), gplain(poisoned), gbias(bias), gdp(dprobs), gdb(db0);
+  k::causal_softmax_forward<float>(gpu(), gs.get(), rows, t, {gbias.get(), gb.get(), heads});
+  expect_close(gs.download(), sd, 1e-6, "causal softmax with the relative bias");
+  k::causal_softmax_forward<float>(gpu(), gplain.get(), rows, t);
+  expect_close(gplain.download(), plain, 1e-6, "causal softmax without bias");
+  k::causal_softmax_backward<float>(gpu(), gs.get(), gdp.get(), rows, t);
   expect_close(gdp.download(), dpd, 1e-5, "causal softmax backward");
   k::attention_bias_backward<float>(gpu(), gdp.get(), gb.get(), gdb.get(), batch, heads, t);
   expect_close(gdb.download(), dbias, 1e-5, "bias gradient (accumulated)");

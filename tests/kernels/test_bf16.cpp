@@ -161,19 +161,16 @@ TEST(Bf16Kernels, CausalSoftmaxAndRelativeBias) {
   std::mt19937_64 gen(14);
   const int64_t batch = 2, heads = 3, t = 40, buckets = 8;
   const int64_t rows = batch * heads * t;
-  std::vector<int32_t> bucket(t * t);
-  relative_bucket_table(bucket.data(), t, buckets, 32);
+  std::vector<int32_t> bucket(t);
+  relative_bucket_by_distance(bucket.data(), t, buckets, 32);
   auto scores = representable(rows * t, gen, 2.0), bias = representable(buckets * heads, gen);
   auto dprobs = representable(rows * t, gen);
-  // float32: bias, softmax; the backward from the rounded probabilities the bf16 path keeps
-  std::vector<float> sf = scores;
-  attention_bias_forward<float>(ctx, sf.data(), bias.data(), bucket.data(), batch, heads, t);
+  // float32: the biased softmax of the same (representable) scores and bias, in float32 throughout;
+  // bf16 rounds each probability once. The backward runs from the rounded probabilities the bf16 path keeps.
+  std::vector<float> pf = scores;
+  causal_softmax_forward<float>(ctx, pf.data(), rows, t, {bias.data(), bucket.data(), heads});
   auto sb = to_bf16(scores), biasb = to_bf16(bias);
-  attention_bias_forward<bf16>(ctx, sb.data(), biasb.data(), bucket.data(), batch, heads, t);
-  expect_rounded(sb, sf);
-  std::vector<float> pf(sb.begin(), sb.end());  // the same rounded scores into both softmaxes
-  causal_softmax_forward<float>(ctx, pf.data(), rows, t);
-  causal_softmax_forward<bf16>(ctx, sb.data(), rows, t);
+  causal_softmax_forward<bf16>(ctx, sb.data(), rows, t, {biasb.data(), bucket.data(), heads});
   expect_rounded(sb, pf);
   std::vector<float> p_rounded(sb.begin(), sb.end()), df = dprobs;
   auto db = to_bf16(dprobs);

@@ -106,13 +106,12 @@ TEST(OpGradients, GeluFloat32IsAccurateInItsTails) {
 TEST(OpGradients, CausalSoftmaxWithRelativeBias) {
   std::mt19937_64 gen(4);
   const int64_t b = 2, h = 2, t = 5, buckets = 4;
-  std::vector<int32_t> bucket(t * t);
-  relative_bucket_table(bucket.data(), t, buckets, 8);
+  std::vector<int32_t> bucket(t);
+  relative_bucket_by_distance(bucket.data(), t, buckets, 8);
   V s = random_vector(b * h * t * t, gen), bias = random_vector(buckets * h, gen), w = random_vector(b * h * t * t, gen);
   auto probs = [&] {
     V p = s;
-    attention_bias_forward<double>(ctx, p.data(), bias.data(), bucket.data(), b, h, t);
-    causal_softmax_forward<double>(ctx, p.data(), b * h * t, t);
+    causal_softmax_forward<double>(ctx, p.data(), b * h * t, t, {bias.data(), bucket.data(), h});
     return p;
   };
   auto f = [&] { return dot(probs(), w); };
@@ -133,6 +132,30 @@ TEST(OpGradients, RelativeBucketsFollowT5) {
   EXPECT_EQ(relative_position_bucket(-127, 32, 128), 31);
   EXPECT_EQ(relative_position_bucket(-1000, 32, 128), 31);
   EXPECT_EQ(relative_position_bucket(5, 32, 128), 0);  // future keys (masked anyway)
+  std::vector<int32_t> by_distance(300);
+  relative_bucket_by_distance(by_distance.data(), 300, 32, 128);
+  for (int64_t d = 0; d < 300; ++d) EXPECT_EQ(by_distance[d], relative_position_bucket(-d, 32, 128)) << d;
+}
+
+TEST(OpGradients, CausalSoftmaxAddsTheBiasOfEachHeadAndDistance) {
+  // Against the softmax of scores with the bias written in by hand: [b, h, i, j] += table[bucket[i-j], h].
+  std::mt19937_64 gen(6);
+  const int64_t b = 2, h = 3, t = 7, buckets = 4;
+  std::vector<int32_t> bucket(t);
+  relative_bucket_by_distance(bucket.data(), t, buckets, 6);
+  V s = random_vector(b * h * t * t, gen), table = random_vector(buckets * h, gen, 3.0);
+  V biased = s;
+  for (int64_t bb = 0; bb < b; ++bb)
+    for (int64_t hh = 0; hh < h; ++hh)
+      for (int64_t i = 0; i < t; ++i)
+        for (int64_t j = 0; j <= i; ++j) biased[((bb * h + hh) * t + i) * t + j] += table[bucket[i - j] * h + hh];
+  V fused = s;
+  causal_softmax_forward<double>(ctx, fused.data(), b * h * t, t, {table.data(), bucket.data(), h});
+  causal_softmax_forward<double>(ctx, biased.data(), b * h * t, t);
+  for (size_t k = 0; k < fused.size(); ++k) ASSERT_NEAR(fused[k], biased[k], 1e-15) << k;
+  V plain = s;
+  causal_softmax_forward<double>(ctx, plain.data(), b * h * t, t);
+  EXPECT_GT(relative_error(plain, fused), 1e-2);  // the bias did change the probabilities
 }
 
 TEST(OpGradients, CrossEntropyWithZLoss) {
