@@ -35,7 +35,7 @@ __global__ void bias_bwd(const T* dscores, const int32_t* bucket, G* dbias, int6
       const int32_t k0 = __shfl_sync(0xffffffffu, k, 0);
       if (__all_sync(0xffffffffu, k == k0)) {
         const G w = warp_sum(v);
-        if (lane == 0) add(k0, w);
+        if (lane == 0 && k0 >= 0) add(k0, w);  // k0 < 0: the whole warp is past the query
       } else if (key) {
         add(k, v);
       }
