@@ -25,8 +25,8 @@ programs=(glamexec cuda_kernel_tests cuda_step_tests)
 bash "$root/scripts/install-deps.sh"
 export PATH=$PATH:/usr/local/cuda/bin
 cmake -S "$root" -B "$build" -G Ninja -DGLAM_CUDA=ON -DCMAKE_BUILD_TYPE=Release >/dev/null
-ninja -C "$build" -j "$jobs" "${programs[@]}" | grep -v '^\[' || true
-test "${PIPESTATUS[0]}" -eq 0
+# Under pipefail a failed build fails the script: old programs are never packed under new sources.
+ninja -C "$build" -j "$jobs" "${programs[@]}" | { grep -v '^\[' || true; }
 
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT

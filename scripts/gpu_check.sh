@@ -16,7 +16,9 @@
 # programs instead of building, after checking that they were built from these sources.
 #
 # Environment: GLAM_BUILD_DIR (default build-gpu), GLAM_JOBS (default: all cores),
-# GLAM_GPU_CHECK_DEADLINE_S (default 450: no new run starts after it), GLAM_PRECISION (default bf16).
+# GLAM_GPU_CHECK_DEADLINE_S (default 450: no new run starts after it), GLAM_GPU_CHECK_LIMIT_S (default
+# 480: every step's timeout is cut so that the script ends by then, and what a caller does next, such
+# as packing reports/measured, still runs inside a device call's limit), GLAM_PRECISION (default bf16).
 # GLAM_GPU_CHECK_DRY=1 checks the script itself on a machine without a GPU: tiny configs on the CPU
 # (in the same precision), records into the build folder, not reports/measured/.
 # Exit status 0 when the build, the tests and every timing run passed; the table is printed anyway.
@@ -27,6 +29,7 @@ cd "$root"
 build=${GLAM_BUILD_DIR:-$root/build-gpu}
 jobs=${GLAM_JOBS:-$(nproc)}
 deadline=${GLAM_GPU_CHECK_DEADLINE_S:-450}
+limit=${GLAM_GPU_CHECK_LIMIT_S:-480}
 precision=${GLAM_PRECISION:-bf16}
 out=$root/reports/measured
 logs=$build/gpu-check-logs
@@ -41,6 +44,15 @@ status=0
 SECONDS=0
 
 say() { printf '[gpu_check %3ds] %s\n' "$SECONDS" "$*"; }
+# A step's timeout: its own bound, cut to what is left before the limit (10 s kept for the summary).
+within_limit() {
+  local left=$((limit - SECONDS - 10))
+  ((left < 1)) && left=1
+  echo $(($1 < left ? $1 : left))
+}
+# One process per GPU, no launcher: a launcher's variables left in the environment would make glamexec
+# start MPI, whose plugins a bare machine lacks.
+unset OMPI_COMM_WORLD_SIZE PMI_SIZE PMIX_RANK MPI_LOCALNRANKS
 
 source "$root/scripts/gpu_common.sh"
 bundle=${GLAM_GPU_BUNDLE:-$root/.gpu-bundle/glam-gpu-bundle.tar.gz}
@@ -61,7 +73,7 @@ mkdir -p "$out" "$logs"
 
 # ---- device ----
 if command -v nvidia-smi >/dev/null 2>&1; then
-  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader | tee "$out/device.txt" || true
+  timeout 20 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader | tee "$out/device.txt" || true
 else
   say "nvidia-smi not found (continuing)"
 fi
@@ -93,13 +105,13 @@ else
   say "configure ($build)"
   cuda_flag=-DGLAM_CUDA=ON
   [[ -n $dry ]] && cuda_flag=-DGLAM_CUDA=AUTO
-  if ! timeout 180 cmake -S "$root" -B "$build" -G Ninja "$cuda_flag" >"$logs/configure.log" 2>&1; then
+  if ! timeout "$(within_limit 180)" cmake -S "$root" -B "$build" -G Ninja "$cuda_flag" >"$logs/configure.log" 2>&1; then
     tail -30 "$logs/configure.log"
     say "configure failed. Where the project's packages cannot be installed, build a bundle with scripts/gpu_bundle.sh on a machine that has them and carry .gpu-bundle/ here"
     exit 1
   fi
   say "build with $jobs jobs"
-  if ! timeout 420 ninja -C "$build" -j "$jobs" glamexec cuda_kernel_tests cuda_step_tests >"$logs/build.log" 2>&1; then
+  if ! timeout "$(within_limit 420)" ninja -C "$build" -j "$jobs" glamexec cuda_kernel_tests cuda_step_tests >"$logs/build.log" 2>&1; then
     grep -E 'error|FAILED' -A3 "$logs/build.log" | head -40 || tail -40 "$logs/build.log"
     say "build failed"
     exit 1
@@ -114,7 +126,7 @@ if [[ -z ${GLAM_GPU_CHECK_SKIP_TESTS:-} ]]; then
   tests_result="passed"
   for t in cuda_kernel_tests cuda_step_tests; do
     say "$t"
-    if GLAM_HOME=$root timeout 240 "$bin/$t" --gtest_brief=1 >"$logs/$t.log" 2>&1; then
+    if GLAM_HOME=$root timeout "$(within_limit 240)" "$bin/$t" --gtest_brief=1 >"$logs/$t.log" 2>&1; then
       grep -E '^\[  (PASSED|SKIPPED) ' "$logs/$t.log" || true
       if grep -q '^\[  SKIPPED \]' "$logs/$t.log" && grep -q 'no CUDA device' "$logs/$t.log"; then
         say "$t: skipped, no CUDA device visible"
@@ -159,10 +171,17 @@ for spec in "${runs[@]}"; do
     fi
     say "$name: $model, layers $layers, $attempt_tokens tokens, $precision"
     log=$logs/$name.log
-    if timeout 200 "$bin/glamexec" train --device "$device" --precision "$precision" --model "$model" --layers "$layers" \
-        --batch-tokens "$attempt_tokens" --steps 12 --warmup 2 --random-tokens --quiet --record "$record.tmp" \
-        >"$log" 2>&1; then
-      mv "$record.tmp" "$record"
+    rc=0
+    timeout "$(within_limit 200)" "$bin/glamexec" train --device "$device" --precision "$precision" --model "$model" \
+      --layers "$layers" --batch-tokens "$attempt_tokens" --steps 12 --warmup 2 --random-tokens --quiet \
+      --record "$record.tmp" >"$log" 2>&1 || rc=$?
+    if ((rc == 0)); then
+      if ! mv "$record.tmp" "$record"; then
+        say "$name: glamexec wrote no record"
+        line="FAILED (no record)"
+        status=1
+        break
+      fi
       # "<id> (<L> layers) on 1 rank(s) x T thread(s): X tokens/s, Y GFLOP/s (model FLOPs), median step Z ms[, GPU P W]"
       line=$(awk -v peak="$peak_tflops" -v tok="$attempt_tokens" '/tokens\/s,/ {
                w = "-"
@@ -184,8 +203,9 @@ for spec in "${runs[@]}"; do
       say "$name: out of memory, retrying with $attempt_tokens tokens"
       continue
     fi
-    say "$name FAILED (log: $log)"
     line="FAILED"
+    ((rc == 124)) && line="FAILED (timed out)"
+    say "$name $line (log: $log)"
     status=1
     break
   done
@@ -206,7 +226,7 @@ else
   (( SECONDS > deadline - 180 )) && quick=(--quick)
   [[ -n $dry ]] && quick=(--quick --model glam-tiny --tokens 256)
   say "calibration: glamexec calibrate --device $device ${quick[*]}"
-  if timeout $((deadline - SECONDS + 60)) "$bin/glamexec" calibrate --device "$device" --precision "$precision" \
+  if timeout "$(within_limit $((deadline - SECONDS + 60)))" "$bin/glamexec" calibrate --device "$device" --precision "$precision" \
       "${quick[@]}" --quiet \
       --out "$profile" >"$logs/calibrate.log" 2>&1; then
     calibration_result="written ($(basename "$profile"))"
@@ -221,7 +241,8 @@ fi
 
 # ---- per-op shares of each record (python3 when present) ----
 if command -v python3 >/dev/null 2>&1; then
-  python3 - "$out" >"$out/op-shares.txt" <<'EOF' || true
+  # Without the bundle's libraries: this machine's python3 wants its own (libz, libstdc++).
+  env -u LD_LIBRARY_PATH python3 - "$out" >"$out/op-shares.txt" <<'EOF' || true
 import json, pathlib, sys
 for p in sorted(pathlib.Path(sys.argv[1]).glob("h200-*.json")):
     r = json.loads(p.read_text())

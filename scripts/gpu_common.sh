@@ -26,7 +26,10 @@ glam_find_library() {  # $1: the library's file name (soname)
       fi
     done
   fi
-  find "${roots[@]}" \( -type f -o -type l \) -name "$1" 2>/dev/null | head -n 1 | grep .
+  # find fails for a root it cannot read even when it found the library elsewhere: its output decides.
+  local found
+  found=$(find "${roots[@]}" \( -type f -o -type l \) -name "$1" -print -quit 2>/dev/null || true)
+  [[ -n $found ]] && echo "$found"
 }
 
 glam_ldd_bundle() {  # $1: the unpacked bundle; ldd of every program in it

@@ -21,7 +21,8 @@ g++ -o "$tmp/bundle/bin/probe" "$tmp/main.cpp" "$vendor/libglamprobe.so.1" || ex
 unset LD_LIBRARY_PATH
 if "$tmp/bundle/bin/probe" 2>/dev/null; then fail "the probe loaded before its folder was found"; fi
 
-export GLAM_LIBRARY_SEARCH_ROOTS=$tmp/machine
+# A root that does not exist beside the one that holds the library: find fails for it, the lookup must not.
+export GLAM_LIBRARY_SEARCH_ROOTS="$tmp/absent $tmp/machine"
 if ! glam_use_bundle_libraries "$tmp/bundle" 2>"$tmp/err"; then
   fail "the vendor library was not found: $(cat "$tmp/err")"
 fi
