@@ -23,6 +23,20 @@ std::string products_precision(const SimulationInput& in) {
   return in.model.activation_precision == "bfloat16" ? "bf16" : "fp32";
 }
 
+namespace {
+
+// What an all-to-all of the simulated rank (rank 0 of its ep group) sends to other chips: the share
+// for its own experts stays. Forward, it sends dest_share[j] of its buffer to each rank j; the
+// transposed exchange (backward) returns to each rank what that rank sent, dest_share[0] of a buffer.
+double alltoall_bytes_leaving(const StepOp& op, int64_t ep) {
+  const double n = static_cast<double>(ep);
+  const std::vector<double>& share = op.a2a_dest_share;
+  if (share.size() != static_cast<size_t>(ep)) return op.comm_bytes * (n - 1) / n;
+  return op.comm_bytes * (op.a2a_transposed ? (n - 1) * share[0] : 1 - share[0]);
+}
+
+}  // namespace
+
 StepResult simulate_step(const SimulationInput& in) {
   StepResult r;
   const ModelConfig& m = in.model;
@@ -141,7 +155,7 @@ StepResult simulate_step(const SimulationInput& in) {
     r.comm_s += d;
     if (ops[i].collective == CollectiveKind::kAllToAll) {
       r.alltoall_s += d;
-      r.alltoall_bytes += ops[i].comm_bytes;
+      r.alltoall_bytes += alltoall_bytes_leaving(ops[i], in.plan.ep);
     }
   }
   r.exposed_comm_s = r.step_time_s - r.compute_s;

@@ -59,7 +59,7 @@ struct StepResult {
   double comm_s = 0;           // sum of collective times
   double exposed_comm_s = 0;   // step time not covered by compute
   double alltoall_s = 0;
-  double alltoall_bytes = 0;   // sent per rank
+  double alltoall_bytes = 0;   // sent by the rank to other chips (its own experts' share stays)
   double mfu = 0;
   MemoryFootprint memory;
   bool fits_memory = true;

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "engine/step_simulator.h"
+#include "network/collective_schedule.h"
 #include "support/host_cluster.h"
 
 namespace glam {
@@ -46,6 +47,39 @@ TEST(StepSimulator, RanksTakingTurnsOnSharedCores) {
   ASSERT_GT(short_ops, 0);
   EXPECT_GT(wait, 0.5 * short_compute);  // most of the others' short ops are waited for inside collectives
   EXPECT_NEAR(shared.step_time_s, alone.step_time_s + alone.compute_s, 1e-9 * alone.step_time_s);
+}
+
+// The all-to-all bytes a rank sends to other chips: none with every expert on the chip, (ep-1)/ep of
+// the buffers under uniform routing, and under skew what leaves the hottest rank (rank 0).
+TEST(StepSimulator, AllToAllBytesCountOnlyWhatLeavesTheChip) {
+  SimulationInput in = host_input(1.0);
+  double buffers = 0;
+  const StepResult uniform = simulate_step(in);
+  for (const StepOp& op : uniform.graph.ops)
+    if (op.kind == OpKind::kCollective && op.collective == CollectiveKind::kAllToAll) buffers += op.comm_bytes;
+  ASSERT_GT(buffers, 0);
+  EXPECT_NEAR(uniform.alltoall_bytes, buffers * 3 / 4, 1e-9 * buffers);
+
+  in.plan.dp = in.plan.ep = 1;
+  in.plan.batch_tokens = 512;  // the same tokens per rank
+  EXPECT_EQ(simulate_step(in).alltoall_bytes, 0.0);
+
+  in = host_input(1.0);
+  in.routing = parse_routing_spec("skew=1.5");
+  const StepResult skewed = simulate_step(in);
+  // Expected: the flows out of rank 0 in the network model's schedule of each exchange.
+  double expected = 0;
+  for (const StepOp& op : skewed.graph.ops)
+    if (op.kind == OpKind::kCollective && op.collective == CollectiveKind::kAllToAll) {
+      ASSERT_EQ(op.a2a_dest_share.size(), 4u);
+      const CollectiveSchedule s = plan_collective(in.cluster, CollectiveKind::kAllToAll, {{0, 1, 2, 3}},
+                                                   op.a2a_dest_share, op.a2a_transposed);
+      for (const CommPhase& ph : s.phases)
+        for (const Flow& f : ph.flows)
+          if (f.src == 0) expected += op.comm_bytes * f.share * ph.repeat;
+    }
+  EXPECT_NEAR(skewed.alltoall_bytes, expected, 1e-9 * expected);
+  EXPECT_GT(expected, 0);
 }
 
 }  // namespace
