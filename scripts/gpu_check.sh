@@ -21,6 +21,8 @@
 # as packing reports/measured, still runs inside a device call's limit), GLAM_PRECISION (default bf16).
 # GLAM_GPU_CHECK_DRY=1 checks the script itself on a machine without a GPU: tiny configs on the CPU
 # (in the same precision), records into the build folder, not reports/measured/.
+# A failed GPU test program gets its first failed test rerun under compute-sanitizer (memcheck), when
+# the machine has it, so that one call's logs name a bad access.
 # Exit status 0 when the build, the tests and every timing run passed; the table is printed anyway.
 set -euo pipefail
 
@@ -121,6 +123,18 @@ else
 fi
 
 # ---- GPU tests ----
+# After a failure, the first failed test once more under compute-sanitizer's memcheck (where the
+# machine has it and time allows): a bad access is named in this call's logs rather than the next's.
+diagnose_with_sanitizer() {
+  local t=$1 first
+  first=$(grep -m 1 -oE '^\[  FAILED  \] [A-Za-z0-9_]+\.[A-Za-z0-9_/]+' "$logs/$t.log" | awk '{print $NF}' || true)
+  [[ -n $first ]] && command -v compute-sanitizer >/dev/null 2>&1 && ((limit - SECONDS > 150)) || return 0
+  say "$t: $first under compute-sanitizer (log: $logs/$t.sanitizer.log)"
+  GLAM_HOME=$root timeout "$(within_limit 60)" compute-sanitizer --tool memcheck "$bin/$t" --gtest_filter="$first" \
+    >"$logs/$t.sanitizer.log" 2>&1 || true
+  grep -m 24 -E 'Invalid|ERROR SUMMARY|Program hit|^=========     at |by thread' "$logs/$t.sanitizer.log" || true
+}
+
 tests_result="not run"
 if [[ -z ${GLAM_GPU_CHECK_SKIP_TESTS:-} ]]; then
   tests_result="passed"
@@ -138,6 +152,7 @@ if [[ -z ${GLAM_GPU_CHECK_SKIP_TESTS:-} ]]; then
       say "$t FAILED (log: $logs/$t.log)"
       tests_result="FAILED"
       status=1
+      diagnose_with_sanitizer "$t"
     fi
   done
 fi
