@@ -3,6 +3,7 @@
 // bias. Scores are laid out [batch, heads, T, T]; row i (query) sees keys j <= i.
 #include <cstdint>
 
+#include "bfloat16.h"
 #include "kernel_context.h"
 
 namespace glam::kernels {
@@ -23,6 +24,12 @@ struct RelativeBias {
   const T* table = nullptr;         // [buckets, heads]
   const int32_t* bucket = nullptr;  // by distance, [T] (relative_bucket_by_distance)
   int64_t heads = 1;
+
+  // The bias of query i and key j <= i in head h, in the compute type (0 without a table). The same
+  // code in the CPU and the CUDA softmax.
+  GLAM_HOST_DEVICE acc_t<T> at(int64_t i, int64_t j, int64_t h) const {
+    return table ? static_cast<acc_t<T>>(table[static_cast<int64_t>(bucket[i - j]) * heads + h]) : acc_t<T>(0);
+  }
 };
 
 // dbias[bucket[i - j], h] += sum_b dscores[b,h,i,j] for j <= i. G is T, or float32 for bf16 T.

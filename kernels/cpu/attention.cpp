@@ -47,11 +47,7 @@ void causal_softmax_forward(const KernelContext& ctx, T* scores, int64_t rows, i
     const int64_t i = r % seq_len, h = (r / seq_len) % bias.heads;
     T* s = scores + r * seq_len;
     // The biased score of key j, in the compute type: a bf16 score is not rounded again after the bias.
-    auto score = [&](int64_t j) {
-      V v = s[j];
-      if (bias.table) v += static_cast<V>(bias.table[static_cast<int64_t>(bias.bucket[i - j]) * bias.heads + h]);
-      return v;
-    };
+    auto score = [&](int64_t j) { return static_cast<V>(s[j]) + bias.at(i, j, h); };
     V mx = score(0);
     for (int64_t j = 1; j <= i; ++j) mx = std::max(mx, score(j));
     // The exponentials are recomputed rather than stored between the passes, so that a bf16 row is

@@ -55,11 +55,7 @@ __global__ void softmax_fwd(T* scores, int64_t rows, int64_t t, RelativeBias<T> 
   using V = acc_t<T>;  // computed in float32 for bf16 scores
   T* s = scores + r * t;
   // The biased score of key j, in the compute type: a bf16 score is not rounded again after the bias.
-  auto score = [&](int64_t j) {
-    V v = s[j];
-    if (bias.table) v += static_cast<V>(bias.table[static_cast<int64_t>(bias.bucket[i - j]) * bias.heads + h]);
-    return v;
-  };
+  auto score = [&](int64_t j) { return static_cast<V>(s[j]) + bias.at(i, j, h); };
   V mx = score(0);
   for (int64_t j = lane; j <= i; j += 32) {
     const V v = score(j);
