@@ -24,8 +24,14 @@ double adafactor_step_size(const AdafactorHyper& h, int64_t step);
 
 // Factored when row_state and col_state are non-null (sizes rows and cols); otherwise full_state
 // holds rows*cols values. States start at 0.
+// `count` tensors of the same shape one after another (the local experts of one weight) are updated as
+// `count` calls would, each with its own factors and step size, in one pass of kernels: tensor m's
+// parameters and gradient start m*rows*cols after the first's, and its states m*state_stride after
+// the first's (row_state, col_state or full_state). On a GPU that is a few launches per weight instead
+// of a few per expert, which would make a 64-expert model's optimizer launch-bound.
 template <class T>
 void adafactor_update(const KernelContext& ctx, T* param, const T* grad, T* row_state, T* col_state, T* full_state,
-                      int64_t rows, int64_t cols, int64_t step, const AdafactorHyper& h);
+                      int64_t rows, int64_t cols, int64_t step, const AdafactorHyper& h, int64_t count = 1,
+                      int64_t state_stride = 0);
 
 }  // namespace glam::kernels

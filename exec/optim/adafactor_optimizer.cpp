@@ -36,17 +36,19 @@ void AdafactorOptimizer<T>::update(const kernels::KernelContext& ctx, T* params,
   static const std::string id = "optimizer";
   auto sc = OpTimer::time(timer, id, 12.0 * static_cast<double>(layout_.total_elements),
                           3.0 * sizeof(T) * static_cast<double>(layout_.total_elements));
+  // One call per weight: a weight's local experts lie one after another in the parameters, the
+  // gradients and the state, so the kernels take them all at once.
   for (size_t i = 0; i < layout_.params.size(); ++i) {
     const ParamInfo& p = layout_.params[i];
-    for (int64_t e = 0; e < p.count; ++e) {
-      T* w = params + p.offset + e * p.matrix_elements();
-      const T* g = grads + p.offset + e * p.matrix_elements();
-      T* s = state_.data() + state_offset(i, e);
-      if (factored(i))
-        kernels::adafactor_update<T>(ctx, w, g, s, s + p.rows, nullptr, p.rows, p.cols, step, hyper_);
-      else
-        kernels::adafactor_update<T>(ctx, w, g, nullptr, nullptr, s, p.rows, p.cols, step, hyper_);
-    }
+    T* w = params + p.offset;
+    const T* g = grads + p.offset;
+    T* s = state_.data() + state_offset(i, 0);
+    if (factored(i))
+      kernels::adafactor_update<T>(ctx, w, g, s, s + p.rows, nullptr, p.rows, p.cols, step, hyper_, p.count,
+                                   state_size(i));
+    else
+      kernels::adafactor_update<T>(ctx, w, g, nullptr, nullptr, s, p.rows, p.cols, step, hyper_, p.count,
+                                   state_size(i));
   }
 }
 

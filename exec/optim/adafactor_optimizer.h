@@ -1,7 +1,7 @@
 #pragma once
-// Adafactor over the model's parameter buffer: one kernels::adafactor_update per weight matrix
-// (each stacked expert is its own matrix), factored second moments for matrices, full ones for
-// vectors. Every rank updates the replicated tensors identically (gradients were reduced) and
+// Adafactor over the model's parameter buffer: one kernels::adafactor_update per weight, which
+// updates each of its stacked experts as its own matrix (its own factors and step size), factored
+// second moments for matrices, full ones for vectors. Every rank updates the replicated tensors identically (gradients were reduced) and
 // its own experts.
 #include <cstdint>
 #include <vector>

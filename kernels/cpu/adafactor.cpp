@@ -11,10 +11,12 @@ double adafactor_step_size(const AdafactorHyper& h, int64_t step) {
   return std::min(h.lr_max, 1.0 / std::sqrt(static_cast<double>(step)));
 }
 
+namespace {
+
+// One tensor.
 template <class T>
-void adafactor_update(const KernelContext& ctx, T* param, const T* grad, T* row_state, T* col_state, T* full_state,
-                      int64_t rows, int64_t cols, int64_t step, const AdafactorHyper& h) {
-  GLAM_CUDA_DISPATCH(ctx, adafactor_update<T>(ctx, param, grad, row_state, col_state, full_state, rows, cols, step, h));
+void update_one(T* param, const T* grad, T* row_state, T* col_state, T* full_state, int64_t rows, int64_t cols,
+                int64_t step, const AdafactorHyper& h) {
   const double beta2 = 1.0 - std::pow(static_cast<double>(step), -h.decay_exponent);
   const int64_t n = rows * cols;
   double param_ss = 0;
@@ -73,9 +75,24 @@ void adafactor_update(const KernelContext& ctx, T* param, const T* grad, T* row_
     param[i] = static_cast<T>(param[i] - lr * grad[i] / std::sqrt(static_cast<double>(full_state[i])));
 }
 
+}  // namespace
+
+template <class T>
+void adafactor_update(const KernelContext& ctx, T* param, const T* grad, T* row_state, T* col_state, T* full_state,
+                      int64_t rows, int64_t cols, int64_t step, const AdafactorHyper& h, int64_t count,
+                      int64_t state_stride) {
+  GLAM_CUDA_DISPATCH(ctx, adafactor_update<T>(ctx, param, grad, row_state, col_state, full_state, rows, cols, step, h,
+                                              count, state_stride));
+  const int64_t n = rows * cols;
+  auto state = [&](T* s, int64_t m) { return s ? s + m * state_stride : nullptr; };
+  for (int64_t m = 0; m < count; ++m)
+    update_one(param + m * n, grad + m * n, state(row_state, m), state(col_state, m), state(full_state, m), rows, cols,
+               step, h);
+}
+
 template void adafactor_update<float>(const KernelContext&, float*, const float*, float*, float*, float*, int64_t,
-                                      int64_t, int64_t, const AdafactorHyper&);
+                                      int64_t, int64_t, const AdafactorHyper&, int64_t, int64_t);
 template void adafactor_update<double>(const KernelContext&, double*, const double*, double*, double*, double*,
-                                       int64_t, int64_t, int64_t, const AdafactorHyper&);
+                                       int64_t, int64_t, int64_t, const AdafactorHyper&, int64_t, int64_t);
 
 }  // namespace glam::kernels

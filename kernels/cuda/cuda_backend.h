@@ -110,6 +110,7 @@ void swap_leading_axes(const KernelContext& ctx, const T* in, T* out, int64_t ou
 // adafactor.cu
 template <class T>
 void adafactor_update(const KernelContext& ctx, T* param, const T* grad, T* row_state, T* col_state, T* full_state,
-                      int64_t rows, int64_t cols, int64_t step, const AdafactorHyper& h);
+                      int64_t rows, int64_t cols, int64_t step, const AdafactorHyper& h, int64_t count,
+                      int64_t state_stride);
 
 }  // namespace glam::kernels::cuda

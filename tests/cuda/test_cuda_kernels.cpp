@@ -420,6 +420,71 @@ TEST_F(CudaKernels, AdafactorFactoredAndFull) {
   }
 }
 
+// A run of same-shape tensors in one call (a weight's local experts), against one CPU call per tensor:
+// tensors at different scales (a shared sum or step size would show), more rows than a column chunk,
+// and states spaced further apart than they need, with a sentinel in the gaps.
+TEST_F(CudaKernels, AdafactorRunsOfTensors) {
+  k::AdafactorHyper h;
+  const float sentinel = 12345.f;
+  for (const auto& [rows, cols, count] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{{70, 45, 5}, {1, 300, 3}}) {
+    const bool factored = rows > 1 && cols > 1;
+    const int64_t n = rows * cols, state_size = factored ? rows + cols : n, stride = state_size + 3;
+    std::vector<float> w;
+    for (int64_t m = 0; m < count; ++m) {
+      auto wm = rnd_.normal(static_cast<size_t>(n), 0.05 * std::pow(4.0, static_cast<double>(m)));
+      w.insert(w.end(), wm.begin(), wm.end());
+    }
+    auto wd = to_double(w);
+    std::vector<double> state(static_cast<size_t>(count * stride), 0.0);
+    std::vector<float> gstate_init(state.size(), 0.f);
+    for (int64_t m = 0; m < count; ++m)
+      for (int64_t j = state_size; j < stride; ++j) gstate_init[static_cast<size_t>(m * stride + j)] = sentinel;
+    DeviceVec<float> gw(w), gstate(gstate_init);
+    for (int64_t step = 1; step <= 3; ++step) {
+      std::vector<float> g;
+      for (int64_t m = 0; m < count; ++m) {
+        auto gm = rnd_.normal(static_cast<size_t>(n), 0.01 * std::pow(10.0, static_cast<double>(m)));
+        g.insert(g.end(), gm.begin(), gm.end());
+      }
+      auto gdd = to_double(g);
+      for (int64_t m = 0; m < count; ++m) {
+        double* st = state.data() + m * stride;
+        k::adafactor_update<double>(cpu_, wd.data() + m * n, gdd.data() + m * n, factored ? st : nullptr,
+                                    factored ? st + rows : nullptr, factored ? nullptr : st, rows, cols, step, h);
+      }
+      DeviceVec<float> gg(g);
+      float* gs = gstate.get();
+      k::adafactor_update<float>(gpu(), gw.get(), gg.get(), factored ? gs : nullptr, factored ? gs + rows : nullptr,
+                                 factored ? nullptr : gs, rows, cols, step, h, count, stride);
+    }
+    const std::string what = "adafactor run of " + std::to_string(count) + " x " + std::to_string(rows) + "x" +
+                             std::to_string(cols);
+    const auto got = gw.download();
+    for (int64_t m = 0; m < count; ++m) {
+      const auto first = static_cast<size_t>(m * n), last = static_cast<size_t>((m + 1) * n);
+      std::vector<float> got_delta(got.begin() + first, got.begin() + last);
+      std::vector<double> want_delta(wd.begin() + first, wd.begin() + last);
+      for (size_t i = 0; i < got_delta.size(); ++i)
+        got_delta[i] -= w[first + i], want_delta[i] -= static_cast<double>(w[first + i]);
+      expect_close(got_delta, want_delta, 2e-3, what + ", tensor " + std::to_string(m) + " updates");
+    }
+    auto gst = gstate.download();
+    std::vector<float> got_state;
+    std::vector<double> want_state;
+    for (int64_t m = 0; m < count; ++m)
+      for (int64_t j = 0; j < stride; ++j) {
+        const auto i = static_cast<size_t>(m * stride + j);
+        if (j >= state_size) {
+          EXPECT_EQ(gst[i], sentinel) << what << ": tensor " << m << " wrote past its state";
+          continue;
+        }
+        got_state.push_back(gst[i]);
+        want_state.push_back(state[i]);
+      }
+    expect_close(got_state, want_state, 1e-5, what + " states");
+  }
+}
+
 // ---- without a device ----
 
 TEST(CudaBackend, ReportsWhetherItWasBuilt) {
