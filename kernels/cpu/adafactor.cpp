@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
+#include <string>
 #include <vector>
 #include "cpu/dispatch.h"
 
@@ -81,6 +83,11 @@ template <class T>
 void adafactor_update(const KernelContext& ctx, T* param, const T* grad, T* row_state, T* col_state, T* full_state,
                       int64_t rows, int64_t cols, int64_t step, const AdafactorHyper& h, int64_t count,
                       int64_t state_stride) {
+  // Tensors whose states overlap would race on the GPU and run in order here: refused on both.
+  const int64_t state_size = row_state && col_state ? rows + cols : rows * cols;
+  if (count > 1 && state_stride < state_size)
+    throw std::invalid_argument("adafactor_update: " + std::to_string(count) + " tensors with state_stride " +
+                                std::to_string(state_stride) + ", below the state size " + std::to_string(state_size));
   GLAM_CUDA_DISPATCH(ctx, adafactor_update<T>(ctx, param, grad, row_state, col_state, full_state, rows, cols, step, h,
                                               count, state_stride));
   const int64_t n = rows * cols;

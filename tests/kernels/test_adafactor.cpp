@@ -111,6 +111,11 @@ TEST(Adafactor, RunOfTensorsEqualsOneCallPerTensor) {
     EXPECT_EQ(x, xs) << rows << "x" << cols;
     EXPECT_EQ(state, states) << rows << "x" << cols;
     for (int64_t m = 0; m < count; ++m) EXPECT_EQ(state[m * stride + size + 1], -7.0);
+    // States closer together than their size would overlap: refused.
+    EXPECT_THROW(adafactor_update<double>(ctx, x.data(), x.data(), fac ? state.data() : nullptr,
+                                          fac ? state.data() + rows : nullptr, fac ? nullptr : state.data(), rows, cols,
+                                          4, h, count, size - 1),
+                 std::invalid_argument);
   }
 }
 
