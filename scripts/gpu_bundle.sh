@@ -57,7 +57,7 @@ done < <(for p in "${programs[@]}"; do ldd "$build/bin/$p"; done | awk '$2 == "=
   echo "git $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$root" diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
   echo "nvcc $(nvcc --version | awk -F', ' '/release/ {print $2}'), code $(grep -o -- '--generate-code=[^ ]*' "$build/build.ninja" | sort -u | tr '\n' ' ')"
   glibc=$(for f in "$pack"/bin/* "$pack"/lib/*; do objdump -T "$f"; done | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -n 1)
-  echo "needs from the GPU machine: ${glibc/_/ >= }, the NVIDIA driver (CUDA 13), libcublas.so.13, libcublasLt.so.13, libnccl.so.2"
+  echo "needs from the GPU machine: ${glibc/_/ >= }, the NVIDIA driver (CUDA 13), libcublas.so.13, libcublasLt.so.13, libnccl.so.2 (ncclAlltoAll used where it is 2.28 or later)"
   printf 'library %s\n' "${manifest_libs[@]}"
 } >"$pack/MANIFEST"
 

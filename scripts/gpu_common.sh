@@ -63,4 +63,13 @@ glam_use_bundle_libraries() {
     echo "the bundle's programs cannot load on this machine (above)" >&2
     return 1
   fi
+  # Functions this machine's libraries lack (an older cuBLAS or NCCL than the build's): only a
+  # warning, since a missing function fails only when it is called, but it names the cause first.
+  local b undefined
+  undefined=$(for b in "$bundle"/bin/*; do ldd -r "$b" 2>&1 || true; done | grep 'undefined symbol' | sort -u || true)
+  if [[ -n $undefined ]]; then
+    echo "warning: this machine's libraries lack symbols the bundle's programs use:" >&2
+    echo "$undefined" | head -n 20 >&2
+  fi
+  return 0
 }

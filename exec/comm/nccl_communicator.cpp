@@ -5,6 +5,7 @@
 
 #ifdef GLAM_WITH_NCCL
 #include <cuda_runtime.h>
+#include <dlfcn.h>
 #include <nccl.h>
 #endif
 
@@ -18,6 +19,19 @@ void check(ncclResult_t r, const char* what) {
 }
 void check(cudaError_t r, const char* what) {
   if (r != cudaSuccess) throw std::runtime_error(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(r));
+}
+
+// ncclAlltoAll (NCCL 2.28 and later), looked up in the NCCL loaded at run time rather than linked: a
+// program built against newer headers then still runs on an older NCCL (a GPU machine's own), with
+// grouped send/receive. Null when the library lacks it.
+using AlltoAllFn = ncclResult_t (*)(const void*, void*, size_t, ncclDataType_t, ncclComm_t, cudaStream_t);
+AlltoAllFn nccl_alltoall() {
+  static const AlltoAllFn fn = [] {
+    int version = 0;
+    if (ncclGetVersion(&version) != ncclSuccess || version < 22800) return AlltoAllFn{nullptr};
+    return reinterpret_cast<AlltoAllFn>(dlsym(RTLD_DEFAULT, "ncclAlltoAll"));
+  }();
+  return fn;
 }
 
 bool on_device(const void* p) {
@@ -54,16 +68,16 @@ class NcclCommunicator final : public Communicator {
   void alltoall(const void* send, void* recv, int64_t block_bytes) override {
     if (!on_device(send)) return host_->alltoall(send, recv, block_bytes);
     const size_t bb = static_cast<size_t>(block_bytes);
-#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 28, 0)
-    check(ncclAlltoAll(send, recv, bb, ncclInt8, comm_, stream_), "ncclAlltoAll");
-#else
+    if (AlltoAllFn direct = nccl_alltoall()) {
+      check(direct(send, recv, bb, ncclInt8, comm_, stream_), "ncclAlltoAll");
+      return;
+    }
     check(ncclGroupStart(), "ncclGroupStart");
     for (int r = 0; r < size(); ++r) {
       check(ncclSend(static_cast<const char*>(send) + r * bb, bb, ncclInt8, r, comm_, stream_), "ncclSend");
       check(ncclRecv(static_cast<char*>(recv) + r * bb, bb, ncclInt8, r, comm_, stream_), "ncclRecv");
     }
     check(ncclGroupEnd(), "ncclGroupEnd");
-#endif
   }
   void allgather(const void* send, void* recv, int64_t block_bytes) override {
     if (!on_device(send)) return host_->allgather(send, recv, block_bytes);

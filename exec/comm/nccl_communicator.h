@@ -3,8 +3,8 @@
 // device). It is bootstrapped through a host communicator (MPI): rank 0 creates the unique id and
 // broadcasts it. Collectives on device buffers go through NCCL on the legacy default stream (which
 // orders them with the kernels of the contexts' blocking streams); on host buffers (loss sums, expert
-// loads, error flags) through the host communicator. Equal-block all-to-alls use ncclAlltoAll (NCCL
-// 2.28 and later) or grouped ncclSend/ncclRecv.
+// loads, error flags) through the host communicator. Equal-block all-to-alls use ncclAlltoAll where
+// the NCCL loaded at run time has it (2.28 and later), grouped ncclSend/ncclRecv otherwise.
 #include <memory>
 
 #include "comm/communicator.h"

@@ -37,6 +37,20 @@ rm "$vendor/libglamprobe.so.1"
 if glam_use_bundle_libraries "$tmp/bundle" 2>"$tmp/err"; then fail "a missing library was accepted"; fi
 grep -q 'libglamprobe.so.1' "$tmp/err" || fail "the error does not name the library: $(cat "$tmp/err")"
 
+# A library older than the build's, which lacks a function the program uses: it loads (a function is
+# missed only when called), with a warning that names the function.
+mkdir -p "$tmp/newer" "$tmp/bundle2/bin" "$tmp/bundle2/lib" "$vendor"
+echo 'extern "C" int glam_probe() { return 42; } extern "C" int glam_probe_v2() { return 2; }' >"$tmp/probe2.cpp"
+echo 'extern "C" int glam_probe(); extern "C" int glam_probe_v2();
+int main(int argc, char**) { return argc > 5 ? glam_probe_v2() : glam_probe() == 42 ? 0 : 1; }' >"$tmp/main2.cpp"
+g++ -shared -fPIC -Wl,-soname,libglamprobe.so.1 -o "$tmp/newer/libglamprobe.so.1" "$tmp/probe2.cpp" || exit 1
+g++ -o "$tmp/bundle2/bin/probe" "$tmp/main2.cpp" "$tmp/newer/libglamprobe.so.1" || exit 1
+g++ -shared -fPIC -Wl,-soname,libglamprobe.so.1 -o "$vendor/libglamprobe.so.1" "$tmp/probe.cpp" || exit 1
+unset LD_LIBRARY_PATH
+if ! glam_use_bundle_libraries "$tmp/bundle2" 2>"$tmp/err"; then fail "an older library was refused: $(cat "$tmp/err")"; fi
+grep -q 'glam_probe_v2' "$tmp/err" || fail "no warning names the missing function: $(cat "$tmp/err")"
+"$tmp/bundle2/bin/probe" || fail "the program does not run on the older library"
+
 # The digest changes with a source file and with a new one, not with files outside the sources.
 src=$tmp/src
 mkdir -p "$src/kernels/cuda" "$src/exec" "$src/models" "$src/topologies" "$src/sim" "$src/tests"
