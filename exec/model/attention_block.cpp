@@ -12,12 +12,41 @@ namespace glam::exec {
 
 namespace k = glam::kernels;
 
+namespace {
+
+// How one operand of the per-(sequence, head) attention products is laid out: where the matrix of
+// sequence b and head h starts is b * seq + h * head. Token-major tensors (Q, K, V, context, [tokens,
+// heads x head_dim]): seq = seq_len x heads x head_dim, head = head_dim. Scores and probabilities
+// ([sequences, heads, T, T]): seq = heads x T x T, head = T x T.
+struct AttnOperand {
+  int64_t seq, head;
+};
+
+// The products of every (sequence, head): a strided batch over the heads per sequence, or over the
+// sequences per head, whichever makes fewer calls (both have constant strides). Small heads at a
+// large batch (glam-0.1b: 12 heads, 32 sequences) are then 12 calls, not 32.
+template <class T>
+void attention_products(const k::KernelContext& ctx, int64_t seqs, int64_t heads, bool ta, bool tb, int64_t m,
+                        int64_t n, int64_t kk, k::acc_t<T> alpha, const T* a, int64_t lda, AttnOperand la, const T* b,
+                        int64_t ldb, AttnOperand lb, T* c, int64_t ldc, AttnOperand lc) {
+  const bool per_head = heads < seqs;
+  const int64_t calls = per_head ? heads : seqs, batch = per_head ? seqs : heads;
+  auto start = [&](AttnOperand o, int64_t i) { return i * (per_head ? o.head : o.seq); };
+  auto stride = [&](AttnOperand o) { return per_head ? o.seq : o.head; };
+  for (int64_t i = 0; i < calls; ++i)
+    k::gemm_strided_batched<T>(ctx, ta, tb, m, n, kk, alpha, a + start(la, i), lda, stride(la), b + start(lb, i), ldb,
+                               stride(lb), k::acc_t<T>(0), c + start(lc, i), ldc, stride(lc), batch);
+}
+
+}  // namespace
+
 template <class T>
 void Transformer<T>::attention_forward(int64_t l, OpTimer* t) {
   const LayerParams& p = layout_.layers[static_cast<size_t>(l)];
   LayerActs& a = acts_[static_cast<size_t>(l)];
   const int64_t n = s_.tokens(), d = m_.d_model, hd = m_.attention_width(), h = m_.heads, dh = m_.head_dim;
   const int64_t b_count = s_.seqs, sl = s_.seq_len, tt = sl * sl;
+  const AttnOperand tokens{sl * hd, dh}, scores{h * tt, tt};
   const double es = sizeof(T), nd = static_cast<double>(n), attn = static_cast<double>(b_count * h * tt);
   const W scale = static_cast<W>(1.0 / std::sqrt(static_cast<double>(dh)));
   const T* x = resid_[static_cast<size_t>(l)].data();
@@ -33,9 +62,8 @@ void Transformer<T>::attention_forward(int64_t l, OpTimer* t) {
   }
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kAttnScores, false), 2 * attn * dh, es * (2 * nd * hd + attn));
-    for (int64_t b = 0; b < b_count; ++b)
-      k::gemm_strided_batched<T>(ctx_, false, true, sl, sl, dh, scale, a.q.data() + b * sl * hd, hd, dh,
-                                 a.k.data() + b * sl * hd, hd, dh, T(0), a.probs.data() + b * h * tt, sl, tt, h);
+    attention_products<T>(ctx_, b_count, h, false, true, sl, sl, dh, scale, a.q.data(), hd, tokens, a.k.data(), hd,
+                          tokens, a.probs.data(), sl, scores);
   }
   {
     // The relative position bias is added inside the softmax, as it reads the scores.
@@ -46,9 +74,8 @@ void Transformer<T>::attention_forward(int64_t l, OpTimer* t) {
   }
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kAttnContext, false), 2 * attn * dh, es * (attn + 2 * nd * hd));
-    for (int64_t b = 0; b < b_count; ++b)
-      k::gemm_strided_batched<T>(ctx_, false, false, sl, dh, sl, T(1), a.probs.data() + b * h * tt, sl, tt,
-                                 a.v.data() + b * sl * hd, hd, dh, T(0), a.ctx.data() + b * sl * hd, hd, dh, h);
+    attention_products<T>(ctx_, b_count, h, false, false, sl, dh, sl, W(1), a.probs.data(), sl, scores, a.v.data(), hd,
+                          tokens, a.ctx.data(), hd, tokens);
   }
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kAttnOut, false), 2 * nd * hd * d + nd * d, es * (nd * hd + hd * d + 3 * nd * d));
@@ -64,6 +91,7 @@ void Transformer<T>::attention_backward(int64_t l, OpTimer* t) {
   LayerActs& a = acts_[static_cast<size_t>(l)];
   const int64_t n = s_.tokens(), d = m_.d_model, hd = m_.attention_width(), h = m_.heads, dh = m_.head_dim;
   const int64_t b_count = s_.seqs, sl = s_.seq_len, tt = sl * sl;
+  const AttnOperand tokens{sl * hd, dh}, scores{h * tt, tt};
   const double es = sizeof(T), nd = static_cast<double>(n), attn = static_cast<double>(b_count * h * tt);
   const double ws = sizeof(T) + sizeof(W);  // a weight read, its gradient written
   const W scale = static_cast<W>(1.0 / std::sqrt(static_cast<double>(dh)));
@@ -73,12 +101,10 @@ void Transformer<T>::attention_backward(int64_t l, OpTimer* t) {
   }
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kAttnContext, true), 4 * attn * dh, es * (2 * attn + 4 * nd * hd));
-    for (int64_t b = 0; b < b_count; ++b) {
-      k::gemm_strided_batched<T>(ctx_, false, true, sl, sl, dh, T(1), dctx_.data() + b * sl * hd, hd, dh,
-                                 a.v.data() + b * sl * hd, hd, dh, T(0), dscores_.data() + b * h * tt, sl, tt, h);
-      k::gemm_strided_batched<T>(ctx_, true, false, sl, dh, sl, T(1), a.probs.data() + b * h * tt, sl, tt,
-                                 dctx_.data() + b * sl * hd, hd, dh, T(0), dv_.data() + b * sl * hd, hd, dh, h);
-    }
+    attention_products<T>(ctx_, b_count, h, false, true, sl, sl, dh, W(1), dctx_.data(), hd, tokens, a.v.data(), hd,
+                          tokens, dscores_.data(), sl, scores);
+    attention_products<T>(ctx_, b_count, h, true, false, sl, dh, sl, W(1), a.probs.data(), sl, scores, dctx_.data(),
+                          hd, tokens, dv_.data(), hd, tokens);
   }
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kAttnSoftmax, true), 4 * attn / 2, 3 * es * attn);
@@ -88,12 +114,10 @@ void Transformer<T>::attention_backward(int64_t l, OpTimer* t) {
     auto sc = OpTimer::time(t, id(l, LayerOp::kAttnScores, true), 4 * attn * dh, es * (2 * attn + 4 * nd * hd));
     if (p.rel_bias >= 0)
       k::attention_bias_backward<T>(ctx_, dscores_.data(), bucket_.data(), grad(p.rel_bias), b_count, h, sl);
-    for (int64_t b = 0; b < b_count; ++b) {
-      k::gemm_strided_batched<T>(ctx_, false, false, sl, dh, sl, scale, dscores_.data() + b * h * tt, sl, tt,
-                                 a.k.data() + b * sl * hd, hd, dh, T(0), dq_.data() + b * sl * hd, hd, dh, h);
-      k::gemm_strided_batched<T>(ctx_, true, false, sl, dh, sl, scale, dscores_.data() + b * h * tt, sl, tt,
-                                 a.q.data() + b * sl * hd, hd, dh, T(0), dk_.data() + b * sl * hd, hd, dh, h);
-    }
+    attention_products<T>(ctx_, b_count, h, false, false, sl, dh, sl, scale, dscores_.data(), sl, scores, a.k.data(),
+                          hd, tokens, dq_.data(), hd, tokens);
+    attention_products<T>(ctx_, b_count, h, true, false, sl, dh, sl, scale, dscores_.data(), sl, scores, a.q.data(), hd,
+                          tokens, dk_.data(), hd, tokens);
   }
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kAttnQkv, true), 12 * nd * d * hd, es * (2 * nd * d + 3 * nd * hd) + 3 * ws * d * hd);

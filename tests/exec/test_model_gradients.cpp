@@ -17,11 +17,11 @@ namespace {
 
 using glam::testing::random_batch;
 
-void check_gradients(const ModelConfig& m, int64_t* checked_drops) {
+void check_gradients(const ModelConfig& m, int64_t* checked_drops, int64_t seqs = 2) {
   auto comm = make_single_communicator();
   kernels::KernelContext ctx;
   ExecShape s;
-  s.seqs = 2;
+  s.seqs = seqs;
   s.seq_len = m.seq_len;
   Transformer<double> model(m, s, *comm, ctx);
   model.init_params(7);
@@ -61,6 +61,14 @@ void check_gradients(const ModelConfig& m, int64_t* checked_drops) {
 TEST(ModelGradients, DenseModelMatchesFiniteDifferences) {
   int64_t drops = 0;
   check_gradients(glam::testing::micro_dense(), &drops);
+}
+
+// More sequences than heads: the attention products then batch over the sequences, one call per
+// head (with 2 sequences and 2 heads, over the heads, one call per sequence).
+TEST(ModelGradients, MoreSequencesThanHeads) {
+  int64_t drops = 0;
+  ASSERT_LT(glam::testing::micro_dense().heads, 3);
+  check_gradients(glam::testing::micro_dense(), &drops, 3);
 }
 
 TEST(ModelGradients, MoeModelMatchesFiniteDifferences) {
