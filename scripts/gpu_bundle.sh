@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Packs what scripts/gpu_check.sh runs, prebuilt, for a GPU machine that cannot install the project's
-# Debian packages (no network): glamexec and the two GPU test programs, built here with CUDA for
-# sm_90, and the shared libraries they load that a bare CUDA machine lacks (OpenBLAS, SentencePiece,
-# TOML++, OpenMPI's runtime, ...), in one archive, .gpu-bundle/glam-gpu-bundle.tar.gz.
+# Debian packages (no network): glamexec and the two GPU test programs, built here with CUDA (the
+# build's architectures, sm_80 and sm_90 by default), and the shared libraries they load that a bare
+# CUDA machine lacks (OpenBLAS, SentencePiece, TOML++, OpenMPI's runtime, ...), in one archive,
+# .gpu-bundle/glam-gpu-bundle.tar.gz.
 # Carry .gpu-bundle to the GPU machine and run scripts/gpu_check.sh there: it uses the archive
 # instead of building, once it has checked that the archive was built from the same sources.
 #
