@@ -22,7 +22,8 @@
 # GLAM_GPU_CHECK_DRY=1 checks the script itself on a machine without a GPU: tiny configs on the CPU
 # (in the same precision), records into the build folder, not reports/measured/.
 # A failed GPU test program gets its first failed test rerun under compute-sanitizer (memcheck), when
-# the machine has it, so that one call's logs name a bad access.
+# the machine has it, so that one call's logs name a bad access; with time left at the end, the whole
+# kernel test program runs under memcheck.
 # Exit status 0 when the build, the tests and every timing run passed; the table is printed anyway.
 set -euo pipefail
 
@@ -254,6 +255,28 @@ else
   fi
 fi
 
+# ---- the kernel tests under compute-sanitizer's memcheck, with the time left ----
+# An access out of bounds can pass a test unnoticed (shared memory, padding); memcheck names it.
+memcheck_result="not run"
+if [[ -n $dry || -n ${GLAM_GPU_CHECK_SKIP_TESTS:-} ]] || ! command -v compute-sanitizer >/dev/null 2>&1; then
+  memcheck_result="not run (no compute-sanitizer, or tests skipped)"
+elif ((limit - SECONDS < 60)); then
+  memcheck_result="skipped (time)"
+else
+  say "cuda_kernel_tests under compute-sanitizer memcheck (log: $logs/memcheck.log)"
+  GLAM_HOME=$root timeout "$(within_limit 150)" compute-sanitizer --tool memcheck --error-exitcode 3 \
+    "$bin/cuda_kernel_tests" --gtest_brief=1 >"$logs/memcheck.log" 2>&1 && rc=0 || rc=$?
+  summary=$(grep -m 1 -oE 'ERROR SUMMARY: [0-9]+ errors?' "$logs/memcheck.log" || true)
+  case $rc in
+    0) memcheck_result="clean (${summary:-no summary})" ;;
+    124) memcheck_result="timed out (${summary:-no summary})" ;;
+    *) memcheck_result="FAILED, exit $rc (${summary:-no summary})"
+       status=1
+       grep -m 24 -E 'Invalid|Program hit|^=========     at |by thread' "$logs/memcheck.log" || true ;;
+  esac
+  say "memcheck: $memcheck_result"
+fi
+
 # ---- per-op shares of each record (python3 when present) ----
 if command -v python3 >/dev/null 2>&1; then
   # Without the bundle's libraries: this machine's python3 wants its own (libz, libstdc++).
@@ -279,6 +302,7 @@ fi
   echo "GPU check on $(cat "$out/device.txt" 2>/dev/null | head -1 || echo 'unknown GPU'), --precision $precision, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "GPU tests: $tests_result"
   echo "Calibration profile: $calibration_result"
+  echo "Kernel tests under memcheck: $memcheck_result"
   printf '%-24s %8s %12s %10s %9s %7s %6s\n' config tokens tokens/s step_ms TFLOP/s MFU GPU_W
   for row in "${table[@]}"; do echo "$row"; done
   echo "MFU: model FLOPs (the accounting's convention) per second / $peak_tflops TFLOP/s (H200 dense bf16)."
