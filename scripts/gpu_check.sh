@@ -139,9 +139,14 @@ diagnose_with_sanitizer() {
 tests_result="not run"
 if [[ -z ${GLAM_GPU_CHECK_SKIP_TESTS:-} ]]; then
   tests_result="passed"
-  for t in cuda_kernel_tests cuda_step_tests; do
+  # Caps of a few times their expected run (kernel tests: seconds; the step tests compare with CPU
+  # steps), so that a hung kernel costs at most that.
+  for spec in cuda_kernel_tests:120 cuda_step_tests:180; do
+    t=${spec%%:*}
     say "$t"
-    if GLAM_HOME=$root timeout "$(within_limit 240)" "$bin/$t" --gtest_brief=1 >"$logs/$t.log" 2>&1; then
+    rc=0
+    GLAM_HOME=$root timeout "$(within_limit "${spec##*:}")" "$bin/$t" --gtest_brief=1 >"$logs/$t.log" 2>&1 || rc=$?
+    if ((rc == 0)); then
       grep -E '^\[  (PASSED|SKIPPED) ' "$logs/$t.log" || true
       if grep -q '^\[  SKIPPED \]' "$logs/$t.log" && grep -q 'no CUDA device' "$logs/$t.log"; then
         say "$t: skipped, no CUDA device visible"
@@ -150,8 +155,9 @@ if [[ -z ${GLAM_GPU_CHECK_SKIP_TESTS:-} ]]; then
       fi
     else
       tail -60 "$logs/$t.log"
-      say "$t FAILED (log: $logs/$t.log)"
       tests_result="FAILED"
+      ((rc == 124)) && tests_result="FAILED (timed out)"
+      say "$t $tests_result (log: $logs/$t.log)"
       status=1
       diagnose_with_sanitizer "$t"
     fi
