@@ -124,6 +124,8 @@ else
 fi
 
 # ---- GPU tests ----
+# The lines of a compute-sanitizer log that say what went wrong and where.
+sanitizer_findings() { grep -m 24 -E 'Invalid|ERROR SUMMARY|Program hit|^=========     at |by thread' "$1" || true; }
 # After a failure, the first failed test once more under compute-sanitizer's memcheck (where the
 # machine has it and time allows): a bad access is named in this call's logs rather than the next's.
 diagnose_with_sanitizer() {
@@ -133,7 +135,7 @@ diagnose_with_sanitizer() {
   say "$t: $first under compute-sanitizer (log: $logs/$t.sanitizer.log)"
   GLAM_HOME=$root timeout "$(within_limit 60)" compute-sanitizer --tool memcheck "$bin/$t" --gtest_filter="$first" \
     >"$logs/$t.sanitizer.log" 2>&1 || true
-  grep -m 24 -E 'Invalid|ERROR SUMMARY|Program hit|^=========     at |by thread' "$logs/$t.sanitizer.log" || true
+  sanitizer_findings "$logs/$t.sanitizer.log"
 }
 
 tests_result="not run"
@@ -278,7 +280,7 @@ else
     124) memcheck_result="timed out (${summary:-no summary})" ;;
     *) memcheck_result="FAILED, exit $rc (${summary:-no summary})"
        status=1
-       grep -m 24 -E 'Invalid|Program hit|^=========     at |by thread' "$logs/memcheck.log" || true ;;
+       sanitizer_findings "$logs/memcheck.log" ;;
   esac
   say "memcheck: $memcheck_result"
 fi

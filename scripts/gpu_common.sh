@@ -32,9 +32,10 @@ glam_find_library() {  # $1: the library's file name (soname)
   [[ -n $found ]] && echo "$found"
 }
 
-glam_ldd_bundle() {  # $1: the unpacked bundle; ldd of every program in it
-  local b
-  for b in "$1"/bin/*; do ldd "$b" 2>&1 || true; done
+glam_ldd_bundle() {  # $1: the unpacked bundle, then ldd's options; ldd of every program in it
+  local bundle=$1 b
+  shift
+  for b in "$bundle"/bin/*; do ldd "$@" "$b" 2>&1 || true; done
 }
 
 # Exports LD_LIBRARY_PATH so that every program of the unpacked bundle $1 loads: the bundle's lib/
@@ -59,14 +60,16 @@ glam_use_bundle_libraries() {
     echo "this machine's libstdc++ is older than the build's: using the bundle's compat/" >&2
     LD_LIBRARY_PATH="$bundle/compat:$LD_LIBRARY_PATH"
   fi
-  if glam_ldd_bundle "$bundle" | grep -E 'not found'; then
+  # With the symbols resolved too (-r): a library still missing stops here; functions this machine's
+  # libraries lack (an older cuBLAS or NCCL than the build's) only warn, since a missing function fails
+  # only when it is called, but the warning names the cause first.
+  local report undefined
+  report=$(glam_ldd_bundle "$bundle" -r)
+  if grep -E 'not found' <<<"$report" | grep -v 'undefined symbol'; then
     echo "the bundle's programs cannot load on this machine (above)" >&2
     return 1
   fi
-  # Functions this machine's libraries lack (an older cuBLAS or NCCL than the build's): only a
-  # warning, since a missing function fails only when it is called, but it names the cause first.
-  local b undefined
-  undefined=$(for b in "$bundle"/bin/*; do ldd -r "$b" 2>&1 || true; done | grep 'undefined symbol' | sort -u || true)
+  undefined=$(grep 'undefined symbol' <<<"$report" | sort -u || true)
   if [[ -n $undefined ]]; then
     echo "warning: this machine's libraries lack symbols the bundle's programs use:" >&2
     echo "$undefined" | head -n 20 >&2

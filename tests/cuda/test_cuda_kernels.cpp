@@ -382,6 +382,17 @@ TEST_F(CudaKernels, DispatchCombineAndReorder) {
 
 // ---- Adafactor ----
 
+// The updates themselves, elements [first, last), which are small next to the weights: a wrong step
+// size shows here. `before` are the weights before the steps, `got` the GPU's after, `want` the CPU's.
+void expect_updates_close(const std::vector<float>& got, const std::vector<float>& before,
+                          const std::vector<double>& want, size_t first, size_t last, const std::string& what) {
+  std::vector<float> got_delta(last - first);
+  std::vector<double> want_delta(last - first);
+  for (size_t i = first; i < last; ++i)
+    got_delta[i - first] = got[i] - before[i], want_delta[i - first] = want[i] - static_cast<double>(before[i]);
+  expect_close(got_delta, want_delta, 2e-3, what);
+}
+
 TEST_F(CudaKernels, AdafactorFactoredAndFull) {
   k::AdafactorHyper h;
   const std::vector<std::pair<int64_t, int64_t>> shapes = {{300, 77}, {1, 500}, {1000, 1}, {129, 1024}};
@@ -403,14 +414,7 @@ TEST_F(CudaKernels, AdafactorFactoredAndFull) {
     }
     const std::string what = "adafactor " + std::to_string(rows) + "x" + std::to_string(cols);
     expect_close(gw.download(), wd, 1e-5, what + " weights");
-    // The updates themselves, which are small next to the weights: a wrong step size shows here.
-    {
-      auto got = gw.download();
-      std::vector<float> got_delta(n);
-      std::vector<double> want_delta(n);
-      for (size_t i = 0; i < n; ++i) got_delta[i] = got[i] - w[i], want_delta[i] = wd[i] - static_cast<double>(w[i]);
-      expect_close(got_delta, want_delta, 2e-3, what + " updates");
-    }
+    expect_updates_close(gw.download(), w, wd, 0, n, what + " updates");
     if (factored) {
       expect_close(grs.download(), rs, 1e-5, what + " row state");
       expect_close(gcs.download(), cs, 1e-5, what + " column state");
@@ -460,14 +464,9 @@ TEST_F(CudaKernels, AdafactorRunsOfTensors) {
     const std::string what = "adafactor run of " + std::to_string(count) + " x " + std::to_string(rows) + "x" +
                              std::to_string(cols);
     const auto got = gw.download();
-    for (int64_t m = 0; m < count; ++m) {
-      const auto first = static_cast<size_t>(m * n), last = static_cast<size_t>((m + 1) * n);
-      std::vector<float> got_delta(got.begin() + first, got.begin() + last);
-      std::vector<double> want_delta(wd.begin() + first, wd.begin() + last);
-      for (size_t i = 0; i < got_delta.size(); ++i)
-        got_delta[i] -= w[first + i], want_delta[i] -= static_cast<double>(w[first + i]);
-      expect_close(got_delta, want_delta, 2e-3, what + ", tensor " + std::to_string(m) + " updates");
-    }
+    for (int64_t m = 0; m < count; ++m)
+      expect_updates_close(got, w, wd, static_cast<size_t>(m * n), static_cast<size_t>((m + 1) * n),
+                           what + ", tensor " + std::to_string(m) + " updates");
     // Each tensor's state on its own (their scales differ by 10^8), element by element (all positive).
     auto gst = gstate.download();
     for (int64_t m = 0; m < count; ++m) {
