@@ -4,8 +4,12 @@
 #include <cmath>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
+
 #include "cpu/dispatch.h"
+#include "cpu/fast_math.h"
+#include "cpu/parallel.h"
 
 namespace glam::kernels {
 
@@ -15,66 +19,97 @@ double adafactor_step_size(const AdafactorHyper& h, int64_t step) {
 
 namespace {
 
-// One tensor.
+// Rows are processed in blocks of a fixed size whose partial sums are kept apart and added in block
+// order, so that the threads share the work and the result does not depend on their number.
+constexpr int64_t kRowBlock = 32;
+
+double root_mean(double sum_of_squares, int64_t n) { return std::sqrt(sum_of_squares / static_cast<double>(n)); }
+
+double scaled_step(const AdafactorHyper& h, int64_t step, double param_rms, double update_rms) {
+  return adafactor_step_size(h, step) * std::max(h.eps2, param_rms) / std::max(1.0, update_rms / h.clip);
+}
+
+// A matrix with factored second moments: three passes over the gradient, two over the weights.
 template <class T>
-void update_one(T* param, const T* grad, T* row_state, T* col_state, T* full_state, int64_t rows, int64_t cols,
-                int64_t step, const AdafactorHyper& h) {
-  const double beta2 = 1.0 - std::pow(static_cast<double>(step), -h.decay_exponent);
-  const int64_t n = rows * cols;
-  double param_ss = 0;
-  for (int64_t i = 0; i < n; ++i) param_ss += static_cast<double>(param[i]) * param[i];
-  const double param_rms = std::sqrt(param_ss / static_cast<double>(n));
-  double update_ss = 0;
-  if (row_state && col_state) {
-    // R_i, C_j: decayed means of g^2 + eps1 over columns and rows (row-major passes only)
-    std::vector<double> col_acc(static_cast<size_t>(cols), 0.0);
-    for (int64_t r = 0; r < rows; ++r) {
+void update_factored(T* param, const T* grad, T* row_state, T* col_state, int64_t rows, int64_t cols, int64_t step,
+                     double beta2, const AdafactorHyper& h) {
+  const int64_t blocks = (rows + kRowBlock - 1) / kRowBlock;
+  auto block_rows = [&](int64_t blk) { return std::pair{blk * kRowBlock, std::min(rows, (blk + 1) * kRowBlock)}; };
+  auto g2 = [&](const T* g, int64_t c) { return static_cast<double>(g[c]) * static_cast<double>(g[c]) + h.eps1; };
+  // Sums of g^2 + eps1 by row and by column (a partial row of column sums per block), and of w^2 by row.
+  std::vector<double> col_partial(static_cast<size_t>(blocks * cols), 0.0), row_g2(static_cast<size_t>(rows)),
+      row_w2(static_cast<size_t>(rows));
+  GLAM_PARALLEL_FOR(blocks)
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    double* col = col_partial.data() + blk * cols;
+    for (auto [r, end] = block_rows(blk); r < end; ++r) {
       const T* g = grad + r * cols;
-      double acc = 0;
-      for (int64_t c = 0; c < cols; ++c) {
-        double g2 = static_cast<double>(g[c]) * g[c] + h.eps1;
-        acc += g2;
-        col_acc[static_cast<size_t>(c)] += g2;
-      }
-      row_state[r] = static_cast<T>(beta2 * row_state[r] + (1 - beta2) * acc / static_cast<double>(cols));
+      const T* w = param + r * cols;
+      for (int64_t c = 0; c < cols; ++c) col[c] += g2(g, c);
+      row_g2[static_cast<size_t>(r)] = cpu::sum_over<double>(cols, [&](int64_t c) { return g2(g, c); });
+      row_w2[static_cast<size_t>(r)] =
+          cpu::sum_over<double>(cols, [&](int64_t c) { return static_cast<double>(w[c]) * static_cast<double>(w[c]); });
     }
-    for (int64_t c = 0; c < cols; ++c)
-      col_state[c] = static_cast<T>(beta2 * col_state[c] + (1 - beta2) * col_acc[static_cast<size_t>(c)] / static_cast<double>(rows));
-    double row_mean = 0;
-    for (int64_t r = 0; r < rows; ++r) row_mean += row_state[r];
-    row_mean /= static_cast<double>(rows);
-    // U_ij = g_ij / sqrt(R_i C_j / mean R) = g_ij * a_i * b_j
-    std::vector<double> a(static_cast<size_t>(rows)), b(static_cast<size_t>(cols));
-    for (int64_t r = 0; r < rows; ++r) a[static_cast<size_t>(r)] = std::sqrt(row_mean / static_cast<double>(row_state[r]));
-    for (int64_t c = 0; c < cols; ++c) b[static_cast<size_t>(c)] = 1.0 / std::sqrt(static_cast<double>(col_state[c]));
-    for (int64_t r = 0; r < rows; ++r) {
+  }
+  // R_i, C_j: decayed means of g^2 + eps1 over columns and over rows.
+  std::vector<double> col_sum(static_cast<size_t>(cols), 0.0);
+  for (int64_t blk = 0; blk < blocks; ++blk)
+    for (int64_t c = 0; c < cols; ++c) col_sum[static_cast<size_t>(c)] += col_partial[static_cast<size_t>(blk * cols + c)];
+  for (int64_t r = 0; r < rows; ++r)
+    row_state[r] = static_cast<T>(beta2 * row_state[r] + (1 - beta2) * row_g2[static_cast<size_t>(r)] / static_cast<double>(cols));
+  for (int64_t c = 0; c < cols; ++c)
+    col_state[c] = static_cast<T>(beta2 * col_state[c] + (1 - beta2) * col_sum[static_cast<size_t>(c)] / static_cast<double>(rows));
+  const double param_rms = root_mean(cpu::sum_of<double>(row_w2.data(), rows), rows * cols);
+  const double row_mean = cpu::sum_of<double>(row_state, rows) / static_cast<double>(rows);
+  // U_ij = g_ij / sqrt(R_i C_j / mean R) = g_ij * a_i * b_j
+  std::vector<double> a(static_cast<size_t>(rows)), b(static_cast<size_t>(cols)), row_u2(static_cast<size_t>(rows));
+  for (int64_t r = 0; r < rows; ++r) a[static_cast<size_t>(r)] = std::sqrt(row_mean / static_cast<double>(row_state[r]));
+  for (int64_t c = 0; c < cols; ++c) b[static_cast<size_t>(c)] = 1.0 / std::sqrt(static_cast<double>(col_state[c]));
+  GLAM_PARALLEL_FOR(blocks)
+  for (int64_t blk = 0; blk < blocks; ++blk)
+    for (auto [r, end] = block_rows(blk); r < end; ++r) {
       const T* g = grad + r * cols;
-      double acc = 0;
-      for (int64_t c = 0; c < cols; ++c) {
-        double u = g[c] * b[static_cast<size_t>(c)];
-        acc += u * u;
-      }
-      update_ss += acc * a[static_cast<size_t>(r)] * a[static_cast<size_t>(r)];
+      const double ar = a[static_cast<size_t>(r)];
+      row_u2[static_cast<size_t>(r)] = ar * ar * cpu::sum_over<double>(cols, [&](int64_t c) {
+                                         const double u = static_cast<double>(g[c]) * b[static_cast<size_t>(c)];
+                                         return u * u;
+                                       });
     }
-    double update_rms = std::sqrt(update_ss / static_cast<double>(n));
-    double lr = adafactor_step_size(h, step) * std::max(h.eps2, param_rms) / std::max(1.0, update_rms / h.clip);
-    for (int64_t r = 0; r < rows; ++r) {
+  const double lr = scaled_step(h, step, param_rms, root_mean(cpu::sum_of<double>(row_u2.data(), rows), rows * cols));
+  GLAM_PARALLEL_FOR(blocks)
+  for (int64_t blk = 0; blk < blocks; ++blk)
+    for (auto [r, end] = block_rows(blk); r < end; ++r) {
       const T* g = grad + r * cols;
       T* w = param + r * cols;
-      double la = lr * a[static_cast<size_t>(r)];
-      for (int64_t c = 0; c < cols; ++c) w[c] = static_cast<T>(w[c] - la * b[static_cast<size_t>(c)] * g[c]);
+      const double la = lr * a[static_cast<size_t>(r)];
+      for (int64_t c = 0; c < cols; ++c)
+        w[c] = static_cast<T>(static_cast<double>(w[c]) - la * b[static_cast<size_t>(c)] * static_cast<double>(g[c]));
     }
-    return;
-  }
+}
+
+// A vector (or any tensor without factored moments): a full second moment.
+template <class T>
+void update_full(T* param, const T* grad, T* full_state, int64_t n, int64_t step, double beta2, const AdafactorHyper& h) {
+  const double param_rms =
+      root_mean(cpu::sum_over<double>(n, [&](int64_t i) { return static_cast<double>(param[i]) * static_cast<double>(param[i]); }), n);
+  double update_ss = 0;
   for (int64_t i = 0; i < n; ++i) {
     full_state[i] = static_cast<T>(beta2 * full_state[i] + (1 - beta2) * (static_cast<double>(grad[i]) * grad[i] + h.eps1));
     double u = grad[i] / std::sqrt(static_cast<double>(full_state[i]));
     update_ss += u * u;
   }
-  double update_rms = std::sqrt(update_ss / static_cast<double>(n));
-  double lr = adafactor_step_size(h, step) * std::max(h.eps2, param_rms) / std::max(1.0, update_rms / h.clip);
+  const double lr = scaled_step(h, step, param_rms, root_mean(update_ss, n));
   for (int64_t i = 0; i < n; ++i)
     param[i] = static_cast<T>(param[i] - lr * grad[i] / std::sqrt(static_cast<double>(full_state[i])));
+}
+
+// One tensor.
+template <class T>
+void update_one(T* param, const T* grad, T* row_state, T* col_state, T* full_state, int64_t rows, int64_t cols,
+                int64_t step, const AdafactorHyper& h) {
+  const double beta2 = 1.0 - std::pow(static_cast<double>(step), -h.decay_exponent);
+  if (row_state && col_state) update_factored(param, grad, row_state, col_state, rows, cols, step, beta2, h);
+  else update_full(param, grad, full_state, rows * cols, step, beta2, h);
 }
 
 }  // namespace

@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
+
+#include "cpu/fast_math.h"
 
 #include "cpu/parallel.h"
 #include "cpu/dispatch.h"
@@ -25,53 +28,90 @@ void relative_bucket_by_distance(int32_t* bucket, int64_t seq_len, int64_t bucke
   for (int64_t d = 0; d < seq_len; ++d) bucket[d] = relative_position_bucket(-d, buckets, max_distance);
 }
 
+namespace {
+
+// The rows a thread works on need a row of scratch values; one per thread, grown as needed.
+template <class V>
+V* row_scratch(int64_t n) {
+  static thread_local std::vector<V> scratch;
+  if (static_cast<int64_t>(scratch.size()) < n) scratch.resize(static_cast<size_t>(n));
+  return scratch.data();
+}
+
+}  // namespace
+
 template <class T, class G>
 void attention_bias_backward(const KernelContext& ctx, const T* dscores, const int32_t* bucket, G* dbias, int64_t batch,
                              int64_t heads, int64_t seq_len) {
   GLAM_CUDA_DISPATCH(ctx, attention_bias_backward<T, G>(ctx, dscores, bucket, dbias, batch, heads, seq_len));
+  // Sums by query-key distance first, then by bucket. The sums by distance are indexed backwards
+  // (entry T-1-d for distance d = i - j), so that a row adds into them in order and the loop
+  // vectorizes; one scattered add per (row, key) into a few buckets would not.
   GLAM_PARALLEL_FOR(heads)
-  for (int64_t h = 0; h < heads; ++h)
+  for (int64_t h = 0; h < heads; ++h) {
+    double* by_distance = row_scratch<double>(seq_len);
+    std::fill(by_distance, by_distance + seq_len, 0.0);
     for (int64_t b = 0; b < batch; ++b) {
       const T* ds = dscores + (b * heads + h) * seq_len * seq_len;
-      for (int64_t i = 0; i < seq_len; ++i)
-        for (int64_t j = 0; j <= i; ++j) dbias[bucket[i - j] * heads + h] += ds[i * seq_len + j];
+      for (int64_t i = 0; i < seq_len; ++i) {
+        const T* row = ds + i * seq_len;
+        double* acc = by_distance + (seq_len - 1 - i);  // acc[j] sums distance i - j
+        for (int64_t j = 0; j <= i; ++j) acc[j] += static_cast<double>(static_cast<acc_t<T>>(row[j]));
+      }
     }
+    for (int64_t dist = 0; dist < seq_len; ++dist)
+      dbias[bucket[dist] * heads + h] += static_cast<G>(by_distance[seq_len - 1 - dist]);
+  }
 }
 
 template <class T>
 void causal_softmax_forward(const KernelContext& ctx, T* scores, int64_t rows, int64_t seq_len, RelativeBias<T> bias) {
   GLAM_CUDA_DISPATCH(ctx, causal_softmax_forward<T>(ctx, scores, rows, seq_len, bias));
   using V = acc_t<T>;
+  // The bias of each head by query-key distance, backwards (entry T-1-d for distance d), so that a
+  // row reads it in order: the loops below then vectorize.
+  std::vector<V> bias_backwards;
+  if (bias.table) {
+    bias_backwards.resize(static_cast<size_t>(bias.heads * seq_len));
+    for (int64_t h = 0; h < bias.heads; ++h)
+      for (int64_t dist = 0; dist < seq_len; ++dist)
+        bias_backwards[static_cast<size_t>(h * seq_len + seq_len - 1 - dist)] = bias.at(dist, 0, h);
+  }
   GLAM_PARALLEL_FOR(rows / 32)
   for (int64_t r = 0; r < rows; ++r) {
-    const int64_t i = r % seq_len, h = (r / seq_len) % bias.heads;
+    const int64_t i = r % seq_len, h = (r / seq_len) % bias.heads, len = i + 1;
     T* s = scores + r * seq_len;
-    // The biased score of key j, in the compute type: a bf16 score is not rounded again after the bias.
-    auto score = [&](int64_t j) { return static_cast<V>(s[j]) + bias.at(i, j, h); };
-    V mx = score(0);
-    for (int64_t j = 1; j <= i; ++j) mx = std::max(mx, score(j));
-    // The exponentials are recomputed rather than stored between the passes, so that a bf16 row is
-    // rounded once, as a probability.
-    double sum = 0;  // float64, as on the GPU
-    for (int64_t j = 0; j <= i; ++j) sum += std::exp(score(j) - mx);
-    const V inv = static_cast<V>(1.0 / sum);
-    for (int64_t j = 0; j <= i; ++j) s[j] = std::exp(score(j) - mx) * inv;
-    for (int64_t j = i + 1; j < seq_len; ++j) s[j] = T(0);
+    // The biased scores, then their exponentials, in the compute type: a bf16 row is rounded once,
+    // as a probability.
+    V* x = row_scratch<V>(seq_len);
+    if (bias.table) {
+      const V* b = bias_backwards.data() + h * seq_len + (seq_len - 1 - i);  // b[j]: the bias of distance i - j
+      for (int64_t j = 0; j < len; ++j) x[j] = static_cast<V>(s[j]) + b[j];
+    } else {
+      for (int64_t j = 0; j < len; ++j) x[j] = static_cast<V>(s[j]);
+    }
+    const V mx = cpu::max_of(x, len);
+    for (int64_t j = 0; j < len; ++j) x[j] = cpu::fast_exp(x[j] - mx);
+    const V inv = static_cast<V>(1.0 / cpu::sum_of<double>(x, len));  // float64 sum, as on the GPU
+    for (int64_t j = 0; j < len; ++j) s[j] = static_cast<T>(x[j] * inv);
+    for (int64_t j = len; j < seq_len; ++j) s[j] = T(0);
   }
 }
 
 template <class T>
 void causal_softmax_backward(const KernelContext& ctx, const T* probs, T* dprobs, int64_t rows, int64_t seq_len) {
   GLAM_CUDA_DISPATCH(ctx, causal_softmax_backward<T>(ctx, probs, dprobs, rows, seq_len));
+  using V = acc_t<T>;
   GLAM_PARALLEL_FOR(rows / 32)
   for (int64_t r = 0; r < rows; ++r) {
-    int64_t i = r % seq_len;
+    const int64_t len = r % seq_len + 1;
     const T* p = probs + r * seq_len;
     T* d = dprobs + r * seq_len;
-    acc_t<T> dot = 0;
-    for (int64_t j = 0; j <= i; ++j) dot += p[j] * d[j];
-    for (int64_t j = 0; j <= i; ++j) d[j] = p[j] * (d[j] - dot);
-    for (int64_t j = i + 1; j < seq_len; ++j) d[j] = T(0);
+    V* pd = row_scratch<V>(seq_len);
+    for (int64_t j = 0; j < len; ++j) pd[j] = static_cast<V>(p[j]) * static_cast<V>(d[j]);
+    const V dot = cpu::sum_of<V>(pd, len);
+    for (int64_t j = 0; j < len; ++j) d[j] = static_cast<T>(static_cast<V>(p[j]) * (static_cast<V>(d[j]) - dot));
+    for (int64_t j = len; j < seq_len; ++j) d[j] = T(0);
   }
 }
 

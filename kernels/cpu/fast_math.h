@@ -32,4 +32,41 @@ inline double fast_exp(double x) { return std::exp(x); }
 inline float fast_tanh(float u) { return 1.0f - 2.0f / (fast_exp(2.0f * u) + 1.0f); }
 inline double fast_tanh(double u) { return std::tanh(u); }
 
+// Reductions over 16 interleaved partial results in a fixed order: GCC vectorizes them without
+// -ffast-math (which would let it reorder every sum), and the result depends on n alone.
+constexpr int kReductionLanes = 16;
+
+// The largest of x[0..n), n >= 1.
+template <class V>
+V max_of(const V* x, int64_t n) {
+  V lane[kReductionLanes];
+  for (V& l : lane) l = x[0];
+  int64_t j = 0;
+  for (; j + kReductionLanes <= n; j += kReductionLanes)
+    for (int u = 0; u < kReductionLanes; ++u) lane[u] = x[j + u] > lane[u] ? x[j + u] : lane[u];
+  V m = x[0];
+  for (V l : lane) m = l > m ? l : m;
+  for (; j < n; ++j) m = x[j] > m ? x[j] : m;
+  return m;
+}
+
+// The sum of value(j) for j in [0, n), in the type A.
+template <class A, class F>
+A sum_over(int64_t n, F value) {
+  A lane[kReductionLanes] = {};
+  int64_t j = 0;
+  for (; j + kReductionLanes <= n; j += kReductionLanes)
+    for (int u = 0; u < kReductionLanes; ++u) lane[u] += value(j + u);
+  A sum = 0;
+  for (A l : lane) sum += l;
+  for (; j < n; ++j) sum += value(j);
+  return sum;
+}
+
+// The sum of x[0..n) in the type A.
+template <class A, class V>
+A sum_of(const V* x, int64_t n) {
+  return sum_over<A>(n, [x](int64_t j) { return static_cast<A>(x[j]); });
+}
+
 }  // namespace glam::kernels::cpu

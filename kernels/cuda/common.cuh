@@ -78,6 +78,7 @@ __device__ T block_max(T v) {
   if (w == 0) {
     T u = lane < nw ? sh[lane] : sh[0];
     u = warp_max(u);
+    __syncwarp();  // every lane has read sh[0] before lane 0 overwrites it (racecheck does not count shuffles)
     if (lane == 0) sh[0] = u;
   }
   __syncthreads();

@@ -80,7 +80,7 @@ void rmsnorm_forward(const KernelContext& ctx, const T* x, const T* scale, T* y,
 template <class T, class G>
 void rmsnorm_backward(const KernelContext& ctx, const T* dy, const T* x, const T* scale, const acc_t<T>* inv_rms, T* dx,
                       G* dscale, int64_t rows, int64_t dim) {
-  if (rows <= 0) return;
+  if (rows <= 0 || dim <= 0) return;  // a grid of dim / 32 blocks would be empty, which CUDA refuses
   cudaStream_t s = stream_of(ctx);
   rms_bwd_dx<<<static_cast<unsigned>(rows), kThreads, 0, s>>>(dy, x, scale, inv_rms, dx, dim);
   GLAM_CUDA_LAUNCHED();

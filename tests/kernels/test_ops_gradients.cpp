@@ -104,25 +104,28 @@ TEST(OpGradients, GeluFloat32IsAccurateInItsTails) {
 }
 
 TEST(OpGradients, CausalSoftmaxWithRelativeBias) {
+  // t = 37: rows longer than the CPU kernels' 16-lane reductions, with a remainder.
   std::mt19937_64 gen(4);
-  const int64_t b = 2, h = 2, t = 5, buckets = 4;
-  std::vector<int32_t> bucket(t);
-  relative_bucket_by_distance(bucket.data(), t, buckets, 8);
-  V s = random_vector(b * h * t * t, gen), bias = random_vector(buckets * h, gen), w = random_vector(b * h * t * t, gen);
-  auto probs = [&] {
-    V p = s;
-    causal_softmax_forward<double>(ctx, p.data(), b * h * t, t, {bias.data(), bucket.data(), h});
-    return p;
-  };
-  auto f = [&] { return dot(probs(), w); };
-  V p = probs(), ds = w, dbias(buckets * h, 0.0);
-  causal_softmax_backward<double>(ctx, p.data(), ds.data(), b * h * t, t);
-  attention_bias_backward<double>(ctx, ds.data(), bucket.data(), dbias.data(), b, h, t);
-  V num = numeric_gradient(f, s);
-  EXPECT_LT(relative_error(ds, num), 1e-7);
-  EXPECT_LT(relative_error(dbias, numeric_gradient(f, bias)), 1e-7);
-  for (int64_t i = 0; i < t; ++i)
-    for (int64_t j = i + 1; j < t; ++j) EXPECT_EQ(p[i * t + j], 0.0);  // causal
+  for (int64_t t : {5, 37}) {
+    const int64_t b = 2, h = 2, buckets = 4;
+    std::vector<int32_t> bucket(t);
+    relative_bucket_by_distance(bucket.data(), t, buckets, 8);
+    V s = random_vector(b * h * t * t, gen), bias = random_vector(buckets * h, gen), w = random_vector(b * h * t * t, gen);
+    auto probs = [&] {
+      V p = s;
+      causal_softmax_forward<double>(ctx, p.data(), b * h * t, t, {bias.data(), bucket.data(), h});
+      return p;
+    };
+    auto f = [&] { return dot(probs(), w); };
+    V p = probs(), ds = w, dbias(buckets * h, 0.0);
+    causal_softmax_backward<double>(ctx, p.data(), ds.data(), b * h * t, t);
+    attention_bias_backward<double>(ctx, ds.data(), bucket.data(), dbias.data(), b, h, t);
+    V num = numeric_gradient(f, s);
+    EXPECT_LT(relative_error(ds, num), 1e-7) << t;
+    EXPECT_LT(relative_error(dbias, numeric_gradient(f, bias)), 1e-7) << t;
+    for (int64_t i = 0; i < t; ++i)
+      for (int64_t j = i + 1; j < t; ++j) EXPECT_EQ(p[i * t + j], 0.0);  // causal
+  }
 }
 
 TEST(OpGradients, RelativeBucketsFollowT5) {
