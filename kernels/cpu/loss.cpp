@@ -20,10 +20,9 @@ void softmax_xent_forward_backward(const KernelContext& ctx, const T* logits, co
     D* d = dlogits + t * vocab;  // may alias x: every x[v] is read before d[v] is written
     const int32_t y = targets[t];
     const T target_logit = x[y];
-    T mx = x[0];
-    for (int64_t v = 1; v < vocab; ++v) mx = std::max(mx, x[v]);
-    double sum = 0;  // float64, as on the GPU: a float32 sum over 256K terms errs by about 1e-5
-    for (int64_t v = 0; v < vocab; ++v) sum += cpu::fast_exp(x[v] - mx);
+    const T mx = cpu::max_of(x, vocab);
+    // float64, as on the GPU: a float32 sum over 256K terms errs by about 1e-5
+    const double sum = cpu::sum_over<double>(vocab, [&](int64_t v) { return static_cast<double>(cpu::fast_exp(x[v] - mx)); });
     double z = static_cast<double>(mx) + std::log(static_cast<double>(sum));
     ce[t] = static_cast<T>(z - static_cast<double>(target_logit));
     lse[t] = static_cast<T>(z);
