@@ -42,6 +42,9 @@ void copy_bytes(void* dst, const void* src, size_t bytes);
 // device, and in a CPU-only build), their names.
 bool cuda_built();
 int cuda_device_count();
+// Why the process sees no device: the CUDA runtime's error ("CUDA driver version is insufficient for
+// CUDA runtime version", ...), "no CUDA device" when it reports none, "" when one is visible.
+std::string cuda_no_device_reason();
 std::string cuda_device_name(int device);
 // The device's PCI bus id ("0000:19:00.0"), how NVML finds the same GPU; "" in a CPU-only build.
 std::string cuda_device_pci_bus_id(int device);

@@ -11,6 +11,10 @@
 # (cuBLAS, cuBLASLt, NCCL: hundreds of MB), which gpu_check.sh finds on the GPU machine. libstdc++
 # and libgcc_s go into compat/, which gpu_check.sh uses only where the machine's own are older.
 #
+#   scripts/gpu_bundle.sh            # build and pack
+#   scripts/gpu_bundle.sh --verify   # only check that the archive was built from the working tree's
+#                                    # sources (before a device call: gpu_check.sh refuses it otherwise)
+#
 # Environment: GLAM_BUILD_DIR (default build-gpu), GLAM_JOBS (default 2), GLAM_BUNDLE_DIR (default
 # .gpu-bundle). Needs the project's packages (scripts/install-deps.sh) and nvcc.
 set -euo pipefail
@@ -22,8 +26,24 @@ build=${GLAM_BUILD_DIR:-$root/build-gpu}
 jobs=${GLAM_JOBS:-2}
 bundle_dir=${GLAM_BUNDLE_DIR:-$root/.gpu-bundle}
 programs=(glamexec cuda_kernel_tests cuda_step_tests)
+archive=$bundle_dir/glam-gpu-bundle.tar.gz
+
+if [[ ${1:-} == --verify ]]; then
+  [[ -f $archive ]] || { echo "no bundle at $archive: run scripts/gpu_bundle.sh"; exit 1; }
+  built_from=$(tar -xzOf "$archive" glam-gpu-bundle/MANIFEST | awk '$1 == "sources" {print $2}')
+  here=$(glam_source_digest "$root")
+  if [[ $built_from != "$here" ]]; then
+    echo "stale bundle: built from sources $built_from, the working tree's are $here: run scripts/gpu_bundle.sh"
+    exit 1
+  fi
+  echo "bundle matches the working tree (sources $here)"
+  exit 0
+fi
 
 bash "$root/scripts/install-deps.sh"
+# Taken before the build and compared after it: a source edited meanwhile would otherwise be vouched
+# for by the manifest without being in the programs.
+sources=$(glam_source_digest "$root")
 export PATH=$PATH:/usr/local/cuda/bin
 cmake -S "$root" -B "$build" -G Ninja -DGLAM_CUDA=ON -DCMAKE_BUILD_TYPE=Release >/dev/null
 # Under pipefail a failed build fails the script: old programs are never packed under new sources.
@@ -53,7 +73,7 @@ while read -r name path; do
 done < <(for p in "${programs[@]}"; do ldd "$build/bin/$p"; done | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}' | sort -u)
 
 {
-  echo "sources $(glam_source_digest "$root")"
+  echo "sources $sources"
   echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -n), $(. /etc/os-release && echo "$PRETTY_NAME")"
   echo "git $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$root" diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
   echo "nvcc $(nvcc --version | awk -F', ' '/release/ {print $2}'), code $(grep -o -- '--generate-code=[^ ]*' "$build/build.ninja" | sort -u | tr '\n' ' ')"
@@ -62,8 +82,12 @@ done < <(for p in "${programs[@]}"; do ldd "$build/bin/$p"; done | awk '$2 == "=
   printf 'library %s\n' "${manifest_libs[@]}"
 } >"$pack/MANIFEST"
 
+if [[ $(glam_source_digest "$root") != "$sources" ]]; then
+  echo "the sources changed during the build: run scripts/gpu_bundle.sh again" >&2
+  exit 1
+fi
 mkdir -p "$bundle_dir"
-tar -C "$stage" -czf - glam-gpu-bundle >"$bundle_dir/glam-gpu-bundle.tar.gz.tmp"
-mv "$bundle_dir/glam-gpu-bundle.tar.gz.tmp" "$bundle_dir/glam-gpu-bundle.tar.gz"
+tar -C "$stage" -czf - glam-gpu-bundle >"$archive.tmp"
+mv "$archive.tmp" "$archive"
 cat "$pack/MANIFEST"
-echo "wrote $bundle_dir/glam-gpu-bundle.tar.gz ($(du -h "$bundle_dir/glam-gpu-bundle.tar.gz" | cut -f1))"
+echo "wrote $archive ($(du -h "$archive" | cut -f1))"

@@ -47,9 +47,11 @@ status=0
 SECONDS=0
 
 say() { printf '[gpu_check %3ds] %s\n' "$SECONDS" "$*"; }
-# A step's timeout: its own bound, cut to what is left before the limit (10 s kept for the summary).
+# A step's timeout: its own bound, cut to what is left before the limit (20 s kept: a SIGKILL grace and the summary).
+# Every timeout also sends SIGKILL 10 s after its SIGTERM: a process stuck in the driver after a hung
+# kernel would otherwise outlive the limit (the caller's outer timeout kills only this script's group).
 within_limit() {
-  local left=$((limit - SECONDS - 10))
+  local left=$((limit - SECONDS - 20))
   ((left < 1)) && left=1
   echo $(($1 < left ? $1 : left))
 }
@@ -72,11 +74,15 @@ for tool in "${tools[@]}"; do
   fi
 done
 export PATH=$PATH:/usr/local/cuda/bin
+# A rerun on a warm machine starts clean: no log or record of an earlier run is packed with this one's.
+rm -rf "$logs"
+[[ -z $dry ]] && rm -f "$out"/h200-*.json "$out"/h200-*.json.* "$out"/.h200-* "$out/profile-h200.toml" \
+  "$out/op-shares.txt" "$out/summary.txt" "$out/device.txt"
 mkdir -p "$out" "$logs"
 
 # ---- device ----
 if command -v nvidia-smi >/dev/null 2>&1; then
-  timeout 20 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader | tee "$out/device.txt" || true
+  timeout -k 5 20 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader | tee "$out/device.txt" || true
 else
   say "nvidia-smi not found (continuing)"
 fi
@@ -108,13 +114,13 @@ else
   say "configure ($build)"
   cuda_flag=-DGLAM_CUDA=ON
   [[ -n $dry ]] && cuda_flag=-DGLAM_CUDA=AUTO
-  if ! timeout "$(within_limit 180)" cmake -S "$root" -B "$build" -G Ninja "$cuda_flag" >"$logs/configure.log" 2>&1; then
+  if ! timeout -k 10 "$(within_limit 180)" cmake -S "$root" -B "$build" -G Ninja "$cuda_flag" >"$logs/configure.log" 2>&1; then
     tail -30 "$logs/configure.log"
     say "configure failed. Where the project's packages cannot be installed, build a bundle with scripts/gpu_bundle.sh on a machine that has them and carry .gpu-bundle/ here"
     exit 1
   fi
   say "build with $jobs jobs"
-  if ! timeout "$(within_limit 420)" ninja -C "$build" -j "$jobs" glamexec cuda_kernel_tests cuda_step_tests >"$logs/build.log" 2>&1; then
+  if ! timeout -k 10 "$(within_limit 420)" ninja -C "$build" -j "$jobs" glamexec cuda_kernel_tests cuda_step_tests >"$logs/build.log" 2>&1; then
     grep -E 'error|FAILED' -A3 "$logs/build.log" | head -40 || tail -40 "$logs/build.log"
     say "build failed"
     exit 1
@@ -133,7 +139,7 @@ diagnose_with_sanitizer() {
   first=$(grep -m 1 -oE '^\[  FAILED  \] [A-Za-z0-9_]+\.[A-Za-z0-9_/]+' "$logs/$t.log" | awk '{print $NF}' || true)
   [[ -n $first ]] && command -v compute-sanitizer >/dev/null 2>&1 && ((limit - SECONDS > 150)) || return 0
   say "$t: $first under compute-sanitizer (log: $logs/$t.sanitizer.log)"
-  GLAM_HOME=$root timeout "$(within_limit 60)" compute-sanitizer --tool memcheck "$bin/$t" --gtest_filter="$first" \
+  GLAM_HOME=$root timeout -k 10 "$(within_limit 60)" compute-sanitizer --tool memcheck "$bin/$t" --gtest_filter="$first" \
     >"$logs/$t.sanitizer.log" 2>&1 || true
   sanitizer_findings "$logs/$t.sanitizer.log"
 }
@@ -147,18 +153,18 @@ if [[ -z ${GLAM_GPU_CHECK_SKIP_TESTS:-} ]]; then
     t=${spec%%:*}
     say "$t"
     rc=0
-    GLAM_HOME=$root timeout "$(within_limit "${spec##*:}")" "$bin/$t" --gtest_brief=1 >"$logs/$t.log" 2>&1 || rc=$?
+    GLAM_HOME=$root timeout -k 10 "$(within_limit "${spec##*:}")" "$bin/$t" --gtest_brief=1 >"$logs/$t.log" 2>&1 || rc=$?
     if ((rc == 0)); then
       grep -E '^\[  (PASSED|SKIPPED) ' "$logs/$t.log" || true
       if grep -q '^\[  SKIPPED \]' "$logs/$t.log" && grep -q 'no CUDA device' "$logs/$t.log"; then
-        say "$t: skipped, no CUDA device visible"
+        say "$t: skipped, $(grep -m 1 -oE 'no CUDA device.*' "$logs/$t.log")"
         tests_result="skipped (no device)"
         status=1
       fi
     else
       tail -60 "$logs/$t.log"
       tests_result="FAILED"
-      ((rc == 124)) && tests_result="FAILED (timed out)"
+      ((rc == 124 || rc == 137)) && tests_result="FAILED (timed out)"
       say "$t $tests_result (log: $logs/$t.log)"
       status=1
       diagnose_with_sanitizer "$t"
@@ -196,7 +202,7 @@ for spec in "${runs[@]}"; do
     say "$name: $model, layers $layers, $attempt_tokens tokens, $precision"
     log=$logs/$name.log
     rc=0
-    timeout "$(within_limit 200)" "$bin/glamexec" train --device "$device" --precision "$precision" --model "$model" \
+    timeout -k 10 "$(within_limit 200)" "$bin/glamexec" train --device "$device" --precision "$precision" --model "$model" \
       --layers "$layers" --batch-tokens "$attempt_tokens" --steps 12 --warmup 2 --random-tokens --quiet \
       --record "$record.tmp" >"$log" 2>&1 || rc=$?
     if ((rc == 0)); then
@@ -221,14 +227,19 @@ for spec in "${runs[@]}"; do
       break
     fi
     tail -5 "$log"
-    rm -f "$record.tmp"
+    if [[ -f $record.tmp ]]; then
+      # The record was complete (written atomically) before the failure: kept for reading, under a
+      # name that validation does not take as a measurement.
+      mv "$record.tmp" "$record.exit-$rc"
+      say "$name: the run failed after writing its record, kept as $(basename "$record.exit-$rc")"
+    fi
     if grep -qiE 'out of memory|cudaErrorMemoryAllocation' "$log" && (( attempt_tokens > 2048 )); then
       attempt_tokens=$((attempt_tokens / 2))
       say "$name: out of memory, retrying with $attempt_tokens tokens"
       continue
     fi
     line="FAILED"
-    ((rc == 124)) && line="FAILED (timed out)"
+    ((rc == 124 || rc == 137)) && line="FAILED (timed out)"
     say "$name $line (log: $log)"
     status=1
     break
@@ -250,7 +261,7 @@ else
   (( SECONDS > deadline - 180 )) && quick=(--quick)
   [[ -n $dry ]] && quick=(--quick --model glam-tiny --tokens 256)
   say "calibration: glamexec calibrate --device $device ${quick[*]}"
-  if timeout "$(within_limit $((deadline - SECONDS + 60)))" "$bin/glamexec" calibrate --device "$device" --precision "$precision" \
+  if timeout -k 10 "$(within_limit $((deadline - SECONDS + 60)))" "$bin/glamexec" calibrate --device "$device" --precision "$precision" \
       "${quick[@]}" --quiet \
       --out "$profile" >"$logs/calibrate.log" 2>&1; then
     calibration_result="written ($(basename "$profile"))"
@@ -272,12 +283,12 @@ elif ((limit - SECONDS < 60)); then
   memcheck_result="skipped (time)"
 else
   say "cuda_kernel_tests under compute-sanitizer memcheck (log: $logs/memcheck.log)"
-  GLAM_HOME=$root timeout "$(within_limit 150)" compute-sanitizer --tool memcheck --error-exitcode 3 \
+  GLAM_HOME=$root timeout -k 10 "$(within_limit 150)" compute-sanitizer --tool memcheck --error-exitcode 3 \
     "$bin/cuda_kernel_tests" --gtest_brief=1 >"$logs/memcheck.log" 2>&1 && rc=0 || rc=$?
   summary=$(grep -m 1 -oE 'ERROR SUMMARY: [0-9]+ errors?' "$logs/memcheck.log" || true)
   case $rc in
     0) memcheck_result="clean (${summary:-no summary})" ;;
-    124) memcheck_result="timed out (${summary:-no summary})" ;;
+    124 | 137) memcheck_result="timed out (${summary:-no summary})" ;;
     *) memcheck_result="FAILED, exit $rc (${summary:-no summary})"
        status=1
        sanitizer_findings "$logs/memcheck.log" ;;
@@ -292,13 +303,16 @@ if command -v python3 >/dev/null 2>&1; then
 import json, pathlib, sys
 for p in sorted(pathlib.Path(sys.argv[1]).glob("h200-*.json")):
     r = json.loads(p.read_text())
-    step = r["step_time_s"]["median"]
+    # The op medians come from the steps with op timers (--op-timing alternate): their shares are of
+    # those steps' time, which includes the timers' device waits.
+    step = r.get("op_timed_step_time_s", r["step_time_s"])["median"]
     groups = {}
     for op in r["ops"]:
         key = op["id"].split(".")[1] if op["id"].startswith("L") else op["id"].split(".")[0]
         groups[key] = groups.get(key, 0.0) + op["median_s"]
     timed = sum(groups.values())
-    print(f"{p.name}: step {step*1e3:.1f} ms, ops {timed*1e3:.1f} ms ({100*timed/step:.0f}% of the step)")
+    print(f"{p.name}: step {r['step_time_s']['median']*1e3:.1f} ms; with op timers {step*1e3:.1f} ms, "
+          f"ops {timed*1e3:.1f} ms ({100*timed/step:.0f}% of it)")
     for k, v in sorted(groups.items(), key=lambda kv: -kv[1])[:10]:
         print(f"  {k:18s} {100*v/step:5.1f}%  {v*1e3:8.2f} ms")
 EOF

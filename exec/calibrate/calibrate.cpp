@@ -209,7 +209,8 @@ void Calibrator::check_and_resolve() {
     throw UsageError("--device cuda: this build has no CUDA backend (configure with nvcc present, -DGLAM_CUDA=ON; "
                      "expected --device cpu)");
   if (cuda_ && kernels::cuda_device_count() == 0)
-    throw UsageError("--device cuda: no CUDA device is visible on this host (expected --device cpu)");
+    throw UsageError("--device cuda: no CUDA device is visible on this host (" + kernels::cuda_no_device_reason() +
+                     "; expected --device cpu)");
   if (cuda_ && ranks_ > 1 && comm_.name() != "nccl")
     throw UsageError("--device cuda on " + std::to_string(ranks_) + " ranks needs the NCCL communicator (a CUDA build with NCCL)");
   if (cuda_ && o_.threads > 0) throw UsageError("--threads " + std::to_string(o_.threads) + ": only for --device cpu");

@@ -1,6 +1,5 @@
-#include <cstring>
-
 #include "comm/communicator.h"
+#include "device.h"
 
 namespace glam::exec {
 namespace {
@@ -25,8 +24,9 @@ class SingleCommunicator final : public Communicator {
   }
 
  private:
+  // Host or device memory alike (the CUDA step's buffers are on the device).
   static void copy(const void* src, void* dst, int64_t bytes) {
-    if (src != dst && bytes > 0) std::memcpy(dst, src, static_cast<size_t>(bytes));
+    if (src != dst && bytes > 0) kernels::copy_bytes(dst, src, static_cast<size_t>(bytes));
   }
 };
 

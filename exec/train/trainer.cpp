@@ -273,7 +273,8 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
   if (o.device != "cpu" && !cuda) throw UsageError("--device " + o.device + ": expected cpu or cuda");
   if (cuda && !kernels::cuda_built())
     throw UsageError("--device cuda: this build has no CUDA backend (configure with nvcc present, -DGLAM_CUDA=ON)");
-  if (cuda && kernels::cuda_device_count() == 0) throw UsageError("--device cuda: no CUDA device is visible");
+  if (cuda && kernels::cuda_device_count() == 0)
+    throw UsageError("--device cuda: no CUDA device is visible (" + kernels::cuda_no_device_reason() + ")");
   if (cuda && ranks > 1 && comm.name() != "nccl")
     throw UsageError("--device cuda on " + std::to_string(ranks) + " ranks needs the NCCL communicator (a CUDA build with NCCL)");
   if (cuda && (!o.save.empty() || !o.resume.empty()))

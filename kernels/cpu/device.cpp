@@ -59,6 +59,7 @@ void copy_bytes(void* dst, const void* src, size_t bytes) {
 #ifdef GLAM_KERNELS_CUDA
 bool cuda_built() { return true; }
 int cuda_device_count() { return cuda::device_count(); }
+std::string cuda_no_device_reason() { return cuda::no_device_reason(); }
 std::string cuda_device_name(int device) { return cuda::device_name(device); }
 std::string cuda_device_pci_bus_id(int device) { return cuda::device_pci_bus_id(device); }
 int cuda_current_device() { return cuda::current_device(); }
@@ -68,6 +69,7 @@ void release_cuda_context(KernelContext& ctx) { cuda::release_context(ctx); }
 #else
 bool cuda_built() { return false; }
 int cuda_device_count() { return 0; }
+std::string cuda_no_device_reason() { return "a build without the CUDA backend"; }
 std::string cuda_device_name(int) { return ""; }
 std::string cuda_device_pci_bus_id(int) { return ""; }
 int cuda_current_device() { return -1; }

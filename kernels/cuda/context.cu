@@ -82,6 +82,16 @@ int device_count() {
   return n;
 }
 
+std::string no_device_reason() {
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    return std::string("cudaGetDeviceCount: ") + cudaGetErrorString(e);
+  }
+  return n > 0 ? "" : "no CUDA device";
+}
+
 std::string device_name(int device) {
   cudaDeviceProp p{};
   GLAM_CUDA_CHECK(cudaGetDeviceProperties(&p, device));

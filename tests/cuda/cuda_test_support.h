@@ -30,7 +30,7 @@ inline bool have_cuda_device() { return kernels::cuda_device_count() > 0; }
 #endif
 
 #define GLAM_REQUIRE_CUDA_DEVICE() \
-  if (!::glam::testing::have_cuda_device()) GTEST_SKIP() << "no CUDA device"
+  if (!::glam::testing::have_cuda_device()) GTEST_SKIP() << "no CUDA device (" << ::glam::kernels::cuda_no_device_reason() << ")"
 
 // A vector in device memory of the CUDA backend.
 template <class T>

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks scripts/gpu_common.sh on a made-up bundle: a program whose library lies only in a vendor
 # folder of the "machine" (as cuBLAS lies in a Python environment's NVIDIA wheels) must be made to
-# load, a library found nowhere must be named, and the source digest must follow the sources alone.
+# load, a library found nowhere must be named, the source digest must follow the sources alone, and
+# gpu_bundle.sh --verify must tell a bundle of the working tree's sources from a stale one.
 set -uo pipefail
 root=${1:?usage: test_gpu_common.sh REPOSITORY_ROOT}
 source "$root/scripts/gpu_common.sh"
@@ -67,6 +68,21 @@ d2=$(glam_source_digest "$src")
 [[ $d2 != "$d1" ]] || fail "the digest did not change with a kernel's source"
 echo 'int h();' >"$src/exec/c.cpp"
 [[ $(glam_source_digest "$src") != "$d2" ]] || fail "the digest did not change with a new source file"
+
+# gpu_bundle.sh --verify: an archive whose manifest names the working tree's digest passes, another fails.
+fake_bundle() {  # $1: the digest its manifest names
+  rm -rf "$tmp/pack" "$tmp/bundles" && mkdir -p "$tmp/pack/glam-gpu-bundle" "$tmp/bundles"
+  echo "sources $1" >"$tmp/pack/glam-gpu-bundle/MANIFEST"
+  tar -C "$tmp/pack" -czf "$tmp/bundles/glam-gpu-bundle.tar.gz" glam-gpu-bundle
+}
+fake_bundle "$(glam_source_digest "$root")"
+GLAM_BUNDLE_DIR=$tmp/bundles bash "$root/scripts/gpu_bundle.sh" --verify >"$tmp/out" 2>&1 ||
+  fail "--verify refused a bundle of these sources: $(cat "$tmp/out")"
+fake_bundle 0123456789abcdef
+if GLAM_BUNDLE_DIR=$tmp/bundles bash "$root/scripts/gpu_bundle.sh" --verify >"$tmp/out" 2>&1; then
+  fail "--verify accepted a bundle of other sources"
+fi
+grep -q 'stale bundle' "$tmp/out" || fail "--verify does not say the bundle is stale: $(cat "$tmp/out")"
 
 if ((failures)); then exit 1; fi
 echo "gpu_common.sh: all checks passed"
