@@ -179,7 +179,7 @@ fi
 runs=(
   "glam-0.1b|glam-0.1b|0|32768"
   "glam-0.1b-64e|glam-0.1b-64e|0|32768"
-  "glam-1.7b|glam-1.7b|0|8192"
+  "glam-1.7b|glam-1.7b|0|16384"
   "glam-1.7b-64e-4layers|glam-1.7b-64e|4|16384"
   "glam-8b-64e-2layers|glam-8b-64e|2|4096"
 )
