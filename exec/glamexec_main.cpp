@@ -15,6 +15,7 @@
 #include "common/text_table.h"
 #include "device.h"
 #include "model_config.h"
+#include "train/step_memory.h"
 #include "train/trainer.h"
 
 namespace {
@@ -52,6 +53,22 @@ int main(int argc, char** argv) {
               << ", gradients " << glam::format_bytes(mem.gradients_bytes) << ", optimizer "
               << glam::format_bytes(mem.optimizer_bytes) << ", activations " << glam::format_bytes(mem.activations_bytes)
               << "\n";
+    // What glamexec train itself allocates for these tokens on one rank (it keeps every activation for
+    // the backward pass, and the float32 logits), where the shape can run.
+    glam::exec::ExecShape shape;
+    shape.seq_len = m.seq_len;
+    shape.seqs = tokens / m.seq_len;
+    if (tokens % m.seq_len != 0) {
+      std::cout << "glamexec train: --batch-tokens must be a multiple of seq_len " << m.seq_len << "\n";
+      return;
+    }
+    try {
+      const auto bf16 = glam::exec::step_memory(m, shape, true), fp32 = glam::exec::step_memory(m, shape, false);
+      std::cout << "glamexec train, one rank, " << tokens << " tokens: " << glam::format_bytes(static_cast<double>(bf16.total()))
+                << " of device buffers in bf16, " << glam::format_bytes(static_cast<double>(fp32.total())) << " in fp32\n";
+    } catch (const glam::UsageError& e) {
+      std::cout << "glamexec train: " << e.what() << "\n";
+    }
   });
 
   glam::exec::TrainOptions t;

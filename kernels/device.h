@@ -3,6 +3,7 @@
 // New DeviceBuffers allocate on the process-wide memory backend (CPU unless set); copies between host and
 // device memory go through copy_bytes, which works on any pair of pointers of the backends in use.
 #include <cstddef>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 
@@ -25,6 +26,24 @@ class MemoryBackendScope {
   Backend saved_;
 };
 
+// While one is alive on this thread, device_alloc hands out a placeholder instead of memory and adds
+// the bytes asked for to the innermost one's count: what a set of buffers needs, known before any is
+// made (the executor checks that a step fits this way). device_free and copy_bytes ignore the
+// placeholder; buffers made under a count must be dropped before it ends.
+class AllocationCount {
+ public:
+  AllocationCount();
+  ~AllocationCount();
+  AllocationCount(const AllocationCount&) = delete;
+  AllocationCount& operator=(const AllocationCount&) = delete;
+  int64_t bytes() const { return bytes_; }
+  void add(size_t bytes) { bytes_ += static_cast<int64_t>(bytes); }
+
+ private:
+  AllocationCount* outer_;
+  int64_t bytes_ = 0;
+};
+
 // A device allocation that did not fit; the message gives the request and the device's free and total
 // memory, and contains "out of memory".
 struct DeviceOutOfMemory : std::runtime_error {
@@ -45,6 +64,8 @@ int cuda_device_count();
 // Why the process sees no device: the CUDA runtime's error ("CUDA driver version is insufficient for
 // CUDA runtime version", ...), "no CUDA device" when it reports none, "" when one is visible.
 std::string cuda_no_device_reason();
+// Bytes free on the current device (cudaMemGetInfo); 0 in a CPU-only build.
+int64_t cuda_free_memory();
 std::string cuda_device_name(int device);
 // The device's PCI bus id ("0000:19:00.0"), how NVML finds the same GPU; "" in a CPU-only build.
 std::string cuda_device_pci_bus_id(int device);

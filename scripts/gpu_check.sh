@@ -175,7 +175,10 @@ fi
 # ---- timed steps ----
 # 12 steps, 2 of them warm-up: 10 timed steps, 5 with op timers and 5 without (--op-timing alternate),
 # and a window long enough (over 1 s) for the GPU's energy counter.
-# name | model | layers (0: all) | global batch tokens (a multiple of seq_len 1024 and group_tokens 1024)
+# name | model | layers (0: all) | global batch tokens (a multiple of seq_len 1024 and group_tokens 1024).
+# glamexec describe --model M --batch-tokens N gives each one's buffers (bf16): 72.9, 93.0, 87.8 GiB, and
+# with --layers as below 82.1 and 102.9 GiB (glamexec train names what a step needs when it does not fit),
+# of the H200's memory (about 139 GiB).
 runs=(
   "glam-0.1b|glam-0.1b|0|32768"
   "glam-0.1b-64e|glam-0.1b-64e|0|32768"
@@ -232,6 +235,13 @@ for spec in "${runs[@]}"; do
       # name that validation does not take as a measurement.
       mv "$record.tmp" "$record.exit-$rc"
       say "$name: the run failed after writing its record, kept as $(basename "$record.exit-$rc")"
+    fi
+    # glamexec counts the step's buffers before allocating and names the largest batch that fits.
+    fit=$(grep -oE 'at most --batch-tokens [0-9]+ fits' "$log" | grep -oE '[0-9]+' | head -n 1 || true)
+    if [[ -n $fit ]] && ((fit < attempt_tokens)); then
+      attempt_tokens=$fit
+      say "$name: does not fit the GPU's free memory, retrying with the $attempt_tokens tokens that do"
+      continue
     fi
     if grep -qiE 'out of memory|cudaErrorMemoryAllocation' "$log" && (( attempt_tokens > 2048 )); then
       attempt_tokens=$((attempt_tokens / 2))

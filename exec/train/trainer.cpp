@@ -13,6 +13,7 @@
 #include "common/atomic_output.h"
 #include "common/catalogue.h"
 #include "common/errors.h"
+#include "common/text_table.h"
 #include "comm/launcher.h"
 #include "core/device_session.h"
 #include "core/gpu_energy_meter.h"
@@ -24,6 +25,7 @@
 #include "optim/adafactor_optimizer.h"
 #include "train/checkpoint.h"
 #include "train/run_record.h"
+#include "train/step_memory.h"
 
 #ifndef GLAM_DATA_DIR
 #define GLAM_DATA_DIR ""
@@ -88,6 +90,32 @@ kernels::GemmPrecision parse_gemm_precision(const std::string& p, bool cuda) {
 }
 
 namespace {
+
+// Refuses, before anything is allocated, a step whose buffers exceed the memory free for them: the
+// GPU's free memory, or the host's available memory shared by this host's ranks (there an allocation
+// would succeed and the kernel would kill the run once the buffers are touched). Decided together, so
+// that no rank goes on to wait for one that stopped.
+void check_step_fits(const ModelConfig& m, const ExecShape& shape, bool bf16, bool cuda, const std::string& precision,
+                     Communicator& comm) {
+  const int64_t available = cuda ? kernels::cuda_free_memory() : host_available_memory() / local_ranks();
+  const StepMemory need = step_memory(m, shape, bf16);
+  int64_t short_ranks = available >= 0 && need.total() > available ? 1 : 0;  // unknown memory: not refused
+  comm.allreduce_sum(&short_ranks, 1);
+  if (short_ranks == 0) return;
+  const std::string step = m.id + " (" + std::to_string(m.layers) + " layers) at " + std::to_string(shape.tokens()) +
+                           " tokens per rank, --precision " + precision + ", needs " +
+                           format_bytes(static_cast<double>(need.total())) + " (model buffers " +
+                           format_bytes(static_cast<double>(need.model_bytes)) + ", optimizer state " +
+                           format_bytes(static_cast<double>(need.optimizer_bytes)) + ")";
+  if (available < 0 || need.total() <= available)
+    throw UsageError(step + ": it fits this rank's memory, not that of " + std::to_string(short_ranks) +
+                     " other rank(s) of this job");
+  const int64_t seqs = max_sequences_within(m, shape, bf16, available);
+  const std::string hint = seqs > 0 ? "at most --batch-tokens " + std::to_string(seqs * m.seq_len * shape.ranks) + " fits"
+                                    : "no batch fits: try fewer --layers";
+  throw UsageError(step + ", and " + (cuda ? "the GPU has " : "the host has ") +
+                   format_bytes(static_cast<double>(available)) + (cuda ? " free" : " available per rank") + ": " + hint);
+}
 
 // NVML's energy counter updates every 20-100 ms: a shorter window than this is not reported.
 constexpr double kMinEnergyWindow_s = 1.0;
@@ -309,6 +337,15 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
                      " timed step(s), expected at least 2 (--steps, --warmup)");
   if (!o.resume.empty() && !fs::exists(o.resume)) throw UsageError(o.resume + ": no such checkpoint");
 
+  // device, and whether the step fits it, before any data is read
+  kernels::KernelContext ctx;
+  const int threads = o.threads > 0 ? o.threads
+                                    : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / local_ranks());
+  kernels::set_cpu_threads(ctx, threads);
+  DeviceSession device(ctx, cuda);
+  ctx.gemm_precision = precision;
+  check_step_fits(m, shape, precision == kernels::GemmPrecision::kBf16, cuda, precision_name, comm);
+
   // data
   std::optional<TokenBatches> batches;
   std::string text_origin = "random tokens", tokenizer_origin = "none";
@@ -332,13 +369,6 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
     batches.emplace(tok.encode_text(text), m.seq_len, shape.seqs * ranks, text_origin);
   }
 
-  // device and model
-  kernels::KernelContext ctx;
-  const int threads = o.threads > 0 ? o.threads
-                                    : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / local_ranks());
-  kernels::set_cpu_threads(ctx, threads);
-  DeviceSession device(ctx, cuda);
-  ctx.gemm_precision = precision;
   ResolvedRun run{o, m, model_file, precision_name, op_timing, text_origin, tokenizer_origin, shape, warmup, threads, cuda};
   try {
     return precision == kernels::GemmPrecision::kBf16 ? train_steps<kernels::bf16>(run, *batches, ctx, comm, out)

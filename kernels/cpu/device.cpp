@@ -14,7 +14,14 @@ namespace glam::kernels {
 
 namespace {
 std::atomic<Backend> g_memory_backend{Backend::kCpu};
-}
+thread_local AllocationCount* t_count = nullptr;
+// What device_alloc returns while counting: never written or read (copy_bytes skips it).
+alignas(64) char g_placeholder[64];
+bool is_placeholder(const void* p) { return p == static_cast<const void*>(g_placeholder); }
+}  // namespace
+
+AllocationCount::AllocationCount() : outer_(t_count) { t_count = this; }
+AllocationCount::~AllocationCount() { t_count = outer_; }
 
 void no_cuda_backend() {
   throw std::runtime_error("the CUDA backend was requested, but this build has none (configure with nvcc present)");
@@ -25,6 +32,10 @@ void set_memory_backend(Backend b) { g_memory_backend.store(b); }
 
 void* device_alloc(Backend b, size_t bytes) {
   if (bytes == 0) return nullptr;
+  if (t_count) {
+    t_count->add(bytes);
+    return g_placeholder;
+  }
   if (b == Backend::kCuda) {
 #ifdef GLAM_KERNELS_CUDA
     return cuda::alloc(bytes);
@@ -38,7 +49,7 @@ void* device_alloc(Backend b, size_t bytes) {
 }
 
 void device_free(Backend b, void* p) {
-  if (!p) return;
+  if (!p || is_placeholder(p)) return;
   if (b == Backend::kCuda) {
 #ifdef GLAM_KERNELS_CUDA
     cuda::free(p);
@@ -49,7 +60,7 @@ void device_free(Backend b, void* p) {
 }
 
 void copy_bytes(void* dst, const void* src, size_t bytes) {
-  if (bytes == 0 || dst == src) return;
+  if (bytes == 0 || dst == src || is_placeholder(dst) || is_placeholder(src)) return;
 #ifdef GLAM_KERNELS_CUDA
   if (cuda::used()) return cuda::copy_bytes(dst, src, bytes);
 #endif
@@ -60,6 +71,7 @@ void copy_bytes(void* dst, const void* src, size_t bytes) {
 bool cuda_built() { return true; }
 int cuda_device_count() { return cuda::device_count(); }
 std::string cuda_no_device_reason() { return cuda::no_device_reason(); }
+int64_t cuda_free_memory() { return cuda::free_memory(); }
 std::string cuda_device_name(int device) { return cuda::device_name(device); }
 std::string cuda_device_pci_bus_id(int device) { return cuda::device_pci_bus_id(device); }
 int cuda_current_device() { return cuda::current_device(); }
@@ -70,6 +82,7 @@ void release_cuda_context(KernelContext& ctx) { cuda::release_context(ctx); }
 bool cuda_built() { return false; }
 int cuda_device_count() { return 0; }
 std::string cuda_no_device_reason() { return "a build without the CUDA backend"; }
+int64_t cuda_free_memory() { return 0; }
 std::string cuda_device_name(int) { return ""; }
 std::string cuda_device_pci_bus_id(int) { return ""; }
 int cuda_current_device() { return -1; }

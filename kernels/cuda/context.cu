@@ -82,6 +82,12 @@ int device_count() {
   return n;
 }
 
+int64_t free_memory() {
+  size_t free_bytes = 0, total_bytes = 0;
+  GLAM_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  return static_cast<int64_t>(free_bytes);
+}
+
 std::string no_device_reason() {
   int n = 0;
   const cudaError_t e = cudaGetDeviceCount(&n);

@@ -22,6 +22,7 @@ void copy_bytes(void* dst, const void* src, size_t bytes);
 bool used();  // whether any CUDA memory was allocated in this process
 int device_count();
 std::string no_device_reason();
+int64_t free_memory();
 std::string device_name(int device);
 std::string device_pci_bus_id(int device);
 int current_device();

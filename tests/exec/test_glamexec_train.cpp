@@ -146,6 +146,25 @@ TEST_F(Train, CheckpointContinuationIsBitForBit) {
   EXPECT_TRUE(a == b) << "the continued run differs from the uninterrupted one";
 }
 
+TEST_F(Train, AStepThatCannotFitIsRefusedBeforeAllocating) {
+  // glam-8b-64e, whole: about a TiB of buffers at the smallest batch; no batch fits any host.
+  write("keep.json", "old record");
+  auto r = train("--model glam-8b-64e --steps 1 --batch-tokens 1024 --random-tokens --record " + path("keep.json"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("glam-8b-64e (32 layers) at 1024 tokens per rank, --precision fp32, needs "), std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("no batch fits: try fewer --layers"), std::string::npos) << r.err;
+  EXPECT_EQ(read_whole_file(path("keep.json")), "old record");
+  // glam-0.1b at a million tokens (TiBs of logits): the largest batch that fits is named.
+  r = train("--model glam-0.1b --layers 1 --steps 1 --batch-tokens 1048576 --random-tokens");
+  EXPECT_EQ(r.exit_code, 2);
+  std::smatch fit;
+  ASSERT_TRUE(std::regex_search(r.err, fit, std::regex("at most --batch-tokens ([0-9]+) fits"))) << r.err;
+  const int64_t tokens = std::stoll(fit[1]);
+  EXPECT_EQ(tokens % 1024, 0);
+  EXPECT_LT(tokens, 1048576);
+}
+
 TEST_F(Train, BadInputExitsTwoAndOverwritesNothing) {
   write("keep.json", "old record");
   write("keep.ckpt", "old checkpoint");

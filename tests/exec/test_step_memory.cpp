@@ -1,0 +1,127 @@
+// The step's memory, counted without allocating (train/step_memory.h): it must be what constructing
+// the step really takes from the heap, grow with the batch as the buffers do, and leave allocation
+// working once the count ends.
+#include <gtest/gtest.h>
+
+#include <malloc.h>
+
+#include <memory>
+
+#include "comm/communicator.h"
+#include "core/device_buffer.h"
+#include "model/transformer.h"
+#include "optim/adafactor_optimizer.h"
+#include "train/step_memory.h"
+
+namespace glam::exec {
+namespace {
+
+// A small MoE model whose buffers are large enough (tens of MB) for the heap's own overhead to be small.
+ModelConfig small_moe() {
+  return parse_model(R"(id = "small-moe"
+from_paper = false
+[architecture]
+layers = 2
+d_model = 128
+ffn_hidden = 512
+heads = 4
+head_dim = 32
+vocab_size = 4096
+seq_len = 128
+relative_buckets = 8
+relative_max_distance = 32
+ffn_kind = "gated"
+[moe]
+experts = 4
+every = 2
+offset = 1
+top_k = 2
+capacity_factor = 2.0
+group_tokens = 128
+)",
+                     "small-moe.toml");
+}
+
+ExecShape shape_of(int64_t seqs, int64_t seq_len) {
+  ExecShape s;
+  s.seqs = seqs;
+  s.seq_len = seq_len;
+  return s;
+}
+
+int64_t heap_in_use() {
+  const struct mallinfo2 mi = mallinfo2();
+  return static_cast<int64_t>(mi.uordblks + mi.hblkhd);  // arena blocks in use and mmapped blocks
+}
+
+template <class T>
+void expect_count_matches_heap(const ModelConfig& m, const ExecShape& shape) {
+  const StepMemory counted = step_memory(m, shape, std::is_same_v<T, kernels::bf16>);
+  auto comm = make_single_communicator();
+  const kernels::KernelContext ctx;
+  const int64_t before = heap_in_use();
+  {
+    Transformer<T> model(m, shape, *comm, ctx);
+    AdafactorOptimizer<float> optimizer(model.layout());
+    const int64_t grown = heap_in_use() - before;
+    // The count has the buffers alone; the heap also holds the op ids, the layout, page rounding.
+    EXPECT_GE(grown, counted.total());
+    EXPECT_LT(grown, counted.total() + counted.total() / 100 + (1 << 20)) << "counted " << counted.total();
+    EXPECT_GT(counted.optimizer_bytes, 0);
+  }
+}
+
+TEST(StepMemory, CountIsWhatTheStepTakesFromTheHeap) {
+  const ModelConfig m = small_moe();
+  expect_count_matches_heap<float>(m, shape_of(8, m.seq_len));
+  expect_count_matches_heap<kernels::bf16>(m, shape_of(8, m.seq_len));
+}
+
+TEST(StepMemory, GrowsWithTheBatchAndBf16HalvesTheActivations) {
+  const ModelConfig m = small_moe();
+  const StepMemory s1 = step_memory(m, shape_of(1, m.seq_len), false), s2 = step_memory(m, shape_of(2, m.seq_len), false),
+                   s4 = step_memory(m, shape_of(4, m.seq_len), false);
+  EXPECT_GT(s2.total(), s1.total());
+  EXPECT_EQ(s4.total() - s2.total(), 2 * (s2.total() - s1.total()));  // affine in the sequences
+  EXPECT_EQ(s1.optimizer_bytes, s4.optimizer_bytes);                  // the optimizer's state is the weights'
+  // bf16: the same weights, gradients and float32 logits, plus the bf16 copies of the weights and the
+  // logits' gradient, and activations at half the bytes: per sequence it must cost less.
+  const StepMemory b1 = step_memory(m, shape_of(1, m.seq_len), true), b2 = step_memory(m, shape_of(2, m.seq_len), true);
+  EXPECT_LT(b2.total() - b1.total(), s2.total() - s1.total());
+}
+
+TEST(StepMemory, MaxSequencesIsTheLargestThatFits) {
+  const ModelConfig m = small_moe();
+  const ExecShape base = shape_of(1, m.seq_len);
+  const int64_t three = step_memory(m, shape_of(3, m.seq_len), false).total();
+  EXPECT_EQ(max_sequences_within(m, base, false, three), 3);
+  EXPECT_EQ(max_sequences_within(m, base, false, three - 1), 2);
+  EXPECT_EQ(max_sequences_within(m, base, false, step_memory(m, base, false).total() - 1), 0);
+  // Routing groups of two sequences: only even counts can run.
+  ModelConfig grouped = m;
+  grouped.group_tokens = 2 * m.seq_len;
+  const int64_t two = step_memory(grouped, shape_of(2, m.seq_len), false).total();
+  EXPECT_EQ(max_sequences_within(grouped, base, false, two), 2);
+  EXPECT_EQ(max_sequences_within(grouped, base, false, step_memory(grouped, shape_of(4, m.seq_len), false).total() - 1), 2);
+}
+
+TEST(StepMemory, AllocationWorksAgainAfterTheCount) {
+  {
+    kernels::AllocationCount count;
+    DeviceBuffer<float> counted(1000);
+    EXPECT_EQ(count.bytes(), 4000);
+    {
+      kernels::AllocationCount inner;  // the innermost count takes the bytes
+      DeviceBuffer<double> more(10);
+      EXPECT_EQ(inner.bytes(), 80);
+    }
+    EXPECT_EQ(count.bytes(), 4000);
+  }
+  DeviceBuffer<float> real(1000);
+  real.data()[999] = 3.f;
+  EXPECT_EQ(real.data()[0], 0.f);  // real, zeroed memory
+  EXPECT_EQ(real.data()[999], 3.f);
+}
+
+}  // namespace
+}  // namespace glam::exec
