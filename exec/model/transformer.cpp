@@ -110,7 +110,8 @@ Transformer<T>::Transformer(const ModelConfig& m, const ExecShape& shape, Commun
       max_hidden = std::max(max_hidden, m_.ffn_hidden);
     }
   }
-  hn_.resize(n * d), inv_final_.resize(n), logits_.resize(n * m_.vocab_size), ce_.resize(n), lse_.resize(n);
+  hn_.resize(n * d), inv_final_.resize(n), ce_.resize(n), lse_.resize(n);
+  set_logit_chunk_rows(0);
   dres_.resize(n * d), dxn_.resize(n * d), dq_.resize(n * hd), dk_.resize(n * hd), dv_.resize(n * hd);
   dctx_.resize(n * hd), dscores_.resize(attn_elems);
   dh0_.resize(n * m_.ffn_hidden), dh1_.resize(n * m_.ffn_hidden), da_.resize(n * m_.ffn_hidden);
@@ -165,6 +166,21 @@ void Transformer<T>::init_params(uint64_t seed) {
     for (auto& th : pool) th.join();
   }
   if (error) std::rethrow_exception(error);
+}
+
+template <class T>
+void Transformer<T>::set_logit_chunk_rows(int64_t rows) {
+  kernels::MemoryBackendScope memory(ctx_.backend);
+  const int64_t n = s_.tokens(), v = m_.vocab_size;
+  if constexpr (std::is_same_v<T, W>) {
+    logit_chunk_rows_ = n;
+  } else {
+    // 2^28 float32 logits (1 GiB) by default: 1,024 rows of a 256K vocabulary, a product still large
+    // enough to run at the GPU's full rate.
+    const int64_t fit = std::max<int64_t>(1, (int64_t{1} << 28) / v);
+    logit_chunk_rows_ = std::clamp<int64_t>(rows > 0 ? rows : fit, 1, n);
+  }
+  logits_.resize(logit_chunk_rows_ * v);
 }
 
 template <class T>
@@ -234,22 +250,33 @@ StepLoss Transformer<T>::run(const int32_t* inputs, const int32_t* targets, int6
     k::rmsnorm_forward<T>(ctx_, resid_[static_cast<size_t>(L)].data(), weight(layout_.final_norm), hn_.data(),
                           inv_final_.data(), n, d);
   }
-  {
-    static const std::string id = "logits.fwd";
-    auto sc = OpTimer::time(t, id, 2.0 * static_cast<double>(n * d * v), es * static_cast<double>(n * d + v * d) + sizeof(W) * static_cast<double>(n * v));
-    k::gemm<T>(ctx_, false, true, n, v, d, logit_scale, hn_.data(), d, weight(out_emb), d, 0, logits_.data(), v);
-  }
   const double grad_scale = 1.0 / static_cast<double>(s_.global_tokens());
   // The loss gradient, in T for the products: over the float32 logits, or into their bf16 copy.
   T* dlogits = nullptr;
   if constexpr (std::is_same_v<T, W>) dlogits = logits_.data();
   else dlogits = dlogits_t_.data();
+  // With bf16 activations the float32 logits live only a chunk of rows at a time: the loss leaves
+  // their gradient in bf16, and the [tokens, vocab] float32 array (34 GB for glam-0.1b-64e at 32,768
+  // tokens) would be the step's largest buffer. In float32 the gradient overwrites them in place.
+  const int64_t chunk = std::is_same_v<T, W> ? n : logit_chunk_rows_;
+  for (int64_t r0 = 0; r0 < n; r0 += chunk) {
+    const int64_t rows = std::min(chunk, n - r0);
+    W* logits = std::is_same_v<T, W> ? logits_.data() + r0 * v : logits_.data();
+    {
+      static const std::string id = "logits.fwd";
+      auto sc = OpTimer::time(t, id, 2.0 * static_cast<double>(rows * d * v),
+                              es * static_cast<double>(rows * d + v * d) + sizeof(W) * static_cast<double>(rows * v));
+      k::gemm<T>(ctx_, false, true, rows, v, d, logit_scale, hn_.data() + r0 * d, d, weight(out_emb), d, 0, logits, v);
+    }
+    static const std::string id = "loss.fwd";
+    auto sc = OpTimer::time(t, id, 8.0 * static_cast<double>(rows * v), (sizeof(W) + es) * static_cast<double>(rows * v));
+    k::softmax_xent_forward_backward<W>(ctx_, logits, targets + r0, rows, v, m_.z_loss_weight, grad_scale,
+                                        ce_.data() + r0, lse_.data() + r0, dlogits + r0 * v);
+  }
   double sums[3] = {0, 0, aux_local};
   {
     static const std::string id = "loss.fwd";
-    auto sc = OpTimer::time(t, id, 8.0 * static_cast<double>(n * v), (sizeof(W) + es) * static_cast<double>(n * v));
-    k::softmax_xent_forward_backward<W>(ctx_, logits_.data(), targets, n, v, m_.z_loss_weight, grad_scale, ce_.data(),
-                                        lse_.data(), dlogits);
+    auto sc = OpTimer::time(t, id);
     std::vector<W> ce(static_cast<size_t>(n)), lse(static_cast<size_t>(n));
     copy_to_host(ce_.data(), ce.data(), n);
     copy_to_host(lse_.data(), lse.data(), n);
@@ -309,6 +336,7 @@ void Transformer<T>::allreduce_gradients(OpTimer* t) {
                                        const kernels::KernelContext&);                                       \
   template void Transformer<T>::init_params(uint64_t);                                                      \
   template kernels::RouterShape Transformer<T>::router_shape() const;                                       \
+  template void Transformer<T>::set_logit_chunk_rows(int64_t);                                              \
   template void Transformer<T>::linear_backward(const T*, const T*, const T*, T*, Transformer<T>::Master*,   \
                                                 int64_t, int64_t, int64_t, bool, int64_t);                  \
   template const T* Transformer<T>::weight(int) const;                                                      \

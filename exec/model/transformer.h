@@ -92,6 +92,10 @@ class Transformer {
   void allreduce_gradients(OpTimer* timer = nullptr);
 
   const std::vector<MoeLayerStats>& moe_stats() const { return moe_stats_; }
+  // bf16: the float32 logits are computed this many token rows at a time (0: 1 GiB of them, the
+  // default); float32 keeps them whole. Reallocates their buffer.
+  void set_logit_chunk_rows(int64_t rows);
+  int64_t logit_chunk_rows() const { return logit_chunk_rows_; }
   uint64_t routing_seed = 0x5eed;
 
  private:
@@ -147,7 +151,7 @@ class Transformer {
   ModelLayout layout_;
   std::vector<std::array<std::array<std::string, 2>, static_cast<size_t>(LayerOp::kCount)>> op_ids_;
   kernels::Activation ffn_act_, expert_act_;
-  int64_t capacity_ = 0, groups_ = 0, slots_ = 0;
+  int64_t capacity_ = 0, groups_ = 0, slots_ = 0, logit_chunk_rows_ = 0;
   double aux_scale_ = 0;
 
   DeviceBuffer<W> params_, grads_;
@@ -159,7 +163,7 @@ class Transformer {
   std::vector<LayerActs> acts_;
   DeviceBuffer<T> hn_;
   DeviceBuffer<W> inv_final_;
-  DeviceBuffer<W> logits_, ce_, lse_;
+  DeviceBuffer<W> logits_, ce_, lse_;  // logits: [tokens, vocab], or a chunk of rows of them with bf16 activations
   // backward scratch
   DeviceBuffer<T> dres_, dxn_, dq_, dk_, dv_, dctx_, dscores_, dh0_, dh1_, da_;
   DeviceBuffer<T> sendbuf_, recvbuf_, deh0_, deh1_, dea_;

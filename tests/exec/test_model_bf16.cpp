@@ -102,6 +102,29 @@ TEST(Bf16Model, OneStepTracksTheFloat32Step) {
   }
 }
 
+TEST(Bf16Model, LogitsInChunksGiveTheWholeStep) {
+  // 128 tokens in chunks of 5 rows (the last one 3) against one chunk of all of them.
+  Pair p;
+  Transformer<kernels::bf16> whole(p.m, p.s, *p.comm, p.ctx), chunked(p.m, p.s, *p.comm, p.ctx);
+  EXPECT_EQ(whole.logit_chunk_rows(), p.s.tokens());  // 1 GiB of logits by default: all 128 rows of 256
+  chunked.set_logit_chunk_rows(5);
+  ASSERT_EQ(chunked.logit_chunk_rows(), 5);
+  whole.init_params(6);
+  chunked.init_params(6);
+  auto batch = learnable_batch(p.s.tokens(), p.m.vocab_size, 5);
+  const StepLoss lw = whole.run(batch.inputs.data(), batch.targets.data(), 1, true);
+  const StepLoss lc = chunked.run(batch.inputs.data(), batch.targets.data(), 1, true);
+  EXPECT_NEAR(lc.ce, lw.ce, 1e-6 * lw.ce);
+  EXPECT_NEAR(lc.z, lw.z, 1e-6 * lw.z);
+  double diff = 0, norm = 0;
+  for (int64_t i = 0; i < whole.layout().total_elements; ++i) {
+    const double x = whole.grads()[i], y = chunked.grads()[i];
+    diff += (x - y) * (x - y), norm += x * x;
+  }
+  ASSERT_GT(norm, 0);
+  EXPECT_LT(std::sqrt(diff / norm), 1e-5);
+}
+
 TEST(Bf16Model, TrainsLikeTheFloat32Model) {
   Pair p;
   Transformer<float> f(p.m, p.s, *p.comm, p.ctx);
