@@ -309,23 +309,7 @@ fi
 # ---- per-op shares of each record (python3 when present) ----
 if command -v python3 >/dev/null 2>&1; then
   # Without the bundle's libraries: this machine's python3 wants its own (libz, libstdc++).
-  env -u LD_LIBRARY_PATH python3 - "$out" >"$out/op-shares.txt" <<'EOF' || true
-import json, pathlib, sys
-for p in sorted(pathlib.Path(sys.argv[1]).glob("h200-*.json")):
-    r = json.loads(p.read_text())
-    # The op medians come from the steps with op timers (--op-timing alternate): their shares are of
-    # those steps' time, which includes the timers' device waits.
-    step = r.get("op_timed_step_time_s", r["step_time_s"])["median"]
-    groups = {}
-    for op in r["ops"]:
-        key = op["id"].split(".")[1] if op["id"].startswith("L") else op["id"].split(".")[0]
-        groups[key] = groups.get(key, 0.0) + op["median_s"]
-    timed = sum(groups.values())
-    print(f"{p.name}: step {r['step_time_s']['median']*1e3:.1f} ms; with op timers {step*1e3:.1f} ms, "
-          f"ops {timed*1e3:.1f} ms ({100*timed/step:.0f}% of it)")
-    for k, v in sorted(groups.items(), key=lambda kv: -kv[1])[:10]:
-        print(f"  {k:18s} {100*v/step:5.1f}%  {v*1e3:8.2f} ms")
-EOF
+  env -u LD_LIBRARY_PATH python3 "$root/scripts/op_shares.py" "$out" >"$out/op-shares.txt" || true
   cat "$out/op-shares.txt"
 fi
 
