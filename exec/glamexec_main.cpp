@@ -36,12 +36,19 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", "glamexec 0.1.0");
   std::string model_id;
-  int64_t tokens = 1024;
+  int64_t tokens = 1024, describe_layers = 0;
   CLI::App* describe = app.add_subcommand("describe", "Parameters, FLOPs and single-chip memory of a model");
   describe->add_option("--model", model_id, "Model id or TOML file")->required();
   describe->add_option("--batch-tokens", tokens, "Tokens per step")->check(CLI::PositiveNumber);
+  describe->add_option("--layers", describe_layers, "Only the model's first K layers, as glamexec train --layers (0: all)")
+      ->check(CLI::NonNegativeNumber);
   describe->callback([&] {
-    glam::ModelConfig m = glam::load_model(model_id);
+    const glam::ModelConfig whole = glam::load_model(model_id);
+    if (describe_layers > whole.layers)
+      throw glam::UsageError("--layers " + std::to_string(describe_layers) + ": " + whole.id + " has " +
+                             std::to_string(whole.layers) + " layers");
+    const glam::ModelConfig m = glam::first_layers(whole, describe_layers);
+    if (describe_layers > 0) std::cout << "first " << m.layers << " of " << whole.layers << " layers\n";
     auto p = glam::count_params(m);
     auto f = glam::flops_per_token(m);
     glam::ShardingForMemory s;

@@ -157,6 +157,12 @@ ModelConfig load_model(const std::string& id_or_path) {
   return parse_table(load_toml_file(path), path.string());
 }
 
+ModelConfig first_layers(ModelConfig m, int64_t layers) {
+  if (layers > 0) m.layers = layers;
+  if (m.is_moe() && m.moe_layers() == 0) m.experts = 0;
+  return m;
+}
+
 ModelConfig parse_model(const std::string& toml_text, const std::string& file_name) {
   try {
     return parse_table(toml::parse(toml_text, file_name), file_name);

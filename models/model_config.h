@@ -76,6 +76,9 @@ struct ModelConfig {
 // Loads a model by catalogue id or file path; throws ConfigError / UsageError.
 ModelConfig load_model(const std::string& id_or_path);
 ModelConfig parse_model(const std::string& toml_text, const std::string& file_name);
+// The model's first `layers` layers (0: all of it), as the executor runs with --layers; a cut that
+// holds no MoE block is a dense model.
+ModelConfig first_layers(ModelConfig m, int64_t layers);
 
 // Every resolved field (defaults included), nested by section.
 nlohmann::json model_to_json(const ModelConfig& m);

@@ -176,9 +176,8 @@ fi
 # 12 steps, 2 of them warm-up: 10 timed steps, 5 with op timers and 5 without (--op-timing alternate),
 # and a window long enough (over 1 s) for the GPU's energy counter.
 # name | model | layers (0: all) | global batch tokens (a multiple of seq_len 1024 and group_tokens 1024).
-# Batches that fill most of the GPU: glamexec describe --model M --batch-tokens N gives each one's
-# buffers in bf16, 79.8, 103.6 and 98.6 GiB, and with --layers as below 67.1 and 99.9 GiB (glamexec
-# train names what a step needs when it does not fit), of the H200's memory (about 139 GiB).
+# Batches that fill most of the GPU: glamexec describe --model M --layers L --batch-tokens N gives each
+# one's buffers in bf16, 79.8, 103.6, 98.6, 67.1 and 99.9 GiB, of the H200's memory (about 139 GiB).
 runs=(
   "glam-0.1b|glam-0.1b|0|65536"
   "glam-0.1b-64e|glam-0.1b-64e|0|65536"

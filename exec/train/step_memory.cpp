@@ -43,21 +43,27 @@ StepMemory step_memory(const ModelConfig& m, const ExecShape& shape, bool bf16) 
 }
 
 int64_t max_sequences_within(const ModelConfig& m, ExecShape shape, bool bf16, int64_t bytes) {
-  // The smallest runnable count (the routing groups may need several sequences), then the memory is
-  // affine in the sequences: every buffer is fixed or proportional to the tokens.
+  // The smallest runnable count (the routing groups may need several sequences); its multiples run.
   int64_t unit = 0;
   for (int64_t s = 1; s <= 1024 && unit == 0; ++s) {
     shape.seqs = s;
     if (runnable(m, shape)) unit = s;
   }
   if (unit == 0) return 0;
-  shape.seqs = unit;
-  const int64_t one = step_memory(m, shape, bf16).total();
-  if (one > bytes) return 0;
-  shape.seqs = 2 * unit;
-  const int64_t per_unit = step_memory(m, shape, bf16).total() - one;
-  if (per_unit <= 0) return unit;
-  return unit * (1 + (bytes - one) / per_unit);
+  auto fits = [&](int64_t units) {
+    shape.seqs = units * unit;
+    return step_memory(m, shape, bf16).total() <= bytes;
+  };
+  // The memory grows with the batch (not in proportion: the bf16 logits stop at their chunk), so a
+  // search: doubling past the largest fit, then bisection.
+  if (!fits(1)) return 0;
+  int64_t lo = 1, hi = 2;
+  while (fits(hi)) lo = hi, hi *= 2;
+  while (hi - lo > 1) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    (fits(mid) ? lo : hi) = mid;
+  }
+  return lo * unit;
 }
 
 int64_t host_available_memory() {

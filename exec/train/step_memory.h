@@ -22,7 +22,7 @@ struct StepMemory {
 StepMemory step_memory(const ModelConfig& m, const ExecShape& shape, bool bf16);
 
 // The most sequences per rank (shape.seqs) whose step fits in `bytes`, among the counts the model can
-// run with (the routing group's multiple); 0 when not even the smallest fits.
+// run with (multiples of the smallest, for the routing groups); 0 when not even the smallest fits.
 int64_t max_sequences_within(const ModelConfig& m, ExecShape shape, bool bf16, int64_t bytes);
 
 // Memory the host can still give to new processes (MemAvailable in /proc/meminfo); -1 where unknown.

@@ -97,10 +97,22 @@ namespace {
 // that no rank goes on to wait for one that stopped.
 void check_step_fits(const ModelConfig& m, const ExecShape& shape, bool bf16, bool cuda, const std::string& precision,
                      Communicator& comm) {
-  const int64_t available = cuda ? kernels::cuda_free_memory() : host_available_memory() / local_ranks();
   const StepMemory need = step_memory(m, shape, bf16);
-  int64_t short_ranks = available >= 0 && need.total() > available ? 1 : 0;  // unknown memory: not refused
-  comm.allreduce_sum(&short_ranks, 1);
+  // What is free here; -1 where unknown (not refused). A failed query is counted, not thrown at once:
+  // every rank must reach the reduction below.
+  int64_t available = -1;
+  std::string query_error;
+  try {
+    const int64_t host = cuda ? 0 : host_available_memory();
+    available = cuda ? kernels::cuda_free_memory() : host < 0 ? -1 : host / local_ranks();
+  } catch (const std::exception& e) {
+    query_error = e.what();
+  }
+  int64_t counts[2] = {available >= 0 && need.total() > available ? 1 : 0, query_error.empty() ? 0 : 1};
+  comm.allreduce_sum(counts, 2);
+  const int64_t short_ranks = counts[0];
+  if (!query_error.empty()) throw std::runtime_error("the device's free memory could not be read: " + query_error);
+  if (counts[1] > 0) throw std::runtime_error(std::to_string(counts[1]) + " rank(s) of this job could not read their free memory");
   if (short_ranks == 0) return;
   const std::string step = m.id + " (" + std::to_string(m.layers) + " layers) at " + std::to_string(shape.tokens()) +
                            " tokens per rank, --precision " + precision + ", needs " +
@@ -316,8 +328,7 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
   const std::string model_file = resolve_catalogue_entry("models", o.model).string();
   if (o.layers < 0 || o.layers > m.layers)
     throw UsageError("--layers " + std::to_string(o.layers) + ": " + m.id + " has " + std::to_string(m.layers) + " layers");
-  if (o.layers > 0) m.layers = o.layers;
-  if (m.is_moe() && m.moe_layers() == 0) m.experts = 0;  // the first K layers hold no MoE block
+  m = first_layers(m, o.layers);
   const int64_t global_tokens = o.batch_tokens > 0 ? o.batch_tokens : 8 * m.seq_len;
   if (global_tokens % (m.seq_len * ranks) != 0)
     throw UsageError("--batch-tokens " + std::to_string(global_tokens) + ": must be a multiple of seq_len x ranks = " +

@@ -103,6 +103,15 @@ TEST(StepMemory, MaxSequencesIsTheLargestThatFits) {
   const int64_t two = step_memory(grouped, shape_of(2, m.seq_len), false).total();
   EXPECT_EQ(max_sequences_within(grouped, base, false, two), 2);
   EXPECT_EQ(max_sequences_within(grouped, base, false, step_memory(grouped, shape_of(4, m.seq_len), false).total() - 1), 2);
+  // bf16 with a 2^20 vocabulary: the float32 logits stop at their chunk of 256 rows (two sequences),
+  // so the memory is not affine in the sequences; the answer must still be exact.
+  ModelConfig wide = m;
+  wide.vocab_size = int64_t{1} << 20;
+  for (int64_t seqs : {1, 5, 9}) {
+    const int64_t need = step_memory(wide, shape_of(seqs, m.seq_len), true).total();
+    EXPECT_EQ(max_sequences_within(wide, base, true, need), seqs);
+    EXPECT_EQ(max_sequences_within(wide, base, true, need - 1), seqs - 1);
+  }
 }
 
 TEST(StepMemory, AllocationWorksAgainAfterTheCount) {
