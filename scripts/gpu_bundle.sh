@@ -45,7 +45,9 @@ bash "$root/scripts/install-deps.sh"
 # for by the manifest without being in the programs.
 sources=$(glam_source_digest "$root")
 export PATH=$PATH:/usr/local/cuda/bin
-cmake -S "$root" -B "$build" -G Ninja -DGLAM_CUDA=ON -DCMAKE_BUILD_TYPE=Release >/dev/null
+# The CPU kernels at the compiler's portable x86-64 level (GLAM_CPU_ARCH=""): the GPU machine's CPU is
+# not this one, and its CPU work here (the tests' references) is small.
+cmake -S "$root" -B "$build" -G Ninja -DGLAM_CUDA=ON -DCMAKE_BUILD_TYPE=Release -DGLAM_CPU_ARCH= >/dev/null
 # Under pipefail a failed build fails the script: old programs are never packed under new sources.
 ninja -C "$build" -j "$jobs" "${programs[@]}" | { grep -v '^\[' || true; }
 
@@ -76,6 +78,7 @@ done < <(for p in "${programs[@]}"; do ldd "$build/bin/$p"; done | awk '$2 == "=
   echo "sources $sources"
   echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -n), $(. /etc/os-release && echo "$PRETTY_NAME")"
   echo "git $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$root" diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
+  echo "cpu kernels -march=$(sed -n 's/^GLAM_CPU_ARCH:STRING=//p' "$build/CMakeCache.txt") (empty: the compiler's x86-64 default)"
   echo "nvcc $(nvcc --version | awk -F', ' '/release/ {print $2}'), code $(grep -o -- '--generate-code=[^ ]*' "$build/build.ninja" | sort -u | tr '\n' ' ')"
   glibc=$(for f in "$pack"/bin/* "$pack"/lib/*; do objdump -T "$f"; done | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -n 1)
   echo "needs from the GPU machine: ${glibc/_/ >= }, the NVIDIA driver (CUDA 13), libcublas.so.13, libcublasLt.so.13, libnccl.so.2 (ncclAlltoAll used where it is 2.28 or later)"
