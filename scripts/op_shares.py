@@ -22,6 +22,10 @@ def records(args):
             yield p
 
 
+def size(b):
+    return f"{b / 2**30:.1f} GiB" if b >= 2**30 else f"{b / 2**20:.1f} MiB"
+
+
 def group(op_id):
     parts = op_id.split(".")
     return parts[1] if op_id.startswith("L") and len(parts) > 1 else parts[0]
@@ -45,8 +49,14 @@ def main(argv):
         for op in ops:
             groups[group(op["id"])] = groups.get(group(op["id"]), 0.0) + op["median_s"]
         timed = sum(groups.values())
+        memory = r.get("device", {}).get("memory", {})
+        filled = ""
+        if "step_buffers_bytes" in memory:
+            filled = f"; buffers {size(memory['step_buffers_bytes'])}"
+            if "free_bytes_before" in memory:
+                filled += f" of {size(memory['free_bytes_before'])} free"
         print(f"{path.name}: step {step * 1e3:.1f} ms; with op timers {timed_step * 1e3:.1f} ms, "
-              f"ops {timed * 1e3:.1f} ms ({100 * timed / timed_step:.0f}% of it)")
+              f"ops {timed * 1e3:.1f} ms ({100 * timed / timed_step:.0f}% of it){filled}")
         for name, seconds in sorted(groups.items(), key=lambda kv: -kv[1])[:top]:
             print(f"  {name:18s} {100 * seconds / timed_step:5.1f}%  {seconds * 1e3:9.2f} ms")
     return 0

@@ -95,8 +95,13 @@ namespace {
 // GPU's free memory, or the host's available memory shared by this host's ranks (there an allocation
 // would succeed and the kernel would kill the run once the buffers are touched). Decided together, so
 // that no rank goes on to wait for one that stopped.
-void check_step_fits(const ModelConfig& m, const ExecShape& shape, bool bf16, bool cuda, const std::string& precision,
-                     Communicator& comm) {
+// Returns what the step needs and what was free for it (-1: unknown).
+struct StepFit {
+  StepMemory need;
+  int64_t available = -1;
+};
+StepFit check_step_fits(const ModelConfig& m, const ExecShape& shape, bool bf16, bool cuda, const std::string& precision,
+                        Communicator& comm) {
   const StepMemory need = step_memory(m, shape, bf16);
   // What is free here; -1 where unknown (not refused). A failed query is counted, not thrown at once:
   // every rank must reach the reduction below.
@@ -113,7 +118,7 @@ void check_step_fits(const ModelConfig& m, const ExecShape& shape, bool bf16, bo
   const int64_t short_ranks = counts[0];
   if (!query_error.empty()) throw std::runtime_error("the device's free memory could not be read: " + query_error);
   if (counts[1] > 0) throw std::runtime_error(std::to_string(counts[1]) + " rank(s) of this job could not read their free memory");
-  if (short_ranks == 0) return;
+  if (short_ranks == 0) return {need, available};
   const std::string step = m.id + " (" + std::to_string(m.layers) + " layers) at " + std::to_string(shape.tokens()) +
                            " tokens per rank, --precision " + precision + ", needs " +
                            format_bytes(static_cast<double>(need.total())) + " (model buffers " +
@@ -141,6 +146,7 @@ struct ResolvedRun {
   int64_t warmup = 0;
   int threads = 1;
   bool cuda = false;
+  StepFit memory;
 };
 
 // The model and the steps with activations of type T: float, or bf16 with float32 master weights and
@@ -256,6 +262,11 @@ int train_steps(const ResolvedRun& r, TokenBatches& batches, kernels::KernelCont
   // ---- outputs ----
   if (!o.save.empty()) save_checkpoint(o.save, model, opt, cs, comm);
   nlohmann::json record = make_run_record(run, timer);
+  // How full the device was: the step's buffers (counted before they were allocated) and what was free
+  // for them then (GPU: cudaMemGetInfo; CPU: the host's available memory per rank).
+  record["device"]["memory"] = {{"step_buffers_bytes", r.memory.need.total()},
+                                {"optimizer_state_bytes", r.memory.need.optimizer_bytes}};
+  if (r.memory.available >= 0) record["device"]["memory"]["free_bytes_before"] = r.memory.available;
   if (meter) {  // collective: every rank has a GPU
     // A card shared by two ranks would be counted twice; a window under a second is a few counter
     // updates, too coarse to report.
@@ -355,7 +366,7 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
   kernels::set_cpu_threads(ctx, threads);
   DeviceSession device(ctx, cuda);
   ctx.gemm_precision = precision;
-  check_step_fits(m, shape, precision == kernels::GemmPrecision::kBf16, cuda, precision_name, comm);
+  const StepFit memory = check_step_fits(m, shape, precision == kernels::GemmPrecision::kBf16, cuda, precision_name, comm);
 
   // data
   std::optional<TokenBatches> batches;
@@ -380,7 +391,8 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
     batches.emplace(tok.encode_text(text), m.seq_len, shape.seqs * ranks, text_origin);
   }
 
-  ResolvedRun run{o, m, model_file, precision_name, op_timing, text_origin, tokenizer_origin, shape, warmup, threads, cuda};
+  ResolvedRun run{o,     m,      model_file, precision_name, op_timing, text_origin, tokenizer_origin,
+                  shape, warmup, threads, cuda, memory};
   try {
     return precision == kernels::GemmPrecision::kBf16 ? train_steps<kernels::bf16>(run, *batches, ctx, comm, out)
                                                       : train_steps<float>(run, *batches, ctx, comm, out);

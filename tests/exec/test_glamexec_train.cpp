@@ -58,6 +58,12 @@ TEST_F(Train, RunRecordFollowsTheSchema) {
   EXPECT_EQ(j["step_time_s"]["all"].size(), 2u);
   EXPECT_GT(j["step_time_s"]["median"].get<double>(), 0);
   EXPECT_EQ(j["op_timing"], "all");  // the CPU's default: every timed step times its ops
+  // The step's buffers, counted before they were allocated: glam-tiny-8e's 3.28M float32 weights and
+  // their gradients alone are 26.2 MB; with 256 tokens of activations the whole is about 50 MiB.
+  const int64_t buffers = j["device"]["memory"]["step_buffers_bytes"].get<int64_t>();
+  EXPECT_GT(buffers, 26'200'000);
+  EXPECT_LT(buffers, 100'000'000);
+  EXPECT_GT(j["device"]["memory"]["free_bytes_before"].get<int64_t>(), buffers);
   EXPECT_FALSE(j.contains("op_timed_step_time_s"));
   EXPECT_EQ(j["losses"].size(), 4u);
   EXPECT_GT(j["tokens_per_s"].get<double>(), 0);
