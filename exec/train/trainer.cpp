@@ -194,6 +194,14 @@ int train_steps(const ResolvedRun& r, TokenBatches& batches, kernels::KernelCont
   run.text = r.text_origin;
   std::vector<MoeLayerStats> moe_sum;
   const bool print = rank == 0 && o.format == "text" && !o.quiet;
+  if (print) {
+    out << m.id << " (" << m.layers << " layers), " << shape.tokens() << " tokens per rank, --precision "
+        << r.precision_name << " on " << run.device_name << ": step buffers "
+        << format_bytes(static_cast<double>(r.memory.need.total()));
+    if (r.memory.available >= 0)
+      out << " of " << format_bytes(static_cast<double>(r.memory.available)) << (cuda ? " free" : " available");
+    out << "\n";
+  }
   // The GPU's energy counter over the timed steps, first to last (the counter updates every 20-100 ms,
   // so it is read around the whole block rather than step by step).
   std::optional<GpuEnergyMeter> meter;

@@ -137,7 +137,16 @@ TEST_F(CudaTrain, GlamexecTrainRunsOnTheGpu) {
     for (const auto& l : j["losses"]) EXPECT_TRUE(std::isfinite(l.get<double>()));
     EXPECT_GT(j["tokens_per_s"].get<double>(), 0);
     EXPECT_GT(j["ops"].size(), 20u);
+    // the step's buffers, counted before allocation, against the GPU's free memory (cudaMemGetInfo)
+    EXPECT_GT(j["device"]["memory"]["step_buffers_bytes"].get<int64_t>(), 0);
+    EXPECT_GT(j["device"]["memory"]["free_bytes_before"].get<int64_t>(),
+              j["device"]["memory"]["step_buffers_bytes"].get<int64_t>());
   }
+  // A batch far beyond the GPU's memory is refused before anything is allocated, naming one that fits.
+  auto r = run_command("glamexec train --quiet --device cuda --model glam-0.1b --steps 1 --batch-tokens 4194304 "
+                       "--random-tokens");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("free: at most --batch-tokens"), std::string::npos) << r.err;
 }
 
 TEST_F(CudaTrain, DeviceCudaWithoutADeviceIsABadInput) {
