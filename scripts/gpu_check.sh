@@ -175,22 +175,23 @@ fi
 # ---- timed steps ----
 # 12 steps, 2 of them warm-up: 10 timed steps, 5 with op timers and 5 without (--op-timing alternate),
 # and a window long enough (over 1 s) for the GPU's energy counter.
-# name | model | layers (0: all) | global batch tokens (a multiple of seq_len 1024 and group_tokens 1024).
+# name | model | layers (0: all) | global batch tokens (a multiple of seq_len 1024 and group_tokens 1024)
+# | the issue's MFU target in % (empty: none).
 # Batches that fill most of the GPU: glamexec describe --model M --layers L --batch-tokens N gives each
 # one's buffers in bf16, 79.8, 103.6, 98.6, 67.1 and 99.9 GiB, of the H200's memory (about 139 GiB).
 runs=(
   "glam-0.1b|glam-0.1b|0|65536"
-  "glam-0.1b-64e|glam-0.1b-64e|0|65536"
-  "glam-1.7b|glam-1.7b|0|24576"
+  "glam-0.1b-64e|glam-0.1b-64e|0|65536|30"
+  "glam-1.7b|glam-1.7b|0|24576|45"
   "glam-1.7b-64e-4layers|glam-1.7b-64e|4|16384"
   "glam-8b-64e-2layers|glam-8b-64e|2|4096"
 )
 if [[ -n $dry ]]; then
-  runs=("glam-tiny|glam-tiny|0|512" "glam-tiny-8e-2layers|glam-tiny-8e|2|512")
+  runs=("glam-tiny|glam-tiny|0|512|0" "glam-tiny-8e-2layers|glam-tiny-8e|2|512")
 fi
 declare -a table
 for spec in "${runs[@]}"; do
-  IFS='|' read -r name model layers tokens <<<"$spec"
+  IFS='|' read -r name model layers tokens target <<<"$spec"
   record=$out/h200-$name.json
   line="-"
   attempt_tokens=$tokens
@@ -215,7 +216,7 @@ for spec in "${runs[@]}"; do
         break
       fi
       # "<id> (<L> layers) on 1 rank(s) x T thread(s): X tokens/s, Y GFLOP/s (model FLOPs), median step Z ms[, GPU P W]"
-      line=$(awk -v peak="$peak_tflops" -v tok="$attempt_tokens" '/tokens\/s,/ {
+      line=$(awk -v peak="$peak_tflops" -v tok="$attempt_tokens" -v target="$target" '/tokens\/s,/ {
                w = "-"
                for (i = 1; i <= NF; i++) {
                  if ($(i+1) == "tokens/s,") tps = $i
@@ -223,7 +224,9 @@ for spec in "${runs[@]}"; do
                  if ($i == "step") ms = $(i+1)
                  if ($i == "GPU") w = $(i+1)
                }
-               printf "%8d %12.0f %10.1f %9.1f %6.1f%% %6s", tok, tps, ms, gf / 1000, 100 * gf / 1000 / peak, w
+               mfu = 100 * gf / 1000 / peak
+               verdict = target == "" ? "" : sprintf("  (target %s%%: %s)", target, mfu >= target ? "met" : "MISSED")
+               printf "%8d %12.0f %10.1f %9.1f %6.1f%% %6s%s", tok, tps, ms, gf / 1000, mfu, w, verdict
              }' "$log")
       cat "$log"
       break
@@ -321,6 +324,7 @@ fi
   printf '%-24s %8s %12s %10s %9s %7s %6s\n' config tokens tokens/s step_ms TFLOP/s MFU GPU_W
   for row in "${table[@]}"; do echo "$row"; done
   echo "MFU: model FLOPs (the accounting's convention) per second / $peak_tflops TFLOP/s (H200 dense bf16)."
+  echo "Targets (issue 7): MFU of at least 45% for glam-1.7b and 30% for glam-0.1b-64e."
   echo "Step times are those of the steps without op timers (--op-timing alternate, the CUDA default);"
   echo "the per-op times come from the other steps, which wait for the device around every op."
   echo "GPU_W: mean power over the timed steps from the GPU's energy counter (NVML), in each record's device.energy."
