@@ -29,53 +29,56 @@ double scaled_step(const AdafactorHyper& h, int64_t step, double param_rms, doub
   return adafactor_step_size(h, step) * std::max(h.eps2, param_rms) / std::max(1.0, update_rms / h.clip);
 }
 
-// A matrix with factored second moments: three passes over the gradient, two over the weights.
+// A matrix with factored second moments, in two sweeps over the gradient and the weights.
+// The update's sum of squares needs no sweep of its own:
+//   sum_ij (g_ij a_i b_j)^2 = mean(R) sum_j (1 / C_j) sum_i g_ij^2 / R_i,
+// and R_i is known as soon as row i has been summed.
 template <class T>
 void update_factored(T* param, const T* grad, T* row_state, T* col_state, int64_t rows, int64_t cols, int64_t step,
                      double beta2, const AdafactorHyper& h) {
   const int64_t blocks = (rows + kRowBlock - 1) / kRowBlock;
   auto block_rows = [&](int64_t blk) { return std::pair{blk * kRowBlock, std::min(rows, (blk + 1) * kRowBlock)}; };
-  auto g2 = [&](const T* g, int64_t c) { return static_cast<double>(g[c]) * static_cast<double>(g[c]) + h.eps1; };
-  // Sums of g^2 + eps1 by row and by column (a partial row of column sums per block), and of w^2 by row.
-  std::vector<double> col_partial(static_cast<size_t>(blocks * cols), 0.0), row_g2(static_cast<size_t>(rows)),
+  auto sq = [](T x) { return static_cast<double>(x) * static_cast<double>(x); };
+  // Per block, partial rows of column sums: of g^2 + eps1, and of g^2 / R_i. Per row: w^2.
+  std::vector<double> col_g2(static_cast<size_t>(blocks * cols), 0.0), col_g2_over_r(col_g2.size(), 0.0),
       row_w2(static_cast<size_t>(rows));
   GLAM_PARALLEL_FOR(blocks)
   for (int64_t blk = 0; blk < blocks; ++blk) {
-    double* col = col_partial.data() + blk * cols;
+    double* cg = col_g2.data() + blk * cols;
+    double* cr = col_g2_over_r.data() + blk * cols;
     for (auto [r, end] = block_rows(blk); r < end; ++r) {
       const T* g = grad + r * cols;
       const T* w = param + r * cols;
-      for (int64_t c = 0; c < cols; ++c) col[c] += g2(g, c);
-      row_g2[static_cast<size_t>(r)] = cpu::sum_over<double>(cols, [&](int64_t c) { return g2(g, c); });
-      row_w2[static_cast<size_t>(r)] =
-          cpu::sum_over<double>(cols, [&](int64_t c) { return static_cast<double>(w[c]) * static_cast<double>(w[c]); });
+      // R_i: the decayed mean of g^2 + eps1 over the row (stored in T, and used as stored)
+      const double g2_sum = cpu::sum_over<double>(cols, [&](int64_t c) { return sq(g[c]) + h.eps1; });
+      row_state[r] = static_cast<T>(beta2 * row_state[r] + (1 - beta2) * g2_sum / static_cast<double>(cols));
+      const double inv_r = 1.0 / static_cast<double>(row_state[r]);
+      for (int64_t c = 0; c < cols; ++c) {
+        cg[c] += sq(g[c]) + h.eps1;
+        cr[c] += sq(g[c]) * inv_r;
+      }
+      row_w2[static_cast<size_t>(r)] = cpu::sum_over<double>(cols, [&](int64_t c) { return sq(w[c]); });
     }
   }
-  // R_i, C_j: decayed means of g^2 + eps1 over columns and over rows.
-  std::vector<double> col_sum(static_cast<size_t>(cols), 0.0);
+  // C_j: the decayed mean of g^2 + eps1 over the column; the blocks' partial sums in block order.
+  std::vector<double> col_sum(static_cast<size_t>(cols), 0.0), col_sum_over_r(static_cast<size_t>(cols), 0.0);
   for (int64_t blk = 0; blk < blocks; ++blk)
-    for (int64_t c = 0; c < cols; ++c) col_sum[static_cast<size_t>(c)] += col_partial[static_cast<size_t>(blk * cols + c)];
-  for (int64_t r = 0; r < rows; ++r)
-    row_state[r] = static_cast<T>(beta2 * row_state[r] + (1 - beta2) * row_g2[static_cast<size_t>(r)] / static_cast<double>(cols));
+    for (int64_t c = 0; c < cols; ++c) {
+      col_sum[static_cast<size_t>(c)] += col_g2[static_cast<size_t>(blk * cols + c)];
+      col_sum_over_r[static_cast<size_t>(c)] += col_g2_over_r[static_cast<size_t>(blk * cols + c)];
+    }
   for (int64_t c = 0; c < cols; ++c)
     col_state[c] = static_cast<T>(beta2 * col_state[c] + (1 - beta2) * col_sum[static_cast<size_t>(c)] / static_cast<double>(rows));
   const double param_rms = root_mean(cpu::sum_of<double>(row_w2.data(), rows), rows * cols);
   const double row_mean = cpu::sum_of<double>(row_state, rows) / static_cast<double>(rows);
   // U_ij = g_ij / sqrt(R_i C_j / mean R) = g_ij * a_i * b_j
-  std::vector<double> a(static_cast<size_t>(rows)), b(static_cast<size_t>(cols)), row_u2(static_cast<size_t>(rows));
+  std::vector<double> a(static_cast<size_t>(rows)), b(static_cast<size_t>(cols));
   for (int64_t r = 0; r < rows; ++r) a[static_cast<size_t>(r)] = std::sqrt(row_mean / static_cast<double>(row_state[r]));
   for (int64_t c = 0; c < cols; ++c) b[static_cast<size_t>(c)] = 1.0 / std::sqrt(static_cast<double>(col_state[c]));
-  GLAM_PARALLEL_FOR(blocks)
-  for (int64_t blk = 0; blk < blocks; ++blk)
-    for (auto [r, end] = block_rows(blk); r < end; ++r) {
-      const T* g = grad + r * cols;
-      const double ar = a[static_cast<size_t>(r)];
-      row_u2[static_cast<size_t>(r)] = ar * ar * cpu::sum_over<double>(cols, [&](int64_t c) {
-                                         const double u = static_cast<double>(g[c]) * b[static_cast<size_t>(c)];
-                                         return u * u;
-                                       });
-    }
-  const double lr = scaled_step(h, step, param_rms, root_mean(cpu::sum_of<double>(row_u2.data(), rows), rows * cols));
+  const double update_ss = row_mean * cpu::sum_over<double>(cols, [&](int64_t c) {
+                             return col_sum_over_r[static_cast<size_t>(c)] / static_cast<double>(col_state[c]);
+                           });
+  const double lr = scaled_step(h, step, param_rms, root_mean(update_ss, rows * cols));
   GLAM_PARALLEL_FOR(blocks)
   for (int64_t blk = 0; blk < blocks; ++blk)
     for (auto [r, end] = block_rows(blk); r < end; ++r) {
