@@ -44,9 +44,6 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   describe->callback([&] {
     const glam::ModelConfig whole = glam::load_model(model_id);
-    if (describe_layers > whole.layers)
-      throw glam::UsageError("--layers " + std::to_string(describe_layers) + ": " + whole.id + " has " +
-                             std::to_string(whole.layers) + " layers");
     const glam::ModelConfig m = glam::first_layers(whole, describe_layers);
     if (describe_layers > 0) std::cout << "first " << m.layers << " of " << whole.layers << " layers\n";
     auto p = glam::count_params(m);

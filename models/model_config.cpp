@@ -158,6 +158,8 @@ ModelConfig load_model(const std::string& id_or_path) {
 }
 
 ModelConfig first_layers(ModelConfig m, int64_t layers) {
+  if (layers < 0 || layers > m.layers)
+    throw UsageError("--layers " + std::to_string(layers) + ": " + m.id + " has " + std::to_string(m.layers) + " layers");
   if (layers > 0) m.layers = layers;
   if (m.is_moe() && m.moe_layers() == 0) m.experts = 0;
   return m;

@@ -77,7 +77,7 @@ struct ModelConfig {
 ModelConfig load_model(const std::string& id_or_path);
 ModelConfig parse_model(const std::string& toml_text, const std::string& file_name);
 // The model's first `layers` layers (0: all of it), as the executor runs with --layers; a cut that
-// holds no MoE block is a dense model.
+// holds no MoE block is a dense model. Throws UsageError for a count outside [0, layers].
 ModelConfig first_layers(ModelConfig m, int64_t layers);
 
 // Every resolved field (defaults included), nested by section.

@@ -257,10 +257,10 @@ StepLoss Transformer<T>::run(const int32_t* inputs, const int32_t* targets, int6
   else dlogits = dlogits_t_.data();
   // With bf16 activations the float32 logits live only a chunk of rows at a time: the loss leaves
   // their gradient in bf16, and the [tokens, vocab] float32 array (34 GB for glam-0.1b-64e at 32,768
-  // tokens) would be the step's largest buffer. In float32 the gradient overwrites them in place.
-  const int64_t chunk = std::is_same_v<T, W> ? n : logit_chunk_rows_;
-  for (int64_t r0 = 0; r0 < n; r0 += chunk) {
-    const int64_t rows = std::min(chunk, n - r0);
+  // tokens) would be the step's largest buffer. In float32 the gradient overwrites them in place (one
+  // chunk of every row).
+  for (int64_t r0 = 0; r0 < n; r0 += logit_chunk_rows_) {
+    const int64_t rows = std::min(logit_chunk_rows_, n - r0);
     W* logits = std::is_same_v<T, W> ? logits_.data() + r0 * v : logits_.data();
     {
       static const std::string id = "logits.fwd";

@@ -91,15 +91,22 @@ kernels::GemmPrecision parse_gemm_precision(const std::string& p, bool cuda) {
 
 namespace {
 
-// Refuses, before anything is allocated, a step whose buffers exceed the memory free for them: the
-// GPU's free memory, or the host's available memory shared by this host's ranks (there an allocation
-// would succeed and the kernel would kill the run once the buffers are touched). Decided together, so
-// that no rank goes on to wait for one that stopped.
-// Returns what the step needs and what was free for it (-1: unknown).
+// "glam-0.1b (12 layers) at 32768 tokens per rank, --precision bf16": the step, as messages name it.
+std::string step_label(const ModelConfig& m, const ExecShape& shape, const std::string& precision) {
+  return m.id + " (" + std::to_string(m.layers) + " layers) at " + std::to_string(shape.tokens()) +
+         " tokens per rank, --precision " + precision;
+}
+
+// What a step needs and what was free for it (-1: unknown).
 struct StepFit {
   StepMemory need;
   int64_t available = -1;
 };
+
+// Refuses, before anything is allocated, a step whose buffers exceed the memory free for them: the
+// GPU's free memory, or the host's available memory shared by this host's ranks (there an allocation
+// would succeed and the kernel would kill the run once the buffers are touched). Decided together, so
+// that no rank goes on to wait for one that stopped.
 StepFit check_step_fits(const ModelConfig& m, const ExecShape& shape, bool bf16, bool cuda, const std::string& precision,
                         Communicator& comm) {
   const StepMemory need = step_memory(m, shape, bf16);
@@ -108,8 +115,8 @@ StepFit check_step_fits(const ModelConfig& m, const ExecShape& shape, bool bf16,
   int64_t available = -1;
   std::string query_error;
   try {
-    const int64_t host = cuda ? 0 : host_available_memory();
-    available = cuda ? kernels::cuda_free_memory() : host < 0 ? -1 : host / local_ranks();
+    if (cuda) available = kernels::cuda_free_memory();
+    else if (const int64_t host = host_available_memory(); host >= 0) available = host / local_ranks();
   } catch (const std::exception& e) {
     query_error = e.what();
   }
@@ -117,13 +124,12 @@ StepFit check_step_fits(const ModelConfig& m, const ExecShape& shape, bool bf16,
   comm.allreduce_sum(counts, 2);
   const int64_t short_ranks = counts[0];
   if (!query_error.empty()) throw std::runtime_error("the device's free memory could not be read: " + query_error);
-  if (counts[1] > 0) throw std::runtime_error(std::to_string(counts[1]) + " rank(s) of this job could not read their free memory");
+  if (counts[1] > 0)
+    throw std::runtime_error(std::to_string(counts[1]) + " rank(s) of this job could not read their free memory");
   if (short_ranks == 0) return {need, available};
-  const std::string step = m.id + " (" + std::to_string(m.layers) + " layers) at " + std::to_string(shape.tokens()) +
-                           " tokens per rank, --precision " + precision + ", needs " +
-                           format_bytes(static_cast<double>(need.total())) + " (model buffers " +
-                           format_bytes(static_cast<double>(need.model_bytes)) + ", optimizer state " +
-                           format_bytes(static_cast<double>(need.optimizer_bytes)) + ")";
+  const std::string step = step_label(m, shape, precision) + ", needs " + format_bytes(static_cast<double>(need.total())) +
+                           " (model buffers " + format_bytes(static_cast<double>(need.model_bytes)) +
+                           ", optimizer state " + format_bytes(static_cast<double>(need.optimizer_bytes)) + ")";
   if (available < 0 || need.total() <= available)
     throw UsageError(step + ": it fits this rank's memory, not that of " + std::to_string(short_ranks) +
                      " other rank(s) of this job");
@@ -195,8 +201,7 @@ int train_steps(const ResolvedRun& r, TokenBatches& batches, kernels::KernelCont
   std::vector<MoeLayerStats> moe_sum;
   const bool print = rank == 0 && o.format == "text" && !o.quiet;
   if (print) {
-    out << m.id << " (" << m.layers << " layers), " << shape.tokens() << " tokens per rank, --precision "
-        << r.precision_name << " on " << run.device_name << ": step buffers "
+    out << step_label(m, shape, r.precision_name) << " on " << run.device_name << ": step buffers "
         << format_bytes(static_cast<double>(r.memory.need.total()));
     if (r.memory.available >= 0)
       out << " of " << format_bytes(static_cast<double>(r.memory.available)) << (cuda ? " free" : " available");
@@ -345,8 +350,6 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
   if (o.steps < 1) throw UsageError("--steps must be at least 1");
   ModelConfig m = load_model(o.model);
   const std::string model_file = resolve_catalogue_entry("models", o.model).string();
-  if (o.layers < 0 || o.layers > m.layers)
-    throw UsageError("--layers " + std::to_string(o.layers) + ": " + m.id + " has " + std::to_string(m.layers) + " layers");
   m = first_layers(m, o.layers);
   const int64_t global_tokens = o.batch_tokens > 0 ? o.batch_tokens : 8 * m.seq_len;
   if (global_tokens % (m.seq_len * ranks) != 0)
@@ -399,16 +402,14 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
     batches.emplace(tok.encode_text(text), m.seq_len, shape.seqs * ranks, text_origin);
   }
 
-  ResolvedRun run{o,     m,      model_file, precision_name, op_timing, text_origin, tokenizer_origin,
-                  shape, warmup, threads, cuda, memory};
+  ResolvedRun run{o, m, model_file, precision_name, op_timing, text_origin, tokenizer_origin, shape, warmup, threads,
+                  cuda, memory};
   try {
     return precision == kernels::GemmPrecision::kBf16 ? train_steps<kernels::bf16>(run, *batches, ctx, comm, out)
                                                       : train_steps<float>(run, *batches, ctx, comm, out);
   } catch (const kernels::DeviceOutOfMemory& e) {  // a bad input: the run does not fit this GPU
-    throw UsageError(m.id + " (" + std::to_string(m.layers) + " layers) at " + std::to_string(shape.tokens()) +
-                     " tokens per rank, --precision " + precision_name + ", does not fit on " +
-                     kernels::cuda_device_name(ctx.device) + ": " + e.what() +
-                     "; try a smaller --batch-tokens or --layers");
+    throw UsageError(step_label(m, shape, precision_name) + ", does not fit on " +
+                     kernels::cuda_device_name(ctx.device) + ": " + e.what() + "; try a smaller --batch-tokens or --layers");
   }
 }
 

@@ -13,39 +13,13 @@
 #include "model/transformer.h"
 #include "optim/adafactor_optimizer.h"
 #include "support/random_batch.h"
+#include "tiny_models.h"
 
 namespace glam::exec {
 namespace {
 
 // Small but not tiny: sums over 64-256 terms, so bf16 rounding averages as it does in real models.
-ModelConfig small_moe() {
-  return parse_model(R"(id = "small-moe"
-from_paper = false
-[architecture]
-layers = 2
-d_model = 64
-ffn_hidden = 256
-heads = 4
-head_dim = 16
-vocab_size = 256
-seq_len = 32
-relative_buckets = 8
-relative_max_distance = 32
-ffn_kind = "gated"
-[moe]
-experts = 4
-every = 2
-offset = 1
-expert_hidden = 128
-top_k = 2
-capacity_factor = 2.0
-group_tokens = 32
-aux_loss_weight = 0.01
-[training]
-z_loss_weight = 1e-4
-)",
-                     "small-moe.toml");
-}
+using glam::testing::small_moe;
 
 // Random inputs whose targets are a fixed map of them, so that a few steps can learn the batch.
 glam::testing::TokenBatch learnable_batch(int64_t tokens, int64_t vocab, uint64_t seed) {

@@ -11,36 +11,14 @@
 #include "core/device_buffer.h"
 #include "model/transformer.h"
 #include "optim/adafactor_optimizer.h"
+#include "tiny_models.h"
 #include "train/step_memory.h"
 
 namespace glam::exec {
 namespace {
 
 // A small MoE model whose buffers are large enough (tens of MB) for the heap's own overhead to be small.
-ModelConfig small_moe() {
-  return parse_model(R"(id = "small-moe"
-from_paper = false
-[architecture]
-layers = 2
-d_model = 128
-ffn_hidden = 512
-heads = 4
-head_dim = 32
-vocab_size = 4096
-seq_len = 128
-relative_buckets = 8
-relative_max_distance = 32
-ffn_kind = "gated"
-[moe]
-experts = 4
-every = 2
-offset = 1
-top_k = 2
-capacity_factor = 2.0
-group_tokens = 128
-)",
-                     "small-moe.toml");
-}
+ModelConfig small_moe() { return glam::testing::small_moe(128, 4096, 128); }
 
 ExecShape shape_of(int64_t seqs, int64_t seq_len) {
   ExecShape s;

@@ -40,6 +40,34 @@ aux_loss_weight = 0.1
 
 // (dense configs still carry moe.group_tokens, which must divide seq_len)
 inline const char* kDenseMoeSection = "[moe]\ngroup_tokens = 6\n";
+// A small MoE model, larger than the micro ones: d_model d, 4 heads, gated FFN of 4d, 4 experts of 2d
+// every other block, routing groups of one sequence.
+inline ModelConfig small_moe(int64_t d = 64, int64_t vocab = 256, int64_t seq_len = 32) {
+  const std::string n = std::to_string(d), s = std::to_string(seq_len);
+  return parse_model(R"(id = "small-moe"
+from_paper = false
+[architecture]
+layers = 2
+d_model = )" + n + "\nffn_hidden = " + std::to_string(4 * d) + "\nheads = 4\nhead_dim = " + std::to_string(d / 4) +
+                         "\nvocab_size = " + std::to_string(vocab) + "\nseq_len = " + s + R"(
+relative_buckets = 8
+relative_max_distance = 32
+ffn_kind = "gated"
+[moe]
+experts = 4
+every = 2
+offset = 1
+expert_hidden = )" + std::to_string(2 * d) + R"(
+top_k = 2
+capacity_factor = 2.0
+group_tokens = )" + s + R"(
+aux_loss_weight = 0.01
+[training]
+z_loss_weight = 1e-4
+)",
+                     "small-moe.toml");
+}
+
 inline ModelConfig micro_dense() { return parse_model(micro_toml(kDenseMoeSection), "micro.toml"); }
 inline ModelConfig micro_moe() { return parse_model(micro_toml(kMicroMoe), "micro-moe.toml"); }
 
