@@ -77,16 +77,14 @@ std::string render_compare(const std::vector<PlanRow>& rows) {
     const auto& e = r.estimate;
     const auto& p = r.sim.input.plan;
     t.add_row({r.sim.input.cluster.id(), std::to_string(r.sim.input.cluster.num_chips()),
-               "dp" + std::to_string(p.dp) + " tp" + std::to_string(p.tp) + " ep" + std::to_string(p.ep) +
-                   (p.shard_weights ? " zs" : "") + (p.recompute ? " rc" : "") +
-                   (p.microbatches > 1 ? " mb" + std::to_string(p.microbatches) : ""),
+               plan_short_label(p),
                format_seconds(e.step_time_s), format_fixed(e.train_hours / 24, 1), format_count(e.chip_hours),
                format_fixed(100 * e.mfu, 1) + "%", format_fixed(e.step_energy.average_power_per_chip_W, 0),
                format_fixed(e.facility_energy_MWh, 1), format_fixed(e.tco2e, 1)});
   }
   const auto& first = rows.front().sim.input;
   return "Training plans: " + first.model.id + ", " + format_count(rows.front().estimate.tokens) + " tokens\n\n" +
-         t.render() + "\nplan: zs = weights sharded over dp, rc = activation recompute, mbN = N micro-batches\n";
+         t.render() + "\nplan: " + kPlanLabelLegend + "\n";
 }
 
 }  // namespace
@@ -132,7 +130,7 @@ void add_plan_command(CLI::App& app) {
                                        facility_for(row.sim.input.cluster, opts->pue, opts->carbon));
     }
     if (opts->format == "json") {
-      auto one = [](const PlanRow& r) {
+      auto one = [&opts](const PlanRow& r) {
         nlohmann::json j = r.estimate.to_json();
         j["model"] = r.sim.input.model.id;
         j["cluster"] = r.sim.input.cluster.id();
@@ -140,6 +138,7 @@ void add_plan_command(CLI::App& app) {
         j["plan"] = plan_to_json(r.sim.input.plan);
         j["fits_memory"] = r.step.fits_memory;
         j["memory_per_chip_bytes"] = r.step.memory.total_bytes();
+        if (opts->list_layouts) j["layouts"] = r.sim.layouts_json();
         return j;
       };
       if (rows.size() == 1) {
@@ -151,6 +150,9 @@ void add_plan_command(CLI::App& app) {
       }
     } else {
       std::cout << (rows.size() == 1 ? render_single(rows.front()) : render_compare(rows));
+      if (opts->list_layouts)
+        for (const auto& r : rows)
+          std::cout << (rows.size() > 1 ? "\n" + r.sim.input.cluster.id() + ":" : "") << r.sim.layouts_text();
     }
   });
 }

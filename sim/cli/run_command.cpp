@@ -39,8 +39,14 @@ void add_run_command(CLI::App& app) {
     host.wall_time_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     host.peak_rss_bytes = peak_rss_bytes();
     if (!opts->out_dir.empty()) write_directory_atomically(opts->out_dir, step_output_files(sim.input, r, host));
-    if (opts->format == "json") std::cout << step_summary_json(sim.input, r, host).dump(2) << "\n";
-    else std::cout << step_summary_text(sim.input, r, host) << sim.plan_note;
+    if (opts->format == "json") {
+      nlohmann::json j = step_summary_json(sim.input, r, host);
+      if (opts->list_layouts) j["layouts"] = sim.layouts_json();
+      std::cout << j.dump(2) << "\n";
+    } else {
+      std::cout << step_summary_text(sim.input, r, host) << sim.plan_note;
+      if (opts->list_layouts) std::cout << sim.layouts_text();
+    }
   });
 }
 

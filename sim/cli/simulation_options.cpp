@@ -5,6 +5,7 @@
 #include "common/errors.h"
 #include "compute/calibration_profile.h"
 #include "plan/default_plan.h"
+#include "report/layout_report.h"
 
 namespace glam::cli {
 
@@ -33,6 +34,8 @@ void SimulationOptions::register_options(CLI::App& cmd, bool with_out_dir) {
   cmd.add_option("--calibration", calibration, "Calibration profile (TOML) from glamexec calibrate");
   cmd.add_option("--layers", layers, "Simulate only the first K blocks")->check(CLI::PositiveNumber);
   cmd.add_flag("--allow-oom", allow_oom, "Simulate a plan even if it does not fit in memory");
+  cmd.add_flag("--layouts", list_layouts,
+               "Also list every layout the plan chooser compared: memory per chip, step time, MFU");
   if (with_out_dir) cmd.add_option("--out", out_dir, "Write config.json, stats.txt, trace.json, layers.csv here");
   cmd.add_option("--format", format, "table or json")->check(CLI::IsMember({"table", "json"}));
   cmd.add_flag("--quiet", quiet, "No progress messages");
@@ -67,6 +70,10 @@ ResolvedSimulation SimulationOptions::resolve_for_cluster(const std::string& clu
 
   ResolvedSimulation out{in, ""};
   const bool complete = base.dp && base.tp && (base.ep || !m.is_moe());
+  if (list_layouts && (!plan_file.empty() || complete))
+    throw UsageError("--layouts lists the layouts glamsim compares when it chooses the plan, but " +
+                     std::string(plan_file.empty() ? "--dp, --tp and --ep" : "--plan " + plan_file) +
+                     " fix the layout: leave out an axis to compare the others");
   if (!plan_file.empty() || complete) {
     if (!base.ep) out.input.plan.ep = 1;
     const bool choose_micro = plan_file.empty() && microbatches == 0;
@@ -80,10 +87,18 @@ ResolvedSimulation SimulationOptions::resolve_for_cluster(const std::string& clu
     if (show_progress) std::cerr << "glamsim: choosing a parallel layout...\r" << std::flush;
     PlanChoice choice = choose_plan(in, base, allow_oom);
     out.input.plan = choice.plan;
+    out.layouts = std::move(choice.trials);
+    out.hbm_bytes = c.chip().hbm_bytes;
     out.plan_note = "\nplan chosen by glamsim: fastest of " + std::to_string(choice.fitting) + " layouts that fit (" +
                     std::to_string(choice.candidates) + " considered); override with --dp/--ep/--tp or --plan\n";
   }
   return out;
 }
+
+std::string ResolvedSimulation::layouts_text() const {
+  return glam::layouts_text(layouts, input.plan, hbm_bytes);
+}
+
+nlohmann::json ResolvedSimulation::layouts_json() const { return glam::layouts_json(layouts, input.plan); }
 
 }  // namespace glam::cli

@@ -4,16 +4,23 @@
 // check done before any simulation starts.
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
 #include "engine/step_simulator.h"
+#include "plan/default_plan.h"
 
 namespace glam::cli {
 
 struct ResolvedSimulation {
   SimulationInput input;
   std::string plan_note;  // how the plan was chosen
+  std::vector<LayoutTrial> layouts;  // what the chooser compared; empty when the user fixed the plan
+  double hbm_bytes = 0;
+  // --layouts: the table (text) or the array (json) of the layouts compared.
+  std::string layouts_text() const;
+  nlohmann::json layouts_json() const;
 };
 
 struct SimulationOptions {
@@ -22,7 +29,7 @@ struct SimulationOptions {
   std::string mapping = "auto";
   int64_t dp = 0, ep = 0, tp = 0, batch_tokens = 0, layers = -1, microbatches = 0;
   size_t flow_max_flows = 16384;
-  bool shard_weights = false, recompute = false, allow_oom = false, quiet = false;
+  bool shard_weights = false, recompute = false, allow_oom = false, quiet = false, list_layouts = false;
   bool with_cluster = true;
 
   void register_options(CLI::App& cmd, bool with_out_dir = true);

@@ -1,5 +1,6 @@
 #include "plan/default_plan.h"
 
+#include <algorithm>
 #include <limits>
 
 #include "common/errors.h"
@@ -59,16 +60,21 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
   // `fallback`: the plan --allow-oom simulates when nothing fits is the smallest one-pass layout.
   double smallest_any = std::numeric_limits<double>::infinity();
   auto consider = [&](const ParallelPlan& p, bool fallback) {
-    const double bytes = plan_memory(m, p).total_bytes();
+    LayoutTrial& trial = best.trials.emplace_back();
+    trial.plan = p;
+    const double bytes = trial.memory_bytes = plan_memory(m, p).total_bytes();
     smallest_any = std::min(smallest_any, bytes);
     if (fallback && bytes < smallest_bytes) smallest_bytes = bytes, smallest = p;
     if (bytes > in.cluster.chip().hbm_bytes) return;
     ++best.fitting;
-    SimulationInput trial = in;
-    trial.plan = p;
-    trial.fidelity = Fidelity::kAnalytical;
-    const double t = simulate_step(trial).step_time_s;
-    if (t < best_time) best_time = t, best.plan = p;
+    SimulationInput trial_input = in;
+    trial_input.plan = p;
+    trial_input.fidelity = Fidelity::kAnalytical;
+    const StepResult r = simulate_step(trial_input);
+    trial.fits = true;
+    trial.step_time_s = r.step_time_s, trial.compute_s = r.compute_s, trial.exposed_comm_s = r.exposed_comm_s;
+    trial.alltoall_s = r.alltoall_s, trial.mfu = r.mfu;
+    if (r.step_time_s < best_time) best_time = r.step_time_s, best.plan = p;
   };
   for (const auto& p : layouts) consider(p, true);
   // Gradient accumulation only when no layout fits without it (it shrinks every product and, with
@@ -83,6 +89,12 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
       }
       if (p.microbatches > 1) consider(p, false);
     }
+  // Stable: equal layouts keep the order they were generated in, so the chosen one (the first of
+  // the fastest) comes first.
+  std::stable_sort(best.trials.begin(), best.trials.end(), [](const LayoutTrial& a, const LayoutTrial& b) {
+    if (a.fits != b.fits) return a.fits;
+    return a.fits ? a.step_time_s < b.step_time_s : a.memory_bytes < b.memory_bytes;
+  });
   if (best.fitting == 0) {
     if (!allow_oom)
       throw UsageError("no parallel layout of " + m.id + " fits " + in.cluster.id() + ": the smallest needs " +

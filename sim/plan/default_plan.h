@@ -4,15 +4,27 @@
 // experts that divides dp, weights replicated or sharded, recompute on or off, with the fewest
 // micro-batches that make it fit) is simulated at analytical fidelity, and the fastest wins.
 #include <optional>
+#include <vector>
 
 #include "engine/step_simulator.h"
 
 namespace glam {
 
+// One layout the chooser looked at. Layouts that do not fit in HBM are not simulated.
+struct LayoutTrial {
+  ParallelPlan plan;
+  double memory_bytes = 0;  // per chip
+  bool fits = false;
+  double step_time_s = 0, compute_s = 0, exposed_comm_s = 0, alltoall_s = 0, mfu = 0;  // when it fits
+};
+
 struct PlanChoice {
   ParallelPlan plan;
   int candidates = 0;  // layouts considered
   int fitting = 0;     // of which fit in memory
+  // Every layout looked at: the fitting ones fastest first, then the others smallest first. The
+  // micro-batched retries of a search where nothing fitted in one pass are included.
+  std::vector<LayoutTrial> trials;
 };
 
 // `base` carries the batch and any axis the user fixed (0 = free); throws UsageError when no

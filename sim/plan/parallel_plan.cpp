@@ -186,6 +186,12 @@ void validate_plan(const ParallelPlan& p, const ModelConfig& m, const Cluster& c
                      "-token sequences over dp = " + s(p.dp) + " ranks");
 }
 
+std::string plan_short_label(const ParallelPlan& p) {
+  return "dp" + std::to_string(p.dp) + " tp" + std::to_string(p.tp) + " ep" + std::to_string(p.ep) +
+         (p.shard_weights ? " zs" : "") + (p.recompute ? " rc" : "") +
+         (p.microbatches > 1 ? " mb" + std::to_string(p.microbatches) : "") + (p.mapping == "linear" ? " linear" : "");
+}
+
 MemoryFootprint plan_memory(const ModelConfig& m, const ParallelPlan& p) {
   ShardingForMemory sh;
   sh.dense_shards = p.tp * (p.shard_weights ? p.dp : 1);

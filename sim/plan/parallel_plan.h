@@ -53,6 +53,9 @@ class RankMap {
 // Reads a plan file (dp, ep, tp, batch_tokens, shard_weights, recompute).
 ParallelPlan load_plan_file(const std::string& path);
 nlohmann::json plan_to_json(const ParallelPlan& p);
+// "dp256 tp4 ep64 zs rc mb2": zs = weights sharded over dp, rc = recompute, mbN = N micro-batches.
+std::string plan_short_label(const ParallelPlan& p);
+inline constexpr const char* kPlanLabelLegend = "zs = weights sharded over dp, rc = activation recompute, mbN = N micro-batches";
 
 // Checks the plan against the model and the cluster; throws UsageError with the reason.
 void validate_plan(const ParallelPlan& plan, const ModelConfig& m, const Cluster& c);

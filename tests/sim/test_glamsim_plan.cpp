@@ -59,6 +59,39 @@ TEST(GlamsimPlan, CompareGivesOneRowPerCluster) {
   EXPECT_NE(text.out.find("dgx-h100-64"), std::string::npos);
 }
 
+// --layouts: the table and the JSON list the same layouts, exactly one of them chosen, and that one
+// is the plan the command used.
+TEST(GlamsimPlan, LayoutsListTheChosenPlanAmongTheOthers) {
+  const std::string args = "--model glam-1.7b-64e --cluster dgx-h100-64 --tokens 1e11 --batch-tokens 262144 --layouts";
+  auto j = plan_json(args);
+  ASSERT_TRUE(j.contains("layouts")) << j.dump();
+  int chosen = 0;
+  for (const auto& l : j["layouts"]) {
+    if (!l["chosen"].get<bool>()) continue;
+    ++chosen;
+    EXPECT_EQ(l["plan"], j["plan"]);
+    EXPECT_DOUBLE_EQ(l["step_time_s"].get<double>(), j["step_time_s"].get<double>());
+  }
+  EXPECT_EQ(chosen, 1);
+  EXPECT_GT(j["layouts"].size(), 2u);
+  auto text = run_command("glamsim plan " + args);
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  const std::string& out = text.out;
+  const auto table = out.find("layouts compared");
+  ASSERT_NE(table, std::string::npos) << out;
+  size_t rows = 0, marked = 0;
+  for (size_t at = out.find('\n', table); at != std::string::npos && at + 1 < out.size(); at = out.find('\n', at + 1)) {
+    const std::string line = out.substr(at + 1, out.find('\n', at + 1) - at - 1);
+    if (line.rfind("dp", 3) == std::string::npos || line.find(" tp") == std::string::npos) continue;
+    ++rows;
+    marked += line[0] == '*';
+  }
+  EXPECT_EQ(rows, j["layouts"].size()) << out;
+  EXPECT_EQ(marked, 1u) << out;
+  // Without the flag neither output lists them.
+  EXPECT_FALSE(plan_json("--model glam-1.7b-64e --cluster dgx-h100-64 --tokens 1e11 --batch-tokens 262144").contains("layouts"));
+}
+
 struct BadPlan {
   std::string args, expected;
 };
@@ -80,7 +113,9 @@ INSTANTIATE_TEST_SUITE_P(
                       BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --batch-tokens 262144 --tokens many", "600e9"},
                       BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --batch-tokens 262144 --tokens 1e12 --pue 0.9", "below 1"},
                       BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --batch-tokens 262144 --tokens 1e5", "larger than the token budget"},
-                      BadPlan{"--model glam-1.7b-64e --tokens 1e12", "--cluster"}),
+                      BadPlan{"--model glam-1.7b-64e --tokens 1e12", "--cluster"},
+                      BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --tokens 1e12 --dp 64 --ep 64 --tp 1 --layouts",
+                              "fix the layout"}),
     case_name);
 
 TEST(GlamsimPlan, ClusterWithoutPowerFiguresIsRefused) {

@@ -126,5 +126,44 @@ TEST(Plan, DefaultPlanFitsAndIsValid) {
   }
 }
 
+// The chooser keeps every layout it looked at: the winner first, the fitting ones by step time,
+// each with the figures a fresh simulation of it gives.
+TEST(Plan, ChooserListsTheLayoutsItCompared) {
+  SimulationInput in{load_model("glam-1.7b-64e"), load_cluster("dgx-h100-64"), plan(0, 0, 0), {},
+                     Fidelity::kAnalytical, default_profile("h100")};
+  ParallelPlan base = plan(0, 0, 0, 1 << 19);
+  base.microbatches = 0;
+  const PlanChoice choice = choose_plan(in, base, false);
+  ASSERT_EQ(choice.trials.size(), static_cast<size_t>(choice.candidates));
+  int fitting = 0;
+  for (size_t i = 0; i < choice.trials.size(); ++i) {
+    const LayoutTrial& t = choice.trials[i];
+    EXPECT_EQ(t.fits, t.memory_bytes <= in.cluster.chip().hbm_bytes) << plan_short_label(t.plan);
+    EXPECT_DOUBLE_EQ(t.memory_bytes, plan_memory(in.model, t.plan).total_bytes());
+    fitting += t.fits;
+    if (i == 0) continue;
+    const LayoutTrial& prev = choice.trials[i - 1];
+    EXPECT_TRUE(prev.fits || !t.fits) << "a layout that fits after one that does not";
+    if (prev.fits && t.fits) {
+      EXPECT_LE(prev.step_time_s, t.step_time_s);
+    }
+    if (!prev.fits && !t.fits) {
+      EXPECT_LE(prev.memory_bytes, t.memory_bytes);
+    }
+  }
+  EXPECT_EQ(fitting, choice.fitting);
+  ASSERT_GT(choice.fitting, 1);
+  EXPECT_EQ(plan_short_label(choice.trials.front().plan), plan_short_label(choice.plan));
+  // The listed figures are the layout's own: simulate the runner-up again.
+  const LayoutTrial& second = choice.trials[1];
+  SimulationInput again = in;
+  again.plan = second.plan;
+  const StepResult r = simulate_step(again);
+  EXPECT_DOUBLE_EQ(second.step_time_s, r.step_time_s);
+  EXPECT_DOUBLE_EQ(second.exposed_comm_s, r.exposed_comm_s);
+  EXPECT_DOUBLE_EQ(second.mfu, r.mfu);
+  EXPECT_GT(second.compute_s, 0);
+}
+
 }  // namespace
 }  // namespace glam
