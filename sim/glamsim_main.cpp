@@ -2,6 +2,7 @@
 #include <iostream>
 
 #include "cli/command.h"
+#include "common/cli_checks.h"
 #include "common/errors.h"
 
 int main(int argc, char** argv) {
@@ -16,8 +17,7 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    int rc = app.exit(e);
-    return rc == 0 ? 0 : glam::kExitBadInput;
+    return glam::cli_checks::report_parse_error(app, e, "glamsim");
   } catch (const glam::ConfigError& e) {
     std::cerr << "glamsim: error: " << e.what() << "\n";
     return glam::kExitBadInput;

@@ -217,11 +217,7 @@ void Calibrator::check_and_resolve() {
   precision_ = o_.precision.empty() ? (cuda_ ? "bf16" : "fp32") : o_.precision;
   parse_gemm_precision(precision_, cuda_);  // throws on a bad one
   if (!o_.out.empty()) {
-    fs::path p(o_.out);
-    fs::path parent = p.parent_path().empty() ? fs::path(".") : p.parent_path();
-    if (!fs::is_directory(parent))
-      throw UsageError("--out " + o_.out + ": folder " + parent.string() + " does not exist");
-    if (fs::is_directory(p)) throw UsageError("--out " + o_.out + ": is a folder (expected a profile file name)");
+    check_output_file("--out", o_.out);
   }
   if (o_.threads < 0) throw UsageError("--threads " + std::to_string(o_.threads) + ": expected a positive count");
   if (o_.steps < 0 || o_.steps == 1) throw UsageError("--steps " + std::to_string(o_.steps) + ": expected at least 2");
@@ -250,12 +246,20 @@ void Calibrator::check_and_resolve() {
   }
   for (const auto& f : o_.records) {
     nlohmann::json j = read_json_file(f, "an executor run record");
+    if (!j.is_object())
+      throw ConfigError(f, "(top level)", std::string("a JSON ") + j.type_name(), "an object (an executor run record)");
     if (j.value("schema", "") != "glam-run-record/1")
       throw ConfigError(f, "schema", j.value("schema", "(missing)"), "\"glam-run-record/1\" (an executor run record)");
     if (!j.contains("device") || j["device"].value("kind", "") != o_.device)
       throw ConfigError(f, "device.kind", j.contains("device") ? j["device"].value("kind", "(missing)") : "(missing)",
                         "\"" + o_.device + "\" (records of the device being calibrated)");
-    record_step_graph(j, f);  // the model and plan must be readable
+    // Everything the op curves read from it must be readable now, not after the calibration's runs.
+    try {
+      std::map<std::string, std::vector<CurvePoint>> scratch;
+      add_op_points(j, f, 1, 1, scratch);
+    } catch (const nlohmann::json::exception& e) {
+      throw ConfigError(f, "(record)", e.what(), "a run record as glamexec train --record writes it");
+    }
     extra_records_.emplace_back(f, std::move(j));
   }
   cores_ = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));

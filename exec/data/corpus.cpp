@@ -9,9 +9,12 @@
 
 namespace glam::exec {
 
-std::string read_text_file(const std::filesystem::path& path) {
+std::string read_text_file(const std::filesystem::path& path, const std::string& what) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) throw UsageError(path.string() + ": is a folder, expected a " + what);
+  if (!std::filesystem::exists(path, ec)) throw UsageError(path.string() + ": no such " + what);
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw UsageError(path.string() + ": cannot read the text file");
+  if (!in) throw UsageError(path.string() + ": cannot read the " + what);
   std::stringstream s;
   s << in.rdbuf();
   return s.str();

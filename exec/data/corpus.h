@@ -12,6 +12,8 @@ inline constexpr const char* kDefaultCorpusDir = "/usr/share/common-licenses";
 // The default corpus: the regular files (not links) of kDefaultCorpusDir, sorted by name, joined.
 std::string default_corpus_text();
 // A user's text file; a missing or unreadable file is a UsageError.
-std::string read_text_file(const std::filesystem::path& path);
+// The whole file; UsageError naming it as `what` ("text file", "SentencePiece model") when it is
+// missing, a folder or unreadable.
+std::string read_text_file(const std::filesystem::path& path, const std::string& what = "text file");
 
 }  // namespace glam::exec

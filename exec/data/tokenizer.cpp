@@ -3,6 +3,7 @@
 #include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>
 
+#include <limits>
 #include <sstream>
 #include <unordered_map>
 
@@ -50,7 +51,7 @@ Tokenizer::~Tokenizer() = default;
 Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
 
 Tokenizer Tokenizer::load(const std::filesystem::path& model_file) {
-  return Tokenizer(read_text_file(model_file), model_file.string());
+  return Tokenizer(read_text_file(model_file, "SentencePiece model"), model_file.string());
 }
 
 int64_t Tokenizer::vocab_size() const { return sp_->GetPieceSize(); }
@@ -74,9 +75,13 @@ std::vector<int32_t> Tokenizer::encode_text(const std::string& text) const {
   return out;
 }
 
-std::string train_tokenizer(const std::string& text, int64_t vocab) {
+std::string train_tokenizer(const std::string& text, int64_t vocab, const std::string& origin) {
   std::vector<std::string> lines = split_lines(text);
   LineIterator it(lines);
+  if (it.done()) throw UsageError(origin + ": no text to train a tokenizer on (the file is empty or blank)");
+  if (vocab > std::numeric_limits<int>::max())
+    throw UsageError("a vocabulary of " + std::to_string(vocab) + " pieces: SentencePiece takes at most " +
+                     std::to_string(std::numeric_limits<int>::max()));
   std::unordered_map<std::string, std::string> args = {
       {"vocab_size", std::to_string(vocab)}, {"model_type", "bpe"},      {"character_coverage", "1.0"},
       {"num_threads", "2"},                  {"minloglevel", "2"},        {"hard_vocab_limit", "true"},
@@ -84,8 +89,9 @@ std::string train_tokenizer(const std::string& text, int64_t vocab) {
   std::string model;
   auto st = sentencepiece::SentencePieceTrainer::Train(args, &it, &model);
   if (!st.ok())
-    throw UsageError("cannot train a SentencePiece model of " + std::to_string(vocab) + " pieces on this text: " +
-                     st.ToString());
+    throw UsageError(origin + ": cannot train a SentencePiece model of " + std::to_string(vocab) +
+                     " pieces on this text (" + std::to_string(text.size()) +
+                     " bytes; a larger vocabulary needs more text): SentencePiece says " + st.ToString());
   return model;
 }
 

@@ -33,7 +33,7 @@ class Tokenizer {
 };
 
 // Trains a BPE model of exactly `vocab` pieces on `text`; returns the serialized model.
-// UsageError when the text cannot support that many pieces.
-std::string train_tokenizer(const std::string& text, int64_t vocab);
+// UsageError naming `origin` (the text's file) when the text cannot support that many pieces.
+std::string train_tokenizer(const std::string& text, int64_t vocab, const std::string& origin);
 
 }  // namespace glam::exec

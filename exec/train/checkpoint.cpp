@@ -1,5 +1,6 @@
 #include "train/checkpoint.h"
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -64,54 +65,160 @@ void save_checkpoint(const std::filesystem::path& path, Transformer<T>& model, A
   const int ranks = comm.size();
   std::vector<float> all(local.size() * static_cast<size_t>(ranks));
   comm.allgather(local.data(), all.data(), static_cast<int64_t>(local.size() * sizeof(float)));
-  if (comm.rank() != 0) {
-    comm.barrier();
-    return;
-  }
-  // Tensor table in a rank-independent order: replicated tensors, then experts by global index.
-  std::map<std::string, std::pair<const float*, int64_t>> tensors;
-  for (int r = 0; r < ranks; ++r) {
-    const float* base = all.data() + local.size() * static_cast<size_t>(r);
-    int64_t off = 0;
-    const ModelLayout& lay = model.layout();
-    for (size_t i = 0; i < names.size(); ++i) {
-      std::string name = names[i];
-      if (!replicated[i]) {
-        // rename local expert index to rank r's global expert
-        size_t hash = name.find('#');
-        int64_t local_e = std::stoll(name.substr(hash + 1)) - lay.first_expert;
-        name = name.substr(0, hash + 1) + std::to_string(r * lay.local_experts + local_e);
-      }
-      if (replicated[i] && r > 0) {
+  // The file: header and tensors in a rank-independent order (replicated tensors, then experts by
+  // global index).
+  auto encode = [&]() -> std::string {
+    std::map<std::string, std::pair<const float*, int64_t>> tensors;
+    for (int r = 0; r < ranks; ++r) {
+      const float* base = all.data() + local.size() * static_cast<size_t>(r);
+      int64_t off = 0;
+      const ModelLayout& lay = model.layout();
+      for (size_t i = 0; i < names.size(); ++i) {
+        std::string name = names[i];
+        if (!replicated[i]) {
+          // rename local expert index to rank r's global expert
+          size_t hash = name.find('#');
+          int64_t local_e = std::stoll(name.substr(hash + 1)) - lay.first_expert;
+          name = name.substr(0, hash + 1) + std::to_string(r * lay.local_experts + local_e);
+        }
+        if (replicated[i] && r > 0) {
+          off += sizes[i];
+          continue;
+        }
+        tensors[name] = {base + off, sizes[i]};
         off += sizes[i];
-        continue;
       }
-      tensors[name] = {base + off, sizes[i]};
-      off += sizes[i];
+    }
+    nlohmann::json header;
+    header["format"] = "glam-checkpoint/1";
+    header["model_config"] = model_to_json(model.config());
+    header["step"] = state.step;
+    header["seed"] = state.seed;
+    nlohmann::json table = nlohmann::json::array();
+    int64_t offset = 0;
+    for (const auto& [name, t] : tensors) {
+      table.push_back({{"name", name}, {"offset", offset}, {"elements", t.second}});
+      offset += t.second;
+    }
+    header["tensors"] = table;
+    std::string head = header.dump();
+    std::string out(kMagic, 8);
+    put(out, kVersion);
+    put(out, uint32_t{0});
+    put(out, static_cast<uint64_t>(head.size()));
+    out += head;
+    for (const auto& [name, t] : tensors) out.append(reinterpret_cast<const char*>(t.first), static_cast<size_t>(t.second) * sizeof(float));
+    put(out, fnv1a64(out.data(), out.size()));
+    return out;
+  };
+  // Rank 0 writes; its failure (a full disk, a folder that vanished) reaches every rank rather than
+  // leaving them waiting.
+  std::string error;
+  if (comm.rank() == 0) {
+    try {
+      write_file_atomically(path, encode());
+    } catch (const std::exception& e) {
+      error = e.what();
     }
   }
-  nlohmann::json header;
-  header["format"] = "glam-checkpoint/1";
-  header["model_config"] = model_to_json(model.config());
-  header["step"] = state.step;
-  header["seed"] = state.seed;
-  nlohmann::json table = nlohmann::json::array();
-  int64_t offset = 0;
-  for (const auto& [name, t] : tensors) {
-    table.push_back({{"name", name}, {"offset", offset}, {"elements", t.second}});
-    offset += t.second;
+  if (comm.any(!error.empty()))
+    throw std::runtime_error(comm.rank() == 0 ? error : "rank 0 could not write the checkpoint " + path.string());
+}
+
+namespace {
+
+constexpr size_t kFixedBytes = 8 + 4 + 4 + 8;  // magic, version, reserved, header length
+
+// The names of the configuration keys that differ, with both values: "architecture.layers = 2 in
+// the checkpoint, 4 in this run".
+std::string config_differences(const nlohmann::json& saved, const nlohmann::json& wanted) {
+  if (!saved.is_object()) return "no model configuration in the checkpoint";
+  const nlohmann::json a = saved.flatten(), b = wanted.flatten();
+  std::vector<std::string> diffs;
+  for (const auto& [key, value] : b.items()) {
+    const auto it = a.find(key);
+    if (it != a.end() && *it == value) continue;
+    std::string name = key.substr(1);
+    std::replace(name.begin(), name.end(), '/', '.');
+    diffs.push_back(name + " = " + (it == a.end() ? std::string("(missing)") : it->dump()) + " in the checkpoint, " +
+                    value.dump() + " in this run");
   }
-  header["tensors"] = table;
-  std::string head = header.dump();
-  std::string out(kMagic, 8);
-  put(out, kVersion);
-  put(out, uint32_t{0});
-  put(out, static_cast<uint64_t>(head.size()));
-  out += head;
-  for (const auto& [name, t] : tensors) out.append(reinterpret_cast<const char*>(t.first), static_cast<size_t>(t.second) * sizeof(float));
-  put(out, fnv1a64(out.data(), out.size()));
-  write_file_atomically(path, out);
-  comm.barrier();
+  for (const auto& [key, value] : a.items())
+    if (!b.contains(key)) diffs.push_back(key.substr(1) + " is not a model key of this run");
+  std::string out;
+  for (size_t i = 0; i < diffs.size() && i < 3; ++i) out += (i ? "; " : "") + diffs[i];
+  if (diffs.size() > 3) out += "; and " + std::to_string(diffs.size() - 3) + " more";
+  return out;
+}
+
+struct ParsedHeader {
+  CheckpointState state;
+  std::map<std::string, std::pair<int64_t, int64_t>> tensors;  // name -> (offset, elements) in floats
+};
+
+// Checks every field the loader uses, so that a file with a valid checksum but a hand-made header is
+// refused rather than read out of bounds.
+ParsedHeader parse_header(const std::string& head, int64_t payload_floats, const ModelConfig& m, const std::string& where) {
+  auto corrupt = [&](const std::string& why) { return UsageError(where + ": corrupt checkpoint (" + why + ")"); };
+  nlohmann::json header;
+  try {
+    header = nlohmann::json::parse(head);
+  } catch (const nlohmann::json::exception&) {
+    throw corrupt("header is not JSON");
+  }
+  if (!header.is_object()) throw corrupt("header is not a JSON object");
+  const nlohmann::json wanted = model_to_json(m);
+  if (!header.contains("model_config") || header["model_config"] != wanted)
+    throw UsageError(where + ": checkpoint was written for a different model configuration than " + m.id +
+                     " as this run has it (--model, --layers): " +
+                     config_differences(header.value("model_config", nlohmann::json()), wanted));
+  ParsedHeader out;
+  const auto step = header.find("step");
+  if (step == header.end() || !step->is_number_integer() || step->get<int64_t>() < 0)
+    throw corrupt("'step' must be a non-negative integer");
+  out.state.step = step->get<int64_t>();
+  const auto seed = header.find("seed");
+  if (seed == header.end() || !seed->is_number_unsigned()) throw corrupt("'seed' must be a non-negative integer");
+  out.state.seed = seed->get<uint64_t>();
+  const auto tensors = header.find("tensors");
+  if (tensors == header.end() || !tensors->is_array()) throw corrupt("'tensors' must be an array");
+  for (const auto& t : *tensors) {
+    if (!t.is_object() || !t.contains("name") || !t["name"].is_string() || !t.contains("offset") ||
+        !t["offset"].is_number_integer() || !t.contains("elements") || !t["elements"].is_number_integer())
+      throw corrupt("every tensor needs a string 'name' and integer 'offset' and 'elements'");
+    const int64_t offset = t["offset"].get<int64_t>(), elements = t["elements"].get<int64_t>();
+    if (offset < 0 || elements < 0 || offset > payload_floats || elements > payload_floats - offset)
+      throw corrupt("tensor " + t["name"].get<std::string>() + " lies outside the payload");
+    out.tensors[t["name"].get<std::string>()] = {offset, elements};
+  }
+  return out;
+}
+
+std::string read_bytes(std::ifstream& in, size_t n) {
+  std::string s(n, '\0');
+  in.read(s.data(), static_cast<std::streamsize>(n));
+  s.resize(static_cast<size_t>(in.gcount()));
+  return s;
+}
+
+}  // namespace
+
+CheckpointState check_checkpoint(const std::filesystem::path& path, const ModelConfig& m) {
+  const std::string where = path.string();
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) throw UsageError(where + ": no such checkpoint file");
+  const uint64_t size = std::filesystem::file_size(path, ec);
+  std::ifstream in(path, std::ios::binary);
+  if (!in || ec) throw UsageError(where + ": cannot read the checkpoint");
+  const std::string fixed = read_bytes(in, kFixedBytes);
+  if (fixed.size() < kFixedBytes || std::memcmp(fixed.data(), kMagic, 8) != 0)
+    throw UsageError(where + ": corrupt checkpoint (not a glam checkpoint)");
+  uint64_t head_len = 0;
+  std::memcpy(&head_len, fixed.data() + 16, 8);
+  if (head_len > size - kFixedBytes - std::min<uint64_t>(size - kFixedBytes, 8))
+    throw UsageError(where + ": corrupt checkpoint (header length)");
+  const int64_t payload_floats = static_cast<int64_t>((size - 8 - kFixedBytes - head_len) / sizeof(float));
+  return parse_header(read_bytes(in, head_len), payload_floats, m, where).state;
 }
 
 template <class T>
@@ -124,8 +231,7 @@ CheckpointState load_checkpoint(const std::filesystem::path& path, Transformer<T
   ss << in.rdbuf();
   const std::string data = ss.str();
   auto corrupt = [&](const std::string& why) { return UsageError(where + ": corrupt checkpoint (" + why + ")"); };
-  const size_t fixed = 8 + 4 + 4 + 8;
-  if (data.size() < fixed + 8 || std::memcmp(data.data(), kMagic, 8) != 0) throw corrupt("not a glam checkpoint");
+  if (data.size() < kFixedBytes + 8 || std::memcmp(data.data(), kMagic, 8) != 0) throw corrupt("not a glam checkpoint");
   uint64_t stored = 0;
   std::memcpy(&stored, data.data() + data.size() - 8, 8);
   if (stored != fnv1a64(data.data(), data.size() - 8)) throw corrupt("checksum mismatch: truncated or altered");
@@ -134,30 +240,17 @@ CheckpointState load_checkpoint(const std::filesystem::path& path, Transformer<T
   if (version != kVersion) throw corrupt("format version " + std::to_string(version));
   uint64_t head_len = 0;
   std::memcpy(&head_len, data.data() + 16, 8);
-  if (fixed + head_len + 8 > data.size()) throw corrupt("header length");
-  nlohmann::json header;
-  try {
-    header = nlohmann::json::parse(data.substr(fixed, head_len));
-  } catch (const nlohmann::json::exception&) {
-    throw corrupt("header is not JSON");
-  }
-  if (header.value("model_config", nlohmann::json()) != model_to_json(model.config()))
-    throw UsageError(where + ": checkpoint was written for a different model configuration (" +
-                     header["model_config"].value("id", std::string("?")) + "); expected " + model.config().id);
-  const char* payload = data.data() + fixed + head_len;
-  const int64_t payload_floats = static_cast<int64_t>((data.size() - 8 - fixed - head_len) / sizeof(float));
-  std::map<std::string, std::pair<int64_t, int64_t>> table;
-  for (const auto& t : header["tensors"]) table[t["name"].get<std::string>()] = {t["offset"].get<int64_t>(), t["elements"].get<int64_t>()};
+  if (head_len > data.size() - kFixedBytes - 8) throw corrupt("header length");
+  const char* payload = data.data() + kFixedBytes + head_len;
+  const int64_t payload_floats = static_cast<int64_t>((data.size() - 8 - kFixedBytes - head_len) / sizeof(float));
+  const ParsedHeader header = parse_header(data.substr(kFixedBytes, head_len), payload_floats, model.config(), where);
   for_each_local_tensor(model, opt, [&](const std::string& name, float* dst, int64_t n) {
-    auto it = table.find(name);
-    if (it == table.end()) throw corrupt("tensor " + name + " missing");
-    if (it->second.second != n || it->second.first + n > payload_floats) throw corrupt("tensor " + name + " has the wrong size");
+    auto it = header.tensors.find(name);
+    if (it == header.tensors.end()) throw corrupt("tensor " + name + " missing");
+    if (it->second.second != n) throw corrupt("tensor " + name + " has the wrong size");
     std::memcpy(dst, payload + it->second.first * static_cast<int64_t>(sizeof(float)), static_cast<size_t>(n) * sizeof(float));
   });
-  CheckpointState s;
-  s.step = header["step"].get<int64_t>();
-  s.seed = header["seed"].get<uint64_t>();
-  return s;
+  return header.state;
 }
 
 #define GLAM_INSTANTIATE(T)                                                                                      \

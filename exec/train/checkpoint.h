@@ -24,6 +24,11 @@ template <class T>
 void save_checkpoint(const std::filesystem::path& path, Transformer<T>& model, AdafactorOptimizer<float>& opt,
                      const CheckpointState& state, Communicator& comm);
 
+// Reads only the checkpoint's header and checks it against the run's model (every key of the
+// configuration, the step, the seed and the tensor table): the check run_train makes before any work.
+// UsageError naming the file and, for another configuration, the keys that differ.
+CheckpointState check_checkpoint(const std::filesystem::path& path, const ModelConfig& m);
+
 // Every rank reads the file and takes its share. UsageError when the file is missing, corrupt, or
 // was written for a different model configuration.
 template <class T>

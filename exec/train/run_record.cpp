@@ -52,6 +52,8 @@ nlohmann::json make_run_record(const RunDescription& run, const OpTimer& timer) 
   r["seq_len"] = run.seq_len;
   r["steps"] = run.steps;
   r["warmup_steps"] = run.warmup_steps;
+  r["seed"] = run.seed;
+  r["first_step"] = run.first_step;
   r["data"] = {{"text", run.text}, {"tokenizer", run.tokenizer}};
   double median = percentile(run.step_times_s, 0.5);
   r["step_time_s"] = {{"median", median},

@@ -24,6 +24,8 @@ struct RunDescription {
   std::vector<double> step_times_s;  // timed steps only (with op_timing "alternate": those without op timers)
   std::vector<double> op_timed_step_times_s;  // op_timing "alternate": the steps that timed their ops
   std::string op_timing = "all";
+  uint64_t seed = 0;      // initial weights, random routing, random tokens
+  int64_t first_step = 1;  // update number of the first step (after --resume: the checkpoint's + 1)
   std::vector<double> losses;        // every step
   std::vector<double> ce_losses;
   std::vector<MoeLayerStats> moe;    // summed over ranks and timed steps

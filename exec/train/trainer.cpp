@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
+#include <limits>
 #include <optional>
 #include <sstream>
 #include <thread>
@@ -51,7 +52,8 @@ uint64_t text_hash(const std::string& s) {
 
 // The tokenizer: the user's, or one trained on the text with the model's vocabulary, cached by
 // (text, vocab). Rank 0 trains and caches; the others wait and read it.
-Tokenizer get_tokenizer(const TrainOptions& o, const std::string& text, int64_t vocab, Communicator& comm) {
+Tokenizer get_tokenizer(const TrainOptions& o, const std::string& text, const std::string& text_origin, int64_t vocab,
+                        Communicator& comm) {
   if (!o.tokenizer.empty()) return Tokenizer::load(o.tokenizer);
   std::ostringstream name;
   name << "spm-" << std::hex << text_hash(text) << std::dec << "-" << vocab << ".model";
@@ -60,12 +62,15 @@ Tokenizer get_tokenizer(const TrainOptions& o, const std::string& text, int64_t 
   std::string error;
   if (comm.rank() == 0 && !fs::exists(file)) {
     try {
-      std::string model = train_tokenizer(text, vocab);
+      std::string model = train_tokenizer(text, vocab, text_origin);
       fs::create_directories(file.parent_path());
       write_file_atomically(file, model);
     } catch (const UsageError& e) {
       failed = true;
       error = e.what();
+    } catch (const std::exception& e) {  // the cache folder cannot be made or written
+      failed = true;
+      error = "--cache-dir " + file.parent_path().string() + ": cannot keep the trained tokenizer there (" + e.what() + ")";
     }
   }
   if (comm.any(failed)) throw UsageError(failed ? error : "tokenizer training failed on rank 0");
@@ -75,8 +80,9 @@ Tokenizer get_tokenizer(const TrainOptions& o, const std::string& text, int64_t 
 }  // namespace
 
 void run_tokenizer(const std::string& text_file, int64_t vocab, const std::string& out_file) {
+  check_output_file("--out", out_file);
   std::string text = text_file.empty() ? default_corpus_text() : read_text_file(text_file);
-  write_file_atomically(out_file, train_tokenizer(text, vocab));
+  write_file_atomically(out_file, train_tokenizer(text, vocab, text_file.empty() ? kDefaultCorpusDir : text_file));
 }
 
 kernels::GemmPrecision parse_gemm_precision(const std::string& p, bool cuda) {
@@ -153,6 +159,7 @@ struct ResolvedRun {
   int threads = 1;
   bool cuda = false;
   StepFit memory;
+  uint64_t seed = 1;  // --seed, or the checkpoint's when resuming
 };
 
 // The model and the steps with activations of type T: float, or bf16 with float32 master weights and
@@ -170,7 +177,7 @@ int train_steps(const ResolvedRun& r, TokenBatches& batches, kernels::KernelCont
   Transformer<T> model(m, shape, comm, ctx);
   AdafactorOptimizer<float> opt(model.layout());
   CheckpointState cs;
-  cs.seed = o.seed;
+  cs.seed = r.seed;
   if (!o.resume.empty()) cs = load_checkpoint(o.resume, model, opt);
   else model.init_params(cs.seed);
   model.routing_seed = cs.seed;
@@ -195,6 +202,8 @@ int train_steps(const ResolvedRun& r, TokenBatches& batches, kernels::KernelCont
   run.seq_len = m.seq_len;
   run.steps = o.steps;
   run.warmup_steps = warmup;
+  run.seed = cs.seed;
+  run.first_step = cs.step + 1;
   run.op_timing = op_timing;
   run.tokenizer = r.tokenizer_origin;
   run.text = r.text_origin;
@@ -353,22 +362,42 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
   m = first_layers(m, o.layers);
   const int64_t global_tokens = o.batch_tokens > 0 ? o.batch_tokens : 8 * m.seq_len;
   if (global_tokens % (m.seq_len * ranks) != 0)
-    throw UsageError("--batch-tokens " + std::to_string(global_tokens) + ": must be a multiple of seq_len x ranks = " +
-                     std::to_string(m.seq_len) + " x " + std::to_string(ranks));
+    throw UsageError((o.batch_tokens > 0 ? "--batch-tokens " + std::to_string(global_tokens)
+                                          : "the default batch (8 sequences, " + std::to_string(global_tokens) +
+                                                " tokens; --batch-tokens sets another)") +
+                     ": must be a multiple of seq_len x ranks = " + std::to_string(m.seq_len) + " x " +
+                     std::to_string(ranks));
   ExecShape shape;
   shape.seq_len = m.seq_len;
   shape.seqs = global_tokens / m.seq_len / ranks;
   shape.ranks = ranks;
   shape.rank = rank;
   check_runnable(m, shape);
-  const int64_t warmup = o.warmup >= 0 ? std::min(o.warmup, o.steps - 1) : std::min<int64_t>(2, o.steps - 1);
+  // A rank's token indices and routing slots are 32-bit.
+  if (global_tokens / ranks > std::numeric_limits<int32_t>::max())
+    throw UsageError("--batch-tokens " + std::to_string(global_tokens) + ": " + std::to_string(global_tokens / ranks) +
+                     " tokens per rank, expected at most " + std::to_string(std::numeric_limits<int32_t>::max()));
+  if (o.warmup >= o.steps)
+    throw UsageError("--warmup " + std::to_string(o.warmup) + ": expected fewer than --steps " + std::to_string(o.steps) +
+                     " (at least one timed step)");
+  const int64_t warmup = o.warmup >= 0 ? o.warmup : std::min<int64_t>(2, o.steps - 1);
   const std::string op_timing = o.op_timing.empty() ? (cuda ? "alternate" : "all") : o.op_timing;
   if (op_timing != "all" && op_timing != "alternate")
     throw UsageError("--op-timing " + op_timing + ": expected all or alternate");
   if (op_timing == "alternate" && o.steps - warmup < 2)
     throw UsageError("--op-timing alternate: " + std::to_string(o.steps - warmup) +
                      " timed step(s), expected at least 2 (--steps, --warmup)");
-  if (!o.resume.empty() && !fs::exists(o.resume)) throw UsageError(o.resume + ": no such checkpoint");
+  if (!o.record.empty()) check_output_file("--record", o.record);
+  if (!o.save.empty()) check_output_file("--save", o.save);
+  // The checkpoint's header against this run's model, and its seed, before any data is read.
+  uint64_t seed = o.seed.value_or(1);
+  if (!o.resume.empty()) {
+    const CheckpointState saved = check_checkpoint(o.resume, m);
+    if (o.seed && *o.seed != saved.seed)
+      throw UsageError("--seed " + std::to_string(*o.seed) + ": " + o.resume + " continues a run of seed " +
+                       std::to_string(saved.seed) + " (leave --seed out when resuming)");
+    seed = saved.seed;
+  }
 
   // device, and whether the step fits it, before any data is read
   kernels::KernelContext ctx;
@@ -385,7 +414,7 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
   if (o.random_tokens) {
     if (!o.text.empty() || !o.tokenizer.empty()) throw UsageError("--random-tokens excludes --text and --tokenizer");
     std::vector<int32_t> stream(static_cast<size_t>(shape.seqs * ranks * m.seq_len * 4 + 1));
-    uint64_t z = o.seed * 0x9E3779B97F4A7C15ull + 7;
+    uint64_t z = seed * 0x9E3779B97F4A7C15ull + 7;
     for (auto& t : stream) {
       z = z * 6364136223846793005ull + 1442695040888963407ull;
       t = static_cast<int32_t>((z >> 33) % static_cast<uint64_t>(m.vocab_size));
@@ -394,7 +423,7 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
   } else {
     const std::string text = o.text.empty() ? default_corpus_text() : read_text_file(o.text);
     text_origin = o.text.empty() ? std::string(kDefaultCorpusDir) : o.text;
-    Tokenizer tok = get_tokenizer(o, text, m.vocab_size, comm);
+    Tokenizer tok = get_tokenizer(o, text, text_origin, m.vocab_size, comm);
     if (tok.vocab_size() != m.vocab_size)
       throw UsageError(tok.origin() + ": SentencePiece vocabulary of " + std::to_string(tok.vocab_size()) +
                        " pieces does not match vocab_size = " + std::to_string(m.vocab_size) + " of " + m.id);
@@ -403,7 +432,7 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
   }
 
   ResolvedRun run{o, m, model_file, precision_name, op_timing, text_origin, tokenizer_origin, shape, warmup, threads,
-                  cuda, memory};
+                  cuda, memory, seed};
   try {
     return precision == kernels::GemmPrecision::kBf16 ? train_steps<kernels::bf16>(run, *batches, ctx, comm, out)
                                                       : train_steps<float>(run, *batches, ctx, comm, out);

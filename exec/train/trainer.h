@@ -3,6 +3,7 @@
 // (expert and data parallel over the communicator), time every op after warm-up, and write the run
 // record and the checkpoint. All input is checked before the first step; nothing is written on error.
 #include <cstdint>
+#include <optional>
 #include <ostream>
 #include <string>
 
@@ -29,7 +30,7 @@ struct TrainOptions {
   std::string tokenizer;          // SentencePiece model ("" : trained on the text and cached)
   bool random_tokens = false;     // uniform random tokens instead of text (timing of large vocabularies)
   std::string cache_dir;          // where trained tokenizers are cached ("" : $GLAM_CACHE_DIR or the build's data/)
-  uint64_t seed = 1;
+  std::optional<uint64_t> seed;   // initial weights, random routing and --random-tokens (none: 1, or the checkpoint's)
   std::string resume;             // checkpoint to start from
   std::string save;               // checkpoint to write at the end
   bool quiet = false;

@@ -9,6 +9,8 @@
 #include <stdexcept>
 #include <system_error>
 
+#include "common/errors.h"
+
 namespace glam {
 namespace fs = std::filesystem;
 namespace {
@@ -44,6 +46,16 @@ fs::path parent_or_dot(const fs::path& p) {
 }
 
 }  // namespace
+
+void check_output_file(const std::string& flag, const std::filesystem::path& path) {
+  const std::string where = flag + " " + path.string();
+  std::error_code ec;
+  if (path.empty() || path.filename().empty()) throw UsageError(where + ": expected a file name");
+  if (fs::is_directory(path, ec)) throw UsageError(where + ": is a folder (expected a file name)");
+  const fs::path folder = path.parent_path().empty() ? fs::path(".") : path.parent_path();
+  if (!fs::is_directory(folder, ec)) throw UsageError(where + ": folder " + folder.string() + " does not exist");
+  if (access(folder.c_str(), W_OK) != 0) throw UsageError(where + ": folder " + folder.string() + " is not writable");
+}
 
 void write_file_atomically(const fs::path& path, const std::string& contents) {
   fs::path tmp = parent_or_dot(path) / ("." + path.filename().string() + ".tmp-" + random_suffix());

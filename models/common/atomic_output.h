@@ -9,6 +9,10 @@ namespace glam {
 
 void write_file_atomically(const std::filesystem::path& path, const std::string& contents);
 
+// Checks, before any work, that `path` can be written as a file: its folder exists and is writable,
+// and it is not itself a folder. UsageError naming the option (`flag`, e.g. "--record") and the path.
+void check_output_file(const std::string& flag, const std::filesystem::path& path);
+
 // Writes every (relative name -> contents) file into `dir`. The files are first written
 // completely into a fresh sibling folder, which then replaces `dir` in one rename, so a
 // crash leaves either the previous folder or the complete new one.

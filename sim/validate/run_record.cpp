@@ -32,8 +32,9 @@ double number(const nlohmann::json& j, const std::string& path, const std::strin
 
 }  // namespace
 
-RunRecord load_run_record(const std::string& path) {
-  nlohmann::json j = read_json_file(path, "an executor run record");
+namespace {
+
+RunRecord parse_run_record(const nlohmann::json& j, const std::string& path) {
   const auto& schema = need(j, path, "schema", std::string("\"") + kRunRecordSchema + "\"");
   if (schema != kRunRecordSchema)
     throw ConfigError(path, "schema", schema.dump(),
@@ -91,13 +92,32 @@ RunRecord load_run_record(const std::string& path) {
   r.step_p10_s = number(j, path, "step_time_s.p10");
   r.step_p90_s = number(j, path, "step_time_s.p90");
   const auto& ops = need(j, path, "ops", "per-op timings");
+  if (!(r.step_median_s > 0))
+    throw ConfigError(path, "step_time_s.median", std::to_string(r.step_median_s), "a step time > 0 s");
+  if (!ops.is_array()) throw ConfigError(path, "ops", std::string("a JSON ") + ops.type_name(), "an array of per-op timings");
   for (const auto& op : ops) {
-    if (!op.contains("id") || !op.contains("median_s")) throw ConfigError(path, "ops", op.dump(), "{id, median_s, ...}");
+    const bool ok = op.is_object() && op.contains("id") && op["id"].is_string() && op.contains("median_s") &&
+                    op["median_s"].is_number() && op.value("p10_s", 0.0) >= 0 && op.value("p90_s", 0.0) >= 0;
+    if (!ok) throw ConfigError(path, "ops", op.dump(), "{\"id\": string, \"median_s\": number, ...}");
     r.ops.push_back({op["id"].get<std::string>(), op["median_s"].get<double>(), op.value("p10_s", 0.0),
                      op.value("p90_s", 0.0)});
   }
   r.has_moe_loads = j.contains("moe_layers") && j["moe_layers"].is_array() && !j["moe_layers"].empty();
   return r;
+}
+
+}  // namespace
+
+RunRecord load_run_record(const std::string& path) {
+  const nlohmann::json j = read_json_file(path, "an executor run record");
+  if (!j.is_object())
+    throw ConfigError(path, "(top level)", std::string("a JSON ") + j.type_name(), "an object (an executor run record)");
+  // The checks above name the key; a value of the wrong type anywhere else still names the file.
+  try {
+    return parse_run_record(j, path);
+  } catch (const nlohmann::json::exception& e) {
+    throw ConfigError(path, "(record)", e.what(), "a run record as glamexec train --record writes it");
+  }
 }
 
 }  // namespace glam

@@ -70,6 +70,10 @@ Cluster cluster_for(const RunRecord& r, const CalibrationProfile& profile) {
     t << buf;
   }
   t << "[topology]\nkind = \"single-node\"\nchips = " << r.ranks << "\n";
+  if (cpu && r.ranks > 1 && profile.link_bandwidth_Bps <= 0)
+    throw UsageError(r.file + " ran on " + std::to_string(r.ranks) + " ranks, but the calibration profile (" +
+                     profile.source + ") has no figures for the links between ranks: its [network] section is " +
+                     "measured when glamexec calibrate runs under mpirun -np 2 or more");
   if (r.ranks > 1 && profile.link_bandwidth_Bps > 0) {
     std::snprintf(buf, sizeof buf, "[links.nvlink]\nbandwidth_Bps = %.6e\nlatency_s = %.6e\n", profile.link_bandwidth_Bps,
                   std::max(profile.link_latency_s, 1e-9));

@@ -131,6 +131,15 @@ TEST_F(CalibrateCommand, BadInputExits2) {
   r = run_command("glamexec calibrate --device cpu --model glam-tiny --tokens 100 --out " + path("p.toml"));
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("multiple of 128"), std::string::npos) << r.err;
+  // --records: JSON that is not a record, or a record with a value of the wrong type, is named before any
+  // measurement (these aborted with the JSON library's exception).
+  std::ofstream(path("array.json")) << "[1, 2]";
+  r = run_command("glamexec calibrate --device cpu --quick --records " + path("array.json") + " --out " + path("p.toml"));
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("array.json"), std::string::npos) << r.err;
+  r = run_command("glamexec calibrate --device cpu --steps 0 --out " + path("p.toml"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--steps: got '0', expected a whole number of at least 2"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(path("p.toml")));
 }
 

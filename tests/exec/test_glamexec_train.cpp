@@ -4,7 +4,10 @@
 
 #include <signal.h>
 
+#include <algorithm>
+#include <cstring>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <regex>
 #include <set>
@@ -223,6 +226,95 @@ TEST_F(Train, CorruptOrForeignCheckpointsAreRefused) {
   auto r = train("--model glam-tiny-8e --steps 1 --batch-tokens 128 --resume " + path("t.ckpt"));
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("different model"), std::string::npos) << r.err;
+}
+
+// A checkpoint whose header was edited by hand, with its length and checksum made to match: what the
+// header check must refuse on its own, since the checksum passes.
+std::string with_header(const std::string& checkpoint, const std::function<void(json&)>& edit) {
+  uint64_t length = 0;
+  std::memcpy(&length, checkpoint.data() + 16, 8);
+  json header = json::parse(checkpoint.substr(24, length));
+  edit(header);
+  const std::string head = header.dump();
+  std::string out = checkpoint.substr(0, 16);
+  const uint64_t new_length = head.size();
+  out.append(reinterpret_cast<const char*>(&new_length), 8);
+  out += head + checkpoint.substr(24 + length, checkpoint.size() - 24 - length - 8);
+  uint64_t hash = 1469598103934665603ull;
+  for (unsigned char c : out) hash = (hash ^ c) * 1099511628211ull;
+  out.append(reinterpret_cast<const char*>(&hash), 8);
+  return out;
+}
+
+TEST_F(Train, HandEditedCheckpointHeadersAreRefused) {
+  ASSERT_EQ(train("--model glam-tiny --steps 1 --batch-tokens 128 --seed 7 --save " + path("h.ckpt")).exit_code, 0);
+  const std::string good = read_whole_file(path("h.ckpt"));
+  write("same.ckpt", with_header(good, [](json&) {}));
+  ASSERT_EQ(train("--model glam-tiny --steps 1 --batch-tokens 128 --resume " + path("same.ckpt")).exit_code, 0)
+      << "the re-encoding itself must be valid";
+  const std::vector<std::pair<std::function<void(json&)>, std::string>> cases = {
+      {[](json& h) { h["tensors"][0]["offset"] = -5; }, "outside the payload"},
+      {[](json& h) { h["tensors"][1]["elements"] = int64_t{1} << 40; }, "outside the payload"},
+      {[](json& h) { h["step"] = -5; }, "'step' must be a non-negative integer"},
+      {[](json& h) { h["step"] = "one"; }, "'step' must be a non-negative integer"},
+      {[](json& h) { h.erase("seed"); }, "'seed'"},
+      {[](json& h) { h["tensors"] = 5; }, "'tensors' must be an array"},
+      {[](json& h) { h["model_config"] = json::array({1}); }, "different model configuration"},
+  };
+  for (const auto& [edit, expected] : cases) {
+    write("edited.ckpt", with_header(good, edit));
+    auto r = train("--model glam-tiny --steps 1 --batch-tokens 128 --resume " + path("edited.ckpt"));
+    EXPECT_EQ(r.exit_code, 2) << expected << ": " << r.err;
+    EXPECT_NE(r.err.find(expected), std::string::npos) << r.err;
+  }
+  // Another configuration: the message names the keys that differ.
+  auto r = train("--model glam-tiny --layers 2 --steps 1 --batch-tokens 128 --resume " + path("h.ckpt"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("architecture.layers = 4 in the checkpoint, 2 in this run"), std::string::npos) << r.err;
+  // The seed comes from the checkpoint; another --seed is refused, the same one accepted.
+  r = train("--model glam-tiny --steps 1 --batch-tokens 128 --seed 9 --resume " + path("h.ckpt"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("continues a run of seed 7"), std::string::npos) << r.err;
+  r = train("--model glam-tiny --steps 1 --batch-tokens 128 --seed 7 --resume " + path("h.ckpt") + " --format json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json record = json::parse(r.out);
+  EXPECT_EQ(record["seed"], 7);
+  EXPECT_EQ(record["first_step"], 2);
+}
+
+// Option values are checked before anything runs or is written: one line naming the option, the value
+// and what was expected.
+TEST_F(Train, OptionValuesAreCheckedBeforeAnyWork) {
+  fs::create_directories(path("afolder"));
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"--steps 0", "--steps: got '0', expected a whole number of at least 1"},
+      {"--batch-tokens -128", "--batch-tokens: got '-128'"},
+      {"--threads 0", "--threads: got '0', expected a whole number from 1 to 4096"},
+      {"--seed -1", "--seed: got '-1'"},
+      {"--seed 18446744073709551616", "--seed: got '18446744073709551616'"},
+      {"--steps 2 --warmup 2", "--warmup 2: expected fewer than --steps 2"},
+      {"--save " + path("missing/x.ckpt"), "--save " + path("missing/x.ckpt") + ": folder"},
+      {"--record " + path("afolder"), "is a folder (expected a file name)"},
+      {"--batch-tokens 140737488355328 --random-tokens", "tokens per rank, expected at most 2147483647"},
+      {"--tokenizer " + path("none.model"), "none.model: no such SentencePiece model"},
+      {"--text " + path("afolder"), "afolder: is a folder, expected a text file"},
+  };
+  for (const auto& [args, expected] : cases) {
+    auto r = train("--model glam-tiny " + std::string(args.find("--batch-tokens") == std::string::npos ? "--batch-tokens 128 " : "") + args);
+    EXPECT_EQ(r.exit_code, 2) << args << ": " << r.err;
+    EXPECT_NE(r.err.find(expected), std::string::npos) << args << ": " << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "one line: " << r.err;
+    EXPECT_TRUE(r.out.empty()) << args << ": " << r.out;
+  }
+  EXPECT_FALSE(fs::exists(path("missing")));
+  auto r = run_command("glamexec tokenizer --vocab 500 --out " + path("missing/t.model"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("does not exist"), std::string::npos) << r.err;
+  r = run_command("glamexec frobnicate");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("unknown command 'frobnicate': expected one of describe train tokenizer calibrate"),
+            std::string::npos)
+      << r.err;
 }
 
 // A run killed at any moment leaves the previous checkpoint or a complete new one, never a partial file.

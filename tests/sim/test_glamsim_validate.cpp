@@ -112,6 +112,13 @@ TEST_F(GlamsimValidate, BadInputExitsTwoNamingTheFile) {
       {"nojson.json", "{ not json", "profile.toml", "not valid JSON"},
       {"collective.json", record("", 0.5).dump(), "collective.toml", "key 'network.collective[0].kind' = \"broadcast\""},
       {"noprofile.json", record("", 0.5).dump(), "", "calibration profile"},
+      {"array.json", "[1, 2]", "profile.toml", "(top level)"},
+      {"zerostep.json", record("", 0.0).dump(), "profile.toml", "key 'step_time_s.median'"},
+      {"opstring.json", [&] {
+         auto j = record("", 0.5);
+         j["ops"][0]["median_s"] = "fast";
+         return j.dump();
+       }(), "profile.toml", "key 'ops'"},
   };
   for (const auto& c : cases) {
     write(kDir / c.name, c.record_text);

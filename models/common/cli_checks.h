@@ -1,0 +1,59 @@
+#pragma once
+// Option checks and parse-error reporting shared by glamsim and glamexec (CLI11). CLI11's own
+// range checks print "Value 0 not in range 0.000000 to 1.79e308"; these name the option, the value
+// and what was expected, in the programs' "<program>: error: ..." form.
+#include <charconv>
+#include <cstdint>
+#include <iostream>
+#include <limits>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "common/errors.h"
+
+namespace glam::cli_checks {
+
+// A whole number of at least `lo` (and at most `hi`).
+inline CLI::Validator integer_at_least(int64_t lo, int64_t hi = std::numeric_limits<int64_t>::max()) {
+  return CLI::Validator(
+      [lo, hi](std::string& text) -> std::string {
+        int64_t v = 0;
+        const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+        if (ec != std::errc() || end != text.data() + text.size() || v < lo || v > hi)
+          return "got '" + text + "', expected a whole number " +
+                 (hi == std::numeric_limits<int64_t>::max() ? "of at least " + std::to_string(lo)
+                                                            : "from " + std::to_string(lo) + " to " + std::to_string(hi));
+        return "";
+      },
+      "INT>=" + std::to_string(lo));
+}
+
+// A non-negative whole number that fits 64 bits (seeds): no sign, no wrap-around.
+inline CLI::Validator unsigned_integer() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        uint64_t v = 0;
+        const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+        if (ec != std::errc() || end != text.data() + text.size())
+          return "got '" + text + "', expected a whole number from 0 to 18446744073709551615";
+        return "";
+      },
+      "UINT");
+}
+
+// What main does with a CLI11 parse error: --help and --version print and exit 0; anything else is
+// one line on stderr and exit code 2.
+inline int report_parse_error(CLI::App& app, const CLI::ParseError& e, const std::string& program) {
+  if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);
+  std::string what = e.what();
+  // "glamexec frobnicate": CLI11 says only that a subcommand is required.
+  if (app.get_subcommands().empty() && !app.remaining().empty() && app.remaining().front().rfind('-', 0) != 0) {
+    what = "unknown command '" + app.remaining().front() + "': expected one of";
+    for (const CLI::App* sub : app.get_subcommands({})) what += " " + sub->get_name();
+  }
+  std::cerr << program << ": error: " << what << " (" << program << " --help lists the commands and options)\n";
+  return kExitBadInput;
+}
+
+}  // namespace glam::cli_checks
