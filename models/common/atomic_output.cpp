@@ -69,7 +69,27 @@ void write_file_atomically(const fs::path& path, const std::string& contents) {
   }
 }
 
+void check_output_folder(const std::string& flag, const fs::path& dir, const std::set<std::string>& names) {
+  const std::string where = flag + " " + dir.string();
+  const fs::path last = dir.lexically_normal().filename();
+  if (dir.empty() || last.empty() || last == "." || last == "..")
+    throw UsageError(where + ": expected the name of a new folder (the output replaces it as a whole)");
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) return;
+  if (!fs::is_directory(dir, ec)) throw UsageError(where + ": is a file, expected a folder for the outputs");
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (!entry.is_regular_file() || !names.count(name))
+      throw UsageError(where + ": holds " + name + ", which this command does not write; the output replaces the " +
+                       "folder as a whole, so give a new folder or one of an earlier output");
+  }
+  if (ec) throw UsageError(where + ": cannot read the folder (" + ec.message() + ")");
+}
+
 void write_directory_atomically(const fs::path& dir, const std::map<std::string, std::string>& files) {
+  std::set<std::string> names;
+  for (const auto& [name, contents] : files) names.insert(name);
+  check_output_folder("output folder", dir, names);
   fs::path parent = parent_or_dot(dir);
   fs::create_directories(parent);
   std::string base = dir.filename().string();

@@ -3,6 +3,7 @@
 // never a partial write (write to a temporary beside the target, fsync, rename).
 #include <filesystem>
 #include <map>
+#include <set>
 #include <string>
 
 namespace glam {
@@ -13,7 +14,13 @@ void write_file_atomically(const std::filesystem::path& path, const std::string&
 // and it is not itself a folder. UsageError naming the option (`flag`, e.g. "--record") and the path.
 void check_output_file(const std::string& flag, const std::filesystem::path& path);
 
-// Writes every (relative name -> contents) file into `dir`. The files are first written
+// Checks, before any work, that `dir` may be replaced by an output folder holding `names`: it is new,
+// or a folder holding only files of those names (an earlier output of the same command). Anything
+// else there (a user's files, subfolders, the current folder) is refused rather than replaced.
+// UsageError naming the option (`flag`, e.g. "--out") and the path.
+void check_output_folder(const std::string& flag, const std::filesystem::path& dir, const std::set<std::string>& names);
+
+// Writes every (relative name -> contents) file into `dir` (which check_output_folder must accept). The files are first written
 // completely into a fresh sibling folder, which then replaces `dir` in one rename, so a
 // crash leaves either the previous folder or the complete new one.
 void write_directory_atomically(const std::filesystem::path& dir,

@@ -18,6 +18,8 @@ void add_run_command(CLI::App& app) {
   opts->register_options(*cmd);
   cmd->callback([opts] {
     auto t0 = std::chrono::steady_clock::now();
+    if (!opts->out_dir.empty())
+      check_output_folder("--out", opts->out_dir, {"config.json", "stats.txt", "trace.json", "layers.csv", "host.txt"});
     bool show_progress = !opts->quiet && isatty(STDERR_FILENO);
     ResolvedSimulation sim = opts->resolve(show_progress);
     if (show_progress)

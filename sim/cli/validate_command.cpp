@@ -19,6 +19,7 @@ void add_validate_command(CLI::App& app) {
   cmd->add_option("--out", opts->out_dir, "Write report.md, plot.svg and validation.json here");
   cmd->add_option("--format", opts->format, "table or json")->check(CLI::IsMember({"table", "json"}));
   cmd->callback([opts] {
+    if (!opts->out_dir.empty()) check_output_folder("--out", opts->out_dir, {"report.md", "plot.svg", "validation.json"});
     std::optional<std::string> profile;
     if (!opts->calibration.empty()) profile = opts->calibration;
     ValidationSummary s = validate_records(opts->records, profile, parse_fidelity(opts->fidelity));

@@ -89,6 +89,30 @@ TEST(GlamsimRun, SkewedRoutingDropsAtCapacityAndStragglesAboveIt) {
   fs::remove(roomy);
 }
 
+// --out replaces a folder as a whole: a folder holding anything it does not write (a user's files, the
+// current folder) is refused before the simulation, and left as it was; an earlier output is replaced.
+TEST(GlamsimRun, OutputFolderNeverReplacesOtherFiles) {
+  const fs::path out = fresh_dir("glam-run-keep");
+  fs::create_directories(out / "sub");
+  std::ofstream(out / "precious.txt") << "keep";
+  const std::string args = "glamsim run --model glam-tiny-8e --cluster dgx-h100-8 --out ";
+  auto r = run_command(args + out.string());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("holds "), std::string::npos) << r.err;
+  EXPECT_TRUE(r.out.empty()) << r.out;
+  EXPECT_TRUE(fs::exists(out / "precious.txt"));
+  EXPECT_TRUE(fs::exists(out / "sub"));
+  r = run_command(args + ".");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--out .: expected the name of a new folder"), std::string::npos) << r.err;
+  const fs::path again = fresh_dir("glam-run-again");
+  ASSERT_EQ(run_command(args + again.string()).exit_code, 0);
+  EXPECT_EQ(run_command(args + again.string()).exit_code, 0) << "an earlier output is replaced";
+  EXPECT_TRUE(fs::exists(again / "stats.txt"));
+  fs::remove_all(out);
+  fs::remove_all(again);
+}
+
 struct BadRun {
   std::string args, expected;
 };

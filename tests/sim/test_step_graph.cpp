@@ -112,6 +112,14 @@ TEST(StepGraph, ShardedWeightsAreGatheredBeforeUse) {
       ASSERT_FALSE(op.deps.empty());
       EXPECT_EQ(g.ops[static_cast<size_t>(op.deps.front())].id, "L5.weight_allgather.fwd");
     }
+  // Micro-batches gather once per pass and phase (the recompute uses the backward pass's gather);
+  // deps still point backward (the builder relies on it when it inserts a gather).
+  s.microbatches = 4;
+  s.recompute = true;
+  StepGraph passes = build_step_graph(m, s);
+  EXPECT_EQ(count(passes, "weight_allgather"), 4 * count(g, "weight_allgather"));
+  for (size_t i = 0; i < passes.ops.size(); ++i)
+    for (int d : passes.ops[i].deps) ASSERT_LT(static_cast<size_t>(d), i) << passes.ops[i].id;
 }
 
 TEST(StepGraph, RecomputeRepeatsTheForwardInsideTheBackward) {
