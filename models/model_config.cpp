@@ -19,16 +19,16 @@ const Schema<M>& model_schema() {
         .add("description", &M::description, "", "One line about the model", std::string())
         .add("source", &M::source, "", "Publication the architecture comes from", std::string())
         .add("from_paper", &M::from_paper, "", "True when the row is published; false for made-up configs", false)
-        .add("architecture.layers", &M::layers, "", "Transformer blocks", required, positive<int64_t>())
-        .add("architecture.d_model", &M::d_model, "", "Model (embedding) width M", required, positive<int64_t>())
+        .add("architecture.layers", &M::layers, "", "Transformer blocks", required, positive_up_to<int64_t>(4096))
+        .add("architecture.d_model", &M::d_model, "", "Model (embedding) width M", required, positive_up_to<int64_t>(int64_t{1} << 20))
         .add("architecture.ffn_hidden", &M::ffn_hidden, "", "Hidden width H of the dense FFN", required,
-             positive<int64_t>())
-        .add("architecture.heads", &M::heads, "", "Attention heads", required, positive<int64_t>())
-        .add("architecture.head_dim", &M::head_dim, "", "Width of one attention head", required, positive<int64_t>())
+             positive_up_to<int64_t>(int64_t{1} << 22))
+        .add("architecture.heads", &M::heads, "", "Attention heads", required, positive_up_to<int64_t>(int64_t{1} << 14))
+        .add("architecture.head_dim", &M::head_dim, "", "Width of one attention head", required, positive_up_to<int64_t>(int64_t{1} << 14))
         .add("architecture.vocab_size", &M::vocab_size, "", "Vocabulary size V (SentencePiece pieces)", required,
-             positive<int64_t>())
+             positive_up_to<int64_t>(int64_t{1} << 24))
         .add("architecture.seq_len", &M::seq_len, "tokens", "Training sequence length", int64_t{1024},
-             positive<int64_t>())
+             positive_up_to<int64_t>(int64_t{1} << 22))
         .add("architecture.ffn_kind", &M::ffn_kind, "", "Dense FFN: gated (3 matrices) or plain (2)",
              std::string("gated"), one_of({"gated", "plain"}))
         .add("architecture.ffn_activation", &M::ffn_activation, "", "Dense FFN activation", std::string("gelu"),
@@ -36,14 +36,14 @@ const Schema<M>& model_schema() {
         .add("architecture.position_encoding", &M::position_encoding, "", "How positions enter attention",
              std::string("relative_bias"), one_of({"relative_bias", "rotary", "absolute", "none"}))
         .add("architecture.relative_buckets", &M::relative_buckets, "", "T5-style relative position buckets",
-             int64_t{32}, positive<int64_t>())
+             int64_t{32}, positive_up_to<int64_t>(int64_t{1} << 16))
         .add("architecture.relative_max_distance", &M::relative_max_distance, "tokens",
-             "Distance beyond which relative positions share a bucket", int64_t{128}, positive<int64_t>())
+             "Distance beyond which relative positions share a bucket", int64_t{128}, positive_up_to<int64_t>(int64_t{1} << 22))
         .add("architecture.tied_embeddings", &M::tied_embeddings, "", "Input and output embeddings shared", true)
         .add("moe.experts", &M::experts, "", "Experts per MoE layer; 0 for a dense model", int64_t{0},
-             non_negative<int64_t>())
+             non_negative_up_to<int64_t>(int64_t{1} << 16))
         .add("moe.every", &M::moe_every, "layers", "Every how many blocks the FFN is an MoE layer", int64_t{2},
-             positive<int64_t>())
+             positive_up_to<int64_t>(4096))
         .add("moe.offset", &M::moe_offset, "", "Block index (mod every) that holds the MoE layer", int64_t{1},
              non_negative<int64_t>())
         .add_optional("moe.expert_hidden", &M::expert_hidden, "", "Hidden width of one expert (default: ffn_hidden)",
@@ -52,13 +52,13 @@ const Schema<M>& model_schema() {
              std::string("plain"), one_of({"gated", "plain"}))
         .add("moe.expert_activation", &M::expert_activation, "", "Expert activation (the paper leaves it open)",
              std::string("gelu"), one_of({"gelu", "relu", "silu"}))
-        .add("moe.top_k", &M::top_k, "", "Experts each token is sent to", int64_t{2}, between<int64_t>(1, 2))
+        .add("moe.top_k", &M::top_k, "", "Experts each token is sent to", int64_t{2}, positive_up_to<int64_t>(2))
         .add("moe.capacity_factor", &M::capacity_factor, "", "Expert capacity factor", 2.0, positive<double>())
         .add("moe.capacity_convention", &M::capacity_convention, "",
              "glam: C = cf*S/E rounded up to 4; gshard: C = cf*k*S/E", std::string("glam"),
              one_of({"glam", "gshard"}))
         .add("moe.group_tokens", &M::group_tokens, "tokens", "Tokens per routing group S", int64_t{1024},
-             positive<int64_t>())
+             positive_up_to<int64_t>(int64_t{1} << 24))
         .add("moe.second_expert_policy", &M::second_expert_policy, "",
              "all: always dispatch the second expert; random: keep it with probability min(1, g2/threshold)",
              std::string("all"), one_of({"all", "random"}))

@@ -6,6 +6,7 @@
 //   Schema<ModelConfig> s;
 //   s.add("architecture.layers", &ModelConfig::layers, "", "Transformer blocks", required, positive<int64_t>());
 //   ModelConfig m = s.parse(table, "models/x.toml");
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -38,6 +39,25 @@ Check<T> non_negative() {
   return [](const T& v) -> std::optional<std::string> {
     if (v >= T{0}) return std::nullopt;
     return std::string(std::is_integral_v<T> ? "a non-negative integer" : "a non-negative number");
+  };
+}
+// A size with a bound: past it a config only hangs, exhausts memory or overflows the counts.
+template <class T>
+Check<T> positive_up_to(T hi) {
+  return [hi](const T& v) -> std::optional<std::string> {
+    if (v > T{0} && v <= hi) return std::nullopt;
+    std::ostringstream o;
+    o << (std::is_integral_v<T> ? "a positive integer" : "a positive number") << " of at most " << hi;
+    return o.str();
+  };
+}
+template <class T>
+Check<T> non_negative_up_to(T hi) {
+  return [hi](const T& v) -> std::optional<std::string> {
+    if (v >= T{0} && v <= hi) return std::nullopt;
+    std::ostringstream o;
+    o << (std::is_integral_v<T> ? "a non-negative integer" : "a non-negative number") << " of at most " << hi;
+    return o.str();
   };
 }
 template <class T>
@@ -195,7 +215,10 @@ class Schema {
 
   template <class T>
   static T convert(const toml::node& node, const std::string& file, const std::string& key) {
-    auto fail = [&]() -> T { throw ConfigError(file, key, toml_value_text(node), "a " + type_name<T>()); };
+    auto fail = [&]() -> T {
+      const std::string type = type_name<T>();
+      throw ConfigError(file, key, toml_value_text(node), (type[0] == 'i' ? "an " : "a ") + type);
+    };
     if constexpr (std::is_same_v<T, bool>) {
       if (auto v = node.value_exact<bool>()) return *v;
       return fail();
@@ -203,7 +226,11 @@ class Schema {
       if (auto v = node.value_exact<int64_t>()) return static_cast<T>(*v);
       return fail();
     } else if constexpr (std::is_floating_point_v<T>) {
-      if (node.is_integer() || node.is_floating_point()) return static_cast<T>(*node.value<double>());
+      // inf and nan pass the range checks' comparisons (nan fails them, inf does not): refused here.
+      if ((node.is_integer() || node.is_floating_point()) && std::isfinite(*node.value<double>()))
+        return static_cast<T>(*node.value<double>());
+      if (node.is_floating_point())
+        throw ConfigError(file, key, toml_value_text(node), "a finite " + type_name<T>());
       return fail();
     } else if constexpr (std::is_same_v<T, std::string>) {
       if (auto v = node.value_exact<std::string>()) return *v;

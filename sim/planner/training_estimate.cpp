@@ -1,6 +1,7 @@
 #include "planner/training_estimate.h"
 
 #include <cmath>
+#include <sstream>
 
 #include "common/errors.h"
 
@@ -37,14 +38,26 @@ nlohmann::json TrainingEstimate::to_json() const {
   return j;
 }
 
+namespace {
+std::string shortest(double v) {
+  std::ostringstream o;
+  o << v;
+  return o.str();
+}
+}  // namespace
+
 FacilityParameters facility_for(const Cluster& c, std::optional<double> pue, std::optional<double> carbon) {
   FacilityParameters f;
   f.pue = pue.value_or(c.pue());
   f.carbon_kg_per_kWh = carbon.value_or(c.carbon_kg_per_kWh());
   f.price_per_kWh = c.price_per_kWh();
-  if (!(f.pue >= 1)) throw UsageError("PUE " + std::to_string(f.pue) + " is below 1: a facility cannot use less energy than its IT load");
-  if (!(f.carbon_kg_per_kWh >= 0))
-    throw UsageError("carbon intensity " + std::to_string(f.carbon_kg_per_kWh) + " kgCO2e/kWh must be non-negative");
+  const std::string pue_from = pue ? "--pue " : c.id() + ": facility PUE ";
+  const std::string carbon_from = carbon ? "--carbon-intensity " : c.id() + ": carbon intensity ";
+  if (!(f.pue >= 1) || !std::isfinite(f.pue))
+    throw UsageError(pue_from + shortest(f.pue) + ": expected a finite value of at least 1 (a facility cannot use " +
+                     "less energy than its IT load)");
+  if (!(f.carbon_kg_per_kWh >= 0) || !std::isfinite(f.carbon_kg_per_kWh))
+    throw UsageError(carbon_from + shortest(f.carbon_kg_per_kWh) + ": expected a finite, non-negative kgCO2e/kWh");
   return f;
 }
 

@@ -48,7 +48,7 @@ TEST(ModelConfigErrors, MissingKey) {
 
 TEST(ModelConfigErrors, MistypedValue) {
   std::string msg = error_of(replaced(kValid, "layers = 4", "layers = \"four\""));
-  EXPECT_NE(msg.find("'architecture.layers' = \"four\": expected a integer"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("'architecture.layers' = \"four\": expected an integer"), std::string::npos) << msg;
 }
 
 TEST(ModelConfigErrors, MisspeltKeyIsNotIgnored) {
@@ -63,6 +63,19 @@ TEST(ModelConfigErrors, ZeroAndNegativeSizes) {
   EXPECT_NE(error_of(replaced(kValid, "experts = 8", "experts = -8")).find("'moe.experts' = -8"), std::string::npos);
   EXPECT_NE(error_of(replaced(kValid, "[moe]", "[moe]\ncapacity_factor = -1.5")).find("'moe.capacity_factor' = -1.5"),
             std::string::npos);
+}
+
+// Sizes past any real model only hang, exhaust memory or overflow the counts; infinity passes every
+// comparison-based range check, so it is refused as a value.
+TEST(ModelConfigErrors, HugeSizesAndInfinityAreRefused) {
+  std::string msg = error_of(replaced(kValid, "layers = 4", "layers = 10000000000"));
+  EXPECT_NE(msg.find("'architecture.layers' = 10000000000: expected a positive integer of at most 4096"),
+            std::string::npos) << msg;
+  msg = error_of(replaced(kValid, "experts = 8", "experts = 3000000000"));
+  EXPECT_NE(msg.find("'moe.experts' = 3000000000: expected a non-negative integer of at most 65536"), std::string::npos)
+      << msg;
+  msg = error_of(replaced(kValid, "[moe]", "[moe]\ncapacity_factor = inf"));
+  EXPECT_NE(msg.find("'moe.capacity_factor' = inf: expected a finite number"), std::string::npos) << msg;
 }
 
 TEST(ModelConfigErrors, HeadLayoutInconsistentWithWidth) {
