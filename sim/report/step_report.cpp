@@ -197,9 +197,13 @@ std::map<std::string, std::string> step_output_files(const SimulationInput& in, 
   events.push_back({{"name", "process_name"}, {"ph", "M"}, {"pid", 1}, {"args", {{"name", "rank 0 (" + in.cluster.id() + ")"}}}});
   files["trace.json"] = nlohmann::json{{"traceEvents", events}, {"displayTimeUnit", "ms"}}.dump() + "\n";
 
-  // layers.csv: per block, forward and backward compute, communication, exposed and bytes.
-  struct Row { double fwd = 0, bwd = 0, compute = 0, comm = 0, bytes = 0, first = 1e300, last = 0; };
+  // layers.csv: per block, forward and backward compute, communication, exposed and bytes. The
+  // compute stream's time goes to the block of each op it runs, including the wait before it for an
+  // overlapped collective (a weight gather, the gradient reductions before the optimizer), so the
+  // rows' forward + backward add up to the step and their exposed communication to the step's.
+  struct Row { double fwd = 0, bwd = 0, compute = 0, comm = 0, bytes = 0; };
   std::map<int, Row> rows;
+  double stream_end = 0;
   for (size_t i = 0; i < r.graph.ops.size(); ++i) {
     const auto& op = r.graph.ops[i];
     Row& row = rows[op.layer];
@@ -211,8 +215,12 @@ std::map<std::string, std::string> step_output_files(const SimulationInput& in, 
       row.compute += d;
     }
     if (op.kind == OpKind::kCollective && !op.blocking) continue;
-    (op.phase == StepPhase::kForward ? row.fwd : row.bwd) += d;
+    const double wait = std::max(0.0, r.timing[i].start_s - stream_end);
+    stream_end = std::max(stream_end, r.timing[i].end_s);
+    (op.phase == StepPhase::kForward ? row.fwd : row.bwd) += wait + d;
   }
+  // What ends the step after the stream (ranks taking turns on shared cores) belongs to no block.
+  if (r.step_time_s > stream_end) rows[-1].bwd += r.step_time_s - stream_end;
   std::string csv = "layer,kind,forward_s,backward_s,compute_s,comm_s,exposed_comm_s,comm_bytes\n";
   for (const auto& [layer, row] : rows) {
     double exposed = row.fwd + row.bwd - row.compute;

@@ -3,6 +3,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -87,6 +89,37 @@ TEST(GlamsimRun, SkewedRoutingDropsAtCapacityAndStragglesAboveIt) {
   EXPECT_GT(s8["alltoall_s"].get<double>(), 1.5 * u8["alltoall_s"].get<double>());
   EXPECT_GT(s8["compute_s"].get<double>(), u8["compute_s"].get<double>());
   fs::remove(roomy);
+}
+
+// layers.csv accounts for the whole step: the blocks' forward + backward (the waits for weight gathers and
+// gradient reductions included) add up to step.time, their exposed communication to step.exposed_comm.
+TEST(GlamsimRun, LayerRowsAddUpToTheStep) {
+  const fs::path out = fresh_dir("glam-run-layers");
+  ASSERT_EQ(run_command("glamsim run --model glam-64b-64e --cluster tpu-v4-1024 --quiet --out " + out.string()).exit_code, 0);
+  auto stat = [&](const std::string& name) {
+    std::istringstream in(read_whole_file(out / "stats.txt"));
+    for (std::string line; std::getline(in, line);)
+      if (line.rfind(name + " ", 0) == 0) return std::stod(line.substr(name.size()));
+    ADD_FAILURE() << name;
+    return 0.0;
+  };
+  std::istringstream csv(read_whole_file(out / "layers.csv"));
+  std::string line;
+  std::getline(csv, line);  // header
+  double fwd_bwd = 0, exposed = 0;
+  while (std::getline(csv, line)) {
+    std::vector<std::string> f;
+    std::istringstream cells(line);
+    for (std::string c; std::getline(cells, c, ',');) f.push_back(c);
+    ASSERT_EQ(f.size(), 8u) << line;
+    fwd_bwd += std::stod(f[2]) + std::stod(f[3]);
+    exposed += std::stod(f[6]);
+  }
+  const double step = stat("step.time"), step_exposed = stat("step.exposed_comm");
+  EXPECT_GT(step_exposed, 0.1 * step) << "a case with exposed communication";
+  EXPECT_NEAR(fwd_bwd, step, 1e-6 * step);
+  EXPECT_NEAR(exposed, step_exposed, 1e-6 * step);
+  fs::remove_all(out);
 }
 
 // --out replaces a folder as a whole: a folder holding anything it does not write (a user's files, the
