@@ -1,6 +1,7 @@
 #include "validate/run_record.h"
 
 #include <filesystem>
+#include <optional>
 
 #include "common/errors.h"
 #include "common/json_file.h"
@@ -34,6 +35,20 @@ double number(const nlohmann::json& j, const std::string& path, const std::strin
 
 namespace {
 
+// The catalogue's model of this id, when it equals the configuration the record ran with.
+std::optional<ModelConfig> catalogue_model_as_run(const nlohmann::json& record, const std::string& id) {
+  if (id.empty() || !record.contains("model_config")) return std::nullopt;
+  try {
+    ModelConfig m = load_model(id);
+    // A run of the first K layers holds the configuration of those K.
+    const int64_t layers_run = record.value("model", nlohmann::json::object()).value("layers_run", int64_t{0});
+    const ModelConfig ran = layers_run > 0 && layers_run < m.layers ? first_layers(m, layers_run) : m;
+    if (model_to_json(ran) == record["model_config"]) return m;
+  } catch (const std::exception&) {  // not a catalogue id
+  }
+  return std::nullopt;
+}
+
 RunRecord parse_run_record(const nlohmann::json& j, const std::string& path) {
   const auto& schema = need(j, path, "schema", std::string("\"") + kRunRecordSchema + "\"");
   if (schema != kRunRecordSchema)
@@ -47,14 +62,20 @@ RunRecord parse_run_record(const nlohmann::json& j, const std::string& path) {
   std::string model_id = model.value("id", "");
   if (!model_file.empty()) {
     std::filesystem::path p(model_file);
-    if (!std::filesystem::exists(p)) {
-      std::filesystem::path beside = std::filesystem::path(path).parent_path() / p;
-      if (p.is_relative() && std::filesystem::exists(beside)) p = beside;
-      else
-        throw ConfigError(path, "model.file", "\"" + model_file + "\"",
-                          "the model file the run used, but it no longer exists");
+    const std::filesystem::path beside = std::filesystem::path(path).parent_path() / p;
+    if (std::filesystem::exists(p)) {
+      r.model = load_model(p.string());
+    } else if (p.is_relative() && std::filesystem::exists(beside)) {
+      r.model = load_model(beside.string());
+    } else if (const auto same = catalogue_model_as_run(j, model_id)) {
+      // A catalogue model named relative to the folder glamexec ran in: the catalogue's, where it is
+      // still the configuration the record holds.
+      r.model = *same;
+    } else {
+      throw ConfigError(path, "model.file", "\"" + model_file + "\"",
+                        "the model file the run used, but it no longer exists (here or beside the record), and the "
+                        "catalogue has no model '" + model_id + "' with the record's model_config");
     }
-    r.model = load_model(p.string());
   } else {
     r.model = load_model(model_id);
   }
@@ -94,7 +115,9 @@ RunRecord parse_run_record(const nlohmann::json& j, const std::string& path) {
   const auto& ops = need(j, path, "ops", "per-op timings");
   if (!(r.step_median_s > 0))
     throw ConfigError(path, "step_time_s.median", std::to_string(r.step_median_s), "a step time > 0 s");
-  if (!ops.is_array()) throw ConfigError(path, "ops", std::string("a JSON ") + ops.type_name(), "an array of per-op timings");
+  if (!ops.is_array() || ops.empty())
+    throw ConfigError(path, "ops", ops.is_array() ? "[]" : std::string("a JSON ") + ops.type_name(),
+                      "an array of per-op timings, at least one");
   for (const auto& op : ops) {
     const bool ok = op.is_object() && op.contains("id") && op["id"].is_string() && op.contains("median_s") &&
                     op["median_s"].is_number() && op.value("p10_s", 0.0) >= 0 && op.value("p90_s", 0.0) >= 0;

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "model_config.h"
 #include "support/run_command.h"
 
 namespace glam {
@@ -113,6 +114,11 @@ TEST_F(GlamsimValidate, BadInputExitsTwoNamingTheFile) {
       {"collective.json", record("", 0.5).dump(), "collective.toml", "key 'network.collective[0].kind' = \"broadcast\""},
       {"noprofile.json", record("", 0.5).dump(), "", "calibration profile"},
       {"array.json", "[1, 2]", "profile.toml", "(top level)"},
+      {"noops.json", [&] {
+         auto j = record("", 0.5);
+         j["ops"] = nlohmann::json::array();
+         return j.dump();
+       }(), "profile.toml", "key 'ops' = []"},
       {"zerostep.json", record("", 0.0).dump(), "profile.toml", "key 'step_time_s.median'"},
       {"opstring.json", [&] {
          auto j = record("", 0.5);
@@ -134,6 +140,24 @@ TEST_F(GlamsimValidate, BadInputExitsTwoNamingTheFile) {
   }
 }
 
+
+// A record names its model file as glamexec saw it (relative to the folder it ran in). From anywhere
+// else, a catalogue model whose configuration is the record's own is found by its id; one whose
+// configuration changed since is not.
+TEST_F(GlamsimValidate, CatalogueModelsAreFoundFromAnyFolder) {
+  auto j = record("./somewhere-else/models/glam-8b-64e.toml", 0.5);
+  j["model_config"] = model_to_json(first_layers(load_model("glam-8b-64e"), 2));
+  write(kDir / "moved.json", j.dump());
+  const std::string cmd = "glamsim validate " + (kDir / "moved.json").string() + " --calibration " +
+                          (kDir / "profile.toml").string();
+  auto r = run_command(cmd);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  j["model_config"]["architecture"]["d_model"] = 1024;
+  write(kDir / "moved.json", j.dump());
+  r = run_command(cmd);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("key 'model.file'"), std::string::npos) << r.err;
+}
 
 // Per-op curves are per phase: a slow forward curve slows the forward op only; a curve without a
 // phase (older profiles) applies to every phase; an unknown phase is an error naming the key.
