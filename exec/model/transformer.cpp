@@ -42,6 +42,9 @@ void check_runnable(const ModelConfig& m, const ExecShape& s) {
   if (m.position_encoding != "relative_bias" && m.position_encoding != "none")
     throw UsageError("model " + m.id + ": position_encoding \"" + m.position_encoding +
                      "\" is not supported by the executor (expected relative_bias or none)");
+  if (m.optimizer != "adafactor")
+    throw UsageError("model " + m.id + ": training.optimizer = \"" + m.optimizer +
+                     "\": the executor implements Adafactor only (glamsim counts the other's memory)");
   if (s.seq_len != m.seq_len) throw UsageError("sequence length " + n(s.seq_len) + " differs from the model's " + n(m.seq_len));
   if (s.ranks < 1 || s.seqs < 1) throw UsageError("each rank needs at least one sequence");
   if (m.is_moe()) {

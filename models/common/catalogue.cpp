@@ -43,7 +43,9 @@ fs::path resolve_catalogue_entry(const std::string& catalogue, const std::string
   if (fs::is_regular_file(candidate)) return candidate;
   std::string known;
   for (const auto& id : catalogue_ids(catalogue)) known += (known.empty() ? "" : ", ") + id;
-  throw UsageError("unknown " + catalogue.substr(0, catalogue.size() - 1) + " id '" + id_or_path +
+  // "models" -> "model", "topologies" -> "cluster" (a topology file describes a whole cluster)
+  const std::string kind = catalogue == "topologies" ? "cluster" : catalogue.substr(0, catalogue.size() - 1);
+  throw UsageError("unknown " + kind + " id '" + id_or_path +
                    "': expected a file path or one of: " + known + " (catalogue " +
                    catalogue_dir(catalogue).string() + ")");
 }

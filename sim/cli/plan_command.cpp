@@ -1,5 +1,6 @@
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <iostream>
@@ -31,6 +32,7 @@ struct PlanRow {
   ResolvedSimulation sim;
   StepResult step;
   TrainingEstimate estimate;
+  std::optional<PlanDoesNotFit> does_not_fit;  // --compare: no plan fits this cluster (its row says so)
 };
 
 std::string render_single(const PlanRow& row) {
@@ -70,10 +72,17 @@ std::string render_single(const PlanRow& row) {
   return out;
 }
 
-std::string render_compare(const std::vector<PlanRow>& rows) {
+std::string render_compare(const std::vector<PlanRow>& rows, double tokens) {
   TextTable t({"cluster", "chips", "plan", "step", "days", "chip-hours", "MFU", "W/chip", "facility MWh", "tCO2e"},
               {false, true, false, true, true, true, true, true, true, true});
   for (const auto& r : rows) {
+    if (r.does_not_fit) {
+      t.add_row({r.sim.input.cluster.id(), std::to_string(r.sim.input.cluster.num_chips()),
+                 "does not fit: " + format_bytes(r.does_not_fit->needed_bytes) + " of " +
+                     format_bytes(r.does_not_fit->hbm_bytes) + " per chip",
+                 "-", "-", "-", "-", "-", "-", "-"});
+      continue;
+    }
     const auto& e = r.estimate;
     const auto& p = r.sim.input.plan;
     t.add_row({r.sim.input.cluster.id(), std::to_string(r.sim.input.cluster.num_chips()),
@@ -83,7 +92,7 @@ std::string render_compare(const std::vector<PlanRow>& rows) {
                format_fixed(e.facility_energy_MWh, 1), format_fixed(e.tco2e, 1)});
   }
   const auto& first = rows.front().sim.input;
-  return "Training plans: " + first.model.id + ", " + format_count(rows.front().estimate.tokens) + " tokens\n\n" +
+  return "Training plans: " + first.model.id + ", " + format_count(tokens) + " tokens\n\n" +
          t.render() + "\nplan: " + kPlanLabelLegend + "\n";
 }
 
@@ -111,8 +120,18 @@ void add_plan_command(CLI::App& app) {
     const bool progress = !opts->quiet && isatty(STDERR_FILENO);
     // Resolve every cluster first: bad input fails before any simulation.
     std::vector<PlanRow> rows;
+    const bool comparing = clusters.size() > 1;
     for (const auto& id : clusters) {
-      PlanRow row{opts->resolve_for_cluster(id, progress), {}, {}};
+      std::optional<ResolvedSimulation> sim;
+      try {
+        sim = opts->resolve_for_cluster(id, progress);
+      } catch (const PlanDoesNotFit& e) {
+        // One cluster too small does not end a comparison: its row says so.
+        if (!comparing) throw;
+        rows.push_back({ResolvedSimulation{SimulationInput{load_model(opts->model), load_cluster(id)}, ""}, {}, {}, e});
+        continue;
+      }
+      PlanRow row{std::move(*sim), {}, {}, std::nullopt};
       if (tokens < static_cast<double>(row.sim.input.plan.batch_tokens))
         throw UsageError("the batch of " + std::to_string(row.sim.input.plan.batch_tokens) +
                          " tokens is larger than the token budget of " + opts->tokens);
@@ -120,8 +139,13 @@ void add_plan_command(CLI::App& app) {
       rows.push_back(std::move(row));
     }
     for (auto& row : rows) {
+      if (row.does_not_fit) continue;
       if (progress) std::cerr << "glamsim: simulating " << row.sim.input.cluster.id() << "...\r" << std::flush;
       row.step = simulate_step(row.sim.input);
+      if (!row.step.fits_memory && !opts->allow_oom && comparing) {
+        row.does_not_fit.emplace("", row.step.memory.total_bytes(), row.sim.input.cluster.chip().hbm_bytes);
+        continue;
+      }
       if (!row.step.fits_memory && !opts->allow_oom)
         throw UsageError("the plan for " + row.sim.input.cluster.id() + " needs " +
                          format_bytes(row.step.memory.total_bytes()) + " per chip, more than its " +
@@ -129,8 +153,20 @@ void add_plan_command(CLI::App& app) {
       row.estimate = estimate_training(row.sim.input, row.step, tokens,
                                        facility_for(row.sim.input.cluster, opts->pue, opts->carbon));
     }
+    if (std::all_of(rows.begin(), rows.end(), [](const PlanRow& r) { return r.does_not_fit.has_value(); }))
+      throw UsageError(opts->model + " fits none of the clusters compared: on " + rows.front().sim.input.cluster.id() +
+                       " it needs " + format_bytes(rows.front().does_not_fit->needed_bytes) + " per chip, " +
+                       format_bytes(rows.front().does_not_fit->hbm_bytes) + " there (use more chips, a smaller " +
+                       "batch, or --allow-oom)");
     if (opts->format == "json") {
       auto one = [&opts](const PlanRow& r) {
+        if (r.does_not_fit)
+          return nlohmann::json{{"model", r.sim.input.model.id},
+                                {"cluster", r.sim.input.cluster.id()},
+                                {"chips", r.sim.input.cluster.num_chips()},
+                                {"fits_memory", false},
+                                {"memory_per_chip_bytes", r.does_not_fit->needed_bytes},
+                                {"hbm_bytes", r.does_not_fit->hbm_bytes}};
         nlohmann::json j = r.estimate.to_json();
         j["model"] = r.sim.input.model.id;
         j["cluster"] = r.sim.input.cluster.id();
@@ -149,10 +185,10 @@ void add_plan_command(CLI::App& app) {
         std::cout << all.dump(2) << "\n";
       }
     } else {
-      std::cout << (rows.size() == 1 ? render_single(rows.front()) : render_compare(rows));
+      std::cout << (rows.size() == 1 ? render_single(rows.front()) : render_compare(rows, tokens));
       if (opts->list_layouts)
         for (const auto& r : rows)
-          std::cout << (rows.size() > 1 ? "\n" + r.sim.input.cluster.id() + ":" : "") << r.sim.layouts_text();
+          if (!r.does_not_fit) std::cout << (rows.size() > 1 ? "\n" + r.sim.input.cluster.id() + ":" : "") << r.sim.layouts_text();
     }
   });
 }

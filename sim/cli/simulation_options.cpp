@@ -13,7 +13,9 @@ namespace glam::cli {
 void SimulationOptions::register_options(CLI::App& cmd, bool with_out_dir) {
   cmd.add_option("--model", model, "Model id or TOML file")->required();
   if (with_cluster) cmd.add_option("--cluster", cluster, "Cluster id or TOML file")->required();
-  auto* plan = cmd.add_option("--plan", plan_file, "Plan file (TOML: dp, ep, tp, shard_weights, recompute)");
+  auto* plan = cmd.add_option("--plan", plan_file,
+                              "Plan file (TOML: dp, ep, tp, batch_tokens, shard_weights, recompute, mapping, "
+                              "microbatches, overlap_grad_reduction)");
   cmd.add_option("--dp", dp, "Data-parallel width")->excludes(plan)->check(cli_checks::integer_at_least(1));
   cmd.add_option("--ep", ep, "Expert-parallel width (divides dp and the experts)")->excludes(plan)->check(cli_checks::integer_at_least(1));
   cmd.add_option("--tp", tp, "Tensor-parallel width")->excludes(plan)->check(cli_checks::integer_at_least(1));
@@ -63,6 +65,10 @@ ResolvedSimulation SimulationOptions::resolve_for_cluster(const std::string& clu
     base.mapping = mapping, base.microbatches = microbatches;
   if (batch_tokens) base.batch_tokens = batch_tokens;
   if (!base.batch_tokens) base.batch_tokens = kDefaultBatchTokens;
+  if (layers > m.layers)
+    throw UsageError("--layers " + std::to_string(layers) + ": " + m.id + " has " + std::to_string(m.layers) + " blocks");
+  if (spec.kind != "uniform" && !m.is_moe())
+    throw UsageError("--routing " + routing + ": " + m.id + " is dense (no experts to route to)");
   SimulationInput in{m, c, base, spec, fid, profile, layers, flow_max_flows};
   // Checks the routing file against the model now rather than mid-simulation.
   int moe_blocks = 0;

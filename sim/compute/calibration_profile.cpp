@@ -171,7 +171,8 @@ std::vector<double> number_list(const toml::table& c, const char* field, const s
   const toml::array* arr = c.get_as<toml::array>(field);
   if (!arr) throw ConfigError(path, key + "." + field, "(missing)", "a list of numbers");
   for (const auto& x : *arr) {
-    if (!x.is_number()) throw ConfigError(path, key + "." + field, toml_value_text(x), "numbers");
+    if (!x.is_number() || !std::isfinite(*x.value<double>()))
+      throw ConfigError(path, key + "." + field, toml_value_text(x), "finite numbers");
     v.push_back(*x.value<double>());
   }
   return v;

@@ -97,10 +97,10 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
   });
   if (best.fitting == 0) {
     if (!allow_oom)
-      throw UsageError("no parallel layout of " + m.id + " fits " + in.cluster.id() + ": the smallest needs " +
+      throw PlanDoesNotFit("no parallel layout of " + m.id + " fits " + in.cluster.id() + ": the smallest needs " +
                        format_bytes(smallest_any) + " per chip, HBM holds " +
                        format_bytes(in.cluster.chip().hbm_bytes) +
-                       " (use more chips, a smaller batch, or --allow-oom to simulate it anyway)");
+                       " (use more chips, a smaller batch, or --allow-oom to simulate it anyway)", smallest_any, in.cluster.chip().hbm_bytes);
     best.plan = *smallest;
   }
   return best;

@@ -6,6 +6,7 @@
 #include <optional>
 #include <vector>
 
+#include "common/errors.h"
 #include "engine/step_simulator.h"
 
 namespace glam {
@@ -16,6 +17,14 @@ struct LayoutTrial {
   double memory_bytes = 0;  // per chip
   bool fits = false;
   double step_time_s = 0, compute_s = 0, exposed_comm_s = 0, alltoall_s = 0, mfu = 0;  // when it fits
+};
+
+// No layout of the model fits the cluster's memory (a usage error: exit code 2).
+class PlanDoesNotFit : public UsageError {
+ public:
+  PlanDoesNotFit(const std::string& what, double needed, double hbm)
+      : UsageError(what), needed_bytes(needed), hbm_bytes(hbm) {}
+  double needed_bytes, hbm_bytes;  // the smallest footprint per chip, and what a chip holds
 };
 
 struct PlanChoice {

@@ -59,6 +59,23 @@ TEST(GlamsimPlan, CompareGivesOneRowPerCluster) {
   EXPECT_NE(text.out.find("dgx-h100-64"), std::string::npos);
 }
 
+// A cluster too small for the model is a row of the comparison that says so, not the end of it; when
+// none fits, the command is refused.
+TEST(GlamsimPlan, CompareKeepsGoingPastAClusterThatIsTooSmall) {
+  auto j = plan_json("--model glam-8b-64e --compare dgx-h100-64 dgx-a100-8 --tokens 1e11");
+  ASSERT_EQ(j["plans"].size(), 2u);
+  EXPECT_TRUE(j["plans"][0]["fits_memory"].get<bool>());
+  EXPECT_GT(j["plans"][0]["train_hours"].get<double>(), 0);
+  EXPECT_FALSE(j["plans"][1]["fits_memory"].get<bool>());
+  EXPECT_GT(j["plans"][1]["memory_per_chip_bytes"].get<double>(), j["plans"][1]["hbm_bytes"].get<double>());
+  auto text = run_command("glamsim plan --model glam-8b-64e --compare dgx-h100-64 dgx-a100-8 --tokens 1e11");
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find("does not fit:"), std::string::npos) << text.out;
+  auto none = run_command("glamsim plan --model glam-64b-64e --compare dgx-a100-8 h200-1 --tokens 1e11");
+  EXPECT_EQ(none.exit_code, 2);
+  EXPECT_NE(none.err.find("fits none of the clusters compared"), std::string::npos) << none.err;
+}
+
 // --layouts: the table and the JSON list the same layouts, exactly one of them chosen, and that one
 // is the plan the command used.
 TEST(GlamsimPlan, LayoutsListTheChosenPlanAmongTheOthers) {

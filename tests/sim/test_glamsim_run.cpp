@@ -176,7 +176,11 @@ INSTANTIATE_TEST_SUITE_P(
         BadRun{"--model glam-8b-64e --cluster tpu-v4-64 --dp 64 --tp 1 --ep 64 --batch-tokens 1048576",
                "use --allow-oom"},
         BadRun{"--model glam-64b-64e --cluster tpu-v4-64", "fits"},
-        BadRun{"--model nope --cluster tpu-v4-64", "unknown model id 'nope'"}),
+        BadRun{"--model nope --cluster tpu-v4-64", "unknown model id 'nope'"},
+        BadRun{"--model glam-8b-64e --cluster nope", "unknown cluster id 'nope'"},
+        BadRun{"--model glam-tiny-8e --cluster dgx-h100-8 --layers 100", "--layers 100: glam-tiny-8e has 4 blocks"},
+        BadRun{"--model glam-8b --cluster dgx-h100-8 --routing skew=2", "glam-8b is dense"},
+        BadRun{"--model glam-8b --cluster dgx-h100-8 --batch-tokens 1e6", "--batch-tokens: got '1e6'"}),
     case_name);
 
 }  // namespace
