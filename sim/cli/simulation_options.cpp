@@ -85,7 +85,12 @@ ResolvedSimulation SimulationOptions::resolve_for_cluster(const std::string& clu
     if (!base.ep) out.input.plan.ep = 1;
     const bool choose_micro = plan_file.empty() && microbatches == 0;
     out.input.plan.microbatches = std::max<int64_t>(1, out.input.plan.microbatches);
-    validate_plan(out.input.plan, m, c);
+    try {
+      validate_plan(out.input.plan, m, c);
+    } catch (const UsageError& e) {  // a plan file's layout: the message names the file
+      if (plan_file.empty()) throw;
+      throw UsageError(plan_file + ": " + e.what());
+    }
     // A fixed layout that does not fit in one pass gets the fewest micro-batches that make it fit.
     if (choose_micro && plan_memory(m, out.input.plan).total_bytes() > c.chip().hbm_bytes)
       out.input.plan.microbatches = fitting_microbatches(out.input.plan, m, c);

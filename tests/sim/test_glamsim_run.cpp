@@ -1,6 +1,8 @@
 // End-to-end: `glamsim run`, its outputs and its errors.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -144,6 +146,16 @@ TEST(GlamsimRun, OutputFolderNeverReplacesOtherFiles) {
   EXPECT_TRUE(fs::exists(again / "stats.txt"));
   fs::remove_all(out);
   fs::remove_all(again);
+}
+
+// A plan file's layout that cannot be built is named by the file.
+TEST(GlamsimRun, PlanFileErrorsNameTheFile) {
+  const fs::path plan = fs::temp_directory_path() / ("glam-plan-" + std::to_string(::getpid()) + ".toml");
+  std::ofstream(plan) << "dp = 4\nep = 8\ntp = 2\n";
+  auto r = run_command("glamsim run --model glam-tiny-8e --cluster dgx-h100-8 --plan " + plan.string());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find(plan.string() + ": ep = 8 must divide dp = 4"), std::string::npos) << r.err;
+  fs::remove(plan);
 }
 
 struct BadRun {
