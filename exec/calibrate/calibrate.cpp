@@ -340,6 +340,12 @@ void Calibrator::measure_network() {
   link_lat_ = pts.front().seconds;
   for (const auto& p : pts)
     if (p.buffer_bytes <= 1024.0 * ranks_) link_lat_ = std::min(link_lat_, p.seconds);
+  // Ranks on one host exchange small buffers in microseconds; a millisecond or more is the time the
+  // ranks waited for a core (more ranks than free cores), which the profile would then call a link.
+  if (rank_ == 0 && !cuda_ && link_lat_ > 1e-3)
+    std::cerr << "glamexec calibrate: warning: the smallest all-to-all took " << link_lat_ * 1e3
+              << " ms: the ranks waited for the CPU scheduler (a busy or oversubscribed host), so the profile's "
+                 "link latency and bandwidth measure it, not the link; calibrate again on an idle host\n";
   // Bandwidth: the best of the large buffers, never dividing by less than half the measured time.
   const double remote = bus_factor(CollectiveKind::kAllToAll, ranks_);  // share of the buffer leaving the rank
   for (const auto& p : pts)
