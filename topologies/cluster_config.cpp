@@ -202,10 +202,14 @@ SwitchedShape fat_tree_shape(const ClusterFile& f, const std::string& file) {
   double switches = 0;
   for (size_t i = 0; i < m.size(); ++i) {
     const int64_t ports = m[i] + (i + 1 < m.size() ? w[i] : 0);
-    if (ports > f.ib_ports)
-      throw ConfigError(file, "fat_tree.down_ports", list_text(m),
-                        "level-" + num(static_cast<int64_t>(i) + 1) + " switches needing at most " +
-                            num(f.ib_ports) + " ports (switches.infiniband.ports); they need " + num(ports));
+    if (ports > f.ib_ports) {
+      // Name the list the user set that makes the level too wide: the up ports when they are the excess.
+      const bool ups = i + 1 < m.size() && !f.up_ports.empty() && m[i] <= f.ib_ports;
+      throw ConfigError(file, ups ? "fat_tree.up_ports" : "fat_tree.down_ports", list_text(ups ? w : m),
+                        "level-" + num(static_cast<int64_t>(i) + 1) + " switches of at most " + num(f.ib_ports) +
+                            " ports (switches.infiniband.ports); they need " + num(ports) + " (down " + num(m[i]) +
+                            " + up " + num(i + 1 < m.size() ? w[i] : 0) + ")");
+    }
     elements = elements / static_cast<double>(m[i]) * (i == 0 ? 1.0 : static_cast<double>(w[i - 1]));
     switches += elements;
   }

@@ -151,7 +151,8 @@ const Schema<ProfileFile>& profile_schema() {
 // `max_value` is 1 for fractions of a peak; per-op curves relate a measured rate to the
 // StepGraph's nominal count, which may exceed the peak (an op touching fewer bytes than counted).
 EfficiencyCurve curve_from(const std::vector<double>& sizes, const std::vector<double>& values,
-                           const std::string& file, const std::string& key, double max_value = 1.0) {
+                           const std::string& file, const std::string& key, const std::string& sizes_key,
+                           double max_value = 1.0) {
   if (sizes.size() != values.size())
     throw ConfigError(file, key, std::to_string(values.size()) + " values",
                       "as many values as sizes (" + std::to_string(sizes.size()) + ")");
@@ -160,7 +161,7 @@ EfficiencyCurve curve_from(const std::vector<double>& sizes, const std::vector<d
       throw ConfigError(file, key, std::to_string(values[i]),
                         max_value == 1.0 ? "efficiencies in (0, 1]" : "positive efficiencies up to " + std::to_string(max_value));
     if (!(sizes[i] > 0) || (i && sizes[i] <= sizes[i - 1]))
-      throw ConfigError(file, key, std::to_string(sizes[i]), "positive, increasing sizes");
+      throw ConfigError(file, sizes_key, std::to_string(sizes[i]), "positive, increasing sizes");
   }
   return {sizes, values};
 }
@@ -188,7 +189,7 @@ std::map<std::string, EfficiencyCurve> read_op_curves(toml::table& table, const 
   auto read_curve = [&](const std::string& name, const toml::table& c) {
     const std::string key = table_name + "." + name;
     curves[name] = curve_from(number_list(c, "sizes", path, key), number_list(c, "efficiency", path, key), path,
-                              key + ".efficiency", 100.0);
+                              key + ".efficiency", key + ".sizes", 100.0);
   };
   const toml::table* t = ops->as_table();
   if (!t) throw ConfigError(path, table_name, toml_value_text(*ops), "a table of [" + table_name + ".<name>.<phase>] curves");
@@ -237,7 +238,7 @@ std::vector<CollectiveCurve> read_collective_curves(toml::table& table, const st
     if (ranks < 2) throw ConfigError(path, key + ".ranks", text_of("ranks"), "the group size measured, at least 2");
     cc.ranks = static_cast<int>(ranks);
     cc.bus_efficiency = curve_from(number_list(c, "bytes", path, key), number_list(c, "bus_efficiency", path, key), path,
-                                   key + ".bus_efficiency");
+                                   key + ".bus_efficiency", key + ".bytes");
     out.push_back(std::move(cc));
   }
   network->erase("collective");
@@ -255,13 +256,15 @@ CalibrationProfile load_profile(const std::string& path) {
   ProfileFile f = profile_schema().parse(table, path);
   CalibrationProfile p = default_profile(f.device);
   p.source = path;
-  p.matmul = curve_from(f.matmul_flops, f.matmul_eff, path, "compute.matmul_efficiency");
+  p.matmul = curve_from(f.matmul_flops, f.matmul_eff, path, "compute.matmul_efficiency", "compute.matmul_flops");
   p.attention = f.attention_eff.empty() ? p.matmul
-                                        : curve_from(f.attention_flops, f.attention_eff, path, "compute.attention_efficiency");
-  p.memory = curve_from(f.memory_bytes, f.memory_eff, path, "memory.efficiency");
+                                        : curve_from(f.attention_flops, f.attention_eff, path, "compute.attention_efficiency",
+                                                     "compute.attention_flops");
+  p.memory = curve_from(f.memory_bytes, f.memory_eff, path, "memory.efficiency", "memory.bytes");
   p.op_overhead_s = f.op_overhead_s;
   if (!f.network_eff.empty())
-    p.network_bandwidth = curve_from(f.network_bytes, f.network_eff, path, "network.bandwidth_efficiency");
+    p.network_bandwidth = curve_from(f.network_bytes, f.network_eff, path, "network.bandwidth_efficiency",
+                                            "network.bytes");
   p.network_latency_factor = f.latency_factor;
   p.peak_flops = f.peak_flops;
   p.memory_bandwidth_Bps = f.memory_bandwidth_Bps;

@@ -85,6 +85,9 @@ TEST(ClusterErrors, FatTreeArityMustGiveTheChipCount) {
   expect_has(error_of(replaced(kFatTree, "[32, 16]", "[2, 256]")), {"'fat_tree.down_ports'", "64 ports", "need 256"});
   expect_has(error_of(replaced(kFatTree, "down_ports = [32, 16]", "down_ports = [32, 16]\nup_ports = [4, 4]")),
              {"'fat_tree.up_ports'", "[4, 4]", "1 entries"});
+  // Leaves of 32 down ports with 40 up ports exceed 64-port switches: the up ports are the key to name.
+  expect_has(error_of(replaced(kFatTree, "down_ports = [32, 16]", "down_ports = [32, 16]\nup_ports = [40]")),
+             {"'fat_tree.up_ports' = [40]", "need 72 (down 32 + up 40)"});
   expect_has(error_of(replaced(kFatTree, "chips_per_node = 8", "chips_per_node = 7")),
              {"'topology.chips_per_node'", "7", "divisor of topology.chips = 512"});
 }
