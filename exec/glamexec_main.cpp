@@ -42,9 +42,9 @@ int main(int argc, char** argv) {
   int64_t tokens = 1024, describe_layers = 0;
   CLI::App* describe = app.add_subcommand("describe", "Parameters, FLOPs and single-chip memory of a model");
   describe->add_option("--model", model_id, "Model id or TOML file")->required();
-  describe->add_option("--batch-tokens", tokens, "Tokens per step")->check(integer_at_least(1))->capture_default_str();
+  describe->add_option("--batch-tokens", tokens, "Tokens per step")->transform(integer_at_least(1))->capture_default_str();
   describe->add_option("--layers", describe_layers, "Only the model's first K layers, as glamexec train --layers (0: all)")
-      ->check(integer_at_least(0));
+      ->transform(integer_at_least(0));
   describe->callback([&] {
     const glam::ModelConfig whole = glam::load_model(model_id);
     const glam::ModelConfig m = glam::first_layers(whole, describe_layers);
@@ -84,11 +84,11 @@ int main(int argc, char** argv) {
   CLI::App* train = app.add_subcommand(
       "train", "Run GLaM training steps (mpirun -np N for expert and data parallelism), time every op, write a run record");
   train->add_option("--model", t.model, "Model id or TOML file")->required();
-  train->add_option("--layers", t.layers, "Run only the model's first K layers (0: all)")->check(integer_at_least(0));
+  train->add_option("--layers", t.layers, "Run only the model's first K layers (0: all)")->transform(integer_at_least(0));
   train->add_option("--batch-tokens", t.batch_tokens, "Global batch in tokens, over all ranks (default 8 sequences)")
-      ->check(integer_at_least(1));
-  train->add_option("--steps", t.steps, "Training steps, warm-up included")->check(integer_at_least(1))->capture_default_str();
-  train->add_option("--warmup", t.warmup, "Untimed first steps (default min(2, steps-1))")->check(integer_at_least(0));
+      ->transform(integer_at_least(1));
+  train->add_option("--steps", t.steps, "Training steps, warm-up included")->transform(integer_at_least(1))->capture_default_str();
+  train->add_option("--warmup", t.warmup, "Untimed first steps (default min(2, steps-1))")->transform(integer_at_least(0));
   train->add_option("--op-timing", t.op_timing,
                     "all: every timed step times its ops; alternate: every other one, the others give the step time "
                     "without the op timers' device waits (default: alternate on cuda, all on cpu)");
@@ -97,7 +97,7 @@ int main(int argc, char** argv) {
                     "fp32, tf32 (CUDA: TF32 products) or bf16 (bf16 activations and products with fp32 "
                     "accumulation, fp32 master weights, as GLaM trained); default bf16 on cuda, fp32 on cpu");
   train->add_option("--threads", t.threads, "Threads per rank (default: cores / ranks on the host)")
-      ->check(integer_at_least(1, 4096));
+      ->transform(integer_at_least(1, 4096));
   train->add_option("--record", t.record, "Write the run record (JSON) to this file, atomically");
   train->add_option("--format", t.format, "text or json (the run record on stdout)");
   train->add_option("--text", t.text, "Training text file (default: Debian's /usr/share/common-licenses)");
@@ -107,7 +107,7 @@ int main(int argc, char** argv) {
   train->add_option("--seed", t.seed,
                     "Seed of the initial weights, random routing and --random-tokens (default 1; with --resume, the "
                     "checkpoint's)")
-      ->check(unsigned_integer());
+      ->transform(unsigned_integer());
   train->add_option("--resume", t.resume, "Checkpoint to continue from");
   train->add_option("--save", t.save, "Write a checkpoint here at the end (atomically)");
   train->add_flag("--quiet", t.quiet, "No per-step lines");
@@ -116,7 +116,7 @@ int main(int argc, char** argv) {
   int64_t vocab = 4096;
   CLI::App* tok = app.add_subcommand("tokenizer", "Train a SentencePiece model (BPE) on a text");
   tok->add_option("--text", text_file, "Text file (default: Debian's /usr/share/common-licenses)");
-  tok->add_option("--vocab", vocab, "Pieces")->check(integer_at_least(2, 1 << 30))->capture_default_str();
+  tok->add_option("--vocab", vocab, "Pieces")->transform(integer_at_least(2, 1 << 30))->capture_default_str();
   tok->add_option("--out", out_file, "Model file to write")->required();
   tok->callback([&] { glam::exec::run_tokenizer(text_file, vocab, out_file); });
 
@@ -127,19 +127,19 @@ int main(int argc, char** argv) {
   calibrate->add_option("--device", cal.device, "cpu or cuda (a CUDA build with a device; NCCL between ranks)");
   calibrate->add_option("--precision", cal.precision, "As glamexec train's --precision (default: bf16 on cuda, fp32 on cpu)");
   calibrate->add_option("--threads", cal.threads, "Threads per rank (default: cores / ranks on the host)")
-      ->check(integer_at_least(1, 4096));
+      ->transform(integer_at_least(1, 4096));
   calibrate->add_option("--out", cal.out, "Profile to write (TOML), atomically (default: stdout)");
   calibrate->add_flag("--quick", cal.quick, "A few seconds: fewer sizes and steps (tests)");
   calibrate->add_option("--model", cal.models, "Configs whose training steps give the per-op curves (repeatable; "
                                                 "default glam-tiny glam-tiny-8e)");
   calibrate->add_option("--tokens", cal.tokens, "Tokens per rank of those steps (default 384 768 1536 3072)")
-      ->check(integer_at_least(1));
+      ->transform(integer_at_least(1));
   calibrate->add_option("--layers", cal.layers, "Run only the first K layers of those configs (0: all)")
-      ->check(integer_at_least(0));
+      ->transform(integer_at_least(0));
   calibrate->add_option("--steps", cal.steps, "Steps per config, warm-up included (default 8, --quick 3)")
-      ->check(integer_at_least(2));
+      ->transform(integer_at_least(2));
   calibrate->add_option("--records", cal.records, "More per-op points from run records of this host");
-  calibrate->add_option("--seed", cal.seed, "Seed of the training steps")->check(unsigned_integer())->capture_default_str();
+  calibrate->add_option("--seed", cal.seed, "Seed of the training steps")->transform(unsigned_integer())->capture_default_str();
   calibrate->add_flag("--quiet", cal.quiet, "No progress lines");
 
   std::unique_ptr<glam::exec::Communicator> comm;

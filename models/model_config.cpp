@@ -47,7 +47,7 @@ const Schema<M>& model_schema() {
         .add("moe.offset", &M::moe_offset, "", "Block index (mod every) that holds the MoE layer", int64_t{1},
              non_negative<int64_t>())
         .add_optional("moe.expert_hidden", &M::expert_hidden, "", "Hidden width of one expert (default: ffn_hidden)",
-                      positive<int64_t>())
+                      positive_up_to<int64_t>(int64_t{1} << 22))
         .add("moe.expert_kind", &M::expert_kind, "", "Expert FFN: plain (2 matrices) or gated (3)",
              std::string("plain"), one_of({"gated", "plain"}))
         .add("moe.expert_activation", &M::expert_activation, "", "Expert activation (the paper leaves it open)",

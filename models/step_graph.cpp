@@ -239,7 +239,9 @@ class Builder {
     // gradients are reduced once, during (or after) the last micro-batch's backward pass.
     const int64_t micro = std::max<int64_t>(1, s_.microbatches);
     for (int64_t mb = 0; mb < micro; ++mb) {
-      const size_t first_op = g_.ops.size();
+      // Ids of later passes carry their pass ("mb1.L0.attn_qkv.fwd"), given as each op is made: a
+      // pass's first weight gather is issued among the previous pass's last ops.
+      id_prefix_ = mb > 0 ? "mb" + std::to_string(mb) + "." : "";
       const bool last = mb == micro - 1;
       elementwise(-1, "embed", StepPhase::kForward, T_ * M_, 2);
       for (int l = 0; l < K; ++l) {
@@ -262,9 +264,8 @@ class Builder {
         if (last) grad_reduction(l);
       }
       elementwise(-1, "embed", StepPhase::kBackward, T_ * M_, 2);
-      if (mb > 0)
-        for (size_t i = first_op; i < g_.ops.size(); ++i) g_.ops[i].id = "mb" + std::to_string(mb) + "." + g_.ops[i].id;
     }
+    id_prefix_.clear();
     if (s_.dp > 1 && s_.overlap_grad_reduction)
       collective(-1, "embed_grad_allreduce", StepPhase::kBackward, CollectiveKind::kAllReduce, CommAxis::kData,
                  V * M_ * w_ / tp_, false);
@@ -371,8 +372,9 @@ class Builder {
     op.flops = flops;
     op.bytes = bytes;
     std::string suffix = ph == StepPhase::kOptimizer ? "" : std::string(".") + phase_name(ph);
-    op.id = (layer >= 0 ? "L" + std::to_string(layer) + "." : "") + name + suffix;
-    if (name.find("grad_allreduce") != std::string::npos) op.id = (layer >= 0 ? "L" + std::to_string(layer) + "." : "") + name;
+    op.id = id_prefix_ + (layer >= 0 ? "L" + std::to_string(layer) + "." : "") + name + suffix;
+    if (name.find("grad_allreduce") != std::string::npos)
+      op.id = id_prefix_ + (layer >= 0 ? "L" + std::to_string(layer) + "." : "") + name;
     return op;
   }
   void add(int layer, const std::string& name, StepPhase ph, OpKind kind, double flops, double bytes) {
@@ -383,6 +385,7 @@ class Builder {
   const StepShape& s_;
   double e_, w_, T_, tp_, M_, A_;
   StepGraph g_;
+  std::string id_prefix_;  // the micro-batch pass of the ops being made
 };
 
 }  // namespace

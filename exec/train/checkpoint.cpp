@@ -134,17 +134,20 @@ constexpr size_t kFixedBytes = 8 + 4 + 4 + 8;  // magic, version, reserved, head
 std::string config_differences(const nlohmann::json& saved, const nlohmann::json& wanted) {
   if (!saved.is_object()) return "no model configuration in the checkpoint";
   const nlohmann::json a = saved.flatten(), b = wanted.flatten();
+  auto dotted = [](const std::string& pointer) {  // "/architecture/layers" -> "architecture.layers"
+    std::string name = pointer.substr(1);
+    std::replace(name.begin(), name.end(), '/', '.');
+    return name;
+  };
   std::vector<std::string> diffs;
   for (const auto& [key, value] : b.items()) {
     const auto it = a.find(key);
     if (it != a.end() && *it == value) continue;
-    std::string name = key.substr(1);
-    std::replace(name.begin(), name.end(), '/', '.');
-    diffs.push_back(name + " = " + (it == a.end() ? std::string("(missing)") : it->dump()) + " in the checkpoint, " +
-                    value.dump() + " in this run");
+    diffs.push_back(dotted(key) + " = " + (it == a.end() ? std::string("(missing)") : it->dump()) +
+                    " in the checkpoint, " + value.dump() + " in this run");
   }
   for (const auto& [key, value] : a.items())
-    if (!b.contains(key)) diffs.push_back(key.substr(1) + " is not a model key of this run");
+    if (!b.contains(key)) diffs.push_back(dotted(key) + " is not a model key of this run");
   std::string out;
   for (size_t i = 0; i < diffs.size() && i < 3; ++i) out += (i ? "; " : "") + diffs[i];
   if (diffs.size() > 3) out += "; and " + std::to_string(diffs.size() - 3) + " more";
@@ -213,8 +216,12 @@ CheckpointState check_checkpoint(const std::filesystem::path& path, const ModelC
   const std::string fixed = read_bytes(in, kFixedBytes);
   if (fixed.size() < kFixedBytes || std::memcmp(fixed.data(), kMagic, 8) != 0)
     throw UsageError(where + ": corrupt checkpoint (not a glam checkpoint)");
+  uint32_t version = 0;
+  std::memcpy(&version, fixed.data() + 8, 4);
+  if (version != kVersion) throw UsageError(where + ": corrupt checkpoint (format version " + std::to_string(version) + ")");
   uint64_t head_len = 0;
   std::memcpy(&head_len, fixed.data() + 16, 8);
+  // A truncated payload shows here as tensors outside it; the checksum is verified when it is loaded.
   if (head_len > size - kFixedBytes - std::min<uint64_t>(size - kFixedBytes, 8))
     throw UsageError(where + ": corrupt checkpoint (header length)");
   const int64_t payload_floats = static_cast<int64_t>((size - 8 - kFixedBytes - head_len) / sizeof(float));

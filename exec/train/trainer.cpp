@@ -387,8 +387,17 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
   if (op_timing == "alternate" && o.steps - warmup < 2)
     throw UsageError("--op-timing alternate: " + std::to_string(o.steps - warmup) +
                      " timed step(s), expected at least 2 (--steps, --warmup)");
-  if (!o.record.empty()) check_output_file("--record", o.record);
-  if (!o.save.empty()) check_output_file("--save", o.save);
+  // Rank 0 writes the record and the checkpoint: its view of their folders decides, for every rank.
+  std::string output_error;
+  if (rank == 0) {
+    try {
+      if (!o.record.empty()) check_output_file("--record", o.record);
+      if (!o.save.empty()) check_output_file("--save", o.save);
+    } catch (const UsageError& e) {
+      output_error = e.what();
+    }
+  }
+  if (comm.any(!output_error.empty())) throw UsageError(output_error);
   // The checkpoint's header against this run's model, and its seed, before any data is read.
   uint64_t seed = o.seed.value_or(1);
   if (!o.resume.empty()) {

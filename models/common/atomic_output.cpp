@@ -45,6 +45,13 @@ fs::path parent_or_dot(const fs::path& p) {
   return p.has_parent_path() ? p.parent_path() : fs::path(".");
 }
 
+// "out/" and "out/." name the folder "out".
+fs::path folder_path(const fs::path& given) {
+  fs::path dir = given.lexically_normal();
+  if (dir.filename().empty()) dir = dir.parent_path();
+  return dir;
+}
+
 }  // namespace
 
 void check_output_file(const std::string& flag, const std::filesystem::path& path) {
@@ -69,31 +76,36 @@ void write_file_atomically(const fs::path& path, const std::string& contents) {
   }
 }
 
-void check_output_folder(const std::string& flag, const fs::path& dir, const std::set<std::string>& names) {
-  const std::string where = flag + " " + dir.string();
-  const fs::path last = dir.lexically_normal().filename();
+void check_output_folder(const std::string& flag, const fs::path& given, const std::set<std::string>& names) {
+  const std::string where = flag + " " + given.string();
+  const fs::path dir = folder_path(given);
+  const fs::path last = dir.filename();
   if (dir.empty() || last.empty() || last == "." || last == "..")
     throw UsageError(where + ": expected the name of a new folder (the output replaces it as a whole)");
   std::error_code ec;
-  if (!fs::exists(dir, ec)) return;
-  if (!fs::is_directory(dir, ec)) throw UsageError(where + ": is a file, expected a folder for the outputs");
+  const fs::file_status status = fs::status(dir, ec);
+  if (ec && ec != std::errc::no_such_file_or_directory)
+    throw UsageError(where + ": cannot look at it (" + ec.message() + ")");
+  if (!fs::exists(status)) return;
+  if (!fs::is_directory(status)) throw UsageError(where + ": is a file, expected a folder for the outputs");
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
     const std::string name = entry.path().filename().string();
-    if (!entry.is_regular_file() || !names.count(name))
+    std::error_code type_ec;
+    if (!entry.is_regular_file(type_ec) || !names.count(name))
       throw UsageError(where + ": holds " + name + ", which this command does not write; the output replaces the " +
                        "folder as a whole, so give a new folder or one of an earlier output");
   }
   if (ec) throw UsageError(where + ": cannot read the folder (" + ec.message() + ")");
 }
 
-void write_directory_atomically(const fs::path& dir, const std::map<std::string, std::string>& files) {
+void write_directory_atomically(const fs::path& given, const std::map<std::string, std::string>& files) {
   std::set<std::string> names;
   for (const auto& [name, contents] : files) names.insert(name);
-  check_output_folder("output folder", dir, names);
+  check_output_folder("output folder", given, names);
+  const fs::path dir = folder_path(given);
   fs::path parent = parent_or_dot(dir);
   fs::create_directories(parent);
-  std::string base = dir.filename().string();
-  if (base.empty()) base = dir.parent_path().filename().string();
+  const std::string base = dir.filename().string();
   fs::path staging = parent / ("." + base + ".staging-" + random_suffix());
   fs::path old = parent / ("." + base + ".old-" + random_suffix());
   try {

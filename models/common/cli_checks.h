@@ -24,6 +24,7 @@ inline CLI::Validator integer_at_least(int64_t lo, int64_t hi = std::numeric_lim
           return "got '" + text + "', expected a whole number " +
                  (hi == std::numeric_limits<int64_t>::max() ? "of at least " + std::to_string(lo)
                                                             : "from " + std::to_string(lo) + " to " + std::to_string(hi));
+        text = std::to_string(v);  // CLI11 converts with base 0: "010" would be octal 8
         return "";
       },
       "INT>=" + std::to_string(lo));
@@ -37,6 +38,7 @@ inline CLI::Validator unsigned_integer() {
         const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
         if (ec != std::errc() || end != text.data() + text.size())
           return "got '" + text + "', expected a whole number from 0 to 18446744073709551615";
+        text = std::to_string(v);  // as above: decimal, whatever CLI11's base detection would make of it
         return "";
       },
       "UINT");

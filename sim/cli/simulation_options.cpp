@@ -16,9 +16,9 @@ void SimulationOptions::register_options(CLI::App& cmd, bool with_out_dir) {
   auto* plan = cmd.add_option("--plan", plan_file,
                               "Plan file (TOML: dp, ep, tp, batch_tokens, shard_weights, recompute, mapping, "
                               "microbatches, overlap_grad_reduction)");
-  cmd.add_option("--dp", dp, "Data-parallel width")->excludes(plan)->check(cli_checks::integer_at_least(1));
-  cmd.add_option("--ep", ep, "Expert-parallel width (divides dp and the experts)")->excludes(plan)->check(cli_checks::integer_at_least(1));
-  cmd.add_option("--tp", tp, "Tensor-parallel width")->excludes(plan)->check(cli_checks::integer_at_least(1));
+  cmd.add_option("--dp", dp, "Data-parallel width")->excludes(plan)->transform(cli_checks::integer_at_least(1));
+  cmd.add_option("--ep", ep, "Expert-parallel width (divides dp and the experts)")->excludes(plan)->transform(cli_checks::integer_at_least(1));
+  cmd.add_option("--tp", tp, "Tensor-parallel width")->excludes(plan)->transform(cli_checks::integer_at_least(1));
   cmd.add_flag("--shard-weights", shard_weights, "Shard non-expert weights over dp too (ZeRO-3 / GSPMD 2D)")->excludes(plan);
   cmd.add_flag("--recompute", recompute, "Recompute activations in the backward pass")->excludes(plan);
   cmd.add_option("--mapping", mapping, "Ranks onto chips: auto (compact torus blocks) or linear (chip order)")
@@ -27,15 +27,15 @@ void SimulationOptions::register_options(CLI::App& cmd, bool with_out_dir) {
   cmd.add_option("--microbatches", microbatches,
                  "Gradient accumulation passes per step (default: the fewest that fit in memory)")
       ->excludes(plan)
-      ->check(cli_checks::integer_at_least(1));
-  cmd.add_option("--batch-tokens", batch_tokens, "Global tokens per step (default 1,048,576)")->check(cli_checks::integer_at_least(1));
+      ->transform(cli_checks::integer_at_least(1));
+  cmd.add_option("--batch-tokens", batch_tokens, "Global tokens per step (default 1,048,576)")->transform(cli_checks::integer_at_least(1));
   cmd.add_option("--routing", routing, "uniform, skew=X (Zipf exponent) or a routing histogram / run record file");
   cmd.add_option("--fidelity", fidelity, "analytical or flow");
   cmd.add_option("--flow-max-flows", flow_max_flows,
                  "Largest phase (concurrent flows) played in SimGrid; larger ones are costed analytically")
-      ->check(cli_checks::integer_at_least(1));
+      ->transform(cli_checks::integer_at_least(1));
   cmd.add_option("--calibration", calibration, "Calibration profile (TOML) from glamexec calibrate");
-  cmd.add_option("--layers", layers, "Simulate only the first K blocks")->check(cli_checks::integer_at_least(1));
+  cmd.add_option("--layers", layers, "Simulate only the first K blocks")->transform(cli_checks::integer_at_least(1));
   cmd.add_flag("--allow-oom", allow_oom, "Simulate a plan even if it does not fit in memory");
   cmd.add_flag("--layouts", list_layouts,
                "Also list every layout the plan chooser compared: memory per chip, step time, MFU");

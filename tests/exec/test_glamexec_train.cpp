@@ -250,6 +250,12 @@ TEST_F(Train, HandEditedCheckpointHeadersAreRefused) {
   ASSERT_EQ(train("--model glam-tiny --steps 1 --batch-tokens 128 --seed 7 --save " + path("h.ckpt")).exit_code, 0);
   const std::string good = read_whole_file(path("h.ckpt"));
   write("same.ckpt", with_header(good, [](json&) {}));
+  std::string other_version = good;
+  other_version[8] = 7;  // the u32 format version after the magic
+  write("version.ckpt", other_version);
+  auto v = train("--model glam-tiny --steps 1 --batch-tokens 128 --resume " + path("version.ckpt"));
+  EXPECT_EQ(v.exit_code, 2);
+  EXPECT_NE(v.err.find("corrupt checkpoint (format version 7)"), std::string::npos) << v.err;
   ASSERT_EQ(train("--model glam-tiny --steps 1 --batch-tokens 128 --resume " + path("same.ckpt")).exit_code, 0)
       << "the re-encoding itself must be valid";
   const std::vector<std::pair<std::function<void(json&)>, std::string>> cases = {
@@ -310,6 +316,10 @@ TEST_F(Train, OptionValuesAreCheckedBeforeAnyWork) {
   auto r = run_command("glamexec tokenizer --vocab 500 --out " + path("missing/t.model"));
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("does not exist"), std::string::npos) << r.err;
+  // Counts are decimal: CLI11 alone would read "0128" as octal (and "09" not at all).
+  r = run_command("glamexec describe --model glam-tiny --batch-tokens 0128");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("one rank, 128 tokens"), std::string::npos) << r.out;
   r = run_command("glamexec frobnicate");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("unknown command 'frobnicate': expected one of describe train tokenizer calibrate"),

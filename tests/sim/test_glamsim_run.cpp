@@ -142,7 +142,7 @@ TEST(GlamsimRun, OutputFolderNeverReplacesOtherFiles) {
   EXPECT_NE(r.err.find("--out .: expected the name of a new folder"), std::string::npos) << r.err;
   const fs::path again = fresh_dir("glam-run-again");
   ASSERT_EQ(run_command(args + again.string()).exit_code, 0);
-  EXPECT_EQ(run_command(args + again.string()).exit_code, 0) << "an earlier output is replaced";
+  EXPECT_EQ(run_command(args + again.string() + "/").exit_code, 0) << "an earlier output is replaced, named with a slash";
   EXPECT_TRUE(fs::exists(again / "stats.txt"));
   fs::remove_all(out);
   fs::remove_all(again);

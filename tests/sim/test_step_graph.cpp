@@ -120,6 +120,8 @@ TEST(StepGraph, ShardedWeightsAreGatheredBeforeUse) {
   EXPECT_EQ(count(passes, "weight_allgather"), 4 * count(g, "weight_allgather"));
   for (size_t i = 0; i < passes.ops.size(); ++i)
     for (int d : passes.ops[i].deps) ASSERT_LT(static_cast<size_t>(d), i) << passes.ops[i].id;
+  std::set<std::string> ids;
+  for (const auto& op : passes.ops) EXPECT_TRUE(ids.insert(op.id).second) << "duplicate " << op.id;
 }
 
 TEST(StepGraph, RecomputeRepeatsTheForwardInsideTheBackward) {
