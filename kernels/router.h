@@ -1,6 +1,6 @@
 #pragma once
 // GShard top-k gating (k = 1 or 2) for one MoE layer, per routing group of S tokens
-// (REFERENCE.md section 1, "Top-2 gating"):
+// (Lepikhin et al., GShard, ICLR 2021; Du et al., GLaM, ICML 2022):
 //   probs = softmax(logits) (in T: float32 for the model, float64 for the reference path);
 //   first expert = argmax (lowest index on ties), second = argmax with the first masked;
 //   top-2 gates are normalised g_i / (g1 + g2 + 1e-9) before any drop and not renormalised after;

@@ -1,5 +1,5 @@
 #pragma once
-// The GLaM training step on one rank (REFERENCE.md section 1): tied embedding, pre-norm RMSNorm,
+// The GLaM training step on one rank (Du et al., GLaM, ICML 2022): tied embedding, pre-norm RMSNorm,
 // causal multi-head attention with a learned T5 relative position bias, gated-GELU dense FFN,
 // MoE FFN every other block (GShard top-2 router, capacity, index dispatch/combine, experts split
 // over ranks with all-to-alls), final norm, logits, cross-entropy + z-loss + load-balancing loss,

@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
 # Simulator speed: one GLaM 64B/64E step at 64, 256, 1,024 and 4,096 TPU v4 chips, both
 # fidelities. Prints wall time, ops, routed and simulated flows, and peak memory per run.
-# Usage: sim/bench/bench_step.sh [build dir]. Figures go to stdout as a Markdown table.
+# Usage: sim/bench/bench_step.sh [build dir] > reports/simulator-speed.md (the whole report: title,
+# the host and date, and the table).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 bin=${1:-$root/build}/bin/glamsim
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
+cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || true)
+echo "# Simulator speed"
+echo
+echo "One GLaM 64B/64E training step (2^20 tokens) on TPU v4 slices; \`sim/bench/bench_step.sh\` on $(nproc) cores" \
+  "(${cpu:-unknown CPU}), $(date -u +%Y-%m-%d). Plans chosen by glamsim (wall time includes choosing the plan); the" \
+  "64- and 256-chip layouts do not fit in memory and are simulated with --allow-oom, for speed only."
+echo
 echo "| chips | fidelity | plan | step (s) | wall (s) | ops | flows routed | flows in SimGrid | phases in SimGrid / analytical | peak RSS (MiB) |"
 echo "|---|---|---|---|---|---|---|---|---|---|"
 run() {

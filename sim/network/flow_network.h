@@ -3,7 +3,8 @@
 // no cross-traffic) on the platform built from the cluster graph, so flows that share a link
 // slow each other down with the dynamics of their start and end times.
 //
-// Speed: a 1,024-chip all-to-all cannot be simulated flow by flow (REFERENCE.md section 5), so
+// Speed: a 1,024-chip all-to-all cannot be simulated flow by flow (in SimGrid 3.32 all pairs at once
+// take 5 s at 128 chips, 194 s at 256 and over 7 minutes at 512), so
 // (1) a phase whose flows split into link-disjoint, identical components (the ep groups of a
 // torus, the tp groups inside nodes) is simulated for one component only, and (2) every
 // (schedule, message size) is simulated once and reused: a GLaM step repeats each collective

@@ -49,8 +49,13 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
         layouts.push_back(p);
       }
   }
-  if (layouts.empty())
+  if (layouts.empty()) {
+    if (last_reason.empty())  // no tp the chooser tries gives the dp (and tp) asked for
+      last_reason = "dp x tp must be the " + std::to_string(n) + " chips, with tp a power of two up to " +
+                    std::to_string(max_tp) + (base.dp ? " (--dp " + std::to_string(base.dp) + ")" : "") +
+                    (base.tp ? " (--tp " + std::to_string(base.tp) + ")" : "");
     throw UsageError("no parallel layout of " + m.id + " on " + in.cluster.id() + " is valid: " + last_reason);
+  }
 
   PlanChoice best;
   best.candidates = static_cast<int>(layouts.size());

@@ -52,7 +52,7 @@ INSTANTIATE_TEST_SUITE_P(Glam, PaperRow, ::testing::ValuesIn(kPaperIds),
 
 TEST(Catalogue, Glam64b64eMatchesTheDerivedCounts) {
   ModelRow r = model_row(load_model("glam-64b-64e"));
-  // 4*M*A*L + 3*M*H*L/2 + 2*M*H*E*L/2 + V*M (REFERENCE derivation), plus norms, router and bias.
+  // 4*M*A*L + 3*M*H*L/2 + 2*M*H*E*L/2 + V*M (the parameter count that reproduces the paper's table), plus norms, router and bias.
   const double core = 4.0 * 8192 * 16384 * 64 + 3.0 * 8192 * 32768 * 32 + 2.0 * 8192 * 32768 * 64 * 32 + 262144.0 * 8192;
   EXPECT_NEAR(r.params.total, core, core * 2e-5);
   EXPECT_NEAR(r.params.total / 1e9, 1161.8, 0.5);

@@ -192,7 +192,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadRun{"--model glam-8b-64e --cluster nope", "unknown cluster id 'nope'"},
         BadRun{"--model glam-tiny-8e --cluster dgx-h100-8 --layers 100", "--layers 100: glam-tiny-8e has 4 blocks"},
         BadRun{"--model glam-8b --cluster dgx-h100-8 --routing skew=2", "glam-8b is dense"},
-        BadRun{"--model glam-8b --cluster dgx-h100-8 --batch-tokens 1e6", "--batch-tokens: got '1e6'"}),
+        BadRun{"--model glam-8b --cluster dgx-h100-8 --batch-tokens 1e6", "--batch-tokens: got '1e6'"},
+        BadRun{"--model glam-tiny --cluster dgx-h100-8 --dp 3", "dp x tp must be the 8 chips"}),
     case_name);
 
 }  // namespace

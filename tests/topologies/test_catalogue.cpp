@@ -1,5 +1,5 @@
-// The built-in cluster catalogue: every file loads, and its figures are the ones REFERENCE.md
-// section 3 and the closed forms give.
+// The built-in cluster catalogue: every file loads, and its figures are the datasheets' and those
+// the closed forms give.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -59,7 +59,7 @@ TEST(TopologyCatalogue, ChipShapesAndCounts) {
   }
 }
 
-// Chip figures as REFERENCE.md section 3 prints them.
+// Chip figures as the vendors' datasheets and Jouppi et al. print them.
 TEST(TopologyCatalogue, ChipFiguresFollowTheReference) {
   const double GiB = 1024.0 * 1024 * 1024;
   ChipSpec v4 = load_cluster("tpu-v4-1024").chip();
