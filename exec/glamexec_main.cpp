@@ -1,6 +1,7 @@
 // glamexec: the reference executor of the GLaM training step.
 #include <cstdlib>
 #include <iostream>
+#include <limits>
 #include <memory>
 
 #include <CLI/CLI.hpp>
@@ -42,7 +43,9 @@ int main(int argc, char** argv) {
   int64_t tokens = 1024, describe_layers = 0;
   CLI::App* describe = app.add_subcommand("describe", "Parameters, FLOPs and single-chip memory of a model");
   describe->add_option("--model", model_id, "Model id or TOML file")->required();
-  describe->add_option("--batch-tokens", tokens, "Tokens per step")->transform(integer_at_least(1))->capture_default_str();
+  describe->add_option("--batch-tokens", tokens, "Tokens per step")
+      ->transform(integer_at_least(1, std::numeric_limits<int32_t>::max()))  // as train: 32-bit token indices
+      ->capture_default_str();
   describe->add_option("--layers", describe_layers, "Only the model's first K layers, as glamexec train --layers (0: all)")
       ->transform(integer_at_least(0));
   describe->callback([&] {

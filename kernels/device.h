@@ -37,7 +37,11 @@ class AllocationCount {
   AllocationCount(const AllocationCount&) = delete;
   AllocationCount& operator=(const AllocationCount&) = delete;
   int64_t bytes() const { return bytes_; }
-  void add(size_t bytes) { bytes_ += static_cast<int64_t>(bytes); }
+  // Saturates: a count past 8 EiB only has to say "too much".
+  void add(size_t bytes) {
+    const int64_t b = bytes > static_cast<size_t>(INT64_MAX) ? INT64_MAX : static_cast<int64_t>(bytes);
+    if (__builtin_add_overflow(bytes_, b, &bytes_)) bytes_ = INT64_MAX;
+  }
 
  private:
   AllocationCount* outer_;

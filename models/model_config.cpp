@@ -15,7 +15,13 @@ using M = ModelConfig;
 const Schema<M>& model_schema() {
   static const Schema<M> schema = [] {
     Schema<M> s;
-    s.add("id", &M::id, "", "Catalogue id; equals the file name without .toml", required)
+    s.add("id", &M::id, "", "Catalogue id; equals the file name without .toml", required,
+          Check<std::string>([](const std::string& id) -> std::optional<std::string> {
+            const bool ok = !id.empty() && id.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                                                "0123456789._-") == std::string::npos;
+            if (ok) return std::nullopt;
+            return std::string("a non-empty id of letters, digits, '.', '_' and '-'");
+          }))
         .add("description", &M::description, "", "One line about the model", std::string())
         .add("source", &M::source, "", "Publication the architecture comes from", std::string())
         .add("from_paper", &M::from_paper, "", "True when the row is published; false for made-up configs", false)
@@ -53,7 +59,7 @@ const Schema<M>& model_schema() {
         .add("moe.expert_activation", &M::expert_activation, "", "Expert activation (the paper leaves it open)",
              std::string("gelu"), one_of({"gelu", "relu", "silu"}))
         .add("moe.top_k", &M::top_k, "", "Experts each token is sent to", int64_t{2}, positive_up_to<int64_t>(2))
-        .add("moe.capacity_factor", &M::capacity_factor, "", "Expert capacity factor", 2.0, positive<double>())
+        .add("moe.capacity_factor", &M::capacity_factor, "", "Expert capacity factor", 2.0, positive_up_to(1000.0))
         .add("moe.capacity_convention", &M::capacity_convention, "",
              "glam: C = cf*S/E rounded up to 4; gshard: C = cf*k*S/E", std::string("glam"),
              one_of({"glam", "gshard"}))

@@ -52,11 +52,11 @@ void add_link_fields(Schema<ClusterFile>& s, const std::string& kind, std::optio
                      double default_latency_s, const std::string& what) {
   const std::string k = "links." + kind + ".";
   s.add_optional(k + "bandwidth_Bps", bw, "B/s", what + ": bandwidth per direction (required where used)",
-                 positive<double>())
+                 between(1e3, 1e15))
       .add(k + "latency_s", lat, "s", what + ": latency of one hop (wire, serdes, NIC)", default_latency_s,
-           non_negative<double>())
-      .add(k + "idle_W", idle, "W", what + ": power of one direction when idle", 0.0, non_negative<double>())
-      .add(k + "busy_W", busy, "W", what + ": power of one direction when busy", 0.0, non_negative<double>());
+           between(0.0, 1.0))
+      .add(k + "idle_W", idle, "W", what + ": power of one direction when idle", 0.0, between(0.0, 1e5))
+      .add(k + "busy_W", busy, "W", what + ": power of one direction when busy", 0.0, between(0.0, 1e5));
 }
 
 const Schema<ClusterFile>& cluster_schema() {
@@ -68,16 +68,16 @@ const Schema<ClusterFile>& cluster_schema() {
         .add("source", &F::source, "", "Where the figures come from", std::string())
         .add("chip.kind", &F::chip_kind, "", "Chip kind: a file in topologies/chips/", required)
         .add_optional("chip.peak_flops_bf16", &F::peak_flops_bf16, "FLOP/s", "Override: dense bf16 peak",
-                      positive<double>())
+                      between(1e6, 1e18))
         .add_optional("chip.peak_flops_fp32", &F::peak_flops_fp32, "FLOP/s", "Override: float32 peak",
-                      positive<double>())
-        .add_optional("chip.hbm_bytes", &F::hbm_bytes, "bytes", "Override: HBM capacity", positive<double>())
+                      between(1e6, 1e18))
+        .add_optional("chip.hbm_bytes", &F::hbm_bytes, "bytes", "Override: HBM capacity", between(1e6, 1e15))
         .add_optional("chip.hbm_bandwidth_Bps", &F::hbm_bandwidth_Bps, "B/s", "Override: HBM bandwidth",
-                      positive<double>())
-        .add_optional("chip.idle_W", &F::idle_W, "W", "Override: chip power when idle", non_negative<double>())
-        .add_optional("chip.busy_W", &F::busy_W, "W", "Override: chip power when fully busy", positive<double>())
+                      between(1e6, 1e15))
+        .add_optional("chip.idle_W", &F::idle_W, "W", "Override: chip power when idle", between(0.0, 1e5))
+        .add_optional("chip.busy_W", &F::busy_W, "W", "Override: chip power when fully busy", between(1e-3, 1e5))
         .add_optional("chip.host_W_per_chip", &F::host_W_per_chip, "W", "Override: host/CPU/NIC/fan share per chip",
-                      non_negative<double>())
+                      between(0.0, 1e5))
         .add("topology.kind", &F::topology_kind, "", "torus, fat-tree (NVSwitch nodes + InfiniBand) or single-node",
              required, one_of({"torus", "fat-tree", "single-node"}))
         .add("topology.dims", &F::dims, "chips", "Torus: chips along each dimension (chip = x + dx*(y + dy*z))",
@@ -102,19 +102,19 @@ const Schema<ClusterFile>& cluster_schema() {
     add_link_fields(s, "infiniband", &F::ib_bw, &F::ib_latency_s, &F::ib_idle_W, &F::ib_busy_W, 1e-6,
                     "InfiniBand, NIC to leaf and switch to switch");
     s.add("switches.nvswitch.latency_s", &F::nvswitch_latency_s, "s", "NVSwitch forwarding latency", 0.0,
-          non_negative<double>())
+          between(0.0, 1.0))
         .add("switches.nvswitch.power_W", &F::nvswitch_W, "W", "NVSwitch power per node (0: inside host_W_per_chip)",
-             0.0, non_negative<double>())
+             0.0, between(0.0, 1e5))
         .add("switches.infiniband.ports", &F::ib_ports, "ports", "Ports per InfiniBand switch", int64_t{64},
              positive<int64_t>())
         .add("switches.infiniband.latency_s", &F::ib_switch_latency_s, "s", "InfiniBand switch forwarding latency",
-             0.0, non_negative<double>())
+             0.0, between(0.0, 1.0))
         .add("switches.infiniband.power_W", &F::ib_switch_W, "W", "Power of one InfiniBand switch", 0.0,
-             non_negative<double>())
-        .add("facility.pue", &F::pue, "", "Power usage effectiveness of the datacentre", 1.2, at_least(1.0))
+             between(0.0, 1e5))
+        .add("facility.pue", &F::pue, "", "Power usage effectiveness of the datacentre", 1.2, between(1.0, 10.0))
         .add("facility.carbon_kg_per_kWh", &F::carbon_kg_per_kWh, "kgCO2e/kWh", "Carbon intensity of the electricity",
-             0.37, non_negative<double>())
-        .add_optional("facility.price_per_kWh", &F::price_per_kWh, "$/kWh", "Electricity price", non_negative<double>());
+             0.37, between(0.0, 10.0))
+        .add_optional("facility.price_per_kWh", &F::price_per_kWh, "$/kWh", "Electricity price", between(0.0, 1e3));
     return s;
   }();
   return schema;
@@ -153,6 +153,9 @@ FabricBuild build_torus_file(const ClusterFile& f, const std::string& file) {
     throw ConfigError(file, "topology.dims", "(missing)", "a list of positive integers, the torus shape");
   int64_t chips = 1;
   for (int64_t d : f.dims) {
+    // Each factor is checked before it multiplies: 16 x 2^62 would wrap to 0.
+    if (d > kMaxChips || chips * d > kMaxChips)
+      throw ConfigError(file, "topology.dims", list_text(f.dims), "at most " + num(kMaxChips) + " chips in all");
     chips *= d;
     if (chips > kMaxChips)
       throw ConfigError(file, "topology.dims", list_text(f.dims), "at most " + num(kMaxChips) + " chips in all");

@@ -16,9 +16,11 @@ std::string toml_value_text(const toml::node& node) {
   std::ostringstream o;
   if (node.is_table()) return "(a table)";
   if (const toml::array* arr = node.as_array()) {
-    // One line, whatever the array's size: errors are single lines.
+    // One short line, whatever the array's size: errors are single lines.
+    constexpr size_t kShown = 16;
     o << "[";
-    for (size_t i = 0; i < arr->size(); ++i) o << (i ? ", " : "") << toml_value_text(*arr->get(i));
+    for (size_t i = 0; i < arr->size() && i < kShown; ++i) o << (i ? ", " : "") << toml_value_text(*arr->get(i));
+    if (arr->size() > kShown) o << ", ... (" << arr->size() << " values)";
     o << "]";
     return o.str();
   }

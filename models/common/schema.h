@@ -227,8 +227,9 @@ class Schema {
       return fail();
     } else if constexpr (std::is_floating_point_v<T>) {
       // inf and nan pass the range checks' comparisons (nan fails them, inf does not): refused here.
-      if ((node.is_integer() || node.is_floating_point()) && std::isfinite(*node.value<double>()))
-        return static_cast<T>(*node.value<double>());
+      // An integer literal converts as an integer: value<double>() is empty past 2^53.
+      if (auto i = node.value_exact<int64_t>()) return static_cast<T>(*i);
+      if (node.is_floating_point() && std::isfinite(*node.value<double>())) return static_cast<T>(*node.value<double>());
       if (node.is_floating_point())
         throw ConfigError(file, key, toml_value_text(node), "a finite " + type_name<T>());
       return fail();

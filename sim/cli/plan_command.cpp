@@ -25,6 +25,7 @@ double parse_tokens(const std::string& text) {
     throw UsageError("--tokens " + text + ": expected a number of tokens such as 600e9");
   }
   if (!(v > 0) || !std::isfinite(v)) throw UsageError("--tokens " + text + ": expected a positive token budget");
+  if (v > 1e16) throw UsageError("--tokens " + text + ": expected at most 1e16 tokens (GLaM trained on 1.6e12)");
   return v;
 }
 

@@ -27,8 +27,9 @@ void SimulationOptions::register_options(CLI::App& cmd, bool with_out_dir) {
   cmd.add_option("--microbatches", microbatches,
                  "Gradient accumulation passes per step (default: the fewest that fit in memory)")
       ->excludes(plan)
-      ->transform(cli_checks::integer_at_least(1));
-  cmd.add_option("--batch-tokens", batch_tokens, "Global tokens per step (default 1,048,576)")->transform(cli_checks::integer_at_least(1));
+      ->transform(cli_checks::integer_at_least(1, kMaxMicrobatches));
+  cmd.add_option("--batch-tokens", batch_tokens, "Global tokens per step (default 1,048,576)")
+      ->transform(cli_checks::integer_at_least(1, kMaxBatchTokens));
   cmd.add_option("--routing", routing, "uniform, skew=X (Zipf exponent) or a routing histogram / run record file");
   cmd.add_option("--fidelity", fidelity, "analytical or flow");
   cmd.add_option("--flow-max-flows", flow_max_flows,

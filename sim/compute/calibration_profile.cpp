@@ -172,9 +172,12 @@ std::vector<double> number_list(const toml::table& c, const char* field, const s
   const toml::array* arr = c.get_as<toml::array>(field);
   if (!arr) throw ConfigError(path, key + "." + field, "(missing)", "a list of numbers");
   for (const auto& x : *arr) {
-    if (!x.is_number() || !std::isfinite(*x.value<double>()))
+    // Integers convert as integers (value<double>() is empty past 2^53).
+    const std::optional<double> d = x.is_integer() ? std::optional<double>(static_cast<double>(*x.value_exact<int64_t>()))
+                                                   : x.value<double>();
+    if (!x.is_number() || !d || !std::isfinite(*d))
       throw ConfigError(path, key + "." + field, toml_value_text(x), "finite numbers");
-    v.push_back(*x.value<double>());
+    v.push_back(*d);
   }
   return v;
 }

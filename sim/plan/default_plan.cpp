@@ -10,7 +10,7 @@ namespace glam {
 
 int64_t fitting_microbatches(const ParallelPlan& plan, const ModelConfig& m, const Cluster& c) {
   const int64_t sequences = plan.tokens_per_rank() / m.seq_len;
-  for (int64_t mb = 1; mb <= sequences; mb *= 2) {
+  for (int64_t mb = 1; mb <= std::min(sequences, kMaxMicrobatches); mb *= 2) {
     if (sequences % mb) break;
     ParallelPlan p = plan;
     p.microbatches = mb;
@@ -90,7 +90,7 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
       if (p.microbatches == 1) {
         // Nothing fits: still count the smallest footprint micro-batching reaches, for the message.
         const int64_t sequences = p.tokens_per_rank() / m.seq_len;
-        while (sequences % (p.microbatches * 2) == 0) p.microbatches *= 2;
+        while (sequences % (p.microbatches * 2) == 0 && p.microbatches * 2 <= kMaxMicrobatches) p.microbatches *= 2;
       }
       if (p.microbatches > 1) consider(p, false);
     }

@@ -136,7 +136,7 @@ const Schema<ParallelPlan>& plan_schema() {
              positive<int64_t>())
         .add("tp", &ParallelPlan::tp, "chips", "Tensor-parallel width", int64_t{1}, positive<int64_t>())
         .add("batch_tokens", &ParallelPlan::batch_tokens, "tokens", "Global tokens per step (0: command line or 1M)",
-             int64_t{0}, non_negative<int64_t>())
+             int64_t{0}, non_negative_up_to<int64_t>(kMaxBatchTokens))
         .add("shard_weights", &ParallelPlan::shard_weights, "",
              "Shard non-expert weights, gradients and optimizer state over dp too (ZeRO-3 / GSPMD 2D)", false)
         .add("recompute", &ParallelPlan::recompute, "", "Recompute activations in the backward pass", false)
@@ -145,7 +145,7 @@ const Schema<ParallelPlan>& plan_schema() {
              std::string("auto"), one_of({"auto", "linear"}))
         .add("microbatches", &ParallelPlan::microbatches, "",
              "Gradient accumulation: forward and backward passes per step, each on a share of the rank's tokens",
-             int64_t{1}, positive<int64_t>())
+             int64_t{1}, positive_up_to<int64_t>(kMaxMicrobatches))
         .add("overlap_grad_reduction", &ParallelPlan::overlap_grad_reduction, "",
              "Reduce each block's gradients during the backward pass (false: all at once after it)", true);
     return sc;
@@ -162,6 +162,11 @@ void validate_plan(const ParallelPlan& p, const ModelConfig& m, const Cluster& c
   auto s = [](int64_t v) { return std::to_string(v); };
   if (p.dp <= 0 || p.ep <= 0 || p.tp <= 0)
     throw UsageError("plan axes must be positive: dp " + s(p.dp) + ", ep " + s(p.ep) + ", tp " + s(p.tp));
+  // Bounds first: past them the products below overflow, and a step takes minutes to simulate.
+  if (p.batch_tokens > kMaxBatchTokens)
+    throw UsageError("batch of " + s(p.batch_tokens) + " tokens: expected at most " + s(kMaxBatchTokens));
+  if (p.microbatches > kMaxMicrobatches)
+    throw UsageError("microbatches = " + s(p.microbatches) + ": expected at most " + s(kMaxMicrobatches));
   if (p.chips() != c.num_chips())
     throw UsageError("plan axes dp x tp = " + s(p.dp) + " x " + s(p.tp) + " = " + s(p.chips()) +
                      " do not multiply to the chip count of " + c.id() + " (" + s(c.num_chips()) + ")");

@@ -18,6 +18,11 @@
 
 namespace glam {
 
+// Bounds of a plan: a trillion tokens per step (GLaM's was 2^20), and 4,096 passes per step (a step
+// of more takes the simulator minutes).
+inline constexpr int64_t kMaxBatchTokens = int64_t{1} << 40;
+inline constexpr int64_t kMaxMicrobatches = 4096;
+
 struct ParallelPlan {
   int64_t dp = 1, ep = 1, tp = 1;
   int64_t batch_tokens = 0;  // global tokens per step

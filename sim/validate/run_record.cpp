@@ -25,6 +25,23 @@ const nlohmann::json& need(const nlohmann::json& j, const std::string& path, con
   return *node;
 }
 
+// An optional field of a given JSON type: the fallback when absent, a ConfigError naming the key when
+// present with another type (nlohmann's own error names neither file nor key).
+std::string text_or(const nlohmann::json& parent, const std::string& path, const std::string& key,
+                    const std::string& field, const std::string& fallback) {
+  if (!parent.is_object() || !parent.contains(field)) return fallback;
+  const auto& v = parent[field];
+  if (!v.is_string()) throw ConfigError(path, key, v.dump(), "a string");
+  return v.get<std::string>();
+}
+int64_t count_or(const nlohmann::json& parent, const std::string& path, const std::string& key, const std::string& field,
+                 int64_t fallback) {
+  if (!parent.is_object() || !parent.contains(field)) return fallback;
+  const auto& v = parent[field];
+  if (!v.is_number_integer() || v.get<int64_t>() < 0) throw ConfigError(path, key, v.dump(), "a non-negative integer");
+  return v.get<int64_t>();
+}
+
 double number(const nlohmann::json& j, const std::string& path, const std::string& key) {
   const auto& v = need(j, path, key, "a number");
   if (!v.is_number()) throw ConfigError(path, key, v.dump(), "a number");
@@ -58,8 +75,9 @@ RunRecord parse_run_record(const nlohmann::json& j, const std::string& path) {
   r.file = path;
   // The model: the file the run used, resolved against the record's folder when relative.
   const auto& model = need(j, path, "model", "the model the run used");
-  std::string model_file = model.value("file", "");
-  std::string model_id = model.value("id", "");
+  if (!model.is_object()) throw ConfigError(path, "model", model.dump(), "an object: {id, file, layers_run}");
+  std::string model_file = text_or(model, path, "model.file", "file", "");
+  std::string model_id = text_or(model, path, "model.id", "id", "");
   if (!model_file.empty()) {
     std::filesystem::path p(model_file);
     const std::filesystem::path beside = std::filesystem::path(path).parent_path() / p;
@@ -79,8 +97,12 @@ RunRecord parse_run_record(const nlohmann::json& j, const std::string& path) {
   } else {
     r.model = load_model(model_id);
   }
-  r.layers_run = model.value("layers_run", int64_t{-1});
-  if (r.layers_run <= 0) r.layers_run = -1;
+  // 0 (or absent): every layer, as glamexec writes it for a whole model.
+  r.layers_run = count_or(model, path, "model.layers_run", "layers_run", 0);
+  if (r.layers_run > r.model.layers)
+    throw ConfigError(path, "model.layers_run", std::to_string(r.layers_run),
+                      "at most the " + std::to_string(r.model.layers) + " layers of " + r.model.id);
+  if (r.layers_run == 0) r.layers_run = -1;
   r.ranks = static_cast<int64_t>(number(j, path, "plan.ranks"));
   r.dp = static_cast<int64_t>(number(j, path, "plan.dp"));
   r.ep = static_cast<int64_t>(number(j, path, "plan.ep"));
@@ -88,13 +110,14 @@ RunRecord parse_run_record(const nlohmann::json& j, const std::string& path) {
   const auto& kind = need(j, path, "device.kind", "\"cpu\" or \"cuda\"");
   if (kind != "cpu" && kind != "cuda") throw ConfigError(path, "device.kind", kind.dump(), "\"cpu\" or \"cuda\"");
   r.device_kind = kind.get<std::string>();
-  r.device_name = j["device"].value("name", "");
-  r.threads = j["device"].value("threads", 0);
-  r.host_cores = j["device"].value("host_cores", 0);
-  r.gemm_precision = j["device"].value("gemm_precision", std::string("fp32"));
+  const auto& device = j["device"];
+  r.device_name = text_or(device, path, "device.name", "name", "");
+  r.threads = static_cast<int>(count_or(device, path, "device.threads", "threads", 0));
+  r.host_cores = static_cast<int>(count_or(device, path, "device.host_cores", "host_cores", 0));
+  r.gemm_precision = text_or(device, path, "device.gemm_precision", "gemm_precision", "fp32");
   if (r.gemm_precision != "fp32" && r.gemm_precision != "tf32" && r.gemm_precision != "bf16")
     throw ConfigError(path, "device.gemm_precision", "\"" + r.gemm_precision + "\"", "\"fp32\", \"tf32\" or \"bf16\"");
-  r.activation_precision = j["device"].value("activation_precision", std::string("float32"));
+  r.activation_precision = text_or(device, path, "device.activation_precision", "activation_precision", "float32");
   if (r.activation_precision != "float32" && r.activation_precision != "bfloat16")
     throw ConfigError(path, "device.activation_precision", "\"" + r.activation_precision + "\"",
                       "\"float32\" or \"bfloat16\"");

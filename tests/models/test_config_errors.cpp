@@ -76,6 +76,14 @@ TEST(ModelConfigErrors, HugeSizesAndInfinityAreRefused) {
       << msg;
   msg = error_of(replaced(kValid, "[moe]", "[moe]\ncapacity_factor = inf"));
   EXPECT_NE(msg.find("'moe.capacity_factor' = inf: expected a finite number"), std::string::npos) << msg;
+  // 1e300 passed as a positive factor and overflowed the slot count: 97% of tokens "dropped".
+  msg = error_of(replaced(kValid, "[moe]", "[moe]\ncapacity_factor = 1e300"));
+  EXPECT_NE(msg.find("a positive number of at most 1000"), std::string::npos) << msg;
+  // Integers past 2^53 are read as integers (they were read as garbage, bypassing the range checks).
+  msg = error_of(replaced(kValid, "[moe]", "[moe]\ncapacity_factor = -9007199254740993"));
+  EXPECT_NE(msg.find("'moe.capacity_factor' = -9007199254740993"), std::string::npos) << msg;
+  msg = error_of(replaced(kValid, "id = \"", "id = \"bad id"));
+  EXPECT_NE(msg.find("'id'"), std::string::npos) << msg;
 }
 
 TEST(ModelConfigErrors, HeadLayoutInconsistentWithWidth) {

@@ -134,6 +134,7 @@ INSTANTIATE_TEST_SUITE_P(
                               "--carbon-intensity inf: expected a finite, non-negative"},
                       BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --batch-tokens 262144 --tokens 1e5", "larger than the token budget"},
                       BadPlan{"--model glam-1.7b-64e --tokens 1e12", "--cluster"},
+                      BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --tokens 1e300", "at most 1e16 tokens"},
                       BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --tokens 1e12 --dp 64 --ep 64 --tp 1 --layouts",
                               "fix the layout"}),
     case_name);

@@ -193,7 +193,9 @@ INSTANTIATE_TEST_SUITE_P(
         BadRun{"--model glam-tiny-8e --cluster dgx-h100-8 --layers 100", "--layers 100: glam-tiny-8e has 4 blocks"},
         BadRun{"--model glam-8b --cluster dgx-h100-8 --routing skew=2", "glam-8b is dense"},
         BadRun{"--model glam-8b --cluster dgx-h100-8 --batch-tokens 1e6", "--batch-tokens: got '1e6'"},
-        BadRun{"--model glam-tiny --cluster dgx-h100-8 --dp 3", "dp x tp must be the 8 chips"}),
+        BadRun{"--model glam-tiny --cluster dgx-h100-8 --dp 3", "dp x tp must be the 8 chips"},
+        // Past 4,096 passes the plan's products overflowed (a SIGFPE) and a step took minutes.
+        BadRun{"--model glam-tiny-8e --cluster dgx-h100-8 --microbatches 4611686018427387904", "from 1 to 4096"}),
     case_name);
 
 }  // namespace

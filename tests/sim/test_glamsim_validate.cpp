@@ -114,6 +114,16 @@ TEST_F(GlamsimValidate, BadInputExitsTwoNamingTheFile) {
       {"collective.json", record("", 0.5).dump(), "collective.toml", "key 'network.collective[0].kind' = \"broadcast\""},
       {"noprofile.json", record("", 0.5).dump(), "", "calibration profile"},
       {"array.json", "[1, 2]", "profile.toml", "(top level)"},
+      {"layers.json", [&] {
+         auto j = record("", 0.5);
+         j["model"]["layers_run"] = 99;
+         return j.dump();
+       }(), "profile.toml", "key 'model.layers_run' = 99"},
+      {"precision.json", [&] {
+         auto j = record("", 0.5);
+         j["device"]["gemm_precision"] = 0;
+         return j.dump();
+       }(), "profile.toml", "key 'device.gemm_precision' = 0: expected a string"},
       {"noops.json", [&] {
          auto j = record("", 0.5);
          j["ops"] = nlohmann::json::array();

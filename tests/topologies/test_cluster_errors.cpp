@@ -62,6 +62,9 @@ TEST(ClusterErrors, NonPositiveDimensions) {
   expect_has(error_of(replaced(kTorus, "[4, 4, 4]", "[-2]")), {"'topology.dims'", "[-2]", "positive"});
   expect_has(error_of(replaced(kTorus, "[4, 4, 4]", "[]")), {"'topology.dims'", "non-empty"});
   expect_has(error_of(replaced(kTorus, "[4, 4, 4]", "[4096, 4096]")), {"'topology.dims'", "at most"});
+  // 16 x 2^62 wraps to 0 (a segmentation fault), 16 x (2^62 + 4) to 64: checked before multiplying.
+  expect_has(error_of(replaced(kTorus, "[4, 4, 4]", "[4, 4, 4611686018427387904]")), {"'topology.dims'", "at most"});
+  expect_has(error_of(replaced(kTorus, "[4, 4, 4]", "[4, 4, 4611686018427387908]")), {"'topology.dims'", "at most"});
 }
 
 TEST(ClusterErrors, UnknownChipKind) {
@@ -70,9 +73,15 @@ TEST(ClusterErrors, UnknownChipKind) {
 }
 
 TEST(ClusterErrors, ZeroOrNegativeBandwidth) {
-  expect_has(error_of(replaced(kTorus, "45e9", "0")), {"'links.ici.bandwidth_Bps'", "= 0", "a positive number"});
+  expect_has(error_of(replaced(kTorus, "45e9", "0")), {"'links.ici.bandwidth_Bps'", "= 0", "a value in [1000, 1e+15]"});
   expect_has(error_of(replaced(kFatTree, "bandwidth_Bps = 50e9", "bandwidth_Bps = -5e9")),
-             {"'links.infiniband.bandwidth_Bps'", "-5", "a positive number"});
+             {"'links.infiniband.bandwidth_Bps'", "-5", "a value in [1000, 1e+15]"});
+  // Values that pass a sign check but no physical one: they ended in internal errors (a zero-sized
+  // step), infinite energies or wrapped integers.
+  expect_has(error_of(replaced(kTorus, "45e9", "1e-300")), {"'links.ici.bandwidth_Bps' = 1e-300"});
+  expect_has(error_of(replaced(kTorus, "45e9", "9007199254740993")), {"'links.ici.bandwidth_Bps' = 9007199254740993"});
+  expect_has(error_of(replaced(kTorus, "[chip]", "[chip]\nhbm_bytes = -9007199254740993")),
+             {"'chip.hbm_bytes' = -9007199254740993", "a value in [1e+06, 1e+15]"});
   expect_has(error_of(replaced(kTorus, "bandwidth_Bps = 45e9\n", "latency_s = 1e-6\n")),
              {"'links.ici.bandwidth_Bps'", "(missing)", "ici bandwidth"});
 }
