@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <sstream>
 
 #include "common/catalogue.h"
 #include "common/errors.h"
@@ -95,6 +96,16 @@ CalibrationProfile default_profile(const std::string& chip_kind) {
 
 namespace {
 
+// A measured figure, or 0 for "not measured" (the same ranges as the chip and link figures).
+Check<double> zero_or_between(double lo, double hi) {
+  return [lo, hi](const double& v) -> std::optional<std::string> {
+    if (v == 0 || (v >= lo && v <= hi)) return std::nullopt;
+    std::ostringstream o;
+    o << "0 (not measured) or a value in [" << lo << ", " << hi << "]";
+    return o.str();
+  };
+}
+
 struct ProfileFile {
   std::string device;
   std::vector<double> matmul_flops, matmul_eff, attention_flops, attention_eff, memory_bytes, memory_eff;
@@ -125,9 +136,9 @@ const Schema<ProfileFile>& profile_schema() {
         .add("network.latency_factor", &P::latency_factor, "", "Multiplies link latencies", 1.0,
              positive<double>())
         .add("measured.peak_flops", &P::peak_flops, "FLOP/s", "Measured compute peak (0: the chip kind's datasheet)",
-             0.0, non_negative<double>())
+             0.0, zero_or_between(1e6, 1e18))
         .add("measured.memory_bandwidth_Bps", &P::memory_bandwidth_Bps, "B/s",
-             "Measured memory bandwidth (0: the datasheet)", 0.0, non_negative<double>())
+             "Measured memory bandwidth (0: the datasheet)", 0.0, zero_or_between(1e6, 1e15))
         .add("measured.threads", &P::threads, "", "Threads per rank during the measurement", int64_t{0},
              non_negative<int64_t>())
         .add("measured.speedup_threads", &P::speedup_threads, "", "Threads of the thread_speedup measurement",
@@ -136,9 +147,9 @@ const Schema<ProfileFile>& profile_schema() {
              "Product speed with speedup_threads threads in one rank over the profile's threads", 1.0,
              positive<double>())
         .add("network.link_bandwidth_Bps", &P::link_bandwidth_Bps, "B/s",
-             "Measured point-to-point bandwidth between ranks (0: the cluster file's)", 0.0, non_negative<double>())
+             "Measured point-to-point bandwidth between ranks (0: the cluster file's)", 0.0, zero_or_between(1e3, 1e15))
         .add("network.link_latency_s", &P::link_latency_s, "s", "Measured point-to-point latency between ranks", 0.0,
-             non_negative<double>())
+             between(0.0, 1.0))
         .add("power.idle_W", &P::idle_W, "W", "Measured chip power when idle (0: the chip kind's)", 0.0,
              non_negative<double>())
         .add("power.busy_W", &P::busy_W, "W", "Measured chip power running products back to back (0: the chip kind's)",

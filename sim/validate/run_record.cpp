@@ -48,6 +48,22 @@ double number(const nlohmann::json& j, const std::string& path, const std::strin
   return v.get<double>();
 }
 
+// A whole number in [lo, hi]: a fraction or an out-of-range value is named, not cast.
+int64_t whole(const nlohmann::json& j, const std::string& path, const std::string& key, int64_t lo, int64_t hi) {
+  const auto& v = need(j, path, key, "an integer");
+  if (!v.is_number_integer() || v.get<int64_t>() < lo || (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(hi)) ||
+      v.get<int64_t>() > hi)
+    throw ConfigError(path, key, v.dump(), "an integer from " + std::to_string(lo) + " to " + std::to_string(hi));
+  return v.get<int64_t>();
+}
+
+// A measured time: glamexec's timers read microseconds to hours.
+double seconds(const nlohmann::json& j, const std::string& path, const std::string& key) {
+  const double s = number(j, path, key);
+  if (!(s >= 1e-9 && s <= 1e6)) throw ConfigError(path, key, need(j, path, key, "").dump(), "a time from 1e-9 to 1e6 s");
+  return s;
+}
+
 }  // namespace
 
 namespace {
@@ -103,10 +119,11 @@ RunRecord parse_run_record(const nlohmann::json& j, const std::string& path) {
     throw ConfigError(path, "model.layers_run", std::to_string(r.layers_run),
                       "at most the " + std::to_string(r.model.layers) + " layers of " + r.model.id);
   if (r.layers_run == 0) r.layers_run = -1;
-  r.ranks = static_cast<int64_t>(number(j, path, "plan.ranks"));
-  r.dp = static_cast<int64_t>(number(j, path, "plan.dp"));
-  r.ep = static_cast<int64_t>(number(j, path, "plan.ep"));
-  r.tp = static_cast<int64_t>(number(j, path, "plan.tp"));
+  constexpr int64_t kMaxRanks = 1 << 20;
+  r.ranks = whole(j, path, "plan.ranks", 1, kMaxRanks);
+  r.dp = whole(j, path, "plan.dp", 1, kMaxRanks);
+  r.ep = whole(j, path, "plan.ep", 1, kMaxRanks);
+  r.tp = whole(j, path, "plan.tp", 1, kMaxRanks);
   const auto& kind = need(j, path, "device.kind", "\"cpu\" or \"cuda\"");
   if (kind != "cpu" && kind != "cuda") throw ConfigError(path, "device.kind", kind.dump(), "\"cpu\" or \"cuda\"");
   r.device_kind = kind.get<std::string>();
@@ -114,6 +131,9 @@ RunRecord parse_run_record(const nlohmann::json& j, const std::string& path) {
   r.device_name = text_or(device, path, "device.name", "name", "");
   r.threads = static_cast<int>(count_or(device, path, "device.threads", "threads", 0));
   r.host_cores = static_cast<int>(count_or(device, path, "device.host_cores", "host_cores", 0));
+  if (r.threads > 4096 || r.host_cores > 1 << 16)
+    throw ConfigError(path, r.threads > 4096 ? "device.threads" : "device.host_cores",
+                      std::to_string(r.threads > 4096 ? r.threads : r.host_cores), "at most 4096 threads, 65536 cores");
   r.gemm_precision = text_or(device, path, "device.gemm_precision", "gemm_precision", "fp32");
   if (r.gemm_precision != "fp32" && r.gemm_precision != "tf32" && r.gemm_precision != "bf16")
     throw ConfigError(path, "device.gemm_precision", "\"" + r.gemm_precision + "\"", "\"fp32\", \"tf32\" or \"bf16\"");
@@ -124,29 +144,40 @@ RunRecord parse_run_record(const nlohmann::json& j, const std::string& path) {
   if (j["device"].contains("energy")) {
     r.measured_power_W = number(j, path, "device.energy.mean_power_W");
     r.energy_window_s = number(j, path, "device.energy.seconds");
-    r.energy_steps = static_cast<int64_t>(number(j, path, "device.energy.timed_steps"));
+    r.energy_steps = whole(j, path, "device.energy.timed_steps", 1, int64_t{1} << 40);
     if (r.measured_power_W <= 0)
       throw ConfigError(path, "device.energy.mean_power_W", std::to_string(r.measured_power_W), "a power > 0 (W)");
     if (r.energy_window_s <= 0 || r.energy_steps <= 0)
       throw ConfigError(path, "device.energy.seconds", std::to_string(r.energy_window_s),
                         "a window > 0 s holding timed_steps > 0 steps");
   }
-  r.global_batch_tokens = static_cast<int64_t>(number(j, path, "global_batch_tokens"));
-  r.step_median_s = number(j, path, "step_time_s.median");
-  r.step_p10_s = number(j, path, "step_time_s.p10");
-  r.step_p90_s = number(j, path, "step_time_s.p90");
+  r.global_batch_tokens = whole(j, path, "global_batch_tokens", 1, int64_t{1} << 40);
+  r.step_median_s = seconds(j, path, "step_time_s.median");
+  r.step_p10_s = seconds(j, path, "step_time_s.p10");
+  r.step_p90_s = seconds(j, path, "step_time_s.p90");
   const auto& ops = need(j, path, "ops", "per-op timings");
   if (!(r.step_median_s > 0))
     throw ConfigError(path, "step_time_s.median", std::to_string(r.step_median_s), "a step time > 0 s");
   if (!ops.is_array() || ops.empty())
     throw ConfigError(path, "ops", ops.is_array() ? "[]" : std::string("a JSON ") + ops.type_name(),
                       "an array of per-op timings, at least one");
-  for (const auto& op : ops) {
-    const bool ok = op.is_object() && op.contains("id") && op["id"].is_string() && op.contains("median_s") &&
-                    op["median_s"].is_number() && op.value("p10_s", 0.0) >= 0 && op.value("p90_s", 0.0) >= 0;
-    if (!ok) throw ConfigError(path, "ops", op.dump(), "{\"id\": string, \"median_s\": number, ...}");
-    r.ops.push_back({op["id"].get<std::string>(), op["median_s"].get<double>(), op.value("p10_s", 0.0),
-                     op.value("p90_s", 0.0)});
+  for (size_t i = 0; i < ops.size(); ++i) {
+    const auto& op = ops[i];
+    const std::string at = "ops[" + std::to_string(i) + "]";
+    if (!op.is_object() || !op.contains("id") || !op["id"].is_string())
+      throw ConfigError(path, at, op.dump(), "{\"id\": string, \"median_s\": number, ...}");
+    // An op a step did not run has a zero time; none takes longer than the timers' hours.
+    auto time = [&](const char* field, bool required) {
+      if (!op.contains(field)) {
+        if (required) throw ConfigError(path, at + "." + field, "(missing)", "a time in seconds");
+        return 0.0;
+      }
+      const auto& v = op[field];
+      if (!v.is_number() || !(v.get<double>() >= 0 && v.get<double>() <= 1e6))
+        throw ConfigError(path, at + "." + field, v.dump(), "a time from 0 to 1e6 s");
+      return v.get<double>();
+    };
+    r.ops.push_back({op["id"].get<std::string>(), time("median_s", true), time("p10_s", false), time("p90_s", false)});
   }
   r.has_moe_loads = j.contains("moe_layers") && j["moe_layers"].is_array() && !j["moe_layers"].empty();
   return r;

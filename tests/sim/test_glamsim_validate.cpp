@@ -62,6 +62,7 @@ class GlamsimValidate : public ::testing::Test {
                                         "[[network.collective]]\nkind = \"broadcast\"\nranks = 2\nbytes = [1e3]\n"
                                         "bus_efficiency = [0.5]\n");
     write(kDir / "a.json", record("", 0.5).dump());
+    write(kDir / "hugepeak.toml", std::string(kProfile).replace(std::string(kProfile).find("5e10"), 4, "1e300"));
   }
   void TearDown() override { fs::remove_all(kDir); }
 };
@@ -134,7 +135,15 @@ TEST_F(GlamsimValidate, BadInputExitsTwoNamingTheFile) {
          auto j = record("", 0.5);
          j["ops"][0]["median_s"] = "fast";
          return j.dump();
-       }(), "profile.toml", "key 'ops'"},
+       }(), "profile.toml", "key 'ops[0].median_s' = \"fast\""},
+      {"fraction.json", [&] {
+         auto j = record("", 0.5);
+         j["plan"]["ep"] = 1.9;  // was cast to 1 and simulated
+         return j.dump();
+       }(), "profile.toml", "key 'plan.ep' = 1.9: expected an integer"},
+      {"hugestep.json", record("", 1e300).dump(), "profile.toml", "key 'step_time_s.median' = 1e+300"},
+      // A profile's bad figure is the profile's, not the record's host cluster's.
+      {"peak.json", record("", 0.5).dump(), "hugepeak.toml", "hugepeak.toml: key 'measured.peak_flops'"},
   };
   for (const auto& c : cases) {
     write(kDir / c.name, c.record_text);
@@ -143,7 +152,7 @@ TEST_F(GlamsimValidate, BadInputExitsTwoNamingTheFile) {
     auto r = run_command(cmd);
     EXPECT_EQ(r.exit_code, 2) << c.name << ": " << r.err;
     EXPECT_NE(r.err.find(c.expected), std::string::npos) << c.name << ": " << r.err;
-    if (c.name != "noprofile.json" && c.name != "device.json" && c.name != "collective.json") {
+    if (c.name != "noprofile.json" && c.name != "device.json" && c.name != "collective.json" && c.name != "peak.json") {
       EXPECT_NE(r.err.find(c.name), std::string::npos) << "error should name the record: " << r.err;
     }
     EXPECT_FALSE(fs::exists(kDir / "out")) << c.name;
