@@ -30,7 +30,7 @@ const Schema<ChipFile>& chip_schema() {
         .add("peak_flops_fp32", &C::peak_flops_fp32, "FLOP/s", "float32 peak (matrix units where fp32 uses them)",
              required, between(1e6, 1e18))
         .add("hbm_bytes", &C::hbm_bytes, "bytes", "HBM capacity", required, between(1e6, 1e15))
-        .add("hbm_bandwidth_Bps", &C::hbm_bandwidth_Bps, "B/s", "HBM bandwidth", required, between(1e6, 1e15))
+        .add("hbm_bandwidth_Bps", &C::hbm_bandwidth_Bps, "B/s", "HBM bandwidth", required, between(1e6, 1e17))
         .add("idle_W", &C::idle_W, "W", "Chip power when idle", required, between(0.0, 1e5))
         .add("busy_W", &C::busy_W, "W", "Chip power when fully busy (TDP-like)", required, between(1e-3, 1e5))
         .add("host_W_per_chip", &C::host_W_per_chip, "W", "Share of host, CPU, NIC and fans per chip", 0.0,

@@ -73,7 +73,7 @@ const Schema<ClusterFile>& cluster_schema() {
                       between(1e6, 1e18))
         .add_optional("chip.hbm_bytes", &F::hbm_bytes, "bytes", "Override: HBM capacity", between(1e6, 1e15))
         .add_optional("chip.hbm_bandwidth_Bps", &F::hbm_bandwidth_Bps, "B/s", "Override: HBM bandwidth",
-                      between(1e6, 1e15))
+                      between(1e6, 1e17))
         .add_optional("chip.idle_W", &F::idle_W, "W", "Override: chip power when idle", between(0.0, 1e5))
         .add_optional("chip.busy_W", &F::busy_W, "W", "Override: chip power when fully busy", between(1e-3, 1e5))
         .add_optional("chip.host_W_per_chip", &F::host_W_per_chip, "W", "Override: host/CPU/NIC/fan share per chip",
@@ -204,7 +204,9 @@ SwitchedShape fat_tree_shape(const ClusterFile& f, const std::string& file) {
   double elements = static_cast<double>(chips);
   double switches = 0;
   for (size_t i = 0; i < m.size(); ++i) {
-    const int64_t ports = m[i] + (i + 1 < m.size() ? w[i] : 0);
+    // Saturating: up_ports near 2^63 would wrap the sum below the port count.
+    int64_t ports = 0;
+    if (__builtin_add_overflow(m[i], i + 1 < m.size() ? w[i] : 0, &ports)) ports = INT64_MAX;
     if (ports > f.ib_ports) {
       // Name the list the user set that makes the level too wide: the up ports when they are the excess.
       const bool ups = i + 1 < m.size() && !f.up_ports.empty() && m[i] <= f.ib_ports;

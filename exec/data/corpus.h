@@ -1,6 +1,6 @@
 #pragma once
 // The text the project trains on when the user gives none: the license texts that Debian's
-// base-files package ships in /usr/share/common-licenses (about 300 KB of English prose, present on
+// base-files package ships in /usr/share/common-licenses (about 240 KB of English prose, present on
 // every Debian system, so nothing is downloaded). Any user text file can replace it (--text).
 #include <filesystem>
 #include <string>

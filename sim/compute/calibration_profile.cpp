@@ -138,7 +138,7 @@ const Schema<ProfileFile>& profile_schema() {
         .add("measured.peak_flops", &P::peak_flops, "FLOP/s", "Measured compute peak (0: the chip kind's datasheet)",
              0.0, zero_or_between(1e6, 1e18))
         .add("measured.memory_bandwidth_Bps", &P::memory_bandwidth_Bps, "B/s",
-             "Measured memory bandwidth (0: the datasheet)", 0.0, zero_or_between(1e6, 1e15))
+             "Measured memory bandwidth (0: the datasheet)", 0.0, zero_or_between(1e6, 1e17))
         .add("measured.threads", &P::threads, "", "Threads per rank during the measurement", int64_t{0},
              non_negative<int64_t>())
         .add("measured.speedup_threads", &P::speedup_threads, "", "Threads of the thread_speedup measurement",
@@ -151,9 +151,9 @@ const Schema<ProfileFile>& profile_schema() {
         .add("network.link_latency_s", &P::link_latency_s, "s", "Measured point-to-point latency between ranks", 0.0,
              between(0.0, 1.0))
         .add("power.idle_W", &P::idle_W, "W", "Measured chip power when idle (0: the chip kind's)", 0.0,
-             non_negative<double>())
+             between(0.0, 1e5))
         .add("power.busy_W", &P::busy_W, "W", "Measured chip power running products back to back (0: the chip kind's)",
-             0.0, non_negative<double>());
+             0.0, between(0.0, 1e5));
     return sc;
   }();
   return s;

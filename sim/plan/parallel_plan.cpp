@@ -162,6 +162,10 @@ void validate_plan(const ParallelPlan& p, const ModelConfig& m, const Cluster& c
   auto s = [](int64_t v) { return std::to_string(v); };
   if (p.dp <= 0 || p.ep <= 0 || p.tp <= 0)
     throw UsageError("plan axes must be positive: dp " + s(p.dp) + ", ep " + s(p.ep) + ", tp " + s(p.tp));
+  for (const auto& [axis, width] : {std::pair<const char*, int64_t>{"dp", p.dp}, {"ep", p.ep}, {"tp", p.tp}})
+    if (width > c.num_chips())
+      throw UsageError(std::string(axis) + " = " + s(width) + " is wider than the " + s(c.num_chips()) + " chips of " +
+                       c.id());
   // Bounds first: past them the products below overflow, and a step takes minutes to simulate.
   if (p.batch_tokens > kMaxBatchTokens)
     throw UsageError("batch of " + s(p.batch_tokens) + " tokens: expected at most " + s(kMaxBatchTokens));

@@ -53,11 +53,12 @@ FacilityParameters facility_for(const Cluster& c, std::optional<double> pue, std
   f.price_per_kWh = c.price_per_kWh();
   const std::string pue_from = pue ? "--pue " : c.id() + ": facility PUE ";
   const std::string carbon_from = carbon ? "--carbon-intensity " : c.id() + ": carbon intensity ";
-  if (!(f.pue >= 1) || !std::isfinite(f.pue))
+  // The ranges of the cluster files' facility figures.
+  if (!(f.pue >= 1 && f.pue <= 10))
     throw UsageError(pue_from + shortest(f.pue) + ": expected a finite value of at least 1 (a facility cannot use " +
-                     "less energy than its IT load)");
-  if (!(f.carbon_kg_per_kWh >= 0) || !std::isfinite(f.carbon_kg_per_kWh))
-    throw UsageError(carbon_from + shortest(f.carbon_kg_per_kWh) + ": expected a finite, non-negative kgCO2e/kWh");
+                     "less energy than its IT load) and at most 10");
+  if (!(f.carbon_kg_per_kWh >= 0 && f.carbon_kg_per_kWh <= 10))
+    throw UsageError(carbon_from + shortest(f.carbon_kg_per_kWh) + ": expected a finite kgCO2e/kWh from 0 to 10");
   return f;
 }
 

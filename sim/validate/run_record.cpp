@@ -129,11 +129,13 @@ RunRecord parse_run_record(const nlohmann::json& j, const std::string& path) {
   r.device_kind = kind.get<std::string>();
   const auto& device = j["device"];
   r.device_name = text_or(device, path, "device.name", "name", "");
-  r.threads = static_cast<int>(count_or(device, path, "device.threads", "threads", 0));
-  r.host_cores = static_cast<int>(count_or(device, path, "device.host_cores", "host_cores", 0));
-  if (r.threads > 4096 || r.host_cores > 1 << 16)
-    throw ConfigError(path, r.threads > 4096 ? "device.threads" : "device.host_cores",
-                      std::to_string(r.threads > 4096 ? r.threads : r.host_cores), "at most 4096 threads, 65536 cores");
+  // Bounded before the narrowing to int (2^32 + 1 cores would read as 1).
+  const int64_t threads = count_or(device, path, "device.threads", "threads", 0);
+  const int64_t host_cores = count_or(device, path, "device.host_cores", "host_cores", 0);
+  if (threads > 4096) throw ConfigError(path, "device.threads", std::to_string(threads), "at most 4096 threads per rank");
+  if (host_cores > 65536) throw ConfigError(path, "device.host_cores", std::to_string(host_cores), "at most 65536");
+  r.threads = static_cast<int>(threads);
+  r.host_cores = static_cast<int>(host_cores);
   r.gemm_precision = text_or(device, path, "device.gemm_precision", "gemm_precision", "fp32");
   if (r.gemm_precision != "fp32" && r.gemm_precision != "tf32" && r.gemm_precision != "bf16")
     throw ConfigError(path, "device.gemm_precision", "\"" + r.gemm_precision + "\"", "\"fp32\", \"tf32\" or \"bf16\"");

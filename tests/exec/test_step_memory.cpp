@@ -110,5 +110,16 @@ TEST(StepMemory, AllocationWorksAgainAfterTheCount) {
   EXPECT_EQ(real.data()[999], 3.f);
 }
 
+// A count past 8 EiB says "too much" rather than wrapping to a small or negative size.
+TEST(StepMemory, CountsSaturate) {
+  kernels::AllocationCount count;
+  count.add(static_cast<size_t>(INT64_MAX) - 10);
+  EXPECT_EQ(count.bytes(), INT64_MAX - 10);
+  count.add(100);
+  EXPECT_EQ(count.bytes(), INT64_MAX);
+  count.add(SIZE_MAX);
+  EXPECT_EQ(count.bytes(), INT64_MAX);
+}
+
 }  // namespace
 }  // namespace glam::exec

@@ -83,7 +83,7 @@ TEST(ModelConfigErrors, HugeSizesAndInfinityAreRefused) {
   msg = error_of(replaced(kValid, "[moe]", "[moe]\ncapacity_factor = -9007199254740993"));
   EXPECT_NE(msg.find("'moe.capacity_factor' = -9007199254740993"), std::string::npos) << msg;
   msg = error_of(replaced(kValid, "id = \"", "id = \"bad id"));
-  EXPECT_NE(msg.find("'id'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("'id' = \"bad idtiny\": expected a non-empty id of letters, digits"), std::string::npos) << msg;
 }
 
 TEST(ModelConfigErrors, HeadLayoutInconsistentWithWidth) {

@@ -195,7 +195,10 @@ INSTANTIATE_TEST_SUITE_P(
         BadRun{"--model glam-8b --cluster dgx-h100-8 --batch-tokens 1e6", "--batch-tokens: got '1e6'"},
         BadRun{"--model glam-tiny --cluster dgx-h100-8 --dp 3", "dp x tp must be the 8 chips"},
         // Past 4,096 passes the plan's products overflowed (a SIGFPE) and a step took minutes.
-        BadRun{"--model glam-tiny-8e --cluster dgx-h100-8 --microbatches 4611686018427387904", "from 1 to 4096"}),
+        BadRun{"--model glam-tiny-8e --cluster dgx-h100-8 --microbatches 4611686018427387904", "from 1 to 4096"},
+        // dp x tp overflowed to the chip count's neighbourhood: an internal error.
+        BadRun{"--model glam-tiny-8e --cluster tpu-v4-64 --dp 4611686018427387920 --tp 4 --ep 1",
+               "dp = 4611686018427387920 is wider than the 64 chips"}),
     case_name);
 
 }  // namespace

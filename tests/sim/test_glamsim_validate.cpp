@@ -136,6 +136,11 @@ TEST_F(GlamsimValidate, BadInputExitsTwoNamingTheFile) {
          j["ops"][0]["median_s"] = "fast";
          return j.dump();
        }(), "profile.toml", "key 'ops[0].median_s' = \"fast\""},
+      {"cores.json", [&] {
+         auto j = record("", 0.5);
+         j["device"]["host_cores"] = 4294967297;  // read as 1 core once narrowed to int
+         return j.dump();
+       }(), "profile.toml", "key 'device.host_cores' = 4294967297"},
       {"fraction.json", [&] {
          auto j = record("", 0.5);
          j["plan"]["ep"] = 1.9;  // was cast to 1 and simulated
