@@ -384,6 +384,8 @@ void Calibrator::train_points(Communicator& c, const std::string& id, int64_t to
   to.batch_tokens = tokens_per_rank * c.size();
   to.steps = o_.steps > 0 ? o_.steps : o_.quick ? 3 : 8;
   to.warmup = std::min<int64_t>(o_.quick ? 1 : 2, to.steps - 1);  // --steps 2 keeps one timed step
+  // CUDA times ops on every other timed step; with a single timed step, that one times them.
+  if (to.steps - to.warmup < 2) to.op_timing = "all";
   to.threads = run_threads;
   to.format = "json";
   to.random_tokens = true;

@@ -143,8 +143,9 @@ TEST_F(CudaTrain, GlamexecTrainRunsOnTheGpu) {
               j["device"]["memory"]["step_buffers_bytes"].get<int64_t>());
   }
   // A batch far beyond the GPU's memory is refused before anything is allocated, naming one that fits.
-  auto r = run_command("glamexec train --quiet --device cuda --model glam-0.1b --steps 1 --batch-tokens 4194304 "
-                       "--random-tokens");
+  // (--op-timing all: CUDA's default, alternate, needs two timed steps and would refuse one first.)
+  auto r = run_command("glamexec train --quiet --device cuda --model glam-0.1b --steps 1 --op-timing all "
+                       "--batch-tokens 4194304 --random-tokens");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("free: at most --batch-tokens"), std::string::npos) << r.err;
 }
