@@ -412,7 +412,7 @@ void Calibrator::measure_op_curves() {
     for (const auto& [f, j] : extra_records_) {
       // A record made with other threads per rank: rates scale with the threads (as in validation).
       const int rt = j["device"].value("threads", threads_);
-      const double scale = rt > 0 ? static_cast<double>(rt) / threads_ : 1.0;
+      const double scale = !cuda_ && rt > 0 ? static_cast<double>(rt) / threads_ : 1.0;  // GPU: host threads idle
       add_op_points(j, f, peak_ * scale, bandwidth_ * scale, op_points_);
     }
 }

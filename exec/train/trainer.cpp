@@ -307,7 +307,7 @@ int train_steps(const ResolvedRun& r, TokenBatches& batches, kernels::KernelCont
                                     {"timed_steps", run.timed_steps},
                                     {"op_timed_steps", static_cast<int64_t>(run.op_timed_step_times_s.size())},
                                     {"source", "NVML total energy counter, first to last timed step"}};
-    } else if (rank == 0 && !o.quiet) {
+    } else if (rank == 0) {  // even with --quiet: a record without energy should say why in the logs
       std::cerr << "glamexec: GPU energy not measured: "
                 << (!meter->available() ? meter->why_not()
                     : shared            ? "ranks share a GPU"

@@ -51,8 +51,10 @@ Cluster cluster_for(const RunRecord& r, const CalibrationProfile& profile) {
   t << "[chip]\nkind = \"" << (cpu ? "cpu" : "h200") << "\"\n";
   // Products use the rank's BLAS threads: between the profile's threads and speedup_threads, the
   // measured speedup is interpolated; elsewhere rates scale with the thread count. The CPU's
-  // memory-bound kernels run on one thread whatever the count, so bandwidth does not scale.
-  double threads = profile.threads > 0 && r.threads > 0 ? static_cast<double>(r.threads) / profile.threads : 1.0;
+  // memory-bound kernels run on one thread whatever the count, so bandwidth does not scale. A GPU
+  // record's host threads do not run its products (glamexec records the host's cores there).
+  double threads =
+      cpu && profile.threads > 0 && r.threads > 0 ? static_cast<double>(r.threads) / profile.threads : 1.0;
   if (cpu && profile.threads > 0 && profile.speedup_threads > profile.threads && r.threads > profile.threads &&
       r.threads <= profile.speedup_threads)
     threads = 1 + (profile.thread_speedup - 1) * (r.threads - profile.threads) /

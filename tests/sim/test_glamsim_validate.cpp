@@ -232,6 +232,19 @@ TEST_F(GlamsimValidate, GpuRecordsUseTheirProductPrecision) {
   EXPECT_GT(fp32["L0.attn_qkv.fwd"] / bf16["L0.attn_qkv.fwd"], 8.0);
   // A memory-bound op does not depend on the products' arithmetic.
   EXPECT_DOUBLE_EQ(fp32["L0.attn_norm.fwd"], bf16["L0.attn_norm.fwd"]);
+  // A GPU record's host threads (glamexec writes the host's cores there) do not scale its products:
+  // 16 of them against a GPU profile measured with 1 simulated the step 16 times faster.
+  auto gpu_step = [&](int threads) {
+    auto rec = record("", 0.5);
+    rec["device"] = {{"kind", "cuda"}, {"name", "NVIDIA H200"}, {"threads", threads}, {"gemm_precision", "bf16"}};
+    write(kDir / "gpu-threads.json", rec.dump());
+    auto r = run_command("glamsim validate " + (kDir / "gpu-threads.json").string() + " --calibration " +
+                         (kDir / "gpu.toml").string() + " --format json");
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r.exit_code == 0 ? nlohmann::json::parse(r.out)["records"][0]["simulated_step_s"].get<double>() : 0.0;
+  };
+  EXPECT_DOUBLE_EQ(gpu_step(16), gpu_step(1));
+  EXPECT_GT(gpu_step(1), 0);
   auto bad = record("", 0.5);
   bad["device"]["gemm_precision"] = "fp8";
   write(kDir / "fp8.json", bad.dump());
