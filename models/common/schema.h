@@ -42,23 +42,24 @@ Check<T> non_negative() {
   };
 }
 // A size with a bound: past it a config only hangs, exhausts memory or overflows the counts.
+// `zero`: whether 0 is a valid value (non-negative) or not (positive).
 template <class T>
-Check<T> positive_up_to(T hi) {
-  return [hi](const T& v) -> std::optional<std::string> {
-    if (v > T{0} && v <= hi) return std::nullopt;
+Check<T> up_to(T hi, bool zero) {
+  return [hi, zero](const T& v) -> std::optional<std::string> {
+    if ((v > T{0} || (zero && v == T{0})) && v <= hi) return std::nullopt;
     std::ostringstream o;
-    o << (std::is_integral_v<T> ? "a positive integer" : "a positive number") << " of at most " << hi;
+    o << (zero ? "a non-negative " : "a positive ") << (std::is_integral_v<T> ? "integer" : "number") << " of at most "
+      << hi;
     return o.str();
   };
 }
 template <class T>
+Check<T> positive_up_to(T hi) {
+  return up_to(hi, false);
+}
+template <class T>
 Check<T> non_negative_up_to(T hi) {
-  return [hi](const T& v) -> std::optional<std::string> {
-    if (v >= T{0} && v <= hi) return std::nullopt;
-    std::ostringstream o;
-    o << (std::is_integral_v<T> ? "a non-negative integer" : "a non-negative number") << " of at most " << hi;
-    return o.str();
-  };
+  return up_to(hi, true);
 }
 template <class T>
 Check<T> at_least(T lo) {
@@ -76,6 +77,15 @@ Check<T> between(T lo, T hi) {
     std::ostringstream o;
     o << "a value in [" << lo << ", " << hi << "]";
     return o.str();
+  };
+}
+// A measured figure, or 0 for "not measured".
+template <class T>
+Check<T> zero_or_between(T lo, T hi) {
+  const Check<T> in_range = between(lo, hi);
+  return [in_range](const T& v) -> std::optional<std::string> {
+    if (v == T{0} || !in_range(v)) return std::nullopt;
+    return "0 (not measured) or " + *in_range(v);
   };
 }
 Check<std::string> one_of(std::vector<std::string> allowed);

@@ -33,7 +33,10 @@ struct PlanRow {
   ResolvedSimulation sim;
   StepResult step;
   TrainingEstimate estimate;
-  std::optional<PlanDoesNotFit> does_not_fit;  // --compare: no plan fits this cluster (its row says so)
+  struct TooSmall {
+    double needed_bytes, hbm_bytes;  // the smallest footprint per chip, and what a chip holds
+  };
+  std::optional<TooSmall> does_not_fit;  // --compare: no plan fits this cluster (its row says so)
 };
 
 std::string render_single(const PlanRow& row) {
@@ -129,7 +132,8 @@ void add_plan_command(CLI::App& app) {
       } catch (const PlanDoesNotFit& e) {
         // One cluster too small does not end a comparison: its row says so.
         if (!comparing) throw;
-        rows.push_back({ResolvedSimulation{SimulationInput{load_model(opts->model), load_cluster(id)}, ""}, {}, {}, e});
+        rows.push_back({ResolvedSimulation{SimulationInput{load_model(opts->model), load_cluster(id)}, ""}, {}, {},
+                        PlanRow::TooSmall{e.needed_bytes, e.hbm_bytes}});
         continue;
       }
       PlanRow row{std::move(*sim), {}, {}, std::nullopt};
@@ -144,7 +148,7 @@ void add_plan_command(CLI::App& app) {
       if (progress) std::cerr << "glamsim: simulating " << row.sim.input.cluster.id() << "...\r" << std::flush;
       row.step = simulate_step(row.sim.input);
       if (!row.step.fits_memory && !opts->allow_oom && comparing) {
-        row.does_not_fit.emplace("", row.step.memory.total_bytes(), row.sim.input.cluster.chip().hbm_bytes);
+        row.does_not_fit = PlanRow::TooSmall{row.step.memory.total_bytes(), row.sim.input.cluster.chip().hbm_bytes};
         continue;
       }
       if (!row.step.fits_memory && !opts->allow_oom)

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <sstream>
 
 #include "common/catalogue.h"
 #include "common/errors.h"
@@ -95,16 +94,6 @@ CalibrationProfile default_profile(const std::string& chip_kind) {
 }
 
 namespace {
-
-// A measured figure, or 0 for "not measured" (the same ranges as the chip and link figures).
-Check<double> zero_or_between(double lo, double hi) {
-  return [lo, hi](const double& v) -> std::optional<std::string> {
-    if (v == 0 || (v >= lo && v <= hi)) return std::nullopt;
-    std::ostringstream o;
-    o << "0 (not measured) or a value in [" << lo << ", " << hi << "]";
-    return o.str();
-  };
-}
 
 struct ProfileFile {
   std::string device;

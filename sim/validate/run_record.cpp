@@ -10,36 +10,41 @@ namespace glam {
 
 namespace {
 
-const nlohmann::json& need(const nlohmann::json& j, const std::string& path, const std::string& key,
-                           const std::string& expected) {
+// The node at a dotted key ("device.energy.seconds"), or nullptr when a part is missing.
+const nlohmann::json* find(const nlohmann::json& j, const std::string& key) {
   const nlohmann::json* node = &j;
-  std::string part;
   for (size_t start = 0; start <= key.size();) {
-    size_t dot = key.find('.', start);
-    part = key.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
-    if (!node->is_object() || !node->contains(part)) throw ConfigError(path, key, "(missing)", expected);
+    const size_t dot = key.find('.', start);
+    const std::string part = key.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    if (!node->is_object() || !node->contains(part)) return nullptr;
     node = &(*node)[part];
     if (dot == std::string::npos) break;
     start = dot + 1;
   }
+  return node;
+}
+
+const nlohmann::json& need(const nlohmann::json& j, const std::string& path, const std::string& key,
+                           const std::string& expected) {
+  const nlohmann::json* node = find(j, key);
+  if (!node) throw ConfigError(path, key, "(missing)", expected);
   return *node;
 }
 
-// An optional field of a given JSON type: the fallback when absent, a ConfigError naming the key when
+// Optional fields of a given JSON type: the fallback when absent, a ConfigError naming the key when
 // present with another type (nlohmann's own error names neither file nor key).
-std::string text_or(const nlohmann::json& parent, const std::string& path, const std::string& key,
-                    const std::string& field, const std::string& fallback) {
-  if (!parent.is_object() || !parent.contains(field)) return fallback;
-  const auto& v = parent[field];
-  if (!v.is_string()) throw ConfigError(path, key, v.dump(), "a string");
-  return v.get<std::string>();
+std::string text_or(const nlohmann::json& j, const std::string& path, const std::string& key,
+                    const std::string& fallback) {
+  const nlohmann::json* v = find(j, key);
+  if (!v) return fallback;
+  if (!v->is_string()) throw ConfigError(path, key, v->dump(), "a string");
+  return v->get<std::string>();
 }
-int64_t count_or(const nlohmann::json& parent, const std::string& path, const std::string& key, const std::string& field,
-                 int64_t fallback) {
-  if (!parent.is_object() || !parent.contains(field)) return fallback;
-  const auto& v = parent[field];
-  if (!v.is_number_integer() || v.get<int64_t>() < 0) throw ConfigError(path, key, v.dump(), "a non-negative integer");
-  return v.get<int64_t>();
+int64_t count_or(const nlohmann::json& j, const std::string& path, const std::string& key, int64_t fallback) {
+  const nlohmann::json* v = find(j, key);
+  if (!v) return fallback;
+  if (!v->is_number_integer() || v->get<int64_t>() < 0) throw ConfigError(path, key, v->dump(), "a non-negative integer");
+  return v->get<int64_t>();
 }
 
 double number(const nlohmann::json& j, const std::string& path, const std::string& key) {
@@ -59,14 +64,11 @@ int64_t whole(const nlohmann::json& j, const std::string& path, const std::strin
 
 // A measured time: glamexec's timers read microseconds to hours.
 double seconds(const nlohmann::json& j, const std::string& path, const std::string& key) {
-  const double s = number(j, path, key);
-  if (!(s >= 1e-9 && s <= 1e6)) throw ConfigError(path, key, need(j, path, key, "").dump(), "a time from 1e-9 to 1e6 s");
-  return s;
+  const auto& v = need(j, path, key, "a time in seconds");
+  if (!v.is_number() || !(v.get<double>() >= 1e-9 && v.get<double>() <= 1e6))
+    throw ConfigError(path, key, v.dump(), "a time from 1e-9 to 1e6 s");
+  return v.get<double>();
 }
-
-}  // namespace
-
-namespace {
 
 // The catalogue's model of this id, when it equals the configuration the record ran with.
 std::optional<ModelConfig> catalogue_model_as_run(const nlohmann::json& record, const std::string& id) {
@@ -92,8 +94,8 @@ RunRecord parse_run_record(const nlohmann::json& j, const std::string& path) {
   // The model: the file the run used, resolved against the record's folder when relative.
   const auto& model = need(j, path, "model", "the model the run used");
   if (!model.is_object()) throw ConfigError(path, "model", model.dump(), "an object: {id, file, layers_run}");
-  std::string model_file = text_or(model, path, "model.file", "file", "");
-  std::string model_id = text_or(model, path, "model.id", "id", "");
+  std::string model_file = text_or(j, path, "model.file", "");
+  std::string model_id = text_or(j, path, "model.id", "");
   if (!model_file.empty()) {
     std::filesystem::path p(model_file);
     const std::filesystem::path beside = std::filesystem::path(path).parent_path() / p;
@@ -114,7 +116,7 @@ RunRecord parse_run_record(const nlohmann::json& j, const std::string& path) {
     r.model = load_model(model_id);
   }
   // 0 (or absent): every layer, as glamexec writes it for a whole model.
-  r.layers_run = count_or(model, path, "model.layers_run", "layers_run", 0);
+  r.layers_run = count_or(j, path, "model.layers_run", 0);
   if (r.layers_run > r.model.layers)
     throw ConfigError(path, "model.layers_run", std::to_string(r.layers_run),
                       "at most the " + std::to_string(r.model.layers) + " layers of " + r.model.id);
@@ -127,23 +129,22 @@ RunRecord parse_run_record(const nlohmann::json& j, const std::string& path) {
   const auto& kind = need(j, path, "device.kind", "\"cpu\" or \"cuda\"");
   if (kind != "cpu" && kind != "cuda") throw ConfigError(path, "device.kind", kind.dump(), "\"cpu\" or \"cuda\"");
   r.device_kind = kind.get<std::string>();
-  const auto& device = j["device"];
-  r.device_name = text_or(device, path, "device.name", "name", "");
+  r.device_name = text_or(j, path, "device.name", "");
   // Bounded before the narrowing to int (2^32 + 1 cores would read as 1).
-  const int64_t threads = count_or(device, path, "device.threads", "threads", 0);
-  const int64_t host_cores = count_or(device, path, "device.host_cores", "host_cores", 0);
+  const int64_t threads = count_or(j, path, "device.threads", 0);
+  const int64_t host_cores = count_or(j, path, "device.host_cores", 0);
   if (threads > 4096) throw ConfigError(path, "device.threads", std::to_string(threads), "at most 4096 threads per rank");
   if (host_cores > 65536) throw ConfigError(path, "device.host_cores", std::to_string(host_cores), "at most 65536");
   r.threads = static_cast<int>(threads);
   r.host_cores = static_cast<int>(host_cores);
-  r.gemm_precision = text_or(device, path, "device.gemm_precision", "gemm_precision", "fp32");
+  r.gemm_precision = text_or(j, path, "device.gemm_precision", "fp32");
   if (r.gemm_precision != "fp32" && r.gemm_precision != "tf32" && r.gemm_precision != "bf16")
     throw ConfigError(path, "device.gemm_precision", "\"" + r.gemm_precision + "\"", "\"fp32\", \"tf32\" or \"bf16\"");
-  r.activation_precision = text_or(device, path, "device.activation_precision", "activation_precision", "float32");
+  r.activation_precision = text_or(j, path, "device.activation_precision", "float32");
   if (r.activation_precision != "float32" && r.activation_precision != "bfloat16")
     throw ConfigError(path, "device.activation_precision", "\"" + r.activation_precision + "\"",
                       "\"float32\" or \"bfloat16\"");
-  if (j["device"].contains("energy")) {
+  if (find(j, "device.energy")) {
     r.measured_power_W = number(j, path, "device.energy.mean_power_W");
     r.energy_window_s = number(j, path, "device.energy.seconds");
     r.energy_steps = whole(j, path, "device.energy.timed_steps", 1, int64_t{1} << 40);
