@@ -1,5 +1,7 @@
 #include "accounting.h"
 
+#include <algorithm>
+
 namespace glam {
 
 const char* weight_group_name(WeightGroup g) {
@@ -107,16 +109,36 @@ double saved_activation_bytes_per_token(const ModelConfig& m, bool moe_block) {
 MemoryFootprint memory_per_chip(const ModelConfig& m, const ShardingForMemory& s) {
   MemoryFootprint fp;
   const double wbytes = static_cast<double>(ModelConfig::precision_bytes(m.weight_precision));
+  const int64_t first = s.first_block, last = s.blocks < 0 ? m.layers : std::min(m.layers, first + s.blocks);
+  int64_t held = 0, held_moe = 0;
+  for (int64_t l = first; l < last; ++l) ++held, held_moe += m.is_moe_layer(l) ? 1 : 0;
+  const int64_t ends = (s.input_end ? 1 : 0) + (s.output_end ? 1 : 0);
+  // Copies of each tensor this chip's blocks and ends hold, out of the model's.
+  auto held_copies = [&](const WeightTensor& w) -> int64_t {
+    switch (w.group) {
+      case WeightGroup::kEmbedding:  // tied: each end stage keeps the one matrix; untied: one each
+        return m.tied_embeddings ? (ends > 0 ? 1 : 0) : ends;
+      case WeightGroup::kPositionBias:
+        return w.name == "position_embedding" ? (s.input_end ? w.copies : 0) : held;  // absolute: at the input
+      case WeightGroup::kNorm: return 2 * held + (s.output_end ? 1 : 0);
+      case WeightGroup::kAttention: return held;
+      case WeightGroup::kDenseFfn: return held - held_moe;
+      case WeightGroup::kRouter: return held_moe;
+      case WeightGroup::kExpert: return held_moe * m.experts;
+    }
+    return w.copies;
+  };
   for (const auto& w : weight_tensors(m)) {
     const double shards = static_cast<double>(w.group == WeightGroup::kExpert ? s.expert_shards : s.dense_shards);
-    const double elems = static_cast<double>(w.elements()) * static_cast<double>(w.copies) / shards;
+    const double copies = static_cast<double>(held_copies(w));
+    const double elems = static_cast<double>(w.elements()) * copies / shards;
     fp.weights_bytes += elems * wbytes;
     fp.gradients_bytes += elems * wbytes;
     if (m.optimizer == "adam") {
       fp.optimizer_bytes += 2 * elems * 4;
     } else if (w.factored()) {
       // Adafactor: a row and a column average per matrix, sharded like the matrix.
-      fp.optimizer_bytes += static_cast<double>(w.rows + w.cols) * static_cast<double>(w.copies) / shards * 4;
+      fp.optimizer_bytes += static_cast<double>(w.rows + w.cols) * copies / shards * 4;
     } else {
       fp.optimizer_bytes += elems * 4;
     }
@@ -124,10 +146,12 @@ MemoryFootprint memory_per_chip(const ModelConfig& m, const ShardingForMemory& s
   const double tokens = static_cast<double>(s.tokens_per_chip);
   const double e = static_cast<double>(ModelConfig::precision_bytes(m.activation_precision));
   double per_token = 0;
-  for (int64_t i = 0; i < m.layers; ++i)
+  for (int64_t i = first; i < last; ++i)
     per_token += s.recompute_activations ? static_cast<double>(m.d_model) * e
                                          : saved_activation_bytes_per_token(m, m.is_moe_layer(i));
-  per_token += static_cast<double>(m.vocab_size) * 4.0;  // float32 logits for the loss
+  per_token *= static_cast<double>(std::max<int64_t>(1, s.activation_microbatches));
+  // float32 logits for the loss, of the one micro-batch at the output end
+  if (s.output_end) per_token += static_cast<double>(m.vocab_size) * 4.0;
   fp.activations_bytes = per_token * tokens / static_cast<double>(s.activation_shards);
   return fp;
 }

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <functional>
+#include <map>
+#include <tuple>
 #include <stdexcept>
 
 #include "accounting.h"
@@ -33,6 +35,7 @@ const char* collective_name(CollectiveKind k) {
     case CollectiveKind::kAllReduce: return "all_reduce";
     case CollectiveKind::kReduceScatter: return "reduce_scatter";
     case CollectiveKind::kAllGather: return "all_gather";
+    case CollectiveKind::kSendRecv: return "send_recv";
   }
   return "?";
 }
@@ -42,6 +45,8 @@ const char* axis_name(CommAxis a) {
     case CommAxis::kExpert: return "ep";
     case CommAxis::kData: return "dp";
     case CommAxis::kExpertData: return "expert_dp";
+    case CommAxis::kPipeline: return "pp";
+    case CommAxis::kPipelineEnds: return "pp_ends";
   }
   return "?";
 }
@@ -184,12 +189,13 @@ class Builder {
                  CommAxis::kExpertData, layer_expert_bytes(l), false);
   }
 
-  // One blocking all-reduce of every replicated gradient after the backward pass: the non-expert
-  // weights over dp, and the experts over their replicas when dp > ep.
+  // One blocking all-reduce of every replicated gradient of the stage after the backward pass: the
+  // non-expert weights over dp, and the experts over their replicas when dp > ep.
   void all_gradients_at_once(int64_t K) {
-    double bytes = static_cast<double>(m_.vocab_size) * M_ * w_ / tp_;
+    const auto [first, last] = stage_blocks(K);
+    double bytes = input_end() || output_end() ? static_cast<double>(m_.vocab_size) * M_ * w_ / tp_ : 0;
     double expert_bytes = 0;
-    for (int l = 0; l < K; ++l) {
+    for (int l = first; l < last; ++l) {
       bytes += layer_dense_bytes(l);
       expert_bytes += layer_expert_bytes(l);
     }
@@ -219,67 +225,159 @@ class Builder {
 
   StepGraph build(const std::vector<MoeLayerLoad>& loads) {
     const int64_t K = blocks_run(m_, s_);
-    const double V = static_cast<double>(m_.vocab_size);
-    MoeLayerLoad uniform = uniform_moe_load(m_, s_);
-    // Loads are given for the rank's whole batch; a micro-batch carries its share.
-    std::vector<MoeLayerLoad> per_micro_loads = loads;
-    for (auto& l : per_micro_loads) {
-      l.expert_tokens /= static_cast<double>(std::max<int64_t>(1, s_.microbatches));
-      l.a2a_send_tokens /= static_cast<double>(std::max<int64_t>(1, s_.microbatches));
-    }
-    uniform.expert_tokens /= static_cast<double>(std::max<int64_t>(1, s_.microbatches));
-    uniform.a2a_send_tokens /= static_cast<double>(std::max<int64_t>(1, s_.microbatches));
-    auto load_of = [&](int l) -> const MoeLayerLoad& {
-      int moe_index = 0;
-      for (int i = 0; i < l; ++i) moe_index += m_.is_moe_layer(i) ? 1 : 0;
-      return static_cast<size_t>(moe_index) < per_micro_loads.size() ? per_micro_loads[static_cast<size_t>(moe_index)]
-                                                                     : uniform;
-    };
-    // Gradient accumulation: each micro-batch runs forward and backward on its share of the tokens;
-    // gradients are reduced once, during (or after) the last micro-batch's backward pass.
     const int64_t micro = std::max<int64_t>(1, s_.microbatches);
-    for (int64_t mb = 0; mb < micro; ++mb) {
-      // Ids of later passes carry their pass ("mb1.L0.attn_qkv.fwd"), given as each op is made: a
-      // pass's first weight gather is issued among the previous pass's last ops.
-      id_prefix_ = mb > 0 ? "mb" + std::to_string(mb) + "." : "";
-      const bool last = mb == micro - 1;
-      elementwise(-1, "embed", StepPhase::kForward, T_ * M_, 2);
-      for (int l = 0; l < K; ++l) {
-        auto gathers = weight_gather(l, StepPhase::kForward);
-        block_forward(l, load_of(l));
-        wait_for_gather(gathers);
+    const int64_t stages = std::max<int64_t>(1, s_.pp);
+    // Loads are given for the rank's whole batch; a micro-batch carries its share.
+    per_micro_loads_ = loads;
+    for (auto& l : per_micro_loads_) {
+      l.expert_tokens /= static_cast<double>(micro);
+      l.a2a_send_tokens /= static_cast<double>(micro);
+    }
+    uniform_ = uniform_moe_load(m_, s_);
+    uniform_.expert_tokens /= static_cast<double>(micro);
+    uniform_.a2a_send_tokens /= static_cast<double>(micro);
+    g_.stages = stages;
+    // Gradient accumulation: each micro-batch runs forward and backward on its share of the tokens;
+    // gradients are reduced once, during (or after) the last micro-batch's backward pass. With one
+    // stage the passes run in turn; with several, each stage follows its 1F1B program, and the
+    // stages' chunks are merged in an order where every chunk comes after the one it waits for.
+    std::vector<std::vector<std::pair<bool, int64_t>>> programs(static_cast<size_t>(stages));
+    for (int64_t st = 0; st < stages; ++st) {
+      auto& prog = programs[static_cast<size_t>(st)];
+      const int64_t warmup = std::min(stages - st - 1, micro);
+      for (int64_t i = 0; i < warmup; ++i) prog.push_back({true, i});
+      for (int64_t i = 0; i < micro - warmup; ++i) prog.push_back({true, warmup + i}), prog.push_back({false, i});
+      for (int64_t i = micro - warmup; i < micro; ++i) prog.push_back({false, i});
+    }
+    std::vector<size_t> next(static_cast<size_t>(stages), 0);
+    for (bool progress = true; progress;) {
+      progress = false;
+      for (int64_t st = 0; st < stages; ++st) {
+        auto& prog = programs[static_cast<size_t>(st)];
+        for (size_t& k = next[static_cast<size_t>(st)]; k < prog.size(); ++k) {
+          const auto [forward, mb] = prog[k];
+          const int64_t from = forward ? st - 1 : st + 1;  // the stage this chunk receives from
+          const bool receives = forward ? st > 0 : st + 1 < stages;
+          if (receives && !sends_.count({from, mb, forward})) break;
+          stage_ = static_cast<int>(st);
+          id_prefix_ = mb > 0 ? "mb" + std::to_string(mb) + "." : "";
+          const size_t begin = g_.ops.size();
+          if (forward) forward_chunk(K, mb);
+          else backward_chunk(K, mb, mb == micro - 1);
+          if (receives) wait_for_receive(begin, sends_.at({from, mb, forward}));
+          progress = true;
+        }
       }
+    }
+    id_prefix_.clear();
+    const double V = static_cast<double>(m_.vocab_size);
+    int last_backward = -1;  // the last stage's final op, which the tied embedding's sync waits for
+    for (int64_t st = 0; st < stages; ++st) {
+      stage_ = static_cast<int>(st);
+      const bool holds_embedding = st == 0 || st == stages - 1;
+      if (st == stages - 1) last_backward = static_cast<int>(g_.ops.size()) - 1;
+      if (s_.dp > 1 && s_.overlap_grad_reduction && holds_embedding)
+        collective(-1, "embed_grad_allreduce", StepPhase::kBackward, CollectiveKind::kAllReduce, CommAxis::kData,
+                   V * M_ * w_ / tp_, false);
+      if (!s_.overlap_grad_reduction) all_gradients_at_once(K);
+    }
+    // The tied embedding's two copies (first and last stage) add their gradients before the update.
+    int tie_sync = -1;
+    if (stages > 1 && m_.tied_embeddings) {
+      stage_ = 0;
+      collective(-1, "embed_tie_allreduce", StepPhase::kBackward, CollectiveKind::kAllReduce,
+                 CommAxis::kPipelineEnds, V * M_ * w_ / tp_);
+      tie_sync = static_cast<int>(g_.ops.size()) - 1;
+      g_.ops.back().deps.push_back(last_backward);
+    }
+    for (int64_t st = 0; st < stages; ++st) {
+      stage_ = static_cast<int>(st);
+      optimizer(K);
+      // The optimizer waits for every overlapped gradient reduction of its stage.
+      for (size_t i = 0; i + 1 < g_.ops.size(); ++i)
+        if (g_.ops[i].stage == stage_ && g_.ops[i].kind == OpKind::kCollective && !g_.ops[i].blocking &&
+            g_.ops[i].phase == StepPhase::kBackward)
+          g_.ops.back().deps.push_back(static_cast<int>(i));
+      if (tie_sync >= 0 && st == stages - 1) g_.ops.back().deps.push_back(tie_sync);
+    }
+    // Useful FLOPs: the model's training FLOPs for this rank's tokens (tp ranks share them, and
+    // pipeline stages the layers: a stage's average).
+    ModelConfig partial = m_;
+    partial.layers = K;
+    g_.model_flops =
+        flops_per_token(partial).train() * T_ * static_cast<double>(micro) / tp_ / static_cast<double>(stages);
+    return std::move(g_);
+  }
+
+  // The blocks of the current stage.
+  std::pair<int, int> stage_blocks(int64_t K) const {
+    const int64_t per_stage = K / std::max<int64_t>(1, s_.pp);
+    return {static_cast<int>(stage_ * per_stage), static_cast<int>((stage_ + 1) * per_stage)};
+  }
+  bool input_end() const { return stage_ == 0; }
+  bool output_end() const { return stage_ == std::max<int64_t>(1, s_.pp) - 1; }
+
+  // One micro-batch's forward pass on the current stage; a middle stage ends by sending its output
+  // activations to the next stage (the sender's stream carries the transfer, as blocking p2p does).
+  void forward_chunk(int64_t K, int64_t mb) {
+    const auto [first, last] = stage_blocks(K);
+    if (input_end()) elementwise(-1, "embed", StepPhase::kForward, T_ * M_, 2);
+    for (int l = first; l < last; ++l) {
+      auto gathers = weight_gather(l, StepPhase::kForward);
+      block_forward(l, load_of(l));
+      wait_for_gather(gathers);
+    }
+    if (output_end()) {
+      const double V = static_cast<double>(m_.vocab_size);
       elementwise(-1, "final_norm", StepPhase::kForward, T_ * M_, 2);
       matmul(-1, "logits", StepPhase::kForward, T_, M_, V, tp_);
       elementwise(-1, "loss", StepPhase::kForward, T_ * V / tp_, 3);
+    } else {
+      send_to_neighbour(StepPhase::kForward, mb);
+    }
+  }
+
+  // One micro-batch's backward pass on the current stage; the stage after the first ends by sending
+  // the gradient of its input back. `last`: the step's final pass, which reduces the gradients.
+  void backward_chunk(int64_t K, int64_t mb, bool last) {
+    const auto [first, end] = stage_blocks(K);
+    if (output_end()) {
+      const double V = static_cast<double>(m_.vocab_size);
       matmul(-1, "logits", StepPhase::kBackward, T_, M_, V, tp_);
       elementwise(-1, "final_norm", StepPhase::kBackward, T_ * M_, 2);
-      for (int l = static_cast<int>(K) - 1; l >= 0; --l) {
-        auto gathers = weight_gather(l, StepPhase::kBackward);
-        if (s_.recompute) block_forward(l, load_of(l), "recompute.");
-        wait_for_gather(gathers);
-        if (m_.is_moe_layer(l)) moe_ffn(l, StepPhase::kBackward, load_of(l));
-        else dense_ffn(l, StepPhase::kBackward);
-        attention(l, StepPhase::kBackward);
-        if (last) grad_reduction(l);
-      }
-      elementwise(-1, "embed", StepPhase::kBackward, T_ * M_, 2);
     }
-    id_prefix_.clear();
-    if (s_.dp > 1 && s_.overlap_grad_reduction)
-      collective(-1, "embed_grad_allreduce", StepPhase::kBackward, CollectiveKind::kAllReduce, CommAxis::kData,
-                 V * M_ * w_ / tp_, false);
-    if (!s_.overlap_grad_reduction) all_gradients_at_once(K);
-    optimizer(K);
-    // The optimizer waits for every overlapped gradient reduction.
-    for (size_t i = 0; i + 1 < g_.ops.size(); ++i)
-      if (g_.ops[i].kind == OpKind::kCollective && !g_.ops[i].blocking && g_.ops[i].phase == StepPhase::kBackward)
-        g_.ops.back().deps.push_back(static_cast<int>(i));
-    // Useful FLOPs: the model's training FLOPs for this rank's tokens (tp ranks share them).
-    ModelConfig partial = m_;
-    partial.layers = K;
-    g_.model_flops = flops_per_token(partial).train() * T_ * static_cast<double>(micro) / tp_;
-    return std::move(g_);
+    for (int l = end - 1; l >= first; --l) {
+      auto gathers = weight_gather(l, StepPhase::kBackward);
+      if (s_.recompute) block_forward(l, load_of(l), "recompute.");
+      wait_for_gather(gathers);
+      if (m_.is_moe_layer(l)) moe_ffn(l, StepPhase::kBackward, load_of(l));
+      else dense_ffn(l, StepPhase::kBackward);
+      attention(l, StepPhase::kBackward);
+      if (last) grad_reduction(l);
+    }
+    if (input_end()) elementwise(-1, "embed", StepPhase::kBackward, T_ * M_, 2);
+    else send_to_neighbour(StepPhase::kBackward, mb);
+  }
+
+  void send_to_neighbour(StepPhase ph, int64_t mb) {
+    collective(-1, "pp_send", ph, CollectiveKind::kSendRecv, CommAxis::kPipeline, T_ * M_ * e_);
+    g_.ops.back().a2a_transposed = ph == StepPhase::kBackward;
+    sends_[{stage_, mb, ph == StepPhase::kForward}] = g_.ops.size() - 1;
+  }
+  // The chunk's first op on the compute stream waits for the neighbour's send.
+  void wait_for_receive(size_t begin, size_t send) {
+    for (size_t i = begin; i < g_.ops.size(); ++i)
+      if (g_.ops[i].kind != OpKind::kCollective || g_.ops[i].blocking) {
+        g_.ops[i].deps.push_back(static_cast<int>(send));
+        return;
+      }
+  }
+
+  const MoeLayerLoad& load_of(int l) const {
+    int moe_index = 0;
+    for (int i = 0; i < l; ++i) moe_index += m_.is_moe_layer(i) ? 1 : 0;
+    return static_cast<size_t>(moe_index) < per_micro_loads_.size() ? per_micro_loads_[static_cast<size_t>(moe_index)]
+                                                                    : uniform_;
   }
 
   void block_forward(int l, const MoeLayerLoad& load, const std::string& prefix = "") {
@@ -316,7 +414,8 @@ class Builder {
     // Issue it before the previous block's ops: find where that block started.
     size_t insert_at = g_.ops.size();
     for (size_t i = g_.ops.size(); i-- > 0;) {
-      if (g_.ops[i].layer == (ph == StepPhase::kForward ? l - 1 : l + 1) && g_.ops[i].kind != OpKind::kCollective)
+      if (g_.ops[i].layer == (ph == StepPhase::kForward ? l - 1 : l + 1) && g_.ops[i].stage == stage_ &&
+          g_.ops[i].kind != OpKind::kCollective)
         insert_at = i;
       else if (insert_at != g_.ops.size())
         break;
@@ -340,6 +439,8 @@ class Builder {
     for (size_t i = inserted; i < g_.ops.size(); ++i)
       for (int& d : g_.ops[i].deps)
         if (static_cast<size_t>(d) >= inserted) ++d;
+    for (auto& [key, send] : sends_)
+      if (send >= inserted) ++send;
   }
 
   // Adafactor reads weights, gradients and factored moments and writes weights: memory bound.
@@ -349,6 +450,8 @@ class Builder {
     ShardingForMemory sh;
     sh.dense_shards = s_.tp;
     sh.expert_shards = std::min<int64_t>(s_.ep, std::max<int64_t>(m_.experts, 1)) * s_.tp;
+    const auto [first, last] = stage_blocks(K);
+    sh.first_block = first, sh.blocks = last - first, sh.input_end = input_end(), sh.output_end = output_end();
     MemoryFootprint fp = memory_per_chip(partial, sh);
     double bytes = 2 * fp.weights_bytes + fp.gradients_bytes + 2 * fp.optimizer_bytes;
     if (s_.narrow_weight_copy && e_ < w_) bytes += fp.weights_bytes / w_ * (w_ + e_);  // read again, write narrow
@@ -369,12 +472,15 @@ class Builder {
     op.layer = layer;
     op.phase = ph;
     op.kind = kind;
+    op.stage = stage_;
     op.flops = flops;
     op.bytes = bytes;
-    std::string suffix = ph == StepPhase::kOptimizer ? "" : std::string(".") + phase_name(ph);
-    op.id = id_prefix_ + (layer >= 0 ? "L" + std::to_string(layer) + "." : "") + name + suffix;
-    if (name.find("grad_allreduce") != std::string::npos)
-      op.id = id_prefix_ + (layer >= 0 ? "L" + std::to_string(layer) + "." : "") + name;
+    std::string suffix = ph == StepPhase::kOptimizer || name.find("grad_allreduce") != std::string::npos
+                             ? ""
+                             : std::string(".") + phase_name(ph);
+    // Blocks belong to one stage; the ops outside them (embedding, head, sends, optimizer) carry theirs.
+    std::string where = layer >= 0 ? "L" + std::to_string(layer) + "." : s_.pp > 1 ? "s" + std::to_string(stage_) + "." : "";
+    op.id = id_prefix_ + where + name + suffix;
     return op;
   }
   void add(int layer, const std::string& name, StepPhase ph, OpKind kind, double flops, double bytes) {
@@ -386,13 +492,19 @@ class Builder {
   double e_, w_, T_, tp_, M_, A_;
   StepGraph g_;
   std::string id_prefix_;  // the micro-batch pass of the ops being made
+  int stage_ = 0;          // the pipeline stage of the ops being made
+  std::vector<MoeLayerLoad> per_micro_loads_;
+  MoeLayerLoad uniform_;
+  // The index of each send: (sending stage, micro-batch, forward) -> op.
+  std::map<std::tuple<int64_t, int64_t, bool>, size_t> sends_;
 };
 
 }  // namespace
 
 StepGraph build_step_graph(const ModelConfig& m, const StepShape& s, const std::vector<MoeLayerLoad>& loads) {
-  if (s.tokens_per_rank <= 0 || s.tp <= 0 || s.dp <= 0 || s.ep <= 0)
+  if (s.tokens_per_rank <= 0 || s.tp <= 0 || s.dp <= 0 || s.ep <= 0 || s.pp <= 0)
     throw std::invalid_argument("build_step_graph: non-positive shape");
+  if (blocks_run(m, s) % s.pp != 0) throw std::invalid_argument("build_step_graph: pp does not divide the blocks");
   return Builder(m, s).build(loads);
 }
 

@@ -12,13 +12,16 @@ namespace glam {
 
 enum class OpKind { kMatmul, kAttention, kElementwise, kCollective };
 enum class StepPhase { kForward, kBackward, kOptimizer };
-enum class CollectiveKind { kAllToAll, kAllReduce, kReduceScatter, kAllGather };
+// kSendRecv: each pipeline stage sends its buffer to the next stage (transposed: to the previous one).
+enum class CollectiveKind { kAllToAll, kAllReduce, kReduceScatter, kAllGather, kSendRecv };
 // Which plan axis a collective runs over.
 enum class CommAxis {
   kTensor,      // the tp chips that share one layer's weights
   kExpert,      // the ep chips that share one set of experts (all-to-all)
   kData,        // every replica of the non-expert weights (dp of them)
   kExpertData,  // every replica of one expert's weights (dp / ep of them)
+  kPipeline,    // the pp stages of one model replica, in stage order
+  kPipelineEnds,  // its first and last stage, which both hold the tied embedding
 };
 
 const char* op_kind_name(OpKind k);
@@ -30,6 +33,7 @@ struct StepOp {
   std::string id;
   std::string name;  // the op without layer and phase: "attn_qkv"
   int layer = -1;    // -1 for ops outside the blocks
+  int stage = 0;     // pipeline stage whose ranks run it (each stage has its own streams)
   StepPhase phase = StepPhase::kForward;
   OpKind kind = OpKind::kElementwise;
   double flops = 0;  // on this rank
@@ -55,6 +59,10 @@ std::string op_curve_key(const StepOp& op);
 struct StepShape {
   int64_t tokens_per_rank = 0;  // tokens per data-parallel rank (the tp ranks of a group share them)
   int64_t dp = 1, ep = 1, tp = 1;
+  // Pipeline stages: stage s runs blocks [s L/pp, (s+1) L/pp) of every micro-batch in the 1F1B order
+  // (pp - s - 1 forward passes, then one forward and one backward in turn, then the backward passes
+  // left), sends activations to the next stage and gradients back; the graph holds every stage.
+  int64_t pp = 1;
   int64_t layers_run = -1;  // run only the first K blocks (-1: all)
   bool shard_weights = false;  // non-expert weights sharded over dp: gathered before use (ZeRO-3)
   bool recompute = false;      // the forward pass of each block runs again in its backward pass
@@ -76,8 +84,9 @@ struct MoeLayerLoad {
 };
 
 struct StepGraph {
-  std::vector<StepOp> ops;
-  double model_flops = 0;  // useful training FLOPs of this rank (for MFU)
+  std::vector<StepOp> ops;  // every dependency points to an earlier op
+  double model_flops = 0;  // useful training FLOPs of this rank (for MFU; with pp, a stage's average)
+  int64_t stages = 1;
 };
 
 // The busiest-rank load under uniform routing, capacity limits applied.

@@ -59,62 +59,81 @@ StepResult simulate_step(const SimulationInput& in) {
   // overlapped collectives on one lane per axis, from the moment they are issued. Collectives that
   // run at the same time on different lanes share links: a collective starting while others are
   // in flight gets what their average traffic leaves of each link, and each of those is delayed by
-  // the time the newcomer's bytes take on its own busiest link.
+  // the time the newcomer's bytes take on its own busiest link. Each pipeline stage has its own
+  // stream and lanes; its ops wait for other stages only through their dependencies.
   const auto& ops = r.graph.ops;
   r.timing.resize(ops.size());
-  double stream = 0;
-  double turn_taking = 0;  // short compute ops since the last blocking collective (ranks_per_core > 1)
-  std::map<CommAxis, double> lane;
   struct InFlight {
     size_t op;
     std::vector<std::pair<int, double>> rates;  // bytes per second per link
     int bottleneck = -1;
   };
-  std::vector<InFlight> in_flight;
   const auto& links = in.cluster.links();
-  std::vector<double> background(links.size(), 0.0);
-  auto retire_before = [&](double t) {
-    for (size_t k = 0; k < in_flight.size();) {
-      if (r.timing[in_flight[k].op].end_s > t) {
+  struct Stage {
+    double stream = 0;
+    double turn_taking = 0;  // short compute ops since the last blocking collective (ranks_per_core > 1)
+    std::map<CommAxis, double> lane;
+    std::vector<InFlight> in_flight;
+    std::vector<double> background;  // bytes per second on each link from its collectives in flight
+    double waited_for_stages = 0;    // stream idle while waiting for another stage (pipeline bubble)
+  };
+  const size_t stage_count = static_cast<size_t>(std::max<int64_t>(1, r.graph.stages));
+  std::vector<Stage> stages(stage_count);
+  for (auto& st : stages) st.background.assign(links.size(), 0.0);
+  auto retire_before = [&](Stage& st, double t) {
+    for (size_t k = 0; k < st.in_flight.size();) {
+      if (r.timing[st.in_flight[k].op].end_s > t) {
         ++k;
         continue;
       }
-      for (const auto& [l, rate] : in_flight[k].rates) background[static_cast<size_t>(l)] -= rate;
-      in_flight.erase(in_flight.begin() + static_cast<std::ptrdiff_t>(k));
+      for (const auto& [l, rate] : st.in_flight[k].rates) st.background[static_cast<size_t>(l)] -= rate;
+      st.in_flight.erase(st.in_flight.begin() + static_cast<std::ptrdiff_t>(k));
     }
   };
   for (size_t i = 0; i < ops.size(); ++i) {
     if (in.progress && i % 64 == 0) in.progress(static_cast<double>(i) / static_cast<double>(ops.size()));
     const StepOp& op = ops[i];
     OpTiming& t = r.timing[i];
+    Stage& st = stages[static_cast<size_t>(op.stage)];
     double ready = 0;
-    for (int d : op.deps) ready = std::max(ready, r.timing[static_cast<size_t>(d)].end_s);
+    bool ready_from_other_stage = false;
+    for (int d : op.deps) {
+      const double end = r.timing[static_cast<size_t>(d)].end_s;
+      if (end > ready) ready = end, ready_from_other_stage = ops[static_cast<size_t>(d)].stage != op.stage;
+    }
     const bool on_stream = op.kind != OpKind::kCollective || op.blocking;
-    t.start_s = on_stream ? std::max(stream, ready) : std::max({stream, ready, lane[op.axis]});
+    t.start_s = on_stream ? std::max(st.stream, ready) : std::max({st.stream, ready, st.lane[op.axis]});
+    if (on_stream && ready_from_other_stage && ready > st.stream) st.waited_for_stages += ready - st.stream;
     double duration = 0;
     if (op.kind == OpKind::kCollective) {
       CollectiveRequest req{op.collective, op.axis, op.comm_bytes, op.a2a_dest_share, op.a2a_transposed};
-      retire_before(t.start_s);
+      retire_before(st, t.start_s);
       // Only collectives of other lanes overlap this one (a lane runs one at a time).
       bool contended = false;
-      for (const auto& f : in_flight) contended |= ops[f.op].axis != op.axis || !ops[f.op].blocking;
-      CollectiveCost c = contended ? network->cost_in_background(req, background) : network->cost(req);
+      for (const auto& f : st.in_flight) contended |= ops[f.op].axis != op.axis || !ops[f.op].blocking;
+      CollectiveCost c = contended ? network->cost_in_background(req, st.background) : network->cost(req);
       duration = c.time_s;
-      if (on_stream) duration += (in.ranks_per_core - 1) * std::exchange(turn_taking, 0.0);
+      if (on_stream) duration += (in.ranks_per_core - 1) * std::exchange(st.turn_taking, 0.0);
       t.algorithm = c.algorithm;
       t.link_bytes = c.link_bytes;
-      for (const auto& [kind, bytes] : c.link_bytes) r.link_bytes[kind] += bytes;
+      // A stage's collective is costed as if every stage ran one (its groups cover them all), and a
+      // pipeline send as if every stage sent: count this op's own share of the traffic.
+      const double own_share = op.axis == CommAxis::kPipeline ? 1.0 / static_cast<double>(std::max<size_t>(1, stage_count - 1))
+                               : op.axis == CommAxis::kPipelineEnds ? 1.0
+                                                                     : 1.0 / static_cast<double>(stage_count);
+      for (auto& [kind, bytes] : t.link_bytes) bytes *= own_share;
+      for (const auto& [kind, bytes] : t.link_bytes) r.link_bytes[kind] += bytes;
       if (duration > 0) {
         const auto& shares = network->link_shares(req);
         // The newcomer delays each collective in flight by its bytes on that one's busiest link.
-        for (const auto& f : in_flight) {
+        for (const auto& f : st.in_flight) {
           if (f.bottleneck < 0) continue;
           auto hit = std::lower_bound(shares.begin(), shares.end(), std::make_pair(f.bottleneck, 0.0),
                                       [](const auto& x, const auto& y) { return x.first < y.first; });
           if (hit == shares.end() || hit->first != f.bottleneck) continue;
           const double delay = hit->second * req.bytes / links[static_cast<size_t>(f.bottleneck)].bandwidth_Bps;
           OpTiming& other = r.timing[f.op];
-          double& other_lane = lane[ops[f.op].axis];
+          double& other_lane = st.lane[ops[f.op].axis];
           if (!ops[f.op].blocking && other_lane == other.end_s) other_lane += delay;
           other.end_s += delay;
           r.step_time_s = std::max(r.step_time_s, other.end_s);
@@ -125,40 +144,55 @@ StepResult simulate_step(const SimulationInput& in) {
           for (const auto& [l, share] : shares) {
             const double rate = share * req.bytes / duration;
             f.rates.emplace_back(l, rate);
-            background[static_cast<size_t>(l)] += rate;
+            st.background[static_cast<size_t>(l)] += rate;
             if (rate / links[static_cast<size_t>(l)].bandwidth_Bps > top)
               top = rate / links[static_cast<size_t>(l)].bandwidth_Bps, f.bottleneck = l;
           }
-          in_flight.push_back(std::move(f));
+          st.in_flight.push_back(std::move(f));
         }
       }
     } else {
       duration = compute.op_time_s(op);
       if (in.ranks_per_core > 1) {
         if (duration >= in.scheduler_slice_s) duration *= in.ranks_per_core;
-        else turn_taking += duration;
+        else st.turn_taking += duration;
       }
     }
     t.end_s = t.start_s + duration;
-    if (on_stream) stream = t.end_s;
-    else lane[op.axis] = t.end_s;
+    if (on_stream) st.stream = t.end_s;
+    else st.lane[op.axis] = t.end_s;
     r.step_time_s = std::max(r.step_time_s, t.end_s);
   }
   // The others' share of the stretch after the last blocking collective ends the step.
-  r.step_time_s = std::max(r.step_time_s, stream + (in.ranks_per_core - 1) * turn_taking);
+  for (const auto& st : stages) r.step_time_s = std::max(r.step_time_s, st.stream + (in.ranks_per_core - 1) * st.turn_taking);
+  // Figures of each stage; the step reports the stage with the most compute.
+  struct StageFigures {
+    double compute = 0, comm = 0, alltoall = 0, alltoall_bytes = 0, end = 0;
+  };
+  std::vector<StageFigures> figures(stage_count);
   for (size_t i = 0; i < ops.size(); ++i) {
+    StageFigures& f = figures[static_cast<size_t>(ops[i].stage)];
     const double d = r.timing[i].duration();
+    f.end = std::max(f.end, r.timing[i].end_s);
     if (ops[i].kind != OpKind::kCollective) {
-      r.compute_s += d;
+      f.compute += d;
       continue;
     }
-    r.comm_s += d;
+    f.comm += d;
     if (ops[i].collective == CollectiveKind::kAllToAll) {
-      r.alltoall_s += d;
-      r.alltoall_bytes += alltoall_bytes_leaving(ops[i], in.plan.ep);
+      f.alltoall += d;
+      f.alltoall_bytes += alltoall_bytes_leaving(ops[i], in.plan.ep);
     }
   }
-  r.exposed_comm_s = r.step_time_s - r.compute_s;
+  size_t busiest = 0;
+  for (size_t k = 1; k < stage_count; ++k)
+    if (figures[k].compute > figures[busiest].compute) busiest = k;
+  const StageFigures& f = figures[busiest];
+  r.busiest_stage = static_cast<int>(busiest);
+  r.compute_s = f.compute, r.comm_s = f.comm, r.alltoall_s = f.alltoall, r.alltoall_bytes = f.alltoall_bytes;
+  // Its idle time waiting for other stages, and after its last op until the step ends (the drain).
+  if (stage_count > 1) r.pipeline_bubble_s = stages[busiest].waited_for_stages + (r.step_time_s - f.end);
+  r.exposed_comm_s = r.step_time_s - r.compute_s - r.pipeline_bubble_s;
   r.mfu = r.graph.model_flops / (r.step_time_s * compute.peak_flops());
   r.memory = plan_memory(m, in.plan);
   r.fits_memory = r.memory.total_bytes() <= in.cluster.chip().hbm_bytes;

@@ -54,10 +54,13 @@ struct StepResult {
   StepGraph graph;
   std::vector<OpTiming> timing;  // parallel to graph.ops
   std::vector<MoeLayerLoad> moe_loads;
+  // With pipeline stages, the rank's figures are those of the stage with the most compute.
   double step_time_s = 0;
   double compute_s = 0;        // sum of compute op times on the rank
   double comm_s = 0;           // sum of collective times
-  double exposed_comm_s = 0;   // step time not covered by compute
+  double exposed_comm_s = 0;   // step time not covered by compute, nor by the pipeline bubble
+  double pipeline_bubble_s = 0;  // the rank idle waiting for other stages (fill, drain, imbalance)
+  int busiest_stage = 0;
   double alltoall_s = 0;
   double alltoall_bytes = 0;   // sent by the rank to other chips (its own experts' share stays)
   double mfu = 0;

@@ -59,6 +59,17 @@ void all_to_all(CollectiveSchedule& s, const std::vector<std::vector<int>>& grou
   s.phases.push_back(std::move(ph));
 }
 
+// Pipeline sends: every stage but the end one sends its whole buffer to its neighbour in the group
+// (the next stage, or the previous one when transposed), all at once.
+void send_to_neighbours(CollectiveSchedule& s, const std::vector<std::vector<int>>& groups, bool transposed) {
+  s.algorithm = "direct";
+  CommPhase ph;
+  for (const auto& g : groups)
+    for (size_t k = 0; k + 1 < g.size(); ++k)
+      ph.flows.push_back(transposed ? Flow{g[k + 1], g[k], 1.0} : Flow{g[k], g[k + 1], 1.0});
+  s.phases.push_back(std::move(ph));
+}
+
 // Dimension-by-dimension on a torus: reduce-scatter along each dimension the group spans, then
 // all-gather back in reverse order. Returns false when the group is not a block of the torus.
 bool torus_dimension_order(CollectiveSchedule& s, const Cluster& c, const std::vector<std::vector<int>>& groups,
@@ -162,6 +173,10 @@ CollectiveSchedule plan_collective(const Cluster& cluster, CollectiveKind kind,
   }
   if (kind == CollectiveKind::kAllToAll) {
     all_to_all(s, groups, a2a_dest_share, a2a_transposed);
+    return s;
+  }
+  if (kind == CollectiveKind::kSendRecv) {
+    send_to_neighbours(s, groups, a2a_transposed);
     return s;
   }
   Half half = half_of(kind);

@@ -25,7 +25,8 @@ struct CollectiveSchedule {
   std::vector<CommPhase> phases;
 };
 
-// Chooses the algorithm by collective and topology: all-to-all is direct (all pairs);
+// Chooses the algorithm by collective and topology: all-to-all is direct (all pairs), and so are
+// pipeline sends (each stage to its neighbour; `a2a_transposed`: to the previous stage);
 // all-reduce, reduce-scatter and all-gather run dimension by dimension on tori, hierarchically
 // (NVSwitch inside the node, then rings across nodes) on GPU clusters, and as rings otherwise.
 CollectiveSchedule plan_collective(const Cluster& cluster, CollectiveKind kind,

@@ -16,6 +16,7 @@ std::string schedule_key(const CollectiveRequest& req) {
       key += buf;
     }
   }
+  if (req.kind == CollectiveKind::kSendRecv) key += req.a2a_transposed ? "/previous" : "/next";
   return key;
 }
 

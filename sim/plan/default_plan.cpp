@@ -19,6 +19,13 @@ int64_t fitting_microbatches(const ParallelPlan& plan, const ModelConfig& m, con
   return plan.microbatches;
 }
 
+int64_t pipeline_microbatches(const ParallelPlan& plan, const ModelConfig& m) {
+  const int64_t sequences = plan.tokens_per_rank() / m.seq_len;
+  int64_t mb = 1;
+  while (mb * 2 <= std::min(4 * plan.pp, kMaxMicrobatches) && sequences % (mb * 2) == 0) mb *= 2;
+  return mb;
+}
+
 PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool allow_oom) {
   const int64_t n = in.cluster.num_chips();
   const ModelConfig& m = in.model;
@@ -26,34 +33,39 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
   // Every valid layout, with the user's micro-batch count or one.
   std::vector<ParallelPlan> layouts;
   std::string last_reason;
-  for (int64_t tp = 1; tp <= max_tp; tp *= 2) {
-    if ((base.tp && tp != base.tp) || n % tp) continue;
-    const int64_t dp = n / tp;
-    if (base.dp && dp != base.dp) continue;
-    int64_t ep = 1;
-    if (m.is_moe())
-      for (int64_t e = 1; e <= std::min(m.experts, dp); ++e)
-        if (m.experts % e == 0 && dp % e == 0) ep = e;
-    if (base.ep) ep = base.ep;
-    for (int shard = 0; shard < 2; ++shard)
-      for (int recompute = 0; recompute < 2; ++recompute) {
-        ParallelPlan p = base;
-        p.dp = dp, p.tp = tp, p.ep = ep, p.shard_weights = shard, p.recompute = recompute;
-        p.microbatches = std::max<int64_t>(1, base.microbatches);
-        try {
-          validate_plan(p, m, in.cluster);
-        } catch (const UsageError& e) {
-          last_reason = e.what();
-          continue;
+  for (int64_t tp = 1; tp <= max_tp; tp *= 2)
+    for (int64_t pp = 1; pp <= kMaxChosenStages; pp *= 2) {
+      if ((base.tp && tp != base.tp) || (base.pp && pp != base.pp) || n % (tp * pp) || m.layers % pp) continue;
+      const int64_t dp = n / (tp * pp);
+      if (base.dp && dp != base.dp) continue;
+      int64_t ep = 1;
+      if (m.is_moe())
+        for (int64_t e = 1; e <= std::min(m.experts, dp); ++e)
+          if (m.experts % e == 0 && dp % e == 0) ep = e;
+      if (base.ep) ep = base.ep;
+      // Pipelines keep whole weights per stage (gathering them again for every micro-batch is what
+      // stages avoid).
+      for (int shard = 0; shard < (pp > 1 ? 1 : 2); ++shard)
+        for (int recompute = 0; recompute < 2; ++recompute) {
+          ParallelPlan p = base;
+          p.dp = dp, p.tp = tp, p.pp = pp, p.ep = ep, p.shard_weights = shard, p.recompute = recompute;
+          p.microbatches = base.microbatches ? base.microbatches : pp > 1 ? pipeline_microbatches(p, m) : 1;
+          try {
+            validate_plan(p, m, in.cluster);
+          } catch (const UsageError& e) {
+            last_reason = e.what();
+            continue;
+          }
+          layouts.push_back(p);
         }
-        layouts.push_back(p);
-      }
-  }
+    }
   if (layouts.empty()) {
     if (last_reason.empty())  // no tp the chooser tries gives the dp (and tp) asked for
-      last_reason = "dp x tp must be the " + std::to_string(n) + " chips, with tp a power of two up to " +
-                    std::to_string(max_tp) + (base.dp ? " (--dp " + std::to_string(base.dp) + ")" : "") +
-                    (base.tp ? " (--tp " + std::to_string(base.tp) + ")" : "");
+      last_reason = "dp x tp x pp must be the " + std::to_string(n) + " chips, with tp a power of two up to " +
+                    std::to_string(max_tp) + " and pp a power of two up to " + std::to_string(kMaxChosenStages) +
+                    " that divides the blocks" + (base.dp ? " (--dp " + std::to_string(base.dp) + ")" : "") +
+                    (base.tp ? " (--tp " + std::to_string(base.tp) + ")" : "") +
+                    (base.pp ? " (--pp " + std::to_string(base.pp) + ")" : "");
     throw UsageError("no parallel layout of " + m.id + " on " + in.cluster.id() + " is valid: " + last_reason);
   }
 
@@ -86,13 +98,14 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
   // sharded weights, gathers them once per micro-batch), with the fewest micro-batches that fit.
   if (best.fitting == 0 && base.microbatches == 0)
     for (ParallelPlan p : layouts) {
-      p.microbatches = fitting_microbatches(p, m, in.cluster);
+      const int64_t tried = p.microbatches;
+      p.microbatches = std::max(tried, fitting_microbatches(p, m, in.cluster));
       if (p.microbatches == 1) {
         // Nothing fits: still count the smallest footprint micro-batching reaches, for the message.
         const int64_t sequences = p.tokens_per_rank() / m.seq_len;
         while (sequences % (p.microbatches * 2) == 0 && p.microbatches * 2 <= kMaxMicrobatches) p.microbatches *= 2;
       }
-      if (p.microbatches > 1) consider(p, false);
+      if (p.microbatches > tried) consider(p, false);
     }
   // Stable: equal layouts keep the order they were generated in, so the chosen one (the first of
   // the fastest) comes first.

@@ -1,8 +1,9 @@
 #pragma once
 // Picks a parallel plan for (model, cluster, batch) when the user gives none: every layout the
-// cluster admits (tp a power of two up to one node or 16 chips, ep the largest divisor of the
-// experts that divides dp, weights replicated or sharded, recompute on or off, with the fewest
-// micro-batches that make it fit) is simulated at analytical fidelity, and the fastest wins.
+// cluster admits (tp a power of two up to one node or 16 chips, pp a power of two up to 8 that
+// divides the blocks, ep the largest divisor of the experts that divides dp, weights replicated or
+// sharded (replicated with pipelines), recompute on or off, with the fewest micro-batches that make
+// it fit, and with pipelines up to 4 per stage) is simulated at analytical fidelity; the fastest wins.
 #include <optional>
 #include <vector>
 
@@ -39,6 +40,12 @@ struct PlanChoice {
 // `base` carries the batch and any axis the user fixed (0 = free); throws UsageError when no
 // layout fits and `allow_oom` is false (then the smallest footprint is returned).
 PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool allow_oom);
+
+inline constexpr int64_t kMaxChosenStages = 8;
+
+// A pipeline's micro-batches when the user gives none: the most, up to 4 per stage (the bubble is then
+// at most (pp - 1) / (4 pp + pp - 1), a fifth), that split each rank's sequences evenly (powers of two).
+int64_t pipeline_microbatches(const ParallelPlan& plan, const ModelConfig& m);
 
 // The fewest micro-batches (a power of two that splits each rank's sequences evenly) with which
 // the plan fits in HBM; the plan's own count when none does.

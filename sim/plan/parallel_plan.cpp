@@ -16,6 +16,7 @@ StepShape ParallelPlan::step_shape() const {
   s.dp = dp;
   s.ep = ep;
   s.tp = tp;
+  s.pp = pp;
   s.shard_weights = shard_weights;
   s.recompute = recompute;
   s.overlap_grad_reduction = overlap_grad_reduction;
@@ -59,15 +60,16 @@ RankMap::RankMap(const ParallelPlan& plan, const Cluster& cluster) : plan_(plan)
   std::iota(chip_.begin(), chip_.end(), 0);
   description_ = "ranks in chip order (tp innermost)";
   const auto& dims = cluster.torus_dims();
-  std::vector<int64_t> levels = {plan.tp, plan.ep, plan.dp / plan.ep};
+  std::vector<int64_t> levels = {plan.tp, plan.ep, plan.dp / plan.ep, plan.pp};
   if (plan.mapping == "linear" || dims.empty() || !std::all_of(levels.begin(), levels.end(), is_power_of_two)) return;
   auto shape = torus_blocks(dims, levels);
   if (shape.empty()) return;
   // rank -> (t, e, replica) -> per-level block coordinates -> torus coordinates -> chip id
   for (int64_t r = 0; r < n; ++r) {
-    int64_t idx[3] = {r % plan.tp, (r / plan.tp) % plan.ep, r / (plan.tp * plan.ep)};
+    const int64_t reps = plan.dp / plan.ep;
+    int64_t idx[4] = {r % plan.tp, (r / plan.tp) % plan.ep, (r / (plan.tp * plan.ep)) % reps, r / plan.dp / plan.tp};
     std::vector<int> coord(dims.size(), 0), stride(dims.size(), 1);
-    for (size_t lv = 0; lv < 3; ++lv) {
+    for (size_t lv = 0; lv < 4; ++lv) {
       int64_t v = idx[lv];
       for (size_t d = 0; d < dims.size(); ++d) {
         int extent = shape[lv][d];
@@ -85,43 +87,62 @@ RankMap::RankMap(const ParallelPlan& plan, const Cluster& cluster) : plan_(plan)
     for (size_t i = 0; i < s.size(); ++i) out += (i ? "x" : "") + std::to_string(s[i]);
     return out;
   };
-  description_ = "torus blocks: tp " + fmt(shape[0]) + ", ep " + fmt(shape[1]) + ", replicas " + fmt(shape[2]);
+  description_ = "torus blocks: tp " + fmt(shape[0]) + ", ep " + fmt(shape[1]) + ", replicas " + fmt(shape[2]) +
+                 (plan.pp > 1 ? ", stages " + fmt(shape[3]) : "");
 }
 
 std::vector<std::vector<int>> RankMap::groups(CommAxis axis) const {
-  const int64_t tp = plan_.tp, ep = plan_.ep, reps = plan_.dp / plan_.ep;
+  const int64_t tp = plan_.tp, ep = plan_.ep, reps = plan_.dp / plan_.ep, pp = plan_.pp;
   std::vector<std::vector<int>> out;
-  auto rank = [&](int64_t t, int64_t e, int64_t rep) { return chip_of_rank(t + tp * (e + ep * rep)); };
-  switch (axis) {
-    case CommAxis::kTensor:
-      for (int64_t rep = 0; rep < reps; ++rep)
-        for (int64_t e = 0; e < ep; ++e) {
-          out.emplace_back();
-          for (int64_t t = 0; t < tp; ++t) out.back().push_back(rank(t, e, rep));
-        }
-      break;
-    case CommAxis::kExpert:
-      for (int64_t rep = 0; rep < reps; ++rep)
+  auto rank = [&](int64_t t, int64_t e, int64_t rep, int64_t st) { return chip_of_rank(t + tp * (e + ep * (rep + reps * st))); };
+  // The groups of an axis inside a stage come for every stage: a stage's collective is costed as if
+  // every stage ran its own at the same time (they run the same kind of blocks).
+  for (int64_t st = 0; st < pp; ++st) {
+    switch (axis) {
+      case CommAxis::kTensor:
+        for (int64_t rep = 0; rep < reps; ++rep)
+          for (int64_t e = 0; e < ep; ++e) {
+            out.emplace_back();
+            for (int64_t t = 0; t < tp; ++t) out.back().push_back(rank(t, e, rep, st));
+          }
+        break;
+      case CommAxis::kExpert:
+        for (int64_t rep = 0; rep < reps; ++rep)
+          for (int64_t t = 0; t < tp; ++t) {
+            out.emplace_back();
+            for (int64_t e = 0; e < ep; ++e) out.back().push_back(rank(t, e, rep, st));
+          }
+        break;
+      case CommAxis::kData:
         for (int64_t t = 0; t < tp; ++t) {
           out.emplace_back();
-          for (int64_t e = 0; e < ep; ++e) out.back().push_back(rank(t, e, rep));
+          for (int64_t rep = 0; rep < reps; ++rep)
+            for (int64_t e = 0; e < ep; ++e) out.back().push_back(rank(t, e, rep, st));
         }
-      break;
-    case CommAxis::kData:
-      for (int64_t t = 0; t < tp; ++t) {
-        out.emplace_back();
-        for (int64_t rep = 0; rep < reps; ++rep)
-          for (int64_t e = 0; e < ep; ++e) out.back().push_back(rank(t, e, rep));
-      }
-      break;
-    case CommAxis::kExpertData:
-      for (int64_t t = 0; t < tp; ++t)
-        for (int64_t e = 0; e < ep; ++e) {
-          out.emplace_back();
-          for (int64_t rep = 0; rep < reps; ++rep) out.back().push_back(rank(t, e, rep));
-        }
-      break;
+        break;
+      case CommAxis::kExpertData:
+        for (int64_t t = 0; t < tp; ++t)
+          for (int64_t e = 0; e < ep; ++e) {
+            out.emplace_back();
+            for (int64_t rep = 0; rep < reps; ++rep) out.back().push_back(rank(t, e, rep, st));
+          }
+        break;
+      case CommAxis::kPipeline:
+      case CommAxis::kPipelineEnds:
+        break;
+    }
   }
+  if (axis == CommAxis::kPipeline || axis == CommAxis::kPipelineEnds)
+    for (int64_t rep = 0; rep < reps; ++rep)
+      for (int64_t e = 0; e < ep; ++e)
+        for (int64_t t = 0; t < tp; ++t) {
+          out.emplace_back();
+          if (axis == CommAxis::kPipelineEnds) {
+            out.back() = {rank(t, e, rep, 0), rank(t, e, rep, pp - 1)};
+            continue;
+          }
+          for (int64_t st = 0; st < pp; ++st) out.back().push_back(rank(t, e, rep, st));
+        }
   return out;
 }
 
@@ -135,6 +156,9 @@ const Schema<ParallelPlan>& plan_schema() {
         .add("ep", &ParallelPlan::ep, "chips", "Expert-parallel width (divides dp and the experts)", int64_t{1},
              positive<int64_t>())
         .add("tp", &ParallelPlan::tp, "chips", "Tensor-parallel width", int64_t{1}, positive<int64_t>())
+        .add("pp", &ParallelPlan::pp, "stages",
+             "Pipeline stages: each holds an equal run of consecutive blocks; micro-batches flow through them 1F1B",
+             int64_t{1}, positive<int64_t>())
         .add("batch_tokens", &ParallelPlan::batch_tokens, "tokens", "Global tokens per step (0: command line or 1M)",
              int64_t{0}, non_negative_up_to<int64_t>(kMaxBatchTokens))
         .add("shard_weights", &ParallelPlan::shard_weights, "",
@@ -160,9 +184,11 @@ nlohmann::json plan_to_json(const ParallelPlan& p) { return plan_schema().dump(p
 
 void validate_plan(const ParallelPlan& p, const ModelConfig& m, const Cluster& c) {
   auto s = [](int64_t v) { return std::to_string(v); };
-  if (p.dp <= 0 || p.ep <= 0 || p.tp <= 0)
-    throw UsageError("plan axes must be positive: dp " + s(p.dp) + ", ep " + s(p.ep) + ", tp " + s(p.tp));
-  for (const auto& [axis, width] : {std::pair<const char*, int64_t>{"dp", p.dp}, {"ep", p.ep}, {"tp", p.tp}})
+  if (p.dp <= 0 || p.ep <= 0 || p.tp <= 0 || p.pp <= 0)
+    throw UsageError("plan axes must be positive: dp " + s(p.dp) + ", ep " + s(p.ep) + ", tp " + s(p.tp) + ", pp " +
+                     s(p.pp));
+  for (const auto& [axis, width] :
+       {std::pair<const char*, int64_t>{"dp", p.dp}, {"ep", p.ep}, {"tp", p.tp}, {"pp", p.pp}})
     if (width > c.num_chips())
       throw UsageError(std::string(axis) + " = " + s(width) + " is wider than the " + s(c.num_chips()) + " chips of " +
                        c.id());
@@ -171,9 +197,16 @@ void validate_plan(const ParallelPlan& p, const ModelConfig& m, const Cluster& c
     throw UsageError("batch of " + s(p.batch_tokens) + " tokens: expected at most " + s(kMaxBatchTokens));
   if (p.microbatches > kMaxMicrobatches)
     throw UsageError("microbatches = " + s(p.microbatches) + ": expected at most " + s(kMaxMicrobatches));
-  if (p.chips() != c.num_chips())
-    throw UsageError("plan axes dp x tp = " + s(p.dp) + " x " + s(p.tp) + " = " + s(p.chips()) +
+  // Each axis is at most the chip count (below 2^31), so dp x tp cannot overflow, nor its product with pp
+  // once dp x tp is at most the chip count.
+  if (p.dp * p.tp > c.num_chips() || p.chips() != c.num_chips())
+    throw UsageError("plan axes dp x tp" + std::string(p.pp > 1 ? " x pp" : "") + " = " + s(p.dp) + " x " + s(p.tp) +
+                     (p.pp > 1 ? " x " + s(p.pp) : "") + " = " +
+                     (p.dp * p.tp > c.num_chips() ? "more than " + s(c.num_chips()) : s(p.chips())) +
                      " do not multiply to the chip count of " + c.id() + " (" + s(c.num_chips()) + ")");
+  if (m.layers % p.pp != 0)
+    throw UsageError("pp = " + s(p.pp) + " must divide the " + s(m.layers) + " blocks of " + m.id +
+                     " (each stage holds as many)");
   if (p.dp % p.ep != 0)
     throw UsageError("ep = " + s(p.ep) + " must divide dp = " + s(p.dp) + " (expert parallelism is part of dp)");
   if (!m.is_moe() && p.ep != 1) throw UsageError("ep = " + s(p.ep) + " but " + m.id + " has no experts: use ep = 1");
@@ -197,7 +230,7 @@ void validate_plan(const ParallelPlan& p, const ModelConfig& m, const Cluster& c
 
 std::string plan_short_label(const ParallelPlan& p) {
   return "dp" + std::to_string(p.dp) + " tp" + std::to_string(p.tp) + " ep" + std::to_string(p.ep) +
-         (p.shard_weights ? " zs" : "") + (p.recompute ? " rc" : "") +
+         (p.pp > 1 ? " pp" + std::to_string(p.pp) : "") + (p.shard_weights ? " zs" : "") + (p.recompute ? " rc" : "") +
          (p.microbatches > 1 ? " mb" + std::to_string(p.microbatches) : "") + (p.mapping == "linear" ? " linear" : "");
 }
 
@@ -208,7 +241,16 @@ MemoryFootprint plan_memory(const ModelConfig& m, const ParallelPlan& p) {
   sh.activation_shards = p.tp;
   sh.tokens_per_chip = p.tokens_per_rank() / std::max<int64_t>(1, p.microbatches);
   sh.recompute_activations = p.recompute;
-  return memory_per_chip(m, sh);
+  if (p.pp <= 1) return memory_per_chip(m, sh);
+  MemoryFootprint worst;
+  for (int64_t st = 0; st < p.pp; ++st) {
+    sh.first_block = st * (m.layers / p.pp), sh.blocks = m.layers / p.pp;
+    sh.input_end = st == 0, sh.output_end = st == p.pp - 1;
+    sh.activation_microbatches = std::min(p.pp - st, std::max<int64_t>(1, p.microbatches));
+    const MemoryFootprint stage = memory_per_chip(m, sh);
+    if (stage.total_bytes() > worst.total_bytes()) worst = stage;
+  }
+  return worst;
 }
 
 }  // namespace glam

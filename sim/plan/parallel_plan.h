@@ -1,10 +1,12 @@
 #pragma once
-// The parallel layout of a training step: data (dp), expert (ep) and tensor (tp) parallelism,
-// and how plan ranks map onto the cluster's chips.
+// The parallel layout of a training step: data (dp), expert (ep), tensor (tp) and pipeline (pp)
+// parallelism, and how plan ranks map onto the cluster's chips.
 //
-// Conventions: chips = dp x tp. Expert parallelism is carved out of data parallelism (GShard,
+// Conventions: chips = dp x tp x pp. Expert parallelism is carved out of data parallelism (GShard,
 // DeepSpeed-MoE): ep divides dp and the experts, each ep group holds every expert (E / ep per chip),
-// and dp / ep groups hold replicas of the same experts. Rank r = t + tp * (e + ep * replica).
+// and dp / ep groups hold replicas of the same experts. Pipeline stages split the blocks into pp
+// runs of consecutive blocks, each held by its own dp x tp chips.
+// Rank r = t + tp * (e + ep * (replica + dp / ep * stage)).
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -25,6 +27,7 @@ inline constexpr int64_t kMaxMicrobatches = 4096;
 
 struct ParallelPlan {
   int64_t dp = 1, ep = 1, tp = 1;
+  int64_t pp = 1;            // pipeline stages (1F1B over the micro-batches)
   int64_t batch_tokens = 0;  // global tokens per step
   bool shard_weights = false;  // ZeRO-3 / GSPMD 2D: non-expert weights and state sharded over dp as well
   bool recompute = false;      // keep only block inputs; recompute the forward in backward
@@ -33,7 +36,7 @@ struct ParallelPlan {
   int64_t microbatches = 1;            // gradient accumulation: passes per step on each rank
   bool narrow_weight_copy = false;     // glamexec's bf16 model (StepShape::narrow_weight_copy); not in plan files
 
-  int64_t chips() const { return dp * tp; }
+  int64_t chips() const { return dp * tp * pp; }
   int64_t tokens_per_rank() const { return batch_tokens / dp; }
   StepShape step_shape() const;
 };
@@ -58,13 +61,16 @@ class RankMap {
 // Reads a plan file (dp, ep, tp, batch_tokens, shard_weights, recompute).
 ParallelPlan load_plan_file(const std::string& path);
 nlohmann::json plan_to_json(const ParallelPlan& p);
-// "dp256 tp4 ep64 zs rc mb2": zs = weights sharded over dp, rc = recompute, mbN = N micro-batches.
+// "dp256 tp4 ep64 pp2 zs rc mb2": zs = weights sharded over dp, rc = recompute, mbN = N micro-batches.
 std::string plan_short_label(const ParallelPlan& p);
-inline constexpr const char* kPlanLabelLegend = "zs = weights sharded over dp, rc = activation recompute, mbN = N micro-batches";
+inline constexpr const char* kPlanLabelLegend =
+    "ppN = N pipeline stages, zs = weights sharded over dp, rc = activation recompute, mbN = N micro-batches";
 
 // Checks the plan against the model and the cluster; throws UsageError with the reason.
 void validate_plan(const ParallelPlan& plan, const ModelConfig& m, const Cluster& c);
 
+// Per chip; with pipeline stages, the stage that needs the most (the first, as a rule: it holds the
+// activations of min(pp, microbatches) micro-batches).
 MemoryFootprint plan_memory(const ModelConfig& m, const ParallelPlan& plan);
 
 }  // namespace glam

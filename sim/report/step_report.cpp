@@ -61,6 +61,7 @@ nlohmann::json step_summary_json(const SimulationInput& in, const StepResult& r,
       {"compute_s", r.compute_s},
       {"comm_s", r.comm_s},
       {"exposed_comm_s", r.exposed_comm_s},
+      {"pipeline_bubble_s", r.pipeline_bubble_s},
       {"alltoall_s", r.alltoall_s},
       {"alltoall_bytes", r.alltoall_bytes},
       {"mfu", r.mfu},
@@ -92,7 +93,8 @@ std::string step_summary_text(const SimulationInput& in, const StepResult& r, co
   const auto& p = in.plan;
   o << in.model.id << " on " << in.cluster.id() << " (" << in.cluster.num_chips() << " chips), "
     << fidelity_name(in.fidelity) << " fidelity, routing " << in.routing.describe() << "\n"
-    << "plan: dp " << p.dp << " x tp " << p.tp << ", ep " << p.ep << (p.shard_weights ? ", weights sharded" : "")
+    << "plan: dp " << p.dp << " x tp " << p.tp << (p.pp > 1 ? " x pp " + std::to_string(p.pp) : std::string())
+    << ", ep " << p.ep << (p.shard_weights ? ", weights sharded" : "")
     << (p.recompute ? ", recompute" : "")
     << (p.microbatches > 1 ? ", " + std::to_string(p.microbatches) + " micro-batches" : std::string())
     << "; " << p.batch_tokens << " tokens per step; " << r.rank_map << "\n\n";
@@ -101,6 +103,9 @@ std::string step_summary_text(const SimulationInput& in, const StepResult& r, co
   t.add_row({"step time", format_seconds(r.step_time_s)});
   t.add_row({"compute", format_seconds(r.compute_s) + " (" + pct(r.compute_s) + ")"});
   t.add_row({"exposed communication", format_seconds(r.exposed_comm_s) + " (" + pct(r.exposed_comm_s) + ")"});
+  if (p.pp > 1)
+    t.add_row({"pipeline bubble", format_seconds(r.pipeline_bubble_s) + " (" + pct(r.pipeline_bubble_s) + "; stage " +
+                                      std::to_string(r.busiest_stage) + ", the busiest)"});
   t.add_row({"all-to-all", format_seconds(r.alltoall_s) + ", " + format_bytes(r.alltoall_bytes) + " sent per chip"});
   t.add_row({"MFU", format_fixed(100 * r.mfu, 1) + "%"});
   t.add_row({"tokens/s", format_count(static_cast<double>(p.batch_tokens) / r.step_time_s)});
@@ -127,9 +132,14 @@ std::map<std::string, std::string> step_output_files(const SimulationInput& in, 
 
   Stats s;
   s.add("step.time", r.step_time_s, "Simulated time of one training step", "s");
+  // With pipeline stages, the figures of one rank are those of its busiest stage.
   s.add("step.compute", r.compute_s, "Compute time on one rank", "s");
   s.add("step.comm", r.comm_s, "Collective time, overlapped or not", "s");
-  s.add("step.exposed_comm", r.exposed_comm_s, "Step time not covered by compute", "s");
+  s.add("step.exposed_comm", r.exposed_comm_s, "Step time not covered by compute, nor by the pipeline bubble", "s");
+  if (in.plan.pp > 1) {
+    s.add("step.pipeline_bubble", r.pipeline_bubble_s, "The rank idle waiting for other pipeline stages", "s");
+    s.add("step.pipeline_stage", r.busiest_stage, "The stage the rank's figures describe (the most compute)", "index");
+  }
   s.add("step.mfu", r.mfu, "Model FLOPs utilisation", "fraction");
   s.add("step.tokens", static_cast<double>(in.plan.batch_tokens), "Tokens per step", "tokens");
   s.add("step.model_flops_per_chip", r.graph.model_flops, "Useful training FLOPs per chip", "FLOP");
@@ -143,6 +153,7 @@ std::map<std::string, std::string> step_output_files(const SimulationInput& in, 
   std::map<std::string, double> per_op_kind;
   for (size_t i = 0; i < r.graph.ops.size(); ++i) {
     const auto& op = r.graph.ops[i];
+    if (op.stage != r.busiest_stage) continue;
     if (op.kind == OpKind::kCollective) {
       auto& e = per_collective[std::string(collective_name(op.collective)) + "." + axis_name(op.axis)];
       e.first += r.timing[i].duration();
@@ -171,7 +182,8 @@ std::map<std::string, std::string> step_output_files(const SimulationInput& in, 
   files["host.txt"] = "wall_time_s " + format_fixed(host.wall_time_s, 6) + "\npeak_rss_bytes " +
                       format_fixed(host.peak_rss_bytes, 0) + "\n";
 
-  // Chrome trace: one lane for the compute stream, one per collective axis; microseconds.
+  // Chrome trace: one lane for the compute stream, one per collective axis; microseconds. One
+  // process per pipeline stage.
   nlohmann::json events = nlohmann::json::array();
   std::map<std::string, int> lanes = {{"compute", 1}};
   for (size_t i = 0; i < r.graph.ops.size(); ++i) {
@@ -186,27 +198,37 @@ std::map<std::string, std::string> step_output_files(const SimulationInput& in, 
     events.push_back({{"name", op.id},
                       {"cat", op.kind == OpKind::kCollective ? "comm" : op_kind_name(op.kind)},
                       {"ph", "X"},
-                      {"pid", 1},
+                      {"pid", op.stage + 1},
                       {"tid", lanes[lane]},
                       {"ts", r.timing[i].start_s * 1e6},
                       {"dur", r.timing[i].duration() * 1e6},
                       {"args", args}});
   }
-  for (const auto& [name, tid] : lanes)
-    events.push_back({{"name", "thread_name"}, {"ph", "M"}, {"pid", 1}, {"tid", tid}, {"args", {{"name", name}}}});
-  events.push_back({{"name", "process_name"}, {"ph", "M"}, {"pid", 1}, {"args", {{"name", "rank 0 (" + in.cluster.id() + ")"}}}});
+  for (int64_t stage = 0; stage < in.plan.pp; ++stage) {
+    const int pid = static_cast<int>(stage) + 1;
+    for (const auto& [name, tid] : lanes)
+      events.push_back({{"name", "thread_name"}, {"ph", "M"}, {"pid", pid}, {"tid", tid}, {"args", {{"name", name}}}});
+    const std::string rank = "rank " + std::to_string(stage * in.plan.dp * in.plan.tp);
+    events.push_back({{"name", "process_name"},
+                      {"ph", "M"},
+                      {"pid", pid},
+                      {"args", {{"name", (in.plan.pp > 1 ? "stage " + std::to_string(stage) + ", " : "") + rank + " (" +
+                                             in.cluster.id() + ")"}}}});
+  }
   files["trace.json"] = nlohmann::json{{"traceEvents", events}, {"displayTimeUnit", "ms"}}.dump() + "\n";
 
   // layers.csv: per block, forward and backward compute, communication, exposed and bytes. The
   // compute stream's time goes to the block of each op it runs, including the wait before it for an
   // overlapped collective (a weight gather, the gradient reductions before the optimizer), so the
-  // rows' forward + backward add up to the step and their exposed communication to the step's.
-  struct Row { double fwd = 0, bwd = 0, compute = 0, comm = 0, bytes = 0; };
-  std::map<int, Row> rows;
-  double stream_end = 0;
+  // rows' forward + backward add up to the step and their exposed communication to the step's. With
+  // pipeline stages each stage has its rows, and its waits for other stages are their own column:
+  // a stage's forward + backward + pipeline wait add up to the step.
+  struct Row { double fwd = 0, bwd = 0, compute = 0, comm = 0, bytes = 0, pipeline_wait = 0; };
+  std::map<std::pair<int, int>, Row> rows;  // (stage, layer)
+  std::vector<double> stream_end(static_cast<size_t>(in.plan.pp), 0.0);
   for (size_t i = 0; i < r.graph.ops.size(); ++i) {
     const auto& op = r.graph.ops[i];
-    Row& row = rows[op.layer];
+    Row& row = rows[{op.stage, op.layer}];
     double d = r.timing[i].duration();
     if (op.kind == OpKind::kCollective) {
       row.comm += d;
@@ -215,19 +237,34 @@ std::map<std::string, std::string> step_output_files(const SimulationInput& in, 
       row.compute += d;
     }
     if (op.kind == OpKind::kCollective && !op.blocking) continue;
-    const double wait = std::max(0.0, r.timing[i].start_s - stream_end);
-    stream_end = std::max(stream_end, r.timing[i].end_s);
+    double& end = stream_end[static_cast<size_t>(op.stage)];
+    double wait = std::max(0.0, r.timing[i].start_s - end);
+    // A wait whose latest dependency is another stage's op is the pipeline's.
+    double ready = 0;
+    bool other_stage = false;
+    for (int dep : op.deps)
+      if (r.timing[static_cast<size_t>(dep)].end_s > ready)
+        ready = r.timing[static_cast<size_t>(dep)].end_s, other_stage = r.graph.ops[static_cast<size_t>(dep)].stage != op.stage;
+    if (other_stage && wait > 0) row.pipeline_wait += wait, wait = 0;
+    end = std::max(end, r.timing[i].end_s);
     (op.phase == StepPhase::kForward ? row.fwd : row.bwd) += wait + d;
   }
-  // What ends the step after the stream (ranks taking turns on shared cores) belongs to no block.
-  if (r.step_time_s > stream_end) rows[-1].bwd += r.step_time_s - stream_end;
-  std::string csv = "layer,kind,forward_s,backward_s,compute_s,comm_s,exposed_comm_s,comm_bytes\n";
-  for (const auto& [layer, row] : rows) {
+  // What ends the step after the stream belongs to no block: ranks taking turns on shared cores, or
+  // with pipeline stages, the wait for the other stages to finish.
+  for (int stage = 0; stage < static_cast<int>(in.plan.pp); ++stage) {
+    const double tail = r.step_time_s - stream_end[static_cast<size_t>(stage)];
+    if (tail <= 0) continue;
+    if (in.plan.pp > 1) rows[{stage, -1}].pipeline_wait += tail;
+    else rows[{stage, -1}].bwd += tail;
+  }
+  std::string csv = "layer,kind,forward_s,backward_s,compute_s,comm_s,exposed_comm_s,comm_bytes,stage,pipeline_wait_s\n";
+  for (const auto& [key, row] : rows) {
+    const auto [stage, layer] = key;
     double exposed = row.fwd + row.bwd - row.compute;
     std::string kind = layer < 0 ? "other" : in.model.is_moe_layer(layer) ? "moe" : "dense";
-    char buf[256];
-    std::snprintf(buf, sizeof buf, "%d,%s,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g\n", layer, kind.c_str(), row.fwd, row.bwd,
-                  row.compute, row.comm, exposed, row.bytes);
+    char buf[320];
+    std::snprintf(buf, sizeof buf, "%d,%s,%.9g,%.9g,%.9g,%.9g,%.9g,%.9g,%d,%.9g\n", layer, kind.c_str(), row.fwd,
+                  row.bwd, row.compute, row.comm, exposed, row.bytes, stage, row.pipeline_wait);
     csv += buf;
   }
   files["layers.csv"] = csv;

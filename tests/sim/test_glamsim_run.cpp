@@ -113,7 +113,7 @@ TEST(GlamsimRun, LayerRowsAddUpToTheStep) {
     std::vector<std::string> f;
     std::istringstream cells(line);
     for (std::string c; std::getline(cells, c, ',');) f.push_back(c);
-    ASSERT_EQ(f.size(), 8u) << line;
+    ASSERT_EQ(f.size(), 10u) << line;
     fwd_bwd += std::stod(f[2]) + std::stod(f[3]);
     exposed += std::stod(f[6]);
   }
@@ -193,7 +193,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadRun{"--model glam-tiny-8e --cluster dgx-h100-8 --layers 100", "--layers 100: glam-tiny-8e has 4 blocks"},
         BadRun{"--model glam-8b --cluster dgx-h100-8 --routing skew=2", "glam-8b is dense"},
         BadRun{"--model glam-8b --cluster dgx-h100-8 --batch-tokens 1e6", "--batch-tokens: got '1e6'"},
-        BadRun{"--model glam-tiny --cluster dgx-h100-8 --dp 3", "dp x tp must be the 8 chips"},
+        BadRun{"--model glam-tiny --cluster dgx-h100-8 --dp 3", "dp x tp x pp must be the 8 chips"},
         // Past 4,096 passes the plan's products overflowed (a SIGFPE) and a step took minutes.
         BadRun{"--model glam-tiny-8e --cluster dgx-h100-8 --microbatches 4611686018427387904", "from 1 to 4096"},
         // dp x tp overflowed to the chip count's neighbourhood: an internal error.
