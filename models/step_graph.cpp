@@ -272,10 +272,11 @@ class Builder {
     id_prefix_.clear();
     const double V = static_cast<double>(m_.vocab_size);
     int last_backward = -1;  // the last stage's final op, which the tied embedding's sync waits for
+    for (size_t i = g_.ops.size(); i-- > 0 && last_backward < 0;)
+      if (g_.ops[i].stage == stages - 1) last_backward = static_cast<int>(i);
     for (int64_t st = 0; st < stages; ++st) {
       stage_ = static_cast<int>(st);
       const bool holds_embedding = st == 0 || st == stages - 1;
-      if (st == stages - 1) last_backward = static_cast<int>(g_.ops.size()) - 1;
       if (s_.dp > 1 && s_.overlap_grad_reduction && holds_embedding)
         collective(-1, "embed_grad_allreduce", StepPhase::kBackward, CollectiveKind::kAllReduce, CommAxis::kData,
                    V * M_ * w_ / tp_, false);
@@ -317,8 +318,9 @@ class Builder {
   bool input_end() const { return stage_ == 0; }
   bool output_end() const { return stage_ == std::max<int64_t>(1, s_.pp) - 1; }
 
-  // One micro-batch's forward pass on the current stage; a middle stage ends by sending its output
-  // activations to the next stage (the sender's stream carries the transfer, as blocking p2p does).
+  // One micro-batch's forward pass on the current stage; a stage before the last ends by sending its
+  // output activations to the next stage (the sender's stream carries the transfer, as blocking p2p
+  // does).
   void forward_chunk(int64_t K, int64_t mb) {
     const auto [first, last] = stage_blocks(K);
     if (input_end()) elementwise(-1, "embed", StepPhase::kForward, T_ * M_, 2);
@@ -359,8 +361,10 @@ class Builder {
     else send_to_neighbour(StepPhase::kBackward, mb);
   }
 
+  // Each tp rank sends its 1/tp slice of the activations (the receiving tp group gathers them over
+  // its own fast links, which is not modelled), as Megatron-LM does by default.
   void send_to_neighbour(StepPhase ph, int64_t mb) {
-    collective(-1, "pp_send", ph, CollectiveKind::kSendRecv, CommAxis::kPipeline, T_ * M_ * e_);
+    collective(-1, "pp_send", ph, CollectiveKind::kSendRecv, CommAxis::kPipeline, T_ * M_ * e_ / tp_);
     g_.ops.back().a2a_transposed = ph == StepPhase::kBackward;
     sends_[{stage_, mb, ph == StepPhase::kForward}] = g_.ops.size() - 1;
   }

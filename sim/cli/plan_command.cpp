@@ -44,11 +44,7 @@ std::string render_single(const PlanRow& row) {
   const auto& in = row.sim.input;
   std::string out = "Training plan: " + in.model.id + " on " + in.cluster.id() + " (" +
                     std::to_string(in.cluster.num_chips()) + " chips), " + format_count(e.tokens) + " tokens\n";
-  out += "plan: dp " + std::to_string(in.plan.dp) + " x tp " + std::to_string(in.plan.tp) + ", ep " +
-         std::to_string(in.plan.ep) + (in.plan.shard_weights ? ", weights sharded" : "") +
-         (in.plan.recompute ? ", recompute" : "") +
-         (in.plan.microbatches > 1 ? ", " + std::to_string(in.plan.microbatches) + " micro-batches" : "") + "; " +
-         std::to_string(in.plan.batch_tokens) + " tokens per step\n\n";
+  out += "plan: " + plan_description(in.plan) + "; " + std::to_string(in.plan.batch_tokens) + " tokens per step\n\n";
   TextTable t({"figure", "value"}, {false, true});
   t.add_row({"steps", format_fixed(e.steps, 0)});
   t.add_row({"step time", format_seconds(e.step_time_s)});

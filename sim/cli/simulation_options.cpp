@@ -28,7 +28,8 @@ void SimulationOptions::register_options(CLI::App& cmd, bool with_out_dir) {
       ->check(CLI::IsMember({"auto", "linear"}))
       ->excludes(plan);
   cmd.add_option("--microbatches", microbatches,
-                 "Gradient accumulation passes per step (default: the fewest that fit in memory)")
+                 "Gradient accumulation passes per step (default: the fewest that fit in memory; with pipeline "
+                 "stages, up to 4 per stage)")
       ->excludes(plan)
       ->transform(cli_checks::integer_at_least(1, kMaxMicrobatches));
   cmd.add_option("--batch-tokens", batch_tokens, "Global tokens per step (default 1,048,576)")
@@ -95,6 +96,9 @@ ResolvedSimulation SimulationOptions::resolve_for_cluster(const std::string& clu
     if (!base.pp) out.input.plan.pp = 1;
     const bool choose_micro = plan_file.empty() && microbatches == 0;
     out.input.plan.microbatches = std::max<int64_t>(1, out.input.plan.microbatches);
+    // A pipeline needs micro-batches to fill its stages.
+    if (choose_micro && out.input.plan.pp > 1 && out.input.plan.dp <= out.input.plan.batch_tokens / m.seq_len)
+      out.input.plan.microbatches = pipeline_microbatches(out.input.plan, m);
     try {
       validate_plan(out.input.plan, m, c);
     } catch (const UsageError& e) {  // a plan file's layout: the message names the file
@@ -103,7 +107,7 @@ ResolvedSimulation SimulationOptions::resolve_for_cluster(const std::string& clu
     }
     // A fixed layout that does not fit in one pass gets the fewest micro-batches that make it fit.
     if (choose_micro && plan_memory(m, out.input.plan).total_bytes() > c.chip().hbm_bytes)
-      out.input.plan.microbatches = fitting_microbatches(out.input.plan, m, c);
+      out.input.plan.microbatches = std::max(out.input.plan.microbatches, fitting_microbatches(out.input.plan, m, c));
     out.plan_note = "";
   } else {
     if (show_progress) std::cerr << "glamsim: choosing a parallel layout...\r" << std::flush;

@@ -18,7 +18,8 @@ StepEnergy step_energy(const SimulationInput& in, const StepResult& r, double pu
   const double T = r.step_time_s;
   ComputeModel compute(chip, in.profile, products_precision(in));
   StepEnergy e;
-  // Busy-time integral of one rank; every rank runs the same program.
+  // Busy-time integral of one rank of each stage: every rank of a stage runs the same program, and
+  // each of the pp stages has chips / pp ranks.
   double busy_s = 0;
   for (size_t i = 0; i < r.graph.ops.size(); ++i) {
     const StepOp& op = r.graph.ops[i];
@@ -31,7 +32,7 @@ StepEnergy step_energy(const SimulationInput& in, const StepResult& r, double pu
   const bool measured = in.profile.busy_W > 0;
   const double idle_W = measured ? in.profile.idle_W : chip.idle_W, busy_W = measured ? in.profile.busy_W : chip.busy_W;
   e.chip_idle_J = idle_W * T * chips;
-  e.chip_compute_J = (busy_W - idle_W) * busy_s * chips;
+  e.chip_compute_J = (busy_W - idle_W) * busy_s * chips / static_cast<double>(std::max<int64_t>(1, r.graph.stages));
   e.host_J = chip.host_W_per_chip * T * chips;
   // Links: idle power for the whole step, busy power while carrying the step's bytes.
   std::map<LinkKind, std::pair<double, double>> per_kind;  // bandwidth, busy - idle

@@ -234,6 +234,13 @@ std::string plan_short_label(const ParallelPlan& p) {
          (p.microbatches > 1 ? " mb" + std::to_string(p.microbatches) : "") + (p.mapping == "linear" ? " linear" : "");
 }
 
+std::string plan_description(const ParallelPlan& p) {
+  return "dp " + std::to_string(p.dp) + " x tp " + std::to_string(p.tp) +
+         (p.pp > 1 ? " x pp " + std::to_string(p.pp) : "") + ", ep " + std::to_string(p.ep) +
+         (p.shard_weights ? ", weights sharded" : "") + (p.recompute ? ", recompute" : "") +
+         (p.microbatches > 1 ? ", " + std::to_string(p.microbatches) + " micro-batches" : "");
+}
+
 MemoryFootprint plan_memory(const ModelConfig& m, const ParallelPlan& p) {
   ShardingForMemory sh;
   sh.dense_shards = p.tp * (p.shard_weights ? p.dp : 1);

@@ -63,6 +63,8 @@ ParallelPlan load_plan_file(const std::string& path);
 nlohmann::json plan_to_json(const ParallelPlan& p);
 // "dp256 tp4 ep64 pp2 zs rc mb2": zs = weights sharded over dp, rc = recompute, mbN = N micro-batches.
 std::string plan_short_label(const ParallelPlan& p);
+// "dp 32 x tp 4 x pp 8, ep 1, weights sharded, recompute, 32 micro-batches": for reports.
+std::string plan_description(const ParallelPlan& p);
 inline constexpr const char* kPlanLabelLegend =
     "ppN = N pipeline stages, zs = weights sharded over dp, rc = activation recompute, mbN = N micro-batches";
 

@@ -93,10 +93,7 @@ std::string step_summary_text(const SimulationInput& in, const StepResult& r, co
   const auto& p = in.plan;
   o << in.model.id << " on " << in.cluster.id() << " (" << in.cluster.num_chips() << " chips), "
     << fidelity_name(in.fidelity) << " fidelity, routing " << in.routing.describe() << "\n"
-    << "plan: dp " << p.dp << " x tp " << p.tp << (p.pp > 1 ? " x pp " + std::to_string(p.pp) : std::string())
-    << ", ep " << p.ep << (p.shard_weights ? ", weights sharded" : "")
-    << (p.recompute ? ", recompute" : "")
-    << (p.microbatches > 1 ? ", " + std::to_string(p.microbatches) + " micro-batches" : std::string())
+    << "plan: " << plan_description(p)
     << "; " << p.batch_tokens << " tokens per step; " << r.rank_map << "\n\n";
   TextTable t({"figure", "value"}, {false, true});
   auto pct = [&](double v) { return format_fixed(100 * v / r.step_time_s, 1) + "% of step"; };

@@ -1,11 +1,17 @@
 // The energy model against hand-computed timelines.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
+
 #include "energy/energy_model.h"
 #include "planner/training_estimate.h"
+#include "support/run_command.h"
 
 namespace glam {
 namespace {
+
+namespace fs = std::filesystem;
 
 SimulationInput tiny_input() {
   ParallelPlan p;
@@ -78,6 +84,31 @@ TEST(Energy, TwiceTheTokensTwiceTheEnergy) {
   EXPECT_NEAR(b.tco2e, 2 * a.tco2e, 1e-9 * b.tco2e);
   EXPECT_NEAR(a.tco2e, a.facility_energy_MWh * 0.1, 1e-9);
   EXPECT_NEAR(a.facility_energy_MWh, 1.1 * a.it_energy_MWh, 1e-9 * a.it_energy_MWh);
+}
+
+// Pipeline stages split the chips: the same work costs the same busy energy whether a replica's blocks
+// run on 16 chips (one stage) or on 4 stages of 16. Same replicas (so the same optimizer work), same
+// micro-batch shapes (32,768 tokens per pass); a small vocabulary keeps the embedding's update, which
+// both end stages make, a rounding error.
+TEST(Energy, PipelineStagesShareTheChips) {
+  const fs::path two_nodes = fs::temp_directory_path() / "glam-energy-dgx-h100-16.toml";
+  std::string text = testing::read_whole_file(fs::path(GLAM_SOURCE_DIR) / "topologies/dgx-h100-64.toml");
+  for (const auto& [from, to] : std::vector<std::pair<std::string, std::string>>{
+           {"chips = 64", "chips = 16"}, {"down_ports = [8, 8]", "down_ports = [2, 8]"}, {"dgx-h100-64", "dgx-h100-16"}})
+    text.replace(text.find(from), from.size(), to);
+  std::ofstream(two_nodes) << text;
+  auto input = [](const std::string& cluster, int64_t pp) {
+    ParallelPlan p;
+    p.dp = 2, p.tp = 8, p.pp = pp, p.batch_tokens = 1 << 20, p.microbatches = 16;
+    SimulationInput in{load_model("glam-1.7b"), load_cluster(cluster), p, {}, Fidelity::kAnalytical,
+                       default_profile("h100")};
+    in.model.vocab_size = 256;
+    return in;
+  };
+  const SimulationInput flat = input(two_nodes.string(), 1), piped = input("dgx-h100-64", 4);
+  const StepEnergy a = step_energy(flat, simulate_step(flat), 1.0), b = step_energy(piped, simulate_step(piped), 1.0);
+  EXPECT_NEAR(b.chip_compute_J, a.chip_compute_J, 1e-4 * a.chip_compute_J);
+  fs::remove(two_nodes);
 }
 
 }  // namespace

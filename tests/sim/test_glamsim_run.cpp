@@ -5,6 +5,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <set>
 #include <sstream>
 #include <vector>
 
@@ -124,6 +126,52 @@ TEST(GlamsimRun, LayerRowsAddUpToTheStep) {
   fs::remove_all(out);
 }
 
+// With pipeline stages every output speaks of them: the table's bubble, the stats, a trace process
+// per stage, and layers.csv rows per stage whose forward, backward and pipeline wait add up to the step.
+TEST(GlamsimRun, PipelineStagesInEveryOutput) {
+  const fs::path out = fresh_dir("glam-run-pipeline");
+  auto r = run_command("glamsim run --model glam-1.7b --cluster dgx-h100-64 --dp 4 --tp 4 --pp 4 --microbatches 8 --quiet --out " +
+                       out.string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("plan: dp 4 x tp 4 x pp 4"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("pipeline bubble"), std::string::npos) << r.out;
+  std::map<std::string, double> stats;
+  std::istringstream in(read_whole_file(out / "stats.txt"));
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream cells(line);
+    std::string name;
+    double v = 0;
+    if (cells >> name >> v) stats[name] = v;
+  }
+  ASSERT_TRUE(stats.count("step.pipeline_bubble"));
+  EXPECT_GT(stats["step.pipeline_bubble"], 0.05 * stats["step.time"]);
+  std::istringstream csv(read_whole_file(out / "layers.csv"));
+  std::string line;
+  std::getline(csv, line);
+  std::map<int, double> per_stage;
+  std::map<int, std::set<int>> blocks;
+  while (std::getline(csv, line)) {
+    std::vector<std::string> f;
+    std::istringstream cells(line);
+    for (std::string c; std::getline(cells, c, ',');) f.push_back(c);
+    ASSERT_EQ(f.size(), 10u) << line;
+    per_stage[std::stoi(f[8])] += std::stod(f[2]) + std::stod(f[3]) + std::stod(f[9]);
+    if (std::stoi(f[0]) >= 0) blocks[std::stoi(f[8])].insert(std::stoi(f[0]));
+  }
+  ASSERT_EQ(per_stage.size(), 4u);
+  for (const auto& [stage, total] : per_stage) {
+    EXPECT_NEAR(total, stats["step.time"], 1e-6 * stats["step.time"]) << "stage " << stage;
+    EXPECT_EQ(blocks[stage].size(), 6u);
+    EXPECT_EQ(*blocks[stage].begin(), 6 * stage);
+  }
+  auto trace = nlohmann::json::parse(read_whole_file(out / "trace.json"));
+  std::set<int> processes;
+  for (const auto& e : trace["traceEvents"])
+    if (e["ph"] == "X") processes.insert(e["pid"].get<int>());
+  EXPECT_EQ(processes, (std::set<int>{1, 2, 3, 4}));
+  fs::remove_all(out);
+}
+
 // --out replaces a folder as a whole: a folder holding anything it does not write (a user's files, the
 // current folder) is refused before the simulation, and left as it was; an earlier output is replaced.
 TEST(GlamsimRun, OutputFolderNeverReplacesOtherFiles) {
@@ -194,6 +242,9 @@ INSTANTIATE_TEST_SUITE_P(
         BadRun{"--model glam-8b --cluster dgx-h100-8 --routing skew=2", "glam-8b is dense"},
         BadRun{"--model glam-8b --cluster dgx-h100-8 --batch-tokens 1e6", "--batch-tokens: got '1e6'"},
         BadRun{"--model glam-tiny --cluster dgx-h100-8 --dp 3", "dp x tp x pp must be the 8 chips"},
+        BadRun{"--model glam-1.7b --cluster dgx-h100-64 --dp 4 --tp 4 --pp 4 --layers 2", "use pp = 1"},
+        BadRun{"--model glam-1.7b --cluster dgx-h100-64 --dp 4 --tp 1 --pp 16", "pp = 16 must divide the 24 blocks"},
+        BadRun{"--model glam-1.7b --cluster dgx-h100-64 --dp 4 --tp 4 --pp 0", "--pp: got '0'"},
         // Past 4,096 passes the plan's products overflowed (a SIGFPE) and a step took minutes.
         BadRun{"--model glam-tiny-8e --cluster dgx-h100-8 --microbatches 4611686018427387904", "from 1 to 4096"},
         // dp x tp overflowed to the chip count's neighbourhood: an internal error.

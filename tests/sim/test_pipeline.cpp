@@ -1,0 +1,275 @@
+// Pipeline parallelism: the 1F1B schedule the simulator plays, the work and memory each stage holds,
+// and the ranks each stage's collectives run over.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+#include <set>
+#include <tuple>
+
+#include "engine/step_simulator.h"
+#include "plan/default_plan.h"
+
+namespace glam {
+namespace {
+
+// glam-1.7b (24 dense blocks) on 64 H100s: 2 replicas of 4 stages of 8-way tensor parallelism.
+SimulationInput pipeline_input(int64_t microbatches, int64_t pp = 4) {
+  Cluster c = load_cluster("dgx-h100-64");
+  ParallelPlan p;
+  p.tp = 8, p.pp = pp, p.dp = 64 / (8 * pp), p.ep = 1, p.batch_tokens = 1 << 20, p.microbatches = microbatches;
+  return SimulationInput{load_model("glam-1.7b"), c, p, {}, Fidelity::kAnalytical, default_profile("h100")};
+}
+
+int microbatch_of(const std::string& id) {
+  return id.rfind("mb", 0) == 0 ? std::stoi(id.substr(2, id.find('.') - 2)) : 0;
+}
+
+// One micro-batch's forward or backward pass on one stage: the ops on the stage's stream.
+struct Chunk {
+  double start = 1e300, end = 0, busy = 0;
+};
+using ChunkKey = std::tuple<int, bool, int>;  // stage, forward, micro-batch
+
+std::map<ChunkKey, Chunk> chunks_of(const StepResult& r) {
+  std::map<ChunkKey, Chunk> chunks;
+  for (size_t i = 0; i < r.graph.ops.size(); ++i) {
+    const StepOp& op = r.graph.ops[i];
+    const bool on_stream = op.kind != OpKind::kCollective || op.blocking;
+    // The step's tail (the tied embedding's sync, the optimizer) follows the pipeline.
+    if (!on_stream || op.phase == StepPhase::kOptimizer || op.name == "embed_tie_allreduce") continue;
+    Chunk& c = chunks[{op.stage, op.phase == StepPhase::kForward, microbatch_of(op.id)}];
+    c.start = std::min(c.start, r.timing[i].start_s);
+    c.end = std::max(c.end, r.timing[i].end_s);
+    c.busy += r.timing[i].duration();
+  }
+  return chunks;
+}
+
+// Each stage runs pp - s - 1 forward passes, then one forward and one backward in turn, then the
+// backward passes left; a pass starts when the stage is free and its input has arrived (the previous
+// stage's forward, or the next stage's backward, send included), and runs without a gap.
+TEST(Pipeline, StagesFollowOneForwardOneBackward) {
+  for (int64_t m : {2, 4, 8}) {
+    const SimulationInput in = pipeline_input(m);
+    const StepResult r = simulate_step(in);
+    const auto chunks = chunks_of(r);
+    const int p = 4;
+    ASSERT_EQ(chunks.size(), static_cast<size_t>(2 * p * m));
+    for (int s = 0; s < p; ++s) {
+      std::vector<std::pair<bool, int>> program;
+      const int warmup = std::min<int>(p - s - 1, static_cast<int>(m));
+      for (int i = 0; i < warmup; ++i) program.push_back({true, i});
+      for (int i = 0; i < m - warmup; ++i) program.push_back({true, warmup + i}), program.push_back({false, i});
+      for (int i = static_cast<int>(m) - warmup; i < m; ++i) program.push_back({false, i});
+      double free_at = 0;
+      int in_flight = 0, most_in_flight = 0;
+      for (const auto& [forward, mb] : program) {
+        const Chunk& c = chunks.at({s, forward, mb});
+        double input = 0;
+        if (forward && s > 0) input = chunks.at({s - 1, true, mb}).end;
+        if (!forward && s + 1 < p) input = chunks.at({s + 1, false, mb}).end;
+        const double tol = 1e-9 * r.step_time_s;
+        EXPECT_NEAR(c.start, std::max(free_at, input), tol) << "stage " << s << (forward ? " F" : " B") << mb << ", m " << m;
+        EXPECT_NEAR(c.end - c.start, c.busy, tol) << "stage " << s << (forward ? " F" : " B") << mb;
+        free_at = c.end;
+        in_flight += forward ? 1 : -1;
+        most_in_flight = std::max(most_in_flight, in_flight);
+      }
+      EXPECT_EQ(most_in_flight, std::min<int>(p - s, static_cast<int>(m))) << "stage " << s;
+      EXPECT_LE(free_at, r.step_time_s);
+    }
+  }
+}
+
+// With balanced stages (a small vocabulary, so the ends weigh no more than the middle, and fast sends
+// inside one NVSwitch node) the bubble takes the textbook (p - 1) / (m + p - 1) of the step, less the
+// optimizer's share after the pipeline has drained.
+TEST(Pipeline, BubbleIsTheFillAndDrainOfOneForwardOneBackward) {
+  double previous = 1;
+  for (int64_t m : {4, 16, 64}) {
+    SimulationInput in = pipeline_input(m);
+    in.cluster = load_cluster("dgx-h100-8");
+    in.plan.dp = 2, in.plan.tp = 1;
+    in.model.vocab_size = 256;
+    const StepResult r = simulate_step(in);
+    double optimizer = 0;
+    for (size_t i = 0; i < r.graph.ops.size(); ++i)
+      if (r.graph.ops[i].phase == StepPhase::kOptimizer && r.graph.ops[i].stage == r.busiest_stage)
+        optimizer = r.timing[i].duration();
+    const double pipeline = r.step_time_s - optimizer, textbook = 3.0 / static_cast<double>(m + 3);
+    EXPECT_NEAR(r.pipeline_bubble_s / pipeline, textbook, 0.02 * textbook) << "m " << m;
+    EXPECT_LT(r.pipeline_bubble_s / r.step_time_s, previous);
+    previous = r.pipeline_bubble_s / r.step_time_s;
+    EXPECT_NEAR(r.step_time_s, r.compute_s + r.exposed_comm_s + r.pipeline_bubble_s, 1e-9 * r.step_time_s);
+    EXPECT_GE(r.exposed_comm_s, 0);
+  }
+}
+
+// Every stage runs its blocks and no other; together they do the work of one stage-less pass.
+TEST(Pipeline, StagesSplitTheBlocksAndKeepTheWork) {
+  const ModelConfig m = load_model("glam-8b-64e");  // 32 blocks, MoE every other
+  StepShape one;
+  one.tokens_per_rank = 1 << 16, one.dp = 8, one.ep = 8, one.tp = 2, one.microbatches = 8;
+  one.shard_weights = one.recompute = true;
+  StepShape four = one;
+  four.pp = 4;
+  const StepGraph flat = build_step_graph(m, one), piped = build_step_graph(m, four);
+  auto work = [](const StepGraph& g) {
+    double flops = 0;
+    for (const StepOp& op : g.ops)
+      if (op.phase != StepPhase::kOptimizer) flops += op.flops;
+    return flops;
+  };
+  EXPECT_NEAR(work(piped), work(flat), 1e-9 * work(flat));
+  EXPECT_NEAR(piped.model_flops * 4, flat.model_flops, 1e-9 * flat.model_flops);
+  std::set<std::string> ids;
+  for (size_t i = 0; i < piped.ops.size(); ++i) {
+    const StepOp& op = piped.ops[i];
+    EXPECT_TRUE(ids.insert(op.id).second) << "duplicate id " << op.id;
+    for (int d : op.deps) EXPECT_LT(d, static_cast<int>(i)) << op.id;
+    if (op.layer >= 0) {
+      EXPECT_EQ(op.stage, op.layer / 8) << op.id;
+    }
+    if (op.name == "embed" || op.name == "logits") {
+      EXPECT_EQ(op.stage, op.name == "embed" ? 0 : 3) << op.id;
+    }
+  }
+  // Each stage ends with its own optimizer; sends go forward from stages 0-2 and back from 1-3.
+  std::map<int, int> optimizers, sends_forward, sends_back;
+  for (const StepOp& op : piped.ops) {
+    if (op.phase == StepPhase::kOptimizer) ++optimizers[op.stage];
+    if (op.name == "pp_send") ++(op.phase == StepPhase::kForward ? sends_forward : sends_back)[op.stage];
+  }
+  for (int s = 0; s < 4; ++s) {
+    EXPECT_EQ(optimizers[s], 1);
+    EXPECT_EQ(sends_forward[s], s < 3 ? 8 : 0) << s;
+    EXPECT_EQ(sends_back[s], s > 0 ? 8 : 0) << s;
+  }
+}
+
+// The stages' weights add up to the model's, the tied embedding counted on both ends; the first
+// stage holds min(pp, m) micro-batches of activations, and the plan's footprint is the worst stage's.
+TEST(Pipeline, MemoryIsTheWorstStages) {
+  const ModelConfig m = load_model("glam-64b-64e");
+  ShardingForMemory whole;
+  whole.tokens_per_chip = 4096;
+  const MemoryFootprint all = memory_per_chip(m, whole);
+  const double embedding_bytes =
+      static_cast<double>(m.vocab_size * m.d_model * ModelConfig::precision_bytes(m.weight_precision));
+  double weights = 0;
+  std::vector<MemoryFootprint> stage(4);
+  for (int s = 0; s < 4; ++s) {
+    ShardingForMemory sh = whole;
+    sh.first_block = 16 * s, sh.blocks = 16, sh.input_end = s == 0, sh.output_end = s == 3;
+    sh.activation_microbatches = std::min(4 - s, 8);
+    stage[static_cast<size_t>(s)] = memory_per_chip(m, sh);
+    weights += stage[static_cast<size_t>(s)].weights_bytes;
+  }
+  EXPECT_NEAR(weights, all.weights_bytes + embedding_bytes, 1e-9 * weights);
+  const double logits = static_cast<double>(m.vocab_size) * 4 * 4096;
+  // Stage 0 holds four micro-batches of a quarter of the blocks: the whole model's block activations.
+  EXPECT_NEAR(stage[0].activations_bytes, all.activations_bytes - logits, 1e-9 * all.activations_bytes);
+  EXPECT_NEAR(stage[3].activations_bytes, (all.activations_bytes - logits) / 4 + logits, 1e-9 * all.activations_bytes);
+
+  ParallelPlan p;  // 1,024 chips: 16 replicas of 4 stages of 16-way tensor parallelism
+  p.dp = 16, p.tp = 16, p.pp = 4, p.ep = 16, p.batch_tokens = 1 << 20, p.microbatches = 8;
+  ShardingForMemory sh;
+  sh.dense_shards = 16, sh.expert_shards = 16 * 16, sh.activation_shards = 16;  // tp, ep x tp, tp
+  sh.tokens_per_chip = p.tokens_per_rank() / 8;
+  double worst = 0;
+  for (int s = 0; s < 4; ++s) {
+    sh.first_block = 16 * s, sh.blocks = 16, sh.input_end = s == 0, sh.output_end = s == 3;
+    sh.activation_microbatches = std::min(4 - s, 8);
+    worst = std::max(worst, memory_per_chip(m, sh).total_bytes());
+  }
+  EXPECT_DOUBLE_EQ(plan_memory(m, p).total_bytes(), worst);
+}
+
+// A stage's groups (tensor, expert, data) stay inside the stage; pipeline groups take one chip of
+// each stage, in stage order; on a torus each stage is a compact block.
+TEST(Pipeline, RanksOfAStageStayTogether) {
+  for (const char* id : {"dgx-h100-64", "tpu-v4-64"}) {
+    const Cluster c = load_cluster(id);
+    ParallelPlan p;
+    p.dp = 8, p.ep = 8, p.tp = 2, p.pp = 4, p.batch_tokens = 1 << 20;
+    RankMap ranks(p, c);
+    auto stage_of = [&](int chip) {
+      for (int64_t r = 0; r < p.chips(); ++r)
+        if (ranks.chip_of_rank(r) == chip) return static_cast<int>(r / (p.dp * p.tp));
+      return -1;
+    };
+    for (CommAxis axis : {CommAxis::kTensor, CommAxis::kExpert, CommAxis::kData, CommAxis::kExpertData}) {
+      std::set<int> seen;
+      for (const auto& g : ranks.groups(axis))
+        for (int chip : g) {
+          EXPECT_EQ(stage_of(chip), stage_of(g.front())) << id << " " << axis_name(axis);
+          EXPECT_TRUE(seen.insert(chip).second);
+        }
+      EXPECT_EQ(seen.size(), 64u);
+    }
+    const auto pipes = ranks.groups(CommAxis::kPipeline);
+    EXPECT_EQ(pipes.size(), 16u);
+    std::set<int> seen;
+    for (const auto& g : pipes) {
+      ASSERT_EQ(g.size(), 4u);
+      for (int s = 0; s < 4; ++s) EXPECT_EQ(stage_of(g[static_cast<size_t>(s)]), s) << id;
+      seen.insert(g.begin(), g.end());
+    }
+    EXPECT_EQ(seen.size(), 64u);
+    for (const auto& g : ranks.groups(CommAxis::kPipelineEnds)) {
+      ASSERT_EQ(g.size(), 2u);
+      EXPECT_EQ(stage_of(g[0]), 0);
+      EXPECT_EQ(stage_of(g[1]), 3);
+    }
+    if (!c.torus_dims().empty()) {  // 4x4x4: each stage of 16 chips is a 4x4 block along one axis
+      for (int s = 0; s < 4; ++s) {
+        std::set<int> xs, ys, zs;
+        for (int64_t r = s * 16; r < (s + 1) * 16; ++r) {
+          auto xyz = c.torus_coords(ranks.chip_of_rank(r));
+          xs.insert(xyz[0]), ys.insert(xyz[1]), zs.insert(xyz[2]);
+        }
+        EXPECT_EQ(xs.size() * ys.size() * zs.size(), 16u) << "stage " << s << " is not a block";
+      }
+    }
+  }
+}
+
+TEST(Pipeline, ValidationNamesTheProblem) {
+  const ModelConfig m = load_model("glam-1.7b");
+  const Cluster c = load_cluster("dgx-h100-64");
+  ParallelPlan p;
+  p.dp = 8, p.tp = 8, p.pp = 1, p.batch_tokens = 1 << 20;
+  EXPECT_NO_THROW(validate_plan(p, m, c));
+  p.pp = 2;
+  try {
+    validate_plan(p, m, c);
+    ADD_FAILURE() << "dp x tp x pp = 128 on 64 chips";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("dp x tp x pp = 8 x 8 x 2 = 128"), std::string::npos) << e.what();
+  }
+  p.dp = 1, p.tp = 8, p.pp = 8;  // 24 blocks: 8 stages of 3
+  EXPECT_NO_THROW(validate_plan(p, m, c));
+  p.dp = 4, p.tp = 1, p.pp = 16;
+  try {
+    validate_plan(p, m, c);
+    ADD_FAILURE() << "16 stages of 24 blocks";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("pp = 16 must divide the 24 blocks"), std::string::npos) << e.what();
+  }
+}
+
+// When the user fixes dp and tp to a quarter of the chips, the chooser's only layouts have 4 stages.
+TEST(Pipeline, ChooserFillsTheChipsWithStages) {
+  SimulationInput in = pipeline_input(1);
+  ParallelPlan base;
+  base.dp = 2, base.tp = 8, base.batch_tokens = 1 << 20;
+  base.pp = base.microbatches = 0;  // free
+  const PlanChoice choice = choose_plan(in, base, false);
+  EXPECT_EQ(choice.plan.pp, 4);
+  EXPECT_EQ(choice.plan.microbatches, 16);  // four per stage
+  for (const LayoutTrial& t : choice.trials) EXPECT_EQ(t.plan.pp, 4);
+}
+
+}  // namespace
+}  // namespace glam
