@@ -19,7 +19,7 @@ void SimulationOptions::register_options(CLI::App& cmd, bool with_out_dir) {
   cmd.add_option("--dp", dp, "Data-parallel width")->excludes(plan)->transform(cli_checks::integer_at_least(1));
   cmd.add_option("--ep", ep, "Expert-parallel width (divides dp and the experts)")->excludes(plan)->transform(cli_checks::integer_at_least(1));
   cmd.add_option("--tp", tp, "Tensor-parallel width")->excludes(plan)->transform(cli_checks::integer_at_least(1));
-  cmd.add_option("--pp", pp, "Pipeline stages (1F1B; default: 1 when dp and tp are given, else the chooser's)")
+  cmd.add_option("--pp", pp, "Pipeline stages (1F1B; default: what --dp x --tp leave of the chips, else the chooser's)")
       ->excludes(plan)
       ->transform(cli_checks::integer_at_least(1));
   cmd.add_flag("--shard-weights", shard_weights, "Shard non-expert weights over dp too (ZeRO-3 / GSPMD 2D)")->excludes(plan);
@@ -93,7 +93,11 @@ ResolvedSimulation SimulationOptions::resolve_for_cluster(const std::string& clu
                      " fix the layout: leave out an axis to compare the others");
   if (!plan_file.empty() || complete) {
     if (!base.ep) out.input.plan.ep = 1;
-    if (!base.pp) out.input.plan.pp = 1;
+    // dp and tp given without pp: the stages are what the chips leave (one when dp x tp fills them).
+    if (!base.pp) {
+      const int64_t n = c.num_chips(), replica = base.dp <= n && base.tp <= n ? base.dp * base.tp : 0;
+      out.input.plan.pp = replica > 0 && n % replica == 0 ? n / replica : 1;
+    }
     const bool choose_micro = plan_file.empty() && microbatches == 0;
     out.input.plan.microbatches = std::max<int64_t>(1, out.input.plan.microbatches);
     // A pipeline needs micro-batches to fill its stages.

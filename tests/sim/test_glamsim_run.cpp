@@ -226,7 +226,7 @@ std::string case_name(const ::testing::TestParamInfo<BadRun>& info) { return "ca
 INSTANTIATE_TEST_SUITE_P(
     Cases, GlamsimRunBadInput,
     ::testing::Values(
-        BadRun{"--model glam-8b-64e --cluster tpu-v4-64 --dp 16 --tp 2 --ep 16", "do not multiply to the chip count"},
+        BadRun{"--model glam-8b-64e --cluster tpu-v4-64 --dp 24 --tp 2 --ep 8", "do not multiply to the chip count"},
         BadRun{"--model glam-1.7b-32e --cluster tpu-v4-64 --dp 64 --tp 1 --ep 64", "not divisible by ep"},
         BadRun{"--model glam-8b-64e --cluster tpu-v4-64 --dp 64 --tp 1 --ep 64 --batch-tokens 4096",
                "smaller than the data-parallel width"},
