@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Simulator speed: one GLaM 64B/64E step at 64, 256, 1,024 and 4,096 TPU v4 chips, both
-# fidelities. Prints wall time, ops, routed and simulated flows, and peak memory per run.
+# Simulator speed: one GLaM 64B/64E step at 64, 256, 1,024 and 4,096 TPU v4 chips, and on 1,024 H100s
+# (where the chosen layout has 8 pipeline stages), both fidelities. Prints wall time, ops, routed and
+# simulated flows, and peak memory per run.
 # Usage: sim/bench/bench_step.sh [build dir] > reports/simulator-speed.md (the whole report: title,
 # the host and date, and the table).
 set -euo pipefail
@@ -12,7 +13,7 @@ trap 'rm -rf "$tmp"' EXIT
 cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || true)
 echo "# Simulator speed"
 echo
-echo "One GLaM 64B/64E training step (2^20 tokens) on TPU v4 slices; \`sim/bench/bench_step.sh\` on $(nproc) cores" \
+echo "One GLaM 64B/64E training step (2^20 tokens) on TPU v4 slices and 1,024 H100s; \`sim/bench/bench_step.sh\` on $(nproc) cores" \
   "(${cpu:-unknown CPU}), $(date -u +%Y-%m-%d). Plans chosen by glamsim (wall time includes choosing the plan); the" \
   "64- and 256-chip layouts do not fit in memory and are simulated with --allow-oom, for speed only."
 echo
@@ -26,7 +27,8 @@ run() {
 import json, sys
 d = json.load(open(sys.argv[1]))
 p = d["plan"]
-plan = f'dp{p["dp"]} tp{p["tp"]} ep{p["ep"]}' + (" " + sys.argv[4] if sys.argv[4] else "")
+plan = f'dp{p["dp"]} tp{p["tp"]} ep{p["ep"]}' + (f' pp{p["pp"]} mb{p["microbatches"]}' if p["pp"] > 1 else "")
+plan += " " + sys.argv[4] if sys.argv[4] else ""
 print(f'| {sys.argv[2]} | {sys.argv[3]} | {plan} | {d["step_time_s"]:.3f} | {d["wall_time_s"]:.3f} | {d["ops"]} | '
       f'{d["routed_flows"]:.0f} | {d["simulated_flows"]:.0f} | {d["flow_phases_simulated"]} / {d["flow_phases_analytical"]} | '
       f'{d["peak_rss_bytes"] / 2**20:.0f} |')
@@ -36,5 +38,6 @@ for spec in "64 tpu-v4-64" "256 tpu-v4-256" "1024 tpu-v4-1024" "4096 tpu-v4-4096
   set -- $spec
   for fidelity in analytical flow; do run "$1" "$2" "$fidelity"; done
 done
+for fidelity in analytical flow; do run 1024 dgx-h100-1024 "$fidelity"; done
 # Every phase in SimGrid, no analytical fallback, where that is affordable.
 run 1024 tpu-v4-1024 flow --flow-max-flows 1000000
