@@ -33,9 +33,11 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
   // Every valid layout, with the user's micro-batch count or one.
   std::vector<ParallelPlan> layouts;
   std::string last_reason;
+  // The user's stage count, whatever it is, or powers of two up to kMaxChosenStages.
+  const int64_t first_pp = base.pp ? base.pp : 1, last_pp = base.pp ? base.pp : kMaxChosenStages;
   for (int64_t tp = 1; tp <= max_tp; tp *= 2)
-    for (int64_t pp = 1; pp <= kMaxChosenStages; pp *= 2) {
-      if ((base.tp && tp != base.tp) || (base.pp && pp != base.pp) || n % (tp * pp) || m.layers % pp) continue;
+    for (int64_t pp = first_pp; pp <= last_pp; pp *= 2) {
+      if ((base.tp && tp != base.tp) || n % (tp * pp) || m.layers % pp) continue;
       const int64_t dp = n / (tp * pp);
       if (base.dp && dp != base.dp) continue;
       int64_t ep = 1;
@@ -62,8 +64,9 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
   if (layouts.empty()) {
     if (last_reason.empty())  // no tp the chooser tries gives the dp (and tp) asked for
       last_reason = "dp x tp x pp must be the " + std::to_string(n) + " chips, with tp a power of two up to " +
-                    std::to_string(max_tp) + " and pp a power of two up to " + std::to_string(kMaxChosenStages) +
-                    " that divides the blocks" + (base.dp ? " (--dp " + std::to_string(base.dp) + ")" : "") +
+                    std::to_string(max_tp) + " and pp dividing the " + std::to_string(m.layers) + " blocks (" +
+                    (base.pp ? "" : "a power of two up to " + std::to_string(kMaxChosenStages) + ", ") +
+                    "leaving a whole dp)" + (base.dp ? " (--dp " + std::to_string(base.dp) + ")" : "") +
                     (base.tp ? " (--tp " + std::to_string(base.tp) + ")" : "") +
                     (base.pp ? " (--pp " + std::to_string(base.pp) + ")" : "");
     throw UsageError("no parallel layout of " + m.id + " on " + in.cluster.id() + " is valid: " + last_reason);

@@ -262,13 +262,18 @@ TEST(Pipeline, ValidationNamesTheProblem) {
 // When the user fixes dp and tp to a quarter of the chips, the chooser's only layouts have 4 stages.
 TEST(Pipeline, ChooserFillsTheChipsWithStages) {
   SimulationInput in = pipeline_input(1);
-  ParallelPlan base;
+  ParallelPlan base{};
   base.dp = 2, base.tp = 8, base.batch_tokens = 1 << 20;
   base.pp = base.microbatches = 0;  // free
-  const PlanChoice choice = choose_plan(in, base, false);
+  PlanChoice choice = choose_plan(in, base, false);
   EXPECT_EQ(choice.plan.pp, 4);
   EXPECT_EQ(choice.plan.microbatches, 16);  // four per stage
   for (const LayoutTrial& t : choice.trials) EXPECT_EQ(t.plan.pp, 4);
+  // A stage count the user gives is kept, past the 8 the chooser tries on its own.
+  in.model = load_model("glam-8b");  // 32 blocks
+  base = ParallelPlan{};
+  base.pp = 16, base.batch_tokens = 1 << 20, base.dp = base.tp = base.microbatches = 0;
+  EXPECT_EQ(choose_plan(in, base, true).plan.pp, 16);
 }
 
 }  // namespace
