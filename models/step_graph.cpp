@@ -269,11 +269,12 @@ class Builder {
         }
       }
     }
+    for (int64_t st = 0; st < stages; ++st)
+      if (next[static_cast<size_t>(st)] != programs[static_cast<size_t>(st)].size())
+        throw std::logic_error("build_step_graph: the pipeline programs wait for each other (stage " +
+                               std::to_string(st) + ")");
     id_prefix_.clear();
     const double V = static_cast<double>(m_.vocab_size);
-    int last_backward = -1;  // the last stage's final op, which the tied embedding's sync waits for
-    for (size_t i = g_.ops.size(); i-- > 0 && last_backward < 0;)
-      if (g_.ops[i].stage == stages - 1) last_backward = static_cast<int>(i);
     for (int64_t st = 0; st < stages; ++st) {
       stage_ = static_cast<int>(st);
       const bool holds_embedding = st == 0 || st == stages - 1;
@@ -282,14 +283,22 @@ class Builder {
                    V * M_ * w_ / tp_, false);
       if (!s_.overlap_grad_reduction) all_gradients_at_once(K);
     }
-    // The tied embedding's two copies (first and last stage) add their gradients before the update.
-    int tie_sync = -1;
+    // The tied embedding's two copies (first and last stage) add their gradients once each end has its
+    // data-parallel sum (Megatron-LM's order): one all-reduce, which both ends' streams run.
     if (stages > 1 && m_.tied_embeddings) {
-      stage_ = 0;
-      collective(-1, "embed_tie_allreduce", StepPhase::kBackward, CollectiveKind::kAllReduce,
-                 CommAxis::kPipelineEnds, V * M_ * w_ / tp_);
-      tie_sync = static_cast<int>(g_.ops.size()) - 1;
-      g_.ops.back().deps.push_back(last_backward);
+      std::vector<int> ends_ready;  // each end's last op so far: its embedding gradient is complete
+      for (int64_t end : {int64_t{0}, stages - 1})
+        for (size_t i = g_.ops.size(); i-- > 0;)
+          if (g_.ops[i].stage == end) {
+            ends_ready.push_back(static_cast<int>(i));
+            break;
+          }
+      for (int64_t end : {int64_t{0}, stages - 1}) {
+        stage_ = static_cast<int>(end);
+        collective(-1, "embed_tie_allreduce", StepPhase::kBackward, CollectiveKind::kAllReduce,
+                   CommAxis::kPipelineEnds, V * M_ * w_ / tp_);
+        g_.ops.back().deps = ends_ready;
+      }
     }
     for (int64_t st = 0; st < stages; ++st) {
       stage_ = static_cast<int>(st);
@@ -299,7 +308,6 @@ class Builder {
         if (g_.ops[i].stage == stage_ && g_.ops[i].kind == OpKind::kCollective && !g_.ops[i].blocking &&
             g_.ops[i].phase == StepPhase::kBackward)
           g_.ops.back().deps.push_back(static_cast<int>(i));
-      if (tie_sync >= 0 && st == stages - 1) g_.ops.back().deps.push_back(tie_sync);
     }
     // Useful FLOPs: the model's training FLOPs for this rank's tokens (tp ranks share them, and
     // pipeline stages the layers: a stage's average).

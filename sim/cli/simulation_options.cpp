@@ -98,7 +98,7 @@ ResolvedSimulation SimulationOptions::resolve_for_cluster(const std::string& clu
       const int64_t n = c.num_chips(), replica = base.dp <= n && base.tp <= n ? base.dp * base.tp : 0;
       out.input.plan.pp = replica > 0 && n % replica == 0 ? n / replica : 1;
     }
-    const bool choose_micro = plan_file.empty() && microbatches == 0;
+    const bool choose_micro = base.microbatches == 0;  // not given on the command line nor in the plan file
     out.input.plan.microbatches = std::max<int64_t>(1, out.input.plan.microbatches);
     // A pipeline needs micro-batches to fill its stages.
     if (choose_micro && out.input.plan.pp > 1 && out.input.plan.dp <= out.input.plan.batch_tokens / m.seq_len)

@@ -116,10 +116,11 @@ StepResult simulate_step(const SimulationInput& in) {
       if (on_stream) duration += (in.ranks_per_core - 1) * std::exchange(st.turn_taking, 0.0);
       t.algorithm = c.algorithm;
       t.link_bytes = c.link_bytes;
-      // A stage's collective is costed as if every stage ran one (its groups cover them all), and a
-      // pipeline send as if every stage sent: count this op's own share of the traffic.
+      // A stage's collective is costed as if every stage ran one (its groups cover them all), a
+      // pipeline send as if every stage sent, and the end stages' sync is one op on each of the two:
+      // count this op's own share of the traffic.
       const double own_share = op.axis == CommAxis::kPipeline ? 1.0 / static_cast<double>(std::max<size_t>(1, stage_count - 1))
-                               : op.axis == CommAxis::kPipelineEnds ? 1.0
+                               : op.axis == CommAxis::kPipelineEnds ? 0.5
                                                                      : 1.0 / static_cast<double>(stage_count);
       for (auto& [kind, bytes] : t.link_bytes) bytes *= own_share;
       for (const auto& [kind, bytes] : t.link_bytes) r.link_bytes[kind] += bytes;

@@ -168,8 +168,9 @@ const Schema<ParallelPlan>& plan_schema() {
              "Ranks onto chips: auto (nested compact blocks on tori: tp, then ep, then replicas) or linear (chip order)",
              std::string("auto"), one_of({"auto", "linear"}))
         .add("microbatches", &ParallelPlan::microbatches, "",
-             "Gradient accumulation: forward and backward passes per step, each on a share of the rank's tokens",
-             int64_t{1}, positive_up_to<int64_t>(kMaxMicrobatches))
+             "Gradient accumulation: forward and backward passes per step, each on a share of the rank's tokens "
+             "(0: the fewest that fit in memory; with pipeline stages, up to 4 per stage)",
+             int64_t{0}, non_negative_up_to<int64_t>(kMaxMicrobatches))
         .add("overlap_grad_reduction", &ParallelPlan::overlap_grad_reduction, "",
              "Reduce each block's gradients during the backward pass (false: all at once after it)", true);
     return sc;

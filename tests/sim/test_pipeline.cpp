@@ -106,6 +106,26 @@ TEST(Pipeline, BubbleIsTheFillAndDrainOfOneForwardOneBackward) {
   }
 }
 
+// The tied embedding's copies on the first and last stage are summed after each end has reduced its
+// gradient over dp, by one all-reduce both ends run (so neither end counts it as bubble).
+TEST(Pipeline, TiedEmbeddingSyncFollowsBothEndsDataParallelSums) {
+  const SimulationInput in = pipeline_input(4);
+  ASSERT_TRUE(in.model.tied_embeddings);
+  const StepResult r = simulate_step(in);
+  std::map<int, double> reduced, tie_start, tie_end;
+  for (size_t i = 0; i < r.graph.ops.size(); ++i) {
+    const StepOp& op = r.graph.ops[i];
+    if (op.name == "embed_grad_allreduce") reduced[op.stage] = r.timing[i].end_s;
+    if (op.name == "embed_tie_allreduce") tie_start[op.stage] = r.timing[i].start_s, tie_end[op.stage] = r.timing[i].end_s;
+  }
+  ASSERT_EQ(reduced.size(), 2u);  // dp = 2: both ends reduce their copy
+  ASSERT_EQ(tie_start.size(), 2u);
+  EXPECT_GE(tie_start[0], std::max(reduced[0], reduced[3]));
+  EXPECT_DOUBLE_EQ(tie_start[0], tie_start[3]);
+  EXPECT_DOUBLE_EQ(tie_end[0], tie_end[3]);
+  EXPECT_GT(tie_end[0], tie_start[0]);
+}
+
 // Every stage runs its blocks and no other; together they do the work of one stage-less pass.
 TEST(Pipeline, StagesSplitTheBlocksAndKeepTheWork) {
   const ModelConfig m = load_model("glam-8b-64e");  // 32 blocks, MoE every other
