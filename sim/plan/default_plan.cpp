@@ -93,7 +93,7 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
     const StepResult r = simulate_step(trial_input);
     trial.fits = true;
     trial.step_time_s = r.step_time_s, trial.compute_s = r.compute_s, trial.exposed_comm_s = r.exposed_comm_s;
-    trial.alltoall_s = r.alltoall_s, trial.mfu = r.mfu;
+    trial.pipeline_bubble_s = r.pipeline_bubble_s, trial.alltoall_s = r.alltoall_s, trial.mfu = r.mfu;
     if (r.step_time_s < best_time) best_time = r.step_time_s, best.plan = p;
   };
   for (const auto& p : layouts) consider(p, true);

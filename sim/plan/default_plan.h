@@ -17,7 +17,7 @@ struct LayoutTrial {
   ParallelPlan plan;
   double memory_bytes = 0;  // per chip
   bool fits = false;
-  double step_time_s = 0, compute_s = 0, exposed_comm_s = 0, alltoall_s = 0, mfu = 0;  // when it fits
+  double step_time_s = 0, compute_s = 0, exposed_comm_s = 0, pipeline_bubble_s = 0, alltoall_s = 0, mfu = 0;  // if it fits
 };
 
 // No layout of the model fits the cluster's memory (a usage error: exit code 2).

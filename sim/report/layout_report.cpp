@@ -13,17 +13,19 @@ std::string layouts_text(const std::vector<LayoutTrial>& trials, const ParallelP
   double best = 0;
   for (const auto& t : trials)
     if (t.fits && (best == 0 || t.step_time_s < best)) best = t.step_time_s;
-  TextTable table({"", "layout", "memory/chip", "step", "vs best", "compute", "exposed comm", "all-to-all", "MFU"},
-                  {false, false, true, true, true, true, true, true, true});
+  TextTable table(
+      {"", "layout", "memory/chip", "step", "vs best", "compute", "exposed comm", "pipeline bubble", "all-to-all", "MFU"},
+      {false, false, true, true, true, true, true, true, true, true});
   for (const auto& t : trials) {
     std::vector<std::string> row = {same_layout(t.plan, chosen) ? "*" : "", plan_short_label(t.plan),
                                     format_bytes(t.memory_bytes)};
     if (t.fits)
       row.insert(row.end(), {format_seconds(t.step_time_s), "+" + format_fixed(100 * (t.step_time_s / best - 1), 1) + "%",
-                             format_seconds(t.compute_s), format_seconds(t.exposed_comm_s), format_seconds(t.alltoall_s),
+                             format_seconds(t.compute_s), format_seconds(t.exposed_comm_s),
+                             t.plan.pp > 1 ? format_seconds(t.pipeline_bubble_s) : "-", format_seconds(t.alltoall_s),
                              format_fixed(100 * t.mfu, 1) + "%"});
     else
-      row.insert(row.end(), {"does not fit", "", "", "", "", ""});
+      row.insert(row.end(), {"does not fit", "", "", "", "", "", ""});
     table.add_row(row);
   }
   return "\nlayouts compared (analytical fidelity; * = chosen; HBM " + format_bytes(hbm_bytes) + " per chip):\n" +
@@ -41,6 +43,7 @@ nlohmann::json layouts_json(const std::vector<LayoutTrial>& trials, const Parall
       j["step_time_s"] = t.step_time_s;
       j["compute_s"] = t.compute_s;
       j["exposed_comm_s"] = t.exposed_comm_s;
+      j["pipeline_bubble_s"] = t.pipeline_bubble_s;
       j["alltoall_s"] = t.alltoall_s;
       j["mfu"] = t.mfu;
     }
