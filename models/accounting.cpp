@@ -109,9 +109,11 @@ double saved_activation_bytes_per_token(const ModelConfig& m, bool moe_block) {
 MemoryFootprint memory_per_chip(const ModelConfig& m, const ShardingForMemory& s) {
   MemoryFootprint fp;
   const double wbytes = static_cast<double>(ModelConfig::precision_bytes(m.weight_precision));
-  const int64_t first = s.first_block, last = s.blocks < 0 ? m.layers : std::min(m.layers, first + s.blocks);
+  std::vector<int64_t> blocks = s.blocks_held;
+  if (blocks.empty())
+    for (int64_t l = 0; l < m.layers; ++l) blocks.push_back(l);
   int64_t held = 0, held_moe = 0;
-  for (int64_t l = first; l < last; ++l) ++held, held_moe += m.is_moe_layer(l) ? 1 : 0;
+  for (int64_t l : blocks) ++held, held_moe += m.is_moe_layer(l) ? 1 : 0;
   const int64_t ends = (s.input_end ? 1 : 0) + (s.output_end ? 1 : 0);
   // Copies of each tensor this chip's blocks and ends hold, out of the model's.
   auto held_copies = [&](const WeightTensor& w) -> int64_t {
@@ -146,10 +148,10 @@ MemoryFootprint memory_per_chip(const ModelConfig& m, const ShardingForMemory& s
   const double tokens = static_cast<double>(s.tokens_per_chip);
   const double e = static_cast<double>(ModelConfig::precision_bytes(m.activation_precision));
   double per_token = 0;
-  for (int64_t i = first; i < last; ++i)
+  for (int64_t l : blocks)
     per_token += s.recompute_activations ? static_cast<double>(m.d_model) * e
-                                         : saved_activation_bytes_per_token(m, m.is_moe_layer(i));
-  per_token *= static_cast<double>(std::max<int64_t>(1, s.activation_microbatches));
+                                         : saved_activation_bytes_per_token(m, m.is_moe_layer(l));
+  per_token *= s.activation_microbatches;
   // float32 logits for the loss, of the one micro-batch at the output end
   if (s.output_end) per_token += static_cast<double>(m.vocab_size) * 4.0;
   fp.activations_bytes = per_token * tokens / static_cast<double>(s.activation_shards);

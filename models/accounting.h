@@ -57,12 +57,12 @@ struct ShardingForMemory {
   int64_t activation_shards = 1;  // tensor parallelism splits activations too
   int64_t tokens_per_chip = 1024;
   bool recompute_activations = false;  // keep only block inputs, recompute the rest
-  // Pipeline parallelism: a stage holds blocks [first_block, first_block + blocks) (blocks -1: all),
-  // the embedding when it runs the input or the output end of the model, and the activations of
-  // `activation_microbatches` micro-batches at once (1F1B: stage s of p holds min(p - s, m)).
-  int64_t first_block = 0, blocks = -1;
+  // Pipeline parallelism: a stage holds some blocks (empty: all), the embedding when it runs the input
+  // or the output end of the model, and the activations of its blocks for `activation_microbatches`
+  // micro-batches at once (1F1B: stage s of p holds min(p - s, m); interleaved stages hold parts).
+  std::vector<int64_t> blocks_held;
   bool input_end = true, output_end = true;
-  int64_t activation_microbatches = 1;
+  double activation_microbatches = 1;
 };
 
 struct MemoryFootprint {

@@ -55,6 +55,40 @@ int64_t blocks_run(const ModelConfig& m, const StepShape& s) {
   return s.layers_run < 0 ? m.layers : std::min(s.layers_run, m.layers);
 }
 
+std::vector<int64_t> PipelineLayout::blocks_of_stage(int64_t stage) const {
+  std::vector<int64_t> out;
+  for (int64_t c = stage; c < chunks(); c += stages)
+    for (int64_t l = c * blocks_per_chunk(); l < (c + 1) * blocks_per_chunk(); ++l) out.push_back(l);
+  return out;
+}
+
+int64_t PipelineLayout::warmup_passes(int64_t stage) const {
+  const int64_t total = microbatches * virtual_stages;
+  if (virtual_stages == 1) return std::min(stages - stage - 1, total);
+  return std::min((stages - stage - 1) * 2 + (virtual_stages - 1) * stages, total);
+}
+
+std::vector<PipelineLayout::Pass> PipelineLayout::program(int64_t stage) const {
+  // Pass k of a direction: micro-batches go in groups of pp, each group through every chunk of the
+  // stage in turn (backward: the chunks in reverse).
+  auto pass = [&](bool forward, int64_t k) {
+    const int64_t group = k / (stages * virtual_stages), in_group = k % (stages * virtual_stages);
+    const int64_t local = forward ? in_group / stages : virtual_stages - 1 - in_group / stages;
+    return Pass{forward, local * stages + stage, group * stages + in_group % stages};
+  };
+  const int64_t total = microbatches * virtual_stages, warmup = warmup_passes(stage);
+  std::vector<Pass> out;
+  for (int64_t k = 0; k < warmup; ++k) out.push_back(pass(true, k));
+  for (int64_t k = 0; k < total - warmup; ++k) out.push_back(pass(true, warmup + k)), out.push_back(pass(false, k));
+  for (int64_t k = total - warmup; k < total; ++k) out.push_back(pass(false, k));
+  return out;
+}
+
+double PipelineLayout::peak_activation_microbatches(int64_t stage) const {
+  const int64_t units = std::min(warmup_passes(stage) + 1, microbatches * virtual_stages);
+  return static_cast<double>(units) / static_cast<double>(virtual_stages);
+}
+
 MoeLayerLoad uniform_moe_load(const ModelConfig& m, const StepShape& s) {
   MoeLayerLoad load;
   if (!m.is_moe()) return load;
@@ -191,11 +225,11 @@ class Builder {
 
   // One blocking all-reduce of every replicated gradient of the stage after the backward pass: the
   // non-expert weights over dp, and the experts over their replicas when dp > ep.
-  void all_gradients_at_once(int64_t K) {
-    const auto [first, last] = stage_blocks(K);
+  void all_gradients_at_once() {
     double bytes = input_end() || output_end() ? static_cast<double>(m_.vocab_size) * M_ * w_ / tp_ : 0;
     double expert_bytes = 0;
-    for (int l = first; l < last; ++l) {
+    for (int64_t block : stage_blocks()) {
+      const int l = static_cast<int>(block);
       bytes += layer_dense_bytes(l);
       expert_bytes += layer_expert_bytes(l);
     }
@@ -238,32 +272,29 @@ class Builder {
     uniform_.a2a_send_tokens /= static_cast<double>(micro);
     g_.stages = stages;
     // Gradient accumulation: each micro-batch runs forward and backward on its share of the tokens;
-    // gradients are reduced once, during (or after) the last micro-batch's backward pass. With one
-    // stage the passes run in turn; with several, each stage follows its 1F1B program, and the
-    // stages' chunks are merged in an order where every chunk comes after the one it waits for.
-    std::vector<std::vector<std::pair<bool, int64_t>>> programs(static_cast<size_t>(stages));
-    for (int64_t st = 0; st < stages; ++st) {
-      auto& prog = programs[static_cast<size_t>(st)];
-      const int64_t warmup = std::min(stages - st - 1, micro);
-      for (int64_t i = 0; i < warmup; ++i) prog.push_back({true, i});
-      for (int64_t i = 0; i < micro - warmup; ++i) prog.push_back({true, warmup + i}), prog.push_back({false, i});
-      for (int64_t i = micro - warmup; i < micro; ++i) prog.push_back({false, i});
-    }
+    // gradients are reduced once, during (or after) the last micro-batch's backward pass of each
+    // block. With one stage the passes run in turn; with several, each stage follows its 1F1B
+    // program, and the stages' passes are merged in an order where each comes after the one it waits
+    // for (the previous chunk's forward pass, the next chunk's backward pass, with their sends).
+    layout_ = PipelineLayout{K, stages, std::max<int64_t>(1, s_.virtual_stages), micro};
+    const int64_t chunks = layout_.chunks();
+    std::vector<std::vector<PipelineLayout::Pass>> programs;
+    for (int64_t st = 0; st < stages; ++st) programs.push_back(layout_.program(st));
     std::vector<size_t> next(static_cast<size_t>(stages), 0);
     for (bool progress = true; progress;) {
       progress = false;
       for (int64_t st = 0; st < stages; ++st) {
         auto& prog = programs[static_cast<size_t>(st)];
         for (size_t& k = next[static_cast<size_t>(st)]; k < prog.size(); ++k) {
-          const auto [forward, mb] = prog[k];
-          const int64_t from = forward ? st - 1 : st + 1;  // the stage this chunk receives from
-          const bool receives = forward ? st > 0 : st + 1 < stages;
+          const auto [forward, chunk, mb] = prog[k];
+          const int64_t from = forward ? chunk - 1 : chunk + 1;  // the chunk this pass receives from
+          const bool receives = from >= 0 && from < chunks;
           if (receives && !sends_.count({from, mb, forward})) break;
           stage_ = static_cast<int>(st);
           id_prefix_ = mb > 0 ? "mb" + std::to_string(mb) + "." : "";
           const size_t begin = g_.ops.size();
-          if (forward) forward_chunk(K, mb);
-          else backward_chunk(K, mb, mb == micro - 1);
+          if (forward) forward_pass(chunk, mb);
+          else backward_pass(chunk, mb, mb == micro - 1);
           if (receives) wait_for_receive(begin, sends_.at({from, mb, forward}));
           progress = true;
         }
@@ -281,7 +312,7 @@ class Builder {
       if (s_.dp > 1 && s_.overlap_grad_reduction && holds_embedding)
         collective(-1, "embed_grad_allreduce", StepPhase::kBackward, CollectiveKind::kAllReduce, CommAxis::kData,
                    V * M_ * w_ / tp_, false);
-      if (!s_.overlap_grad_reduction) all_gradients_at_once(K);
+      if (!s_.overlap_grad_reduction) all_gradients_at_once();
     }
     // The tied embedding's two copies (first and last stage) add their gradients once each end has its
     // data-parallel sum (Megatron-LM's order): one all-reduce, which both ends' streams run.
@@ -318,45 +349,43 @@ class Builder {
     return std::move(g_);
   }
 
-  // The blocks of the current stage.
-  std::pair<int, int> stage_blocks(int64_t K) const {
-    const int64_t per_stage = K / std::max<int64_t>(1, s_.pp);
-    return {static_cast<int>(stage_ * per_stage), static_cast<int>((stage_ + 1) * per_stage)};
-  }
+  // The blocks of the current stage (with pp = 1: the first K).
+  std::vector<int64_t> stage_blocks() const { return layout_.blocks_of_stage(stage_); }
   bool input_end() const { return stage_ == 0; }
-  bool output_end() const { return stage_ == std::max<int64_t>(1, s_.pp) - 1; }
+  bool output_end() const { return stage_ == layout_.stages - 1; }
 
-  // One micro-batch's forward pass on the current stage; a stage before the last ends by sending its
-  // output activations to the next stage (the sender's stream carries the transfer, as blocking p2p
-  // does).
-  void forward_chunk(int64_t K, int64_t mb) {
-    const auto [first, last] = stage_blocks(K);
-    if (input_end()) elementwise(-1, "embed", StepPhase::kForward, T_ * M_, 2);
-    for (int l = first; l < last; ++l) {
+  // One micro-batch's forward pass through one chunk of blocks; a chunk before the last ends by
+  // sending its output activations on to the next chunk's stage (the sender's stream carries the
+  // transfer, as blocking p2p does).
+  void forward_pass(int64_t chunk, int64_t mb) {
+    const int64_t per_chunk = layout_.blocks_per_chunk();
+    if (chunk == 0) elementwise(-1, "embed", StepPhase::kForward, T_ * M_, 2);
+    for (int l = static_cast<int>(chunk * per_chunk); l < (chunk + 1) * per_chunk; ++l) {
       auto gathers = weight_gather(l, StepPhase::kForward);
       block_forward(l, load_of(l));
       wait_for_gather(gathers);
     }
-    if (output_end()) {
+    if (chunk == layout_.chunks() - 1) {
       const double V = static_cast<double>(m_.vocab_size);
       elementwise(-1, "final_norm", StepPhase::kForward, T_ * M_, 2);
       matmul(-1, "logits", StepPhase::kForward, T_, M_, V, tp_);
       elementwise(-1, "loss", StepPhase::kForward, T_ * V / tp_, 3);
     } else {
-      send_to_neighbour(StepPhase::kForward, mb);
+      send_pass_output(StepPhase::kForward, chunk, mb);
     }
   }
 
-  // One micro-batch's backward pass on the current stage; the stage after the first ends by sending
-  // the gradient of its input back. `last`: the step's final pass, which reduces the gradients.
-  void backward_chunk(int64_t K, int64_t mb, bool last) {
-    const auto [first, end] = stage_blocks(K);
-    if (output_end()) {
+  // One micro-batch's backward pass through one chunk; a chunk after the first ends by sending the
+  // gradient of its input back. `last`: the step's final pass of these blocks, which reduces their
+  // gradients.
+  void backward_pass(int64_t chunk, int64_t mb, bool last) {
+    const int64_t per_chunk = layout_.blocks_per_chunk();
+    if (chunk == layout_.chunks() - 1) {
       const double V = static_cast<double>(m_.vocab_size);
       matmul(-1, "logits", StepPhase::kBackward, T_, M_, V, tp_);
       elementwise(-1, "final_norm", StepPhase::kBackward, T_ * M_, 2);
     }
-    for (int l = end - 1; l >= first; --l) {
+    for (int l = static_cast<int>((chunk + 1) * per_chunk) - 1; l >= chunk * per_chunk; --l) {
       auto gathers = weight_gather(l, StepPhase::kBackward);
       if (s_.recompute) block_forward(l, load_of(l), "recompute.");
       wait_for_gather(gathers);
@@ -365,16 +394,22 @@ class Builder {
       attention(l, StepPhase::kBackward);
       if (last) grad_reduction(l);
     }
-    if (input_end()) elementwise(-1, "embed", StepPhase::kBackward, T_ * M_, 2);
-    else send_to_neighbour(StepPhase::kBackward, mb);
+    if (chunk == 0) elementwise(-1, "embed", StepPhase::kBackward, T_ * M_, 2);
+    else send_pass_output(StepPhase::kBackward, chunk, mb);
   }
 
   // Each tp rank sends its 1/tp slice of the activations (the receiving tp group gathers them over
   // its own fast links, which is not modelled), as Megatron-LM does by default.
-  void send_to_neighbour(StepPhase ph, int64_t mb) {
+  // With interleaved stages the last stage sends on to the first (the next chunk), and back: the
+  // sends go round a ring; each send's id names its chunk.
+  void send_pass_output(StepPhase ph, int64_t chunk, int64_t mb) {
     collective(-1, "pp_send", ph, CollectiveKind::kSendRecv, CommAxis::kPipeline, T_ * M_ * e_ / tp_);
-    g_.ops.back().a2a_transposed = ph == StepPhase::kBackward;
-    sends_[{stage_, mb, ph == StepPhase::kForward}] = g_.ops.size() - 1;
+    StepOp& op = g_.ops.back();
+    op.a2a_transposed = ph == StepPhase::kBackward;
+    op.send_wraps = layout_.virtual_stages > 1;
+    if (layout_.virtual_stages > 1)
+      op.id = id_prefix_ + "s" + std::to_string(stage_) + ".c" + std::to_string(chunk) + ".pp_send." + phase_name(ph);
+    sends_[{chunk, mb, ph == StepPhase::kForward}] = g_.ops.size() - 1;
   }
   // The chunk's first op on the compute stream waits for the neighbour's send.
   void wait_for_receive(size_t begin, size_t send) {
@@ -462,8 +497,8 @@ class Builder {
     ShardingForMemory sh;
     sh.dense_shards = s_.tp;
     sh.expert_shards = std::min<int64_t>(s_.ep, std::max<int64_t>(m_.experts, 1)) * s_.tp;
-    const auto [first, last] = stage_blocks(K);
-    sh.first_block = first, sh.blocks = last - first, sh.input_end = input_end(), sh.output_end = output_end();
+    if (layout_.stages > 1) sh.blocks_held = stage_blocks();
+    sh.input_end = input_end(), sh.output_end = output_end();
     MemoryFootprint fp = memory_per_chip(partial, sh);
     double bytes = 2 * fp.weights_bytes + fp.gradients_bytes + 2 * fp.optimizer_bytes;
     if (s_.narrow_weight_copy && e_ < w_) bytes += fp.weights_bytes / w_ * (w_ + e_);  // read again, write narrow
@@ -507,7 +542,8 @@ class Builder {
   int stage_ = 0;          // the pipeline stage of the ops being made
   std::vector<MoeLayerLoad> per_micro_loads_;
   MoeLayerLoad uniform_;
-  // The index of each send: (sending stage, micro-batch, forward) -> op.
+  PipelineLayout layout_;
+  // The index of each send: (sending chunk, micro-batch, forward) -> op.
   std::map<std::tuple<int64_t, int64_t, bool>, size_t> sends_;
 };
 
@@ -516,7 +552,8 @@ class Builder {
 StepGraph build_step_graph(const ModelConfig& m, const StepShape& s, const std::vector<MoeLayerLoad>& loads) {
   if (s.tokens_per_rank <= 0 || s.tp <= 0 || s.dp <= 0 || s.ep <= 0 || s.pp <= 0)
     throw std::invalid_argument("build_step_graph: non-positive shape");
-  if (blocks_run(m, s) % s.pp != 0) throw std::invalid_argument("build_step_graph: pp does not divide the blocks");
+  if (s.virtual_stages <= 0 || blocks_run(m, s) % (s.pp * s.virtual_stages) != 0)
+    throw std::invalid_argument("build_step_graph: pp x virtual_stages does not divide the blocks");
   return Builder(m, s).build(loads);
 }
 

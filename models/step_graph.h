@@ -46,6 +46,7 @@ struct StepOp {
   // transposed for the combine, where the hot ranks send instead of receive.
   std::vector<double> a2a_dest_share;
   bool a2a_transposed = false;
+  bool send_wraps = false;  // pipeline sends only: the last stage sends on to the first (interleaved)
   bool blocking = true;   // false: runs beside the compute stream, from the moment it is issued
   std::vector<int> deps;  // indices of ops that must finish before this one starts
 };
@@ -59,10 +60,13 @@ std::string op_curve_key(const StepOp& op);
 struct StepShape {
   int64_t tokens_per_rank = 0;  // tokens per data-parallel rank (the tp ranks of a group share them)
   int64_t dp = 1, ep = 1, tp = 1;
-  // Pipeline stages: stage s runs blocks [s L/pp, (s+1) L/pp) of every micro-batch in the 1F1B order
-  // (pp - s - 1 forward passes, then one forward and one backward in turn, then the backward passes
-  // left), sends activations to the next stage and gradients back; the graph holds every stage.
+  // Pipeline stages: the blocks are cut into pp x virtual_stages chunks of consecutive blocks, chunk c
+  // on stage c % pp. Each stage runs its passes (one chunk, one micro-batch, forward or backward) in
+  // Megatron-LM's 1F1B order: warm-up forward passes, then one forward and one backward in turn, then
+  // the backward passes left; a chunk sends its activations on to the next chunk's stage and its
+  // input's gradient back. The graph holds every stage.
   int64_t pp = 1;
+  int64_t virtual_stages = 1;  // chunks per stage: 1, or the interleaved schedule's v
   int64_t layers_run = -1;  // run only the first K blocks (-1: all)
   bool shard_weights = false;  // non-expert weights sharded over dp: gathered before use (ZeRO-3)
   bool recompute = false;      // the forward pass of each block runs again in its backward pass
@@ -96,5 +100,25 @@ MoeLayerLoad uniform_moe_load(const ModelConfig& m, const StepShape& s);
 StepGraph build_step_graph(const ModelConfig& m, const StepShape& s, const std::vector<MoeLayerLoad>& loads = {});
 
 int64_t blocks_run(const ModelConfig& m, const StepShape& s);
+
+// The pipeline layout both the StepGraph and the memory accounting use.
+struct PipelineLayout {
+  int64_t blocks = 1, stages = 1, virtual_stages = 1, microbatches = 1;
+  int64_t chunks() const { return stages * virtual_stages; }
+  int64_t blocks_per_chunk() const { return blocks / chunks(); }
+  int64_t stage_of_chunk(int64_t chunk) const { return chunk % stages; }
+  std::vector<int64_t> blocks_of_stage(int64_t stage) const;
+  // Forward passes a stage runs before its first backward pass (Megatron-LM's warm-up).
+  int64_t warmup_passes(int64_t stage) const;
+  // The stage's program: (forward, chunk, micro-batch) in the order it runs them.
+  struct Pass {
+    bool forward = true;
+    int64_t chunk = 0, microbatch = 0;
+  };
+  std::vector<Pass> program(int64_t stage) const;
+  // Micro-batches of the stage's blocks whose activations it holds at its peak: its warm-up passes
+  // and one more, each holding one chunk of one micro-batch (1F1B: min(pp - s, m)).
+  double peak_activation_microbatches(int64_t stage) const;
+};
 
 }  // namespace glam

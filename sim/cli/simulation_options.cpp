@@ -14,12 +14,17 @@ void SimulationOptions::register_options(CLI::App& cmd, bool with_out_dir) {
   cmd.add_option("--model", model, "Model id or TOML file")->required();
   if (with_cluster) cmd.add_option("--cluster", cluster, "Cluster id or TOML file")->required();
   auto* plan = cmd.add_option("--plan", plan_file,
-                              "Plan file (TOML: dp, ep, tp, pp, batch_tokens, shard_weights, recompute, mapping, "
+                              "Plan file (TOML: dp, ep, tp, pp, virtual_stages, batch_tokens, shard_weights, recompute, mapping, "
                               "microbatches, overlap_grad_reduction)");
   cmd.add_option("--dp", dp, "Data-parallel width")->excludes(plan)->transform(cli_checks::integer_at_least(1));
   cmd.add_option("--ep", ep, "Expert-parallel width (divides dp and the experts)")->excludes(plan)->transform(cli_checks::integer_at_least(1));
   cmd.add_option("--tp", tp, "Tensor-parallel width")->excludes(plan)->transform(cli_checks::integer_at_least(1));
   cmd.add_option("--pp", pp, "Pipeline stages (1F1B; default: what --dp x --tp leave of the chips, else the chooser's)")
+      ->excludes(plan)
+      ->transform(cli_checks::integer_at_least(1));
+  cmd.add_option("--virtual-stages", virtual_stages,
+                 "Chunks of blocks per pipeline stage, for the interleaved 1F1B schedule (default: 1 when the layout "
+                 "is given, else the chooser's)")
       ->excludes(plan)
       ->transform(cli_checks::integer_at_least(1));
   cmd.add_flag("--shard-weights", shard_weights, "Shard non-expert weights over dp too (ZeRO-3 / GSPMD 2D)")->excludes(plan);
@@ -67,7 +72,7 @@ ResolvedSimulation SimulationOptions::resolve_for_cluster(const std::string& clu
   ParallelPlan base;
   if (!plan_file.empty()) base = load_plan_file(plan_file);
   else
-    base.dp = dp, base.ep = ep, base.tp = tp, base.pp = pp, base.shard_weights = shard_weights, base.recompute = recompute,
+    base.dp = dp, base.ep = ep, base.tp = tp, base.pp = pp, base.virtual_stages = virtual_stages, base.shard_weights = shard_weights, base.recompute = recompute,
     base.mapping = mapping, base.microbatches = microbatches;
   if (batch_tokens) base.batch_tokens = batch_tokens;
   if (!base.batch_tokens) base.batch_tokens = kDefaultBatchTokens;
@@ -76,7 +81,7 @@ ResolvedSimulation SimulationOptions::resolve_for_cluster(const std::string& clu
   if (layers >= 0 && base.pp > 1)
     throw UsageError("--layers " + std::to_string(layers) + " simulates the first blocks of " + m.id +
                      " on one pipeline stage: use pp = 1");
-  if (layers >= 0) base.pp = 1;  // the chooser keeps to one stage too
+  if (layers >= 0) base.pp = 1, base.virtual_stages = 1;  // the chooser keeps to one stage too
   if (spec.kind != "uniform" && !m.is_moe())
     throw UsageError("--routing " + routing + ": " + m.id + " is dense (no experts to route to)");
   SimulationInput in{m, c, base, spec, fid, profile, layers, flow_max_flows};
@@ -94,6 +99,7 @@ ResolvedSimulation SimulationOptions::resolve_for_cluster(const std::string& clu
   if (!plan_file.empty() || complete) {
     if (!base.ep) out.input.plan.ep = 1;
     // dp and tp given without pp: the stages are what the chips leave (one when dp x tp fills them).
+    if (!base.virtual_stages) out.input.plan.virtual_stages = 1;
     if (!base.pp) {
       const int64_t n = c.num_chips(), replica = base.dp <= n && base.tp <= n ? base.dp * base.tp : 0;
       out.input.plan.pp = replica > 0 && n % replica == 0 ? n / replica : 1;
@@ -120,7 +126,7 @@ ResolvedSimulation SimulationOptions::resolve_for_cluster(const std::string& clu
     out.layouts = std::move(choice.trials);
     out.hbm_bytes = c.chip().hbm_bytes;
     out.plan_note = "\nplan chosen by glamsim: fastest of " + std::to_string(choice.fitting) + " layouts that fit (" +
-                    std::to_string(choice.candidates) + " considered); override with --dp/--ep/--tp/--pp or --plan\n";
+                    std::to_string(choice.candidates) + " considered); override with --dp/--ep/--tp/--pp/--virtual-stages or --plan\n";
   }
   return out;
 }

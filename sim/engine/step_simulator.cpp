@@ -106,7 +106,7 @@ StepResult simulate_step(const SimulationInput& in) {
     if (on_stream && ready_from_other_stage && ready > st.stream) st.waited_for_stages += ready - st.stream;
     double duration = 0;
     if (op.kind == OpKind::kCollective) {
-      CollectiveRequest req{op.collective, op.axis, op.comm_bytes, op.a2a_dest_share, op.a2a_transposed};
+      CollectiveRequest req{op.collective, op.axis, op.comm_bytes, op.a2a_dest_share, op.a2a_transposed, op.send_wraps};
       retire_before(st, t.start_s);
       // Only collectives of other lanes overlap this one (a lane runs one at a time).
       bool contended = false;
@@ -119,7 +119,8 @@ StepResult simulate_step(const SimulationInput& in) {
       // A stage's collective is costed as if every stage ran one (its groups cover them all), a
       // pipeline send as if every stage sent, and the end stages' sync is one op on each of the two:
       // count this op's own share of the traffic.
-      const double own_share = op.axis == CommAxis::kPipeline ? 1.0 / static_cast<double>(std::max<size_t>(1, stage_count - 1))
+      const double senders = static_cast<double>(op.send_wraps ? stage_count : std::max<size_t>(1, stage_count - 1));
+      const double own_share = op.axis == CommAxis::kPipeline ? 1.0 / senders
                                : op.axis == CommAxis::kPipelineEnds ? 0.5
                                                                      : 1.0 / static_cast<double>(stage_count);
       for (auto& [kind, bytes] : t.link_bytes) bytes *= own_share;

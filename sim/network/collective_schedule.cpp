@@ -60,13 +60,16 @@ void all_to_all(CollectiveSchedule& s, const std::vector<std::vector<int>>& grou
 }
 
 // Pipeline sends: every stage but the end one sends its whole buffer to its neighbour in the group
-// (the next stage, or the previous one when transposed), all at once.
-void send_to_neighbours(CollectiveSchedule& s, const std::vector<std::vector<int>>& groups, bool transposed) {
+// (the next stage, or the previous one when transposed; round a ring when it wraps), all at once.
+void send_to_neighbours(CollectiveSchedule& s, const std::vector<std::vector<int>>& groups, bool transposed,
+                        bool wraps) {
   s.algorithm = "direct";
   CommPhase ph;
   for (const auto& g : groups)
-    for (size_t k = 0; k + 1 < g.size(); ++k)
-      ph.flows.push_back(transposed ? Flow{g[k + 1], g[k], 1.0} : Flow{g[k], g[k + 1], 1.0});
+    for (size_t k = 0; k + (wraps ? 0 : 1) < g.size(); ++k) {
+      const int a = g[k], b = g[(k + 1) % g.size()];
+      if (a != b) ph.flows.push_back(transposed ? Flow{b, a, 1.0} : Flow{a, b, 1.0});
+    }
   s.phases.push_back(std::move(ph));
 }
 
@@ -165,7 +168,7 @@ bool hierarchical(CollectiveSchedule& s, const Cluster& c, const std::vector<std
 
 CollectiveSchedule plan_collective(const Cluster& cluster, CollectiveKind kind,
                                    const std::vector<std::vector<int>>& groups,
-                                   const std::vector<double>& a2a_dest_share, bool a2a_transposed) {
+                                   const std::vector<double>& a2a_dest_share, bool a2a_transposed, bool send_wraps) {
   CollectiveSchedule s;
   if (groups.empty() || groups.front().size() < 2) {
     s.algorithm = "none";
@@ -176,7 +179,7 @@ CollectiveSchedule plan_collective(const Cluster& cluster, CollectiveKind kind,
     return s;
   }
   if (kind == CollectiveKind::kSendRecv) {
-    send_to_neighbours(s, groups, a2a_transposed);
+    send_to_neighbours(s, groups, a2a_transposed, send_wraps);
     return s;
   }
   Half half = half_of(kind);

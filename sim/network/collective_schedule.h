@@ -26,11 +26,13 @@ struct CollectiveSchedule {
 };
 
 // Chooses the algorithm by collective and topology: all-to-all is direct (all pairs), and so are
-// pipeline sends (each stage to its neighbour; `a2a_transposed`: to the previous stage);
+// pipeline sends (each stage to its neighbour; `a2a_transposed`: to the previous stage; `send_wraps`:
+// round a ring, the last stage to the first);
 // all-reduce, reduce-scatter and all-gather run dimension by dimension on tori, hierarchically
 // (NVSwitch inside the node, then rings across nodes) on GPU clusters, and as rings otherwise.
 CollectiveSchedule plan_collective(const Cluster& cluster, CollectiveKind kind,
                                    const std::vector<std::vector<int>>& groups,
-                                   const std::vector<double>& a2a_dest_share = {}, bool a2a_transposed = false);
+                                   const std::vector<double>& a2a_dest_share = {}, bool a2a_transposed = false,
+                                   bool send_wraps = false);
 
 }  // namespace glam

@@ -16,7 +16,7 @@ std::string schedule_key(const CollectiveRequest& req) {
       key += buf;
     }
   }
-  if (req.kind == CollectiveKind::kSendRecv) key += req.a2a_transposed ? "/previous" : "/next";
+  if (req.kind == CollectiveKind::kSendRecv) key += std::string(req.a2a_transposed ? "/previous" : "/next") + (req.send_wraps ? "/ring" : "");
   return key;
 }
 
@@ -34,7 +34,8 @@ const CollectiveSchedule& NetworkModel::schedule(const CollectiveRequest& req) {
   auto it = schedules_.find(key);
   if (it != schedules_.end()) return it->second;
   return schedules_
-      .emplace(key, plan_collective(cluster_, req.kind, groups(req.axis), req.a2a_dest_share, req.a2a_transposed))
+      .emplace(key, plan_collective(cluster_, req.kind, groups(req.axis), req.a2a_dest_share, req.a2a_transposed,
+                                    req.send_wraps))
       .first->second;
 }
 

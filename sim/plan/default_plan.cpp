@@ -47,19 +47,24 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
       if (base.ep) ep = base.ep;
       // Pipelines keep whole weights per stage (gathering them again for every micro-batch is what
       // stages avoid).
-      for (int shard = 0; shard < (pp > 1 ? 1 : 2); ++shard)
-        for (int recompute = 0; recompute < 2; ++recompute) {
-          ParallelPlan p = base;
-          p.dp = dp, p.tp = tp, p.pp = pp, p.ep = ep, p.shard_weights = shard, p.recompute = recompute;
-          p.microbatches = base.microbatches ? base.microbatches : pp > 1 ? pipeline_microbatches(p, m) : 1;
-          try {
-            validate_plan(p, m, in.cluster);
-          } catch (const UsageError& e) {
-            last_reason = e.what();
-            continue;
+      // Interleaving (v chunks per stage) when the stages allow it.
+      const int64_t first_v = base.virtual_stages ? base.virtual_stages : 1;
+      const int64_t last_v = base.virtual_stages ? base.virtual_stages : pp > 1 ? kMaxChosenVirtualStages : 1;
+      for (int64_t v = first_v; v <= last_v; v *= 2)
+        for (int shard = 0; shard < (pp > 1 ? 1 : 2); ++shard)
+          for (int recompute = 0; recompute < 2; ++recompute) {
+            ParallelPlan p = base;
+            p.dp = dp, p.tp = tp, p.pp = pp, p.virtual_stages = v, p.ep = ep, p.shard_weights = shard,
+            p.recompute = recompute;
+            p.microbatches = base.microbatches ? base.microbatches : pp > 1 ? pipeline_microbatches(p, m) : 1;
+            try {
+              validate_plan(p, m, in.cluster);
+            } catch (const UsageError& e) {
+              if (v == first_v) last_reason = e.what();  // a v the model does not allow is no reason to report
+              continue;
+            }
+            layouts.push_back(p);
           }
-          layouts.push_back(p);
-        }
     }
   if (layouts.empty()) {
     if (last_reason.empty())  // no tp the chooser tries gives the dp (and tp) asked for

@@ -1,9 +1,10 @@
 #pragma once
 // Picks a parallel plan for (model, cluster, batch) when the user gives none: every layout the
 // cluster admits (tp a power of two up to one node or 16 chips, pp a power of two up to 8 that
-// divides the blocks, ep the largest divisor of the experts that divides dp, weights replicated or
-// sharded (replicated with pipelines), recompute on or off, with the fewest micro-batches that make
-// it fit, and with pipelines up to 4 per stage) is simulated at analytical fidelity; the fastest wins.
+// divides the blocks, with 1, 2 or 4 interleaved chunks per stage, ep the largest divisor of the
+// experts that divides dp, weights replicated or sharded (replicated with pipelines), recompute on or
+// off, with the fewest micro-batches that make it fit, and with pipelines up to 4 per stage) is
+// simulated at analytical fidelity; the fastest wins.
 #include <optional>
 #include <vector>
 
@@ -42,6 +43,7 @@ struct PlanChoice {
 PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool allow_oom);
 
 inline constexpr int64_t kMaxChosenStages = 8;
+inline constexpr int64_t kMaxChosenVirtualStages = 4;  // interleaved chunks per stage: 1, 2 or 4
 
 // A pipeline's micro-batches when the user gives none: the most, up to 4 per stage (the bubble is then
 // at most (pp - 1) / (4 pp + pp - 1), a fifth), that split each rank's sequences evenly (powers of two).

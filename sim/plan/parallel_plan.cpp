@@ -17,6 +17,7 @@ StepShape ParallelPlan::step_shape() const {
   s.ep = ep;
   s.tp = tp;
   s.pp = pp;
+  s.virtual_stages = virtual_stages;
   s.shard_weights = shard_weights;
   s.recompute = recompute;
   s.overlap_grad_reduction = overlap_grad_reduction;
@@ -159,6 +160,10 @@ const Schema<ParallelPlan>& plan_schema() {
         .add("pp", &ParallelPlan::pp, "stages",
              "Pipeline stages: each holds an equal run of consecutive blocks; micro-batches flow through them 1F1B",
              int64_t{1}, positive<int64_t>())
+        .add("virtual_stages", &ParallelPlan::virtual_stages, "chunks",
+             "Chunks of blocks per pipeline stage: 1, or v > 1 for the interleaved 1F1B schedule (block chunk c on "
+             "stage c mod pp; the bubble shrinks v-fold, sends and activations grow)",
+             int64_t{1}, positive<int64_t>())
         .add("batch_tokens", &ParallelPlan::batch_tokens, "tokens", "Global tokens per step (0: command line or 1M)",
              int64_t{0}, non_negative_up_to<int64_t>(kMaxBatchTokens))
         .add("shard_weights", &ParallelPlan::shard_weights, "",
@@ -208,6 +213,18 @@ void validate_plan(const ParallelPlan& p, const ModelConfig& m, const Cluster& c
   if (m.layers % p.pp != 0)
     throw UsageError("pp = " + s(p.pp) + " must divide the " + s(m.layers) + " blocks of " + m.id +
                      " (each stage holds as many)");
+  if (p.virtual_stages < 1 || p.virtual_stages > m.layers)
+    throw UsageError("virtual_stages = " + s(p.virtual_stages) + ": expected from 1 to the " + s(m.layers) +
+                     " blocks of " + m.id);
+  if (p.virtual_stages > 1) {
+    if (p.pp < 2) throw UsageError("virtual_stages = " + s(p.virtual_stages) + " interleaves pipeline stages: pp is 1");
+    if (m.layers % (p.pp * p.virtual_stages) != 0)
+      throw UsageError("pp x virtual_stages = " + s(p.pp) + " x " + s(p.virtual_stages) + " must divide the " +
+                       s(m.layers) + " blocks of " + m.id + " (each chunk holds as many)");
+    if (p.microbatches % p.pp != 0)
+      throw UsageError("microbatches = " + s(p.microbatches) + ": the interleaved schedule runs micro-batches in groups of pp = " +
+                       s(p.pp) + " (a multiple of it is needed)");
+  }
   if (p.dp % p.ep != 0)
     throw UsageError("ep = " + s(p.ep) + " must divide dp = " + s(p.dp) + " (expert parallelism is part of dp)");
   if (!m.is_moe() && p.ep != 1) throw UsageError("ep = " + s(p.ep) + " but " + m.id + " has no experts: use ep = 1");
@@ -231,13 +248,16 @@ void validate_plan(const ParallelPlan& p, const ModelConfig& m, const Cluster& c
 
 std::string plan_short_label(const ParallelPlan& p) {
   return "dp" + std::to_string(p.dp) + " tp" + std::to_string(p.tp) + " ep" + std::to_string(p.ep) +
-         (p.pp > 1 ? " pp" + std::to_string(p.pp) : "") + (p.shard_weights ? " zs" : "") + (p.recompute ? " rc" : "") +
+         (p.pp > 1 ? " pp" + std::to_string(p.pp) : "") +
+         (p.virtual_stages > 1 ? " v" + std::to_string(p.virtual_stages) : "") + (p.shard_weights ? " zs" : "") + (p.recompute ? " rc" : "") +
          (p.microbatches > 1 ? " mb" + std::to_string(p.microbatches) : "") + (p.mapping == "linear" ? " linear" : "");
 }
 
 std::string plan_description(const ParallelPlan& p) {
   return "dp " + std::to_string(p.dp) + " x tp " + std::to_string(p.tp) +
-         (p.pp > 1 ? " x pp " + std::to_string(p.pp) : "") + ", ep " + std::to_string(p.ep) +
+         (p.pp > 1 ? " x pp " + std::to_string(p.pp) : "") +
+         (p.virtual_stages > 1 ? " (" + std::to_string(p.virtual_stages) + " chunks each, interleaved)" : "") +
+         ", ep " + std::to_string(p.ep) +
          (p.shard_weights ? ", weights sharded" : "") + (p.recompute ? ", recompute" : "") +
          (p.microbatches > 1 ? ", " + std::to_string(p.microbatches) + " micro-batches" : "");
 }
@@ -250,11 +270,12 @@ MemoryFootprint plan_memory(const ModelConfig& m, const ParallelPlan& p) {
   sh.tokens_per_chip = p.tokens_per_rank() / std::max<int64_t>(1, p.microbatches);
   sh.recompute_activations = p.recompute;
   if (p.pp <= 1) return memory_per_chip(m, sh);
+  const PipelineLayout layout{m.layers, p.pp, p.virtual_stages, std::max<int64_t>(1, p.microbatches)};
   MemoryFootprint worst;
   for (int64_t st = 0; st < p.pp; ++st) {
-    sh.first_block = st * (m.layers / p.pp), sh.blocks = m.layers / p.pp;
+    sh.blocks_held = layout.blocks_of_stage(st);
     sh.input_end = st == 0, sh.output_end = st == p.pp - 1;
-    sh.activation_microbatches = std::min(p.pp - st, std::max<int64_t>(1, p.microbatches));
+    sh.activation_microbatches = layout.peak_activation_microbatches(st);
     const MemoryFootprint stage = memory_per_chip(m, sh);
     if (stage.total_bytes() > worst.total_bytes()) worst = stage;
   }

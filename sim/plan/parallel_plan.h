@@ -28,6 +28,7 @@ inline constexpr int64_t kMaxMicrobatches = 4096;
 struct ParallelPlan {
   int64_t dp = 1, ep = 1, tp = 1;
   int64_t pp = 1;            // pipeline stages (1F1B over the micro-batches)
+  int64_t virtual_stages = 1;  // chunks of blocks per stage (> 1: the interleaved schedule)
   int64_t batch_tokens = 0;  // global tokens per step
   bool shard_weights = false;  // ZeRO-3 / GSPMD 2D: non-expert weights and state sharded over dp as well
   bool recompute = false;      // keep only block inputs; recompute the forward in backward
@@ -66,7 +67,8 @@ std::string plan_short_label(const ParallelPlan& p);
 // "dp 32 x tp 4 x pp 8, ep 1, weights sharded, recompute, 32 micro-batches": for reports.
 std::string plan_description(const ParallelPlan& p);
 inline constexpr const char* kPlanLabelLegend =
-    "ppN = N pipeline stages, zs = weights sharded over dp, rc = activation recompute, mbN = N micro-batches";
+    "ppN = N pipeline stages, vN = N chunks per stage (interleaved), zs = weights sharded over dp, rc = activation "
+    "recompute, mbN = N micro-batches";
 
 // Checks the plan against the model and the cluster; throws UsageError with the reason.
 void validate_plan(const ParallelPlan& plan, const ModelConfig& m, const Cluster& c);

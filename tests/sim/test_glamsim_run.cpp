@@ -67,8 +67,10 @@ TEST(GlamsimRun, OutputFolderIsCompleteAndDeterministic) {
 }
 
 TEST(GlamsimRun, CalibrationTargetGlam64b64eOnTpuV4) {
-  // GLaM: 574 hours for 280B tokens in 2^20-token batches is 7.74 s per step (7.38 s for 10^6).
-  auto r = run_command("glamsim run --model glam-64b-64e --cluster tpu-v4-1024 --format json");
+  // GLaM: 574 hours for 280B tokens in 2^20-token batches is 7.74 s per step (7.38 s for 10^6), in a
+  // layout like GLaM's (GSPMD 2D sharding, no pipeline).
+  auto r = run_command("glamsim run --model glam-64b-64e --cluster tpu-v4-1024 --dp 256 --tp 4 --ep 64 --shard-weights "
+                       "--recompute --format json");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   double step = nlohmann::json::parse(r.out)["step_time_s"].get<double>();
   EXPECT_NEAR(step, 7.74, 0.774);
@@ -99,7 +101,8 @@ TEST(GlamsimRun, SkewedRoutingDropsAtCapacityAndStragglesAboveIt) {
 // gradient reductions included) add up to step.time, their exposed communication to step.exposed_comm.
 TEST(GlamsimRun, LayerRowsAddUpToTheStep) {
   const fs::path out = fresh_dir("glam-run-layers");
-  ASSERT_EQ(run_command("glamsim run --model glam-64b-64e --cluster tpu-v4-1024 --quiet --out " + out.string()).exit_code, 0);
+  ASSERT_EQ(run_command("glamsim run --model glam-64b-64e --cluster tpu-v4-1024 --dp 256 --tp 4 --ep 64 --shard-weights "
+                        "--recompute --quiet --out " + out.string()).exit_code, 0);
   auto stat = [&](const std::string& name) {
     std::istringstream in(read_whole_file(out / "stats.txt"));
     for (std::string line; std::getline(in, line);)
@@ -129,47 +132,50 @@ TEST(GlamsimRun, LayerRowsAddUpToTheStep) {
 // With pipeline stages every output speaks of them: the table's bubble, the stats, a trace process
 // per stage, and layers.csv rows per stage whose forward, backward and pipeline wait add up to the step.
 TEST(GlamsimRun, PipelineStagesInEveryOutput) {
-  const fs::path out = fresh_dir("glam-run-pipeline");
-  auto r = run_command("glamsim run --model glam-1.7b --cluster dgx-h100-64 --dp 4 --tp 4 --pp 4 --microbatches 8 --quiet --out " +
-                       out.string());
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_NE(r.out.find("plan: dp 4 x tp 4 x pp 4"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("pipeline bubble"), std::string::npos) << r.out;
-  std::map<std::string, double> stats;
-  std::istringstream in(read_whole_file(out / "stats.txt"));
-  for (std::string line; std::getline(in, line);) {
-    std::istringstream cells(line);
-    std::string name;
-    double v = 0;
-    if (cells >> name >> v) stats[name] = v;
+  for (int v : {1, 2}) {
+    SCOPED_TRACE("virtual stages " + std::to_string(v));
+    const fs::path out = fresh_dir("glam-run-pipeline");
+    auto r = run_command("glamsim run --model glam-1.7b --cluster dgx-h100-64 --dp 4 --tp 4 --pp 4 --microbatches 8 --quiet "
+                         "--virtual-stages " + std::to_string(v) + " --out " + out.string());
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.out.find("plan: dp 4 x tp 4 x pp 4"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("pipeline bubble"), std::string::npos) << r.out;
+    std::map<std::string, double> stats;
+    std::istringstream in(read_whole_file(out / "stats.txt"));
+    for (std::string line; std::getline(in, line);) {
+      std::istringstream cells(line);
+      std::string name;
+      double v = 0;
+      if (cells >> name >> v) stats[name] = v;
+    }
+    ASSERT_TRUE(stats.count("step.pipeline_bubble"));
+    EXPECT_GT(stats["step.pipeline_bubble"], 0.05 * stats["step.time"]);
+    std::istringstream csv(read_whole_file(out / "layers.csv"));
+    std::string line;
+    std::getline(csv, line);
+    std::map<int, double> per_stage;
+    std::map<int, std::set<int>> blocks;
+    while (std::getline(csv, line)) {
+      std::vector<std::string> f;
+      std::istringstream cells(line);
+      for (std::string c; std::getline(cells, c, ',');) f.push_back(c);
+      ASSERT_EQ(f.size(), 10u) << line;
+      per_stage[std::stoi(f[8])] += std::stod(f[2]) + std::stod(f[3]) + std::stod(f[9]);
+      if (std::stoi(f[0]) >= 0) blocks[std::stoi(f[8])].insert(std::stoi(f[0]));
+    }
+    ASSERT_EQ(per_stage.size(), 4u);
+    for (const auto& [stage, total] : per_stage) {
+      EXPECT_NEAR(total, stats["step.time"], 1e-6 * stats["step.time"]) << "stage " << stage;
+      EXPECT_EQ(blocks[stage].size(), 6u);
+      for (int block : blocks[stage]) EXPECT_EQ(block / (6 / v) % 4, stage) << block;  // chunks of 6 / v blocks
+    }
+    auto trace = nlohmann::json::parse(read_whole_file(out / "trace.json"));
+    std::set<int> processes;
+    for (const auto& e : trace["traceEvents"])
+      if (e["ph"] == "X") processes.insert(e["pid"].get<int>());
+    EXPECT_EQ(processes, (std::set<int>{1, 2, 3, 4}));
+    fs::remove_all(out);
   }
-  ASSERT_TRUE(stats.count("step.pipeline_bubble"));
-  EXPECT_GT(stats["step.pipeline_bubble"], 0.05 * stats["step.time"]);
-  std::istringstream csv(read_whole_file(out / "layers.csv"));
-  std::string line;
-  std::getline(csv, line);
-  std::map<int, double> per_stage;
-  std::map<int, std::set<int>> blocks;
-  while (std::getline(csv, line)) {
-    std::vector<std::string> f;
-    std::istringstream cells(line);
-    for (std::string c; std::getline(cells, c, ',');) f.push_back(c);
-    ASSERT_EQ(f.size(), 10u) << line;
-    per_stage[std::stoi(f[8])] += std::stod(f[2]) + std::stod(f[3]) + std::stod(f[9]);
-    if (std::stoi(f[0]) >= 0) blocks[std::stoi(f[8])].insert(std::stoi(f[0]));
-  }
-  ASSERT_EQ(per_stage.size(), 4u);
-  for (const auto& [stage, total] : per_stage) {
-    EXPECT_NEAR(total, stats["step.time"], 1e-6 * stats["step.time"]) << "stage " << stage;
-    EXPECT_EQ(blocks[stage].size(), 6u);
-    EXPECT_EQ(*blocks[stage].begin(), 6 * stage);
-  }
-  auto trace = nlohmann::json::parse(read_whole_file(out / "trace.json"));
-  std::set<int> processes;
-  for (const auto& e : trace["traceEvents"])
-    if (e["ph"] == "X") processes.insert(e["pid"].get<int>());
-  EXPECT_EQ(processes, (std::set<int>{1, 2, 3, 4}));
-  fs::remove_all(out);
 }
 
 // --out replaces a folder as a whole: a folder holding anything it does not write (a user's files, the
