@@ -15,7 +15,7 @@ echo "# Simulator speed"
 echo
 echo "One GLaM 64B/64E training step (2^20 tokens) on TPU v4 slices and 1,024 H100s; \`sim/bench/bench_step.sh\` on $(nproc) cores" \
   "(${cpu:-unknown CPU}), $(date -u +%Y-%m-%d). Plans chosen by glamsim (wall time includes choosing the plan); the" \
-  "64- and 256-chip layouts do not fit in memory and are simulated with --allow-oom, for speed only."
+  "64- and 256-chip layouts do not fit in memory and are simulated with --allow-oom, for speed only. The last three rows take a layout like GLaM's."
 echo
 echo "| chips | fidelity | plan | step (s) | wall (s) | ops | flows routed | flows in SimGrid | phases in SimGrid / analytical | peak RSS (MiB) |"
 echo "|---|---|---|---|---|---|---|---|---|---|"
@@ -27,8 +27,11 @@ run() {
 import json, sys
 d = json.load(open(sys.argv[1]))
 p = d["plan"]
-plan = f'dp{p["dp"]} tp{p["tp"]} ep{p["ep"]}' + (f' pp{p["pp"]} mb{p["microbatches"]}' if p["pp"] > 1 else "")
-plan += " " + sys.argv[4] if sys.argv[4] else ""
+plan = f'dp{p["dp"]} tp{p["tp"]} ep{p["ep"]}' + (f' pp{p["pp"]}' if p["pp"] > 1 else "")
+plan += (f' v{p["virtual_stages"]}' if p["virtual_stages"] > 1 else "") + (f' mb{p["microbatches"]}' if p["microbatches"] > 1 else "")
+plan += (" zs" if p["shard_weights"] else "") + (" rc" if p["recompute"] else "")
+extra = sys.argv[4][sys.argv[4].find("--flow"):] if "--flow" in sys.argv[4] else ""
+plan += " " + extra if extra else ""
 print(f'| {sys.argv[2]} | {sys.argv[3]} | {plan} | {d["step_time_s"]:.3f} | {d["wall_time_s"]:.3f} | {d["ops"]} | '
       f'{d["routed_flows"]:.0f} | {d["simulated_flows"]:.0f} | {d["flow_phases_simulated"]} / {d["flow_phases_analytical"]} | '
       f'{d["peak_rss_bytes"] / 2**20:.0f} |')
@@ -39,5 +42,8 @@ for spec in "64 tpu-v4-64" "256 tpu-v4-256" "1024 tpu-v4-1024" "4096 tpu-v4-4096
   for fidelity in analytical flow; do run "$1" "$2" "$fidelity"; done
 done
 for fidelity in analytical flow; do run 1024 dgx-h100-1024 "$fidelity"; done
-# Every phase in SimGrid, no analytical fallback, where that is affordable.
-run 1024 tpu-v4-1024 flow --flow-max-flows 1000000
+# A layout like GLaM's (GSPMD 2D sharding, no pipeline): its all-to-alls and gathers are the largest
+# phases; then every phase in SimGrid, no analytical fallback, where that is affordable.
+glam_layout="--dp 256 --tp 4 --ep 64 --shard-weights --recompute"
+for fidelity in analytical flow; do run 1024 tpu-v4-1024 "$fidelity" $glam_layout; done
+run 1024 tpu-v4-1024 flow $glam_layout --flow-max-flows 1000000
