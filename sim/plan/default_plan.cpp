@@ -1,7 +1,11 @@
 #include "plan/default_plan.h"
 
 #include <algorithm>
+#include <atomic>
+#include <exception>
 #include <limits>
+#include <span>
+#include <thread>
 
 #include "common/errors.h"
 #include "common/text_table.h"
@@ -25,6 +29,43 @@ int64_t pipeline_microbatches(const ParallelPlan& plan, const ModelConfig& m) {
   while (mb * 2 <= std::min(4 * plan.pp, kMaxMicrobatches) && sequences % (mb * 2) == 0) mb *= 2;
   return mb;
 }
+
+namespace {
+
+// Simulates every fitting layout at analytical fidelity and fills in its figures, as many at once as
+// the host has cores (the figures do not depend on how many).
+void simulate_layouts(const SimulationInput& in, std::span<LayoutTrial> trials) {
+  std::vector<LayoutTrial*> todo;
+  for (LayoutTrial& t : trials)
+    if (t.fits) todo.push_back(&t);
+  std::atomic<size_t> next{0};
+  std::vector<std::exception_ptr> failures(todo.size());
+  auto work = [&] {
+    for (size_t i; (i = next++) < todo.size();) {
+      LayoutTrial& trial = *todo[i];
+      try {
+        SimulationInput trial_input = in;
+        trial_input.plan = trial.plan;
+        trial_input.fidelity = Fidelity::kAnalytical;
+        trial_input.progress = nullptr;
+        const StepResult r = simulate_step(trial_input);
+        trial.step_time_s = r.step_time_s, trial.compute_s = r.compute_s, trial.exposed_comm_s = r.exposed_comm_s;
+        trial.pipeline_bubble_s = r.pipeline_bubble_s, trial.alltoall_s = r.alltoall_s, trial.mfu = r.mfu;
+      } catch (...) {
+        failures[i] = std::current_exception();
+      }
+    }
+  };
+  const size_t threads = std::min<size_t>(todo.size(), std::max(1u, std::thread::hardware_concurrency()));
+  std::vector<std::thread> pool;
+  for (size_t t = 1; t < threads; ++t) pool.emplace_back(work);
+  work();
+  for (auto& t : pool) t.join();
+  for (const auto& f : failures)
+    if (f) std::rethrow_exception(f);
+}
+
+}  // namespace
 
 PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool allow_oom) {
   const int64_t n = in.cluster.num_chips();
@@ -84,27 +125,29 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
   double smallest_bytes = std::numeric_limits<double>::infinity();
   // `fallback`: the plan --allow-oom simulates when nothing fits is the smallest one-pass layout.
   double smallest_any = std::numeric_limits<double>::infinity();
-  auto consider = [&](const ParallelPlan& p, bool fallback) {
-    LayoutTrial& trial = best.trials.emplace_back();
-    trial.plan = p;
-    const double bytes = trial.memory_bytes = plan_memory(m, p).total_bytes();
-    smallest_any = std::min(smallest_any, bytes);
-    if (fallback && bytes < smallest_bytes) smallest_bytes = bytes, smallest = p;
-    if (bytes > in.cluster.chip().hbm_bytes) return;
-    ++best.fitting;
-    SimulationInput trial_input = in;
-    trial_input.plan = p;
-    trial_input.fidelity = Fidelity::kAnalytical;
-    const StepResult r = simulate_step(trial_input);
-    trial.fits = true;
-    trial.step_time_s = r.step_time_s, trial.compute_s = r.compute_s, trial.exposed_comm_s = r.exposed_comm_s;
-    trial.pipeline_bubble_s = r.pipeline_bubble_s, trial.alltoall_s = r.alltoall_s, trial.mfu = r.mfu;
-    if (r.step_time_s < best_time) best_time = r.step_time_s, best.plan = p;
+  // Each batch of layouts: footprints first, then the fitting ones simulated side by side (each
+  // simulation is independent), then the fastest taken in the order they were generated.
+  auto consider = [&](const std::vector<ParallelPlan>& plans, bool fallback) {
+    const size_t first = best.trials.size();
+    for (const ParallelPlan& p : plans) {
+      LayoutTrial& trial = best.trials.emplace_back();
+      trial.plan = p;
+      const double bytes = trial.memory_bytes = plan_memory(m, p).total_bytes();
+      smallest_any = std::min(smallest_any, bytes);
+      if (fallback && bytes < smallest_bytes) smallest_bytes = bytes, smallest = p;
+      trial.fits = bytes <= in.cluster.chip().hbm_bytes;
+      best.fitting += trial.fits ? 1 : 0;
+    }
+    simulate_layouts(in, std::span<LayoutTrial>(best.trials).subspan(first));
+    for (size_t i = first; i < best.trials.size(); ++i)
+      if (best.trials[i].fits && best.trials[i].step_time_s < best_time)
+        best_time = best.trials[i].step_time_s, best.plan = best.trials[i].plan;
   };
-  for (const auto& p : layouts) consider(p, true);
+  consider(layouts, true);
   // Gradient accumulation only when no layout fits without it (it shrinks every product and, with
   // sharded weights, gathers them once per micro-batch), with the fewest micro-batches that fit.
-  if (best.fitting == 0 && base.microbatches == 0)
+  if (best.fitting == 0 && base.microbatches == 0) {
+    std::vector<ParallelPlan> retries;
     for (ParallelPlan p : layouts) {
       const int64_t tried = p.microbatches;
       p.microbatches = std::max(tried, fitting_microbatches(p, m, in.cluster));
@@ -113,8 +156,10 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
         const int64_t sequences = p.tokens_per_rank() / m.seq_len;
         while (sequences % (p.microbatches * 2) == 0 && p.microbatches * 2 <= kMaxMicrobatches) p.microbatches *= 2;
       }
-      if (p.microbatches > tried) consider(p, false);
+      if (p.microbatches > tried) retries.push_back(p);
     }
+    consider(retries, false);
+  }
   // Stable: equal layouts keep the order they were generated in, so the chosen one (the first of
   // the fastest) comes first.
   std::stable_sort(best.trials.begin(), best.trials.end(), [](const LayoutTrial& a, const LayoutTrial& b) {
