@@ -65,6 +65,7 @@ std::vector<int64_t> PipelineLayout::blocks_of_stage(int64_t stage) const {
 int64_t PipelineLayout::warmup_passes(int64_t stage) const {
   const int64_t total = microbatches * virtual_stages;
   if (virtual_stages == 1) return std::min(stages - stage - 1, total);
+  if (microbatches == stages) return total;  // Megatron-LM: one group of micro-batches, all forward first
   return std::min((stages - stage - 1) * 2 + (virtual_stages - 1) * stages, total);
 }
 
@@ -406,7 +407,7 @@ class Builder {
     collective(-1, "pp_send", ph, CollectiveKind::kSendRecv, CommAxis::kPipeline, T_ * M_ * e_ / tp_);
     StepOp& op = g_.ops.back();
     op.a2a_transposed = ph == StepPhase::kBackward;
-    op.send_wraps = layout_.virtual_stages > 1;
+    op.send_wraps = layout_.virtual_stages > 1;  // every stage sends: the schedule's sends go round a ring
     if (layout_.virtual_stages > 1)
       op.id = id_prefix_ + "s" + std::to_string(stage_) + ".c" + std::to_string(chunk) + ".pp_send." + phase_name(ph);
     sends_[{chunk, mb, ph == StepPhase::kForward}] = g_.ops.size() - 1;

@@ -46,7 +46,9 @@ struct StepOp {
   // transposed for the combine, where the hot ranks send instead of receive.
   std::vector<double> a2a_dest_share;
   bool a2a_transposed = false;
-  bool send_wraps = false;  // pipeline sends only: the last stage sends on to the first (interleaved)
+  // Pipeline sends only: the schedule's sends go round a ring, the last stage sending on to the first
+  // (interleaved stages), so each send is costed with every stage sending at once.
+  bool send_wraps = false;
   bool blocking = true;   // false: runs beside the compute stream, from the moment it is issued
   std::vector<int> deps;  // indices of ops that must finish before this one starts
 };

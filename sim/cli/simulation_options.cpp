@@ -78,9 +78,9 @@ ResolvedSimulation SimulationOptions::resolve_for_cluster(const std::string& clu
   if (!base.batch_tokens) base.batch_tokens = kDefaultBatchTokens;
   if (layers > m.layers)
     throw UsageError("--layers " + std::to_string(layers) + ": " + m.id + " has " + std::to_string(m.layers) + " blocks");
-  if (layers >= 0 && base.pp > 1)
+  if (layers >= 0 && (base.pp > 1 || base.virtual_stages > 1))
     throw UsageError("--layers " + std::to_string(layers) + " simulates the first blocks of " + m.id +
-                     " on one pipeline stage: use pp = 1");
+                     " on one pipeline stage: use pp = 1 and virtual_stages = 1");
   if (layers >= 0) base.pp = 1, base.virtual_stages = 1;  // the chooser keeps to one stage too
   if (spec.kind != "uniform" && !m.is_moe())
     throw UsageError("--routing " + routing + ": " + m.id + " is dense (no experts to route to)");

@@ -24,7 +24,7 @@ struct CollectiveRequest {
   double bytes = 0;  // per-rank buffer
   std::vector<double> a2a_dest_share;
   bool a2a_transposed = false;
-  bool send_wraps = false;  // pipeline sends: the last stage sends on to the first
+  bool send_wraps = false;  // pipeline sends: round a ring, the last stage sending on to the first
 };
 
 struct CollectiveCost {

@@ -5,7 +5,10 @@
 #include <exception>
 #include <limits>
 #include <span>
+#include <system_error>
 #include <thread>
+
+#include <sched.h>
 
 #include "common/errors.h"
 #include "common/text_table.h"
@@ -32,6 +35,15 @@ int64_t pipeline_microbatches(const ParallelPlan& plan, const ModelConfig& m) {
 
 namespace {
 
+// The cores this process may run on (its CPU affinity), at most 16: each simulation of a 4,096-chip
+// step holds about 40 MB.
+size_t usable_cores() {
+  size_t cores = std::max(1u, std::thread::hardware_concurrency());
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0) cores = static_cast<size_t>(std::max(1, CPU_COUNT(&set)));
+  return std::min<size_t>(cores, 16);
+}
+
 // Simulates every fitting layout at analytical fidelity and fills in its figures, as many at once as
 // the host has cores (the figures do not depend on how many).
 void simulate_layouts(const SimulationInput& in, std::span<LayoutTrial> trials) {
@@ -56,9 +68,14 @@ void simulate_layouts(const SimulationInput& in, std::span<LayoutTrial> trials) 
       }
     }
   };
-  const size_t threads = std::min<size_t>(todo.size(), std::max(1u, std::thread::hardware_concurrency()));
   std::vector<std::thread> pool;
-  for (size_t t = 1; t < threads; ++t) pool.emplace_back(work);
+  for (size_t t = 1; t < std::min(todo.size(), usable_cores()); ++t) {
+    try {
+      pool.emplace_back(work);
+    } catch (const std::system_error&) {  // no more threads: the ones running share the work
+      break;
+    }
+  }
   work();
   for (auto& t : pool) t.join();
   for (const auto& f : failures)

@@ -158,7 +158,8 @@ const Schema<ParallelPlan>& plan_schema() {
              positive<int64_t>())
         .add("tp", &ParallelPlan::tp, "chips", "Tensor-parallel width", int64_t{1}, positive<int64_t>())
         .add("pp", &ParallelPlan::pp, "stages",
-             "Pipeline stages: each holds an equal run of consecutive blocks; micro-batches flow through them 1F1B",
+             "Pipeline stages: each holds an equal share of the blocks (one run of consecutive blocks, or "
+             "virtual_stages of them); micro-batches flow through them 1F1B",
              int64_t{1}, positive<int64_t>())
         .add("virtual_stages", &ParallelPlan::virtual_stages, "chunks",
              "Chunks of blocks per pipeline stage: 1, or v > 1 for the interleaved 1F1B schedule (block chunk c on "
@@ -222,8 +223,10 @@ void validate_plan(const ParallelPlan& p, const ModelConfig& m, const Cluster& c
       throw UsageError("pp x virtual_stages = " + s(p.pp) + " x " + s(p.virtual_stages) + " must divide the " +
                        s(m.layers) + " blocks of " + m.id + " (each chunk holds as many)");
     if (p.microbatches % p.pp != 0)
-      throw UsageError("microbatches = " + s(p.microbatches) + ": the interleaved schedule runs micro-batches in groups of pp = " +
-                       s(p.pp) + " (a multiple of it is needed)");
+      throw UsageError("microbatches = " + s(p.microbatches) +
+                       ": the interleaved schedule runs micro-batches in groups of pp = " + s(p.pp) +
+                       " (a multiple of it is needed; each dp rank has " + s(p.batch_tokens / p.dp / m.seq_len) +
+                       " sequences to split)");
   }
   if (p.dp % p.ep != 0)
     throw UsageError("ep = " + s(p.ep) + " must divide dp = " + s(p.dp) + " (expert parallelism is part of dp)");

@@ -249,6 +249,9 @@ INSTANTIATE_TEST_SUITE_P(
         BadRun{"--model glam-8b --cluster dgx-h100-8 --batch-tokens 1e6", "--batch-tokens: got '1e6'"},
         BadRun{"--model glam-tiny --cluster dgx-h100-8 --dp 3", "dp x tp x pp must be the 8 chips"},
         BadRun{"--model glam-1.7b --cluster dgx-h100-64 --dp 4 --tp 4 --pp 4 --layers 2", "use pp = 1"},
+        BadRun{"--model glam-tiny --cluster dgx-h100-8 --virtual-stages 2 --layers 2", "virtual_stages = 1"},
+        BadRun{"--model glam-64b-64e --cluster tpu-v4-4096 --dp 512 --tp 1 --ep 64 --pp 8 --virtual-stages 2",
+               "each dp rank has 2 sequences"},
         BadRun{"--model glam-1.7b --cluster dgx-h100-64 --dp 4 --tp 1 --pp 16", "pp = 16 must divide the 24 blocks"},
         BadRun{"--model glam-1.7b --cluster dgx-h100-64 --dp 4 --tp 4 --pp 0", "--pp: got '0'"},
         // Past 4,096 passes the plan's products overflowed (a SIGFPE) and a step took minutes.

@@ -109,58 +109,62 @@ TEST(Pipeline, StagesFollowOneForwardOneBackward) {
 // backward in turn. A pass starts when its stage is free and the previous chunk's forward (the next
 // chunk's backward) has arrived.
 TEST(Pipeline, StagesFollowTheInterleavedSchedule) {
-  const int p = 4, v = 2, m = 8, per_chunk = 24 / (p * v);
-  SimulationInput in = pipeline_input(m);
-  in.plan.virtual_stages = v;
-  const StepResult r = simulate_step(in);
-  // (stage, forward, micro-batch, chunk) -> the pass's ops on the stream
-  std::map<std::tuple<int, bool, int, int>, Chunk> passes;
-  for (size_t i = 0; i < r.graph.ops.size(); ++i) {
-    const StepOp& op = r.graph.ops[i];
-    if ((op.kind == OpKind::kCollective && !op.blocking) || op.phase == StepPhase::kOptimizer ||
-        op.name == "embed_tie_allreduce")
-      continue;
-    int chunk = op.layer >= 0 ? op.layer / per_chunk : op.name == "embed" ? 0 : p * v - 1;
-    if (op.name == "pp_send") chunk = std::stoi(op.id.substr(op.id.find(".c") + 2));
-    EXPECT_EQ(chunk % p, op.stage) << op.id;
-    Chunk& c = passes[{op.stage, op.phase == StepPhase::kForward, microbatch_of(op.id), chunk}];
-    c.start = std::min(c.start, r.timing[i].start_s);
-    c.end = std::max(c.end, r.timing[i].end_s);
-    c.busy += r.timing[i].duration();
-  }
-  ASSERT_EQ(passes.size(), static_cast<size_t>(2 * m * p * v));
-  for (int s = 0; s < p; ++s) {
-    auto pass = [&](bool forward, int k) {
-      const int in_group = k % (p * v), local = forward ? in_group / p : v - 1 - in_group / p;
-      return std::tuple<int, bool, int, int>{s, forward, k / (p * v) * p + in_group % p, local * p + s};
-    };
-    const int warmup = (p - s - 1) * 2 + (v - 1) * p;
-    std::vector<std::tuple<int, bool, int, int>> program;
-    for (int k = 0; k < warmup; ++k) program.push_back(pass(true, k));
-    for (int k = 0; k < m * v - warmup; ++k) program.push_back(pass(true, warmup + k)), program.push_back(pass(false, k));
-    for (int k = m * v - warmup; k < m * v; ++k) program.push_back(pass(false, k));
-    double free_at = 0;
-    int in_flight = 0, most_in_flight = 0;
-    for (const auto& key : program) {
-      const auto [stage, forward, mb, chunk] = key;
-      const Chunk& c = passes.at(key);
-      double input = 0;
-      if (forward && chunk > 0) input = passes.at({(chunk - 1) % p, true, mb, chunk - 1}).end;
-      if (!forward && chunk < p * v - 1) input = passes.at({(chunk + 1) % p, false, mb, chunk + 1}).end;
-      const double tol = 1e-9 * r.step_time_s;
-      EXPECT_NEAR(c.start, std::max(free_at, input), tol) << "stage " << s << (forward ? " F" : " B") << mb << " chunk " << chunk;
-      EXPECT_NEAR(c.end - c.start, c.busy, tol);
-      free_at = c.end;
-      in_flight += forward ? 1 : -1;
-      most_in_flight = std::max(most_in_flight, in_flight);
+  for (const int m : {4, 8}) {
+    SCOPED_TRACE("micro-batches " + std::to_string(m));
+    const int p = 4, v = 2, per_chunk = 24 / (p * v);
+    SimulationInput in = pipeline_input(m);
+    in.plan.virtual_stages = v;
+    const StepResult r = simulate_step(in);
+    // (stage, forward, micro-batch, chunk) -> the pass's ops on the stream
+    std::map<std::tuple<int, bool, int, int>, Chunk> passes;
+    for (size_t i = 0; i < r.graph.ops.size(); ++i) {
+      const StepOp& op = r.graph.ops[i];
+      if ((op.kind == OpKind::kCollective && !op.blocking) || op.phase == StepPhase::kOptimizer ||
+          op.name == "embed_tie_allreduce")
+        continue;
+      int chunk = op.layer >= 0 ? op.layer / per_chunk : op.name == "embed" ? 0 : p * v - 1;
+      if (op.name == "pp_send") chunk = std::stoi(op.id.substr(op.id.find(".c") + 2));
+      EXPECT_EQ(chunk % p, op.stage) << op.id;
+      Chunk& c = passes[{op.stage, op.phase == StepPhase::kForward, microbatch_of(op.id), chunk}];
+      c.start = std::min(c.start, r.timing[i].start_s);
+      c.end = std::max(c.end, r.timing[i].end_s);
+      c.busy += r.timing[i].duration();
     }
-    EXPECT_EQ(most_in_flight, warmup + 1) << "stage " << s;
+    ASSERT_EQ(passes.size(), static_cast<size_t>(2 * m * p * v));
+    for (int s = 0; s < p; ++s) {
+      auto pass = [&](bool forward, int k) {
+        const int in_group = k % (p * v), local = forward ? in_group / p : v - 1 - in_group / p;
+        return std::tuple<int, bool, int, int>{s, forward, k / (p * v) * p + in_group % p, local * p + s};
+      };
+      // One group of micro-batches (m = pp): every forward pass first, as Megatron-LM runs it.
+      const int warmup = m == p ? m * v : (p - s - 1) * 2 + (v - 1) * p;
+      std::vector<std::tuple<int, bool, int, int>> program;
+      for (int k = 0; k < warmup; ++k) program.push_back(pass(true, k));
+      for (int k = 0; k < m * v - warmup; ++k) program.push_back(pass(true, warmup + k)), program.push_back(pass(false, k));
+      for (int k = m * v - warmup; k < m * v; ++k) program.push_back(pass(false, k));
+      double free_at = 0;
+      int in_flight = 0, most_in_flight = 0;
+      for (const auto& key : program) {
+        const auto [stage, forward, mb, chunk] = key;
+        const Chunk& c = passes.at(key);
+        double input = 0;
+        if (forward && chunk > 0) input = passes.at({(chunk - 1) % p, true, mb, chunk - 1}).end;
+        if (!forward && chunk < p * v - 1) input = passes.at({(chunk + 1) % p, false, mb, chunk + 1}).end;
+        const double tol = 1e-9 * r.step_time_s;
+        EXPECT_NEAR(c.start, std::max(free_at, input), tol) << "stage " << s << (forward ? " F" : " B") << mb << " chunk " << chunk;
+        EXPECT_NEAR(c.end - c.start, c.busy, tol);
+        free_at = c.end;
+        in_flight += forward ? 1 : -1;
+        most_in_flight = std::max(most_in_flight, in_flight);
+      }
+      EXPECT_EQ(most_in_flight, std::min(warmup + 1, m * v)) << "stage " << s;
+    }
+    // The last stage's forward sends go on to the first stage (the ring's wrap).
+    bool wraps = false;
+    for (size_t i = 0; i < r.graph.ops.size(); ++i) wraps |= r.graph.ops[i].name == "pp_send" && r.graph.ops[i].stage == p - 1 &&
+                                                            r.graph.ops[i].phase == StepPhase::kForward;
+    EXPECT_TRUE(wraps);
   }
-  // The last stage's forward sends go on to the first stage (the ring's wrap).
-  bool wraps = false;
-  for (size_t i = 0; i < r.graph.ops.size(); ++i) wraps |= r.graph.ops[i].name == "pp_send" && r.graph.ops[i].stage == p - 1 &&
-                                                          r.graph.ops[i].phase == StepPhase::kForward;
-  EXPECT_TRUE(wraps);
 }
 
 // With balanced stages (a small vocabulary, so the ends weigh no more than the middle) and sends that
@@ -263,6 +267,24 @@ TEST(Pipeline, StagesSplitTheBlocksAndKeepTheWork) {
       EXPECT_EQ(op.stage, op.name == "embed" ? 0 : 3) << op.id;
     }
   }
+  // Interleaved (8 chunks of 4 blocks, 2 per stage): the same work, ids
+  // still unique, dependencies still backwards, chunk c on stage c mod 4, a send per chunk boundary
+  // and micro-batch each way.
+  four.virtual_stages = 2;
+  const StepGraph interleaved = build_step_graph(m, four);
+  EXPECT_NEAR(work(interleaved), work(flat), 1e-9 * work(flat));
+  std::set<std::string> interleaved_ids;
+  int interleaved_sends = 0;
+  for (size_t i = 0; i < interleaved.ops.size(); ++i) {
+    const StepOp& op = interleaved.ops[i];
+    EXPECT_TRUE(interleaved_ids.insert(op.id).second) << "duplicate id " << op.id;
+    for (int d : op.deps) EXPECT_LT(d, static_cast<int>(i)) << op.id;
+    if (op.layer >= 0) {
+      EXPECT_EQ(op.stage, op.layer / 4 % 4) << op.id;
+    }
+    interleaved_sends += op.name == "pp_send" ? 1 : 0;
+  }
+  EXPECT_EQ(interleaved_sends, 2 * (4 * 2 - 1) * 8);
   // Each stage ends with its own optimizer; sends go forward from stages 0-2 and back from 1-3.
   std::map<int, int> optimizers, sends_forward, sends_back;
   for (const StepOp& op : piped.ops) {
