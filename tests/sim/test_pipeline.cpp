@@ -167,23 +167,33 @@ TEST(Pipeline, StagesFollowTheInterleavedSchedule) {
   }
 }
 
-// With balanced stages (a small vocabulary, so the ends weigh no more than the middle) and sends that
-// cost nothing, the bubble takes the textbook (p - 1) / (m + p - 1) of the pipeline (the step less the
+// Balanced stages (a small vocabulary, so the ends weigh no more than the middle) with sends that cost
+// nothing: glam-1.7b over 4 stages of one GPU, 2 replicas.
+StepResult balanced_pipeline(int64_t microbatches, int64_t virtual_stages) {
+  SimulationInput in = pipeline_input(microbatches);
+  in.cluster = free_links_node();
+  in.plan.dp = 2, in.plan.tp = 1, in.plan.virtual_stages = virtual_stages;
+  in.model.vocab_size = 256;
+  return simulate_step(in);
+}
+
+// The bubble's share of the pipeline: the step less the optimizer after the pipeline has drained.
+double bubble_share(const StepResult& r) {
+  double optimizer = 0;
+  for (size_t i = 0; i < r.graph.ops.size(); ++i)
+    if (r.graph.ops[i].phase == StepPhase::kOptimizer && r.graph.ops[i].stage == r.busiest_stage)
+      optimizer = r.timing[i].duration();
+  return r.pipeline_bubble_s / (r.step_time_s - optimizer);
+}
+
+// On balanced stages with free sends the bubble takes the textbook (p - 1) / (m + p - 1) of the pipeline (the step less the
 // optimizer after it has drained), within 1%: the ends' embedding and head still weigh a little.
 TEST(Pipeline, BubbleIsTheFillAndDrainOfOneForwardOneBackward) {
   double previous = 1;
   for (int64_t m : {4, 16, 64}) {
-    SimulationInput in = pipeline_input(m);
-    in.cluster = free_links_node();
-    in.plan.dp = 2, in.plan.tp = 1;
-    in.model.vocab_size = 256;
-    const StepResult r = simulate_step(in);
-    double optimizer = 0;
-    for (size_t i = 0; i < r.graph.ops.size(); ++i)
-      if (r.graph.ops[i].phase == StepPhase::kOptimizer && r.graph.ops[i].stage == r.busiest_stage)
-        optimizer = r.timing[i].duration();
-    const double pipeline = r.step_time_s - optimizer, textbook = 3.0 / static_cast<double>(m + 3);
-    EXPECT_NEAR(r.pipeline_bubble_s / pipeline, textbook, 0.01 * textbook) << "m " << m;
+    const StepResult r = balanced_pipeline(m, 1);
+    const double textbook = 3.0 / static_cast<double>(m + 3);
+    EXPECT_NEAR(bubble_share(r), textbook, 0.01 * textbook) << "m " << m;
     EXPECT_LT(r.pipeline_bubble_s / r.step_time_s, previous);
     previous = r.pipeline_bubble_s / r.step_time_s;
     EXPECT_NEAR(r.step_time_s, r.compute_s + r.exposed_comm_s + r.pipeline_bubble_s, 1e-9 * r.step_time_s);
@@ -212,21 +222,12 @@ TEST(Pipeline, TiedEmbeddingSyncFollowsBothEndsDataParallelSums) {
 }
 
 // Interleaving v chunks per stage shrinks the bubble v-fold: ((p - 1) / v) / (m + (p - 1) / v) of the
-// pipeline on balanced stages with free sends, and holds 1 + (p - 1) / (p v) times the activations on the first stage
-// (Korthikanti et al. 2022), with the same weights.
+// pipeline on balanced stages with free sends, and holds 1 + (p - 1) / (p v) times the activations on
+// the first stage (Korthikanti et al. 2022), with the same weights.
 TEST(Pipeline, InterleavingShrinksTheBubbleAndGrowsTheActivations) {
   for (int64_t v : {1, 2, 3}) {
-    SimulationInput in = pipeline_input(16);
-    in.cluster = free_links_node();
-    in.plan.dp = 2, in.plan.tp = 1, in.plan.virtual_stages = v;
-    in.model.vocab_size = 256;
-    const StepResult r = simulate_step(in);
-    double optimizer = 0;
-    for (size_t i = 0; i < r.graph.ops.size(); ++i)
-      if (r.graph.ops[i].phase == StepPhase::kOptimizer && r.graph.ops[i].stage == r.busiest_stage)
-        optimizer = r.timing[i].duration();
     const double fill = 3.0 / static_cast<double>(v), textbook = fill / (16 + fill);
-    EXPECT_NEAR(r.pipeline_bubble_s / (r.step_time_s - optimizer), textbook, 0.01 * textbook) << "v " << v;
+    EXPECT_NEAR(bubble_share(balanced_pipeline(16, v)), textbook, 0.01 * textbook) << "v " << v;
   }
   const ModelConfig m = load_model("glam-64b-64e");  // 64 blocks: chunks of 8 (4 MoE, 4 dense) for v = 2
   ParallelPlan p;
