@@ -145,8 +145,8 @@ TEST(GlamsimRun, PipelineStagesInEveryOutput) {
     for (std::string line; std::getline(in, line);) {
       std::istringstream cells(line);
       std::string name;
-      double v = 0;
-      if (cells >> name >> v) stats[name] = v;
+      double value = 0;
+      if (cells >> name >> value) stats[name] = value;
     }
     ASSERT_TRUE(stats.count("step.pipeline_bubble"));
     EXPECT_GT(stats["step.pipeline_bubble"], 0.05 * stats["step.time"]);
