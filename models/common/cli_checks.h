@@ -30,6 +30,20 @@ inline CLI::Validator integer_at_least(int64_t lo, int64_t hi = std::numeric_lim
       "INT>=" + std::to_string(lo));
 }
 
+// A finite number from `lo` to `hi` (fractions, shares).
+inline CLI::Validator number_between(double lo, double hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& text) -> std::string {
+        double v = 0;
+        const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+        if (ec != std::errc() || end != text.data() + text.size() || !(v >= lo && v <= hi))
+          return "got '" + text + "', expected a number from " + CLI::detail::to_string(lo) + " to " +
+                 CLI::detail::to_string(hi);
+        return "";
+      },
+      "NUMBER");
+}
+
 // A non-negative whole number that fits 64 bits (seeds): no sign, no wrap-around.
 inline CLI::Validator unsigned_integer() {
   return CLI::Validator(

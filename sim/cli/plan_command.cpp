@@ -144,13 +144,14 @@ void add_plan_command(CLI::App& app) {
       if (progress) std::cerr << "glamsim: simulating " << row.sim.input.cluster.id() << "...\r" << std::flush;
       row.step = simulate_step(row.sim.input);
       if (!row.step.fits_memory && !opts->allow_oom && comparing) {
-        row.does_not_fit = PlanRow::TooSmall{row.step.memory.total_bytes(), row.sim.input.cluster.chip().hbm_bytes};
+        row.does_not_fit = PlanRow::TooSmall{row.step.memory.total_bytes(), row.sim.input.usable_hbm_bytes()};
         continue;
       }
       if (!row.step.fits_memory && !opts->allow_oom)
         throw UsageError("the plan for " + row.sim.input.cluster.id() + " needs " +
                          format_bytes(row.step.memory.total_bytes()) + " per chip, more than its " +
-                         format_bytes(row.sim.input.cluster.chip().hbm_bytes) + " (use --allow-oom to plan it anyway)");
+                         format_bytes(row.sim.input.usable_hbm_bytes()) + usable_hbm_note(row.sim.input) +
+                         " (use --allow-oom to plan it anyway)");
       row.estimate = estimate_training(row.sim.input, row.step, tokens,
                                        facility_for(row.sim.input.cluster, opts->pue, opts->carbon));
     }

@@ -32,7 +32,8 @@ void add_run_command(CLI::App& app) {
     if (show_progress) std::cerr << "\r\033[K" << std::flush;
     if (!r.fits_memory && !opts->allow_oom)
       throw UsageError("the plan needs " + format_bytes(r.memory.total_bytes()) + " per chip but " +
-                       sim.input.cluster.id() + " chips hold " + format_bytes(sim.input.cluster.chip().hbm_bytes) +
+                       sim.input.cluster.id() + " chips hold " + format_bytes(sim.input.usable_hbm_bytes()) +
+                       usable_hbm_note(sim.input) +
                        " (weights " + format_bytes(r.memory.weights_bytes) + ", gradients " +
                        format_bytes(r.memory.gradients_bytes) + ", optimizer " +
                        format_bytes(r.memory.optimizer_bytes) + ", activations " +

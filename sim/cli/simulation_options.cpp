@@ -47,6 +47,10 @@ void SimulationOptions::register_options(CLI::App& cmd, bool with_out_dir) {
   cmd.add_option("--calibration", calibration, "Calibration profile (TOML) from glamexec calibrate");
   cmd.add_option("--layers", layers, "Simulate only the first K blocks")->transform(cli_checks::integer_at_least(1));
   cmd.add_flag("--allow-oom", allow_oom, "Simulate a plan even if it does not fit in memory");
+  cmd.add_option("--hbm-headroom", hbm_headroom,
+                 "Share of each chip's HBM a plan leaves free, for framework workspace and allocator "
+                 "fragmentation (default 0: the footprint may fill HBM)")
+      ->transform(cli_checks::number_between(0, 0.9));
   cmd.add_flag("--layouts", list_layouts,
                "Also list every layout the plan chooser compared: memory per chip, step time, MFU");
   if (with_out_dir)
@@ -85,6 +89,7 @@ ResolvedSimulation SimulationOptions::resolve_for_cluster(const std::string& clu
   if (spec.kind != "uniform" && !m.is_moe())
     throw UsageError("--routing " + routing + ": " + m.id + " is dense (no experts to route to)");
   SimulationInput in{m, c, base, spec, fid, profile, layers, flow_max_flows};
+  in.hbm_headroom = hbm_headroom;
   // Checks the routing file against the model now rather than mid-simulation.
   int moe_blocks = 0;
   for (int64_t l = 0; l < (layers < 0 ? m.layers : std::min(layers, m.layers)); ++l) moe_blocks += m.is_moe_layer(l);
@@ -116,15 +121,16 @@ ResolvedSimulation SimulationOptions::resolve_for_cluster(const std::string& clu
       throw UsageError(plan_file + ": " + e.what());
     }
     // A fixed layout that does not fit in one pass gets the fewest micro-batches that make it fit.
-    if (choose_micro && plan_memory(m, out.input.plan).total_bytes() > c.chip().hbm_bytes)
-      out.input.plan.microbatches = std::max(out.input.plan.microbatches, fitting_microbatches(out.input.plan, m, c));
+    if (choose_micro && plan_memory(m, out.input.plan).total_bytes() > out.input.usable_hbm_bytes())
+      out.input.plan.microbatches =
+          std::max(out.input.plan.microbatches, fitting_microbatches(out.input.plan, m, out.input.usable_hbm_bytes()));
     out.plan_note = "";
   } else {
     if (show_progress) std::cerr << "glamsim: choosing a parallel layout...\r" << std::flush;
     PlanChoice choice = choose_plan(in, base, allow_oom);
     out.input.plan = choice.plan;
     out.layouts = std::move(choice.trials);
-    out.hbm_bytes = c.chip().hbm_bytes;
+    out.hbm_bytes = out.input.usable_hbm_bytes();
     out.plan_note = "\nplan chosen by glamsim: fastest of " + std::to_string(choice.fitting) + " layouts that fit (" +
                     std::to_string(choice.candidates) + " considered); override with --dp/--ep/--tp/--pp/--virtual-stages or --plan\n";
   }

@@ -17,7 +17,7 @@ struct ResolvedSimulation {
   SimulationInput input;
   std::string plan_note;  // how the plan was chosen
   std::vector<LayoutTrial> layouts;  // what the chooser compared; empty when the user fixed the plan
-  double hbm_bytes = 0;
+  double hbm_bytes = 0;  // usable per chip (HBM less the headroom)
   // --layouts: the table (text) or the array (json) of the layouts compared.
   std::string layouts_text() const;
   nlohmann::json layouts_json() const;
@@ -29,6 +29,7 @@ struct SimulationOptions {
   std::string mapping = "auto";
   int64_t dp = 0, ep = 0, tp = 0, pp = 0, virtual_stages = 0, batch_tokens = 0, layers = -1, microbatches = 0;
   size_t flow_max_flows = 16384;
+  double hbm_headroom = 0;
   bool shard_weights = false, recompute = false, allow_oom = false, quiet = false, list_layouts = false;
   bool with_cluster = true;
 

@@ -1,6 +1,7 @@
 #include "engine/step_simulator.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <utility>
 
 #include "common/errors.h"
@@ -17,6 +18,13 @@ Fidelity parse_fidelity(const std::string& s) {
 }
 
 const char* fidelity_name(Fidelity f) { return f == Fidelity::kFlow ? "flow" : "analytical"; }
+
+std::string usable_hbm_note(const SimulationInput& in) {
+  if (in.hbm_headroom <= 0) return "";
+  char pct[32];
+  std::snprintf(pct, sizeof pct, "%.4g", 100 * in.hbm_headroom);
+  return std::string(" (") + pct + "% of each chip's HBM kept free)";
+}
 
 std::string products_precision(const SimulationInput& in) {
   if (!in.product_precision.empty()) return in.product_precision;
@@ -197,7 +205,7 @@ StepResult simulate_step(const SimulationInput& in) {
   r.exposed_comm_s = r.step_time_s - r.compute_s - r.pipeline_bubble_s;
   r.mfu = r.graph.model_flops / (r.step_time_s * compute.peak_flops());
   r.memory = plan_memory(m, in.plan);
-  r.fits_memory = r.memory.total_bytes() <= in.cluster.chip().hbm_bytes;
+  r.fits_memory = r.memory.total_bytes() <= in.usable_hbm_bytes();
   r.schedules_built = network->schedules_built();
   if (auto* analytical = dynamic_cast<AnalyticalNetwork*>(network.get())) r.flows_routed = analytical->flows_routed();
   if (auto* flow = dynamic_cast<FlowNetwork*>(network.get())) {

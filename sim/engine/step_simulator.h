@@ -41,6 +41,10 @@ struct SimulationInput {
   double ranks_per_core = 1;
   double scheduler_slice_s = 1.5e-3;
   std::function<void(double)> progress;  // called with the fraction of ops done, when set
+  // The share of each chip's HBM a plan leaves free (framework workspace, allocator fragmentation):
+  // a plan fits when its footprint is at most usable_hbm_bytes().
+  double hbm_headroom = 0;
+  double usable_hbm_bytes() const { return cluster.chip().hbm_bytes * (1 - hbm_headroom); }
 };
 
 struct OpTiming {
@@ -76,6 +80,9 @@ struct StepResult {
 };
 
 StepResult simulate_step(const SimulationInput& in);
+
+// " (10% of each chip's HBM kept free)" after a usable HBM figure; empty without headroom.
+std::string usable_hbm_note(const SimulationInput& in);
 
 // in.product_precision, or the one the model's activation precision implies.
 std::string products_precision(const SimulationInput& in);

@@ -15,13 +15,13 @@
 
 namespace glam {
 
-int64_t fitting_microbatches(const ParallelPlan& plan, const ModelConfig& m, const Cluster& c) {
+int64_t fitting_microbatches(const ParallelPlan& plan, const ModelConfig& m, double usable_hbm_bytes) {
   const int64_t sequences = plan.tokens_per_rank() / m.seq_len;
   for (int64_t mb = 1; mb <= std::min(sequences, kMaxMicrobatches); mb *= 2) {
     if (sequences % mb) break;
     ParallelPlan p = plan;
     p.microbatches = mb;
-    if (plan_memory(m, p).total_bytes() <= c.chip().hbm_bytes) return mb;
+    if (plan_memory(m, p).total_bytes() <= usable_hbm_bytes) return mb;
   }
   return plan.microbatches;
 }
@@ -152,7 +152,7 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
       const double bytes = trial.memory_bytes = plan_memory(m, p).total_bytes();
       smallest_any = std::min(smallest_any, bytes);
       if (fallback && bytes < smallest_bytes) smallest_bytes = bytes, smallest = p;
-      trial.fits = bytes <= in.cluster.chip().hbm_bytes;
+      trial.fits = bytes <= in.usable_hbm_bytes();
       best.fitting += trial.fits ? 1 : 0;
     }
     simulate_layouts(in, std::span<LayoutTrial>(best.trials).subspan(first));
@@ -167,7 +167,7 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
     std::vector<ParallelPlan> retries;
     for (ParallelPlan p : layouts) {
       const int64_t tried = p.microbatches;
-      p.microbatches = std::max(tried, fitting_microbatches(p, m, in.cluster));
+      p.microbatches = std::max(tried, fitting_microbatches(p, m, in.usable_hbm_bytes()));
       if (p.microbatches == 1) {
         // Nothing fits: still count the smallest footprint micro-batching reaches, for the message.
         const int64_t sequences = p.tokens_per_rank() / m.seq_len;
@@ -187,8 +187,8 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
     if (!allow_oom)
       throw PlanDoesNotFit("no parallel layout of " + m.id + " fits " + in.cluster.id() + ": the smallest needs " +
                        format_bytes(smallest_any) + " per chip, HBM holds " +
-                       format_bytes(in.cluster.chip().hbm_bytes) +
-                       " (use more chips, a smaller batch, or --allow-oom to simulate it anyway)", smallest_any, in.cluster.chip().hbm_bytes);
+                       format_bytes(in.usable_hbm_bytes()) + usable_hbm_note(in) +
+                       " (use more chips, a smaller batch, or --allow-oom to simulate it anyway)", smallest_any, in.usable_hbm_bytes());
     best.plan = *smallest;
   }
   return best;

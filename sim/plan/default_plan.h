@@ -26,7 +26,7 @@ class PlanDoesNotFit : public UsageError {
  public:
   PlanDoesNotFit(const std::string& what, double needed, double hbm)
       : UsageError(what), needed_bytes(needed), hbm_bytes(hbm) {}
-  double needed_bytes, hbm_bytes;  // the smallest footprint per chip, and what a chip holds
+  double needed_bytes, hbm_bytes;  // the smallest footprint per chip, and what a chip holds for it
 };
 
 struct PlanChoice {
@@ -51,6 +51,6 @@ int64_t pipeline_microbatches(const ParallelPlan& plan, const ModelConfig& m);
 
 // The fewest micro-batches (a power of two that splits each rank's sequences evenly) with which
 // the plan fits in HBM; the plan's own count when none does.
-int64_t fitting_microbatches(const ParallelPlan& plan, const ModelConfig& m, const Cluster& c);
+int64_t fitting_microbatches(const ParallelPlan& plan, const ModelConfig& m, double usable_hbm_bytes);
 
 }  // namespace glam

@@ -73,6 +73,7 @@ nlohmann::json step_summary_json(const SimulationInput& in, const StepResult& r,
         {"optimizer", r.memory.optimizer_bytes},
         {"activations", r.memory.activations_bytes}}},
       {"hbm_bytes", in.cluster.chip().hbm_bytes},
+      {"usable_hbm_bytes", in.usable_hbm_bytes()},
       {"fits_memory", r.fits_memory},
       {"mean_dropped_fraction", dropped},
       {"link_bytes", links},
@@ -106,8 +107,9 @@ std::string step_summary_text(const SimulationInput& in, const StepResult& r, co
   t.add_row({"all-to-all", format_seconds(r.alltoall_s) + ", " + format_bytes(r.alltoall_bytes) + " sent per chip"});
   t.add_row({"MFU", format_fixed(100 * r.mfu, 1) + "%"});
   t.add_row({"tokens/s", format_count(static_cast<double>(p.batch_tokens) / r.step_time_s)});
-  t.add_row({"memory per chip", format_bytes(r.memory.total_bytes()) + " of " +
-                                    format_bytes(in.cluster.chip().hbm_bytes) + (r.fits_memory ? " (fits)" : " (DOES NOT FIT)")});
+  t.add_row({"memory per chip", format_bytes(r.memory.total_bytes()) + " of " + format_bytes(in.usable_hbm_bytes()) +
+                                    (in.hbm_headroom > 0 ? " usable" : "") +
+                                    (r.fits_memory ? " (fits)" : " (DOES NOT FIT)")});
   t.add_row({"simulator wall time", format_fixed(host.wall_time_s, 3) + " s"});
   o << t.render();
   return o.str();

@@ -92,7 +92,7 @@ TEST(Plan, MicroBatchesMakeALargeBatchFitOneGpu) {
   Cluster c = load_cluster("h200-1");
   ParallelPlan p = plan(1, 1, 1);
   EXPECT_GT(plan_memory(m, p).total_bytes(), c.chip().hbm_bytes);
-  const int64_t mb = fitting_microbatches(p, m, c);
+  const int64_t mb = fitting_microbatches(p, m, c.chip().hbm_bytes);
   EXPECT_GT(mb, 1);
   p.microbatches = mb;
   EXPECT_LE(plan_memory(m, p).total_bytes(), c.chip().hbm_bytes);
@@ -124,6 +124,31 @@ TEST(Plan, DefaultPlanFitsAndIsValid) {
   } catch (const UsageError& e) {
     EXPECT_NE(std::string(e.what()).find("fits"), std::string::npos) << e.what();
   }
+}
+
+// --hbm-headroom keeps a share of each chip's HBM free: the chooser counts a layout as fitting only
+// under the rest, and a larger headroom can only drop layouts (each listed one keeps its footprint).
+TEST(Plan, ChooserLeavesTheHeadroomFree) {
+  SimulationInput in{load_model("glam-64b-64e"), load_cluster("tpu-v4-1024"), plan(0, 0, 0), {},
+                     Fidelity::kAnalytical, default_profile("tpu-v4")};
+  ParallelPlan base = plan(0, 0, 0);
+  base.microbatches = base.pp = base.virtual_stages = 0;
+  int previous_fitting = 1 << 30;
+  for (double headroom : {0.0, 0.05, 0.2}) {
+    in.hbm_headroom = headroom;
+    const double usable = (1 - headroom) * in.cluster.chip().hbm_bytes;
+    EXPECT_DOUBLE_EQ(in.usable_hbm_bytes(), usable);
+    const PlanChoice choice = choose_plan(in, base, false);
+    for (const LayoutTrial& t : choice.trials) EXPECT_EQ(t.fits, t.memory_bytes <= usable) << plan_short_label(t.plan);
+    EXPECT_LE(plan_memory(in.model, choice.plan).total_bytes(), usable);
+    EXPECT_LE(choice.fitting, previous_fitting);
+    previous_fitting = choice.fitting;
+    SimulationInput chosen = in;
+    chosen.plan = choice.plan;
+    EXPECT_TRUE(simulate_step(chosen).fits_memory);
+  }
+  in.hbm_headroom = 0.9;  // 3.2 GiB of 32: nothing of a 1.2T-parameter model fits
+  EXPECT_THROW(choose_plan(in, base, false), PlanDoesNotFit);
 }
 
 // The chooser keeps every layout it looked at: the winner first, the fitting ones by step time,
