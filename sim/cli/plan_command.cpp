@@ -48,6 +48,9 @@ std::string render_single(const PlanRow& row) {
   TextTable t({"figure", "value"}, {false, true});
   t.add_row({"steps", format_fixed(e.steps, 0)});
   t.add_row({"step time", format_seconds(e.step_time_s)});
+  if (in.plan.pp > 1)
+    t.add_row({"pipeline bubble", format_seconds(row.step.pipeline_bubble_s) + " (" +
+                                      format_fixed(100 * row.step.pipeline_bubble_s / e.step_time_s, 1) + "% of step)"});
   t.add_row({"training time", format_fixed(e.train_hours, 0) + " h (" + format_fixed(e.train_hours / 24, 1) + " days)"});
   t.add_row({"chip-hours", format_count(e.chip_hours)});
   t.add_row({"MFU", format_fixed(100 * e.mfu, 1) + "%"});
@@ -176,6 +179,8 @@ void add_plan_command(CLI::App& app) {
         j["plan"] = plan_to_json(r.sim.input.plan);
         j["fits_memory"] = r.step.fits_memory;
         j["memory_per_chip_bytes"] = r.step.memory.total_bytes();
+        j["usable_hbm_bytes"] = r.sim.input.usable_hbm_bytes();
+        j["pipeline_bubble_s"] = r.step.pipeline_bubble_s;
         if (opts->list_layouts) j["layouts"] = r.sim.layouts_json();
         return j;
       };

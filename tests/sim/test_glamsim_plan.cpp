@@ -35,6 +35,19 @@ TEST(GlamsimPlan, ReproducesTheGlamTrainingCost) {
   EXPECT_NEAR(full["tco2e"].get<double>(), 40.2, 0.05 * 40.2);
 }
 
+// A pipelined plan reports its bubble (JSON and table) and the HBM its headroom leaves.
+TEST(GlamsimPlan, PipelinedPlanShowsItsBubbleAndUsableMemory) {
+  const std::string args = "--model glam-1.7b --cluster dgx-h100-64 --dp 2 --tp 8 --tokens 1e10 --hbm-headroom 0.1";
+  auto j = plan_json(args);
+  EXPECT_EQ(j["plan"]["pp"], 4);
+  EXPECT_GT(j["pipeline_bubble_s"].get<double>(), 0.05 * j["step_time_s"].get<double>());
+  EXPECT_LT(j["pipeline_bubble_s"].get<double>(), j["step_time_s"].get<double>());
+  EXPECT_NEAR(j["usable_hbm_bytes"].get<double>(), 0.9 * 80e9, 1);  // H100: 80 GB
+  auto text = run_command("glamsim plan --quiet " + args);
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find("pipeline bubble"), std::string::npos) << text.out;
+}
+
 TEST(GlamsimPlan, BreakdownAddsUpAndOverridesApply) {
   auto j = plan_json("--model glam-1.7b-64e --cluster tpu-v4-64 --tokens 1e10 --batch-tokens 262144 --pue 1.5 "
                      "--carbon-intensity 0.4");
