@@ -1,6 +1,6 @@
 #pragma once
-// The StepGraph: the ops of one training step as seen by one rank, with FLOPs, HBM bytes and
-// the collectives they need. The simulator schedules it; the executor names its timed regions
+// The StepGraph: the ops of one training step as seen by one rank (one rank of each stage when the
+// plan has pipeline stages), with FLOPs, HBM bytes and the collectives they need. The simulator schedules it; the executor names its timed regions
 // with the same op ids ("L3.attn_qkv.fwd", "L3.moe_dispatch_a2a.bwd", "optimizer", ...).
 #include <cstdint>
 #include <string>

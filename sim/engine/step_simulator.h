@@ -2,7 +2,8 @@
 // Simulates one training step: builds the StepGraph for the plan and routing, times every op
 // (compute by the roofline model, collectives by the chosen network fidelity) and schedules
 // them on one rank's compute stream plus one network lane per plan axis for the collectives
-// that overlap compute (gradient reductions, weight prefetches).
+// that overlap compute (gradient reductions, weight prefetches); with pipeline stages, one rank of
+// each stage, each with its own stream and lanes.
 #include <functional>
 #include <map>
 #include <memory>
