@@ -153,7 +153,7 @@ TEST(GlamsimRun, PipelineStagesInEveryOutput) {
     std::istringstream csv(read_whole_file(out / "layers.csv"));
     std::string line;
     std::getline(csv, line);
-    std::map<int, double> per_stage;
+    std::map<int, double> per_stage, exposed, waits;
     std::map<int, std::set<int>> blocks;
     while (std::getline(csv, line)) {
       std::vector<std::string> f;
@@ -161,9 +161,15 @@ TEST(GlamsimRun, PipelineStagesInEveryOutput) {
       for (std::string c; std::getline(cells, c, ',');) f.push_back(c);
       ASSERT_EQ(f.size(), 10u) << line;
       per_stage[std::stoi(f[8])] += std::stod(f[2]) + std::stod(f[3]) + std::stod(f[9]);
+      exposed[std::stoi(f[8])] += std::stod(f[6]);
+      waits[std::stoi(f[8])] += std::stod(f[9]);
       if (std::stoi(f[0]) >= 0) blocks[std::stoi(f[8])].insert(std::stoi(f[0]));
     }
     ASSERT_EQ(per_stage.size(), 4u);
+    // The stage the figures describe: its rows' exposed communication and pipeline waits are the step's.
+    const int busiest = static_cast<int>(stats["step.pipeline_stage"]);
+    EXPECT_NEAR(exposed[busiest], stats["step.exposed_comm"], 1e-6 * stats["step.time"]);
+    EXPECT_NEAR(waits[busiest], stats["step.pipeline_bubble"], 1e-6 * stats["step.time"]);
     for (const auto& [stage, total] : per_stage) {
       EXPECT_NEAR(total, stats["step.time"], 1e-6 * stats["step.time"]) << "stage " << stage;
       EXPECT_EQ(blocks[stage].size(), 6u);
