@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <set>
 
 #include "network/collective_schedule.h"
 #include "engine/step_simulator.h"
@@ -171,6 +172,28 @@ TEST(Collectives, GpuAllReduceIsHierarchical) {
       }
   std::vector<int> one_node = {0, 1, 2, 3, 4, 5, 6, 7};
   EXPECT_EQ(plan_collective(c, CollectiveKind::kAllReduce, {one_node}).algorithm, "ring");
+}
+
+// Pipeline sends: every stage but the last sends its whole buffer to the next (backward: to the
+// previous); interleaved schedules go round a ring, the last stage sending on to the first.
+TEST(Collectives, PipelineSendsGoToTheNeighbouringStage) {
+  Cluster c = load_cluster("dgx-h100-64");
+  const std::vector<std::vector<int>> pipes = {{0, 16, 32, 48}, {1, 17, 33, 49}};
+  auto flows = [&](bool transposed, bool wraps) {
+    std::set<std::pair<int, int>> out;
+    const CollectiveSchedule s = plan_collective(c, CollectiveKind::kSendRecv, pipes, {}, transposed, wraps);
+    EXPECT_EQ(s.phases.size(), 1u);
+    for (const auto& f : s.phases.front().flows) {
+      EXPECT_DOUBLE_EQ(f.share, 1.0);
+      out.insert({f.src, f.dst});
+    }
+    return out;
+  };
+  using Pairs = std::set<std::pair<int, int>>;
+  EXPECT_EQ(flows(false, false), (Pairs{{0, 16}, {16, 32}, {32, 48}, {1, 17}, {17, 33}, {33, 49}}));
+  EXPECT_EQ(flows(true, false), (Pairs{{16, 0}, {32, 16}, {48, 32}, {17, 1}, {33, 17}, {49, 33}}));
+  EXPECT_EQ(flows(false, true),
+            (Pairs{{0, 16}, {16, 32}, {32, 48}, {48, 0}, {1, 17}, {17, 33}, {33, 49}, {49, 1}}));
 }
 
 
