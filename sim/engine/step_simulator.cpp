@@ -83,7 +83,6 @@ StepResult simulate_step(const SimulationInput& in) {
     std::map<CommAxis, double> lane;
     std::vector<InFlight> in_flight;
     std::vector<double> background;  // bytes per second on each link from its collectives in flight
-    double waited_for_stages = 0;    // stream idle while waiting for another stage (pipeline bubble)
   };
   const size_t stage_count = static_cast<size_t>(std::max<int64_t>(1, r.graph.stages));
   std::vector<Stage> stages(stage_count);
@@ -111,7 +110,7 @@ StepResult simulate_step(const SimulationInput& in) {
     }
     const bool on_stream = op.kind != OpKind::kCollective || op.blocking;
     t.start_s = on_stream ? std::max(st.stream, ready) : std::max({st.stream, ready, st.lane[op.axis]});
-    if (on_stream && ready_from_other_stage && ready > st.stream) st.waited_for_stages += ready - st.stream;
+    if (on_stream && ready_from_other_stage && ready > st.stream) t.stage_wait_s = ready - st.stream;
     double duration = 0;
     if (op.kind == OpKind::kCollective) {
       CollectiveRequest req{op.collective, op.axis, op.comm_bytes, op.a2a_dest_share, op.a2a_transposed, op.send_wraps};
@@ -177,13 +176,14 @@ StepResult simulate_step(const SimulationInput& in) {
   for (const auto& st : stages) r.step_time_s = std::max(r.step_time_s, st.stream + (in.ranks_per_core - 1) * st.turn_taking);
   // Figures of each stage; the step reports the stage with the most compute.
   struct StageFigures {
-    double compute = 0, comm = 0, alltoall = 0, alltoall_bytes = 0, end = 0;
+    double compute = 0, comm = 0, alltoall = 0, alltoall_bytes = 0, end = 0, stage_waits = 0;
   };
   std::vector<StageFigures> figures(stage_count);
   for (size_t i = 0; i < ops.size(); ++i) {
     StageFigures& f = figures[static_cast<size_t>(ops[i].stage)];
     const double d = r.timing[i].duration();
     f.end = std::max(f.end, r.timing[i].end_s);
+    f.stage_waits += r.timing[i].stage_wait_s;
     if (ops[i].kind != OpKind::kCollective) {
       f.compute += d;
       continue;
@@ -201,7 +201,7 @@ StepResult simulate_step(const SimulationInput& in) {
   r.busiest_stage = static_cast<int>(busiest);
   r.compute_s = f.compute, r.comm_s = f.comm, r.alltoall_s = f.alltoall, r.alltoall_bytes = f.alltoall_bytes;
   // Its idle time waiting for other stages, and after its last op until the step ends (the drain).
-  if (stage_count > 1) r.pipeline_bubble_s = stages[busiest].waited_for_stages + (r.step_time_s - f.end);
+  if (stage_count > 1) r.pipeline_bubble_s = f.stage_waits + (r.step_time_s - f.end);
   r.exposed_comm_s = r.step_time_s - r.compute_s - r.pipeline_bubble_s;
   r.mfu = r.graph.model_flops / (r.step_time_s * compute.peak_flops());
   r.memory = plan_memory(m, in.plan);

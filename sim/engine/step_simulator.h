@@ -52,6 +52,7 @@ struct OpTiming {
   double start_s = 0, end_s = 0;
   std::string algorithm;  // collectives only
   std::map<LinkKind, double> link_bytes;  // collectives only, whole cluster
+  double stage_wait_s = 0;  // ops on a stream: its idle time before the op, waiting for another stage
   double duration() const { return end_s - start_s; }
 };
 

@@ -35,6 +35,14 @@ int64_t pipeline_microbatches(const ParallelPlan& plan, const ModelConfig& m) {
 
 namespace {
 
+// The user's value when given (whatever it is), else the powers of two up to `most`.
+std::vector<int64_t> given_or_powers_of_two(int64_t given, int64_t most) {
+  if (given) return {given};
+  std::vector<int64_t> out;
+  for (int64_t v = 1; v <= most; v *= 2) out.push_back(v);
+  return out;
+}
+
 // The cores this process may run on (its CPU affinity), at most 16: each simulation of a 4,096-chip
 // step holds about 40 MB.
 size_t usable_cores() {
@@ -91,10 +99,8 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
   // Every valid layout, with the user's micro-batch count or one.
   std::vector<ParallelPlan> layouts;
   std::string last_reason;
-  // The user's stage count, whatever it is, or powers of two up to kMaxChosenStages.
-  const int64_t first_pp = base.pp ? base.pp : 1, last_pp = base.pp ? base.pp : kMaxChosenStages;
   for (int64_t tp = 1; tp <= max_tp; tp *= 2)
-    for (int64_t pp = first_pp; pp <= last_pp; pp *= 2) {
+    for (int64_t pp : given_or_powers_of_two(base.pp, kMaxChosenStages)) {
       if ((base.tp && tp != base.tp) || n % (tp * pp) || m.layers % pp) continue;
       const int64_t dp = n / (tp * pp);
       if (base.dp && dp != base.dp) continue;
@@ -103,12 +109,12 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
         for (int64_t e = 1; e <= std::min(m.experts, dp); ++e)
           if (m.experts % e == 0 && dp % e == 0) ep = e;
       if (base.ep) ep = base.ep;
-      // Pipelines keep whole weights per stage (gathering them again for every micro-batch is what
-      // stages avoid).
-      // Interleaving (v chunks per stage) when the stages allow it.
-      const int64_t first_v = base.virtual_stages ? base.virtual_stages : 1;
-      const int64_t last_v = base.virtual_stages ? base.virtual_stages : pp > 1 ? kMaxChosenVirtualStages : 1;
-      for (int64_t v = first_v; v <= last_v; v *= 2)
+      // Interleaving (v chunks per stage) when there are stages to interleave.
+      const std::vector<int64_t> chunk_counts =
+          given_or_powers_of_two(base.virtual_stages, pp > 1 ? kMaxChosenVirtualStages : 1);
+      for (int64_t v : chunk_counts)
+        // Pipelines keep whole weights per stage (gathering them again for every micro-batch is what
+        // stages avoid).
         for (int shard = 0; shard < (pp > 1 ? 1 : 2); ++shard)
           for (int recompute = 0; recompute < 2; ++recompute) {
             ParallelPlan p = base;
@@ -118,7 +124,8 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
             try {
               validate_plan(p, m, in.cluster);
             } catch (const UsageError& e) {
-              if (v == first_v) last_reason = e.what();  // a v the model does not allow is no reason to report
+              // A chunk count the model does not allow is no reason to report.
+              if (v == chunk_counts.front()) last_reason = e.what();
               continue;
             }
             layouts.push_back(p);

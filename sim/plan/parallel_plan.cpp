@@ -1,6 +1,7 @@
 #include "plan/parallel_plan.h"
 
 #include <algorithm>
+#include <array>
 #include <numeric>
 #include <sstream>
 
@@ -92,58 +93,54 @@ RankMap::RankMap(const ParallelPlan& plan, const Cluster& cluster) : plan_(plan)
                  (plan.pp > 1 ? ", stages " + fmt(shape[3]) : "");
 }
 
-std::vector<std::vector<int>> RankMap::groups(CommAxis axis) const {
-  const int64_t tp = plan_.tp, ep = plan_.ep, reps = plan_.dp / plan_.ep, pp = plan_.pp;
-  std::vector<std::vector<int>> out;
-  auto rank = [&](int64_t t, int64_t e, int64_t rep, int64_t st) { return chip_of_rank(t + tp * (e + ep * (rep + reps * st))); };
-  // The groups of an axis inside a stage come for every stage: a stage's collective is costed as if
-  // every stage ran its own at the same time (they run the same kind of blocks).
-  for (int64_t st = 0; st < pp; ++st) {
-    switch (axis) {
-      case CommAxis::kTensor:
-        for (int64_t rep = 0; rep < reps; ++rep)
-          for (int64_t e = 0; e < ep; ++e) {
-            out.emplace_back();
-            for (int64_t t = 0; t < tp; ++t) out.back().push_back(rank(t, e, rep, st));
-          }
-        break;
-      case CommAxis::kExpert:
-        for (int64_t rep = 0; rep < reps; ++rep)
-          for (int64_t t = 0; t < tp; ++t) {
-            out.emplace_back();
-            for (int64_t e = 0; e < ep; ++e) out.back().push_back(rank(t, e, rep, st));
-          }
-        break;
-      case CommAxis::kData:
-        for (int64_t t = 0; t < tp; ++t) {
-          out.emplace_back();
-          for (int64_t rep = 0; rep < reps; ++rep)
-            for (int64_t e = 0; e < ep; ++e) out.back().push_back(rank(t, e, rep, st));
-        }
-        break;
-      case CommAxis::kExpertData:
-        for (int64_t t = 0; t < tp; ++t)
-          for (int64_t e = 0; e < ep; ++e) {
-            out.emplace_back();
-            for (int64_t rep = 0; rep < reps; ++rep) out.back().push_back(rank(t, e, rep, st));
-          }
-        break;
-      case CommAxis::kPipeline:
-      case CommAxis::kPipelineEnds:
-        break;
-    }
+namespace {
+
+// A rank's coordinates: rank = t + tp * (e + ep * (replica + replicas * stage)).
+enum RankCoord { kTp, kEp, kReplica, kStage };
+
+// Which coordinates an axis's groups enumerate (outer) and which vary inside a group (members), each
+// slowest first. The groups of an axis inside a stage come for every stage: a stage's collective is
+// costed as if every stage ran its own at the same time (they run the same kind of blocks).
+struct AxisShape {
+  std::vector<RankCoord> outer, members;
+};
+AxisShape axis_shape(CommAxis axis) {
+  switch (axis) {
+    case CommAxis::kTensor: return {{kStage, kReplica, kEp}, {kTp}};
+    case CommAxis::kExpert: return {{kStage, kReplica, kTp}, {kEp}};
+    case CommAxis::kData: return {{kStage, kTp}, {kReplica, kEp}};
+    case CommAxis::kExpertData: return {{kStage, kTp, kEp}, {kReplica}};
+    case CommAxis::kPipeline:
+    case CommAxis::kPipelineEnds: return {{kReplica, kEp, kTp}, {kStage}};
   }
-  if (axis == CommAxis::kPipeline || axis == CommAxis::kPipelineEnds)
-    for (int64_t rep = 0; rep < reps; ++rep)
-      for (int64_t e = 0; e < ep; ++e)
-        for (int64_t t = 0; t < tp; ++t) {
-          out.emplace_back();
-          if (axis == CommAxis::kPipelineEnds) {
-            out.back() = {rank(t, e, rep, 0), rank(t, e, rep, pp - 1)};
-            continue;
-          }
-          for (int64_t st = 0; st < pp; ++st) out.back().push_back(rank(t, e, rep, st));
-        }
+  return {};
+}
+
+// Calls f with every combination of the coordinates, the last one fastest.
+template <typename F>
+void for_each_coords(const std::vector<RankCoord>& coords, const std::array<int64_t, 4>& extent,
+                     std::array<int64_t, 4>& at, F&& f, size_t depth = 0) {
+  if (depth == coords.size()) return f();
+  for (at[coords[depth]] = 0; at[coords[depth]] < extent[coords[depth]]; ++at[coords[depth]])
+    for_each_coords(coords, extent, at, f, depth + 1);
+}
+
+}  // namespace
+
+std::vector<std::vector<int>> RankMap::groups(CommAxis axis) const {
+  const std::array<int64_t, 4> extent = {plan_.tp, plan_.ep, plan_.dp / plan_.ep, plan_.pp};
+  const AxisShape shape = axis_shape(axis);
+  std::array<int64_t, 4> at{};
+  auto rank = [&] {
+    return at[kTp] + extent[kTp] * (at[kEp] + extent[kEp] * (at[kReplica] + extent[kReplica] * at[kStage]));
+  };
+  std::vector<std::vector<int>> out;
+  for_each_coords(shape.outer, extent, at, [&] {
+    out.emplace_back();
+    for_each_coords(shape.members, extent, at, [&] { out.back().push_back(chip_of_rank(rank())); });
+    // The tied embedding's two copies: the first and the last stage of each pipeline.
+    if (axis == CommAxis::kPipelineEnds) out.back() = {out.back().front(), out.back().back()};
+  });
   return out;
 }
 

@@ -237,14 +237,9 @@ std::map<std::string, std::string> step_output_files(const SimulationInput& in, 
     }
     if (op.kind == OpKind::kCollective && !op.blocking) continue;
     double& end = stream_end[static_cast<size_t>(op.stage)];
-    double wait = std::max(0.0, r.timing[i].start_s - end);
-    // A wait whose latest dependency is another stage's op is the pipeline's.
-    double ready = 0;
-    bool other_stage = false;
-    for (int dep : op.deps)
-      if (r.timing[static_cast<size_t>(dep)].end_s > ready)
-        ready = r.timing[static_cast<size_t>(dep)].end_s, other_stage = r.graph.ops[static_cast<size_t>(dep)].stage != op.stage;
-    if (other_stage && wait > 0) row.pipeline_wait += wait, wait = 0;
+    // The simulator tells the pipeline's part of the wait (for another stage's op) from the rest.
+    const double wait = std::max(0.0, r.timing[i].start_s - end - r.timing[i].stage_wait_s);
+    row.pipeline_wait += r.timing[i].stage_wait_s;
     end = std::max(end, r.timing[i].end_s);
     (op.phase == StepPhase::kForward ? row.fwd : row.bwd) += wait + d;
   }

@@ -46,25 +46,31 @@ int microbatch_of(const std::string& id) {
   return id.rfind("mb", 0) == 0 ? std::stoi(id.substr(2, id.find('.') - 2)) : 0;
 }
 
-// One micro-batch's forward or backward pass on one stage: the ops on the stage's stream.
+// One micro-batch's forward or backward pass through one chunk of blocks: its ops on the stage's stream.
 struct Chunk {
   double start = 1e300, end = 0, busy = 0;
 };
-using ChunkKey = std::tuple<int, bool, int>;  // stage, forward, micro-batch
+using PassKey = std::tuple<int, bool, int, int>;  // stage, forward, micro-batch, chunk
 
-std::map<ChunkKey, Chunk> chunks_of(const StepResult& r) {
-  std::map<ChunkKey, Chunk> chunks;
+// The passes of a step whose `blocks` are cut into `chunks` (pp x virtual stages), chunk c on stage
+// c mod pp.
+std::map<PassKey, Chunk> passes_of(const StepResult& r, int blocks, int chunks) {
+  std::map<PassKey, Chunk> passes;
   for (size_t i = 0; i < r.graph.ops.size(); ++i) {
     const StepOp& op = r.graph.ops[i];
     const bool on_stream = op.kind != OpKind::kCollective || op.blocking;
     // The step's tail (the tied embedding's sync, the optimizer) follows the pipeline.
     if (!on_stream || op.phase == StepPhase::kOptimizer || op.name == "embed_tie_allreduce") continue;
-    Chunk& c = chunks[{op.stage, op.phase == StepPhase::kForward, microbatch_of(op.id)}];
+    int chunk = op.layer >= 0 ? op.layer / (blocks / chunks) : op.name == "embed" ? 0 : chunks - 1;
+    if (op.name == "pp_send")  // interleaved sends name their chunk; plain ones are their stage's
+      chunk = op.id.find(".c") != std::string::npos ? std::stoi(op.id.substr(op.id.find(".c") + 2)) : op.stage;
+    EXPECT_EQ(chunk % r.graph.stages, op.stage) << op.id;
+    Chunk& c = passes[{op.stage, op.phase == StepPhase::kForward, microbatch_of(op.id), chunk}];
     c.start = std::min(c.start, r.timing[i].start_s);
     c.end = std::max(c.end, r.timing[i].end_s);
     c.busy += r.timing[i].duration();
   }
-  return chunks;
+  return passes;
 }
 
 // Each stage runs pp - s - 1 forward passes, then one forward and one backward in turn, then the
@@ -74,8 +80,8 @@ TEST(Pipeline, StagesFollowOneForwardOneBackward) {
   for (int64_t m : {2, 4, 8}) {
     const SimulationInput in = pipeline_input(m);
     const StepResult r = simulate_step(in);
-    const auto chunks = chunks_of(r);
     const int p = 4;
+    const auto chunks = passes_of(r, 24, p);  // chunk s is stage s's blocks
     ASSERT_EQ(chunks.size(), static_cast<size_t>(2 * p * m));
     for (int s = 0; s < p; ++s) {
       std::vector<std::pair<bool, int>> program;
@@ -86,10 +92,10 @@ TEST(Pipeline, StagesFollowOneForwardOneBackward) {
       double free_at = 0;
       int in_flight = 0, most_in_flight = 0;
       for (const auto& [forward, mb] : program) {
-        const Chunk& c = chunks.at({s, forward, mb});
+        const Chunk& c = chunks.at({s, forward, mb, s});
         double input = 0;
-        if (forward && s > 0) input = chunks.at({s - 1, true, mb}).end;
-        if (!forward && s + 1 < p) input = chunks.at({s + 1, false, mb}).end;
+        if (forward && s > 0) input = chunks.at({s - 1, true, mb, s - 1}).end;
+        if (!forward && s + 1 < p) input = chunks.at({s + 1, false, mb, s + 1}).end;
         const double tol = 1e-9 * r.step_time_s;
         EXPECT_NEAR(c.start, std::max(free_at, input), tol) << "stage " << s << (forward ? " F" : " B") << mb << ", m " << m;
         EXPECT_NEAR(c.end - c.start, c.busy, tol) << "stage " << s << (forward ? " F" : " B") << mb;
@@ -111,34 +117,20 @@ TEST(Pipeline, StagesFollowOneForwardOneBackward) {
 TEST(Pipeline, StagesFollowTheInterleavedSchedule) {
   for (const int m : {4, 8}) {
     SCOPED_TRACE("micro-batches " + std::to_string(m));
-    const int p = 4, v = 2, per_chunk = 24 / (p * v);
+    const int p = 4, v = 2;
     SimulationInput in = pipeline_input(m);
     in.plan.virtual_stages = v;
     const StepResult r = simulate_step(in);
-    // (stage, forward, micro-batch, chunk) -> the pass's ops on the stream
-    std::map<std::tuple<int, bool, int, int>, Chunk> passes;
-    for (size_t i = 0; i < r.graph.ops.size(); ++i) {
-      const StepOp& op = r.graph.ops[i];
-      if ((op.kind == OpKind::kCollective && !op.blocking) || op.phase == StepPhase::kOptimizer ||
-          op.name == "embed_tie_allreduce")
-        continue;
-      int chunk = op.layer >= 0 ? op.layer / per_chunk : op.name == "embed" ? 0 : p * v - 1;
-      if (op.name == "pp_send") chunk = std::stoi(op.id.substr(op.id.find(".c") + 2));
-      EXPECT_EQ(chunk % p, op.stage) << op.id;
-      Chunk& c = passes[{op.stage, op.phase == StepPhase::kForward, microbatch_of(op.id), chunk}];
-      c.start = std::min(c.start, r.timing[i].start_s);
-      c.end = std::max(c.end, r.timing[i].end_s);
-      c.busy += r.timing[i].duration();
-    }
+    const auto passes = passes_of(r, 24, p * v);
     ASSERT_EQ(passes.size(), static_cast<size_t>(2 * m * p * v));
     for (int s = 0; s < p; ++s) {
       auto pass = [&](bool forward, int k) {
         const int in_group = k % (p * v), local = forward ? in_group / p : v - 1 - in_group / p;
-        return std::tuple<int, bool, int, int>{s, forward, k / (p * v) * p + in_group % p, local * p + s};
+        return PassKey{s, forward, k / (p * v) * p + in_group % p, local * p + s};
       };
       // One group of micro-batches (m = pp): every forward pass first, as Megatron-LM runs it.
       const int warmup = m == p ? m * v : (p - s - 1) * 2 + (v - 1) * p;
-      std::vector<std::tuple<int, bool, int, int>> program;
+      std::vector<PassKey> program;
       for (int k = 0; k < warmup; ++k) program.push_back(pass(true, k));
       for (int k = 0; k < m * v - warmup; ++k) program.push_back(pass(true, warmup + k)), program.push_back(pass(false, k));
       for (int k = m * v - warmup; k < m * v; ++k) program.push_back(pass(false, k));
