@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "common/text_table.h"
+#include "energy/energy_model.h"
 #include "model_config.h"
 
 namespace glam {
@@ -77,6 +78,7 @@ nlohmann::json step_summary_json(const SimulationInput& in, const StepResult& r,
       {"fits_memory", r.fits_memory},
       {"mean_dropped_fraction", dropped},
       {"link_bytes", links},
+      {"energy", step_energy(in, r, in.cluster.pue()).to_json()},
       {"plan", plan},
       {"ops", r.graph.ops.size()},
       {"simulated_flows", r.network_events},
@@ -110,6 +112,9 @@ std::string step_summary_text(const SimulationInput& in, const StepResult& r, co
   t.add_row({"memory per chip", format_bytes(r.memory.total_bytes()) + " of " + format_bytes(in.usable_hbm_bytes()) +
                                     (in.hbm_headroom > 0 ? " usable" : "") +
                                     (r.fits_memory ? " (fits)" : " (DOES NOT FIT)")});
+  const StepEnergy e = step_energy(in, r, in.cluster.pue());
+  t.add_row({"energy per step", format_fixed(e.total_J() / 1e6, 3) + " MJ at PUE " + format_fixed(in.cluster.pue(), 2) +
+                                    ", " + format_fixed(e.average_power_per_chip_W, 0) + " W per chip (IT)"});
   t.add_row({"simulator wall time", format_fixed(host.wall_time_s, 3) + " s"});
   o << t.render();
   return o.str();
@@ -174,6 +179,15 @@ std::map<std::string, std::string> step_output_files(const SimulationInput& in, 
           "Phases above the flow limit, costed by the analytical model", "count");
     s.add("network.flow.flows", r.network_events, "Flows simulated in SimGrid", "count");
   }
+  // The whole cluster's energy for this step, at the cluster's PUE (glamsim plan scales it to a run).
+  const StepEnergy e = step_energy(in, r, in.cluster.pue());
+  s.add("energy.chips_above_idle", e.chip_compute_J, "Chips' energy above idle, whole cluster", "J");
+  s.add("energy.chips_idle", e.chip_idle_J, "Chips' idle power over the step, whole cluster", "J");
+  s.add("energy.hosts", e.host_J, "Hosts, NICs and fans, whole cluster", "J");
+  s.add("energy.network", e.network_J, "Links and switches, whole cluster", "J");
+  s.add("energy.facility_overhead", e.facility_overhead_J, "Cooling and power delivery: (PUE - 1) x IT", "J");
+  s.add("energy.total", e.total_J(), "Facility energy of the step, whole cluster", "J");
+  s.add("energy.power_per_chip", e.average_power_per_chip_W, "Average IT power per chip", "W");
   for (size_t i = 0; i < r.moe_loads.size(); ++i)
     s.add("moe.block" + std::to_string(i) + ".dropped", r.moe_loads[i].dropped_fraction,
           "Token copies dropped at capacity", "fraction");

@@ -66,6 +66,29 @@ TEST(GlamsimRun, OutputFolderIsCompleteAndDeterministic) {
   fs::remove_all(b);
 }
 
+// One step's energy from `run` is the unit `plan` multiplies by the number of steps: the two
+// commands must agree on it, part by part.
+TEST(GlamsimRun, StepEnergyIsThePlansEnergyPerStep) {
+  const std::string layout = " --model glam-8b-64e --cluster tpu-v4-64 --dp 16 --tp 4 --ep 16 --quiet --format json";
+  auto run = run_command("glamsim run" + layout);
+  auto plan = run_command("glamsim plan --tokens 1e9" + layout);
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  ASSERT_EQ(plan.exit_code, 0) << plan.err;
+  const auto e = nlohmann::json::parse(run.out)["energy"];
+  const auto p = nlohmann::json::parse(plan.out);
+  const double steps = p["steps"].get<double>(), J_per_MWh = 3.6e9;
+  EXPECT_NEAR(e["total_J"].get<double>() * steps / J_per_MWh, p["facility_energy_MWh"].get<double>(),
+              1e-9 * p["facility_energy_MWh"].get<double>());
+  EXPECT_NEAR(e["host_J"].get<double>() * steps / J_per_MWh, p["energy_breakdown"]["host_MWh"].get<double>(),
+              1e-9 * p["energy_breakdown"]["host_MWh"].get<double>());
+  EXPECT_NEAR(e["average_power_per_chip_W"].get<double>(), p["average_power_per_chip_W"].get<double>(), 1e-9);
+  // The parts add up, and the chips draw between their idle and their busy power.
+  EXPECT_NEAR(e["it_J"].get<double>(), e["chip_compute_J"].get<double>() + e["chip_idle_J"].get<double>() +
+                                           e["host_J"].get<double>() + e["network_J"].get<double>(),
+              1e-9 * e["it_J"].get<double>());
+  EXPECT_GT(e["chip_compute_J"].get<double>(), 0);
+}
+
 TEST(GlamsimRun, CalibrationTargetGlam64b64eOnTpuV4) {
   // GLaM: 574 hours for 280B tokens in 2^20-token batches is 7.74 s per step (7.38 s for 10^6), in a
   // layout like GLaM's (GSPMD 2D sharding, no pipeline).
