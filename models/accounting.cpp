@@ -87,24 +87,83 @@ FlopsPerToken flops_per_token(const ModelConfig& m) {
   return f;
 }
 
-double saved_activation_bytes_per_token(const ModelConfig& m, bool moe_block) {
+namespace {
+
+// Expert slots per token (capacity padding included).
+double expert_slots_per_token(const ModelConfig& m) {
+  return static_cast<double>(m.capacity_per_group() * m.experts) / static_cast<double>(m.group_tokens);
+}
+
+}  // namespace
+
+SublayerActivationBytes saved_activation_bytes_per_token_by_sublayer(const ModelConfig& m, bool moe_block) {
   const double e = static_cast<double>(ModelConfig::precision_bytes(m.activation_precision));
   const double M = static_cast<double>(m.d_model), A = static_cast<double>(m.attention_width());
   const double heads = static_cast<double>(m.heads), S = static_cast<double>(m.seq_len);
+  SublayerActivationBytes b;
   // attention: norm input and output, q, k, v, context, softmax probabilities (heads x seq per token)
-  double elems = 2 * M + 4 * A + heads * S;
+  b.attention = (2 * M + 4 * A + heads * S) * e;
   if (!moe_block) {
     const double H = static_cast<double>(m.ffn_hidden);
-    elems += 2 * M + (m.ffn_kind == "gated" ? 4 * H : 2 * H);
-    return elems * e;
+    b.ffn = (2 * M + (m.ffn_kind == "gated" ? 4 * H : 2 * H)) * e;
+    return b;
   }
   const double He = static_cast<double>(m.expert_hidden_size());
-  // expert slots per token, capacity padding included
-  const double slots = static_cast<double>(m.capacity_per_group() * m.experts) / static_cast<double>(m.group_tokens);
   const double per_slot = 2 * M + (m.expert_kind == "gated" ? 4 * He : 2 * He);
-  elems += 2 * M + slots * per_slot;
-  return elems * e + 4.0 * static_cast<double>(m.experts);  // router probabilities in float32
+  b.ffn = (2 * M + expert_slots_per_token(m) * per_slot) * e + 4.0 * static_cast<double>(m.experts);  // router: fp32
+  return b;
 }
+
+double saved_activation_bytes_per_token(const ModelConfig& m, bool moe_block) {
+  return saved_activation_bytes_per_token_by_sublayer(m, moe_block).total();
+}
+
+namespace {
+
+// Weight elements of one block, non-expert and expert (all experts of an MoE block).
+struct BlockWeights {
+  double dense = 0, experts = 0;
+};
+BlockWeights block_weight_elements(const ModelConfig& m, bool moe_block) {
+  BlockWeights b;
+  for (const auto& w : weight_tensors(m)) {
+    const double n = static_cast<double>(w.elements());
+    switch (w.group) {
+      case WeightGroup::kAttention: b.dense += n; break;
+      case WeightGroup::kPositionBias: b.dense += w.name == "position_embedding" ? 0 : n; break;
+      case WeightGroup::kNorm: b.dense += 2 * n; break;
+      case WeightGroup::kDenseFfn: b.dense += moe_block ? 0 : n; break;
+      case WeightGroup::kRouter: b.dense += moe_block ? n : 0; break;
+      case WeightGroup::kExpert: b.experts += moe_block ? n * static_cast<double>(m.experts) : 0; break;
+      case WeightGroup::kEmbedding: break;
+    }
+  }
+  return b;
+}
+
+// The transient buffers of one block's backward pass on one chip (MemoryFootprint::working_bytes).
+double block_working_bytes(const ModelConfig& m, const ShardingForMemory& s, bool moe_block) {
+  const double e = static_cast<double>(ModelConfig::precision_bytes(m.activation_precision));
+  const double wbytes = static_cast<double>(ModelConfig::precision_bytes(m.weight_precision));
+  const double tokens = static_cast<double>(s.tokens_per_chip) / static_cast<double>(s.activation_shards);
+  double bytes = 0;
+  const SublayerActivationBytes acts = saved_activation_bytes_per_token_by_sublayer(m, moe_block);
+  if (s.recompute_activations) bytes += acts.total() * tokens;
+  // The gradients of the sub-layer's activations, live during its backward: at most its saved
+  // activations' shapes, the larger sub-layer's (attention's includes the softmax probabilities').
+  bytes += std::max(acts.attention, acts.ffn) * tokens;
+  if (s.gathered_dense_shards > 0) {
+    // Gathered in the products' precision; their gradients in the weights'.
+    const BlockWeights w = block_weight_elements(m, moe_block);
+    bytes += (w.dense / static_cast<double>(s.gathered_dense_shards) +
+              w.experts / static_cast<double>(std::max<int64_t>(1, s.gathered_expert_shards))) *
+             (e + wbytes);
+  }
+  if (moe_block) bytes += 2 * expert_slots_per_token(m) * static_cast<double>(m.d_model) * e * tokens;
+  return bytes;
+}
+
+}  // namespace
 
 MemoryFootprint memory_per_chip(const ModelConfig& m, const ShardingForMemory& s) {
   MemoryFootprint fp;
@@ -155,6 +214,7 @@ MemoryFootprint memory_per_chip(const ModelConfig& m, const ShardingForMemory& s
   // float32 logits for the loss, of the one micro-batch at the output end
   if (s.output_end) per_token += static_cast<double>(m.vocab_size) * 4.0;
   fp.activations_bytes = per_token * tokens / static_cast<double>(s.activation_shards);
+  for (int64_t l : blocks) fp.working_bytes = std::max(fp.working_bytes, block_working_bytes(m, s, m.is_moe_layer(l)));
   return fp;
 }
 

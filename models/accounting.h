@@ -62,6 +62,10 @@ struct ShardingForMemory {
   // micro-batches at once (1F1B: stage s of p holds min(p - s, m); interleaved stages hold parts).
   std::vector<int64_t> blocks_held;
   bool input_end = true, output_end = true;
+  // Weights sharded over data-parallel ranks too (ZeRO-3, GSPMD 2D) are gathered block by block for
+  // the products, into these shards (tp; ep x tp for experts). 0: products read the weights in place.
+  int64_t gathered_dense_shards = 0;
+  int64_t gathered_expert_shards = 0;
   double activation_microbatches = 1;
 };
 
@@ -70,11 +74,28 @@ struct MemoryFootprint {
   double gradients_bytes = 0;
   double optimizer_bytes = 0;
   double activations_bytes = 0;
-  double total_bytes() const { return weights_bytes + gradients_bytes + optimizer_bytes + activations_bytes; }
+  // Transient buffers of the busiest block's backward pass (the largest over the blocks held):
+  //  - the gradients of its larger sub-layer's activations, live during that sub-layer's backward;
+  //  - with recomputation, that block's activations recomputed for its backward (Korthikanti et al.
+  //    2022: full recomputation keeps one block's activations besides the block inputs);
+  //  - with sharded weights, that block's gathered weights and its gradients before their
+  //    reduce-scatter (ZeRO-3, Rajbhandari et al. 2020: parameters gathered block by block);
+  //  - in an MoE block, the all-to-all staging buffers: the dispatched tokens before the dispatch
+  //    and the expert outputs after the combine (GShard's [E, C, M] tensors, Lepikhin et al. 2020).
+  double working_bytes = 0;
+  double total_bytes() const {
+    return weights_bytes + gradients_bytes + optimizer_bytes + activations_bytes + working_bytes;
+  }
 };
 MemoryFootprint memory_per_chip(const ModelConfig& m, const ShardingForMemory& s);
 
-// Bytes of activations kept for the backward pass, per token, for one block.
+// Bytes of activations kept for the backward pass, per token, for one block: its attention and its
+// FFN (dense or MoE, router included) sub-layers.
+struct SublayerActivationBytes {
+  double attention = 0, ffn = 0;
+  double total() const { return attention + ffn; }
+};
+SublayerActivationBytes saved_activation_bytes_per_token_by_sublayer(const ModelConfig& m, bool moe_block);
 double saved_activation_bytes_per_token(const ModelConfig& m, bool moe_block);
 
 }  // namespace glam

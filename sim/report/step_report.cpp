@@ -72,7 +72,8 @@ nlohmann::json step_summary_json(const SimulationInput& in, const StepResult& r,
        {{"weights", r.memory.weights_bytes},
         {"gradients", r.memory.gradients_bytes},
         {"optimizer", r.memory.optimizer_bytes},
-        {"activations", r.memory.activations_bytes}}},
+        {"activations", r.memory.activations_bytes},
+        {"working", r.memory.working_bytes}}},
       {"hbm_bytes", in.cluster.chip().hbm_bytes},
       {"usable_hbm_bytes", in.usable_hbm_bytes()},
       {"fits_memory", r.fits_memory},
@@ -151,6 +152,10 @@ std::map<std::string, std::string> step_output_files(const SimulationInput& in, 
   s.add("memory.gradients", r.memory.gradients_bytes, "Gradients per chip", "bytes");
   s.add("memory.optimizer", r.memory.optimizer_bytes, "Optimizer state per chip", "bytes");
   s.add("memory.activations", r.memory.activations_bytes, "Saved activations per chip", "bytes");
+  s.add("memory.working", r.memory.working_bytes,
+        "Transient buffers of the busiest block's backward pass per chip (recomputed activations, gathered "
+        "weights and their gradients, all-to-all staging)",
+        "bytes");
   s.add("memory.fits", r.fits_memory ? 1 : 0, "Whether the footprint fits in HBM", "bool");
   // per collective kind and axis
   std::map<std::string, std::pair<double, double>> per_collective;

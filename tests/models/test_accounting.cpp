@@ -1,6 +1,8 @@
 // Parameter, FLOP and memory accounting on a model small enough to count by hand.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "accounting.h"
 #include "model_config.h"
 
@@ -82,6 +84,48 @@ TEST(Accounting, ShardingDividesMemory) {
   ShardingForMemory recompute = one;
   recompute.recompute_activations = true;
   EXPECT_LT(memory_per_chip(m, recompute).activations_bytes, a.activations_bytes);
+}
+
+// The transient buffers of a block's backward pass: one micro-batch's, per tensor-parallel slice, plus
+// the block's recomputed activations with recomputation and its gathered weights and their gradients
+// with sharded weights (bf16 products and float32 weights by default: 2 + 4 bytes per gathered element).
+TEST(Accounting, WorkingBuffersOfOneBlocksBackward) {
+  const ModelConfig m = tiny(4);  // block 0 dense, block 1 MoE
+  ShardingForMemory dense_block, moe_block;
+  dense_block.blocks_held = {0};
+  moe_block.blocks_held = {1};
+  const double T = static_cast<double>(dense_block.tokens_per_chip);
+  const double base = memory_per_chip(m, moe_block).working_bytes;
+  EXPECT_GT(base, 0);
+
+  ShardingForMemory half = moe_block;  // tensor parallelism halves the tokens' activations
+  half.activation_shards = 2;
+  EXPECT_DOUBLE_EQ(memory_per_chip(m, half).working_bytes, base / 2);
+  ShardingForMemory in_flight = moe_block;  // buffers of one micro-batch, however many are kept
+  in_flight.activation_microbatches = 3;
+  EXPECT_DOUBLE_EQ(memory_per_chip(m, in_flight).working_bytes, base);
+  EXPECT_GT(memory_per_chip(m, in_flight).activations_bytes, memory_per_chip(m, moe_block).activations_bytes);
+
+  ShardingForMemory recompute = moe_block;
+  recompute.recompute_activations = true;
+  EXPECT_DOUBLE_EQ(memory_per_chip(m, recompute).working_bytes - base, saved_activation_bytes_per_token(m, true) * T);
+
+  // Gathered block weights, counted by hand: attention 4 x 8 x 8, relative bias 4 x 2, two norms of
+  // 8, gated FFN 3 x 8 x 16; the MoE block has a router 8 x 4 and four 2 x 8 x 16 experts instead.
+  ShardingForMemory gathered = dense_block;
+  gathered.gathered_dense_shards = 2, gathered.gathered_expert_shards = 2;
+  EXPECT_DOUBLE_EQ(memory_per_chip(m, gathered).working_bytes - memory_per_chip(m, dense_block).working_bytes,
+                   (256 + 8 + 16 + 384) / 2.0 * 6);
+  gathered.blocks_held = {1};
+  EXPECT_DOUBLE_EQ(memory_per_chip(m, gathered).working_bytes - base, ((256 + 8 + 16 + 32) / 2.0 + 4 * 256 / 2.0) * 6);
+
+  // A chip holding both blocks needs the larger block's buffers, not their sum.
+  const double both = memory_per_chip(m, ShardingForMemory{}).working_bytes;
+  EXPECT_DOUBLE_EQ(both, std::max(base, memory_per_chip(m, dense_block).working_bytes));
+  EXPECT_DOUBLE_EQ(memory_per_chip(m, ShardingForMemory{}).total_bytes(),
+                   memory_per_chip(m, ShardingForMemory{}).weights_bytes * 2 +
+                       memory_per_chip(m, ShardingForMemory{}).optimizer_bytes +
+                       memory_per_chip(m, ShardingForMemory{}).activations_bytes + both);
 }
 
 TEST(Accounting, CapacityConventions) {
