@@ -294,6 +294,7 @@ class Builder {
           stage_ = static_cast<int>(st);
           id_prefix_ = mb > 0 ? "mb" + std::to_string(mb) + "." : "";
           const size_t begin = g_.ops.size();
+          if (receives) gather_received_slices(forward ? StepPhase::kForward : StepPhase::kBackward, chunk);
           if (forward) forward_pass(chunk, mb);
           else backward_pass(chunk, mb, mb == micro - 1);
           if (receives) wait_for_receive(begin, sends_.at({from, mb, forward}));
@@ -399,8 +400,8 @@ class Builder {
     else send_pass_output(StepPhase::kBackward, chunk, mb);
   }
 
-  // Each tp rank sends its 1/tp slice of the activations (the receiving tp group gathers them over
-  // its own fast links, which is not modelled), as Megatron-LM does by default.
+  // Each tp rank sends its 1/tp slice of the activations, and the receiving tp group gathers them
+  // over its own links (Megatron-LM's scatter-gather of p2p transfers, its default).
   // With interleaved stages the last stage sends on to the first (the next chunk), and back: the
   // sends go round a ring; each send's id names its chunk.
   void send_pass_output(StepPhase ph, int64_t chunk, int64_t mb) {
@@ -408,9 +409,20 @@ class Builder {
     StepOp& op = g_.ops.back();
     op.a2a_transposed = ph == StepPhase::kBackward;
     op.send_wraps = layout_.virtual_stages > 1;  // every stage sends: the schedule's sends go round a ring
-    if (layout_.virtual_stages > 1)
-      op.id = id_prefix_ + "s" + std::to_string(stage_) + ".c" + std::to_string(chunk) + ".pp_send." + phase_name(ph);
+    name_by_chunk(op, chunk);
     sends_[{chunk, mb, ph == StepPhase::kForward}] = g_.ops.size() - 1;
+  }
+  // The received slices, gathered into whole activations (or gradients) before the pass uses them.
+  void gather_received_slices(StepPhase ph, int64_t chunk) {
+    if (s_.tp <= 1) return;
+    collective(-1, "pp_recv_allgather", ph, CollectiveKind::kAllGather, CommAxis::kTensor, T_ * M_ * e_);
+    name_by_chunk(g_.ops.back(), chunk);
+  }
+  // With interleaved stages a stage sends and receives for several chunks: their ids name the chunk.
+  void name_by_chunk(StepOp& op, int64_t chunk) const {
+    if (layout_.virtual_stages > 1)
+      op.id = id_prefix_ + "s" + std::to_string(stage_) + ".c" + std::to_string(chunk) + "." + op.name + "." +
+              phase_name(op.phase);
   }
   // The chunk's first op on the compute stream waits for the neighbour's send.
   void wait_for_receive(size_t begin, size_t send) {

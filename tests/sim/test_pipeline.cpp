@@ -62,7 +62,8 @@ std::map<PassKey, Chunk> passes_of(const StepResult& r, int blocks, int chunks) 
     // The step's tail (the tied embedding's sync, the optimizer) follows the pipeline.
     if (!on_stream || op.phase == StepPhase::kOptimizer || op.name == "embed_tie_allreduce") continue;
     int chunk = op.layer >= 0 ? op.layer / (blocks / chunks) : op.name == "embed" ? 0 : chunks - 1;
-    if (op.name == "pp_send")  // interleaved sends name their chunk; plain ones are their stage's
+    // Interleaved sends and receives name their chunk; plain ones are their stage's.
+    if (op.name == "pp_send" || op.name == "pp_recv_allgather")
       chunk = op.id.find(".c") != std::string::npos ? std::stoi(op.id.substr(op.id.find(".c") + 2)) : op.stage;
     EXPECT_EQ(chunk % r.graph.stages, op.stage) << op.id;
     Chunk& c = passes[{op.stage, op.phase == StepPhase::kForward, microbatch_of(op.id), chunk}];
@@ -278,17 +279,36 @@ TEST(Pipeline, StagesSplitTheBlocksAndKeepTheWork) {
     interleaved_sends += op.name == "pp_send" ? 1 : 0;
   }
   EXPECT_EQ(interleaved_sends, 2 * (4 * 2 - 1) * 8);
-  // Each stage ends with its own optimizer; sends go forward from stages 0-2 and back from 1-3.
-  std::map<int, int> optimizers, sends_forward, sends_back;
-  for (const StepOp& op : piped.ops) {
+  // Each stage ends with its own optimizer; sends go forward from stages 0-2 and back from 1-3. Each
+  // send carries a tp rank's slice, which the receiving stage's tp group gathers whole first: its
+  // pass's first op on the stream, waiting for that send.
+  std::map<int, int> optimizers, sends_forward, sends_back, gathers_forward, gathers_back;
+  for (size_t i = 0; i < piped.ops.size(); ++i) {
+    const StepOp& op = piped.ops[i];
     if (op.phase == StepPhase::kOptimizer) ++optimizers[op.stage];
     if (op.name == "pp_send") ++(op.phase == StepPhase::kForward ? sends_forward : sends_back)[op.stage];
+    if (op.name != "pp_recv_allgather") continue;
+    ++(op.phase == StepPhase::kForward ? gathers_forward : gathers_back)[op.stage];
+    EXPECT_EQ(op.axis, CommAxis::kTensor);
+    EXPECT_EQ(op.collective, CollectiveKind::kAllGather);
+    EXPECT_TRUE(op.blocking);
+    ASSERT_EQ(op.deps.size(), 1u) << op.id;
+    const StepOp& send = piped.ops[static_cast<size_t>(op.deps[0])];
+    EXPECT_EQ(send.name, "pp_send") << op.id;
+    EXPECT_EQ(send.stage, op.stage + (op.phase == StepPhase::kForward ? -1 : 1)) << op.id;
+    EXPECT_DOUBLE_EQ(op.comm_bytes, send.comm_bytes * 2) << op.id;  // tp = 2
   }
   for (int s = 0; s < 4; ++s) {
     EXPECT_EQ(optimizers[s], 1);
     EXPECT_EQ(sends_forward[s], s < 3 ? 8 : 0) << s;
     EXPECT_EQ(sends_back[s], s > 0 ? 8 : 0) << s;
+    EXPECT_EQ(gathers_forward[s], s > 0 ? 8 : 0) << s;
+    EXPECT_EQ(gathers_back[s], s < 3 ? 8 : 0) << s;
   }
+  // Without tensor parallelism a send carries whole activations: nothing to gather.
+  StepShape no_tp = four;
+  no_tp.tp = 1;
+  for (const StepOp& op : build_step_graph(m, no_tp).ops) EXPECT_NE(op.name, "pp_recv_allgather");
 }
 
 // The stages' weights add up to the model's, the tied embedding counted on both ends; the first
