@@ -7,6 +7,7 @@
 
 #include "cli/command.h"
 #include "cli/simulation_options.h"
+#include "common/cli_checks.h"
 #include "common/errors.h"
 #include "common/text_table.h"
 #include "planner/training_estimate.h"
@@ -37,9 +38,44 @@ struct PlanRow {
     double needed_bytes, hbm_bytes;  // the smallest footprint per chip, and what a chip holds
   };
   std::optional<TooSmall> does_not_fit;  // --compare: no plan fits this cluster (its row says so)
+  double days() const { return estimate.train_hours / 24; }
+  bool meets(double deadline_days) const { return !does_not_fit && days() <= deadline_days; }
 };
 
-std::string render_single(const PlanRow& row) {
+// --days with --compare: of the clusters that finish in time, the one drawing the least facility
+// energy and the one using the fewest chip-hours (null when none does), and the fastest overall.
+struct InTime {
+  const PlanRow *least_energy = nullptr, *fewest_chip_hours = nullptr, *fastest = nullptr;
+};
+InTime choose_in_time(const std::vector<PlanRow>& rows, double deadline_days) {
+  InTime c;
+  for (const PlanRow& r : rows) {
+    if (r.does_not_fit) continue;
+    if (!c.fastest || r.days() < c.fastest->days()) c.fastest = &r;
+    if (!r.meets(deadline_days)) continue;
+    if (!c.least_energy || r.estimate.facility_energy_MWh < c.least_energy->estimate.facility_energy_MWh)
+      c.least_energy = &r;
+    if (!c.fewest_chip_hours || r.estimate.chip_hours < c.fewest_chip_hours->estimate.chip_hours)
+      c.fewest_chip_hours = &r;
+  }
+  return c;
+}
+
+std::string deadline_summary(const std::vector<PlanRow>& rows, double deadline_days) {
+  const InTime c = choose_in_time(rows, deadline_days);
+  const std::string within = "within " + format_fixed(deadline_days, 1) + " days";
+  if (!c.least_energy)
+    return c.fastest ? "None finishes " + within + "; the fastest is " + c.fastest->sim.input.cluster.id() + ", " +
+                           format_fixed(c.fastest->days(), 1) + " days.\n"
+                     : "None finishes " + within + ".\n";
+  return "Finishing " + within + ": least energy on " + c.least_energy->sim.input.cluster.id() + " (" +
+         format_fixed(c.least_energy->estimate.facility_energy_MWh, 1) + " MWh, " +
+         format_fixed(c.least_energy->days(), 1) + " days), fewest chip-hours on " +
+         c.fewest_chip_hours->sim.input.cluster.id() + " (" + format_count(c.fewest_chip_hours->estimate.chip_hours) +
+         ").\n";
+}
+
+std::string render_single(const PlanRow& row, std::optional<double> deadline_days) {
   const auto& e = row.estimate;
   const auto& in = row.sim.input;
   std::string out = "Training plan: " + in.model.id + " on " + in.cluster.id() + " (" +
@@ -52,6 +88,10 @@ std::string render_single(const PlanRow& row) {
     t.add_row({"pipeline bubble", format_seconds(row.step.pipeline_bubble_s) + " (" +
                                       format_fixed(100 * row.step.pipeline_bubble_s / e.step_time_s, 1) + "% of step)"});
   t.add_row({"training time", format_fixed(e.train_hours, 0) + " h (" + format_fixed(e.train_hours / 24, 1) + " days)"});
+  if (deadline_days)
+    t.add_row({"deadline (" + format_fixed(*deadline_days, 1) + " days)",
+               row.meets(*deadline_days) ? "met, " + format_fixed(*deadline_days - row.days(), 1) + " days to spare"
+                                         : "MISSED by " + format_fixed(row.days() - *deadline_days, 1) + " days"});
   t.add_row({"chip-hours", format_count(e.chip_hours)});
   t.add_row({"MFU", format_fixed(100 * e.mfu, 1) + "%"});
   t.add_row({"average system power per chip", format_fixed(e.step_energy.average_power_per_chip_W, 0) + " W"});
@@ -75,28 +115,34 @@ std::string render_single(const PlanRow& row) {
   return out;
 }
 
-std::string render_compare(const std::vector<PlanRow>& rows, double tokens) {
-  TextTable t({"cluster", "chips", "plan", "step", "days", "chip-hours", "MFU", "W/chip", "facility MWh", "tCO2e"},
-              {false, true, false, true, true, true, true, true, true, true});
+std::string render_compare(const std::vector<PlanRow>& rows, double tokens, std::optional<double> deadline_days) {
+  std::vector<std::string> header = {"cluster", "chips", "plan", "step", "days", "chip-hours", "MFU", "W/chip",
+                                     "facility MWh", "tCO2e"};
+  std::vector<bool> right = {false, true, false, true, true, true, true, true, true, true};
+  if (deadline_days) header.push_back("in time"), right.push_back(false);
+  TextTable t(header, right);
   for (const auto& r : rows) {
+    std::vector<std::string> cells;
     if (r.does_not_fit) {
-      t.add_row({r.sim.input.cluster.id(), std::to_string(r.sim.input.cluster.num_chips()),
-                 "does not fit: " + format_bytes(r.does_not_fit->needed_bytes) + " of " +
-                     format_bytes(r.does_not_fit->hbm_bytes) + " per chip",
-                 "-", "-", "-", "-", "-", "-", "-"});
-      continue;
-    }
-    const auto& e = r.estimate;
-    const auto& p = r.sim.input.plan;
-    t.add_row({r.sim.input.cluster.id(), std::to_string(r.sim.input.cluster.num_chips()),
-               plan_short_label(p),
-               format_seconds(e.step_time_s), format_fixed(e.train_hours / 24, 1), format_count(e.chip_hours),
+      cells = {r.sim.input.cluster.id(), std::to_string(r.sim.input.cluster.num_chips()),
+               "does not fit: " + format_bytes(r.does_not_fit->needed_bytes) + " of " +
+                   format_bytes(r.does_not_fit->hbm_bytes) + " per chip",
+               "-", "-", "-", "-", "-", "-", "-"};
+    } else {
+      const auto& e = r.estimate;
+      cells = {r.sim.input.cluster.id(), std::to_string(r.sim.input.cluster.num_chips()),
+               plan_short_label(r.sim.input.plan),
+               format_seconds(e.step_time_s), format_fixed(r.days(), 1), format_count(e.chip_hours),
                format_fixed(100 * e.mfu, 1) + "%", format_fixed(e.step_energy.average_power_per_chip_W, 0),
-               format_fixed(e.facility_energy_MWh, 1), format_fixed(e.tco2e, 1)});
+               format_fixed(e.facility_energy_MWh, 1), format_fixed(e.tco2e, 1)};
+    }
+    if (deadline_days) cells.push_back(r.does_not_fit ? "-" : r.meets(*deadline_days) ? "yes" : "no");
+    t.add_row(cells);
   }
-  const auto& first = rows.front().sim.input;
-  return "Training plans: " + first.model.id + ", " + format_count(tokens) + " tokens\n\n" +
-         t.render() + "\nplan: " + kPlanLabelLegend + "\n";
+  std::string out = "Training plans: " + rows.front().sim.input.model.id + ", " + format_count(tokens) + " tokens\n\n" +
+                    t.render() + "\nplan: " + kPlanLabelLegend + "\n";
+  if (deadline_days) out += deadline_summary(rows, *deadline_days);
+  return out;
 }
 
 }  // namespace
@@ -104,7 +150,7 @@ std::string render_compare(const std::vector<PlanRow>& rows, double tokens) {
 void add_plan_command(CLI::App& app) {
   struct Options : SimulationOptions {
     std::string tokens;
-    std::optional<double> pue, carbon;
+    std::optional<double> pue, carbon, days;
     std::vector<std::string> compare;
   };
   auto opts = std::make_shared<Options>();
@@ -116,6 +162,10 @@ void add_plan_command(CLI::App& app) {
   cmd->add_option("--tokens", opts->tokens, "Training tokens, e.g. 600e9")->required();
   cmd->add_option("--pue", opts->pue, "Power usage effectiveness (default: the cluster's)");
   cmd->add_option("--carbon-intensity", opts->carbon, "Grid carbon intensity, kgCO2e per kWh (default: the cluster's)");
+  cmd->add_option("--days", opts->days,
+                  "Deadline in days: says whether each plan finishes in time, and which cluster that does draws the "
+                  "least energy")
+      ->transform(cli_checks::number_between(0.01, 36500));
   cmd->callback([opts] {
     if (opts->cluster.empty() && opts->compare.empty()) throw UsageError("give --cluster ID or --compare ID ID...");
     const double tokens = parse_tokens(opts->tokens);
@@ -181,18 +231,29 @@ void add_plan_command(CLI::App& app) {
         j["memory_per_chip_bytes"] = r.step.memory.total_bytes();
         j["usable_hbm_bytes"] = r.sim.input.usable_hbm_bytes();
         j["pipeline_bubble_s"] = r.step.pipeline_bubble_s;
+        if (opts->days) j["meets_deadline"] = r.meets(*opts->days);
         if (opts->list_layouts) j["layouts"] = r.sim.layouts_json();
         return j;
       };
       if (rows.size() == 1) {
-        std::cout << one(rows.front()).dump(2) << "\n";
+        nlohmann::json j = one(rows.front());
+        if (opts->days) j["deadline_days"] = *opts->days;
+        std::cout << j.dump(2) << "\n";
       } else {
         nlohmann::json all = {{"plans", nlohmann::json::array()}};
         for (const auto& r : rows) all["plans"].push_back(one(r));
+        if (opts->days) {
+          const InTime c = choose_in_time(rows, *opts->days);
+          auto id = [](const PlanRow* r) { return r ? nlohmann::json(r->sim.input.cluster.id()) : nlohmann::json(); };
+          all["deadline_days"] = *opts->days;
+          all["least_energy_in_time"] = id(c.least_energy);
+          all["fewest_chip_hours_in_time"] = id(c.fewest_chip_hours);
+          all["fastest"] = id(c.fastest);
+        }
         std::cout << all.dump(2) << "\n";
       }
     } else {
-      std::cout << (rows.size() == 1 ? render_single(rows.front()) : render_compare(rows, tokens));
+      std::cout << (rows.size() == 1 ? render_single(rows.front(), opts->days) : render_compare(rows, tokens, opts->days));
       if (opts->list_layouts)
         for (const auto& r : rows)
           if (!r.does_not_fit) std::cout << (rows.size() > 1 ? "\n" + r.sim.input.cluster.id() + ":" : "") << r.sim.layouts_text();

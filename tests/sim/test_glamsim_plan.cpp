@@ -1,6 +1,8 @@
 // End-to-end: `glamsim plan` against the GLaM paper's published training cost.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <filesystem>
 #include <fstream>
 
@@ -74,6 +76,45 @@ TEST(GlamsimPlan, CompareGivesOneRowPerCluster) {
   auto text = run_command("glamsim plan --model glam-1.7b-64e --compare tpu-v4-64 dgx-h100-64 --tokens 1e11 "
                           "--batch-tokens 262144");
   EXPECT_NE(text.out.find("dgx-h100-64"), std::string::npos);
+}
+
+// --days: each plan says whether it finishes in time; of those that do, the comparison names the one
+// drawing the least facility energy and the one using the fewest chip-hours. The deadline is set
+// between the clusters' own durations, so the answer depends on the figures, not on the flag alone.
+TEST(GlamsimPlan, DeadlineNamesTheCheapestClusterThatFinishesInTime) {
+  const std::string compare = "--model glam-1.7b-64e --compare tpu-v4-64 dgx-h100-64 dgx-a100-64 --tokens 1e11 --quiet";
+  const auto plain = plan_json(compare);
+  ASSERT_EQ(plain["plans"].size(), 3u);
+  std::vector<double> days;
+  for (const auto& p : plain["plans"]) days.push_back(p["train_days"].get<double>());
+  std::vector<double> sorted = days;
+  std::sort(sorted.begin(), sorted.end());
+  ASSERT_LT(sorted[1] * 1.01, sorted[2]);
+  // Two of the three finish in time (as written on the command line).
+  const double deadline = std::stod(std::to_string((sorted[1] + sorted[2]) / 2));
+  const auto j = plan_json(compare + " --days " + std::to_string(deadline));
+  EXPECT_DOUBLE_EQ(j["deadline_days"].get<double>(), deadline);
+  std::string least_energy, fewest_chip_hours, fastest;
+  double energy = 1e300, chip_hours = 1e300, quickest = 1e300;
+  for (size_t i = 0; i < 3; ++i) {
+    const auto& p = j["plans"][i];
+    EXPECT_EQ(p["meets_deadline"].get<bool>(), days[i] <= deadline) << p["cluster"];
+    if (p["train_days"].get<double>() < quickest) quickest = p["train_days"], fastest = p["cluster"];
+    if (!p["meets_deadline"].get<bool>()) continue;
+    if (p["facility_energy_MWh"].get<double>() < energy) energy = p["facility_energy_MWh"], least_energy = p["cluster"];
+    if (p["chip_hours"].get<double>() < chip_hours) chip_hours = p["chip_hours"], fewest_chip_hours = p["cluster"];
+  }
+  EXPECT_EQ(j["least_energy_in_time"], least_energy);
+  EXPECT_EQ(j["fewest_chip_hours_in_time"], fewest_chip_hours);
+  EXPECT_EQ(j["fastest"], fastest);
+  auto text = run_command("glamsim plan " + compare + " --days " + std::to_string(deadline));
+  EXPECT_NE(text.out.find("least energy on " + least_energy), std::string::npos) << text.out;
+  // Too short for any: the comparison says so and names the fastest; one cluster says by how much.
+  const auto none = plan_json(compare + " --days " + std::to_string(sorted[0] / 2));
+  EXPECT_TRUE(none["least_energy_in_time"].is_null());
+  EXPECT_EQ(none["fastest"], fastest);
+  auto single = run_command("glamsim plan --model glam-1.7b-64e --cluster tpu-v4-64 --tokens 1e11 --quiet --days 0.01");
+  EXPECT_NE(single.out.find("MISSED by"), std::string::npos) << single.out;
 }
 
 // A cluster too small for the model is a row of the comparison that says so, not the end of it; when
@@ -154,6 +195,8 @@ INSTANTIATE_TEST_SUITE_P(
                       BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --batch-tokens 262144 --tokens 1e5", "larger than the token budget"},
                       BadPlan{"--model glam-1.7b-64e --tokens 1e12", "--cluster"},
                       BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --tokens 1e300", "at most 1e16 tokens"},
+                      BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --tokens 1e12 --days 0", "--days: got '0', expected a number from 0.01"},
+                      BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --tokens 1e12 --days soon", "--days: got 'soon'"},
                       BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --tokens 1e12 --dp 64 --ep 64 --tp 1 --layouts",
                               "fix the layout"}),
     case_name);
