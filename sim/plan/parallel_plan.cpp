@@ -54,6 +54,31 @@ std::vector<std::vector<int>> torus_blocks(const std::vector<int>& dims, const s
   return shape;
 }
 
+// A block index as per-dimension block coordinates, dimension 0 fastest.
+std::vector<int> plain_digits(int64_t index, const std::vector<int>& extent) {
+  std::vector<int> digits(extent.size());
+  for (size_t d = 0; d < extent.size(); ++d) digits[d] = static_cast<int>(index % extent[d]), index /= extent[d];
+  return digits;
+}
+
+// The same in boustrophedon order (a snake): each dimension runs backwards on every other row of
+// the slower ones, so consecutive indices are neighbouring blocks. Pipeline stages are placed so, and
+// each stage sends to the next over one block's width.
+std::vector<int> snake_digits(int64_t index, const std::vector<int>& extent) {
+  std::vector<int> digits(extent.size());
+  int64_t below = 1;  // blocks in the faster dimensions
+  for (int e : extent) below *= e;
+  for (size_t d = extent.size(); d-- > 0;) {
+    below /= extent[d];
+    digits[d] = static_cast<int>(index / below);
+    index %= below;
+    if (digits[d] % 2 == 1) index = below - 1 - index;  // the faster dimensions run backwards
+  }
+  return digits;
+}
+
+constexpr size_t kStageLevel = 3;  // the levels of torus_blocks: tp, ep, replicas, stages
+
 }  // namespace
 
 RankMap::RankMap(const ParallelPlan& plan, const Cluster& cluster) : plan_(plan) {
@@ -72,12 +97,10 @@ RankMap::RankMap(const ParallelPlan& plan, const Cluster& cluster) : plan_(plan)
     int64_t idx[4] = {r % plan.tp, (r / plan.tp) % plan.ep, (r / (plan.tp * plan.ep)) % reps, r / plan.dp / plan.tp};
     std::vector<int> coord(dims.size(), 0), stride(dims.size(), 1);
     for (size_t lv = 0; lv < 4; ++lv) {
-      int64_t v = idx[lv];
+      const std::vector<int> digits = lv == kStageLevel ? snake_digits(idx[lv], shape[lv]) : plain_digits(idx[lv], shape[lv]);
       for (size_t d = 0; d < dims.size(); ++d) {
-        int extent = shape[lv][d];
-        coord[d] += static_cast<int>(v % extent) * stride[d];
-        v /= extent;
-        stride[d] *= extent;
+        coord[d] += digits[d] * stride[d];
+        stride[d] *= shape[lv][d];
       }
     }
     int chip = 0;

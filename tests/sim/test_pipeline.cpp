@@ -403,6 +403,25 @@ TEST(Pipeline, RanksOfAStageStayTogether) {
   }
 }
 
+// On a torus the stages follow a snake through their grid of blocks: each stage's neighbour in the
+// pipeline is the next block along one dimension, so every send crosses one block's width. Row-major
+// order would send from stage 1 to stage 2 of a 2 x 4 grid diagonally.
+TEST(Pipeline, ConsecutiveStagesAreNeighbouringBlocks) {
+  const Cluster c = load_cluster("tpu-v4-1024");
+  ParallelPlan p;
+  p.dp = 16, p.ep = 16, p.tp = 8, p.pp = 8, p.batch_tokens = 1 << 20;
+  const RankMap ranks(p, c);
+  ASSERT_NE(ranks.describe().find("stages 1x2x4"), std::string::npos) << ranks.describe();
+  const int64_t per_stage = p.dp * p.tp;
+  for (int64_t s = 0; s + 1 < p.pp; ++s)
+    for (int64_t r = s * per_stage; r < (s + 1) * per_stage; ++r) {
+      const auto a = c.torus_coords(ranks.chip_of_rank(r)), b = c.torus_coords(ranks.chip_of_rank(r + per_stage));
+      int dims_moved = 0;
+      for (size_t d = 0; d < a.size(); ++d) dims_moved += a[d] != b[d] ? 1 : 0;
+      EXPECT_EQ(dims_moved, 1) << "rank " << r << ", stage " << s << " to " << s + 1;
+    }
+}
+
 TEST(Pipeline, ValidationNamesTheProblem) {
   const ModelConfig m = load_model("glam-1.7b");
   const Cluster c = load_cluster("dgx-h100-64");
