@@ -90,6 +90,10 @@ int main(int argc, char** argv) {
   train->add_option("--layers", t.layers, "Run only the model's first K layers (0: all)")->transform(integer_at_least(0));
   train->add_option("--batch-tokens", t.batch_tokens, "Global batch in tokens, over all ranks (default 8 sequences)")
       ->transform(integer_at_least(1));
+  train->add_option("--microbatches", t.microbatches,
+                    "Gradient accumulation: each step runs the batch in this many passes, one set of buffers")
+      ->transform(integer_at_least(1))
+      ->capture_default_str();
   train->add_option("--steps", t.steps, "Training steps, warm-up included")->transform(integer_at_least(1))->capture_default_str();
   train->add_option("--warmup", t.warmup, "Untimed first steps (default min(2, steps-1))")->transform(integer_at_least(0));
   train->add_option("--op-timing", t.op_timing,

@@ -4,7 +4,8 @@
 #      per-op curves of every rank working at once, the all-to-all link between the two ranks;
 #   2. glamexec train run records of glam-tiny and glam-tiny-8e on 1, 2 and 4 ranks with the default
 #      threads (cores / ranks: 1 x 2, 2 x 1, and 4 x 1 taking turns on the 2 cores); default text,
-#      batches the calibration did not run, two of them past its largest;
+#      batches the calibration did not run, two of them past its largest, and two in two micro-batches
+#      (--microbatches 2, gradient accumulation);
 #   3. glamsim validate of the records against the profile: report.md, plot.svg, validation.json.
 # The calibration's training steps (random tokens, 384..3072 tokens per rank) are separate runs from
 # the validated records (text, 2,048 tokens in all): nothing is fitted on the records themselves.
@@ -12,7 +13,8 @@
 # usage: exec/bench/validate_loop.sh [--quick] [--build DIR] [--out DIR]
 #   --build DIR  the CMake build with bin/glamexec and bin/glamsim (default: build/)
 #   --out DIR    where everything goes (default: reports/validation/); records in DIR/records/
-#   --quick      the CI version: a --quick calibration, three short records, loose figures
+#   --quick      the CI version: a --quick calibration, three short records (one in two
+#                micro-batches), loose figures
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -57,9 +59,10 @@ else
 fi
 
 echo "== 2. run records"
-record() {  # model ranks global-batch steps [file-name suffix]
+record() {  # model ranks global-batch steps [file-name suffix [more glamexec train arguments]]
   local model=$1 ranks=$2 batch=$3 steps=$4 file=$RECORDS/$1-$2rank${5:-}.json
-  local cmd=("$BIN/glamexec" train --quiet --model "$model" --batch-tokens "$batch" --steps "$steps" --record "$file")
+  local cmd=("$BIN/glamexec" train --quiet --model "$model" --batch-tokens "$batch" --steps "$steps" --record "$file"
+             "${@:6}")
   if [ "$ranks" = 1 ]; then "${cmd[@]}"; else "${MPIRUN[@]}" -np "$ranks" "${cmd[@]}"; fi
 }
 # This VM's two-thread products switch between speeds every few minutes (other tenants of the host):
@@ -80,7 +83,7 @@ blas_speedup() {
 if [ $QUICK = 1 ]; then
   record glam-tiny 1 1024 4
   record glam-tiny 2 1024 4
-  record glam-tiny-8e 2 1024 4
+  record glam-tiny-8e 2 2048 4 -2mb --microbatches 2
 else
   [ -x "$BIN/glamexec-bench" ] && BLAS_CHECK="$(blas_speedup)x"
   record glam-tiny 1 2048 14
@@ -92,6 +95,9 @@ else
     for ranks in 2 4; do record $model $ranks 2048 14; done
   done
   record glam-tiny 2 8192 8 -8192tok
+  # Gradient accumulation: the StepGraph's micro-batch ops ("mb1. ...") against the measured ones.
+  record glam-tiny-8e 1 4096 8 -2mb --microbatches 2
+  record glam-tiny-8e 2 4096 8 -2mb --microbatches 2
 fi
 
 echo "== 3. glamsim validate"

@@ -32,9 +32,10 @@ void OpTimer::begin_step() {
 }
 
 void OpTimer::add(const std::string& id, double seconds, double flops, double bytes) {
-  current_seconds_[id] += seconds;
-  current_flops_[id] += flops;
-  current_bytes_[id] += bytes;
+  const std::string key = prefix_.empty() ? id : prefix_ + id;
+  current_seconds_[key] += seconds;
+  current_flops_[key] += flops;
+  current_bytes_[key] += bytes;
 }
 
 void OpTimer::end_step() {

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "comm/communicator.h"
@@ -44,6 +45,9 @@ class OpTimer {
   }
 
   void set_recording(bool on) { recording_ = on; }
+  // Prepended to the ids timed from now on: "mb{k}." for micro-batch k > 0, as the StepGraph names
+  // the ops of its later micro-batches.
+  void set_prefix(std::string prefix) { prefix_ = std::move(prefix); }
   bool recording() const { return recording_; }
   void begin_step();
   void end_step();  // closes the step: ops not seen this step get 0 for it
@@ -57,6 +61,7 @@ class OpTimer {
   Communicator* comm_;
   bool recording_ = false;
   int64_t steps_ = 0;
+  std::string prefix_;
   std::map<std::string, OpStats> ops_;
   std::map<std::string, double> current_seconds_, current_flops_, current_bytes_;
 };

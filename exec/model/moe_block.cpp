@@ -52,7 +52,8 @@ double Transformer<T>::moe_forward(int64_t l, int64_t step, OpTimer* t) {
     pol.random = m_.second_expert_policy == "random";
     pol.threshold = m_.second_expert_threshold;
     pol.seed = mix(mix(routing_seed, static_cast<uint64_t>(step)), static_cast<uint64_t>(l));
-    pol.first_token = static_cast<int64_t>(s_.rank) * n;
+    // The step's global token index: rank r's micro-batch k holds its k-th share of the rank's tokens.
+    pol.first_token = (static_cast<int64_t>(s_.rank) * s_.microbatches + microbatch_) * n;
     k::router_forward<W>(ctx_, a.rprobs.data(), rs, pol, a.rprobs.data(), a.expert.data(), a.gate.data(),
                          a.loc.data(), a.slot_token.data());
     k::router_aux_loss<W>(ctx_, a.rprobs.data(), a.expert.data(), rs, aux_.data());

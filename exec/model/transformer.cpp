@@ -7,6 +7,7 @@
 #include <cmath>
 #include <exception>
 #include <mutex>
+#include <stdexcept>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -88,7 +89,7 @@ Transformer<T>::Transformer(const ModelConfig& m, const ExecShape& shape, Commun
     capacity_ = m_.capacity_per_group();
     groups_ = n / m_.group_tokens;
     slots_ = m_.experts * groups_ * capacity_;
-    aux_scale_ = m_.aux_loss_weight / static_cast<double>(groups_ * s_.ranks);
+    aux_scale_ = m_.aux_loss_weight / static_cast<double>(groups_ * s_.ranks * s_.microbatches);
   }
   const int64_t attn_elems = s_.seqs * m_.heads * t * t;
   int64_t max_hidden = 0;
@@ -220,7 +221,12 @@ void Transformer<T>::linear_backward(const T* x, const T* w, const T* dy, T* dx,
 }
 
 template <class T>
-StepLoss Transformer<T>::run(const int32_t* inputs, const int32_t* targets, int64_t step, bool backward, OpTimer* t) {
+StepLoss Transformer<T>::run(const int32_t* inputs, const int32_t* targets, int64_t step, bool backward, OpTimer* t,
+                             int64_t microbatch) {
+  if (microbatch < 0 || microbatch >= s_.microbatches)
+    throw std::logic_error("Transformer::run: micro-batch " + std::to_string(microbatch) + " of " +
+                           std::to_string(s_.microbatches));
+  microbatch_ = microbatch;
   inputs_ = inputs;
   targets_ = targets;
   const int64_t n = s_.tokens(), d = m_.d_model, v = m_.vocab_size, L = m_.layers;
@@ -229,10 +235,13 @@ StepLoss Transformer<T>::run(const int32_t* inputs, const int32_t* targets, int6
   // T5 convention: with tied embeddings the logits are scaled by d_model^-1/2
   const W logit_scale = layout_.unembedding >= 0 ? W(1) : static_cast<W>(1.0 / std::sqrt(static_cast<double>(d)));
   if constexpr (!std::is_same_v<T, W>) {
-    // The bf16 copy of the updated master weights: part of the optimizer's work, timed under its id.
+    // The bf16 copy of the updated master weights, once per step: part of the optimizer's work, timed
+    // under its id.
     static const std::string id = "optimizer";
-    auto sc = OpTimer::time(t, id, 0, static_cast<double>(layout_.total_elements) * (sizeof(W) + sizeof(T)));
-    k::convert<W, T>(ctx_, params_.data(), weights_.data(), layout_.total_elements);
+    if (microbatch == 0) {
+      auto sc = OpTimer::time(t, id, 0, static_cast<double>(layout_.total_elements) * (sizeof(W) + sizeof(T)));
+      k::convert<W, T>(ctx_, params_.data(), weights_.data(), layout_.total_elements);
+    }
   }
   {
     static const std::string id = "embed.fwd";
@@ -292,11 +301,11 @@ StepLoss Transformer<T>::run(const int32_t* inputs, const int32_t* targets, int6
   StepLoss loss;
   loss.ce = sums[0] * grad_scale;
   loss.z = sums[1] * grad_scale;
-  loss.aux = m_.is_moe() ? sums[2] / static_cast<double>(groups_ * s_.ranks) : 0.0;
+  loss.aux = m_.is_moe() ? sums[2] / static_cast<double>(groups_ * s_.ranks * s_.microbatches) : 0.0;
   loss.total = loss.ce + m_.z_loss_weight * loss.z + m_.aux_loss_weight * loss.aux;
   if (!backward) return loss;
 
-  k::fill<W>(ctx_, grads_.data(), W(0), layout_.total_elements);
+  if (microbatch == 0) k::fill<W>(ctx_, grads_.data(), W(0), layout_.total_elements);
   {
     static const std::string id = "logits.bwd";
     auto sc = OpTimer::time(t, id, 4.0 * static_cast<double>(n * d * v), es * static_cast<double>(2 * n * d + n * v) + (es + sizeof(W)) * static_cast<double>(v * d));
@@ -343,7 +352,7 @@ void Transformer<T>::allreduce_gradients(OpTimer* t) {
   template void Transformer<T>::linear_backward(const T*, const T*, const T*, T*, Transformer<T>::Master*,   \
                                                 int64_t, int64_t, int64_t, bool, int64_t);                  \
   template const T* Transformer<T>::weight(int) const;                                                      \
-  template StepLoss Transformer<T>::run(const int32_t*, const int32_t*, int64_t, bool, OpTimer*);           \
+  template StepLoss Transformer<T>::run(const int32_t*, const int32_t*, int64_t, bool, OpTimer*, int64_t);  \
   template void Transformer<T>::allreduce_gradients(OpTimer*);
 GLAM_INSTANTIATE(float)
 GLAM_INSTANTIATE(double)

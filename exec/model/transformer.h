@@ -26,15 +26,17 @@
 
 namespace glam::exec {
 
-// What one rank runs: `seqs` sequences of seq_len tokens; ranks split the experts (expert
-// parallelism) and replicate everything else (data parallelism).
+// What one rank runs: `seqs` sequences of seq_len tokens per micro-batch, `microbatches` of them
+// per step (gradient accumulation); ranks split the experts (expert parallelism) and replicate
+// everything else (data parallelism).
 struct ExecShape {
   int64_t seqs = 1;
   int64_t seq_len = 0;
   int ranks = 1;
   int rank = 0;
-  int64_t tokens() const { return seqs * seq_len; }
-  int64_t global_tokens() const { return tokens() * ranks; }
+  int64_t microbatches = 1;
+  int64_t tokens() const { return seqs * seq_len; }  // one micro-batch on this rank: the buffers' size
+  int64_t global_tokens() const { return tokens() * ranks * microbatches; }  // the step's global batch
 };
 
 // Checks that the model and shape can run here; throws UsageError with a clear message.
@@ -83,10 +85,13 @@ class Transformer {
   // Deterministic, rank-count-independent initial values.
   void init_params(uint64_t seed);
 
-  // One forward pass (and the backward pass into grads(), zeroed first, when `backward`) on this
-  // rank's tokens (device pointers, tokens() each). Collective over the communicator; the losses
-  // returned are means over the global batch. `step` seeds random routing.
-  StepLoss run(const int32_t* inputs, const int32_t* targets, int64_t step, bool backward, OpTimer* timer = nullptr);
+  // One forward pass (and the backward pass into grads() when `backward`) of micro-batch
+  // `microbatch` of the step on this rank's tokens (device pointers, tokens() each). The first
+  // micro-batch refreshes the bf16 weights and zeroes the gradients; later ones add to them.
+  // Collective over the communicator; the losses returned are this micro-batch's shares of the means
+  // over the step's global batch (they add up over its micro-batches). `step` seeds random routing.
+  StepLoss run(const int32_t* inputs, const int32_t* targets, int64_t step, bool backward, OpTimer* timer = nullptr,
+               int64_t microbatch = 0);
 
   // Sum the replicated weights' gradients over ranks (data parallelism).
   void allreduce_gradients(OpTimer* timer = nullptr);
@@ -152,6 +157,7 @@ class Transformer {
   std::vector<std::array<std::array<std::string, 2>, static_cast<size_t>(LayerOp::kCount)>> op_ids_;
   kernels::Activation ffn_act_, expert_act_;
   int64_t capacity_ = 0, groups_ = 0, slots_ = 0, logit_chunk_rows_ = 0;
+  int64_t microbatch_ = 0;  // the one run() is on
   double aux_scale_ = 0;
 
   DeviceBuffer<W> params_, grads_;

@@ -44,7 +44,7 @@ nlohmann::json make_run_record(const RunDescription& run, const OpTimer& timer) 
   r["schema"] = "glam-run-record/1";
   r["model"] = {{"id", m.id}, {"file", run.model_file}, {"layers_run", run.layers_run}};
   r["model_config"] = model_to_json(m);
-  r["plan"] = {{"ranks", run.ranks}, {"dp", run.dp}, {"ep", run.ep}, {"tp", 1}};
+  r["plan"] = {{"ranks", run.ranks}, {"dp", run.dp}, {"ep", run.ep}, {"tp", 1}, {"microbatches", run.microbatches}};
   r["device"] = {{"kind", run.device_kind}, {"name", run.device_name}, {"host", run.host}, {"threads", run.threads},
                  {"host_cores", static_cast<int>(std::thread::hardware_concurrency())}};
   r["batch_tokens"] = run.batch_tokens;

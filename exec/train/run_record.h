@@ -18,9 +18,11 @@ struct RunDescription {
   std::string model_file;
   int64_t layers_run = 0;
   int ranks = 1, dp = 1, ep = 1;
+  int64_t microbatches = 1;  // gradient accumulation passes per step
   std::string device_kind = "cpu", device_name, host;
   int threads = 1;
-  int64_t batch_tokens = 0, global_batch_tokens = 0, seq_len = 0, steps = 0, warmup_steps = 0;
+  int64_t batch_tokens = 0;  // one rank's tokens per step, all its micro-batches
+  int64_t global_batch_tokens = 0, seq_len = 0, steps = 0, warmup_steps = 0;
   std::vector<double> step_times_s;  // timed steps only (with op_timing "alternate": those without op timers)
   std::vector<double> op_timed_step_times_s;  // op_timing "alternate": the steps that timed their ops
   std::string op_timing = "all";

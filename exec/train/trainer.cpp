@@ -100,7 +100,9 @@ namespace {
 // "glam-0.1b (12 layers) at 32768 tokens per rank, --precision bf16": the step, as messages name it.
 std::string step_label(const ModelConfig& m, const ExecShape& shape, const std::string& precision) {
   return m.id + " (" + std::to_string(m.layers) + " layers) at " + std::to_string(shape.tokens()) +
-         " tokens per rank, --precision " + precision;
+         " tokens per rank" +
+         (shape.microbatches > 1 ? " and micro-batch (" + std::to_string(shape.microbatches) + " per step)" : "") +
+         ", --precision " + precision;
 }
 
 // What a step needs and what was free for it (-1: unknown).
@@ -140,14 +142,38 @@ StepFit check_step_fits(const ModelConfig& m, const ExecShape& shape, bool bf16,
     throw UsageError(step + ": it fits this rank's memory, not that of " + std::to_string(short_ranks) +
                      " other rank(s) of this job");
   const int64_t seqs = max_sequences_within(m, shape, bf16, available);
-  const std::string hint = seqs > 0 ? "at most --batch-tokens " + std::to_string(seqs * m.seq_len * shape.ranks) + " fits"
-                                    : "no batch fits: try fewer --layers";
+  // The same batch in more micro-batches needs only one micro-batch's activations at a time.
+  const int64_t step_seqs = shape.seqs * shape.microbatches;
+  int64_t more = 0;
+  for (int64_t k = shape.microbatches + 1; seqs > 0 && k <= step_seqs && more == 0; ++k)
+    if (step_seqs % k == 0 && step_seqs / k <= seqs) more = k;
+  const std::string hint =
+      seqs > 0 ? "at most --batch-tokens " + std::to_string(seqs * m.seq_len * shape.ranks * shape.microbatches) +
+                     " fits" + (more > 0 ? ", or this batch with --microbatches " + std::to_string(more) : "")
+               : "no batch fits: try fewer --layers";
   throw UsageError(step + ", and " + (cuda ? "the GPU has " : "the host has ") +
                    format_bytes(static_cast<double>(available)) + (cuda ? " free" : " available per rank") + ": " + hint);
 }
 
 // NVML's energy counter updates every 20-100 ms: a shorter window than this is not reported.
 constexpr double kMinEnergyWindow_s = 1.0;
+
+// Adds one micro-batch's routing statistics (per MoE layer) to the sums over the timed steps.
+void add_moe_stats(const std::vector<MoeLayerStats>& st, std::vector<MoeLayerStats>& sum) {
+  if (sum.empty()) {
+    sum = st;
+    for (auto& s : sum) {
+      std::fill(s.expert_load.begin(), s.expert_load.end(), 0);
+      s.routed = s.dropped = s.skipped = 0;
+    }
+  }
+  for (size_t j = 0; j < st.size(); ++j) {
+    for (size_t e = 0; e < st[j].expert_load.size(); ++e) sum[j].expert_load[e] += st[j].expert_load[e];
+    sum[j].routed += st[j].routed;
+    sum[j].dropped += st[j].dropped;
+    sum[j].skipped += st[j].skipped;
+  }
+}
 
 // Everything run_train resolved and checked before the first step.
 struct ResolvedRun {
@@ -193,11 +219,12 @@ int train_steps(const ResolvedRun& r, TokenBatches& batches, kernels::KernelCont
   run.ranks = ranks;
   run.dp = ranks;
   run.ep = m.is_moe() ? ranks : 1;
+  run.microbatches = shape.microbatches;
   run.device_name = cuda ? kernels::cuda_device_name(ctx.device) : cpu_model_name();
   if (cuda) run.device_kind = "cuda";
   run.host = host_name();
   run.threads = r.threads;
-  run.batch_tokens = shape.tokens();
+  run.batch_tokens = shape.tokens() * shape.microbatches;
   run.global_batch_tokens = shape.global_tokens();
   run.seq_len = m.seq_len;
   run.steps = o.steps;
@@ -232,10 +259,19 @@ int train_steps(const ResolvedRun& r, TokenBatches& batches, kernels::KernelCont
     if (meter && i == warmup) energy_begin_J = meter->read_joules();
     auto t0 = std::chrono::steady_clock::now();
     if (i == warmup) energy_t0 = t0;
-    batches.fill(step - 1, rank * shape.seqs, shape.seqs, hin.data(), htg.data());
-    copy_to_device(hin.data(), inputs.data(), shape.tokens());
-    copy_to_device(htg.data(), targets.data(), shape.tokens());
-    StepLoss loss = model.run(inputs.data(), targets.data(), step, true, &timer);
+    // Micro-batch k of rank r: the k-th share of the rank's sequences of this step. Its ops carry the
+    // StepGraph's "mb{k}." prefix; the losses are shares of the step's and add up.
+    StepLoss loss;
+    for (int64_t mb = 0; mb < shape.microbatches; ++mb) {
+      batches.fill(step - 1, (rank * shape.microbatches + mb) * shape.seqs, shape.seqs, hin.data(), htg.data());
+      copy_to_device(hin.data(), inputs.data(), shape.tokens());
+      copy_to_device(htg.data(), targets.data(), shape.tokens());
+      timer.set_prefix(mb > 0 ? "mb" + std::to_string(mb) + "." : "");
+      const StepLoss part = model.run(inputs.data(), targets.data(), step, true, &timer, mb);
+      loss.total += part.total, loss.ce += part.ce, loss.z += part.z, loss.aux += part.aux;
+      if (timed) add_moe_stats(model.moe_stats(), moe_sum);
+    }
+    timer.set_prefix("");
     model.allreduce_gradients(&timer);
     opt.update(ctx, model.params(), model.grads(), step, &timer);
     kernels::synchronize(ctx);
@@ -253,20 +289,6 @@ int train_steps(const ResolvedRun& r, TokenBatches& batches, kernels::KernelCont
     if (timed) {
       (ops_timed && op_timing == "alternate" ? run.op_timed_step_times_s : run.step_times_s).push_back(dt);
       ++run.timed_steps;
-      const auto& st = model.moe_stats();
-      if (moe_sum.empty()) {
-        moe_sum = st;
-        for (auto& s : moe_sum) {
-          std::fill(s.expert_load.begin(), s.expert_load.end(), 0);
-          s.routed = s.dropped = s.skipped = 0;
-        }
-      }
-      for (size_t j = 0; j < st.size(); ++j) {
-        for (size_t e = 0; e < st[j].expert_load.size(); ++e) moe_sum[j].expert_load[e] += st[j].expert_load[e];
-        moe_sum[j].routed += st[j].routed;
-        moe_sum[j].dropped += st[j].dropped;
-        moe_sum[j].skipped += st[j].skipped;
-      }
     }
     if (print)
       out << "step " << step << "  loss " << std::fixed << std::setprecision(4) << loss.total << "  ce " << loss.ce
@@ -361,15 +383,19 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
   const std::string model_file = resolve_catalogue_entry("models", o.model).string();
   m = first_layers(m, o.layers);
   const int64_t global_tokens = o.batch_tokens > 0 ? o.batch_tokens : 8 * m.seq_len;
-  if (global_tokens % (m.seq_len * ranks) != 0)
+  if (o.microbatches < 1 || o.microbatches > (int64_t{1} << 20))
+    throw UsageError("--microbatches " + std::to_string(o.microbatches) + ": expected from 1 to 1048576");
+  if (global_tokens % (m.seq_len * ranks * o.microbatches) != 0)
     throw UsageError((o.batch_tokens > 0 ? "--batch-tokens " + std::to_string(global_tokens)
                                           : "the default batch (8 sequences, " + std::to_string(global_tokens) +
                                                 " tokens; --batch-tokens sets another)") +
-                     ": must be a multiple of seq_len x ranks = " + std::to_string(m.seq_len) + " x " +
-                     std::to_string(ranks));
+                     ": must be a multiple of seq_len x ranks" + (o.microbatches > 1 ? " x --microbatches" : "") +
+                     " = " + std::to_string(m.seq_len) + " x " + std::to_string(ranks) +
+                     (o.microbatches > 1 ? " x " + std::to_string(o.microbatches) : ""));
   ExecShape shape;
   shape.seq_len = m.seq_len;
-  shape.seqs = global_tokens / m.seq_len / ranks;
+  shape.microbatches = o.microbatches;
+  shape.seqs = global_tokens / m.seq_len / ranks / o.microbatches;
   shape.ranks = ranks;
   shape.rank = rank;
   check_runnable(m, shape);
@@ -422,13 +448,13 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
   std::string text_origin = "random tokens", tokenizer_origin = "none";
   if (o.random_tokens) {
     if (!o.text.empty() || !o.tokenizer.empty()) throw UsageError("--random-tokens excludes --text and --tokenizer");
-    std::vector<int32_t> stream(static_cast<size_t>(shape.seqs * ranks * m.seq_len * 4 + 1));
+    std::vector<int32_t> stream(static_cast<size_t>(shape.seqs * shape.microbatches * ranks * m.seq_len * 4 + 1));
     uint64_t z = seed * 0x9E3779B97F4A7C15ull + 7;
     for (auto& t : stream) {
       z = z * 6364136223846793005ull + 1442695040888963407ull;
       t = static_cast<int32_t>((z >> 33) % static_cast<uint64_t>(m.vocab_size));
     }
-    batches.emplace(std::move(stream), m.seq_len, shape.seqs * ranks, text_origin);
+    batches.emplace(std::move(stream), m.seq_len, shape.seqs * shape.microbatches * ranks, text_origin);
   } else {
     const std::string text = o.text.empty() ? default_corpus_text() : read_text_file(o.text);
     text_origin = o.text.empty() ? std::string(kDefaultCorpusDir) : o.text;
@@ -437,7 +463,7 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
       throw UsageError(tok.origin() + ": SentencePiece vocabulary of " + std::to_string(tok.vocab_size()) +
                        " pieces does not match vocab_size = " + std::to_string(m.vocab_size) + " of " + m.id);
     tokenizer_origin = tok.origin();
-    batches.emplace(tok.encode_text(text), m.seq_len, shape.seqs * ranks, text_origin);
+    batches.emplace(tok.encode_text(text), m.seq_len, shape.seqs * shape.microbatches * ranks, text_origin);
   }
 
   ResolvedRun run{o, m, model_file, precision_name, op_timing, text_origin, tokenizer_origin, shape, warmup, threads,

@@ -126,6 +126,7 @@ RunRecord parse_run_record(const nlohmann::json& j, const std::string& path) {
   r.dp = whole(j, path, "plan.dp", 1, kMaxRanks);
   r.ep = whole(j, path, "plan.ep", 1, kMaxRanks);
   r.tp = whole(j, path, "plan.tp", 1, kMaxRanks);
+  r.microbatches = find(j, "plan.microbatches") ? whole(j, path, "plan.microbatches", 1, int64_t{1} << 20) : 1;
   const auto& kind = need(j, path, "device.kind", "\"cpu\" or \"cuda\"");
   if (kind != "cpu" && kind != "cuda") throw ConfigError(path, "device.kind", kind.dump(), "\"cpu\" or \"cuda\"");
   r.device_kind = kind.get<std::string>();

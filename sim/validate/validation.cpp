@@ -103,6 +103,7 @@ SimulationInput simulation_for(const RunRecord& r, const std::optional<Calibrati
   model.activation_precision = r.activation_precision;
   ParallelPlan plan;
   plan.dp = r.dp, plan.ep = r.ep, plan.tp = r.tp, plan.batch_tokens = r.global_batch_tokens;
+  plan.microbatches = r.microbatches;
   plan.overlap_grad_reduction = false;  // glamexec reduces all gradients at once after the backward pass
   plan.narrow_weight_copy = true;       // and writes the bf16 copy of the weights (when it has one)
   RoutingSpec routing;

@@ -25,6 +25,9 @@ for kind in all_to_all all_reduce; do
   grep -q "\"collective\": \"$kind\"" "$OUT/validation.json" ||
     { echo "check_loop: validation.json has no $kind op" >&2; exit 1; }
 done
+# The micro-batched record's second micro-batch is compared op by op too ("mb1." ids).
+grep -q '"id": "mb1\.L0\.attn_qkv\.fwd"' "$OUT/validation.json" ||
+  { echo "check_loop: validation.json has no op of the second micro-batch" >&2; exit 1; }
 # "median |step error| 12.3%, largest 20.1%, median |op error| 15.0%"
 line=$(grep 'median |step error|' "$OUT/summary.txt")
 echo "check_loop: $line"

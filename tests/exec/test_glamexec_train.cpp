@@ -94,6 +94,35 @@ TEST_F(Train, RunRecordFollowsTheSchema) {
   }
 }
 
+// Gradient accumulation: the record names its micro-batches, holds the ops of every micro-batch under
+// the StepGraph's ids ("mb1." for the second), counts the routing of both, and its losses are those
+// of the same batch in one pass (float32 sums in another order: to 1e-5).
+TEST_F(Train, MicroBatchesRecordEveryPassAndTrainAsOne) {
+  auto one = train("--model glam-tiny-8e --steps 3 --batch-tokens 512 --random-tokens --format json");
+  auto two = train("--model glam-tiny-8e --steps 3 --batch-tokens 512 --random-tokens --format json --microbatches 2");
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  ASSERT_EQ(two.exit_code, 0) << two.err;
+  const json a = json::parse(one.out), b = json::parse(two.out);
+  EXPECT_EQ(b["plan"]["microbatches"], 2);
+  EXPECT_EQ(b["batch_tokens"], 512);
+  EXPECT_EQ(b["global_batch_tokens"], 512);
+  ASSERT_EQ(b["losses"].size(), 3u);
+  for (size_t i = 0; i < 3; ++i) EXPECT_NEAR(b["losses"][i].get<double>(), a["losses"][i].get<double>(), 1e-5) << i;
+  std::set<std::string> ids;
+  for (const auto& op : b["ops"]) {
+    std::string id = op["id"];
+    const bool second = id.rfind("mb1.", 0) == 0;
+    EXPECT_TRUE(std::regex_match(second ? id.substr(4) : id, kOpId)) << id;
+    ids.insert(id);
+  }
+  for (const char* id : {"L1.moe_router.fwd", "mb1.L1.moe_router.fwd", "mb1.embed.bwd", "mb1.logits.bwd", "optimizer"})
+    EXPECT_TRUE(ids.count(id)) << id;
+  // Once per step, not per micro-batch.
+  for (const char* id : {"mb1.optimizer", "mb1.grad_allreduce"}) EXPECT_FALSE(ids.count(id)) << id;
+  EXPECT_EQ(b["ops"].size(), 2 * a["ops"].size() - 1);  // every op twice but the optimizer
+  for (const auto& l : b["moe_layers"]) EXPECT_EQ(l["routed_tokens"], 1 * 512 * 2);  // 1 timed step x 512 x top-2
+}
+
 // Alternate op timing (the CUDA default): ops from every other timed step, the step time from the
 // others, both in the record.
 TEST_F(Train, AlternateOpTiming) {
@@ -174,6 +203,15 @@ TEST_F(Train, AStepThatCannotFitIsRefusedBeforeAllocating) {
     const int64_t tokens = std::stoll(fit[1]);
     EXPECT_EQ(tokens % 1024, 0);
     EXPECT_LT(tokens, 1048576);
+    // ... or the same batch in micro-batches no larger than that: the fewest that fit.
+    ASSERT_TRUE(std::regex_search(r.err, fit, std::regex("or this batch with --microbatches ([0-9]+)"))) << r.err;
+    const int64_t microbatches = std::stoll(fit[1]), sequences = 1048576 / 1024;
+    EXPECT_EQ(sequences % microbatches, 0);
+    EXPECT_LE(1048576 / microbatches, tokens);
+    for (int64_t fewer = 1; fewer < microbatches; ++fewer)
+      if (sequences % fewer == 0) {
+        EXPECT_GT(1048576 / fewer, tokens) << fewer;
+      }
   }
 }
 
@@ -304,6 +342,9 @@ TEST_F(Train, OptionValuesAreCheckedBeforeAnyWork) {
       {"--batch-tokens 140737488355328 --random-tokens", "tokens per rank, expected at most 2147483647"},
       {"--tokenizer " + path("none.model"), "none.model: no such SentencePiece model"},
       {"--text " + path("afolder"), "afolder: is a folder, expected a text file"},
+      {"--microbatches 0", "--microbatches: got '0', expected a whole number of at least 1"},
+      {"--batch-tokens 256 --microbatches 4",
+       "--batch-tokens 256: must be a multiple of seq_len x ranks x --microbatches = 128 x 1 x 4"},
   };
   for (const auto& [args, expected] : cases) {
     auto r = train("--model glam-tiny " + std::string(args.find("--batch-tokens") == std::string::npos ? "--batch-tokens 128 " : "") + args);

@@ -3,6 +3,7 @@
 // capacity against a dense FFN with the same weights.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -81,6 +82,58 @@ TEST(ModelGradients, MoeModelWithRandomRoutingAndGatedExperts) {
   std::string moe = std::string(glam::testing::kMicroMoe) + "second_expert_policy = \"random\"\nexpert_kind = \"gated\"\n";
   int64_t drops = 0;
   check_gradients(parse_model(glam::testing::micro_toml(moe, "plain"), "micro-random.toml"), &drops);
+}
+
+// Gradient accumulation: the batch in 1, 2 or 4 micro-batches gives the same losses and gradients
+// (float64), with random second-expert routing and dropped copies (which follow the step's global
+// token index, not the micro-batch's).
+TEST(ModelGradients, MicroBatchesAddUpToTheWholeBatch) {
+  // Capacity for about every copy, so that which second copies random routing skips decides which are
+  // dropped.
+  // A threshold of 1 keeps a second copy with probability g2 (about a third here): many are skipped.
+  std::string moe = std::string(glam::testing::kMicroMoe) +
+                    "second_expert_policy = \"random\"\nsecond_expert_threshold = 1.0\n";
+  moe.replace(moe.find("capacity_factor = 0.5"), 21, "capacity_factor = 1.0");
+  const ModelConfig m = parse_model(glam::testing::micro_toml(moe), "micro-random.toml");
+  auto comm = make_single_communicator();
+  kernels::KernelContext ctx;
+  const int64_t seqs = 4;
+  auto b = random_batch(seqs * m.seq_len, m.vocab_size, 11);
+  struct Result {
+    StepLoss loss;
+    std::vector<double> grads;
+    int64_t dropped = 0, skipped = 0;
+  };
+  auto run = [&](int64_t microbatches) {
+    ExecShape s;
+    s.seqs = seqs / microbatches, s.seq_len = m.seq_len, s.microbatches = microbatches;
+    Transformer<double> model(m, s, *comm, ctx);
+    model.init_params(7);
+    Result r;
+    for (int64_t k = 0; k < microbatches; ++k) {
+      const StepLoss part =
+          model.run(b.inputs.data() + k * s.tokens(), b.targets.data() + k * s.tokens(), 3, true, nullptr, k);
+      r.loss.total += part.total, r.loss.ce += part.ce, r.loss.z += part.z, r.loss.aux += part.aux;
+      for (const auto& st : model.moe_stats()) r.dropped += st.dropped, r.skipped += st.skipped;
+    }
+    r.grads.assign(model.grads(), model.grads() + model.layout().total_elements);
+    return r;
+  };
+  const Result whole = run(1);
+  EXPECT_GT(whole.dropped, 0);
+  EXPECT_GT(whole.skipped, 0);
+  for (int64_t microbatches : {2, 4}) {
+    const Result split = run(microbatches);
+    EXPECT_NEAR(split.loss.total, whole.loss.total, 1e-12) << microbatches;
+    EXPECT_NEAR(split.loss.ce, whole.loss.ce, 1e-12) << microbatches;
+    EXPECT_NEAR(split.loss.aux, whole.loss.aux, 1e-12) << microbatches;
+    EXPECT_EQ(split.dropped, whole.dropped) << microbatches;
+    EXPECT_EQ(split.skipped, whole.skipped) << microbatches;
+    double worst = 0;
+    for (size_t i = 0; i < whole.grads.size(); ++i)
+      worst = std::max(worst, std::abs(split.grads[i] - whole.grads[i]) / (1e-8 + std::abs(whole.grads[i])));
+    EXPECT_LT(worst, 1e-10) << microbatches << " micro-batches";
+  }
 }
 
 TEST(MoeEquivalence, OneExpertWithAmpleCapacityEqualsDenseFfn) {
