@@ -18,7 +18,7 @@ echo "The GLaM paper (Du et al. 2022): 280B tokens in 574 hours and 213 MWh on 1
 echo "measured system power per chip; the full 600B-token run 456 MWh and 40.2 tCO2e. GLaM partitioned its"
 echo "weights with GSPMD's 2D sharding, without a pipeline; the first two plans take a layout like that one,"
 echo "the third is the plan glamsim chooses itself (the main job, \`scripts/plan.sh\`), the last compares"
-echo "clusters, each with its chosen plan."
+echo "clusters, each with its chosen plan, against a 30-day deadline."
 echo
 echo '```'
 show --model glam-64b-64e --cluster tpu-v4-1024 --tokens 280e9 $glam_layout
@@ -28,5 +28,5 @@ echo
 show --model glam-64b-64e --cluster tpu-v4-1024 --tokens 600e9
 echo
 show --model glam-64b-64e --compare tpu-v4-1024 tpu-v4-4096 tpu-v3-1024 dgx-a100-1024 dgx-h100-1024 dgx-h200-1024 \
-  --tokens 600e9
+  --tokens 600e9 --days 30
 echo '```'
