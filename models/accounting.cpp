@@ -152,13 +152,10 @@ double block_working_bytes(const ModelConfig& m, const ShardingForMemory& s, boo
   // The gradients of the sub-layer's activations, live during its backward: at most its saved
   // activations' shapes, the larger sub-layer's (attention's includes the softmax probabilities').
   bytes += std::max(acts.attention, acts.ffn) * tokens;
-  if (s.gathered_dense_shards > 0) {
-    // Gathered in the products' precision; their gradients in the weights'.
-    const BlockWeights w = block_weight_elements(m, moe_block);
-    bytes += (w.dense / static_cast<double>(s.gathered_dense_shards) +
-              w.experts / static_cast<double>(std::max<int64_t>(1, s.gathered_expert_shards))) *
-             (e + wbytes);
-  }
+  // Gathered weights in the products' precision, and their gradients in the weights'.
+  const BlockWeights w = block_weight_elements(m, moe_block);
+  if (s.gathered_dense_shards > 0) bytes += w.dense / static_cast<double>(s.gathered_dense_shards) * (e + wbytes);
+  if (s.gathered_expert_shards > 0) bytes += w.experts / static_cast<double>(s.gathered_expert_shards) * (e + wbytes);
   if (moe_block) bytes += 2 * expert_slots_per_token(m) * static_cast<double>(m.d_model) * e * tokens;
   return bytes;
 }

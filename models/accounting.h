@@ -63,7 +63,8 @@ struct ShardingForMemory {
   std::vector<int64_t> blocks_held;
   bool input_end = true, output_end = true;
   // Weights sharded over data-parallel ranks too (ZeRO-3, GSPMD 2D) are gathered block by block for
-  // the products, into these shards (tp; ep x tp for experts). 0: products read the weights in place.
+  // the products, into these shards (tp; ep x tp for experts). 0: those weights are not gathered
+  // (not sharded beyond tp, or ep x tp), and the products read them in place.
   int64_t gathered_dense_shards = 0;
   int64_t gathered_expert_shards = 0;
   double activation_microbatches = 1;

@@ -142,11 +142,22 @@ StepFit check_step_fits(const ModelConfig& m, const ExecShape& shape, bool bf16,
     throw UsageError(step + ": it fits this rank's memory, not that of " + std::to_string(short_ranks) +
                      " other rank(s) of this job");
   const int64_t seqs = max_sequences_within(m, shape, bf16, available);
-  // The same batch in more micro-batches needs only one micro-batch's activations at a time.
+  // The same batch in more micro-batches needs only one micro-batch's activations at a time: the
+  // fewest whose micro-batch fits and can run (the routing groups may need several sequences).
   const int64_t step_seqs = shape.seqs * shape.microbatches;
+  auto runs = [&](int64_t micro_seqs) {
+    ExecShape s = shape;
+    s.seqs = micro_seqs;
+    try {
+      check_runnable(m, s);
+      return true;
+    } catch (const UsageError&) {
+      return false;
+    }
+  };
   int64_t more = 0;
   for (int64_t k = shape.microbatches + 1; seqs > 0 && k <= step_seqs && more == 0; ++k)
-    if (step_seqs % k == 0 && step_seqs / k <= seqs) more = k;
+    if (step_seqs % k == 0 && step_seqs / k <= seqs && runs(step_seqs / k)) more = k;
   const std::string hint =
       seqs > 0 ? "at most --batch-tokens " + std::to_string(seqs * m.seq_len * shape.ranks * shape.microbatches) +
                      " fits" + (more > 0 ? ", or this batch with --microbatches " + std::to_string(more) : "")

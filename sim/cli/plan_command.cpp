@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <iostream>
+#include <sstream>
 
 #include "cli/command.h"
 #include "cli/simulation_options.h"
@@ -39,8 +40,20 @@ struct PlanRow {
   };
   std::optional<TooSmall> does_not_fit;  // --compare: no plan fits this cluster (its row says so)
   double days() const { return estimate.train_hours / 24; }
-  bool meets(double deadline_days) const { return !does_not_fit && days() <= deadline_days; }
+  // In time, and a plan that fits (with --allow-oom a plan that does not fit is listed, not chosen).
+  bool meets(double deadline_days) const { return !does_not_fit && step.fits_memory && days() <= deadline_days; }
 };
+
+// A deadline as given ("30", "2.76"), and a margin to it: hours under two days, where a tenth of a day
+// would hide it, days above.
+std::string days_given(double days) {
+  std::ostringstream o;
+  o << days;
+  return o.str();
+}
+std::string margin(double days) {
+  return days < 2 ? format_fixed(days * 24, 1) + " h" : format_fixed(days, 1) + " days";
+}
 
 // --days with --compare: of the clusters that finish in time, the one drawing the least facility
 // energy and the one using the fewest chip-hours (null when none does), and the fastest overall.
@@ -63,7 +76,7 @@ InTime choose_in_time(const std::vector<PlanRow>& rows, double deadline_days) {
 
 std::string deadline_summary(const std::vector<PlanRow>& rows, double deadline_days) {
   const InTime c = choose_in_time(rows, deadline_days);
-  const std::string within = "within " + format_fixed(deadline_days, 1) + " days";
+  const std::string within = "within " + days_given(deadline_days) + " days";
   if (!c.least_energy)
     return c.fastest ? "None finishes " + within + "; the fastest is " + c.fastest->sim.input.cluster.id() + ", " +
                            format_fixed(c.fastest->days(), 1) + " days.\n"
@@ -89,9 +102,10 @@ std::string render_single(const PlanRow& row, std::optional<double> deadline_day
                                       format_fixed(100 * row.step.pipeline_bubble_s / e.step_time_s, 1) + "% of step)"});
   t.add_row({"training time", format_fixed(e.train_hours, 0) + " h (" + format_fixed(e.train_hours / 24, 1) + " days)"});
   if (deadline_days)
-    t.add_row({"deadline (" + format_fixed(*deadline_days, 1) + " days)",
-               row.meets(*deadline_days) ? "met, " + format_fixed(*deadline_days - row.days(), 1) + " days to spare"
-                                         : "MISSED by " + format_fixed(row.days() - *deadline_days, 1) + " days"});
+    t.add_row({"deadline (" + days_given(*deadline_days) + " days)",
+               row.meets(*deadline_days) ? "met, " + margin(*deadline_days - row.days()) + " to spare"
+               : row.step.fits_memory    ? "MISSED by " + margin(row.days() - *deadline_days)
+                                         : "not met: the plan does not fit in memory"});
   t.add_row({"chip-hours", format_count(e.chip_hours)});
   t.add_row({"MFU", format_fixed(100 * e.mfu, 1) + "%"});
   t.add_row({"average system power per chip", format_fixed(e.step_energy.average_power_per_chip_W, 0) + " W"});
@@ -215,13 +229,16 @@ void add_plan_command(CLI::App& app) {
                        "batch, or --allow-oom)");
     if (opts->format == "json") {
       auto one = [&opts](const PlanRow& r) {
-        if (r.does_not_fit)
-          return nlohmann::json{{"model", r.sim.input.model.id},
-                                {"cluster", r.sim.input.cluster.id()},
-                                {"chips", r.sim.input.cluster.num_chips()},
-                                {"fits_memory", false},
-                                {"memory_per_chip_bytes", r.does_not_fit->needed_bytes},
-                                {"hbm_bytes", r.does_not_fit->hbm_bytes}};
+        if (r.does_not_fit) {
+          nlohmann::json j = {{"model", r.sim.input.model.id},
+                              {"cluster", r.sim.input.cluster.id()},
+                              {"chips", r.sim.input.cluster.num_chips()},
+                              {"fits_memory", false},
+                              {"memory_per_chip_bytes", r.does_not_fit->needed_bytes},
+                              {"hbm_bytes", r.does_not_fit->hbm_bytes}};
+          if (opts->days) j["meets_deadline"] = false;
+          return j;
+        }
         nlohmann::json j = r.estimate.to_json();
         j["model"] = r.sim.input.model.id;
         j["cluster"] = r.sim.input.cluster.id();

@@ -292,10 +292,9 @@ MemoryFootprint plan_memory(const ModelConfig& m, const ParallelPlan& p) {
   sh.activation_shards = p.tp;
   sh.tokens_per_chip = p.tokens_per_rank() / std::max<int64_t>(1, p.microbatches);
   sh.recompute_activations = p.recompute;
-  if (p.shard_weights) {
-    sh.gathered_dense_shards = p.tp;
-    sh.gathered_expert_shards = (m.is_moe() ? p.ep : 1) * p.tp;
-  }
+  // What the StepGraph gathers: non-expert weights over dp > 1, experts over dp / ep > 1 replicas.
+  if (p.shard_weights && p.dp > 1) sh.gathered_dense_shards = p.tp;
+  if (p.shard_weights && m.is_moe() && p.dp / p.ep > 1) sh.gathered_expert_shards = p.ep * p.tp;
   if (p.pp <= 1) return memory_per_chip(m, sh);
   const PipelineLayout layout{m.layers, p.pp, p.virtual_stages, std::max<int64_t>(1, p.microbatches)};
   MemoryFootprint worst;

@@ -114,7 +114,10 @@ std::string step_summary_text(const SimulationInput& in, const StepResult& r, co
                                     (in.hbm_headroom > 0 ? " usable" : "") +
                                     (r.fits_memory ? " (fits)" : " (DOES NOT FIT)")});
   const StepEnergy e = step_energy(in, r, in.cluster.pue());
-  t.add_row({"energy per step", format_fixed(e.total_J() / 1e6, 3) + " MJ at PUE " + format_fixed(in.cluster.pue(), 2) +
+  const double J = e.total_J();
+  const std::string energy = J >= 1e6 ? format_fixed(J / 1e6, 3) + " MJ" : J >= 1e3 ? format_fixed(J / 1e3, 3) + " kJ"
+                                                                                   : format_fixed(J, 1) + " J";
+  t.add_row({"energy per step", energy + " at PUE " + format_fixed(in.cluster.pue(), 2) +
                                     ", " + format_fixed(e.average_power_per_chip_W, 0) + " W per chip (IT)"});
   t.add_row({"simulator wall time", format_fixed(host.wall_time_s, 3) + " s"});
   o << t.render();

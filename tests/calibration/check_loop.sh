@@ -25,9 +25,13 @@ for kind in all_to_all all_reduce; do
   grep -q "\"collective\": \"$kind\"" "$OUT/validation.json" ||
     { echo "check_loop: validation.json has no $kind op" >&2; exit 1; }
 done
-# The micro-batched record's second micro-batch is compared op by op too ("mb1." ids).
+# The micro-batched record's second micro-batch is compared op by op too ("mb1." ids); its gradients
+# are reduced once per step, after the last micro-batch.
 grep -q '"id": "mb1\.L0\.attn_qkv\.fwd"' "$OUT/validation.json" ||
   { echo "check_loop: validation.json has no op of the second micro-batch" >&2; exit 1; }
+mb_record=$OUT/records/glam-tiny-8e-2rank-2mb.json
+grep -q '"id": "grad_allreduce"' "$mb_record" && ! grep -q '"id": "mb1\.grad_allreduce"' "$mb_record" ||
+  { echo "check_loop: $mb_record: expected one gradient all-reduce per step" >&2; exit 1; }
 # "median |step error| 12.3%, largest 20.1%, median |op error| 15.0%"
 line=$(grep 'median |step error|' "$OUT/summary.txt")
 echo "check_loop: $line"

@@ -115,6 +115,15 @@ TEST(GlamsimPlan, DeadlineNamesTheCheapestClusterThatFinishesInTime) {
   EXPECT_EQ(none["fastest"], fastest);
   auto single = run_command("glamsim plan --model glam-1.7b-64e --cluster tpu-v4-64 --tokens 1e11 --quiet --days 0.01");
   EXPECT_NE(single.out.find("MISSED by"), std::string::npos) << single.out;
+  // A plan simulated with --allow-oom that does not fit is never in time, however fast; nor is a
+  // cluster too small for any plan.
+  const auto oom = plan_json("--model glam-8b-64e --compare dgx-a100-8 dgx-h100-64 --tokens 1e10 --days 1000 --allow-oom --quiet");
+  ASSERT_FALSE(oom["plans"][0]["fits_memory"].get<bool>());
+  EXPECT_LT(oom["plans"][0]["train_days"].get<double>(), 1000);
+  EXPECT_FALSE(oom["plans"][0]["meets_deadline"].get<bool>());
+  EXPECT_EQ(oom["least_energy_in_time"], "dgx-h100-64");
+  const auto small = plan_json("--model glam-8b-64e --compare dgx-a100-8 dgx-h100-64 --tokens 1e10 --days 1000 --quiet");
+  EXPECT_FALSE(small["plans"][0]["meets_deadline"].get<bool>());
 }
 
 // A cluster too small for the model is a row of the comparison that says so, not the end of it; when

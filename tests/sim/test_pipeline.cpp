@@ -407,19 +407,38 @@ TEST(Pipeline, RanksOfAStageStayTogether) {
 // pipeline is the next block along one dimension, so every send crosses one block's width. Row-major
 // order would send from stage 1 to stage 2 of a 2 x 4 grid diagonally.
 TEST(Pipeline, ConsecutiveStagesAreNeighbouringBlocks) {
-  const Cluster c = load_cluster("tpu-v4-1024");
-  ParallelPlan p;
-  p.dp = 16, p.ep = 16, p.tp = 8, p.pp = 8, p.batch_tokens = 1 << 20;
-  const RankMap ranks(p, c);
-  ASSERT_NE(ranks.describe().find("stages 1x2x4"), std::string::npos) << ranks.describe();
-  const int64_t per_stage = p.dp * p.tp;
-  for (int64_t s = 0; s + 1 < p.pp; ++s)
-    for (int64_t r = s * per_stage; r < (s + 1) * per_stage; ++r) {
-      const auto a = c.torus_coords(ranks.chip_of_rank(r)), b = c.torus_coords(ranks.chip_of_rank(r + per_stage));
-      int dims_moved = 0;
-      for (size_t d = 0; d < a.size(); ++d) dims_moved += a[d] != b[d] ? 1 : 0;
-      EXPECT_EQ(dims_moved, 1) << "rank " << r << ", stage " << s << " to " << s + 1;
+  struct Case {
+    const char* cluster;
+    int64_t dp, tp, pp;
+  };
+  for (const Case& k : {Case{"tpu-v4-1024", 16, 8, 8}, Case{"tpu-v4-64", 4, 2, 8}, Case{"tpu-v4-256", 16, 4, 4},
+                        Case{"tpu-v4-4096", 64, 8, 8}, Case{"tpu-v4-4096", 16, 16, 16}}) {
+    const Cluster c = load_cluster(k.cluster);
+    ParallelPlan p;
+    p.dp = k.dp, p.ep = 1, p.tp = k.tp, p.pp = k.pp, p.batch_tokens = 1 << 20;
+    const RankMap ranks(p, c);
+    const std::string where = std::string(k.cluster) + " pp " + std::to_string(k.pp) + " (" + ranks.describe() + ")";
+    const int64_t per_stage = p.dp * p.tp;
+    const auto& dims = c.torus_dims();
+    // A stage's extent in each dimension: the block width a step to the next block crosses.
+    std::vector<std::set<int>> coords(dims.size());
+    for (int64_t r = 0; r < per_stage; ++r) {
+      const auto xyz = c.torus_coords(ranks.chip_of_rank(r));
+      for (size_t d = 0; d < dims.size(); ++d) coords[d].insert(xyz[d]);
     }
+    for (int64_t s = 0; s + 1 < p.pp; ++s)
+      for (int64_t r = s * per_stage; r < (s + 1) * per_stage; ++r) {
+        const auto a = c.torus_coords(ranks.chip_of_rank(r)), b = c.torus_coords(ranks.chip_of_rank(r + per_stage));
+        int dims_moved = 0;
+        for (size_t d = 0; d < a.size(); ++d) {
+          if (a[d] == b[d]) continue;
+          ++dims_moved;
+          const int step = std::abs(a[d] - b[d]), around = std::min(step, dims[d] - step);
+          EXPECT_EQ(around, static_cast<int>(coords[d].size())) << where << ", rank " << r << ", dimension " << d;
+        }
+        EXPECT_EQ(dims_moved, 1) << where << ", rank " << r << ", stage " << s << " to " << s + 1;
+      }
+  }
 }
 
 TEST(Pipeline, ValidationNamesTheProblem) {

@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include <set>
+#include <utility>
+#include <vector>
 
 #include "common/errors.h"
 #include "plan/default_plan.h"
@@ -23,6 +25,34 @@ std::string error_of(const ParallelPlan& p, const ModelConfig& m, const Cluster&
     return e.what();
   }
   return "";
+}
+
+// With sharded weights, the memory counts a block's gathered weights exactly where the step gathers
+// them: non-expert weights when dp > 1, experts only when dp / ep > 1 replicas share them. Each case
+// against the gather ops of its own StepGraph.
+TEST(Plan, MemoryCountsTheGathersTheStepRuns) {
+  const ModelConfig m = load_model("glam-8b-64e");
+  for (const auto& [dp, ep] : std::vector<std::pair<int64_t, int64_t>>{{64, 64}, {64, 16}, {1, 1}}) {
+    ParallelPlan sharded = plan(dp, ep, 1, dp * m.seq_len * 4), whole = sharded;
+    sharded.shard_weights = true;
+    bool dense_gather = false, expert_gather = false;
+    for (const StepOp& op : build_step_graph(m, sharded.step_shape()).ops) {
+      dense_gather |= op.name == "weight_allgather";
+      expert_gather |= op.name == "expert_weight_allgather";
+    }
+    EXPECT_EQ(dense_gather, dp > 1) << dp << " " << ep;
+    EXPECT_EQ(expert_gather, dp / ep > 1) << dp << " " << ep;
+    // The same chip's memory with the gathers the graph runs, counted by hand from the sharding.
+    ShardingForMemory sh;
+    sh.dense_shards = dp, sh.expert_shards = dp, sh.activation_shards = 1;
+    sh.tokens_per_chip = sharded.tokens_per_rank();
+    sh.gathered_dense_shards = dense_gather ? 1 : 0;
+    sh.gathered_expert_shards = expert_gather ? ep : 0;
+    EXPECT_DOUBLE_EQ(plan_memory(m, sharded).working_bytes, memory_per_chip(m, sh).working_bytes) << dp << " " << ep;
+    if (!dense_gather && !expert_gather) {
+      EXPECT_DOUBLE_EQ(plan_memory(m, sharded).working_bytes, plan_memory(m, whole).working_bytes);
+    }
+  }
 }
 
 TEST(Plan, ValidationNamesTheProblem) {
