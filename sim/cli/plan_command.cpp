@@ -1,6 +1,8 @@
+#include <fnmatch.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <iostream>
@@ -8,6 +10,7 @@
 
 #include "cli/command.h"
 #include "cli/simulation_options.h"
+#include "common/catalogue.h"
 #include "common/cli_checks.h"
 #include "common/errors.h"
 #include "common/text_table.h"
@@ -29,6 +32,52 @@ double parse_tokens(const std::string& text) {
   if (!(v > 0) || !std::isfinite(v)) throw UsageError("--tokens " + text + ": expected a positive token budget");
   if (v > 1e16) throw UsageError("--tokens " + text + ": expected at most 1e16 tokens (GLaM trained on 1.6e12)");
   return v;
+}
+
+// "tpu-v4-64" before "tpu-v4-256": digit runs compare as numbers.
+bool natural_less(const std::string& a, const std::string& b) {
+  size_t i = 0, j = 0;
+  while (i < a.size() && j < b.size()) {
+    if (std::isdigit(static_cast<unsigned char>(a[i])) && std::isdigit(static_cast<unsigned char>(b[j]))) {
+      size_t i2 = i, j2 = j;
+      while (i2 < a.size() && std::isdigit(static_cast<unsigned char>(a[i2]))) ++i2;
+      while (j2 < b.size() && std::isdigit(static_cast<unsigned char>(b[j2]))) ++j2;
+      const std::string x = a.substr(i, i2 - i), y = b.substr(j, j2 - j);
+      if (x.size() != y.size()) return x.size() < y.size();
+      if (x != y) return x < y;
+      i = i2, j = j2;
+    } else {
+      if (a[i] != b[j]) return a[i] < b[j];
+      ++i, ++j;
+    }
+  }
+  return a.size() - i < b.size() - j;
+}
+
+// --compare arguments: cluster ids or files, and shell patterns over the catalogue's ids
+// ('tpu-v4-*'), each pattern's matches in size order; a cluster named twice is compared once.
+std::vector<std::string> expand_clusters(const std::vector<std::string>& args) {
+  std::vector<std::string> out;
+  auto add = [&out](const std::string& id) {
+    if (std::find(out.begin(), out.end(), id) == out.end()) out.push_back(id);
+  };
+  for (const std::string& arg : args) {
+    if (arg.find_first_of("*?[") == std::string::npos) {
+      add(arg);
+      continue;
+    }
+    std::vector<std::string> matches;
+    for (const std::string& id : catalogue_ids("topologies"))
+      if (::fnmatch(arg.c_str(), id.c_str(), 0) == 0) matches.push_back(id);
+    if (matches.empty()) {
+      std::string known;
+      for (const std::string& id : catalogue_ids("topologies")) known += (known.empty() ? "" : ", ") + id;
+      throw UsageError("--compare '" + arg + "': matches no cluster of the catalogue (" + known + ")");
+    }
+    std::sort(matches.begin(), matches.end(), natural_less);
+    for (const std::string& id : matches) add(id);
+  }
+  return out;
 }
 
 struct PlanRow {
@@ -172,7 +221,9 @@ void add_plan_command(CLI::App& app) {
   opts->with_cluster = false;
   opts->register_options(*cmd, false);
   auto* cluster = cmd->add_option("--cluster", opts->cluster, "Cluster id or TOML file");
-  cmd->add_option("--compare", opts->compare, "Several clusters, one row each")->excludes(cluster);
+  cmd->add_option("--compare", opts->compare,
+                  "Several clusters, one row each: ids, files, or patterns over the catalogue ('tpu-v4-*')")
+      ->excludes(cluster);
   cmd->add_option("--tokens", opts->tokens, "Training tokens, e.g. 600e9")->required();
   cmd->add_option("--pue", opts->pue, "Power usage effectiveness (default: the cluster's)");
   cmd->add_option("--carbon-intensity", opts->carbon, "Grid carbon intensity, kgCO2e per kWh (default: the cluster's)");
@@ -183,7 +234,8 @@ void add_plan_command(CLI::App& app) {
   cmd->callback([opts] {
     if (opts->cluster.empty() && opts->compare.empty()) throw UsageError("give --cluster ID or --compare ID ID...");
     const double tokens = parse_tokens(opts->tokens);
-    std::vector<std::string> clusters = opts->compare.empty() ? std::vector<std::string>{opts->cluster} : opts->compare;
+    std::vector<std::string> clusters =
+        opts->compare.empty() ? std::vector<std::string>{opts->cluster} : expand_clusters(opts->compare);
     const bool progress = !opts->quiet && isatty(STDERR_FILENO);
     // Resolve every cluster first: bad input fails before any simulation.
     std::vector<PlanRow> rows;

@@ -126,6 +126,19 @@ TEST(GlamsimPlan, DeadlineNamesTheCheapestClusterThatFinishesInTime) {
   EXPECT_FALSE(small["plans"][0]["meets_deadline"].get<bool>());
 }
 
+// --compare patterns: each expands to the catalogue's matching clusters, smallest first by the
+// numbers in their ids; a cluster named twice is one row; a pattern matching nothing is refused.
+TEST(GlamsimPlan, ComparePatternsExpandOverTheCatalogue) {
+  const auto j = plan_json("--model glam-0.1b --compare 'tpu-v4-[25]*' 'dgx-*-8' dgx-h100-8 --tokens 1e10 --quiet");
+  std::vector<std::string> clusters;
+  for (const auto& p : j["plans"]) clusters.push_back(p["cluster"]);
+  EXPECT_EQ(clusters, (std::vector<std::string>{"tpu-v4-256", "tpu-v4-512", "dgx-a100-8", "dgx-h100-8", "dgx-h200-8"}));
+  auto none = run_command("glamsim plan --model glam-0.1b --compare 'tpu-v9-*' --tokens 1e10");
+  EXPECT_EQ(none.exit_code, 2);
+  EXPECT_NE(none.err.find("--compare 'tpu-v9-*': matches no cluster of the catalogue (dgx-a100-1024"), std::string::npos)
+      << none.err;
+}
+
 // A cluster too small for the model is a row of the comparison that says so, not the end of it; when
 // none fits, the command is refused.
 TEST(GlamsimPlan, CompareKeepsGoingPastAClusterThatIsTooSmall) {
