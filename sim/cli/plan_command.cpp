@@ -156,6 +156,14 @@ std::string render_single(const PlanRow& row, std::optional<double> deadline_day
                : row.step.fits_memory    ? "MISSED by " + margin(row.days() - *deadline_days)
                                          : "not met: the plan does not fit in memory"});
   t.add_row({"chip-hours", format_count(e.chip_hours)});
+  const MemoryFootprint& mem = row.step.memory;
+  t.add_row({"memory per chip", format_bytes(mem.total_bytes()) + " of " + format_bytes(in.usable_hbm_bytes()) +
+                                    (in.hbm_headroom > 0 ? " usable" : "")});
+  t.add_row({"  weights, gradients, optimizer", format_bytes(mem.weights_bytes) + ", " +
+                                                    format_bytes(mem.gradients_bytes) + ", " +
+                                                    format_bytes(mem.optimizer_bytes)});
+  t.add_row({"  activations, working buffers",
+             format_bytes(mem.activations_bytes) + ", " + format_bytes(mem.working_bytes)});
   t.add_row({"MFU", format_fixed(100 * e.mfu, 1) + "%"});
   t.add_row({"average system power per chip", format_fixed(e.step_energy.average_power_per_chip_W, 0) + " W"});
   t.add_row({"IT energy", format_fixed(e.it_energy_MWh, 1) + " MWh"});
@@ -298,6 +306,7 @@ void add_plan_command(CLI::App& app) {
         j["plan"] = plan_to_json(r.sim.input.plan);
         j["fits_memory"] = r.step.fits_memory;
         j["memory_per_chip_bytes"] = r.step.memory.total_bytes();
+        j["memory_breakdown_bytes"] = memory_breakdown_json(r.step.memory);
         j["usable_hbm_bytes"] = r.sim.input.usable_hbm_bytes();
         j["pipeline_bubble_s"] = r.step.pipeline_bubble_s;
         if (opts->days) j["meets_deadline"] = r.meets(*opts->days);

@@ -44,6 +44,11 @@ double peak_rss_bytes() {
   return static_cast<double>(ru.ru_maxrss) * 1024.0;
 }
 
+nlohmann::json memory_breakdown_json(const MemoryFootprint& m) {
+  return {{"weights", m.weights_bytes},         {"gradients", m.gradients_bytes}, {"optimizer", m.optimizer_bytes},
+          {"activations", m.activations_bytes}, {"working", m.working_bytes}};
+}
+
 nlohmann::json step_summary_json(const SimulationInput& in, const StepResult& r, const HostFigures& host) {
   nlohmann::json links = nlohmann::json::object();
   for (const auto& [k, b] : r.link_bytes) links[kind_key(k)] = b;
@@ -68,12 +73,7 @@ nlohmann::json step_summary_json(const SimulationInput& in, const StepResult& r,
       {"mfu", r.mfu},
       {"tokens_per_s", static_cast<double>(in.plan.batch_tokens) / r.step_time_s},
       {"memory_per_chip_bytes", r.memory.total_bytes()},
-      {"memory_breakdown_bytes",
-       {{"weights", r.memory.weights_bytes},
-        {"gradients", r.memory.gradients_bytes},
-        {"optimizer", r.memory.optimizer_bytes},
-        {"activations", r.memory.activations_bytes},
-        {"working", r.memory.working_bytes}}},
+      {"memory_breakdown_bytes", memory_breakdown_json(r.memory)},
       {"hbm_bytes", in.cluster.chip().hbm_bytes},
       {"usable_hbm_bytes", in.usable_hbm_bytes()},
       {"fits_memory", r.fits_memory},

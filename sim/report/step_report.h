@@ -15,6 +15,9 @@ struct HostFigures {
   double peak_rss_bytes = 0;
 };
 
+// A chip's memory by part (bytes): weights, gradients, optimizer, activations, working.
+nlohmann::json memory_breakdown_json(const MemoryFootprint& m);
+
 nlohmann::json step_summary_json(const SimulationInput& in, const StepResult& r, const HostFigures& host);
 std::string step_summary_text(const SimulationInput& in, const StepResult& r, const HostFigures& host);
 

@@ -38,6 +38,19 @@ TEST(GlamsimPlan, ReproducesTheGlamTrainingCost) {
 }
 
 // A pipelined plan reports its bubble (JSON and table) and the HBM its headroom leaves.
+// The plan's memory by part adds up to its footprint, in the JSON and in the table.
+TEST(GlamsimPlan, MemoryByPartAddsUpToTheFootprint) {
+  const std::string args = "--model glam-8b-64e --cluster tpu-v4-64 --tokens 1e10 --dp 64 --ep 64 --shard-weights --recompute";
+  const auto j = plan_json(args);
+  double sum = 0;
+  for (const char* part : {"weights", "gradients", "optimizer", "activations", "working"})
+    sum += j["memory_breakdown_bytes"][part].get<double>();
+  EXPECT_NEAR(sum, j["memory_per_chip_bytes"].get<double>(), 1e-9 * sum);
+  EXPECT_GT(j["memory_breakdown_bytes"]["working"].get<double>(), 0);
+  auto text = run_command("glamsim plan --quiet " + args);
+  EXPECT_NE(text.out.find("activations, working buffers"), std::string::npos) << text.out;
+}
+
 TEST(GlamsimPlan, PipelinedPlanShowsItsBubbleAndUsableMemory) {
   const std::string args = "--model glam-1.7b --cluster dgx-h100-64 --dp 2 --tp 8 --tokens 1e10 --hbm-headroom 0.1";
   auto j = plan_json(args);
