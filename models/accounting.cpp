@@ -211,7 +211,9 @@ MemoryFootprint memory_per_chip(const ModelConfig& m, const ShardingForMemory& s
   // float32 logits for the loss, of the one micro-batch at the output end
   if (s.output_end) per_token += static_cast<double>(m.vocab_size) * 4.0;
   fp.activations_bytes = per_token * tokens / static_cast<double>(s.activation_shards);
-  for (int64_t l : blocks) fp.working_bytes = std::max(fp.working_bytes, block_working_bytes(m, s, m.is_moe_layer(l)));
+  // Blocks of one kind have the same buffers: the larger of the kinds held.
+  if (held > held_moe) fp.working_bytes = block_working_bytes(m, s, false);
+  if (held_moe > 0) fp.working_bytes = std::max(fp.working_bytes, block_working_bytes(m, s, true));
   return fp;
 }
 

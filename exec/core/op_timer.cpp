@@ -32,7 +32,11 @@ void OpTimer::begin_step() {
 }
 
 void OpTimer::add(const std::string& id, double seconds, double flops, double bytes) {
-  const std::string key = prefix_.empty() ? id : prefix_ + id;
+  if (!prefix_.empty()) return add_under(prefix_ + id, seconds, flops, bytes);
+  add_under(id, seconds, flops, bytes);
+}
+
+void OpTimer::add_under(const std::string& key, double seconds, double flops, double bytes) {
   current_seconds_[key] += seconds;
   current_flops_[key] += flops;
   current_bytes_[key] += bytes;

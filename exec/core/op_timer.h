@@ -55,7 +55,8 @@ class OpTimer {
   int64_t steps() const { return steps_; }
 
  private:
-  void add(const std::string& id, double seconds, double flops, double bytes);
+  void add(const std::string& id, double seconds, double flops, double bytes);  // under prefix_ + id
+  void add_under(const std::string& key, double seconds, double flops, double bytes);
   void wait_for_device() const;
   const kernels::KernelContext* ctx_;
   Communicator* comm_;

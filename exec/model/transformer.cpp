@@ -58,6 +58,15 @@ void check_runnable(const ModelConfig& m, const ExecShape& s) {
   }
 }
 
+bool runnable(const ModelConfig& m, const ExecShape& s) {
+  try {
+    check_runnable(m, s);
+    return true;
+  } catch (const UsageError&) {
+    return false;
+  }
+}
+
 template <class T>
 Transformer<T>::Transformer(const ModelConfig& m, const ExecShape& shape, Communicator& comm,
                             const kernels::KernelContext& ctx)

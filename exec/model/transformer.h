@@ -41,6 +41,8 @@ struct ExecShape {
 
 // Checks that the model and shape can run here; throws UsageError with a clear message.
 void check_runnable(const ModelConfig& m, const ExecShape& s);
+// The same check as a yes or no.
+bool runnable(const ModelConfig& m, const ExecShape& s);
 
 struct StepLoss {
   double total = 0;  // ce + z_weight * z + aux_weight * aux (what the gradients are of)

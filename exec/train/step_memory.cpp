@@ -27,15 +27,6 @@ StepMemory count_step(const ModelConfig& m, const ExecShape& shape) {
   return out;
 }
 
-bool runnable(const ModelConfig& m, const ExecShape& s) {
-  try {
-    check_runnable(m, s);
-    return true;
-  } catch (const UsageError&) {
-    return false;
-  }
-}
-
 }  // namespace
 
 StepMemory step_memory(const ModelConfig& m, const ExecShape& shape, bool bf16) {

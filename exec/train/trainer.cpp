@@ -145,19 +145,12 @@ StepFit check_step_fits(const ModelConfig& m, const ExecShape& shape, bool bf16,
   // The same batch in more micro-batches needs only one micro-batch's activations at a time: the
   // fewest whose micro-batch fits and can run (the routing groups may need several sequences).
   const int64_t step_seqs = shape.seqs * shape.microbatches;
-  auto runs = [&](int64_t micro_seqs) {
-    ExecShape s = shape;
-    s.seqs = micro_seqs;
-    try {
-      check_runnable(m, s);
-      return true;
-    } catch (const UsageError&) {
-      return false;
-    }
-  };
   int64_t more = 0;
-  for (int64_t k = shape.microbatches + 1; seqs > 0 && k <= step_seqs && more == 0; ++k)
-    if (step_seqs % k == 0 && step_seqs / k <= seqs && runs(step_seqs / k)) more = k;
+  for (int64_t k = shape.microbatches + 1; seqs > 0 && k <= step_seqs && more == 0; ++k) {
+    ExecShape micro = shape;
+    micro.seqs = step_seqs / k;
+    if (step_seqs % k == 0 && micro.seqs <= seqs && runnable(m, micro)) more = k;
+  }
   const std::string hint =
       seqs > 0 ? "at most --batch-tokens " + std::to_string(seqs * m.seq_len * shape.ranks * shape.microbatches) +
                      " fits" + (more > 0 ? ", or this batch with --microbatches " + std::to_string(more) : "")
@@ -454,18 +447,19 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
   ctx.gemm_precision = precision;
   const StepFit memory = check_step_fits(m, shape, precision == kernels::GemmPrecision::kBf16, cuda, precision_name, comm);
 
-  // data
+  // data: the step's sequences over every rank and micro-batch
+  const int64_t step_sequences = shape.global_tokens() / m.seq_len;
   std::optional<TokenBatches> batches;
   std::string text_origin = "random tokens", tokenizer_origin = "none";
   if (o.random_tokens) {
     if (!o.text.empty() || !o.tokenizer.empty()) throw UsageError("--random-tokens excludes --text and --tokenizer");
-    std::vector<int32_t> stream(static_cast<size_t>(shape.seqs * shape.microbatches * ranks * m.seq_len * 4 + 1));
+    std::vector<int32_t> stream(static_cast<size_t>(step_sequences * m.seq_len * 4 + 1));
     uint64_t z = seed * 0x9E3779B97F4A7C15ull + 7;
     for (auto& t : stream) {
       z = z * 6364136223846793005ull + 1442695040888963407ull;
       t = static_cast<int32_t>((z >> 33) % static_cast<uint64_t>(m.vocab_size));
     }
-    batches.emplace(std::move(stream), m.seq_len, shape.seqs * shape.microbatches * ranks, text_origin);
+    batches.emplace(std::move(stream), m.seq_len, step_sequences, text_origin);
   } else {
     const std::string text = o.text.empty() ? default_corpus_text() : read_text_file(o.text);
     text_origin = o.text.empty() ? std::string(kDefaultCorpusDir) : o.text;
@@ -474,7 +468,7 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
       throw UsageError(tok.origin() + ": SentencePiece vocabulary of " + std::to_string(tok.vocab_size()) +
                        " pieces does not match vocab_size = " + std::to_string(m.vocab_size) + " of " + m.id);
     tokenizer_origin = tok.origin();
-    batches.emplace(tok.encode_text(text), m.seq_len, shape.seqs * shape.microbatches * ranks, text_origin);
+    batches.emplace(tok.encode_text(text), m.seq_len, step_sequences, text_origin);
   }
 
   ResolvedRun run{o, m, model_file, precision_name, op_timing, text_origin, tokenizer_origin, shape, warmup, threads,
