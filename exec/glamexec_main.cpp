@@ -94,6 +94,15 @@ int main(int argc, char** argv) {
                     "Gradient accumulation: each step runs the batch in this many passes, one set of buffers")
       ->transform(integer_at_least(1))
       ->capture_default_str();
+  train->add_option("--stages", t.stages,
+                    "Pipeline stages: the ranks form this many groups, each holding consecutive blocks, and run the "
+                    "1F1B schedule over the micro-batches (CPU)")
+      ->transform(integer_at_least(1, 4096))
+      ->capture_default_str();
+  train->add_option("--virtual-stages", t.virtual_stages,
+                    "Chunks of blocks per pipeline stage (the interleaved schedule; micro-batches a multiple of the stages)")
+      ->transform(integer_at_least(1, 4096))
+      ->capture_default_str();
   train->add_option("--steps", t.steps, "Training steps, warm-up included")->transform(integer_at_least(1))->capture_default_str();
   train->add_option("--warmup", t.warmup, "Untimed first steps (default min(2, steps-1))")->transform(integer_at_least(0));
   train->add_option("--op-timing", t.op_timing,

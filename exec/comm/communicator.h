@@ -4,6 +4,7 @@
 // pointers of the backend in use.
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
 #include <string>
 
 namespace glam::exec {
@@ -35,6 +36,23 @@ class Communicator {
   // Collective: the ranks with the same color >= 0 form a new communicator, ordered by rank;
   // ranks with a negative color get nullptr. The calibration measures smaller groups this way.
   virtual std::unique_ptr<Communicator> split(int color) = 0;
+
+  // Point to point, between pipeline stages. `send` takes a copy of the buffer and returns at once;
+  // the message is delivered when `peer` receives it (buffered: two stages that send to each other
+  // before receiving do not deadlock). `recv` waits for the message. Messages from one rank to another
+  // with the same tag arrive in the order they were sent. Tags are at most kMaxTag.
+  static constexpr int kMaxTag = 32767;  // the least upper bound MPI guarantees
+  // (Pipeline stages need a communicator that reaches other processes: MPI.)
+  virtual void send(const void* /*data*/, int64_t /*bytes*/, int peer, int /*tag*/) {
+    throw std::logic_error("the " + name() + " communicator has no point-to-point messages (send to rank " +
+                           std::to_string(peer) + ")");
+  }
+  virtual void recv(void* /*data*/, int64_t /*bytes*/, int peer, int /*tag*/) {
+    throw std::logic_error("the " + name() + " communicator has no point-to-point messages (receive from rank " +
+                           std::to_string(peer) + ")");
+  }
+  // Waits until every message this rank sent has been received.
+  virtual void wait_sends() {}
 
   // True on every rank when `flag` is true on any rank (to agree on errors before writing).
   bool any(bool flag) {

@@ -4,9 +4,12 @@
 
 #include <chrono>
 #include <cstdlib>
-#include <thread>
+#include <cstring>
 #include <limits>
+#include <list>
 #include <stdexcept>
+#include <thread>
+#include <vector>
 
 namespace glam::exec {
 namespace {
@@ -35,6 +38,7 @@ class MpiCommunicator final : public Communicator {
     int finalized = 0;
     MPI_Finalized(&finalized);
     if (finalized) return;
+    for (auto& s : pending_) MPI_Cancel(&s.request), MPI_Request_free(&s.request);
     if (!world_) MPI_Comm_free(&comm_);
     else MPI_Finalize();
   }
@@ -65,6 +69,23 @@ class MpiCommunicator final : public Communicator {
     MPI_Reduce_scatter_block(send, recv, checked_count(count), MPI_FLOAT, MPI_SUM, comm_);
   }
   void barrier() override { MPI_Barrier(comm_); }
+  void send(const void* data, int64_t bytes, int peer, int tag) override {
+    check_tag(tag);
+    reap_sends();
+    // The executor's CPU buffers are host memory: the copy lets the caller reuse its buffer at once.
+    pending_.push_back(PendingSend{MPI_REQUEST_NULL, std::vector<char>(static_cast<size_t>(bytes))});
+    PendingSend& s = pending_.back();
+    if (bytes > 0) std::memcpy(s.data.data(), data, static_cast<size_t>(bytes));
+    MPI_Isend(s.data.data(), checked_count(bytes), MPI_BYTE, peer, tag, comm_, &s.request);
+  }
+  void recv(void* data, int64_t bytes, int peer, int tag) override {
+    check_tag(tag);
+    MPI_Recv(data, checked_count(bytes), MPI_BYTE, peer, tag, comm_, MPI_STATUS_IGNORE);
+  }
+  void wait_sends() override {
+    for (auto& s : pending_) MPI_Wait(&s.request, MPI_STATUS_IGNORE);
+    pending_.clear();
+  }
   void idle_barrier() override {
     MPI_Request request;
     MPI_Ibarrier(comm_, &request);
@@ -82,6 +103,22 @@ class MpiCommunicator final : public Communicator {
   }
 
  private:
+  struct PendingSend {
+    MPI_Request request;
+    std::vector<char> data;
+  };
+  static void check_tag(int tag) {
+    if (tag < 0 || tag > kMaxTag) throw std::logic_error("MPI tag " + std::to_string(tag) + " out of range");
+  }
+  // Frees the copies of the sends already received.
+  void reap_sends() {
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      int done = 0;
+      MPI_Test(&it->request, &done, MPI_STATUS_IGNORE);
+      it = done ? pending_.erase(it) : std::next(it);
+    }
+  }
+  std::list<PendingSend> pending_;  // a list: MPI holds the buffers' addresses until the sends complete
   MPI_Comm comm_;
   bool world_;
   int rank_ = 0, size_ = 1;

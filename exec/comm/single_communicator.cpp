@@ -1,7 +1,9 @@
 #include "comm/communicator.h"
+
 #include "device.h"
 
 namespace glam::exec {
+
 namespace {
 
 class SingleCommunicator final : public Communicator {

@@ -43,13 +43,13 @@ void attention_products(const k::KernelContext& ctx, int64_t seqs, int64_t heads
 template <class T>
 void Transformer<T>::attention_forward(int64_t l, OpTimer* t) {
   const LayerParams& p = layout_.layers[static_cast<size_t>(l)];
-  LayerActs& a = acts_[static_cast<size_t>(l)];
+  LayerActs& a = act(l);
   const int64_t n = s_.tokens(), d = m_.d_model, hd = m_.attention_width(), h = m_.heads, dh = m_.head_dim;
   const int64_t b_count = s_.seqs, sl = s_.seq_len, tt = sl * sl;
   const AttnOperand tokens{sl * hd, dh}, scores{h * tt, tt};
   const double es = sizeof(T), nd = static_cast<double>(n), attn = static_cast<double>(b_count * h * tt);
   const W scale = static_cast<W>(1.0 / std::sqrt(static_cast<double>(dh)));
-  const T* x = resid_[static_cast<size_t>(l)].data();
+  const T* x = resid(l).data();
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kAttnNorm, false), 4 * nd * d, 2 * es * nd * d);
     k::rmsnorm_forward<T>(ctx_, x, weight(p.attn_norm), a.xn1.data(), a.inv1.data(), n, d);
@@ -88,7 +88,7 @@ template <class T>
 void Transformer<T>::attention_backward(int64_t l, OpTimer* t) {
   // On entry dres_ holds the gradient of this block's attention output (mid); on exit, of its input.
   const LayerParams& p = layout_.layers[static_cast<size_t>(l)];
-  LayerActs& a = acts_[static_cast<size_t>(l)];
+  LayerActs& a = act(l);
   const int64_t n = s_.tokens(), d = m_.d_model, hd = m_.attention_width(), h = m_.heads, dh = m_.head_dim;
   const int64_t b_count = s_.seqs, sl = s_.seq_len, tt = sl * sl;
   const AttnOperand tokens{sl * hd, dh}, scores{h * tt, tt};
@@ -127,7 +127,7 @@ void Transformer<T>::attention_backward(int64_t l, OpTimer* t) {
   }
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kAttnNorm, true), 8 * nd * d, 4 * es * nd * d);
-    k::rmsnorm_backward<T>(ctx_, dxn_.data(), resid_[static_cast<size_t>(l)].data(), weight(p.attn_norm),
+    k::rmsnorm_backward<T>(ctx_, dxn_.data(), resid(l).data(), weight(p.attn_norm),
                            a.inv1.data(), dres_.data(), grad(p.attn_norm), n, d);
   }
 }

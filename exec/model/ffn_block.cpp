@@ -13,7 +13,7 @@ namespace k = glam::kernels;
 template <class T>
 void Transformer<T>::dense_forward(int64_t l, OpTimer* t) {
   const LayerParams& p = layout_.layers[static_cast<size_t>(l)];
-  LayerActs& a = acts_[static_cast<size_t>(l)];
+  LayerActs& a = act(l);
   const int64_t n = s_.tokens(), d = m_.d_model, h = m_.ffn_hidden;
   const bool gated = p.wi1 >= 0;
   const double es = sizeof(T), nd = static_cast<double>(n), mats = gated ? 2 : 1;
@@ -32,7 +32,7 @@ void Transformer<T>::dense_forward(int64_t l, OpTimer* t) {
   }
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kFfnOut, false), 2 * nd * h * d + nd * d, es * (nd * h + h * d + 3 * nd * d));
-    T* out = resid_[static_cast<size_t>(l + 1)].data();
+    T* out = resid(l + 1).data();
     k::copy<T>(ctx_, a.mid.data(), out, n * d);
     k::gemm<T>(ctx_, false, false, n, d, h, T(1), a.a.data(), h, weight(p.wo), d, T(1), out, d);
   }
@@ -42,7 +42,7 @@ template <class T>
 void Transformer<T>::dense_backward(int64_t l, OpTimer* t) {
   // On entry dres_ holds the gradient of the block output; on exit, of mid (the FFN input).
   const LayerParams& p = layout_.layers[static_cast<size_t>(l)];
-  LayerActs& a = acts_[static_cast<size_t>(l)];
+  LayerActs& a = act(l);
   const int64_t n = s_.tokens(), d = m_.d_model, h = m_.ffn_hidden;
   const bool gated = p.wi1 >= 0;
   const double es = sizeof(T), nd = static_cast<double>(n), mats = gated ? 2 : 1;

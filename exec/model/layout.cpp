@@ -32,16 +32,21 @@ uint64_t fnv1a(const std::string& s, uint64_t h = 1469598103934665603ull) {
 
 }  // namespace
 
-ModelLayout make_layout(const ModelConfig& m, int ranks, int rank) {
+ModelLayout make_layout(const ModelConfig& m, int ranks, int rank, const StageHolding& holding) {
   ModelLayout l;
   const int64_t d = m.d_model, hd = m.attention_width(), h = m.ffn_hidden, he = m.expert_hidden_size();
   const double inv_sqrt_d = 1.0 / std::sqrt(static_cast<double>(d));
-  l.embedding = add(l, mat("embedding", m.vocab_size, d, 1.0));
-  if (!m.tied_embeddings) l.unembedding = add(l, mat("unembedding", m.vocab_size, d, inv_sqrt_d));
+  if (holding.input_end || (holding.output_end && m.tied_embeddings))
+    l.embedding = add(l, mat("embedding", m.vocab_size, d, 1.0));
+  if (holding.output_end && !m.tied_embeddings) l.unembedding = add(l, mat("unembedding", m.vocab_size, d, inv_sqrt_d));
   for (int64_t i = 0; i < m.layers; ++i) {
     std::string p = "L" + std::to_string(i) + ".";
     LayerParams lp;
     lp.moe = m.is_moe_layer(i);
+    if (!holding.holds(i)) {
+      l.layers.push_back(lp);
+      continue;
+    }
     lp.attn_norm = add(l, ones(p + "attn_norm.scale", d));
     lp.q = add(l, mat(p + "attn.q", d, hd, inv_sqrt_d));
     lp.k = add(l, mat(p + "attn.k", d, hd, inv_sqrt_d));
@@ -59,14 +64,14 @@ ModelLayout make_layout(const ModelConfig& m, int ranks, int rank) {
     }
     l.layers.push_back(lp);
   }
-  l.final_norm = add(l, ones("final_norm.scale", d));
+  if (holding.output_end) l.final_norm = add(l, ones("final_norm.scale", d));
   // experts last: the rank's share of every MoE layer
   if (m.is_moe()) {
     l.local_experts = m.experts / ranks;
     l.first_expert = l.local_experts * rank;
     for (int64_t i = 0; i < m.layers; ++i) {
       LayerParams& lp = l.layers[static_cast<size_t>(i)];
-      if (!lp.moe) continue;
+      if (!lp.moe || !holding.holds(i)) continue;
       std::string p = "L" + std::to_string(i) + ".moe.";
       auto expert = [&](std::string name, int64_t rows, int64_t cols) {
         ParamInfo e = mat(p + name, rows, cols, 1.0 / std::sqrt(static_cast<double>(rows)));

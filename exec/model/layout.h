@@ -43,8 +43,18 @@ struct ModelLayout {
   int64_t local_experts = 0, first_expert = 0;
 };
 
-// The layout of rank `rank` of `ranks` (experts split evenly; the caller checks divisibility).
-ModelLayout make_layout(const ModelConfig& m, int ranks, int rank);
+// What a pipeline stage holds: its blocks (empty: every block), the embedding when it runs the first
+// block's input end, and the final norm and output embedding when it runs the last block's output end
+// (with tied embeddings both ends hold the embedding).
+struct StageHolding {
+  std::vector<bool> blocks;
+  bool input_end = true, output_end = true;
+  bool holds(int64_t block) const { return blocks.empty() || blocks[static_cast<size_t>(block)]; }
+};
+
+// The layout of rank `rank` of `ranks` (experts split evenly; the caller checks divisibility) of the
+// stage `holding` describes: the tensors it does not hold have no entry (their index is -1).
+ModelLayout make_layout(const ModelConfig& m, int ranks, int rank, const StageHolding& holding = {});
 
 // Deterministic initial values of one matrix (global expert index or -1), from (seed, name, expert).
 void init_matrix(const ParamInfo& p, int64_t global_expert, uint64_t seed, double* out);

@@ -30,7 +30,7 @@ uint64_t mix(uint64_t a, uint64_t b) {
 template <class T>
 double Transformer<T>::moe_forward(int64_t l, int64_t step, OpTimer* t) {
   const LayerParams& p = layout_.layers[static_cast<size_t>(l)];
-  LayerActs& a = acts_[static_cast<size_t>(l)];
+  LayerActs& a = act(l);
   const int64_t n = s_.tokens(), d = m_.d_model, he = m_.expert_hidden_size(), e_count = m_.experts;
   const int64_t kk = m_.top_k, ranks = s_.ranks, el = layout_.local_experts;
   const int64_t rows = slots_ / el;  // slots per local expert, from all ranks
@@ -74,8 +74,12 @@ double Transformer<T>::moe_forward(int64_t l, int64_t step, OpTimer* t) {
       else if (v == -1) st.dropped++;
       else st.skipped++;
     }
+    const size_t index = static_cast<size_t>(l / std::max<int64_t>(m_.moe_every, 1));  // the model's MoE layer
+    MoeLayerStats& sum = step_moe_stats_[index];
+    for (size_t e = 0; e < st.expert_load.size(); ++e) sum.expert_load[e] += st.expert_load[e];
+    sum.routed += st.routed, sum.dropped += st.dropped, sum.skipped += st.skipped;
     if (moe_stats_.size() < static_cast<size_t>(m_.moe_layers())) moe_stats_.resize(static_cast<size_t>(m_.moe_layers()));
-    moe_stats_[static_cast<size_t>(l / std::max<int64_t>(m_.moe_every, 1))] = std::move(st);
+    moe_stats_[index] = std::move(st);
   }
   // dispatch
   T* ein = a.ein.data();
@@ -120,7 +124,7 @@ double Transformer<T>::moe_forward(int64_t l, int64_t step, OpTimer* t) {
   }
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kMoeUnpermute, false), 2 * nd * kk * d, es * (3 * nd * d + nd * kk * d));
-    T* out = resid_[static_cast<size_t>(l + 1)].data();
+    T* out = resid(l + 1).data();
     k::copy<T>(ctx_, a.mid.data(), out, n * d);
     k::moe_combine_forward<T>(ctx_, cbuf, a.loc.data(), a.gate.data(), out, n, kk, d);
   }
@@ -131,7 +135,7 @@ template <class T>
 void Transformer<T>::moe_backward(int64_t l, OpTimer* t) {
   // On entry dres_ holds the gradient of the block output; on exit, of mid (the FFN input).
   const LayerParams& p = layout_.layers[static_cast<size_t>(l)];
-  LayerActs& a = acts_[static_cast<size_t>(l)];
+  LayerActs& a = act(l);
   const int64_t n = s_.tokens(), d = m_.d_model, he = m_.expert_hidden_size(), e_count = m_.experts;
   const int64_t kk = m_.top_k, ranks = s_.ranks, el = layout_.local_experts;
   const int64_t rows = slots_ / el;

@@ -56,6 +56,20 @@ void check_runnable(const ModelConfig& m, const ExecShape& s) {
       throw UsageError("tokens per rank (" + n(s.tokens()) + ") must be a multiple of the routing group size moe.group_tokens = " +
                        n(m.group_tokens) + " of " + m.id);
   }
+  if (s.stages < 1 || s.stage < 0 || s.stage >= s.stages || s.virtual_stages < 1)
+    throw UsageError("pipeline stage " + n(s.stage) + " of " + n(s.stages) + " with " + n(s.virtual_stages) +
+                     " chunks per stage: expected at least one stage and one chunk");
+  const int64_t chunks = static_cast<int64_t>(s.stages) * s.virtual_stages;
+  if (m.layers % chunks != 0)
+    throw UsageError(n(s.stages) + " pipeline stages x " + n(s.virtual_stages) + " chunks per stage do not divide the " +
+                     n(m.layers) + " layers run of " + m.id + " (each chunk holds layers / chunks consecutive blocks)");
+  if (s.virtual_stages > 1 && s.stages == 1)
+    throw UsageError("--virtual-stages " + n(s.virtual_stages) + " needs pipeline stages (--stages 2 or more)");
+  // The interleaved schedule runs the micro-batches in groups of one per stage (Megatron-LM's).
+  if (s.virtual_stages > 1 && s.microbatches % s.stages != 0)
+    throw UsageError("--microbatches " + n(s.microbatches) + ": the interleaved schedule (--virtual-stages " +
+                     n(s.virtual_stages) + ") needs a multiple of the " + n(s.stages) + " stages");
+  if (2 * chunks > Communicator::kMaxTag) throw UsageError(n(chunks) + " pipeline chunks: at most " + n(Communicator::kMaxTag / 2));
 }
 
 bool runnable(const ModelConfig& m, const ExecShape& s) {
@@ -67,13 +81,34 @@ bool runnable(const ModelConfig& m, const ExecShape& s) {
   }
 }
 
+PipelineLayout pipeline_layout(const ModelConfig& m, const ExecShape& s) {
+  return PipelineLayout{m.layers, s.stages, s.virtual_stages, s.microbatches};
+}
+
+namespace {
+// The op ids outside the blocks: with pipeline stages they name their stage, as the StepGraph's do.
+std::string stage_op_id(const ExecShape& s, const std::string& name) {
+  return (s.stages > 1 ? "s" + std::to_string(s.stage) + "." : std::string()) + name;
+}
+// A message's tag: the chunk that receives it and its direction.
+int pipeline_tag(int64_t receiving_chunk, bool backward) { return static_cast<int>(2 * receiving_chunk + (backward ? 1 : 0)); }
+}  // namespace
+
 template <class T>
 Transformer<T>::Transformer(const ModelConfig& m, const ExecShape& shape, Communicator& comm,
-                            const kernels::KernelContext& ctx)
-    : m_(m), s_(shape), comm_(comm), ctx_(ctx) {
+                            const kernels::KernelContext& ctx, PipelineLinks links)
+    : m_(m), s_(shape), comm_(comm), ctx_(ctx), links_(links) {
   check_runnable(m_, s_);
   kernels::MemoryBackendScope memory(ctx.backend);  // every buffer below lives on the context's device
-  layout_ = make_layout(m_, s_.ranks, s_.rank);
+  pipeline_ = pipeline_layout(m_, s_);
+  StageHolding holding;
+  if (s_.stages > 1) {
+    holding.blocks.assign(static_cast<size_t>(m_.layers), false);
+    for (int64_t b : pipeline_.blocks_of_stage(s_.stage)) holding.blocks[static_cast<size_t>(b)] = true;
+    holding.input_end = s_.stage == 0;
+    holding.output_end = pipeline_.stage_of_chunk(last_chunk()) == s_.stage;
+  }
+  layout_ = make_layout(m_, s_.ranks, s_.rank, holding);
   ffn_act_ = k::parse_activation(m_.ffn_activation);
   expert_act_ = k::parse_activation(m_.expert_activation);
   op_ids_.resize(static_cast<size_t>(m_.layers));
@@ -82,6 +117,28 @@ Transformer<T>::Transformer(const ModelConfig& m, const ExecShape& shape, Commun
       for (int b = 0; b < 2; ++b)
         op_ids_[static_cast<size_t>(l)][static_cast<size_t>(op)][static_cast<size_t>(b)] =
             layer_op_id(l, static_cast<LayerOp>(op), b == 1);
+  for (int op = 0; op < static_cast<int>(StageOp::kCount); ++op) {
+    static const char* names[] = {"embed.fwd", "embed.bwd", "final_norm.fwd", "final_norm.bwd", "logits.fwd",
+                                  "logits.bwd", "loss.fwd", "optimizer", "grad_allreduce", "embed_tie_allreduce.bwd"};
+    stage_ids_[static_cast<size_t>(op)] = stage_op_id(s_, names[op]);
+  }
+  // Sends: with interleaved stages their ids name the sending chunk, as the StepGraph's do.
+  for (int64_t c = 0; c < pipeline_.chunks(); ++c)
+    for (const char* ph : {"fwd", "bwd"})
+      send_ids_.push_back(stage_op_id(s_, (s_.virtual_stages > 1 ? "c" + std::to_string(c) + "." : std::string()) +
+                                             "pp_send." + ph));
+
+  // Activations in flight per chunk held: the most micro-batches between their forward and backward
+  // pass in this stage's program. Both run in micro-batch order, so micro-batch k takes slot k % count.
+  chunk_slots_.assign(static_cast<size_t>(s_.virtual_stages), 0);
+  {
+    std::vector<int64_t> open(chunk_slots_.size(), 0);
+    for (const auto& pass : pipeline_.program(s_.stage)) {
+      const size_t c = static_cast<size_t>(pass.chunk / s_.stages);
+      open[c] += pass.forward ? 1 : -1;
+      chunk_slots_[c] = std::max(chunk_slots_[c], open[c]);
+    }
+  }
 
   const int64_t n = s_.tokens(), d = m_.d_model, hd = m_.attention_width(), t = s_.seq_len;
   params_.resize(layout_.total_elements);
@@ -99,32 +156,55 @@ Transformer<T>::Transformer(const ModelConfig& m, const ExecShape& shape, Commun
     groups_ = n / m_.group_tokens;
     slots_ = m_.experts * groups_ * capacity_;
     aux_scale_ = m_.aux_loss_weight / static_cast<double>(groups_ * s_.ranks * s_.microbatches);
+    for (int64_t l = 0; l < m_.layers; ++l)
+      if (m_.is_moe_layer(l)) {
+        MoeLayerStats st;
+        st.layer = l;
+        st.expert_load.assign(static_cast<size_t>(m_.experts), 0);
+        step_moe_stats_.push_back(std::move(st));
+      }
   }
   const int64_t attn_elems = s_.seqs * m_.heads * t * t;
-  int64_t max_hidden = 0;
   resid_.resize(static_cast<size_t>(m_.layers + 1));
-  for (auto& r : resid_) r.resize(n * d);
   acts_.resize(static_cast<size_t>(m_.layers));
-  for (int64_t l = 0; l < m_.layers; ++l) {
-    LayerActs& a = acts_[static_cast<size_t>(l)];
-    a.xn1.resize(n * d), a.inv1.resize(n), a.q.resize(n * hd), a.k.resize(n * hd), a.v.resize(n * hd);
-    a.probs.resize(attn_elems), a.ctx.resize(n * hd), a.mid.resize(n * d), a.xn2.resize(n * d), a.inv2.resize(n);
-    if (m_.is_moe_layer(l)) {
-      const int64_t he = m_.expert_hidden_size(), kk = m_.top_k;
-      a.rprobs.resize(n * m_.experts), a.gate.resize(n * kk), a.expert.resize(n * kk), a.loc.resize(n * kk);
-      a.slot_token.resize(slots_);
-      a.ein.resize(slots_ * d), a.eh0.resize(slots_ * he), a.ea.resize(slots_ * he), a.eout.resize(slots_ * d);
-      if (m_.expert_kind == "gated") a.eh1.resize(slots_ * he);
-      if (s_.ranks > 1) a.cbuf.resize(slots_ * d);
-      max_hidden = std::max(max_hidden, he);
-    } else {
-      a.h0.resize(n * m_.ffn_hidden), a.a.resize(n * m_.ffn_hidden);
-      if (m_.ffn_kind == "gated") a.h1.resize(n * m_.ffn_hidden);
-      max_hidden = std::max(max_hidden, m_.ffn_hidden);
+  const int64_t per_chunk = pipeline_.blocks_per_chunk();
+  for (int64_t c = s_.stage; c < pipeline_.chunks(); c += s_.stages) {
+    const size_t slots = static_cast<size_t>(chunk_slots_[static_cast<size_t>(c / s_.stages)]);
+    for (int64_t l = c * per_chunk; l <= (c + 1) * per_chunk; ++l) {  // the chunk's inputs and its output
+      resid_[static_cast<size_t>(l)].resize(slots);
+      for (auto& r : resid_[static_cast<size_t>(l)]) r.resize(n * d);
+    }
+    for (int64_t l = c * per_chunk; l < (c + 1) * per_chunk; ++l) {
+      acts_[static_cast<size_t>(l)].resize(slots);
+      for (LayerActs& a : acts_[static_cast<size_t>(l)]) {
+        a.xn1.resize(n * d), a.inv1.resize(n), a.q.resize(n * hd), a.k.resize(n * hd), a.v.resize(n * hd);
+        a.probs.resize(attn_elems), a.ctx.resize(n * hd), a.mid.resize(n * d), a.xn2.resize(n * d), a.inv2.resize(n);
+        if (m_.is_moe_layer(l)) {
+          const int64_t he = m_.expert_hidden_size(), kk = m_.top_k;
+          a.rprobs.resize(n * m_.experts), a.gate.resize(n * kk), a.expert.resize(n * kk), a.loc.resize(n * kk);
+          a.slot_token.resize(slots_);
+          a.ein.resize(slots_ * d), a.eh0.resize(slots_ * he), a.ea.resize(slots_ * he), a.eout.resize(slots_ * d);
+          if (m_.expert_kind == "gated") a.eh1.resize(slots_ * he);
+          if (s_.ranks > 1) a.cbuf.resize(slots_ * d);
+        } else {
+          a.h0.resize(n * m_.ffn_hidden), a.a.resize(n * m_.ffn_hidden);
+          if (m_.ffn_kind == "gated") a.h1.resize(n * m_.ffn_hidden);
+        }
+      }
     }
   }
-  hn_.resize(n * d), inv_final_.resize(n), ce_.resize(n), lse_.resize(n);
-  set_logit_chunk_rows(0);
+  if (layout_.final_norm >= 0) {  // the output end
+    const size_t slots = static_cast<size_t>(chunk_slots_.back());
+    hn_.resize(slots), inv_final_.resize(slots);
+    for (auto& h : hn_) h.resize(n * d);
+    for (auto& v : inv_final_) v.resize(n);
+    ce_.resize(n), lse_.resize(n);
+    if (converted) {
+      dlogits_t_.resize(slots);
+      for (auto& g : dlogits_t_) g.resize(n * m_.vocab_size);
+    }
+    set_logit_chunk_rows(0);
+  }
   dres_.resize(n * d), dxn_.resize(n * d), dq_.resize(n * hd), dk_.resize(n * hd), dv_.resize(n * hd);
   dctx_.resize(n * hd), dscores_.resize(attn_elems);
   dh0_.resize(n * m_.ffn_hidden), dh1_.resize(n * m_.ffn_hidden), da_.resize(n * m_.ffn_hidden);
@@ -135,8 +215,6 @@ Transformer<T>::Transformer(const ModelConfig& m, const ExecShape& shape, Commun
     dgate_.resize(n * m_.top_k), drl_.resize(n * m_.experts), aux_.resize(groups_);
     if (converted) drl_t_.resize(n * m_.experts);
   }
-  if (converted) dlogits_t_.resize(n * m_.vocab_size);
-  (void)max_hidden;
 }
 
 template <class T>
@@ -183,17 +261,21 @@ void Transformer<T>::init_params(uint64_t seed) {
 
 template <class T>
 void Transformer<T>::set_logit_chunk_rows(int64_t rows) {
+  if (layout_.final_norm < 0) return;  // not the output end
   kernels::MemoryBackendScope memory(ctx_.backend);
   const int64_t n = s_.tokens(), v = m_.vocab_size;
   if constexpr (std::is_same_v<T, W>) {
+    // float32: whole, one per activation slot (the loss gradient overwrites them for the backward pass)
     logit_chunk_rows_ = n;
+    logits_.resize(hn_.size());
   } else {
     // 2^28 float32 logits (1 GiB) by default: 1,024 rows of a 256K vocabulary, a product still large
-    // enough to run at the GPU's full rate.
+    // enough to run at the GPU's full rate. One buffer: the bf16 gradient is kept per slot instead.
     const int64_t fit = std::max<int64_t>(1, (int64_t{1} << 28) / v);
     logit_chunk_rows_ = std::clamp<int64_t>(rows > 0 ? rows : fit, 1, n);
+    logits_.resize(1);
   }
-  logits_.resize(logit_chunk_rows_ * v);
+  for (auto& l : logits_) l.resize(logit_chunk_rows_ * v);
 }
 
 template <class T>
@@ -230,74 +312,114 @@ void Transformer<T>::linear_backward(const T* x, const T* w, const T* dy, T* dx,
 }
 
 template <class T>
+void Transformer<T>::enter_pass(int64_t chunk, int64_t microbatch, const char* what) {
+  if (chunk < 0 || chunk > last_chunk() || pipeline_.stage_of_chunk(chunk) != s_.stage || microbatch < 0 ||
+      microbatch >= s_.microbatches)
+    throw std::logic_error(std::string("Transformer::") + what + ": chunk " + std::to_string(chunk) + ", micro-batch " +
+                           std::to_string(microbatch) + " on stage " + std::to_string(s_.stage) + " of " +
+                           std::to_string(s_.stages) + " with " + std::to_string(s_.microbatches) + " micro-batches");
+  if (pipeline_.chunks() > 1 && !links_.world) throw std::logic_error(std::string("Transformer::") + what + ": pipeline stages need links_.world");
+  microbatch_ = microbatch;
+  slot_ = microbatch % chunk_slots_[static_cast<size_t>(chunk / s_.stages)];
+}
+
+template <class T>
+int Transformer<T>::world_rank_of_chunk(int64_t chunk) const {
+  return static_cast<int>(pipeline_.stage_of_chunk(chunk)) * s_.ranks + s_.rank;
+}
+
+template <class T>
 StepLoss Transformer<T>::run(const int32_t* inputs, const int32_t* targets, int64_t step, bool backward, OpTimer* t,
                              int64_t microbatch) {
-  if (microbatch < 0 || microbatch >= s_.microbatches)
-    throw std::logic_error("Transformer::run: micro-batch " + std::to_string(microbatch) + " of " +
-                           std::to_string(s_.microbatches));
-  microbatch_ = microbatch;
-  inputs_ = inputs;
-  targets_ = targets;
-  const int64_t n = s_.tokens(), d = m_.d_model, v = m_.vocab_size, L = m_.layers;
+  if (s_.stages > 1) throw std::logic_error("Transformer::run: with pipeline stages, run the stage's passes");
+  const MicroBatchTokens tokens{inputs, targets};
+  StepLoss loss = forward_pass(0, microbatch, tokens, step, t);
+  if (backward) backward_pass(0, microbatch, tokens, t);
+  return loss;
+}
+
+template <class T>
+StepLoss Transformer<T>::forward_pass(int64_t chunk, int64_t microbatch, MicroBatchTokens tokens, int64_t step,
+                                      OpTimer* t) {
+  enter_pass(chunk, microbatch, "forward_pass");
+  const int64_t n = s_.tokens(), d = m_.d_model, v = m_.vocab_size;
+  const int64_t b0 = chunk * pipeline_.blocks_per_chunk(), b1 = b0 + pipeline_.blocks_per_chunk();
   const double es = sizeof(T);
-  const int out_emb = layout_.unembedding >= 0 ? layout_.unembedding : layout_.embedding;
-  // T5 convention: with tied embeddings the logits are scaled by d_model^-1/2
-  const W logit_scale = layout_.unembedding >= 0 ? W(1) : static_cast<W>(1.0 / std::sqrt(static_cast<double>(d)));
+  const bool first_pass = microbatch == 0 && chunk == s_.stage;  // the step's first pass on this stage
+  if (first_pass)
+    for (auto& st : step_moe_stats_) {
+      std::fill(st.expert_load.begin(), st.expert_load.end(), 0);
+      st.routed = st.dropped = st.skipped = 0;
+    }
   if constexpr (!std::is_same_v<T, W>) {
     // The bf16 copy of the updated master weights, once per step: part of the optimizer's work, timed
     // under its id.
-    static const std::string id = "optimizer";
-    if (microbatch == 0) {
-      auto sc = OpTimer::time(t, id, 0, static_cast<double>(layout_.total_elements) * (sizeof(W) + sizeof(T)));
+    if (first_pass) {
+      auto sc = OpTimer::time(t, stage_id(StageOp::kOptimizer), 0,
+                              static_cast<double>(layout_.total_elements) * (sizeof(W) + sizeof(T)));
       k::convert<W, T>(ctx_, params_.data(), weights_.data(), layout_.total_elements);
     }
   }
-  {
-    static const std::string id = "embed.fwd";
-    auto sc = OpTimer::time(t, id, 0, 2.0 * es * static_cast<double>(n * d));
-    k::embedding_forward<T>(ctx_, inputs, weight(layout_.embedding), resid_[0].data(), n, d);
+  const int64_t act_bytes = n * d * static_cast<int64_t>(sizeof(T));
+  if (chunk == 0) {
+    auto sc = OpTimer::time(t, stage_id(StageOp::kEmbedFwd), 0, 2.0 * es * static_cast<double>(n * d));
+    k::embedding_forward<T>(ctx_, tokens.inputs, weight(layout_.embedding), resid(0).data(), n, d);
+  } else {  // the previous chunk's output; the wait is the pipeline's bubble, not an op
+    links_.world->recv(resid(b0).data(), act_bytes, world_rank_of_chunk(chunk - 1), pipeline_tag(chunk, false));
   }
   double aux_local = 0;
-  for (int64_t l = 0; l < L; ++l) {
+  for (int64_t l = b0; l < b1; ++l) {
     attention_forward(l, t);
     if (layout_.layers[static_cast<size_t>(l)].moe)
       aux_local += moe_forward(l, step, t);
     else
       dense_forward(l, t);
   }
+  const double aux_norm = m_.is_moe() ? 1.0 / static_cast<double>(groups_ * s_.ranks * s_.microbatches) : 0.0;
+  if (chunk != last_chunk()) {
+    {
+      auto sc = OpTimer::time(t, send_id(chunk, false), 0, static_cast<double>(act_bytes));
+      links_.world->send(resid(b1).data(), act_bytes, world_rank_of_chunk(chunk + 1), pipeline_tag(chunk + 1, false));
+    }
+    StepLoss part;
+    part.aux_unreduced = aux_local * aux_norm;
+    return part;
+  }
+  const int out_emb = layout_.unembedding >= 0 ? layout_.unembedding : layout_.embedding;
+  // T5 convention: with tied embeddings the logits are scaled by d_model^-1/2
+  const W logit_scale = layout_.unembedding >= 0 ? W(1) : static_cast<W>(1.0 / std::sqrt(static_cast<double>(d)));
+  T* hn = hn_[static_cast<size_t>(slot_)].data();
   {
-    static const std::string id = "final_norm.fwd";
-    auto sc = OpTimer::time(t, id, 4.0 * static_cast<double>(n * d), 2.0 * es * static_cast<double>(n * d));
-    k::rmsnorm_forward<T>(ctx_, resid_[static_cast<size_t>(L)].data(), weight(layout_.final_norm), hn_.data(),
-                          inv_final_.data(), n, d);
+    auto sc = OpTimer::time(t, stage_id(StageOp::kFinalNormFwd), 4.0 * static_cast<double>(n * d),
+                            2.0 * es * static_cast<double>(n * d));
+    k::rmsnorm_forward<T>(ctx_, resid(b1).data(), weight(layout_.final_norm), hn,
+                          inv_final_[static_cast<size_t>(slot_)].data(), n, d);
   }
   const double grad_scale = 1.0 / static_cast<double>(s_.global_tokens());
   // The loss gradient, in T for the products: over the float32 logits, or into their bf16 copy.
   T* dlogits = nullptr;
-  if constexpr (std::is_same_v<T, W>) dlogits = logits_.data();
-  else dlogits = dlogits_t_.data();
+  if constexpr (std::is_same_v<T, W>) dlogits = logits_[static_cast<size_t>(slot_)].data();
+  else dlogits = dlogits_t_[static_cast<size_t>(slot_)].data();
   // With bf16 activations the float32 logits live only a chunk of rows at a time: the loss leaves
   // their gradient in bf16, and the [tokens, vocab] float32 array (34 GB for glam-0.1b-64e at 32,768
   // tokens) would be the step's largest buffer. In float32 the gradient overwrites them in place (one
   // chunk of every row).
   for (int64_t r0 = 0; r0 < n; r0 += logit_chunk_rows_) {
     const int64_t rows = std::min(logit_chunk_rows_, n - r0);
-    W* logits = std::is_same_v<T, W> ? logits_.data() + r0 * v : logits_.data();
+    W* logits = std::is_same_v<T, W> ? logits_[static_cast<size_t>(slot_)].data() + r0 * v : logits_[0].data();
     {
-      static const std::string id = "logits.fwd";
-      auto sc = OpTimer::time(t, id, 2.0 * static_cast<double>(rows * d * v),
+      auto sc = OpTimer::time(t, stage_id(StageOp::kLogitsFwd), 2.0 * static_cast<double>(rows * d * v),
                               es * static_cast<double>(rows * d + v * d) + sizeof(W) * static_cast<double>(rows * v));
-      k::gemm<T>(ctx_, false, true, rows, v, d, logit_scale, hn_.data() + r0 * d, d, weight(out_emb), d, 0, logits, v);
+      k::gemm<T>(ctx_, false, true, rows, v, d, logit_scale, hn + r0 * d, d, weight(out_emb), d, 0, logits, v);
     }
-    static const std::string id = "loss.fwd";
-    auto sc = OpTimer::time(t, id, 8.0 * static_cast<double>(rows * v), (sizeof(W) + es) * static_cast<double>(rows * v));
-    k::softmax_xent_forward_backward<W>(ctx_, logits, targets + r0, rows, v, m_.z_loss_weight, grad_scale,
+    auto sc = OpTimer::time(t, stage_id(StageOp::kLossFwd), 8.0 * static_cast<double>(rows * v),
+                            (sizeof(W) + es) * static_cast<double>(rows * v));
+    k::softmax_xent_forward_backward<W>(ctx_, logits, tokens.targets + r0, rows, v, m_.z_loss_weight, grad_scale,
                                         ce_.data() + r0, lse_.data() + r0, dlogits + r0 * v);
   }
   double sums[3] = {0, 0, aux_local};
   {
-    static const std::string id = "loss.fwd";
-    auto sc = OpTimer::time(t, id);
+    auto sc = OpTimer::time(t, stage_id(StageOp::kLossFwd));
     std::vector<W> ce(static_cast<size_t>(n)), lse(static_cast<size_t>(n));
     copy_to_host(ce_.data(), ce.data(), n);
     copy_to_host(lse_.data(), lse.data(), n);
@@ -310,51 +432,99 @@ StepLoss Transformer<T>::run(const int32_t* inputs, const int32_t* targets, int6
   StepLoss loss;
   loss.ce = sums[0] * grad_scale;
   loss.z = sums[1] * grad_scale;
-  loss.aux = m_.is_moe() ? sums[2] / static_cast<double>(groups_ * s_.ranks * s_.microbatches) : 0.0;
+  loss.aux = sums[2] * aux_norm;
   loss.total = loss.ce + m_.z_loss_weight * loss.z + m_.aux_loss_weight * loss.aux;
-  if (!backward) return loss;
+  return loss;
+}
 
-  if (microbatch == 0) k::fill<W>(ctx_, grads_.data(), W(0), layout_.total_elements);
-  {
-    static const std::string id = "logits.bwd";
-    auto sc = OpTimer::time(t, id, 4.0 * static_cast<double>(n * d * v), es * static_cast<double>(2 * n * d + n * v) + (es + sizeof(W)) * static_cast<double>(v * d));
-    k::gemm<T>(ctx_, false, false, n, d, v, logit_scale, dlogits, v, weight(out_emb), d, 0, dxn_.data(), d);
-    k::gemm<T>(ctx_, true, false, v, d, n, logit_scale, dlogits, v, hn_.data(), d, 1, grad(out_emb), d);
-  }
-  {
-    static const std::string id = "final_norm.bwd";
-    auto sc = OpTimer::time(t, id, 8.0 * static_cast<double>(n * d), 4.0 * es * static_cast<double>(n * d));
+template <class T>
+void Transformer<T>::backward_pass(int64_t chunk, int64_t microbatch, MicroBatchTokens tokens, OpTimer* t) {
+  enter_pass(chunk, microbatch, "backward_pass");
+  const int64_t n = s_.tokens(), d = m_.d_model, v = m_.vocab_size;
+  const int64_t b0 = chunk * pipeline_.blocks_per_chunk(), b1 = b0 + pipeline_.blocks_per_chunk();
+  const double es = sizeof(T);
+  // The stage's first backward pass of the step: its last chunk's, on micro-batch 0.
+  if (microbatch == 0 && chunk == s_.stage + (s_.virtual_stages - 1) * static_cast<int64_t>(s_.stages))
+    k::fill<W>(ctx_, grads_.data(), W(0), layout_.total_elements);
+  const int64_t act_bytes = n * d * static_cast<int64_t>(sizeof(T));
+  if (chunk == last_chunk()) {
+    const int out_emb = layout_.unembedding >= 0 ? layout_.unembedding : layout_.embedding;
+    const W logit_scale = layout_.unembedding >= 0 ? W(1) : static_cast<W>(1.0 / std::sqrt(static_cast<double>(d)));
+    const T* hn = hn_[static_cast<size_t>(slot_)].data();
+    const T* dlogits = nullptr;
+    if constexpr (std::is_same_v<T, W>) dlogits = logits_[static_cast<size_t>(slot_)].data();
+    else dlogits = dlogits_t_[static_cast<size_t>(slot_)].data();
+    {
+      auto sc = OpTimer::time(t, stage_id(StageOp::kLogitsBwd), 4.0 * static_cast<double>(n * d * v),
+                              es * static_cast<double>(2 * n * d + n * v) + (es + sizeof(W)) * static_cast<double>(v * d));
+      k::gemm<T>(ctx_, false, false, n, d, v, logit_scale, dlogits, v, weight(out_emb), d, 0, dxn_.data(), d);
+      k::gemm<T>(ctx_, true, false, v, d, n, logit_scale, dlogits, v, hn, d, 1, grad(out_emb), d);
+    }
+    auto sc = OpTimer::time(t, stage_id(StageOp::kFinalNormBwd), 8.0 * static_cast<double>(n * d),
+                            4.0 * es * static_cast<double>(n * d));
     k::fill<T>(ctx_, dres_.data(), T(0), n * d);
-    k::rmsnorm_backward<T>(ctx_, dxn_.data(), resid_[static_cast<size_t>(L)].data(), weight(layout_.final_norm),
-                           inv_final_.data(), dres_.data(), grad(layout_.final_norm), n, d);
+    k::rmsnorm_backward<T>(ctx_, dxn_.data(), resid(b1).data(), weight(layout_.final_norm),
+                           inv_final_[static_cast<size_t>(slot_)].data(), dres_.data(), grad(layout_.final_norm), n, d);
+  } else {  // the gradient of this chunk's output, from the next chunk's stage
+    links_.world->recv(dres_.data(), act_bytes, world_rank_of_chunk(chunk + 1), pipeline_tag(chunk, true));
   }
-  for (int64_t l = L - 1; l >= 0; --l) {
+  for (int64_t l = b1 - 1; l >= b0; --l) {
     if (layout_.layers[static_cast<size_t>(l)].moe)
       moe_backward(l, t);
     else
       dense_backward(l, t);
     attention_backward(l, t);
   }
-  {
-    static const std::string id = "embed.bwd";
-    auto sc = OpTimer::time(t, id, static_cast<double>(n * d), (es + 2.0 * sizeof(W)) * static_cast<double>(n * d));
-    k::embedding_backward<T>(ctx_, inputs, dres_.data(), grad(layout_.embedding), n, d);
+  if (chunk == 0) {
+    auto sc = OpTimer::time(t, stage_id(StageOp::kEmbedBwd), static_cast<double>(n * d),
+                            (es + 2.0 * sizeof(W)) * static_cast<double>(n * d));
+    k::embedding_backward<T>(ctx_, tokens.inputs, dres_.data(), grad(layout_.embedding), n, d);
+  } else {
+    auto sc = OpTimer::time(t, send_id(chunk, true), 0, static_cast<double>(act_bytes));
+    links_.world->send(dres_.data(), act_bytes, world_rank_of_chunk(chunk - 1), pipeline_tag(chunk - 1, true));
   }
-  return loss;
+}
+
+template <class T>
+void Transformer<T>::wait_sends() {
+  if (links_.world) links_.world->wait_sends();
 }
 
 template <class T>
 void Transformer<T>::allreduce_gradients(OpTimer* t) {
-  if (s_.ranks == 1) return;
-  static const std::string id = "grad_allreduce";
-  const double bytes = static_cast<double>(layout_.replicated_elements) * sizeof(W);
-  auto sc = OpTimer::time(t, id, 0, 2.0 * bytes * (s_.ranks - 1) / s_.ranks);
-  comm_.allreduce_sum(grads_.data(), layout_.replicated_elements);
+  if (s_.ranks > 1) {
+    const double bytes = static_cast<double>(layout_.replicated_elements) * sizeof(W);
+    auto sc = OpTimer::time(t, stage_id(StageOp::kGradAllreduce), 0, 2.0 * bytes * (s_.ranks - 1) / s_.ranks);
+    comm_.allreduce_sum(grads_.data(), layout_.replicated_elements);
+  }
+  // The tied embedding's two copies (first and last stage) add their gradients, as the StepGraph's
+  // embed_tie_allreduce does after the data-parallel sums.
+  if (s_.stages > 1 && m_.tied_embeddings && layout_.embedding >= 0) {
+    if (!links_.ends) throw std::logic_error("Transformer::allreduce_gradients: tied embeddings need links_.ends");
+    const int64_t count = layout_.params[static_cast<size_t>(layout_.embedding)].elements();
+    const double bytes = static_cast<double>(count) * sizeof(W);
+    auto sc = OpTimer::time(t, stage_id(StageOp::kEmbedTieAllreduce), 0, bytes);
+    links_.ends->allreduce_sum(grad(layout_.embedding), count);
+  }
+}
+
+template <class T>
+StepLoss Transformer<T>::reduce_pipeline_loss(const StepLoss& shares) {
+  if (s_.stages == 1) return shares;
+  // ce, z and the last chunk's aux arrive reduced over the last stage's ranks: counted once, from its
+  // rank 0; the other chunks' aux shares are each rank's own.
+  const bool reports = s_.stage == s_.stages - 1 && s_.rank == 0;
+  double v[3] = {reports ? shares.ce : 0.0, reports ? shares.z : 0.0, (reports ? shares.aux : 0.0) + shares.aux_unreduced};
+  links_.world->allreduce_sum(v, 3);
+  StepLoss loss;
+  loss.ce = v[0], loss.z = v[1], loss.aux = v[2];
+  loss.total = loss.ce + m_.z_loss_weight * loss.z + m_.aux_loss_weight * loss.aux;
+  return loss;
 }
 
 #define GLAM_INSTANTIATE(T)                                                                                 \
   template Transformer<T>::Transformer(const ModelConfig&, const ExecShape&, Communicator&,                  \
-                                       const kernels::KernelContext&);                                       \
+                                       const kernels::KernelContext&, PipelineLinks);                        \
   template void Transformer<T>::init_params(uint64_t);                                                      \
   template kernels::RouterShape Transformer<T>::router_shape() const;                                       \
   template void Transformer<T>::set_logit_chunk_rows(int64_t);                                              \
@@ -362,6 +532,12 @@ void Transformer<T>::allreduce_gradients(OpTimer* t) {
                                                 int64_t, int64_t, int64_t, bool, int64_t);                  \
   template const T* Transformer<T>::weight(int) const;                                                      \
   template StepLoss Transformer<T>::run(const int32_t*, const int32_t*, int64_t, bool, OpTimer*, int64_t);  \
+  template StepLoss Transformer<T>::forward_pass(int64_t, int64_t, MicroBatchTokens, int64_t, OpTimer*);      \
+  template void Transformer<T>::backward_pass(int64_t, int64_t, MicroBatchTokens, OpTimer*);                 \
+  template void Transformer<T>::wait_sends();                                                               \
+  template StepLoss Transformer<T>::reduce_pipeline_loss(const StepLoss&);                                  \
+  template void Transformer<T>::enter_pass(int64_t, int64_t, const char*);                                  \
+  template int Transformer<T>::world_rank_of_chunk(int64_t) const;                                          \
   template void Transformer<T>::allreduce_gradients(OpTimer*);
 GLAM_INSTANTIATE(float)
 GLAM_INSTANTIATE(double)

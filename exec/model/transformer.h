@@ -23,18 +23,24 @@
 #include "model/layout.h"
 #include "model_config.h"
 #include "router.h"
+#include "step_graph.h"
 
 namespace glam::exec {
 
 // What one rank runs: `seqs` sequences of seq_len tokens per micro-batch, `microbatches` of them
-// per step (gradient accumulation); ranks split the experts (expert parallelism) and replicate
-// everything else (data parallelism).
+// per step (gradient accumulation); the `ranks` ranks of a stage split the experts (expert
+// parallelism) and replicate everything else (data parallelism). With pipeline stages each stage is
+// such a group of ranks and holds its chunks of consecutive blocks (StepShape's layout: pp x
+// virtual_stages chunks, chunk c on stage c % pp), and the stages run the StepGraph's 1F1B programs.
 struct ExecShape {
   int64_t seqs = 1;
   int64_t seq_len = 0;
-  int ranks = 1;
-  int rank = 0;
+  int ranks = 1;  // ranks of one stage
+  int rank = 0;   // within the stage
   int64_t microbatches = 1;
+  int stages = 1;
+  int stage = 0;
+  int virtual_stages = 1;
   int64_t tokens() const { return seqs * seq_len; }  // one micro-batch on this rank: the buffers' size
   int64_t global_tokens() const { return tokens() * ranks * microbatches; }  // the step's global batch
 };
@@ -44,11 +50,35 @@ void check_runnable(const ModelConfig& m, const ExecShape& s);
 // The same check as a yes or no.
 bool runnable(const ModelConfig& m, const ExecShape& s);
 
+// The chunks of blocks, the stages' programs and their activations in flight (the StepGraph's).
+PipelineLayout pipeline_layout(const ModelConfig& m, const ExecShape& s);
+
+// The communicators a pipeline stage talks to the others through: `world` holds every rank, stage by
+// stage (world rank = stage x ranks + rank), and carries the sends between stages; `ends` holds the
+// first and last stage's ranks of one data-parallel index (null elsewhere), which both keep the tied
+// embedding.
+struct PipelineLinks {
+  Communicator* world = nullptr;
+  Communicator* ends = nullptr;
+};
+
+// One micro-batch's tokens on this rank (device pointers, tokens() each).
+struct MicroBatchTokens {
+  const int32_t* inputs = nullptr;
+  const int32_t* targets = nullptr;
+};
+
 struct StepLoss {
   double total = 0;  // ce + z_weight * z + aux_weight * aux (what the gradients are of)
   double ce = 0;     // mean cross-entropy over the global batch
   double z = 0;      // mean logsumexp^2
   double aux = 0;    // sum over MoE layers of the mean per-group balancing loss (1 = uniform)
+  // Pipeline stages: the share of `aux` from MoE layers outside the last chunk, this rank's alone (its
+  // sum over the ranks of every stage completes `aux`; see reduce_pipeline_loss). 0 without stages.
+  double aux_unreduced = 0;
+  void add(const StepLoss& o) {
+    total += o.total, ce += o.ce, z += o.z, aux += o.aux, aux_unreduced += o.aux_unreduced;
+  }
 };
 
 struct MoeLayerStats {
@@ -74,7 +104,9 @@ class Transformer {
  public:
   using Master = kernels::master_t<T>;  // weights, gradients, router and loss: T, or float32 for bf16
 
-  Transformer(const ModelConfig& m, const ExecShape& shape, Communicator& comm, const kernels::KernelContext& ctx);
+  // `comm`: the ranks of this stage. `links`: the other stages (needed when shape.stages > 1).
+  Transformer(const ModelConfig& m, const ExecShape& shape, Communicator& comm, const kernels::KernelContext& ctx,
+              PipelineLinks links = {});
 
   const ModelConfig& config() const { return m_; }
   const ExecShape& shape() const { return s_; }
@@ -92,13 +124,33 @@ class Transformer {
   // micro-batch refreshes the bf16 weights and zeroes the gradients; later ones add to them.
   // Collective over the communicator; the losses returned are this micro-batch's shares of the means
   // over the step's global batch (they add up over its micro-batches). `step` seeds random routing.
+  // Without pipeline stages only.
   StepLoss run(const int32_t* inputs, const int32_t* targets, int64_t step, bool backward, OpTimer* timer = nullptr,
                int64_t microbatch = 0);
 
-  // Sum the replicated weights' gradients over ranks (data parallelism).
+  // The passes of a stage's program (pipeline_layout(...).program(stage)), run in its order. A forward
+  // pass receives its input from the previous chunk's stage (or embeds the tokens) and sends its output
+  // on (or computes the loss, whose shares it returns); a backward pass receives its output's gradient
+  // (or starts from the loss) and sends its input's gradient back. The step's first forward pass on the
+  // stage refreshes the bf16 weights, its first backward pass zeroes the gradients. Sends are buffered:
+  // wait_sends() before the gradients are reduced.
+  StepLoss forward_pass(int64_t chunk, int64_t microbatch, MicroBatchTokens tokens, int64_t step, OpTimer* timer = nullptr);
+  void backward_pass(int64_t chunk, int64_t microbatch, MicroBatchTokens tokens, OpTimer* timer = nullptr);
+  void wait_sends();
+
+  // Sum the replicated weights' gradients over the stage's ranks (data parallelism), then the tied
+  // embedding's over the first and last stage.
   void allreduce_gradients(OpTimer* timer = nullptr);
 
+  // The step's losses, from the shares each rank's forward passes returned (summed): collective over
+  // every stage (links.world); the same as the shares' sum without stages.
+  StepLoss reduce_pipeline_loss(const StepLoss& shares);
+
+  // Each MoE layer's routing in its latest forward pass (layers this stage does not hold: empty).
   const std::vector<MoeLayerStats>& moe_stats() const { return moe_stats_; }
+  // Each MoE layer's routing summed over the step's forward passes so far (every MoE layer of the
+  // model has an entry, zeros for the layers of other stages, so that ranks can add them up).
+  const std::vector<MoeLayerStats>& step_moe_stats() const { return step_moe_stats_; }
   // bf16: the float32 logits are computed this many token rows at a time (0: 1 GiB of them, the
   // default); float32 keeps them whole. Reallocates their buffer.
   void set_logit_chunk_rows(int64_t rows);
@@ -116,6 +168,22 @@ class Transformer {
     DeviceBuffer<int32_t> expert, loc, slot_token;
   };
   int64_t offset(int index) const { return layout_.params[static_cast<size_t>(index)].offset; }
+  // The buffers of the micro-batch the current pass runs (its slot of the chunk's activations in flight).
+  DeviceBuffer<T>& resid(int64_t l) { return resid_[static_cast<size_t>(l)][static_cast<size_t>(slot_)]; }
+  LayerActs& act(int64_t l) { return acts_[static_cast<size_t>(l)][static_cast<size_t>(slot_)]; }
+  // Chooses the slot of (chunk, microbatch) and checks that this stage holds the chunk.
+  void enter_pass(int64_t chunk, int64_t microbatch, const char* what);
+  int64_t last_chunk() const { return pipeline_.chunks() - 1; }
+  int world_rank_of_chunk(int64_t chunk) const;  // this data-parallel index's rank in the chunk's stage
+  const std::string& send_id(int64_t chunk, bool backward) const {
+    return send_ids_[static_cast<size_t>(2 * chunk + (backward ? 1 : 0))];
+  }
+  // The ops outside the blocks (with pipeline stages their ids name the stage: "s1.loss.fwd").
+  enum class StageOp {
+    kEmbedFwd, kEmbedBwd, kFinalNormFwd, kFinalNormBwd, kLogitsFwd, kLogitsBwd, kLossFwd, kOptimizer,
+    kGradAllreduce, kEmbedTieAllreduce, kCount
+  };
+  const std::string& stage_id(StageOp op) const { return stage_ids_[static_cast<size_t>(op)]; }
   // The weights as the step reads them: the master weights, or their bf16 copy.
   const T* weight(int index) const;
   const std::string& id(int64_t layer, LayerOp op, bool bwd) const {
@@ -159,26 +227,38 @@ class Transformer {
   std::vector<std::array<std::array<std::string, 2>, static_cast<size_t>(LayerOp::kCount)>> op_ids_;
   kernels::Activation ffn_act_, expert_act_;
   int64_t capacity_ = 0, groups_ = 0, slots_ = 0, logit_chunk_rows_ = 0;
-  int64_t microbatch_ = 0;  // the one run() is on
+  int64_t microbatch_ = 0;  // the one the current pass is on
+  int64_t slot_ = 0;        // its buffers
   double aux_scale_ = 0;
+  PipelineLinks links_;
+  PipelineLayout pipeline_;
+  std::vector<int64_t> chunk_slots_;  // per chunk this stage holds (by chunk / stages): activations in flight
+  std::vector<std::string> send_ids_;  // [chunk][fwd, bwd]
+  std::array<std::string, static_cast<size_t>(StageOp::kCount)> stage_ids_;
 
   DeviceBuffer<W> params_, grads_;
   DeviceBuffer<T> weights_;  // bf16 copy of params_, refreshed at the start of every step (empty when T is W)
   DeviceBuffer<int32_t> bucket_;  // relative position buckets by query-key distance [T]
   const int32_t* inputs_ = nullptr;
   const int32_t* targets_ = nullptr;
-  std::vector<DeviceBuffer<T>> resid_;  // block inputs, layers + 1
-  std::vector<LayerActs> acts_;
-  DeviceBuffer<T> hn_;
-  DeviceBuffer<W> inv_final_;
-  DeviceBuffer<W> logits_, ce_, lse_;  // logits: [tokens, vocab], or a chunk of rows of them with bf16 activations
+  // Per block, one set per activation slot of its chunk (blocks of other stages: none).
+  std::vector<std::vector<DeviceBuffer<T>>> resid_;  // block inputs, layers + 1 (the last: the output)
+  std::vector<std::vector<LayerActs>> acts_;
+  // The output end, per slot of the last chunk: the final norm's output and inverse RMS, and the loss
+  // gradient (float32: the logits' buffer itself, [tokens, vocab], overwritten in place)
+  std::vector<DeviceBuffer<T>> hn_;
+  std::vector<DeviceBuffer<W>> inv_final_;
+  std::vector<DeviceBuffer<W>> logits_;  // [tokens, vocab] per slot, or one chunk of rows with bf16 activations
+  DeviceBuffer<W> ce_, lse_;
   // backward scratch
   DeviceBuffer<T> dres_, dxn_, dq_, dk_, dv_, dctx_, dscores_, dh0_, dh1_, da_;
   DeviceBuffer<T> sendbuf_, recvbuf_, deh0_, deh1_, dea_;
   DeviceBuffer<W> dgate_, drl_, aux_;
-  // bf16 loss and router gradients for the products, from the float32 loss and router (empty when T is W)
-  DeviceBuffer<T> dlogits_t_, drl_t_;
-  std::vector<MoeLayerStats> moe_stats_;
+  // bf16 loss gradient (per slot of the last chunk) and router gradient for the products, from the
+  // float32 loss and router (empty when T is W)
+  std::vector<DeviceBuffer<T>> dlogits_t_;
+  DeviceBuffer<T> drl_t_;
+  std::vector<MoeLayerStats> moe_stats_, step_moe_stats_;
 };
 
 }  // namespace glam::exec

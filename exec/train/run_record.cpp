@@ -37,14 +37,28 @@ std::string utc_now() {
 }
 }  // namespace
 
-nlohmann::json make_run_record(const RunDescription& run, const OpTimer& timer) {
+nlohmann::json timed_ops_json(const OpTimer& timer) {
+  nlohmann::json ops = nlohmann::json::array();
+  for (const auto& [id, st] : timer.ops())
+    ops.push_back({{"id", id},
+                   {"median_s", percentile(st.seconds, 0.5)},
+                   {"p10_s", percentile(st.seconds, 0.1)},
+                   {"p90_s", percentile(st.seconds, 0.9)},
+                   {"flops", st.flops},
+                   {"bytes", st.bytes}});
+  return ops;
+}
+
+nlohmann::json make_run_record(const RunDescription& run, const nlohmann::json& ops) {
   using nlohmann::json;
   const ModelConfig& m = *run.model;
   json r;
   r["schema"] = "glam-run-record/1";
   r["model"] = {{"id", m.id}, {"file", run.model_file}, {"layers_run", run.layers_run}};
   r["model_config"] = model_to_json(m);
-  r["plan"] = {{"ranks", run.ranks}, {"dp", run.dp}, {"ep", run.ep}, {"tp", 1}, {"microbatches", run.microbatches}};
+  r["plan"] = {{"ranks", run.ranks}, {"dp", run.dp},         {"ep", run.ep},
+               {"tp", 1},           {"pp", run.pp},         {"virtual_stages", run.virtual_stages},
+               {"microbatches", run.microbatches}};
   r["device"] = {{"kind", run.device_kind}, {"name", run.device_name}, {"host", run.host}, {"threads", run.threads},
                  {"host_cores", static_cast<int>(std::thread::hardware_concurrency())}};
   r["batch_tokens"] = run.batch_tokens;
@@ -64,17 +78,10 @@ nlohmann::json make_run_record(const RunDescription& run, const OpTimer& timer) 
   if (!run.op_timed_step_times_s.empty())
     r["op_timed_step_time_s"] = {{"median", percentile(run.op_timed_step_times_s, 0.5)},
                                  {"all", run.op_timed_step_times_s}};
-  json ops = json::array();
+  // One rank's FLOPs: with pipeline stages, a stage's average.
   double op_flops = 0;
-  for (const auto& [id, st] : timer.ops()) {
-    ops.push_back({{"id", id},
-                   {"median_s", percentile(st.seconds, 0.5)},
-                   {"p10_s", percentile(st.seconds, 0.1)},
-                   {"p90_s", percentile(st.seconds, 0.9)},
-                   {"flops", st.flops},
-                   {"bytes", st.bytes}});
-    op_flops += st.flops;
-  }
+  for (const auto& op : ops) op_flops += op["flops"].get<double>();
+  op_flops /= run.pp;
   r["ops"] = ops;
   // Model FLOPs of the step (the accounting's convention, all ranks together).
   double model_flops = flops_per_token(m).train() * static_cast<double>(run.global_batch_tokens);

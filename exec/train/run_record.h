@@ -17,7 +17,8 @@ struct RunDescription {
   const ModelConfig* model = nullptr;  // as run (layers possibly cut to layers_run)
   std::string model_file;
   int64_t layers_run = 0;
-  int ranks = 1, dp = 1, ep = 1;
+  int ranks = 1, dp = 1, ep = 1;  // ranks: all of them; dp, ep: within one pipeline stage
+  int pp = 1, virtual_stages = 1;  // pipeline stages, and chunks per stage
   int64_t microbatches = 1;  // gradient accumulation passes per step
   std::string device_kind = "cpu", device_name, host;
   int threads = 1;
@@ -35,7 +36,11 @@ struct RunDescription {
   std::string tokenizer, text;
 };
 
-nlohmann::json make_run_record(const RunDescription& run, const OpTimer& timer);
+// The timer's ops as the record lists them: id, median, p10, p90, FLOPs and bytes per step.
+nlohmann::json timed_ops_json(const OpTimer& timer);
+
+// `ops`: timed_ops_json of one rank of each pipeline stage, together (their ids name their stage).
+nlohmann::json make_run_record(const RunDescription& run, const nlohmann::json& ops);
 
 // The CPU's model name (/proc/cpuinfo) and the host name.
 std::string cpu_model_name();

@@ -99,8 +99,9 @@ namespace {
 
 // "glam-0.1b (12 layers) at 32768 tokens per rank, --precision bf16": the step, as messages name it.
 std::string step_label(const ModelConfig& m, const ExecShape& shape, const std::string& precision) {
-  return m.id + " (" + std::to_string(m.layers) + " layers) at " + std::to_string(shape.tokens()) +
-         " tokens per rank" +
+  return m.id + " (" + std::to_string(m.layers) + " layers" +
+         (shape.stages > 1 ? ", stage " + std::to_string(shape.stage) + " of " + std::to_string(shape.stages) : "") +
+         ") at " + std::to_string(shape.tokens()) + " tokens per rank" +
          (shape.microbatches > 1 ? " and micro-batch (" + std::to_string(shape.microbatches) + " per step)" : "") +
          ", --precision " + precision;
 }
@@ -162,7 +163,7 @@ StepFit check_step_fits(const ModelConfig& m, const ExecShape& shape, bool bf16,
 // NVML's energy counter updates every 20-100 ms: a shorter window than this is not reported.
 constexpr double kMinEnergyWindow_s = 1.0;
 
-// Adds one micro-batch's routing statistics (per MoE layer) to the sums over the timed steps.
+// Adds one step's routing statistics (per MoE layer) to the sums over the timed steps.
 void add_moe_stats(const std::vector<MoeLayerStats>& st, std::vector<MoeLayerStats>& sum) {
   if (sum.empty()) {
     sum = st;
@@ -177,6 +178,49 @@ void add_moe_stats(const std::vector<MoeLayerStats>& st, std::vector<MoeLayerSta
     sum[j].dropped += st[j].dropped;
     sum[j].skipped += st[j].skipped;
   }
+}
+
+// The communicators of this rank: the world, its stage's ranks (the world itself without pipeline
+// stages) and, with tied embeddings, the first and last stage's ranks of its data-parallel index.
+struct StageComms {
+  Communicator* world = nullptr;
+  std::unique_ptr<Communicator> stage_owned, ends;
+  Communicator& stage() { return stage_owned ? *stage_owned : *world; }
+  PipelineLinks links() { return {world, ends.get()}; }
+};
+
+StageComms make_stage_comms(Communicator& world, const ExecShape& shape, bool tied_embeddings) {
+  StageComms c;
+  c.world = &world;
+  if (shape.stages == 1) return c;
+  c.stage_owned = world.split(shape.stage);
+  const bool end = shape.stage == 0 || shape.stage == shape.stages - 1;
+  if (tied_embeddings) c.ends = world.split(end ? shape.rank : -1);
+  return c;
+}
+
+// Rank 0 of each stage sends its op times to world rank 0, which returns them all (stage by stage);
+// the others return their own.
+nlohmann::json gather_stage_ops(const OpTimer& timer, const ExecShape& shape, Communicator& world) {
+  nlohmann::json ops = timed_ops_json(timer);
+  if (shape.stages == 1) return ops;
+  constexpr int kOpsTag = 0;  // no pass messages are in flight: wait_sends() ended every step
+  if (world.rank() == 0) {
+    for (int st = 1; st < shape.stages; ++st) {
+      int64_t bytes = 0;
+      world.recv(&bytes, sizeof bytes, st * shape.ranks, kOpsTag);
+      std::string text(static_cast<size_t>(bytes), '\0');
+      world.recv(text.data(), bytes, st * shape.ranks, kOpsTag);
+      for (auto& op : nlohmann::json::parse(text)) ops.push_back(std::move(op));
+    }
+  } else if (shape.rank == 0) {
+    const std::string text = ops.dump();
+    const int64_t bytes = static_cast<int64_t>(text.size());
+    world.send(&bytes, sizeof bytes, 0, kOpsTag);
+    world.send(text.data(), bytes, 0, kOpsTag);
+    world.wait_sends();
+  }
+  return ops;
 }
 
 // Everything run_train resolved and checked before the first step.
@@ -204,7 +248,8 @@ int train_steps(const ResolvedRun& r, TokenBatches& batches, kernels::KernelCont
   const int64_t warmup = r.warmup;
   const bool cuda = r.cuda;
   const std::string& op_timing = r.op_timing;
-  Transformer<T> model(m, shape, comm, ctx);
+  StageComms comms = make_stage_comms(comm, shape, m.tied_embeddings);
+  Transformer<T> model(m, shape, comms.stage(), ctx, comms.links());
   AdafactorOptimizer<float> opt(model.layout());
   CheckpointState cs;
   cs.seed = r.seed;
@@ -214,15 +259,20 @@ int train_steps(const ResolvedRun& r, TokenBatches& batches, kernels::KernelCont
 
   // ---- training ----
   OpTimer timer(&ctx, &comm);
-  DeviceBuffer<int32_t> inputs(shape.tokens()), targets(shape.tokens());
-  std::vector<int32_t> hin(static_cast<size_t>(shape.tokens())), htg(static_cast<size_t>(shape.tokens()));
+  // Every micro-batch's tokens: a stage's passes of different micro-batches interleave.
+  const int64_t n = shape.tokens();
+  DeviceBuffer<int32_t> inputs(n * shape.microbatches), targets(n * shape.microbatches);
+  std::vector<int32_t> hin(static_cast<size_t>(n)), htg(static_cast<size_t>(n));
+  const std::vector<PipelineLayout::Pass> program = pipeline_layout(m, shape).program(shape.stage);
   RunDescription run;
   run.model = &m;
   run.model_file = r.model_file;
   run.layers_run = m.layers;
   run.ranks = ranks;
-  run.dp = ranks;
-  run.ep = m.is_moe() ? ranks : 1;
+  run.dp = shape.ranks;
+  run.ep = m.is_moe() ? shape.ranks : 1;
+  run.pp = shape.stages;
+  run.virtual_stages = shape.virtual_stages;
   run.microbatches = shape.microbatches;
   run.device_name = cuda ? kernels::cuda_device_name(ctx.device) : cpu_model_name();
   if (cuda) run.device_kind = "cuda";
@@ -263,21 +313,27 @@ int train_steps(const ResolvedRun& r, TokenBatches& batches, kernels::KernelCont
     if (meter && i == warmup) energy_begin_J = meter->read_joules();
     auto t0 = std::chrono::steady_clock::now();
     if (i == warmup) energy_t0 = t0;
-    // Micro-batch k of rank r: the k-th share of the rank's sequences of this step. Its ops carry the
-    // StepGraph's "mb{k}." prefix; the losses are shares of the step's and add up.
-    StepLoss loss;
+    // Micro-batch k of rank r (of its stage): the k-th share of the rank's sequences of this step. The
+    // stage runs its program's passes; their ops carry the StepGraph's "mb{k}." prefix, and the loss
+    // shares add up.
     for (int64_t mb = 0; mb < shape.microbatches; ++mb) {
-      batches.fill(step - 1, (rank * shape.microbatches + mb) * shape.seqs, shape.seqs, hin.data(), htg.data());
-      copy_to_device(hin.data(), inputs.data(), shape.tokens());
-      copy_to_device(htg.data(), targets.data(), shape.tokens());
-      timer.set_prefix(mb > 0 ? "mb" + std::to_string(mb) + "." : "");
-      const StepLoss part = model.run(inputs.data(), targets.data(), step, true, &timer, mb);
-      loss.total += part.total, loss.ce += part.ce, loss.z += part.z, loss.aux += part.aux;
-      if (timed) add_moe_stats(model.moe_stats(), moe_sum);
+      batches.fill(step - 1, (shape.rank * shape.microbatches + mb) * shape.seqs, shape.seqs, hin.data(), htg.data());
+      copy_to_device(hin.data(), inputs.data() + mb * n, n);
+      copy_to_device(htg.data(), targets.data() + mb * n, n);
     }
+    StepLoss shares;
+    for (const auto& pass : program) {
+      const MicroBatchTokens tokens{inputs.data() + pass.microbatch * n, targets.data() + pass.microbatch * n};
+      timer.set_prefix(pass.microbatch > 0 ? "mb" + std::to_string(pass.microbatch) + "." : "");
+      if (pass.forward) shares.add(model.forward_pass(pass.chunk, pass.microbatch, tokens, step, &timer));
+      else model.backward_pass(pass.chunk, pass.microbatch, tokens, &timer);
+    }
+    model.wait_sends();
     timer.set_prefix("");
     model.allreduce_gradients(&timer);
+    timer.set_prefix(shape.stages > 1 ? "s" + std::to_string(shape.stage) + "." : "");  // the StepGraph's stage ids
     opt.update(ctx, model.params(), model.grads(), step, &timer);
+    timer.set_prefix("");
     kernels::synchronize(ctx);
     comm.barrier();
     const auto t1 = std::chrono::steady_clock::now();
@@ -286,6 +342,8 @@ int train_steps(const ResolvedRun& r, TokenBatches& batches, kernels::KernelCont
       energy_end_J = meter->read_joules();
       energy_s = std::chrono::duration<double>(t1 - energy_t0).count();
     }
+    if (timed) add_moe_stats(model.step_moe_stats(), moe_sum);
+    const StepLoss loss = model.reduce_pipeline_loss(shares);  // after the clock: a report, not the step's work
     timer.end_step();
     cs.step = step;
     run.losses.push_back(loss.total);
@@ -299,6 +357,7 @@ int train_steps(const ResolvedRun& r, TokenBatches& batches, kernels::KernelCont
           << "  aux " << loss.aux << "  " << std::setprecision(3) << dt * 1e3 << " ms\n"
           << std::flush;
   }
+  // Every rank has an entry for every MoE layer (zeros for other stages' layers): the world's sum.
   for (auto& s : moe_sum) {
     comm.allreduce_sum(s.expert_load.data(), static_cast<int64_t>(s.expert_load.size()));
     int64_t v[3] = {s.routed, s.dropped, s.skipped};
@@ -309,7 +368,7 @@ int train_steps(const ResolvedRun& r, TokenBatches& batches, kernels::KernelCont
 
   // ---- outputs ----
   if (!o.save.empty()) save_checkpoint(o.save, model, opt, cs, comm);
-  nlohmann::json record = make_run_record(run, timer);
+  nlohmann::json record = make_run_record(run, gather_stage_ops(timer, shape, comm));
   // How full the device was: the step's buffers (counted before they were allocated) and what was free
   // for them then (GPU: cudaMemGetInfo; CPU: the host's available memory per rank).
   record["device"]["memory"] = {{"step_buffers_bytes", r.memory.need.total()},
@@ -386,26 +445,40 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
   ModelConfig m = load_model(o.model);
   const std::string model_file = resolve_catalogue_entry("models", o.model).string();
   m = first_layers(m, o.layers);
+  if (o.stages < 1 || ranks % o.stages != 0)
+    throw UsageError("--stages " + std::to_string(o.stages) + ": expected a divisor of the " + std::to_string(ranks) +
+                     " ranks (each stage is a group of ranks / stages ranks)");
+  if (o.stages > 1 && cuda)
+    throw UsageError("--stages " + std::to_string(o.stages) + ": pipeline stages run on the CPU backend for now (--device cpu)");
+  if (o.stages > 1 && (!o.save.empty() || !o.resume.empty()))
+    throw UsageError("--save and --resume hold whole models: they do not combine with --stages " + std::to_string(o.stages));
+  if (o.virtual_stages < 1) throw UsageError("--virtual-stages " + std::to_string(o.virtual_stages) + ": expected at least 1");
+  const int stage_ranks = ranks / o.stages;
   const int64_t global_tokens = o.batch_tokens > 0 ? o.batch_tokens : 8 * m.seq_len;
   if (o.microbatches < 1 || o.microbatches > (int64_t{1} << 20))
     throw UsageError("--microbatches " + std::to_string(o.microbatches) + ": expected from 1 to 1048576");
-  if (global_tokens % (m.seq_len * ranks * o.microbatches) != 0)
+  if (global_tokens % (m.seq_len * stage_ranks * o.microbatches) != 0) {
+    const std::string ranks_text = o.stages > 1 ? "ranks per stage" : "ranks";
     throw UsageError((o.batch_tokens > 0 ? "--batch-tokens " + std::to_string(global_tokens)
                                           : "the default batch (8 sequences, " + std::to_string(global_tokens) +
                                                 " tokens; --batch-tokens sets another)") +
-                     ": must be a multiple of seq_len x ranks" + (o.microbatches > 1 ? " x --microbatches" : "") +
-                     " = " + std::to_string(m.seq_len) + " x " + std::to_string(ranks) +
+                     ": must be a multiple of seq_len x " + ranks_text + (o.microbatches > 1 ? " x --microbatches" : "") +
+                     " = " + std::to_string(m.seq_len) + " x " + std::to_string(stage_ranks) +
                      (o.microbatches > 1 ? " x " + std::to_string(o.microbatches) : ""));
+  }
   ExecShape shape;
   shape.seq_len = m.seq_len;
   shape.microbatches = o.microbatches;
-  shape.seqs = global_tokens / m.seq_len / ranks / o.microbatches;
-  shape.ranks = ranks;
-  shape.rank = rank;
+  shape.seqs = global_tokens / m.seq_len / stage_ranks / o.microbatches;
+  shape.ranks = stage_ranks;
+  shape.rank = rank % stage_ranks;
+  shape.stages = o.stages;
+  shape.stage = rank / stage_ranks;
+  shape.virtual_stages = o.virtual_stages;
   check_runnable(m, shape);
   // A rank's token indices and routing slots are 32-bit.
-  if (global_tokens / ranks > std::numeric_limits<int32_t>::max())
-    throw UsageError("--batch-tokens " + std::to_string(global_tokens) + ": " + std::to_string(global_tokens / ranks) +
+  if (global_tokens / stage_ranks > std::numeric_limits<int32_t>::max())
+    throw UsageError("--batch-tokens " + std::to_string(global_tokens) + ": " + std::to_string(global_tokens / stage_ranks) +
                      " tokens per rank, expected at most " + std::to_string(std::numeric_limits<int32_t>::max()));
   if (o.warmup >= o.steps)
     throw UsageError("--warmup " + std::to_string(o.warmup) + ": expected fewer than --steps " + std::to_string(o.steps) +

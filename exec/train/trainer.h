@@ -17,6 +17,11 @@ struct TrainOptions {
   int64_t layers = 0;             // run the first K layers (0: all)
   int64_t batch_tokens = 0;       // global batch (0: 8 sequences)
   int64_t microbatches = 1;       // gradient accumulation: the batch runs in this many passes per step
+  // Pipeline stages: the ranks form this many stages of ranks / stages ranks each, which hold
+  // consecutive chunks of blocks (virtual_stages chunks each: the interleaved schedule) and run the
+  // StepGraph's 1F1B programs over the micro-batches.
+  int stages = 1;
+  int virtual_stages = 1;
   int64_t steps = 10;
   int64_t warmup = -1;            // untimed first steps (-1: min(2, steps - 1))
   std::string device = "cpu";     // "cpu" or "cuda" (a CUDA build with a device)

@@ -127,6 +127,13 @@ RunRecord parse_run_record(const nlohmann::json& j, const std::string& path) {
   r.ep = whole(j, path, "plan.ep", 1, kMaxRanks);
   r.tp = whole(j, path, "plan.tp", 1, kMaxRanks);
   r.microbatches = find(j, "plan.microbatches") ? whole(j, path, "plan.microbatches", 1, int64_t{1} << 20) : 1;
+  // Records before pipeline stages: one stage.
+  r.pp = find(j, "plan.pp") ? whole(j, path, "plan.pp", 1, kMaxRanks) : 1;
+  r.virtual_stages = find(j, "plan.virtual_stages") ? whole(j, path, "plan.virtual_stages", 1, kMaxRanks) : 1;
+  if (r.dp * r.tp * r.pp != r.ranks)
+    throw ConfigError(path, "plan.ranks", std::to_string(r.ranks),
+                      "dp x tp x pp = " + std::to_string(r.dp) + " x " + std::to_string(r.tp) + " x " + std::to_string(r.pp) +
+                          " ranks");
   const auto& kind = need(j, path, "device.kind", "\"cpu\" or \"cuda\"");
   if (kind != "cpu" && kind != "cuda") throw ConfigError(path, "device.kind", kind.dump(), "\"cpu\" or \"cuda\"");
   r.device_kind = kind.get<std::string>();

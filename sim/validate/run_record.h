@@ -23,6 +23,7 @@ struct RunRecord {
   int64_t layers_run = -1;
   int64_t ranks = 1, dp = 1, ep = 1, tp = 1;
   int64_t microbatches = 1;  // gradient accumulation passes per step (records before them: 1)
+  int64_t pp = 1, virtual_stages = 1;  // pipeline stages and chunks per stage (dp, ep: within a stage)
   std::string device_kind;  // "cpu" or "cuda"
   std::string device_name;
   int threads = 0;

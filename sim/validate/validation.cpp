@@ -104,6 +104,7 @@ SimulationInput simulation_for(const RunRecord& r, const std::optional<Calibrati
   ParallelPlan plan;
   plan.dp = r.dp, plan.ep = r.ep, plan.tp = r.tp, plan.batch_tokens = r.global_batch_tokens;
   plan.microbatches = r.microbatches;
+  plan.pp = r.pp, plan.virtual_stages = r.virtual_stages;
   plan.overlap_grad_reduction = false;  // glamexec reduces all gradients at once after the backward pass
   plan.narrow_weight_copy = true;       // and writes the bf16 copy of the weights (when it has one)
   RoutingSpec routing;
@@ -117,7 +118,8 @@ SimulationInput simulation_for(const RunRecord& r, const std::optional<Calibrati
   try {
     validate_plan(plan, model, cluster);
   } catch (const UsageError& e) {
-    throw ConfigError(r.file, "plan", "dp " + std::to_string(r.dp) + ", ep " + std::to_string(r.ep),
+    throw ConfigError(r.file, "plan",
+                      "dp " + std::to_string(r.dp) + ", ep " + std::to_string(r.ep) + ", pp " + std::to_string(r.pp),
                       std::string("a plan the simulator can run: ") + e.what());
   }
   return in;

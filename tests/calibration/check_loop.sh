@@ -13,7 +13,7 @@ for f in profile-cpu.toml report.md plot.svg validation.json summary.txt; do
   [ -s "$OUT/$f" ] || { echo "check_loop: missing $OUT/$f" >&2; exit 1; }
 done
 n=$(ls "$OUT"/records/*.json | wc -l)
-[ "$n" -ge 3 ] || { echo "check_loop: $n records, expected 3" >&2; exit 1; }
+[ "$n" -ge 4 ] || { echo "check_loop: $n records, expected 4" >&2; exit 1; }
 grep -q '^link_bandwidth_Bps = ' "$OUT/profile-cpu.toml" || { echo "check_loop: no network figures" >&2; exit 1; }
 for kind in all_to_all all_reduce reduce_scatter all_gather; do
   grep -q "^kind = \"$kind\"" "$OUT/profile-cpu.toml" || { echo "check_loop: no measured $kind" >&2; exit 1; }
@@ -32,6 +32,13 @@ grep -q '"id": "mb1\.L0\.attn_qkv\.fwd"' "$OUT/validation.json" ||
 mb_record=$OUT/records/glam-tiny-8e-2rank-2mb.json
 grep -q '"id": "grad_allreduce"' "$mb_record" && ! grep -q '"id": "mb1\.grad_allreduce"' "$mb_record" ||
   { echo "check_loop: $mb_record: expected one gradient all-reduce per step" >&2; exit 1; }
+# The pipelined record: each stage's ops under the StepGraph's ids, every one of them simulated.
+for id in s0.pp_send.fwd mb1.s1.pp_send.bwd s1.loss.fwd s0.embed_tie_allreduce.bwd; do
+  grep -q "\"id\": \"$id\"" "$OUT/validation.json" ||
+    { echo "check_loop: validation.json has no pipeline op $id" >&2; exit 1; }
+done
+! grep -q '"unmatched_ops": \[$' "$OUT/validation.json" ||
+  { echo "check_loop: validation.json has measured ops the simulation does not have" >&2; exit 1; }
 # "median |step error| 12.3%, largest 20.1%, median |op error| 15.0%"
 line=$(grep 'median |step error|' "$OUT/summary.txt")
 echo "check_loop: $line"

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <set>
+#include <string>
 
 #include <nlohmann/json.hpp>
 
@@ -71,6 +73,43 @@ TEST(MpiRuns, TwoRanksTrackOneProcessInBf16) {
                         two["moe_layers"][l]["expert_load"][e].get<int64_t>());
     EXPECT_LE(moved, routed / 50) << "MoE layer " << l;
   }
+}
+
+// Two pipeline stages (blocks 0-1 and 2-3, 1F1B over 4 micro-batches) train as one process does with
+// the same micro-batches, and their record names its ops as the StepGraph does: glamsim validate
+// finds every one of them in the pipelined simulation.
+TEST(MpiRuns, TwoPipelineStagesEqualOneProcess) {
+  if (mpi_dir().empty()) GTEST_SKIP() << "GLAM_MPI_DIR not set (run through ctest)";
+  json two = load("pipeline-2stages.json");
+  auto r = run_command("glamexec train --quiet --model glam-tiny-8e --steps 4 --batch-tokens 512 --microbatches 4 "
+                       "--seed 3 --record " + mpi_dir() + "/pipeline-1rank.json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json one = load("pipeline-1rank.json");
+  EXPECT_EQ(two["plan"]["ranks"], 2);
+  EXPECT_EQ(two["plan"]["pp"], 2);
+  EXPECT_EQ(two["plan"]["dp"], 1);
+  EXPECT_EQ(one["global_batch_tokens"], two["global_batch_tokens"]);
+  ASSERT_EQ(one["losses"].size(), two["losses"].size());
+  for (size_t i = 0; i < one["losses"].size(); ++i)
+    EXPECT_NEAR(one["losses"][i].get<double>(), two["losses"][i].get<double>(), 1e-5) << "step " << i + 1;
+  EXPECT_EQ(one["moe_layers"], two["moe_layers"]);  // each stage's layers, gathered
+  // Each stage's ops, under its ids: blocks 0-1 and the embedding on stage 0, blocks 2-3 and the head
+  // on stage 1, sends both ways, the tied embedding's sum, one optimizer per stage.
+  std::set<std::string> ids;
+  for (const auto& op : two["ops"]) EXPECT_TRUE(ids.insert(op["id"].get<std::string>()).second) << op["id"];
+  for (const char* id : {"L0.attn_qkv.fwd", "L3.moe_expert_in.bwd", "s0.embed.fwd", "mb3.s0.embed.bwd",
+                         "s0.pp_send.fwd", "mb3.s1.pp_send.bwd", "s1.loss.fwd", "mb2.s1.logits.bwd",
+                         "s0.embed_tie_allreduce.bwd", "s1.embed_tie_allreduce.bwd", "s0.optimizer", "s1.optimizer"})
+    EXPECT_TRUE(ids.count(id)) << id;
+  EXPECT_FALSE(ids.count("s1.pp_send.fwd")) << "the last stage sends nothing forward";
+  EXPECT_FALSE(ids.count("grad_allreduce")) << "one rank per stage: nothing to reduce over data parallelism";
+  r = run_command("glamsim validate --format json --calibration " GLAM_SOURCE_DIR
+                  "/reports/validation/profile-cpu.toml " + mpi_dir() + "/pipeline-2stages.json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json v = json::parse(r.out)["records"][0];
+  EXPECT_EQ(v["unmatched_ops"], json::array()) << "record ops the StepGraph does not have";
+  EXPECT_EQ(v["ops"].size(), ids.size());
+  EXPECT_GT(v["simulated_step_s"].get<double>(), 0);
 }
 
 TEST(MpiRuns, LossGoesDownOnRealText) {

@@ -7,11 +7,11 @@
 namespace glam::testing {
 
 inline std::string micro_toml(const std::string& moe_section, const std::string& ffn_kind = "gated",
-                              const std::string& extra_arch = "") {
+                              const std::string& extra_arch = "", int layers = 2) {
   return R"(id = "micro"
 from_paper = false
 [architecture]
-layers = 2
+layers = )" + std::to_string(layers) + R"(
 d_model = 8
 ffn_hidden = 12
 heads = 2
