@@ -59,12 +59,12 @@ void check_runnable(const ModelConfig& m, const ExecShape& s) {
   if (s.stages < 1 || s.stage < 0 || s.stage >= s.stages || s.virtual_stages < 1)
     throw UsageError("pipeline stage " + n(s.stage) + " of " + n(s.stages) + " with " + n(s.virtual_stages) +
                      " chunks per stage: expected at least one stage and one chunk");
+  if (s.virtual_stages > 1 && s.stages == 1)
+    throw UsageError("--virtual-stages " + n(s.virtual_stages) + " needs pipeline stages (--stages 2 or more)");
   const int64_t chunks = static_cast<int64_t>(s.stages) * s.virtual_stages;
   if (m.layers % chunks != 0)
     throw UsageError(n(s.stages) + " pipeline stages x " + n(s.virtual_stages) + " chunks per stage do not divide the " +
                      n(m.layers) + " layers run of " + m.id + " (each chunk holds layers / chunks consecutive blocks)");
-  if (s.virtual_stages > 1 && s.stages == 1)
-    throw UsageError("--virtual-stages " + n(s.virtual_stages) + " needs pipeline stages (--stages 2 or more)");
   // The interleaved schedule runs the micro-batches in groups of one per stage (Megatron-LM's).
   if (s.virtual_stages > 1 && s.microbatches % s.stages != 0)
     throw UsageError("--microbatches " + n(s.microbatches) + ": the interleaved schedule (--virtual-stages " +

@@ -354,6 +354,10 @@ TEST_F(Train, OptionValuesAreCheckedBeforeAnyWork) {
       {"--microbatches 0", "--microbatches: got '0', expected a whole number of at least 1"},
       {"--batch-tokens 256 --microbatches 4",
        "--batch-tokens 256: must be a multiple of seq_len x ranks x --microbatches = 128 x 1 x 4"},
+      {"--stages 2", "--stages 2: expected a divisor of the 1 ranks"},
+      {"--stages 0", "--stages: got '0', expected a whole number from 1 to 4096"},
+      {"--virtual-stages 2", "--virtual-stages 2 needs pipeline stages (--stages 2 or more)"},
+      {"--layers 3 --virtual-stages 2", "--virtual-stages 2 needs pipeline stages"},
   };
   for (const auto& [args, expected] : cases) {
     auto r = train("--model glam-tiny " + std::string(args.find("--batch-tokens") == std::string::npos ? "--batch-tokens 128 " : "") + args);

@@ -68,6 +68,38 @@ TEST(StepMemory, GrowsWithTheBatchAndBf16HalvesTheActivations) {
   EXPECT_LT(b2.total() - b1.total(), s2.total() - s1.total());
 }
 
+// A pipeline stage holds its blocks' weights and, for each micro-batch in flight in its 1F1B program
+// (min(stages - stage, micro-batches)), one set of their activations.
+TEST(StepMemory, PipelineStagesHoldTheirBlocksAndTheirMicroBatchesInFlight) {
+  ModelConfig m = small_moe();
+  m.layers = 4;
+  auto stage = [&](int st, int64_t microbatches, int stages = 2) {
+    ExecShape s = shape_of(1, m.seq_len);
+    s.stages = stages, s.stage = st, s.microbatches = microbatches;
+    return step_memory(m, s, false);
+  };
+  const StepMemory whole = step_memory(m, shape_of(1, m.seq_len), false);
+  // Each stage holds half the blocks: with untied embeddings the two optimizer states are the whole's,
+  // with tied ones the last stage's copy of the embedding adds its state.
+  EXPECT_LT(stage(0, 1).total(), whole.total());
+  EXPECT_LT(stage(1, 1).total(), whole.total());
+  EXPECT_GT(stage(0, 1).optimizer_bytes + stage(1, 1).optimizer_bytes, whole.optimizer_bytes);
+  const ModelConfig tied = m;
+  m.tied_embeddings = false;
+  EXPECT_EQ(stage(0, 1).optimizer_bytes + stage(1, 1).optimizer_bytes,
+            step_memory(m, shape_of(1, m.seq_len), false).optimizer_bytes);
+  m = tied;
+  // Stage 0 of 2 keeps 2 micro-batches' activations once there are 2 or more; the last stage keeps 1.
+  EXPECT_GT(stage(0, 2).total(), stage(0, 1).total());
+  EXPECT_EQ(stage(0, 8).total(), stage(0, 2).total());
+  EXPECT_EQ(stage(1, 8).total(), stage(1, 1).total());
+  // Four stages: stage s keeps min(4 - s, micro-batches), one block's each.
+  const int64_t one_set = stage(0, 2, 4).total() - stage(0, 1, 4).total();
+  EXPECT_GT(one_set, 0);
+  EXPECT_EQ(stage(0, 8, 4).total() - stage(0, 1, 4).total(), 3 * one_set);
+  EXPECT_EQ(stage(2, 8, 4).total() - stage(2, 1, 4).total(), one_set);
+}
+
 TEST(StepMemory, MaxSequencesIsTheLargestThatFits) {
   const ModelConfig m = small_moe();
   const ExecShape base = shape_of(1, m.seq_len);
