@@ -48,81 +48,125 @@ void for_each_local_tensor(Transformer<T>& model, AdafactorOptimizer<float>& opt
 
 }  // namespace
 
+namespace {
+
+using TensorMap = std::map<std::string, std::vector<float>>;
+
+// This stage's tensors by name, on its rank 0 (empty elsewhere): every rank's local tensors gathered
+// (the ranks of a stage hold equal-sized shares), experts renamed by their global index.
 template <class T>
-void save_checkpoint(const std::filesystem::path& path, Transformer<T>& model, AdafactorOptimizer<float>& opt,
-                     const CheckpointState& state, Communicator& comm) {
-  // Every rank's local tensors by name, gathered: ranks hold equal-sized shares.
+TensorMap gather_stage_tensors(Transformer<T>& model, AdafactorOptimizer<float>& opt, Communicator& comm) {
   std::vector<std::string> names;
   std::vector<int64_t> sizes;
   std::vector<float> local;
-  std::vector<bool> replicated;
   for_each_local_tensor(model, opt, [&](const std::string& name, float* data, int64_t n) {
     names.push_back(name);
     sizes.push_back(n);
-    replicated.push_back(name.find('#') == std::string::npos);
     local.insert(local.end(), data, data + n);
   });
   const int ranks = comm.size();
   std::vector<float> all(local.size() * static_cast<size_t>(ranks));
   comm.allgather(local.data(), all.data(), static_cast<int64_t>(local.size() * sizeof(float)));
-  // The file: header and tensors in a rank-independent order (replicated tensors, then experts by
-  // global index).
-  auto encode = [&]() -> std::string {
-    std::map<std::string, std::pair<const float*, int64_t>> tensors;
-    for (int r = 0; r < ranks; ++r) {
-      const float* base = all.data() + local.size() * static_cast<size_t>(r);
-      int64_t off = 0;
-      const ModelLayout& lay = model.layout();
-      for (size_t i = 0; i < names.size(); ++i) {
-        std::string name = names[i];
-        if (!replicated[i]) {
-          // rename local expert index to rank r's global expert
-          size_t hash = name.find('#');
-          int64_t local_e = std::stoll(name.substr(hash + 1)) - lay.first_expert;
-          name = name.substr(0, hash + 1) + std::to_string(r * lay.local_experts + local_e);
-        }
-        if (replicated[i] && r > 0) {
-          off += sizes[i];
-          continue;
-        }
-        tensors[name] = {base + off, sizes[i]};
-        off += sizes[i];
+  TensorMap tensors;
+  if (comm.rank() != 0) return tensors;
+  const ModelLayout& lay = model.layout();
+  for (int r = 0; r < ranks; ++r) {
+    const float* base = all.data() + local.size() * static_cast<size_t>(r);
+    int64_t off = 0;
+    for (size_t i = 0; i < names.size(); off += sizes[i], ++i) {
+      std::string name = names[i];
+      const size_t hash = name.find('#');
+      if (hash == std::string::npos && r > 0) continue;  // replicated: rank 0's copy
+      if (hash != std::string::npos) {  // rank r's local expert, by its global index
+        const int64_t local_e = std::stoll(name.substr(hash + 1)) - lay.first_expert;
+        name = name.substr(0, hash + 1) + std::to_string(r * lay.local_experts + local_e);
+      }
+      tensors[name].assign(base + off, base + off + sizes[i]);
+    }
+  }
+  return tensors;
+}
+
+// Pipeline stages: rank 0 of every later stage sends its stage's tensors to world rank 0, which adds
+// them to its own (the tied embedding's second copy, equal to the first, is kept once).
+void gather_stages(TensorMap& tensors, int stage_rank, Communicator& world) {
+  constexpr int kTag = Communicator::kMaxTag;  // apart from the passes' tags (none in flight now)
+  if (world.rank() == 0) {
+    for (int peer = 1; peer < world.size(); ++peer) {
+      int64_t head_bytes = 0;
+      world.recv(&head_bytes, sizeof head_bytes, peer, kTag);
+      if (head_bytes == 0) continue;  // not a stage's rank 0
+      std::string head(static_cast<size_t>(head_bytes), '\0');
+      world.recv(head.data(), head_bytes, peer, kTag);
+      for (const auto& t : nlohmann::json::parse(head)) {
+        std::vector<float> data(t["elements"].get<size_t>());
+        world.recv(data.data(), static_cast<int64_t>(data.size() * sizeof(float)), peer, kTag);
+        tensors.emplace(t["name"].get<std::string>(), std::move(data));
       }
     }
-    nlohmann::json header;
-    header["format"] = "glam-checkpoint/1";
-    header["model_config"] = model_to_json(model.config());
-    header["step"] = state.step;
-    header["seed"] = state.seed;
-    nlohmann::json table = nlohmann::json::array();
-    int64_t offset = 0;
-    for (const auto& [name, t] : tensors) {
-      table.push_back({{"name", name}, {"offset", offset}, {"elements", t.second}});
-      offset += t.second;
+  } else {
+    nlohmann::json head = nlohmann::json::array();
+    if (stage_rank == 0)
+      for (const auto& [name, data] : tensors) head.push_back({{"name", name}, {"elements", data.size()}});
+    const std::string text = stage_rank == 0 ? head.dump() : std::string();
+    const int64_t head_bytes = static_cast<int64_t>(text.size());
+    world.send(&head_bytes, sizeof head_bytes, 0, kTag);
+    if (head_bytes > 0) {
+      world.send(text.data(), head_bytes, 0, kTag);
+      for (const auto& [name, data] : tensors)
+        world.send(data.data(), static_cast<int64_t>(data.size() * sizeof(float)), 0, kTag);
     }
-    header["tensors"] = table;
-    std::string head = header.dump();
-    std::string out(kMagic, 8);
-    put(out, kVersion);
-    put(out, uint32_t{0});
-    put(out, static_cast<uint64_t>(head.size()));
-    out += head;
-    for (const auto& [name, t] : tensors) out.append(reinterpret_cast<const char*>(t.first), static_cast<size_t>(t.second) * sizeof(float));
-    put(out, fnv1a64(out.data(), out.size()));
-    return out;
-  };
-  // Rank 0 writes; its failure (a full disk, a folder that vanished) reaches every rank rather than
-  // leaving them waiting.
+    world.wait_sends();
+  }
+}
+
+// The file: header and tensors in a rank-independent order (by name).
+std::string encode_checkpoint(const TensorMap& tensors, const ModelConfig& m, const CheckpointState& state) {
+  nlohmann::json header;
+  header["format"] = "glam-checkpoint/1";
+  header["model_config"] = model_to_json(m);
+  header["step"] = state.step;
+  header["seed"] = state.seed;
+  nlohmann::json table = nlohmann::json::array();
+  int64_t offset = 0;
+  for (const auto& [name, data] : tensors) {
+    const int64_t n = static_cast<int64_t>(data.size());
+    table.push_back({{"name", name}, {"offset", offset}, {"elements", n}});
+    offset += n;
+  }
+  header["tensors"] = table;
+  const std::string head = header.dump();
+  std::string out(kMagic, 8);
+  put(out, kVersion);
+  put(out, uint32_t{0});
+  put(out, static_cast<uint64_t>(head.size()));
+  out += head;
+  for (const auto& [name, data] : tensors)
+    out.append(reinterpret_cast<const char*>(data.data()), data.size() * sizeof(float));
+  put(out, fnv1a64(out.data(), out.size()));
+  return out;
+}
+
+}  // namespace
+
+template <class T>
+void save_checkpoint(const std::filesystem::path& path, Transformer<T>& model, AdafactorOptimizer<float>& opt,
+                     const CheckpointState& state, Communicator& comm, Communicator* world) {
+  TensorMap tensors = gather_stage_tensors(model, opt, comm);
+  Communicator& all = world ? *world : comm;
+  if (world && world->size() > comm.size()) gather_stages(tensors, comm.rank(), *world);
+  // World rank 0 writes; its failure (a full disk, a folder that vanished) reaches every rank rather
+  // than leaving them waiting.
   std::string error;
-  if (comm.rank() == 0) {
+  if (all.rank() == 0) {
     try {
-      write_file_atomically(path, encode());
+      write_file_atomically(path, encode_checkpoint(tensors, model.config(), state));
     } catch (const std::exception& e) {
       error = e.what();
     }
   }
-  if (comm.any(!error.empty()))
-    throw std::runtime_error(comm.rank() == 0 ? error : "rank 0 could not write the checkpoint " + path.string());
+  if (all.any(!error.empty()))
+    throw std::runtime_error(all.rank() == 0 ? error : "rank 0 could not write the checkpoint " + path.string());
 }
 
 namespace {
@@ -262,7 +306,7 @@ CheckpointState load_checkpoint(const std::filesystem::path& path, Transformer<T
 
 #define GLAM_INSTANTIATE(T)                                                                                      \
   template void save_checkpoint<T>(const std::filesystem::path&, Transformer<T>&, AdafactorOptimizer<float>&,     \
-                                   const CheckpointState&, Communicator&);                                        \
+                                   const CheckpointState&, Communicator&, Communicator*);                         \
   template CheckpointState load_checkpoint<T>(const std::filesystem::path&, Transformer<T>&,                      \
                                               AdafactorOptimizer<float>&);
 GLAM_INSTANTIATE(float)

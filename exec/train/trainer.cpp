@@ -204,7 +204,7 @@ StageComms make_stage_comms(Communicator& world, const ExecShape& shape, bool ti
 nlohmann::json gather_stage_ops(const OpTimer& timer, const ExecShape& shape, Communicator& world) {
   nlohmann::json ops = timed_ops_json(timer);
   if (shape.stages == 1) return ops;
-  constexpr int kOpsTag = 0;  // no pass messages are in flight: wait_sends() ended every step
+  constexpr int kOpsTag = Communicator::kMaxTag - 1;  // apart from the passes' tags (none in flight now)
   if (world.rank() == 0) {
     for (int st = 1; st < shape.stages; ++st) {
       int64_t bytes = 0;
@@ -367,7 +367,7 @@ int train_steps(const ResolvedRun& r, TokenBatches& batches, kernels::KernelCont
   run.moe = moe_sum;
 
   // ---- outputs ----
-  if (!o.save.empty()) save_checkpoint(o.save, model, opt, cs, comm);
+  if (!o.save.empty()) save_checkpoint(o.save, model, opt, cs, comms.stage(), shape.stages > 1 ? &comm : nullptr);
   nlohmann::json record = make_run_record(run, gather_stage_ops(timer, shape, comm));
   // How full the device was: the step's buffers (counted before they were allocated) and what was free
   // for them then (GPU: cudaMemGetInfo; CPU: the host's available memory per rank).
@@ -450,8 +450,6 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
                      " ranks (each stage is a group of ranks / stages ranks)");
   if (o.stages > 1 && cuda)
     throw UsageError("--stages " + std::to_string(o.stages) + ": pipeline stages run on the CPU backend for now (--device cpu)");
-  if (o.stages > 1 && (!o.save.empty() || !o.resume.empty()))
-    throw UsageError("--save and --resume hold whole models: they do not combine with --stages " + std::to_string(o.stages));
   if (o.virtual_stages < 1) throw UsageError("--virtual-stages " + std::to_string(o.virtual_stages) + ": expected at least 1");
   const int stage_ranks = ranks / o.stages;
   const int64_t global_tokens = o.batch_tokens > 0 ? o.batch_tokens : 8 * m.seq_len;
