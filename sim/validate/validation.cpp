@@ -151,9 +151,11 @@ ValidationSummary validate_records(const std::vector<std::string>& files, const 
     }
     std::map<std::string, double> simulated;
     std::map<std::string, std::string> collective_of;
+    std::map<std::string, int> stage_of;
     for (size_t i = 0; i < sim.graph.ops.size(); ++i) {
       const StepOp& op = sim.graph.ops[i];
       simulated[op.id] += sim.timing[i].duration();
+      stage_of[op.id] = op.stage;
       if (op.kind == OpKind::kCollective) collective_of[op.id] = collective_name(op.collective);
     }
     for (const auto& op : record.ops) {
@@ -162,7 +164,8 @@ ValidationSummary validate_records(const std::vector<std::string>& files, const 
         v.unmatched.push_back(op.id);
         continue;
       }
-      v.ops.push_back({op.id, op.median_s, it->second, collective_of.count(op.id) ? collective_of[op.id] : ""});
+      v.ops.push_back({op.id, stage_of[op.id], op.median_s, it->second,
+                       collective_of.count(op.id) ? collective_of[op.id] : ""});
       op_errors.push_back(std::fabs(v.ops.back().error()));
     }
     step_errors.push_back(std::fabs(v.step_error()));
@@ -181,6 +184,15 @@ std::map<std::string, std::pair<double, double>> RecordValidation::collectives()
   return out;
 }
 
+std::vector<std::pair<double, double>> RecordValidation::stage_busy() const {
+  std::vector<std::pair<double, double>> out(static_cast<size_t>(std::max<int64_t>(1, record.pp)));
+  for (const auto& op : ops) {
+    auto& s = out.at(static_cast<size_t>(op.stage));
+    s.first += op.measured_s, s.second += op.simulated_s;
+  }
+  return out;
+}
+
 nlohmann::json ValidationSummary::to_json() const {
   nlohmann::json out = {{"records", nlohmann::json::array()},
                         {"median_abs_step_error", median_abs_step_error},
@@ -190,6 +202,7 @@ nlohmann::json ValidationSummary::to_json() const {
     nlohmann::json ops = nlohmann::json::array();
     for (const auto& op : v.ops)
       ops.push_back({{"id", op.id},
+                     {"stage", op.stage},
                      {"measured_s", op.measured_s},
                      {"simulated_s", op.simulated_s},
                      {"error", op.error()},
@@ -210,6 +223,15 @@ nlohmann::json ValidationSummary::to_json() const {
                                                              : nlohmann::json(nullptr)},
                               {"ops", ops},
                               {"unmatched_ops", v.unmatched}});
+    if (v.record.pp > 1) {
+      nlohmann::json stages = nlohmann::json::array();
+      for (const auto& [measured, simulated] : v.stage_busy())
+        stages.push_back({{"measured_busy_s", measured},
+                          {"simulated_busy_s", simulated},
+                          {"measured_idle_s", v.record.step_median_s - measured},
+                          {"simulated_idle_s", v.simulated_step_s - simulated}});
+      out["records"].back()["pipeline_stages"] = stages;
+    }
   }
   return out;
 }
@@ -269,6 +291,23 @@ std::string ValidationSummary::to_markdown(const std::string& plot_file) const {
       for (const auto& [kind, t] : v.collectives())
         o << "| " << v.record.file << " | " << kind << " | " << fixed(t.first * 1e3, 3) << " | " << fixed(t.second * 1e3, 3)
           << " | " << (t.first > 0 ? format_percent((t.second - t.first) / t.first) : std::string("-")) << " |\n";
+  }
+  // Pipelined records: where each stage's step goes (its ops, and its waits: bubble and imbalance).
+  bool any_pipeline = false;
+  for (const auto& v : records) any_pipeline |= v.record.pp > 1;
+  if (any_pipeline) {
+    o << "\nPipeline stages: each stage's time in its ops per step, and the rest of the step, which it waits "
+         "(the schedule's bubble and the other stages' longer passes):\n\n"
+      << "| record | stage | ops measured (ms) | ops simulated (ms) | waits measured (ms) | waits simulated (ms) |\n"
+      << "|---|---|---|---|---|---|\n";
+    for (const auto& v : records) {
+      if (v.record.pp <= 1) continue;
+      const auto busy = v.stage_busy();
+      for (size_t st = 0; st < busy.size(); ++st)
+        o << "| " << v.record.file << " | " << st << " | " << fixed(busy[st].first * 1e3, 1) << " | "
+          << fixed(busy[st].second * 1e3, 1) << " | " << fixed((v.record.step_median_s - busy[st].first) * 1e3, 1)
+          << " | " << fixed((v.simulated_step_s - busy[st].second) * 1e3, 1) << " |\n";
+    }
   }
   // The ops with the largest errors point at what the model gets wrong.
   std::vector<std::pair<double, std::string>> worst;

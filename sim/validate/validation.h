@@ -16,6 +16,7 @@ namespace glam {
 
 struct OpComparison {
   std::string id;
+  int stage = 0;  // the pipeline stage that runs it
   double measured_s = 0, simulated_s = 0;
   std::string collective;  // "all_to_all", "all_reduce", ... for collectives; empty for compute ops
   double error() const { return (simulated_s - measured_s) / measured_s; }
@@ -37,6 +38,9 @@ struct RecordValidation {
   std::vector<std::string> unmatched;  // measured op ids the simulation does not have
   // Measured and simulated seconds per step of each collective kind, summed over its op ids.
   std::map<std::string, std::pair<double, double>> collectives() const;
+  // Pipeline stages: each stage's time in its compared ops (measured, simulated) per step; the rest
+  // of the step it waits (the bubble, and the other stages' longer passes).
+  std::vector<std::pair<double, double>> stage_busy() const;
 };
 
 struct ValidationSummary {

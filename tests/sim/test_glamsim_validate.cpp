@@ -99,6 +99,46 @@ TEST_F(GlamsimValidate, AFasterHostSimulatesAFasterStep) {
   EXPECT_LT(fast["records"][0]["simulated_step_s"].get<double>(), slow["records"][0]["simulated_step_s"].get<double>());
 }
 
+// A record of two pipeline stages (glam-8b-64e's first 2 blocks, one per stage, 2 micro-batches): its
+// stage-named ops are found in the pipelined StepGraph, and each stage's busy time is its own ops'.
+TEST_F(GlamsimValidate, PipelinedRecordsAreComparedStageByStage) {
+  nlohmann::json r = record("", 0.5);
+  r["plan"] = {{"ranks", 2}, {"dp", 1}, {"ep", 1}, {"tp", 1}, {"pp", 2}, {"microbatches", 2}};
+  r["ops"] = {{{"id", "L0.attn_qkv.fwd"}, {"median_s", 0.01}},  {{"id", "L1.moe_router.fwd"}, {"median_s", 0.02}},
+              {{"id", "s0.pp_send.fwd"}, {"median_s", 0.001}}, {{"id", "mb1.s1.pp_send.bwd"}, {"median_s", 0.002}},
+              {{"id", "s1.loss.fwd"}, {"median_s", 0.03}},     {{"id", "s0.optimizer"}, {"median_s", 0.04}},
+              {{"id", "pp_send.fwd"}, {"median_s", 0.001}}};  // unstaged: a one-stage id
+  write(kDir / "pp.json", r.dump());
+  write(kDir / "net.toml", std::string(kProfile) + "[network]\nlink_bandwidth_Bps = 1e10\nlink_latency_s = 1e-6\n");
+  auto out = run_command("glamsim validate " + (kDir / "pp.json").string() + " --calibration " +
+                         (kDir / "net.toml").string() + " --format json --out " + (kDir / "pp-report").string());
+  ASSERT_EQ(out.exit_code, 0) << out.err;
+  const auto rec = nlohmann::json::parse(out.out)["records"][0];
+  EXPECT_EQ(rec["unmatched_ops"], nlohmann::json::array({"pp_send.fwd"}));
+  ASSERT_EQ(rec["ops"].size(), 6u);
+  std::map<std::string, int> stage;
+  for (const auto& op : rec["ops"]) stage[op["id"].get<std::string>()] = op["stage"].get<int>();
+  EXPECT_EQ(stage["L0.attn_qkv.fwd"], 0);
+  EXPECT_EQ(stage["L1.moe_router.fwd"], 1);
+  EXPECT_EQ(stage["mb1.s1.pp_send.bwd"], 1);
+  EXPECT_EQ(stage["s0.optimizer"], 0);
+  ASSERT_EQ(rec["pipeline_stages"].size(), 2u);
+  EXPECT_NEAR(rec["pipeline_stages"][0]["measured_busy_s"].get<double>(), 0.01 + 0.001 + 0.04, 1e-12);
+  EXPECT_NEAR(rec["pipeline_stages"][1]["measured_busy_s"].get<double>(), 0.02 + 0.002 + 0.03, 1e-12);
+  EXPECT_NEAR(rec["pipeline_stages"][1]["measured_idle_s"].get<double>(), 0.5 - 0.052, 1e-12);
+  double simulated_ops = 0;
+  for (const auto& op : rec["ops"])
+    if (op["stage"] == 1) simulated_ops += op["simulated_s"].get<double>();
+  EXPECT_NEAR(rec["pipeline_stages"][1]["simulated_busy_s"].get<double>(), simulated_ops, 1e-12);
+  EXPECT_NE(read_whole_file(kDir / "pp-report/report.md").find("| stage | ops measured (ms)"), std::string::npos);
+  // A plan whose stages do not multiply to the ranks is the record's error.
+  r["plan"]["ranks"] = 3;
+  write(kDir / "pp3.json", r.dump());
+  out = run_command("glamsim validate " + (kDir / "pp3.json").string() + " --calibration " + (kDir / "net.toml").string());
+  EXPECT_EQ(out.exit_code, 2);
+  EXPECT_NE(out.err.find("key 'plan.ranks' = 3: expected dp x tp x pp = 1 x 1 x 2 ranks"), std::string::npos) << out.err;
+}
+
 struct BadValidate {
   std::string name, record_text, profile, expected;
 };
