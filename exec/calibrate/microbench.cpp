@@ -156,7 +156,7 @@ std::vector<CollectivePoint> collective_times(Communicator& comm, CollectiveKind
         case CollectiveKind::kAllReduce: comm.allreduce_sum(send.as<float>(), buffer / 4); break;
         case CollectiveKind::kReduceScatter: comm.reduce_scatter_sum(send.as<float>(), recv.as<float>(), block / 4); break;
         case CollectiveKind::kAllGather: comm.allgather(send.as<void>(), recv.as<void>(), block); break;
-        case CollectiveKind::kSendRecv:  // the executor has no pipeline stages
+        case CollectiveKind::kSendRecv:  // pipeline sends are costed from the link figures alone
           throw std::invalid_argument("collective_times: point-to-point sends are not measured");
       }
       comm.synchronize();

@@ -50,8 +50,9 @@ void check_runnable(const ModelConfig& m, const ExecShape& s) {
   if (s.ranks < 1 || s.seqs < 1) throw UsageError("each rank needs at least one sequence");
   if (m.is_moe()) {
     if (m.experts % s.ranks != 0)
-      throw UsageError(n(s.ranks) + " ranks do not divide the " + n(m.experts) + " experts of " + m.id +
-                       " (expert parallelism puts experts/ranks experts on each rank)");
+      throw UsageError(n(s.ranks) + (s.stages > 1 ? " ranks per pipeline stage" : " ranks") + " do not divide the " +
+                       n(m.experts) + " experts of " + m.id +
+                       " (expert parallelism puts experts/ranks experts on each rank of a stage)");
     if (s.tokens() % m.group_tokens != 0)
       throw UsageError("tokens per rank (" + n(s.tokens()) + ") must be a multiple of the routing group size moe.group_tokens = " +
                        n(m.group_tokens) + " of " + m.id);

@@ -1,5 +1,6 @@
 #include "train/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -106,16 +107,19 @@ std::string step_label(const ModelConfig& m, const ExecShape& shape, const std::
          ", --precision " + precision;
 }
 
-// What a step needs and what was free for it (-1: unknown).
+// What a step needs and what was free for it (-1: unknown), on this rank; the most any rank of the job
+// needs (pipeline stages hold different blocks and activations).
 struct StepFit {
   StepMemory need;
   int64_t available = -1;
+  int64_t largest_need = 0;
 };
 
 // Refuses, before anything is allocated, a step whose buffers exceed the memory free for them: the
 // GPU's free memory, or the host's available memory shared by this host's ranks (there an allocation
 // would succeed and the kernel would kill the run once the buffers are touched). Decided together, so
-// that no rank goes on to wait for one that stopped.
+// that no rank goes on to wait for one that stopped, and reported for the rank shortest of memory with
+// a batch (or a number of micro-batches) that fits every rank.
 StepFit check_step_fits(const ModelConfig& m, const ExecShape& shape, bool bf16, bool cuda, const std::string& precision,
                         Communicator& comm) {
   const StepMemory need = step_memory(m, shape, bf16);
@@ -129,35 +133,60 @@ StepFit check_step_fits(const ModelConfig& m, const ExecShape& shape, bool bf16,
   } catch (const std::exception& e) {
     query_error = e.what();
   }
-  int64_t counts[2] = {available >= 0 && need.total() > available ? 1 : 0, query_error.empty() ? 0 : 1};
-  comm.allreduce_sum(counts, 2);
-  const int64_t short_ranks = counts[0];
+  // Every rank's figures, gathered (each rank fills its own entries of a zero vector, then a sum).
+  const int ranks = comm.size(), me = comm.rank();
+  auto gather = [&](std::vector<int64_t> mine) {
+    const size_t k = mine.size();
+    std::vector<int64_t> all(k * static_cast<size_t>(ranks), 0);
+    std::copy(mine.begin(), mine.end(), all.begin() + static_cast<std::ptrdiff_t>(k * static_cast<size_t>(me)));
+    comm.allreduce_sum(all.data(), static_cast<int64_t>(all.size()));
+    return all;
+  };
+  const std::vector<int64_t> fig = gather({need.total(), available, query_error.empty() ? 0 : 1, need.model_bytes,
+                                           need.optimizer_bytes});
+  auto at = [&](int rank, int field) { return fig[static_cast<size_t>(5 * rank + field)]; };
+  int64_t failed = 0, largest_need = 0;
+  int worst = -1;  // the rank shortest of memory
+  for (int r = 0; r < ranks; ++r) {
+    failed += at(r, 2);
+    largest_need = std::max(largest_need, at(r, 0));
+    if (at(r, 1) >= 0 && at(r, 0) > at(r, 1) && (worst < 0 || at(r, 0) - at(r, 1) > at(worst, 0) - at(worst, 1)))
+      worst = r;
+  }
   if (!query_error.empty()) throw std::runtime_error("the device's free memory could not be read: " + query_error);
-  if (counts[1] > 0)
-    throw std::runtime_error(std::to_string(counts[1]) + " rank(s) of this job could not read their free memory");
-  if (short_ranks == 0) return {need, available};
-  const std::string step = step_label(m, shape, precision) + ", needs " + format_bytes(static_cast<double>(need.total())) +
-                           " (model buffers " + format_bytes(static_cast<double>(need.model_bytes)) +
-                           ", optimizer state " + format_bytes(static_cast<double>(need.optimizer_bytes)) + ")";
-  if (available < 0 || need.total() <= available)
-    throw UsageError(step + ": it fits this rank's memory, not that of " + std::to_string(short_ranks) +
-                     " other rank(s) of this job");
-  const int64_t seqs = max_sequences_within(m, shape, bf16, available);
-  // The same batch in more micro-batches needs only one micro-batch's activations at a time: the
-  // fewest whose micro-batch fits and can run (the routing groups may need several sequences).
+  if (failed > 0) throw std::runtime_error(std::to_string(failed) + " rank(s) of this job could not read their free memory");
+  if (worst < 0) return {need, available, largest_need};
+  // The largest batch this rank could run, and the fewest micro-batches that would run this batch here
+  // (the routing groups may need several sequences per micro-batch); each rank's, then the job's.
+  const int64_t seqs = available >= 0 ? max_sequences_within(m, shape, bf16, available) : int64_t{1} << 40;
   const int64_t step_seqs = shape.seqs * shape.microbatches;
   int64_t more = 0;
   for (int64_t k = shape.microbatches + 1; seqs > 0 && k <= step_seqs && more == 0; ++k) {
     ExecShape micro = shape;
     micro.seqs = step_seqs / k;
-    if (step_seqs % k == 0 && micro.seqs <= seqs && runnable(m, micro)) more = k;
+    micro.microbatches = k;
+    if (step_seqs % k == 0 && runnable(m, micro) &&
+        (available < 0 || step_memory(m, micro, bf16).total() <= available))
+      more = k;
   }
+  const std::vector<int64_t> hints = gather({seqs, more});
+  int64_t job_seqs = seqs, job_more = more;
+  for (int r = 0; r < ranks; ++r) {
+    job_seqs = std::min(job_seqs, hints[static_cast<size_t>(2 * r)]);
+    const int64_t k = hints[static_cast<size_t>(2 * r + 1)];
+    job_more = job_more == 0 || k == 0 ? 0 : std::max(job_more, k);
+  }
+  ExecShape worst_shape = shape;
+  worst_shape.stage = worst / shape.ranks, worst_shape.rank = worst % shape.ranks;
+  auto bytes = [](int64_t b) { return format_bytes(static_cast<double>(b)); };
+  const std::string step = step_label(m, worst_shape, precision) + ", needs " + bytes(at(worst, 0)) + " (model buffers " +
+                           bytes(at(worst, 3)) + ", optimizer state " + bytes(at(worst, 4)) + ")";
   const std::string hint =
-      seqs > 0 ? "at most --batch-tokens " + std::to_string(seqs * m.seq_len * shape.ranks * shape.microbatches) +
-                     " fits" + (more > 0 ? ", or this batch with --microbatches " + std::to_string(more) : "")
-               : "no batch fits: try fewer --layers";
-  throw UsageError(step + ", and " + (cuda ? "the GPU has " : "the host has ") +
-                   format_bytes(static_cast<double>(available)) + (cuda ? " free" : " available per rank") + ": " + hint);
+      job_seqs > 0 ? "at most --batch-tokens " + std::to_string(job_seqs * m.seq_len * shape.ranks * shape.microbatches) +
+                         " fits" + (job_more > 0 ? ", or this batch with --microbatches " + std::to_string(job_more) : "")
+                   : "no batch fits: try fewer --layers";
+  throw UsageError(step + ", and " + (cuda ? "the GPU has " : "the host has ") + bytes(at(worst, 1)) +
+                   (cuda ? " free" : " available per rank") + ": " + hint);
 }
 
 // NVML's energy counter updates every 20-100 ms: a shorter window than this is not reported.
@@ -369,9 +398,10 @@ int train_steps(const ResolvedRun& r, TokenBatches& batches, kernels::KernelCont
   // ---- outputs ----
   if (!o.save.empty()) save_checkpoint(o.save, model, opt, cs, comms.stage(), shape.stages > 1 ? &comm : nullptr);
   nlohmann::json record = make_run_record(run, gather_stage_ops(timer, shape, comm));
-  // How full the device was: the step's buffers (counted before they were allocated) and what was free
-  // for them then (GPU: cudaMemGetInfo; CPU: the host's available memory per rank).
-  record["device"]["memory"] = {{"step_buffers_bytes", r.memory.need.total()},
+  // How full the device was: the step's buffers (counted before they were allocated; the most any rank
+  // needs) and what was free for them then on rank 0 (GPU: cudaMemGetInfo; CPU: the host's available
+  // memory per rank).
+  record["device"]["memory"] = {{"step_buffers_bytes", r.memory.largest_need},
                                 {"optimizer_state_bytes", r.memory.need.optimizer_bytes}};
   if (r.memory.available >= 0) record["device"]["memory"]["free_bytes_before"] = r.memory.available;
   if (meter) {  // collective: every rank has a GPU

@@ -116,7 +116,8 @@ SimulationInput simulation_for(const RunRecord& r, const std::optional<Calibrati
   // Linux's default scheduler slice: 0.75 ms x (1 + log2 of the CPUs, at most 8), EEVDF's base_slice.
   if (r.host_cores > 0) in.scheduler_slice_s = 0.75e-3 * (1 + std::floor(std::log2(std::min(r.host_cores, 8))));
   try {
-    validate_plan(plan, model, cluster);
+    // The plan's stages cut the blocks the record ran (--layers K), as the executor cut them.
+    validate_plan(plan, r.layers_run > 0 ? first_layers(model, r.layers_run) : model, cluster);
   } catch (const UsageError& e) {
     throw ConfigError(r.file, "plan",
                       "dp " + std::to_string(r.dp) + ", ep " + std::to_string(r.ep) + ", pp " + std::to_string(r.pp),

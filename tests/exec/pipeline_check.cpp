@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <map>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "comm/mpi_communicator.h"
@@ -41,10 +42,11 @@ struct Case {
   int stages, virtual_stages, stage_ranks;
   int64_t microbatches;
   bool tied;
+  bool bf16 = false;  // bf16 activations, float32 master weights (else float64 throughout)
   std::string name() const {
     return "pp " + std::to_string(stages) + " x v " + std::to_string(virtual_stages) + " x " +
            std::to_string(stage_ranks) + " rank(s), " + std::to_string(microbatches) + " micro-batches, " +
-           (tied ? "tied" : "untied");
+           (tied ? "tied" : "untied") + (bf16 ? ", bf16" : "");
   }
 };
 
@@ -54,7 +56,14 @@ int64_t routing_total(const std::vector<MoeLayerStats>& st, int what) {
   return n;
 }
 
+// T: the activations. The passes do the same arithmetic in the same order as the unpipelined step;
+// only the sums over micro-batches of the tied embedding's two halves (logits and embedding
+// gradients) and of the losses are added in another order: float64 to 1e-12 / 1e-10, bf16's float32
+// master gradients to 1e-5.
+template <class T>
 void check_case(Communicator& world, const Case& c) {
+  constexpr bool f64 = std::is_same_v<T, double>;
+  const double loss_tol = f64 ? 1e-12 : 1e-6, grad_tol = f64 ? 1e-10 : 1e-5;
   const int wr = world.rank();
   const glam::ModelConfig m = four_block_model(c.tied);
   const int stage = wr / c.stage_ranks, rank = wr % c.stage_ranks;
@@ -72,7 +81,7 @@ void check_case(Communicator& world, const Case& c) {
 
   ExecShape s;
   s.seqs = 1, s.seq_len = m.seq_len, s.ranks = c.stage_ranks, s.rank = rank, s.microbatches = c.microbatches;
-  Transformer<double> ref(m, s, *group, ctx);
+  Transformer<T> ref(m, s, *group, ctx);
   ref.init_params(7);
   StepLoss ref_loss;
   std::vector<MoeLayerStats> ref_routing;
@@ -84,7 +93,7 @@ void check_case(Communicator& world, const Case& c) {
   ref_routing = ref.step_moe_stats();
 
   s.stages = c.stages, s.stage = stage, s.virtual_stages = c.virtual_stages;
-  Transformer<double> pipe(m, s, *group, ctx, PipelineLinks{&world, ends.get()});
+  Transformer<T> pipe(m, s, *group, ctx, PipelineLinks{&world, ends.get()});
   pipe.init_params(7);
   StepLoss shares;
   for (const auto& pass : pipeline_layout(m, s).program(stage)) {
@@ -95,7 +104,7 @@ void check_case(Communicator& world, const Case& c) {
   pipe.allreduce_gradients();
   const StepLoss loss = pipe.reduce_pipeline_loss(shares);
 
-  auto near = [](double a, double b) { return std::abs(a - b) <= 1e-12 * std::max(1.0, std::abs(b)); };
+  auto near = [&](double a, double b) { return std::abs(a - b) <= loss_tol * std::max(1.0, std::abs(b)); };
   expect(near(loss.total, ref_loss.total) && near(loss.ce, ref_loss.ce) && near(loss.z, ref_loss.z) &&
              near(loss.aux, ref_loss.aux),
          wr, where + "losses " + std::to_string(loss.total) + " / aux " + std::to_string(loss.aux) + " against " +
@@ -113,13 +122,16 @@ void check_case(Communicator& world, const Case& c) {
       expect(false, wr, where + "tensor " + p.name + " is not the reference's");
       continue;
     }
-    const double* g = pipe.grads() + p.offset;
-    const double* r = ref.grads() + it->second->offset;
-    for (int64_t i = 0; i < p.elements(); ++i) worst = std::max(worst, std::abs(g[i] - r[i]) / (1e-8 + std::abs(r[i])));
+    const auto* g = pipe.grads() + p.offset;
+    const auto* r = ref.grads() + it->second->offset;
+    for (int64_t i = 0; i < p.elements(); ++i) {
+      const double gi = static_cast<double>(g[i]), ri = static_cast<double>(r[i]);
+      worst = std::max(worst, std::abs(gi - ri) / (1e-8 + std::abs(ri)));
+    }
     // The tied embedding's second copy (last stage) is counted once.
     if (!(p.name == "embedding" && stage > 0)) held += p.elements();
   }
-  expect(worst < 1e-10, wr, where + "gradients differ by " + std::to_string(worst) + " (relative)");
+  expect(worst < grad_tol, wr, where + "gradients differ by " + std::to_string(worst) + " (relative)");
   // The stages hold every tensor exactly once: their elements add up to the reference's.
   int64_t sums[2] = {held, ref.layout().total_elements};
   world.allreduce_sum(sums, 2);
@@ -154,8 +166,12 @@ int main() {
         {4, 1, 1, 2, false},  // fewer micro-batches than stages
         {2, 2, 2, 4, false},  // interleaved: chunks 0 and 2 on stage 0
         {2, 2, 2, 2, true},   // interleaved, one group of micro-batches (all forward passes first)
+        {2, 2, 2, 4, true, true},  // bf16: per-slot bf16 loss gradients, one float32 logits chunk
     };
-    for (const Case& c : cases) check_case(*world, c);
+    for (const Case& c : cases) {
+      if (c.bf16) check_case<glam::kernels::bf16>(*world, c);
+      else check_case<double>(*world, c);
+    }
     int64_t total = failures;
     world->allreduce_sum(&total, 1);
     if (rank == 0) std::printf("pipeline check: %lld failure(s) over the ranks\n", static_cast<long long>(total));

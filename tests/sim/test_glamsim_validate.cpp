@@ -131,6 +131,16 @@ TEST_F(GlamsimValidate, PipelinedRecordsAreComparedStageByStage) {
     if (op["stage"] == 1) simulated_ops += op["simulated_s"].get<double>();
   EXPECT_NEAR(rec["pipeline_stages"][1]["simulated_busy_s"].get<double>(), simulated_ops, 1e-12);
   EXPECT_NE(read_whole_file(kDir / "pp-report/report.md").find("| stage | ops measured (ms)"), std::string::npos);
+  // Stages cut the blocks the record ran (--layers 3 in 3 stages), not the model's 32.
+  nlohmann::json three = r;
+  three["model"]["layers_run"] = 3;
+  three["plan"]["ranks"] = 3, three["plan"]["pp"] = 3;
+  three["ops"] = {{{"id", "L2.attn_qkv.fwd"}, {"median_s", 0.01}}, {{"id", "s2.loss.fwd"}, {"median_s", 0.03}}};
+  write(kDir / "pp-first3.json", three.dump());
+  out = run_command("glamsim validate " + (kDir / "pp-first3.json").string() + " --calibration " +
+                    (kDir / "net.toml").string() + " --format json");
+  ASSERT_EQ(out.exit_code, 0) << out.err;
+  EXPECT_EQ(nlohmann::json::parse(out.out)["records"][0]["unmatched_ops"], nlohmann::json::array());
   // A plan whose stages do not multiply to the ranks is the record's error.
   r["plan"]["ranks"] = 3;
   write(kDir / "pp3.json", r.dump());
