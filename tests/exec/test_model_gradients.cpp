@@ -9,6 +9,7 @@
 
 #include "../kernels/fd.h"
 #include "comm/communicator.h"
+#include "common/errors.h"
 #include "model/transformer.h"
 #include "support/random_batch.h"
 #include "tiny_models.h"
@@ -134,6 +135,39 @@ TEST(ModelGradients, MicroBatchesAddUpToTheWholeBatch) {
       worst = std::max(worst, std::abs(split.grads[i] - whole.grads[i]) / (1e-8 + std::abs(whole.grads[i])));
     EXPECT_LT(worst, 1e-10) << microbatches << " micro-batches";
   }
+}
+
+// Pipeline shapes the executor cannot run are refused before anything is built, naming the option.
+TEST(PipelineShape, LayoutsThatCannotRunAreRefused) {
+  const ModelConfig m = parse_model(glam::testing::micro_toml(glam::testing::kMicroMoe, "gated", "", 4), "micro4.toml");
+  ExecShape s;
+  s.seqs = 1, s.seq_len = m.seq_len, s.microbatches = 4;
+  auto message = [&](ExecShape shape) {
+    try {
+      check_runnable(m, shape);
+    } catch (const UsageError& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  ExecShape ok = s;
+  ok.stages = 2, ok.stage = 1, ok.virtual_stages = 2;
+  EXPECT_EQ(message(ok), "");
+  ExecShape three = s;
+  three.stages = 3;
+  EXPECT_NE(message(three).find("3 pipeline stages x 1 chunks per stage do not divide the 4 layers"), std::string::npos)
+      << message(three);
+  ExecShape odd = ok;
+  odd.microbatches = 3;
+  EXPECT_NE(message(odd).find("--microbatches 3: the interleaved schedule (--virtual-stages 2) needs a multiple of the 2 stages"),
+            std::string::npos)
+      << message(odd);
+  ExecShape outside = ok;
+  outside.stage = 2;
+  EXPECT_NE(message(outside).find("pipeline stage 2 of 2"), std::string::npos) << message(outside);
+  ExecShape chunks_alone = s;
+  chunks_alone.virtual_stages = 2;
+  EXPECT_NE(message(chunks_alone).find("needs pipeline stages"), std::string::npos) << message(chunks_alone);
 }
 
 TEST(MoeEquivalence, OneExpertWithAmpleCapacityEqualsDenseFfn) {
