@@ -155,7 +155,11 @@ ValidationSummary validate_records(const std::vector<std::string>& files, const 
     std::map<std::string, int> stage_of;
     for (size_t i = 0; i < sim.graph.ops.size(); ++i) {
       const StepOp& op = sim.graph.ops[i];
-      simulated[op.id] += sim.timing[i].duration();
+      // A blocking collective that waits for another stage (the tied embedding's sum waits for the
+      // first stage's last backward pass) is timed by the executor from the moment it is called: the
+      // wait is part of its measured time.
+      const bool waits_inside = op.kind == OpKind::kCollective && op.blocking;
+      simulated[op.id] += sim.timing[i].duration() + (waits_inside ? sim.timing[i].stage_wait_s : 0.0);
       stage_of[op.id] = op.stage;
       if (op.kind == OpKind::kCollective) collective_of[op.id] = collective_name(op.collective);
     }

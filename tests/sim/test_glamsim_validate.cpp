@@ -107,6 +107,8 @@ TEST_F(GlamsimValidate, PipelinedRecordsAreComparedStageByStage) {
   r["ops"] = {{{"id", "L0.attn_qkv.fwd"}, {"median_s", 0.01}},  {{"id", "L1.moe_router.fwd"}, {"median_s", 0.02}},
               {{"id", "s0.pp_send.fwd"}, {"median_s", 0.001}}, {{"id", "mb1.s1.pp_send.bwd"}, {"median_s", 0.002}},
               {{"id", "s1.loss.fwd"}, {"median_s", 0.03}},     {{"id", "s0.optimizer"}, {"median_s", 0.04}},
+              {{"id", "s0.embed_tie_allreduce.bwd"}, {"median_s", 0.001}},
+              {{"id", "s1.embed_tie_allreduce.bwd"}, {"median_s", 0.001}},
               {{"id", "pp_send.fwd"}, {"median_s", 0.001}}};  // unstaged: a one-stage id
   write(kDir / "pp.json", r.dump());
   write(kDir / "net.toml", std::string(kProfile) + "[network]\nlink_bandwidth_Bps = 1e10\nlink_latency_s = 1e-6\n");
@@ -115,17 +117,24 @@ TEST_F(GlamsimValidate, PipelinedRecordsAreComparedStageByStage) {
   ASSERT_EQ(out.exit_code, 0) << out.err;
   const auto rec = nlohmann::json::parse(out.out)["records"][0];
   EXPECT_EQ(rec["unmatched_ops"], nlohmann::json::array({"pp_send.fwd"}));
-  ASSERT_EQ(rec["ops"].size(), 6u);
+  ASSERT_EQ(rec["ops"].size(), 8u);
   std::map<std::string, int> stage;
-  for (const auto& op : rec["ops"]) stage[op["id"].get<std::string>()] = op["stage"].get<int>();
+  std::map<std::string, double> simulated;
+  for (const auto& op : rec["ops"]) {
+    stage[op["id"].get<std::string>()] = op["stage"].get<int>();
+    simulated[op["id"].get<std::string>()] = op["simulated_s"].get<double>();
+  }
+  // The tied embedding's sum: the last stage finishes its backward passes first and waits in it for
+  // stage 0 (the executor times that wait as part of the op); stage 0 does not wait.
+  EXPECT_GT(simulated["s1.embed_tie_allreduce.bwd"], 2 * simulated["s0.embed_tie_allreduce.bwd"]);
   EXPECT_EQ(stage["L0.attn_qkv.fwd"], 0);
   EXPECT_EQ(stage["L1.moe_router.fwd"], 1);
   EXPECT_EQ(stage["mb1.s1.pp_send.bwd"], 1);
   EXPECT_EQ(stage["s0.optimizer"], 0);
   ASSERT_EQ(rec["pipeline_stages"].size(), 2u);
-  EXPECT_NEAR(rec["pipeline_stages"][0]["measured_busy_s"].get<double>(), 0.01 + 0.001 + 0.04, 1e-12);
-  EXPECT_NEAR(rec["pipeline_stages"][1]["measured_busy_s"].get<double>(), 0.02 + 0.002 + 0.03, 1e-12);
-  EXPECT_NEAR(rec["pipeline_stages"][1]["measured_idle_s"].get<double>(), 0.5 - 0.052, 1e-12);
+  EXPECT_NEAR(rec["pipeline_stages"][0]["measured_busy_s"].get<double>(), 0.01 + 0.001 + 0.04 + 0.001, 1e-12);
+  EXPECT_NEAR(rec["pipeline_stages"][1]["measured_busy_s"].get<double>(), 0.02 + 0.002 + 0.03 + 0.001, 1e-12);
+  EXPECT_NEAR(rec["pipeline_stages"][1]["measured_idle_s"].get<double>(), 0.5 - 0.053, 1e-12);
   double simulated_ops = 0;
   for (const auto& op : rec["ops"])
     if (op["stage"] == 1) simulated_ops += op["simulated_s"].get<double>();
