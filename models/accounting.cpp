@@ -123,6 +123,7 @@ namespace {
 // Weight elements of one block, non-expert and expert (all experts of an MoE block).
 struct BlockWeights {
   double dense = 0, experts = 0;
+  double whole_over_tp = 0;  // norms and router: gathered whole onto each tp chip
 };
 BlockWeights block_weight_elements(const ModelConfig& m, bool moe_block) {
   BlockWeights b;
@@ -131,9 +132,9 @@ BlockWeights block_weight_elements(const ModelConfig& m, bool moe_block) {
     switch (w.group) {
       case WeightGroup::kAttention: b.dense += n; break;
       case WeightGroup::kPositionBias: b.dense += w.name == "position_embedding" ? 0 : n; break;
-      case WeightGroup::kNorm: b.dense += 2 * n; break;
+      case WeightGroup::kNorm: b.whole_over_tp += 2 * n; break;
       case WeightGroup::kDenseFfn: b.dense += moe_block ? 0 : n; break;
-      case WeightGroup::kRouter: b.dense += moe_block ? n : 0; break;
+      case WeightGroup::kRouter: b.whole_over_tp += moe_block ? n : 0; break;
       case WeightGroup::kExpert: b.experts += moe_block ? n * static_cast<double>(m.experts) : 0; break;
       case WeightGroup::kEmbedding: break;
     }
@@ -154,7 +155,8 @@ double block_working_bytes(const ModelConfig& m, const ShardingForMemory& s, boo
   bytes += std::max(acts.attention, acts.ffn) * tokens;
   // Gathered weights in the products' precision, and their gradients in the weights'.
   const BlockWeights w = block_weight_elements(m, moe_block);
-  if (s.gathered_dense_shards > 0) bytes += w.dense / static_cast<double>(s.gathered_dense_shards) * (e + wbytes);
+  if (s.gathered_dense_shards > 0)
+    bytes += (w.dense / static_cast<double>(s.gathered_dense_shards) + w.whole_over_tp) * (e + wbytes);
   if (s.gathered_expert_shards > 0) bytes += w.experts / static_cast<double>(s.gathered_expert_shards) * (e + wbytes);
   if (moe_block) bytes += 2 * expert_slots_per_token(m) * static_cast<double>(m.d_model) * e * tokens;
   return bytes;
@@ -186,8 +188,12 @@ MemoryFootprint memory_per_chip(const ModelConfig& m, const ShardingForMemory& s
     }
     return w.copies;
   };
+  const int64_t tp = std::max<int64_t>(1, s.tp);
   for (const auto& w : weight_tensors(m)) {
-    const double shards = static_cast<double>(w.group == WeightGroup::kExpert ? s.expert_shards : s.dense_shards);
+    const bool whole_over_tp = w.group == WeightGroup::kNorm || w.group == WeightGroup::kRouter;
+    const double shards = static_cast<double>(w.group == WeightGroup::kExpert ? s.expert_shards
+                                              : whole_over_tp               ? std::max<int64_t>(1, s.dense_shards / tp)
+                                                                            : s.dense_shards);
     const double copies = static_cast<double>(held_copies(w));
     const double elems = static_cast<double>(w.elements()) * copies / shards;
     fp.weights_bytes += elems * wbytes;

@@ -55,6 +55,9 @@ struct ShardingForMemory {
   int64_t dense_shards = 1;
   int64_t expert_shards = 1;
   int64_t activation_shards = 1;  // tensor parallelism splits activations too
+  // Tensor parallelism (Megatron-LM) splits the products' weights but keeps the norms' scales and the
+  // MoE router whole on each of its tp chips: those are sharded over dense_shards / tp only.
+  int64_t tp = 1;
   int64_t tokens_per_chip = 1024;
   bool recompute_activations = false;  // keep only block inputs, recompute the rest
   // Pipeline parallelism: a stage holds some blocks (empty: all), the embedding when it runs the input

@@ -509,6 +509,7 @@ class Builder {
     partial.layers = K;
     ShardingForMemory sh;
     sh.dense_shards = s_.tp;
+    sh.tp = s_.tp;  // the norms and the router are whole on each tp rank
     sh.expert_shards = std::min<int64_t>(s_.ep, std::max<int64_t>(m_.experts, 1)) * s_.tp;
     if (layout_.stages > 1) sh.blocks_held = stage_blocks();
     sh.input_end = input_end(), sh.output_end = output_end();

@@ -290,6 +290,7 @@ MemoryFootprint plan_memory(const ModelConfig& m, const ParallelPlan& p) {
   sh.dense_shards = p.tp * (p.shard_weights ? p.dp : 1);
   sh.expert_shards = (m.is_moe() ? p.ep : 1) * p.tp * (p.shard_weights ? p.dp / p.ep : 1);
   sh.activation_shards = p.tp;
+  sh.tp = p.tp;
   sh.tokens_per_chip = p.tokens_per_rank() / std::max<int64_t>(1, p.microbatches);
   sh.recompute_activations = p.recompute;
   // What the StepGraph gathers: non-expert weights over dp > 1, experts over dp / ep > 1 replicas.

@@ -84,6 +84,23 @@ TEST(Accounting, ShardingDividesMemory) {
   ShardingForMemory recompute = one;
   recompute.recompute_activations = true;
   EXPECT_LT(memory_per_chip(m, recompute).activations_bytes, a.activations_bytes);
+  // Tensor parallelism over 2 chips halves the products' weights but keeps the norms and the router
+  // whole (Megatron-LM); weights sharded over data parallelism as well (ZeRO) split those too.
+  ShardingForMemory halves = one, tp2 = one, tp2_zero2 = one;
+  halves.dense_shards = 2;
+  tp2.dense_shards = 2, tp2.tp = 2;
+  tp2_zero2.dense_shards = 4, tp2_zero2.tp = 2;
+  double norms_and_router = 0;
+  for (const auto& w : weight_tensors(m))
+    if (w.group == WeightGroup::kNorm || w.group == WeightGroup::kRouter)
+      norms_and_router += static_cast<double>(w.elements() * w.copies);
+  EXPECT_GT(norms_and_router, 0);
+  EXPECT_DOUBLE_EQ(memory_per_chip(m, tp2).weights_bytes - memory_per_chip(m, halves).weights_bytes,
+                   norms_and_router / 2 * 4);
+  ShardingForMemory quarters = one;
+  quarters.dense_shards = 4;
+  EXPECT_DOUBLE_EQ(memory_per_chip(m, tp2_zero2).weights_bytes - memory_per_chip(m, quarters).weights_bytes,
+                   norms_and_router / 4 * 4);
 }
 
 // The transient buffers of a block's backward pass: one micro-batch's, per tensor-parallel slice, plus
@@ -110,14 +127,15 @@ TEST(Accounting, WorkingBuffersOfOneBlocksBackward) {
   recompute.recompute_activations = true;
   EXPECT_DOUBLE_EQ(memory_per_chip(m, recompute).working_bytes - base, saved_activation_bytes_per_token(m, true) * T);
 
-  // Gathered block weights, counted by hand: attention 4 x 8 x 8, relative bias 4 x 2, two norms of
-  // 8, gated FFN 3 x 8 x 16; the MoE block has a router 8 x 4 and four 2 x 8 x 16 experts instead.
+  // Gathered block weights, counted by hand, into 2 tp slices: attention 4 x 8 x 8, relative bias
+  // 4 x 2, gated FFN 3 x 8 x 16 and two whole norms of 8 (Megatron-LM keeps them whole on every tp
+  // chip); the MoE block has a whole router 8 x 4 and four 2 x 8 x 16 experts instead of the FFN.
   ShardingForMemory gathered = dense_block;
   gathered.gathered_dense_shards = 2, gathered.gathered_expert_shards = 2;
   EXPECT_DOUBLE_EQ(memory_per_chip(m, gathered).working_bytes - memory_per_chip(m, dense_block).working_bytes,
-                   (256 + 8 + 16 + 384) / 2.0 * 6);
+                   ((256 + 8 + 384) / 2.0 + 16) * 6);
   gathered.blocks_held = {1};
-  EXPECT_DOUBLE_EQ(memory_per_chip(m, gathered).working_bytes - base, ((256 + 8 + 16 + 32) / 2.0 + 4 * 256 / 2.0) * 6);
+  EXPECT_DOUBLE_EQ(memory_per_chip(m, gathered).working_bytes - base, ((256 + 8) / 2.0 + 16 + 32 + 4 * 256 / 2.0) * 6);
 
   // A chip holding both blocks needs the larger block's buffers, not their sum.
   const double both = memory_per_chip(m, ShardingForMemory{}).working_bytes;
