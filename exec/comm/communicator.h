@@ -6,6 +6,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace glam::exec {
 
@@ -53,6 +54,28 @@ class Communicator {
   }
   // Waits until every message this rank sent has been received.
   virtual void wait_sends() {}
+
+  // Collective: rank 0 gets every rank's `bytes` (by rank; empty ones too), the others an empty list.
+  // Over sends, so no pass messages may be in flight.
+  std::vector<std::string> gather_at_root(const std::string& bytes) {
+    if (size() == 1) return {bytes};
+    constexpr int kTag = kMaxTag;  // apart from the pipeline passes' tags
+    if (rank() != 0) {
+      const int64_t n = static_cast<int64_t>(bytes.size());
+      send(&n, sizeof n, 0, kTag);
+      if (n > 0) send(bytes.data(), n, 0, kTag);
+      wait_sends();
+      return {};
+    }
+    std::vector<std::string> all{bytes};
+    for (int peer = 1; peer < size(); ++peer) {
+      int64_t n = 0;
+      recv(&n, sizeof n, peer, kTag);
+      all.emplace_back(static_cast<size_t>(n), '\0');
+      if (n > 0) recv(all.back().data(), n, peer, kTag);
+    }
+    return all;
+  }
 
   // True on every rank when `flag` is true on any rank (to agree on errors before writing).
   bool any(bool flag) {

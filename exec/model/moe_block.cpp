@@ -75,9 +75,7 @@ double Transformer<T>::moe_forward(int64_t l, int64_t step, OpTimer* t) {
       else st.skipped++;
     }
     const size_t index = static_cast<size_t>(l / std::max<int64_t>(m_.moe_every, 1));  // the model's MoE layer
-    MoeLayerStats& sum = step_moe_stats_[index];
-    for (size_t e = 0; e < st.expert_load.size(); ++e) sum.expert_load[e] += st.expert_load[e];
-    sum.routed += st.routed, sum.dropped += st.dropped, sum.skipped += st.skipped;
+    step_moe_stats_[index].add(st);
     if (moe_stats_.size() < static_cast<size_t>(m_.moe_layers())) moe_stats_.resize(static_cast<size_t>(m_.moe_layers()));
     moe_stats_[index] = std::move(st);
   }

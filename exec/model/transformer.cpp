@@ -86,11 +86,21 @@ PipelineLayout pipeline_layout(const ModelConfig& m, const ExecShape& s) {
   return PipelineLayout{m.layers, s.stages, s.virtual_stages, s.microbatches};
 }
 
-namespace {
-// The op ids outside the blocks: with pipeline stages they name their stage, as the StepGraph's do.
 std::string stage_op_id(const ExecShape& s, const std::string& name) {
   return (s.stages > 1 ? "s" + std::to_string(s.stage) + "." : std::string()) + name;
 }
+
+PipelineComms make_pipeline_comms(Communicator& world, const ExecShape& shape, bool tied_embeddings) {
+  PipelineComms c;
+  c.world = &world;
+  if (shape.stages == 1) return c;
+  c.stage_owned = world.split(shape.stage);
+  const bool end = shape.stage == 0 || shape.stage == shape.stages - 1;
+  if (tied_embeddings) c.ends = world.split(end ? shape.rank : -1);
+  return c;
+}
+
+namespace {
 // A message's tag: the chunk that receives it and its direction.
 int pipeline_tag(int64_t receiving_chunk, bool backward) { return static_cast<int>(2 * receiving_chunk + (backward ? 1 : 0)); }
 }  // namespace
@@ -344,14 +354,11 @@ StepLoss Transformer<T>::forward_pass(int64_t chunk, int64_t microbatch, MicroBa
                                       OpTimer* t) {
   enter_pass(chunk, microbatch, "forward_pass");
   const int64_t n = s_.tokens(), d = m_.d_model, v = m_.vocab_size;
-  const int64_t b0 = chunk * pipeline_.blocks_per_chunk(), b1 = b0 + pipeline_.blocks_per_chunk();
+  const int64_t b0 = first_block(chunk), b1 = b0 + pipeline_.blocks_per_chunk();
   const double es = sizeof(T);
   const bool first_pass = microbatch == 0 && chunk == s_.stage;  // the step's first pass on this stage
   if (first_pass)
-    for (auto& st : step_moe_stats_) {
-      std::fill(st.expert_load.begin(), st.expert_load.end(), 0);
-      st.routed = st.dropped = st.skipped = 0;
-    }
+    for (auto& st : step_moe_stats_) st.clear();
   if constexpr (!std::is_same_v<T, W>) {
     // The bf16 copy of the updated master weights, once per step: part of the optimizer's work, timed
     // under its id.
@@ -386,9 +393,6 @@ StepLoss Transformer<T>::forward_pass(int64_t chunk, int64_t microbatch, MicroBa
     part.aux_unreduced = aux_local * aux_norm;
     return part;
   }
-  const int out_emb = layout_.unembedding >= 0 ? layout_.unembedding : layout_.embedding;
-  // T5 convention: with tied embeddings the logits are scaled by d_model^-1/2
-  const W logit_scale = layout_.unembedding >= 0 ? W(1) : static_cast<W>(1.0 / std::sqrt(static_cast<double>(d)));
   T* hn = hn_[static_cast<size_t>(slot_)].data();
   {
     auto sc = OpTimer::time(t, stage_id(StageOp::kFinalNormFwd), 4.0 * static_cast<double>(n * d),
@@ -397,10 +401,7 @@ StepLoss Transformer<T>::forward_pass(int64_t chunk, int64_t microbatch, MicroBa
                           inv_final_[static_cast<size_t>(slot_)].data(), n, d);
   }
   const double grad_scale = 1.0 / static_cast<double>(s_.global_tokens());
-  // The loss gradient, in T for the products: over the float32 logits, or into their bf16 copy.
-  T* dlogits = nullptr;
-  if constexpr (std::is_same_v<T, W>) dlogits = logits_[static_cast<size_t>(slot_)].data();
-  else dlogits = dlogits_t_[static_cast<size_t>(slot_)].data();
+  T* dlogits = loss_gradient();
   // With bf16 activations the float32 logits live only a chunk of rows at a time: the loss leaves
   // their gradient in bf16, and the [tokens, vocab] float32 array (34 GB for glam-0.1b-64e at 32,768
   // tokens) would be the step's largest buffer. In float32 the gradient overwrites them in place (one
@@ -411,7 +412,8 @@ StepLoss Transformer<T>::forward_pass(int64_t chunk, int64_t microbatch, MicroBa
     {
       auto sc = OpTimer::time(t, stage_id(StageOp::kLogitsFwd), 2.0 * static_cast<double>(rows * d * v),
                               es * static_cast<double>(rows * d + v * d) + sizeof(W) * static_cast<double>(rows * v));
-      k::gemm<T>(ctx_, false, true, rows, v, d, logit_scale, hn + r0 * d, d, weight(out_emb), d, 0, logits, v);
+      k::gemm<T>(ctx_, false, true, rows, v, d, logit_scale(), hn + r0 * d, d, weight(output_embedding()), d, 0,
+                 logits, v);
     }
     auto sc = OpTimer::time(t, stage_id(StageOp::kLossFwd), 8.0 * static_cast<double>(rows * v),
                             (sizeof(W) + es) * static_cast<double>(rows * v));
@@ -434,32 +436,28 @@ StepLoss Transformer<T>::forward_pass(int64_t chunk, int64_t microbatch, MicroBa
   loss.ce = sums[0] * grad_scale;
   loss.z = sums[1] * grad_scale;
   loss.aux = sums[2] * aux_norm;
-  loss.total = loss.ce + m_.z_loss_weight * loss.z + m_.aux_loss_weight * loss.aux;
-  return loss;
+  return with_total(loss);
 }
 
 template <class T>
 void Transformer<T>::backward_pass(int64_t chunk, int64_t microbatch, MicroBatchTokens tokens, OpTimer* t) {
   enter_pass(chunk, microbatch, "backward_pass");
   const int64_t n = s_.tokens(), d = m_.d_model, v = m_.vocab_size;
-  const int64_t b0 = chunk * pipeline_.blocks_per_chunk(), b1 = b0 + pipeline_.blocks_per_chunk();
+  const int64_t b0 = first_block(chunk), b1 = b0 + pipeline_.blocks_per_chunk();
   const double es = sizeof(T);
   // The stage's first backward pass of the step: its last chunk's, on micro-batch 0.
   if (microbatch == 0 && chunk == s_.stage + (s_.virtual_stages - 1) * static_cast<int64_t>(s_.stages))
     k::fill<W>(ctx_, grads_.data(), W(0), layout_.total_elements);
   const int64_t act_bytes = n * d * static_cast<int64_t>(sizeof(T));
   if (chunk == last_chunk()) {
-    const int out_emb = layout_.unembedding >= 0 ? layout_.unembedding : layout_.embedding;
-    const W logit_scale = layout_.unembedding >= 0 ? W(1) : static_cast<W>(1.0 / std::sqrt(static_cast<double>(d)));
+    const int out_emb = output_embedding();
     const T* hn = hn_[static_cast<size_t>(slot_)].data();
-    const T* dlogits = nullptr;
-    if constexpr (std::is_same_v<T, W>) dlogits = logits_[static_cast<size_t>(slot_)].data();
-    else dlogits = dlogits_t_[static_cast<size_t>(slot_)].data();
+    const T* dlogits = loss_gradient();
     {
       auto sc = OpTimer::time(t, stage_id(StageOp::kLogitsBwd), 4.0 * static_cast<double>(n * d * v),
                               es * static_cast<double>(2 * n * d + n * v) + (es + sizeof(W)) * static_cast<double>(v * d));
-      k::gemm<T>(ctx_, false, false, n, d, v, logit_scale, dlogits, v, weight(out_emb), d, 0, dxn_.data(), d);
-      k::gemm<T>(ctx_, true, false, v, d, n, logit_scale, dlogits, v, hn, d, 1, grad(out_emb), d);
+      k::gemm<T>(ctx_, false, false, n, d, v, logit_scale(), dlogits, v, weight(out_emb), d, 0, dxn_.data(), d);
+      k::gemm<T>(ctx_, true, false, v, d, n, logit_scale(), dlogits, v, hn, d, 1, grad(out_emb), d);
     }
     auto sc = OpTimer::time(t, stage_id(StageOp::kFinalNormBwd), 8.0 * static_cast<double>(n * d),
                             4.0 * es * static_cast<double>(n * d));
@@ -519,8 +517,7 @@ StepLoss Transformer<T>::reduce_pipeline_loss(const StepLoss& shares) {
   links_.world->allreduce_sum(v, 3);
   StepLoss loss;
   loss.ce = v[0], loss.z = v[1], loss.aux = v[2];
-  loss.total = loss.ce + m_.z_loss_weight * loss.z + m_.aux_loss_weight * loss.aux;
-  return loss;
+  return with_total(loss);
 }
 
 #define GLAM_INSTANTIATE(T)                                                                                 \

@@ -7,8 +7,11 @@
 // bf16 (as GLaM trained: bf16 activations and products with float32 accumulation, float32 master
 // weights, gradients and optimizer state; the router and the loss in float32) or double (the
 // reference path of the gradient checks). Every kernel call goes through kernels/*.h.
+#include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -62,6 +65,21 @@ struct PipelineLinks {
   Communicator* ends = nullptr;
 };
 
+// The communicators of one rank of `world`, made (collectively) for its shape: its stage's ranks (the
+// world itself without stages) and, with tied embeddings, the end stages' ranks of its data-parallel
+// index.
+struct PipelineComms {
+  Communicator* world = nullptr;
+  std::unique_ptr<Communicator> stage_owned, ends;
+  Communicator& stage() { return stage_owned ? *stage_owned : *world; }
+  PipelineLinks links() { return {world, ends.get()}; }
+};
+PipelineComms make_pipeline_comms(Communicator& world, const ExecShape& shape, bool tied_embeddings);
+
+// The id of an op outside the blocks ("loss.fwd"): with pipeline stages it names the stage
+// ("s1.loss.fwd"), as the StepGraph's do.
+std::string stage_op_id(const ExecShape& s, const std::string& name);
+
 // One micro-batch's tokens on this rank (device pointers, tokens() each).
 struct MicroBatchTokens {
   const int32_t* inputs = nullptr;
@@ -87,6 +105,14 @@ struct MoeLayerStats {
   int64_t routed = 0;                // copies routed (tokens x top_k)
   int64_t dropped = 0;               // copies dropped for capacity
   int64_t skipped = 0;               // second copies not taken by random routing
+  void clear() {
+    std::fill(expert_load.begin(), expert_load.end(), 0);
+    routed = dropped = skipped = 0;
+  }
+  void add(const MoeLayerStats& o) {  // of the same layer
+    for (size_t e = 0; e < o.expert_load.size(); ++e) expert_load[e] += o.expert_load[e];
+    routed += o.routed, dropped += o.dropped, skipped += o.skipped;
+  }
 };
 
 // The ops of the StepGraph a layer holds (op ids "L{l}.{name}.{fwd|bwd}").
@@ -171,6 +197,24 @@ class Transformer {
   // The buffers of the micro-batch the current pass runs (its slot of the chunk's activations in flight).
   DeviceBuffer<T>& resid(int64_t l) { return resid_[static_cast<size_t>(l)][static_cast<size_t>(slot_)]; }
   LayerActs& act(int64_t l) { return acts_[static_cast<size_t>(l)][static_cast<size_t>(slot_)]; }
+  // The pass's blocks start here (and run blocks_per_chunk()).
+  int64_t first_block(int64_t chunk) const { return chunk * pipeline_.blocks_per_chunk(); }
+  // The output embedding and its logits' scale (T5 convention: d_model^-1/2 when tied).
+  int output_embedding() const { return layout_.unembedding >= 0 ? layout_.unembedding : layout_.embedding; }
+  W logit_scale() const {
+    return layout_.unembedding >= 0 ? W(1) : static_cast<W>(1.0 / std::sqrt(static_cast<double>(m_.d_model)));
+  }
+  // The current slot's loss gradient, in T for the products: the float32 logits' buffer itself, or
+  // their bf16 copy.
+  T* loss_gradient() {
+    if constexpr (std::is_same_v<T, W>) return logits_[static_cast<size_t>(slot_)].data();
+    else return dlogits_t_[static_cast<size_t>(slot_)].data();
+  }
+  // The total the gradients are of, from the parts.
+  StepLoss with_total(StepLoss l) const {
+    l.total = l.ce + m_.z_loss_weight * l.z + m_.aux_loss_weight * l.aux;
+    return l;
+  }
   // Chooses the slot of (chunk, microbatch) and checks that this stage holds the chunk.
   void enter_pass(int64_t chunk, int64_t microbatch, const char* what);
   int64_t last_chunk() const { return pipeline_.chunks() - 1; }
@@ -239,8 +283,6 @@ class Transformer {
   DeviceBuffer<W> params_, grads_;
   DeviceBuffer<T> weights_;  // bf16 copy of params_, refreshed at the start of every step (empty when T is W)
   DeviceBuffer<int32_t> bucket_;  // relative position buckets by query-key distance [T]
-  const int32_t* inputs_ = nullptr;
-  const int32_t* targets_ = nullptr;
   // Per block, one set per activation slot of its chunk (blocks of other stages: none).
   std::vector<std::vector<DeviceBuffer<T>>> resid_;  // block inputs, layers + 1 (the last: the output)
   std::vector<std::vector<LayerActs>> acts_;

@@ -87,36 +87,34 @@ TensorMap gather_stage_tensors(Transformer<T>& model, AdafactorOptimizer<float>&
   return tensors;
 }
 
-// Pipeline stages: rank 0 of every later stage sends its stage's tensors to world rank 0, which adds
-// them to its own (the tied embedding's second copy, equal to the first, is kept once).
+// Pipeline stages: rank 0 of every later stage sends its stage's tensors to world rank 0 (a table of
+// names and sizes, then their floats), which adds them to its own (the tied embedding's second copy,
+// equal to the first, is kept once).
 void gather_stages(TensorMap& tensors, int stage_rank, Communicator& world) {
-  constexpr int kTag = Communicator::kMaxTag;  // apart from the passes' tags (none in flight now)
-  if (world.rank() == 0) {
-    for (int peer = 1; peer < world.size(); ++peer) {
-      int64_t head_bytes = 0;
-      world.recv(&head_bytes, sizeof head_bytes, peer, kTag);
-      if (head_bytes == 0) continue;  // not a stage's rank 0
-      std::string head(static_cast<size_t>(head_bytes), '\0');
-      world.recv(head.data(), head_bytes, peer, kTag);
-      for (const auto& t : nlohmann::json::parse(head)) {
-        std::vector<float> data(t["elements"].get<size_t>());
-        world.recv(data.data(), static_cast<int64_t>(data.size() * sizeof(float)), peer, kTag);
-        tensors.emplace(t["name"].get<std::string>(), std::move(data));
-      }
+  std::string packed;
+  if (world.rank() != 0 && stage_rank == 0) {
+    nlohmann::json table = nlohmann::json::array();
+    for (const auto& [name, data] : tensors) table.push_back({{"name", name}, {"elements", data.size()}});
+    const std::string head = table.dump();
+    put(packed, static_cast<uint64_t>(head.size()));
+    packed += head;
+    for (const auto& [name, data] : tensors)
+      packed.append(reinterpret_cast<const char*>(data.data()), data.size() * sizeof(float));
+  }
+  const std::vector<std::string> stages = world.gather_at_root(packed);
+  for (size_t r = 1; r < stages.size(); ++r) {
+    const std::string& p = stages[r];
+    if (p.empty()) continue;  // not a stage's rank 0
+    uint64_t head_bytes = 0;
+    std::memcpy(&head_bytes, p.data(), sizeof head_bytes);
+    const char* data = p.data() + sizeof head_bytes + head_bytes;
+    for (const auto& t : nlohmann::json::parse(p.substr(sizeof head_bytes, head_bytes))) {
+      const size_t n = t["elements"].get<size_t>();
+      std::vector<float> values(n);
+      std::memcpy(values.data(), data, n * sizeof(float));
+      data += n * sizeof(float);
+      tensors.emplace(t["name"].get<std::string>(), std::move(values));
     }
-  } else {
-    nlohmann::json head = nlohmann::json::array();
-    if (stage_rank == 0)
-      for (const auto& [name, data] : tensors) head.push_back({{"name", name}, {"elements", data.size()}});
-    const std::string text = stage_rank == 0 ? head.dump() : std::string();
-    const int64_t head_bytes = static_cast<int64_t>(text.size());
-    world.send(&head_bytes, sizeof head_bytes, 0, kTag);
-    if (head_bytes > 0) {
-      world.send(text.data(), head_bytes, 0, kTag);
-      for (const auto& [name, data] : tensors)
-        world.send(data.data(), static_cast<int64_t>(data.size() * sizeof(float)), 0, kTag);
-    }
-    world.wait_sends();
   }
 }
 

@@ -196,36 +196,9 @@ constexpr double kMinEnergyWindow_s = 1.0;
 void add_moe_stats(const std::vector<MoeLayerStats>& st, std::vector<MoeLayerStats>& sum) {
   if (sum.empty()) {
     sum = st;
-    for (auto& s : sum) {
-      std::fill(s.expert_load.begin(), s.expert_load.end(), 0);
-      s.routed = s.dropped = s.skipped = 0;
-    }
+    for (auto& s : sum) s.clear();
   }
-  for (size_t j = 0; j < st.size(); ++j) {
-    for (size_t e = 0; e < st[j].expert_load.size(); ++e) sum[j].expert_load[e] += st[j].expert_load[e];
-    sum[j].routed += st[j].routed;
-    sum[j].dropped += st[j].dropped;
-    sum[j].skipped += st[j].skipped;
-  }
-}
-
-// The communicators of this rank: the world, its stage's ranks (the world itself without pipeline
-// stages) and, with tied embeddings, the first and last stage's ranks of its data-parallel index.
-struct StageComms {
-  Communicator* world = nullptr;
-  std::unique_ptr<Communicator> stage_owned, ends;
-  Communicator& stage() { return stage_owned ? *stage_owned : *world; }
-  PipelineLinks links() { return {world, ends.get()}; }
-};
-
-StageComms make_stage_comms(Communicator& world, const ExecShape& shape, bool tied_embeddings) {
-  StageComms c;
-  c.world = &world;
-  if (shape.stages == 1) return c;
-  c.stage_owned = world.split(shape.stage);
-  const bool end = shape.stage == 0 || shape.stage == shape.stages - 1;
-  if (tied_embeddings) c.ends = world.split(end ? shape.rank : -1);
-  return c;
+  for (size_t j = 0; j < st.size(); ++j) sum[j].add(st[j]);
 }
 
 // Rank 0 of each stage sends its op times to world rank 0, which returns them all (stage by stage);
@@ -233,22 +206,11 @@ StageComms make_stage_comms(Communicator& world, const ExecShape& shape, bool ti
 nlohmann::json gather_stage_ops(const OpTimer& timer, const ExecShape& shape, Communicator& world) {
   nlohmann::json ops = timed_ops_json(timer);
   if (shape.stages == 1) return ops;
-  constexpr int kOpsTag = Communicator::kMaxTag - 1;  // apart from the passes' tags (none in flight now)
-  if (world.rank() == 0) {
-    for (int st = 1; st < shape.stages; ++st) {
-      int64_t bytes = 0;
-      world.recv(&bytes, sizeof bytes, st * shape.ranks, kOpsTag);
-      std::string text(static_cast<size_t>(bytes), '\0');
-      world.recv(text.data(), bytes, st * shape.ranks, kOpsTag);
-      for (auto& op : nlohmann::json::parse(text)) ops.push_back(std::move(op));
-    }
-  } else if (shape.rank == 0) {
-    const std::string text = ops.dump();
-    const int64_t bytes = static_cast<int64_t>(text.size());
-    world.send(&bytes, sizeof bytes, 0, kOpsTag);
-    world.send(text.data(), bytes, 0, kOpsTag);
-    world.wait_sends();
-  }
+  const bool sends = world.rank() != 0 && shape.rank == 0;
+  const std::vector<std::string> stages = world.gather_at_root(sends ? ops.dump() : std::string());
+  for (size_t r = 1; r < stages.size(); ++r)
+    if (!stages[r].empty())
+      for (auto& op : nlohmann::json::parse(stages[r])) ops.push_back(std::move(op));
   return ops;
 }
 
@@ -277,7 +239,7 @@ int train_steps(const ResolvedRun& r, TokenBatches& batches, kernels::KernelCont
   const int64_t warmup = r.warmup;
   const bool cuda = r.cuda;
   const std::string& op_timing = r.op_timing;
-  StageComms comms = make_stage_comms(comm, shape, m.tied_embeddings);
+  PipelineComms comms = make_pipeline_comms(comm, shape, m.tied_embeddings);
   Transformer<T> model(m, shape, comms.stage(), ctx, comms.links());
   AdafactorOptimizer<float> opt(model.layout());
   CheckpointState cs;
@@ -360,7 +322,7 @@ int train_steps(const ResolvedRun& r, TokenBatches& batches, kernels::KernelCont
     model.wait_sends();
     timer.set_prefix("");
     model.allreduce_gradients(&timer);
-    timer.set_prefix(shape.stages > 1 ? "s" + std::to_string(shape.stage) + "." : "");  // the StepGraph's stage ids
+    timer.set_prefix(stage_op_id(shape, ""));  // "s1.optimizer" with stages
     opt.update(ctx, model.params(), model.grads(), step, &timer);
     timer.set_prefix("");
     kernels::synchronize(ctx);

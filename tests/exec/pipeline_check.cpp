@@ -66,11 +66,13 @@ void check_case(Communicator& world, const Case& c) {
   const double loss_tol = f64 ? 1e-12 : 1e-6, grad_tol = f64 ? 1e-10 : 1e-5;
   const int wr = world.rank();
   const glam::ModelConfig m = four_block_model(c.tied);
-  const int stage = wr / c.stage_ranks, rank = wr % c.stage_ranks;
-  auto group = world.split(stage);
-  // Every world rank takes part in the split; only the two end stages keep their communicator.
-  const bool end = stage == 0 || stage == c.stages - 1;
-  auto ends = world.split(c.tied && end ? rank : -1);
+  ExecShape piped;
+  piped.seqs = 1, piped.seq_len = m.seq_len, piped.ranks = c.stage_ranks, piped.microbatches = c.microbatches;
+  piped.stages = c.stages, piped.virtual_stages = c.virtual_stages;
+  piped.stage = wr / c.stage_ranks, piped.rank = wr % c.stage_ranks;
+  const int stage = piped.stage;
+  // The trainer's communicators: this stage's ranks (the reference's too) and the end stages'.
+  PipelineComms comms = make_pipeline_comms(world, piped, c.tied);
   const glam::kernels::KernelContext ctx;
   const auto batch = glam::testing::random_batch(c.stage_ranks * c.microbatches * m.seq_len, m.vocab_size, 17);
   auto tokens_of = [&](const ExecShape& s, int64_t mb) {
@@ -79,9 +81,9 @@ void check_case(Communicator& world, const Case& c) {
   };
   const std::string where = c.name() + ", stage " + std::to_string(stage) + ": ";
 
-  ExecShape s;
-  s.seqs = 1, s.seq_len = m.seq_len, s.ranks = c.stage_ranks, s.rank = rank, s.microbatches = c.microbatches;
-  Transformer<T> ref(m, s, *group, ctx);
+  ExecShape s = piped;
+  s.stages = 1, s.stage = 0, s.virtual_stages = 1;
+  Transformer<T> ref(m, s, comms.stage(), ctx);
   ref.init_params(7);
   StepLoss ref_loss;
   std::vector<MoeLayerStats> ref_routing;
@@ -92,8 +94,8 @@ void check_case(Communicator& world, const Case& c) {
   ref.allreduce_gradients();
   ref_routing = ref.step_moe_stats();
 
-  s.stages = c.stages, s.stage = stage, s.virtual_stages = c.virtual_stages;
-  Transformer<T> pipe(m, s, *group, ctx, PipelineLinks{&world, ends.get()});
+  s = piped;
+  Transformer<T> pipe(m, s, comms.stage(), ctx, comms.links());
   pipe.init_params(7);
   StepLoss shares;
   for (const auto& pass : pipeline_layout(m, s).program(stage)) {
