@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "kernel_context.h"
+#include "shard_reduce.h"
 
 namespace glam::kernels {
 
@@ -33,5 +34,15 @@ template <class T>
 void adafactor_update(const KernelContext& ctx, T* param, const T* grad, T* row_state, T* col_state, T* full_state,
                       int64_t rows, int64_t cols, int64_t step, const AdafactorHyper& h, int64_t count = 1,
                       int64_t state_stride = 0);
+
+// Tensor parallelism: this rank holds a slice of `count` stacked matrices of rows x cols each, cut
+// along `axis` from matrices split into `slices` blocks of rows or columns, and the factored state of
+// its own rows and columns. Updates the slice exactly as adafactor_update updates the whole matrices
+// (the same factors, parameter RMS and update clipping); the partial sums are combined over the slices
+// with `reduce.sum`, twice per call. CPU backend only.
+template <class T>
+void adafactor_update_sliced(const KernelContext& ctx, T* param, const T* grad, T* row_state, T* col_state,
+                             int64_t rows, int64_t cols, SliceAxis axis, int64_t slices, int64_t step,
+                             const AdafactorHyper& h, int64_t count, int64_t state_stride, const ShardReduce& reduce);
 
 }  // namespace glam::kernels

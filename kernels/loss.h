@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "kernel_context.h"
+#include "shard_reduce.h"
 
 namespace glam::kernels {
 
@@ -13,5 +14,15 @@ namespace glam::kernels {
 template <class T, class D = T>
 void softmax_xent_forward_backward(const KernelContext& ctx, const T* logits, const int32_t* targets, int64_t tokens,
                                    int64_t vocab, double z_weight, double grad_scale, T* ce, T* lse, D* dlogits);
+
+// The same with the vocabulary split over tensor-parallel ranks (Megatron-LM's vocabulary-parallel
+// cross-entropy): `logits` holds this slice's `vocab` logits of every token, from vocabulary id
+// `first_id`. The rows' largest logit, then their exponentials' sums and target logits are combined
+// over the slices (`reduce`: two collectives of `tokens` and 2 x `tokens` values); every slice gets the
+// whole vocabulary's ce and lse, and the gradient of its own logits. CPU backend only.
+template <class T, class D = T>
+void softmax_xent_forward_backward_sliced(const KernelContext& ctx, const T* logits, const int32_t* targets,
+                                          int64_t tokens, int64_t vocab, int64_t first_id, double z_weight,
+                                          double grad_scale, T* ce, T* lse, D* dlogits, const ShardReduce& reduce);
 
 }  // namespace glam::kernels

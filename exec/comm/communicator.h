@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "bfloat16.h"
+
 namespace glam::exec {
 
 class Communicator {
@@ -20,6 +22,9 @@ class Communicator {
   virtual void allreduce_sum(float* data, int64_t n) = 0;
   virtual void allreduce_sum(double* data, int64_t n) = 0;
   virtual void allreduce_sum(int64_t* data, int64_t n) = 0;
+  // bf16 activations (tensor parallelism's partial sums), added in float32 and rounded per addition.
+  virtual void allreduce_sum(kernels::bf16* data, int64_t n) = 0;
+  virtual void allreduce_max(double* data, int64_t n) = 0;
   // Equal blocks: send + r*block_bytes goes to rank r; recv + r*block_bytes arrives from rank r.
   virtual void alltoall(const void* send, void* recv, int64_t block_bytes) = 0;
   // recv + r*block_bytes receives rank r's block.

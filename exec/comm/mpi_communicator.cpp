@@ -14,6 +14,27 @@
 namespace glam::exec {
 namespace {
 
+// bf16 sums: a 2-byte type and an addition in float32, rounded once per addition as the GPU's is.
+void add_bf16(void* in, void* inout, int* len, MPI_Datatype*) {
+  const auto* a = static_cast<const kernels::bf16*>(in);
+  auto* b = static_cast<kernels::bf16*>(inout);
+  for (int i = 0; i < *len; ++i) b[i] = kernels::bf16(static_cast<float>(a[i]) + static_cast<float>(b[i]));
+}
+struct Bf16Sum {
+  MPI_Datatype type;
+  MPI_Op op;
+};
+const Bf16Sum& bf16_sum() {
+  static const Bf16Sum s = [] {
+    Bf16Sum v{};
+    MPI_Type_contiguous(2, MPI_BYTE, &v.type);
+    MPI_Type_commit(&v.type);
+    MPI_Op_create(&add_bf16, 1, &v.op);
+    return v;
+  }();
+  return s;
+}
+
 int checked_count(int64_t n) {
   if (n > std::numeric_limits<int>::max()) throw std::runtime_error("MPI message larger than 2^31 elements");
   return static_cast<int>(n);
@@ -53,6 +74,12 @@ class MpiCommunicator final : public Communicator {
   }
   void allreduce_sum(int64_t* d, int64_t n) override {
     MPI_Allreduce(MPI_IN_PLACE, d, checked_count(n), MPI_INT64_T, MPI_SUM, comm_);
+  }
+  void allreduce_sum(kernels::bf16* d, int64_t n) override {
+    MPI_Allreduce(MPI_IN_PLACE, d, checked_count(n), bf16_sum().type, bf16_sum().op, comm_);
+  }
+  void allreduce_max(double* d, int64_t n) override {
+    MPI_Allreduce(MPI_IN_PLACE, d, checked_count(n), MPI_DOUBLE, MPI_MAX, comm_);
   }
   void alltoall(const void* send, void* recv, int64_t block_bytes) override {
     MPI_Alltoall(send, checked_count(block_bytes), MPI_BYTE, recv, checked_count(block_bytes), MPI_BYTE,

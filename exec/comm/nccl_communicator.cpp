@@ -64,6 +64,11 @@ class NcclCommunicator final : public Communicator {
   void allreduce_sum(float* d, int64_t n) override { reduce(d, n, ncclFloat32, [&] { host_->allreduce_sum(d, n); }); }
   void allreduce_sum(double* d, int64_t n) override { reduce(d, n, ncclFloat64, [&] { host_->allreduce_sum(d, n); }); }
   void allreduce_sum(int64_t* d, int64_t n) override { reduce(d, n, ncclInt64, [&] { host_->allreduce_sum(d, n); }); }
+  void allreduce_sum(kernels::bf16* d, int64_t n) override {
+    reduce(d, n, ncclBfloat16, [&] { host_->allreduce_sum(d, n); });
+  }
+  // Host values (the tensor-parallel loss's row maxima), through the host communicator.
+  void allreduce_max(double* d, int64_t n) override { host_->allreduce_max(d, n); }
 
   void alltoall(const void* send, void* recv, int64_t block_bytes) override {
     if (!on_device(send)) return host_->alltoall(send, recv, block_bytes);

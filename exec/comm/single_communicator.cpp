@@ -14,6 +14,8 @@ class SingleCommunicator final : public Communicator {
   void allreduce_sum(float*, int64_t) override {}
   void allreduce_sum(double*, int64_t) override {}
   void allreduce_sum(int64_t*, int64_t) override {}
+  void allreduce_sum(kernels::bf16*, int64_t) override {}
+  void allreduce_max(double*, int64_t) override {}
   void alltoall(const void* send, void* recv, int64_t block_bytes) override { copy(send, recv, block_bytes); }
   void allgather(const void* send, void* recv, int64_t block_bytes) override { copy(send, recv, block_bytes); }
   void reduce_scatter_sum(const float* send, float* recv, int64_t count) override {

@@ -44,7 +44,7 @@ template <class T>
 void Transformer<T>::attention_forward(int64_t l, OpTimer* t) {
   const LayerParams& p = layout_.layers[static_cast<size_t>(l)];
   LayerActs& a = act(l);
-  const int64_t n = s_.tokens(), d = m_.d_model, hd = m_.attention_width(), h = m_.heads, dh = m_.head_dim;
+  const int64_t n = s_.tokens(), d = m_.d_model, hd = attn_width_, h = heads_, dh = m_.head_dim;  // this slice's heads
   const int64_t b_count = s_.seqs, sl = s_.seq_len, tt = sl * sl;
   const AttnOperand tokens{sl * hd, dh}, scores{h * tt, tt};
   const double es = sizeof(T), nd = static_cast<double>(n), attn = static_cast<double>(b_count * h * tt);
@@ -79,8 +79,17 @@ void Transformer<T>::attention_forward(int64_t l, OpTimer* t) {
   }
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kAttnOut, false), 2 * nd * hd * d + nd * d, es * (nd * hd + hd * d + 3 * nd * d));
-    k::copy<T>(ctx_, x, a.mid.data(), n * d);
-    k::gemm<T>(ctx_, false, false, n, d, hd, T(1), a.ctx.data(), hd, weight(p.o), d, T(1), a.mid.data(), d);
+    if (s_.tp == 1) {
+      k::copy<T>(ctx_, x, a.mid.data(), n * d);
+      k::gemm<T>(ctx_, false, false, n, d, hd, T(1), a.ctx.data(), hd, weight(p.o), d, T(1), a.mid.data(), d);
+    } else {  // this slice's heads' share, added up over the slices before the residual
+      k::gemm<T>(ctx_, false, false, n, d, hd, T(1), a.ctx.data(), hd, weight(p.o), d, T(0), a.mid.data(), d);
+    }
+  }
+  if (s_.tp > 1) {
+    tensor_allreduce(a.mid.data(), n * d, id(l, LayerOp::kAttnTpAllreduce, false), t);
+    auto sc = OpTimer::time(t, id(l, LayerOp::kAttnOut, false), nd * d, 3 * es * nd * d);
+    k::add<T>(ctx_, x, a.mid.data(), a.mid.data(), n * d);
   }
 }
 
@@ -89,7 +98,7 @@ void Transformer<T>::attention_backward(int64_t l, OpTimer* t) {
   // On entry dres_ holds the gradient of this block's attention output (mid); on exit, of its input.
   const LayerParams& p = layout_.layers[static_cast<size_t>(l)];
   LayerActs& a = act(l);
-  const int64_t n = s_.tokens(), d = m_.d_model, hd = m_.attention_width(), h = m_.heads, dh = m_.head_dim;
+  const int64_t n = s_.tokens(), d = m_.d_model, hd = attn_width_, h = heads_, dh = m_.head_dim;  // this slice's heads
   const int64_t b_count = s_.seqs, sl = s_.seq_len, tt = sl * sl;
   const AttnOperand tokens{sl * hd, dh}, scores{h * tt, tt};
   const double es = sizeof(T), nd = static_cast<double>(n), attn = static_cast<double>(b_count * h * tt);
@@ -125,6 +134,7 @@ void Transformer<T>::attention_backward(int64_t l, OpTimer* t) {
     linear_backward(a.xn1.data(), weight(p.k), dk_.data(), dxn_.data(), grad(p.k), n, d, hd, true);
     linear_backward(a.xn1.data(), weight(p.v), dv_.data(), dxn_.data(), grad(p.v), n, d, hd, true);
   }
+  if (s_.tp > 1) tensor_allreduce(dxn_.data(), n * d, id(l, LayerOp::kAttnTpAllreduce, true), t);
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kAttnNorm, true), 8 * nd * d, 4 * es * nd * d);
     k::rmsnorm_backward<T>(ctx_, dxn_.data(), resid(l).data(), weight(p.attn_norm),

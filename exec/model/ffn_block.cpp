@@ -14,7 +14,7 @@ template <class T>
 void Transformer<T>::dense_forward(int64_t l, OpTimer* t) {
   const LayerParams& p = layout_.layers[static_cast<size_t>(l)];
   LayerActs& a = act(l);
-  const int64_t n = s_.tokens(), d = m_.d_model, h = m_.ffn_hidden;
+  const int64_t n = s_.tokens(), d = m_.d_model, h = ffn_hidden_;  // this slice's hidden units
   const bool gated = p.wi1 >= 0;
   const double es = sizeof(T), nd = static_cast<double>(n), mats = gated ? 2 : 1;
   {
@@ -33,8 +33,14 @@ void Transformer<T>::dense_forward(int64_t l, OpTimer* t) {
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kFfnOut, false), 2 * nd * h * d + nd * d, es * (nd * h + h * d + 3 * nd * d));
     T* out = resid(l + 1).data();
-    k::copy<T>(ctx_, a.mid.data(), out, n * d);
-    k::gemm<T>(ctx_, false, false, n, d, h, T(1), a.a.data(), h, weight(p.wo), d, T(1), out, d);
+    if (s_.tp == 1) k::copy<T>(ctx_, a.mid.data(), out, n * d);
+    k::gemm<T>(ctx_, false, false, n, d, h, T(1), a.a.data(), h, weight(p.wo), d, T(s_.tp == 1 ? 1 : 0), out, d);
+  }
+  if (s_.tp > 1) {  // the slices' shares added up before the residual
+    T* out = resid(l + 1).data();
+    tensor_allreduce(out, n * d, id(l, LayerOp::kFfnTpAllreduce, false), t);
+    auto sc = OpTimer::time(t, id(l, LayerOp::kFfnOut, false), nd * d, 3 * es * nd * d);
+    k::add<T>(ctx_, a.mid.data(), out, out, n * d);
   }
 }
 
@@ -43,7 +49,7 @@ void Transformer<T>::dense_backward(int64_t l, OpTimer* t) {
   // On entry dres_ holds the gradient of the block output; on exit, of mid (the FFN input).
   const LayerParams& p = layout_.layers[static_cast<size_t>(l)];
   LayerActs& a = act(l);
-  const int64_t n = s_.tokens(), d = m_.d_model, h = m_.ffn_hidden;
+  const int64_t n = s_.tokens(), d = m_.d_model, h = ffn_hidden_;  // this slice's hidden units
   const bool gated = p.wi1 >= 0;
   const double es = sizeof(T), nd = static_cast<double>(n), mats = gated ? 2 : 1;
   const double ws = sizeof(T) + sizeof(W);  // a weight read, its gradient written
@@ -61,6 +67,7 @@ void Transformer<T>::dense_backward(int64_t l, OpTimer* t) {
     linear_backward(a.xn2.data(), weight(p.wi0), dh0_.data(), dxn_.data(), grad(p.wi0), n, d, h, false);
     if (gated) linear_backward(a.xn2.data(), weight(p.wi1), dh1_.data(), dxn_.data(), grad(p.wi1), n, d, h, true);
   }
+  if (s_.tp > 1) tensor_allreduce(dxn_.data(), n * d, id(l, LayerOp::kFfnTpAllreduce, true), t);
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kFfnNorm, true), 8 * nd * d, 4 * es * nd * d);
     k::rmsnorm_backward<T>(ctx_, dxn_.data(), a.mid.data(), weight(p.ffn_norm), a.inv2.data(), dres_.data(),

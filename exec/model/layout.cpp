@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <random>
+#include <vector>
 
 namespace glam::exec {
 namespace {
@@ -30,15 +31,29 @@ uint64_t fnv1a(const std::string& s, uint64_t h = 1469598103934665603ull) {
   return h;
 }
 
+// The rank's slice of a matrix of the given whole shape, split along `axis` (the initial values' scale
+// is the whole matrix's).
+ParamInfo sliced(ParamInfo p, SliceAxis axis, TensorSlice t) {
+  if (t.slices <= 1) return p;
+  p.slice_axis = axis;
+  p.slices = t.slices;
+  p.slice = t.slice;
+  (axis == SliceAxis::kRows ? p.rows : p.cols) /= t.slices;
+  return p;
+}
+
 }  // namespace
 
-ModelLayout make_layout(const ModelConfig& m, int ranks, int rank, const StageHolding& holding) {
+ModelLayout make_layout(const ModelConfig& m, int ranks, int rank, const StageHolding& holding, TensorSlice tensor) {
   ModelLayout l;
   const int64_t d = m.d_model, hd = m.attention_width(), h = m.ffn_hidden, he = m.expert_hidden_size();
   const double inv_sqrt_d = 1.0 / std::sqrt(static_cast<double>(d));
+  auto rows = [&](ParamInfo p) { return sliced(std::move(p), SliceAxis::kRows, tensor); };
+  auto cols = [&](ParamInfo p) { return sliced(std::move(p), SliceAxis::kCols, tensor); };
   if (holding.input_end || (holding.output_end && m.tied_embeddings))
-    l.embedding = add(l, mat("embedding", m.vocab_size, d, 1.0));
-  if (holding.output_end && !m.tied_embeddings) l.unembedding = add(l, mat("unembedding", m.vocab_size, d, inv_sqrt_d));
+    l.embedding = add(l, rows(mat("embedding", m.vocab_size, d, 1.0)));
+  if (holding.output_end && !m.tied_embeddings)
+    l.unembedding = add(l, rows(mat("unembedding", m.vocab_size, d, inv_sqrt_d)));
   for (int64_t i = 0; i < m.layers; ++i) {
     std::string p = "L" + std::to_string(i) + ".";
     LayerParams lp;
@@ -48,19 +63,19 @@ ModelLayout make_layout(const ModelConfig& m, int ranks, int rank, const StageHo
       continue;
     }
     lp.attn_norm = add(l, ones(p + "attn_norm.scale", d));
-    lp.q = add(l, mat(p + "attn.q", d, hd, inv_sqrt_d));
-    lp.k = add(l, mat(p + "attn.k", d, hd, inv_sqrt_d));
-    lp.v = add(l, mat(p + "attn.v", d, hd, inv_sqrt_d));
-    lp.o = add(l, mat(p + "attn.o", hd, d, 1.0 / std::sqrt(static_cast<double>(hd))));
+    lp.q = add(l, cols(mat(p + "attn.q", d, hd, inv_sqrt_d)));
+    lp.k = add(l, cols(mat(p + "attn.k", d, hd, inv_sqrt_d)));
+    lp.v = add(l, cols(mat(p + "attn.v", d, hd, inv_sqrt_d)));
+    lp.o = add(l, rows(mat(p + "attn.o", hd, d, 1.0 / std::sqrt(static_cast<double>(hd)))));
     if (m.position_encoding == "relative_bias")
-      lp.rel_bias = add(l, mat(p + "attn.rel_bias", m.relative_buckets, m.heads, 0.1));
+      lp.rel_bias = add(l, cols(mat(p + "attn.rel_bias", m.relative_buckets, m.heads, 0.1)));
     lp.ffn_norm = add(l, ones(p + "ffn_norm.scale", d));
     if (lp.moe) {
       lp.router = add(l, mat(p + "moe.router", d, m.experts, inv_sqrt_d));
     } else {
-      lp.wi0 = add(l, mat(p + "ffn.wi0", d, h, inv_sqrt_d));
-      if (m.ffn_kind == "gated") lp.wi1 = add(l, mat(p + "ffn.wi1", d, h, inv_sqrt_d));
-      lp.wo = add(l, mat(p + "ffn.wo", h, d, 1.0 / std::sqrt(static_cast<double>(h))));
+      lp.wi0 = add(l, cols(mat(p + "ffn.wi0", d, h, inv_sqrt_d)));
+      if (m.ffn_kind == "gated") lp.wi1 = add(l, cols(mat(p + "ffn.wi1", d, h, inv_sqrt_d)));
+      lp.wo = add(l, rows(mat(p + "ffn.wo", h, d, 1.0 / std::sqrt(static_cast<double>(h)))));
     }
     l.layers.push_back(lp);
   }
@@ -73,15 +88,15 @@ ModelLayout make_layout(const ModelConfig& m, int ranks, int rank, const StageHo
       LayerParams& lp = l.layers[static_cast<size_t>(i)];
       if (!lp.moe || !holding.holds(i)) continue;
       std::string p = "L" + std::to_string(i) + ".moe.";
-      auto expert = [&](std::string name, int64_t rows, int64_t cols) {
-        ParamInfo e = mat(p + name, rows, cols, 1.0 / std::sqrt(static_cast<double>(rows)));
+      auto expert = [&](std::string name, int64_t r, int64_t c, SliceAxis axis) {
+        ParamInfo e = sliced(mat(p + name, r, c, 1.0 / std::sqrt(static_cast<double>(r))), axis, tensor);
         e.count = l.local_experts;
         e.first_expert = l.first_expert;
         return add(l, e);
       };
-      lp.ewi0 = expert("wi0", d, he);
-      if (m.expert_kind == "gated") lp.ewi1 = expert("wi1", d, he);
-      lp.ewo = expert("wo", he, d);
+      lp.ewi0 = expert("wi0", d, he, SliceAxis::kCols);
+      if (m.expert_kind == "gated") lp.ewi1 = expert("wi1", d, he, SliceAxis::kCols);
+      lp.ewo = expert("wo", he, d, SliceAxis::kRows);
     }
   }
   int64_t off = 0;
@@ -96,11 +111,22 @@ ModelLayout make_layout(const ModelConfig& m, int ranks, int rank, const StageHo
 }
 
 void init_matrix(const ParamInfo& p, int64_t global_expert, uint64_t seed, double* out) {
-  const int64_t n = p.matrix_elements();
   if (p.init != InitKind::kNormal) {
-    for (int64_t i = 0; i < n; ++i) out[i] = p.init == InitKind::kOnes ? 1.0 : 0.0;
+    for (int64_t i = 0; i < p.matrix_elements(); ++i) out[i] = p.init == InitKind::kOnes ? 1.0 : 0.0;
     return;
   }
+  if (p.sliced()) {  // draw the whole matrix, keep the slice
+    ParamInfo whole = p;
+    whole.rows = p.full_rows(), whole.cols = p.full_cols(), whole.slice_axis = SliceAxis::kWhole, whole.slices = 1;
+    std::vector<double> all(static_cast<size_t>(whole.matrix_elements()));
+    init_matrix(whole, global_expert, seed, all.data());
+    const int64_t r0 = p.slice_axis == SliceAxis::kRows ? p.slice * p.rows : 0;
+    const int64_t c0 = p.slice_axis == SliceAxis::kCols ? p.slice * p.cols : 0;
+    for (int64_t r = 0; r < p.rows; ++r)
+      for (int64_t c = 0; c < p.cols; ++c) out[r * p.cols + c] = all[static_cast<size_t>((r0 + r) * whole.cols + c0 + c)];
+    return;
+  }
+  const int64_t n = p.matrix_elements();
   uint64_t s = fnv1a(p.name, seed * 0x9E3779B97F4A7C15ull + 1) ^ (static_cast<uint64_t>(global_expert + 1) * 0xD6E8FEB86659FD93ull);
   std::mt19937_64 gen(s);
   const double two_pi = 6.283185307179586;

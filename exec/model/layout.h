@@ -4,19 +4,28 @@
 // is one call; the rank's experts follow. Names are global and rank-independent:
 // "embedding", "L3.attn.q", "L1.moe.wi" (experts stacked; expert e of the stack is global expert
 // first_expert + e), so checkpoints and initial values do not depend on the number of ranks.
+// With tensor parallelism (Megatron-LM's) a rank holds one slice of the sliced matrices: attention
+// Q/K/V and the relative position bias by heads (columns), its output projection by rows, the FFNs'
+// and experts' hidden units (input columns, output rows) and the embeddings by vocabulary rows; the
+// norms' scales and the router stay whole on every slice.
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "model_config.h"
+#include "shard_reduce.h"
 
 namespace glam::exec {
 
 enum class InitKind { kNormal, kOnes, kZeros };
 
+using kernels::SliceAxis;
+
 struct ParamInfo {
   std::string name;
-  int64_t rows = 1, cols = 1;  // one matrix (vectors: rows = 1)
+  int64_t rows = 1, cols = 1;  // one matrix as this rank holds it (vectors: rows = 1)
+  SliceAxis slice_axis = SliceAxis::kWhole;
+  int64_t slices = 1, slice = 0;  // this rank holds slice `slice` of `slices` along slice_axis
   int64_t count = 1;           // matrices stacked (local experts), 1 otherwise
   int64_t first_expert = -1;   // global index of the first stacked expert, -1 for replicated tensors
   int64_t offset = 0;          // into the rank's parameter buffer
@@ -25,6 +34,9 @@ struct ParamInfo {
   bool expert() const { return first_expert >= 0; }
   int64_t matrix_elements() const { return rows * cols; }
   int64_t elements() const { return rows * cols * count; }
+  bool sliced() const { return slice_axis != SliceAxis::kWhole && slices > 1; }
+  int64_t full_rows() const { return slice_axis == SliceAxis::kRows ? rows * slices : rows; }
+  int64_t full_cols() const { return slice_axis == SliceAxis::kCols ? cols * slices : cols; }
 };
 
 struct LayerParams {
@@ -52,11 +64,20 @@ struct StageHolding {
   bool holds(int64_t block) const { return blocks.empty() || blocks[static_cast<size_t>(block)]; }
 };
 
-// The layout of rank `rank` of `ranks` (experts split evenly; the caller checks divisibility) of the
-// stage `holding` describes: the tensors it does not hold have no entry (their index is -1).
-ModelLayout make_layout(const ModelConfig& m, int ranks, int rank, const StageHolding& holding = {});
+// Which tensor-parallel slice a rank holds: `slice` of `slices`.
+struct TensorSlice {
+  int slices = 1, slice = 0;
+};
 
-// Deterministic initial values of one matrix (global expert index or -1), from (seed, name, expert).
+// The layout of rank `rank` of `ranks` (experts split evenly; the caller checks divisibility) of the
+// stage `holding` describes, holding tensor slice `tensor`: the tensors it does not hold have no entry
+// (their index is -1).
+ModelLayout make_layout(const ModelConfig& m, int ranks, int rank, const StageHolding& holding = {},
+                        TensorSlice tensor = {});
+
+// Deterministic initial values of one matrix as the rank holds it (global expert index or -1), from
+// (seed, name, expert): the whole matrix's values are drawn and the rank's slice kept, so that they do
+// not depend on the slicing.
 void init_matrix(const ParamInfo& p, int64_t global_expert, uint64_t seed, double* out);
 
 }  // namespace glam::exec

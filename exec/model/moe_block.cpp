@@ -31,7 +31,7 @@ template <class T>
 double Transformer<T>::moe_forward(int64_t l, int64_t step, OpTimer* t) {
   const LayerParams& p = layout_.layers[static_cast<size_t>(l)];
   LayerActs& a = act(l);
-  const int64_t n = s_.tokens(), d = m_.d_model, he = m_.expert_hidden_size(), e_count = m_.experts;
+  const int64_t n = s_.tokens(), d = m_.d_model, he = expert_hidden_, e_count = m_.experts;  // he: this slice's
   const int64_t kk = m_.top_k, ranks = s_.ranks, el = layout_.local_experts;
   const int64_t rows = slots_ / el;  // slots per local expert, from all ranks
   const int64_t block = groups_ * capacity_ * d;  // one expert's slots of one rank
@@ -109,6 +109,8 @@ double Transformer<T>::moe_forward(int64_t l, int64_t step, OpTimer* t) {
                             es * (sd * he + static_cast<double>(el) * he * d + sd * d));
     linear_forward(a.ea.data(), weight(p.ewo), a.eout.data(), rows, he, d, el);
   }
+  // The slices' shares of the experts' outputs, added up (the StepGraph's ffn_tp_allreduce over copies).
+  if (s_.tp > 1) tensor_allreduce(a.eout.data(), slots_ * d, id(l, LayerOp::kFfnTpAllreduce, false), t);
   // combine
   const T* cbuf = a.eout.data();
   if (ranks > 1) {
@@ -134,7 +136,7 @@ void Transformer<T>::moe_backward(int64_t l, OpTimer* t) {
   // On entry dres_ holds the gradient of the block output; on exit, of mid (the FFN input).
   const LayerParams& p = layout_.layers[static_cast<size_t>(l)];
   LayerActs& a = act(l);
-  const int64_t n = s_.tokens(), d = m_.d_model, he = m_.expert_hidden_size(), e_count = m_.experts;
+  const int64_t n = s_.tokens(), d = m_.d_model, he = expert_hidden_, e_count = m_.experts;  // he: this slice's
   const int64_t kk = m_.top_k, ranks = s_.ranks, el = layout_.local_experts;
   const int64_t rows = slots_ / el;
   const int64_t block = groups_ * capacity_ * d;
@@ -177,6 +179,7 @@ void Transformer<T>::moe_backward(int64_t l, OpTimer* t) {
     linear_backward(a.ein.data(), weight(p.ewi0), deh0_.data(), dein, grad(p.ewi0), rows, d, he, false, el);
     if (gated) linear_backward(a.ein.data(), weight(p.ewi1), deh1_.data(), dein, grad(p.ewi1), rows, d, he, true, el);
   }
+  if (s_.tp > 1) tensor_allreduce(dein, slots_ * d, id(l, LayerOp::kFfnTpAllreduce, true), t);
   T* dlocal = dein;
   if (ranks > 1) {
     {

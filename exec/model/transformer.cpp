@@ -30,7 +30,7 @@ const char* layer_op_name(LayerOp op) {
                                 "attn_context",    "attn_out",     "ffn_norm",         "ffn_in",
                                 "ffn_act",         "ffn_out",      "moe_router",       "moe_dispatch_a2a",
                                 "moe_expert_in",   "moe_expert_act", "moe_expert_out", "moe_combine_a2a",
-                                "moe_permute",     "moe_unpermute"};
+                                "moe_permute",     "moe_unpermute",  "attn_tp_allreduce", "ffn_tp_allreduce"};
   return names[static_cast<int>(op)];
 }
 
@@ -56,6 +56,20 @@ void check_runnable(const ModelConfig& m, const ExecShape& s) {
     if (s.tokens() % m.group_tokens != 0)
       throw UsageError("tokens per rank (" + n(s.tokens()) + ") must be a multiple of the routing group size moe.group_tokens = " +
                        n(m.group_tokens) + " of " + m.id);
+  }
+  if (s.tp < 1 || s.tp_rank < 0 || s.tp_rank >= s.tp)
+    throw UsageError("tensor-parallel rank " + n(s.tp_rank) + " of " + n(s.tp) + ": expected at least one");
+  if (s.tp > 1) {
+    auto divides = [&](int64_t v, const std::string& what) {
+      if (v % s.tp != 0)
+        throw UsageError("--tensor-parallel " + n(s.tp) + " does not divide the " + n(v) + " " + what + " of " + m.id +
+                         " (each tensor-parallel rank holds an equal slice)");
+    };
+    divides(m.heads, "attention heads");
+    divides(m.vocab_size, "vocabulary entries");
+    if (m.ffn_hidden > 0) divides(m.ffn_hidden, "dense FFN hidden units");
+    if (m.is_moe()) divides(m.expert_hidden_size(), "expert hidden units");
+    if (s.stages > 1) divides(s.tokens() * m.d_model, "activations per pass (tokens x d_model) sent between stages");
   }
   if (s.stages < 1 || s.stage < 0 || s.stage >= s.stages || s.virtual_stages < 1)
     throw UsageError("pipeline stage " + n(s.stage) + " of " + n(s.stages) + " with " + n(s.virtual_stages) +
@@ -93,10 +107,11 @@ std::string stage_op_id(const ExecShape& s, const std::string& name) {
 PipelineComms make_pipeline_comms(Communicator& world, const ExecShape& shape, bool tied_embeddings) {
   PipelineComms c;
   c.world = &world;
-  if (shape.stages == 1) return c;
-  c.stage_owned = world.split(shape.stage);
+  if (shape.tp > 1) c.tensor = world.split(shape.stage * shape.ranks + shape.rank);
+  if (shape.stages == 1 && shape.tp == 1) return c;
+  c.stage_owned = world.split(shape.stage * shape.tp + shape.tp_rank);
   const bool end = shape.stage == 0 || shape.stage == shape.stages - 1;
-  if (tied_embeddings) c.ends = world.split(end ? shape.rank : -1);
+  if (tied_embeddings && shape.stages > 1) c.ends = world.split(end ? shape.rank * shape.tp + shape.tp_rank : -1);
   return c;
 }
 
@@ -119,7 +134,18 @@ Transformer<T>::Transformer(const ModelConfig& m, const ExecShape& shape, Commun
     holding.input_end = s_.stage == 0;
     holding.output_end = pipeline_.stage_of_chunk(last_chunk()) == s_.stage;
   }
-  layout_ = make_layout(m_, s_.ranks, s_.rank, holding);
+  if (s_.tp > 1) {
+    if (ctx.backend != kernels::Backend::kCpu)
+      throw UsageError("--tensor-parallel " + std::to_string(s_.tp) + ": tensor parallelism runs on the CPU backend only");
+    if (!links_.tensor || links_.tensor->size() != s_.tp)
+      throw std::logic_error("Transformer: tensor parallelism needs links.tensor of the tp ranks");
+    Communicator* tensor = links_.tensor;
+    slice_reduce_.sum = [tensor](double* v, int64_t count) { tensor->allreduce_sum(v, count); };
+    slice_reduce_.max = [tensor](double* v, int64_t count) { tensor->allreduce_max(v, count); };
+  }
+  heads_ = m_.heads / s_.tp, attn_width_ = m_.attention_width() / s_.tp, ffn_hidden_ = m_.ffn_hidden / s_.tp;
+  expert_hidden_ = m_.expert_hidden_size() / s_.tp, vocab_ = m_.vocab_size / s_.tp;
+  layout_ = make_layout(m_, s_.ranks, s_.rank, holding, TensorSlice{s_.tp, s_.tp_rank});
   ffn_act_ = k::parse_activation(m_.ffn_activation);
   expert_act_ = k::parse_activation(m_.expert_activation);
   op_ids_.resize(static_cast<size_t>(m_.layers));
@@ -130,14 +156,18 @@ Transformer<T>::Transformer(const ModelConfig& m, const ExecShape& shape, Commun
             layer_op_id(l, static_cast<LayerOp>(op), b == 1);
   for (int op = 0; op < static_cast<int>(StageOp::kCount); ++op) {
     static const char* names[] = {"embed.fwd", "embed.bwd", "final_norm.fwd", "final_norm.bwd", "logits.fwd",
-                                  "logits.bwd", "loss.fwd", "optimizer", "grad_allreduce", "embed_tie_allreduce.bwd"};
+                                  "logits.bwd", "loss.fwd", "optimizer", "grad_allreduce", "embed_tie_allreduce.bwd",
+                                  "embed_tp_allreduce.fwd", "logits_tp_allreduce.bwd"};
     stage_ids_[static_cast<size_t>(op)] = stage_op_id(s_, names[op]);
   }
   // Sends: with interleaved stages their ids name the sending chunk, as the StepGraph's do.
+  // Receives' gathers name the receiving chunk.
   for (int64_t c = 0; c < pipeline_.chunks(); ++c)
-    for (const char* ph : {"fwd", "bwd"})
-      send_ids_.push_back(stage_op_id(s_, (s_.virtual_stages > 1 ? "c" + std::to_string(c) + "." : std::string()) +
-                                             "pp_send." + ph));
+    for (const char* ph : {"fwd", "bwd"}) {
+      const std::string chunk = s_.virtual_stages > 1 ? "c" + std::to_string(c) + "." : std::string();
+      send_ids_.push_back(stage_op_id(s_, chunk + "pp_send." + ph));
+      recv_ids_.push_back(stage_op_id(s_, chunk + "pp_recv_allgather." + ph));
+    }
 
   // Activations in flight per chunk held: the most micro-batches between their forward and backward
   // pass in this stage's program. Both run in micro-batch order, so micro-batch k takes slot k % count.
@@ -151,7 +181,7 @@ Transformer<T>::Transformer(const ModelConfig& m, const ExecShape& shape, Commun
     }
   }
 
-  const int64_t n = s_.tokens(), d = m_.d_model, hd = m_.attention_width(), t = s_.seq_len;
+  const int64_t n = s_.tokens(), d = m_.d_model, hd = attn_width_, t = s_.seq_len;
   params_.resize(layout_.total_elements);
   grads_.resize(layout_.total_elements);
   constexpr bool converted = !std::is_same_v<T, W>;
@@ -175,7 +205,7 @@ Transformer<T>::Transformer(const ModelConfig& m, const ExecShape& shape, Commun
         step_moe_stats_.push_back(std::move(st));
       }
   }
-  const int64_t attn_elems = s_.seqs * m_.heads * t * t;
+  const int64_t attn_elems = s_.seqs * heads_ * t * t;
   resid_.resize(static_cast<size_t>(m_.layers + 1));
   acts_.resize(static_cast<size_t>(m_.layers));
   const int64_t per_chunk = pipeline_.blocks_per_chunk();
@@ -191,15 +221,15 @@ Transformer<T>::Transformer(const ModelConfig& m, const ExecShape& shape, Commun
         a.xn1.resize(n * d), a.inv1.resize(n), a.q.resize(n * hd), a.k.resize(n * hd), a.v.resize(n * hd);
         a.probs.resize(attn_elems), a.ctx.resize(n * hd), a.mid.resize(n * d), a.xn2.resize(n * d), a.inv2.resize(n);
         if (m_.is_moe_layer(l)) {
-          const int64_t he = m_.expert_hidden_size(), kk = m_.top_k;
+          const int64_t he = expert_hidden_, kk = m_.top_k;
           a.rprobs.resize(n * m_.experts), a.gate.resize(n * kk), a.expert.resize(n * kk), a.loc.resize(n * kk);
           a.slot_token.resize(slots_);
           a.ein.resize(slots_ * d), a.eh0.resize(slots_ * he), a.ea.resize(slots_ * he), a.eout.resize(slots_ * d);
           if (m_.expert_kind == "gated") a.eh1.resize(slots_ * he);
           if (s_.ranks > 1) a.cbuf.resize(slots_ * d);
         } else {
-          a.h0.resize(n * m_.ffn_hidden), a.a.resize(n * m_.ffn_hidden);
-          if (m_.ffn_kind == "gated") a.h1.resize(n * m_.ffn_hidden);
+          a.h0.resize(n * ffn_hidden_), a.a.resize(n * ffn_hidden_);
+          if (m_.ffn_kind == "gated") a.h1.resize(n * ffn_hidden_);
         }
       }
     }
@@ -212,15 +242,15 @@ Transformer<T>::Transformer(const ModelConfig& m, const ExecShape& shape, Commun
     ce_.resize(n), lse_.resize(n);
     if (converted) {
       dlogits_t_.resize(slots);
-      for (auto& g : dlogits_t_) g.resize(n * m_.vocab_size);
+      for (auto& g : dlogits_t_) g.resize(n * vocab_);
     }
     set_logit_chunk_rows(0);
   }
   dres_.resize(n * d), dxn_.resize(n * d), dq_.resize(n * hd), dk_.resize(n * hd), dv_.resize(n * hd);
   dctx_.resize(n * hd), dscores_.resize(attn_elems);
-  dh0_.resize(n * m_.ffn_hidden), dh1_.resize(n * m_.ffn_hidden), da_.resize(n * m_.ffn_hidden);
+  dh0_.resize(n * ffn_hidden_), dh1_.resize(n * ffn_hidden_), da_.resize(n * ffn_hidden_);
   if (m_.is_moe()) {
-    const int64_t he = m_.expert_hidden_size();
+    const int64_t he = expert_hidden_;
     sendbuf_.resize(slots_ * d), recvbuf_.resize(slots_ * d);
     deh0_.resize(slots_ * he), deh1_.resize(slots_ * he), dea_.resize(slots_ * he);
     dgate_.resize(n * m_.top_k), drl_.resize(n * m_.experts), aux_.resize(groups_);
@@ -274,7 +304,7 @@ template <class T>
 void Transformer<T>::set_logit_chunk_rows(int64_t rows) {
   if (layout_.final_norm < 0) return;  // not the output end
   kernels::MemoryBackendScope memory(ctx_.backend);
-  const int64_t n = s_.tokens(), v = m_.vocab_size;
+  const int64_t n = s_.tokens(), v = vocab_;
   if constexpr (std::is_same_v<T, W>) {
     // float32: whole, one per activation slot (the loss gradient overwrites them for the backward pass)
     logit_chunk_rows_ = n;
@@ -336,7 +366,39 @@ void Transformer<T>::enter_pass(int64_t chunk, int64_t microbatch, const char* w
 
 template <class T>
 int Transformer<T>::world_rank_of_chunk(int64_t chunk) const {
-  return static_cast<int>(pipeline_.stage_of_chunk(chunk)) * s_.ranks + s_.rank;
+  ExecShape there = s_;
+  there.stage = static_cast<int>(pipeline_.stage_of_chunk(chunk));
+  return there.world_rank();
+}
+
+template <class T>
+void Transformer<T>::receive_pass_input(T* data, int64_t chunk, bool backward, OpTimer* t) {
+  // The wait for the message is the pipeline's bubble, not an op.
+  const int64_t n = s_.tokens() * m_.d_model, part = n / s_.tp;
+  const int64_t part_bytes = part * static_cast<int64_t>(sizeof(T));
+  const int64_t from = backward ? chunk + 1 : chunk - 1;
+  links_.world->recv(data + s_.tp_rank * part, part_bytes, world_rank_of_chunk(from), pipeline_tag(chunk, backward));
+  if (s_.tp == 1) return;
+  auto sc = OpTimer::time(t, recv_ids_[static_cast<size_t>(2 * chunk + (backward ? 1 : 0))], 0,
+                          static_cast<double>(part_bytes) * (s_.tp - 1));
+  std::vector<T> own(data + s_.tp_rank * part, data + (s_.tp_rank + 1) * part);
+  links_.tensor->allgather(own.data(), data, part_bytes);
+}
+
+template <class T>
+void Transformer<T>::send_pass_output(const T* data, int64_t chunk, bool backward, OpTimer* t) {
+  const int64_t part = s_.tokens() * m_.d_model / s_.tp;
+  const int64_t part_bytes = part * static_cast<int64_t>(sizeof(T));
+  const int64_t to = backward ? chunk - 1 : chunk + 1;
+  auto sc = OpTimer::time(t, send_id(chunk, backward), 0, static_cast<double>(part_bytes));
+  links_.world->send(data + s_.tp_rank * part, part_bytes, world_rank_of_chunk(to), pipeline_tag(to, backward));
+}
+
+template <class T>
+void Transformer<T>::tensor_allreduce(T* data, int64_t n, const std::string& id, OpTimer* t) {
+  const double bytes = static_cast<double>(n) * sizeof(T);
+  auto sc = OpTimer::time(t, id, 0, 2.0 * bytes * (s_.tp - 1) / s_.tp);
+  links_.tensor->allreduce_sum(data, n);
 }
 
 template <class T>
@@ -353,7 +415,7 @@ template <class T>
 StepLoss Transformer<T>::forward_pass(int64_t chunk, int64_t microbatch, MicroBatchTokens tokens, int64_t step,
                                       OpTimer* t) {
   enter_pass(chunk, microbatch, "forward_pass");
-  const int64_t n = s_.tokens(), d = m_.d_model, v = m_.vocab_size;
+  const int64_t n = s_.tokens(), d = m_.d_model, v = vocab_;
   const int64_t b0 = first_block(chunk), b1 = b0 + pipeline_.blocks_per_chunk();
   const double es = sizeof(T);
   const bool first_pass = microbatch == 0 && chunk == s_.stage;  // the step's first pass on this stage
@@ -368,12 +430,15 @@ StepLoss Transformer<T>::forward_pass(int64_t chunk, int64_t microbatch, MicroBa
       k::convert<W, T>(ctx_, params_.data(), weights_.data(), layout_.total_elements);
     }
   }
-  const int64_t act_bytes = n * d * static_cast<int64_t>(sizeof(T));
+  const k::EmbeddingRows held{s_.tp_rank * vocab_, s_.tp > 1 ? vocab_ : -1};  // this slice's vocabulary
   if (chunk == 0) {
-    auto sc = OpTimer::time(t, stage_id(StageOp::kEmbedFwd), 0, 2.0 * es * static_cast<double>(n * d));
-    k::embedding_forward<T>(ctx_, tokens.inputs, weight(layout_.embedding), resid(0).data(), n, d);
-  } else {  // the previous chunk's output; the wait is the pipeline's bubble, not an op
-    links_.world->recv(resid(b0).data(), act_bytes, world_rank_of_chunk(chunk - 1), pipeline_tag(chunk, false));
+    {
+      auto sc = OpTimer::time(t, stage_id(StageOp::kEmbedFwd), 0, 2.0 * es * static_cast<double>(n * d));
+      k::embedding_forward<T>(ctx_, tokens.inputs, weight(layout_.embedding), resid(0).data(), n, d, held);
+    }
+    if (s_.tp > 1) tensor_allreduce(resid(0).data(), n * d, stage_id(StageOp::kEmbedTpAllreduce), t);
+  } else {  // the previous chunk's output
+    receive_pass_input(resid(b0).data(), chunk, false, t);
   }
   double aux_local = 0;
   for (int64_t l = b0; l < b1; ++l) {
@@ -385,10 +450,7 @@ StepLoss Transformer<T>::forward_pass(int64_t chunk, int64_t microbatch, MicroBa
   }
   const double aux_norm = m_.is_moe() ? 1.0 / static_cast<double>(groups_ * s_.ranks * s_.microbatches) : 0.0;
   if (chunk != last_chunk()) {
-    {
-      auto sc = OpTimer::time(t, send_id(chunk, false), 0, static_cast<double>(act_bytes));
-      links_.world->send(resid(b1).data(), act_bytes, world_rank_of_chunk(chunk + 1), pipeline_tag(chunk + 1, false));
-    }
+    send_pass_output(resid(b1).data(), chunk, false, t);
     StepLoss part;
     part.aux_unreduced = aux_local * aux_norm;
     return part;
@@ -415,10 +477,17 @@ StepLoss Transformer<T>::forward_pass(int64_t chunk, int64_t microbatch, MicroBa
       k::gemm<T>(ctx_, false, true, rows, v, d, logit_scale(), hn + r0 * d, d, weight(output_embedding()), d, 0,
                  logits, v);
     }
+    // With tensor parallelism the loss includes its two small all-reduces over the slices (the row
+    // maxima, then the sums and target logits: 24 bytes per token).
     auto sc = OpTimer::time(t, stage_id(StageOp::kLossFwd), 8.0 * static_cast<double>(rows * v),
                             (sizeof(W) + es) * static_cast<double>(rows * v));
-    k::softmax_xent_forward_backward<W>(ctx_, logits, tokens.targets + r0, rows, v, m_.z_loss_weight, grad_scale,
-                                        ce_.data() + r0, lse_.data() + r0, dlogits + r0 * v);
+    if (s_.tp > 1)
+      k::softmax_xent_forward_backward_sliced<W>(ctx_, logits, tokens.targets + r0, rows, v, held.first,
+                                                 m_.z_loss_weight, grad_scale, ce_.data() + r0, lse_.data() + r0,
+                                                 dlogits + r0 * v, slice_reduce_);
+    else
+      k::softmax_xent_forward_backward<W>(ctx_, logits, tokens.targets + r0, rows, v, m_.z_loss_weight, grad_scale,
+                                          ce_.data() + r0, lse_.data() + r0, dlogits + r0 * v);
   }
   double sums[3] = {0, 0, aux_local};
   {
@@ -442,13 +511,12 @@ StepLoss Transformer<T>::forward_pass(int64_t chunk, int64_t microbatch, MicroBa
 template <class T>
 void Transformer<T>::backward_pass(int64_t chunk, int64_t microbatch, MicroBatchTokens tokens, OpTimer* t) {
   enter_pass(chunk, microbatch, "backward_pass");
-  const int64_t n = s_.tokens(), d = m_.d_model, v = m_.vocab_size;
+  const int64_t n = s_.tokens(), d = m_.d_model, v = vocab_;
   const int64_t b0 = first_block(chunk), b1 = b0 + pipeline_.blocks_per_chunk();
   const double es = sizeof(T);
   // The stage's first backward pass of the step: its last chunk's, on micro-batch 0.
   if (microbatch == 0 && chunk == s_.stage + (s_.virtual_stages - 1) * static_cast<int64_t>(s_.stages))
     k::fill<W>(ctx_, grads_.data(), W(0), layout_.total_elements);
-  const int64_t act_bytes = n * d * static_cast<int64_t>(sizeof(T));
   if (chunk == last_chunk()) {
     const int out_emb = output_embedding();
     const T* hn = hn_[static_cast<size_t>(slot_)].data();
@@ -459,13 +527,14 @@ void Transformer<T>::backward_pass(int64_t chunk, int64_t microbatch, MicroBatch
       k::gemm<T>(ctx_, false, false, n, d, v, logit_scale(), dlogits, v, weight(out_emb), d, 0, dxn_.data(), d);
       k::gemm<T>(ctx_, true, false, v, d, n, logit_scale(), dlogits, v, hn, d, 1, grad(out_emb), d);
     }
+    if (s_.tp > 1) tensor_allreduce(dxn_.data(), n * d, stage_id(StageOp::kLogitsTpAllreduce), t);
     auto sc = OpTimer::time(t, stage_id(StageOp::kFinalNormBwd), 8.0 * static_cast<double>(n * d),
                             4.0 * es * static_cast<double>(n * d));
     k::fill<T>(ctx_, dres_.data(), T(0), n * d);
     k::rmsnorm_backward<T>(ctx_, dxn_.data(), resid(b1).data(), weight(layout_.final_norm),
                            inv_final_[static_cast<size_t>(slot_)].data(), dres_.data(), grad(layout_.final_norm), n, d);
   } else {  // the gradient of this chunk's output, from the next chunk's stage
-    links_.world->recv(dres_.data(), act_bytes, world_rank_of_chunk(chunk + 1), pipeline_tag(chunk, true));
+    receive_pass_input(dres_.data(), chunk, true, t);
   }
   for (int64_t l = b1 - 1; l >= b0; --l) {
     if (layout_.layers[static_cast<size_t>(l)].moe)
@@ -477,10 +546,10 @@ void Transformer<T>::backward_pass(int64_t chunk, int64_t microbatch, MicroBatch
   if (chunk == 0) {
     auto sc = OpTimer::time(t, stage_id(StageOp::kEmbedBwd), static_cast<double>(n * d),
                             (es + 2.0 * sizeof(W)) * static_cast<double>(n * d));
-    k::embedding_backward<T>(ctx_, tokens.inputs, dres_.data(), grad(layout_.embedding), n, d);
+    k::embedding_backward<T>(ctx_, tokens.inputs, dres_.data(), grad(layout_.embedding), n, d,
+                             k::EmbeddingRows{s_.tp_rank * vocab_, s_.tp > 1 ? vocab_ : -1});
   } else {
-    auto sc = OpTimer::time(t, send_id(chunk, true), 0, static_cast<double>(act_bytes));
-    links_.world->send(dres_.data(), act_bytes, world_rank_of_chunk(chunk - 1), pipeline_tag(chunk - 1, true));
+    send_pass_output(dres_.data(), chunk, true, t);
   }
 }
 
@@ -511,9 +580,11 @@ template <class T>
 StepLoss Transformer<T>::reduce_pipeline_loss(const StepLoss& shares) {
   if (s_.stages == 1) return shares;
   // ce, z and the last chunk's aux arrive reduced over the last stage's ranks: counted once, from its
-  // rank 0; the other chunks' aux shares are each rank's own.
-  const bool reports = s_.stage == s_.stages - 1 && s_.rank == 0;
-  double v[3] = {reports ? shares.ce : 0.0, reports ? shares.z : 0.0, (reports ? shares.aux : 0.0) + shares.aux_unreduced};
+  // rank 0; the other chunks' aux shares are each rank's own. The tensor-parallel slices of a rank
+  // compute the same losses: counted from slice 0.
+  const bool reports = s_.stage == s_.stages - 1 && s_.rank == 0 && s_.tp_rank == 0;
+  const double own_aux = s_.tp_rank == 0 ? shares.aux_unreduced : 0.0;
+  double v[3] = {reports ? shares.ce : 0.0, reports ? shares.z : 0.0, (reports ? shares.aux : 0.0) + own_aux};
   links_.world->allreduce_sum(v, 3);
   StepLoss loss;
   loss.ce = v[0], loss.z = v[1], loss.aux = v[2];
@@ -536,6 +607,9 @@ StepLoss Transformer<T>::reduce_pipeline_loss(const StepLoss& shares) {
   template StepLoss Transformer<T>::reduce_pipeline_loss(const StepLoss&);                                  \
   template void Transformer<T>::enter_pass(int64_t, int64_t, const char*);                                  \
   template int Transformer<T>::world_rank_of_chunk(int64_t) const;                                          \
+  template void Transformer<T>::receive_pass_input(T*, int64_t, bool, OpTimer*);                            \
+  template void Transformer<T>::send_pass_output(const T*, int64_t, bool, OpTimer*);                        \
+  template void Transformer<T>::tensor_allreduce(T*, int64_t, const std::string&, OpTimer*);                \
   template void Transformer<T>::allreduce_gradients(OpTimer*);
 GLAM_INSTANTIATE(float)
 GLAM_INSTANTIATE(double)

@@ -32,18 +32,25 @@ namespace glam::exec {
 
 // What one rank runs: `seqs` sequences of seq_len tokens per micro-batch, `microbatches` of them
 // per step (gradient accumulation); the `ranks` ranks of a stage split the experts (expert
-// parallelism) and replicate everything else (data parallelism). With pipeline stages each stage is
-// such a group of ranks and holds its chunks of consecutive blocks (StepShape's layout: pp x
-// virtual_stages chunks, chunk c on stage c % pp), and the stages run the StepGraph's 1F1B programs.
+// parallelism) and replicate everything else (data parallelism). With tensor parallelism each of
+// those is a group of `tp` ranks that share its tokens and split its matrices (Megatron-LM's slices,
+// layout.h), adding up their partial products. With pipeline stages each stage is such a group of
+// ranks and holds its chunks of consecutive blocks (StepShape's layout: pp x virtual_stages chunks,
+// chunk c on stage c % pp), and the stages run the StepGraph's 1F1B programs.
+// World rank = (stage x ranks + rank) x tp + tp_rank: the tensor-parallel ranks are neighbours.
 struct ExecShape {
   int64_t seqs = 1;
   int64_t seq_len = 0;
-  int ranks = 1;  // ranks of one stage
+  int ranks = 1;  // data- and expert-parallel ranks of one stage
   int rank = 0;   // within the stage
   int64_t microbatches = 1;
   int stages = 1;
   int stage = 0;
   int virtual_stages = 1;
+  int tp = 1;       // tensor-parallel ranks per data-parallel rank
+  int tp_rank = 0;  // this rank's slice
+  int world_rank() const { return (stage * ranks + rank) * tp + tp_rank; }
+  int world_size() const { return stages * ranks * tp; }
   int64_t tokens() const { return seqs * seq_len; }  // one micro-batch on this rank: the buffers' size
   int64_t global_tokens() const { return tokens() * ranks * microbatches; }  // the step's global batch
 };
@@ -56,23 +63,24 @@ bool runnable(const ModelConfig& m, const ExecShape& s);
 // The chunks of blocks, the stages' programs and their activations in flight (the StepGraph's).
 PipelineLayout pipeline_layout(const ModelConfig& m, const ExecShape& s);
 
-// The communicators a pipeline stage talks to the others through: `world` holds every rank, stage by
-// stage (world rank = stage x ranks + rank), and carries the sends between stages; `ends` holds the
-// first and last stage's ranks of one data-parallel index (null elsewhere), which both keep the tied
-// embedding.
+// The communicators a rank talks to the others through besides its stage's data-parallel ranks:
+// `world` holds every rank (ExecShape::world_rank) and carries the sends between stages; `ends` holds
+// the first and last stage's ranks of one data-parallel index and slice (null elsewhere), which both
+// keep the tied embedding; `tensor` holds the tp ranks that share this rank's tokens (null when tp is 1).
 struct PipelineLinks {
   Communicator* world = nullptr;
   Communicator* ends = nullptr;
+  Communicator* tensor = nullptr;
 };
 
-// The communicators of one rank of `world`, made (collectively) for its shape: its stage's ranks (the
-// world itself without stages) and, with tied embeddings, the end stages' ranks of its data-parallel
-// index.
+// The communicators of one rank of `world`, made (collectively) for its shape: its stage's ranks that
+// hold the same tensor slice (the world itself without stages and tensor parallelism), with tied
+// embeddings the end stages' ranks of its data-parallel index and slice, and its tensor-parallel group.
 struct PipelineComms {
   Communicator* world = nullptr;
-  std::unique_ptr<Communicator> stage_owned, ends;
+  std::unique_ptr<Communicator> stage_owned, ends, tensor;
   Communicator& stage() { return stage_owned ? *stage_owned : *world; }
-  PipelineLinks links() { return {world, ends.get()}; }
+  PipelineLinks links() { return {world, ends.get(), tensor.get()}; }
 };
 PipelineComms make_pipeline_comms(Communicator& world, const ExecShape& shape, bool tied_embeddings);
 
@@ -120,7 +128,7 @@ enum class LayerOp {
   kAttnNorm, kAttnQkv, kAttnScores, kAttnSoftmax, kAttnContext, kAttnOut,
   kFfnNorm, kFfnIn, kFfnAct, kFfnOut,
   kMoeRouter, kMoeDispatchA2a, kMoeExpertIn, kMoeExpertAct, kMoeExpertOut, kMoeCombineA2a, kMoePermute,
-  kMoeUnpermute, kCount
+  kMoeUnpermute, kAttnTpAllreduce, kFfnTpAllreduce, kCount
 };
 const char* layer_op_name(LayerOp op);
 std::string layer_op_id(int64_t layer, LayerOp op, bool backward);
@@ -181,6 +189,8 @@ class Transformer {
   // default); float32 keeps them whole. Reallocates their buffer.
   void set_logit_chunk_rows(int64_t rows);
   int64_t logit_chunk_rows() const { return logit_chunk_rows_; }
+  // The sums over the tensor-parallel slices that the sliced optimizer needs (null when tp is 1).
+  const kernels::ShardReduce* slice_reduce() const { return s_.tp > 1 ? &slice_reduce_ : nullptr; }
   uint64_t routing_seed = 0x5eed;
 
  private:
@@ -222,10 +232,16 @@ class Transformer {
   const std::string& send_id(int64_t chunk, bool backward) const {
     return send_ids_[static_cast<size_t>(2 * chunk + (backward ? 1 : 0))];
   }
+  // With tensor parallelism each slice sends its 1/tp part of a pass's output, and the receiving
+  // slices gather the parts (Megatron-LM's scatter-gather): `chunk` receives into `data`.
+  void receive_pass_input(T* data, int64_t chunk, bool backward, OpTimer* t);
+  void send_pass_output(const T* data, int64_t chunk, bool backward, OpTimer* t);
+  // Adds this slice's partial sums (of a row-sliced product) over the tensor-parallel ranks.
+  void tensor_allreduce(T* data, int64_t n, const std::string& id, OpTimer* t);
   // The ops outside the blocks (with pipeline stages their ids name the stage: "s1.loss.fwd").
   enum class StageOp {
     kEmbedFwd, kEmbedBwd, kFinalNormFwd, kFinalNormBwd, kLogitsFwd, kLogitsBwd, kLossFwd, kOptimizer,
-    kGradAllreduce, kEmbedTieAllreduce, kCount
+    kGradAllreduce, kEmbedTieAllreduce, kEmbedTpAllreduce, kLogitsTpAllreduce, kCount
   };
   const std::string& stage_id(StageOp op) const { return stage_ids_[static_cast<size_t>(op)]; }
   // The weights as the step reads them: the master weights, or their bf16 copy.
@@ -270,6 +286,9 @@ class Transformer {
   ModelLayout layout_;
   std::vector<std::array<std::array<std::string, 2>, static_cast<size_t>(LayerOp::kCount)>> op_ids_;
   kernels::Activation ffn_act_, expert_act_;
+  kernels::ShardReduce slice_reduce_;  // over links_.tensor
+  // This slice's share of the sliced dimensions: heads, their width, hidden units, vocabulary rows.
+  int64_t heads_ = 0, attn_width_ = 0, ffn_hidden_ = 0, expert_hidden_ = 0, vocab_ = 0;
   int64_t capacity_ = 0, groups_ = 0, slots_ = 0, logit_chunk_rows_ = 0;
   int64_t microbatch_ = 0;  // the one the current pass is on
   int64_t slot_ = 0;        // its buffers
@@ -277,7 +296,7 @@ class Transformer {
   PipelineLinks links_;
   PipelineLayout pipeline_;
   std::vector<int64_t> chunk_slots_;  // per chunk this stage holds (by chunk / stages): activations in flight
-  std::vector<std::string> send_ids_;  // [chunk][fwd, bwd]
+  std::vector<std::string> send_ids_, recv_ids_;  // [chunk][fwd, bwd]
   std::array<std::string, static_cast<size_t>(StageOp::kCount)> stage_ids_;
 
   DeviceBuffer<W> params_, grads_;

@@ -1,5 +1,8 @@
 #include "optim/adafactor_optimizer.h"
 
+#include <stdexcept>
+#include <string>
+
 namespace glam::exec {
 
 template <class T>
@@ -16,7 +19,7 @@ AdafactorOptimizer<T>::AdafactorOptimizer(const ModelLayout& layout, kernels::Ad
 template <class T>
 bool AdafactorOptimizer<T>::factored(size_t index) const {
   const ParamInfo& p = layout_.params[index];
-  return p.rows > 1 && p.cols > 1;
+  return p.full_rows() > 1 && p.full_cols() > 1;  // a slice is factored as its whole matrix is
 }
 
 template <class T>
@@ -32,7 +35,7 @@ int64_t AdafactorOptimizer<T>::state_offset(size_t index, int64_t matrix) const 
 
 template <class T>
 void AdafactorOptimizer<T>::update(const kernels::KernelContext& ctx, T* params, const T* grads, int64_t step,
-                                   OpTimer* timer) {
+                                   OpTimer* timer, const kernels::ShardReduce* slices) {
   static const std::string id = "optimizer";
   auto sc = OpTimer::time(timer, id, 12.0 * static_cast<double>(layout_.total_elements),
                           3.0 * sizeof(T) * static_cast<double>(layout_.total_elements));
@@ -43,7 +46,12 @@ void AdafactorOptimizer<T>::update(const kernels::KernelContext& ctx, T* params,
     T* w = params + p.offset;
     const T* g = grads + p.offset;
     T* s = state_.data() + state_offset(i, 0);
-    if (factored(i))
+    if (p.sliced()) {
+      if (!slices || !factored(i))
+        throw std::logic_error("AdafactorOptimizer: sliced tensor " + p.name + " needs a factored state and slices");
+      kernels::adafactor_update_sliced<T>(ctx, w, g, s, s + p.rows, p.rows, p.cols, p.slice_axis, p.slices, step, hyper_,
+                                          p.count, state_size(i), *slices);
+    } else if (factored(i))
       kernels::adafactor_update<T>(ctx, w, g, s, s + p.rows, nullptr, p.rows, p.cols, step, hyper_, p.count,
                                    state_size(i));
     else

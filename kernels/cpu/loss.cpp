@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
+#include <vector>
 
 #include "cpu/fast_math.h"
 #include "cpu/parallel.h"
@@ -35,9 +37,52 @@ void softmax_xent_forward_backward(const KernelContext& ctx, const T* logits, co
   }
 }
 
+template <class T, class D>
+void softmax_xent_forward_backward_sliced(const KernelContext& ctx, const T* logits, const int32_t* targets,
+                                          int64_t tokens, int64_t vocab, int64_t first_id, double z_weight,
+                                          double grad_scale, T* ce, T* lse, D* dlogits, const ShardReduce& reduce) {
+  if (ctx.backend != Backend::kCpu)
+    throw std::logic_error("softmax_xent_forward_backward_sliced: the vocabulary-parallel loss runs on the CPU backend only");
+  // The slice's row maxima, then the whole vocabulary's.
+  std::vector<double> mx(static_cast<size_t>(tokens)), sums(static_cast<size_t>(2 * tokens), 0.0);
+  GLAM_PARALLEL_FOR(tokens / 8)
+  for (int64_t t = 0; t < tokens; ++t) mx[static_cast<size_t>(t)] = static_cast<double>(cpu::max_of(logits + t * vocab, vocab));
+  reduce.max(mx.data(), tokens);
+  // Per row: the sum of exp(x - max) over the slice, and the target's logit where the slice holds it.
+  GLAM_PARALLEL_FOR(tokens / 8)
+  for (int64_t t = 0; t < tokens; ++t) {
+    const T* x = logits + t * vocab;
+    const T m = static_cast<T>(mx[static_cast<size_t>(t)]);
+    sums[static_cast<size_t>(t)] =
+        cpu::sum_over<double>(vocab, [&](int64_t v) { return static_cast<double>(cpu::fast_exp(x[v] - m)); });
+    const int64_t y = static_cast<int64_t>(targets[t]) - first_id;
+    if (y >= 0 && y < vocab) sums[static_cast<size_t>(tokens + t)] = static_cast<double>(x[y]);
+  }
+  reduce.sum(sums.data(), 2 * tokens);
+  GLAM_PARALLEL_FOR(tokens / 8)
+  for (int64_t t = 0; t < tokens; ++t) {
+    const T* x = logits + t * vocab;
+    D* d = dlogits + t * vocab;  // may alias x
+    const T m = static_cast<T>(mx[static_cast<size_t>(t)]);
+    const double sum = sums[static_cast<size_t>(t)];
+    const double z = static_cast<double>(m) + std::log(sum);
+    ce[t] = static_cast<T>(z - sums[static_cast<size_t>(tokens + t)]);
+    lse[t] = static_cast<T>(z);
+    const T coef = static_cast<T>(grad_scale * (1.0 + 2.0 * z_weight * z) / sum);
+    const int64_t y = static_cast<int64_t>(targets[t]) - first_id;
+    const bool held = y >= 0 && y < vocab;
+    const T target_grad = held ? cpu::fast_exp(x[y] - m) * coef - static_cast<T>(grad_scale) : T(0);
+    for (int64_t v = 0; v < vocab; ++v) d[v] = cpu::fast_exp(x[v] - m) * coef;
+    if (held) d[y] = target_grad;
+  }
+}
+
 #define GLAM_INSTANTIATE(T, D)                                                                                      \
   template void softmax_xent_forward_backward<T, D>(const KernelContext&, const T*, const int32_t*, int64_t, int64_t, \
-                                                    double, double, T*, T*, D*);
+                                                    double, double, T*, T*, D*);                                      \
+  template void softmax_xent_forward_backward_sliced<T, D>(const KernelContext&, const T*, const int32_t*, int64_t,   \
+                                                           int64_t, int64_t, double, double, T*, T*, D*,              \
+                                                           const ShardReduce&);
 GLAM_INSTANTIATE(float, float)
 GLAM_INSTANTIATE(double, double)
 GLAM_INSTANTIATE(float, bf16)

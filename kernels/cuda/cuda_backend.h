@@ -9,6 +9,7 @@
 #include "activation.h"
 #include "adafactor.h"
 #include "attention.h"
+#include "embedding.h"
 #include "kernel_context.h"
 #include "router.h"
 
@@ -62,10 +63,11 @@ void activation_backward(const KernelContext& ctx, Activation act, const T* dy, 
 
 // embedding.cu
 template <class T>
-void embedding_forward(const KernelContext& ctx, const int32_t* ids, const T* table, T* out, int64_t tokens, int64_t dim);
+void embedding_forward(const KernelContext& ctx, const int32_t* ids, const T* table, T* out, int64_t tokens, int64_t dim,
+                       EmbeddingRows held);
 template <class T, class G>
 void embedding_backward(const KernelContext& ctx, const int32_t* ids, const T* dout, G* dtable, int64_t tokens,
-                        int64_t dim);
+                        int64_t dim, EmbeddingRows held);
 
 // attention.cu
 template <class T, class G>

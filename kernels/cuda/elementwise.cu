@@ -77,6 +77,7 @@ template void convert<float, float>(const KernelContext&, const float*, float*, 
 template void convert<double, double>(const KernelContext&, const double*, double*, int64_t);
 template void fill<bf16>(const KernelContext&, bf16*, bf16, int64_t);
 template void copy<bf16>(const KernelContext&, const bf16*, bf16*, int64_t);
+template void add<bf16>(const KernelContext&, const bf16*, const bf16*, bf16*, int64_t);
 template void convert<float, bf16>(const KernelContext&, const float*, bf16*, int64_t);
 template void convert<bf16, float>(const KernelContext&, const bf16*, float*, int64_t);
 
