@@ -134,11 +134,11 @@ Transformer<T>::Transformer(const ModelConfig& m, const ExecShape& shape, Commun
     holding.input_end = s_.stage == 0;
     holding.output_end = pipeline_.stage_of_chunk(last_chunk()) == s_.stage;
   }
-  if (s_.tp > 1) {
-    if (ctx.backend != kernels::Backend::kCpu)
-      throw UsageError("--tensor-parallel " + std::to_string(s_.tp) + ": tensor parallelism runs on the CPU backend only");
-    if (!links_.tensor || links_.tensor->size() != s_.tp)
-      throw std::logic_error("Transformer: tensor parallelism needs links.tensor of the tp ranks");
+  if (s_.tp > 1 && ctx.backend != kernels::Backend::kCpu)
+    throw UsageError("--tensor-parallel " + std::to_string(s_.tp) + ": tensor parallelism runs on the CPU backend only");
+  if (s_.tp > 1 && links_.tensor) {  // (without it, a model that only counts its buffers)
+    if (links_.tensor->size() != s_.tp)
+      throw std::logic_error("Transformer: links.tensor holds " + std::to_string(links_.tensor->size()) + " ranks, not tp");
     Communicator* tensor = links_.tensor;
     slice_reduce_.sum = [tensor](double* v, int64_t count) { tensor->allreduce_sum(v, count); };
     slice_reduce_.max = [tensor](double* v, int64_t count) { tensor->allreduce_max(v, count); };
@@ -396,6 +396,7 @@ void Transformer<T>::send_pass_output(const T* data, int64_t chunk, bool backwar
 
 template <class T>
 void Transformer<T>::tensor_allreduce(T* data, int64_t n, const std::string& id, OpTimer* t) {
+  if (!links_.tensor) throw std::logic_error("Transformer: tensor parallelism needs links.tensor");
   const double bytes = static_cast<double>(n) * sizeof(T);
   auto sc = OpTimer::time(t, id, 0, 2.0 * bytes * (s_.tp - 1) / s_.tp);
   links_.tensor->allreduce_sum(data, n);

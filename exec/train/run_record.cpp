@@ -57,7 +57,7 @@ nlohmann::json make_run_record(const RunDescription& run, const nlohmann::json& 
   r["model"] = {{"id", m.id}, {"file", run.model_file}, {"layers_run", run.layers_run}};
   r["model_config"] = model_to_json(m);
   r["plan"] = {{"ranks", run.ranks}, {"dp", run.dp},         {"ep", run.ep},
-               {"tp", 1},           {"pp", run.pp},         {"virtual_stages", run.virtual_stages},
+               {"tp", run.tp},      {"pp", run.pp},         {"virtual_stages", run.virtual_stages},
                {"microbatches", run.microbatches}};
   r["device"] = {{"kind", run.device_kind}, {"name", run.device_name}, {"host", run.host}, {"threads", run.threads},
                  {"host_cores", static_cast<int>(std::thread::hardware_concurrency())}};

@@ -18,6 +18,7 @@ struct RunDescription {
   std::string model_file;
   int64_t layers_run = 0;
   int ranks = 1, dp = 1, ep = 1;  // ranks: all of them; dp, ep: within one pipeline stage
+  int tp = 1;                     // tensor-parallel ranks per data-parallel rank
   int pp = 1, virtual_stages = 1;  // pipeline stages, and chunks per stage
   int64_t microbatches = 1;  // gradient accumulation passes per step
   std::string device_kind = "cpu", device_name, host;

@@ -177,7 +177,7 @@ StepFit check_step_fits(const ModelConfig& m, const ExecShape& shape, bool bf16,
     job_more = job_more == 0 || k == 0 ? 0 : std::max(job_more, k);
   }
   ExecShape worst_shape = shape;
-  worst_shape.stage = worst / shape.ranks, worst_shape.rank = worst % shape.ranks;
+  worst_shape.stage = worst / (shape.ranks * shape.tp), worst_shape.rank = worst / shape.tp % shape.ranks;
   auto bytes = [](int64_t b) { return format_bytes(static_cast<double>(b)); };
   const std::string step = step_label(m, worst_shape, precision) + ", needs " + bytes(at(worst, 0)) + " (model buffers " +
                            bytes(at(worst, 3)) + ", optimizer state " + bytes(at(worst, 4)) + ")";
@@ -201,12 +201,12 @@ void add_moe_stats(const std::vector<MoeLayerStats>& st, std::vector<MoeLayerSta
   for (size_t j = 0; j < st.size(); ++j) sum[j].add(st[j]);
 }
 
-// Rank 0 of each stage sends its op times to world rank 0, which returns them all (stage by stage);
+// Rank 0 of each stage (its slice 0) sends its op times to world rank 0, which returns them all (stage by stage);
 // the others return their own.
 nlohmann::json gather_stage_ops(const OpTimer& timer, const ExecShape& shape, Communicator& world) {
   nlohmann::json ops = timed_ops_json(timer);
   if (shape.stages == 1) return ops;
-  const bool sends = world.rank() != 0 && shape.rank == 0;
+  const bool sends = world.rank() != 0 && shape.rank == 0 && shape.tp_rank == 0;
   const std::vector<std::string> stages = world.gather_at_root(sends ? ops.dump() : std::string());
   for (size_t r = 1; r < stages.size(); ++r)
     if (!stages[r].empty())
@@ -262,6 +262,7 @@ int train_steps(const ResolvedRun& r, TokenBatches& batches, kernels::KernelCont
   run.ranks = ranks;
   run.dp = shape.ranks;
   run.ep = m.is_moe() ? shape.ranks : 1;
+  run.tp = shape.tp;
   run.pp = shape.stages;
   run.virtual_stages = shape.virtual_stages;
   run.microbatches = shape.microbatches;
@@ -323,7 +324,7 @@ int train_steps(const ResolvedRun& r, TokenBatches& batches, kernels::KernelCont
     timer.set_prefix("");
     model.allreduce_gradients(&timer);
     timer.set_prefix(stage_op_id(shape, ""));  // "s1.optimizer" with stages
-    opt.update(ctx, model.params(), model.grads(), step, &timer);
+    opt.update(ctx, model.params(), model.grads(), step, &timer, model.slice_reduce());
     timer.set_prefix("");
     kernels::synchronize(ctx);
     comm.barrier();
@@ -348,8 +349,10 @@ int train_steps(const ResolvedRun& r, TokenBatches& batches, kernels::KernelCont
           << "  aux " << loss.aux << "  " << std::setprecision(3) << dt * 1e3 << " ms\n"
           << std::flush;
   }
-  // Every rank has an entry for every MoE layer (zeros for other stages' layers): the world's sum.
+  // Every rank has an entry for every MoE layer (zeros for other stages' layers): the world's sum. A
+  // rank's tensor-parallel slices route the same tokens: counted from slice 0.
   for (auto& s : moe_sum) {
+    if (shape.tp_rank != 0) s.clear();
     comm.allreduce_sum(s.expert_load.data(), static_cast<int64_t>(s.expert_load.size()));
     int64_t v[3] = {s.routed, s.dropped, s.skipped};
     comm.allreduce_sum(v, 3);
@@ -443,12 +446,22 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
   if (o.stages > 1 && cuda)
     throw UsageError("--stages " + std::to_string(o.stages) + ": pipeline stages run on the CPU backend for now (--device cpu)");
   if (o.virtual_stages < 1) throw UsageError("--virtual-stages " + std::to_string(o.virtual_stages) + ": expected at least 1");
-  const int stage_ranks = ranks / o.stages;
+  const int tp = o.tensor_parallel;
+  if (tp < 1 || (ranks / o.stages) % tp != 0)
+    throw UsageError("--tensor-parallel " + std::to_string(tp) + ": expected a divisor of the " +
+                     std::to_string(ranks / o.stages) + (o.stages > 1 ? " ranks per pipeline stage" : " ranks") +
+                     " (each group of that many ranks shares its tokens and splits the matrices)");
+  if (tp > 1 && cuda)
+    throw UsageError("--tensor-parallel " + std::to_string(tp) + ": tensor parallelism runs on the CPU backend for now (--device cpu)");
+  if (tp > 1 && (!o.save.empty() || !o.resume.empty()))
+    throw UsageError("--save and --resume: checkpoints of sliced tensors (--tensor-parallel " + std::to_string(tp) +
+                     ") are not implemented yet");
+  const int stage_ranks = ranks / o.stages / tp;  // data- and expert-parallel ranks per stage
   const int64_t global_tokens = o.batch_tokens > 0 ? o.batch_tokens : 8 * m.seq_len;
   if (o.microbatches < 1 || o.microbatches > (int64_t{1} << 20))
     throw UsageError("--microbatches " + std::to_string(o.microbatches) + ": expected from 1 to 1048576");
   if (global_tokens % (m.seq_len * stage_ranks * o.microbatches) != 0) {
-    const std::string ranks_text = o.stages > 1 ? "ranks per stage" : "ranks";
+    const std::string ranks_text = std::string(tp > 1 ? "data-parallel " : "") + (o.stages > 1 ? "ranks per stage" : "ranks");
     throw UsageError((o.batch_tokens > 0 ? "--batch-tokens " + std::to_string(global_tokens)
                                           : "the default batch (8 sequences, " + std::to_string(global_tokens) +
                                                 " tokens; --batch-tokens sets another)") +
@@ -461,9 +474,11 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
   shape.microbatches = o.microbatches;
   shape.seqs = global_tokens / m.seq_len / stage_ranks / o.microbatches;
   shape.ranks = stage_ranks;
-  shape.rank = rank % stage_ranks;
+  shape.tp = tp;
+  shape.tp_rank = rank % tp;
+  shape.rank = rank / tp % stage_ranks;
   shape.stages = o.stages;
-  shape.stage = rank / stage_ranks;
+  shape.stage = rank / (stage_ranks * tp);
   shape.virtual_stages = o.virtual_stages;
   check_runnable(m, shape);
   // A rank's token indices and routing slots are 32-bit.

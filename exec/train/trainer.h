@@ -22,6 +22,8 @@ struct TrainOptions {
   // StepGraph's 1F1B programs over the micro-batches.
   int stages = 1;
   int virtual_stages = 1;
+  // Tensor parallelism: groups of this many ranks share their tokens and split the model's matrices.
+  int tensor_parallel = 1;
   int64_t steps = 10;
   int64_t warmup = -1;            // untimed first steps (-1: min(2, steps - 1))
   std::string device = "cpu";     // "cpu" or "cuda" (a CUDA build with a device)

@@ -61,7 +61,8 @@ std::map<PassKey, Chunk> passes_of(const StepResult& r, int blocks, int chunks) 
     const bool on_stream = op.kind != OpKind::kCollective || op.blocking;
     // The step's tail (the tied embedding's sync, the optimizer) follows the pipeline.
     if (!on_stream || op.phase == StepPhase::kOptimizer || op.name == "embed_tie_allreduce") continue;
-    int chunk = op.layer >= 0 ? op.layer / (blocks / chunks) : op.name == "embed" ? 0 : chunks - 1;
+    const bool input_end = op.name == "embed" || op.name == "embed_tp_allreduce";
+    int chunk = op.layer >= 0 ? op.layer / (blocks / chunks) : input_end ? 0 : chunks - 1;
     // Interleaved sends and receives name their chunk; plain ones are their stage's.
     if (op.name == "pp_send" || op.name == "pp_recv_allgather")
       chunk = op.id.find(".c") != std::string::npos ? std::stoi(op.id.substr(op.id.find(".c") + 2)) : op.stage;
