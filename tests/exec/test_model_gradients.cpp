@@ -168,6 +168,17 @@ TEST(PipelineShape, LayoutsThatCannotRunAreRefused) {
   ExecShape chunks_alone = s;
   chunks_alone.virtual_stages = 2;
   EXPECT_NE(message(chunks_alone).find("needs pipeline stages"), std::string::npos) << message(chunks_alone);
+  // Tensor parallelism: the micro model has 2 heads, 11 vocabulary entries, 12 hidden units, experts of 6.
+  ExecShape slices = s;
+  slices.tp = 2;
+  EXPECT_NE(message(slices).find("--tensor-parallel 2 does not divide the 11 vocabulary entries of micro"),
+            std::string::npos)
+      << message(slices);
+  slices.tp = 4;
+  EXPECT_NE(message(slices).find("--tensor-parallel 4 does not divide the 2 attention heads"), std::string::npos)
+      << message(slices);
+  slices.tp_rank = 4;
+  EXPECT_NE(message(slices).find("tensor-parallel rank 4 of 4"), std::string::npos) << message(slices);
 }
 
 TEST(MoeEquivalence, OneExpertWithAmpleCapacityEqualsDenseFfn) {

@@ -113,6 +113,45 @@ TEST(MpiRuns, TwoPipelineStagesEqualOneProcess) {
   EXPECT_GT(v["simulated_step_s"].get<double>(), 0);
 }
 
+// Tensor parallelism runs the same step as the ranks it splits: 2 slices of each of 2 expert-parallel
+// ranks give the 2-rank run's losses and routing, with the StepGraph's tp all-reduces, and the
+// simulator matches every op of the record.
+TEST(MpiRuns, TensorSlicesEqualTheRanksTheySplit) {
+  if (mpi_dir().empty()) GTEST_SKIP() << "GLAM_MPI_DIR not set (run through ctest)";
+  const struct {
+    const char *sliced, *whole;
+    std::vector<const char*> ids;
+  } cases[] = {
+      {"tensor-2x2.json", "equal-2ranks.json",
+       {"embed_tp_allreduce.fwd", "L0.attn_tp_allreduce.fwd", "L0.attn_tp_allreduce.bwd", "L0.ffn_tp_allreduce.fwd",
+        "L1.ffn_tp_allreduce.bwd", "logits_tp_allreduce.bwd", "grad_allreduce", "optimizer"}},
+      {"tensor-pipeline.json", "pipeline-2stages.json",
+       {"s0.embed_tp_allreduce.fwd", "s1.pp_recv_allgather.fwd", "mb3.s0.pp_recv_allgather.bwd",
+        "mb2.s1.logits_tp_allreduce.bwd", "L3.ffn_tp_allreduce.bwd", "s1.optimizer"}},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.sliced);
+    const json sliced = load(c.sliced), whole = load(c.whole);
+    EXPECT_EQ(sliced["plan"]["tp"], 2);
+    EXPECT_EQ(sliced["plan"]["ranks"].get<int>(), 2 * whole["plan"]["ranks"].get<int>());
+    EXPECT_EQ(sliced["plan"]["dp"], whole["plan"]["dp"]);
+    EXPECT_EQ(sliced["plan"]["pp"], whole["plan"]["pp"]);
+    ASSERT_EQ(sliced["losses"].size(), whole["losses"].size());
+    for (size_t i = 0; i < whole["losses"].size(); ++i)
+      EXPECT_NEAR(sliced["losses"][i].get<double>(), whole["losses"][i].get<double>(), 1e-5) << "step " << i + 1;
+    EXPECT_EQ(sliced["moe_layers"], whole["moe_layers"]) << "routing counted once per data-parallel rank";
+    std::set<std::string> ids;
+    for (const auto& op : sliced["ops"]) EXPECT_TRUE(ids.insert(op["id"].get<std::string>()).second) << op["id"];
+    for (const char* id : c.ids) EXPECT_TRUE(ids.count(id)) << id;
+    auto r = run_command("glamsim validate --format json --calibration " GLAM_SOURCE_DIR
+                         "/reports/validation/profile-cpu.toml " + mpi_dir() + "/" + c.sliced);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const json v = json::parse(r.out)["records"][0];
+    EXPECT_EQ(v["unmatched_ops"], json::array()) << "record ops the StepGraph does not have";
+    EXPECT_EQ(v["ops"].size(), ids.size());
+  }
+}
+
 // Checkpoints do not depend on the stages: the 2-stage run's checkpoint holds every tensor once, one
 // process resumes it as it resumes its own, and 4 stages resume it too.
 TEST(MpiRuns, PipelineCheckpointsResumeInAnyLayout) {

@@ -1,0 +1,157 @@
+// The tensor-parallel kernels against their whole-tensor versions: each slice runs in its own thread,
+// and ShardReduce combines the slices' values at a barrier, as the ranks' collectives would.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <barrier>
+#include <cmath>
+#include <functional>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "adafactor.h"
+#include "embedding.h"
+#include "loss.h"
+
+namespace glam::kernels {
+namespace {
+
+// Runs body(slice, reduce) for each of `slices` slices at once; reduce.sum/max combine the values the
+// slices pass in the same call.
+class ThreadSlices {
+ public:
+  explicit ThreadSlices(int slices) : slices_(slices), sync_(slices), parts_(static_cast<size_t>(slices)) {}
+
+  void run(const std::function<void(int, const ShardReduce&)>& body) {
+    std::vector<std::thread> threads;
+    for (int s = 0; s < slices_; ++s)
+      threads.emplace_back([&, s] {
+        ShardReduce reduce;
+        reduce.sum = [&, s](double* v, int64_t n) { combine(s, v, n, [](double a, double b) { return a + b; }); };
+        reduce.max = [&, s](double* v, int64_t n) { combine(s, v, n, [](double a, double b) { return std::max(a, b); }); };
+        body(s, reduce);
+      });
+    for (auto& t : threads) t.join();
+  }
+
+ private:
+  void combine(int s, double* v, int64_t n, double (*op)(double, double)) {
+    parts_[static_cast<size_t>(s)].assign(v, v + n);
+    sync_.arrive_and_wait();
+    for (int64_t i = 0; i < n; ++i) {  // in slice order on every slice
+      double r = parts_[0][static_cast<size_t>(i)];
+      for (int o = 1; o < slices_; ++o) r = op(r, parts_[static_cast<size_t>(o)][static_cast<size_t>(i)]);
+      v[i] = r;
+    }
+    sync_.arrive_and_wait();
+  }
+  int slices_;
+  std::barrier<> sync_;
+  std::vector<std::vector<double>> parts_;
+};
+
+std::vector<double> random_values(int64_t n, unsigned seed, double scale = 1.0) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<double> d(0.0, scale);
+  std::vector<double> v(static_cast<size_t>(n));
+  for (auto& x : v) x = d(gen);
+  return v;
+}
+
+TEST(SlicedKernels, EmbeddingRowsHoldTheirIdsOnly) {
+  const KernelContext ctx;
+  const int64_t vocab = 12, dim = 3, tokens = 7, slices = 3, rows = vocab / slices;
+  const std::vector<int32_t> ids = {0, 5, 11, 4, 4, 8, 3};
+  const auto table = random_values(vocab * dim, 1), dout = random_values(tokens * dim, 2);
+  std::vector<double> whole(static_cast<size_t>(tokens * dim)), sum(whole.size(), 0.0),
+      whole_grad(static_cast<size_t>(vocab * dim), 0.0), sliced_grad(whole_grad.size(), 0.0);
+  embedding_forward<double>(ctx, ids.data(), table.data(), whole.data(), tokens, dim);
+  embedding_backward<double>(ctx, ids.data(), dout.data(), whole_grad.data(), tokens, dim);
+  for (int64_t s = 0; s < slices; ++s) {
+    std::vector<double> out(whole.size(), -7.0);  // poisoned: every element must be written
+    embedding_forward<double>(ctx, ids.data(), table.data() + s * rows * dim, out.data(), tokens, dim,
+                              EmbeddingRows{s * rows, rows});
+    for (size_t i = 0; i < out.size(); ++i) sum[i] += out[i];
+    embedding_backward<double>(ctx, ids.data(), dout.data(), sliced_grad.data() + s * rows * dim, tokens, dim,
+                               EmbeddingRows{s * rows, rows});
+  }
+  EXPECT_EQ(sum, whole) << "each token's row comes from exactly one slice, zeros from the others";
+  EXPECT_EQ(sliced_grad, whole_grad);
+}
+
+TEST(SlicedKernels, VocabularyParallelLossEqualsTheWholeVocabulary) {
+  const KernelContext ctx;
+  const int64_t tokens = 5, vocab = 48, slices = 3, part = vocab / slices;
+  const auto logits = random_values(tokens * vocab, 3, 4.0);
+  const std::vector<int32_t> targets = {0, 17, 47, 31, 16};  // at both ends of the slices
+  std::vector<double> ce(tokens), lse(tokens), grad(static_cast<size_t>(tokens * vocab));
+  softmax_xent_forward_backward<double>(ctx, logits.data(), targets.data(), tokens, vocab, 0.01, 0.5, ce.data(),
+                                        lse.data(), grad.data());
+  ThreadSlices threads(static_cast<int>(slices));
+  std::vector<std::vector<double>> sce(slices, std::vector<double>(tokens)), slse = sce;
+  std::vector<double> sgrad(grad.size(), -7.0);
+  threads.run([&](int s, const ShardReduce& reduce) {
+    std::vector<double> mine(static_cast<size_t>(tokens * part)), dmine(mine.size(), -7.0);
+    for (int64_t t = 0; t < tokens; ++t)
+      std::copy_n(logits.begin() + t * vocab + s * part, part, mine.begin() + t * part);
+    softmax_xent_forward_backward_sliced<double>(ctx, mine.data(), targets.data(), tokens, part, s * part, 0.01, 0.5,
+                                                 sce[static_cast<size_t>(s)].data(), slse[static_cast<size_t>(s)].data(),
+                                                 dmine.data(), reduce);
+    for (int64_t t = 0; t < tokens; ++t)
+      std::copy_n(dmine.begin() + t * part, part, sgrad.begin() + t * vocab + s * part);
+  });
+  for (int64_t s = 0; s < slices; ++s)
+    for (int64_t t = 0; t < tokens; ++t) {
+      EXPECT_NEAR(sce[static_cast<size_t>(s)][static_cast<size_t>(t)], ce[static_cast<size_t>(t)], 1e-12);
+      EXPECT_NEAR(slse[static_cast<size_t>(s)][static_cast<size_t>(t)], lse[static_cast<size_t>(t)], 1e-12);
+    }
+  for (size_t i = 0; i < grad.size(); ++i) EXPECT_NEAR(sgrad[i], grad[i], 1e-14) << i;
+}
+
+// Two stacked matrices of 6 x 10, split by rows (2 slices) and by columns (2 and 5 slices): three
+// updates of each slice against the whole matrices' updates.
+TEST(SlicedKernels, AdafactorOfSlicesEqualsTheWholeMatrices) {
+  const KernelContext ctx;
+  const AdafactorHyper h;
+  const int64_t rows = 6, cols = 10, count = 2, n = rows * cols;
+  for (auto [axis, slices] : {std::pair{SliceAxis::kRows, 2}, std::pair{SliceAxis::kCols, 2}, std::pair{SliceAxis::kCols, 5}}) {
+    const bool by_rows = axis == SliceAxis::kRows;
+    const int64_t sr = by_rows ? rows / slices : rows, sc = by_rows ? cols : cols / slices;
+    std::vector<double> whole = random_values(count * n, 4), state(static_cast<size_t>(count * (rows + cols)), 0.0);
+    std::vector<std::vector<double>> part(static_cast<size_t>(slices)), part_state(static_cast<size_t>(slices));
+    auto slice_of = [&](const std::vector<double>& m, int s) {  // slice s of each stacked matrix
+      std::vector<double> out;
+      for (int64_t e = 0; e < count; ++e)
+        for (int64_t r = 0; r < sr; ++r)
+          for (int64_t c = 0; c < sc; ++c)
+            out.push_back(m[static_cast<size_t>(e * n + (r + (by_rows ? s * sr : 0)) * cols + c + (by_rows ? 0 : s * sc))]);
+      return out;
+    };
+    for (int s = 0; s < slices; ++s) {
+      part[static_cast<size_t>(s)] = slice_of(whole, s);
+      part_state[static_cast<size_t>(s)].assign(static_cast<size_t>(count * (sr + sc)), 0.0);
+    }
+    ThreadSlices threads(slices);
+    for (int64_t step = 1; step <= 3; ++step) {
+      const auto grad = random_values(count * n, static_cast<unsigned>(10 + step), 0.1);
+      adafactor_update<double>(ctx, whole.data(), grad.data(), state.data(), state.data() + rows, nullptr, rows, cols,
+                               step, h, count, rows + cols);
+      threads.run([&](int s, const ShardReduce& reduce) {
+        const auto g = slice_of(grad, s);
+        double* st = part_state[static_cast<size_t>(s)].data();
+        adafactor_update_sliced<double>(ctx, part[static_cast<size_t>(s)].data(), g.data(), st, st + sr, sr, sc, axis,
+                                        slices, step, h, count, sr + sc, reduce);
+      });
+    }
+    for (int s = 0; s < slices; ++s) {
+      const auto want = slice_of(whole, s);
+      for (size_t i = 0; i < want.size(); ++i)
+        EXPECT_NEAR(part[static_cast<size_t>(s)][i], want[i], 1e-12 * std::max(1.0, std::abs(want[i])))
+            << (by_rows ? "rows" : "columns") << " / " << slices << ", slice " << s << ", element " << i;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace glam::kernels
