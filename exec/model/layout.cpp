@@ -120,10 +120,7 @@ void init_matrix(const ParamInfo& p, int64_t global_expert, uint64_t seed, doubl
     whole.rows = p.full_rows(), whole.cols = p.full_cols(), whole.slice_axis = SliceAxis::kWhole, whole.slices = 1;
     std::vector<double> all(static_cast<size_t>(whole.matrix_elements()));
     init_matrix(whole, global_expert, seed, all.data());
-    const int64_t r0 = p.slice_axis == SliceAxis::kRows ? p.slice * p.rows : 0;
-    const int64_t c0 = p.slice_axis == SliceAxis::kCols ? p.slice * p.cols : 0;
-    for (int64_t r = 0; r < p.rows; ++r)
-      for (int64_t c = 0; c < p.cols; ++c) out[r * p.cols + c] = all[static_cast<size_t>((r0 + r) * whole.cols + c0 + c)];
+    take_slice(p, all.data(), out);
     return;
   }
   const int64_t n = p.matrix_elements();

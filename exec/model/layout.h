@@ -8,6 +8,7 @@
 // Q/K/V and the relative position bias by heads (columns), its output projection by rows, the FFNs'
 // and experts' hidden units (input columns, output rows) and the embeddings by vocabulary rows; the
 // norms' scales and the router stay whole on every slice.
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -74,6 +75,23 @@ struct TensorSlice {
 // (their index is -1).
 ModelLayout make_layout(const ModelConfig& m, int ranks, int rank, const StageHolding& holding = {},
                         TensorSlice tensor = {});
+
+// The rank's slice of one of p's matrices, cut from (or put back into) the whole matrix, row-major
+// full_rows() x full_cols(): consecutive rows or a block of columns of every row.
+template <class V, class F>
+void for_each_slice_row(const ParamInfo& p, F f) {  // f(row in the slice, its offset in the whole)
+  const int64_t r0 = p.slice_axis == SliceAxis::kRows ? p.slice * p.rows : 0;
+  const int64_t c0 = p.slice_axis == SliceAxis::kCols ? p.slice * p.cols : 0;
+  for (int64_t r = 0; r < p.rows; ++r) f(r, (r0 + r) * p.full_cols() + c0);
+}
+template <class V>
+void take_slice(const ParamInfo& p, const V* whole, V* slice) {
+  for_each_slice_row<V>(p, [&](int64_t r, int64_t at) { std::copy_n(whole + at, p.cols, slice + r * p.cols); });
+}
+template <class V>
+void put_slice(const ParamInfo& p, const V* slice, V* whole) {
+  for_each_slice_row<V>(p, [&](int64_t r, int64_t at) { std::copy_n(slice + r * p.cols, p.cols, whole + at); });
+}
 
 // Deterministic initial values of one matrix as the rank holds it (global expert index or -1), from
 // (seed, name, expert): the whole matrix's values are drawn and the rank's slice kept, so that they do

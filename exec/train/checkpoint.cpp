@@ -32,7 +32,20 @@ std::string tensor_name(const std::string& kind, const ParamInfo& p, int64_t glo
   return kind + ":" + p.name + (p.expert() ? "#" + std::to_string(global_expert) : "");
 }
 
-// Visits every (tensor name, local pointer, elements) of this rank's params and optimizer state.
+// One tensor of this rank: a weight matrix or its optimizer state, whole or the rank's slice.
+struct LocalTensor {
+  std::string name;
+  float* data = nullptr;
+  int64_t elements = 0;
+  const ParamInfo* param = nullptr;
+  bool state = false;  // Adafactor's state of `param` (sliced: the factors of the slice's rows and columns)
+  int64_t whole_elements() const {
+    if (!param->sliced()) return elements;
+    return state ? param->full_rows() + param->full_cols() : param->full_rows() * param->full_cols();
+  }
+};
+
+// Visits every tensor of this rank's params and optimizer state.
 template <class T, class F>
 void for_each_local_tensor(Transformer<T>& model, AdafactorOptimizer<float>& opt, F f) {
   const auto& params = model.layout().params;
@@ -40,10 +53,45 @@ void for_each_local_tensor(Transformer<T>& model, AdafactorOptimizer<float>& opt
     const ParamInfo& p = params[i];
     for (int64_t e = 0; e < p.count; ++e) {
       int64_t g = p.expert() ? p.first_expert + e : -1;
-      f(tensor_name("param", p, g), model.params() + p.offset + e * p.matrix_elements(), p.matrix_elements());
-      f(tensor_name("state", p, g), opt.state() + opt.state_offset(i, e), opt.state_size(i));
+      f(LocalTensor{tensor_name("param", p, g), model.params() + p.offset + e * p.matrix_elements(), p.matrix_elements(),
+                    &p, false});
+      f(LocalTensor{tensor_name("state", p, g), opt.state() + opt.state_offset(i, e), opt.state_size(i), &p, true});
     }
   }
+}
+
+// A sliced matrix's factored state: the row factors of the slice's rows, then the column factors of its
+// columns. The dimension that is not split is whole on every slice (the slices keep the same values).
+// `f(slice_offset, whole_offset, count)` visits its two parts.
+template <class F>
+void for_each_state_part(const ParamInfo& p, F f) {
+  const bool rows = p.slice_axis == SliceAxis::kRows;
+  f(0, rows ? p.slice * p.rows : 0, p.rows);
+  f(p.rows, p.full_rows() + (rows ? 0 : p.slice * p.cols), p.cols);
+}
+
+// The whole tensor of a local one: its slices gathered over `tensor` (the tensor-parallel ranks).
+std::vector<float> whole_tensor(const LocalTensor& t, Communicator* tensor) {
+  if (!t.param->sliced()) return std::vector<float>(t.data, t.data + t.elements);
+  if (!tensor || tensor->size() != t.param->slices)
+    throw std::logic_error("save_checkpoint: sliced tensor " + t.name + " needs the tensor-parallel communicator");
+  std::vector<float> parts(static_cast<size_t>(t.elements * t.param->slices)), whole(static_cast<size_t>(t.whole_elements()));
+  tensor->allgather(t.data, parts.data(), t.elements * static_cast<int64_t>(sizeof(float)));
+  for (int64_t s = 0; s < t.param->slices; ++s) {
+    ParamInfo p = *t.param;
+    p.slice = s;
+    const float* part = parts.data() + s * t.elements;
+    if (!t.state) put_slice(p, part, whole.data());
+    else for_each_state_part(p, [&](int64_t from, int64_t to, int64_t n) { std::copy_n(part + from, n, whole.data() + to); });
+  }
+  return whole;
+}
+
+// The rank's share of a whole tensor read from the file.
+void take_share(const LocalTensor& t, const float* whole) {
+  if (!t.param->sliced()) std::copy_n(whole, t.elements, t.data);
+  else if (!t.state) take_slice(*t.param, whole, t.data);
+  else for_each_state_part(*t.param, [&](int64_t to, int64_t from, int64_t n) { std::copy_n(whole + from, n, t.data + to); });
 }
 
 }  // namespace
@@ -52,17 +100,20 @@ namespace {
 
 using TensorMap = std::map<std::string, std::vector<float>>;
 
-// This stage's tensors by name, on its rank 0 (empty elsewhere): every rank's local tensors gathered
-// (the ranks of a stage hold equal-sized shares), experts renamed by their global index.
+// This stage's tensors by name, on its rank 0 (empty elsewhere): every rank's tensors (sliced ones
+// made whole over `tensor` first) gathered over `comm` (the ranks of a stage hold equal-sized
+// shares), experts renamed by their global index.
 template <class T>
-TensorMap gather_stage_tensors(Transformer<T>& model, AdafactorOptimizer<float>& opt, Communicator& comm) {
+TensorMap gather_stage_tensors(Transformer<T>& model, AdafactorOptimizer<float>& opt, Communicator& comm,
+                               Communicator* tensor) {
   std::vector<std::string> names;
   std::vector<int64_t> sizes;
   std::vector<float> local;
-  for_each_local_tensor(model, opt, [&](const std::string& name, float* data, int64_t n) {
-    names.push_back(name);
-    sizes.push_back(n);
-    local.insert(local.end(), data, data + n);
+  for_each_local_tensor(model, opt, [&](const LocalTensor& t) {
+    const std::vector<float> whole = whole_tensor(t, tensor);
+    names.push_back(t.name);
+    sizes.push_back(static_cast<int64_t>(whole.size()));
+    local.insert(local.end(), whole.begin(), whole.end());
   });
   const int ranks = comm.size();
   std::vector<float> all(local.size() * static_cast<size_t>(ranks));
@@ -87,12 +138,12 @@ TensorMap gather_stage_tensors(Transformer<T>& model, AdafactorOptimizer<float>&
   return tensors;
 }
 
-// Pipeline stages: rank 0 of every later stage sends its stage's tensors to world rank 0 (a table of
-// names and sizes, then their floats), which adds them to its own (the tied embedding's second copy,
-// equal to the first, is kept once).
-void gather_stages(TensorMap& tensors, int stage_rank, Communicator& world) {
+// Pipeline stages: rank 0 of every later stage (`sends`) sends its stage's tensors to world rank 0 (a
+// table of names and sizes, then their floats), which adds them to its own (the tied embedding's
+// second copy, equal to the first, is kept once).
+void gather_stages(TensorMap& tensors, bool sends, Communicator& world) {
   std::string packed;
-  if (world.rank() != 0 && stage_rank == 0) {
+  if (world.rank() != 0 && sends) {
     nlohmann::json table = nlohmann::json::array();
     for (const auto& [name, data] : tensors) table.push_back({{"name", name}, {"elements", data.size()}});
     const std::string head = table.dump();
@@ -149,10 +200,12 @@ std::string encode_checkpoint(const TensorMap& tensors, const ModelConfig& m, co
 
 template <class T>
 void save_checkpoint(const std::filesystem::path& path, Transformer<T>& model, AdafactorOptimizer<float>& opt,
-                     const CheckpointState& state, Communicator& comm, Communicator* world) {
-  TensorMap tensors = gather_stage_tensors(model, opt, comm);
+                     const CheckpointState& state, Communicator& comm, Communicator* world, Communicator* tensor) {
+  TensorMap tensors = gather_stage_tensors(model, opt, comm, tensor);
   Communicator& all = world ? *world : comm;
-  if (world && world->size() > comm.size()) gather_stages(tensors, comm.rank(), *world);
+  // Each stage's rank 0 of slice 0 holds the stage's whole tensors.
+  const bool stage_root = comm.rank() == 0 && (!tensor || tensor->rank() == 0);
+  if (world && world->size() > comm.size()) gather_stages(tensors, stage_root, *world);
   // World rank 0 writes; its failure (a full disk, a folder that vanished) reaches every rank rather
   // than leaving them waiting.
   std::string error;
@@ -293,18 +346,20 @@ CheckpointState load_checkpoint(const std::filesystem::path& path, Transformer<T
   const char* payload = data.data() + kFixedBytes + head_len;
   const int64_t payload_floats = static_cast<int64_t>((data.size() - 8 - kFixedBytes - head_len) / sizeof(float));
   const ParsedHeader header = parse_header(data.substr(kFixedBytes, head_len), payload_floats, model.config(), where);
-  for_each_local_tensor(model, opt, [&](const std::string& name, float* dst, int64_t n) {
-    auto it = header.tensors.find(name);
-    if (it == header.tensors.end()) throw corrupt("tensor " + name + " missing");
-    if (it->second.second != n) throw corrupt("tensor " + name + " has the wrong size");
-    std::memcpy(dst, payload + it->second.first * static_cast<int64_t>(sizeof(float)), static_cast<size_t>(n) * sizeof(float));
+  for_each_local_tensor(model, opt, [&](const LocalTensor& t) {
+    auto it = header.tensors.find(t.name);
+    if (it == header.tensors.end()) throw corrupt("tensor " + t.name + " missing");
+    if (it->second.second != t.whole_elements()) throw corrupt("tensor " + t.name + " has the wrong size");
+    std::vector<float> whole(static_cast<size_t>(t.whole_elements()));
+    std::memcpy(whole.data(), payload + it->second.first * static_cast<int64_t>(sizeof(float)), whole.size() * sizeof(float));
+    take_share(t, whole.data());
   });
   return header.state;
 }
 
 #define GLAM_INSTANTIATE(T)                                                                                      \
   template void save_checkpoint<T>(const std::filesystem::path&, Transformer<T>&, AdafactorOptimizer<float>&,     \
-                                   const CheckpointState&, Communicator&, Communicator*);                         \
+                                   const CheckpointState&, Communicator&, Communicator*, Communicator*);          \
   template CheckpointState load_checkpoint<T>(const std::filesystem::path&, Transformer<T>&,                      \
                                               AdafactorOptimizer<float>&);
 GLAM_INSTANTIATE(float)

@@ -18,20 +18,23 @@ struct CheckpointState {
   uint64_t seed = 0;  // initialisation and routing seed of the run
 };
 
-// Collective: gathers every rank's experts over `comm` (the ranks of one pipeline stage) and, with
-// pipeline stages, every stage's tensors over `world`; world rank 0 writes the file. T is the
-// activation type (float or bf16); the file holds the float32 master weights either way, one copy of
-// each tensor, so it does not depend on the ranks or stages that wrote or read it.
+// Collective: makes sliced tensors whole over `tensor` (the tensor-parallel ranks; null without
+// slices), gathers every rank's experts over `comm` (the ranks of one pipeline stage that hold the
+// same slice) and, with pipeline stages or slices, every stage's tensors over `world`; world rank 0
+// writes the file. T is the activation type (float or bf16); the file holds the float32 master
+// weights either way, one whole copy of each tensor, so it does not depend on the ranks, stages or
+// slices that wrote or read it.
 template <class T>
 void save_checkpoint(const std::filesystem::path& path, Transformer<T>& model, AdafactorOptimizer<float>& opt,
-                     const CheckpointState& state, Communicator& comm, Communicator* world = nullptr);
+                     const CheckpointState& state, Communicator& comm, Communicator* world = nullptr,
+                     Communicator* tensor = nullptr);
 
 // Reads only the checkpoint's header and checks it against the run's model (every key of the
 // configuration, the step, the seed and the tensor table): the check run_train makes before any work.
 // UsageError naming the file and, for another configuration, the keys that differ.
 CheckpointState check_checkpoint(const std::filesystem::path& path, const ModelConfig& m);
 
-// Every rank reads the file and takes its share (its stage's tensors, its experts). UsageError when
+// Every rank reads the file and takes its share (its stage's tensors, its experts, its slices). UsageError when
 // the file is missing, corrupt, or was written for a different model configuration.
 template <class T>
 CheckpointState load_checkpoint(const std::filesystem::path& path, Transformer<T>& model,

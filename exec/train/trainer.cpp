@@ -361,7 +361,9 @@ int train_steps(const ResolvedRun& r, TokenBatches& batches, kernels::KernelCont
   run.moe = moe_sum;
 
   // ---- outputs ----
-  if (!o.save.empty()) save_checkpoint(o.save, model, opt, cs, comms.stage(), shape.stages > 1 ? &comm : nullptr);
+  if (!o.save.empty())
+    save_checkpoint(o.save, model, opt, cs, comms.stage(), shape.stages > 1 || shape.tp > 1 ? &comm : nullptr,
+                    comms.tensor.get());
   nlohmann::json record = make_run_record(run, gather_stage_ops(timer, shape, comm));
   // How full the device was: the step's buffers (counted before they were allocated; the most any rank
   // needs) and what was free for them then on rank 0 (GPU: cudaMemGetInfo; CPU: the host's available
@@ -453,9 +455,6 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
                      " (each group of that many ranks shares its tokens and splits the matrices)");
   if (tp > 1 && cuda)
     throw UsageError("--tensor-parallel " + std::to_string(tp) + ": tensor parallelism runs on the CPU backend for now (--device cpu)");
-  if (tp > 1 && (!o.save.empty() || !o.resume.empty()))
-    throw UsageError("--save and --resume: checkpoints of sliced tensors (--tensor-parallel " + std::to_string(tp) +
-                     ") are not implemented yet");
   const int stage_ranks = ranks / o.stages / tp;  // data- and expert-parallel ranks per stage
   const int64_t global_tokens = o.batch_tokens > 0 ? o.batch_tokens : 8 * m.seq_len;
   if (o.microbatches < 1 || o.microbatches > (int64_t{1} << 20))

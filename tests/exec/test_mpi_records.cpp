@@ -152,6 +152,28 @@ TEST(MpiRuns, TensorSlicesEqualTheRanksTheySplit) {
   }
 }
 
+// Checkpoints do not depend on the slices: the 2-slice run's checkpoint has the 2-rank run's size, one
+// process resumes both to the same loss, and 2 slices resume the 2-rank one to that loss too.
+TEST(MpiRuns, SlicedCheckpointsResumeInAnyLayout) {
+  if (mpi_dir().empty()) GTEST_SKIP() << "GLAM_MPI_DIR not set (run through ctest)";
+  EXPECT_EQ(std::filesystem::file_size(mpi_dir() + "/tensor-2x2.ckpt"),
+            std::filesystem::file_size(mpi_dir() + "/equal-2ranks.ckpt"));
+  std::vector<double> loss;
+  for (const char* from : {"equal-2ranks", "tensor-2x2"}) {
+    auto r = run_command("glamexec train --quiet --model glam-tiny-8e --batch-tokens 512 --steps 1 --resume " +
+                         mpi_dir() + "/" + from + ".ckpt --record " + mpi_dir() + "/" + from + "-resumed-1.json");
+    ASSERT_EQ(r.exit_code, 0) << from << ": " << r.err;
+    const json j = load(std::string(from) + "-resumed-1.json");
+    EXPECT_EQ(j["first_step"], 5);
+    loss.push_back(j["losses"][0].get<double>());
+  }
+  EXPECT_NEAR(loss[1], loss[0], 1e-5) << "step 5 from the 2-slice and the 2-rank checkpoint";
+  const json sliced = load("tensor-resumed.json");
+  EXPECT_EQ(sliced["plan"]["tp"], 2);
+  EXPECT_EQ(sliced["first_step"], 5);
+  EXPECT_NEAR(sliced["losses"][0].get<double>(), loss[0], 1e-5) << "step 5 in 2 slices";
+}
+
 // Checkpoints do not depend on the stages: the 2-stage run's checkpoint holds every tensor once, one
 // process resumes it as it resumes its own, and 4 stages resume it too.
 TEST(MpiRuns, PipelineCheckpointsResumeInAnyLayout) {
