@@ -6,7 +6,8 @@
 #      threads (cores / ranks: 1 x 2, 2 x 1, and 4 x 1 taking turns on the 2 cores); default text,
 #      batches the calibration did not run, two of them past its largest, and two in two micro-batches
 #      (--microbatches 2, gradient accumulation), and two in two pipeline stages (--stages 2, 1F1B over
-#      4 micro-batches; one of them interleaved, --virtual-stages 2);
+#      4 micro-batches; one of them interleaved, --virtual-stages 2), and two in two tensor-parallel
+#      slices (--tensor-parallel 2);
 #   3. glamsim validate of the records against the profile: report.md, plot.svg, validation.json.
 # The calibration's training steps (random tokens, 384..3072 tokens per rank) are separate runs from
 # the validated records (text, 2,048 tokens in all): nothing is fitted on the records themselves.
@@ -14,8 +15,9 @@
 # usage: exec/bench/validate_loop.sh [--quick] [--build DIR] [--out DIR]
 #   --build DIR  the CMake build with bin/glamexec and bin/glamsim (default: build/)
 #   --out DIR    where everything goes (default: reports/validation/); records in DIR/records/
-#   --quick      the CI version: a --quick calibration, four short records (one in two
-#                micro-batches, one in two pipeline stages), loose figures
+#   --quick      the CI version: a --quick calibration, five short records (one in two
+#                micro-batches, one in two pipeline stages, one in two tensor-parallel slices),
+#                loose figures
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -86,6 +88,7 @@ if [ $QUICK = 1 ]; then
   record glam-tiny 2 1024 4
   record glam-tiny-8e 2 2048 4 -2mb --microbatches 2
   record glam-tiny-8e 2 2048 4 -pp2 --stages 2 --microbatches 2
+  record glam-tiny-8e 2 2048 4 -tp2 --tensor-parallel 2
 else
   [ -x "$BIN/glamexec-bench" ] && BLAS_CHECK="$(blas_speedup)x"
   record glam-tiny 1 2048 14
@@ -103,6 +106,9 @@ else
   # Pipeline stages: each stage's 1F1B program, its sends ("s0.pp_send.fwd") and the bubble.
   record glam-tiny-8e 2 4096 8 -pp2 --stages 2 --microbatches 4
   record glam-tiny 2 4096 8 -pp2v2 --stages 2 --virtual-stages 2 --microbatches 4
+  # Tensor parallelism: two slices of one data-parallel rank, with the StepGraph's tp all-reduces.
+  record glam-tiny-8e 2 4096 8 -tp2 --tensor-parallel 2
+  record glam-tiny 2 4096 8 -tp2 --tensor-parallel 2
 fi
 
 echo "== 3. glamsim validate"

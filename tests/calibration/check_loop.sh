@@ -13,7 +13,7 @@ for f in profile-cpu.toml report.md plot.svg validation.json summary.txt; do
   [ -s "$OUT/$f" ] || { echo "check_loop: missing $OUT/$f" >&2; exit 1; }
 done
 n=$(ls "$OUT"/records/*.json | wc -l)
-[ "$n" -ge 4 ] || { echo "check_loop: $n records, expected 4" >&2; exit 1; }
+[ "$n" -ge 5 ] || { echo "check_loop: $n records, expected 5" >&2; exit 1; }
 grep -q '^link_bandwidth_Bps = ' "$OUT/profile-cpu.toml" || { echo "check_loop: no network figures" >&2; exit 1; }
 for kind in all_to_all all_reduce reduce_scatter all_gather; do
   grep -q "^kind = \"$kind\"" "$OUT/profile-cpu.toml" || { echo "check_loop: no measured $kind" >&2; exit 1; }
@@ -36,6 +36,11 @@ grep -q '"id": "grad_allreduce"' "$mb_record" && ! grep -q '"id": "mb1\.grad_all
 for id in s0.pp_send.fwd mb1.s1.pp_send.bwd s1.loss.fwd s0.embed_tie_allreduce.bwd; do
   grep -q "\"id\": \"$id\"" "$OUT/validation.json" ||
     { echo "check_loop: validation.json has no pipeline op $id" >&2; exit 1; }
+done
+# The tensor-parallel record: its slices' all-reduces, compared.
+for id in embed_tp_allreduce.fwd L0.attn_tp_allreduce.bwd L1.ffn_tp_allreduce.fwd logits_tp_allreduce.bwd; do
+  grep -q "\"id\": \"$id\"" "$OUT/validation.json" ||
+    { echo "check_loop: validation.json has no tensor-parallel op $id" >&2; exit 1; }
 done
 ! grep -q '"unmatched_ops": \[$' "$OUT/validation.json" ||
   { echo "check_loop: validation.json has measured ops the simulation does not have" >&2; exit 1; }
