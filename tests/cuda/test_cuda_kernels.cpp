@@ -179,6 +179,17 @@ TEST_F(CudaKernels, EmbeddingForwardBackward) {
   k::embedding_backward<float>(gpu(), gids.get(), gdo.get(), gdt.get(), tokens, dim);
   expect_close(gout.download(), out, 0, "embedding out");
   expect_close(gdt.download(), dt, 1e-5, "embedding dtable");
+  // A vocabulary slice (tensor parallelism): rows 40..79 of the table; other ids give zeros and no gradient.
+  const k::EmbeddingRows held{40, 40};
+  std::vector<double> sout(out.size()), sdt = to_double(dt0);
+  k::embedding_forward<double>(cpu_, ids.data(), td.data() + held.first * dim, sout.data(), tokens, dim, held);
+  k::embedding_backward<double>(cpu_, ids.data(), dod.data(), sdt.data(), tokens, dim, held);
+  DeviceVec<float> gsd(dt0);
+  gout.poison();
+  k::embedding_forward<float>(gpu(), gids.get(), gt.get() + held.first * dim, gout.get(), tokens, dim, held);
+  k::embedding_backward<float>(gpu(), gids.get(), gdo.get(), gsd.get(), tokens, dim, held);
+  expect_close(gout.download(), sout, 0, "embedding slice out");
+  expect_close(gsd.download(), sdt, 1e-5, "embedding slice dtable");
 }
 
 // ---- attention ----
