@@ -12,22 +12,15 @@
 #include <type_traits>
 #include <vector>
 
-#include "comm/mpi_communicator.h"
 #include "kernel_context.h"
 #include "model/transformer.h"
+#include "mpi_check.h"
 #include "support/random_batch.h"
 #include "tiny_models.h"
 
 namespace {
 
 using namespace glam::exec;
-int failures = 0;
-
-void expect(bool ok, int rank, const std::string& what) {
-  if (ok) return;
-  std::fprintf(stderr, "rank %d: %s\n", rank, what.c_str());
-  ++failures;
-}
 
 // Four blocks (MoE every other one), random second-expert routing and a capacity that drops copies, so
 // that routing depends on the step's global token indices.
@@ -61,7 +54,8 @@ int64_t routing_total(const std::vector<MoeLayerStats>& st, int what) {
 // gradients) and of the losses are added in another order: float64 to 1e-12 / 1e-10, bf16's float32
 // master gradients to 1e-5.
 template <class T>
-void check_case(Communicator& world, const Case& c) {
+void check_case(glam::testing::MpiCheck& check, const Case& c) {
+  Communicator& world = check.world();
   constexpr bool f64 = std::is_same_v<T, double>;
   const double loss_tol = f64 ? 1e-12 : 1e-6, grad_tol = f64 ? 1e-10 : 1e-5;
   const int wr = world.rank();
@@ -99,19 +93,21 @@ void check_case(Communicator& world, const Case& c) {
   pipe.init_params(7);
   StepLoss shares;
   for (const auto& pass : pipeline_layout(m, s).program(stage)) {
-    if (pass.forward) shares.add(pipe.forward_pass(pass.chunk, pass.microbatch, tokens_of(s, pass.microbatch), 3));
-    else pipe.backward_pass(pass.chunk, pass.microbatch, tokens_of(s, pass.microbatch));
+    if (pass.forward)
+      shares.add(pipe.forward_pass(pass.chunk, pass.microbatch, tokens_of(s, pass.microbatch), 3));
+    else
+      pipe.backward_pass(pass.chunk, pass.microbatch, tokens_of(s, pass.microbatch));
   }
   pipe.wait_sends();
   pipe.allreduce_gradients();
   const StepLoss loss = pipe.reduce_pipeline_loss(shares);
 
   auto near = [&](double a, double b) { return std::abs(a - b) <= loss_tol * std::max(1.0, std::abs(b)); };
-  expect(near(loss.total, ref_loss.total) && near(loss.ce, ref_loss.ce) && near(loss.z, ref_loss.z) &&
-             near(loss.aux, ref_loss.aux),
-         wr, where + "losses " + std::to_string(loss.total) + " / aux " + std::to_string(loss.aux) + " against " +
-                 std::to_string(ref_loss.total) + " / " + std::to_string(ref_loss.aux));
-  expect(ref_loss.aux > 0, wr, where + "the reference has no balancing loss");
+  check.expect(near(loss.total, ref_loss.total) && near(loss.ce, ref_loss.ce) && near(loss.z, ref_loss.z) &&
+                   near(loss.aux, ref_loss.aux),
+               where + "losses " + std::to_string(loss.total) + " / aux " + std::to_string(loss.aux) + " against " +
+                   std::to_string(ref_loss.total) + " / " + std::to_string(ref_loss.aux));
+  check.expect(ref_loss.aux > 0, where + "the reference has no balancing loss");
 
   // Gradients of the tensors this rank holds, against the reference's of the same name.
   std::map<std::string, const ParamInfo*> ref_params;
@@ -121,7 +117,7 @@ void check_case(Communicator& world, const Case& c) {
   for (const auto& p : pipe.layout().params) {
     auto it = ref_params.find(p.name);
     if (it == ref_params.end() || it->second->elements() != p.elements()) {
-      expect(false, wr, where + "tensor " + p.name + " is not the reference's");
+      check.expect(false, where + "tensor " + p.name + " is not the reference's");
       continue;
     }
     const auto* g = pipe.grads() + p.offset;
@@ -133,51 +129,41 @@ void check_case(Communicator& world, const Case& c) {
     // The tied embedding's second copy (last stage) is counted once.
     if (!(p.name == "embedding" && stage > 0)) held += p.elements();
   }
-  expect(worst < grad_tol, wr, where + "gradients differ by " + std::to_string(worst) + " (relative)");
+  check.expect(worst < grad_tol, where + "gradients differ by " + std::to_string(worst) + " (relative)");
   // The stages hold every tensor exactly once: their elements add up to the reference's.
   int64_t sums[2] = {held, ref.layout().total_elements};
   world.allreduce_sum(sums, 2);
-  expect(sums[0] * c.stages == sums[1], wr,
-         where + "the stages hold " + std::to_string(sums[0]) + " elements, the model " + std::to_string(sums[1] / c.stages));
+  check.expect(sums[0] * c.stages == sums[1], where + "the stages hold " + std::to_string(sums[0]) +
+                                                  " elements, the model " + std::to_string(sums[1] / c.stages));
 
   // Routing: the stages' counts together are the reference's (each group computed it once).
   std::vector<MoeLayerStats> routing = pipe.step_moe_stats();
   for (int what = 0; what < 3; ++what) {
     int64_t v[2] = {routing_total(routing, what), routing_total(ref_routing, what)};
     world.allreduce_sum(v, 2);
-    expect(v[0] * c.stages == v[1] && v[1] > 0, wr,
-           where + "routing count " + std::to_string(what) + ": " + std::to_string(v[0] * c.stages) + " against " +
-               std::to_string(v[1]));
+    check.expect(v[0] * c.stages == v[1] && v[1] > 0, where + "routing count " + std::to_string(what) + ": " +
+                                                          std::to_string(v[0] * c.stages) + " against " +
+                                                          std::to_string(v[1]));
   }
 }
 
 }  // namespace
 
 int main() {
-  int size = 0, rank = 0;
-  {
-    auto world = make_mpi_communicator();
-    size = world->size(), rank = world->rank();
-    if (size != 4) {
-      if (rank == 0) std::fprintf(stderr, "run on 4 ranks (mpirun -np 4), not %d\n", size);
-      return 2;
-    }
+  return glam::testing::MpiCheck::run("pipeline check", [](glam::testing::MpiCheck& check) {
     const Case cases[] = {
-        {2, 1, 2, 4, true},   // two stages of two expert-parallel ranks
-        {4, 1, 1, 4, true},   // one block per stage
-        {4, 1, 1, 2, false},  // fewer micro-batches than stages
-        {2, 2, 2, 4, false},  // interleaved: chunks 0 and 2 on stage 0
-        {2, 2, 2, 2, true},   // interleaved, one group of micro-batches (all forward passes first)
+        {2, 1, 2, 4, true},        // two stages of two expert-parallel ranks
+        {4, 1, 1, 4, true},        // one block per stage
+        {4, 1, 1, 2, false},       // fewer micro-batches than stages
+        {2, 2, 2, 4, false},       // interleaved: chunks 0 and 2 on stage 0
+        {2, 2, 2, 2, true},        // interleaved, one group of micro-batches (all forward passes first)
         {2, 2, 2, 4, true, true},  // bf16: per-slot bf16 loss gradients, one float32 logits chunk
     };
     for (const Case& c : cases) {
-      if (c.bf16) check_case<glam::kernels::bf16>(*world, c);
-      else check_case<double>(*world, c);
+      if (c.bf16)
+        check_case<glam::kernels::bf16>(check, c);
+      else
+        check_case<double>(check, c);
     }
-    int64_t total = failures;
-    world->allreduce_sum(&total, 1);
-    if (rank == 0) std::printf("pipeline check: %lld failure(s) over the ranks\n", static_cast<long long>(total));
-    failures = static_cast<int>(total);
-  }
-  return failures == 0 ? 0 : 1;
+  });
 }

@@ -13,22 +13,16 @@
 #include <type_traits>
 #include <vector>
 
-#include "comm/mpi_communicator.h"
 #include "kernel_context.h"
 #include "model/transformer.h"
+#include "mpi_check.h"
 #include "optim/adafactor_optimizer.h"
 #include "support/random_batch.h"
 
 namespace {
 
 using namespace glam::exec;
-int failures = 0;
-
-void expect(bool ok, int rank, const std::string& what) {
-  if (ok) return;
-  std::fprintf(stderr, "rank %d: %s\n", rank, what.c_str());
-  ++failures;
-}
+using glam::testing::MpiCheck;
 
 // Four blocks (MoE every other one) whose heads (4), hidden units (16, experts 8) and vocabulary (16)
 // split over 4 ranks; random second-expert routing and a capacity that drops copies.
@@ -46,7 +40,8 @@ seq_len = 6
 relative_buckets = 4
 relative_max_distance = 8
 ffn_kind = "gated"
-)") + (tied ? "" : "tied_embeddings = false\n") + R"([moe]
+)") + (tied ? "" : "tied_embeddings = false\n") +
+                               R"([moe]
 experts = 4
 every = 2
 offset = 1
@@ -71,7 +66,8 @@ struct Case {
   bool bf16 = false;  // bf16 activations, float32 master weights (else float64 throughout)
   std::string name() const {
     return "tp " + std::to_string(tp) + " x " + std::to_string(data_ranks) + " rank(s) x pp " + std::to_string(stages) +
-           ", " + std::to_string(microbatches) + " micro-batches, " + (tied ? "tied" : "untied") + (bf16 ? ", bf16" : "");
+           ", " + std::to_string(microbatches) + " micro-batches, " + (tied ? "tied" : "untied") +
+           (bf16 ? ", bf16" : "");
   }
 };
 
@@ -88,8 +84,8 @@ double slice_value(const ParamInfo& p, const V* ref, int64_t e, int64_t r, int64
 // element, or with `by_norm` of a tensor's norm (bf16's rounded partial sums leave small elements
 // with large relative errors).
 template <class V, class R>
-double worst_difference(const ModelLayout& mine, const V* values, const ModelLayout& ref_layout, const R* ref, int rank,
-                        const std::string& where, bool by_norm = false) {
+double worst_difference(MpiCheck& check, const ModelLayout& mine, const V* values, const ModelLayout& ref_layout,
+                        const R* ref, const std::string& where, bool by_norm = false) {
   std::map<std::string, const ParamInfo*> by_name;
   for (const auto& p : ref_layout.params) by_name[p.name] = &p;
   double worst = 0;
@@ -97,7 +93,7 @@ double worst_difference(const ModelLayout& mine, const V* values, const ModelLay
     auto it = by_name.find(p.name);
     if (it == by_name.end() || it->second->count != p.count || it->second->rows != p.full_rows() ||
         it->second->cols != p.full_cols()) {
-      expect(false, rank, where + "tensor " + p.name + " is not a slice of the reference's");
+      check.expect(false, where + "tensor " + p.name + " is not a slice of the reference's");
       continue;
     }
     double diff2 = 0, want2 = 0;
@@ -125,8 +121,10 @@ StepLoss train_step(Transformer<T>& model, AdafactorOptimizer<glam::kernels::mas
   };
   StepLoss shares;
   for (const auto& pass : pipeline_layout(model.config(), s).program(s.stage)) {
-    if (pass.forward) shares.add(model.forward_pass(pass.chunk, pass.microbatch, tokens_of(pass.microbatch), step));
-    else model.backward_pass(pass.chunk, pass.microbatch, tokens_of(pass.microbatch));
+    if (pass.forward)
+      shares.add(model.forward_pass(pass.chunk, pass.microbatch, tokens_of(pass.microbatch), step));
+    else
+      model.backward_pass(pass.chunk, pass.microbatch, tokens_of(pass.microbatch));
   }
   model.wait_sends();
   model.allreduce_gradients();
@@ -140,7 +138,8 @@ StepLoss train_step(Transformer<T>& model, AdafactorOptimizer<glam::kernels::mas
 // product before the sum, which moves near-tied routing decisions after an update: one step, whose
 // gradients must be as close (by tensor norms) to the float64 step's as the unsliced bf16 step's are.
 template <class T>
-void check_case(Communicator& world, const Case& c) {
+void check_case(MpiCheck& check, const Case& c) {
+  Communicator& world = check.world();
   using W = glam::kernels::master_t<T>;
   constexpr bool f64 = std::is_same_v<T, double>;
   const double loss_tol = f64 ? 1e-12 : 2e-3, grad_tol = f64 ? 1e-10 : 0.15, weight_tol = f64 ? 1e-10 : 1e-3;
@@ -153,11 +152,11 @@ void check_case(Communicator& world, const Case& c) {
   sliced.tp_rank = wr % c.tp;
   sliced.rank = (wr / c.tp) % c.data_ranks;
   sliced.stage = wr / (c.tp * c.data_ranks);
-  if (sliced.world_rank() != wr) expect(false, wr, c.name() + ": world rank formula");
+  if (sliced.world_rank() != wr) check.expect(false, c.name() + ": world rank formula");
   PipelineComms comms = make_pipeline_comms(world, sliced, c.tied);
   const auto batch = glam::testing::random_batch(c.data_ranks * c.microbatches * m.seq_len, m.vocab_size, 23);
-  const std::string where = c.name() + ", stage " + std::to_string(sliced.stage) + ", slice " +
-                            std::to_string(sliced.tp_rank) + ": ";
+  const std::string where =
+      c.name() + ", stage " + std::to_string(sliced.stage) + ", slice " + std::to_string(sliced.tp_rank) + ": ";
   const glam::kernels::KernelContext ctx;
 
   ExecShape whole = sliced;
@@ -168,33 +167,38 @@ void check_case(Communicator& world, const Case& c) {
   Transformer<T> model(m, sliced, comms.stage(), ctx, comms.links());
   model.init_params(5);
   AdafactorOptimizer<W> opt(model.layout());
-  const double first = worst_difference(model.layout(), model.params(), ref.layout(), ref.params(), wr, where);
-  expect(first == 0, wr, where + "initial weights differ from the reference's slices by " + std::to_string(first));
+  const double first = worst_difference(check, model.layout(), model.params(), ref.layout(), ref.params(), where);
+  check.expect(first == 0, where + "initial weights differ from the reference's slices by " + std::to_string(first));
 
   for (int64_t step = 1; step <= steps; ++step) {
     const StepLoss want = train_step(ref, ref_opt, whole, batch.inputs, batch.targets, step);
     const StepLoss got = train_step(model, opt, sliced, batch.inputs, batch.targets, step);
     auto near = [&](double a, double b) { return std::abs(a - b) <= loss_tol * std::max(1.0, std::abs(b)); };
-    expect(near(got.total, want.total) && near(got.ce, want.ce) && near(got.z, want.z) && near(got.aux, want.aux), wr,
-           where + "step " + std::to_string(step) + " losses " + std::to_string(got.total) + " / aux " +
-               std::to_string(got.aux) + " against " + std::to_string(want.total) + " / " + std::to_string(want.aux));
-    expect(want.aux > 0, wr, where + "the reference has no balancing loss");
+    check.expect(near(got.total, want.total) && near(got.ce, want.ce) && near(got.z, want.z) && near(got.aux, want.aux),
+                 where + "step " + std::to_string(step) + " losses " + std::to_string(got.total) + " / aux " +
+                     std::to_string(got.aux) + " against " + std::to_string(want.total) + " / " +
+                     std::to_string(want.aux));
+    check.expect(want.aux > 0, where + "the reference has no balancing loss");
   }
-  const double grads = worst_difference(model.layout(), model.grads(), ref.layout(), ref.grads(), wr, where, !f64);
-  expect(grads < grad_tol, wr, where + "last gradients differ by " + std::to_string(grads) + " (relative)");
+  const double grads = worst_difference(check, model.layout(), model.grads(), ref.layout(), ref.grads(), where, !f64);
+  check.expect(grads < grad_tol, where + "last gradients differ by " + std::to_string(grads) + " (relative)");
   if constexpr (!f64) {
     Transformer<double> exact(m, whole, comms.stage(), ctx);
     exact.init_params(5);
     AdafactorOptimizer<double> exact_opt(exact.layout());
     train_step(exact, exact_opt, whole, batch.inputs, batch.targets, 1);
-    const double sliced_error = worst_difference(model.layout(), model.grads(), exact.layout(), exact.grads(), wr, where, true);
-    const double whole_error = worst_difference(ref.layout(), ref.grads(), exact.layout(), exact.grads(), wr, where, true);
-    expect(sliced_error < 1.5 * whole_error, wr,
-           where + "gradients differ from float64's by " + std::to_string(sliced_error) + ", the unsliced bf16 step's by " +
-               std::to_string(whole_error));
+    const double sliced_error =
+        worst_difference(check, model.layout(), model.grads(), exact.layout(), exact.grads(), where, true);
+    const double whole_error =
+        worst_difference(check, ref.layout(), ref.grads(), exact.layout(), exact.grads(), where, true);
+    check.expect(sliced_error < 1.5 * whole_error, where + "gradients differ from float64's by " +
+                                                       std::to_string(sliced_error) + ", the unsliced bf16 step's by " +
+                                                       std::to_string(whole_error));
   }
-  const double weights = worst_difference(model.layout(), model.params(), ref.layout(), ref.params(), wr, where, !f64);
-  expect(weights < weight_tol, wr, where + "weights after the updates differ by " + std::to_string(weights) + " (relative)");
+  const double weights =
+      worst_difference(check, model.layout(), model.params(), ref.layout(), ref.params(), where, !f64);
+  check.expect(weights < weight_tol,
+               where + "weights after the updates differ by " + std::to_string(weights) + " (relative)");
 
   // The slices hold every tensor exactly once: sliced ones in parts, whole ones on every slice (counted
   // on slice 0), the tied embedding's second copy (last stage) not counted.
@@ -203,36 +207,26 @@ void check_case(Communicator& world, const Case& c) {
     if ((p.sliced() || sliced.tp_rank == 0) && !(p.name == "embedding" && sliced.stage > 0)) held += p.elements();
   int64_t sums[2] = {held, ref.layout().total_elements};
   world.allreduce_sum(sums, 2);
-  expect(sums[0] * c.stages * c.tp == sums[1], wr,
-         where + "the slices hold " + std::to_string(sums[0]) + " elements, the model " +
-             std::to_string(sums[1] / (c.stages * c.tp)));
+  check.expect(sums[0] * c.stages * c.tp == sums[1], where + "the slices hold " + std::to_string(sums[0]) +
+                                                         " elements, the model " +
+                                                         std::to_string(sums[1] / (c.stages * c.tp)));
 }
 
 }  // namespace
 
 int main() {
-  int size = 0, rank = 0;
-  {
-    auto world = make_mpi_communicator();
-    size = world->size(), rank = world->rank();
-    if (size != 4) {
-      if (rank == 0) std::fprintf(stderr, "run on 4 ranks (mpirun -np 4), not %d\n", size);
-      return 2;
-    }
+  return MpiCheck::run("tensor-parallel check", [](MpiCheck& check) {
     const Case cases[] = {
-        {2, 2, 1, 2, true},         // two slices of two expert-parallel ranks
-        {4, 1, 1, 1, false},        // four slices: one head, 4 hidden units, 2 expert units each
-        {2, 1, 2, 4, true},         // two slices in two pipeline stages (scatter-gather sends)
-        {2, 2, 1, 2, true, true},   // bf16
+        {2, 2, 1, 2, true},        // two slices of two expert-parallel ranks
+        {4, 1, 1, 1, false},       // four slices: one head, 4 hidden units, 2 expert units each
+        {2, 1, 2, 4, true},        // two slices in two pipeline stages (scatter-gather sends)
+        {2, 2, 1, 2, true, true},  // bf16
     };
     for (const Case& c : cases) {
-      if (c.bf16) check_case<glam::kernels::bf16>(*world, c);
-      else check_case<double>(*world, c);
+      if (c.bf16)
+        check_case<glam::kernels::bf16>(check, c);
+      else
+        check_case<double>(check, c);
     }
-    int64_t total = failures;
-    world->allreduce_sum(&total, 1);
-    if (rank == 0) std::printf("tensor-parallel check: %lld failure(s) over the ranks\n", static_cast<long long>(total));
-    failures = static_cast<int>(total);
-  }
-  return failures == 0 ? 0 : 1;
+  });
 }
