@@ -62,15 +62,16 @@ StepGraph record_step_graph(const nlohmann::json& record, const std::string& whe
   const int64_t dp = int_at(record, "plan", "dp", where);
   s.dp = dp;
   s.ep = int_at(record, "plan", "ep", where);
-  s.tp = 1;
-  // Micro-batches and pipeline stages as the record ran them (older records: one of each), so that
-  // each measured op meets the StepGraph op of its own shape ("mb1." and stage ids included).
+  // Micro-batches, pipeline stages and tensor slices as the record ran them (older records: one of
+  // each), so that each measured op meets the StepGraph op of its own shape ("mb1." and stage ids
+  // included, a slice's share of the products).
   const auto& plan = record.value("plan", nlohmann::json::object());
+  s.tp = plan.value("tp", int64_t{1});
   s.microbatches = plan.value("microbatches", int64_t{1});
   s.pp = plan.value("pp", int64_t{1});
   s.virtual_stages = plan.value("virtual_stages", int64_t{1});
-  if (s.microbatches < 1 || s.pp < 1 || s.virtual_stages < 1)
-    throw ConfigError(where, "plan", plan.dump(), "microbatches, pp and virtual_stages of at least 1");
+  if (s.microbatches < 1 || s.pp < 1 || s.virtual_stages < 1 || s.tp < 1)
+    throw ConfigError(where, "plan", plan.dump(), "microbatches, pp, virtual_stages and tp of at least 1");
   s.overlap_grad_reduction = false;  // the executor reduces all gradients at once, as glamsim validate models it
   s.narrow_weight_copy = true;       // and writes the bf16 copy of the weights (when it has one)
   if (!record.contains("global_batch_tokens") || !record["global_batch_tokens"].is_number())

@@ -80,35 +80,39 @@ TEST(Calibrate, OpPointsInvertTheComputeModel) {
   EXPECT_EQ(exec::merge_curve(pts["ffn_in.fwd"], 1e-4, 100).size(), 1u);
 }
 
-// A record in 2 micro-batches and 2 pipeline stages: its ops meet the StepGraph ops of one micro-batch
-// ("mb1." and the stages' "s1." ids too), not those of the whole batch at twice the FLOPs.
+// A record in 2 micro-batches and 2 pipeline stages (and 2 tensor slices): its ops meet the StepGraph
+// ops of one micro-batch ("mb1." and the stages' "s1." ids too) and of one slice, not those of the
+// whole batch or the whole matrices at twice the FLOPs.
 TEST(Calibrate, OpPointsOfMicroBatchedPipelinedRecords) {
-  json r = record_for("glam-tiny", 1024, 1, 1);
-  r["plan"]["ranks"] = 2, r["plan"]["pp"] = 2, r["plan"]["microbatches"] = 2;
-  ModelConfig m = load_model("glam-tiny");
-  m.activation_precision = "float32";
-  StepShape s;
-  s.tokens_per_rank = 1024, s.pp = 2, s.microbatches = 2, s.layers_run = 4;
-  s.overlap_grad_reduction = false, s.narrow_weight_copy = true;
-  const double peak = 1e10, bw = 1e10;
-  size_t matrix_ops = 0;
-  for (const auto& op : build_step_graph(m, s).ops) {
-    if (op.kind == OpKind::kCollective) continue;
-    const double t = op.kind == OpKind::kElementwise ? op.bytes / (bw * 0.25) : op.flops / (peak * 0.5);
-    r["ops"].push_back({{"id", op.id}, {"median_s", t}});
-    matrix_ops += op.kind != OpKind::kElementwise && op.flops > 0 ? 1 : 0;
-  }
-  std::map<std::string, std::vector<CurvePoint>> pts;
-  exec::add_op_points(r, "test", peak, bw, pts);
-  size_t matrix_points = 0;
-  for (const auto& [key, curve] : pts)
-    for (const auto& p : curve) {
-      const bool elementwise = std::abs(p.efficiency - 0.25) < 1e-12;
-      EXPECT_TRUE(elementwise || std::abs(p.efficiency - 0.5) < 1e-12) << key << ": " << p.efficiency;
-      matrix_points += elementwise ? 0 : 1;
+  for (int64_t tp : {1, 2}) {
+    SCOPED_TRACE("tp " + std::to_string(tp));
+    json r = record_for("glam-tiny", 1024, 1, 1);
+    r["plan"]["ranks"] = 2 * tp, r["plan"]["pp"] = 2, r["plan"]["microbatches"] = 2, r["plan"]["tp"] = tp;
+    ModelConfig m = load_model("glam-tiny");
+    m.activation_precision = "float32";
+    StepShape s;
+    s.tokens_per_rank = 1024, s.pp = 2, s.microbatches = 2, s.layers_run = 4, s.tp = tp;
+    s.overlap_grad_reduction = false, s.narrow_weight_copy = true;
+    const double peak = 1e10, bw = 1e10;
+    size_t matrix_ops = 0;
+    for (const auto& op : build_step_graph(m, s).ops) {
+      if (op.kind == OpKind::kCollective) continue;
+      const double t = op.kind == OpKind::kElementwise ? op.bytes / (bw * 0.25) : op.flops / (peak * 0.5);
+      r["ops"].push_back({{"id", op.id}, {"median_s", t}});
+      matrix_ops += op.kind != OpKind::kElementwise && op.flops > 0 ? 1 : 0;
     }
-  EXPECT_EQ(matrix_points, matrix_ops);  // every micro-batch's products, both stages'
-  EXPECT_GT(matrix_ops, 0u);
+    std::map<std::string, std::vector<CurvePoint>> pts;
+    exec::add_op_points(r, "test", peak, bw, pts);
+    size_t matrix_points = 0;
+    for (const auto& [key, curve] : pts)
+      for (const auto& p : curve) {
+        const bool elementwise = std::abs(p.efficiency - 0.25) < 1e-12;
+        EXPECT_TRUE(elementwise || std::abs(p.efficiency - 0.5) < 1e-12) << key << ": " << p.efficiency;
+        matrix_points += elementwise ? 0 : 1;
+      }
+    EXPECT_EQ(matrix_points, matrix_ops);  // every micro-batch's products, both stages' (a slice's, with tp)
+    EXPECT_GT(matrix_ops, 0u);
+  }
 }
 
 TEST(Calibrate, UniformHistogramGivesTheUniformLoad) {
