@@ -152,17 +152,24 @@ class Builder {
       if (s_.tp > 1) collective(l, "attn_tp_allreduce", ph, CollectiveKind::kAllReduce, CommAxis::kTensor, T_ * M_ * e_);
     };
     if (ph == StepPhase::kForward) return fwd();
-    // backward in reverse order. The tp all-reduce of the backward pass (of the input gradient, after
-    // attn_qkv in Megatron-LM and in the executor) is placed first: the same cost, and the position
-    // the published GLaM step time was calibrated with (placed after attn_qkv, the 64B/64E TPU step's
-    // exposed communication rises from 2.1 to 2.8 s through its overlap with the weight gathers).
-    if (s_.tp > 1) collective(l, "attn_tp_allreduce", ph, CollectiveKind::kAllReduce, CommAxis::kTensor, T_ * M_ * e_);
+    // backward in reverse order; the all-reduce of a row-sliced product's output becomes the
+    // all-reduce of the column-sliced input product's input gradient (Megatron-LM's f and g)
     matmul(l, "attn_out", ph, T_, A_, M_, tp_);
     matmul(l, "attn_context", ph, T_, S, A_, tp_, OpKind::kAttention);
     elementwise(l, "attn_softmax", ph, T_ * S * heads / tp_, 3);
     matmul(l, "attn_scores", ph, T_, A_, S, tp_, OpKind::kAttention);
     matmul(l, "attn_qkv", ph, T_, M_, 3 * A_, tp_);
+    if (s_.tp > 1) collective(l, "attn_tp_allreduce", ph, CollectiveKind::kAllReduce, CommAxis::kTensor, T_ * M_ * e_);
     elementwise(l, "attn_norm", ph, T_ * M_, 2);
+  }
+
+  // The tensor-parallel all-reduce of `elements` activations: after the row-sliced output product in
+  // the forward pass, after the column-sliced input product (of its input gradient) in the backward.
+  std::function<void()> tp_allreduce(int l, StepPhase ph, bool forward_position, double elements) {
+    return [this, l, ph, forward_position, elements] {
+      if (s_.tp > 1 && forward_position == (ph == StepPhase::kForward))
+        collective(l, "ffn_tp_allreduce", ph, CollectiveKind::kAllReduce, CommAxis::kTensor, elements * e_);
+    };
   }
 
   void dense_ffn(int l, StepPhase ph) {
@@ -170,13 +177,11 @@ class Builder {
     const double in_cols = m_.ffn_kind == "gated" ? 2 * H : H;
     std::vector<std::function<void()>> seq = {
         [&] { elementwise(l, "ffn_norm", ph, T_ * M_, 2); },
+        tp_allreduce(l, ph, false, T_ * M_),
         [&] { matmul(l, "ffn_in", ph, T_, M_, in_cols, tp_); },
         [&] { elementwise(l, "ffn_act", ph, T_ * H / tp_, 3); },
         [&] { matmul(l, "ffn_out", ph, T_, H, M_, tp_); },
-        // (in the backward pass, first, as attn_tp_allreduce)
-        [&] {
-          if (s_.tp > 1) collective(l, "ffn_tp_allreduce", ph, CollectiveKind::kAllReduce, CommAxis::kTensor, T_ * M_ * e_);
-        },
+        tp_allreduce(l, ph, true, T_ * M_),
     };
     run(seq, ph);
   }
@@ -196,13 +201,11 @@ class Builder {
           g_.ops.back().a2a_dest_share = load.dest_share;
           g_.ops.back().a2a_transposed = ph == StepPhase::kBackward;
         },
+        tp_allreduce(l, ph, false, copies * M_),
         [&] { matmul(l, "moe_expert_in", ph, copies, M_, in_cols, tp_); },
         [&] { elementwise(l, "moe_expert_act", ph, copies * He / tp_, 3); },
         [&] { matmul(l, "moe_expert_out", ph, copies, He, M_, tp_); },
-        [&] {
-          if (s_.tp > 1)
-            collective(l, "ffn_tp_allreduce", ph, CollectiveKind::kAllReduce, CommAxis::kTensor, copies * M_ * e_);
-        },
+        tp_allreduce(l, ph, true, copies * M_),
         [&] {
           collective(l, "moe_combine_a2a", ph, CollectiveKind::kAllToAll, CommAxis::kExpert,
                      load.a2a_send_tokens * M_ * e_);
@@ -484,13 +487,16 @@ class Builder {
     op.axis = axis;
     op.comm_bytes = bytes;
     op.blocking = false;
-    // Issue it before the previous block's ops: find where that block started.
+    // Issue it before the previous block's ops: find where that block started (its collectives, the
+    // all-to-alls and tp all-reduces inside it and the gradient reductions after it, included; its own
+    // gathers, issued before it, not).
     size_t insert_at = g_.ops.size();
     for (size_t i = g_.ops.size(); i-- > 0;) {
-      if (g_.ops[i].layer == (ph == StepPhase::kForward ? l - 1 : l + 1) && g_.ops[i].stage == stage_ &&
-          g_.ops[i].kind != OpKind::kCollective)
+      const StepOp& op = g_.ops[i];
+      const bool gather = op.kind == OpKind::kCollective && op.collective == CollectiveKind::kAllGather && !op.blocking;
+      if (op.layer == (ph == StepPhase::kForward ? l - 1 : l + 1) && op.stage == stage_ && !gather)
         insert_at = i;
-      else if (insert_at != g_.ops.size())
+      else
         break;
     }
     shift_deps(insert_at);

@@ -112,6 +112,22 @@ TEST(StepGraph, ShardedWeightsAreGatheredBeforeUse) {
       ASSERT_FALSE(op.deps.empty());
       EXPECT_EQ(g.ops[static_cast<size_t>(op.deps.front())].id, "L5.weight_allgather.fwd");
     }
+  // A block's gather is issued as the previous block (in the pass's order) starts, so that it overlaps
+  // all of that block, the all-to-alls and tp all-reduces inside it included: the op after it is that
+  // block's first. (Before, it was issued after the previous block's last collective.)
+  s.tp = 2;
+  const StepGraph sliced = build_step_graph(m, s);
+  for (size_t i = 0; i + 1 < sliced.ops.size(); ++i) {
+    const StepOp& op = sliced.ops[i];
+    if (op.name != "weight_allgather" && op.name != "expert_weight_allgather") continue;
+    const int previous = op.phase == StepPhase::kForward ? op.layer - 1 : op.layer + 1;
+    if (previous < 0 || previous >= m.layers) continue;
+    const StepOp* next = &sliced.ops[i + 1];
+    if (next->name.find("weight_allgather") != std::string::npos) next = &sliced.ops[i + 2];  // its pair
+    EXPECT_EQ(next->layer, previous) << op.id << " is followed by " << next->id;
+    const char* first = op.phase == StepPhase::kForward ? "attn_norm" : m.is_moe_layer(previous) ? "moe_unpermute" : "ffn_out";
+    EXPECT_EQ(next->name, first) << op.id << " is followed by " << next->id;
+  }
   // Micro-batches gather once per pass and phase (the recompute uses the backward pass's gather);
   // deps still point backward (the builder relies on it when it inserts a gather).
   s.microbatches = 4;
