@@ -6,6 +6,7 @@
 //   V = R C^T / mean(R);  U = g / sqrt(V);  U /= max(1, RMS(U) / clip);
 //   rho = min(lr_max, 1/sqrt(t));  param -= rho * max(eps2, RMS(param)) * U.
 #include <cstdint>
+#include <vector>
 
 #include "kernel_context.h"
 #include "shard_reduce.h"
@@ -35,14 +36,25 @@ void adafactor_update(const KernelContext& ctx, T* param, const T* grad, T* row_
                       int64_t rows, int64_t cols, int64_t step, const AdafactorHyper& h, int64_t count = 1,
                       int64_t state_stride = 0);
 
-// Tensor parallelism: this rank holds a slice of `count` stacked matrices of rows x cols each, cut
-// along `axis` from matrices split into `slices` blocks of rows or columns, and the factored state of
-// its own rows and columns. Updates the slice exactly as adafactor_update updates the whole matrices
-// (the same factors, parameter RMS and update clipping); the partial sums are combined over the slices
-// with `reduce.sum`, twice per call. CPU backend only.
+// Tensor parallelism: one weight's slices on this rank, `count` stacked matrices of rows x cols, cut
+// along `axis` from matrices split into `slices` blocks of rows or columns, with the factored state of
+// the slice's own rows and columns (matrix m's at row_state / col_state + m x state_stride).
 template <class T>
-void adafactor_update_sliced(const KernelContext& ctx, T* param, const T* grad, T* row_state, T* col_state,
-                             int64_t rows, int64_t cols, SliceAxis axis, int64_t slices, int64_t step,
-                             const AdafactorHyper& h, int64_t count, int64_t state_stride, const ShardReduce& reduce);
+struct SlicedWeight {
+  T* param = nullptr;
+  const T* grad = nullptr;
+  T* row_state = nullptr;
+  T* col_state = nullptr;
+  int64_t rows = 0, cols = 0;
+  SliceAxis axis = SliceAxis::kWhole;
+  int64_t slices = 1, count = 1, state_stride = 0;
+};
+
+// Updates every slice exactly as adafactor_update updates the whole matrices (the same factors,
+// parameter RMS and update clipping). The partial sums of all the weights are combined over the slices
+// together, with two calls of `reduce.sum` in all. CPU backend only.
+template <class T>
+void adafactor_update_sliced(const KernelContext& ctx, const std::vector<SlicedWeight<T>>& weights, int64_t step,
+                             const AdafactorHyper& h, const ShardReduce& reduce);
 
 }  // namespace glam::kernels

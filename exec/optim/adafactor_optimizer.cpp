@@ -40,7 +40,9 @@ void AdafactorOptimizer<T>::update(const kernels::KernelContext& ctx, T* params,
   auto sc = OpTimer::time(timer, id, 12.0 * static_cast<double>(layout_.total_elements),
                           3.0 * sizeof(T) * static_cast<double>(layout_.total_elements));
   // One call per weight: a weight's local experts lie one after another in the parameters, the
-  // gradients and the state, so the kernels take them all at once.
+  // gradients and the state, so the kernels take them all at once. The sliced weights go in one call,
+  // whose sums over the slices are two collectives for all of them.
+  std::vector<kernels::SlicedWeight<T>> sliced;
   for (size_t i = 0; i < layout_.params.size(); ++i) {
     const ParamInfo& p = layout_.params[i];
     T* w = params + p.offset;
@@ -49,15 +51,16 @@ void AdafactorOptimizer<T>::update(const kernels::KernelContext& ctx, T* params,
     if (p.sliced()) {
       if (!slices || !factored(i))
         throw std::logic_error("AdafactorOptimizer: sliced tensor " + p.name + " needs a factored state and slices");
-      kernels::adafactor_update_sliced<T>(ctx, w, g, s, s + p.rows, p.rows, p.cols, p.slice_axis, p.slices, step, hyper_,
-                                          p.count, state_size(i), *slices);
-    } else if (factored(i))
+      sliced.push_back({w, g, s, s + p.rows, p.rows, p.cols, p.slice_axis, p.slices, p.count, state_size(i)});
+    } else if (factored(i)) {
       kernels::adafactor_update<T>(ctx, w, g, s, s + p.rows, nullptr, p.rows, p.cols, step, hyper_, p.count,
                                    state_size(i));
-    else
+    } else {
       kernels::adafactor_update<T>(ctx, w, g, nullptr, nullptr, s, p.rows, p.cols, step, hyper_, p.count,
                                    state_size(i));
+    }
   }
+  if (!sliced.empty()) kernels::adafactor_update_sliced<T>(ctx, sliced, step, hyper_, *slices);
 }
 
 template class AdafactorOptimizer<float>;

@@ -135,81 +135,104 @@ void adafactor_update(const KernelContext& ctx, T* param, const T* grad, T* row_
                step, h);
 }
 
+namespace {
+
+// One matrix of a sliced weight, and where its partial sums go in the two rounds of reductions.
 template <class T>
-void adafactor_update_sliced(const KernelContext& ctx, T* param, const T* grad, T* row_state, T* col_state,
-                             int64_t rows, int64_t cols, SliceAxis axis, int64_t slices, int64_t step,
-                             const AdafactorHyper& h, int64_t count, int64_t state_stride, const ShardReduce& reduce) {
+struct SliceUnit {
+  T* w;
+  const T* g;
+  T* rs;
+  T* cs;
+  int64_t rows, cols, all_rows, all_cols;
+  bool by_rows;
+  size_t shared = 0;  // first round: sums along the split dimension, then the sum of w^2
+  size_t local = 0;   // the other dimension's sums (whole on this slice)
+  int64_t split_sums() const { return by_rows ? cols : rows; }
+};
+
+}  // namespace
+
+template <class T>
+void adafactor_update_sliced(const KernelContext& ctx, const std::vector<SlicedWeight<T>>& weights, int64_t step,
+                             const AdafactorHyper& h, const ShardReduce& reduce) {
   if (ctx.backend != Backend::kCpu)
     throw std::logic_error("adafactor_update_sliced: sliced weights are updated on the CPU backend only");
-  if (axis == SliceAxis::kWhole || (count > 1 && state_stride < rows + cols))
-    throw std::invalid_argument("adafactor_update_sliced: a sliced matrix with separate states expected");
-  const bool by_rows = axis == SliceAxis::kRows;
-  const int64_t all_rows = by_rows ? rows * slices : rows, all_cols = by_rows ? cols : cols * slices;
+  std::vector<SliceUnit<T>> units;
+  size_t shared_size = 0, local_size = 0;
+  for (const auto& wt : weights) {
+    if (wt.axis == SliceAxis::kWhole || (wt.count > 1 && wt.state_stride < wt.rows + wt.cols))
+      throw std::invalid_argument("adafactor_update_sliced: a sliced matrix with separate states expected");
+    const bool by_rows = wt.axis == SliceAxis::kRows;
+    for (int64_t m = 0; m < wt.count; ++m) {
+      SliceUnit<T> u{wt.param + m * wt.rows * wt.cols, wt.grad + m * wt.rows * wt.cols,
+                     wt.row_state + m * wt.state_stride, wt.col_state + m * wt.state_stride, wt.rows, wt.cols,
+                     by_rows ? wt.rows * wt.slices : wt.rows, by_rows ? wt.cols : wt.cols * wt.slices, by_rows};
+      u.shared = shared_size, u.local = local_size;
+      shared_size += static_cast<size_t>(u.split_sums() + 1);
+      local_size += static_cast<size_t>(by_rows ? wt.rows : wt.cols);
+      units.push_back(u);
+    }
+  }
   const double beta2 = 1.0 - std::pow(static_cast<double>(step), -h.decay_exponent);
   auto sq = [](T x) { return static_cast<double>(x) * static_cast<double>(x); };
-  auto slice_of = [&](int64_t m) { return std::pair{param + m * rows * cols, grad + m * rows * cols}; };
-  // First round, per matrix: the sums of g^2 + eps1 along the split dimension (row sums when split by
-  // columns, column sums when split by rows), then the sum of w^2; the other dimension's sums are whole.
-  const int64_t split_sums = by_rows ? cols : rows, first = split_sums + 1;
-  std::vector<double> shared(static_cast<size_t>(count * first), 0.0), local(static_cast<size_t>(count * (by_rows ? rows : cols)));
-  for (int64_t m = 0; m < count; ++m) {
-    auto [w, g] = slice_of(m);
-    double* split = shared.data() + m * first;
-    double* own = local.data() + m * (by_rows ? rows : cols);
-    std::vector<double> row_sum(static_cast<size_t>(rows)), w2(static_cast<size_t>(rows));
-    GLAM_PARALLEL_FOR(rows / kRowBlock)
-    for (int64_t r = 0; r < rows; ++r) {
-      row_sum[static_cast<size_t>(r)] = cpu::sum_over<double>(cols, [&](int64_t c) { return sq(g[r * cols + c]) + h.eps1; });
-      w2[static_cast<size_t>(r)] = cpu::sum_over<double>(cols, [&](int64_t c) { return sq(w[r * cols + c]); });
+  // First round: per matrix, the sums of g^2 + eps1 along the split dimension (row sums when split by
+  // columns, column sums when split by rows) and the sum of w^2; the other dimension's sums are whole.
+  std::vector<double> shared(shared_size, 0.0), local(local_size, 0.0);
+  for (const auto& u : units) {
+    double* split = shared.data() + u.shared;
+    double* own = local.data() + u.local;
+    std::vector<double> row_sum(static_cast<size_t>(u.rows)), w2(static_cast<size_t>(u.rows));
+    GLAM_PARALLEL_FOR(u.rows / kRowBlock)
+    for (int64_t r = 0; r < u.rows; ++r) {
+      row_sum[static_cast<size_t>(r)] = cpu::sum_over<double>(u.cols, [&](int64_t c) { return sq(u.g[r * u.cols + c]) + h.eps1; });
+      w2[static_cast<size_t>(r)] = cpu::sum_over<double>(u.cols, [&](int64_t c) { return sq(u.w[r * u.cols + c]); });
     }
-    double* col_sum = by_rows ? split : own;
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t c = 0; c < cols; ++c) col_sum[c] += sq(g[r * cols + c]) + h.eps1;
-    std::copy(row_sum.begin(), row_sum.end(), by_rows ? own : split);
-    split[split_sums] = cpu::sum_of<double>(w2.data(), rows);
+    double* col_sum = u.by_rows ? split : own;
+    for (int64_t r = 0; r < u.rows; ++r)
+      for (int64_t c = 0; c < u.cols; ++c) col_sum[c] += sq(u.g[r * u.cols + c]) + h.eps1;
+    std::copy(row_sum.begin(), row_sum.end(), u.by_rows ? own : split);
+    split[u.split_sums()] = cpu::sum_of<double>(w2.data(), u.rows);
   }
-  reduce.sum(shared.data(), count * first);
-  // The states of the slice's rows and columns; second round: the update's partial sum of squares
-  // (sum g^2 / (R_i C_j), to be scaled by mean R) and, split by rows, the partial sum of R.
-  std::vector<double> second(static_cast<size_t>(2 * count), 0.0);
-  for (int64_t m = 0; m < count; ++m) {
-    auto [w, g] = slice_of(m);
-    T* rs = row_state + m * state_stride;
-    T* cs = col_state + m * state_stride;
-    const double* split = shared.data() + m * first;
-    const double* own = local.data() + m * (by_rows ? rows : cols);
-    const double* row_sum = by_rows ? own : split;
-    const double* col_sum = by_rows ? split : own;
-    for (int64_t r = 0; r < rows; ++r)
-      rs[r] = static_cast<T>(beta2 * rs[r] + (1 - beta2) * row_sum[r] / static_cast<double>(all_cols));
-    for (int64_t c = 0; c < cols; ++c)
-      cs[c] = static_cast<T>(beta2 * cs[c] + (1 - beta2) * col_sum[c] / static_cast<double>(all_rows));
-    std::vector<double> per_row(static_cast<size_t>(rows));
-    GLAM_PARALLEL_FOR(rows / kRowBlock)
-    for (int64_t r = 0; r < rows; ++r)
-      per_row[static_cast<size_t>(r)] = cpu::sum_over<double>(cols, [&](int64_t c) {
-                                          return sq(g[r * cols + c]) / static_cast<double>(cs[c]);
-                                        }) / static_cast<double>(rs[r]);
-    second[static_cast<size_t>(2 * m)] = cpu::sum_of<double>(per_row.data(), rows);
-    second[static_cast<size_t>(2 * m + 1)] = by_rows ? cpu::sum_over<double>(rows, [&](int64_t r) { return static_cast<double>(rs[r]); }) : 0;
+  reduce.sum(shared.data(), static_cast<int64_t>(shared.size()));
+  // The states of the slice's rows and columns; second round: per matrix, the update's partial sum of
+  // squares (sum g^2 / (R_i C_j), to be scaled by mean R) and, split by rows, the partial sum of R.
+  std::vector<double> second(2 * units.size(), 0.0);
+  for (size_t k = 0; k < units.size(); ++k) {
+    const auto& u = units[k];
+    const double* split = shared.data() + u.shared;
+    const double* own = local.data() + u.local;
+    const double* row_sum = u.by_rows ? own : split;
+    const double* col_sum = u.by_rows ? split : own;
+    for (int64_t r = 0; r < u.rows; ++r)
+      u.rs[r] = static_cast<T>(beta2 * u.rs[r] + (1 - beta2) * row_sum[r] / static_cast<double>(u.all_cols));
+    for (int64_t c = 0; c < u.cols; ++c)
+      u.cs[c] = static_cast<T>(beta2 * u.cs[c] + (1 - beta2) * col_sum[c] / static_cast<double>(u.all_rows));
+    std::vector<double> per_row(static_cast<size_t>(u.rows));
+    GLAM_PARALLEL_FOR(u.rows / kRowBlock)
+    for (int64_t r = 0; r < u.rows; ++r)
+      per_row[static_cast<size_t>(r)] = cpu::sum_over<double>(u.cols, [&](int64_t c) {
+                                          return sq(u.g[r * u.cols + c]) / static_cast<double>(u.cs[c]);
+                                        }) / static_cast<double>(u.rs[r]);
+    second[2 * k] = cpu::sum_of<double>(per_row.data(), u.rows);
+    second[2 * k + 1] = u.by_rows ? cpu::sum_over<double>(u.rows, [&](int64_t r) { return static_cast<double>(u.rs[r]); }) : 0;
   }
-  reduce.sum(second.data(), 2 * count);
-  for (int64_t m = 0; m < count; ++m) {
-    auto [w, g] = slice_of(m);
-    const T* rs = row_state + m * state_stride;
-    const T* cs = col_state + m * state_stride;
-    const double r_sum = by_rows ? second[static_cast<size_t>(2 * m + 1)]
-                                 : cpu::sum_over<double>(rows, [&](int64_t r) { return static_cast<double>(rs[r]); });
-    const double row_mean = r_sum / static_cast<double>(all_rows);
-    const double update_ss = row_mean * second[static_cast<size_t>(2 * m)];
-    const double param_rms = root_mean(shared[static_cast<size_t>(m * first + split_sums)], all_rows * all_cols);
-    const double lr = scaled_step(h, step, param_rms, root_mean(update_ss, all_rows * all_cols));
-    GLAM_PARALLEL_FOR(rows / kRowBlock)
-    for (int64_t r = 0; r < rows; ++r) {
-      const double la = lr * std::sqrt(row_mean / static_cast<double>(rs[r]));
-      for (int64_t c = 0; c < cols; ++c)
-        w[r * cols + c] = static_cast<T>(static_cast<double>(w[r * cols + c]) -
-                                         la / std::sqrt(static_cast<double>(cs[c])) * static_cast<double>(g[r * cols + c]));
+  reduce.sum(second.data(), static_cast<int64_t>(second.size()));
+  for (size_t k = 0; k < units.size(); ++k) {
+    const auto& u = units[k];
+    const double r_sum = u.by_rows ? second[2 * k + 1]
+                                   : cpu::sum_over<double>(u.rows, [&](int64_t r) { return static_cast<double>(u.rs[r]); });
+    const double row_mean = r_sum / static_cast<double>(u.all_rows);
+    const double update_ss = row_mean * second[2 * k];
+    const double param_rms = root_mean(shared[u.shared + static_cast<size_t>(u.split_sums())], u.all_rows * u.all_cols);
+    const double lr = scaled_step(h, step, param_rms, root_mean(update_ss, u.all_rows * u.all_cols));
+    GLAM_PARALLEL_FOR(u.rows / kRowBlock)
+    for (int64_t r = 0; r < u.rows; ++r) {
+      const double la = lr * std::sqrt(row_mean / static_cast<double>(u.rs[r]));
+      T* w = u.w + r * u.cols;
+      const T* g = u.g + r * u.cols;
+      for (int64_t c = 0; c < u.cols; ++c)
+        w[c] = static_cast<T>(static_cast<double>(w[c]) - la / std::sqrt(static_cast<double>(u.cs[c])) * static_cast<double>(g[c]));
     }
   }
 }
@@ -218,11 +241,9 @@ template void adafactor_update<float>(const KernelContext&, float*, const float*
                                       int64_t, int64_t, const AdafactorHyper&, int64_t, int64_t);
 template void adafactor_update<double>(const KernelContext&, double*, const double*, double*, double*, double*,
                                        int64_t, int64_t, int64_t, const AdafactorHyper&, int64_t, int64_t);
-template void adafactor_update_sliced<float>(const KernelContext&, float*, const float*, float*, float*, int64_t, int64_t,
-                                             SliceAxis, int64_t, int64_t, const AdafactorHyper&, int64_t, int64_t,
-                                             const ShardReduce&);
-template void adafactor_update_sliced<double>(const KernelContext&, double*, const double*, double*, double*, int64_t,
-                                              int64_t, SliceAxis, int64_t, int64_t, const AdafactorHyper&, int64_t,
-                                              int64_t, const ShardReduce&);
+template void adafactor_update_sliced<float>(const KernelContext&, const std::vector<SlicedWeight<float>>&, int64_t,
+                                             const AdafactorHyper&, const ShardReduce&);
+template void adafactor_update_sliced<double>(const KernelContext&, const std::vector<SlicedWeight<double>>&, int64_t,
+                                              const AdafactorHyper&, const ShardReduce&);
 
 }  // namespace glam::kernels

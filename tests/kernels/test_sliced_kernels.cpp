@@ -109,48 +109,84 @@ TEST(SlicedKernels, VocabularyParallelLossEqualsTheWholeVocabulary) {
   for (size_t i = 0; i < grad.size(); ++i) EXPECT_NEAR(sgrad[i], grad[i], 1e-14) << i;
 }
 
-// Two stacked matrices of 6 x 10, split by rows (2 slices) and by columns (2 and 5 slices): three
-// updates of each slice against the whole matrices' updates.
-TEST(SlicedKernels, AdafactorOfSlicesEqualsTheWholeMatrices) {
+// One weight of the sliced Adafactor test: `count` stacked matrices of rows x cols, split along `axis`.
+struct TestWeight {
+  int64_t rows, cols, count;
+  SliceAxis axis;
+};
+
+// Three updates of every slice of `weights` (one call for all of them, as the optimizer makes it)
+// against adafactor_update of the whole matrices.
+void check_sliced_adafactor(const std::vector<TestWeight>& weights, int slices) {
   const KernelContext ctx;
   const AdafactorHyper h;
-  const int64_t rows = 6, cols = 10, count = 2, n = rows * cols;
-  for (auto [axis, slices] : {std::pair{SliceAxis::kRows, 2}, std::pair{SliceAxis::kCols, 2}, std::pair{SliceAxis::kCols, 5}}) {
-    const bool by_rows = axis == SliceAxis::kRows;
-    const int64_t sr = by_rows ? rows / slices : rows, sc = by_rows ? cols : cols / slices;
-    std::vector<double> whole = random_values(count * n, 4), state(static_cast<size_t>(count * (rows + cols)), 0.0);
-    std::vector<std::vector<double>> part(static_cast<size_t>(slices)), part_state(static_cast<size_t>(slices));
-    auto slice_of = [&](const std::vector<double>& m, int s) {  // slice s of each stacked matrix
+  struct State {
+    TestWeight t;
+    int64_t sr, sc;
+    std::vector<double> whole, state;
+    std::vector<std::vector<double>> part, part_state;
+    std::vector<double> slice_of(const std::vector<double>& m, int s) const {  // slice s of each stacked matrix
+      const bool by_rows = t.axis == SliceAxis::kRows;
       std::vector<double> out;
-      for (int64_t e = 0; e < count; ++e)
+      for (int64_t e = 0; e < t.count; ++e)
         for (int64_t r = 0; r < sr; ++r)
           for (int64_t c = 0; c < sc; ++c)
-            out.push_back(m[static_cast<size_t>(e * n + (r + (by_rows ? s * sr : 0)) * cols + c + (by_rows ? 0 : s * sc))]);
+            out.push_back(m[static_cast<size_t>(e * t.rows * t.cols + (r + (by_rows ? s * sr : 0)) * t.cols + c +
+                                                (by_rows ? 0 : s * sc))]);
       return out;
-    };
+    }
+  };
+  std::vector<State> all;
+  for (size_t k = 0; k < weights.size(); ++k) {
+    const TestWeight& t = weights[k];
+    const bool by_rows = t.axis == SliceAxis::kRows;
+    State st{t, by_rows ? t.rows / slices : t.rows, by_rows ? t.cols : t.cols / slices,
+             random_values(t.count * t.rows * t.cols, static_cast<unsigned>(4 + k)),
+             std::vector<double>(static_cast<size_t>(t.count * (t.rows + t.cols)), 0.0), {}, {}};
     for (int s = 0; s < slices; ++s) {
-      part[static_cast<size_t>(s)] = slice_of(whole, s);
-      part_state[static_cast<size_t>(s)].assign(static_cast<size_t>(count * (sr + sc)), 0.0);
+      st.part.push_back(st.slice_of(st.whole, s));
+      st.part_state.emplace_back(static_cast<size_t>(t.count * (st.sr + st.sc)), 0.0);
     }
-    ThreadSlices threads(slices);
-    for (int64_t step = 1; step <= 3; ++step) {
-      const auto grad = random_values(count * n, static_cast<unsigned>(10 + step), 0.1);
-      adafactor_update<double>(ctx, whole.data(), grad.data(), state.data(), state.data() + rows, nullptr, rows, cols,
-                               step, h, count, rows + cols);
-      threads.run([&](int s, const ShardReduce& reduce) {
-        const auto g = slice_of(grad, s);
-        double* st = part_state[static_cast<size_t>(s)].data();
-        adafactor_update_sliced<double>(ctx, part[static_cast<size_t>(s)].data(), g.data(), st, st + sr, sr, sc, axis,
-                                        slices, step, h, count, sr + sc, reduce);
-      });
-    }
-    for (int s = 0; s < slices; ++s) {
-      const auto want = slice_of(whole, s);
-      for (size_t i = 0; i < want.size(); ++i)
-        EXPECT_NEAR(part[static_cast<size_t>(s)][i], want[i], 1e-12 * std::max(1.0, std::abs(want[i])))
-            << (by_rows ? "rows" : "columns") << " / " << slices << ", slice " << s << ", element " << i;
-    }
+    all.push_back(std::move(st));
   }
+  ThreadSlices threads(slices);
+  for (int64_t step = 1; step <= 3; ++step) {
+    std::vector<std::vector<double>> grads;
+    for (size_t k = 0; k < all.size(); ++k) {
+      State& st = all[k];
+      grads.push_back(random_values(static_cast<int64_t>(st.whole.size()), static_cast<unsigned>(10 * step + k), 0.1));
+      adafactor_update<double>(ctx, st.whole.data(), grads.back().data(), st.state.data(), st.state.data() + st.t.rows,
+                               nullptr, st.t.rows, st.t.cols, step, h, st.t.count, st.t.rows + st.t.cols);
+    }
+    threads.run([&](int s, const ShardReduce& reduce) {
+      std::vector<std::vector<double>> g;
+      std::vector<SlicedWeight<double>> mine;
+      for (size_t k = 0; k < all.size(); ++k) g.push_back(all[k].slice_of(grads[k], s));
+      for (size_t k = 0; k < all.size(); ++k) {
+        State& st = all[k];
+        double* state = st.part_state[static_cast<size_t>(s)].data();
+        mine.push_back({st.part[static_cast<size_t>(s)].data(), g[k].data(), state, state + st.sr, st.sr, st.sc,
+                        st.t.axis, slices, st.t.count, st.sr + st.sc});
+      }
+      adafactor_update_sliced<double>(ctx, mine, step, h, reduce);
+    });
+  }
+  for (const State& st : all)
+    for (int s = 0; s < slices; ++s) {
+      const auto want = st.slice_of(st.whole, s);
+      const auto& got = st.part[static_cast<size_t>(s)];
+      for (size_t i = 0; i < want.size(); ++i)
+        EXPECT_NEAR(got[i], want[i], 1e-12 * std::max(1.0, std::abs(want[i])))
+            << st.t.rows << " x " << st.t.cols << (st.t.axis == SliceAxis::kRows ? " by rows / " : " by columns / ")
+            << slices << ", slice " << s << ", element " << i;
+    }
+}
+
+// Stacked and single matrices split by rows and by columns into 2 slices in one call, and by columns
+// into 5.
+TEST(SlicedKernels, AdafactorOfSlicesEqualsTheWholeMatrices) {
+  check_sliced_adafactor({{6, 10, 2, SliceAxis::kRows}, {6, 10, 2, SliceAxis::kCols}, {4, 6, 1, SliceAxis::kCols}}, 2);
+  check_sliced_adafactor({{6, 10, 1, SliceAxis::kCols}}, 5);
 }
 
 }  // namespace
