@@ -102,6 +102,7 @@ int main(int argc, char** argv) {
   train->add_option("--tensor-parallel", t.tensor_parallel,
                     "Tensor parallelism: groups of this many ranks share their tokens and split the attention heads, "
                     "hidden units and vocabulary (Megatron-LM); CPU backend")
+      ->transform(integer_at_least(1, 4096))
       ->capture_default_str();
   train->add_option("--virtual-stages", t.virtual_stages,
                     "Chunks of blocks per pipeline stage (the interleaved schedule; micro-batches a multiple of the stages)")

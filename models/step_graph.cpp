@@ -492,9 +492,10 @@ class Builder {
     // gathers, issued before it, not).
     size_t insert_at = g_.ops.size();
     for (size_t i = g_.ops.size(); i-- > 0;) {
-      const StepOp& op = g_.ops[i];
-      const bool gather = op.kind == OpKind::kCollective && op.collective == CollectiveKind::kAllGather && !op.blocking;
-      if (op.layer == (ph == StepPhase::kForward ? l - 1 : l + 1) && op.stage == stage_ && !gather)
+      const StepOp& earlier = g_.ops[i];
+      const bool gather =
+          earlier.kind == OpKind::kCollective && earlier.collective == CollectiveKind::kAllGather && !earlier.blocking;
+      if (earlier.layer == (ph == StepPhase::kForward ? l - 1 : l + 1) && earlier.stage == stage_ && !gather)
         insert_at = i;
       else
         break;

@@ -58,7 +58,8 @@ void check_runnable(const ModelConfig& m, const ExecShape& s) {
                        n(m.group_tokens) + " of " + m.id);
   }
   if (s.tp < 1 || s.tp_rank < 0 || s.tp_rank >= s.tp)
-    throw UsageError("tensor-parallel rank " + n(s.tp_rank) + " of " + n(s.tp) + ": expected at least one");
+    throw UsageError("tensor-parallel rank " + n(s.tp_rank) + " of " + n(s.tp) +
+                     ": expected at least one slice, and a rank from 0 to slices - 1");
   if (s.tp > 1) {
     auto divides = [&](int64_t v, const std::string& what) {
       if (v % s.tp != 0)
@@ -67,7 +68,7 @@ void check_runnable(const ModelConfig& m, const ExecShape& s) {
     };
     divides(m.heads, "attention heads");
     divides(m.vocab_size, "vocabulary entries");
-    if (m.ffn_hidden > 0) divides(m.ffn_hidden, "dense FFN hidden units");
+    if (m.dense_layers() > 0) divides(m.ffn_hidden, "dense FFN hidden units");
     if (m.is_moe()) divides(m.expert_hidden_size(), "expert hidden units");
     if (s.stages > 1) divides(s.tokens() * m.d_model, "activations per pass (tokens x d_model) sent between stages");
   }

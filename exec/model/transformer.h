@@ -189,8 +189,9 @@ class Transformer {
   // default); float32 keeps them whole. Reallocates their buffer.
   void set_logit_chunk_rows(int64_t rows);
   int64_t logit_chunk_rows() const { return logit_chunk_rows_; }
-  // The sums over the tensor-parallel slices that the sliced optimizer needs (null when tp is 1).
-  const kernels::ShardReduce* slice_reduce() const { return s_.tp > 1 ? &slice_reduce_ : nullptr; }
+  // The sums over the tensor-parallel slices that the sliced optimizer needs (null when tp is 1, or
+  // when the model was built without links.tensor: then the optimizer refuses the sliced weights).
+  const kernels::ShardReduce* slice_reduce() const { return s_.tp > 1 && links_.tensor ? &slice_reduce_ : nullptr; }
   uint64_t routing_seed = 0x5eed;
 
  private:

@@ -70,13 +70,16 @@ void for_each_state_part(const ParamInfo& p, F f) {
   f(p.rows, p.full_rows() + (rows ? 0 : p.slice * p.cols), p.cols);
 }
 
-// The whole tensor of a local one: its slices gathered over `tensor` (the tensor-parallel ranks).
+// The whole tensor of a local one: its slices gathered over `tensor` (the tensor-parallel ranks);
+// collective, and only slice 0 assembles it (the others return nothing).
 std::vector<float> whole_tensor(const LocalTensor& t, Communicator* tensor) {
   if (!t.param->sliced()) return std::vector<float>(t.data, t.data + t.elements);
   if (!tensor || tensor->size() != t.param->slices)
     throw std::logic_error("save_checkpoint: sliced tensor " + t.name + " needs the tensor-parallel communicator");
-  std::vector<float> parts(static_cast<size_t>(t.elements * t.param->slices)), whole(static_cast<size_t>(t.whole_elements()));
+  std::vector<float> parts(static_cast<size_t>(t.elements * t.param->slices));
   tensor->allgather(t.data, parts.data(), t.elements * static_cast<int64_t>(sizeof(float)));
+  if (tensor->rank() != 0) return {};
+  std::vector<float> whole(static_cast<size_t>(t.whole_elements()));
   for (int64_t s = 0; s < t.param->slices; ++s) {
     ParamInfo p = *t.param;
     p.slice = s;
@@ -109,12 +112,16 @@ TensorMap gather_stage_tensors(Transformer<T>& model, AdafactorOptimizer<float>&
   std::vector<std::string> names;
   std::vector<int64_t> sizes;
   std::vector<float> local;
+  const bool first_slice = !tensor || tensor->rank() == 0;
   for_each_local_tensor(model, opt, [&](const LocalTensor& t) {
     const std::vector<float> whole = whole_tensor(t, tensor);
+    if (!first_slice) return;
     names.push_back(t.name);
     sizes.push_back(static_cast<int64_t>(whole.size()));
     local.insert(local.end(), whole.begin(), whole.end());
   });
+  // The other slices' stage groups hold the same tensors: only slice 0's gathers them.
+  if (!first_slice) return {};
   const int ranks = comm.size();
   std::vector<float> all(local.size() * static_cast<size_t>(ranks));
   comm.allgather(local.data(), all.data(), static_cast<int64_t>(local.size() * sizeof(float)));

@@ -182,15 +182,23 @@ void adafactor_update_sliced(const KernelContext& ctx, const std::vector<SlicedW
   for (const auto& u : units) {
     double* split = shared.data() + u.shared;
     double* own = local.data() + u.local;
-    std::vector<double> row_sum(static_cast<size_t>(u.rows)), w2(static_cast<size_t>(u.rows));
-    GLAM_PARALLEL_FOR(u.rows / kRowBlock)
-    for (int64_t r = 0; r < u.rows; ++r) {
-      row_sum[static_cast<size_t>(r)] = cpu::sum_over<double>(u.cols, [&](int64_t c) { return sq(u.g[r * u.cols + c]) + h.eps1; });
-      w2[static_cast<size_t>(r)] = cpu::sum_over<double>(u.cols, [&](int64_t c) { return sq(u.w[r * u.cols + c]); });
+    // Rows in blocks whose partial column sums are added in block order, as in update_factored.
+    const int64_t blocks = (u.rows + kRowBlock - 1) / kRowBlock;
+    std::vector<double> row_sum(static_cast<size_t>(u.rows)), w2(static_cast<size_t>(u.rows)),
+        partial(static_cast<size_t>(blocks * u.cols), 0.0);
+    GLAM_PARALLEL_FOR(blocks)
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+      double* cp = partial.data() + blk * u.cols;
+      for (int64_t r = blk * kRowBlock; r < std::min(u.rows, (blk + 1) * kRowBlock); ++r) {
+        const T* g = u.g + r * u.cols;
+        row_sum[static_cast<size_t>(r)] = cpu::sum_over<double>(u.cols, [&](int64_t c) { return sq(g[c]) + h.eps1; });
+        w2[static_cast<size_t>(r)] = cpu::sum_over<double>(u.cols, [&](int64_t c) { return sq(u.w[r * u.cols + c]); });
+        for (int64_t c = 0; c < u.cols; ++c) cp[c] += sq(g[c]) + h.eps1;
+      }
     }
     double* col_sum = u.by_rows ? split : own;
-    for (int64_t r = 0; r < u.rows; ++r)
-      for (int64_t c = 0; c < u.cols; ++c) col_sum[c] += sq(u.g[r * u.cols + c]) + h.eps1;
+    for (int64_t blk = 0; blk < blocks; ++blk)
+      for (int64_t c = 0; c < u.cols; ++c) col_sum[c] += partial[static_cast<size_t>(blk * u.cols + c)];
     std::copy(row_sum.begin(), row_sum.end(), u.by_rows ? own : split);
     split[u.split_sums()] = cpu::sum_of<double>(w2.data(), u.rows);
   }

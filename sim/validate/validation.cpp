@@ -151,17 +151,19 @@ ValidationSummary validate_records(const std::vector<std::string>& files, const 
       v.simulated_chip_power_W = idle_W + above_W * busy_share;
     }
     std::map<std::string, double> simulated;
-    std::map<std::string, std::string> collective_of;
+    std::map<std::string, std::pair<std::string, std::string>> collective_of;  // kind, axis
     std::map<std::string, int> stage_of;
     for (size_t i = 0; i < sim.graph.ops.size(); ++i) {
       const StepOp& op = sim.graph.ops[i];
       // A blocking collective that waits for another stage (the tied embedding's sum waits for the
       // first stage's last backward pass) is timed by the executor from the moment it is called: the
-      // wait is part of its measured time.
-      const bool waits_inside = op.kind == OpKind::kCollective && op.blocking;
+      // wait is part of its measured time. Not so the gather of a received pass input: the StepGraph
+      // hangs the wait for the neighbour's send on it, but the executor receives (untimed: the bubble)
+      // before it starts the gather's clock.
+      const bool waits_inside = op.kind == OpKind::kCollective && op.blocking && op.name != "pp_recv_allgather";
       simulated[op.id] += sim.timing[i].duration() + (waits_inside ? sim.timing[i].stage_wait_s : 0.0);
       stage_of[op.id] = op.stage;
-      if (op.kind == OpKind::kCollective) collective_of[op.id] = collective_name(op.collective);
+      if (op.kind == OpKind::kCollective) collective_of[op.id] = {collective_name(op.collective), axis_name(op.axis)};
     }
     for (const auto& op : record.ops) {
       auto it = simulated.find(op.id);
@@ -169,8 +171,9 @@ ValidationSummary validate_records(const std::vector<std::string>& files, const 
         v.unmatched.push_back(op.id);
         continue;
       }
-      v.ops.push_back({op.id, stage_of[op.id], op.median_s, it->second,
-                       collective_of.count(op.id) ? collective_of[op.id] : ""});
+      const auto c = collective_of.find(op.id);
+      v.ops.push_back({op.id, stage_of[op.id], op.median_s, it->second, c != collective_of.end() ? c->second.first : "",
+                       c != collective_of.end() ? c->second.second : ""});
       op_errors.push_back(std::fabs(v.ops.back().error()));
     }
     step_errors.push_back(std::fabs(v.step_error()));
@@ -185,7 +188,10 @@ ValidationSummary validate_records(const std::vector<std::string>& files, const 
 std::map<std::string, std::pair<double, double>> RecordValidation::collectives() const {
   std::map<std::string, std::pair<double, double>> out;
   for (const auto& op : ops)
-    if (!op.collective.empty()) out[op.collective].first += op.measured_s, out[op.collective].second += op.simulated_s;
+    if (!op.collective.empty()) {
+      auto& t = out[op.collective + " over " + op.axis];
+      t.first += op.measured_s, t.second += op.simulated_s;
+    }
   return out;
 }
 
@@ -211,7 +217,8 @@ nlohmann::json ValidationSummary::to_json() const {
                      {"measured_s", op.measured_s},
                      {"simulated_s", op.simulated_s},
                      {"error", op.error()},
-                     {"collective", op.collective.empty() ? nlohmann::json(nullptr) : nlohmann::json(op.collective)}});
+                     {"collective", op.collective.empty() ? nlohmann::json(nullptr) : nlohmann::json(op.collective)},
+                     {"axis", op.axis.empty() ? nlohmann::json(nullptr) : nlohmann::json(op.axis)}});
     out["records"].push_back({{"file", v.record.file},
                               {"model", v.record.model.id},
                               {"layers_run", v.record.layers_run},
@@ -290,7 +297,8 @@ std::string ValidationSummary::to_markdown(const std::string& plot_file) const {
   bool any_collective = false;
   for (const auto& v : records) any_collective |= !v.collectives().empty();
   if (any_collective) {
-    o << "\nCollectives per step, summed over their op ids:\n\n"
+    o << "\nCollectives per step by kind and the ranks they run over (tp: tensor-parallel, dp: data-parallel, "
+         "ep: expert-parallel, pp: pipeline), summed over their op ids:\n\n"
       << "| record | collective | measured (ms) | simulated (ms) | error |\n|---|---|---|---|---|\n";
     for (const auto& v : records)
       for (const auto& [kind, t] : v.collectives())

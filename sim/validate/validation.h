@@ -19,6 +19,7 @@ struct OpComparison {
   int stage = 0;  // the pipeline stage that runs it
   double measured_s = 0, simulated_s = 0;
   std::string collective;  // "all_to_all", "all_reduce", ... for collectives; empty for compute ops
+  std::string axis;        // the ranks it runs over: "tp", "dp", "ep", "pp", ... (collectives only)
   double error() const { return (simulated_s - measured_s) / measured_s; }
 };
 
@@ -36,7 +37,8 @@ struct RecordValidation {
   double power_error() const { return (simulated_chip_power_W - record.measured_power_W) / record.measured_power_W; }
   std::vector<OpComparison> ops;  // op ids present in both
   std::vector<std::string> unmatched;  // measured op ids the simulation does not have
-  // Measured and simulated seconds per step of each collective kind, summed over its op ids.
+  // Measured and simulated seconds per step of each collective kind over each axis ("all_reduce over
+  // tp"), summed over its op ids.
   std::map<std::string, std::pair<double, double>> collectives() const;
   // Pipeline stages: each stage's time in its compared ops (measured, simulated) per step; the rest
   // of the step it waits (the bubble, and the other stages' longer passes).

@@ -21,7 +21,7 @@ done
 grep -q '^\[ops\.attn_softmax\.fwd\]' "$OUT/profile-cpu.toml" || { echo "check_loop: no per-op curves" >&2; exit 1; }
 # The 2-rank records' collectives are compared per kind (glam-tiny-8e: all-to-all; every one: all-reduce).
 for kind in all_to_all all_reduce; do
-  grep -q "| $kind |" "$OUT/report.md" || { echo "check_loop: report.md has no $kind row" >&2; exit 1; }
+  grep -q "| $kind over " "$OUT/report.md" || { echo "check_loop: report.md has no $kind row" >&2; exit 1; }
   grep -q "\"collective\": \"$kind\"" "$OUT/validation.json" ||
     { echo "check_loop: validation.json has no $kind op" >&2; exit 1; }
 done

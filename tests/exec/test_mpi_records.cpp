@@ -139,7 +139,15 @@ TEST(MpiRuns, TensorSlicesEqualTheRanksTheySplit) {
     ASSERT_EQ(sliced["losses"].size(), whole["losses"].size());
     for (size_t i = 0; i < whole["losses"].size(); ++i)
       EXPECT_NEAR(sliced["losses"][i].get<double>(), whole["losses"][i].get<double>(), 1e-5) << "step " << i + 1;
-    EXPECT_EQ(sliced["moe_layers"], whole["moe_layers"]) << "routing counted once per data-parallel rank";
+    // Routing counted once per data-parallel rank. The slices add their partial products in another
+    // order, which may flip a near-tied decision: the counts agree to a copy or two.
+    ASSERT_EQ(sliced["moe_layers"].size(), whole["moe_layers"].size());
+    for (size_t l = 0; l < whole["moe_layers"].size(); ++l)
+      for (const char* key : {"routed_tokens", "dropped_tokens", "skipped_second_copies"}) {
+        const auto& a = sliced["moe_layers"][l], &b = whole["moe_layers"][l];
+        ASSERT_TRUE(b.contains(key)) << key;
+        EXPECT_NEAR(a[key].get<double>(), b[key].get<double>(), 2.0) << key << " of MoE layer " << l;
+      }
     std::set<std::string> ids;
     for (const auto& op : sliced["ops"]) EXPECT_TRUE(ids.insert(op["id"].get<std::string>()).second) << op["id"];
     for (const char* id : c.ids) EXPECT_TRUE(ids.count(id)) << id;
@@ -149,29 +157,40 @@ TEST(MpiRuns, TensorSlicesEqualTheRanksTheySplit) {
     const json v = json::parse(r.out)["records"][0];
     EXPECT_EQ(v["unmatched_ops"], json::array()) << "record ops the StepGraph does not have";
     EXPECT_EQ(v["ops"].size(), ids.size());
+    // The gathers of received pass inputs (tens of kB here) are not charged the wait for the send,
+    // which the executor does not time either (the pipeline's bubble: milliseconds).
+    for (const auto& op : v["ops"])
+      if (op["id"].get<std::string>().find("pp_recv_allgather") != std::string::npos)
+        EXPECT_LT(op["simulated_s"].get<double>(), 1e-3) << op["id"];
   }
 }
 
 // Checkpoints do not depend on the slices: the 2-slice run's checkpoint has the 2-rank run's size, one
-// process resumes both to the same loss, and 2 slices resume the 2-rank one to that loss too.
+// process resumes both to the same losses, and 2 slices resume the 2-rank one to them too. Three steps
+// each: step 5's loss depends on the weights alone, steps 6 and 7 on the restored optimizer state.
 TEST(MpiRuns, SlicedCheckpointsResumeInAnyLayout) {
   if (mpi_dir().empty()) GTEST_SKIP() << "GLAM_MPI_DIR not set (run through ctest)";
   EXPECT_EQ(std::filesystem::file_size(mpi_dir() + "/tensor-2x2.ckpt"),
             std::filesystem::file_size(mpi_dir() + "/equal-2ranks.ckpt"));
-  std::vector<double> loss;
+  std::vector<json> losses;
   for (const char* from : {"equal-2ranks", "tensor-2x2"}) {
-    auto r = run_command("glamexec train --quiet --model glam-tiny-8e --batch-tokens 512 --steps 1 --resume " +
+    auto r = run_command("glamexec train --quiet --model glam-tiny-8e --batch-tokens 512 --steps 3 --resume " +
                          mpi_dir() + "/" + from + ".ckpt --record " + mpi_dir() + "/" + from + "-resumed-1.json");
     ASSERT_EQ(r.exit_code, 0) << from << ": " << r.err;
     const json j = load(std::string(from) + "-resumed-1.json");
     EXPECT_EQ(j["first_step"], 5);
-    loss.push_back(j["losses"][0].get<double>());
+    losses.push_back(j["losses"]);
   }
-  EXPECT_NEAR(loss[1], loss[0], 1e-5) << "step 5 from the 2-slice and the 2-rank checkpoint";
   const json sliced = load("tensor-resumed.json");
   EXPECT_EQ(sliced["plan"]["tp"], 2);
   EXPECT_EQ(sliced["first_step"], 5);
-  EXPECT_NEAR(sliced["losses"][0].get<double>(), loss[0], 1e-5) << "step 5 in 2 slices";
+  losses.push_back(sliced["losses"]);
+  for (const json& l : losses) ASSERT_EQ(l.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    const double want = losses[0][i].get<double>();
+    EXPECT_NEAR(losses[1][i].get<double>(), want, 1e-5) << "step " << 5 + i << " from the 2-slice checkpoint";
+    EXPECT_NEAR(losses[2][i].get<double>(), want, 1e-5) << "step " << 5 + i << " in 2 slices";
+  }
 }
 
 // Checkpoints do not depend on the stages: the 2-stage run's checkpoint holds every tensor once, one
