@@ -65,6 +65,10 @@ const Schema<M>& model_schema() {
              one_of({"glam", "gshard"}))
         .add("moe.group_tokens", &M::group_tokens, "tokens", "Tokens per routing group S", int64_t{1024},
              positive_up_to<int64_t>(int64_t{1} << 24))
+        .add("moe.dispatch", &M::moe_dispatch, "",
+             "padded: every capacity slot is sent and computed, empty ones included (GShard); kept: only the "
+             "copies kept",
+             std::string("padded"), one_of({"padded", "kept"}))
         .add("moe.second_expert_policy", &M::second_expert_policy, "",
              "all: always dispatch the second expert; random: keep it with probability min(1, g2/threshold)",
              std::string("all"), one_of({"all", "random"}))

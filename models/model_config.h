@@ -46,6 +46,11 @@ struct ModelConfig {
   std::string capacity_convention;  // "glam" or "gshard" (kernels/routing_rules.h)
   int64_t group_tokens = 0;         // tokens per routing group S
   std::string second_expert_policy;  // "all" or "random"
+  // What the dispatch moves and the experts compute: "padded", every capacity slot, empty ones
+  // included (GShard's fixed shapes, as GLaM trained and as this executor runs), or "kept", only the
+  // copies kept (variable-size dispatch and grouped products).
+  std::string moe_dispatch;
+  bool padded_dispatch() const { return moe_dispatch != "kept"; }
   double second_expert_threshold = 0;
   double aux_loss_weight = 0;
   double z_loss_weight = 0;

@@ -4,6 +4,17 @@
 
 namespace glam {
 
+MoeLayerLoad with_padded_slots(const ModelConfig& m, const StepShape& s, MoeLayerLoad load) {
+  // Every rank sends every slot of every expert (C per group and expert), and each rank's experts
+  // compute all the slots the ep ranks send them: the uniform load of a full capacity.
+  const double groups_per_rank = static_cast<double>(s.tokens_per_rank) / static_cast<double>(m.group_tokens);
+  const double slots = groups_per_rank * static_cast<double>(m.capacity_per_group() * m.experts);
+  load.a2a_send_tokens = slots;
+  load.expert_tokens = slots;  // (E / ep experts) x C x groups, from each of the ep ranks
+  load.dest_share.clear();     // uniform
+  return load;
+}
+
 MoeLayerLoad moe_layer_load(const ModelConfig& m, const StepShape& s, const std::vector<double>& expert_share) {
   const double S = static_cast<double>(m.group_tokens), k = static_cast<double>(m.top_k);
   const double C = static_cast<double>(m.capacity_per_group());
@@ -18,6 +29,7 @@ MoeLayerLoad moe_layer_load(const ModelConfig& m, const StepShape& s, const std:
   }
   MoeLayerLoad load;
   load.dropped_fraction = 1 - kept / (k * S);
+  if (m.padded_dispatch()) return with_padded_slots(m, s, load);
   load.a2a_send_tokens = kept * groups_per_rank;
   // Every rank of the ep group sends the same mix, so rank r receives ep times its share.
   double hottest = *std::max_element(kept_by_rank.begin(), kept_by_rank.end());

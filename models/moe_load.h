@@ -12,6 +12,11 @@ namespace glam {
 // The busiest rank's load and the all-to-all shares for one MoE block, as expected values: each
 // routing group of S tokens sends k*S*share_e copies to expert e, of which at most C are kept.
 // `expert_share` has one entry per expert and sums to 1.
+// With padded dispatch (ModelConfig::padded_dispatch) the costs are those of every capacity slot,
+// whatever the routing; the dropped fraction is still the routing's.
 MoeLayerLoad moe_layer_load(const ModelConfig& m, const StepShape& s, const std::vector<double>& expert_share);
+
+// `load` with the costs of padded dispatch: every capacity slot sent, and computed by its expert.
+MoeLayerLoad with_padded_slots(const ModelConfig& m, const StepShape& s, MoeLayerLoad load);
 
 }  // namespace glam

@@ -1,5 +1,7 @@
 #include "step_graph.h"
 
+#include "moe_load.h"
+
 #include <algorithm>
 #include <functional>
 #include <map>
@@ -7,6 +9,7 @@
 #include <stdexcept>
 
 #include "accounting.h"
+#include "moe_load.h"
 
 namespace glam {
 
@@ -100,7 +103,7 @@ MoeLayerLoad uniform_moe_load(const ModelConfig& m, const StepShape& s) {
   load.expert_tokens = kept;  // uniform: each rank receives what it sends
   load.a2a_send_tokens = kept;
   load.dropped_fraction = 1 - kept / routed;
-  return load;
+  return m.padded_dispatch() ? with_padded_slots(m, s, load) : load;
 }
 
 namespace {

@@ -100,7 +100,9 @@ TEST(GlamsimRun, CalibrationTargetGlam64b64eOnTpuV4) {
 }
 
 // GLaM's capacity (cf 2, top-2) is exactly filled by uniform routing, so skew drops copies
-// rather than overloading a rank; with spare capacity, skew makes the hot rank a straggler.
+// rather than overloading a rank. With spare capacity, padded dispatch (GShard's, the default) still
+// sends and computes every slot, so skew changes nothing; when only kept copies travel, skew makes the
+// hot rank a straggler.
 TEST(GlamsimRun, SkewedRoutingDropsAtCapacityAndStragglesAboveIt) {
   const std::string base = " --cluster tpu-v4-64 --dp 64 --ep 64 --tp 1 --batch-tokens 262144 --allow-oom --format json";
   auto uniform = nlohmann::json::parse(run_command("glamsim run --model glam-8b-64e" + base).out);
@@ -115,8 +117,17 @@ TEST(GlamsimRun, SkewedRoutingDropsAtCapacityAndStragglesAboveIt) {
   std::ofstream(roomy) << text;
   auto u8 = nlohmann::json::parse(run_command("glamsim run --model " + roomy.string() + base).out);
   auto s8 = nlohmann::json::parse(run_command("glamsim run --model " + roomy.string() + " --routing skew=1.2" + base).out);
-  EXPECT_GT(s8["alltoall_s"].get<double>(), 1.5 * u8["alltoall_s"].get<double>());
-  EXPECT_GT(s8["compute_s"].get<double>(), u8["compute_s"].get<double>());
+  EXPECT_NEAR(s8["alltoall_s"].get<double>(), u8["alltoall_s"].get<double>(), 1e-9 * u8["alltoall_s"].get<double>());
+  EXPECT_NEAR(s8["compute_s"].get<double>(), u8["compute_s"].get<double>(), 1e-9 * u8["compute_s"].get<double>());
+  EXPECT_GT(u8["alltoall_s"].get<double>(), 3 * uniform["alltoall_s"].get<double>()) << "4x the slots, padded";
+  text.replace(text.find("[moe]"), 5, "[moe]\ndispatch = \"kept\"");
+  std::ofstream(roomy) << text;
+  auto k8 = nlohmann::json::parse(run_command("glamsim run --model " + roomy.string() + base).out);
+  auto ks8 = nlohmann::json::parse(run_command("glamsim run --model " + roomy.string() + " --routing skew=1.2" + base).out);
+  EXPECT_GT(ks8["alltoall_s"].get<double>(), 1.5 * k8["alltoall_s"].get<double>());
+  EXPECT_GT(ks8["compute_s"].get<double>(), k8["compute_s"].get<double>());
+  EXPECT_NEAR(k8["alltoall_s"].get<double>(), uniform["alltoall_s"].get<double>(), 0.01 * uniform["alltoall_s"].get<double>())
+      << "uniform routing keeps 2 copies per token, whatever the spare capacity";
   fs::remove(roomy);
 }
 

@@ -33,8 +33,18 @@ TEST(RoutingModel, SkewDropsTokensAndLoadsTheHotRank) {
   auto shares = expert_shares(parse_routing_spec("skew=1.0"), m, 1);
   EXPECT_NEAR(std::accumulate(shares[0].begin(), shares[0].end(), 0.0), 1.0, 1e-12);
   EXPECT_GT(shares[0][0], shares[0][63]);
+  // Padded dispatch (the default): the costs of every slot, whatever the routing; the drops are the routing's.
+  const MoeLayerLoad padded = moe_layer_load(m, shape(8192, 8), shares[0]);
+  const double slots = 64.0 * 32 * 8;  // experts x C x groups per rank
+  EXPECT_NEAR(padded.a2a_send_tokens, slots, 1e-9);
+  EXPECT_NEAR(padded.expert_tokens, slots, 1e-9);
+  EXPECT_TRUE(padded.dest_share.empty());
+  EXPECT_GT(padded.dropped_fraction, 0.1);
+  // Only kept copies travel and are computed:
+  m.moe_dispatch = "kept";
   MoeLayerLoad uniform = moe_layer_load(m, shape(8192, 8), expert_shares(parse_routing_spec("uniform"), m, 1)[0]);
   MoeLayerLoad skewed = moe_layer_load(m, shape(8192, 8), shares[0]);
+  EXPECT_NEAR(skewed.dropped_fraction, padded.dropped_fraction, 1e-12);
   EXPECT_GT(skewed.dropped_fraction, 0.1);
   EXPECT_LT(skewed.a2a_send_tokens, uniform.a2a_send_tokens);  // dropped copies are not sent
   // Capacity bounds the hot rank: its 8 experts cannot take more than 8 x C per group.

@@ -50,7 +50,8 @@ TEST(StepSimulator, RanksTakingTurnsOnSharedCores) {
 }
 
 // The all-to-all bytes a rank sends to other chips: none with every expert on the chip, (ep-1)/ep of
-// the buffers under uniform routing, and under skew what leaves the hottest rank (rank 0).
+// the buffers under uniform routing, and under skew, when only kept copies travel, what leaves the
+// hottest rank (rank 0); padded dispatch sends every slot whatever the routing.
 TEST(StepSimulator, AllToAllBytesCountOnlyWhatLeavesTheChip) {
   SimulationInput in = host_input(1.0);
   double buffers = 0;
@@ -66,6 +67,9 @@ TEST(StepSimulator, AllToAllBytesCountOnlyWhatLeavesTheChip) {
 
   in = host_input(1.0);
   in.routing = parse_routing_spec("skew=1.5");
+  ASSERT_TRUE(in.model.padded_dispatch());
+  EXPECT_NEAR(simulate_step(in).alltoall_bytes, uniform.alltoall_bytes, 1e-9 * uniform.alltoall_bytes);
+  in.model.moe_dispatch = "kept";
   const StepResult skewed = simulate_step(in);
   // Expected: the flows out of rank 0 in the network model's schedule of each exchange.
   double expected = 0;
