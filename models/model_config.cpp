@@ -186,6 +186,10 @@ ModelConfig parse_model(const std::string& toml_text, const std::string& file_na
 
 nlohmann::json model_to_json(const ModelConfig& m) { return model_schema().dump(m); }
 
+nlohmann::json model_json_with_defaults(const nlohmann::json& saved) {
+  return saved.is_object() ? model_schema().with_defaults(saved) : saved;
+}
+
 std::string describe_model_fields() { return model_schema().describe(); }
 
 PrintedCount parse_printed_count(const std::string& text) {

@@ -87,6 +87,9 @@ ModelConfig first_layers(ModelConfig m, int64_t layers);
 
 // Every resolved field (defaults included), nested by section.
 nlohmann::json model_to_json(const ModelConfig& m);
+// A model_to_json of an earlier version (a checkpoint's or a run record's), completed with the
+// defaults of the keys added since, for comparison with today's.
+nlohmann::json model_json_with_defaults(const nlohmann::json& saved);
 // One line per field: key, type, unit, default, description.
 std::string describe_model_fields();
 

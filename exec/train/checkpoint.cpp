@@ -273,10 +273,11 @@ ParsedHeader parse_header(const std::string& head, int64_t payload_floats, const
   }
   if (!header.is_object()) throw corrupt("header is not a JSON object");
   const nlohmann::json wanted = model_to_json(m);
-  if (!header.contains("model_config") || header["model_config"] != wanted)
+  // (keys added since the checkpoint was written count as their defaults)
+  const nlohmann::json saved = model_json_with_defaults(header.value("model_config", nlohmann::json()));
+  if (!header.contains("model_config") || saved != wanted)
     throw UsageError(where + ": checkpoint was written for a different model configuration than " + m.id +
-                     " as this run has it (--model, --layers): " +
-                     config_differences(header.value("model_config", nlohmann::json()), wanted));
+                     " as this run has it (--model, --layers): " + config_differences(saved, wanted));
   ParsedHeader out;
   const auto step = header.find("step");
   if (step == header.end() || !step->is_number_integer() || step->get<int64_t>() < 0)

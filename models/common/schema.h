@@ -175,6 +175,16 @@ class Schema {
     return out;
   }
 
+  // A dump written before some keys existed, completed with those keys' defaults (keys without a
+  // default stay missing), so that it compares equal to today's dump of the same configuration.
+  nlohmann::json with_defaults(nlohmann::json dumped) const {
+    for (const auto& f : fields_) {
+      const nlohmann::json::json_pointer at("/" + slash_path(f.key));
+      if (!dumped.contains(at) && f.default_text) dumped[at] = nlohmann::json::parse(*f.default_text);
+    }
+    return dumped;
+  }
+
   // One line per field: key, type, unit, default, description.
   std::string describe() const {
     std::ostringstream o;

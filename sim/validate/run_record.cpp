@@ -78,7 +78,7 @@ std::optional<ModelConfig> catalogue_model_as_run(const nlohmann::json& record, 
     // A run of the first K layers holds the configuration of those K.
     const int64_t layers_run = record.value("model", nlohmann::json::object()).value("layers_run", int64_t{0});
     const ModelConfig ran = layers_run > 0 && layers_run < m.layers ? first_layers(m, layers_run) : m;
-    if (model_to_json(ran) == record["model_config"]) return m;
+    if (model_to_json(ran) == model_json_with_defaults(record["model_config"])) return m;  // older records: defaults
   } catch (const std::exception&) {  // not a catalogue id
   }
   return std::nullopt;

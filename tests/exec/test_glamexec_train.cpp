@@ -305,6 +305,16 @@ TEST_F(Train, HandEditedCheckpointHeadersAreRefused) {
   EXPECT_NE(v.err.find("corrupt checkpoint (format version 7)"), std::string::npos) << v.err;
   ASSERT_EQ(train("--model glam-tiny --steps 1 --batch-tokens 128 --resume " + path("same.ckpt")).exit_code, 0)
       << "the re-encoding itself must be valid";
+  // A checkpoint from before a key existed (here moe.dispatch) resumes when the run has its default,
+  // and is refused when the run sets another value.
+  write("older.ckpt", with_header(good, [](json& h) { h["model_config"]["moe"].erase("dispatch"); }));
+  auto older = train("--model glam-tiny --steps 1 --batch-tokens 128 --resume " + path("older.ckpt"));
+  EXPECT_EQ(older.exit_code, 0) << older.err;
+  write("other-dispatch.ckpt", with_header(good, [](json& h) { h["model_config"]["moe"]["dispatch"] = "kept"; }));
+  older = train("--model glam-tiny --steps 1 --batch-tokens 128 --resume " + path("other-dispatch.ckpt"));
+  EXPECT_EQ(older.exit_code, 2);
+  EXPECT_NE(older.err.find("moe.dispatch = \"kept\" in the checkpoint, \"padded\" in this run"), std::string::npos)
+      << older.err;
   const std::vector<std::pair<std::function<void(json&)>, std::string>> cases = {
       {[](json& h) { h["tensors"][0]["offset"] = -5; }, "outside the payload"},
       {[](json& h) { h["tensors"][1]["elements"] = int64_t{1} << 40; }, "outside the payload"},
