@@ -138,7 +138,9 @@ class Transformer {
  public:
   using Master = kernels::master_t<T>;  // weights, gradients, router and loss: T, or float32 for bf16
 
-  // `comm`: the ranks of this stage. `links`: the other stages (needed when shape.stages > 1).
+  // `comm`: the ranks of this stage that hold the same tensor slice (data and expert parallelism).
+  // `links`: the other stages (needed when shape.stages > 1) and the tensor-parallel slices (when
+  // shape.tp > 1; without them the model can only count its buffers, as step_memory does).
   Transformer(const ModelConfig& m, const ExecShape& shape, Communicator& comm, const kernels::KernelContext& ctx,
               PipelineLinks links = {});
 
@@ -172,8 +174,9 @@ class Transformer {
   void backward_pass(int64_t chunk, int64_t microbatch, MicroBatchTokens tokens, OpTimer* timer = nullptr);
   void wait_sends();
 
-  // Sum the replicated weights' gradients over the stage's ranks (data parallelism), then the tied
-  // embedding's over the first and last stage.
+  // Sum the replicated weights' gradients over the stage's ranks that hold the same slice (data
+  // parallelism), then the tied embedding's over the first and last stage. (The tensor-parallel slices
+  // need no sum: a whole tensor's gradient is the same on each, from the same summed activations.)
   void allreduce_gradients(OpTimer* timer = nullptr);
 
   // The step's losses, from the shares each rank's forward passes returned (summed): collective over
