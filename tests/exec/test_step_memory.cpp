@@ -55,6 +55,22 @@ TEST(StepMemory, CountIsWhatTheStepTakesFromTheHeap) {
   expect_count_matches_heap<kernels::bf16>(m, shape_of(8, m.seq_len));
 }
 
+// A tensor-parallel slice (counted, as the trainer counts it, without its communicators) holds half the
+// sliced matrices, their state and the activations of half the heads, hidden units and vocabulary;
+// the residual stream and the whole tensors stay. The count is still what the slice allocates.
+TEST(StepMemory, TensorSlicesHoldTheirShare) {
+  const ModelConfig m = small_moe();
+  ExecShape sliced = shape_of(8, m.seq_len);
+  sliced.tp = 2, sliced.tp_rank = 1;
+  expect_count_matches_heap<float>(m, sliced);
+  const StepMemory whole = step_memory(m, shape_of(8, m.seq_len), false), half = step_memory(m, sliced, false);
+  EXPECT_LT(4 * half.model_bytes, 3 * whole.model_bytes);
+  EXPECT_GT(2 * half.model_bytes, whole.model_bytes);
+  EXPECT_LT(half.optimizer_bytes, whole.optimizer_bytes);
+  sliced.tp_rank = 0;
+  EXPECT_EQ(step_memory(m, sliced, false).total(), half.total()) << "the slices are the same size";
+}
+
 TEST(StepMemory, GrowsWithTheBatchAndBf16HalvesTheActivations) {
   const ModelConfig m = small_moe();
   const StepMemory s1 = step_memory(m, shape_of(1, m.seq_len), false), s2 = step_memory(m, shape_of(2, m.seq_len), false),
