@@ -432,7 +432,7 @@ StepLoss Transformer<T>::forward_pass(int64_t chunk, int64_t microbatch, MicroBa
       k::convert<W, T>(ctx_, params_.data(), weights_.data(), layout_.total_elements);
     }
   }
-  const k::EmbeddingRows held{s_.tp_rank * vocab_, s_.tp > 1 ? vocab_ : -1};  // this slice's vocabulary
+  const k::EmbeddingRows held = vocabulary_slice();
   if (chunk == 0) {
     {
       auto sc = OpTimer::time(t, stage_id(StageOp::kEmbedFwd), 0, 2.0 * es * static_cast<double>(n * d));
@@ -548,8 +548,7 @@ void Transformer<T>::backward_pass(int64_t chunk, int64_t microbatch, MicroBatch
   if (chunk == 0) {
     auto sc = OpTimer::time(t, stage_id(StageOp::kEmbedBwd), static_cast<double>(n * d),
                             (es + 2.0 * sizeof(W)) * static_cast<double>(n * d));
-    k::embedding_backward<T>(ctx_, tokens.inputs, dres_.data(), grad(layout_.embedding), n, d,
-                             k::EmbeddingRows{s_.tp_rank * vocab_, s_.tp > 1 ? vocab_ : -1});
+    k::embedding_backward<T>(ctx_, tokens.inputs, dres_.data(), grad(layout_.embedding), n, d, vocabulary_slice());
   } else {
     send_pass_output(dres_.data(), chunk, true, t);
   }

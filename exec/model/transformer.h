@@ -21,6 +21,7 @@
 #include "core/op_timer.h"
 #include "activation.h"
 #include "elementwise.h"
+#include "embedding.h"
 #include "gemm.h"
 #include "kernel_context.h"
 #include "model/layout.h"
@@ -240,6 +241,8 @@ class Transformer {
   // slices gather the parts (Megatron-LM's scatter-gather): `chunk` receives into `data`.
   void receive_pass_input(T* data, int64_t chunk, bool backward, OpTimer* t);
   void send_pass_output(const T* data, int64_t chunk, bool backward, OpTimer* t);
+  // The vocabulary ids this slice's embedding rows and logits hold (all of them without slices).
+  kernels::EmbeddingRows vocabulary_slice() const { return {s_.tp_rank * vocab_, s_.tp > 1 ? vocab_ : -1}; }
   // Adds this slice's partial sums (of a row-sliced product) over the tensor-parallel ranks.
   void tensor_allreduce(T* data, int64_t n, const std::string& id, OpTimer* t);
   // The ops outside the blocks (with pipeline stages their ids name the stage: "s1.loss.fwd").
