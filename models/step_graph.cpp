@@ -143,36 +143,29 @@ class Builder {
     g_.ops.push_back(std::move(op));
   }
 
-  void attention(int l, StepPhase ph) {
-    const double S = static_cast<double>(m_.seq_len), heads = static_cast<double>(m_.heads);
-    auto fwd = [&] {
-      elementwise(l, "attn_norm", ph, T_ * M_, 2);
-      matmul(l, "attn_qkv", ph, T_, M_, 3 * A_, tp_);
-      matmul(l, "attn_scores", ph, T_, A_, S, tp_, OpKind::kAttention);
-      elementwise(l, "attn_softmax", ph, T_ * S * heads / tp_, 3);
-      matmul(l, "attn_context", ph, T_, S, A_, tp_, OpKind::kAttention);
-      matmul(l, "attn_out", ph, T_, A_, M_, tp_);
-      if (s_.tp > 1) collective(l, "attn_tp_allreduce", ph, CollectiveKind::kAllReduce, CommAxis::kTensor, T_ * M_ * e_);
+  // The tensor-parallel all-reduce `name` of `elements` activations: after the row-sliced output product
+  // in the forward pass, and in the backward pass after the column-sliced input product, of its input
+  // gradient (Megatron-LM's f and g). A sequence of the block's ops takes two: one placed for each pass.
+  std::function<void()> tp_allreduce(int l, const char* name, StepPhase ph, bool forward_position, double elements) {
+    return [this, l, name, ph, forward_position, elements] {
+      if (s_.tp > 1 && forward_position == (ph == StepPhase::kForward))
+        collective(l, name, ph, CollectiveKind::kAllReduce, CommAxis::kTensor, elements * e_);
     };
-    if (ph == StepPhase::kForward) return fwd();
-    // backward in reverse order; the all-reduce of a row-sliced product's output becomes the
-    // all-reduce of the column-sliced input product's input gradient (Megatron-LM's f and g)
-    matmul(l, "attn_out", ph, T_, A_, M_, tp_);
-    matmul(l, "attn_context", ph, T_, S, A_, tp_, OpKind::kAttention);
-    elementwise(l, "attn_softmax", ph, T_ * S * heads / tp_, 3);
-    matmul(l, "attn_scores", ph, T_, A_, S, tp_, OpKind::kAttention);
-    matmul(l, "attn_qkv", ph, T_, M_, 3 * A_, tp_);
-    if (s_.tp > 1) collective(l, "attn_tp_allreduce", ph, CollectiveKind::kAllReduce, CommAxis::kTensor, T_ * M_ * e_);
-    elementwise(l, "attn_norm", ph, T_ * M_, 2);
   }
 
-  // The tensor-parallel all-reduce of `elements` activations: after the row-sliced output product in
-  // the forward pass, after the column-sliced input product (of its input gradient) in the backward.
-  std::function<void()> tp_allreduce(int l, StepPhase ph, bool forward_position, double elements) {
-    return [this, l, ph, forward_position, elements] {
-      if (s_.tp > 1 && forward_position == (ph == StepPhase::kForward))
-        collective(l, "ffn_tp_allreduce", ph, CollectiveKind::kAllReduce, CommAxis::kTensor, elements * e_);
+  void attention(int l, StepPhase ph) {
+    const double S = static_cast<double>(m_.seq_len), heads = static_cast<double>(m_.heads);
+    std::vector<std::function<void()>> seq = {
+        [&] { elementwise(l, "attn_norm", ph, T_ * M_, 2); },
+        tp_allreduce(l, "attn_tp_allreduce", ph, false, T_ * M_),
+        [&] { matmul(l, "attn_qkv", ph, T_, M_, 3 * A_, tp_); },
+        [&] { matmul(l, "attn_scores", ph, T_, A_, S, tp_, OpKind::kAttention); },
+        [&] { elementwise(l, "attn_softmax", ph, T_ * S * heads / tp_, 3); },
+        [&] { matmul(l, "attn_context", ph, T_, S, A_, tp_, OpKind::kAttention); },
+        [&] { matmul(l, "attn_out", ph, T_, A_, M_, tp_); },
+        tp_allreduce(l, "attn_tp_allreduce", ph, true, T_ * M_),
     };
+    run(seq, ph);
   }
 
   void dense_ffn(int l, StepPhase ph) {
@@ -180,11 +173,11 @@ class Builder {
     const double in_cols = m_.ffn_kind == "gated" ? 2 * H : H;
     std::vector<std::function<void()>> seq = {
         [&] { elementwise(l, "ffn_norm", ph, T_ * M_, 2); },
-        tp_allreduce(l, ph, false, T_ * M_),
+        tp_allreduce(l, "ffn_tp_allreduce", ph, false, T_ * M_),
         [&] { matmul(l, "ffn_in", ph, T_, M_, in_cols, tp_); },
         [&] { elementwise(l, "ffn_act", ph, T_ * H / tp_, 3); },
         [&] { matmul(l, "ffn_out", ph, T_, H, M_, tp_); },
-        tp_allreduce(l, ph, true, T_ * M_),
+        tp_allreduce(l, "ffn_tp_allreduce", ph, true, T_ * M_),
     };
     run(seq, ph);
   }
@@ -204,11 +197,11 @@ class Builder {
           g_.ops.back().a2a_dest_share = load.dest_share;
           g_.ops.back().a2a_transposed = ph == StepPhase::kBackward;
         },
-        tp_allreduce(l, ph, false, copies * M_),
+        tp_allreduce(l, "ffn_tp_allreduce", ph, false, copies * M_),
         [&] { matmul(l, "moe_expert_in", ph, copies, M_, in_cols, tp_); },
         [&] { elementwise(l, "moe_expert_act", ph, copies * He / tp_, 3); },
         [&] { matmul(l, "moe_expert_out", ph, copies, He, M_, tp_); },
-        tp_allreduce(l, ph, true, copies * M_),
+        tp_allreduce(l, "ffn_tp_allreduce", ph, true, copies * M_),
         [&] {
           collective(l, "moe_combine_a2a", ph, CollectiveKind::kAllToAll, CommAxis::kExpert,
                      load.a2a_send_tokens * M_ * e_);

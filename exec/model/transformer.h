@@ -51,6 +51,12 @@ struct ExecShape {
   int tp = 1;       // tensor-parallel ranks per data-parallel rank
   int tp_rank = 0;  // this rank's slice
   int world_rank() const { return (stage * ranks + rank) * tp + tp_rank; }
+  // This shape with the stage, rank and slice of world rank `world` (the inverse of world_rank()).
+  ExecShape at_world_rank(int world) const {
+    ExecShape s = *this;
+    s.tp_rank = world % tp, s.rank = world / tp % ranks, s.stage = world / (tp * ranks);
+    return s;
+  }
   int world_size() const { return stages * ranks * tp; }
   int64_t tokens() const { return seqs * seq_len; }  // one micro-batch on this rank: the buffers' size
   int64_t global_tokens() const { return tokens() * ranks * microbatches; }  // the step's global batch

@@ -70,36 +70,41 @@ void for_each_state_part(const ParamInfo& p, F f) {
   f(p.rows, p.full_rows() + (rows ? 0 : p.slice * p.cols), p.cols);
 }
 
-// The whole tensor of a local one: its slices gathered over `tensor` (the tensor-parallel ranks);
-// collective, and only slice 0 assembles it (the others return nothing).
-std::vector<float> whole_tensor(const LocalTensor& t, Communicator* tensor) {
-  if (!t.param->sliced()) return std::vector<float>(t.data, t.data + t.elements);
+// Appends the whole tensor of a local one to `out` (null: only take part). A sliced tensor's slices
+// are gathered over `tensor` (the tensor-parallel ranks: collective) and assembled.
+void append_whole_tensor(const LocalTensor& t, Communicator* tensor, std::vector<float>* out) {
+  if (!t.param->sliced()) {
+    if (out) out->insert(out->end(), t.data, t.data + t.elements);
+    return;
+  }
   if (!tensor || tensor->size() != t.param->slices)
     throw std::logic_error("save_checkpoint: sliced tensor " + t.name + " needs the tensor-parallel communicator");
   std::vector<float> parts(static_cast<size_t>(t.elements * t.param->slices));
   tensor->allgather(t.data, parts.data(), t.elements * static_cast<int64_t>(sizeof(float)));
-  if (tensor->rank() != 0) return {};
-  std::vector<float> whole(static_cast<size_t>(t.whole_elements()));
+  if (!out) return;
+  const size_t at = out->size();
+  out->resize(at + static_cast<size_t>(t.whole_elements()));
+  float* whole = out->data() + at;
   for (int64_t s = 0; s < t.param->slices; ++s) {
     ParamInfo p = *t.param;
     p.slice = s;
     const float* part = parts.data() + s * t.elements;
-    if (!t.state) put_slice(p, part, whole.data());
-    else for_each_state_part(p, [&](int64_t from, int64_t to, int64_t n) { std::copy_n(part + from, n, whole.data() + to); });
+    if (!t.state) put_slice(p, part, whole);
+    else for_each_state_part(p, [&](int64_t from, int64_t to, int64_t n) { std::copy_n(part + from, n, whole + to); });
   }
-  return whole;
 }
 
-// The rank's share of a whole tensor read from the file.
-void take_share(const LocalTensor& t, const float* whole) {
-  if (!t.param->sliced()) std::copy_n(whole, t.elements, t.data);
-  else if (!t.state) take_slice(*t.param, whole, t.data);
-  else for_each_state_part(*t.param, [&](int64_t to, int64_t from, int64_t n) { std::copy_n(whole + from, n, t.data + to); });
+// The rank's share of a whole tensor read from the file (`bytes`: its float32 values, unaligned).
+void take_share(const LocalTensor& t, const char* bytes) {
+  if (!t.param->sliced()) {
+    std::memcpy(t.data, bytes, static_cast<size_t>(t.elements) * sizeof(float));
+    return;
+  }
+  std::vector<float> whole(static_cast<size_t>(t.whole_elements()));
+  std::memcpy(whole.data(), bytes, whole.size() * sizeof(float));
+  if (!t.state) take_slice(*t.param, whole.data(), t.data);
+  else for_each_state_part(*t.param, [&](int64_t to, int64_t from, int64_t n) { std::copy_n(whole.data() + from, n, t.data + to); });
 }
-
-}  // namespace
-
-namespace {
 
 using TensorMap = std::map<std::string, std::vector<float>>;
 
@@ -114,11 +119,11 @@ TensorMap gather_stage_tensors(Transformer<T>& model, AdafactorOptimizer<float>&
   std::vector<float> local;
   const bool first_slice = !tensor || tensor->rank() == 0;
   for_each_local_tensor(model, opt, [&](const LocalTensor& t) {
-    const std::vector<float> whole = whole_tensor(t, tensor);
+    const size_t before = local.size();
+    append_whole_tensor(t, tensor, first_slice ? &local : nullptr);
     if (!first_slice) return;
     names.push_back(t.name);
-    sizes.push_back(static_cast<int64_t>(whole.size()));
-    local.insert(local.end(), whole.begin(), whole.end());
+    sizes.push_back(static_cast<int64_t>(local.size() - before));
   });
   // The other slices' stage groups hold the same tensors: only slice 0's gathers them.
   if (!first_slice) return {};
@@ -358,9 +363,7 @@ CheckpointState load_checkpoint(const std::filesystem::path& path, Transformer<T
     auto it = header.tensors.find(t.name);
     if (it == header.tensors.end()) throw corrupt("tensor " + t.name + " missing");
     if (it->second.second != t.whole_elements()) throw corrupt("tensor " + t.name + " has the wrong size");
-    std::vector<float> whole(static_cast<size_t>(t.whole_elements()));
-    std::memcpy(whole.data(), payload + it->second.first * static_cast<int64_t>(sizeof(float)), whole.size() * sizeof(float));
-    take_share(t, whole.data());
+    take_share(t, payload + it->second.first * static_cast<int64_t>(sizeof(float)));
   });
   return header.state;
 }

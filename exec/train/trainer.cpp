@@ -176,8 +176,7 @@ StepFit check_step_fits(const ModelConfig& m, const ExecShape& shape, bool bf16,
     const int64_t k = hints[static_cast<size_t>(2 * r + 1)];
     job_more = job_more == 0 || k == 0 ? 0 : std::max(job_more, k);
   }
-  ExecShape worst_shape = shape;
-  worst_shape.stage = worst / (shape.ranks * shape.tp), worst_shape.rank = worst / shape.tp % shape.ranks;
+  const ExecShape worst_shape = shape.at_world_rank(worst);
   auto bytes = [](int64_t b) { return format_bytes(static_cast<double>(b)); };
   const std::string step = step_label(m, worst_shape, precision) + ", needs " + bytes(at(worst, 0)) + " (model buffers " +
                            bytes(at(worst, 3)) + ", optimizer state " + bytes(at(worst, 4)) + ")";
@@ -474,11 +473,9 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
   shape.seqs = global_tokens / m.seq_len / stage_ranks / o.microbatches;
   shape.ranks = stage_ranks;
   shape.tp = tp;
-  shape.tp_rank = rank % tp;
-  shape.rank = rank / tp % stage_ranks;
   shape.stages = o.stages;
-  shape.stage = rank / (stage_ranks * tp);
   shape.virtual_stages = o.virtual_stages;
+  shape = shape.at_world_rank(rank);
   check_runnable(m, shape);
   // A rank's token indices and routing slots are 32-bit.
   if (global_tokens / stage_ranks > std::numeric_limits<int32_t>::max())

@@ -11,6 +11,25 @@
 
 namespace glam::kernels {
 
+namespace {
+// One row's losses and gradient from its largest logit `mx`, its sum of exp(x - mx) (float64, as on
+// the GPU: a float32 sum over 256K terms errs by about 1e-5) and its target's logit; `y` is the target's
+// index in the row, or -1 when another vocabulary slice holds it. d may alias x: x[y] is read first.
+// d/dx_v of ce + z_weight * z^2 = softmax_v - [v == y] + 2 z_weight z softmax_v; the exponentials are
+// recomputed (vectorized) so that each gradient element is rounded once, as on the GPU.
+template <class T, class D>
+void finish_row(const T* x, D* d, int64_t vocab, T mx, double sum, double target_logit, int64_t y, double z_weight,
+                double grad_scale, T& ce, T& lse) {
+  const double z = static_cast<double>(mx) + std::log(sum);
+  ce = static_cast<T>(z - target_logit);
+  lse = static_cast<T>(z);
+  const T coef = static_cast<T>(grad_scale * (1.0 + 2.0 * z_weight * z) / sum);
+  const T target_grad = y >= 0 ? cpu::fast_exp(x[y] - mx) * coef - static_cast<T>(grad_scale) : T(0);
+  for (int64_t v = 0; v < vocab; ++v) d[v] = cpu::fast_exp(x[v] - mx) * coef;
+  if (y >= 0) d[y] = target_grad;
+}
+}  // namespace
+
 template <class T, class D>
 void softmax_xent_forward_backward(const KernelContext& ctx, const T* logits, const int32_t* targets, int64_t tokens,
                                    int64_t vocab, double z_weight, double grad_scale, T* ce, T* lse, D* dlogits) {
@@ -19,21 +38,10 @@ void softmax_xent_forward_backward(const KernelContext& ctx, const T* logits, co
   GLAM_PARALLEL_FOR(tokens / 8)
   for (int64_t t = 0; t < tokens; ++t) {
     const T* x = logits + t * vocab;
-    D* d = dlogits + t * vocab;  // may alias x: every x[v] is read before d[v] is written
     const int32_t y = targets[t];
-    const T target_logit = x[y];
     const T mx = cpu::max_of(x, vocab);
-    // float64, as on the GPU: a float32 sum over 256K terms errs by about 1e-5
     const double sum = cpu::sum_over<double>(vocab, [&](int64_t v) { return static_cast<double>(cpu::fast_exp(x[v] - mx)); });
-    double z = static_cast<double>(mx) + std::log(static_cast<double>(sum));
-    ce[t] = static_cast<T>(z - static_cast<double>(target_logit));
-    lse[t] = static_cast<T>(z);
-    // d/dx_v of ce + z_weight * z^2 = softmax_v - [v == y] + 2 z_weight z softmax_v; the exponentials
-    // are recomputed (vectorized) so that each gradient element is rounded once, as on the GPU.
-    const T coef = static_cast<T>(grad_scale * (1.0 + 2.0 * z_weight * z) / static_cast<double>(sum));
-    const T target_grad = cpu::fast_exp(target_logit - mx) * coef - static_cast<T>(grad_scale);
-    for (int64_t v = 0; v < vocab; ++v) d[v] = cpu::fast_exp(x[v] - mx) * coef;
-    d[y] = target_grad;
+    finish_row(x, dlogits + t * vocab, vocab, mx, sum, static_cast<double>(x[y]), y, z_weight, grad_scale, ce[t], lse[t]);
   }
 }
 
@@ -61,19 +69,10 @@ void softmax_xent_forward_backward_sliced(const KernelContext& ctx, const T* log
   reduce.sum(sums.data(), 2 * tokens);
   GLAM_PARALLEL_FOR(tokens / 8)
   for (int64_t t = 0; t < tokens; ++t) {
-    const T* x = logits + t * vocab;
-    D* d = dlogits + t * vocab;  // may alias x
-    const T m = static_cast<T>(mx[static_cast<size_t>(t)]);
-    const double sum = sums[static_cast<size_t>(t)];
-    const double z = static_cast<double>(m) + std::log(sum);
-    ce[t] = static_cast<T>(z - sums[static_cast<size_t>(tokens + t)]);
-    lse[t] = static_cast<T>(z);
-    const T coef = static_cast<T>(grad_scale * (1.0 + 2.0 * z_weight * z) / sum);
     const int64_t y = static_cast<int64_t>(targets[t]) - first_id;
-    const bool held = y >= 0 && y < vocab;
-    const T target_grad = held ? cpu::fast_exp(x[y] - m) * coef - static_cast<T>(grad_scale) : T(0);
-    for (int64_t v = 0; v < vocab; ++v) d[v] = cpu::fast_exp(x[v] - m) * coef;
-    if (held) d[y] = target_grad;
+    finish_row(logits + t * vocab, dlogits + t * vocab, vocab, static_cast<T>(mx[static_cast<size_t>(t)]),
+               sums[static_cast<size_t>(t)], sums[static_cast<size_t>(tokens + t)], y >= 0 && y < vocab ? y : -1,
+               z_weight, grad_scale, ce[t], lse[t]);
   }
 }
 

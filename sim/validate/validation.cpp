@@ -150,20 +150,20 @@ ValidationSummary validate_records(const std::vector<std::string>& files, const 
           1.0, static_cast<double>(record.energy_steps) * record.step_median_s / record.energy_window_s);
       v.simulated_chip_power_W = idle_W + above_W * busy_share;
     }
-    std::map<std::string, double> simulated;
-    std::map<std::string, std::pair<std::string, std::string>> collective_of;  // kind, axis
-    std::map<std::string, int> stage_of;
+    // Each op id's simulated seconds (summed over its ops), stage and, for collectives, kind and axis.
+    std::map<std::string, OpComparison> simulated;
     for (size_t i = 0; i < sim.graph.ops.size(); ++i) {
       const StepOp& op = sim.graph.ops[i];
-      // A blocking collective that waits for another stage (the tied embedding's sum waits for the
-      // first stage's last backward pass) is timed by the executor from the moment it is called: the
-      // wait is part of its measured time. Not so the gather of a received pass input: the StepGraph
-      // hangs the wait for the neighbour's send on it, but the executor receives (untimed: the bubble)
-      // before it starts the gather's clock.
-      const bool waits_inside = op.kind == OpKind::kCollective && op.blocking && op.name != "pp_recv_allgather";
-      simulated[op.id] += sim.timing[i].duration() + (waits_inside ? sim.timing[i].stage_wait_s : 0.0);
-      stage_of[op.id] = op.stage;
-      if (op.kind == OpKind::kCollective) collective_of[op.id] = {collective_name(op.collective), axis_name(op.axis)};
+      // A collective over the two end stages (the tied embedding's sum) waits inside itself for the
+      // other stage's last backward pass; the executor times it from the moment it is called, so the
+      // wait is part of its measured time. A wait for another stage before any other op is a receive
+      // (the StepGraph hangs it on the op that uses the message, such as pp_recv_allgather), which the
+      // executor leaves untimed: the bubble.
+      const bool waits_inside = op.kind == OpKind::kCollective && op.blocking && op.axis == CommAxis::kPipelineEnds;
+      OpComparison& c = simulated[op.id];
+      c.simulated_s += sim.timing[i].duration() + (waits_inside ? sim.timing[i].stage_wait_s : 0.0);
+      c.stage = op.stage;
+      if (op.kind == OpKind::kCollective) c.collective = collective_name(op.collective), c.axis = axis_name(op.axis);
     }
     for (const auto& op : record.ops) {
       auto it = simulated.find(op.id);
@@ -171,9 +171,9 @@ ValidationSummary validate_records(const std::vector<std::string>& files, const 
         v.unmatched.push_back(op.id);
         continue;
       }
-      const auto c = collective_of.find(op.id);
-      v.ops.push_back({op.id, stage_of[op.id], op.median_s, it->second, c != collective_of.end() ? c->second.first : "",
-                       c != collective_of.end() ? c->second.second : ""});
+      OpComparison c = it->second;
+      c.id = op.id, c.measured_s = op.median_s;
+      v.ops.push_back(std::move(c));
       op_errors.push_back(std::fabs(v.ops.back().error()));
     }
     step_errors.push_back(std::fabs(v.step_error()));
