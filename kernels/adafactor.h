@@ -52,7 +52,7 @@ struct SlicedWeight {
 
 // Updates every slice exactly as adafactor_update updates the whole matrices (the same factors,
 // parameter RMS and update clipping). The partial sums of all the weights are combined over the slices
-// together, with two calls of `reduce.sum` in all. CPU backend only.
+// together, with two calls of `reduce.sum` in all. `reduce` gets host memory on either backend.
 template <class T>
 void adafactor_update_sliced(const KernelContext& ctx, const std::vector<SlicedWeight<T>>& weights, int64_t step,
                              const AdafactorHyper& h, const ShardReduce& reduce);

@@ -19,7 +19,8 @@ void softmax_xent_forward_backward(const KernelContext& ctx, const T* logits, co
 // cross-entropy): `logits` holds this slice's `vocab` logits of every token, from vocabulary id
 // `first_id`. The rows' largest logit, then their exponentials' sums and target logits are combined
 // over the slices (`reduce`: two collectives of `tokens` and 2 x `tokens` values); every slice gets the
-// whole vocabulary's ce and lse, and the gradient of its own logits. CPU backend only.
+// whole vocabulary's ce and lse, and the gradient of its own logits. `reduce` gets host memory on
+// either backend (on a GPU, three passes over the logits instead of two).
 template <class T, class D = T>
 void softmax_xent_forward_backward_sliced(const KernelContext& ctx, const T* logits, const int32_t* targets,
                                           int64_t tokens, int64_t vocab, int64_t first_id, double z_weight,

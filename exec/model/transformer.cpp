@@ -135,8 +135,6 @@ Transformer<T>::Transformer(const ModelConfig& m, const ExecShape& shape, Commun
     holding.input_end = s_.stage == 0;
     holding.output_end = pipeline_.stage_of_chunk(last_chunk()) == s_.stage;
   }
-  if (s_.tp > 1 && ctx.backend != kernels::Backend::kCpu)
-    throw UsageError("--tensor-parallel " + std::to_string(s_.tp) + ": tensor parallelism runs on the CPU backend only");
   if (s_.tp > 1 && links_.tensor) {  // (without it, a model that only counts its buffers)
     if (links_.tensor->size() != s_.tp)
       throw std::logic_error("Transformer: links.tensor holds " + std::to_string(links_.tensor->size()) + " ranks, not tp");

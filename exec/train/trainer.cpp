@@ -452,8 +452,6 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
     throw UsageError("--tensor-parallel " + std::to_string(tp) + ": expected a divisor of the " +
                      std::to_string(ranks / o.stages) + (o.stages > 1 ? " ranks per pipeline stage" : " ranks") +
                      " (each group of that many ranks shares its tokens and splits the matrices)");
-  if (tp > 1 && cuda)
-    throw UsageError("--tensor-parallel " + std::to_string(tp) + ": tensor parallelism runs on the CPU backend for now (--device cpu)");
   const int stage_ranks = ranks / o.stages / tp;  // data- and expert-parallel ranks per stage
   const int64_t global_tokens = o.batch_tokens > 0 ? o.batch_tokens : 8 * m.seq_len;
   if (o.microbatches < 1 || o.microbatches > (int64_t{1} << 20))

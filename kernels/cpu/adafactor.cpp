@@ -156,13 +156,13 @@ struct SliceUnit {
 template <class T>
 void adafactor_update_sliced(const KernelContext& ctx, const std::vector<SlicedWeight<T>>& weights, int64_t step,
                              const AdafactorHyper& h, const ShardReduce& reduce) {
-  if (ctx.backend != Backend::kCpu)
-    throw std::logic_error("adafactor_update_sliced: sliced weights are updated on the CPU backend only");
+  for (const auto& wt : weights)
+    if (wt.axis == SliceAxis::kWhole || (wt.count > 1 && wt.state_stride < wt.rows + wt.cols))
+      throw std::invalid_argument("adafactor_update_sliced: a sliced matrix with separate states expected");
+  GLAM_CUDA_DISPATCH(ctx, adafactor_update_sliced<T>(ctx, weights, step, h, reduce));
   std::vector<SliceUnit<T>> units;
   size_t shared_size = 0, local_size = 0;
   for (const auto& wt : weights) {
-    if (wt.axis == SliceAxis::kWhole || (wt.count > 1 && wt.state_stride < wt.rows + wt.cols))
-      throw std::invalid_argument("adafactor_update_sliced: a sliced matrix with separate states expected");
     const bool by_rows = wt.axis == SliceAxis::kRows;
     for (int64_t m = 0; m < wt.count; ++m) {
       SliceUnit<T> u{wt.param + m * wt.rows * wt.cols, wt.grad + m * wt.rows * wt.cols,

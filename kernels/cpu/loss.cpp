@@ -49,8 +49,8 @@ template <class T, class D>
 void softmax_xent_forward_backward_sliced(const KernelContext& ctx, const T* logits, const int32_t* targets,
                                           int64_t tokens, int64_t vocab, int64_t first_id, double z_weight,
                                           double grad_scale, T* ce, T* lse, D* dlogits, const ShardReduce& reduce) {
-  if (ctx.backend != Backend::kCpu)
-    throw std::logic_error("softmax_xent_forward_backward_sliced: the vocabulary-parallel loss runs on the CPU backend only");
+  GLAM_CUDA_DISPATCH(ctx, softmax_xent_forward_backward_sliced<T, D>(ctx, logits, targets, tokens, vocab, first_id,
+                                                                     z_weight, grad_scale, ce, lse, dlogits, reduce));
   // The slice's row maxima, then the whole vocabulary's.
   std::vector<double> mx(static_cast<size_t>(tokens)), sums(static_cast<size_t>(2 * tokens), 0.0);
   GLAM_PARALLEL_FOR(tokens / 8)

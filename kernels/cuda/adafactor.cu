@@ -6,6 +6,7 @@
 // costs the launches of one tensor.
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "cuda/common.cuh"
 #include "cuda/cuda_backend.h"
@@ -209,7 +210,220 @@ void update_full(cudaStream_t s, T* param, const T* grad, T* full_state, int64_t
   GLAM_CUDA_LAUNCHED();
 }
 
+// ---- Tensor parallelism: the CPU's two rounds of partial sums (kernels/cpu/adafactor.cpp), each
+// combined over the slices on the host. One weight's stacked slices share the launches, as in a run.
+
+// Round 1: per row, the sum of g^2 + eps1 (to row_out + m x row_stride) and of w^2 (to w2row).
+template <class T>
+__global__ void af_slice_rows(const T* param, const T* grad, Run run, double eps1, double* row_out, int64_t row_stride,
+                              double* w2row) {
+  const int64_t m = blockIdx.y, r = blockIdx.x, cols = run.cols;
+  const T* g = grad + m * run.n() + r * cols;
+  const T* w = param + m * run.n() + r * cols;
+  double acc = 0, ps = 0;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    double gv = g[c], wv = w[c];
+    acc += gv * gv + eps1;
+    ps += wv * wv;
+  }
+  acc = block_sum(acc);
+  ps = block_sum(ps);
+  if (threadIdx.x == 0) {
+    row_out[m * row_stride + r] = acc;
+    w2row[m * run.rows + r] = ps;
+  }
+}
+
+// Round 1: per column, the sum of g^2 + eps1 over the row chunks' partial sums.
+__global__ void af_slice_cols(const double* partial, Run run, double* col_out, int64_t col_stride) {
+  const int64_t m = blockIdx.y, cols = run.cols;
+  const double* part = partial + m * run.chunks * cols;
+  GLAM_GRID_STRIDE(c, cols) {
+    double acc = 0;
+    for (int64_t j = 0; j < run.chunks; ++j) acc += part[j * cols + c];
+    col_out[m * col_stride + c] = acc;
+  }
+}
+
+// Round 2: the decayed states of the slice's rows and columns from the whole matrices' sums, and
+// b_j = 1 / sqrt(C_j).
+template <class T>
+__global__ void af_slice_states(T* row_state, T* col_state, const double* row_sum, int64_t row_stride,
+                                const double* col_sum, int64_t col_stride, double* b, Run run, double beta2,
+                                int64_t all_rows, int64_t all_cols) {
+  const int64_t m = blockIdx.y, rows = run.rows, cols = run.cols;
+  GLAM_GRID_STRIDE(i, rows + cols) {
+    if (i < rows) {
+      T& rs = row_state[m * run.state_stride + i];
+      rs = static_cast<T>(beta2 * rs + (1 - beta2) * row_sum[m * row_stride + i] / static_cast<double>(all_cols));
+    } else {
+      const int64_t c = i - rows;
+      T& cs = col_state[m * run.state_stride + c];
+      const T v = static_cast<T>(beta2 * cs + (1 - beta2) * col_sum[m * col_stride + c] / static_cast<double>(all_rows));
+      cs = v;
+      b[m * cols + c] = 1.0 / sqrt(static_cast<double>(v));
+    }
+  }
+}
+
+// Round 2: per row, sum_j g_ij^2 / C_j / R_i (the update's sum of squares before the factor mean R).
+template <class T>
+__global__ void af_slice_update_rows(const T* grad, const T* row_state, const double* b, Run run, double* per_row) {
+  const int64_t m = blockIdx.y, r = blockIdx.x, cols = run.cols;
+  const T* g = grad + m * run.n() + r * cols;
+  const double* bm = b + m * cols;
+  double acc = 0;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    const double u = g[c] * bm[c];
+    acc += u * u;
+  }
+  acc = block_sum(acc);
+  if (threadIdx.x == 0) per_row[m * run.rows + r] = acc / static_cast<double>(row_state[m * run.state_stride + r]);
+}
+
+// The update, with each matrix's step size and mean R from the host (coef[2m], coef[2m + 1]).
+template <class T>
+__global__ void af_slice_apply(T* param, const T* grad, const T* row_state, const double* b, const double* coef,
+                               Run run) {
+  const int64_t m = blockIdx.y, cols = run.cols;
+  const double lr = coef[2 * m], row_mean = coef[2 * m + 1];
+  T* w = param + m * run.n();
+  const T* g = grad + m * run.n();
+  const T* rs = row_state + m * run.state_stride;
+  const double* bm = b + m * cols;
+  GLAM_GRID_STRIDE(i, run.n()) {
+    const int64_t r = i / cols, c = i - r * cols;
+    const double la = lr * sqrt(row_mean / static_cast<double>(rs[r]));
+    w[i] = static_cast<T>(w[i] - la * bm[c] * g[i]);
+  }
+}
+
+// One sliced weight in the rounds' buffers: `count` matrices, sums at these offsets (doubles) for its
+// first matrix, the next ones a matrix's share further.
+template <class T>
+struct SliceRun {
+  const SlicedWeight<T>* wt;
+  Run run;
+  bool by_rows;
+  int64_t all_rows, all_cols;
+  int64_t shared, local;  // round 1: the split dimension's sums and w^2 (shared), the other dimension's (local)
+  int64_t unit;           // its first matrix's index among all matrices (round 2)
+  int64_t split_sums() const { return by_rows ? run.cols : run.rows; }
+  int64_t own_sums() const { return by_rows ? run.rows : run.cols; }
+};
+
 }  // namespace
+
+template <class T>
+void adafactor_update_sliced(const KernelContext& ctx, const std::vector<SlicedWeight<T>>& weights, int64_t step,
+                             const AdafactorHyper& hy, const ShardReduce& reduce) {
+  cudaStream_t s = stream_of(ctx);
+  std::vector<SliceRun<T>> runs;
+  int64_t shared_size = 0, local_size = 0, units = 0, most_rows = 0, most_partial = 0, b_size = 0;
+  for (const auto& wt : weights) {
+    SliceRun<T> sr{&wt, Run{wt.rows, wt.cols, (wt.rows + kChunkRows - 1) / kChunkRows, wt.state_stride},
+                   wt.axis == SliceAxis::kRows, 0, 0, shared_size, local_size, units};
+    sr.all_rows = sr.by_rows ? wt.rows * wt.slices : wt.rows;
+    sr.all_cols = sr.by_rows ? wt.cols : wt.cols * wt.slices;
+    shared_size += wt.count * (sr.split_sums() + 1);
+    local_size += wt.count * sr.own_sums();
+    units += wt.count;
+    most_rows = std::max(most_rows, wt.count * wt.rows);
+    most_partial = std::max(most_partial, wt.count * sr.run.chunks * wt.cols);
+    b_size += wt.count * wt.cols;
+    runs.push_back(sr);
+  }
+  if (units == 0) return;
+  // Device: shared | local | per-row scratch | column partials | b | second round (2 per matrix, then
+  // the sums of R of matrices split by columns, whole here) | step sizes and mean R (2 per matrix).
+  StreamBuffer buffer(s, sizeof(double) * static_cast<size_t>(shared_size + local_size + most_rows + most_partial +
+                                                              b_size + 3 * units + 2 * units));
+  double* shared = buffer.doubles();
+  double* local = shared + shared_size;
+  double* per_row = local + local_size;
+  double* partial = per_row + most_rows;
+  double* b = partial + most_partial;
+  double* second = b + b_size;
+  double* coef = second + 3 * units;
+  const double beta2 = 1.0 - std::pow(static_cast<double>(step), -hy.decay_exponent);
+
+  // Round 1.
+  int64_t b_offset = 0;
+  for (const auto& sr : runs) {
+    const SlicedWeight<T>& wt = *sr.wt;
+    const unsigned count = static_cast<unsigned>(wt.count);
+    const int64_t split_stride = sr.split_sums() + 1;
+    double* split = shared + sr.shared;
+    double* own = local + sr.local;
+    double* row_out = sr.by_rows ? own : split;
+    double* col_out = sr.by_rows ? split : own;
+    af_slice_rows<<<dim3(static_cast<unsigned>(wt.rows), count), 256, 0, s>>>(
+        wt.param, wt.grad, sr.run, hy.eps1, row_out, sr.by_rows ? wt.rows : split_stride, per_row);
+    GLAM_CUDA_LAUNCHED();
+    dim3 grid(static_cast<unsigned>((wt.cols + 31) / 32), static_cast<unsigned>(sr.run.chunks), count);
+    af_col_partial<<<grid, dim3(32, 8), 0, s>>>(wt.grad, partial, sr.run, hy.eps1);
+    GLAM_CUDA_LAUNCHED();
+    af_slice_cols<<<dim3(grid_for(wt.cols, 256), count), 256, 0, s>>>(partial, sr.run, col_out,
+                                                                     sr.by_rows ? split_stride : wt.cols);
+    GLAM_CUDA_LAUNCHED();
+    sum_to<<<count, 1024, 0, s>>>(per_row, wt.rows, wt.rows, split + sr.split_sums(), split_stride);
+    GLAM_CUDA_LAUNCHED();
+  }
+  std::vector<double> host(static_cast<size_t>(shared_size));
+  to_host(host.data(), shared, shared_size, s);
+  reduce.sum(host.data(), shared_size);
+  to_device(shared, host.data(), shared_size, s);
+
+  // Round 2.
+  GLAM_CUDA_CHECK(cudaMemsetAsync(second, 0, sizeof(double) * 3 * static_cast<size_t>(units), s));
+  for (const auto& sr : runs) {
+    const SlicedWeight<T>& wt = *sr.wt;
+    const unsigned count = static_cast<unsigned>(wt.count);
+    const int64_t split_stride = sr.split_sums() + 1;
+    const double* split = shared + sr.shared;
+    const double* own = local + sr.local;
+    double* bw = b + b_offset;
+    af_slice_states<<<dim3(grid_for(wt.rows + wt.cols, 256), count), 256, 0, s>>>(
+        wt.row_state, wt.col_state, sr.by_rows ? own : split, sr.by_rows ? wt.rows : split_stride,
+        sr.by_rows ? split : own, sr.by_rows ? split_stride : wt.cols, bw, sr.run, beta2, sr.all_rows, sr.all_cols);
+    GLAM_CUDA_LAUNCHED();
+    af_slice_update_rows<<<dim3(static_cast<unsigned>(wt.rows), count), 256, 0, s>>>(wt.grad, wt.row_state, bw, sr.run,
+                                                                                    per_row);
+    GLAM_CUDA_LAUNCHED();
+    sum_to<<<count, 1024, 0, s>>>(per_row, wt.rows, wt.rows, second + 2 * sr.unit, 2);
+    // The sum of R: over the slices when split by rows, this slice's whole rows otherwise.
+    double* r_sum = sr.by_rows ? second + 2 * sr.unit + 1 : second + 2 * units + sr.unit;
+    sum_to<<<count, 1024, 0, s>>>(wt.row_state, wt.rows, wt.state_stride, r_sum, sr.by_rows ? 2 : 1);
+    GLAM_CUDA_LAUNCHED();
+    b_offset += wt.count * wt.cols;
+  }
+  std::vector<double> sums(3 * static_cast<size_t>(units)), coefs(2 * static_cast<size_t>(units));
+  to_host(sums.data(), second, 3 * units, s);
+  reduce.sum(sums.data(), 2 * units);
+  const double step_size = adafactor_step_size(hy, step);
+  for (const auto& sr : runs)
+    for (int64_t m = 0; m < sr.wt->count; ++m) {
+      const auto k = static_cast<size_t>(sr.unit + m);
+      const double r_sum = sr.by_rows ? sums[2 * k + 1] : sums[2 * static_cast<size_t>(units) + k];
+      const double n = static_cast<double>(sr.all_rows * sr.all_cols);
+      const double row_mean = r_sum / static_cast<double>(sr.all_rows);
+      const double param_rms = std::sqrt(host[static_cast<size_t>(sr.shared + m * (sr.split_sums() + 1) + sr.split_sums())] / n);
+      const double update_rms = std::sqrt(row_mean * sums[2 * k] / n);
+      coefs[2 * k] = step_size * std::max(hy.eps2, param_rms) / std::max(1.0, update_rms / hy.clip);
+      coefs[2 * k + 1] = row_mean;
+    }
+  to_device(coef, coefs.data(), 2 * units, s);
+  b_offset = 0;
+  for (const auto& sr : runs) {
+    const SlicedWeight<T>& wt = *sr.wt;
+    const unsigned count = static_cast<unsigned>(wt.count);
+    const unsigned blocks = std::max(1u, std::min(grid_for(wt.rows * wt.cols, 256), 4096u / count));
+    af_slice_apply<<<dim3(blocks, count), 256, 0, s>>>(wt.param, wt.grad, wt.row_state, b + b_offset,
+                                                       coef + 2 * sr.unit, sr.run);
+    GLAM_CUDA_LAUNCHED();
+    b_offset += wt.count * wt.cols;
+  }
+}
 
 template <class T>
 void adafactor_update(const KernelContext& ctx, T* param, const T* grad, T* row_state, T* col_state, T* full_state,
@@ -240,5 +454,9 @@ template void adafactor_update<float>(const KernelContext&, float*, const float*
                                       int64_t, int64_t, const AdafactorHyper&, int64_t, int64_t);
 template void adafactor_update<double>(const KernelContext&, double*, const double*, double*, double*, double*,
                                        int64_t, int64_t, int64_t, const AdafactorHyper&, int64_t, int64_t);
+template void adafactor_update_sliced<float>(const KernelContext&, const std::vector<SlicedWeight<float>>&, int64_t,
+                                             const AdafactorHyper&, const ShardReduce&);
+template void adafactor_update_sliced<double>(const KernelContext&, const std::vector<SlicedWeight<double>>&, int64_t,
+                                              const AdafactorHyper&, const ShardReduce&);
 
 }  // namespace glam::kernels::cuda

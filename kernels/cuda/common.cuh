@@ -25,6 +25,32 @@ inline cudaStream_t stream_of(const KernelContext& ctx) { return static_cast<cud
 // use it in turn; growing it frees the old block, which waits for the device).
 void* scratch(size_t bytes);
 
+// Device memory for one call's own use on stream s, returned to the pool in stream order. Unlike the
+// scratch block, calls on different streams do not share it: the tensor-parallel kernels, whose
+// slices may run in threads of one process (the GPU tests), hold their partial sums here.
+class StreamBuffer {
+ public:
+  StreamBuffer(cudaStream_t s, size_t bytes) : s_(s) { GLAM_CUDA_CHECK(cudaMallocAsync(&p_, bytes > 0 ? bytes : 1, s)); }
+  ~StreamBuffer() { (void)cudaFreeAsync(p_, s_); }
+  StreamBuffer(const StreamBuffer&) = delete;
+  StreamBuffer& operator=(const StreamBuffer&) = delete;
+  double* doubles() const { return static_cast<double*>(p_); }
+
+ private:
+  cudaStream_t s_;
+  void* p_ = nullptr;
+};
+
+// n doubles between the host and the device, in order with the stream's kernels. to_host waits for
+// the copy; to_device returns once the host values have been taken (pageable memory).
+inline void to_host(double* host, const double* device, int64_t n, cudaStream_t s) {
+  GLAM_CUDA_CHECK(cudaMemcpyAsync(host, device, sizeof(double) * static_cast<size_t>(n), cudaMemcpyDeviceToHost, s));
+  GLAM_CUDA_CHECK(cudaStreamSynchronize(s));
+}
+inline void to_device(double* device, const double* host, int64_t n, cudaStream_t s) {
+  GLAM_CUDA_CHECK(cudaMemcpyAsync(device, host, sizeof(double) * static_cast<size_t>(n), cudaMemcpyHostToDevice, s));
+}
+
 // Blocks for a grid-stride loop over n items.
 inline unsigned grid_for(int64_t n, int threads) {
   int64_t b = (n + threads - 1) / threads;

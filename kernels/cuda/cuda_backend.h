@@ -11,6 +11,7 @@
 #include "attention.h"
 #include "embedding.h"
 #include "kernel_context.h"
+#include "loss.h"
 #include "router.h"
 
 namespace glam::kernels::cuda {
@@ -82,6 +83,10 @@ void causal_softmax_backward(const KernelContext& ctx, const T* probs, T* dprobs
 template <class T, class D>
 void softmax_xent_forward_backward(const KernelContext& ctx, const T* logits, const int32_t* targets, int64_t tokens,
                                    int64_t vocab, double z_weight, double grad_scale, T* ce, T* lse, D* dlogits);
+template <class T, class D>
+void softmax_xent_forward_backward_sliced(const KernelContext& ctx, const T* logits, const int32_t* targets,
+                                          int64_t tokens, int64_t vocab, int64_t first_id, double z_weight,
+                                          double grad_scale, T* ce, T* lse, D* dlogits, const ShardReduce& reduce);
 
 // router.cu
 template <class T>
@@ -116,5 +121,8 @@ template <class T>
 void adafactor_update(const KernelContext& ctx, T* param, const T* grad, T* row_state, T* col_state, T* full_state,
                       int64_t rows, int64_t cols, int64_t step, const AdafactorHyper& h, int64_t count,
                       int64_t state_stride);
+template <class T>
+void adafactor_update_sliced(const KernelContext& ctx, const std::vector<SlicedWeight<T>>& weights, int64_t step,
+                             const AdafactorHyper& h, const ShardReduce& reduce);
 
 }  // namespace glam::kernels::cuda

@@ -120,6 +120,17 @@ inline void expect_close(const std::vector<float>& got, const std::vector<double
                      << (first < got.size() ? want[first] : 0.0) << "); worst relative error " << worst;
 }
 
+// Adafactor's updates themselves, elements [first, last), which are small next to the weights: a wrong
+// step size shows here. `before` are the weights before the steps, `got` the GPU's after, `want` the CPU's.
+inline void expect_updates_close(const std::vector<float>& got, const std::vector<float>& before,
+                                 const std::vector<double>& want, size_t first, size_t last, const std::string& what) {
+  std::vector<float> got_delta(last - first);
+  std::vector<double> want_delta(last - first);
+  for (size_t i = first; i < last; ++i)
+    got_delta[i - first] = got[i] - before[i], want_delta[i - first] = want[i] - static_cast<double>(before[i]);
+  expect_close(got_delta, want_delta, 2e-3, what);
+}
+
 // A CUDA context for a test fixture (a CPU one under GLAM_GPU_TESTS_ON_CPU).
 class CudaContext {
  public:

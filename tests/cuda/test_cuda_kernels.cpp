@@ -393,17 +393,6 @@ TEST_F(CudaKernels, DispatchCombineAndReorder) {
 
 // ---- Adafactor ----
 
-// The updates themselves, elements [first, last), which are small next to the weights: a wrong step
-// size shows here. `before` are the weights before the steps, `got` the GPU's after, `want` the CPU's.
-void expect_updates_close(const std::vector<float>& got, const std::vector<float>& before,
-                          const std::vector<double>& want, size_t first, size_t last, const std::string& what) {
-  std::vector<float> got_delta(last - first);
-  std::vector<double> want_delta(last - first);
-  for (size_t i = first; i < last; ++i)
-    got_delta[i - first] = got[i] - before[i], want_delta[i - first] = want[i] - static_cast<double>(before[i]);
-  expect_close(got_delta, want_delta, 2e-3, what);
-}
-
 TEST_F(CudaKernels, AdafactorFactoredAndFull) {
   k::AdafactorHyper h;
   const std::vector<std::pair<int64_t, int64_t>> shapes = {{300, 77}, {1, 500}, {1000, 1}, {129, 1024}};

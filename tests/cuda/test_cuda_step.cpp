@@ -150,6 +150,35 @@ TEST_F(CudaTrain, GlamexecTrainRunsOnTheGpu) {
   EXPECT_NE(r.err.find("free: at most --batch-tokens"), std::string::npos) << r.err;
 }
 
+// Two GPUs, one process each (NCCL refuses two ranks on one GPU): two expert- and data-parallel ranks,
+// and two tensor-parallel slices of one rank, give the one-GPU run's losses (float32 products; the
+// ranks and slices only change the order of some sums).
+TEST_F(CudaTrain, TwoGpusGiveTheOneGpuLosses) {
+  GLAM_REQUIRE_CUDA_DEVICE();
+  if (kernels::cuda_device_count() < 2) GTEST_SKIP() << "needs 2 GPUs (" << kernels::cuda_device_count() << " visible)";
+  if (!std::filesystem::exists(GLAM_MPIEXEC)) GTEST_SKIP() << "no " << GLAM_MPIEXEC << " on this machine";
+  const std::string common = " glamexec train --quiet --device cuda --precision fp32 --op-timing all"
+                             " --model glam-tiny-8e --steps 4 --batch-tokens 512 --seed 3 --record ";
+  const std::string mpirun = std::string(GLAM_MPIEXEC) + " --allow-run-as-root -np 2";
+  auto losses = [&](const std::string& launch, const std::string& extra, const std::string& name) {
+    const std::string rec = path(name);
+    auto r = run_command(launch + common + rec + extra);
+    EXPECT_EQ(r.exit_code, 0) << name << ": " << r.err;
+    auto j = nlohmann::json::parse(read_whole_file(rec));
+    std::vector<double> v;
+    for (const auto& l : j["losses"]) v.push_back(l.get<double>());
+    return v;
+  };
+  const auto one = losses("", "", "one-gpu.json");
+  ASSERT_EQ(one.size(), 4u);
+  for (const auto& [extra, name] : std::vector<std::pair<std::string, std::string>>{
+           {"", "two-ranks.json"}, {" --tensor-parallel 2", "two-slices.json"}}) {
+    const auto two = losses(mpirun, extra, name);
+    ASSERT_EQ(two.size(), one.size()) << name;
+    for (size_t i = 0; i < one.size(); ++i) EXPECT_NEAR(two[i], one[i], 1e-4 * std::abs(one[i])) << name << ", step " << i + 1;
+  }
+}
+
 TEST_F(CudaTrain, DeviceCudaWithoutADeviceIsABadInput) {
   if (have_cuda_device()) GTEST_SKIP() << "a CUDA device is present";
   auto r = run_command("glamexec train --quiet --device cuda --model glam-tiny --steps 1 --random-tokens");

@@ -1,55 +1,21 @@
-// The tensor-parallel kernels against their whole-tensor versions: each slice runs in its own thread,
-// and ShardReduce combines the slices' values at a barrier, as the ranks' collectives would.
+// The tensor-parallel kernels against their whole-tensor versions, the slices in threads of one process
+// (support/thread_slices.h).
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <barrier>
 #include <cmath>
-#include <functional>
 #include <random>
-#include <thread>
 #include <vector>
 
 #include "adafactor.h"
 #include "embedding.h"
 #include "loss.h"
+#include "support/thread_slices.h"
 
 namespace glam::kernels {
 namespace {
 
-// Runs body(slice, reduce) for each of `slices` slices at once; reduce.sum/max combine the values the
-// slices pass in the same call.
-class ThreadSlices {
- public:
-  explicit ThreadSlices(int slices) : slices_(slices), sync_(slices), parts_(static_cast<size_t>(slices)) {}
-
-  void run(const std::function<void(int, const ShardReduce&)>& body) {
-    std::vector<std::thread> threads;
-    for (int s = 0; s < slices_; ++s)
-      threads.emplace_back([&, s] {
-        ShardReduce reduce;
-        reduce.sum = [&, s](double* v, int64_t n) { combine(s, v, n, [](double a, double b) { return a + b; }); };
-        reduce.max = [&, s](double* v, int64_t n) { combine(s, v, n, [](double a, double b) { return std::max(a, b); }); };
-        body(s, reduce);
-      });
-    for (auto& t : threads) t.join();
-  }
-
- private:
-  void combine(int s, double* v, int64_t n, double (*op)(double, double)) {
-    parts_[static_cast<size_t>(s)].assign(v, v + n);
-    sync_.arrive_and_wait();
-    for (int64_t i = 0; i < n; ++i) {  // in slice order on every slice
-      double r = parts_[0][static_cast<size_t>(i)];
-      for (int o = 1; o < slices_; ++o) r = op(r, parts_[static_cast<size_t>(o)][static_cast<size_t>(i)]);
-      v[i] = r;
-    }
-    sync_.arrive_and_wait();
-  }
-  int slices_;
-  std::barrier<> sync_;
-  std::vector<std::vector<double>> parts_;
-};
+using glam::testing::ThreadSlices;
 
 std::vector<double> random_values(int64_t n, unsigned seed, double scale = 1.0) {
   std::mt19937 gen(seed);

@@ -1,0 +1,49 @@
+#pragma once
+// Tensor-parallel kernels in one process: each slice runs in its own thread, and the ShardReduce it
+// gets combines the values the slices pass in the same call at a barrier, in slice order on every
+// slice, as the ranks' collectives would.
+#include <algorithm>
+#include <barrier>
+#include <cstdint>
+#include <functional>
+#include <thread>
+#include <vector>
+
+#include "shard_reduce.h"
+
+namespace glam::testing {
+
+class ThreadSlices {
+ public:
+  explicit ThreadSlices(int slices) : slices_(slices), sync_(slices), parts_(static_cast<size_t>(slices)) {}
+
+  // Runs body(slice, reduce) for every slice at once and returns when all have.
+  void run(const std::function<void(int, const kernels::ShardReduce&)>& body) {
+    std::vector<std::thread> threads;
+    for (int s = 0; s < slices_; ++s)
+      threads.emplace_back([&, s] {
+        kernels::ShardReduce reduce;
+        reduce.sum = [&, s](double* v, int64_t n) { combine(s, v, n, [](double a, double b) { return a + b; }); };
+        reduce.max = [&, s](double* v, int64_t n) { combine(s, v, n, [](double a, double b) { return std::max(a, b); }); };
+        body(s, reduce);
+      });
+    for (auto& t : threads) t.join();
+  }
+
+ private:
+  void combine(int s, double* v, int64_t n, double (*op)(double, double)) {
+    parts_[static_cast<size_t>(s)].assign(v, v + n);
+    sync_.arrive_and_wait();
+    for (int64_t i = 0; i < n; ++i) {
+      double r = parts_[0][static_cast<size_t>(i)];
+      for (int o = 1; o < slices_; ++o) r = op(r, parts_[static_cast<size_t>(o)][static_cast<size_t>(i)]);
+      v[i] = r;
+    }
+    sync_.arrive_and_wait();
+  }
+  int slices_;
+  std::barrier<> sync_;
+  std::vector<std::vector<double>> parts_;
+};
+
+}  // namespace glam::testing
