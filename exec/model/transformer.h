@@ -155,6 +155,8 @@ class Transformer {
   const ExecShape& shape() const { return s_; }
   const ModelLayout& layout() const { return layout_; }
   Master* params() { return params_.data(); }
+  int64_t param_elements() const { return params_.size(); }
+  kernels::Backend memory_backend() const { return params_.backend(); }  // where params() and grads() live
   Master* grads() { return grads_.data(); }
   Master* param(int index) { return params_.data() + offset(index); }
   Master* grad(int index) { return grads_.data() + offset(index); }

@@ -5,11 +5,13 @@
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "common/atomic_output.h"
 #include "common/errors.h"
+#include "core/device_buffer.h"
 
 namespace glam::exec {
 namespace {
@@ -45,17 +47,49 @@ struct LocalTensor {
   }
 };
 
-// Visits every tensor of this rank's params and optimizer state.
+// The weights and Adafactor's state in host memory, where the checkpoint code reads and writes them:
+// the buffers themselves on the CPU; on a GPU, host copies of them (written back by store()).
+template <class T>
+class HostTensors {
+ public:
+  HostTensors(Transformer<T>& model, AdafactorOptimizer<float>& opt) : model_(model), opt_(opt) {
+    if (model.memory_backend() == kernels::Backend::kCpu) {
+      params_ = model.params(), state_ = opt.state();
+      return;
+    }
+    params_copy_.resize(static_cast<size_t>(model.param_elements()));
+    state_copy_.resize(static_cast<size_t>(opt.state_elements()));
+    copy_to_host(model.params(), params_copy_.data(), model.param_elements());
+    copy_to_host(opt.state(), state_copy_.data(), opt.state_elements());
+    params_ = params_copy_.data(), state_ = state_copy_.data();
+  }
+  float* params() const { return params_; }
+  float* state() const { return state_; }
+  void store() {
+    if (params_copy_.empty() && state_copy_.empty()) return;
+    copy_to_device(params_copy_.data(), model_.params(), model_.param_elements());
+    copy_to_device(state_copy_.data(), opt_.state(), opt_.state_elements());
+  }
+
+ private:
+  Transformer<T>& model_;
+  AdafactorOptimizer<float>& opt_;
+  float* params_ = nullptr;
+  float* state_ = nullptr;
+  std::vector<float> params_copy_, state_copy_;
+};
+
+// Visits every tensor of this rank's params and optimizer state (in `host`).
 template <class T, class F>
-void for_each_local_tensor(Transformer<T>& model, AdafactorOptimizer<float>& opt, F f) {
+void for_each_local_tensor(Transformer<T>& model, AdafactorOptimizer<float>& opt, const HostTensors<T>& host, F f) {
   const auto& params = model.layout().params;
   for (size_t i = 0; i < params.size(); ++i) {
     const ParamInfo& p = params[i];
     for (int64_t e = 0; e < p.count; ++e) {
       int64_t g = p.expert() ? p.first_expert + e : -1;
-      f(LocalTensor{tensor_name("param", p, g), model.params() + p.offset + e * p.matrix_elements(), p.matrix_elements(),
+      f(LocalTensor{tensor_name("param", p, g), host.params() + p.offset + e * p.matrix_elements(), p.matrix_elements(),
                     &p, false});
-      f(LocalTensor{tensor_name("state", p, g), opt.state() + opt.state_offset(i, e), opt.state_size(i), &p, true});
+      f(LocalTensor{tensor_name("state", p, g), host.state() + opt.state_offset(i, e), opt.state_size(i), &p, true});
     }
   }
 }
@@ -118,7 +152,8 @@ TensorMap gather_stage_tensors(Transformer<T>& model, AdafactorOptimizer<float>&
   std::vector<int64_t> sizes;
   std::vector<float> local;
   const bool first_slice = !tensor || tensor->rank() == 0;
-  for_each_local_tensor(model, opt, [&](const LocalTensor& t) {
+  const HostTensors<T> host(model, opt);
+  for_each_local_tensor(model, opt, host, [&](const LocalTensor& t) {
     const size_t before = local.size();
     append_whole_tensor(t, tensor, first_slice ? &local : nullptr);
     if (!first_slice) return;
@@ -359,12 +394,14 @@ CheckpointState load_checkpoint(const std::filesystem::path& path, Transformer<T
   const char* payload = data.data() + kFixedBytes + head_len;
   const int64_t payload_floats = static_cast<int64_t>((data.size() - 8 - kFixedBytes - head_len) / sizeof(float));
   const ParsedHeader header = parse_header(data.substr(kFixedBytes, head_len), payload_floats, model.config(), where);
-  for_each_local_tensor(model, opt, [&](const LocalTensor& t) {
+  HostTensors<T> host(model, opt);
+  for_each_local_tensor(model, opt, host, [&](const LocalTensor& t) {
     auto it = header.tensors.find(t.name);
     if (it == header.tensors.end()) throw corrupt("tensor " + t.name + " missing");
     if (it->second.second != t.whole_elements()) throw corrupt("tensor " + t.name + " has the wrong size");
     take_share(t, payload + it->second.first * static_cast<int64_t>(sizeof(float)));
   });
+  host.store();
   return header.state;
 }
 

@@ -431,8 +431,6 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
     throw UsageError("--device cuda: no CUDA device is visible (" + kernels::cuda_no_device_reason() + ")");
   if (cuda && ranks > 1 && comm.name() != "nccl")
     throw UsageError("--device cuda on " + std::to_string(ranks) + " ranks needs the NCCL communicator (a CUDA build with NCCL)");
-  if (cuda && (!o.save.empty() || !o.resume.empty()))
-    throw UsageError("--save and --resume run on the CPU only for now (checkpoints of --device cuda are not implemented)");
   // GLaM's own precision on GPUs; float32 on the CPU, where bf16 storage only adds conversions
   const std::string precision_name = o.precision.empty() ? (cuda ? "bf16" : "fp32") : o.precision;
   const kernels::GemmPrecision precision = parse_gemm_precision(precision_name, cuda);

@@ -179,6 +179,36 @@ TEST_F(CudaTrain, TwoGpusGiveTheOneGpuLosses) {
   }
 }
 
+// Checkpoints of GPU runs: a GPU run continued from its checkpoint gives the uninterrupted run's
+// losses, and the same checkpoint resumed on the CPU tracks them (float32 both ways), as does a CPU
+// checkpoint resumed on the GPU.
+TEST_F(CudaTrain, CheckpointsMoveBetweenTheGpuAndTheCpu) {
+  GLAM_REQUIRE_CUDA_DEVICE();
+  const std::string common = " --quiet --precision fp32 --op-timing all --model glam-tiny-8e --batch-tokens 512 --seed 3";
+  auto losses = [&](const std::string& args, const std::string& name) {
+    const std::string rec = path(name);
+    auto r = run_command("glamexec train" + common + args + " --record " + rec);
+    EXPECT_EQ(r.exit_code, 0) << name << ": " << r.err;
+    std::vector<double> v;
+    for (const auto& l : nlohmann::json::parse(read_whole_file(rec))["losses"]) v.push_back(l.get<double>());
+    return v;
+  };
+  const auto whole = losses(" --device cuda --steps 5", "gpu-5.json");
+  ASSERT_EQ(whole.size(), 5u);
+  losses(" --device cuda --steps 3 --save " + path("gpu-3.ckpt"), "gpu-3.json");
+  losses(" --device cpu --steps 3 --save " + path("cpu-3.ckpt"), "cpu-3.json");
+  const auto gpu_gpu = losses(" --device cuda --steps 2 --resume " + path("gpu-3.ckpt"), "gpu-gpu.json");
+  const auto gpu_cpu = losses(" --device cpu --steps 2 --resume " + path("gpu-3.ckpt"), "gpu-cpu.json");
+  const auto cpu_gpu = losses(" --device cuda --steps 2 --resume " + path("cpu-3.ckpt"), "cpu-gpu.json");
+  for (const auto* run : {&gpu_gpu, &gpu_cpu, &cpu_gpu}) ASSERT_EQ(run->size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    const double want = whole[3 + i];
+    EXPECT_NEAR(gpu_gpu[i], want, 1e-5 * want) << "GPU checkpoint resumed on the GPU, step " << 4 + i;
+    EXPECT_NEAR(gpu_cpu[i], want, 1e-3 * want) << "GPU checkpoint resumed on the CPU, step " << 4 + i;
+    EXPECT_NEAR(cpu_gpu[i], want, 1e-3 * want) << "CPU checkpoint resumed on the GPU, step " << 4 + i;
+  }
+}
+
 TEST_F(CudaTrain, DeviceCudaWithoutADeviceIsABadInput) {
   if (have_cuda_device()) GTEST_SKIP() << "a CUDA device is present";
   auto r = run_command("glamexec train --quiet --device cuda --model glam-tiny --steps 1 --random-tokens");
