@@ -2,6 +2,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #ifdef GLAM_WITH_NCCL
 #include <cuda_runtime.h>
@@ -106,6 +107,22 @@ class NcclCommunicator final : public Communicator {
     host_->idle_barrier();
   }
   void synchronize() override { check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize"); }
+  // Pipeline messages go through host memory and the host communicator's buffered sends: NCCL's
+  // send would hold the stream until the peer receives, and two stages that send to each other
+  // before receiving would then wait for ever.
+  void send(const void* data, int64_t bytes, int peer, int tag) override {
+    if (!on_device(data)) return host_->send(data, bytes, peer, tag);
+    std::vector<char> staged(static_cast<size_t>(bytes));
+    check(cudaMemcpy(staged.data(), data, staged.size(), cudaMemcpyDeviceToHost), "cudaMemcpy");
+    host_->send(staged.data(), bytes, peer, tag);  // (which takes its own copy)
+  }
+  void recv(void* data, int64_t bytes, int peer, int tag) override {
+    if (!on_device(data)) return host_->recv(data, bytes, peer, tag);
+    std::vector<char> staged(static_cast<size_t>(bytes));
+    host_->recv(staged.data(), bytes, peer, tag);
+    check(cudaMemcpy(data, staged.data(), staged.size(), cudaMemcpyHostToDevice), "cudaMemcpy");
+  }
+  void wait_sends() override { host_->wait_sends(); }
   // A new NCCL communicator over the host communicator's split, bootstrapped like the first.
   std::unique_ptr<Communicator> split(int color) override {
     check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");

@@ -247,6 +247,7 @@ Transformer<T>::Transformer(const ModelConfig& m, const ExecShape& shape, Commun
   }
   dres_.resize(n * d), dxn_.resize(n * d), dq_.resize(n * hd), dk_.resize(n * hd), dv_.resize(n * hd);
   dctx_.resize(n * hd), dscores_.resize(attn_elems);
+  if (s_.stages > 1 && s_.tp > 1) received_slice_.resize(n * d / s_.tp);
   dh0_.resize(n * ffn_hidden_), dh1_.resize(n * ffn_hidden_), da_.resize(n * ffn_hidden_);
   if (m_.is_moe()) {
     const int64_t he = expert_hidden_;
@@ -380,8 +381,9 @@ void Transformer<T>::receive_pass_input(T* data, int64_t chunk, bool backward, O
   if (s_.tp == 1) return;
   auto sc = OpTimer::time(t, recv_ids_[static_cast<size_t>(2 * chunk + (backward ? 1 : 0))], 0,
                           static_cast<double>(part_bytes) * (s_.tp - 1));
-  std::vector<T> own(data + s_.tp_rank * part, data + (s_.tp_rank + 1) * part);
-  links_.tensor->allgather(own.data(), data, part_bytes);
+  // (an all-gather's input may not overlap its output)
+  k::copy<T>(ctx_, data + s_.tp_rank * part, received_slice_.data(), part);
+  links_.tensor->allgather(received_slice_.data(), data, part_bytes);
 }
 
 template <class T>

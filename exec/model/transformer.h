@@ -328,6 +328,7 @@ class Transformer {
   DeviceBuffer<W> ce_, lse_;
   // backward scratch
   DeviceBuffer<T> dres_, dxn_, dq_, dk_, dv_, dctx_, dscores_, dh0_, dh1_, da_;
+  DeviceBuffer<T> received_slice_;  // stages with slices: this slice's part of a received pass input
   DeviceBuffer<T> sendbuf_, recvbuf_, deh0_, deh1_, dea_;
   DeviceBuffer<W> dgate_, drl_, aux_;
   // bf16 loss gradient (per slot of the last chunk) and router gradient for the products, from the

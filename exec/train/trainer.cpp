@@ -442,8 +442,6 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
   if (o.stages < 1 || ranks % o.stages != 0)
     throw UsageError("--stages " + std::to_string(o.stages) + ": expected a divisor of the " + std::to_string(ranks) +
                      " ranks (each stage is a group of ranks / stages ranks)");
-  if (o.stages > 1 && cuda)
-    throw UsageError("--stages " + std::to_string(o.stages) + ": pipeline stages run on the CPU backend for now (--device cpu)");
   if (o.virtual_stages < 1) throw UsageError("--virtual-stages " + std::to_string(o.virtual_stages) + ": expected at least 1");
   const int tp = o.tensor_parallel;
   if (tp < 1 || (ranks / o.stages) % tp != 0)

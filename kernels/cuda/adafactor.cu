@@ -6,6 +6,8 @@
 // costs the launches of one tensor.
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "cuda/common.cuh"
@@ -321,6 +323,10 @@ void adafactor_update_sliced(const KernelContext& ctx, const std::vector<SlicedW
   std::vector<SliceRun<T>> runs;
   int64_t shared_size = 0, local_size = 0, units = 0, most_rows = 0, most_partial = 0, b_size = 0;
   for (const auto& wt : weights) {
+    if (wt.count <= 0 || wt.rows <= 0 || wt.cols <= 0) continue;  // nothing to update (no launch of size 0)
+    if (wt.count > 65535)  // the grid's second dimension
+      throw std::invalid_argument("adafactor_update_sliced: " + std::to_string(wt.count) +
+                                  " stacked matrices in one weight, more than the 65,535 the CUDA kernels take");
     SliceRun<T> sr{&wt, Run{wt.rows, wt.cols, (wt.rows + kChunkRows - 1) / kChunkRows, wt.state_stride},
                    wt.axis == SliceAxis::kRows, 0, 0, shared_size, local_size, units};
     sr.all_rows = sr.by_rows ? wt.rows * wt.slices : wt.rows;
@@ -333,7 +339,12 @@ void adafactor_update_sliced(const KernelContext& ctx, const std::vector<SlicedW
     b_size += wt.count * wt.cols;
     runs.push_back(sr);
   }
-  if (units == 0) return;
+  if (units == 0) {  // the slices' collectives all the same, as on the CPU
+    double none = 0;
+    reduce.sum(&none, 0);
+    reduce.sum(&none, 0);
+    return;
+  }
   // Device: shared | local | per-row scratch | column partials | b | second round (2 per matrix, then
   // the sums of R of matrices split by columns, whole here) | step sizes and mean R (2 per matrix).
   StreamBuffer buffer(s, sizeof(double) * static_cast<size_t>(shared_size + local_size + most_rows + most_partial +

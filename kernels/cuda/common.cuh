@@ -41,14 +41,16 @@ class StreamBuffer {
   void* p_ = nullptr;
 };
 
-// n doubles between the host and the device, in order with the stream's kernels. to_host waits for
-// the copy; to_device returns once the host values have been taken (pageable memory).
+// n doubles between the host and the device, in order with the stream's kernels. Both wait for the
+// copy: the host values may be gone right after (an asynchronous copy from pageable memory is only
+// "possibly synchronous").
 inline void to_host(double* host, const double* device, int64_t n, cudaStream_t s) {
   GLAM_CUDA_CHECK(cudaMemcpyAsync(host, device, sizeof(double) * static_cast<size_t>(n), cudaMemcpyDeviceToHost, s));
   GLAM_CUDA_CHECK(cudaStreamSynchronize(s));
 }
 inline void to_device(double* device, const double* host, int64_t n, cudaStream_t s) {
   GLAM_CUDA_CHECK(cudaMemcpyAsync(device, host, sizeof(double) * static_cast<size_t>(n), cudaMemcpyHostToDevice, s));
+  GLAM_CUDA_CHECK(cudaStreamSynchronize(s));
 }
 
 // Blocks for a grid-stride loop over n items.

@@ -2,6 +2,7 @@
 #include <cublas_v2.h>
 
 #include <atomic>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 
@@ -13,8 +14,12 @@ namespace glam::kernels::cuda {
 
 namespace {
 std::atomic<bool> g_used{false};
+// The scratch block, shared by the process's contexts and freed when the last one is released
+// (contexts may live in several threads: the tensor-parallel GPU tests run a slice per thread).
+std::mutex g_scratch_mutex;
 void* g_scratch = nullptr;
 size_t g_scratch_bytes = 0;
+int g_live_contexts = 0;
 }  // namespace
 
 void throw_error(const char* expr, const char* what, const char* file, int line) {
@@ -41,6 +46,7 @@ void* device_malloc(size_t bytes) {
 }  // namespace
 
 void* scratch(size_t bytes) {
+  std::lock_guard<std::mutex> lock(g_scratch_mutex);
   if (bytes > g_scratch_bytes) {
     if (g_scratch) GLAM_CUDA_CHECK(cudaFree(g_scratch));
     g_scratch = nullptr;
@@ -130,6 +136,8 @@ void init_context(KernelContext& ctx) {
   ctx.blas_handle = h;
   ctx.device = current_device();
   g_used = true;
+  std::lock_guard<std::mutex> lock(g_scratch_mutex);
+  ++g_live_contexts;
 }
 
 void release_context(KernelContext& ctx) {
@@ -137,9 +145,15 @@ void release_context(KernelContext& ctx) {
   cudaStreamSynchronize(stream_of(ctx));
   if (ctx.blas_handle) cublasDestroy(static_cast<cublasHandle_t>(ctx.blas_handle));
   if (ctx.stream) cudaStreamDestroy(stream_of(ctx));
-  if (g_scratch) cudaFree(g_scratch);
-  g_scratch = nullptr;
-  g_scratch_bytes = 0;
+  {
+    std::lock_guard<std::mutex> lock(g_scratch_mutex);
+    if (--g_live_contexts <= 0 && g_scratch) {
+      cudaFree(g_scratch);
+      g_scratch = nullptr;
+      g_scratch_bytes = 0;
+      g_live_contexts = 0;
+    }
+  }
   ctx.blas_handle = nullptr;
   ctx.stream = nullptr;
   ctx.backend = Backend::kCpu;

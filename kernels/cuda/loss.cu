@@ -110,7 +110,12 @@ template <class T, class D>
 void softmax_xent_forward_backward_sliced(const KernelContext& ctx, const T* logits, const int32_t* targets,
                                           int64_t tokens, int64_t vocab, int64_t first_id, double z_weight,
                                           double grad_scale, T* ce, T* lse, D* dlogits, const ShardReduce& reduce) {
-  if (tokens <= 0) return;  // (every slice has the same tokens: none of them reduces)
+  if (tokens <= 0) {  // the slices' collectives all the same, as on the CPU
+    double none = 0;
+    reduce.max(&none, 0);
+    reduce.sum(&none, 0);
+    return;
+  }
   cudaStream_t s = stream_of(ctx);
   const unsigned rows = static_cast<unsigned>(tokens);
   StreamBuffer buffer(s, sizeof(double) * 3 * static_cast<size_t>(tokens));

@@ -151,8 +151,8 @@ TEST_F(CudaTrain, GlamexecTrainRunsOnTheGpu) {
 }
 
 // Two GPUs, one process each (NCCL refuses two ranks on one GPU): two expert- and data-parallel ranks,
-// and two tensor-parallel slices of one rank, give the one-GPU run's losses (float32 products; the
-// ranks and slices only change the order of some sums).
+// two tensor-parallel slices of one rank, and two pipeline stages give the one-GPU run's losses
+// (float32 products; the ranks, slices and stages only change the order of some sums).
 TEST_F(CudaTrain, TwoGpusGiveTheOneGpuLosses) {
   GLAM_REQUIRE_CUDA_DEVICE();
   if (kernels::cuda_device_count() < 2) GTEST_SKIP() << "needs 2 GPUs (" << kernels::cuda_device_count() << " visible)";
@@ -164,18 +164,21 @@ TEST_F(CudaTrain, TwoGpusGiveTheOneGpuLosses) {
     const std::string rec = path(name);
     auto r = run_command(launch + common + rec + extra);
     EXPECT_EQ(r.exit_code, 0) << name << ": " << r.err;
-    auto j = nlohmann::json::parse(read_whole_file(rec));
     std::vector<double> v;
-    for (const auto& l : j["losses"]) v.push_back(l.get<double>());
+    for (const auto& l : nlohmann::json::parse(read_whole_file(rec))["losses"]) v.push_back(l.get<double>());
     return v;
   };
-  const auto one = losses("", "", "one-gpu.json");
-  ASSERT_EQ(one.size(), 4u);
-  for (const auto& [extra, name] : std::vector<std::pair<std::string, std::string>>{
-           {"", "two-ranks.json"}, {" --tensor-parallel 2", "two-slices.json"}}) {
-    const auto two = losses(mpirun, extra, name);
-    ASSERT_EQ(two.size(), one.size()) << name;
-    for (size_t i = 0; i < one.size(); ++i) EXPECT_NEAR(two[i], one[i], 1e-4 * std::abs(one[i])) << name << ", step " << i + 1;
+  struct Layout {
+    std::string both, two_gpus, name;  // arguments of both runs, of the two-GPU run only
+  };
+  for (const Layout& l : {Layout{"", "", "two-ranks"}, Layout{"", " --tensor-parallel 2", "two-slices"},
+                          Layout{" --microbatches 4", " --stages 2", "two-stages"}}) {
+    const auto one = losses("", l.both, l.name + "-one-gpu.json");
+    const auto two = losses(mpirun, l.both + l.two_gpus, l.name + ".json");
+    ASSERT_EQ(one.size(), 4u) << l.name;
+    ASSERT_EQ(two.size(), one.size()) << l.name;
+    for (size_t i = 0; i < one.size(); ++i)
+      EXPECT_NEAR(two[i], one[i], 1e-4 * std::abs(one[i])) << l.name << ", step " << i + 1;
   }
 }
 

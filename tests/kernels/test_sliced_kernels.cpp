@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <stdexcept>
 #include <random>
 #include <vector>
 
@@ -153,6 +155,27 @@ void check_sliced_adafactor(const std::vector<TestWeight>& weights, int slices) 
 TEST(SlicedKernels, AdafactorOfSlicesEqualsTheWholeMatrices) {
   check_sliced_adafactor({{6, 10, 2, SliceAxis::kRows}, {6, 10, 2, SliceAxis::kCols}, {4, 6, 1, SliceAxis::kCols}}, 2);
   check_sliced_adafactor({{6, 10, 1, SliceAxis::kCols}}, 5);
+}
+
+// The harness itself: a slice that fails (as a CUDA call may) is reported by run(), and the slices
+// waiting for it in a reduction stop instead of hanging.
+TEST(SlicedKernels, ASliceThatFailsIsReportedNotWaitedFor) {
+  ThreadSlices threads(3);
+  std::atomic<int> stopped{0};
+  EXPECT_THROW(threads.run([&](int s, const ShardReduce& reduce) {
+                 double v = 1;
+                 reduce.sum(&v, 1);  // all three
+                 EXPECT_EQ(v, 3);
+                 if (s == 1) throw std::runtime_error("slice 1 failed");
+                 try {
+                   reduce.sum(&v, 1);
+                 } catch (const std::runtime_error&) {
+                   ++stopped;
+                   throw;
+                 }
+               }),
+               std::runtime_error);
+  EXPECT_EQ(stopped, 2);
 }
 
 }  // namespace

@@ -3,9 +3,14 @@
 // gets combines the values the slices pass in the same call at a barrier, in slice order on every
 // slice, as the ranks' collectives would.
 #include <algorithm>
+#include <atomic>
 #include <barrier>
 #include <cstdint>
+#include <exception>
 #include <functional>
+#include <mutex>
+#include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -17,23 +22,38 @@ class ThreadSlices {
  public:
   explicit ThreadSlices(int slices) : slices_(slices), sync_(slices), parts_(static_cast<size_t>(slices)) {}
 
-  // Runs body(slice, reduce) for every slice at once and returns when all have.
+  // Runs body(slice, reduce) for every slice at once and returns when all have. An exception in a
+  // slice (a failed CUDA call) leaves the barrier, makes the others' next reduction throw, and is
+  // rethrown here, so the test reports it instead of hanging or terminating.
   void run(const std::function<void(int, const kernels::ShardReduce&)>& body) {
     std::vector<std::thread> threads;
+    std::exception_ptr first_error;
+    std::mutex error_mutex;
     for (int s = 0; s < slices_; ++s)
       threads.emplace_back([&, s] {
         kernels::ShardReduce reduce;
         reduce.sum = [&, s](double* v, int64_t n) { combine(s, v, n, [](double a, double b) { return a + b; }); };
         reduce.max = [&, s](double* v, int64_t n) { combine(s, v, n, [](double a, double b) { return std::max(a, b); }); };
-        body(s, reduce);
+        try {
+          body(s, reduce);
+        } catch (...) {
+          {
+            std::lock_guard<std::mutex> lock(error_mutex);
+            if (!first_error) first_error = std::current_exception();
+          }
+          failed_ = true;
+          sync_.arrive_and_drop();
+        }
       });
     for (auto& t : threads) t.join();
+    if (first_error) std::rethrow_exception(first_error);
   }
 
  private:
   void combine(int s, double* v, int64_t n, double (*op)(double, double)) {
     parts_[static_cast<size_t>(s)].assign(v, v + n);
     sync_.arrive_and_wait();
+    if (failed_) throw std::runtime_error("slice " + std::to_string(s) + ": another slice failed");
     for (int64_t i = 0; i < n; ++i) {
       double r = parts_[0][static_cast<size_t>(i)];
       for (int o = 1; o < slices_; ++o) r = op(r, parts_[static_cast<size_t>(o)][static_cast<size_t>(i)]);
@@ -42,6 +62,7 @@ class ThreadSlices {
     sync_.arrive_and_wait();
   }
   int slices_;
+  std::atomic<bool> failed_{false};
   std::barrier<> sync_;
   std::vector<std::vector<double>> parts_;
 };
