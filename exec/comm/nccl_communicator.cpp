@@ -44,6 +44,16 @@ bool on_device(const void* p) {
   return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
 }
 
+// Whether a collective's buffers are device memory (NCCL) or host memory (the host communicator);
+// one of each would have one library read memory it cannot reach.
+bool both_on_device(const void* send, const void* recv, const char* what) {
+  const bool device = on_device(send);
+  if (device != on_device(recv))
+    throw std::logic_error(std::string("NCCL communicator: ") + what + " from " + (device ? "device" : "host") +
+                           " memory into " + (device ? "host" : "device") + " memory");
+  return device;
+}
+
 class NcclCommunicator final : public Communicator {
  public:
   explicit NcclCommunicator(std::unique_ptr<Communicator> host) : host_(std::move(host)) {
@@ -72,7 +82,7 @@ class NcclCommunicator final : public Communicator {
   void allreduce_max(double* d, int64_t n) override { host_->allreduce_max(d, n); }
 
   void alltoall(const void* send, void* recv, int64_t block_bytes) override {
-    if (!on_device(send)) return host_->alltoall(send, recv, block_bytes);
+    if (!both_on_device(send, recv, "all-to-all")) return host_->alltoall(send, recv, block_bytes);
     const size_t bb = static_cast<size_t>(block_bytes);
     if (AlltoAllFn direct = nccl_alltoall()) {
       check(direct(send, recv, bb, ncclInt8, comm_, stream_), "ncclAlltoAll");
@@ -86,11 +96,11 @@ class NcclCommunicator final : public Communicator {
     check(ncclGroupEnd(), "ncclGroupEnd");
   }
   void allgather(const void* send, void* recv, int64_t block_bytes) override {
-    if (!on_device(send)) return host_->allgather(send, recv, block_bytes);
+    if (!both_on_device(send, recv, "all-gather")) return host_->allgather(send, recv, block_bytes);
     check(ncclAllGather(send, recv, static_cast<size_t>(block_bytes), ncclInt8, comm_, stream_), "ncclAllGather");
   }
   void reduce_scatter_sum(const float* send, float* recv, int64_t count) override {
-    if (!on_device(send)) return host_->reduce_scatter_sum(send, recv, count);
+    if (!both_on_device(send, recv, "reduce-scatter")) return host_->reduce_scatter_sum(send, recv, count);
     check(ncclReduceScatter(send, recv, static_cast<size_t>(count), ncclFloat32, ncclSum, comm_, stream_),
           "ncclReduceScatter");
   }

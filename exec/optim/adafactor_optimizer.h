@@ -32,6 +32,7 @@ class AdafactorOptimizer {
   bool factored(size_t index) const;
   T* state() { return state_.data(); }
   int64_t state_elements() const { return state_.size(); }
+  kernels::Backend state_backend() const { return state_.backend(); }  // where state() lives
   const kernels::AdafactorHyper& hyper() const { return hyper_; }
 
  private:

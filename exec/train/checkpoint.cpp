@@ -48,35 +48,41 @@ struct LocalTensor {
 };
 
 // The weights and Adafactor's state in host memory, where the checkpoint code reads and writes them:
-// the buffers themselves on the CPU; on a GPU, host copies of them (written back by store()).
+// each buffer itself where it is host memory; a host copy of it where it is a GPU's (written back by
+// store()).
 template <class T>
 class HostTensors {
  public:
-  HostTensors(Transformer<T>& model, AdafactorOptimizer<float>& opt) : model_(model), opt_(opt) {
-    if (model.memory_backend() == kernels::Backend::kCpu) {
-      params_ = model.params(), state_ = opt.state();
-      return;
-    }
-    params_copy_.resize(static_cast<size_t>(model.param_elements()));
-    state_copy_.resize(static_cast<size_t>(opt.state_elements()));
-    copy_to_host(model.params(), params_copy_.data(), model.param_elements());
-    copy_to_host(opt.state(), state_copy_.data(), opt.state_elements());
-    params_ = params_copy_.data(), state_ = state_copy_.data();
-  }
-  float* params() const { return params_; }
-  float* state() const { return state_; }
+  HostTensors(Transformer<T>& model, AdafactorOptimizer<float>& opt)
+      : params_(model.params(), model.param_elements(), model.memory_backend()),
+        state_(opt.state(), opt.state_elements(), opt.state_backend()) {}
+  float* params() const { return params_.host; }
+  float* state() const { return state_.host; }
   void store() {
-    if (params_copy_.empty() && state_copy_.empty()) return;
-    copy_to_device(params_copy_.data(), model_.params(), model_.param_elements());
-    copy_to_device(state_copy_.data(), opt_.state(), opt_.state_elements());
+    params_.store();
+    state_.store();
   }
 
  private:
-  Transformer<T>& model_;
-  AdafactorOptimizer<float>& opt_;
-  float* params_ = nullptr;
-  float* state_ = nullptr;
-  std::vector<float> params_copy_, state_copy_;
+  struct Staged {
+    Staged(float* data, int64_t n, kernels::Backend backend) : device(data), elements(n) {
+      if (backend == kernels::Backend::kCpu) {
+        host = data;
+        return;
+      }
+      copy.resize(static_cast<size_t>(n));
+      copy_to_host(data, copy.data(), n);
+      host = copy.data();
+    }
+    void store() {
+      if (host != device) copy_to_device(copy.data(), device, elements);
+    }
+    float* device;
+    int64_t elements;
+    float* host = nullptr;
+    std::vector<float> copy;
+  };
+  Staged params_, state_;
 };
 
 // Visits every tensor of this rank's params and optimizer state (in `host`).

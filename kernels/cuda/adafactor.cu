@@ -30,19 +30,44 @@ struct Run {
   __device__ int64_t n() const { return rows * cols; }
 };
 
+// The block's row (blockIdx.x) of tensor blockIdx.y: its sums of g^2 + eps1 (g2) and of w^2 (w2),
+// on every thread.
 template <class T>
-__global__ void af_rows(T* param, const T* grad, T* row_state, double* prow, Run run, Hyper h) {
+__device__ void row_sums(const T* param, const T* grad, const Run& run, double eps1, double& g2, double& w2) {
   const int64_t m = blockIdx.y, r = blockIdx.x, cols = run.cols;
   const T* g = grad + m * run.n() + r * cols;
   const T* w = param + m * run.n() + r * cols;
   double acc = 0, ps = 0;
   for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
     double gv = g[c], wv = w[c];
-    acc += gv * gv + h.eps1;
+    acc += gv * gv + eps1;
     ps += wv * wv;
   }
-  acc = block_sum(acc);
-  ps = block_sum(ps);
+  g2 = block_sum(acc);
+  w2 = block_sum(ps);
+}
+
+// w -= lr a_i b_j g_ij with a_i = sqrt(mean R / R_i), over tensor blockIdx.y of the run.
+template <class T>
+__device__ void apply_factored(T* param, const T* grad, const T* row_state, const double* b, const Run& run,
+                               double lr, double row_mean) {
+  const int64_t m = blockIdx.y, cols = run.cols;
+  T* w = param + m * run.n();
+  const T* g = grad + m * run.n();
+  const T* rs = row_state + m * run.state_stride;
+  const double* bm = b + m * cols;
+  GLAM_GRID_STRIDE(i, run.n()) {
+    const int64_t r = i / cols, c = i - r * cols;
+    const double la = lr * sqrt(row_mean / static_cast<double>(rs[r]));
+    w[i] = static_cast<T>(w[i] - la * bm[c] * g[i]);
+  }
+}
+
+template <class T>
+__global__ void af_rows(T* param, const T* grad, T* row_state, double* prow, Run run, Hyper h) {
+  const int64_t m = blockIdx.y, r = blockIdx.x, cols = run.cols;
+  double acc, ps;
+  row_sums(param, grad, run, h.eps1, acc, ps);
   if (threadIdx.x == 0) {
     T& rs = row_state[m * run.state_stride + r];
     rs = static_cast<T>(h.beta2 * rs + (1 - h.beta2) * acc / static_cast<double>(cols));
@@ -126,19 +151,8 @@ __device__ double learning_rate(const double* sums, int64_t n, const Hyper& h) {
 template <class T>
 __global__ void af_apply(T* param, const T* grad, const T* row_state, const double* b, const double* sums, Run run,
                          Hyper h) {
-  const int64_t m = blockIdx.y, rows = run.rows, cols = run.cols;
-  const double* sm = sums + 4 * m;
-  const double lr = learning_rate(sm, run.n(), h);
-  const double row_mean = sm[0] / static_cast<double>(rows);
-  T* w = param + m * run.n();
-  const T* g = grad + m * run.n();
-  const T* rs = row_state + m * run.state_stride;
-  const double* bm = b + m * cols;
-  GLAM_GRID_STRIDE(i, run.n()) {
-    const int64_t r = i / cols, c = i - r * cols;
-    const double la = lr * sqrt(row_mean / static_cast<double>(rs[r]));
-    w[i] = static_cast<T>(w[i] - la * bm[c] * g[i]);
-  }
+  const double* sm = sums + 4 * blockIdx.y;
+  apply_factored(param, grad, row_state, b, run, learning_rate(sm, run.n(), h), sm[0] / static_cast<double>(run.rows));
 }
 
 // Unfactored: the state, and per-block partial sums of param^2 and U^2.
@@ -219,17 +233,9 @@ void update_full(cudaStream_t s, T* param, const T* grad, T* full_state, int64_t
 template <class T>
 __global__ void af_slice_rows(const T* param, const T* grad, Run run, double eps1, double* row_out, int64_t row_stride,
                               double* w2row) {
-  const int64_t m = blockIdx.y, r = blockIdx.x, cols = run.cols;
-  const T* g = grad + m * run.n() + r * cols;
-  const T* w = param + m * run.n() + r * cols;
-  double acc = 0, ps = 0;
-  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
-    double gv = g[c], wv = w[c];
-    acc += gv * gv + eps1;
-    ps += wv * wv;
-  }
-  acc = block_sum(acc);
-  ps = block_sum(ps);
+  const int64_t m = blockIdx.y, r = blockIdx.x;
+  double acc, ps;
+  row_sums(param, grad, run, eps1, acc, ps);
   if (threadIdx.x == 0) {
     row_out[m * row_stride + r] = acc;
     w2row[m * run.rows + r] = ps;
@@ -287,17 +293,8 @@ __global__ void af_slice_update_rows(const T* grad, const T* row_state, const do
 template <class T>
 __global__ void af_slice_apply(T* param, const T* grad, const T* row_state, const double* b, const double* coef,
                                Run run) {
-  const int64_t m = blockIdx.y, cols = run.cols;
-  const double lr = coef[2 * m], row_mean = coef[2 * m + 1];
-  T* w = param + m * run.n();
-  const T* g = grad + m * run.n();
-  const T* rs = row_state + m * run.state_stride;
-  const double* bm = b + m * cols;
-  GLAM_GRID_STRIDE(i, run.n()) {
-    const int64_t r = i / cols, c = i - r * cols;
-    const double la = lr * sqrt(row_mean / static_cast<double>(rs[r]));
-    w[i] = static_cast<T>(w[i] - la * bm[c] * g[i]);
-  }
+  const double* cm = coef + 2 * blockIdx.y;
+  apply_factored(param, grad, row_state, b, run, cm[0], cm[1]);
 }
 
 // One sliced weight in the rounds' buffers: `count` matrices, sums at these offsets (doubles) for its

@@ -30,7 +30,7 @@ void* scratch(size_t bytes);
 // slices may run in threads of one process (the GPU tests), hold their partial sums here.
 class StreamBuffer {
  public:
-  StreamBuffer(cudaStream_t s, size_t bytes) : s_(s) { GLAM_CUDA_CHECK(cudaMallocAsync(&p_, bytes > 0 ? bytes : 1, s)); }
+  StreamBuffer(cudaStream_t s, size_t bytes);  // DeviceOutOfMemory when the device has no room (context.cu)
   ~StreamBuffer() { (void)cudaFreeAsync(p_, s_); }
   StreamBuffer(const StreamBuffer&) = delete;
   StreamBuffer& operator=(const StreamBuffer&) = delete;

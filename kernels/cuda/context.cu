@@ -28,10 +28,9 @@ void throw_error(const char* expr, const char* what, const char* file, int line)
 }
 
 namespace {
-// cudaMalloc, with DeviceOutOfMemory (what was asked, what is free) when the device is full.
-void* device_malloc(size_t bytes) {
-  void* p = nullptr;
-  const cudaError_t e = cudaMalloc(&p, bytes);
+// An allocation's result `e` (of `bytes`), with DeviceOutOfMemory (what was asked, what is free) when
+// the device is full.
+void check_allocation(cudaError_t e, size_t bytes) {
   if (e == cudaErrorMemoryAllocation) {
     (void)cudaGetLastError();  // not sticky: clear it so that later calls do not report it
     size_t free_bytes = 0, total_bytes = 0;
@@ -41,9 +40,19 @@ void* device_malloc(size_t bytes) {
                             gib(total_bytes));
   }
   GLAM_CUDA_CHECK(e);
+}
+
+void* device_malloc(size_t bytes) {
+  void* p = nullptr;
+  check_allocation(cudaMalloc(&p, bytes), bytes);
   return p;
 }
 }  // namespace
+
+StreamBuffer::StreamBuffer(cudaStream_t s, size_t bytes) : s_(s) {
+  if (bytes == 0) bytes = 1;
+  check_allocation(cudaMallocAsync(&p_, bytes, s), bytes);
+}
 
 void* scratch(size_t bytes) {
   std::lock_guard<std::mutex> lock(g_scratch_mutex);
