@@ -62,8 +62,12 @@ class Communicator {
 
   // Collective: rank 0 gets every rank's `bytes` (by rank; empty ones too), the others an empty list.
   // Over sends, so no pass messages may be in flight.
-  std::vector<std::string> gather_at_root(const std::string& bytes) {
-    if (size() == 1) return {bytes};
+  std::vector<std::string> gather_at_root(std::string bytes) {
+    if (size() == 1) {
+      std::vector<std::string> mine;
+      mine.push_back(std::move(bytes));
+      return mine;
+    }
     constexpr int kTag = kMaxTag;  // apart from the pipeline passes' tags
     if (rank() != 0) {
       const int64_t n = static_cast<int64_t>(bytes.size());
@@ -72,7 +76,8 @@ class Communicator {
       wait_sends();
       return {};
     }
-    std::vector<std::string> all{bytes};
+    std::vector<std::string> all;
+    all.push_back(std::move(bytes));
     for (int peer = 1; peer < size(); ++peer) {
       int64_t n = 0;
       recv(&n, sizeof n, peer, kTag);

@@ -23,22 +23,33 @@ std::string random_suffix() {
   return buf;
 }
 
-void write_and_sync(const fs::path& path, const std::string& contents) {
+// Creates `path` (which must be new), writes what `produce` hands over, and flushes it to the disk.
+void write_and_sync(const fs::path& path, const std::function<void(const ByteSink&)>& produce) {
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
   if (fd < 0) throw std::system_error(errno, std::generic_category(), "cannot create " + path.string());
-  size_t done = 0;
-  while (done < contents.size()) {
-    ssize_t n = ::write(fd, contents.data() + done, contents.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      int err = errno;
-      ::close(fd);
-      throw std::system_error(err, std::generic_category(), "cannot write " + path.string());
-    }
-    done += static_cast<size_t>(n);
+  try {
+    produce([&](const void* data, size_t bytes) {
+      const char* p = static_cast<const char*>(data);
+      size_t done = 0;
+      while (done < bytes) {
+        ssize_t n = ::write(fd, p + done, bytes - done);
+        if (n < 0) {
+          if (errno == EINTR) continue;
+          throw std::system_error(errno, std::generic_category(), "cannot write " + path.string());
+        }
+        done += static_cast<size_t>(n);
+      }
+    });
+  } catch (...) {
+    ::close(fd);
+    throw;
   }
-  if (::fsync(fd) != 0 || ::close(fd) != 0)
-    throw std::system_error(errno, std::generic_category(), "cannot flush " + path.string());
+  if (::fsync(fd) != 0) {
+    const int err = errno;
+    ::close(fd);
+    throw std::system_error(err, std::generic_category(), "cannot flush " + path.string());
+  }
+  if (::close(fd) != 0) throw std::system_error(errno, std::generic_category(), "cannot flush " + path.string());
 }
 
 fs::path parent_or_dot(const fs::path& p) {
@@ -65,9 +76,13 @@ void check_output_file(const std::string& flag, const std::filesystem::path& pat
 }
 
 void write_file_atomically(const fs::path& path, const std::string& contents) {
+  write_file_atomically(path, [&](const ByteSink& write) { write(contents.data(), contents.size()); });
+}
+
+void write_file_atomically(const fs::path& path, const std::function<void(const ByteSink&)>& produce) {
   fs::path tmp = parent_or_dot(path) / ("." + path.filename().string() + ".tmp-" + random_suffix());
   try {
-    write_and_sync(tmp, contents);
+    write_and_sync(tmp, produce);
     fs::rename(tmp, path);
   } catch (...) {
     std::error_code ignored;
@@ -110,7 +125,8 @@ void write_directory_atomically(const fs::path& given, const std::map<std::strin
   fs::path old = parent / ("." + base + ".old-" + random_suffix());
   try {
     fs::create_directory(staging);
-    for (const auto& [name, contents] : files) write_and_sync(staging / name, contents);
+    for (const auto& [name, contents] : files)
+      write_and_sync(staging / name, [&](const ByteSink& write) { write(contents.data(), contents.size()); });
     // rename() cannot replace a non-empty folder, so the old one is moved aside first.
     bool had_old = fs::exists(dir);
     if (had_old) fs::rename(dir, old);

@@ -1,7 +1,9 @@
 #pragma once
 // Outputs are written atomically: a reader sees the old file or the complete new one,
 // never a partial write (write to a temporary beside the target, fsync, rename).
+#include <cstddef>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -9,6 +11,11 @@
 namespace glam {
 
 void write_file_atomically(const std::filesystem::path& path, const std::string& contents);
+
+// The same for contents too large to hold twice: `produce` hands them over in pieces, calling its
+// argument write(data, bytes) as often as it needs.
+using ByteSink = std::function<void(const void* data, size_t bytes)>;
+void write_file_atomically(const std::filesystem::path& path, const std::function<void(const ByteSink&)>& produce);
 
 // Checks, before any work, that `path` can be written as a file: its folder exists and is writable,
 // and it is not itself a folder. UsageError naming the option (`flag`, e.g. "--record") and the path.
