@@ -40,6 +40,16 @@ int checked_count(int64_t n) {
   return static_cast<int>(n);
 }
 
+// MPI counts are ints: byte messages larger than this (a checkpoint's share of a large model, a
+// sliced embedding) go in pieces of at most this many bytes.
+int64_t g_message_limit = int64_t{1} << 30;
+
+// Calls f(offset, bytes) for the pieces of a message of `bytes`.
+template <class F>
+void for_each_piece(int64_t bytes, F f) {
+  for (int64_t off = 0; off < bytes; off += g_message_limit) f(off, std::min(g_message_limit, bytes - off));
+}
+
 // The world communicator initialises and finalises MPI; split ones own only their MPI_Comm (and
 // must be destroyed before the world one).
 class MpiCommunicator final : public Communicator {
@@ -59,7 +69,9 @@ class MpiCommunicator final : public Communicator {
     int finalized = 0;
     MPI_Finalized(&finalized);
     if (finalized) return;
-    for (auto& s : pending_) MPI_Cancel(&s.request), MPI_Request_free(&s.request);
+    for (auto& s : pending_)
+      for (MPI_Request& request : s.requests)
+        if (request != MPI_REQUEST_NULL) MPI_Cancel(&request), MPI_Request_free(&request);
     if (!world_) MPI_Comm_free(&comm_);
     else MPI_Finalize();
   }
@@ -82,15 +94,35 @@ class MpiCommunicator final : public Communicator {
     MPI_Allreduce(MPI_IN_PLACE, d, checked_count(n), MPI_DOUBLE, MPI_MAX, comm_);
   }
   void alltoall(const void* send, void* recv, int64_t block_bytes) override {
-    MPI_Alltoall(send, checked_count(block_bytes), MPI_BYTE, recv, checked_count(block_bytes), MPI_BYTE,
-                 comm_);
+    if (block_bytes <= g_message_limit) {
+      MPI_Alltoall(send, checked_count(block_bytes), MPI_BYTE, recv, checked_count(block_bytes), MPI_BYTE, comm_);
+      return;
+    }
+    // Piece by piece: each rank's piece of every block packed together, exchanged, and unpacked.
+    std::vector<char> out(static_cast<size_t>(size_ * g_message_limit)), in(out.size());
+    for_each_piece(block_bytes, [&](int64_t off, int64_t n) {
+      for (int r = 0; r < size_; ++r)
+        std::memcpy(out.data() + r * n, static_cast<const char*>(send) + r * block_bytes + off, static_cast<size_t>(n));
+      MPI_Alltoall(out.data(), checked_count(n), MPI_BYTE, in.data(), checked_count(n), MPI_BYTE, comm_);
+      unpack_blocks(in.data(), n, recv, block_bytes, off);
+    });
   }
   void allgather(const void* send, void* recv, int64_t block_bytes) override {
-    MPI_Allgather(send, checked_count(block_bytes), MPI_BYTE, recv, checked_count(block_bytes), MPI_BYTE,
-                  comm_);
+    if (block_bytes <= g_message_limit) {
+      MPI_Allgather(send, checked_count(block_bytes), MPI_BYTE, recv, checked_count(block_bytes), MPI_BYTE, comm_);
+      return;
+    }
+    std::vector<char> in(static_cast<size_t>(size_ * g_message_limit));
+    for_each_piece(block_bytes, [&](int64_t off, int64_t n) {
+      MPI_Allgather(static_cast<const char*>(send) + off, checked_count(n), MPI_BYTE, in.data(), checked_count(n),
+                    MPI_BYTE, comm_);
+      unpack_blocks(in.data(), n, recv, block_bytes, off);
+    });
   }
   void broadcast(void* data, int64_t bytes, int root) override {
-    MPI_Bcast(data, checked_count(bytes), MPI_BYTE, root, comm_);
+    for_each_piece(bytes, [&](int64_t off, int64_t n) {
+      MPI_Bcast(static_cast<char*>(data) + off, checked_count(n), MPI_BYTE, root, comm_);
+    });
   }
   void reduce_scatter_sum(const float* send, float* recv, int64_t count) override {
     MPI_Reduce_scatter_block(send, recv, checked_count(count), MPI_FLOAT, MPI_SUM, comm_);
@@ -100,17 +132,23 @@ class MpiCommunicator final : public Communicator {
     check_tag(tag);
     reap_sends();
     // The executor's CPU buffers are host memory: the copy lets the caller reuse its buffer at once.
-    pending_.push_back(PendingSend{MPI_REQUEST_NULL, std::vector<char>(static_cast<size_t>(bytes))});
+    pending_.push_back(PendingSend{{}, std::vector<char>(static_cast<size_t>(bytes))});
     PendingSend& s = pending_.back();
     if (bytes > 0) std::memcpy(s.data.data(), data, static_cast<size_t>(bytes));
-    MPI_Isend(s.data.data(), checked_count(bytes), MPI_BYTE, peer, tag, comm_, &s.request);
+    // Pieces with one tag arrive in order, and recv takes the same pieces.
+    for_each_piece(bytes, [&](int64_t off, int64_t n) {
+      s.requests.emplace_back();
+      MPI_Isend(s.data.data() + off, checked_count(n), MPI_BYTE, peer, tag, comm_, &s.requests.back());
+    });
   }
   void recv(void* data, int64_t bytes, int peer, int tag) override {
     check_tag(tag);
-    MPI_Recv(data, checked_count(bytes), MPI_BYTE, peer, tag, comm_, MPI_STATUS_IGNORE);
+    for_each_piece(bytes, [&](int64_t off, int64_t n) {
+      MPI_Recv(static_cast<char*>(data) + off, checked_count(n), MPI_BYTE, peer, tag, comm_, MPI_STATUS_IGNORE);
+    });
   }
   void wait_sends() override {
-    for (auto& s : pending_) MPI_Wait(&s.request, MPI_STATUS_IGNORE);
+    for (auto& s : pending_) MPI_Waitall(static_cast<int>(s.requests.size()), s.requests.data(), MPI_STATUSES_IGNORE);
     pending_.clear();
   }
   void idle_barrier() override {
@@ -131,9 +169,15 @@ class MpiCommunicator final : public Communicator {
 
  private:
   struct PendingSend {
-    MPI_Request request;
+    std::vector<MPI_Request> requests;  // one per piece
     std::vector<char> data;
   };
+  // Piece [off, off + n) of every rank's block: from `in` (the ranks' pieces one after another) to
+  // `recv` (the ranks' blocks of `block_bytes`).
+  void unpack_blocks(const char* in, int64_t n, void* recv, int64_t block_bytes, int64_t off) const {
+    for (int r = 0; r < size_; ++r)
+      std::memcpy(static_cast<char*>(recv) + r * block_bytes + off, in + r * n, static_cast<size_t>(n));
+  }
   static void check_tag(int tag) {
     if (tag < 0 || tag > kMaxTag) throw std::logic_error("MPI tag " + std::to_string(tag) + " out of range");
   }
@@ -141,7 +185,7 @@ class MpiCommunicator final : public Communicator {
   void reap_sends() {
     for (auto it = pending_.begin(); it != pending_.end();) {
       int done = 0;
-      MPI_Test(&it->request, &done, MPI_STATUS_IGNORE);
+      MPI_Testall(static_cast<int>(it->requests.size()), it->requests.data(), &done, MPI_STATUSES_IGNORE);
       it = done ? pending_.erase(it) : std::next(it);
     }
   }
@@ -158,6 +202,8 @@ bool launched_by_mpi() {
     if (std::getenv(v)) return true;
   return false;
 }
+
+void set_mpi_message_limit(int64_t bytes) { g_message_limit = bytes; }
 
 std::unique_ptr<Communicator> make_mpi_communicator() { return std::make_unique<MpiCommunicator>(); }
 
