@@ -206,6 +206,7 @@ void adafactor_update_sliced(const KernelContext& ctx, const std::vector<SlicedW
   // The states of the slice's rows and columns; second round: per matrix, the update's partial sum of
   // squares (sum g^2 / (R_i C_j), to be scaled by mean R) and, split by rows, the partial sum of R.
   std::vector<double> second(2 * units.size(), 0.0);
+  std::vector<std::vector<double>> col_scale(units.size());
   for (size_t k = 0; k < units.size(); ++k) {
     const auto& u = units[k];
     const double* split = shared.data() + u.shared;
@@ -216,11 +217,17 @@ void adafactor_update_sliced(const KernelContext& ctx, const std::vector<SlicedW
       u.rs[r] = static_cast<T>(beta2 * u.rs[r] + (1 - beta2) * row_sum[r] / static_cast<double>(u.all_cols));
     for (int64_t c = 0; c < u.cols; ++c)
       u.cs[c] = static_cast<T>(beta2 * u.cs[c] + (1 - beta2) * col_sum[c] / static_cast<double>(u.all_rows));
+    // b_j = 1 / sqrt(C_j), as update_factored has it (a square root and a division per column, not
+    // per element); b_j^2 stands for 1 / C_j.
+    std::vector<double>& b = col_scale[k];
+    b.resize(static_cast<size_t>(u.cols));
+    for (int64_t c = 0; c < u.cols; ++c) b[static_cast<size_t>(c)] = 1.0 / std::sqrt(static_cast<double>(u.cs[c]));
     std::vector<double> per_row(static_cast<size_t>(u.rows));
     GLAM_PARALLEL_FOR(u.rows / kRowBlock)
     for (int64_t r = 0; r < u.rows; ++r)
       per_row[static_cast<size_t>(r)] = cpu::sum_over<double>(u.cols, [&](int64_t c) {
-                                          return sq(u.g[r * u.cols + c]) / static_cast<double>(u.cs[c]);
+                                          const double gb = static_cast<double>(u.g[r * u.cols + c]) * b[static_cast<size_t>(c)];
+                                          return gb * gb;
                                         }) / static_cast<double>(u.rs[r]);
     second[2 * k] = cpu::sum_of<double>(per_row.data(), u.rows);
     second[2 * k + 1] = u.by_rows ? cpu::sum_over<double>(u.rows, [&](int64_t r) { return static_cast<double>(u.rs[r]); }) : 0;
@@ -237,10 +244,11 @@ void adafactor_update_sliced(const KernelContext& ctx, const std::vector<SlicedW
     GLAM_PARALLEL_FOR(u.rows / kRowBlock)
     for (int64_t r = 0; r < u.rows; ++r) {
       const double la = lr * std::sqrt(row_mean / static_cast<double>(u.rs[r]));
+      const double* b = col_scale[k].data();
       T* w = u.w + r * u.cols;
       const T* g = u.g + r * u.cols;
       for (int64_t c = 0; c < u.cols; ++c)
-        w[c] = static_cast<T>(static_cast<double>(w[c]) - la / std::sqrt(static_cast<double>(u.cs[c])) * static_cast<double>(g[c]));
+        w[c] = static_cast<T>(static_cast<double>(w[c]) - la * b[c] * static_cast<double>(g[c]));
     }
   }
 }
