@@ -78,21 +78,11 @@ class MpiCommunicator final : public Communicator {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   std::string name() const override { return "mpi"; }
-  void allreduce_sum(float* d, int64_t n) override {
-    MPI_Allreduce(MPI_IN_PLACE, d, checked_count(n), MPI_FLOAT, MPI_SUM, comm_);
-  }
-  void allreduce_sum(double* d, int64_t n) override {
-    MPI_Allreduce(MPI_IN_PLACE, d, checked_count(n), MPI_DOUBLE, MPI_SUM, comm_);
-  }
-  void allreduce_sum(int64_t* d, int64_t n) override {
-    MPI_Allreduce(MPI_IN_PLACE, d, checked_count(n), MPI_INT64_T, MPI_SUM, comm_);
-  }
-  void allreduce_sum(kernels::bf16* d, int64_t n) override {
-    MPI_Allreduce(MPI_IN_PLACE, d, checked_count(n), bf16_sum().type, bf16_sum().op, comm_);
-  }
-  void allreduce_max(double* d, int64_t n) override {
-    MPI_Allreduce(MPI_IN_PLACE, d, checked_count(n), MPI_DOUBLE, MPI_MAX, comm_);
-  }
+  void allreduce_sum(float* d, int64_t n) override { allreduce(d, n, MPI_FLOAT, MPI_SUM); }
+  void allreduce_sum(double* d, int64_t n) override { allreduce(d, n, MPI_DOUBLE, MPI_SUM); }
+  void allreduce_sum(int64_t* d, int64_t n) override { allreduce(d, n, MPI_INT64_T, MPI_SUM); }
+  void allreduce_sum(kernels::bf16* d, int64_t n) override { allreduce(d, n, bf16_sum().type, bf16_sum().op); }
+  void allreduce_max(double* d, int64_t n) override { allreduce(d, n, MPI_DOUBLE, MPI_MAX); }
   void alltoall(const void* send, void* recv, int64_t block_bytes) override {
     if (block_bytes <= g_message_limit) {
       MPI_Alltoall(send, checked_count(block_bytes), MPI_BYTE, recv, checked_count(block_bytes), MPI_BYTE, comm_);
@@ -172,6 +162,13 @@ class MpiCommunicator final : public Communicator {
     std::vector<MPI_Request> requests;  // one per piece
     std::vector<char> data;
   };
+  // In place, in pieces of at most the message limit (the elements are independent).
+  template <class T>
+  void allreduce(T* d, int64_t n, MPI_Datatype type, MPI_Op op) {
+    const int64_t piece = std::max<int64_t>(1, g_message_limit / static_cast<int64_t>(sizeof(T)));
+    for (int64_t off = 0; off < n; off += piece)
+      MPI_Allreduce(MPI_IN_PLACE, d + off, checked_count(std::min(piece, n - off)), type, op, comm_);
+  }
   // Piece [off, off + n) of every rank's block: from `in` (the ranks' pieces one after another) to
   // `recv` (the ranks' blocks of `block_bytes`).
   void unpack_blocks(const char* in, int64_t n, void* recv, int64_t block_bytes, int64_t off) const {

@@ -49,8 +49,8 @@ void check_collectives(glam::exec::Communicator& c, const std::string& name) {
 }
 
 // Messages larger than the MPI message limit go in pieces: with the limit at 64 bytes, a 1,000-byte
-// send and receive around the ring, all-gathers and all-to-alls of 250-byte blocks and a broadcast,
-// byte for byte. Pieces that land in the wrong place or are missing show as wrong bytes.
+// send and receive around the ring, all-gathers and all-to-alls of 250-byte blocks, a broadcast (byte
+// for byte) and an all-reduce of 1,000 floats. Pieces that land in the wrong place or are missing show as wrong bytes.
 void check_pieces(glam::exec::Communicator& c) {
   const int n = c.size(), r = c.rank();
   glam::exec::set_mpi_message_limit(64);
@@ -83,6 +83,13 @@ void check_pieces(glam::exec::Communicator& c) {
   ok = true;
   for (int i = 0; i < 1000; ++i) ok = ok && b[static_cast<size_t>(i)] == byte(0, 0, i);
   expect(ok, r, "broadcast in pieces");
+  std::vector<float> values(1000);
+  for (int i = 0; i < 1000; ++i) values[static_cast<size_t>(i)] = static_cast<float>(r * 1000 + i);
+  c.allreduce_sum(values.data(), 1000);
+  ok = true;
+  for (int i = 0; i < 1000; ++i)  // sum over q of (1000 q + i)
+    ok = ok && values[static_cast<size_t>(i)] == static_cast<float>(1000 * n * (n - 1) / 2 + n * i);
+  expect(ok, r, "allreduce_sum in pieces");
   glam::exec::set_mpi_message_limit(int64_t{1} << 30);
 }
 
