@@ -2,6 +2,7 @@
 
 #include <mpi.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -115,7 +116,18 @@ class MpiCommunicator final : public Communicator {
     });
   }
   void reduce_scatter_sum(const float* send, float* recv, int64_t count) override {
-    MPI_Reduce_scatter_block(send, recv, checked_count(count), MPI_FLOAT, MPI_SUM, comm_);
+    const int64_t piece = std::max<int64_t>(1, g_message_limit / static_cast<int64_t>(sizeof(float)));
+    if (count <= piece) {
+      MPI_Reduce_scatter_block(send, recv, checked_count(count), MPI_FLOAT, MPI_SUM, comm_);
+      return;
+    }
+    // Piece by piece: the same piece of every block packed together, reduced and scattered.
+    std::vector<float> packed(static_cast<size_t>(size_ * piece));
+    for (int64_t off = 0; off < count; off += piece) {
+      const int64_t n = std::min(piece, count - off);
+      for (int r = 0; r < size_; ++r) std::copy_n(send + r * count + off, n, packed.data() + r * n);
+      MPI_Reduce_scatter_block(packed.data(), recv + off, checked_count(n), MPI_FLOAT, MPI_SUM, comm_);
+    }
   }
   void barrier() override { MPI_Barrier(comm_); }
   void send(const void* data, int64_t bytes, int peer, int tag) override {

@@ -50,7 +50,8 @@ void check_collectives(glam::exec::Communicator& c, const std::string& name) {
 
 // Messages larger than the MPI message limit go in pieces: with the limit at 64 bytes, a 1,000-byte
 // send and receive around the ring, all-gathers and all-to-alls of 250-byte blocks, a broadcast (byte
-// for byte) and an all-reduce of 1,000 floats. Pieces that land in the wrong place or are missing show as wrong bytes.
+// for byte), an all-reduce of 1,000 floats and a reduce-scatter of 100-float blocks. Pieces that land
+// in the wrong place or are missing show as wrong values.
 void check_pieces(glam::exec::Communicator& c) {
   const int n = c.size(), r = c.rank();
   glam::exec::set_mpi_message_limit(64);
@@ -90,6 +91,15 @@ void check_pieces(glam::exec::Communicator& c) {
   for (int i = 0; i < 1000; ++i)  // sum over q of (1000 q + i)
     ok = ok && values[static_cast<size_t>(i)] == static_cast<float>(1000 * n * (n - 1) / 2 + n * i);
   expect(ok, r, "allreduce_sum in pieces");
+  const int64_t count = 100;  // floats per block: 400 bytes, in pieces of 16 floats
+  std::vector<float> blocks_f(static_cast<size_t>(n * count)), mine(static_cast<size_t>(count), -1.f);
+  for (int q = 0; q < n; ++q)
+    for (int64_t i = 0; i < count; ++i) blocks_f[static_cast<size_t>(q * count + i)] = static_cast<float>(1000 * r + 100 * q + i);
+  c.reduce_scatter_sum(blocks_f.data(), mine.data(), count);
+  ok = true;
+  for (int64_t i = 0; i < count; ++i)  // block r summed over q: 1000 q + 100 r + i
+    ok = ok && mine[static_cast<size_t>(i)] == static_cast<float>(1000 * n * (n - 1) / 2 + n * (100 * r + i));
+  expect(ok, r, "reduce_scatter_sum in pieces");
   glam::exec::set_mpi_message_limit(int64_t{1} << 30);
 }
 
