@@ -59,6 +59,12 @@ class Communicator {
   }
   // Waits until every message this rank sent has been received.
   virtual void wait_sends() {}
+  // A send that returns once the message has left `data`, without a copy of it (for large messages that
+  // could not be held twice).
+  virtual void send_and_wait(const void* data, int64_t bytes, int peer, int tag) {
+    send(data, bytes, peer, tag);
+    wait_sends();
+  }
 
   // Collective: rank 0 gets every rank's `bytes` (by rank; empty ones too), the others an empty list.
   // Over sends, so no pass messages may be in flight.
@@ -71,9 +77,8 @@ class Communicator {
     constexpr int kTag = kMaxTag;  // apart from the pipeline passes' tags
     if (rank() != 0) {
       const int64_t n = static_cast<int64_t>(bytes.size());
-      send(&n, sizeof n, 0, kTag);
-      if (n > 0) send(bytes.data(), n, 0, kTag);
-      wait_sends();
+      send_and_wait(&n, sizeof n, 0, kTag);
+      if (n > 0) send_and_wait(bytes.data(), n, 0, kTag);
       return {};
     }
     std::vector<std::string> all;

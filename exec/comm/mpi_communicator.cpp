@@ -143,6 +143,12 @@ class MpiCommunicator final : public Communicator {
       MPI_Isend(s.data.data() + off, checked_count(n), MPI_BYTE, peer, tag, comm_, &s.requests.back());
     });
   }
+  void send_and_wait(const void* data, int64_t bytes, int peer, int tag) override {
+    check_tag(tag);
+    for_each_piece(bytes, [&](int64_t off, int64_t n) {
+      MPI_Send(static_cast<const char*>(data) + off, checked_count(n), MPI_BYTE, peer, tag, comm_);
+    });
+  }
   void recv(void* data, int64_t bytes, int peer, int tag) override {
     check_tag(tag);
     for_each_piece(bytes, [&](int64_t off, int64_t n) {

@@ -133,6 +133,11 @@ class NcclCommunicator final : public Communicator {
     check(cudaMemcpy(data, staged.data(), staged.size(), cudaMemcpyHostToDevice), "cudaMemcpy");
   }
   void wait_sends() override { host_->wait_sends(); }
+  void send_and_wait(const void* data, int64_t bytes, int peer, int tag) override {
+    if (!on_device(data)) return host_->send_and_wait(data, bytes, peer, tag);
+    send(data, bytes, peer, tag);
+    wait_sends();
+  }
   // A new NCCL communicator over the host communicator's split, bootstrapped like the first.
   std::unique_ptr<Communicator> split(int color) override {
     check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
