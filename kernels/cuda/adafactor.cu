@@ -47,20 +47,26 @@ __device__ void row_sums(const T* param, const T* grad, const Run& run, double e
   w2 = block_sum(ps);
 }
 
-// w -= lr a_i b_j g_ij with a_i = sqrt(mean R / R_i), over tensor blockIdx.y of the run.
+// w -= lr a_i b_j g_ij with a_i = sqrt(mean R / R_i), over tensor blockIdx.y of the run: rows strided
+// over the blocks, columns over the threads, so a_i is computed once per row and thread rather than
+// per element (with a 64-bit division for the row).
 template <class T>
 __device__ void apply_factored(T* param, const T* grad, const T* row_state, const double* b, const Run& run,
                                double lr, double row_mean) {
   const int64_t m = blockIdx.y, cols = run.cols;
-  T* w = param + m * run.n();
-  const T* g = grad + m * run.n();
   const T* rs = row_state + m * run.state_stride;
   const double* bm = b + m * cols;
-  GLAM_GRID_STRIDE(i, run.n()) {
-    const int64_t r = i / cols, c = i - r * cols;
+  for (int64_t r = blockIdx.x; r < run.rows; r += gridDim.x) {
     const double la = lr * sqrt(row_mean / static_cast<double>(rs[r]));
-    w[i] = static_cast<T>(w[i] - la * bm[c] * g[i]);
+    T* w = param + m * run.n() + r * cols;
+    const T* g = grad + m * run.n() + r * cols;
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) w[c] = static_cast<T>(w[c] - la * bm[c] * g[c]);
   }
+}
+
+// Blocks for apply_factored: a row each, at most enough to fill the GPU once with all `tensors`.
+unsigned apply_blocks(int64_t rows, unsigned tensors) {
+  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(rows, 4096 / tensors)));
 }
 
 template <class T>
@@ -207,8 +213,7 @@ void update_factored(cudaStream_t s, T* param, const T* grad, T* row_state, T* c
   sum_to<<<tensors, 1024, 0, s>>>(urow, rows, rows, sums + 2, 4);
   GLAM_CUDA_LAUNCHED();
   // Enough blocks per tensor to fill the GPU once with all of them.
-  const unsigned apply_blocks = std::max(1u, std::min(grid_for(rows * cols, 256), 4096u / tensors));
-  af_apply<<<dim3(apply_blocks, tensors), 256, 0, s>>>(param, grad, row_state, b, sums, run, h);
+  af_apply<<<dim3(apply_blocks(rows, tensors), tensors), 256, 0, s>>>(param, grad, row_state, b, sums, run, h);
   GLAM_CUDA_LAUNCHED();
 }
 
@@ -425,9 +430,8 @@ void adafactor_update_sliced(const KernelContext& ctx, const std::vector<SlicedW
   for (const auto& sr : runs) {
     const SlicedWeight<T>& wt = *sr.wt;
     const unsigned count = static_cast<unsigned>(wt.count);
-    const unsigned blocks = std::max(1u, std::min(grid_for(wt.rows * wt.cols, 256), 4096u / count));
-    af_slice_apply<<<dim3(blocks, count), 256, 0, s>>>(wt.param, wt.grad, wt.row_state, b + b_offset,
-                                                       coef + 2 * sr.unit, sr.run);
+    af_slice_apply<<<dim3(apply_blocks(wt.rows, count), count), 256, 0, s>>>(wt.param, wt.grad, wt.row_state,
+                                                                            b + b_offset, coef + 2 * sr.unit, sr.run);
     GLAM_CUDA_LAUNCHED();
     b_offset += wt.count * wt.cols;
   }
