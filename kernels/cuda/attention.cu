@@ -10,9 +10,11 @@ namespace {
 
 constexpr int kSharedBuckets = 256;  // buckets summed in shared memory; larger indices go to global atomics
 
-// One block per (query row i, head h): sums over the batch and the row's keys. The bucket falls as the
-// key nears the query, and every key further than max_distance shares the last one, so whole warps
-// often hold a single bucket: they add one warp sum instead of 32 atomics on one address.
+// One block per (query row i, head h): sums over the batch and the row's keys. The bucket depends on
+// the key, not the sequence, so each thread first sums its key over the batch (independent loads,
+// several in flight). The bucket falls as the key nears the query, and every key further than
+// max_distance shares the last one, so whole warps often hold a single bucket: they add one warp sum
+// instead of 32 atomics on one address.
 template <class T, class G>
 __global__ void bias_bwd(const T* dscores, const int32_t* bucket, G* dbias, int64_t batch, int64_t heads, int64_t t) {
   __shared__ G acc[kSharedBuckets];
@@ -24,21 +26,24 @@ __global__ void bias_bwd(const T* dscores, const int32_t* bucket, G* dbias, int6
     if (k < kSharedBuckets) atomicAdd(&acc[k], v);
     else atomicAdd(dbias + static_cast<int64_t>(k) * heads + h, v);
   };
-  for (int64_t b = 0; b < batch; ++b) {
-    const T* ds = dscores + ((b * heads + h) * t + i) * t;
-    // Every lane takes every turn (the trip count is the block's), so the warp votes are full.
-    for (int64_t j0 = 0; j0 <= i; j0 += blockDim.x) {
-      const int64_t j = j0 + threadIdx.x;
-      const bool key = j <= i;
-      const int32_t k = key ? bucket[i - j] : -1;
-      const G v = key ? static_cast<G>(ds[j]) : G(0);
-      const int32_t k0 = __shfl_sync(0xffffffffu, k, 0);
-      if (__all_sync(0xffffffffu, k == k0)) {
-        const G w = warp_sum(v);
-        if (lane == 0 && k0 >= 0) add(k0, w);  // k0 < 0: the whole warp is past the query
-      } else if (key) {
-        add(k, v);
-      }
+  const T* row = dscores + (h * t + i) * t;  // sequence b's row is b x heads x t x t further
+  const int64_t sequence_stride = heads * t * t;
+  // Every lane takes every turn (the trip count is the block's), so the warp votes are full.
+  for (int64_t j0 = 0; j0 <= i; j0 += blockDim.x) {
+    const int64_t j = j0 + threadIdx.x;
+    const bool key = j <= i;
+    const int32_t k = key ? bucket[i - j] : -1;
+    G v = G(0);
+    if (key) {
+#pragma unroll 4
+      for (int64_t b = 0; b < batch; ++b) v += static_cast<G>(row[b * sequence_stride + j]);
+    }
+    const int32_t k0 = __shfl_sync(0xffffffffu, k, 0);
+    if (__all_sync(0xffffffffu, k == k0)) {
+      const G w = warp_sum(v);
+      if (lane == 0 && k0 >= 0) add(k0, w);  // k0 < 0: the whole warp is past the query
+    } else if (key) {
+      add(k, v);
     }
   }
   __syncthreads();
