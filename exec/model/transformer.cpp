@@ -526,8 +526,17 @@ void Transformer<T>::backward_pass(int64_t chunk, int64_t microbatch, MicroBatch
     {
       auto sc = OpTimer::time(t, stage_id(StageOp::kLogitsBwd), 4.0 * static_cast<double>(n * d * v),
                               es * static_cast<double>(2 * n * d + n * v) + (es + sizeof(W)) * static_cast<double>(v * d));
-      k::gemm<T>(ctx_, false, false, n, d, v, logit_scale(), dlogits, v, weight(out_emb), d, 0, dxn_.data(), d);
-      k::gemm<T>(ctx_, true, false, v, d, n, logit_scale(), dlogits, v, hn, d, 1, grad(out_emb), d);
+      // In blocks of rows of at most 2^30 gradient elements: glam-0.1b-64e's 65,536 x 262,144 gradient
+      // (1.7e10 elements) as one operand would be a product larger than any the libraries are known
+      // to run; the weight gradient adds up over the blocks.
+      const int64_t block = std::max<int64_t>(1, (int64_t{1} << 30) / v);
+      for (int64_t r0 = 0; r0 < n; r0 += block) {
+        const int64_t rows = std::min(block, n - r0);
+        k::gemm<T>(ctx_, false, false, rows, d, v, logit_scale(), dlogits + r0 * v, v, weight(out_emb), d, 0,
+                   dxn_.data() + r0 * d, d);
+        k::gemm<T>(ctx_, true, false, v, d, rows, logit_scale(), dlogits + r0 * v, v, hn + r0 * d, d, 1,
+                   grad(out_emb), d);
+      }
     }
     if (s_.tp > 1) tensor_allreduce(dxn_.data(), n * d, stage_id(StageOp::kLogitsTpAllreduce), t);
     auto sc = OpTimer::time(t, stage_id(StageOp::kFinalNormBwd), 8.0 * static_cast<double>(n * d),
