@@ -96,12 +96,12 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   train->add_option("--stages", t.stages,
                     "Pipeline stages: the ranks form this many groups, each holding consecutive blocks, and run the "
-                    "1F1B schedule over the micro-batches (CPU)")
+                    "1F1B schedule over the micro-batches (on GPUs the activations pass through host memory)")
       ->transform(integer_at_least(1, 4096))
       ->capture_default_str();
   train->add_option("--tensor-parallel", t.tensor_parallel,
                     "Tensor parallelism: groups of this many ranks share their tokens and split the attention heads, "
-                    "hidden units and vocabulary (Megatron-LM); CPU backend")
+                    "hidden units and vocabulary (Megatron-LM)")
       ->transform(integer_at_least(1, 4096))
       ->capture_default_str();
   train->add_option("--virtual-stages", t.virtual_stages,
