@@ -136,29 +136,32 @@ TEST_F(CudaKernels, RmsNormForwardBackward) {
 
 // ---- activations ----
 
+// 50,000 elements take the kernels' 16-byte packs, 50,001 their scalar loop.
 TEST_F(CudaKernels, ActivationsPlainAndGated) {
-  const int64_t n = 50001;
-  for (auto act : {k::Activation::kGelu, k::Activation::kRelu, k::Activation::kSilu})
-    for (bool gated : {false, true}) {
-      auto h0 = rnd_.normal(n, 3.0), h1 = rnd_.normal(n), dy = rnd_.normal(n);
-      auto h0d = to_double(h0), h1d = to_double(h1), dyd = to_double(dy);
-      std::vector<double> y(static_cast<size_t>(n)), dh0(y.size()), dh1(y.size());
-      k::activation_forward<double>(cpu_, act, h0d.data(), gated ? h1d.data() : nullptr, y.data(), n);
-      k::activation_backward<double>(cpu_, act, dyd.data(), h0d.data(), gated ? h1d.data() : nullptr, dh0.data(),
-                                     gated ? dh1.data() : nullptr, n);
-      DeviceVec<float> g0(h0), g1(h1), gdy(dy), gy(static_cast<size_t>(n)), gd0(static_cast<size_t>(n)),
-          gd1(static_cast<size_t>(n));
-      gy.poison();
-      gd0.poison();
-      gd1.poison();
-      k::activation_forward<float>(gpu(), act, g0.get(), gated ? g1.get() : nullptr, gy.get(), n);
-      k::activation_backward<float>(gpu(), act, gdy.get(), g0.get(), gated ? g1.get() : nullptr, gd0.get(),
-                                    gated ? gd1.get() : nullptr, n);
-      const std::string what = "activation " + std::to_string(static_cast<int>(act)) + (gated ? " gated" : " plain");
-      expect_close(gy.download(), y, 1e-6, what + " y", 1e-6);
-      expect_close(gd0.download(), dh0, 1e-6, what + " dh0", 1e-6);
-      if (gated) expect_close(gd1.download(), dh1, 1e-6, what + " dh1", 1e-6);
-    }
+  for (const int64_t n : {50001, 50000}) {
+    for (auto act : {k::Activation::kGelu, k::Activation::kRelu, k::Activation::kSilu})
+      for (bool gated : {false, true}) {
+        auto h0 = rnd_.normal(n, 3.0), h1 = rnd_.normal(n), dy = rnd_.normal(n);
+        auto h0d = to_double(h0), h1d = to_double(h1), dyd = to_double(dy);
+        std::vector<double> y(static_cast<size_t>(n)), dh0(y.size()), dh1(y.size());
+        k::activation_forward<double>(cpu_, act, h0d.data(), gated ? h1d.data() : nullptr, y.data(), n);
+        k::activation_backward<double>(cpu_, act, dyd.data(), h0d.data(), gated ? h1d.data() : nullptr, dh0.data(),
+                                       gated ? dh1.data() : nullptr, n);
+        DeviceVec<float> g0(h0), g1(h1), gdy(dy), gy(static_cast<size_t>(n)), gd0(static_cast<size_t>(n)),
+            gd1(static_cast<size_t>(n));
+        gy.poison();
+        gd0.poison();
+        gd1.poison();
+        k::activation_forward<float>(gpu(), act, g0.get(), gated ? g1.get() : nullptr, gy.get(), n);
+        k::activation_backward<float>(gpu(), act, gdy.get(), g0.get(), gated ? g1.get() : nullptr, gd0.get(),
+                                      gated ? gd1.get() : nullptr, n);
+        const std::string what = "activation " + std::to_string(static_cast<int>(act)) + (gated ? " gated" : " plain") +
+                                 ", " + std::to_string(n) + " elements";
+        expect_close(gy.download(), y, 1e-6, what + " y", 1e-6);
+        expect_close(gd0.download(), dh0, 1e-6, what + " dh0", 1e-6);
+        if (gated) expect_close(gd1.download(), dh1, 1e-6, what + " dh1", 1e-6);
+      }
+  }
 }
 
 // ---- embedding ----
