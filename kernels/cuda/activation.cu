@@ -1,7 +1,4 @@
 // FFN activations, elementwise (tanh-approximated GELU, ReLU, SiLU), plain or gated.
-#include <cstdint>
-#include <initializer_list>
-
 #include "cuda/common.cuh"
 #include "cuda/cuda_backend.h"
 
@@ -38,34 +35,9 @@ struct Silu {
   }
 };
 
-// Elements are loaded into acc_t<T> (float32 for bf16) and computed there. Where every array is
-// 16-byte aligned and n a multiple of a pack (8 bf16, 4 float, 2 double), a thread takes a pack per
-// load: one bf16 per load keeps too few bytes in flight to reach the HBM's bandwidth. Each pack is
-// read whole before it is written, by one thread, so an output may be one of the inputs.
-template <class T>
-struct alignas(16) Pack {
-  static constexpr int kSize = 16 / sizeof(T);
-  T v[kSize];
-};
-
-template <class T>
-__device__ Pack<T> load_pack(const T* p, int64_t k) {
-  return reinterpret_cast<const Pack<T>*>(p)[k];
-}
-template <class T>
-__device__ void store_pack(T* p, int64_t k, const Pack<T>& v) {
-  reinterpret_cast<Pack<T>*>(p)[k] = v;
-}
-
-// Whether the arrays (null ones ignored) can be read and written in packs.
-template <class T>
-bool packs_fit(int64_t n, std::initializer_list<const T*> arrays) {
-  if (n % Pack<T>::kSize != 0) return false;
-  for (const T* a : arrays)
-    if (a && reinterpret_cast<uintptr_t>(a) % alignof(Pack<T>) != 0) return false;
-  return true;
-}
-
+// Elements are loaded into acc_t<T> (float32 for bf16) and computed there; in 16-byte packs where the
+// arrays allow (common.cuh), each pack read whole before it is written, by one thread, so an output may
+// be one of the inputs.
 template <class A, class T, bool kPacked>
 __global__ void act_fwd(const T* h0, const T* h1, T* y, int64_t n) {
   using V = acc_t<T>;

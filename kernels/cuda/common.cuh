@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 
 #include "kernel_context.h"
@@ -51,6 +52,33 @@ inline void to_host(double* host, const double* device, int64_t n, cudaStream_t 
 inline void to_device(double* device, const double* host, int64_t n, cudaStream_t s) {
   GLAM_CUDA_CHECK(cudaMemcpyAsync(device, host, sizeof(double) * static_cast<size_t>(n), cudaMemcpyHostToDevice, s));
   GLAM_CUDA_CHECK(cudaStreamSynchronize(s));
+}
+
+// 16 bytes of T (8 bf16, 4 float, 2 double) for one load or store: one bf16 or float per load keeps too
+// few bytes in flight to reach the HBM's bandwidth on the elementwise passes.
+template <class T>
+struct alignas(16) Pack {
+  static constexpr int kSize = 16 / sizeof(T);
+  T v[kSize];
+};
+
+template <class T>
+__device__ __forceinline__ Pack<T> load_pack(const T* p, int64_t k) {
+  return reinterpret_cast<const Pack<T>*>(p)[k];
+}
+template <class T>
+__device__ __forceinline__ void store_pack(T* p, int64_t k, const Pack<T>& v) {
+  reinterpret_cast<Pack<T>*>(p)[k] = v;
+}
+
+// Whether arrays of n elements (null ones ignored) can be read and written in packs: n a multiple of a
+// pack and every array 16-byte aligned.
+template <class T>
+bool packs_fit(int64_t n, std::initializer_list<const T*> arrays) {
+  if (n % Pack<T>::kSize != 0) return false;
+  for (const T* a : arrays)
+    if (a && reinterpret_cast<uintptr_t>(a) % alignof(Pack<T>) != 0) return false;
+  return true;
 }
 
 // Blocks for a grid-stride loop over n items.

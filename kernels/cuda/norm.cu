@@ -10,31 +10,66 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kChunkRows = 64;  // rows per partial sum of the scale gradient
 
-template <class T>
+// kPacked: the row in 16-byte packs (packs_fit), with the same arithmetic per element.
+template <class T, bool kPacked>
 __global__ void rms_fwd(const T* x, const T* scale, T* y, acc_t<T>* inv_rms, int64_t dim) {
   const int64_t r = blockIdx.x;
   const T* xr = x + r * dim;
   T* yr = y + r * dim;
+  constexpr int P = Pack<T>::kSize;
   double ss = 0;
-  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) ss += static_cast<double>(xr[i]) * static_cast<double>(xr[i]);
+  if constexpr (kPacked) {
+    for (int64_t k = threadIdx.x; k < dim / P; k += blockDim.x) {
+      const Pack<T> a = load_pack(xr, k);
+      for (int j = 0; j < P; ++j) ss += static_cast<double>(a.v[j]) * static_cast<double>(a.v[j]);
+    }
+  } else {
+    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) ss += static_cast<double>(xr[i]) * static_cast<double>(xr[i]);
+  }
   ss = block_sum(ss);
   const acc_t<T> inv = static_cast<acc_t<T>>(1.0 / sqrt(ss / static_cast<double>(dim) + kRmsNormEps));
   if (threadIdx.x == 0) inv_rms[r] = inv;
-  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) yr[i] = xr[i] * inv * scale[i];
+  if constexpr (kPacked) {
+    for (int64_t k = threadIdx.x; k < dim / P; k += blockDim.x) {
+      const Pack<T> a = load_pack(xr, k), sc = load_pack(scale, k);
+      Pack<T> out;
+      for (int j = 0; j < P; ++j) out.v[j] = a.v[j] * inv * sc.v[j];
+      store_pack(yr, k, out);
+    }
+  } else {
+    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) yr[i] = xr[i] * inv * scale[i];
+  }
 }
 
-template <class T>
+template <class T, bool kPacked>
 __global__ void rms_bwd_dx(const T* dy, const T* x, const T* scale, const acc_t<T>* inv_rms, T* dx, int64_t dim) {
   const int64_t r = blockIdx.x;
   const T* xr = x + r * dim;
   const T* dyr = dy + r * dim;
   T* dxr = dx + r * dim;
+  constexpr int P = Pack<T>::kSize;
   double dot = 0;
-  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) dot += static_cast<double>(dyr[i]) * scale[i] * xr[i];
+  if constexpr (kPacked) {
+    for (int64_t k = threadIdx.x; k < dim / P; k += blockDim.x) {
+      const Pack<T> g = load_pack(dyr, k), a = load_pack(xr, k), sc = load_pack(scale, k);
+      for (int j = 0; j < P; ++j) dot += static_cast<double>(g.v[j]) * sc.v[j] * a.v[j];
+    }
+  } else {
+    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) dot += static_cast<double>(dyr[i]) * scale[i] * xr[i];
+  }
   dot = block_sum(dot);
   const acc_t<T> inv = inv_rms[r];
   const acc_t<T> c = static_cast<acc_t<T>>(dot * static_cast<double>(inv) * inv * inv / static_cast<double>(dim));
-  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) dxr[i] += inv * scale[i] * dyr[i] - xr[i] * c;
+  if constexpr (kPacked) {
+    for (int64_t k = threadIdx.x; k < dim / P; k += blockDim.x) {
+      const Pack<T> g = load_pack(dyr, k), a = load_pack(xr, k), sc = load_pack(scale, k);
+      Pack<T> d = load_pack(dxr, k);
+      for (int j = 0; j < P; ++j) d.v[j] += inv * sc.v[j] * g.v[j] - a.v[j] * c;
+      store_pack(dxr, k, d);
+    }
+  } else {
+    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) dxr[i] += inv * scale[i] * dyr[i] - xr[i] * c;
+  }
 }
 
 // partial[chunk, col] = sum over the chunk's rows of dy * x * inv; block (32, 8).
@@ -73,7 +108,10 @@ __global__ void add_column_sums(const A* partial, int64_t chunks, int64_t dim, G
 template <class T>
 void rmsnorm_forward(const KernelContext& ctx, const T* x, const T* scale, T* y, acc_t<T>* inv_rms, int64_t rows, int64_t dim) {
   if (rows <= 0) return;
-  rms_fwd<<<static_cast<unsigned>(rows), kThreads, 0, stream_of(ctx)>>>(x, scale, y, inv_rms, dim);
+  if (packs_fit<T>(dim, {x, scale, y}))
+    rms_fwd<T, true><<<static_cast<unsigned>(rows), kThreads, 0, stream_of(ctx)>>>(x, scale, y, inv_rms, dim);
+  else
+    rms_fwd<T, false><<<static_cast<unsigned>(rows), kThreads, 0, stream_of(ctx)>>>(x, scale, y, inv_rms, dim);
   GLAM_CUDA_LAUNCHED();
 }
 
@@ -82,7 +120,10 @@ void rmsnorm_backward(const KernelContext& ctx, const T* dy, const T* x, const T
                       G* dscale, int64_t rows, int64_t dim) {
   if (rows <= 0 || dim <= 0) return;  // a grid of dim / 32 blocks would be empty, which CUDA refuses
   cudaStream_t s = stream_of(ctx);
-  rms_bwd_dx<<<static_cast<unsigned>(rows), kThreads, 0, s>>>(dy, x, scale, inv_rms, dx, dim);
+  if (packs_fit<T>(dim, {dy, x, scale, dx}))
+    rms_bwd_dx<T, true><<<static_cast<unsigned>(rows), kThreads, 0, s>>>(dy, x, scale, inv_rms, dx, dim);
+  else
+    rms_bwd_dx<T, false><<<static_cast<unsigned>(rows), kThreads, 0, s>>>(dy, x, scale, inv_rms, dx, dim);
   GLAM_CUDA_LAUNCHED();
   const int64_t chunks = (rows + kChunkRows - 1) / kChunkRows;
   auto* partial = static_cast<acc_t<T>*>(scratch(sizeof(acc_t<T>) * static_cast<size_t>(chunks * dim)));
