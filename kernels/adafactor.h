@@ -23,6 +23,9 @@ struct AdafactorHyper {
 
 // Relative step size at step t.
 double adafactor_step_size(const AdafactorHyper& h, int64_t step);
+// The step applied to U at step t: the relative step size scaled by max(eps2, RMS(param)) and divided
+// by max(1, RMS(U) / clip).
+double adafactor_scaled_step(const AdafactorHyper& h, int64_t step, double param_rms, double update_rms);
 
 // Factored when row_state and col_state are non-null (sizes rows and cols); otherwise full_state
 // holds rows*cols values. States start at 0.

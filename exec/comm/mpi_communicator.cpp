@@ -45,10 +45,22 @@ int checked_count(int64_t n) {
 // sliced embedding) go in pieces of at most this many bytes.
 int64_t g_message_limit = int64_t{1} << 30;
 
-// Calls f(offset, bytes) for the pieces of a message of `bytes`.
+// Calls f(offset, size) for the pieces of `size` units at most `piece` units long (default: bytes up to
+// the message limit).
 template <class F>
-void for_each_piece(int64_t bytes, F f) {
-  for (int64_t off = 0; off < bytes; off += g_message_limit) f(off, std::min(g_message_limit, bytes - off));
+void for_each_piece(int64_t size, F f, int64_t piece = g_message_limit) {
+  for (int64_t off = 0; off < size; off += piece) f(off, std::min(piece, size - off));
+}
+
+// The piece [off, off + n) of each of `ranks` blocks of `block` bytes, one after another in `packed`
+// (pack), and back (unpack): the layout of a collective's buffers when it runs piece by piece.
+void pack_pieces(const void* blocks, int64_t block, int ranks, int64_t off, int64_t n, char* packed) {
+  for (int r = 0; r < ranks; ++r)
+    std::memcpy(packed + r * n, static_cast<const char*>(blocks) + r * block + off, static_cast<size_t>(n));
+}
+void unpack_pieces(const char* packed, int64_t n, int ranks, void* blocks, int64_t block, int64_t off) {
+  for (int r = 0; r < ranks; ++r)
+    std::memcpy(static_cast<char*>(blocks) + r * block + off, packed + r * n, static_cast<size_t>(n));
 }
 
 // The world communicator initialises and finalises MPI; split ones own only their MPI_Comm (and
@@ -89,13 +101,12 @@ class MpiCommunicator final : public Communicator {
       MPI_Alltoall(send, checked_count(block_bytes), MPI_BYTE, recv, checked_count(block_bytes), MPI_BYTE, comm_);
       return;
     }
-    // Piece by piece: each rank's piece of every block packed together, exchanged, and unpacked.
+    // Piece by piece: the same piece of every block packed together, exchanged, and unpacked.
     std::vector<char> out(static_cast<size_t>(size_ * g_message_limit)), in(out.size());
     for_each_piece(block_bytes, [&](int64_t off, int64_t n) {
-      for (int r = 0; r < size_; ++r)
-        std::memcpy(out.data() + r * n, static_cast<const char*>(send) + r * block_bytes + off, static_cast<size_t>(n));
+      pack_pieces(send, block_bytes, size_, off, n, out.data());
       MPI_Alltoall(out.data(), checked_count(n), MPI_BYTE, in.data(), checked_count(n), MPI_BYTE, comm_);
-      unpack_blocks(in.data(), n, recv, block_bytes, off);
+      unpack_pieces(in.data(), n, size_, recv, block_bytes, off);
     });
   }
   void allgather(const void* send, void* recv, int64_t block_bytes) override {
@@ -107,7 +118,7 @@ class MpiCommunicator final : public Communicator {
     for_each_piece(block_bytes, [&](int64_t off, int64_t n) {
       MPI_Allgather(static_cast<const char*>(send) + off, checked_count(n), MPI_BYTE, in.data(), checked_count(n),
                     MPI_BYTE, comm_);
-      unpack_blocks(in.data(), n, recv, block_bytes, off);
+      unpack_pieces(in.data(), n, size_, recv, block_bytes, off);
     });
   }
   void broadcast(void* data, int64_t bytes, int root) override {
@@ -122,12 +133,12 @@ class MpiCommunicator final : public Communicator {
       return;
     }
     // Piece by piece: the same piece of every block packed together, reduced and scattered.
+    constexpr int64_t fb = sizeof(float);
     std::vector<float> packed(static_cast<size_t>(size_ * piece));
-    for (int64_t off = 0; off < count; off += piece) {
-      const int64_t n = std::min(piece, count - off);
-      for (int r = 0; r < size_; ++r) std::copy_n(send + r * count + off, n, packed.data() + r * n);
+    for_each_piece(count, [&](int64_t off, int64_t n) {
+      pack_pieces(send, count * fb, size_, off * fb, n * fb, reinterpret_cast<char*>(packed.data()));
       MPI_Reduce_scatter_block(packed.data(), recv + off, checked_count(n), MPI_FLOAT, MPI_SUM, comm_);
-    }
+    }, piece);
   }
   void barrier() override { MPI_Barrier(comm_); }
   void send(const void* data, int64_t bytes, int peer, int tag) override {
@@ -184,14 +195,9 @@ class MpiCommunicator final : public Communicator {
   template <class T>
   void allreduce(T* d, int64_t n, MPI_Datatype type, MPI_Op op) {
     const int64_t piece = std::max<int64_t>(1, g_message_limit / static_cast<int64_t>(sizeof(T)));
-    for (int64_t off = 0; off < n; off += piece)
-      MPI_Allreduce(MPI_IN_PLACE, d + off, checked_count(std::min(piece, n - off)), type, op, comm_);
-  }
-  // Piece [off, off + n) of every rank's block: from `in` (the ranks' pieces one after another) to
-  // `recv` (the ranks' blocks of `block_bytes`).
-  void unpack_blocks(const char* in, int64_t n, void* recv, int64_t block_bytes, int64_t off) const {
-    for (int r = 0; r < size_; ++r)
-      std::memcpy(static_cast<char*>(recv) + r * block_bytes + off, in + r * n, static_cast<size_t>(n));
+    for_each_piece(n, [&](int64_t off, int64_t k) {
+      MPI_Allreduce(MPI_IN_PLACE, d + off, checked_count(k), type, op, comm_);
+    }, piece);
   }
   static void check_tag(int tag) {
     if (tag < 0 || tag > kMaxTag) throw std::logic_error("MPI tag " + std::to_string(tag) + " out of range");

@@ -135,8 +135,7 @@ class NcclCommunicator final : public Communicator {
   void wait_sends() override { host_->wait_sends(); }
   void send_and_wait(const void* data, int64_t bytes, int peer, int tag) override {
     if (!on_device(data)) return host_->send_and_wait(data, bytes, peer, tag);
-    send(data, bytes, peer, tag);
-    wait_sends();
+    Communicator::send_and_wait(data, bytes, peer, tag);  // (staged: a copy is made anyway)
   }
   // A new NCCL communicator over the host communicator's split, bootstrapped like the first.
   std::unique_ptr<Communicator> split(int color) override {

@@ -17,6 +17,10 @@ double adafactor_step_size(const AdafactorHyper& h, int64_t step) {
   return std::min(h.lr_max, 1.0 / std::sqrt(static_cast<double>(step)));
 }
 
+double adafactor_scaled_step(const AdafactorHyper& h, int64_t step, double param_rms, double update_rms) {
+  return adafactor_step_size(h, step) * std::max(h.eps2, param_rms) / std::max(1.0, update_rms / h.clip);
+}
+
 namespace {
 
 // Rows are processed in blocks of a fixed size whose partial sums are kept apart and added in block
@@ -25,9 +29,6 @@ constexpr int64_t kRowBlock = 32;
 
 double root_mean(double sum_of_squares, int64_t n) { return std::sqrt(sum_of_squares / static_cast<double>(n)); }
 
-double scaled_step(const AdafactorHyper& h, int64_t step, double param_rms, double update_rms) {
-  return adafactor_step_size(h, step) * std::max(h.eps2, param_rms) / std::max(1.0, update_rms / h.clip);
-}
 
 // A matrix with factored second moments, in two sweeps over the gradient and the weights.
 // The update's sum of squares needs no sweep of its own:
@@ -78,7 +79,7 @@ void update_factored(T* param, const T* grad, T* row_state, T* col_state, int64_
   const double update_ss = row_mean * cpu::sum_over<double>(cols, [&](int64_t c) {
                              return col_sum_over_r[static_cast<size_t>(c)] / static_cast<double>(col_state[c]);
                            });
-  const double lr = scaled_step(h, step, param_rms, root_mean(update_ss, rows * cols));
+  const double lr = adafactor_scaled_step(h, step, param_rms, root_mean(update_ss, rows * cols));
   GLAM_PARALLEL_FOR(blocks)
   for (int64_t blk = 0; blk < blocks; ++blk)
     for (auto [r, end] = block_rows(blk); r < end; ++r) {
@@ -101,7 +102,7 @@ void update_full(T* param, const T* grad, T* full_state, int64_t n, int64_t step
     double u = grad[i] / std::sqrt(static_cast<double>(full_state[i]));
     update_ss += u * u;
   }
-  const double lr = scaled_step(h, step, param_rms, root_mean(update_ss, n));
+  const double lr = adafactor_scaled_step(h, step, param_rms, root_mean(update_ss, n));
   for (int64_t i = 0; i < n; ++i)
     param[i] = static_cast<T>(param[i] - lr * grad[i] / std::sqrt(static_cast<double>(full_state[i])));
 }
@@ -240,7 +241,7 @@ void adafactor_update_sliced(const KernelContext& ctx, const std::vector<SlicedW
     const double row_mean = r_sum / static_cast<double>(u.all_rows);
     const double update_ss = row_mean * second[2 * k];
     const double param_rms = root_mean(shared[u.shared + static_cast<size_t>(u.split_sums())], u.all_rows * u.all_cols);
-    const double lr = scaled_step(h, step, param_rms, root_mean(update_ss, u.all_rows * u.all_cols));
+    const double lr = adafactor_scaled_step(h, step, param_rms, root_mean(update_ss, u.all_rows * u.all_cols));
     GLAM_PARALLEL_FOR(u.rows / kRowBlock)
     for (int64_t r = 0; r < u.rows; ++r) {
       const double la = lr * std::sqrt(row_mean / static_cast<double>(u.rs[r]));

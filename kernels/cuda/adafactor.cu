@@ -312,7 +312,9 @@ struct SliceRun {
   int64_t all_rows, all_cols;
   int64_t shared, local;  // round 1: the split dimension's sums and w^2 (shared), the other dimension's (local)
   int64_t unit;           // its first matrix's index among all matrices (round 2)
+  int64_t b;              // its first matrix's 1 / sqrt(C_j) (round 2 and the update)
   int64_t split_sums() const { return by_rows ? run.cols : run.rows; }
+  int64_t split_stride() const { return split_sums() + 1; }  // a matrix's shared sums, then its w^2
   int64_t own_sums() const { return by_rows ? run.rows : run.cols; }
 };
 
@@ -330,10 +332,10 @@ void adafactor_update_sliced(const KernelContext& ctx, const std::vector<SlicedW
       throw std::invalid_argument("adafactor_update_sliced: " + std::to_string(wt.count) +
                                   " stacked matrices in one weight, more than the 65,535 the CUDA kernels take");
     SliceRun<T> sr{&wt, Run{wt.rows, wt.cols, (wt.rows + kChunkRows - 1) / kChunkRows, wt.state_stride},
-                   wt.axis == SliceAxis::kRows, 0, 0, shared_size, local_size, units};
+                   wt.axis == SliceAxis::kRows, 0, 0, shared_size, local_size, units, b_size};
     sr.all_rows = sr.by_rows ? wt.rows * wt.slices : wt.rows;
     sr.all_cols = sr.by_rows ? wt.cols : wt.cols * wt.slices;
-    shared_size += wt.count * (sr.split_sums() + 1);
+    shared_size += wt.count * sr.split_stride();
     local_size += wt.count * sr.own_sums();
     units += wt.count;
     most_rows = std::max(most_rows, wt.count * wt.rows);
@@ -361,11 +363,10 @@ void adafactor_update_sliced(const KernelContext& ctx, const std::vector<SlicedW
   const double beta2 = 1.0 - std::pow(static_cast<double>(step), -hy.decay_exponent);
 
   // Round 1.
-  int64_t b_offset = 0;
   for (const auto& sr : runs) {
     const SlicedWeight<T>& wt = *sr.wt;
     const unsigned count = static_cast<unsigned>(wt.count);
-    const int64_t split_stride = sr.split_sums() + 1;
+    const int64_t split_stride = sr.split_stride();
     double* split = shared + sr.shared;
     double* own = local + sr.local;
     double* row_out = sr.by_rows ? own : split;
@@ -392,10 +393,10 @@ void adafactor_update_sliced(const KernelContext& ctx, const std::vector<SlicedW
   for (const auto& sr : runs) {
     const SlicedWeight<T>& wt = *sr.wt;
     const unsigned count = static_cast<unsigned>(wt.count);
-    const int64_t split_stride = sr.split_sums() + 1;
+    const int64_t split_stride = sr.split_stride();
     const double* split = shared + sr.shared;
     const double* own = local + sr.local;
-    double* bw = b + b_offset;
+    double* bw = b + sr.b;
     af_slice_states<<<dim3(grid_for(wt.rows + wt.cols, 256), count), 256, 0, s>>>(
         wt.row_state, wt.col_state, sr.by_rows ? own : split, sr.by_rows ? wt.rows : split_stride,
         sr.by_rows ? split : own, sr.by_rows ? split_stride : wt.cols, bw, sr.run, beta2, sr.all_rows, sr.all_cols);
@@ -408,32 +409,27 @@ void adafactor_update_sliced(const KernelContext& ctx, const std::vector<SlicedW
     double* r_sum = sr.by_rows ? second + 2 * sr.unit + 1 : second + 2 * units + sr.unit;
     sum_to<<<count, 1024, 0, s>>>(wt.row_state, wt.rows, wt.state_stride, r_sum, sr.by_rows ? 2 : 1);
     GLAM_CUDA_LAUNCHED();
-    b_offset += wt.count * wt.cols;
   }
   std::vector<double> sums(3 * static_cast<size_t>(units)), coefs(2 * static_cast<size_t>(units));
   to_host(sums.data(), second, 3 * units, s);
   reduce.sum(sums.data(), 2 * units);
-  const double step_size = adafactor_step_size(hy, step);
   for (const auto& sr : runs)
     for (int64_t m = 0; m < sr.wt->count; ++m) {
       const auto k = static_cast<size_t>(sr.unit + m);
       const double r_sum = sr.by_rows ? sums[2 * k + 1] : sums[2 * static_cast<size_t>(units) + k];
       const double n = static_cast<double>(sr.all_rows * sr.all_cols);
       const double row_mean = r_sum / static_cast<double>(sr.all_rows);
-      const double param_rms = std::sqrt(host[static_cast<size_t>(sr.shared + m * (sr.split_sums() + 1) + sr.split_sums())] / n);
-      const double update_rms = std::sqrt(row_mean * sums[2 * k] / n);
-      coefs[2 * k] = step_size * std::max(hy.eps2, param_rms) / std::max(1.0, update_rms / hy.clip);
+      const double w2 = host[static_cast<size_t>(sr.shared + m * sr.split_stride() + sr.split_sums())];
+      coefs[2 * k] = adafactor_scaled_step(hy, step, std::sqrt(w2 / n), std::sqrt(row_mean * sums[2 * k] / n));
       coefs[2 * k + 1] = row_mean;
     }
   to_device(coef, coefs.data(), 2 * units, s);
-  b_offset = 0;
   for (const auto& sr : runs) {
     const SlicedWeight<T>& wt = *sr.wt;
     const unsigned count = static_cast<unsigned>(wt.count);
     af_slice_apply<<<dim3(apply_blocks(wt.rows, count), count), 256, 0, s>>>(wt.param, wt.grad, wt.row_state,
-                                                                            b + b_offset, coef + 2 * sr.unit, sr.run);
+                                                                            b + sr.b, coef + 2 * sr.unit, sr.run);
     GLAM_CUDA_LAUNCHED();
-    b_offset += wt.count * wt.cols;
   }
 }
 

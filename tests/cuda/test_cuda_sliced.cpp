@@ -84,43 +84,24 @@ TEST_F(CudaSlicedKernels, VocabularyParallelLoss) {
   }
 }
 
-// One weight of the sliced Adafactor test: `count` stacked matrices of rows x cols, split along `axis`.
-struct SlicedCase {
-  int64_t rows, cols, count;
-  k::SliceAxis axis;
-};
-
 // A sliced weight's matrices: the CPU's whole ones and the GPU's slices.
 struct SlicedMatrices {
-  SlicedCase c;
-  int64_t sr, sc;  // a slice's rows and columns
+  StackedMatrices c;
   std::vector<float> start;
   std::vector<double> whole, state;  // CPU reference: whole matrices, states row + column per matrix
   std::vector<std::vector<float>> part, part_state;  // per slice, after the GPU's updates
-  // Slice s of each stacked matrix of m.
-  template <class V>
-  V slice_of(const V& m, int s) const {
-    const bool by_rows = c.axis == k::SliceAxis::kRows;
-    V out;
-    for (int64_t e = 0; e < c.count; ++e)
-      for (int64_t r = 0; r < sr; ++r)
-        for (int64_t col = 0; col < sc; ++col)
-          out.push_back(m[static_cast<size_t>(e * c.rows * c.cols + (r + (by_rows ? s * sr : 0)) * c.cols + col +
-                                              (by_rows ? 0 : s * sc))]);
-    return out;
-  }
 };
 
 // Three updates of every slice of `cases` (one call for all of them, as the optimizer makes it) against
 // adafactor_update of the whole matrices in float64. The stacked matrices differ in scale by 4x in the
 // weights and 10x in the gradients, so a step size or factor shared between them would show.
-void check_sliced_adafactor(Random& rnd, const std::vector<SlicedCase>& cases, int slices) {
+void check_sliced_adafactor(Random& rnd, std::vector<StackedMatrices> cases, int slices) {
   const k::KernelContext cpu;
   const k::AdafactorHyper h;
   std::vector<SlicedMatrices> all;
-  for (const SlicedCase& c : cases) {
-    const bool by_rows = c.axis == k::SliceAxis::kRows;
-    SlicedMatrices w{c, by_rows ? c.rows / slices : c.rows, by_rows ? c.cols : c.cols / slices, {}, {}, {}, {}, {}};
+  for (StackedMatrices& c : cases) {
+    c.slices = slices;
+    SlicedMatrices w{c, {}, {}, {}, {}, {}};
     for (int64_t e = 0; e < c.count; ++e) {
       const auto m = rnd.normal(static_cast<size_t>(c.rows * c.cols), 0.05 * std::pow(4.0, static_cast<double>(e)));
       w.start.insert(w.start.end(), m.begin(), m.end());
@@ -128,8 +109,8 @@ void check_sliced_adafactor(Random& rnd, const std::vector<SlicedCase>& cases, i
     w.whole = to_double(w.start);
     w.state.assign(static_cast<size_t>(c.count * (c.rows + c.cols)), 0.0);
     for (int s = 0; s < slices; ++s) {
-      w.part.push_back(w.slice_of(w.start, s));
-      w.part_state.emplace_back(static_cast<size_t>(c.count * (w.sr + w.sc)), 0.f);
+      w.part.push_back(c.slice_of(w.start, s));
+      w.part_state.emplace_back(static_cast<size_t>(c.count * (c.slice_rows() + c.slice_cols())), 0.f);
     }
     all.push_back(std::move(w));
   }
@@ -154,9 +135,10 @@ void check_sliced_adafactor(Random& rnd, const std::vector<SlicedCase>& cases, i
       for (size_t i = 0; i < all.size(); ++i) {
         SlicedMatrices& w = all[i];
         float* p = held.emplace_back(std::make_unique<DeviceVec<float>>(w.part[static_cast<size_t>(s)]))->get();
-        float* g = held.emplace_back(std::make_unique<DeviceVec<float>>(w.slice_of(grads[i], s)))->get();
+        float* g = held.emplace_back(std::make_unique<DeviceVec<float>>(w.c.slice_of(grads[i], s)))->get();
         float* st = held.emplace_back(std::make_unique<DeviceVec<float>>(w.part_state[static_cast<size_t>(s)]))->get();
-        mine.push_back({p, g, st, st + w.sr, w.sr, w.sc, w.c.axis, slices, w.c.count, w.sr + w.sc});
+        const int64_t sr = w.c.slice_rows(), sc = w.c.slice_cols();
+        mine.push_back({p, g, st, st + sr, sr, sc, w.c.axis, slices, w.c.count, sr + sc});
       }
       k::adafactor_update_sliced<float>(gpu.ctx, mine, step, h, reduce);
       for (size_t i = 0; i < all.size(); ++i) {
@@ -167,26 +149,25 @@ void check_sliced_adafactor(Random& rnd, const std::vector<SlicedCase>& cases, i
   }
   for (const SlicedMatrices& w : all)
     for (int s = 0; s < slices; ++s) {
-      const std::string what = std::to_string(w.c.count) + " x " + std::to_string(w.c.rows) + "x" +
-                               std::to_string(w.c.cols) + (w.c.axis == k::SliceAxis::kRows ? " by rows" : " by columns") +
-                               " / " + std::to_string(slices) + ", slice " + std::to_string(s);
+      const std::string what = w.c.describe() + ", slice " + std::to_string(s);
       const auto& got = w.part[static_cast<size_t>(s)];
-      const auto before = w.slice_of(w.start, s);
-      const auto want = w.slice_of(w.whole, s);
-      const size_t n = static_cast<size_t>(w.sr * w.sc);
+      const auto before = w.c.slice_of(w.start, s);
+      const auto want = w.c.slice_of(w.whole, s);
+      const int64_t sr = w.c.slice_rows(), sc = w.c.slice_cols();
+      const size_t n = static_cast<size_t>(sr * sc);
       for (int64_t e = 0; e < w.c.count; ++e)
         expect_updates_close(got, before, want, static_cast<size_t>(e) * n, static_cast<size_t>(e + 1) * n,
                              what + ", matrix " + std::to_string(e) + " updates");
       // The slice's own rows and columns of each matrix's states, element by element (all positive).
-      const bool by_rows = w.c.axis == k::SliceAxis::kRows;
+      const bool by_rows = w.c.by_rows();
       std::vector<float> got_state;
       std::vector<double> want_state;
       for (int64_t e = 0; e < w.c.count; ++e) {
-        const float* gs = w.part_state[static_cast<size_t>(s)].data() + e * (w.sr + w.sc);
+        const float* gs = w.part_state[static_cast<size_t>(s)].data() + e * (sr + sc);
         const double* ws = w.state.data() + e * (w.c.rows + w.c.cols);
-        for (int64_t r = 0; r < w.sr; ++r) got_state.push_back(gs[r]), want_state.push_back(ws[r + (by_rows ? s * w.sr : 0)]);
-        for (int64_t c = 0; c < w.sc; ++c)
-          got_state.push_back(gs[w.sr + c]), want_state.push_back(ws[w.c.rows + c + (by_rows ? 0 : s * w.sc)]);
+        for (int64_t r = 0; r < sr; ++r) got_state.push_back(gs[r]), want_state.push_back(ws[r + (by_rows ? s * sr : 0)]);
+        for (int64_t c = 0; c < sc; ++c)
+          got_state.push_back(gs[sr + c]), want_state.push_back(ws[w.c.rows + c + (by_rows ? 0 : s * sc)]);
       }
       expect_close(got_state, want_state, 1e-5, what + " states", 0, true);
     }

@@ -17,6 +17,7 @@
 namespace glam::kernels {
 namespace {
 
+using glam::testing::StackedMatrices;
 using glam::testing::ThreadSlices;
 
 std::vector<double> random_values(int64_t n, unsigned seed, double scale = 1.0) {
@@ -77,43 +78,25 @@ TEST(SlicedKernels, VocabularyParallelLossEqualsTheWholeVocabulary) {
   for (size_t i = 0; i < grad.size(); ++i) EXPECT_NEAR(sgrad[i], grad[i], 1e-14) << i;
 }
 
-// One weight of the sliced Adafactor test: `count` stacked matrices of rows x cols, split along `axis`.
-struct TestWeight {
-  int64_t rows, cols, count;
-  SliceAxis axis;
-};
-
 // Three updates of every slice of `weights` (one call for all of them, as the optimizer makes it)
 // against adafactor_update of the whole matrices.
-void check_sliced_adafactor(const std::vector<TestWeight>& weights, int slices) {
+void check_sliced_adafactor(std::vector<StackedMatrices> weights, int slices) {
   const KernelContext ctx;
   const AdafactorHyper h;
   struct State {
-    TestWeight t;
-    int64_t sr, sc;
+    StackedMatrices t;
     std::vector<double> whole, state;
     std::vector<std::vector<double>> part, part_state;
-    std::vector<double> slice_of(const std::vector<double>& m, int s) const {  // slice s of each stacked matrix
-      const bool by_rows = t.axis == SliceAxis::kRows;
-      std::vector<double> out;
-      for (int64_t e = 0; e < t.count; ++e)
-        for (int64_t r = 0; r < sr; ++r)
-          for (int64_t c = 0; c < sc; ++c)
-            out.push_back(m[static_cast<size_t>(e * t.rows * t.cols + (r + (by_rows ? s * sr : 0)) * t.cols + c +
-                                                (by_rows ? 0 : s * sc))]);
-      return out;
-    }
   };
   std::vector<State> all;
   for (size_t k = 0; k < weights.size(); ++k) {
-    const TestWeight& t = weights[k];
-    const bool by_rows = t.axis == SliceAxis::kRows;
-    State st{t, by_rows ? t.rows / slices : t.rows, by_rows ? t.cols : t.cols / slices,
-             random_values(t.count * t.rows * t.cols, static_cast<unsigned>(4 + k)),
+    StackedMatrices& t = weights[k];
+    t.slices = slices;
+    State st{t, random_values(t.count * t.rows * t.cols, static_cast<unsigned>(4 + k)),
              std::vector<double>(static_cast<size_t>(t.count * (t.rows + t.cols)), 0.0), {}, {}};
     for (int s = 0; s < slices; ++s) {
-      st.part.push_back(st.slice_of(st.whole, s));
-      st.part_state.emplace_back(static_cast<size_t>(t.count * (st.sr + st.sc)), 0.0);
+      st.part.push_back(t.slice_of(st.whole, s));
+      st.part_state.emplace_back(static_cast<size_t>(t.count * (t.slice_rows() + t.slice_cols())), 0.0);
     }
     all.push_back(std::move(st));
   }
@@ -129,24 +112,24 @@ void check_sliced_adafactor(const std::vector<TestWeight>& weights, int slices) 
     threads.run([&](int s, const ShardReduce& reduce) {
       std::vector<std::vector<double>> g;
       std::vector<SlicedWeight<double>> mine;
-      for (size_t k = 0; k < all.size(); ++k) g.push_back(all[k].slice_of(grads[k], s));
+      for (size_t k = 0; k < all.size(); ++k) g.push_back(all[k].t.slice_of(grads[k], s));
       for (size_t k = 0; k < all.size(); ++k) {
         State& st = all[k];
+        const int64_t sr = st.t.slice_rows(), sc = st.t.slice_cols();
         double* state = st.part_state[static_cast<size_t>(s)].data();
-        mine.push_back({st.part[static_cast<size_t>(s)].data(), g[k].data(), state, state + st.sr, st.sr, st.sc,
-                        st.t.axis, slices, st.t.count, st.sr + st.sc});
+        mine.push_back({st.part[static_cast<size_t>(s)].data(), g[k].data(), state, state + sr, sr, sc, st.t.axis,
+                        slices, st.t.count, sr + sc});
       }
       adafactor_update_sliced<double>(ctx, mine, step, h, reduce);
     });
   }
   for (const State& st : all)
     for (int s = 0; s < slices; ++s) {
-      const auto want = st.slice_of(st.whole, s);
+      const auto want = st.t.slice_of(st.whole, s);
       const auto& got = st.part[static_cast<size_t>(s)];
       for (size_t i = 0; i < want.size(); ++i)
         EXPECT_NEAR(got[i], want[i], 1e-12 * std::max(1.0, std::abs(want[i])))
-            << st.t.rows << " x " << st.t.cols << (st.t.axis == SliceAxis::kRows ? " by rows / " : " by columns / ")
-            << slices << ", slice " << s << ", element " << i;
+            << st.t.describe() << ", slice " << s << ", element " << i;
     }
 }
 

@@ -67,4 +67,31 @@ class ThreadSlices {
   std::vector<std::vector<double>> parts_;
 };
 
+// A weight in the tensor-parallel tests: `count` stacked matrices of rows x cols, split along `axis`
+// into `slices` blocks of rows or of columns.
+struct StackedMatrices {
+  int64_t rows = 0, cols = 0, count = 1;
+  kernels::SliceAxis axis = kernels::SliceAxis::kRows;
+  int slices = 1;
+
+  bool by_rows() const { return axis == kernels::SliceAxis::kRows; }
+  int64_t slice_rows() const { return by_rows() ? rows / slices : rows; }
+  int64_t slice_cols() const { return by_rows() ? cols : cols / slices; }
+  // Slice s of each stacked matrix of m (count x rows x cols values), one after another.
+  template <class V>
+  V slice_of(const V& m, int s) const {
+    const int64_t sr = slice_rows(), sc = slice_cols(), r0 = by_rows() ? s * sr : 0, c0 = by_rows() ? 0 : s * sc;
+    V out;
+    for (int64_t e = 0; e < count; ++e)
+      for (int64_t r = 0; r < sr; ++r)
+        for (int64_t c = 0; c < sc; ++c) out.push_back(m[static_cast<size_t>(e * rows * cols + (r0 + r) * cols + c0 + c)]);
+    return out;
+  }
+  // "3 x 140x45 by rows / 2", for failure messages.
+  std::string describe() const {
+    return std::to_string(count) + " x " + std::to_string(rows) + "x" + std::to_string(cols) +
+           (by_rows() ? " by rows / " : " by columns / ") + std::to_string(slices);
+  }
+};
+
 }  // namespace glam::testing
