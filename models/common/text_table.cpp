@@ -81,4 +81,11 @@ std::string format_seconds(double s) {
   return buf;
 }
 
+std::string format_duration(double s) {
+  if (s < 120) return format_fixed(s, 0) + " s";
+  if (s < 2 * 3600) return format_fixed(s / 60, 1) + " min";
+  if (s < 2 * 86400) return format_fixed(s / 3600, 1) + " h";
+  return format_fixed(s / 86400, 1) + " days";
+}
+
 }  // namespace glam

@@ -26,5 +26,7 @@ std::string format_percent(double fraction, int decimals = 1);
 std::string format_bytes(double bytes);
 // Seconds as "7.41 s", "3.2 ms", "41 us".
 std::string format_seconds(double seconds);
+// A long span in the unit that reads best: "45 s", "12.5 min", "3.2 h", "4.1 days".
+std::string format_duration(double seconds);
 
 }  // namespace glam

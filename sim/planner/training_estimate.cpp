@@ -3,6 +3,7 @@
 #include <cmath>
 #include <sstream>
 
+#include "accounting.h"
 #include "common/errors.h"
 
 namespace glam {
@@ -12,7 +13,6 @@ constexpr double kJoulesPerMWh = 3.6e9;
 }
 
 nlohmann::json TrainingEstimate::to_json() const {
-  const double scale = steps / kJoulesPerMWh;  // per-step joules -> run MWh
   nlohmann::json j = {
       {"tokens", tokens},
       {"steps", steps},
@@ -28,13 +28,14 @@ nlohmann::json TrainingEstimate::to_json() const {
       {"carbon_kg_per_kWh", facility.carbon_kg_per_kWh},
       {"average_power_per_chip_W", step_energy.average_power_per_chip_W},
       {"energy_breakdown",
-       {{"chip_compute_MWh", step_energy.chip_compute_J * scale},
-        {"chip_idle_MWh", step_energy.chip_idle_J * scale},
-        {"host_MWh", step_energy.host_J * scale},
-        {"network_MWh", step_energy.network_J * scale},
-        {"facility_overhead_MWh", step_energy.facility_overhead_J * scale}}},
+       {{"chip_compute_MWh", energy.chip_compute},
+        {"chip_idle_MWh", energy.chip_idle},
+        {"host_MWh", energy.host},
+        {"network_MWh", energy.network},
+        {"facility_overhead_MWh", energy.facility_overhead}}},
   };
   j["electricity_cost"] = electricity_cost ? nlohmann::json(*electricity_cost) : nlohmann::json(nullptr);
+  if (interruptions) j["interruptions"] = interruptions->to_json();
   return j;
 }
 
@@ -62,18 +63,42 @@ FacilityParameters facility_for(const Cluster& c, std::optional<double> pue, std
   return f;
 }
 
+double checkpoint_bytes(const ModelConfig& m) {
+  const MemoryFootprint whole = memory_per_chip(m, ShardingForMemory{});
+  return whole.weights_bytes + whole.optimizer_bytes;
+}
+
 TrainingEstimate estimate_training(const SimulationInput& in, const StepResult& step, double tokens,
-                                   const FacilityParameters& facility) {
+                                   const FacilityParameters& facility,
+                                   const std::optional<InterruptionParameters>& interruptions) {
   TrainingEstimate t;
   t.tokens = tokens;
   t.facility = facility;
   t.steps = std::ceil(tokens / static_cast<double>(in.plan.batch_tokens));
   t.step_time_s = step.step_time_s;
-  t.train_hours = t.steps * step.step_time_s / 3600;
-  t.chip_hours = t.train_hours * in.cluster.num_chips();
   t.step_energy = step_energy(in, step, facility.pue);
-  t.it_energy_MWh = t.step_energy.it_J() * t.steps / kJoulesPerMWh;
-  t.facility_energy_MWh = t.step_energy.total_J() * t.steps / kJoulesPerMWh;
+  // Steps' worth of computing, and seconds of waiting at the step's idle, host and network power.
+  double busy_steps = t.steps, idle_s = 0;
+  if (interruptions) {
+    t.interruptions = interrupted_run(t.steps, step.step_time_s, in.cluster.num_chips(), checkpoint_bytes(in.model),
+                                      *interruptions);
+    if (!t.interruptions->finishes()) return t;  // no hours or energy to speak of
+    busy_steps = t.interruptions->busy_s() / step.step_time_s;
+    idle_s = t.interruptions->idle_s();
+  }
+  t.train_hours = (t.interruptions ? t.interruptions->wall_s : t.steps * step.step_time_s) / 3600;
+  t.chip_hours = t.train_hours * in.cluster.num_chips();
+  const StepEnergy& e = t.step_energy;
+  auto run_MWh = [&](double step_J, double waiting) {
+    return (step_J * busy_steps + (waiting ? step_J / step.step_time_s * idle_s : 0.0)) / kJoulesPerMWh;
+  };
+  t.energy.chip_compute = run_MWh(e.chip_compute_J, false);
+  t.energy.chip_idle = run_MWh(e.chip_idle_J, true);
+  t.energy.host = run_MWh(e.host_J, true);
+  t.energy.network = run_MWh(e.network_J, true);
+  t.energy.facility_overhead = (facility.pue - 1) * t.energy.it();
+  t.it_energy_MWh = t.energy.it();
+  t.facility_energy_MWh = t.energy.total();
   t.tco2e = t.facility_energy_MWh * facility.carbon_kg_per_kWh;  // MWh x kg/kWh = t
   t.mfu = step.mfu;
   if (facility.price_per_kWh) t.electricity_cost = t.facility_energy_MWh * 1000 * *facility.price_per_kWh;

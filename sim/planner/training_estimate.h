@@ -8,6 +8,7 @@
 
 #include "energy/energy_model.h"
 #include "engine/step_simulator.h"
+#include "planner/interruptions.h"
 
 namespace glam {
 
@@ -17,10 +18,19 @@ struct FacilityParameters {
   std::optional<double> price_per_kWh;
 };
 
+// The run's energy by part, MWh.
+struct RunEnergy {
+  double chip_compute = 0, chip_idle = 0, host = 0, network = 0, facility_overhead = 0;
+  double it() const { return chip_compute + chip_idle + host + network; }
+  double total() const { return it() + facility_overhead; }
+};
+
 struct TrainingEstimate {
   double tokens = 0;
   double steps = 0;
   double step_time_s = 0;
+  // Expected wall-clock hours: the steps' time, plus checkpoints, restarts and lost work when
+  // interruptions are modelled.
   double train_hours = 0;
   double chip_hours = 0;
   double it_energy_MWh = 0;
@@ -29,12 +39,21 @@ struct TrainingEstimate {
   double mfu = 0;
   std::optional<double> electricity_cost;
   StepEnergy step_energy;
+  RunEnergy energy;
   FacilityParameters facility;
+  std::optional<InterruptedRun> interruptions;
   nlohmann::json to_json() const;
 };
 
+// With interruption parameters, the run also writes checkpoints and loses time to failures: the chips
+// draw the step's power while they compute (lost work included) and the step's idle, host and
+// network power while they write checkpoints and restart.
 TrainingEstimate estimate_training(const SimulationInput& in, const StepResult& step, double tokens,
-                                   const FacilityParameters& facility);
+                                   const FacilityParameters& facility,
+                                   const std::optional<InterruptionParameters>& interruptions = {});
+
+// Bytes of one checkpoint: the whole model's weights and optimizer state.
+double checkpoint_bytes(const ModelConfig& m);
 
 // The cluster's own figures, overridden where the user gave a value; throws UsageError on PUE < 1.
 FacilityParameters facility_for(const Cluster& c, std::optional<double> pue, std::optional<double> carbon);

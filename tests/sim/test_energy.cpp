@@ -86,6 +86,35 @@ TEST(Energy, TwiceTheTokensTwiceTheEnergy) {
   EXPECT_NEAR(a.facility_energy_MWh, 1.1 * a.it_energy_MWh, 1e-9 * a.it_energy_MWh);
 }
 
+// With failures: the chips draw the step's power while computing (the steps and the work done again)
+// and its idle, host and network power while writing checkpoints and restarting.
+TEST(Energy, InterruptionsChargeComputeAtStepPowerAndWaitingAtIdlePower) {
+  SimulationInput in = tiny_input();
+  StepResult r = simulate_step(in);
+  FacilityParameters f{1.2, 0.1, std::nullopt};
+  InterruptionParameters p;
+  p.chip_mtbf_hours = 64 * 2.0;  // a failure every 2 hours on the 64 chips
+  p.checkpoint_Bps = 1e9;
+  const double tokens = 1e5 * 65536;
+  const TrainingEstimate plain = estimate_training(in, r, tokens, f);
+  const TrainingEstimate with = estimate_training(in, r, tokens, f, p);
+  ASSERT_TRUE(with.interruptions.has_value());
+  const InterruptedRun& run = *with.interruptions;
+  ASSERT_GT(run.lost_work_s, 0);
+  ASSERT_GT(run.idle_s(), 0);
+  const double T = r.step_time_s, J_per_MWh = 3.6e9;
+  const StepEnergy& e = with.step_energy;
+  EXPECT_NEAR(plain.energy.total() * J_per_MWh, e.total_J() * plain.steps, 1e-9 * e.total_J() * plain.steps);
+  EXPECT_NEAR(with.energy.chip_compute * J_per_MWh, e.chip_compute_J * run.busy_s() / T, 1e-6 * e.chip_compute_J);
+  EXPECT_NEAR(with.energy.chip_idle * J_per_MWh, e.chip_idle_J * (run.busy_s() + run.idle_s()) / T, 1e-6 * e.chip_idle_J);
+  EXPECT_NEAR(with.energy.host * J_per_MWh, e.host_J * (run.busy_s() + run.idle_s()) / T, 1e-6 * e.host_J);
+  EXPECT_NEAR(with.facility_energy_MWh, 1.2 * with.it_energy_MWh, 1e-9 * with.it_energy_MWh);
+  EXPECT_NEAR(with.train_hours, run.wall_s / 3600, 1e-12 * with.train_hours);
+  EXPECT_NEAR(with.chip_hours, 64 * with.train_hours, 1e-9 * with.chip_hours);
+  EXPECT_GT(with.facility_energy_MWh, plain.facility_energy_MWh);
+  EXPECT_NEAR(with.tco2e, 0.1 * with.facility_energy_MWh, 1e-9 * with.tco2e);
+}
+
 // Pipeline stages split the chips: the same work costs the same busy energy whether a replica's blocks
 // run on 16 chips (one stage) or on 4 stages of 16. Same replicas (so the same optimizer work), same
 // micro-batch shapes (32,768 tokens per pass); a small vocabulary keeps the embedding's update, which

@@ -169,6 +169,58 @@ TEST(GlamsimPlan, CompareKeepsGoingPastAClusterThatIsTooSmall) {
   EXPECT_NE(none.err.find("fits none of the clusters compared"), std::string::npos) << none.err;
 }
 
+// Interruptions: the run's hours, chip-hours and energy grow by the checkpoints, restarts and lost work
+// the model expects; the table shows them; a deadline is judged on the expected hours; a cluster whose
+// failures come too often for the run to finish is a row that says so.
+TEST(GlamsimPlan, InterruptionsLengthenTheRunAndItsEnergy) {
+  const std::string base = "--model glam-1.7b-64e --cluster tpu-v4-64 --tokens 1e11 --quiet";
+  const std::string failures = " --chip-mtbf-hours 2000 --checkpoint-GBps 10 --restart-minutes 5";
+  const auto plain = plan_json(base);
+  const auto j = plan_json(base + failures);
+  ASSERT_TRUE(j.contains("interruptions")) << j.dump();
+  EXPECT_FALSE(plain.contains("interruptions"));
+  const auto& run = j["interruptions"];
+  EXPECT_NEAR(run["compute_hours"].get<double>(), plain["train_hours"].get<double>(), 1e-9 * plain["train_hours"].get<double>());
+  EXPECT_DOUBLE_EQ(j["train_hours"].get<double>(), run["wall_hours"].get<double>());
+  EXPECT_NEAR(run["system_mtbf_hours"].get<double>(), 2000.0 / 64, 1e-9);
+  EXPECT_TRUE(run["checkpoint_interval_is_optimum"].get<bool>());
+  const double goodput = run["goodput"].get<double>();
+  EXPECT_GT(goodput, 0.5);
+  EXPECT_LT(goodput, 1);
+  EXPECT_NEAR(j["train_hours"].get<double>() * goodput, plain["train_hours"].get<double>(), 1e-6 * j["train_hours"].get<double>());
+  EXPECT_NEAR(j["chip_hours"].get<double>(), 64 * j["train_hours"].get<double>(), 1e-6 * j["chip_hours"].get<double>());
+  EXPECT_GT(j["facility_energy_MWh"].get<double>(), plain["facility_energy_MWh"].get<double>());
+  double parts = 0;
+  for (const auto& [name, mwh] : j["energy_breakdown"].items()) parts += mwh.get<double>();
+  EXPECT_NEAR(parts, j["facility_energy_MWh"].get<double>(), 1e-9 * parts);
+  // A given interval is kept (in whole steps) and the time it costs differs from the optimum's.
+  const auto hourly = plan_json(base + failures + " --checkpoint-hours 0.25");
+  EXPECT_FALSE(hourly["interruptions"]["checkpoint_interval_is_optimum"].get<bool>());
+  EXPECT_NEAR(hourly["interruptions"]["checkpoint_interval_hours"].get<double>(), 0.25, plain["step_time_s"].get<double>() / 3600);
+  EXPECT_GT(hourly["train_hours"].get<double>(), j["train_hours"].get<double>());
+  auto text = run_command("glamsim plan " + base + failures);
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  for (const char* row : {"checkpoint interval (optimum)", "expected failures", "work lost since the last checkpoint",
+                          "goodput", "training time, expected"})
+    EXPECT_NE(text.out.find(row), std::string::npos) << row << "\n" << text.out;
+  // The deadline between the failure-free and the expected days: missed.
+  const double between = (plain["train_days"].get<double>() + j["train_days"].get<double>()) / 2;
+  EXPECT_FALSE(plan_json(base + failures + " --days " + std::to_string(between))["meets_deadline"].get<bool>());
+  EXPECT_TRUE(plan_json(base + " --days " + std::to_string(between))["meets_deadline"].get<bool>());
+  // Failures every few seconds on the larger cluster: its row does not finish, the other does.
+  const std::string often = " --chip-mtbf-hours 2 --checkpoint-GBps 10 --restart-minutes 5";
+  const auto both = plan_json("--model glam-1.7b-64e --compare tpu-v4-64 tpu-v4-512 --tokens 1e11 --quiet" + often);
+  ASSERT_EQ(both["plans"].size(), 2u);
+  EXPECT_FALSE(both["plans"][1]["finishes"].get<bool>()) << both.dump();
+  EXPECT_NE(both["plans"][1]["reason"].get<std::string>().find("a failure every 14 s"), std::string::npos);
+  auto table = run_command("glamsim plan --model glam-1.7b-64e --compare tpu-v4-64 tpu-v4-512 --tokens 1e11 --quiet" + often);
+  EXPECT_NE(table.out.find("does not finish: a failure every 14 s"), std::string::npos) << table.out;
+  auto alone = run_command("glamsim plan --model glam-1.7b-64e --cluster tpu-v4-512 --tokens 1e11 --quiet" + often);
+  EXPECT_EQ(alone.exit_code, 2);
+  EXPECT_TRUE(alone.out.empty());
+  EXPECT_NE(alone.err.find("on tpu-v4-512, a failure every 14 s on average"), std::string::npos) << alone.err;
+}
+
 // --layouts: the table and the JSON list the same layouts, exactly one of them chosen, and that one
 // is the plan the command used.
 TEST(GlamsimPlan, LayoutsListTheChosenPlanAmongTheOthers) {
@@ -233,7 +285,17 @@ INSTANTIATE_TEST_SUITE_P(
                       BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --tokens 1e12 --days 0", "--days: got '0', expected a number from 0.01"},
                       BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --tokens 1e12 --days soon", "--days: got 'soon'"},
                       BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --tokens 1e12 --dp 64 --ep 64 --tp 1 --layouts",
-                              "fix the layout"}),
+                              "fix the layout"},
+                      BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --tokens 1e12 --chip-mtbf-hours 1000",
+                              "--chip-mtbf-hours requires --checkpoint-GBps"},
+                      BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --tokens 1e12 --checkpoint-GBps 10",
+                              "--checkpoint-GBps requires --chip-mtbf-hours"},
+                      BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --tokens 1e12 --chip-mtbf-hours 0 --checkpoint-GBps 10",
+                              "--chip-mtbf-hours: got '0', expected a number from 1"},
+                      BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --tokens 1e12 --chip-mtbf-hours 1e4 --checkpoint-GBps 0",
+                              "--checkpoint-GBps: got '0'"},
+                      BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --tokens 1e12 --chip-mtbf-hours 1e4 --checkpoint-GBps 10 --restart-minutes -1",
+                              "--restart-minutes: got '-1'"}),
     case_name);
 
 TEST(GlamsimPlan, ClusterWithoutPowerFiguresIsRefused) {
