@@ -45,8 +45,10 @@ bool on_device(const void* p) {
 }
 
 // Whether a collective's buffers are device memory (NCCL) or host memory (the host communicator);
-// one of each would have one library read memory it cannot reach.
+// one of each would have one library read memory it cannot reach. An empty buffer (null) takes the
+// other's kind: a collective of zero bytes moves nothing.
 bool both_on_device(const void* send, const void* recv, const char* what) {
+  if (!send || !recv) return on_device(send ? send : recv);
   const bool device = on_device(send);
   if (device != on_device(recv))
     throw std::logic_error(std::string("NCCL communicator: ") + what + " from " + (device ? "device" : "host") +

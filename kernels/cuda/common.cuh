@@ -23,7 +23,8 @@ namespace glam::kernels::cuda {
 inline cudaStream_t stream_of(const KernelContext& ctx) { return static_cast<cudaStream_t>(ctx.stream); }
 
 // Device scratch memory of at least `bytes`, valid until the next call (kernels on the one stream
-// use it in turn; growing it frees the old block, which waits for the device).
+// use it in turn; growing it frees the old block, which waits for the device). One block per process:
+// kernels that run on several streams at once (one thread each) take a StreamBuffer instead.
 void* scratch(size_t bytes);
 
 // Device memory for one call's own use on stream s, returned to the pool in stream order. Unlike the

@@ -206,7 +206,8 @@ TEST_F(CudaTrain, CheckpointsMoveBetweenTheGpuAndTheCpu) {
   for (const auto* run : {&gpu_gpu, &gpu_cpu, &cpu_gpu}) ASSERT_EQ(run->size(), 2u);
   for (size_t i = 0; i < 2; ++i) {
     const double want = whole[3 + i];
-    EXPECT_NEAR(gpu_gpu[i], want, 1e-5 * want) << "GPU checkpoint resumed on the GPU, step " << 4 + i;
+    // Not to the bit: the GPU's float atomics (embedding and bias gradients) add in any order.
+    EXPECT_NEAR(gpu_gpu[i], want, 1e-4 * want) << "GPU checkpoint resumed on the GPU, step " << 4 + i;
     EXPECT_NEAR(gpu_cpu[i], want, 1e-3 * want) << "GPU checkpoint resumed on the CPU, step " << 4 + i;
     EXPECT_NEAR(cpu_gpu[i], want, 1e-3 * want) << "CPU checkpoint resumed on the GPU, step " << 4 + i;
   }
