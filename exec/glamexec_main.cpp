@@ -64,7 +64,9 @@ int main(int argc, char** argv) {
               << "one chip, " << tokens << " tokens: weights " << glam::format_bytes(mem.weights_bytes)
               << ", gradients " << glam::format_bytes(mem.gradients_bytes) << ", optimizer "
               << glam::format_bytes(mem.optimizer_bytes) << ", activations " << glam::format_bytes(mem.activations_bytes)
-              << ", working buffers " << glam::format_bytes(mem.working_bytes) << "\n";
+              << ", working buffers " << glam::format_bytes(mem.working_bytes) << "\n"
+              << "checkpoint (--save): " << glam::format_bytes(glam::checkpoint_bytes(m))
+              << " of float32 weights and optimizer state\n";
     // What glamexec train itself allocates for these tokens on one rank (it keeps every activation for
     // the backward pass, and the float32 logits), where the shape can run.
     glam::exec::ExecShape shape;

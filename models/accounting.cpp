@@ -223,4 +223,9 @@ MemoryFootprint memory_per_chip(const ModelConfig& m, const ShardingForMemory& s
   return fp;
 }
 
+double checkpoint_bytes(const ModelConfig& m) {
+  const MemoryFootprint whole = memory_per_chip(m, ShardingForMemory{});
+  return whole.weights_bytes + whole.optimizer_bytes;
+}
+
 }  // namespace glam

@@ -93,6 +93,10 @@ struct MemoryFootprint {
 };
 MemoryFootprint memory_per_chip(const ModelConfig& m, const ShardingForMemory& s);
 
+// Bytes of one checkpoint's tensors: the whole model's weights and optimizer state (glamexec's
+// checkpoint payload; the planner's checkpoint writes and reads).
+double checkpoint_bytes(const ModelConfig& m);
+
 // Bytes of activations kept for the backward pass, per token, for one block: its attention and its
 // FFN (dense or MoE, router included) sub-layers.
 struct SublayerActivationBytes {

@@ -63,11 +63,6 @@ FacilityParameters facility_for(const Cluster& c, std::optional<double> pue, std
   return f;
 }
 
-double checkpoint_bytes(const ModelConfig& m) {
-  const MemoryFootprint whole = memory_per_chip(m, ShardingForMemory{});
-  return whole.weights_bytes + whole.optimizer_bytes;
-}
-
 TrainingEstimate estimate_training(const SimulationInput& in, const StepResult& step, double tokens,
                                    const FacilityParameters& facility,
                                    const std::optional<InterruptionParameters>& interruptions) {

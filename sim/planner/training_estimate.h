@@ -52,9 +52,6 @@ TrainingEstimate estimate_training(const SimulationInput& in, const StepResult& 
                                    const FacilityParameters& facility,
                                    const std::optional<InterruptionParameters>& interruptions = {});
 
-// Bytes of one checkpoint: the whole model's weights and optimizer state.
-double checkpoint_bytes(const ModelConfig& m);
-
 // The cluster's own figures, overridden where the user gave a value; throws UsageError on PUE < 1.
 FacilityParameters facility_for(const Cluster& c, std::optional<double> pue, std::optional<double> carbon);
 

@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "accounting.h"
 #include "support/run_command.h"
 
 namespace glam::testing {
@@ -191,6 +192,21 @@ TEST_F(Train, CheckpointContinuationIsBitForBit) {
   std::string a = read_whole_file(path("a4.ckpt")), b = read_whole_file(path("b4.ckpt"));
   ASSERT_GT(a.size(), 1000000u);
   EXPECT_TRUE(a == b) << "the continued run differs from the uninterrupted one";
+}
+
+// The file's tensors are what the accounting counts as a checkpoint (the planner's checkpoint writes):
+// float32 weights and Adafactor's state, every tensor once.
+TEST_F(Train, CheckpointPayloadIsTheAccountingsCheckpointBytes) {
+  for (const std::string model : {"glam-tiny", "glam-tiny-8e"}) {
+    const std::string file = path(model + ".ckpt");
+    ASSERT_EQ(train("--model " + model + " --steps 1 --batch-tokens 256 --save " + file).exit_code, 0);
+    const std::string bytes = read_whole_file(file);
+    ASSERT_EQ(bytes.compare(0, 8, "GLAMCKPT"), 0);
+    uint64_t header = 0;  // "GLAMCKPT" | u32 version | u32 0 | u64 header bytes | header | payload | u64 checksum
+    std::memcpy(&header, bytes.data() + 16, sizeof header);
+    const double payload = static_cast<double>(bytes.size() - 24 - header - 8);
+    EXPECT_EQ(payload, checkpoint_bytes(load_model(model))) << model;
+  }
 }
 
 TEST_F(Train, AStepThatCannotFitIsRefusedBeforeAllocating) {
