@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates reports/glam-plan.md: GLaM 64B/64E on 1,024 TPU v4 chips in a layout like GLaM's
-# (against the paper's cost), the plan glamsim chooses itself, and the cluster comparison.
+# (against the paper's cost), the plan glamsim chooses itself, the cluster comparison, and the same
+# comparison with failures and checkpoints.
 # Usage: scripts/plan_report.sh [build dir] > reports/glam-plan.md
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -18,7 +19,9 @@ echo "The GLaM paper (Du et al. 2022): 280B tokens in 574 hours and 213 MWh on 1
 echo "measured system power per chip; the full 600B-token run 456 MWh and 40.2 tCO2e. GLaM partitioned its"
 echo "weights with GSPMD's 2D sharding, without a pipeline; the first two plans take a layout like that one,"
 echo "the third is the plan glamsim chooses itself (the main job, \`scripts/plan.sh\`), the last compares"
-echo "clusters, each with its chosen plan, against a 30-day deadline."
+echo "clusters, each with its chosen plan, against a 30-day deadline. The last adds failures and checkpoints:"
+echo "an interruption every 50,700 hours per chip (Llama 3's pre-training: 419 unexpected ones in 54 days on"
+echo "16,384 H100s, Dubey et al. 2024), checkpoints at 100 GB/s, 10 minutes per restart."
 echo
 echo '```'
 show --model glam-64b-64e --cluster tpu-v4-1024 --tokens 280e9 $glam_layout
@@ -29,4 +32,7 @@ show --model glam-64b-64e --cluster tpu-v4-1024 --tokens 600e9
 echo
 show --model glam-64b-64e --compare tpu-v4-1024 tpu-v4-4096 tpu-v3-1024 dgx-a100-1024 dgx-h100-1024 dgx-h200-1024 \
   --tokens 600e9 --days 30
+echo
+show --model glam-64b-64e --compare tpu-v4-1024 tpu-v4-4096 tpu-v3-1024 dgx-a100-1024 dgx-h100-1024 dgx-h200-1024 \
+  --tokens 600e9 --days 30 --chip-mtbf-hours 50700 --checkpoint-GBps 100
 echo '```'
