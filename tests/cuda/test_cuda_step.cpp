@@ -165,7 +165,9 @@ TEST_F(CudaTrain, TwoGpusGiveTheOneGpuLosses) {
     auto r = run_command(launch + common + rec + extra);
     EXPECT_EQ(r.exit_code, 0) << name << ": " << r.err;
     std::vector<double> v;
-    for (const auto& l : nlohmann::json::parse(read_whole_file(rec))["losses"]) v.push_back(l.get<double>());
+    // The record held in a variable: a range-for over a member of a temporary reads freed memory.
+    const auto record = nlohmann::json::parse(read_whole_file(rec));
+    for (const auto& l : record["losses"]) v.push_back(l.get<double>());
     return v;
   };
   struct Layout {
@@ -193,7 +195,9 @@ TEST_F(CudaTrain, CheckpointsMoveBetweenTheGpuAndTheCpu) {
     auto r = run_command("glamexec train" + common + args + " --record " + rec);
     EXPECT_EQ(r.exit_code, 0) << name << ": " << r.err;
     std::vector<double> v;
-    for (const auto& l : nlohmann::json::parse(read_whole_file(rec))["losses"]) v.push_back(l.get<double>());
+    // The record held in a variable: a range-for over a member of a temporary reads freed memory.
+    const auto record = nlohmann::json::parse(read_whole_file(rec));
+    for (const auto& l : record["losses"]) v.push_back(l.get<double>());
     return v;
   };
   const auto whole = losses(" --device cuda --steps 5", "gpu-5.json");

@@ -21,8 +21,9 @@ namespace glam_emu {
 void set_launch_error(cudaError_t e);  // runtime.cpp: what cudaGetLastError reports next
 }
 
-// Saves the callee-saved registers and the SSE and x87 control words on the current stack, stores the
-// stack pointer in *save, and continues the fiber whose stack pointer is `next`.
+// Saves the callee-saved registers on the current stack, stores the stack pointer in *save, and
+// continues the fiber whose stack pointer is `next`. The SSE and x87 control words are not switched:
+// no kernel changes them (and saving them made a switch several times slower).
 extern "C" void glam_emu_switch(void** save, void* next);
 // A new fiber's first frame: calls glam_emu_fiber_main, which never returns.
 extern "C" void glam_emu_fiber_start();
@@ -38,14 +39,8 @@ glam_emu_switch:
   pushq %r13
   pushq %r14
   pushq %r15
-  subq $8, %rsp
-  stmxcsr (%rsp)
-  fnstcw 4(%rsp)
   movq %rsp, (%rdi)
   movq %rsi, %rsp
-  ldmxcsr (%rsp)
-  fldcw 4(%rsp)
-  addq $8, %rsp
   popq %r15
   popq %r14
   popq %r13
@@ -117,7 +112,7 @@ char* stack_for(size_t i) {
   return g_stacks[i];
 }
 
-// A fresh fiber's stack: glam_emu_switch pops the control words, six registers and then returns into
+// A fresh fiber's stack: glam_emu_switch pops six registers and then returns into
 // glam_emu_fiber_start with the stack 16-byte aligned, as a call expects.
 void* initial_stack(char* mapping) {
   uintptr_t top = reinterpret_cast<uintptr_t>(mapping + kGuardBytes + kStackBytes);
@@ -126,11 +121,7 @@ void* initial_stack(char* mapping) {
   auto* slot = reinterpret_cast<uint64_t*>(top);
   slot[-1] = reinterpret_cast<uint64_t>(&glam_emu_fiber_start);
   for (int r = 2; r <= 7; ++r) slot[-r] = 0;  // rbp, rbx, r12-r15
-  uint32_t control[2] = {};
-  asm volatile("stmxcsr %0" : "=m"(control[0]));
-  asm volatile("fnstcw %0" : "=m"(control[1]));
-  std::memcpy(&slot[-8], control, 8);
-  return &slot[-8];
+  return &slot[-7];
 }
 
 void yield() { glam_emu_switch(&g_current->sp, g_scheduler_sp); }
