@@ -21,6 +21,9 @@
 # as packing reports/measured, still runs inside a device call's limit), GLAM_PRECISION (default bf16).
 # GLAM_GPU_CHECK_DRY=1 checks the script itself on a machine without a GPU: tiny configs on the CPU
 # (in the same precision), records into the build folder, not reports/measured/.
+# GLAM_GPU_CHECK_EMULATED=1 rehearses the GPU call on a machine without a GPU: the CUDA emulator's
+# programs of the default build (tests/cuda_emulator/: the GPU tests, glamexec --device cuda and its
+# calibration on the CPU), tiny configs, records into build/gpu-check-emulated/ (about 6 minutes).
 # A failed GPU test program gets its first failed test rerun under compute-sanitizer (memcheck), when
 # the machine has it, so that one call's logs name a bad access; with time left at the end, the whole
 # kernel test program runs under memcheck.
@@ -38,9 +41,19 @@ out=$root/reports/measured
 logs=$build/gpu-check-logs
 device=cuda
 dry=${GLAM_GPU_CHECK_DRY:-}
+emulated=${GLAM_GPU_CHECK_EMULATED:-}
+test_suffix=
 if [[ -n $dry ]]; then
   out=$build/gpu-check-dry
   device=cpu
+elif [[ -n $emulated ]]; then
+  build=${GLAM_BUILD_DIR:-$root/build}
+  out=$build/gpu-check-emulated
+  logs=$build/gpu-check-emulated-logs
+  test_suffix=_emulated
+  export OPENBLAS_NUM_THREADS=1  # its idle workers would spin on the core the emulator needs
+  deadline=${GLAM_GPU_CHECK_DEADLINE_S:-900}
+  limit=${GLAM_GPU_CHECK_LIMIT_S:-1200}
 fi
 peak_tflops=989
 status=0
@@ -61,7 +74,7 @@ unset OMPI_COMM_WORLD_SIZE PMI_SIZE PMIX_RANK MPI_LOCALNRANKS
 
 source "$root/scripts/gpu_common.sh"
 bundle=${GLAM_GPU_BUNDLE:-$root/.gpu-bundle/glam-gpu-bundle.tar.gz}
-[[ -f $bundle ]] || bundle=
+[[ -f $bundle && -z $emulated ]] || bundle=
 # The catalogues of this copy of the sources, wherever the programs were built.
 export GLAM_HOME=$root
 
@@ -76,7 +89,7 @@ done
 export PATH=$PATH:/usr/local/cuda/bin
 # A rerun on a warm machine starts clean: no log or record of an earlier run is packed with this one's.
 rm -rf "$logs"
-[[ -z $dry ]] && rm -f "$out"/h200-*.json "$out"/h200-*.json.* "$out"/.h200-* "$out/profile-h200.toml" \
+[[ -z $dry && -z $emulated ]] && rm -f "$out"/h200-*.json "$out"/h200-*.json.* "$out"/.h200-* "$out/profile-h200.toml" \
   "$out/op-shares.txt" "$out/summary.txt" "$out/device.txt"
 mkdir -p "$out" "$logs"
 
@@ -109,6 +122,18 @@ if [[ -n $bundle ]]; then
   # The GPU tests start glamexec from PATH when the build's bin folder is not there.
   export PATH=$bin:$PATH
   say "prebuilt programs ready"
+elif [[ -n $emulated ]]; then
+  # ---- the emulator's programs, in the default build (scripts/build.sh configured it) ----
+  say "build the emulated programs in $build"
+  if ! timeout -k 10 "$(within_limit 600)" ninja -C "$build" -j "$jobs" glamexec_emulated cuda_kernel_tests_emulated \
+      cuda_step_tests_emulated >"$logs/build.log" 2>&1; then
+    grep -E 'error|FAILED' -A3 "$logs/build.log" | head -40 || tail -40 "$logs/build.log"
+    say "build failed (run scripts/build.sh first; the emulator needs the CUDA toolkit's headers)"
+    exit 1
+  fi
+  bin=$build/emulated-bin
+  test_bin=$build/bin
+  say "built"
 else
   # ---- build (only what the check runs) ----
   say "configure ($build)"
@@ -149,11 +174,13 @@ if [[ -z ${GLAM_GPU_CHECK_SKIP_TESTS:-} ]]; then
   tests_result="passed"
   # Caps of a few times their expected run (kernel tests: seconds; the step tests compare with CPU
   # steps), so that a hung kernel costs at most that.
-  for spec in cuda_kernel_tests:120 cuda_step_tests:180; do
-    t=${spec%%:*}
+  step_cap=180
+  [[ -n $emulated ]] && step_cap=600
+  for spec in cuda_kernel_tests:120 cuda_step_tests:$step_cap; do
+    t=${spec%%:*}$test_suffix
     say "$t"
     rc=0
-    GLAM_HOME=$root timeout -k 10 "$(within_limit "${spec##*:}")" "$bin/$t" --gtest_brief=1 >"$logs/$t.log" 2>&1 || rc=$?
+    GLAM_HOME=$root timeout -k 10 "$(within_limit "${spec##*:}")" "${test_bin:-$bin}/$t" --gtest_brief=1 >"$logs/$t.log" 2>&1 || rc=$?
     if ((rc == 0)); then
       grep -E '^\[  (PASSED|SKIPPED) ' "$logs/$t.log" || true
       if grep -q '^\[  SKIPPED \]' "$logs/$t.log" && grep -q 'no CUDA device' "$logs/$t.log"; then
@@ -186,7 +213,7 @@ runs=(
   "glam-1.7b-64e-4layers|glam-1.7b-64e|4|16384"
   "glam-8b-64e-2layers|glam-8b-64e|2|4096"
 )
-if [[ -n $dry ]]; then
+if [[ -n $dry || -n $emulated ]]; then
   runs=("glam-tiny|glam-tiny|0|512|0" "glam-tiny-8e-2layers|glam-tiny-8e|2|512")
 fi
 declare -a table
@@ -265,13 +292,14 @@ done
 calibration_result="not run"
 profile=$out/profile-h200.toml
 [[ -n $dry ]] && profile=$out/profile-cpu.toml
+[[ -n $emulated ]] && profile=$out/profile-emulated.toml
 if (( SECONDS > deadline - 60 )); then
   say "calibration: skipped (too close to the ${deadline}s deadline)"
   calibration_result="skipped (time)"
 else
   quick=()
   (( SECONDS > deadline - 180 )) && quick=(--quick)
-  [[ -n $dry ]] && quick=(--quick --model glam-tiny --tokens 256)
+  [[ -n $dry || -n $emulated ]] && quick=(--quick --model glam-tiny --tokens 256)
   say "calibration: glamexec calibrate --device $device ${quick[*]}"
   if timeout -k 10 "$(within_limit $((deadline - SECONDS + 60)))" "$bin/glamexec" calibrate --device "$device" --precision "$precision" \
       "${quick[@]}" --quiet \
@@ -289,7 +317,7 @@ fi
 # ---- the kernel tests under compute-sanitizer's memcheck, with the time left ----
 # An access out of bounds can pass a test unnoticed (shared memory, padding); memcheck names it.
 memcheck_result="not run"
-if [[ -n $dry || -n ${GLAM_GPU_CHECK_SKIP_TESTS:-} ]] || ! command -v compute-sanitizer >/dev/null 2>&1; then
+if [[ -n $dry || -n $emulated || -n ${GLAM_GPU_CHECK_SKIP_TESTS:-} ]] || ! command -v compute-sanitizer >/dev/null 2>&1; then
   memcheck_result="not run (no compute-sanitizer, or tests skipped)"
 elif ((limit - SECONDS < 60)); then
   memcheck_result="skipped (time)"
