@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <string>
 #include <mutex>
 #include <vector>
 
@@ -192,8 +193,10 @@ const char* cudaGetErrorString(cudaError_t e) {
     default: return "error (CUDA emulator)";
   }
 }
+// One device, or GLAM_EMULATED_GPUS of them (a process per device, as with real GPUs and NCCL).
 cudaError_t cudaGetDeviceCount(int* n) {
-  *n = 1;
+  const char* v = std::getenv("GLAM_EMULATED_GPUS");
+  *n = v && std::atoi(v) > 0 ? std::atoi(v) : 1;
   return cudaSuccess;
 }
 cudaError_t cudaGetDevice(int* d) {
@@ -201,7 +204,9 @@ cudaError_t cudaGetDevice(int* d) {
   return cudaSuccess;
 }
 cudaError_t cudaSetDevice(int d) {
-  if (d != 0) return g_last_error = cudaErrorInvalidDevice;
+  int n = 0;
+  cudaGetDeviceCount(&n);
+  if (d < 0 || d >= n) return g_last_error = cudaErrorInvalidDevice;
   glam_emu::g_device = d;
   return cudaSuccess;
 }
@@ -214,7 +219,9 @@ cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
   return cudaSuccess;
 }
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int device) {
-  if (device != 0) return g_last_error = cudaErrorInvalidDevice;
+  int n = 0;
+  cudaGetDeviceCount(&n);
+  if (device < 0 || device >= n) return g_last_error = cudaErrorInvalidDevice;
   *p = cudaDeviceProp{};
   std::strncpy(p->name, "CUDA emulator on the CPU", sizeof p->name - 1);
   p->major = 9, p->minor = 0;
@@ -223,8 +230,11 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int device) {
   return cudaSuccess;
 }
 cudaError_t cudaDeviceGetPCIBusId(char* id, int len, int device) {
-  if (device != 0) return g_last_error = cudaErrorInvalidDevice;
-  std::strncpy(id, "0000:00:00.0", static_cast<size_t>(len));
+  int n = 0;
+  cudaGetDeviceCount(&n);
+  if (device < 0 || device >= n) return g_last_error = cudaErrorInvalidDevice;
+  const std::string bus = "0000:0" + std::to_string(device % 10) + ":00.0";
+  std::strncpy(id, bus.c_str(), static_cast<size_t>(len));
   if (len > 0) id[len - 1] = '\0';
   return cudaSuccess;
 }
