@@ -14,6 +14,8 @@
 #include <functional>
 #include <vector>
 
+#include "bfloat16.h"
+
 struct ncclComm {
   int nranks = 0, rank = 0;
   std::vector<int> world;  // world rank of each member
@@ -52,20 +54,6 @@ size_t type_bytes(ncclDataType_t t) {
   }
 }
 
-float bf16_to_float(uint16_t b) {
-  const uint32_t u = uint32_t{b} << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-uint16_t float_to_bf16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(u >> 16);
-}
-
 // acc += x, elementwise, for the types the executor reduces.
 bool add_into(void* acc, const void* x, size_t count, ncclDataType_t t) {
   switch (t) {
@@ -79,10 +67,8 @@ bool add_into(void* acc, const void* x, size_t count, ncclDataType_t t) {
       for (size_t i = 0; i < count; ++i) static_cast<int64_t*>(acc)[i] += static_cast<const int64_t*>(x)[i];
       return true;
     case ncclBfloat16:
-      for (size_t i = 0; i < count; ++i) {
-        uint16_t& a = static_cast<uint16_t*>(acc)[i];
-        a = float_to_bf16(bf16_to_float(a) + bf16_to_float(static_cast<const uint16_t*>(x)[i]));
-      }
+      for (size_t i = 0; i < count; ++i)
+        static_cast<glam::kernels::bf16*>(acc)[i] += static_cast<const glam::kernels::bf16*>(x)[i];
       return true;
     default: return false;
   }

@@ -16,6 +16,8 @@
 #include <mutex>
 #include <vector>
 
+#include "bfloat16.h"
+
 struct cublasContext {
   cudaStream_t stream = nullptr;
 };
@@ -73,19 +75,8 @@ cudaError_t copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) 
   return cudaSuccess;
 }
 
-uint16_t to_bf16_bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(u >> 16);
-}
-float from_bf16_bits(uint16_t b) {
-  const uint32_t u = uint32_t{b} << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
+uint16_t to_bf16_bits(float f) { return glam::kernels::bf16::round_to_bits(f); }
+float from_bf16_bits(uint16_t b) { return glam::kernels::bf16::from_bits(b); }
 // An operand as the tensor cores read it: TF32 keeps 10 mantissa bits, bf16 7 (round to nearest even).
 float rounded(float f, cublasComputeType_t compute) {
   if (compute == CUBLAS_COMPUTE_32F_FAST_16BF) return from_bf16_bits(to_bf16_bits(f));
