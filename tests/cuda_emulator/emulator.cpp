@@ -19,6 +19,7 @@
 
 namespace glam_emu {
 void set_launch_error(cudaError_t e);  // runtime.cpp: what cudaGetLastError reports next
+void check_guards();                   // runtime.cpp: throws if a kernel wrote outside an allocation
 }
 
 // Saves the callee-saved registers on the current stack, stores the stack pointer in *save, and
@@ -281,6 +282,7 @@ void run_grid(dim3 grid, dim3 block, size_t shared_bytes, const std::function<vo
         }
       }
   g_current = nullptr;
+  check_guards();
 }
 
 }  // namespace glam_emu

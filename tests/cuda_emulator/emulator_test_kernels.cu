@@ -55,6 +55,8 @@ __global__ void lane_leaves_early(int* out) {
   out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1, 1);
 }
 
+__global__ void write_at(int* out, int index) { out[index] = 7; }
+
 __global__ void coordinates(int* out) {
   const int t = ((blockIdx.y * gridDim.x + blockIdx.x) * blockDim.y + threadIdx.y) * blockDim.x + threadIdx.x;
   out[t] = static_cast<int>(threadIdx.x + 10 * threadIdx.y + 100 * blockIdx.x + 1000 * blockIdx.y);
@@ -76,6 +78,7 @@ void run_barrier_in_a_branch(int* out) { barrier_in_a_branch<<<1, 64, 0, nullptr
 void run_barrier_against_shuffle(int* out) { barrier_against_shuffle<<<1, 32, 0, nullptr>>>(out); }
 void run_lane_leaves_early(int* out) { lane_leaves_early<<<1, 32, 0, nullptr>>>(out); }
 void run_coordinates(int* out) { coordinates<<<dim3(3, 2), dim3(4, 5), 0, nullptr>>>(out); }
+void run_write_at(int* out, int index) { write_at<<<1, 1, 0, nullptr>>>(out, index); }
 void run_too_many_threads(int* out) { coordinates<<<1, 2048, 0, nullptr>>>(out); }
 
 }  // namespace glam_emu_test

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <stdexcept>
 #include <string>
 #include <mutex>
 #include <vector>
@@ -25,22 +26,33 @@ struct cublasContext {
 namespace glam_emu {
 namespace {
 
+// Every allocation sits between guard bytes: 256 before it, and after it up to the next 256-byte
+// boundary plus 256 more, all holding kGuardByte. A kernel that writes into them has written outside
+// its buffer: the emulator checks them after every launch (check_guards).
+constexpr size_t kGuardBytes = 256;
+constexpr unsigned char kGuardByte = 0x5a;
+
 std::mutex g_memory_mutex;
 std::map<uintptr_t, size_t> g_allocations;  // start -> bytes
 thread_local cudaError_t g_last_error = cudaSuccess;
 int g_device = 0;
 
+size_t padded(size_t bytes) { return (bytes + 255) / 256 * 256 + kGuardBytes; }
+
 cudaError_t allocate(void** p, size_t bytes) {
   if (!p) return cudaErrorInvalidValue;
-  const size_t rounded = (bytes + 255) / 256 * 256;
-  *p = std::aligned_alloc(256, rounded ? rounded : 256);
-  if (!*p) {
+  auto* raw = static_cast<unsigned char*>(std::aligned_alloc(256, kGuardBytes + padded(bytes)));
+  if (!raw) {
     g_last_error = cudaErrorMemoryAllocation;
     return cudaErrorMemoryAllocation;
   }
-  std::memset(*p, 0xff, rounded);
+  unsigned char* user = raw + kGuardBytes;
+  std::memset(raw, kGuardByte, kGuardBytes);
+  std::memset(user, 0xff, bytes);
+  std::memset(user + bytes, kGuardByte, padded(bytes) - bytes);
+  *p = user;
   std::lock_guard<std::mutex> lock(g_memory_mutex);
-  g_allocations[reinterpret_cast<uintptr_t>(*p)] = bytes;
+  g_allocations[reinterpret_cast<uintptr_t>(user)] = bytes;
   return cudaSuccess;
 }
 
@@ -50,8 +62,15 @@ cudaError_t release(void* p) {
   auto it = g_allocations.find(reinterpret_cast<uintptr_t>(p));
   if (it == g_allocations.end()) return g_last_error = cudaErrorInvalidValue;
   g_allocations.erase(it);
-  std::free(p);
+  std::free(static_cast<unsigned char*>(p) - kGuardBytes);
   return cudaSuccess;
+}
+
+// The first guard byte of [from, to) that no longer holds kGuardByte, or -1.
+long first_changed(const unsigned char* from, const unsigned char* to) {
+  for (const unsigned char* q = from; q < to; ++q)
+    if (*q != kGuardByte) return q - from;
+  return -1;
 }
 
 // Whether [p, p + bytes) lies in one allocation.
@@ -136,6 +155,24 @@ size_t element_bytes(cudaDataType t) { return t == CUDA_R_16BF ? 2 : 4; }
 }  // namespace
 
 void set_launch_error(cudaError_t e) { g_last_error = e; }
+
+void check_guards() {
+  std::lock_guard<std::mutex> lock(g_memory_mutex);
+  for (const auto& [start, bytes] : g_allocations) {
+    const auto* user = reinterpret_cast<const unsigned char*>(start);
+    const long before = first_changed(user - kGuardBytes, user);
+    const long after = first_changed(user + bytes, user + padded(bytes));
+    if (before < 0 && after < 0) continue;
+    const std::string where = after >= 0 ? "the first at byte " + std::to_string(after) + " after its end"
+                                          : "the first at byte " + std::to_string(static_cast<long>(kGuardBytes) - before) +
+                                                " before its start";
+    // Restored, so that the next launch reports only what it does itself.
+    std::memset(const_cast<unsigned char*>(user) - kGuardBytes, kGuardByte, kGuardBytes);
+    std::memset(const_cast<unsigned char*>(user) + bytes, kGuardByte, padded(bytes) - bytes);
+    throw std::runtime_error("CUDA emulator: the kernel wrote outside an allocation of " + std::to_string(bytes) +
+                             " bytes, " + where);
+  }
+}
 
 }  // namespace glam_emu
 

@@ -128,6 +128,23 @@ TEST(CudaEmulator, ALaunchBeyondTheLimitsFailsLikeOnAGpu) {
   EXPECT_EQ(cudaGetLastError(), cudaSuccess);  // not sticky
 }
 
+TEST(CudaEmulator, AWriteOutsideItsAllocationIsAnError) {
+  DeviceInts out(10);
+  glam_emu_test::run_write_at(out.get(), 9);  // the last element: fine
+  EXPECT_EQ(out.read()[9], 7);
+  for (int index : {10, 70, -1}) {
+    DeviceInts fresh(10);
+    try {
+      glam_emu_test::run_write_at(fresh.get(), index);
+      ADD_FAILURE() << "no error for a write at " << index;
+    } catch (const std::runtime_error& e) {
+      const std::string want = index < 0 ? "the first at byte 4 before its start"
+                                         : "the first at byte " + std::to_string(4 * (index - 10)) + " after its end";
+      EXPECT_NE(std::string(e.what()).find("wrote outside an allocation of 40 bytes, " + want), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST(CudaEmulator, CopiesClaimingADeviceSideAreChecked) {
   DeviceInts d(8);
   std::vector<int> host(16, 0);
