@@ -5,6 +5,7 @@
 // has arrived. Warps are groups of 32 consecutive threads with a barrier and an exchange area of
 // their own, which the shuffles and votes use.
 #include "emulator.h"
+#include "device_memory.h"
 
 #include <sys/mman.h>
 
@@ -19,7 +20,6 @@
 
 namespace glam_emu {
 void set_launch_error(cudaError_t e);  // runtime.cpp: what cudaGetLastError reports next
-void check_guards();                   // runtime.cpp: throws if a kernel wrote outside an allocation
 }
 
 // Saves the callee-saved registers on the current stack, stores the stack pointer in *save, and
@@ -232,6 +232,7 @@ void run_grid(dim3 grid, dim3 block, size_t shared_bytes, const std::function<vo
     return;
   }
   std::lock_guard<std::mutex> lock(g_launch_mutex);
+  DeviceAccess open;  // the kernel's threads read and write device memory
   g_body = &body;
   const int n = static_cast<int>(threads);
   for (unsigned bz = 0; bz < grid.z; ++bz)

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "bfloat16.h"
+#include "device_memory.h"
 
 struct ncclComm {
   int nranks = 0, rank = 0;
@@ -137,6 +138,7 @@ ncclResult_t queue(PendingOp op) {
   if (g_group_depth > 0) {
     g_group.push_back(op);
   } else {
+    glam_emu::DeviceAccess open;
     run_point_to_point({op});
   }
   return ncclSuccess;
@@ -193,12 +195,14 @@ ncclResult_t ncclCommDestroy(ncclComm_t comm) {
 
 ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataType_t t, ncclRedOp_t op, ncclComm_t c,
                            cudaStream_t) {
+  glam_emu::DeviceAccess open;  // the buffers are device memory
   if (op != ncclSum) return ncclInvalidArgument;
   return sum_to_all(send, recv, count, t, c);
 }
 
 ncclResult_t ncclReduceScatter(const void* send, void* recv, size_t count, ncclDataType_t t, ncclRedOp_t op,
                                ncclComm_t c, cudaStream_t) {
+  glam_emu::DeviceAccess open;  // the buffers are device memory
   if (op != ncclSum) return ncclInvalidArgument;
   const size_t block = count * type_bytes(t);
   std::vector<char> all(block * static_cast<size_t>(c->nranks));
@@ -208,6 +212,7 @@ ncclResult_t ncclReduceScatter(const void* send, void* recv, size_t count, ncclD
 }
 
 ncclResult_t ncclAllGather(const void* send, void* recv, size_t count, ncclDataType_t t, ncclComm_t c, cudaStream_t) {
+  glam_emu::DeviceAccess open;  // the buffers are device memory
   const size_t block = count * type_bytes(t);
   std::vector<char> mine(static_cast<const char*>(send), static_cast<const char*>(send) + block);  // send may lie in recv
   std::vector<PendingOp> ops;
@@ -223,6 +228,7 @@ ncclResult_t ncclAllGather(const void* send, void* recv, size_t count, ncclDataT
 
 ncclResult_t ncclBroadcast(const void* send, void* recv, size_t count, ncclDataType_t t, int root, ncclComm_t c,
                            cudaStream_t) {
+  glam_emu::DeviceAccess open;  // the buffers are device memory
   const size_t bytes = count * type_bytes(t);
   if (c->rank == root) {
     if (recv != send) std::memmove(recv, send, bytes);
@@ -246,6 +252,7 @@ ncclResult_t ncclGroupStart() {
   return ncclSuccess;
 }
 ncclResult_t ncclGroupEnd() {
+  glam_emu::DeviceAccess open;  // the buffers are device memory
   if (g_group_depth == 0) return ncclInvalidUsage;
   if (--g_group_depth == 0) {
     std::vector<PendingOp> ops;

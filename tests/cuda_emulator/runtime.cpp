@@ -1,8 +1,6 @@
-// The CUDA runtime and cuBLAS functions the CUDA backend calls, on host memory: "device" memory is
-// host memory (filled with 0xff bytes when allocated, as a GPU's is left unwritten: a kernel that
-// reads what nobody wrote gets NaNs), streams run their work at once, and the products are
-// OpenBLAS's on float32 copies of the operands (bf16 and TF32 operands rounded as the GPU's tensor
-// cores take them). Declared by the toolkit's own headers, so a signature that drifts fails to build.
+// The CUDA runtime and cuBLAS functions the CUDA backend calls, on the emulated device memory
+// (device_memory.h): streams run their work at once, and the products are OpenBLAS's on float32
+// copies of the operands (bf16 and TF32 operands rounded as the GPU's tensor cores take them). Declared by the toolkit's own headers, so a signature that drifts fails to build.
 #include <cblas.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -11,13 +9,11 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <map>
-#include <stdexcept>
 #include <string>
-#include <mutex>
 #include <vector>
 
 #include "bfloat16.h"
+#include "device_memory.h"
 
 struct cublasContext {
   cudaStream_t stream = nullptr;
@@ -26,61 +22,19 @@ struct cublasContext {
 namespace glam_emu {
 namespace {
 
-// Every allocation sits between guard bytes: 256 before it, and after it up to the next 256-byte
-// boundary plus 256 more, all holding kGuardByte. A kernel that writes into them has written outside
-// its buffer: the emulator checks them after every launch (check_guards).
-constexpr size_t kGuardBytes = 256;
-constexpr unsigned char kGuardByte = 0x5a;
-
-std::mutex g_memory_mutex;
-std::map<uintptr_t, size_t> g_allocations;  // start -> bytes
 thread_local cudaError_t g_last_error = cudaSuccess;
 int g_device = 0;
 
-size_t padded(size_t bytes) { return (bytes + 255) / 256 * 256 + kGuardBytes; }
-
 cudaError_t allocate(void** p, size_t bytes) {
   if (!p) return cudaErrorInvalidValue;
-  auto* raw = static_cast<unsigned char*>(std::aligned_alloc(256, kGuardBytes + padded(bytes)));
-  if (!raw) {
-    g_last_error = cudaErrorMemoryAllocation;
-    return cudaErrorMemoryAllocation;
-  }
-  unsigned char* user = raw + kGuardBytes;
-  std::memset(raw, kGuardByte, kGuardBytes);
-  std::memset(user, 0xff, bytes);
-  std::memset(user + bytes, kGuardByte, padded(bytes) - bytes);
-  *p = user;
-  std::lock_guard<std::mutex> lock(g_memory_mutex);
-  g_allocations[reinterpret_cast<uintptr_t>(user)] = bytes;
+  *p = device_allocate(bytes);
+  if (!*p) return g_last_error = cudaErrorMemoryAllocation;
   return cudaSuccess;
 }
 
 cudaError_t release(void* p) {
   if (!p) return cudaSuccess;
-  std::lock_guard<std::mutex> lock(g_memory_mutex);
-  auto it = g_allocations.find(reinterpret_cast<uintptr_t>(p));
-  if (it == g_allocations.end()) return g_last_error = cudaErrorInvalidValue;
-  g_allocations.erase(it);
-  std::free(static_cast<unsigned char*>(p) - kGuardBytes);
-  return cudaSuccess;
-}
-
-// The first guard byte of [from, to) that no longer holds kGuardByte, or -1.
-long first_changed(const unsigned char* from, const unsigned char* to) {
-  for (const unsigned char* q = from; q < to; ++q)
-    if (*q != kGuardByte) return q - from;
-  return -1;
-}
-
-// Whether [p, p + bytes) lies in one allocation.
-bool on_device(const void* p, size_t bytes) {
-  std::lock_guard<std::mutex> lock(g_memory_mutex);
-  const auto a = reinterpret_cast<uintptr_t>(p);
-  auto it = g_allocations.upper_bound(a);
-  if (it == g_allocations.begin()) return false;
-  --it;
-  return a >= it->first && a + bytes <= it->first + it->second;
+  return device_release(p) ? cudaSuccess : (g_last_error = cudaErrorInvalidValue);
 }
 
 // A copy that claims a direction checks it: device pointers must lie inside an allocation.
@@ -90,6 +44,7 @@ cudaError_t copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) 
   const bool dst_device = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
   if ((src_device && !on_device(src, bytes)) || (dst_device && !on_device(dst, bytes)))
     return g_last_error = cudaErrorInvalidValue;
+  DeviceAccess open;
   std::memmove(dst, src, bytes);
   return cudaSuccess;
 }
@@ -133,6 +88,7 @@ cublasStatus_t gemm_ex(cublasOperation_t ta, cublasOperation_t tb, int m, int n,
   if (!supported(at) || !supported(bt) || !supported(ct) || at != bt) return CUBLAS_STATUS_NOT_SUPPORTED;
   if (m < 0 || n < 0 || k < 0) return CUBLAS_STATUS_INVALID_VALUE;
   if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
+  DeviceAccess open;
   const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
   const int a_rows = ta == CUBLAS_OP_N ? m : k, a_cols = ta == CUBLAS_OP_N ? k : m;
   const int b_rows = tb == CUBLAS_OP_N ? k : n, b_cols = tb == CUBLAS_OP_N ? n : k;
@@ -156,24 +112,6 @@ size_t element_bytes(cudaDataType t) { return t == CUDA_R_16BF ? 2 : 4; }
 
 void set_launch_error(cudaError_t e) { g_last_error = e; }
 
-void check_guards() {
-  std::lock_guard<std::mutex> lock(g_memory_mutex);
-  for (const auto& [start, bytes] : g_allocations) {
-    const auto* user = reinterpret_cast<const unsigned char*>(start);
-    const long before = first_changed(user - kGuardBytes, user);
-    const long after = first_changed(user + bytes, user + padded(bytes));
-    if (before < 0 && after < 0) continue;
-    const std::string where = after >= 0 ? "the first at byte " + std::to_string(after) + " after its end"
-                                          : "the first at byte " + std::to_string(static_cast<long>(kGuardBytes) - before) +
-                                                " before its start";
-    // Restored, so that the next launch reports only what it does itself.
-    std::memset(const_cast<unsigned char*>(user) - kGuardBytes, kGuardByte, kGuardBytes);
-    std::memset(const_cast<unsigned char*>(user) + bytes, kGuardByte, padded(bytes) - bytes);
-    throw std::runtime_error("CUDA emulator: the kernel wrote outside an allocation of " + std::to_string(bytes) +
-                             " bytes, " + where);
-  }
-}
-
 }  // namespace glam_emu
 
 using glam_emu::g_last_error;
@@ -192,6 +130,7 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
 }
 cudaError_t cudaMemset(void* p, int value, size_t bytes) {
   if (bytes && !glam_emu::on_device(p, bytes)) return g_last_error = cudaErrorInvalidValue;
+  glam_emu::DeviceAccess open;
   std::memset(p, value, bytes);
   return cudaSuccess;
 }
@@ -288,6 +227,7 @@ cublasStatus_t cublasDgemm_v2(cublasHandle_t, cublasOperation_t ta, cublasOperat
                               const double* alpha, const double* a, int lda, const double* b, int ldb,
                               const double* beta, double* c, int ldc) {
   if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
+  glam_emu::DeviceAccess open;
   // beta = 0: C is not read (it may hold NaNs).
   if (*beta == 0.0)
     for (int j = 0; j < n; ++j) std::memset(c + static_cast<size_t>(j) * static_cast<size_t>(ldc), 0, sizeof(double) * static_cast<size_t>(m));

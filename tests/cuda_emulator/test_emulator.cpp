@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -143,6 +144,17 @@ TEST(CudaEmulator, AWriteOutsideItsAllocationIsAnError) {
       EXPECT_NE(std::string(e.what()).find("wrote outside an allocation of 40 bytes, " + want), std::string::npos) << e.what();
     }
   }
+}
+
+// On a GPU, host code that dereferences a device pointer crashes or reads garbage; here it dies with
+// the emulator's message, and the same access inside a copy is fine.
+TEST(CudaEmulatorDeathTest, HostCodeTouchingDeviceMemoryDies) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  DeviceInts d(4);
+  int* p = d.get();
+  EXPECT_DEATH({ std::printf("%d\n", *static_cast<volatile int*>(p)); }, "host code read or wrote device memory");
+  EXPECT_DEATH({ *static_cast<volatile int*>(p) = 1; }, "host code read or wrote device memory");
+  EXPECT_EQ(d.read()[0], -1);
 }
 
 TEST(CudaEmulator, CopiesClaimingADeviceSideAreChecked) {
