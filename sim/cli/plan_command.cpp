@@ -119,7 +119,7 @@ InTime choose_in_time(const std::vector<PlanRow>& rows, double deadline_days) {
     if (!r.planned()) continue;
     if (!c.fastest || r.days() < c.fastest->days()) c.fastest = &r;
     if (!r.meets(deadline_days)) continue;
-    if (!c.least_energy || r.estimate.facility_energy_MWh < c.least_energy->estimate.facility_energy_MWh)
+    if (!c.least_energy || r.estimate.facility_energy_MWh() < c.least_energy->estimate.facility_energy_MWh())
       c.least_energy = &r;
     if (!c.fewest_chip_hours || r.estimate.chip_hours < c.fewest_chip_hours->estimate.chip_hours)
       c.fewest_chip_hours = &r;
@@ -135,7 +135,7 @@ std::string deadline_summary(const std::vector<PlanRow>& rows, double deadline_d
                            format_fixed(c.fastest->days(), 1) + " days.\n"
                      : "None finishes " + within + ".\n";
   return "Finishing " + within + ": least energy on " + c.least_energy->sim.input.cluster.id() + " (" +
-         format_fixed(c.least_energy->estimate.facility_energy_MWh, 1) + " MWh, " +
+         format_fixed(c.least_energy->estimate.facility_energy_MWh(), 1) + " MWh, " +
          format_fixed(c.least_energy->days(), 1) + " days), fewest chip-hours on " +
          c.fewest_chip_hours->sim.input.cluster.id() + " (" + format_count(c.fewest_chip_hours->estimate.chip_hours) +
          ").\n";
@@ -150,7 +150,8 @@ void add_interruption_rows(TextTable& t, const InterruptedRun& r) {
   t.add_row({"mean time between failures", format_duration(r.system_mtbf_s) + " (" +
                                                format_fixed(r.expected_failures, 0) + " expected failures)"});
   t.add_row({"  checkpoint writes", format_fixed(r.checkpoint_total_s / 3600, 1) + " h"});
-  t.add_row({"  restarts (" + format_duration(r.restart_s) + " each, checkpoint read included)", format_fixed(r.restart_total_s / 3600, 1) + " h"});
+  t.add_row({"  restarts (" + format_duration(r.restart_s) + " each, checkpoint read included)",
+             format_fixed(r.restart_total_s / 3600, 1) + " h"});
   t.add_row({"  work lost since the last checkpoint", format_fixed(r.lost_work_s / 3600, 1) + " h"});
   t.add_row({"goodput", format_fixed(100 * r.goodput(), 1) + "%"});
 }
@@ -186,8 +187,8 @@ std::string render_single(const PlanRow& row, std::optional<double> deadline_day
              format_bytes(mem.activations_bytes) + ", " + format_bytes(mem.working_bytes)});
   t.add_row({"MFU", format_fixed(100 * e.mfu, 1) + "%"});
   t.add_row({"average system power per chip", format_fixed(e.step_energy.average_power_per_chip_W, 0) + " W"});
-  t.add_row({"IT energy", format_fixed(e.it_energy_MWh, 1) + " MWh"});
-  t.add_row({"facility energy (PUE " + format_fixed(e.facility.pue, 2) + ")", format_fixed(e.facility_energy_MWh, 1) + " MWh"});
+  t.add_row({"IT energy", format_fixed(e.it_energy_MWh(), 1) + " MWh"});
+  t.add_row({"facility energy (PUE " + format_fixed(e.facility.pue, 2) + ")", format_fixed(e.facility_energy_MWh(), 1) + " MWh"});
   t.add_row({"emissions (" + format_fixed(e.facility.carbon_kg_per_kWh, 3) + " kgCO2e/kWh)", format_fixed(e.tco2e, 1) + " tCO2e"});
   if (e.electricity_cost) t.add_row({"electricity cost", format_count(*e.electricity_cost)});
   out += t.render();
@@ -233,7 +234,7 @@ std::string render_compare(const std::vector<PlanRow>& rows, double tokens, std:
       if (e.interruptions) cells.push_back(format_fixed(100 * e.interruptions->goodput(), 1) + "%");
       cells.insert(cells.end(), {format_count(e.chip_hours),
                format_fixed(100 * e.mfu, 1) + "%", format_fixed(e.step_energy.average_power_per_chip_W, 0),
-               format_fixed(e.facility_energy_MWh, 1), format_fixed(e.tco2e, 1)});
+               format_fixed(e.facility_energy_MWh(), 1), format_fixed(e.tco2e, 1)});
     }
     if (deadline_days) cells.push_back(!r.planned() ? "-" : r.meets(*deadline_days) ? "yes" : "no");
     t.add_row(cells);

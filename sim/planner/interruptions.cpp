@@ -19,7 +19,7 @@ nlohmann::json InterruptedRun::to_json() const {
           {"compute_hours", compute_s / 3600},
           {"wall_hours", wall_s / 3600},
           {"goodput", goodput()},
-          {"checkpoints", checkpoints},
+          {"checkpoints", checkpoints()},
           {"checkpoint_hours", checkpoint_total_s / 3600},
           {"expected_failures", expected_failures},
           {"restart_hours", restart_total_s / 3600},
@@ -58,7 +58,7 @@ InterruptedRun interrupted_run(double steps, double step_s, int64_t chips, doubl
   InterruptedRun r;
   r.checkpoint_bytes = checkpoint_bytes;
   r.checkpoint_write_s = checkpoint_bytes / p.checkpoint_Bps;
-  r.restart_s = p.restart_s + checkpoint_bytes / p.checkpoint_Bps;  // the same storage is read back
+  r.restart_s = p.restart_s + r.checkpoint_write_s;  // the same storage is read back
   r.system_mtbf_s = p.chip_mtbf_hours * 3600 / static_cast<double>(chips);
   r.compute_s = steps * step_s;
   r.interval_is_optimum = !p.interval_s;
@@ -73,8 +73,7 @@ InterruptedRun interrupted_run(double steps, double step_s, int64_t chips, doubl
   // e^(R/M) - 1 times before one restart completes: M (e^(R/M) - 1) seconds per phase, failed attempts
   // included. These add up to Daly's T_w; every failure, restarts' included, to T_w / M.
   const double M = r.system_mtbf_s, L = r.interval_s + r.checkpoint_write_s;
-  const double segments = r.compute_s / r.interval_s;
-  r.checkpoints = segments;
+  const double segments = r.checkpoints();
   r.checkpoint_total_s = segments * r.checkpoint_write_s;
   r.expected_failures = r.wall_s / M;
   r.lost_work_s = segments * (M * std::expm1(L / M) - L);

@@ -42,12 +42,12 @@ struct InterruptedRun {
   double wall_s = 0;              // T_w, expected
   // T_w split: compute, checkpoint writes (T_s / tau of them), restarts (failed attempts included),
   // and work lost since the last checkpoint (with any checkpoint write a failure cut short).
-  double checkpoints = 0;
   double checkpoint_total_s = 0;
   double expected_failures = 0;   // T_w / M
   double restart_total_s = 0;
   double lost_work_s = 0;         // charged as compute
   double goodput() const { return compute_s / wall_s; }
+  double checkpoints() const { return compute_s / interval_s; }
   // Failures so frequent, next to a checkpoint and a restart, that the run would take over 1,000 times
   // its compute time (or for ever) are taken as a run that does not finish.
   bool finishes() const { return wall_s <= 1000 * compute_s; }

@@ -20,8 +20,8 @@ nlohmann::json TrainingEstimate::to_json() const {
       {"train_hours", train_hours},
       {"train_days", train_hours / 24},
       {"chip_hours", chip_hours},
-      {"it_energy_MWh", it_energy_MWh},
-      {"facility_energy_MWh", facility_energy_MWh},
+      {"it_energy_MWh", it_energy_MWh()},
+      {"facility_energy_MWh", facility_energy_MWh()},
       {"tco2e", tco2e},
       {"mfu", mfu},
       {"pue", facility.pue},
@@ -84,19 +84,17 @@ TrainingEstimate estimate_training(const SimulationInput& in, const StepResult& 
   t.train_hours = (t.interruptions ? t.interruptions->wall_s : t.steps * step.step_time_s) / 3600;
   t.chip_hours = t.train_hours * in.cluster.num_chips();
   const StepEnergy& e = t.step_energy;
-  auto run_MWh = [&](double step_J, double waiting) {
-    return (step_J * busy_steps + (waiting ? step_J / step.step_time_s * idle_s : 0.0)) / kJoulesPerMWh;
+  auto run_MWh = [&](double step_J, bool drawn_while_waiting) {
+    return (step_J * busy_steps + (drawn_while_waiting ? step_J / step.step_time_s * idle_s : 0.0)) / kJoulesPerMWh;
   };
   t.energy.chip_compute = run_MWh(e.chip_compute_J, false);
   t.energy.chip_idle = run_MWh(e.chip_idle_J, true);
   t.energy.host = run_MWh(e.host_J, true);
   t.energy.network = run_MWh(e.network_J, true);
   t.energy.facility_overhead = (facility.pue - 1) * t.energy.it();
-  t.it_energy_MWh = t.energy.it();
-  t.facility_energy_MWh = t.energy.total();
-  t.tco2e = t.facility_energy_MWh * facility.carbon_kg_per_kWh;  // MWh x kg/kWh = t
+  t.tco2e = t.facility_energy_MWh() * facility.carbon_kg_per_kWh;  // MWh x kg/kWh = t
   t.mfu = step.mfu;
-  if (facility.price_per_kWh) t.electricity_cost = t.facility_energy_MWh * 1000 * *facility.price_per_kWh;
+  if (facility.price_per_kWh) t.electricity_cost = t.facility_energy_MWh() * 1000 * *facility.price_per_kWh;
   return t;
 }
 

@@ -33,13 +33,13 @@ struct TrainingEstimate {
   // interruptions are modelled.
   double train_hours = 0;
   double chip_hours = 0;
-  double it_energy_MWh = 0;
-  double facility_energy_MWh = 0;
   double tco2e = 0;
   double mfu = 0;
   std::optional<double> electricity_cost;
   StepEnergy step_energy;
   RunEnergy energy;
+  double it_energy_MWh() const { return energy.it(); }
+  double facility_energy_MWh() const { return energy.total(); }
   FacilityParameters facility;
   std::optional<InterruptedRun> interruptions;
   nlohmann::json to_json() const;

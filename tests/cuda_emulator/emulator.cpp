@@ -70,7 +70,6 @@ enum class Wait { kNone, kBlock, kWarp };
 
 struct Fiber {
   void* sp = nullptr;
-  char* stack = nullptr;  // the mapping, guard page first
   ThreadCoordinates where{};
   int linear = 0;
   bool done = false;
@@ -252,8 +251,7 @@ void run_grid(dim3 grid, dim3 block, size_t shared_bytes, const std::function<vo
           f.where.block_idx = uint3{bx, by, bz};
           f.where.block_dim = block;
           f.where.grid_dim = grid;
-          f.stack = stack_for(static_cast<size_t>(i));
-          f.sp = initial_stack(f.stack);
+          f.sp = initial_stack(stack_for(static_cast<size_t>(i)));
           Warp& w = b.warps[static_cast<size_t>(i / 32)];
           w.existing |= 1u << (i % 32);
           w.live |= 1u << (i % 32);

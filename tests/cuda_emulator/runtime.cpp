@@ -166,14 +166,22 @@ cudaError_t cudaGetDeviceCount(int* n) {
   *n = v && std::atoi(v) > 0 ? std::atoi(v) : 1;
   return cudaSuccess;
 }
+namespace glam_emu {
+namespace {
+bool valid_device(int d) {
+  int n = 0;
+  cudaGetDeviceCount(&n);
+  return d >= 0 && d < n;
+}
+}  // namespace
+}  // namespace glam_emu
+
 cudaError_t cudaGetDevice(int* d) {
   *d = glam_emu::g_device;
   return cudaSuccess;
 }
 cudaError_t cudaSetDevice(int d) {
-  int n = 0;
-  cudaGetDeviceCount(&n);
-  if (d < 0 || d >= n) return g_last_error = cudaErrorInvalidDevice;
+  if (!glam_emu::valid_device(d)) return g_last_error = cudaErrorInvalidDevice;
   glam_emu::g_device = d;
   return cudaSuccess;
 }
@@ -186,9 +194,7 @@ cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
   return cudaSuccess;
 }
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int device) {
-  int n = 0;
-  cudaGetDeviceCount(&n);
-  if (device < 0 || device >= n) return g_last_error = cudaErrorInvalidDevice;
+  if (!glam_emu::valid_device(device)) return g_last_error = cudaErrorInvalidDevice;
   *p = cudaDeviceProp{};
   std::strncpy(p->name, "CUDA emulator on the CPU", sizeof p->name - 1);
   p->major = 9, p->minor = 0;
@@ -197,9 +203,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int device) {
   return cudaSuccess;
 }
 cudaError_t cudaDeviceGetPCIBusId(char* id, int len, int device) {
-  int n = 0;
-  cudaGetDeviceCount(&n);
-  if (device < 0 || device >= n) return g_last_error = cudaErrorInvalidDevice;
+  if (!glam_emu::valid_device(device)) return g_last_error = cudaErrorInvalidDevice;
   const std::string bus = "0000:0" + std::to_string(device % 10) + ":00.0";
   std::strncpy(id, bus.c_str(), static_cast<size_t>(len));
   if (len > 0) id[len - 1] = '\0';

@@ -80,10 +80,10 @@ TEST(Energy, TwiceTheTokensTwiceTheEnergy) {
   FacilityParameters f{1.1, 0.1, std::nullopt};
   TrainingEstimate a = estimate_training(in, r, 1e9 * 65536, f), b = estimate_training(in, r, 2e9 * 65536, f);
   EXPECT_DOUBLE_EQ(b.steps, 2 * a.steps);
-  EXPECT_NEAR(b.facility_energy_MWh, 2 * a.facility_energy_MWh, 1e-9 * b.facility_energy_MWh);
+  EXPECT_NEAR(b.facility_energy_MWh(), 2 * a.facility_energy_MWh(), 1e-9 * b.facility_energy_MWh());
   EXPECT_NEAR(b.tco2e, 2 * a.tco2e, 1e-9 * b.tco2e);
-  EXPECT_NEAR(a.tco2e, a.facility_energy_MWh * 0.1, 1e-9);
-  EXPECT_NEAR(a.facility_energy_MWh, 1.1 * a.it_energy_MWh, 1e-9 * a.it_energy_MWh);
+  EXPECT_NEAR(a.tco2e, a.facility_energy_MWh() * 0.1, 1e-9);
+  EXPECT_NEAR(a.facility_energy_MWh(), 1.1 * a.it_energy_MWh(), 1e-9 * a.it_energy_MWh());
 }
 
 // With failures: the chips draw the step's power while computing (the steps and the work done again)
@@ -108,11 +108,11 @@ TEST(Energy, InterruptionsChargeComputeAtStepPowerAndWaitingAtIdlePower) {
   EXPECT_NEAR(with.energy.chip_compute * J_per_MWh, e.chip_compute_J * run.busy_s() / T, 1e-6 * e.chip_compute_J);
   EXPECT_NEAR(with.energy.chip_idle * J_per_MWh, e.chip_idle_J * (run.busy_s() + run.idle_s()) / T, 1e-6 * e.chip_idle_J);
   EXPECT_NEAR(with.energy.host * J_per_MWh, e.host_J * (run.busy_s() + run.idle_s()) / T, 1e-6 * e.host_J);
-  EXPECT_NEAR(with.facility_energy_MWh, 1.2 * with.it_energy_MWh, 1e-9 * with.it_energy_MWh);
+  EXPECT_NEAR(with.facility_energy_MWh(), 1.2 * with.it_energy_MWh(), 1e-9 * with.it_energy_MWh());
   EXPECT_NEAR(with.train_hours, run.wall_s / 3600, 1e-12 * with.train_hours);
   EXPECT_NEAR(with.chip_hours, 64 * with.train_hours, 1e-9 * with.chip_hours);
-  EXPECT_GT(with.facility_energy_MWh, plain.facility_energy_MWh);
-  EXPECT_NEAR(with.tco2e, 0.1 * with.facility_energy_MWh, 1e-9 * with.tco2e);
+  EXPECT_GT(with.facility_energy_MWh(), plain.facility_energy_MWh());
+  EXPECT_NEAR(with.tco2e, 0.1 * with.facility_energy_MWh(), 1e-9 * with.tco2e);
 }
 
 // Pipeline stages split the chips: the same work costs the same busy energy whether a replica's blocks
