@@ -238,34 +238,42 @@ exec::ExecShape shape_of(const ModelConfig& m, int64_t seqs) {
 }
 
 // The bf16 step on the GPU against the bf16 step on the CPU: the same roundings, up to the order of
-// float32 sums, so far closer than bf16 is to float32.
+// float32 sums, so far closer than bf16 is to float32. Routing is the exception. A token whose second
+// and third experts score within a rounding of each other can go either way, and one copy sent
+// elsewhere (or dropped instead) changes its layer's router, expert and norm gradients by several
+// percent. So the moves are counted and bounded (1% of a layer's copies), a moved layer's own
+// gradients are held to 50% (finite, of the right size), and every other gradient to 2%. The dense
+// model has no routing: all of it is held to 2%.
 TEST(CudaBf16Step, MatchesTheCpuBf16Step) {
   GLAM_REQUIRE_CUDA_DEVICE();
-  ModelConfig m = load_model("glam-tiny-8e");
-  exec::ExecShape s = shape_of(m, 4);
-  auto comm = exec::make_single_communicator();
-  kernels::KernelContext cpu;
-  exec::Transformer<bf16> ref(m, s, *comm, cpu);
-  CudaContext gpu;
-  exec::Transformer<bf16> model(m, s, *comm, gpu.ctx);
-  ref.init_params(11);
-  model.init_params(11);
-  auto b = random_batch(s.tokens(), m.vocab_size, 5);
-  DeviceVec<int32_t> din(b.inputs), dtg(b.targets);
-  exec::StepLoss lr = ref.run(b.inputs.data(), b.targets.data(), 1, true);
-  exec::StepLoss lg = model.run(din.get(), dtg.get(), 1, true);
-  EXPECT_NEAR(lg.ce, lr.ce, 1e-3 * lr.ce);
-  EXPECT_NEAR(lg.aux, lr.aux, 1e-2 * lr.aux);
-  const int64_t total = model.layout().total_elements;
-  std::vector<float> g(static_cast<size_t>(total));
-  exec::copy_to_host(model.grads(), g.data(), total);
-  for (const exec::ParamInfo& p : model.layout().params) {
-    double diff = 0, norm = 0;
-    for (int64_t i = p.offset; i < p.offset + p.elements(); ++i) {
-      const double w = ref.grads()[i];
-      diff += (g[static_cast<size_t>(i)] - w) * (g[static_cast<size_t>(i)] - w), norm += w * w;
+  for (const char* id : {"glam-tiny", "glam-tiny-8e"}) {
+    ModelConfig m = load_model(id);
+    exec::ExecShape s = shape_of(m, 4);
+    auto comm = exec::make_single_communicator();
+    kernels::KernelContext cpu;
+    exec::Transformer<bf16> ref(m, s, *comm, cpu);
+    CudaContext gpu;
+    exec::Transformer<bf16> model(m, s, *comm, gpu.ctx);
+    ref.init_params(11);
+    model.init_params(11);
+    auto b = random_batch(s.tokens(), m.vocab_size, 5);
+    DeviceVec<int32_t> din(b.inputs), dtg(b.targets);
+    exec::StepLoss lr = ref.run(b.inputs.data(), b.targets.data(), 1, true);
+    exec::StepLoss lg = model.run(din.get(), dtg.get(), 1, true);
+    EXPECT_NEAR(lg.ce, lr.ce, 1e-3 * lr.ce) << id;
+    EXPECT_NEAR(lg.aux, lr.aux, 1e-2 * lr.aux) << id;
+    const std::vector<int64_t> moved = layers_routed_differently(model.moe_stats(), ref.moe_stats(), 0.01, id);
+    const int64_t total = model.layout().total_elements;
+    std::vector<float> g(static_cast<size_t>(total));
+    exec::copy_to_host(model.grads(), g.data(), total);
+    for (const exec::ParamInfo& p : model.layout().params) {
+      double diff = 0, norm = 0;
+      for (int64_t i = p.offset; i < p.offset + p.elements(); ++i) {
+        const double w = ref.grads()[i];
+        diff += (g[static_cast<size_t>(i)] - w) * (g[static_cast<size_t>(i)] - w), norm += w * w;
+      }
+      EXPECT_LT(std::sqrt(diff / norm), routed_by(p.name, moved) ? 0.5 : 0.02) << id << " " << p.name;
     }
-    EXPECT_LT(std::sqrt(diff / norm), 0.02) << p.name;
   }
 }
 

@@ -11,7 +11,21 @@
 #include <stdexcept>
 #include <string>
 
+// AddressSanitizer's poisoning, present when the program is linked with it (the kernel tests' ASan
+// variant, tests/cuda_emulator/CMakeLists.txt); null otherwise. Guards and freed blocks are poisoned, so
+// an instrumented kernel's read of them is reported too, not only a write the guard check sees.
+extern "C" void __asan_poison_memory_region(void const volatile* p, size_t bytes) __attribute__((weak));
+extern "C" void __asan_unpoison_memory_region(void const volatile* p, size_t bytes) __attribute__((weak));
+
 namespace glam_emu {
+
+void poison(const void* p, size_t bytes) {
+  if (__asan_poison_memory_region && bytes) __asan_poison_memory_region(p, bytes);
+}
+void unpoison(const void* p, size_t bytes) {
+  if (__asan_unpoison_memory_region && bytes) __asan_unpoison_memory_region(p, bytes);
+}
+
 namespace {
 
 // 1 TiB of address space, reserved without memory: pages become memory when first written.
@@ -104,6 +118,11 @@ void give_back(size_t at, size_t bytes) {
   g_free[at] = bytes;
 }
 
+void poison_guards(const unsigned char* user, size_t bytes) {
+  poison(user - kGuardBytes, kGuardBytes);
+  poison(user + bytes, padded(bytes) - bytes);
+}
+
 long first_changed(const unsigned char* from, const unsigned char* to) {
   for (const unsigned char* q = from; q < to; ++q)
     if (*q != kGuardByte) return q - from;
@@ -132,9 +151,11 @@ void* device_allocate(size_t bytes) {
     user = reinterpret_cast<unsigned char*>(g_arena + at + kGuardBytes);
     g_live[reinterpret_cast<uintptr_t>(user)] = bytes;
   }
+  unpoison(user - kGuardBytes, block_bytes(bytes));  // a freed block's bytes were poisoned
   std::memset(user - kGuardBytes, kGuardByte, kGuardBytes);
   std::memset(user, 0xff, bytes);
   std::memset(user + bytes, kGuardByte, padded(bytes) - bytes);
+  poison_guards(user, bytes);
   return user;
 }
 
@@ -150,6 +171,7 @@ bool device_release(void* p) {
   const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
   const size_t first = (at + page - 1) / page * page, last = (at + bytes) / page * page;
   if (bytes >= kReturnedFrom && last > first) madvise(g_arena + first, last - first, MADV_DONTNEED);
+  poison(g_arena + at, bytes);  // a kernel that still reads it reads freed memory
   give_back(at, bytes);
   return true;
 }
@@ -175,8 +197,10 @@ void check_guards() {
                                           : "the first at byte " + std::to_string(static_cast<long>(kGuardBytes) - before) +
                                                 " before its start";
     // Restored, so that the next launch reports only what it does itself.
+    unpoison(user - kGuardBytes, block_bytes(bytes));
     std::memset(user - kGuardBytes, kGuardByte, kGuardBytes);
     std::memset(user + bytes, kGuardByte, padded(bytes) - bytes);
+    poison_guards(user, bytes);
     throw std::runtime_error("CUDA emulator: the kernel wrote outside an allocation of " + std::to_string(bytes) +
                              " bytes, " + where);
   }

@@ -16,6 +16,11 @@ bool on_device(const void* p, size_t bytes);
 // Throws std::runtime_error when a guard byte changed: something wrote outside an allocation.
 void check_guards();
 
+// Marks bytes as not to be touched (poison) or as usable again, for the kernels built with
+// AddressSanitizer; nothing in a program built without it.
+void poison(const void* p, size_t bytes);
+void unpoison(const void* p, size_t bytes);
+
 // Device memory is accessible while one of these is alive (any thread).
 class DeviceAccess {
  public:

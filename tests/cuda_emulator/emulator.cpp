@@ -242,8 +242,11 @@ void run_grid(dim3 grid, dim3 block, size_t shared_bytes, const std::function<vo
         b.warps.assign(static_cast<size_t>((n + 31) / 32), Warp{});
         b.live = n, b.arrived = 0, b.generation = 0;
         b.error.clear();
-        // Shared memory starts each block unwritten: 0xff bytes (NaN, -1), as a GPU leaves it.
+        // Shared memory starts each block unwritten: 0xff bytes (NaN, -1), as a GPU leaves it. Past
+        // the launch's bytes it is poisoned, for the kernels built with AddressSanitizer.
+        unpoison(g_dynamic_shared.data(), g_dynamic_shared.capacity());
         g_dynamic_shared.assign(shared_bytes + 16, 0xff);
+        poison(g_dynamic_shared.data() + shared_bytes, g_dynamic_shared.capacity() - shared_bytes);
         for (int i = 0; i < n; ++i) {
           Fiber& f = b.fibers[static_cast<size_t>(i)];
           f.linear = i;
