@@ -10,6 +10,8 @@
 #include <sys/mman.h>
 
 #include <mutex>
+#include <numeric>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -150,6 +152,25 @@ void open_block_barrier_if_complete() {
   }
 }
 
+// The order a launch runs its blocks in: a GPU promises none, so a kernel whose blocks depend on each
+// other's order (a block that reads what a later one writes, a "first block zeroes" pattern) is a race
+// there. Here each launch takes its own permutation, k -> (k * stride + offset) mod blocks with a stride
+// prime to the count, from a counter of launches: reproducible, and different from launch to launch.
+class BlockOrder {
+ public:
+  BlockOrder(uint64_t blocks, uint64_t launch) : blocks_(blocks) {
+    std::mt19937_64 pick(launch);
+    offset_ = pick() % blocks;
+    stride_ = blocks > 2 ? 1 + pick() % (blocks - 1) : 1;
+    while (std::gcd(stride_, blocks) != 1) ++stride_;
+  }
+  uint64_t at(uint64_t k) const { return static_cast<uint64_t>((static_cast<unsigned __int128>(k) * stride_ + offset_) % blocks_); }
+
+ private:
+  uint64_t blocks_, stride_ = 1, offset_ = 0;
+};
+uint64_t g_launches = 0;
+
 }  // namespace
 
 extern "C" [[noreturn]] void glam_emu_fiber_main() {
@@ -234,55 +255,59 @@ void run_grid(dim3 grid, dim3 block, size_t shared_bytes, const std::function<vo
   DeviceAccess open;  // the kernel's threads read and write device memory
   g_body = &body;
   const int n = static_cast<int>(threads);
-  for (unsigned bz = 0; bz < grid.z; ++bz)
-    for (unsigned by = 0; by < grid.y; ++by)
-      for (unsigned bx = 0; bx < grid.x; ++bx) {
-        BlockState& b = g_block;
-        b.fibers.assign(static_cast<size_t>(n), Fiber{});
-        b.warps.assign(static_cast<size_t>((n + 31) / 32), Warp{});
-        b.live = n, b.arrived = 0, b.generation = 0;
-        b.error.clear();
-        // Shared memory starts each block unwritten: 0xff bytes (NaN, -1), as a GPU leaves it. Past
-        // the launch's bytes it is poisoned, for the kernels built with AddressSanitizer.
-        unpoison(g_dynamic_shared.data(), g_dynamic_shared.capacity());
-        g_dynamic_shared.assign(shared_bytes + 16, 0xff);
-        poison(g_dynamic_shared.data() + shared_bytes, g_dynamic_shared.capacity() - shared_bytes);
-        for (int i = 0; i < n; ++i) {
-          Fiber& f = b.fibers[static_cast<size_t>(i)];
-          f.linear = i;
-          f.where.thread_idx = uint3{i % block.x, (i / block.x) % block.y, i / (block.x * block.y)};
-          f.where.block_idx = uint3{bx, by, bz};
-          f.where.block_dim = block;
-          f.where.grid_dim = grid;
-          f.sp = initial_stack(stack_for(static_cast<size_t>(i)));
-          Warp& w = b.warps[static_cast<size_t>(i / 32)];
-          w.existing |= 1u << (i % 32);
-          w.live |= 1u << (i % 32);
-        }
-        for (;;) {
-          bool ran = false, all_done = true;
-          for (Fiber& f : b.fibers) {
-            if (f.done) continue;
-            all_done = false;
-            if (f.wait == Wait::kBlock && b.generation == f.wait_generation) continue;
-            if (f.wait == Wait::kWarp && b.warps[static_cast<size_t>(f.linear / 32)].generation == f.wait_generation)
-              continue;
-            g_current = &f;
-            glam_emu_switch(&g_scheduler_sp, f.sp);
-            ran = true;
-            if (!b.error.empty()) throw std::runtime_error("CUDA emulator: " + b.error);
-          }
-          if (all_done) break;
-          if (!ran) {
-            // Every thread left waits: at __syncthreads that others never reach, or in a warp operation.
-            for (const Fiber& f : b.fibers)
-              if (!f.done)
-                throw std::runtime_error("CUDA emulator: " + where(f) + " waits for ever at " +
-                                         (f.wait == Wait::kBlock ? "__syncthreads (some threads of the block never reach it)"
-                                                                 : "a warp operation (some lanes never reach it)"));
-          }
-        }
+  const uint64_t blocks = uint64_t{grid.x} * grid.y * grid.z;
+  const BlockOrder order(blocks, g_launches++);
+  for (uint64_t k = 0; k < blocks; ++k) {
+    const uint64_t linear_block = order.at(k);
+    const auto bx = static_cast<unsigned>(linear_block % grid.x);
+    const auto by = static_cast<unsigned>(linear_block / grid.x % grid.y);
+    const auto bz = static_cast<unsigned>(linear_block / grid.x / grid.y);
+    BlockState& b = g_block;
+    b.fibers.assign(static_cast<size_t>(n), Fiber{});
+    b.warps.assign(static_cast<size_t>((n + 31) / 32), Warp{});
+    b.live = n, b.arrived = 0, b.generation = 0;
+    b.error.clear();
+    // Shared memory starts each block unwritten: 0xff bytes (NaN, -1), as a GPU leaves it. Past
+    // the launch's bytes it is poisoned, for the kernels built with AddressSanitizer.
+    unpoison(g_dynamic_shared.data(), g_dynamic_shared.capacity());
+    g_dynamic_shared.assign(shared_bytes + 16, 0xff);
+    poison(g_dynamic_shared.data() + shared_bytes, g_dynamic_shared.capacity() - shared_bytes);
+    for (int i = 0; i < n; ++i) {
+      Fiber& f = b.fibers[static_cast<size_t>(i)];
+      f.linear = i;
+      f.where.thread_idx = uint3{i % block.x, (i / block.x) % block.y, i / (block.x * block.y)};
+      f.where.block_idx = uint3{bx, by, bz};
+      f.where.block_dim = block;
+      f.where.grid_dim = grid;
+      f.sp = initial_stack(stack_for(static_cast<size_t>(i)));
+      Warp& w = b.warps[static_cast<size_t>(i / 32)];
+      w.existing |= 1u << (i % 32);
+      w.live |= 1u << (i % 32);
+    }
+    for (;;) {
+      bool ran = false, all_done = true;
+      for (Fiber& f : b.fibers) {
+        if (f.done) continue;
+        all_done = false;
+        if (f.wait == Wait::kBlock && b.generation == f.wait_generation) continue;
+        if (f.wait == Wait::kWarp && b.warps[static_cast<size_t>(f.linear / 32)].generation == f.wait_generation)
+          continue;
+        g_current = &f;
+        glam_emu_switch(&g_scheduler_sp, f.sp);
+        ran = true;
+        if (!b.error.empty()) throw std::runtime_error("CUDA emulator: " + b.error);
       }
+      if (all_done) break;
+      if (!ran) {
+        // Every thread left waits: at __syncthreads that others never reach, or in a warp operation.
+        for (const Fiber& f : b.fibers)
+          if (!f.done)
+            throw std::runtime_error("CUDA emulator: " + where(f) + " waits for ever at " +
+                                     (f.wait == Wait::kBlock ? "__syncthreads (some threads of the block never reach it)"
+                                                             : "a warp operation (some lanes never reach it)"));
+      }
+    }
+  }
   g_current = nullptr;
   check_guards();
 }

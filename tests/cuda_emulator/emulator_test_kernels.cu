@@ -57,6 +57,12 @@ __global__ void lane_leaves_early(int* out) {
 
 __global__ void write_at(int* out, int index) { out[index] = 7; }
 
+// Each block's place in the order the blocks ran: counter[0] counts the blocks started.
+__global__ void block_order(int* order, int* counter) {
+  const int b = static_cast<int>((blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x);
+  if (threadIdx.x == 0) order[b] = atomicAdd(counter, 1);
+}
+
 __global__ void coordinates(int* out) {
   const int t = ((blockIdx.y * gridDim.x + blockIdx.x) * blockDim.y + threadIdx.y) * blockDim.x + threadIdx.x;
   out[t] = static_cast<int>(threadIdx.x + 10 * threadIdx.y + 100 * blockIdx.x + 1000 * blockIdx.y);
@@ -79,6 +85,7 @@ void run_barrier_against_shuffle(int* out) { barrier_against_shuffle<<<1, 32, 0,
 void run_lane_leaves_early(int* out) { lane_leaves_early<<<1, 32, 0, nullptr>>>(out); }
 void run_coordinates(int* out) { coordinates<<<dim3(3, 2), dim3(4, 5), 0, nullptr>>>(out); }
 void run_write_at(int* out, int index) { write_at<<<1, 1, 0, nullptr>>>(out, index); }
+void run_block_order(int* order, int* counter) { block_order<<<dim3(7, 5, 3), 64, 0, nullptr>>>(order, counter); }
 void run_too_many_threads(int* out) { coordinates<<<1, 2048, 0, nullptr>>>(out); }
 
 }  // namespace glam_emu_test

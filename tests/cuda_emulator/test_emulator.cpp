@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <stdexcept>
@@ -93,6 +94,27 @@ TEST(CudaEmulator, ThreadAndBlockCoordinates) {
           const int t = ((by * 3 + bx) * 5 + ty) * 4 + tx;
           EXPECT_EQ(o[static_cast<size_t>(t)], tx + 10 * ty + 100 * bx + 1000 * by);
         }
+}
+
+// A GPU runs a grid's blocks in no promised order: each launch here takes another order, so a kernel
+// whose blocks depend on each other's order fails here rather than racing on the GPU.
+TEST(CudaEmulator, BlocksRunInAnOrderOfTheirOwnAtEachLaunch) {
+  const int blocks = 7 * 5 * 3;
+  std::vector<std::vector<int>> orders;
+  for (int launch = 0; launch < 2; ++launch) {
+    DeviceInts order(blocks), counter(std::vector<int>{0});
+    glam_emu_test::run_block_order(order.get(), counter.get());
+    EXPECT_EQ(counter.read()[0], blocks);
+    std::vector<int> o = order.read(), sorted = o;
+    std::sort(sorted.begin(), sorted.end());
+    for (int b = 0; b < blocks; ++b) ASSERT_EQ(sorted[static_cast<size_t>(b)], b) << "each block runs once";
+    orders.push_back(o);
+  }
+  std::vector<int> in_index_order(blocks);
+  for (int b = 0; b < blocks; ++b) in_index_order[static_cast<size_t>(b)] = b;
+  EXPECT_NE(orders[0], in_index_order);
+  EXPECT_NE(orders[1], in_index_order);
+  EXPECT_NE(orders[0], orders[1]);
 }
 
 void expect_error(void (*launch)(int*), const std::string& what) {

@@ -51,21 +51,27 @@ TEST(MpiRuns, TwoRanksEqualOneProcess) {
   EXPECT_EQ(r.exit_code, 0) << r.err;
 }
 
-// The bf16 model: the same first steps (to the bit, here), then a bf16 rounding tipped by a float32 sum of
-// another order (256 rows per rank against 512) may flip a routing decision: measured 0, 0, 0 and
-// 4.9e-4 over 4 steps, with a few copies routed elsewhere. A broken bf16 all-to-all is off from step 1.
+// The bf16 model: close first steps, then a bf16 rounding tipped by a float32 sum of another order may
+// flip a routing decision, and from then on the runs part, chaotically. The one process runs one thread,
+// as each rank does; its products still have 512 rows against a rank's 256, which OpenBLAS may block
+// differently. Measured differences over the 4 steps: 0, 0, 0 and 4.9e-4 on one machine; 2.7e-6,
+// 5.3e-4, 3.0e-3 and 3.0e-3 on another (2.5e-4, 1.2e-4, 7.6e-4, 1.7e-3 with two threads in the one
+// process), with a few copies routed elsewhere. A broken all-to-all is off from the start: with 1/64 of
+// one peer's block zeroed, by 1.5e-3 at step 1 and 6.3e-3 at step 2. So steps 1 and 2 are held to 1e-3
+// and 2e-3, and every step to 1e-2.
 TEST(MpiRuns, TwoRanksTrackOneProcessInBf16) {
   if (mpi_dir().empty()) GTEST_SKIP() << "GLAM_MPI_DIR not set (run through ctest)";
   json two = load("bf16-2ranks.json");
   auto r = run_command("glamexec train --quiet --precision bf16 --model glam-tiny-8e --steps 4 --batch-tokens 512 "
-                       "--seed 3 --record " + mpi_dir() + "/bf16-1rank.json");
+                       "--threads 1 --seed 3 --record " + mpi_dir() + "/bf16-1rank.json");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   json one = load("bf16-1rank.json");
   EXPECT_EQ(two["device"]["activation_precision"], "bfloat16");
   ASSERT_EQ(one["losses"].size(), two["losses"].size());
-  EXPECT_NEAR(one["losses"][0].get<double>(), two["losses"][0].get<double>(), 1e-6);  // before any update
+  EXPECT_NEAR(one["losses"][0].get<double>(), two["losses"][0].get<double>(), 1e-3);  // before any update
+  EXPECT_NEAR(one["losses"][1].get<double>(), two["losses"][1].get<double>(), 2e-3);
   for (size_t i = 0; i < one["losses"].size(); ++i)
-    EXPECT_NEAR(one["losses"][i].get<double>(), two["losses"][i].get<double>(), 2e-3) << "step " << i + 1;
+    EXPECT_NEAR(one["losses"][i].get<double>(), two["losses"][i].get<double>(), 1e-2) << "step " << i + 1;
   ASSERT_EQ(one["moe_layers"].size(), two["moe_layers"].size());
   for (size_t l = 0; l < one["moe_layers"].size(); ++l) {
     int64_t moved = 0, routed = one["moe_layers"][l]["routed_tokens"].get<int64_t>();
