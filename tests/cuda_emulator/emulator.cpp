@@ -9,6 +9,7 @@
 
 #include <sys/mman.h>
 
+#include <cstring>
 #include <mutex>
 #include <numeric>
 #include <random>

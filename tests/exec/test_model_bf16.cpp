@@ -13,6 +13,7 @@
 #include "model/transformer.h"
 #include "optim/adafactor_optimizer.h"
 #include "support/random_batch.h"
+#include "support/routing_moves.h"
 #include "tiny_models.h"
 
 namespace glam::exec {
@@ -49,9 +50,12 @@ TEST(Bf16Model, OneStepTracksTheFloat32Step) {
   StepLoss lb = b.run(batch.inputs.data(), batch.targets.data(), 1, true);
   EXPECT_NEAR(lb.ce, lf.ce, 5e-4 * lf.ce);  // measured 4.5e-5
   EXPECT_NEAR(lb.aux, lf.aux, 1e-3 * lf.aux);  // measured 6.5e-5
+  // Routing: the same expert loads, up to a few near-ties flipped by rounding (at most 1% of the copies).
+  const std::vector<int64_t> moved = glam::testing::layers_routed_differently(b.moe_stats(), f.moe_stats(), 0.01, "bf16");
   // Every gradient tensor, against the float32 one: relative L2 error and direction. Each bf16 rounding
   // errs by up to 2^-8 (0.4%) and a gradient passes through a dozen of them. Measured: 0.2-1.2%,
-  // median 0.9% (with RMSNorm's inverse RMS stored in bf16 it was 1.3-7.2%, the router worst).
+  // median 0.9% (with RMSNorm's inverse RMS stored in bf16 it was 1.3-7.2%, the router worst). A layer
+  // whose routing moved has its router, experts and norm held only to 50% and the same sign of direction.
   std::vector<double> errors;
   for (const ParamInfo& q : f.layout().params) {
     double ff = 0, bb = 0, fb = 0, diff = 0;
@@ -60,20 +64,13 @@ TEST(Bf16Model, OneStepTracksTheFloat32Step) {
       ff += x * x, bb += y * y, fb += x * y, diff += (x - y) * (x - y);
     }
     ASSERT_GT(ff, 0) << q.name;
+    const bool routed_elsewhere = glam::testing::routed_by(q.name, moved);
     errors.push_back(std::sqrt(diff / ff));
-    EXPECT_LT(errors.back(), 0.025) << q.name;
-    EXPECT_GT(fb / std::sqrt(ff * bb), 0.9995) << q.name;
+    EXPECT_LT(errors.back(), routed_elsewhere ? 0.5 : 0.025) << q.name;
+    EXPECT_GT(fb / std::sqrt(ff * bb), routed_elsewhere ? 0.5 : 0.9995) << q.name;
   }
   std::sort(errors.begin(), errors.end());
   EXPECT_LT(errors[errors.size() / 2], 0.015);
-  // routing: the same expert loads, up to a few near-ties flipped by rounding
-  ASSERT_EQ(f.moe_stats().size(), b.moe_stats().size());
-  for (size_t l = 0; l < f.moe_stats().size(); ++l) {
-    int64_t moved = 0;
-    for (size_t e = 0; e < f.moe_stats()[l].expert_load.size(); ++e)
-      moved += std::abs(f.moe_stats()[l].expert_load[e] - b.moe_stats()[l].expert_load[e]);
-    EXPECT_LE(moved, f.moe_stats()[l].routed / 50) << "layer " << l;
-  }
 }
 
 TEST(Bf16Model, LogitsInChunksGiveTheWholeStep) {
