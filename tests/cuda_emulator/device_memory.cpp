@@ -118,7 +118,12 @@ void give_back(size_t at, size_t bytes) {
   g_free[at] = bytes;
 }
 
-void poison_guards(const unsigned char* user, size_t bytes) {
+// The guard bytes on both sides of an allocation, written afresh and poisoned; the allocation itself
+// is left usable (a freed block's bytes were poisoned).
+void write_guards(unsigned char* user, size_t bytes) {
+  unpoison(user - kGuardBytes, block_bytes(bytes));
+  std::memset(user - kGuardBytes, kGuardByte, kGuardBytes);
+  std::memset(user + bytes, kGuardByte, padded(bytes) - bytes);
   poison(user - kGuardBytes, kGuardBytes);
   poison(user + bytes, padded(bytes) - bytes);
 }
@@ -151,11 +156,8 @@ void* device_allocate(size_t bytes) {
     user = reinterpret_cast<unsigned char*>(g_arena + at + kGuardBytes);
     g_live[reinterpret_cast<uintptr_t>(user)] = bytes;
   }
-  unpoison(user - kGuardBytes, block_bytes(bytes));  // a freed block's bytes were poisoned
-  std::memset(user - kGuardBytes, kGuardByte, kGuardBytes);
+  write_guards(user, bytes);
   std::memset(user, 0xff, bytes);
-  std::memset(user + bytes, kGuardByte, padded(bytes) - bytes);
-  poison_guards(user, bytes);
   return user;
 }
 
@@ -197,10 +199,7 @@ void check_guards() {
                                           : "the first at byte " + std::to_string(static_cast<long>(kGuardBytes) - before) +
                                                 " before its start";
     // Restored, so that the next launch reports only what it does itself.
-    unpoison(user - kGuardBytes, block_bytes(bytes));
-    std::memset(user - kGuardBytes, kGuardByte, kGuardBytes);
-    std::memset(user + bytes, kGuardByte, padded(bytes) - bytes);
-    poison_guards(user, bytes);
+    write_guards(user, bytes);
     throw std::runtime_error("CUDA emulator: the kernel wrote outside an allocation of " + std::to_string(bytes) +
                              " bytes, " + where);
   }

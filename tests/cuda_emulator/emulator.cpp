@@ -165,7 +165,9 @@ class BlockOrder {
     stride_ = blocks > 2 ? 1 + pick() % (blocks - 1) : 1;
     while (std::gcd(stride_, blocks) != 1) ++stride_;
   }
-  uint64_t at(uint64_t k) const { return static_cast<uint64_t>((static_cast<unsigned __int128>(k) * stride_ + offset_) % blocks_); }
+  uint64_t at(uint64_t k) const {
+    return static_cast<uint64_t>((static_cast<unsigned __int128>(k) * stride_ + offset_) % blocks_);
+  }
 
  private:
   uint64_t blocks_, stride_ = 1, offset_ = 0;

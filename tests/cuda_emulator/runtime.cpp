@@ -1,6 +1,7 @@
 // The CUDA runtime and cuBLAS functions the CUDA backend calls, on the emulated device memory
 // (device_memory.h): streams run their work at once, and the products are OpenBLAS's on float32
-// copies of the operands (bf16 and TF32 operands rounded as the GPU's tensor cores take them). Declared by the toolkit's own headers, so a signature that drifts fails to build.
+// copies of the operands (bf16 and TF32 operands rounded as the GPU's tensor cores take them).
+// Declared by the toolkit's own headers, so a signature that drifts fails to build.
 #include <cblas.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -49,11 +50,10 @@ cudaError_t copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) 
   return cudaSuccess;
 }
 
-uint16_t to_bf16_bits(float f) { return glam::kernels::bf16::round_to_bits(f); }
-float from_bf16_bits(uint16_t b) { return glam::kernels::bf16::from_bits(b); }
+using glam::kernels::bf16;
 // An operand as the tensor cores read it: TF32 keeps 10 mantissa bits, bf16 7 (round to nearest even).
 float rounded(float f, cublasComputeType_t compute) {
-  if (compute == CUBLAS_COMPUTE_32F_FAST_16BF) return from_bf16_bits(to_bf16_bits(f));
+  if (compute == CUBLAS_COMPUTE_32F_FAST_16BF) return bf16::from_bits(bf16::round_to_bits(f));
   if (compute == CUBLAS_COMPUTE_32F_FAST_TF32) {
     uint32_t u;
     std::memcpy(&u, &f, 4);
@@ -72,7 +72,7 @@ std::vector<float> as_float(const void* p, cudaDataType type, int rows, int cols
   for (int j = 0; j < cols; ++j)
     for (int i = 0; i < rows; ++i) {
       const size_t at = static_cast<size_t>(j) * static_cast<size_t>(ld) + static_cast<size_t>(i);
-      out[at] = type == CUDA_R_16BF ? from_bf16_bits(static_cast<const uint16_t*>(p)[at])
+      out[at] = type == CUDA_R_16BF ? bf16::from_bits(static_cast<const uint16_t*>(p)[at])
                                     : rounded(static_cast<const float*>(p)[at], compute);
     }
   return out;
@@ -100,7 +100,7 @@ cublasStatus_t gemm_ex(cublasOperation_t ta, cublasOperation_t tb, int m, int n,
   for (int j = 0; j < n; ++j)
     for (int i = 0; i < m; ++i) {
       const size_t at_c = static_cast<size_t>(j) * static_cast<size_t>(ldc) + static_cast<size_t>(i);
-      if (ct == CUDA_R_16BF) static_cast<uint16_t*>(c)[at_c] = to_bf16_bits(cf[at_c]);
+      if (ct == CUDA_R_16BF) static_cast<uint16_t*>(c)[at_c] = bf16::round_to_bits(cf[at_c]);
       else static_cast<float*>(c)[at_c] = cf[at_c];
     }
   return CUBLAS_STATUS_SUCCESS;
