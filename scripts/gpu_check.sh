@@ -57,6 +57,7 @@ elif [[ -n $emulated ]]; then
   limit=${GLAM_GPU_CHECK_LIMIT_S:-1800}
 fi
 peak_tflops=989
+peak_GBps=4800
 status=0
 SECONDS=0
 
@@ -340,7 +341,10 @@ fi
 # ---- per-op shares of each record (python3 when present) ----
 if command -v python3 >/dev/null 2>&1; then
   # Without the bundle's libraries: this machine's python3 wants its own (libz, libstdc++).
-  env -u LD_LIBRARY_PATH python3 "$root/scripts/op_shares.py" "$out" >"$out/op-shares.txt" || true
+  # On the GPU, each op against its roofline at the H200's peaks (989 TFLOP/s dense bf16, 4.8 TB/s HBM3e).
+  peaks=()
+  [[ -z $dry && -z $emulated ]] && peaks=(--peak-tflops "$peak_tflops" --peak-GBps "$peak_GBps")
+  env -u LD_LIBRARY_PATH python3 "$root/scripts/op_shares.py" --top 40 "${peaks[@]}" "$out" >"$out/op-shares.txt" || true
   cat "$out/op-shares.txt"
 fi
 
