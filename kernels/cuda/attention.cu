@@ -1,6 +1,12 @@
 // The non-product parts of attention: the causal softmax forward (with the relative position bias
 // added as the scores are read) and backward, one warp per row, and the bias gradient summed per
-// bucket in shared memory.
+// bucket in shared memory. Rows of up to 1,024 scores in 16-byte packs are held in registers, so that
+// each is read once and written once (the other rows take three passes over the row).
+#include <initializer_list>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+
 #include "attention.h"
 #include "cuda/common.cuh"
 #include "cuda/cuda_backend.h"
@@ -76,6 +82,67 @@ __global__ void softmax_fwd(T* scores, int64_t rows, int64_t t, RelativeBias<T> 
   for (int64_t j = lane; j < t; j += 32) s[j] = j <= i ? dexp(score(j) - mx) * inv : V(0);
 }
 
+// Writes a row held in registers (lane k of the warp holds packs k, k + 32, ...): value(q, e) for
+// element e of the lane's pack q where that pack holds keys (0 past key i within it: the held values
+// are 0 there), zeros in the packs past the keys.
+template <class T, int kPacks, class Value>
+__device__ __forceinline__ void store_held_row(T* row, int lane, int64_t row_packs, int64_t key_packs, Value value) {
+  constexpr int P = Pack<T>::kSize;
+#pragma unroll
+  for (int q = 0; q < kPacks; ++q) {
+    const int64_t k = lane + 32 * q;
+    if (k >= row_packs) continue;
+    Pack<T> out;
+#pragma unroll
+    for (int e = 0; e < P; ++e) out.v[e] = k < key_packs ? value(q, e) : acc_t<T>(0);
+    store_pack(row, k, out);
+  }
+}
+
+// The row held in registers: lane k of the warp holds packs k, k + 32, ... (kPacks of them, 32 / P
+// per lane at most), coalesced 16-byte loads and stores; only the packs that hold keys j <= i are
+// read. The same arithmetic per element as softmax_fwd, each exponential taken once.
+template <class T, int kPacks>
+__global__ void softmax_fwd_held(T* scores, int64_t rows, int64_t t, RelativeBias<T> bias) {
+  const int64_t r = blockIdx.x * int64_t{blockDim.x / 32} + threadIdx.x / 32;
+  const int lane = threadIdx.x & 31;
+  if (r >= rows) return;
+  const int64_t i = r % t, h = (r / t) % bias.heads;
+  using V = acc_t<T>;
+  constexpr int P = Pack<T>::kSize;
+  T* s = scores + r * t;
+  const int64_t row_packs = t / P, key_packs = i / P + 1;
+  V v[kPacks][P];
+  V mx = -INFINITY;
+#pragma unroll
+  for (int q = 0; q < kPacks; ++q) {
+    const int64_t k = lane + 32 * q;
+    if (k >= key_packs) continue;
+    const Pack<T> a = load_pack(s, k);
+#pragma unroll
+    for (int e = 0; e < P; ++e) {
+      const int64_t j = k * P + e;
+      v[q][e] = j <= i ? static_cast<V>(a.v[e]) + bias.at(i, j, h) : V(0);
+      if (j <= i) mx = v[q][e] > mx ? v[q][e] : mx;
+    }
+  }
+  mx = warp_max(mx);
+  double sum = 0;  // float64, as on the CPU
+#pragma unroll
+  for (int q = 0; q < kPacks; ++q) {
+    const int64_t k = lane + 32 * q;
+    if (k >= key_packs) continue;
+#pragma unroll
+    for (int e = 0; e < P; ++e) {
+      v[q][e] = k * P + e <= i ? dexp(v[q][e] - mx) : V(0);
+      sum += v[q][e];
+    }
+  }
+  sum = warp_sum(sum);
+  const V inv = static_cast<V>(1.0 / sum);
+  store_held_row<T, kPacks>(s, lane, row_packs, key_packs, [&](int q, int e) { return v[q][e] * inv; });
+}
+
 template <class T>
 __global__ void softmax_bwd(const T* probs, T* dprobs, int64_t rows, int64_t t) {
   const int64_t r = blockIdx.x * int64_t{blockDim.x / 32} + threadIdx.x / 32;
@@ -89,6 +156,64 @@ __global__ void softmax_bwd(const T* probs, T* dprobs, int64_t rows, int64_t t) 
   for (int64_t j = lane; j <= i; j += 32) dot += static_cast<V>(p[j]) * static_cast<V>(d[j]);
   dot = warp_sum(dot);
   for (int64_t j = lane; j < t; j += 32) d[j] = j <= i ? static_cast<V>(p[j]) * (static_cast<V>(d[j]) - dot) : V(0);
+}
+
+// softmax_bwd with the row held in registers (as softmax_fwd_held): probabilities and gradients read
+// once, the gradient written once.
+template <class T, int kPacks>
+__global__ void softmax_bwd_held(const T* probs, T* dprobs, int64_t rows, int64_t t) {
+  const int64_t r = blockIdx.x * int64_t{blockDim.x / 32} + threadIdx.x / 32;
+  const int lane = threadIdx.x & 31;
+  if (r >= rows) return;
+  const int64_t i = r % t;
+  using V = acc_t<T>;
+  constexpr int P = Pack<T>::kSize;
+  const T* p = probs + r * t;
+  T* d = dprobs + r * t;
+  const int64_t row_packs = t / P, key_packs = i / P + 1;
+  V pv[kPacks][P], dv[kPacks][P];
+  V dot = 0;
+#pragma unroll
+  for (int q = 0; q < kPacks; ++q) {
+    const int64_t k = lane + 32 * q;
+    if (k >= key_packs) continue;
+    const Pack<T> a = load_pack(p, k), g = load_pack(d, k);
+#pragma unroll
+    for (int e = 0; e < P; ++e) {
+      const bool key = k * P + e <= i;
+      pv[q][e] = key ? static_cast<V>(a.v[e]) : V(0);
+      dv[q][e] = key ? static_cast<V>(g.v[e]) : V(0);
+      dot += pv[q][e] * dv[q][e];
+    }
+  }
+  dot = warp_sum(dot);
+  store_held_row<T, kPacks>(d, lane, row_packs, key_packs, [&](int q, int e) { return pv[q][e] * (dv[q][e] - dot); });
+}
+
+// The packs per lane a held row needs (a power of two, at least 1), or 0 when the row cannot be held:
+// a length that is no multiple of a pack, an unaligned array, or more than 32 values per lane.
+template <class T>
+int held_packs(int64_t t, std::initializer_list<const T*> arrays) {
+  constexpr int P = Pack<T>::kSize;
+  if (!packs_fit<T>(t, arrays)) return 0;
+  const int64_t per_lane = (t / P + 31) / 32;
+  int packs = 1;
+  while (packs < per_lane) packs *= 2;
+  return packs * P <= 32 ? packs : 0;
+}
+
+// Calls launch(std::integral_constant<int, K>) with K = `packs`, the held row's packs per lane.
+template <class T, class Launch>
+void with_held_packs(int packs, Launch&& launch) {
+  constexpr int P = Pack<T>::kSize;
+  switch (packs) {
+    case 1: launch(std::integral_constant<int, 1>{}); break;
+    case 2: launch(std::integral_constant<int, 2>{}); break;
+    case 4: if constexpr (4 * P <= 32) launch(std::integral_constant<int, 4>{}); break;
+    case 8: if constexpr (8 * P <= 32) launch(std::integral_constant<int, 8>{}); break;
+    case 16: if constexpr (16 * P <= 32) launch(std::integral_constant<int, 16>{}); break;
+    default: throw std::logic_error("with_held_packs: " + std::to_string(packs) + " packs per lane");
+  }
 }
 
 }  // namespace
@@ -105,14 +230,26 @@ void attention_bias_backward(const KernelContext& ctx, const T* dscores, const i
 template <class T>
 void causal_softmax_forward(const KernelContext& ctx, T* scores, int64_t rows, int64_t seq_len, RelativeBias<T> bias) {
   if (rows <= 0) return;
-  softmax_fwd<<<static_cast<unsigned>((rows + 7) / 8), 256, 0, stream_of(ctx)>>>(scores, rows, seq_len, bias);
+  const unsigned blocks = static_cast<unsigned>((rows + 7) / 8);
+  if (const int packs = held_packs<T>(seq_len, {scores}); packs > 0)
+    with_held_packs<T>(packs, [&](auto k) {
+      softmax_fwd_held<T, decltype(k)::value><<<blocks, 256, 0, stream_of(ctx)>>>(scores, rows, seq_len, bias);
+    });
+  else
+    softmax_fwd<<<blocks, 256, 0, stream_of(ctx)>>>(scores, rows, seq_len, bias);
   GLAM_CUDA_LAUNCHED();
 }
 
 template <class T>
 void causal_softmax_backward(const KernelContext& ctx, const T* probs, T* dprobs, int64_t rows, int64_t seq_len) {
   if (rows <= 0) return;
-  softmax_bwd<<<static_cast<unsigned>((rows + 7) / 8), 256, 0, stream_of(ctx)>>>(probs, dprobs, rows, seq_len);
+  const unsigned blocks = static_cast<unsigned>((rows + 7) / 8);
+  if (const int packs = held_packs<T>(seq_len, {probs, dprobs}); packs > 0)
+    with_held_packs<T>(packs, [&](auto k) {
+      softmax_bwd_held<T, decltype(k)::value><<<blocks, 256, 0, stream_of(ctx)>>>(probs, dprobs, rows, seq_len);
+    });
+  else
+    softmax_bwd<<<blocks, 256, 0, stream_of(ctx)>>>(probs, dprobs, rows, seq_len);
   GLAM_CUDA_LAUNCHED();
 }
 

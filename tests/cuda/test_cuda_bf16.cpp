@@ -131,8 +131,13 @@ TEST_F(CudaBf16, RmsNormActivationsAndConvert) {
   }
 }
 
-TEST_F(CudaBf16, AttentionSoftmaxAndBias) {
-  const int64_t batch = 2, heads = 4, t = 300, buckets = 32, rows = batch * heads * t;
+// t = 300 is no multiple of a bf16 pack (8): the three-pass kernels; 1,024 (GLaM's sequence): the
+// row held in registers, 4 packs per lane.
+class CudaBf16Attention : public CudaBf16, public ::testing::WithParamInterface<int64_t> {};
+INSTANTIATE_TEST_SUITE_P(RowLengths, CudaBf16Attention, ::testing::Values(300, 1024));
+
+TEST_P(CudaBf16Attention, AttentionSoftmaxAndBias) {
+  const int64_t t = GetParam(), batch = t > 512 ? 1 : 2, heads = t > 512 ? 2 : 4, buckets = 32, rows = batch * heads * t;
   std::vector<int32_t> bucket(static_cast<size_t>(t));
   k::relative_bucket_by_distance(bucket.data(), t, buckets, 128);
   auto scores = normal(rows * t, 2.0), bias = normal(buckets * heads), dprobs = normal(rows * t);

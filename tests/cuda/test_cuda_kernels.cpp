@@ -237,6 +237,13 @@ TEST_F(CudaKernels, AttentionBiasAndCausalSoftmax) {
   check_attention(cpu_, gpu(), rnd_, 3, 5, 203, 300, 200);
 }
 
+// The softmax kernels hold a row of up to 1,024 float32 scores in registers (8 packs of 4 per lane at
+// GLaM's 1,024): that length, and one pack longer, which takes the three-pass kernels.
+TEST_F(CudaKernels, CausalSoftmaxAtAndPastTheHeldRowLength) {
+  check_attention(cpu_, gpu(), rnd_, 1, 2, 1024, 32, 128);
+  check_attention(cpu_, gpu(), rnd_, 1, 1, 1028, 32, 128);
+}
+
 // ---- loss ----
 
 // A vocabulary that is a multiple of 4 takes the kernel's 16-byte loads, another the scalar loop.
