@@ -104,18 +104,16 @@ __global__ void af_col_partial(const T* grad, double* partial, Run run, double e
   }
 }
 
+// Block (32, 8) over 32 columns of tensor blockIdx.y.
 template <class T>
 __global__ void af_cols(const double* partial, T* col_state, double* b, Run run, Hyper h) {
-  const int64_t m = blockIdx.y, cols = run.cols;
-  const double* part = partial + m * run.chunks * cols;
+  const int64_t m = blockIdx.y, cols = run.cols, c = blockIdx.x * int64_t{32} + threadIdx.x;
+  const double acc = column_sum_of_chunks(partial + m * run.chunks * cols, run.chunks, cols);
+  if (threadIdx.y != 0 || c >= cols) return;
   T* cs = col_state + m * run.state_stride;
-  GLAM_GRID_STRIDE(c, cols) {
-    double acc = 0;
-    for (int64_t j = 0; j < run.chunks; ++j) acc += part[j * cols + c];
-    T v = static_cast<T>(h.beta2 * cs[c] + (1 - h.beta2) * acc / static_cast<double>(run.rows));
-    cs[c] = v;
-    b[m * cols + c] = 1.0 / sqrt(static_cast<double>(v));
-  }
+  T v = static_cast<T>(h.beta2 * cs[c] + (1 - h.beta2) * acc / static_cast<double>(run.rows));
+  cs[c] = v;
+  b[m * cols + c] = 1.0 / sqrt(static_cast<double>(v));
 }
 
 // out[m * out_stride] = sum of x[m * x_stride ..+ n), one block per tensor m.
@@ -204,7 +202,7 @@ void update_factored(cudaStream_t s, T* param, const T* grad, T* row_state, T* c
   dim3 grid(static_cast<unsigned>((cols + 31) / 32), static_cast<unsigned>(chunks), tensors);
   af_col_partial<<<grid, dim3(32, 8), 0, s>>>(grad, partial, run, h.eps1);
   GLAM_CUDA_LAUNCHED();
-  af_cols<<<dim3(grid_for(cols, 256), tensors), 256, 0, s>>>(partial, col_state, b, run, h);
+  af_cols<<<dim3(column_blocks(cols), tensors), dim3(32, 8), 0, s>>>(partial, col_state, b, run, h);
   GLAM_CUDA_LAUNCHED();
   sum_to<<<tensors, 1024, 0, s>>>(row_state, rows, run.state_stride, sums, 4);
   sum_to<<<tensors, 1024, 0, s>>>(prow, rows, rows, sums + 1, 4);
@@ -247,15 +245,11 @@ __global__ void af_slice_rows(const T* param, const T* grad, Run run, double eps
   }
 }
 
-// Round 1: per column, the sum of g^2 + eps1 over the row chunks' partial sums.
+// Round 1: per column, the sum of g^2 + eps1 over the row chunks' partial sums; block (32, 8).
 __global__ void af_slice_cols(const double* partial, Run run, double* col_out, int64_t col_stride) {
-  const int64_t m = blockIdx.y, cols = run.cols;
-  const double* part = partial + m * run.chunks * cols;
-  GLAM_GRID_STRIDE(c, cols) {
-    double acc = 0;
-    for (int64_t j = 0; j < run.chunks; ++j) acc += part[j * cols + c];
-    col_out[m * col_stride + c] = acc;
-  }
+  const int64_t m = blockIdx.y, cols = run.cols, c = blockIdx.x * int64_t{32} + threadIdx.x;
+  const double acc = column_sum_of_chunks(partial + m * run.chunks * cols, run.chunks, cols);
+  if (threadIdx.y == 0 && c < cols) col_out[m * col_stride + c] = acc;
 }
 
 // Round 2: the decayed states of the slice's rows and columns from the whole matrices' sums, and
@@ -377,7 +371,7 @@ void adafactor_update_sliced(const KernelContext& ctx, const std::vector<SlicedW
     dim3 grid(static_cast<unsigned>((wt.cols + 31) / 32), static_cast<unsigned>(sr.run.chunks), count);
     af_col_partial<<<grid, dim3(32, 8), 0, s>>>(wt.grad, partial, sr.run, hy.eps1);
     GLAM_CUDA_LAUNCHED();
-    af_slice_cols<<<dim3(grid_for(wt.cols, 256), count), 256, 0, s>>>(partial, sr.run, col_out,
+    af_slice_cols<<<dim3(column_blocks(wt.cols), count), dim3(32, 8), 0, s>>>(partial, sr.run, col_out,
                                                                      sr.by_rows ? split_stride : wt.cols);
     GLAM_CUDA_LAUNCHED();
     sum_to<<<count, 1024, 0, s>>>(per_row, wt.rows, wt.rows, split + sr.split_sums(), split_stride);

@@ -142,6 +142,29 @@ __device__ T block_max(T v) {
   return sh[0];
 }
 
+// Column sums of a [chunks, cols] array of partial sums (one row per chunk of rows of a matrix), for
+// a block of (32, 8) threads over columns blockIdx.x * 32 ..+ 32: each column's chunks strided over
+// the 8 rows of threads, then added in shared memory in a fixed order. The sum of column
+// blockIdx.x * 32 + threadIdx.x on the threads of row 0 (0 on the others and past cols). A thread per
+// column over all the chunks left a 2,048-column matrix on 8 blocks, each thread adding hundreds of
+// partial sums one after another (thousands for the 262,144-row embedding).
+template <class A>
+__device__ A column_sum_of_chunks(const A* partial, int64_t chunks, int64_t cols) {
+  __shared__ A sh[8][33];
+  const int64_t c = blockIdx.x * int64_t{32} + threadIdx.x;
+  A s = 0;
+  if (c < cols)
+    for (int64_t j = threadIdx.y; j < chunks; j += 8) s += partial[j * cols + c];
+  sh[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  A total = 0;
+  if (threadIdx.y == 0 && c < cols)
+    for (int j = 0; j < 8; ++j) total += sh[j][threadIdx.x];
+  return total;
+}
+// The blocks of column_sum_of_chunks over `cols` columns.
+inline unsigned column_blocks(int64_t cols) { return static_cast<unsigned>((cols + 31) / 32); }
+
 __device__ __forceinline__ float dexp(float x) { return expf(x); }
 __device__ __forceinline__ double dexp(double x) { return exp(x); }
 __device__ __forceinline__ float dtanh(float x) { return tanhf(x); }

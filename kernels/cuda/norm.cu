@@ -94,13 +94,12 @@ __global__ void rms_bwd_dscale_partial(const T* dy, const T* x, const acc_t<T>* 
   }
 }
 
+// out[c] += the sum over the chunks of partial[chunk, c]; block (32, 8).
 template <class A, class G>
 __global__ void add_column_sums(const A* partial, int64_t chunks, int64_t dim, G* out) {
-  GLAM_GRID_STRIDE(c, dim) {
-    A s = 0;
-    for (int64_t j = 0; j < chunks; ++j) s += partial[j * dim + c];
-    out[c] += s;
-  }
+  const A s = column_sum_of_chunks(partial, chunks, dim);
+  const int64_t c = blockIdx.x * int64_t{32} + threadIdx.x;
+  if (threadIdx.y == 0 && c < dim) out[c] += s;
 }
 
 }  // namespace
@@ -130,7 +129,7 @@ void rmsnorm_backward(const KernelContext& ctx, const T* dy, const T* x, const T
   dim3 grid(static_cast<unsigned>((dim + 31) / 32), static_cast<unsigned>(chunks));
   rms_bwd_dscale_partial<<<grid, dim3(32, 8), 0, s>>>(dy, x, inv_rms, partial, rows, dim);
   GLAM_CUDA_LAUNCHED();
-  add_column_sums<<<grid_for(dim, 256), 256, 0, s>>>(partial, chunks, dim, dscale);
+  add_column_sums<<<column_blocks(dim), dim3(32, 8), 0, s>>>(partial, chunks, dim, dscale);
   GLAM_CUDA_LAUNCHED();
 }
 

@@ -114,8 +114,10 @@ TEST_F(CudaKernels, Elementwise) {
 
 // Widths that are multiples of 4 take the kernels' 16-byte packs, 1001 their scalar loops.
 TEST_F(CudaKernels, RmsNormForwardBackward) {
-  for (int64_t dim : {64, 768, 1000, 1001}) {
-    const int64_t rows = 301;
+  // 1,100 rows: 18 chunks of the scale gradient's partial sums, more than its 8 rows of threads take
+  // in one turn.
+  for (const auto& [rows, dim] : std::vector<std::pair<int64_t, int64_t>>{{301, 64}, {301, 768}, {301, 1000},
+                                                                          {301, 1001}, {1100, 72}}) {
     auto x = rnd_.normal(static_cast<size_t>(rows * dim), 2.0), scale = rnd_.normal(static_cast<size_t>(dim), 0.3, 1.0);
     auto dy = rnd_.normal(static_cast<size_t>(rows * dim)), dx0 = rnd_.normal(static_cast<size_t>(rows * dim));
     auto ds0 = rnd_.normal(static_cast<size_t>(dim));
@@ -409,7 +411,8 @@ TEST_F(CudaKernels, DispatchCombineAndReorder) {
 
 TEST_F(CudaKernels, AdafactorFactoredAndFull) {
   k::AdafactorHyper h;
-  const std::vector<std::pair<int64_t, int64_t>> shapes = {{300, 77}, {1, 500}, {1000, 1}, {129, 1024}};
+  // {700, 40}: 11 chunks of column sums, more than the 8 rows of threads that add them take in one turn.
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {{300, 77}, {1, 500}, {1000, 1}, {129, 1024}, {700, 40}};
   for (const auto& [rows, cols] : shapes) {
     const bool factored = rows > 1 && cols > 1;
     const size_t n = static_cast<size_t>(rows * cols);
