@@ -44,10 +44,11 @@ std::map<uintptr_t, size_t> g_live;   // user pointer -> requested bytes
 int g_open = 0;                       // DeviceAccess objects alive
 struct sigaction g_previous_segv {};
 
-size_t page_rounded(size_t n) {
-  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-  return (n + page - 1) / page * page;
-}
+// Protection changes cover whole 2 MiB huge pages (the arena's start is aligned to one): a change that
+// ended inside one split it into 512 small pages for good, and as the used prefix grew through the
+// huge pages, every launch's two changes came to touch a page-table entry per 4 KiB.
+constexpr size_t kHugePage = size_t{2} << 20;
+size_t huge_rounded(size_t n) { return (n + kHugePage - 1) / kHugePage * kHugePage; }
 size_t padded(size_t bytes) { return (bytes + kAlign - 1) / kAlign * kAlign + kGuardBytes; }
 size_t block_bytes(size_t bytes) { return kGuardBytes + padded(bytes); }
 
@@ -73,9 +74,10 @@ void on_segv(int sig, siginfo_t* info, void* context) {
 
 void reserve_arena() {
   if (g_arena) return;
-  void* m = mmap(nullptr, kArenaBytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  // One huge page more than the arena, so that it can start on a huge page's boundary.
+  void* m = mmap(nullptr, kArenaBytes + kHugePage, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (m == MAP_FAILED) throw std::runtime_error("CUDA emulator: cannot reserve the device memory's address range");
-  g_arena = static_cast<char*>(m);
+  g_arena = reinterpret_cast<char*>(huge_rounded(reinterpret_cast<uintptr_t>(m)));
   // Huge pages where the kernel offers them: switching the protection of the arena's pages at every
   // launch then touches 512 times fewer page-table entries.
   madvise(g_arena, kArenaBytes, MADV_HUGEPAGE);
@@ -98,7 +100,7 @@ size_t take_block(size_t bytes) {
   if (g_used + bytes > kArenaBytes) return SIZE_MAX;
   const size_t at = g_used;
   g_used += bytes;
-  if (g_open > 0) protect(PROT_READ | PROT_WRITE, page_rounded(at), page_rounded(g_used));
+  if (g_open > 0) protect(PROT_READ | PROT_WRITE, huge_rounded(at), huge_rounded(g_used));
   return at;
 }
 
@@ -138,11 +140,11 @@ long first_changed(const unsigned char* from, const unsigned char* to) {
 
 DeviceAccess::DeviceAccess() {
   std::lock_guard<std::mutex> lock(g_mutex);
-  if (g_open++ == 0 && g_arena) protect(PROT_READ | PROT_WRITE, 0, page_rounded(g_used));
+  if (g_open++ == 0 && g_arena) protect(PROT_READ | PROT_WRITE, 0, huge_rounded(g_used));
 }
 DeviceAccess::~DeviceAccess() {
   std::lock_guard<std::mutex> lock(g_mutex);
-  if (--g_open == 0 && g_arena) protect(PROT_NONE, 0, page_rounded(g_used));
+  if (--g_open == 0 && g_arena) protect(PROT_NONE, 0, huge_rounded(g_used));
 }
 
 void* device_allocate(size_t bytes) {
@@ -170,8 +172,7 @@ bool device_release(void* p) {
   // A large block's pages go back to the system; small ones are kept for the next allocations (giving
   // them back and faulting them in again cost more system time than the emulated kernels).
   constexpr size_t kReturnedFrom = size_t{64} << 20;
-  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-  const size_t first = (at + page - 1) / page * page, last = (at + bytes) / page * page;
+  const size_t first = huge_rounded(at), last = (at + bytes) / kHugePage * kHugePage;  // whole huge pages only
   if (bytes >= kReturnedFrom && last > first) madvise(g_arena + first, last - first, MADV_DONTNEED);
   poison(g_arena + at, bytes);  // a kernel that still reads it reads freed memory
   give_back(at, bytes);
