@@ -197,18 +197,18 @@ void update_factored(cudaStream_t s, T* param, const T* grad, T* row_state, T* c
   double* b = urow + rows * count;
   double* partial = b + cols * count;
   const unsigned tensors = static_cast<unsigned>(count);
-  af_rows<<<dim3(static_cast<unsigned>(rows), tensors), 256, 0, s>>>(param, grad, row_state, prow, run, h);
+  af_rows<<<dim3(static_cast<unsigned>(rows), tensors), threads_for(cols, 256), 0, s>>>(param, grad, row_state, prow, run, h);
   GLAM_CUDA_LAUNCHED();
   dim3 grid(static_cast<unsigned>((cols + 31) / 32), static_cast<unsigned>(chunks), tensors);
   af_col_partial<<<grid, dim3(32, 8), 0, s>>>(grad, partial, run, h.eps1);
   GLAM_CUDA_LAUNCHED();
   af_cols<<<dim3(column_blocks(cols), tensors), dim3(32, 8), 0, s>>>(partial, col_state, b, run, h);
   GLAM_CUDA_LAUNCHED();
-  sum_to<<<tensors, 1024, 0, s>>>(row_state, rows, run.state_stride, sums, 4);
-  sum_to<<<tensors, 1024, 0, s>>>(prow, rows, rows, sums + 1, 4);
+  sum_to<<<tensors, threads_for(rows, 1024), 0, s>>>(row_state, rows, run.state_stride, sums, 4);
+  sum_to<<<tensors, threads_for(rows, 1024), 0, s>>>(prow, rows, rows, sums + 1, 4);
   GLAM_CUDA_LAUNCHED();
-  af_update_rows<<<dim3(static_cast<unsigned>(rows), tensors), 256, 0, s>>>(grad, row_state, b, sums, urow, run);
-  sum_to<<<tensors, 1024, 0, s>>>(urow, rows, rows, sums + 2, 4);
+  af_update_rows<<<dim3(static_cast<unsigned>(rows), tensors), threads_for(cols, 256), 0, s>>>(grad, row_state, b, sums, urow, run);
+  sum_to<<<tensors, threads_for(rows, 1024), 0, s>>>(urow, rows, rows, sums + 2, 4);
   GLAM_CUDA_LAUNCHED();
   // Enough blocks per tensor to fill the GPU once with all of them.
   af_apply<<<dim3(apply_blocks(rows, tensors), tensors), 256, 0, s>>>(param, grad, row_state, b, sums, run, h);
@@ -222,8 +222,8 @@ void update_full(cudaStream_t s, T* param, const T* grad, T* full_state, int64_t
   double* partial = sums + 4;
   af_full<<<blocks, 256, 0, s>>>(param, grad, full_state, partial, n, h);
   GLAM_CUDA_LAUNCHED();
-  sum_to<<<1, 1024, 0, s>>>(partial, blocks, 0, sums + 1, 0);
-  sum_to<<<1, 1024, 0, s>>>(partial + blocks, blocks, 0, sums + 2, 0);
+  sum_to<<<1, threads_for(blocks, 1024), 0, s>>>(partial, blocks, 0, sums + 1, 0);
+  sum_to<<<1, threads_for(blocks, 1024), 0, s>>>(partial + blocks, blocks, 0, sums + 2, 0);
   GLAM_CUDA_LAUNCHED();
   af_apply_full<<<grid_for(n, 256), 256, 0, s>>>(param, grad, full_state, sums, n, h);
   GLAM_CUDA_LAUNCHED();
@@ -365,7 +365,7 @@ void adafactor_update_sliced(const KernelContext& ctx, const std::vector<SlicedW
     double* own = local + sr.local;
     double* row_out = sr.by_rows ? own : split;
     double* col_out = sr.by_rows ? split : own;
-    af_slice_rows<<<dim3(static_cast<unsigned>(wt.rows), count), 256, 0, s>>>(
+    af_slice_rows<<<dim3(static_cast<unsigned>(wt.rows), count), threads_for(wt.cols, 256), 0, s>>>(
         wt.param, wt.grad, sr.run, hy.eps1, row_out, sr.by_rows ? wt.rows : split_stride, per_row);
     GLAM_CUDA_LAUNCHED();
     dim3 grid(static_cast<unsigned>((wt.cols + 31) / 32), static_cast<unsigned>(sr.run.chunks), count);
@@ -374,7 +374,7 @@ void adafactor_update_sliced(const KernelContext& ctx, const std::vector<SlicedW
     af_slice_cols<<<dim3(column_blocks(wt.cols), count), dim3(32, 8), 0, s>>>(partial, sr.run, col_out,
                                                                      sr.by_rows ? split_stride : wt.cols);
     GLAM_CUDA_LAUNCHED();
-    sum_to<<<count, 1024, 0, s>>>(per_row, wt.rows, wt.rows, split + sr.split_sums(), split_stride);
+    sum_to<<<count, threads_for(wt.rows, 1024), 0, s>>>(per_row, wt.rows, wt.rows, split + sr.split_sums(), split_stride);
     GLAM_CUDA_LAUNCHED();
   }
   std::vector<double> host(static_cast<size_t>(shared_size));
@@ -395,13 +395,13 @@ void adafactor_update_sliced(const KernelContext& ctx, const std::vector<SlicedW
         wt.row_state, wt.col_state, sr.by_rows ? own : split, sr.by_rows ? wt.rows : split_stride,
         sr.by_rows ? split : own, sr.by_rows ? split_stride : wt.cols, bw, sr.run, beta2, sr.all_rows, sr.all_cols);
     GLAM_CUDA_LAUNCHED();
-    af_slice_update_rows<<<dim3(static_cast<unsigned>(wt.rows), count), 256, 0, s>>>(wt.grad, wt.row_state, bw, sr.run,
+    af_slice_update_rows<<<dim3(static_cast<unsigned>(wt.rows), count), threads_for(wt.cols, 256), 0, s>>>(wt.grad, wt.row_state, bw, sr.run,
                                                                                     per_row);
     GLAM_CUDA_LAUNCHED();
-    sum_to<<<count, 1024, 0, s>>>(per_row, wt.rows, wt.rows, second + 2 * sr.unit, 2);
+    sum_to<<<count, threads_for(wt.rows, 1024), 0, s>>>(per_row, wt.rows, wt.rows, second + 2 * sr.unit, 2);
     // The sum of R: over the slices when split by rows, this slice's whole rows otherwise.
     double* r_sum = sr.by_rows ? second + 2 * sr.unit + 1 : second + 2 * units + sr.unit;
-    sum_to<<<count, 1024, 0, s>>>(wt.row_state, wt.rows, wt.state_stride, r_sum, sr.by_rows ? 2 : 1);
+    sum_to<<<count, threads_for(wt.rows, 1024), 0, s>>>(wt.row_state, wt.rows, wt.state_stride, r_sum, sr.by_rows ? 2 : 1);
     GLAM_CUDA_LAUNCHED();
   }
   std::vector<double> sums(3 * static_cast<size_t>(units)), coefs(2 * static_cast<size_t>(units));

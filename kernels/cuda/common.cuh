@@ -2,6 +2,7 @@
 // Shared pieces of the CUDA kernels: error checks, the context's stream, launch sizes, reductions.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <initializer_list>
 #include <string>
@@ -80,6 +81,13 @@ bool packs_fit(int64_t n, std::initializer_list<const T*> arrays) {
   for (const T* a : arrays)
     if (a && reinterpret_cast<uintptr_t>(a) % alignof(Pack<T>) != 0) return false;
   return true;
+}
+
+// Threads for a block that strides over n items and sums over the block (block_sum): a warp per 32
+// items, at most `most`. A short row gets no idle warps to wait at the block's barriers.
+inline unsigned threads_for(int64_t n, int most) {
+  const int64_t warps = (n + 31) / 32;
+  return static_cast<unsigned>(32 * std::clamp<int64_t>(warps, 1, most / 32));
 }
 
 // Blocks for a grid-stride loop over n items.

@@ -108,9 +108,11 @@ template <class T>
 void rmsnorm_forward(const KernelContext& ctx, const T* x, const T* scale, T* y, acc_t<T>* inv_rms, int64_t rows, int64_t dim) {
   if (rows <= 0) return;
   if (packs_fit<T>(dim, {x, scale, y}))
-    rms_fwd<T, true><<<static_cast<unsigned>(rows), kThreads, 0, stream_of(ctx)>>>(x, scale, y, inv_rms, dim);
+    rms_fwd<T, true><<<static_cast<unsigned>(rows), threads_for(dim / Pack<T>::kSize, kThreads), 0, stream_of(ctx)>>>(
+        x, scale, y, inv_rms, dim);
   else
-    rms_fwd<T, false><<<static_cast<unsigned>(rows), kThreads, 0, stream_of(ctx)>>>(x, scale, y, inv_rms, dim);
+    rms_fwd<T, false><<<static_cast<unsigned>(rows), threads_for(dim, kThreads), 0, stream_of(ctx)>>>(x, scale, y,
+                                                                                                     inv_rms, dim);
   GLAM_CUDA_LAUNCHED();
 }
 
@@ -120,9 +122,11 @@ void rmsnorm_backward(const KernelContext& ctx, const T* dy, const T* x, const T
   if (rows <= 0 || dim <= 0) return;  // a grid of dim / 32 blocks would be empty, which CUDA refuses
   cudaStream_t s = stream_of(ctx);
   if (packs_fit<T>(dim, {dy, x, scale, dx}))
-    rms_bwd_dx<T, true><<<static_cast<unsigned>(rows), kThreads, 0, s>>>(dy, x, scale, inv_rms, dx, dim);
+    rms_bwd_dx<T, true><<<static_cast<unsigned>(rows), threads_for(dim / Pack<T>::kSize, kThreads), 0, s>>>(
+        dy, x, scale, inv_rms, dx, dim);
   else
-    rms_bwd_dx<T, false><<<static_cast<unsigned>(rows), kThreads, 0, s>>>(dy, x, scale, inv_rms, dx, dim);
+    rms_bwd_dx<T, false><<<static_cast<unsigned>(rows), threads_for(dim, kThreads), 0, s>>>(dy, x, scale, inv_rms, dx,
+                                                                                            dim);
   GLAM_CUDA_LAUNCHED();
   const int64_t chunks = (rows + kChunkRows - 1) / kChunkRows;
   auto* partial = static_cast<acc_t<T>*>(scratch(sizeof(acc_t<T>) * static_cast<size_t>(chunks * dim)));
