@@ -341,10 +341,11 @@ fi
 # ---- per-op shares of each record (python3 when present) ----
 if command -v python3 >/dev/null 2>&1; then
   # Without the bundle's libraries: this machine's python3 wants its own (libz, libstdc++).
-  # On the GPU, each op against its roofline at the H200's peaks (989 TFLOP/s dense bf16, 4.8 TB/s HBM3e).
-  peaks=()
-  [[ -z $dry && -z $emulated ]] && peaks=(--peak-tflops "$peak_tflops" --peak-GBps "$peak_GBps")
-  env -u LD_LIBRARY_PATH python3 "$root/scripts/op_shares.py" --top 40 "${peaks[@]}" "$out" >"$out/op-shares.txt" || true
+  # On the GPU in bf16, each op against its roofline at the H200's peaks (989 TFLOP/s dense bf16, 4.8 TB/s
+  # HBM3e); in another precision the products' peak is another, and no roofline is drawn.
+  peaks=(--top 40)
+  [[ -z $dry && -z $emulated && $precision == bf16 ]] && peaks+=(--peak-tflops "$peak_tflops" --peak-GBps "$peak_GBps")
+  env -u LD_LIBRARY_PATH python3 "$root/scripts/op_shares.py" "${peaks[@]}" "$out" >"$out/op-shares.txt" || true
   cat "$out/op-shares.txt"
 fi
 

@@ -85,18 +85,19 @@ def main(argv):
         header = f"  {'op':18s} {'share':>6s} {'time':>12s} {'TFLOP/s':>9s} {'GB/s':>9s}"
         print(header + (f" {'roofline':>8s} {'bound':>7s} {'above':>10s}" if roofline else ""))
         above_all = 0.0
-        for name, (seconds, flops, nbytes) in sorted(groups.items(), key=lambda kv: -kv[1][0]):
+        ranked = sorted(groups.items(), key=lambda kv: -kv[1][0])
+        for rank, (name, (seconds, flops, nbytes)) in enumerate(ranked):
             bound_s = max(flops / peak_flops, nbytes / peak_Bps) if roofline else 0.0
-            above_all += max(0.0, seconds - bound_s)
-            if top <= 0:
+            above = max(0.0, seconds - bound_s)  # an op counted faster than its roofline is above it by 0
+            above_all += above
+            if rank >= top:
                 continue
-            top -= 1
             line = (f"  {name:18s} {100 * seconds / timed_step:5.1f}% {seconds * 1e3:9.2f} ms "
                     f"{rate(flops / seconds / 1e12 if seconds > 0 else 0)} {rate(nbytes / seconds / 1e9 if seconds > 0 else 0)}")
             if roofline:
                 kind = "compute" if flops / peak_flops >= nbytes / peak_Bps else "memory"
                 line += (f" {100 * bound_s / seconds if seconds > 0 else 0:7.1f}% {kind:>7s} "
-                         f"{(seconds - bound_s) * 1e3:7.2f} ms")
+                         f"{above * 1e3:7.2f} ms")
             print(line)
         if roofline:
             print(f"  above the ops' rooflines: {above_all * 1e3:.1f} ms of the {timed * 1e3:.1f} ms in ops; "

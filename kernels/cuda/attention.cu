@@ -82,11 +82,11 @@ __global__ void softmax_fwd(T* scores, int64_t rows, int64_t t, RelativeBias<T> 
   for (int64_t j = lane; j < t; j += 32) s[j] = j <= i ? dexp(score(j) - mx) * inv : V(0);
 }
 
-// Writes a row held in registers (lane k of the warp holds packs k, k + 32, ...): value(q, e) for
-// element e of the lane's pack q where that pack holds keys (0 past key i within it: the held values
-// are 0 there), zeros in the packs past the keys.
+// Writes row i held in registers (lane k of the warp holds packs k, k + 32, ...): value(q, e) for key
+// j = (k + 32 q) P + e <= i, and 0 for every masked j (written as 0, not computed: a row whose sum is
+// not finite leaves its masked entries 0, as the CPU does).
 template <class T, int kPacks, class Value>
-__device__ __forceinline__ void store_held_row(T* row, int lane, int64_t row_packs, int64_t key_packs, Value value) {
+__device__ __forceinline__ void store_held_row(T* row, int lane, int64_t i, int64_t row_packs, Value value) {
   constexpr int P = Pack<T>::kSize;
 #pragma unroll
   for (int q = 0; q < kPacks; ++q) {
@@ -94,7 +94,7 @@ __device__ __forceinline__ void store_held_row(T* row, int lane, int64_t row_pac
     if (k >= row_packs) continue;
     Pack<T> out;
 #pragma unroll
-    for (int e = 0; e < P; ++e) out.v[e] = k < key_packs ? value(q, e) : acc_t<T>(0);
+    for (int e = 0; e < P; ++e) out.v[e] = k * P + e <= i ? value(q, e) : acc_t<T>(0);
     store_pack(row, k, out);
   }
 }
@@ -140,7 +140,7 @@ __global__ void softmax_fwd_held(T* scores, int64_t rows, int64_t t, RelativeBia
   }
   sum = warp_sum(sum);
   const V inv = static_cast<V>(1.0 / sum);
-  store_held_row<T, kPacks>(s, lane, row_packs, key_packs, [&](int q, int e) { return v[q][e] * inv; });
+  store_held_row<T, kPacks>(s, lane, i, row_packs, [&](int q, int e) { return v[q][e] * inv; });
 }
 
 template <class T>
@@ -187,7 +187,7 @@ __global__ void softmax_bwd_held(const T* probs, T* dprobs, int64_t rows, int64_
     }
   }
   dot = warp_sum(dot);
-  store_held_row<T, kPacks>(d, lane, row_packs, key_packs, [&](int q, int e) { return pv[q][e] * (dv[q][e] - dot); });
+  store_held_row<T, kPacks>(d, lane, i, row_packs, [&](int q, int e) { return pv[q][e] * (dv[q][e] - dot); });
 }
 
 // The packs per lane a held row needs (a power of two, at least 1), or 0 when the row cannot be held:
@@ -207,13 +207,15 @@ template <class T, class Launch>
 void with_held_packs(int packs, Launch&& launch) {
   constexpr int P = Pack<T>::kSize;
   switch (packs) {
-    case 1: launch(std::integral_constant<int, 1>{}); break;
-    case 2: launch(std::integral_constant<int, 2>{}); break;
-    case 4: if constexpr (4 * P <= 32) launch(std::integral_constant<int, 4>{}); break;
-    case 8: if constexpr (8 * P <= 32) launch(std::integral_constant<int, 8>{}); break;
-    case 16: if constexpr (16 * P <= 32) launch(std::integral_constant<int, 16>{}); break;
-    default: throw std::logic_error("with_held_packs: " + std::to_string(packs) + " packs per lane");
+    case 1: return launch(std::integral_constant<int, 1>{});
+    case 2: return launch(std::integral_constant<int, 2>{});
+    case 4: if constexpr (4 * P <= 32) return launch(std::integral_constant<int, 4>{}); break;
+    case 8: if constexpr (8 * P <= 32) return launch(std::integral_constant<int, 8>{}); break;
+    case 16: if constexpr (16 * P <= 32) return launch(std::integral_constant<int, 16>{}); break;
+    default: break;
   }
+  // held_packs never asks for more; a launch left out would leave the scores unnormalised.
+  throw std::logic_error("with_held_packs: no kernel for " + std::to_string(packs) + " packs per lane");
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
 // RMSNorm forward and backward: one block per row (sums of squares in float64, as the CPU), the
-// scale gradient as column sums over row chunks, then over the chunks in order.
+// scale gradient as column sums over row chunks, then over the chunks (column_sum_of_chunks).
 #include "cuda/common.cuh"
 #include "cuda/cuda_backend.h"
 #include "norm.h"
