@@ -146,6 +146,35 @@ std::string where(const Fiber& f) {
 Warp& my_warp() { return g_block.warps[static_cast<size_t>(g_current->linear / 32)]; }
 unsigned my_bit() { return 1u << (g_current->linear % 32); }
 
+// Whether a thread can run on: not finished, and not waiting for a barrier or warp exchange that has
+// not completed since it arrived.
+bool runnable(const Fiber& f) {
+  if (f.done) return false;
+  if (f.wait == Wait::kBlock) return g_block.generation != f.wait_generation;
+  if (f.wait == Wait::kWarp) return g_block.warps[static_cast<size_t>(f.linear / 32)].generation != f.wait_generation;
+  return true;
+}
+
+// Suspends the current thread, which waits at a barrier or warp exchange: runs the next thread that
+// can run among the `group` threads of its warp (32) or block (all) directly, one switch instead of
+// two through the scheduler and its pass over the block; the scheduler when none can. Whoever
+// resumes this thread has set g_current to it.
+void wait_for_group(int group) {
+  Fiber* me = g_current;
+  const int n = static_cast<int>(g_block.fibers.size());
+  const int size = group < n ? group : n, base = me->linear / size * size;
+  for (int d = 1; d < size; ++d) {
+    const int l = base + (me->linear - base + d) % size;
+    if (l >= n) continue;
+    Fiber& next = g_block.fibers[static_cast<size_t>(l)];
+    if (!runnable(next)) continue;
+    g_current = &next;
+    glam_emu_switch(&me->sp, next.sp);
+    return;
+  }
+  yield();
+}
+
 void open_block_barrier_if_complete() {
   if (g_block.arrived > 0 && g_block.arrived == g_block.live) {
     ++g_block.generation;
@@ -202,7 +231,7 @@ void sync_block() {
   if (g_block.generation != generation) return;
   f.wait = Wait::kBlock;
   f.wait_generation = generation;
-  yield();
+  wait_for_group(kMaxThreads);
   f.wait = Wait::kNone;
 }
 
@@ -228,7 +257,7 @@ const unsigned char* exchange_in_warp(unsigned mask, const void* value, size_t b
   } else {
     f.wait = Wait::kWarp;
     f.wait_generation = generation;
-    yield();
+    wait_for_group(32);
     f.wait = Wait::kNone;
   }
   return &slots[0][0];
@@ -292,9 +321,7 @@ void run_grid(dim3 grid, dim3 block, size_t shared_bytes, const std::function<vo
       for (Fiber& f : b.fibers) {
         if (f.done) continue;
         all_done = false;
-        if (f.wait == Wait::kBlock && b.generation == f.wait_generation) continue;
-        if (f.wait == Wait::kWarp && b.warps[static_cast<size_t>(f.linear / 32)].generation == f.wait_generation)
-          continue;
+        if (!runnable(f)) continue;
         g_current = &f;
         glam_emu_switch(&g_scheduler_sp, f.sp);
         ran = true;
