@@ -23,8 +23,9 @@
 # (in the same precision), records into the build folder, not reports/measured/.
 # GLAM_GPU_CHECK_EMULATED=1 rehearses the GPU call on a machine without a GPU: the CUDA emulator's
 # programs of the default build (tests/cuda_emulator/: the GPU tests, glamexec --device cuda and its
-# calibration on the CPU), tiny configs, records into build/gpu-check-emulated/ (450 s in all on a
-# two-core VM, the emulated step tests 352 s of it; 870 s there before the emulator's speedups).
+# calibration on the CPU), tiny configs, records into build/gpu-check-emulated/ (393 s in all on a
+# two-core VM, the emulated step tests 308 s of them, one after another; 870 s there before the
+# emulator's speedups).
 # A failed GPU test program gets its first failed test rerun under compute-sanitizer (memcheck), when
 # the machine has it, so that one call's logs name a bad access; with time left at the end, the whole
 # kernel test program runs under memcheck.
