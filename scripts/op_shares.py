@@ -87,17 +87,18 @@ def main(argv):
         above_all = 0.0
         ranked = sorted(groups.items(), key=lambda kv: -kv[1][0])
         for rank, (name, (seconds, flops, nbytes)) in enumerate(ranked):
-            bound_s = max(flops / peak_flops, nbytes / peak_Bps) if roofline else 0.0
+            compute_s, memory_s = (flops / peak_flops, nbytes / peak_Bps) if roofline else (0.0, 0.0)
+            bound_s = max(compute_s, memory_s)
             above = max(0.0, seconds - bound_s)  # an op counted faster than its roofline is above it by 0
             above_all += above
             if rank >= top:
                 continue
+            per_s = 1 / seconds if seconds > 0 else 0.0
             line = (f"  {name:18s} {100 * seconds / timed_step:5.1f}% {seconds * 1e3:9.2f} ms "
-                    f"{rate(flops / seconds / 1e12 if seconds > 0 else 0)} {rate(nbytes / seconds / 1e9 if seconds > 0 else 0)}")
+                    f"{rate(flops * per_s / 1e12)} {rate(nbytes * per_s / 1e9)}")
             if roofline:
-                kind = "compute" if flops / peak_flops >= nbytes / peak_Bps else "memory"
-                line += (f" {100 * bound_s / seconds if seconds > 0 else 0:7.1f}% {kind:>7s} "
-                         f"{above * 1e3:7.2f} ms")
+                kind = "compute" if compute_s >= memory_s else "memory"
+                line += f" {100 * bound_s * per_s:7.1f}% {kind:>7s} {above * 1e3:7.2f} ms"
             print(line)
         if roofline:
             print(f"  above the ops' rooflines: {above_all * 1e3:.1f} ms of the {timed * 1e3:.1f} ms in ops; "

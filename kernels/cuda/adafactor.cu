@@ -199,7 +199,7 @@ void update_factored(cudaStream_t s, T* param, const T* grad, T* row_state, T* c
   const unsigned tensors = static_cast<unsigned>(count);
   af_rows<<<dim3(static_cast<unsigned>(rows), tensors), threads_for(cols, 256), 0, s>>>(param, grad, row_state, prow, run, h);
   GLAM_CUDA_LAUNCHED();
-  dim3 grid(static_cast<unsigned>((cols + 31) / 32), static_cast<unsigned>(chunks), tensors);
+  dim3 grid(column_blocks(cols), static_cast<unsigned>(chunks), tensors);
   af_col_partial<<<grid, dim3(32, 8), 0, s>>>(grad, partial, run, h.eps1);
   GLAM_CUDA_LAUNCHED();
   af_cols<<<dim3(column_blocks(cols), tensors), dim3(32, 8), 0, s>>>(partial, col_state, b, run, h);
@@ -368,7 +368,7 @@ void adafactor_update_sliced(const KernelContext& ctx, const std::vector<SlicedW
     af_slice_rows<<<dim3(static_cast<unsigned>(wt.rows), count), threads_for(wt.cols, 256), 0, s>>>(
         wt.param, wt.grad, sr.run, hy.eps1, row_out, sr.by_rows ? wt.rows : split_stride, per_row);
     GLAM_CUDA_LAUNCHED();
-    dim3 grid(static_cast<unsigned>((wt.cols + 31) / 32), static_cast<unsigned>(sr.run.chunks), count);
+    dim3 grid(column_blocks(wt.cols), static_cast<unsigned>(sr.run.chunks), count);
     af_col_partial<<<grid, dim3(32, 8), 0, s>>>(wt.grad, partial, sr.run, hy.eps1);
     GLAM_CUDA_LAUNCHED();
     af_slice_cols<<<dim3(column_blocks(wt.cols), count), dim3(32, 8), 0, s>>>(partial, sr.run, col_out,

@@ -122,8 +122,10 @@ __global__ void softmax_fwd_held(T* scores, int64_t rows, int64_t t, RelativeBia
 #pragma unroll
     for (int e = 0; e < P; ++e) {
       const int64_t j = k * P + e;
-      v[q][e] = j <= i ? static_cast<V>(a.v[e]) + bias.at(i, j, h) : V(0);
-      if (j <= i) mx = v[q][e] > mx ? v[q][e] : mx;
+      v[q][e] = V(0);
+      if (j > i) continue;
+      v[q][e] = static_cast<V>(a.v[e]) + bias.at(i, j, h);
+      mx = v[q][e] > mx ? v[q][e] : mx;
     }
   }
   mx = warp_max(mx);

@@ -170,7 +170,7 @@ __device__ A column_sum_of_chunks(const A* partial, int64_t chunks, int64_t cols
     for (int j = 0; j < 8; ++j) total += sh[j][threadIdx.x];
   return total;
 }
-// The blocks of column_sum_of_chunks over `cols` columns.
+// Blocks of 32 columns over `cols` columns (the column-sum kernels and their partial sums).
 inline unsigned column_blocks(int64_t cols) { return static_cast<unsigned>((cols + 31) / 32); }
 
 __device__ __forceinline__ float dexp(float x) { return expf(x); }

@@ -130,7 +130,7 @@ void rmsnorm_backward(const KernelContext& ctx, const T* dy, const T* x, const T
   GLAM_CUDA_LAUNCHED();
   const int64_t chunks = (rows + kChunkRows - 1) / kChunkRows;
   auto* partial = static_cast<acc_t<T>*>(scratch(sizeof(acc_t<T>) * static_cast<size_t>(chunks * dim)));
-  dim3 grid(static_cast<unsigned>((dim + 31) / 32), static_cast<unsigned>(chunks));
+  dim3 grid(column_blocks(dim), static_cast<unsigned>(chunks));
   rms_bwd_dscale_partial<<<grid, dim3(32, 8), 0, s>>>(dy, x, inv_rms, partial, rows, dim);
   GLAM_CUDA_LAUNCHED();
   add_column_sums<<<column_blocks(dim), dim3(32, 8), 0, s>>>(partial, chunks, dim, dscale);
