@@ -44,8 +44,20 @@ template <class T>
 void causal_softmax_forward(const KernelContext& ctx, T* scores, int64_t rows, int64_t seq_len,
                             RelativeBias<T> bias = {});
 
-// dscores = probs * (dprobs - sum_j probs*dprobs), written over dprobs.
+// The relative position bias's gradient, summed by the softmax backward as it writes the scores'
+// gradient: dbias[bucket[i - j] * heads + h] += dscores[b, h, i, j] for j <= i, the sum
+// attention_bias_backward adds, without reading the scores' gradient again. A null dbias sums nothing.
+template <class G>
+struct RelativeBiasGrad {
+  G* dbias = nullptr;               // [buckets, heads]
+  const int32_t* bucket = nullptr;  // by distance, [T] (relative_bucket_by_distance)
+  int64_t heads = 1;
+};
+
+// dscores = probs * (dprobs - sum_j probs*dprobs), written over dprobs; with bias_grad, also the bias
+// gradient of the rounded dscores (rows laid out [batch, heads, T, T]).
 template <class T>
-void causal_softmax_backward(const KernelContext& ctx, const T* probs, T* dprobs, int64_t rows, int64_t seq_len);
+void causal_softmax_backward(const KernelContext& ctx, const T* probs, T* dprobs, int64_t rows, int64_t seq_len,
+                             RelativeBiasGrad<acc_t<T>> bias_grad = {});
 
 }  // namespace glam::kernels

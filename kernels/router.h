@@ -56,4 +56,10 @@ template <class T>
 void router_backward(const KernelContext& ctx, const T* probs, const int32_t* expert, const int32_t* loc,
                      const T* dgate, double aux_scale, const RouterShape& shape, T* dlogits);
 
+// The routing statistics of the copies (from router_forward's loc), counted where they are, so that
+// the host reads them once per pass rather than the whole loc array once per layer:
+// counts[e] for e < E = copies expert e kept, counts[E] = copies dropped for capacity, counts[E + 1] =
+// second copies random routing skipped. counts has E + 2 entries; they are written, not added to.
+void router_counts(const KernelContext& ctx, const int32_t* loc, const RouterShape& shape, int32_t* counts);
+
 }  // namespace glam::kernels

@@ -116,13 +116,14 @@ void Transformer<T>::attention_backward(int64_t l, OpTimer* t) {
                           hd, tokens, dv_.data(), hd, tokens);
   }
   {
+    // The relative position bias's gradient is summed as the scores' gradient is written.
     auto sc = OpTimer::time(t, id(l, LayerOp::kAttnSoftmax, true), 4 * attn / 2, 3 * es * attn);
-    k::causal_softmax_backward<T>(ctx_, a.probs.data(), dscores_.data(), b_count * h * sl, sl);
+    k::RelativeBiasGrad<W> bias_grad;
+    if (p.rel_bias >= 0) bias_grad = {grad(p.rel_bias), bucket_.data(), h};
+    k::causal_softmax_backward<T>(ctx_, a.probs.data(), dscores_.data(), b_count * h * sl, sl, bias_grad);
   }
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kAttnScores, true), 4 * attn * dh, es * (2 * attn + 4 * nd * hd));
-    if (p.rel_bias >= 0)
-      k::attention_bias_backward<T>(ctx_, dscores_.data(), bucket_.data(), grad(p.rel_bias), b_count, h, sl);
     attention_products<T>(ctx_, b_count, h, false, false, sl, dh, sl, scale, dscores_.data(), sl, scores, a.k.data(),
                           hd, tokens, dq_.data(), hd, tokens);
     attention_products<T>(ctx_, b_count, h, true, false, sl, dh, sl, scale, dscores_.data(), sl, scores, a.q.data(), hd,

@@ -28,7 +28,7 @@ uint64_t mix(uint64_t a, uint64_t b) {
 }  // namespace
 
 template <class T>
-double Transformer<T>::moe_forward(int64_t l, int64_t step, OpTimer* t) {
+void Transformer<T>::moe_forward(int64_t l, int64_t step, OpTimer* t) {
   const LayerParams& p = layout_.layers[static_cast<size_t>(l)];
   LayerActs& a = act(l);
   const int64_t n = s_.tokens(), d = m_.d_model, he = expert_hidden_, e_count = m_.experts;  // he: this slice's
@@ -43,7 +43,7 @@ double Transformer<T>::moe_forward(int64_t l, int64_t step, OpTimer* t) {
     k::rmsnorm_forward<T>(ctx_, a.mid.data(), weight(p.ffn_norm), a.xn2.data(), a.inv2.data(), n, d);
   }
   k::RouterShape rs = router_shape();
-  double aux_sum = 0;
+  const int64_t index = moe_index(l);
   {
     auto sc = OpTimer::time(t, id(l, LayerOp::kMoeRouter, false), 2 * nd * d * e_count + 10 * nd * e_count,
                             es * (nd * d + d * e_count) + 2 * sizeof(W) * nd * e_count);
@@ -56,28 +56,10 @@ double Transformer<T>::moe_forward(int64_t l, int64_t step, OpTimer* t) {
     pol.first_token = (static_cast<int64_t>(s_.rank) * s_.microbatches + microbatch_) * n;
     k::router_forward<W>(ctx_, a.rprobs.data(), rs, pol, a.rprobs.data(), a.expert.data(), a.gate.data(),
                          a.loc.data(), a.slot_token.data());
-    k::router_aux_loss<W>(ctx_, a.rprobs.data(), a.expert.data(), rs, aux_.data());
-    std::vector<W> aux(static_cast<size_t>(groups_));
-    copy_to_host(aux_.data(), aux.data(), groups_);
-    for (W v : aux) aux_sum += static_cast<double>(v);
-  }
-  // routing statistics of this rank's tokens
-  {
-    std::vector<int32_t> loc(static_cast<size_t>(n * kk));
-    copy_to_host(a.loc.data(), loc.data(), n * kk);
-    MoeLayerStats st;
-    st.layer = l;
-    st.expert_load.assign(static_cast<size_t>(e_count), 0);
-    st.routed = n * kk;
-    for (int32_t v : loc) {
-      if (v >= 0) st.expert_load[static_cast<size_t>(v / (groups_ * capacity_))]++;
-      else if (v == -1) st.dropped++;
-      else st.skipped++;
-    }
-    const size_t index = static_cast<size_t>(l / std::max<int64_t>(m_.moe_every, 1));  // the model's MoE layer
-    step_moe_stats_[index].add(st);
-    if (moe_stats_.size() < static_cast<size_t>(m_.moe_layers())) moe_stats_.resize(static_cast<size_t>(m_.moe_layers()));
-    moe_stats_[index] = std::move(st);
+    // The layer's auxiliary losses and routing statistics stay on the device until the pass ends
+    // (read_pass_routing).
+    k::router_aux_loss<W>(ctx_, a.rprobs.data(), a.expert.data(), rs, aux_.data() + index * groups_);
+    k::router_counts(ctx_, a.loc.data(), rs, route_counts_.data() + index * (e_count + 2));
   }
   // dispatch
   T* ein = a.ein.data();
@@ -127,6 +109,34 @@ double Transformer<T>::moe_forward(int64_t l, int64_t step, OpTimer* t) {
     T* out = resid(l + 1).data();
     k::copy<T>(ctx_, a.mid.data(), out, n * d);
     k::moe_combine_forward<T>(ctx_, cbuf, a.loc.data(), a.gate.data(), out, n, kk, d);
+  }
+}
+
+template <class T>
+double Transformer<T>::read_pass_routing(int64_t b0, int64_t b1) {
+  if (!m_.is_moe()) return 0;
+  const int64_t e_count = m_.experts, bins = e_count + 2, moe_layers = m_.moe_layers();
+  std::vector<int32_t> counts(static_cast<size_t>(moe_layers * bins));
+  std::vector<W> aux(static_cast<size_t>(moe_layers * groups_));
+  copy_to_host(route_counts_.data(), counts.data(), moe_layers * bins);
+  copy_to_host(aux_.data(), aux.data(), moe_layers * groups_);
+  if (moe_stats_.size() < static_cast<size_t>(moe_layers)) moe_stats_.resize(static_cast<size_t>(moe_layers));
+  double aux_sum = 0;
+  for (int64_t l = b0; l < b1; ++l) {
+    if (!layout_.layers[static_cast<size_t>(l)].moe) continue;
+    const int64_t index = moe_index(l);
+    const int32_t* c = counts.data() + index * bins;
+    MoeLayerStats st;
+    st.layer = l;
+    st.expert_load.assign(c, c + e_count);
+    st.routed = s_.tokens() * m_.top_k;
+    st.dropped = c[e_count];
+    st.skipped = c[e_count + 1];
+    step_moe_stats_[static_cast<size_t>(index)].add(st);
+    moe_stats_[static_cast<size_t>(index)] = std::move(st);
+    double layer_sum = 0;
+    for (int64_t g = 0; g < groups_; ++g) layer_sum += static_cast<double>(aux[static_cast<size_t>(index * groups_ + g)]);
+    aux_sum += layer_sum;
   }
   return aux_sum;
 }
@@ -210,11 +220,14 @@ void Transformer<T>::moe_backward(int64_t l, OpTimer* t) {
   }
 }
 
-template double Transformer<float>::moe_forward(int64_t, int64_t, OpTimer*);
+template void Transformer<float>::moe_forward(int64_t, int64_t, OpTimer*);
+template double Transformer<float>::read_pass_routing(int64_t, int64_t);
 template void Transformer<float>::moe_backward(int64_t, OpTimer*);
-template double Transformer<double>::moe_forward(int64_t, int64_t, OpTimer*);
+template void Transformer<double>::moe_forward(int64_t, int64_t, OpTimer*);
+template double Transformer<double>::read_pass_routing(int64_t, int64_t);
 template void Transformer<double>::moe_backward(int64_t, OpTimer*);
-template double Transformer<kernels::bf16>::moe_forward(int64_t, int64_t, OpTimer*);
+template void Transformer<kernels::bf16>::moe_forward(int64_t, int64_t, OpTimer*);
+template double Transformer<kernels::bf16>::read_pass_routing(int64_t, int64_t);
 template void Transformer<kernels::bf16>::moe_backward(int64_t, OpTimer*);
 
 }  // namespace glam::exec

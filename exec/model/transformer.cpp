@@ -253,7 +253,8 @@ Transformer<T>::Transformer(const ModelConfig& m, const ExecShape& shape, Commun
     const int64_t he = expert_hidden_;
     sendbuf_.resize(slots_ * d), recvbuf_.resize(slots_ * d);
     deh0_.resize(slots_ * he), deh1_.resize(slots_ * he), dea_.resize(slots_ * he);
-    dgate_.resize(n * m_.top_k), drl_.resize(n * m_.experts), aux_.resize(groups_);
+    dgate_.resize(n * m_.top_k), drl_.resize(n * m_.experts);
+    aux_.resize(m_.moe_layers() * groups_), route_counts_.resize(m_.moe_layers() * (m_.experts + 2));
     if (converted) drl_t_.resize(n * m_.experts);
   }
 }
@@ -442,14 +443,14 @@ StepLoss Transformer<T>::forward_pass(int64_t chunk, int64_t microbatch, MicroBa
   } else {  // the previous chunk's output
     receive_pass_input(resid(b0).data(), chunk, false, t);
   }
-  double aux_local = 0;
   for (int64_t l = b0; l < b1; ++l) {
     attention_forward(l, t);
     if (layout_.layers[static_cast<size_t>(l)].moe)
-      aux_local += moe_forward(l, step, t);
+      moe_forward(l, step, t);
     else
       dense_forward(l, t);
   }
+  const double aux_local = read_pass_routing(b0, b1);
   const double aux_norm = m_.is_moe() ? 1.0 / static_cast<double>(groups_ * s_.ranks * s_.microbatches) : 0.0;
   if (chunk != last_chunk()) {
     send_pass_output(resid(b1).data(), chunk, false, t);

@@ -268,7 +268,13 @@ class Transformer {
   void attention_backward(int64_t l, OpTimer* t);
   void dense_forward(int64_t l, OpTimer* t);
   void dense_backward(int64_t l, OpTimer* t);
-  double moe_forward(int64_t l, int64_t step, OpTimer* t);  // returns this rank's sum of per-group aux
+  void moe_forward(int64_t l, int64_t step, OpTimer* t);
+  // The routing statistics of the pass's MoE layers (blocks [b0, b1)) into moe_stats_ and
+  // step_moe_stats_, read from the device in one copy; returns this rank's sum of their per-group
+  // auxiliary losses.
+  double read_pass_routing(int64_t b0, int64_t b1);
+  // The model's MoE layer that block l is (its row in aux_ and route_counts_).
+  int64_t moe_index(int64_t l) const { return l / std::max<int64_t>(m_.moe_every, 1); }
   void moe_backward(int64_t l, OpTimer* t);
   // y = x W (x [rows,in], W [in,out]); backward: dx (+)= dy W^T, dW += x^T dy. With batch > 1, that many
   // independent products over consecutive blocks of x, W, y (the experts of a layer, which all have
@@ -330,7 +336,9 @@ class Transformer {
   DeviceBuffer<T> dres_, dxn_, dq_, dk_, dv_, dctx_, dscores_, dh0_, dh1_, da_;
   DeviceBuffer<T> received_slice_;  // stages with slices: this slice's part of a received pass input
   DeviceBuffer<T> sendbuf_, recvbuf_, deh0_, deh1_, dea_;
-  DeviceBuffer<W> dgate_, drl_, aux_;
+  DeviceBuffer<W> dgate_, drl_;
+  DeviceBuffer<W> aux_;                  // [MoE layers, groups]: each layer's per-group auxiliary loss
+  DeviceBuffer<int32_t> route_counts_;   // [MoE layers, experts + 2]: kernels::router_counts
   // bf16 loss gradient (per slot of the last chunk) and router gradient for the products, from the
   // float32 loss and router (empty when T is W)
   std::vector<DeviceBuffer<T>> dlogits_t_;

@@ -99,8 +99,9 @@ void causal_softmax_forward(const KernelContext& ctx, T* scores, int64_t rows, i
 }
 
 template <class T>
-void causal_softmax_backward(const KernelContext& ctx, const T* probs, T* dprobs, int64_t rows, int64_t seq_len) {
-  GLAM_CUDA_DISPATCH(ctx, causal_softmax_backward<T>(ctx, probs, dprobs, rows, seq_len));
+void causal_softmax_backward(const KernelContext& ctx, const T* probs, T* dprobs, int64_t rows, int64_t seq_len,
+                             RelativeBiasGrad<acc_t<T>> bias_grad) {
+  GLAM_CUDA_DISPATCH(ctx, causal_softmax_backward<T>(ctx, probs, dprobs, rows, seq_len, bias_grad));
   using V = acc_t<T>;
   GLAM_PARALLEL_FOR(rows / 32)
   for (int64_t r = 0; r < rows; ++r) {
@@ -113,13 +114,18 @@ void causal_softmax_backward(const KernelContext& ctx, const T* probs, T* dprobs
     for (int64_t j = 0; j < len; ++j) d[j] = static_cast<T>(static_cast<V>(p[j]) * (static_cast<V>(d[j]) - dot));
     for (int64_t j = len; j < seq_len; ++j) d[j] = T(0);
   }
+  // On the CPU the sum is a second pass: the rows are in cache only a block at a time either way.
+  if (bias_grad.dbias)
+    attention_bias_backward<T, acc_t<T>>(ctx, dprobs, bias_grad.bucket, bias_grad.dbias,
+                                         rows / (bias_grad.heads * seq_len), bias_grad.heads, seq_len);
 }
 
 #define GLAM_INSTANTIATE(T, G)                                                                                      \
   template void attention_bias_backward<T, G>(const KernelContext&, const T*, const int32_t*, G*, int64_t, int64_t, \
                                               int64_t);                                                             \
   template void causal_softmax_forward<T>(const KernelContext&, T*, int64_t, int64_t, RelativeBias<T>);             \
-  template void causal_softmax_backward<T>(const KernelContext&, const T*, T*, int64_t, int64_t);
+  template void causal_softmax_backward<T>(const KernelContext&, const T*, T*, int64_t, int64_t,                  \
+                                           RelativeBiasGrad<acc_t<T>>);
 GLAM_INSTANTIATE(float, float)
 GLAM_INSTANTIATE(double, double)
 GLAM_INSTANTIATE(bf16, float)

@@ -133,6 +133,16 @@ void router_backward(const KernelContext& ctx, const T* probs, const int32_t* ex
   }
 }
 
+void router_counts(const KernelContext& ctx, const int32_t* loc, const RouterShape& s, int32_t* counts) {
+  GLAM_CUDA_DISPATCH(ctx, router_counts(ctx, loc, s, counts));
+  const int64_t per_expert = s.groups() * s.capacity, e_count = s.experts;
+  std::fill(counts, counts + e_count + 2, 0);
+  for (int64_t c = 0; c < s.tokens * s.top_k; ++c) {
+    const int32_t v = loc[c];
+    counts[v >= 0 ? v / per_expert : v == -1 ? e_count : e_count + 1]++;
+  }
+}
+
 #define GLAM_INSTANTIATE(T)                                                                                          \
   template void router_forward<T>(const KernelContext&, const T*, const RouterShape&, const SecondExpertPolicy&, T*, \
                                   int32_t*, T*, int32_t*, int32_t*);                                                 \

@@ -1,6 +1,6 @@
 // The non-product parts of attention: the causal softmax forward (with the relative position bias
-// added as the scores are read) and backward, one warp per row, and the bias gradient summed per
-// bucket in shared memory. Rows of up to 1,024 scores in 16-byte packs are held in registers, so that
+// added as the scores are read) and backward (with the bias gradient summed as the scores' gradient is
+// written), one warp per row, and the bias gradient alone, summed per bucket in shared memory. Rows of up to 1,024 scores in 16-byte packs are held in registers, so that
 // each is read once and written once (the other rows take three passes over the row).
 #include <initializer_list>
 #include <stdexcept>
@@ -161,35 +161,92 @@ __global__ void softmax_bwd(const T* probs, T* dprobs, int64_t rows, int64_t t) 
 }
 
 // softmax_bwd with the row held in registers (as softmax_fwd_held): probabilities and gradients read
-// once, the gradient written once.
-template <class T, int kPacks>
-__global__ void softmax_bwd_held(const T* probs, T* dprobs, int64_t rows, int64_t t) {
+// once, the gradient written once. With kBiasGrad it also sums the bias gradient of the written
+// (rounded) values: a block's rows are one head's (the host checks that T is a multiple of the block's
+// rows), so the block sums per bucket in shared memory and adds each bucket to dbias once. The keys
+// past the largest exact distance share the row's farthest bucket, most of a long row: a lane adds
+// those in a register and the warp adds them once; the others, a few near the diagonal, go to shared
+// memory as runs of one bucket.
+template <class T, int kPacks, bool kBiasGrad>
+__global__ void softmax_bwd_held(const T* probs, T* dprobs, int64_t rows, int64_t t,
+                                 RelativeBiasGrad<acc_t<T>> bias_grad) {
+  using V = acc_t<T>;
+  __shared__ V bucket_sums[kBiasGrad ? kSharedBuckets : 1];
+  if constexpr (kBiasGrad) {
+    for (int j = threadIdx.x; j < kSharedBuckets; j += blockDim.x) bucket_sums[j] = V(0);
+    __syncthreads();
+  }
   const int64_t r = blockIdx.x * int64_t{blockDim.x / 32} + threadIdx.x / 32;
   const int lane = threadIdx.x & 31;
-  if (r >= rows) return;
-  const int64_t i = r % t;
-  using V = acc_t<T>;
-  constexpr int P = Pack<T>::kSize;
-  const T* p = probs + r * t;
-  T* d = dprobs + r * t;
-  const int64_t row_packs = t / P, key_packs = i / P + 1;
-  V pv[kPacks][P], dv[kPacks][P];
-  V dot = 0;
+  const int64_t h = (blockIdx.x * int64_t{blockDim.x / 32} / t) % bias_grad.heads;  // the block's head
+  auto add = [&](int32_t k, V v) {
+    if (k < kSharedBuckets) atomicAdd(&bucket_sums[k], v);
+    else atomicAdd(bias_grad.dbias + static_cast<int64_t>(k) * bias_grad.heads + h, v);
+  };
+  if (r < rows) {  // no early return: the block meets at the barrier below
+    const int64_t i = r % t;
+    constexpr int P = Pack<T>::kSize;
+    const T* p = probs + r * t;
+    T* d = dprobs + r * t;
+    const int64_t row_packs = t / P, key_packs = i / P + 1;
+    V pv[kPacks][P], dv[kPacks][P];
+    V dot = 0;
 #pragma unroll
-  for (int q = 0; q < kPacks; ++q) {
-    const int64_t k = lane + 32 * q;
-    if (k >= key_packs) continue;
-    const Pack<T> a = load_pack(p, k), g = load_pack(d, k);
+    for (int q = 0; q < kPacks; ++q) {
+      const int64_t k = lane + 32 * q;
+      if (k >= key_packs) continue;
+      const Pack<T> a = load_pack(p, k), g = load_pack(d, k);
 #pragma unroll
-    for (int e = 0; e < P; ++e) {
-      const bool key = k * P + e <= i;
-      pv[q][e] = key ? static_cast<V>(a.v[e]) : V(0);
-      dv[q][e] = key ? static_cast<V>(g.v[e]) : V(0);
-      dot += pv[q][e] * dv[q][e];
+      for (int e = 0; e < P; ++e) {
+        const bool key = k * P + e <= i;
+        pv[q][e] = key ? static_cast<V>(a.v[e]) : V(0);
+        dv[q][e] = key ? static_cast<V>(g.v[e]) : V(0);
+        dot += pv[q][e] * dv[q][e];
+      }
+    }
+    dot = warp_sum(dot);
+#pragma unroll
+    for (int q = 0; q < kPacks; ++q) {
+      if (lane + 32 * q >= key_packs) continue;
+#pragma unroll
+      for (int e = 0; e < P; ++e) dv[q][e] = pv[q][e] * (dv[q][e] - dot);  // the gradient, in place
+    }
+    store_held_row<T, kPacks>(d, lane, i, row_packs, [&](int q, int e) { return dv[q][e]; });
+    if constexpr (kBiasGrad) {
+      const int32_t far = bias_grad.bucket[t - 1];
+      V far_sum = 0, run_sum = 0;
+      int32_t run = -1;
+#pragma unroll
+      for (int q = 0; q < kPacks; ++q) {
+        const int64_t k = lane + 32 * q;
+        if (k >= key_packs) continue;
+#pragma unroll
+        for (int e = 0; e < P; ++e) {
+          const int64_t j = k * P + e;
+          if (j > i) continue;
+          const V g = static_cast<V>(static_cast<T>(dv[q][e]));  // as stored
+          const int32_t b = bias_grad.bucket[i - j];
+          if (b == far) {
+            far_sum += g;
+            continue;
+          }
+          if (b != run) {
+            if (run >= 0) add(run, run_sum);
+            run = b, run_sum = V(0);
+          }
+          run_sum += g;
+        }
+      }
+      if (run >= 0) add(run, run_sum);
+      far_sum = warp_sum(far_sum);
+      if (lane == 0) add(far, far_sum);
     }
   }
-  dot = warp_sum(dot);
-  store_held_row<T, kPacks>(d, lane, i, row_packs, [&](int q, int e) { return pv[q][e] * (dv[q][e] - dot); });
+  if constexpr (kBiasGrad) {
+    __syncthreads();
+    for (int j = threadIdx.x; j < kSharedBuckets; j += blockDim.x)
+      if (bucket_sums[j] != V(0)) atomicAdd(bias_grad.dbias + static_cast<int64_t>(j) * bias_grad.heads + h, bucket_sums[j]);
+  }
 }
 
 // The packs per lane a held row needs (a power of two, at least 1), or 0 when the row cannot be held:
@@ -245,23 +302,38 @@ void causal_softmax_forward(const KernelContext& ctx, T* scores, int64_t rows, i
 }
 
 template <class T>
-void causal_softmax_backward(const KernelContext& ctx, const T* probs, T* dprobs, int64_t rows, int64_t seq_len) {
+void causal_softmax_backward(const KernelContext& ctx, const T* probs, T* dprobs, int64_t rows, int64_t seq_len,
+                             RelativeBiasGrad<acc_t<T>> bias_grad) {
   if (rows <= 0) return;
-  const unsigned blocks = static_cast<unsigned>((rows + 7) / 8);
-  if (const int packs = held_packs<T>(seq_len, {probs, dprobs}); packs > 0)
+  constexpr int kRowsPerBlock = 8;  // warps of the 256-thread blocks
+  const unsigned blocks = static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock);
+  const bool bias = bias_grad.dbias != nullptr;
+  const int packs = held_packs<T>(seq_len, {probs, dprobs});
+  if (packs > 0 && (!bias || seq_len % kRowsPerBlock == 0)) {
     with_held_packs<T>(packs, [&](auto k) {
-      softmax_bwd_held<T, decltype(k)::value><<<blocks, 256, 0, stream_of(ctx)>>>(probs, dprobs, rows, seq_len);
+      if (bias)
+        softmax_bwd_held<T, decltype(k)::value, true>
+            <<<blocks, 32 * kRowsPerBlock, 0, stream_of(ctx)>>>(probs, dprobs, rows, seq_len, bias_grad);
+      else
+        softmax_bwd_held<T, decltype(k)::value, false>
+            <<<blocks, 32 * kRowsPerBlock, 0, stream_of(ctx)>>>(probs, dprobs, rows, seq_len, bias_grad);
     });
-  else
-    softmax_bwd<<<blocks, 256, 0, stream_of(ctx)>>>(probs, dprobs, rows, seq_len);
+    GLAM_CUDA_LAUNCHED();
+    return;
+  }
+  softmax_bwd<<<blocks, 32 * kRowsPerBlock, 0, stream_of(ctx)>>>(probs, dprobs, rows, seq_len);
   GLAM_CUDA_LAUNCHED();
+  if (bias)
+    attention_bias_backward<T, acc_t<T>>(ctx, dprobs, bias_grad.bucket, bias_grad.dbias,
+                                         rows / (bias_grad.heads * seq_len), bias_grad.heads, seq_len);
 }
 
 #define GLAM_INSTANTIATE(T, G)                                                                                      \
   template void attention_bias_backward<T, G>(const KernelContext&, const T*, const int32_t*, G*, int64_t, int64_t, \
                                               int64_t);                                                             \
   template void causal_softmax_forward<T>(const KernelContext&, T*, int64_t, int64_t, RelativeBias<T>);             \
-  template void causal_softmax_backward<T>(const KernelContext&, const T*, T*, int64_t, int64_t);
+  template void causal_softmax_backward<T>(const KernelContext&, const T*, T*, int64_t, int64_t,                  \
+                                           RelativeBiasGrad<acc_t<T>>);
 GLAM_INSTANTIATE(float, float)
 GLAM_INSTANTIATE(double, double)
 GLAM_INSTANTIATE(bf16, float)

@@ -77,7 +77,8 @@ void attention_bias_backward(const KernelContext& ctx, const T* dscores, const i
 template <class T>
 void causal_softmax_forward(const KernelContext& ctx, T* scores, int64_t rows, int64_t seq_len, RelativeBias<T> bias);
 template <class T>
-void causal_softmax_backward(const KernelContext& ctx, const T* probs, T* dprobs, int64_t rows, int64_t seq_len);
+void causal_softmax_backward(const KernelContext& ctx, const T* probs, T* dprobs, int64_t rows, int64_t seq_len,
+                             RelativeBiasGrad<acc_t<T>> bias_grad);
 
 // loss.cu
 template <class T, class D>
@@ -98,6 +99,7 @@ void router_aux_loss(const KernelContext& ctx, const T* probs, const int32_t* ex
 template <class T>
 void router_backward(const KernelContext& ctx, const T* probs, const int32_t* expert, const int32_t* loc,
                      const T* dgate, double aux_scale, const RouterShape& shape, T* dlogits);
+void router_counts(const KernelContext& ctx, const int32_t* loc, const RouterShape& shape, int32_t* counts);
 
 // moe.cu
 template <class T>

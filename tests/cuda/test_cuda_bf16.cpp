@@ -157,6 +157,12 @@ TEST_P(CudaBf16Attention, AttentionSoftmaxAndBias) {
   k::attention_bias_backward<bf16>(cpu_, dc.data(), bucket.data(), gb_c.data(), batch, heads, t);
   k::attention_bias_backward<bf16>(gpu(), dd.get(), dbucket.get(), gb.get(), batch, heads, t);
   expect_close(gb.download(), to_double(gb_c), 1e-5, "bias gradient (float32)");
+  // Both at once, as the executor calls them (at 1,024 the bias gradient is summed in the held rows).
+  DeviceVec<bf16> d_fused(dprobs);
+  DeviceVec<float> gb_fused(std::vector<float>(gb_c.size(), 0.f));
+  k::causal_softmax_backward<bf16>(gpu(), ds.get(), d_fused.get(), rows, t, {gb_fused.get(), dbucket.get(), heads});
+  expect_bf16_close(d_fused.download(), dc, "softmax backward summing the bias gradient", 1e-4);
+  expect_close(gb_fused.download(), to_double(gb_c), 1e-5, "bias gradient summed by the softmax backward");
 }
 
 TEST_F(CudaBf16, EmbeddingDispatchCombine) {

@@ -232,11 +232,24 @@ void check_attention(const k::KernelContext& cpu_, const k::KernelContext& gpu_c
   expect_close(gdp.download(), dpd, 1e-5, "causal softmax backward");
   k::attention_bias_backward<float>(gpu(), gdp.get(), gb.get(), gdb.get(), batch, heads, t);
   expect_close(gdb.download(), dbias, 1e-5, "bias gradient (accumulated)");
+  // The bias gradient summed by the softmax backward itself, as the executor calls it; the incoming
+  // gradient's masked half is poisoned: it must be neither read nor left unwritten.
+  auto dprobs_poisoned = dprobs;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = r % t + 1; j < t; ++j) dprobs_poisoned[static_cast<size_t>(r * t + j)] = std::nanf("");
+  DeviceVec<float> gdp_fused(dprobs_poisoned), gdb_fused(db0);
+  k::causal_softmax_backward<float>(gpu(), gs.get(), gdp_fused.get(), rows, t, {gdb_fused.get(), gb.get(), heads});
+  expect_close(gdp_fused.download(), dpd, 1e-5, "causal softmax backward summing the bias gradient");
+  expect_close(gdb_fused.download(), dbias, 1e-5, "bias gradient summed by the softmax backward");
 }
 
+// The shapes: rows held in registers (200), rows that are no multiple of the kernels' row blocks and
+// more than 256 buckets (the bias gradient's global-atomic branch), and both at once (400: held rows
+// whose buckets past 256 go to global memory).
 TEST_F(CudaKernels, AttentionBiasAndCausalSoftmax) {
   check_attention(cpu_, gpu(), rnd_, 3, 4, 200, 32, 128);
   check_attention(cpu_, gpu(), rnd_, 3, 5, 203, 300, 200);
+  check_attention(cpu_, gpu(), rnd_, 2, 3, 400, 300, 300);
 }
 
 // The softmax kernels hold a row of up to 1,024 float32 scores in registers (8 packs of 4 per lane at
@@ -343,7 +356,21 @@ void check_router(CudaKernels& f, const k::KernelContext& cpu, const k::KernelCo
   expect_close(gaux.download(), auxd, 1e-6, what + " aux");
   expect_close(gdl.download(), dld, 1e-5, what + " dlogits");
   int64_t dropped = 0, skipped = 0;
-  for (int32_t l : loc) dropped += l == -1, skipped += l == -2;
+  std::vector<int32_t> kept(static_cast<size_t>(experts));
+  for (int32_t l : loc) {
+    dropped += l == -1, skipped += l == -2;
+    if (l >= 0) kept[static_cast<size_t>(l / (s.groups() * capacity))]++;
+  }
+  // The routing statistics counted where the copies are, on both backends.
+  std::vector<int32_t> counts(static_cast<size_t>(experts + 2), 777);
+  k::router_counts(cpu, loc.data(), s, counts.data());
+  DeviceVec<int32_t> gcounts(counts.size());
+  gcounts.poison_int(12345);
+  k::router_counts(gpu, gloc.get(), s, gcounts.get());
+  EXPECT_EQ(std::vector<int32_t>(counts.begin(), counts.begin() + experts), kept) << what << ": copies kept per expert";
+  EXPECT_EQ(counts[static_cast<size_t>(experts)], dropped) << what << ": copies dropped";
+  EXPECT_EQ(counts[static_cast<size_t>(experts + 1)], skipped) << what << ": copies skipped";
+  EXPECT_EQ(gcounts.download(), counts) << what << ": routing counts on the device";
   if (capacity < s.group_tokens * top_k / experts) {
     EXPECT_GT(dropped, 0) << what;
   }
