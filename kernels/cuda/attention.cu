@@ -324,7 +324,7 @@ void causal_softmax_backward(const KernelContext& ctx, const T* probs, T* dprobs
   softmax_bwd<<<blocks, 32 * kRowsPerBlock, 0, stream_of(ctx)>>>(probs, dprobs, rows, seq_len);
   GLAM_CUDA_LAUNCHED();
   if (bias)
-    attention_bias_backward<T, acc_t<T>>(ctx, dprobs, bias_grad.bucket, bias_grad.dbias,
+    cuda::attention_bias_backward<T, acc_t<T>>(ctx, dprobs, bias_grad.bucket, bias_grad.dbias,
                                          rows / (bias_grad.heads * seq_len), bias_grad.heads, seq_len);
 }
 
