@@ -96,26 +96,31 @@ double expert_slots_per_token(const ModelConfig& m) {
 
 }  // namespace
 
-SublayerActivationBytes saved_activation_bytes_per_token_by_sublayer(const ModelConfig& m, bool moe_block) {
+SublayerActivationBytes saved_activation_bytes_per_token_by_sublayer(const ModelConfig& m, bool moe_block,
+                                                                     int64_t tp) {
   const double e = static_cast<double>(ModelConfig::precision_bytes(m.activation_precision));
   const double M = static_cast<double>(m.d_model), A = static_cast<double>(m.attention_width());
   const double heads = static_cast<double>(m.heads), S = static_cast<double>(m.seq_len);
+  const double slices = static_cast<double>(std::max<int64_t>(1, tp));
   SublayerActivationBytes b;
-  // attention: norm input and output, q, k, v, context, softmax probabilities (heads x seq per token)
-  b.attention = (2 * M + 4 * A + heads * S) * e;
+  // attention: norm input and output (whole), q, k, v, context, softmax probabilities (heads x seq
+  // per token), the last five split over the heads
+  b.attention = (2 * M + (4 * A + heads * S) / slices) * e;
   if (!moe_block) {
     const double H = static_cast<double>(m.ffn_hidden);
-    b.ffn = (2 * M + (m.ffn_kind == "gated" ? 4 * H : 2 * H)) * e;
+    b.ffn = (2 * M + (m.ffn_kind == "gated" ? 4 * H : 2 * H) / slices) * e;
     return b;
   }
+  // MoE: norm input and output, and per slot the dispatched input and the expert's output (whole: the
+  // slices add their shares of it), and the expert's hidden tensors (split)
   const double He = static_cast<double>(m.expert_hidden_size());
-  const double per_slot = 2 * M + (m.expert_kind == "gated" ? 4 * He : 2 * He);
+  const double per_slot = 2 * M + (m.expert_kind == "gated" ? 4 * He : 2 * He) / slices;
   b.ffn = (2 * M + expert_slots_per_token(m) * per_slot) * e + 4.0 * static_cast<double>(m.experts);  // router: fp32
   return b;
 }
 
-double saved_activation_bytes_per_token(const ModelConfig& m, bool moe_block) {
-  return saved_activation_bytes_per_token_by_sublayer(m, moe_block).total();
+double saved_activation_bytes_per_token(const ModelConfig& m, bool moe_block, int64_t tp) {
+  return saved_activation_bytes_per_token_by_sublayer(m, moe_block, tp).total();
 }
 
 namespace {
@@ -146,9 +151,9 @@ BlockWeights block_weight_elements(const ModelConfig& m, bool moe_block) {
 double block_working_bytes(const ModelConfig& m, const ShardingForMemory& s, bool moe_block) {
   const double e = static_cast<double>(ModelConfig::precision_bytes(m.activation_precision));
   const double wbytes = static_cast<double>(ModelConfig::precision_bytes(m.weight_precision));
-  const double tokens = static_cast<double>(s.tokens_per_chip) / static_cast<double>(s.activation_shards);
+  const double tokens = static_cast<double>(s.tokens_per_chip);
   double bytes = 0;
-  const SublayerActivationBytes acts = saved_activation_bytes_per_token_by_sublayer(m, moe_block);
+  const SublayerActivationBytes acts = saved_activation_bytes_per_token_by_sublayer(m, moe_block, s.tp);
   if (s.recompute_activations) bytes += acts.total() * tokens;
   // The gradients of the sub-layer's activations, live during its backward: at most its saved
   // activations' shapes, the larger sub-layer's (attention's includes the softmax probabilities').
@@ -210,13 +215,15 @@ MemoryFootprint memory_per_chip(const ModelConfig& m, const ShardingForMemory& s
   const double tokens = static_cast<double>(s.tokens_per_chip);
   const double e = static_cast<double>(ModelConfig::precision_bytes(m.activation_precision));
   double per_token = 0;
+  // With recomputation a block keeps its input, whole on each tp chip.
   for (int64_t l : blocks)
     per_token += s.recompute_activations ? static_cast<double>(m.d_model) * e
-                                         : saved_activation_bytes_per_token(m, m.is_moe_layer(l));
+                                         : saved_activation_bytes_per_token(m, m.is_moe_layer(l), tp);
   per_token *= s.activation_microbatches;
-  // float32 logits for the loss, of the one micro-batch at the output end
-  if (s.output_end) per_token += static_cast<double>(m.vocab_size) * 4.0;
-  fp.activations_bytes = per_token * tokens / static_cast<double>(s.activation_shards);
+  // float32 logits for the loss, of the one micro-batch at the output end: each tp chip holds its
+  // slice of the vocabulary
+  if (s.output_end) per_token += static_cast<double>(m.vocab_size) * 4.0 / static_cast<double>(tp);
+  fp.activations_bytes = per_token * tokens;
   // Blocks of one kind have the same buffers: the larger of the kinds held.
   if (held > held_moe) fp.working_bytes = block_working_bytes(m, s, false);
   if (held_moe > 0) fp.working_bytes = std::max(fp.working_bytes, block_working_bytes(m, s, true));

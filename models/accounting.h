@@ -54,9 +54,9 @@ FlopsPerToken flops_per_token(const ModelConfig& m);
 struct ShardingForMemory {
   int64_t dense_shards = 1;
   int64_t expert_shards = 1;
-  int64_t activation_shards = 1;  // tensor parallelism splits activations too
   // Tensor parallelism (Megatron-LM) splits the products' weights but keeps the norms' scales and the
-  // MoE router whole on each of its tp chips: those are sharded over dense_shards / tp only.
+  // MoE router whole on each of its tp chips: those are sharded over dense_shards / tp only. It splits
+  // only some activations (saved_activation_bytes_per_token_by_sublayer).
   int64_t tp = 1;
   int64_t tokens_per_chip = 1024;
   bool recompute_activations = false;  // keep only block inputs, recompute the rest
@@ -97,13 +97,18 @@ MemoryFootprint memory_per_chip(const ModelConfig& m, const ShardingForMemory& s
 // checkpoint payload; the planner's checkpoint writes and reads).
 double checkpoint_bytes(const ModelConfig& m);
 
-// Bytes of activations kept for the backward pass, per token, for one block: its attention and its
-// FFN (dense or MoE, router included) sub-layers.
+// Bytes of activations kept for the backward pass, per token, for one block on one of its tp chips:
+// its attention and its FFN (dense or MoE, router included) sub-layers. Tensor parallelism as the
+// StepGraph and the executor run it (Megatron-LM, without sequence parallelism) splits the heads'
+// tensors (q, k, v, context, probabilities) and the FFNs' hidden ones over tp; the norms' inputs and
+// outputs, the router's logits and the experts' dispatched inputs and outputs stay whole on every
+// tp chip.
 struct SublayerActivationBytes {
   double attention = 0, ffn = 0;
   double total() const { return attention + ffn; }
 };
-SublayerActivationBytes saved_activation_bytes_per_token_by_sublayer(const ModelConfig& m, bool moe_block);
-double saved_activation_bytes_per_token(const ModelConfig& m, bool moe_block);
+SublayerActivationBytes saved_activation_bytes_per_token_by_sublayer(const ModelConfig& m, bool moe_block,
+                                                                     int64_t tp = 1);
+double saved_activation_bytes_per_token(const ModelConfig& m, bool moe_block, int64_t tp = 1);
 
 }  // namespace glam

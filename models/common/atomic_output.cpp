@@ -91,6 +91,27 @@ void write_file_atomically(const fs::path& path, const std::function<void(const 
   }
 }
 
+namespace {
+
+// The output is staged in a new folder beside `dir` (or, for missing parents, in the nearest folder
+// that exists): make and remove one there now, so that a place that takes no new folders is bad
+// input before the work rather than a failure after it.
+void check_folder_can_be_made(const std::string& where, const fs::path& dir) {
+  fs::path existing = parent_or_dot(dir);
+  std::error_code ec;
+  while (!fs::exists(existing, ec) && existing.has_parent_path() && existing.parent_path() != existing)
+    existing = existing.parent_path();
+  if (!fs::is_directory(existing, ec))
+    throw UsageError(where + ": " + existing.string() + " is not a folder, so the output cannot be made under it");
+  const fs::path probe = existing / (".glam-probe-" + random_suffix());
+  if (!fs::create_directory(probe, ec) || ec)
+    throw UsageError(where + ": cannot make a folder in " + existing.string() + " (" +
+                     (ec ? ec.message() : "it exists already") + ")");
+  fs::remove(probe, ec);
+}
+
+}  // namespace
+
 void check_output_folder(const std::string& flag, const fs::path& given, const std::set<std::string>& names) {
   const std::string where = flag + " " + given.string();
   const fs::path dir = folder_path(given);
@@ -101,6 +122,7 @@ void check_output_folder(const std::string& flag, const fs::path& given, const s
   const fs::file_status status = fs::status(dir, ec);
   if (ec && ec != std::errc::no_such_file_or_directory)
     throw UsageError(where + ": cannot look at it (" + ec.message() + ")");
+  check_folder_can_be_made(where, dir);
   if (!fs::exists(status)) return;
   if (!fs::is_directory(status)) throw UsageError(where + ": is a file, expected a folder for the outputs");
   for (const auto& entry : fs::directory_iterator(dir, ec)) {

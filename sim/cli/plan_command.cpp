@@ -260,6 +260,7 @@ void add_plan_command(CLI::App& app) {
   auto opts = std::make_shared<Options>();
   CLI::App* cmd = app.add_subcommand("plan", "Plan a training run: days, chip-hours, MWh and tCO2e for a token budget");
   opts->with_cluster = false;
+  opts->with_layers = false;
   opts->register_options(*cmd, false);
   auto* cluster = cmd->add_option("--cluster", opts->cluster, "Cluster id or TOML file");
   cmd->add_option("--compare", opts->compare,

@@ -17,7 +17,7 @@ void SimulationOptions::register_options(CLI::App& cmd, bool with_out_dir) {
                               "Plan file (TOML: dp, ep, tp, pp, virtual_stages, batch_tokens, shard_weights, recompute, mapping, "
                               "microbatches, overlap_grad_reduction)");
   cmd.add_option("--dp", dp, "Data-parallel width")->excludes(plan)->transform(cli_checks::integer_at_least(1));
-  cmd.add_option("--ep", ep, "Expert-parallel width (divides dp and the experts)")->excludes(plan)->transform(cli_checks::integer_at_least(1));
+  cmd.add_option("--ep", ep, "Expert-parallel width (divides dp and the experts; default: the largest such)")->excludes(plan)->transform(cli_checks::integer_at_least(1));
   cmd.add_option("--tp", tp, "Tensor-parallel width")->excludes(plan)->transform(cli_checks::integer_at_least(1));
   cmd.add_option("--pp", pp, "Pipeline stages (1F1B; default: what --dp x --tp leave of the chips, else the chooser's)")
       ->excludes(plan)
@@ -27,8 +27,8 @@ void SimulationOptions::register_options(CLI::App& cmd, bool with_out_dir) {
                  "is given, else the chooser's)")
       ->excludes(plan)
       ->transform(cli_checks::integer_at_least(1));
-  cmd.add_flag("--shard-weights", shard_weights, "Shard non-expert weights over dp too (ZeRO-3 / GSPMD 2D)")->excludes(plan);
-  cmd.add_flag("--recompute", recompute, "Recompute activations in the backward pass")->excludes(plan);
+  cmd.add_flag("--shard-weights", shard_weights, "Shard weights over data parallelism too, experts over dp / ep (ZeRO-3 / GSPMD 2D; no pipeline)")->excludes(plan);
+  cmd.add_flag("--recompute", recompute, "Recompute activations in the backward pass (the chooser then recomputes in every layout)")->excludes(plan);
   cmd.add_option("--mapping", mapping, "Ranks onto chips: auto (compact torus blocks) or linear (chip order)")
       ->check(CLI::IsMember({"auto", "linear"}))
       ->excludes(plan);
@@ -45,7 +45,9 @@ void SimulationOptions::register_options(CLI::App& cmd, bool with_out_dir) {
                  "Largest phase (concurrent flows) played in SimGrid; larger ones are costed analytically")
       ->transform(cli_checks::integer_at_least(1));
   cmd.add_option("--calibration", calibration, "Calibration profile (TOML) from glamexec calibrate");
-  cmd.add_option("--layers", layers, "Simulate only the first K blocks")->transform(cli_checks::integer_at_least(1));
+  if (with_layers)
+    cmd.add_option("--layers", layers, "Simulate only the first K blocks (the output says so)")
+        ->transform(cli_checks::integer_at_least(1));
   cmd.add_flag("--allow-oom", allow_oom, "Simulate a plan even if it does not fit in memory");
   cmd.add_option("--hbm-headroom", hbm_headroom,
                  "Share of each chip's HBM a plan leaves free, for framework workspace and allocator "
@@ -96,13 +98,14 @@ ResolvedSimulation SimulationOptions::resolve_for_cluster(const std::string& clu
   expert_shares(spec, m, moe_blocks);
 
   ResolvedSimulation out{in, ""};
-  const bool complete = base.dp && base.tp && (base.ep || !m.is_moe());
+  // dp and tp fix a layout: the other axes take their defaults, not the chooser's picks.
+  const bool complete = base.dp && base.tp;
   if (list_layouts && (!plan_file.empty() || complete))
     throw UsageError("--layouts lists the layouts glamsim compares when it chooses the plan, but " +
-                     std::string(plan_file.empty() ? "--dp, --tp and --ep" : "--plan " + plan_file) +
+                     std::string(plan_file.empty() ? "--dp and --tp" : "--plan " + plan_file) +
                      " fix the layout: leave out an axis to compare the others");
   if (!plan_file.empty() || complete) {
-    if (!base.ep) out.input.plan.ep = 1;
+    if (!base.ep) out.input.plan.ep = plan_file.empty() ? default_expert_parallelism(m, base.dp) : 1;
     // dp and tp given without pp: the stages are what the chips leave (one when dp x tp fills them).
     if (!base.virtual_stages) out.input.plan.virtual_stages = 1;
     if (!base.pp) {

@@ -32,6 +32,7 @@ struct SimulationOptions {
   double hbm_headroom = 0;
   bool shard_weights = false, recompute = false, allow_oom = false, quiet = false, list_layouts = false;
   bool with_cluster = true;
+  bool with_layers = true;  // --layers (not for plan: a plan is a whole training run)
 
   void register_options(CLI::App& cmd, bool with_out_dir = true);
   // Loads and validates everything; throws ConfigError / UsageError.

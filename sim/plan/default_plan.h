@@ -2,9 +2,10 @@
 // Picks a parallel plan for (model, cluster, batch) when the user gives none: every layout the
 // cluster admits (tp a power of two up to one node or 16 chips, pp a power of two up to 8 that
 // divides the blocks, with 1, 2 or 4 interleaved chunks per stage, ep the largest divisor of the
-// experts that divides dp, weights replicated or sharded (replicated with pipelines), recompute on or
-// off, with the fewest micro-batches that make it fit, and with pipelines up to 4 per stage) is
-// simulated at analytical fidelity; the fastest wins.
+// experts that divides dp, weights replicated or sharded (replicated with pipelines unless the user
+// asks for sharding), recompute on or off (on when the user asks for it), with the fewest
+// micro-batches that make it fit, and with pipelines up to 4 per stage) is simulated at analytical
+// fidelity; the fastest wins.
 #include <optional>
 #include <vector>
 
@@ -38,8 +39,13 @@ struct PlanChoice {
   std::vector<LayoutTrial> trials;
 };
 
-// `base` carries the batch and any axis the user fixed (0 = free); throws UsageError when no
-// layout fits and `allow_oom` is false (then the smallest footprint is returned).
+// The expert parallelism of a layout that leaves it open: the largest divisor of the experts that
+// divides dp (1 for a dense model).
+int64_t default_expert_parallelism(const ModelConfig& m, int64_t dp);
+
+// `base` carries the batch and any axis the user fixed (0 = free), and sharded weights or
+// recomputation when asked for (then every layout has them); throws UsageError when no layout fits
+// and `allow_oom` is false (then the smallest footprint is returned).
 PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool allow_oom);
 
 inline constexpr int64_t kMaxChosenStages = 8;

@@ -188,7 +188,8 @@ const Schema<ParallelPlan>& plan_schema() {
         .add("batch_tokens", &ParallelPlan::batch_tokens, "tokens", "Global tokens per step (0: command line or 1M)",
              int64_t{0}, non_negative_up_to<int64_t>(kMaxBatchTokens))
         .add("shard_weights", &ParallelPlan::shard_weights, "",
-             "Shard non-expert weights, gradients and optimizer state over dp too (ZeRO-3 / GSPMD 2D)", false)
+             "Shard weights, gradients and optimizer state over dp too: non-expert ones over dp, experts over dp / ep "
+             "(ZeRO-3 / GSPMD 2D)", false)
         .add("recompute", &ParallelPlan::recompute, "", "Recompute activations in the backward pass", false)
         .add("mapping", &ParallelPlan::mapping, "",
              "Ranks onto chips: auto (nested compact blocks on tori: tp, then ep, then replicas) or linear (chip order)",
@@ -289,7 +290,6 @@ MemoryFootprint plan_memory(const ModelConfig& m, const ParallelPlan& p) {
   ShardingForMemory sh;
   sh.dense_shards = p.tp * (p.shard_weights ? p.dp : 1);
   sh.expert_shards = (m.is_moe() ? p.ep : 1) * p.tp * (p.shard_weights ? p.dp / p.ep : 1);
-  sh.activation_shards = p.tp;
   sh.tp = p.tp;
   sh.tokens_per_chip = p.tokens_per_rank() / std::max<int64_t>(1, p.microbatches);
   sh.recompute_activations = p.recompute;

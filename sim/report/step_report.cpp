@@ -1,5 +1,6 @@
 #include "report/step_report.h"
 
+#include <algorithm>
 #include <sys/resource.h>
 
 #include <cstdio>
@@ -59,6 +60,7 @@ nlohmann::json step_summary_json(const SimulationInput& in, const StepResult& r,
   plan["rank_map"] = r.rank_map;
   return {
       {"model", in.model.id},
+      {"blocks", in.layers_run >= 0 ? std::min(in.layers_run, in.model.layers) : in.model.layers},
       {"cluster", in.cluster.id()},
       {"fidelity", fidelity_name(in.fidelity)},
       {"routing", in.routing.describe()},
@@ -95,7 +97,10 @@ nlohmann::json step_summary_json(const SimulationInput& in, const StepResult& r,
 std::string step_summary_text(const SimulationInput& in, const StepResult& r, const HostFigures& host) {
   std::ostringstream o;
   const auto& p = in.plan;
-  o << in.model.id << " on " << in.cluster.id() << " (" << in.cluster.num_chips() << " chips), "
+  o << in.model.id;
+  if (in.layers_run >= 0 && in.layers_run < in.model.layers)
+    o << " (its first " << in.layers_run << " of " << in.model.layers << " blocks)";
+  o << " on " << in.cluster.id() << " (" << in.cluster.num_chips() << " chips), "
     << fidelity_name(in.fidelity) << " fidelity, routing " << in.routing.describe() << "\n"
     << "plan: " << plan_description(p)
     << "; " << p.batch_tokens << " tokens per step; " << r.rank_map << "\n\n";

@@ -103,6 +103,33 @@ TEST(Accounting, ShardingDividesMemory) {
                    norms_and_router / 4 * 4);
 }
 
+// Tensor parallelism without sequence parallelism, as the StepGraph and the executor run it: each of
+// the tp chips keeps its heads' q, k, v, context and probabilities and its share of the FFNs' hidden
+// tensors, but the norms' inputs and outputs, the router's float32 logits and the experts' dispatched
+// inputs and outputs whole. Counted by hand for the tiny model (d_model 8, 2 heads of 4, sequence 32,
+// a gated FFN of 16, plain experts of 16, bf16 activations, 4 experts of capacity factor 2 at top-2
+// over groups of 32: 16 slots per expert per group, 2 per token).
+TEST(Accounting, TensorParallelismSplitsTheHeadsAndTheHiddenActivations) {
+  const ModelConfig m = tiny(4);
+  ASSERT_EQ(m.capacity_per_group() * m.experts / m.group_tokens, 2);
+  for (int64_t tp : {1, 2}) {
+    const double t = static_cast<double>(tp);
+    const SublayerActivationBytes dense = saved_activation_bytes_per_token_by_sublayer(m, false, tp);
+    const SublayerActivationBytes moe = saved_activation_bytes_per_token_by_sublayer(m, true, tp);
+    EXPECT_DOUBLE_EQ(dense.attention, (2 * 8 + (4 * 8 + 2 * 32) / t) * 2) << tp;
+    EXPECT_DOUBLE_EQ(dense.ffn, (2 * 8 + 4 * 16 / t) * 2) << tp;
+    EXPECT_DOUBLE_EQ(moe.attention, dense.attention) << tp;
+    EXPECT_DOUBLE_EQ(moe.ffn, (2 * 8 + 2 * (2 * 8 + 2 * 16 / t)) * 2 + 4 * 4) << tp;
+  }
+  // A whole model on one of 2 tp chips: the blocks' activations at tp 2, and half of the float32 logits
+  // (the chip's slice of the vocabulary).
+  ShardingForMemory tp2;
+  tp2.tp = 2, tp2.dense_shards = 2;
+  const double per_token = saved_activation_bytes_per_token(m, false, 2) + saved_activation_bytes_per_token(m, true, 2);
+  EXPECT_DOUBLE_EQ(memory_per_chip(m, tp2).activations_bytes,
+                   (per_token + 100 * 4 / 2.0) * static_cast<double>(tp2.tokens_per_chip));
+}
+
 // The transient buffers of a block's backward pass: one micro-batch's, per tensor-parallel slice, plus
 // the block's recomputed activations with recomputation and its gathered weights and their gradients
 // with sharded weights (bf16 products and float32 weights by default: 2 + 4 bytes per gathered element).
@@ -115,9 +142,14 @@ TEST(Accounting, WorkingBuffersOfOneBlocksBackward) {
   const double base = memory_per_chip(m, moe_block).working_bytes;
   EXPECT_GT(base, 0);
 
-  ShardingForMemory half = moe_block;  // tensor parallelism halves the tokens' activations
-  half.activation_shards = 2;
-  EXPECT_DOUBLE_EQ(memory_per_chip(m, half).working_bytes, base / 2);
+  // Over 2 tp slices: the activations' gradients of the larger sub-layer at tp 2, and the dispatched
+  // tokens and expert outputs whole (2 slots x d_model per token, bf16).
+  ShardingForMemory tp2 = moe_block;
+  tp2.tp = 2;
+  const SublayerActivationBytes acts2 = saved_activation_bytes_per_token_by_sublayer(m, true, 2);
+  EXPECT_DOUBLE_EQ(memory_per_chip(m, tp2).working_bytes,
+                   (std::max(acts2.attention, acts2.ffn) + 2 * 2 * 8 * 2) * T);
+  EXPECT_LT(memory_per_chip(m, tp2).working_bytes, base);
   ShardingForMemory in_flight = moe_block;  // buffers of one micro-batch, however many are kept
   in_flight.activation_microbatches = 3;
   EXPECT_DOUBLE_EQ(memory_per_chip(m, in_flight).working_bytes, base);

@@ -286,6 +286,11 @@ INSTANTIATE_TEST_SUITE_P(
                       BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --tokens 1e12 --days soon", "--days: got 'soon'"},
                       BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --tokens 1e12 --dp 64 --ep 64 --tp 1 --layouts",
                               "fix the layout"},
+                      BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --tokens 1e12 --dp 64 --tp 1 --layouts",
+                              "--dp and --tp fix the layout"},
+                      // A plan is a whole training run: a part of the model would give a whole run's figures.
+                      BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --tokens 1e12 --layers 2",
+                              "not expected: 2 --layers"},
                       BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --tokens 1e12 --chip-mtbf-hours 1000",
                               "--chip-mtbf-hours requires --checkpoint-GBps"},
                       BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --tokens 1e12 --checkpoint-GBps 10",

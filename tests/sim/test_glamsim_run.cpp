@@ -252,6 +252,51 @@ TEST(GlamsimRun, PlanFileErrorsNameTheFile) {
   fs::remove(plan);
 }
 
+// Recomputation and sharded weights asked for are in the plan the chooser picks (it picks neither for
+// this model and batch by itself, with a pipeline of whole weights), and a layout given without ep is
+// the layout given with the ep it defaults to (the largest that divides dp and the experts).
+TEST(GlamsimRun, ChosenPlansKeepWhatWasAskedFor) {
+  const std::string base = "glamsim run --model glam-8b-64e --cluster tpu-v4-64 --batch-tokens 262144 --format json";
+  auto plan_of = [&](const std::string& extra) {
+    auto r = run_command(base + extra);
+    EXPECT_EQ(r.exit_code, 0) << extra << ": " << r.err;
+    auto j = nlohmann::json::parse(r.out, nullptr, false);
+    return j.is_discarded() ? nlohmann::json() : j;
+  };
+  const auto chosen = plan_of("");
+  ASSERT_TRUE(chosen.contains("plan"));
+  const auto recompute = plan_of(" --recompute"), sharded = plan_of(" --shard-weights --pp 2");
+  EXPECT_TRUE(recompute["plan"]["recompute"].get<bool>());
+  EXPECT_TRUE(sharded["plan"]["shard_weights"].get<bool>());
+  EXPECT_EQ(sharded["plan"]["pp"].get<int>(), 2);
+  const auto pipeline = plan_of(" --pp 2");
+  EXPECT_FALSE(pipeline["plan"]["shard_weights"].get<bool>()) << "the chooser's own pipelines keep whole weights";
+  const auto no_ep = plan_of(" --dp 8 --tp 4 --pp 2"), with_ep = plan_of(" --dp 8 --tp 4 --pp 2 --ep 8");
+  EXPECT_EQ(no_ep["plan"], with_ep["plan"]);
+  EXPECT_EQ(no_ep["step_time_s"].get<double>(), with_ep["step_time_s"].get<double>());
+  EXPECT_EQ(no_ep["plan"]["virtual_stages"].get<int>(), 1);
+}
+
+// A run of the first blocks says so, in the text and the JSON.
+TEST(GlamsimRun, PartOfAModelIsLabelled) {
+  auto text = run_command("glamsim run --model glam-1.7b-64e --cluster tpu-v4-64 --layers 2 --batch-tokens 262144");
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find("glam-1.7b-64e (its first 2 of 24 blocks) on tpu-v4-64"), std::string::npos) << text.out;
+  auto json = run_command("glamsim run --model glam-1.7b-64e --cluster tpu-v4-64 --layers 2 --batch-tokens 262144 --format json");
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  EXPECT_EQ(nlohmann::json::parse(json.out)["blocks"].get<int>(), 2);
+}
+
+// An output folder that cannot be made is bad input found before the simulation, not an internal
+// error after it (a folder is tried beside it and removed).
+TEST(GlamsimRun, AnOutputFolderThatCannotBeMadeIsBadInput) {
+  auto r = run_command("glamsim run --model glam-tiny --cluster dgx-h100-8 --out /proc/glam-no-such-folder/out");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(r.out.empty()) << r.out;
+  EXPECT_NE(r.err.find("--out /proc/glam-no-such-folder/out: cannot make a folder in /proc"), std::string::npos)
+      << r.err;
+}
+
 struct BadRun {
   std::string args, expected;
 };

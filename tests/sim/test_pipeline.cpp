@@ -344,7 +344,7 @@ TEST(Pipeline, MemoryIsTheWorstStages) {
   ParallelPlan p;  // 1,024 chips: 16 replicas of 4 stages of 16-way tensor parallelism
   p.dp = 16, p.tp = 16, p.pp = 4, p.ep = 16, p.batch_tokens = 1 << 20, p.microbatches = 8;
   ShardingForMemory sh;
-  sh.dense_shards = 16, sh.expert_shards = 16 * 16, sh.activation_shards = 16, sh.tp = 16;  // tp, ep x tp, tp
+  sh.dense_shards = 16, sh.expert_shards = 16 * 16, sh.tp = 16;  // tp, ep x tp
   sh.tokens_per_chip = p.tokens_per_rank() / 8;
   double worst = 0;
   for (int s = 0; s < 4; ++s) {

@@ -44,7 +44,7 @@ TEST(Plan, MemoryCountsTheGathersTheStepRuns) {
     EXPECT_EQ(expert_gather, dp / ep > 1) << dp << " " << ep;
     // The same chip's memory with the gathers the graph runs, counted by hand from the sharding.
     ShardingForMemory sh;
-    sh.dense_shards = dp, sh.expert_shards = dp, sh.activation_shards = 1;
+    sh.dense_shards = dp, sh.expert_shards = dp;
     sh.tokens_per_chip = sharded.tokens_per_rank();
     sh.gathered_dense_shards = dense_gather ? 1 : 0;
     sh.gathered_expert_shards = expert_gather ? ep : 0;
