@@ -156,11 +156,24 @@ void add_interruption_rows(TextTable& t, const InterruptedRun& r) {
   t.add_row({"goodput", format_fixed(100 * r.goodput(), 1) + "%"});
 }
 
+// A run's energy in MWh, or in kWh when it draws under 1 MWh, so that a small run's figures do not
+// print as 0.0; its emissions in t, or kg below 1 t.
+struct EnergyUnits {
+  double per_MWh = 1, per_t = 1;
+  std::string energy = "MWh", mass = "t";
+  explicit EnergyUnits(double facility_MWh, double tco2e) {
+    if (facility_MWh < 1) per_MWh = 1000, energy = "kWh";
+    if (tco2e < 1) per_t = 1000, mass = "kg";
+  }
+};
+
+std::string chips_text(int64_t n) { return std::to_string(n) + (n == 1 ? " chip" : " chips"); }
+
 std::string render_single(const PlanRow& row, std::optional<double> deadline_days) {
   const auto& e = row.estimate;
   const auto& in = row.sim.input;
   std::string out = "Training plan: " + in.model.id + " on " + in.cluster.id() + " (" +
-                    std::to_string(in.cluster.num_chips()) + " chips), " + format_count(e.tokens) + " tokens\n";
+                    chips_text(in.cluster.num_chips()) + "), " + format_count(e.tokens) + " tokens\n";
   out += "plan: " + plan_description(in.plan) + "; " + std::to_string(in.plan.batch_tokens) + " tokens per step\n\n";
   TextTable t({"figure", "value"}, {false, true});
   t.add_row({"steps", format_fixed(e.steps, 0)});
@@ -187,14 +200,17 @@ std::string render_single(const PlanRow& row, std::optional<double> deadline_day
              format_bytes(mem.activations_bytes) + ", " + format_bytes(mem.working_bytes)});
   t.add_row({"MFU", format_fixed(100 * e.mfu, 1) + "%"});
   t.add_row({"average system power per chip", format_fixed(e.step_energy.average_power_per_chip_W, 0) + " W"});
-  t.add_row({"IT energy", format_fixed(e.it_energy_MWh(), 1) + " MWh"});
-  t.add_row({"facility energy (PUE " + format_fixed(e.facility.pue, 2) + ")", format_fixed(e.facility_energy_MWh(), 1) + " MWh"});
-  t.add_row({"emissions (" + format_fixed(e.facility.carbon_kg_per_kWh, 3) + " kgCO2e/kWh)", format_fixed(e.tco2e, 1) + " tCO2e"});
+  const EnergyUnits u(e.facility_energy_MWh(), e.tco2e);
+  t.add_row({"IT energy", format_fixed(e.it_energy_MWh() * u.per_MWh, 1) + " " + u.energy});
+  t.add_row({"facility energy (PUE " + format_fixed(e.facility.pue, 2) + ")",
+             format_fixed(e.facility_energy_MWh() * u.per_MWh, 1) + " " + u.energy});
+  t.add_row({"emissions (" + format_fixed(e.facility.carbon_kg_per_kWh, 3) + " kgCO2e/kWh)",
+             format_fixed(e.tco2e * u.per_t, 1) + " " + u.mass + "CO2e"});
   if (e.electricity_cost) t.add_row({"electricity cost", format_count(*e.electricity_cost)});
   out += t.render();
-  TextTable b({"energy by part", "MWh", "share"}, {false, true, true});
+  TextTable b({"energy by part", u.energy, "share"}, {false, true, true});
   auto add = [&](const std::string& name, double MWh) {
-    b.add_row({name, format_fixed(MWh, 1), format_fixed(100 * MWh / e.energy.total(), 1) + "%"});
+    b.add_row({name, format_fixed(MWh * u.per_MWh, 1), format_fixed(100 * MWh / e.energy.total(), 1) + "%"});
   };
   add("chips, above idle", e.energy.chip_compute);
   add("chips, idle", e.energy.chip_idle);
@@ -343,7 +359,9 @@ void add_plan_command(CLI::App& app) {
                                        facility_for(row.sim.input.cluster, opts->pue, opts->carbon), interruptions);
       if (row.never_finishes() && !comparing)
         throw UsageError("on " + row.sim.input.cluster.id() + ", " + row.estimate.interruptions->why_it_does_not_finish() +
-                         " (more reliable chips, faster checkpoint storage, or fewer chips)");
+                         (opts->checkpoint_hours ? " (a shorter --checkpoint-hours, or leave it out for the optimum; "
+                                                   : " (") +
+                         "more reliable chips, faster checkpoint storage, or fewer chips)");
     }
     if (std::all_of(rows.begin(), rows.end(), [](const PlanRow& r) { return r.does_not_fit.has_value(); }))
       throw UsageError(opts->model + " fits none of the clusters compared: on " + rows.front().sim.input.cluster.id() +

@@ -1,6 +1,9 @@
 // End-to-end: `glamsim plan` against the GLaM paper's published training cost.
 #include <gtest/gtest.h>
 
+#include <iomanip>
+#include <sstream>
+
 #include <algorithm>
 
 #include <filesystem>
@@ -35,6 +38,23 @@ TEST(GlamsimPlan, ReproducesTheGlamTrainingCost) {
   auto full = plan_json("--model glam-64b-64e --cluster tpu-v4-1024 --tokens 600e9" + kGlamLayout);
   EXPECT_NEAR(full["facility_energy_MWh"].get<double>(), 456, 0.05 * 456);
   EXPECT_NEAR(full["tco2e"].get<double>(), 40.2, 0.05 * 40.2);
+}
+
+// A run that draws under 1 MWh is shown in kWh (and kgCO2e), not as 0.0 MWh; the JSON stays in MWh.
+TEST(GlamsimPlan, SmallRunsInKilowattHours) {
+  const std::string args = "--model glam-1.7b --cluster h200-1 --tokens 1e9";
+  const auto j = plan_json(args);
+  const double kWh = j["facility_energy_MWh"].get<double>() * 1000;
+  ASSERT_GT(kWh, 1);
+  ASSERT_LT(kWh, 1000);
+  auto r = run_command("glamsim plan " + args);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("on h200-1 (1 chip)"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("MWh"), std::string::npos) << r.out;
+  std::ostringstream want;
+  want << std::fixed << std::setprecision(1) << kWh << " kWh";
+  EXPECT_NE(r.out.find(want.str()), std::string::npos) << want.str() << " in\n" << r.out;
+  EXPECT_NE(r.out.find(" kgCO2e\n"), std::string::npos) << r.out;
 }
 
 // A pipelined plan reports its bubble (JSON and table) and the HBM its headroom leaves.
@@ -293,6 +313,10 @@ INSTANTIATE_TEST_SUITE_P(
                               "not expected: 2 --layers"},
                       BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --tokens 1e12 --chip-mtbf-hours 1000",
                               "--chip-mtbf-hours requires --checkpoint-GBps"},
+                      // The interval given is the cause, and the message says so first.
+                      BadPlan{"--model glam-64b-64e --cluster tpu-v4-1024 --tokens 600e9 --chip-mtbf-hours 50700 "
+                              "--checkpoint-GBps 100 --checkpoint-hours 100000",
+                              "times its compute time (a shorter --checkpoint-hours"},
                       BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --tokens 1e12 --checkpoint-GBps 10",
                               "--checkpoint-GBps requires --chip-mtbf-hours"},
                       BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --tokens 1e12 --chip-mtbf-hours 0 --checkpoint-GBps 10",
