@@ -97,7 +97,12 @@ double expert_slots_per_token(const ModelConfig& m) {
 }  // namespace
 
 SublayerActivationBytes saved_activation_bytes_per_token_by_sublayer(const ModelConfig& m, bool moe_block,
-                                                                     int64_t tp) {
+                                                                     int64_t tp, bool sequence_parallel) {
+  if (sequence_parallel && tp > 1) {
+    SublayerActivationBytes whole = saved_activation_bytes_per_token_by_sublayer(m, moe_block);
+    whole.attention /= static_cast<double>(tp), whole.ffn /= static_cast<double>(tp);
+    return whole;
+  }
   const double e = static_cast<double>(ModelConfig::precision_bytes(m.activation_precision));
   const double M = static_cast<double>(m.d_model), A = static_cast<double>(m.attention_width());
   const double heads = static_cast<double>(m.heads), S = static_cast<double>(m.seq_len);
@@ -119,8 +124,8 @@ SublayerActivationBytes saved_activation_bytes_per_token_by_sublayer(const Model
   return b;
 }
 
-double saved_activation_bytes_per_token(const ModelConfig& m, bool moe_block, int64_t tp) {
-  return saved_activation_bytes_per_token_by_sublayer(m, moe_block, tp).total();
+double saved_activation_bytes_per_token(const ModelConfig& m, bool moe_block, int64_t tp, bool sequence_parallel) {
+  return saved_activation_bytes_per_token_by_sublayer(m, moe_block, tp, sequence_parallel).total();
 }
 
 namespace {
@@ -153,7 +158,8 @@ double block_working_bytes(const ModelConfig& m, const ShardingForMemory& s, boo
   const double wbytes = static_cast<double>(ModelConfig::precision_bytes(m.weight_precision));
   const double tokens = static_cast<double>(s.tokens_per_chip);
   double bytes = 0;
-  const SublayerActivationBytes acts = saved_activation_bytes_per_token_by_sublayer(m, moe_block, s.tp);
+  const SublayerActivationBytes acts =
+      saved_activation_bytes_per_token_by_sublayer(m, moe_block, s.tp, s.sequence_parallel);
   if (s.recompute_activations) bytes += acts.total() * tokens;
   // The gradients of the sub-layer's activations, live during its backward: at most its saved
   // activations' shapes, the larger sub-layer's (attention's includes the softmax probabilities').
@@ -215,10 +221,13 @@ MemoryFootprint memory_per_chip(const ModelConfig& m, const ShardingForMemory& s
   const double tokens = static_cast<double>(s.tokens_per_chip);
   const double e = static_cast<double>(ModelConfig::precision_bytes(m.activation_precision));
   double per_token = 0;
-  // With recomputation a block keeps its input, whole on each tp chip.
+  // With recomputation a block keeps its input, whole on each tp chip (its tokens' share with
+  // sequence parallelism).
+  const double input_share = s.sequence_parallel ? 1.0 / static_cast<double>(tp) : 1.0;
   for (int64_t l : blocks)
-    per_token += s.recompute_activations ? static_cast<double>(m.d_model) * e
-                                         : saved_activation_bytes_per_token(m, m.is_moe_layer(l), tp);
+    per_token += s.recompute_activations
+                     ? static_cast<double>(m.d_model) * e * input_share
+                     : saved_activation_bytes_per_token(m, m.is_moe_layer(l), tp, s.sequence_parallel);
   per_token *= s.activation_microbatches;
   // float32 logits for the loss, of the one micro-batch at the output end: each tp chip holds its
   // slice of the vocabulary

@@ -58,6 +58,8 @@ struct ShardingForMemory {
   // MoE router whole on each of its tp chips: those are sharded over dense_shards / tp only. It splits
   // only some activations (saved_activation_bytes_per_token_by_sublayer).
   int64_t tp = 1;
+  // With sequence parallelism every saved activation is split over tp (Korthikanti et al. 2022).
+  bool sequence_parallel = false;
   int64_t tokens_per_chip = 1024;
   bool recompute_activations = false;  // keep only block inputs, recompute the rest
   // Pipeline parallelism: a stage holds some blocks (empty: all), the embedding when it runs the input
@@ -107,8 +109,10 @@ struct SublayerActivationBytes {
   double attention = 0, ffn = 0;
   double total() const { return attention + ffn; }
 };
+// With sequence parallelism (Megatron-LM's, Korthikanti et al. 2022) all of them split over tp.
 SublayerActivationBytes saved_activation_bytes_per_token_by_sublayer(const ModelConfig& m, bool moe_block,
-                                                                     int64_t tp = 1);
-double saved_activation_bytes_per_token(const ModelConfig& m, bool moe_block, int64_t tp = 1);
+                                                                     int64_t tp = 1, bool sequence_parallel = false);
+double saved_activation_bytes_per_token(const ModelConfig& m, bool moe_block, int64_t tp = 1,
+                                        bool sequence_parallel = false);
 
 }  // namespace glam

@@ -116,6 +116,8 @@ class Builder {
     w_ = static_cast<double>(ModelConfig::precision_bytes(m.weight_precision));
     T_ = static_cast<double>(s.tokens_per_rank) / static_cast<double>(std::max<int64_t>(1, s.microbatches));
     tp_ = static_cast<double>(s.tp);
+    sp_ = s.sequence_parallel && s.tp > 1;
+    Tsp_ = sp_ ? T_ / tp_ : T_;
     M_ = static_cast<double>(m.d_model);
     A_ = static_cast<double>(m.attention_width());
   }
@@ -143,27 +145,37 @@ class Builder {
     g_.ops.push_back(std::move(op));
   }
 
-  // The tensor-parallel all-reduce `name` of `elements` activations: after the row-sliced output product
-  // in the forward pass, and in the backward pass after the column-sliced input product, of its input
-  // gradient (Megatron-LM's f and g). A sequence of the block's ops takes two: one placed for each pass.
-  std::function<void()> tp_allreduce(int l, const char* name, StepPhase ph, bool forward_position, double elements) {
-    return [this, l, name, ph, forward_position, elements] {
-      if (s_.tp > 1 && forward_position == (ph == StepPhase::kForward))
-        collective(l, name, ph, CollectiveKind::kAllReduce, CommAxis::kTensor, elements * e_);
+  // The tensor-parallel exchange of `elements` activations at one end of a block's sliced products
+  // (Megatron-LM's f and g), `front` before them in the forward order. Without sequence parallelism an
+  // all-reduce "<stem>_tp_allreduce": after the row-sliced output product in the forward pass (the back
+  // end), and in the backward pass after the column-sliced input product, of its input gradient (the
+  // front end). With it, an all-gather into the sliced products and a reduce-scatter out of them, in
+  // both passes (the same bytes as the all-reduce). A sequence of the block's ops takes one at each end.
+  std::function<void()> tp_exchange(int l, const std::string& stem, StepPhase ph, bool front, double elements) {
+    return [this, l, stem, ph, front, elements] {
+      if (s_.tp <= 1) return;
+      const bool forward = ph == StepPhase::kForward;
+      if (!sp_) {
+        if (front != forward) collective(l, stem + "_tp_allreduce", ph, CollectiveKind::kAllReduce, CommAxis::kTensor, elements * e_);
+        return;
+      }
+      const bool gather = front == forward;
+      collective(l, stem + (gather ? "_tp_allgather" : "_tp_reducescatter"), ph,
+                 gather ? CollectiveKind::kAllGather : CollectiveKind::kReduceScatter, CommAxis::kTensor, elements * e_);
     };
   }
 
   void attention(int l, StepPhase ph) {
     const double S = static_cast<double>(m_.seq_len), heads = static_cast<double>(m_.heads);
     std::vector<std::function<void()>> seq = {
-        [&] { elementwise(l, "attn_norm", ph, T_ * M_, 2); },
-        tp_allreduce(l, "attn_tp_allreduce", ph, false, T_ * M_),
+        [&] { elementwise(l, "attn_norm", ph, Tsp_ * M_, 2); },
+        tp_exchange(l, "attn", ph, true, T_ * M_),
         [&] { matmul(l, "attn_qkv", ph, T_, M_, 3 * A_, tp_); },
         [&] { matmul(l, "attn_scores", ph, T_, A_, S, tp_, OpKind::kAttention); },
         [&] { elementwise(l, "attn_softmax", ph, T_ * S * heads / tp_, 3); },
         [&] { matmul(l, "attn_context", ph, T_, S, A_, tp_, OpKind::kAttention); },
         [&] { matmul(l, "attn_out", ph, T_, A_, M_, tp_); },
-        tp_allreduce(l, "attn_tp_allreduce", ph, true, T_ * M_),
+        tp_exchange(l, "attn", ph, false, T_ * M_),
     };
     run(seq, ph);
   }
@@ -172,12 +184,12 @@ class Builder {
     const double H = static_cast<double>(m_.ffn_hidden);
     const double in_cols = m_.ffn_kind == "gated" ? 2 * H : H;
     std::vector<std::function<void()>> seq = {
-        [&] { elementwise(l, "ffn_norm", ph, T_ * M_, 2); },
-        tp_allreduce(l, "ffn_tp_allreduce", ph, false, T_ * M_),
+        [&] { elementwise(l, "ffn_norm", ph, Tsp_ * M_, 2); },
+        tp_exchange(l, "ffn", ph, true, T_ * M_),
         [&] { matmul(l, "ffn_in", ph, T_, M_, in_cols, tp_); },
         [&] { elementwise(l, "ffn_act", ph, T_ * H / tp_, 3); },
         [&] { matmul(l, "ffn_out", ph, T_, H, M_, tp_); },
-        tp_allreduce(l, "ffn_tp_allreduce", ph, true, T_ * M_),
+        tp_exchange(l, "ffn", ph, false, T_ * M_),
     };
     run(seq, ph);
   }
@@ -186,29 +198,30 @@ class Builder {
     const double He = static_cast<double>(m_.expert_hidden_size()), E = static_cast<double>(m_.experts);
     const double in_cols = m_.expert_kind == "gated" ? 2 * He : He;
     const double copies = load.expert_tokens;
+    // With sequence parallelism each tp rank routes and sends its own 1/tp of the tokens, and the tp
+    // group gathers the copies its experts' sliced products need.
+    const double sent = sp_ ? load.a2a_send_tokens / tp_ : load.a2a_send_tokens;
     // Experts on this rank: E / ep when ep <= E; an expert split over tp otherwise.
     std::vector<std::function<void()>> seq = {
-        [&] { elementwise(l, "ffn_norm", ph, T_ * M_, 2); },
-        [&] { matmul(l, "moe_router", ph, T_, M_, E, 1); },
-        [&] { elementwise(l, "moe_permute", ph, load.a2a_send_tokens * M_, 2); },
+        [&] { elementwise(l, "ffn_norm", ph, Tsp_ * M_, 2); },
+        [&] { matmul(l, "moe_router", ph, Tsp_, M_, E, 1); },
+        [&] { elementwise(l, "moe_permute", ph, sent * M_, 2); },
         [&] {
-          collective(l, "moe_dispatch_a2a", ph, CollectiveKind::kAllToAll, CommAxis::kExpert,
-                     load.a2a_send_tokens * M_ * e_);
+          collective(l, "moe_dispatch_a2a", ph, CollectiveKind::kAllToAll, CommAxis::kExpert, sent * M_ * e_);
           g_.ops.back().a2a_dest_share = load.dest_share;
           g_.ops.back().a2a_transposed = ph == StepPhase::kBackward;
         },
-        tp_allreduce(l, "ffn_tp_allreduce", ph, false, copies * M_),
+        tp_exchange(l, "ffn", ph, true, copies * M_),
         [&] { matmul(l, "moe_expert_in", ph, copies, M_, in_cols, tp_); },
         [&] { elementwise(l, "moe_expert_act", ph, copies * He / tp_, 3); },
         [&] { matmul(l, "moe_expert_out", ph, copies, He, M_, tp_); },
-        tp_allreduce(l, "ffn_tp_allreduce", ph, true, copies * M_),
+        tp_exchange(l, "ffn", ph, false, copies * M_),
         [&] {
-          collective(l, "moe_combine_a2a", ph, CollectiveKind::kAllToAll, CommAxis::kExpert,
-                     load.a2a_send_tokens * M_ * e_);
+          collective(l, "moe_combine_a2a", ph, CollectiveKind::kAllToAll, CommAxis::kExpert, sent * M_ * e_);
           g_.ops.back().a2a_dest_share = load.dest_share;
           g_.ops.back().a2a_transposed = ph == StepPhase::kForward;
         },
-        [&] { elementwise(l, "moe_unpermute", ph, load.a2a_send_tokens * M_, 2); },
+        [&] { elementwise(l, "moe_unpermute", ph, sent * M_, 2); },
     };
     run(seq, ph);
   }
@@ -366,9 +379,11 @@ class Builder {
     const int64_t per_chunk = layout_.blocks_per_chunk();
     if (chunk == 0) {
       elementwise(-1, "embed", StepPhase::kForward, T_ * M_, 2);
-      // vocabulary-parallel embedding: each slice looks up the tokens it holds, zeros for the rest
+      // vocabulary-parallel embedding: each slice looks up the tokens it holds, zeros for the rest; the
+      // slices' sums, or with sequence parallelism each rank's tokens of them
       if (s_.tp > 1)
-        collective(-1, "embed_tp_allreduce", StepPhase::kForward, CollectiveKind::kAllReduce, CommAxis::kTensor, T_ * M_ * e_);
+        collective(-1, sp_ ? "embed_tp_reducescatter" : "embed_tp_allreduce", StepPhase::kForward,
+                   sp_ ? CollectiveKind::kReduceScatter : CollectiveKind::kAllReduce, CommAxis::kTensor, T_ * M_ * e_);
     }
     for (int l = static_cast<int>(chunk * per_chunk); l < (chunk + 1) * per_chunk; ++l) {
       auto gathers = weight_gather(l, StepPhase::kForward);
@@ -377,7 +392,10 @@ class Builder {
     }
     if (chunk == layout_.chunks() - 1) {
       const double V = static_cast<double>(m_.vocab_size);
-      elementwise(-1, "final_norm", StepPhase::kForward, T_ * M_, 2);
+      elementwise(-1, "final_norm", StepPhase::kForward, Tsp_ * M_, 2);
+      if (sp_)
+        collective(-1, "logits_tp_allgather", StepPhase::kForward, CollectiveKind::kAllGather, CommAxis::kTensor,
+                   T_ * M_ * e_);
       matmul(-1, "logits", StepPhase::kForward, T_, M_, V, tp_);
       elementwise(-1, "loss", StepPhase::kForward, T_ * V / tp_, 3);
     } else {
@@ -395,9 +413,9 @@ class Builder {
       matmul(-1, "logits", StepPhase::kBackward, T_, M_, V, tp_);
       // each vocabulary slice's share of the final norm's output gradient
       if (s_.tp > 1)
-        collective(-1, "logits_tp_allreduce", StepPhase::kBackward, CollectiveKind::kAllReduce, CommAxis::kTensor,
-                   T_ * M_ * e_);
-      elementwise(-1, "final_norm", StepPhase::kBackward, T_ * M_, 2);
+        collective(-1, sp_ ? "logits_tp_reducescatter" : "logits_tp_allreduce", StepPhase::kBackward,
+                   sp_ ? CollectiveKind::kReduceScatter : CollectiveKind::kAllReduce, CommAxis::kTensor, T_ * M_ * e_);
+      elementwise(-1, "final_norm", StepPhase::kBackward, Tsp_ * M_, 2);
     }
     for (int l = static_cast<int>((chunk + 1) * per_chunk) - 1; l >= chunk * per_chunk; --l) {
       auto gathers = weight_gather(l, StepPhase::kBackward);
@@ -408,8 +426,15 @@ class Builder {
       attention(l, StepPhase::kBackward);
       if (last) grad_reduction(l);
     }
-    if (chunk == 0) elementwise(-1, "embed", StepPhase::kBackward, T_ * M_, 2);
-    else send_pass_output(StepPhase::kBackward, chunk, mb);
+    if (chunk == 0) {
+      // the reduce-scatter's gradient: every token's, for each vocabulary slice's rows
+      if (sp_)
+        collective(-1, "embed_tp_allgather", StepPhase::kBackward, CollectiveKind::kAllGather, CommAxis::kTensor,
+                   T_ * M_ * e_);
+      elementwise(-1, "embed", StepPhase::kBackward, T_ * M_, 2);
+    } else {
+      send_pass_output(StepPhase::kBackward, chunk, mb);
+    }
   }
 
   // Each tp rank sends its 1/tp slice of the activations, and the receiving tp group gathers them
@@ -426,7 +451,7 @@ class Builder {
   }
   // The received slices, gathered into whole activations (or gradients) before the pass uses them.
   void gather_received_slices(StepPhase ph, int64_t chunk) {
-    if (s_.tp <= 1) return;
+    if (s_.tp <= 1 || sp_) return;  // with sequence parallelism each tp rank works on its slice
     collective(-1, "pp_recv_allgather", ph, CollectiveKind::kAllGather, CommAxis::kTensor, T_ * M_ * e_);
     name_by_chunk(g_.ops.back(), chunk);
   }
@@ -567,6 +592,8 @@ class Builder {
   const ModelConfig& m_;
   const StepShape& s_;
   double e_, w_, T_, tp_, M_, A_;
+  bool sp_ = false;
+  double Tsp_ = 0;  // tokens of one tp rank where sequence parallelism splits them (T_ without it)
   StepGraph g_;
   std::string id_prefix_;  // the micro-batch pass of the ops being made
   int stage_ = 0;          // the pipeline stage of the ops being made

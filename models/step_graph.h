@@ -72,6 +72,11 @@ struct StepShape {
   int64_t layers_run = -1;  // run only the first K blocks (-1: all)
   bool shard_weights = false;  // non-expert weights sharded over dp: gathered before use (ZeRO-3)
   bool recompute = false;      // the forward pass of each block runs again in its backward pass
+  // Megatron-LM's sequence parallelism (Korthikanti et al. 2022), with tp > 1: the norms, the
+  // residual and the router work on 1/tp of the tokens per tp rank; each tp all-reduce becomes an
+  // all-gather before the sliced products and a reduce-scatter after them (the same bytes), and each
+  // tp rank sends only its tokens through the all-to-all. glamexec does not run it.
+  bool sequence_parallel = false;
   // true: each block's gradients are reduced during the rest of the backward pass (bucketed, as
   // large-scale trainers do); false: one blocking all-reduce after it (glamexec's CPU executor).
   bool overlap_grad_reduction = true;

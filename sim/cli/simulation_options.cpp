@@ -28,6 +28,11 @@ void SimulationOptions::register_options(CLI::App& cmd, bool with_out_dir) {
       ->excludes(plan)
       ->transform(cli_checks::integer_at_least(1));
   cmd.add_flag("--shard-weights", shard_weights, "Shard weights over data parallelism too, experts over dp / ep (ZeRO-3 / GSPMD 2D; no pipeline)")->excludes(plan);
+  cmd.add_flag("--sequence-parallel", sequence_parallel,
+               "With tp > 1, Megatron-LM's sequence parallelism: norms and router on 1/tp of the tokens, all-gather "
+               "and reduce-scatter for the tp all-reduces, 1/tp of the all-to-all per tp chip (the chooser then uses "
+               "it in every layout; glamexec does not run it)")
+      ->excludes(plan);
   cmd.add_flag("--recompute", recompute, "Recompute activations in the backward pass (the chooser then recomputes in every layout)")->excludes(plan);
   cmd.add_option("--mapping", mapping, "Ranks onto chips: auto (compact torus blocks) or linear (chip order)")
       ->check(CLI::IsMember({"auto", "linear"}))
@@ -78,7 +83,7 @@ ResolvedSimulation SimulationOptions::resolve_for_cluster(const std::string& clu
   ParallelPlan base;
   if (!plan_file.empty()) base = load_plan_file(plan_file);
   else
-    base.dp = dp, base.ep = ep, base.tp = tp, base.pp = pp, base.virtual_stages = virtual_stages, base.shard_weights = shard_weights, base.recompute = recompute,
+    base.dp = dp, base.ep = ep, base.tp = tp, base.pp = pp, base.virtual_stages = virtual_stages, base.shard_weights = shard_weights, base.recompute = recompute, base.sequence_parallel = sequence_parallel,
     base.mapping = mapping, base.microbatches = microbatches;
   if (batch_tokens) base.batch_tokens = batch_tokens;
   if (!base.batch_tokens) base.batch_tokens = kDefaultBatchTokens;

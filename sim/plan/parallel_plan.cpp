@@ -21,6 +21,7 @@ StepShape ParallelPlan::step_shape() const {
   s.virtual_stages = virtual_stages;
   s.shard_weights = shard_weights;
   s.recompute = recompute;
+  s.sequence_parallel = sequence_parallel && tp > 1;
   s.overlap_grad_reduction = overlap_grad_reduction;
   s.microbatches = microbatches;
   s.narrow_weight_copy = narrow_weight_copy;
@@ -191,6 +192,10 @@ const Schema<ParallelPlan>& plan_schema() {
              "Shard weights, gradients and optimizer state over dp too: non-expert ones over dp, experts over dp / ep "
              "(ZeRO-3 / GSPMD 2D)", false)
         .add("recompute", &ParallelPlan::recompute, "", "Recompute activations in the backward pass", false)
+        .add("sequence_parallel", &ParallelPlan::sequence_parallel, "",
+             "With tp > 1, Megatron-LM's sequence parallelism: norms, residual and router on 1/tp of the tokens, "
+             "all-gather and reduce-scatter instead of all-reduce, 1/tp of the all-to-all per tp rank",
+             false)
         .add("mapping", &ParallelPlan::mapping, "",
              "Ranks onto chips: auto (nested compact blocks on tori: tp, then ep, then replicas) or linear (chip order)",
              std::string("auto"), one_of({"auto", "linear"}))
@@ -274,6 +279,7 @@ std::string plan_short_label(const ParallelPlan& p) {
   return "dp" + std::to_string(p.dp) + " tp" + std::to_string(p.tp) + " ep" + std::to_string(p.ep) +
          (p.pp > 1 ? " pp" + std::to_string(p.pp) : "") +
          (p.virtual_stages > 1 ? " v" + std::to_string(p.virtual_stages) : "") + (p.shard_weights ? " zs" : "") + (p.recompute ? " rc" : "") +
+         (p.sequence_parallel && p.tp > 1 ? " sp" : "") +
          (p.microbatches > 1 ? " mb" + std::to_string(p.microbatches) : "") + (p.mapping == "linear" ? " linear" : "");
 }
 
@@ -283,6 +289,7 @@ std::string plan_description(const ParallelPlan& p) {
          (p.virtual_stages > 1 ? " (" + std::to_string(p.virtual_stages) + " chunks each, interleaved)" : "") +
          ", ep " + std::to_string(p.ep) +
          (p.shard_weights ? ", weights sharded" : "") + (p.recompute ? ", recompute" : "") +
+         (p.sequence_parallel && p.tp > 1 ? ", sequence parallel" : "") +
          (p.microbatches > 1 ? ", " + std::to_string(p.microbatches) + " micro-batches" : "");
 }
 
@@ -293,6 +300,7 @@ MemoryFootprint plan_memory(const ModelConfig& m, const ParallelPlan& p) {
   sh.tp = p.tp;
   sh.tokens_per_chip = p.tokens_per_rank() / std::max<int64_t>(1, p.microbatches);
   sh.recompute_activations = p.recompute;
+  sh.sequence_parallel = p.sequence_parallel && p.tp > 1;
   // What the StepGraph gathers: non-expert weights over dp > 1, experts over dp / ep > 1 replicas.
   if (p.shard_weights && p.dp > 1) sh.gathered_dense_shards = p.tp;
   if (p.shard_weights && m.is_moe() && p.dp / p.ep > 1) sh.gathered_expert_shards = p.ep * p.tp;

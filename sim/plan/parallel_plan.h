@@ -32,6 +32,7 @@ struct ParallelPlan {
   int64_t batch_tokens = 0;  // global tokens per step
   bool shard_weights = false;  // ZeRO-3 / GSPMD 2D: non-expert weights and state sharded over dp as well
   bool recompute = false;      // keep only block inputs; recompute the forward in backward
+  bool sequence_parallel = false;  // with tp > 1 (StepShape::sequence_parallel)
   std::string mapping = "auto";  // "auto": compact torus blocks where possible; "linear": chip order
   bool overlap_grad_reduction = true;  // reduce each block's gradients during the backward pass
   int64_t microbatches = 1;            // gradient accumulation: passes per step on each rank

@@ -121,6 +121,13 @@ TEST(Accounting, TensorParallelismSplitsTheHeadsAndTheHiddenActivations) {
     EXPECT_DOUBLE_EQ(moe.attention, dense.attention) << tp;
     EXPECT_DOUBLE_EQ(moe.ffn, (2 * 8 + 2 * (2 * 8 + 2 * 16 / t)) * 2 + 4 * 4) << tp;
   }
+  // With sequence parallelism every activation is split (Korthikanti et al. 2022).
+  for (bool moe : {false, true}) {
+    const SublayerActivationBytes whole = saved_activation_bytes_per_token_by_sublayer(m, moe, 1);
+    const SublayerActivationBytes split = saved_activation_bytes_per_token_by_sublayer(m, moe, 2, true);
+    EXPECT_DOUBLE_EQ(split.attention, whole.attention / 2) << moe;
+    EXPECT_DOUBLE_EQ(split.ffn, whole.ffn / 2) << moe;
+  }
   // A whole model on one of 2 tp chips: the blocks' activations at tp 2, and half of the float32 logits
   // (the chip's slice of the vocabulary).
   ShardingForMemory tp2;

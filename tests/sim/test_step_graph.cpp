@@ -93,6 +93,57 @@ TEST(StepGraph, CollectivesFollowThePlan) {
   EXPECT_EQ(count(replicas, "expert_grad_allreduce"), 16);
 }
 
+// Sequence parallelism (Megatron-LM's): each tp all-reduce becomes an all-gather and a reduce-scatter
+// of the same bytes, in both passes; the norms and the router work on 1/tp of the tokens; each tp rank
+// sends 1/tp of the all-to-all; a pipeline stage keeps its received slice rather than gathering it;
+// the products do not change.
+TEST(StepGraph, SequenceParallelismSplitsTheTokensBetweenTheSlicedProducts) {
+  ModelConfig m = load_model("glam-8b-64e");
+  StepShape plain = shape(8192, 8, 8, 4), sp = plain;
+  plain.pp = sp.pp = 2;
+  plain.microbatches = sp.microbatches = 2;
+  sp.sequence_parallel = true;
+  const StepGraph a = build_step_graph(m, plain), b = build_step_graph(m, sp);
+  auto total = [](const StepGraph& g, auto field, auto keep) {
+    double sum = 0;
+    for (const auto& op : g.ops)
+      if (keep(op)) sum += field(op);
+    return sum;
+  };
+  auto comm = [](const StepOp& op) { return op.comm_bytes; };
+  auto flops = [](const StepOp& op) { return op.flops; };
+  auto tensor_kind = [](CollectiveKind k) {
+    return [k](const StepOp& op) {
+      return op.kind == OpKind::kCollective && op.axis == CommAxis::kTensor && op.collective == k &&
+             op.name != "pp_recv_allgather";
+    };
+  };
+  const double all_reduced = total(a, comm, tensor_kind(CollectiveKind::kAllReduce));
+  ASSERT_GT(all_reduced, 0);
+  EXPECT_EQ(total(b, comm, tensor_kind(CollectiveKind::kAllReduce)), 0);
+  EXPECT_DOUBLE_EQ(total(b, comm, tensor_kind(CollectiveKind::kAllGather)), all_reduced);
+  EXPECT_DOUBLE_EQ(total(b, comm, tensor_kind(CollectiveKind::kReduceScatter)), all_reduced);
+  EXPECT_GT(count(a, "pp_recv_allgather"), 0);
+  EXPECT_EQ(count(b, "pp_recv_allgather"), 0);
+  auto named = [](const std::string& name) { return [name](const StepOp& op) { return op.name == name; }; };
+  for (const char* split : {"attn_norm", "ffn_norm", "moe_router", "moe_permute", "moe_dispatch_a2a", "final_norm"}) {
+    const auto field = std::string(split) == "moe_dispatch_a2a" ? +[](const StepOp& op) { return op.comm_bytes; }
+                                                                 : +[](const StepOp& op) { return op.flops; };
+    const double whole = total(a, field, named(split));
+    ASSERT_GT(whole, 0) << split;
+    EXPECT_DOUBLE_EQ(total(b, field, named(split)), whole / 4) << split;
+  }
+  for (const char* same : {"attn_qkv", "attn_scores", "moe_expert_in", "logits"})
+    EXPECT_DOUBLE_EQ(total(b, flops, named(same)), total(a, flops, named(same))) << same;
+  std::set<std::string> ids;
+  for (const auto& op : b.ops) EXPECT_TRUE(ids.insert(op.id).second) << "duplicate " << op.id;
+  EXPECT_TRUE(ids.count("L0.attn_tp_allgather.fwd") && ids.count("L0.attn_tp_reducescatter.bwd"));
+  // Without tensor parallelism there is nothing to split.
+  StepShape one = shape(8192, 8, 8, 1), one_sp = one;
+  one_sp.sequence_parallel = true;
+  EXPECT_EQ(build_step_graph(m, one).ops.size(), build_step_graph(m, one_sp).ops.size());
+}
+
 TEST(StepGraph, ShardedWeightsAreGatheredBeforeUse) {
   ModelConfig m = load_model("glam-1.7b-64e");
   StepShape s = shape(4096, 128, 64, 1);
