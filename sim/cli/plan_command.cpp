@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <iostream>
+#include <set>
 #include <sstream>
 
 #include "cli/command.h"
@@ -222,6 +223,28 @@ std::string render_single(const PlanRow& row, std::optional<double> deadline_day
   return out;
 }
 
+// The PUE and grid intensity behind each row's facility MWh and tCO2e: the cluster files' own (a
+// TPU file's and a DGX file's differ fourfold in kgCO2e/kWh), unless --pue or --carbon-intensity set them.
+std::string facility_note(const std::vector<PlanRow>& rows) {
+  std::vector<std::string> each;
+  std::set<std::pair<double, double>> distinct;
+  for (const auto& r : rows) {
+    if (!r.planned()) continue;
+    const auto& f = r.estimate.facility;
+    distinct.insert({f.pue, f.carbon_kg_per_kWh});
+    each.push_back(r.sim.input.cluster.id() + " " + format_fixed(f.pue, 2) + " and " +
+                   format_fixed(f.carbon_kg_per_kWh, 3));
+  }
+  if (distinct.empty()) return "";
+  if (distinct.size() == 1)
+    return "facility: PUE " + format_fixed(distinct.begin()->first, 2) + " and " +
+           format_fixed(distinct.begin()->second, 3) + " kgCO2e/kWh for every cluster\n";
+  std::string out = "facility: PUE and kgCO2e/kWh differ (the cluster files'; --pue and --carbon-intensity set them "
+                    "for all): ";
+  for (size_t i = 0; i < each.size(); ++i) out += (i ? "; " : "") + each[i];
+  return out + "\n";
+}
+
 std::string render_compare(const std::vector<PlanRow>& rows, double tokens, std::optional<double> deadline_days) {
   std::vector<std::string> header = {"cluster", "chips", "plan", "step", "days", "chip-hours", "MFU", "W/chip",
                                      "facility MWh", "tCO2e"};
@@ -259,6 +282,7 @@ std::string render_compare(const std::vector<PlanRow>& rows, double tokens, std:
                     t.render() + "\nplan: " + kPlanLabelLegend + "\n";
   if (interruptions)
     out += "days: expected, with checkpoints, restarts and work lost to failures; goodput: the steps' share of them\n";
+  out += facility_note(rows);
   if (deadline_days) out += deadline_summary(rows, *deadline_days);
   return out;
 }

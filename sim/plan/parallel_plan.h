@@ -69,7 +69,7 @@ std::string plan_short_label(const ParallelPlan& p);
 std::string plan_description(const ParallelPlan& p);
 inline constexpr const char* kPlanLabelLegend =
     "ppN = N pipeline stages, vN = N chunks per stage (interleaved), zs = weights sharded over dp, rc = activation "
-    "recompute, mbN = N micro-batches";
+    "recompute, sp = sequence parallel, mbN = N micro-batches";
 
 // Checks the plan against the model and the cluster; throws UsageError with the reason.
 void validate_plan(const ParallelPlan& plan, const ModelConfig& m, const Cluster& c);

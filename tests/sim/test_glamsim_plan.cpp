@@ -109,6 +109,25 @@ TEST(GlamsimPlan, CompareGivesOneRowPerCluster) {
   auto text = run_command("glamsim plan --model glam-1.7b-64e --compare tpu-v4-64 dgx-h100-64 --tokens 1e11 "
                           "--batch-tokens 262144");
   EXPECT_NE(text.out.find("dgx-h100-64"), std::string::npos);
+  // The facility figures behind each row's MWh and tCO2e, from the JSON: the cluster files' differ.
+  const auto& tpu = j["plans"][0];
+  const auto& dgx = j["plans"][1];
+  ASSERT_NE(tpu["carbon_kg_per_kWh"], dgx["carbon_kg_per_kWh"]);
+  auto fixed = [](double v, int digits) {
+    std::ostringstream o;
+    o << std::fixed << std::setprecision(digits) << v;
+    return o.str();
+  };
+  const std::string note = "tpu-v4-64 " + fixed(tpu["pue"].get<double>(), 2) + " and " +
+                           fixed(tpu["carbon_kg_per_kWh"].get<double>(), 3) + "; dgx-h100-64 " +
+                           fixed(dgx["pue"].get<double>(), 2) + " and " +
+                           fixed(dgx["carbon_kg_per_kWh"].get<double>(), 3) + "\n";
+  EXPECT_NE(text.out.find("facility: PUE and kgCO2e/kWh differ"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find(note), std::string::npos) << note << " in\n" << text.out;
+  auto same = run_command("glamsim plan --model glam-1.7b-64e --compare tpu-v4-64 dgx-h100-64 --tokens 1e11 "
+                          "--batch-tokens 262144 --pue 1.3 --carbon-intensity 0.2");
+  EXPECT_NE(same.out.find("facility: PUE 1.30 and 0.200 kgCO2e/kWh for every cluster\n"), std::string::npos)
+      << same.out;
 }
 
 // --days: each plan says whether it finishes in time; of those that do, the comparison names the one
