@@ -61,11 +61,7 @@ void add_topo_command(CLI::App& app) {
     for (const auto& id : ids) clusters.push_back(load_cluster(id));
     for (const auto& c : clusters) metrics.push_back(compute_metrics(c));
     if (opts->format == "json") {
-      // One cluster named on the command line: its object; otherwise {"clusters": [...]}.
-      if (opts->ids.size() == 1) {
-        std::cout << metrics_json(clusters[0], metrics[0]).dump(2) << "\n";
-        return;
-      }
+      // {"clusters": [...]} however many were named, as `glamsim models` gives {"models": [...]}.
       nlohmann::json out = {{"clusters", nlohmann::json::array()}};
       for (size_t i = 0; i < clusters.size(); ++i) out["clusters"].push_back(metrics_json(clusters[i], metrics[i]));
       std::cout << out.dump(2) << "\n";

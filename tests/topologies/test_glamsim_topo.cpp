@@ -17,7 +17,10 @@ using testing::run_command;
 TEST(GlamsimTopo, JsonForOneCluster) {
   auto r = run_command("glamsim topo tpu-v4-1024 --format json");
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  auto j = nlohmann::json::parse(r.out);
+  // One cluster is a list of one, as several are (scripts read one shape).
+  const auto all = nlohmann::json::parse(r.out);
+  ASSERT_EQ(all["clusters"].size(), 1u);
+  const auto& j = all["clusters"][0];
   EXPECT_EQ(j["id"], "tpu-v4-1024");
   EXPECT_EQ(j["chips"], 1024);
   EXPECT_EQ(j["links"], 6 * 1024);
@@ -45,7 +48,7 @@ TEST(GlamsimTopo, AUsersFileWorksWhereAnIdDoes) {
   auto r = run_command("glamsim topo " + p.string() + " --format json");
   fs::remove(p);
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  auto j = nlohmann::json::parse(r.out);
+  const auto j = nlohmann::json::parse(r.out)["clusters"][0];
   EXPECT_EQ(j["id"], "mine");
   EXPECT_EQ(j["chips"], 6);
   EXPECT_EQ(j["diameter_hops"], 2);
