@@ -270,6 +270,9 @@ void validate_plan(const ParallelPlan& p, const ModelConfig& m, const Cluster& c
       throw UsageError("microbatches = " + s(p.microbatches) + " do not split the " + s(p.batch_tokens / p.dp) +
                        " tokens of each dp rank into whole " + s(m.seq_len) + "-token sequences");
   }
+  if (p.batch_tokens % m.seq_len != 0)
+    throw UsageError("batch of " + s(p.batch_tokens) + " tokens is no whole number of " + s(m.seq_len) +
+                     "-token sequences (" + m.id + "'s seq_len)");
   if (p.batch_tokens % (p.dp * m.seq_len) != 0)
     throw UsageError("batch of " + s(p.batch_tokens) + " tokens does not split into whole " + s(m.seq_len) +
                      "-token sequences over dp = " + s(p.dp) + " ranks");

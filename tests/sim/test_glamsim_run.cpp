@@ -355,6 +355,9 @@ INSTANTIATE_TEST_SUITE_P(
         BadRun{"--model glam-tiny-8e --cluster dgx-h100-8 --layers 100", "--layers 100: glam-tiny-8e has 4 blocks"},
         BadRun{"--model glam-8b --cluster dgx-h100-8 --routing skew=2", "glam-8b is dense"},
         BadRun{"--model glam-8b --cluster dgx-h100-8 --batch-tokens 1e6", "--batch-tokens: got '1e6'"},
+        // The batch itself is the problem, whatever dp the chooser tried.
+        BadRun{"--model glam-64b-64e --cluster tpu-v4-1024 --batch-tokens 1000000",
+               "batch of 1000000 tokens is no whole number of 1024-token sequences (glam-64b-64e's seq_len)"},
         BadRun{"--model glam-tiny --cluster dgx-h100-8 --dp 3", "dp x tp x pp must be the 8 chips"},
         BadRun{"--model glam-1.7b --cluster dgx-h100-64 --dp 4 --tp 4 --pp 4 --layers 2", "use pp = 1"},
         BadRun{"--model glam-tiny --cluster dgx-h100-8 --virtual-stages 2 --layers 2", "virtual_stages = 1"},
