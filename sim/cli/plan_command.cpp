@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <iostream>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -348,6 +349,15 @@ void add_plan_command(CLI::App& app) {
     // Resolve every cluster first: bad input fails before any simulation.
     std::vector<PlanRow> rows;
     const bool comparing = clusters.size() > 1;
+    // Rows are named by cluster id: two arguments with one id (a user's file that kept the id of the
+    // catalogue file it was copied from) would make two rows of one name.
+    std::map<std::string, std::string> argument_of_id;
+    auto check_distinct = [&](const std::string& id, const std::string& argument) {
+      const auto [it, fresh] = argument_of_id.emplace(id, argument);
+      if (!fresh)
+        throw UsageError("--compare " + it->second + " and " + argument + ": both are cluster '" + id +
+                         "'; give each file its own id");
+    };
     for (const auto& id : clusters) {
       std::optional<ResolvedSimulation> sim;
       try {
@@ -357,8 +367,10 @@ void add_plan_command(CLI::App& app) {
         if (!comparing) throw;
         rows.push_back({ResolvedSimulation{SimulationInput{load_model(opts->model), load_cluster(id)}, ""}, {}, {},
                         PlanRow::TooSmall{e.needed_bytes, e.hbm_bytes}});
+        check_distinct(rows.back().sim.input.cluster.id(), id);
         continue;
       }
+      check_distinct(sim->input.cluster.id(), id);
       PlanRow row{std::move(*sim), {}, {}, std::nullopt};
       if (tokens < static_cast<double>(row.sim.input.plan.batch_tokens))
         throw UsageError("the batch of " + std::to_string(row.sim.input.plan.batch_tokens) +

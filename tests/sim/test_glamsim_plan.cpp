@@ -1,13 +1,13 @@
 // End-to-end: `glamsim plan` against the GLaM paper's published training cost.
 #include <gtest/gtest.h>
 
-#include <iomanip>
-#include <sstream>
+#include <unistd.h>
 
 #include <algorithm>
-
 #include <filesystem>
 #include <fstream>
+#include <iomanip>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 
@@ -180,6 +180,22 @@ TEST(GlamsimPlan, DeadlineNamesTheCheapestClusterThatFinishesInTime) {
 
 // --compare patterns: each expands to the catalogue's matching clusters, smallest first by the
 // numbers in their ids; a cluster named twice is one row; a pattern matching nothing is refused.
+// A user's file that kept a catalogue cluster's id cannot share a comparison with it: both rows would
+// have one name.
+TEST(GlamsimPlan, CompareRefusesTwoClustersOfOneId) {
+  namespace fs = std::filesystem;
+  const fs::path copy = fs::temp_directory_path() / ("glam-compare-copy-" + std::to_string(::getpid()) + ".toml");
+  fs::copy_file(fs::path(GLAM_SOURCE_DIR) / "topologies/tpu-v4-64.toml", copy, fs::copy_options::overwrite_existing);
+  auto r = run_command("glamsim plan --model glam-1.7b-64e --compare tpu-v4-64 " + copy.string() +
+                       " --tokens 1e11 --batch-tokens 262144");
+  fs::remove(copy);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(r.out.empty()) << r.out;
+  EXPECT_NE(r.err.find("--compare tpu-v4-64 and " + copy.string() + ": both are cluster 'tpu-v4-64'"),
+            std::string::npos)
+      << r.err;
+}
+
 TEST(GlamsimPlan, ComparePatternsExpandOverTheCatalogue) {
   const auto j = plan_json("--model glam-0.1b --compare 'tpu-v4-[25]*' 'dgx-*-8' dgx-h100-8 --tokens 1e10 --quiet");
   std::vector<std::string> clusters;
