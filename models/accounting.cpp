@@ -169,7 +169,11 @@ double block_working_bytes(const ModelConfig& m, const ShardingForMemory& s, boo
   if (s.gathered_dense_shards > 0)
     bytes += (w.dense / static_cast<double>(s.gathered_dense_shards) + w.whole_over_tp) * (e + wbytes);
   if (s.gathered_expert_shards > 0) bytes += w.experts / static_cast<double>(s.gathered_expert_shards) * (e + wbytes);
-  if (moe_block) bytes += 2 * expert_slots_per_token(m) * static_cast<double>(m.d_model) * e * tokens;
+  // The all-to-all's staging: the dispatched tokens and combined expert outputs, whole on each tp chip
+  // (with sequence parallelism, of its share of the tokens).
+  if (moe_block)
+    bytes += 2 * expert_slots_per_token(m) * static_cast<double>(m.d_model) * e * tokens /
+             (s.sequence_parallel ? static_cast<double>(std::max<int64_t>(1, s.tp)) : 1.0);
   return bytes;
 }
 

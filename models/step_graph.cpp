@@ -230,6 +230,9 @@ class Builder {
   // Non-expert weights are replicated over all dp ranks, an expert's over dp / ep of them.
   void grad_reduction(int l) {
     if (!s_.overlap_grad_reduction) return;
+    if (sp_)
+      collective(l, "sp_grad_allreduce", StepPhase::kBackward, CollectiveKind::kAllReduce, CommAxis::kTensor,
+                 layer_sequence_parallel_bytes(l), false);
     if (s_.dp > 1)
       collective(l, "grad_allreduce", StepPhase::kBackward,
                  s_.shard_weights ? CollectiveKind::kReduceScatter : CollectiveKind::kAllReduce, CommAxis::kData,
@@ -244,12 +247,15 @@ class Builder {
   // non-expert weights over dp, and the experts over their replicas when dp > ep.
   void all_gradients_at_once() {
     double bytes = input_end() || output_end() ? static_cast<double>(m_.vocab_size) * M_ * w_ / tp_ : 0;
-    double expert_bytes = 0;
+    double expert_bytes = 0, sp_bytes = 0;
     for (int64_t block : stage_blocks()) {
       const int l = static_cast<int>(block);
       bytes += layer_dense_bytes(l);
       expert_bytes += layer_expert_bytes(l);
+      sp_bytes += layer_sequence_parallel_bytes(l);
     }
+    if (sp_)
+      collective(-1, "sp_grad_allreduce", StepPhase::kBackward, CollectiveKind::kAllReduce, CommAxis::kTensor, sp_bytes);
     if (s_.dp > 1) collective(-1, "grad_allreduce", StepPhase::kBackward, CollectiveKind::kAllReduce, CommAxis::kData, bytes);
     if (expert_bytes > 0 && s_.dp / s_.ep > 1)
       collective(-1, "expert_grad_allreduce", StepPhase::kBackward, CollectiveKind::kAllReduce, CommAxis::kExpertData,
@@ -263,6 +269,13 @@ class Builder {
     const double per_expert = (m_.expert_kind == "gated" ? 3 : 2) * M_ * He;
     const double local_experts = static_cast<double>(m_.experts) / static_cast<double>(std::min(s_.ep, m_.experts));
     return per_expert * local_experts / tp_ * w_;
+  }
+
+  // With sequence parallelism each tp rank's gradients of the weights that are whole on every tp rank
+  // (the norms' scales, the router) come from its own tokens: they are summed over tp (Megatron-LM).
+  double layer_sequence_parallel_bytes(int l) const {
+    if (!sp_) return 0;
+    return (2 * M_ + (m_.is_moe_layer(l) ? M_ * static_cast<double>(m_.experts) : 0)) * w_;
   }
 
   // Exact bytes of one block's non-expert gradients on this rank.

@@ -99,8 +99,11 @@ namespace {
 void check_folder_can_be_made(const std::string& where, const fs::path& dir) {
   fs::path existing = parent_or_dot(dir);
   std::error_code ec;
-  while (!fs::exists(existing, ec) && existing.has_parent_path() && existing.parent_path() != existing)
-    existing = existing.parent_path();
+  while (!fs::exists(existing, ec)) {  // a relative path's missing first folder climbs to "."
+    const fs::path up = parent_or_dot(existing);
+    if (up == existing) break;
+    existing = up;
+  }
   if (!fs::is_directory(existing, ec))
     throw UsageError(where + ": " + existing.string() + " is not a folder, so the output cannot be made under it");
   const fs::path probe = existing / (".glam-probe-" + random_suffix());

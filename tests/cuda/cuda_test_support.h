@@ -10,6 +10,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "device.h"
@@ -118,6 +119,43 @@ inline void expect_close(const std::vector<float>& got, const std::vector<double
   EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << got.size() << " elements off; first at " << first
                      << " (got " << (first < got.size() ? got[first] : 0.0f) << ", want "
                      << (first < got.size() ? want[first] : 0.0) << "); worst relative error " << worst;
+}
+
+// A float32 sum of many terms, taken in an order the test does not know (atomics, warps, blocks):
+// per element |got - want| <= 64 u sum|terms| (u = 2^-24), where want and abs_sum are the float64 sums
+// of the same terms and of their magnitudes. A sum of cancelling terms is judged by its terms' size, not
+// by its own, and a dropped or misplaced term larger than that shows.
+inline void expect_sum_close(const std::vector<float>& got, const std::vector<double>& want,
+                             const std::vector<double>& abs_sum, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  ASSERT_EQ(abs_sum.size(), want.size()) << what;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double tol = 64 * 0x1p-24 * abs_sum[i];
+    ASSERT_TRUE(std::isfinite(got[i]) && std::abs(static_cast<double>(got[i]) - want[i]) <= tol)
+        << what << ": element " << i << " got " << got[i] << ", want " << want[i] << " within " << tol;
+  }
+}
+
+// The relative position bias's gradient by hand, in float64: dbias[bucket[i - j] * heads + h] of
+// `start` plus the scores' gradient `ds` ([batch, heads, t, t], keys j <= i), and the sums of the
+// magnitudes of the same terms (for expect_sum_close).
+template <class T>
+std::pair<std::vector<double>, std::vector<double>> bias_gradient_sums(const std::vector<T>& ds,
+                                                                       const std::vector<int32_t>& bucket,
+                                                                       const std::vector<float>& start, int64_t heads,
+                                                                       int64_t t) {
+  std::vector<double> sum(start.begin(), start.end()), abs_sum(start.size());
+  for (size_t k = 0; k < start.size(); ++k) abs_sum[k] = std::abs(static_cast<double>(start[k]));
+  const int64_t rows = static_cast<int64_t>(ds.size()) / t;
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t i = r % t, h = (r / t) % heads;
+    for (int64_t j = 0; j <= i; ++j) {
+      const double v = static_cast<double>(static_cast<float>(ds[static_cast<size_t>(r * t + j)]));
+      const size_t k = static_cast<size_t>(bucket[static_cast<size_t>(i - j)] * heads + h);
+      sum[k] += v, abs_sum[k] += std::abs(v);
+    }
+  }
+  return {sum, abs_sum};
 }
 
 // Adafactor's updates themselves, elements [first, last), which are small next to the weights: a wrong

@@ -232,6 +232,8 @@ void check_attention(const k::KernelContext& cpu_, const k::KernelContext& gpu_c
   expect_close(gdp.download(), dpd, 1e-5, "causal softmax backward");
   k::attention_bias_backward<float>(gpu(), gdp.get(), gb.get(), gdb.get(), batch, heads, t);
   expect_close(gdb.download(), dbias, 1e-5, "bias gradient (accumulated)");
+  const auto [want, magnitude] = bias_gradient_sums(gdp.download(), bucket, db0, heads, t);
+  expect_sum_close(gdb.download(), want, magnitude, "bias gradient (accumulated), of the GPU's own terms");
   // The bias gradient summed by the softmax backward itself, as the executor calls it; the incoming
   // gradient's masked half is poisoned: it must be neither read nor left unwritten.
   auto dprobs_poisoned = dprobs;
@@ -239,8 +241,10 @@ void check_attention(const k::KernelContext& cpu_, const k::KernelContext& gpu_c
     for (int64_t j = r % t + 1; j < t; ++j) dprobs_poisoned[static_cast<size_t>(r * t + j)] = std::nanf("");
   DeviceVec<float> gdp_fused(dprobs_poisoned), gdb_fused(db0);
   k::causal_softmax_backward<float>(gpu(), gs.get(), gdp_fused.get(), rows, t, {gdb_fused.get(), gb.get(), heads});
-  expect_close(gdp_fused.download(), dpd, 1e-5, "causal softmax backward summing the bias gradient");
-  expect_close(gdb_fused.download(), dbias, 1e-5, "bias gradient summed by the softmax backward");
+  const auto written = gdp_fused.download();
+  expect_close(written, dpd, 1e-5, "causal softmax backward summing the bias gradient");
+  const auto [want_fused, magnitude_fused] = bias_gradient_sums(written, bucket, db0, heads, t);
+  expect_sum_close(gdb_fused.download(), want_fused, magnitude_fused, "bias gradient summed by the softmax backward");
 }
 
 // The shapes: rows held in registers (200), rows that are no multiple of the kernels' row blocks and

@@ -320,6 +320,21 @@ TEST(GlamsimRun, AnOutputFolderThatCannotBeMadeIsBadInput) {
       << r.err;
 }
 
+// A relative output folder under folders that do not exist yet: they are made (the check before the
+// work climbs to the working folder to try).
+TEST(GlamsimRun, ARelativeOutputFolderGetsItsMissingParents) {
+  const fs::path work = fresh_dir("glam-run-relative");
+  fs::create_directories(work);
+  auto r = run_command("sh -c 'cd " + work.string() +
+                       " && glamsim run --model glam-tiny --cluster dgx-h100-8 --out results/a/run1 --quiet'");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(work / "results/a/run1/stats.txt"));
+  size_t entries = 0;  // no probe left beside the results
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator(work)) ++entries;
+  EXPECT_EQ(entries, 1u);
+  fs::remove_all(work);
+}
+
 struct BadRun {
   std::string args, expected;
 };

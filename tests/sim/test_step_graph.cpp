@@ -115,7 +115,7 @@ TEST(StepGraph, SequenceParallelismSplitsTheTokensBetweenTheSlicedProducts) {
   auto tensor_kind = [](CollectiveKind k) {
     return [k](const StepOp& op) {
       return op.kind == OpKind::kCollective && op.axis == CommAxis::kTensor && op.collective == k &&
-             op.name != "pp_recv_allgather";
+             op.name != "pp_recv_allgather" && op.name != "sp_grad_allreduce";
     };
   };
   const double all_reduced = total(a, comm, tensor_kind(CollectiveKind::kAllReduce));
@@ -133,6 +133,14 @@ TEST(StepGraph, SequenceParallelismSplitsTheTokensBetweenTheSlicedProducts) {
     ASSERT_GT(whole, 0) << split;
     EXPECT_DOUBLE_EQ(total(b, field, named(split)), whole / 4) << split;
   }
+  // The weights whole on every tp rank (norms' scales, routers) see 1/tp of the tokens there: their
+  // gradients are summed over tp, float32, once per step.
+  double whole_weights = 0;
+  for (int64_t l = 0; l < m.layers; ++l)
+    whole_weights += (2.0 * static_cast<double>(m.d_model) +
+                      (m.is_moe_layer(l) ? static_cast<double>(m.d_model * m.experts) : 0.0)) * 4;
+  EXPECT_DOUBLE_EQ(total(b, comm, named("sp_grad_allreduce")), whole_weights);
+  EXPECT_EQ(count(a, "sp_grad_allreduce"), 0);
   for (const char* same : {"attn_qkv", "attn_scores", "moe_expert_in", "logits"})
     EXPECT_DOUBLE_EQ(total(b, flops, named(same)), total(a, flops, named(same))) << same;
   std::set<std::string> ids;
