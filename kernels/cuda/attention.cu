@@ -309,23 +309,25 @@ void causal_softmax_backward(const KernelContext& ctx, const T* probs, T* dprobs
   const unsigned blocks = static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock);
   const bool bias = bias_grad.dbias != nullptr;
   const int packs = held_packs<T>(seq_len, {probs, dprobs});
-  if (packs > 0 && (!bias || seq_len % kRowsPerBlock == 0)) {
+  // The bias gradient is summed in the held rows when a block's rows are one head's; otherwise the
+  // separate kernel sums it after the rows are written.
+  const bool fused = bias && packs > 0 && seq_len % kRowsPerBlock == 0;
+  if (packs > 0) {
     with_held_packs<T>(packs, [&](auto k) {
-      if (bias)
+      if (fused)
         softmax_bwd_held<T, decltype(k)::value, true>
             <<<blocks, 32 * kRowsPerBlock, 0, stream_of(ctx)>>>(probs, dprobs, rows, seq_len, bias_grad);
       else
         softmax_bwd_held<T, decltype(k)::value, false>
             <<<blocks, 32 * kRowsPerBlock, 0, stream_of(ctx)>>>(probs, dprobs, rows, seq_len, bias_grad);
     });
-    GLAM_CUDA_LAUNCHED();
-    return;
+  } else {
+    softmax_bwd<<<blocks, 32 * kRowsPerBlock, 0, stream_of(ctx)>>>(probs, dprobs, rows, seq_len);
   }
-  softmax_bwd<<<blocks, 32 * kRowsPerBlock, 0, stream_of(ctx)>>>(probs, dprobs, rows, seq_len);
   GLAM_CUDA_LAUNCHED();
-  if (bias)
+  if (bias && !fused)
     cuda::attention_bias_backward<T, acc_t<T>>(ctx, dprobs, bias_grad.bucket, bias_grad.dbias,
-                                         rows / (bias_grad.heads * seq_len), bias_grad.heads, seq_len);
+                                               rows / (bias_grad.heads * seq_len), bias_grad.heads, seq_len);
 }
 
 #define GLAM_INSTANTIATE(T, G)                                                                                      \

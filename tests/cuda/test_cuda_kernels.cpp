@@ -248,12 +248,14 @@ void check_attention(const k::KernelContext& cpu_, const k::KernelContext& gpu_c
 }
 
 // The shapes: rows held in registers (200), rows that are no multiple of the kernels' row blocks and
-// more than 256 buckets (the bias gradient's global-atomic branch), and both at once (400: held rows
-// whose buckets past 256 go to global memory).
+// more than 256 buckets (the bias gradient's global-atomic branch), both at once (400: held rows whose
+// buckets past 256 go to global memory), and held rows whose blocks span two heads (204: the bias
+// gradient summed by its own kernel after them).
 TEST_F(CudaKernels, AttentionBiasAndCausalSoftmax) {
   check_attention(cpu_, gpu(), rnd_, 3, 4, 200, 32, 128);
   check_attention(cpu_, gpu(), rnd_, 3, 5, 203, 300, 200);
   check_attention(cpu_, gpu(), rnd_, 2, 3, 400, 300, 300);
+  check_attention(cpu_, gpu(), rnd_, 2, 3, 204, 32, 128);
 }
 
 // The softmax kernels hold a row of up to 1,024 float32 scores in registers (8 packs of 4 per lane at
