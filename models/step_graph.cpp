@@ -273,17 +273,19 @@ class Builder {
 
   // With sequence parallelism each tp rank's gradients of the weights that are whole on every tp rank
   // (the norms' scales, the router) come from its own tokens: they are summed over tp (Megatron-LM).
-  double layer_sequence_parallel_bytes(int l) const {
-    if (!sp_) return 0;
-    return (2 * M_ + (m_.is_moe_layer(l) ? M_ * static_cast<double>(m_.experts) : 0)) * w_;
+  double layer_sequence_parallel_bytes(int l) const { return sp_ ? layer_whole_params(l) * w_ : 0; }
+
+  // A block's weights that are whole on every tp rank: its two norms' scales and, in an MoE block, the
+  // router.
+  double layer_whole_params(int l) const {
+    return 2 * M_ + (m_.is_moe_layer(l) ? M_ * static_cast<double>(m_.experts) : 0);
   }
 
   // Exact bytes of one block's non-expert gradients on this rank.
   double layer_dense_bytes(int l) const {
     const double H = static_cast<double>(m_.ffn_hidden);
-    double params = 4 * M_ * A_ / tp_ + 2 * M_;
-    if (m_.is_moe_layer(l)) params += M_ * static_cast<double>(m_.experts);
-    else params += (m_.ffn_kind == "gated" ? 3 : 2) * M_ * H / tp_;
+    double params = 4 * M_ * A_ / tp_ + layer_whole_params(l);
+    if (!m_.is_moe_layer(l)) params += (m_.ffn_kind == "gated" ? 3 : 2) * M_ * H / tp_;
     return params * w_;
   }
 

@@ -16,6 +16,26 @@ namespace {
 
 constexpr int kSharedBuckets = 256;  // buckets summed in shared memory; larger indices go to global atomics
 
+// A block's sums of head h's bias gradient per bucket: the first kSharedBuckets in shared memory (zeroed
+// before the block's barrier, added to dbias after its last one), the others straight into dbias.
+template <class G>
+struct BlockBucketSums {
+  G* shared;  // kSharedBuckets
+  G* dbias;   // [buckets, heads]
+  int64_t heads, h;
+  __device__ void zero() const {
+    for (int j = threadIdx.x; j < kSharedBuckets; j += blockDim.x) shared[j] = G(0);
+  }
+  __device__ void add(int32_t k, G v) const {
+    if (k < kSharedBuckets) atomicAdd(&shared[k], v);
+    else atomicAdd(dbias + static_cast<int64_t>(k) * heads + h, v);
+  }
+  __device__ void flush() const {
+    for (int j = threadIdx.x; j < kSharedBuckets; j += blockDim.x)
+      if (shared[j] != G(0)) atomicAdd(dbias + static_cast<int64_t>(j) * heads + h, shared[j]);
+  }
+};
+
 // One block per (query row i, head h): sums over the batch and the row's keys. The bucket depends on
 // the key, not the sequence, so each thread first sums its key over the batch (independent loads,
 // several in flight). The bucket falls as the key nears the query, and every key further than
@@ -26,12 +46,9 @@ __global__ void bias_bwd(const T* dscores, const int32_t* bucket, G* dbias, int6
   __shared__ G acc[kSharedBuckets];
   const int64_t i = blockIdx.x, h = blockIdx.y;
   const int lane = threadIdx.x & 31;
-  for (int j = threadIdx.x; j < kSharedBuckets; j += blockDim.x) acc[j] = G(0);
+  const BlockBucketSums<G> sums{acc, dbias, heads, h};
+  sums.zero();
   __syncthreads();
-  auto add = [&](int32_t k, G v) {
-    if (k < kSharedBuckets) atomicAdd(&acc[k], v);
-    else atomicAdd(dbias + static_cast<int64_t>(k) * heads + h, v);
-  };
   const T* row = dscores + (h * t + i) * t;  // sequence b's row is b x heads x t x t further
   const int64_t sequence_stride = heads * t * t;
   // Every lane takes every turn (the trip count is the block's), so the warp votes are full.
@@ -47,14 +64,13 @@ __global__ void bias_bwd(const T* dscores, const int32_t* bucket, G* dbias, int6
     const int32_t k0 = __shfl_sync(0xffffffffu, k, 0);
     if (__all_sync(0xffffffffu, k == k0)) {
       const G w = warp_sum(v);
-      if (lane == 0 && k0 >= 0) add(k0, w);  // k0 < 0: the whole warp is past the query
+      if (lane == 0 && k0 >= 0) sums.add(k0, w);  // k0 < 0: the whole warp is past the query
     } else if (key) {
-      add(k, v);
+      sums.add(k, v);
     }
   }
   __syncthreads();
-  for (int j = threadIdx.x; j < kSharedBuckets; j += blockDim.x)
-    if (acc[j] != G(0)) atomicAdd(dbias + static_cast<int64_t>(j) * heads + h, acc[j]);
+  sums.flush();
 }
 
 template <class T>
@@ -80,6 +96,21 @@ __global__ void softmax_fwd(T* scores, int64_t rows, int64_t t, RelativeBias<T> 
   sum = warp_sum(sum);
   const V inv = static_cast<V>(1.0 / sum);
   for (int64_t j = lane; j < t; j += 32) s[j] = j <= i ? dexp(score(j) - mx) * inv : V(0);
+}
+
+// Calls f(q, e, j) for each key j <= i of row i that `lane` holds: element e of its pack q (lane k of
+// the warp holds packs k, k + 32, ..., kPacks of them, of P values each).
+template <int kPacks, int P, class F>
+__device__ __forceinline__ void for_held_keys(int lane, int64_t i, F&& f) {
+  const int64_t key_packs = i / P + 1;
+#pragma unroll
+  for (int q = 0; q < kPacks; ++q) {
+    const int64_t k = lane + 32 * q;
+    if (k >= key_packs) continue;
+#pragma unroll
+    for (int e = 0; e < P; ++e)
+      if (k * P + e <= i) f(q, e, k * P + e);
+  }
 }
 
 // Writes row i held in registers (lane k of the warp holds packs k, k + 32, ...): value(q, e) for key
@@ -129,17 +160,11 @@ __global__ void softmax_fwd_held(T* scores, int64_t rows, int64_t t, RelativeBia
     }
   }
   mx = warp_max(mx);
-  double sum = 0;  // float64, as on the CPU
-#pragma unroll
-  for (int q = 0; q < kPacks; ++q) {
-    const int64_t k = lane + 32 * q;
-    if (k >= key_packs) continue;
-#pragma unroll
-    for (int e = 0; e < P; ++e) {
-      v[q][e] = k * P + e <= i ? dexp(v[q][e] - mx) : V(0);
-      sum += v[q][e];
-    }
-  }
+  double sum = 0;  // float64, as on the CPU; masked keys stay 0
+  for_held_keys<kPacks, P>(lane, i, [&](int q, int e, int64_t) {
+    v[q][e] = dexp(v[q][e] - mx);
+    sum += v[q][e];
+  });
   sum = warp_sum(sum);
   const V inv = static_cast<V>(1.0 / sum);
   store_held_row<T, kPacks>(s, lane, i, row_packs, [&](int q, int e) { return v[q][e] * inv; });
@@ -172,17 +197,14 @@ __global__ void softmax_bwd_held(const T* probs, T* dprobs, int64_t rows, int64_
                                  RelativeBiasGrad<acc_t<T>> bias_grad) {
   using V = acc_t<T>;
   __shared__ V bucket_sums[kBiasGrad ? kSharedBuckets : 1];
+  const int64_t h = (blockIdx.x * int64_t{blockDim.x / 32} / t) % bias_grad.heads;  // the block's head
+  const BlockBucketSums<V> sums{bucket_sums, bias_grad.dbias, bias_grad.heads, h};
   if constexpr (kBiasGrad) {
-    for (int j = threadIdx.x; j < kSharedBuckets; j += blockDim.x) bucket_sums[j] = V(0);
+    sums.zero();
     __syncthreads();
   }
   const int64_t r = blockIdx.x * int64_t{blockDim.x / 32} + threadIdx.x / 32;
   const int lane = threadIdx.x & 31;
-  const int64_t h = (blockIdx.x * int64_t{blockDim.x / 32} / t) % bias_grad.heads;  // the block's head
-  auto add = [&](int32_t k, V v) {
-    if (k < kSharedBuckets) atomicAdd(&bucket_sums[k], v);
-    else atomicAdd(bias_grad.dbias + static_cast<int64_t>(k) * bias_grad.heads + h, v);
-  };
   if (r < rows) {  // no early return: the block meets at the barrier below
     const int64_t i = r % t;
     constexpr int P = Pack<T>::kSize;
@@ -205,47 +227,34 @@ __global__ void softmax_bwd_held(const T* probs, T* dprobs, int64_t rows, int64_
       }
     }
     dot = warp_sum(dot);
-#pragma unroll
-    for (int q = 0; q < kPacks; ++q) {
-      if (lane + 32 * q >= key_packs) continue;
-#pragma unroll
-      for (int e = 0; e < P; ++e) dv[q][e] = pv[q][e] * (dv[q][e] - dot);  // the gradient, in place
-    }
+    // the gradient, in place (masked keys are not stored)
+    for_held_keys<kPacks, P>(lane, i, [&](int q, int e, int64_t) { dv[q][e] = pv[q][e] * (dv[q][e] - dot); });
     store_held_row<T, kPacks>(d, lane, i, row_packs, [&](int q, int e) { return dv[q][e]; });
     if constexpr (kBiasGrad) {
       const int32_t far = bias_grad.bucket[t - 1];
       V far_sum = 0, run_sum = 0;
       int32_t run = -1;
-#pragma unroll
-      for (int q = 0; q < kPacks; ++q) {
-        const int64_t k = lane + 32 * q;
-        if (k >= key_packs) continue;
-#pragma unroll
-        for (int e = 0; e < P; ++e) {
-          const int64_t j = k * P + e;
-          if (j > i) continue;
-          const V g = static_cast<V>(static_cast<T>(dv[q][e]));  // as stored
-          const int32_t b = bias_grad.bucket[i - j];
-          if (b == far) {
-            far_sum += g;
-            continue;
-          }
-          if (b != run) {
-            if (run >= 0) add(run, run_sum);
-            run = b, run_sum = V(0);
-          }
-          run_sum += g;
+      for_held_keys<kPacks, P>(lane, i, [&](int q, int e, int64_t j) {
+        const V g = static_cast<V>(static_cast<T>(dv[q][e]));  // as stored
+        const int32_t b = bias_grad.bucket[i - j];
+        if (b == far) {
+          far_sum += g;
+          return;
         }
-      }
-      if (run >= 0) add(run, run_sum);
+        if (b != run) {
+          if (run >= 0) sums.add(run, run_sum);
+          run = b, run_sum = V(0);
+        }
+        run_sum += g;
+      });
+      if (run >= 0) sums.add(run, run_sum);
       far_sum = warp_sum(far_sum);
-      if (lane == 0) add(far, far_sum);
+      if (lane == 0) sums.add(far, far_sum);
     }
   }
   if constexpr (kBiasGrad) {
     __syncthreads();
-    for (int j = threadIdx.x; j < kSharedBuckets; j += blockDim.x)
-      if (bucket_sums[j] != V(0)) atomicAdd(bias_grad.dbias + static_cast<int64_t>(j) * bias_grad.heads + h, bucket_sums[j]);
+    sums.flush();
   }
 }
 

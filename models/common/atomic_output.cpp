@@ -113,10 +113,9 @@ void check_folder_can_be_made(const std::string& where, const fs::path& dir) {
   fs::remove(probe, ec);
 }
 
-}  // namespace
-
-void check_output_folder(const std::string& flag, const fs::path& given, const std::set<std::string>& names) {
-  const std::string where = flag + " " + given.string();
+// The checks of check_output_folder that write nothing (the writer repeats them before it writes);
+// returns the folder.
+fs::path checked_output_folder(const std::string& where, const fs::path& given, const std::set<std::string>& names) {
   const fs::path dir = folder_path(given);
   const fs::path last = dir.filename();
   if (dir.empty() || last.empty() || last == "." || last == "..")
@@ -125,8 +124,7 @@ void check_output_folder(const std::string& flag, const fs::path& given, const s
   const fs::file_status status = fs::status(dir, ec);
   if (ec && ec != std::errc::no_such_file_or_directory)
     throw UsageError(where + ": cannot look at it (" + ec.message() + ")");
-  check_folder_can_be_made(where, dir);
-  if (!fs::exists(status)) return;
+  if (!fs::exists(status)) return dir;
   if (!fs::is_directory(status)) throw UsageError(where + ": is a file, expected a folder for the outputs");
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
     const std::string name = entry.path().filename().string();
@@ -136,13 +134,20 @@ void check_output_folder(const std::string& flag, const fs::path& given, const s
                        "folder as a whole, so give a new folder or one of an earlier output");
   }
   if (ec) throw UsageError(where + ": cannot read the folder (" + ec.message() + ")");
+  return dir;
+}
+
+}  // namespace
+
+void check_output_folder(const std::string& flag, const fs::path& given, const std::set<std::string>& names) {
+  const std::string where = flag + " " + given.string();
+  check_folder_can_be_made(where, checked_output_folder(where, given, names));
 }
 
 void write_directory_atomically(const fs::path& given, const std::map<std::string, std::string>& files) {
   std::set<std::string> names;
   for (const auto& [name, contents] : files) names.insert(name);
-  check_output_folder("output folder", given, names);
-  const fs::path dir = folder_path(given);
+  const fs::path dir = checked_output_folder("output folder " + given.string(), given, names);
   fs::path parent = parent_or_dot(dir);
   fs::create_directories(parent);
   const std::string base = dir.filename().string();

@@ -39,6 +39,8 @@ std::string TextTable::render() const {
   return out;
 }
 
+std::string format_chips(int64_t chips) { return std::to_string(chips) + (chips == 1 ? " chip" : " chips"); }
+
 std::string format_count(double value) {
   const char* suffix = "";
   double v = value;

@@ -1,5 +1,6 @@
 #pragma once
 // Plain-text tables for terminal output, and number formatting shared by every command.
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,8 @@ class TextTable {
 
 // 1161.8e9 -> "1.16T"; 96.65e9 -> "96.6B" (three significant digits, K/M/B/T suffix).
 std::string format_count(double value);
+// 1 -> "1 chip", 64 -> "64 chips".
+std::string format_chips(int64_t chips);
 // Fixed-point with the given decimals.
 std::string format_fixed(double value, int decimals);
 // Signed percentage: 0.0312 -> "+3.1%".

@@ -169,13 +169,11 @@ struct EnergyUnits {
   }
 };
 
-std::string chips_text(int64_t n) { return std::to_string(n) + (n == 1 ? " chip" : " chips"); }
-
 std::string render_single(const PlanRow& row, std::optional<double> deadline_days) {
   const auto& e = row.estimate;
   const auto& in = row.sim.input;
   std::string out = "Training plan: " + in.model.id + " on " + in.cluster.id() + " (" +
-                    chips_text(in.cluster.num_chips()) + "), " + format_count(e.tokens) + " tokens\n";
+                    format_chips(in.cluster.num_chips()) + "), " + format_count(e.tokens) + " tokens\n";
   out += "plan: " + plan_description(in.plan) + "; " + std::to_string(in.plan.batch_tokens) + " tokens per step\n\n";
   TextTable t({"figure", "value"}, {false, true});
   t.add_row({"steps", format_fixed(e.steps, 0)});

@@ -100,7 +100,7 @@ std::string step_summary_text(const SimulationInput& in, const StepResult& r, co
   o << in.model.id;
   if (in.layers_run >= 0 && in.layers_run < in.model.layers)
     o << " (its first " << in.layers_run << " of " << in.model.layers << " blocks)";
-  o << " on " << in.cluster.id() << " (" << in.cluster.num_chips() << (in.cluster.num_chips() == 1 ? " chip), " : " chips), ")
+  o << " on " << in.cluster.id() << " (" << format_chips(in.cluster.num_chips()) << "), "
     << fidelity_name(in.fidelity) << " fidelity, routing " << in.routing.describe() << "\n"
     << "plan: " << plan_description(p)
     << "; " << p.batch_tokens << " tokens per step; " << r.rank_map << "\n\n";
