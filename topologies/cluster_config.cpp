@@ -109,7 +109,7 @@ const Schema<ClusterFile>& cluster_schema() {
              positive<int64_t>())
         .add("switches.infiniband.latency_s", &F::ib_switch_latency_s, "s", "InfiniBand switch forwarding latency",
              0.0, between(0.0, 1.0))
-        .add("switches.infiniband.power_W", &F::ib_switch_W, "W", "Power of one InfiniBand switch", 0.0,
+        .add("switches.infiniband.power_W", &F::ib_switch_W, "W", "Power of one InfiniBand switch (a cluster draws it for ceil(ports in use / ports) switches per tree level)", 0.0,
              between(0.0, 1e5))
         .add("facility.pue", &F::pue, "", "Power usage effectiveness of the datacentre", 1.2, between(1.0, 10.0))
         .add("facility.carbon_kg_per_kWh", &F::carbon_kg_per_kWh, "kgCO2e/kWh", "Carbon intensity of the electricity",
@@ -290,8 +290,7 @@ Cluster assemble(const ClusterFile& f, const std::string& file) {
     build = build_switched_fabric(shape, links);
     p.chips_per_node = shape.chips_per_node;
     const int nodes = shape.chips / shape.chips_per_node;
-    double ib_switches = 0;
-    for (int n : fat_tree_switches_per_level(shape)) ib_switches += n;
+    const double ib_switches = shape.down.empty() ? 0 : static_cast<double>(fat_tree_physical_switches(shape, f.ib_ports));
     p.switch_W = ib_switches * f.ib_switch_W + (shape.chips_per_node > 1 ? nodes * f.nvswitch_W : 0.0);
     resolved["topology"]["chips_per_node"] = shape.chips_per_node;
     resolved["fat_tree"]["up_ports"] = shape.up;

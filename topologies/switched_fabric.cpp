@@ -1,5 +1,6 @@
 #include "switched_fabric.h"
 
+#include <cstdint>
 #include <stdexcept>
 
 namespace glam {
@@ -101,6 +102,16 @@ std::vector<int> nic_positions(const SwitchedShape& s) {
 std::vector<int> fat_tree_switches_per_level(const SwitchedShape& shape) {
   Levels lv(shape);
   return std::vector<int>(lv.count.begin() + 1, lv.count.end());
+}
+
+int64_t fat_tree_physical_switches(const SwitchedShape& shape, int64_t ports) {
+  const std::vector<int> vertices = fat_tree_switches_per_level(shape);
+  int64_t physical = 0;
+  for (size_t i = 0; i < vertices.size(); ++i) {
+    const int64_t in_use = shape.down[i] + (i < shape.up.size() ? shape.up[i] : 0);
+    physical += (vertices[i] * in_use + ports - 1) / ports;
+  }
+  return physical;
 }
 
 FabricBuild build_switched_fabric(const SwitchedShape& s, const SwitchedLinks& spec) {

@@ -6,6 +6,7 @@
 // (one NIC per chip, so w1 = 1): a level-i switch has m_i children and every level-(i-1) element
 // has w_i parents. Rail-optimised: leaf switches hold one rail each, so the m1 NICs under a leaf
 // are the same local GPU of m1 different nodes (as in NVIDIA's DGX SuperPOD designs).
+#include <cstdint>
 #include <vector>
 
 #include "fabric.h"
@@ -29,7 +30,14 @@ struct SwitchedLinks {
 
 FabricBuild build_switched_fabric(const SwitchedShape& shape, const SwitchedLinks& links);
 
-// Fat-tree switches per level (leaf first).
+// Fat-tree switches per level (leaf first): the switch vertices of the XGFT.
 std::vector<int> fat_tree_switches_per_level(const SwitchedShape& shape);
+
+// The physical switches of `ports` ports that the fat-tree needs, all levels together: per level,
+// its ports in use (children and parents of every switch vertex) over `ports`, rounded up. An XGFT
+// has one link between a switch and each parent, so a small tree has switch vertices using a
+// fraction of their ports (64 GPUs in [8, 8]: 16 vertices of 16 or 8 ports); a real one bundles
+// those links onto fewer, fuller switches, and it is those that draw power.
+int64_t fat_tree_physical_switches(const SwitchedShape& shape, int64_t ports);
 
 }  // namespace glam

@@ -98,9 +98,14 @@ TEST(TopologyCatalogue, FacilityFigures) {
   EXPECT_DOUBLE_EQ(gpu.pue(), 1.2);
   EXPECT_GT(gpu.carbon_kg_per_kWh(), 0.3);
   EXPECT_FALSE(gpu.price_per_kWh().has_value());
-  // 32 leaves + 32 spines of NDR switches at 750 W; NVSwitch power sits in the host share.
-  EXPECT_DOUBLE_EQ(gpu.switch_W(), 64 * 750.0);
+  // NDR switches at 750 W; NVSwitch power sits in the host share. 32 leaves use all 64 ports (32
+  // down, 32 up); the 32 spine vertices use 32 each, which 16 switches hold (the 32 leaf and 16 spine
+  // switches of NVIDIA's DGX SuperPOD reference design for four 32-node units).
+  EXPECT_DOUBLE_EQ(gpu.switch_W(), (32 + 16) * 750.0);
   EXPECT_DOUBLE_EQ(tpu.switch_W(), 0.0);
+  // 8 nodes: 8 rail leaves of 16 ports in use (2 switches' worth) and 8 spines of 8 (one switch),
+  // not 16 switches (12 kW, more than the GPUs' hosts draw).
+  EXPECT_DOUBLE_EQ(load_cluster("dgx-h100-64").switch_W(), 3 * 750.0);
 }
 
 TEST(TopologyCatalogue, LinkFiguresPerKind) {

@@ -139,6 +139,22 @@ TEST(TopologyMetrics, TaperedFatTreeBisectionIsItsUplinks) {
   EXPECT_EQ(tapered.diameter_hops, 4);
 }
 
+// Switch power is per level's ports in use, not per XGFT vertex: here 4 leaves of 4 + 2 ports and
+// 2 spines of 4 ports, 6 vertices using 32 ports.
+TEST(TopologyMetrics, SwitchPowerCountsThePortsInUse) {
+  auto file = [](int ports) {
+    return "id = \"ft\"\n[chip]\nkind = \"h100\"\n[topology]\nkind = \"fat-tree\"\nchips = 16\n"
+           "[fat_tree]\ndown_ports = [4, 4]\nup_ports = [2]\n[links.infiniband]\nbandwidth_Bps = 10e9\n"
+           "[switches.infiniband]\npower_W = 100\nports = " + std::to_string(ports) + "\n";
+  };
+  Cluster roomy = parse_cluster(file(64), "ft.toml");
+  EXPECT_EQ(roomy.num_switches(), 6);                   // the vertices are unchanged
+  EXPECT_DOUBLE_EQ(roomy.switch_W(), (1 + 1) * 100.0);  // 24 leaf ports fill one switch, 8 spine ports one
+  // Six ports each: the leaves fill 4 switches exactly; the spines' 8 ports need 2.
+  EXPECT_DOUBLE_EQ(parse_cluster(file(6), "ft.toml").switch_W(), (4 + 2) * 100.0);
+  EXPECT_DOUBLE_EQ(parse_cluster(file(8), "ft.toml").switch_W(), (3 + 1) * 100.0);
+}
+
 TEST(TopologyMetrics, MaxFlowSeesSwitchesOnEitherSide) {
   // On a single node every flow crosses the NVSwitch: a 1-vs-7 split is limited by the one GPU.
   Cluster c = load_cluster("dgx-h100-8");
