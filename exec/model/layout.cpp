@@ -1,5 +1,6 @@
 #include "model/layout.h"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -110,7 +111,12 @@ ModelLayout make_layout(const ModelConfig& m, int ranks, int rank, const StageHo
   return l;
 }
 
-void init_matrix(const ParamInfo& p, int64_t global_expert, uint64_t seed, double* out) {
+int64_t init_blocks(const ParamInfo& p) {
+  if (p.init != InitKind::kNormal || p.sliced()) return 1;
+  return std::max<int64_t>(1, (p.matrix_elements() + kInitBlockElements - 1) / kInitBlockElements);
+}
+
+void init_matrix_block(const ParamInfo& p, int64_t global_expert, uint64_t seed, int64_t block, double* out) {
   if (p.init != InitKind::kNormal) {
     for (int64_t i = 0; i < p.matrix_elements(); ++i) out[i] = p.init == InitKind::kOnes ? 1.0 : 0.0;
     return;
@@ -123,8 +129,10 @@ void init_matrix(const ParamInfo& p, int64_t global_expert, uint64_t seed, doubl
     take_slice(p, all.data(), out);
     return;
   }
-  const int64_t n = p.matrix_elements();
+  const int64_t first = block * kInitBlockElements;
+  const int64_t n = std::min(kInitBlockElements, p.matrix_elements() - first);
   uint64_t s = fnv1a(p.name, seed * 0x9E3779B97F4A7C15ull + 1) ^ (static_cast<uint64_t>(global_expert + 1) * 0xD6E8FEB86659FD93ull);
+  if (block > 0) s ^= static_cast<uint64_t>(block) * 0xBF58476D1CE4E5B9ull;  // block 0: the one-generator values
   std::mt19937_64 gen(s);
   const double two_pi = 6.283185307179586;
   for (int64_t i = 0; i < n; i += 2) {
@@ -135,6 +143,11 @@ void init_matrix(const ParamInfo& p, int64_t global_expert, uint64_t seed, doubl
     out[i] = p.init_std * r * std::cos(two_pi * u2);
     if (i + 1 < n) out[i + 1] = p.init_std * r * std::sin(two_pi * u2);
   }
+}
+
+void init_matrix(const ParamInfo& p, int64_t global_expert, uint64_t seed, double* out) {
+  const int64_t blocks = init_blocks(p);
+  for (int64_t b = 0; b < blocks; ++b) init_matrix_block(p, global_expert, seed, b, out + b * kInitBlockElements);
 }
 
 }  // namespace glam::exec

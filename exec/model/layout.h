@@ -98,4 +98,15 @@ void put_slice(const ParamInfo& p, const V* slice, V* whole) {
 // not depend on the slicing.
 void init_matrix(const ParamInfo& p, int64_t global_expert, uint64_t seed, double* out);
 
+// The values are drawn in blocks of kInitBlockElements, each block from its own generator, so that
+// one large matrix (a 256K-row embedding: 200M draws, seconds on one core) fills on many threads
+// with the same values. A matrix of one block keeps the values of a single generator.
+inline constexpr int64_t kInitBlockElements = int64_t{1} << 20;
+// How many blocks init_matrix_block fills of p as the rank holds it: 1 for a sliced matrix (its
+// slice needs the whole matrix drawn) and for non-random ones.
+int64_t init_blocks(const ParamInfo& p);
+// Block `block` of init_matrix's values: out[0, min(kInitBlockElements, rest)) for elements
+// block * kInitBlockElements onwards (the whole slice when init_blocks(p) is 1).
+void init_matrix_block(const ParamInfo& p, int64_t global_expert, uint64_t seed, int64_t block, double* out);
+
 }  // namespace glam::exec

@@ -261,11 +261,16 @@ Transformer<T>::Transformer(const ModelConfig& m, const ExecShape& shape, Commun
 
 template <class T>
 void Transformer<T>::init_params(uint64_t seed) {
-  // One task per matrix (each has its own generator, so the values do not depend on the threads);
-  // threads matter for the GPU-sized configs (billions of Box-Muller draws on the host).
-  std::vector<std::pair<size_t, int64_t>> tasks;
+  // One task per block of a matrix (each block has its own generator, so the values do not depend on
+  // the threads); threads matter for the GPU-sized configs (billions of Box-Muller draws on the host).
+  struct InitTask {
+    size_t param;
+    int64_t expert, block;
+  };
+  std::vector<InitTask> tasks;
   for (size_t i = 0; i < layout_.params.size(); ++i)
-    for (int64_t e = 0; e < layout_.params[i].count; ++e) tasks.emplace_back(i, e);
+    for (int64_t e = 0; e < layout_.params[i].count; ++e)
+      for (int64_t b = 0; b < init_blocks(layout_.params[i]); ++b) tasks.push_back({i, e, b});
   std::atomic<size_t> next{0};
   std::exception_ptr error;
   std::mutex error_mutex;
@@ -275,13 +280,16 @@ void Transformer<T>::init_params(uint64_t seed) {
       std::vector<double> tmp;
       std::vector<W> host;
       for (size_t t = next++; t < tasks.size(); t = next++) {
-        const ParamInfo& p = layout_.params[tasks[t].first];
-        const int64_t e = tasks[t].second;
-        tmp.resize(static_cast<size_t>(p.matrix_elements()));
+        const InitTask& task = tasks[t];
+        const ParamInfo& p = layout_.params[task.param];
+        const bool whole = init_blocks(p) == 1;
+        const int64_t first = whole ? 0 : task.block * kInitBlockElements;
+        const int64_t n = whole ? p.matrix_elements() : std::min(kInitBlockElements, p.matrix_elements() - first);
+        tmp.resize(static_cast<size_t>(n));
         host.resize(tmp.size());
-        init_matrix(p, p.expert() ? p.first_expert + e : -1, seed, tmp.data());
+        init_matrix_block(p, p.expert() ? p.first_expert + task.expert : -1, seed, task.block, tmp.data());
         for (size_t i = 0; i < tmp.size(); ++i) host[i] = static_cast<W>(tmp[i]);
-        copy_to_device(host.data(), params_.data() + p.offset + e * p.matrix_elements(), p.matrix_elements());
+        copy_to_device(host.data(), params_.data() + p.offset + task.expert * p.matrix_elements() + first, n);
       }
     } catch (...) {
       std::lock_guard<std::mutex> lock(error_mutex);
