@@ -90,6 +90,12 @@ for tool in "${tools[@]}"; do
   fi
 done
 export PATH=$PATH:/usr/local/cuda/bin
+# The driver's libraries (libcuda, and libnvidia-ml that the energy meter opens by name) where a
+# container mounts them without the loader's cache knowing; NCCL names the cause of a failure.
+[[ -d /usr/local/nvidia/lib64 ]] && export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/usr/local/nvidia/lib64"
+export NCCL_DEBUG=${NCCL_DEBUG:-WARN}
+# Tokenizers the tests train are cached in this run's build folder, not the build machine's path.
+export GLAM_CACHE_DIR=${GLAM_CACHE_DIR:-$build/cache}
 # A rerun on a warm machine starts clean: no log or record of an earlier run is packed with this one's.
 rm -rf "$logs"
 [[ -z $dry && -z $emulated ]] && rm -f "$out"/h200-*.json "$out"/h200-*.json.* "$out"/.h200-* "$out/profile-h200.toml" \
@@ -329,7 +335,11 @@ else
   GLAM_HOME=$root timeout -k 10 "$(within_limit 150)" compute-sanitizer --tool memcheck --error-exitcode 3 \
     "$bin/cuda_kernel_tests" --gtest_brief=1 >"$logs/memcheck.log" 2>&1 && rc=0 || rc=$?
   summary=$(grep -m 1 -oE 'ERROR SUMMARY: [0-9]+ errors?' "$logs/memcheck.log" || true)
+  # Some virtual machines do not let the sanitizer attach: that says nothing about the kernels.
+  grep -qiE 'Device not supported|unable to (attach|initialize)|Target application terminated before first instrumented API call' \
+    "$logs/memcheck.log" && [[ -z $summary ]] && rc=unavailable
   case $rc in
+    unavailable) memcheck_result="unavailable on this machine ($(grep -m 1 -iE 'not supported|unable' "$logs/memcheck.log"))" ;;
     0) memcheck_result="clean (${summary:-no summary})" ;;
     124 | 137) memcheck_result="timed out (${summary:-no summary})" ;;
     *) memcheck_result="FAILED, exit $rc (${summary:-no summary})"
