@@ -1,7 +1,10 @@
 #include "validate/run_record.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "common/errors.h"
 #include "common/json_file.h"
@@ -70,18 +73,71 @@ double seconds(const nlohmann::json& j, const std::string& path, const std::stri
   return v.get<double>();
 }
 
-// The catalogue's model of this id, when it equals the configuration the record ran with.
-std::optional<ModelConfig> catalogue_model_as_run(const nlohmann::json& record, const std::string& id) {
-  if (id.empty() || !record.contains("model_config")) return std::nullopt;
-  try {
-    ModelConfig m = load_model(id);
-    // A run of the first K layers holds the configuration of those K.
-    const int64_t layers_run = record.value("model", nlohmann::json::object()).value("layers_run", int64_t{0});
-    const ModelConfig ran = layers_run > 0 && layers_run < m.layers ? first_layers(m, layers_run) : m;
-    if (model_to_json(ran) == model_json_with_defaults(record["model_config"])) return m;  // older records: defaults
-  } catch (const std::exception&) {  // not a catalogue id
+// How a model differs from the configuration the record ran with ("" when it is that configuration,
+// or the record has none): the first keys that differ, with both values. The model is cut to the
+// record's first K layers, as glamexec ran it.
+std::string differences_from_run(const nlohmann::json& record, const ModelConfig& m) {
+  if (!record.contains("model_config")) return "";
+  const int64_t layers_run = record.value("model", nlohmann::json::object()).value("layers_run", int64_t{0});
+  const ModelConfig ran = layers_run > 0 && layers_run < m.layers ? first_layers(m, layers_run) : m;
+  // Older records lack the keys added since: their defaults.
+  const nlohmann::json now = model_to_json(ran).flatten(), then = model_json_with_defaults(record["model_config"]).flatten();
+  auto name = [](std::string pointer) {  // "/architecture/ffn_hidden" -> "architecture.ffn_hidden"
+    std::replace(pointer.begin(), pointer.end(), '/', '.');
+    return pointer.substr(1);
+  };
+  std::string out;
+  int shown = 0;
+  for (const auto& [key, value] : then.items()) {
+    const auto it = now.find(key);
+    if (it != now.end() && *it == value) continue;
+    if (shown++ == 3) return out + ", ...";
+    out += (out.empty() ? "" : ", ") + name(key) + " " + (it == now.end() ? "(absent)" : it->dump()) +
+           " (record: " + value.dump() + ")";
   }
-  return std::nullopt;
+  for (const auto& [key, value] : now.items())
+    if (!then.contains(key) && shown++ < 3) out += (out.empty() ? "" : ", ") + name(key) + " " + value.dump() + " (record: absent)";
+  return out;
+}
+
+// The model a record ran: the first of the file as written (relative to the folder glamexec ran in),
+// the file beside the record, and the catalogue's model of its id that is still the configuration
+// the record holds (model_config). A file edited since the run is refused, naming what changed: a
+// validation of another model would look like a bad prediction.
+ModelConfig model_as_run(const nlohmann::json& j, const std::string& path) {
+  const std::string model_file = text_or(j, path, "model.file", "");
+  const std::string model_id = text_or(j, path, "model.id", "");
+  std::vector<std::string> candidates;
+  if (!model_file.empty()) {
+    const std::filesystem::path p(model_file);
+    if (std::filesystem::exists(p)) candidates.push_back(p.string());
+    const std::filesystem::path beside = std::filesystem::path(path).parent_path() / p;
+    if (p.is_relative() && std::filesystem::exists(beside)) candidates.push_back(beside.string());
+  }
+  std::string mismatch;
+  for (const std::string& file : candidates) {
+    ModelConfig m = load_model(file);
+    const std::string diff = differences_from_run(j, m);
+    if (diff.empty()) return m;
+    if (mismatch.empty()) mismatch = file + " now has " + diff;
+  }
+  if (!model_id.empty() && (model_file.empty() || j.contains("model_config"))) {
+    try {
+      ModelConfig m = load_model(model_id);
+      const std::string diff = differences_from_run(j, m);
+      if (diff.empty()) return m;
+      if (mismatch.empty()) mismatch = "the catalogue's " + model_id + " has " + diff;
+    } catch (const std::exception&) {  // not a catalogue id
+    }
+  }
+  if (!mismatch.empty())
+    throw ConfigError(path, "model_config", "(the run's configuration)",
+                      "the model the run used, but " + mismatch + "; restore the file the run used");
+  if (!model_file.empty())
+    throw ConfigError(path, "model.file", "\"" + model_file + "\"",
+                      "the model file the run used, but it no longer exists (here or beside the record), and the "
+                      "catalogue has no model '" + model_id + "' with the record's model_config");
+  return load_model(model_id);  // names the missing id
 }
 
 RunRecord parse_run_record(const nlohmann::json& j, const std::string& path) {
@@ -91,30 +147,9 @@ RunRecord parse_run_record(const nlohmann::json& j, const std::string& path) {
                       std::string("\"") + kRunRecordSchema + "\" (a record from another version of glamexec)");
   RunRecord r;
   r.file = path;
-  // The model: the file the run used, resolved against the record's folder when relative.
   const auto& model = need(j, path, "model", "the model the run used");
   if (!model.is_object()) throw ConfigError(path, "model", model.dump(), "an object: {id, file, layers_run}");
-  std::string model_file = text_or(j, path, "model.file", "");
-  std::string model_id = text_or(j, path, "model.id", "");
-  if (!model_file.empty()) {
-    std::filesystem::path p(model_file);
-    const std::filesystem::path beside = std::filesystem::path(path).parent_path() / p;
-    if (std::filesystem::exists(p)) {
-      r.model = load_model(p.string());
-    } else if (p.is_relative() && std::filesystem::exists(beside)) {
-      r.model = load_model(beside.string());
-    } else if (const auto same = catalogue_model_as_run(j, model_id)) {
-      // A catalogue model named relative to the folder glamexec ran in: the catalogue's, where it is
-      // still the configuration the record holds.
-      r.model = *same;
-    } else {
-      throw ConfigError(path, "model.file", "\"" + model_file + "\"",
-                        "the model file the run used, but it no longer exists (here or beside the record), and the "
-                        "catalogue has no model '" + model_id + "' with the record's model_config");
-    }
-  } else {
-    r.model = load_model(model_id);
-  }
+  r.model = model_as_run(j, path);
   // 0 (or absent): every layer, as glamexec writes it for a whole model.
   r.layers_run = count_or(j, path, "model.layers_run", 0);
   if (r.layers_run > r.model.layers)

@@ -239,7 +239,37 @@ TEST_F(GlamsimValidate, CatalogueModelsAreFoundFromAnyFolder) {
   write(kDir / "moved.json", j.dump());
   r = run_command(cmd);
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.err.find("key 'model.file'"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("key 'model_config'"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("architecture.d_model 4096 (record: 1024)"), std::string::npos) << r.err;
+}
+
+// A model file edited since the run is not simulated in its place: the record's model_config
+// decides. The file glamexec named (relative to the folder it ran in) is tried first, then the one
+// beside the record; the first holding the run's configuration is used, and when none does the
+// error names the field that changed.
+TEST_F(GlamsimValidate, AModelFileEditedSinceTheRunIsRefused) {
+  // A user's model, not the catalogue's (whose glam-tiny would be the run's configuration).
+  std::string toml = read_whole_file(fs::path(GLAM_SOURCE_DIR) / "models" / "glam-tiny.toml");
+  const std::string id_line = "id = \"glam-tiny\"";
+  toml.replace(toml.find(id_line), id_line.size(), "id = \"my-tiny\"");
+  auto j = record("tiny.toml", 0.5);
+  j["model"]["id"] = "my-tiny";
+  j["model_config"] = model_to_json(first_layers(parse_model(toml, "tiny.toml"), 2));
+  j["moe_layers"] = nlohmann::json::array();
+  write(kDir / "records" / "tiny.json", j.dump());
+  std::string edited = toml;
+  const std::string ffn_line = "ffn_hidden = 512";
+  edited.replace(edited.find(ffn_line), ffn_line.size(), "ffn_hidden = 2048");
+  write(kDir / "records" / "tiny.toml", edited);
+  const std::string cmd = "env -C " + kDir.string() + " glamsim validate records/tiny.json --calibration profile.toml";
+  auto r = run_command(cmd);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("records/tiny.toml now has architecture.ffn_hidden 2048 (record: 512)"), std::string::npos)
+      << r.err;
+  // The run's own file in the folder glamexec ran in: used, beside an edited one.
+  write(kDir / "tiny.toml", toml);
+  r = run_command(cmd);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
 }
 
 // Per-op curves are per phase: a slow forward curve slows the forward op only; a curve without a
