@@ -471,6 +471,7 @@ std::string Calibrator::profile_text() const {
   if (!o_.records.empty()) p << ", plus " << o_.records.size() << " run record(s)";
   p << "\ndevice = \"" << (cuda_ ? gpu_chip_kind(kernels::cuda_device_name(ctx_.device)) : "cpu") << "\"\n\n"
     << "[measured]\n"
+    << "precision = \"" << precision_ << "\"          # the products' arithmetic (--precision)\n"
     << "peak_flops = " << num(peak_) << "            # best product rate of one rank (kernels::gemm)\n"
     << "memory_bandwidth_Bps = " << num(bandwidth_)
     << (cuda_ ? "  # device-to-device copies, bytes read + written\n" : "  # streaming copy/triad of one rank\n")

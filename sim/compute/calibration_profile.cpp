@@ -43,6 +43,7 @@ nlohmann::json CalibrationProfile::to_json() const {
           {"op_overhead_s", op_overhead_s},
           {"network_bandwidth", curve(network_bandwidth)},
           {"network_latency_factor", network_latency_factor},
+          {"precision", precision},
           {"peak_flops", peak_flops},
           {"memory_bandwidth_Bps", memory_bandwidth_Bps},
           {"threads", threads},
@@ -96,7 +97,7 @@ CalibrationProfile default_profile(const std::string& chip_kind) {
 namespace {
 
 struct ProfileFile {
-  std::string device;
+  std::string device, precision;
   std::vector<double> matmul_flops, matmul_eff, attention_flops, attention_eff, memory_bytes, memory_eff;
   std::vector<double> network_bytes, network_eff;
   double op_overhead_s = 0, latency_factor = 1;
@@ -111,6 +112,8 @@ const Schema<ProfileFile>& profile_schema() {
     Schema<ProfileFile> sc;
     using P = ProfileFile;
     sc.add("device", &P::device, "", "Chip kind the profile was measured on", required)
+        .add("measured.precision", &P::precision, "",
+             "Arithmetic of the products measured (fp32, tf32, bf16; empty: not recorded)", std::string{})
         .add("compute.matmul_flops", &P::matmul_flops, "FLOP", "Sizes of the matmul efficiency points", required)
         .add("compute.matmul_efficiency", &P::matmul_eff, "", "Fraction of peak at those sizes", required)
         .add("compute.attention_flops", &P::attention_flops, "FLOP", "Sizes of the attention points",
@@ -269,6 +272,9 @@ CalibrationProfile load_profile(const std::string& path) {
     p.network_bandwidth = curve_from(f.network_bytes, f.network_eff, path, "network.bandwidth_efficiency",
                                             "network.bytes");
   p.network_latency_factor = f.latency_factor;
+  if (!f.precision.empty() && f.precision != "fp32" && f.precision != "tf32" && f.precision != "bf16")
+    throw ConfigError(path, "measured.precision", "\"" + f.precision + "\"", "\"fp32\", \"tf32\" or \"bf16\"");
+  p.precision = f.precision;
   p.peak_flops = f.peak_flops;
   p.memory_bandwidth_Bps = f.memory_bandwidth_Bps;
   p.threads = static_cast<int>(f.threads);

@@ -32,6 +32,7 @@ struct CollectiveCurve {
 struct CalibrationProfile {
   std::string source;  // file it came from, or "default for <chip kind>"
   std::string device;  // chip kind it describes
+  std::string precision;  // the measured products' arithmetic (fp32, tf32, bf16); empty in older profiles
   EfficiencyCurve matmul, attention, memory;
   // Curves for single ops by op_curve_key ("attn_softmax.fwd") or, from older profiles, by name
   // for every phase ("attn_softmax"), measured by running the executor's own kernels; they take

@@ -91,6 +91,12 @@ SimulationInput simulation_for(const RunRecord& r, const std::optional<Calibrati
   if (given && given->device != chip_kind)
     throw UsageError("calibration profile " + given->source + " was measured on a " + given->device +
                      " device, but run record " + r.file + " ran on " + chip_kind);
+  // Products measured in another arithmetic run at another rate (bf16 on a CPU: +38% on the same
+  // host); profiles from before the key have no precision and are taken as they are.
+  if (given && !given->precision.empty() && given->precision != r.gemm_precision)
+    throw UsageError("calibration profile " + given->source + " was measured with " + given->precision +
+                     " products, but run record " + r.file + " ran with " + r.gemm_precision +
+                     " (device.gemm_precision): calibrate with --precision " + r.gemm_precision);
   if (!given && r.device_kind == "cpu")
     throw UsageError("run record " + r.file +
                      " ran on a CPU: give the host's calibration profile (glamexec calibrate --device cpu) "

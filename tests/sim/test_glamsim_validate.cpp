@@ -298,6 +298,26 @@ TEST_F(GlamsimValidate, OpCurvesApplyToTheirPhase) {
 }
 
 
+// A profile measured in one arithmetic does not time a run in another: a CPU's bf16 products run
+// at another rate than its fp32 ones. Profiles without the key (older ones) are taken as they are.
+TEST_F(GlamsimValidate, AProfileOfOtherProductsIsRefused) {
+  auto with_precision = [&](const std::string& precision) {
+    std::string text = kProfile;
+    text.insert(text.find("peak_flops"), "precision = \"" + precision + "\"\n");
+    write(kDir / "precision.toml", text);
+    return run_command("glamsim validate " + (kDir / "a.json").string() + " --calibration " +
+                       (kDir / "precision.toml").string());
+  };
+  EXPECT_EQ(with_precision("fp32").exit_code, 0);  // a.json has no gemm_precision: fp32
+  auto r = with_precision("bf16");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("measured with bf16 products, but run record"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--precision fp32"), std::string::npos) << r.err;
+  r = with_precision("fp16");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("key 'measured.precision' = \"fp16\""), std::string::npos) << r.err;
+}
+
 // A GPU record is simulated with its products' arithmetic (the H200's bf16, tf32 or fp32 peak); a
 // precision the executor does not have is an error.
 TEST_F(GlamsimValidate, GpuRecordsUseTheirProductPrecision) {
