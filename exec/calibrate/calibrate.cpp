@@ -48,14 +48,6 @@ std::string gpu_chip_kind(const std::string& name) {
   return "gpu";
 }
 
-// CPUs this process may run on (mpirun pins ranks to cores by default).
-int allowed_cpus() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (sched_getaffinity(0, sizeof set, &set) != 0) return static_cast<int>(std::thread::hardware_concurrency());
-  return CPU_COUNT(&set);
-}
-
 std::string num(double v) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.6e", v);

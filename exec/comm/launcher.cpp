@@ -1,8 +1,11 @@
 #include "comm/launcher.h"
 
+#include <sched.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <initializer_list>
+#include <thread>
 
 namespace glam::exec {
 
@@ -20,5 +23,12 @@ int first_set(std::initializer_list<const char*> names, int fallback) {
 int local_rank() { return std::max(0, first_set({"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"}, 0)); }
 
 int local_ranks() { return std::max(1, first_set({"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"}, 1)); }
+
+int allowed_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) != 0) return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  return CPU_COUNT(&set);
+}
 
 }  // namespace glam::exec

@@ -5,5 +5,8 @@ namespace glam::exec {
 
 int local_rank();   // this process's index among the job's processes on this host
 int local_ranks();  // the job's processes on this host
+// The CPUs this process may run on: fewer than the host's when the launcher pinned it (OpenMPI's
+// mpirun binds each rank to a core by default; --bind-to none lifts that).
+int allowed_cpus();
 
 }  // namespace glam::exec

@@ -508,8 +508,16 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
 
   // device, and whether the step fits it, before any data is read
   kernels::KernelContext ctx;
-  const int threads = o.threads > 0 ? o.threads
-                                    : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / local_ranks());
+  // The host's cores shared by its ranks, but no more than the rank may run on: mpirun pins each
+  // rank to one core by default, and threads beyond that would take turns on it.
+  const int host_share = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / local_ranks());
+  const int cpus = allowed_cpus();
+  const int threads = o.threads > 0 ? o.threads : std::min(host_share, cpus);
+  if (!cuda && comm.rank() == 0 && cpus < std::max(threads, host_share))
+    std::cerr << "glamexec train: warning: this rank may run on " << cpus << " of the host's "
+              << std::thread::hardware_concurrency() << " cores (an MPI launcher pinned it; mpirun --bind-to none "
+              << "lifts that): " << threads << " thread(s) per rank"
+              << (threads > cpus ? ", taking turns on them" : "") << "\n";
   kernels::set_cpu_threads(ctx, threads);
   DeviceSession device(ctx, cuda);
   ctx.gemm_precision = precision;
