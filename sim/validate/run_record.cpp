@@ -140,6 +140,36 @@ ModelConfig model_as_run(const nlohmann::json& j, const std::string& path) {
   return load_model(model_id);  // names the missing id
 }
 
+// The routing histograms: one per MoE block the run held, in block order, none counting more
+// tokens than were routed. Anything else is a record edited by hand or from another model, and would
+// be simulated as if it were the run's routing.
+void check_routing_histograms(const nlohmann::json& layers, const RunRecord& r, const std::string& path) {
+  const ModelConfig ran = first_layers(r.model, std::max<int64_t>(r.layers_run, 0));
+  std::vector<int64_t> blocks;
+  for (int64_t l = 0; l < ran.layers; ++l)
+    if (ran.is_moe_layer(l)) blocks.push_back(l);
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const nlohmann::json& entry = layers[i];
+    const std::string at = "moe_layers[" + std::to_string(i) + "]";
+    if (!entry.is_object()) throw ConfigError(path, at, entry.dump(), "{layer, expert_load, ...}");
+    if (i >= blocks.size())
+      throw ConfigError(path, at, "(an entry)", "at most " + std::to_string(blocks.size()) + " entries, one per MoE block of the " +
+                                                    std::to_string(ran.layers) + " blocks run");
+    if (entry.contains("layer") && !(entry["layer"].is_number_integer() && entry["layer"].get<int64_t>() == blocks[i]))
+      throw ConfigError(path, at + ".layer", entry["layer"].dump(),
+                        std::to_string(blocks[i]) + ", the run's MoE block number " + std::to_string(i + 1));
+    if (entry.contains("routed_tokens") && entry["routed_tokens"].is_number() && entry.contains("expert_load") &&
+        entry["expert_load"].is_array()) {
+      double total = 0;
+      for (const auto& v : entry["expert_load"])
+        if (v.is_number()) total += v.get<double>();
+      if (total > entry["routed_tokens"].get<double>())
+        throw ConfigError(path, at + ".expert_load", std::to_string(static_cast<int64_t>(total)) + " tokens in all",
+                          "at most the " + entry["routed_tokens"].dump() + " tokens routed (routed_tokens)");
+    }
+  }
+}
+
 RunRecord parse_run_record(const nlohmann::json& j, const std::string& path) {
   const auto& schema = need(j, path, "schema", std::string("\"") + kRunRecordSchema + "\"");
   if (schema != kRunRecordSchema)
@@ -226,6 +256,7 @@ RunRecord parse_run_record(const nlohmann::json& j, const std::string& path) {
     r.ops.push_back({op["id"].get<std::string>(), time("median_s", true), time("p10_s", false), time("p90_s", false)});
   }
   r.has_moe_loads = j.contains("moe_layers") && j["moe_layers"].is_array() && !j["moe_layers"].empty();
+  if (r.has_moe_loads) check_routing_histograms(j["moe_layers"], r, path);
   return r;
 }
 

@@ -37,6 +37,9 @@ struct RecordValidation {
   double power_error() const { return (simulated_chip_power_W - record.measured_power_W) / record.measured_power_W; }
   std::vector<OpComparison> ops;  // op ids present in both
   std::vector<std::string> unmatched;  // measured op ids the simulation does not have
+  // What the comparison left out or assumed: measured ops it did not compare, uniform routing for a
+  // record without routing histograms. Shown with the table, so no figure hides them.
+  std::vector<std::string> notes() const;
   // Measured and simulated seconds per step of each collective kind over each axis ("all_reduce over
   // tp"), summed over its op ids.
   std::map<std::string, std::pair<double, double>> collectives() const;
@@ -47,6 +50,9 @@ struct RecordValidation {
 
 struct ValidationSummary {
   std::vector<RecordValidation> records;
+  std::string calibration;  // the profile's file, or "" for the chip kind's defaults
+  std::string fidelity;     // analytical or flow
+  std::string command() const;  // the glamsim validate command that reproduces this summary
   double median_abs_step_error = 0, max_abs_step_error = 0, median_abs_op_error = 0;
   nlohmann::json to_json() const;
   std::string to_text() const;
