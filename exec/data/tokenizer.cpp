@@ -4,6 +4,7 @@
 #include <sentencepiece_trainer.h>
 
 #include <limits>
+#include <regex>
 #include <sstream>
 #include <unordered_map>
 
@@ -88,10 +89,20 @@ std::string train_tokenizer(const std::string& text, int64_t vocab, const std::s
       {"max_sentence_length", "16384"},      {"input_sentence_size", "0"}};
   std::string model;
   auto st = sentencepiece::SentencePieceTrainer::Train(args, &it, &model);
-  if (!st.ok())
+  if (!st.ok()) {
+    // SentencePiece's two ways of saying the vocabulary does not suit the text, in this program's terms.
+    const std::string said = st.ToString();
+    std::smatch m;
+    if (std::regex_search(said, m, std::regex("smaller than required_chars\\. \\d+ vs (\\d+)")))
+      throw UsageError(origin + ": a vocabulary of " + std::to_string(vocab) + " pieces is too small for this text: a piece " +
+                       "for each of its distinct characters and the control pieces (<unk>, <s>, </s>) need at least " +
+                       m[1].str());
+    if (std::regex_search(said, m, std::regex("Vocabulary size too high \\(\\d+\\)\\. Please set it to a value <= (\\d+)")))
+      throw UsageError(origin + ": this text (" + std::to_string(text.size()) + " bytes) gives at most " + m[1].str() +
+                       " BPE pieces, not " + std::to_string(vocab) + ": a smaller vocabulary, or more text");
     throw UsageError(origin + ": cannot train a SentencePiece model of " + std::to_string(vocab) +
-                     " pieces on this text (" + std::to_string(text.size()) +
-                     " bytes; a larger vocabulary needs more text): SentencePiece says " + st.ToString());
+                     " pieces on this text (" + std::to_string(text.size()) + " bytes): SentencePiece says " + said);
+  }
   return model;
 }
 

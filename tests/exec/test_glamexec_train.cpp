@@ -396,6 +396,21 @@ TEST_F(Train, OptionValuesAreCheckedBeforeAnyWork) {
   auto r = run_command("glamexec tokenizer --vocab 500 --out " + path("missing/t.model"));
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("does not exist"), std::string::npos) << r.err;
+  // A vocabulary that does not suit the text says which way it is off, in pieces.
+  {
+    std::string text;
+    for (int i = 0; i < 40; ++i) text += "the quick brown fox jumps over the lazy dog " + std::to_string(i) + "\n";
+    std::ofstream(path("small.txt")) << text;
+  }
+  r = run_command("glamexec tokenizer --vocab 20 --out " + path("t20.model") + " --text " + path("small.txt"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("a vocabulary of 20 pieces is too small for this text"), std::string::npos) << r.err;
+  // 26 letters, 10 digits and the word boundary, and 3 control pieces
+  EXPECT_NE(r.err.find("need at least 40"), std::string::npos) << r.err;
+  r = run_command("glamexec tokenizer --vocab 100000 --out " + path("t1e5.model") + " --text " + path("small.txt"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("BPE pieces, not 100000: a smaller vocabulary, or more text"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(path("t20.model")) || fs::exists(path("t1e5.model")));
   // Counts are decimal: CLI11 alone would read "0128" as octal (and "09" not at all).
   r = run_command("glamexec describe --model glam-tiny --batch-tokens 0128");
   EXPECT_EQ(r.exit_code, 0) << r.err;
