@@ -40,17 +40,17 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", "glamexec 0.1.0");
   std::string model_id;
-  int64_t tokens = 1024, describe_layers = 0;
+  int64_t tokens = 0, describe_layers = 0;
   CLI::App* describe = app.add_subcommand("describe", "Parameters, FLOPs and single-chip memory of a model");
   describe->add_option("--model", model_id, "Model id or TOML file")->required();
-  describe->add_option("--batch-tokens", tokens, "Tokens per step")
-      ->transform(integer_at_least(1, std::numeric_limits<int32_t>::max()))  // as train: 32-bit token indices
-      ->capture_default_str();
+  describe->add_option("--batch-tokens", tokens, "Tokens per step (default 8 sequences, as train)")
+      ->transform(integer_at_least(1, std::numeric_limits<int32_t>::max()));  // as train: 32-bit token indices
   describe->add_option("--layers", describe_layers, "Only the model's first K layers, as glamexec train --layers (0: all)")
       ->transform(integer_at_least(0));
   describe->callback([&] {
     const glam::ModelConfig whole = glam::load_model(model_id);
     const glam::ModelConfig m = glam::first_layers(whole, describe_layers);
+    if (tokens == 0) tokens = 8 * m.seq_len;  // train's default batch
     if (describe_layers > 0) std::cout << "first " << m.layers << " of " << whole.layers << " layers\n";
     auto p = glam::count_params(m);
     auto f = glam::flops_per_token(m);

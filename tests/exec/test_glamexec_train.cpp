@@ -412,6 +412,10 @@ TEST_F(Train, OptionValuesAreCheckedBeforeAnyWork) {
   EXPECT_NE(r.err.find("BPE pieces, not 100000: a smaller vocabulary, or more text"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(path("t20.model")) || fs::exists(path("t1e5.model")));
   // Counts are decimal: CLI11 alone would read "0128" as octal (and "09" not at all).
+  // Without --batch-tokens, the batch train runs by default: 8 sequences (glam-0.1b: 8 x 1,024).
+  r = run_command("glamexec describe --model glam-0.1b --layers 1");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("glamexec train, one rank, 8192 tokens"), std::string::npos) << r.out;
   r = run_command("glamexec describe --model glam-tiny --batch-tokens 0128");
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("one rank, 128 tokens"), std::string::npos) << r.out;
