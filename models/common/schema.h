@@ -153,18 +153,21 @@ class Schema {
   Config parse(const toml::table& table, const std::string& file) const {
     Config c{};
     std::set<std::string> known;
+    for (const auto& f : fields_) known.insert(f.key);
+    // Unknown keys first: a misspelt required key is named as misspelt, not as missing.
+    check_unknown_keys(table, "", known, file);
     for (const auto& f : fields_) {
-      known.insert(f.key);
       const toml::node* node = table.at_path(f.key).node();
       if (node) {
         f.read(c, *node, file);
       } else if (f.default_text) {
         f.apply_default(c);
       } else {
-        throw ConfigError(file, f.key, "(missing)", "a " + f.type_name + ": " + f.description);
+        const char first = f.type_name.empty() ? 'x' : f.type_name[0];
+        const bool vowel = first == 'a' || first == 'e' || first == 'i' || first == 'o' || first == 'u';
+        throw ConfigError(file, f.key, "(missing)", (vowel ? "an " : "a ") + f.type_name + ": " + f.description);
       }
     }
-    check_unknown_keys(table, "", known, file);
     return c;
   }
 

@@ -43,7 +43,13 @@ TEST(ModelConfigErrors, ValidFileParses) {
 TEST(ModelConfigErrors, MissingKey) {
   std::string msg = error_of(replaced(kValid, "d_model = 128\n", ""));
   EXPECT_NE(msg.find("'architecture.d_model'"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("(missing)"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("(missing): expected an integer"), std::string::npos) << msg;
+}
+
+// A required key spelt wrong is named as the unknown key it is, not as the key it fails to set.
+TEST(ModelConfigErrors, MisspeltRequiredKeyIsNamedAsUnknown) {
+  std::string msg = error_of(replaced(kValid, "d_model = 128", "dmodel = 128"));
+  EXPECT_NE(msg.find("'architecture.dmodel' = 128: expected no such key"), std::string::npos) << msg;
 }
 
 TEST(ModelConfigErrors, MistypedValue) {
