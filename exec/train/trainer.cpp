@@ -513,11 +513,15 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
   const int host_share = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / local_ranks());
   const int cpus = allowed_cpus();
   const int threads = o.threads > 0 ? o.threads : std::min(host_share, cpus);
-  if (!cuda && comm.rank() == 0 && cpus < std::max(threads, host_share))
+  const bool pinned = cpus < static_cast<int>(std::thread::hardware_concurrency());
+  if (!cuda && comm.rank() == 0 && pinned && cpus < std::max(threads, host_share))
     std::cerr << "glamexec train: warning: this rank may run on " << cpus << " of the host's "
               << std::thread::hardware_concurrency() << " cores (an MPI launcher pinned it; mpirun --bind-to none "
               << "lifts that): " << threads << " thread(s) per rank"
               << (threads > cpus ? ", taking turns on them" : "") << "\n";
+  else if (!cuda && comm.rank() == 0 && threads > cpus)
+    std::cerr << "glamexec train: warning: --threads " << threads << " on " << cpus
+              << " cores: the threads take turns on them\n";
   kernels::set_cpu_threads(ctx, threads);
   DeviceSession device(ctx, cuda);
   ctx.gemm_precision = precision;
