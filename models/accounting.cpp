@@ -204,6 +204,8 @@ MemoryFootprint memory_per_chip(const ModelConfig& m, const ShardingForMemory& s
     return w.copies;
   };
   const int64_t tp = std::max<int64_t>(1, s.tp);
+  const double e = static_cast<double>(ModelConfig::precision_bytes(m.activation_precision));
+  const double narrow = s.narrow_weight_copy && e < wbytes ? e : 0.0;
   for (const auto& w : weight_tensors(m)) {
     const bool whole_over_tp = w.group == WeightGroup::kNorm || w.group == WeightGroup::kRouter;
     const double shards = static_cast<double>(w.group == WeightGroup::kExpert ? s.expert_shards
@@ -211,7 +213,7 @@ MemoryFootprint memory_per_chip(const ModelConfig& m, const ShardingForMemory& s
                                                                             : s.dense_shards);
     const double copies = static_cast<double>(held_copies(w));
     const double elems = static_cast<double>(w.elements()) * copies / shards;
-    fp.weights_bytes += elems * wbytes;
+    fp.weights_bytes += elems * (wbytes + narrow);
     fp.gradients_bytes += elems * wbytes;
     if (m.optimizer == "adam") {
       fp.optimizer_bytes += 2 * elems * 4;
@@ -223,7 +225,6 @@ MemoryFootprint memory_per_chip(const ModelConfig& m, const ShardingForMemory& s
     }
   }
   const double tokens = static_cast<double>(s.tokens_per_chip);
-  const double e = static_cast<double>(ModelConfig::precision_bytes(m.activation_precision));
   double per_token = 0;
   // With recomputation a block keeps its input, whole on each tp chip (its tokens' share with
   // sequence parallelism).

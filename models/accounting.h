@@ -73,6 +73,9 @@ struct ShardingForMemory {
   int64_t gathered_dense_shards = 0;
   int64_t gathered_expert_shards = 0;
   double activation_microbatches = 1;
+  // A copy of the weights in the activations' precision beside the master weights (GPU frameworks'
+  // bf16 model, Megatron-LM's; XLA fuses the casts into the products instead).
+  bool narrow_weight_copy = false;
 };
 
 struct MemoryFootprint {

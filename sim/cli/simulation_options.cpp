@@ -28,11 +28,17 @@ void SimulationOptions::register_options(CLI::App& cmd, bool with_out_dir) {
       ->excludes(plan)
       ->transform(cli_checks::integer_at_least(1));
   cmd.add_flag("--shard-weights", shard_weights, "Shard weights over data parallelism too, experts over dp / ep (ZeRO-3 / GSPMD 2D; no pipeline)")->excludes(plan);
-  cmd.add_flag("--sequence-parallel", sequence_parallel,
-               "With tp > 1, Megatron-LM's sequence parallelism: norms and router on 1/tp of the tokens, all-gather "
-               "and reduce-scatter for the tp all-reduces, 1/tp of the all-to-all per tp chip (the chooser then uses "
-               "it in every layout; glamexec does not run it)")
-      ->excludes(plan);
+  auto* sp = cmd.add_flag("--sequence-parallel", sequence_parallel,
+                          "With tp > 1, Megatron-LM's sequence parallelism: norms and router on 1/tp of the tokens, "
+                          "all-gather and reduce-scatter for the tp all-reduces, 1/tp of the all-to-all per tp chip "
+                          "(the chooser then uses it in every layout; default: on for MoE models on GPU clusters, as "
+                          "Megatron-Core requires with tp > 1, off on TPU pods; glamexec does not run it)")
+                 ->excludes(plan);
+  cmd.add_flag("--no-sequence-parallel", no_sequence_parallel,
+               "No sequence parallelism, also on GPU clusters (the tp all-reduces whole, every tp chip sending every "
+               "token through the all-to-all)")
+      ->excludes(plan)
+      ->excludes(sp);
   cmd.add_flag("--recompute", recompute, "Recompute activations in the backward pass (the chooser then recomputes in every layout)")->excludes(plan);
   cmd.add_option("--mapping", mapping, "Ranks onto chips: auto (compact torus blocks) or linear (chip order)")
       ->check(CLI::IsMember({"auto", "linear"}))
@@ -85,6 +91,11 @@ ResolvedSimulation SimulationOptions::resolve_for_cluster(const std::string& clu
   else
     base.dp = dp, base.ep = ep, base.tp = tp, base.pp = pp, base.virtual_stages = virtual_stages, base.shard_weights = shard_weights, base.recompute = recompute, base.sequence_parallel = sequence_parallel,
     base.mapping = mapping, base.microbatches = microbatches;
+  // A plan file says whether it is sequence parallel; else the flags, else the cluster's convention.
+  std::optional<bool> sequence_parallel_given;
+  if (!plan_file.empty()) sequence_parallel_given = base.sequence_parallel;
+  else if (sequence_parallel || no_sequence_parallel) sequence_parallel_given = sequence_parallel;
+  apply_cluster_conventions(base, m, c, sequence_parallel_given);
   if (batch_tokens) base.batch_tokens = batch_tokens;
   if (!base.batch_tokens) base.batch_tokens = kDefaultBatchTokens;
   if (layers > m.layers)

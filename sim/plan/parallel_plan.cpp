@@ -304,6 +304,7 @@ MemoryFootprint plan_memory(const ModelConfig& m, const ParallelPlan& p) {
   sh.tokens_per_chip = p.tokens_per_rank() / std::max<int64_t>(1, p.microbatches);
   sh.recompute_activations = p.recompute;
   sh.sequence_parallel = p.sequence_parallel && p.tp > 1;
+  sh.narrow_weight_copy = p.narrow_weight_copy;
   // What the StepGraph gathers: non-expert weights over dp > 1, experts over dp / ep > 1 replicas.
   if (p.shard_weights && p.dp > 1) sh.gathered_dense_shards = p.tp;
   if (p.shard_weights && m.is_moe() && p.dp / p.ep > 1) sh.gathered_expert_shards = p.ep * p.tp;
@@ -318,6 +319,14 @@ MemoryFootprint plan_memory(const ModelConfig& m, const ParallelPlan& p) {
     if (stage.total_bytes() > worst.total_bytes()) worst = stage;
   }
   return worst;
+}
+
+void apply_cluster_conventions(ParallelPlan& plan, const ModelConfig& m, const Cluster& c,
+                               std::optional<bool> sequence_parallel_given) {
+  const bool gpu = c.kind() != TopologyKind::kTorus;
+  plan.narrow_weight_copy = gpu && ModelConfig::precision_bytes(m.activation_precision) <
+                                       ModelConfig::precision_bytes(m.weight_precision);
+  plan.sequence_parallel = sequence_parallel_given.value_or(gpu && m.is_moe());
 }
 
 }  // namespace glam

@@ -8,6 +8,7 @@
 // runs of consecutive blocks, each held by its own dp x tp chips.
 // Rank r = t + tp * (e + ep * (replica + dp / ep * stage)).
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -36,7 +37,9 @@ struct ParallelPlan {
   std::string mapping = "auto";  // "auto": compact torus blocks where possible; "linear": chip order
   bool overlap_grad_reduction = true;  // reduce each block's gradients during the backward pass
   int64_t microbatches = 1;            // gradient accumulation: passes per step on each rank
-  bool narrow_weight_copy = false;     // glamexec's bf16 model (StepShape::narrow_weight_copy); not in plan files
+  // A bf16 copy of the weights, written by the optimizer and kept beside the float32 ones: glamexec's
+  // and GPU frameworks' (StepShape::narrow_weight_copy; apply_cluster_conventions); not in plan files.
+  bool narrow_weight_copy = false;
 
   int64_t chips() const { return dp * tp * pp; }
   int64_t tokens_per_rank() const { return batch_tokens / dp; }
@@ -77,5 +80,13 @@ void validate_plan(const ParallelPlan& plan, const ModelConfig& m, const Cluster
 // Per chip; with pipeline stages, the stage that needs the most (the first, as a rule: it holds the
 // activations of min(pp, microbatches) micro-batches).
 MemoryFootprint plan_memory(const ModelConfig& m, const ParallelPlan& plan);
+
+// How training runs on the cluster's chips, where a plan does not say. GPU clusters train as
+// Megatron-Core does: a bf16 copy of the weights beside the float32 master weights, and sequence
+// parallelism for an MoE model with tp > 1 (which Megatron-Core requires) unless
+// `sequence_parallel_given` says otherwise. TPU pods train as XLA and GSPMD did for GLaM: casts fused
+// into the products, no sequence parallelism.
+void apply_cluster_conventions(ParallelPlan& plan, const ModelConfig& m, const Cluster& c,
+                               std::optional<bool> sequence_parallel_given);
 
 }  // namespace glam

@@ -77,7 +77,7 @@ TEST(GlamsimPlan, PipelinedPlanShowsItsBubbleAndUsableMemory) {
   EXPECT_EQ(j["plan"]["pp"], 4);
   EXPECT_GT(j["pipeline_bubble_s"].get<double>(), 0.05 * j["step_time_s"].get<double>());
   EXPECT_LT(j["pipeline_bubble_s"].get<double>(), j["step_time_s"].get<double>());
-  EXPECT_NEAR(j["usable_hbm_bytes"].get<double>(), 0.9 * 80e9, 1);  // H100: 80 GB
+  EXPECT_NEAR(j["usable_hbm_bytes"].get<double>(), 0.9 * 81559.0 * (1 << 20), 1);  // H100: 81,559 MiB
   auto text = run_command("glamsim plan --quiet " + args);
   ASSERT_EQ(text.exit_code, 0) << text.err;
   EXPECT_NE(text.out.find("pipeline bubble"), std::string::npos) << text.out;

@@ -278,15 +278,25 @@ TEST(GlamsimRun, ChosenPlansKeepWhatWasAskedFor) {
 }
 
 // --sequence-parallel: each tp chip sends 1/tp of the all-to-all and holds 1/tp of the activations;
-// the step is faster; the plan says so; without tp it changes nothing.
+// the step is faster; the plan says so; without tp it changes nothing. On GPU clusters an MoE model
+// is sequence parallel unless --no-sequence-parallel says otherwise (Megatron-Core's rule); on TPU
+// pods only when asked.
 TEST(GlamsimRun, SequenceParallelismSplitsTheAllToAllAndTheActivations) {
   const std::string layout =
       "glamsim run --model glam-1.7b-64e --cluster dgx-h100-64 --dp 8 --tp 8 --ep 8 --microbatches 4 --format json";
-  auto plain = run_command(layout), sp = run_command(layout + " --sequence-parallel");
+  auto plain = run_command(layout + " --no-sequence-parallel"), sp = run_command(layout + " --sequence-parallel");
   ASSERT_EQ(plain.exit_code, 0) << plain.err;
   ASSERT_EQ(sp.exit_code, 0) << sp.err;
   const auto a = nlohmann::json::parse(plain.out), b = nlohmann::json::parse(sp.out);
+  EXPECT_FALSE(a["plan"]["sequence_parallel"].get<bool>());
   EXPECT_TRUE(b["plan"]["sequence_parallel"].get<bool>());
+  auto gpu_default = run_command(layout);
+  ASSERT_EQ(gpu_default.exit_code, 0) << gpu_default.err;
+  EXPECT_EQ(nlohmann::json::parse(gpu_default.out)["step_time_s"], b["step_time_s"]);
+  auto tpu_default = run_command("glamsim run --model glam-1.7b-64e --cluster tpu-v4-64 --dp 8 --tp 8 --format json");
+  ASSERT_EQ(tpu_default.exit_code, 0) << tpu_default.err;
+  EXPECT_FALSE(nlohmann::json::parse(tpu_default.out)["plan"]["sequence_parallel"].get<bool>());
+  EXPECT_EQ(run_command(layout + " --sequence-parallel --no-sequence-parallel").exit_code, 2);
   EXPECT_DOUBLE_EQ(b["alltoall_bytes"].get<double>(), a["alltoall_bytes"].get<double>() / 8);
   EXPECT_LT(b["step_time_s"].get<double>(), a["step_time_s"].get<double>());
   // (the split itself is counted by hand in Accounting.TensorParallelismSplitsTheHeadsAndTheHiddenActivations)
@@ -295,9 +305,22 @@ TEST(GlamsimRun, SequenceParallelismSplitsTheAllToAllAndTheActivations) {
   auto text = run_command("glamsim run --model glam-1.7b-64e --cluster dgx-h100-64 --dp 8 --tp 8 --ep 8 --microbatches 4 "
                           "--sequence-parallel");
   EXPECT_NE(text.out.find("tp 8, ep 8, sequence parallel, 4 micro-batches;"), std::string::npos) << text.out;
-  auto no_tp = run_command("glamsim run --model glam-1.7b-64e --cluster dgx-h100-64 --dp 64 --tp 1 --format json");
+  auto no_tp = run_command("glamsim run --model glam-1.7b-64e --cluster dgx-h100-64 --dp 64 --tp 1 --format json --no-sequence-parallel");
   auto no_tp_sp = run_command("glamsim run --model glam-1.7b-64e --cluster dgx-h100-64 --dp 64 --tp 1 --format json --sequence-parallel");
   EXPECT_EQ(nlohmann::json::parse(no_tp.out)["step_time_s"], nlohmann::json::parse(no_tp_sp.out)["step_time_s"]);
+}
+
+// GPU clusters keep a bf16 copy of the float32 weights (Megatron-LM's model in bf16; the optimizer
+// writes it): 6 bytes of weights per 4 of gradients. TPU pods fuse the casts into the products (XLA).
+TEST(GlamsimRun, GpuPlansHoldABf16CopyOfTheWeights) {
+  auto weights_over_gradients = [](const std::string& cluster) {
+    auto r = run_command("glamsim run --model glam-1.7b-64e --cluster " + cluster + " --dp 8 --tp 8 --format json");
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    const auto j = nlohmann::json::parse(r.out)["memory_breakdown_bytes"];
+    return j["weights"].get<double>() / j["gradients"].get<double>();
+  };
+  EXPECT_DOUBLE_EQ(weights_over_gradients("dgx-h100-64"), 1.5);
+  EXPECT_DOUBLE_EQ(weights_over_gradients("tpu-v4-64"), 1.0);
 }
 
 // A run of the first blocks says so, in the text and the JSON.

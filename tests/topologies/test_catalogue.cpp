@@ -85,7 +85,7 @@ TEST(TopologyCatalogue, ChipFiguresFollowTheReference) {
   EXPECT_DOUBLE_EQ(h100.hbm_bandwidth_Bps, 3.35e12);
   EXPECT_DOUBLE_EQ(8 * (h100.busy_W + h100.host_W_per_chip), 10200);  // DGX H100 system maximum
   ChipSpec h200 = load_cluster("h200-1").chip();
-  EXPECT_DOUBLE_EQ(h200.hbm_bytes, 141e9);
+  EXPECT_DOUBLE_EQ(h200.hbm_bytes, 143771.0 * (1 << 20));  // nvidia-smi's 143,771 MiB
   EXPECT_DOUBLE_EQ(h200.hbm_bandwidth_Bps, 4.8e12);
   EXPECT_DOUBLE_EQ(h200.busy_W, 700);
 }

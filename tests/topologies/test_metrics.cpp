@@ -121,7 +121,7 @@ TEST(TopologyMetrics, SingleNodes) {
   EXPECT_EQ(one.diameter_hops, 0);
   EXPECT_EQ(one.bisection_bandwidth_Bps, 0.0);
   EXPECT_EQ(one.injection_bandwidth_Bps, 0.0);
-  EXPECT_DOUBLE_EQ(one.hbm_bytes, 141e9);
+  EXPECT_DOUBLE_EQ(one.hbm_bytes, 143771.0 * (1 << 20));
 }
 
 // A 2:1 tapered tree: the leaves' uplinks, not the NICs, limit the bisection.
