@@ -150,8 +150,12 @@ ResolvedSimulation SimulationOptions::resolve_for_cluster(const std::string& clu
     out.input.plan = choice.plan;
     out.layouts = std::move(choice.trials);
     out.hbm_bytes = out.input.usable_hbm_bytes();
-    out.plan_note = "\nplan chosen by glamsim: fastest of " + std::to_string(choice.fitting) + " layouts that fit (" +
-                    std::to_string(choice.candidates) + " considered); override with --dp/--ep/--tp/--pp/--virtual-stages or --plan\n";
+    out.plan_note = choice.fitting > 0
+                        ? "\nplan chosen by glamsim: fastest of " + std::to_string(choice.fitting) + " layouts that fit (" +
+                              std::to_string(choice.candidates) + " considered)"
+                        : "\nplan chosen by glamsim: none of the " + std::to_string(choice.candidates) +
+                              " layouts considered fits; --allow-oom simulates the one with the smallest footprint";
+    out.plan_note += "; override with --dp/--ep/--tp/--pp/--virtual-stages or --plan\n";
   }
   return out;
 }

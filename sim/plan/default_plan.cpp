@@ -140,7 +140,7 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
     }
   if (layouts.empty()) {
     if (last_reason.empty())  // no tp the chooser tries gives the dp (and tp) asked for
-      last_reason = "dp x tp x pp must be the " + std::to_string(n) + " chips, with tp a power of two up to " +
+      last_reason = "dp x tp x pp must be the " + format_chips(n) + ", with tp a power of two up to " +
                     std::to_string(max_tp) + " and pp dividing the " + std::to_string(m.layers) + " blocks (" +
                     (base.pp ? "" : "a power of two up to " + std::to_string(kMaxChosenStages) + ", ") +
                     "leaving a whole dp)" + (base.dp ? " (--dp " + std::to_string(base.dp) + ")" : "") +
@@ -156,6 +156,7 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
   double smallest_bytes = std::numeric_limits<double>::infinity();
   // `fallback`: the plan --allow-oom simulates when nothing fits is the smallest one-pass layout.
   double smallest_any = std::numeric_limits<double>::infinity();
+  ParallelPlan smallest_any_plan;
   // Each batch of layouts: footprints first, then the fitting ones simulated side by side (each
   // simulation is independent), then the fastest taken in the order they were generated.
   auto consider = [&](const std::vector<ParallelPlan>& plans, bool fallback) {
@@ -164,7 +165,7 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
       LayoutTrial& trial = best.trials.emplace_back();
       trial.plan = p;
       const double bytes = trial.memory_bytes = plan_memory(m, p).total_bytes();
-      smallest_any = std::min(smallest_any, bytes);
+      if (bytes < smallest_any) smallest_any = bytes, smallest_any_plan = p;
       if (fallback && bytes < smallest_bytes) smallest_bytes = bytes, smallest = p;
       trial.fits = bytes <= in.usable_hbm_bytes();
       best.fitting += trial.fits ? 1 : 0;
@@ -202,11 +203,20 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
     return a.fits ? a.step_time_s < b.step_time_s : a.memory_bytes < b.memory_bytes;
   });
   if (best.fitting == 0) {
-    if (!allow_oom)
+    if (!allow_oom) {
+      // When the state alone (weights, gradients, optimizer) exceeds HBM, no batch makes it fit.
+      const MemoryFootprint fp = plan_memory(m, smallest_any_plan);
+      const double state = fp.weights_bytes + fp.gradients_bytes + fp.optimizer_bytes;
+      const std::string advice =
+          state > in.usable_hbm_bytes()
+              ? " (its weights, gradients and optimizer state alone are " + format_bytes(state) +
+                    ": use more chips, or --allow-oom to simulate it anyway)"
+              : " (use more chips, a smaller batch, or --allow-oom to simulate it anyway)";
       throw PlanDoesNotFit("no parallel layout of " + m.id + " fits " + in.cluster.id() + ": the smallest needs " +
-                       format_bytes(smallest_any) + " per chip, HBM holds " +
-                       format_bytes(in.usable_hbm_bytes()) + usable_hbm_note(in) +
-                       " (use more chips, a smaller batch, or --allow-oom to simulate it anyway)", smallest_any, in.usable_hbm_bytes());
+                               format_bytes(smallest_any) + " per chip, HBM holds " + format_bytes(in.usable_hbm_bytes()) +
+                               usable_hbm_note(in) + advice,
+                           smallest_any, in.usable_hbm_bytes());
+    }
     best.plan = *smallest;
   }
   return best;

@@ -179,6 +179,15 @@ TEST(Plan, ChooserLeavesTheHeadroomFree) {
   }
   in.hbm_headroom = 0.9;  // 3.2 GiB of 32: nothing of a 1.2T-parameter model fits
   EXPECT_THROW(choose_plan(in, base, false), PlanDoesNotFit);
+  // Where the weights, gradients and optimizer state alone exceed HBM, no smaller batch helps, and
+  // the message does not suggest one.
+  try {
+    choose_plan(in, base, false);
+  } catch (const PlanDoesNotFit& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("weights, gradients and optimizer state alone are"), std::string::npos) << what;
+    EXPECT_EQ(what.find("a smaller batch"), std::string::npos) << what;
+  }
 }
 
 // The chooser keeps every layout it looked at: the winner first, the fitting ones by step time,

@@ -1,0 +1,22 @@
+// Figures as the commands print them: three significant digits, units that keep the numbers short,
+// never an exponent.
+#include <gtest/gtest.h>
+
+#include "common/text_table.h"
+
+namespace glam {
+namespace {
+
+TEST(TextFormats, SecondsKeepThreeDigitsAndNoExponent) {
+  EXPECT_EQ(format_seconds(7.9080), "7.91 s");
+  EXPECT_EQ(format_seconds(0.0123), "12.3 ms");
+  EXPECT_EQ(format_seconds(4.5e-6), "4.5 us");
+  EXPECT_EQ(format_seconds(999.4), "999 s");
+  EXPECT_EQ(format_seconds(1254.6), "1255 s");  // %.3g would print 1.25e+03
+  EXPECT_EQ(format_duration(4.5 * 3600), "4.5 h");
+  EXPECT_EQ(format_chips(1), "1 chip");
+  EXPECT_EQ(format_chips(1024), "1024 chips");
+}
+
+}  // namespace
+}  // namespace glam
