@@ -1,6 +1,9 @@
 #include "common/catalogue.h"
 
+#include <fnmatch.h>
+
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 
 #include "common/errors.h"
@@ -48,6 +51,55 @@ fs::path resolve_catalogue_entry(const std::string& catalogue, const std::string
   throw UsageError("unknown " + kind + " id '" + id_or_path +
                    "': expected a file path or one of: " + known + " (catalogue " +
                    catalogue_dir(catalogue).string() + ")");
+}
+
+namespace {
+
+// "tpu-v4-64" before "tpu-v4-256": digit runs compare as numbers.
+bool natural_less(const std::string& a, const std::string& b) {
+  size_t i = 0, j = 0;
+  while (i < a.size() && j < b.size()) {
+    if (std::isdigit(static_cast<unsigned char>(a[i])) && std::isdigit(static_cast<unsigned char>(b[j]))) {
+      size_t i2 = i, j2 = j;
+      while (i2 < a.size() && std::isdigit(static_cast<unsigned char>(a[i2]))) ++i2;
+      while (j2 < b.size() && std::isdigit(static_cast<unsigned char>(b[j2]))) ++j2;
+      const std::string x = a.substr(i, i2 - i), y = b.substr(j, j2 - j);
+      if (x.size() != y.size()) return x.size() < y.size();
+      if (x != y) return x < y;
+      i = i2, j = j2;
+    } else {
+      if (a[i] != b[j]) return a[i] < b[j];
+      ++i, ++j;
+    }
+  }
+  return a.size() - i < b.size() - j;
+}
+
+}  // namespace
+
+std::vector<std::string> expand_catalogue_patterns(const std::string& catalogue, const std::vector<std::string>& args,
+                                                   const std::string& option) {
+  std::vector<std::string> out;
+  auto add = [&out](const std::string& id) {
+    if (std::find(out.begin(), out.end(), id) == out.end()) out.push_back(id);
+  };
+  for (const std::string& arg : args) {
+    if (arg.find_first_of("*?[") == std::string::npos) {
+      add(arg);
+      continue;
+    }
+    std::vector<std::string> matches;
+    for (const std::string& id : catalogue_ids(catalogue))
+      if (::fnmatch(arg.c_str(), id.c_str(), 0) == 0) matches.push_back(id);
+    if (matches.empty()) {
+      std::string known;
+      for (const std::string& id : catalogue_ids(catalogue)) known += (known.empty() ? "" : ", ") + id;
+      throw UsageError(option + " '" + arg + "': matches nothing in the catalogue (" + known + ")");
+    }
+    std::sort(matches.begin(), matches.end(), natural_less);
+    for (const std::string& id : matches) add(id);
+  }
+  return out;
 }
 
 }  // namespace glam

@@ -24,4 +24,10 @@ std::filesystem::path resolve_catalogue_entry(const std::string& catalogue, cons
 // Sorted ids of every entry in a catalogue.
 std::vector<std::string> catalogue_ids(const std::string& catalogue);
 
+// Command-line arguments naming catalogue entries: ids and files as they are, shell patterns
+// ('tpu-v4-*') as the catalogue's matching ids in size order ("tpu-v4-64" before "tpu-v4-256"); an
+// entry named twice is kept once. A pattern matching nothing is a UsageError naming `option`.
+std::vector<std::string> expand_catalogue_patterns(const std::string& catalogue, const std::vector<std::string>& args,
+                                                   const std::string& option);
+
 }  // namespace glam

@@ -15,7 +15,7 @@ void add_models_command(CLI::App& app) {
   };
   auto opts = std::make_shared<Options>();
   CLI::App* cmd = app.add_subcommand("models", "Model catalogue: parameters and FLOPs, computed beside the paper's figures");
-  cmd->add_option("ids", opts->ids, "Model ids or TOML files (default: the whole catalogue)");
+  cmd->add_option("ids", opts->ids, "Model ids, TOML files or patterns over the catalogue ('glam-1.7b*'; default: the whole catalogue)");
   cmd->add_option("--format", opts->format, "table or json")->check(CLI::IsMember({"table", "json"}));
   cmd->add_flag("--fields", opts->fields, "List every model config field with its type, unit and default");
   cmd->callback([opts] {
@@ -23,7 +23,8 @@ void add_models_command(CLI::App& app) {
       std::cout << describe_model_fields();
       return;
     }
-    std::vector<std::string> ids = opts->ids.empty() ? catalogue_ids("models") : opts->ids;
+    std::vector<std::string> ids =
+        opts->ids.empty() ? catalogue_ids("models") : expand_catalogue_patterns("models", opts->ids, "models");
     std::vector<ModelRow> rows;
     for (const auto& id : ids) rows.push_back(model_row(load_model(id)));
     if (opts->format == "json") {

@@ -1,4 +1,3 @@
-#include <fnmatch.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -36,50 +35,9 @@ double parse_tokens(const std::string& text) {
   return v;
 }
 
-// "tpu-v4-64" before "tpu-v4-256": digit runs compare as numbers.
-bool natural_less(const std::string& a, const std::string& b) {
-  size_t i = 0, j = 0;
-  while (i < a.size() && j < b.size()) {
-    if (std::isdigit(static_cast<unsigned char>(a[i])) && std::isdigit(static_cast<unsigned char>(b[j]))) {
-      size_t i2 = i, j2 = j;
-      while (i2 < a.size() && std::isdigit(static_cast<unsigned char>(a[i2]))) ++i2;
-      while (j2 < b.size() && std::isdigit(static_cast<unsigned char>(b[j2]))) ++j2;
-      const std::string x = a.substr(i, i2 - i), y = b.substr(j, j2 - j);
-      if (x.size() != y.size()) return x.size() < y.size();
-      if (x != y) return x < y;
-      i = i2, j = j2;
-    } else {
-      if (a[i] != b[j]) return a[i] < b[j];
-      ++i, ++j;
-    }
-  }
-  return a.size() - i < b.size() - j;
-}
-
-// --compare arguments: cluster ids or files, and shell patterns over the catalogue's ids
-// ('tpu-v4-*'), each pattern's matches in size order; a cluster named twice is compared once.
+// --compare arguments: cluster ids or files, and shell patterns over the catalogue's ids.
 std::vector<std::string> expand_clusters(const std::vector<std::string>& args) {
-  std::vector<std::string> out;
-  auto add = [&out](const std::string& id) {
-    if (std::find(out.begin(), out.end(), id) == out.end()) out.push_back(id);
-  };
-  for (const std::string& arg : args) {
-    if (arg.find_first_of("*?[") == std::string::npos) {
-      add(arg);
-      continue;
-    }
-    std::vector<std::string> matches;
-    for (const std::string& id : catalogue_ids("topologies"))
-      if (::fnmatch(arg.c_str(), id.c_str(), 0) == 0) matches.push_back(id);
-    if (matches.empty()) {
-      std::string known;
-      for (const std::string& id : catalogue_ids("topologies")) known += (known.empty() ? "" : ", ") + id;
-      throw UsageError("--compare '" + arg + "': matches no cluster of the catalogue (" + known + ")");
-    }
-    std::sort(matches.begin(), matches.end(), natural_less);
-    for (const std::string& id : matches) add(id);
-  }
-  return out;
+  return expand_catalogue_patterns("topologies", args, "--compare");
 }
 
 struct PlanRow {

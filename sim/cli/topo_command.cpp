@@ -44,7 +44,7 @@ void add_topo_command(CLI::App& app) {
   auto opts = std::make_shared<Options>();
   CLI::App* cmd = app.add_subcommand(
       "topo", "Cluster catalogue: chips, links, diameter, bisection and injection bandwidth, peak FLOP/s, HBM");
-  cmd->add_option("ids", opts->ids, "Cluster ids or TOML files (default: the whole catalogue)");
+  cmd->add_option("ids", opts->ids, "Cluster ids, TOML files or patterns over the catalogue ('dgx-*'; default: the whole catalogue)");
   cmd->add_option("--format", opts->format, "table or json")->check(CLI::IsMember({"table", "json"}));
   cmd->add_flag("--fields", opts->fields, "List every cluster-file and chip-file field with its type, unit and default");
   cmd->callback([opts] {
@@ -55,7 +55,8 @@ void add_topo_command(CLI::App& app) {
       return;
     }
     // Load and check every file before printing anything.
-    std::vector<std::string> ids = opts->ids.empty() ? catalogue_ids("topologies") : opts->ids;
+    std::vector<std::string> ids =
+        opts->ids.empty() ? catalogue_ids("topologies") : expand_catalogue_patterns("topologies", opts->ids, "topo");
     std::vector<Cluster> clusters;
     std::vector<ClusterMetrics> metrics;
     for (const auto& id : ids) clusters.push_back(load_cluster(id));

@@ -203,7 +203,7 @@ TEST(GlamsimPlan, ComparePatternsExpandOverTheCatalogue) {
   EXPECT_EQ(clusters, (std::vector<std::string>{"tpu-v4-256", "tpu-v4-512", "dgx-a100-8", "dgx-h100-8", "dgx-h200-8"}));
   auto none = run_command("glamsim plan --model glam-0.1b --compare 'tpu-v9-*' --tokens 1e10");
   EXPECT_EQ(none.exit_code, 2);
-  EXPECT_NE(none.err.find("--compare 'tpu-v9-*': matches no cluster of the catalogue (dgx-a100-1024"), std::string::npos)
+  EXPECT_NE(none.err.find("--compare 'tpu-v9-*': matches nothing in the catalogue (dgx-a100-1024"), std::string::npos)
       << none.err;
 }
 

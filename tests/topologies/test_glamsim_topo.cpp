@@ -4,6 +4,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -38,6 +40,23 @@ TEST(GlamsimTopo, TableOfTheWholeCatalogue) {
   for (const char* id : {"tpu-v3-1024", "tpu-v4-4096", "dgx-a100-1024", "dgx-h200-8", "h200-1"})
     EXPECT_NE(r.out.find(id), std::string::npos) << id;
   EXPECT_NE(r.out.find("torus 16x16x16"), std::string::npos) << r.out;
+}
+
+// Patterns over the catalogue, as plan --compare takes them: the matches in size order, each once.
+TEST(GlamsimTopo, PatternsNameTheCatalogueEntriesTheyMatch) {
+  auto r = run_command("glamsim topo 'dgx-h100-*' dgx-h100-8 --format json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::vector<std::string> ids;
+  const auto all = nlohmann::json::parse(r.out);  // held: a range-for over a temporary's member reads freed memory
+  for (const auto& c : all["clusters"]) ids.push_back(c["id"]);
+  EXPECT_EQ(ids, (std::vector<std::string>{"dgx-h100-8", "dgx-h100-64", "dgx-h100-512", "dgx-h100-1024"}));
+  r = run_command("glamsim topo 'tpu-v9-*'");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("topo 'tpu-v9-*': matches nothing in the catalogue (dgx-a100-1024"), std::string::npos) << r.err;
+  r = run_command("glamsim models 'glam-8b*' --format json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("glam-8b-64e"), std::string::npos);
+  EXPECT_EQ(r.out.find("glam-1.7b"), std::string::npos);
 }
 
 TEST(GlamsimTopo, AUsersFileWorksWhereAnIdDoes) {
