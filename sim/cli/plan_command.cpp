@@ -49,6 +49,9 @@ struct PlanRow {
   };
   std::optional<TooSmall> does_not_fit;  // --compare: no plan fits this cluster (its row says so)
   double days() const { return estimate.train_hours / 24; }
+  // Days as the rows print them: two decimals under ten days, so that a run of 0.45 days does not
+  // read "0.5" beside a 0.5-day deadline it meets.
+  std::string days_text() const { return format_fixed(days(), days() < 10 ? 2 : 1); }
   // Failures so frequent that the run does not finish (only with interruptions modelled).
   bool never_finishes() const { return estimate.interruptions && !estimate.interruptions->finishes(); }
   // A row with figures: a plan that fits (or is simulated anyway) and a run that finishes.
@@ -92,11 +95,11 @@ std::string deadline_summary(const std::vector<PlanRow>& rows, double deadline_d
   const std::string within = "within " + days_given(deadline_days) + " days";
   if (!c.least_energy)
     return c.fastest ? "None finishes " + within + "; the fastest is " + c.fastest->sim.input.cluster.id() + ", " +
-                           format_fixed(c.fastest->days(), 1) + " days.\n"
+                           c.fastest->days_text() + " days.\n"
                      : "None finishes " + within + ".\n";
   return "Finishing " + within + ": least energy on " + c.least_energy->sim.input.cluster.id() + " (" +
          format_fixed(c.least_energy->estimate.facility_energy_MWh(), 1) + " MWh, " +
-         format_fixed(c.least_energy->days(), 1) + " days), fewest chip-hours on " +
+         c.least_energy->days_text() + " days), fewest chip-hours on " +
          c.fewest_chip_hours->sim.input.cluster.id() + " (" + format_count(c.fewest_chip_hours->estimate.chip_hours) +
          ").\n";
 }
@@ -226,7 +229,7 @@ std::string render_compare(const std::vector<PlanRow>& rows, double tokens, std:
       const auto& e = r.estimate;
       cells = {r.sim.input.cluster.id(), std::to_string(r.sim.input.cluster.num_chips()),
                plan_short_label(r.sim.input.plan),
-               format_seconds(e.step_time_s), format_fixed(r.days(), 1)};
+               format_seconds(e.step_time_s), r.days_text()};
       if (e.interruptions) cells.push_back(format_fixed(100 * e.interruptions->goodput(), 1) + "%");
       cells.insert(cells.end(), {format_count(e.chip_hours),
                format_fixed(100 * e.mfu, 1) + "%", format_fixed(e.step_energy.average_power_per_chip_W, 0),
