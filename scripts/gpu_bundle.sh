@@ -13,7 +13,7 @@
 #
 #   scripts/gpu_bundle.sh            # build and pack
 #   scripts/gpu_bundle.sh --verify   # only check that the archive was built from the working tree's
-#                                    # sources (before a device call: gpu_check.sh refuses it otherwise)
+#                                    # sources (before a device call: records of another bundle belong to no commit)
 #
 # Environment: GLAM_BUILD_DIR (default build-gpu), GLAM_JOBS (default 2), GLAM_BUNDLE_DIR (default
 # .gpu-bundle). Needs the project's packages (scripts/install-deps.sh) and nvcc.
