@@ -6,7 +6,6 @@
 
 #include <CLI/CLI.hpp>
 
-#include "accounting.h"
 #include "calibrate/calibrate.h"
 #include "comm/communicator.h"
 #include "comm/launcher.h"
@@ -14,10 +13,8 @@
 #include "comm/nccl_communicator.h"
 #include "common/cli_checks.h"
 #include "common/errors.h"
-#include "common/text_table.h"
 #include "device.h"
-#include "model_config.h"
-#include "train/step_memory.h"
+#include "train/describe.h"
 #include "train/trainer.h"
 
 namespace {
@@ -39,51 +36,15 @@ int main(int argc, char** argv) {
   CLI::App app{"glamexec: run the GLaM training step on the CPU or a GPU and record what it measured"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "glamexec 0.1.0");
-  std::string model_id;
-  int64_t tokens = 0, describe_layers = 0;
+  glam::exec::DescribeOptions d;
   CLI::App* describe = app.add_subcommand("describe", "Parameters, FLOPs and single-chip memory of a model");
-  describe->add_option("--model", model_id, "Model id or TOML file")->required();
-  describe->add_option("--batch-tokens", tokens, "Tokens per step (default 8 sequences, as train)")
+  describe->add_option("--model", d.model, "Model id or TOML file")->required();
+  describe->add_option("--batch-tokens", d.batch_tokens, "Tokens per step (default 8 sequences, as train)")
       ->transform(integer_at_least(1, std::numeric_limits<int32_t>::max()));  // as train: 32-bit token indices
-  describe->add_option("--layers", describe_layers, "Only the model's first K layers, as glamexec train --layers (0: all)")
+  describe->add_option("--layers", d.layers, "Only the model's first K layers, as glamexec train --layers (0: all)")
       ->transform(integer_at_least(0));
-  describe->callback([&] {
-    const glam::ModelConfig whole = glam::load_model(model_id);
-    const glam::ModelConfig m = glam::first_layers(whole, describe_layers);
-    if (tokens == 0) tokens = 8 * m.seq_len;  // train's default batch
-    if (describe_layers > 0) std::cout << "first " << m.layers << " of " << whole.layers << " layers\n";
-    auto p = glam::count_params(m);
-    auto f = glam::flops_per_token(m);
-    glam::ShardingForMemory s;
-    s.tokens_per_chip = tokens;
-    auto mem = glam::memory_per_chip(m, s);
-    std::cout << m.id << ": " << glam::format_count(p.total) << " parameters, " << glam::format_count(p.activated)
-              << " activated; "
-              << (f.train() >= 1e9 ? glam::format_fixed(f.train() / 1e9, 1) + " GFLOP" : glam::format_fixed(f.train() / 1e6, 1) + " MFLOP")
-              << " per token per step\n"
-              << "one chip, " << tokens << " tokens: weights " << glam::format_bytes(mem.weights_bytes)
-              << ", gradients " << glam::format_bytes(mem.gradients_bytes) << ", optimizer "
-              << glam::format_bytes(mem.optimizer_bytes) << ", activations " << glam::format_bytes(mem.activations_bytes)
-              << ", working buffers " << glam::format_bytes(mem.working_bytes) << "\n"
-              << "checkpoint (--save): " << glam::format_bytes(glam::checkpoint_bytes(m))
-              << " of float32 weights and optimizer state\n";
-    // What glamexec train itself allocates for these tokens on one rank (it keeps every activation for
-    // the backward pass, and the float32 logits), where the shape can run.
-    glam::exec::ExecShape shape;
-    shape.seq_len = m.seq_len;
-    shape.seqs = tokens / m.seq_len;
-    if (tokens % m.seq_len != 0) {
-      std::cout << "glamexec train: --batch-tokens must be a multiple of seq_len " << m.seq_len << "\n";
-      return;
-    }
-    try {
-      const auto bf16 = glam::exec::step_memory(m, shape, true), fp32 = glam::exec::step_memory(m, shape, false);
-      std::cout << "glamexec train, one rank, " << tokens << " tokens: " << glam::format_bytes(static_cast<double>(bf16.total()))
-                << " of device buffers in bf16, " << glam::format_bytes(static_cast<double>(fp32.total())) << " in fp32\n";
-    } catch (const glam::UsageError& e) {
-      std::cout << "glamexec train: " << e.what() << "\n";
-    }
-  });
+  describe->add_option("--format", d.format, "text or json");
+  describe->callback([&] { glam::exec::run_describe(d, std::cout); });
 
   glam::exec::TrainOptions t;
   CLI::App* train = app.add_subcommand(

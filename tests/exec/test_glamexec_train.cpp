@@ -416,6 +416,25 @@ TEST_F(Train, OptionValuesAreCheckedBeforeAnyWork) {
   r = run_command("glamexec describe --model glam-0.1b --layers 1");
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("glamexec train, one rank, 8192 tokens"), std::string::npos) << r.out;
+  // JSON, with the same figures.
+  r = run_command("glamexec describe --model glam-0.1b --layers 1 --format json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto described = nlohmann::json::parse(r.out);
+  EXPECT_EQ(described["batch_tokens"], 8192);
+  EXPECT_EQ(described["layers"], 1);
+  EXPECT_EQ(described["model_layers"], 12);
+  EXPECT_GT(described["train_buffers_bytes"]["fp32"].get<double>(), described["train_buffers_bytes"]["bf16"].get<double>());
+  EXPECT_DOUBLE_EQ(described["one_chip_memory_bytes"]["total"].get<double>(),
+                   described["one_chip_memory_bytes"]["weights"].get<double>() +
+                       described["one_chip_memory_bytes"]["gradients"].get<double>() +
+                       described["one_chip_memory_bytes"]["optimizer"].get<double>() +
+                       described["one_chip_memory_bytes"]["activations"].get<double>() +
+                       described["one_chip_memory_bytes"]["working"].get<double>());
+  r = run_command("glamexec describe --model glam-0.1b --batch-tokens 100 --format json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(nlohmann::json::parse(r.out)["train_refuses"].get<std::string>().find("multiple of seq_len 1024"),
+            std::string::npos);
+  EXPECT_EQ(run_command("glamexec describe --model glam-0.1b --format yaml").exit_code, 2);
   r = run_command("glamexec describe --model glam-tiny --batch-tokens 0128");
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("one rank, 128 tokens"), std::string::npos) << r.out;
