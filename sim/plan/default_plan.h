@@ -35,7 +35,7 @@ struct PlanChoice {
   int candidates = 0;  // layouts considered
   int fitting = 0;     // of which fit in memory
   // Every layout looked at: the fitting ones fastest first, then the others smallest first. The
-  // micro-batched retries of a search where nothing fitted in one pass are included.
+  // micro-batched retries of layouts that did not fit in one pass are included.
   std::vector<LayoutTrial> trials;
 };
 
