@@ -2,6 +2,7 @@
 
 #include <iostream>
 
+#include "common/catalogue.h"
 #include "common/cli_checks.h"
 #include "common/errors.h"
 #include "compute/calibration_profile.h"
@@ -91,10 +92,11 @@ ResolvedSimulation SimulationOptions::resolve_for_cluster(const std::string& clu
   else
     base.dp = dp, base.ep = ep, base.tp = tp, base.pp = pp, base.virtual_stages = virtual_stages, base.shard_weights = shard_weights, base.recompute = recompute, base.sequence_parallel = sequence_parallel,
     base.mapping = mapping, base.microbatches = microbatches;
-  // A plan file says whether it is sequence parallel; else the flags, else the cluster's convention.
+  // A plan file's sequence_parallel or the flags decide; else the cluster's convention.
   std::optional<bool> sequence_parallel_given;
-  if (!plan_file.empty()) sequence_parallel_given = base.sequence_parallel;
-  else if (sequence_parallel || no_sequence_parallel) sequence_parallel_given = sequence_parallel;
+  if (!plan_file.empty()) {
+    if (load_toml_file(plan_file).contains("sequence_parallel")) sequence_parallel_given = base.sequence_parallel;
+  } else if (sequence_parallel || no_sequence_parallel) sequence_parallel_given = sequence_parallel;
   apply_cluster_conventions(base, m, c, sequence_parallel_given);
   if (batch_tokens) base.batch_tokens = batch_tokens;
   if (!base.batch_tokens) base.batch_tokens = kDefaultBatchTokens;

@@ -194,7 +194,8 @@ const Schema<ParallelPlan>& plan_schema() {
         .add("recompute", &ParallelPlan::recompute, "", "Recompute activations in the backward pass", false)
         .add("sequence_parallel", &ParallelPlan::sequence_parallel, "",
              "With tp > 1, Megatron-LM's sequence parallelism: norms, residual and router on 1/tp of the tokens, "
-             "all-gather and reduce-scatter instead of all-reduce, 1/tp of the all-to-all per tp rank",
+             "all-gather and reduce-scatter instead of all-reduce, 1/tp of the all-to-all per tp rank (absent: "
+             "on for MoE models on GPU clusters, off on TPU pods)",
              false)
         .add("mapping", &ParallelPlan::mapping, "",
              "Ranks onto chips: auto (nested compact blocks on tori: tp, then ep, then replicas) or linear (chip order)",

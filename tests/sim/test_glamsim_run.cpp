@@ -297,6 +297,19 @@ TEST(GlamsimRun, SequenceParallelismSplitsTheAllToAllAndTheActivations) {
   ASSERT_EQ(tpu_default.exit_code, 0) << tpu_default.err;
   EXPECT_FALSE(nlohmann::json::parse(tpu_default.out)["plan"]["sequence_parallel"].get<bool>());
   EXPECT_EQ(run_command(layout + " --sequence-parallel --no-sequence-parallel").exit_code, 2);
+  // A plan file without the key takes the cluster's convention; with it, what it says.
+  const fs::path dir = fs::temp_directory_path() / ("glam-sp-plan-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  std::ofstream(dir / "absent.toml") << "dp = 8\ntp = 8\nep = 8\nmicrobatches = 4\n";
+  std::ofstream(dir / "off.toml") << "dp = 8\ntp = 8\nep = 8\nmicrobatches = 4\nsequence_parallel = false\n";
+  auto from_file = [&](const std::string& file) {
+    auto r = run_command("glamsim run --model glam-1.7b-64e --cluster dgx-h100-64 --format json --plan " + (dir / file).string());
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r.exit_code == 0 && nlohmann::json::parse(r.out)["plan"]["sequence_parallel"].get<bool>();
+  };
+  EXPECT_TRUE(from_file("absent.toml"));
+  EXPECT_FALSE(from_file("off.toml"));
+  fs::remove_all(dir);
   EXPECT_DOUBLE_EQ(b["alltoall_bytes"].get<double>(), a["alltoall_bytes"].get<double>() / 8);
   EXPECT_LT(b["step_time_s"].get<double>(), a["step_time_s"].get<double>());
   // (the split itself is counted by hand in Accounting.TensorParallelismSplitsTheHeadsAndTheHiddenActivations)
