@@ -80,8 +80,16 @@ std::string differences_from_run(const nlohmann::json& record, const ModelConfig
   if (!record.contains("model_config")) return "";
   const int64_t layers_run = record.value("model", nlohmann::json::object()).value("layers_run", int64_t{0});
   const ModelConfig ran = layers_run > 0 && layers_run < m.layers ? first_layers(m, layers_run) : m;
-  // Older records lack the keys added since: their defaults.
-  const nlohmann::json now = model_to_json(ran).flatten(), then = model_json_with_defaults(record["model_config"]).flatten();
+  // What the run computed: the architecture, the routing and the training arithmetic, not the
+  // description, source or the paper's printed figures (older records lack the keys added since:
+  // their defaults).
+  auto computed = [](const nlohmann::json& config) {
+    nlohmann::json out = nlohmann::json::object();
+    for (const char* section : {"architecture", "moe", "training"})
+      if (config.contains(section)) out[section] = config[section];
+    return out.flatten();
+  };
+  const nlohmann::json now = computed(model_to_json(ran)), then = computed(model_json_with_defaults(record["model_config"]));
   auto name = [](std::string pointer) {  // "/architecture/ffn_hidden" -> "architecture.ffn_hidden"
     std::replace(pointer.begin(), pointer.end(), '/', '.');
     return pointer.substr(1);
@@ -105,6 +113,8 @@ std::string differences_from_run(const nlohmann::json& record, const ModelConfig
 // the record holds (model_config). A file edited since the run is refused, naming what changed: a
 // validation of another model would look like a bad prediction.
 ModelConfig model_as_run(const nlohmann::json& j, const std::string& path) {
+  if (j.contains("model_config") && !j["model_config"].is_object())
+    throw ConfigError(path, "model_config", j["model_config"].dump(), "an object: the model's configuration as run");
   const std::string model_file = text_or(j, path, "model.file", "");
   const std::string model_id = text_or(j, path, "model.id", "");
   std::vector<std::string> candidates;

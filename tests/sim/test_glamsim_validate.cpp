@@ -270,6 +270,19 @@ TEST_F(GlamsimValidate, AModelFileEditedSinceTheRunIsRefused) {
   write(kDir / "tiny.toml", toml);
   r = run_command(cmd);
   EXPECT_EQ(r.exit_code, 0) << r.err;
+  // Words are not the configuration: a new description is still the model the run used.
+  std::string reworded = toml;
+  const size_t line = reworded.find("description = ");
+  reworded.replace(line, reworded.find('\n', line) - line, "description = \"other words\"");
+  write(kDir / "tiny.toml", reworded);
+  r = run_command(cmd);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  // A model_config that is no object is named.
+  j["model_config"] = "oops";
+  write(kDir / "records" / "tiny.json", j.dump());
+  r = run_command(cmd);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("key 'model_config' = \"oops\""), std::string::npos) << r.err;
 }
 
 // Per-op curves are per phase: a slow forward curve slows the forward op only; a curve without a
