@@ -5,11 +5,9 @@
 #include <memory>
 
 #include "comm/communicator.h"
+#include "comm/launcher.h"  // launched_by_mpi
 
 namespace glam::exec {
-
-// True when the process was started by mpirun / an MPI launcher (so MPI must be initialised).
-bool launched_by_mpi();
 
 std::unique_ptr<Communicator> make_mpi_communicator();
 

@@ -121,7 +121,7 @@ void init_matrix_block(const ParamInfo& p, int64_t global_expert, uint64_t seed,
     for (int64_t i = 0; i < p.matrix_elements(); ++i) out[i] = p.init == InitKind::kOnes ? 1.0 : 0.0;
     return;
   }
-  if (p.sliced()) {  // draw the whole matrix, keep the slice
+  if (p.sliced()) {  // draw the whole matrix, keep the slice (one task: init_blocks is 1 for a slice)
     ParamInfo whole = p;
     whole.rows = p.full_rows(), whole.cols = p.full_cols(), whole.slice_axis = SliceAxis::kWhole, whole.slices = 1;
     std::vector<double> all(static_cast<size_t>(whole.matrix_elements()));

@@ -9,6 +9,7 @@
 #include "common/text_table.h"
 #include "model_config.h"
 #include "train/step_memory.h"
+#include "train/trainer.h"
 
 namespace glam::exec {
 
@@ -16,7 +17,7 @@ void run_describe(const DescribeOptions& o, std::ostream& out) {
   if (o.format != "text" && o.format != "json") throw UsageError("--format " + o.format + ": expected text or json");
   const ModelConfig whole = load_model(o.model);
   const ModelConfig m = first_layers(whole, o.layers);
-  const int64_t tokens = o.batch_tokens > 0 ? o.batch_tokens : 8 * m.seq_len;  // train's default batch
+  const int64_t tokens = o.batch_tokens > 0 ? o.batch_tokens : kDefaultBatchSequences * m.seq_len;
   const ParamCounts p = count_params(m);
   const FlopsPerToken f = flops_per_token(m);
   ShardingForMemory s;

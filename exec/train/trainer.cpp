@@ -449,7 +449,7 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
                      std::to_string(ranks / o.stages) + (o.stages > 1 ? " ranks per pipeline stage" : " ranks") +
                      " (each group of that many ranks shares its tokens and splits the matrices)");
   const int stage_ranks = ranks / o.stages / tp;  // data- and expert-parallel ranks per stage
-  const int64_t global_tokens = o.batch_tokens > 0 ? o.batch_tokens : 8 * m.seq_len;
+  const int64_t global_tokens = o.batch_tokens > 0 ? o.batch_tokens : kDefaultBatchSequences * m.seq_len;
   if (o.microbatches < 1 || o.microbatches > (int64_t{1} << 20))
     throw UsageError("--microbatches " + std::to_string(o.microbatches) + ": expected from 1 to 1048576");
   if (global_tokens % (m.seq_len * stage_ranks * o.microbatches) != 0) {
@@ -513,15 +513,13 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
   const int host_share = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / local_ranks());
   const int cpus = allowed_cpus();
   const int threads = o.threads > 0 ? o.threads : std::min(host_share, cpus);
-  const bool pinned = cpus < static_cast<int>(std::thread::hardware_concurrency());
-  if (!cuda && comm.rank() == 0 && pinned && cpus < std::max(threads, host_share))
+  // Said when the affinity cut the default threads, or --threads asks for more than the rank may use.
+  const bool cut = o.threads == 0 && cpus < host_share;
+  if (!cuda && comm.rank() == 0 && (cut || threads > cpus))
     std::cerr << "glamexec train: warning: this rank may run on " << cpus << " of the host's "
-              << std::thread::hardware_concurrency() << " cores (an MPI launcher pinned it; mpirun --bind-to none "
-              << "lifts that): " << threads << " thread(s) per rank"
-              << (threads > cpus ? ", taking turns on them" : "") << "\n";
-  else if (!cuda && comm.rank() == 0 && threads > cpus)
-    std::cerr << "glamexec train: warning: --threads " << threads << " on " << cpus
-              << " cores: the threads take turns on them\n";
+              << std::thread::hardware_concurrency() << " cores"
+              << (launched_by_mpi() ? " (an MPI launcher pinned it; mpirun --bind-to none lifts that)" : "") << ": "
+              << threads << " thread(s) per rank" << (threads > cpus ? ", taking turns on them" : "") << "\n";
   kernels::set_cpu_threads(ctx, threads);
   DeviceSession device(ctx, cuda);
   ctx.gemm_precision = precision;

@@ -12,10 +12,13 @@
 
 namespace glam::exec {
 
+// Train's batch when --batch-tokens is not given: this many sequences (describe uses it too).
+inline constexpr int64_t kDefaultBatchSequences = 8;
+
 struct TrainOptions {
   std::string model;              // id or TOML file
   int64_t layers = 0;             // run the first K layers (0: all)
-  int64_t batch_tokens = 0;       // global batch (0: 8 sequences)
+  int64_t batch_tokens = 0;       // global batch (0: kDefaultBatchSequences sequences)
   int64_t microbatches = 1;       // gradient accumulation: the batch runs in this many passes per step
   // Pipeline stages: the ranks form this many stages of ranks / stages ranks each, which hold
   // consecutive chunks of blocks (virtual_stages chunks each: the interleaved schedule) and run the

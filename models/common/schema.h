@@ -163,9 +163,7 @@ class Schema {
       } else if (f.default_text) {
         f.apply_default(c);
       } else {
-        const char first = f.type_name.empty() ? 'x' : f.type_name[0];
-        const bool vowel = first == 'a' || first == 'e' || first == 'i' || first == 'o' || first == 'u';
-        throw ConfigError(file, f.key, "(missing)", (vowel ? "an " : "a ") + f.type_name + ": " + f.description);
+        throw ConfigError(file, f.key, "(missing)", with_article(f.type_name) + ": " + f.description);
       }
     }
     return c;
@@ -236,11 +234,17 @@ class Schema {
     else static_assert(sizeof(T) == 0, "unsupported field type");
   }
 
+  // "an integer", "a number".
+  static std::string with_article(const std::string& noun) {
+    const bool vowel = !noun.empty() && std::string("aeiou").find(noun[0]) != std::string::npos;
+    return (vowel ? "an " : "a ") + noun;
+  }
+
   template <class T>
   static T convert(const toml::node& node, const std::string& file, const std::string& key) {
     auto fail = [&]() -> T {
       const std::string type = type_name<T>();
-      throw ConfigError(file, key, toml_value_text(node), (type[0] == 'i' ? "an " : "a ") + type);
+      throw ConfigError(file, key, toml_value_text(node), with_article(type));
     };
     if constexpr (std::is_same_v<T, bool>) {
       if (auto v = node.value_exact<bool>()) return *v;

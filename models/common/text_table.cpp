@@ -77,9 +77,11 @@ std::string format_bytes(double bytes) {
 
 std::string format_seconds(double s) {
   char buf[64];
-  if (s >= 1000) std::snprintf(buf, sizeof buf, "%.0f s", s);  // not %g's 1.25e+03
-  else if (s >= 1) std::snprintf(buf, sizeof buf, "%.3g s", s);
-  else if (s >= 1e-3) std::snprintf(buf, sizeof buf, "%.3g ms", s * 1e3);
+  // Each unit from where three digits round up to it, and whole seconds past 999: %g would print
+  // 999.7 s as 1e+03 s, and 0.9997 s as 1e+03 ms.
+  if (s >= 999.5) std::snprintf(buf, sizeof buf, "%.0f s", s);
+  else if (s >= 0.9995) std::snprintf(buf, sizeof buf, "%.3g s", s);
+  else if (s >= 0.9995e-3) std::snprintf(buf, sizeof buf, "%.3g ms", s * 1e3);
   else std::snprintf(buf, sizeof buf, "%.3g us", s * 1e6);
   return buf;
 }

@@ -156,7 +156,7 @@ ResolvedSimulation SimulationOptions::resolve_for_cluster(const std::string& clu
                         ? "\nplan chosen by glamsim: fastest of " + std::to_string(choice.fitting) + " layouts that fit (" +
                               std::to_string(choice.candidates) + " considered)"
                         : "\nplan chosen by glamsim: none of the " + std::to_string(choice.candidates) +
-                              " layouts considered fits; --allow-oom simulates the one with the smallest footprint";
+                              " layouts considered fits; --allow-oom simulates the one-pass layout with the smallest footprint";
     out.plan_note += "; override with --dp/--ep/--tp/--pp/--virtual-stages or --plan\n";
   }
   return out;

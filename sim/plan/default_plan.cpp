@@ -156,7 +156,8 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
   double smallest_bytes = std::numeric_limits<double>::infinity();
   // `fallback`: the plan --allow-oom simulates when nothing fits is the smallest one-pass layout.
   double smallest_any = std::numeric_limits<double>::infinity();
-  ParallelPlan smallest_any_plan;
+  // The least any layout holds in weights, gradients and optimizer state: beyond HBM, no batch fits.
+  double smallest_state = std::numeric_limits<double>::infinity();
   // Each batch of layouts: footprints first, then the fitting ones simulated side by side (each
   // simulation is independent), then the fastest taken in the order they were generated.
   auto consider = [&](const std::vector<ParallelPlan>& plans, bool fallback) {
@@ -164,8 +165,10 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
     for (const ParallelPlan& p : plans) {
       LayoutTrial& trial = best.trials.emplace_back();
       trial.plan = p;
-      const double bytes = trial.memory_bytes = plan_memory(m, p).total_bytes();
-      if (bytes < smallest_any) smallest_any = bytes, smallest_any_plan = p;
+      const MemoryFootprint fp = plan_memory(m, p);
+      const double bytes = trial.memory_bytes = fp.total_bytes();
+      smallest_any = std::min(smallest_any, bytes);
+      smallest_state = std::min(smallest_state, fp.weights_bytes + fp.gradients_bytes + fp.optimizer_bytes);
       if (fallback && bytes < smallest_bytes) smallest_bytes = bytes, smallest = p;
       trial.fits = bytes <= in.usable_hbm_bytes();
       best.fitting += trial.fits ? 1 : 0;
@@ -205,12 +208,9 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
   });
   if (best.fitting == 0) {
     if (!allow_oom) {
-      // When the state alone (weights, gradients, optimizer) exceeds HBM, no batch makes it fit.
-      const MemoryFootprint fp = plan_memory(m, smallest_any_plan);
-      const double state = fp.weights_bytes + fp.gradients_bytes + fp.optimizer_bytes;
       const std::string advice =
-          state > in.usable_hbm_bytes()
-              ? " (its weights, gradients and optimizer state alone are " + format_bytes(state) +
+          smallest_state > in.usable_hbm_bytes()
+              ? " (weights, gradients and optimizer state alone need at least " + format_bytes(smallest_state) +
                     ": use more chips, or --allow-oom to simulate it anyway)"
               : " (use more chips, a smaller batch, or --allow-oom to simulate it anyway)";
       throw PlanDoesNotFit("no parallel layout of " + m.id + " fits " + in.cluster.id() + ": the smallest needs " +

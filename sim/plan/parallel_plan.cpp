@@ -214,7 +214,11 @@ const Schema<ParallelPlan>& plan_schema() {
 
 ParallelPlan load_plan_file(const std::string& path) { return plan_schema().parse(load_toml_file(path), path); }
 
-nlohmann::json plan_to_json(const ParallelPlan& p) { return plan_schema().dump(p); }
+nlohmann::json plan_to_json(const ParallelPlan& p) {
+  nlohmann::json j = plan_schema().dump(p);
+  j["sequence_parallel"] = p.sequence_parallel && p.tp > 1;  // what the step does: nothing to split at tp 1
+  return j;
+}
 
 void validate_plan(const ParallelPlan& p, const ModelConfig& m, const Cluster& c) {
   auto s = [](int64_t v) { return std::to_string(v); };

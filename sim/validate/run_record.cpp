@@ -154,7 +154,7 @@ ModelConfig model_as_run(const nlohmann::json& j, const std::string& path) {
 // tokens than were routed. Anything else is a record edited by hand or from another model, and would
 // be simulated as if it were the run's routing.
 void check_routing_histograms(const nlohmann::json& layers, const RunRecord& r, const std::string& path) {
-  const ModelConfig ran = first_layers(r.model, std::max<int64_t>(r.layers_run, 0));
+  const ModelConfig ran = r.model_run();
   std::vector<int64_t> blocks;
   for (int64_t l = 0; l < ran.layers; ++l)
     if (ran.is_moe_layer(l)) blocks.push_back(l);

@@ -276,7 +276,7 @@ std::vector<std::string> RecordValidation::notes() const {
     if (unmatched.size() > 4) ids += ", ...";
     out.push_back(std::to_string(unmatched.size()) + " measured op(s) not in the simulated step, not compared: " + ids);
   }
-  const ModelConfig ran = first_layers(record.model, std::max<int64_t>(record.layers_run, 0));
+  const ModelConfig ran = record.model_run();
   if (ran.moe_layers() > 0 && !record.has_moe_loads)
     out.push_back("routing simulated uniform over the experts: the record holds no routing histograms (moe_layers)");
   return out;
@@ -308,12 +308,10 @@ std::string ValidationSummary::to_text() const {
     if (v.record.measured_power_W > 0)
       power += v.record.file + ": GPU power measured " + fixed(v.record.measured_power_W, 0) + " W, simulated " +
                fixed(v.simulated_chip_power_W, 0) + " W (" + format_percent(v.power_error()) + ")\n";
+  const std::string notes = notes_text(records, "");
   return t.render() + "\nmedian |step error| " + fixed(100 * median_abs_step_error, 1) + "%, largest " +
          fixed(100 * max_abs_step_error, 1) + "%, median |op error| " + fixed(100 * median_abs_op_error, 1) + "%\n" +
-         (power.empty() ? "" : "\n" + power) + [&] {
-           const std::string notes = notes_text(records, "");
-           return notes.empty() ? std::string() : "\nnotes:\n" + notes;
-         }();
+         (power.empty() ? "" : "\n" + power) + (notes.empty() ? "" : "\nnotes:\n" + notes);
 }
 
 std::string ValidationSummary::to_markdown(const std::string& plot_file) const {

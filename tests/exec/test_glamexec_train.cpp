@@ -412,8 +412,24 @@ TEST_F(Train, OptionValuesAreCheckedBeforeAnyWork) {
   EXPECT_NE(r.err.find("BPE pieces, not 100000: a smaller vocabulary, or more text"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(path("t20.model")) || fs::exists(path("t1e5.model")));
   // Counts are decimal: CLI11 alone would read "0128" as octal (and "09" not at all).
+  r = run_command("glamexec describe --model glam-tiny --batch-tokens 0128");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("one rank, 128 tokens"), std::string::npos) << r.out;
+  // Past 32-bit token indices, as train (2^56 tokens printed -1790 PiB of buffers).
+  r = run_command("glamexec describe --model glam-tiny-8e --batch-tokens 72057594037927936");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("expected a whole number from 1 to 2147483647"), std::string::npos) << r.err;
+  r = run_command("glamexec frobnicate");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("unknown command 'frobnicate': expected one of describe train tokenizer calibrate"),
+            std::string::npos)
+      << r.err;
+}
+
+// describe: by default the batch train runs, as text or JSON with the same figures.
+TEST_F(Train, DescribeTakesTrainsBatchAndGivesJson) {
   // Without --batch-tokens, the batch train runs by default: 8 sequences (glam-0.1b: 8 x 1,024).
-  r = run_command("glamexec describe --model glam-0.1b --layers 1");
+  auto r = run_command("glamexec describe --model glam-0.1b --layers 1");
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("glamexec train, one rank, 8192 tokens"), std::string::npos) << r.out;
   // JSON, with the same figures.
@@ -435,18 +451,6 @@ TEST_F(Train, OptionValuesAreCheckedBeforeAnyWork) {
   EXPECT_NE(nlohmann::json::parse(r.out)["train_refuses"].get<std::string>().find("multiple of seq_len 1024"),
             std::string::npos);
   EXPECT_EQ(run_command("glamexec describe --model glam-0.1b --format yaml").exit_code, 2);
-  r = run_command("glamexec describe --model glam-tiny --batch-tokens 0128");
-  EXPECT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_NE(r.out.find("one rank, 128 tokens"), std::string::npos) << r.out;
-  // Past 32-bit token indices, as train (2^56 tokens printed -1790 PiB of buffers).
-  r = run_command("glamexec describe --model glam-tiny-8e --batch-tokens 72057594037927936");
-  EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.err.find("expected a whole number from 1 to 2147483647"), std::string::npos) << r.err;
-  r = run_command("glamexec frobnicate");
-  EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.err.find("unknown command 'frobnicate': expected one of describe train tokenizer calibrate"),
-            std::string::npos)
-      << r.err;
 }
 
 // A run killed at any moment leaves the previous checkpoint or a complete new one, never a partial file.
