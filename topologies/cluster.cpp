@@ -82,6 +82,7 @@ double Cluster::pue() const { return p_->pue; }
 double Cluster::carbon_kg_per_kWh() const { return p_->carbon_kg_per_kWh; }
 std::optional<double> Cluster::price_per_kWh() const { return p_->price_per_kWh; }
 double Cluster::switch_W() const { return p_->switch_W; }
+int64_t Cluster::powered_fabric_switches() const { return p_->powered_fabric_switches; }
 const nlohmann::json& Cluster::resolved_config() const { return p_->resolved; }
 const TopologyGraph& Cluster::graph() const { return *p_->graph; }
 

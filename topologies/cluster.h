@@ -4,6 +4,7 @@
 //
 // Vertices: chips are 0..num_chips()-1; switches follow (NVSwitch nodes, then fat-tree switches
 // level by level). Links are directed: a full-duplex cable is two links.
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -74,6 +75,9 @@ class Cluster {
   double carbon_kg_per_kWh() const;
   std::optional<double> price_per_kWh() const;
   double switch_W() const;  // total switch power of the cluster
+  // Physical InfiniBand switches that power is drawn for: the fat-tree's ports in use, level by level,
+  // on switches of its port count (fewer than its switch vertices on a small tree).
+  int64_t powered_fabric_switches() const;
 
   const nlohmann::json& resolved_config() const;  // every resolved field, for config.json dumps
   const TopologyGraph& graph() const;              // chips, switches, directed link capacities

@@ -290,8 +290,8 @@ Cluster assemble(const ClusterFile& f, const std::string& file) {
     build = build_switched_fabric(shape, links);
     p.chips_per_node = shape.chips_per_node;
     const int nodes = shape.chips / shape.chips_per_node;
-    const double ib_switches = shape.down.empty() ? 0 : static_cast<double>(fat_tree_physical_switches(shape, f.ib_ports));
-    p.switch_W = ib_switches * f.ib_switch_W + (shape.chips_per_node > 1 ? nodes * f.nvswitch_W : 0.0);
+    p.powered_fabric_switches = shape.down.empty() ? 0 : fat_tree_physical_switches(shape, f.ib_ports);
+    p.switch_W = static_cast<double>(p.powered_fabric_switches) * f.ib_switch_W + (shape.chips_per_node > 1 ? nodes * f.nvswitch_W : 0.0);
     resolved["topology"]["chips_per_node"] = shape.chips_per_node;
     resolved["fat_tree"]["up_ports"] = shape.up;
   }
@@ -316,6 +316,7 @@ Cluster assemble(const ClusterFile& f, const std::string& file) {
   resolved["derived"] = {{"chips", p.num_chips},
                          {"vertices", p.vertices.size()},
                          {"switches", p.vertices.size() - p.num_chips},
+                         {"powered_fabric_switches", p.powered_fabric_switches},
                          {"links", p.links.size()},
                          {"switch_W", p.switch_W}};
   p.resolved = std::move(resolved);

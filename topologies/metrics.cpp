@@ -100,6 +100,7 @@ nlohmann::json metrics_json(const Cluster& c, const ClusterMetrics& m) {
                       {"chips_per_node", c.chips_per_node()},
                       {"links", m.links},
                       {"switches", m.switches},
+                      {"powered_fabric_switches", c.powered_fabric_switches()},
                       {"diameter_hops", m.diameter_hops},
                       {"bisection_bandwidth_Bps", m.bisection_bandwidth_Bps},
                       {"bisection_convention", "one direction, A to B"},

@@ -106,6 +106,8 @@ TEST(TopologyCatalogue, FacilityFigures) {
   // 8 nodes: 8 rail leaves of 16 ports in use (2 switches' worth) and 8 spines of 8 (one switch),
   // not 16 switches (12 kW, more than the GPUs' hosts draw).
   EXPECT_DOUBLE_EQ(load_cluster("dgx-h100-64").switch_W(), 3 * 750.0);
+  EXPECT_EQ(load_cluster("dgx-h100-64").powered_fabric_switches(), 3);
+  EXPECT_EQ(gpu.powered_fabric_switches(), 48);
 }
 
 TEST(TopologyCatalogue, LinkFiguresPerKind) {

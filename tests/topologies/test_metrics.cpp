@@ -150,6 +150,7 @@ TEST(TopologyMetrics, SwitchPowerCountsThePortsInUse) {
   Cluster roomy = parse_cluster(file(64), "ft.toml");
   EXPECT_EQ(roomy.num_switches(), 6);                   // the vertices are unchanged
   EXPECT_DOUBLE_EQ(roomy.switch_W(), (1 + 1) * 100.0);  // 24 leaf ports fill one switch, 8 spine ports one
+  EXPECT_EQ(roomy.powered_fabric_switches(), 2);
   // Six ports each: the leaves fill 4 switches exactly; the spines' 8 ports need 2.
   EXPECT_DOUBLE_EQ(parse_cluster(file(6), "ft.toml").switch_W(), (4 + 2) * 100.0);
   EXPECT_DOUBLE_EQ(parse_cluster(file(8), "ft.toml").switch_W(), (3 + 1) * 100.0);
