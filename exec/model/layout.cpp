@@ -116,6 +116,11 @@ int64_t init_blocks(const ParamInfo& p) {
   return std::max<int64_t>(1, (p.matrix_elements() + kInitBlockElements - 1) / kInitBlockElements);
 }
 
+int64_t init_block_elements(const ParamInfo& p, int64_t block) {
+  if (init_blocks(p) == 1) return p.matrix_elements();
+  return std::min(kInitBlockElements, p.matrix_elements() - block * kInitBlockElements);
+}
+
 void init_matrix_block(const ParamInfo& p, int64_t global_expert, uint64_t seed, int64_t block, double* out) {
   if (p.init != InitKind::kNormal) {
     for (int64_t i = 0; i < p.matrix_elements(); ++i) out[i] = p.init == InitKind::kOnes ? 1.0 : 0.0;
@@ -129,8 +134,7 @@ void init_matrix_block(const ParamInfo& p, int64_t global_expert, uint64_t seed,
     take_slice(p, all.data(), out);
     return;
   }
-  const int64_t first = block * kInitBlockElements;
-  const int64_t n = std::min(kInitBlockElements, p.matrix_elements() - first);
+  const int64_t n = init_block_elements(p, block);
   uint64_t s = fnv1a(p.name, seed * 0x9E3779B97F4A7C15ull + 1) ^ (static_cast<uint64_t>(global_expert + 1) * 0xD6E8FEB86659FD93ull);
   if (block > 0) s ^= static_cast<uint64_t>(block) * 0xBF58476D1CE4E5B9ull;  // block 0: the one-generator values
   std::mt19937_64 gen(s);

@@ -105,8 +105,10 @@ inline constexpr int64_t kInitBlockElements = int64_t{1} << 20;
 // How many blocks init_matrix_block fills of p as the rank holds it: 1 for a sliced matrix (its
 // slice needs the whole matrix drawn) and for non-random ones.
 int64_t init_blocks(const ParamInfo& p);
-// Block `block` of init_matrix's values: out[0, min(kInitBlockElements, rest)) for elements
-// block * kInitBlockElements onwards (the whole slice when init_blocks(p) is 1).
+// Elements in block `block`: kInitBlockElements but for the last, the whole matrix when it is one block.
+int64_t init_block_elements(const ParamInfo& p, int64_t block);
+// Block `block` of init_matrix's values: init_block_elements of them, from element
+// block * kInitBlockElements (the whole slice when init_blocks(p) is 1).
 void init_matrix_block(const ParamInfo& p, int64_t global_expert, uint64_t seed, int64_t block, double* out);
 
 }  // namespace glam::exec

@@ -282,9 +282,7 @@ void Transformer<T>::init_params(uint64_t seed) {
       for (size_t t = next++; t < tasks.size(); t = next++) {
         const InitTask& task = tasks[t];
         const ParamInfo& p = layout_.params[task.param];
-        const bool whole = init_blocks(p) == 1;
-        const int64_t first = whole ? 0 : task.block * kInitBlockElements;
-        const int64_t n = whole ? p.matrix_elements() : std::min(kInitBlockElements, p.matrix_elements() - first);
+        const int64_t first = task.block * kInitBlockElements, n = init_block_elements(p, task.block);
         tmp.resize(static_cast<size_t>(n));
         host.resize(tmp.size());
         init_matrix_block(p, p.expert() ? p.first_expert + task.expert : -1, seed, task.block, tmp.data());

@@ -2,7 +2,6 @@
 
 #include <iostream>
 
-#include "common/catalogue.h"
 #include "common/cli_checks.h"
 #include "common/errors.h"
 #include "compute/calibration_profile.h"
@@ -88,15 +87,16 @@ ResolvedSimulation SimulationOptions::resolve_for_cluster(const std::string& clu
     throw UsageError("calibration profile " + profile.source + " describes " + profile.device + " chips, but " +
                      c.id() + " has " + c.chip().kind + " chips");
   ParallelPlan base;
-  if (!plan_file.empty()) base = load_plan_file(plan_file);
-  else
-    base.dp = dp, base.ep = ep, base.tp = tp, base.pp = pp, base.virtual_stages = virtual_stages, base.shard_weights = shard_weights, base.recompute = recompute, base.sequence_parallel = sequence_parallel,
-    base.mapping = mapping, base.microbatches = microbatches;
   // A plan file's sequence_parallel or the flags decide; else the cluster's convention.
   std::optional<bool> sequence_parallel_given;
   if (!plan_file.empty()) {
-    if (load_toml_file(plan_file).contains("sequence_parallel")) sequence_parallel_given = base.sequence_parallel;
-  } else if (sequence_parallel || no_sequence_parallel) sequence_parallel_given = sequence_parallel;
+    PlanFile file = load_plan_file(plan_file);
+    base = file.plan, sequence_parallel_given = file.sequence_parallel;
+  } else {
+    base.dp = dp, base.ep = ep, base.tp = tp, base.pp = pp, base.virtual_stages = virtual_stages, base.shard_weights = shard_weights,
+    base.recompute = recompute, base.mapping = mapping, base.microbatches = microbatches;
+    if (sequence_parallel || no_sequence_parallel) sequence_parallel_given = sequence_parallel;
+  }
   apply_cluster_conventions(base, m, c, sequence_parallel_given);
   if (batch_tokens) base.batch_tokens = batch_tokens;
   if (!base.batch_tokens) base.batch_tokens = kDefaultBatchTokens;

@@ -212,7 +212,12 @@ const Schema<ParallelPlan>& plan_schema() {
 }
 }  // namespace
 
-ParallelPlan load_plan_file(const std::string& path) { return plan_schema().parse(load_toml_file(path), path); }
+PlanFile load_plan_file(const std::string& path) {
+  const toml::table table = load_toml_file(path);
+  PlanFile f{plan_schema().parse(table, path), std::nullopt};
+  if (table.contains("sequence_parallel")) f.sequence_parallel = f.plan.sequence_parallel;
+  return f;
+}
 
 nlohmann::json plan_to_json(const ParallelPlan& p) {
   nlohmann::json j = plan_schema().dump(p);

@@ -63,8 +63,13 @@ class RankMap {
   std::string description_;
 };
 
-// Reads a plan file (dp, ep, tp, batch_tokens, shard_weights, recompute).
-ParallelPlan load_plan_file(const std::string& path);
+// A plan file (dp, ep, tp, batch_tokens, shard_weights, recompute, ...), and its sequence_parallel
+// when it sets one (absent: the cluster's convention, apply_cluster_conventions).
+struct PlanFile {
+  ParallelPlan plan;
+  std::optional<bool> sequence_parallel;
+};
+PlanFile load_plan_file(const std::string& path);
 nlohmann::json plan_to_json(const ParallelPlan& p);
 // "dp256 tp4 ep64 pp2 zs rc mb2": zs = weights sharded over dp, rc = recompute, mbN = N micro-batches.
 std::string plan_short_label(const ParallelPlan& p);
