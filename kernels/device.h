@@ -68,8 +68,11 @@ int cuda_device_count();
 // Why the process sees no device: the CUDA runtime's error ("CUDA driver version is insufficient for
 // CUDA runtime version", ...), "no CUDA device" when it reports none, "" when one is visible.
 std::string cuda_no_device_reason();
-// Bytes free on the current device (cudaMemGetInfo); 0 in a CPU-only build.
-int64_t cuda_free_memory();
+// Bytes free and in all on the current device (cudaMemGetInfo); zeros in a CPU-only build.
+struct DeviceMemory {
+  int64_t free_bytes = 0, total_bytes = 0;
+};
+DeviceMemory cuda_memory();
 std::string cuda_device_name(int device);
 // The device's PCI bus id ("0000:19:00.0"), how NVML finds the same GPU; "" in a CPU-only build.
 std::string cuda_device_pci_bus_id(int device);

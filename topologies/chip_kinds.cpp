@@ -16,6 +16,7 @@ namespace fs = std::filesystem;
 struct ChipFile {
   std::string kind, description, source;
   double peak_flops_bf16 = 0, peak_flops_fp32 = 0, hbm_bytes = 0, hbm_bandwidth_Bps = 0;
+  double runtime_reserved_bytes = 0;
   double idle_W = 0, busy_W = 0, host_W_per_chip = 0;
 };
 
@@ -31,6 +32,10 @@ const Schema<ChipFile>& chip_schema() {
              required, between(1e6, 1e18))
         .add("hbm_bytes", &C::hbm_bytes, "bytes", "HBM capacity", required, between(1e6, 1e15))
         .add("hbm_bandwidth_Bps", &C::hbm_bandwidth_Bps, "B/s", "HBM bandwidth", required, between(1e6, 1e17))
+        .add("runtime_reserved_bytes", &C::runtime_reserved_bytes, "bytes",
+             "HBM the software stack holds before a step allocates (runtime context, library workspaces, "
+             "communication buffers, allocator slack); plans fit in the rest",
+             0.0, between(0.0, 1e15))
         .add("idle_W", &C::idle_W, "W", "Chip power when idle", required, between(0.0, 1e5))
         .add("busy_W", &C::busy_W, "W", "Chip power when fully busy (TDP-like)", required, between(1e-3, 1e5))
         .add("host_W_per_chip", &C::host_W_per_chip, "W", "Share of host, CPU, NIC and fans per chip", 0.0,
@@ -67,8 +72,15 @@ ChipSpec load_chip_kind(const std::string& kind, const std::string& file, const 
     throw ConfigError(path.string(), "kind", "\"" + c.kind + "\"", "\"" + kind + "\", the file name");
   if (c.busy_W < c.idle_W)
     throw ConfigError(path.string(), "busy_W", std::to_string(c.busy_W), "at least idle_W");
-  return ChipSpec{c.kind, c.peak_flops_bf16, c.peak_flops_fp32, c.hbm_bytes, c.hbm_bandwidth_Bps,
-                  c.idle_W,  c.busy_W,          c.host_W_per_chip};
+  check_runtime_reserve(c.runtime_reserved_bytes, c.hbm_bytes, path.string(), "runtime_reserved_bytes");
+  return ChipSpec{c.kind,   c.peak_flops_bf16, c.peak_flops_fp32, c.hbm_bytes, c.hbm_bandwidth_Bps,
+                  c.idle_W, c.busy_W,          c.host_W_per_chip, c.runtime_reserved_bytes};
+}
+
+void check_runtime_reserve(double reserved_bytes, double hbm_bytes, const std::string& file, const std::string& key) {
+  if (reserved_bytes >= hbm_bytes)
+    throw ConfigError(file, key, nlohmann::json(reserved_bytes).dump(),
+                      "less than the chip's HBM (" + nlohmann::json(hbm_bytes).dump() + " bytes)");
 }
 
 std::string describe_chip_fields() { return chip_schema().describe(); }

@@ -20,6 +20,9 @@ struct ChipSpec {
   double hbm_bytes = 0, hbm_bandwidth_Bps = 0;
   double idle_W = 0, busy_W = 0;  // chip power when idle / fully busy (TDP-like)
   double host_W_per_chip = 0;     // share of host/CPU/NIC/fans per chip
+  // HBM the software stack holds before a step allocates (CUDA context, cuBLAS workspaces, NCCL buffers,
+  // allocator slack): a step's footprint must fit in hbm_bytes less this.
+  double runtime_reserved_bytes = 0;
 };
 
 enum class LinkKind { kIci, kNvlink, kInfiniband, kPcie };

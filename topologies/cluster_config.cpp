@@ -26,7 +26,7 @@ struct LinkFields {
 struct ClusterFile {
   std::string id, description, source;
   std::string chip_kind;
-  std::optional<double> peak_flops_bf16, peak_flops_fp32, hbm_bytes, hbm_bandwidth_Bps, idle_W, busy_W,
+  std::optional<double> peak_flops_bf16, peak_flops_fp32, hbm_bytes, hbm_bandwidth_Bps, runtime_reserved_bytes, idle_W, busy_W,
       host_W_per_chip;
   std::string topology_kind;
   std::vector<int64_t> dims;
@@ -74,6 +74,8 @@ const Schema<ClusterFile>& cluster_schema() {
         .add_optional("chip.hbm_bytes", &F::hbm_bytes, "bytes", "Override: HBM capacity", between(1e6, 1e15))
         .add_optional("chip.hbm_bandwidth_Bps", &F::hbm_bandwidth_Bps, "B/s", "Override: HBM bandwidth",
                       between(1e6, 1e17))
+        .add_optional("chip.runtime_reserved_bytes", &F::runtime_reserved_bytes, "bytes",
+                      "Override: HBM the software stack holds before a step allocates", between(0.0, 1e15))
         .add_optional("chip.idle_W", &F::idle_W, "W", "Override: chip power when idle", between(0.0, 1e5))
         .add_optional("chip.busy_W", &F::busy_W, "W", "Override: chip power when fully busy", between(1e-3, 1e5))
         .add_optional("chip.host_W_per_chip", &F::host_W_per_chip, "W", "Override: host/CPU/NIC/fan share per chip",
@@ -254,12 +256,15 @@ ChipSpec resolve_chip(const ClusterFile& f, const std::string& file) {
   take(c.peak_flops_fp32, f.peak_flops_fp32);
   take(c.hbm_bytes, f.hbm_bytes);
   take(c.hbm_bandwidth_Bps, f.hbm_bandwidth_Bps);
+  take(c.runtime_reserved_bytes, f.runtime_reserved_bytes);
   take(c.idle_W, f.idle_W);
   take(c.busy_W, f.busy_W);
   take(c.host_W_per_chip, f.host_W_per_chip);
   if (c.busy_W < c.idle_W)
     throw ConfigError(file, "chip.busy_W", nlohmann::json(c.busy_W).dump(),
                       "at least chip.idle_W = " + nlohmann::json(c.idle_W).dump());
+  check_runtime_reserve(c.runtime_reserved_bytes, c.hbm_bytes, file,
+                        f.runtime_reserved_bytes ? "chip.runtime_reserved_bytes" : "chip.hbm_bytes");
   return c;
 }
 
@@ -310,6 +315,7 @@ Cluster assemble(const ClusterFile& f, const std::string& file) {
                       {"peak_flops_fp32", p.chip.peak_flops_fp32},
                       {"hbm_bytes", p.chip.hbm_bytes},
                       {"hbm_bandwidth_Bps", p.chip.hbm_bandwidth_Bps},
+                      {"runtime_reserved_bytes", p.chip.runtime_reserved_bytes},
                       {"idle_W", p.chip.idle_W},
                       {"busy_W", p.chip.busy_W},
                       {"host_W_per_chip", p.chip.host_W_per_chip}};

@@ -113,6 +113,7 @@ struct StepFit {
   StepMemory need;
   int64_t available = -1;
   int64_t largest_need = 0;
+  int64_t device_total = -1;  // GPU: the device's memory in all (total less available: what the runtime holds)
 };
 
 // Refuses, before anything is allocated, a step whose buffers exceed the memory free for them: the
@@ -125,11 +126,15 @@ StepFit check_step_fits(const ModelConfig& m, const ExecShape& shape, bool bf16,
   const StepMemory need = step_memory(m, shape, bf16);
   // What is free here; -1 where unknown (not refused). A failed query is counted, not thrown at once:
   // every rank must reach the reduction below.
-  int64_t available = -1;
+  int64_t available = -1, device_total = -1;
   std::string query_error;
   try {
-    if (cuda) available = kernels::cuda_free_memory();
-    else if (const int64_t host = host_available_memory(); host >= 0) available = host / local_ranks();
+    if (cuda) {
+      const kernels::DeviceMemory dm = kernels::cuda_memory();
+      available = dm.free_bytes, device_total = dm.total_bytes;
+    } else if (const int64_t host = host_available_memory(); host >= 0) {
+      available = host / local_ranks();
+    }
   } catch (const std::exception& e) {
     query_error = e.what();
   }
@@ -155,7 +160,7 @@ StepFit check_step_fits(const ModelConfig& m, const ExecShape& shape, bool bf16,
   }
   if (!query_error.empty()) throw std::runtime_error("the device's free memory could not be read: " + query_error);
   if (failed > 0) throw std::runtime_error(std::to_string(failed) + " rank(s) of this job could not read their free memory");
-  if (worst < 0) return {need, available, largest_need};
+  if (worst < 0) return {need, available, largest_need, device_total};
   // The largest batch this rank could run, and the fewest micro-batches that would run this batch here
   // (the routing groups may need several sequences per micro-batch); each rank's, then the job's.
   const int64_t seqs = available >= 0 ? max_sequences_within(m, shape, bf16, available) : int64_t{1} << 40;
@@ -370,6 +375,9 @@ int train_steps(const ResolvedRun& r, TokenBatches& batches, kernels::KernelCont
   record["device"]["memory"] = {{"step_buffers_bytes", r.memory.largest_need},
                                 {"optimizer_state_bytes", r.memory.need.optimizer_bytes}};
   if (r.memory.available >= 0) record["device"]["memory"]["free_bytes_before"] = r.memory.available;
+  // GPU: total less free before the step's buffers is what the CUDA context, cuBLAS and NCCL hold
+  // (and any other process on the device): the simulator's chip runtime_reserved_bytes.
+  if (r.memory.device_total > 0) record["device"]["memory"]["total_bytes"] = r.memory.device_total;
   if (meter) {  // collective: every rank has a GPU
     // A card shared by two ranks would be counted twice; a window under a second is a few counter
     // updates, too coarse to report.

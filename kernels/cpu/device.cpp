@@ -71,7 +71,7 @@ void copy_bytes(void* dst, const void* src, size_t bytes) {
 bool cuda_built() { return true; }
 int cuda_device_count() { return cuda::device_count(); }
 std::string cuda_no_device_reason() { return cuda::no_device_reason(); }
-int64_t cuda_free_memory() { return cuda::free_memory(); }
+DeviceMemory cuda_memory() { return cuda::memory(); }
 std::string cuda_device_name(int device) { return cuda::device_name(device); }
 std::string cuda_device_pci_bus_id(int device) { return cuda::device_pci_bus_id(device); }
 int cuda_current_device() { return cuda::current_device(); }
@@ -82,7 +82,7 @@ void release_cuda_context(KernelContext& ctx) { cuda::release_context(ctx); }
 bool cuda_built() { return false; }
 int cuda_device_count() { return 0; }
 std::string cuda_no_device_reason() { return "a build without the CUDA backend"; }
-int64_t cuda_free_memory() { return 0; }
+DeviceMemory cuda_memory() { return {}; }
 std::string cuda_device_name(int) { return ""; }
 std::string cuda_device_pci_bus_id(int) { return ""; }
 int cuda_current_device() { return -1; }

@@ -97,10 +97,10 @@ int device_count() {
   return n;
 }
 
-int64_t free_memory() {
+DeviceMemory memory() {
   size_t free_bytes = 0, total_bytes = 0;
   GLAM_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
-  return static_cast<int64_t>(free_bytes);
+  return {static_cast<int64_t>(free_bytes), static_cast<int64_t>(total_bytes)};
 }
 
 std::string no_device_reason() {

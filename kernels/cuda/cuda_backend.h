@@ -9,6 +9,7 @@
 #include "activation.h"
 #include "adafactor.h"
 #include "attention.h"
+#include "device.h"
 #include "embedding.h"
 #include "kernel_context.h"
 #include "loss.h"
@@ -24,7 +25,7 @@ void copy_bytes(void* dst, const void* src, size_t bytes);
 bool used();  // whether any CUDA memory was allocated in this process
 int device_count();
 std::string no_device_reason();
-int64_t free_memory();
+DeviceMemory memory();
 std::string device_name(int device);
 std::string device_pci_bus_id(int device);
 int current_device();

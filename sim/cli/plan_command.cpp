@@ -153,7 +153,9 @@ std::string render_single(const PlanRow& row, std::optional<double> deadline_day
   t.add_row({"chip-hours", format_count(e.chip_hours)});
   const MemoryFootprint& mem = row.step.memory;
   t.add_row({"memory per chip", format_bytes(mem.total_bytes()) + " of " + format_bytes(in.usable_hbm_bytes()) +
-                                    (in.hbm_headroom > 0 ? " usable" : "")});
+                                    (in.keeps_hbm_back() ? " usable" : "")});
+  if (in.keeps_hbm_back())
+    t.add_row({"  kept back of " + format_bytes(in.cluster.chip().hbm_bytes) + " HBM", hbm_kept_back(in)});
   t.add_row({"  weights, gradients, optimizer", format_bytes(mem.weights_bytes) + ", " +
                                                     format_bytes(mem.gradients_bytes) + ", " +
                                                     format_bytes(mem.optimizer_bytes)});
@@ -395,6 +397,7 @@ void add_plan_command(CLI::App& app) {
         j["fits_memory"] = r.step.fits_memory;
         j["memory_per_chip_bytes"] = r.step.memory.total_bytes();
         j["memory_breakdown_bytes"] = memory_breakdown_json(r.step.memory);
+        j["runtime_reserved_bytes"] = r.sim.input.cluster.chip().runtime_reserved_bytes;
         j["usable_hbm_bytes"] = r.sim.input.usable_hbm_bytes();
         j["pipeline_bubble_s"] = r.step.pipeline_bubble_s;
         if (opts->days) j["meets_deadline"] = r.meets(*opts->days);

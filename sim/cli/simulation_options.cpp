@@ -61,8 +61,8 @@ void SimulationOptions::register_options(CLI::App& cmd, bool with_out_dir) {
         ->transform(cli_checks::integer_at_least(1));
   cmd.add_flag("--allow-oom", allow_oom, "Simulate a plan even if it does not fit in memory");
   cmd.add_option("--hbm-headroom", hbm_headroom,
-                 "Share of each chip's HBM a plan leaves free, for framework workspace and allocator "
-                 "fragmentation (default 0: the footprint may fill HBM)")
+                 "Share of each chip's HBM a plan leaves free beyond the runtime's reserve (the chip's "
+                 "runtime_reserved_bytes: 2 GiB on GPUs, 0 on TPUs), for more margin (default 0)")
       ->transform(cli_checks::number_between(0, 0.9));
   cmd.add_flag("--layouts", list_layouts,
                "Also list every layout the plan chooser compared: memory per chip, step time, MFU");

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "common/errors.h"
+#include "common/text_table.h"
 #include "compute/compute_model.h"
 #include "network/flow_network.h"
 #include "network/network_model.h"
@@ -19,11 +20,22 @@ Fidelity parse_fidelity(const std::string& s) {
 
 const char* fidelity_name(Fidelity f) { return f == Fidelity::kFlow ? "flow" : "analytical"; }
 
+std::string hbm_kept_back(const SimulationInput& in) {
+  const ChipSpec& chip = in.cluster.chip();
+  std::string kept;
+  if (chip.runtime_reserved_bytes > 0) kept = format_bytes(chip.runtime_reserved_bytes) + " runtime reserve";
+  if (in.hbm_headroom > 0) {
+    char pct[32];
+    std::snprintf(pct, sizeof pct, "%.4g", 100 * in.hbm_headroom);
+    kept += std::string(kept.empty() ? "" : ", ") + pct + "% headroom (" +
+            format_bytes((chip.hbm_bytes - chip.runtime_reserved_bytes) * in.hbm_headroom) + ")";
+  }
+  return kept;
+}
+
 std::string usable_hbm_note(const SimulationInput& in) {
-  if (in.hbm_headroom <= 0) return "";
-  char pct[32];
-  std::snprintf(pct, sizeof pct, "%.4g", 100 * in.hbm_headroom);
-  return std::string(" (") + pct + "% of each chip's HBM kept free)";
+  if (!in.keeps_hbm_back()) return "";
+  return " (" + format_bytes(in.cluster.chip().hbm_bytes) + " of HBM less " + hbm_kept_back(in) + ")";
 }
 
 std::string products_precision(const SimulationInput& in) {

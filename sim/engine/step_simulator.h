@@ -42,10 +42,14 @@ struct SimulationInput {
   double ranks_per_core = 1;
   double scheduler_slice_s = 1.5e-3;
   std::function<void(double)> progress;  // called with the fraction of ops done, when set
-  // The share of each chip's HBM a plan leaves free (framework workspace, allocator fragmentation):
-  // a plan fits when its footprint is at most usable_hbm_bytes().
+  // The share of each chip's HBM, beyond the runtime's reserve (ChipSpec::runtime_reserved_bytes), a plan
+  // leaves free: a plan fits when its footprint is at most usable_hbm_bytes().
   double hbm_headroom = 0;
-  double usable_hbm_bytes() const { return cluster.chip().hbm_bytes * (1 - hbm_headroom); }
+  double usable_hbm_bytes() const {
+    return (cluster.chip().hbm_bytes - cluster.chip().runtime_reserved_bytes) * (1 - hbm_headroom);
+  }
+  // Whether usable_hbm_bytes() is less than the chip's HBM.
+  bool keeps_hbm_back() const { return hbm_headroom > 0 || cluster.chip().runtime_reserved_bytes > 0; }
 };
 
 struct OpTiming {
@@ -83,8 +87,12 @@ struct StepResult {
 
 StepResult simulate_step(const SimulationInput& in);
 
-// " (10% of each chip's HBM kept free)" after a usable HBM figure; empty without headroom.
+// " (79.65 GiB of HBM less 2.00 GiB runtime reserve)" after a usable HBM figure; empty when nothing is
+// kept back.
 std::string usable_hbm_note(const SimulationInput& in);
+// What of each chip's HBM a plan may not use: "2.00 GiB runtime reserve, 10% headroom (7.77 GiB)"; empty
+// when nothing is kept back.
+std::string hbm_kept_back(const SimulationInput& in);
 
 // in.product_precision, or the one the model's activation precision implies.
 std::string products_precision(const SimulationInput& in);

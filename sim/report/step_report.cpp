@@ -77,6 +77,7 @@ nlohmann::json step_summary_json(const SimulationInput& in, const StepResult& r,
       {"memory_per_chip_bytes", r.memory.total_bytes()},
       {"memory_breakdown_bytes", memory_breakdown_json(r.memory)},
       {"hbm_bytes", in.cluster.chip().hbm_bytes},
+      {"runtime_reserved_bytes", in.cluster.chip().runtime_reserved_bytes},
       {"usable_hbm_bytes", in.usable_hbm_bytes()},
       {"fits_memory", r.fits_memory},
       {"mean_dropped_fraction", dropped},
@@ -116,8 +117,10 @@ std::string step_summary_text(const SimulationInput& in, const StepResult& r, co
   t.add_row({"MFU", format_fixed(100 * r.mfu, 1) + "%"});
   t.add_row({"tokens/s", format_count(static_cast<double>(p.batch_tokens) / r.step_time_s)});
   t.add_row({"memory per chip", format_bytes(r.memory.total_bytes()) + " of " + format_bytes(in.usable_hbm_bytes()) +
-                                    (in.hbm_headroom > 0 ? " usable" : "") +
+                                    (in.keeps_hbm_back() ? " usable" : "") +
                                     (r.fits_memory ? " (fits)" : " (DOES NOT FIT)")});
+  if (in.keeps_hbm_back())
+    t.add_row({"  kept back of " + format_bytes(in.cluster.chip().hbm_bytes) + " HBM", hbm_kept_back(in)});
   const StepEnergy e = step_energy(in, r, in.cluster.pue());
   const double J = e.total_J();
   const std::string energy = J >= 1e6 ? format_fixed(J / 1e6, 3) + " MJ" : J >= 1e3 ? format_fixed(J / 1e3, 3) + " kJ"

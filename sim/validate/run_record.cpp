@@ -237,6 +237,11 @@ RunRecord parse_run_record(const nlohmann::json& j, const std::string& path) {
       throw ConfigError(path, "device.energy.seconds", std::to_string(r.energy_window_s),
                         "a window > 0 s holding timed_steps > 0 steps");
   }
+  r.free_bytes_before = count_or(j, path, "device.memory.free_bytes_before", 0);
+  r.device_total_bytes = count_or(j, path, "device.memory.total_bytes", 0);
+  if (r.device_total_bytes > 0 && r.free_bytes_before > r.device_total_bytes)
+    throw ConfigError(path, "device.memory.free_bytes_before", std::to_string(r.free_bytes_before),
+                      "at most device.memory.total_bytes (" + std::to_string(r.device_total_bytes) + ")");
   r.global_batch_tokens = whole(j, path, "global_batch_tokens", 1, int64_t{1} << 40);
   r.step_median_s = seconds(j, path, "step_time_s.median");
   r.step_p10_s = seconds(j, path, "step_time_s.p10");

@@ -38,6 +38,12 @@ struct RunRecord {
   double measured_power_W = 0;
   double energy_window_s = 0;
   int64_t energy_steps = 0;
+  // device.memory: the device's memory in all and what was free before the step's buffers (GPU records;
+  // 0: not recorded). The difference is what the runtime held (CUDA context, cuBLAS, NCCL).
+  int64_t device_total_bytes = 0, free_bytes_before = 0;
+  int64_t runtime_held_bytes() const {
+    return device_total_bytes > 0 && free_bytes_before > 0 ? device_total_bytes - free_bytes_before : 0;
+  }
   int64_t global_batch_tokens = 0;
   double step_median_s = 0, step_p10_s = 0, step_p90_s = 0;
   std::vector<MeasuredOp> ops;

@@ -140,6 +140,9 @@ TEST_F(CudaTrain, GlamexecTrainRunsOnTheGpu) {
     EXPECT_GT(j["device"]["memory"]["step_buffers_bytes"].get<int64_t>(), 0);
     EXPECT_GT(j["device"]["memory"]["free_bytes_before"].get<int64_t>(),
               j["device"]["memory"]["step_buffers_bytes"].get<int64_t>());
+    // and the device's memory in all: what the runtime holds is the difference
+    EXPECT_GT(j["device"]["memory"]["total_bytes"].get<int64_t>(),
+              j["device"]["memory"]["free_bytes_before"].get<int64_t>());
   }
   // A batch far beyond the GPU's memory is refused before anything is allocated, naming one that fits.
   // (--op-timing all: CUDA's default, alternate, needs two timed steps and would refuse one first.)

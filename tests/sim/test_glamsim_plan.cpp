@@ -57,7 +57,6 @@ TEST(GlamsimPlan, SmallRunsInKilowattHours) {
   EXPECT_NE(r.out.find(" kgCO2e\n"), std::string::npos) << r.out;
 }
 
-// A pipelined plan reports its bubble (JSON and table) and the HBM its headroom leaves.
 // The plan's memory by part adds up to its footprint, in the JSON and in the table.
 TEST(GlamsimPlan, MemoryByPartAddsUpToTheFootprint) {
   const std::string args = "--model glam-8b-64e --cluster tpu-v4-64 --tokens 1e10 --dp 64 --ep 64 --shard-weights --recompute";
@@ -71,16 +70,22 @@ TEST(GlamsimPlan, MemoryByPartAddsUpToTheFootprint) {
   EXPECT_NE(text.out.find("activations, working buffers"), std::string::npos) << text.out;
 }
 
+// A pipelined plan reports its bubble (JSON and table) and the HBM the runtime reserve and the headroom
+// leave.
 TEST(GlamsimPlan, PipelinedPlanShowsItsBubbleAndUsableMemory) {
   const std::string args = "--model glam-1.7b --cluster dgx-h100-64 --dp 2 --tp 8 --tokens 1e10 --hbm-headroom 0.1";
   auto j = plan_json(args);
   EXPECT_EQ(j["plan"]["pp"], 4);
   EXPECT_GT(j["pipeline_bubble_s"].get<double>(), 0.05 * j["step_time_s"].get<double>());
   EXPECT_LT(j["pipeline_bubble_s"].get<double>(), j["step_time_s"].get<double>());
-  EXPECT_NEAR(j["usable_hbm_bytes"].get<double>(), 0.9 * 81559.0 * (1 << 20), 1);  // H100: 81,559 MiB
+  // H100: 81,559 MiB, less the runtime's 2 GiB, less 10% of the rest
+  EXPECT_EQ(j["runtime_reserved_bytes"].get<double>(), 2048.0 * (1 << 20));
+  EXPECT_NEAR(j["usable_hbm_bytes"].get<double>(), 0.9 * (81559.0 - 2048.0) * (1 << 20), 1);
   auto text = run_command("glamsim plan --quiet " + args);
   ASSERT_EQ(text.exit_code, 0) << text.err;
   EXPECT_NE(text.out.find("pipeline bubble"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("kept back of 79.65 GiB HBM"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("2.00 GiB runtime reserve, 10% headroom (7.76 GiB)"), std::string::npos) << text.out;
 }
 
 TEST(GlamsimPlan, BreakdownAddsUpAndOverridesApply) {

@@ -413,7 +413,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadRun{"--model glam-1.7b --cluster dgx-h100-64 --dp 4 --tp 4 --pp 4 --layers 2", "use pp = 1"},
         BadRun{"--model glam-tiny --cluster dgx-h100-8 --virtual-stages 2 --layers 2", "virtual_stages = 1"},
         BadRun{"--model glam-tiny --cluster dgx-h100-8 --hbm-headroom 0.95", "expected a number from 0 to 0.9"},
-        BadRun{"--model glam-64b-64e --cluster tpu-v4-1024 --hbm-headroom 0.9", "(90% of each chip's HBM kept free)"},
+        BadRun{"--model glam-64b-64e --cluster tpu-v4-1024 --hbm-headroom 0.9", "(32.00 GiB of HBM less 90% headroom (28.80 GiB))"},
         BadRun{"--model glam-64b-64e --cluster tpu-v4-4096 --dp 512 --tp 1 --ep 64 --pp 8 --virtual-stages 2",
                "each dp rank has 2 sequences"},
         BadRun{"--model glam-1.7b --cluster dgx-h100-64 --dp 4 --tp 1 --pp 16", "pp = 16 must divide the 24 blocks"},

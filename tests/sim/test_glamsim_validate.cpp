@@ -504,5 +504,31 @@ TEST_F(GlamsimValidate, GpuEnergyIsComparedWithTheEnergyModel) {
   EXPECT_NE(b.err.find("device.energy.mean_power_W"), std::string::npos) << b.err;
 }
 
+// A GPU record's device memory (total, and free before the step's buffers) shows what the runtime held,
+// beside what plans keep back for it on the simulated chip; free above total is a bad record.
+TEST_F(GlamsimValidate, GpuRuntimeMemoryIsShownBesideThePlansReserve) {
+  auto rec = record("", 0.5);
+  rec["device"] = {{"kind", "cuda"}, {"name", "NVIDIA H200"}, {"threads", 1}, {"gemm_precision", "bf16"},
+                   {"memory", {{"step_buffers_bytes", 1 << 30}, {"free_bytes_before", 150754820096 - 786432000},
+                               {"total_bytes", 150754820096}}}};
+  write(kDir / "mem.json", rec.dump());
+  auto r = run_command("glamsim validate " + (kDir / "mem.json").string() + " --format json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out)["records"][0];
+  EXPECT_EQ(j["measured_runtime_held_bytes"].get<int64_t>(), 786432000);
+  EXPECT_EQ(j["chip_runtime_reserved_bytes"].get<double>(), 2147483648.0);
+  auto t = run_command("glamsim validate " + (kDir / "mem.json").string());
+  EXPECT_NE(t.out.find("the GPU's runtime held 750.00 MiB of 140.40 GiB before the step's buffers (CUDA context, "
+                       "cuBLAS); plans keep back 2.00 GiB"),
+            std::string::npos)
+      << t.out;
+  rec["device"]["memory"]["free_bytes_before"] = int64_t{150754820097};
+  write(kDir / "mem-bad.json", rec.dump());
+  auto b = run_command("glamsim validate " + (kDir / "mem-bad.json").string());
+  EXPECT_EQ(b.exit_code, 2);
+  EXPECT_NE(b.err.find("'device.memory.free_bytes_before' = 150754820097"), std::string::npos) << b.err;
+  EXPECT_NE(b.err.find("at most device.memory.total_bytes (150754820096)"), std::string::npos) << b.err;
+}
+
 }  // namespace
 }  // namespace glam

@@ -156,6 +156,27 @@ TEST(Plan, DefaultPlanFitsAndIsValid) {
   }
 }
 
+// GPU chips keep back the runtime's reserve (CUDA context, cuBLAS, NCCL: runtime_reserved_bytes): a
+// layout fits under HBM less it, and glam-1.7b-64e on 8 H100s has layouts that would fill the gap.
+TEST(Plan, ChooserLeavesTheRuntimeReserveFree) {
+  SimulationInput in{load_model("glam-1.7b-64e"), load_cluster("dgx-h100-8"), plan(0, 0, 0), {},
+                     Fidelity::kAnalytical, default_profile("h100")};
+  ParallelPlan base = plan(0, 0, 0);
+  base.microbatches = base.pp = base.virtual_stages = 0;
+  apply_cluster_conventions(base, in.model, in.cluster, std::nullopt);
+  const double hbm = in.cluster.chip().hbm_bytes, reserve = in.cluster.chip().runtime_reserved_bytes;
+  EXPECT_EQ(reserve, 2.0 * (1 << 30));
+  EXPECT_DOUBLE_EQ(in.usable_hbm_bytes(), hbm - reserve);
+  const PlanChoice choice = choose_plan(in, base, false);
+  int in_the_reserve = 0;
+  for (const LayoutTrial& t : choice.trials) {
+    EXPECT_EQ(t.fits, t.memory_bytes <= hbm - reserve) << plan_short_label(t.plan);
+    if (t.memory_bytes > hbm - reserve && t.memory_bytes <= hbm) ++in_the_reserve;
+  }
+  EXPECT_GT(in_the_reserve, 0);
+  EXPECT_LE(plan_memory(in.model, choice.plan).total_bytes(), hbm - reserve);
+}
+
 // --hbm-headroom keeps a share of each chip's HBM free: the chooser counts a layout as fitting only
 // under the rest, and a larger headroom can only drop layouts (each listed one keeps its footprint).
 TEST(Plan, ChooserLeavesTheHeadroomFree) {

@@ -54,6 +54,22 @@ TEST(ClusterErrors, ValidFilesParse) {
   EXPECT_EQ(t.num_chips(), 512);
   EXPECT_EQ(t.resolved_config()["fat_tree"]["up_ports"], nlohmann::json::array({32}));  // resolved default
   EXPECT_EQ(t.resolved_config()["chip"]["busy_W"], 700.0);                             // from the chip kind
+  // The runtime's reserve: the GPU chip kind's 2 GiB, a cluster's override, none on a TPU.
+  EXPECT_EQ(t.chip().runtime_reserved_bytes, 2147483648.0);
+  EXPECT_EQ(t.resolved_config()["chip"]["runtime_reserved_bytes"], 2147483648.0);
+  EXPECT_EQ(parse_cluster(replaced(kFatTree, "kind = \"h100\"", "kind = \"h100\"\nruntime_reserved_bytes = 5e8"),
+                          "ok.toml").chip().runtime_reserved_bytes, 5e8);
+  EXPECT_EQ(parse_cluster(kTorus, "ok.toml").chip().runtime_reserved_bytes, 0.0);
+}
+
+// A reserve that leaves no HBM is refused, naming the key that made it so.
+TEST(ClusterErrors, RuntimeReserveLeavesSomeHbm) {
+  expect_has(error_of(replaced(kFatTree, "kind = \"h100\"", "kind = \"h100\"\nruntime_reserved_bytes = 9e10")),
+             {"user/bad.toml", "'chip.runtime_reserved_bytes' = 90000000000", "less than the chip's HBM (85520809984"});
+  expect_has(error_of(replaced(kFatTree, "kind = \"h100\"", "kind = \"h100\"\nhbm_bytes = 2e9")),
+             {"'chip.hbm_bytes'", "less than the chip's HBM (2000000000"});
+  expect_has(error_of(replaced(kFatTree, "kind = \"h100\"", "kind = \"h100\"\nruntime_reserved_bytes = -1")),
+             {"'chip.runtime_reserved_bytes' = -1", "a value in [0, 1e+15]"});
 }
 
 TEST(ClusterErrors, NonPositiveDimensions) {
