@@ -42,6 +42,11 @@ const char* collective_name(CollectiveKind k) {
   }
   return "?";
 }
+double bus_factor(CollectiveKind kind, int ranks) {
+  const double f = ranks > 1 ? static_cast<double>(ranks - 1) / ranks : 0.0;
+  return kind == CollectiveKind::kAllReduce ? 2 * f : f;
+}
+
 const char* axis_name(CommAxis a) {
   switch (a) {
     case CommAxis::kTensor: return "tp";

@@ -28,6 +28,9 @@ const char* op_kind_name(OpKind k);
 const char* phase_name(StepPhase p);
 const char* collective_name(CollectiveKind k);
 const char* axis_name(CommAxis a);
+// NCCL-tests' bus-bandwidth factor: the bytes each rank's link carries per buffer byte in a ring or
+// direct algorithm (2(n-1)/n for all-reduce, (n-1)/n for the others), so busbw = factor x bytes / time.
+double bus_factor(CollectiveKind kind, int ranks);
 
 struct StepOp {
   std::string id;

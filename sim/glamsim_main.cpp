@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   glam::cli::add_run_command(app);
   glam::cli::add_plan_command(app);
   glam::cli::add_validate_command(app);
+  glam::cli::add_collective_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

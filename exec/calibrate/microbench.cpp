@@ -135,11 +135,6 @@ double device_copy_rate(double bytes, double min_seconds) {
          median_seconds([&] { kernels::copy_bytes(a.as<void>(), b.as<void>(), n); }, min_seconds);
 }
 
-double bus_factor(CollectiveKind kind, int ranks) {
-  const double f = ranks > 1 ? static_cast<double>(ranks - 1) / ranks : 0.0;
-  return kind == CollectiveKind::kAllReduce ? 2 * f : f;
-}
-
 std::vector<CollectivePoint> collective_times(Communicator& comm, CollectiveKind kind,
                                               const std::vector<double>& buffer_bytes, double min_seconds,
                                               kernels::Backend backend) {

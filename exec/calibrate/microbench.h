@@ -44,10 +44,6 @@ std::vector<CollectivePoint> collective_times(Communicator& comm, CollectiveKind
                                               const std::vector<double>& buffer_bytes, double min_seconds,
                                               kernels::Backend backend);
 
-// NCCL-tests' bus-bandwidth factor: the bytes each rank's link carries per buffer byte in a ring or
-// direct algorithm (2(n-1)/n for all-reduce, (n-1)/n for the others).
-double bus_factor(CollectiveKind kind, int ranks);
-
 double now_s();
 
 }  // namespace glam::exec

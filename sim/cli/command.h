@@ -11,5 +11,6 @@ void add_topo_command(CLI::App& app);
 void add_run_command(CLI::App& app);
 void add_plan_command(CLI::App& app);
 void add_validate_command(CLI::App& app);
+void add_collective_command(CLI::App& app);
 
 }  // namespace glam::cli

@@ -72,6 +72,14 @@ void SimulationOptions::register_options(CLI::App& cmd, bool with_out_dir) {
   cmd.add_flag("--quiet", quiet, "No progress messages");
 }
 
+CalibrationProfile calibration_for(const std::string& file, const Cluster& cluster) {
+  CalibrationProfile profile = file.empty() ? default_profile(cluster.chip().kind) : load_profile(file);
+  if (profile.device != cluster.chip().kind)
+    throw UsageError("calibration profile " + profile.source + " describes " + profile.device + " chips, but " +
+                     cluster.id() + " has " + cluster.chip().kind + " chips");
+  return profile;
+}
+
 ResolvedSimulation SimulationOptions::resolve(bool show_progress) const {
   return resolve_for_cluster(cluster, show_progress);
 }
@@ -82,10 +90,7 @@ ResolvedSimulation SimulationOptions::resolve_for_cluster(const std::string& clu
   RoutingSpec spec = parse_routing_spec(routing);
   ModelConfig m = load_model(model);
   Cluster c = load_cluster(cluster_id);
-  CalibrationProfile profile = calibration.empty() ? default_profile(c.chip().kind) : load_profile(calibration);
-  if (profile.device != c.chip().kind)
-    throw UsageError("calibration profile " + profile.source + " describes " + profile.device + " chips, but " +
-                     c.id() + " has " + c.chip().kind + " chips");
+  CalibrationProfile profile = calibration_for(calibration, c);
   ParallelPlan base;
   // A plan file's sequence_parallel or the flags decide; else the cluster's convention.
   std::optional<bool> sequence_parallel_given;

@@ -40,6 +40,10 @@ struct SimulationOptions {
   ResolvedSimulation resolve_for_cluster(const std::string& cluster_id, bool show_progress) const;
 };
 
+// The profile a command runs with: the file's (empty: the chip kind's defaults), refused when it
+// describes another kind of chip than the cluster's.
+CalibrationProfile calibration_for(const std::string& file, const Cluster& cluster);
+
 inline constexpr int64_t kDefaultBatchTokens = 1 << 20;  // GLaM: 1M-token batches
 
 }  // namespace glam::cli

@@ -1,0 +1,151 @@
+// glamsim collective: one collective over groups of a cluster's chips, at a range of buffer sizes, timed
+// by the same network model a training step uses, and reported as nccl-tests report a measurement
+// (time, algorithm bandwidth, bus bandwidth), so the model can be set beside nccl-tests or
+// `glamexec calibrate` on the real cluster.
+#include <cmath>
+#include <iostream>
+#include <memory>
+
+#include "cli/command.h"
+#include "cli/simulation_options.h"
+#include "common/cli_checks.h"
+#include "common/errors.h"
+#include "common/text_table.h"
+#include "network/flow_network.h"
+#include "network/network_model.h"
+
+namespace glam::cli {
+namespace {
+
+// "8", "64K", "4G", "1e9": bytes, with binary K, M, G suffixes as nccl-tests reads them.
+double parse_bytes(const std::string& option, const std::string& text) {
+  double scale = 1;
+  std::string number = text;
+  if (!number.empty()) {
+    const char unit = static_cast<char>(std::toupper(static_cast<unsigned char>(number.back())));
+    if (unit == 'K' || unit == 'M' || unit == 'G') {
+      scale = unit == 'K' ? 1024.0 : unit == 'M' ? 1024.0 * 1024 : 1024.0 * 1024 * 1024;
+      number.pop_back();
+    }
+  }
+  size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(number, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  v *= scale;
+  if (number.empty() || used != number.size() || !std::isfinite(v) || v < 1 || v > 1e15)
+    throw UsageError(option + " " + text + ": expected a buffer size in bytes from 1 to 1e15 (suffixes K, M, G: KiB, "
+                     "MiB, GiB)");
+  return v;
+}
+
+CollectiveKind parse_kind(const std::string& text) {
+  for (CollectiveKind k : {CollectiveKind::kAllReduce, CollectiveKind::kAllGather, CollectiveKind::kReduceScatter,
+                           CollectiveKind::kAllToAll})
+    if (text == collective_name(k)) return k;
+  throw UsageError("--kind " + text + ": expected all_reduce, all_gather, reduce_scatter or all_to_all");
+}
+
+struct Point {
+  CollectiveKind kind;
+  double bytes = 0;
+  CollectiveCost cost;
+};
+
+}  // namespace
+
+void add_collective_command(CLI::App& app) {
+  struct Options {
+    std::string cluster, fidelity = "analytical", calibration, format = "table", min_bytes = "1K", max_bytes = "4G";
+    std::vector<std::string> kinds;
+    int64_t group_size = 0, step_factor = 4;
+  };
+  auto opts = std::make_shared<Options>();
+  CLI::App* cmd = app.add_subcommand(
+      "collective", "Time one collective over groups of a cluster's chips by buffer size, as nccl-tests reports it");
+  cmd->add_option("--cluster", opts->cluster, "Cluster id or TOML file")->required();
+  cmd->add_option("--kind", opts->kinds, "all_reduce, all_gather, reduce_scatter or all_to_all (repeatable; default all)");
+  cmd->add_option("--group-size", opts->group_size,
+                  "Chips per group (default: every chip, one group); the groups are neighbouring chips (a node's "
+                  "GPUs first, compact torus blocks), all running the collective at once")
+      ->transform(cli_checks::integer_at_least(2));
+  cmd->add_option("-b,--min-bytes", opts->min_bytes, "Smallest buffer per rank (default 1K; suffixes K, M, G)");
+  cmd->add_option("-e,--max-bytes", opts->max_bytes, "Largest buffer per rank (default 4G)");
+  cmd->add_option("-f,--step-factor", opts->step_factor, "Each size this many times the last (default 4)")
+      ->transform(cli_checks::integer_at_least(2));
+  cmd->add_option("--fidelity", opts->fidelity, "analytical or flow (SimGrid)");
+  cmd->add_option("--calibration", opts->calibration, "Calibration profile (TOML) from glamexec calibrate");
+  cmd->add_option("--format", opts->format, "table or json")->check(CLI::IsMember({"table", "json"}));
+  cmd->callback([opts] {
+    // Everything checked before anything is timed.
+    const Fidelity fidelity = parse_fidelity(opts->fidelity);
+    const double lo = parse_bytes("--min-bytes", opts->min_bytes), hi = parse_bytes("--max-bytes", opts->max_bytes);
+    if (lo > hi) throw UsageError("--min-bytes " + opts->min_bytes + " is more than --max-bytes " + opts->max_bytes);
+    std::vector<CollectiveKind> kinds;
+    for (const auto& k : opts->kinds) kinds.push_back(parse_kind(k));
+    if (kinds.empty())
+      kinds = {CollectiveKind::kAllReduce, CollectiveKind::kAllGather, CollectiveKind::kReduceScatter,
+               CollectiveKind::kAllToAll};
+    const Cluster cluster = load_cluster(opts->cluster);
+    const CalibrationProfile profile = calibration_for(opts->calibration, cluster);
+    const int64_t chips = cluster.num_chips();
+    const int64_t n = opts->group_size ? opts->group_size : chips;
+    if (n > chips || chips % n != 0)
+      throw UsageError("--group-size " + std::to_string(n) + ": expected a divisor of " + cluster.id() + "'s " +
+                       std::to_string(chips) + " chips, at least 2");
+    // Groups of n neighbours are a plan's tensor-parallel groups: tp innermost in chip order, compact
+    // blocks on a torus.
+    ParallelPlan plan;
+    plan.tp = n, plan.dp = chips / n;
+    const RankMap ranks(plan, cluster);
+    std::unique_ptr<NetworkModel> network;
+    if (fidelity == Fidelity::kFlow) network = std::make_unique<FlowNetwork>(cluster, ranks, profile);
+    else network = std::make_unique<AnalyticalNetwork>(cluster, ranks, profile);
+
+    std::vector<Point> points;
+    for (CollectiveKind kind : kinds)
+      for (double bytes = lo; bytes <= hi * (1 + 1e-12); bytes *= static_cast<double>(opts->step_factor)) {
+        CollectiveRequest req;
+        req.kind = kind, req.axis = CommAxis::kTensor, req.bytes = bytes;
+        points.push_back({kind, bytes, network->cost(req)});
+      }
+
+    const int groups = static_cast<int>(chips / n);
+    auto algbw = [](const Point& p) { return p.bytes / p.cost.time_s; };
+    auto busbw = [&](const Point& p) { return bus_factor(p.kind, static_cast<int>(n)) * algbw(p); };
+    const std::string source = opts->calibration.empty() ? "the chip kind's default calibration" : opts->calibration;
+    if (opts->format == "json") {
+      nlohmann::json out = {{"cluster", cluster.id()},   {"chips", chips},
+                            {"group_size", n},           {"groups", groups},
+                            {"ranks", ranks.describe()}, {"fidelity", fidelity_name(fidelity)},
+                            {"calibration", opts->calibration.empty() ? nlohmann::json(nullptr)
+                                                                      : nlohmann::json(opts->calibration)},
+                            {"results", nlohmann::json::array()}};
+      for (const Point& p : points)
+        out["results"].push_back({{"kind", collective_name(p.kind)},
+                                  {"bytes", p.bytes},
+                                  {"time_s", p.cost.time_s},
+                                  {"algbw_Bps", algbw(p)},
+                                  {"busbw_Bps", busbw(p)},
+                                  {"algorithm", p.cost.algorithm}});
+      std::cout << out.dump(2) << "\n";
+      return;
+    }
+    std::cout << "Collectives on " << cluster.id() << " (" << format_chips(chips) << "): " << groups
+              << (groups == 1 ? " group" : " groups") << " of " << n << " chips at once (" << ranks.describe() << "), "
+              << fidelity_name(fidelity) << " fidelity, " << source << "\n\n";
+    TextTable t({"collective", "bytes", "time", "algbw (GB/s)", "busbw (GB/s)", "algorithm"},
+                {false, true, true, true, true, false});
+    for (const Point& p : points)
+      t.add_row({collective_name(p.kind), format_bytes(p.bytes), format_seconds(p.cost.time_s),
+                 format_fixed(algbw(p) / 1e9, 2), format_fixed(busbw(p) / 1e9, 2), p.cost.algorithm});
+    std::cout << t.render()
+              << "\nbytes: each rank's buffer, as nccl-tests count it (all_gather: the gathered output; reduce_scatter "
+                 "and all_to_all: the whole input); busbw = algbw x 2(n-1)/n for all_reduce, x (n-1)/n for the others\n";
+  });
+}
+
+}  // namespace glam::cli

@@ -1,0 +1,122 @@
+// End-to-end: glamsim collective times one collective by buffer size as nccl-tests report it, from the
+// same network model as a training step, and refuses bad input with exit code 2.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "support/run_command.h"
+
+namespace glam {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::run_command;
+
+nlohmann::json results_of(const std::string& args) {
+  auto r = run_command("glamsim collective --format json " + args);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  if (r.exit_code != 0) return nlohmann::json::object();
+  return nlohmann::json::parse(r.out);
+}
+
+// On one NVSwitch node: sizes from -b to -e by -f, times growing with the size, busbw = algbw x the
+// nccl-tests factor, and large buffers reaching most of the NVLink bandwidth, never more.
+TEST(GlamsimCollective, SizesBandwidthsAndBusFactorsOnOneNode) {
+  const auto j = results_of("--cluster dgx-h100-8 --kind all_reduce --kind all_gather -b 1K -e 1G -f 32");
+  ASSERT_EQ(j["results"].size(), 10u);  // 1K, 32K, 1M, 32M, 1G for each kind
+  EXPECT_EQ(j["group_size"], 8);
+  EXPECT_EQ(j["groups"], 1);
+  double previous_s = 0;
+  for (size_t i = 0; i < j["results"].size(); ++i) {
+    const auto& p = j["results"][i];
+    const double bytes = p["bytes"], t = p["time_s"], alg = p["algbw_Bps"], bus = p["busbw_Bps"];
+    EXPECT_DOUBLE_EQ(bytes, 1024.0 * std::pow(32.0, static_cast<double>(i % 5)));
+    if (i % 5) {
+      EXPECT_GT(t, previous_s) << bytes;
+    }
+    previous_s = t;
+    EXPECT_NEAR(alg, bytes / t, 1e-9 * alg);
+    const double factor = p["kind"] == "all_reduce" ? 2 * 7.0 / 8 : 7.0 / 8;
+    EXPECT_NEAR(bus, factor * alg, 1e-9 * bus);
+    EXPECT_LE(bus, 450e9);  // the H100's NVLink bandwidth, one way
+  }
+  EXPECT_GT(j["results"][4]["busbw_Bps"].get<double>(), 0.6 * 450e9);
+  // Small buffers pay the ring's 2(n-1) steps of latency: all-reduce twice all-gather's.
+  EXPECT_NEAR(j["results"][0]["time_s"].get<double>(), 2 * j["results"][5]["time_s"].get<double>(),
+              0.05 * j["results"][0]["time_s"].get<double>());
+}
+
+// Groups smaller than the cluster run at once, each over its neighbours: 8-GPU groups on a 64-GPU
+// cluster stay inside their NVSwitch nodes and match one node alone, and the whole cluster's
+// all-reduce, crossing InfiniBand, is slower. Both fidelities agree on an isolated node.
+TEST(GlamsimCollective, GroupsOfNeighboursAndBothFidelities) {
+  const std::string sizes = " --kind all_to_all --kind all_reduce -b 64M -e 64M";
+  const auto node = results_of("--cluster dgx-h100-8" + sizes);
+  const auto groups = results_of("--cluster dgx-h100-64 --group-size 8" + sizes);
+  const auto whole = results_of("--cluster dgx-h100-64" + sizes);
+  const auto flow = results_of("--cluster dgx-h100-8 --fidelity flow" + sizes);
+  ASSERT_EQ(groups["groups"], 8);
+  for (size_t i = 0; i < 2; ++i) {
+    const double alone = node["results"][i]["time_s"];
+    EXPECT_NEAR(groups["results"][i]["time_s"].get<double>(), alone, 1e-9 * alone);
+    EXPECT_GT(whole["results"][i]["time_s"].get<double>(), 1.5 * alone);
+    EXPECT_NEAR(flow["results"][i]["time_s"].get<double>(), alone, 0.1 * alone);
+  }
+  EXPECT_EQ(whole["results"][1]["algorithm"], "hierarchical");
+  EXPECT_EQ(flow["fidelity"], "flow");
+}
+
+// A calibration profile's measured curve for the group size replaces the link model: the times are
+// the profile's bus efficiencies turned back into seconds.
+TEST(GlamsimCollective, ProfileCurvesGiveTheMeasuredTimes) {
+  const fs::path dir = fs::temp_directory_path() / "glamsim-collective-test";
+  fs::create_directories(dir);
+  std::ofstream(dir / "host.toml") << "id = \"host-2\"\n[chip]\nkind = \"cpu\"\n[topology]\nkind = \"single-node\"\n"
+                                      "chips = 2\n[links.nvlink]\nbandwidth_Bps = 1e10\nlatency_s = 1e-6\n";
+  std::ofstream(dir / "profile.toml")
+      << "device = \"cpu\"\n[measured]\npeak_flops = 5e10\nmemory_bandwidth_Bps = 1e10\nthreads = 1\n"
+         "[compute]\nmatmul_flops = [1e6, 1e9]\nmatmul_efficiency = [0.5, 0.9]\n[memory]\nbytes = [1e4, 1e8]\n"
+         "efficiency = [0.5, 0.9]\n"
+         "[network]\nlink_bandwidth_Bps = 1e10\nlink_latency_s = 1e-6\nbytes = [1e3, 1e6]\n"
+         "bandwidth_efficiency = [0.5, 0.5]\n"
+         "[[network.collective]]\nkind = \"all_reduce\"\nranks = 2\nbytes = [1e3, 1e6]\nbus_efficiency = [0.1, 0.8]\n";
+  const auto j = results_of("--cluster " + (dir / "host.toml").string() + " --calibration " +
+                            (dir / "profile.toml").string() + " --kind all_reduce -b 1e6 -e 1e6");
+  ASSERT_EQ(j["results"].size(), 1u);
+  // bus factor 1 for two ranks: 1e6 bytes at 0.8 x 1e10 B/s
+  EXPECT_NEAR(j["results"][0]["time_s"].get<double>(), 1e6 / 0.8e10, 0.01 * 1e6 / 0.8e10);
+  EXPECT_EQ(j["calibration"], (dir / "profile.toml").string());
+  // a profile of another chip kind is refused
+  auto r = run_command("glamsim collective --cluster dgx-h100-8 --calibration " + (dir / "profile.toml").string());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("describes cpu chips, but dgx-h100-8 has h100 chips"), std::string::npos) << r.err;
+  fs::remove_all(dir);
+}
+
+TEST(GlamsimCollective, BadInputExitsTwoNamingTheOption) {
+  for (const auto& [args, expected] : std::vector<std::pair<std::string, std::string>>{
+           {"--cluster dgx-h100-64 --group-size 24", "--group-size 24: expected a divisor of dgx-h100-64's 64 chips"},
+           {"--cluster dgx-h100-8 --group-size 16", "--group-size 16: expected a divisor"},
+           {"--cluster dgx-h100-8 --group-size 1", "--group-size"},
+           {"--cluster dgx-h100-8 --kind broadcast", "--kind broadcast: expected all_reduce, all_gather"},
+           {"--cluster dgx-h100-8 -b 4X", "--min-bytes 4X: expected a buffer size in bytes"},
+           {"--cluster dgx-h100-8 -e 0", "--max-bytes 0: expected a buffer size"},
+           {"--cluster dgx-h100-8 -b 1G -e 1M", "--min-bytes 1G is more than --max-bytes 1M"},
+           {"--cluster dgx-h100-8 -f 1", "--step-factor"},
+           {"--cluster dgx-h100-8 --fidelity exact", "unknown fidelity 'exact'"},
+           {"--cluster no-such-cluster", "no-such-cluster"},
+       }) {
+    auto r = run_command("glamsim collective " + args);
+    EXPECT_EQ(r.exit_code, 2) << args;
+    EXPECT_NE(r.err.find(expected), std::string::npos) << args << ": " << r.err;
+    EXPECT_TRUE(r.out.empty()) << args;
+  }
+}
+
+}  // namespace
+}  // namespace glam
