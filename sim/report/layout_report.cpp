@@ -28,7 +28,7 @@ std::string layouts_text(const std::vector<LayoutTrial>& trials, const ParallelP
       row.insert(row.end(), {"does not fit", "", "", "", "", "", ""});
     table.add_row(row);
   }
-  return "\nlayouts compared (analytical fidelity; * = chosen; HBM " + format_bytes(hbm_bytes) + " per chip):\n" +
+  return "\nlayouts compared (analytical fidelity; * = chosen; " + format_bytes(hbm_bytes) + " of HBM usable per chip):\n" +
          table.render() + "layout: " + kPlanLabelLegend + "\n";
 }
 
