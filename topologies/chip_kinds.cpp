@@ -72,15 +72,19 @@ ChipSpec load_chip_kind(const std::string& kind, const std::string& file, const 
     throw ConfigError(path.string(), "kind", "\"" + c.kind + "\"", "\"" + kind + "\", the file name");
   if (c.busy_W < c.idle_W)
     throw ConfigError(path.string(), "busy_W", std::to_string(c.busy_W), "at least idle_W");
-  check_runtime_reserve(c.runtime_reserved_bytes, c.hbm_bytes, path.string(), "runtime_reserved_bytes");
+  check_runtime_reserve(c.runtime_reserved_bytes, c.hbm_bytes, path.string(), "", false);
   return ChipSpec{c.kind,   c.peak_flops_bf16, c.peak_flops_fp32, c.hbm_bytes, c.hbm_bandwidth_Bps,
                   c.idle_W, c.busy_W,          c.host_W_per_chip, c.runtime_reserved_bytes};
 }
 
-void check_runtime_reserve(double reserved_bytes, double hbm_bytes, const std::string& file, const std::string& key) {
-  if (reserved_bytes >= hbm_bytes)
-    throw ConfigError(file, key, nlohmann::json(reserved_bytes).dump(),
-                      "less than the chip's HBM (" + nlohmann::json(hbm_bytes).dump() + " bytes)");
+void check_runtime_reserve(double reserved_bytes, double hbm_bytes, const std::string& file, const std::string& prefix,
+                           bool blame_hbm) {
+  if (reserved_bytes < hbm_bytes) return;
+  if (blame_hbm)
+    throw ConfigError(file, prefix + "hbm_bytes", nlohmann::json(hbm_bytes).dump(),
+                      "more than the chip's runtime_reserved_bytes (" + nlohmann::json(reserved_bytes).dump() + ")");
+  throw ConfigError(file, prefix + "runtime_reserved_bytes", nlohmann::json(reserved_bytes).dump(),
+                    "less than the chip's HBM (" + nlohmann::json(hbm_bytes).dump() + " bytes)");
 }
 
 std::string describe_chip_fields() { return chip_schema().describe(); }

@@ -263,8 +263,7 @@ ChipSpec resolve_chip(const ClusterFile& f, const std::string& file) {
   if (c.busy_W < c.idle_W)
     throw ConfigError(file, "chip.busy_W", nlohmann::json(c.busy_W).dump(),
                       "at least chip.idle_W = " + nlohmann::json(c.idle_W).dump());
-  check_runtime_reserve(c.runtime_reserved_bytes, c.hbm_bytes, file,
-                        f.runtime_reserved_bytes ? "chip.runtime_reserved_bytes" : "chip.hbm_bytes");
+  check_runtime_reserve(c.runtime_reserved_bytes, c.hbm_bytes, file, "chip.", !f.runtime_reserved_bytes);
   return c;
 }
 

@@ -2,6 +2,8 @@
 // by the same network model a training step uses, and reported as nccl-tests report a measurement
 // (time, algorithm bandwidth, bus bandwidth), so the model can be set beside nccl-tests or
 // `glamexec calibrate` on the real cluster.
+#include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <iostream>
 #include <memory>
@@ -17,8 +19,9 @@
 namespace glam::cli {
 namespace {
 
-// "8", "64K", "4G", "1e9": bytes, with binary K, M, G suffixes as nccl-tests reads them.
-double parse_bytes(const std::string& option, const std::string& text) {
+// "8", "64K", "1.5M", "4G", "1e9": a whole number of bytes, with binary K, M, G suffixes as nccl-tests
+// reads them.
+int64_t parse_bytes(const std::string& option, const std::string& text) {
   double scale = 1;
   std::string number = text;
   if (!number.empty()) {
@@ -28,18 +31,22 @@ double parse_bytes(const std::string& option, const std::string& text) {
       number.pop_back();
     }
   }
-  size_t used = 0;
+  // Decimal digits, a point and an exponent only: no signs, spaces or hexadecimal.
+  const bool plain = !number.empty() && std::isdigit(static_cast<unsigned char>(number.front())) &&
+                     number.find_first_not_of("0123456789.eE") == std::string::npos;
   double v = 0;
-  try {
-    v = std::stod(number, &used);
-  } catch (const std::exception&) {
-    used = 0;
+  size_t used = 0;
+  if (plain) {
+    try {
+      v = std::stod(number, &used) * scale;
+    } catch (const std::exception&) {
+      used = 0;
+    }
   }
-  v *= scale;
-  if (number.empty() || used != number.size() || !std::isfinite(v) || v < 1 || v > 1e15)
-    throw UsageError(option + " " + text + ": expected a buffer size in bytes from 1 to 1e15 (suffixes K, M, G: KiB, "
-                     "MiB, GiB)");
-  return v;
+  if (!plain || used != number.size() || !std::isfinite(v) || v < 1 || v > 1e15 || v != std::floor(v))
+    throw UsageError(option + " " + text + ": expected a whole number of bytes from 1 to 1e15 (suffixes K, M, G: "
+                     "KiB, MiB, GiB)");
+  return static_cast<int64_t>(v);
 }
 
 CollectiveKind parse_kind(const std::string& text) {
@@ -51,9 +58,29 @@ CollectiveKind parse_kind(const std::string& text) {
 
 struct Point {
   CollectiveKind kind;
-  double bytes = 0;
+  int64_t bytes = 0;
   CollectiveCost cost;
 };
+
+// Where a group sits: "4x4x4 blocks of the torus", or its chips in chip order when they make no block
+// (block layouts need powers of two), or "consecutive chips".
+std::string group_shape(const Cluster& cluster, const std::vector<int>& group) {
+  const auto& dims = cluster.torus_dims();
+  if (dims.empty()) return cluster.chips_per_node() > 1 ? "consecutive chips, a node's GPUs first" : "consecutive chips";
+  std::vector<int> lo(dims.size(), 1 << 30), hi(dims.size(), -1);
+  for (int chip : group) {
+    const auto xyz = cluster.torus_coords(chip);
+    for (size_t d = 0; d < dims.size(); ++d) lo[d] = std::min(lo[d], xyz[d]), hi[d] = std::max(hi[d], xyz[d]);
+  }
+  std::string extent;
+  size_t volume = 1;
+  for (size_t d = 0; d < dims.size(); ++d) {
+    extent += (d ? "x" : "") + std::to_string(hi[d] - lo[d] + 1);
+    volume *= static_cast<size_t>(hi[d] - lo[d] + 1);
+  }
+  return volume == group.size() ? extent + " blocks of the torus"
+                                : "chips in chip order, not torus blocks (those need a power-of-two group size)";
+}
 
 }  // namespace
 
@@ -62,6 +89,7 @@ void add_collective_command(CLI::App& app) {
     std::string cluster, fidelity = "analytical", calibration, format = "table", min_bytes = "1K", max_bytes = "4G";
     std::vector<std::string> kinds;
     int64_t group_size = 0, step_factor = 4;
+    size_t flow_max_flows = FlowNetwork::kDefaultMaxFlows;
   };
   auto opts = std::make_shared<Options>();
   CLI::App* cmd = app.add_subcommand(
@@ -77,21 +105,26 @@ void add_collective_command(CLI::App& app) {
   cmd->add_option("-f,--step-factor", opts->step_factor, "Each size this many times the last (default 4)")
       ->transform(cli_checks::integer_at_least(2));
   cmd->add_option("--fidelity", opts->fidelity, "analytical or flow (SimGrid)");
+  cmd->add_option("--flow-max-flows", opts->flow_max_flows,
+                  "Largest phase (concurrent flows) played in SimGrid; larger ones are costed analytically")
+      ->transform(cli_checks::integer_at_least(1));
   cmd->add_option("--calibration", opts->calibration, "Calibration profile (TOML) from glamexec calibrate");
   cmd->add_option("--format", opts->format, "table or json")->check(CLI::IsMember({"table", "json"}));
   cmd->callback([opts] {
     // Everything checked before anything is timed.
     const Fidelity fidelity = parse_fidelity(opts->fidelity);
-    const double lo = parse_bytes("--min-bytes", opts->min_bytes), hi = parse_bytes("--max-bytes", opts->max_bytes);
+    const int64_t lo = parse_bytes("--min-bytes", opts->min_bytes), hi = parse_bytes("--max-bytes", opts->max_bytes);
     if (lo > hi) throw UsageError("--min-bytes " + opts->min_bytes + " is more than --max-bytes " + opts->max_bytes);
     std::vector<CollectiveKind> kinds;
-    for (const auto& k : opts->kinds) kinds.push_back(parse_kind(k));
+    for (const auto& k : opts->kinds)
+      if (std::find(kinds.begin(), kinds.end(), parse_kind(k)) == kinds.end()) kinds.push_back(parse_kind(k));
     if (kinds.empty())
       kinds = {CollectiveKind::kAllReduce, CollectiveKind::kAllGather, CollectiveKind::kReduceScatter,
                CollectiveKind::kAllToAll};
     const Cluster cluster = load_cluster(opts->cluster);
     const CalibrationProfile profile = calibration_for(opts->calibration, cluster);
     const int64_t chips = cluster.num_chips();
+    if (chips < 2) throw UsageError(cluster.id() + " has one chip: no collective to time");
     const int64_t n = opts->group_size ? opts->group_size : chips;
     if (n > chips || chips % n != 0)
       throw UsageError("--group-size " + std::to_string(n) + ": expected a divisor of " + cluster.id() + "'s " +
@@ -102,25 +135,35 @@ void add_collective_command(CLI::App& app) {
     plan.tp = n, plan.dp = chips / n;
     const RankMap ranks(plan, cluster);
     std::unique_ptr<NetworkModel> network;
-    if (fidelity == Fidelity::kFlow) network = std::make_unique<FlowNetwork>(cluster, ranks, profile);
-    else network = std::make_unique<AnalyticalNetwork>(cluster, ranks, profile);
+    FlowNetwork* flow = nullptr;
+    if (fidelity == Fidelity::kFlow) {
+      auto f = std::make_unique<FlowNetwork>(cluster, ranks, profile, opts->flow_max_flows);
+      flow = f.get();
+      network = std::move(f);
+    } else {
+      network = std::make_unique<AnalyticalNetwork>(cluster, ranks, profile);
+    }
 
     std::vector<Point> points;
     for (CollectiveKind kind : kinds)
-      for (double bytes = lo; bytes <= hi * (1 + 1e-12); bytes *= static_cast<double>(opts->step_factor)) {
+      for (int64_t bytes = lo; bytes <= hi; bytes = bytes > hi / opts->step_factor ? hi + 1 : bytes * opts->step_factor) {
         CollectiveRequest req;
-        req.kind = kind, req.axis = CommAxis::kTensor, req.bytes = bytes;
+        req.kind = kind, req.axis = CommAxis::kTensor, req.bytes = static_cast<double>(bytes);
         points.push_back({kind, bytes, network->cost(req)});
       }
+    // Flow fidelity: phases too large for SimGrid were costed analytically; say how many.
+    const int analytical_phases = flow ? flow->phases_analytical() : 0;
+    const std::string where = group_shape(cluster, ranks.groups(CommAxis::kTensor).front());
 
     const int groups = static_cast<int>(chips / n);
-    auto algbw = [](const Point& p) { return p.bytes / p.cost.time_s; };
+    auto algbw = [](const Point& p) { return static_cast<double>(p.bytes) / p.cost.time_s; };
     auto busbw = [&](const Point& p) { return bus_factor(p.kind, static_cast<int>(n)) * algbw(p); };
     const std::string source = opts->calibration.empty() ? "the chip kind's default calibration" : opts->calibration;
     if (opts->format == "json") {
       nlohmann::json out = {{"cluster", cluster.id()},   {"chips", chips},
                             {"group_size", n},           {"groups", groups},
-                            {"ranks", ranks.describe()}, {"fidelity", fidelity_name(fidelity)},
+                            {"groups_are", where},       {"fidelity", fidelity_name(fidelity)},
+                            {"flow_phases_analytical", analytical_phases},
                             {"calibration", opts->calibration.empty() ? nlohmann::json(nullptr)
                                                                       : nlohmann::json(opts->calibration)},
                             {"results", nlohmann::json::array()}};
@@ -135,12 +178,16 @@ void add_collective_command(CLI::App& app) {
       return;
     }
     std::cout << "Collectives on " << cluster.id() << " (" << format_chips(chips) << "): " << groups
-              << (groups == 1 ? " group" : " groups") << " of " << n << " chips at once (" << ranks.describe() << "), "
-              << fidelity_name(fidelity) << " fidelity, " << source << "\n\n";
+              << (groups == 1 ? " group" : " groups") << " of " << n << " chips at once (" << where << "), "
+              << fidelity_name(fidelity) << " fidelity, " << source << "\n";
+    if (analytical_phases > 0)
+      std::cout << analytical_phases << " phase(s) had more than --flow-max-flows " << opts->flow_max_flows
+                << " flows and were costed analytically (raise it to play them in SimGrid)\n";
+    std::cout << "\n";
     TextTable t({"collective", "bytes", "time", "algbw (GB/s)", "busbw (GB/s)", "algorithm"},
                 {false, true, true, true, true, false});
     for (const Point& p : points)
-      t.add_row({collective_name(p.kind), format_bytes(p.bytes), format_seconds(p.cost.time_s),
+      t.add_row({collective_name(p.kind), format_bytes(static_cast<double>(p.bytes)), format_seconds(p.cost.time_s),
                  format_fixed(algbw(p) / 1e9, 2), format_fixed(busbw(p) / 1e9, 2), p.cost.algorithm});
     std::cout << t.render()
               << "\nbytes: each rank's buffer, as nccl-tests count it (all_gather: the gathered output; reduce_scatter "

@@ -45,7 +45,7 @@ struct PlanRow {
   StepResult step;
   TrainingEstimate estimate;
   struct TooSmall {
-    double needed_bytes, hbm_bytes;  // the smallest footprint per chip, and what a chip holds
+    double needed_bytes, usable_hbm_bytes;  // the smallest footprint per chip, and what a plan may use of a chip
   };
   std::optional<TooSmall> does_not_fit;  // --compare: no plan fits this cluster (its row says so)
   double days() const { return estimate.train_hours / 24; }
@@ -222,7 +222,7 @@ std::string render_compare(const std::vector<PlanRow>& rows, double tokens, std:
     if (!r.planned()) {
       cells = {r.sim.input.cluster.id(), std::to_string(r.sim.input.cluster.num_chips()),
                r.does_not_fit ? "does not fit: " + format_bytes(r.does_not_fit->needed_bytes) + " of " +
-                                    format_bytes(r.does_not_fit->hbm_bytes) + " per chip"
+                                    format_bytes(r.does_not_fit->usable_hbm_bytes) + " usable per chip"
                               : "does not finish: a failure every " +
                                     format_duration(r.estimate.interruptions->system_mtbf_s),
                "-", "-", "-", "-", "-", "-", "-"};
@@ -363,7 +363,7 @@ void add_plan_command(CLI::App& app) {
     if (std::all_of(rows.begin(), rows.end(), [](const PlanRow& r) { return r.does_not_fit.has_value(); }))
       throw UsageError(opts->model + " fits none of the clusters compared: on " + rows.front().sim.input.cluster.id() +
                        " it needs " + format_bytes(rows.front().does_not_fit->needed_bytes) + " per chip, " +
-                       format_bytes(rows.front().does_not_fit->hbm_bytes) + " there (use more chips, a smaller " +
+                       format_bytes(rows.front().does_not_fit->usable_hbm_bytes) + " usable there (use more chips, a smaller " +
                        "batch, or --allow-oom)");
     if (opts->format == "json") {
       auto one = [&opts](const PlanRow& r) {
@@ -373,7 +373,8 @@ void add_plan_command(CLI::App& app) {
                               {"chips", r.sim.input.cluster.num_chips()},
                               {"fits_memory", false},
                               {"memory_per_chip_bytes", r.does_not_fit->needed_bytes},
-                              {"hbm_bytes", r.does_not_fit->hbm_bytes}};
+                              {"usable_hbm_bytes", r.does_not_fit->usable_hbm_bytes},
+                              {"runtime_reserved_bytes", r.sim.input.cluster.chip().runtime_reserved_bytes}};
           if (opts->days) j["meets_deadline"] = false;
           return j;
         }

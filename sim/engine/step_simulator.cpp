@@ -15,7 +15,7 @@ namespace glam {
 Fidelity parse_fidelity(const std::string& s) {
   if (s == "analytical") return Fidelity::kAnalytical;
   if (s == "flow") return Fidelity::kFlow;
-  throw UsageError("unknown fidelity '" + s + "': expected analytical or flow");
+  throw UsageError("--fidelity " + s + ": expected analytical or flow");
 }
 
 const char* fidelity_name(Fidelity f) { return f == Fidelity::kFlow ? "flow" : "analytical"; }

@@ -149,7 +149,8 @@ ValidationSummary validate_records(const std::vector<std::string>& files, const 
   std::vector<double> step_errors, op_errors;
   for (auto& [record, in] : inputs) {
     StepResult sim = simulate_step(in);
-    RecordValidation v{record, in.cluster.id(), sim.step_time_s, 0, in.cluster.chip().runtime_reserved_bytes, {}, {}};
+    RecordValidation v{record, in.cluster.id(), sim.step_time_s, 0, in.cluster.chip().kind,
+                       in.cluster.chip().runtime_reserved_bytes, {}, {}};
     if (record.measured_power_W > 0) {
       const StepEnergy e = step_energy(in, sim, 1.0);
       const double chips = in.cluster.num_chips();
@@ -250,6 +251,7 @@ nlohmann::json ValidationSummary::to_json() const {
                                                                   ? nlohmann::json(v.record.runtime_held_bytes())
                                                                   : nlohmann::json(nullptr)},
                               {"chip_runtime_reserved_bytes", v.chip_runtime_reserved_bytes},
+                              {"chip", v.chip_kind},
                               {"notes", v.notes()}});
     if (v.record.pp > 1) {
       nlohmann::json stages = nlohmann::json::array();
@@ -283,12 +285,15 @@ std::vector<std::string> RecordValidation::notes() const {
   const ModelConfig ran = record.model_run();
   if (ran.moe_layers() > 0 && !record.has_moe_loads)
     out.push_back("routing simulated uniform over the experts: the record holds no routing histograms (moe_layers)");
-  if (record.device_kind == "cuda" && record.runtime_held_bytes() > 0)
-    out.push_back("the GPU's runtime held " + format_bytes(static_cast<double>(record.runtime_held_bytes())) + " of " +
+  if (record.device_kind == "cuda" && record.runtime_held_bytes() > 0) {
+    const double held = static_cast<double>(record.runtime_held_bytes());
+    out.push_back("the GPU's runtime held " + format_bytes(held) + " of " +
                   format_bytes(static_cast<double>(record.device_total_bytes)) +
-                  " before the step's buffers (CUDA context, cuBLAS" + (record.ranks > 1 ? ", NCCL" : "") +
-                  "); plans keep back " + format_bytes(chip_runtime_reserved_bytes) +
-                  " per chip (its chip's runtime_reserved_bytes)");
+                  " before the step's buffers (CUDA context, cuBLAS" + (record.ranks > 1 ? ", NCCL" : "") + "): " +
+                  (held > chip_runtime_reserved_bytes ? "more than" : "within") + " the " +
+                  format_bytes(chip_runtime_reserved_bytes) + " plans keep back (" + chip_kind +
+                  "'s runtime_reserved_bytes)");
+  }
   return out;
 }
 

@@ -35,7 +35,8 @@ struct RecordValidation {
   // (record.measured_power_W > 0).
   double simulated_chip_power_W = 0;
   double power_error() const { return (simulated_chip_power_W - record.measured_power_W) / record.measured_power_W; }
-  double chip_runtime_reserved_bytes = 0;  // what plans keep back on the simulated chip (ChipSpec)
+  std::string chip_kind;                   // the simulated chip
+  double chip_runtime_reserved_bytes = 0;  // what plans keep back on it (ChipSpec)
   std::vector<OpComparison> ops;  // op ids present in both
   std::vector<std::string> unmatched;  // measured op ids the simulation does not have
   // What the comparison left out or assumed: measured ops it did not compare, uniform routing for a

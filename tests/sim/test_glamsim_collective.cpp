@@ -69,6 +69,27 @@ TEST(GlamsimCollective, GroupsOfNeighboursAndBothFidelities) {
   }
   EXPECT_EQ(whole["results"][1]["algorithm"], "hierarchical");
   EXPECT_EQ(flow["fidelity"], "flow");
+  EXPECT_EQ(flow["flow_phases_analytical"], 0);
+  EXPECT_EQ(groups["groups_are"], "consecutive chips, a node's GPUs first");
+  // A phase beyond --flow-max-flows is costed analytically, and the output says so.
+  const auto capped = results_of("--cluster dgx-h100-64 --fidelity flow --flow-max-flows 100" + sizes);
+  EXPECT_EQ(capped["flow_phases_analytical"], 1);  // the all-to-all's 64 x 63 flows
+  auto text = run_command("glamsim collective --cluster dgx-h100-64 --fidelity flow --flow-max-flows 100" + sizes);
+  EXPECT_NE(text.out.find("1 phase(s) had more than --flow-max-flows 100 flows and were costed analytically"),
+            std::string::npos)
+      << text.out;
+}
+
+// Sizes are whole bytes (1.5K is 1536), a kind named twice is timed once, and torus groups are blocks
+// where the group size allows one.
+TEST(GlamsimCollective, WholeSizesOneRowPerKindAndTorusBlocks) {
+  const auto j = results_of("--cluster tpu-v4-64 --group-size 16 --kind all_reduce --kind all_reduce -b 1.5K -e 6K -f 2");
+  ASSERT_EQ(j["results"].size(), 3u);
+  EXPECT_EQ(j["results"][0]["bytes"], 1536);
+  EXPECT_TRUE(j["results"][0]["bytes"].is_number_integer());
+  EXPECT_EQ(j["results"][2]["bytes"], 6144);
+  EXPECT_EQ(j["groups_are"], "4x2x2 blocks of the torus");
+  EXPECT_EQ(j["results"][0]["algorithm"], "torus_dimension_order");
 }
 
 // A calibration profile's measured curve for the group size replaces the link model: the times are
@@ -104,11 +125,16 @@ TEST(GlamsimCollective, BadInputExitsTwoNamingTheOption) {
            {"--cluster dgx-h100-8 --group-size 16", "--group-size 16: expected a divisor"},
            {"--cluster dgx-h100-8 --group-size 1", "--group-size"},
            {"--cluster dgx-h100-8 --kind broadcast", "--kind broadcast: expected all_reduce, all_gather"},
-           {"--cluster dgx-h100-8 -b 4X", "--min-bytes 4X: expected a buffer size in bytes"},
-           {"--cluster dgx-h100-8 -e 0", "--max-bytes 0: expected a buffer size"},
+           {"--cluster dgx-h100-8 -b 4X", "--min-bytes 4X: expected a whole number of bytes"},
+           {"--cluster dgx-h100-8 -b 1.5", "--min-bytes 1.5: expected a whole number of bytes"},
+           {"--cluster dgx-h100-8 -b 0x10", "--min-bytes 0x10: expected a whole number of bytes"},
+           {"--cluster dgx-h100-8 -b -5", "--min-bytes"},
+           {"--cluster dgx-h100-8 -e 0", "--max-bytes 0: expected a whole number of bytes"},
+           {"--cluster dgx-h100-8 -e 1e20", "--max-bytes 1e20: expected a whole number of bytes from 1 to 1e15"},
+           {"--cluster h200-1", "h200-1 has one chip: no collective to time"},
            {"--cluster dgx-h100-8 -b 1G -e 1M", "--min-bytes 1G is more than --max-bytes 1M"},
            {"--cluster dgx-h100-8 -f 1", "--step-factor"},
-           {"--cluster dgx-h100-8 --fidelity exact", "unknown fidelity 'exact'"},
+           {"--cluster dgx-h100-8 --fidelity exact", "--fidelity exact: expected analytical or flow"},
            {"--cluster no-such-cluster", "no-such-cluster"},
        }) {
     auto r = run_command("glamsim collective " + args);

@@ -220,10 +220,14 @@ TEST(GlamsimPlan, CompareKeepsGoingPastAClusterThatIsTooSmall) {
   EXPECT_TRUE(j["plans"][0]["fits_memory"].get<bool>());
   EXPECT_GT(j["plans"][0]["train_hours"].get<double>(), 0);
   EXPECT_FALSE(j["plans"][1]["fits_memory"].get<bool>());
-  EXPECT_GT(j["plans"][1]["memory_per_chip_bytes"].get<double>(), j["plans"][1]["hbm_bytes"].get<double>());
+  EXPECT_GT(j["plans"][1]["memory_per_chip_bytes"].get<double>(), j["plans"][1]["usable_hbm_bytes"].get<double>());
+  // usable: the A100's 80 GiB less the runtime's 2 GiB
+  EXPECT_EQ(j["plans"][1]["runtime_reserved_bytes"].get<double>(), 2147483648.0);
+  EXPECT_EQ(j["plans"][1]["usable_hbm_bytes"].get<double>(), 78.0 * (1 << 30));
   auto text = run_command("glamsim plan --model glam-8b-64e --compare dgx-h100-64 dgx-a100-8 --tokens 1e11");
   ASSERT_EQ(text.exit_code, 0) << text.err;
   EXPECT_NE(text.out.find("does not fit:"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("of 78.00 GiB usable per chip"), std::string::npos) << text.out;
   auto none = run_command("glamsim plan --model glam-64b-64e --compare dgx-a100-8 h200-1 --tokens 1e11");
   EXPECT_EQ(none.exit_code, 2);
   EXPECT_NE(none.err.find("fits none of the clusters compared"), std::string::npos) << none.err;

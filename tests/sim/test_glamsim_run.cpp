@@ -395,7 +395,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadRun{"--model glam-1.7b-32e --cluster tpu-v4-64 --dp 64 --tp 1 --ep 64", "not divisible by ep"},
         BadRun{"--model glam-8b-64e --cluster tpu-v4-64 --dp 64 --tp 1 --ep 64 --batch-tokens 4096",
                "smaller than the data-parallel width"},
-        BadRun{"--model glam-8b-64e --cluster tpu-v4-64 --fidelity exact", "unknown fidelity 'exact'"},
+        BadRun{"--model glam-8b-64e --cluster tpu-v4-64 --fidelity exact", "--fidelity exact: expected analytical or flow"},
         BadRun{"--model glam-8b-64e --cluster tpu-v4-64 --routing /nonexistent.json", "/nonexistent.json"},
         BadRun{"--model glam-8b-64e --cluster tpu-v4-64 --routing skew=x", "skew=X"},
         BadRun{"--model glam-8b-64e --cluster tpu-v4-64 --dp 64 --tp 1 --ep 64 --batch-tokens 1048576",

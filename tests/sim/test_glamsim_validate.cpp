@@ -519,9 +519,17 @@ TEST_F(GlamsimValidate, GpuRuntimeMemoryIsShownBesideThePlansReserve) {
   EXPECT_EQ(j["chip_runtime_reserved_bytes"].get<double>(), 2147483648.0);
   auto t = run_command("glamsim validate " + (kDir / "mem.json").string());
   EXPECT_NE(t.out.find("the GPU's runtime held 750.00 MiB of 140.40 GiB before the step's buffers (CUDA context, "
-                       "cuBLAS); plans keep back 2.00 GiB"),
+                       "cuBLAS): within the 2.00 GiB plans keep back (h200's runtime_reserved_bytes)"),
             std::string::npos)
       << t.out;
+  // more than the reserve is said so
+  rec["device"]["memory"]["free_bytes_before"] = int64_t{150754820096} - (int64_t{5} << 30);
+  write(kDir / "mem-more.json", rec.dump());
+  auto more = run_command("glamsim validate " + (kDir / "mem-more.json").string());
+  EXPECT_NE(more.out.find("held 5.00 GiB of 140.40 GiB before the step's buffers (CUDA context, cuBLAS): more than "
+                          "the 2.00 GiB plans keep back"),
+            std::string::npos)
+      << more.out;
   rec["device"]["memory"]["free_bytes_before"] = int64_t{150754820097};
   write(kDir / "mem-bad.json", rec.dump());
   auto b = run_command("glamsim validate " + (kDir / "mem-bad.json").string());

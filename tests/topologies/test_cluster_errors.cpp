@@ -67,7 +67,7 @@ TEST(ClusterErrors, RuntimeReserveLeavesSomeHbm) {
   expect_has(error_of(replaced(kFatTree, "kind = \"h100\"", "kind = \"h100\"\nruntime_reserved_bytes = 9e10")),
              {"user/bad.toml", "'chip.runtime_reserved_bytes' = 90000000000", "less than the chip's HBM (85520809984"});
   expect_has(error_of(replaced(kFatTree, "kind = \"h100\"", "kind = \"h100\"\nhbm_bytes = 2e9")),
-             {"'chip.hbm_bytes'", "less than the chip's HBM (2000000000"});
+             {"'chip.hbm_bytes' = 2000000000", "more than the chip's runtime_reserved_bytes (2147483648"});
   expect_has(error_of(replaced(kFatTree, "kind = \"h100\"", "kind = \"h100\"\nruntime_reserved_bytes = -1")),
              {"'chip.runtime_reserved_bytes' = -1", "a value in [0, 1e+15]"});
 }
