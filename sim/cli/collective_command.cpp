@@ -6,6 +6,7 @@
 #include <cctype>
 #include <cmath>
 #include <iostream>
+#include <map>
 #include <memory>
 
 #include "cli/command.h"
@@ -60,13 +61,27 @@ struct Point {
   CollectiveKind kind;
   int64_t bytes = 0;
   CollectiveCost cost;
+  double measured_s = 0;  // --against-measured: the profile's time at this size
 };
+
+// The profile's measured curve for `kind` over groups of n ranks; a UsageError naming what the
+// profile has when there is none.
+const CollectiveCurve& measured_curve(const CalibrationProfile& profile, CollectiveKind kind, int64_t n) {
+  std::string has;
+  for (const CollectiveCurve& c : profile.collectives) {
+    if (c.kind == kind && c.ranks == n) return c;
+    has += std::string(has.empty() ? "" : ", ") + collective_name(c.kind) + " over " + std::to_string(c.ranks);
+  }
+  throw UsageError("--against-measured: " + profile.source + " measured no " + collective_name(kind) + " over groups of " +
+                   std::to_string(n) + " (it has " + (has.empty() ? "no collectives" : has) +
+                   "; --kind and --group-size choose)");
+}
 
 // Where a group sits: "4x4x4 blocks of the torus", or its chips in chip order when they make no block
 // (block layouts need powers of two), or "consecutive chips".
 std::string group_shape(const Cluster& cluster, const std::vector<int>& group) {
   const auto& dims = cluster.torus_dims();
-  if (dims.empty()) return cluster.chips_per_node() > 1 ? "consecutive chips, a node's GPUs first" : "consecutive chips";
+  if (dims.empty()) return cluster.chips_per_node() > 1 ? "consecutive chips, a node's first" : "consecutive chips";
   std::vector<int> lo(dims.size(), 1 << 30), hi(dims.size(), -1);
   for (int chip : group) {
     const auto xyz = cluster.torus_coords(chip);
@@ -90,6 +105,7 @@ void add_collective_command(CLI::App& app) {
     std::vector<std::string> kinds;
     int64_t group_size = 0, step_factor = 4;
     size_t flow_max_flows = FlowNetwork::kDefaultMaxFlows;
+    bool against_measured = false;
   };
   auto opts = std::make_shared<Options>();
   CLI::App* cmd = app.add_subcommand(
@@ -109,8 +125,14 @@ void add_collective_command(CLI::App& app) {
                   "Largest phase (concurrent flows) played in SimGrid; larger ones are costed analytically")
       ->transform(cli_checks::integer_at_least(1));
   cmd->add_option("--calibration", opts->calibration, "Calibration profile (TOML) from glamexec calibrate");
+  cmd->add_flag("--against-measured", opts->against_measured,
+                "Set the link model (the profile's collective curves left out) beside the times the profile "
+                "measured, at its sizes: the model's error on this host");
   cmd->add_option("--format", opts->format, "table or json")->check(CLI::IsMember({"table", "json"}));
   cmd->callback([opts] {
+    if (opts->against_measured && opts->calibration.empty())
+      throw UsageError("--against-measured compares with a calibration profile's measured collectives: give "
+                       "--calibration PROFILE");
     // Everything checked before anything is timed.
     const Fidelity fidelity = parse_fidelity(opts->fidelity);
     const int64_t lo = parse_bytes("--min-bytes", opts->min_bytes), hi = parse_bytes("--max-bytes", opts->max_bytes);
@@ -122,7 +144,7 @@ void add_collective_command(CLI::App& app) {
       kinds = {CollectiveKind::kAllReduce, CollectiveKind::kAllGather, CollectiveKind::kReduceScatter,
                CollectiveKind::kAllToAll};
     const Cluster cluster = load_cluster(opts->cluster);
-    const CalibrationProfile profile = calibration_for(opts->calibration, cluster);
+    CalibrationProfile profile = calibration_for(opts->calibration, cluster);
     const int64_t chips = cluster.num_chips();
     if (chips < 2) throw UsageError(cluster.id() + " has one chip: no collective to time");
     const int64_t n = opts->group_size ? opts->group_size : chips;
@@ -134,6 +156,26 @@ void add_collective_command(CLI::App& app) {
     ParallelPlan plan;
     plan.tp = n, plan.dp = chips / n;
     const RankMap ranks(plan, cluster);
+    // --against-measured: the sizes the profile measured, and the model without its measured curves.
+    std::vector<std::pair<CollectiveKind, std::vector<int64_t>>> sizes;
+    std::map<std::pair<CollectiveKind, int64_t>, double> measured_s;
+    for (CollectiveKind kind : kinds) {
+      sizes.emplace_back(kind, std::vector<int64_t>{});
+      if (!opts->against_measured) {
+        for (int64_t b = lo; b <= hi; b = b > hi / opts->step_factor ? hi + 1 : b * opts->step_factor)
+          sizes.back().second.push_back(b);
+        continue;
+      }
+      const CollectiveCurve& curve = measured_curve(profile, kind, n);
+      for (size_t i = 0; i < curve.bus_efficiency.sizes.size(); ++i) {
+        const int64_t b = std::llround(curve.bus_efficiency.sizes[i]);
+        sizes.back().second.push_back(b);
+        // The profile's definition of its curve: busbw = efficiency x link bandwidth.
+        measured_s[{kind, b}] = bus_factor(kind, static_cast<int>(n)) * static_cast<double>(b) /
+                                (curve.bus_efficiency.values[i] * profile.link_bandwidth_Bps);
+      }
+    }
+    if (opts->against_measured) profile.collectives.clear();
     std::unique_ptr<NetworkModel> network;
     FlowNetwork* flow = nullptr;
     if (fidelity == Fidelity::kFlow) {
@@ -145,11 +187,12 @@ void add_collective_command(CLI::App& app) {
     }
 
     std::vector<Point> points;
-    for (CollectiveKind kind : kinds)
-      for (int64_t bytes = lo; bytes <= hi; bytes = bytes > hi / opts->step_factor ? hi + 1 : bytes * opts->step_factor) {
+    for (const auto& [kind, of_kind] : sizes)
+      for (int64_t bytes : of_kind) {
         CollectiveRequest req;
         req.kind = kind, req.axis = CommAxis::kTensor, req.bytes = static_cast<double>(bytes);
-        points.push_back({kind, bytes, network->cost(req)});
+        const auto m = measured_s.find({kind, bytes});
+        points.push_back({kind, bytes, network->cost(req), m == measured_s.end() ? 0.0 : m->second});
       }
     // Flow fidelity: phases too large for SimGrid were costed analytically; say how many.
     const int analytical_phases = flow ? flow->phases_analytical() : 0;
@@ -158,7 +201,10 @@ void add_collective_command(CLI::App& app) {
     const int groups = static_cast<int>(chips / n);
     auto algbw = [](const Point& p) { return static_cast<double>(p.bytes) / p.cost.time_s; };
     auto busbw = [&](const Point& p) { return bus_factor(p.kind, static_cast<int>(n)) * algbw(p); };
-    const std::string source = opts->calibration.empty() ? "the chip kind's default calibration" : opts->calibration;
+    const std::string source = opts->calibration.empty()  ? "the chip kind's default calibration"
+                               : opts->against_measured ? opts->calibration + " without its measured collectives"
+                                                        : opts->calibration;
+    auto error = [](const Point& p) { return p.cost.time_s / p.measured_s - 1; };
     if (opts->format == "json") {
       nlohmann::json out = {{"cluster", cluster.id()},   {"chips", chips},
                             {"group_size", n},           {"groups", groups},
@@ -174,6 +220,11 @@ void add_collective_command(CLI::App& app) {
                                   {"algbw_Bps", algbw(p)},
                                   {"busbw_Bps", busbw(p)},
                                   {"algorithm", p.cost.algorithm}});
+      if (opts->against_measured)
+        for (size_t i = 0; i < points.size(); ++i) {
+          out["results"][i]["measured_time_s"] = points[i].measured_s;
+          out["results"][i]["error"] = error(points[i]);
+        }
       std::cout << out.dump(2) << "\n";
       return;
     }
@@ -184,11 +235,21 @@ void add_collective_command(CLI::App& app) {
       std::cout << analytical_phases << " phase(s) had more than --flow-max-flows " << opts->flow_max_flows
                 << " flows and were costed analytically (raise it to play them in SimGrid)\n";
     std::cout << "\n";
-    TextTable t({"collective", "bytes", "time", "algbw (GB/s)", "busbw (GB/s)", "algorithm"},
-                {false, true, true, true, true, false});
-    for (const Point& p : points)
-      t.add_row({collective_name(p.kind), format_bytes(static_cast<double>(p.bytes)), format_seconds(p.cost.time_s),
-                 format_fixed(algbw(p) / 1e9, 2), format_fixed(busbw(p) / 1e9, 2), p.cost.algorithm});
+    std::vector<std::string> head = {"collective", "bytes", "time", "algbw (GB/s)", "busbw (GB/s)", "algorithm"};
+    std::vector<bool> right = {false, true, true, true, true, false};
+    if (opts->against_measured) {
+      head.insert(head.begin() + 3, {"measured", "model error"});
+      right.insert(right.begin() + 3, {true, true});
+    }
+    TextTable t(head, right);
+    for (const Point& p : points) {
+      std::vector<std::string> row = {collective_name(p.kind), format_bytes(static_cast<double>(p.bytes)),
+                                      format_seconds(p.cost.time_s), format_fixed(algbw(p) / 1e9, 2),
+                                      format_fixed(busbw(p) / 1e9, 2), p.cost.algorithm};
+      if (opts->against_measured)
+        row.insert(row.begin() + 3, {format_seconds(p.measured_s), format_percent(error(p))});
+      t.add_row(row);
+    }
     std::cout << t.render()
               << "\nbytes: each rank's buffer, as nccl-tests count it (all_gather: the gathered output; reduce_scatter "
                  "and all_to_all: the whole input); busbw = algbw x 2(n-1)/n for all_reduce, x (n-1)/n for the others\n";

@@ -70,7 +70,7 @@ TEST(GlamsimCollective, GroupsOfNeighboursAndBothFidelities) {
   EXPECT_EQ(whole["results"][1]["algorithm"], "hierarchical");
   EXPECT_EQ(flow["fidelity"], "flow");
   EXPECT_EQ(flow["flow_phases_analytical"], 0);
-  EXPECT_EQ(groups["groups_are"], "consecutive chips, a node's GPUs first");
+  EXPECT_EQ(groups["groups_are"], "consecutive chips, a node's first");
   // A phase beyond --flow-max-flows is costed analytically, and the output says so.
   const auto capped = results_of("--cluster dgx-h100-64 --fidelity flow --flow-max-flows 100" + sizes);
   EXPECT_EQ(capped["flow_phases_analytical"], 1);  // the all-to-all's 64 x 63 flows
@@ -93,25 +93,59 @@ TEST(GlamsimCollective, WholeSizesOneRowPerKindAndTorusBlocks) {
 }
 
 // A calibration profile's measured curve for the group size replaces the link model: the times are
-// the profile's bus efficiencies turned back into seconds.
+// the profile's bus efficiencies turned back into seconds. --against-measured sets the link model
+// beside them.
 TEST(GlamsimCollective, ProfileCurvesGiveTheMeasuredTimes) {
   const fs::path dir = fs::temp_directory_path() / "glamsim-collective-test";
   fs::create_directories(dir);
   std::ofstream(dir / "host.toml") << "id = \"host-2\"\n[chip]\nkind = \"cpu\"\n[topology]\nkind = \"single-node\"\n"
                                       "chips = 2\n[links.nvlink]\nbandwidth_Bps = 1e10\nlatency_s = 1e-6\n";
-  std::ofstream(dir / "profile.toml")
-      << "device = \"cpu\"\n[measured]\npeak_flops = 5e10\nmemory_bandwidth_Bps = 1e10\nthreads = 1\n"
+  const std::string links =
+      "device = \"cpu\"\n[measured]\npeak_flops = 5e10\nmemory_bandwidth_Bps = 1e10\nthreads = 1\n"
          "[compute]\nmatmul_flops = [1e6, 1e9]\nmatmul_efficiency = [0.5, 0.9]\n[memory]\nbytes = [1e4, 1e8]\n"
-         "efficiency = [0.5, 0.9]\n"
-         "[network]\nlink_bandwidth_Bps = 1e10\nlink_latency_s = 1e-6\nbytes = [1e3, 1e6]\n"
-         "bandwidth_efficiency = [0.5, 0.5]\n"
-         "[[network.collective]]\nkind = \"all_reduce\"\nranks = 2\nbytes = [1e3, 1e6]\nbus_efficiency = [0.1, 0.8]\n";
+      "efficiency = [0.5, 0.9]\n"
+      "[network]\nlink_bandwidth_Bps = 1e10\nlink_latency_s = 1e-6\nbytes = [1e3, 1e6]\n"
+      "bandwidth_efficiency = [0.5, 0.5]\n";
+  std::ofstream(dir / "links.toml") << links;
+  std::ofstream(dir / "profile.toml")
+      << links
+      << "[[network.collective]]\nkind = \"all_reduce\"\nranks = 2\nbytes = [1e3, 1e6]\nbus_efficiency = [0.1, 0.8]\n";
   const auto j = results_of("--cluster " + (dir / "host.toml").string() + " --calibration " +
                             (dir / "profile.toml").string() + " --kind all_reduce -b 1e6 -e 1e6");
   ASSERT_EQ(j["results"].size(), 1u);
   // bus factor 1 for two ranks: 1e6 bytes at 0.8 x 1e10 B/s
   EXPECT_NEAR(j["results"][0]["time_s"].get<double>(), 1e6 / 0.8e10, 0.01 * 1e6 / 0.8e10);
   EXPECT_EQ(j["calibration"], (dir / "profile.toml").string());
+  // --against-measured: the link model (the profile without its curves) beside the measured times, at the
+  // profile's sizes
+  const auto m = results_of("--cluster " + (dir / "host.toml").string() + " --calibration " +
+                            (dir / "profile.toml").string() + " --kind all_reduce --against-measured");
+  const auto l = results_of("--cluster " + (dir / "host.toml").string() + " --calibration " +
+                            (dir / "links.toml").string() + " --kind all_reduce -b 1000 -e 1000000 -f 1000");
+  ASSERT_EQ(m["results"].size(), 2u);
+  ASSERT_EQ(l["results"].size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    const auto& p = m["results"][i];
+    EXPECT_EQ(p["bytes"], i ? 1000000 : 1000);
+    EXPECT_NEAR(p["measured_time_s"].get<double>(), i ? 1e6 / 0.8e10 : 1e3 / 0.1e10, 1e-12);
+    EXPECT_DOUBLE_EQ(p["time_s"].get<double>(), l["results"][i]["time_s"].get<double>());
+    EXPECT_NEAR(p["error"].get<double>(), p["time_s"].get<double>() / p["measured_time_s"].get<double>() - 1, 1e-12);
+  }
+  auto text = run_command("glamsim collective --cluster " + (dir / "host.toml").string() + " --calibration " +
+                          (dir / "profile.toml").string() + " --kind all_reduce --against-measured");
+  EXPECT_NE(text.out.find("model error"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("without its measured collectives"), std::string::npos) << text.out;
+  // nothing to compare with: no profile, or no curve of that kind and group size
+  for (const auto& [args, expected] : std::vector<std::pair<std::string, std::string>>{
+           {" --against-measured", "give --calibration PROFILE"},
+           {" --calibration " + (dir / "profile.toml").string() + " --against-measured --kind all_gather",
+            "measured no all_gather over groups of 2 (it has all_reduce over 2"},
+           {" --calibration " + (dir / "links.toml").string() + " --against-measured --kind all_reduce",
+            "(it has no collectives"}}) {
+    auto e = run_command("glamsim collective --cluster " + (dir / "host.toml").string() + args);
+    EXPECT_EQ(e.exit_code, 2) << args;
+    EXPECT_NE(e.err.find(expected), std::string::npos) << args << ": " << e.err;
+  }
   // a profile of another chip kind is refused
   auto r = run_command("glamsim collective --cluster dgx-h100-8 --calibration " + (dir / "profile.toml").string());
   EXPECT_EQ(r.exit_code, 2);
