@@ -364,6 +364,18 @@ if command -v python3 >/dev/null 2>&1; then
   cat "$out/op-shares.txt"
 fi
 
+# What the runtime (CUDA context, cuBLAS) held before a step's buffers: the device's memory less what
+# was free then, from the first record that has both (the simulator keeps back runtime_reserved_bytes).
+runtime_held=$(env -u LD_LIBRARY_PATH python3 -c '
+import glob, json, sys
+for f in sorted(glob.glob(sys.argv[1] + "/h200-*.json")):
+    m = json.load(open(f)).get("device", {}).get("memory", {})
+    if m.get("total_bytes") and m.get("free_bytes_before"):
+        held, total = m["total_bytes"] - m["free_bytes_before"], m["total_bytes"]
+        print("%.2f GiB of %.2f GiB (%s)" % (held / 2**30, total / 2**30, f.rsplit("/", 1)[-1]))
+        break
+' "$out" 2>/dev/null || true)
+
 # ---- the table ----
 {
   echo "GPU check on $(cat "$out/device.txt" 2>/dev/null | head -1 || echo 'unknown GPU'), --precision $precision, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -378,6 +390,7 @@ fi
   echo "Step times are those of the steps without op timers (--op-timing alternate, the CUDA default);"
   echo "the per-op times come from the other steps, which wait for the device around every op."
   echo "GPU_W: mean power over the timed steps from the GPU's energy counter (NVML), in each record's device.energy."
+  echo "Held by the runtime before the step's buffers: ${runtime_held:-not recorded} (plans keep back 2 GiB per GPU)."
 } | tee "$out/summary.txt"
 say "done in ${SECONDS}s"
 exit $status

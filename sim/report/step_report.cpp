@@ -167,7 +167,9 @@ std::map<std::string, std::string> step_output_files(const SimulationInput& in, 
         "Transient buffers of the busiest block's backward pass per chip (recomputed activations, gathered "
         "weights and their gradients, all-to-all staging)",
         "bytes");
-  s.add("memory.fits", r.fits_memory ? 1 : 0, "Whether the footprint fits in HBM", "bool");
+  s.add("memory.usable", in.usable_hbm_bytes(),
+        "HBM a plan may use per chip: the chip's less the runtime's reserve and any headroom", "bytes");
+  s.add("memory.fits", r.fits_memory ? 1 : 0, "Whether the footprint fits in the usable HBM", "bool");
   // per collective kind and axis
   std::map<std::string, std::pair<double, double>> per_collective;
   std::map<std::string, double> per_op_kind;
