@@ -103,7 +103,7 @@ void add_collective_command(CLI::App& app) {
   struct Options {
     std::string cluster, fidelity = "analytical", calibration, format = "table", min_bytes = "1K", max_bytes = "4G";
     std::vector<std::string> kinds;
-    int64_t group_size = 0, step_factor = 4;
+    int64_t group_size = 0, step_factor = 4, stride = 1;
     size_t flow_max_flows = FlowNetwork::kDefaultMaxFlows;
     bool against_measured = false;
   };
@@ -116,6 +116,10 @@ void add_collective_command(CLI::App& app) {
                   "Chips per group (default: every chip, one group); the groups are neighbouring chips (a node's "
                   "GPUs first, compact torus blocks), all running the collective at once")
       ->transform(cli_checks::integer_at_least(2));
+  cmd->add_option("--stride", opts->stride,
+                  "Members this many chips apart, as a plan's data-parallel groups are beside tensor-parallel groups "
+                  "of this size (on GPU clusters of 8-GPU nodes, 8: one GPU per node, on one rail; default 1)")
+      ->transform(cli_checks::integer_at_least(1));
   cmd->add_option("-b,--min-bytes", opts->min_bytes, "Smallest buffer per rank (default 1K; suffixes K, M, G)");
   cmd->add_option("-e,--max-bytes", opts->max_bytes, "Largest buffer per rank (default 4G)");
   cmd->add_option("-f,--step-factor", opts->step_factor, "Each size this many times the last (default 4)")
@@ -147,14 +151,24 @@ void add_collective_command(CLI::App& app) {
     CalibrationProfile profile = calibration_for(opts->calibration, cluster);
     const int64_t chips = cluster.num_chips();
     if (chips < 2) throw UsageError(cluster.id() + " has one chip: no collective to time");
-    const int64_t n = opts->group_size ? opts->group_size : chips;
-    if (n > chips || chips % n != 0)
+    const int64_t stride = opts->stride;
+    if (stride >= chips || chips % stride != 0)
+      throw UsageError("--stride " + std::to_string(stride) + ": expected a divisor of " + cluster.id() + "'s " +
+                       std::to_string(chips) + " chips, less than them");
+    const int64_t n = opts->group_size ? opts->group_size : chips / stride;
+    if (n > chips / stride || (chips / stride) % n != 0)
       throw UsageError("--group-size " + std::to_string(n) + ": expected a divisor of " + cluster.id() + "'s " +
-                       std::to_string(chips) + " chips, at least 2");
+                       std::to_string(chips) + " chips" +
+                       (stride > 1 ? " / --stride " + std::to_string(stride) + " = " + std::to_string(chips / stride)
+                                   : "") +
+                       ", at least 2");
     // Groups of n neighbours are a plan's tensor-parallel groups: tp innermost in chip order, compact
-    // blocks on a torus.
+    // blocks on a torus. Strided groups are its data-parallel groups beside tensor-parallel groups of
+    // `stride` chips (the rest of the chips in pipeline stages, each with groups of its own).
     ParallelPlan plan;
-    plan.tp = n, plan.dp = chips / n;
+    const CommAxis axis = stride > 1 ? CommAxis::kData : CommAxis::kTensor;
+    if (stride > 1) plan.tp = stride, plan.dp = n, plan.pp = chips / (stride * n);
+    else plan.tp = n, plan.dp = chips / n;
     const RankMap ranks(plan, cluster);
     // --against-measured: the sizes the profile measured, and the model without its measured curves.
     std::vector<std::pair<CollectiveKind, std::vector<int64_t>>> sizes;
@@ -190,13 +204,14 @@ void add_collective_command(CLI::App& app) {
     for (const auto& [kind, of_kind] : sizes)
       for (int64_t bytes : of_kind) {
         CollectiveRequest req;
-        req.kind = kind, req.axis = CommAxis::kTensor, req.bytes = static_cast<double>(bytes);
+        req.kind = kind, req.axis = axis, req.bytes = static_cast<double>(bytes);
         const auto m = measured_s.find({kind, bytes});
         points.push_back({kind, bytes, network->cost(req), m == measured_s.end() ? 0.0 : m->second});
       }
     // Flow fidelity: phases too large for SimGrid were costed analytically; say how many.
     const int analytical_phases = flow ? flow->phases_analytical() : 0;
-    const std::string where = group_shape(cluster, ranks.groups(CommAxis::kTensor).front());
+    const std::string where = stride > 1 ? "members " + std::to_string(stride) + " chips apart"
+                                         : group_shape(cluster, ranks.groups(axis).front());
 
     const int groups = static_cast<int>(chips / n);
     auto algbw = [](const Point& p) { return static_cast<double>(p.bytes) / p.cost.time_s; };
@@ -208,6 +223,7 @@ void add_collective_command(CLI::App& app) {
     if (opts->format == "json") {
       nlohmann::json out = {{"cluster", cluster.id()},   {"chips", chips},
                             {"group_size", n},           {"groups", groups},
+                            {"stride", stride},
                             {"groups_are", where},       {"fidelity", fidelity_name(fidelity)},
                             {"flow_phases_analytical", analytical_phases},
                             {"calibration", opts->calibration.empty() ? nlohmann::json(nullptr)

@@ -147,6 +147,7 @@ bool hierarchical(CollectiveSchedule& s, const Cluster& c, const std::vector<std
     for (int chip : g) by_node[chip / per_node].push_back(chip);
     if (by_node.size() < 2) return false;
     const size_t g_local = by_node.begin()->second.size();
+    if (g_local == 1) return false;  // one member per node: a plain ring over the nodes
     for (auto& [node, members] : by_node) {
       if (members.size() != g_local) return false;
       local.push_back(members);

@@ -80,6 +80,33 @@ TEST(GlamsimCollective, GroupsOfNeighboursAndBothFidelities) {
       << text.out;
 }
 
+// Strided groups are a plan's data-parallel groups: with --stride 8 on 8-GPU nodes, one GPU per node,
+// every byte over InfiniBand (a plain ring of the nodes, near the NIC's 50 GB/s), far slower than the
+// same group size inside a node.
+TEST(GlamsimCollective, StridedGroupsCrossTheNodes) {
+  const std::string sizes = " --kind all_reduce -b 256M -e 256M";
+  const auto rails = results_of("--cluster dgx-h100-64 --stride 8" + sizes);
+  const auto node = results_of("--cluster dgx-h100-64 --group-size 8" + sizes);
+  EXPECT_EQ(rails["groups"], 8);
+  EXPECT_EQ(rails["stride"], 8);
+  EXPECT_EQ(rails["groups_are"], "members 8 chips apart");
+  const auto& r = rails["results"][0];
+  EXPECT_EQ(r["algorithm"], "ring");
+  EXPECT_LE(r["busbw_Bps"].get<double>(), 50e9);
+  EXPECT_GT(r["busbw_Bps"].get<double>(), 0.6 * 50e9);
+  EXPECT_GT(r["time_s"].get<double>(), 5 * node["results"][0]["time_s"].get<double>());
+  // 16 of 512 GPUs 8 apart: 32 groups at once
+  EXPECT_EQ(results_of("--cluster dgx-h100-512 --stride 8 --group-size 16" + sizes)["groups"], 32);
+  for (const auto& [args, expected] : std::vector<std::pair<std::string, std::string>>{
+           {"--stride 7", "--stride 7: expected a divisor of dgx-h100-64's 64 chips, less than them"},
+           {"--stride 64", "--stride 64: expected a divisor"},
+           {"--stride 8 --group-size 16", "--group-size 16: expected a divisor of dgx-h100-64's 64 chips / --stride 8 = 8"}}) {
+    auto e = run_command("glamsim collective --cluster dgx-h100-64 " + args);
+    EXPECT_EQ(e.exit_code, 2) << args;
+    EXPECT_NE(e.err.find(expected), std::string::npos) << args << ": " << e.err;
+  }
+}
+
 // Sizes are whole bytes (1.5K is 1536), a kind named twice is timed once, and torus groups are blocks
 // where the group size allows one.
 TEST(GlamsimCollective, WholeSizesOneRowPerKindAndTorusBlocks) {
