@@ -95,17 +95,21 @@ StepResult simulate_step(const SimulationInput& in) {
     std::map<CommAxis, double> lane;
     std::vector<InFlight> in_flight;
     std::vector<double> background;  // bytes per second on each link from its collectives in flight
+    std::vector<int> sharers;        // how many collectives in flight use each link
   };
   const size_t stage_count = static_cast<size_t>(std::max<int64_t>(1, r.graph.stages));
   std::vector<Stage> stages(stage_count);
-  for (auto& st : stages) st.background.assign(links.size(), 0.0);
+  for (auto& st : stages) st.background.assign(links.size(), 0.0), st.sharers.assign(links.size(), 0);
   auto retire_before = [&](Stage& st, double t) {
     for (size_t k = 0; k < st.in_flight.size();) {
       if (r.timing[st.in_flight[k].op].end_s > t) {
         ++k;
         continue;
       }
-      for (const auto& [l, rate] : st.in_flight[k].rates) st.background[static_cast<size_t>(l)] -= rate;
+      for (const auto& [l, rate] : st.in_flight[k].rates) {
+        st.background[static_cast<size_t>(l)] -= rate;
+        --st.sharers[static_cast<size_t>(l)];
+      }
       st.in_flight.erase(st.in_flight.begin() + static_cast<std::ptrdiff_t>(k));
     }
   };
@@ -130,7 +134,16 @@ StepResult simulate_step(const SimulationInput& in) {
       // Only collectives of other lanes overlap this one (a lane runs one at a time).
       bool contended = false;
       for (const auto& f : st.in_flight) contended |= ops[f.op].axis != op.axis || !ops[f.op].blocking;
-      CollectiveCost c = contended ? network->cost_in_background(req, st.background) : network->cost(req);
+      // A newcomer gets at least a fair share of each link beside the k collectives already on it (max-min
+      // fairness between them): their traffic leaves it at least 1 / (k + 1) of the bandwidth.
+      std::vector<double> fair_background;
+      if (contended) {
+        fair_background = st.background;
+        for (size_t l = 0; l < links.size(); ++l)
+          if (const int k = st.sharers[l]; k > 0)
+            fair_background[l] = std::min(fair_background[l], links[l].bandwidth_Bps * k / (k + 1.0));
+      }
+      CollectiveCost c = contended ? network->cost_in_background(req, fair_background) : network->cost(req);
       duration = c.time_s;
       if (on_stream) duration += (in.ranks_per_core - 1) * std::exchange(st.turn_taking, 0.0);
       t.algorithm = c.algorithm;
@@ -166,6 +179,7 @@ StepResult simulate_step(const SimulationInput& in) {
             const double rate = share * req.bytes / duration;
             f.rates.emplace_back(l, rate);
             st.background[static_cast<size_t>(l)] += rate;
+            ++st.sharers[static_cast<size_t>(l)];
             if (rate / links[static_cast<size_t>(l)].bandwidth_Bps > top)
               top = rate / links[static_cast<size_t>(l)].bandwidth_Bps, f.bottleneck = l;
           }

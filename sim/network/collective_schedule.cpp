@@ -137,7 +137,8 @@ bool torus_dimension_order(CollectiveSchedule& s, const Cluster& c, const std::v
   return true;
 }
 
-// NVSwitch inside each node, then rings across nodes over the members with the same local index.
+// NVSwitch inside each node, then rings across nodes over the members with the same local index, the
+// stages pipelined (NCCL streams a buffer's chunks through them, NVLink and InfiniBand busy at once).
 bool hierarchical(CollectiveSchedule& s, const Cluster& c, const std::vector<std::vector<int>>& groups, Half half) {
   const int per_node = c.chips_per_node();
   if (per_node <= 1) return false;
@@ -158,6 +159,7 @@ bool hierarchical(CollectiveSchedule& s, const Cluster& c, const std::vector<std
     }
   }
   s.algorithm = "hierarchical";
+  s.pipelined = true;
   const double g_local = static_cast<double>(local.front().size());
   if (half != Half::kAllGather) add_ring(s, local, 1.0, Half::kReduceScatter);
   add_ring(s, cross, 1.0 / g_local, half);

@@ -23,6 +23,10 @@ struct CommPhase {
 struct CollectiveSchedule {
   std::string algorithm;  // "direct", "ring", "torus_dimension_order", "hierarchical"
   std::vector<CommPhase> phases;
+  // The phases stream into one another, as NCCL's chunked rings do: each link works through the bytes
+  // of every phase at once, so the most loaded link sets the time (plus every phase's latency), not
+  // the sum of the phases' times.
+  bool pipelined = false;
 };
 
 // Chooses the algorithm by collective and topology: all-to-all is direct (all pairs), and so are

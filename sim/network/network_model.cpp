@@ -88,7 +88,14 @@ const std::vector<AnalyticalNetwork::PhaseCoefficients>& AnalyticalNetwork::coef
   return entry.second;
 }
 
+namespace {
 // Traffic already on a link leaves its flows the rest of the bandwidth (at least a tenth of it).
+double bandwidth_left(const Link& link, const std::vector<double>* background, int l) {
+  if (!background) return link.bandwidth_Bps;
+  return std::max(link.bandwidth_Bps - (*background)[static_cast<size_t>(l)], 0.1 * link.bandwidth_Bps);
+}
+}  // namespace
+
 std::vector<double> AnalyticalNetwork::phase_step_times(const CollectiveRequest& req, const std::vector<double>* background) {
   std::string algorithm;
   std::vector<double> out;
@@ -101,15 +108,48 @@ std::vector<double> AnalyticalNetwork::phase_step_times(const CollectiveRequest&
     double seconds_per_byte = pc.seconds_per_byte;
     if (background) {
       seconds_per_byte = 0;
-      for (const auto& [l, load] : pc.link_load) {
-        const double bw = links[static_cast<size_t>(l)].bandwidth_Bps;
-        const double left = std::max(bw - (*background)[static_cast<size_t>(l)], 0.1 * bw);
-        seconds_per_byte = std::max(seconds_per_byte, load / left);
-      }
+      for (const auto& [l, load] : pc.link_load)
+        seconds_per_byte = std::max(seconds_per_byte, load / bandwidth_left(links[static_cast<size_t>(l)], background, l));
     }
     out.push_back(seconds_per_byte * req.bytes / efficiency + latency);
   }
   return out;
+}
+
+double AnalyticalNetwork::sequential_time(const CollectiveRequest& req) {
+  std::string algorithm;
+  const auto& phases = coefficients(req, algorithm);
+  const auto steps = phase_step_times(req);
+  double t = 0;
+  for (size_t i = 0; i < steps.size(); ++i) t += phases[i].repeat * steps[i];
+  return t;
+}
+
+double AnalyticalNetwork::time_of(const CollectiveRequest& req, const std::vector<double>* background) {
+  std::string algorithm;
+  const auto& phases = coefficients(req, algorithm);
+  if (!schedule(req).pipelined) {
+    const auto steps = phase_step_times(req, background);
+    double t = 0;
+    for (size_t i = 0; i < steps.size(); ++i) t += phases[i].repeat * steps[i];
+    return t;
+  }
+  // Pipelined: each link's bytes from every phase (at each phase's efficiency) over its bandwidth; the
+  // busiest link sets the time, and each phase's steps add their latency (the first chunk's path).
+  const auto& links = cluster_.links();
+  const EfficiencyCurve* measured = measured_curve(req);
+  std::map<int, double> work;  // per link: seconds per byte of buffer at full bandwidth, efficiency included
+  double latency = 0;
+  for (const auto& pc : phases) {
+    const double efficiency =
+        measured ? measured->at(req.bytes) : profile_.network_bandwidth.at(pc.largest_share * req.bytes);
+    for (const auto& [l, load] : pc.link_load) work[l] += pc.repeat * load / efficiency;
+    if (!measured) latency += pc.repeat * pc.latency_s * profile_.network_latency_factor;
+  }
+  double busiest = 0;
+  for (const auto& [l, w] : work)
+    busiest = std::max(busiest, w * req.bytes / bandwidth_left(links[static_cast<size_t>(l)], background, l));
+  return busiest + latency;
 }
 
 const std::vector<std::pair<int, double>>& AnalyticalNetwork::link_shares(const CollectiveRequest& req) {
@@ -125,22 +165,15 @@ const std::vector<std::pair<int, double>>& AnalyticalNetwork::link_shares(const 
 
 CollectiveCost AnalyticalNetwork::cost_in_background(const CollectiveRequest& req, const std::vector<double>& background) {
   CollectiveCost c = cost(req);
-  const auto& phases = coefficients(req, c.algorithm);
-  const auto steps = phase_step_times(req, &background);
-  c.time_s = 0;
-  for (size_t i = 0; i < steps.size(); ++i) c.time_s += phases[i].repeat * steps[i];
+  c.time_s = time_of(req, &background);
   return c;
 }
 
 CollectiveCost AnalyticalNetwork::cost(const CollectiveRequest& req) {
   CollectiveCost c;
-  const auto& coefficients_of_phases = coefficients(req, c.algorithm);
-  const auto steps = phase_step_times(req);
-  for (size_t i = 0; i < steps.size(); ++i) {
-    const auto& pc = coefficients_of_phases[i];
-    c.time_s += pc.repeat * steps[i];
+  for (const auto& pc : coefficients(req, c.algorithm))
     for (const auto& [kind, share] : pc.link_share) c.link_bytes[kind] += pc.repeat * share * req.bytes;
-  }
+  c.time_s = time_of(req, nullptr);
   return c;
 }
 

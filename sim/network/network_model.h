@@ -75,6 +75,8 @@ class AnalyticalNetwork : public NetworkModel {
   std::string name() const override { return "analytical"; }
   // Time of one step of each phase of the request's schedule (not multiplied by its repeat).
   std::vector<double> phase_step_times(const CollectiveRequest& req, const std::vector<double>* background = nullptr);
+  // The phases one after the other: the sum of their steps' times (a pipelined schedule takes less).
+  double sequential_time(const CollectiveRequest& req);
   double flows_routed() const { return flows_routed_; }
 
  private:
@@ -87,6 +89,8 @@ class AnalyticalNetwork : public NetworkModel {
     std::vector<std::pair<int, double>> link_load;  // per loaded link: sum of flow shares
   };
   const std::vector<PhaseCoefficients>& coefficients(const CollectiveRequest& req, std::string& algorithm);
+  // The request's time: its phases in sequence, or pipelined (CollectiveSchedule::pipelined).
+  double time_of(const CollectiveRequest& req, const std::vector<double>* background);
   std::map<std::string, std::pair<std::string, std::vector<PhaseCoefficients>>> cache_;
   std::map<std::string, std::vector<std::pair<int, double>>> link_share_cache_;
   double flows_routed_ = 0;
