@@ -18,8 +18,9 @@ echo
 echo "The GLaM paper (Du et al. 2022): 280B tokens in 574 hours and 213 MWh on 1,024 TPU v4 chips at 326 W"
 echo "measured system power per chip; the full 600B-token run 456 MWh and 40.2 tCO2e. GLaM partitioned its"
 echo "weights with GSPMD's 2D sharding, without a pipeline; the first two plans take a layout like that one,"
-echo "the third is the plan glamsim chooses itself (the main job, \`scripts/plan.sh\`), the last compares"
-echo "clusters, each with its chosen plan, against a 30-day deadline. The last adds failures and checkpoints:"
+echo "the third is the plan glamsim chooses itself (the main job, \`scripts/plan.sh\`; when it is GLaM's own"
+echo "layout, the second and third agree), the fourth compares clusters, each with its chosen plan, against a"
+echo "30-day deadline, and the last adds failures and checkpoints to that comparison:"
 echo "an interruption every 50,700 hours per chip (Llama 3's pre-training: 419 unexpected ones in 54 days on"
 echo "16,384 H100s, Dubey et al. 2024), checkpoints at 100 GB/s, 10 minutes per restart."
 echo

@@ -159,14 +159,18 @@ StepResult simulate_step(const SimulationInput& in) {
       for (const auto& [kind, bytes] : t.link_bytes) r.link_bytes[kind] += bytes;
       if (duration > 0) {
         const auto& shares = network->link_shares(req);
-        // The newcomer delays each collective in flight by its bytes on that one's busiest link.
+        // The newcomer delays each collective in flight by its bytes on that one's busiest link, or by
+        // what that one has left, whichever is less: sharing a link fairly, two transfers are each
+        // delayed by the shorter one's time alone (work conserved on the shared bottleneck).
         for (const auto& f : st.in_flight) {
           if (f.bottleneck < 0) continue;
           auto hit = std::lower_bound(shares.begin(), shares.end(), std::make_pair(f.bottleneck, 0.0),
                                       [](const auto& x, const auto& y) { return x.first < y.first; });
           if (hit == shares.end() || hit->first != f.bottleneck) continue;
-          const double delay = hit->second * req.bytes / links[static_cast<size_t>(f.bottleneck)].bandwidth_Bps;
           OpTiming& other = r.timing[f.op];
+          const double delay =
+              std::min(hit->second * req.bytes / links[static_cast<size_t>(f.bottleneck)].bandwidth_Bps,
+                       std::max(0.0, other.end_s - t.start_s));
           double& other_lane = st.lane[ops[f.op].axis];
           if (!ops[f.op].blocking && other_lane == other.end_s) other_lane += delay;
           other.end_s += delay;

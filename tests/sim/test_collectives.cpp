@@ -161,6 +161,31 @@ TEST(Collectives, OverlappedCollectivesStretchTheBlockingOnes) {
   EXPECT_GT(stretched, 0);
 }
 
+// A collective in flight that a larger one joins is delayed by no more than what it had left (fair
+// sharing delays each by the shorter one's time): the small tp all-reduces of the sequence-parallel
+// norms' gradients, in flight when the 134 MB data-parallel gradient all-reduce starts, were stretched
+// 300-fold by its whole bytes.
+TEST(Collectives, ACollectiveInFlightIsDelayedByNoMoreThanItHadLeft) {
+  ParallelPlan p;
+  p.dp = 64, p.ep = 64, p.tp = 2, p.pp = 4, p.batch_tokens = 1 << 20;
+  SimulationInput in{load_model("glam-1.7b-64e"), load_cluster("dgx-a100-512"), p, {}, Fidelity::kAnalytical,
+                     default_profile("a100-80gb")};
+  apply_cluster_conventions(in.plan, in.model, in.cluster, std::nullopt);
+  const StepResult r = simulate_step(in);
+  RankMap map(in.plan, in.cluster);
+  AnalyticalNetwork alone(in.cluster, map, in.profile);
+  int checked = 0;
+  for (size_t i = 0; i < r.graph.ops.size(); ++i) {
+    const auto& op = r.graph.ops[i];
+    if (op.kind != OpKind::kCollective || op.blocking || op.axis != CommAxis::kTensor) continue;
+    const double isolated =
+        alone.cost({op.collective, op.axis, op.comm_bytes, op.a2a_dest_share, op.a2a_transposed}).time_s;
+    EXPECT_LE(r.timing[i].duration(), 4 * isolated) << op.id;
+    ++checked;
+  }
+  EXPECT_GT(checked, 0);
+}
+
 TEST(Collectives, GpuAllReduceIsHierarchical) {
   Cluster c = load_cluster("dgx-h100-64");
   std::vector<int> two_nodes(16);
