@@ -50,9 +50,12 @@ int64_t parse_bytes(const std::string& option, const std::string& text) {
   return static_cast<int64_t>(v);
 }
 
+// The collectives the command times (pipeline sends are costed from the link figures alone).
+constexpr CollectiveKind kTimedKinds[] = {CollectiveKind::kAllReduce, CollectiveKind::kAllGather,
+                                          CollectiveKind::kReduceScatter, CollectiveKind::kAllToAll};
+
 CollectiveKind parse_kind(const std::string& text) {
-  for (CollectiveKind k : {CollectiveKind::kAllReduce, CollectiveKind::kAllGather, CollectiveKind::kReduceScatter,
-                           CollectiveKind::kAllToAll})
+  for (CollectiveKind k : kTimedKinds)
     if (text == collective_name(k)) return k;
   throw UsageError("--kind " + text + ": expected all_reduce, all_gather, reduce_scatter or all_to_all");
 }
@@ -144,9 +147,7 @@ void add_collective_command(CLI::App& app) {
     std::vector<CollectiveKind> kinds;
     for (const auto& k : opts->kinds)
       if (std::find(kinds.begin(), kinds.end(), parse_kind(k)) == kinds.end()) kinds.push_back(parse_kind(k));
-    if (kinds.empty())
-      kinds = {CollectiveKind::kAllReduce, CollectiveKind::kAllGather, CollectiveKind::kReduceScatter,
-               CollectiveKind::kAllToAll};
+    if (kinds.empty()) kinds.assign(std::begin(kTimedKinds), std::end(kTimedKinds));
     const Cluster cluster = load_cluster(opts->cluster);
     CalibrationProfile profile = calibration_for(opts->calibration, cluster);
     const int64_t chips = cluster.num_chips();
@@ -190,15 +191,7 @@ void add_collective_command(CLI::App& app) {
       }
     }
     if (opts->against_measured) profile.collectives.clear();
-    std::unique_ptr<NetworkModel> network;
-    FlowNetwork* flow = nullptr;
-    if (fidelity == Fidelity::kFlow) {
-      auto f = std::make_unique<FlowNetwork>(cluster, ranks, profile, opts->flow_max_flows);
-      flow = f.get();
-      network = std::move(f);
-    } else {
-      network = std::make_unique<AnalyticalNetwork>(cluster, ranks, profile);
-    }
+    const std::unique_ptr<NetworkModel> network = make_network(fidelity, cluster, ranks, profile, opts->flow_max_flows);
 
     std::vector<Point> points;
     for (const auto& [kind, of_kind] : sizes)
@@ -209,6 +202,7 @@ void add_collective_command(CLI::App& app) {
         points.push_back({kind, bytes, network->cost(req), m == measured_s.end() ? 0.0 : m->second});
       }
     // Flow fidelity: phases too large for SimGrid were costed analytically; say how many.
+    const auto* flow = dynamic_cast<const FlowNetwork*>(network.get());
     const int analytical_phases = flow ? flow->phases_analytical() : 0;
     const std::string where = stride > 1 ? "members " + std::to_string(stride) + " chips apart"
                                          : group_shape(cluster, ranks.groups(axis).front());

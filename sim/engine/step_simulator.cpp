@@ -20,6 +20,12 @@ Fidelity parse_fidelity(const std::string& s) {
 
 const char* fidelity_name(Fidelity f) { return f == Fidelity::kFlow ? "flow" : "analytical"; }
 
+std::unique_ptr<NetworkModel> make_network(Fidelity f, const Cluster& cluster, const RankMap& ranks,
+                                           const CalibrationProfile& profile, size_t flow_max_flows) {
+  if (f == Fidelity::kFlow) return std::make_unique<FlowNetwork>(cluster, ranks, profile, flow_max_flows);
+  return std::make_unique<AnalyticalNetwork>(cluster, ranks, profile);
+}
+
 std::string hbm_kept_back(const SimulationInput& in) {
   const ChipSpec& chip = in.cluster.chip();
   std::string kept;
@@ -71,9 +77,7 @@ StepResult simulate_step(const SimulationInput& in) {
   RankMap ranks(in.plan, in.cluster);
   r.rank_map = ranks.describe();
   ComputeModel compute(in.cluster.chip(), in.profile, products_precision(in));
-  std::unique_ptr<NetworkModel> network;
-  if (in.fidelity == Fidelity::kFlow) network = std::make_unique<FlowNetwork>(in.cluster, ranks, in.profile, in.flow_max_flows);
-  else network = std::make_unique<AnalyticalNetwork>(in.cluster, ranks, in.profile);
+  const std::unique_ptr<NetworkModel> network = make_network(in.fidelity, in.cluster, ranks, in.profile, in.flow_max_flows);
 
   // Schedule: compute ops and blocking collectives in program order on the compute stream;
   // overlapped collectives on one lane per axis, from the moment they are issued. Collectives that
@@ -96,20 +100,29 @@ StepResult simulate_step(const SimulationInput& in) {
     std::vector<InFlight> in_flight;
     std::vector<double> background;  // bytes per second on each link from its collectives in flight
     std::vector<int> sharers;        // how many collectives in flight use each link
+    // What a newcomer sees of that traffic: at most k / (k + 1) of a link the k collectives share, so it
+    // gets at least a fair share (max-min fairness between them).
+    std::vector<double> fair_background;
   };
   const size_t stage_count = static_cast<size_t>(std::max<int64_t>(1, r.graph.stages));
   std::vector<Stage> stages(stage_count);
-  for (auto& st : stages) st.background.assign(links.size(), 0.0), st.sharers.assign(links.size(), 0);
+  for (auto& st : stages)
+    st.background.assign(links.size(), 0.0), st.sharers.assign(links.size(), 0), st.fair_background = st.background;
+  // A collective joins (+1) or leaves (-1) a link with its rate.
+  auto load_link = [&](Stage& st, int link, double rate, int joins) {
+    const size_t l = static_cast<size_t>(link);
+    st.background[l] += joins * rate;
+    st.sharers[l] += joins;
+    const int k = st.sharers[l];
+    st.fair_background[l] = k > 0 ? std::min(st.background[l], links[l].bandwidth_Bps * k / (k + 1.0)) : 0.0;
+  };
   auto retire_before = [&](Stage& st, double t) {
     for (size_t k = 0; k < st.in_flight.size();) {
       if (r.timing[st.in_flight[k].op].end_s > t) {
         ++k;
         continue;
       }
-      for (const auto& [l, rate] : st.in_flight[k].rates) {
-        st.background[static_cast<size_t>(l)] -= rate;
-        --st.sharers[static_cast<size_t>(l)];
-      }
+      for (const auto& [l, rate] : st.in_flight[k].rates) load_link(st, l, rate, -1);
       st.in_flight.erase(st.in_flight.begin() + static_cast<std::ptrdiff_t>(k));
     }
   };
@@ -134,16 +147,7 @@ StepResult simulate_step(const SimulationInput& in) {
       // Only collectives of other lanes overlap this one (a lane runs one at a time).
       bool contended = false;
       for (const auto& f : st.in_flight) contended |= ops[f.op].axis != op.axis || !ops[f.op].blocking;
-      // A newcomer gets at least a fair share of each link beside the k collectives already on it (max-min
-      // fairness between them): their traffic leaves it at least 1 / (k + 1) of the bandwidth.
-      std::vector<double> fair_background;
-      if (contended) {
-        fair_background = st.background;
-        for (size_t l = 0; l < links.size(); ++l)
-          if (const int k = st.sharers[l]; k > 0)
-            fair_background[l] = std::min(fair_background[l], links[l].bandwidth_Bps * k / (k + 1.0));
-      }
-      CollectiveCost c = contended ? network->cost_in_background(req, fair_background) : network->cost(req);
+      CollectiveCost c = contended ? network->cost_in_background(req, st.fair_background) : network->cost(req);
       duration = c.time_s;
       if (on_stream) duration += (in.ranks_per_core - 1) * std::exchange(st.turn_taking, 0.0);
       t.algorithm = c.algorithm;
@@ -182,8 +186,7 @@ StepResult simulate_step(const SimulationInput& in) {
           for (const auto& [l, share] : shares) {
             const double rate = share * req.bytes / duration;
             f.rates.emplace_back(l, rate);
-            st.background[static_cast<size_t>(l)] += rate;
-            ++st.sharers[static_cast<size_t>(l)];
+            load_link(st, l, rate, +1);
             if (rate / links[static_cast<size_t>(l)].bandwidth_Bps > top)
               top = rate / links[static_cast<size_t>(l)].bandwidth_Bps, f.bottleneck = l;
           }

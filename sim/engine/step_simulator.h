@@ -19,9 +19,14 @@
 
 namespace glam {
 
+class NetworkModel;
+
 enum class Fidelity { kAnalytical, kFlow };
 Fidelity parse_fidelity(const std::string& s);  // throws UsageError
 const char* fidelity_name(Fidelity f);
+// The network model of a fidelity over a rank map (flow: SimGrid, phases above max_flows costed analytically).
+std::unique_ptr<NetworkModel> make_network(Fidelity f, const Cluster& cluster, const RankMap& ranks,
+                                           const CalibrationProfile& profile, size_t flow_max_flows);
 
 struct SimulationInput {
   ModelConfig model;

@@ -116,24 +116,19 @@ std::vector<double> AnalyticalNetwork::phase_step_times(const CollectiveRequest&
   return out;
 }
 
-double AnalyticalNetwork::sequential_time(const CollectiveRequest& req) {
+double AnalyticalNetwork::sequential_time(const CollectiveRequest& req, const std::vector<double>* background) {
   std::string algorithm;
   const auto& phases = coefficients(req, algorithm);
-  const auto steps = phase_step_times(req);
+  const auto steps = phase_step_times(req, background);
   double t = 0;
   for (size_t i = 0; i < steps.size(); ++i) t += phases[i].repeat * steps[i];
   return t;
 }
 
 double AnalyticalNetwork::time_of(const CollectiveRequest& req, const std::vector<double>* background) {
+  if (!schedule(req).pipelined) return sequential_time(req, background);
   std::string algorithm;
   const auto& phases = coefficients(req, algorithm);
-  if (!schedule(req).pipelined) {
-    const auto steps = phase_step_times(req, background);
-    double t = 0;
-    for (size_t i = 0; i < steps.size(); ++i) t += phases[i].repeat * steps[i];
-    return t;
-  }
   // Pipelined: each link's bytes from every phase (at each phase's efficiency) over its bandwidth; the
   // busiest link sets the time, and each phase's steps add their latency (the first chunk's path).
   const auto& links = cluster_.links();

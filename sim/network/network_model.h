@@ -76,7 +76,7 @@ class AnalyticalNetwork : public NetworkModel {
   // Time of one step of each phase of the request's schedule (not multiplied by its repeat).
   std::vector<double> phase_step_times(const CollectiveRequest& req, const std::vector<double>* background = nullptr);
   // The phases one after the other: the sum of their steps' times (a pipelined schedule takes less).
-  double sequential_time(const CollectiveRequest& req);
+  double sequential_time(const CollectiveRequest& req, const std::vector<double>* background = nullptr);
   double flows_routed() const { return flows_routed_; }
 
  private:
