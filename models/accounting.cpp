@@ -213,15 +213,18 @@ MemoryFootprint memory_per_chip(const ModelConfig& m, const ShardingForMemory& s
                                                                             : s.dense_shards);
     const double copies = static_cast<double>(held_copies(w));
     const double elems = static_cast<double>(w.elements()) * copies / shards;
-    fp.weights_bytes += elems * (wbytes + narrow);
+    const double optimizer_shards = static_cast<double>(
+        std::max<int64_t>(1, w.group == WeightGroup::kExpert ? s.optimizer_expert_shards : s.optimizer_dense_shards));
+    // With a narrow copy for the products, the master weights are the optimizer's alone.
+    fp.weights_bytes += narrow > 0 ? elems * (wbytes / optimizer_shards + narrow) : elems * wbytes;
     fp.gradients_bytes += elems * wbytes;
     if (m.optimizer == "adam") {
-      fp.optimizer_bytes += 2 * elems * 4;
+      fp.optimizer_bytes += 2 * elems * 4 / optimizer_shards;
     } else if (w.factored()) {
       // Adafactor: a row and a column average per matrix, sharded like the matrix.
-      fp.optimizer_bytes += static_cast<double>(w.rows + w.cols) * copies / shards * 4;
+      fp.optimizer_bytes += static_cast<double>(w.rows + w.cols) * copies / shards * 4 / optimizer_shards;
     } else {
-      fp.optimizer_bytes += elems * 4;
+      fp.optimizer_bytes += elems * 4 / optimizer_shards;
     }
   }
   const double tokens = static_cast<double>(s.tokens_per_chip);

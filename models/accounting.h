@@ -76,6 +76,12 @@ struct ShardingForMemory {
   // A copy of the weights in the activations' precision beside the master weights (GPU frameworks'
   // bf16 model, Megatron-LM's; XLA fuses the casts into the products instead).
   bool narrow_weight_copy = false;
+  // The optimizer sharded over data-parallel ranks beyond the weights' shards (ZeRO-1, Megatron-LM's
+  // distributed optimizer): each chip keeps 1/optimizer_*_shards of the optimizer state and, when the
+  // products read a narrow copy, of the master weights; the weights the products read and the
+  // gradients they accumulate into stay whole.
+  int64_t optimizer_dense_shards = 1;
+  int64_t optimizer_expert_shards = 1;
 };
 
 struct MemoryFootprint {

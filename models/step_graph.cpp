@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <functional>
 #include <map>
+#include <optional>
 #include <tuple>
 #include <stdexcept>
 
@@ -239,14 +240,20 @@ class Builder {
       collective(l, "sp_grad_allreduce", StepPhase::kBackward, CollectiveKind::kAllReduce, CommAxis::kTensor,
                  layer_sequence_parallel_bytes(l), false);
     if (s_.dp > 1)
-      collective(l, "grad_allreduce", StepPhase::kBackward,
-                 s_.shard_weights ? CollectiveKind::kReduceScatter : CollectiveKind::kAllReduce, CommAxis::kData,
+      collective(l, "grad_allreduce", StepPhase::kBackward, grad_reduction_kind(), CommAxis::kData,
                  layer_dense_bytes(l), false);
     if (m_.is_moe_layer(l) && s_.dp / s_.ep > 1)
-      collective(l, "expert_grad_allreduce", StepPhase::kBackward,
-                 s_.shard_weights ? CollectiveKind::kReduceScatter : CollectiveKind::kAllReduce,
-                 CommAxis::kExpertData, layer_expert_bytes(l), false);
+      collective(l, "expert_grad_allreduce", StepPhase::kBackward, grad_reduction_kind(), CommAxis::kExpertData,
+                 layer_expert_bytes(l), false);
   }
+  // Sharded weights or optimizer: each rank needs only its shard of the summed gradients.
+  CollectiveKind grad_reduction_kind() const {
+    return s_.shard_weights || s_.shard_optimizer ? CollectiveKind::kReduceScatter : CollectiveKind::kAllReduce;
+  }
+  // The distributed optimizer's all-gather of the weights each rank updated (ZeRO-1), in the
+  // precision the products read: over dp ranks, experts over their replicas.
+  bool gathers_updated_weights() const { return s_.shard_optimizer && !s_.shard_weights; }
+  double read_weight_bytes() const { return s_.narrow_weight_copy && e_ < w_ ? e_ : w_; }
 
   // One blocking all-reduce of every replicated gradient of the stage after the backward pass: the
   // non-expert weights over dp, and the experts over their replicas when dp > ep.
@@ -261,9 +268,9 @@ class Builder {
     }
     if (sp_)
       collective(-1, "sp_grad_allreduce", StepPhase::kBackward, CollectiveKind::kAllReduce, CommAxis::kTensor, sp_bytes);
-    if (s_.dp > 1) collective(-1, "grad_allreduce", StepPhase::kBackward, CollectiveKind::kAllReduce, CommAxis::kData, bytes);
+    if (s_.dp > 1) collective(-1, "grad_allreduce", StepPhase::kBackward, grad_reduction_kind(), CommAxis::kData, bytes);
     if (expert_bytes > 0 && s_.dp / s_.ep > 1)
-      collective(-1, "expert_grad_allreduce", StepPhase::kBackward, CollectiveKind::kAllReduce, CommAxis::kExpertData,
+      collective(-1, "expert_grad_allreduce", StepPhase::kBackward, grad_reduction_kind(), CommAxis::kExpertData,
                  expert_bytes);
   }
 
@@ -348,8 +355,9 @@ class Builder {
       stage_ = static_cast<int>(st);
       const bool holds_embedding = st == 0 || st == stages - 1;
       if (s_.dp > 1 && s_.overlap_grad_reduction && holds_embedding)
-        collective(-1, "embed_grad_allreduce", StepPhase::kBackward, CollectiveKind::kAllReduce, CommAxis::kData,
-                   V * M_ * w_ / tp_, false);
+        collective(-1, "embed_grad_allreduce", StepPhase::kBackward,
+                   gathers_updated_weights() ? CollectiveKind::kReduceScatter : CollectiveKind::kAllReduce,
+                   CommAxis::kData, V * M_ * w_ / tp_, false);
       if (!s_.overlap_grad_reduction) all_gradients_at_once();
     }
     // The tied embedding's two copies (first and last stage) add their gradients once each end has its
@@ -397,8 +405,19 @@ class Builder {
   // transfer, as blocking p2p does).
   void forward_pass(int64_t chunk, int64_t mb) {
     const int64_t per_chunk = layout_.blocks_per_chunk();
+    const double V = static_cast<double>(m_.vocab_size);
+    // The first micro-batch waits for the weights the optimizer updated: the embedding's at the start
+    // of a pass that uses it, each block's one block ahead.
+    const bool gathers = mb == 0 && gathers_updated_weights() && s_.dp > 1;
+    std::optional<size_t> embedding_gather;
+    if (gathers && (chunk == 0 || chunk == layout_.chunks() - 1)) {
+      collective(-1, "embed_param_allgather", StepPhase::kForward, CollectiveKind::kAllGather, CommAxis::kData,
+                 V * M_ / tp_ * read_weight_bytes(), false);
+      embedding_gather = g_.ops.size() - 1;
+    }
     if (chunk == 0) {
       elementwise(-1, "embed", StepPhase::kForward, T_ * M_, 2);
+      if (embedding_gather) g_.ops.back().deps.push_back(static_cast<int>(*embedding_gather));
       // vocabulary-parallel embedding: each slice looks up the tokens it holds, zeros for the rest; the
       // slices' sums, or with sequence parallelism each rank's tokens of them
       if (s_.tp > 1)
@@ -406,17 +425,21 @@ class Builder {
                    sp_ ? CollectiveKind::kReduceScatter : CollectiveKind::kAllReduce, CommAxis::kTensor, T_ * M_ * e_);
     }
     for (int l = static_cast<int>(chunk * per_chunk); l < (chunk + 1) * per_chunk; ++l) {
-      auto gathers = weight_gather(l, StepPhase::kForward);
+      auto block_gathers = weight_gather(l, StepPhase::kForward);
+      if (gathers) {
+        const auto updated = updated_weight_gather(l);
+        block_gathers.insert(block_gathers.end(), updated.begin(), updated.end());
+      }
       block_forward(l, load_of(l));
-      wait_for_gather(gathers);
+      wait_for_gather(block_gathers);
     }
     if (chunk == layout_.chunks() - 1) {
-      const double V = static_cast<double>(m_.vocab_size);
       elementwise(-1, "final_norm", StepPhase::kForward, Tsp_ * M_, 2);
       if (sp_)
         collective(-1, "logits_tp_allgather", StepPhase::kForward, CollectiveKind::kAllGather, CommAxis::kTensor,
                    T_ * M_ * e_);
       matmul(-1, "logits", StepPhase::kForward, T_, M_, V, tp_);
+      if (embedding_gather) g_.ops.back().deps.push_back(static_cast<int>(*embedding_gather));
       elementwise(-1, "loss", StepPhase::kForward, T_ * V / tp_, 3);
     } else {
       send_pass_output(StepPhase::kForward, chunk, mb);
@@ -513,11 +536,21 @@ class Builder {
   // expert replicas. Gathers are issued one block ahead, so they overlap the previous block's
   // compute. Returns the indices of the gather ops.
   std::vector<size_t> weight_gather(int l, StepPhase ph) {
+    if (!s_.shard_weights) return {};
+    return block_gathers(l, ph, "weight_allgather", "expert_weight_allgather", e_);
+  }
+  // With the distributed optimizer, the block's updated weights, once per step.
+  std::vector<size_t> updated_weight_gather(int l) {
+    return block_gathers(l, StepPhase::kForward, "param_allgather", "expert_param_allgather", read_weight_bytes());
+  }
+  std::vector<size_t> block_gathers(int l, StepPhase ph, const std::string& dense_name, const std::string& expert_name,
+                                    double bytes_per_weight) {
     std::vector<size_t> out;
-    if (!s_.shard_weights) return out;
-    if (s_.dp > 1) out.push_back(insert_gather(l, ph, "weight_allgather", CommAxis::kData, layer_dense_bytes(l) / w_ * e_));
+    if (s_.dp > 1)
+      out.push_back(insert_gather(l, ph, dense_name, CommAxis::kData, layer_dense_bytes(l) / w_ * bytes_per_weight));
     if (m_.is_moe_layer(l) && s_.dp / s_.ep > 1)
-      out.push_back(insert_gather(l, ph, "expert_weight_allgather", CommAxis::kExpertData, layer_expert_bytes(l) / w_ * e_));
+      out.push_back(insert_gather(l, ph, expert_name, CommAxis::kExpertData,
+                                  layer_expert_bytes(l) / w_ * bytes_per_weight));
     // A later insertion shifts the earlier one by one.
     if (out.size() == 2 && out[1] <= out[0]) ++out[0];
     return out;
@@ -568,10 +601,14 @@ class Builder {
   void optimizer(int64_t K) {
     ModelConfig partial = m_;
     partial.layers = K;
+    // Each rank updates its shard: of tp (and ep) alone, or of dp as well when the weights or the
+    // optimizer are sharded over it.
+    const bool over_dp = s_.shard_weights || s_.shard_optimizer;
     ShardingForMemory sh;
-    sh.dense_shards = s_.tp;
+    sh.dense_shards = s_.tp * (over_dp ? s_.dp : 1);
     sh.tp = s_.tp;  // the norms and the router are whole on each tp rank
-    sh.expert_shards = std::min<int64_t>(s_.ep, std::max<int64_t>(m_.experts, 1)) * s_.tp;
+    sh.expert_shards =
+        std::min<int64_t>(s_.ep, std::max<int64_t>(m_.experts, 1)) * s_.tp * (over_dp ? s_.dp / s_.ep : 1);
     if (layout_.stages > 1) sh.blocks_held = stage_blocks();
     sh.input_end = input_end(), sh.output_end = output_end();
     MemoryFootprint fp = memory_per_chip(partial, sh);

@@ -74,6 +74,11 @@ struct StepShape {
   int64_t virtual_stages = 1;  // chunks per stage: 1, or the interleaved schedule's v
   int64_t layers_run = -1;  // run only the first K blocks (-1: all)
   bool shard_weights = false;  // non-expert weights sharded over dp: gathered before use (ZeRO-3)
+  // The optimizer sharded over dp (ZeRO-1, Megatron-LM's distributed optimizer): gradients are
+  // reduce-scattered instead of all-reduced, each rank updates its 1/dp of the weights (experts: of
+  // their dp / ep replicas), and the updated weights the products read are all-gathered once per step,
+  // block by block ahead of the first micro-batch's forward pass. Ignored with shard_weights.
+  bool shard_optimizer = false;
   bool recompute = false;      // the forward pass of each block runs again in its backward pass
   // Megatron-LM's sequence parallelism (Korthikanti et al. 2022), with tp > 1: the norms, the
   // residual and the router work on 1/tp of the tokens per tp rank; each tp all-reduce becomes an

@@ -14,7 +14,8 @@ void SimulationOptions::register_options(CLI::App& cmd, bool with_out_dir) {
   cmd.add_option("--model", model, "Model id or TOML file")->required();
   if (with_cluster) cmd.add_option("--cluster", cluster, "Cluster id or TOML file")->required();
   auto* plan = cmd.add_option("--plan", plan_file,
-                              "Plan file (TOML: dp, ep, tp, pp, virtual_stages, batch_tokens, shard_weights, recompute, mapping, "
+                              "Plan file (TOML: dp, ep, tp, pp, virtual_stages, batch_tokens, shard_weights, shard_optimizer, "
+                              "recompute, mapping, "
                               "microbatches, overlap_grad_reduction)");
   cmd.add_option("--dp", dp, "Data-parallel width")->excludes(plan)->transform(cli_checks::integer_at_least(1));
   cmd.add_option("--ep", ep, "Expert-parallel width (divides dp and the experts; default: the largest such)")->excludes(plan)->transform(cli_checks::integer_at_least(1));
@@ -27,7 +28,16 @@ void SimulationOptions::register_options(CLI::App& cmd, bool with_out_dir) {
                  "is given, else the chooser's)")
       ->excludes(plan)
       ->transform(cli_checks::integer_at_least(1));
-  cmd.add_flag("--shard-weights", shard_weights, "Shard weights over data parallelism too, experts over dp / ep (ZeRO-3 / GSPMD 2D; no pipeline)")->excludes(plan);
+  auto* zs = cmd.add_flag("--shard-weights", shard_weights,
+                          "Shard weights over data parallelism too, experts over dp / ep (ZeRO-3 / GSPMD 2D; the "
+                          "chooser then shards them in every layout)")
+                 ->excludes(plan);
+  cmd.add_flag("--shard-optimizer", shard_optimizer,
+               "Shard the optimizer over data parallelism (ZeRO-1, Megatron-LM's distributed optimizer): master "
+               "weights and optimizer state, gradients reduce-scattered, the updated weights all-gathered once per "
+               "step (the chooser then shards it in every layout with dp > 1; on GPU clusters it also tries it)")
+      ->excludes(plan)
+      ->excludes(zs);
   auto* sp = cmd.add_flag("--sequence-parallel", sequence_parallel,
                           "With tp > 1, Megatron-LM's sequence parallelism: norms and router on 1/tp of the tokens, "
                           "all-gather and reduce-scatter for the tp all-reduces, 1/tp of the all-to-all per tp chip "
@@ -99,7 +109,7 @@ ResolvedSimulation SimulationOptions::resolve_for_cluster(const std::string& clu
     base = file.plan, sequence_parallel_given = file.sequence_parallel;
   } else {
     base.dp = dp, base.ep = ep, base.tp = tp, base.pp = pp, base.virtual_stages = virtual_stages, base.shard_weights = shard_weights,
-    base.recompute = recompute, base.mapping = mapping, base.microbatches = microbatches;
+    base.shard_optimizer = shard_optimizer, base.recompute = recompute, base.mapping = mapping, base.microbatches = microbatches;
     if (sequence_parallel || no_sequence_parallel) sequence_parallel_given = sequence_parallel;
   }
   apply_cluster_conventions(base, m, c, sequence_parallel_given);

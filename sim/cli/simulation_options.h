@@ -30,7 +30,7 @@ struct SimulationOptions {
   int64_t dp = 0, ep = 0, tp = 0, pp = 0, virtual_stages = 0, batch_tokens = 0, layers = -1, microbatches = 0;
   size_t flow_max_flows = 16384;
   double hbm_headroom = 0;
-  bool shard_weights = false, recompute = false, sequence_parallel = false, no_sequence_parallel = false, allow_oom = false, quiet = false, list_layouts = false;
+  bool shard_weights = false, shard_optimizer = false, recompute = false, sequence_parallel = false, no_sequence_parallel = false, allow_oom = false, quiet = false, list_layouts = false;
   bool with_cluster = true;
   bool with_layers = true;  // --layers (not for plan: a plan is a whole training run)
 

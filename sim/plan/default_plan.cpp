@@ -43,6 +43,15 @@ std::vector<int64_t> given_or_powers_of_two(int64_t given, int64_t most) {
   return out;
 }
 
+// How many of {whole, sharded} optimizers to try (the loop's bound): sharding it over dp (ZeRO-1)
+// is tried where there are dp ranks to shard over and something worth sharding, a master copy beside
+// the weights the products read (GPU clusters) or Adam's moments; Adafactor's factored moments alone
+// are a few MiB. Asked for, it is in every layout.
+int optimizer_choices(const ParallelPlan& base, const ModelConfig& m, int64_t dp, int shard_weights) {
+  if (base.shard_optimizer) return 2;
+  return !shard_weights && dp > 1 && (base.narrow_weight_copy || m.optimizer == "adam") ? 2 : 1;
+}
+
 // The cores this process may run on (its CPU affinity), at most 16: each simulation of a 4,096-chip
 // step holds about 40 MB.
 size_t usable_cores() {
@@ -123,10 +132,11 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
         // (glam-8b-64e on tpu-v4-64 at 262,144 tokens: 2% faster). Recomputation and sharded weights the
         // user asked for are in every layout.
         for (int shard = base.shard_weights ? 1 : 0; shard < (pp > 1 && !base.shard_weights ? 1 : 2); ++shard)
+          for (int optimizer = base.shard_optimizer ? 1 : 0; optimizer < optimizer_choices(base, m, dp, shard); ++optimizer)
           for (int recompute = base.recompute ? 1 : 0; recompute < 2; ++recompute) {
             ParallelPlan p = base;
             p.dp = dp, p.tp = tp, p.pp = pp, p.virtual_stages = v, p.ep = ep, p.shard_weights = shard,
-            p.recompute = recompute;
+            p.shard_optimizer = optimizer && !shard && dp > 1, p.recompute = recompute;
             p.microbatches = base.microbatches ? base.microbatches : pp > 1 ? pipeline_microbatches(p, m) : 1;
             try {
               validate_plan(p, m, in.cluster);

@@ -20,6 +20,7 @@ StepShape ParallelPlan::step_shape() const {
   s.pp = pp;
   s.virtual_stages = virtual_stages;
   s.shard_weights = shard_weights;
+  s.shard_optimizer = shard_optimizer;
   s.recompute = recompute;
   s.sequence_parallel = sequence_parallel && tp > 1;
   s.overlap_grad_reduction = overlap_grad_reduction;
@@ -191,6 +192,11 @@ const Schema<ParallelPlan>& plan_schema() {
         .add("shard_weights", &ParallelPlan::shard_weights, "",
              "Shard weights, gradients and optimizer state over dp too: non-expert ones over dp, experts over dp / ep "
              "(ZeRO-3 / GSPMD 2D)", false)
+        .add("shard_optimizer", &ParallelPlan::shard_optimizer, "",
+             "Shard the optimizer over dp (ZeRO-1, Megatron-LM's distributed optimizer): master weights and optimizer "
+             "state (experts' over dp / ep), gradients reduce-scattered, the updated weights all-gathered once per "
+             "step; the weights the products read stay whole. Not with shard_weights",
+             false)
         .add("recompute", &ParallelPlan::recompute, "", "Recompute activations in the backward pass", false)
         .add("sequence_parallel", &ParallelPlan::sequence_parallel, "",
              "With tp > 1, Megatron-LM's sequence parallelism: norms, residual and router on 1/tp of the tokens, "
@@ -264,6 +270,9 @@ void validate_plan(const ParallelPlan& p, const ModelConfig& m, const Cluster& c
                        " (a multiple of it is needed; each dp rank has " + s(p.batch_tokens / p.dp / m.seq_len) +
                        " sequences to split)");
   }
+  if (p.shard_weights && p.shard_optimizer)
+    throw UsageError("shard_weights and shard_optimizer both set: sharded weights already shard the optimizer over dp; "
+                     "choose one");
   if (p.dp % p.ep != 0)
     throw UsageError("ep = " + s(p.ep) + " must divide dp = " + s(p.dp) + " (expert parallelism is part of dp)");
   if (!m.is_moe() && p.ep != 1) throw UsageError("ep = " + s(p.ep) + " but " + m.id + " has no experts: use ep = 1");
@@ -291,7 +300,8 @@ void validate_plan(const ParallelPlan& p, const ModelConfig& m, const Cluster& c
 std::string plan_short_label(const ParallelPlan& p) {
   return "dp" + std::to_string(p.dp) + " tp" + std::to_string(p.tp) + " ep" + std::to_string(p.ep) +
          (p.pp > 1 ? " pp" + std::to_string(p.pp) : "") +
-         (p.virtual_stages > 1 ? " v" + std::to_string(p.virtual_stages) : "") + (p.shard_weights ? " zs" : "") + (p.recompute ? " rc" : "") +
+         (p.virtual_stages > 1 ? " v" + std::to_string(p.virtual_stages) : "") + (p.shard_weights ? " zs" : "") + (p.shard_optimizer ? " zo" : "") +
+         (p.recompute ? " rc" : "") +
          (p.sequence_parallel && p.tp > 1 ? " sp" : "") +
          (p.microbatches > 1 ? " mb" + std::to_string(p.microbatches) : "") + (p.mapping == "linear" ? " linear" : "");
 }
@@ -301,7 +311,8 @@ std::string plan_description(const ParallelPlan& p) {
          (p.pp > 1 ? " x pp " + std::to_string(p.pp) : "") +
          (p.virtual_stages > 1 ? " (" + std::to_string(p.virtual_stages) + " chunks each, interleaved)" : "") +
          ", ep " + std::to_string(p.ep) +
-         (p.shard_weights ? ", weights sharded" : "") + (p.recompute ? ", recompute" : "") +
+         (p.shard_weights ? ", weights sharded" : "") + (p.shard_optimizer ? ", optimizer sharded" : "") +
+         (p.recompute ? ", recompute" : "") +
          (p.sequence_parallel && p.tp > 1 ? ", sequence parallel" : "") +
          (p.microbatches > 1 ? ", " + std::to_string(p.microbatches) + " micro-batches" : "");
 }
@@ -318,6 +329,7 @@ MemoryFootprint plan_memory(const ModelConfig& m, const ParallelPlan& p) {
   // What the StepGraph gathers: non-expert weights over dp > 1, experts over dp / ep > 1 replicas.
   if (p.shard_weights && p.dp > 1) sh.gathered_dense_shards = p.tp;
   if (p.shard_weights && m.is_moe() && p.dp / p.ep > 1) sh.gathered_expert_shards = p.ep * p.tp;
+  if (p.shard_optimizer) sh.optimizer_dense_shards = p.dp, sh.optimizer_expert_shards = p.dp / p.ep;
   if (p.pp <= 1) return memory_per_chip(m, sh);
   const PipelineLayout layout{m.layers, p.pp, p.virtual_stages, std::max<int64_t>(1, p.microbatches)};
   MemoryFootprint worst;

@@ -32,6 +32,9 @@ struct ParallelPlan {
   int64_t virtual_stages = 1;  // chunks of blocks per stage (> 1: the interleaved schedule)
   int64_t batch_tokens = 0;  // global tokens per step
   bool shard_weights = false;  // ZeRO-3 / GSPMD 2D: non-expert weights and state sharded over dp as well
+  // ZeRO-1, Megatron-LM's distributed optimizer: master weights and optimizer state sharded over dp,
+  // the weights the products read whole (StepShape::shard_optimizer); not with shard_weights.
+  bool shard_optimizer = false;
   bool recompute = false;      // keep only block inputs; recompute the forward in backward
   bool sequence_parallel = false;  // with tp > 1 (StepShape::sequence_parallel)
   std::string mapping = "auto";  // "auto": compact torus blocks where possible; "linear": chip order
@@ -71,12 +74,14 @@ struct PlanFile {
 };
 PlanFile load_plan_file(const std::string& path);
 nlohmann::json plan_to_json(const ParallelPlan& p);
-// "dp256 tp4 ep64 pp2 zs rc mb2": zs = weights sharded over dp, rc = recompute, mbN = N micro-batches.
+// "dp256 tp4 ep64 pp2 zs rc mb2": zs = weights sharded over dp, zo = optimizer sharded over dp, rc =
+// recompute, mbN = N micro-batches.
 std::string plan_short_label(const ParallelPlan& p);
 // "dp 32 x tp 4 x pp 8, ep 1, weights sharded, recompute, 32 micro-batches": for reports.
 std::string plan_description(const ParallelPlan& p);
 inline constexpr const char* kPlanLabelLegend =
-    "ppN = N pipeline stages, vN = N chunks per stage (interleaved), zs = weights sharded over dp, rc = activation "
+    "ppN = N pipeline stages, vN = N chunks per stage (interleaved), zs = weights sharded over dp, zo = optimizer "
+    "(master weights and state) sharded over dp, rc = activation "
     "recompute, sp = sequence parallel, mbN = N micro-batches";
 
 // Checks the plan against the model and the cluster; throws UsageError with the reason.

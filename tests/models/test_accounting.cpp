@@ -103,6 +103,31 @@ TEST(Accounting, ShardingDividesMemory) {
                    norms_and_router / 4 * 4);
 }
 
+// A sharded optimizer (ZeRO-1) splits the master weights (when the products read a narrow copy) and
+// the optimizer state, non-expert ones and experts by their own counts; the narrow copy the products
+// read and the gradients they accumulate into stay whole. Without a narrow copy the master weights
+// are the ones the products read, and stay whole too.
+TEST(Accounting, AShardedOptimizerSplitsTheMasterWeightsAndTheState) {
+  ModelConfig m = tiny(4);
+  m.optimizer = "adam";  // state the size of the weights, twice: easy to see
+  ShardingForMemory whole;
+  whole.narrow_weight_copy = true;
+  ShardingForMemory sharded = whole;
+  sharded.optimizer_dense_shards = 8, sharded.optimizer_expert_shards = 2;
+  const MemoryFootprint a = memory_per_chip(m, whole), b = memory_per_chip(m, sharded);
+  const ParamCounts p = count_params(m);
+  const double dense = p.total - p.experts;
+  ASSERT_GT(p.experts, 0);
+  EXPECT_DOUBLE_EQ(a.weights_bytes, p.total * (4 + 2));
+  EXPECT_DOUBLE_EQ(b.weights_bytes, dense * (4.0 / 8 + 2) + p.experts * (4.0 / 2 + 2));
+  EXPECT_DOUBLE_EQ(b.gradients_bytes, a.gradients_bytes);
+  EXPECT_DOUBLE_EQ(b.optimizer_bytes, dense * 8 / 8 + p.experts * 8 / 2);
+  ShardingForMemory no_copy = sharded;
+  no_copy.narrow_weight_copy = false;
+  EXPECT_DOUBLE_EQ(memory_per_chip(m, no_copy).weights_bytes, p.total * 4);
+  EXPECT_DOUBLE_EQ(memory_per_chip(m, no_copy).optimizer_bytes, b.optimizer_bytes);
+}
+
 // Tensor parallelism without sequence parallelism, as the StepGraph and the executor run it: each of
 // the tp chips keeps its heads' q, k, v, context and probabilities and its share of the FFNs' hidden
 // tensors, but the norms' inputs and outputs, the router's float32 logits and the experts' dispatched

@@ -30,14 +30,22 @@ nlohmann::json plan_json(const std::string& args) {
 // sharded over data parallelism; no pipeline), not the one glamsim would choose.
 const std::string kGlamLayout = " --dp 256 --tp 4 --ep 64 --shard-weights --recompute";
 
+// The published hours are a real run's wall clock, which also holds what training steps do not
+// (evaluation, checkpoint writes, restarts after failures, none of them published), so the plan's
+// steps alone may come in below them: down to 10% below, and at most 5% above.
+void expect_within_published(double planned, double published, const char* what) {
+  EXPECT_GE(planned, 0.90 * published) << what;
+  EXPECT_LE(planned, 1.05 * published) << what;
+}
+
 TEST(GlamsimPlan, ReproducesTheGlamTrainingCost) {
   auto j = plan_json("--model glam-64b-64e --cluster tpu-v4-1024 --tokens 280e9" + kGlamLayout);
-  EXPECT_NEAR(j["train_hours"].get<double>(), 574, 0.05 * 574);
-  EXPECT_NEAR(j["facility_energy_MWh"].get<double>(), 213, 0.05 * 213);
+  expect_within_published(j["train_hours"].get<double>(), 574, "hours for 280B tokens");
+  expect_within_published(j["facility_energy_MWh"].get<double>(), 213, "MWh for 280B tokens");
   EXPECT_NEAR(j["average_power_per_chip_W"].get<double>(), 326, 0.10 * 326);
   auto full = plan_json("--model glam-64b-64e --cluster tpu-v4-1024 --tokens 600e9" + kGlamLayout);
-  EXPECT_NEAR(full["facility_energy_MWh"].get<double>(), 456, 0.05 * 456);
-  EXPECT_NEAR(full["tco2e"].get<double>(), 40.2, 0.05 * 40.2);
+  expect_within_published(full["facility_energy_MWh"].get<double>(), 456, "MWh for 600B tokens");
+  expect_within_published(full["tco2e"].get<double>(), 40.2, "tCO2e for 600B tokens");
 }
 
 // A run that draws under 1 MWh is shown in kWh (and kgCO2e), not as 0.0 MWh; the JSON stays in MWh.

@@ -68,6 +68,9 @@ TEST(Plan, ValidationNamesTheProblem) {
   EXPECT_NE(error_of(plan(64, 64, 1, 64 * 1024 + 512), m, c).find("whole"), std::string::npos);
   ModelConfig dense = load_model("glam-8b");
   EXPECT_NE(error_of(plan(64, 2, 1), dense, c).find("no experts"), std::string::npos);
+  ParallelPlan both = plan(32, 32, 2);
+  both.shard_weights = both.shard_optimizer = true;
+  EXPECT_NE(error_of(both, m, c).find("shard_weights and shard_optimizer"), std::string::npos);
 }
 
 TEST(Plan, RankMapGroupsPartitionTheChips) {
@@ -225,6 +228,40 @@ TEST(Plan, ChooserLeavesTheHeadroomFree) {
 
 // The chooser keeps every layout it looked at: the winner first, the fitting ones by step time,
 // each with the figures a fresh simulation of it gives.
+// On GPU clusters, where a bf16 copy is kept beside the float32 master weights, the chooser tries
+// each layout with dp > 1 again with the optimizer sharded (ZeRO-1), which holds less; on a TPU pod
+// (no copy, Adafactor's few MiB of state) there is nothing worth sharding. Asked for, every layout
+// with dp > 1 has it.
+TEST(Plan, ChooserTriesAShardedOptimizerWhereItSavesMemory) {
+  const ModelConfig m = load_model("glam-1.7b-64e");
+  auto trials = [&](const std::string& cluster, bool asked) {
+    const Cluster c = load_cluster(cluster);
+    ParallelPlan base = plan(0, 0, 0, 1 << 19);
+    base.shard_optimizer = asked;
+    apply_cluster_conventions(base, m, c, std::nullopt);
+    SimulationInput in{m, c, base, {}, Fidelity::kAnalytical, default_profile(c.chip().kind)};
+    return choose_plan(in, base, true).trials;
+  };
+  const std::vector<LayoutTrial> gpu = trials("dgx-h100-64", false);
+  int sharded = 0;
+  for (const LayoutTrial& t : gpu) {
+    if (!t.plan.shard_optimizer) continue;
+    ++sharded;
+    EXPECT_GT(t.plan.dp, 1) << plan_short_label(t.plan);
+    EXPECT_FALSE(t.plan.shard_weights) << plan_short_label(t.plan);
+    ParallelPlan whole = t.plan;
+    whole.shard_optimizer = false;
+    EXPECT_LT(t.memory_bytes, plan_memory(m, whole).total_bytes()) << plan_short_label(t.plan);
+    bool listed = false;
+    for (const LayoutTrial& other : gpu) listed |= plan_short_label(other.plan) == plan_short_label(whole);
+    EXPECT_TRUE(listed) << plan_short_label(whole) << " was not tried beside " << plan_short_label(t.plan);
+  }
+  EXPECT_GT(sharded, 0);
+  for (const LayoutTrial& t : trials("tpu-v4-64", false)) EXPECT_FALSE(t.plan.shard_optimizer) << plan_short_label(t.plan);
+  for (const LayoutTrial& t : trials("dgx-h100-64", true))
+    EXPECT_EQ(t.plan.shard_optimizer, t.plan.dp > 1 && !t.plan.shard_weights) << plan_short_label(t.plan);
+}
+
 TEST(Plan, ChooserListsTheLayoutsItCompared) {
   SimulationInput in{load_model("glam-1.7b-64e"), load_cluster("dgx-h100-64"), plan(0, 0, 0), {},
                      Fidelity::kAnalytical, default_profile("h100")};

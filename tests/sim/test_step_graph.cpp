@@ -199,6 +199,85 @@ TEST(StepGraph, ShardedWeightsAreGatheredBeforeUse) {
   for (const auto& op : passes.ops) EXPECT_TRUE(ids.insert(op.id).second) << "duplicate " << op.id;
 }
 
+double optimizer_bytes_of(const StepGraph& g) {
+  for (const auto& op : g.ops)
+    if (op.name == "optimizer") return op.bytes;
+  return 0;
+}
+
+// Sharded weights and a sharded optimizer both leave each rank its shard to update: the optimizer
+// moves 1/dp of the non-expert weights' bytes and 1/(dp/ep) of the experts'.
+TEST(StepGraph, TheOptimizerUpdatesItsShard) {
+  ModelConfig m = load_model("glam-1.7b");  // dense: every weight sharded over dp
+  const StepShape whole = shape(4096, 16, 1, 2);
+  StepShape weights = whole, optimizer = whole;
+  weights.shard_weights = true;
+  optimizer.shard_optimizer = true;
+  const double whole_bytes = optimizer_bytes_of(build_step_graph(m, whole));
+  ASSERT_GT(whole_bytes, 0);
+  EXPECT_NEAR(optimizer_bytes_of(build_step_graph(m, weights)), whole_bytes / 16, 1e-9 * whole_bytes);
+  EXPECT_NEAR(optimizer_bytes_of(build_step_graph(m, optimizer)), whole_bytes / 16, 1e-9 * whole_bytes);
+  // Experts over their dp / ep replicas: 4 here, against 16 for the attention and the dense FFNs.
+  ModelConfig moe = load_model("glam-1.7b-64e");
+  StepShape moe_whole = shape(4096, 16, 4, 1), moe_sharded = moe_whole;
+  moe_sharded.shard_optimizer = true;
+  const double moe_bytes = optimizer_bytes_of(build_step_graph(moe, moe_whole));
+  const double moe_shard = optimizer_bytes_of(build_step_graph(moe, moe_sharded));
+  EXPECT_LT(moe_shard, moe_bytes / 4);
+  EXPECT_GT(moe_shard, moe_bytes / 16);
+}
+
+// The distributed optimizer (ZeRO-1): gradients reduce-scattered, and each block's updated weights
+// all-gathered once per step, in the precision the products read, before the first micro-batch's
+// forward pass uses them.
+TEST(StepGraph, AShardedOptimizerGathersTheUpdatedWeightsOncePerStep) {
+  ModelConfig m = load_model("glam-1.7b-64e");
+  ASSERT_EQ(m.weight_precision, "float32");
+  ASSERT_EQ(m.activation_precision, "bfloat16");
+  StepShape s = shape(8192, 16, 4, 1);
+  s.shard_optimizer = true, s.narrow_weight_copy = true, s.microbatches = 2;
+  const StepGraph g = build_step_graph(m, s);
+  EXPECT_EQ(count(g, "param_allgather"), m.layers);
+  EXPECT_EQ(count(g, "expert_param_allgather"), m.layers / 2);
+  EXPECT_EQ(count(g, "embed_param_allgather"), 1);
+  EXPECT_EQ(count(g, "weight_allgather"), 0);
+  double gathered = 0, reduced = 0;
+  for (size_t i = 0; i < g.ops.size(); ++i) {
+    const StepOp& op = g.ops[i];
+    for (int d : op.deps) ASSERT_LT(static_cast<size_t>(d), i) << op.id;
+    if (op.name.find("grad_allreduce") != std::string::npos && op.axis != CommAxis::kTensor) {
+      EXPECT_EQ(op.collective, CollectiveKind::kReduceScatter) << op.id;
+    }
+    if (op.name.find("param_allgather") == std::string::npos) continue;
+    EXPECT_EQ(op.collective, CollectiveKind::kAllGather) << op.id;
+    EXPECT_FALSE(op.blocking) << op.id;
+    EXPECT_EQ(op.id.rfind("mb", 0), std::string::npos) << op.id << ": only the first micro-batch gathers";
+    if (op.name == "param_allgather") gathered += op.comm_bytes;
+  }
+  for (const auto& op : g.ops)
+    if (op.name == "grad_allreduce") reduced += op.comm_bytes;
+  // bf16 weights gathered, float32 gradients reduced: half the bytes.
+  EXPECT_NEAR(gathered, reduced / 2, 1e-9 * reduced);
+  // The first op of block 5's first forward pass waits for the block's gather; the embedding lookup
+  // for the embedding's.
+  for (const auto& op : g.ops) {
+    if (op.id != "L5.attn_norm.fwd" && op.id != "embed.fwd") continue;
+    std::set<std::string> waits_for;
+    for (int d : op.deps) waits_for.insert(g.ops[static_cast<size_t>(d)].id);
+    const std::set<std::string> gathers =
+        op.id == "embed.fwd" ? std::set<std::string>{"embed_param_allgather.fwd"}
+                             : std::set<std::string>{"L5.param_allgather.fwd", "L5.expert_param_allgather.fwd"};
+    for (const auto& gather : gathers) EXPECT_TRUE(waits_for.count(gather)) << op.id << " does not wait for " << gather;
+  }
+  // Nothing to gather with one data-parallel rank, and sharded weights gather their own way.
+  StepShape alone = s;
+  alone.dp = 1, alone.ep = 1;
+  EXPECT_EQ(count(build_step_graph(m, alone), "param_allgather"), 0);
+  StepShape zero3 = s;
+  zero3.shard_weights = true;
+  EXPECT_EQ(count(build_step_graph(m, zero3), "param_allgather"), 0);
+}
+
 TEST(StepGraph, RecomputeRepeatsTheForwardInsideTheBackward) {
   ModelConfig m = load_model("glam-1.7b");
   StepShape s = shape(2048, 1, 1, 1);
