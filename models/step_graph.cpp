@@ -258,7 +258,7 @@ class Builder {
   // One blocking all-reduce of every replicated gradient of the stage after the backward pass: the
   // non-expert weights over dp, and the experts over their replicas when dp > ep.
   void all_gradients_at_once() {
-    double bytes = input_end() || output_end() ? static_cast<double>(m_.vocab_size) * M_ * w_ / tp_ : 0;
+    double bytes = embedding_matrices() * static_cast<double>(m_.vocab_size) * M_ * w_ / tp_;
     double expert_bytes = 0, sp_bytes = 0;
     for (int64_t block : stage_blocks()) {
       const int l = static_cast<int>(block);
@@ -357,7 +357,7 @@ class Builder {
       if (s_.dp > 1 && s_.overlap_grad_reduction && holds_embedding)
         collective(-1, "embed_grad_allreduce", StepPhase::kBackward,
                    gathers_updated_weights() ? CollectiveKind::kReduceScatter : CollectiveKind::kAllReduce,
-                   CommAxis::kData, V * M_ * w_ / tp_, false);
+                   CommAxis::kData, embedding_matrices() * V * M_ * w_ / tp_, false);
       if (!s_.overlap_grad_reduction) all_gradients_at_once();
     }
     // The tied embedding's two copies (first and last stage) add their gradients once each end has its
@@ -399,6 +399,11 @@ class Builder {
   std::vector<int64_t> stage_blocks() const { return layout_.blocks_of_stage(stage_); }
   bool input_end() const { return stage_ == 0; }
   bool output_end() const { return stage_ == layout_.stages - 1; }
+  // The embedding matrices the current stage holds: the tied one at either end, or each end's own.
+  double embedding_matrices() const {
+    const int ends = (input_end() ? 1 : 0) + (output_end() ? 1 : 0);
+    return m_.tied_embeddings ? (ends > 0 ? 1 : 0) : ends;
+  }
 
   // One micro-batch's forward pass through one chunk of blocks; a chunk before the last ends by
   // sending its output activations on to the next chunk's stage (the sender's stream carries the
@@ -412,7 +417,7 @@ class Builder {
     std::optional<size_t> embedding_gather;
     if (gathers && (chunk == 0 || chunk == layout_.chunks() - 1)) {
       collective(-1, "embed_param_allgather", StepPhase::kForward, CollectiveKind::kAllGather, CommAxis::kData,
-                 V * M_ / tp_ * read_weight_bytes(), false);
+                 embedding_matrices() * V * M_ / tp_ * read_weight_bytes(), false);
       embedding_gather = g_.ops.size() - 1;
     }
     if (chunk == 0) {

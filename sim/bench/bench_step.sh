@@ -29,7 +29,7 @@ d = json.load(open(sys.argv[1]))
 p = d["plan"]
 plan = f'dp{p["dp"]} tp{p["tp"]} ep{p["ep"]}' + (f' pp{p["pp"]}' if p["pp"] > 1 else "")
 plan += (f' v{p["virtual_stages"]}' if p["virtual_stages"] > 1 else "") + (f' mb{p["microbatches"]}' if p["microbatches"] > 1 else "")
-plan += (" zs" if p["shard_weights"] else "") + (" rc" if p["recompute"] else "") + (" sp" if p.get("sequence_parallel") and p["tp"] > 1 else "")
+plan += (" zs" if p["shard_weights"] else "") + (" zo" if p.get("shard_optimizer") else "") + (" rc" if p["recompute"] else "") + (" sp" if p.get("sequence_parallel") and p["tp"] > 1 else "")
 extra = sys.argv[4][sys.argv[4].find("--flow"):] if "--flow" in sys.argv[4] else ""
 plan += " " + extra if extra else ""
 print(f'| {sys.argv[2]} | {sys.argv[3]} | {plan} | {d["step_time_s"]:.3f} | {d["wall_time_s"]:.3f} | {d["ops"]} | '

@@ -35,7 +35,8 @@ void SimulationOptions::register_options(CLI::App& cmd, bool with_out_dir) {
   cmd.add_flag("--shard-optimizer", shard_optimizer,
                "Shard the optimizer over data parallelism (ZeRO-1, Megatron-LM's distributed optimizer): master "
                "weights and optimizer state, gradients reduce-scattered, the updated weights all-gathered once per "
-               "step (the chooser then shards it in every layout with dp > 1; on GPU clusters it also tries it)")
+               "step (the chooser then shards it in every layout with dp > 1, and weights in none; it also tries it "
+               "where there is more than Adafactor's state to shard: on GPU clusters, or with Adam)")
       ->excludes(plan)
       ->excludes(zs);
   auto* sp = cmd.add_flag("--sequence-parallel", sequence_parallel,

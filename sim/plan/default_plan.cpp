@@ -46,7 +46,7 @@ std::vector<int64_t> given_or_powers_of_two(int64_t given, int64_t most) {
 // How many of {whole, sharded} optimizers to try (the loop's bound): sharding it over dp (ZeRO-1)
 // is tried where there are dp ranks to shard over and something worth sharding, a master copy beside
 // the weights the products read (GPU clusters) or Adam's moments; Adafactor's factored moments alone
-// are a few MiB. Asked for, it is in every layout.
+// are a few MiB. Asked for, it is in every layout with dp > 1, and weights are not sharded.
 int optimizer_choices(const ParallelPlan& base, const ModelConfig& m, int64_t dp, int shard_weights) {
   if (base.shard_optimizer) return 2;
   return !shard_weights && dp > 1 && (base.narrow_weight_copy || m.optimizer == "adam") ? 2 : 1;
@@ -131,7 +131,8 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
         // simulated (GLaM 64B/64E on tpu-v4-1024: 78 instead of 23, 0.7 s -> 5.6 s), though it can
         // (glam-8b-64e on tpu-v4-64 at 262,144 tokens: 2% faster). Recomputation and sharded weights the
         // user asked for are in every layout.
-        for (int shard = base.shard_weights ? 1 : 0; shard < (pp > 1 && !base.shard_weights ? 1 : 2); ++shard)
+        for (int shard = base.shard_weights ? 1 : 0;
+             shard < (base.shard_optimizer || (pp > 1 && !base.shard_weights) ? 1 : 2); ++shard)
           for (int optimizer = base.shard_optimizer ? 1 : 0; optimizer < optimizer_choices(base, m, dp, shard); ++optimizer)
           for (int recompute = base.recompute ? 1 : 0; recompute < 2; ++recompute) {
             ParallelPlan p = base;

@@ -273,6 +273,8 @@ void validate_plan(const ParallelPlan& p, const ModelConfig& m, const Cluster& c
   if (p.shard_weights && p.shard_optimizer)
     throw UsageError("shard_weights and shard_optimizer both set: sharded weights already shard the optimizer over dp; "
                      "choose one");
+  if (p.shard_optimizer && p.dp < 2)
+    throw UsageError("shard_optimizer needs dp > 1: with dp = " + s(p.dp) + " there is no data-parallel rank to shard over");
   if (p.dp % p.ep != 0)
     throw UsageError("ep = " + s(p.ep) + " must divide dp = " + s(p.dp) + " (expert parallelism is part of dp)");
   if (!m.is_moe() && p.ep != 1) throw UsageError("ep = " + s(p.ep) + " but " + m.id + " has no experts: use ep = 1");

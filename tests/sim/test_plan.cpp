@@ -71,6 +71,11 @@ TEST(Plan, ValidationNamesTheProblem) {
   ParallelPlan both = plan(32, 32, 2);
   both.shard_weights = both.shard_optimizer = true;
   EXPECT_NE(error_of(both, m, c).find("shard_weights and shard_optimizer"), std::string::npos);
+  ParallelPlan alone = plan(1, 1, 2, 64 * 1024);
+  alone.pp = 32;
+  EXPECT_EQ(error_of(alone, m, c), "");
+  alone.shard_optimizer = true;
+  EXPECT_NE(error_of(alone, m, c).find("shard_optimizer needs dp > 1"), std::string::npos) << error_of(alone, m, c);
 }
 
 TEST(Plan, RankMapGroupsPartitionTheChips) {
@@ -226,8 +231,6 @@ TEST(Plan, ChooserLeavesTheHeadroomFree) {
   }
 }
 
-// The chooser keeps every layout it looked at: the winner first, the fitting ones by step time,
-// each with the figures a fresh simulation of it gives.
 // On GPU clusters, where a bf16 copy is kept beside the float32 master weights, the chooser tries
 // each layout with dp > 1 again with the optimizer sharded (ZeRO-1), which holds less; on a TPU pod
 // (no copy, Adafactor's few MiB of state) there is nothing worth sharding. Asked for, every layout
@@ -258,10 +261,14 @@ TEST(Plan, ChooserTriesAShardedOptimizerWhereItSavesMemory) {
   }
   EXPECT_GT(sharded, 0);
   for (const LayoutTrial& t : trials("tpu-v4-64", false)) EXPECT_FALSE(t.plan.shard_optimizer) << plan_short_label(t.plan);
-  for (const LayoutTrial& t : trials("dgx-h100-64", true))
-    EXPECT_EQ(t.plan.shard_optimizer, t.plan.dp > 1 && !t.plan.shard_weights) << plan_short_label(t.plan);
+  for (const LayoutTrial& t : trials("dgx-h100-64", true)) {
+    EXPECT_FALSE(t.plan.shard_weights) << plan_short_label(t.plan) << ": the optimizer alone was asked for";
+    EXPECT_EQ(t.plan.shard_optimizer, t.plan.dp > 1) << plan_short_label(t.plan);
+  }
 }
 
+// The chooser keeps every layout it looked at: the winner first, the fitting ones by step time,
+// each with the figures a fresh simulation of it gives.
 TEST(Plan, ChooserListsTheLayoutsItCompared) {
   SimulationInput in{load_model("glam-1.7b-64e"), load_cluster("dgx-h100-64"), plan(0, 0, 0), {},
                      Fidelity::kAnalytical, default_profile("h100")};

@@ -269,6 +269,17 @@ TEST(StepGraph, AShardedOptimizerGathersTheUpdatedWeightsOncePerStep) {
                              : std::set<std::string>{"L5.param_allgather.fwd", "L5.expert_param_allgather.fwd"};
     for (const auto& gather : gathers) EXPECT_TRUE(waits_for.count(gather)) << op.id << " does not wait for " << gather;
   }
+  // Untied input and output matrices on one stage: both gathered, and both gradients reduced.
+  auto embedding_bytes = [&](bool tied, const std::string& name) {
+    ModelConfig copy = m;
+    copy.tied_embeddings = tied;
+    double bytes = 0;
+    for (const auto& op : build_step_graph(copy, s).ops) bytes += op.name == name ? op.comm_bytes : 0;
+    return bytes;
+  };
+  ASSERT_GT(embedding_bytes(true, "embed_param_allgather"), 0);
+  EXPECT_DOUBLE_EQ(embedding_bytes(false, "embed_param_allgather"), 2 * embedding_bytes(true, "embed_param_allgather"));
+  EXPECT_DOUBLE_EQ(embedding_bytes(false, "embed_grad_allreduce"), 2 * embedding_bytes(true, "embed_grad_allreduce"));
   // Nothing to gather with one data-parallel rank, and sharded weights gather their own way.
   StepShape alone = s;
   alone.dp = 1, alone.ep = 1;
