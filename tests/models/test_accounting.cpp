@@ -128,6 +128,26 @@ TEST(Accounting, AShardedOptimizerSplitsTheMasterWeightsAndTheState) {
   EXPECT_DOUBLE_EQ(memory_per_chip(m, no_copy).optimizer_bytes, b.optimizer_bytes);
 }
 
+// Megatron-LM's table of bytes per parameter with Adam (docs/source/distrib_optimizer.md), d data-parallel
+// ranks: a bf16 copy beside float32 weights and gradients, 18 whole and 6 + 12/d distributed; float32
+// weights alone, 16 and 8 + 8/d.
+TEST(Accounting, BytesPerParameterAsMegatronLmCountsThem) {
+  ModelConfig m = tiny(0);
+  m.optimizer = "adam";
+  const double params = count_params(m).total;
+  auto bytes_per_param = [&](bool narrow_copy, int64_t d) {
+    ShardingForMemory s;
+    s.narrow_weight_copy = narrow_copy;
+    s.optimizer_dense_shards = d;
+    const MemoryFootprint fp = memory_per_chip(m, s);
+    return (fp.weights_bytes + fp.gradients_bytes + fp.optimizer_bytes) / params;
+  };
+  EXPECT_DOUBLE_EQ(bytes_per_param(true, 1), 18);
+  EXPECT_DOUBLE_EQ(bytes_per_param(true, 8), 6 + 12.0 / 8);
+  EXPECT_DOUBLE_EQ(bytes_per_param(false, 1), 16);
+  EXPECT_DOUBLE_EQ(bytes_per_param(false, 8), 8 + 8.0 / 8);
+}
+
 // Tensor parallelism without sequence parallelism, as the StepGraph and the executor run it: each of
 // the tp chips keeps its heads' q, k, v, context and probabilities and its share of the FFNs' hidden
 // tensors, but the norms' inputs and outputs, the router's float32 logits and the experts' dispatched
