@@ -98,8 +98,12 @@ struct MemoryFootprint {
   //  - in an MoE block, the all-to-all staging buffers: the dispatched tokens before the dispatch
   //    and the expert outputs after the combine (GShard's [E, C, M] tensors, Lepikhin et al. 2020).
   double working_bytes = 0;
+  // The collective library's own buffers a plan makes it allocate beyond the runtime's reserve: on GPUs
+  // NCCL's point-to-point channels to the expert all-to-all's peers in the node (plan_memory).
+  double communication_bytes = 0;
   double total_bytes() const {
-    return weights_bytes + gradients_bytes + optimizer_bytes + activations_bytes + working_bytes;
+    return weights_bytes + gradients_bytes + optimizer_bytes + activations_bytes + working_bytes +
+           communication_bytes;
   }
 };
 MemoryFootprint memory_per_chip(const ModelConfig& m, const ShardingForMemory& s);

@@ -16,7 +16,7 @@ namespace fs = std::filesystem;
 struct ChipFile {
   std::string kind, description, source;
   double peak_flops_bf16 = 0, peak_flops_fp32 = 0, hbm_bytes = 0, hbm_bandwidth_Bps = 0;
-  double runtime_reserved_bytes = 0;
+  double runtime_reserved_bytes = 0, all_to_all_peer_bytes = 0;
   double idle_W = 0, busy_W = 0, host_W_per_chip = 0;
 };
 
@@ -36,6 +36,10 @@ const Schema<ChipFile>& chip_schema() {
              "HBM the software stack holds before a step allocates (runtime context, library workspaces, "
              "communication buffers, allocator slack); plans fit in the rest",
              0.0, between(0.0, 1e15))
+        .add("all_to_all_peer_bytes", &C::all_to_all_peer_bytes, "bytes",
+             "HBM the collective library's point-to-point channels take for each peer in the same node once an "
+             "all-to-all has run; plans with expert parallelism count it for the expert all-to-all's peers",
+             0.0, between(0.0, 1e12))
         .add("idle_W", &C::idle_W, "W", "Chip power when idle", required, between(0.0, 1e5))
         .add("busy_W", &C::busy_W, "W", "Chip power when fully busy (TDP-like)", required, between(1e-3, 1e5))
         .add("host_W_per_chip", &C::host_W_per_chip, "W", "Share of host, CPU, NIC and fans per chip", 0.0,
@@ -74,7 +78,8 @@ ChipSpec load_chip_kind(const std::string& kind, const std::string& file, const 
     throw ConfigError(path.string(), "busy_W", std::to_string(c.busy_W), "at least idle_W");
   check_runtime_reserve(c.runtime_reserved_bytes, c.hbm_bytes, path.string(), "", false);
   return ChipSpec{c.kind,   c.peak_flops_bf16, c.peak_flops_fp32, c.hbm_bytes, c.hbm_bandwidth_Bps,
-                  c.idle_W, c.busy_W,          c.host_W_per_chip, c.runtime_reserved_bytes};
+                  c.idle_W, c.busy_W,          c.host_W_per_chip, c.runtime_reserved_bytes,
+                  c.all_to_all_peer_bytes};
 }
 
 void check_runtime_reserve(double reserved_bytes, double hbm_bytes, const std::string& file, const std::string& prefix,

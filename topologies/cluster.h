@@ -23,6 +23,9 @@ struct ChipSpec {
   // HBM the software stack holds before a step allocates (CUDA context, cuBLAS workspaces, NCCL buffers,
   // allocator slack): a step's footprint must fit in hbm_bytes less this.
   double runtime_reserved_bytes = 0;
+  // HBM NCCL's point-to-point channels take for each peer in the same node once an all-to-all has run
+  // (it connects them then, beyond runtime_reserved_bytes): counted in a plan with expert parallelism.
+  double all_to_all_peer_bytes = 0;
 };
 
 enum class LinkKind { kIci, kNvlink, kInfiniband, kPcie };

@@ -27,7 +27,7 @@ struct ClusterFile {
   std::string id, description, source;
   std::string chip_kind;
   std::optional<double> peak_flops_bf16, peak_flops_fp32, hbm_bytes, hbm_bandwidth_Bps, runtime_reserved_bytes, idle_W, busy_W,
-      host_W_per_chip;
+      host_W_per_chip, all_to_all_peer_bytes;
   std::string topology_kind;
   std::vector<int64_t> dims;
   std::optional<int64_t> chips;
@@ -76,6 +76,8 @@ const Schema<ClusterFile>& cluster_schema() {
                       between(1e6, 1e17))
         .add_optional("chip.runtime_reserved_bytes", &F::runtime_reserved_bytes, "bytes",
                       "Override: HBM the software stack holds before a step allocates", between(0.0, 1e15))
+        .add_optional("chip.all_to_all_peer_bytes", &F::all_to_all_peer_bytes, "bytes",
+                      "Override: HBM the all-to-all's channels take per peer in the same node", between(0.0, 1e12))
         .add_optional("chip.idle_W", &F::idle_W, "W", "Override: chip power when idle", between(0.0, 1e5))
         .add_optional("chip.busy_W", &F::busy_W, "W", "Override: chip power when fully busy", between(1e-3, 1e5))
         .add_optional("chip.host_W_per_chip", &F::host_W_per_chip, "W", "Override: host/CPU/NIC/fan share per chip",
@@ -257,6 +259,7 @@ ChipSpec resolve_chip(const ClusterFile& f, const std::string& file) {
   take(c.hbm_bytes, f.hbm_bytes);
   take(c.hbm_bandwidth_Bps, f.hbm_bandwidth_Bps);
   take(c.runtime_reserved_bytes, f.runtime_reserved_bytes);
+  take(c.all_to_all_peer_bytes, f.all_to_all_peer_bytes);
   take(c.idle_W, f.idle_W);
   take(c.busy_W, f.busy_W);
   take(c.host_W_per_chip, f.host_W_per_chip);
@@ -315,6 +318,7 @@ Cluster assemble(const ClusterFile& f, const std::string& file) {
                       {"hbm_bytes", p.chip.hbm_bytes},
                       {"hbm_bandwidth_Bps", p.chip.hbm_bandwidth_Bps},
                       {"runtime_reserved_bytes", p.chip.runtime_reserved_bytes},
+                      {"all_to_all_peer_bytes", p.chip.all_to_all_peer_bytes},
                       {"idle_W", p.chip.idle_W},
                       {"busy_W", p.chip.busy_W},
                       {"host_W_per_chip", p.chip.host_W_per_chip}};

@@ -161,6 +161,8 @@ std::string render_single(const PlanRow& row, std::optional<double> deadline_day
                                                     format_bytes(mem.optimizer_bytes)});
   t.add_row({"  activations, working buffers",
              format_bytes(mem.activations_bytes) + ", " + format_bytes(mem.working_bytes)});
+  if (mem.communication_bytes > 0)
+    t.add_row({"  all-to-all channels (NCCL)", format_bytes(mem.communication_bytes)});
   t.add_row({"MFU", format_fixed(100 * e.mfu, 1) + "%"});
   t.add_row({"average system power per chip", format_fixed(e.step_energy.average_power_per_chip_W, 0) + " W"});
   const EnergyUnits u(e.facility_energy_MWh(), e.tco2e);

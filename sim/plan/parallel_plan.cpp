@@ -319,7 +319,14 @@ std::string plan_description(const ParallelPlan& p) {
          (p.microbatches > 1 ? ", " + std::to_string(p.microbatches) + " micro-batches" : "");
 }
 
+double all_to_all_buffer_bytes(const ModelConfig& m, const ParallelPlan& p) {
+  if (!m.is_moe() || p.ep < 2 || p.all_to_all_peer_bytes <= 0) return 0;
+  const int64_t members_in_node = std::min(p.ep, std::max<int64_t>(1, p.chips_per_node / p.tp));
+  return static_cast<double>(members_in_node - 1) * p.all_to_all_peer_bytes;
+}
+
 MemoryFootprint plan_memory(const ModelConfig& m, const ParallelPlan& p) {
+  const double communication = all_to_all_buffer_bytes(m, p);
   ShardingForMemory sh;
   sh.dense_shards = p.tp * (p.shard_weights ? p.dp : 1);
   sh.expert_shards = (m.is_moe() ? p.ep : 1) * p.tp * (p.shard_weights ? p.dp / p.ep : 1);
@@ -332,14 +339,19 @@ MemoryFootprint plan_memory(const ModelConfig& m, const ParallelPlan& p) {
   if (p.shard_weights && p.dp > 1) sh.gathered_dense_shards = p.tp;
   if (p.shard_weights && m.is_moe() && p.dp / p.ep > 1) sh.gathered_expert_shards = p.ep * p.tp;
   if (p.shard_optimizer) sh.optimizer_dense_shards = p.dp, sh.optimizer_expert_shards = p.dp / p.ep;
-  if (p.pp <= 1) return memory_per_chip(m, sh);
+  if (p.pp <= 1) {
+    MemoryFootprint fp = memory_per_chip(m, sh);
+    fp.communication_bytes = communication;
+    return fp;
+  }
   const PipelineLayout layout{m.layers, p.pp, p.virtual_stages, std::max<int64_t>(1, p.microbatches)};
   MemoryFootprint worst;
   for (int64_t st = 0; st < p.pp; ++st) {
     sh.blocks_held = layout.blocks_of_stage(st);
     sh.input_end = st == 0, sh.output_end = st == p.pp - 1;
     sh.activation_microbatches = layout.peak_activation_microbatches(st);
-    const MemoryFootprint stage = memory_per_chip(m, sh);
+    MemoryFootprint stage = memory_per_chip(m, sh);
+    stage.communication_bytes = communication;
     if (stage.total_bytes() > worst.total_bytes()) worst = stage;
   }
   return worst;
@@ -350,6 +362,8 @@ void apply_cluster_conventions(ParallelPlan& plan, const ModelConfig& m, const C
   const bool gpu = c.kind() != TopologyKind::kTorus;
   plan.narrow_weight_copy = gpu && ModelConfig::precision_bytes(m.activation_precision) <
                                        ModelConfig::precision_bytes(m.weight_precision);
+  plan.all_to_all_peer_bytes = c.chip().all_to_all_peer_bytes;
+  plan.chips_per_node = c.chips_per_node();
   plan.sequence_parallel = sequence_parallel_given.value_or(gpu && m.is_moe());
 }
 

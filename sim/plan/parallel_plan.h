@@ -43,6 +43,10 @@ struct ParallelPlan {
   // A bf16 copy of the weights, written by the optimizer and kept beside the float32 ones: glamexec's
   // and GPU frameworks' (StepShape::narrow_weight_copy; apply_cluster_conventions); not in plan files.
   bool narrow_weight_copy = false;
+  // What the chips' collective library takes for an all-to-all's peer in the same node
+  // (ChipSpec::all_to_all_peer_bytes), and the chips per node; set with the cluster's conventions.
+  double all_to_all_peer_bytes = 0;
+  int64_t chips_per_node = 1;
 
   int64_t chips() const { return dp * tp * pp; }
   int64_t tokens_per_rank() const { return batch_tokens / dp; }
@@ -87,6 +91,9 @@ inline constexpr const char* kPlanLabelLegend =
 // Checks the plan against the model and the cluster; throws UsageError with the reason.
 void validate_plan(const ParallelPlan& plan, const ModelConfig& m, const Cluster& c);
 
+// The expert all-to-all's buffers on each chip: its peers in the same node (an ep group's members sit
+// tp chips apart, in chip order) times the chip's figure per peer; none without expert parallelism.
+double all_to_all_buffer_bytes(const ModelConfig& m, const ParallelPlan& p);
 // Per chip; with pipeline stages, the stage that needs the most (the first, as a rule: it holds the
 // activations of min(pp, microbatches) micro-batches).
 MemoryFootprint plan_memory(const ModelConfig& m, const ParallelPlan& plan);

@@ -47,7 +47,8 @@ double peak_rss_bytes() {
 
 nlohmann::json memory_breakdown_json(const MemoryFootprint& m) {
   return {{"weights", m.weights_bytes},         {"gradients", m.gradients_bytes}, {"optimizer", m.optimizer_bytes},
-          {"activations", m.activations_bytes}, {"working", m.working_bytes}};
+          {"activations", m.activations_bytes}, {"working", m.working_bytes},
+          {"communication", m.communication_bytes}};
 }
 
 nlohmann::json step_summary_json(const SimulationInput& in, const StepResult& r, const HostFigures& host) {
@@ -166,6 +167,10 @@ std::map<std::string, std::string> step_output_files(const SimulationInput& in, 
   s.add("memory.working", r.memory.working_bytes,
         "Transient buffers of the busiest block's backward pass per chip (recomputed activations, gathered "
         "weights and their gradients, all-to-all staging)",
+        "bytes");
+  s.add("memory.communication", r.memory.communication_bytes,
+        "The collective library's buffers per chip beyond the runtime's reserve (NCCL's all-to-all channels to "
+        "the expert group's peers in the node)",
         "bytes");
   s.add("memory.usable", in.usable_hbm_bytes(),
         "HBM a plan may use per chip: the chip's less the runtime's reserve and any headroom", "bytes");

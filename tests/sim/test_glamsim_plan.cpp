@@ -70,12 +70,21 @@ TEST(GlamsimPlan, MemoryByPartAddsUpToTheFootprint) {
   const std::string args = "--model glam-8b-64e --cluster tpu-v4-64 --tokens 1e10 --dp 64 --ep 64 --shard-weights --recompute";
   const auto j = plan_json(args);
   double sum = 0;
-  for (const char* part : {"weights", "gradients", "optimizer", "activations", "working"})
+  for (const char* part : {"weights", "gradients", "optimizer", "activations", "working", "communication"})
     sum += j["memory_breakdown_bytes"][part].get<double>();
   EXPECT_NEAR(sum, j["memory_per_chip_bytes"].get<double>(), 1e-9 * sum);
   EXPECT_GT(j["memory_breakdown_bytes"]["working"].get<double>(), 0);
   auto text = run_command("glamsim plan --quiet " + args);
   EXPECT_NE(text.out.find("activations, working buffers"), std::string::npos) << text.out;
+  EXPECT_EQ(text.out.find("all-to-all channels"), std::string::npos) << "none on a TPU pod\n" << text.out;
+  // On GPUs an MoE plan also holds NCCL's all-to-all channels, a part of its own.
+  const std::string gpu = "--model glam-1.7b-64e --cluster dgx-h100-8 --tokens 1e10 --dp 8 --ep 8";
+  const auto g = plan_json(gpu);
+  double gpu_sum = 0;
+  for (const auto& [part, bytes] : g["memory_breakdown_bytes"].items()) gpu_sum += bytes.get<double>();
+  EXPECT_NEAR(gpu_sum, g["memory_per_chip_bytes"].get<double>(), 1e-9 * gpu_sum);
+  EXPECT_GT(g["memory_breakdown_bytes"]["communication"].get<double>(), 0);
+  EXPECT_NE(run_command("glamsim plan --quiet " + gpu).out.find("all-to-all channels (NCCL)"), std::string::npos);
 }
 
 // A pipelined plan reports its bubble (JSON and table) and the HBM the runtime reserve and the headroom

@@ -231,6 +231,36 @@ TEST(Plan, ChooserLeavesTheHeadroomFree) {
   }
 }
 
+// An MoE plan on GPUs holds NCCL's all-to-all channels to each expert-group peer in its node: every
+// other GPU of a DGX node at ep 8, tp 1; 8 / 2 = 4 members per node at tp 2, so 3 peers; none on a
+// TPU pod, for a dense model, or without expert parallelism.
+TEST(Plan, MemoryHoldsTheAllToAllChannelsOfThePeersInTheNode) {
+  const ModelConfig moe = load_model("glam-1.7b-64e");
+  auto communication = [&](const std::string& cluster, const ModelConfig& m, int64_t dp, int64_t ep, int64_t tp) {
+    const Cluster c = load_cluster(cluster);
+    ParallelPlan p = plan(dp, ep, tp);
+    apply_cluster_conventions(p, m, c, std::nullopt);
+    const double bytes = plan_memory(m, p).communication_bytes;
+    EXPECT_DOUBLE_EQ(bytes, all_to_all_buffer_bytes(m, p));
+    return bytes;
+  };
+  const double per_peer = load_cluster("dgx-h100-8").chip().all_to_all_peer_bytes;
+  ASSERT_GT(per_peer, 0);
+  EXPECT_DOUBLE_EQ(communication("dgx-h100-8", moe, 8, 8, 1), 7 * per_peer);
+  EXPECT_DOUBLE_EQ(communication("dgx-h100-512", moe, 256, 64, 2), 3 * per_peer);
+  EXPECT_DOUBLE_EQ(communication("dgx-h100-64", moe, 8, 8, 8), 0);  // one member per node
+  EXPECT_DOUBLE_EQ(communication("dgx-h100-8", moe, 8, 1, 1), 0);
+  EXPECT_DOUBLE_EQ(communication("dgx-h100-8", load_model("glam-1.7b"), 8, 1, 1), 0);
+  EXPECT_DOUBLE_EQ(communication("tpu-v4-64", moe, 64, 64, 1), 0);
+  // Counted in the footprint the chooser fits.
+  const Cluster c = load_cluster("dgx-h100-8");
+  ParallelPlan p = plan(8, 8, 1);
+  apply_cluster_conventions(p, moe, c, std::nullopt);
+  ParallelPlan without = p;
+  without.all_to_all_peer_bytes = 0;
+  EXPECT_DOUBLE_EQ(plan_memory(moe, p).total_bytes() - plan_memory(moe, without).total_bytes(), 7 * per_peer);
+}
+
 // On GPU clusters, where a bf16 copy is kept beside the float32 master weights, the chooser tries
 // each layout with dp > 1 again with the optimizer sharded (ZeRO-1), which holds less; on a TPU pod
 // (no copy, Adafactor's few MiB of state) there is nothing worth sharding. Asked for, every layout

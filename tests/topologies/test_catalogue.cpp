@@ -91,6 +91,10 @@ TEST(TopologyCatalogue, ChipFiguresFollowTheReference) {
   EXPECT_DOUBLE_EQ(h200.hbm_bandwidth_Bps, 4.8e12);
   EXPECT_DOUBLE_EQ(h200.busy_W, 700);
   EXPECT_DOUBLE_EQ(h200.host_W_per_chip, h100.host_W_per_chip);  // the same node around the GPUs
+  // NCCL's memory per GPU before and after a first all-to-all over 8 H100s (NCCL issue #1685), per peer.
+  EXPECT_NEAR(h100.all_to_all_peer_bytes, (4.34e9 - 1.06e9) / 7, 1);
+  EXPECT_DOUBLE_EQ(h200.all_to_all_peer_bytes, h100.all_to_all_peer_bytes);
+  EXPECT_DOUBLE_EQ(v4.all_to_all_peer_bytes, 0);
 }
 
 TEST(TopologyCatalogue, FacilityFigures) {
