@@ -244,6 +244,15 @@ MemoryFootprint memory_per_chip(const ModelConfig& m, const ShardingForMemory& s
   // Blocks of one kind have the same buffers: the larger of the kinds held.
   if (held > held_moe) fp.working_bytes = block_working_bytes(m, s, false);
   if (held_moe > 0) fp.working_bytes = std::max(fp.working_bytes, block_working_bytes(m, s, true));
+  // Sharded weights: a stage at an end gathers its embedding matrices for the lookup and the logits and
+  // holds their gradient until the reduce-scatter after its pass, when that is more than a block needs.
+  if (s.gathered_dense_shards > 0) {
+    double embedding = 0;
+    for (const auto& w : weight_tensors(m))
+      if (w.group == WeightGroup::kEmbedding)
+        embedding += static_cast<double>(w.elements() * held_copies(w)) / static_cast<double>(s.gathered_dense_shards);
+    fp.working_bytes = std::max(fp.working_bytes, embedding * (e + wbytes));
+  }
   return fp;
 }
 

@@ -94,7 +94,8 @@ struct MemoryFootprint {
   //  - with recomputation, that block's activations recomputed for its backward (Korthikanti et al.
   //    2022: full recomputation keeps one block's activations besides the block inputs);
   //  - with sharded weights, that block's gathered weights and its gradients before their
-  //    reduce-scatter (ZeRO-3, Rajbhandari et al. 2020: parameters gathered block by block);
+  //    reduce-scatter (ZeRO-3, Rajbhandari et al. 2020: parameters gathered block by block), or at a
+  //    stage holding an end of the model, its embedding matrices gathered and their gradient, if more;
   //  - in an MoE block, the all-to-all staging buffers: the dispatched tokens before the dispatch
   //    and the expert outputs after the combine (GShard's [E, C, M] tensors, Lepikhin et al. 2020).
   double working_bytes = 0;

@@ -339,7 +339,8 @@ class Builder {
           const size_t begin = g_.ops.size();
           if (receives) gather_received_slices(forward ? StepPhase::kForward : StepPhase::kBackward, chunk);
           if (forward) forward_pass(chunk, mb);
-          else backward_pass(chunk, mb, mb == micro - 1);
+          // Sharded weights keep only their shard of the gradients: each pass reduce-scatters its own.
+          else backward_pass(chunk, mb, mb == micro - 1 || s_.shard_weights);
           if (receives) wait_for_receive(begin, sends_.at({from, mb, forward}));
           progress = true;
         }
@@ -354,7 +355,8 @@ class Builder {
     for (int64_t st = 0; st < stages; ++st) {
       stage_ = static_cast<int>(st);
       const bool holds_embedding = st == 0 || st == stages - 1;
-      if (s_.dp > 1 && s_.overlap_grad_reduction && holds_embedding)
+      // (Sharded weights reduce-scatter the embedding's gradient after each pass that uses it.)
+      if (s_.dp > 1 && s_.overlap_grad_reduction && holds_embedding && !sharded_embedding())
         collective(-1, "embed_grad_allreduce", StepPhase::kBackward,
                    gathers_updated_weights() ? CollectiveKind::kReduceScatter : CollectiveKind::kAllReduce,
                    CommAxis::kData, embedding_matrices() * V * M_ * w_ / tp_, false);
@@ -412,13 +414,15 @@ class Builder {
     const int64_t per_chunk = layout_.blocks_per_chunk();
     const double V = static_cast<double>(m_.vocab_size);
     // The first micro-batch waits for the weights the optimizer updated: the embedding's at the start
-    // of a pass that uses it, each block's one block ahead.
+    // of a pass that uses it, each block's one block ahead. Sharded weights gather the embedding in every
+    // pass that uses it, as they do the blocks.
     const bool gathers = mb == 0 && gathers_updated_weights() && s_.dp > 1;
     std::optional<size_t> embedding_gather;
-    if (gathers && (chunk == 0 || chunk == layout_.chunks() - 1)) {
-      collective(-1, "embed_param_allgather", StepPhase::kForward, CollectiveKind::kAllGather, CommAxis::kData,
-                 embedding_matrices() * V * M_ / tp_ * read_weight_bytes(), false);
-      embedding_gather = g_.ops.size() - 1;
+    if (chunk == 0 || chunk == layout_.chunks() - 1) {
+      if (gathers)
+        embedding_gather = gather_embedding("embed_param_allgather", StepPhase::kForward, read_weight_bytes());
+      else if (sharded_embedding())
+        embedding_gather = gather_embedding("embed_weight_allgather", StepPhase::kForward, e_);
     }
     if (chunk == 0) {
       elementwise(-1, "embed", StepPhase::kForward, T_ * M_, 2);
@@ -456,9 +460,13 @@ class Builder {
   // gradients.
   void backward_pass(int64_t chunk, int64_t mb, bool last) {
     const int64_t per_chunk = layout_.blocks_per_chunk();
+    const double V = static_cast<double>(m_.vocab_size);
     if (chunk == layout_.chunks() - 1) {
-      const double V = static_cast<double>(m_.vocab_size);
+      // The input gradient of the logits reads the embedding: gathered again with sharded weights.
+      std::optional<size_t> gather;
+      if (sharded_embedding()) gather = gather_embedding("embed_weight_allgather", StepPhase::kBackward, e_);
       matmul(-1, "logits", StepPhase::kBackward, T_, M_, V, tp_);
+      if (gather) g_.ops.back().deps.push_back(static_cast<int>(*gather));
       // each vocabulary slice's share of the final norm's output gradient
       if (s_.tp > 1)
         collective(-1, sp_ ? "logits_tp_reducescatter" : "logits_tp_allreduce", StepPhase::kBackward,
@@ -483,6 +491,18 @@ class Builder {
     } else {
       send_pass_output(StepPhase::kBackward, chunk, mb);
     }
+    if (sharded_embedding() && s_.overlap_grad_reduction && (chunk == 0 || chunk == layout_.chunks() - 1))
+      collective(-1, "embed_grad_allreduce", StepPhase::kBackward, CollectiveKind::kReduceScatter, CommAxis::kData,
+                 embedding_matrices() * V * M_ * w_ / tp_, false);
+  }
+  // With sharded weights the embedding is sharded over dp like the blocks (plan_memory).
+  bool sharded_embedding() const { return s_.shard_weights && s_.dp > 1; }
+  // A non-blocking gather of the embedding matrices the current stage holds; returns its index.
+  size_t gather_embedding(const std::string& name, StepPhase ph, double bytes_per_weight) {
+    const double V = static_cast<double>(m_.vocab_size);
+    collective(-1, name, ph, CollectiveKind::kAllGather, CommAxis::kData, embedding_matrices() * V * M_ / tp_ * bytes_per_weight,
+               false);
+    return g_.ops.size() - 1;
   }
 
   // Each tp rank sends its 1/tp slice of the activations, and the receiving tp group gathers them

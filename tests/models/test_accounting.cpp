@@ -128,6 +128,28 @@ TEST(Accounting, AShardedOptimizerSplitsTheMasterWeightsAndTheState) {
   EXPECT_DOUBLE_EQ(memory_per_chip(m, no_copy).optimizer_bytes, b.optimizer_bytes);
 }
 
+// With sharded weights a stage holding an end of the model gathers its embedding matrices (into the
+// gathered shards) and holds their gradient: its working buffers are at least that; a stage without an
+// end is unaffected.
+TEST(Accounting, ShardedWeightsGatherTheEmbeddingAtTheEnds) {
+  ModelConfig m = tiny(0);
+  m.vocab_size = 100000;  // an embedding larger than a block's buffers
+  ShardingForMemory sh;
+  sh.dense_shards = 8, sh.gathered_dense_shards = 2, sh.tp = 2;
+  double embedding = 0;
+  for (const auto& w : weight_tensors(m))
+    if (w.group == WeightGroup::kEmbedding) embedding += static_cast<double>(w.elements() * w.copies);
+  ASSERT_GT(embedding, 0);
+  EXPECT_DOUBLE_EQ(memory_per_chip(m, sh).working_bytes, embedding / 2 * (2 + 4));
+  ShardingForMemory middle = sh;
+  middle.input_end = middle.output_end = false;
+  middle.blocks_held = {0};
+  EXPECT_LT(memory_per_chip(m, middle).working_bytes, embedding / 2 * (2 + 4));
+  ShardingForMemory not_gathered = sh;
+  not_gathered.gathered_dense_shards = 0;
+  EXPECT_LT(memory_per_chip(m, not_gathered).working_bytes, embedding / 2 * (2 + 4));
+}
+
 // Megatron-LM's table of bytes per parameter with Adam (docs/source/distrib_optimizer.md), d data-parallel
 // ranks: a bf16 copy beside float32 weights and gradients, 18 whole and 6 + 12/d distributed; float32
 // weights alone, 16 and 8 + 8/d.

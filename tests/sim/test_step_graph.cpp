@@ -199,6 +199,45 @@ TEST(StepGraph, ShardedWeightsAreGatheredBeforeUse) {
   for (const auto& op : passes.ops) EXPECT_TRUE(ids.insert(op.id).second) << "duplicate " << op.id;
 }
 
+// Sharded weights (ZeRO-3) keep only their shard of every gradient, so each micro-batch's backward
+// pass reduce-scatters its own; the embedding, sharded like the blocks, is gathered for the lookup and
+// the logits in each forward pass, again for the logits' input gradient, and its gradient
+// reduce-scattered after each backward pass.
+TEST(StepGraph, ShardedWeightsReduceEveryMicroBatchAndGatherTheEmbedding) {
+  ModelConfig m = load_model("glam-1.7b");
+  StepShape s = shape(8192, 8, 1, 1);
+  s.shard_weights = true, s.microbatches = 4;
+  const StepGraph g = build_step_graph(m, s);
+  EXPECT_EQ(count(g, "grad_allreduce"), 4 * m.layers);
+  EXPECT_EQ(count(g, "embed_grad_allreduce"), 4);
+  EXPECT_EQ(count(g, "embed_weight_allgather"), 2 * 4);  // forward and backward of each micro-batch
+  const double V = static_cast<double>(m.vocab_size), M = static_cast<double>(m.d_model);
+  for (size_t i = 0; i < g.ops.size(); ++i) {
+    const StepOp& op = g.ops[i];
+    for (int d : op.deps) ASSERT_LT(static_cast<size_t>(d), i) << op.id;
+    if (op.name == "embed_grad_allreduce") {
+      EXPECT_EQ(op.collective, CollectiveKind::kReduceScatter) << op.id;
+      EXPECT_DOUBLE_EQ(op.comm_bytes, V * M * 4) << op.id;
+    }
+    if (op.name == "embed_weight_allgather") {
+      EXPECT_DOUBLE_EQ(op.comm_bytes, V * M * 2) << op.id;
+    }
+    // The lookup and both logits products wait for their pass's gather.
+    if (op.name == "embed" && op.phase == StepPhase::kBackward) continue;
+    if (op.name == "embed" || op.name == "logits") {
+      bool waits = false;
+      for (int d : op.deps) waits |= g.ops[static_cast<size_t>(d)].name == "embed_weight_allgather";
+      EXPECT_TRUE(waits) << op.id;
+    }
+  }
+  // Whole weights reduce once, in the last micro-batch, and gather nothing.
+  StepShape whole = s;
+  whole.shard_weights = false;
+  const StepGraph w = build_step_graph(m, whole);
+  EXPECT_EQ(count(w, "grad_allreduce"), m.layers);
+  EXPECT_EQ(count(w, "embed_weight_allgather"), 0);
+}
+
 double optimizer_bytes_of(const StepGraph& g) {
   for (const auto& op : g.ops)
     if (op.name == "optimizer") return op.bytes;
