@@ -129,25 +129,27 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
         // Pipelines keep whole weights per stage unless the user asks for sharded ones: a stage would
         // gather them for every micro-batch. That rarely wins, and searching it triples the layouts
         // simulated (GLaM 64B/64E on tpu-v4-1024: 78 instead of 23, 0.7 s -> 5.6 s), though it can
-        // (glam-8b-64e on tpu-v4-64 at 262,144 tokens: 2% faster). Recomputation and sharded weights the
-        // user asked for are in every layout.
+        // (glam-8b-64e on tpu-v4-64 at 262,144 tokens: 2% faster). A sharded optimizer (ZeRO-1) gathers
+        // once per step, so pipelines try it too. Recomputation and the shardings the user asked for are
+        // in every layout.
         for (int shard = base.shard_weights ? 1 : 0;
              shard < (base.shard_optimizer || (pp > 1 && !base.shard_weights) ? 1 : 2); ++shard)
-          for (int optimizer = base.shard_optimizer ? 1 : 0; optimizer < optimizer_choices(base, m, dp, shard); ++optimizer)
-          for (int recompute = base.recompute ? 1 : 0; recompute < 2; ++recompute) {
-            ParallelPlan p = base;
-            p.dp = dp, p.tp = tp, p.pp = pp, p.virtual_stages = v, p.ep = ep, p.shard_weights = shard,
-            p.shard_optimizer = optimizer && !shard && dp > 1, p.recompute = recompute;
-            p.microbatches = base.microbatches ? base.microbatches : pp > 1 ? pipeline_microbatches(p, m) : 1;
-            try {
-              validate_plan(p, m, in.cluster);
-            } catch (const UsageError& e) {
-              // A chunk count the model does not allow is no reason to report.
-              if (v == chunk_counts.front()) last_reason = e.what();
-              continue;
+          for (int optimizer = base.shard_optimizer ? 1 : 0; optimizer < optimizer_choices(base, m, dp, shard);
+               ++optimizer)
+            for (int recompute = base.recompute ? 1 : 0; recompute < 2; ++recompute) {
+              ParallelPlan p = base;
+              p.dp = dp, p.tp = tp, p.pp = pp, p.virtual_stages = v, p.ep = ep, p.shard_weights = shard,
+              p.shard_optimizer = optimizer && !shard && dp > 1, p.recompute = recompute;
+              p.microbatches = base.microbatches ? base.microbatches : pp > 1 ? pipeline_microbatches(p, m) : 1;
+              try {
+                validate_plan(p, m, in.cluster);
+              } catch (const UsageError& e) {
+                // A chunk count the model does not allow is no reason to report.
+                if (v == chunk_counts.front()) last_reason = e.what();
+                continue;
+              }
+              layouts.push_back(p);
             }
-            layouts.push_back(p);
-          }
     }
   if (layouts.empty()) {
     if (last_reason.empty())  // no tp the chooser tries gives the dp (and tp) asked for
