@@ -245,13 +245,15 @@ MemoryFootprint memory_per_chip(const ModelConfig& m, const ShardingForMemory& s
   if (held > held_moe) fp.working_bytes = block_working_bytes(m, s, false);
   if (held_moe > 0) fp.working_bytes = std::max(fp.working_bytes, block_working_bytes(m, s, true));
   // Sharded weights: a stage at an end gathers its embedding matrices for the lookup and the logits and
-  // holds their gradient until the reduce-scatter after its pass, when that is more than a block needs.
+  // holds their gradient until the reduce-scatter after its pass. At the output end the logits make
+  // that gradient before the pass's blocks run their backward, so it lives beside their buffers.
   if (s.gathered_dense_shards > 0) {
     double embedding = 0;
     for (const auto& w : weight_tensors(m))
       if (w.group == WeightGroup::kEmbedding)
         embedding += static_cast<double>(w.elements() * held_copies(w)) / static_cast<double>(s.gathered_dense_shards);
-    fp.working_bytes = std::max(fp.working_bytes, embedding * (e + wbytes));
+    const double beside_blocks = fp.working_bytes + (s.output_end ? embedding * wbytes : 0.0);
+    fp.working_bytes = std::max(beside_blocks, embedding * (e + wbytes));
   }
   return fp;
 }

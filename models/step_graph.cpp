@@ -317,7 +317,7 @@ class Builder {
     g_.stages = stages;
     // Gradient accumulation: each micro-batch runs forward and backward on its share of the tokens;
     // gradients are reduced once, during (or after) the last micro-batch's backward pass of each
-    // block. With one stage the passes run in turn; with several, each stage follows its 1F1B
+    // block (with sharded weights, in every pass: a rank keeps only its shard). With one stage the passes run in turn; with several, each stage follows its 1F1B
     // program, and the stages' passes are merged in an order where each comes after the one it waits
     // for (the previous chunk's forward pass, the next chunk's backward pass, with their sends).
     layout_ = PipelineLayout{K, stages, std::max<int64_t>(1, s_.virtual_stages), micro};
@@ -340,7 +340,7 @@ class Builder {
           if (receives) gather_received_slices(forward ? StepPhase::kForward : StepPhase::kBackward, chunk);
           if (forward) forward_pass(chunk, mb);
           // Sharded weights keep only their shard of the gradients: each pass reduce-scatters its own.
-          else backward_pass(chunk, mb, mb == micro - 1 || s_.shard_weights);
+          else backward_pass(chunk, mb, mb == micro - 1 || sharded_embedding());
           if (receives) wait_for_receive(begin, sends_.at({from, mb, forward}));
           progress = true;
         }
@@ -374,8 +374,9 @@ class Builder {
           }
       for (int64_t end : {int64_t{0}, stages - 1}) {
         stage_ = static_cast<int>(end);
+        // With sharded weights each end sums only its shard, the dp reduce-scatter having left it that.
         collective(-1, "embed_tie_allreduce", StepPhase::kBackward, CollectiveKind::kAllReduce,
-                   CommAxis::kPipelineEnds, V * M_ * w_ / tp_);
+                   CommAxis::kPipelineEnds, V * M_ * w_ / tp_ / (sharded_embedding() ? static_cast<double>(s_.dp) : 1.0));
         g_.ops.back().deps = ends_ready;
       }
     }
@@ -456,9 +457,9 @@ class Builder {
   }
 
   // One micro-batch's backward pass through one chunk; a chunk after the first ends by sending the
-  // gradient of its input back. `last`: the step's final pass of these blocks, which reduces their
-  // gradients.
-  void backward_pass(int64_t chunk, int64_t mb, bool last) {
+  // gradient of its input back. `reduce`: the pass reduces its blocks' gradients (the step's final
+  // pass of these blocks, or every pass with sharded weights).
+  void backward_pass(int64_t chunk, int64_t mb, bool reduce) {
     const int64_t per_chunk = layout_.blocks_per_chunk();
     const double V = static_cast<double>(m_.vocab_size);
     if (chunk == layout_.chunks() - 1) {
@@ -480,7 +481,7 @@ class Builder {
       if (m_.is_moe_layer(l)) moe_ffn(l, StepPhase::kBackward, load_of(l));
       else dense_ffn(l, StepPhase::kBackward);
       attention(l, StepPhase::kBackward);
-      if (last) grad_reduction(l);
+      if (reduce) grad_reduction(l);
     }
     if (chunk == 0) {
       // the reduce-scatter's gradient: every token's, for each vocabulary slice's rows

@@ -38,7 +38,11 @@ void add_run_command(CLI::App& app) {
                        format_bytes(r.memory.gradients_bytes) + ", optimizer " +
                        format_bytes(r.memory.optimizer_bytes) + ", activations " +
                        format_bytes(r.memory.activations_bytes) + ", working buffers " +
-                       format_bytes(r.memory.working_bytes) + "); use --allow-oom to simulate it anyway");
+                       format_bytes(r.memory.working_bytes) +
+                       (r.memory.communication_bytes > 0
+                            ? ", all-to-all channels " + format_bytes(r.memory.communication_bytes)
+                            : "") +
+                       "); use --allow-oom to simulate it anyway");
     HostFigures host;
     host.wall_time_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     host.peak_rss_bytes = peak_rss_bytes();

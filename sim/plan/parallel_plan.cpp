@@ -273,6 +273,9 @@ void validate_plan(const ParallelPlan& p, const ModelConfig& m, const Cluster& c
   if (p.shard_weights && p.shard_optimizer)
     throw UsageError("shard_weights and shard_optimizer both set: sharded weights already shard the optimizer over dp; "
                      "choose one");
+  if (p.shard_weights && !p.overlap_grad_reduction)
+    throw UsageError("shard_weights needs overlap_grad_reduction: a rank keeps only its shard of the gradients, "
+                     "so each pass reduce-scatters them as it goes");
   if (p.shard_optimizer && p.dp < 2)
     throw UsageError("shard_optimizer needs dp > 1: with dp = " + s(p.dp) + " there is no data-parallel rank to shard over");
   if (p.dp % p.ep != 0)
@@ -321,7 +324,8 @@ std::string plan_description(const ParallelPlan& p) {
 
 double all_to_all_buffer_bytes(const ModelConfig& m, const ParallelPlan& p) {
   if (!m.is_moe() || p.ep < 2 || p.all_to_all_peer_bytes <= 0) return 0;
-  const int64_t members_in_node = std::min(p.ep, std::max<int64_t>(1, p.chips_per_node / p.tp));
+  // Members tp chips apart: a node of n chips holds up to ceil(n / tp) of them.
+  const int64_t members_in_node = std::min(p.ep, std::max<int64_t>(1, (p.chips_per_node + p.tp - 1) / p.tp));
   return static_cast<double>(members_in_node - 1) * p.all_to_all_peer_bytes;
 }
 

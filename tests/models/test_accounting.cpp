@@ -148,6 +148,20 @@ TEST(Accounting, ShardedWeightsGatherTheEmbeddingAtTheEnds) {
   ShardingForMemory not_gathered = sh;
   not_gathered.gathered_dense_shards = 0;
   EXPECT_LT(memory_per_chip(m, not_gathered).working_bytes, embedding / 2 * (2 + 4));
+  // A small embedding: the output end's gradient of it lives beside the blocks' buffers (the logits
+  // make it before the blocks' backward); the input end makes its own after them.
+  ModelConfig small = tiny(0);
+  double small_embedding = 0;
+  for (const auto& w : weight_tensors(small))
+    if (w.group == WeightGroup::kEmbedding) small_embedding += static_cast<double>(w.elements() * w.copies);
+  ShardingForMemory no_end = sh;
+  no_end.input_end = no_end.output_end = false;
+  const double blocks = memory_per_chip(small, no_end).working_bytes;
+  ASSERT_GT(blocks, small_embedding / 2 * (2 + 4));
+  ShardingForMemory output_end = no_end, input_end = no_end;
+  output_end.output_end = true, input_end.input_end = true;
+  EXPECT_DOUBLE_EQ(memory_per_chip(small, output_end).working_bytes, blocks + small_embedding / 2 * 4);
+  EXPECT_DOUBLE_EQ(memory_per_chip(small, input_end).working_bytes, blocks);
 }
 
 // Megatron-LM's table of bytes per parameter with Adam (docs/source/distrib_optimizer.md), d data-parallel
@@ -238,6 +252,7 @@ TEST(Accounting, WorkingBuffersOfOneBlocksBackward) {
   // chip); the MoE block has a whole router 8 x 4 and four 2 x 8 x 16 experts instead of the FFN.
   ShardingForMemory gathered = dense_block;
   gathered.gathered_dense_shards = 2, gathered.gathered_expert_shards = 2;
+  gathered.input_end = gathered.output_end = false;  // the ends' embedding: ShardedWeightsGatherTheEmbeddingAtTheEnds
   EXPECT_DOUBLE_EQ(memory_per_chip(m, gathered).working_bytes - memory_per_chip(m, dense_block).working_bytes,
                    ((256 + 8 + 384) / 2.0 + 16) * 6);
   gathered.blocks_held = {1};

@@ -71,6 +71,9 @@ TEST(Plan, ValidationNamesTheProblem) {
   ParallelPlan both = plan(32, 32, 2);
   both.shard_weights = both.shard_optimizer = true;
   EXPECT_NE(error_of(both, m, c).find("shard_weights and shard_optimizer"), std::string::npos);
+  ParallelPlan unsynced = plan(32, 32, 2);
+  unsynced.shard_weights = true, unsynced.overlap_grad_reduction = false;
+  EXPECT_NE(error_of(unsynced, m, c).find("shard_weights needs overlap_grad_reduction"), std::string::npos);
   ParallelPlan alone = plan(1, 1, 2, 64 * 1024);
   alone.pp = 32;
   EXPECT_EQ(error_of(alone, m, c), "");
@@ -252,6 +255,10 @@ TEST(Plan, MemoryHoldsTheAllToAllChannelsOfThePeersInTheNode) {
   EXPECT_DOUBLE_EQ(communication("dgx-h100-8", moe, 8, 1, 1), 0);
   EXPECT_DOUBLE_EQ(communication("dgx-h100-8", load_model("glam-1.7b"), 8, 1, 1), 0);
   EXPECT_DOUBLE_EQ(communication("tpu-v4-64", moe, 64, 64, 1), 0);
+  // Members tp chips apart when tp does not divide the node: 8 chips hold members at 0, 3 and 6.
+  ParallelPlan odd = plan(8, 8, 3);
+  odd.all_to_all_peer_bytes = 1, odd.chips_per_node = 8;
+  EXPECT_DOUBLE_EQ(all_to_all_buffer_bytes(moe, odd), 2);
   // Counted in the footprint the chooser fits.
   const Cluster c = load_cluster("dgx-h100-8");
   ParallelPlan p = plan(8, 8, 1);

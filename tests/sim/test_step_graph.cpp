@@ -230,6 +230,13 @@ TEST(StepGraph, ShardedWeightsReduceEveryMicroBatchAndGatherTheEmbedding) {
       EXPECT_TRUE(waits) << op.id;
     }
   }
+  // With pipeline stages the tied embedding's two ends sum their shards only.
+  StepShape staged = s;
+  staged.pp = 2;
+  double tie_bytes = 0;
+  for (const auto& op : build_step_graph(m, staged).ops)
+    if (op.name == "embed_tie_allreduce") tie_bytes = op.comm_bytes;
+  EXPECT_DOUBLE_EQ(tie_bytes, V * M * 4 / 8);
   // Whole weights reduce once, in the last micro-batch, and gather nothing.
   StepShape whole = s;
   whole.shard_weights = false;
