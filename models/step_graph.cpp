@@ -166,20 +166,8 @@ class Builder {
         return;
       }
       const bool gather = front == forward;
-      // Backward, at the sliced products' front: the first product's backward (the op just made) needs
-      // its input whole for the weight gradient, re-gathered beside the products after it.
-      if (!forward && front && regather_) {
-        g_.ops.back().deps.push_back(static_cast<int>(*regather_));
-        regather_.reset();
-      }
       collective(l, stem + (gather ? "_tp_allgather" : "_tp_reducescatter"), ph,
                  gather ? CollectiveKind::kAllGather : CollectiveKind::kReduceScatter, CommAxis::kTensor, elements * e_);
-      // Backward, entering the sliced products: sequence parallelism saved 1/tp of their input
-      // (Megatron-LM re-gathers it in the backward pass, overlapped with the products).
-      if (!forward && !front) {
-        collective(l, stem + "_tp_regather", ph, CollectiveKind::kAllGather, CommAxis::kTensor, elements * e_, false);
-        regather_ = g_.ops.size() - 1;
-      }
     };
   }
 
@@ -691,9 +679,6 @@ class Builder {
   double Tsp_ = 0;  // tokens of one tp rank where sequence parallelism splits them (T_ without it)
   StepGraph g_;
   std::string id_prefix_;  // the micro-batch pass of the ops being made
-  // A sub-layer's input re-gathered in its backward pass (sequence parallelism), until the first
-  // sliced product's backward waits for it.
-  std::optional<size_t> regather_;
   int stage_ = 0;          // the pipeline stage of the ops being made
   std::vector<MoeLayerLoad> per_micro_loads_;
   MoeLayerLoad uniform_;
