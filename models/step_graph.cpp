@@ -125,6 +125,7 @@ class Builder {
     sp_ = s.sequence_parallel && s.tp > 1;
     Tsp_ = sp_ ? T_ / tp_ : T_;
     M_ = static_cast<double>(m.d_model);
+    V_ = static_cast<double>(m.vocab_size);
     A_ = static_cast<double>(m.attention_width());
   }
 
@@ -246,9 +247,11 @@ class Builder {
       collective(l, "expert_grad_allreduce", StepPhase::kBackward, grad_reduction_kind(), CommAxis::kExpertData,
                  layer_expert_bytes(l), false);
   }
-  // Sharded weights or optimizer: each rank needs only its shard of the summed gradients.
+  // Sharded weights or optimizer: each rank updates only its shard, and needs only that shard of the
+  // summed gradients.
+  bool updates_a_shard() const { return s_.shard_weights || s_.shard_optimizer; }
   CollectiveKind grad_reduction_kind() const {
-    return s_.shard_weights || s_.shard_optimizer ? CollectiveKind::kReduceScatter : CollectiveKind::kAllReduce;
+    return updates_a_shard() ? CollectiveKind::kReduceScatter : CollectiveKind::kAllReduce;
   }
   // The distributed optimizer's all-gather of the weights each rank updated (ZeRO-1), in the
   // precision the products read: over dp ranks, experts over their replicas.
@@ -258,7 +261,7 @@ class Builder {
   // One blocking all-reduce of every replicated gradient of the stage after the backward pass: the
   // non-expert weights over dp, and the experts over their replicas when dp > ep.
   void all_gradients_at_once() {
-    double bytes = embedding_matrices() * static_cast<double>(m_.vocab_size) * M_ * w_ / tp_;
+    double bytes = embedding_matrices() * V_ * M_ * w_ / tp_;
     double expert_bytes = 0, sp_bytes = 0;
     for (int64_t block : stage_blocks()) {
       const int l = static_cast<int>(block);
@@ -351,15 +354,13 @@ class Builder {
         throw std::logic_error("build_step_graph: the pipeline programs wait for each other (stage " +
                                std::to_string(st) + ")");
     id_prefix_.clear();
-    const double V = static_cast<double>(m_.vocab_size);
     for (int64_t st = 0; st < stages; ++st) {
       stage_ = static_cast<int>(st);
       const bool holds_embedding = st == 0 || st == stages - 1;
       // (Sharded weights reduce-scatter the embedding's gradient after each pass that uses it.)
       if (s_.dp > 1 && s_.overlap_grad_reduction && holds_embedding && !sharded_embedding())
-        collective(-1, "embed_grad_allreduce", StepPhase::kBackward,
-                   gathers_updated_weights() ? CollectiveKind::kReduceScatter : CollectiveKind::kAllReduce,
-                   CommAxis::kData, embedding_matrices() * V * M_ * w_ / tp_, false);
+        collective(-1, "embed_grad_allreduce", StepPhase::kBackward, grad_reduction_kind(), CommAxis::kData,
+                   embedding_matrices() * V_ * M_ * w_ / tp_, false);
       if (!s_.overlap_grad_reduction) all_gradients_at_once();
     }
     // The tied embedding's two copies (first and last stage) add their gradients once each end has its
@@ -376,7 +377,7 @@ class Builder {
         stage_ = static_cast<int>(end);
         // With sharded weights each end sums only its shard, the dp reduce-scatter having left it that.
         collective(-1, "embed_tie_allreduce", StepPhase::kBackward, CollectiveKind::kAllReduce,
-                   CommAxis::kPipelineEnds, V * M_ * w_ / tp_ / (sharded_embedding() ? static_cast<double>(s_.dp) : 1.0));
+                   CommAxis::kPipelineEnds, V_ * M_ * w_ / tp_ / (sharded_embedding() ? static_cast<double>(s_.dp) : 1.0));
         g_.ops.back().deps = ends_ready;
       }
     }
@@ -413,7 +414,6 @@ class Builder {
   // transfer, as blocking p2p does).
   void forward_pass(int64_t chunk, int64_t mb) {
     const int64_t per_chunk = layout_.blocks_per_chunk();
-    const double V = static_cast<double>(m_.vocab_size);
     // The first micro-batch waits for the weights the optimizer updated: the embedding's at the start
     // of a pass that uses it, each block's one block ahead. Sharded weights gather the embedding in every
     // pass that uses it, as they do the blocks.
@@ -427,7 +427,7 @@ class Builder {
     }
     if (chunk == 0) {
       elementwise(-1, "embed", StepPhase::kForward, T_ * M_, 2);
-      if (embedding_gather) g_.ops.back().deps.push_back(static_cast<int>(*embedding_gather));
+      last_op_waits_for(embedding_gather);
       // vocabulary-parallel embedding: each slice looks up the tokens it holds, zeros for the rest; the
       // slices' sums, or with sequence parallelism each rank's tokens of them
       if (s_.tp > 1)
@@ -448,9 +448,9 @@ class Builder {
       if (sp_)
         collective(-1, "logits_tp_allgather", StepPhase::kForward, CollectiveKind::kAllGather, CommAxis::kTensor,
                    T_ * M_ * e_);
-      matmul(-1, "logits", StepPhase::kForward, T_, M_, V, tp_);
-      if (embedding_gather) g_.ops.back().deps.push_back(static_cast<int>(*embedding_gather));
-      elementwise(-1, "loss", StepPhase::kForward, T_ * V / tp_, 3);
+      matmul(-1, "logits", StepPhase::kForward, T_, M_, V_, tp_);
+      last_op_waits_for(embedding_gather);
+      elementwise(-1, "loss", StepPhase::kForward, T_ * V_ / tp_, 3);
     } else {
       send_pass_output(StepPhase::kForward, chunk, mb);
     }
@@ -461,13 +461,12 @@ class Builder {
   // pass of these blocks, or every pass with sharded weights).
   void backward_pass(int64_t chunk, int64_t mb, bool reduce) {
     const int64_t per_chunk = layout_.blocks_per_chunk();
-    const double V = static_cast<double>(m_.vocab_size);
     if (chunk == layout_.chunks() - 1) {
       // The input gradient of the logits reads the embedding: gathered again with sharded weights.
       std::optional<size_t> gather;
       if (sharded_embedding()) gather = gather_embedding("embed_weight_allgather", StepPhase::kBackward, e_);
-      matmul(-1, "logits", StepPhase::kBackward, T_, M_, V, tp_);
-      if (gather) g_.ops.back().deps.push_back(static_cast<int>(*gather));
+      matmul(-1, "logits", StepPhase::kBackward, T_, M_, V_, tp_);
+      last_op_waits_for(gather);
       // each vocabulary slice's share of the final norm's output gradient
       if (s_.tp > 1)
         collective(-1, sp_ ? "logits_tp_reducescatter" : "logits_tp_allreduce", StepPhase::kBackward,
@@ -494,14 +493,17 @@ class Builder {
     }
     if (sharded_embedding() && s_.overlap_grad_reduction && (chunk == 0 || chunk == layout_.chunks() - 1))
       collective(-1, "embed_grad_allreduce", StepPhase::kBackward, CollectiveKind::kReduceScatter, CommAxis::kData,
-                 embedding_matrices() * V * M_ * w_ / tp_, false);
+                 embedding_matrices() * V_ * M_ * w_ / tp_, false);
+  }
+  // The op just made waits for `op`, if there is one.
+  void last_op_waits_for(const std::optional<size_t>& op) {
+    if (op) g_.ops.back().deps.push_back(static_cast<int>(*op));
   }
   // With sharded weights the embedding is sharded over dp like the blocks (plan_memory).
   bool sharded_embedding() const { return s_.shard_weights && s_.dp > 1; }
   // A non-blocking gather of the embedding matrices the current stage holds; returns its index.
   size_t gather_embedding(const std::string& name, StepPhase ph, double bytes_per_weight) {
-    const double V = static_cast<double>(m_.vocab_size);
-    collective(-1, name, ph, CollectiveKind::kAllGather, CommAxis::kData, embedding_matrices() * V * M_ / tp_ * bytes_per_weight,
+    collective(-1, name, ph, CollectiveKind::kAllGather, CommAxis::kData, embedding_matrices() * V_ * M_ / tp_ * bytes_per_weight,
                false);
     return g_.ops.size() - 1;
   }
@@ -629,7 +631,7 @@ class Builder {
     partial.layers = K;
     // Each rank updates its shard: of tp (and ep) alone, or of dp as well when the weights or the
     // optimizer are sharded over it.
-    const bool over_dp = s_.shard_weights || s_.shard_optimizer;
+    const bool over_dp = updates_a_shard();
     ShardingForMemory sh;
     sh.dense_shards = s_.tp * (over_dp ? s_.dp : 1);
     sh.tp = s_.tp;  // the norms and the router are whole on each tp rank
@@ -674,7 +676,7 @@ class Builder {
 
   const ModelConfig& m_;
   const StepShape& s_;
-  double e_, w_, T_, tp_, M_, A_;
+  double e_, w_, T_, tp_, M_, A_, V_;
   bool sp_ = false;
   double Tsp_ = 0;  // tokens of one tp rank where sequence parallelism splits them (T_ without it)
   StepGraph g_;

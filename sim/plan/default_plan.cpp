@@ -43,13 +43,15 @@ std::vector<int64_t> given_or_powers_of_two(int64_t given, int64_t most) {
   return out;
 }
 
-// How many of {whole, sharded} optimizers to try (the loop's bound): sharding it over dp (ZeRO-1)
-// is tried where there are dp ranks to shard over and something worth sharding, a master copy beside
-// the weights the products read (GPU clusters) or Adam's moments; Adafactor's factored moments alone
-// are a few MiB. Asked for, it is in every layout with dp > 1, and weights are not sharded.
-int optimizer_choices(const ParallelPlan& base, const ModelConfig& m, int64_t dp, int shard_weights) {
-  if (base.shard_optimizer) return 2;
-  return !shard_weights && dp > 1 && (base.narrow_weight_copy || m.optimizer == "adam") ? 2 : 1;
+// Whether to try the optimizer whole, sharded over dp (ZeRO-1), or both: sharded where there are dp
+// ranks to shard over, weights not sharded already, and something worth sharding, a master copy
+// beside the weights the products read (GPU clusters) or Adam's moments (Adafactor's factored moments
+// alone are a few MiB); asked for, sharded wherever it can be.
+std::vector<bool> optimizer_shardings(const ParallelPlan& base, const ModelConfig& m, int64_t dp, bool shard_weights) {
+  if (shard_weights || dp < 2) return {false};
+  if (base.shard_optimizer) return {true};
+  if (base.narrow_weight_copy || m.optimizer == "adam") return {false, true};
+  return {false};
 }
 
 // The cores this process may run on (its CPU affinity), at most 16: each simulation of a 4,096-chip
@@ -134,12 +136,11 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
         // in every layout.
         for (int shard = base.shard_weights ? 1 : 0;
              shard < (base.shard_optimizer || (pp > 1 && !base.shard_weights) ? 1 : 2); ++shard)
-          for (int optimizer = base.shard_optimizer ? 1 : 0; optimizer < optimizer_choices(base, m, dp, shard);
-               ++optimizer)
+          for (bool optimizer : optimizer_shardings(base, m, dp, shard))
             for (int recompute = base.recompute ? 1 : 0; recompute < 2; ++recompute) {
               ParallelPlan p = base;
               p.dp = dp, p.tp = tp, p.pp = pp, p.virtual_stages = v, p.ep = ep, p.shard_weights = shard,
-              p.shard_optimizer = optimizer && !shard && dp > 1, p.recompute = recompute;
+              p.shard_optimizer = optimizer, p.recompute = recompute;
               p.microbatches = base.microbatches ? base.microbatches : pp > 1 ? pipeline_microbatches(p, m) : 1;
               try {
                 validate_plan(p, m, in.cluster);

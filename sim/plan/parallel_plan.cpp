@@ -330,7 +330,6 @@ double all_to_all_buffer_bytes(const ModelConfig& m, const ParallelPlan& p) {
 }
 
 MemoryFootprint plan_memory(const ModelConfig& m, const ParallelPlan& p) {
-  const double communication = all_to_all_buffer_bytes(m, p);
   ShardingForMemory sh;
   sh.dense_shards = p.tp * (p.shard_weights ? p.dp : 1);
   sh.expert_shards = (m.is_moe() ? p.ep : 1) * p.tp * (p.shard_weights ? p.dp / p.ep : 1);
@@ -343,22 +342,22 @@ MemoryFootprint plan_memory(const ModelConfig& m, const ParallelPlan& p) {
   if (p.shard_weights && p.dp > 1) sh.gathered_dense_shards = p.tp;
   if (p.shard_weights && m.is_moe() && p.dp / p.ep > 1) sh.gathered_expert_shards = p.ep * p.tp;
   if (p.shard_optimizer) sh.optimizer_dense_shards = p.dp, sh.optimizer_expert_shards = p.dp / p.ep;
+  MemoryFootprint fp;
   if (p.pp <= 1) {
-    MemoryFootprint fp = memory_per_chip(m, sh);
-    fp.communication_bytes = communication;
-    return fp;
+    fp = memory_per_chip(m, sh);
+  } else {
+    const PipelineLayout layout{m.layers, p.pp, p.virtual_stages, std::max<int64_t>(1, p.microbatches)};
+    for (int64_t st = 0; st < p.pp; ++st) {
+      sh.blocks_held = layout.blocks_of_stage(st);
+      sh.input_end = st == 0, sh.output_end = st == p.pp - 1;
+      sh.activation_microbatches = layout.peak_activation_microbatches(st);
+      const MemoryFootprint stage = memory_per_chip(m, sh);
+      if (stage.total_bytes() > fp.total_bytes()) fp = stage;
+    }
   }
-  const PipelineLayout layout{m.layers, p.pp, p.virtual_stages, std::max<int64_t>(1, p.microbatches)};
-  MemoryFootprint worst;
-  for (int64_t st = 0; st < p.pp; ++st) {
-    sh.blocks_held = layout.blocks_of_stage(st);
-    sh.input_end = st == 0, sh.output_end = st == p.pp - 1;
-    sh.activation_microbatches = layout.peak_activation_microbatches(st);
-    MemoryFootprint stage = memory_per_chip(m, sh);
-    stage.communication_bytes = communication;
-    if (stage.total_bytes() > worst.total_bytes()) worst = stage;
-  }
-  return worst;
+  // The same on every stage.
+  fp.communication_bytes = all_to_all_buffer_bytes(m, p);
+  return fp;
 }
 
 void apply_cluster_conventions(ParallelPlan& plan, const ModelConfig& m, const Cluster& c,
