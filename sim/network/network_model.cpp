@@ -45,18 +45,17 @@ const EfficiencyCurve* NetworkModel::measured_curve(const CollectiveRequest& req
   return profile_.collective_curve(req.kind, g.empty() ? 1 : static_cast<int>(g.front().size()));
 }
 
-const std::vector<AnalyticalNetwork::PhaseCoefficients>& AnalyticalNetwork::coefficients(const CollectiveRequest& req,
-                                                                                         std::string& algorithm) {
+AnalyticalNetwork::Resolved& AnalyticalNetwork::resolve(const CollectiveRequest& req) {
   std::string key = schedule_key(req);
-  auto it = cache_.find(key);
-  if (it != cache_.end()) {
-    algorithm = it->second.first;
-    return it->second.second;
-  }
+  auto it = resolved_.find(key);
+  if (it != resolved_.end()) return it->second;
   const CollectiveSchedule& s = schedule(req);
+  Resolved r;
+  r.algorithm = s.algorithm;
+  r.pipelined = s.pipelined;
+  r.measured = measured_curve(req);
   const auto& links = cluster_.links();
-  std::vector<double> load(links.size(), 0.0);
-  std::vector<PhaseCoefficients> out;
+  std::vector<double> load(links.size(), 0.0), total(links.size(), 0.0);
   std::vector<int> route;
   for (const auto& ph : s.phases) {
     PhaseCoefficients pc;
@@ -70,7 +69,7 @@ const std::vector<AnalyticalNetwork::PhaseCoefficients>& AnalyticalNetwork::coef
       for (int l : route) {
         load[static_cast<size_t>(l)] += f.share;
         latency += links[static_cast<size_t>(l)].latency_s;
-        pc.link_share[links[static_cast<size_t>(l)].kind] += f.share;
+        r.link_kind_share[links[static_cast<size_t>(l)].kind] += ph.repeat * f.share;
       }
       pc.latency_s = std::max(pc.latency_s, latency);
       pc.largest_share = std::max(pc.largest_share, f.share);
@@ -79,13 +78,13 @@ const std::vector<AnalyticalNetwork::PhaseCoefficients>& AnalyticalNetwork::coef
       if (load[l] > 0) {
         pc.seconds_per_byte = std::max(pc.seconds_per_byte, load[l] / links[l].bandwidth_Bps);
         pc.link_load.emplace_back(static_cast<int>(l), load[l]);
+        total[l] += ph.repeat * load[l];
       }
-    out.push_back(std::move(pc));
+    r.phases.push_back(std::move(pc));
   }
-  auto& entry = cache_[key];
-  entry = {s.algorithm, std::move(out)};
-  algorithm = entry.first;
-  return entry.second;
+  for (size_t l = 0; l < links.size(); ++l)
+    if (total[l] > 0) r.link_shares.emplace_back(static_cast<int>(l), total[l]);
+  return resolved_.emplace(std::move(key), std::move(r)).first->second;
 }
 
 namespace {
@@ -96,79 +95,80 @@ double bandwidth_left(const Link& link, const std::vector<double>* background, i
 }
 }  // namespace
 
-std::vector<double> AnalyticalNetwork::phase_step_times(const CollectiveRequest& req, const std::vector<double>* background) {
-  std::string algorithm;
-  std::vector<double> out;
+double AnalyticalNetwork::phase_step_time(const Resolved& r, const PhaseCoefficients& pc, double bytes,
+                                          const std::vector<double>* background) const {
   const auto& links = cluster_.links();
-  const EfficiencyCurve* measured = measured_curve(req);
-  for (const auto& pc : coefficients(req, algorithm)) {
-    const double efficiency =
-        measured ? measured->at(req.bytes) : profile_.network_bandwidth.at(pc.largest_share * req.bytes);
-    const double latency = measured ? 0.0 : pc.latency_s * profile_.network_latency_factor;
-    double seconds_per_byte = pc.seconds_per_byte;
-    if (background) {
-      seconds_per_byte = 0;
-      for (const auto& [l, load] : pc.link_load)
-        seconds_per_byte = std::max(seconds_per_byte, load / bandwidth_left(links[static_cast<size_t>(l)], background, l));
-    }
-    out.push_back(seconds_per_byte * req.bytes / efficiency + latency);
+  const double efficiency = r.measured ? r.measured->at(bytes) : profile_.network_bandwidth.at(pc.largest_share * bytes);
+  const double latency = r.measured ? 0.0 : pc.latency_s * profile_.network_latency_factor;
+  double seconds_per_byte = pc.seconds_per_byte;
+  if (background) {
+    seconds_per_byte = 0;
+    for (const auto& [l, load] : pc.link_load)
+      seconds_per_byte = std::max(seconds_per_byte, load / bandwidth_left(links[static_cast<size_t>(l)], background, l));
   }
+  return seconds_per_byte * bytes / efficiency + latency;
+}
+
+std::vector<double> AnalyticalNetwork::phase_step_times(const CollectiveRequest& req, const std::vector<double>* background) {
+  const Resolved& r = resolve(req);
+  std::vector<double> out;
+  for (const auto& pc : r.phases) out.push_back(phase_step_time(r, pc, req.bytes, background));
   return out;
 }
 
 double AnalyticalNetwork::sequential_time(const CollectiveRequest& req, const std::vector<double>* background) {
-  std::string algorithm;
-  const auto& phases = coefficients(req, algorithm);
-  const auto steps = phase_step_times(req, background);
+  const Resolved& r = resolve(req);
   double t = 0;
-  for (size_t i = 0; i < steps.size(); ++i) t += phases[i].repeat * steps[i];
+  for (const auto& pc : r.phases) t += pc.repeat * phase_step_time(r, pc, req.bytes, background);
   return t;
 }
 
-double AnalyticalNetwork::time_of(const CollectiveRequest& req, const std::vector<double>* background) {
-  if (!schedule(req).pipelined) return sequential_time(req, background);
-  std::string algorithm;
-  const auto& phases = coefficients(req, algorithm);
-  // Pipelined: each link's bytes from every phase (at each phase's efficiency) over its bandwidth; the
-  // busiest link sets the time, and each phase's steps add their latency (the first chunk's path).
-  const auto& links = cluster_.links();
-  const EfficiencyCurve* measured = measured_curve(req);
-  std::map<int, double> work;  // per link: seconds per byte of buffer at full bandwidth, efficiency included
-  double latency = 0;
-  for (const auto& pc : phases) {
-    const double efficiency =
-        measured ? measured->at(req.bytes) : profile_.network_bandwidth.at(pc.largest_share * req.bytes);
-    for (const auto& [l, load] : pc.link_load) work[l] += pc.repeat * load / efficiency;
-    if (!measured) latency += pc.repeat * pc.latency_s * profile_.network_latency_factor;
+double AnalyticalNetwork::time_of(Resolved& r, double bytes, const std::vector<double>* background) {
+  if (!background)
+    if (auto hit = r.time_alone.find(bytes); hit != r.time_alone.end()) return hit->second;
+  double t = 0;
+  if (!r.pipelined) {
+    for (const auto& pc : r.phases) t += pc.repeat * phase_step_time(r, pc, bytes, background);
+  } else {
+    // Pipelined: each link's bytes from every phase (at each phase's efficiency) over its bandwidth; the
+    // busiest link sets the time, and each phase's steps add their latency (the first chunk's path).
+    const auto& links = cluster_.links();
+    link_work_.resize(links.size(), 0.0);  // per link: seconds per byte of buffer at full bandwidth
+    double latency = 0;
+    for (const auto& pc : r.phases) {
+      const double efficiency =
+          r.measured ? r.measured->at(bytes) : profile_.network_bandwidth.at(pc.largest_share * bytes);
+      for (const auto& [l, load] : pc.link_load) link_work_[static_cast<size_t>(l)] += pc.repeat * load / efficiency;
+      if (!r.measured) latency += pc.repeat * pc.latency_s * profile_.network_latency_factor;
+    }
+    double busiest = 0;
+    for (const auto& [l, share] : r.link_shares) {
+      double& w = link_work_[static_cast<size_t>(l)];
+      busiest = std::max(busiest, w * bytes / bandwidth_left(links[static_cast<size_t>(l)], background, l));
+      w = 0;
+    }
+    t = busiest + latency;
   }
-  double busiest = 0;
-  for (const auto& [l, w] : work)
-    busiest = std::max(busiest, w * req.bytes / bandwidth_left(links[static_cast<size_t>(l)], background, l));
-  return busiest + latency;
+  if (!background) r.time_alone.emplace(bytes, t);
+  return t;
 }
 
 const std::vector<std::pair<int, double>>& AnalyticalNetwork::link_shares(const CollectiveRequest& req) {
-  const std::string key = schedule_key(req);
-  auto it = link_share_cache_.find(key);
-  if (it != link_share_cache_.end()) return it->second;
-  std::string algorithm;
-  std::map<int, double> shares;
-  for (const auto& pc : coefficients(req, algorithm))
-    for (const auto& [l, load] : pc.link_load) shares[l] += pc.repeat * load;
-  return link_share_cache_.emplace(key, std::vector<std::pair<int, double>>(shares.begin(), shares.end())).first->second;
+  return resolve(req).link_shares;
 }
 
 CollectiveCost AnalyticalNetwork::cost_in_background(const CollectiveRequest& req, const std::vector<double>& background) {
   CollectiveCost c = cost(req);
-  c.time_s = time_of(req, &background);
+  c.time_s = time_of(resolve(req), req.bytes, &background);
   return c;
 }
 
 CollectiveCost AnalyticalNetwork::cost(const CollectiveRequest& req) {
+  Resolved& r = resolve(req);
   CollectiveCost c;
-  for (const auto& pc : coefficients(req, c.algorithm))
-    for (const auto& [kind, share] : pc.link_share) c.link_bytes[kind] += pc.repeat * share * req.bytes;
-  c.time_s = time_of(req, nullptr);
+  c.algorithm = r.algorithm;
+  for (const auto& [kind, share] : r.link_kind_share) c.link_bytes[kind] = share * req.bytes;
+  c.time_s = time_of(r, req.bytes, nullptr);
   return c;
 }
 

@@ -85,14 +85,26 @@ class AnalyticalNetwork : public NetworkModel {
     double seconds_per_byte = 0;  // max over links of load / bandwidth, per byte of buffer
     double latency_s = 0;         // longest route
     double largest_share = 0;     // biggest flow, as a share of the buffer (for the efficiency curve)
-    std::map<LinkKind, double> link_share;  // sum of flow shares x hops, per link kind
     std::vector<std::pair<int, double>> link_load;  // per loaded link: sum of flow shares
   };
-  const std::vector<PhaseCoefficients>& coefficients(const CollectiveRequest& req, std::string& algorithm);
+  // Everything about a request but its size, worked out once per schedule key: a step repeats each
+  // collective for every layer and micro-batch, so costing one must not route or allocate.
+  struct Resolved {
+    std::string algorithm;
+    bool pipelined = false;
+    const EfficiencyCurve* measured = nullptr;  // measured_curve(req)
+    std::vector<PhaseCoefficients> phases;
+    std::vector<std::pair<int, double>> link_shares;  // see NetworkModel::link_shares
+    std::map<LinkKind, double> link_kind_share;       // flow shares x hops x repeats, per link kind
+    std::map<double, double> time_alone;              // by buffer bytes: time_of without background
+  };
+  Resolved& resolve(const CollectiveRequest& req);
+  double phase_step_time(const Resolved& r, const PhaseCoefficients& pc, double bytes,
+                         const std::vector<double>* background) const;
   // The request's time: its phases in sequence, or pipelined (CollectiveSchedule::pipelined).
-  double time_of(const CollectiveRequest& req, const std::vector<double>* background);
-  std::map<std::string, std::pair<std::string, std::vector<PhaseCoefficients>>> cache_;
-  std::map<std::string, std::vector<std::pair<int, double>>> link_share_cache_;
+  double time_of(Resolved& r, double bytes, const std::vector<double>* background);
+  std::map<std::string, Resolved> resolved_;
+  std::vector<double> link_work_;  // scratch, dense by link id, zero between calls
   double flows_routed_ = 0;
 };
 
