@@ -1,6 +1,7 @@
 #include "network/network_model.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 
@@ -57,6 +58,9 @@ AnalyticalNetwork::Resolved& AnalyticalNetwork::resolve(const CollectiveRequest&
   const auto& links = cluster_.links();
   std::vector<double> load(links.size(), 0.0), total(links.size(), 0.0);
   std::vector<int> route;
+  constexpr size_t kKinds = static_cast<size_t>(LinkKind::kPcie) + 1;
+  std::array<double, kKinds> kind_share{};  // a map lookup per hop would cost more than the route
+  std::array<bool, kKinds> kind_used{};
   for (const auto& ph : s.phases) {
     PhaseCoefficients pc;
     pc.repeat = ph.repeat;
@@ -69,7 +73,9 @@ AnalyticalNetwork::Resolved& AnalyticalNetwork::resolve(const CollectiveRequest&
       for (int l : route) {
         load[static_cast<size_t>(l)] += f.share;
         latency += links[static_cast<size_t>(l)].latency_s;
-        r.link_kind_share[links[static_cast<size_t>(l)].kind] += ph.repeat * f.share;
+        const auto kind = static_cast<size_t>(links[static_cast<size_t>(l)].kind);
+        kind_share[kind] += ph.repeat * f.share;
+        kind_used[kind] = true;
       }
       pc.latency_s = std::max(pc.latency_s, latency);
       pc.largest_share = std::max(pc.largest_share, f.share);
@@ -82,6 +88,8 @@ AnalyticalNetwork::Resolved& AnalyticalNetwork::resolve(const CollectiveRequest&
       }
     r.phases.push_back(std::move(pc));
   }
+  for (size_t k = 0; k < kKinds; ++k)
+    if (kind_used[k]) r.link_kind_share[static_cast<LinkKind>(k)] = kind_share[k];
   for (size_t l = 0; l < links.size(); ++l)
     if (total[l] > 0) r.link_shares.emplace_back(static_cast<int>(l), total[l]);
   return resolved_.emplace(std::move(key), std::move(r)).first->second;
