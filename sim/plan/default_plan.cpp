@@ -133,9 +133,9 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
         // simulated (GLaM 64B/64E on tpu-v4-1024: 78 instead of 23, 0.7 s -> 5.6 s), though it can
         // (glam-8b-64e on tpu-v4-64 at 262,144 tokens: 2% faster). A sharded optimizer (ZeRO-1) gathers
         // once per step, so pipelines try it too. Recomputation and the shardings the user asked for are
-        // in every layout.
+        // in every layout. With dp = 1 there is nothing to shard over: that layout is the unsharded one.
         for (int shard = base.shard_weights ? 1 : 0;
-             shard < (base.shard_optimizer || (pp > 1 && !base.shard_weights) ? 1 : 2); ++shard)
+             shard < (base.shard_optimizer || (pp > 1 && !base.shard_weights) || dp < 2 ? 1 : 2); ++shard)
           for (bool optimizer : optimizer_shardings(base, m, dp, shard))
             for (int recompute = base.recompute ? 1 : 0; recompute < 2; ++recompute) {
               ParallelPlan p = base;

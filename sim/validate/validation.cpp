@@ -76,9 +76,15 @@ Cluster cluster_for(const RunRecord& r, const CalibrationProfile& profile) {
     throw UsageError(r.file + " ran on " + std::to_string(r.ranks) + " ranks, but the calibration profile (" +
                      profile.source + ") has no figures for the links between ranks: its [network] section is " +
                      "measured when glamexec calibrate runs under mpirun -np 2 or more");
-  if (r.ranks > 1 && profile.link_bandwidth_Bps > 0) {
-    std::snprintf(buf, sizeof buf, "[links.nvlink]\nbandwidth_Bps = %.6e\nlatency_s = %.6e\n", profile.link_bandwidth_Bps,
-                  std::max(profile.link_latency_s, 1e-9));
+  double link_Bps = profile.link_bandwidth_Bps, link_latency_s = profile.link_latency_s;
+  if (!cpu && r.ranks > 1 && link_Bps <= 0) {
+    // No measured links: the H200's NVLink as the catalogue's DGX H200 node has it.
+    for (const Link& l : load_cluster("dgx-h200-8").links())
+      if (l.kind == LinkKind::kNvlink) link_Bps = l.bandwidth_Bps, link_latency_s = l.latency_s;
+  }
+  if (r.ranks > 1 && link_Bps > 0) {
+    std::snprintf(buf, sizeof buf, "[links.nvlink]\nbandwidth_Bps = %.6e\nlatency_s = %.6e\n", link_Bps,
+                  std::max(link_latency_s, 1e-9));
     t << buf;
   }
   return parse_cluster(t.str(), r.file + " (host cluster)");
@@ -116,6 +122,9 @@ SimulationInput simulation_for(const RunRecord& r, const std::optional<Calibrati
   RoutingSpec routing;
   if (r.has_moe_loads) routing.kind = "file", routing.file = r.file;
   Cluster cluster = cluster_for(r, profile);
+  // NCCL's all-to-all channels on the host's GPUs, in the memory the record's plan holds.
+  plan.all_to_all_peer_bytes = cluster.chip().all_to_all_peer_bytes;
+  plan.chips_per_node = cluster.chips_per_node();
   SimulationInput in{model, cluster, plan, routing, fidelity, profile, r.layers_run};
   in.product_precision = r.gemm_precision;
   in.ranks_per_core = ranks_per_core(r);

@@ -304,6 +304,25 @@ TEST(Plan, ChooserTriesAShardedOptimizerWhereItSavesMemory) {
   }
 }
 
+// Each layout is simulated once: sharding over dp = 1 would list the unsharded layout again under
+// another label (glam-1.7b on dgx-h100-8 has dp-1 layouts at tp 8 and at tp x pp 8).
+TEST(Plan, ChooserTriesNoShardingWithoutDataParallelRanks) {
+  const ModelConfig m = load_model("glam-1.7b");
+  const Cluster c = load_cluster("dgx-h100-8");
+  ParallelPlan base = plan(0, 0, 0, 1 << 19);
+  apply_cluster_conventions(base, m, c, std::nullopt);
+  SimulationInput in{m, c, base, {}, Fidelity::kAnalytical, default_profile(c.chip().kind)};
+  const PlanChoice choice = choose_plan(in, base, true);
+  int single_rank = 0;
+  for (const LayoutTrial& t : choice.trials) {
+    if (t.plan.dp > 1) continue;
+    ++single_rank;
+    EXPECT_FALSE(t.plan.shard_weights) << plan_short_label(t.plan);
+    EXPECT_FALSE(t.plan.shard_optimizer) << plan_short_label(t.plan);
+  }
+  EXPECT_GT(single_rank, 0);
+}
+
 // The chooser keeps every layout it looked at: the winner first, the fitting ones by step time,
 // each with the figures a fresh simulation of it gives.
 TEST(Plan, ChooserListsTheLayoutsItCompared) {

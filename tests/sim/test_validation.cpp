@@ -1,0 +1,51 @@
+// How glamsim validate rebuilds the simulation of a run record (the command itself is tested
+// end to end in test_glamsim_validate.cpp).
+#include <gtest/gtest.h>
+
+#include "validate/validation.h"
+
+namespace glam {
+namespace {
+
+RunRecord gpu_record(int64_t ranks, int64_t ep) {
+  RunRecord r;
+  r.file = "gpu-record.json";
+  r.model = load_model("glam-8b-64e");
+  r.layers_run = 2;
+  r.ranks = r.dp = ranks;
+  r.ep = ep;
+  r.device_kind = "cuda";
+  r.gemm_precision = "bf16";
+  r.activation_precision = "bfloat16";
+  r.global_batch_tokens = 4096 * ranks;
+  return r;
+}
+
+// Without a profile that measured the links between GPUs, a record of several GPUs runs on the
+// catalogue's NVLink (the DGX H200 node's); it was refused for a missing links.nvlink key.
+TEST(Validation, GpuRecordsWithoutMeasuredLinksUseTheNodesNvlink) {
+  const SimulationInput in = simulation_for(gpu_record(2, 2), std::nullopt, Fidelity::kAnalytical);
+  const Cluster node = load_cluster("dgx-h200-8");
+  ASSERT_FALSE(in.cluster.links().empty());
+  for (const Link& l : in.cluster.links()) {
+    EXPECT_EQ(l.kind, LinkKind::kNvlink);
+    EXPECT_DOUBLE_EQ(l.bandwidth_Bps, node.links().front().bandwidth_Bps);
+    EXPECT_DOUBLE_EQ(l.latency_s, node.links().front().latency_s);
+  }
+}
+
+// A record's plan holds what the same plan holds on a catalogue cluster of that chip, NCCL's
+// all-to-all channels included: one peer per other expert-parallel rank on the node.
+TEST(Validation, GpuRecordsHoldTheAllToAllChannels) {
+  const SimulationInput two = simulation_for(gpu_record(2, 2), std::nullopt, Fidelity::kAnalytical);
+  const double per_peer = two.cluster.chip().all_to_all_peer_bytes;
+  ASSERT_GT(per_peer, 0);
+  EXPECT_DOUBLE_EQ(plan_memory(two.model, two.plan).communication_bytes, per_peer);
+  const SimulationInput four = simulation_for(gpu_record(4, 4), std::nullopt, Fidelity::kAnalytical);
+  EXPECT_DOUBLE_EQ(plan_memory(four.model, four.plan).communication_bytes, 3 * per_peer);
+  const SimulationInput dense = simulation_for(gpu_record(4, 1), std::nullopt, Fidelity::kAnalytical);
+  EXPECT_EQ(plan_memory(dense.model, dense.plan).communication_bytes, 0);
+}
+
+}  // namespace
+}  // namespace glam
