@@ -412,6 +412,12 @@ TEST_F(Train, OptionValuesAreCheckedBeforeAnyWork) {
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("BPE pieces, not 100000: a smaller vocabulary, or more text"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(path("t20.model")) || fs::exists(path("t1e5.model")));
+  // train says the ways round it: GLaM's own vocabulary asks for more text than a small corpus has.
+  r = run_command("glamexec train --model glam-0.1b-64e --layers 1 --steps 1 --batch-tokens 1024 --text " +
+                  path("small.txt") + " --cache-dir " + path("cache"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("BPE pieces, not 262144"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("or --random-tokens to time the model's 262144-piece vocabulary"), std::string::npos) << r.err;
   // Counts are decimal: CLI11 alone would read "0128" as octal (and "09" not at all).
   r = run_command("glamexec describe --model glam-tiny --batch-tokens 0128");
   EXPECT_EQ(r.exit_code, 0) << r.err;
