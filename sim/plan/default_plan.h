@@ -5,7 +5,7 @@
 // experts that divides dp, weights replicated or sharded (replicated with pipelines unless the user
 // asks for sharding), recompute on or off (on when the user asks for it), with the fewest
 // micro-batches that make it fit, and with pipelines up to 4 per stage) is simulated at analytical
-// fidelity; the fastest wins.
+// fidelity, then smaller expert groups where they can win (choose_plan); the fastest wins.
 #include <optional>
 #include <vector>
 

@@ -287,6 +287,8 @@ TEST(Plan, ChooserTriesAShardedOptimizerWhereItSavesMemory) {
   for (const LayoutTrial& t : gpu) {
     if (!t.plan.shard_optimizer) continue;
     ++sharded;
+    // Smaller expert groups are tried only where a layout promises (ChooserStepsDownToSmallerExpertGroups).
+    if (t.plan.ep != default_expert_parallelism(m, t.plan.dp)) continue;
     EXPECT_GT(t.plan.dp, 1) << plan_short_label(t.plan);
     EXPECT_FALSE(t.plan.shard_weights) << plan_short_label(t.plan);
     ParallelPlan whole = t.plan;
@@ -321,6 +323,43 @@ TEST(Plan, ChooserTriesNoShardingWithoutDataParallelRanks) {
     EXPECT_FALSE(t.plan.shard_optimizer) << plan_short_label(t.plan);
   }
   EXPECT_GT(single_rank, 0);
+}
+
+// Where the chooser picks ep, a layout steps down to smaller expert groups while they are faster, and
+// tries ep 1 (no all-to-all): it finds what fixing each ep in turn finds. glam-0.1b-64e's experts are
+// small enough to replicate; on tpu-v4-64 the step times do not fall steadily from ep 64 to ep 1.
+TEST(Plan, ChooserStepsDownToSmallerExpertGroups) {
+  const ModelConfig m = load_model("glam-0.1b-64e");
+  for (const std::string cluster : {"dgx-h100-64", "tpu-v4-64"}) {
+    const Cluster c = load_cluster(cluster);
+    auto choose = [&](int64_t ep) {
+      ParallelPlan base = plan(0, ep, 0, 1 << 19);
+      apply_cluster_conventions(base, m, c, std::nullopt);
+      SimulationInput in{m, c, base, {}, Fidelity::kAnalytical, default_profile(c.chip().kind)};
+      return choose_plan(in, base, false);
+    };
+    const PlanChoice free = choose(0);
+    double best_fixed = std::numeric_limits<double>::infinity();
+    int64_t best_ep = 0;
+    for (int64_t ep = 1; ep <= 64; ep *= 2) {
+      const PlanChoice fixed = choose(ep);
+      for (const LayoutTrial& t : fixed.trials) EXPECT_EQ(t.plan.ep, ep) << plan_short_label(t.plan);
+      if (fixed.trials.front().step_time_s < best_fixed) best_fixed = fixed.trials.front().step_time_s, best_ep = ep;
+    }
+    EXPECT_LT(best_ep, 64) << cluster;
+    EXPECT_EQ(free.plan.ep, best_ep) << cluster;
+    EXPECT_DOUBLE_EQ(free.trials.front().step_time_s, best_fixed) << cluster;
+    // A smaller group than dp allows is tried only beside the next larger one, or as ep 1.
+    for (const LayoutTrial& t : free.trials) {
+      if (t.plan.ep == default_expert_parallelism(m, t.plan.dp) || t.plan.ep == 1) continue;
+      bool parent = false;
+      for (const LayoutTrial& other : free.trials)
+        parent |= other.plan.ep == 2 * t.plan.ep && other.plan.dp == t.plan.dp && other.plan.tp == t.plan.tp &&
+                  other.plan.pp == t.plan.pp && other.plan.shard_weights == t.plan.shard_weights &&
+                  other.plan.recompute == t.plan.recompute && other.fits;
+      EXPECT_TRUE(parent) << cluster << ": " << plan_short_label(t.plan) << " without its ep " << 2 * t.plan.ep;
+    }
+  }
 }
 
 // The chooser keeps every layout it looked at: the winner first, the fitting ones by step time,
