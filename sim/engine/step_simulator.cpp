@@ -89,7 +89,9 @@ StepResult simulate_step(const SimulationInput& in) {
   r.timing.resize(ops.size());
   struct InFlight {
     size_t op;
-    std::vector<std::pair<int, double>> rates;  // bytes per second per link
+    // Its rate on each link: share x bytes / duration (the network model keeps the shares).
+    const std::vector<std::pair<int, double>>* shares = nullptr;
+    double bytes = 0, duration = 0;
     int bottleneck = -1;
   };
   const auto& links = in.cluster.links();
@@ -122,7 +124,8 @@ StepResult simulate_step(const SimulationInput& in) {
         ++k;
         continue;
       }
-      for (const auto& [l, rate] : st.in_flight[k].rates) load_link(st, l, rate, -1);
+      const InFlight& f = st.in_flight[k];
+      for (const auto& [l, share] : *f.shares) load_link(st, l, share * f.bytes / f.duration, -1);
       st.in_flight.erase(st.in_flight.begin() + static_cast<std::ptrdiff_t>(k));
     }
   };
@@ -181,11 +184,10 @@ StepResult simulate_step(const SimulationInput& in) {
           r.step_time_s = std::max(r.step_time_s, other.end_s);
         }
         if (!on_stream) {
-          InFlight f{i, {}, -1};
+          InFlight f{i, &shares, req.bytes, duration, -1};
           double top = 0;
           for (const auto& [l, share] : shares) {
             const double rate = share * req.bytes / duration;
-            f.rates.emplace_back(l, rate);
             load_link(st, l, rate, +1);
             if (rate / links[static_cast<size_t>(l)].bandwidth_Bps > top)
               top = rate / links[static_cast<size_t>(l)].bandwidth_Bps, f.bottleneck = l;

@@ -108,12 +108,11 @@ double AnalyticalNetwork::phase_step_time(const Resolved& r, const PhaseCoeffici
   const auto& links = cluster_.links();
   const double efficiency = r.measured ? r.measured->at(bytes) : profile_.network_bandwidth.at(pc.largest_share * bytes);
   const double latency = r.measured ? 0.0 : pc.latency_s * profile_.network_latency_factor;
-  double seconds_per_byte = pc.seconds_per_byte;
-  if (background) {
-    seconds_per_byte = 0;
+  double seconds_per_byte = pc.seconds_per_byte;  // the busiest link at full bandwidth
+  if (background)  // only links with traffic on them can be busier now
     for (const auto& [l, load] : pc.link_load)
-      seconds_per_byte = std::max(seconds_per_byte, load / bandwidth_left(links[static_cast<size_t>(l)], background, l));
-  }
+      if ((*background)[static_cast<size_t>(l)] > 0)
+        seconds_per_byte = std::max(seconds_per_byte, load / bandwidth_left(links[static_cast<size_t>(l)], background, l));
   return seconds_per_byte * bytes / efficiency + latency;
 }
 
