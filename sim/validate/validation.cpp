@@ -9,6 +9,7 @@
 #include "common/errors.h"
 #include "common/text_table.h"
 #include "energy/energy_model.h"
+#include "validate/child_process.h"
 
 namespace glam {
 
@@ -141,6 +142,86 @@ SimulationInput simulation_for(const RunRecord& r, const std::optional<Calibrati
   return in;
 }
 
+namespace {
+
+// What the simulation of one record gives the comparison: its step, the energy model's chip power
+// over the record's energy window, and each op id's simulated seconds, stage, kind and axis.
+struct SimulatedRecord {
+  double step_s = 0, chip_power_W = 0;
+  std::map<std::string, OpComparison> ops;
+};
+
+SimulatedRecord simulate_record(const RunRecord& record, const SimulationInput& in) {
+  const StepResult sim = simulate_step(in);
+  SimulatedRecord out;
+  out.step_s = sim.step_time_s;
+  if (record.measured_power_W > 0) {
+    const StepEnergy e = step_energy(in, sim, 1.0);
+    const double chips = in.cluster.num_chips();
+    const double idle_W = e.chip_idle_J / sim.step_time_s / chips, above_W = e.chip_compute_J / sim.step_time_s / chips;
+    const double busy_share =
+        std::min(1.0, static_cast<double>(record.energy_steps) * record.step_median_s / record.energy_window_s);
+    out.chip_power_W = idle_W + above_W * busy_share;
+  }
+  for (size_t i = 0; i < sim.graph.ops.size(); ++i) {
+    const StepOp& op = sim.graph.ops[i];
+    // A collective over the two end stages (the tied embedding's sum) waits inside itself for the
+    // other stage's last backward pass; the executor times it from the moment it is called, so the
+    // wait is part of its measured time. A wait for another stage before any other op is a receive
+    // (the StepGraph hangs it on the op that uses the message, such as pp_recv_allgather), which the
+    // executor leaves untimed: the bubble.
+    const bool waits_inside = op.kind == OpKind::kCollective && op.blocking && op.axis == CommAxis::kPipelineEnds;
+    OpComparison& c = out.ops[op.id];
+    c.simulated_s += sim.timing[i].duration() + (waits_inside ? sim.timing[i].stage_wait_s : 0.0);
+    c.stage = op.stage;
+    if (op.kind == OpKind::kCollective) c.collective = collective_name(op.collective), c.axis = axis_name(op.axis);
+  }
+  return out;
+}
+
+nlohmann::json to_json(const SimulatedRecord& r) {
+  nlohmann::json ops = nlohmann::json::array();
+  for (const auto& [id, c] : r.ops) ops.push_back({id, c.stage, c.simulated_s, c.collective, c.axis});
+  return {{"step_s", r.step_s}, {"chip_power_W", r.chip_power_W}, {"ops", ops}};
+}
+
+SimulatedRecord from_json(const nlohmann::json& j) {
+  SimulatedRecord r;
+  r.step_s = j.at("step_s").get<double>(), r.chip_power_W = j.at("chip_power_W").get<double>();
+  for (const auto& op : j.at("ops")) {
+    OpComparison& c = r.ops[op.at(0).get<std::string>()];
+    c.stage = op.at(1).get<int>(), c.simulated_s = op.at(2).get<double>();
+    c.collective = op.at(3).get<std::string>(), c.axis = op.at(4).get<std::string>();
+  }
+  return r;
+}
+
+// Every record simulated, in order. SimGrid holds one platform per process, so at flow fidelity
+// the records of each host cluster are simulated in a child process of their own when there are
+// several; JSON carries the figures back (doubles round-trip exactly).
+std::vector<SimulatedRecord> simulate_records(const std::vector<std::pair<RunRecord, SimulationInput>>& inputs,
+                                              Fidelity fidelity) {
+  std::vector<SimulatedRecord> out(inputs.size());
+  std::map<std::string, std::vector<size_t>> by_cluster;
+  for (size_t i = 0; i < inputs.size(); ++i) by_cluster[inputs[i].second.cluster.id()].push_back(i);
+  if (fidelity != Fidelity::kFlow || by_cluster.size() < 2) {
+    for (size_t i = 0; i < inputs.size(); ++i) out[i] = simulate_record(inputs[i].first, inputs[i].second);
+    return out;
+  }
+  for (const auto& [cluster, indices] : by_cluster) {
+    const std::string text = run_in_child_process([&] {
+      nlohmann::json results = nlohmann::json::array();
+      for (size_t i : indices) results.push_back(to_json(simulate_record(inputs[i].first, inputs[i].second)));
+      return results.dump();
+    });
+    const nlohmann::json results = nlohmann::json::parse(text);
+    for (size_t k = 0; k < indices.size(); ++k) out[indices[k]] = from_json(results.at(k));
+  }
+  return out;
+}
+
+}  // namespace
+
 ValidationSummary validate_records(const std::vector<std::string>& files, const std::optional<std::string>& profile_file,
                                    Fidelity fidelity) {
   std::optional<CalibrationProfile> profile;
@@ -156,36 +237,15 @@ ValidationSummary validate_records(const std::vector<std::string>& files, const 
   s.calibration = profile_file.value_or("");
   s.fidelity = fidelity_name(fidelity);
   std::vector<double> step_errors, op_errors;
-  for (auto& [record, in] : inputs) {
-    StepResult sim = simulate_step(in);
-    RecordValidation v{record, in.cluster.id(), sim.step_time_s, 0, in.cluster.chip().kind,
+  const std::vector<SimulatedRecord> simulated = simulate_records(inputs, fidelity);
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const auto& [record, in] = inputs[i];
+    const SimulatedRecord& sim = simulated[i];
+    RecordValidation v{record, in.cluster.id(), sim.step_s, sim.chip_power_W, in.cluster.chip().kind,
                        in.cluster.chip().runtime_reserved_bytes, {}, {}};
-    if (record.measured_power_W > 0) {
-      const StepEnergy e = step_energy(in, sim, 1.0);
-      const double chips = in.cluster.num_chips();
-      const double idle_W = e.chip_idle_J / sim.step_time_s / chips, above_W = e.chip_compute_J / sim.step_time_s / chips;
-      const double busy_share = std::min(
-          1.0, static_cast<double>(record.energy_steps) * record.step_median_s / record.energy_window_s);
-      v.simulated_chip_power_W = idle_W + above_W * busy_share;
-    }
-    // Each op id's simulated seconds (summed over its ops), stage and, for collectives, kind and axis.
-    std::map<std::string, OpComparison> simulated;
-    for (size_t i = 0; i < sim.graph.ops.size(); ++i) {
-      const StepOp& op = sim.graph.ops[i];
-      // A collective over the two end stages (the tied embedding's sum) waits inside itself for the
-      // other stage's last backward pass; the executor times it from the moment it is called, so the
-      // wait is part of its measured time. A wait for another stage before any other op is a receive
-      // (the StepGraph hangs it on the op that uses the message, such as pp_recv_allgather), which the
-      // executor leaves untimed: the bubble.
-      const bool waits_inside = op.kind == OpKind::kCollective && op.blocking && op.axis == CommAxis::kPipelineEnds;
-      OpComparison& c = simulated[op.id];
-      c.simulated_s += sim.timing[i].duration() + (waits_inside ? sim.timing[i].stage_wait_s : 0.0);
-      c.stage = op.stage;
-      if (op.kind == OpKind::kCollective) c.collective = collective_name(op.collective), c.axis = axis_name(op.axis);
-    }
     for (const auto& op : record.ops) {
-      auto it = simulated.find(op.id);
-      if (it == simulated.end() || op.median_s <= 0) {
+      auto it = sim.ops.find(op.id);
+      if (it == sim.ops.end() || op.median_s <= 0) {
         v.unmatched.push_back(op.id);
         continue;
       }

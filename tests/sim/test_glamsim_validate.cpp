@@ -504,6 +504,35 @@ TEST_F(GlamsimValidate, GpuEnergyIsComparedWithTheEnergyModel) {
   EXPECT_NE(b.err.find("device.energy.mean_power_W"), std::string::npos) << b.err;
 }
 
+// At flow fidelity SimGrid holds one platform per process: records of two host sizes are simulated
+// in a child process each, with the figures each gives when validated alone (it was refused).
+TEST_F(GlamsimValidate, FlowFidelityValidatesRecordsOfSeveralHostSizes) {
+  for (int ranks : {1, 2}) {
+    auto rec = record("", 0.5);
+    rec["device"] = {{"kind", "cuda"}, {"name", "NVIDIA H200"}, {"threads", 1}, {"gemm_precision", "bf16"}};
+    rec["plan"] = {{"ranks", ranks}, {"dp", ranks}, {"ep", ranks}, {"tp", 1}};
+    rec["global_batch_tokens"] = 2048 * ranks;
+    write(kDir / ("gpu-" + std::to_string(ranks) + ".json"), rec.dump());
+  }
+  auto steps = [&](const std::string& files) {
+    auto r = run_command("glamsim validate " + files + " --fidelity flow --format json");
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    std::vector<double> out;
+    if (r.exit_code != 0) return out;
+    const auto j = nlohmann::json::parse(r.out);
+    for (const auto& rec : j["records"]) out.push_back(rec["simulated_step_s"].get<double>());
+    return out;
+  };
+  const std::string one = (kDir / "gpu-1.json").string(), two = (kDir / "gpu-2.json").string();
+  const auto both = steps(one + " " + two), first = steps(one), second = steps(two);
+  ASSERT_EQ(both.size(), 2u);
+  ASSERT_EQ(first.size(), 1u);
+  ASSERT_EQ(second.size(), 1u);
+  EXPECT_DOUBLE_EQ(both[0], first[0]);
+  EXPECT_DOUBLE_EQ(both[1], second[0]);
+  EXPECT_NE(both[0], both[1]);
+}
+
 // A GPU record's device memory (total, and free before the step's buffers) shows what the runtime held,
 // beside what plans keep back for it on the simulated chip; free above total is a bad record.
 TEST_F(GlamsimValidate, GpuRuntimeMemoryIsShownBesideThePlansReserve) {

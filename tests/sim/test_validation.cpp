@@ -2,6 +2,11 @@
 // end to end in test_glamsim_validate.cpp).
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <stdexcept>
+
+#include "common/errors.h"
+#include "validate/child_process.h"
 #include "validate/validation.h"
 
 namespace glam {
@@ -45,6 +50,27 @@ TEST(Validation, GpuRecordsHoldTheAllToAllChannels) {
   EXPECT_DOUBLE_EQ(plan_memory(four.model, four.plan).communication_bytes, 3 * per_peer);
   const SimulationInput dense = simulation_for(gpu_record(4, 1), std::nullopt, Fidelity::kAnalytical);
   EXPECT_EQ(plan_memory(dense.model, dense.plan).communication_bytes, 0);
+}
+
+// Flow-fidelity validation of several host sizes runs each in a child process: its result, its
+// usage errors and its death reach the parent as they are.
+TEST(Validation, ChildProcessesReturnTheirResultOrTheirError) {
+  EXPECT_EQ(run_in_child_process([] { return std::string(100000, 'x') + "end"; }), std::string(100000, 'x') + "end");
+  try {
+    run_in_child_process([]() -> std::string { throw UsageError("record r.json: no such op"); });
+    ADD_FAILURE() << "no error";
+  } catch (const UsageError& e) {
+    EXPECT_STREQ(e.what(), "record r.json: no such op");
+  }
+  EXPECT_THROW(run_in_child_process([]() -> std::string { throw std::logic_error("bug"); }), std::runtime_error);
+  try {
+    run_in_child_process([]() -> std::string { std::abort(); });
+    ADD_FAILURE() << "no error";
+  } catch (const UsageError&) {
+    ADD_FAILURE() << "a crash is not a usage error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("died (signal 6)"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace
