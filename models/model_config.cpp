@@ -137,6 +137,13 @@ void validate(const ModelConfig& m, const std::string& file) {
 ModelConfig parse_table(const toml::table& table, const std::string& file) {
   ModelConfig m = model_schema().parse(table, file);
   validate(m, file);
+  // MoE settings without moe.experts would be ignored silently (the model is dense): say so rather
+  // than simulate something else. An explicit experts = 0 keeps them, for a dense baseline of an MoE file.
+  if (const toml::table* moe = table["moe"].as_table(); moe && !moe->contains("experts"))
+    for (const auto& [key, value] : *moe)
+      throw ConfigError(file, "moe." + std::string(key.str()), toml_value_text(value),
+                        "no MoE settings without moe.experts (the model is dense): set moe.experts, or 0 to keep "
+                        "them unused");
   return m;
 }
 

@@ -38,8 +38,8 @@ group_tokens = 6
 aux_loss_weight = 0.1
 )";
 
-// (dense configs still carry moe.group_tokens, which must divide seq_len)
-inline const char* kDenseMoeSection = "[moe]\ngroup_tokens = 6\n";
+// A dense config that keeps an unused MoE setting (experts = 0 says so)
+inline const char* kDenseMoeSection = "[moe]\nexperts = 0\ngroup_tokens = 6\n";
 // A small MoE model, larger than the micro ones: d_model d, 4 heads, gated FFN of 4d, 4 experts of 2d
 // every other block, routing groups of one sequence.
 inline ModelConfig small_moe(int64_t d = 64, int64_t vocab = 256, int64_t seq_len = 32) {

@@ -63,6 +63,14 @@ TEST(ModelConfigErrors, MisspeltKeyIsNotIgnored) {
   EXPECT_NE(msg.find("no such key"), std::string::npos) << msg;
 }
 
+// MoE settings without moe.experts would be ignored (the model is dense): refused, naming the key. An
+// explicit experts = 0 keeps them unused (DenseModelsIgnoreTheRoutingGroup).
+TEST(ModelConfigErrors, MoeSettingsWithoutExpertsAreRefused) {
+  std::string msg = error_of(replaced(kValid, "experts = 8\n", ""));
+  EXPECT_NE(msg.find("'moe.group_tokens' = 64: expected no MoE settings without moe.experts"), std::string::npos) << msg;
+  EXPECT_FALSE(parse_model(replaced(kValid, "experts = 8", "experts = 0"), "ok.toml").is_moe());
+}
+
 TEST(ModelConfigErrors, ZeroAndNegativeSizes) {
   EXPECT_NE(error_of(replaced(kValid, "d_model = 128", "d_model = 0")).find("= 0: expected a positive integer"),
             std::string::npos);
