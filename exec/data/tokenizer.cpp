@@ -98,7 +98,7 @@ std::string train_tokenizer(const std::string& text, int64_t vocab, const std::s
                        "for each of its distinct characters and the control pieces (<unk>, <s>, </s>) need at least " +
                        m[1].str());
     if (std::regex_search(said, m, std::regex("Vocabulary size too high \\(\\d+\\)\\. Please set it to a value <= (\\d+)")))
-      throw UsageError(origin + ": this text (" + std::to_string(text.size()) + " bytes) gives at most " + m[1].str() +
+      throw TextTooShortForVocabulary(origin + ": this text (" + std::to_string(text.size()) + " bytes) gives at most " + m[1].str() +
                        " BPE pieces, not " + std::to_string(vocab) + ": a smaller vocabulary, or more text");
     throw UsageError(origin + ": cannot train a SentencePiece model of " + std::to_string(vocab) +
                      " pieces on this text (" + std::to_string(text.size()) + " bytes): SentencePiece says " + said);

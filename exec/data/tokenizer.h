@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "common/errors.h"
+
 namespace sentencepiece {
 class SentencePieceProcessor;
 }
@@ -32,8 +34,15 @@ class Tokenizer {
   std::string serialized_, origin_;
 };
 
+// The text is too short to give as many pieces as asked (more text, or fewer pieces, would do).
+class TextTooShortForVocabulary : public UsageError {
+ public:
+  using UsageError::UsageError;
+};
+
 // Trains a BPE model of exactly `vocab` pieces on `text`; returns the serialized model.
-// UsageError naming `origin` (the text's file) when the text cannot support that many pieces.
+// UsageError naming `origin` (the text's file) when the text cannot support that many pieces
+// (TextTooShortForVocabulary when it has too little text for them).
 std::string train_tokenizer(const std::string& text, int64_t vocab, const std::string& origin);
 
 }  // namespace glam::exec

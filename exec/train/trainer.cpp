@@ -66,11 +66,14 @@ Tokenizer get_tokenizer(const TrainOptions& o, const std::string& text, const st
       std::string model = train_tokenizer(text, vocab, text_origin);
       fs::create_directories(file.parent_path());
       write_file_atomically(file, model);
-    } catch (const UsageError& e) {
+    } catch (const TextTooShortForVocabulary& e) {
       failed = true;
       // GLaM's 256K vocabulary needs far more text than the default corpus: say the way round it.
       error = std::string(e.what()) + " (train: --text a larger corpus, --tokenizer a trained model, or " +
               "--random-tokens to time the model's " + std::to_string(vocab) + "-piece vocabulary on random tokens)";
+    } catch (const UsageError& e) {
+      failed = true;
+      error = e.what();
     } catch (const std::exception& e) {  // the cache folder cannot be made or written
       failed = true;
       error = "--cache-dir " + file.parent_path().string() + ": cannot keep the trained tokenizer there (" + e.what() + ")";

@@ -145,7 +145,7 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
         // once per step, so pipelines try it too. Recomputation and the shardings the user asked for are
         // in every layout. With dp = 1 there is nothing to shard over: that layout is the unsharded one.
         for (int shard = base.shard_weights ? 1 : 0;
-             shard < (base.shard_optimizer || (pp > 1 && !base.shard_weights) || dp < 2 ? 1 : 2); ++shard)
+             shard < (base.shard_optimizer || ((pp > 1 || dp < 2) && !base.shard_weights) ? 1 : 2); ++shard)
           for (bool optimizer : optimizer_shardings(base, m, dp, shard))
             for (int recompute = base.recompute ? 1 : 0; recompute < 2; ++recompute) {
               ParallelPlan p = base;
@@ -224,17 +224,20 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
     consider(retries, false);
     best.candidates = static_cast<int>(best.trials.size());  // the micro-batched retries were considered too
   }
-  // Smaller expert groups, where the chooser picks ep: each layout that fits steps down to the next
-  // smaller ep while that is faster (glam-1.7b-64e on dgx-a100-64: ep 64 1.63 s, ep 32 1.58 s), and also
-  // tries ep 1, no all-to-all at all (glam-0.1b-64e on dgx-h100-64: ep 64 0.124 s, ep 1 0.100 s; on
-  // tpu-v4-64 the step times do not fall steadily on the way there). A layout steps down only if its
-  // step less its all-to-all time beats the best: a smaller group can at best save the all-to-all, for
-  // the same products (the same tokens per expert) and more gradient reduction.
+  // Smaller expert groups, where the chooser picks ep. Where every expert computes the same number of
+  // tokens (capacity-padded dispatch, or uniform routing), a smaller group can at best save the
+  // all-to-all, for the same products and more gradient reduction: each fitting layout whose step less
+  // its all-to-all time beats the best steps down to the next smaller ep while that is faster
+  // (glam-1.7b-64e on dgx-a100-64: ep 64 1.63 s, ep 32 1.58 s), and also tries ep 1, no all-to-all at
+  // all (glam-0.1b-64e on dgx-h100-64: ep 64 0.124 s, ep 1 0.100 s; on tpu-v4-64 the step times do not
+  // fall steadily on the way there). With kept (dropless) dispatch and uneven routing a smaller group
+  // also evens out the hottest rank's experts, in no steady way: every fitting layout tries every ep.
   if (!base.ep && m.is_moe()) {
+    const bool products_fixed = m.padded_dispatch() || in.routing.kind == "uniform";
     std::set<std::string> seen;
     for (const LayoutTrial& t : best.trials) seen.insert(plan_short_label(t.plan));
     auto with_ep = [&](const LayoutTrial& t, int64_t ep) -> std::optional<ParallelPlan> {
-      if (!t.fits || ep < 1 || t.step_time_s - t.alltoall_s >= best_time) return std::nullopt;
+      if (!t.fits || ep < 1 || (products_fixed && t.step_time_s - t.alltoall_s >= best_time)) return std::nullopt;
       ParallelPlan p = t.plan;
       p.ep = ep;
       if (base.microbatches == 0) p.microbatches = std::max(p.microbatches, fitting_microbatches(p, m, in.usable_hbm_bytes()));
@@ -249,22 +252,27 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
     std::vector<size_t> parents;
     for (size_t i = 0; i < best.trials.size(); ++i) parents.push_back(i);
     for (bool first_round = true; !parents.empty(); first_round = false) {
-      std::vector<ParallelPlan> smaller;
-      std::vector<double> parent_times;  // of the step-down variants; ep 1 ones do not step further
-      std::vector<ParallelPlan> without_all_to_all;
+      std::vector<ParallelPlan> stepping;  // one ep down, to step further while faster
+      std::vector<double> parent_times;
+      std::vector<ParallelPlan> others;    // ep 1, or every ep when the products vary with it
       for (size_t i : parents) {
         const LayoutTrial& t = best.trials[i];
-        if (auto p = with_ep(t, smaller_expert_parallelism(m, t.plan.dp, t.plan.ep)))
-          smaller.push_back(*p), parent_times.push_back(t.step_time_s);
+        const int64_t next = smaller_expert_parallelism(m, t.plan.dp, t.plan.ep);
+        if (!products_fixed) {
+          for (int64_t ep = next; ep >= 1; ep = smaller_expert_parallelism(m, t.plan.dp, ep))
+            if (auto p = with_ep(t, ep)) others.push_back(*p);
+          continue;
+        }
+        if (auto p = with_ep(t, next)) stepping.push_back(*p), parent_times.push_back(t.step_time_s);
         if (first_round)
-          if (auto p = with_ep(t, 1)) without_all_to_all.push_back(*p);
+          if (auto p = with_ep(t, 1)) others.push_back(*p);
       }
       const size_t first = best.trials.size();
-      const size_t stepping_down = smaller.size();
-      smaller.insert(smaller.end(), without_all_to_all.begin(), without_all_to_all.end());
-      consider(smaller, false);  // in one batch: simulated side by side
+      const size_t stepped = stepping.size();
+      stepping.insert(stepping.end(), others.begin(), others.end());
+      consider(stepping, false);  // in one batch: simulated side by side
       parents.clear();
-      for (size_t k = 0; k < stepping_down; ++k)
+      for (size_t k = 0; k < stepped; ++k)
         if (best.trials[first + k].fits && best.trials[first + k].step_time_s < parent_times[k]) parents.push_back(first + k);
     }
     best.candidates = static_cast<int>(best.trials.size());

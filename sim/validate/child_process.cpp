@@ -42,6 +42,8 @@ std::string run_in_child_process(const std::function<std::string()>& work) {
       message = std::string("u") + e.what();
     } catch (const std::exception& e) {
       message = std::string("e") + e.what();
+    } catch (...) {
+      message = "ean error that is not a std::exception";
     }
     write_all(fds[1], message);
     ::close(fds[1]);

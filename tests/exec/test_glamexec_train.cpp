@@ -418,6 +418,22 @@ TEST_F(Train, OptionValuesAreCheckedBeforeAnyWork) {
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("BPE pieces, not 262144"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("or --random-tokens to time the model's 262144-piece vocabulary"), std::string::npos) << r.err;
+  // ... and only then: more distinct characters than pieces want fewer characters, not more text.
+  {
+    std::string text;
+    for (char32_t c = 0x4E00; c < 0x4E00 + 5000; ++c) {  // 5,000 CJK ideographs, three UTF-8 bytes each
+      text += static_cast<char>(0xE0 | (c >> 12));
+      text += static_cast<char>(0x80 | ((c >> 6) & 0x3F));
+      text += static_cast<char>(0x80 | (c & 0x3F));
+      if (c % 50 == 0) text += "\n";
+    }
+    std::ofstream(path("cjk.txt")) << text << "\n";
+  }
+  r = run_command("glamexec train --model glam-tiny --steps 1 --batch-tokens 1024 --text " + path("cjk.txt") +
+                  " --cache-dir " + path("cache"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("a vocabulary of 4096 pieces is too small for this text"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("--random-tokens"), std::string::npos) << r.err;
   // Counts are decimal: CLI11 alone would read "0128" as octal (and "09" not at all).
   r = run_command("glamexec describe --model glam-tiny --batch-tokens 0128");
   EXPECT_EQ(r.exit_code, 0) << r.err;
