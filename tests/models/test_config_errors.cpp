@@ -7,6 +7,7 @@
 #include "common/errors.h"
 #include "support/config_errors.h"
 #include "model_config.h"
+#include "support/expect_error.h"
 
 namespace glam {
 namespace {
@@ -137,18 +138,10 @@ TEST(ModelConfigErrors, NotToml) {
 }
 
 TEST(ModelConfigErrors, MissingFileAndUnknownId) {
-  try {
-    load_model("/nonexistent/model.toml");
-    ADD_FAILURE();
-  } catch (const ConfigError& e) {
-    EXPECT_NE(std::string(e.what()).find("/nonexistent/model.toml: no such file"), std::string::npos);
-  }
-  try {
-    load_model("glam-9000b");
-    ADD_FAILURE();
-  } catch (const UsageError& e) {
-    EXPECT_NE(std::string(e.what()).find("glam-64b-64e"), std::string::npos) << "should list known ids";
-  }
+  const std::string missing = testing::error_message_of<ConfigError>([] { load_model("/nonexistent/model.toml"); });
+  EXPECT_NE(missing.find("/nonexistent/model.toml: no such file"), std::string::npos) << missing;
+  const std::string unknown = testing::error_message_of<UsageError>([] { load_model("glam-9000b"); });
+  EXPECT_NE(unknown.find("glam-64b-64e"), std::string::npos) << "should list known ids: " << unknown;
 }
 
 TEST(ModelConfigErrors, UserFileByPath) {

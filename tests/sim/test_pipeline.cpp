@@ -15,6 +15,7 @@
 #include "engine/step_simulator.h"
 #include "plan/default_plan.h"
 #include "support/run_command.h"
+#include "support/expect_error.h"
 
 namespace glam {
 namespace {
@@ -449,21 +450,13 @@ TEST(Pipeline, ValidationNamesTheProblem) {
   p.dp = 8, p.tp = 8, p.pp = 1, p.batch_tokens = 1 << 20;
   EXPECT_NO_THROW(validate_plan(p, m, c));
   p.pp = 2;
-  try {
-    validate_plan(p, m, c);
-    ADD_FAILURE() << "dp x tp x pp = 128 on 64 chips";
-  } catch (const UsageError& e) {
-    EXPECT_NE(std::string(e.what()).find("dp x tp x pp = 8 x 8 x 2 = 128"), std::string::npos) << e.what();
-  }
+  const std::string too_many = testing::error_message_of<UsageError>([&] { validate_plan(p, m, c); });
+  EXPECT_NE(too_many.find("dp x tp x pp = 8 x 8 x 2 = 128"), std::string::npos) << too_many;
   p.dp = 1, p.tp = 8, p.pp = 8;  // 24 blocks: 8 stages of 3
   EXPECT_NO_THROW(validate_plan(p, m, c));
   p.dp = 4, p.tp = 1, p.pp = 16;
-  try {
-    validate_plan(p, m, c);
-    ADD_FAILURE() << "16 stages of 24 blocks";
-  } catch (const UsageError& e) {
-    EXPECT_NE(std::string(e.what()).find("pp = 16 must divide the 24 blocks"), std::string::npos) << e.what();
-  }
+  const std::string stages = testing::error_message_of<UsageError>([&] { validate_plan(p, m, c); });
+  EXPECT_NE(stages.find("pp = 16 must divide the 24 blocks"), std::string::npos) << stages;
   p.dp = 2, p.tp = 8, p.pp = 4, p.microbatches = 8;
   for (const auto& [v, microbatches, expected] : std::vector<std::tuple<int64_t, int64_t, std::string>>{
            {4, 8, "pp x virtual_stages = 4 x 4 must divide the 24 blocks"},

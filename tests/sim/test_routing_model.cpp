@@ -7,6 +7,7 @@
 
 #include "common/errors.h"
 #include "workload/routing_model.h"
+#include "support/expect_error.h"
 
 namespace glam {
 namespace {
@@ -80,12 +81,9 @@ TEST(RoutingModel, BadSpecs) {
   ModelConfig small = load_model("glam-1.7b-32e");
   auto path = std::filesystem::temp_directory_path() / "glam-routing-64.json";
   std::ofstream(path) << R"({"moe_layers": [{"layer": 1, "expert_load": [1, 2, 3]}]})";
-  try {
-    expert_shares(parse_routing_spec(path.string()), small, 1);
-    ADD_FAILURE();
-  } catch (const ConfigError& e) {
-    EXPECT_NE(std::string(e.what()).find("3 experts"), std::string::npos) << e.what();
-  }
+  const std::string msg =
+      testing::error_message_of<ConfigError>([&] { expert_shares(parse_routing_spec(path.string()), small, 1); });
+  EXPECT_NE(msg.find("3 experts"), std::string::npos) << msg;
   std::filesystem::remove(path);
 }
 

@@ -8,6 +8,7 @@
 #include "common/errors.h"
 #include "validate/child_process.h"
 #include "validate/validation.h"
+#include "support/expect_error.h"
 
 namespace glam {
 namespace {
@@ -56,12 +57,9 @@ TEST(Validation, GpuRecordsHoldTheAllToAllChannels) {
 // usage errors and its death reach the parent as they are.
 TEST(Validation, ChildProcessesReturnTheirResultOrTheirError) {
   EXPECT_EQ(run_in_child_process([] { return std::string(100000, 'x') + "end"; }), std::string(100000, 'x') + "end");
-  try {
-    run_in_child_process([]() -> std::string { throw UsageError("record r.json: no such op"); });
-    ADD_FAILURE() << "no error";
-  } catch (const UsageError& e) {
-    EXPECT_STREQ(e.what(), "record r.json: no such op");
-  }
+  EXPECT_EQ(testing::error_message_of<UsageError>(
+                [] { run_in_child_process([]() -> std::string { throw UsageError("record r.json: no such op"); }); }),
+            "record r.json: no such op");
   try {
     run_in_child_process([]() -> std::string { throw std::logic_error("bug"); });
     ADD_FAILURE() << "no error";
