@@ -184,6 +184,7 @@ std::string render_single(const PlanRow& row, std::optional<double> deadline_day
   add("facility overhead", e.energy.facility_overhead);
   out += "\n" + b.render();
   if (!row.step.fits_memory) out += "\nWARNING: the plan does not fit in memory (simulated anyway)\n";
+  out += row.sim.plan_note;  // how the plan was chosen, when glamsim chose it
   return out;
 }
 

@@ -4,6 +4,7 @@
 
 #include "common/cli_checks.h"
 #include "common/errors.h"
+#include "common/text_table.h"
 #include "compute/calibration_profile.h"
 #include "plan/default_plan.h"
 #include "report/layout_report.h"
@@ -173,6 +174,13 @@ ResolvedSimulation SimulationOptions::resolve_for_cluster(const std::string& clu
                               std::to_string(choice.candidates) + " considered)"
                         : "\nplan chosen by glamsim: none of the " + std::to_string(choice.candidates) +
                               " layouts considered fits; --allow-oom simulates the one-pass layout with the smallest footprint";
+    // How close the choice was: the next fastest layout (--layouts lists them all).
+    if (choice.fitting > 1) {
+      const LayoutTrial& best = out.layouts[0], &next = out.layouts[1];  // choice.trials, moved there
+      out.plan_note += "; the runner-up, " + plan_short_label(next.plan) + ", steps in " +
+                       format_seconds(next.step_time_s) + " (+" +
+                       format_fixed(100 * (next.step_time_s / best.step_time_s - 1), 1) + "%)";
+    }
     out.plan_note += "; override with --dp/--ep/--tp/--pp/--virtual-stages or --plan\n";
   }
   return out;

@@ -323,14 +323,24 @@ TEST(GlamsimPlan, LayoutsListTheChosenPlanAmongTheOthers) {
   const auto table = out.find("layouts compared");
   ASSERT_NE(table, std::string::npos) << out;
   size_t rows = 0, marked = 0;
+  std::vector<std::string> labels;
   for (size_t at = out.find('\n', table); at != std::string::npos && at + 1 < out.size(); at = out.find('\n', at + 1)) {
     const std::string line = out.substr(at + 1, out.find('\n', at + 1) - at - 1);
     if (line.rfind("dp", 3) == std::string::npos || line.find(" tp") == std::string::npos) continue;
     ++rows;
     marked += line[0] == '*';
+    const size_t from = line.find("dp");
+    labels.push_back(line.substr(from, line.find("  ", from) - from));
   }
   EXPECT_EQ(rows, j["layouts"].size()) << out;
   EXPECT_EQ(marked, 1u) << out;
+  // The plan's note names the runner-up, the table's second row, and how much slower it steps.
+  ASSERT_GE(labels.size(), 2u);
+  const double gap = 100 * (j["layouts"][1]["step_time_s"].get<double>() / j["step_time_s"].get<double>() - 1);
+  char pct[32];
+  std::snprintf(pct, sizeof pct, "(+%.1f%%)", gap);
+  EXPECT_NE(out.find("the runner-up, " + labels[1] + ", steps in "), std::string::npos) << out;
+  EXPECT_NE(out.find(pct), std::string::npos) << pct << "\n" << out;
   // Without the flag neither output lists them.
   EXPECT_FALSE(plan_json("--model glam-1.7b-64e --cluster dgx-h100-64 --tokens 1e11 --batch-tokens 262144").contains("layouts"));
 }
