@@ -502,8 +502,11 @@ class Builder {
   // With sharded weights the embedding is sharded over dp like the blocks (plan_memory).
   bool sharded_embedding() const { return s_.shard_weights && s_.dp > 1; }
   // A non-blocking gather of the embedding matrices the current stage holds; returns its index.
+  // The embedding matrices a sharded stage gathers: those it holds for the forward pass, only the
+  // output one for the logits' input gradient (the lookup's backward pass reads no weights).
   size_t gather_embedding(const std::string& name, StepPhase ph, double bytes_per_weight) {
-    collective(-1, name, ph, CollectiveKind::kAllGather, CommAxis::kData, embedding_matrices() * V_ * M_ / tp_ * bytes_per_weight,
+    const double matrices = ph == StepPhase::kForward ? embedding_matrices() : 1.0;
+    collective(-1, name, ph, CollectiveKind::kAllGather, CommAxis::kData, matrices * V_ * M_ / tp_ * bytes_per_weight,
                false);
     return g_.ops.size() - 1;
   }

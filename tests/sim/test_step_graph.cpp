@@ -230,6 +230,16 @@ TEST(StepGraph, ShardedWeightsReduceEveryMicroBatchAndGatherTheEmbedding) {
       EXPECT_TRUE(waits) << op.id;
     }
   }
+  // Untied on one stage: both matrices gathered for the forward pass, the output one for the backward.
+  ModelConfig untied = m;
+  untied.tied_embeddings = false;
+  int untied_gathers = 0;
+  for (const auto& op : build_step_graph(untied, s).ops)
+    if (op.name == "embed_weight_allgather") {
+      ++untied_gathers;
+      EXPECT_DOUBLE_EQ(op.comm_bytes, V * M * 2 * (op.phase == StepPhase::kForward ? 2 : 1)) << op.id;
+    }
+  EXPECT_EQ(untied_gathers, 2 * 4);
   // With pipeline stages the tied embedding's two ends sum their shards only.
   StepShape staged = s;
   staged.pp = 2;
