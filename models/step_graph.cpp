@@ -296,10 +296,13 @@ class Builder {
     return 2 * M_ + (m_.is_moe_layer(l) ? M_ * static_cast<double>(m_.experts) : 0);
   }
 
-  // Exact bytes of one block's non-expert gradients on this rank.
+  // Exact bytes of one block's non-expert gradients on this rank (the relative position bias is sliced
+  // over tp with the heads).
   double layer_dense_bytes(int l) const {
     const double H = static_cast<double>(m_.ffn_hidden);
     double params = 4 * M_ * A_ / tp_ + layer_whole_params(l);
+    if (m_.position_encoding == "relative_bias")
+      params += static_cast<double>(m_.relative_buckets * m_.heads) / tp_;
     if (!m_.is_moe_layer(l)) params += (m_.ffn_kind == "gated" ? 3 : 2) * M_ * H / tp_;
     return params * w_;
   }

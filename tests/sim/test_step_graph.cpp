@@ -199,6 +199,24 @@ TEST(StepGraph, ShardedWeightsAreGatheredBeforeUse) {
   for (const auto& op : passes.ops) EXPECT_TRUE(ids.insert(op.id).second) << "duplicate " << op.id;
 }
 
+// The gradients reduced over dp are the model's own: per block, the attention, its relative position
+// bias, the norms, the dense FFN or the router, and the experts over their replicas, as the accounting
+// counts them (the final norm's scales, d_model floats, are left out).
+TEST(StepGraph, GradientReductionsCoverTheAccountingsParameters) {
+  const ModelConfig m = load_model("glam-1.7b-64e");
+  StepShape s = shape(8192, 16, 8, 1);
+  s.overlap_grad_reduction = true;
+  double dense = 0, experts = 0;
+  for (const auto& op : build_step_graph(m, s).ops) {
+    if (op.name == "grad_allreduce") dense += op.comm_bytes / 4;
+    if (op.name == "expert_grad_allreduce") experts += op.comm_bytes / 4 * 8;  // each rank: 1/ep of them
+  }
+  const ParamCounts p = count_params(m);
+  EXPECT_DOUBLE_EQ(dense, p.attention + p.position_bias + p.norms - static_cast<double>(m.d_model) + p.dense_ffn + p.router);
+  EXPECT_DOUBLE_EQ(experts, p.experts);
+  EXPECT_GT(p.position_bias, 0);
+}
+
 // Sharded weights (ZeRO-3) keep only their shard of every gradient, so each micro-batch's backward
 // pass reduce-scatters its own; the embedding, sharded like the blocks, is gathered for the lookup and
 // the logits in each forward pass, again for the logits' input gradient, and its gradient
