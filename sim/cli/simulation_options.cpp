@@ -19,7 +19,7 @@ void SimulationOptions::register_options(CLI::App& cmd, bool with_out_dir) {
                               "recompute, mapping, "
                               "microbatches, overlap_grad_reduction)");
   cmd.add_option("--dp", dp, "Data-parallel width")->excludes(plan)->transform(cli_checks::integer_at_least(1));
-  cmd.add_option("--ep", ep, "Expert-parallel width (divides dp and the experts; default: the largest such)")->excludes(plan)->transform(cli_checks::integer_at_least(1));
+  cmd.add_option("--ep", ep, "Expert-parallel width (divides dp and the experts; default: the chooser's, or with --dp and --tp the largest such)")->excludes(plan)->transform(cli_checks::integer_at_least(1));
   cmd.add_option("--tp", tp, "Tensor-parallel width")->excludes(plan)->transform(cli_checks::integer_at_least(1));
   cmd.add_option("--pp", pp, "Pipeline stages (1F1B; default: what --dp x --tp leave of the chips, else the chooser's)")
       ->excludes(plan)
