@@ -139,11 +139,12 @@ ModelConfig parse_table(const toml::table& table, const std::string& file) {
   validate(m, file);
   // MoE settings without moe.experts would be ignored silently (the model is dense): say so rather
   // than simulate something else. An explicit experts = 0 keeps them, for a dense baseline of an MoE file.
-  if (const toml::table* moe = table["moe"].as_table(); moe && !moe->contains("experts"))
-    for (const auto& [key, value] : *moe)
-      throw ConfigError(file, "moe." + std::string(key.str()), toml_value_text(value),
-                        "no MoE settings without moe.experts (the model is dense): set moe.experts, or 0 to keep "
-                        "them unused");
+  if (const toml::table* moe = table["moe"].as_table(); moe && !moe->contains("experts") && !moe->empty()) {
+    const auto first = moe->begin();  // named: the key and value refer into it
+    throw ConfigError(file, "moe." + std::string(first->first.str()), toml_value_text(first->second),
+                      "no MoE settings without moe.experts (the model is dense): set moe.experts, or 0 to keep "
+                      "them unused");
+  }
   return m;
 }
 

@@ -93,6 +93,7 @@ StepResult simulate_step(const SimulationInput& in) {
     const std::vector<std::pair<int, double>>* shares = nullptr;
     double bytes = 0, duration = 0;
     int bottleneck = -1;
+    double rate(double share) const { return share * bytes / duration; }
   };
   const auto& links = in.cluster.links();
   struct Stage {
@@ -125,7 +126,7 @@ StepResult simulate_step(const SimulationInput& in) {
         continue;
       }
       const InFlight& f = st.in_flight[k];
-      for (const auto& [l, share] : *f.shares) load_link(st, l, share * f.bytes / f.duration, -1);
+      for (const auto& [l, share] : *f.shares) load_link(st, l, f.rate(share), -1);
       st.in_flight.erase(st.in_flight.begin() + static_cast<std::ptrdiff_t>(k));
     }
   };
@@ -187,7 +188,7 @@ StepResult simulate_step(const SimulationInput& in) {
           InFlight f{i, &shares, req.bytes, duration, -1};
           double top = 0;
           for (const auto& [l, share] : shares) {
-            const double rate = share * req.bytes / duration;
+            const double rate = f.rate(share);
             load_link(st, l, rate, +1);
             if (rate / links[static_cast<size_t>(l)].bandwidth_Bps > top)
               top = rate / links[static_cast<size_t>(l)].bandwidth_Bps, f.bottleneck = l;

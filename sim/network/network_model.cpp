@@ -103,17 +103,23 @@ double bandwidth_left(const Link& link, const std::vector<double>* background, i
 }
 }  // namespace
 
+double AnalyticalNetwork::phase_efficiency(const Resolved& r, const PhaseCoefficients& pc, double bytes) const {
+  return r.measured ? r.measured->at(bytes) : profile_.network_bandwidth.at(pc.largest_share * bytes);
+}
+
+double AnalyticalNetwork::phase_latency(const Resolved& r, const PhaseCoefficients& pc) const {
+  return r.measured ? 0.0 : pc.latency_s * profile_.network_latency_factor;
+}
+
 double AnalyticalNetwork::phase_step_time(const Resolved& r, const PhaseCoefficients& pc, double bytes,
                                           const std::vector<double>* background) const {
   const auto& links = cluster_.links();
-  const double efficiency = r.measured ? r.measured->at(bytes) : profile_.network_bandwidth.at(pc.largest_share * bytes);
-  const double latency = r.measured ? 0.0 : pc.latency_s * profile_.network_latency_factor;
   double seconds_per_byte = pc.seconds_per_byte;  // the busiest link at full bandwidth
   if (background)  // only links with traffic on them can be busier now
     for (const auto& [l, load] : pc.link_load)
       if ((*background)[static_cast<size_t>(l)] > 0)
         seconds_per_byte = std::max(seconds_per_byte, load / bandwidth_left(links[static_cast<size_t>(l)], background, l));
-  return seconds_per_byte * bytes / efficiency + latency;
+  return seconds_per_byte * bytes / phase_efficiency(r, pc, bytes) + phase_latency(r, pc);
 }
 
 std::vector<double> AnalyticalNetwork::phase_step_times(const CollectiveRequest& req, const std::vector<double>* background) {
@@ -143,10 +149,9 @@ double AnalyticalNetwork::time_of(Resolved& r, double bytes, const std::vector<d
     link_work_.resize(links.size(), 0.0);  // per link: seconds per byte of buffer at full bandwidth
     double latency = 0;
     for (const auto& pc : r.phases) {
-      const double efficiency =
-          r.measured ? r.measured->at(bytes) : profile_.network_bandwidth.at(pc.largest_share * bytes);
+      const double efficiency = phase_efficiency(r, pc, bytes);
       for (const auto& [l, load] : pc.link_load) link_work_[static_cast<size_t>(l)] += pc.repeat * load / efficiency;
-      if (!r.measured) latency += pc.repeat * pc.latency_s * profile_.network_latency_factor;
+      latency += pc.repeat * phase_latency(r, pc);
     }
     double busiest = 0;
     for (const auto& [l, share] : r.link_shares) {

@@ -99,6 +99,10 @@ class AnalyticalNetwork : public NetworkModel {
     std::map<double, double> time_alone;              // by buffer bytes: time_of without background
   };
   Resolved& resolve(const CollectiveRequest& req);
+  // A phase's bandwidth efficiency at this buffer size, and its route latency (none with a measured
+  // curve, which has the latency folded in).
+  double phase_efficiency(const Resolved& r, const PhaseCoefficients& pc, double bytes) const;
+  double phase_latency(const Resolved& r, const PhaseCoefficients& pc) const;
   double phase_step_time(const Resolved& r, const PhaseCoefficients& pc, double bytes,
                          const std::vector<double>* background) const;
   // The request's time: its phases in sequence, or pipelined (CollectiveSchedule::pipelined).

@@ -44,9 +44,9 @@ std::vector<int64_t> given_or_powers_of_two(int64_t given, int64_t most) {
   return out;
 }
 
-// The next smaller expert parallelism a layout may take: a divisor of the experts that divides dp (0:
-// none). Fewer ranks per expert group replicate the experts over dp / ep (more memory, more gradient
-// reduction) but keep the all-to-all in a smaller group, inside a node where it fits.
+// The largest expert parallelism below `ep` a layout may take: a divisor of the experts that divides
+// dp (0: none). Fewer ranks per expert group replicate the experts over dp / ep (more memory, more
+// gradient reduction) but keep the all-to-all in a smaller group, inside a node where it fits.
 int64_t smaller_expert_parallelism(const ModelConfig& m, int64_t dp, int64_t ep) {
   for (int64_t e = ep - 1; e >= 1; --e)
     if (m.experts % e == 0 && dp % e == 0) return e;
@@ -114,11 +114,7 @@ void simulate_layouts(const SimulationInput& in, std::span<LayoutTrial> trials) 
 }  // namespace
 
 int64_t default_expert_parallelism(const ModelConfig& m, int64_t dp) {
-  int64_t ep = 1;
-  if (m.is_moe())
-    for (int64_t e = 1; e <= std::min(m.experts, dp); ++e)
-      if (m.experts % e == 0 && dp % e == 0) ep = e;
-  return ep;
+  return m.is_moe() ? smaller_expert_parallelism(m, dp, std::min(m.experts, dp) + 1) : 1;
 }
 
 PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool allow_oom) {
