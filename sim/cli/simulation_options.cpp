@@ -127,6 +127,7 @@ ResolvedSimulation SimulationOptions::resolve_for_cluster(const std::string& clu
     throw UsageError("--routing " + routing + ": " + m.id + " is dense (no experts to route to)");
   SimulationInput in{m, c, base, spec, fid, profile, layers, flow_max_flows};
   in.hbm_headroom = hbm_headroom;
+  in.routed_schedules = std::make_shared<RoutedScheduleCache>(c);  // the plan search's, for the step too
   // Checks the routing file against the model now rather than mid-simulation.
   int moe_blocks = 0;
   for (int64_t l = 0; l < (layers < 0 ? m.layers : std::min(layers, m.layers)); ++l) moe_blocks += m.is_moe_layer(l);

@@ -21,9 +21,10 @@ Fidelity parse_fidelity(const std::string& s) {
 const char* fidelity_name(Fidelity f) { return f == Fidelity::kFlow ? "flow" : "analytical"; }
 
 std::unique_ptr<NetworkModel> make_network(Fidelity f, const Cluster& cluster, const RankMap& ranks,
-                                           const CalibrationProfile& profile, size_t flow_max_flows) {
+                                           const CalibrationProfile& profile, size_t flow_max_flows,
+                                           std::shared_ptr<RoutedScheduleCache> routed) {
   if (f == Fidelity::kFlow) return std::make_unique<FlowNetwork>(cluster, ranks, profile, flow_max_flows);
-  return std::make_unique<AnalyticalNetwork>(cluster, ranks, profile);
+  return std::make_unique<AnalyticalNetwork>(cluster, ranks, profile, std::move(routed));
 }
 
 std::string hbm_kept_back(const SimulationInput& in) {
@@ -77,7 +78,7 @@ StepResult simulate_step(const SimulationInput& in) {
   RankMap ranks(in.plan, in.cluster);
   r.rank_map = ranks.describe();
   ComputeModel compute(in.cluster.chip(), in.profile, products_precision(in));
-  const std::unique_ptr<NetworkModel> network = make_network(in.fidelity, in.cluster, ranks, in.profile, in.flow_max_flows);
+  const std::unique_ptr<NetworkModel> network = make_network(in.fidelity, in.cluster, ranks, in.profile, in.flow_max_flows, in.routed_schedules);
 
   // Schedule: compute ops and blocking collectives in program order on the compute stream;
   // overlapped collectives on one lane per axis, from the moment they are issued. Collectives that

@@ -13,6 +13,7 @@
 #include "cluster.h"
 #include "compute/calibration_profile.h"
 #include "model_config.h"
+#include "network/routed_schedule.h"
 #include "plan/parallel_plan.h"
 #include "step_graph.h"
 #include "workload/routing_model.h"
@@ -24,9 +25,11 @@ class NetworkModel;
 enum class Fidelity { kAnalytical, kFlow };
 Fidelity parse_fidelity(const std::string& s);  // throws UsageError
 const char* fidelity_name(Fidelity f);
-// The network model of a fidelity over a rank map (flow: SimGrid, phases above max_flows costed analytically).
+// The network model of a fidelity over a rank map (flow: SimGrid, phases above max_flows costed
+// analytically); `routed`: routed schedules shared with other simulations of the cluster (analytical).
 std::unique_ptr<NetworkModel> make_network(Fidelity f, const Cluster& cluster, const RankMap& ranks,
-                                           const CalibrationProfile& profile, size_t flow_max_flows);
+                                           const CalibrationProfile& profile, size_t flow_max_flows,
+                                           std::shared_ptr<RoutedScheduleCache> routed = nullptr);
 
 struct SimulationInput {
   ModelConfig model;
@@ -47,6 +50,9 @@ struct SimulationInput {
   double ranks_per_core = 1;
   double scheduler_slice_s = 1.5e-3;
   std::function<void(double)> progress;  // called with the fraction of ops done, when set
+  // Collectives routed over this cluster by earlier simulations (a plan search's layouts), when set;
+  // the plan chooser makes one for its search when none is given.
+  std::shared_ptr<RoutedScheduleCache> routed_schedules;
   // The share of each chip's HBM, beyond the runtime's reserve (ChipSpec::runtime_reserved_bytes), a plan
   // leaves free: a plan fits when its footprint is at most usable_hbm_bytes().
   double hbm_headroom = 0;

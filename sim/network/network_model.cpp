@@ -1,7 +1,6 @@
 #include "network/network_model.h"
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <cstdio>
 
@@ -30,6 +29,18 @@ const std::vector<std::vector<int>>& NetworkModel::groups(CommAxis axis) {
   return g->second;
 }
 
+const std::string& NetworkModel::groups_key(CommAxis axis) {
+  auto k = groups_keys_.find(axis);
+  if (k != groups_keys_.end()) return k->second;
+  std::string key;
+  auto append = [&key](int v) { key.append(reinterpret_cast<const char*>(&v), sizeof v); };
+  for (const auto& group : groups(axis)) {
+    append(static_cast<int>(group.size()));
+    for (int chip : group) append(chip);
+  }
+  return groups_keys_.emplace(axis, std::move(key)).first->second;
+}
+
 const CollectiveSchedule& NetworkModel::schedule(const CollectiveRequest& req) {
   std::string key = schedule_key(req);
   auto it = schedules_.find(key);
@@ -46,52 +57,25 @@ const EfficiencyCurve* NetworkModel::measured_curve(const CollectiveRequest& req
   return profile_.collective_curve(req.kind, g.empty() ? 1 : static_cast<int>(g.front().size()));
 }
 
+AnalyticalNetwork::AnalyticalNetwork(const Cluster& cluster, const RankMap& ranks, const CalibrationProfile& profile,
+                                     std::shared_ptr<RoutedScheduleCache> shared)
+    : NetworkModel(cluster, ranks, profile), shared_(std::move(shared)) {
+  if (shared_) shared_->check_cluster(cluster);
+}
+
 AnalyticalNetwork::Resolved& AnalyticalNetwork::resolve(const CollectiveRequest& req) {
   std::string key = schedule_key(req);
   auto it = resolved_.find(key);
   if (it != resolved_.end()) return it->second;
-  const CollectiveSchedule& s = schedule(req);
   Resolved r;
-  r.algorithm = s.algorithm;
-  r.pipelined = s.pipelined;
   r.measured = measured_curve(req);
-  const auto& links = cluster_.links();
-  std::vector<double> load(links.size(), 0.0), total(links.size(), 0.0);
-  std::vector<int> route;
-  constexpr size_t kKinds = static_cast<size_t>(LinkKind::kPcie) + 1;
-  std::array<double, kKinds> kind_share{};  // a map lookup per hop would cost more than the route
-  std::array<bool, kKinds> kind_used{};
-  for (const auto& ph : s.phases) {
-    PhaseCoefficients pc;
-    pc.repeat = ph.repeat;
-    std::fill(load.begin(), load.end(), 0.0);
-    flows_routed_ += static_cast<double>(ph.flows.size());
-    for (const auto& f : ph.flows) {
-      double latency = 0;
-      route.clear();
-      cluster_.append_route(f.src, f.dst, route);
-      for (int l : route) {
-        load[static_cast<size_t>(l)] += f.share;
-        latency += links[static_cast<size_t>(l)].latency_s;
-        const auto kind = static_cast<size_t>(links[static_cast<size_t>(l)].kind);
-        kind_share[kind] += ph.repeat * f.share;
-        kind_used[kind] = true;
-      }
-      pc.latency_s = std::max(pc.latency_s, latency);
-      pc.largest_share = std::max(pc.largest_share, f.share);
-    }
-    for (size_t l = 0; l < links.size(); ++l)
-      if (load[l] > 0) {
-        pc.seconds_per_byte = std::max(pc.seconds_per_byte, load[l] / links[l].bandwidth_Bps);
-        pc.link_load.emplace_back(static_cast<int>(l), load[l]);
-        total[l] += ph.repeat * load[l];
-      }
-    r.phases.push_back(std::move(pc));
+  const std::string shared_key = shared_ ? groups_key(req.axis) + key : std::string();
+  if (shared_) r.routed = shared_->find(shared_key);
+  if (!r.routed) {
+    auto routed = std::make_shared<const RoutedSchedule>(route_schedule(cluster_, schedule(req)));
+    flows_routed_ += routed->flows;
+    r.routed = shared_ ? shared_->keep(shared_key, std::move(routed)) : std::move(routed);
   }
-  for (size_t k = 0; k < kKinds; ++k)
-    if (kind_used[k]) r.link_kind_share[static_cast<LinkKind>(k)] = kind_share[k];
-  for (size_t l = 0; l < links.size(); ++l)
-    if (total[l] > 0) r.link_shares.emplace_back(static_cast<int>(l), total[l]);
   return resolved_.emplace(std::move(key), std::move(r)).first->second;
 }
 
@@ -103,15 +87,15 @@ double bandwidth_left(const Link& link, const std::vector<double>* background, i
 }
 }  // namespace
 
-double AnalyticalNetwork::phase_efficiency(const Resolved& r, const PhaseCoefficients& pc, double bytes) const {
+double AnalyticalNetwork::phase_efficiency(const Resolved& r, const RoutedPhase& pc, double bytes) const {
   return r.measured ? r.measured->at(bytes) : profile_.network_bandwidth.at(pc.largest_share * bytes);
 }
 
-double AnalyticalNetwork::phase_latency(const Resolved& r, const PhaseCoefficients& pc) const {
+double AnalyticalNetwork::phase_latency(const Resolved& r, const RoutedPhase& pc) const {
   return r.measured ? 0.0 : pc.latency_s * profile_.network_latency_factor;
 }
 
-double AnalyticalNetwork::phase_step_time(const Resolved& r, const PhaseCoefficients& pc, double bytes,
+double AnalyticalNetwork::phase_step_time(const Resolved& r, const RoutedPhase& pc, double bytes,
                                           const std::vector<double>* background) const {
   const auto& links = cluster_.links();
   double seconds_per_byte = pc.seconds_per_byte;  // the busiest link at full bandwidth
@@ -125,14 +109,14 @@ double AnalyticalNetwork::phase_step_time(const Resolved& r, const PhaseCoeffici
 std::vector<double> AnalyticalNetwork::phase_step_times(const CollectiveRequest& req, const std::vector<double>* background) {
   const Resolved& r = resolve(req);
   std::vector<double> out;
-  for (const auto& pc : r.phases) out.push_back(phase_step_time(r, pc, req.bytes, background));
+  for (const auto& pc : r.routed->phases) out.push_back(phase_step_time(r, pc, req.bytes, background));
   return out;
 }
 
 double AnalyticalNetwork::sequential_time(const CollectiveRequest& req, const std::vector<double>* background) {
   const Resolved& r = resolve(req);
   double t = 0;
-  for (const auto& pc : r.phases) t += pc.repeat * phase_step_time(r, pc, req.bytes, background);
+  for (const auto& pc : r.routed->phases) t += pc.repeat * phase_step_time(r, pc, req.bytes, background);
   return t;
 }
 
@@ -140,21 +124,21 @@ double AnalyticalNetwork::time_of(Resolved& r, double bytes, const std::vector<d
   if (!background)
     if (auto hit = r.time_alone.find(bytes); hit != r.time_alone.end()) return hit->second;
   double t = 0;
-  if (!r.pipelined) {
-    for (const auto& pc : r.phases) t += pc.repeat * phase_step_time(r, pc, bytes, background);
+  if (!r.routed->pipelined) {
+    for (const auto& pc : r.routed->phases) t += pc.repeat * phase_step_time(r, pc, bytes, background);
   } else {
     // Pipelined: each link's bytes from every phase (at each phase's efficiency) over its bandwidth; the
     // busiest link sets the time, and each phase's steps add their latency (the first chunk's path).
     const auto& links = cluster_.links();
     link_work_.resize(links.size(), 0.0);  // per link: seconds per byte of buffer at full bandwidth
     double latency = 0;
-    for (const auto& pc : r.phases) {
+    for (const auto& pc : r.routed->phases) {
       const double efficiency = phase_efficiency(r, pc, bytes);
       for (const auto& [l, load] : pc.link_load) link_work_[static_cast<size_t>(l)] += pc.repeat * load / efficiency;
       latency += pc.repeat * phase_latency(r, pc);
     }
     double busiest = 0;
-    for (const auto& [l, share] : r.link_shares) {
+    for (const auto& [l, share] : r.routed->link_shares) {
       double& w = link_work_[static_cast<size_t>(l)];
       busiest = std::max(busiest, w * bytes / bandwidth_left(links[static_cast<size_t>(l)], background, l));
       w = 0;
@@ -166,7 +150,7 @@ double AnalyticalNetwork::time_of(Resolved& r, double bytes, const std::vector<d
 }
 
 const std::vector<std::pair<int, double>>& AnalyticalNetwork::link_shares(const CollectiveRequest& req) {
-  return resolve(req).link_shares;
+  return resolve(req).routed->link_shares;
 }
 
 CollectiveCost AnalyticalNetwork::cost_in_background(const CollectiveRequest& req, const std::vector<double>& background) {
@@ -178,8 +162,8 @@ CollectiveCost AnalyticalNetwork::cost_in_background(const CollectiveRequest& re
 CollectiveCost AnalyticalNetwork::cost(const CollectiveRequest& req) {
   Resolved& r = resolve(req);
   CollectiveCost c;
-  c.algorithm = r.algorithm;
-  for (const auto& [kind, share] : r.link_kind_share) c.link_bytes[kind] = share * req.bytes;
+  c.algorithm = r.routed->algorithm;
+  for (const auto& [kind, share] : r.routed->link_kind_share) c.link_bytes[kind] = share * req.bytes;
   c.time_s = time_of(r, req.bytes, nullptr);
   return c;
 }

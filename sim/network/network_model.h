@@ -13,6 +13,7 @@
 #include "cluster.h"
 #include "compute/calibration_profile.h"
 #include "network/collective_schedule.h"
+#include "network/routed_schedule.h"
 #include "plan/parallel_plan.h"
 #include "step_graph.h"
 
@@ -56,19 +57,24 @@ class NetworkModel {
   // It gives the bandwidth efficiency by buffer size with the latency folded in, so a measured
   // collective adds no route latency of its own.
   const EfficiencyCurve* measured_curve(const CollectiveRequest& req);
+  // The axis's groups as bytes: with schedule_key(req), all a routed schedule depends on.
+  const std::string& groups_key(CommAxis axis);
   const Cluster& cluster_;
   const RankMap& ranks_;
   const CalibrationProfile& profile_;
 
  private:
-  std::map<std::string, CollectiveSchedule> schedules_;
   const std::vector<std::vector<int>>& groups(CommAxis axis);
+  std::map<std::string, CollectiveSchedule> schedules_;
   std::map<CommAxis, std::vector<std::vector<int>>> groups_;
+  std::map<CommAxis, std::string> groups_keys_;
 };
 
 class AnalyticalNetwork : public NetworkModel {
  public:
-  using NetworkModel::NetworkModel;
+  // `shared`: routed schedules shared with other network models of the same cluster (a plan search's).
+  AnalyticalNetwork(const Cluster& cluster, const RankMap& ranks, const CalibrationProfile& profile,
+                    std::shared_ptr<RoutedScheduleCache> shared = nullptr);
   CollectiveCost cost(const CollectiveRequest& req) override;
   CollectiveCost cost_in_background(const CollectiveRequest& req, const std::vector<double>& background) override;
   const std::vector<std::pair<int, double>>& link_shares(const CollectiveRequest& req) override;
@@ -80,34 +86,24 @@ class AnalyticalNetwork : public NetworkModel {
   double flows_routed() const { return flows_routed_; }
 
  private:
-  struct PhaseCoefficients {
-    int repeat = 1;
-    double seconds_per_byte = 0;  // max over links of load / bandwidth, per byte of buffer
-    double latency_s = 0;         // longest route
-    double largest_share = 0;     // biggest flow, as a share of the buffer (for the efficiency curve)
-    std::vector<std::pair<int, double>> link_load;  // per loaded link: sum of flow shares
-  };
   // Everything about a request but its size, worked out once per schedule key: a step repeats each
   // collective for every layer and micro-batch, so costing one must not route or allocate.
   struct Resolved {
-    std::string algorithm;
-    bool pipelined = false;
+    std::shared_ptr<const RoutedSchedule> routed;
     const EfficiencyCurve* measured = nullptr;  // measured_curve(req)
-    std::vector<PhaseCoefficients> phases;
-    std::vector<std::pair<int, double>> link_shares;  // see NetworkModel::link_shares
-    std::map<LinkKind, double> link_kind_share;       // flow shares x hops x repeats, per link kind
-    std::map<double, double> time_alone;              // by buffer bytes: time_of without background
+    std::map<double, double> time_alone;        // by buffer bytes: time_of without background
   };
   Resolved& resolve(const CollectiveRequest& req);
   // A phase's bandwidth efficiency at this buffer size, and its route latency (none with a measured
   // curve, which has the latency folded in).
-  double phase_efficiency(const Resolved& r, const PhaseCoefficients& pc, double bytes) const;
-  double phase_latency(const Resolved& r, const PhaseCoefficients& pc) const;
-  double phase_step_time(const Resolved& r, const PhaseCoefficients& pc, double bytes,
+  double phase_efficiency(const Resolved& r, const RoutedPhase& pc, double bytes) const;
+  double phase_latency(const Resolved& r, const RoutedPhase& pc) const;
+  double phase_step_time(const Resolved& r, const RoutedPhase& pc, double bytes,
                          const std::vector<double>* background) const;
   // The request's time: its phases in sequence, or pipelined (CollectiveSchedule::pipelined).
   double time_of(Resolved& r, double bytes, const std::vector<double>* background);
   std::map<std::string, Resolved> resolved_;
+  std::shared_ptr<RoutedScheduleCache> shared_;
   std::vector<double> link_work_;  // scratch, dense by link id, zero between calls
   double flows_routed_ = 0;
 };

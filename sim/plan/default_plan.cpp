@@ -85,7 +85,7 @@ void simulate_layouts(const SimulationInput& in, std::span<LayoutTrial> trials) 
     for (size_t i; (i = next++) < todo.size();) {
       LayoutTrial& trial = *todo[i];
       try {
-        SimulationInput trial_input = in;
+        SimulationInput trial_input = in;  // (shares in's routed schedules)
         trial_input.plan = trial.plan;
         trial_input.fidelity = Fidelity::kAnalytical;
         trial_input.progress = nullptr;
@@ -169,6 +169,9 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
     throw UsageError("no parallel layout of " + m.id + " on " + in.cluster.id() + " is valid: " + last_reason);
   }
 
+  // Layouts with the same groups route the same collectives: route each once for the whole search.
+  SimulationInput search = in;
+  if (!search.routed_schedules) search.routed_schedules = std::make_shared<RoutedScheduleCache>(in.cluster);
   PlanChoice best;
   best.candidates = static_cast<int>(layouts.size());
   double best_time = std::numeric_limits<double>::infinity();
@@ -193,7 +196,7 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
       trial.fits = bytes <= in.usable_hbm_bytes();
       best.fitting += trial.fits ? 1 : 0;
     }
-    simulate_layouts(in, std::span<LayoutTrial>(best.trials).subspan(first));
+    simulate_layouts(search, std::span<LayoutTrial>(best.trials).subspan(first));
     for (size_t i = first; i < best.trials.size(); ++i)
       if (best.trials[i].fits && best.trials[i].step_time_s < best_time)
         best_time = best.trials[i].step_time_s, best.plan = best.trials[i].plan;

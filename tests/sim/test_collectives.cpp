@@ -255,5 +255,36 @@ TEST(Collectives, MeasuredCollectiveCurvesGiveTheMeasuredTime) {
   EXPECT_EQ(measured.collective_curve(CollectiveKind::kAllGather, 4), nullptr);
 }
 
+// Network models of one cluster share routed schedules by groups: a second model of the same layout
+// routes nothing and costs the same; another layout's groups are routed anew, as an unshared model
+// would; and the cache refuses another cluster.
+TEST(Collectives, NetworksOfOneClusterShareRoutedSchedulesByGroups) {
+  const Cluster c = load_cluster("tpu-v4-64");
+  const CalibrationProfile profile = default_profile("tpu-v4");
+  const RankMap sliced(FlatTorus64::plan(16, 16, 4), c), wide(FlatTorus64::plan(64, 64, 1), c);
+  const std::vector<CollectiveRequest> requests = {{CollectiveKind::kAllReduce, CommAxis::kData, 1e8},
+                                                   {CollectiveKind::kAllToAll, CommAxis::kExpert, 4e6},
+                                                   {CollectiveKind::kAllReduce, CommAxis::kTensor, 2e6}};
+  auto cache = std::make_shared<RoutedScheduleCache>(c);
+  AnalyticalNetwork first(c, sliced, profile, cache), second(c, sliced, profile, cache);
+  AnalyticalNetwork other(c, wide, profile, cache), other_alone(c, wide, profile);
+  for (const auto& req : requests) {
+    const CollectiveCost a = first.cost(req), b = second.cost(req);
+    EXPECT_EQ(a.time_s, b.time_s);
+    EXPECT_EQ(a.link_bytes, b.link_bytes);
+    EXPECT_EQ(first.link_shares(req), second.link_shares(req));
+    const CollectiveCost o = other.cost(req), alone = other_alone.cost(req);
+    EXPECT_EQ(o.time_s, alone.time_s);
+    EXPECT_EQ(o.link_bytes, alone.link_bytes);
+  }
+  EXPECT_GT(first.flows_routed(), 0);
+  EXPECT_EQ(second.flows_routed(), 0);
+  EXPECT_EQ(other.flows_routed(), other_alone.flows_routed());
+  EXPECT_NE(first.cost(requests[0]).time_s, other.cost(requests[0]).time_s);  // dp 16 against dp 64
+  const Cluster another = load_cluster("tpu-v4-256");
+  const RankMap there(FlatTorus64::plan(256, 64, 1), another);
+  EXPECT_THROW(AnalyticalNetwork(another, there, profile, cache), std::logic_error);
+}
+
 }  // namespace
 }  // namespace glam

@@ -1,0 +1,58 @@
+#pragma once
+// A collective schedule routed over the cluster's links: per phase, each link's load per byte of
+// buffer, the busiest link and the longest route. It depends on the collective, its groups and the
+// cluster only (not on the message size or the calibration), so the network models of one plan
+// search can share it: layouts with the same dp, tp, pp and ep route the same collectives, and
+// routing is a third of a large torus's search.
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "cluster.h"
+#include "network/collective_schedule.h"
+
+namespace glam {
+
+struct RoutedPhase {
+  int repeat = 1;
+  double seconds_per_byte = 0;  // max over links of load / bandwidth, per byte of buffer
+  double latency_s = 0;         // longest route
+  double largest_share = 0;     // biggest flow, as a share of the buffer (for the efficiency curve)
+  std::vector<std::pair<int, double>> link_load;  // per loaded link: sum of flow shares
+};
+
+struct RoutedSchedule {
+  std::string algorithm;
+  bool pipelined = false;
+  std::vector<RoutedPhase> phases;
+  std::vector<std::pair<int, double>> link_shares;  // per link, sorted: flow shares x repeats
+  std::map<LinkKind, double> link_kind_share;       // flow shares x hops x repeats, per link kind
+  double flows = 0;                                 // flows routed to build it
+};
+
+RoutedSchedule route_schedule(const Cluster& cluster, const CollectiveSchedule& schedule);
+
+// Routed schedules of one cluster by key (the caller's: its groups and schedule), shared between
+// threads. Each is routed once; a lookup that finds one returns it without routing.
+class RoutedScheduleCache {
+ public:
+  explicit RoutedScheduleCache(const Cluster& cluster) : cluster_id_(cluster.id()), links_(cluster.links().size()) {}
+  // Throws std::logic_error for a cluster other than the one it was made for.
+  void check_cluster(const Cluster& cluster) const;
+  // The cached schedule, or nullptr.
+  std::shared_ptr<const RoutedSchedule> find(const std::string& key) const;
+  // Keeps `routed` unless another thread stored one first; returns the one kept.
+  std::shared_ptr<const RoutedSchedule> keep(const std::string& key, std::shared_ptr<const RoutedSchedule> routed);
+
+ private:
+  std::string cluster_id_;
+  size_t links_;
+  mutable std::mutex mutex_;
+  std::unordered_map<std::string, std::shared_ptr<const RoutedSchedule>> routed_;
+};
+
+}  // namespace glam
