@@ -141,7 +141,7 @@ ResolvedSimulation SimulationOptions::resolve_for_cluster(const std::string& clu
                      std::string(plan_file.empty() ? "--dp and --tp" : "--plan " + plan_file) +
                      " fix the layout: leave out an axis to compare the others");
   if (!plan_file.empty() || complete) {
-    if (!base.ep) out.input.plan.ep = plan_file.empty() ? default_expert_parallelism(m, base.dp) : 1;
+    if (!base.ep) out.input.plan.ep = default_expert_parallelism(m, base.dp);
     // dp and tp given without pp: the stages are what the chips leave (one when dp x tp fills them).
     if (!base.virtual_stages) out.input.plan.virtual_stages = 1;
     if (!base.pp) {

@@ -176,8 +176,9 @@ const Schema<ParallelPlan>& plan_schema() {
   static const Schema<ParallelPlan> s = [] {
     Schema<ParallelPlan> sc;
     sc.add("dp", &ParallelPlan::dp, "chips", "Data-parallel width", required, positive<int64_t>())
-        .add("ep", &ParallelPlan::ep, "chips", "Expert-parallel width (divides dp and the experts)", int64_t{1},
-             positive<int64_t>())
+        .add("ep", &ParallelPlan::ep, "chips",
+             "Expert-parallel width (divides dp and the experts); 0: the largest that does, as --dp and --tp give",
+             int64_t{0}, non_negative<int64_t>())
         .add("tp", &ParallelPlan::tp, "chips", "Tensor-parallel width", int64_t{1}, positive<int64_t>())
         .add("pp", &ParallelPlan::pp, "stages",
              "Pipeline stages: each holds an equal share of the blocks (one run of consecutive blocks, or "

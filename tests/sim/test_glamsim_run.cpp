@@ -275,6 +275,12 @@ TEST(GlamsimRun, ChosenPlansKeepWhatWasAskedFor) {
   EXPECT_EQ(no_ep["plan"], with_ep["plan"]);
   EXPECT_EQ(no_ep["step_time_s"].get<double>(), with_ep["step_time_s"].get<double>());
   EXPECT_EQ(no_ep["plan"]["virtual_stages"].get<int>(), 1);
+  // A plan file without ep is that layout too (it took ep 1, all experts on every chip).
+  const fs::path plan = fs::temp_directory_path() / ("glam-plan-ep-" + std::to_string(::getpid()) + ".toml");
+  std::ofstream(plan) << "dp = 8\ntp = 4\npp = 2\n";
+  const auto from_file = plan_of(" --plan " + plan.string());
+  fs::remove(plan);
+  EXPECT_EQ(from_file["plan"], with_ep["plan"]);
 }
 
 // --sequence-parallel: each tp chip sends 1/tp of the all-to-all and holds 1/tp of the activations;
