@@ -241,7 +241,7 @@ StepResult simulate_step(const SimulationInput& in) {
   if (stage_count > 1) r.pipeline_bubble_s = f.stage_waits + (r.step_time_s - f.end);
   r.exposed_comm_s = r.step_time_s - r.compute_s - r.pipeline_bubble_s;
   r.mfu = r.graph.model_flops / (r.step_time_s * compute.peak_flops());
-  r.memory = plan_memory(m, in.plan);
+  r.memory = plan_memory(in.model_held(), in.plan);
   r.fits_memory = r.memory.total_bytes() <= in.usable_hbm_bytes();
   r.schedules_built = network->schedules_built();
   if (auto* analytical = dynamic_cast<AnalyticalNetwork*>(network.get())) r.flows_routed = analytical->flows_routed();

@@ -120,6 +120,7 @@ int64_t default_expert_parallelism(const ModelConfig& m, int64_t dp) {
 PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool allow_oom) {
   const int64_t n = in.cluster.num_chips();
   const ModelConfig& m = in.model;
+  const ModelConfig held = in.model_held();  // whose memory must fit
   const int64_t max_tp = std::min<int64_t>(in.cluster.chips_per_node() > 1 ? in.cluster.chips_per_node() : 16, m.heads);
   // Every valid layout, with the user's micro-batch count or one.
   std::vector<ParallelPlan> layouts;
@@ -188,7 +189,7 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
     for (const ParallelPlan& p : plans) {
       LayoutTrial& trial = best.trials.emplace_back();
       trial.plan = p;
-      const MemoryFootprint fp = plan_memory(m, p);
+      const MemoryFootprint fp = plan_memory(held, p);
       const double bytes = trial.memory_bytes = fp.total_bytes();
       smallest_any = std::min(smallest_any, bytes);
       smallest_state = std::min(smallest_state, fp.weights_bytes + fp.gradients_bytes + fp.optimizer_bytes);
@@ -211,7 +212,7 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
     std::vector<ParallelPlan> retries;
     for (ParallelPlan p : layouts) {
       const int64_t tried = p.microbatches;
-      p.microbatches = std::max(tried, fitting_microbatches(p, m, in.usable_hbm_bytes()));
+      p.microbatches = std::max(tried, fitting_microbatches(p, held, in.usable_hbm_bytes()));
       if (p.microbatches == 1 && best.fitting == 0) {
         // Nothing fits even in one pass: the smallest footprint micro-batching reaches, for the
         // message. (A layout that fits in no micro-batch count is not listed twice otherwise.)
@@ -239,7 +240,7 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
       if (!t.fits || ep < 1 || (products_fixed && t.step_time_s - t.alltoall_s >= best_time)) return std::nullopt;
       ParallelPlan p = t.plan;
       p.ep = ep;
-      if (base.microbatches == 0) p.microbatches = std::max(p.microbatches, fitting_microbatches(p, m, in.usable_hbm_bytes()));
+      if (base.microbatches == 0) p.microbatches = std::max(p.microbatches, fitting_microbatches(p, held, in.usable_hbm_bytes()));
       try {
         validate_plan(p, m, in.cluster);
       } catch (const UsageError&) {

@@ -165,6 +165,29 @@ TEST(Plan, DefaultPlanFitsAndIsValid) {
   EXPECT_NE(none.find("fits"), std::string::npos) << none;
 }
 
+// A part of a model (--layers K, as an executor run of its first blocks) is what the chips hold: the
+// chooser fits layouts to those blocks' memory and the step reports it. glam-8b-64e fits no layout of
+// 8 H100s whole, its first two blocks do.
+TEST(Plan, APartOfAModelHoldsItsOwnBlocks) {
+  SimulationInput in{load_model("glam-8b-64e"), load_cluster("dgx-h100-8"), plan(0, 0, 0), {},
+                     Fidelity::kAnalytical, default_profile("h100")};
+  ParallelPlan base = plan(0, 0, 0);
+  base.microbatches = base.pp = base.virtual_stages = 0;
+  apply_cluster_conventions(base, in.model, in.cluster, std::nullopt);
+  EXPECT_THROW(choose_plan(in, base, false), UsageError);
+  in.layers_run = 2;
+  base.pp = base.virtual_stages = 1;  // a part runs on one stage (the command line sets it)
+  const PlanChoice choice = choose_plan(in, base, false);
+  const ModelConfig two = first_layers(in.model, 2);
+  EXPECT_EQ(in.model_held().layers, 2);
+  for (const LayoutTrial& t : choice.trials) EXPECT_EQ(t.memory_bytes, plan_memory(two, t.plan).total_bytes());
+  in.plan = choice.plan;
+  const StepResult r = simulate_step(in);
+  EXPECT_EQ(r.memory.total_bytes(), plan_memory(two, choice.plan).total_bytes());
+  EXPECT_LT(r.memory.total_bytes(), plan_memory(in.model, choice.plan).total_bytes());
+  EXPECT_TRUE(r.fits_memory);
+}
+
 // GPU chips keep back the runtime's reserve (CUDA context, cuBLAS, NCCL: runtime_reserved_bytes): a
 // layout fits under HBM less it, and glam-1.7b-64e on 8 H100s has layouts that would fill the gap.
 TEST(Plan, ChooserLeavesTheRuntimeReserveFree) {
