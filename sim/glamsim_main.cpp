@@ -29,5 +29,5 @@ int main(int argc, char** argv) {
     std::cerr << "glamsim: internal error: " << e.what() << "\n";
     return 1;
   }
-  return 0;
+  return glam::cli_checks::stdout_exit_code("glamsim");
 }

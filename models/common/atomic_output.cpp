@@ -71,6 +71,8 @@ void check_output_file(const std::string& flag, const std::filesystem::path& pat
   if (path.empty() || path.filename().empty()) throw UsageError(where + ": expected a file name");
   if (fs::is_directory(path, ec)) throw UsageError(where + ": is a folder (expected a file name)");
   const fs::path folder = path.parent_path().empty() ? fs::path(".") : path.parent_path();
+  if (fs::exists(folder, ec) && !fs::is_directory(folder, ec))
+    throw UsageError(where + ": " + folder.string() + " is a file, not a folder");
   if (!fs::is_directory(folder, ec)) throw UsageError(where + ": folder " + folder.string() + " does not exist");
   if (access(folder.c_str(), W_OK) != 0) throw UsageError(where + ": folder " + folder.string() + " is not writable");
 }

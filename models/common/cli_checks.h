@@ -2,8 +2,11 @@
 // Option checks and parse-error reporting shared by glamsim and glamexec (CLI11). CLI11's own
 // range checks print "Value 0 not in range 0.000000 to 1.79e308"; these name the option, the value
 // and what was expected, in the programs' "<program>: error: ..." form.
+#include <cerrno>
 #include <charconv>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <limits>
 #include <string>
@@ -44,6 +47,13 @@ inline CLI::Validator number_between(double lo, double hi) {
       "NUMBER");
 }
 
+// A path to write to: an empty one would silently write nothing.
+inline CLI::Validator output_path() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string { return text.empty() ? "got '', expected a file or folder name" : ""; },
+      "PATH");
+}
+
 // A non-negative whole number that fits 64 bits (seeds): no sign, no wrap-around.
 inline CLI::Validator unsigned_integer() {
   return CLI::Validator(
@@ -70,6 +80,18 @@ inline int report_parse_error(CLI::App& app, const CLI::ParseError& e, const std
   }
   std::cerr << program << ": error: " << what << " (" << program << " --help lists the commands and options)\n";
   return kExitBadInput;
+}
+
+// The exit code once the output is out: 0, or 1 after an error when standard output did not take all
+// of it (a full disk, a closed pipe), which would otherwise pass for success with the figures lost.
+inline int stdout_exit_code(const char* program) {
+  errno = 0;
+  std::cout.flush();
+  const bool written = std::cout.good() && std::fflush(stdout) == 0 && !std::ferror(stdout);
+  if (written) return 0;
+  std::cerr << program << ": error: could not write the output to standard output"
+            << (errno ? std::string(" (") + std::strerror(errno) + ")" : std::string()) << "\n";
+  return 1;
 }
 
 }  // namespace glam::cli_checks

@@ -79,7 +79,8 @@ void SimulationOptions::register_options(CLI::App& cmd, bool with_out_dir) {
   cmd.add_flag("--layouts", list_layouts,
                "Also list every layout the plan chooser compared: memory per chip, step time, MFU");
   if (with_out_dir)
-    cmd.add_option("--out", out_dir, "Write config.json, stats.txt, trace.json, layers.csv and host.txt here");
+    cmd.add_option("--out", out_dir, "Write config.json, stats.txt, trace.json, layers.csv and host.txt here")
+      ->check(cli_checks::output_path());
   cmd.add_option("--format", format, "table or json")->check(CLI::IsMember({"table", "json"}));
   cmd.add_flag("--quiet", quiet, "No progress messages");
 }

@@ -2,6 +2,7 @@
 
 #include "cli/command.h"
 #include "common/atomic_output.h"
+#include "common/cli_checks.h"
 #include "validate/validation.h"
 
 namespace glam::cli {
@@ -16,7 +17,8 @@ void add_validate_command(CLI::App& app) {
   cmd->add_option("records", opts->records, "Run records (glamexec train --record)")->required();
   cmd->add_option("--calibration", opts->calibration, "Calibration profile of the device the records ran on");
   cmd->add_option("--fidelity", opts->fidelity, "analytical or flow");
-  cmd->add_option("--out", opts->out_dir, "Write report.md, plot.svg and validation.json here");
+  cmd->add_option("--out", opts->out_dir, "Write report.md, plot.svg and validation.json here")
+      ->check(cli_checks::output_path());
   cmd->add_option("--format", opts->format, "table or json")->check(CLI::IsMember({"table", "json"}));
   cmd->callback([opts] {
     if (!opts->out_dir.empty()) check_output_folder("--out", opts->out_dir, {"report.md", "plot.svg", "validation.json"});

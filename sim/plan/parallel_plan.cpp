@@ -279,13 +279,17 @@ void validate_plan(const ParallelPlan& p, const ModelConfig& m, const Cluster& c
                      "so each pass reduce-scatters them as it goes");
   if (p.shard_optimizer && p.dp < 2)
     throw UsageError("shard_optimizer needs dp > 1: with dp = " + s(p.dp) + " there is no data-parallel rank to shard over");
-  if (p.dp % p.ep != 0)
-    throw UsageError("ep = " + s(p.ep) + " must divide dp = " + s(p.dp) + " (expert parallelism is part of dp)");
+  // What the model alone rules out first: every layout of the search fails it the same way.
   if (!m.is_moe() && p.ep != 1) throw UsageError("ep = " + s(p.ep) + " but " + m.id + " has no experts: use ep = 1");
   if (m.is_moe() && m.experts % p.ep != 0)
     throw UsageError("experts (" + s(m.experts) + ") of " + m.id + " are not divisible by ep = " + s(p.ep));
+  if (p.batch_tokens % m.seq_len != 0)
+    throw UsageError("batch of " + s(p.batch_tokens) + " tokens is no whole number of " + s(m.seq_len) +
+                     "-token sequences (" + m.id + "'s seq_len)");
   if (m.heads % p.tp != 0)
     throw UsageError("tp = " + s(p.tp) + " must divide the attention heads (" + s(m.heads) + ") of " + m.id);
+  if (p.dp % p.ep != 0)
+    throw UsageError("ep = " + s(p.ep) + " must divide dp = " + s(p.dp) + " (expert parallelism is part of dp)");
   if (p.batch_tokens < p.dp * m.seq_len)
     throw UsageError("batch of " + s(p.batch_tokens) + " tokens is smaller than the data-parallel width: dp = " +
                      s(p.dp) + " ranks need at least one " + s(m.seq_len) + "-token sequence each (" +
@@ -295,9 +299,6 @@ void validate_plan(const ParallelPlan& p, const ModelConfig& m, const Cluster& c
       throw UsageError("microbatches = " + s(p.microbatches) + " do not split the " + s(p.batch_tokens / p.dp) +
                        " tokens of each dp rank into whole " + s(m.seq_len) + "-token sequences");
   }
-  if (p.batch_tokens % m.seq_len != 0)
-    throw UsageError("batch of " + s(p.batch_tokens) + " tokens is no whole number of " + s(m.seq_len) +
-                     "-token sequences (" + m.id + "'s seq_len)");
   if (p.batch_tokens % (p.dp * m.seq_len) != 0)
     throw UsageError("batch of " + s(p.batch_tokens) + " tokens does not split into whole " + s(m.seq_len) +
                      "-token sequences over dp = " + s(p.dp) + " ranks");

@@ -366,6 +366,7 @@ TEST_F(Train, HandEditedCheckpointHeadersAreRefused) {
 // and what was expected.
 TEST_F(Train, OptionValuesAreCheckedBeforeAnyWork) {
   fs::create_directories(path("afolder"));
+  std::ofstream(path("afile")) << "a file\n";
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"--steps 0", "--steps: got '0', expected a whole number of at least 1"},
       {"--batch-tokens -128", "--batch-tokens: got '-128'"},
@@ -375,6 +376,8 @@ TEST_F(Train, OptionValuesAreCheckedBeforeAnyWork) {
       {"--steps 2 --warmup 2", "--warmup 2: expected fewer than --steps 2"},
       {"--save " + path("missing/x.ckpt"), "--save " + path("missing/x.ckpt") + ": folder"},
       {"--record " + path("afolder"), "is a folder (expected a file name)"},
+      {"--record " + path("afile/r.json"), path("afile") + " is a file, not a folder"},
+      {"--record ''", "--record: got '', expected a file or folder name"},
       {"--batch-tokens 140737488355328 --random-tokens", "tokens per rank, expected at most 2147483647"},
       {"--tokenizer " + path("none.model"), "none.model: no such SentencePiece model"},
       {"--text " + path("afolder"), "afolder: is a folder, expected a text file"},
@@ -442,6 +445,12 @@ TEST_F(Train, OptionValuesAreCheckedBeforeAnyWork) {
   r = run_command("glamexec describe --model glam-tiny-8e --batch-tokens 72057594037927936");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("expected a whole number from 1 to 2147483647"), std::string::npos) << r.err;
+  // Output that standard output does not take (a full disk) is an error, not a silent success.
+  if (std::filesystem::exists("/dev/full")) {
+    r = run_command("sh -c 'glamexec describe --model glam-tiny >/dev/full'");
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(r.err.find("glamexec: error: could not write the output to standard output"), std::string::npos) << r.err;
+  }
   r = run_command("glamexec frobnicate");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("unknown command 'frobnicate': expected one of describe train tokenizer calibrate"),

@@ -242,6 +242,19 @@ TEST(GlamsimRun, OutputFolderNeverReplacesOtherFiles) {
   fs::remove_all(again);
 }
 
+// Output that standard output does not take (a full disk) is an error, not a silent success.
+TEST(GlamsimRun, OutputThatCannotBeWrittenIsAnError) {
+  if (!fs::exists("/dev/full")) GTEST_SKIP() << "no /dev/full on this machine";
+  for (const char* command : {"glamsim models", "glamsim run --model glam-tiny-8e --cluster dgx-h100-8 --format json"}) {
+    auto r = run_command(std::string("sh -c '") + command + " >/dev/full'");
+    EXPECT_EQ(r.exit_code, 1) << command;
+    EXPECT_NE(r.err.find("glamsim: error: could not write the output to standard output"), std::string::npos) << r.err;
+  }  // Nor is an empty --out a way to write nothing.
+  auto r = run_command("glamsim run --model glam-tiny-8e --cluster dgx-h100-8 --out ''");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--out: got '', expected a file or folder name"), std::string::npos) << r.err;
+}
+
 // A plan file's layout that cannot be built is named by the file.
 TEST(GlamsimRun, PlanFileErrorsNameTheFile) {
   const fs::path plan = fs::temp_directory_path() / ("glam-plan-" + std::to_string(::getpid()) + ".toml");

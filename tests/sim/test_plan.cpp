@@ -62,7 +62,9 @@ TEST(Plan, ValidationNamesTheProblem) {
   Cluster c = load_cluster("tpu-v4-64");
   EXPECT_EQ(error_of(plan(32, 32, 2), m, c), "");
   EXPECT_NE(error_of(plan(16, 16, 2), m, c).find("do not multiply to the chip count"), std::string::npos);
-  EXPECT_NE(error_of(plan(64, 48, 1), m, c).find("must divide dp"), std::string::npos);
+  EXPECT_NE(error_of(plan(32, 64, 2), m, c).find("must divide dp"), std::string::npos);
+  // The model's constraint first, since it holds whatever the layout.
+  EXPECT_NE(error_of(plan(64, 3, 1), m, c).find("experts (64) of glam-8b-64e are not divisible by ep = 3"), std::string::npos);
   ModelConfig m32 = load_model("glam-1.7b-32e");
   EXPECT_NE(error_of(plan(64, 64, 1), m32, c).find("not divisible by ep"), std::string::npos);
   EXPECT_NE(error_of(plan(64, 64, 1, 32 * 1024), m, c).find("smaller than the data-parallel width"),
@@ -163,6 +165,12 @@ TEST(Plan, DefaultPlanFitsAndIsValid) {
   huge.model = load_model("glam-64b-64e");
   const std::string none = testing::error_message_of<UsageError>([&] { choose_plan(huge, base, false); });
   EXPECT_NE(none.find("fits"), std::string::npos) << none;
+  // No valid layout: the first refused, the widest dp, names why.
+  ParallelPlan seven = base;
+  seven.ep = 7;
+  const std::string invalid = testing::error_message_of<UsageError>([&] { choose_plan(in, seven, false); });
+  EXPECT_NE(invalid.find("is valid; dp64 tp1 ep7: experts (64) of glam-1.7b-64e are not divisible by ep = 7"),
+            std::string::npos) << invalid;
 }
 
 // A part of a model (--layers K, as an executor run of its first blocks) is what the chips hold: the
