@@ -1,6 +1,7 @@
 #include "model_table.h"
 
 #include <cmath>
+#include <cstdio>
 
 #include "common/text_table.h"
 
@@ -27,6 +28,17 @@ ModelRow model_row(const ModelConfig& m) {
   return r;
 }
 
+namespace {
+// GFLOP per token: one decimal, or two significant digits for the tiny test models (0.011, not 0.0).
+std::string format_gflop(double flops) {
+  const double g = flops / 1e9;
+  if (g >= 0.1 || g == 0) return format_fixed(g, 1);
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2g", g);
+  return buf;
+}
+}  // namespace
+
 std::string render_model_table(const std::vector<ModelRow>& rows) {
   TextTable t({"id", "experts", "total", "paper", "diff", "activated", "paper", "diff", "emb", "GFLOP/tok inf",
                "GFLOP/tok train", "flag"},
@@ -46,7 +58,7 @@ std::string render_model_table(const std::vector<ModelRow>& rows) {
     }
     t.add_row({r.model.id, r.model.experts ? std::to_string(r.model.experts) : "-", tot[0], tot[1], tot[2], act[0],
                act[1], act[2], r.model.paper_counts_embedding ? "with" : "without",
-               format_fixed(r.flops.forward() / 1e9, 1), format_fixed(r.flops.train() / 1e9, 1), flag});
+               format_gflop(r.flops.forward()), format_gflop(r.flops.train()), flag});
   }
   std::string out = t.render();
   out +=

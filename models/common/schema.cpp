@@ -1,5 +1,7 @@
 #include "common/schema.h"
 
+#include "common/text_table.h"
+
 namespace glam {
 
 Check<std::string> one_of(std::vector<std::string> allowed) {
@@ -25,6 +27,12 @@ std::string toml_value_text(const toml::node& node) {
     return o.str();
   }
   if (auto str = node.value_exact<std::string>()) return "\"" + *str + "\"";
+  if (auto number = node.value_exact<double>()) {
+    // 0.9, not 0.90000000000000002; and 2.0, still a float.
+    std::string text = format_shortest(*number);
+    if (text.find_first_of(".eni") == std::string::npos) text += ".0";
+    return text;
+  }
   node.visit([&](auto&& v) { o << v; });
   return o.str();
 }

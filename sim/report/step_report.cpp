@@ -51,12 +51,19 @@ nlohmann::json memory_breakdown_json(const MemoryFootprint& m) {
           {"communication", m.communication_bytes}};
 }
 
+namespace {
+// The share of token copies past their expert's capacity, averaged over the MoE blocks.
+double mean_dropped_fraction(const StepResult& r) {
+  double dropped = 0;
+  for (const auto& l : r.moe_loads) dropped += l.dropped_fraction;
+  return r.moe_loads.empty() ? 0.0 : dropped / static_cast<double>(r.moe_loads.size());
+}
+}  // namespace
+
 nlohmann::json step_summary_json(const SimulationInput& in, const StepResult& r, const HostFigures& host) {
   nlohmann::json links = nlohmann::json::object();
   for (const auto& [k, b] : r.link_bytes) links[kind_key(k)] = b;
-  double dropped = 0;
-  for (const auto& l : r.moe_loads) dropped += l.dropped_fraction;
-  if (!r.moe_loads.empty()) dropped /= static_cast<double>(r.moe_loads.size());
+  const double dropped = mean_dropped_fraction(r);
   nlohmann::json plan = plan_to_json(in.plan);
   plan["rank_map"] = r.rank_map;
   return {
@@ -115,6 +122,10 @@ std::string step_summary_text(const SimulationInput& in, const StepResult& r, co
     t.add_row({"pipeline bubble", format_seconds(r.pipeline_bubble_s) + " (" + pct(r.pipeline_bubble_s) + "; stage " +
                                       std::to_string(r.busiest_stage) + ", the busiest)"});
   t.add_row({"all-to-all", format_seconds(r.alltoall_s) + ", " + format_bytes(r.alltoall_bytes) + " sent per chip"});
+  // Skewed routing past the experts' capacity: the step may be as fast, the tokens are not all trained.
+  if (const double dropped = mean_dropped_fraction(r); dropped > 0)
+    t.add_row({"dropped at capacity", format_fixed(100 * dropped, 1) + "% of token copies (capacity factor " +
+                                          format_shortest(in.model.capacity_factor) + ")"});
   t.add_row({"MFU", format_fixed(100 * r.mfu, 1) + "%"});
   t.add_row({"tokens/s", format_count(static_cast<double>(p.batch_tokens) / r.step_time_s)});
   t.add_row({"memory per chip", format_bytes(r.memory.total_bytes()) + " of " + format_bytes(in.usable_hbm_bytes()) +

@@ -8,11 +8,12 @@
 
 #include "common/errors.h"
 #include "common/json_file.h"
+#include "common/text_table.h"
 
 namespace glam {
 
 std::string RoutingSpec::describe() const {
-  if (kind == "skew") return "skew=" + std::to_string(skew);
+  if (kind == "skew") return "skew=" + format_shortest(skew);  // skew=2, skew=0.5, skew=1e+09
   if (kind == "file") return file;
   return kind;
 }

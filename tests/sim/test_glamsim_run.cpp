@@ -110,6 +110,15 @@ TEST(GlamsimRun, SkewedRoutingDropsAtCapacityAndStragglesAboveIt) {
   EXPECT_GT(skewed["mean_dropped_fraction"].get<double>(), 0.1);
   EXPECT_EQ(uniform["mean_dropped_fraction"].get<double>(), 0.0);
   EXPECT_LE(skewed["alltoall_s"].get<double>(), uniform["alltoall_s"].get<double>() * (1 + 1e-9));
+  // The text report says so, with the skew as it was written; a uniform run has no such row.
+  const std::string text_base = " --cluster tpu-v4-64 --dp 64 --ep 64 --tp 1 --batch-tokens 262144 --allow-oom";
+  const std::string skewed_text = run_command("glamsim run --model glam-8b-64e --routing skew=1.2" + text_base).out;
+  char dropped_row[80];
+  std::snprintf(dropped_row, sizeof dropped_row, "%.1f%% of token copies (capacity factor 2)",
+                100 * skewed["mean_dropped_fraction"].get<double>());
+  EXPECT_NE(skewed_text.find(dropped_row), std::string::npos) << skewed_text;
+  EXPECT_NE(skewed_text.find("routing skew=1.2\n"), std::string::npos) << skewed_text;
+  EXPECT_EQ(run_command("glamsim run --model glam-8b-64e" + text_base).out.find("dropped"), std::string::npos);
 
   auto roomy = fs::temp_directory_path() / "glam-8b-64e-cf8.toml";
   std::string text = read_whole_file(fs::path(GLAM_SOURCE_DIR) / "models/glam-8b-64e.toml");

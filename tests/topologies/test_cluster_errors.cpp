@@ -63,6 +63,13 @@ TEST(ClusterErrors, ValidFilesParse) {
   EXPECT_EQ(parse_cluster(kTorus, "ok.toml").chip().runtime_reserved_bytes, 0.0);
 }
 
+// A float is quoted as it reads (0.9, not 0.90000000000000002), and stays a float (2.0, not 2).
+TEST(ClusterErrors, NumbersAreQuotedAsWritten) {
+  expect_has(error_of(replaced(kTorus, "[chip]", "[facility]\npue = 0.9\n[chip]")),
+             {"'facility.pue' = 0.9: expected a value in [1, 10]"});
+  expect_has(error_of(replaced(kTorus, "[4, 4, 4]", "[4, 4, 2.0]")), {"'topology.dims' = 2.0: expected an integer"});
+}
+
 // A reserve that leaves no HBM is refused, naming the key that made it so.
 TEST(ClusterErrors, RuntimeReserveLeavesSomeHbm) {
   expect_has(error_of(replaced(kFatTree, "kind = \"h100\"", "kind = \"h100\"\nruntime_reserved_bytes = 9e10")),
