@@ -16,6 +16,7 @@
 #include "common/text_table.h"
 #include "network/flow_network.h"
 #include "network/network_model.h"
+#include "validate/validation.h"
 
 namespace glam::cli {
 namespace {
@@ -113,7 +114,9 @@ void add_collective_command(CLI::App& app) {
   auto opts = std::make_shared<Options>();
   CLI::App* cmd = app.add_subcommand(
       "collective", "Time one collective over groups of a cluster's chips by buffer size, as nccl-tests reports it");
-  cmd->add_option("--cluster", opts->cluster, "Cluster id or TOML file")->required();
+  cmd->add_option("--cluster", opts->cluster,
+                  "Cluster id or TOML file (default: the host --calibration PROFILE measured, its ranks on one node "
+                  "linked as it measured them)");
   cmd->add_option("--kind", opts->kinds, "all_reduce, all_gather, reduce_scatter or all_to_all (repeatable; default all)");
   cmd->add_option("--group-size", opts->group_size,
                   "Chips per group (default: every chip, one group); the groups are neighbouring chips (a node's "
@@ -148,8 +151,12 @@ void add_collective_command(CLI::App& app) {
     for (const auto& k : opts->kinds)
       if (std::find(kinds.begin(), kinds.end(), parse_kind(k)) == kinds.end()) kinds.push_back(parse_kind(k));
     if (kinds.empty()) kinds.assign(std::begin(kTimedKinds), std::end(kTimedKinds));
-    const Cluster cluster = load_cluster(opts->cluster);
-    CalibrationProfile profile = calibration_for(opts->calibration, cluster);
+    const bool on_profile_host = opts->cluster.empty();
+    if (on_profile_host && opts->calibration.empty())
+      throw UsageError("give --cluster C, or --calibration PROFILE to time the host that profile measured");
+    CalibrationProfile profile = on_profile_host ? load_profile(opts->calibration) : CalibrationProfile{};
+    const Cluster cluster = on_profile_host ? profile_host_cluster(profile) : load_cluster(opts->cluster);
+    if (!on_profile_host) profile = calibration_for(opts->calibration, cluster);
     const int64_t chips = cluster.num_chips();
     if (chips < 2) throw UsageError(cluster.id() + " has one chip: no collective to time");
     const int64_t stride = opts->stride;

@@ -222,6 +222,15 @@ std::vector<SimulatedRecord> simulate_records(const std::vector<std::pair<RunRec
 
 }  // namespace
 
+Cluster profile_host_cluster(const CalibrationProfile& profile) {
+  RunRecord host;
+  host.file = profile.source;
+  host.device_kind = profile.device == "cpu" ? "cpu" : "cuda";
+  host.threads = profile.threads;
+  for (const auto& c : profile.collectives) host.ranks = std::max<int64_t>(host.ranks, c.ranks);
+  return cluster_for(host, profile);
+}
+
 ValidationSummary validate_records(const std::vector<std::string>& files, const std::optional<std::string>& profile_file,
                                    Fidelity fidelity) {
   std::optional<CalibrationProfile> profile;

@@ -68,6 +68,10 @@ struct ValidationSummary {
 SimulationInput simulation_for(const RunRecord& r, const std::optional<CalibrationProfile>& profile,
                                Fidelity fidelity);
 
+// The host a calibration profile measured, as a cluster: one node of as many ranks as its largest
+// measured collective group, with the profile's figures (as a record of those ranks would run on).
+Cluster profile_host_cluster(const CalibrationProfile& profile);
+
 // Throws ConfigError / UsageError on a record or profile that does not fit.
 ValidationSummary validate_records(const std::vector<std::string>& record_files,
                                    const std::optional<std::string>& profile_file, Fidelity fidelity);

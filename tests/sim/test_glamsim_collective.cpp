@@ -164,6 +164,12 @@ TEST(GlamsimCollective, ProfileCurvesGiveTheMeasuredTimes) {
     EXPECT_DOUBLE_EQ(p["time_s"].get<double>(), l["results"][i]["time_s"].get<double>());
     EXPECT_NEAR(p["error"].get<double>(), p["time_s"].get<double>() / p["measured_time_s"].get<double>() - 1, 1e-12);
   }
+  // Without --cluster, the host the profile measured: its two ranks, linked as it measured, as host.toml.
+  const auto on_host = results_of("--calibration " + (dir / "profile.toml").string() + " --kind all_reduce --against-measured");
+  EXPECT_EQ(on_host["cluster"], "host-cpu-2");
+  ASSERT_EQ(on_host["results"].size(), 2u);
+  for (size_t i = 0; i < 2; ++i)
+    EXPECT_DOUBLE_EQ(on_host["results"][i]["time_s"].get<double>(), m["results"][i]["time_s"].get<double>());
   auto text = run_command("glamsim collective --cluster " + (dir / "host.toml").string() + " --calibration " +
                           (dir / "profile.toml").string() + " --kind all_reduce --against-measured");
   EXPECT_NE(text.out.find("model error"), std::string::npos) << text.out;
@@ -203,6 +209,7 @@ TEST(GlamsimCollective, BadInputExitsTwoNamingTheOption) {
            {"--cluster dgx-h100-8 -f 1", "--step-factor"},
            {"--cluster dgx-h100-8 --fidelity exact", "--fidelity exact: expected analytical or flow"},
            {"--cluster no-such-cluster", "no-such-cluster"},
+           {"--kind all_reduce", "give --cluster C, or --calibration PROFILE to time the host that profile measured"},
        }) {
     auto r = run_command("glamsim collective " + args);
     EXPECT_EQ(r.exit_code, 2) << args;
