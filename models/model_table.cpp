@@ -34,7 +34,7 @@ std::string format_gflop(double flops) {
   const double g = flops / 1e9;
   if (g >= 0.1 || g == 0) return format_fixed(g, 1);
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%.2g", g);
+  std::snprintf(buf, sizeof buf, "%#.2g", g);  // '#': 0.010, not 0.01
   return buf;
 }
 }  // namespace

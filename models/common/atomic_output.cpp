@@ -124,6 +124,8 @@ fs::path checked_output_folder(const std::string& where, const fs::path& given, 
     throw UsageError(where + ": expected the name of a new folder (the output replaces it as a whole)");
   std::error_code ec;
   const fs::file_status status = fs::status(dir, ec);
+  if (ec == std::errc::not_a_directory)  // out/x with out a file
+    throw UsageError(where + ": " + dir.parent_path().string() + " is a file, not a folder");
   if (ec && ec != std::errc::no_such_file_or_directory)
     throw UsageError(where + ": cannot look at it (" + ec.message() + ")");
   if (!fs::exists(status)) return dir;

@@ -47,11 +47,11 @@ inline CLI::Validator number_between(double lo, double hi) {
       "NUMBER");
 }
 
-// A path to write to: an empty one would silently write nothing.
-inline CLI::Validator output_path() {
+// A path to write to, `what` it names ("a file name", "a folder name"): an empty one is refused, not
+// taken for no output.
+inline CLI::Validator output_path(const std::string& what) {
   return CLI::Validator(
-      [](std::string& text) -> std::string { return text.empty() ? "got '', expected a file or folder name" : ""; },
-      "PATH");
+      [what](std::string& text) -> std::string { return text.empty() ? "got '', expected " + what : ""; }, "PATH");
 }
 
 // A non-negative whole number that fits 64 bits (seeds): no sign, no wrap-around.
@@ -68,22 +68,10 @@ inline CLI::Validator unsigned_integer() {
       "UINT");
 }
 
-// What main does with a CLI11 parse error: --help and --version print and exit 0; anything else is
-// one line on stderr and exit code 2.
-inline int report_parse_error(CLI::App& app, const CLI::ParseError& e, const std::string& program) {
-  if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);
-  std::string what = e.what();
-  // "glamexec frobnicate": CLI11 says only that a subcommand is required.
-  if (app.get_subcommands().empty() && !app.remaining().empty() && app.remaining().front().rfind('-', 0) != 0) {
-    what = "unknown command '" + app.remaining().front() + "': expected one of";
-    for (const CLI::App* sub : app.get_subcommands({})) what += " " + sub->get_name();
-  }
-  std::cerr << program << ": error: " << what << " (" << program << " --help lists the commands and options)\n";
-  return kExitBadInput;
-}
-
 // The exit code once the output is out: 0, or 1 after an error when standard output did not take all
-// of it (a full disk, a closed pipe), which would otherwise pass for success with the figures lost.
+// of it (a full disk, a closed descriptor), which would otherwise pass for success with the figures lost.
+// (A reader that closes a pipe early ends the program by SIGPIPE first. Under mpirun the ranks write
+// to mpirun's pipe: only mpirun sees the disk, so there --record is the output to rely on.)
 inline int stdout_exit_code(const char* program) {
   errno = 0;
   std::cout.flush();
@@ -92,6 +80,23 @@ inline int stdout_exit_code(const char* program) {
   std::cerr << program << ": error: could not write the output to standard output"
             << (errno ? std::string(" (") + std::strerror(errno) + ")" : std::string()) << "\n";
   return 1;
+}
+
+// What main does with a CLI11 parse error: --help and --version print and exit 0 (1 when the output is
+// lost); anything else is one line on stderr and exit code 2.
+inline int report_parse_error(CLI::App& app, const CLI::ParseError& e, const std::string& program) {
+  if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) {  // --help, --version
+    app.exit(e);
+    return stdout_exit_code(program.c_str());
+  }
+  std::string what = e.what();
+  // "glamexec frobnicate": CLI11 says only that a subcommand is required.
+  if (app.get_subcommands().empty() && !app.remaining().empty() && app.remaining().front().rfind('-', 0) != 0) {
+    what = "unknown command '" + app.remaining().front() + "': expected one of";
+    for (const CLI::App* sub : app.get_subcommands({})) what += " " + sub->get_name();
+  }
+  std::cerr << program << ": error: " << what << " (" << program << " --help lists the commands and options)\n";
+  return kExitBadInput;
 }
 
 }  // namespace glam::cli_checks

@@ -23,7 +23,7 @@ std::string format_count(double value);
 std::string format_chips(int64_t chips);
 // Fixed-point with the given decimals.
 std::string format_fixed(double value, int decimals);
-// The shortest text that reads back as the value, as a user would type it: 0.9, 2, 1e+09.
+// The shortest text that reads back as the value: 0.9, 2, 1e+09, 1e-04.
 std::string format_shortest(double value);
 // Signed percentage: 0.0312 -> "+3.1%".
 std::string format_percent(double fraction, int decimals = 1);

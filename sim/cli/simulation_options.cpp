@@ -80,7 +80,7 @@ void SimulationOptions::register_options(CLI::App& cmd, bool with_out_dir) {
                "Also list every layout the plan chooser compared: memory per chip, step time, MFU");
   if (with_out_dir)
     cmd.add_option("--out", out_dir, "Write config.json, stats.txt, trace.json, layers.csv and host.txt here")
-      ->check(cli_checks::output_path());
+      ->check(cli_checks::output_path("a folder name"));
   cmd.add_option("--format", format, "table or json")->check(CLI::IsMember({"table", "json"}));
   cmd.add_flag("--quiet", quiet, "No progress messages");
 }
@@ -128,7 +128,6 @@ ResolvedSimulation SimulationOptions::resolve_for_cluster(const std::string& clu
     throw UsageError("--routing " + routing + ": " + m.id + " is dense (no experts to route to)");
   SimulationInput in{m, c, base, spec, fid, profile, layers, flow_max_flows};
   in.hbm_headroom = hbm_headroom;
-  in.routed_schedules = std::make_shared<RoutedScheduleCache>(c);  // the plan search's, for the step too
   // Checks the routing file against the model now rather than mid-simulation.
   int moe_blocks = 0;
   for (int64_t l = 0; l < (layers < 0 ? m.layers : std::min(layers, m.layers)); ++l) moe_blocks += m.is_moe_layer(l);

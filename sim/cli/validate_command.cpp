@@ -18,7 +18,7 @@ void add_validate_command(CLI::App& app) {
   cmd->add_option("--calibration", opts->calibration, "Calibration profile of the device the records ran on");
   cmd->add_option("--fidelity", opts->fidelity, "analytical or flow");
   cmd->add_option("--out", opts->out_dir, "Write report.md, plot.svg and validation.json here")
-      ->check(cli_checks::output_path());
+      ->check(cli_checks::output_path("a folder name"));
   cmd->add_option("--format", opts->format, "table or json")->check(CLI::IsMember({"table", "json"}));
   cmd->callback([opts] {
     if (!opts->out_dir.empty()) check_output_folder("--out", opts->out_dir, {"report.md", "plot.svg", "validation.json"});

@@ -52,8 +52,9 @@ struct SimulationInput {
   double ranks_per_core = 1;
   double scheduler_slice_s = 1.5e-3;
   std::function<void(double)> progress;  // called with the fraction of ops done, when set
-  // Collectives routed over this cluster by earlier simulations (a plan search's layouts), when set;
-  // the plan chooser makes one for its search when none is given.
+  // Collectives routed over this cluster by other simulations (a plan search's layouts), when set; the
+  // plan chooser makes one for its search, freed with it. A simulation that routes through it reports
+  // only the routing it did itself (StepResult::flows_routed).
   std::shared_ptr<RoutedScheduleCache> routed_schedules;
   // The share of each chip's HBM, beyond the runtime's reserve (ChipSpec::runtime_reserved_bytes), a plan
   // leaves free: a plan fits when its footprint is at most usable_hbm_bytes().

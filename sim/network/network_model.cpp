@@ -34,6 +34,7 @@ const std::string& NetworkModel::groups_key(CommAxis axis) {
   if (k != groups_keys_.end()) return k->second;
   std::string key;
   auto append = [&key](int v) { key.append(reinterpret_cast<const char*>(&v), sizeof v); };
+  append(static_cast<int>(groups(axis).size()));  // so that no groups key is the start of another
   for (const auto& group : groups(axis)) {
     append(static_cast<int>(group.size()));
     for (int chip : group) append(chip);

@@ -50,8 +50,17 @@ RoutedSchedule route_schedule(const Cluster& cluster, const CollectiveSchedule& 
   return r;
 }
 
+RoutedScheduleCache::RoutedScheduleCache(const Cluster& cluster)
+    : cluster_id_(cluster.id()), links_(link_figures(cluster)) {}
+
+std::vector<std::pair<double, double>> RoutedScheduleCache::link_figures(const Cluster& cluster) {
+  std::vector<std::pair<double, double>> figures;
+  for (const Link& l : cluster.links()) figures.emplace_back(l.bandwidth_Bps, l.latency_s);
+  return figures;
+}
+
 void RoutedScheduleCache::check_cluster(const Cluster& cluster) const {
-  if (cluster.id() != cluster_id_ || cluster.links().size() != links_)
+  if (cluster.id() != cluster_id_ || link_figures(cluster) != links_)
     throw std::logic_error("RoutedScheduleCache: made for cluster " + cluster_id_ + ", used for " + cluster.id());
 }
 

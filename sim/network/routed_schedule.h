@@ -40,8 +40,9 @@ RoutedSchedule route_schedule(const Cluster& cluster, const CollectiveSchedule& 
 // threads. Each is routed once; a lookup that finds one returns it without routing.
 class RoutedScheduleCache {
  public:
-  explicit RoutedScheduleCache(const Cluster& cluster) : cluster_id_(cluster.id()), links_(cluster.links().size()) {}
-  // Throws std::logic_error for a cluster other than the one it was made for.
+  explicit RoutedScheduleCache(const Cluster& cluster);
+  // Throws std::logic_error for a cluster other than the one it was made for (another id, or other
+  // links: the routed loads hold their bandwidths and latencies).
   void check_cluster(const Cluster& cluster) const;
   // The cached schedule, or nullptr.
   std::shared_ptr<const RoutedSchedule> find(const std::string& key) const;
@@ -49,8 +50,9 @@ class RoutedScheduleCache {
   std::shared_ptr<const RoutedSchedule> keep(const std::string& key, std::shared_ptr<const RoutedSchedule> routed);
 
  private:
+  static std::vector<std::pair<double, double>> link_figures(const Cluster& cluster);  // bandwidth, latency
   std::string cluster_id_;
-  size_t links_;
+  std::vector<std::pair<double, double>> links_;
   mutable std::mutex mutex_;
   std::unordered_map<std::string, std::shared_ptr<const RoutedSchedule>> routed_;
 };

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <exception>
 #include <limits>
+#include <optional>
 #include <set>
 #include <span>
 #include <system_error>
@@ -124,7 +125,12 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
   const int64_t max_tp = std::min<int64_t>(in.cluster.chips_per_node() > 1 ? in.cluster.chips_per_node() : 16, m.heads);
   // Every valid layout, with the user's micro-batch count or one.
   std::vector<ParallelPlan> layouts;
-  std::string first_refusal;
+  // Why the widest and the narrowest dp were refused (each different as a rule): what to change.
+  struct Refusal {
+    int64_t dp = 0;
+    std::string layout, why;
+  };
+  std::optional<Refusal> widest, narrowest;
   for (int64_t tp = 1; tp <= max_tp; tp *= 2)
     for (int64_t pp : given_or_powers_of_two(base.pp, kMaxChosenStages)) {
       if ((base.tp && tp != base.tp) || n % (tp * pp) || m.layers % pp) continue;
@@ -152,22 +158,32 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
               try {
                 validate_plan(p, m, in.cluster);
               } catch (const UsageError& e) {
-                // The first layout refused (the widest dp) explains; a chunk count the model does not allow does not.
-                if (v == chunk_counts.front() && first_refusal.empty()) first_refusal = plan_short_label(p) + ": " + e.what();
+                // (A chunk count the model does not allow is no reason to report.)
+                if (v == chunk_counts.front()) {
+                  const Refusal r{dp, plan_short_label(p), e.what()};
+                  if (!widest || dp > widest->dp) widest = r;
+                  if (!narrowest || dp < narrowest->dp) narrowest = r;
+                }
                 continue;
               }
               layouts.push_back(p);
             }
     }
   if (layouts.empty()) {
-    if (first_refusal.empty())  // no tp the chooser tries gives the dp (and tp) asked for
-      first_refusal = "dp x tp x pp must be the " + format_chips(n) + ", with tp a power of two up to " +
-                    std::to_string(max_tp) + " and pp dividing the " + std::to_string(m.layers) + " blocks (" +
-                    (base.pp ? "" : "a power of two up to " + std::to_string(kMaxChosenStages) + ", ") +
-                    "leaving a whole dp)" + (base.dp ? " (--dp " + std::to_string(base.dp) + ")" : "") +
-                    (base.tp ? " (--tp " + std::to_string(base.tp) + ")" : "") +
-                    (base.pp ? " (--pp " + std::to_string(base.pp) + ")" : "");
-    throw UsageError("no parallel layout of " + m.id + " on " + in.cluster.id() + " is valid; " + first_refusal);
+    std::string why;
+    if (!widest)  // no tp the chooser tries gives the dp (and tp) asked for
+      why = "dp x tp x pp must be the " + format_chips(n) + ", with tp a power of two up to " +
+            std::to_string(max_tp) + " and pp dividing the " + std::to_string(m.layers) + " blocks (" +
+            (base.pp ? "" : "a power of two up to " + std::to_string(kMaxChosenStages) + ", ") +
+            "leaving a whole dp)" + (base.dp ? " (--dp " + std::to_string(base.dp) + ")" : "") +
+            (base.tp ? " (--tp " + std::to_string(base.tp) + ")" : "") +
+            (base.pp ? " (--pp " + std::to_string(base.pp) + ")" : "");
+    else if (widest->why == narrowest->why)  // the model's own constraint
+      why = widest->why;
+    else
+      why = widest->layout + ": " + widest->why + " (the widest dp); " + narrowest->layout + ": " + narrowest->why +
+            " (the narrowest)";
+    throw UsageError("no parallel layout of " + m.id + " on " + in.cluster.id() + " is valid; " + why);
   }
 
   // Layouts with the same groups route the same collectives: route each once for the whole search.

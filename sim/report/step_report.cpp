@@ -124,7 +124,8 @@ std::string step_summary_text(const SimulationInput& in, const StepResult& r, co
   t.add_row({"all-to-all", format_seconds(r.alltoall_s) + ", " + format_bytes(r.alltoall_bytes) + " sent per chip"});
   // Skewed routing past the experts' capacity: the step may be as fast, the tokens are not all trained.
   if (const double dropped = mean_dropped_fraction(r); dropped > 0)
-    t.add_row({"dropped at capacity", format_fixed(100 * dropped, 1) + "% of token copies (capacity factor " +
+    t.add_row({"dropped at capacity", (dropped < 5e-4 ? std::string("under 0.1") : format_fixed(100 * dropped, 1)) +
+                                          "% of token copies (capacity factor " +
                                           format_shortest(in.model.capacity_factor) + ")"});
   t.add_row({"MFU", format_fixed(100 * r.mfu, 1) + "%"});
   t.add_row({"tokens/s", format_count(static_cast<double>(p.batch_tokens) / r.step_time_s)});

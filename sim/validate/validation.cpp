@@ -133,7 +133,7 @@ SimulationInput simulation_for(const RunRecord& r, const std::optional<Calibrati
   if (r.host_cores > 0) in.scheduler_slice_s = 0.75e-3 * (1 + std::floor(std::log2(std::min(r.host_cores, 8))));
   try {
     // The plan's stages cut the blocks the record ran (--layers K), as the executor cut them.
-    validate_plan(plan, r.layers_run > 0 ? first_layers(model, r.layers_run) : model, cluster);
+    validate_plan(plan, in.model_held(), cluster);
   } catch (const UsageError& e) {
     throw ConfigError(r.file, "plan",
                       "dp " + std::to_string(r.dp) + ", ep " + std::to_string(r.ep) + ", pp " + std::to_string(r.pp),
@@ -228,6 +228,9 @@ Cluster profile_host_cluster(const CalibrationProfile& profile) {
   host.device_kind = profile.device == "cpu" ? "cpu" : "cuda";
   host.threads = profile.threads;
   for (const auto& c : profile.collectives) host.ranks = std::max<int64_t>(host.ranks, c.ranks);
+  if (host.ranks < 2)
+    throw UsageError(profile.source + " measured no collectives (glamexec calibrate ran on one rank): give --cluster, "
+                     "or calibrate under mpirun -np 2 or more");
   return cluster_for(host, profile);
 }
 

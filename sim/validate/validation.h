@@ -70,6 +70,7 @@ SimulationInput simulation_for(const RunRecord& r, const std::optional<Calibrati
 
 // The host a calibration profile measured, as a cluster: one node of as many ranks as its largest
 // measured collective group, with the profile's figures (as a record of those ranks would run on).
+// Throws UsageError when it measured no collectives (one rank).
 Cluster profile_host_cluster(const CalibrationProfile& profile);
 
 // Throws ConfigError / UsageError on a record or profile that does not fit.

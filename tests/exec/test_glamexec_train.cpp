@@ -377,7 +377,7 @@ TEST_F(Train, OptionValuesAreCheckedBeforeAnyWork) {
       {"--save " + path("missing/x.ckpt"), "--save " + path("missing/x.ckpt") + ": folder"},
       {"--record " + path("afolder"), "is a folder (expected a file name)"},
       {"--record " + path("afile/r.json"), path("afile") + " is a file, not a folder"},
-      {"--record ''", "--record: got '', expected a file or folder name"},
+      {"--record ''", "--record: got '', expected a file name"},
       {"--batch-tokens 140737488355328 --random-tokens", "tokens per rank, expected at most 2147483647"},
       {"--tokenizer " + path("none.model"), "none.model: no such SentencePiece model"},
       {"--text " + path("afolder"), "afolder: is a folder, expected a text file"},

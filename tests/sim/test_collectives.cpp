@@ -1,6 +1,8 @@
 // Collective schedules and their analytical cost against closed forms.
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <set>
 
@@ -284,6 +286,15 @@ TEST(Collectives, NetworksOfOneClusterShareRoutedSchedulesByGroups) {
   const Cluster another = load_cluster("tpu-v4-256");
   const RankMap there(FlatTorus64::plan(256, 64, 1), another);
   EXPECT_THROW(AnalyticalNetwork(another, there, profile, cache), std::logic_error);
+  // Nor does it serve the same id with other links: its loads hold their bandwidths.
+  std::ifstream file(std::string(GLAM_SOURCE_DIR) + "/topologies/tpu-v4-64.toml");
+  std::string text((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  ASSERT_NE(text.find("bandwidth_Bps = 45e9"), std::string::npos);
+  text.replace(text.find("bandwidth_Bps = 45e9"), 20, "bandwidth_Bps = 50e9");
+  const Cluster faster = parse_cluster(text, "faster.toml");
+  EXPECT_EQ(faster.id(), c.id());
+  const RankMap faster_map(FlatTorus64::plan(16, 16, 4), faster);
+  EXPECT_THROW(AnalyticalNetwork(faster, faster_map, profile, cache), std::logic_error);
 }
 
 }  // namespace

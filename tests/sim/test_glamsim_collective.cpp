@@ -185,6 +185,11 @@ TEST(GlamsimCollective, ProfileCurvesGiveTheMeasuredTimes) {
     EXPECT_EQ(e.exit_code, 2) << args;
     EXPECT_NE(e.err.find(expected), std::string::npos) << args << ": " << e.err;
   }
+  // without --cluster, a profile of one rank has no host of several to time
+  auto one = run_command("glamsim collective --calibration " + (dir / "links.toml").string());
+  EXPECT_EQ(one.exit_code, 2);
+  EXPECT_NE(one.err.find("links.toml measured no collectives (glamexec calibrate ran on one rank): give --cluster"),
+            std::string::npos) << one.err;
   // a profile of another chip kind is refused
   auto r = run_command("glamsim collective --cluster dgx-h100-8 --calibration " + (dir / "profile.toml").string());
   EXPECT_EQ(r.exit_code, 2);

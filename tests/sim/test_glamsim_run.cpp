@@ -251,17 +251,25 @@ TEST(GlamsimRun, OutputFolderNeverReplacesOtherFiles) {
   fs::remove_all(again);
 }
 
-// Output that standard output does not take (a full disk) is an error, not a silent success.
+// Output that standard output does not take (a full disk) is an error, not a silent success; nor is an
+// empty --out a way to write nothing, and an --out under a file says so.
 TEST(GlamsimRun, OutputThatCannotBeWrittenIsAnError) {
-  if (!fs::exists("/dev/full")) GTEST_SKIP() << "no /dev/full on this machine";
-  for (const char* command : {"glamsim models", "glamsim run --model glam-tiny-8e --cluster dgx-h100-8 --format json"}) {
-    auto r = run_command(std::string("sh -c '") + command + " >/dev/full'");
-    EXPECT_EQ(r.exit_code, 1) << command;
-    EXPECT_NE(r.err.find("glamsim: error: could not write the output to standard output"), std::string::npos) << r.err;
-  }  // Nor is an empty --out a way to write nothing.
+  if (fs::exists("/dev/full"))
+    for (const char* command :
+         {"glamsim models", "glamsim run --model glam-tiny-8e --cluster dgx-h100-8 --format json", "glamsim --help"}) {
+      auto r = run_command(std::string("sh -c '") + command + " >/dev/full'");
+      EXPECT_EQ(r.exit_code, 1) << command;
+      EXPECT_NE(r.err.find("glamsim: error: could not write the output to standard output"), std::string::npos) << r.err;
+    }
   auto r = run_command("glamsim run --model glam-tiny-8e --cluster dgx-h100-8 --out ''");
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.err.find("--out: got '', expected a file or folder name"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--out: got '', expected a folder name"), std::string::npos) << r.err;
+  const fs::path file = fs::temp_directory_path() / ("glam-out-file-" + std::to_string(::getpid()));
+  std::ofstream(file) << "a file\n";
+  r = run_command("glamsim run --model glam-tiny-8e --cluster dgx-h100-8 --out " + (file / "x").string());
+  fs::remove(file);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find(file.string() + " is a file, not a folder"), std::string::npos) << r.err;
 }
 
 // A plan file's layout that cannot be built is named by the file.
@@ -287,6 +295,9 @@ TEST(GlamsimRun, ChosenPlansKeepWhatWasAskedFor) {
   };
   const auto chosen = plan_of("");
   ASSERT_TRUE(chosen.contains("plan"));
+  // The chosen plan's step reports the routing it did (the search's shared routes are the search's).
+  EXPECT_GT(chosen["routed_flows"].get<double>(), 0);
+  EXPECT_GT(chosen["collective_schedules"].get<int>(), 0);
   const auto recompute = plan_of(" --recompute"), sharded = plan_of(" --shard-weights --pp 2");
   EXPECT_TRUE(recompute["plan"]["recompute"].get<bool>());
   EXPECT_TRUE(sharded["plan"]["shard_weights"].get<bool>());

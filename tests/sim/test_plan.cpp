@@ -165,12 +165,18 @@ TEST(Plan, DefaultPlanFitsAndIsValid) {
   huge.model = load_model("glam-64b-64e");
   const std::string none = testing::error_message_of<UsageError>([&] { choose_plan(huge, base, false); });
   EXPECT_NE(none.find("fits"), std::string::npos) << none;
-  // No valid layout: the first refused, the widest dp, names why.
+  // No valid layout: the model's own constraint once, or why the widest and the narrowest dp failed.
   ParallelPlan seven = base;
   seven.ep = 7;
   const std::string invalid = testing::error_message_of<UsageError>([&] { choose_plan(in, seven, false); });
-  EXPECT_NE(invalid.find("is valid; dp64 tp1 ep7: experts (64) of glam-1.7b-64e are not divisible by ep = 7"),
-            std::string::npos) << invalid;
+  EXPECT_TRUE(invalid.ends_with("is valid; experts (64) of glam-1.7b-64e are not divisible by ep = 7")) << invalid;
+  ParallelPlan wide = base;
+  wide.ep = 64, wide.batch_tokens = 32768;
+  const std::string narrow = testing::error_message_of<UsageError>([&] { choose_plan(in, wide, false); });
+  EXPECT_NE(narrow.find("is valid; dp64 tp1 ep64: batch of 32768 tokens is smaller than the data-parallel width"),
+            std::string::npos) << narrow;
+  EXPECT_NE(narrow.find("dp4 tp16 ep64: ep = 64 must divide dp = 4 (expert parallelism is part of dp) (the narrowest)"),
+            std::string::npos) << narrow;
 }
 
 // A part of a model (--layers K, as an executor run of its first blocks) is what the chips hold: the
