@@ -261,7 +261,7 @@ class Builder {
   // One blocking all-reduce of every replicated gradient of the stage after the backward pass: the
   // non-expert weights over dp, and the experts over their replicas when dp > ep.
   void all_gradients_at_once() {
-    double bytes = embedding_matrices() * V_ * M_ * w_ / tp_;
+    double bytes = end_gradient_bytes();
     double expert_bytes = 0, sp_bytes = 0;
     for (int64_t block : stage_blocks()) {
       const int l = static_cast<int>(block);
@@ -363,7 +363,7 @@ class Builder {
       // (Sharded weights reduce-scatter the embedding's gradient after each pass that uses it.)
       if (s_.dp > 1 && s_.overlap_grad_reduction && holds_embedding && !sharded_embedding())
         collective(-1, "embed_grad_allreduce", StepPhase::kBackward, grad_reduction_kind(), CommAxis::kData,
-                   embedding_matrices() * V_ * M_ * w_ / tp_, false);
+                   end_gradient_bytes(), false);
       if (!s_.overlap_grad_reduction) all_gradients_at_once();
     }
     // The tied embedding's two copies (first and last stage) add their gradients once each end has its
@@ -411,6 +411,9 @@ class Builder {
     const int ends = (input_end() ? 1 : 0) + (output_end() ? 1 : 0);
     return m_.tied_embeddings ? (ends > 0 ? 1 : 0) : ends;
   }
+  // Gradient bytes of the stage's weights outside the blocks: its embedding matrices (vocabulary
+  // sliced over tp) and, at the output end, the final norm's scales (whole on every tp rank).
+  double end_gradient_bytes() const { return embedding_matrices() * V_ * M_ * w_ / tp_ + (output_end() ? M_ * w_ : 0); }
 
   // One micro-batch's forward pass through one chunk of blocks; a chunk before the last ends by
   // sending its output activations on to the next chunk's stage (the sender's stream carries the
@@ -496,7 +499,7 @@ class Builder {
     }
     if (sharded_embedding() && s_.overlap_grad_reduction && (chunk == 0 || chunk == layout_.chunks() - 1))
       collective(-1, "embed_grad_allreduce", StepPhase::kBackward, CollectiveKind::kReduceScatter, CommAxis::kData,
-                 embedding_matrices() * V_ * M_ * w_ / tp_, false);
+                 end_gradient_bytes(), false);
   }
   // The op just made waits for `op`, if there is one.
   void last_op_waits_for(const std::optional<size_t>& op) {

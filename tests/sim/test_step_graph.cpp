@@ -200,19 +200,20 @@ TEST(StepGraph, ShardedWeightsAreGatheredBeforeUse) {
 }
 
 // The gradients reduced over dp are the model's own: per block, the attention, its relative position
-// bias, the norms, the dense FFN or the router, and the experts over their replicas, as the accounting
-// counts them (the final norm's scales, d_model floats, are left out).
+// bias, the norms, the dense FFN or the router, and the experts over their replicas; the embedding and
+// the final norm's scales; as the accounting counts them.
 TEST(StepGraph, GradientReductionsCoverTheAccountingsParameters) {
   const ModelConfig m = load_model("glam-1.7b-64e");
   StepShape s = shape(8192, 16, 8, 1);
   s.overlap_grad_reduction = true;
-  double dense = 0, experts = 0;
+  double dense = 0, experts = 0, ends = 0;
   for (const auto& op : build_step_graph(m, s).ops) {
     if (op.name == "grad_allreduce") dense += op.comm_bytes / 4;
+    if (op.name == "embed_grad_allreduce") ends += op.comm_bytes / 4;
     if (op.name == "expert_grad_allreduce") experts += op.comm_bytes / 4 * 8;  // each rank: 1/ep of them
   }
   const ParamCounts p = count_params(m);
-  EXPECT_DOUBLE_EQ(dense, p.attention + p.position_bias + p.norms - static_cast<double>(m.d_model) + p.dense_ffn + p.router);
+  EXPECT_DOUBLE_EQ(dense + ends, p.attention + p.position_bias + p.norms + p.dense_ffn + p.router + p.embedding);
   EXPECT_DOUBLE_EQ(experts, p.experts);
   EXPECT_GT(p.position_bias, 0);
 }
@@ -235,7 +236,7 @@ TEST(StepGraph, ShardedWeightsReduceEveryMicroBatchAndGatherTheEmbedding) {
     for (int d : op.deps) ASSERT_LT(static_cast<size_t>(d), i) << op.id;
     if (op.name == "embed_grad_allreduce") {
       EXPECT_EQ(op.collective, CollectiveKind::kReduceScatter) << op.id;
-      EXPECT_DOUBLE_EQ(op.comm_bytes, V * M * 4) << op.id;
+      EXPECT_DOUBLE_EQ(op.comm_bytes, (V * M + M) * 4) << op.id;  // and the final norm's scales
     }
     if (op.name == "embed_weight_allgather") {
       EXPECT_DOUBLE_EQ(op.comm_bytes, V * M * 2) << op.id;
@@ -353,7 +354,9 @@ TEST(StepGraph, AShardedOptimizerGathersTheUpdatedWeightsOncePerStep) {
   };
   ASSERT_GT(embedding_bytes(true, "embed_param_allgather"), 0);
   EXPECT_DOUBLE_EQ(embedding_bytes(false, "embed_param_allgather"), 2 * embedding_bytes(true, "embed_param_allgather"));
-  EXPECT_DOUBLE_EQ(embedding_bytes(false, "embed_grad_allreduce"), 2 * embedding_bytes(true, "embed_grad_allreduce"));
+  const double final_norm = static_cast<double>(m.d_model) * 4;  // reduced with the output end's matrix
+  EXPECT_DOUBLE_EQ(embedding_bytes(false, "embed_grad_allreduce") - final_norm,
+                   2 * (embedding_bytes(true, "embed_grad_allreduce") - final_norm));
   // Nothing to gather with one data-parallel rank, and sharded weights gather their own way.
   StepShape alone = s;
   alone.dp = 1, alone.ep = 1;
