@@ -82,7 +82,8 @@ int main(int argc, char** argv) {
                     "accumulation, fp32 master weights, as GLaM trained); default bf16 on cuda, fp32 on cpu");
   train->add_option("--threads", t.threads, "Threads per rank (default: cores / ranks on the host)")
       ->transform(integer_at_least(1, 4096));
-  train->add_option("--record", t.record, "Write the run record (JSON) to this file, atomically")->check(glam::cli_checks::output_path("a file name"));
+  train->add_option("--record", t.record, "Write the run record (JSON) to this file, atomically")
+      ->check(glam::cli_checks::output_path("a file name"));
   train->add_option("--format", t.format, "text or json (the run record on stdout)");
   train->add_option("--text", t.text, "Training text file (default: Debian's /usr/share/common-licenses)");
   train->add_option("--tokenizer", t.tokenizer, "SentencePiece model (default: trained on the text, cached)");
@@ -93,7 +94,8 @@ int main(int argc, char** argv) {
                     "checkpoint's)")
       ->transform(unsigned_integer());
   train->add_option("--resume", t.resume, "Checkpoint to continue from");
-  train->add_option("--save", t.save, "Write a checkpoint here at the end (atomically)")->check(glam::cli_checks::output_path("a file name"));
+  train->add_option("--save", t.save, "Write a checkpoint here at the end (atomically)")
+      ->check(glam::cli_checks::output_path("a file name"));
   train->add_flag("--quiet", t.quiet, "No per-step lines");
 
   std::string text_file, out_file;
@@ -101,7 +103,9 @@ int main(int argc, char** argv) {
   CLI::App* tok = app.add_subcommand("tokenizer", "Train a SentencePiece model (BPE) on a text");
   tok->add_option("--text", text_file, "Text file (default: Debian's /usr/share/common-licenses)");
   tok->add_option("--vocab", vocab, "Pieces")->transform(integer_at_least(2, 1 << 30))->capture_default_str();
-  tok->add_option("--out", out_file, "Model file to write")->check(glam::cli_checks::output_path("a file name"))->required();
+  tok->add_option("--out", out_file, "Model file to write")
+      ->check(glam::cli_checks::output_path("a file name"))
+      ->required();
   tok->callback([&] { glam::exec::run_tokenizer(text_file, vocab, out_file); });
 
   glam::exec::CalibrateOptions cal;
@@ -112,7 +116,8 @@ int main(int argc, char** argv) {
   calibrate->add_option("--precision", cal.precision, "As glamexec train's --precision (default: bf16 on cuda, fp32 on cpu)");
   calibrate->add_option("--threads", cal.threads, "Threads per rank (default: cores / ranks on the host)")
       ->transform(integer_at_least(1, 4096));
-  calibrate->add_option("--out", cal.out, "Profile to write (TOML), atomically (default: stdout)")->check(glam::cli_checks::output_path("a file name"));
+  calibrate->add_option("--out", cal.out, "Profile to write (TOML), atomically (default: stdout)")
+      ->check(glam::cli_checks::output_path("a file name"));
   calibrate->add_flag("--quick", cal.quick, "A few seconds: fewer sizes and steps (tests)");
   calibrate->add_option("--model", cal.models, "Configs whose training steps give the per-op curves (repeatable; "
                                                 "default glam-tiny glam-tiny-8e on cpu, glam-0.1b glam-0.1b-64e on cuda)");

@@ -69,7 +69,9 @@ void SimulationOptions::register_options(CLI::App& cmd, bool with_out_dir) {
       ->transform(cli_checks::integer_at_least(1));
   cmd.add_option("--calibration", calibration, "Calibration profile (TOML) from glamexec calibrate");
   if (with_layers)
-    cmd.add_option("--layers", layers, "Simulate only the first K blocks, as glamexec --layers runs them: their step and the memory they hold (the output says so)")
+    cmd.add_option("--layers", layers,
+                   "Simulate only the first K blocks, as glamexec --layers runs them: their step and the memory "
+                   "they hold (the output says so)")
         ->transform(cli_checks::integer_at_least(1));
   cmd.add_flag("--allow-oom", allow_oom, "Simulate a plan even if it does not fit in memory");
   cmd.add_option("--hbm-headroom", hbm_headroom,
@@ -80,7 +82,7 @@ void SimulationOptions::register_options(CLI::App& cmd, bool with_out_dir) {
                "Also list every layout the plan chooser compared: memory per chip, step time, MFU");
   if (with_out_dir)
     cmd.add_option("--out", out_dir, "Write config.json, stats.txt, trace.json, layers.csv and host.txt here")
-      ->check(cli_checks::output_path("a folder name"));
+        ->check(cli_checks::output_path("a folder name"));
   cmd.add_option("--format", format, "table or json")->check(CLI::IsMember({"table", "json"}));
   cmd.add_flag("--quiet", quiet, "No progress messages");
 }
@@ -160,9 +162,10 @@ ResolvedSimulation SimulationOptions::resolve_for_cluster(const std::string& clu
       throw UsageError(plan_file + ": " + e.what());
     }
     // A fixed layout that does not fit in one pass gets the fewest micro-batches that make it fit.
-    if (choose_micro && plan_memory(in.model_held(), out.input.plan).total_bytes() > out.input.usable_hbm_bytes())
+    const ModelConfig held = in.model_held();
+    if (choose_micro && plan_memory(held, out.input.plan).total_bytes() > out.input.usable_hbm_bytes())
       out.input.plan.microbatches =
-          std::max(out.input.plan.microbatches, fitting_microbatches(out.input.plan, in.model_held(), out.input.usable_hbm_bytes()));
+          std::max(out.input.plan.microbatches, fitting_microbatches(out.input.plan, held, out.input.usable_hbm_bytes()));
     out.plan_note = "";
   } else {
     if (show_progress) std::cerr << "glamsim: choosing a parallel layout...\r" << std::flush;

@@ -37,6 +37,13 @@ class Stats {
 
 std::string kind_key(LinkKind k) { return link_kind_name(k); }
 
+// The share of token copies past their expert's capacity, averaged over the MoE blocks.
+double mean_dropped_fraction(const StepResult& r) {
+  double dropped = 0;
+  for (const auto& l : r.moe_loads) dropped += l.dropped_fraction;
+  return r.moe_loads.empty() ? 0.0 : dropped / static_cast<double>(r.moe_loads.size());
+}
+
 }  // namespace
 
 double peak_rss_bytes() {
@@ -50,15 +57,6 @@ nlohmann::json memory_breakdown_json(const MemoryFootprint& m) {
           {"activations", m.activations_bytes}, {"working", m.working_bytes},
           {"communication", m.communication_bytes}};
 }
-
-namespace {
-// The share of token copies past their expert's capacity, averaged over the MoE blocks.
-double mean_dropped_fraction(const StepResult& r) {
-  double dropped = 0;
-  for (const auto& l : r.moe_loads) dropped += l.dropped_fraction;
-  return r.moe_loads.empty() ? 0.0 : dropped / static_cast<double>(r.moe_loads.size());
-}
-}  // namespace
 
 nlohmann::json step_summary_json(const SimulationInput& in, const StepResult& r, const HostFigures& host) {
   nlohmann::json links = nlohmann::json::object();
