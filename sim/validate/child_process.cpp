@@ -4,7 +4,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 
 #include "common/errors.h"
@@ -71,6 +73,19 @@ std::string run_in_child_process(const std::function<std::string()>& work) {
   if (got[0] == 'u') throw UsageError(text);
   if (got[0] == 'e') throw std::runtime_error(text);
   return text;
+}
+
+nlohmann::json json_figure(double value) {
+  if (std::isfinite(value)) return value;
+  return std::isnan(value) ? "nan" : value > 0 ? "inf" : "-inf";
+}
+
+double figure_of(const nlohmann::json& j) {
+  if (!j.is_string()) return j.get<double>();
+  const std::string& text = j.get_ref<const std::string&>();
+  if (text == "nan") return std::numeric_limits<double>::quiet_NaN();
+  if (text == "inf" || text == "-inf") return (text == "inf" ? 1 : -1) * std::numeric_limits<double>::infinity();
+  return j.get<double>();  // the type error, naming the value's type
 }
 
 }  // namespace glam

@@ -181,16 +181,16 @@ SimulatedRecord simulate_record(const RunRecord& record, const SimulationInput& 
 
 nlohmann::json to_json(const SimulatedRecord& r) {
   nlohmann::json ops = nlohmann::json::array();
-  for (const auto& [id, c] : r.ops) ops.push_back({id, c.stage, c.simulated_s, c.collective, c.axis});
-  return {{"step_s", r.step_s}, {"chip_power_W", r.chip_power_W}, {"ops", ops}};
+  for (const auto& [id, c] : r.ops) ops.push_back({id, c.stage, json_figure(c.simulated_s), c.collective, c.axis});
+  return {{"step_s", json_figure(r.step_s)}, {"chip_power_W", json_figure(r.chip_power_W)}, {"ops", ops}};
 }
 
 SimulatedRecord from_json(const nlohmann::json& j) {
   SimulatedRecord r;
-  r.step_s = j.at("step_s").get<double>(), r.chip_power_W = j.at("chip_power_W").get<double>();
+  r.step_s = figure_of(j.at("step_s")), r.chip_power_W = figure_of(j.at("chip_power_W"));
   for (const auto& op : j.at("ops")) {
     OpComparison& c = r.ops[op.at(0).get<std::string>()];
-    c.stage = op.at(1).get<int>(), c.simulated_s = op.at(2).get<double>();
+    c.stage = op.at(1).get<int>(), c.simulated_s = figure_of(op.at(2));
     c.collective = op.at(3).get<std::string>(), c.axis = op.at(4).get<std::string>();
   }
   return r;

@@ -2,7 +2,9 @@
 // end to end in test_glamsim_validate.cpp).
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdlib>
+#include <limits>
 #include <stdexcept>
 
 #include "common/errors.h"
@@ -55,6 +57,19 @@ TEST(Validation, GpuRecordsHoldTheAllToAllChannels) {
 
 // Flow-fidelity validation of several host sizes runs each in a child process: its result, its
 // usage errors and its death reach the parent as they are.
+// Figures cross from a child as JSON and read back as the same doubles, non-finite ones included
+// (nlohmann writes those as null, which read back as a type error).
+TEST(Validation, FiguresFromAChildReadBackExactly) {
+  const double inf = std::numeric_limits<double>::infinity();
+  for (double v : {0.1, -2.5e-300, 1e300, 0.0, inf, -inf}) {
+    const nlohmann::json sent = nlohmann::json::parse(nlohmann::json::array({json_figure(v)}).dump());
+    EXPECT_EQ(figure_of(sent.at(0)), v);
+  }
+  EXPECT_TRUE(std::isnan(figure_of(nlohmann::json::parse(nlohmann::json(json_figure(std::nan(""))).dump()))));
+  EXPECT_THROW(figure_of(nlohmann::json("fast")), nlohmann::json::type_error);
+  EXPECT_THROW(figure_of(nlohmann::json(nullptr)), nlohmann::json::type_error);
+}
+
 TEST(Validation, ChildProcessesReturnTheirResultOrTheirError) {
   EXPECT_EQ(run_in_child_process([] { return std::string(100000, 'x') + "end"; }), std::string(100000, 'x') + "end");
   EXPECT_EQ(testing::error_message_of<UsageError>(
