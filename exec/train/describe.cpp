@@ -62,7 +62,10 @@ void run_describe(const DescribeOptions& o, std::ostream& out) {
     return;
   }
   if (o.layers > 0) out << "first " << m.layers << " of " << whole.layers << " layers\n";
-  out << m.id << ": " << format_count(p.total) << " parameters, " << format_count(p.activated) << " activated; "
+  // Counted as the executor holds them, embedding included (glamsim models follows each paper row's
+  // convention instead).
+  out << m.id << ": " << format_count(p.total) << " parameters, " << format_count(p.activated)
+      << " activated (the embedding's " << format_count(p.embedding) << " included); "
       << (f.train() >= 1e9 ? format_fixed(f.train() / 1e9, 1) + " GFLOP" : format_fixed(f.train() / 1e6, 1) + " MFLOP")
       << " per token per step\n"
       << "one chip, " << tokens << " tokens: weights " << format_bytes(mem.weights_bytes) << ", gradients "

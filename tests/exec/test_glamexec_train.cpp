@@ -464,6 +464,8 @@ TEST_F(Train, DescribeTakesTrainsBatchAndGivesJson) {
   auto r = run_command("glamexec describe --model glam-0.1b --layers 1");
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("glamexec train, one rank, 8192 tokens"), std::string::npos) << r.out;
+  // Counts as the executor holds them, saying that the embedding (262,144 x 768) is in them.
+  EXPECT_NE(r.out.find(" activated (the embedding's 201M included)"), std::string::npos) << r.out;
   // JSON, with the same figures.
   r = run_command("glamexec describe --model glam-0.1b --layers 1 --format json");
   ASSERT_EQ(r.exit_code, 0) << r.err;
