@@ -413,7 +413,9 @@ class Builder {
   }
   // Gradient bytes of the stage's weights outside the blocks: its embedding matrices (vocabulary
   // sliced over tp) and, at the output end, the final norm's scales (whole on every tp rank).
-  double end_gradient_bytes() const { return embedding_matrices() * V_ * M_ * w_ / tp_ + (output_end() ? M_ * w_ : 0); }
+  double end_gradient_bytes() const {
+    return embedding_matrices() * V_ * M_ * w_ / tp_ + (output_end() ? M_ * w_ : 0);
+  }
 
   // One micro-batch's forward pass through one chunk of blocks; a chunk before the last ends by
   // sending its output activations on to the next chunk's stage (the sender's stream carries the
@@ -507,9 +509,9 @@ class Builder {
   }
   // With sharded weights the embedding is sharded over dp like the blocks (plan_memory).
   bool sharded_embedding() const { return s_.shard_weights && s_.dp > 1; }
-  // A non-blocking gather of the embedding matrices the current stage holds; returns its index.
-  // The embedding matrices a sharded stage gathers: those it holds for the forward pass, only the
-  // output one for the logits' input gradient (the lookup's backward pass reads no weights).
+  // A non-blocking gather of the embedding matrices a sharded stage needs; returns its index. The
+  // forward pass needs those the stage holds, the backward pass only the output one (for the logits'
+  // input gradient: the lookup's backward pass reads no weights).
   size_t gather_embedding(const std::string& name, StepPhase ph, double bytes_per_weight) {
     const double matrices = ph == StepPhase::kForward ? embedding_matrices() : 1.0;
     collective(-1, name, ph, CollectiveKind::kAllGather, CommAxis::kData, matrices * V_ * M_ / tp_ * bytes_per_weight,

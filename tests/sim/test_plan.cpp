@@ -179,15 +179,22 @@ TEST(Plan, DefaultPlanFitsAndIsValid) {
             std::string::npos) << narrow;
 }
 
+// A model on dgx-h100-8, and a base plan that leaves every axis to the chooser, with the cluster's
+// conventions (sequence parallelism, the bf16 weight copy, NCCL's channels).
+std::pair<SimulationInput, ParallelPlan> search_on_8_h100s(const std::string& model) {
+  SimulationInput in{load_model(model), load_cluster("dgx-h100-8"), plan(0, 0, 0), {}, Fidelity::kAnalytical,
+                     default_profile("h100")};
+  ParallelPlan base = plan(0, 0, 0);
+  base.microbatches = base.pp = base.virtual_stages = 0;
+  apply_cluster_conventions(base, in.model, in.cluster, std::nullopt);
+  return {in, base};
+}
+
 // A part of a model (--layers K, as an executor run of its first blocks) is what the chips hold: the
 // chooser fits layouts to those blocks' memory and the step reports it. glam-8b-64e fits no layout of
 // 8 H100s whole, its first two blocks do.
 TEST(Plan, APartOfAModelHoldsItsOwnBlocks) {
-  SimulationInput in{load_model("glam-8b-64e"), load_cluster("dgx-h100-8"), plan(0, 0, 0), {},
-                     Fidelity::kAnalytical, default_profile("h100")};
-  ParallelPlan base = plan(0, 0, 0);
-  base.microbatches = base.pp = base.virtual_stages = 0;
-  apply_cluster_conventions(base, in.model, in.cluster, std::nullopt);
+  auto [in, base] = search_on_8_h100s("glam-8b-64e");
   EXPECT_THROW(choose_plan(in, base, false), UsageError);
   in.layers_run = 2;
   base.pp = base.virtual_stages = 1;  // a part runs on one stage (the command line sets it)
@@ -205,11 +212,7 @@ TEST(Plan, APartOfAModelHoldsItsOwnBlocks) {
 // GPU chips keep back the runtime's reserve (CUDA context, cuBLAS, NCCL: runtime_reserved_bytes): a
 // layout fits under HBM less it, and glam-1.7b-64e on 8 H100s has layouts that would fill the gap.
 TEST(Plan, ChooserLeavesTheRuntimeReserveFree) {
-  SimulationInput in{load_model("glam-1.7b-64e"), load_cluster("dgx-h100-8"), plan(0, 0, 0), {},
-                     Fidelity::kAnalytical, default_profile("h100")};
-  ParallelPlan base = plan(0, 0, 0);
-  base.microbatches = base.pp = base.virtual_stages = 0;
-  apply_cluster_conventions(base, in.model, in.cluster, std::nullopt);
+  auto [in, base] = search_on_8_h100s("glam-1.7b-64e");
   const double hbm = in.cluster.chip().hbm_bytes, reserve = in.cluster.chip().runtime_reserved_bytes;
   EXPECT_EQ(reserve, 2.0 * (1 << 30));
   EXPECT_DOUBLE_EQ(in.usable_hbm_bytes(), hbm - reserve);
