@@ -1,6 +1,7 @@
 #include "network/collective_schedule.h"
 
 #include <algorithm>
+#include <array>
 #include <map>
 
 namespace glam {
@@ -137,18 +138,19 @@ bool torus_dimension_order(CollectiveSchedule& s, const Cluster& c, const std::v
   return true;
 }
 
-// NVSwitch inside each node, then rings across nodes over the members with the same local index, the
-// stages pipelined (NCCL streams a buffer's chunks through them, NVLink and InfiniBand busy at once).
-bool hierarchical(CollectiveSchedule& s, const Cluster& c, const std::vector<std::vector<int>>& groups, Half half) {
+// A GPU cluster's groups split by node: each group's members in one node (`local`, one list per
+// node and group) and its members with the same index in their node across the nodes (`cross`, one
+// list per index and group). False unless every group spans at least two nodes with the same number
+// of members in each.
+bool split_by_node(const Cluster& c, const std::vector<std::vector<int>>& groups, std::vector<std::vector<int>>& local,
+                   std::vector<std::vector<int>>& cross) {
   const int per_node = c.chips_per_node();
-  if (per_node <= 1) return false;
-  std::vector<std::vector<int>> local, cross;
+  if (per_node < 1) return false;
   for (const auto& g : groups) {
     std::map<int, std::vector<int>> by_node;
     for (int chip : g) by_node[chip / per_node].push_back(chip);
     if (by_node.size() < 2) return false;
     const size_t g_local = by_node.begin()->second.size();
-    if (g_local == 1) return false;  // one member per node: a plain ring over the nodes
     for (auto& [node, members] : by_node) {
       if (members.size() != g_local) return false;
       local.push_back(members);
@@ -158,12 +160,96 @@ bool hierarchical(CollectiveSchedule& s, const Cluster& c, const std::vector<std
       for (auto& [node, members] : by_node) cross.back().push_back(members[k]);
     }
   }
+  return true;
+}
+
+// NVSwitch inside each node, then rings across nodes over the members with the same local index, the
+// stages pipelined (NCCL streams a buffer's chunks through them, NVLink and InfiniBand busy at once).
+bool hierarchical(CollectiveSchedule& s, const Cluster& c, const std::vector<std::vector<int>>& groups, Half half) {
+  std::vector<std::vector<int>> local, cross;
+  if (!split_by_node(c, groups, local, cross)) return false;
+  if (local.front().size() == 1) return false;  // one member per node: a plain ring over the nodes
   s.algorithm = "hierarchical";
   s.pipelined = true;
   const double g_local = static_cast<double>(local.front().size());
   if (half != Half::kAllGather) add_ring(s, local, 1.0, Half::kReduceScatter);
   add_ring(s, cross, 1.0 / g_local, half);
   if (half != Half::kReduceScatter) add_ring(s, local, 1.0, Half::kAllGather);
+  return true;
+}
+
+// Parent of position p (1-based) in the in-order binary tree over positions 1..n: p's level is its
+// lowest set bit b, its parent p + b or p - b one level up, climbing past positions beyond n. 0 at
+// the root (the highest power of two not above n).
+int in_order_parent(int p, int n) {
+  for (int b = p & -p;;) {
+    p = (p / (2 * b)) % 2 == 0 ? p + b : p - b;
+    b *= 2;
+    if (b > n) return 0;
+    if (p <= n) return p;
+  }
+}
+
+// Double binary trees over n members (Sanders, Speck and Traeff 2009, as NCCL 2.4 runs its tree
+// all-reduce): each tree carries half of the buffer, and tree 1 (tree 0 mirrored for even n, shifted
+// by one for odd n) has tree 0's leaves inside, so no member is inside both. Every member then
+// sends and receives at most one buffer per pass, and a pass takes about log2(n) steps, where a
+// ring takes n - 1. Returns, per tree, each member's parent (-1 at the root).
+std::array<std::vector<int>, 2> double_binary_trees(int n) {
+  std::array<std::vector<int>, 2> parents;
+  for (int t = 0; t < 2; ++t) {
+    auto position = [&](int member) { return t == 0 ? member + 1 : n % 2 == 0 ? n - member : (member + 1) % n + 1; };
+    std::vector<int> member_at(static_cast<size_t>(n) + 1);
+    for (int m = 0; m < n; ++m) member_at[static_cast<size_t>(position(m))] = m;
+    parents[static_cast<size_t>(t)].assign(static_cast<size_t>(n), -1);
+    for (int m = 0; m < n; ++m)
+      if (int p = in_order_parent(position(m), n); p > 0)
+        parents[static_cast<size_t>(t)][static_cast<size_t>(m)] = member_at[static_cast<size_t>(p)];
+  }
+  return parents;
+}
+
+int depth_in(const std::vector<int>& parent, int member) {
+  int depth = 0;
+  for (; parent[static_cast<size_t>(member)] >= 0; member = parent[static_cast<size_t>(member)]) ++depth;
+  return depth;
+}
+
+// All-reduce by double binary trees across nodes, after a reduce-scatter inside each node and before
+// the all-gather back, as NCCL's NVLS tree runs on NVSwitch nodes: the trees run over the members
+// with the same index in their node, each on 1/(members per node) of the buffer. The up pass
+// (reduce, leaves first) and the down pass (broadcast) are a phase per tree level, all pipelined.
+// NCCL's cost model rates its tree all-reduce at 92% of the ring's bus bandwidth (tuning.cc), which
+// `bandwidth_factor` carries. False for groups inside one node.
+bool tree_all_reduce(CollectiveSchedule& s, const Cluster& c, const std::vector<std::vector<int>>& groups) {
+  std::vector<std::vector<int>> local, cross;
+  if (!split_by_node(c, groups, local, cross)) return false;
+  s.algorithm = "double_binary_tree";
+  s.pipelined = true;
+  s.bandwidth_factor = 0.92;
+  const size_t g_local = local.front().size();
+  if (g_local > 1) add_ring(s, local, 1.0, Half::kReduceScatter);
+  const int n = static_cast<int>(cross.front().size());
+  const auto parents = double_binary_trees(n);
+  int levels = 0;
+  std::vector<std::array<int, 2>> depth(static_cast<size_t>(n));
+  for (int m = 0; m < n; ++m)
+    for (size_t t = 0; t < 2; ++t) levels = std::max(levels, depth[static_cast<size_t>(m)][t] = depth_in(parents[t], m));
+  const double share = 0.5 / static_cast<double>(g_local);  // each tree's half of a member's part
+  std::vector<CommPhase> up(static_cast<size_t>(levels));   // up[l]: children at depth l + 1 to their parents
+  for (const auto& members : cross)
+    for (int m = 0; m < n; ++m)
+      for (size_t t = 0; t < 2; ++t)
+        if (const int parent = parents[t][static_cast<size_t>(m)]; parent >= 0)
+          up[static_cast<size_t>(depth[static_cast<size_t>(m)][t] - 1)].flows.push_back(
+              {members[static_cast<size_t>(m)], members[static_cast<size_t>(parent)], share});
+  for (auto level = up.rbegin(); level != up.rend(); ++level) s.phases.push_back(*level);  // leaves first
+  for (const auto& level : up) {                                                        // root first
+    CommPhase down;
+    for (const auto& f : level.flows) down.flows.push_back({f.dst, f.src, f.share});
+    s.phases.push_back(std::move(down));
+  }
+  if (g_local > 1) add_ring(s, local, 1.0, Half::kAllGather);
   return true;
 }
 
@@ -193,4 +279,18 @@ CollectiveSchedule plan_collective(const Cluster& cluster, CollectiveKind kind,
   return s;
 }
 
+std::vector<CollectiveSchedule> collective_candidates(const Cluster& cluster, CollectiveKind kind,
+                                                      const std::vector<std::vector<int>>& groups,
+                                                      const std::vector<double>& a2a_dest_share, bool a2a_transposed,
+                                                      bool send_wraps) {
+  std::vector<CollectiveSchedule> out = {
+      plan_collective(cluster, kind, groups, a2a_dest_share, a2a_transposed, send_wraps)};
+  CollectiveSchedule tree;
+  if (kind == CollectiveKind::kAllReduce && cluster.kind() == TopologyKind::kFatTree && !groups.empty() &&
+      tree_all_reduce(tree, cluster, groups))
+    out.push_back(std::move(tree));
+  return out;
+}
+
 }  // namespace glam
+

@@ -21,12 +21,15 @@ struct CommPhase {
 };
 
 struct CollectiveSchedule {
-  std::string algorithm;  // "direct", "ring", "torus_dimension_order", "hierarchical"
+  std::string algorithm;  // "direct", "ring", "torus_dimension_order", "hierarchical", "double_binary_tree"
   std::vector<CommPhase> phases;
   // The phases stream into one another, as NCCL's chunked rings do: each link works through the bytes
   // of every phase at once, so the most loaded link sets the time (plus every phase's latency), not
   // the sum of the phases' times.
   bool pipelined = false;
+  // The share of the links' bandwidth (as the efficiency curve gives it) the algorithm reaches: below 1
+  // where it moves data less efficiently than a ring (the tree).
+  double bandwidth_factor = 1.0;
 };
 
 // Chooses the algorithm by collective and topology: all-to-all is direct (all pairs), and so are
@@ -38,5 +41,14 @@ CollectiveSchedule plan_collective(const Cluster& cluster, CollectiveKind kind,
                                    const std::vector<std::vector<int>>& groups,
                                    const std::vector<double>& a2a_dest_share = {}, bool a2a_transposed = false,
                                    bool send_wraps = false);
+
+// The algorithms a collective library could run for this collective on these groups: plan_collective's
+// first, then, for an all-reduce across the nodes of a GPU cluster, double binary trees (latency
+// log2 of the nodes where a ring's is linear in them). The network model times each at the buffer
+// size and runs the fastest, as NCCL's tuner picks between ring and tree by its cost model.
+std::vector<CollectiveSchedule> collective_candidates(const Cluster& cluster, CollectiveKind kind,
+                                                      const std::vector<std::vector<int>>& groups,
+                                                      const std::vector<double>& a2a_dest_share = {},
+                                                      bool a2a_transposed = false, bool send_wraps = false);
 
 }  // namespace glam

@@ -42,13 +42,13 @@ const std::string& NetworkModel::groups_key(CommAxis axis) {
   return groups_keys_.emplace(axis, std::move(key)).first->second;
 }
 
-const CollectiveSchedule& NetworkModel::schedule(const CollectiveRequest& req) {
+const std::vector<CollectiveSchedule>& NetworkModel::schedules(const CollectiveRequest& req) {
   std::string key = schedule_key(req);
   auto it = schedules_.find(key);
   if (it != schedules_.end()) return it->second;
   return schedules_
-      .emplace(key, plan_collective(cluster_, req.kind, groups(req.axis), req.a2a_dest_share, req.a2a_transposed,
-                                    req.send_wraps))
+      .emplace(key, collective_candidates(cluster_, req.kind, groups(req.axis), req.a2a_dest_share,
+                                          req.a2a_transposed, req.send_wraps))
       .first->second;
 }
 
@@ -73,8 +73,11 @@ AnalyticalNetwork::Resolved& AnalyticalNetwork::resolve(const CollectiveRequest&
   const std::string shared_key = shared_ ? groups_key(req.axis) + key : std::string();
   if (shared_) r.routed = shared_->find(shared_key);
   if (!r.routed) {
-    auto routed = std::make_shared<const RoutedSchedule>(route_schedule(cluster_, schedule(req)));
-    flows_routed_ += routed->flows;
+    auto routed = std::make_shared<RoutedCandidates>();
+    for (const auto& candidate : schedules(req)) {
+      routed->push_back(route_schedule(cluster_, candidate));
+      flows_routed_ += routed->back().flows;
+    }
     r.routed = shared_ ? shared_->keep(shared_key, std::move(routed)) : std::move(routed);
   }
   return resolved_.emplace(std::move(key), std::move(r)).first->second;
@@ -88,84 +91,99 @@ double bandwidth_left(const Link& link, const std::vector<double>* background, i
 }
 }  // namespace
 
-double AnalyticalNetwork::phase_efficiency(const Resolved& r, const RoutedPhase& pc, double bytes) const {
-  return r.measured ? r.measured->at(bytes) : profile_.network_bandwidth.at(pc.largest_share * bytes);
+double AnalyticalNetwork::phase_efficiency(const Resolved& r, const RoutedSchedule& s, const RoutedPhase& pc,
+                                           double bytes) const {
+  return s.bandwidth_factor *
+         (r.measured ? r.measured->at(bytes) : profile_.network_bandwidth.at(pc.largest_share * bytes));
 }
 
 double AnalyticalNetwork::phase_latency(const Resolved& r, const RoutedPhase& pc) const {
   return r.measured ? 0.0 : pc.latency_s * profile_.network_latency_factor;
 }
 
-double AnalyticalNetwork::phase_step_time(const Resolved& r, const RoutedPhase& pc, double bytes,
-                                          const std::vector<double>* background) const {
+double AnalyticalNetwork::phase_step_time(const Resolved& r, const RoutedSchedule& s, const RoutedPhase& pc,
+                                          double bytes, const std::vector<double>* background) const {
   const auto& links = cluster_.links();
   double seconds_per_byte = pc.seconds_per_byte;  // the busiest link at full bandwidth
   if (background)  // only links with traffic on them can be busier now
     for (const auto& [l, load] : pc.link_load)
       if ((*background)[static_cast<size_t>(l)] > 0)
         seconds_per_byte = std::max(seconds_per_byte, load / bandwidth_left(links[static_cast<size_t>(l)], background, l));
-  return seconds_per_byte * bytes / phase_efficiency(r, pc, bytes) + phase_latency(r, pc);
+  return seconds_per_byte * bytes / phase_efficiency(r, s, pc, bytes) + phase_latency(r, pc);
 }
 
+const AnalyticalNetwork::Alone& AnalyticalNetwork::alone(Resolved& r, double bytes) {
+  if (auto hit = r.alone.find(bytes); hit != r.alone.end()) return hit->second;
+  Alone best{0, time_of(r, r.routed->front(), bytes, nullptr)};
+  for (size_t i = 1; i < (r.measured ? 1 : r.routed->size()); ++i)
+    if (const double t = time_of(r, (*r.routed)[i], bytes, nullptr); t < best.time_s) best = {i, t};
+  return r.alone.emplace(bytes, best).first->second;
+}
+
+size_t AnalyticalNetwork::chosen(const CollectiveRequest& req) { return alone(resolve(req), req.bytes).chosen; }
+
 std::vector<double> AnalyticalNetwork::phase_step_times(const CollectiveRequest& req, const std::vector<double>* background) {
-  const Resolved& r = resolve(req);
+  Resolved& r = resolve(req);
+  const RoutedSchedule& s = (*r.routed)[alone(r, req.bytes).chosen];
   std::vector<double> out;
-  for (const auto& pc : r.routed->phases) out.push_back(phase_step_time(r, pc, req.bytes, background));
+  for (const auto& pc : s.phases) out.push_back(phase_step_time(r, s, pc, req.bytes, background));
   return out;
 }
 
 double AnalyticalNetwork::sequential_time(const CollectiveRequest& req, const std::vector<double>* background) {
-  const Resolved& r = resolve(req);
+  Resolved& r = resolve(req);
+  const RoutedSchedule& s = (*r.routed)[alone(r, req.bytes).chosen];
   double t = 0;
-  for (const auto& pc : r.routed->phases) t += pc.repeat * phase_step_time(r, pc, req.bytes, background);
+  for (const auto& pc : s.phases) t += pc.repeat * phase_step_time(r, s, pc, req.bytes, background);
   return t;
 }
 
-double AnalyticalNetwork::time_of(Resolved& r, double bytes, const std::vector<double>* background) {
-  if (!background)
-    if (auto hit = r.time_alone.find(bytes); hit != r.time_alone.end()) return hit->second;
-  double t = 0;
-  if (!r.routed->pipelined) {
-    for (const auto& pc : r.routed->phases) t += pc.repeat * phase_step_time(r, pc, bytes, background);
-  } else {
-    // Pipelined: each link's bytes from every phase (at each phase's efficiency) over its bandwidth; the
-    // busiest link sets the time, and each phase's steps add their latency (the first chunk's path).
-    const auto& links = cluster_.links();
-    link_work_.resize(links.size(), 0.0);  // per link: seconds per byte of buffer at full bandwidth
-    double latency = 0;
-    for (const auto& pc : r.routed->phases) {
-      const double efficiency = phase_efficiency(r, pc, bytes);
-      for (const auto& [l, load] : pc.link_load) link_work_[static_cast<size_t>(l)] += pc.repeat * load / efficiency;
-      latency += pc.repeat * phase_latency(r, pc);
-    }
-    double busiest = 0;
-    for (const auto& [l, share] : r.routed->link_shares) {
-      double& w = link_work_[static_cast<size_t>(l)];
-      busiest = std::max(busiest, w * bytes / bandwidth_left(links[static_cast<size_t>(l)], background, l));
-      w = 0;
-    }
-    t = busiest + latency;
+double AnalyticalNetwork::time_of(const Resolved& r, const RoutedSchedule& s, double bytes,
+                                  const std::vector<double>* background) {
+  if (!s.pipelined) {
+    double t = 0;
+    for (const auto& pc : s.phases) t += pc.repeat * phase_step_time(r, s, pc, bytes, background);
+    return t;
   }
-  if (!background) r.time_alone.emplace(bytes, t);
-  return t;
+  // Pipelined: each link's bytes from every phase (at each phase's efficiency) over its bandwidth; the
+  // busiest link sets the time, and each phase's steps add their latency (the first chunk's path).
+  const auto& links = cluster_.links();
+  link_work_.resize(links.size(), 0.0);  // per link: seconds per byte of buffer at full bandwidth
+  double latency = 0;
+  for (const auto& pc : s.phases) {
+    const double efficiency = phase_efficiency(r, s, pc, bytes);
+    for (const auto& [l, load] : pc.link_load) link_work_[static_cast<size_t>(l)] += pc.repeat * load / efficiency;
+    latency += pc.repeat * phase_latency(r, pc);
+  }
+  double busiest = 0;
+  for (const auto& [l, share] : s.link_shares) {
+    double& w = link_work_[static_cast<size_t>(l)];
+    busiest = std::max(busiest, w * bytes / bandwidth_left(links[static_cast<size_t>(l)], background, l));
+    w = 0;
+  }
+  return busiest + latency;
 }
 
 const std::vector<std::pair<int, double>>& AnalyticalNetwork::link_shares(const CollectiveRequest& req) {
-  return resolve(req).routed->link_shares;
+  Resolved& r = resolve(req);
+  return (*r.routed)[alone(r, req.bytes).chosen].link_shares;
 }
 
 CollectiveCost AnalyticalNetwork::cost_in_background(const CollectiveRequest& req, const std::vector<double>& background) {
   CollectiveCost c = cost(req);
-  c.time_s = time_of(resolve(req), req.bytes, &background);
+  Resolved& r = resolve(req);
+  c.time_s = time_of(r, (*r.routed)[alone(r, req.bytes).chosen], req.bytes, &background);
   return c;
 }
 
 CollectiveCost AnalyticalNetwork::cost(const CollectiveRequest& req) {
   Resolved& r = resolve(req);
+  const Alone& a = alone(r, req.bytes);
+  const RoutedSchedule& s = (*r.routed)[a.chosen];
   CollectiveCost c;
-  c.algorithm = r.routed->algorithm;
-  for (const auto& [kind, share] : r.routed->link_kind_share) c.link_bytes[kind] = share * req.bytes;
-  c.time_s = time_of(r, req.bytes, nullptr);
+  c.algorithm = s.algorithm;
+  for (const auto& [kind, share] : s.link_kind_share) c.link_bytes[kind] = share * req.bytes;
+  c.time_s = a.time_s;
   return c;
 }
 

@@ -51,8 +51,9 @@ class NetworkModel {
   int schedules_built() const { return static_cast<int>(schedules_.size()); }
 
  protected:
-  // The schedule for a request, cached by everything but the message size.
-  const CollectiveSchedule& schedule(const CollectiveRequest& req);
+  // The candidate algorithms for a request (collective_candidates), cached by everything but the
+  // message size.
+  const std::vector<CollectiveSchedule>& schedules(const CollectiveRequest& req);
   // The profile's measured curve for this collective at its group size (nullptr: none measured).
   // It gives the bandwidth efficiency by buffer size with the latency folded in, so a measured
   // collective adds no route latency of its own.
@@ -65,7 +66,7 @@ class NetworkModel {
 
  private:
   const std::vector<std::vector<int>>& groups(CommAxis axis);
-  std::map<std::string, CollectiveSchedule> schedules_;
+  std::map<std::string, std::vector<CollectiveSchedule>> schedules_;
   std::map<CommAxis, std::vector<std::vector<int>>> groups_;
   std::map<CommAxis, std::string> groups_keys_;
 };
@@ -79,29 +80,39 @@ class AnalyticalNetwork : public NetworkModel {
   CollectiveCost cost_in_background(const CollectiveRequest& req, const std::vector<double>& background) override;
   const std::vector<std::pair<int, double>>& link_shares(const CollectiveRequest& req) override;
   std::string name() const override { return "analytical"; }
-  // Time of one step of each phase of the request's schedule (not multiplied by its repeat).
+  // Which of the request's candidate algorithms (schedules(req)) runs at its size: the fastest alone,
+  // or the first where the profile measured the collective (the curve is of what the library ran).
+  size_t chosen(const CollectiveRequest& req);
+  // Time of one step of each phase of the chosen algorithm (not multiplied by its repeat).
   std::vector<double> phase_step_times(const CollectiveRequest& req, const std::vector<double>* background = nullptr);
-  // The phases one after the other: the sum of their steps' times (a pipelined schedule takes less).
+  // The chosen algorithm's phases one after the other: the sum of their steps' times (a pipelined
+  // schedule takes less).
   double sequential_time(const CollectiveRequest& req, const std::vector<double>* background = nullptr);
   double flows_routed() const { return flows_routed_; }
 
  private:
   // Everything about a request but its size, worked out once per schedule key: a step repeats each
   // collective for every layer and micro-batch, so costing one must not route or allocate.
+  struct Alone {
+    size_t chosen = 0;  // index into routed
+    double time_s = 0;
+  };
   struct Resolved {
-    std::shared_ptr<const RoutedSchedule> routed;
+    std::shared_ptr<const RoutedCandidates> routed;
     const EfficiencyCurve* measured = nullptr;  // measured_curve(req)
-    std::map<double, double> time_alone;        // by buffer bytes: time_of without background
+    std::map<double, Alone> alone;              // by buffer bytes: the chosen candidate without background
   };
   Resolved& resolve(const CollectiveRequest& req);
+  // The chosen candidate at this buffer size and its time without background.
+  const Alone& alone(Resolved& r, double bytes);
   // A phase's bandwidth efficiency at this buffer size, and its route latency (none with a measured
   // curve, which has the latency folded in).
-  double phase_efficiency(const Resolved& r, const RoutedPhase& pc, double bytes) const;
+  double phase_efficiency(const Resolved& r, const RoutedSchedule& s, const RoutedPhase& pc, double bytes) const;
   double phase_latency(const Resolved& r, const RoutedPhase& pc) const;
-  double phase_step_time(const Resolved& r, const RoutedPhase& pc, double bytes,
+  double phase_step_time(const Resolved& r, const RoutedSchedule& s, const RoutedPhase& pc, double bytes,
                          const std::vector<double>* background) const;
-  // The request's time: its phases in sequence, or pipelined (CollectiveSchedule::pipelined).
-  double time_of(Resolved& r, double bytes, const std::vector<double>* background);
+  // A candidate's time: its phases in sequence, or pipelined (CollectiveSchedule::pipelined).
+  double time_of(const Resolved& r, const RoutedSchedule& s, double bytes, const std::vector<double>* background);
   std::map<std::string, Resolved> resolved_;
   std::shared_ptr<RoutedScheduleCache> shared_;
   std::vector<double> link_work_;  // scratch, dense by link id, zero between calls

@@ -10,6 +10,7 @@ RoutedSchedule route_schedule(const Cluster& cluster, const CollectiveSchedule& 
   RoutedSchedule r;
   r.algorithm = s.algorithm;
   r.pipelined = s.pipelined;
+  r.bandwidth_factor = s.bandwidth_factor;
   const auto& links = cluster.links();
   std::vector<double> load(links.size(), 0.0), total(links.size(), 0.0);
   std::vector<int> route;
@@ -64,14 +65,14 @@ void RoutedScheduleCache::check_cluster(const Cluster& cluster) const {
     throw std::logic_error("RoutedScheduleCache: made for cluster " + cluster_id_ + ", used for " + cluster.id());
 }
 
-std::shared_ptr<const RoutedSchedule> RoutedScheduleCache::find(const std::string& key) const {
+std::shared_ptr<const RoutedCandidates> RoutedScheduleCache::find(const std::string& key) const {
   std::lock_guard lock(mutex_);
   auto it = routed_.find(key);
   return it == routed_.end() ? nullptr : it->second;
 }
 
-std::shared_ptr<const RoutedSchedule> RoutedScheduleCache::keep(const std::string& key,
-                                                                std::shared_ptr<const RoutedSchedule> routed) {
+std::shared_ptr<const RoutedCandidates> RoutedScheduleCache::keep(const std::string& key,
+                                                                  std::shared_ptr<const RoutedCandidates> routed) {
   std::lock_guard lock(mutex_);
   return routed_.try_emplace(key, std::move(routed)).first->second;
 }

@@ -28,6 +28,7 @@ struct RoutedPhase {
 struct RoutedSchedule {
   std::string algorithm;
   bool pipelined = false;
+  double bandwidth_factor = 1.0;
   std::vector<RoutedPhase> phases;
   std::vector<std::pair<int, double>> link_shares;  // per link, sorted: flow shares x repeats
   std::map<LinkKind, double> link_kind_share;       // flow shares x hops x repeats, per link kind
@@ -36,7 +37,10 @@ struct RoutedSchedule {
 
 RoutedSchedule route_schedule(const Cluster& cluster, const CollectiveSchedule& schedule);
 
-// Routed schedules of one cluster by key (the caller's: its groups and schedule), shared between
+// One collective's candidate algorithms (collective_candidates), routed, in the same order.
+using RoutedCandidates = std::vector<RoutedSchedule>;
+
+// Routed candidates of one cluster by key (the caller's: its groups and schedule), shared between
 // threads. Each is routed once; a lookup that finds one returns it without routing.
 class RoutedScheduleCache {
  public:
@@ -44,17 +48,17 @@ class RoutedScheduleCache {
   // Throws std::logic_error for a cluster other than the one it was made for (another id, or other
   // links: the routed loads hold their bandwidths and latencies).
   void check_cluster(const Cluster& cluster) const;
-  // The cached schedule, or nullptr.
-  std::shared_ptr<const RoutedSchedule> find(const std::string& key) const;
-  // Keeps `routed` unless another thread stored one first; returns the one kept.
-  std::shared_ptr<const RoutedSchedule> keep(const std::string& key, std::shared_ptr<const RoutedSchedule> routed);
+  // The cached candidates, or nullptr.
+  std::shared_ptr<const RoutedCandidates> find(const std::string& key) const;
+  // Keeps `routed` unless another thread stored them first; returns the ones kept.
+  std::shared_ptr<const RoutedCandidates> keep(const std::string& key, std::shared_ptr<const RoutedCandidates> routed);
 
  private:
   static std::vector<std::pair<double, double>> link_figures(const Cluster& cluster);  // bandwidth, latency
   std::string cluster_id_;
   std::vector<std::pair<double, double>> links_;
   mutable std::mutex mutex_;
-  std::unordered_map<std::string, std::shared_ptr<const RoutedSchedule>> routed_;
+  std::unordered_map<std::string, std::shared_ptr<const RoutedCandidates>> routed_;
 };
 
 }  // namespace glam

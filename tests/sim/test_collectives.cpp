@@ -1,6 +1,7 @@
 // Collective schedules and their analytical cost against closed forms.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <fstream>
 #include <iterator>
 #include <map>
@@ -203,6 +204,71 @@ TEST(Collectives, GpuAllReduceIsHierarchical) {
       }
   std::vector<int> one_node = {0, 1, 2, 3, 4, 5, 6, 7};
   EXPECT_EQ(plan_collective(c, CollectiveKind::kAllReduce, {one_node}).algorithm, "ring");
+}
+
+// Double binary trees over the nodes: for every group size the two trees carry half of the buffer
+// each, every member's data reaches every member (the up pass then the down pass), no member sends
+// or receives more than the buffer per pass, and a pass takes one phase per level (log2 of the
+// members, where a ring takes a step per member).
+TEST(Collectives, TreeAllReduceReachesEveryMemberInLogarithmicSteps) {
+  Cluster c = load_cluster("dgx-h100-1024");
+  for (int n = 2; n <= 128; n += n < 8 ? 1 : 13) {
+    std::vector<int> rail;  // one GPU per node
+    for (int k = 0; k < n; ++k) rail.push_back(8 * k);
+    const auto candidates = collective_candidates(c, CollectiveKind::kAllReduce, {rail});
+    ASSERT_EQ(candidates.size(), 2u) << n;
+    EXPECT_EQ(candidates[0].algorithm, "ring");
+    const CollectiveSchedule& tree = candidates[1];
+    EXPECT_EQ(tree.algorithm, "double_binary_tree");
+    EXPECT_TRUE(tree.pipelined);
+    EXPECT_LT(tree.bandwidth_factor, 1.0);
+    const int levels = static_cast<int>(std::floor(std::log2(n))) + 1;
+    EXPECT_LE(tree.phases.size(), static_cast<size_t>(2 * levels)) << n;
+    std::map<int, std::set<int>> holds;  // whose data each member holds
+    for (int chip : rail) holds[chip] = {chip};
+    for (size_t pass = 0; pass < 2; ++pass) {
+      std::map<int, double> sent, received;
+      for (size_t p = pass * tree.phases.size() / 2; p < (pass + 1) * tree.phases.size() / 2; ++p) {
+        const auto before = holds;
+        for (const auto& f : tree.phases[p].flows) {
+          EXPECT_DOUBLE_EQ(f.share, 0.5);
+          holds[f.dst].insert(before.at(f.src).begin(), before.at(f.src).end());
+          sent[f.src] += f.share, received[f.dst] += f.share;
+        }
+      }
+      for (const auto& [chip, bytes] : sent) EXPECT_LE(bytes, 1.0) << n << " " << chip;
+      for (const auto& [chip, bytes] : received) EXPECT_LE(bytes, 1.0) << n << " " << chip;
+    }
+    for (const auto& [chip, data] : holds) EXPECT_EQ(data.size(), static_cast<size_t>(n)) << n << " " << chip;
+  }
+  // Inside one node, and for collectives other than the all-reduce, there is nothing to choose.
+  EXPECT_EQ(collective_candidates(c, CollectiveKind::kAllReduce, {{0, 1, 2, 3}}).size(), 1u);
+  EXPECT_EQ(collective_candidates(c, CollectiveKind::kReduceScatter, {{0, 8, 16}}).size(), 1u);
+}
+
+// The network runs whichever algorithm is faster at the buffer size, as NCCL's tuner does: trees
+// for small all-reduces across nodes, whose time then grows with the logarithm of the nodes (1 KiB
+// over 1,024 GPUs within twice its time over 64), rings for large ones. Where the profile measured
+// the collective, the measured curve is of what the library ran: the first algorithm only.
+TEST(Collectives, AllReduceAcrossNodesRunsTheFasterAlgorithmBySize) {
+  const CalibrationProfile profile = default_profile("h100");
+  auto all_reduce_over_all = [&](const Cluster& c, const CalibrationProfile& p, double bytes) {
+    ParallelPlan plan;
+    plan.dp = c.num_chips(), plan.ep = 1, plan.tp = 1, plan.batch_tokens = 1 << 20;
+    const RankMap map(plan, c);
+    AnalyticalNetwork net(c, map, p);
+    return net.cost({CollectiveKind::kAllReduce, CommAxis::kData, bytes});
+  };
+  const Cluster small = load_cluster("dgx-h100-64"), large = load_cluster("dgx-h100-1024");
+  const CollectiveCost tiny = all_reduce_over_all(small, profile, 1024), huge = all_reduce_over_all(small, profile, 4e9);
+  EXPECT_EQ(tiny.algorithm, "double_binary_tree");
+  EXPECT_EQ(huge.algorithm, "hierarchical");
+  const CollectiveCost tiny_at_scale = all_reduce_over_all(large, profile, 1024);
+  EXPECT_EQ(tiny_at_scale.algorithm, "double_binary_tree");
+  EXPECT_LT(tiny_at_scale.time_s, 2 * tiny.time_s);
+  CalibrationProfile measured = profile;
+  measured.collectives.push_back({CollectiveKind::kAllReduce, 64, {{1e3, 1e9}, {0.01, 0.8}}});
+  EXPECT_EQ(all_reduce_over_all(small, measured, 1024).algorithm, "hierarchical");
 }
 
 // Pipeline sends: every stage but the last sends its whole buffer to the next (backward: to the
