@@ -105,7 +105,8 @@ std::string group_shape(const Cluster& cluster, const std::vector<int>& group) {
 
 void add_collective_command(CLI::App& app) {
   struct Options {
-    std::string cluster, fidelity = "analytical", calibration, format = "table", min_bytes = "1K", max_bytes = "4G";
+    std::string cluster, fidelity = "analytical", calibration, format = "table", min_bytes = "1K", max_bytes = "4G",
+                algorithm = "fastest";
     std::vector<std::string> kinds;
     int64_t group_size = 0, step_factor = 4, stride = 1;
     size_t flow_max_flows = FlowNetwork::kDefaultMaxFlows;
@@ -130,6 +131,11 @@ void add_collective_command(CLI::App& app) {
   cmd->add_option("-e,--max-bytes", opts->max_bytes, "Largest buffer per rank (default 4G)");
   cmd->add_option("-f,--step-factor", opts->step_factor, "Each size this many times the last (default 4)")
       ->transform(cli_checks::integer_at_least(2));
+  cmd->add_option("--algorithm", opts->algorithm,
+                  "fastest (at each size, as NCCL's tuner picks; the default), ring (the ring, hierarchical or torus "
+                  "schedule) or tree (double binary trees: all_reduce across nodes of a GPU cluster), as NCCL_ALGO "
+                  "pins one")
+      ->check(CLI::IsMember({"fastest", "ring", "tree"}));
   cmd->add_option("--fidelity", opts->fidelity, "analytical or flow (SimGrid)");
   cmd->add_option("--flow-max-flows", opts->flow_max_flows,
                   "Largest phase (concurrent flows) played in SimGrid; larger ones are costed analytically")
@@ -178,6 +184,19 @@ void add_collective_command(CLI::App& app) {
     if (stride > 1) plan.tp = stride, plan.dp = n, plan.pp = chips / (stride * n);
     else plan.tp = n, plan.dp = chips / n;
     const RankMap ranks(plan, cluster);
+    const AlgorithmChoice choice = opts->algorithm == "ring"   ? AlgorithmChoice::kRing
+                                   : opts->algorithm == "tree" ? AlgorithmChoice::kTree
+                                                               : AlgorithmChoice::kFastest;
+    if (choice == AlgorithmChoice::kTree) {
+      if (kinds != std::vector<CollectiveKind>{CollectiveKind::kAllReduce})
+        throw UsageError("--algorithm tree: trees run all_reduce only, as NCCL's do: add --kind all_reduce");
+      const auto candidates = collective_candidates(cluster, CollectiveKind::kAllReduce, ranks.groups(axis));
+      if (std::none_of(candidates.begin(), candidates.end(),
+                       [](const CollectiveSchedule& s) { return s.algorithm == kTreeAlgorithm; }))
+        throw UsageError("--algorithm tree: trees join the nodes of a GPU cluster, and these groups of " +
+                         std::to_string(n) + " chips on " + cluster.id() +
+                         (cluster.kind() == TopologyKind::kFatTree ? " lie inside one node each" : " are on a torus"));
+    }
     // --against-measured: the sizes the profile measured, and the model without its measured curves.
     std::vector<std::pair<CollectiveKind, std::vector<int64_t>>> sizes;
     std::map<std::pair<CollectiveKind, int64_t>, double> measured_s;
@@ -199,6 +218,7 @@ void add_collective_command(CLI::App& app) {
     }
     if (opts->against_measured) profile.collectives.clear();
     const std::unique_ptr<NetworkModel> network = make_network(fidelity, cluster, ranks, profile, opts->flow_max_flows);
+    network->pin_algorithm(choice);
 
     std::vector<Point> points;
     for (const auto& [kind, of_kind] : sizes)
@@ -226,6 +246,7 @@ void add_collective_command(CLI::App& app) {
                             {"group_size", n},           {"groups", groups},
                             {"stride", stride},
                             {"groups_are", where},       {"fidelity", fidelity_name(fidelity)},
+                            {"algorithm_choice", opts->algorithm},
                             {"flow_phases_analytical", analytical_phases},
                             {"calibration", opts->calibration.empty() ? nlohmann::json(nullptr)
                                                                       : nlohmann::json(opts->calibration)},
@@ -247,7 +268,8 @@ void add_collective_command(CLI::App& app) {
     }
     std::cout << "Collectives on " << cluster.id() << " (" << format_chips(chips) << "): " << groups
               << (groups == 1 ? " group" : " groups") << " of " << n << " chips at once (" << where << "), "
-              << fidelity_name(fidelity) << " fidelity, " << source << "\n";
+              << fidelity_name(fidelity) << " fidelity, " << source
+              << (choice == AlgorithmChoice::kFastest ? "" : ", the " + opts->algorithm + " algorithm pinned") << "\n";
     if (analytical_phases > 0)
       std::cout << analytical_phases << " phase(s) had more than --flow-max-flows " << opts->flow_max_flows
                 << " flows and were costed analytically (raise it to play them in SimGrid)\n";

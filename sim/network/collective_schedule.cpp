@@ -224,7 +224,7 @@ int depth_in(const std::vector<int>& parent, int member) {
 bool tree_all_reduce(CollectiveSchedule& s, const Cluster& c, const std::vector<std::vector<int>>& groups) {
   std::vector<std::vector<int>> local, cross;
   if (!split_by_node(c, groups, local, cross)) return false;
-  s.algorithm = "double_binary_tree";
+  s.algorithm = kTreeAlgorithm;
   s.pipelined = true;
   s.bandwidth_factor = 0.92;
   const size_t g_local = local.front().size();

@@ -42,6 +42,9 @@ CollectiveSchedule plan_collective(const Cluster& cluster, CollectiveKind kind,
                                    const std::vector<double>& a2a_dest_share = {}, bool a2a_transposed = false,
                                    bool send_wraps = false);
 
+// The name of the tree all-reduce's schedule.
+inline constexpr const char* kTreeAlgorithm = "double_binary_tree";
+
 // The algorithms a collective library could run for this collective on these groups: plan_collective's
 // first, then, for an all-reduce across the nodes of a GPU cluster, double binary trees (latency
 // log2 of the nodes where a ring's is linear in them). The network model times each at the buffer

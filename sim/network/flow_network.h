@@ -32,6 +32,10 @@ class FlowNetwork : public NetworkModel {
     return analytical_.link_shares(req);
   }
   std::string name() const override { return "flow"; }
+  void pin_algorithm(AlgorithmChoice choice) override {
+    NetworkModel::pin_algorithm(choice);
+    analytical_.pin_algorithm(choice);
+  }
   double flows_simulated() const { return flows_simulated_; }
   double flows_routed() const { return analytical_.flows_routed(); }
   int phases_simulated() const { return phases_simulated_; }

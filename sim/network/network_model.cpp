@@ -112,11 +112,22 @@ double AnalyticalNetwork::phase_step_time(const Resolved& r, const RoutedSchedul
   return seconds_per_byte * bytes / phase_efficiency(r, s, pc, bytes) + phase_latency(r, pc);
 }
 
+void AnalyticalNetwork::pin_algorithm(AlgorithmChoice choice) {
+  NetworkModel::pin_algorithm(choice);
+  for (auto& [key, r] : resolved_) r.alone.clear();
+}
+
 const AnalyticalNetwork::Alone& AnalyticalNetwork::alone(Resolved& r, double bytes) {
   if (auto hit = r.alone.find(bytes); hit != r.alone.end()) return hit->second;
-  Alone best{0, time_of(r, r.routed->front(), bytes, nullptr)};
-  for (size_t i = 1; i < (r.measured ? 1 : r.routed->size()); ++i)
-    if (const double t = time_of(r, (*r.routed)[i], bytes, nullptr); t < best.time_s) best = {i, t};
+  const auto& candidates = *r.routed;
+  Alone best{0, 0};
+  if (choice_ == AlgorithmChoice::kTree)
+    for (size_t i = 0; i < candidates.size(); ++i)
+      if (candidates[i].algorithm == kTreeAlgorithm) best.chosen = i;
+  best.time_s = time_of(r, candidates[best.chosen], bytes, nullptr);
+  if (choice_ == AlgorithmChoice::kFastest && !r.measured)
+    for (size_t i = 1; i < candidates.size(); ++i)
+      if (const double t = time_of(r, candidates[i], bytes, nullptr); t < best.time_s) best = {i, t};
   return r.alone.emplace(bytes, best).first->second;
 }
 

@@ -35,6 +35,11 @@ struct CollectiveCost {
   std::map<LinkKind, double> link_bytes;
 };
 
+// Which of a collective's candidate algorithms runs: the fastest at each size, as NCCL's tuner picks,
+// or one pinned, as NCCL_ALGO pins it: the first (ring, hierarchical or torus dimension order) or the
+// tree, where the collective has one (the first otherwise).
+enum class AlgorithmChoice { kFastest, kRing, kTree };
+
 class NetworkModel {
  public:
   NetworkModel(const Cluster& cluster, const RankMap& ranks, const CalibrationProfile& profile);
@@ -47,6 +52,7 @@ class NetworkModel {
   // link id; all groups together): multiply by req.bytes.
   virtual const std::vector<std::pair<int, double>>& link_shares(const CollectiveRequest& req) = 0;
   virtual std::string name() const = 0;
+  virtual void pin_algorithm(AlgorithmChoice choice) { choice_ = choice; }
   // Host-side work done, for the benchmark: distinct schedules built, simulated events.
   int schedules_built() const { return static_cast<int>(schedules_.size()); }
 
@@ -63,6 +69,7 @@ class NetworkModel {
   const Cluster& cluster_;
   const RankMap& ranks_;
   const CalibrationProfile& profile_;
+  AlgorithmChoice choice_ = AlgorithmChoice::kFastest;
 
  private:
   const std::vector<std::vector<int>>& groups(CommAxis axis);
@@ -80,6 +87,7 @@ class AnalyticalNetwork : public NetworkModel {
   CollectiveCost cost_in_background(const CollectiveRequest& req, const std::vector<double>& background) override;
   const std::vector<std::pair<int, double>>& link_shares(const CollectiveRequest& req) override;
   std::string name() const override { return "analytical"; }
+  void pin_algorithm(AlgorithmChoice choice) override;
   // Which of the request's candidate algorithms (schedules(req)) runs at its size: the fastest alone,
   // or the first where the profile measured the collective (the curve is of what the library ran).
   size_t chosen(const CollectiveRequest& req);

@@ -113,6 +113,39 @@ TEST(GlamsimCollective, StridedGroupsCrossTheNodes) {
   }
 }
 
+// Across nodes an all-reduce has two algorithms: by default each size runs the faster, and --algorithm
+// pins one as NCCL_ALGO does. The tree's log2(8) = 3 steps across 8 nodes beat the ring's 2 x 7 for
+// small buffers, the ring's full bandwidth wins for large ones; pinned, each gives its own time at
+// every size. Trees run all-reduces across nodes only.
+TEST(GlamsimCollective, AllReduceAcrossNodesPicksOrPinsItsAlgorithm) {
+  const std::string sizes = " --cluster dgx-h100-64 --kind all_reduce -b 1K -e 1G -f 1024";
+  const auto fastest = results_of(sizes), ring = results_of(sizes + " --algorithm ring"),
+             tree = results_of(sizes + " --algorithm tree");
+  ASSERT_EQ(fastest["results"].size(), 3u);
+  EXPECT_EQ(fastest["algorithm_choice"], "fastest");
+  EXPECT_EQ(tree["algorithm_choice"], "tree");
+  for (size_t i = 0; i < 3; ++i) {
+    const double r = ring["results"][i]["time_s"], t = tree["results"][i]["time_s"];
+    EXPECT_EQ(ring["results"][i]["algorithm"], "hierarchical");
+    EXPECT_EQ(tree["results"][i]["algorithm"], "double_binary_tree");
+    EXPECT_DOUBLE_EQ(fastest["results"][i]["time_s"].get<double>(), std::min(r, t));
+  }
+  EXPECT_LT(tree["results"][0]["time_s"].get<double>(), 0.8 * ring["results"][0]["time_s"].get<double>());
+  EXPECT_GT(tree["results"][2]["time_s"].get<double>(), 1.05 * ring["results"][2]["time_s"].get<double>());
+  auto text = run_command("glamsim collective" + sizes + " --algorithm ring");
+  EXPECT_NE(text.out.find("the ring algorithm pinned"), std::string::npos) << text.out;
+  for (const auto& [args, expected] : std::vector<std::pair<std::string, std::string>>{
+           {"--cluster dgx-h100-64 --algorithm tree", "trees run all_reduce only, as NCCL's do: add --kind all_reduce"},
+           {"--cluster dgx-h100-64 --kind all_reduce --group-size 8 --algorithm tree",
+            "these groups of 8 chips on dgx-h100-64 lie inside one node each"},
+           {"--cluster tpu-v4-64 --kind all_reduce --algorithm tree", "are on a torus"},
+           {"--cluster dgx-h100-64 --algorithm nccl", "--algorithm: nccl not in {fastest,ring,tree}"}}) {
+    auto e = run_command("glamsim collective " + args);
+    EXPECT_EQ(e.exit_code, 2) << args;
+    EXPECT_NE(e.err.find(expected), std::string::npos) << args << ": " << e.err;
+  }
+}
+
 // Sizes are whole bytes (1.5K is 1536), a kind named twice is timed once, and torus groups are blocks
 // where the group size allows one.
 TEST(GlamsimCollective, WholeSizesOneRowPerKindAndTorusBlocks) {
