@@ -21,14 +21,24 @@
 namespace glam::cli {
 namespace {
 
+// "600e9", or with a decimal suffix as the output prints budgets: "600B", "1.6T", "50M", "20K".
 double parse_tokens(const std::string& text) {
-  double v = 0;
+  double v = 0, scale = 1;
+  std::string number = text;
+  if (!number.empty())
+    switch (number.back()) {
+      case 'K': scale = 1e3; break;
+      case 'M': scale = 1e6; break;
+      case 'B': scale = 1e9; break;
+      case 'T': scale = 1e12; break;
+    }
+  if (scale != 1) number.pop_back();
   try {
     size_t used = 0;
-    v = std::stod(text, &used);
-    if (used != text.size()) throw std::invalid_argument(text);
+    v = std::stod(number, &used) * scale;
+    if (used != number.size() || number.find_first_of(" \t") != std::string::npos) throw std::invalid_argument(text);
   } catch (const std::exception&) {
-    throw UsageError("--tokens " + text + ": expected a number of tokens such as 600e9");
+    throw UsageError("--tokens " + text + ": expected a number of tokens such as 600e9 or 600B (suffixes K, M, B, T)");
   }
   if (!(v > 0) || !std::isfinite(v)) throw UsageError("--tokens " + text + ": expected a positive token budget");
   if (v > 1e16) throw UsageError("--tokens " + text + ": expected at most 1e16 tokens (GLaM trained on 1.6e12)");
@@ -90,6 +100,17 @@ InTime choose_in_time(const std::vector<PlanRow>& rows, double deadline_days) {
   return c;
 }
 
+// A run's energy in MWh, or in kWh when it draws under 1 MWh, so that a small run's figures do not
+// print as 0.0; its emissions in t, or kg below 1 t.
+struct EnergyUnits {
+  double per_MWh = 1, per_t = 1;
+  std::string energy = "MWh", mass = "t";
+  explicit EnergyUnits(double facility_MWh, double tco2e) {
+    if (facility_MWh < 1) per_MWh = 1000, energy = "kWh";
+    if (tco2e < 1) per_t = 1000, mass = "kg";
+  }
+};
+
 std::string deadline_summary(const std::vector<PlanRow>& rows, double deadline_days) {
   const InTime c = choose_in_time(rows, deadline_days);
   const std::string within = "within " + days_given(deadline_days) + " days";
@@ -97,8 +118,10 @@ std::string deadline_summary(const std::vector<PlanRow>& rows, double deadline_d
     return c.fastest ? "None finishes " + within + "; the fastest is " + c.fastest->sim.input.cluster.id() + ", " +
                            c.fastest->days_text() + " days.\n"
                      : "None finishes " + within + ".\n";
+  const double MWh = c.least_energy->estimate.facility_energy_MWh();
+  const EnergyUnits u(MWh, c.least_energy->estimate.tco2e);
   return "Finishing " + within + ": least energy on " + c.least_energy->sim.input.cluster.id() + " (" +
-         format_fixed(c.least_energy->estimate.facility_energy_MWh(), 1) + " MWh, " +
+         format_fixed(MWh * u.per_MWh, 1) + " " + u.energy + ", " +
          c.least_energy->days_text() + " days), fewest chip-hours on " +
          c.fewest_chip_hours->sim.input.cluster.id() + " (" + format_count(c.fewest_chip_hours->estimate.chip_hours) +
          ").\n";
@@ -118,17 +141,6 @@ void add_interruption_rows(TextTable& t, const InterruptedRun& r) {
   t.add_row({"  work lost since the last checkpoint", format_fixed(r.lost_work_s / 3600, 1) + " h"});
   t.add_row({"goodput", format_fixed(100 * r.goodput(), 1) + "%"});
 }
-
-// A run's energy in MWh, or in kWh when it draws under 1 MWh, so that a small run's figures do not
-// print as 0.0; its emissions in t, or kg below 1 t.
-struct EnergyUnits {
-  double per_MWh = 1, per_t = 1;
-  std::string energy = "MWh", mass = "t";
-  explicit EnergyUnits(double facility_MWh, double tco2e) {
-    if (facility_MWh < 1) per_MWh = 1000, energy = "kWh";
-    if (tco2e < 1) per_t = 1000, mass = "kg";
-  }
-};
 
 std::string render_single(const PlanRow& row, std::optional<double> deadline_days) {
   const auto& e = row.estimate;
@@ -211,8 +223,13 @@ std::string facility_note(const std::vector<PlanRow>& rows) {
 }
 
 std::string render_compare(const std::vector<PlanRow>& rows, double tokens, std::optional<double> deadline_days) {
+  // One unit per column, set by its largest figure.
+  double most_MWh = 0, most_t = 0;
+  for (const auto& r : rows)
+    if (r.planned()) most_MWh = std::max(most_MWh, r.estimate.facility_energy_MWh()), most_t = std::max(most_t, r.estimate.tco2e);
+  const EnergyUnits u(most_MWh, most_t);
   std::vector<std::string> header = {"cluster", "chips", "plan", "step", "days", "chip-hours", "MFU", "W/chip",
-                                     "facility MWh", "tCO2e"};
+                                     "facility " + u.energy, u.mass + "CO2e"};
   std::vector<bool> right = {false, true, false, true, true, true, true, true, true, true};
   const bool interruptions = std::any_of(rows.begin(), rows.end(), [](const PlanRow& r) {
     return r.estimate.interruptions.has_value();
@@ -238,7 +255,7 @@ std::string render_compare(const std::vector<PlanRow>& rows, double tokens, std:
       if (e.interruptions) cells.push_back(format_fixed(100 * e.interruptions->goodput(), 1) + "%");
       cells.insert(cells.end(), {format_count(e.chip_hours),
                format_fixed(100 * e.mfu, 1) + "%", format_fixed(e.step_energy.average_power_per_chip_W, 0),
-               format_fixed(e.facility_energy_MWh(), 1), format_fixed(e.tco2e, 1)});
+               format_fixed(e.facility_energy_MWh() * u.per_MWh, 1), format_fixed(e.tco2e * u.per_t, 1)});
     }
     if (deadline_days) cells.push_back(!r.planned() ? "-" : r.meets(*deadline_days) ? "yes" : "no");
     t.add_row(cells);
@@ -271,7 +288,7 @@ void add_plan_command(CLI::App& app) {
   cmd->add_option("--compare", opts->compare,
                   "Several clusters, one row each: ids, files, or patterns over the catalogue ('tpu-v4-*')")
       ->excludes(cluster);
-  cmd->add_option("--tokens", opts->tokens, "Training tokens, e.g. 600e9")->required();
+  cmd->add_option("--tokens", opts->tokens, "Training tokens, e.g. 600e9 or 600B (suffixes K, M, B, T)")->required();
   cmd->add_option("--pue", opts->pue, "Power usage effectiveness (default: the cluster's)");
   cmd->add_option("--carbon-intensity", opts->carbon, "Grid carbon intensity, kgCO2e per kWh (default: the cluster's)");
   cmd->add_option("--days", opts->days,
@@ -312,7 +329,8 @@ void add_plan_command(CLI::App& app) {
     const bool progress = !opts->quiet && isatty(STDERR_FILENO);
     // Resolve every cluster first: bad input fails before any simulation.
     std::vector<PlanRow> rows;
-    const bool comparing = clusters.size() > 1;
+    // --compare keeps its form (a table of rows, JSON's "plans") when its patterns match one cluster.
+    const bool comparing = !opts->compare.empty();
     // Rows are named by cluster id: two arguments with one id (a user's file that kept the id of the
     // catalogue file it was copied from) would make two rows of one name.
     std::map<std::string, std::string> argument_of_id;
@@ -408,7 +426,7 @@ void add_plan_command(CLI::App& app) {
         if (opts->list_layouts) j["layouts"] = r.sim.layouts_json();
         return j;
       };
-      if (rows.size() == 1) {
+      if (!comparing) {
         nlohmann::json j = one(rows.front());
         if (opts->days) j["deadline_days"] = *opts->days;
         std::cout << j.dump(2) << "\n";
@@ -426,10 +444,10 @@ void add_plan_command(CLI::App& app) {
         std::cout << all.dump(2) << "\n";
       }
     } else {
-      std::cout << (rows.size() == 1 ? render_single(rows.front(), opts->days) : render_compare(rows, tokens, opts->days));
+      std::cout << (comparing ? render_compare(rows, tokens, opts->days) : render_single(rows.front(), opts->days));
       if (opts->list_layouts)
         for (const auto& r : rows)
-          if (!r.does_not_fit) std::cout << (rows.size() > 1 ? "\n" + r.sim.input.cluster.id() + ":" : "") << r.sim.layouts_text();
+          if (!r.does_not_fit) std::cout << (comparing ? "\n" + r.sim.input.cluster.id() + ":" : "") << r.sim.layouts_text();
     }
   });
 }

@@ -65,6 +65,34 @@ TEST(GlamsimPlan, SmallRunsInKilowattHours) {
   EXPECT_NE(r.out.find(" kgCO2e\n"), std::string::npos) << r.out;
 }
 
+// A comparison of small runs gives its energy and emissions columns in kWh and kgCO2e (the largest
+// row's unit), as its verdict does, rather than rows of 0.1 MWh and 0.0 t.
+TEST(GlamsimPlan, SmallComparisonsInKilowattHours) {
+  const std::string args = "--model glam-1.7b-64e --compare dgx-h100-8 tpu-v4-64 --tokens 10e9 --days 5 --quiet";
+  const auto j = plan_json(args);
+  ASSERT_EQ(j["plans"].size(), 2u);
+  auto r = run_command("glamsim plan " + args);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("facility kWh"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("kgCO2e"), std::string::npos) << r.out;
+  for (const auto& p : j["plans"]) {
+    std::ostringstream kWh;
+    kWh << std::fixed << std::setprecision(1) << p["facility_energy_MWh"].get<double>() * 1000;
+    EXPECT_NE(r.out.find(" " + kWh.str() + " "), std::string::npos) << kWh.str() << " in\n" << r.out;
+  }
+  const std::string least = j["least_energy_in_time"];
+  EXPECT_NE(r.out.find("least energy on " + least + " ("), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(" kWh, "), std::string::npos) << r.out;
+}
+
+// Token budgets as the output prints them: 600B, 1.6T.
+TEST(GlamsimPlan, TokenBudgetsTakeDecimalSuffixes) {
+  const std::string args = "--model glam-1.7b-64e --cluster tpu-v4-64 --quiet --tokens ";
+  EXPECT_EQ(plan_json(args + "600B")["tokens"], plan_json(args + "600e9")["tokens"]);
+  EXPECT_DOUBLE_EQ(plan_json(args + "1.6T")["tokens"].get<double>(), 1.6e12);
+  EXPECT_DOUBLE_EQ(plan_json(args + "500M")["tokens"].get<double>(), 5e8);
+}
+
 // The plan's memory by part adds up to its footprint, in the JSON and in the table.
 TEST(GlamsimPlan, MemoryByPartAddsUpToTheFootprint) {
   const std::string args = "--model glam-8b-64e --cluster tpu-v4-64 --tokens 1e10 --dp 64 --ep 64 --shard-weights --recompute";
@@ -223,6 +251,12 @@ TEST(GlamsimPlan, ComparePatternsExpandOverTheCatalogue) {
   std::vector<std::string> clusters;
   for (const auto& p : j["plans"]) clusters.push_back(p["cluster"]);
   EXPECT_EQ(clusters, (std::vector<std::string>{"tpu-v4-256", "tpu-v4-512", "dgx-a100-8", "dgx-h100-8", "dgx-h200-8"}));
+  // A pattern matching one cluster still gives a comparison: a table of rows, JSON's "plans".
+  const auto one = plan_json("--model glam-0.1b --compare 'tpu-v4-2*' --tokens 1e10 --quiet");
+  ASSERT_EQ(one["plans"].size(), 1u);
+  EXPECT_EQ(one["plans"][0]["cluster"], "tpu-v4-256");
+  auto one_text = run_command("glamsim plan --model glam-0.1b --compare 'tpu-v4-2*' --tokens 1e10 --quiet");
+  EXPECT_NE(one_text.out.find("Training plans: glam-0.1b"), std::string::npos) << one_text.out;
   auto none = run_command("glamsim plan --model glam-0.1b --compare 'tpu-v9-*' --tokens 1e10");
   EXPECT_EQ(none.exit_code, 2);
   EXPECT_NE(none.err.find("--compare 'tpu-v9-*': matches nothing in the catalogue (dgx-a100-1024"), std::string::npos)
@@ -364,6 +398,8 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --batch-tokens 262144 --tokens -5", "positive token budget"},
                       BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --batch-tokens 262144 --tokens 0", "positive token budget"},
                       BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --batch-tokens 262144 --tokens many", "600e9"},
+                      BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --tokens 600b", "600e9 or 600B (suffixes K, M, B, T)"},
+                      BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --tokens 6x0B", "such as 600e9"},
                       BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --batch-tokens 262144 --tokens 1e12 --pue 0.9", "--pue 0.9: expected a finite value of at least 1"},
                       BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --batch-tokens 262144 --tokens 1e12 --pue inf", "--pue inf: expected a finite"},
                       BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --batch-tokens 262144 --tokens 1e12 --carbon-intensity inf",
