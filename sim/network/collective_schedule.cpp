@@ -108,8 +108,18 @@ bool torus_dimension_order(CollectiveSchedule& s, const Cluster& c, const std::v
     rings_of_dim.emplace_back();
     for (auto& [key, members] : lines) {
       std::sort(members.begin(), members.end());
-      rings_of_dim.back().emplace_back();
-      for (auto& m : members) rings_of_dim.back().back().push_back(m.second);
+      // In coordinate order a line that does not go round the dimension closes its ring over the whole
+      // line. Folded (every other member out, the rest back), each neighbour is at most two gaps
+      // away, over the same links: the ring's latency no longer grows with the line's length.
+      const int n = static_cast<int>(members.size()), size = c.torus_dims()[d];
+      const int span = members.back().first - members.front().first;
+      int gap = 0;
+      for (int k = 1; k < n; ++k) gap = std::max(gap, members[static_cast<size_t>(k)].first - members[static_cast<size_t>(k - 1)].first);
+      const bool fold = std::min(span, size - span) > 2 * gap;
+      auto& ring = rings_of_dim.back().emplace_back();
+      for (int k = 0; k < n; k += fold ? 2 : 1) ring.push_back(members[static_cast<size_t>(k)].second);
+      if (fold)
+        for (int k = n % 2 == 0 ? n - 1 : n - 2; k > 0; k -= 2) ring.push_back(members[static_cast<size_t>(k)].second);
     }
   }
   // The buffer is split into one part per spanned dimension; part p visits the dimensions in

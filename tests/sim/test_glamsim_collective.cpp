@@ -158,6 +158,21 @@ TEST(GlamsimCollective, WholeSizesOneRowPerKindAndTorusBlocks) {
   EXPECT_EQ(j["results"][0]["algorithm"], "torus_dimension_order");
 }
 
+// A block's ring along a dimension it does not go round is folded, so no ring neighbour is more than
+// two gaps away: a small all-reduce's time, all latency, grows with the block, up to the whole torus
+// (8x8x8 of the 8x8x16 torus took 294 us, over three times the whole torus's 90 us, when its rings
+// closed over their whole length).
+TEST(GlamsimCollective, TorusBlockLatencyGrowsWithTheBlock) {
+  double previous_s = 0;
+  for (int group : {8, 16, 64, 512, 1024}) {
+    const auto j = results_of("--cluster tpu-v4-1024 --kind all_reduce -b 8 -e 8 --group-size " + std::to_string(group));
+    const double t = j["results"][0]["time_s"];
+    EXPECT_GE(t, 0.99 * previous_s) << group;
+    previous_s = t;
+  }
+  EXPECT_LT(previous_s, 100e-6);
+}
+
 // A calibration profile's measured curve for the group size replaces the link model: the times are
 // the profile's bus efficiencies turned back into seconds. --against-measured sets the link model
 // beside them.
