@@ -44,10 +44,13 @@ void add_ring(CollectiveSchedule& s, const std::vector<std::vector<int>>& rings,
   if (half != Half::kReduceScatter) s.phases.push_back(step);
 }
 
-void all_to_all(CollectiveSchedule& s, const std::vector<std::vector<int>>& groups, const std::vector<double>& share,
-                bool transposed) {
+// On a torus the chips' DMA engines send to every peer at once (one route latency); on switched fabrics
+// NCCL and MPI exchange with one peer after another, each round paying its latency, as a ring's steps.
+void all_to_all(CollectiveSchedule& s, const Cluster& c, const std::vector<std::vector<int>>& groups,
+                const std::vector<double>& share, bool transposed) {
   s.algorithm = "direct";
   CommPhase ph;
+  if (c.kind() != TopologyKind::kTorus) ph.rounds = static_cast<int>(groups.front().size()) - 1;
   for (const auto& g : groups) {
     const size_t n = g.size();
     for (size_t i = 0; i < n; ++i)
@@ -274,7 +277,7 @@ CollectiveSchedule plan_collective(const Cluster& cluster, CollectiveKind kind,
     return s;
   }
   if (kind == CollectiveKind::kAllToAll) {
-    all_to_all(s, groups, a2a_dest_share, a2a_transposed);
+    all_to_all(s, cluster, groups, a2a_dest_share, a2a_transposed);
     return s;
   }
   if (kind == CollectiveKind::kSendRecv) {

@@ -18,6 +18,9 @@ struct Flow {
 struct CommPhase {
   std::vector<Flow> flows;
   int repeat = 1;  // identical steps in a row (ring algorithms)
+  // Rounds the flows go out in, each paying the route latency: a collective library sends an
+  // all-to-all's n - 1 messages as n - 1 rounds of point-to-point exchanges.
+  int rounds = 1;
 };
 
 struct CollectiveSchedule {
@@ -32,7 +35,8 @@ struct CollectiveSchedule {
   double bandwidth_factor = 1.0;
 };
 
-// Chooses the algorithm by collective and topology: all-to-all is direct (all pairs), and so are
+// Chooses the algorithm by collective and topology: all-to-all is direct (all pairs; on switched
+// fabrics in n - 1 rounds of sends, as NCCL and MPI run it), and so are
 // pipeline sends (each stage to its neighbour; `a2a_transposed`: to the previous stage; `send_wraps`:
 // round a ring, the last stage to the first);
 // all-reduce, reduce-scatter and all-gather run dimension by dimension on tori, hierarchically

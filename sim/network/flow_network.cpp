@@ -21,6 +21,9 @@ CollectiveCost FlowNetwork::cost(const CollectiveRequest& req) {
     if (!t) {
       if (analytical_steps.empty()) analytical_steps = analytical_.phase_step_times(req);
       t = analytical_steps[i];
+    } else if (const int rounds = s.phases[i].rounds; rounds > 1) {
+      // SimGrid's flows pay their route latency once; the rounds after the first add theirs.
+      *t += analytical_.phase_latencies(req)[i] * (rounds - 1) / rounds;
     }
     c.time_s += s.phases[i].repeat * *t;
   }

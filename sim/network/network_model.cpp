@@ -141,6 +141,13 @@ std::vector<double> AnalyticalNetwork::phase_step_times(const CollectiveRequest&
   return out;
 }
 
+std::vector<double> AnalyticalNetwork::phase_latencies(const CollectiveRequest& req) {
+  Resolved& r = resolve(req);
+  std::vector<double> out;
+  for (const auto& pc : (*r.routed)[alone(r, req.bytes).chosen].phases) out.push_back(phase_latency(r, pc));
+  return out;
+}
+
 double AnalyticalNetwork::sequential_time(const CollectiveRequest& req, const std::vector<double>* background) {
   Resolved& r = resolve(req);
   const RoutedSchedule& s = (*r.routed)[alone(r, req.bytes).chosen];

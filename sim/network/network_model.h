@@ -93,6 +93,8 @@ class AnalyticalNetwork : public NetworkModel {
   size_t chosen(const CollectiveRequest& req);
   // Time of one step of each phase of the chosen algorithm (not multiplied by its repeat).
   std::vector<double> phase_step_times(const CollectiveRequest& req, const std::vector<double>* background = nullptr);
+  // Each phase's latency, all its rounds together (0 with a measured curve).
+  std::vector<double> phase_latencies(const CollectiveRequest& req);
   // The chosen algorithm's phases one after the other: the sum of their steps' times (a pipelined
   // schedule takes less).
   double sequential_time(const CollectiveRequest& req, const std::vector<double>* background = nullptr);

@@ -20,6 +20,7 @@ RoutedSchedule route_schedule(const Cluster& cluster, const CollectiveSchedule& 
   for (const auto& ph : s.phases) {
     RoutedPhase pc;
     pc.repeat = ph.repeat;
+    pc.rounds = ph.rounds;
     std::fill(load.begin(), load.end(), 0.0);
     r.flows += static_cast<double>(ph.flows.size());
     for (const auto& f : ph.flows) {
@@ -36,6 +37,7 @@ RoutedSchedule route_schedule(const Cluster& cluster, const CollectiveSchedule& 
       pc.latency_s = std::max(pc.latency_s, latency);
       pc.largest_share = std::max(pc.largest_share, f.share);
     }
+    pc.latency_s *= ph.rounds;
     for (size_t l = 0; l < links.size(); ++l)
       if (load[l] > 0) {
         pc.seconds_per_byte = std::max(pc.seconds_per_byte, load[l] / links[l].bandwidth_Bps);

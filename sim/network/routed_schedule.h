@@ -20,7 +20,8 @@ namespace glam {
 struct RoutedPhase {
   int repeat = 1;
   double seconds_per_byte = 0;  // max over links of load / bandwidth, per byte of buffer
-  double latency_s = 0;         // longest route
+  double latency_s = 0;         // longest route, times the phase's rounds
+  int rounds = 1;
   double largest_share = 0;     // biggest flow, as a share of the buffer (for the efficiency curve)
   std::vector<std::pair<int, double>> link_load;  // per loaded link: sum of flow shares
 };

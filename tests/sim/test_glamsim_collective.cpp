@@ -113,6 +113,22 @@ TEST(GlamsimCollective, StridedGroupsCrossTheNodes) {
   }
 }
 
+// On switched fabrics an all-to-all is n - 1 rounds of point-to-point exchanges, as NCCL and MPI send it:
+// a tiny one takes as long as an all-gather's n - 1 ring steps over the same routes, in both
+// fidelities, and grows with the group; on a torus the chips send to every peer at once.
+TEST(GlamsimCollective, SmallAllToAllPaysARoundPerPeer) {
+  for (const std::string fidelity : {"analytical", "flow"}) {
+    const auto node = results_of("--cluster dgx-h100-8 --kind all_to_all --kind all_gather -b 8 -e 8 --fidelity " + fidelity);
+    const double a2a = node["results"][0]["time_s"], all_gather = node["results"][1]["time_s"];
+    EXPECT_NEAR(a2a, all_gather, 0.05 * all_gather) << fidelity;
+    const auto nodes = results_of("--cluster dgx-h100-64 --kind all_to_all -b 8 -e 8 --fidelity " + fidelity);
+    EXPECT_GT(nodes["results"][0]["time_s"].get<double>(), 63.0 / 7 * a2a) << fidelity;  // 63 rounds, longer routes
+  }
+  // 64 chips of a 4x4x4 torus: the longest route's latency (6 hops of 1 us), not 63 rounds
+  const auto torus = results_of("--cluster tpu-v4-64 --kind all_to_all -b 8 -e 8");
+  EXPECT_LT(torus["results"][0]["time_s"].get<double>(), 10e-6);
+}
+
 // Across nodes an all-reduce has two algorithms: by default each size runs the faster, and --algorithm
 // pins one as NCCL_ALGO does. The tree's log2(8) = 3 steps across 8 nodes beat the ring's 2 x 7 for
 // small buffers, the ring's full bandwidth wins for large ones; pinned, each gives its own time at
