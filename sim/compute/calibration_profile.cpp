@@ -2,10 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 
 #include "common/catalogue.h"
 #include "common/errors.h"
 #include "common/schema.h"
+#include "common/text_table.h"
+#include "step_graph.h"
 
 namespace glam {
 
@@ -220,9 +223,15 @@ std::map<std::string, EfficiencyCurve> read_op_curves(toml::table& table, const 
   return curves;
 }
 
+// A [[network.collective]] table: its curve, and the seconds measured at its sizes (empty if none).
+struct MeasuredCollective {
+  CollectiveCurve curve;
+  std::vector<double> seconds;
+};
+
 // [[network.collective]]: one table per measured collective and group size. Removed once read.
-std::vector<CollectiveCurve> read_collective_curves(toml::table& table, const std::string& path) {
-  std::vector<CollectiveCurve> out;
+std::vector<MeasuredCollective> read_collective_curves(toml::table& table, const std::string& path) {
+  std::vector<MeasuredCollective> out;
   toml::table* network = table.get_as<toml::table>("network");
   const toml::node* list = network ? network->get("collective") : nullptr;
   if (!list) return out;
@@ -233,6 +242,10 @@ std::vector<CollectiveCurve> read_collective_curves(toml::table& table, const st
     const toml::table& c = *arr->get(i)->as_table();
     const std::string key = "network.collective[" + std::to_string(i) + "]";
     auto text_of = [&](const char* field) { return c.contains(field) ? toml_value_text(*c.get(field)) : "(missing)"; };
+    for (const auto& [name, node] : c)
+      if (name != "kind" && name != "ranks" && name != "bytes" && name != "seconds" && name != "bus_efficiency")
+        throw ConfigError(path, key + "." + std::string(name.str()), toml_value_text(node),
+                          "one of kind, ranks, bytes, seconds and bus_efficiency");
     CollectiveCurve cc;
     const std::string kind = c["kind"].value_or(std::string());
     bool known = false;
@@ -245,10 +258,45 @@ std::vector<CollectiveCurve> read_collective_curves(toml::table& table, const st
     cc.ranks = static_cast<int>(ranks);
     cc.bus_efficiency = curve_from(number_list(c, "bytes", path, key), number_list(c, "bus_efficiency", path, key), path,
                                    key + ".bus_efficiency", key + ".bytes");
-    out.push_back(std::move(cc));
+    std::vector<double> seconds = c.contains("seconds") ? number_list(c, "seconds", path, key) : std::vector<double>{};
+    if (!seconds.empty() && seconds.size() != cc.bus_efficiency.sizes.size())
+      throw ConfigError(path, key + ".seconds", text_of("seconds"),
+                        std::to_string(cc.bus_efficiency.sizes.size()) + " times, one per entry of bytes");
+    out.push_back({std::move(cc), std::move(seconds)});
   }
   network->erase("collective");
   return out;
+}
+
+// The simulator reads a measured collective's bus_efficiency; the seconds beside it are the measurement
+// it came from (bus factor x bytes / seconds / link bandwidth, within [1e-6, 1], as glamexec calibrate
+// writes it). An edit to one that the other does not follow would be silently ignored or misread:
+// refused, naming both.
+void check_collective_seconds(const std::vector<MeasuredCollective>& collectives, double link_bandwidth_Bps,
+                              const std::string& path) {
+  for (size_t i = 0; i < collectives.size(); ++i) {
+    const auto& [curve, seconds] = collectives[i];
+    const auto& e = curve.bus_efficiency;
+    for (size_t k = 0; k < seconds.size(); ++k) {
+      const std::string key = "network.collective[" + std::to_string(i) + "]";
+      if (!(seconds[k] > 0))
+        throw ConfigError(path, key + ".seconds[" + std::to_string(k) + "]", format_shortest(seconds[k]), "a positive time");
+      if (link_bandwidth_Bps <= 0) continue;
+      const double implied = std::clamp(
+          bus_factor(curve.kind, curve.ranks) * e.sizes[k] / seconds[k] / link_bandwidth_Bps, 1e-6, 1.0);
+      auto four = [](double v) {
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "%.4g", v);
+        return std::string(buf);
+      };
+      if (std::fabs(implied - e.values[k]) > 1e-3 * implied)
+        throw ConfigError(path, key + ".bus_efficiency[" + std::to_string(k) + "]", format_shortest(e.values[k]),
+                          four(implied) + ", what seconds[" + std::to_string(k) + "] = " + format_shortest(seconds[k]) +
+                              " s gives for " + format_shortest(e.sizes[k]) + " bytes at link_bandwidth_Bps " +
+                              format_shortest(link_bandwidth_Bps) +
+                              " (the simulator reads bus_efficiency: edit both, or delete seconds)");
+    }
+  }
 }
 
 }  // namespace
@@ -258,7 +306,7 @@ CalibrationProfile load_profile(const std::string& path) {
   // Curves by op and by collective are read apart from the fixed fields of the schema.
   std::map<std::string, EfficiencyCurve> op_curves = read_op_curves(table, "ops", path);
   std::map<std::string, EfficiencyCurve> alone_curves = read_op_curves(table, "ops_alone", path);
-  std::vector<CollectiveCurve> collectives = read_collective_curves(table, path);
+  std::vector<MeasuredCollective> collectives = read_collective_curves(table, path);
   ProfileFile f = profile_schema().parse(table, path);
   CalibrationProfile p = default_profile(f.device);
   p.source = path;
@@ -291,7 +339,8 @@ CalibrationProfile load_profile(const std::string& path) {
   p.busy_W = f.busy_W;
   p.ops = std::move(op_curves);
   p.ops_alone = std::move(alone_curves);
-  p.collectives = std::move(collectives);
+  check_collective_seconds(collectives, p.link_bandwidth_Bps, path);
+  for (auto& c : collectives) p.collectives.push_back(std::move(c.curve));
   return p;
 }
 

@@ -61,6 +61,12 @@ class GlamsimValidate : public ::testing::Test {
     write(kDir / "collective.toml", std::string(kProfile) +
                                         "[[network.collective]]\nkind = \"broadcast\"\nranks = 2\nbytes = [1e3]\n"
                                         "bus_efficiency = [0.5]\n");
+    // seconds = [2e-7] would give bus_efficiency 0.5 (bus factor 1 x 1e3 bytes / 2e-7 s / 1e10 B/s)
+    const std::string measured_all_reduce =
+        "[network]\nlink_bandwidth_Bps = 1e10\n[[network.collective]]\nkind = \"all_reduce\"\nranks = 2\n"
+        "bytes = [1e3]\nbus_efficiency = [0.5]\n";
+    write(kDir / "seconds.toml", std::string(kProfile) + measured_all_reduce + "seconds = [4e-7]\n");
+    write(kDir / "typo.toml", std::string(kProfile) + measured_all_reduce + "second = [2e-7]\n");
     write(kDir / "a.json", record("", 0.5).dump());
     write(kDir / "hugepeak.toml", std::string(kProfile).replace(std::string(kProfile).find("5e10"), 4, "1e300"));
   }
@@ -172,6 +178,12 @@ TEST_F(GlamsimValidate, BadInputExitsTwoNamingTheFile) {
       {"device.json", record("", 0.5).dump(), "gpu.toml", "measured on a h200 device"},
       {"nojson.json", "{ not json", "profile.toml", "not valid JSON"},
       {"collective.json", record("", 0.5).dump(), "collective.toml", "key 'network.collective[0].kind' = \"broadcast\""},
+      {"seconds.json", record("", 0.5).dump(), "seconds.toml",
+       "seconds.toml: key 'network.collective[0].bus_efficiency[0]' = 0.5: expected 0.25, what seconds[0] = 4e-07 s "
+       "gives for 1000 bytes at link_bandwidth_Bps 1e+10 (the simulator reads bus_efficiency: edit both, or delete "
+       "seconds)"},
+      {"typo.json", record("", 0.5).dump(), "typo.toml",
+       "typo.toml: key 'network.collective[0].second' = [2e-07]: expected one of kind, ranks, bytes, seconds and bus_efficiency"},
       {"noprofile.json", record("", 0.5).dump(), "", "calibration profile"},
       {"array.json", "[1, 2]", "profile.toml", "(top level)"},
       {"layers.json", [&] {
@@ -216,7 +228,9 @@ TEST_F(GlamsimValidate, BadInputExitsTwoNamingTheFile) {
     auto r = run_command(cmd);
     EXPECT_EQ(r.exit_code, 2) << c.name << ": " << r.err;
     EXPECT_NE(r.err.find(c.expected), std::string::npos) << c.name << ": " << r.err;
-    if (c.name != "noprofile.json" && c.name != "device.json" && c.name != "collective.json" && c.name != "peak.json") {
+    const bool profile_at_fault = c.name == "noprofile.json" || c.name == "device.json" || c.name == "collective.json" ||
+                                  c.name == "peak.json" || c.name == "seconds.json" || c.name == "typo.json";
+    if (!profile_at_fault) {
       EXPECT_NE(r.err.find(c.name), std::string::npos) << "error should name the record: " << r.err;
     }
     EXPECT_FALSE(fs::exists(kDir / "out")) << c.name;
