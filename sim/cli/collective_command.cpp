@@ -132,8 +132,8 @@ void add_collective_command(CLI::App& app) {
   cmd->add_option("-f,--step-factor", opts->step_factor, "Each size this many times the last (default 4)")
       ->transform(cli_checks::integer_at_least(2));
   cmd->add_option("--algorithm", opts->algorithm,
-                  "fastest (at each size, as NCCL's tuner picks; the default), ring (the ring, hierarchical or torus "
-                  "schedule) or tree (double binary trees: all_reduce across nodes of a GPU cluster), as NCCL_ALGO "
+                  "fastest (at each size, as NCCL's tuner picks; the default), ring (the rings, or the torus "
+                  "dimension-order schedule) or tree (double binary trees: all_reduce across nodes of a GPU cluster), as NCCL_ALGO "
                   "pins one")
       ->check(CLI::IsMember({"fastest", "ring", "tree"}));
   cmd->add_option("--fidelity", opts->fidelity, "analytical or flow (SimGrid)");

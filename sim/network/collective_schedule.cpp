@@ -176,18 +176,29 @@ bool split_by_node(const Cluster& c, const std::vector<std::vector<int>>& groups
   return true;
 }
 
-// NVSwitch inside each node, then rings across nodes over the members with the same local index, the
-// stages pipelined (NCCL streams a buffer's chunks through them, NVLink and InfiniBand busy at once).
-bool hierarchical(CollectiveSchedule& s, const Cluster& c, const std::vector<std::vector<int>>& groups, Half half) {
+// NCCL's rings across the nodes of a GPU cluster: per channel one ring through every member of the
+// group, node after node, the g channels (g members per node) each carrying 1/g of the buffer. Channel
+// c enters each node at its member c and leaves from the member before, so the channels spread the
+// node crossings over every member's NIC, as NCCL builds its rings on rail-optimised systems; inside a
+// node the hops are NVLink. Every byte of a ring's n - 1 steps crosses a NIC of each node once per
+// channel, so the node's NICs bound the bus bandwidth whatever the node count. NCCL streams a ring's
+// chunks hop to hop: a step costs the ring's mean hop latency (the NVLink hops' and the network's in
+// their proportion), not its slowest.
+bool rings_across_nodes(CollectiveSchedule& s, const Cluster& c, const std::vector<std::vector<int>>& groups,
+                        Half half) {
   std::vector<std::vector<int>> local, cross;
   if (!split_by_node(c, groups, local, cross)) return false;
-  if (local.front().size() == 1) return false;  // one member per node: a plain ring over the nodes
-  s.algorithm = "hierarchical";
-  s.pipelined = true;
-  const double g_local = static_cast<double>(local.front().size());
-  if (half != Half::kAllGather) add_ring(s, local, 1.0, Half::kReduceScatter);
-  add_ring(s, cross, 1.0 / g_local, half);
-  if (half != Half::kReduceScatter) add_ring(s, local, 1.0, Half::kAllGather);
+  const size_t g = local.front().size(), nodes = local.size() / groups.size();
+  std::vector<std::vector<int>> rings;
+  for (size_t gi = 0; gi < groups.size(); ++gi)
+    for (size_t channel = 0; channel < g; ++channel) {
+      auto& ring = rings.emplace_back();
+      for (size_t node = 0; node < nodes; ++node)
+        for (size_t k = 0; k < g; ++k) ring.push_back(local[gi * nodes + node][(channel + k) % g]);
+    }
+  s.algorithm = "ring";
+  add_ring(s, rings, 1.0 / static_cast<double>(g), half);
+  for (auto& ph : s.phases) ph.mean_hop_latency = true;
   return true;
 }
 
@@ -231,15 +242,16 @@ int depth_in(const std::vector<int>& parent, int member) {
 // All-reduce by double binary trees across nodes, after a reduce-scatter inside each node and before
 // the all-gather back, as NCCL's NVLS tree runs on NVSwitch nodes: the trees run over the members
 // with the same index in their node, each on 1/(members per node) of the buffer. The up pass
-// (reduce, leaves first) and the down pass (broadcast) are a phase per tree level, all pipelined.
-// NCCL's cost model rates its tree all-reduce at 92% of the ring's bus bandwidth (tuning.cc), which
-// `bandwidth_factor` carries. False for groups inside one node.
+// (reduce, leaves first) and the down pass (broadcast) are a phase per tree level, all pipelined:
+// they give the tree's latency and its bytes per link. Its bandwidth is NCCL's cost model's: 92% of
+// the ring's bus bandwidth (tuning.cc), as the intra-node chains and the trees' halves reach in
+// practice, though the trees' link loads alone would allow more. False for groups inside one node.
 bool tree_all_reduce(CollectiveSchedule& s, const Cluster& c, const std::vector<std::vector<int>>& groups) {
   std::vector<std::vector<int>> local, cross;
   if (!split_by_node(c, groups, local, cross)) return false;
   s.algorithm = kTreeAlgorithm;
   s.pipelined = true;
-  s.bandwidth_factor = 0.92;
+  s.ring_bandwidth_share = 0.92;
   const size_t g_local = local.front().size();
   if (g_local > 1) add_ring(s, local, 1.0, Half::kReduceScatter);
   const int n = static_cast<int>(cross.front().size());
@@ -286,7 +298,7 @@ CollectiveSchedule plan_collective(const Cluster& cluster, CollectiveKind kind,
   }
   Half half = half_of(kind);
   if (cluster.kind() == TopologyKind::kTorus && torus_dimension_order(s, cluster, groups, half)) return s;
-  if (cluster.kind() == TopologyKind::kFatTree && hierarchical(s, cluster, groups, half)) return s;
+  if (cluster.kind() == TopologyKind::kFatTree && rings_across_nodes(s, cluster, groups, half)) return s;
   s.algorithm = "ring";
   add_ring(s, groups, 1.0, half);
   return s;

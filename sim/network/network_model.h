@@ -36,7 +36,7 @@ struct CollectiveCost {
 };
 
 // Which of a collective's candidate algorithms runs: the fastest at each size, as NCCL's tuner picks,
-// or one pinned, as NCCL_ALGO pins it: the first (ring, hierarchical or torus dimension order) or the
+// or one pinned, as NCCL_ALGO pins it: the first (ring or torus dimension order) or the
 // tree, where the collective has one (the first otherwise).
 enum class AlgorithmChoice { kFastest, kRing, kTree };
 
@@ -117,11 +117,22 @@ class AnalyticalNetwork : public NetworkModel {
   const Alone& alone(Resolved& r, double bytes);
   // A phase's bandwidth efficiency at this buffer size, and its route latency (none with a measured
   // curve, which has the latency folded in).
-  double phase_efficiency(const Resolved& r, const RoutedSchedule& s, const RoutedPhase& pc, double bytes) const;
+  double phase_efficiency(const Resolved& r, const RoutedPhase& pc, double bytes) const;
   double phase_latency(const Resolved& r, const RoutedPhase& pc) const;
-  double phase_step_time(const Resolved& r, const RoutedSchedule& s, const RoutedPhase& pc, double bytes,
-                         const std::vector<double>* background) const;
-  // A candidate's time: its phases in sequence, or pipelined (CollectiveSchedule::pipelined).
+  // One step of a phase moving its bytes, without its latency.
+  double phase_transfer_time(const Resolved& r, const RoutedPhase& pc, double bytes,
+                             const std::vector<double>* background) const;
+  double phase_step_time(const Resolved& r, const RoutedPhase& pc, double bytes,
+                         const std::vector<double>* background) const {
+    return phase_transfer_time(r, pc, bytes, background) + phase_latency(r, pc);
+  }
+  // A candidate's time moving its bytes and its latency: its phases in sequence, or pipelined
+  // (CollectiveSchedule::pipelined).
+  struct TimeParts {
+    double transfer_s = 0, latency_s = 0;
+  };
+  TimeParts parts_of(const Resolved& r, const RoutedSchedule& s, double bytes, const std::vector<double>* background);
+  // A candidate's time; the tree's transfer is the ring's over its share (ring_bandwidth_share).
   double time_of(const Resolved& r, const RoutedSchedule& s, double bytes, const std::vector<double>* background);
   std::map<std::string, Resolved> resolved_;
   std::shared_ptr<RoutedScheduleCache> shared_;

@@ -10,7 +10,7 @@ RoutedSchedule route_schedule(const Cluster& cluster, const CollectiveSchedule& 
   RoutedSchedule r;
   r.algorithm = s.algorithm;
   r.pipelined = s.pipelined;
-  r.bandwidth_factor = s.bandwidth_factor;
+  r.ring_bandwidth_share = s.ring_bandwidth_share;
   const auto& links = cluster.links();
   std::vector<double> load(links.size(), 0.0), total(links.size(), 0.0);
   std::vector<int> route;
@@ -23,6 +23,7 @@ RoutedSchedule route_schedule(const Cluster& cluster, const CollectiveSchedule& 
     pc.rounds = ph.rounds;
     std::fill(load.begin(), load.end(), 0.0);
     r.flows += static_cast<double>(ph.flows.size());
+    double latency_sum = 0;
     for (const auto& f : ph.flows) {
       double latency = 0;
       route.clear();
@@ -35,8 +36,10 @@ RoutedSchedule route_schedule(const Cluster& cluster, const CollectiveSchedule& 
         kind_used[kind] = true;
       }
       pc.latency_s = std::max(pc.latency_s, latency);
+      latency_sum += latency;
       pc.largest_share = std::max(pc.largest_share, f.share);
     }
+    if (ph.mean_hop_latency && !ph.flows.empty()) pc.latency_s = latency_sum / static_cast<double>(ph.flows.size());
     pc.latency_s *= ph.rounds;
     for (size_t l = 0; l < links.size(); ++l)
       if (load[l] > 0) {

@@ -20,7 +20,7 @@ namespace glam {
 struct RoutedPhase {
   int repeat = 1;
   double seconds_per_byte = 0;  // max over links of load / bandwidth, per byte of buffer
-  double latency_s = 0;         // longest route, times the phase's rounds
+  double latency_s = 0;         // longest route (mean_hop_latency: the mean), times the phase's rounds
   int rounds = 1;
   double largest_share = 0;     // biggest flow, as a share of the buffer (for the efficiency curve)
   std::vector<std::pair<int, double>> link_load;  // per loaded link: sum of flow shares
@@ -29,7 +29,7 @@ struct RoutedPhase {
 struct RoutedSchedule {
   std::string algorithm;
   bool pipelined = false;
-  double bandwidth_factor = 1.0;
+  double ring_bandwidth_share = 0;
   std::vector<RoutedPhase> phases;
   std::vector<std::pair<int, double>> link_shares;  // per link, sorted: flow shares x repeats
   std::map<LinkKind, double> link_kind_share;       // flow shares x hops x repeats, per link kind

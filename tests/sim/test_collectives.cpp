@@ -189,19 +189,23 @@ TEST(Collectives, ACollectiveInFlightIsDelayedByNoMoreThanItHadLeft) {
   EXPECT_GT(checked, 0);
 }
 
-TEST(Collectives, GpuAllReduceIsHierarchical) {
+// Across nodes an all-reduce runs NCCL's rings, one per channel (8 for a node's 8 GPUs), each through all
+// 16 members node after node and entering each node at another GPU: every GPU's NIC carries the same
+// share, 2(n-1)/n of the buffer out of each node in all, 1/8 of it per NIC.
+TEST(Collectives, GpuAllReduceAcrossNodesIsNcclRings) {
   Cluster c = load_cluster("dgx-h100-64");
   std::vector<int> two_nodes(16);
   for (int i = 0; i < 16; ++i) two_nodes[static_cast<size_t>(i)] = i;
   CollectiveSchedule s = plan_collective(c, CollectiveKind::kAllReduce, {two_nodes});
-  EXPECT_EQ(s.algorithm, "hierarchical");
-  EXPECT_TRUE(s.pipelined);  // NVLink and InfiniBand stages stream, as NCCL's chunks do
-  // Only 1/8 of the buffer leaves each node per direction and phase.
-  for (const auto& ph : s.phases)
+  EXPECT_EQ(s.algorithm, "ring");
+  std::map<int, double> across;  // bytes each GPU sends to the other node, per byte of buffer
+  for (const auto& ph : s.phases) {
+    EXPECT_TRUE(ph.mean_hop_latency);  // chunks stream hop to hop, as NCCL's do
     for (const auto& f : ph.flows)
-      if (c.node_of(f.src) != c.node_of(f.dst)) {
-        EXPECT_NEAR(f.share, 1.0 / 16, 1e-12);
-      }
+      if (c.node_of(f.src) != c.node_of(f.dst)) across[f.src] += f.share * ph.repeat;
+  }
+  ASSERT_EQ(across.size(), 16u);
+  for (const auto& [chip, sent] : across) EXPECT_NEAR(sent, 2.0 * 15 / 16 / 8, 1e-12) << chip;
   std::vector<int> one_node = {0, 1, 2, 3, 4, 5, 6, 7};
   EXPECT_EQ(plan_collective(c, CollectiveKind::kAllReduce, {one_node}).algorithm, "ring");
 }
@@ -221,7 +225,7 @@ TEST(Collectives, TreeAllReduceReachesEveryMemberInLogarithmicSteps) {
     const CollectiveSchedule& tree = candidates[1];
     EXPECT_EQ(tree.algorithm, "double_binary_tree");
     EXPECT_TRUE(tree.pipelined);
-    EXPECT_LT(tree.bandwidth_factor, 1.0);
+    EXPECT_GT(tree.ring_bandwidth_share, 0.0);
     const int levels = static_cast<int>(std::floor(std::log2(n))) + 1;
     EXPECT_LE(tree.phases.size(), static_cast<size_t>(2 * levels)) << n;
     std::map<int, std::set<int>> holds;  // whose data each member holds
@@ -262,13 +266,13 @@ TEST(Collectives, AllReduceAcrossNodesRunsTheFasterAlgorithmBySize) {
   const Cluster small = load_cluster("dgx-h100-64"), large = load_cluster("dgx-h100-1024");
   const CollectiveCost tiny = all_reduce_over_all(small, profile, 1024), huge = all_reduce_over_all(small, profile, 4e9);
   EXPECT_EQ(tiny.algorithm, "double_binary_tree");
-  EXPECT_EQ(huge.algorithm, "hierarchical");
+  EXPECT_EQ(huge.algorithm, "ring");
   const CollectiveCost tiny_at_scale = all_reduce_over_all(large, profile, 1024);
   EXPECT_EQ(tiny_at_scale.algorithm, "double_binary_tree");
   EXPECT_LT(tiny_at_scale.time_s, 2 * tiny.time_s);
   CalibrationProfile measured = profile;
   measured.collectives.push_back({CollectiveKind::kAllReduce, 64, {{1e3, 1e9}, {0.01, 0.8}}});
-  EXPECT_EQ(all_reduce_over_all(small, measured, 1024).algorithm, "hierarchical");
+  EXPECT_EQ(all_reduce_over_all(small, measured, 1024).algorithm, "ring");
 }
 
 // Pipeline sends: every stage but the last sends its whole buffer to the next (backward: to the
