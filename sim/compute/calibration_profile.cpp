@@ -46,6 +46,7 @@ nlohmann::json CalibrationProfile::to_json() const {
           {"op_overhead_s", op_overhead_s},
           {"network_bandwidth", curve(network_bandwidth)},
           {"network_latency_factor", network_latency_factor},
+          {"collective_base_latency_s", collective_base_latency_s},
           {"precision", precision},
           {"peak_flops", peak_flops},
           {"memory_bandwidth_Bps", memory_bandwidth_Bps},
@@ -81,7 +82,9 @@ nlohmann::json CalibrationProfile::to_json() const {
 //  - NVIDIA A100/H100/H200: cuBLAS bf16 GEMMs at LLM shapes reach 70-80% of dense peak;
 //    end-to-end Megatron runs report 40-55% MFU.
 // Small products lose efficiency (curve over FLOPs); HBM-bound ops reach about 80% of
-// the datasheet bandwidth.
+// the datasheet bandwidth. GPU collectives pay NCCL's base latency per call: its cost model charges
+// 6.6 us (ring) and 6.8 us (tree) for the low-latency protocol (tuning.cc); TPU collectives none
+// published.
 CalibrationProfile default_profile(const std::string& chip_kind) {
   CalibrationProfile p;
   p.source = "default for " + chip_kind;
@@ -94,6 +97,7 @@ CalibrationProfile default_profile(const std::string& chip_kind) {
   p.op_overhead_s = tpu ? 1e-6 : 4e-6;
   p.network_bandwidth = {{1e3, 1e6, 1e8}, {0.3, 0.8, 0.9}};
   p.network_latency_factor = 1.0;
+  p.collective_base_latency_s = tpu || chip_kind == "cpu" ? 0.0 : 6.7e-6;
   return p;
 }
 
@@ -103,7 +107,7 @@ struct ProfileFile {
   std::string device, precision;
   std::vector<double> matmul_flops, matmul_eff, attention_flops, attention_eff, memory_bytes, memory_eff;
   std::vector<double> network_bytes, network_eff;
-  double op_overhead_s = 0, latency_factor = 1;
+  double op_overhead_s = 0, latency_factor = 1, base_latency_s = -1;
   double peak_flops = 0, memory_bandwidth_Bps = 0, link_bandwidth_Bps = 0, link_latency_s = 0;
   int64_t threads = 0, speedup_threads = 0;
   double thread_speedup = 1;
@@ -130,6 +134,12 @@ const Schema<ProfileFile>& profile_schema() {
              std::vector<double>{})
         .add("network.latency_factor", &P::latency_factor, "", "Multiplies link latencies", 1.0,
              positive<double>())
+        .add("network.collective_base_latency_s", &P::base_latency_s, "s",
+             "Fixed cost of every collective call beyond its routes' latencies (absent: the chip kind's)", -1.0,
+             Check<double>([](const double& v) -> std::optional<std::string> {
+               if (v == -1.0 || (v >= 0 && v <= 1e-3)) return std::nullopt;
+               return std::string("seconds from 0 to 1e-3");
+             }))
         .add("measured.peak_flops", &P::peak_flops, "FLOP/s", "Measured compute peak (0: the chip kind's datasheet)",
              0.0, zero_or_between(1e6, 1e18))
         .add("measured.memory_bandwidth_Bps", &P::memory_bandwidth_Bps, "B/s",
@@ -320,6 +330,7 @@ CalibrationProfile load_profile(const std::string& path) {
     p.network_bandwidth = curve_from(f.network_bytes, f.network_eff, path, "network.bandwidth_efficiency",
                                             "network.bytes");
   p.network_latency_factor = f.latency_factor;
+  if (f.base_latency_s >= 0) p.collective_base_latency_s = f.base_latency_s;
   if (!f.precision.empty() && f.precision != "fp32" && f.precision != "tf32" && f.precision != "bf16")
     throw ConfigError(path, "measured.precision", "\"" + f.precision + "\"", "\"fp32\", \"tf32\" or \"bf16\"");
   p.precision = f.precision;

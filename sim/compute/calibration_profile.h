@@ -46,6 +46,9 @@ struct CalibrationProfile {
   double op_overhead_s = 0;           // fixed cost per op (kernel launch, dispatch)
   EfficiencyCurve network_bandwidth;  // fraction of link bandwidth reached, by message size
   double network_latency_factor = 1;  // multiplies link latencies
+  // Fixed cost of every collective call beyond its routes' latencies (the library's launch and
+  // protocol), where no measured curve covers the collective.
+  double collective_base_latency_s = 0;
   // Measured on hosts without datasheet figures (CPUs): the chip's compute peak (the best GEMM
   // rate), memory bandwidth, threads per rank, and the point-to-point link between ranks.
   // Zero when the profile uses the chip kind's datasheet figures.

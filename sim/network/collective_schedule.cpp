@@ -44,13 +44,18 @@ void add_ring(CollectiveSchedule& s, const std::vector<std::vector<int>>& rings,
   if (half != Half::kReduceScatter) s.phases.push_back(step);
 }
 
-// On a torus the chips' DMA engines send to every peer at once (one route latency); on switched fabrics
-// NCCL and MPI exchange with one peer after another, each round paying its latency, as a ring's steps.
+// On a torus the chips' DMA engines send to every peer at once (one route latency). On switched
+// fabrics NCCL sends to its peers over its point-to-point channels a few at a time, each round paying
+// the route latency: kPeersAtOnce is not published, a parameter (8 gives the published 10 us of an
+// 8-GPU all-to-all, and about 170 us for 7 MB over 64 GPUs, DeepEP's figure, with the base latency).
+constexpr int kPeersAtOnce = 8;
+
 void all_to_all(CollectiveSchedule& s, const Cluster& c, const std::vector<std::vector<int>>& groups,
                 const std::vector<double>& share, bool transposed) {
   s.algorithm = "direct";
   CommPhase ph;
-  if (c.kind() != TopologyKind::kTorus) ph.rounds = static_cast<int>(groups.front().size()) - 1;
+  if (c.kind() != TopologyKind::kTorus)
+    ph.rounds = (static_cast<int>(groups.front().size()) - 1 + kPeersAtOnce - 1) / kPeersAtOnce;
   for (const auto& g : groups) {
     const size_t n = g.size();
     for (size_t i = 0; i < n; ++i)
@@ -242,16 +247,17 @@ int depth_in(const std::vector<int>& parent, int member) {
 // All-reduce by double binary trees across nodes, after a reduce-scatter inside each node and before
 // the all-gather back, as NCCL's NVLS tree runs on NVSwitch nodes: the trees run over the members
 // with the same index in their node, each on 1/(members per node) of the buffer. The up pass
-// (reduce, leaves first) and the down pass (broadcast) are a phase per tree level, all pipelined:
-// they give the tree's latency and its bytes per link. Its bandwidth is NCCL's cost model's: 92% of
-// the ring's bus bandwidth (tuning.cc), as the intra-node chains and the trees' halves reach in
-// practice, though the trees' link loads alone would allow more. False for groups inside one node.
+// (reduce, leaves first) and the down pass (broadcast) are a phase per tree level, all pipelined.
+// Each node sends and receives 2(N-1)/N of its part over the network where a ring sends 2(n-1)/n, so
+// on two nodes the trees go beyond the ring's network bound, as NCCL's do. NCCL's cost model rates
+// its tree's bandwidth at 92% of what the links give (tuning.cc), which `bandwidth_factor` carries.
+// False for groups inside one node.
 bool tree_all_reduce(CollectiveSchedule& s, const Cluster& c, const std::vector<std::vector<int>>& groups) {
   std::vector<std::vector<int>> local, cross;
   if (!split_by_node(c, groups, local, cross)) return false;
   s.algorithm = kTreeAlgorithm;
   s.pipelined = true;
-  s.ring_bandwidth_share = 0.92;
+  s.bandwidth_factor = 0.92;
   const size_t g_local = local.front().size();
   if (g_local > 1) add_ring(s, local, 1.0, Half::kReduceScatter);
   const int n = static_cast<int>(cross.front().size());

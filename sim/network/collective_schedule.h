@@ -19,7 +19,7 @@ struct CommPhase {
   std::vector<Flow> flows;
   int repeat = 1;  // identical steps in a row (ring algorithms)
   // Rounds the flows go out in, each paying the route latency: a collective library sends an
-  // all-to-all's n - 1 messages as n - 1 rounds of point-to-point exchanges.
+  // all-to-all's n - 1 messages a few peers at a time.
   int rounds = 1;
   // A step costs the mean latency of its flows' routes rather than the longest: a ring whose chunks
   // stream hop to hop (NCCL's), its NVLink and network hops in their proportion.
@@ -33,14 +33,13 @@ struct CollectiveSchedule {
   // of every phase at once, so the most loaded link sets the time (plus every phase's latency), not
   // the sum of the phases' times.
   bool pipelined = false;
-  // Above 0 (the tree): its bytes take the ring's time (the first candidate's) over this share, as
-  // NCCL's cost model rates its tree all-reduce; its own phases give its latency and the bytes on
-  // each link.
-  double ring_bandwidth_share = 0;
+  // The share of the links' bandwidth (as the efficiency curve gives it) the algorithm reaches: below 1
+  // where it moves data less efficiently than a ring (the tree).
+  double bandwidth_factor = 1.0;
 };
 
 // Chooses the algorithm by collective and topology: all-to-all is direct (all pairs; on switched
-// fabrics in n - 1 rounds of sends, as NCCL and MPI run it), and so are
+// fabrics in rounds of a few peers at a time, as NCCL sends it), and so are
 // pipeline sends (each stage to its neighbour; `a2a_transposed`: to the previous stage; `send_wraps`:
 // round a ring, the last stage to the first);
 // all-reduce, reduce-scatter and all-gather run dimension by dimension on tori, as NCCL's rings (one

@@ -14,13 +14,10 @@ FlowNetwork::FlowNetwork(const Cluster& cluster, const RankMap& ranks, const Cal
 CollectiveCost FlowNetwork::cost(const CollectiveRequest& req) {
   CollectiveCost c = analytical_.cost(req);  // algorithm name and per-link-kind bytes
   const CollectiveSchedule& s = schedules(req)[analytical_.chosen(req)];  // the algorithm the library would run
-  // The tree's time comes from NCCL's cost model over the ring's (collective_schedule.h): the
-  // analytical figure in both fidelities.
-  if (s.ring_bandwidth_share > 0) return c;
   c.time_s = 0;
   std::vector<double> analytical_steps;
   for (size_t i = 0; i < s.phases.size(); ++i) {
-    std::optional<double> t = phase_time(s.phases[i], req.bytes, measured_curve(req));
+    std::optional<double> t = phase_time(s.phases[i], req.bytes, s.bandwidth_factor, measured_curve(req));
     if (!t) {
       if (analytical_steps.empty()) analytical_steps = analytical_.phase_step_times(req);
       t = analytical_steps[i];
@@ -32,10 +29,12 @@ CollectiveCost FlowNetwork::cost(const CollectiveRequest& req) {
   }
   // SimGrid plays the phases one by one; a pipelined schedule overlaps them by the ratio the
   // analytical model gives.
+  const double base = analytical_.base_latency(req);
   if (s.pipelined) {
     const double sequential = analytical_.sequential_time(req);
-    if (sequential > 0) c.time_s *= analytical_.cost(req).time_s / sequential;
+    if (sequential > 0) c.time_s *= (analytical_.cost(req).time_s - base) / sequential;
   }
+  c.time_s += base;
   return c;
 }
 
@@ -82,7 +81,8 @@ std::vector<Flow> FlowNetwork::representative_flows(const CommPhase& phase) cons
   return components.begin()->second;
 }
 
-std::optional<double> FlowNetwork::phase_time(const CommPhase& phase, double bytes, const EfficiencyCurve* measured) {
+std::optional<double> FlowNetwork::phase_time(const CommPhase& phase, double bytes, double bandwidth_factor,
+                                              const EfficiencyCurve* measured) {
   auto key = std::make_pair(&phase, bytes);
   if (auto it = phase_cache_.find(key); it != phase_cache_.end()) return it->second;
   std::vector<Flow> flows = representative_flows(phase);
@@ -95,7 +95,7 @@ std::optional<double> FlowNetwork::phase_time(const CommPhase& phase, double byt
   for (const auto& f : flows) {
     const double size = f.share * bytes;
     const double efficiency = measured ? measured->at(bytes) : profile_.network_bandwidth.at(size);
-    sg.push_back({f.src, f.dst, size / efficiency});
+    sg.push_back({f.src, f.dst, size / (bandwidth_factor * efficiency)});
   }
   double t = simulate_flows(cluster_, sg, profile_.network_latency_factor);
   flows_simulated_ += static_cast<double>(sg.size());

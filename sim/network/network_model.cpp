@@ -91,23 +91,25 @@ double bandwidth_left(const Link& link, const std::vector<double>* background, i
 }
 }  // namespace
 
-double AnalyticalNetwork::phase_efficiency(const Resolved& r, const RoutedPhase& pc, double bytes) const {
-  return r.measured ? r.measured->at(bytes) : profile_.network_bandwidth.at(pc.largest_share * bytes);
+double AnalyticalNetwork::phase_efficiency(const Resolved& r, const RoutedSchedule& s, const RoutedPhase& pc,
+                                           double bytes) const {
+  return s.bandwidth_factor *
+         (r.measured ? r.measured->at(bytes) : profile_.network_bandwidth.at(pc.largest_share * bytes));
 }
 
 double AnalyticalNetwork::phase_latency(const Resolved& r, const RoutedPhase& pc) const {
   return r.measured ? 0.0 : pc.latency_s * profile_.network_latency_factor;
 }
 
-double AnalyticalNetwork::phase_transfer_time(const Resolved& r, const RoutedPhase& pc, double bytes,
-                                              const std::vector<double>* background) const {
+double AnalyticalNetwork::phase_step_time(const Resolved& r, const RoutedSchedule& s, const RoutedPhase& pc,
+                                          double bytes, const std::vector<double>* background) const {
   const auto& links = cluster_.links();
   double seconds_per_byte = pc.seconds_per_byte;  // the busiest link at full bandwidth
   if (background)  // only links with traffic on them can be busier now
     for (const auto& [l, load] : pc.link_load)
       if ((*background)[static_cast<size_t>(l)] > 0)
         seconds_per_byte = std::max(seconds_per_byte, load / bandwidth_left(links[static_cast<size_t>(l)], background, l));
-  return seconds_per_byte * bytes / phase_efficiency(r, pc, bytes);
+  return seconds_per_byte * bytes / phase_efficiency(r, s, pc, bytes) + phase_latency(r, pc);
 }
 
 void AnalyticalNetwork::pin_algorithm(AlgorithmChoice choice) {
@@ -126,6 +128,7 @@ const AnalyticalNetwork::Alone& AnalyticalNetwork::alone(Resolved& r, double byt
   if (choice_ == AlgorithmChoice::kFastest && !r.measured)
     for (size_t i = 1; i < candidates.size(); ++i)
       if (const double t = time_of(r, candidates[i], bytes, nullptr); t < best.time_s) best = {i, t};
+  best.time_s += base_latency(r, candidates[best.chosen]);
   return r.alone.emplace(bytes, best).first->second;
 }
 
@@ -135,7 +138,7 @@ std::vector<double> AnalyticalNetwork::phase_step_times(const CollectiveRequest&
   Resolved& r = resolve(req);
   const RoutedSchedule& s = (*r.routed)[alone(r, req.bytes).chosen];
   std::vector<double> out;
-  for (const auto& pc : s.phases) out.push_back(phase_step_time(r, pc, req.bytes, background));
+  for (const auto& pc : s.phases) out.push_back(phase_step_time(r, s, pc, req.bytes, background));
   return out;
 }
 
@@ -150,42 +153,34 @@ double AnalyticalNetwork::sequential_time(const CollectiveRequest& req, const st
   Resolved& r = resolve(req);
   const RoutedSchedule& s = (*r.routed)[alone(r, req.bytes).chosen];
   double t = 0;
-  for (const auto& pc : s.phases) t += pc.repeat * phase_step_time(r, pc, req.bytes, background);
+  for (const auto& pc : s.phases) t += pc.repeat * phase_step_time(r, s, pc, req.bytes, background);
   return t;
 }
 
-AnalyticalNetwork::TimeParts AnalyticalNetwork::parts_of(const Resolved& r, const RoutedSchedule& s, double bytes,
-                                                        const std::vector<double>* background) {
-  TimeParts t;
+double AnalyticalNetwork::time_of(const Resolved& r, const RoutedSchedule& s, double bytes,
+                                  const std::vector<double>* background) {
+  double t = 0;
   if (!s.pipelined) {
-    for (const auto& pc : s.phases) {
-      t.transfer_s += pc.repeat * phase_transfer_time(r, pc, bytes, background);
-      t.latency_s += pc.repeat * phase_latency(r, pc);
-    }
+    for (const auto& pc : s.phases) t += pc.repeat * phase_step_time(r, s, pc, bytes, background);
     return t;
   }
   // Pipelined: each link's bytes from every phase (at each phase's efficiency) over its bandwidth; the
   // busiest link sets the time, and each phase's steps add their latency (the first chunk's path).
   const auto& links = cluster_.links();
   link_work_.resize(links.size(), 0.0);  // per link: seconds per byte of buffer at full bandwidth
+  double latency = 0;
   for (const auto& pc : s.phases) {
-    const double efficiency = phase_efficiency(r, pc, bytes);
+    const double efficiency = phase_efficiency(r, s, pc, bytes);
     for (const auto& [l, load] : pc.link_load) link_work_[static_cast<size_t>(l)] += pc.repeat * load / efficiency;
-    t.latency_s += pc.repeat * phase_latency(r, pc);
+    latency += pc.repeat * phase_latency(r, pc);
   }
+  double busiest = 0;
   for (const auto& [l, share] : s.link_shares) {
     double& w = link_work_[static_cast<size_t>(l)];
-    t.transfer_s = std::max(t.transfer_s, w * bytes / bandwidth_left(links[static_cast<size_t>(l)], background, l));
+    busiest = std::max(busiest, w * bytes / bandwidth_left(links[static_cast<size_t>(l)], background, l));
     w = 0;
   }
-  return t;
-}
-
-double AnalyticalNetwork::time_of(const Resolved& r, const RoutedSchedule& s, double bytes,
-                                  const std::vector<double>* background) {
-  const TimeParts own = parts_of(r, s, bytes, background);
-  if (s.ring_bandwidth_share <= 0) return own.transfer_s + own.latency_s;
-  return parts_of(r, r.routed->front(), bytes, background).transfer_s / s.ring_bandwidth_share + own.latency_s;
+  return busiest + latency;
 }
 
 const std::vector<std::pair<int, double>>& AnalyticalNetwork::link_shares(const CollectiveRequest& req) {
@@ -196,7 +191,8 @@ const std::vector<std::pair<int, double>>& AnalyticalNetwork::link_shares(const 
 CollectiveCost AnalyticalNetwork::cost_in_background(const CollectiveRequest& req, const std::vector<double>& background) {
   CollectiveCost c = cost(req);
   Resolved& r = resolve(req);
-  c.time_s = time_of(r, (*r.routed)[alone(r, req.bytes).chosen], req.bytes, &background);
+  const RoutedSchedule& s = (*r.routed)[alone(r, req.bytes).chosen];
+  c.time_s = time_of(r, s, req.bytes, &background) + base_latency(r, s);
   return c;
 }
 

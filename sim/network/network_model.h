@@ -95,6 +95,12 @@ class AnalyticalNetwork : public NetworkModel {
   std::vector<double> phase_step_times(const CollectiveRequest& req, const std::vector<double>* background = nullptr);
   // Each phase's latency, all its rounds together (0 with a measured curve).
   std::vector<double> phase_latencies(const CollectiveRequest& req);
+  // The profile's fixed cost per call, in every time this model gives (0 with a measured curve, or
+  // for a collective with nothing to send).
+  double base_latency(const CollectiveRequest& req) {
+    Resolved& r = resolve(req);
+    return base_latency(r, (*r.routed)[alone(r, req.bytes).chosen]);
+  }
   // The chosen algorithm's phases one after the other: the sum of their steps' times (a pipelined
   // schedule takes less).
   double sequential_time(const CollectiveRequest& req, const std::vector<double>* background = nullptr);
@@ -113,26 +119,18 @@ class AnalyticalNetwork : public NetworkModel {
     std::map<double, Alone> alone;              // by buffer bytes: the chosen candidate without background
   };
   Resolved& resolve(const CollectiveRequest& req);
+  double base_latency(const Resolved& r, const RoutedSchedule& s) const {
+    return r.measured || s.phases.empty() ? 0.0 : profile_.collective_base_latency_s;
+  }
   // The chosen candidate at this buffer size and its time without background.
   const Alone& alone(Resolved& r, double bytes);
-  // A phase's bandwidth efficiency at this buffer size, and its route latency (none with a measured
-  // curve, which has the latency folded in).
-  double phase_efficiency(const Resolved& r, const RoutedPhase& pc, double bytes) const;
+  // A phase's bandwidth efficiency at this buffer size (times the algorithm's bandwidth factor), and
+  // its route latency (none with a measured curve, which has the latency folded in).
+  double phase_efficiency(const Resolved& r, const RoutedSchedule& s, const RoutedPhase& pc, double bytes) const;
   double phase_latency(const Resolved& r, const RoutedPhase& pc) const;
-  // One step of a phase moving its bytes, without its latency.
-  double phase_transfer_time(const Resolved& r, const RoutedPhase& pc, double bytes,
-                             const std::vector<double>* background) const;
-  double phase_step_time(const Resolved& r, const RoutedPhase& pc, double bytes,
-                         const std::vector<double>* background) const {
-    return phase_transfer_time(r, pc, bytes, background) + phase_latency(r, pc);
-  }
-  // A candidate's time moving its bytes and its latency: its phases in sequence, or pipelined
-  // (CollectiveSchedule::pipelined).
-  struct TimeParts {
-    double transfer_s = 0, latency_s = 0;
-  };
-  TimeParts parts_of(const Resolved& r, const RoutedSchedule& s, double bytes, const std::vector<double>* background);
-  // A candidate's time; the tree's transfer is the ring's over its share (ring_bandwidth_share).
+  double phase_step_time(const Resolved& r, const RoutedSchedule& s, const RoutedPhase& pc, double bytes,
+                         const std::vector<double>* background) const;
+  // A candidate's time: its phases in sequence, or pipelined (CollectiveSchedule::pipelined).
   double time_of(const Resolved& r, const RoutedSchedule& s, double bytes, const std::vector<double>* background);
   std::map<std::string, Resolved> resolved_;
   std::shared_ptr<RoutedScheduleCache> shared_;

@@ -29,7 +29,7 @@ struct RoutedPhase {
 struct RoutedSchedule {
   std::string algorithm;
   bool pipelined = false;
-  double ring_bandwidth_share = 0;
+  double bandwidth_factor = 1.0;
   std::vector<RoutedPhase> phases;
   std::vector<std::pair<int, double>> link_shares;  // per link, sorted: flow shares x repeats
   std::map<LinkKind, double> link_kind_share;       // flow shares x hops x repeats, per link kind

@@ -225,7 +225,7 @@ TEST(Collectives, TreeAllReduceReachesEveryMemberInLogarithmicSteps) {
     const CollectiveSchedule& tree = candidates[1];
     EXPECT_EQ(tree.algorithm, "double_binary_tree");
     EXPECT_TRUE(tree.pipelined);
-    EXPECT_GT(tree.ring_bandwidth_share, 0.0);
+    EXPECT_LT(tree.bandwidth_factor, 1.0);
     const int levels = static_cast<int>(std::floor(std::log2(n))) + 1;
     EXPECT_LE(tree.phases.size(), static_cast<size_t>(2 * levels)) << n;
     std::map<int, std::set<int>> holds;  // whose data each member holds
@@ -252,7 +252,7 @@ TEST(Collectives, TreeAllReduceReachesEveryMemberInLogarithmicSteps) {
 
 // The network runs whichever algorithm is faster at the buffer size, as NCCL's tuner does: trees
 // for small all-reduces across nodes, whose time then grows with the logarithm of the nodes (1 KiB
-// over 1,024 GPUs within twice its time over 64), rings for large ones. Where the profile measured
+// over 1,024 GPUs within 4 times its time over 64), rings for large ones. Where the profile measured
 // the collective, the measured curve is of what the library ran: the first algorithm only.
 TEST(Collectives, AllReduceAcrossNodesRunsTheFasterAlgorithmBySize) {
   const CalibrationProfile profile = default_profile("h100");
@@ -269,7 +269,7 @@ TEST(Collectives, AllReduceAcrossNodesRunsTheFasterAlgorithmBySize) {
   EXPECT_EQ(huge.algorithm, "ring");
   const CollectiveCost tiny_at_scale = all_reduce_over_all(large, profile, 1024);
   EXPECT_EQ(tiny_at_scale.algorithm, "double_binary_tree");
-  EXPECT_LT(tiny_at_scale.time_s, 2 * tiny.time_s);
+  EXPECT_LT(tiny_at_scale.time_s, 4 * tiny.time_s);  // 16 times the nodes: a ring's steps would be 16 times
   CalibrationProfile measured = profile;
   measured.collectives.push_back({CollectiveKind::kAllReduce, 64, {{1e3, 1e9}, {0.01, 0.8}}});
   EXPECT_EQ(all_reduce_over_all(small, measured, 1024).algorithm, "ring");

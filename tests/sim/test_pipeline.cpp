@@ -35,7 +35,7 @@ Cluster free_links_node() {
   const fs::path path = fs::temp_directory_path() / ("glam-pipeline-node-" + std::to_string(::getpid()) + ".toml");
   std::string text = testing::read_whole_file(fs::path(GLAM_SOURCE_DIR) / "topologies/dgx-h100-8.toml");
   for (const auto& [from, to] : std::vector<std::pair<std::string, std::string>>{
-           {"bandwidth_Bps = 450e9", "bandwidth_Bps = 1e15"}, {"latency_s = 0.5e-6", "latency_s = 0"}})
+           {"bandwidth_Bps = 450e9", "bandwidth_Bps = 1e15"}, {"latency_s = 0.3e-6", "latency_s = 0"}})
     text.replace(text.find(from), from.size(), to);
   std::ofstream(path) << text;
   Cluster c = load_cluster(path.string());

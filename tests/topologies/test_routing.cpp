@@ -146,8 +146,8 @@ TEST(TopologyRouting, FatTreeEcmpSpreadsAllToAllEvenly) {
 
 TEST(TopologyRouting, RouteLatencyIsTheSumOfItsLinks) {
   Cluster c = load_cluster("dgx-h100-1024");
-  // NIC hop 0.5 us + leaf 130 ns, leaf-spine 0.5 us + 130 ns, spine-leaf 0.5 us + 130 ns, leaf-NIC 0.5 us.
-  EXPECT_NEAR(c.route_latency_s(0, 1023), 4 * 0.5e-6 + 3 * 130e-9, 1e-15);
+  // NIC hop 1.3 us + leaf 130 ns, leaf-spine 1.3 us + 130 ns, spine-leaf 1.3 us + 130 ns, leaf-NIC 1.3 us.
+  EXPECT_NEAR(c.route_latency_s(0, 1023), 4 * 1.3e-6 + 3 * 130e-9, 1e-15);
   Cluster t = load_cluster("tpu-v4-64");
   EXPECT_NEAR(t.route_latency_s(0, 63), 3 * 1e-6, 1e-15);  // (3,3,3) is one hop per dimension away
 }
