@@ -119,15 +119,16 @@ bool torus_dimension_order(CollectiveSchedule& s, const Cluster& c, const std::v
       // In coordinate order a line that does not go round the dimension closes its ring over the whole
       // line. Folded (every other member out, the rest back), each neighbour is at most two gaps
       // away, over the same links: the ring's latency no longer grows with the line's length.
+      const auto at = [&members](int k) { return members[static_cast<size_t>(k)]; };  // (coordinate, chip)
       const int n = static_cast<int>(members.size()), size = c.torus_dims()[d];
-      const int span = members.back().first - members.front().first;
       int gap = 0;
-      for (int k = 1; k < n; ++k) gap = std::max(gap, members[static_cast<size_t>(k)].first - members[static_cast<size_t>(k - 1)].first);
+      for (int k = 1; k < n; ++k) gap = std::max(gap, at(k).first - at(k - 1).first);
+      const int span = at(n - 1).first - at(0).first;
       const bool fold = std::min(span, size - span) > 2 * gap;
       auto& ring = rings_of_dim.back().emplace_back();
-      for (int k = 0; k < n; k += fold ? 2 : 1) ring.push_back(members[static_cast<size_t>(k)].second);
+      for (int k = 0; k < n; k += fold ? 2 : 1) ring.push_back(at(k).second);
       if (fold)
-        for (int k = n % 2 == 0 ? n - 1 : n - 2; k > 0; k -= 2) ring.push_back(members[static_cast<size_t>(k)].second);
+        for (int k = n % 2 == 0 ? n - 1 : n - 2; k > 0; k -= 2) ring.push_back(at(k).second);
     }
   }
   // The buffer is split into one part per spanned dimension; part p visits the dimensions in
@@ -248,8 +249,9 @@ int depth_in(const std::vector<int>& parent, int member) {
 // the all-gather back, as NCCL's NVLS tree runs on NVSwitch nodes: the trees run over the members
 // with the same index in their node, each on 1/(members per node) of the buffer. The up pass
 // (reduce, leaves first) and the down pass (broadcast) are a phase per tree level, all pipelined.
-// Each node sends and receives 2(N-1)/N of its part over the network where a ring sends 2(n-1)/n, so
-// on two nodes the trees go beyond the ring's network bound, as NCCL's do. NCCL's cost model rates
+// Over N nodes each node's NICs send and receive about 2(N-1)/N of its part per direction, where a
+// ring through n GPUs sends 2(n-1)/n: on two nodes the trees go beyond the ring's network bound, as
+// NCCL's do. NCCL's cost model rates
 // its tree's bandwidth at 92% of what the links give (tuning.cc), which `bandwidth_factor` carries.
 // False for groups inside one node.
 bool tree_all_reduce(CollectiveSchedule& s, const Cluster& c, const std::vector<std::vector<int>>& groups) {
@@ -263,9 +265,12 @@ bool tree_all_reduce(CollectiveSchedule& s, const Cluster& c, const std::vector<
   const int n = static_cast<int>(cross.front().size());
   const auto parents = double_binary_trees(n);
   int levels = 0;
-  std::vector<std::array<int, 2>> depth(static_cast<size_t>(n));
+  std::vector<std::array<int, 2>> depth(static_cast<size_t>(n));  // each member's, in each tree
   for (int m = 0; m < n; ++m)
-    for (size_t t = 0; t < 2; ++t) levels = std::max(levels, depth[static_cast<size_t>(m)][t] = depth_in(parents[t], m));
+    for (size_t t = 0; t < 2; ++t) {
+      depth[static_cast<size_t>(m)][t] = depth_in(parents[t], m);
+      levels = std::max(levels, depth[static_cast<size_t>(m)][t]);
+    }
   const double share = 0.5 / static_cast<double>(g_local);  // each tree's half of a member's part
   std::vector<CommPhase> up(static_cast<size_t>(levels));   // up[l]: children at depth l + 1 to their parents
   for (const auto& members : cross)

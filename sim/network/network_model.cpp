@@ -136,7 +136,7 @@ size_t AnalyticalNetwork::chosen(const CollectiveRequest& req) { return alone(re
 
 std::vector<double> AnalyticalNetwork::phase_step_times(const CollectiveRequest& req, const std::vector<double>* background) {
   Resolved& r = resolve(req);
-  const RoutedSchedule& s = (*r.routed)[alone(r, req.bytes).chosen];
+  const RoutedSchedule& s = chosen_schedule(r, req.bytes);
   std::vector<double> out;
   for (const auto& pc : s.phases) out.push_back(phase_step_time(r, s, pc, req.bytes, background));
   return out;
@@ -145,13 +145,13 @@ std::vector<double> AnalyticalNetwork::phase_step_times(const CollectiveRequest&
 std::vector<double> AnalyticalNetwork::phase_latencies(const CollectiveRequest& req) {
   Resolved& r = resolve(req);
   std::vector<double> out;
-  for (const auto& pc : (*r.routed)[alone(r, req.bytes).chosen].phases) out.push_back(phase_latency(r, pc));
+  for (const auto& pc : chosen_schedule(r, req.bytes).phases) out.push_back(phase_latency(r, pc));
   return out;
 }
 
 double AnalyticalNetwork::sequential_time(const CollectiveRequest& req, const std::vector<double>* background) {
   Resolved& r = resolve(req);
-  const RoutedSchedule& s = (*r.routed)[alone(r, req.bytes).chosen];
+  const RoutedSchedule& s = chosen_schedule(r, req.bytes);
   double t = 0;
   for (const auto& pc : s.phases) t += pc.repeat * phase_step_time(r, s, pc, req.bytes, background);
   return t;
@@ -185,13 +185,13 @@ double AnalyticalNetwork::time_of(const Resolved& r, const RoutedSchedule& s, do
 
 const std::vector<std::pair<int, double>>& AnalyticalNetwork::link_shares(const CollectiveRequest& req) {
   Resolved& r = resolve(req);
-  return (*r.routed)[alone(r, req.bytes).chosen].link_shares;
+  return chosen_schedule(r, req.bytes).link_shares;
 }
 
 CollectiveCost AnalyticalNetwork::cost_in_background(const CollectiveRequest& req, const std::vector<double>& background) {
   CollectiveCost c = cost(req);
   Resolved& r = resolve(req);
-  const RoutedSchedule& s = (*r.routed)[alone(r, req.bytes).chosen];
+  const RoutedSchedule& s = chosen_schedule(r, req.bytes);
   c.time_s = time_of(r, s, req.bytes, &background) + base_latency(r, s);
   return c;
 }

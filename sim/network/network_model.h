@@ -52,6 +52,7 @@ class NetworkModel {
   // link id; all groups together): multiply by req.bytes.
   virtual const std::vector<std::pair<int, double>>& link_shares(const CollectiveRequest& req) = 0;
   virtual std::string name() const = 0;
+  // Which candidate runs (glamsim collective --algorithm); set it before the first cost.
   virtual void pin_algorithm(AlgorithmChoice choice) { choice_ = choice; }
   // Host-side work done, for the benchmark: distinct schedules built, simulated events.
   int schedules_built() const { return static_cast<int>(schedules_.size()); }
@@ -99,7 +100,7 @@ class AnalyticalNetwork : public NetworkModel {
   // for a collective with nothing to send).
   double base_latency(const CollectiveRequest& req) {
     Resolved& r = resolve(req);
-    return base_latency(r, (*r.routed)[alone(r, req.bytes).chosen]);
+    return base_latency(r, chosen_schedule(r, req.bytes));
   }
   // The chosen algorithm's phases one after the other: the sum of their steps' times (a pipelined
   // schedule takes less).
@@ -124,6 +125,7 @@ class AnalyticalNetwork : public NetworkModel {
   }
   // The chosen candidate at this buffer size and its time without background.
   const Alone& alone(Resolved& r, double bytes);
+  const RoutedSchedule& chosen_schedule(Resolved& r, double bytes) { return (*r.routed)[alone(r, bytes).chosen]; }
   // A phase's bandwidth efficiency at this buffer size (times the algorithm's bandwidth factor), and
   // its route latency (none with a measured curve, which has the latency folded in).
   double phase_efficiency(const Resolved& r, const RoutedSchedule& s, const RoutedPhase& pc, double bytes) const;
