@@ -284,6 +284,11 @@ std::vector<MeasuredCollective> read_collective_curves(toml::table& table, const
 // refused, naming both.
 void check_collective_seconds(const std::vector<MeasuredCollective>& collectives, double link_bandwidth_Bps,
                               const std::string& path) {
+  auto four_digits = [](double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.4g", v);
+    return std::string(buf);
+  };
   for (size_t i = 0; i < collectives.size(); ++i) {
     const auto& [curve, seconds] = collectives[i];
     const auto& e = curve.bus_efficiency;
@@ -294,14 +299,9 @@ void check_collective_seconds(const std::vector<MeasuredCollective>& collectives
       if (link_bandwidth_Bps <= 0) continue;
       const double implied = std::clamp(
           bus_factor(curve.kind, curve.ranks) * e.sizes[k] / seconds[k] / link_bandwidth_Bps, 1e-6, 1.0);
-      auto four = [](double v) {
-        char buf[32];
-        std::snprintf(buf, sizeof buf, "%.4g", v);
-        return std::string(buf);
-      };
       if (std::fabs(implied - e.values[k]) > 1e-3 * implied)
         throw ConfigError(path, key + ".bus_efficiency[" + std::to_string(k) + "]", format_shortest(e.values[k]),
-                          four(implied) + ", what seconds[" + std::to_string(k) + "] = " + format_shortest(seconds[k]) +
+                          four_digits(implied) + ", what seconds[" + std::to_string(k) + "] = " + format_shortest(seconds[k]) +
                               " s gives for " + format_shortest(e.sizes[k]) + " bytes at link_bandwidth_Bps " +
                               format_shortest(link_bandwidth_Bps) +
                               " (the simulator reads bus_efficiency: edit both, or delete seconds)");

@@ -15,7 +15,7 @@ CollectiveCost FlowNetwork::cost(const CollectiveRequest& req) {
   CollectiveCost c = analytical_.cost(req);  // algorithm name and per-link-kind bytes
   const CollectiveSchedule& s = schedules(req)[analytical_.chosen(req)];  // the algorithm the library would run
   c.time_s = 0;
-  std::vector<double> analytical_steps;
+  std::vector<double> analytical_steps, latencies;
   for (size_t i = 0; i < s.phases.size(); ++i) {
     std::optional<double> t = phase_time(s.phases[i], req.bytes, s.bandwidth_factor, measured_curve(req));
     if (!t) {
@@ -23,7 +23,8 @@ CollectiveCost FlowNetwork::cost(const CollectiveRequest& req) {
       t = analytical_steps[i];
     } else if (const int rounds = s.phases[i].rounds; rounds > 1) {
       // SimGrid's flows pay their route latency once; the rounds after the first add theirs.
-      *t += analytical_.phase_latencies(req)[i] * (rounds - 1) / rounds;
+      if (latencies.empty()) latencies = analytical_.phase_latencies(req);
+      *t += latencies[i] * (rounds - 1) / rounds;
     }
     c.time_s += s.phases[i].repeat * *t;
   }

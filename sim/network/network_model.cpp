@@ -128,7 +128,6 @@ const AnalyticalNetwork::Alone& AnalyticalNetwork::alone(Resolved& r, double byt
   if (choice_ == AlgorithmChoice::kFastest && !r.measured)
     for (size_t i = 1; i < candidates.size(); ++i)
       if (const double t = time_of(r, candidates[i], bytes, nullptr); t < best.time_s) best = {i, t};
-  best.time_s += base_latency(r, candidates[best.chosen]);
   return r.alone.emplace(bytes, best).first->second;
 }
 
@@ -159,7 +158,7 @@ double AnalyticalNetwork::sequential_time(const CollectiveRequest& req, const st
 
 double AnalyticalNetwork::time_of(const Resolved& r, const RoutedSchedule& s, double bytes,
                                   const std::vector<double>* background) {
-  double t = 0;
+  double t = base_latency(r, s);
   if (!s.pipelined) {
     for (const auto& pc : s.phases) t += pc.repeat * phase_step_time(r, s, pc, bytes, background);
     return t;
@@ -180,7 +179,7 @@ double AnalyticalNetwork::time_of(const Resolved& r, const RoutedSchedule& s, do
     busiest = std::max(busiest, w * bytes / bandwidth_left(links[static_cast<size_t>(l)], background, l));
     w = 0;
   }
-  return busiest + latency;
+  return t + busiest + latency;
 }
 
 const std::vector<std::pair<int, double>>& AnalyticalNetwork::link_shares(const CollectiveRequest& req) {
@@ -192,7 +191,7 @@ CollectiveCost AnalyticalNetwork::cost_in_background(const CollectiveRequest& re
   CollectiveCost c = cost(req);
   Resolved& r = resolve(req);
   const RoutedSchedule& s = chosen_schedule(r, req.bytes);
-  c.time_s = time_of(r, s, req.bytes, &background) + base_latency(r, s);
+  c.time_s = time_of(r, s, req.bytes, &background);
   return c;
 }
 

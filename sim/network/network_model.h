@@ -132,7 +132,8 @@ class AnalyticalNetwork : public NetworkModel {
   double phase_latency(const Resolved& r, const RoutedPhase& pc) const;
   double phase_step_time(const Resolved& r, const RoutedSchedule& s, const RoutedPhase& pc, double bytes,
                          const std::vector<double>* background) const;
-  // A candidate's time: its phases in sequence, or pipelined (CollectiveSchedule::pipelined).
+  // A candidate's time: its phases in sequence, or pipelined (CollectiveSchedule::pipelined), and the
+  // call's base latency.
   double time_of(const Resolved& r, const RoutedSchedule& s, double bytes, const std::vector<double>* background);
   std::map<std::string, Resolved> resolved_;
   std::shared_ptr<RoutedScheduleCache> shared_;

@@ -22,6 +22,14 @@ using testing::run_command;
 // The GPU chip kinds' default calibration charges every collective call NCCL's base latency.
 constexpr double kNcclBaseLatency = 6.7e-6;
 
+// `glamsim collective ARGS` is refused: exit code 2, `expected` in the error, nothing on stdout.
+void expect_refused(const std::string& args, const std::string& expected) {
+  auto r = run_command("glamsim collective " + args);
+  EXPECT_EQ(r.exit_code, 2) << args;
+  EXPECT_NE(r.err.find(expected), std::string::npos) << args << ": " << r.err;
+  EXPECT_TRUE(r.out.empty()) << args;
+}
+
 nlohmann::json results_of(const std::string& args) {
   auto r = run_command("glamsim collective --format json " + args);
   EXPECT_EQ(r.exit_code, 0) << r.err;
@@ -109,11 +117,8 @@ TEST(GlamsimCollective, StridedGroupsCrossTheNodes) {
   for (const auto& [args, expected] : std::vector<std::pair<std::string, std::string>>{
            {"--stride 7", "--stride 7: expected a divisor of dgx-h100-64's 64 chips, less than them"},
            {"--stride 64", "--stride 64: expected a divisor"},
-           {"--stride 8 --group-size 16", "--group-size 16: expected a divisor of dgx-h100-64's 64 chips / --stride 8 = 8"}}) {
-    auto e = run_command("glamsim collective --cluster dgx-h100-64 " + args);
-    EXPECT_EQ(e.exit_code, 2) << args;
-    EXPECT_NE(e.err.find(expected), std::string::npos) << args << ": " << e.err;
-  }
+           {"--stride 8 --group-size 16", "--group-size 16: expected a divisor of dgx-h100-64's 64 chips / --stride 8 = 8"}})
+    expect_refused("--cluster dgx-h100-64 " + args, expected);
 }
 
 // On switched fabrics an all-to-all goes to its peers 8 at a time, each round paying its route's latency,
@@ -161,11 +166,8 @@ TEST(GlamsimCollective, AllReduceAcrossNodesPicksOrPinsItsAlgorithm) {
            {"--cluster dgx-h100-64 --kind all_reduce --group-size 8 --algorithm tree",
             "these groups of 8 chips on dgx-h100-64 lie inside one node each"},
            {"--cluster tpu-v4-64 --kind all_reduce --algorithm tree", "are on a torus"},
-           {"--cluster dgx-h100-64 --algorithm nccl", "--algorithm: nccl not in {fastest,ring,tree}"}}) {
-    auto e = run_command("glamsim collective " + args);
-    EXPECT_EQ(e.exit_code, 2) << args;
-    EXPECT_NE(e.err.find(expected), std::string::npos) << args << ": " << e.err;
-  }
+           {"--cluster dgx-h100-64 --algorithm nccl", "--algorithm: nccl not in {fastest,ring,tree}"}})
+    expect_refused(args, expected);
 }
 
 // On two nodes the trees send each node's part out once per pass where the ring sends it nearly twice,
@@ -193,10 +195,8 @@ TEST(GlamsimCollective, ProfileSetsTheBaseLatency) {
   const double none = results_of(args + " --calibration " + (dir / "none.toml").string())["results"][0]["time_s"];
   EXPECT_NEAR(plain - none, kNcclBaseLatency, 1e-9);
   EXPECT_NEAR(none, 14 * 0.6e-6, 0.05e-6);
-  auto bad = run_command("glamsim collective " + args + " --calibration " + (dir / "bad.toml").string());
-  EXPECT_EQ(bad.exit_code, 2);
-  EXPECT_NE(bad.err.find("key 'network.collective_base_latency_s' = -2: expected seconds from 0 to 1e-3"),
-            std::string::npos) << bad.err;
+  expect_refused(args + " --calibration " + (dir / "bad.toml").string(),
+                 "key 'network.collective_base_latency_s' = -2: expected seconds from 0 to 1e-3");
   fs::remove_all(dir);
 }
 
@@ -282,20 +282,14 @@ TEST(GlamsimCollective, ProfileCurvesGiveTheMeasuredTimes) {
            {" --calibration " + (dir / "profile.toml").string() + " --against-measured --kind all_gather",
             "measured no all_gather over groups of 2 (it has all_reduce over 2"},
            {" --calibration " + (dir / "links.toml").string() + " --against-measured --kind all_reduce",
-            "(it has no collectives"}}) {
-    auto e = run_command("glamsim collective --cluster " + (dir / "host.toml").string() + args);
-    EXPECT_EQ(e.exit_code, 2) << args;
-    EXPECT_NE(e.err.find(expected), std::string::npos) << args << ": " << e.err;
-  }
+            "(it has no collectives"}})
+    expect_refused("--cluster " + (dir / "host.toml").string() + args, expected);
   // without --cluster, a profile of one rank has no host of several to time
-  auto one = run_command("glamsim collective --calibration " + (dir / "links.toml").string());
-  EXPECT_EQ(one.exit_code, 2);
-  EXPECT_NE(one.err.find("links.toml measured no collectives (glamexec calibrate ran on one rank): give --cluster"),
-            std::string::npos) << one.err;
+  expect_refused("--calibration " + (dir / "links.toml").string(),
+                 "links.toml measured no collectives (glamexec calibrate ran on one rank): give --cluster");
   // a profile of another chip kind is refused
-  auto r = run_command("glamsim collective --cluster dgx-h100-8 --calibration " + (dir / "profile.toml").string());
-  EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.err.find("describes cpu chips, but dgx-h100-8 has h100 chips"), std::string::npos) << r.err;
+  expect_refused("--cluster dgx-h100-8 --calibration " + (dir / "profile.toml").string(),
+                 "describes cpu chips, but dgx-h100-8 has h100 chips");
   fs::remove_all(dir);
 }
 
@@ -317,12 +311,8 @@ TEST(GlamsimCollective, BadInputExitsTwoNamingTheOption) {
            {"--cluster dgx-h100-8 --fidelity exact", "--fidelity exact: expected analytical or flow"},
            {"--cluster no-such-cluster", "no-such-cluster"},
            {"--kind all_reduce", "give --cluster C, or --calibration PROFILE to time the host that profile measured"},
-       }) {
-    auto r = run_command("glamsim collective " + args);
-    EXPECT_EQ(r.exit_code, 2) << args;
-    EXPECT_NE(r.err.find(expected), std::string::npos) << args << ": " << r.err;
-    EXPECT_TRUE(r.out.empty()) << args;
-  }
+       })
+    expect_refused(args, expected);
 }
 
 }  // namespace
