@@ -12,20 +12,25 @@
 
 namespace glam {
 
-double EfficiencyCurve::at(double size) const {
+double EfficiencyCurve::at(double size, bool hold_time) const {
   if (values.empty()) return 1.0;
-  if (values.size() == 1 || size <= sizes.front()) return values.front();
-  if (size >= sizes.back()) return values.back();
+  if (size <= sizes.front()) return hold_time ? values.front() * size / sizes.front() : values.front();
+  // Within an interval the log-linear efficiency makes size / efficiency fall, then rise (or only
+  // rise), so the slowest smaller size is at a point or at this size: keep the points' running
+  // maximum of size / efficiency.
+  double slowest = sizes.front() / values.front();
   for (size_t i = 1; i < sizes.size(); ++i) {
     if (size <= sizes[i]) {
       double f = (std::log(size) - std::log(sizes[i - 1])) / (std::log(sizes[i]) - std::log(sizes[i - 1]));
-      return values[i - 1] + f * (values[i] - values[i - 1]);
+      const double efficiency = values[i - 1] + f * (values[i] - values[i - 1]);
+      return std::min(efficiency, size / slowest);
     }
+    slowest = std::max(slowest, sizes[i] / values[i]);
   }
-  return values.back();
+  return std::min(values.back(), size / slowest);
 }
 
-const EfficiencyCurve* CalibrationProfile::collective_curve(CollectiveKind kind, int ranks) const {
+const CollectiveCurve* CalibrationProfile::collective_curve(CollectiveKind kind, int ranks) const {
   const CollectiveCurve* best = nullptr;
   double best_distance = 0;
   for (const auto& c : collectives) {
@@ -33,7 +38,7 @@ const EfficiencyCurve* CalibrationProfile::collective_curve(CollectiveKind kind,
     const double d = std::fabs(std::log(static_cast<double>(std::max(ranks, 1)) / c.ranks));
     if (!best || d < best_distance) best = &c, best_distance = d;
   }
-  return best ? &best->bus_efficiency : nullptr;
+  return best;
 }
 
 nlohmann::json CalibrationProfile::to_json() const {

@@ -13,11 +13,15 @@
 namespace glam {
 
 // Efficiency as a function of an op's size, interpolated in log space between points and
-// held flat outside them. A single point is a constant.
+// held flat above the last. A single point is a constant. The time an efficiency gives, size /
+// efficiency, never falls as the size grows: where the points rise steeply (a noisy measurement), a
+// size takes as long as the slowest smaller one.
 struct EfficiencyCurve {
   std::vector<double> sizes;   // FLOPs (compute curves) or bytes (memory and network curves)
   std::vector<double> values;  // fraction of peak, in (0, 1]
-  double at(double size) const;
+  // Below the first point the efficiency is held, or with hold_time the time (a curve with the
+  // latency inside it, as measured collectives are: a smaller buffer is no faster).
+  double at(double size, bool hold_time = false) const;
 };
 
 // A collective measured over groups of `ranks` ranks: bus bandwidth (NCCL-tests' convention: the
@@ -27,6 +31,8 @@ struct CollectiveCurve {
   CollectiveKind kind = CollectiveKind::kAllReduce;
   int ranks = 2;
   EfficiencyCurve bus_efficiency;
+  // The latency is inside the measurement: below the smallest buffer measured the time is held.
+  double at(double bytes) const { return bus_efficiency.at(bytes, true); }
 };
 
 struct CalibrationProfile {
@@ -67,7 +73,7 @@ struct CalibrationProfile {
   // and the route latencies for that collective.
   std::vector<CollectiveCurve> collectives;
   // The curve of `kind` measured at the group size nearest `ranks` (by ratio); nullptr if none.
-  const EfficiencyCurve* collective_curve(CollectiveKind kind, int ranks) const;
+  const CollectiveCurve* collective_curve(CollectiveKind kind, int ranks) const;
   nlohmann::json to_json() const;
 };
 

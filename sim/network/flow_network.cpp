@@ -83,7 +83,7 @@ std::vector<Flow> FlowNetwork::representative_flows(const CommPhase& phase) cons
 }
 
 std::optional<double> FlowNetwork::phase_time(const CommPhase& phase, double bytes, double bandwidth_factor,
-                                              const EfficiencyCurve* measured) {
+                                              const CollectiveCurve* measured) {
   auto key = std::make_pair(&phase, bytes);
   if (auto it = phase_cache_.find(key); it != phase_cache_.end()) return it->second;
   std::vector<Flow> flows = representative_flows(phase);

@@ -46,7 +46,7 @@ class FlowNetwork : public NetworkModel {
   // `measured`: the profile's curve for the collective (by buffer bytes), else the network curve by
   // flow size; either times the algorithm's bandwidth factor. SimGrid adds the route latencies.
   std::optional<double> phase_time(const CommPhase& phase, double bytes, double bandwidth_factor,
-                                   const EfficiencyCurve* measured);
+                                   const CollectiveCurve* measured);
   // The flows of one component when the phase is a union of identical, link-disjoint ones.
   std::vector<Flow> representative_flows(const CommPhase& phase) const;
 

@@ -52,7 +52,7 @@ const std::vector<CollectiveSchedule>& NetworkModel::schedules(const CollectiveR
       .first->second;
 }
 
-const EfficiencyCurve* NetworkModel::measured_curve(const CollectiveRequest& req) {
+const CollectiveCurve* NetworkModel::measured_curve(const CollectiveRequest& req) {
   if (profile_.collectives.empty()) return nullptr;
   const auto& g = groups(req.axis);
   return profile_.collective_curve(req.kind, g.empty() ? 1 : static_cast<int>(g.front().size()));

@@ -64,7 +64,7 @@ class NetworkModel {
   // The profile's measured curve for this collective at its group size (nullptr: none measured).
   // It gives the bandwidth efficiency by buffer size with the latency folded in, so a measured
   // collective adds no route latency of its own.
-  const EfficiencyCurve* measured_curve(const CollectiveRequest& req);
+  const CollectiveCurve* measured_curve(const CollectiveRequest& req);
   // The axis's groups as bytes: with schedule_key(req), all a routed schedule depends on.
   const std::string& groups_key(CommAxis axis);
   const Cluster& cluster_;
@@ -116,7 +116,7 @@ class AnalyticalNetwork : public NetworkModel {
   };
   struct Resolved {
     std::shared_ptr<const RoutedCandidates> routed;
-    const EfficiencyCurve* measured = nullptr;  // measured_curve(req)
+    const CollectiveCurve* measured = nullptr;  // measured_curve(req)
     std::map<double, Alone> alone;              // by buffer bytes: the chosen candidate without background
   };
   Resolved& resolve(const CollectiveRequest& req);

@@ -298,6 +298,26 @@ TEST(Collectives, PipelineSendsGoToTheNeighbouringStage) {
 }
 
 
+// An efficiency curve never gives a larger size a shorter time (size / efficiency): where measured
+// points rise faster than the size, the size takes the slowest smaller one's time; elsewhere the
+// curve is the log-linear interpolation of its points.
+TEST(Collectives, EfficiencyCurvesNeverMakeALargerSizeFaster) {
+  const EfficiencyCurve steep{{64, 256, 1e6}, {0.01, 0.08, 0.9}};  // 256 B: 3.2 us at 1 B/us, 64 B: 6.4
+  double last_time = 0;
+  for (double size = 16; size < 4e6; size *= 1.1) {
+    const double time = size / steep.at(size);
+    EXPECT_GE(time, last_time * (1 - 1e-12)) << size;
+    last_time = time;
+  }
+  EXPECT_DOUBLE_EQ(256 / steep.at(256), 64 / 0.01);  // held at the 64 B point's time
+  EXPECT_DOUBLE_EQ(steep.at(1e6), 0.9);               // past the plateau the points rule again
+  EXPECT_DOUBLE_EQ(steep.at(16), 0.01);               // below the first point: the efficiency held
+  EXPECT_DOUBLE_EQ(steep.at(16, true), 0.01 * 16 / 64);  // or the time
+  const EfficiencyCurve gentle = default_profile("h100").network_bandwidth;  // untouched by the rule
+  const double mid = std::sqrt(1e3 * 1e6);
+  EXPECT_DOUBLE_EQ(gentle.at(mid), 0.5 * (gentle.values[0] + gentle.values[1]));
+}
+
 // A collective measured by `glamexec calibrate` replaces the generic curve and the route
 // latencies: on a host of 4 ranks behind one switch its simulated time is the NCCL-tests
 // relation, bus factor x bytes / (link bandwidth x bus efficiency), exactly. Kinds without a
@@ -317,13 +337,13 @@ TEST(Collectives, MeasuredCollectiveCurvesGiveTheMeasuredTime) {
   const CollectiveRequest all_reduce{CollectiveKind::kAllReduce, CommAxis::kData, B, {}, false};
   EXPECT_NEAR(calibrated.cost(all_reduce).time_s, 2.0 * 3 / 4 * B / (link_bw * 0.5), 1e-12);
   EXPECT_NE(plain.cost(all_reduce).time_s, calibrated.cost(all_reduce).time_s);
-  // Below the first point the curve holds its value: the latency is inside the efficiency.
+  // Below the first point the curve holds its time: the latency is inside the measurement.
   const CollectiveRequest tiny{CollectiveKind::kAllReduce, CommAxis::kData, 100, {}, false};
-  EXPECT_NEAR(calibrated.cost(tiny).time_s, 2.0 * 3 / 4 * 100 / (link_bw * 0.01), 1e-15);
+  EXPECT_NEAR(calibrated.cost(tiny).time_s, 2.0 * 3 / 4 * 1e3 / (link_bw * 0.01), 1e-15);
   const CollectiveRequest a2a{CollectiveKind::kAllToAll, CommAxis::kExpert, B, {}, false};
   EXPECT_DOUBLE_EQ(calibrated.cost(a2a).time_s, plain.cost(a2a).time_s);
-  EXPECT_EQ(measured.collective_curve(CollectiveKind::kAllReduce, 3)->values.front(), 0.01);  // 4 is nearer than 2
-  EXPECT_EQ(measured.collective_curve(CollectiveKind::kAllReduce, 2)->values.front(), 0.9);
+  EXPECT_EQ(measured.collective_curve(CollectiveKind::kAllReduce, 3)->bus_efficiency.values.front(), 0.01);  // 4 is nearer than 2
+  EXPECT_EQ(measured.collective_curve(CollectiveKind::kAllReduce, 2)->bus_efficiency.values.front(), 0.9);
   EXPECT_EQ(measured.collective_curve(CollectiveKind::kAllGather, 4), nullptr);
 }
 
