@@ -1,5 +1,6 @@
 #include "model_config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 
@@ -196,6 +197,27 @@ nlohmann::json model_to_json(const ModelConfig& m) { return model_schema().dump(
 
 nlohmann::json model_json_with_defaults(const nlohmann::json& saved) {
   return saved.is_object() ? model_schema().with_defaults(saved) : saved;
+}
+
+std::vector<ConfigDifference> computed_differences(const nlohmann::json& saved, const nlohmann::json& now) {
+  auto computed = [](const nlohmann::json& config) {
+    nlohmann::json out = nlohmann::json::object();
+    for (const char* section : {"architecture", "moe", "training"})
+      if (config.is_object() && config.contains(section)) out[section] = config[section];
+    return out.flatten();
+  };
+  const nlohmann::json a = computed(model_json_with_defaults(saved)), b = computed(now);
+  auto dotted = [](std::string pointer) {  // "/architecture/layers" -> "architecture.layers"
+    std::replace(pointer.begin(), pointer.end(), '/', '.');
+    return pointer.substr(1);
+  };
+  std::vector<ConfigDifference> out;
+  for (const auto& [key, value] : b.items())
+    if (const auto it = a.find(key); it == a.end() || *it != value)
+      out.push_back({dotted(key), it == a.end() ? "" : it->dump(), value.dump()});
+  for (const auto& [key, value] : a.items())
+    if (!b.contains(key)) out.push_back({dotted(key), value.dump(), ""});
+  return out;
 }
 
 std::string describe_model_fields() { return model_schema().describe(); }

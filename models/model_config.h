@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -90,6 +91,14 @@ nlohmann::json model_to_json(const ModelConfig& m);
 // A model_to_json of an earlier version (a checkpoint's or a run record's), completed with the
 // defaults of the keys added since, for comparison with today's.
 nlohmann::json model_json_with_defaults(const nlohmann::json& saved);
+// One key where a saved configuration and today's differ: dotted ("architecture.layers"), with each
+// side's value as JSON ("" where that side lacks the key).
+struct ConfigDifference {
+  std::string key, saved, now;
+};
+// How two model_to_json configurations differ in what a run computes: the architecture, the routing
+// and the training arithmetic, not the id, description, source or the paper's printed figures.
+std::vector<ConfigDifference> computed_differences(const nlohmann::json& saved, const nlohmann::json& now);
 // One line per field: key, type, unit, default, description.
 std::string describe_model_fields();
 

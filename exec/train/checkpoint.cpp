@@ -307,25 +307,13 @@ constexpr size_t kFixedBytes = 8 + 4 + 4 + 8;  // magic, version, reserved, head
 
 // The names of the configuration keys that differ, with both values: "architecture.layers = 2 in
 // the checkpoint, 4 in this run".
-std::string config_differences(const nlohmann::json& saved, const nlohmann::json& wanted) {
-  if (!saved.is_object()) return "no model configuration in the checkpoint";
-  const nlohmann::json a = saved.flatten(), b = wanted.flatten();
-  auto dotted = [](const std::string& pointer) {  // "/architecture/layers" -> "architecture.layers"
-    std::string name = pointer.substr(1);
-    std::replace(name.begin(), name.end(), '/', '.');
-    return name;
-  };
-  std::vector<std::string> diffs;
-  for (const auto& [key, value] : b.items()) {
-    const auto it = a.find(key);
-    if (it != a.end() && *it == value) continue;
-    diffs.push_back(dotted(key) + " = " + (it == a.end() ? std::string("(missing)") : it->dump()) +
-                    " in the checkpoint, " + value.dump() + " in this run");
-  }
-  for (const auto& [key, value] : a.items())
-    if (!b.contains(key)) diffs.push_back(dotted(key) + " is not a model key of this run");
+// The first keys a run would compute differently from the checkpoint's configuration.
+std::string config_differences(const std::vector<ConfigDifference>& diffs) {
+  auto side = [](const std::string& value) { return value.empty() ? std::string("(missing)") : value; };
   std::string out;
-  for (size_t i = 0; i < diffs.size() && i < 3; ++i) out += (i ? "; " : "") + diffs[i];
+  for (size_t i = 0; i < diffs.size() && i < 3; ++i)
+    out += (i ? "; " : "") + diffs[i].key + " = " + side(diffs[i].saved) + " in the checkpoint, " + side(diffs[i].now) +
+           " in this run";
   if (diffs.size() > 3) out += "; and " + std::to_string(diffs.size() - 3) + " more";
   return out;
 }
@@ -346,12 +334,15 @@ ParsedHeader parse_header(const std::string& head, int64_t payload_floats, const
     throw corrupt("header is not JSON");
   }
   if (!header.is_object()) throw corrupt("header is not a JSON object");
-  const nlohmann::json wanted = model_to_json(m);
-  // (keys added since the checkpoint was written count as their defaults)
-  const nlohmann::json saved = model_json_with_defaults(header.value("model_config", nlohmann::json()));
-  if (!header.contains("model_config") || saved != wanted)
+  // (keys added since the checkpoint was written count as their defaults; a description, source or
+  // printed figure may differ)
+  const auto saved = header.find("model_config");
+  if (saved == header.end() || !saved->is_object())
     throw UsageError(where + ": checkpoint was written for a different model configuration than " + m.id +
-                     " as this run has it (--model, --layers): " + config_differences(saved, wanted));
+                     " as this run has it (--model, --layers): no model configuration in the checkpoint");
+  if (const auto diffs = computed_differences(*saved, model_to_json(m)); !diffs.empty())
+    throw UsageError(where + ": checkpoint was written for a different model configuration than " + m.id +
+                     " as this run has it (--model, --layers): " + config_differences(diffs));
   ParsedHeader out;
   const auto step = header.find("step");
   if (step == header.end() || !step->is_number_integer() || step->get<int64_t>() < 0)

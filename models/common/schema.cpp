@@ -1,5 +1,7 @@
 #include "common/schema.h"
 
+#include <algorithm>
+
 #include "common/text_table.h"
 
 namespace glam {
@@ -35,6 +37,44 @@ std::string toml_value_text(const toml::node& node) {
   }
   node.visit([&](auto&& v) { o << v; });
   return o.str();
+}
+
+namespace {
+
+// Edits (insertions, deletions, substitutions) between two keys: how far a misspelling strayed.
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+}  // namespace
+
+std::string unknown_key_expectation(const std::string& key, const std::set<std::string>& known) {
+  const size_t dot = key.rfind('.');
+  const std::string prefix = dot == std::string::npos ? "" : key.substr(0, dot + 1);
+  const std::string name = key.substr(prefix.size());
+  std::set<std::string> here;  // the names this level takes: keys, or the sections below it
+  for (const auto& k : known)
+    if (k.rfind(prefix, 0) == 0) here.insert(k.substr(prefix.size(), k.find('.', prefix.size()) - prefix.size()));
+  std::string nearest, list;
+  size_t best = std::max<size_t>(2, name.size() / 3) + 1;  // a likely misspelling: a few edits at most
+  for (const auto& h : here) {
+    list += (list.empty() ? "" : ", ") + h;
+    if (const size_t d = edit_distance(name, h); d < best) best = d, nearest = h;
+  }
+  std::string out = "a known key";
+  if (!nearest.empty()) out += " (did you mean " + prefix + nearest + "?)";
+  return out + "; " + (prefix.empty() ? "the file" : "[" + prefix.substr(0, prefix.size() - 1) + "]") + " takes: " + list;
 }
 
 }  // namespace glam

@@ -94,6 +94,9 @@ Check<std::string> one_of(std::vector<std::string> allowed);
 struct Required {};
 inline constexpr Required required{};
 
+// What an unknown key of a file was expected to be: the nearest known key at its level, if one is a
+// likely misspelling, and the keys that level takes.
+std::string unknown_key_expectation(const std::string& key, const std::set<std::string>& known);
 std::string toml_value_text(const toml::node& node);
 
 template <class Config>
@@ -301,7 +304,7 @@ class Schema {
           continue;
         }
       }
-      throw ConfigError(file, key, toml_value_text(v), "no such key (misspelt? see the field listing)");
+      throw ConfigError(file, key, toml_value_text(v), unknown_key_expectation(key, known));
     }
   }
 

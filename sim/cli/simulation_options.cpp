@@ -16,8 +16,7 @@ void SimulationOptions::register_options(CLI::App& cmd, bool with_out_dir) {
   if (with_cluster) cmd.add_option("--cluster", cluster, "Cluster id or TOML file")->required();
   auto* plan = cmd.add_option("--plan", plan_file,
                               "Plan file (TOML: dp, ep, tp, pp, virtual_stages, batch_tokens, shard_weights, shard_optimizer, "
-                              "recompute, mapping, "
-                              "microbatches, overlap_grad_reduction)");
+                              "sequence_parallel, recompute, mapping, microbatches, overlap_grad_reduction)");
   cmd.add_option("--dp", dp, "Data-parallel width")->excludes(plan)->transform(cli_checks::integer_at_least(1));
   cmd.add_option("--ep", ep, "Expert-parallel width (divides dp and the experts; default: the chooser's, or with --dp and --tp the largest such)")->excludes(plan)->transform(cli_checks::integer_at_least(1));
   cmd.add_option("--tp", tp, "Tensor-parallel width")->excludes(plan)->transform(cli_checks::integer_at_least(1));

@@ -118,6 +118,18 @@ RankMap::RankMap(const ParallelPlan& plan, const Cluster& cluster) : plan_(plan)
                  (plan.pp > 1 ? ", stages " + fmt(shape[3]) : "");
 }
 
+int64_t ParallelPlan::group_size(CommAxis axis) const {
+  switch (axis) {
+    case CommAxis::kTensor: return tp;
+    case CommAxis::kExpert: return ep;
+    case CommAxis::kData: return dp;
+    case CommAxis::kExpertData: return dp / ep;
+    case CommAxis::kPipeline: return pp;
+    case CommAxis::kPipelineEnds: return pp > 1 ? 2 : 1;
+  }
+  return 1;
+}
+
 namespace {
 
 // A rank's coordinates: rank = t + tp * (e + ep * (replica + replicas * stage)).

@@ -50,6 +50,8 @@ struct ParallelPlan {
 
   int64_t chips() const { return dp * tp * pp; }
   int64_t tokens_per_rank() const { return batch_tokens / dp; }
+  // Members of each group of the axis (1: the collective stays on the chip).
+  int64_t group_size(CommAxis axis) const;
   StepShape step_shape() const;
 };
 

@@ -13,6 +13,12 @@
 namespace glam {
 namespace {
 
+// A collective's buffer bytes per chip, 0 where its group is the chip alone (an all-to-all with ep = 1
+// moves nothing, as the summary's all-to-all bytes say).
+double crossing_bytes(const ParallelPlan& plan, const StepOp& op) {
+  return plan.group_size(op.axis) > 1 ? op.comm_bytes : 0;
+}
+
 // gem5-style statistics: "name  value  # description (unit)".
 class Stats {
  public:
@@ -194,7 +200,7 @@ std::map<std::string, std::string> step_output_files(const SimulationInput& in, 
     if (op.kind == OpKind::kCollective) {
       auto& e = per_collective[std::string(collective_name(op.collective)) + "." + axis_name(op.axis)];
       e.first += r.timing[i].duration();
-      e.second += op.comm_bytes;
+      e.second += crossing_bytes(in.plan, op);
     } else {
       per_op_kind[op_kind_name(op.kind)] += r.timing[i].duration();
     }
@@ -240,7 +246,7 @@ std::map<std::string, std::string> step_output_files(const SimulationInput& in, 
     nlohmann::json args = {{"flops", op.flops}, {"bytes", op.bytes}};
     if (op.kind == OpKind::kCollective)
       args = {{"collective", collective_name(op.collective)}, {"axis", axis_name(op.axis)},
-              {"bytes", op.comm_bytes}, {"algorithm", r.timing[i].algorithm}};
+              {"bytes", crossing_bytes(in.plan, op)}, {"algorithm", r.timing[i].algorithm}};
     events.push_back({{"name", op.id},
                       {"cat", op.kind == OpKind::kCollective ? "comm" : op_kind_name(op.kind)},
                       {"ph", "X"},
@@ -278,7 +284,7 @@ std::map<std::string, std::string> step_output_files(const SimulationInput& in, 
     double d = r.timing[i].duration();
     if (op.kind == OpKind::kCollective) {
       row.comm += d;
-      row.bytes += op.comm_bytes;
+      row.bytes += crossing_bytes(in.plan, op);
     } else {
       row.compute += d;
     }

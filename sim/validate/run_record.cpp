@@ -80,31 +80,12 @@ std::string differences_from_run(const nlohmann::json& record, const ModelConfig
   if (!record.contains("model_config")) return "";
   const int64_t layers_run = record.value("model", nlohmann::json::object()).value("layers_run", int64_t{0});
   const ModelConfig ran = layers_run > 0 && layers_run < m.layers ? first_layers(m, layers_run) : m;
-  // What the run computed: the architecture, the routing and the training arithmetic, not the
-  // description, source or the paper's printed figures (older records lack the keys added since:
-  // their defaults).
-  auto computed = [](const nlohmann::json& config) {
-    nlohmann::json out = nlohmann::json::object();
-    for (const char* section : {"architecture", "moe", "training"})
-      if (config.contains(section)) out[section] = config[section];
-    return out.flatten();
-  };
-  const nlohmann::json now = computed(model_to_json(ran)), then = computed(model_json_with_defaults(record["model_config"]));
-  auto name = [](std::string pointer) {  // "/architecture/ffn_hidden" -> "architecture.ffn_hidden"
-    std::replace(pointer.begin(), pointer.end(), '/', '.');
-    return pointer.substr(1);
-  };
   std::string out;
-  int shown = 0;
-  for (const auto& [key, value] : then.items()) {
-    const auto it = now.find(key);
-    if (it != now.end() && *it == value) continue;
-    if (shown++ == 3) return out + ", ...";
-    out += (out.empty() ? "" : ", ") + name(key) + " " + (it == now.end() ? "(absent)" : it->dump()) +
-           " (record: " + value.dump() + ")";
-  }
-  for (const auto& [key, value] : now.items())
-    if (!then.contains(key) && shown++ < 3) out += (out.empty() ? "" : ", ") + name(key) + " " + value.dump() + " (record: absent)";
+  const auto diffs = computed_differences(record["model_config"], model_to_json(ran));
+  for (size_t i = 0; i < diffs.size() && i < 3; ++i)
+    out += (i ? ", " : "") + diffs[i].key + " " + (diffs[i].now.empty() ? "(absent)" : diffs[i].now) + " (record: " +
+           (diffs[i].saved.empty() ? "absent" : diffs[i].saved) + ")";
+  if (diffs.size() > 3) out += ", ...";
   return out;
 }
 

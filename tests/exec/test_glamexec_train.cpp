@@ -327,6 +327,10 @@ TEST_F(Train, HandEditedCheckpointHeadersAreRefused) {
   write("older.ckpt", with_header(good, [](json& h) { h["model_config"]["moe"].erase("dispatch"); }));
   auto older = train("--model glam-tiny --steps 1 --batch-tokens 128 --resume " + path("older.ckpt"));
   EXPECT_EQ(older.exit_code, 0) << older.err;
+  // what the model is called or how it is described does not change what it computes
+  write("described.ckpt", with_header(good, [](json& h) { h["model_config"]["description"] = "my copy"; }));
+  older = train("--model glam-tiny --steps 1 --batch-tokens 128 --resume " + path("described.ckpt"));
+  EXPECT_EQ(older.exit_code, 0) << older.err;
   write("other-dispatch.ckpt", with_header(good, [](json& h) { h["model_config"]["moe"]["dispatch"] = "kept"; }));
   older = train("--model glam-tiny --steps 1 --batch-tokens 128 --resume " + path("other-dispatch.ckpt"));
   EXPECT_EQ(older.exit_code, 2);

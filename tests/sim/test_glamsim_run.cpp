@@ -66,6 +66,41 @@ TEST(GlamsimRun, OutputFolderIsCompleteAndDeterministic) {
   fs::remove_all(b);
 }
 
+// With ep = 1 the all-to-all stays on the chip: the summary, the statistics and layers.csv all count
+// none of its bytes, and the statistics' bytes are the rows' bytes.
+TEST(GlamsimRun, AnAllToAllOnOneChipMovesNoBytes) {
+  const fs::path out = fresh_dir("glam-run-ep1");
+  auto r = run_command("glamsim run --model glam-tiny-8e --cluster dgx-a100-8 --dp 8 --tp 1 --ep 1 --quiet --out " +
+                       out.string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("0 B sent per chip"), std::string::npos) << r.out;
+  std::istringstream stats(read_whole_file(out / "stats.txt"));
+  double stats_bytes = 0;
+  bool saw_all_to_all = false;
+  for (std::string name, value, rest; stats >> name >> value && std::getline(stats, rest);) {
+    if (name.rfind("collective.", 0) != 0 || name.size() < 6 || name.substr(name.size() - 6) != ".bytes") continue;
+    stats_bytes += std::stod(value);
+    if (name == "collective.all_to_all.ep.bytes") {
+      saw_all_to_all = true;
+      EXPECT_EQ(std::stod(value), 0);
+    }
+  }
+  EXPECT_TRUE(saw_all_to_all);
+  EXPECT_GT(stats_bytes, 0);  // the gradient all-reduces over dp = 8
+  std::istringstream csv(read_whole_file(out / "layers.csv"));
+  double csv_bytes = 0;
+  std::string line;
+  std::getline(csv, line);  // header; comm_bytes is the 8th column
+  while (std::getline(csv, line)) {
+    std::istringstream cells(line);
+    std::string cell;
+    for (int column = 0; column < 8; ++column) std::getline(cells, cell, ',');
+    csv_bytes += std::stod(cell);
+  }
+  EXPECT_DOUBLE_EQ(csv_bytes, stats_bytes);
+  fs::remove_all(out);
+}
+
 // One step's energy from `run` is the unit `plan` multiplies by the number of steps: the two
 // commands must agree on it, part by part.
 TEST(GlamsimRun, StepEnergyIsThePlansEnergyPerStep) {

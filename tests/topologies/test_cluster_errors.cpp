@@ -135,7 +135,7 @@ TEST(ClusterErrors, KeysAKindHasNoUseFor) {
 TEST(ClusterErrors, MistypedOrUnknownKeysAndKinds) {
   expect_has(error_of(replaced(kTorus, "kind = \"torus\"", "kind = \"dragonfly\"")),
              {"'topology.kind'", "\"dragonfly\"", "torus", "fat-tree"});
-  expect_has(error_of(replaced(kTorus, "bandwidth_Bps", "bandwith_Bps")), {"'links.ici.bandwith_Bps'", "no such key"});
+  expect_has(error_of(replaced(kTorus, "bandwidth_Bps", "bandwith_Bps")), {"'links.ici.bandwith_Bps'", "did you mean links.ici.bandwidth_Bps?"});
   expect_has(error_of(replaced(kTorus, "45e9", "\"fast\"")), {"'links.ici.bandwidth_Bps'", "\"fast\"", "a number"});
   expect_has(error_of(replaced(kTorus, "[chip]\nkind = \"tpu-v4\"", "[chip]\nkind = \"tpu-v4\"\nbusy_W = 10")),
              {"'chip.busy_W'", "at least chip.idle_W"});
