@@ -24,6 +24,7 @@
 #include "calibrate/microbench.h"
 #include "calibrate/op_curves.h"
 #include "common/atomic_output.h"
+#include "common/catalogue.h"
 #include "common/errors.h"
 #include "common/json_file.h"
 #include "comm/launcher.h"
@@ -40,12 +41,11 @@ namespace fs = std::filesystem;
 namespace {
 
 // The chip kind a GPU's name stands for in the simulator's catalogue (topologies/chips/).
-std::string gpu_chip_kind(const std::string& name) {
-  std::string lower;
-  for (char c : name) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  for (const char* kind : {"h200", "h100", "a100"})
-    if (lower.find(kind) != std::string::npos) return kind;
-  return "gpu";
+// The catalogue's chip kind of this GPU, as glamsim pairs a profile with a cluster's chips; one the
+// catalogue has no kind of is written as "gpu", which no cluster has.
+std::string device_kind_of(const std::string& device_name) {
+  const std::string kind = gpu_chip_kind(device_name);
+  return kind.empty() ? "gpu" : kind;
 }
 
 std::string num(double v) {
@@ -461,7 +461,7 @@ std::string Calibrator::profile_text() const {
     << "# per-op curves: " << runs_ << " training run(s) of " << comment_text(model_list) << " at tokens per rank";
   for (int64_t t : tokens_) p << " " << t;
   if (!o_.records.empty()) p << ", plus " << o_.records.size() << " run record(s)";
-  p << "\ndevice = \"" << (cuda_ ? gpu_chip_kind(kernels::cuda_device_name(ctx_.device)) : "cpu") << "\"\n\n"
+  p << "\ndevice = \"" << (cuda_ ? device_kind_of(kernels::cuda_device_name(ctx_.device)) : "cpu") << "\"\n\n"
     << "[measured]\n"
     << "precision = \"" << precision_ << "\"          # the products' arithmetic (--precision)\n"
     << "peak_flops = " << num(peak_) << "            # best product rate of one rank (kernels::gemm)\n"

@@ -102,4 +102,16 @@ std::vector<std::string> expand_catalogue_patterns(const std::string& catalogue,
   return out;
 }
 
+std::string gpu_chip_kind(const std::string& device_name) {
+  std::string name;
+  for (char c : device_name)
+    if (c != ' ' && c != '-' && c != '_') name += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  // The catalogue's kinds are the SXM parts; PCIe cards run at other clocks and power.
+  if (name.find("pcie") != std::string::npos) return "";
+  if (name.find("h200") != std::string::npos) return "h200";
+  if (name.find("h100") != std::string::npos) return "h100";
+  if (name.find("a100") != std::string::npos && name.find("80gb") != std::string::npos) return "a100-80gb";
+  return "";
+}
+
 }  // namespace glam

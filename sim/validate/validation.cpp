@@ -6,6 +6,7 @@
 #include <map>
 #include <sstream>
 
+#include "common/catalogue.h"
 #include "common/errors.h"
 #include "common/text_table.h"
 #include "energy/energy_model.h"
@@ -42,14 +43,35 @@ bool runs_alone(const RunRecord& r, const CalibrationProfile& profile) {
          r.threads == profile.speedup_threads;
 }
 
-// The cluster a record ran on, as a cluster file: `ranks` devices on one node, with the
-// profile's measured figures where it has them.
-Cluster cluster_for(const RunRecord& r, const CalibrationProfile& profile) {
+// The catalogue's one-node GPU cluster (dgx-*-8) of a chip kind, whose NVLink a record of several
+// GPUs ran over when the profile did not measure it.
+Cluster dgx_node_of(const std::string& chip_kind, const std::string& record_file) {
+  for (const std::string& id : catalogue_ids("topologies"))
+    if (id.rfind("dgx-", 0) == 0 && id.size() > 2 && id.substr(id.size() - 2) == "-8")
+      if (Cluster node = load_cluster(id); node.chip().kind == chip_kind) return node;
+  throw UsageError(record_file + " ran on " + chip_kind +
+                   " GPUs, which no 8-GPU node of the cluster catalogue has: calibrate the links with glamexec "
+                   "calibrate under mpirun -np 2 or more and give the profile with --calibration");
+}
+
+// The catalogue's chip kind a record ran on ("cpu", "h200", ...), from its device's name.
+std::string chip_kind_of(const RunRecord& r) {
+  if (r.device_kind == "cpu") return "cpu";
+  const std::string kind = gpu_chip_kind(r.device_name);
+  if (kind.empty())
+    throw ConfigError(r.file, "device.name", "\"" + r.device_name + "\"",
+                      "a GPU the chip catalogue has (topologies/chips: A100 80GB, H100 or H200, SXM)");
+  return kind;
+}
+
+// The cluster a record ran on, as a cluster file: `ranks` devices of `chip_kind` on one node, with
+// the profile's measured figures where it has them.
+Cluster cluster_for(const RunRecord& r, const std::string& chip_kind, const CalibrationProfile& profile) {
   std::ostringstream t;
-  const bool cpu = r.device_kind == "cpu";
-  t << "id = \"" << (cpu ? "host-cpu-" : "host-h200-") << r.ranks << "\"\n";
+  const bool cpu = chip_kind == "cpu";
+  t << "id = \"host-" << chip_kind << "-" << r.ranks << "\"\n";
   t << "description = \"the executor's host for " << r.file << "\"\n";
-  t << "[chip]\nkind = \"" << (cpu ? "cpu" : "h200") << "\"\n";
+  t << "[chip]\nkind = \"" << chip_kind << "\"\n";
   // Products use the rank's BLAS threads: between the profile's threads and speedup_threads, the
   // measured speedup is interpolated; elsewhere rates scale with the thread count. The CPU's
   // memory-bound kernels run on one thread whatever the count, so bandwidth does not scale. A GPU
@@ -79,8 +101,8 @@ Cluster cluster_for(const RunRecord& r, const CalibrationProfile& profile) {
                      "measured when glamexec calibrate runs under mpirun -np 2 or more");
   double link_Bps = profile.link_bandwidth_Bps, link_latency_s = profile.link_latency_s;
   if (!cpu && r.ranks > 1 && link_Bps <= 0) {
-    // No measured links: the H200's NVLink as the catalogue's DGX H200 node has it.
-    for (const Link& l : load_cluster("dgx-h200-8").links())
+    // No measured links: the NVLink of the catalogue's 8-GPU node of this chip.
+    for (const Link& l : dgx_node_of(chip_kind, r.file).links())
       if (l.kind == LinkKind::kNvlink) link_Bps = l.bandwidth_Bps, link_latency_s = l.latency_s;
   }
   if (r.ranks > 1 && link_Bps > 0) {
@@ -94,7 +116,7 @@ Cluster cluster_for(const RunRecord& r, const CalibrationProfile& profile) {
 }  // namespace
 
 SimulationInput simulation_for(const RunRecord& r, const std::optional<CalibrationProfile>& given, Fidelity fidelity) {
-  const std::string chip_kind = r.device_kind == "cpu" ? "cpu" : "h200";
+  const std::string chip_kind = chip_kind_of(r);
   if (given && given->device != chip_kind)
     throw UsageError("calibration profile " + given->source + " was measured on a " + given->device +
                      " device, but run record " + r.file + " ran on " + chip_kind);
@@ -122,7 +144,7 @@ SimulationInput simulation_for(const RunRecord& r, const std::optional<Calibrati
   plan.narrow_weight_copy = true;       // and writes the bf16 copy of the weights (when it has one)
   RoutingSpec routing;
   if (r.has_moe_loads) routing.kind = "file", routing.file = r.file;
-  Cluster cluster = cluster_for(r, profile);
+  Cluster cluster = cluster_for(r, chip_kind, profile);
   // NCCL's all-to-all channels on the host's GPUs, in the memory the record's plan holds.
   plan.all_to_all_peer_bytes = cluster.chip().all_to_all_peer_bytes;
   plan.chips_per_node = cluster.chips_per_node();
@@ -231,7 +253,7 @@ Cluster profile_host_cluster(const CalibrationProfile& profile) {
   if (host.ranks < 2)
     throw UsageError(profile.source + " measured no collectives (glamexec calibrate ran on one rank): give --cluster, "
                      "or calibrate under mpirun -np 2 or more");
-  return cluster_for(host, profile);
+  return cluster_for(host, profile.device, profile);
 }
 
 ValidationSummary validate_records(const std::vector<std::string>& files, const std::optional<std::string>& profile_file,

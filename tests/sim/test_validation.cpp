@@ -7,6 +7,7 @@
 #include <limits>
 #include <stdexcept>
 
+#include "common/catalogue.h"
 #include "common/errors.h"
 #include "validate/child_process.h"
 #include "validate/validation.h"
@@ -23,6 +24,7 @@ RunRecord gpu_record(int64_t ranks, int64_t ep) {
   r.ranks = r.dp = ranks;
   r.ep = ep;
   r.device_kind = "cuda";
+  r.device_name = "NVIDIA H200";
   r.gemm_precision = "bf16";
   r.activation_precision = "bfloat16";
   r.global_batch_tokens = 4096 * ranks;
@@ -40,6 +42,30 @@ TEST(Validation, GpuRecordsWithoutMeasuredLinksUseTheNodesNvlink) {
     EXPECT_DOUBLE_EQ(l.bandwidth_Bps, node.links().front().bandwidth_Bps);
     EXPECT_DOUBLE_EQ(l.latency_s, node.links().front().latency_s);
   }
+}
+
+// A record runs on the chip its device's name says, over that chip's NVLink where the profile did
+// not measure links; a GPU the chip catalogue has no kind of is refused, naming the key (every GPU
+// record was simulated as an H200).
+TEST(Validation, GpuRecordsRunOnTheChipTheirDeviceNames) {
+  RunRecord h100 = gpu_record(2, 2);
+  h100.device_name = "NVIDIA H100 80GB HBM3";
+  const SimulationInput in = simulation_for(h100, std::nullopt, Fidelity::kAnalytical);
+  EXPECT_EQ(in.cluster.chip().kind, "h100");
+  EXPECT_EQ(in.profile.device, "h100");
+  const Cluster node = load_cluster("dgx-h100-8");
+  ASSERT_FALSE(in.cluster.links().empty());
+  EXPECT_DOUBLE_EQ(in.cluster.links().front().bandwidth_Bps, node.links().front().bandwidth_Bps);
+  EXPECT_EQ(gpu_chip_kind("NVIDIA A100-SXM4-80GB"), "a100-80gb");
+  EXPECT_EQ(gpu_chip_kind("NVIDIA A100-SXM4-40GB"), "");
+  EXPECT_EQ(gpu_chip_kind("NVIDIA H100 PCIe"), "");
+  RunRecord l40s = gpu_record(1, 1);
+  l40s.device_name = "NVIDIA L40S";
+  const std::string msg = testing::error_message_of<ConfigError>(
+      [&] { simulation_for(l40s, std::nullopt, Fidelity::kAnalytical); });
+  EXPECT_NE(msg.find("gpu-record.json: key 'device.name' = \"NVIDIA L40S\": expected a GPU the chip catalogue has"),
+            std::string::npos)
+      << msg;
 }
 
 // A record's plan holds what the same plan holds on a catalogue cluster of that chip, NCCL's
