@@ -56,10 +56,13 @@ template <class T>
 void router_backward(const KernelContext& ctx, const T* probs, const int32_t* expert, const int32_t* loc,
                      const T* dgate, double aux_scale, const RouterShape& shape, T* dlogits);
 
-// The routing statistics of the copies (from router_forward's loc), counted where they are, so that
-// the host reads them once per pass rather than the whole loc array once per layer:
-// counts[e] for e < E = copies expert e kept, counts[E] = copies dropped for capacity, counts[E + 1] =
-// second copies random routing skipped. counts has E + 2 entries; they are written, not added to.
-void router_counts(const KernelContext& ctx, const int32_t* loc, const RouterShape& shape, int32_t* counts);
+// The routing statistics of the copies (from router_forward's expert and loc), counted where they are,
+// so that the host reads them once per pass rather than the whole loc array once per layer:
+// counts[e] for e < E = copies expert e kept, counts[E + e] = copies routed to expert e and dropped for
+// its capacity (kept + dropped is what the router asked of the expert), counts[2E] = second copies
+// random routing skipped. counts has router_count_bins(E) entries; they are written, not added to.
+inline int64_t router_count_bins(int64_t experts) { return 2 * experts + 1; }
+void router_counts(const KernelContext& ctx, const int32_t* expert, const int32_t* loc, const RouterShape& shape,
+                   int32_t* counts);
 
 }  // namespace glam::kernels

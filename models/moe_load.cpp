@@ -1,6 +1,9 @@
 #include "moe_load.h"
 
 #include <algorithm>
+#include <numeric>
+
+#include "common/errors.h"
 
 namespace glam {
 
@@ -36,6 +39,33 @@ MoeLayerLoad moe_layer_load(const ModelConfig& m, const StepShape& s, const std:
   load.expert_tokens = hottest * groups_per_rank * static_cast<double>(ep);
   for (double v : kept_by_rank) load.dest_share.push_back(kept > 0 ? v / kept : 0);
   return load;
+}
+
+std::vector<double> routed_shares(const nlohmann::json& layer, const ModelConfig& m, const std::string& file,
+                                  const std::string& key) {
+  std::vector<double> copies(static_cast<size_t>(m.experts), 0.0);
+  auto add = [&](const char* name, bool required) {
+    const std::string at = key + "." + name;
+    if (!layer.is_object() || !layer.contains(name)) {
+      if (required) throw ConfigError(file, at, "(missing)", "a list of per-expert copy counts");
+      return;
+    }
+    const nlohmann::json& counts = layer[name];
+    if (!counts.is_array() || counts.size() != copies.size())
+      throw ConfigError(file, at, counts.is_array() ? std::to_string(counts.size()) + " experts" : counts.dump(),
+                        std::to_string(m.experts) + " per-expert counts, as " + m.id + " has experts");
+    for (size_t e = 0; e < copies.size(); ++e) {
+      if (!counts[e].is_number() || counts[e].get<double>() < 0)
+        throw ConfigError(file, at, counts[e].dump(), "non-negative counts");
+      copies[e] += counts[e].get<double>();
+    }
+  };
+  add("expert_load", true);
+  add("expert_dropped", false);
+  const double total = std::accumulate(copies.begin(), copies.end(), 0.0);
+  if (total <= 0) throw ConfigError(file, key + ".expert_load", "all zero", "at least one routed copy");
+  for (double& v : copies) v /= total;
+  return copies;
 }
 
 }  // namespace glam

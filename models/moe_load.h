@@ -19,4 +19,13 @@ MoeLayerLoad moe_layer_load(const ModelConfig& m, const StepShape& s, const std:
 // `load` with the costs of padded dispatch: every capacity slot sent, and computed by its expert.
 MoeLayerLoad with_padded_slots(const ModelConfig& m, const StepShape& s, MoeLayerLoad load);
 
+// The shares of the copies the router sent each expert in one MoE block of a run record (`layer`, an
+// entry of its moe_layers): those kept (expert_load) and those dropped for capacity (expert_dropped;
+// records from before it hold the kept copies alone, which understate a hot expert). This is the
+// demand moe_layer_load takes. Throws ConfigError naming `file` and the key (`key` + ".expert_load")
+// for a missing list, a count that is not a non-negative number, a length other than m's experts, or
+// no copies at all.
+std::vector<double> routed_shares(const nlohmann::json& layer, const ModelConfig& m, const std::string& file,
+                                  const std::string& key);
+
 }  // namespace glam

@@ -39,17 +39,13 @@ ModelConfig model_of_record(const nlohmann::json& record, const std::string& whe
   return load_model(model.value("id", file));
 }
 
-std::vector<MoeLayerLoad> record_moe_loads(const ModelConfig& m, const StepShape& s, const nlohmann::json& record) {
+std::vector<MoeLayerLoad> record_moe_loads(const ModelConfig& m, const StepShape& s, const nlohmann::json& record,
+                                           const std::string& where) {
   std::vector<MoeLayerLoad> out;
   if (!m.is_moe() || !record.contains("moe_layers") || !record["moe_layers"].is_array()) return out;
-  for (const auto& layer : record["moe_layers"]) {
-    std::vector<double> share;
-    for (const auto& v : layer.value("expert_load", nlohmann::json::array())) share.push_back(v.get<double>());
-    const double total = std::accumulate(share.begin(), share.end(), 0.0);
-    if (static_cast<int64_t>(share.size()) != m.experts || total <= 0) return {};  // uniform, as a fallback
-    for (double& v : share) v /= total;
-    out.push_back(moe_layer_load(m, s, share));
-  }
+  const auto& layers = record["moe_layers"];
+  for (size_t i = 0; i < layers.size(); ++i)
+    out.push_back(moe_layer_load(m, s, routed_shares(layers[i], m, where, "moe_layers[" + std::to_string(i) + "]")));
   return out;
 }
 
@@ -79,7 +75,7 @@ StepGraph record_step_graph(const nlohmann::json& record, const std::string& whe
   s.tokens_per_rank = record["global_batch_tokens"].get<int64_t>() / dp;
   const int64_t layers_run = record["model"].value("layers_run", int64_t{-1});
   s.layers_run = layers_run > 0 ? layers_run : -1;
-  return build_step_graph(m, s, record_moe_loads(m, s, record));
+  return build_step_graph(m, s, record_moe_loads(m, s, record, where));
 }
 
 void add_op_points(const nlohmann::json& record, const std::string& where, double peak_flops, double bandwidth_Bps,

@@ -23,9 +23,10 @@ struct CurvePoint {
 // The model a run record ran (its file or catalogue id), as the simulator reads it.
 ModelConfig model_of_record(const nlohmann::json& record, const std::string& where);
 
-// The MoE loads the simulator derives from a record's expert-load histograms (models/moe_load.h,
-// shared with the simulator's routing model).
-std::vector<MoeLayerLoad> record_moe_loads(const ModelConfig& m, const StepShape& s, const nlohmann::json& record);
+// The MoE loads the simulator derives from a record's routing histograms (models/moe_load.h,
+// shared with the simulator's routing model); ConfigError naming `where` for a malformed one.
+std::vector<MoeLayerLoad> record_moe_loads(const ModelConfig& m, const StepShape& s, const nlohmann::json& record,
+                                           const std::string& where);
 
 // The StepGraph of a record, as `glamsim validate` builds it (float32 activations, as glamexec stores them).
 StepGraph record_step_graph(const nlohmann::json& record, const std::string& where);

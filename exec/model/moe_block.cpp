@@ -6,6 +6,7 @@
 //   moe_unpermute (weighted scatter back to tokens, plus the residual).
 // With R ranks, rank r holds experts [r*E/R, (r+1)*E/R); the slots sent to rank r are contiguous.
 #include <cmath>
+#include <numeric>
 
 #include "activation.h"
 #include "elementwise.h"
@@ -59,7 +60,7 @@ void Transformer<T>::moe_forward(int64_t l, int64_t step, OpTimer* t) {
     // The layer's auxiliary losses and routing statistics stay on the device until the pass ends
     // (read_pass_routing).
     k::router_aux_loss<W>(ctx_, a.rprobs.data(), a.expert.data(), rs, aux_.data() + index * groups_);
-    k::router_counts(ctx_, a.loc.data(), rs, route_counts_.data() + index * (e_count + 2));
+    k::router_counts(ctx_, a.expert.data(), a.loc.data(), rs, route_counts_.data() + index * k::router_count_bins(e_count));
   }
   // dispatch
   T* ein = a.ein.data();
@@ -115,7 +116,7 @@ void Transformer<T>::moe_forward(int64_t l, int64_t step, OpTimer* t) {
 template <class T>
 double Transformer<T>::read_pass_routing(int64_t b0, int64_t b1) {
   if (!m_.is_moe()) return 0;
-  const int64_t e_count = m_.experts, bins = e_count + 2, moe_layers = m_.moe_layers();
+  const int64_t e_count = m_.experts, bins = k::router_count_bins(e_count), moe_layers = m_.moe_layers();
   std::vector<int32_t> counts(static_cast<size_t>(moe_layers * bins));
   std::vector<W> aux(static_cast<size_t>(moe_layers * groups_));
   copy_to_host(route_counts_.data(), counts.data(), moe_layers * bins);
@@ -129,9 +130,10 @@ double Transformer<T>::read_pass_routing(int64_t b0, int64_t b1) {
     MoeLayerStats st;
     st.layer = l;
     st.expert_load.assign(c, c + e_count);
+    st.expert_dropped.assign(c + e_count, c + 2 * e_count);
     st.routed = s_.tokens() * m_.top_k;
-    st.dropped = c[e_count];
-    st.skipped = c[e_count + 1];
+    st.dropped = std::accumulate(st.expert_dropped.begin(), st.expert_dropped.end(), int64_t{0});
+    st.skipped = c[2 * e_count];
     step_moe_stats_[static_cast<size_t>(index)].add(st);
     moe_stats_[static_cast<size_t>(index)] = std::move(st);
     double layer_sum = 0;

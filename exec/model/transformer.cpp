@@ -201,6 +201,7 @@ Transformer<T>::Transformer(const ModelConfig& m, const ExecShape& shape, Commun
         MoeLayerStats st;
         st.layer = l;
         st.expert_load.assign(static_cast<size_t>(m_.experts), 0);
+        st.expert_dropped.assign(static_cast<size_t>(m_.experts), 0);
         step_moe_stats_.push_back(std::move(st));
       }
   }
@@ -254,7 +255,7 @@ Transformer<T>::Transformer(const ModelConfig& m, const ExecShape& shape, Commun
     sendbuf_.resize(slots_ * d), recvbuf_.resize(slots_ * d);
     deh0_.resize(slots_ * he), deh1_.resize(slots_ * he), dea_.resize(slots_ * he);
     dgate_.resize(n * m_.top_k), drl_.resize(n * m_.experts);
-    aux_.resize(m_.moe_layers() * groups_), route_counts_.resize(m_.moe_layers() * (m_.experts + 2));
+    aux_.resize(m_.moe_layers() * groups_), route_counts_.resize(m_.moe_layers() * kernels::router_count_bins(m_.experts));
     if (converted) drl_t_.resize(n * m_.experts);
   }
 }

@@ -116,16 +116,19 @@ struct StepLoss {
 
 struct MoeLayerStats {
   int64_t layer = 0;
-  std::vector<int64_t> expert_load;  // copies kept per (global) expert, this rank's tokens
-  int64_t routed = 0;                // copies routed (tokens x top_k)
-  int64_t dropped = 0;               // copies dropped for capacity
-  int64_t skipped = 0;               // second copies not taken by random routing
+  std::vector<int64_t> expert_load;     // copies kept per (global) expert, this rank's tokens
+  std::vector<int64_t> expert_dropped;  // copies routed to each expert beyond its capacity
+  int64_t routed = 0;                   // copies routed (tokens x top_k)
+  int64_t dropped = 0;                  // copies dropped for capacity (expert_dropped's sum)
+  int64_t skipped = 0;                  // second copies not taken by random routing
   void clear() {
     std::fill(expert_load.begin(), expert_load.end(), 0);
+    std::fill(expert_dropped.begin(), expert_dropped.end(), 0);
     routed = dropped = skipped = 0;
   }
   void add(const MoeLayerStats& o) {  // of the same layer
     for (size_t e = 0; e < o.expert_load.size(); ++e) expert_load[e] += o.expert_load[e];
+    for (size_t e = 0; e < o.expert_dropped.size(); ++e) expert_dropped[e] += o.expert_dropped[e];
     routed += o.routed, dropped += o.dropped, skipped += o.skipped;
   }
 };
@@ -338,7 +341,7 @@ class Transformer {
   DeviceBuffer<T> sendbuf_, recvbuf_, deh0_, deh1_, dea_;
   DeviceBuffer<W> dgate_, drl_;
   DeviceBuffer<W> aux_;                  // [MoE layers, groups]: each layer's per-group auxiliary loss
-  DeviceBuffer<int32_t> route_counts_;   // [MoE layers, experts + 2]: kernels::router_counts
+  DeviceBuffer<int32_t> route_counts_;   // [MoE layers, router_count_bins(experts)]: kernels::router_counts
   // bf16 loss gradient (per slot of the last chunk) and router gradient for the products, from the
   // float32 loss and router (empty when T is W)
   std::vector<DeviceBuffer<T>> dlogits_t_;

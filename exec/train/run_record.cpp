@@ -95,6 +95,7 @@ nlohmann::json make_run_record(const RunDescription& run, const nlohmann::json& 
   for (const auto& st : run.moe)
     moe.push_back({{"layer", st.layer},
                    {"expert_load", st.expert_load},
+                   {"expert_dropped", st.expert_dropped},
                    {"dropped_tokens", st.dropped},
                    {"routed_tokens", st.routed},
                    {"skipped_second_copies", st.skipped},

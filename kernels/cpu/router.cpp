@@ -133,13 +133,14 @@ void router_backward(const KernelContext& ctx, const T* probs, const int32_t* ex
   }
 }
 
-void router_counts(const KernelContext& ctx, const int32_t* loc, const RouterShape& s, int32_t* counts) {
-  GLAM_CUDA_DISPATCH(ctx, router_counts(ctx, loc, s, counts));
+void router_counts(const KernelContext& ctx, const int32_t* expert, const int32_t* loc, const RouterShape& s,
+                   int32_t* counts) {
+  GLAM_CUDA_DISPATCH(ctx, router_counts(ctx, expert, loc, s, counts));
   const int64_t per_expert = s.groups() * s.capacity, e_count = s.experts;
-  std::fill(counts, counts + e_count + 2, 0);
+  std::fill(counts, counts + router_count_bins(e_count), 0);
   for (int64_t c = 0; c < s.tokens * s.top_k; ++c) {
     const int32_t v = loc[c];
-    counts[v >= 0 ? v / per_expert : v == -1 ? e_count : e_count + 1]++;
+    counts[v >= 0 ? v / per_expert : v == -1 ? e_count + expert[c] : 2 * e_count]++;
   }
 }
 

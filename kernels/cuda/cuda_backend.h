@@ -100,7 +100,8 @@ void router_aux_loss(const KernelContext& ctx, const T* probs, const int32_t* ex
 template <class T>
 void router_backward(const KernelContext& ctx, const T* probs, const int32_t* expert, const int32_t* loc,
                      const T* dgate, double aux_scale, const RouterShape& shape, T* dlogits);
-void router_counts(const KernelContext& ctx, const int32_t* loc, const RouterShape& shape, int32_t* counts);
+void router_counts(const KernelContext& ctx, const int32_t* expert, const int32_t* loc, const RouterShape& shape,
+                   int32_t* counts);
 
 // moe.cu
 template <class T>

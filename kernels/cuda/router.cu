@@ -148,16 +148,18 @@ __global__ void router_bwd(const T* probs, const int32_t* expert, const int32_t*
 }
 
 // A histogram of the copies' bins per block in shared memory, then one global add per bin and block.
-__global__ void count_routes(const int32_t* loc, int64_t copies, int64_t per_expert, int64_t e_count, int32_t* counts) {
-  extern __shared__ int32_t bins[];  // e_count + 2
-  for (int64_t b = threadIdx.x; b < e_count + 2; b += blockDim.x) bins[b] = 0;
+__global__ void count_routes(const int32_t* expert, const int32_t* loc, int64_t copies, int64_t per_expert,
+                             int64_t e_count, int32_t* counts) {
+  extern __shared__ int32_t bins[];  // 2 e_count + 1: router_count_bins
+  const int64_t n_bins = 2 * e_count + 1;
+  for (int64_t b = threadIdx.x; b < n_bins; b += blockDim.x) bins[b] = 0;
   __syncthreads();
   GLAM_GRID_STRIDE(c, copies) {
     const int32_t v = loc[c];
-    atomicAdd(&bins[v >= 0 ? v / per_expert : v == -1 ? e_count : e_count + 1], 1);
+    atomicAdd(&bins[v >= 0 ? v / per_expert : v == -1 ? e_count + expert[c] : 2 * e_count], 1);
   }
   __syncthreads();
-  for (int64_t b = threadIdx.x; b < e_count + 2; b += blockDim.x)
+  for (int64_t b = threadIdx.x; b < n_bins; b += blockDim.x)
     if (bins[b] != 0) atomicAdd(&counts[b], bins[b]);
 }
 
@@ -206,15 +208,16 @@ void router_backward(const KernelContext& ctx, const T* probs, const int32_t* ex
   GLAM_CUDA_LAUNCHED();
 }
 
-void router_counts(const KernelContext& ctx, const int32_t* loc, const RouterShape& s, int32_t* counts) {
+void router_counts(const KernelContext& ctx, const int32_t* expert, const int32_t* loc, const RouterShape& s,
+                   int32_t* counts) {
   cudaStream_t st = stream_of(ctx);
-  GLAM_CUDA_CHECK(cudaMemsetAsync(counts, 0, sizeof(int32_t) * static_cast<size_t>(s.experts + 2), st));
+  const size_t bin_bytes = sizeof(int32_t) * static_cast<size_t>(router_count_bins(s.experts));
+  GLAM_CUDA_CHECK(cudaMemsetAsync(counts, 0, bin_bytes, st));
   const int64_t copies = s.tokens * s.top_k;
   if (copies <= 0) return;
   // Few blocks: each adds every bin to global memory once.
   const unsigned blocks = std::min<unsigned>(grid_for(copies, 256), 64);
-  count_routes<<<blocks, 256, sizeof(int32_t) * static_cast<size_t>(s.experts + 2), st>>>(
-      loc, copies, s.groups() * s.capacity, s.experts, counts);
+  count_routes<<<blocks, 256, bin_bytes, st>>>(expert, loc, copies, s.groups() * s.capacity, s.experts, counts);
   GLAM_CUDA_LAUNCHED();
 }
 

@@ -151,12 +151,16 @@ void check_routing_histograms(const nlohmann::json& layers, const RunRecord& r, 
                         std::to_string(blocks[i]) + ", the run's MoE block number " + std::to_string(i + 1));
     if (entry.contains("routed_tokens") && entry["routed_tokens"].is_number() && entry.contains("expert_load") &&
         entry["expert_load"].is_array()) {
-      double total = 0;
-      for (const auto& v : entry["expert_load"])
-        if (v.is_number()) total += v.get<double>();
+      double total = 0;  // copies kept and dropped for capacity
+      for (const char* counts : {"expert_load", "expert_dropped"})
+        if (entry.contains(counts) && entry[counts].is_array())
+          for (const auto& v : entry[counts])
+            if (v.is_number()) total += v.get<double>();
       if (total > entry["routed_tokens"].get<double>())
-        throw ConfigError(path, at + ".expert_load", std::to_string(static_cast<int64_t>(total)) + " tokens in all",
-                          "at most the " + entry["routed_tokens"].dump() + " tokens routed (routed_tokens)");
+        throw ConfigError(path, at + ".expert_load",
+                          std::to_string(static_cast<int64_t>(total)) + " copies in all" +
+                              (entry.contains("expert_dropped") ? " (with expert_dropped)" : ""),
+                          "at most the " + entry["routed_tokens"].dump() + " copies routed (routed_tokens)");
     }
   }
 }

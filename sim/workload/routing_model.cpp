@@ -39,7 +39,8 @@ RoutingSpec parse_routing_spec(const std::string& arg) {
 
 namespace {
 
-// Reads {"moe_layers": [{"layer": L, "expert_load": [...]}, ...]} (the executor's run record).
+// Reads {"moe_layers": [{"layer": L, "expert_load": [...], "expert_dropped": [...]}, ...]} (the
+// executor's run record): the copies routed to each expert, kept or dropped.
 std::vector<std::vector<double>> shares_from_file(const std::string& path, const ModelConfig& m, int moe_blocks) {
   nlohmann::json j = read_json_file(path, "uniform, skew=X or a routing histogram file");
   if (!j.contains("moe_layers") || !j["moe_layers"].is_array())
@@ -49,24 +50,8 @@ std::vector<std::vector<double>> shares_from_file(const std::string& path, const
     throw ConfigError(path, "moe_layers", std::to_string(layers.size()) + " blocks",
                       "one entry per MoE block of " + m.id + " (" + std::to_string(moe_blocks) + ")");
   std::vector<std::vector<double>> out;
-  for (int i = 0; i < moe_blocks; ++i) {
-    const auto& entry = layers[static_cast<size_t>(i)];
-    std::string key = "moe_layers[" + std::to_string(i) + "].expert_load";
-    if (!entry.contains("expert_load") || !entry["expert_load"].is_array())
-      throw ConfigError(path, key, "(missing)", "a list of per-expert token counts");
-    std::vector<double> load;
-    for (const auto& v : entry["expert_load"]) {
-      if (!v.is_number() || v.get<double>() < 0) throw ConfigError(path, key, v.dump(), "non-negative counts");
-      load.push_back(v.get<double>());
-    }
-    if (static_cast<int64_t>(load.size()) != m.experts)
-      throw ConfigError(path, key, std::to_string(load.size()) + " experts",
-                        std::to_string(m.experts) + " experts as in " + m.id);
-    double total = std::accumulate(load.begin(), load.end(), 0.0);
-    if (total <= 0) throw ConfigError(path, key, "all zero", "at least one routed token");
-    for (double& v : load) v /= total;
-    out.push_back(std::move(load));
-  }
+  for (int i = 0; i < moe_blocks; ++i)
+    out.push_back(routed_shares(layers[static_cast<size_t>(i)], m, path, "moe_layers[" + std::to_string(i) + "]"));
   return out;
 }
 

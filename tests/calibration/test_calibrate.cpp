@@ -123,7 +123,7 @@ TEST(Calibrate, UniformHistogramGivesTheUniformLoad) {
   m.moe_dispatch = "kept";  // (padded dispatch costs every slot whatever the histogram)
   StepShape s;
   s.tokens_per_rank = 512, s.dp = 2, s.ep = 2;
-  auto loads = exec::record_moe_loads(m, s, r);
+  auto loads = exec::record_moe_loads(m, s, r, "r.json");
   ASSERT_EQ(loads.size(), 2u);
   MoeLayerLoad u = uniform_moe_load(m, s);
   EXPECT_NEAR(loads[0].expert_tokens, u.expert_tokens, 1e-9);

@@ -362,20 +362,24 @@ void check_router(CudaKernels& f, const k::KernelContext& cpu, const k::KernelCo
   expect_close(gaux.download(), auxd, 1e-6, what + " aux");
   expect_close(gdl.download(), dld, 1e-5, what + " dlogits");
   int64_t dropped = 0, skipped = 0;
-  std::vector<int32_t> kept(static_cast<size_t>(experts));
-  for (int32_t l : loc) {
+  std::vector<int32_t> kept(static_cast<size_t>(experts)), dropped_per_expert(static_cast<size_t>(experts));
+  for (size_t c = 0; c < loc.size(); ++c) {
+    const int32_t l = loc[c];
     dropped += l == -1, skipped += l == -2;
     if (l >= 0) kept[static_cast<size_t>(l / (s.groups() * capacity))]++;
+    if (l == -1) dropped_per_expert[static_cast<size_t>(expert[c])]++;
   }
   // The routing statistics counted where the copies are, on both backends.
-  std::vector<int32_t> counts(static_cast<size_t>(experts + 2), 777);
-  k::router_counts(cpu, loc.data(), s, counts.data());
+  std::vector<int32_t> counts(static_cast<size_t>(k::router_count_bins(experts)), 777);
+  k::router_counts(cpu, expert.data(), loc.data(), s, counts.data());
   DeviceVec<int32_t> gcounts(counts.size());
   gcounts.poison_int(12345);
-  k::router_counts(gpu, gloc.get(), s, gcounts.get());
+  k::router_counts(gpu, gexp.get(), gloc.get(), s, gcounts.get());
   EXPECT_EQ(std::vector<int32_t>(counts.begin(), counts.begin() + experts), kept) << what << ": copies kept per expert";
-  EXPECT_EQ(counts[static_cast<size_t>(experts)], dropped) << what << ": copies dropped";
-  EXPECT_EQ(counts[static_cast<size_t>(experts + 1)], skipped) << what << ": copies skipped";
+  EXPECT_EQ(std::vector<int32_t>(counts.begin() + experts, counts.begin() + 2 * experts), dropped_per_expert)
+      << what << ": copies dropped per expert";
+  EXPECT_EQ(std::accumulate(dropped_per_expert.begin(), dropped_per_expert.end(), int64_t{0}), dropped) << what;
+  EXPECT_EQ(counts[static_cast<size_t>(2 * experts)], skipped) << what << ": copies skipped";
   EXPECT_EQ(gcounts.download(), counts) << what << ": routing counts on the device";
   if (capacity < s.group_tokens * top_k / experts) {
     EXPECT_GT(dropped, 0) << what;

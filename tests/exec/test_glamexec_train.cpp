@@ -89,9 +89,12 @@ TEST_F(Train, RunRecordFollowsTheSchema) {
   ASSERT_EQ(j["moe_layers"].size(), 2u);
   for (const auto& l : j["moe_layers"]) {
     ASSERT_EQ(l["expert_load"].size(), 8u);
-    int64_t kept = 0;
+    ASSERT_EQ(l["expert_dropped"].size(), 8u);
+    int64_t kept = 0, dropped = 0;
     for (const auto& v : l["expert_load"]) kept += v.get<int64_t>();
-    EXPECT_EQ(kept + l["dropped_tokens"].get<int64_t>(), l["routed_tokens"].get<int64_t>());
+    for (const auto& v : l["expert_dropped"]) dropped += v.get<int64_t>();
+    EXPECT_EQ(dropped, l["dropped_tokens"].get<int64_t>());  // each expert's drops, as counted in all
+    EXPECT_EQ(kept + dropped, l["routed_tokens"].get<int64_t>());
     EXPECT_EQ(l["routed_tokens"], 2 * 256 * 2);  // 2 timed steps x 256 tokens x top-2
   }
 }

@@ -362,7 +362,7 @@ TEST_F(GlamsimValidate, OmissionsAreNotedAndImpossibleRoutingRefused) {
   write(kDir / "overfull.json", j.dump());
   r = run_command("glamsim validate " + (kDir / "overfull.json").string() + profile);
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.err.find("key 'moe_layers[0].expert_load' = 640 tokens in all"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("key 'moe_layers[0].expert_load' = 640 copies in all"), std::string::npos) << r.err;
 }
 
 // A profile measured in one arithmetic does not time a run in another: a CPU's bf16 products run

@@ -73,6 +73,49 @@ TEST(RoutingModel, RecordedHistogram) {
   std::filesystem::remove(path);
 }
 
+// A record's histogram is of what the router asked: the copies each expert kept plus those dropped for
+// its capacity. Kept copies alone are capped at capacity, so a hot expert looked no hotter than its
+// capacity and the drops came out far below those the run measured. Records from before
+// expert_dropped give their kept copies.
+TEST(RoutingModel, RecordedHistogramCountsTheDroppedCopies) {
+  ModelConfig m = load_model("glam-8b-64e");  // C = 32 per group of 1,024 tokens, top-2
+  const StepShape s = shape(8192, 8);         // 8 groups per rank
+  // Expert 0 asked for 4 x capacity in every group, the others for what is left, evenly.
+  const double groups = 8 * 8, capacity = 32, copies = 2.0 * 8192 * 8;
+  const double hot_kept = capacity * groups, hot_dropped = 3 * capacity * groups;
+  const double other = (copies - hot_kept - hot_dropped) / 63;
+  auto path = std::filesystem::temp_directory_path() / "glam-routing-dropped.json";
+  auto write = [&](bool with_dropped) {
+    std::ofstream out(path);
+    out.precision(17);
+    out << R"({"moe_layers": [{"layer": 1, "expert_load": [)" << hot_kept;
+    for (int e = 1; e < 64; ++e) out << "," << other;
+    out << "]";
+    if (with_dropped) {
+      out << R"(, "expert_dropped": [)" << hot_dropped;
+      for (int e = 1; e < 64; ++e) out << ",0";
+      out << "]";
+    }
+    out << "}]}";
+  };
+  write(true);
+  const auto demand = expert_shares(parse_routing_spec(path.string()), m, 1)[0];
+  EXPECT_NEAR(demand[0], 4 * capacity * groups / copies, 1e-12);
+  // the drops the run measured: 3 x capacity of expert 0 in every group (the others fit)
+  EXPECT_NEAR(moe_layer_load(m, s, demand).dropped_fraction, hot_dropped / copies, 1e-3);
+  write(false);
+  const auto kept = expert_shares(parse_routing_spec(path.string()), m, 1)[0];
+  EXPECT_NEAR(kept[0], hot_kept / (copies - hot_dropped), 1e-12);
+  EXPECT_LT(moe_layer_load(m, s, kept).dropped_fraction, 0.01);
+  std::ofstream(path) << R"({"moe_layers": [{"layer": 1, "expert_load": [1, 2], "expert_dropped": [1, -2]}]})";
+  ModelConfig two = m;
+  two.experts = 2;
+  const std::string msg =
+      testing::error_message_of<ConfigError>([&] { expert_shares(parse_routing_spec(path.string()), two, 1); });
+  EXPECT_NE(msg.find("key 'moe_layers[0].expert_dropped' = -2: expected non-negative counts"), std::string::npos) << msg;
+  std::filesystem::remove(path);
+}
+
 TEST(RoutingModel, BadSpecs) {
   EXPECT_THROW(parse_routing_spec("skew=-1"), UsageError);
   EXPECT_THROW(parse_routing_spec("skew=abc"), UsageError);
