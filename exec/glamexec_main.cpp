@@ -102,7 +102,10 @@ int main(int argc, char** argv) {
   int64_t vocab = 4096;
   CLI::App* tok = app.add_subcommand("tokenizer", "Train a SentencePiece model (BPE) on a text");
   tok->add_option("--text", text_file, "Text file (default: Debian's /usr/share/common-licenses)");
-  tok->add_option("--vocab", vocab, "Pieces")->transform(integer_at_least(2, 1 << 30))->capture_default_str();
+  // (SentencePiece's control pieces <unk>, <s> and </s> come first)
+  tok->add_option("--vocab", vocab, "Pieces, the 3 control pieces included")
+      ->transform(integer_at_least(3, 1 << 30))
+      ->capture_default_str();
   tok->add_option("--out", out_file, "Model file to write")
       ->check(glam::cli_checks::output_path("a file name"))
       ->required();

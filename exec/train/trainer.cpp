@@ -88,7 +88,10 @@ Tokenizer get_tokenizer(const TrainOptions& o, const std::string& text, const st
 void run_tokenizer(const std::string& text_file, int64_t vocab, const std::string& out_file) {
   check_output_file("--out", out_file);
   std::string text = text_file.empty() ? default_corpus_text() : read_text_file(text_file);
-  write_file_atomically(out_file, train_tokenizer(text, vocab, text_file.empty() ? kDefaultCorpusDir : text_file));
+  const std::string origin = text_file.empty() ? kDefaultCorpusDir : text_file;
+  write_file_atomically(out_file, train_tokenizer(text, vocab, origin));
+  std::cout << "wrote " << out_file << ": a SentencePiece BPE model of " << vocab << " pieces, trained on " << origin
+            << " (" << text.size() << " bytes)\n";
 }
 
 kernels::GemmPrecision parse_gemm_precision(const std::string& p, bool cuda) {

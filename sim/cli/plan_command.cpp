@@ -134,7 +134,8 @@ void add_interruption_rows(TextTable& t, const InterruptedRun& r) {
   t.add_row({r.interval_is_optimum ? "checkpoint interval (optimum)" : "checkpoint interval",
              format_duration(r.interval_s) + " (" + std::to_string(r.interval_steps) + " steps)"});
   t.add_row({"mean time between failures", format_duration(r.system_mtbf_s) + " (" +
-                                               format_fixed(r.expected_failures, 0) + " expected failures)"});
+                                               format_fixed(r.expected_failures, r.expected_failures < 10 ? 1 : 0) +
+                                               " expected failures)"});
   t.add_row({"  checkpoint writes", format_fixed(r.checkpoint_total_s / 3600, 1) + " h"});
   t.add_row({"  restarts (" + format_duration(r.restart_s) + " each, checkpoint read included)",
              format_fixed(r.restart_total_s / 3600, 1) + " h"});
@@ -156,7 +157,8 @@ std::string render_single(const PlanRow& row, std::optional<double> deadline_day
                                       format_fixed(100 * row.step.pipeline_bubble_s / e.step_time_s, 1) + "% of step)"});
   if (e.interruptions) add_interruption_rows(t, *e.interruptions);
   t.add_row({e.interruptions ? "training time, expected" : "training time",
-             format_fixed(e.train_hours, 0) + " h (" + format_fixed(e.train_hours / 24, 1) + " days)"});
+             e.train_hours >= 48 ? format_fixed(e.train_hours, 0) + " h (" + format_fixed(e.train_hours / 24, 1) + " days)"
+                                 : format_duration(e.train_hours * 3600)});
   if (deadline_days)
     t.add_row({"deadline (" + days_given(*deadline_days) + " days)",
                row.meets(*deadline_days) ? "met, " + margin(*deadline_days - row.days()) + " to spare"

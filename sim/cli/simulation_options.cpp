@@ -117,6 +117,9 @@ ResolvedSimulation SimulationOptions::resolve_for_cluster(const std::string& clu
     if (sequence_parallel || no_sequence_parallel) sequence_parallel_given = sequence_parallel;
   }
   apply_cluster_conventions(base, m, c, sequence_parallel_given);
+  if (batch_tokens && base.batch_tokens && batch_tokens != base.batch_tokens)
+    throw UsageError("--batch-tokens " + std::to_string(batch_tokens) + ": the plan file " + plan_file +
+                     " sets batch_tokens = " + std::to_string(base.batch_tokens) + "; give the batch in one place");
   if (batch_tokens) base.batch_tokens = batch_tokens;
   if (!base.batch_tokens) base.batch_tokens = kDefaultBatchTokens;
   if (layers > m.layers)

@@ -311,9 +311,13 @@ void validate_plan(const ParallelPlan& p, const ModelConfig& m, const Cluster& c
       throw UsageError("microbatches = " + s(p.microbatches) + " do not split the " + s(p.batch_tokens / p.dp) +
                        " tokens of each dp rank into whole " + s(m.seq_len) + "-token sequences");
   }
-  if (p.batch_tokens % (p.dp * m.seq_len) != 0)
+  if (p.batch_tokens % (p.dp * m.seq_len) != 0) {
+    const int64_t whole = p.dp * m.seq_len;  // the nearest batches that split: multiples of dp sequences
+    const int64_t below = p.batch_tokens / whole * whole;
     throw UsageError("batch of " + s(p.batch_tokens) + " tokens does not split into whole " + s(m.seq_len) +
-                     "-token sequences over dp = " + s(p.dp) + " ranks");
+                     "-token sequences over dp = " + s(p.dp) + " ranks (--batch-tokens " +
+                     (below > 0 ? s(below) + " or " : "") + s(below + whole) + " would)");
+  }
 }
 
 std::string plan_short_label(const ParallelPlan& p) {

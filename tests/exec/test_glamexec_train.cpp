@@ -256,7 +256,15 @@ TEST_F(Train, BadInputExitsTwoAndOverwritesNothing) {
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("no-such-model"), std::string::npos) << r.err;
   untouched();
-  ASSERT_EQ(run_command("glamexec tokenizer --vocab 1000 --out " + path("v1000.model")).exit_code, 0);
+  const auto trained = run_command("glamexec tokenizer --vocab 1000 --out " + path("v1000.model"));
+  ASSERT_EQ(trained.exit_code, 0) << trained.err;
+  EXPECT_NE(trained.out.find("wrote " + path("v1000.model") + ": a SentencePiece BPE model of 1000 pieces"),
+            std::string::npos)
+      << trained.out;
+  // fewer pieces than SentencePiece's 3 control pieces: refused by the option, not by SentencePiece's internals
+  const auto too_few = run_command("glamexec tokenizer --vocab 2 --out " + path("v2.model"));
+  EXPECT_EQ(too_few.exit_code, 2);
+  EXPECT_NE(too_few.err.find("--vocab: got '2', expected a whole number from 3"), std::string::npos) << too_few.err;
   r = train("--model glam-tiny --steps 1 --tokenizer " + path("v1000.model") + outs);
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("does not match vocab_size = 4096"), std::string::npos) << r.err;

@@ -314,6 +314,16 @@ TEST(GlamsimRun, PlanFileErrorsNameTheFile) {
   auto r = run_command("glamsim run --model glam-tiny-8e --cluster dgx-h100-8 --plan " + plan.string());
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find(plan.string() + ": ep = 8 must divide dp = 4"), std::string::npos) << r.err;
+  // A batch in the file and another on the command line: refused, not one silently taken over the other.
+  std::ofstream(plan) << "dp = 8\nep = 8\ntp = 1\nbatch_tokens = 2048\n";
+  const std::string cmd = "glamsim run --model glam-tiny-8e --cluster dgx-h100-8 --quiet --plan " + plan.string();
+  r = run_command(cmd + " --batch-tokens 4096");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--batch-tokens 4096: the plan file " + plan.string() + " sets batch_tokens = 2048"),
+            std::string::npos)
+      << r.err;
+  r = run_command(cmd + " --batch-tokens 2048");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
   fs::remove(plan);
 }
 

@@ -69,7 +69,13 @@ TEST(Plan, ValidationNamesTheProblem) {
   EXPECT_NE(error_of(plan(64, 64, 1), m32, c).find("not divisible by ep"), std::string::npos);
   EXPECT_NE(error_of(plan(64, 64, 1, 32 * 1024), m, c).find("smaller than the data-parallel width"),
             std::string::npos);
-  EXPECT_NE(error_of(plan(64, 64, 1, 64 * 1024 + 512), m, c).find("whole"), std::string::npos);
+  EXPECT_NE(error_of(plan(64, 64, 1, 64 * 1024 + 512), m, c).find("no whole number of 1024-token sequences"),
+            std::string::npos);
+  // naming the nearest batches that split: multiples of 64 sequences of 1,024 tokens
+  EXPECT_NE(error_of(plan(64, 64, 1, 96 * 1024), m, c).find("whole 1024-token sequences over dp = 64 ranks "
+                                                                   "(--batch-tokens 65536 or 131072 would)"),
+            std::string::npos)
+      << error_of(plan(64, 64, 1, 96 * 1024), m, c);
   ModelConfig dense = load_model("glam-8b");
   EXPECT_NE(error_of(plan(64, 2, 1), dense, c).find("no experts"), std::string::npos);
   ParallelPlan both = plan(32, 32, 2);
