@@ -245,6 +245,12 @@ void Calibrator::check_and_resolve() {
     if (!j.contains("device") || j["device"].value("kind", "") != o_.device)
       throw ConfigError(f, "device.kind", j.contains("device") ? j["device"].value("kind", "(missing)") : "(missing)",
                         "\"" + o_.device + "\" (records of the device being calibrated)");
+    // Products in another arithmetic run at another rate: their points would bend this profile's curves
+    // (validate refuses the same pairing). Records from before the key are taken as they are.
+    if (const std::string ran = j["device"].value("gemm_precision", precision_); ran != precision_)
+      throw ConfigError(f, "device.gemm_precision", "\"" + ran + "\"",
+                        "\"" + precision_ + "\", the products this calibration measures (--precision " + ran +
+                            " calibrates those)");
     // Everything the op curves read from it must be readable now, not after the calibration's runs.
     try {
       std::map<std::string, std::vector<CurvePoint>> scratch;

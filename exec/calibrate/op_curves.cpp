@@ -85,10 +85,15 @@ void add_op_points(const nlohmann::json& record, const std::string& where, doubl
   for (const auto& op : g.ops) by_id.emplace(op.id, &op);
   if (!record.contains("ops") || !record["ops"].is_array())
     throw ConfigError(where, "ops", "(missing)", "per-op timings (an executor run record)");
-  for (const auto& m : record["ops"]) {
+  const auto& ops = record["ops"];
+  for (size_t i = 0; i < ops.size(); ++i) {
+    const auto& m = ops[i];
     auto it = by_id.find(m.value("id", ""));
     const double t = m.value("median_s", 0.0);
-    if (it == by_id.end() || !(t > 0)) continue;
+    if (!(t >= 0 && t <= 1e6))  // (a NaN fails both)
+      throw ConfigError(where, "ops[" + std::to_string(i) + "].median_s", m["median_s"].dump(),
+                        "a time from 0 to 1e6 s");
+    if (it == by_id.end() || t == 0) continue;
     const StepOp& op = *it->second;
     if (op.kind == OpKind::kCollective) continue;
     if (op.kind == OpKind::kElementwise) {

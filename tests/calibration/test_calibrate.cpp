@@ -193,6 +193,21 @@ TEST_F(CalibrateCommand, OneRankProfileReadsBack) {
   r = run_command("glamexec train --quiet --model glam-tiny --random-tokens --threads 1 --steps 3 --batch-tokens 256 "
                   "--record " + path("rec.json"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
+  // --records takes what validate takes: a record of another arithmetic, or with a negative time, is
+  // refused before any measurement (they were taken, the bad points silently dropped)
+  const std::string calibrate = "glamexec calibrate --device cpu --quick --quiet --out " + path("never.toml") + " ";
+  r = run_command(calibrate + "--precision bf16 --records " + path("rec.json"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("key 'device.gemm_precision' = \"fp32\": expected \"bf16\""), std::string::npos) << r.err;
+  {
+    json edited = json::parse(std::ifstream(path("rec.json")));
+    edited["ops"][0]["median_s"] = -5;
+    std::ofstream(path("negative.json")) << edited.dump();
+  }
+  r = run_command(calibrate + "--records " + path("negative.json"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("key 'ops[0].median_s' = -5: expected a time from 0 to 1e6 s"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(path("never.toml")));
   r = run_command("glamsim validate " + path("rec.json") + " --calibration " + path("one.toml") + " --format json");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   json v = json::parse(r.out);
