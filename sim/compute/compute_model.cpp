@@ -13,15 +13,26 @@ double product_peak_flops(const ChipSpec& chip, const std::string& product_preci
 ComputeModel::ComputeModel(const ChipSpec& chip, CalibrationProfile profile, const std::string& product_precision)
     : chip_(chip), profile_(std::move(profile)), peak_flops_(product_peak_flops(chip, product_precision)) {}
 
-double ComputeModel::op_time_s(const StepOp& op) const {
-  if (op.kind == OpKind::kCollective) return 0;
+const EfficiencyCurve* ComputeModel::op_curve(const StepOp& op) const {
   // A curve measured for this very op and phase wins over one for the op in every phase (older
   // profiles), which wins over the curve of its kind.
   auto it = profile_.ops.find(op_curve_key(op));
   if (it == profile_.ops.end()) it = profile_.ops.find(op.name);
-  if (it != profile_.ops.end()) {
-    if (op.kind == OpKind::kElementwise) return op.bytes / (chip_.hbm_bandwidth_Bps * it->second.at(op.bytes));
-    return op.flops / (peak_flops_ * it->second.at(op.flops));
+  return it == profile_.ops.end() ? nullptr : &it->second;
+}
+
+bool ComputeModel::beyond_measured_sizes(const StepOp& op, double factor) const {
+  const EfficiencyCurve* curve = op.kind == OpKind::kCollective ? nullptr : op_curve(op);
+  if (!curve || curve->sizes.empty()) return false;
+  const double size = op.kind == OpKind::kElementwise ? op.bytes : op.flops;
+  return size > curve->sizes.back() * factor || size < curve->sizes.front() / factor;
+}
+
+double ComputeModel::op_time_s(const StepOp& op) const {
+  if (op.kind == OpKind::kCollective) return 0;
+  if (const EfficiencyCurve* curve = op_curve(op)) {
+    if (op.kind == OpKind::kElementwise) return op.bytes / (chip_.hbm_bandwidth_Bps * curve->at(op.bytes));
+    return op.flops / (peak_flops_ * curve->at(op.flops));
   }
   double flop_time = 0;
   if (op.kind == OpKind::kMatmul) flop_time = op.flops / (peak_flops_ * profile_.matmul.at(op.flops));

@@ -16,6 +16,9 @@ class ComputeModel {
  public:
   ComputeModel(const ChipSpec& chip, CalibrationProfile profile, const std::string& product_precision);
   double op_time_s(const StepOp& op) const;
+  // Whether the op's time comes from a curve measured for that op (the profile's [ops]) at sizes more
+  // than `factor` away from its size: the curve is held at its nearest point there, a guess.
+  bool beyond_measured_sizes(const StepOp& op, double factor) const;
   // How hard the op drives the chip, 0..1, for the energy model: its achieved FLOP/s (or HBM
   // bandwidth, for memory-bound ops) relative to the best the profile says the chip reaches.
   // A chip running its largest matrix products flat out draws its busy power.
@@ -24,6 +27,7 @@ class ComputeModel {
   const CalibrationProfile& profile() const { return profile_; }
 
  private:
+  const EfficiencyCurve* op_curve(const StepOp& op) const;  // the profile's curve for this op, if any
   ChipSpec chip_;
   CalibrationProfile profile_;
   double peak_flops_;

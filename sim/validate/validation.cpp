@@ -4,9 +4,11 @@
 #include <cmath>
 #include <cstdio>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "common/catalogue.h"
+#include "compute/compute_model.h"
 #include "common/errors.h"
 #include "common/text_table.h"
 #include "energy/energy_model.h"
@@ -171,7 +173,11 @@ namespace {
 struct SimulatedRecord {
   double step_s = 0, chip_power_W = 0;
   std::map<std::string, OpComparison> ops;
+  int64_t ops_beyond_measured = 0;  // RecordValidation::ops_beyond_measured
 };
+
+// How far from the sizes a profile measured an op at its curve is taken as a guess.
+constexpr double kMeasuredSizeReach = 2.0;
 
 SimulatedRecord simulate_record(const RunRecord& record, const SimulationInput& in) {
   const StepResult sim = simulate_step(in);
@@ -185,8 +191,11 @@ SimulatedRecord simulate_record(const RunRecord& record, const SimulationInput& 
         std::min(1.0, static_cast<double>(record.energy_steps) * record.step_median_s / record.energy_window_s);
     out.chip_power_W = idle_W + above_W * busy_share;
   }
+  const ComputeModel compute(in.cluster.chip(), in.profile, products_precision(in));
+  std::set<std::string> beyond;
   for (size_t i = 0; i < sim.graph.ops.size(); ++i) {
     const StepOp& op = sim.graph.ops[i];
+    if (compute.beyond_measured_sizes(op, kMeasuredSizeReach)) beyond.insert(op.id);
     // A collective over the two end stages (the tied embedding's sum) waits inside itself for the
     // other stage's last backward pass; the executor times it from the moment it is called, so the
     // wait is part of its measured time. A wait for another stage before any other op is a receive
@@ -198,18 +207,23 @@ SimulatedRecord simulate_record(const RunRecord& record, const SimulationInput& 
     c.stage = op.stage;
     if (op.kind == OpKind::kCollective) c.collective = collective_name(op.collective), c.axis = axis_name(op.axis);
   }
+  out.ops_beyond_measured = static_cast<int64_t>(beyond.size());
   return out;
 }
 
 nlohmann::json to_json(const SimulatedRecord& r) {
   nlohmann::json ops = nlohmann::json::array();
   for (const auto& [id, c] : r.ops) ops.push_back({id, c.stage, json_figure(c.simulated_s), c.collective, c.axis});
-  return {{"step_s", json_figure(r.step_s)}, {"chip_power_W", json_figure(r.chip_power_W)}, {"ops", ops}};
+  return {{"step_s", json_figure(r.step_s)},
+          {"chip_power_W", json_figure(r.chip_power_W)},
+          {"ops", ops},
+          {"ops_beyond_measured", r.ops_beyond_measured}};
 }
 
 SimulatedRecord from_json(const nlohmann::json& j) {
   SimulatedRecord r;
   r.step_s = figure_of(j.at("step_s")), r.chip_power_W = figure_of(j.at("chip_power_W"));
+  r.ops_beyond_measured = j.at("ops_beyond_measured").get<int64_t>();
   for (const auto& op : j.at("ops")) {
     OpComparison& c = r.ops[op.at(0).get<std::string>()];
     c.stage = op.at(1).get<int>(), c.simulated_s = figure_of(op.at(2));
@@ -276,7 +290,7 @@ ValidationSummary validate_records(const std::vector<std::string>& files, const 
     const auto& [record, in] = inputs[i];
     const SimulatedRecord& sim = simulated[i];
     RecordValidation v{record, in.cluster.id(), sim.step_s, sim.chip_power_W, in.cluster.chip().kind,
-                       in.cluster.chip().runtime_reserved_bytes, {}, {}};
+                       in.cluster.chip().runtime_reserved_bytes, {}, {}, sim.ops_beyond_measured};
     for (const auto& op : record.ops) {
       auto it = sim.ops.find(op.id);
       if (it == sim.ops.end() || op.median_s <= 0) {
@@ -385,6 +399,11 @@ std::vector<std::string> RecordValidation::notes() const {
     if (unmatched.size() > 4) ids += ", ...";
     out.push_back(std::to_string(unmatched.size()) + " measured op(s) not in the simulated step, not compared: " + ids);
   }
+  if (ops_beyond_measured > 0)
+    out.push_back(std::to_string(ops_beyond_measured) + " op(s) are more than " + format_fixed(kMeasuredSizeReach, 0) +
+                  "x larger or smaller than any size the profile measured them at, where their curves are held at the "
+                  "nearest point: calibrate at this record's " + std::to_string(record.global_batch_tokens / std::max<int64_t>(record.dp, 1)) +
+                  " tokens per rank (glamexec calibrate --tokens), or pass the record to it (--records)");
   const ModelConfig ran = record.model_run();
   if (ran.moe_layers() > 0 && !record.has_moe_loads)
     out.push_back("routing simulated uniform over the experts: the record holds no routing histograms (moe_layers)");

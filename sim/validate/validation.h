@@ -39,6 +39,8 @@ struct RecordValidation {
   double chip_runtime_reserved_bytes = 0;  // what plans keep back on it (ChipSpec)
   std::vector<OpComparison> ops;  // op ids present in both
   std::vector<std::string> unmatched;  // measured op ids the simulation does not have
+  // Op ids whose time came from a profile curve measured only at sizes far from theirs (a guess).
+  int64_t ops_beyond_measured = 0;
   // What the comparison left out or assumed: measured ops it did not compare, uniform routing for a
   // record without routing histograms. Shown with the table, so no figure hides them.
   std::vector<std::string> notes() const;

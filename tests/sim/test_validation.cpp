@@ -9,6 +9,7 @@
 
 #include "common/catalogue.h"
 #include "common/errors.h"
+#include "compute/compute_model.h"
 #include "validate/child_process.h"
 #include "validate/validation.h"
 #include "support/expect_error.h"
@@ -79,6 +80,34 @@ TEST(Validation, GpuRecordsHoldTheAllToAllChannels) {
   EXPECT_DOUBLE_EQ(plan_memory(four.model, four.plan).communication_bytes, 3 * per_peer);
   const SimulationInput dense = simulation_for(gpu_record(4, 1), std::nullopt, Fidelity::kAnalytical);
   EXPECT_EQ(plan_memory(dense.model, dense.plan).communication_bytes, 0);
+}
+
+// An op timed by a curve the profile measured for it only at far other sizes is a guess (the curve is
+// held at its nearest point); a validation says how many such ops a record has and what would fix it.
+TEST(Validation, OpsBeyondTheMeasuredSizesAreNoted) {
+  RunRecord r = gpu_record(1, 1);
+  CalibrationProfile profile = default_profile("h200");
+  const SimulationInput in = simulation_for(r, profile, Fidelity::kAnalytical);
+  const StepGraph graph = build_step_graph(in.model_held(), in.plan.step_shape());
+  const StepOp* product = nullptr;
+  for (const StepOp& op : graph.ops)
+    if (op.kind == OpKind::kMatmul && op.name == "ffn_in") product = &op;
+  ASSERT_NE(product, nullptr);
+  const double size = product->flops;
+  profile.ops[op_curve_key(*product)] = {{size / 10, size / 4}, {0.5, 0.6}};  // measured on 4-10x smaller products
+  EXPECT_TRUE(ComputeModel(in.cluster.chip(), profile, "bf16").beyond_measured_sizes(*product, 2));
+  profile.ops[op_curve_key(*product)] = {{size / 10, size / 1.5}, {0.5, 0.6}};  // up to 1.5x smaller: within reach
+  EXPECT_FALSE(ComputeModel(in.cluster.chip(), profile, "bf16").beyond_measured_sizes(*product, 2));
+  profile.ops.clear();  // the kind's curve: no op was measured, nothing to be beyond
+  EXPECT_FALSE(ComputeModel(in.cluster.chip(), profile, "bf16").beyond_measured_sizes(*product, 2));
+  RecordValidation v;
+  v.record = r;
+  v.ops_beyond_measured = 3;
+  bool noted = false;
+  for (const std::string& note : v.notes())
+    noted |= note.rfind("3 op(s) are more than 2x larger or smaller than any size the profile measured them at", 0) == 0 &&
+             note.find("calibrate at this record's 4096 tokens per rank") != std::string::npos;
+  EXPECT_TRUE(noted);
 }
 
 // Flow-fidelity validation of several host sizes runs each in a child process: its result, its
