@@ -134,8 +134,10 @@ fs::path checked_output_folder(const std::string& where, const fs::path& given, 
     const std::string name = entry.path().filename().string();
     std::error_code type_ec;
     if (!entry.is_regular_file(type_ec) || !names.count(name))
-      throw UsageError(where + ": holds " + name + ", which this command does not write; the output replaces the " +
-                       "folder as a whole, so give a new folder or one of an earlier output");
+      throw UsageError(where + ": holds " + name +
+                       (names.count(name) ? ", a folder or a link where this command writes a file"
+                                          : ", which this command does not write") +
+                       "; the output replaces the folder as a whole, so give a new folder or one of an earlier output");
   }
   if (ec) throw UsageError(where + ": cannot read the folder (" + ec.message() + ")");
   return dir;

@@ -282,6 +282,13 @@ TEST(GlamsimRun, OutputFolderNeverReplacesOtherFiles) {
   ASSERT_EQ(run_command(args + again.string()).exit_code, 0);
   EXPECT_EQ(run_command(args + again.string() + "/").exit_code, 0) << "an earlier output is replaced, named with a slash";
   EXPECT_TRUE(fs::exists(again / "stats.txt"));
+  // a folder where the command writes a file is named as such, not as a file the command does not write
+  fs::remove(again / "stats.txt");
+  fs::create_directories(again / "stats.txt");
+  r = run_command(args + again.string());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("holds stats.txt, a folder or a link where this command writes a file"), std::string::npos)
+      << r.err;
   fs::remove_all(out);
   fs::remove_all(again);
 }
