@@ -204,7 +204,7 @@ std::vector<ConfigDifference> computed_differences(const nlohmann::json& saved, 
     nlohmann::json out = nlohmann::json::object();
     for (const char* section : {"architecture", "moe", "training"})
       if (config.is_object() && config.contains(section)) out[section] = config[section];
-    return out.flatten();
+    return out.empty() ? out : out.flatten();  // (an empty object flattens to {"": null})
   };
   const nlohmann::json a = computed(model_json_with_defaults(saved)), b = computed(now);
   auto dotted = [](std::string pointer) {  // "/architecture/layers" -> "architecture.layers"

@@ -27,6 +27,7 @@
 #include "common/catalogue.h"
 #include "common/errors.h"
 #include "common/json_file.h"
+#include "common/record_fields.h"
 #include "comm/launcher.h"
 #include "core/device_session.h"
 #include "core/gpu_energy_meter.h"
@@ -247,7 +248,7 @@ void Calibrator::check_and_resolve() {
                         "\"" + o_.device + "\" (records of the device being calibrated)");
     // Products in another arithmetic run at another rate: their points would bend this profile's curves
     // (validate refuses the same pairing). Records from before the key are taken as they are.
-    if (const std::string ran = j["device"].value("gemm_precision", precision_); ran != precision_)
+    if (const std::string ran = record_gemm_precision(j, f); ran != precision_)
       throw ConfigError(f, "device.gemm_precision", "\"" + ran + "\"",
                         "\"" + precision_ + "\", the products this calibration measures (--precision " + ran +
                             " calibrates those)");

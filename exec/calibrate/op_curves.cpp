@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "common/errors.h"
+#include "common/record_fields.h"
 #include "moe_load.h"
 
 namespace glam::exec {
@@ -89,10 +90,7 @@ void add_op_points(const nlohmann::json& record, const std::string& where, doubl
   for (size_t i = 0; i < ops.size(); ++i) {
     const auto& m = ops[i];
     auto it = by_id.find(m.value("id", ""));
-    const double t = m.value("median_s", 0.0);
-    if (!(t >= 0 && t <= 1e6))  // (a NaN fails both)
-      throw ConfigError(where, "ops[" + std::to_string(i) + "].median_s", m["median_s"].dump(),
-                        "a time from 0 to 1e6 s");
+    const double t = record_op_time(m, "median_s", true, where, "ops[" + std::to_string(i) + "]");
     if (it == by_id.end() || t == 0) continue;
     const StepOp& op = *it->second;
     if (op.kind == OpKind::kCollective) continue;

@@ -6,6 +6,8 @@
 //      through shared memory; each expert's count is owned by one thread, so no atomics;
 // aux loss and the backward pass per group / per token as on the CPU (float64 sums).
 #include <algorithm>
+#include <stdexcept>
+#include <string>
 
 #include "cuda/common.cuh"
 #include "cuda/cuda_backend.h"
@@ -149,9 +151,8 @@ __global__ void router_bwd(const T* probs, const int32_t* expert, const int32_t*
 
 // A histogram of the copies' bins per block in shared memory, then one global add per bin and block.
 __global__ void count_routes(const int32_t* expert, const int32_t* loc, int64_t copies, int64_t per_expert,
-                             int64_t e_count, int32_t* counts) {
-  extern __shared__ int32_t bins[];  // 2 e_count + 1: router_count_bins
-  const int64_t n_bins = 2 * e_count + 1;
+                             int64_t e_count, int64_t n_bins, int32_t* counts) {
+  extern __shared__ int32_t bins[];  // n_bins: router_count_bins(e_count)
   for (int64_t b = threadIdx.x; b < n_bins; b += blockDim.x) bins[b] = 0;
   __syncthreads();
   GLAM_GRID_STRIDE(c, copies) {
@@ -217,7 +218,12 @@ void router_counts(const KernelContext& ctx, const int32_t* expert, const int32_
   if (copies <= 0) return;
   // Few blocks: each adds every bin to global memory once.
   const unsigned blocks = std::min<unsigned>(grid_for(copies, 256), 64);
-  count_routes<<<blocks, 256, bin_bytes, st>>>(expert, loc, copies, s.groups() * s.capacity, s.experts, counts);
+  // One block's bins in shared memory: 48 KiB hold 6,143 experts' (the launch's default limit).
+  if (bin_bytes > 48 * 1024)
+    throw std::invalid_argument("router_counts: " + std::to_string(s.experts) + " experts need " +
+                                std::to_string(bin_bytes) + " bytes of bins, more than a block's 48 KiB");
+  count_routes<<<blocks, 256, bin_bytes, st>>>(expert, loc, copies, s.groups() * s.capacity, s.experts,
+                                               router_count_bins(s.experts), counts);
   GLAM_CUDA_LAUNCHED();
 }
 

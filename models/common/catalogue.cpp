@@ -106,8 +106,10 @@ std::string gpu_chip_kind(const std::string& device_name) {
   std::string name;
   for (char c : device_name)
     if (c != ' ' && c != '-' && c != '_') name += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  // The catalogue's kinds are the SXM parts; PCIe cards run at other clocks and power.
-  if (name.find("pcie") != std::string::npos) return "";
+  // The catalogue's kinds are the SXM parts: PCIe and NVL cards run at other clocks and power, and the
+  // GH200 superchip is another part.
+  for (const char* other : {"pcie", "nvl", "gh200"})
+    if (name.find(other) != std::string::npos) return "";
   if (name.find("h200") != std::string::npos) return "h200";
   if (name.find("h100") != std::string::npos) return "h100";
   if (name.find("a100") != std::string::npos && name.find("80gb") != std::string::npos) return "a100-80gb";

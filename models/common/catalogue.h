@@ -32,7 +32,7 @@ std::vector<std::string> expand_catalogue_patterns(const std::string& catalogue,
 
 // The chip kind (topologies/chips/<kind>.toml) of a GPU by the name its driver reports ("NVIDIA
 // H100 80GB HBM3" -> "h100", "NVIDIA A100-SXM4-80GB" -> "a100-80gb"); "" for a GPU the catalogue
-// has no kind of (an A100 with 40 GB, a PCIe card, an L40S).
+// has no kind of (an A100 with 40 GB, a PCIe or NVL card, a GH200, an L40S).
 std::string gpu_chip_kind(const std::string& device_name);
 
 }  // namespace glam

@@ -66,6 +66,13 @@ std::string unknown_key_expectation(const std::string& key, const std::set<std::
   std::set<std::string> here;  // the names this level takes: keys, or the sections below it
   for (const auto& k : known)
     if (k.rfind(prefix, 0) == 0) here.insert(k.substr(prefix.size(), k.find('.', prefix.size()) - prefix.size()));
+  if (here.count(name)) {  // a section given a value: its keys belong in a table
+    std::string keys;
+    for (const auto& k : known)
+      if (k.rfind(key + ".", 0) == 0) keys += (keys.empty() ? "" : ", ") + k.substr(key.size() + 1);
+    return "a table [" + key + "] of its keys (" + keys + ")";
+  }
+  if (here.empty()) return "no key here (" + (prefix.empty() ? std::string("the file") : "[" + prefix.substr(0, prefix.size() - 1) + "]") + " takes none)";
   std::string nearest, list;
   size_t best = std::max<size_t>(2, name.size() / 3) + 1;  // a likely misspelling: a few edits at most
   for (const auto& h : here) {

@@ -14,7 +14,8 @@ namespace glam {
 
 double EfficiencyCurve::at(double size, bool hold_time) const {
   if (values.empty()) return 1.0;
-  if (size <= sizes.front()) return hold_time ? values.front() * size / sizes.front() : values.front();
+  if (size <= sizes.front())
+    return hold_time && size > 0 ? values.front() * size / sizes.front() : values.front();
   // Within an interval the log-linear efficiency makes size / efficiency fall, then rise (or only
   // rise), so the slowest smaller size is at a point or at this size: keep the points' running
   // maximum of size / efficiency.

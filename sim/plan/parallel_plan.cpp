@@ -312,7 +312,8 @@ void validate_plan(const ParallelPlan& p, const ModelConfig& m, const Cluster& c
                        " tokens of each dp rank into whole " + s(m.seq_len) + "-token sequences");
   }
   if (p.batch_tokens % (p.dp * m.seq_len) != 0) {
-    const int64_t whole = p.dp * m.seq_len;  // the nearest batches that split: multiples of dp sequences
+    // the nearest batches that split: multiples of dp sequences (in each micro-batch)
+    const int64_t whole = p.dp * std::max<int64_t>(p.microbatches, 1) * m.seq_len;
     const int64_t below = p.batch_tokens / whole * whole;
     throw UsageError("batch of " + s(p.batch_tokens) + " tokens does not split into whole " + s(m.seq_len) +
                      "-token sequences over dp = " + s(p.dp) + " ranks (--batch-tokens " +

@@ -8,6 +8,7 @@
 
 #include "common/errors.h"
 #include "common/json_file.h"
+#include "common/record_fields.h"
 
 namespace glam {
 
@@ -205,9 +206,7 @@ RunRecord parse_run_record(const nlohmann::json& j, const std::string& path) {
   if (host_cores > 65536) throw ConfigError(path, "device.host_cores", std::to_string(host_cores), "at most 65536");
   r.threads = static_cast<int>(threads);
   r.host_cores = static_cast<int>(host_cores);
-  r.gemm_precision = text_or(j, path, "device.gemm_precision", "fp32");
-  if (r.gemm_precision != "fp32" && r.gemm_precision != "tf32" && r.gemm_precision != "bf16")
-    throw ConfigError(path, "device.gemm_precision", "\"" + r.gemm_precision + "\"", "\"fp32\", \"tf32\" or \"bf16\"");
+  r.gemm_precision = record_gemm_precision(j, path);
   r.activation_precision = text_or(j, path, "device.activation_precision", "float32");
   if (r.activation_precision != "float32" && r.activation_precision != "bfloat16")
     throw ConfigError(path, "device.activation_precision", "\"" + r.activation_precision + "\"",
@@ -242,18 +241,8 @@ RunRecord parse_run_record(const nlohmann::json& j, const std::string& path) {
     const std::string at = "ops[" + std::to_string(i) + "]";
     if (!op.is_object() || !op.contains("id") || !op["id"].is_string())
       throw ConfigError(path, at, op.dump(), "{\"id\": string, \"median_s\": number, ...}");
-    // An op a step did not run has a zero time; none takes longer than the timers' hours.
-    auto time = [&](const char* field, bool required) {
-      if (!op.contains(field)) {
-        if (required) throw ConfigError(path, at + "." + field, "(missing)", "a time in seconds");
-        return 0.0;
-      }
-      const auto& v = op[field];
-      if (!v.is_number() || !(v.get<double>() >= 0 && v.get<double>() <= 1e6))
-        throw ConfigError(path, at + "." + field, v.dump(), "a time from 0 to 1e6 s");
-      return v.get<double>();
-    };
-    r.ops.push_back({op["id"].get<std::string>(), time("median_s", true), time("p10_s", false), time("p90_s", false)});
+    r.ops.push_back({op["id"].get<std::string>(), record_op_time(op, "median_s", true, path, at),
+                     record_op_time(op, "p10_s", false, path, at), record_op_time(op, "p90_s", false, path, at)});
   }
   r.has_moe_loads = j.contains("moe_layers") && j["moe_layers"].is_array() && !j["moe_layers"].empty();
   if (r.has_moe_loads) check_routing_histograms(j["moe_layers"], r, path);

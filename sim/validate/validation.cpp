@@ -7,6 +7,7 @@
 #include <set>
 #include <sstream>
 
+#include "chip_kinds.h"
 #include "common/catalogue.h"
 #include "compute/compute_model.h"
 #include "common/errors.h"
@@ -259,6 +260,10 @@ std::vector<SimulatedRecord> simulate_records(const std::vector<std::pair<RunRec
 }  // namespace
 
 Cluster profile_host_cluster(const CalibrationProfile& profile) {
+  const std::vector<std::string> kinds = chip_kinds();
+  if (std::find(kinds.begin(), kinds.end(), profile.device) == kinds.end())
+    throw UsageError(profile.source + " was measured on a GPU the chip catalogue has no kind of (device = \"" +
+                     profile.device + "\"): give --cluster, a cluster file of that GPU's figures");
   RunRecord host;
   host.file = profile.source;
   host.device_kind = profile.device == "cpu" ? "cpu" : "cuda";

@@ -102,6 +102,18 @@ void compare(const std::vector<double>& logits, const RouterShape& s, const Seco
     }
     *dropped += loc[i] == -1;
   }
+  // The statistics the host reads: kept per expert, dropped per expert (the copies routed to it beyond
+  // its capacity), skipped, in router_count_bins(E) entries.
+  const int64_t e_n = s.experts;
+  std::vector<int32_t> expected(static_cast<size_t>(router_count_bins(e_n)), 0);
+  for (size_t i = 0; i < loc.size(); ++i) {
+    if (loc[i] >= 0) expected[static_cast<size_t>(loc[i] / (s.groups() * s.capacity))]++;
+    if (loc[i] == -1) expected[static_cast<size_t>(e_n + r.expert[i])]++;
+    if (loc[i] == -2) expected[static_cast<size_t>(2 * e_n)]++;
+  }
+  std::vector<int32_t> counts(expected.size(), 777);
+  router_counts(ctx, ex.data(), loc.data(), s, counts.data());
+  EXPECT_EQ(counts, expected);
   // float model path agrees on the decisions
   std::vector<float> lf(logits.begin(), logits.end()), pf(logits.size()), gf(gate.size());
   std::vector<int32_t> exf(ex.size()), locf(loc.size()), stf(st.size());

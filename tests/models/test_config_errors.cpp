@@ -66,6 +66,10 @@ TEST(ModelConfigErrors, MisspeltKeyIsNotIgnored) {
   // too far from every key to guess one: the keys [architecture] takes instead
   EXPECT_NE(msg.find("expected a known key; [architecture] takes: d_model, "), std::string::npos) << msg;
   EXPECT_EQ(msg.find("did you mean"), std::string::npos) << msg;
+  // a section given a value, not a table: named as the table it has to be
+  msg = error_of(replaced(replaced(kValid, "[moe]\nexperts = 8\ngroup_tokens = 64\n", ""), "id = \"tiny\"\n",
+                          "id = \"tiny\"\nmoe = 5\n"));
+  EXPECT_NE(msg.find("key 'moe' = 5: expected a table [moe] of its keys (aux_loss_weight, "), std::string::npos) << msg;
 }
 
 // MoE settings without moe.experts would be ignored (the model is dense): refused, naming the key. An

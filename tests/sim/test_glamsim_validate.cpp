@@ -195,7 +195,7 @@ TEST_F(GlamsimValidate, BadInputExitsTwoNamingTheFile) {
          auto j = record("", 0.5);
          j["device"]["gemm_precision"] = 0;
          return j.dump();
-       }(), "profile.toml", "key 'device.gemm_precision' = 0: expected a string"},
+       }(), "profile.toml", "key 'device.gemm_precision' = 0: expected \"fp32\", \"tf32\" or \"bf16\""},
       {"noops.json", [&] {
          auto j = record("", 0.5);
          j["ops"] = nlohmann::json::array();
