@@ -17,7 +17,8 @@ CollectiveCost FlowNetwork::cost(const CollectiveRequest& req) {
   c.time_s = 0;
   std::vector<double> analytical_steps, latencies;
   for (size_t i = 0; i < s.phases.size(); ++i) {
-    std::optional<double> t = phase_time(s.phases[i], req.bytes, s.bandwidth_factor, measured_curve(req));
+    std::optional<double> t =
+        phase_time(s.phases[i], req.bytes, s.bandwidth_factor, s.efficiency_share, measured_curve(req));
     if (!t) {
       if (analytical_steps.empty()) analytical_steps = analytical_.phase_step_times(req);
       t = analytical_steps[i];
@@ -83,7 +84,7 @@ std::vector<Flow> FlowNetwork::representative_flows(const CommPhase& phase) cons
 }
 
 std::optional<double> FlowNetwork::phase_time(const CommPhase& phase, double bytes, double bandwidth_factor,
-                                              const CollectiveCurve* measured) {
+                                              double efficiency_share, const CollectiveCurve* measured) {
   auto key = std::make_pair(&phase, bytes);
   if (auto it = phase_cache_.find(key); it != phase_cache_.end()) return it->second;
   std::vector<Flow> flows = representative_flows(phase);
@@ -95,7 +96,8 @@ std::optional<double> FlowNetwork::phase_time(const CommPhase& phase, double byt
   sg.reserve(flows.size());
   for (const auto& f : flows) {
     const double size = f.share * bytes;
-    const double efficiency = measured ? measured->at(bytes) : profile_.network_bandwidth.at(size);
+    const double efficiency =
+        measured ? measured->at(bytes) : profile_.network_bandwidth.at(efficiency_share > 0 ? efficiency_share * bytes : size);
     sg.push_back({f.src, f.dst, size / (bandwidth_factor * efficiency)});
   }
   double t = simulate_flows(cluster_, sg, profile_.network_latency_factor);

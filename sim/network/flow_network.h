@@ -43,10 +43,11 @@ class FlowNetwork : public NetworkModel {
 
  private:
   // nullopt when the phase is too large to play flow by flow.
-  // `measured`: the profile's curve for the collective (by buffer bytes), else the network curve by
-  // flow size; either times the algorithm's bandwidth factor. SimGrid adds the route latencies.
+  // `measured`: the profile's curve for the collective (by buffer bytes), else the network curve at
+  // efficiency_share x bytes (0: at each flow's size; CollectiveSchedule::efficiency_share); either
+  // times the algorithm's bandwidth factor. SimGrid adds the route latencies.
   std::optional<double> phase_time(const CommPhase& phase, double bytes, double bandwidth_factor,
-                                   const CollectiveCurve* measured);
+                                   double efficiency_share, const CollectiveCurve* measured);
   // The flows of one component when the phase is a union of identical, link-disjoint ones.
   std::vector<Flow> representative_flows(const CommPhase& phase) const;
 

@@ -10,6 +10,7 @@ RoutedSchedule route_schedule(const Cluster& cluster, const CollectiveSchedule& 
   RoutedSchedule r;
   r.algorithm = s.algorithm;
   r.pipelined = s.pipelined;
+  r.efficiency_share = s.efficiency_share;
   r.bandwidth_factor = s.bandwidth_factor;
   const auto& links = cluster.links();
   std::vector<double> load(links.size(), 0.0), total(links.size(), 0.0);

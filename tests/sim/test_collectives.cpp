@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <iomanip>
 #include <iterator>
 #include <map>
 #include <set>
@@ -183,11 +184,39 @@ TEST(Collectives, ACollectiveInFlightIsDelayedByNoMoreThanItHadLeft) {
     if (op.kind != OpKind::kCollective || op.blocking || op.axis != CommAxis::kTensor) continue;
     const double isolated =
         alone.cost({op.collective, op.axis, op.comm_bytes, op.a2a_dest_share, op.a2a_transposed}).time_s;
-    EXPECT_LE(r.timing[i].duration(), 4 * isolated) << op.id;
+    EXPECT_LE(r.timing[i].duration(), 4 * isolated * (1 + 1e-9))  // (some reach the bound itself)
+        << op.id << ": " << std::setprecision(17) << r.timing[i].duration() / isolated << " x alone";
     ++checked;
   }
   EXPECT_GT(checked, 0);
 }
+
+// A ring's or tree's steps stream the buffer through the links in chunks, so their bandwidth
+// efficiency is the whole buffer's (nccl-tests' busbw curves are by buffer size), however thin the
+// slice one step moves; an all-to-all's sends are messages of their own, at their own size. With an
+// efficiency rising from 0.1 at 1 KB to 1 at 1 GB, a 1 GB all-reduce over 128 GPUs runs at full
+// efficiency (its ring steps move 1 GB / 1,024 each) and a 1 GB all-to-all over the same GPUs at its
+// 8 MB sends' 0.68.
+TEST(Collectives, RingsReadTheEfficiencyAtTheBufferAllToAllsAtTheMessage) {
+  ParallelPlan p;
+  p.dp = p.ep = 128, p.tp = 1, p.batch_tokens = 1 << 20;
+  const Cluster c = load_cluster("dgx-h100-1024");
+  RankMap map(p, c);
+  CalibrationProfile steep = default_profile("h100"), flat = steep;
+  steep.network_bandwidth = {{1e3, 1e9}, {0.1, 1.0}};
+  flat.network_bandwidth = {{1e3}, {1.0}};
+  AnalyticalNetwork steep_net(c, map, steep), flat_net(c, map, flat);
+  const CollectiveRequest all_reduce{CollectiveKind::kAllReduce, CommAxis::kData, 1e9, {}, false};
+  steep_net.pin_algorithm(AlgorithmChoice::kRing), flat_net.pin_algorithm(AlgorithmChoice::kRing);
+  EXPECT_NEAR(steep_net.cost(all_reduce).time_s, flat_net.cost(all_reduce).time_s, 1e-12);
+  const CollectiveRequest a2a{CollectiveKind::kAllToAll, CommAxis::kExpert, 1e9, {}, false};
+  steep_net.pin_algorithm(AlgorithmChoice::kFastest), flat_net.pin_algorithm(AlgorithmChoice::kFastest);
+  EXPECT_GT(steep_net.cost(a2a).time_s, 1.3 * flat_net.cost(a2a).time_s);
+  for (const auto& schedule : collective_candidates(c, CollectiveKind::kAllReduce, map.groups(CommAxis::kData)))
+    EXPECT_EQ(schedule.efficiency_share, 1.0) << schedule.algorithm;
+  EXPECT_EQ(plan_collective(c, CollectiveKind::kAllToAll, map.groups(CommAxis::kExpert)).efficiency_share, 0.0);
+}
+
 
 // Across nodes an all-reduce runs NCCL's rings, one per channel (8 for a node's 8 GPUs), each through all
 // 16 members node after node and entering each node at another GPU: every GPU's NIC carries the same
