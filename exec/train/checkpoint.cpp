@@ -305,9 +305,8 @@ namespace {
 
 constexpr size_t kFixedBytes = 8 + 4 + 4 + 8;  // magic, version, reserved, header length
 
-// The names of the configuration keys that differ, with both values: "architecture.layers = 2 in
-// the checkpoint, 4 in this run".
-// The first keys a run would compute differently from the checkpoint's configuration.
+// The first keys a run would compute differently from the checkpoint's configuration, with both
+// values: "architecture.layers = 2 in the checkpoint, 4 in this run".
 std::string config_differences(const std::vector<ConfigDifference>& diffs) {
   auto side = [](const std::string& value) { return value.empty() ? std::string("(missing)") : value; };
   std::string out;

@@ -63,6 +63,7 @@ std::string unknown_key_expectation(const std::string& key, const std::set<std::
   const size_t dot = key.rfind('.');
   const std::string prefix = dot == std::string::npos ? "" : key.substr(0, dot + 1);
   const std::string name = key.substr(prefix.size());
+  const std::string level = prefix.empty() ? "the file" : "[" + prefix.substr(0, prefix.size() - 1) + "]";
   std::set<std::string> here;  // the names this level takes: keys, or the sections below it
   for (const auto& k : known)
     if (k.rfind(prefix, 0) == 0) here.insert(k.substr(prefix.size(), k.find('.', prefix.size()) - prefix.size()));
@@ -72,7 +73,7 @@ std::string unknown_key_expectation(const std::string& key, const std::set<std::
       if (k.rfind(key + ".", 0) == 0) keys += (keys.empty() ? "" : ", ") + k.substr(key.size() + 1);
     return "a table [" + key + "] of its keys (" + keys + ")";
   }
-  if (here.empty()) return "no key here (" + (prefix.empty() ? std::string("the file") : "[" + prefix.substr(0, prefix.size() - 1) + "]") + " takes none)";
+  if (here.empty()) return "no key here (" + level + " takes none)";
   std::string nearest, list;
   size_t best = std::max<size_t>(2, name.size() / 3) + 1;  // a likely misspelling: a few edits at most
   for (const auto& h : here) {
@@ -81,7 +82,7 @@ std::string unknown_key_expectation(const std::string& key, const std::set<std::
   }
   std::string out = "a known key";
   if (!nearest.empty()) out += " (did you mean " + prefix + nearest + "?)";
-  return out + "; " + (prefix.empty() ? "the file" : "[" + prefix.substr(0, prefix.size() - 1) + "]") + " takes: " + list;
+  return out + "; " + level + " takes: " + list;
 }
 
 }  // namespace glam

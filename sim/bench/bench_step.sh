@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Simulator speed: one GLaM 64B/64E step at 64, 256, 1,024 and 4,096 TPU v4 chips, and on 1,024 H100s
-# (where the chosen layout has 8 pipeline stages), both fidelities. Prints wall time, ops, routed and
+# (a GPU cluster's layout and schedules), both fidelities. Prints wall time, ops, routed and
 # simulated flows, and peak memory per run.
 # Usage: sim/bench/bench_step.sh [build dir] > reports/simulator-speed.md (the whole report: title,
 # the host and date, and the table).

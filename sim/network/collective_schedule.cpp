@@ -259,7 +259,7 @@ bool tree_all_reduce(CollectiveSchedule& s, const Cluster& c, const std::vector<
   if (!split_by_node(c, groups, local, cross)) return false;
   s.algorithm = kTreeAlgorithm;
   s.pipelined = true;
-  s.efficiency_share = 1.0;
+  s.efficiency_at_buffer = true;
   s.bandwidth_factor = 0.92;
   const size_t g_local = local.front().size();
   if (g_local > 1) add_ring(s, local, 1.0, Half::kReduceScatter);
@@ -309,7 +309,7 @@ CollectiveSchedule plan_collective(const Cluster& cluster, CollectiveKind kind,
     return s;
   }
   Half half = half_of(kind);
-  s.efficiency_share = 1.0;  // every schedule below streams the buffer
+  s.efficiency_at_buffer = true;  // every schedule below streams the buffer
   if (cluster.kind() == TopologyKind::kTorus && torus_dimension_order(s, cluster, groups, half)) return s;
   if (cluster.kind() == TopologyKind::kFatTree && rings_across_nodes(s, cluster, groups, half)) return s;
   s.algorithm = "ring";

@@ -36,12 +36,12 @@ struct CollectiveSchedule {
   // The share of the links' bandwidth (as the efficiency curve gives it) the algorithm reaches: below 1
   // where it moves data less efficiently than a ring (the tree).
   double bandwidth_factor = 1.0;
-  // Where the efficiency curve is read, as a share of the buffer: 1 for rings and trees, whose steps
-  // stream the whole buffer through the links in chunks (NCCL's, XLA's; nccl-tests gives their busbw
-  // by buffer size), so a step's small slice of a large buffer moves at the large buffer's rate; 0 for
-  // schedules whose flows are messages of their own (an all-to-all's sends, pipeline transfers), read
-  // at each flow's size.
-  double efficiency_share = 0;
+  // Whether the efficiency curve is read at the whole buffer's size: rings and trees, whose steps
+  // stream the buffer through the links in chunks (NCCL's, XLA's; nccl-tests gives their busbw by
+  // buffer size), so a step's small slice of a large buffer moves at the large buffer's rate. Else at
+  // each flow's size: schedules whose flows are messages of their own (an all-to-all's sends,
+  // pipeline transfers).
+  bool efficiency_at_buffer = false;
 };
 
 // Chooses the algorithm by collective and topology: all-to-all is direct (all pairs; on switched

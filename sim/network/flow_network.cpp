@@ -18,7 +18,7 @@ CollectiveCost FlowNetwork::cost(const CollectiveRequest& req) {
   std::vector<double> analytical_steps, latencies;
   for (size_t i = 0; i < s.phases.size(); ++i) {
     std::optional<double> t =
-        phase_time(s.phases[i], req.bytes, s.bandwidth_factor, s.efficiency_share, measured_curve(req));
+        phase_time(s.phases[i], req.bytes, s.bandwidth_factor, s.efficiency_at_buffer, measured_curve(req));
     if (!t) {
       if (analytical_steps.empty()) analytical_steps = analytical_.phase_step_times(req);
       t = analytical_steps[i];
@@ -84,7 +84,7 @@ std::vector<Flow> FlowNetwork::representative_flows(const CommPhase& phase) cons
 }
 
 std::optional<double> FlowNetwork::phase_time(const CommPhase& phase, double bytes, double bandwidth_factor,
-                                              double efficiency_share, const CollectiveCurve* measured) {
+                                              bool efficiency_at_buffer, const CollectiveCurve* measured) {
   auto key = std::make_pair(&phase, bytes);
   if (auto it = phase_cache_.find(key); it != phase_cache_.end()) return it->second;
   std::vector<Flow> flows = representative_flows(phase);
@@ -97,7 +97,7 @@ std::optional<double> FlowNetwork::phase_time(const CommPhase& phase, double byt
   for (const auto& f : flows) {
     const double size = f.share * bytes;
     const double efficiency =
-        measured ? measured->at(bytes) : profile_.network_bandwidth.at(efficiency_share > 0 ? efficiency_share * bytes : size);
+        measured ? measured->at(bytes) : profile_.network_bandwidth.at(efficiency_at_buffer ? bytes : size);
     sg.push_back({f.src, f.dst, size / (bandwidth_factor * efficiency)});
   }
   double t = simulate_flows(cluster_, sg, profile_.network_latency_factor);

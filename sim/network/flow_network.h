@@ -44,10 +44,10 @@ class FlowNetwork : public NetworkModel {
  private:
   // nullopt when the phase is too large to play flow by flow.
   // `measured`: the profile's curve for the collective (by buffer bytes), else the network curve at
-  // efficiency_share x bytes (0: at each flow's size; CollectiveSchedule::efficiency_share); either
-  // times the algorithm's bandwidth factor. SimGrid adds the route latencies.
+  // the buffer's size or each flow's (CollectiveSchedule::efficiency_at_buffer); either times the
+  // algorithm's bandwidth factor. SimGrid adds the route latencies.
   std::optional<double> phase_time(const CommPhase& phase, double bytes, double bandwidth_factor,
-                                   double efficiency_share, const CollectiveCurve* measured);
+                                   bool efficiency_at_buffer, const CollectiveCurve* measured);
   // The flows of one component when the phase is a union of identical, link-disjoint ones.
   std::vector<Flow> representative_flows(const CommPhase& phase) const;
 

@@ -95,8 +95,7 @@ double AnalyticalNetwork::phase_efficiency(const Resolved& r, const RoutedSchedu
                                            double bytes) const {
   return s.bandwidth_factor *
          (r.measured ? r.measured->at(bytes)
-                     : profile_.network_bandwidth.at((s.efficiency_share > 0 ? s.efficiency_share : pc.largest_share) *
-                                                     bytes));
+                     : profile_.network_bandwidth.at(s.efficiency_at_buffer ? bytes : pc.largest_share * bytes));
 }
 
 double AnalyticalNetwork::phase_latency(const Resolved& r, const RoutedPhase& pc) const {

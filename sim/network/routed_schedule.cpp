@@ -10,7 +10,7 @@ RoutedSchedule route_schedule(const Cluster& cluster, const CollectiveSchedule& 
   RoutedSchedule r;
   r.algorithm = s.algorithm;
   r.pipelined = s.pipelined;
-  r.efficiency_share = s.efficiency_share;
+  r.efficiency_at_buffer = s.efficiency_at_buffer;
   r.bandwidth_factor = s.bandwidth_factor;
   const auto& links = cluster.links();
   std::vector<double> load(links.size(), 0.0), total(links.size(), 0.0);

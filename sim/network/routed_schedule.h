@@ -30,7 +30,7 @@ struct RoutedSchedule {
   std::string algorithm;
   bool pipelined = false;
   double bandwidth_factor = 1.0;
-  double efficiency_share = 0;  // CollectiveSchedule::efficiency_share
+  bool efficiency_at_buffer = false;  // CollectiveSchedule::efficiency_at_buffer
   std::vector<RoutedPhase> phases;
   std::vector<std::pair<int, double>> link_shares;  // per link, sorted: flow shares x repeats
   std::map<LinkKind, double> link_kind_share;       // flow shares x hops x repeats, per link kind

@@ -9,9 +9,9 @@
 
 #include "chip_kinds.h"
 #include "common/catalogue.h"
-#include "compute/compute_model.h"
 #include "common/errors.h"
 #include "common/text_table.h"
+#include "compute/compute_model.h"
 #include "energy/energy_model.h"
 #include "validate/child_process.h"
 
