@@ -43,6 +43,11 @@ std::string TextTable::render() const {
 std::string format_chips(int64_t chips) { return std::to_string(chips) + (chips == 1 ? " chip" : " chips"); }
 
 std::string format_count(double value) {
+  char buf[64];
+  if (std::fabs(value) >= 1e15) {  // past the suffixes: 1.18e+18, not 1180636797T
+    std::snprintf(buf, sizeof buf, "%.3g", value);
+    return buf;
+  }
   const char* suffix = "";
   double v = value;
   if (std::fabs(v) >= 1e12) v /= 1e12, suffix = "T";
@@ -50,7 +55,6 @@ std::string format_count(double value) {
   else if (std::fabs(v) >= 1e6) v /= 1e6, suffix = "M";
   else if (std::fabs(v) >= 1e3) v /= 1e3, suffix = "K";
   int decimals = std::fabs(v) >= 100 ? 0 : std::fabs(v) >= 10 ? 1 : 2;
-  char buf[64];
   std::snprintf(buf, sizeof buf, "%.*f%s", decimals, v, suffix);
   return buf;
 }

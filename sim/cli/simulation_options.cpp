@@ -179,7 +179,8 @@ ResolvedSimulation SimulationOptions::resolve_for_cluster(const std::string& clu
                         ? "\nplan chosen by glamsim: fastest of " + std::to_string(choice.fitting) + " layouts that fit (" +
                               std::to_string(choice.candidates) + " considered)"
                         : "\nplan chosen by glamsim: none of the " + std::to_string(choice.candidates) +
-                              " layouts considered fits; --allow-oom simulates the one-pass layout with the smallest footprint";
+                              " layouts considered fits; --allow-oom simulates the one with the smallest footprint "
+                              "before micro-batches were added to fit (a pipeline keeps its own)";
     // How close the choice was: the next fastest layout (--layouts lists them all).
     if (choice.fitting > 1) {
       const LayoutTrial& best = out.layouts[0], &next = out.layouts[1];  // choice.trials, moved there

@@ -194,7 +194,8 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
   double best_time = std::numeric_limits<double>::infinity();
   std::optional<ParallelPlan> smallest;
   double smallest_bytes = std::numeric_limits<double>::infinity();
-  // `fallback`: the plan --allow-oom simulates when nothing fits is the smallest one-pass layout.
+  // `fallback`: the plan --allow-oom simulates when nothing fits is the smallest of the layouts as
+  // generated, before micro-batches are added to make them fit (a pipeline's own are kept).
   double smallest_any = std::numeric_limits<double>::infinity();
   // The least any layout holds in weights, gradients and optimizer state: beyond HBM, no batch fits.
   double smallest_state = std::numeric_limits<double>::infinity();

@@ -21,5 +21,12 @@ TEST(TextFormats, SecondsKeepThreeDigitsAndNoExponent) {
   EXPECT_EQ(format_chips(1024), "1024 chips");
 }
 
+// Counts take K, M, B and T; past those an exponent, not thousands of T.
+TEST(TextFormats, CountsPastTheSuffixesTakeAnExponent) {
+  EXPECT_EQ(format_count(1.2e12), "1.20T");
+  EXPECT_EQ(format_count(999e12), "999T");
+  EXPECT_EQ(format_count(1.180636797e18), "1.18e+18");
+}
+
 }  // namespace
 }  // namespace glam
