@@ -1,7 +1,5 @@
 #include "step_graph.h"
 
-#include "moe_load.h"
-
 #include <algorithm>
 #include <functional>
 #include <map>
@@ -97,19 +95,6 @@ std::vector<PipelineLayout::Pass> PipelineLayout::program(int64_t stage) const {
 double PipelineLayout::peak_activation_microbatches(int64_t stage) const {
   const int64_t units = std::min(warmup_passes(stage) + 1, microbatches * virtual_stages);
   return static_cast<double>(units) / static_cast<double>(virtual_stages);
-}
-
-MoeLayerLoad uniform_moe_load(const ModelConfig& m, const StepShape& s) {
-  MoeLayerLoad load;
-  if (!m.is_moe()) return load;
-  const double T = static_cast<double>(s.tokens_per_rank);
-  const double routed = T * static_cast<double>(m.top_k);
-  const double slots = T / static_cast<double>(m.group_tokens) * static_cast<double>(m.capacity_per_group() * m.experts);
-  const double kept = std::min(routed, slots);
-  load.expert_tokens = kept;  // uniform: each rank receives what it sends
-  load.a2a_send_tokens = kept;
-  load.dropped_fraction = 1 - kept / routed;
-  return m.padded_dispatch() ? with_padded_slots(m, s, load) : load;
 }
 
 namespace {

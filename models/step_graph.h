@@ -108,9 +108,6 @@ struct StepGraph {
   int64_t stages = 1;
 };
 
-// The busiest-rank load under uniform routing, capacity limits applied.
-MoeLayerLoad uniform_moe_load(const ModelConfig& m, const StepShape& s);
-
 // `loads` has one entry per MoE block that runs (empty: uniform routing everywhere).
 StepGraph build_step_graph(const ModelConfig& m, const StepShape& s, const std::vector<MoeLayerLoad>& loads = {});
 

@@ -45,8 +45,11 @@ std::vector<MoeLayerLoad> record_moe_loads(const ModelConfig& m, const StepShape
   std::vector<MoeLayerLoad> out;
   if (!m.is_moe() || !record.contains("moe_layers") || !record["moe_layers"].is_array()) return out;
   const auto& layers = record["moe_layers"];
-  for (size_t i = 0; i < layers.size(); ++i)
-    out.push_back(moe_layer_load(m, s, routed_shares(layers[i], m, where, "moe_layers[" + std::to_string(i) + "]")));
+  // The record's own run: its kept copies are those of the step being costed.
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const ExpertRouting r = recorded_routing(layers[i], m, where, "moe_layers[" + std::to_string(i) + "]");
+    out.push_back(moe_layer_load(m, s, r.routed, r.kept));
+  }
   return out;
 }
 

@@ -132,7 +132,6 @@ double Transformer<T>::read_pass_routing(int64_t b0, int64_t b1) {
     st.expert_load.assign(c, c + e_count);
     st.expert_dropped.assign(c + e_count, c + 2 * e_count);
     st.routed = s_.tokens() * m_.top_k;
-    st.dropped = std::accumulate(st.expert_dropped.begin(), st.expert_dropped.end(), int64_t{0});
     st.skipped = c[2 * e_count];
     step_moe_stats_[static_cast<size_t>(index)].add(st);
     moe_stats_[static_cast<size_t>(index)] = std::move(st);

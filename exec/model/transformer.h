@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <numeric>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -119,17 +120,18 @@ struct MoeLayerStats {
   std::vector<int64_t> expert_load;     // copies kept per (global) expert, this rank's tokens
   std::vector<int64_t> expert_dropped;  // copies routed to each expert beyond its capacity
   int64_t routed = 0;                   // copies routed (tokens x top_k)
-  int64_t dropped = 0;                  // copies dropped for capacity (expert_dropped's sum)
   int64_t skipped = 0;                  // second copies not taken by random routing
+  // Copies dropped for capacity.
+  int64_t dropped() const { return std::accumulate(expert_dropped.begin(), expert_dropped.end(), int64_t{0}); }
   void clear() {
     std::fill(expert_load.begin(), expert_load.end(), 0);
     std::fill(expert_dropped.begin(), expert_dropped.end(), 0);
-    routed = dropped = skipped = 0;
+    routed = skipped = 0;
   }
   void add(const MoeLayerStats& o) {  // of the same layer
     for (size_t e = 0; e < o.expert_load.size(); ++e) expert_load[e] += o.expert_load[e];
     for (size_t e = 0; e < o.expert_dropped.size(); ++e) expert_dropped[e] += o.expert_dropped[e];
-    routed += o.routed, dropped += o.dropped, skipped += o.skipped;
+    routed += o.routed, skipped += o.skipped;
   }
 };
 

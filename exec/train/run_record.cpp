@@ -96,7 +96,7 @@ nlohmann::json make_run_record(const RunDescription& run, const nlohmann::json& 
     moe.push_back({{"layer", st.layer},
                    {"expert_load", st.expert_load},
                    {"expert_dropped", st.expert_dropped},
-                   {"dropped_tokens", st.dropped},
+                   {"dropped_tokens", st.dropped()},
                    {"routed_tokens", st.routed},
                    {"skipped_second_copies", st.skipped},
                    {"timed_steps", run.timed_steps}});

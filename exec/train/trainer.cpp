@@ -367,9 +367,9 @@ int train_steps(const ResolvedRun& r, TokenBatches& batches, kernels::KernelCont
     if (shape.tp_rank != 0) s.clear();
     comm.allreduce_sum(s.expert_load.data(), static_cast<int64_t>(s.expert_load.size()));
     comm.allreduce_sum(s.expert_dropped.data(), static_cast<int64_t>(s.expert_dropped.size()));
-    int64_t v[3] = {s.routed, s.dropped, s.skipped};
-    comm.allreduce_sum(v, 3);
-    s.routed = v[0], s.dropped = v[1], s.skipped = v[2];
+    int64_t v[2] = {s.routed, s.skipped};
+    comm.allreduce_sum(v, 2);
+    s.routed = v[0], s.skipped = v[1];
   }
   run.moe = moe_sum;
 

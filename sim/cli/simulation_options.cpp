@@ -135,7 +135,7 @@ ResolvedSimulation SimulationOptions::resolve_for_cluster(const std::string& clu
   // Checks the routing file against the model now rather than mid-simulation.
   int moe_blocks = 0;
   for (int64_t l = 0; l < (layers < 0 ? m.layers : std::min(layers, m.layers)); ++l) moe_blocks += m.is_moe_layer(l);
-  expert_shares(spec, m, moe_blocks);
+  expert_routing(spec, m, moe_blocks);
 
   ResolvedSimulation out{in, ""};
   // dp and tp fix a layout: the other axes take their defaults, not the chooser's picks.

@@ -74,6 +74,13 @@ struct CalibrationProfile {
   std::vector<CollectiveCurve> collectives;
   // The curve of `kind` measured at the group size nearest `ranks` (by ratio); nullptr if none.
   const CollectiveCurve* collective_curve(CollectiveKind kind, int ranks) const;
+  // The share of link bandwidth a collective's flows reach: `measured` (the collective's curve, or
+  // nullptr) at the buffer, else network_bandwidth at the buffer or at the flow's size, as the
+  // schedule streams it (CollectiveSchedule::efficiency_at_buffer).
+  double link_efficiency(const CollectiveCurve* measured, bool at_buffer, double buffer_bytes,
+                         double flow_bytes) const {
+    return measured ? measured->at(buffer_bytes) : network_bandwidth.at(at_buffer ? buffer_bytes : flow_bytes);
+  }
   nlohmann::json to_json() const;
 };
 

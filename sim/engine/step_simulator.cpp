@@ -72,7 +72,8 @@ StepResult simulate_step(const SimulationInput& in) {
   const int64_t blocks = blocks_run(m, shape);
   int moe_blocks = 0;
   for (int64_t l = 0; l < blocks; ++l) moe_blocks += m.is_moe_layer(l) ? 1 : 0;
-  for (const auto& share : expert_shares(in.routing, m, moe_blocks)) r.moe_loads.push_back(moe_layer_load(m, shape, share));
+  for (const auto& routing : expert_routing(in.routing, m, moe_blocks))
+    r.moe_loads.push_back(moe_layer_load(m, shape, routing.routed, routing.kept));
   r.graph = build_step_graph(m, shape, r.moe_loads);
 
   RankMap ranks(in.plan, in.cluster);

@@ -96,8 +96,7 @@ std::optional<double> FlowNetwork::phase_time(const CommPhase& phase, double byt
   sg.reserve(flows.size());
   for (const auto& f : flows) {
     const double size = f.share * bytes;
-    const double efficiency =
-        measured ? measured->at(bytes) : profile_.network_bandwidth.at(efficiency_at_buffer ? bytes : size);
+    const double efficiency = profile_.link_efficiency(measured, efficiency_at_buffer, bytes, size);
     sg.push_back({f.src, f.dst, size / (bandwidth_factor * efficiency)});
   }
   double t = simulate_flows(cluster_, sg, profile_.network_latency_factor);

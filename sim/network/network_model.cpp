@@ -94,8 +94,7 @@ double bandwidth_left(const Link& link, const std::vector<double>* background, i
 double AnalyticalNetwork::phase_efficiency(const Resolved& r, const RoutedSchedule& s, const RoutedPhase& pc,
                                            double bytes) const {
   return s.bandwidth_factor *
-         (r.measured ? r.measured->at(bytes)
-                     : profile_.network_bandwidth.at(s.efficiency_at_buffer ? bytes : pc.largest_share * bytes));
+         profile_.link_efficiency(r.measured, s.efficiency_at_buffer, bytes, pc.largest_share * bytes);
 }
 
 double AnalyticalNetwork::phase_latency(const Resolved& r, const RoutedPhase& pc) const {

@@ -40,8 +40,10 @@ RoutingSpec parse_routing_spec(const std::string& arg) {
 namespace {
 
 // Reads {"moe_layers": [{"layer": L, "expert_load": [...], "expert_dropped": [...]}, ...]} (the
-// executor's run record): the copies routed to each expert, kept or dropped.
-std::vector<std::vector<double>> shares_from_file(const std::string& path, const ModelConfig& m, int moe_blocks) {
+// executor's run record): the copies routed to each expert, kept or dropped. The kept copies carry
+// over only to a model routing in the same groups under the same capacity (the record's model_config
+// says which it ran); to another they are expected from the routed shares.
+std::vector<ExpertRouting> routing_from_file(const std::string& path, const ModelConfig& m, int moe_blocks) {
   nlohmann::json j = read_json_file(path, "uniform, skew=X or a routing histogram file");
   if (!j.contains("moe_layers") || !j["moe_layers"].is_array())
     throw ConfigError(path, "moe_layers", "(missing)", "a list of {layer, expert_load} per MoE block");
@@ -49,22 +51,26 @@ std::vector<std::vector<double>> shares_from_file(const std::string& path, const
   if (static_cast<int>(layers.size()) < moe_blocks)
     throw ConfigError(path, "moe_layers", std::to_string(layers.size()) + " blocks",
                       "one entry per MoE block of " + m.id + " (" + std::to_string(moe_blocks) + ")");
-  std::vector<std::vector<double>> out;
-  for (int i = 0; i < moe_blocks; ++i)
-    out.push_back(routed_shares(layers[static_cast<size_t>(i)], m, path, "moe_layers[" + std::to_string(i) + "]"));
+  const bool kept_carries_over = j.contains("model_config") && same_routing_groups(j["model_config"], m);
+  std::vector<ExpertRouting> out;
+  for (int i = 0; i < moe_blocks; ++i) {
+    out.push_back(recorded_routing(layers[static_cast<size_t>(i)], m, path, "moe_layers[" + std::to_string(i) + "]"));
+    if (!kept_carries_over) out.back().kept.clear();
+  }
   return out;
 }
 
 }  // namespace
 
-std::vector<std::vector<double>> expert_shares(const RoutingSpec& spec, const ModelConfig& m, int moe_blocks) {
+std::vector<ExpertRouting> expert_routing(const RoutingSpec& spec, const ModelConfig& m, int moe_blocks) {
   if (!m.is_moe() || moe_blocks == 0) return {};
-  if (spec.kind == "file") return shares_from_file(spec.file, m, moe_blocks);
-  std::vector<double> share(static_cast<size_t>(m.experts));
-  for (size_t e = 0; e < share.size(); ++e) share[e] = std::pow(static_cast<double>(e + 1), -spec.skew);
-  double total = std::accumulate(share.begin(), share.end(), 0.0);
-  for (double& v : share) v /= total;
-  return std::vector<std::vector<double>>(static_cast<size_t>(moe_blocks), share);
+  if (spec.kind == "file") return routing_from_file(spec.file, m, moe_blocks);
+  ExpertRouting r;
+  r.routed.resize(static_cast<size_t>(m.experts));
+  for (size_t e = 0; e < r.routed.size(); ++e) r.routed[e] = std::pow(static_cast<double>(e + 1), -spec.skew);
+  double total = std::accumulate(r.routed.begin(), r.routed.end(), 0.0);
+  for (double& v : r.routed) v /= total;
+  return std::vector<ExpertRouting>(static_cast<size_t>(moe_blocks), r);
 }
 
 }  // namespace glam

@@ -21,8 +21,9 @@ struct RoutingSpec {
 // "uniform", "skew=0.8" or a file path; throws UsageError otherwise.
 RoutingSpec parse_routing_spec(const std::string& arg);
 
-// Per MoE block run, the share of routed copies each expert receives (sums to 1).
-std::vector<std::vector<double>> expert_shares(const RoutingSpec& spec, const ModelConfig& m, int moe_blocks);
+// Per MoE block run, the share of routed copies each expert receives (sums to 1) and, from a run
+// record of the same routing groups and capacity (same_routing_groups), the share each kept.
+std::vector<ExpertRouting> expert_routing(const RoutingSpec& spec, const ModelConfig& m, int moe_blocks);
 
 
 }  // namespace glam

@@ -11,6 +11,7 @@
 #include "calibrate/op_curves.h"
 #include "device.h"
 #include "model_config.h"
+#include "moe_load.h"
 #include "step_graph.h"
 #include "support/run_command.h"
 

@@ -45,7 +45,7 @@ struct Case {
 
 int64_t routing_total(const std::vector<MoeLayerStats>& st, int what) {
   int64_t n = 0;
-  for (const auto& s : st) n += what == 0 ? s.routed : what == 1 ? s.dropped : s.skipped;
+  for (const auto& s : st) n += what == 0 ? s.routed : what == 1 ? s.dropped() : s.skipped;
   return n;
 }
 

@@ -38,7 +38,7 @@ void check_gradients(const ModelConfig& m, int64_t* checked_drops, int64_t seqs 
   EXPECT_TRUE(std::isfinite(loss.total));
   if (m.is_moe()) {
     EXPECT_GT(loss.aux, 0.5);
-    for (const auto& st : model.moe_stats()) *checked_drops += st.dropped;
+    for (const auto& st : model.moe_stats()) *checked_drops += st.dropped();
   }
   std::vector<double> analytic(model.grads(), model.grads() + model.layout().total_elements);
   auto f = [&] { return model.run(b.inputs.data(), b.targets.data(), 1, false).total; };
@@ -115,7 +115,7 @@ TEST(ModelGradients, MicroBatchesAddUpToTheWholeBatch) {
       const StepLoss part =
           model.run(b.inputs.data() + k * s.tokens(), b.targets.data() + k * s.tokens(), 3, true, nullptr, k);
       r.loss.total += part.total, r.loss.ce += part.ce, r.loss.z += part.z, r.loss.aux += part.aux;
-      for (const auto& st : model.moe_stats()) r.dropped += st.dropped, r.skipped += st.skipped;
+      for (const auto& st : model.moe_stats()) r.dropped += st.dropped(), r.skipped += st.skipped;
     }
     r.grads.assign(model.grads(), model.grads() + model.layout().total_elements);
     return r;
@@ -222,7 +222,7 @@ expert_activation = "gelu"
   StepLoss le = e.run(b.inputs.data(), b.targets.data(), 1, true);
   EXPECT_NEAR(ld.total, le.total, 1e-12);
   EXPECT_NEAR(ld.ce, le.ce, 1e-12);
-  for (const auto& st : e.moe_stats()) EXPECT_EQ(st.dropped, 0);
+  for (const auto& st : e.moe_stats()) EXPECT_EQ(st.dropped(), 0);
   for (size_t l = 0; l < d.layout().layers.size(); ++l) {
     const LayerParams& dl = d.layout().layers[l];
     const LayerParams& el = e.layout().layers[l];

@@ -134,18 +134,20 @@ TEST(GlamsimRun, CalibrationTargetGlam64b64eOnTpuV4) {
   EXPECT_NEAR(step, 7.74, 0.774);
 }
 
-// GLaM's capacity (cf 2, top-2) is exactly filled by uniform routing, so skew drops copies
-// rather than overloading a rank. With spare capacity, padded dispatch (GShard's, the default) still
+// GLaM's capacity (cf 2, top-2) is what uniform routing sends an expert on average, so it drops only
+// what a group sends beyond it (7% with 64 experts), and skew drops copies rather than overloading a
+// rank. With spare capacity, padded dispatch (GShard's, the default) still
 // sends and computes every slot, so skew changes nothing; when only kept copies travel, skew makes the
 // hot rank a straggler.
 TEST(GlamsimRun, SkewedRoutingDropsAtCapacityAndStragglesAboveIt) {
   const std::string base = " --cluster tpu-v4-64 --dp 64 --ep 64 --tp 1 --batch-tokens 262144 --allow-oom --format json";
   auto uniform = nlohmann::json::parse(run_command("glamsim run --model glam-8b-64e" + base).out);
   auto skewed = nlohmann::json::parse(run_command("glamsim run --model glam-8b-64e --routing skew=1.2" + base).out);
-  EXPECT_GT(skewed["mean_dropped_fraction"].get<double>(), 0.1);
-  EXPECT_EQ(uniform["mean_dropped_fraction"].get<double>(), 0.0);
+  EXPECT_GT(uniform["mean_dropped_fraction"].get<double>(), 0.06);
+  EXPECT_LT(uniform["mean_dropped_fraction"].get<double>(), 0.08);
+  EXPECT_GT(skewed["mean_dropped_fraction"].get<double>(), uniform["mean_dropped_fraction"].get<double>() + 0.05);
   EXPECT_LE(skewed["alltoall_s"].get<double>(), uniform["alltoall_s"].get<double>() * (1 + 1e-9));
-  // The text report says so, with the skew as it was written; a uniform run has no such row.
+  // The text report says so, with the skew as it was written.
   const std::string text_base = " --cluster tpu-v4-64 --dp 64 --ep 64 --tp 1 --batch-tokens 262144 --allow-oom";
   const std::string skewed_text = run_command("glamsim run --model glam-8b-64e --routing skew=1.2" + text_base).out;
   char dropped_row[80];
@@ -153,7 +155,6 @@ TEST(GlamsimRun, SkewedRoutingDropsAtCapacityAndStragglesAboveIt) {
                 100 * skewed["mean_dropped_fraction"].get<double>());
   EXPECT_NE(skewed_text.find(dropped_row), std::string::npos) << skewed_text;
   EXPECT_NE(skewed_text.find("routing skew=1.2\n"), std::string::npos) << skewed_text;
-  EXPECT_EQ(run_command("glamsim run --model glam-8b-64e" + text_base).out.find("dropped"), std::string::npos);
 
   auto roomy = fs::temp_directory_path() / "glam-8b-64e-cf8.toml";
   std::string text = read_whole_file(fs::path(GLAM_SOURCE_DIR) / "models/glam-8b-64e.toml");
@@ -161,6 +162,7 @@ TEST(GlamsimRun, SkewedRoutingDropsAtCapacityAndStragglesAboveIt) {
   std::ofstream(roomy) << text;
   auto u8 = nlohmann::json::parse(run_command("glamsim run --model " + roomy.string() + base).out);
   auto s8 = nlohmann::json::parse(run_command("glamsim run --model " + roomy.string() + " --routing skew=1.2" + base).out);
+  EXPECT_LT(u8["mean_dropped_fraction"].get<double>(), 1e-6);  // C = 4x the mean, 17 standard deviations above
   EXPECT_NEAR(s8["alltoall_s"].get<double>(), u8["alltoall_s"].get<double>(), 1e-9 * u8["alltoall_s"].get<double>());
   EXPECT_NEAR(s8["compute_s"].get<double>(), u8["compute_s"].get<double>(), 1e-9 * u8["compute_s"].get<double>());
   EXPECT_GT(u8["alltoall_s"].get<double>(), 3 * uniform["alltoall_s"].get<double>()) << "4x the slots, padded";

@@ -4,6 +4,8 @@
 #include <filesystem>
 #include <fstream>
 #include <numeric>
+#include <random>
+#include <tuple>
 
 #include "common/errors.h"
 #include "workload/routing_model.h"
@@ -18,24 +20,62 @@ StepShape shape(int64_t tokens, int64_t ep) {
   return s;
 }
 
-TEST(RoutingModel, UniformFillsCapacityWithoutDrops) {
-  ModelConfig m = load_model("glam-8b-64e");  // cf 2, top-2: C = 32 = 2 * 1024 / 64
-  auto shares = expert_shares(parse_routing_spec("uniform"), m, 16);
-  ASSERT_EQ(shares.size(), 16u);
-  MoeLayerLoad load = moe_layer_load(m, shape(8192, 8), shares[0]);
-  EXPECT_DOUBLE_EQ(load.dropped_fraction, 0);
-  EXPECT_DOUBLE_EQ(load.a2a_send_tokens, 2.0 * 8192);
-  EXPECT_DOUBLE_EQ(load.expert_tokens, 2.0 * 8192);  // receives what it sends
-  for (double s : load.dest_share) EXPECT_DOUBLE_EQ(s, 1.0 / 8);
+// E[min(X, C)] for X ~ Binomial(S, q), summed over the whole distribution from its terms.
+double kept_by_pmf(int64_t S, double q, int64_t C) {
+  double sum = 0;
+  for (int64_t x = 0; x <= S; ++x) {
+    const double log_p = std::lgamma(S + 1.0) - std::lgamma(x + 1.0) - std::lgamma(S - x + 1.0) +
+                         static_cast<double>(x) * std::log(q) + static_cast<double>(S - x) * std::log1p(-q);
+    sum += static_cast<double>(std::min(x, C)) * std::exp(log_p);
+  }
+  return sum;
+}
+
+TEST(RoutingModel, ExpectedKeptCopiesOfAGroup) {
+  for (auto [S, q, C] : {std::tuple{1024, 2.0 / 64, 32}, {1024, 2.0 / 256, 8}, {128, 0.25, 32}, {4096, 0.3, 1000},
+                         {1024, 0.001, 4}})
+    EXPECT_NEAR(expected_kept_copies(S, q, C), kept_by_pmf(S, q, C), 1e-9 * C) << S << " " << q << " " << C;
+  // The same by drawing groups: 200,000 groups of 1,024 tokens, each sending an expert a copy at 2/64.
+  std::mt19937_64 rng(7);
+  std::binomial_distribution<int64_t> copies(1024, 2.0 / 64);
+  double kept = 0;
+  const int groups = 200000;
+  for (int i = 0; i < groups; ++i) kept += static_cast<double>(std::min<int64_t>(copies(rng), 32));
+  EXPECT_NEAR(expected_kept_copies(1024, 2.0 / 64, 32), kept / groups, 0.05);  // 4 standard errors (sd 5.6)
+  EXPECT_DOUBLE_EQ(expected_kept_copies(1024, 0, 32), 0);
+  EXPECT_DOUBLE_EQ(expected_kept_copies(1024, 1, 32), 32);            // every token sends one: C kept
+  EXPECT_DOUBLE_EQ(expected_kept_copies(16, 0.5, 32), 8);             // capacity beyond the group: none dropped
+  EXPECT_LT(expected_kept_copies(1024, 16.0 / 1024, 32), 16.0);       // half the capacity: almost all kept
+  EXPECT_GT(expected_kept_copies(1024, 16.0 / 1024, 32), 16.0 - 1e-3);
+}
+
+TEST(RoutingModel, UniformRoutingDropsWhatAGroupSendsBeyondCapacity) {
+  ModelConfig m = load_model("glam-8b-64e");  // cf 2, top-2: C = 32 = 2 * 1024 / 64, the mean
+  auto routing = expert_routing(parse_routing_spec("uniform"), m, 16);
+  ASSERT_EQ(routing.size(), 16u);
+  EXPECT_TRUE(routing[0].kept.empty());
+  // Each expert is sent Binomial(1024, 2/64) copies of a group and keeps at most 32 of them.
+  const double dropped = 1 - expected_kept_copies(1024, 2.0 / 64, 32) / 32;
+  EXPECT_GT(dropped, 0.06);
+  EXPECT_LT(dropped, 0.08);
+  MoeLayerLoad padded = moe_layer_load(m, shape(8192, 8), routing[0].routed);
+  EXPECT_NEAR(padded.dropped_fraction, dropped, 1e-12);
+  EXPECT_DOUBLE_EQ(padded.a2a_send_tokens, 2.0 * 8192);  // every slot: C x experts x groups
+  m.moe_dispatch = "kept";
+  MoeLayerLoad load = moe_layer_load(m, shape(8192, 8), routing[0].routed);
+  EXPECT_NEAR(load.a2a_send_tokens, (1 - dropped) * 2 * 8192, 1e-6);
+  EXPECT_NEAR(load.expert_tokens, load.a2a_send_tokens, 1e-6);  // receives what it sends
+  for (double s : load.dest_share) EXPECT_NEAR(s, 1.0 / 8, 1e-12);
+  EXPECT_NEAR(uniform_moe_load(m, shape(8192, 8)).expert_tokens, load.expert_tokens, 1e-9);
 }
 
 TEST(RoutingModel, SkewDropsTokensAndLoadsTheHotRank) {
   ModelConfig m = load_model("glam-8b-64e");
-  auto shares = expert_shares(parse_routing_spec("skew=1.0"), m, 1);
-  EXPECT_NEAR(std::accumulate(shares[0].begin(), shares[0].end(), 0.0), 1.0, 1e-12);
-  EXPECT_GT(shares[0][0], shares[0][63]);
+  auto shares = expert_routing(parse_routing_spec("skew=1.0"), m, 1)[0].routed;
+  EXPECT_NEAR(std::accumulate(shares.begin(), shares.end(), 0.0), 1.0, 1e-12);
+  EXPECT_GT(shares[0], shares[63]);
   // Padded dispatch (the default): the costs of every slot, whatever the routing; the drops are the routing's.
-  const MoeLayerLoad padded = moe_layer_load(m, shape(8192, 8), shares[0]);
+  const MoeLayerLoad padded = moe_layer_load(m, shape(8192, 8), shares);
   const double slots = 64.0 * 32 * 8;  // experts x C x groups per rank
   EXPECT_NEAR(padded.a2a_send_tokens, slots, 1e-9);
   EXPECT_NEAR(padded.expert_tokens, slots, 1e-9);
@@ -43,8 +83,8 @@ TEST(RoutingModel, SkewDropsTokensAndLoadsTheHotRank) {
   EXPECT_GT(padded.dropped_fraction, 0.1);
   // Only kept copies travel and are computed:
   m.moe_dispatch = "kept";
-  MoeLayerLoad uniform = moe_layer_load(m, shape(8192, 8), expert_shares(parse_routing_spec("uniform"), m, 1)[0]);
-  MoeLayerLoad skewed = moe_layer_load(m, shape(8192, 8), shares[0]);
+  MoeLayerLoad uniform = uniform_moe_load(m, shape(8192, 8));
+  MoeLayerLoad skewed = moe_layer_load(m, shape(8192, 8), shares);
   EXPECT_NEAR(skewed.dropped_fraction, padded.dropped_fraction, 1e-12);
   EXPECT_GT(skewed.dropped_fraction, 0.1);
   EXPECT_LT(skewed.a2a_send_tokens, uniform.a2a_send_tokens);  // dropped copies are not sent
@@ -67,9 +107,10 @@ TEST(RoutingModel, RecordedHistogram) {
     }
     out << "]}";
   }
-  auto shares = expert_shares(parse_routing_spec(path.string()), m, 2);
-  EXPECT_NEAR(shares[1][0], 300.0 / (300 + 63 * 100), 1e-12);
-  EXPECT_THROW(expert_shares(parse_routing_spec(path.string()), m, 16), ConfigError);  // too few blocks
+  auto routing = expert_routing(parse_routing_spec(path.string()), m, 2);
+  EXPECT_NEAR(routing[1].routed[0], 300.0 / (300 + 63 * 100), 1e-12);
+  EXPECT_TRUE(routing[1].kept.empty());  // kept copies alone: the run's drops are unknown
+  EXPECT_THROW(expert_routing(parse_routing_spec(path.string()), m, 16), ConfigError);  // too few blocks
   std::filesystem::remove(path);
 }
 
@@ -85,7 +126,7 @@ TEST(RoutingModel, RecordedHistogramCountsTheDroppedCopies) {
   const double hot_kept = capacity * groups, hot_dropped = 3 * capacity * groups;
   const double other = (copies - hot_kept - hot_dropped) / 63;
   auto path = std::filesystem::temp_directory_path() / "glam-routing-dropped.json";
-  auto write = [&](bool with_dropped) {
+  auto write = [&](bool with_dropped, const nlohmann::json& model_config) {
     std::ofstream out(path);
     out.precision(17);
     out << R"({"moe_layers": [{"layer": 1, "expert_load": [)" << hot_kept;
@@ -96,22 +137,43 @@ TEST(RoutingModel, RecordedHistogramCountsTheDroppedCopies) {
       for (int e = 1; e < 64; ++e) out << ",0";
       out << "]";
     }
-    out << "}]}";
+    out << "}]";
+    if (!model_config.is_null()) out << R"(, "model_config": )" << model_config.dump();
+    out << "}";
   };
-  write(true);
-  const auto demand = expert_shares(parse_routing_spec(path.string()), m, 1)[0];
-  EXPECT_NEAR(demand[0], 4 * capacity * groups / copies, 1e-12);
-  // the drops the run measured: 3 x capacity of expert 0 in every group (the others fit)
-  EXPECT_NEAR(moe_layer_load(m, s, demand).dropped_fraction, hot_dropped / copies, 1e-3);
-  write(false);
-  const auto kept = expert_shares(parse_routing_spec(path.string()), m, 1)[0];
-  EXPECT_NEAR(kept[0], hot_kept / (copies - hot_dropped), 1e-12);
-  EXPECT_LT(moe_layer_load(m, s, kept).dropped_fraction, 0.01);
+  auto routing = [&] { return expert_routing(parse_routing_spec(path.string()), m, 1)[0]; };
+  // A run of the same groups and capacity: the copies it kept are those the step keeps.
+  write(true, model_to_json(m));
+  const ExpertRouting measured = routing();
+  EXPECT_NEAR(measured.routed[0], 4 * capacity * groups / copies, 1e-12);
+  ASSERT_EQ(measured.kept.size(), 64u);
+  EXPECT_NEAR(measured.kept[0], hot_kept / copies, 1e-12);
+  EXPECT_NEAR(moe_layer_load(m, s, measured.routed, measured.kept).dropped_fraction, hot_dropped / copies, 1e-12);
+  // Of other groups (or a record that does not say): the kept copies are expected from the routed
+  // ones, which drops expert 0's excess and what the others' groups send beyond their capacity.
+  ModelConfig other_groups = m;
+  other_groups.group_tokens = 2048;
+  double dropped = 0;
+  for (const nlohmann::json& config : {model_to_json(other_groups), nlohmann::json()}) {
+    write(true, config);
+    const ExpertRouting expected = routing();
+    EXPECT_TRUE(expected.kept.empty());
+    dropped = moe_layer_load(m, s, expected.routed).dropped_fraction;
+    const double others = 63 * (other / groups - expected_kept_copies(1024, 2 * other / copies, 32)) / (copies / groups);
+    EXPECT_NEAR(dropped, hot_dropped / copies + others, 1e-9);
+    EXPECT_GT(others, 0.01);
+  }
+  // Records from before expert_dropped: the kept copies are all the router is known to have sent.
+  write(false, model_to_json(m));
+  const ExpertRouting kept = routing();
+  EXPECT_TRUE(kept.kept.empty());
+  EXPECT_NEAR(kept.routed[0], hot_kept / (copies - hot_dropped), 1e-12);
+  EXPECT_LT(moe_layer_load(m, s, kept.routed).dropped_fraction, dropped - 0.01);  // expert 0 looks no hotter
   std::ofstream(path) << R"({"moe_layers": [{"layer": 1, "expert_load": [1, 2], "expert_dropped": [1, -2]}]})";
   ModelConfig two = m;
   two.experts = 2;
   const std::string msg =
-      testing::error_message_of<ConfigError>([&] { expert_shares(parse_routing_spec(path.string()), two, 1); });
+      testing::error_message_of<ConfigError>([&] { expert_routing(parse_routing_spec(path.string()), two, 1); });
   EXPECT_NE(msg.find("key 'moe_layers[0].expert_dropped' = -2: expected non-negative counts"), std::string::npos) << msg;
   std::filesystem::remove(path);
 }
@@ -120,12 +182,12 @@ TEST(RoutingModel, BadSpecs) {
   EXPECT_THROW(parse_routing_spec("skew=-1"), UsageError);
   EXPECT_THROW(parse_routing_spec("skew=abc"), UsageError);
   ModelConfig m = load_model("glam-8b-64e");
-  EXPECT_THROW(expert_shares(parse_routing_spec("/nonexistent/routing.json"), m, 1), ConfigError);
+  EXPECT_THROW(expert_routing(parse_routing_spec("/nonexistent/routing.json"), m, 1), ConfigError);
   ModelConfig small = load_model("glam-1.7b-32e");
   auto path = std::filesystem::temp_directory_path() / "glam-routing-64.json";
   std::ofstream(path) << R"({"moe_layers": [{"layer": 1, "expert_load": [1, 2, 3]}]})";
   const std::string msg =
-      testing::error_message_of<ConfigError>([&] { expert_shares(parse_routing_spec(path.string()), small, 1); });
+      testing::error_message_of<ConfigError>([&] { expert_routing(parse_routing_spec(path.string()), small, 1); });
   EXPECT_NE(msg.find("3 experts"), std::string::npos) << msg;
   std::filesystem::remove(path);
 }

@@ -20,7 +20,7 @@ namespace glam::testing {
 // Copies one MoE layer's routing sent elsewhere than another run's: a copy that moves changes two
 // counts (two experts' loads, or a load and the drops).
 inline int64_t routing_moves(const exec::MoeLayerStats& a, const exec::MoeLayerStats& b) {
-  int64_t moved = std::abs(a.dropped - b.dropped);
+  int64_t moved = std::abs(a.dropped() - b.dropped());
   for (size_t e = 0; e < a.expert_load.size() && e < b.expert_load.size(); ++e)
     moved += std::abs(a.expert_load[e] - b.expert_load[e]);
   return moved / 2 + moved % 2;
