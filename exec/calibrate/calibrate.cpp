@@ -68,6 +68,13 @@ std::string comment_text(std::string s) {
   return s;
 }
 
+// A TOML basic string of one line.
+std::string toml_string(const std::string& s) {
+  std::string out = "\"";
+  for (char c : comment_text(s)) out += c == '"' || c == '\\' ? std::string("\\") + c : std::string(1, c);
+  return out + "\"";
+}
+
 struct Curve {
   std::vector<double> sizes, values;
   void set(const std::vector<CurvePoint>& pts) {
@@ -470,6 +477,8 @@ std::string Calibrator::profile_text() const {
   if (!o_.records.empty()) p << ", plus " << o_.records.size() << " run record(s)";
   p << "\ndevice = \"" << (cuda_ ? device_kind_of(kernels::cuda_device_name(ctx_.device)) : "cpu") << "\"\n\n"
     << "[measured]\n"
+    << "host = " << toml_string(host_name()) << "  # validate notes records from another host or device\n"
+    << "device_name = " << toml_string(cuda_ ? kernels::cuda_device_name(ctx_.device) : cpu_model_name()) << "\n"
     << "precision = \"" << precision_ << "\"          # the products' arithmetic (--precision)\n"
     << "peak_flops = " << num(peak_) << "            # best product rate of one rank (kernels::gemm)\n"
     << "memory_bandwidth_Bps = " << num(bandwidth_)

@@ -46,6 +46,8 @@ nlohmann::json CalibrationProfile::to_json() const {
   auto curve = [](const EfficiencyCurve& c) { return nlohmann::json{{"sizes", c.sizes}, {"values", c.values}}; };
   return {{"source", source},
           {"device", device},
+          {"host", host},
+          {"device_name", device_name},
           {"matmul", curve(matmul)},
           {"attention", curve(attention)},
           {"memory", curve(memory)},
@@ -115,7 +117,7 @@ CalibrationProfile default_profile(const std::string& chip_kind) {
 namespace {
 
 struct ProfileFile {
-  std::string device, precision;
+  std::string device, precision, host, device_name;
   std::vector<double> matmul_flops, matmul_eff, attention_flops, attention_eff, memory_bytes, memory_eff;
   std::vector<double> network_bytes, network_eff;
   double op_overhead_s = 0, latency_factor = 1, base_latency_s = -1;
@@ -130,6 +132,9 @@ const Schema<ProfileFile>& profile_schema() {
     Schema<ProfileFile> sc;
     using P = ProfileFile;
     sc.add("device", &P::device, "", "Chip kind the profile was measured on", required)
+        .add("measured.host", &P::host, "", "Host the profile was measured on (empty: not recorded)", std::string{})
+        .add("measured.device_name", &P::device_name, "",
+             "CPU model or GPU name the profile measured (empty: not recorded)", std::string{})
         .add("measured.precision", &P::precision, "",
              "Arithmetic of the products measured (fp32, tf32, bf16; empty: not recorded)", std::string{})
         .add("compute.matmul_flops", &P::matmul_flops, "FLOP", "Sizes of the matmul efficiency points", required)
@@ -331,6 +336,7 @@ CalibrationProfile load_profile(const std::string& path) {
   ProfileFile f = profile_schema().parse(table, path);
   CalibrationProfile p = default_profile(f.device);
   p.source = path;
+  p.host = f.host, p.device_name = f.device_name;
   p.matmul = curve_from(f.matmul_flops, f.matmul_eff, path, "compute.matmul_efficiency", "compute.matmul_flops");
   p.attention = f.attention_eff.empty() ? p.matmul
                                         : curve_from(f.attention_flops, f.attention_eff, path, "compute.attention_efficiency",

@@ -39,6 +39,9 @@ struct CalibrationProfile {
   std::string source;  // file it came from, or "default for <chip kind>"
   std::string device;  // chip kind it describes
   std::string precision;  // the measured products' arithmetic (fp32, tf32, bf16); empty in older profiles
+  // The host and the device (CPU model or GPU name) it measured, as run records name them; empty in
+  // older profiles and in defaults.
+  std::string host, device_name;
   EfficiencyCurve matmul, attention, memory;
   // Curves for single ops by op_curve_key ("attn_softmax.fwd") or, from older profiles, by name
   // for every phase ("attn_softmax"), measured by running the executor's own kernels; they take

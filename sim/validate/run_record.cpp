@@ -199,6 +199,7 @@ RunRecord parse_run_record(const nlohmann::json& j, const std::string& path) {
   if (kind != "cpu" && kind != "cuda") throw ConfigError(path, "device.kind", kind.dump(), "\"cpu\" or \"cuda\"");
   r.device_kind = kind.get<std::string>();
   r.device_name = text_or(j, path, "device.name", "");
+  r.host = text_or(j, path, "device.host", "");
   // Bounded before the narrowing to int (2^32 + 1 cores would read as 1).
   const int64_t threads = count_or(j, path, "device.threads", 0);
   const int64_t host_cores = count_or(j, path, "device.host_cores", 0);

@@ -29,6 +29,7 @@ struct RunRecord {
   int64_t pp = 1, virtual_stages = 1;  // pipeline stages and chunks per stage (dp, ep: within a stage)
   std::string device_kind;  // "cpu" or "cuda"
   std::string device_name;
+  std::string host;  // the host's name (empty: not recorded)
   int threads = 0;
   int host_cores = 0;  // hardware threads of the host the record ran on (0: not recorded)
   std::string gemm_precision = "fp32";  // the executor's --precision: fp32, tf32 or bf16 products

@@ -41,6 +41,9 @@ struct RecordValidation {
   std::vector<std::string> unmatched;  // measured op ids the simulation does not have
   // Op ids whose time came from a profile curve measured only at sizes far from theirs (a guess).
   int64_t ops_beyond_measured = 0;
+  // How the machine the calibration profile measured differs from the record's (its host or its
+  // device name); empty where they are the same or a side does not say.
+  std::string other_machine;
   // What the comparison left out or assumed: measured ops it did not compare, uniform routing for a
   // record without routing histograms. Shown with the table, so no figure hides them.
   std::vector<std::string> notes() const;

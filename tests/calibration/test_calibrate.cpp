@@ -215,6 +215,24 @@ TEST_F(CalibrateCommand, OneRankProfileReadsBack) {
   ASSERT_EQ(v["records"].size(), 1u);
   EXPECT_GT(v["records"][0]["simulated_step_s"].get<double>(), 0);
   EXPECT_GT(v["records"][0]["ops"].size(), 30u);
+  auto other_machine_notes = [](const json& validation) {
+    int n = 0;
+    for (const auto& note : validation["records"][0]["notes"])
+      n += note.get<std::string>().find("measured another machine") != std::string::npos;
+    return n;
+  };
+  EXPECT_EQ(other_machine_notes(v), 0);  // the same host measured both
+  // A profile of another host: validation says its times are that host's.
+  const size_t host_at = text.find("\nhost = \"");
+  ASSERT_NE(host_at, std::string::npos) << text;
+  std::string moved = text;
+  moved.replace(host_at + 1, text.find('\n', host_at + 1) - host_at - 1, "host = \"elsewhere\"");
+  std::ofstream(path("elsewhere.toml")) << moved;
+  r = run_command("glamsim validate " + path("rec.json") + " --calibration " + path("elsewhere.toml") + " --format json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  v = json::parse(r.out);
+  EXPECT_EQ(other_machine_notes(v), 1) << v["records"][0]["notes"].dump();
+  EXPECT_NE(v["records"][0]["notes"].dump().find("against the profile's 'elsewhere'"), std::string::npos);
 }
 
 }  // namespace
