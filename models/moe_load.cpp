@@ -45,13 +45,9 @@ MoeLayerLoad moe_layer_load(const ModelConfig& m, const StepShape& s, const std:
   double last_share = -1, last_kept = 0;  // even shares are the common case: one sum for them all
   for (int64_t e = 0; e < m.experts; ++e) {
     const double share = routed_share[static_cast<size_t>(e)];
-    double copies;
-    if (!kept_share.empty()) {
-      copies = k * S * kept_share[static_cast<size_t>(e)];
-    } else {
-      if (share != last_share) last_share = share, last_kept = expected_kept_copies(m.group_tokens, k * share, m.capacity_per_group());
-      copies = last_kept;
-    }
+    if (kept_share.empty() && share != last_share)
+      last_share = share, last_kept = expected_kept_copies(m.group_tokens, k * share, m.capacity_per_group());
+    const double copies = kept_share.empty() ? last_kept : k * S * kept_share[static_cast<size_t>(e)];
     kept_by_rank[static_cast<size_t>(e / per_rank)] += copies;
     kept += copies;
   }
@@ -72,7 +68,7 @@ MoeLayerLoad uniform_moe_load(const ModelConfig& m, const StepShape& s) {
 }
 
 ExpertRouting recorded_routing(const nlohmann::json& layer, const ModelConfig& m, const std::string& file,
-                                 const std::string& key) {
+                               const std::string& key) {
   std::vector<double> kept(static_cast<size_t>(m.experts), 0.0), dropped;
   auto read = [&](const char* name, std::vector<double>& copies) {
     const std::string at = key + "." + name;
@@ -97,16 +93,23 @@ ExpertRouting recorded_routing(const nlohmann::json& layer, const ModelConfig& m
   const double total = std::accumulate(r.routed.begin(), r.routed.end(), 0.0);
   if (total <= 0) throw ConfigError(file, key + ".expert_load", "all zero", "at least one routed copy");
   for (double& v : r.routed) v /= total;
-  if (!dropped.empty()) {
-    r.kept = kept;
-    for (double& v : r.kept) v /= total;
-  }
+  // Records from before expert_dropped still count the copies dropped in all (dropped_tokens): the
+  // kept shares are known, though not whom the dropped copies were sent to.
+  double routed_in_all = total;
+  if (dropped.empty() && layer.contains("dropped_tokens") && layer["dropped_tokens"].is_number() &&
+      layer["dropped_tokens"].get<double>() >= 0)
+    routed_in_all += layer["dropped_tokens"].get<double>();
+  else if (dropped.empty())
+    return r;
+  r.kept = kept;
+  for (double& v : r.kept) v /= routed_in_all;
   return r;
 }
 
 bool same_routing_groups(const nlohmann::json& model_config, const ModelConfig& m) {
   if (!model_config.is_object() || !model_config.contains("moe") || !model_config["moe"].is_object()) return false;
-  const nlohmann::json ran = model_config["moe"], wanted = model_to_json(m)["moe"];
+  const nlohmann::json& ran = model_config["moe"];
+  const nlohmann::json wanted = model_to_json(m)["moe"];
   for (const char* key : {"experts", "group_tokens", "top_k", "capacity_factor", "capacity_convention",
                           "second_expert_policy", "second_expert_threshold"})
     if (!ran.contains(key) || ran[key] != wanted[key]) return false;

@@ -36,13 +36,14 @@ MoeLayerLoad with_padded_slots(const ModelConfig& m, const StepShape& s, MoeLaye
 struct ExpertRouting {
   std::vector<double> routed;  // the copies the router sent each expert, kept or dropped
   // Those each expert kept, as a run measured them; empty where unknown (synthetic routing, records
-  // from before expert_dropped): moe_layer_load then takes the expected kept copies.
+  // that count no dropped copies): moe_layer_load then takes the expected kept copies.
   std::vector<double> kept;
 };
 
 // The routing of one MoE block of a run record (`layer`, an entry of its moe_layers): the copies kept
 // (expert_load) and those dropped for capacity (expert_dropped; records from before it hold the kept
-// copies alone, which understate a hot expert, and are taken as the routed ones). Throws ConfigError
+// copies per expert and the dropped ones in all (dropped_tokens): their kept shares are known, and
+// their kept copies are taken as the routed ones, which understates a hot expert). Throws ConfigError
 // naming `file` and the key (`key` + ".expert_load") for a missing list, a count that is not a
 // non-negative number, a length other than m's experts, or no copies at all.
 ExpertRouting recorded_routing(const nlohmann::json& layer, const ModelConfig& m, const std::string& file,

@@ -17,6 +17,7 @@
 
 #include "accounting.h"
 #include "comm/communicator.h"
+#include "common/cli_checks.h"
 #include "common/errors.h"
 #include "gemm.h"
 #include "model/transformer.h"
@@ -57,21 +58,31 @@ int main(int argc, char** argv) {
   std::string model_id = "glam-tiny-8e", format = "text";
   int64_t batch_tokens = 2048, steps = 5, warmup = 2;
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  app.add_option("--model", model_id, "Model id or TOML file");
-  app.add_option("--batch-tokens", batch_tokens, "Tokens per step");
-  app.add_option("--steps", steps, "Timed steps");
-  app.add_option("--warmup", warmup, "Untimed steps first");
-  app.add_option("--threads", threads, "BLAS threads");
-  app.add_option("--format", format, "text or json");
-  CLI11_PARSE(app, argc, argv);
+  using glam::cli_checks::integer_at_least;
+  app.add_option("--model", model_id, "Model id or TOML file")->capture_default_str();
+  app.add_option("--batch-tokens", batch_tokens, "Tokens per step, a multiple of the model's seq_len")
+      ->transform(integer_at_least(1))
+      ->capture_default_str();
+  app.add_option("--steps", steps, "Timed steps")->transform(integer_at_least(1))->capture_default_str();
+  app.add_option("--warmup", warmup, "Untimed steps first")->transform(integer_at_least(0))->capture_default_str();
+  app.add_option("--threads", threads, "BLAS threads (default: the host's cores)")->transform(integer_at_least(1));
+  app.add_option("--format", format, "text or json")->check(CLI::IsMember({"text", "json"}))->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return glam::cli_checks::report_parse_error(app, e, "glamexec-bench");
+  }
   try {
     glam::ModelConfig m = glam::load_model(model_id);
+    if (batch_tokens % m.seq_len != 0)
+      throw glam::UsageError("--batch-tokens " + std::to_string(batch_tokens) + ": expected a multiple of " + m.id +
+                             "'s seq_len " + std::to_string(m.seq_len));
     auto comm = glam::exec::make_single_communicator();
     glam::kernels::KernelContext ctx;
     glam::kernels::set_cpu_threads(ctx, threads);
     glam::exec::ExecShape shape;
     shape.seq_len = m.seq_len;
-    shape.seqs = std::max<int64_t>(1, batch_tokens / m.seq_len);
+    shape.seqs = batch_tokens / m.seq_len;
     glam::exec::Transformer<float> model(m, shape, *comm, ctx);
     model.init_params(1);
     glam::exec::AdafactorOptimizer<float> opt(model.layout());

@@ -38,14 +38,25 @@ std::string layer_op_id(int64_t layer, LayerOp op, bool backward) {
   return "L" + std::to_string(layer) + "." + layer_op_name(op) + (backward ? ".bwd" : ".fwd");
 }
 
+void check_executor_settings(const ModelConfig& m, const std::string& file) {
+  auto quoted = [](const std::string& v) { return "\"" + v + "\""; };
+  if (m.position_encoding != "relative_bias" && m.position_encoding != "none")
+    throw ConfigError(file, "architecture.position_encoding", quoted(m.position_encoding),
+                      "relative_bias or none, which the executor implements");
+  if (m.optimizer != "adafactor")
+    throw ConfigError(file, "training.optimizer", quoted(m.optimizer),
+                      "adafactor, which the executor implements (glamsim counts the other's memory)");
+  if (m.is_moe() && !m.padded_dispatch())
+    throw ConfigError(file, "moe.dispatch", quoted(m.moe_dispatch),
+                      "padded, which the executor runs (GShard's fixed capacity slots; glamsim costs the other)");
+  if (m.weight_precision != "float32")
+    throw ConfigError(file, "training.weight_precision", quoted(m.weight_precision),
+                      "float32: the executor keeps float32 master weights, as GLaM trained (glamsim counts the other)");
+}
+
 void check_runnable(const ModelConfig& m, const ExecShape& s) {
   auto n = [](int64_t v) { return std::to_string(v); };
-  if (m.position_encoding != "relative_bias" && m.position_encoding != "none")
-    throw UsageError("model " + m.id + ": position_encoding \"" + m.position_encoding +
-                     "\" is not supported by the executor (expected relative_bias or none)");
-  if (m.optimizer != "adafactor")
-    throw UsageError("model " + m.id + ": training.optimizer = \"" + m.optimizer +
-                     "\": the executor implements Adafactor only (glamsim counts the other's memory)");
+  check_executor_settings(m, "model " + m.id);
   if (s.seq_len != m.seq_len) throw UsageError("sequence length " + n(s.seq_len) + " differs from the model's " + n(m.seq_len));
   if (s.ranks < 1 || s.seqs < 1) throw UsageError("each rank needs at least one sequence");
   if (m.is_moe()) {
@@ -93,6 +104,8 @@ bool runnable(const ModelConfig& m, const ExecShape& s) {
     check_runnable(m, s);
     return true;
   } catch (const UsageError&) {
+    return false;
+  } catch (const ConfigError&) {
     return false;
   }
 }

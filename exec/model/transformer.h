@@ -63,7 +63,11 @@ struct ExecShape {
   int64_t global_tokens() const { return tokens() * ranks * microbatches; }  // the step's global batch
 };
 
-// Checks that the model and shape can run here; throws UsageError with a clear message.
+// Checks that the executor implements the model's settings (position encoding, optimizer, MoE
+// dispatch, weight precision): ConfigError naming `file` (the model's file) and the key otherwise.
+void check_executor_settings(const ModelConfig& m, const std::string& file);
+// Checks that the model and shape can run here (the settings, as check_executor_settings, naming the
+// model's id); throws UsageError or ConfigError with a clear message.
 void check_runnable(const ModelConfig& m, const ExecShape& s);
 // The same check as a yes or no.
 bool runnable(const ModelConfig& m, const ExecShape& s);

@@ -388,6 +388,7 @@ OpenCheckpoint open_checkpoint(const std::filesystem::path& path, const ModelCon
   const std::string where = path.string();
   auto corrupt = [&](const std::string& why) { return UsageError(where + ": corrupt checkpoint (" + why + ")"); };
   std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) throw UsageError(where + ": is a folder (expected a checkpoint file)");
   if (!std::filesystem::is_regular_file(path, ec)) throw UsageError(where + ": no such checkpoint file");
   const uint64_t size = std::filesystem::file_size(path, ec);
   OpenCheckpoint c;
@@ -425,8 +426,8 @@ OpenCheckpoint open_checkpoint(const std::filesystem::path& path, const ModelCon
 
 }  // namespace
 
-CheckpointState check_checkpoint(const std::filesystem::path& path, const ModelConfig& m) {
-  return open_checkpoint(path, m, false).header.state;
+CheckpointState check_checkpoint(const std::filesystem::path& path, const ModelConfig& m, bool verify_checksum) {
+  return open_checkpoint(path, m, verify_checksum).header.state;
 }
 
 template <class T>

@@ -29,10 +29,12 @@ void save_checkpoint(const std::filesystem::path& path, Transformer<T>& model, A
                      const CheckpointState& state, Communicator& comm, Communicator* world = nullptr,
                      Communicator* tensor = nullptr);
 
-// Reads only the checkpoint's header and checks it against the run's model (every key of the
+// Reads the checkpoint's header and checks it against the run's model (every key of the
 // configuration, the step, the seed and the tensor table): the check run_train makes before any work.
+// With `verify_checksum`, first reads the whole file and checks its checksum, as loading it will.
 // UsageError naming the file and, for another configuration, the keys that differ.
-CheckpointState check_checkpoint(const std::filesystem::path& path, const ModelConfig& m);
+CheckpointState check_checkpoint(const std::filesystem::path& path, const ModelConfig& m,
+                                 bool verify_checksum = false);
 
 // Every rank reads the file and takes its share (its stage's tensors, its experts, its slices). UsageError when
 // the file is missing, corrupt, or was written for a different model configuration.

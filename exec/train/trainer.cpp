@@ -423,7 +423,7 @@ int train_steps(const ResolvedRun& r, TokenBatches& batches, kernels::KernelCont
     if (o.format == "json") {
       out << record.dump(2) << "\n";
     } else {
-      out << m.id << " (" << m.layers << " layers) on " << ranks << " rank(s) x " << r.threads << " thread(s): "
+      out << m.id << " (" << m.layers << (m.layers == 1 ? " layer) on " : " layers) on ") << ranks << " rank(s) x " << r.threads << " thread(s): "
           << std::fixed << std::setprecision(0) << record["tokens_per_s"].get<double>() << " tokens/s, " << std::setprecision(2)
           << record["achieved_flops_per_s"].get<double>() / 1e9 << " GFLOP/s (model FLOPs), median step "
           << std::setprecision(1) << record["step_time_s"]["median"].get<double>() * 1e3 << " ms";
@@ -455,6 +455,7 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
   if (o.steps < 1) throw UsageError("--steps must be at least 1");
   ModelConfig m = load_model(o.model);
   const std::string model_file = resolve_catalogue_entry("models", o.model).string();
+  check_executor_settings(m, model_file);
   m = first_layers(m, o.layers);
   if (o.stages < 1 || ranks % o.stages != 0)
     throw UsageError("--stages " + std::to_string(o.stages) + ": expected a divisor of the " + std::to_string(ranks) +
@@ -508,6 +509,18 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
     try {
       if (!o.record.empty()) check_output_file("--record", o.record);
       if (!o.save.empty()) check_output_file("--save", o.save);
+      // The record written over the checkpoint saved or resumed from would lose it.
+      auto same_file = [](const std::string& a, const std::string& b) {
+        if (a.empty() || b.empty()) return false;
+        std::error_code a_error, b_error;
+        const fs::path a_path = fs::weakly_canonical(a, a_error), b_path = fs::weakly_canonical(b, b_error);
+        return !a_error && !b_error && a_path == b_path;
+      };
+      for (const auto& [flag, path] : {std::pair{"--save", o.save}, std::pair{"--resume", o.resume}})
+        if (same_file(o.record, path))
+          throw UsageError("--record " + o.record + ": the file " + flag + " names; the record would replace the checkpoint");
+      // A corrupt checkpoint is refused now, before a tokenizer is trained or cached (rank 0 reads it whole).
+      if (!o.resume.empty()) check_checkpoint(o.resume, m, true);
     } catch (const UsageError& e) {
       output_error = e.what();
     }

@@ -4,7 +4,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstring>
+#include <iterator>
 #include <random>
 #include <stdexcept>
 #include <system_error>
@@ -52,6 +54,47 @@ void write_and_sync(const fs::path& path, const std::function<void(const ByteSin
   if (::close(fd) != 0) throw std::system_error(errno, std::generic_category(), "cannot flush " + path.string());
 }
 
+// A signal that ends the process mid-write (a batch scheduler's SIGTERM at its time limit, ^C) removes
+// the temporary first: a checkpoint's is gigabytes. Installed for the write alone, and only for signals
+// whose action is still the default (ending the process), so no one else's handler is displaced.
+char g_temp_path[4096];
+volatile std::sig_atomic_t g_temp_set = 0;
+constexpr int kEndingSignals[] = {SIGTERM, SIGINT, SIGHUP};
+
+extern "C" void remove_temp_and_end(int sig) {
+  if (g_temp_set) ::unlink(g_temp_path);
+  std::signal(sig, SIG_DFL);
+  std::raise(sig);
+}
+
+class TempRemovedOnSignal {
+ public:
+  explicit TempRemovedOnSignal(const fs::path& temp) {
+    const std::string path = temp.string();
+    if (path.size() >= sizeof g_temp_path) return;
+    std::memcpy(g_temp_path, path.c_str(), path.size() + 1);
+    g_temp_set = 1;
+    for (size_t i = 0; i < std::size(kEndingSignals); ++i) {
+      struct sigaction before {};
+      if (::sigaction(kEndingSignals[i], nullptr, &before) != 0 || before.sa_handler != SIG_DFL) continue;
+      struct sigaction handler {};
+      handler.sa_handler = remove_temp_and_end;
+      sigemptyset(&handler.sa_mask);
+      installed_[i] = ::sigaction(kEndingSignals[i], &handler, nullptr) == 0;
+    }
+  }
+  ~TempRemovedOnSignal() {
+    for (size_t i = 0; i < std::size(kEndingSignals); ++i)
+      if (installed_[i]) std::signal(kEndingSignals[i], SIG_DFL);
+    g_temp_set = 0;
+  }
+  TempRemovedOnSignal(const TempRemovedOnSignal&) = delete;
+  TempRemovedOnSignal& operator=(const TempRemovedOnSignal&) = delete;
+
+ private:
+  bool installed_[std::size(kEndingSignals)] = {};
+};
+
 fs::path parent_or_dot(const fs::path& p) {
   return p.has_parent_path() ? p.parent_path() : fs::path(".");
 }
@@ -74,7 +117,13 @@ void check_output_file(const std::string& flag, const std::filesystem::path& pat
   if (fs::exists(folder, ec) && !fs::is_directory(folder, ec))
     throw UsageError(where + ": " + folder.string() + " is a file, not a folder");
   if (!fs::is_directory(folder, ec)) throw UsageError(where + ": folder " + folder.string() + " does not exist");
-  if (access(folder.c_str(), W_OK) != 0) throw UsageError(where + ": folder " + folder.string() + " is not writable");
+  // access(W_OK) passes where creating a file still fails (root on /proc or /sys, a root-squashed
+  // NFS share): create and remove one there, as the write will.
+  const fs::path probe = folder / (".glam-probe-" + random_suffix());
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
+  if (fd < 0) throw UsageError(where + ": folder " + folder.string() + " is not writable (" + std::strerror(errno) + ")");
+  ::close(fd);
+  ::unlink(probe.c_str());
 }
 
 void write_file_atomically(const fs::path& path, const std::string& contents) {
@@ -83,6 +132,7 @@ void write_file_atomically(const fs::path& path, const std::string& contents) {
 
 void write_file_atomically(const fs::path& path, const std::function<void(const ByteSink&)>& produce) {
   fs::path tmp = parent_or_dot(path) / ("." + path.filename().string() + ".tmp-" + random_suffix());
+  const TempRemovedOnSignal removed_on_signal(tmp);
   try {
     write_and_sync(tmp, produce);
     fs::rename(tmp, path);

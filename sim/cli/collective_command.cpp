@@ -195,7 +195,7 @@ void add_collective_command(CLI::App& app) {
                        [](const CollectiveSchedule& s) { return s.algorithm == kTreeAlgorithm; }))
         throw UsageError("--algorithm tree: trees join the nodes of a GPU cluster, and these groups of " +
                          std::to_string(n) + " chips on " + cluster.id() +
-                         (cluster.kind() == TopologyKind::kFatTree ? " lie inside one node each" : " are on a torus"));
+                         (cluster.kind() == TopologyKind::kTorus ? " are on a torus" : " lie inside one node each"));
     }
     // --against-measured: the sizes the profile measured, and the model without its measured curves.
     std::vector<std::pair<CollectiveKind, std::vector<int64_t>>> sizes;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <iostream>
@@ -33,13 +34,11 @@ double parse_tokens(const std::string& text) {
       case 'T': scale = 1e12; break;
     }
   if (scale != 1) number.pop_back();
-  try {
-    size_t used = 0;
-    v = std::stod(number, &used) * scale;
-    if (used != number.size() || number.find_first_of(" \t") != std::string::npos) throw std::invalid_argument(text);
-  } catch (const std::exception&) {
+  // Decimal only (std::stod would take hexadecimal, 0x10 for 16).
+  const auto [end, ec] = std::from_chars(number.data(), number.data() + number.size(), v);
+  if (number.empty() || ec != std::errc() || end != number.data() + number.size())
     throw UsageError("--tokens " + text + ": expected a number of tokens such as 600e9 or 600B (suffixes K, M, B, T)");
-  }
+  v *= scale;
   if (!(v > 0) || !std::isfinite(v)) throw UsageError("--tokens " + text + ": expected a positive token budget");
   if (v > 1e16) throw UsageError("--tokens " + text + ": expected at most 1e16 tokens (GLaM trained on 1.6e12)");
   return v;
@@ -178,7 +177,7 @@ std::string render_single(const PlanRow& row, std::optional<double> deadline_day
   if (mem.communication_bytes > 0)
     t.add_row({"  all-to-all channels (NCCL)", format_bytes(mem.communication_bytes)});
   t.add_row({"MFU", format_fixed(100 * e.mfu, 1) + "%"});
-  t.add_row({"average system power per chip", format_fixed(e.step_energy.average_power_per_chip_W, 0) + " W"});
+  t.add_row({"average system power per chip", format_fixed(e.average_power_per_chip_W(), 0) + " W"});
   const EnergyUnits u(e.facility_energy_MWh(), e.tco2e);
   t.add_row({"IT energy", format_fixed(e.it_energy_MWh() * u.per_MWh, 1) + " " + u.energy});
   t.add_row({"facility energy (PUE " + format_fixed(e.facility.pue, 2) + ")",
@@ -256,7 +255,7 @@ std::string render_compare(const std::vector<PlanRow>& rows, double tokens, std:
                format_seconds(e.step_time_s), r.days_text()};
       if (e.interruptions) cells.push_back(format_fixed(100 * e.interruptions->goodput(), 1) + "%");
       cells.insert(cells.end(), {format_count(e.chip_hours),
-               format_fixed(100 * e.mfu, 1) + "%", format_fixed(e.step_energy.average_power_per_chip_W, 0),
+               format_fixed(100 * e.mfu, 1) + "%", format_fixed(e.average_power_per_chip_W(), 0),
                format_fixed(e.facility_energy_MWh() * u.per_MWh, 1), format_fixed(e.tco2e * u.per_t, 1)});
     }
     if (deadline_days) cells.push_back(!r.planned() ? "-" : r.meets(*deadline_days) ? "yes" : "no");
@@ -290,7 +289,8 @@ void add_plan_command(CLI::App& app) {
   cmd->add_option("--compare", opts->compare,
                   "Several clusters, one row each: ids, files, or patterns over the catalogue ('tpu-v4-*')")
       ->excludes(cluster);
-  cmd->add_option("--tokens", opts->tokens, "Training tokens, e.g. 600e9 or 600B (suffixes K, M, B, T)")->required();
+  // Checked in the callback rather than by CLI11, so that `--compare --tokens 1B C1` is told why.
+  cmd->add_option("--tokens", opts->tokens, "Training tokens, e.g. 600e9 or 600B (suffixes K, M, B, T); required");
   cmd->add_option("--pue", opts->pue, "Power usage effectiveness (default: the cluster's)");
   cmd->add_option("--carbon-intensity", opts->carbon, "Grid carbon intensity, kgCO2e per kWh (default: the cluster's)");
   cmd->add_option("--days", opts->days,
@@ -318,7 +318,12 @@ void add_plan_command(CLI::App& app) {
       ->transform(cli_checks::number_between(1e-4, 1e6))
       ->needs(mtbf);
   cmd->callback([opts] {
+    for (const auto& id : opts->compare)
+      if (!id.empty() && id.front() == '-')
+        throw UsageError("--compare " + id + ": expected cluster ids right after --compare (it takes every word up to "
+                         "the next option, and none was given before " + id + ")");
     if (opts->cluster.empty() && opts->compare.empty()) throw UsageError("give --cluster ID or --compare ID ID...");
+    if (opts->tokens.empty()) throw UsageError("--tokens is required: the run's training tokens, such as 600B");
     const double tokens = parse_tokens(opts->tokens);
     std::optional<InterruptionParameters> interruptions;
     if (opts->chip_mtbf_hours) {

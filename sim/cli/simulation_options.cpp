@@ -181,11 +181,16 @@ ResolvedSimulation SimulationOptions::resolve_for_cluster(const std::string& clu
                         : "\nplan chosen by glamsim: none of the " + std::to_string(choice.candidates) +
                               " layouts considered fits; --allow-oom simulates the one with the smallest footprint "
                               "before micro-batches were added to fit (a pipeline keeps its own)";
+    // The layouts are compared analytically: at flow fidelity only the chosen one is played in SimGrid,
+    // so its flow step is not the figure the runner-up is set beside.
+    const bool compared_analytically = fid != Fidelity::kAnalytical && choice.fitting > 0;
+    if (compared_analytically)
+      out.plan_note += ", compared at analytical fidelity (this one: " + format_seconds(out.layouts[0].step_time_s) + ")";
     // How close the choice was: the next fastest layout (--layouts lists them all).
     if (choice.fitting > 1) {
       const LayoutTrial& best = out.layouts[0], &next = out.layouts[1];  // choice.trials, moved there
       out.plan_note += "; the runner-up, " + plan_short_label(next.plan) + ", steps in " +
-                       format_seconds(next.step_time_s) + " (+" +
+                       format_seconds(next.step_time_s) + (compared_analytically ? " analytical" : "") + " (+" +
                        format_fixed(100 * (next.step_time_s / best.step_time_s - 1), 1) + "%)";
     }
     out.plan_note += "; override with --dp/--ep/--tp/--pp/--virtual-stages or --plan\n";

@@ -264,7 +264,9 @@ void validate_plan(const ParallelPlan& p, const ModelConfig& m, const Cluster& c
   if (p.dp * p.tp > c.num_chips() || p.chips() != c.num_chips())
     throw UsageError("plan axes dp x tp" + std::string(p.pp > 1 ? " x pp" : "") + " = " + s(p.dp) + " x " + s(p.tp) +
                      (p.pp > 1 ? " x " + s(p.pp) : "") + " = " +
-                     (p.dp * p.tp > c.num_chips() ? "more than " + s(c.num_chips()) : s(p.chips())) +
+                     (p.pp == 1 ? s(p.dp * p.tp)
+                      : p.dp * p.tp > c.num_chips() ? "more than " + s(c.num_chips())  // x pp might overflow
+                                                    : s(p.chips())) +
                      " do not multiply to the chip count of " + c.id() + " (" + s(c.num_chips()) + ")");
   if (m.layers % p.pp != 0)
     throw UsageError("pp = " + s(p.pp) + " must divide the " + s(m.layers) + " blocks of " + m.id +

@@ -26,7 +26,7 @@ nlohmann::json TrainingEstimate::to_json() const {
       {"mfu", mfu},
       {"pue", facility.pue},
       {"carbon_kg_per_kWh", facility.carbon_kg_per_kWh},
-      {"average_power_per_chip_W", step_energy.average_power_per_chip_W},
+      {"average_power_per_chip_W", average_power_per_chip_W()},
       {"energy_breakdown",
        {{"chip_compute_MWh", energy.chip_compute},
         {"chip_idle_MWh", energy.chip_idle},

@@ -39,6 +39,11 @@ struct TrainingEstimate {
   StepEnergy step_energy;
   RunEnergy energy;
   double it_energy_MWh() const { return energy.it(); }
+  // IT power per chip over the whole run: the step's, less where checkpoints and restarts keep the
+  // chips at their idle power (the step's until the run's hours are known).
+  double average_power_per_chip_W() const {
+    return chip_hours > 0 ? it_energy_MWh() * 1e6 / chip_hours : step_energy.average_power_per_chip_W;
+  }
   double facility_energy_MWh() const { return energy.total(); }
   FacilityParameters facility;
   std::optional<InterruptedRun> interruptions;

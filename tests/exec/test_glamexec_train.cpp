@@ -11,6 +11,7 @@
 #include <fstream>
 #include <regex>
 #include <set>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
@@ -284,6 +285,26 @@ TEST_F(Train, BadInputExitsTwoAndOverwritesNothing) {
   r = train("--model glam-tiny --steps 1 --batch-tokens 100" + outs);
   EXPECT_EQ(r.exit_code, 2);
   untouched();
+  // The record over the checkpoint it saves or resumes from would replace it.
+  for (const char* flag : {" --save ", " --resume "}) {
+    r = train("--model glam-tiny --steps 1 --batch-tokens 128 --record " + path("keep.ckpt") + flag + path("keep.ckpt"));
+    EXPECT_EQ(r.exit_code, 2) << flag;
+    EXPECT_NE(r.err.find("the record would replace the checkpoint"), std::string::npos) << r.err;
+  }
+  untouched();
+  // Settings the executor does not implement are refused, naming the model's file, not run as others.
+  const std::string tiny = read_whole_file(fs::path(GLAM_SOURCE_DIR) / "models/glam-tiny-8e.toml");
+  for (const auto& [from, to, key] :
+       {std::tuple{"[moe]", "[moe]\ndispatch = \"kept\"", "moe.dispatch"},
+        std::tuple{"weight_precision = \"float32\"", "weight_precision = \"bfloat16\"", "training.weight_precision"}}) {
+    std::string edited = tiny;
+    edited.replace(edited.find(from), std::strlen(from), to);
+    write("unsupported.toml", edited);
+    r = train("--model " + path("unsupported.toml") + " --steps 1 --batch-tokens 128" + outs);
+    EXPECT_EQ(r.exit_code, 2) << key;
+    EXPECT_NE(r.err.find(path("unsupported.toml") + ": key '" + key + "'"), std::string::npos) << r.err;
+  }
+  untouched();
 }
 
 TEST_F(Train, CorruptOrForeignCheckpointsAreRefused) {
@@ -301,6 +322,23 @@ TEST_F(Train, CorruptOrForeignCheckpointsAreRefused) {
   auto r = train("--model glam-tiny-8e --steps 1 --batch-tokens 128 --resume " + path("t.ckpt"));
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("different model"), std::string::npos) << r.err;
+  // Refused before a tokenizer is trained and cached for the run.
+  r = run_command("glamexec train --quiet --cache-dir " + path("untouched-cache") +
+                  " --model glam-tiny --steps 1 --batch-tokens 128 --resume " + path("flip.ckpt"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("corrupt checkpoint"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(path("untouched-cache")) && !fs::is_empty(path("untouched-cache")));
+  r = train("--model glam-tiny --steps 1 --resume " + dir_.string());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("is a folder (expected a checkpoint file)"), std::string::npos) << r.err;
+}
+
+// `body` (a checkpoint less its last 8 bytes) with its checksum appended (FNV-1a, 64 bits).
+std::string with_checksum(std::string body) {
+  uint64_t hash = 1469598103934665603ull;
+  for (unsigned char c : body) hash = (hash ^ c) * 1099511628211ull;
+  body.append(reinterpret_cast<const char*>(&hash), 8);
+  return body;
 }
 
 // A checkpoint whose header was edited by hand, with its length and checksum made to match: what the
@@ -315,19 +353,16 @@ std::string with_header(const std::string& checkpoint, const std::function<void(
   const uint64_t new_length = head.size();
   out.append(reinterpret_cast<const char*>(&new_length), 8);
   out += head + checkpoint.substr(24 + length, checkpoint.size() - 24 - length - 8);
-  uint64_t hash = 1469598103934665603ull;
-  for (unsigned char c : out) hash = (hash ^ c) * 1099511628211ull;
-  out.append(reinterpret_cast<const char*>(&hash), 8);
-  return out;
+  return with_checksum(out);
 }
 
 TEST_F(Train, HandEditedCheckpointHeadersAreRefused) {
   ASSERT_EQ(train("--model glam-tiny --steps 1 --batch-tokens 128 --seed 7 --save " + path("h.ckpt")).exit_code, 0);
   const std::string good = read_whole_file(path("h.ckpt"));
   write("same.ckpt", with_header(good, [](json&) {}));
-  std::string other_version = good;
+  std::string other_version = good.substr(0, good.size() - 8);
   other_version[8] = 7;  // the u32 format version after the magic
-  write("version.ckpt", other_version);
+  write("version.ckpt", with_checksum(other_version));
   auto v = train("--model glam-tiny --steps 1 --batch-tokens 128 --resume " + path("version.ckpt"));
   EXPECT_EQ(v.exit_code, 2);
   EXPECT_NE(v.err.find("corrupt checkpoint (format version 7)"), std::string::npos) << v.err;
@@ -503,6 +538,29 @@ TEST_F(Train, DescribeTakesTrainsBatchAndGivesJson) {
 }
 
 // A run killed at any moment leaves the previous checkpoint or a complete new one, never a partial file.
+// glamexec-bench takes the programs' option rules: exit 2 and a line naming the option and value.
+TEST_F(Train, BenchChecksItsOptions) {
+  const std::string bench = "glamexec-bench --model glam-tiny --threads 1 ";
+  for (const auto& [args, message] :
+       {std::pair{"--steps 0", "--steps: got '0', expected a whole number of at least 1"},
+        std::pair{"--warmup -1", "--warmup: got '-1'"},
+        std::pair{"--threads 0", "--threads: got '0'"},
+        std::pair{"--batch-tokens 100", "--batch-tokens 100: expected a multiple of glam-tiny's seq_len 128"},
+        std::pair{"--format xml", "--format"},
+        std::pair{"--bogus", "--bogus"}}) {
+    auto r = run_command(bench + args);
+    EXPECT_EQ(r.exit_code, 2) << args;
+    EXPECT_NE(r.err.find(message), std::string::npos) << args << ": " << r.err;
+  }
+  auto r = run_command(bench + "--batch-tokens 128 --steps 1 --warmup 0 --format json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json j = json::parse(r.out);
+  EXPECT_EQ(j["batch_tokens"].get<int64_t>(), 128);
+  EXPECT_GT(j["tokens_per_s"].get<double>(), 0);
+  EXPECT_GT(j["matmul_share_of_step"].get<double>(), 0);
+  EXPECT_LE(j["matmul_share_of_step"].get<double>(), 1);
+}
+
 TEST_F(Train, KilledRunNeverLeavesAPartialCheckpoint) {
   ASSERT_EQ(train("--model glam-tiny --steps 1 --batch-tokens 128 --save " + path("k.ckpt")).exit_code, 0);
   for (int delay_ms : {150, 300, 450, 600}) {

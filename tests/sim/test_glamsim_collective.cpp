@@ -166,6 +166,7 @@ TEST(GlamsimCollective, AllReduceAcrossNodesPicksOrPinsItsAlgorithm) {
            {"--cluster dgx-h100-64 --kind all_reduce --group-size 8 --algorithm tree",
             "these groups of 8 chips on dgx-h100-64 lie inside one node each"},
            {"--cluster tpu-v4-64 --kind all_reduce --algorithm tree", "are on a torus"},
+           {"--cluster dgx-h100-8 --kind all_reduce --algorithm tree", "on dgx-h100-8 lie inside one node each"},
            {"--cluster dgx-h100-64 --algorithm nccl", "--algorithm: nccl not in {fastest,ring,tree}"}})
     expect_refused(args, expected);
 }

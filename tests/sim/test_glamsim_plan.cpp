@@ -308,6 +308,13 @@ TEST(GlamsimPlan, InterruptionsLengthenTheRunAndItsEnergy) {
   double parts = 0;
   for (const auto& [name, mwh] : j["energy_breakdown"].items()) parts += mwh.get<double>();
   EXPECT_NEAR(parts, j["facility_energy_MWh"].get<double>(), 1e-9 * parts);
+  // The run's power per chip: its IT energy over its chip-hours, below the step's where checkpoints and
+  // restarts keep the chips idle; without failures, the step's.
+  EXPECT_NEAR(j["average_power_per_chip_W"].get<double>() * j["chip_hours"].get<double>(),
+              j["it_energy_MWh"].get<double>() * 1e6, 1e-9 * j["it_energy_MWh"].get<double>() * 1e6);
+  EXPECT_LT(j["average_power_per_chip_W"].get<double>(), plain["average_power_per_chip_W"].get<double>());
+  EXPECT_NEAR(plain["average_power_per_chip_W"].get<double>() * plain["chip_hours"].get<double>(),
+              plain["it_energy_MWh"].get<double>() * 1e6, 1e-6 * plain["it_energy_MWh"].get<double>() * 1e6);
   // A given interval is kept (in whole steps) and the time it costs differs from the optimum's.
   const auto hourly = plan_json(base + failures + " --checkpoint-hours 0.25");
   EXPECT_FALSE(hourly["interruptions"]["checkpoint_interval_is_optimum"].get<bool>());
@@ -375,6 +382,13 @@ TEST(GlamsimPlan, LayoutsListTheChosenPlanAmongTheOthers) {
   std::snprintf(pct, sizeof pct, "(+%.1f%%)", gap);
   EXPECT_NE(out.find("the runner-up, " + labels[1] + ", steps in "), std::string::npos) << out;
   EXPECT_NE(out.find(pct), std::string::npos) << pct << "\n" << out;
+  EXPECT_EQ(out.find("compared at analytical fidelity"), std::string::npos) << out;
+  // At flow fidelity the layouts are still compared analytically: the note says so, and gives the
+  // chosen layout's analytical step beside the runner-up's.
+  auto flow = run_command("glamsim run --model glam-1.7b-64e --cluster tpu-v4-64 --batch-tokens 262144 --fidelity flow");
+  ASSERT_EQ(flow.exit_code, 0) << flow.err;
+  EXPECT_NE(flow.out.find("compared at analytical fidelity (this one: "), std::string::npos) << flow.out;
+  EXPECT_NE(flow.out.find(" analytical (+"), std::string::npos) << flow.out;
   // Without the flag neither output lists them.
   EXPECT_FALSE(plan_json("--model glam-1.7b-64e --cluster dgx-h100-64 --tokens 1e11 --batch-tokens 262144").contains("layouts"));
 }
@@ -408,6 +422,10 @@ INSTANTIATE_TEST_SUITE_P(
                               "--pue 1e+308: expected a finite value of at least 1"},
                       BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --batch-tokens 262144 --tokens 1e5", "larger than the token budget"},
                       BadPlan{"--model glam-1.7b-64e --tokens 1e12", "--cluster"},
+                      BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64", "--tokens is required"},
+                      BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --tokens 0x10", "--tokens 0x10: expected a number"},
+                      BadPlan{"--model glam-1.7b-64e --compare --tokens 1e12 tpu-v4-64",
+                              "--compare --tokens: expected cluster ids right after --compare"},
                       BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --tokens 1e300", "at most 1e16 tokens"},
                       BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --tokens 1e12 --days 0", "--days: got '0', expected a number from 0.01"},
                       BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --tokens 1e12 --days soon", "--days: got 'soon'"},

@@ -485,6 +485,7 @@ INSTANTIATE_TEST_SUITE_P(
     Cases, GlamsimRunBadInput,
     ::testing::Values(
         BadRun{"--model glam-8b-64e --cluster tpu-v4-64 --dp 24 --tp 2 --ep 8", "do not multiply to the chip count"},
+        BadRun{"--model glam-8b --cluster tpu-v4-64 --dp 64 --tp 2", "dp x tp = 64 x 2 = 128 do not multiply"},
         BadRun{"--model glam-1.7b-32e --cluster tpu-v4-64 --dp 64 --tp 1 --ep 64", "not divisible by ep"},
         BadRun{"--model glam-8b-64e --cluster tpu-v4-64 --dp 64 --tp 1 --ep 64 --batch-tokens 4096",
                "smaller than the data-parallel width"},

@@ -126,7 +126,7 @@ TEST(RoutingModel, RecordedHistogramCountsTheDroppedCopies) {
   const double hot_kept = capacity * groups, hot_dropped = 3 * capacity * groups;
   const double other = (copies - hot_kept - hot_dropped) / 63;
   auto path = std::filesystem::temp_directory_path() / "glam-routing-dropped.json";
-  auto write = [&](bool with_dropped, const nlohmann::json& model_config) {
+  auto write = [&](bool with_dropped, const nlohmann::json& model_config, bool with_dropped_total = false) {
     std::ofstream out(path);
     out.precision(17);
     out << R"({"moe_layers": [{"layer": 1, "expert_load": [)" << hot_kept;
@@ -137,6 +137,7 @@ TEST(RoutingModel, RecordedHistogramCountsTheDroppedCopies) {
       for (int e = 1; e < 64; ++e) out << ",0";
       out << "]";
     }
+    if (with_dropped_total) out << R"(, "dropped_tokens": )" << hot_dropped;
     out << "}]";
     if (!model_config.is_null()) out << R"(, "model_config": )" << model_config.dump();
     out << "}";
@@ -169,6 +170,12 @@ TEST(RoutingModel, RecordedHistogramCountsTheDroppedCopies) {
   EXPECT_TRUE(kept.kept.empty());
   EXPECT_NEAR(kept.routed[0], hot_kept / (copies - hot_dropped), 1e-12);
   EXPECT_LT(moe_layer_load(m, s, kept.routed).dropped_fraction, dropped - 0.01);  // expert 0 looks no hotter
+  // ... unless they count their dropped copies in all (dropped_tokens): the kept shares are then known.
+  write(false, model_to_json(m), true);
+  const ExpertRouting counted = routing();
+  ASSERT_EQ(counted.kept.size(), 64u);
+  EXPECT_NEAR(counted.kept[0], hot_kept / copies, 1e-12);
+  EXPECT_NEAR(moe_layer_load(m, s, counted.routed, counted.kept).dropped_fraction, hot_dropped / copies, 1e-12);
   std::ofstream(path) << R"({"moe_layers": [{"layer": 1, "expert_load": [1, 2], "expert_dropped": [1, -2]}]})";
   ModelConfig two = m;
   two.experts = 2;

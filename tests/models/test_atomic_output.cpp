@@ -1,0 +1,77 @@
+// Atomic outputs: a signal that ends the process mid-write removes the temporary, and an output
+// folder that takes no new files is refused before any work.
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <filesystem>
+#include <string>
+
+#include "common/atomic_output.h"
+#include "common/errors.h"
+
+namespace glam {
+namespace {
+
+namespace fs = std::filesystem;
+
+fs::path fresh_folder(const std::string& name) {
+  fs::path dir = fs::temp_directory_path() / (name + "-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+int files_in(const fs::path& dir) {
+  int n = 0;
+  for ([[maybe_unused]] const auto& entry : fs::directory_iterator(dir)) ++n;
+  return n;
+}
+
+// A child process writes part of a file, then gets `sig` (as a batch scheduler's SIGTERM at its time
+// limit, or ^C): it ends by that signal, and neither the file nor its temporary is left.
+TEST(AtomicOutput, ASignalMidWriteRemovesTheTemporary) {
+  for (int sig : {SIGTERM, SIGINT}) {
+    const fs::path dir = fresh_folder("glam-atomic-signal");
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      std::signal(sig, SIG_DFL);  // as in a process started in the foreground (a background shell ignores SIGINT)
+      write_file_atomically(dir / "checkpoint", [&](const ByteSink& write) {
+        write("half of it", 10);
+        std::raise(sig);
+        write("never", 5);
+      });
+      ::_exit(0);  // not reached: the signal ends the child
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == sig) << "status " << status;
+    EXPECT_EQ(files_in(dir), 0) << "signal " << sig;
+    fs::remove_all(dir);
+  }
+  // After a write the signal's action is the default again.
+  const fs::path dir = fresh_folder("glam-atomic-after");
+  std::signal(SIGTERM, SIG_DFL);
+  write_file_atomically(dir / "done", "whole");
+  struct sigaction now {};
+  ASSERT_EQ(::sigaction(SIGTERM, nullptr, &now), 0);
+  EXPECT_EQ(now.sa_handler, SIG_DFL);
+  fs::remove_all(dir);
+}
+
+TEST(AtomicOutput, AFolderThatTakesNoFilesIsRefusedFirst) {
+  const fs::path dir = fresh_folder("glam-atomic-folder");
+  EXPECT_NO_THROW(check_output_file("--record", dir / "r.json"));
+  EXPECT_EQ(files_in(dir), 0);  // the probe is gone
+  EXPECT_THROW(check_output_file("--record", dir / "missing" / "r.json"), UsageError);
+  EXPECT_THROW(check_output_file("--record", dir), UsageError);
+  // /proc takes no new files even for root, whom access(W_OK) lets through
+  if (fs::is_directory("/proc/self")) EXPECT_THROW(check_output_file("--record", "/proc/self/r.json"), UsageError);
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace glam
