@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstring>
+#include <iostream>
 #include <iterator>
 #include <random>
 #include <stdexcept>
@@ -195,9 +196,24 @@ fs::path checked_output_folder(const std::string& where, const fs::path& given, 
 
 }  // namespace
 
+// An earlier output is moved aside when the new one replaces it: move it there and back now, so that
+// a folder that cannot be moved (another user's, in a sticky or read-only parent) is bad input
+// before the work.
+void check_folder_can_be_moved(const std::string& where, const fs::path& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return;
+  const fs::path aside = parent_or_dot(dir) / (".glam-probe-" + random_suffix());
+  fs::rename(dir, aside, ec);
+  if (ec) throw UsageError(where + ": cannot replace the earlier output there (" + ec.message() + ")");
+  fs::rename(aside, dir, ec);
+  if (ec) throw UsageError(where + ": moved aside to " + aside.string() + " and not back (" + ec.message() + ")");
+}
+
 void check_output_folder(const std::string& flag, const fs::path& given, const std::set<std::string>& names) {
   const std::string where = flag + " " + given.string();
-  check_folder_can_be_made(where, checked_output_folder(where, given, names));
+  const fs::path dir = checked_output_folder(where, given, names);
+  check_folder_can_be_made(where, dir);
+  check_folder_can_be_moved(where, dir);
 }
 
 void write_directory_atomically(const fs::path& given, const std::map<std::string, std::string>& files) {
@@ -217,7 +233,16 @@ void write_directory_atomically(const fs::path& given, const std::map<std::strin
     bool had_old = fs::exists(dir);
     if (had_old) fs::rename(dir, old);
     fs::rename(staging, dir);
-    if (had_old) fs::remove_all(old);
+    // The new output is in place: an old one that cannot be removed (files of another user's in it)
+    // is said, not a failure of the command.
+    std::error_code left;
+    if (had_old && (fs::remove_all(old, left), left))
+      std::cerr << "warning: the earlier output, moved aside to " << old.string() << ", could not be removed ("
+                << left.message() << ")\n";
+  } catch (const fs::filesystem_error& e) {
+    std::error_code ignored;
+    fs::remove_all(staging, ignored);
+    throw UsageError("output folder " + given.string() + ": cannot write it (" + e.code().message() + ")");
   } catch (...) {
     std::error_code ignored;
     fs::remove_all(staging, ignored);

@@ -68,6 +68,13 @@ TEST(AtomicOutput, AFolderThatTakesNoFilesIsRefusedFirst) {
   EXPECT_EQ(files_in(dir), 0);  // the probe is gone
   EXPECT_THROW(check_output_file("--record", dir / "missing" / "r.json"), UsageError);
   EXPECT_THROW(check_output_file("--record", dir), UsageError);
+  // An earlier output folder is checked by moving it aside and back: it is there as it was, alone.
+  write_directory_atomically(dir / "out", {{"report.md", "earlier"}});
+  EXPECT_NO_THROW(check_output_folder("--out", dir / "out", {"report.md"}));
+  EXPECT_EQ(files_in(dir), 1);
+  EXPECT_EQ(files_in(dir / "out"), 1);
+  EXPECT_TRUE(fs::is_regular_file(dir / "out" / "report.md"));
+  fs::remove_all(dir / "out");
   // /proc takes no new files even for root, whom access(W_OK) lets through
   if (fs::is_directory("/proc/self")) EXPECT_THROW(check_output_file("--record", "/proc/self/r.json"), UsageError);
   fs::remove_all(dir);
