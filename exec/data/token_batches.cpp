@@ -16,9 +16,9 @@ TokenBatches::TokenBatches(std::vector<int32_t> stream, int64_t seq_len, int64_t
                      std::to_string(global_seqs_ * seq_len_ + 1) + " tokens)");
 }
 
-void TokenBatches::fill(int64_t step, int64_t first, int64_t seqs, int32_t* inputs, int32_t* targets) const {
+void TokenBatches::fill(int64_t first, int64_t seqs, int32_t* inputs, int32_t* targets) const {
   for (int64_t j = 0; j < seqs; ++j) {
-    int64_t q = (step * global_seqs_ + first + j) % count_;
+    const int64_t q = (first + j) % count_;
     const int32_t* src = stream_.data() + q * seq_len_;
     std::copy(src, src + seq_len_, inputs + j * seq_len_);
     std::copy(src + 1, src + 1 + seq_len_, targets + j * seq_len_);

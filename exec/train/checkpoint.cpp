@@ -251,6 +251,8 @@ void write_checkpoint(const std::filesystem::path& path, const SavedTensors& sav
   header["model_config"] = model_to_json(m);
   header["step"] = state.step;
   header["seed"] = state.seed;
+  header["sequences"] = state.sequences;
+  header["data"] = state.data;
   nlohmann::json table = nlohmann::json::array();
   int64_t offset = 0;
   for (const auto& [name, bytes] : saved.views) {
@@ -350,6 +352,15 @@ ParsedHeader parse_header(const std::string& head, int64_t payload_floats, const
   const auto seed = header.find("seed");
   if (seed == header.end() || !seed->is_number_unsigned()) throw corrupt("'seed' must be a non-negative integer");
   out.state.seed = seed->get<uint64_t>();
+  if (const auto sequences = header.find("sequences"); sequences != header.end()) {
+    if (!sequences->is_number_integer() || sequences->get<int64_t>() < -1)
+      throw corrupt("'sequences' must be an integer of at least -1");
+    out.state.sequences = sequences->get<int64_t>();
+  }
+  if (const auto data = header.find("data"); data != header.end()) {
+    if (!data->is_string()) throw corrupt("'data' must be a string");
+    out.state.data = data->get<std::string>();
+  }
   const auto tensors = header.find("tensors");
   if (tensors == header.end() || !tensors->is_array()) throw corrupt("'tensors' must be an array");
   for (const auto& t : *tensors) {

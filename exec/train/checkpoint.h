@@ -6,6 +6,7 @@
 // leaves the previous checkpoint in place; a truncated or altered file fails the checksum.
 #include <cstdint>
 #include <filesystem>
+#include <string>
 
 #include "comm/communicator.h"
 #include "model/transformer.h"
@@ -16,6 +17,10 @@ namespace glam::exec {
 struct CheckpointState {
   int64_t step = 0;   // updates applied so far
   uint64_t seed = 0;  // initialisation and routing seed of the run
+  // Sequences of the data the run has read, where the next step starts (-1 in checkpoints from before
+  // it was kept: step x the resuming run's batch).
+  int64_t sequences = -1;
+  std::string data;  // the text and tokenizer it read (TokenBatches' origin); empty in older checkpoints
 };
 
 // Collective: makes sliced tensors whole over `tensor` (the tensor-parallel ranks; null without

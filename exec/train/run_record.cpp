@@ -68,7 +68,7 @@ nlohmann::json make_run_record(const RunDescription& run, const nlohmann::json& 
   r["warmup_steps"] = run.warmup_steps;
   r["seed"] = run.seed;
   r["first_step"] = run.first_step;
-  r["data"] = {{"text", run.text}, {"tokenizer", run.tokenizer}};
+  r["data"] = {{"text", run.text}, {"tokenizer", run.tokenizer}, {"first_sequence", run.first_sequence}};
   double median = percentile(run.step_times_s, 0.5);
   r["step_time_s"] = {{"median", median},
                       {"p10", percentile(run.step_times_s, 0.1)},

@@ -30,6 +30,7 @@ struct RunDescription {
   std::string op_timing = "all";
   uint64_t seed = 0;      // initial weights, random routing, random tokens
   int64_t first_step = 1;  // update number of the first step (after --resume: the checkpoint's + 1)
+  int64_t first_sequence = 0;  // the data's sequence where the first step starts (after --resume: the checkpoint's)
   std::vector<double> losses;        // every step
   std::vector<double> ce_losses;
   std::vector<MoeLayerStats> moe;    // summed over ranks and timed steps

@@ -259,6 +259,14 @@ int train_steps(const ResolvedRun& r, TokenBatches& batches, kernels::KernelCont
   if (!o.resume.empty()) cs = load_checkpoint(o.resume, model, opt);
   else model.init_params(cs.seed);
   model.routing_seed = cs.seed;
+  // The data goes on where the saved run stopped, whatever this run's batch.
+  const int64_t step_sequences = shape.global_tokens() / m.seq_len;
+  const std::string data = r.text_origin + ", tokenizer " + r.tokenizer_origin;
+  if (cs.sequences < 0) cs.sequences = cs.step * step_sequences;
+  if (rank == 0 && !o.resume.empty() && !cs.data.empty() && cs.data != data)
+    std::cerr << "glamexec train: warning: " << o.resume << " was trained on " << cs.data << "; this run reads " << data
+              << ", from its sequence " << cs.sequences << "\n";
+  cs.data = data;
 
   // ---- training ----
   OpTimer timer(&ctx, &comm);
@@ -289,6 +297,7 @@ int train_steps(const ResolvedRun& r, TokenBatches& batches, kernels::KernelCont
   run.warmup_steps = warmup;
   run.seed = cs.seed;
   run.first_step = cs.step + 1;
+  run.first_sequence = cs.sequences;
   run.op_timing = op_timing;
   run.tokenizer = r.tokenizer_origin;
   run.text = r.text_origin;
@@ -321,7 +330,8 @@ int train_steps(const ResolvedRun& r, TokenBatches& batches, kernels::KernelCont
     // stage runs its program's passes; their ops carry the StepGraph's "mb{k}." prefix, and the loss
     // shares add up.
     for (int64_t mb = 0; mb < shape.microbatches; ++mb) {
-      batches.fill(step - 1, (shape.rank * shape.microbatches + mb) * shape.seqs, shape.seqs, hin.data(), htg.data());
+      batches.fill(cs.sequences + (shape.rank * shape.microbatches + mb) * shape.seqs, shape.seqs, hin.data(),
+                   htg.data());
       copy_to_device(hin.data(), inputs.data() + mb * n, n);
       copy_to_device(htg.data(), targets.data() + mb * n, n);
     }
@@ -350,6 +360,7 @@ int train_steps(const ResolvedRun& r, TokenBatches& batches, kernels::KernelCont
     const StepLoss loss = model.reduce_pipeline_loss(shares);  // after the clock: a report, not the step's work
     timer.end_step();
     cs.step = step;
+    cs.sequences += step_sequences;
     run.losses.push_back(loss.total);
     run.ce_losses.push_back(loss.ce);
     if (timed) {

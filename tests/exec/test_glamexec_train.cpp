@@ -197,6 +197,18 @@ TEST_F(Train, CheckpointContinuationIsBitForBit) {
   std::string a = read_whole_file(path("a4.ckpt")), b = read_whole_file(path("b4.ckpt"));
   ASSERT_GT(a.size(), 1000000u);
   EXPECT_TRUE(a == b) << "the continued run differs from the uninterrupted one";
+  EXPECT_EQ(json::parse(std::ifstream(path("b4.json")))["data"]["first_sequence"], 4);  // 2 steps x 2 sequences
+  // Another batch reads on from where the saved run stopped (step 2 x 1 sequence would go back to 2),
+  // and another text is said.
+  r = train("--model glam-tiny-8e --steps 1 --batch-tokens 128 --resume " + path("b2.ckpt") + " --record " +
+            path("b3.json"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(json::parse(std::ifstream(path("b3.json")))["data"]["first_sequence"], 4);
+  EXPECT_EQ(r.err.find("warning"), std::string::npos) << r.err;
+  r = train("--model glam-tiny-8e --steps 1 --batch-tokens 256 --random-tokens --resume " + path("b2.ckpt"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("was trained on "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("; this run reads random tokens, tokenizer none, from its sequence 4"), std::string::npos) << r.err;
 }
 
 // The file's tensors are what the accounting counts as a checkpoint (the planner's checkpoint writes):
