@@ -86,14 +86,18 @@ std::string format_bytes(double bytes) {
 }
 
 std::string format_seconds(double s) {
-  char buf[64];
-  // Each unit from where three digits round up to it, and whole seconds past 999: %g would print
-  // 999.7 s as 1e+03 s, and 0.9997 s as 1e+03 ms.
-  if (s >= 999.5) std::snprintf(buf, sizeof buf, "%.0f s", s);
-  else if (s >= 0.9995) std::snprintf(buf, sizeof buf, "%.3g s", s);
-  else if (s >= 0.9995e-3) std::snprintf(buf, sizeof buf, "%.3g ms", s * 1e3);
-  else std::snprintf(buf, sizeof buf, "%.3g us", s * 1e6);
-  return buf;
+  // Three digits, trailing zeros kept (10.0 s beside 9.98 s in a column, not 10 s); each unit from
+  // where three digits round up to it, and whole seconds past 999: %g would print 999.7 s as
+  // 1e+03 s, and 0.9997 s as 1e+03 ms.
+  auto three_digits = [](double v, const char* unit) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.*f %s", v >= 99.95 ? 0 : v >= 9.995 ? 1 : 2, v, unit);
+    return std::string(buf);
+  };
+  if (s >= 999.5) return format_fixed(s, 0) + " s";
+  if (s >= 0.9995) return three_digits(s, "s");
+  if (s >= 0.9995e-3) return three_digits(s * 1e3, "ms");
+  return three_digits(s * 1e6, "us");
 }
 
 std::string format_duration(double s) {

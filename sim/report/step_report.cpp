@@ -140,8 +140,10 @@ std::string step_summary_text(const SimulationInput& in, const StepResult& r, co
     t.add_row({"  kept back of " + format_bytes(in.cluster.chip().hbm_bytes) + " HBM", hbm_kept_back(in)});
   const StepEnergy e = step_energy(in, r, in.cluster.pue());
   const double J = e.total_J();
-  const std::string energy = J >= 1e6 ? format_fixed(J / 1e6, 3) + " MJ" : J >= 1e3 ? format_fixed(J / 1e3, 3) + " kJ"
-                                                                                   : format_fixed(J, 1) + " J";
+  // Four digits in each unit: 546.1 J, 154.0 kJ, 2.644 MJ.
+  auto four_digits = [](double v) { return format_fixed(v, v >= 999.95 ? 0 : v >= 99.995 ? 1 : v >= 9.9995 ? 2 : 3); };
+  const std::string energy = J >= 1e6 ? four_digits(J / 1e6) + " MJ" : J >= 1e3 ? four_digits(J / 1e3) + " kJ"
+                                                                               : four_digits(J) + " J";
   t.add_row({"energy per step", energy + " at PUE " + format_fixed(in.cluster.pue(), 2) +
                                     ", " + format_fixed(e.average_power_per_chip_W, 0) + " W per chip (IT)"});
   t.add_row({"simulator wall time", format_fixed(host.wall_time_s, 3) + " s"});

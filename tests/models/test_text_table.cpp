@@ -10,12 +10,14 @@ namespace {
 TEST(TextFormats, SecondsKeepThreeDigitsAndNoExponent) {
   EXPECT_EQ(format_seconds(7.9080), "7.91 s");
   EXPECT_EQ(format_seconds(0.0123), "12.3 ms");
-  EXPECT_EQ(format_seconds(4.5e-6), "4.5 us");
+  EXPECT_EQ(format_seconds(4.5e-6), "4.50 us");
+  EXPECT_EQ(format_seconds(10.0), "10.0 s");  // beside 9.98 s in a column
+  EXPECT_EQ(format_seconds(2.2), "2.20 s");
   EXPECT_EQ(format_seconds(999.4), "999 s");
   EXPECT_EQ(format_seconds(1254.6), "1255 s");  // %.3g would print 1.25e+03
   EXPECT_EQ(format_seconds(999.7), "1000 s");
-  EXPECT_EQ(format_seconds(0.9997), "1 s");
-  EXPECT_EQ(format_seconds(0.9997e-3), "1 ms");
+  EXPECT_EQ(format_seconds(0.9997), "1.00 s");
+  EXPECT_EQ(format_seconds(0.9997e-3), "1.00 ms");
   EXPECT_EQ(format_duration(4.5 * 3600), "4.5 h");
   EXPECT_EQ(format_chips(1), "1 chip");
   EXPECT_EQ(format_chips(1024), "1024 chips");
