@@ -10,6 +10,7 @@ class TextTable {
  public:
   explicit TextTable(std::vector<std::string> header, std::vector<bool> right_aligned = {});
   void add_row(std::vector<std::string> row);
+  bool empty() const { return rows_.size() <= 1; }  // no rows under the header
   std::string render() const;
 
  private:

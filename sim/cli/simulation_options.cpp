@@ -75,7 +75,7 @@ void SimulationOptions::register_options(CLI::App& cmd, bool with_out_dir) {
   cmd.add_flag("--allow-oom", allow_oom, "Simulate a plan even if it does not fit in memory");
   cmd.add_option("--hbm-headroom", hbm_headroom,
                  "Share of each chip's HBM a plan leaves free beyond the runtime's reserve (the chip's "
-                 "runtime_reserved_bytes: 2 GiB on GPUs, 0 on TPUs), for more margin (default 0)")
+                 "runtime_reserved_bytes: 2 GiB on GPUs, 0 on TPUs), for more margin: 0 to 0.9 (default 0)")
       ->transform(cli_checks::number_between(0, 0.9));
   cmd.add_flag("--layouts", list_layouts,
                "Also list every layout the plan chooser compared: memory per chip, step time, MFU");

@@ -126,16 +126,21 @@ std::string step_summary_text(const SimulationInput& in, const StepResult& r, co
     t.add_row({"pipeline bubble", format_seconds(r.pipeline_bubble_s) + " (" + pct(r.pipeline_bubble_s) + "; stage " +
                                       std::to_string(r.busiest_stage) + ", the busiest)"});
   t.add_row({"all-to-all", format_seconds(r.alltoall_s) + ", " + format_bytes(r.alltoall_bytes) + " sent per chip"});
-  // Skewed routing past the experts' capacity: the step may be as fast, the tokens are not all trained.
+  // Copies routed past the experts' capacity: the step may be as fast, the tokens are not all trained.
   if (const double dropped = mean_dropped_fraction(r); dropped > 0)
     t.add_row({"dropped at capacity", (dropped < 5e-4 ? std::string("under 0.1") : format_fixed(100 * dropped, 1)) +
                                           "% of token copies (capacity factor " +
                                           format_shortest(in.model.capacity_factor) + ")"});
   t.add_row({"MFU", format_fixed(100 * r.mfu, 1) + "%"});
   t.add_row({"tokens/s", format_count(static_cast<double>(p.batch_tokens) / r.step_time_s)});
+  // A plan within a hair of a chip that keeps nothing back for its runtime (TPUs: not published) says so.
+  const double spare = in.usable_hbm_bytes() - r.memory.total_bytes();
+  const bool tight = r.fits_memory && !in.keeps_hbm_back() && spare < 0.01 * in.usable_hbm_bytes();
   t.add_row({"memory per chip", format_bytes(r.memory.total_bytes()) + " of " + format_bytes(in.usable_hbm_bytes()) +
                                     (in.keeps_hbm_back() ? " usable" : "") +
-                                    (r.fits_memory ? " (fits)" : " (DOES NOT FIT)")});
+                                    (!r.fits_memory ? " (DOES NOT FIT)"
+                                     : tight ? " (fits, " + format_bytes(spare) + " spare, none kept back for the runtime)"
+                                             : " (fits)")});
   if (in.keeps_hbm_back())
     t.add_row({"  kept back of " + format_bytes(in.cluster.chip().hbm_bytes) + " HBM", hbm_kept_back(in)});
   const StepEnergy e = step_energy(in, r, in.cluster.pue());

@@ -388,6 +388,10 @@ nlohmann::json ValidationSummary::to_json() const {
                               {"chip_runtime_reserved_bytes", v.chip_runtime_reserved_bytes},
                               {"chip", v.chip_kind},
                               {"notes", v.notes()}});
+    nlohmann::json collectives = nlohmann::json::object();
+    for (const auto& [kind, t] : v.collectives())
+      collectives[kind] = {{"measured_s", t.first}, {"simulated_s", t.second}};
+    out["records"].back()["collectives"] = collectives;
     if (v.record.pp > 1) {
       nlohmann::json stages = nlohmann::json::array();
       for (const auto& [measured, simulated] : v.stage_busy())
@@ -466,10 +470,17 @@ std::string ValidationSummary::to_text() const {
     if (v.record.measured_power_W > 0)
       power += v.record.file + ": GPU power measured " + fixed(v.record.measured_power_W, 0) + " W, simulated " +
                fixed(v.simulated_chip_power_W, 0) + " W (" + format_percent(v.power_error()) + ")\n";
+  // Collectives per step by kind and the ranks they run over, as the Markdown report gives them.
+  TextTable c({"record", "collective", "measured", "simulated", "error"}, {false, false, true, true, true});
+  for (const auto& v : records)
+    for (const auto& [kind, time] : v.collectives())
+      c.add_row({v.record.file, kind, format_seconds(time.first), format_seconds(time.second),
+                 time.first > 0 ? format_percent((time.second - time.first) / time.first) : std::string("-")});
+  const std::string collectives = c.empty() ? "" : "\ncollectives per step, summed over their op ids:\n" + c.render();
   const std::string notes = notes_text(records, "");
   return t.render() + "\nmedian |step error| " + fixed(100 * median_abs_step_error, 1) + "%, largest " +
          fixed(100 * max_abs_step_error, 1) + "%, median |op error| " + fixed(100 * median_abs_op_error, 1) + "%\n" +
-         (power.empty() ? "" : "\n" + power) + (notes.empty() ? "" : "\nnotes:\n" + notes);
+         collectives + (power.empty() ? "" : "\n" + power) + (notes.empty() ? "" : "\nnotes:\n" + notes);
 }
 
 std::string ValidationSummary::to_markdown(const std::string& plot_file) const {

@@ -124,6 +124,23 @@ TEST(GlamsimRun, StepEnergyIsThePlansEnergyPerStep) {
   EXPECT_GT(e["chip_compute_J"].get<double>(), 0);
 }
 
+// A plan that fits with under 1% of a TPU's HBM to spare, where nothing is kept back for the runtime,
+// says how little is left and how to keep some back.
+TEST(GlamsimRun, AlmostFullHbmIsSaid) {
+  auto tight = run_command("glamsim run --model glam-1.7b-256e --cluster tpu-v4-64 --format json");
+  ASSERT_EQ(tight.exit_code, 0) << tight.err;
+  const auto j = nlohmann::json::parse(tight.out);
+  const double used = j["memory_per_chip_bytes"].get<double>(), usable = j["usable_hbm_bytes"].get<double>();
+  ASSERT_TRUE(j["fits_memory"].get<bool>());
+  ASSERT_LT(usable - used, 0.01 * usable) << "the catalogue case this test needs: the chooser's plan within 1%";
+  auto text = run_command("glamsim run --model glam-1.7b-256e --cluster tpu-v4-64");
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find(" spare, none kept back for the runtime)"), std::string::npos) << text.out;
+  auto roomy = run_command("glamsim run --model glam-8b-64e --cluster tpu-v4-64");  // 30.76 of 32 GiB
+  ASSERT_EQ(roomy.exit_code, 0) << roomy.err;
+  EXPECT_NE(roomy.out.find(" (fits)"), std::string::npos) << roomy.out;
+}
+
 TEST(GlamsimRun, CalibrationTargetGlam64b64eOnTpuV4) {
   // GLaM: 574 hours for 280B tokens in 2^20-token batches is 7.74 s per step (7.38 s for 10^6), in a
   // layout like GLaM's (GSPMD 2D sharding, no pipeline).

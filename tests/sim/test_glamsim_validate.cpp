@@ -92,6 +92,25 @@ TEST_F(GlamsimValidate, ComparesStepAndOpsAndWritesTheReport) {
   EXPECT_NE(read_whole_file(kDir / "report/plot.svg").find("<circle"), std::string::npos);
 }
 
+// The collectives per kind and axis are in every output, not only the Markdown report.
+TEST_F(GlamsimValidate, CollectivesPerKindInTextAndJson) {
+  const std::string args = std::string("glamsim validate ") + GLAM_SOURCE_DIR +
+                           "/reports/validation/records/glam-tiny-8e-2rank.json --calibration " + GLAM_SOURCE_DIR +
+                           "/reports/validation/profile-cpu.toml";
+  auto text = run_command(args);
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  auto json = run_command(args + " --format json");
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  const auto collectives = nlohmann::json::parse(json.out)["records"][0]["collectives"];
+  ASSERT_TRUE(collectives.contains("all_to_all over ep")) << collectives.dump();
+  EXPECT_NE(text.out.find("collectives per step, summed over their op ids:"), std::string::npos) << text.out;
+  for (const auto& [kind, t] : collectives.items()) {
+    EXPECT_GT(t["measured_s"].get<double>(), 0) << kind;
+    EXPECT_GT(t["simulated_s"].get<double>(), 0) << kind;
+    EXPECT_NE(text.out.find(kind), std::string::npos) << kind << "\n" << text.out;
+  }
+}
+
 TEST_F(GlamsimValidate, AFasterHostSimulatesAFasterStep) {
   auto slow = nlohmann::json::parse(run_command("glamsim validate " + (kDir / "a.json").string() +
                                                 " --calibration " + (kDir / "profile.toml").string() + " --format json")
