@@ -39,7 +39,11 @@ MoeLayerLoad moe_layer_load(const ModelConfig& m, const StepShape& s, const std:
                             const std::vector<double>& kept_share) {
   const double S = static_cast<double>(m.group_tokens), k = static_cast<double>(m.top_k);
   const double groups_per_rank = static_cast<double>(s.tokens_per_rank) / S;
-  const int64_t ep = s.ep, per_rank = m.experts / ep;
+  const int64_t ep = s.ep;
+  if (ep < 1 || m.experts % ep != 0)
+    throw UsageError("expert parallelism ep = " + std::to_string(ep) + ": expected a divisor of the " +
+                     std::to_string(m.experts) + " experts of " + m.id);
+  const int64_t per_rank = m.experts / ep;
   std::vector<double> kept_by_rank(static_cast<size_t>(ep), 0.0);
   double kept = 0;  // copies kept per group
   double last_share = -1, last_kept = 0;  // even shares are the common case: one sum for them all
@@ -93,27 +97,31 @@ ExpertRouting recorded_routing(const nlohmann::json& layer, const ModelConfig& m
   const double total = std::accumulate(r.routed.begin(), r.routed.end(), 0.0);
   if (total <= 0) throw ConfigError(file, key + ".expert_load", "all zero", "at least one routed copy");
   for (double& v : r.routed) v /= total;
-  // Records from before expert_dropped still count the copies dropped in all (dropped_tokens): the
-  // kept shares are known, though not whom the dropped copies were sent to.
-  double routed_in_all = total;
-  if (dropped.empty() && layer.contains("dropped_tokens") && layer["dropped_tokens"].is_number() &&
-      layer["dropped_tokens"].get<double>() >= 0)
-    routed_in_all += layer["dropped_tokens"].get<double>();
-  else if (dropped.empty())
-    return r;
+  // The kept shares are of every copy the router was asked for (routed_tokens: tokens x k, second
+  // copies that random routing skipped included), as moe_layer_load scales them by k x S. Records
+  // from before expert_dropped still count the copies dropped in all (dropped_tokens): their kept
+  // shares are known, though not whom the dropped copies were sent to.
+  auto count = [&](const char* name) {
+    return layer.contains(name) && layer[name].is_number() && layer[name].get<double>() >= 0 ? layer[name].get<double>()
+                                                                                               : -1.0;
+  };
+  if (dropped.empty() && count("dropped_tokens") < 0) return r;
+  const double kept_in_all = std::accumulate(kept.begin(), kept.end(), 0.0);
+  const double asked = std::max({count("routed_tokens"), total, kept_in_all + std::max(0.0, count("dropped_tokens"))});
   r.kept = kept;
-  for (double& v : r.kept) v /= routed_in_all;
+  for (double& v : r.kept) v /= asked;
   return r;
 }
 
 bool same_routing_groups(const nlohmann::json& model_config, const ModelConfig& m) {
   if (!model_config.is_object() || !model_config.contains("moe") || !model_config["moe"].is_object()) return false;
-  const nlohmann::json& ran = model_config["moe"];
+  const nlohmann::json ran = model_json_with_defaults(model_config)["moe"];  // a record from before a key
   const nlohmann::json wanted = model_to_json(m)["moe"];
   for (const char* key : {"experts", "group_tokens", "top_k", "capacity_factor", "capacity_convention",
-                          "second_expert_policy", "second_expert_threshold"})
+                          "second_expert_policy"})
     if (!ran.contains(key) || ran[key] != wanted[key]) return false;
-  return true;
+  return m.second_expert_policy != "random" ||
+         (ran.contains("second_expert_threshold") && ran["second_expert_threshold"] == wanted["second_expert_threshold"]);
 }
 
 }  // namespace glam

@@ -1,5 +1,6 @@
 // glamsim: plans and simulates GLaM training on TPU pods and GPU clusters.
 #include <iostream>
+#include <system_error>
 
 #include "cli/command.h"
 #include "common/cli_checks.h"
@@ -25,6 +26,9 @@ int main(int argc, char** argv) {
   } catch (const glam::UsageError& e) {
     std::cerr << "glamsim: error: " << e.what() << "\n";
     return glam::kExitBadInput;
+  } catch (const std::system_error& e) {  // the file system failed an output: not the program's fault
+    std::cerr << "glamsim: error: " << e.what() << "\n";
+    return 1;
   } catch (const std::exception& e) {
     std::cerr << "glamsim: internal error: " << e.what() << "\n";
     return 1;

@@ -259,9 +259,13 @@ int train_steps(const ResolvedRun& r, TokenBatches& batches, kernels::KernelCont
   if (!o.resume.empty()) cs = load_checkpoint(o.resume, model, opt);
   else model.init_params(cs.seed);
   model.routing_seed = cs.seed;
-  // The data goes on where the saved run stopped, whatever this run's batch.
+  // The data goes on where the saved run stopped, whatever this run's batch. What it is, to compare with
+  // a checkpoint's: a text and how it was tokenized (a cached tokenizer is the text's own, wherever
+  // the cache is), or random tokens, whose stream's length depends on the batch.
   const int64_t step_sequences = shape.global_tokens() / m.seq_len;
-  const std::string data = r.text_origin + ", tokenizer " + r.tokenizer_origin;
+  const std::string data =
+      o.random_tokens ? "random tokens, a stream of " + std::to_string(batches.sequences()) + " sequences"
+                      : r.text_origin + (o.tokenizer.empty() ? ", a tokenizer trained on it" : ", tokenizer " + o.tokenizer);
   if (cs.sequences < 0) cs.sequences = cs.step * step_sequences;
   if (rank == 0 && !o.resume.empty() && !cs.data.empty() && cs.data != data)
     std::cerr << "glamexec train: warning: " << o.resume << " was trained on " << cs.data << "; this run reads " << data

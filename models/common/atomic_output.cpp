@@ -1,6 +1,7 @@
 #include "common/atomic_output.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -57,7 +58,8 @@ void write_and_sync(const fs::path& path, const std::function<void(const ByteSin
 
 // A signal that ends the process mid-write (a batch scheduler's SIGTERM at its time limit, ^C) removes
 // the temporary first: a checkpoint's is gigabytes. Installed for the write alone, and only for signals
-// whose action is still the default (ending the process), so no one else's handler is displaced.
+// whose action is still the default (ending the process), so no one else's handler is displaced. One
+// temporary at a time: the programs write their outputs one after another.
 char g_temp_path[4096];
 volatile std::sig_atomic_t g_temp_set = 0;
 constexpr int kEndingSignals[] = {SIGTERM, SIGINT, SIGHUP};
@@ -76,8 +78,7 @@ class TempRemovedOnSignal {
     std::memcpy(g_temp_path, path.c_str(), path.size() + 1);
     g_temp_set = 1;
     for (size_t i = 0; i < std::size(kEndingSignals); ++i) {
-      struct sigaction before {};
-      if (::sigaction(kEndingSignals[i], nullptr, &before) != 0 || before.sa_handler != SIG_DFL) continue;
+      if (::sigaction(kEndingSignals[i], nullptr, &before_[i]) != 0 || before_[i].sa_handler != SIG_DFL) continue;
       struct sigaction handler {};
       handler.sa_handler = remove_temp_and_end;
       sigemptyset(&handler.sa_mask);
@@ -86,7 +87,7 @@ class TempRemovedOnSignal {
   }
   ~TempRemovedOnSignal() {
     for (size_t i = 0; i < std::size(kEndingSignals); ++i)
-      if (installed_[i]) std::signal(kEndingSignals[i], SIG_DFL);
+      if (installed_[i]) ::sigaction(kEndingSignals[i], &before_[i], nullptr);
     g_temp_set = 0;
   }
   TempRemovedOnSignal(const TempRemovedOnSignal&) = delete;
@@ -94,6 +95,7 @@ class TempRemovedOnSignal {
 
  private:
   bool installed_[std::size(kEndingSignals)] = {};
+  struct sigaction before_[std::size(kEndingSignals)] = {};
 };
 
 fs::path parent_or_dot(const fs::path& p) {
@@ -122,7 +124,10 @@ void check_output_file(const std::string& flag, const std::filesystem::path& pat
   // NFS share): create and remove one there, as the write will.
   const fs::path probe = folder / (".glam-probe-" + random_suffix());
   const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
-  if (fd < 0) throw UsageError(where + ": folder " + folder.string() + " is not writable (" + std::strerror(errno) + ")");
+  if (fd < 0) {
+    const int error = errno;
+    throw UsageError(where + ": folder " + folder.string() + " is not writable (" + std::strerror(error) + ")");
+  }
   ::close(fd);
   ::unlink(probe.c_str());
 }
@@ -196,17 +201,16 @@ fs::path checked_output_folder(const std::string& where, const fs::path& given, 
 
 }  // namespace
 
-// An earlier output is moved aside when the new one replaces it: move it there and back now, so that
-// a folder that cannot be moved (another user's, in a sticky or read-only parent) is bad input
-// before the work.
+// An earlier output is moved aside when the new one replaces it. In a sticky folder (/tmp) only the
+// owner of the output or of the folder, or root, may move it: another user's earlier output is bad
+// input before the work. (Write permission on the folder is checked by making a folder in it.)
 void check_folder_can_be_moved(const std::string& where, const fs::path& dir) {
-  std::error_code ec;
-  if (!fs::is_directory(dir, ec)) return;
-  const fs::path aside = parent_or_dot(dir) / (".glam-probe-" + random_suffix());
-  fs::rename(dir, aside, ec);
-  if (ec) throw UsageError(where + ": cannot replace the earlier output there (" + ec.message() + ")");
-  fs::rename(aside, dir, ec);
-  if (ec) throw UsageError(where + ": moved aside to " + aside.string() + " and not back (" + ec.message() + ")");
+  struct stat folder {}, parent {};
+  if (::stat(dir.c_str(), &folder) != 0 || ::stat(parent_or_dot(dir).c_str(), &parent) != 0) return;
+  const uid_t me = ::geteuid();
+  if ((parent.st_mode & S_ISVTX) && me != 0 && folder.st_uid != me && parent.st_uid != me)
+    throw UsageError(where + ": cannot replace the earlier output there: it is another user's, in a folder where "
+                     "only its owner may move it (sticky); give a new folder");
 }
 
 void check_output_folder(const std::string& flag, const fs::path& given, const std::set<std::string>& names) {
@@ -225,13 +229,15 @@ void write_directory_atomically(const fs::path& given, const std::map<std::strin
   const std::string base = dir.filename().string();
   fs::path staging = parent / ("." + base + ".staging-" + random_suffix());
   fs::path old = parent / ("." + base + ".old-" + random_suffix());
+  bool had_old = false, moved_old = false;
   try {
     fs::create_directory(staging);
     for (const auto& [name, contents] : files)
       write_and_sync(staging / name, [&](const ByteSink& write) { write(contents.data(), contents.size()); });
     // rename() cannot replace a non-empty folder, so the old one is moved aside first.
-    bool had_old = fs::exists(dir);
+    had_old = fs::exists(dir);
     if (had_old) fs::rename(dir, old);
+    moved_old = had_old;
     fs::rename(staging, dir);
     // The new output is in place: an old one that cannot be removed (files of another user's in it)
     // is said, not a failure of the command.
@@ -239,10 +245,15 @@ void write_directory_atomically(const fs::path& given, const std::map<std::strin
     if (had_old && (fs::remove_all(old, left), left))
       std::cerr << "warning: the earlier output, moved aside to " << old.string() << ", could not be removed ("
                 << left.message() << ")\n";
-  } catch (const fs::filesystem_error& e) {
+  } catch (const fs::filesystem_error& e) {  // after the work: an I/O failure, not bad input
     std::error_code ignored;
     fs::remove_all(staging, ignored);
-    throw UsageError("output folder " + given.string() + ": cannot write it (" + e.code().message() + ")");
+    std::string earlier;
+    if (moved_old && !fs::exists(dir, ignored)) {
+      fs::rename(old, dir, ignored);
+      if (ignored) earlier = "; the earlier output is in " + old.string();
+    }
+    throw std::system_error(e.code(), "output folder " + given.string() + ": cannot write it" + earlier);
   } catch (...) {
     std::error_code ignored;
     fs::remove_all(staging, ignored);

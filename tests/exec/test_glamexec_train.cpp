@@ -208,7 +208,19 @@ TEST_F(Train, CheckpointContinuationIsBitForBit) {
   r = train("--model glam-tiny-8e --steps 1 --batch-tokens 256 --random-tokens --resume " + path("b2.ckpt"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.err.find("was trained on "), std::string::npos) << r.err;
-  EXPECT_NE(r.err.find("; this run reads random tokens, tokenizer none, from its sequence 4"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("; this run reads random tokens, a stream of 8 sequences, from its sequence 4"), std::string::npos)
+      << r.err;
+  // Random tokens come in a stream as long as 4 batches: another batch is other data, and is said.
+  ASSERT_EQ(train("--model glam-tiny-8e --steps 2 --batch-tokens 256 --random-tokens --save " + path("r2.ckpt")).exit_code, 0);
+  r = train("--model glam-tiny-8e --steps 1 --batch-tokens 256 --random-tokens --resume " + path("r2.ckpt"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err.find("warning"), std::string::npos) << r.err;
+  r = train("--model glam-tiny-8e --steps 1 --batch-tokens 128 --random-tokens --resume " + path("r2.ckpt"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("was trained on random tokens, a stream of 8 sequences; this run reads random tokens, a stream "
+                       "of 4 sequences"),
+            std::string::npos)
+      << r.err;
 }
 
 // The file's tensors are what the accounting counts as a checkpoint (the planner's checkpoint writes):
@@ -549,7 +561,6 @@ TEST_F(Train, DescribeTakesTrainsBatchAndGivesJson) {
   EXPECT_EQ(run_command("glamexec describe --model glam-0.1b --format yaml").exit_code, 2);
 }
 
-// A run killed at any moment leaves the previous checkpoint or a complete new one, never a partial file.
 // glamexec-bench takes the programs' option rules: exit 2 and a line naming the option and value.
 TEST_F(Train, BenchChecksItsOptions) {
   const std::string bench = "glamexec-bench --model glam-tiny --threads 1 ";
@@ -573,6 +584,7 @@ TEST_F(Train, BenchChecksItsOptions) {
   EXPECT_LE(j["matmul_share_of_step"].get<double>(), 1);
 }
 
+// A run killed at any moment leaves the previous checkpoint or a complete new one, never a partial file.
 TEST_F(Train, KilledRunNeverLeavesAPartialCheckpoint) {
   ASSERT_EQ(train("--model glam-tiny --steps 1 --batch-tokens 128 --save " + path("k.ckpt")).exit_code, 0);
   for (int delay_ms : {150, 300, 450, 600}) {

@@ -38,12 +38,21 @@ TEST(AtomicOutput, ASignalMidWriteRemovesTheTemporary) {
     const pid_t child = ::fork();
     ASSERT_GE(child, 0);
     if (child == 0) {
-      std::signal(sig, SIG_DFL);  // as in a process started in the foreground (a background shell ignores SIGINT)
-      write_file_atomically(dir / "checkpoint", [&](const ByteSink& write) {
-        write("half of it", 10);
-        std::raise(sig);
-        write("never", 5);
-      });
+      // As in a process started in the foreground (a background shell ignores SIGINT), the signal unblocked.
+      std::signal(sig, SIG_DFL);
+      sigset_t unblock;
+      sigemptyset(&unblock);
+      sigaddset(&unblock, sig);
+      sigprocmask(SIG_UNBLOCK, &unblock, nullptr);
+      try {
+        write_file_atomically(dir / "checkpoint", [&](const ByteSink& write) {
+          write("half of it", 10);
+          std::raise(sig);
+          write("never", 5);
+        });
+      } catch (...) {
+        ::_exit(2);
+      }
       ::_exit(0);  // not reached: the signal ends the child
     }
     int status = 0;
@@ -52,13 +61,20 @@ TEST(AtomicOutput, ASignalMidWriteRemovesTheTemporary) {
     EXPECT_EQ(files_in(dir), 0) << "signal " << sig;
     fs::remove_all(dir);
   }
-  // After a write the signal's action is the default again.
+  // A write leaves the signals' actions as they were: the default back after it, and another
+  // action (here: ignored) never displaced.
   const fs::path dir = fresh_folder("glam-atomic-after");
-  std::signal(SIGTERM, SIG_DFL);
+  auto action_of = [](int sig) {
+    struct sigaction now {};
+    ::sigaction(sig, nullptr, &now);
+    return now.sa_handler;
+  };
+  const auto term_before = std::signal(SIGTERM, SIG_DFL), int_before = std::signal(SIGINT, SIG_IGN);
   write_file_atomically(dir / "done", "whole");
-  struct sigaction now {};
-  ASSERT_EQ(::sigaction(SIGTERM, nullptr, &now), 0);
-  EXPECT_EQ(now.sa_handler, SIG_DFL);
+  EXPECT_EQ(action_of(SIGTERM), SIG_DFL);
+  EXPECT_EQ(action_of(SIGINT), SIG_IGN);
+  std::signal(SIGTERM, term_before);
+  std::signal(SIGINT, int_before);
   fs::remove_all(dir);
 }
 
