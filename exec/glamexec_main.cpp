@@ -124,7 +124,9 @@ int main(int argc, char** argv) {
   calibrate->add_flag("--quick", cal.quick, "A few seconds: fewer sizes and steps (tests)");
   calibrate->add_option("--model", cal.models, "Configs whose training steps give the per-op curves (repeatable; "
                                                 "default glam-tiny glam-tiny-8e on cpu, glam-0.1b glam-0.1b-64e on cuda)");
-  calibrate->add_option("--tokens", cal.tokens, "Tokens per rank of those steps (default 384 768 1536 3072 on cpu, 2048 to 32768 on cuda; --quick: 256 512 on cpu, 2048 8192 on cuda)")
+  calibrate->add_option("--tokens", cal.tokens,
+                        "Tokens per rank of those steps (default 384 768 1536 3072 on cpu, 2048 to 32768 on cuda; "
+                        "--quick: 256 512 on cpu, 2048 8192 on cuda)")
       ->transform(integer_at_least(1));
   calibrate->add_option("--layers", cal.layers, "Run only the first K layers of those configs (0: all)")
       ->transform(integer_at_least(0));

@@ -120,8 +120,8 @@ bool same_routing_groups(const nlohmann::json& model_config, const ModelConfig& 
   for (const char* key : {"experts", "group_tokens", "top_k", "capacity_factor", "capacity_convention",
                           "second_expert_policy"})
     if (!ran.contains(key) || ran[key] != wanted[key]) return false;
-  return m.second_expert_policy != "random" ||
-         (ran.contains("second_expert_threshold") && ran["second_expert_threshold"] == wanted["second_expert_threshold"]);
+  const char* threshold = "second_expert_threshold";  // used by the random policy alone
+  return m.second_expert_policy != "random" || (ran.contains(threshold) && ran[threshold] == wanted[threshold]);
 }
 
 }  // namespace glam

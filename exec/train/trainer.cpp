@@ -263,9 +263,10 @@ int train_steps(const ResolvedRun& r, TokenBatches& batches, kernels::KernelCont
   // a checkpoint's: a text and how it was tokenized (a cached tokenizer is the text's own, wherever
   // the cache is), or random tokens, whose stream's length depends on the batch.
   const int64_t step_sequences = shape.global_tokens() / m.seq_len;
-  const std::string data =
-      o.random_tokens ? "random tokens, a stream of " + std::to_string(batches.sequences()) + " sequences"
-                      : r.text_origin + (o.tokenizer.empty() ? ", a tokenizer trained on it" : ", tokenizer " + o.tokenizer);
+  const std::string tokenized = o.tokenizer.empty() ? ", a tokenizer trained on it" : ", tokenizer " + o.tokenizer;
+  const std::string data = o.random_tokens
+                               ? "random tokens, a stream of " + std::to_string(batches.sequences()) + " sequences"
+                               : r.text_origin + tokenized;
   if (cs.sequences < 0) cs.sequences = cs.step * step_sequences;
   if (rank == 0 && !o.resume.empty() && !cs.data.empty() && cs.data != data)
     std::cerr << "glamexec train: warning: " << o.resume << " was trained on " << cs.data << "; this run reads " << data
@@ -438,7 +439,8 @@ int train_steps(const ResolvedRun& r, TokenBatches& batches, kernels::KernelCont
     if (o.format == "json") {
       out << record.dump(2) << "\n";
     } else {
-      out << m.id << " (" << m.layers << (m.layers == 1 ? " layer) on " : " layers) on ") << ranks << " rank(s) x " << r.threads << " thread(s): "
+      out << m.id << " (" << m.layers << (m.layers == 1 ? " layer) on " : " layers) on ") << ranks << " rank(s) x "
+          << r.threads << " thread(s): "
           << std::fixed << std::setprecision(0) << record["tokens_per_s"].get<double>() << " tokens/s, " << std::setprecision(2)
           << record["achieved_flops_per_s"].get<double>() / 1e9 << " GFLOP/s (model FLOPs), median step "
           << std::setprecision(1) << record["step_time_s"]["median"].get<double>() * 1e3 << " ms";
@@ -533,7 +535,8 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
       };
       for (const auto& [flag, path] : {std::pair{"--save", o.save}, std::pair{"--resume", o.resume}})
         if (same_file(o.record, path))
-          throw UsageError("--record " + o.record + ": the file " + flag + " names; the record would replace the checkpoint");
+          throw UsageError("--record " + o.record + ": the file " + flag +
+                           " names; the record would replace the checkpoint");
       // A corrupt checkpoint is refused now, before a tokenizer is trained or cached (rank 0 reads it whole).
       if (!o.resume.empty()) check_checkpoint(o.resume, m, true);
     } catch (const UsageError& e) {

@@ -185,7 +185,8 @@ ResolvedSimulation SimulationOptions::resolve_for_cluster(const std::string& clu
     // so its flow step is not the figure the runner-up is set beside.
     const bool compared_analytically = fid != Fidelity::kAnalytical && choice.fitting > 0;
     if (compared_analytically)
-      out.plan_note += ", compared at analytical fidelity (this one: " + format_seconds(out.layouts[0].step_time_s) + ")";
+      out.plan_note +=
+          ", compared at analytical fidelity (this one: " + format_seconds(out.layouts[0].step_time_s) + ")";
     // How close the choice was: the next fastest layout (--layouts lists them all).
     if (choice.fitting > 1) {
       const LayoutTrial& best = out.layouts[0], &next = out.layouts[1];  // choice.trials, moved there
