@@ -116,7 +116,7 @@ void check_output_file(const std::string& flag, const std::filesystem::path& pat
   std::error_code ec;
   if (path.empty() || path.filename().empty()) throw UsageError(where + ": expected a file name");
   if (fs::is_directory(path, ec)) throw UsageError(where + ": is a folder (expected a file name)");
-  const fs::path folder = path.parent_path().empty() ? fs::path(".") : path.parent_path();
+  const fs::path folder = parent_or_dot(path);
   if (fs::exists(folder, ec) && !fs::is_directory(folder, ec))
     throw UsageError(where + ": " + folder.string() + " is a file, not a folder");
   if (!fs::is_directory(folder, ec)) throw UsageError(where + ": folder " + folder.string() + " does not exist");
@@ -229,20 +229,21 @@ void write_directory_atomically(const fs::path& given, const std::map<std::strin
   const std::string base = dir.filename().string();
   fs::path staging = parent / ("." + base + ".staging-" + random_suffix());
   fs::path old = parent / ("." + base + ".old-" + random_suffix());
-  bool had_old = false, moved_old = false;
+  bool moved_old = false;
   try {
     fs::create_directory(staging);
     for (const auto& [name, contents] : files)
       write_and_sync(staging / name, [&](const ByteSink& write) { write(contents.data(), contents.size()); });
     // rename() cannot replace a non-empty folder, so the old one is moved aside first.
-    had_old = fs::exists(dir);
-    if (had_old) fs::rename(dir, old);
-    moved_old = had_old;
+    if (fs::exists(dir)) {
+      fs::rename(dir, old);
+      moved_old = true;
+    }
     fs::rename(staging, dir);
     // The new output is in place: an old one that cannot be removed (files of another user's in it)
     // is said, not a failure of the command.
     std::error_code left;
-    if (had_old && (fs::remove_all(old, left), left))
+    if (moved_old && (fs::remove_all(old, left), left))
       std::cerr << "warning: the earlier output, moved aside to " << old.string() << ", could not be removed ("
                 << left.message() << ")\n";
   } catch (const fs::filesystem_error& e) {  // after the work: an I/O failure, not bad input

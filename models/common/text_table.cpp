@@ -85,19 +85,22 @@ std::string format_bytes(double bytes) {
   return buf;
 }
 
+std::string format_digits(double value, int digits) {
+  // One decimal fewer each time the value rounds up to the next power of ten.
+  int decimals = std::max(digits - 1, 0);
+  for (double bound = 10; decimals > 0 && std::fabs(value) >= bound - 0.5 * std::pow(10.0, -decimals); bound *= 10)
+    --decimals;
+  return format_fixed(value, decimals);
+}
+
 std::string format_seconds(double s) {
   // Three digits, trailing zeros kept (10.0 s beside 9.98 s in a column, not 10 s); each unit from
   // where three digits round up to it, and whole seconds past 999: %g would print 999.7 s as
   // 1e+03 s, and 0.9997 s as 1e+03 ms.
-  auto three_digits = [](double v, const char* unit) {
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "%.*f %s", v >= 99.95 ? 0 : v >= 9.995 ? 1 : 2, v, unit);
-    return std::string(buf);
-  };
   if (s >= 999.5) return format_fixed(s, 0) + " s";
-  if (s >= 0.9995) return three_digits(s, "s");
-  if (s >= 0.9995e-3) return three_digits(s * 1e3, "ms");
-  return three_digits(s * 1e6, "us");
+  if (s >= 0.9995) return format_digits(s, 3) + " s";
+  if (s >= 0.9995e-3) return format_digits(s * 1e3, 3) + " ms";
+  return format_digits(s * 1e6, 3) + " us";
 }
 
 std::string format_duration(double s) {

@@ -24,6 +24,9 @@ std::string format_count(double value);
 std::string format_chips(int64_t chips);
 // Fixed-point with the given decimals.
 std::string format_fixed(double value, int decimals);
+// `digits` significant digits, trailing zeros kept, no exponent: (9.996, 3) -> "10.0", (154.04, 4) ->
+// "154.0"; from 10^digits (after rounding) whole numbers.
+std::string format_digits(double value, int digits);
 // The shortest text that reads back as the value: 0.9, 2, 1e+09, 1e-04.
 std::string format_shortest(double value);
 // Signed percentage: 0.0312 -> "+3.1%".

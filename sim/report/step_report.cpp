@@ -145,11 +145,11 @@ std::string step_summary_text(const SimulationInput& in, const StepResult& r, co
     t.add_row({"  kept back of " + format_bytes(in.cluster.chip().hbm_bytes) + " HBM", hbm_kept_back(in)});
   const StepEnergy e = step_energy(in, r, in.cluster.pue());
   const double J = e.total_J();
-  // Four digits in each unit: 546.1 J, 154.0 kJ, 2.644 MJ.
-  auto four_digits = [](double v) { return format_fixed(v, v >= 999.95 ? 0 : v >= 99.995 ? 1 : v >= 9.9995 ? 2 : 3); };
-  // Each unit from where four digits round up to it (999.96 J is 1.000 kJ, not 1000 J).
-  const std::string energy = J >= 999.95e3 ? four_digits(J / 1e6) + " MJ" : J >= 999.95 ? four_digits(J / 1e3) + " kJ"
-                                                                                      : four_digits(J) + " J";
+  // Four digits in each unit (546.1 J, 154.0 kJ, 2.644 MJ), each from where four digits round up to
+  // it (999.96 J is 1.000 kJ, not 1000 J).
+  const std::string energy = J >= 999.95e3 ? format_digits(J / 1e6, 4) + " MJ"
+                             : J >= 999.95 ? format_digits(J / 1e3, 4) + " kJ"
+                                           : format_digits(J, 4) + " J";
   t.add_row({"energy per step", energy + " at PUE " + format_fixed(in.cluster.pue(), 2) +
                                     ", " + format_fixed(e.average_power_per_chip_W, 0) + " W per chip (IT)"});
   t.add_row({"simulator wall time", format_fixed(host.wall_time_s, 3) + " s"});

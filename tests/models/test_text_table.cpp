@@ -13,6 +13,9 @@ TEST(TextFormats, SecondsKeepThreeDigitsAndNoExponent) {
   EXPECT_EQ(format_seconds(4.5e-6), "4.50 us");
   EXPECT_EQ(format_seconds(10.0), "10.0 s");  // beside 9.98 s in a column
   EXPECT_EQ(format_seconds(2.2), "2.20 s");
+  EXPECT_EQ(format_digits(154.04, 4), "154.0");
+  EXPECT_EQ(format_digits(999.96, 4), "1000");
+  EXPECT_EQ(format_digits(9.9996, 4), "10.00");
   EXPECT_EQ(format_seconds(999.4), "999 s");
   EXPECT_EQ(format_seconds(1254.6), "1255 s");  // %.3g would print 1.25e+03
   EXPECT_EQ(format_seconds(999.7), "1000 s");
