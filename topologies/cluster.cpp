@@ -78,6 +78,7 @@ std::vector<int> Cluster::torus_coords(int chip) const {
 }
 
 int Cluster::chips_per_node() const { return p_->chips_per_node; }
+bool Cluster::nvswitch_reduces() const { return p_->nvswitch_nvls; }
 double Cluster::pue() const { return p_->pue; }
 double Cluster::carbon_kg_per_kWh() const { return p_->carbon_kg_per_kWh; }
 std::optional<double> Cluster::price_per_kWh() const { return p_->price_per_kWh; }

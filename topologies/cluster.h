@@ -76,6 +76,9 @@ class Cluster {
   std::vector<int> torus_coords(int chip) const;
   int chips_per_node() const;  // 8 for DGX, 1 for TPU
   int node_of(int chip) const { return chip / chips_per_node(); }
+  // Whether each node's NVSwitches reduce and multicast (NVLink SHARP), so NCCL can run an all-reduce
+  // inside a node as NVLS.
+  bool nvswitch_reduces() const;
 
   double pue() const;
   double carbon_kg_per_kWh() const;

@@ -38,6 +38,7 @@ struct ClusterFile {
   double ici_latency_s = 0, nvlink_latency_s = 0, ib_latency_s = 0;
   double ici_idle_W = 0, ici_busy_W = 0, nvlink_idle_W = 0, nvlink_busy_W = 0, ib_idle_W = 0, ib_busy_W = 0;
   double nvswitch_latency_s = 0, nvswitch_W = 0;
+  bool nvswitch_nvls = false;
   int64_t ib_ports = 0;
   double ib_switch_latency_s = 0, ib_switch_W = 0;
   double pue = 1, carbon_kg_per_kWh = 0;
@@ -109,6 +110,10 @@ const Schema<ClusterFile>& cluster_schema() {
           between(0.0, 1.0))
         .add("switches.nvswitch.power_W", &F::nvswitch_W, "W", "NVSwitch power per node (0: inside host_W_per_chip)",
              0.0, between(0.0, 1e5))
+        .add("switches.nvswitch.nvls", &F::nvswitch_nvls, "",
+             "The NVSwitches reduce and multicast (NVLink SHARP, third-generation NVSwitch: DGX H100 and H200), so "
+             "an all-reduce inside a node can run as NCCL's NVLS",
+             false)
         .add("switches.infiniband.ports", &F::ib_ports, "ports", "Ports per InfiniBand switch", int64_t{64},
              positive<int64_t>())
         .add("switches.infiniband.latency_s", &F::ib_switch_latency_s, "s", "InfiniBand switch forwarding latency",
@@ -170,6 +175,7 @@ FabricBuild build_torus_file(const ClusterFile& f, const std::string& file) {
   forbid(!f.down_ports.empty(), file, "fat_tree.down_ports", list_text(f.down_ports), "torus");
   forbid(f.nvlink_bw.has_value(), file, "links.nvlink.bandwidth_Bps", "(set)", "torus");
   forbid(f.ib_bw.has_value(), file, "links.infiniband.bandwidth_Bps", "(set)", "torus");
+  forbid(f.nvswitch_nvls, file, "switches.nvswitch.nvls", "true", "torus");
   std::vector<int> dims(f.dims.begin(), f.dims.end());
   return build_torus(dims, link_spec(LinkKind::kIci, f.ici_bw, f.ici_latency_s, f.ici_idle_W, f.ici_busy_W, file,
                                      "links.ici.bandwidth_Bps"));
@@ -296,6 +302,10 @@ Cluster assemble(const ClusterFile& f, const std::string& file) {
     links.ib_switch_latency_s = f.ib_switch_latency_s;
     build = build_switched_fabric(shape, links);
     p.chips_per_node = shape.chips_per_node;
+    if (f.nvswitch_nvls && shape.chips_per_node < 2)
+      throw ConfigError(file, "switches.nvswitch.nvls", "true",
+                        "false: nodes of one GPU (topology.chips_per_node = 1) have no NVSwitch");
+    p.nvswitch_nvls = f.nvswitch_nvls;
     const int nodes = shape.chips / shape.chips_per_node;
     p.powered_fabric_switches = shape.down.empty() ? 0 : fat_tree_physical_switches(shape, f.ib_ports);
     p.switch_W = static_cast<double>(p.powered_fabric_switches) * f.ib_switch_W + (shape.chips_per_node > 1 ? nodes * f.nvswitch_W : 0.0);

@@ -19,6 +19,7 @@ struct Cluster::Parts {
   std::shared_ptr<const Fabric> fabric;
   std::vector<int> torus_dims;
   int chips_per_node = 1;
+  bool nvswitch_nvls = false;
   double pue = 1, carbon_kg_per_kWh = 0, switch_W = 0;
   int64_t powered_fabric_switches = 0;  // the physical fat-tree switches switch_W counts (ports in use)
   std::optional<double> price_per_kWh;

@@ -133,9 +133,9 @@ void add_collective_command(CLI::App& app) {
       ->transform(cli_checks::integer_at_least(2));
   cmd->add_option("--algorithm", opts->algorithm,
                   "fastest (at each size, as NCCL's tuner picks; the default), ring (the rings, or the torus "
-                  "dimension-order schedule) or tree (double binary trees: all_reduce across nodes of a GPU cluster), as NCCL_ALGO "
-                  "pins one")
-      ->check(CLI::IsMember({"fastest", "ring", "tree"}));
+                  "dimension-order schedule), tree (double binary trees: all_reduce across nodes of a GPU cluster) or "
+                  "nvls (all_reduce inside nodes whose NVSwitches reduce: DGX H100 and H200), as NCCL_ALGO pins one")
+      ->check(CLI::IsMember({"fastest", "ring", "tree", "nvls"}));
   cmd->add_option("--fidelity", opts->fidelity, "analytical or flow (SimGrid)");
   cmd->add_option("--flow-max-flows", opts->flow_max_flows,
                   "Largest phase (concurrent flows) played in SimGrid; larger ones are costed analytically")
@@ -186,16 +186,24 @@ void add_collective_command(CLI::App& app) {
     const RankMap ranks(plan, cluster);
     const AlgorithmChoice choice = opts->algorithm == "ring"   ? AlgorithmChoice::kRing
                                    : opts->algorithm == "tree" ? AlgorithmChoice::kTree
+                                   : opts->algorithm == "nvls" ? AlgorithmChoice::kNvls
                                                                : AlgorithmChoice::kFastest;
-    if (choice == AlgorithmChoice::kTree) {
+    if (choice == AlgorithmChoice::kTree || choice == AlgorithmChoice::kNvls) {
+      const std::string pinned = "--algorithm " + opts->algorithm + ": ";
       if (kinds != std::vector<CollectiveKind>{CollectiveKind::kAllReduce})
-        throw UsageError("--algorithm tree: trees run all_reduce only, as NCCL's do: add --kind all_reduce");
+        throw UsageError(pinned + "it runs all_reduce only, as NCCL's does: add --kind all_reduce");
+      const char* name = choice == AlgorithmChoice::kTree ? kTreeAlgorithm : kNvlsAlgorithm;
       const auto candidates = collective_candidates(cluster, CollectiveKind::kAllReduce, ranks.groups(axis));
       if (std::none_of(candidates.begin(), candidates.end(),
-                       [](const CollectiveSchedule& s) { return s.algorithm == kTreeAlgorithm; }))
-        throw UsageError("--algorithm tree: trees join the nodes of a GPU cluster, and these groups of " +
-                         std::to_string(n) + " chips on " + cluster.id() +
-                         (cluster.kind() == TopologyKind::kTorus ? " are on a torus" : " lie inside one node each"));
+                       [name](const CollectiveSchedule& s) { return s.algorithm == name; })) {
+        const std::string groups = "these groups of " + std::to_string(n) + " chips on " + cluster.id();
+        if (choice == AlgorithmChoice::kTree)
+          throw UsageError(pinned + "trees join the nodes of a GPU cluster, and " + groups +
+                           (cluster.kind() == TopologyKind::kTorus ? " are on a torus" : " lie inside one node each"));
+        throw UsageError(pinned + "NVLS reduces in a node's NVSwitches, and " + groups +
+                         (cluster.nvswitch_reduces() ? " span several nodes"
+                                                     : "'s nodes have none that reduce (switches.nvswitch.nvls)"));
+      }
     }
     // --against-measured: the sizes the profile measured, and the model without its measured curves.
     std::vector<std::pair<CollectiveKind, std::vector<int64_t>>> sizes;

@@ -27,7 +27,7 @@ struct CommPhase {
 };
 
 struct CollectiveSchedule {
-  std::string algorithm;  // "direct", "ring", "torus_dimension_order", "double_binary_tree"
+  std::string algorithm;  // "direct", "ring", "torus_dimension_order", "double_binary_tree", "nvls"
   std::vector<CommPhase> phases;
   // The phases stream into one another, as NCCL's chunked rings do: each link works through the bytes
   // of every phase at once, so the most loaded link sets the time (plus every phase's latency), not
@@ -42,6 +42,9 @@ struct CollectiveSchedule {
   // each flow's size: schedules whose flows are messages of their own (an all-to-all's sends,
   // pipeline transfers).
   bool efficiency_at_buffer = false;
+  // Latency of the algorithm beyond its routes' and the call's base latency (NVLS: the switch's
+  // reduction and multicast).
+  double fixed_latency_s = 0;
 };
 
 // Chooses the algorithm by collective and topology: all-to-all is direct (all pairs; on switched
@@ -55,13 +58,16 @@ CollectiveSchedule plan_collective(const Cluster& cluster, CollectiveKind kind,
                                    const std::vector<double>& a2a_dest_share = {}, bool a2a_transposed = false,
                                    bool send_wraps = false);
 
-// The name of the tree all-reduce's schedule.
+// The names of the tree and NVLS all-reduces' schedules.
 inline constexpr const char* kTreeAlgorithm = "double_binary_tree";
+inline constexpr const char* kNvlsAlgorithm = "nvls";
 
 // The algorithms a collective library could run for this collective on these groups: plan_collective's
 // first, then, for an all-reduce across the nodes of a GPU cluster, double binary trees (latency
-// log2 of the nodes where a ring's is linear in them). The network model times each at the buffer
-// size and runs the fastest, as NCCL's tuner picks between ring and tree by its cost model.
+// log2 of the nodes where a ring's is linear in them), and for an all-reduce inside nodes whose
+// NVSwitches reduce, NVLS (each GPU sends its buffer into the switch once and receives the sum once,
+// where a ring moves 2(n-1)/n of it each way). The network model times each at the buffer size and
+// runs the fastest, as NCCL's tuner picks between its algorithms by its cost model.
 std::vector<CollectiveSchedule> collective_candidates(const Cluster& cluster, CollectiveKind kind,
                                                       const std::vector<std::vector<int>>& groups,
                                                       const std::vector<double>& a2a_dest_share = {},

@@ -36,9 +36,9 @@ struct CollectiveCost {
 };
 
 // Which of a collective's candidate algorithms runs: the fastest at each size, as NCCL's tuner picks,
-// or one pinned, as NCCL_ALGO pins it: the first (ring or torus dimension order) or the
-// tree, where the collective has one (the first otherwise).
-enum class AlgorithmChoice { kFastest, kRing, kTree };
+// or one pinned, as NCCL_ALGO pins it: the first (ring or torus dimension order), the tree or NVLS,
+// where the collective has one (the first otherwise).
+enum class AlgorithmChoice { kFastest, kRing, kTree, kNvls };
 
 class NetworkModel {
  public:
@@ -121,7 +121,7 @@ class AnalyticalNetwork : public NetworkModel {
   };
   Resolved& resolve(const CollectiveRequest& req);
   double base_latency(const Resolved& r, const RoutedSchedule& s) const {
-    return r.measured || s.phases.empty() ? 0.0 : profile_.collective_base_latency_s;
+    return r.measured || s.phases.empty() ? 0.0 : profile_.collective_base_latency_s + s.fixed_latency_s;
   }
   // The chosen candidate at this buffer size and its time without background.
   const Alone& alone(Resolved& r, double bytes);

@@ -12,6 +12,7 @@ RoutedSchedule route_schedule(const Cluster& cluster, const CollectiveSchedule& 
   r.pipelined = s.pipelined;
   r.efficiency_at_buffer = s.efficiency_at_buffer;
   r.bandwidth_factor = s.bandwidth_factor;
+  r.fixed_latency_s = s.fixed_latency_s;
   const auto& links = cluster.links();
   std::vector<double> load(links.size(), 0.0), total(links.size(), 0.0);
   std::vector<int> route;

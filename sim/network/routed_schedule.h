@@ -31,6 +31,7 @@ struct RoutedSchedule {
   bool pipelined = false;
   double bandwidth_factor = 1.0;
   bool efficiency_at_buffer = false;  // CollectiveSchedule::efficiency_at_buffer
+  double fixed_latency_s = 0;         // CollectiveSchedule::fixed_latency_s
   std::vector<RoutedPhase> phases;
   std::vector<std::pair<int, double>> link_shares;  // per link, sorted: flow shares x repeats
   std::map<LinkKind, double> link_kind_share;       // flow shares x hops x repeats, per link kind

@@ -56,7 +56,9 @@ TEST(GlamsimCollective, SizesBandwidthsAndBusFactorsOnOneNode) {
     EXPECT_NEAR(alg, bytes / t, 1e-9 * alg);
     const double factor = p["kind"] == "all_reduce" ? 2 * 7.0 / 8 : 7.0 / 8;
     EXPECT_NEAR(bus, factor * alg, 1e-9 * bus);
-    EXPECT_LE(bus, 450e9);  // the H100's NVLink bandwidth, one way
+    // The H100's NVLink bandwidth, one way, bounds what each GPU sends: the bus bandwidth of a ring,
+    // the buffer of an NVLS all-reduce (whose busbw goes beyond the links, as NCCL reports it).
+    EXPECT_LE(p["algorithm"] == "nvls" ? alg : bus, 450e9) << bytes;
   }
   EXPECT_GT(j["results"][4]["busbw_Bps"].get<double>(), 0.6 * 450e9);
   // Small buffers pay the call's base latency and the ring's steps: all-reduce 2(n-1), all-gather n-1.
@@ -162,13 +164,37 @@ TEST(GlamsimCollective, AllReduceAcrossNodesPicksOrPinsItsAlgorithm) {
   auto text = run_command("glamsim collective" + sizes + " --algorithm ring");
   EXPECT_NE(text.out.find("the ring algorithm pinned"), std::string::npos) << text.out;
   for (const auto& [args, expected] : std::vector<std::pair<std::string, std::string>>{
-           {"--cluster dgx-h100-64 --algorithm tree", "trees run all_reduce only, as NCCL's do: add --kind all_reduce"},
+           {"--cluster dgx-h100-64 --algorithm tree", "it runs all_reduce only, as NCCL's does: add --kind all_reduce"},
            {"--cluster dgx-h100-64 --kind all_reduce --group-size 8 --algorithm tree",
             "these groups of 8 chips on dgx-h100-64 lie inside one node each"},
            {"--cluster tpu-v4-64 --kind all_reduce --algorithm tree", "are on a torus"},
            {"--cluster dgx-h100-8 --kind all_reduce --algorithm tree", "on dgx-h100-8 lie inside one node each"},
-           {"--cluster dgx-h100-64 --algorithm nccl", "--algorithm: nccl not in {fastest,ring,tree}"}})
+           {"--cluster dgx-h100-64 --algorithm nccl", "--algorithm: nccl not in {fastest,ring,tree,nvls}"},
+           {"--cluster dgx-a100-8 --kind all_reduce --algorithm nvls",
+            "on dgx-a100-8's nodes have none that reduce (switches.nvswitch.nvls)"},
+           {"--cluster dgx-h100-64 --kind all_reduce --algorithm nvls", "on dgx-h100-64 span several nodes"},
+           {"--cluster dgx-h100-8 --kind all_gather --algorithm nvls", "it runs all_reduce only"}})
     expect_refused(args, expected);
+}
+
+// Inside a DGX H100 node the all-reduce runs as rings for small buffers and NVLS for large ones, as
+// NCCL does; pinned, each gives its own time at every size (NVLS's algbw near NCCL's 275 GB/s, the
+// ring's busbw at 90% of the 450 GB/s links).
+TEST(GlamsimCollective, AllReduceInsideAnH100NodeRunsNvlsForLargeBuffers) {
+  const std::string sizes = " --cluster dgx-h100-8 --kind all_reduce -b 64K -e 4G -f 256";
+  const auto fastest = results_of(sizes), ring = results_of(sizes + " --algorithm ring"),
+             nvls = results_of(sizes + " --algorithm nvls");
+  ASSERT_EQ(fastest["results"].size(), 3u);  // 64K, 16M, 4G
+  EXPECT_EQ(fastest["results"][0]["algorithm"], "ring");
+  EXPECT_EQ(fastest["results"][2]["algorithm"], "nvls");
+  for (size_t i = 0; i < 3; ++i)
+    EXPECT_DOUBLE_EQ(fastest["results"][i]["time_s"].get<double>(),
+                     std::min(ring["results"][i]["time_s"].get<double>(), nvls["results"][i]["time_s"].get<double>()));
+  EXPECT_NEAR(nvls["results"][2]["algbw_Bps"].get<double>(), 275e9, 0.01 * 275e9);
+  EXPECT_NEAR(ring["results"][2]["busbw_Bps"].get<double>(), 0.9 * 450e9, 0.01 * 450e9);
+  // DGX A100's NVSwitches do not reduce: rings at every size.
+  for (const auto& r : results_of(" --cluster dgx-a100-8 --kind all_reduce -b 64K -e 4G -f 256")["results"])
+    EXPECT_EQ(r["algorithm"], "ring");
 }
 
 // On two nodes the trees send each node's part out once per pass where the ring sends it nearly twice,

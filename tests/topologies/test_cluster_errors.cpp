@@ -130,6 +130,16 @@ TEST(ClusterErrors, KeysAKindHasNoUseFor) {
              {"'links.nvlink.bandwidth_Bps'", "torus has no use"});
   expect_has(error_of(replaced(kFatTree, "chips = 512", "chips = 512\ndims = [8, 8, 8]")),
              {"'topology.dims'", "fat-tree has no use"});
+  // NVLS needs NVSwitches: nothing for a torus, nor for nodes of one GPU.
+  expect_has(error_of(std::string(kTorus) + "[switches.nvswitch]\nnvls = true\n"),
+             {"'switches.nvswitch.nvls'", "torus has no use"});
+  expect_has(error_of(replaced(kFatTree, "chips_per_node = 8", "chips_per_node = 1") +
+                      "[switches.nvswitch]\nnvls = true\n"),
+             {"'switches.nvswitch.nvls'", "chips_per_node = 1"});
+  EXPECT_TRUE(parse_cluster(std::string(kFatTree) + "[switches.nvswitch]\nnvls = true\n", "ok.toml").nvswitch_reduces());
+  EXPECT_FALSE(parse_cluster(kFatTree, "ok.toml").nvswitch_reduces());
+  EXPECT_TRUE(load_cluster("dgx-h200-8").nvswitch_reduces());
+  EXPECT_FALSE(load_cluster("dgx-a100-8").nvswitch_reduces());
 }
 
 TEST(ClusterErrors, MistypedOrUnknownKeysAndKinds) {
