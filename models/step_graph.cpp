@@ -114,13 +114,26 @@ class Builder {
     A_ = static_cast<double>(m.attention_width());
   }
 
+  // Which side of W[k, n] the `shards` tensor-parallel ranks split (Megatron-LM): its columns (each rank
+  // reads the whole input and writes its slice of the output) or its rows (reads its slice of the
+  // input, writes a partial sum of the whole output).
+  enum class Sliced { kColumns, kRows };
   // y[T, n] = x[T, k] W[k, n], weights sharded over tp. Backward: data and weight gradients.
   void matmul(int layer, const std::string& name, StepPhase ph, double tokens, double k, double n, double shards,
-              OpKind kind = OpKind::kMatmul) {
-    double mul = ph == StepPhase::kBackward ? 2 : 1;
-    double flops = 2 * tokens * k * n / shards * mul;
-    double bytes = (k * n / shards * e_ + tokens * (k + n / shards) * e_) * mul;
-    add(layer, name, ph, kind, flops, bytes);
+              Sliced sliced = Sliced::kColumns) {
+    const double mul = ph == StepPhase::kBackward ? 2 : 1;
+    const double in = sliced == Sliced::kRows ? k / shards : k, out = sliced == Sliced::kColumns ? n / shards : n;
+    add(layer, name, ph, OpKind::kMatmul, 2 * tokens * k * n / shards * mul,
+        (k * n / shards + tokens * (in + out)) * e_ * mul);
+  }
+  // Attention's products of each sequence and head (tp splits the heads): the scores Q K^T, [S, S] per
+  // head from queries and keys of `A_` / tp columns, and the context P V back to `A_` / tp columns.
+  // Each reads or writes the heads' [S, S] probabilities and two of [T, A / tp].
+  void attention_product(int layer, const std::string& name, StepPhase ph) {
+    const double mul = ph == StepPhase::kBackward ? 2 : 1;
+    const double S = static_cast<double>(m_.seq_len), heads = static_cast<double>(m_.heads);
+    add(layer, name, ph, OpKind::kAttention, 2 * T_ * S * A_ / tp_ * mul,
+        (2 * T_ * A_ + T_ * S * heads) / tp_ * e_ * mul);
   }
   // Memory-bound op touching `elements` values `passes` times.
   void elementwise(int layer, const std::string& name, StepPhase ph, double elements, double passes) {
@@ -163,10 +176,10 @@ class Builder {
         [&] { elementwise(l, "attn_norm", ph, Tsp_ * M_, 2); },
         tp_exchange(l, "attn", ph, true, T_ * M_),
         [&] { matmul(l, "attn_qkv", ph, T_, M_, 3 * A_, tp_); },
-        [&] { matmul(l, "attn_scores", ph, T_, A_, S, tp_, OpKind::kAttention); },
+        [&] { attention_product(l, "attn_scores", ph); },
         [&] { elementwise(l, "attn_softmax", ph, T_ * S * heads / tp_, 3); },
-        [&] { matmul(l, "attn_context", ph, T_, S, A_, tp_, OpKind::kAttention); },
-        [&] { matmul(l, "attn_out", ph, T_, A_, M_, tp_); },
+        [&] { attention_product(l, "attn_context", ph); },
+        [&] { matmul(l, "attn_out", ph, T_, A_, M_, tp_, Sliced::kRows); },
         tp_exchange(l, "attn", ph, false, T_ * M_),
     };
     run(seq, ph);
@@ -180,7 +193,7 @@ class Builder {
         tp_exchange(l, "ffn", ph, true, T_ * M_),
         [&] { matmul(l, "ffn_in", ph, T_, M_, in_cols, tp_); },
         [&] { elementwise(l, "ffn_act", ph, T_ * H / tp_, 3); },
-        [&] { matmul(l, "ffn_out", ph, T_, H, M_, tp_); },
+        [&] { matmul(l, "ffn_out", ph, T_, H, M_, tp_, Sliced::kRows); },
         tp_exchange(l, "ffn", ph, false, T_ * M_),
     };
     run(seq, ph);
@@ -206,7 +219,7 @@ class Builder {
         tp_exchange(l, "ffn", ph, true, copies * M_),
         [&] { matmul(l, "moe_expert_in", ph, copies, M_, in_cols, tp_); },
         [&] { elementwise(l, "moe_expert_act", ph, copies * He / tp_, 3); },
-        [&] { matmul(l, "moe_expert_out", ph, copies, He, M_, tp_); },
+        [&] { matmul(l, "moe_expert_out", ph, copies, He, M_, tp_, Sliced::kRows); },
         tp_exchange(l, "ffn", ph, false, copies * M_),
         [&] {
           collective(l, "moe_combine_a2a", ph, CollectiveKind::kAllToAll, CommAxis::kExpert, sent * M_ * e_);

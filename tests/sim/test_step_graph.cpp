@@ -1,6 +1,7 @@
 // The StepGraph: op ids, FLOP totals against the model accounting, collectives per plan.
 #include <gtest/gtest.h>
 
+#include <map>
 #include <set>
 
 #include "accounting.h"
@@ -66,6 +67,24 @@ TEST(StepGraph, ForwardMatmulFlopsMatchTheAccounting) {
   EXPECT_NEAR(matmul, f.matmul_forward * tokens, f.matmul_forward * tokens * 1e-9);
   EXPECT_NEAR(attention, f.attention_forward * tokens, 1);
   EXPECT_NEAR(g.model_flops, f.train() * tokens, f.train() * tokens * 1e-9);
+}
+
+// Bytes a product moves, by how tensor parallelism slices it: a column-sliced product reads the
+// whole input and writes its slice of the output, a row-sliced one reads its slice and writes the whole
+// (partial) output; attention's products read and write the heads' [S, S] scores of every sequence.
+TEST(StepGraph, ProductBytesFollowTheSlicing) {
+  const ModelConfig m = load_model("glam-8b-64e");
+  const double T = 8192, tp = 4, e = 2, M = static_cast<double>(m.d_model), A = static_cast<double>(m.attention_width()),
+               H = static_cast<double>(m.ffn_hidden), S = static_cast<double>(m.seq_len),
+               heads = static_cast<double>(m.heads);
+  ASSERT_EQ(ModelConfig::precision_bytes(m.activation_precision), 2);
+  std::map<std::string, double> bytes;
+  for (const auto& op : build_step_graph(m, shape(8192, 8, 8, 4)).ops) bytes[op.id] = op.bytes;
+  EXPECT_DOUBLE_EQ(bytes.at("L0.attn_qkv.fwd"), (M * 3 * A / tp + T * (M + 3 * A / tp)) * e);
+  EXPECT_DOUBLE_EQ(bytes.at("L0.attn_out.fwd"), (A * M / tp + T * (A / tp + M)) * e);
+  EXPECT_DOUBLE_EQ(bytes.at("L0.ffn_out.fwd"), (H * M / tp + T * (H / tp + M)) * e);
+  EXPECT_DOUBLE_EQ(bytes.at("L0.attn_scores.fwd"), (2 * T * A + T * S * heads) / tp * e);
+  EXPECT_DOUBLE_EQ(bytes.at("L0.attn_context.bwd"), 2 * (2 * T * A + T * S * heads) / tp * e);
 }
 
 TEST(StepGraph, BackwardCostsTwiceTheForward) {
