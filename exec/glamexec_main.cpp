@@ -156,6 +156,9 @@ int main(int argc, char** argv) {
   } catch (const glam::UsageError& e) {
     if (!comm || comm->rank() == 0) std::cerr << "glamexec: error: " << e.what() << "\n";
     rc = glam::kExitBadInput;
+  } catch (const glam::exec::TrainingDiverged& e) {  // every rank: the loss is the same on all
+    if (!comm || comm->rank() == 0) std::cerr << "glamexec: error: " << e.what() << "\n";
+    rc = 1;
   } catch (const std::runtime_error& e) {  // CUDA, cuBLAS or NCCL failures
     std::cerr << "glamexec: error: " << e.what() << "\n";
     rc = 1;

@@ -33,7 +33,7 @@ const Schema<M>& model_schema() {
         .add("architecture.heads", &M::heads, "", "Attention heads", required, positive_up_to<int64_t>(int64_t{1} << 14))
         .add("architecture.head_dim", &M::head_dim, "", "Width of one attention head", required, positive_up_to<int64_t>(int64_t{1} << 14))
         .add("architecture.vocab_size", &M::vocab_size, "", "Vocabulary size V (SentencePiece pieces)", required,
-             positive_up_to<int64_t>(int64_t{1} << 24))
+             between<int64_t>(2, int64_t{1} << 24))  // one piece leaves nothing to predict
         .add("architecture.seq_len", &M::seq_len, "tokens", "Training sequence length", int64_t{1024},
              positive_up_to<int64_t>(int64_t{1} << 22))
         .add("architecture.ffn_kind", &M::ffn_kind, "", "Dense FFN: gated (3 matrices) or plain (2)",
@@ -75,9 +75,11 @@ const Schema<M>& model_schema() {
              std::string("all"), one_of({"all", "random"}))
         .add("moe.second_expert_threshold", &M::second_expert_threshold, "",
              "Threshold of the random second-expert policy", 0.2, positive<double>())
+        // At most 10: GLaM's 0.01 and ST-MoE's 1e-3 z-loss are far below; weights near the float range
+        // overflow the loss in the first step.
         .add("moe.aux_loss_weight", &M::aux_loss_weight, "", "Load-balancing loss weight", 0.01,
-             non_negative<double>())
-        .add("training.z_loss_weight", &M::z_loss_weight, "", "Output z-loss weight", 1e-4, non_negative<double>())
+             between(0.0, 10.0))
+        .add("training.z_loss_weight", &M::z_loss_weight, "", "Output z-loss weight", 1e-4, between(0.0, 10.0))
         .add("training.weight_precision", &M::weight_precision, "", "Master weights", std::string("float32"),
              one_of({"float32", "bfloat16"}))
         .add("training.activation_precision", &M::activation_precision, "", "Activations",

@@ -1,6 +1,7 @@
 #include "train/trainer.h"
 
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -34,6 +35,17 @@
 #endif
 
 namespace glam::exec {
+
+void check_loss_finite(int64_t step, const StepLoss& loss, const ModelConfig& m) {
+  if (std::isfinite(loss.total)) return;
+  std::ostringstream why;
+  why << "step " << step << ": the loss is " << loss.total << " (cross-entropy " << loss.ce << ", z " << loss.z
+      << ", aux " << loss.aux << "): training diverged; nothing was saved or recorded. Check the model file's "
+      << "loss weights (moe.aux_loss_weight = " << m.aux_loss_weight << ", training.z_loss_weight = "
+      << m.z_loss_weight << ")";
+  throw TrainingDiverged(why.str());
+}
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -363,6 +375,7 @@ int train_steps(const ResolvedRun& r, TokenBatches& batches, kernels::KernelCont
     }
     if (timed) add_moe_stats(model.step_moe_stats(), moe_sum);
     const StepLoss loss = model.reduce_pipeline_loss(shares);  // after the clock: a report, not the step's work
+    check_loss_finite(step, loss, m);
     timer.end_step();
     cs.step = step;
     cs.sequences += step_sequences;

@@ -5,15 +5,28 @@
 #include <cstdint>
 #include <optional>
 #include <ostream>
+#include <stdexcept>
 #include <string>
 
 #include "comm/communicator.h"
 #include "kernel_context.h"
+#include "model/transformer.h"
+#include "model_config.h"
 
 namespace glam::exec {
 
 // Train's batch when --batch-tokens is not given: this many sequences (describe uses it too).
 inline constexpr int64_t kDefaultBatchSequences = 8;
+
+// Training diverged: a step's loss is not finite. Every rank throws it (the loss is reduced over
+// them), and nothing is saved or recorded.
+struct TrainingDiverged : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Throws TrainingDiverged, naming the step, the loss's parts and the model's loss weights, unless the
+// step's loss is finite.
+void check_loss_finite(int64_t step, const StepLoss& loss, const ModelConfig& m);
 
 struct TrainOptions {
   std::string model;              // id or TOML file

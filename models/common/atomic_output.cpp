@@ -111,11 +111,31 @@ fs::path folder_path(const fs::path& given) {
 
 }  // namespace
 
+namespace {
+// What an existing path is when it is neither absent nor a regular file ("" otherwise): the rename of an
+// atomic write would replace a device, pipe or socket with a file, and a link rather than its target.
+std::string not_a_regular_file(const fs::path& path) {
+  std::error_code ec;
+  const fs::file_status status = fs::symlink_status(path, ec);
+  if (ec || status.type() == fs::file_type::not_found || status.type() == fs::file_type::regular) return "";
+  switch (status.type()) {
+    case fs::file_type::symlink: return "a symbolic link";
+    case fs::file_type::block:
+    case fs::file_type::character: return "a device";
+    case fs::file_type::fifo: return "a named pipe";
+    case fs::file_type::socket: return "a socket";
+    default: return "not a regular file";
+  }
+}
+}  // namespace
+
 void check_output_file(const std::string& flag, const std::filesystem::path& path) {
   const std::string where = flag + " " + path.string();
   std::error_code ec;
   if (path.empty() || path.filename().empty()) throw UsageError(where + ": expected a file name");
   if (fs::is_directory(path, ec)) throw UsageError(where + ": is a folder (expected a file name)");
+  if (const std::string kind = not_a_regular_file(path); !kind.empty())
+    throw UsageError(where + ": is " + kind + ", which the output would replace (expected a new or regular file)");
   const fs::path folder = parent_or_dot(path);
   if (fs::exists(folder, ec) && !fs::is_directory(folder, ec))
     throw UsageError(where + ": " + folder.string() + " is a file, not a folder");
@@ -141,6 +161,10 @@ void write_file_atomically(const fs::path& path, const std::function<void(const 
   const TempRemovedOnSignal removed_on_signal(tmp);
   try {
     write_and_sync(tmp, produce);
+    // Checked again at the rename: the path may have changed since check_output_file.
+    if (const std::string kind = not_a_regular_file(path); !kind.empty())
+      throw std::system_error(std::make_error_code(std::errc::file_exists),
+                              path.string() + " is " + kind + ", which the output would replace");
     fs::rename(tmp, path);
   } catch (...) {
     std::error_code ignored;

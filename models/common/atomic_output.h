@@ -18,7 +18,8 @@ using ByteSink = std::function<void(const void* data, size_t bytes)>;
 void write_file_atomically(const std::filesystem::path& path, const std::function<void(const ByteSink&)>& produce);
 
 // Checks, before any work, that `path` can be written as a file: its folder exists and is writable,
-// and it is not itself a folder. UsageError naming the option (`flag`, e.g. "--record") and the path.
+// and it is new or a regular file (not a folder, device, pipe, socket or link, which the rename would
+// replace). UsageError naming the option (`flag`, e.g. "--record") and the path.
 void check_output_file(const std::string& flag, const std::filesystem::path& path);
 
 // Checks, before any work, that `dir` may be replaced by an output folder holding `names`: it is new,

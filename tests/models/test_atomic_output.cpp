@@ -2,12 +2,16 @@
 // folder that takes no new files is refused before any work.
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <csignal>
 #include <filesystem>
 #include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
 
 #include "common/atomic_output.h"
 #include "common/errors.h"
@@ -93,6 +97,33 @@ TEST(AtomicOutput, AFolderThatTakesNoFilesIsRefusedFirst) {
   fs::remove_all(dir / "out");
   // /proc takes no new files even for root, whom access(W_OK) lets through
   if (fs::is_directory("/proc/self")) EXPECT_THROW(check_output_file("--record", "/proc/self/r.json"), UsageError);
+  fs::remove_all(dir);
+}
+
+// The rename of an atomic write replaces what is at the path: a regular file, yes; a named pipe, a
+// device or a symbolic link (whose target would stay as it was) are refused before any work, and at
+// the write itself.
+TEST(AtomicOutput, OnlyANewOrRegularFileIsReplaced) {
+  const fs::path dir = fresh_folder("glam-atomic-special");
+  write_file_atomically(dir / "regular.json", "old");
+  EXPECT_NO_THROW(check_output_file("--record", dir / "regular.json"));
+  ASSERT_EQ(::mkfifo((dir / "pipe").c_str(), 0644), 0);
+  fs::create_symlink(dir / "regular.json", dir / "link");
+  for (const auto& [path, kind] : std::vector<std::pair<fs::path, std::string>>{
+           {dir / "pipe", "a named pipe"}, {dir / "link", "a symbolic link"}, {"/dev/null", "a device"}}) {
+    try {
+      check_output_file("--record", path);
+      ADD_FAILURE() << path << " accepted";
+    } catch (const UsageError& e) {
+      EXPECT_NE(std::string(e.what()).find("--record " + path.string() + ": is " + kind), std::string::npos)
+          << e.what();
+    }
+  }
+  EXPECT_THROW(write_file_atomically(dir / "pipe", "new"), std::system_error);
+  EXPECT_THROW(write_file_atomically(dir / "link", "new"), std::system_error);
+  EXPECT_EQ(fs::status(dir / "pipe").type(), fs::file_type::fifo);
+  EXPECT_TRUE(fs::is_symlink(dir / "link"));
+  EXPECT_EQ(files_in(dir), 3);  // no temporary left
   fs::remove_all(dir);
 }
 

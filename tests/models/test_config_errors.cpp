@@ -105,6 +105,14 @@ TEST(ModelConfigErrors, HugeSizesAndInfinityAreRefused) {
   // Integers past 2^53 are read as integers (they were read as garbage, bypassing the range checks).
   msg = error_of(replaced(kValid, "[moe]", "[moe]\ncapacity_factor = -9007199254740993"));
   EXPECT_NE(msg.find("'moe.capacity_factor' = -9007199254740993"), std::string::npos) << msg;
+  // One piece leaves nothing to predict: the cross-entropy is 0 whatever the weights.
+  msg = error_of(replaced(kValid, "vocab_size = 1000", "vocab_size = 1"));
+  EXPECT_NE(msg.find("'architecture.vocab_size' = 1: expected a value in [2, 16777216]"), std::string::npos) << msg;
+  // Loss weights near the float range made the first step's loss infinite and trained on NaN.
+  msg = error_of(replaced(kValid, "[moe]", "[moe]\naux_loss_weight = 1e308"));
+  EXPECT_NE(msg.find("'moe.aux_loss_weight' = 1e+308: expected a value in [0, 10]"), std::string::npos) << msg;
+  msg = error_of(kValid + std::string("[training]\nz_loss_weight = 1e30\n"));
+  EXPECT_NE(msg.find("'training.z_loss_weight' = 1e+30: expected a value in [0, 10]"), std::string::npos) << msg;
   msg = error_of(replaced(kValid, "id = \"", "id = \"bad id"));
   EXPECT_NE(msg.find("'id' = \"bad idtiny\": expected a non-empty id of letters, digits"), std::string::npos) << msg;
 }
