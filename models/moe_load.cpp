@@ -1,10 +1,10 @@
 #include "moe_load.h"
 
 #include <algorithm>
-#include <cmath>
 #include <numeric>
 
 #include "common/errors.h"
+#include "common/text_table.h"
 
 namespace glam {
 
@@ -71,6 +71,21 @@ MoeLayerLoad uniform_moe_load(const ModelConfig& m, const StepShape& s) {
   return moe_layer_load(m, s, std::vector<double>(static_cast<size_t>(m.experts), 1.0 / static_cast<double>(m.experts)));
 }
 
+namespace {
+
+// The largest count a record holds exactly (a double's integers).
+constexpr double kMaxCount = 9007199254740992.0;  // 2^53
+
+// A number of copies, 0 to 2^53, at `at` (a hand-written histogram may give shares); ConfigError naming
+// the file and key otherwise.
+double copy_count(const nlohmann::json& v, const std::string& file, const std::string& at) {
+  if (!v.is_number() || !(v.get<double>() >= 0) || v.get<double>() > kMaxCount)
+    throw ConfigError(file, at, v.dump(), "a number of copies from 0 to 2^53");
+  return v.get<double>();
+}
+
+}  // namespace
+
 ExpertRouting recorded_routing(const nlohmann::json& layer, const ModelConfig& m, const std::string& file,
                                const std::string& key) {
   std::vector<double> kept(static_cast<size_t>(m.experts), 0.0), dropped;
@@ -81,36 +96,69 @@ ExpertRouting recorded_routing(const nlohmann::json& layer, const ModelConfig& m
       throw ConfigError(file, at, counts.is_array() ? std::to_string(counts.size()) + " experts" : counts.dump(),
                         std::to_string(m.experts) + " per-expert counts, as " + m.id + " has experts");
     copies.assign(kept.size(), 0.0);
-    for (size_t e = 0; e < copies.size(); ++e) {
-      if (!counts[e].is_number() || counts[e].get<double>() < 0)
-        throw ConfigError(file, at, counts[e].dump(), "non-negative counts");
-      copies[e] = counts[e].get<double>();
-    }
+    for (size_t e = 0; e < copies.size(); ++e) copies[e] = copy_count(counts[e], file, at + "[" + std::to_string(e) + "]");
   };
   if (!layer.is_object() || !layer.contains("expert_load"))
     throw ConfigError(file, key + ".expert_load", "(missing)", "a list of per-expert copy counts");
   read("expert_load", kept);
   if (layer.contains("expert_dropped")) read("expert_dropped", dropped);
+  // The counts in all, where the record has them: copies the router was asked for (routed_tokens:
+  // tokens x k, second copies that random routing skipped included), those skipped, those dropped.
+  auto count = [&](const char* name) {
+    return layer.contains(name) ? copy_count(layer[name], file, key + "." + name) : -1.0;
+  };
+  const double asked_in_all = count("routed_tokens"), dropped_in_all = count("dropped_tokens"),
+               skipped = count("skipped_second_copies");
   ExpertRouting r;
   r.routed = kept;
   for (size_t e = 0; e < dropped.size(); ++e) r.routed[e] += dropped[e];
   const double total = std::accumulate(r.routed.begin(), r.routed.end(), 0.0);
   if (total <= 0) throw ConfigError(file, key + ".expert_load", "all zero", "at least one routed copy");
-  for (double& v : r.routed) v /= total;
-  // The kept shares are of every copy the router was asked for (routed_tokens: tokens x k, second
-  // copies that random routing skipped included), as moe_layer_load scales them by k x S. Records
-  // from before expert_dropped still count the copies dropped in all (dropped_tokens): their kept
-  // shares are known, though not whom the dropped copies were sent to.
-  auto count = [&](const char* name) {
-    return layer.contains(name) && layer[name].is_number() && layer[name].get<double>() >= 0 ? layer[name].get<double>()
-                                                                                               : -1.0;
-  };
-  if (dropped.empty() && count("dropped_tokens") < 0) return r;
   const double kept_in_all = std::accumulate(kept.begin(), kept.end(), 0.0);
-  const double asked = std::max({count("routed_tokens"), total, kept_in_all + std::max(0.0, count("dropped_tokens"))});
+  if (asked_in_all >= 0) {
+    const std::string most = "at most the " + format_shortest(asked_in_all) + " copies routed (routed_tokens)";
+    if (total > asked_in_all)
+      throw ConfigError(file, key + (dropped.empty() ? ".expert_load" : ".expert_dropped"),
+                        format_shortest(total) + " copies in all" + (dropped.empty() ? "" : " (kept and dropped)"),
+                        most);
+    if (kept_in_all + std::max(0.0, dropped_in_all) > asked_in_all)
+      throw ConfigError(file, key + ".dropped_tokens", layer["dropped_tokens"].dump(),
+                        most + ", less the " + format_shortest(kept_in_all) + " kept (expert_load)");
+    if (skipped > asked_in_all)
+      throw ConfigError(file, key + ".skipped_second_copies", layer["skipped_second_copies"].dump(), most);
+  }
+  for (double& v : r.routed) v /= total;
+  // The kept shares are of every copy the router was asked for, as moe_layer_load scales them by
+  // k x S. Records from before expert_dropped still count the copies dropped in all (dropped_tokens):
+  // their kept shares are known, though not whom the dropped copies were sent to.
+  if (dropped.empty() && dropped_in_all < 0) return r;
+  const double asked = std::max({asked_in_all, total, kept_in_all + std::max(0.0, dropped_in_all)});
   r.kept = kept;
   for (double& v : r.kept) v /= asked;
   return r;
+}
+
+std::vector<ExpertRouting> recorded_routings(const nlohmann::json& layers, const ModelConfig& m,
+                                             const std::string& file) {
+  if (!layers.is_array())
+    throw ConfigError(file, "moe_layers", layers.dump(), "a list of {layer, expert_load, ...}, one per MoE block");
+  std::vector<int64_t> blocks;
+  for (int64_t l = 0; l < m.layers; ++l)
+    if (m.is_moe_layer(l)) blocks.push_back(l);
+  std::vector<ExpertRouting> out;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const nlohmann::json& entry = layers[i];
+    const std::string at = "moe_layers[" + std::to_string(i) + "]";
+    if (i >= blocks.size())
+      throw ConfigError(file, at, "(an entry)", "at most " + std::to_string(blocks.size()) + " entries, one per MoE block of " +
+                                                    m.id + "'s " + std::to_string(m.layers) + " blocks");
+    if (entry.is_object() && entry.contains("layer") &&
+        !(entry["layer"].is_number_integer() && entry["layer"].get<int64_t>() == blocks[i]))
+      throw ConfigError(file, at + ".layer", entry["layer"].dump(),
+                        std::to_string(blocks[i]) + ", MoE block number " + std::to_string(i + 1) + " of " + m.id);
+    out.push_back(recorded_routing(entry, m, file, at));
+  }
+  return out;
 }
 
 bool same_routing_groups(const nlohmann::json& model_config, const ModelConfig& m) {

@@ -44,10 +44,16 @@ struct ExpertRouting {
 // (expert_load) and those dropped for capacity (expert_dropped; records from before it hold the kept
 // copies per expert and the dropped ones in all (dropped_tokens): their kept shares are known, and
 // their kept copies are taken as the routed ones, which understates a hot expert). Throws ConfigError
-// naming `file` and the key (`key` + ".expert_load") for a missing list, a count that is not a
-// non-negative number, a length other than m's experts, or no copies at all.
+// naming `file` and the key (`key` + ".expert_load", ...) for a missing list, a count that is not a
+// number from 0 to 2^53, a length other than m's experts, no copies at all, or counts beyond
+// the copies routed (routed_tokens: kept and dropped per expert, dropped_tokens, skipped_second_copies).
 ExpertRouting recorded_routing(const nlohmann::json& layer, const ModelConfig& m, const std::string& file,
-                                 const std::string& key);
+                               const std::string& key);
+
+// Every entry of a run record's moe_layers, as recorded_routing reads it, checked to be m's MoE blocks
+// in order: at most one per block of m, each `layer` (where given) the block's number.
+std::vector<ExpertRouting> recorded_routings(const nlohmann::json& layers, const ModelConfig& m,
+                                             const std::string& file);
 
 // Whether a run whose record holds `model_config` (the model as run) routed in the groups and under
 // the capacity of `m` (experts, group size, top-k, capacity rule, second-expert policy), so that the

@@ -48,8 +48,7 @@ std::vector<MoeLayerLoad> record_moe_loads(const ModelConfig& m, const StepShape
   // The record's own run: its kept copies are those of the step being costed, unless the model file
   // has changed its routing groups since.
   const bool kept_carries_over = record.contains("model_config") && same_routing_groups(record["model_config"], m);
-  for (size_t i = 0; i < layers.size(); ++i) {
-    ExpertRouting r = recorded_routing(layers[i], m, where, "moe_layers[" + std::to_string(i) + "]");
+  for (ExpertRouting& r : recorded_routings(layers, m, where)) {
     if (!kept_carries_over) r.kept.clear();
     out.push_back(moe_layer_load(m, s, r.routed, r.kept));
   }

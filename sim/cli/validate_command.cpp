@@ -1,4 +1,7 @@
+#include <filesystem>
 #include <iostream>
+#include <set>
+#include <system_error>
 
 #include "cli/command.h"
 #include "common/atomic_output.h"
@@ -22,6 +25,14 @@ void add_validate_command(CLI::App& app) {
   cmd->add_option("--format", opts->format, "table or json")->check(CLI::IsMember({"table", "json"}));
   cmd->callback([opts] {
     if (!opts->out_dir.empty()) check_output_folder("--out", opts->out_dir, {"report.md", "plot.svg", "validation.json"});
+    // A record given twice would count twice in the medians.
+    std::set<std::filesystem::path> seen;
+    for (const auto& record : opts->records) {
+      std::error_code ec;
+      const std::filesystem::path same = std::filesystem::weakly_canonical(record, ec);
+      if (!seen.insert(ec ? std::filesystem::path(record) : same).second)
+        throw UsageError("record " + record + " is given twice: each record once");
+    }
     std::optional<std::string> profile;
     if (!opts->calibration.empty()) profile = opts->calibration;
     ValidationSummary s = validate_records(opts->records, profile, parse_fidelity(opts->fidelity));

@@ -3,12 +3,14 @@
 #include <algorithm>
 #include <filesystem>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "common/errors.h"
 #include "common/json_file.h"
 #include "common/record_fields.h"
+#include "moe_load.h"
 
 namespace glam {
 
@@ -133,37 +135,10 @@ ModelConfig model_as_run(const nlohmann::json& j, const std::string& path) {
 }
 
 // The routing histograms: one per MoE block the run held, in block order, none counting more
-// tokens than were routed. Anything else is a record edited by hand or from another model, and would
-// be simulated as if it were the run's routing.
+// copies than were routed (recorded_routings). Anything else is a record edited by hand or from
+// another model, and would be simulated as if it were the run's routing.
 void check_routing_histograms(const nlohmann::json& layers, const RunRecord& r, const std::string& path) {
-  const ModelConfig ran = r.model_run();
-  std::vector<int64_t> blocks;
-  for (int64_t l = 0; l < ran.layers; ++l)
-    if (ran.is_moe_layer(l)) blocks.push_back(l);
-  for (size_t i = 0; i < layers.size(); ++i) {
-    const nlohmann::json& entry = layers[i];
-    const std::string at = "moe_layers[" + std::to_string(i) + "]";
-    if (!entry.is_object()) throw ConfigError(path, at, entry.dump(), "{layer, expert_load, ...}");
-    if (i >= blocks.size())
-      throw ConfigError(path, at, "(an entry)", "at most " + std::to_string(blocks.size()) + " entries, one per MoE block of the " +
-                                                    std::to_string(ran.layers) + " blocks run");
-    if (entry.contains("layer") && !(entry["layer"].is_number_integer() && entry["layer"].get<int64_t>() == blocks[i]))
-      throw ConfigError(path, at + ".layer", entry["layer"].dump(),
-                        std::to_string(blocks[i]) + ", the run's MoE block number " + std::to_string(i + 1));
-    if (entry.contains("routed_tokens") && entry["routed_tokens"].is_number() && entry.contains("expert_load") &&
-        entry["expert_load"].is_array()) {
-      double total = 0;  // copies kept and dropped for capacity
-      for (const char* counts : {"expert_load", "expert_dropped"})
-        if (entry.contains(counts) && entry[counts].is_array())
-          for (const auto& v : entry[counts])
-            if (v.is_number()) total += v.get<double>();
-      if (total > entry["routed_tokens"].get<double>())
-        throw ConfigError(path, at + ".expert_load",
-                          std::to_string(static_cast<int64_t>(total)) + " copies in all" +
-                              (entry.contains("expert_dropped") ? " (with expert_dropped)" : ""),
-                          "at most the " + entry["routed_tokens"].dump() + " copies routed (routed_tokens)");
-    }
-  }
+  recorded_routings(layers, r.model_run(), path);
 }
 
 RunRecord parse_run_record(const nlohmann::json& j, const std::string& path) {
@@ -203,7 +178,9 @@ RunRecord parse_run_record(const nlohmann::json& j, const std::string& path) {
   // Bounded before the narrowing to int (2^32 + 1 cores would read as 1).
   const int64_t threads = count_or(j, path, "device.threads", 0);
   const int64_t host_cores = count_or(j, path, "device.host_cores", 0);
-  if (threads > 4096) throw ConfigError(path, "device.threads", std::to_string(threads), "at most 4096 threads per rank");
+  if (threads > 4096 || (threads == 0 && find(j, "device.threads")))
+    throw ConfigError(path, "device.threads", std::to_string(threads),
+                      "1 to 4096 threads per rank (or no device.threads: not recorded)");
   if (host_cores > 65536) throw ConfigError(path, "device.host_cores", std::to_string(host_cores), "at most 65536");
   r.threads = static_cast<int>(threads);
   r.host_cores = static_cast<int>(host_cores);
@@ -228,6 +205,18 @@ RunRecord parse_run_record(const nlohmann::json& j, const std::string& path) {
     throw ConfigError(path, "device.memory.free_bytes_before", std::to_string(r.free_bytes_before),
                       "at most device.memory.total_bytes (" + std::to_string(r.device_total_bytes) + ")");
   r.global_batch_tokens = whole(j, path, "global_batch_tokens", 1, int64_t{1} << 40);
+  // Each data-parallel rank's batch (all its micro-batches) and the sequence length, where the record
+  // has them (older ones do not): what the run's global batch is made of.
+  if (find(j, "batch_tokens")) {
+    const int64_t per_rank = whole(j, path, "batch_tokens", 1, int64_t{1} << 40);
+    if (per_rank * r.dp != r.global_batch_tokens)
+      throw ConfigError(path, "batch_tokens", std::to_string(per_rank),
+                        "global_batch_tokens / plan.dp = " + std::to_string(r.global_batch_tokens) + " / " +
+                            std::to_string(r.dp) + " (the tokens of each data-parallel rank)");
+  }
+  if (find(j, "seq_len") && whole(j, path, "seq_len", 1, int64_t{1} << 40) != r.model.seq_len)
+    throw ConfigError(path, "seq_len", j["seq_len"].dump(),
+                      std::to_string(r.model.seq_len) + ", the sequence length of " + r.model.id);
   r.step_median_s = seconds(j, path, "step_time_s.median");
   r.step_p10_s = seconds(j, path, "step_time_s.p10");
   r.step_p90_s = seconds(j, path, "step_time_s.p90");
@@ -237,6 +226,7 @@ RunRecord parse_run_record(const nlohmann::json& j, const std::string& path) {
   if (!ops.is_array() || ops.empty())
     throw ConfigError(path, "ops", ops.is_array() ? "[]" : std::string("a JSON ") + ops.type_name(),
                       "an array of per-op timings, at least one");
+  std::set<std::string> ids;
   for (size_t i = 0; i < ops.size(); ++i) {
     const auto& op = ops[i];
     const std::string at = "ops[" + std::to_string(i) + "]";
@@ -244,6 +234,8 @@ RunRecord parse_run_record(const nlohmann::json& j, const std::string& path) {
       throw ConfigError(path, at, op.dump(), "{\"id\": string, \"median_s\": number, ...}");
     r.ops.push_back({op["id"].get<std::string>(), record_op_time(op, "median_s", true, path, at),
                      record_op_time(op, "p10_s", false, path, at), record_op_time(op, "p90_s", false, path, at)});
+    if (!ids.insert(r.ops.back().id).second)
+      throw ConfigError(path, at + ".id", op["id"].dump(), "an op id not timed before in the record (each op once)");
   }
   r.has_moe_loads = j.contains("moe_layers") && j["moe_layers"].is_array() && !j["moe_layers"].empty();
   if (r.has_moe_loads) check_routing_histograms(j["moe_layers"], r, path);

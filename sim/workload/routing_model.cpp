@@ -52,11 +52,10 @@ std::vector<ExpertRouting> routing_from_file(const std::string& path, const Mode
     throw ConfigError(path, "moe_layers", std::to_string(layers.size()) + " blocks",
                       "one entry per MoE block of " + m.id + " (" + std::to_string(moe_blocks) + ")");
   const bool kept_carries_over = j.contains("model_config") && same_routing_groups(j["model_config"], m);
-  std::vector<ExpertRouting> out;
-  for (int i = 0; i < moe_blocks; ++i) {
-    out.push_back(recorded_routing(layers[static_cast<size_t>(i)], m, path, "moe_layers[" + std::to_string(i) + "]"));
-    if (!kept_carries_over) out.back().kept.clear();
-  }
+  std::vector<ExpertRouting> out = recorded_routings(layers, m, path);
+  out.resize(static_cast<size_t>(moe_blocks));  // the blocks simulated (--layers K: the first K)
+  if (!kept_carries_over)
+    for (auto& block : out) block.kept.clear();
   return out;
 }
 

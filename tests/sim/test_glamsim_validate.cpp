@@ -237,6 +237,28 @@ TEST_F(GlamsimValidate, BadInputExitsTwoNamingTheFile) {
          return j.dump();
        }(), "profile.toml", "key 'plan.ep' = 1.9: expected an integer"},
       {"hugestep.json", record("", 1e300).dump(), "profile.toml", "key 'step_time_s.median' = 1e+300"},
+      // Fields that contradict each other: each rank's batch against the global one, the model's
+      // sequence length, an op timed twice, a thread count of 0.
+      {"batch.json", [&] {
+         auto j = record("", 0.5);
+         j["batch_tokens"] = 1024;
+         return j.dump();
+       }(), "profile.toml", "key 'batch_tokens' = 1024: expected global_batch_tokens / plan.dp = 2048 / 1"},
+      {"seqlen.json", [&] {
+         auto j = record("", 0.5);
+         j["seq_len"] = 3;
+         return j.dump();
+       }(), "profile.toml", "key 'seq_len' = 3: expected 1024, the sequence length of glam-8b-64e"},
+      {"twice.json", [&] {
+         auto j = record("", 0.5);
+         j["ops"].push_back(j["ops"][0]);
+         return j.dump();
+       }(), "profile.toml", "expected an op id not timed before in the record"},
+      {"threads.json", [&] {
+         auto j = record("", 0.5);
+         j["device"]["threads"] = 0;
+         return j.dump();
+       }(), "profile.toml", "key 'device.threads' = 0: expected 1 to 4096 threads per rank"},
       // A profile's bad figure is the profile's, not the record's host cluster's.
       {"peak.json", record("", 0.5).dump(), "hugepeak.toml", "hugepeak.toml: key 'measured.peak_flops'"},
   };
@@ -254,6 +276,13 @@ TEST_F(GlamsimValidate, BadInputExitsTwoNamingTheFile) {
     }
     EXPECT_FALSE(fs::exists(kDir / "out")) << c.name;
   }
+  // The same record twice (by another path too) would count twice in the medians.
+  write(kDir / "sub" / "once.json", record("", 0.5).dump());
+  auto r = run_command("glamsim validate " + (kDir / "sub" / "once.json").string() + " " +
+                       (kDir / "sub" / ".." / "sub" / "once.json").string() + " --calibration " +
+                       (kDir / "profile.toml").string());
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("is given twice: each record once"), std::string::npos) << r.err;
 }
 
 
@@ -379,7 +408,7 @@ TEST_F(GlamsimValidate, OmissionsAreNotedAndImpossibleRoutingRefused) {
   write(kDir / "dense.json", j.dump());
   r = run_command("glamsim validate " + (kDir / "dense.json").string() + profile);
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.err.find("key 'moe_layers[0].layer' = 0: expected 1, the run's MoE block number 1"), std::string::npos)
+  EXPECT_NE(r.err.find("key 'moe_layers[0].layer' = 0: expected 1, MoE block number 1 of glam-8b-64e"), std::string::npos)
       << r.err;
   j = record("", 0.5);
   j["moe_layers"][0]["routed_tokens"] = 100;  // 64 experts x 10 tokens counted

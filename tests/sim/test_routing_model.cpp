@@ -181,7 +181,44 @@ TEST(RoutingModel, RecordedHistogramCountsTheDroppedCopies) {
   two.experts = 2;
   const std::string msg =
       testing::error_message_of<ConfigError>([&] { expert_routing(parse_routing_spec(path.string()), two, 1); });
-  EXPECT_NE(msg.find("key 'moe_layers[0].expert_dropped' = -2: expected non-negative counts"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("key 'moe_layers[0].expert_dropped[1]' = -2: expected a number of copies from 0 to 2^53"),
+            std::string::npos) << msg;
+  std::filesystem::remove(path);
+}
+
+// A record's counts that cannot be (more copies kept, dropped or skipped than were routed, more
+// entries than the model has MoE blocks, a block's number other than its own, a count past 2^53) are
+// refused with the key, as validate refuses them, rather than simulated as measured routing.
+TEST(RoutingModel, ImpossibleRecordedCountsAreRefused) {
+  ModelConfig two = load_model("glam-8b-64e");
+  two.experts = 2;  // MoE blocks 1, 3, 5, ... of 32
+  auto path = std::filesystem::temp_directory_path() / "glam-routing-impossible.json";
+  const std::string fine = R"({"layer": 1, "expert_load": [30, 50], "routed_tokens": 100, "dropped_tokens": 20})";
+  for (const auto& [entries, expected] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"layer": 1, "expert_load": [30, 50], "routed_tokens": 100, "dropped_tokens": 1000000000})",
+            "key 'moe_layers[0].dropped_tokens' = 1000000000: expected at most the 100 copies routed (routed_tokens), "
+            "less the 80 kept"},
+           {R"({"layer": 1, "expert_load": [30, 50], "routed_tokens": 100, "dropped_tokens": -1})",
+            "key 'moe_layers[0].dropped_tokens' = -1: expected a number of copies"},
+           {R"({"layer": 1, "expert_load": [30, 50], "routed_tokens": 10})",
+            "key 'moe_layers[0].expert_load' = 80 copies in all: expected at most the 10 copies routed"},
+           {R"({"layer": 1, "expert_load": [30, 50], "routed_tokens": 100, "skipped_second_copies": 1000})",
+            "key 'moe_layers[0].skipped_second_copies' = 1000"},
+           {R"({"layer": 1, "expert_load": [4611686018427387904, 1]})", "expert_load[0]' = 4611686018427387904"},
+           {R"({"layer": 0, "expert_load": [30, 50]})", "key 'moe_layers[0].layer' = 0: expected 1, MoE block number 1"},
+           {[&] {
+              std::string blocks = fine;  // blocks 1, 3, ..., 31 of the model, then one more
+              for (int l = 3; l <= 33; l += 2) blocks += R"(, {"layer": )" + std::to_string(l) + R"(, "expert_load": [1, 1]})";
+              return blocks;
+            }(),
+            "key 'moe_layers[16]' = (an entry): expected at most 16 entries, one per MoE block"}}) {
+    std::ofstream(path) << R"({"moe_layers": [)" << entries << "]}";
+    const std::string msg =
+        testing::error_message_of<ConfigError>([&] { expert_routing(parse_routing_spec(path.string()), two, 1); });
+    EXPECT_NE(msg.find(expected), std::string::npos) << entries << "\n" << msg;
+  }
+  std::ofstream(path) << R"({"moe_layers": [)" << fine << "]}";
+  EXPECT_NEAR(expert_routing(parse_routing_spec(path.string()), two, 1)[0].kept[1], 0.5, 1e-12);
   std::filesystem::remove(path);
 }
 
