@@ -115,7 +115,7 @@ const Schema<ClusterFile>& cluster_schema() {
              "an all-reduce inside a node can run as NCCL's NVLS",
              false)
         .add("switches.infiniband.ports", &F::ib_ports, "ports", "Ports per InfiniBand switch", int64_t{64},
-             positive<int64_t>())
+             positive_up_to<int64_t>(4096))
         .add("switches.infiniband.latency_s", &F::ib_switch_latency_s, "s", "InfiniBand switch forwarding latency",
              0.0, between(0.0, 1.0))
         .add("switches.infiniband.power_W", &F::ib_switch_W, "W", "Power of one InfiniBand switch (a cluster draws it for ceil(ports in use / ports) switches per tree level)", 0.0,

@@ -6,7 +6,8 @@
 
 namespace glam {
 
-// Bad content in a config file: names the file, the key, the value and what was expected.
+// Bad content in a config file: names the file, the key, the value and what was expected, on one line
+// (control characters in the file name, key or value are escaped).
 class ConfigError : public std::runtime_error {
  public:
   ConfigError(const std::string& file, const std::string& key, const std::string& value,

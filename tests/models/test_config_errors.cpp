@@ -88,6 +88,16 @@ TEST(ModelConfigErrors, ZeroAndNegativeSizes) {
             std::string::npos);
 }
 
+// The error is one line however the value is written: a newline, a NUL (which cut the message short)
+// or an escape sequence in it are shown escaped.
+TEST(ModelConfigErrors, ControlCharactersInAValueAreEscaped) {
+  std::string msg = error_of(replaced(kValid, "[moe]", "[moe]\nexpert_kind = \"gated\\nplain\""));
+  EXPECT_NE(msg.find("'moe.expert_kind' = \"gated\\nplain\": expected"), std::string::npos) << msg;
+  msg = error_of(replaced(kValid, "[moe]", "[moe]\nexpert_kind = \"ga\\u0000ted\\u001b[31m\""));
+  EXPECT_NE(msg.find("= \"ga\\x00ted\\x1b[31m\": expected"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+}
+
 // Sizes past any real model only hang, exhaust memory or overflow the counts; infinity passes every
 // comparison-based range check, so it is refused as a value.
 TEST(ModelConfigErrors, HugeSizesAndInfinityAreRefused) {

@@ -23,9 +23,11 @@ StepShape shape(int64_t tokens, int64_t ep) {
 // E[min(X, C)] for X ~ Binomial(S, q), summed over the whole distribution from its terms.
 double kept_by_pmf(int64_t S, double q, int64_t C) {
   double sum = 0;
+  const double n = static_cast<double>(S);
   for (int64_t x = 0; x <= S; ++x) {
-    const double log_p = std::lgamma(S + 1.0) - std::lgamma(x + 1.0) - std::lgamma(S - x + 1.0) +
-                         static_cast<double>(x) * std::log(q) + static_cast<double>(S - x) * std::log1p(-q);
+    const double k = static_cast<double>(x);
+    const double log_p = std::lgamma(n + 1.0) - std::lgamma(k + 1.0) - std::lgamma(n - k + 1.0) + k * std::log(q) +
+                         (n - k) * std::log1p(-q);
     sum += static_cast<double>(std::min(x, C)) * std::exp(log_p);
   }
   return sum;
