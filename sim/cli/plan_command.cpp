@@ -334,7 +334,9 @@ void add_plan_command(CLI::App& app) {
     std::vector<std::string> clusters =
         opts->compare.empty() ? std::vector<std::string>{opts->cluster} : expand_clusters(opts->compare);
     const bool progress = !opts->quiet && isatty(STDERR_FILENO);
-    // Resolve every cluster first: bad input fails before any simulation.
+    // Load every cluster, then resolve each (choosing a plan simulates): a bad cluster file fails before
+    // any simulation.
+    for (const auto& id : clusters) load_cluster(id);
     std::vector<PlanRow> rows;
     // --compare keeps its form (a table of rows, JSON's "plans") when its patterns match one cluster.
     const bool comparing = !opts->compare.empty();
@@ -379,7 +381,7 @@ void add_plan_command(CLI::App& app) {
         throw UsageError("the plan for " + row.sim.input.cluster.id() + " needs " +
                          format_bytes(row.step.memory.total_bytes()) + " per chip, more than its " +
                          format_bytes(row.sim.input.usable_hbm_bytes()) + usable_hbm_note(row.sim.input) +
-                         " (use --allow-oom to plan it anyway)");
+                         fitting_hint(row.sim.input.plan));
       row.estimate = estimate_training(row.sim.input, row.step, tokens,
                                        facility_for(row.sim.input.cluster, opts->pue, opts->carbon), interruptions);
       if (row.never_finishes() && !comparing)

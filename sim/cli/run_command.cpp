@@ -42,7 +42,7 @@ void add_run_command(CLI::App& app) {
                        (r.memory.communication_bytes > 0
                             ? ", all-to-all channels " + format_bytes(r.memory.communication_bytes)
                             : "") +
-                       "); use --allow-oom to simulate it anyway");
+                       ")" + fitting_hint(sim.input.plan));
     HostFigures host;
     host.wall_time_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     host.peak_rss_bytes = peak_rss_bytes();

@@ -86,6 +86,14 @@ void SimulationOptions::register_options(CLI::App& cmd, bool with_out_dir) {
   cmd.add_flag("--quiet", quiet, "No progress messages");
 }
 
+std::string fitting_hint(const ParallelPlan& plan) {
+  // Micro-batches are not offered: a fixed layout already gets as many as fitting it takes.
+  std::string savings = !plan.shard_weights && !plan.shard_optimizer ? "--shard-weights or --shard-optimizer" : "";
+  if (!plan.recompute) savings += std::string(savings.empty() ? "" : ", or ") + "--recompute";
+  return "; " + (savings.empty() ? std::string() : savings + " may make it fit, or ") +
+         "leave out --dp/--tp (and --plan) for a layout glamsim chooses to fit; --allow-oom simulates it anyway";
+}
+
 CalibrationProfile calibration_for(const std::string& file, const Cluster& cluster) {
   CalibrationProfile profile = file.empty() ? default_profile(cluster.chip().kind) : load_profile(file);
   if (profile.device != cluster.chip().kind)

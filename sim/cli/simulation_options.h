@@ -40,6 +40,10 @@ struct SimulationOptions {
   ResolvedSimulation resolve_for_cluster(const std::string& cluster_id, bool show_progress) const;
 };
 
+// What may make a fixed layout that does not fit in memory fit: the savings `plan` does not use yet,
+// or glamsim's own choice of layout; then --allow-oom. Ends an error message.
+std::string fitting_hint(const ParallelPlan& plan);
+
 // The profile a command runs with: the file's (empty: the chip kind's defaults), refused when it
 // describes another kind of chip than the cluster's.
 CalibrationProfile calibration_for(const std::string& file, const Cluster& cluster);

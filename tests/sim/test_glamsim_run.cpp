@@ -509,8 +509,12 @@ INSTANTIATE_TEST_SUITE_P(
         BadRun{"--model glam-8b-64e --cluster tpu-v4-64 --fidelity exact", "--fidelity exact: expected analytical or flow"},
         BadRun{"--model glam-8b-64e --cluster tpu-v4-64 --routing /nonexistent.json", "/nonexistent.json"},
         BadRun{"--model glam-8b-64e --cluster tpu-v4-64 --routing skew=x", "skew=X"},
+        // A fixed layout that does not fit: the savings it does not use, glamsim's choice, --allow-oom.
         BadRun{"--model glam-8b-64e --cluster tpu-v4-64 --dp 64 --tp 1 --ep 64 --batch-tokens 1048576",
-               "use --allow-oom"},
+               "; --shard-weights or --shard-optimizer, or --recompute may make it fit, or leave out --dp/--tp (and "
+               "--plan) for a layout glamsim chooses to fit; --allow-oom simulates it anyway"},
+        BadRun{"--model glam-64b-64e --cluster tpu-v4-64 --dp 64 --tp 1 --ep 64 --shard-weights --recompute",
+               "; leave out --dp/--tp (and --plan) for a layout glamsim chooses to fit"},
         BadRun{"--model glam-64b-64e --cluster tpu-v4-64", "fits"},
         BadRun{"--model nope --cluster tpu-v4-64", "unknown model id 'nope'"},
         BadRun{"--model glam-8b-64e --cluster nope", "unknown cluster id 'nope'"},
