@@ -79,9 +79,8 @@ double seconds(const nlohmann::json& j, const std::string& path, const std::stri
 // How a model differs from the configuration the record ran with ("" when it is that configuration,
 // or the record has none): the first keys that differ, with both values. The model is cut to the
 // record's first K layers, as glamexec ran it.
-std::string differences_from_run(const nlohmann::json& record, const ModelConfig& m) {
+std::string differences_from_run(const nlohmann::json& record, const ModelConfig& m, int64_t layers_run) {
   if (!record.contains("model_config")) return "";
-  const int64_t layers_run = record.value("model", nlohmann::json::object()).value("layers_run", int64_t{0});
   const ModelConfig ran = layers_run > 0 && layers_run < m.layers ? first_layers(m, layers_run) : m;
   std::string out;
   const auto diffs = computed_differences(record["model_config"], model_to_json(ran));
@@ -101,6 +100,10 @@ ModelConfig model_as_run(const nlohmann::json& j, const std::string& path) {
     throw ConfigError(path, "model_config", j["model_config"].dump(), "an object: the model's configuration as run");
   const std::string model_file = text_or(j, path, "model.file", "");
   const std::string model_id = text_or(j, path, "model.id", "");
+  // The run's first layers (0: all) are what model_config describes.
+  const int64_t layers_run = count_or(j, path, "model.layers_run", 0);
+  const std::string of_layers =
+      layers_run > 0 ? "'s first " + std::to_string(layers_run) + " layers now have " : " now has ";
   std::vector<std::string> candidates;
   if (!model_file.empty()) {
     const std::filesystem::path p(model_file);
@@ -111,16 +114,16 @@ ModelConfig model_as_run(const nlohmann::json& j, const std::string& path) {
   std::string mismatch;
   for (const std::string& file : candidates) {
     ModelConfig m = load_model(file);
-    const std::string diff = differences_from_run(j, m);
+    const std::string diff = differences_from_run(j, m, layers_run);
     if (diff.empty()) return m;
-    if (mismatch.empty()) mismatch = file + " now has " + diff;
+    if (mismatch.empty()) mismatch = file + of_layers + diff;
   }
   if (!model_id.empty() && (model_file.empty() || j.contains("model_config"))) {
     try {
       ModelConfig m = load_model(model_id);
-      const std::string diff = differences_from_run(j, m);
+      const std::string diff = differences_from_run(j, m, layers_run);
       if (diff.empty()) return m;
-      if (mismatch.empty()) mismatch = "the catalogue's " + model_id + " has " + diff;
+      if (mismatch.empty()) mismatch = "the catalogue's " + model_id + of_layers + diff;
     } catch (const std::exception&) {  // not a catalogue id
     }
   }

@@ -254,6 +254,12 @@ TEST_F(GlamsimValidate, BadInputExitsTwoNamingTheFile) {
          j["ops"].push_back(j["ops"][0]);
          return j.dump();
        }(), "profile.toml", "expected an op id not timed before in the record"},
+      {"layersfloat.json", [&] {
+         auto j = record("", 0.5);
+         j["model"]["layers_run"] = 2.5;
+         j["model_config"] = nlohmann::json::object();
+         return j.dump();
+       }(), "profile.toml", "key 'model.layers_run' = 2.5: expected a non-negative integer"},
       {"threads.json", [&] {
          auto j = record("", 0.5);
          j["device"]["threads"] = 0;
@@ -326,7 +332,7 @@ TEST_F(GlamsimValidate, AModelFileEditedSinceTheRunIsRefused) {
   const std::string cmd = "env -C " + kDir.string() + " glamsim validate records/tiny.json --calibration profile.toml";
   auto r = run_command(cmd);
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.err.find("records/tiny.toml now has architecture.ffn_hidden 2048 (record: 512)"), std::string::npos)
+  EXPECT_NE(r.err.find("records/tiny.toml's first 2 layers now have architecture.ffn_hidden 2048 (record: 512)"), std::string::npos)
       << r.err;
   // The run's own file in the folder glamexec ran in: used, beside an edited one.
   write(kDir / "tiny.toml", toml);
