@@ -150,9 +150,10 @@ StepResult simulate_step(const SimulationInput& in) {
     if (op.kind == OpKind::kCollective) {
       CollectiveRequest req{op.collective, op.axis, op.comm_bytes, op.a2a_dest_share, op.a2a_transposed, op.send_wraps};
       retire_before(st, t.start_s);
-      // Only collectives of other lanes overlap this one (a lane runs one at a time).
-      bool contended = false;
-      for (const auto& f : st.in_flight) contended |= ops[f.op].axis != op.axis || !ops[f.op].blocking;
+      // Whatever is in flight runs beside this one and shares its links: the non-blocking collectives
+      // (in_flight holds those alone), whatever their lane, as a blocking one on the stream does not
+      // wait for them.
+      const bool contended = !st.in_flight.empty();
       CollectiveCost c = contended ? network->cost_in_background(req, st.fair_background) : network->cost(req);
       duration = c.time_s;
       if (on_stream) duration += (in.ranks_per_core - 1) * std::exchange(st.turn_taking, 0.0);
