@@ -410,9 +410,11 @@ class Builder {
     return m_.tied_embeddings ? (ends > 0 ? 1 : 0) : ends;
   }
   // Gradient bytes of the stage's weights outside the blocks: its embedding matrices (vocabulary
-  // sliced over tp) and, at the output end, the final norm's scales (whole on every tp rank).
+  // sliced over tp), at the input end absolute position embeddings, and at the output end the final
+  // norm's scales (both whole on every tp rank).
   double end_gradient_bytes() const {
-    return embedding_matrices() * V_ * M_ * w_ / tp_ + (output_end() ? M_ * w_ : 0);
+    const double positions = input_end() && m_.position_encoding == "absolute" ? static_cast<double>(m_.seq_len) * M_ : 0;
+    return embedding_matrices() * V_ * M_ * w_ / tp_ + positions * w_ + (output_end() ? M_ * w_ : 0);
   }
 
   // One micro-batch's forward pass through one chunk of blocks; a chunk before the last ends by

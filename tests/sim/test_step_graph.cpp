@@ -222,19 +222,24 @@ TEST(StepGraph, ShardedWeightsAreGatheredBeforeUse) {
 // bias, the norms, the dense FFN or the router, and the experts over their replicas; the embedding and
 // the final norm's scales; as the accounting counts them.
 TEST(StepGraph, GradientReductionsCoverTheAccountingsParameters) {
-  const ModelConfig m = load_model("glam-1.7b-64e");
-  StepShape s = shape(8192, 16, 8, 1);
-  s.overlap_grad_reduction = true;
-  double dense = 0, experts = 0, ends = 0;
-  for (const auto& op : build_step_graph(m, s).ops) {
-    if (op.name == "grad_allreduce") dense += op.comm_bytes / 4;
-    if (op.name == "embed_grad_allreduce") ends += op.comm_bytes / 4;
-    if (op.name == "expert_grad_allreduce") experts += op.comm_bytes / 4 * 8;  // each rank: 1/ep of them
+  // Relative position biases in the blocks, or absolute position embeddings at the input end.
+  for (const std::string positions : {"relative_bias", "absolute"}) {
+    ModelConfig m = load_model("glam-1.7b-64e");
+    m.position_encoding = positions;
+    StepShape s = shape(8192, 16, 8, 1);
+    s.overlap_grad_reduction = true;
+    double dense = 0, experts = 0, ends = 0;
+    for (const auto& op : build_step_graph(m, s).ops) {
+      if (op.name == "grad_allreduce") dense += op.comm_bytes / 4;
+      if (op.name == "embed_grad_allreduce") ends += op.comm_bytes / 4;
+      if (op.name == "expert_grad_allreduce") experts += op.comm_bytes / 4 * 8;  // each rank: 1/ep of them
+    }
+    const ParamCounts p = count_params(m);
+    EXPECT_DOUBLE_EQ(dense + ends, p.attention + p.position_bias + p.norms + p.dense_ffn + p.router + p.embedding)
+        << positions;
+    EXPECT_DOUBLE_EQ(experts, p.experts) << positions;
+    EXPECT_GT(p.position_bias, 0) << positions;
   }
-  const ParamCounts p = count_params(m);
-  EXPECT_DOUBLE_EQ(dense + ends, p.attention + p.position_bias + p.norms + p.dense_ffn + p.router + p.embedding);
-  EXPECT_DOUBLE_EQ(experts, p.experts);
-  EXPECT_GT(p.position_bias, 0);
 }
 
 // Sharded weights (ZeRO-3) keep only their shard of every gradient, so each micro-batch's backward
