@@ -81,9 +81,10 @@ std::string margin(double days) {
 }
 
 // --days with --compare: of the clusters that finish in time, the one drawing the least facility
-// energy and the one using the fewest chip-hours (null when none does), and the fastest overall.
+// energy, the one emitting the least (the sites' carbon intensities may differ) and the one using the
+// fewest chip-hours (null when none does), and the fastest overall.
 struct InTime {
-  const PlanRow *least_energy = nullptr, *fewest_chip_hours = nullptr, *fastest = nullptr;
+  const PlanRow *least_energy = nullptr, *least_emissions = nullptr, *fewest_chip_hours = nullptr, *fastest = nullptr;
 };
 InTime choose_in_time(const std::vector<PlanRow>& rows, double deadline_days) {
   InTime c;
@@ -93,6 +94,7 @@ InTime choose_in_time(const std::vector<PlanRow>& rows, double deadline_days) {
     if (!r.meets(deadline_days)) continue;
     if (!c.least_energy || r.estimate.facility_energy_MWh() < c.least_energy->estimate.facility_energy_MWh())
       c.least_energy = &r;
+    if (!c.least_emissions || r.estimate.tco2e < c.least_emissions->estimate.tco2e) c.least_emissions = &r;
     if (!c.fewest_chip_hours || r.estimate.chip_hours < c.fewest_chip_hours->estimate.chip_hours)
       c.fewest_chip_hours = &r;
   }
@@ -117,11 +119,12 @@ std::string deadline_summary(const std::vector<PlanRow>& rows, double deadline_d
     return c.fastest ? "None finishes " + within + "; the fastest is " + c.fastest->sim.input.cluster.id() + ", " +
                            c.fastest->days_text() + " days.\n"
                      : "None finishes " + within + ".\n";
-  const double MWh = c.least_energy->estimate.facility_energy_MWh();
-  const EnergyUnits u(MWh, c.least_energy->estimate.tco2e);
+  const double MWh = c.least_energy->estimate.facility_energy_MWh(), t = c.least_emissions->estimate.tco2e;
+  const EnergyUnits u(MWh, t);
   return "Finishing " + within + ": least energy on " + c.least_energy->sim.input.cluster.id() + " (" +
-         format_fixed(MWh * u.per_MWh, 1) + " " + u.energy + ", " +
-         c.least_energy->days_text() + " days), fewest chip-hours on " +
+         format_fixed(MWh * u.per_MWh, 1) + " " + u.energy + ", " + c.least_energy->days_text() +
+         " days), least emissions on " + c.least_emissions->sim.input.cluster.id() + " (" +
+         format_fixed(t * u.per_t, 1) + " " + u.mass + "CO2e), fewest chip-hours on " +
          c.fewest_chip_hours->sim.input.cluster.id() + " (" + format_count(c.fewest_chip_hours->estimate.chip_hours) +
          ").\n";
 }
@@ -447,6 +450,7 @@ void add_plan_command(CLI::App& app) {
           auto id = [](const PlanRow* r) { return r ? nlohmann::json(r->sim.input.cluster.id()) : nlohmann::json(); };
           all["deadline_days"] = *opts->days;
           all["least_energy_in_time"] = id(c.least_energy);
+          all["least_emissions_in_time"] = id(c.least_emissions);
           all["fewest_chip_hours_in_time"] = id(c.fewest_chip_hours);
           all["fastest"] = id(c.fastest);
         }

@@ -137,13 +137,6 @@ ModelConfig model_as_run(const nlohmann::json& j, const std::string& path) {
   return load_model(model_id);  // names the missing id
 }
 
-// The routing histograms: one per MoE block the run held, in block order, none counting more
-// copies than were routed (recorded_routings). Anything else is a record edited by hand or from
-// another model, and would be simulated as if it were the run's routing.
-void check_routing_histograms(const nlohmann::json& layers, const RunRecord& r, const std::string& path) {
-  recorded_routings(layers, r.model_run(), path);
-}
-
 RunRecord parse_run_record(const nlohmann::json& j, const std::string& path) {
   const auto& schema = need(j, path, "schema", std::string("\"") + kRunRecordSchema + "\"");
   if (schema != kRunRecordSchema)
@@ -241,7 +234,10 @@ RunRecord parse_run_record(const nlohmann::json& j, const std::string& path) {
       throw ConfigError(path, at + ".id", op["id"].dump(), "an op id not timed before in the record (each op once)");
   }
   r.has_moe_loads = j.contains("moe_layers") && j["moe_layers"].is_array() && !j["moe_layers"].empty();
-  if (r.has_moe_loads) check_routing_histograms(j["moe_layers"], r, path);
+  // The routing histograms: one per MoE block the run held, in block order, none counting more copies
+  // than were routed. Anything else is a record edited by hand or from another model, and would be
+  // simulated as if it were the run's routing.
+  if (r.has_moe_loads) recorded_routings(j["moe_layers"], r.model_run(), path);
   return r;
 }
 

@@ -196,21 +196,24 @@ TEST(GlamsimPlan, DeadlineNamesTheCheapestClusterThatFinishesInTime) {
   const double deadline = std::stod(std::to_string((sorted[1] + sorted[2]) / 2));
   const auto j = plan_json(compare + " --days " + std::to_string(deadline));
   EXPECT_DOUBLE_EQ(j["deadline_days"].get<double>(), deadline);
-  std::string least_energy, fewest_chip_hours, fastest;
-  double energy = 1e300, chip_hours = 1e300, quickest = 1e300;
+  std::string least_energy, least_emissions, fewest_chip_hours, fastest;
+  double energy = 1e300, emissions = 1e300, chip_hours = 1e300, quickest = 1e300;
   for (size_t i = 0; i < 3; ++i) {
     const auto& p = j["plans"][i];
     EXPECT_EQ(p["meets_deadline"].get<bool>(), days[i] <= deadline) << p["cluster"];
     if (p["train_days"].get<double>() < quickest) quickest = p["train_days"], fastest = p["cluster"];
     if (!p["meets_deadline"].get<bool>()) continue;
     if (p["facility_energy_MWh"].get<double>() < energy) energy = p["facility_energy_MWh"], least_energy = p["cluster"];
+    if (p["tco2e"].get<double>() < emissions) emissions = p["tco2e"], least_emissions = p["cluster"];
     if (p["chip_hours"].get<double>() < chip_hours) chip_hours = p["chip_hours"], fewest_chip_hours = p["cluster"];
   }
   EXPECT_EQ(j["least_energy_in_time"], least_energy);
+  EXPECT_EQ(j["least_emissions_in_time"], least_emissions);
   EXPECT_EQ(j["fewest_chip_hours_in_time"], fewest_chip_hours);
   EXPECT_EQ(j["fastest"], fastest);
   auto text = run_command("glamsim plan " + compare + " --days " + std::to_string(deadline));
   EXPECT_NE(text.out.find("least energy on " + least_energy), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("least emissions on " + least_emissions), std::string::npos) << text.out;
   // Too short for any: the comparison says so and names the fastest; one cluster says by how much.
   const auto none = plan_json(compare + " --days " + std::to_string(sorted[0] / 2));
   EXPECT_TRUE(none["least_energy_in_time"].is_null());
