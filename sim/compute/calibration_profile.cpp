@@ -160,10 +160,11 @@ const Schema<ProfileFile>& profile_schema() {
              0.0, zero_or_between(1e6, 1e18))
         .add("measured.memory_bandwidth_Bps", &P::memory_bandwidth_Bps, "B/s",
              "Measured memory bandwidth (0: the datasheet)", 0.0, zero_or_between(1e6, 1e17))
-        .add("measured.threads", &P::threads, "", "Threads per rank during the measurement", int64_t{0},
-             non_negative<int64_t>())
-        .add("measured.speedup_threads", &P::speedup_threads, "", "Threads of the thread_speedup measurement",
-             int64_t{0}, non_negative<int64_t>())
+        .add("measured.threads", &P::threads, "", "Threads per rank during the measurement (0: not recorded)",
+             int64_t{0}, zero_or_between<int64_t>(1, 4096))
+        .add("measured.speedup_threads", &P::speedup_threads, "",
+             "Threads of the thread_speedup measurement (0: not measured)", int64_t{0},
+             zero_or_between<int64_t>(1, 4096))
         .add("measured.thread_speedup", &P::thread_speedup, "",
              "Product speed with speedup_threads threads in one rank over the profile's threads", 1.0,
              positive<double>())

@@ -1,7 +1,9 @@
 #include "workload/routing_model.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
+#include <cstdlib>
 #include <numeric>
 
 #include <nlohmann/json.hpp>
@@ -22,13 +24,15 @@ RoutingSpec parse_routing_spec(const std::string& arg) {
   RoutingSpec spec;
   if (arg == "uniform") return spec;
   if (arg.rfind("skew=", 0) == 0) {
-    try {
-      size_t used = 0;
-      spec.skew = std::stod(arg.substr(5), &used);
-      if (used != arg.size() - 5 || spec.skew < 0 || !std::isfinite(spec.skew)) throw std::invalid_argument("");
-    } catch (const std::exception&) {
+    // strtod rather than stod: a tiny skew (1e-320) underflows to a denormal, which stod refuses.
+    const std::string value = arg.substr(5);
+    char* end = nullptr;
+    // Decimal only (strtod also reads 0x10 as 16), without leading space.
+    const bool decimal = !value.empty() && !std::isspace(static_cast<unsigned char>(value[0])) &&
+                         value.find_first_of("xX") == std::string::npos;
+    spec.skew = decimal ? std::strtod(value.c_str(), &end) : -1;
+    if (!end || *end != '\0' || !(spec.skew >= 0) || !std::isfinite(spec.skew))
       throw UsageError("--routing " + arg + ": expected skew=X with X a non-negative number (0 is uniform)");
-    }
     spec.kind = "skew";
     return spec;
   }

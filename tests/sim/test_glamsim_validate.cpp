@@ -69,6 +69,8 @@ class GlamsimValidate : public ::testing::Test {
     write(kDir / "typo.toml", std::string(kProfile) + measured_all_reduce + "second = [2e-7]\n");
     write(kDir / "a.json", record("", 0.5).dump());
     write(kDir / "hugepeak.toml", std::string(kProfile).replace(std::string(kProfile).find("5e10"), 4, "1e300"));
+    write(kDir / "speedup.toml", std::string(kProfile).replace(std::string(kProfile).find("threads = 2"), 11,
+                                                               "threads = 2\nspeedup_threads = 1000000"));
   }
   void TearDown() override { fs::remove_all(kDir); }
 };
@@ -267,6 +269,9 @@ TEST_F(GlamsimValidate, BadInputExitsTwoNamingTheFile) {
        }(), "profile.toml", "key 'device.threads' = 0: expected 1 to 4096 threads per rank"},
       // A profile's bad figure is the profile's, not the record's host cluster's.
       {"peak.json", record("", 0.5).dump(), "hugepeak.toml", "hugepeak.toml: key 'measured.peak_flops'"},
+      // A million threads passed and slowed the one-rank products (299 -> 437 ms).
+      {"speedup.json", record("", 0.5).dump(), "speedup.toml",
+       "speedup.toml: key 'measured.speedup_threads' = 1000000: expected 0 (not measured) or a value in [1, 4096]"},
   };
   for (const auto& c : cases) {
     write(kDir / c.name, c.record_text);
@@ -276,7 +281,8 @@ TEST_F(GlamsimValidate, BadInputExitsTwoNamingTheFile) {
     EXPECT_EQ(r.exit_code, 2) << c.name << ": " << r.err;
     EXPECT_NE(r.err.find(c.expected), std::string::npos) << c.name << ": " << r.err;
     const bool profile_at_fault = c.name == "noprofile.json" || c.name == "device.json" || c.name == "collective.json" ||
-                                  c.name == "peak.json" || c.name == "seconds.json" || c.name == "typo.json";
+                                  c.name == "peak.json" || c.name == "seconds.json" || c.name == "typo.json" ||
+                                  c.name == "speedup.json";
     if (!profile_at_fault) {
       EXPECT_NE(r.err.find(c.name), std::string::npos) << "error should name the record: " << r.err;
     }

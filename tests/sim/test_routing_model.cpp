@@ -225,8 +225,11 @@ TEST(RoutingModel, ImpossibleRecordedCountsAreRefused) {
 }
 
 TEST(RoutingModel, BadSpecs) {
-  EXPECT_THROW(parse_routing_spec("skew=-1"), UsageError);
-  EXPECT_THROW(parse_routing_spec("skew=abc"), UsageError);
+  for (const char* bad : {"skew=-1", "skew=abc", "skew=", "skew= 1", "skew=1x", "skew=inf", "skew=nan", "skew=0x10"})
+    EXPECT_THROW(parse_routing_spec(bad), UsageError) << bad;
+  // A denormal is a non-negative number too (stod refused it as out of range).
+  EXPECT_GT(parse_routing_spec("skew=1e-320").skew, 0.0);
+  EXPECT_DOUBLE_EQ(parse_routing_spec("skew=1.5").skew, 1.5);
   ModelConfig m = load_model("glam-8b-64e");
   EXPECT_THROW(expert_routing(parse_routing_spec("/nonexistent/routing.json"), m, 1), ConfigError);
   ModelConfig small = load_model("glam-1.7b-32e");
