@@ -16,8 +16,8 @@ nlohmann::json read_json_file(const std::string& path, const std::string& expect
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     const int error = errno;
-    throw ConfigError(path, std::string(error == ENOENT ? "no such file" : "cannot be opened (" + std::string(std::strerror(error)) + ")") +
-                                " (expected " + expected + ")");
+    const std::string why = error == ENOENT ? "no such file" : "cannot be opened (" + std::string(std::strerror(error)) + ")";
+    throw ConfigError(path, why + " (expected " + expected + ")");
   }
   // Read whole first, so that a read error (a special file, an I/O error) names the file rather than
   // surfacing from inside the parser.

@@ -188,11 +188,10 @@ void add_collective_command(CLI::App& app) {
                                    : opts->algorithm == "tree" ? AlgorithmChoice::kTree
                                    : opts->algorithm == "nvls" ? AlgorithmChoice::kNvls
                                                                : AlgorithmChoice::kFastest;
-    if (choice == AlgorithmChoice::kTree || choice == AlgorithmChoice::kNvls) {
+    if (const char* name = pinned_algorithm(choice)) {
       const std::string pinned = "--algorithm " + opts->algorithm + ": ";
       if (kinds != std::vector<CollectiveKind>{CollectiveKind::kAllReduce})
         throw UsageError(pinned + "it runs all_reduce only, as NCCL's does: add --kind all_reduce");
-      const char* name = choice == AlgorithmChoice::kTree ? kTreeAlgorithm : kNvlsAlgorithm;
       const auto candidates = collective_candidates(cluster, CollectiveKind::kAllReduce, ranks.groups(axis));
       if (std::none_of(candidates.begin(), candidates.end(),
                        [name](const CollectiveSchedule& s) { return s.algorithm == name; })) {

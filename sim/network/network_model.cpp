@@ -121,10 +121,9 @@ const AnalyticalNetwork::Alone& AnalyticalNetwork::alone(Resolved& r, double byt
   if (auto hit = r.alone.find(bytes); hit != r.alone.end()) return hit->second;
   const auto& candidates = *r.routed;
   Alone best{0, 0};
-  if (choice_ == AlgorithmChoice::kTree || choice_ == AlgorithmChoice::kNvls)
+  if (const char* pinned = pinned_algorithm(choice_))
     for (size_t i = 0; i < candidates.size(); ++i)
-      if (candidates[i].algorithm == (choice_ == AlgorithmChoice::kTree ? kTreeAlgorithm : kNvlsAlgorithm))
-        best.chosen = i;
+      if (candidates[i].algorithm == pinned) best.chosen = i;
   best.time_s = time_of(r, candidates[best.chosen], bytes, nullptr);
   if (choice_ == AlgorithmChoice::kFastest && !r.measured)
     for (size_t i = 1; i < candidates.size(); ++i)

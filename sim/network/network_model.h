@@ -39,6 +39,11 @@ struct CollectiveCost {
 // or one pinned, as NCCL_ALGO pins it: the first (ring or torus dimension order), the tree or NVLS,
 // where the collective has one (the first otherwise).
 enum class AlgorithmChoice { kFastest, kRing, kTree, kNvls };
+// The schedule a choice pins by name (kTreeAlgorithm, kNvlsAlgorithm); nullptr for the fastest and
+// for the ring, which is the first candidate.
+inline const char* pinned_algorithm(AlgorithmChoice choice) {
+  return choice == AlgorithmChoice::kTree ? kTreeAlgorithm : choice == AlgorithmChoice::kNvls ? kNvlsAlgorithm : nullptr;
+}
 
 class NetworkModel {
  public:
