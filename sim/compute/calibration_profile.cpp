@@ -319,7 +319,8 @@ void check_collective_seconds(const std::vector<MeasuredCollective>& collectives
       if (std::fabs(implied - e.values[k]) > 1e-3 * implied)
         throw ConfigError(path, key + ".bus_efficiency[" + std::to_string(k) + "]", format_shortest(e.values[k]),
                           four_digits(implied) + ", what seconds[" + std::to_string(k) + "] = " + format_shortest(seconds[k]) +
-                              " s gives for " + format_shortest(e.sizes[k]) + " bytes at link_bandwidth_Bps " +
+                              " s gives for " + format_shortest(e.sizes[k]) + " bytes over " +
+                              std::to_string(curve.ranks) + " ranks (its bus factor) at link_bandwidth_Bps " +
                               format_shortest(link_bandwidth_Bps) +
                               " (the simulator reads bus_efficiency: edit both, or delete seconds)");
     }

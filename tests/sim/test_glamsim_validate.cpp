@@ -201,7 +201,8 @@ TEST_F(GlamsimValidate, BadInputExitsTwoNamingTheFile) {
       {"collective.json", record("", 0.5).dump(), "collective.toml", "key 'network.collective[0].kind' = \"broadcast\""},
       {"seconds.json", record("", 0.5).dump(), "seconds.toml",
        "seconds.toml: key 'network.collective[0].bus_efficiency[0]' = 0.5: expected 0.25, what seconds[0] = 4e-07 s "
-       "gives for 1000 bytes at link_bandwidth_Bps 1e+10 (the simulator reads bus_efficiency: edit both, or delete "
+       "gives for 1000 bytes over 2 ranks (its bus factor) at link_bandwidth_Bps 1e+10 (the simulator reads "
+       "bus_efficiency: edit both, or delete "
        "seconds)"},
       {"typo.json", record("", 0.5).dump(), "typo.toml",
        "typo.toml: key 'network.collective[0].second' = [2e-07]: expected one of kind, ranks, bytes, seconds and bus_efficiency"},
