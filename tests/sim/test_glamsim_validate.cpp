@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <map>
 #include <fstream>
+#include <functional>
 
 #include <nlohmann/json.hpp>
 
@@ -29,6 +30,13 @@ nlohmann::json record(const std::string& model_file, double step_s) {
           {"step_time_s", {{"median", step_s}, {"p10", step_s}, {"p90", step_s}}},
           {"ops", {{{"id", "L0.attn_qkv.fwd"}, {"median_s", 0.01}}, {{"id", "L9.not_an_op.fwd"}, {"median_s", 0.01}}}},
           {"moe_layers", nlohmann::json::array({{{"layer", 1}, {"expert_load", std::vector<int>(64, 10)}}})}};
+}
+
+// record("", 0.5) with one edit, as text: a bad record of the table below.
+std::string edited_record(const std::function<void(nlohmann::json&)>& edit) {
+  nlohmann::json j = record("", 0.5);
+  edit(j);
+  return j.dump();
 }
 
 void write(const fs::path& p, const std::string& text) {
@@ -208,66 +216,37 @@ TEST_F(GlamsimValidate, BadInputExitsTwoNamingTheFile) {
        "typo.toml: key 'network.collective[0].second' = [2e-07]: expected one of kind, ranks, bytes, seconds and bus_efficiency"},
       {"noprofile.json", record("", 0.5).dump(), "", "calibration profile"},
       {"array.json", "[1, 2]", "profile.toml", "(top level)"},
-      {"layers.json", [&] {
-         auto j = record("", 0.5);
-         j["model"]["layers_run"] = 99;
-         return j.dump();
-       }(), "profile.toml", "key 'model.layers_run' = 99"},
-      {"precision.json", [&] {
-         auto j = record("", 0.5);
-         j["device"]["gemm_precision"] = 0;
-         return j.dump();
-       }(), "profile.toml", "key 'device.gemm_precision' = 0: expected \"fp32\", \"tf32\" or \"bf16\""},
-      {"noops.json", [&] {
-         auto j = record("", 0.5);
-         j["ops"] = nlohmann::json::array();
-         return j.dump();
-       }(), "profile.toml", "key 'ops' = []"},
+      {"layers.json", edited_record([](nlohmann::json& j) { j["model"]["layers_run"] = 99; }),
+       "profile.toml", "key 'model.layers_run' = 99"},
+      {"precision.json", edited_record([](nlohmann::json& j) { j["device"]["gemm_precision"] = 0; }),
+       "profile.toml", "key 'device.gemm_precision' = 0: expected \"fp32\", \"tf32\" or \"bf16\""},
+      {"noops.json", edited_record([](nlohmann::json& j) { j["ops"] = nlohmann::json::array(); }),
+       "profile.toml", "key 'ops' = []"},
       {"zerostep.json", record("", 0.0).dump(), "profile.toml", "key 'step_time_s.median'"},
-      {"opstring.json", [&] {
-         auto j = record("", 0.5);
-         j["ops"][0]["median_s"] = "fast";
-         return j.dump();
-       }(), "profile.toml", "key 'ops[0].median_s' = \"fast\""},
-      {"cores.json", [&] {
-         auto j = record("", 0.5);
-         j["device"]["host_cores"] = 4294967297;  // read as 1 core once narrowed to int
-         return j.dump();
-       }(), "profile.toml", "key 'device.host_cores' = 4294967297"},
-      {"fraction.json", [&] {
-         auto j = record("", 0.5);
-         j["plan"]["ep"] = 1.9;  // was cast to 1 and simulated
-         return j.dump();
-       }(), "profile.toml", "key 'plan.ep' = 1.9: expected an integer"},
+      {"opstring.json", edited_record([](nlohmann::json& j) { j["ops"][0]["median_s"] = "fast"; }),
+       "profile.toml", "key 'ops[0].median_s' = \"fast\""},
+      // 2^32 + 1 cores read as 1 once narrowed to int
+      {"cores.json", edited_record([](nlohmann::json& j) { j["device"]["host_cores"] = 4294967297; }),
+       "profile.toml", "key 'device.host_cores' = 4294967297"},
+      // ep 1.9 was cast to 1 and simulated
+      {"fraction.json", edited_record([](nlohmann::json& j) { j["plan"]["ep"] = 1.9; }),
+       "profile.toml", "key 'plan.ep' = 1.9: expected an integer"},
       {"hugestep.json", record("", 1e300).dump(), "profile.toml", "key 'step_time_s.median' = 1e+300"},
       // Fields that contradict each other: each rank's batch against the global one, the model's
       // sequence length, an op timed twice, a thread count of 0.
-      {"batch.json", [&] {
-         auto j = record("", 0.5);
-         j["batch_tokens"] = 1024;
-         return j.dump();
-       }(), "profile.toml", "key 'batch_tokens' = 1024: expected global_batch_tokens / plan.dp = 2048 / 1"},
-      {"seqlen.json", [&] {
-         auto j = record("", 0.5);
-         j["seq_len"] = 3;
-         return j.dump();
-       }(), "profile.toml", "key 'seq_len' = 3: expected 1024, the sequence length of glam-8b-64e"},
-      {"twice.json", [&] {
-         auto j = record("", 0.5);
-         j["ops"].push_back(j["ops"][0]);
-         return j.dump();
-       }(), "profile.toml", "expected an op id not timed before in the record"},
-      {"layersfloat.json", [&] {
-         auto j = record("", 0.5);
+      {"batch.json", edited_record([](nlohmann::json& j) { j["batch_tokens"] = 1024; }),
+       "profile.toml", "key 'batch_tokens' = 1024: expected global_batch_tokens / plan.dp = 2048 / 1"},
+      {"seqlen.json", edited_record([](nlohmann::json& j) { j["seq_len"] = 3; }),
+       "profile.toml", "key 'seq_len' = 3: expected 1024, the sequence length of glam-8b-64e"},
+      {"twice.json", edited_record([](nlohmann::json& j) { j["ops"].push_back(j["ops"][0]); }),
+       "profile.toml", "expected an op id not timed before in the record"},
+      {"layersfloat.json", edited_record([](nlohmann::json& j) {
          j["model"]["layers_run"] = 2.5;
          j["model_config"] = nlohmann::json::object();
-         return j.dump();
-       }(), "profile.toml", "key 'model.layers_run' = 2.5: expected a non-negative integer"},
-      {"threads.json", [&] {
-         auto j = record("", 0.5);
-         j["device"]["threads"] = 0;
-         return j.dump();
-       }(), "profile.toml", "key 'device.threads' = 0: expected 1 to 4096 threads per rank"},
+       }),
+       "profile.toml", "key 'model.layers_run' = 2.5: expected a non-negative integer"},
+      {"threads.json", edited_record([](nlohmann::json& j) { j["device"]["threads"] = 0; }),
+       "profile.toml", "key 'device.threads' = 0: expected 1 to 4096 threads per rank"},
       // A profile's bad figure is the profile's, not the record's host cluster's.
       {"peak.json", record("", 0.5).dump(), "hugepeak.toml", "hugepeak.toml: key 'measured.peak_flops'"},
       // A million threads passed and slowed the one-rank products (299 -> 437 ms).
