@@ -9,6 +9,7 @@
 
 #include "accounting.h"
 #include "moe_load.h"
+#include "op_names.h"
 
 namespace glam {
 
@@ -173,13 +174,13 @@ class Builder {
   void attention(int l, StepPhase ph) {
     const double S = static_cast<double>(m_.seq_len), heads = static_cast<double>(m_.heads);
     std::vector<std::function<void()>> seq = {
-        [&] { elementwise(l, "attn_norm", ph, Tsp_ * M_, 2); },
+        [&] { elementwise(l, op_name::kAttnNorm, ph, Tsp_ * M_, 2); },
         tp_exchange(l, "attn", ph, true, T_ * M_),
-        [&] { matmul(l, "attn_qkv", ph, T_, M_, 3 * A_, tp_); },
-        [&] { attention_product(l, "attn_scores", ph); },
-        [&] { elementwise(l, "attn_softmax", ph, T_ * S * heads / tp_, 3); },
-        [&] { attention_product(l, "attn_context", ph); },
-        [&] { matmul(l, "attn_out", ph, T_, A_, M_, tp_, Sliced::kRows); },
+        [&] { matmul(l, op_name::kAttnQkv, ph, T_, M_, 3 * A_, tp_); },
+        [&] { attention_product(l, op_name::kAttnScores, ph); },
+        [&] { elementwise(l, op_name::kAttnSoftmax, ph, T_ * S * heads / tp_, 3); },
+        [&] { attention_product(l, op_name::kAttnContext, ph); },
+        [&] { matmul(l, op_name::kAttnOut, ph, T_, A_, M_, tp_, Sliced::kRows); },
         tp_exchange(l, "attn", ph, false, T_ * M_),
     };
     run(seq, ph);
@@ -189,11 +190,11 @@ class Builder {
     const double H = static_cast<double>(m_.ffn_hidden);
     const double in_cols = m_.ffn_kind == "gated" ? 2 * H : H;
     std::vector<std::function<void()>> seq = {
-        [&] { elementwise(l, "ffn_norm", ph, Tsp_ * M_, 2); },
+        [&] { elementwise(l, op_name::kFfnNorm, ph, Tsp_ * M_, 2); },
         tp_exchange(l, "ffn", ph, true, T_ * M_),
-        [&] { matmul(l, "ffn_in", ph, T_, M_, in_cols, tp_); },
-        [&] { elementwise(l, "ffn_act", ph, T_ * H / tp_, 3); },
-        [&] { matmul(l, "ffn_out", ph, T_, H, M_, tp_, Sliced::kRows); },
+        [&] { matmul(l, op_name::kFfnIn, ph, T_, M_, in_cols, tp_); },
+        [&] { elementwise(l, op_name::kFfnAct, ph, T_ * H / tp_, 3); },
+        [&] { matmul(l, op_name::kFfnOut, ph, T_, H, M_, tp_, Sliced::kRows); },
         tp_exchange(l, "ffn", ph, false, T_ * M_),
     };
     run(seq, ph);
@@ -208,25 +209,25 @@ class Builder {
     const double sent = sp_ ? load.a2a_send_tokens / tp_ : load.a2a_send_tokens;
     // Experts on this rank: E / ep when ep <= E; an expert split over tp otherwise.
     std::vector<std::function<void()>> seq = {
-        [&] { elementwise(l, "ffn_norm", ph, Tsp_ * M_, 2); },
-        [&] { matmul(l, "moe_router", ph, Tsp_, M_, E, 1); },
-        [&] { elementwise(l, "moe_permute", ph, sent * M_, 2); },
+        [&] { elementwise(l, op_name::kFfnNorm, ph, Tsp_ * M_, 2); },
+        [&] { matmul(l, op_name::kMoeRouter, ph, Tsp_, M_, E, 1); },
+        [&] { elementwise(l, op_name::kMoePermute, ph, sent * M_, 2); },
         [&] {
           collective(l, "moe_dispatch_a2a", ph, CollectiveKind::kAllToAll, CommAxis::kExpert, sent * M_ * e_);
           g_.ops.back().a2a_dest_share = load.dest_share;
           g_.ops.back().a2a_transposed = ph == StepPhase::kBackward;
         },
         tp_exchange(l, "ffn", ph, true, copies * M_),
-        [&] { matmul(l, "moe_expert_in", ph, copies, M_, in_cols, tp_); },
-        [&] { elementwise(l, "moe_expert_act", ph, copies * He / tp_, 3); },
-        [&] { matmul(l, "moe_expert_out", ph, copies, He, M_, tp_, Sliced::kRows); },
+        [&] { matmul(l, op_name::kMoeExpertIn, ph, copies, M_, in_cols, tp_); },
+        [&] { elementwise(l, op_name::kMoeExpertAct, ph, copies * He / tp_, 3); },
+        [&] { matmul(l, op_name::kMoeExpertOut, ph, copies, He, M_, tp_, Sliced::kRows); },
         tp_exchange(l, "ffn", ph, false, copies * M_),
         [&] {
           collective(l, "moe_combine_a2a", ph, CollectiveKind::kAllToAll, CommAxis::kExpert, sent * M_ * e_);
           g_.ops.back().a2a_dest_share = load.dest_share;
           g_.ops.back().a2a_transposed = ph == StepPhase::kForward;
         },
-        [&] { elementwise(l, "moe_unpermute", ph, sent * M_, 2); },
+        [&] { elementwise(l, op_name::kMoeUnpermute, ph, sent * M_, 2); },
     };
     run(seq, ph);
   }
@@ -434,7 +435,7 @@ class Builder {
         embedding_gather = gather_embedding("embed_weight_allgather", StepPhase::kForward, e_);
     }
     if (chunk == 0) {
-      elementwise(-1, "embed", StepPhase::kForward, T_ * M_, 2);
+      elementwise(-1, op_name::kEmbed, StepPhase::kForward, T_ * M_, 2);
       last_op_waits_for(embedding_gather);
       // vocabulary-parallel embedding: each slice looks up the tokens it holds, zeros for the rest; the
       // slices' sums, or with sequence parallelism each rank's tokens of them
@@ -452,13 +453,13 @@ class Builder {
       wait_for_gather(block_gathers);
     }
     if (chunk == layout_.chunks() - 1) {
-      elementwise(-1, "final_norm", StepPhase::kForward, Tsp_ * M_, 2);
+      elementwise(-1, op_name::kFinalNorm, StepPhase::kForward, Tsp_ * M_, 2);
       if (sp_)
         collective(-1, "logits_tp_allgather", StepPhase::kForward, CollectiveKind::kAllGather, CommAxis::kTensor,
                    T_ * M_ * e_);
-      matmul(-1, "logits", StepPhase::kForward, T_, M_, V_, tp_);
+      matmul(-1, op_name::kLogits, StepPhase::kForward, T_, M_, V_, tp_);
       last_op_waits_for(embedding_gather);
-      elementwise(-1, "loss", StepPhase::kForward, T_ * V_ / tp_, 3);
+      elementwise(-1, op_name::kLoss, StepPhase::kForward, T_ * V_ / tp_, 3);
     } else {
       send_pass_output(StepPhase::kForward, chunk, mb);
     }
@@ -473,13 +474,13 @@ class Builder {
       // The input gradient of the logits reads the embedding: gathered again with sharded weights.
       std::optional<size_t> gather;
       if (sharded_embedding()) gather = gather_embedding("embed_weight_allgather", StepPhase::kBackward, e_);
-      matmul(-1, "logits", StepPhase::kBackward, T_, M_, V_, tp_);
+      matmul(-1, op_name::kLogits, StepPhase::kBackward, T_, M_, V_, tp_);
       last_op_waits_for(gather);
       // each vocabulary slice's share of the final norm's output gradient
       if (s_.tp > 1)
         collective(-1, sp_ ? "logits_tp_reducescatter" : "logits_tp_allreduce", StepPhase::kBackward,
                    sp_ ? CollectiveKind::kReduceScatter : CollectiveKind::kAllReduce, CommAxis::kTensor, T_ * M_ * e_);
-      elementwise(-1, "final_norm", StepPhase::kBackward, Tsp_ * M_, 2);
+      elementwise(-1, op_name::kFinalNorm, StepPhase::kBackward, Tsp_ * M_, 2);
     }
     for (int l = static_cast<int>((chunk + 1) * per_chunk) - 1; l >= chunk * per_chunk; --l) {
       auto gathers = weight_gather(l, StepPhase::kBackward);
@@ -495,7 +496,7 @@ class Builder {
       if (sp_)
         collective(-1, "embed_tp_allgather", StepPhase::kBackward, CollectiveKind::kAllGather, CommAxis::kTensor,
                    T_ * M_ * e_);
-      elementwise(-1, "embed", StepPhase::kBackward, T_ * M_, 2);
+      elementwise(-1, op_name::kEmbed, StepPhase::kBackward, T_ * M_, 2);
     } else {
       send_pass_output(StepPhase::kBackward, chunk, mb);
     }
@@ -653,7 +654,7 @@ class Builder {
     MemoryFootprint fp = memory_per_chip(partial, sh);
     double bytes = 2 * fp.weights_bytes + fp.gradients_bytes + 2 * fp.optimizer_bytes;
     if (s_.narrow_weight_copy && e_ < w_) bytes += fp.weights_bytes / w_ * (w_ + e_);  // read again, write narrow
-    add(-1, "optimizer", StepPhase::kOptimizer, OpKind::kElementwise, fp.weights_bytes / w_ * 10, bytes);
+    add(-1, op_name::kOptimizer, StepPhase::kOptimizer, OpKind::kElementwise, fp.weights_bytes / w_ * 10, bytes);
   }
 
  private:
@@ -682,6 +683,9 @@ class Builder {
     return op;
   }
   void add(int layer, const std::string& name, StepPhase ph, OpKind kind, double flops, double bytes) {
+    const auto phases = op_name::is_compute_op(name) ? op_name::phases_of(name) : std::span<const std::string_view>();
+    if (std::find(phases.begin(), phases.end(), phase_name(ph)) == phases.end())
+      throw std::logic_error("StepGraph: compute op " + name + "." + phase_name(ph) + " is not in op_names.h");
     g_.ops.push_back(make(layer, name, ph, kind, flops, bytes));
   }
 

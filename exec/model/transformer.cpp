@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cmath>
 #include <exception>
+#include <iterator>
 #include <mutex>
 #include <stdexcept>
 #include <thread>
@@ -20,17 +21,20 @@
 #include "gemm.h"
 #include "loss.h"
 #include "norm.h"
+#include "op_names.h"
 
 namespace glam::exec {
 
 namespace k = glam::kernels;
 
 const char* layer_op_name(LayerOp op) {
-  static const char* names[] = {"attn_norm",       "attn_qkv",     "attn_scores",      "attn_softmax",
-                                "attn_context",    "attn_out",     "ffn_norm",         "ffn_in",
-                                "ffn_act",         "ffn_out",      "moe_router",       "moe_dispatch_a2a",
-                                "moe_expert_in",   "moe_expert_act", "moe_expert_out", "moe_combine_a2a",
-                                "moe_permute",     "moe_unpermute",  "attn_tp_allreduce", "ffn_tp_allreduce"};
+  namespace n = glam::op_name;
+  static const char* names[] = {n::kAttnNorm,    n::kAttnQkv,       n::kAttnScores,      n::kAttnSoftmax,
+                                n::kAttnContext, n::kAttnOut,       n::kFfnNorm,         n::kFfnIn,
+                                n::kFfnAct,      n::kFfnOut,        n::kMoeRouter,       "moe_dispatch_a2a",
+                                n::kMoeExpertIn, n::kMoeExpertAct,  n::kMoeExpertOut,    "moe_combine_a2a",
+                                n::kMoePermute,  n::kMoeUnpermute,  "attn_tp_allreduce", "ffn_tp_allreduce"};
+  static_assert(std::size(names) == static_cast<size_t>(LayerOp::kCount));
   return names[static_cast<int>(op)];
 }
 
@@ -167,9 +171,13 @@ Transformer<T>::Transformer(const ModelConfig& m, const ExecShape& shape, Commun
         op_ids_[static_cast<size_t>(l)][static_cast<size_t>(op)][static_cast<size_t>(b)] =
             layer_op_id(l, static_cast<LayerOp>(op), b == 1);
   for (int op = 0; op < static_cast<int>(StageOp::kCount); ++op) {
-    static const char* names[] = {"embed.fwd", "embed.bwd", "final_norm.fwd", "final_norm.bwd", "logits.fwd",
-                                  "logits.bwd", "loss.fwd", "optimizer", "grad_allreduce", "embed_tie_allreduce.bwd",
-                                  "embed_tp_allreduce.fwd", "logits_tp_allreduce.bwd"};
+    namespace n = glam::op_name;
+    const std::string fwd = ".fwd", bwd = ".bwd";
+    const std::string names[] = {n::kEmbed + fwd,  n::kEmbed + bwd, n::kFinalNorm + fwd, n::kFinalNorm + bwd,
+                                 n::kLogits + fwd, n::kLogits + bwd, n::kLoss + fwd,      n::kOptimizer,
+                                 "grad_allreduce", "embed_tie_allreduce.bwd", "embed_tp_allreduce.fwd",
+                                 "logits_tp_allreduce.bwd"};
+    static_assert(std::size(names) == static_cast<size_t>(StageOp::kCount));
     stage_ids_[static_cast<size_t>(op)] = stage_op_id(s_, names[op]);
   }
   // Sends: with interleaved stages their ids name the sending chunk, as the StepGraph's do.

@@ -3,6 +3,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "op_names.h"
+
 namespace glam::exec {
 
 template <class T>
@@ -36,7 +38,7 @@ int64_t AdafactorOptimizer<T>::state_offset(size_t index, int64_t matrix) const 
 template <class T>
 void AdafactorOptimizer<T>::update(const kernels::KernelContext& ctx, T* params, const T* grads, int64_t step,
                                    OpTimer* timer, const kernels::ShardReduce* slices) {
-  static const std::string id = "optimizer";
+  static const std::string id = op_name::kOptimizer;
   auto sc = OpTimer::time(timer, id, 12.0 * static_cast<double>(layout_.total_elements),
                           3.0 * sizeof(T) * static_cast<double>(layout_.total_elements));
   // One call per weight: a weight's local experts lie one after another in the parameters, the

@@ -8,6 +8,7 @@
 #include "common/errors.h"
 #include "common/schema.h"
 #include "common/text_table.h"
+#include "op_names.h"
 #include "step_graph.h"
 
 namespace glam {
@@ -231,6 +232,10 @@ std::map<std::string, EfficiencyCurve> read_op_curves(toml::table& table, const 
   if (!t) throw ConfigError(path, table_name, toml_value_text(*ops), "a table of [" + table_name + ".<name>.<phase>] curves");
   for (const auto& [name, node] : *t) {
     const std::string op(name.str());
+    // A misspelt op would be read and never used: refuse it.
+    if (!op_name::is_compute_op(op))
+      throw ConfigError(path, table_name + "." + op, toml_value_text(node),
+                        "a curve of one of the step's compute ops, named " + op_name::compute_op_list());
     const toml::table* c = node.as_table();
     if (!c) throw ConfigError(path, table_name + "." + op, toml_value_text(node), "a table with sizes and efficiency");
     if (c->contains("sizes") || c->contains("efficiency")) {
@@ -240,9 +245,13 @@ std::map<std::string, EfficiencyCurve> read_op_curves(toml::table& table, const 
     for (const auto& [phase, sub] : *c) {
       const std::string key = op + "." + std::string(phase.str());
       const toml::table* pc = sub.as_table();
-      if (!pc || (phase.str() != "fwd" && phase.str() != "bwd" && phase.str() != "opt"))
+      const auto phases = op_name::phases_of(op);
+      if (!pc || std::find(phases.begin(), phases.end(), phase.str()) == phases.end()) {
+        std::string expected;
+        for (std::string_view p : phases) expected += (expected.empty() ? "" : " or ") + std::string(p);
         throw ConfigError(path, table_name + "." + key, toml_value_text(sub),
-                          "a phase (fwd, bwd or opt) with sizes and efficiency");
+                          "a phase that " + op + " runs in (" + expected + ") with sizes and efficiency");
+      }
       read_curve(key, *pc);
     }
   }

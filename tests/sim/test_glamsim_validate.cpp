@@ -340,7 +340,7 @@ TEST_F(GlamsimValidate, AModelFileEditedSinceTheRunIsRefused) {
 }
 
 // Per-op curves are per phase: a slow forward curve slows the forward op only; a curve without a
-// phase (older profiles) applies to every phase; an unknown phase is an error naming the key.
+// phase (older profiles) applies to every phase; an unknown op or phase is an error naming the key.
 TEST_F(GlamsimValidate, OpCurvesApplyToTheirPhase) {
   auto qkv_fwd_s = [&](const std::string& extra) {
     write(kDir / "phase.toml", std::string(kProfile) + extra);
@@ -362,6 +362,19 @@ TEST_F(GlamsimValidate, OpCurvesApplyToTheirPhase) {
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("ops.attn_qkv.sideways"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("phase.toml"), std::string::npos) << r.err;
+  // A misspelt op, or a phase its op never runs in, would be read and never used: both are refused.
+  auto refused = [&](const std::string& table, const std::string& expected) {
+    write(kDir / "phase.toml", std::string(kProfile) + table + "\nsizes = [1e5]\nefficiency = [0.5]\n");
+    auto bad = run_command("glamsim validate " + (kDir / "a.json").string() + " --calibration " +
+                           (kDir / "phase.toml").string());
+    EXPECT_EQ(bad.exit_code, 2) << table;
+    EXPECT_NE(bad.err.find(expected), std::string::npos) << bad.err;
+  };
+  refused("[ops.attn_contxt.bwd]", "'ops.attn_contxt'");
+  refused("[ops.attn_contxt.bwd]", "attn_context");
+  refused("[ops_alone.ffn_inn]", "'ops_alone.ffn_inn'");
+  refused("[ops.loss.bwd]", "ops.loss.bwd");
+  refused("[ops.optimizer.fwd]", "(opt)");
 }
 
 

@@ -1,0 +1,33 @@
+#include "op_names.h"
+
+#include <algorithm>
+#include <array>
+
+namespace glam::op_name {
+
+namespace {
+constexpr std::array<std::string_view, 21> kAll = {
+    kAttnNorm,     kAttnQkv,      kAttnScores,     kAttnSoftmax,  kAttnContext, kAttnOut,
+    kFfnNorm,      kFfnIn,        kFfnAct,         kFfnOut,       kMoeRouter,   kMoePermute,
+    kMoeExpertIn,  kMoeExpertAct, kMoeExpertOut,   kMoeUnpermute, kEmbed,       kFinalNorm,
+    kLogits,       kLoss,         kOptimizer};
+}  // namespace
+
+std::span<const std::string_view> compute_ops() { return kAll; }
+
+bool is_compute_op(std::string_view name) { return std::find(kAll.begin(), kAll.end(), name) != kAll.end(); }
+
+std::string compute_op_list() {
+  std::string out;
+  for (std::string_view n : kAll) out += (out.empty() ? "" : ", ") + std::string(n);
+  return out;
+}
+
+std::span<const std::string_view> phases_of(std::string_view compute_op) {
+  static constexpr std::string_view both[] = {"fwd", "bwd"}, forward[] = {"fwd"}, update[] = {"opt"};
+  if (compute_op == kOptimizer) return update;
+  if (compute_op == kLoss) return forward;
+  return both;
+}
+
+}  // namespace glam::op_name
