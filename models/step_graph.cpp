@@ -60,7 +60,7 @@ const char* axis_name(CommAxis a) {
 }
 
 int64_t blocks_run(const ModelConfig& m, const StepShape& s) {
-  return s.layers_run < 0 ? m.layers : std::min(s.layers_run, m.layers);
+  return s.layers_run <= 0 ? m.layers : std::min(s.layers_run, m.layers);
 }
 
 std::vector<int64_t> PipelineLayout::blocks_of_stage(int64_t stage) const {

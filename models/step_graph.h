@@ -72,7 +72,7 @@ struct StepShape {
   // input's gradient back. The graph holds every stage.
   int64_t pp = 1;
   int64_t virtual_stages = 1;  // chunks per stage: 1, or the interleaved schedule's v
-  int64_t layers_run = -1;  // run only the first K blocks (-1: all)
+  int64_t layers_run = 0;  // run only the first K blocks (0: all, as glamexec --layers)
   bool shard_weights = false;  // non-expert weights sharded over dp: gathered before use (ZeRO-3)
   // The optimizer sharded over dp (ZeRO-1, Megatron-LM's distributed optimizer): gradients are
   // reduce-scattered instead of all-reduced, each rank updates its 1/dp of the weights (experts: of

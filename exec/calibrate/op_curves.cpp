@@ -79,8 +79,7 @@ StepGraph record_step_graph(const nlohmann::json& record, const std::string& whe
   if (!record.contains("global_batch_tokens") || !record["global_batch_tokens"].is_number())
     throw ConfigError(where, "global_batch_tokens", "(missing)", "a number (an executor run record)");
   s.tokens_per_rank = record["global_batch_tokens"].get<int64_t>() / dp;
-  const int64_t layers_run = record["model"].value("layers_run", int64_t{-1});
-  s.layers_run = layers_run > 0 ? layers_run : -1;
+  s.layers_run = record["model"].value("layers_run", int64_t{0});
   return build_step_graph(m, s, record_moe_loads(m, s, record, where));
 }
 

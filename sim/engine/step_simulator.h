@@ -38,7 +38,7 @@ struct SimulationInput {
   RoutingSpec routing;
   Fidelity fidelity = Fidelity::kAnalytical;
   CalibrationProfile profile;
-  int64_t layers_run = -1;  // first K blocks only (to match executor runs of part of a model)
+  int64_t layers_run = 0;  // first K blocks only (0: all) (to match executor runs of part of a model)
   // What the chips hold: the first layers_run blocks of the model (as the executor's --layers), or all.
   ModelConfig model_held() const { return layers_run > 0 ? first_layers(model, layers_run) : model; }
   size_t flow_max_flows = 16384;  // flow fidelity: larger phases are costed analytically

@@ -72,7 +72,7 @@ nlohmann::json step_summary_json(const SimulationInput& in, const StepResult& r,
   plan["rank_map"] = r.rank_map;
   return {
       {"model", in.model.id},
-      {"blocks", in.layers_run >= 0 ? std::min(in.layers_run, in.model.layers) : in.model.layers},
+      {"blocks", in.layers_run > 0 ? std::min(in.layers_run, in.model.layers) : in.model.layers},
       {"cluster", in.cluster.id()},
       {"fidelity", fidelity_name(in.fidelity)},
       {"routing", in.routing.describe()},
@@ -111,7 +111,7 @@ std::string step_summary_text(const SimulationInput& in, const StepResult& r, co
   std::ostringstream o;
   const auto& p = in.plan;
   o << in.model.id;
-  if (in.layers_run >= 0 && in.layers_run < in.model.layers)
+  if (in.layers_run > 0 && in.layers_run < in.model.layers)
     o << " (its first " << in.layers_run << " of " << in.model.layers << " blocks)";
   o << " on " << in.cluster.id() << " (" << format_chips(in.cluster.num_chips()) << "), "
     << fidelity_name(in.fidelity) << " fidelity, routing " << in.routing.describe() << "\n"

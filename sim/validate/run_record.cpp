@@ -152,7 +152,6 @@ RunRecord parse_run_record(const nlohmann::json& j, const std::string& path) {
   if (r.layers_run > r.model.layers)
     throw ConfigError(path, "model.layers_run", std::to_string(r.layers_run),
                       "at most the " + std::to_string(r.model.layers) + " layers of " + r.model.id);
-  if (r.layers_run == 0) r.layers_run = -1;
   constexpr int64_t kMaxRanks = 1 << 20;
   r.ranks = whole(j, path, "plan.ranks", 1, kMaxRanks);
   r.dp = whole(j, path, "plan.dp", 1, kMaxRanks);

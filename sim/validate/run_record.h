@@ -21,9 +21,9 @@ struct MeasuredOp {
 struct RunRecord {
   std::string file;
   ModelConfig model;
-  int64_t layers_run = -1;
+  int64_t layers_run = 0;  // 0: all of the model's layers
   // The model as the run held it: its first layers_run blocks, or all of them.
-  ModelConfig model_run() const { return first_layers(model, std::max<int64_t>(layers_run, 0)); }
+  ModelConfig model_run() const { return first_layers(model, layers_run); }
   int64_t ranks = 1, dp = 1, ep = 1, tp = 1;
   int64_t microbatches = 1;  // gradient accumulation passes per step (records before them: 1)
   int64_t pp = 1, virtual_stages = 1;  // pipeline stages and chunks per stage (dp, ep: within a stage)
