@@ -191,7 +191,7 @@ void update_factored(cudaStream_t s, T* param, const T* grad, T* row_state, T* c
                      const Hyper& h) {
   const int64_t rows = run.rows, cols = run.cols, chunks = run.chunks;
   const size_t per_tensor = static_cast<size_t>(4 + 2 * rows + cols + chunks * cols);
-  double* sums = static_cast<double*>(scratch(sizeof(double) * per_tensor * static_cast<size_t>(count)));
+  double* sums = static_cast<double*>(scratch(s, sizeof(double) * per_tensor * static_cast<size_t>(count)));
   double* prow = sums + 4 * count;
   double* urow = prow + rows * count;
   double* b = urow + rows * count;
@@ -218,7 +218,7 @@ void update_factored(cudaStream_t s, T* param, const T* grad, T* row_state, T* c
 template <class T>
 void update_full(cudaStream_t s, T* param, const T* grad, T* full_state, int64_t n, const Hyper& h) {
   const unsigned blocks = std::min<unsigned>(grid_for(n, 256), 1024);
-  double* sums = static_cast<double*>(scratch(sizeof(double) * (4 + 2 * static_cast<size_t>(blocks))));
+  double* sums = static_cast<double*>(scratch(s, sizeof(double) * (4 + 2 * static_cast<size_t>(blocks))));
   double* partial = sums + 4;
   af_full<<<blocks, 256, 0, s>>>(param, grad, full_state, partial, n, h);
   GLAM_CUDA_LAUNCHED();

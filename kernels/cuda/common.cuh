@@ -23,14 +23,13 @@ namespace glam::kernels::cuda {
 
 inline cudaStream_t stream_of(const KernelContext& ctx) { return static_cast<cudaStream_t>(ctx.stream); }
 
-// Device scratch memory of at least `bytes`, valid until the next call (kernels on the one stream
-// use it in turn; growing it frees the old block, which waits for the device). One block per process:
-// kernels that run on several streams at once (one thread each) take a StreamBuffer instead.
-void* scratch(size_t bytes);
+// Device scratch memory of at least `bytes` for kernels on stream s, valid until the next call on s
+// (kernels on one stream use it in turn; growing it frees the old block, which waits for the
+// device). Each stream has its own block, freed with its context.
+void* scratch(cudaStream_t s, size_t bytes);
 
-// Device memory for one call's own use on stream s, returned to the pool in stream order. Unlike the
-// scratch block, calls on different streams do not share it: the tensor-parallel kernels, whose
-// slices may run in threads of one process (the GPU tests), hold their partial sums here.
+// Device memory for one call's own use on stream s, returned to the pool in stream order: for
+// buffers that must outlive the next scratch call on s (the tensor-parallel kernels' partial sums).
 class StreamBuffer {
  public:
   StreamBuffer(cudaStream_t s, size_t bytes);  // DeviceOutOfMemory when the device has no room (context.cu)

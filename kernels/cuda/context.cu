@@ -2,6 +2,7 @@
 #include <cublas_v2.h>
 
 #include <atomic>
+#include <map>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -14,12 +15,14 @@ namespace glam::kernels::cuda {
 
 namespace {
 std::atomic<bool> g_used{false};
-// The scratch block, shared by the process's contexts and freed when the last one is released
-// (contexts may live in several threads: the tensor-parallel GPU tests run a slice per thread).
+// One scratch block per stream, freed with its context: contexts may live in several threads (the
+// tensor-parallel GPU tests run a slice per thread), whose kernels would race on a shared block.
+struct ScratchBlock {
+  void* p = nullptr;
+  size_t bytes = 0;
+};
 std::mutex g_scratch_mutex;
-void* g_scratch = nullptr;
-size_t g_scratch_bytes = 0;
-int g_live_contexts = 0;
+std::map<cudaStream_t, ScratchBlock> g_scratch;
 }  // namespace
 
 void throw_error(const char* expr, const char* what, const char* file, int line) {
@@ -54,18 +57,18 @@ StreamBuffer::StreamBuffer(cudaStream_t s, size_t bytes) : s_(s) {
   check_allocation(cudaMallocAsync(&p_, bytes, s), bytes);
 }
 
-void* scratch(size_t bytes) {
+void* scratch(cudaStream_t s, size_t bytes) {
   std::lock_guard<std::mutex> lock(g_scratch_mutex);
-  if (bytes > g_scratch_bytes) {
-    if (g_scratch) GLAM_CUDA_CHECK(cudaFree(g_scratch));
-    g_scratch = nullptr;
-    g_scratch_bytes = 0;  // stays consistent if the allocation below throws
-    size_t want = bytes < (size_t{1} << 20) ? (size_t{1} << 20) : bytes + bytes / 4;
-    g_scratch = device_malloc(want);
-    g_scratch_bytes = want;
+  ScratchBlock& b = g_scratch[s];
+  if (bytes > b.bytes) {
+    if (b.p) GLAM_CUDA_CHECK(cudaFree(b.p));
+    b = ScratchBlock{};  // stays consistent if the allocation below throws
+    const size_t want = bytes < (size_t{1} << 20) ? (size_t{1} << 20) : bytes + bytes / 4;
+    b.p = device_malloc(want);
+    b.bytes = want;
     g_used = true;
   }
-  return g_scratch;
+  return b.p;
 }
 
 void synchronize(const KernelContext& ctx) { GLAM_CUDA_CHECK(cudaStreamSynchronize(stream_of(ctx))); }
@@ -140,13 +143,15 @@ void init_context(KernelContext& ctx) {
   cublasHandle_t h = nullptr;
   if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) throw std::runtime_error("cublasCreate failed");
   if (cublasSetStream(h, s) != CUBLAS_STATUS_SUCCESS) throw std::runtime_error("cublasSetStream failed");
+  // Split-K partial sums stay in float32 where the output is bf16: by default cuBLAS may round them
+  // to the output type, which the CPU reference (float32 accumulation, one rounding) never does.
+  if (cublasSetMathMode(h, CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION) != CUBLAS_STATUS_SUCCESS)
+    throw std::runtime_error("cublasSetMathMode failed");
   ctx.backend = Backend::kCuda;
   ctx.stream = s;
   ctx.blas_handle = h;
   ctx.device = current_device();
   g_used = true;
-  std::lock_guard<std::mutex> lock(g_scratch_mutex);
-  ++g_live_contexts;
 }
 
 void release_context(KernelContext& ctx) {
@@ -156,11 +161,10 @@ void release_context(KernelContext& ctx) {
   if (ctx.stream) cudaStreamDestroy(stream_of(ctx));
   {
     std::lock_guard<std::mutex> lock(g_scratch_mutex);
-    if (--g_live_contexts <= 0 && g_scratch) {
-      cudaFree(g_scratch);
-      g_scratch = nullptr;
-      g_scratch_bytes = 0;
-      g_live_contexts = 0;
+    auto it = g_scratch.find(stream_of(ctx));
+    if (it != g_scratch.end()) {
+      cudaFree(it->second.p);
+      g_scratch.erase(it);
     }
   }
   ctx.blas_handle = nullptr;

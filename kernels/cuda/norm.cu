@@ -129,7 +129,7 @@ void rmsnorm_backward(const KernelContext& ctx, const T* dy, const T* x, const T
                                                                                             dim);
   GLAM_CUDA_LAUNCHED();
   const int64_t chunks = (rows + kChunkRows - 1) / kChunkRows;
-  auto* partial = static_cast<acc_t<T>*>(scratch(sizeof(acc_t<T>) * static_cast<size_t>(chunks * dim)));
+  auto* partial = static_cast<acc_t<T>*>(scratch(s, sizeof(acc_t<T>) * static_cast<size_t>(chunks * dim)));
   dim3 grid(column_blocks(dim), static_cast<unsigned>(chunks));
   rms_bwd_dscale_partial<<<grid, dim3(32, 8), 0, s>>>(dy, x, inv_rms, partial, rows, dim);
   GLAM_CUDA_LAUNCHED();

@@ -200,7 +200,7 @@ void router_backward(const KernelContext& ctx, const T* probs, const int32_t* ex
                      double aux_scale, const RouterShape& s, T* dlogits) {
   if (s.tokens <= 0) return;
   cudaStream_t st = stream_of(ctx);
-  double* f = static_cast<double*>(scratch(sizeof(double) * static_cast<size_t>(s.groups() * s.experts)));
+  double* f = static_cast<double*>(scratch(st, sizeof(double) * static_cast<size_t>(s.groups() * s.experts)));
   group_fractions<T><<<static_cast<unsigned>(s.groups()), threads_for_experts(s.experts), 0, st>>>(
       probs, expert, s.group_tokens, s.experts, s.top_k, f, nullptr);
   GLAM_CUDA_LAUNCHED();
