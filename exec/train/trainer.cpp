@@ -487,15 +487,17 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
   const std::string model_file = resolve_catalogue_entry("models", o.model).string();
   check_executor_settings(m, model_file);
   m = first_layers(m, o.layers);
+  // One process alone is told how to start more: the ranks are MPI's.
+  const std::string more_ranks = ranks == 1 ? "; start several with mpirun -np N glamexec train ..." : "";
   if (o.stages < 1 || ranks % o.stages != 0)
     throw UsageError("--stages " + std::to_string(o.stages) + ": expected a divisor of the " + std::to_string(ranks) +
-                     " ranks (each stage is a group of ranks / stages ranks)");
+                     " ranks (each stage is a group of ranks / stages ranks)" + more_ranks);
   if (o.virtual_stages < 1) throw UsageError("--virtual-stages " + std::to_string(o.virtual_stages) + ": expected at least 1");
   const int tp = o.tensor_parallel;
   if (tp < 1 || (ranks / o.stages) % tp != 0)
     throw UsageError("--tensor-parallel " + std::to_string(tp) + ": expected a divisor of the " +
                      std::to_string(ranks / o.stages) + (o.stages > 1 ? " ranks per pipeline stage" : " ranks") +
-                     " (each group of that many ranks shares its tokens and splits the matrices)");
+                     " (each group of that many ranks shares its tokens and splits the matrices)" + more_ranks);
   const int stage_ranks = ranks / o.stages / tp;  // data- and expert-parallel ranks per stage
   const int64_t global_tokens = o.batch_tokens > 0 ? o.batch_tokens : kDefaultBatchSequences * m.seq_len;
   if (o.microbatches < 1 || o.microbatches > (int64_t{1} << 20))

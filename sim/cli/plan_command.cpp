@@ -80,6 +80,15 @@ std::string margin(double days) {
   return days < 2 ? format_fixed(days * 24, 1) + " h" : format_fixed(days, 1) + " days";
 }
 
+// A missed deadline's first-order answer to "how many chips then?": the chips that would finish in
+// time at this plan's tokens per chip-second. Larger clusters run other layouts (and scale less than
+// linearly), so it is a starting point for --compare, not a plan.
+std::string chips_for_deadline(const PlanRow& row, double deadline_days) {
+  const double chips = static_cast<double>(row.sim.input.cluster.num_chips()) * row.days() / deadline_days;
+  return " (about " + format_fixed(std::ceil(chips), 0) +
+         " chips at this throughput per chip)";
+}
+
 // --days with --compare: of the clusters that finish in time, the one drawing the least facility
 // energy, the one emitting the least (the sites' carbon intensities may differ) and the one using the
 // fewest chip-hours (null when none does), and the fastest overall.
@@ -164,7 +173,7 @@ std::string render_single(const PlanRow& row, std::optional<double> deadline_day
   if (deadline_days)
     t.add_row({"deadline (" + days_given(*deadline_days) + " days)",
                row.meets(*deadline_days) ? "met, " + margin(*deadline_days - row.days()) + " to spare"
-               : row.step.fits_memory    ? "MISSED by " + margin(row.days() - *deadline_days)
+               : row.step.fits_memory    ? "MISSED by " + margin(row.days() - *deadline_days) + chips_for_deadline(row, *deadline_days)
                                          : "not met: the plan does not fit in memory"});
   t.add_row({"chip-hours", format_count(e.chip_hours)});
   const MemoryFootprint& mem = row.step.memory;
@@ -172,13 +181,7 @@ std::string render_single(const PlanRow& row, std::optional<double> deadline_day
                                     (in.keeps_hbm_back() ? " usable" : "")});
   if (in.keeps_hbm_back())
     t.add_row({"  kept back of " + format_bytes(in.cluster.chip().hbm_bytes) + " HBM", hbm_kept_back(in)});
-  t.add_row({"  weights, gradients, optimizer", format_bytes(mem.weights_bytes) + ", " +
-                                                    format_bytes(mem.gradients_bytes) + ", " +
-                                                    format_bytes(mem.optimizer_bytes)});
-  t.add_row({"  activations, working buffers",
-             format_bytes(mem.activations_bytes) + ", " + format_bytes(mem.working_bytes)});
-  if (mem.communication_bytes > 0)
-    t.add_row({"  all-to-all channels (NCCL)", format_bytes(mem.communication_bytes)});
+  add_memory_breakdown_rows(t, mem);
   t.add_row({"MFU", format_fixed(100 * e.mfu, 1) + "%"});
   t.add_row({"average system power per chip", format_fixed(e.average_power_per_chip_W(), 0) + " W"});
   const EnergyUnits u(e.facility_energy_MWh(), e.tco2e);
@@ -187,7 +190,9 @@ std::string render_single(const PlanRow& row, std::optional<double> deadline_day
              format_fixed(e.facility_energy_MWh() * u.per_MWh, 1) + " " + u.energy});
   t.add_row({"emissions (" + format_fixed(e.facility.carbon_kg_per_kWh, 3) + " kgCO2e/kWh)",
              format_fixed(e.tco2e * u.per_t, 1) + " " + u.mass + "CO2e"});
-  if (e.electricity_cost) t.add_row({"electricity cost", format_count(*e.electricity_cost)});
+  if (e.electricity_cost)
+    t.add_row({"electricity cost ($" + format_shortest(*e.facility.price_per_kWh) + "/kWh)",
+               "$" + format_count(*e.electricity_cost)});
   out += t.render();
   TextTable b({"energy by part", u.energy, "share"}, {false, true, true});
   auto add = [&](const std::string& name, double MWh) {
@@ -198,7 +203,7 @@ std::string render_single(const PlanRow& row, std::optional<double> deadline_day
   add("hosts (share per chip)", e.energy.host);
   add("network", e.energy.network);
   add("facility overhead", e.energy.facility_overhead);
-  out += "\n" + b.render();
+  out += "\n" + b.render() + calibration_line(in.profile);
   if (!row.step.fits_memory) out += "\nWARNING: the plan does not fit in memory (simulated anyway)\n";
   out += row.sim.plan_note;  // how the plan was chosen, when glamsim chose it
   return out;
@@ -278,7 +283,7 @@ std::string render_compare(const std::vector<PlanRow>& rows, double tokens, std:
 void add_plan_command(CLI::App& app) {
   struct Options : SimulationOptions {
     std::string tokens;
-    std::optional<double> pue, carbon, days;
+    std::optional<double> pue, carbon, price, days;
     std::optional<double> chip_mtbf_hours, checkpoint_GBps, checkpoint_hours;
     double restart_minutes = 10;
     std::vector<std::string> compare;
@@ -296,6 +301,9 @@ void add_plan_command(CLI::App& app) {
   cmd->add_option("--tokens", opts->tokens, "Training tokens, e.g. 600e9 or 600B (suffixes K, M, B, T); required");
   cmd->add_option("--pue", opts->pue, "Power usage effectiveness (default: the cluster's)");
   cmd->add_option("--carbon-intensity", opts->carbon, "Grid carbon intensity, kgCO2e per kWh (default: the cluster's)");
+  cmd->add_option("--price-per-kwh", opts->price,
+                  "Electricity price, $ per kWh of facility energy (default: the cluster file's facility.price_per_kWh, "
+                  "if any): adds the run's electricity cost");
   cmd->add_option("--days", opts->days,
                   "Deadline in days: says whether each plan finishes in time, and which cluster that does draws the "
                   "least energy")
@@ -369,7 +377,7 @@ void add_plan_command(CLI::App& app) {
       if (tokens < static_cast<double>(row.sim.input.plan.batch_tokens))
         throw UsageError("the batch of " + std::to_string(row.sim.input.plan.batch_tokens) +
                          " tokens is larger than the token budget of " + opts->tokens);
-      facility_for(row.sim.input.cluster, opts->pue, opts->carbon);
+      facility_for(row.sim.input.cluster, opts->pue, opts->carbon, opts->price);
       rows.push_back(std::move(row));
     }
     for (auto& row : rows) {
@@ -386,7 +394,7 @@ void add_plan_command(CLI::App& app) {
                          format_bytes(row.sim.input.usable_hbm_bytes()) + usable_hbm_note(row.sim.input) +
                          fitting_hint(row.sim.input.plan));
       row.estimate = estimate_training(row.sim.input, row.step, tokens,
-                                       facility_for(row.sim.input.cluster, opts->pue, opts->carbon), interruptions);
+                                       facility_for(row.sim.input.cluster, opts->pue, opts->carbon, opts->price), interruptions);
       if (row.never_finishes() && !comparing)
         throw UsageError("on " + row.sim.input.cluster.id() + ", " + row.estimate.interruptions->why_it_does_not_finish() +
                          (opts->checkpoint_hours ? " (a shorter --checkpoint-hours, or leave it out for the optimum; "

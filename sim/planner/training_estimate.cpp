@@ -47,11 +47,12 @@ std::string shortest(double v) {
 }
 }  // namespace
 
-FacilityParameters facility_for(const Cluster& c, std::optional<double> pue, std::optional<double> carbon) {
+FacilityParameters facility_for(const Cluster& c, std::optional<double> pue, std::optional<double> carbon,
+                                std::optional<double> price_per_kWh) {
   FacilityParameters f;
   f.pue = pue.value_or(c.pue());
   f.carbon_kg_per_kWh = carbon.value_or(c.carbon_kg_per_kWh());
-  f.price_per_kWh = c.price_per_kWh();
+  f.price_per_kWh = price_per_kWh ? price_per_kWh : c.price_per_kWh();
   const std::string pue_from = pue ? "--pue " : c.id() + ": facility PUE ";
   const std::string carbon_from = carbon ? "--carbon-intensity " : c.id() + ": carbon intensity ";
   // The ranges of the cluster files' facility figures.
@@ -60,6 +61,9 @@ FacilityParameters facility_for(const Cluster& c, std::optional<double> pue, std
                      "less energy than its IT load) and at most 10");
   if (!(f.carbon_kg_per_kWh >= 0 && f.carbon_kg_per_kWh <= 10))
     throw UsageError(carbon_from + shortest(f.carbon_kg_per_kWh) + ": expected a finite kgCO2e/kWh from 0 to 10");
+  // The cluster files' range (facility.price_per_kWh).
+  if (price_per_kWh && !(*price_per_kWh >= 0 && *price_per_kWh <= 1e3))
+    throw UsageError("--price-per-kwh " + shortest(*price_per_kWh) + ": expected a finite $/kWh from 0 to 1000");
   return f;
 }
 

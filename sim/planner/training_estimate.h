@@ -58,6 +58,7 @@ TrainingEstimate estimate_training(const SimulationInput& in, const StepResult& 
                                    const std::optional<InterruptionParameters>& interruptions = {});
 
 // The cluster's own figures, overridden where the user gave a value; throws UsageError on PUE < 1.
-FacilityParameters facility_for(const Cluster& c, std::optional<double> pue, std::optional<double> carbon);
+FacilityParameters facility_for(const Cluster& c, std::optional<double> pue, std::optional<double> carbon,
+                                std::optional<double> price_per_kWh);
 
 }  // namespace glam

@@ -58,6 +58,23 @@ double peak_rss_bytes() {
   return static_cast<double>(ru.ru_maxrss) * 1024.0;
 }
 
+std::string calibration_line(const CalibrationProfile& cal) {
+  if (cal.source.rfind("default for ", 0) == 0)
+    return "calibration: " + cal.source + " (large products at " + format_fixed(100 * cal.matmul.values.back(), 1) +
+           "% of peak, HBM-bound ops at " + format_fixed(100 * cal.memory.values.back(), 0) +
+           "% of bandwidth; --calibration FILE for measured ones)\n";
+  return "calibration: " + cal.source + (cal.device_name.empty() ? "" : " (" + cal.device_name + ")") + "\n";
+}
+
+void add_memory_breakdown_rows(TextTable& t, const MemoryFootprint& mem) {
+  t.add_row({"  weights, gradients, optimizer", format_bytes(mem.weights_bytes) + ", " +
+                                                    format_bytes(mem.gradients_bytes) + ", " +
+                                                    format_bytes(mem.optimizer_bytes)});
+  t.add_row({"  activations, working buffers",
+             format_bytes(mem.activations_bytes) + ", " + format_bytes(mem.working_bytes)});
+  if (mem.communication_bytes > 0) t.add_row({"  all-to-all channels (NCCL)", format_bytes(mem.communication_bytes)});
+}
+
 nlohmann::json memory_breakdown_json(const MemoryFootprint& m) {
   return {{"weights", m.weights_bytes},         {"gradients", m.gradients_bytes}, {"optimizer", m.optimizer_bytes},
           {"activations", m.activations_bytes}, {"working", m.working_bytes},
@@ -125,13 +142,29 @@ std::string step_summary_text(const SimulationInput& in, const StepResult& r, co
   if (p.pp > 1)
     t.add_row({"pipeline bubble", format_seconds(r.pipeline_bubble_s) + " (" + pct(r.pipeline_bubble_s) + "; stage " +
                                       std::to_string(r.busiest_stage) + ", the busiest)"});
-  t.add_row({"all-to-all", format_seconds(r.alltoall_s) + ", " + format_bytes(r.alltoall_bytes) + " sent per chip"});
+  if (in.model.is_moe())
+    t.add_row({"all-to-all", format_seconds(r.alltoall_s) + ", " + format_bytes(r.alltoall_bytes) + " sent per chip"});
+  if (r.flow_phases_analytical > 0)
+    t.add_row({"flow phases", std::to_string(r.flow_phases_simulated) + " played in SimGrid, " +
+                                  std::to_string(r.flow_phases_analytical) + " costed analytically (over --flow-max-flows " +
+                                  std::to_string(in.flow_max_flows) + " flows)"});
   // Copies routed past the experts' capacity: the step may be as fast, the tokens are not all trained.
-  if (const double dropped = mean_dropped_fraction(r); dropped > 0)
-    t.add_row({"dropped at capacity", (dropped < 5e-4 ? std::string("under 0.1") : format_fixed(100 * dropped, 1)) +
-                                          "% of token copies (capacity factor " +
-                                          format_shortest(in.model.capacity_factor) + ")"});
-  t.add_row({"MFU", format_fixed(100 * r.mfu, 1) + "%"});
+  // The slots are shown beside the copies routed to them, since conventions differ on whether the
+  // capacity factor counts the top-k copies.
+  const double dropped = mean_dropped_fraction(r);
+  if (in.model.is_moe()) {
+    const ModelConfig& m = in.model;
+    const double mean_copies = static_cast<double>(m.top_k * m.group_tokens) / static_cast<double>(m.experts);
+    t.add_row({"expert capacity", std::to_string(m.capacity_per_group()) + " slots for " + format_shortest(mean_copies) +
+                                      " copies per " + std::to_string(m.group_tokens) + "-token group (" +
+                                      m.capacity_convention + ", factor " + format_shortest(m.capacity_factor) + ")"});
+  }
+  if (dropped > 0)
+    t.add_row({"dropped at capacity",
+               (dropped < 5e-4 ? std::string("under 0.1") : format_fixed(100 * dropped, 1)) + "% of token copies"});
+  // Model FLOPs count every routed copy, so dropping many makes a step look more efficient than it is.
+  t.add_row({"MFU", format_fixed(100 * r.mfu, 1) + "%" +
+                        (dropped > 0.1 ? " (its model FLOPs count the dropped copies)" : "")});
   t.add_row({"tokens/s", format_count(static_cast<double>(p.batch_tokens) / r.step_time_s)});
   // A plan within a hair of a chip that keeps nothing back for its runtime (TPUs: not published) says so.
   const double spare = in.usable_hbm_bytes() - r.memory.total_bytes();
@@ -143,6 +176,7 @@ std::string step_summary_text(const SimulationInput& in, const StepResult& r, co
                                              : " (fits)")});
   if (in.keeps_hbm_back())
     t.add_row({"  kept back of " + format_bytes(in.cluster.chip().hbm_bytes) + " HBM", hbm_kept_back(in)});
+  add_memory_breakdown_rows(t, r.memory);
   const StepEnergy e = step_energy(in, r, in.cluster.pue());
   const double J = e.total_J();
   // Four digits in each unit (546.1 J, 154.0 kJ, 2.644 MJ), each from where four digits round up to
@@ -154,6 +188,7 @@ std::string step_summary_text(const SimulationInput& in, const StepResult& r, co
                                     ", " + format_fixed(e.average_power_per_chip_W, 0) + " W per chip (IT)"});
   t.add_row({"simulator wall time", format_fixed(host.wall_time_s, 3) + " s"});
   o << t.render();
+  o << calibration_line(in.profile);
   return o.str();
 }
 

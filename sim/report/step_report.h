@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/text_table.h"
 #include "engine/step_simulator.h"
 
 namespace glam {
@@ -17,6 +18,11 @@ struct HostFigures {
 
 // A chip's memory by part (bytes): weights, gradients, optimizer, activations, working.
 nlohmann::json memory_breakdown_json(const MemoryFootprint& m);
+// The same parts as indented rows under a "memory per chip" row (run's and plan's text reports).
+void add_memory_breakdown_rows(TextTable& t, const MemoryFootprint& mem);
+// "calibration: ..." with a newline: the profile the compute times rest on, and a default's figures
+// (the text reports' last line, since every figure above depends on it).
+std::string calibration_line(const CalibrationProfile& cal);
 
 nlohmann::json step_summary_json(const SimulationInput& in, const StepResult& r, const HostFigures& host);
 std::string step_summary_text(const SimulationInput& in, const StepResult& r, const HostFigures& host);

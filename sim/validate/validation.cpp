@@ -177,16 +177,23 @@ struct SimulatedRecord {
   int64_t ops_beyond_measured = 0;  // RecordValidation::ops_beyond_measured
 };
 
-// RecordValidation::other_machine: "host 'a' against 'b'", "device 'x' against 'y'", both, or "".
-std::string machine_difference(const RunRecord& record, const CalibrationProfile& profile) {
-  std::string out;
+// RecordValidation::machine_note: how the machine the profile measured differs from the record's,
+// or that the profile names none; "" where they agree or the record names none.
+std::string machine_note(const RunRecord& record, const CalibrationProfile& profile) {
+  std::string differences;
   auto compare = [&](const char* what, const std::string& ran, const std::string& measured) {
     if (ran.empty() || measured.empty() || ran == measured) return;
-    out += std::string(out.empty() ? "" : ", ") + what + " '" + ran + "' against the profile's '" + measured + "'";
+    differences += std::string(differences.empty() ? "" : ", ") + what + " '" + ran + "' against the profile's '" + measured + "'";
   };
   compare("host", record.host, profile.host);
   compare("device", record.device_name, profile.device_name);
-  return out;
+  if (!differences.empty())
+    return "the calibration profile measured another machine than this record's (" + differences +
+           "): its times are of that machine";
+  if (profile.host.empty() && profile.device_name.empty() && !record.device_name.empty())
+    return "the calibration profile names no machine ([measured] host and device_name), so nothing says its times "
+           "are of this record's '" + record.device_name + "'";
+  return "";
 }
 
 // How far from the sizes a profile measured an op at its curve is taken as a guess.
@@ -308,7 +315,7 @@ ValidationSummary validate_records(const std::vector<std::string>& files, const 
     const SimulatedRecord& sim = simulated[i];
     RecordValidation v{record, in.cluster.id(), sim.step_s, sim.chip_power_W, in.cluster.chip().kind,
                        in.cluster.chip().runtime_reserved_bytes, {}, {}, sim.ops_beyond_measured,
-                       machine_difference(record, in.profile)};
+                       machine_note(record, in.profile)};
     for (const auto& op : record.ops) {
       auto it = sim.ops.find(op.id);
       if (it == sim.ops.end() || op.median_s <= 0) {
@@ -421,9 +428,7 @@ std::vector<std::string> RecordValidation::notes() const {
     if (unmatched.size() > 4) ids += ", ...";
     out.push_back(std::to_string(unmatched.size()) + " measured op(s) not in the simulated step, not compared: " + ids);
   }
-  if (!other_machine.empty())
-    out.push_back("the calibration profile measured another machine than this record's (" + other_machine +
-                  "): its times are of that machine");
+  if (!machine_note.empty()) out.push_back(machine_note);
   if (ops_beyond_measured > 0)
     out.push_back(std::to_string(ops_beyond_measured) + " op(s) are more than " + format_fixed(kMeasuredSizeReach, 0) +
                   "x larger or smaller than any size the profile measured them at, where their curves are held at the "

@@ -42,8 +42,8 @@ struct RecordValidation {
   // Op ids whose time came from a profile curve measured only at sizes far from theirs (a guess).
   int64_t ops_beyond_measured = 0;
   // How the machine the calibration profile measured differs from the record's (its host or its
-  // device name); empty where they are the same or a side does not say.
-  std::string other_machine;
+  // device name), or that the profile names none; empty where they agree or the record names none.
+  std::string machine_note;
   // What the comparison left out or assumed: measured ops it did not compare, uniform routing for a
   // record without routing histograms. Shown with the table, so no figure hides them.
   std::vector<std::string> notes() const;

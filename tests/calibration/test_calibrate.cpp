@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 
@@ -233,6 +234,18 @@ TEST_F(CalibrateCommand, OneRankProfileReadsBack) {
   v = json::parse(r.out);
   EXPECT_EQ(other_machine_notes(v), 1) << v["records"][0]["notes"].dump();
   EXPECT_NE(v["records"][0]["notes"].dump().find("against the profile's 'elsewhere'"), std::string::npos);
+  // A profile that names no machine cannot be checked against the record's: validation says so.
+  std::string anonymous;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);)
+    if (line.rfind("host = ", 0) != 0 && line.rfind("device_name = ", 0) != 0) anonymous += line + "\n";
+  std::ofstream(path("anonymous.toml")) << anonymous;
+  r = run_command("glamsim validate " + path("rec.json") + " --calibration " + path("anonymous.toml") + " --format json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  v = json::parse(r.out);
+  EXPECT_EQ(other_machine_notes(v), 0);
+  EXPECT_NE(v["records"][0]["notes"].dump().find("the calibration profile names no machine"), std::string::npos)
+      << v["records"][0]["notes"].dump();
 }
 
 }  // namespace

@@ -458,7 +458,7 @@ TEST_F(Train, OptionValuesAreCheckedBeforeAnyWork) {
       {"--microbatches 0", "--microbatches: got '0', expected a whole number of at least 1"},
       {"--batch-tokens 256 --microbatches 4",
        "--batch-tokens 256: must be a multiple of seq_len x ranks x --microbatches = 128 x 1 x 4"},
-      {"--stages 2", "--stages 2: expected a divisor of the 1 ranks"},
+      {"--stages 2", "--stages 2: expected a divisor of the 1 ranks (each stage is a group of ranks / stages ranks); start several with mpirun -np N"},
       {"--stages 0", "--stages: got '0', expected a whole number from 1 to 4096"},
       {"--virtual-stages 2", "--virtual-stages 2 needs pipeline stages (--stages 2 or more)"},
       {"--layers 3 --virtual-stages 2", "--virtual-stages 2 needs pipeline stages"},

@@ -135,7 +135,7 @@ TEST(GlamsimPlan, PipelinedPlanShowsItsBubbleAndUsableMemory) {
 
 TEST(GlamsimPlan, BreakdownAddsUpAndOverridesApply) {
   auto j = plan_json("--model glam-1.7b-64e --cluster tpu-v4-64 --tokens 1e10 --batch-tokens 262144 --pue 1.5 "
-                     "--carbon-intensity 0.4");
+                     "--carbon-intensity 0.4 --price-per-kwh 0.12");
   const auto& b = j["energy_breakdown"];
   double it = b["chip_compute_MWh"].get<double>() + b["chip_idle_MWh"].get<double>() + b["host_MWh"].get<double>() +
               b["network_MWh"].get<double>();
@@ -143,6 +143,9 @@ TEST(GlamsimPlan, BreakdownAddsUpAndOverridesApply) {
   EXPECT_NEAR(it + b["facility_overhead_MWh"].get<double>(), j["facility_energy_MWh"].get<double>(), 1e-9 * it);
   EXPECT_NEAR(j["facility_energy_MWh"].get<double>(), 1.5 * it, 1e-9 * it);
   EXPECT_NEAR(j["tco2e"].get<double>(), 0.4 * j["facility_energy_MWh"].get<double>(), 1e-9);
+  EXPECT_NEAR(j["electricity_cost"].get<double>(), 0.12 * 1000 * j["facility_energy_MWh"].get<double>(), 1e-9);
+  EXPECT_TRUE(plan_json("--model glam-1.7b-64e --cluster tpu-v4-64 --tokens 1e10 --batch-tokens 262144")["electricity_cost"]
+                  .is_null());
   for (const char* key : {"steps", "step_time_s", "train_hours", "chip_hours", "it_energy_MWh", "facility_energy_MWh",
                           "tco2e", "mfu", "energy_breakdown"})
     EXPECT_TRUE(j.contains(key)) << key;
@@ -220,6 +223,11 @@ TEST(GlamsimPlan, DeadlineNamesTheCheapestClusterThatFinishesInTime) {
   EXPECT_EQ(none["fastest"], fastest);
   auto single = run_command("glamsim plan --model glam-1.7b-64e --cluster tpu-v4-64 --tokens 1e11 --quiet --days 0.01");
   EXPECT_NE(single.out.find("MISSED by"), std::string::npos) << single.out;
+  // ... and about how many chips would finish in time at its throughput per chip.
+  const auto single_j = plan_json("--model glam-1.7b-64e --cluster tpu-v4-64 --tokens 1e11 --quiet --days 0.01");
+  const double chips = std::ceil(64 * single_j["train_days"].get<double>() / 0.01);
+  EXPECT_NE(single.out.find("(about " + std::to_string(static_cast<int64_t>(chips)) + " chips at this throughput"),
+            std::string::npos) << chips << " in\n" << single.out;
   // A plan simulated with --allow-oom that does not fit is never in time, however fast; nor is a
   // cluster too small for any plan.
   const auto oom = plan_json("--model glam-8b-64e --compare dgx-a100-8 dgx-h100-64 --tokens 1e10 --days 1000 --allow-oom --quiet");
@@ -421,6 +429,8 @@ INSTANTIATE_TEST_SUITE_P(
                       BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --batch-tokens 262144 --tokens 1e12 --pue inf", "--pue inf: expected a finite"},
                       BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --batch-tokens 262144 --tokens 1e12 --carbon-intensity inf",
                               "--carbon-intensity inf: expected a finite kgCO2e/kWh from 0 to 10"},
+                      BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --batch-tokens 262144 --tokens 1e12 --price-per-kwh -1",
+                              "--price-per-kwh -1: expected a finite $/kWh from 0 to 1000"},
                       BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --batch-tokens 262144 --tokens 1e12 --pue 1e308",
                               "--pue 1e+308: expected a finite value of at least 1"},
                       BadPlan{"--model glam-1.7b-64e --cluster tpu-v4-64 --batch-tokens 262144 --tokens 1e5", "larger than the token budget"},

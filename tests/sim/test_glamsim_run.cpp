@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/text_table.h"
 #include "support/run_command.h"
 
 namespace glam {
@@ -168,9 +169,14 @@ TEST(GlamsimRun, SkewedRoutingDropsAtCapacityAndStragglesAboveIt) {
   const std::string text_base = " --cluster tpu-v4-64 --dp 64 --ep 64 --tp 1 --batch-tokens 262144 --allow-oom";
   const std::string skewed_text = run_command("glamsim run --model glam-8b-64e --routing skew=1.2" + text_base).out;
   char dropped_row[80];
-  std::snprintf(dropped_row, sizeof dropped_row, "%.1f%% of token copies (capacity factor 2)",
+  std::snprintf(dropped_row, sizeof dropped_row, "%.1f%% of token copies\n",
                 100 * skewed["mean_dropped_fraction"].get<double>());
   EXPECT_NE(skewed_text.find(dropped_row), std::string::npos) << skewed_text;
+  // The slots beside the copies they take (GLaM's convention: 2 x S / E, for top-2's 2 S / E copies),
+  // and an MFU that counts the many dropped copies says so.
+  EXPECT_NE(skewed_text.find("32 slots for 32 copies per 1024-token group (glam, factor 2)"), std::string::npos)
+      << skewed_text;
+  EXPECT_NE(skewed_text.find("(its model FLOPs count the dropped copies)"), std::string::npos) << skewed_text;
   EXPECT_NE(skewed_text.find("routing skew=1.2\n"), std::string::npos) << skewed_text;
 
   auto roomy = fs::temp_directory_path() / "glam-8b-64e-cf8.toml";
@@ -444,6 +450,30 @@ TEST(GlamsimRun, GpuPlansHoldABf16CopyOfTheWeights) {
   };
   EXPECT_DOUBLE_EQ(weights_over_gradients("dgx-h100-64"), 1.5);
   EXPECT_DOUBLE_EQ(weights_over_gradients("tpu-v4-64"), 1.0);
+}
+
+// The text report breaks the memory down as the JSON does and names the calibration behind its
+// figures: a chip kind's defaults with their efficiencies, or the profile's file.
+TEST(GlamsimRun, TextNamesItsCalibrationAndMemoryParts) {
+  const std::string layout = " --model glam-1.7b-64e --cluster dgx-h100-64 --dp 8 --tp 8";
+  auto text = run_command("glamsim run" + layout);
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find("\ncalibration: default for h100 (large products at 60.0% of peak, HBM-bound ops at 80%"),
+            std::string::npos) << text.out;
+  const auto parts = nlohmann::json::parse(run_command("glamsim run" + layout + " --format json").out)["memory_breakdown_bytes"];
+  EXPECT_NE(text.out.find("  weights, gradients, optimizer"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find(format_bytes(parts["activations"].get<double>()) + ", " +
+                          format_bytes(parts["working"].get<double>()) + "\n"),
+            std::string::npos) << text.out;
+  const fs::path profile = fs::temp_directory_path() / "glamsim-run-h100-profile.toml";
+  std::ofstream(profile) << "device = \"h100\"\n[measured]\ndevice_name = \"NVIDIA H100 80GB HBM3\"\n"
+                            "[compute]\nmatmul_flops = [1e6, 1e12]\nmatmul_efficiency = [0.3, 0.7]\n"
+                            "[memory]\nbytes = [1e4, 1e9]\nefficiency = [0.5, 0.9]\n";
+  auto measured = run_command("glamsim run --model glam-tiny --cluster dgx-h100-8 --calibration " + profile.string());
+  ASSERT_EQ(measured.exit_code, 0) << measured.err;
+  EXPECT_NE(measured.out.find("\ncalibration: " + profile.string() + " (NVIDIA H100 80GB HBM3)\n"), std::string::npos)
+      << measured.out;
+  fs::remove(profile);
 }
 
 // A run of the first blocks says so, in the text and the JSON.

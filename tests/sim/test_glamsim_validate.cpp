@@ -401,9 +401,13 @@ TEST_F(GlamsimValidate, OmissionsAreNotedAndImpossibleRoutingRefused) {
   const auto summary = nlohmann::json::parse(read_whole_file(kDir / "report" / "validation.json"));
   EXPECT_EQ(summary["calibration"], (kDir / "profile.toml").string());
   EXPECT_EQ(summary["fidelity"], "analytical");
-  // the unmatched op, uniform routing, and the softmax ops the profile measured at 1e5 bytes only
-  ASSERT_EQ(summary["records"][0]["notes"].size(), 3u);
-  EXPECT_NE(summary["records"][0]["notes"][1].get<std::string>().find(
+  // the unmatched op, a profile that names no machine, the softmax ops the profile measured at 1e5
+  // bytes only, and uniform routing
+  ASSERT_EQ(summary["records"][0]["notes"].size(), 4u);
+  EXPECT_NE(summary["records"][0]["notes"][1].get<std::string>().find("the calibration profile names no machine"),
+            std::string::npos)
+      << summary["records"][0]["notes"];
+  EXPECT_NE(summary["records"][0]["notes"][2].get<std::string>().find(
                 "op(s) are more than 2x larger or smaller than any size the profile measured them at"),
             std::string::npos)
       << summary["records"][0]["notes"];
