@@ -392,7 +392,7 @@ void add_plan_command(CLI::App& app) {
         throw UsageError("the plan for " + row.sim.input.cluster.id() + " needs " +
                          format_bytes(row.step.memory.total_bytes()) + " per chip, more than its " +
                          format_bytes(row.sim.input.usable_hbm_bytes()) + usable_hbm_note(row.sim.input) +
-                         fitting_hint(row.sim.input.plan));
+                         fitting_hint(row.sim.input.plan, !opts->plan_file.empty()));
       row.estimate = estimate_training(row.sim.input, row.step, tokens,
                                        facility_for(row.sim.input.cluster, opts->pue, opts->carbon, opts->price), interruptions);
       if (row.never_finishes() && !comparing)

@@ -42,7 +42,7 @@ void add_run_command(CLI::App& app) {
                        (r.memory.communication_bytes > 0
                             ? ", all-to-all channels " + format_bytes(r.memory.communication_bytes)
                             : "") +
-                       ")" + fitting_hint(sim.input.plan));
+                       ")" + fitting_hint(sim.input.plan, !opts->plan_file.empty()));
     HostFigures host;
     host.wall_time_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     host.peak_rss_bytes = peak_rss_bytes();

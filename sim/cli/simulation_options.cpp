@@ -86,12 +86,19 @@ void SimulationOptions::register_options(CLI::App& cmd, bool with_out_dir) {
   cmd.add_flag("--quiet", quiet, "No progress messages");
 }
 
-std::string fitting_hint(const ParallelPlan& plan) {
-  // Micro-batches are not offered: a fixed layout already gets as many as fitting it takes.
-  std::string savings = !plan.shard_weights && !plan.shard_optimizer ? "--shard-weights or --shard-optimizer" : "";
-  if (!plan.recompute) savings += std::string(savings.empty() ? "" : ", or ") + "--recompute";
-  return "; " + (savings.empty() ? std::string() : savings + " may make it fit, or ") +
-         "leave out --dp/--tp (and --plan) for a layout glamsim chooses to fit; --allow-oom simulates it anyway";
+std::string fitting_hint(const ParallelPlan& plan, bool from_plan_file) {
+  // Micro-batches are not offered: a fixed layout already gets as many as fitting it takes. A plan
+  // file's settings are its keys (the command line's flags are refused beside --plan).
+  auto setting = [&](const char* key, const char* flag) { return std::string(from_plan_file ? key : flag); };
+  std::string savings = !plan.shard_weights && !plan.shard_optimizer
+                            ? setting("shard_weights", "--shard-weights") + " or " + setting("shard_optimizer", "--shard-optimizer")
+                            : "";
+  if (!plan.recompute) savings += std::string(savings.empty() ? "" : ", or ") + setting("recompute", "--recompute");
+  if (!savings.empty()) savings += from_plan_file ? " = true in the plan file may make it fit, or " : " may make it fit, or ";
+  return "; " + savings +
+         (from_plan_file ? "leave out --plan for a layout glamsim chooses to fit"
+                         : "leave out --dp/--tp for a layout glamsim chooses to fit") +
+         "; --allow-oom simulates it anyway";
 }
 
 CalibrationProfile calibration_for(const std::string& file, const Cluster& cluster) {

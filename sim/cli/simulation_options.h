@@ -42,7 +42,7 @@ struct SimulationOptions {
 
 // What may make a fixed layout that does not fit in memory fit: the savings `plan` does not use yet,
 // or glamsim's own choice of layout; then --allow-oom. Ends an error message.
-std::string fitting_hint(const ParallelPlan& plan);
+std::string fitting_hint(const ParallelPlan& plan, bool from_plan_file);
 
 // The profile a command runs with: the file's (empty: the chip kind's defaults), refused when it
 // describes another kind of chip than the cluster's.

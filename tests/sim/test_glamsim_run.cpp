@@ -476,6 +476,18 @@ TEST(GlamsimRun, TextNamesItsCalibrationAndMemoryParts) {
   fs::remove(profile);
 }
 
+// A plan file that does not fit is told its own keys, since the flags are refused beside --plan.
+TEST(GlamsimRun, APlanFileThatDoesNotFitIsToldItsKeys) {
+  const fs::path plan = fs::temp_directory_path() / "glamsim-run-unfit-plan.toml";
+  std::ofstream(plan) << "dp = 64\ntp = 1\nep = 64\nbatch_tokens = 1048576\n";
+  auto r = run_command("glamsim run --model glam-8b-64e --cluster tpu-v4-64 --plan " + plan.string());
+  EXPECT_EQ(r.exit_code, 2) << r.out;
+  EXPECT_NE(r.err.find("; shard_weights or shard_optimizer, or recompute = true in the plan file may make it fit, or "
+                       "leave out --plan for a layout glamsim chooses to fit; --allow-oom simulates it anyway"),
+            std::string::npos) << r.err;
+  fs::remove(plan);
+}
+
 // A run of the first blocks says so, in the text and the JSON.
 TEST(GlamsimRun, PartOfAModelIsLabelled) {
   auto text = run_command("glamsim run --model glam-1.7b-64e --cluster tpu-v4-64 --layers 2 --batch-tokens 262144");
@@ -541,10 +553,10 @@ INSTANTIATE_TEST_SUITE_P(
         BadRun{"--model glam-8b-64e --cluster tpu-v4-64 --routing skew=x", "skew=X"},
         // A fixed layout that does not fit: the savings it does not use, glamsim's choice, --allow-oom.
         BadRun{"--model glam-8b-64e --cluster tpu-v4-64 --dp 64 --tp 1 --ep 64 --batch-tokens 1048576",
-               "; --shard-weights or --shard-optimizer, or --recompute may make it fit, or leave out --dp/--tp (and "
-               "--plan) for a layout glamsim chooses to fit; --allow-oom simulates it anyway"},
+               "; --shard-weights or --shard-optimizer, or --recompute may make it fit, or leave out --dp/--tp "
+               "for a layout glamsim chooses to fit; --allow-oom simulates it anyway"},
         BadRun{"--model glam-64b-64e --cluster tpu-v4-64 --dp 64 --tp 1 --ep 64 --shard-weights --recompute",
-               "; leave out --dp/--tp (and --plan) for a layout glamsim chooses to fit"},
+               "; leave out --dp/--tp for a layout glamsim chooses to fit"},
         BadRun{"--model glam-64b-64e --cluster tpu-v4-64", "fits"},
         BadRun{"--model nope --cluster tpu-v4-64", "unknown model id 'nope'"},
         BadRun{"--model glam-8b-64e --cluster nope", "unknown cluster id 'nope'"},
