@@ -248,6 +248,10 @@ void add_collective_command(CLI::App& app) {
                                : opts->against_measured ? opts->calibration + " without its measured collectives"
                                                         : opts->calibration;
     auto error = [](const Point& p) { return p.cost.time_s / p.measured_s - 1; };
+    // The measured time's bus bandwidth, beside the model's.
+    auto measured_busbw = [&](const Point& p) {
+      return bus_factor(p.kind, static_cast<int>(n)) * static_cast<double>(p.bytes) / p.measured_s;
+    };
     if (opts->format == "json") {
       nlohmann::json out = {{"cluster", cluster.id()},   {"chips", chips},
                             {"group_size", n},           {"groups", groups},
@@ -268,6 +272,7 @@ void add_collective_command(CLI::App& app) {
       if (opts->against_measured)
         for (size_t i = 0; i < points.size(); ++i) {
           out["results"][i]["measured_time_s"] = points[i].measured_s;
+          out["results"][i]["measured_busbw_Bps"] = measured_busbw(points[i]);
           out["results"][i]["error"] = error(points[i]);
         }
       std::cout << out.dump(2) << "\n";
@@ -286,14 +291,18 @@ void add_collective_command(CLI::App& app) {
     if (opts->against_measured) {
       head.insert(head.begin() + 3, {"measured", "model error"});
       right.insert(right.begin() + 3, {true, true});
+      head.insert(head.end() - 1, "measured busbw");
+      right.insert(right.end() - 1, true);
     }
     TextTable t(head, right);
     for (const Point& p : points) {
       std::vector<std::string> row = {collective_name(p.kind), format_bytes(static_cast<double>(p.bytes)),
                                       format_seconds(p.cost.time_s), format_fixed(algbw(p) / 1e9, 2),
                                       format_fixed(busbw(p) / 1e9, 2), p.cost.algorithm};
-      if (opts->against_measured)
+      if (opts->against_measured) {
         row.insert(row.begin() + 3, {format_seconds(p.measured_s), format_percent(error(p))});
+        row.insert(row.end() - 1, format_fixed(measured_busbw(p) / 1e9, 2));
+      }
       t.add_row(row);
     }
     std::cout << t.render()

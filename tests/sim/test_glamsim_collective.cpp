@@ -292,6 +292,8 @@ TEST(GlamsimCollective, ProfileCurvesGiveTheMeasuredTimes) {
     EXPECT_NEAR(p["measured_time_s"].get<double>(), i ? 1e6 / 0.8e10 : 1e3 / 0.1e10, 1e-12);
     EXPECT_DOUBLE_EQ(p["time_s"].get<double>(), l["results"][i]["time_s"].get<double>());
     EXPECT_NEAR(p["error"].get<double>(), p["time_s"].get<double>() / p["measured_time_s"].get<double>() - 1, 1e-12);
+    // two ranks: an all-reduce's bus factor 2(n-1)/n is 1, so the measured busbw is bytes / measured time
+    EXPECT_NEAR(p["measured_busbw_Bps"].get<double>(), i ? 0.8e10 : 0.1e10, 1e-3);
   }
   // Without --cluster, the host the profile measured: its two ranks, linked as it measured, as host.toml.
   const auto on_host = results_of("--calibration " + (dir / "profile.toml").string() + " --kind all_reduce --against-measured");
