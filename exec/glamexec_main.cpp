@@ -43,7 +43,7 @@ int main(int argc, char** argv) {
       ->transform(integer_at_least(1, std::numeric_limits<int32_t>::max()));  // as train: 32-bit token indices
   describe->add_option("--layers", d.layers, "Only the model's first K layers, as glamexec train --layers (0: all)")
       ->transform(integer_at_least(0));
-  describe->add_option("--format", d.format, "text or json");
+  describe->add_option("--format", d.format, "text or json")->transform(glam::cli_checks::output_format());
   describe->callback([&] { glam::exec::run_describe(d, std::cout); });
 
   glam::exec::TrainOptions t;
@@ -84,7 +84,7 @@ int main(int argc, char** argv) {
       ->transform(integer_at_least(1, 4096));
   train->add_option("--record", t.record, "Write the run record (JSON) to this file, atomically")
       ->check(glam::cli_checks::output_path("a file name"));
-  train->add_option("--format", t.format, "text or json (the run record on stdout)");
+  train->add_option("--format", t.format, "text or json (the run record on stdout)")->transform(glam::cli_checks::output_format());
   train->add_option("--text", t.text, "Training text file (default: Debian's /usr/share/common-licenses)");
   train->add_option("--tokenizer", t.tokenizer, "SentencePiece model (default: trained on the text, cached)");
   train->add_flag("--random-tokens", t.random_tokens, "Uniform random tokens instead of text (timing runs of large vocabularies)");

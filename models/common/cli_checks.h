@@ -54,6 +54,16 @@ inline CLI::Validator output_path(const std::string& what) {
       [what](std::string& text) -> std::string { return text.empty() ? "got '', expected " + what : ""; }, "PATH");
 }
 
+// --format of both programs: "text" (also spelt "table") or "json"; "table" is read as "text".
+inline CLI::Validator output_format() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        if (text == "table") text = "text";
+        return text == "text" || text == "json" ? "" : "got '" + text + "', expected text (or table) or json";
+      },
+      "text|json");
+}
+
 // A non-negative whole number that fits 64 bits (seeds): no sign, no wrap-around.
 inline CLI::Validator unsigned_integer() {
   return CLI::Validator(

@@ -105,7 +105,7 @@ std::string group_shape(const Cluster& cluster, const std::vector<int>& group) {
 
 void add_collective_command(CLI::App& app) {
   struct Options {
-    std::string cluster, fidelity = "analytical", calibration, format = "table", min_bytes = "1K", max_bytes = "4G",
+    std::string cluster, fidelity = "analytical", calibration, format = "text", min_bytes = "1K", max_bytes = "4G",
                 algorithm = "fastest";
     std::vector<std::string> kinds;
     int64_t group_size = 0, step_factor = 4, stride = 1;
@@ -144,7 +144,7 @@ void add_collective_command(CLI::App& app) {
   cmd->add_flag("--against-measured", opts->against_measured,
                 "Set the link model (the profile's collective curves left out) beside the times the profile "
                 "measured, at its sizes: the model's error on this host");
-  cmd->add_option("--format", opts->format, "table or json")->check(CLI::IsMember({"table", "json"}));
+  cmd->add_option("--format", opts->format, "text (or table) or json")->transform(cli_checks::output_format());
   cmd->callback([opts] {
     if (opts->against_measured && opts->calibration.empty())
       throw UsageError("--against-measured compares with a calibration profile's measured collectives: give "

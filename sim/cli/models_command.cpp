@@ -1,6 +1,7 @@
 #include <iostream>
 
 #include "cli/command.h"
+#include "common/cli_checks.h"
 #include "common/catalogue.h"
 #include "model_config.h"
 #include "model_table.h"
@@ -10,13 +11,13 @@ namespace glam::cli {
 void add_models_command(CLI::App& app) {
   struct Options {
     std::vector<std::string> ids;
-    std::string format = "table";
+    std::string format = "text";
     bool fields = false;
   };
   auto opts = std::make_shared<Options>();
   CLI::App* cmd = app.add_subcommand("models", "Model catalogue: parameters and FLOPs, computed beside the paper's figures");
   cmd->add_option("ids", opts->ids, "Model ids, TOML files or patterns over the catalogue ('glam-1.7b*'; default: the whole catalogue)");
-  cmd->add_option("--format", opts->format, "table or json")->check(CLI::IsMember({"table", "json"}));
+  cmd->add_option("--format", opts->format, "text (or table) or json")->transform(cli_checks::output_format());
   cmd->add_flag("--fields", opts->fields, "List every model config field with its type, unit and default");
   cmd->callback([opts] {
     if (opts->fields) {

@@ -82,7 +82,7 @@ void SimulationOptions::register_options(CLI::App& cmd, bool with_out_dir) {
   if (with_out_dir)
     cmd.add_option("--out", out_dir, "Write config.json, stats.txt, trace.json, layers.csv and host.txt here")
         ->check(cli_checks::output_path("a folder name"));
-  cmd.add_option("--format", format, "table or json")->check(CLI::IsMember({"table", "json"}));
+  cmd.add_option("--format", format, "text (or table) or json")->transform(cli_checks::output_format());
   cmd.add_flag("--quiet", quiet, "No progress messages");
 }
 

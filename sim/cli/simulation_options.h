@@ -25,7 +25,7 @@ struct ResolvedSimulation {
 
 struct SimulationOptions {
   std::string model, cluster, plan_file, routing = "uniform", fidelity = "analytical", calibration, out_dir;
-  std::string format = "table";
+  std::string format = "text";
   std::string mapping = "auto";
   int64_t dp = 0, ep = 0, tp = 0, pp = 0, virtual_stages = 0, batch_tokens = 0, layers = -1, microbatches = 0;
   size_t flow_max_flows = 16384;

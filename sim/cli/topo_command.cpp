@@ -3,6 +3,7 @@
 
 #include "chip_kinds.h"
 #include "cli/command.h"
+#include "common/cli_checks.h"
 #include "cluster.h"
 #include "common/catalogue.h"
 #include "common/text_table.h"
@@ -38,14 +39,14 @@ std::string render_topology_table(const std::vector<Cluster>& clusters, const st
 void add_topo_command(CLI::App& app) {
   struct Options {
     std::vector<std::string> ids;
-    std::string format = "table";
+    std::string format = "text";
     bool fields = false;
   };
   auto opts = std::make_shared<Options>();
   CLI::App* cmd = app.add_subcommand(
       "topo", "Cluster catalogue: chips, links, diameter, bisection and injection bandwidth, peak FLOP/s, HBM");
   cmd->add_option("ids", opts->ids, "Cluster ids, TOML files or patterns over the catalogue ('dgx-*'; default: the whole catalogue)");
-  cmd->add_option("--format", opts->format, "table or json")->check(CLI::IsMember({"table", "json"}));
+  cmd->add_option("--format", opts->format, "text (or table) or json")->transform(cli_checks::output_format());
   cmd->add_flag("--fields", opts->fields, "List every cluster-file and chip-file field with its type, unit and default");
   cmd->callback([opts] {
     if (opts->fields) {

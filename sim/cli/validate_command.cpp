@@ -13,7 +13,7 @@ namespace glam::cli {
 void add_validate_command(CLI::App& app) {
   struct Options {
     std::vector<std::string> records;
-    std::string calibration, out_dir, format = "table", fidelity = "analytical";
+    std::string calibration, out_dir, format = "text", fidelity = "analytical";
   };
   auto opts = std::make_shared<Options>();
   CLI::App* cmd = app.add_subcommand("validate", "Simulate executor run records and compare with what they measured");
@@ -22,7 +22,7 @@ void add_validate_command(CLI::App& app) {
   cmd->add_option("--fidelity", opts->fidelity, "analytical or flow");
   cmd->add_option("--out", opts->out_dir, "Write report.md, plot.svg and validation.json here")
       ->check(cli_checks::output_path("a folder name"));
-  cmd->add_option("--format", opts->format, "table or json")->check(CLI::IsMember({"table", "json"}));
+  cmd->add_option("--format", opts->format, "text (or table) or json")->transform(cli_checks::output_format());
   cmd->callback([opts] {
     if (!opts->out_dir.empty()) check_output_folder("--out", opts->out_dir, {"report.md", "plot.svg", "validation.json"});
     // A record given twice would count twice in the medians.

@@ -488,6 +488,17 @@ TEST(GlamsimRun, APlanFileThatDoesNotFitIsToldItsKeys) {
   fs::remove(plan);
 }
 
+// Both programs spell their text output "text" (glamexec's word) or "table" (glamsim's first word).
+TEST(GlamsimRun, FormatTextAndTableAreTheSame) {
+  for (const char* command : {"glamsim models glam-tiny", "glamsim topo dgx-h100-8", "glamexec describe --model glam-tiny"}) {
+    auto text = run_command(std::string(command) + " --format text"), table = run_command(std::string(command) + " --format table");
+    EXPECT_EQ(text.exit_code, 0) << command << ": " << text.err;
+    EXPECT_EQ(table.exit_code, 0) << command << ": " << table.err;
+    EXPECT_FALSE(text.out.empty()) << command;
+    EXPECT_EQ(text.out, table.out) << command;
+  }
+}
+
 // A run of the first blocks says so, in the text and the JSON.
 TEST(GlamsimRun, PartOfAModelIsLabelled) {
   auto text = run_command("glamsim run --model glam-1.7b-64e --cluster tpu-v4-64 --layers 2 --batch-tokens 262144");
@@ -549,6 +560,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadRun{"--model glam-8b-64e --cluster tpu-v4-64 --dp 64 --tp 1 --ep 64 --batch-tokens 4096",
                "smaller than the data-parallel width"},
         BadRun{"--model glam-8b-64e --cluster tpu-v4-64 --fidelity exact", "--fidelity exact: expected analytical or flow"},
+        BadRun{"--model glam-8b-64e --cluster tpu-v4-64 --format xml", "--format: got 'xml', expected text (or table) or json"},
         BadRun{"--model glam-8b-64e --cluster tpu-v4-64 --routing /nonexistent.json", "/nonexistent.json"},
         BadRun{"--model glam-8b-64e --cluster tpu-v4-64 --routing skew=x", "skew=X"},
         // A fixed layout that does not fit: the savings it does not use, glamsim's choice, --allow-oom.
