@@ -308,7 +308,7 @@ ValidationSummary validate_records(const std::vector<std::string>& files, const 
   ValidationSummary s;
   s.calibration = profile_file.value_or("");
   s.fidelity = fidelity_name(fidelity);
-  std::vector<double> step_errors, op_errors;
+  std::vector<double> step_errors, op_errors, collective_errors;
   const std::vector<SimulatedRecord> simulated = simulate_records(inputs, fidelity);
   for (size_t i = 0; i < inputs.size(); ++i) {
     const auto& [record, in] = inputs[i];
@@ -328,11 +328,16 @@ ValidationSummary validate_records(const std::vector<std::string>& files, const 
       op_errors.push_back(std::fabs(v.ops.back().error()));
     }
     step_errors.push_back(std::fabs(v.step_error()));
+    for (const auto& [kind, time] : v.collectives())
+      if (time.first > 0) collective_errors.push_back(std::fabs((time.second - time.first) / time.first));
     s.records.push_back(std::move(v));
   }
+  auto largest = [](const std::vector<double>& v) { return v.empty() ? 0.0 : *std::max_element(v.begin(), v.end()); };
   s.median_abs_step_error = median_of(step_errors);
-  s.max_abs_step_error = step_errors.empty() ? 0 : *std::max_element(step_errors.begin(), step_errors.end());
+  s.max_abs_step_error = largest(step_errors);
   s.median_abs_op_error = median_of(op_errors);
+  s.median_abs_collective_error = median_of(collective_errors);
+  s.max_abs_collective_error = largest(collective_errors);
   return s;
 }
 
@@ -362,7 +367,9 @@ nlohmann::json ValidationSummary::to_json() const {
                         {"records", nlohmann::json::array()},
                         {"median_abs_step_error", median_abs_step_error},
                         {"max_abs_step_error", max_abs_step_error},
-                        {"median_abs_op_error", median_abs_op_error}};
+                        {"median_abs_op_error", median_abs_op_error},
+                        {"median_abs_collective_error", median_abs_collective_error},
+                        {"max_abs_collective_error", max_abs_collective_error}};
   for (const auto& v : records) {
     nlohmann::json ops = nlohmann::json::array();
     for (const auto& op : v.ops)
@@ -481,7 +488,11 @@ std::string ValidationSummary::to_text() const {
     for (const auto& [kind, time] : v.collectives())
       c.add_row({v.record.file, kind, format_seconds(time.first), format_seconds(time.second),
                  time.first > 0 ? format_percent((time.second - time.first) / time.first) : std::string("-")});
-  const std::string collectives = c.empty() ? "" : "\ncollectives per step, summed over their op ids:\n" + c.render();
+  const std::string collectives =
+      c.empty() ? ""
+                : "\ncollectives per step, summed over their op ids:\n" + c.render() + "median |collective error| " +
+                      fixed(100 * median_abs_collective_error, 1) + "%, largest " +
+                      fixed(100 * max_abs_collective_error, 1) + "%\n";
   const std::string notes = notes_text(records, "");
   return t.render() + "\nmedian |step error| " + fixed(100 * median_abs_step_error, 1) + "%, largest " +
          fixed(100 * max_abs_step_error, 1) + "%, median |op error| " + fixed(100 * median_abs_op_error, 1) + "%\n" +
@@ -526,6 +537,9 @@ std::string ValidationSummary::to_markdown(const std::string& plot_file) const {
       for (const auto& [kind, t] : v.collectives())
         o << "| " << v.record.file << " | " << kind << " | " << fixed(t.first * 1e3, 3) << " | " << fixed(t.second * 1e3, 3)
           << " | " << (t.first > 0 ? format_percent((t.second - t.first) / t.first) : std::string("-")) << " |\n";
+    o << "\nMedian absolute collective error **" << fixed(100 * median_abs_collective_error, 1) << "%**, largest **"
+      << fixed(100 * max_abs_collective_error, 1)
+      << "%** (measured from each call to its return, the wait for the other ranks included).\n";
   }
   // Pipelined records: where each stage's step goes (its ops, and its waits: bubble and imbalance).
   bool any_pipeline = false;

@@ -61,6 +61,8 @@ struct ValidationSummary {
   std::string fidelity;     // analytical or flow
   std::string command() const;  // the glamsim validate command that reproduces this summary
   double median_abs_step_error = 0, max_abs_step_error = 0, median_abs_op_error = 0;
+  // Over each record's collectives per step by kind and axis (RecordValidation::collectives).
+  double median_abs_collective_error = 0, max_abs_collective_error = 0;
   nlohmann::json to_json() const;
   std::string to_text() const;
   std::string to_markdown(const std::string& plot_file) const;

@@ -114,11 +114,19 @@ TEST_F(GlamsimValidate, CollectivesPerKindInTextAndJson) {
   const auto collectives = nlohmann::json::parse(json.out)["records"][0]["collectives"];
   ASSERT_TRUE(collectives.contains("all_to_all over ep")) << collectives.dump();
   EXPECT_NE(text.out.find("collectives per step, summed over their op ids:"), std::string::npos) << text.out;
+  std::vector<double> errors;
   for (const auto& [kind, t] : collectives.items()) {
     EXPECT_GT(t["measured_s"].get<double>(), 0) << kind;
     EXPECT_GT(t["simulated_s"].get<double>(), 0) << kind;
     EXPECT_NE(text.out.find(kind), std::string::npos) << kind << "\n" << text.out;
+    errors.push_back(std::fabs(t["simulated_s"].get<double>() / t["measured_s"].get<double>() - 1));
   }
+  // Their errors are summarised as the steps' are: the median and the largest.
+  ASSERT_EQ(errors.size(), 2u);  // all_reduce over dp, all_to_all over ep
+  const auto summary = nlohmann::json::parse(json.out);
+  EXPECT_NEAR(summary["median_abs_collective_error"].get<double>(), (errors[0] + errors[1]) / 2, 1e-9);
+  EXPECT_NEAR(summary["max_abs_collective_error"].get<double>(), std::max(errors[0], errors[1]), 1e-9);
+  EXPECT_NE(text.out.find("median |collective error| "), std::string::npos) << text.out;
 }
 
 TEST_F(GlamsimValidate, AFasterHostSimulatesAFasterStep) {
