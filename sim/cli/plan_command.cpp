@@ -201,7 +201,9 @@ std::string render_single(const PlanRow& row, std::optional<double> deadline_day
   add("chips, above idle", e.energy.chip_compute);
   add("chips, idle", e.energy.chip_idle);
   add("hosts (share per chip)", e.energy.host);
-  add("network", e.energy.network);
+  // A cluster whose links and switches draw nothing of their own (TPU pods: the ICI is in the chips'
+  // and the hosts' figures) says where that power went rather than a bare 0.
+  add(e.energy.network > 0 ? "network" : "network (in chips, hosts)", e.energy.network);
   add("facility overhead", e.energy.facility_overhead);
   out += "\n" + b.render() + calibration_line(in.profile);
   if (!row.step.fits_memory) out += "\nWARNING: the plan does not fit in memory (simulated anyway)\n";
