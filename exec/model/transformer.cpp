@@ -58,16 +58,20 @@ void check_executor_settings(const ModelConfig& m, const std::string& file) {
                       "float32: the executor keeps float32 master weights, as GLaM trained (glamsim counts the other)");
 }
 
+void check_experts_divide(const ModelConfig& m, int64_t ranks, int64_t stages) {
+  if (m.is_moe() && m.experts % ranks != 0)
+    throw UsageError(std::to_string(ranks) + (stages > 1 ? " ranks per pipeline stage" : " ranks") + " do not divide the " +
+                     std::to_string(m.experts) + " experts of " + m.id +
+                     " (expert parallelism puts experts/ranks experts on each rank of a stage)");
+}
+
 void check_runnable(const ModelConfig& m, const ExecShape& s) {
   auto n = [](int64_t v) { return std::to_string(v); };
   check_executor_settings(m, "model " + m.id);
   if (s.seq_len != m.seq_len) throw UsageError("sequence length " + n(s.seq_len) + " differs from the model's " + n(m.seq_len));
   if (s.ranks < 1 || s.seqs < 1) throw UsageError("each rank needs at least one sequence");
+  check_experts_divide(m, s.ranks, s.stages);
   if (m.is_moe()) {
-    if (m.experts % s.ranks != 0)
-      throw UsageError(n(s.ranks) + (s.stages > 1 ? " ranks per pipeline stage" : " ranks") + " do not divide the " +
-                       n(m.experts) + " experts of " + m.id +
-                       " (expert parallelism puts experts/ranks experts on each rank of a stage)");
     if (s.tokens() % m.group_tokens != 0)
       throw UsageError("tokens per rank (" + n(s.tokens()) + ") must be a multiple of the routing group size moe.group_tokens = " +
                        n(m.group_tokens) + " of " + m.id);

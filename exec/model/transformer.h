@@ -66,6 +66,9 @@ struct ExecShape {
 // Checks that the executor implements the model's settings (position encoding, optimizer, MoE
 // dispatch, weight precision): ConfigError naming `file` (the model's file) and the key otherwise.
 void check_executor_settings(const ModelConfig& m, const std::string& file);
+// The MoE experts split evenly over the expert-parallel ranks of a stage (data- and expert-parallel
+// ranks, tensor-parallel slices apart); checked before the batch, whose error would otherwise come first.
+void check_experts_divide(const ModelConfig& m, int64_t ranks, int64_t stages);
 // Checks that the model and shape can run here (the settings, as check_executor_settings, naming the
 // model's id); throws UsageError or ConfigError with a clear message.
 void check_runnable(const ModelConfig& m, const ExecShape& s);

@@ -499,6 +499,7 @@ int run_train(const TrainOptions& o, Communicator& comm, std::ostream& out) {
                      std::to_string(ranks / o.stages) + (o.stages > 1 ? " ranks per pipeline stage" : " ranks") +
                      " (each group of that many ranks shares its tokens and splits the matrices)" + more_ranks);
   const int stage_ranks = ranks / o.stages / tp;  // data- and expert-parallel ranks per stage
+  check_experts_divide(m, stage_ranks, o.stages);
   const int64_t global_tokens = o.batch_tokens > 0 ? o.batch_tokens : kDefaultBatchSequences * m.seq_len;
   if (o.microbatches < 1 || o.microbatches > (int64_t{1} << 20))
     throw UsageError("--microbatches " + std::to_string(o.microbatches) + ": expected from 1 to 1048576");
