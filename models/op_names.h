@@ -16,7 +16,7 @@ inline constexpr const char* kAttnScores = "attn_scores";
 inline constexpr const char* kAttnSoftmax = "attn_softmax";
 inline constexpr const char* kAttnContext = "attn_context";
 inline constexpr const char* kAttnOut = "attn_out";
-// Dense feed-forward block (its norm is also the MoE block's).
+// Dense feed-forward block; ffn_norm is the MoE block's norm too.
 inline constexpr const char* kFfnNorm = "ffn_norm";
 inline constexpr const char* kFfnIn = "ffn_in";
 inline constexpr const char* kFfnAct = "ffn_act";
@@ -35,7 +35,7 @@ inline constexpr const char* kLogits = "logits";
 inline constexpr const char* kLoss = "loss";
 inline constexpr const char* kOptimizer = "optimizer";
 
-// Every name above, in step order.
+// Every name above: the blocks' ops in their order, then the model's ends and the update.
 std::span<const std::string_view> compute_ops();
 bool is_compute_op(std::string_view name);
 // "attn_norm, attn_qkv, ..., optimizer", for messages that expect one of them.

@@ -174,7 +174,7 @@ Transformer<T>::Transformer(const ModelConfig& m, const ExecShape& shape, Commun
       for (int b = 0; b < 2; ++b)
         op_ids_[static_cast<size_t>(l)][static_cast<size_t>(op)][static_cast<size_t>(b)] =
             layer_op_id(l, static_cast<LayerOp>(op), b == 1);
-  for (int op = 0; op < static_cast<int>(StageOp::kCount); ++op) {
+  {
     namespace n = glam::op_name;
     const std::string fwd = ".fwd", bwd = ".bwd";
     const std::string names[] = {n::kEmbed + fwd,  n::kEmbed + bwd, n::kFinalNorm + fwd, n::kFinalNorm + bwd,
@@ -182,7 +182,7 @@ Transformer<T>::Transformer(const ModelConfig& m, const ExecShape& shape, Commun
                                  "grad_allreduce", "embed_tie_allreduce.bwd", "embed_tp_allreduce.fwd",
                                  "logits_tp_allreduce.bwd"};
     static_assert(std::size(names) == static_cast<size_t>(StageOp::kCount));
-    stage_ids_[static_cast<size_t>(op)] = stage_op_id(s_, names[op]);
+    for (size_t op = 0; op < std::size(names); ++op) stage_ids_[op] = stage_op_id(s_, names[op]);
   }
   // Sends: with interleaved stages their ids name the sending chunk, as the StepGraph's do.
   // Receives' gathers name the receiving chunk.

@@ -157,9 +157,8 @@ void init_context(KernelContext& ctx) {
 void release_context(KernelContext& ctx) {
   if (ctx.backend != Backend::kCuda) return;
   cudaStreamSynchronize(stream_of(ctx));
-  if (ctx.blas_handle) cublasDestroy(static_cast<cublasHandle_t>(ctx.blas_handle));
-  if (ctx.stream) cudaStreamDestroy(stream_of(ctx));
   {
+    // Before the stream goes: a context made meanwhile may be handed the same stream handle.
     std::lock_guard<std::mutex> lock(g_scratch_mutex);
     auto it = g_scratch.find(stream_of(ctx));
     if (it != g_scratch.end()) {
@@ -167,6 +166,8 @@ void release_context(KernelContext& ctx) {
       g_scratch.erase(it);
     }
   }
+  if (ctx.blas_handle) cublasDestroy(static_cast<cublasHandle_t>(ctx.blas_handle));
+  if (ctx.stream) cudaStreamDestroy(stream_of(ctx));
   ctx.blas_handle = nullptr;
   ctx.stream = nullptr;
   ctx.backend = Backend::kCpu;

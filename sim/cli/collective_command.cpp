@@ -291,7 +291,7 @@ void add_collective_command(CLI::App& app) {
     if (opts->against_measured) {
       head.insert(head.begin() + 3, {"measured", "model error"});
       right.insert(right.begin() + 3, {true, true});
-      head.insert(head.end() - 1, "measured busbw");
+      head.insert(head.end() - 1, "measured busbw (GB/s)");
       right.insert(right.end() - 1, true);
     }
     TextTable t(head, right);

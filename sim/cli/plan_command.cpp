@@ -81,12 +81,12 @@ std::string margin(double days) {
 }
 
 // A missed deadline's first-order answer to "how many chips then?": the chips that would finish in
-// time at this plan's tokens per chip-second. Larger clusters run other layouts (and scale less than
-// linearly), so it is a starting point for --compare, not a plan.
+// time at this plan's tokens per chip-second, rounded up to two significant figures. Larger clusters
+// run other layouts (and scale less than linearly), so it is a starting point for --compare, not a plan.
 std::string chips_for_deadline(const PlanRow& row, double deadline_days) {
   const double chips = static_cast<double>(row.sim.input.cluster.num_chips()) * row.days() / deadline_days;
-  return " (about " + format_fixed(std::ceil(chips), 0) +
-         " chips at this throughput per chip)";
+  const double unit = chips < 100 ? 1 : std::pow(10, std::floor(std::log10(chips)) - 1);
+  return " (about " + format_fixed(std::ceil(chips / unit) * unit, 0) + " chips at this throughput per chip)";
 }
 
 // --days with --compare: of the clusters that finish in time, the one drawing the least facility
@@ -201,9 +201,9 @@ std::string render_single(const PlanRow& row, std::optional<double> deadline_day
   add("chips, above idle", e.energy.chip_compute);
   add("chips, idle", e.energy.chip_idle);
   add("hosts (share per chip)", e.energy.host);
-  // A cluster whose links and switches draw nothing of their own (TPU pods: the ICI is in the chips'
-  // and the hosts' figures) says where that power went rather than a bare 0.
-  add(e.energy.network > 0 ? "network" : "network (in chips, hosts)", e.energy.network);
+  // A cluster file whose links and switches draw nothing of their own (the TPU pods': the ICI is in
+  // the chips' and the hosts' figures) says so rather than a bare 0.
+  add(e.energy.network > 0 ? "network" : "network (none of its own)", e.energy.network);
   add("facility overhead", e.energy.facility_overhead);
   out += "\n" + b.render() + calibration_line(in.profile);
   if (!row.step.fits_memory) out += "\nWARNING: the plan does not fit in memory (simulated anyway)\n";
@@ -246,6 +246,11 @@ std::string render_compare(const std::vector<PlanRow>& rows, double tokens, std:
     return r.estimate.interruptions.has_value();
   });
   if (interruptions) header.insert(header.begin() + 5, "goodput"), right.insert(right.begin() + 5, true);
+  // A price per kWh (--price-per-kwh, or a cluster file's) prices each row's facility energy.
+  const bool priced = std::any_of(rows.begin(), rows.end(), [](const PlanRow& r) {
+    return r.planned() && r.estimate.electricity_cost.has_value();
+  });
+  if (priced) header.push_back("electricity $"), right.push_back(true);
   if (deadline_days) header.push_back("in time"), right.push_back(false);
   TextTable t(header, right);
   for (const auto& r : rows) {
@@ -258,6 +263,7 @@ std::string render_compare(const std::vector<PlanRow>& rows, double tokens, std:
                                     format_duration(r.estimate.interruptions->system_mtbf_s),
                "-", "-", "-", "-", "-", "-", "-"};
       if (interruptions) cells.push_back("-");
+      if (priced) cells.push_back("-");
     } else {
       const auto& e = r.estimate;
       cells = {r.sim.input.cluster.id(), std::to_string(r.sim.input.cluster.num_chips()),
@@ -267,6 +273,7 @@ std::string render_compare(const std::vector<PlanRow>& rows, double tokens, std:
       cells.insert(cells.end(), {format_count(e.chip_hours),
                format_fixed(100 * e.mfu, 1) + "%", format_fixed(e.average_power_per_chip_W(), 0),
                format_fixed(e.facility_energy_MWh() * u.per_MWh, 1), format_fixed(e.tco2e * u.per_t, 1)});
+      if (priced) cells.push_back(e.electricity_cost ? format_count(*e.electricity_cost) : "-");
     }
     if (deadline_days) cells.push_back(!r.planned() ? "-" : r.meets(*deadline_days) ? "yes" : "no");
     t.add_row(cells);

@@ -89,12 +89,14 @@ void SimulationOptions::register_options(CLI::App& cmd, bool with_out_dir) {
 std::string fitting_hint(const ParallelPlan& plan, bool from_plan_file) {
   // Micro-batches are not offered: a fixed layout already gets as many as fitting it takes. A plan
   // file's settings are its keys (the command line's flags are refused beside --plan).
-  auto setting = [&](const char* key, const char* flag) { return std::string(from_plan_file ? key : flag); };
+  auto setting = [&](const char* key, const char* flag) {
+    return from_plan_file ? std::string(key) + " = true" : std::string(flag);
+  };
   std::string savings = !plan.shard_weights && !plan.shard_optimizer
                             ? setting("shard_weights", "--shard-weights") + " or " + setting("shard_optimizer", "--shard-optimizer")
                             : "";
   if (!plan.recompute) savings += std::string(savings.empty() ? "" : ", or ") + setting("recompute", "--recompute");
-  if (!savings.empty()) savings += from_plan_file ? " = true in the plan file may make it fit, or " : " may make it fit, or ";
+  if (!savings.empty()) savings += from_plan_file ? " in the plan file may make it fit, or " : " may make it fit, or ";
   return "; " + savings +
          (from_plan_file ? "leave out --plan for a layout glamsim chooses to fit"
                          : "leave out --dp/--tp for a layout glamsim chooses to fit") +
@@ -139,17 +141,17 @@ ResolvedSimulation SimulationOptions::resolve_for_cluster(const std::string& clu
   if (!base.batch_tokens) base.batch_tokens = kDefaultBatchTokens;
   if (layers > m.layers)
     throw UsageError("--layers " + std::to_string(layers) + ": " + m.id + " has " + std::to_string(m.layers) + " blocks");
-  if (layers >= 0 && (base.pp > 1 || base.virtual_stages > 1))
+  if (layers > 0 && (base.pp > 1 || base.virtual_stages > 1))
     throw UsageError("--layers " + std::to_string(layers) + " simulates the first blocks of " + m.id +
                      " on one pipeline stage: use pp = 1 and virtual_stages = 1");
-  if (layers >= 0) base.pp = 1, base.virtual_stages = 1;  // the chooser keeps to one stage too
+  if (layers > 0) base.pp = 1, base.virtual_stages = 1;  // the chooser keeps to one stage too
   if (spec.kind != "uniform" && !m.is_moe())
     throw UsageError("--routing " + routing + ": " + m.id + " is dense (no experts to route to)");
   SimulationInput in{m, c, base, spec, fid, profile, layers, flow_max_flows};
   in.hbm_headroom = hbm_headroom;
   // Checks the routing file against the model now rather than mid-simulation.
   int moe_blocks = 0;
-  for (int64_t l = 0; l < (layers < 0 ? m.layers : std::min(layers, m.layers)); ++l) moe_blocks += m.is_moe_layer(l);
+  for (int64_t l = 0; l < (layers > 0 ? std::min(layers, m.layers) : m.layers); ++l) moe_blocks += m.is_moe_layer(l);
   expert_routing(spec, m, moe_blocks);
 
   ResolvedSimulation out{in, ""};

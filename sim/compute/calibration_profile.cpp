@@ -347,6 +347,7 @@ CalibrationProfile load_profile(const std::string& path) {
   ProfileFile f = profile_schema().parse(table, path);
   CalibrationProfile p = default_profile(f.device);
   p.source = path;
+  p.from_file = true;
   p.host = f.host, p.device_name = f.device_name;
   p.matmul = curve_from(f.matmul_flops, f.matmul_eff, path, "compute.matmul_efficiency", "compute.matmul_flops");
   p.attention = f.attention_eff.empty() ? p.matmul

@@ -37,6 +37,7 @@ struct CollectiveCurve {
 
 struct CalibrationProfile {
   std::string source;  // file it came from, or "default for <chip kind>"
+  bool from_file = false;  // read from a file (measured), not a chip kind's defaults
   std::string device;  // chip kind it describes
   std::string precision;  // the measured products' arithmetic (fp32, tf32, bf16); empty in older profiles
   // The host and the device (CPU model or GPU name) it measured, as run records name them; empty in

@@ -59,7 +59,7 @@ double peak_rss_bytes() {
 }
 
 std::string calibration_line(const CalibrationProfile& cal) {
-  if (cal.source.rfind("default for ", 0) == 0)
+  if (!cal.from_file)
     return "calibration: " + cal.source + " (large products at " + format_fixed(100 * cal.matmul.values.back(), 1) +
            "% of peak, HBM-bound ops at " + format_fixed(100 * cal.memory.values.back(), 0) +
            "% of bandwidth; --calibration FILE for measured ones)\n";
@@ -142,18 +142,19 @@ std::string step_summary_text(const SimulationInput& in, const StepResult& r, co
   if (p.pp > 1)
     t.add_row({"pipeline bubble", format_seconds(r.pipeline_bubble_s) + " (" + pct(r.pipeline_bubble_s) + "; stage " +
                                       std::to_string(r.busiest_stage) + ", the busiest)"});
-  if (in.model.is_moe())
+  const ModelConfig held = in.model_held();  // --layers K: the blocks run, which may all be dense
+  if (held.is_moe())
     t.add_row({"all-to-all", format_seconds(r.alltoall_s) + ", " + format_bytes(r.alltoall_bytes) + " sent per chip"});
   if (r.flow_phases_analytical > 0)
     t.add_row({"flow phases", std::to_string(r.flow_phases_simulated) + " played in SimGrid, " +
-                                  std::to_string(r.flow_phases_analytical) + " costed analytically (over --flow-max-flows " +
-                                  std::to_string(in.flow_max_flows) + " flows)"});
+                                  std::to_string(r.flow_phases_analytical) + " costed analytically (more than --flow-max-flows " +
+                                  std::to_string(in.flow_max_flows) + " flows each)"});
   // Copies routed past the experts' capacity: the step may be as fast, the tokens are not all trained.
   // The slots are shown beside the copies routed to them, since conventions differ on whether the
   // capacity factor counts the top-k copies.
   const double dropped = mean_dropped_fraction(r);
-  if (in.model.is_moe()) {
-    const ModelConfig& m = in.model;
+  if (held.is_moe()) {
+    const ModelConfig& m = held;
     const double mean_copies = static_cast<double>(m.top_k * m.group_tokens) / static_cast<double>(m.experts);
     t.add_row({"expert capacity", std::to_string(m.capacity_per_group()) + " slots for " + format_shortest(mean_copies) +
                                       " copies per " + std::to_string(m.group_tokens) + "-token group (" +

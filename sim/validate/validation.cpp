@@ -178,7 +178,8 @@ struct SimulatedRecord {
 };
 
 // RecordValidation::machine_note: how the machine the profile measured differs from the record's,
-// or that the profile names none; "" where they agree or the record names none.
+// or that a profile file names none; "" where they agree, the record names none, or the chip kind's
+// defaults stand in for a profile.
 std::string machine_note(const RunRecord& record, const CalibrationProfile& profile) {
   std::string differences;
   auto compare = [&](const char* what, const std::string& ran, const std::string& measured) {
@@ -190,7 +191,7 @@ std::string machine_note(const RunRecord& record, const CalibrationProfile& prof
   if (!differences.empty())
     return "the calibration profile measured another machine than this record's (" + differences +
            "): its times are of that machine";
-  if (profile.host.empty() && profile.device_name.empty() && !record.device_name.empty())
+  if (profile.from_file && profile.host.empty() && profile.device_name.empty() && !record.device_name.empty())
     return "the calibration profile names no machine ([measured] host and device_name), so nothing says its times "
            "are of this record's '" + record.device_name + "'";
   return "";

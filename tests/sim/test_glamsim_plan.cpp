@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
@@ -178,9 +179,11 @@ TEST(GlamsimPlan, CompareGivesOneRowPerCluster) {
   EXPECT_NE(text.out.find("facility: PUE and kgCO2e/kWh differ"), std::string::npos) << text.out;
   EXPECT_NE(text.out.find(note), std::string::npos) << note << " in\n" << text.out;
   auto same = run_command("glamsim plan --model glam-1.7b-64e --compare tpu-v4-64 dgx-h100-64 --tokens 1e11 "
-                          "--batch-tokens 262144 --pue 1.3 --carbon-intensity 0.2");
+                          "--batch-tokens 262144 --pue 1.3 --carbon-intensity 0.2 --price-per-kwh 0.1");
   EXPECT_NE(same.out.find("facility: PUE 1.30 and 0.200 kgCO2e/kWh for every cluster\n"), std::string::npos)
       << same.out;
+  EXPECT_NE(same.out.find("  electricity $\n"), std::string::npos) << "a priced comparison has a cost column\n" << same.out;
+  EXPECT_EQ(text.out.find("electricity $"), std::string::npos) << text.out;
 }
 
 // --days: each plan says whether it finishes in time; of those that do, the comparison names the one
@@ -225,7 +228,11 @@ TEST(GlamsimPlan, DeadlineNamesTheCheapestClusterThatFinishesInTime) {
   EXPECT_NE(single.out.find("MISSED by"), std::string::npos) << single.out;
   // ... and about how many chips would finish in time at its throughput per chip.
   const auto single_j = plan_json("--model glam-1.7b-64e --cluster tpu-v4-64 --tokens 1e11 --quiet --days 0.01");
-  const double chips = std::ceil(64 * single_j["train_days"].get<double>() / 0.01);
+  // (rounded up to two significant figures: 14,640 chips read "about 15000")
+  const double exact = 64 * single_j["train_days"].get<double>() / 0.01;
+  ASSERT_GT(exact, 1000);
+  const double unit = std::pow(10, std::floor(std::log10(exact)) - 1);
+  const double chips = std::ceil(exact / unit) * unit;
   EXPECT_NE(single.out.find("(about " + std::to_string(static_cast<int64_t>(chips)) + " chips at this throughput"),
             std::string::npos) << chips << " in\n" << single.out;
   // A plan simulated with --allow-oom that does not fit is never in time, however fast; nor is a

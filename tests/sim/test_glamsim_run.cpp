@@ -482,10 +482,24 @@ TEST(GlamsimRun, APlanFileThatDoesNotFitIsToldItsKeys) {
   std::ofstream(plan) << "dp = 64\ntp = 1\nep = 64\nbatch_tokens = 1048576\n";
   auto r = run_command("glamsim run --model glam-8b-64e --cluster tpu-v4-64 --plan " + plan.string());
   EXPECT_EQ(r.exit_code, 2) << r.out;
-  EXPECT_NE(r.err.find("; shard_weights or shard_optimizer, or recompute = true in the plan file may make it fit, or "
+  EXPECT_NE(r.err.find("; shard_weights = true or shard_optimizer = true, or recompute = true in the plan file may make it fit, or "
                        "leave out --plan for a layout glamsim chooses to fit; --allow-oom simulates it anyway"),
             std::string::npos) << r.err;
   fs::remove(plan);
+}
+
+// A flow run whose phases exceed --flow-max-flows says how many were costed analytically; one
+// that plays them all has no such row.
+TEST(GlamsimRun, FlowPhasesCostedAnalyticallyAreCounted) {
+  const std::string base = "glamsim run --model glam-tiny-8e --cluster dgx-a100-8 --fidelity flow --quiet";
+  const auto j = nlohmann::json::parse(run_command(base + " --flow-max-flows 4 --format json").out);
+  ASSERT_GT(j["flow_phases_analytical"].get<int>(), 0);
+  const auto capped = run_command(base + " --flow-max-flows 4");
+  EXPECT_NE(capped.out.find(std::to_string(j["flow_phases_simulated"].get<int>()) + " played in SimGrid, " +
+                            std::to_string(j["flow_phases_analytical"].get<int>()) +
+                            " costed analytically (more than --flow-max-flows 4 flows each)"),
+            std::string::npos) << capped.out;
+  EXPECT_EQ(run_command(base).out.find("flow phases"), std::string::npos);
 }
 
 // Both programs spell their text output "text" (glamexec's word) or "table" (glamsim's first word).
@@ -507,6 +521,12 @@ TEST(GlamsimRun, PartOfAModelIsLabelled) {
   auto json = run_command("glamsim run --model glam-1.7b-64e --cluster tpu-v4-64 --layers 2 --batch-tokens 262144 --format json");
   ASSERT_EQ(json.exit_code, 0) << json.err;
   EXPECT_EQ(nlohmann::json::parse(json.out)["blocks"].get<int>(), 2);
+  // glam-1.7b-64e's first block is dense: no all-to-all or expert capacity rows for a run of it alone.
+  auto dense = run_command("glamsim run --model glam-1.7b-64e --cluster tpu-v4-64 --layers 1 --batch-tokens 262144");
+  ASSERT_EQ(dense.exit_code, 0) << dense.err;
+  EXPECT_EQ(dense.out.find("all-to-all"), std::string::npos) << dense.out;
+  EXPECT_EQ(dense.out.find("expert capacity"), std::string::npos) << dense.out;
+  EXPECT_NE(text.out.find("expert capacity"), std::string::npos) << text.out;
 }
 
 // An output folder that cannot be made is bad input found before the simulation, not an internal

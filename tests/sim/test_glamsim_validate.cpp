@@ -129,6 +129,19 @@ TEST_F(GlamsimValidate, CollectivesPerKindInTextAndJson) {
   EXPECT_NE(text.out.find("median |collective error| "), std::string::npos) << text.out;
 }
 
+// Without --calibration a GPU record is set against its chip kind's defaults, which are no profile of
+// any machine: nothing to note about the profile's machine then.
+TEST_F(GlamsimValidate, DefaultsAreNotAProfileWithoutAMachine) {
+  write(kDir / "gpu-record.json", edited_record([](nlohmann::json& j) {
+          j["device"] = {{"kind", "cuda"}, {"name", "NVIDIA H100 80GB HBM3"}};
+        }));
+  auto r = run_command("glamsim validate " + (kDir / "gpu-record.json").string() + " --format json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto notes = nlohmann::json::parse(r.out)["records"][0]["notes"];
+  EXPECT_FALSE(notes.empty()) << "the record's unmatched op is still noted";
+  EXPECT_EQ(notes.dump().find("names no machine"), std::string::npos) << notes.dump();
+}
+
 TEST_F(GlamsimValidate, AFasterHostSimulatesAFasterStep) {
   auto slow = nlohmann::json::parse(run_command("glamsim validate " + (kDir / "a.json").string() +
                                                 " --calibration " + (kDir / "profile.toml").string() + " --format json")
