@@ -159,7 +159,7 @@ std::string render_single(const PlanRow& row, std::optional<double> deadline_day
   const auto& in = row.sim.input;
   std::string out = "Training plan: " + in.model.id + " on " + in.cluster.id() + " (" +
                     format_chips(in.cluster.num_chips()) + "), " + format_count(e.tokens) + " tokens\n";
-  out += "plan: " + plan_description(in.plan) + "; " + std::to_string(in.plan.batch_tokens) + " tokens per step\n\n";
+  out += "plan: " + plan_description(in.plan, in.model.is_moe()) + "; " + std::to_string(in.plan.batch_tokens) + " tokens per step\n\n";
   TextTable t({"figure", "value"}, {false, true});
   t.add_row({"steps", format_fixed(e.steps, 0)});
   t.add_row({"step time", format_seconds(e.step_time_s)});

@@ -324,7 +324,7 @@ void validate_plan(const ParallelPlan& p, const ModelConfig& m, const Cluster& c
 }
 
 std::string plan_short_label(const ParallelPlan& p) {
-  return "dp" + std::to_string(p.dp) + " tp" + std::to_string(p.tp) + " ep" + std::to_string(p.ep) +
+  return "dp" + std::to_string(p.dp) + " tp" + std::to_string(p.tp) + (p.ep > 1 ? " ep" + std::to_string(p.ep) : "") +
          (p.pp > 1 ? " pp" + std::to_string(p.pp) : "") +
          (p.virtual_stages > 1 ? " v" + std::to_string(p.virtual_stages) : "") + (p.shard_weights ? " zs" : "") + (p.shard_optimizer ? " zo" : "") +
          (p.recompute ? " rc" : "") +
@@ -332,11 +332,11 @@ std::string plan_short_label(const ParallelPlan& p) {
          (p.microbatches > 1 ? " mb" + std::to_string(p.microbatches) : "") + (p.mapping == "linear" ? " linear" : "");
 }
 
-std::string plan_description(const ParallelPlan& p) {
+std::string plan_description(const ParallelPlan& p, bool moe) {
   return "dp " + std::to_string(p.dp) + " x tp " + std::to_string(p.tp) +
          (p.pp > 1 ? " x pp " + std::to_string(p.pp) : "") +
          (p.virtual_stages > 1 ? " (" + std::to_string(p.virtual_stages) + " chunks each, interleaved)" : "") +
-         ", ep " + std::to_string(p.ep) +
+         (moe ? ", ep " + std::to_string(p.ep) : "") +
          (p.shard_weights ? ", weights sharded" : "") + (p.shard_optimizer ? ", optimizer sharded" : "") +
          (p.recompute ? ", recompute" : "") +
          (p.sequence_parallel && p.tp > 1 ? ", sequence parallel" : "") +

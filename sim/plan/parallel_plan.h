@@ -81,12 +81,14 @@ struct PlanFile {
 PlanFile load_plan_file(const std::string& path);
 nlohmann::json plan_to_json(const ParallelPlan& p);
 // "dp256 tp4 ep64 pp2 zs rc mb2": zs = weights sharded over dp, zo = optimizer sharded over dp, rc =
-// recompute, mbN = N micro-batches.
+// recompute, mbN = N micro-batches; no epN at ep 1 (dense models, and MoE experts on every rank).
 std::string plan_short_label(const ParallelPlan& p);
-// "dp 32 x tp 4 x pp 8, ep 1, weights sharded, recompute, 32 micro-batches": for reports.
-std::string plan_description(const ParallelPlan& p);
+// "dp 32 x tp 4 x pp 8, ep 8, weights sharded, recompute, 32 micro-batches": for reports; the ep only
+// for an MoE model (`moe`).
+std::string plan_description(const ParallelPlan& p, bool moe);
 inline constexpr const char* kPlanLabelLegend =
-    "ppN = N pipeline stages, vN = N chunks per stage (interleaved), zs = weights sharded over dp, zo = optimizer "
+    "epN = experts split over N ranks (none: every rank holds every expert), ppN = N pipeline stages, vN = N "
+    "chunks per stage (interleaved), zs = weights sharded over dp, zo = optimizer "
     "(master weights and state) sharded over dp, rc = activation "
     "recompute, sp = sequence parallel, mbN = N micro-batches";
 

@@ -132,7 +132,7 @@ std::string step_summary_text(const SimulationInput& in, const StepResult& r, co
     o << " (its first " << in.layers_run << " of " << in.model.layers << " blocks)";
   o << " on " << in.cluster.id() << " (" << format_chips(in.cluster.num_chips()) << "), "
     << fidelity_name(in.fidelity) << " fidelity, routing " << in.routing.describe() << "\n"
-    << "plan: " << plan_description(p)
+    << "plan: " << plan_description(p, in.model_held().is_moe())
     << "; " << p.batch_tokens << " tokens per step; " << r.rank_map << "\n\n";
   TextTable t({"figure", "value"}, {false, true});
   auto pct = [&](double v) { return format_fixed(100 * v / r.step_time_s, 1) + "% of step"; };

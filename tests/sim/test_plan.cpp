@@ -57,6 +57,18 @@ TEST(Plan, MemoryCountsTheGathersTheStepRuns) {
   }
 }
 
+// Labels name expert parallelism only where there is some, and descriptions only for MoE models.
+TEST(Plan, LabelsNameTheExpertGroupsThereAre) {
+  ParallelPlan p;
+  p.dp = 64, p.tp = 1, p.ep = 8, p.shard_weights = true;
+  EXPECT_EQ(plan_short_label(p), "dp64 tp1 ep8 zs");
+  EXPECT_EQ(plan_description(p, true), "dp 64 x tp 1, ep 8, weights sharded");
+  p.ep = 1;
+  EXPECT_EQ(plan_short_label(p), "dp64 tp1 zs");
+  EXPECT_EQ(plan_description(p, true), "dp 64 x tp 1, ep 1, weights sharded");
+  EXPECT_EQ(plan_description(p, false), "dp 64 x tp 1, weights sharded");
+}
+
 TEST(Plan, ValidationNamesTheProblem) {
   ModelConfig m = load_model("glam-8b-64e");
   Cluster c = load_cluster("tpu-v4-64");
