@@ -1,12 +1,12 @@
 #include "op_names.h"
 
 #include <algorithm>
-#include <array>
+#include <iterator>
 
 namespace glam::op_name {
 
 namespace {
-constexpr std::array<std::string_view, 21> kAll = {
+constexpr std::string_view kAll[] = {
     kAttnNorm,     kAttnQkv,      kAttnScores,     kAttnSoftmax,  kAttnContext, kAttnOut,
     kFfnNorm,      kFfnIn,        kFfnAct,         kFfnOut,       kMoeRouter,   kMoePermute,
     kMoeExpertIn,  kMoeExpertAct, kMoeExpertOut,   kMoeUnpermute, kEmbed,       kFinalNorm,
@@ -15,7 +15,7 @@ constexpr std::array<std::string_view, 21> kAll = {
 
 std::span<const std::string_view> compute_ops() { return kAll; }
 
-bool is_compute_op(std::string_view name) { return std::find(kAll.begin(), kAll.end(), name) != kAll.end(); }
+bool is_compute_op(std::string_view name) { return std::find(std::begin(kAll), std::end(kAll), name) != std::end(kAll); }
 
 std::string compute_op_list() {
   std::string out;

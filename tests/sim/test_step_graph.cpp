@@ -5,6 +5,7 @@
 #include <set>
 
 #include "accounting.h"
+#include "op_names.h"
 #include "step_graph.h"
 
 namespace glam {
@@ -20,6 +21,17 @@ int count(const StepGraph& g, const std::string& name) {
   int n = 0;
   for (const auto& op : g.ops) n += op.name == name;
   return n;
+}
+
+// op_names.h lists exactly the compute ops a step has, with the phases it runs them in: an MoE
+// model with dense blocks too has every one of them.
+TEST(StepGraph, ComputeOpsAreTheNamedOnes) {
+  std::set<std::string> made, listed;
+  for (const auto& op : build_step_graph(load_model("glam-8b-64e"), shape(8192, 64, 64, 2)).ops)
+    if (op.kind != OpKind::kCollective) made.insert(op.name + "." + phase_name(op.phase));
+  for (std::string_view name : op_name::compute_ops())
+    for (std::string_view phase : op_name::phases_of(name)) listed.insert(std::string(name) + "." + std::string(phase));
+  EXPECT_EQ(made, listed);
 }
 
 TEST(StepGraph, IdsAreUniqueAndFollowTheScheme) {
