@@ -474,7 +474,8 @@ void add_plan_command(CLI::App& app) {
         std::cout << all.dump(2) << "\n";
       }
     } else {
-      std::cout << (comparing ? render_compare(rows, tokens, opts->days) : render_single(rows.front(), opts->days));
+      std::cout << (comparing ? render_compare(rows, tokens, opts->days) : render_single(rows.front(), opts->days))
+                << edited_copy_note(opts->model, rows.front().sim.input.model);
       if (opts->list_layouts)
         for (const auto& r : rows)
           if (!r.does_not_fit) std::cout << (comparing ? "\n" + r.sim.input.cluster.id() + ":" : "") << r.sim.layouts_text();

@@ -52,7 +52,8 @@ void add_run_command(CLI::App& app) {
       if (opts->list_layouts) j["layouts"] = sim.layouts_json();
       std::cout << j.dump(2) << "\n";
     } else {
-      std::cout << step_summary_text(sim.input, r, host) << sim.plan_note;
+      std::cout << step_summary_text(sim.input, r, host) << edited_copy_note(opts->model, sim.input.model)
+                << sim.plan_note;
       if (opts->list_layouts) std::cout << sim.layouts_text();
     }
   });

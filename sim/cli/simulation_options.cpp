@@ -1,7 +1,9 @@
 #include "cli/simulation_options.h"
 
+#include <filesystem>
 #include <iostream>
 
+#include "common/catalogue.h"
 #include "common/cli_checks.h"
 #include "common/errors.h"
 #include "common/text_table.h"
@@ -84,6 +86,16 @@ void SimulationOptions::register_options(CLI::App& cmd, bool with_out_dir) {
         ->check(cli_checks::output_path("a folder name"));
   cmd.add_option("--format", format, "text (or table) or json")->transform(cli_checks::output_format());
   cmd.add_flag("--quiet", quiet, "No progress messages");
+}
+
+std::string edited_copy_note(const std::string& model_arg, const ModelConfig& m) {
+  namespace fs = std::filesystem;
+  const fs::path given = resolve_catalogue_entry("models", model_arg);
+  const fs::path entry = catalogue_dir("models") / (m.id + ".toml");
+  std::error_code ec;
+  if (!fs::exists(entry, ec) || fs::equivalent(given, entry, ec)) return "";
+  return "model: " + m.id + " read from " + given.string() + ", not the catalogue's " + m.id +
+         " (give the copy an id of its own to tell them apart)\n";
 }
 
 std::string fitting_hint(const ParallelPlan& plan, bool from_plan_file) {

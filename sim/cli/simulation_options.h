@@ -40,6 +40,11 @@ struct SimulationOptions {
   ResolvedSimulation resolve_for_cluster(const std::string& cluster_id, bool show_progress) const;
 };
 
+// "model: glam-8b-64e read from ./variant.toml, not the catalogue's glam-8b-64e\n" when the model
+// file given keeps the id of a catalogue entry it is not (an edited copy), whose outputs would
+// otherwise read as the catalogue model's; "" otherwise.
+std::string edited_copy_note(const std::string& model_arg, const ModelConfig& m);
+
 // What may make a fixed layout that does not fit in memory fit: the savings `plan` does not use yet,
 // or glamsim's own choice of layout; then --allow-oom. Ends an error message.
 std::string fitting_hint(const ParallelPlan& plan, bool from_plan_file);

@@ -502,6 +502,25 @@ TEST(GlamsimRun, FlowPhasesCostedAnalyticallyAreCounted) {
   EXPECT_EQ(run_command(base).out.find("flow phases"), std::string::npos);
 }
 
+// An edited copy of a catalogue model that keeps its id is said to be the copy, in run and plan; the
+// catalogue's own file, given by path, is not.
+TEST(GlamsimRun, AnEditedCopyOfACatalogueModelIsSaidToBeOne) {
+  const fs::path copy = fs::temp_directory_path() / "glamsim-run-edited-copy.toml";
+  std::string text = read_whole_file(fs::path(GLAM_SOURCE_DIR) / "models/glam-tiny.toml");
+  std::ofstream(copy) << text << "\n";
+  const std::string note = "model: glam-tiny read from " + copy.string() + ", not the catalogue's glam-tiny";
+  auto run = run_command("glamsim run --model " + copy.string() + " --cluster dgx-h100-8");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_NE(run.out.find(note), std::string::npos) << run.out;
+  auto plan = run_command("glamsim plan --model " + copy.string() + " --cluster dgx-h100-8 --tokens 1e9");
+  ASSERT_EQ(plan.exit_code, 0) << plan.err;
+  EXPECT_NE(plan.out.find(note), std::string::npos) << plan.out;
+  const fs::path own = fs::path(GLAM_SOURCE_DIR) / "models/glam-tiny.toml";
+  EXPECT_EQ(run_command("glamsim run --model " + own.string() + " --cluster dgx-h100-8").out.find("model: "),
+            std::string::npos);
+  fs::remove(copy);
+}
+
 // Both programs spell their text output "text" (glamexec's word) or "table" (glamsim's first word).
 TEST(GlamsimRun, FormatTextAndTableAreTheSame) {
   for (const char* command : {"glamsim models glam-tiny", "glamsim topo dgx-h100-8", "glamexec describe --model glam-tiny"}) {
