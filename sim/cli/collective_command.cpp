@@ -243,15 +243,16 @@ void add_collective_command(CLI::App& app) {
 
     const int groups = static_cast<int>(chips / n);
     auto algbw = [](const Point& p) { return static_cast<double>(p.bytes) / p.cost.time_s; };
-    auto busbw = [&](const Point& p) { return bus_factor(p.kind, static_cast<int>(n)) * algbw(p); };
+    // nccl-tests' bus bandwidth of a point taking `seconds`: the model's time, or the measured one.
+    auto bus_bandwidth = [&](const Point& p, double seconds) {
+      return bus_factor(p.kind, static_cast<int>(n)) * static_cast<double>(p.bytes) / seconds;
+    };
+    auto busbw = [&](const Point& p) { return bus_bandwidth(p, p.cost.time_s); };
     const std::string source = opts->calibration.empty()  ? "the chip kind's default calibration"
                                : opts->against_measured ? opts->calibration + " without its measured collectives"
                                                         : opts->calibration;
     auto error = [](const Point& p) { return p.cost.time_s / p.measured_s - 1; };
-    // The measured time's bus bandwidth, beside the model's.
-    auto measured_busbw = [&](const Point& p) {
-      return bus_factor(p.kind, static_cast<int>(n)) * static_cast<double>(p.bytes) / p.measured_s;
-    };
+    auto measured_busbw = [&](const Point& p) { return bus_bandwidth(p, p.measured_s); };
     if (opts->format == "json") {
       nlohmann::json out = {{"cluster", cluster.id()},   {"chips", chips},
                             {"group_size", n},           {"groups", groups},

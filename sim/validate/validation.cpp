@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -177,6 +178,14 @@ struct SimulatedRecord {
   int64_t ops_beyond_measured = 0;  // RecordValidation::ops_beyond_measured
 };
 
+// A collective's (measured, simulated) seconds per step as the relative error of the simulation;
+// nullopt where nothing was measured.
+std::optional<double> collective_error(const std::pair<double, double>& measured_simulated) {
+  const auto [measured, simulated] = measured_simulated;
+  if (measured <= 0) return std::nullopt;
+  return (simulated - measured) / measured;
+}
+
 // RecordValidation::machine_note: how the machine the profile measured differs from the record's,
 // or that a profile file names none; "" where they agree, the record names none, or the chip kind's
 // defaults stand in for a profile.
@@ -330,7 +339,7 @@ ValidationSummary validate_records(const std::vector<std::string>& files, const 
     }
     step_errors.push_back(std::fabs(v.step_error()));
     for (const auto& [kind, time] : v.collectives())
-      if (time.first > 0) collective_errors.push_back(std::fabs((time.second - time.first) / time.first));
+      if (const auto e = collective_error(time)) collective_errors.push_back(std::fabs(*e));
     s.records.push_back(std::move(v));
   }
   auto largest = [](const std::vector<double>& v) { return v.empty() ? 0.0 : *std::max_element(v.begin(), v.end()); };
@@ -488,7 +497,7 @@ std::string ValidationSummary::to_text() const {
   for (const auto& v : records)
     for (const auto& [kind, time] : v.collectives())
       c.add_row({v.record.file, kind, format_seconds(time.first), format_seconds(time.second),
-                 time.first > 0 ? format_percent((time.second - time.first) / time.first) : std::string("-")});
+                 collective_error(time) ? format_percent(*collective_error(time)) : std::string("-")});
   const std::string collectives =
       c.empty() ? ""
                 : "\ncollectives per step, summed over their op ids:\n" + c.render() + "median |collective error| " +
@@ -537,7 +546,7 @@ std::string ValidationSummary::to_markdown(const std::string& plot_file) const {
     for (const auto& v : records)
       for (const auto& [kind, t] : v.collectives())
         o << "| " << v.record.file << " | " << kind << " | " << fixed(t.first * 1e3, 3) << " | " << fixed(t.second * 1e3, 3)
-          << " | " << (t.first > 0 ? format_percent((t.second - t.first) / t.first) : std::string("-")) << " |\n";
+          << " | " << (collective_error(t) ? format_percent(*collective_error(t)) : std::string("-")) << " |\n";
     o << "\nMedian absolute collective error **" << fixed(100 * median_abs_collective_error, 1) << "%**, largest **"
       << fixed(100 * max_abs_collective_error, 1)
       << "%** (measured from each call to its return, the wait for the other ranks included).\n";
