@@ -97,9 +97,11 @@ double expert_slots_per_token(const ModelConfig& m) {
 }  // namespace
 
 SublayerActivationBytes saved_activation_bytes_per_token_by_sublayer(const ModelConfig& m, bool moe_block,
-                                                                     int64_t tp, bool sequence_parallel) {
+                                                                     int64_t tp, bool sequence_parallel,
+                                                                     bool fused_attention) {
   if (sequence_parallel && tp > 1) {
-    SublayerActivationBytes whole = saved_activation_bytes_per_token_by_sublayer(m, moe_block);
+    SublayerActivationBytes whole =
+        saved_activation_bytes_per_token_by_sublayer(m, moe_block, 1, false, fused_attention);
     whole.attention /= static_cast<double>(tp), whole.ffn /= static_cast<double>(tp);
     return whole;
   }
@@ -109,8 +111,8 @@ SublayerActivationBytes saved_activation_bytes_per_token_by_sublayer(const Model
   const double slices = static_cast<double>(std::max<int64_t>(1, tp));
   SublayerActivationBytes b;
   // attention: norm input and output (whole), q, k, v, context, softmax probabilities (heads x seq
-  // per token), the last five split over the heads
-  b.attention = (2 * M + (4 * A + heads * S) / slices) * e;
+  // per token; fused: each row's float32 logsumexp instead), the last five split over the heads
+  b.attention = (2 * M + 4 * A / slices) * e + heads / slices * (fused_attention ? 4 : S * e);
   if (!moe_block) {
     const double H = static_cast<double>(m.ffn_hidden);
     b.ffn = (2 * M + (m.ffn_kind == "gated" ? 4 * H : 2 * H) / slices) * e;
@@ -124,8 +126,9 @@ SublayerActivationBytes saved_activation_bytes_per_token_by_sublayer(const Model
   return b;
 }
 
-double saved_activation_bytes_per_token(const ModelConfig& m, bool moe_block, int64_t tp, bool sequence_parallel) {
-  return saved_activation_bytes_per_token_by_sublayer(m, moe_block, tp, sequence_parallel).total();
+double saved_activation_bytes_per_token(const ModelConfig& m, bool moe_block, int64_t tp, bool sequence_parallel,
+                                        bool fused_attention) {
+  return saved_activation_bytes_per_token_by_sublayer(m, moe_block, tp, sequence_parallel, fused_attention).total();
 }
 
 namespace {
@@ -159,7 +162,7 @@ double block_working_bytes(const ModelConfig& m, const ShardingForMemory& s, boo
   const double tokens = static_cast<double>(s.tokens_per_chip);
   double bytes = 0;
   const SublayerActivationBytes acts =
-      saved_activation_bytes_per_token_by_sublayer(m, moe_block, s.tp, s.sequence_parallel);
+      saved_activation_bytes_per_token_by_sublayer(m, moe_block, s.tp, s.sequence_parallel, s.fused_attention);
   if (s.recompute_activations) bytes += acts.total() * tokens;
   // The gradients of the sub-layer's activations, live during its backward: at most its saved
   // activations' shapes, the larger sub-layer's (attention's includes the softmax probabilities').
@@ -235,7 +238,8 @@ MemoryFootprint memory_per_chip(const ModelConfig& m, const ShardingForMemory& s
   for (int64_t l : blocks)
     per_token += s.recompute_activations
                      ? static_cast<double>(m.d_model) * e * input_share
-                     : saved_activation_bytes_per_token(m, m.is_moe_layer(l), tp, s.sequence_parallel);
+                     : saved_activation_bytes_per_token(m, m.is_moe_layer(l), tp, s.sequence_parallel,
+                                                        s.fused_attention);
   per_token *= s.activation_microbatches;
   // float32 logits for the loss, of the one micro-batch at the output end: each tp chip holds its
   // slice of the vocabulary

@@ -60,6 +60,7 @@ struct ShardingForMemory {
   int64_t tp = 1;
   // With sequence parallelism every saved activation is split over tp (Korthikanti et al. 2022).
   bool sequence_parallel = false;
+  bool fused_attention = false;  // StepShape::fused_attention: no [S, S] probabilities kept
   int64_t tokens_per_chip = 1024;
   bool recompute_activations = false;  // keep only block inputs, recompute the rest
   // Pipeline parallelism: a stage holds some blocks (empty: all), the embedding when it runs the input
@@ -123,10 +124,12 @@ struct SublayerActivationBytes {
   double attention = 0, ffn = 0;
   double total() const { return attention + ffn; }
 };
-// With sequence parallelism (Megatron-LM's, Korthikanti et al. 2022) all of them split over tp.
+// With sequence parallelism (Megatron-LM's, Korthikanti et al. 2022) all of them split over tp. Fused
+// attention (StepShape::fused_attention) keeps each row's logsumexp instead of the probabilities.
 SublayerActivationBytes saved_activation_bytes_per_token_by_sublayer(const ModelConfig& m, bool moe_block,
-                                                                     int64_t tp = 1, bool sequence_parallel = false);
+                                                                     int64_t tp = 1, bool sequence_parallel = false,
+                                                                     bool fused_attention = false);
 double saved_activation_bytes_per_token(const ModelConfig& m, bool moe_block, int64_t tp = 1,
-                                        bool sequence_parallel = false);
+                                        bool sequence_parallel = false, bool fused_attention = false);
 
 }  // namespace glam

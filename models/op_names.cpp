@@ -7,10 +7,10 @@ namespace glam::op_name {
 
 namespace {
 constexpr std::string_view kAll[] = {
-    kAttnNorm,     kAttnQkv,      kAttnScores,     kAttnSoftmax,  kAttnContext, kAttnOut,
-    kFfnNorm,      kFfnIn,        kFfnAct,         kFfnOut,       kMoeRouter,   kMoePermute,
-    kMoeExpertIn,  kMoeExpertAct, kMoeExpertOut,   kMoeUnpermute, kEmbed,       kFinalNorm,
-    kLogits,       kLoss,         kOptimizer};
+    kAttnNorm,     kAttnQkv,      kAttnScores,     kAttnSoftmax,  kAttnContext, kAttnFused,
+    kAttnOut,      kFfnNorm,      kFfnIn,          kFfnAct,       kFfnOut,      kMoeRouter,
+    kMoePermute,   kMoeExpertIn,  kMoeExpertAct,   kMoeExpertOut, kMoeUnpermute, kEmbed,
+    kFinalNorm,    kLogits,       kLoss,           kOptimizer};
 }  // namespace
 
 std::span<const std::string_view> compute_ops() { return kAll; }

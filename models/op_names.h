@@ -15,6 +15,10 @@ inline constexpr const char* kAttnQkv = "attn_qkv";
 inline constexpr const char* kAttnScores = "attn_scores";
 inline constexpr const char* kAttnSoftmax = "attn_softmax";
 inline constexpr const char* kAttnContext = "attn_context";
+// The three ops above as one fused kernel (FlashAttention, Dao et al. 2022): the scores are computed
+// block by block on chip and never written; the backward pass recomputes them. Plans only: glamexec
+// runs the three.
+inline constexpr const char* kAttnFused = "attn_fused";
 inline constexpr const char* kAttnOut = "attn_out";
 // Dense feed-forward block; ffn_norm is the MoE block's norm too.
 inline constexpr const char* kFfnNorm = "ffn_norm";
@@ -35,7 +39,8 @@ inline constexpr const char* kLogits = "logits";
 inline constexpr const char* kLoss = "loss";
 inline constexpr const char* kOptimizer = "optimizer";
 
-// Every name above: the blocks' ops in their order, then the model's ends and the update.
+// Every name above: the blocks' ops in their order (a step has attn_fused or the three it fuses, not
+// both), then the model's ends and the update.
 std::span<const std::string_view> compute_ops();
 bool is_compute_op(std::string_view name);
 // "attn_norm, attn_qkv, ..., optimizer", for messages that expect one of them.

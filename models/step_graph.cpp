@@ -1,6 +1,7 @@
 #include "step_graph.h"
 
 #include <algorithm>
+#include <cmath>
 #include <functional>
 #include <map>
 #include <optional>
@@ -136,6 +137,23 @@ class Builder {
     add(layer, name, ph, OpKind::kAttention, 2 * T_ * S * A_ / tp_ * mul,
         (2 * T_ * A_ + T_ * S * heads) / tp_ * e_ * mul);
   }
+  // The fused attention kernel (FlashAttention-2, Dao 2023): per query block of 128 rows, the key
+  // blocks up to the diagonal, the rest masked away unread; the same products as attention_product's
+  // over that share of the [S, S] scores. It reads q, k and v and writes the context and each row's
+  // logsumexp (float32). Its backward pass recomputes the scores and takes four more products (dP,
+  // dV, dQ, dK: 2.5 times the forward's), reading q, k, v, the context and its gradient, writing the
+  // three input gradients and accumulating dQ in float32.
+  void fused_attention(int layer, StepPhase ph) {
+    const double S = static_cast<double>(m_.seq_len), heads = static_cast<double>(m_.heads);
+    const double key_blocks = std::ceil(S / 128), computed_share = (key_blocks + 1) / (2 * key_blocks);
+    const double forward_flops = 2 * 2 * T_ * S * A_ / tp_ * computed_share;
+    const double columns = T_ * A_ / tp_, rows = T_ * heads / tp_;
+    if (ph == StepPhase::kForward)
+      add(layer, op_name::kAttnFused, ph, OpKind::kAttention, forward_flops, 4 * columns * e_ + rows * 4);
+    else
+      add(layer, op_name::kAttnFused, ph, OpKind::kAttention, 2.5 * forward_flops,
+          8 * columns * e_ + 2 * columns * 4 + 3 * rows * 4);
+  }
   // Memory-bound op touching `elements` values `passes` times.
   void elementwise(int layer, const std::string& name, StepPhase ph, double elements, double passes) {
     double mul = ph == StepPhase::kBackward ? 2 : 1;
@@ -177,12 +195,16 @@ class Builder {
         [&] { elementwise(l, op_name::kAttnNorm, ph, Tsp_ * M_, 2); },
         tp_exchange(l, "attn", ph, true, T_ * M_),
         [&] { matmul(l, op_name::kAttnQkv, ph, T_, M_, 3 * A_, tp_); },
-        [&] { attention_product(l, op_name::kAttnScores, ph); },
-        [&] { elementwise(l, op_name::kAttnSoftmax, ph, T_ * S * heads / tp_, 3); },
-        [&] { attention_product(l, op_name::kAttnContext, ph); },
-        [&] { matmul(l, op_name::kAttnOut, ph, T_, A_, M_, tp_, Sliced::kRows); },
-        tp_exchange(l, "attn", ph, false, T_ * M_),
     };
+    if (s_.fused_attention) {
+      seq.push_back([&] { fused_attention(l, ph); });
+    } else {
+      seq.push_back([&] { attention_product(l, op_name::kAttnScores, ph); });
+      seq.push_back([&] { elementwise(l, op_name::kAttnSoftmax, ph, T_ * S * heads / tp_, 3); });
+      seq.push_back([&] { attention_product(l, op_name::kAttnContext, ph); });
+    }
+    seq.push_back([&] { matmul(l, op_name::kAttnOut, ph, T_, A_, M_, tp_, Sliced::kRows); });
+    seq.push_back(tp_exchange(l, "attn", ph, false, T_ * M_));
     run(seq, ph);
   }
 

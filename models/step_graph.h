@@ -92,6 +92,10 @@ struct StepShape {
   // The optimizer also writes a copy of the weights in the (narrower) activation precision, which the
   // next step's products read: glamexec's bf16 model. Off for plans (XLA fuses that cast on TPUs).
   bool narrow_weight_copy = false;
+  // Attention as one fused kernel (FlashAttention, Dao et al. 2022; GPU trainers' default): the
+  // scores never leave the chip, the causal mask skips the key blocks past the query's, and the
+  // backward pass recomputes the scores. Off: glamexec's and XLA's three ops over [S, S] scores.
+  bool fused_attention = false;
 };
 
 // Expert load of one MoE layer on the busiest rank, from the routing model.

@@ -18,7 +18,7 @@ void SimulationOptions::register_options(CLI::App& cmd, bool with_out_dir) {
   if (with_cluster) cmd.add_option("--cluster", cluster, "Cluster id or TOML file")->required();
   auto* plan = cmd.add_option("--plan", plan_file,
                               "Plan file (TOML: dp, ep, tp, pp, virtual_stages, batch_tokens, shard_weights, shard_optimizer, "
-                              "sequence_parallel, recompute, mapping, microbatches, overlap_grad_reduction)");
+                              "sequence_parallel, recompute, mapping, microbatches, overlap_grad_reduction, attention)");
   cmd.add_option("--dp", dp, "Data-parallel width")->excludes(plan)->transform(cli_checks::integer_at_least(1));
   cmd.add_option("--ep", ep, "Expert-parallel width (divides dp and the experts; default: the chooser's, or with --dp and --tp the largest such)")->excludes(plan)->transform(cli_checks::integer_at_least(1));
   cmd.add_option("--tp", tp, "Tensor-parallel width")->excludes(plan)->transform(cli_checks::integer_at_least(1));
@@ -52,6 +52,12 @@ void SimulationOptions::register_options(CLI::App& cmd, bool with_out_dir) {
                "token through the all-to-all)")
       ->excludes(plan)
       ->excludes(sp);
+  cmd.add_option("--attention", attention,
+                 "fused (one FlashAttention kernel: the [S, S] scores stay on chip, the backward pass recomputes "
+                 "them), materialised (products and softmax over the scores in memory, as glamexec and XLA run them) "
+                 "or auto: fused on GPU clusters, materialised on TPU pods")
+      ->check(CLI::IsMember({"auto", "fused", "materialised"}))
+      ->excludes(plan);
   cmd.add_flag("--recompute", recompute, "Recompute activations in the backward pass (the chooser then recomputes in every layout)")->excludes(plan);
   cmd.add_option("--mapping", mapping, "Ranks onto chips: auto (compact torus blocks) or linear (chip order)")
       ->check(CLI::IsMember({"auto", "linear"}))
@@ -143,6 +149,7 @@ ResolvedSimulation SimulationOptions::resolve_for_cluster(const std::string& clu
   } else {
     base.dp = dp, base.ep = ep, base.tp = tp, base.pp = pp, base.virtual_stages = virtual_stages, base.shard_weights = shard_weights,
     base.shard_optimizer = shard_optimizer, base.recompute = recompute, base.mapping = mapping, base.microbatches = microbatches;
+    base.attention = attention;
     if (sequence_parallel || no_sequence_parallel) sequence_parallel_given = sequence_parallel;
   }
   apply_cluster_conventions(base, m, c, sequence_parallel_given);

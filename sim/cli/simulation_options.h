@@ -27,6 +27,7 @@ struct SimulationOptions {
   std::string model, cluster, plan_file, routing = "uniform", fidelity = "analytical", calibration, out_dir;
   std::string format = "text";
   std::string mapping = "auto";
+  std::string attention = "auto";
   int64_t dp = 0, ep = 0, tp = 0, pp = 0, virtual_stages = 0, batch_tokens = 0, layers = 0, microbatches = 0;  // layers 0: all
   size_t flow_max_flows = 16384;
   double hbm_headroom = 0;

@@ -26,6 +26,7 @@ StepShape ParallelPlan::step_shape() const {
   s.overlap_grad_reduction = overlap_grad_reduction;
   s.microbatches = microbatches;
   s.narrow_weight_copy = narrow_weight_copy;
+  s.fused_attention = attention == "fused";
   return s;
 }
 
@@ -224,7 +225,12 @@ const Schema<ParallelPlan>& plan_schema() {
              "(0: the fewest that fit in memory; with pipeline stages, up to 4 per stage)",
              int64_t{0}, non_negative_up_to<int64_t>(kMaxMicrobatches))
         .add("overlap_grad_reduction", &ParallelPlan::overlap_grad_reduction, "",
-             "Reduce each block's gradients during the backward pass (false: all at once after it)", true);
+             "Reduce each block's gradients during the backward pass (false: all at once after it)", true)
+        .add("attention", &ParallelPlan::attention, "",
+             "fused (one FlashAttention kernel: the scores stay on chip, the backward pass recomputes them), "
+             "materialised (products and softmax over the [S, S] scores, as glamexec and XLA run them) or auto "
+             "(fused on GPU clusters, materialised on TPU pods)",
+             std::string("auto"), one_of({"auto", "fused", "materialised"}));
     return sc;
   }();
   return s;
@@ -340,7 +346,8 @@ std::string plan_description(const ParallelPlan& p, bool moe) {
          (p.shard_weights ? ", weights sharded" : "") + (p.shard_optimizer ? ", optimizer sharded" : "") +
          (p.recompute ? ", recompute" : "") +
          (p.sequence_parallel && p.tp > 1 ? ", sequence parallel" : "") +
-         (p.microbatches > 1 ? ", " + std::to_string(p.microbatches) + " micro-batches" : "");
+         (p.microbatches > 1 ? ", " + std::to_string(p.microbatches) + " micro-batches" : "") +
+         (p.attention == "fused" ? ", fused attention" : "");
 }
 
 double all_to_all_buffer_bytes(const ModelConfig& m, const ParallelPlan& p) {
@@ -359,6 +366,7 @@ MemoryFootprint plan_memory(const ModelConfig& m, const ParallelPlan& p) {
   sh.recompute_activations = p.recompute;
   sh.sequence_parallel = p.sequence_parallel && p.tp > 1;
   sh.narrow_weight_copy = p.narrow_weight_copy;
+  sh.fused_attention = p.attention == "fused";
   // What the StepGraph gathers: non-expert weights over dp > 1, experts over dp / ep > 1 replicas.
   if (p.shard_weights && p.dp > 1) sh.gathered_dense_shards = p.tp;
   if (p.shard_weights && m.is_moe() && p.dp / p.ep > 1) sh.gathered_expert_shards = p.ep * p.tp;
@@ -389,6 +397,7 @@ void apply_cluster_conventions(ParallelPlan& plan, const ModelConfig& m, const C
   plan.all_to_all_peer_bytes = c.chip().all_to_all_peer_bytes;
   plan.chips_per_node = c.chips_per_node();
   plan.sequence_parallel = sequence_parallel_given.value_or(gpu && m.is_moe());
+  if (plan.attention == "auto") plan.attention = gpu ? "fused" : "materialised";
 }
 
 }  // namespace glam

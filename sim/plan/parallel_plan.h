@@ -40,6 +40,9 @@ struct ParallelPlan {
   std::string mapping = "auto";  // "auto": compact torus blocks where possible; "linear": chip order
   bool overlap_grad_reduction = true;  // reduce each block's gradients during the backward pass
   int64_t microbatches = 1;            // gradient accumulation: passes per step on each rank
+  // "fused" (FlashAttention: StepShape::fused_attention), "materialised" (three ops over the [S, S]
+  // scores, as glamexec and XLA run them) or "auto", which apply_cluster_conventions resolves.
+  std::string attention = "auto";
   // A bf16 copy of the weights, written by the optimizer and kept beside the float32 ones: glamexec's
   // and GPU frameworks' (StepShape::narrow_weight_copy; apply_cluster_conventions); not in plan files.
   bool narrow_weight_copy = false;
@@ -72,8 +75,8 @@ class RankMap {
   std::string description_;
 };
 
-// A plan file (dp, ep, tp, batch_tokens, shard_weights, recompute, ...), and its sequence_parallel
-// when it sets one (absent: the cluster's convention, apply_cluster_conventions).
+// A plan file (dp, ep, tp, batch_tokens, shard_weights, recompute, attention, ...), and its
+// sequence_parallel when it sets one (absent: the cluster's convention, apply_cluster_conventions).
 struct PlanFile {
   ParallelPlan plan;
   std::optional<bool> sequence_parallel;
@@ -103,10 +106,11 @@ double all_to_all_buffer_bytes(const ModelConfig& m, const ParallelPlan& p);
 MemoryFootprint plan_memory(const ModelConfig& m, const ParallelPlan& plan);
 
 // How training runs on the cluster's chips, where a plan does not say. GPU clusters train as
-// Megatron-Core does: a bf16 copy of the weights beside the float32 master weights, and sequence
+// Megatron-Core does: a bf16 copy of the weights beside the float32 master weights, sequence
 // parallelism for an MoE model with tp > 1 (which Megatron-Core requires) unless
-// `sequence_parallel_given` says otherwise. TPU pods train as XLA and GSPMD did for GLaM: casts fused
-// into the products, no sequence parallelism.
+// `sequence_parallel_given` says otherwise, and fused attention (FlashAttention) unless the plan's
+// attention says otherwise. TPU pods train as XLA and GSPMD did for GLaM: casts fused into the
+// products, no sequence parallelism, attention as three ops.
 void apply_cluster_conventions(ParallelPlan& plan, const ModelConfig& m, const Cluster& c,
                                std::optional<bool> sequence_parallel_given);
 

@@ -146,6 +146,7 @@ SimulationInput simulation_for(const RunRecord& r, const std::optional<Calibrati
   plan.pp = r.pp, plan.virtual_stages = r.virtual_stages;
   plan.overlap_grad_reduction = false;  // glamexec reduces all gradients at once after the backward pass
   plan.narrow_weight_copy = true;       // and writes the bf16 copy of the weights (when it has one)
+  plan.attention = "materialised";      // its attention: products and softmax over the [S, S] scores
   RoutingSpec routing;
   if (r.has_moe_loads) routing.kind = "file", routing.file = r.file;
   Cluster cluster = cluster_for(r, chip_kind, profile);

@@ -202,6 +202,13 @@ TEST(Accounting, TensorParallelismSplitsTheHeadsAndTheHiddenActivations) {
     EXPECT_DOUBLE_EQ(moe.attention, dense.attention) << tp;
     EXPECT_DOUBLE_EQ(moe.ffn, (2 * 8 + 2 * (2 * 8 + 2 * 16 / t)) * 2 + 4 * 4) << tp;
   }
+  // Fused attention keeps each head's float32 logsumexp per token instead of its 32 probabilities.
+  for (int64_t tp : {1, 2}) {
+    const double t = static_cast<double>(tp);
+    const SublayerActivationBytes fused = saved_activation_bytes_per_token_by_sublayer(m, false, tp, false, true);
+    EXPECT_DOUBLE_EQ(fused.attention, (2 * 8 + 4 * 8 / t) * 2 + 2 * 4 / t) << tp;
+    EXPECT_DOUBLE_EQ(fused.ffn, saved_activation_bytes_per_token_by_sublayer(m, false, tp).ffn) << tp;
+  }
   // With sequence parallelism every activation is split (Korthikanti et al. 2022).
   for (bool moe : {false, true}) {
     const SublayerActivationBytes whole = saved_activation_bytes_per_token_by_sublayer(m, moe, 1);

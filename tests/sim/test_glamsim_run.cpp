@@ -433,10 +433,46 @@ TEST(GlamsimRun, SequenceParallelismSplitsTheAllToAllAndTheActivations) {
             a["memory_breakdown_bytes"]["activations"].get<double>());
   auto text = run_command("glamsim run --model glam-1.7b-64e --cluster dgx-h100-64 --dp 8 --tp 8 --ep 8 --microbatches 4 "
                           "--sequence-parallel");
-  EXPECT_NE(text.out.find("tp 8, ep 8, sequence parallel, 4 micro-batches;"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("tp 8, ep 8, sequence parallel, 4 micro-batches, fused attention;"), std::string::npos)
+      << text.out;
   auto no_tp = run_command("glamsim run --model glam-1.7b-64e --cluster dgx-h100-64 --dp 64 --tp 1 --format json --no-sequence-parallel");
   auto no_tp_sp = run_command("glamsim run --model glam-1.7b-64e --cluster dgx-h100-64 --dp 64 --tp 1 --format json --sequence-parallel");
   EXPECT_EQ(nlohmann::json::parse(no_tp.out)["step_time_s"], nlohmann::json::parse(no_tp_sp.out)["step_time_s"]);
+}
+
+// GPU clusters run attention fused (FlashAttention) unless told otherwise, TPU pods as three ops over
+// the [S, S] scores: fused, the step is faster and keeps fewer activations, and the plan says so.
+TEST(GlamsimRun, GpuPlansFuseAttentionUnlessToldOtherwise) {
+  const std::string layout =
+      "glamsim run --model glam-1.7b --cluster dgx-h100-8 --dp 8 --tp 1 --microbatches 16 --format json";
+  auto fused = run_command(layout), materialised = run_command(layout + " --attention materialised");
+  ASSERT_EQ(fused.exit_code, 0) << fused.err;
+  ASSERT_EQ(materialised.exit_code, 0) << materialised.err;
+  const auto a = nlohmann::json::parse(fused.out), b = nlohmann::json::parse(materialised.out);
+  EXPECT_EQ(a["plan"]["attention"], "fused");
+  EXPECT_EQ(b["plan"]["attention"], "materialised");
+  EXPECT_LT(a["step_time_s"].get<double>(), b["step_time_s"].get<double>());
+  EXPECT_LT(a["memory_breakdown_bytes"]["activations"].get<double>(),
+            b["memory_breakdown_bytes"]["activations"].get<double>());
+  EXPECT_EQ(nlohmann::json::parse(run_command(layout + " --attention fused").out)["step_time_s"], a["step_time_s"]);
+  auto tpu = run_command("glamsim run --model glam-1.7b --cluster tpu-v4-64 --dp 64 --tp 1 --format json");
+  ASSERT_EQ(tpu.exit_code, 0) << tpu.err;
+  EXPECT_EQ(nlohmann::json::parse(tpu.out)["plan"]["attention"], "materialised");
+  auto text = run_command("glamsim run --model glam-1.7b --cluster dgx-h100-8 --dp 8 --tp 1 --microbatches 16");
+  EXPECT_NE(text.out.find("dp 8 x tp 1, 16 micro-batches, fused attention;"), std::string::npos) << text.out;
+  EXPECT_EQ(run_command(layout + " --attention flash").exit_code, 2);
+  // A plan file's key, checked with the others.
+  const fs::path plan = fs::temp_directory_path() / ("glam-attention-" + std::to_string(::getpid()) + ".toml");
+  std::ofstream(plan) << "dp = 8\ntp = 1\nmicrobatches = 16\nattention = \"materialised\"\n";
+  auto from_file = run_command("glamsim run --model glam-1.7b --cluster dgx-h100-8 --format json --plan " + plan.string());
+  ASSERT_EQ(from_file.exit_code, 0) << from_file.err;
+  EXPECT_EQ(nlohmann::json::parse(from_file.out)["step_time_s"], b["step_time_s"]);
+  std::ofstream(plan) << "dp = 8\ntp = 1\nattention = \"flash\"\n";
+  auto bad = run_command("glamsim run --model glam-1.7b --cluster dgx-h100-8 --plan " + plan.string());
+  fs::remove(plan);
+  EXPECT_NE(bad.exit_code, 0);
+  for (const char* part : {"attention", "flash", "fused", "materialised"})
+    EXPECT_NE(bad.err.find(part), std::string::npos) << bad.err;
 }
 
 // GPU clusters keep a bf16 copy of the float32 weights (Megatron-LM's model in bf16; the optimizer
@@ -458,7 +494,7 @@ TEST(GlamsimRun, TextNamesItsCalibrationAndMemoryParts) {
   const std::string layout = " --model glam-1.7b-64e --cluster dgx-h100-64 --dp 8 --tp 8";
   auto text = run_command("glamsim run" + layout);
   ASSERT_EQ(text.exit_code, 0) << text.err;
-  EXPECT_NE(text.out.find("\ncalibration: default for h100 (large products at 60.0% of peak, HBM-bound ops at 80%"),
+  EXPECT_NE(text.out.find("\ncalibration: default for h100 (large products at 49.0% of peak, HBM-bound ops at 80%"),
             std::string::npos) << text.out;
   const auto parts = nlohmann::json::parse(run_command("glamsim run" + layout + " --format json").out)["memory_breakdown_bytes"];
   EXPECT_NE(text.out.find("  weights, gradients, optimizer"), std::string::npos) << text.out;

@@ -24,14 +24,55 @@ int count(const StepGraph& g, const std::string& name) {
 }
 
 // op_names.h lists exactly the compute ops a step has, with the phases it runs them in: an MoE
-// model with dense blocks too has every one of them.
+// model with dense blocks too has every one of them, but attention's three ops or the fused one.
 TEST(StepGraph, ComputeOpsAreTheNamedOnes) {
-  std::set<std::string> made, listed;
-  for (const auto& op : build_step_graph(load_model("glam-8b-64e"), shape(8192, 64, 64, 2)).ops)
-    if (op.kind != OpKind::kCollective) made.insert(op.name + "." + phase_name(op.phase));
-  for (std::string_view name : op_name::compute_ops())
-    for (std::string_view phase : op_name::phases_of(name)) listed.insert(std::string(name) + "." + std::string(phase));
-  EXPECT_EQ(made, listed);
+  for (bool fused : {false, true}) {
+    StepShape s = shape(8192, 64, 64, 2);
+    s.fused_attention = fused;
+    std::set<std::string> made, listed;
+    for (const auto& op : build_step_graph(load_model("glam-8b-64e"), s).ops)
+      if (op.kind != OpKind::kCollective) made.insert(op.name + "." + phase_name(op.phase));
+    const std::set<std::string_view> left_out =
+        fused ? std::set<std::string_view>{op_name::kAttnScores, op_name::kAttnSoftmax, op_name::kAttnContext}
+              : std::set<std::string_view>{op_name::kAttnFused};
+    for (std::string_view name : op_name::compute_ops())
+      if (!left_out.count(name))
+        for (std::string_view phase : op_name::phases_of(name))
+          listed.insert(std::string(name) + "." + std::string(phase));
+    EXPECT_EQ(made, listed) << fused;
+  }
+}
+
+// Fused attention (FlashAttention-2): the products of the key blocks up to the diagonal only (blocks
+// of 128: 9 of 16 for 1,024 positions per query block row, (8 + 1) / 16 of the square), four more
+// products and the recomputed scores in the backward pass, and no [S, S] scores in memory: q, k, v
+// and the context, their gradients, and float32 row statistics.
+TEST(StepGraph, FusedAttentionComputesTheCausalBlocksAndKeepsTheScoresOnChip) {
+  const ModelConfig m = load_model("glam-1.7b");
+  ASSERT_EQ(m.seq_len, 1024);
+  StepShape plain = shape(8192, 1, 1, 2), fused = plain;
+  fused.fused_attention = true;
+  const double T = 8192, tp = 2, e = 2, A = static_cast<double>(m.attention_width()),
+               heads = static_cast<double>(m.heads);
+  std::map<std::string, const StepOp*> a, b;
+  const StepGraph ga = build_step_graph(m, plain), gb = build_step_graph(m, fused);
+  for (const auto& op : ga.ops) a[op.id] = &op;
+  for (const auto& op : gb.ops) b[op.id] = &op;
+  ASSERT_TRUE(b.count("L0.attn_fused.fwd") && b.count("L0.attn_fused.bwd"));
+  EXPECT_FALSE(b.count("L0.attn_scores.fwd"));
+  const double full = a.at("L0.attn_scores.fwd")->flops + a.at("L0.attn_context.fwd")->flops;
+  EXPECT_DOUBLE_EQ(b.at("L0.attn_fused.fwd")->flops, full * 9 / 16);
+  EXPECT_DOUBLE_EQ(b.at("L0.attn_fused.bwd")->flops, 2.5 * full * 9 / 16);
+  EXPECT_EQ(b.at("L0.attn_fused.fwd")->kind, OpKind::kAttention);
+  EXPECT_DOUBLE_EQ(b.at("L0.attn_fused.fwd")->bytes, 4 * T * A / tp * e + T * heads / tp * 4);
+  EXPECT_DOUBLE_EQ(b.at("L0.attn_fused.bwd")->bytes, 8 * T * A / tp * e + 2 * T * A / tp * 4 + 3 * T * heads / tp * 4);
+  const double materialised = a.at("L0.attn_scores.bwd")->bytes + a.at("L0.attn_softmax.bwd")->bytes +
+                              a.at("L0.attn_context.bwd")->bytes;
+  EXPECT_LT(b.at("L0.attn_fused.bwd")->bytes, materialised / 5);
+  // The rest of the step, and the model FLOPs an MFU divides by, are the same.
+  EXPECT_EQ(ga.ops.size(), gb.ops.size() + 2 * 2 * static_cast<size_t>(m.layers));
+  EXPECT_DOUBLE_EQ(ga.model_flops, gb.model_flops);
+  EXPECT_DOUBLE_EQ(a.at("L3.ffn_in.bwd")->flops, b.at("L3.ffn_in.bwd")->flops);
 }
 
 TEST(StepGraph, IdsAreUniqueAndFollowTheScheme) {
