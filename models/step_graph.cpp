@@ -141,8 +141,11 @@ class Builder {
   // blocks up to the diagonal, the rest masked away unread; the same products as attention_product's
   // over that share of the [S, S] scores. It reads q, k and v and writes the context and each row's
   // logsumexp (float32). Its backward pass recomputes the scores and takes four more products (dP,
-  // dV, dQ, dK: 2.5 times the forward's), reading q, k, v, the context and its gradient, writing the
-  // three input gradients and accumulating dQ in float32.
+  // dV, dQ, dK: 2.5 times the forward's): a first kernel reads the context and its gradient for each
+  // row's dot product (float32), the main one q, k, v, the context's gradient again and the row
+  // statistics, writes the three input gradients and accumulates dQ in float32. The relative position
+  // bias is added, and its gradient summed per bucket, on chip (as glamexec's softmax kernels do):
+  // no HBM traffic beyond its small table.
   void fused_attention(int layer, StepPhase ph) {
     const double S = static_cast<double>(m_.seq_len), heads = static_cast<double>(m_.heads);
     const double key_blocks = std::ceil(S / 128), computed_share = (key_blocks + 1) / (2 * key_blocks);
@@ -152,7 +155,7 @@ class Builder {
       add(layer, op_name::kAttnFused, ph, OpKind::kAttention, forward_flops, 4 * columns * e_ + rows * 4);
     else
       add(layer, op_name::kAttnFused, ph, OpKind::kAttention, 2.5 * forward_flops,
-          8 * columns * e_ + 2 * columns * 4 + 3 * rows * 4);
+          9 * columns * e_ + 2 * columns * 4 + 3 * rows * 4);
   }
   // Memory-bound op touching `elements` values `passes` times.
   void elementwise(int layer, const std::string& name, StepPhase ph, double elements, double passes) {

@@ -57,6 +57,8 @@ struct PlanRow {
     double needed_bytes, usable_hbm_bytes;  // the smallest footprint per chip, and what a plan may use of a chip
   };
   std::optional<TooSmall> does_not_fit;  // --compare: no plan fits this cluster (its row says so)
+  // --compare: why the layout given does not apply to this cluster (--dp 64 on 8 chips); empty: it does
+  std::string not_applicable;
   double days() const { return estimate.train_hours / 24; }
   // Days as the rows print them: two decimals under ten days, so that a run of 0.45 days does not
   // read "0.5" beside a 0.5-day deadline it meets.
@@ -64,7 +66,7 @@ struct PlanRow {
   // Failures so frequent that the run does not finish (only with interruptions modelled).
   bool never_finishes() const { return estimate.interruptions && !estimate.interruptions->finishes(); }
   // A row with figures: a plan that fits (or is simulated anyway) and a run that finishes.
-  bool planned() const { return !does_not_fit && !never_finishes(); }
+  bool planned() const { return !does_not_fit && not_applicable.empty() && !never_finishes(); }
   // In time, and a plan that fits (with --allow-oom a plan that does not fit is listed, not chosen).
   bool meets(double deadline_days) const { return planned() && step.fits_memory && days() <= deadline_days; }
 };
@@ -233,6 +235,20 @@ std::string facility_note(const std::vector<PlanRow>& rows) {
   return out + "\n";
 }
 
+// The rows' attention, when it differs (GPU clusters fuse it, TPU pods do not): their labels do not say.
+std::string attention_note(const std::vector<PlanRow>& rows) {
+  std::map<std::string, std::string> clusters_of;  // attention -> "id, id"
+  for (const auto& r : rows) {
+    if (!r.planned()) continue;
+    std::string& ids = clusters_of[r.sim.input.plan.attention];
+    ids += (ids.empty() ? "" : ", ") + r.sim.input.cluster.id();
+  }
+  if (clusters_of.size() < 2) return "";
+  std::string out = "attention: ";
+  for (const auto& [attention, ids] : clusters_of) out += attention + " on " + ids + "; ";
+  return out + "--attention sets it for all\n";
+}
+
 std::string render_compare(const std::vector<PlanRow>& rows, double tokens, std::optional<double> deadline_days) {
   // One unit per column, set by its largest figure.
   double most_MWh = 0, most_t = 0;
@@ -257,10 +273,11 @@ std::string render_compare(const std::vector<PlanRow>& rows, double tokens, std:
     std::vector<std::string> cells;
     if (!r.planned()) {
       cells = {r.sim.input.cluster.id(), std::to_string(r.sim.input.cluster.num_chips()),
-               r.does_not_fit ? "does not fit: " + format_bytes(r.does_not_fit->needed_bytes) + " of " +
-                                    format_bytes(r.does_not_fit->usable_hbm_bytes) + " usable per chip"
-                              : "does not finish: a failure every " +
-                                    format_duration(r.estimate.interruptions->system_mtbf_s),
+               !r.not_applicable.empty() ? "layout given does not apply (below)"
+               : r.does_not_fit          ? "does not fit: " + format_bytes(r.does_not_fit->needed_bytes) + " of " +
+                                          format_bytes(r.does_not_fit->usable_hbm_bytes) + " usable per chip"
+                                        : "does not finish: a failure every " +
+                                          format_duration(r.estimate.interruptions->system_mtbf_s),
                "-", "-", "-", "-", "-", "-", "-"};
       if (interruptions) cells.push_back("-");
       if (priced) cells.push_back("-");
@@ -282,7 +299,9 @@ std::string render_compare(const std::vector<PlanRow>& rows, double tokens, std:
                     t.render() + "\nplan: " + kPlanLabelLegend + "\n";
   if (interruptions)
     out += "days: expected, with checkpoints, restarts and work lost to failures; goodput: the steps' share of them\n";
-  out += facility_note(rows);
+  for (const auto& r : rows)
+    if (!r.not_applicable.empty()) out += r.sim.input.cluster.id() + ": " + r.not_applicable + "\n";
+  out += facility_note(rows) + attention_note(rows);
   if (deadline_days) out += deadline_summary(rows, *deadline_days);
   return out;
 }
@@ -380,6 +399,14 @@ void add_plan_command(CLI::App& app) {
                         PlanRow::TooSmall{e.needed_bytes, e.hbm_bytes}});
         check_distinct(rows.back().sim.input.cluster.id(), id);
         continue;
+      } catch (const UsageError& e) {
+        // Nor does a layout given that one cluster cannot run (--dp 64 over 8 chips, pp not dividing
+        // its chips): its row says why. Without a layout given the error is everyone's.
+        if (!comparing || !opts->gives_a_layout()) throw;
+        rows.push_back({ResolvedSimulation{SimulationInput{load_model(opts->model), load_cluster(id)}, ""}, {}, {},
+                        std::nullopt, e.what()});
+        check_distinct(rows.back().sim.input.cluster.id(), id);
+        continue;
       }
       check_distinct(sim->input.cluster.id(), id);
       PlanRow row{std::move(*sim), {}, {}, std::nullopt};
@@ -390,7 +417,7 @@ void add_plan_command(CLI::App& app) {
       rows.push_back(std::move(row));
     }
     for (auto& row : rows) {
-      if (row.does_not_fit) continue;
+      if (!row.planned()) continue;
       if (progress) std::cerr << "glamsim: simulating " << row.sim.input.cluster.id() << "...\r" << std::flush;
       row.step = simulate_step(row.sim.input);
       if (!row.step.fits_memory && !opts->allow_oom && comparing) {
@@ -410,13 +437,28 @@ void add_plan_command(CLI::App& app) {
                                                    : " (") +
                          "more reliable chips, faster checkpoint storage, or fewer chips)");
     }
-    if (std::all_of(rows.begin(), rows.end(), [](const PlanRow& r) { return r.does_not_fit.has_value(); }))
-      throw UsageError(opts->model + " fits none of the clusters compared: on " + rows.front().sim.input.cluster.id() +
-                       " it needs " + format_bytes(rows.front().does_not_fit->needed_bytes) + " per chip, " +
-                       format_bytes(rows.front().does_not_fit->usable_hbm_bytes) + " usable there (use more chips, a smaller " +
+    // Nothing to compare: the layout given applies nowhere, or no cluster it applies to holds the model.
+    if (std::all_of(rows.begin(), rows.end(), [](const PlanRow& r) { return !r.not_applicable.empty(); }))
+      throw UsageError("the layout given applies to none of the clusters compared: on " +
+                       rows.front().sim.input.cluster.id() + ", " + rows.front().not_applicable);
+    if (std::all_of(rows.begin(), rows.end(), [](const PlanRow& r) { return r.does_not_fit || !r.not_applicable.empty(); })) {
+      const PlanRow& small = *std::find_if(rows.begin(), rows.end(), [](const PlanRow& r) { return r.does_not_fit.has_value(); });
+      throw UsageError(opts->model + " fits none of the clusters compared: on " + small.sim.input.cluster.id() +
+                       " it needs " + format_bytes(small.does_not_fit->needed_bytes) + " per chip, " +
+                       format_bytes(small.does_not_fit->usable_hbm_bytes) + " usable there (use more chips, a smaller " +
                        "batch, or --allow-oom)");
+    }
     if (opts->format == "json") {
       auto one = [&opts](const PlanRow& r) {
+        if (!r.not_applicable.empty()) {
+          nlohmann::json j = {{"model", r.sim.input.model.id},
+                              {"cluster", r.sim.input.cluster.id()},
+                              {"chips", r.sim.input.cluster.num_chips()},
+                              {"layout_applies", false},
+                              {"reason", r.not_applicable}};
+          if (opts->days) j["meets_deadline"] = false;
+          return j;
+        }
         if (r.does_not_fit) {
           nlohmann::json j = {{"model", r.sim.input.model.id},
                               {"cluster", r.sim.input.cluster.id()},
@@ -478,7 +520,7 @@ void add_plan_command(CLI::App& app) {
                 << edited_copy_note(opts->model, rows.front().sim.input.model);
       if (opts->list_layouts)
         for (const auto& r : rows)
-          if (!r.does_not_fit) std::cout << (comparing ? "\n" + r.sim.input.cluster.id() + ":" : "") << r.sim.layouts_text();
+          if (!r.does_not_fit && r.not_applicable.empty()) std::cout << (comparing ? "\n" + r.sim.input.cluster.id() + ":" : "") << r.sim.layouts_text();
     }
   });
 }

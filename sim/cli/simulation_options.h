@@ -36,6 +36,8 @@ struct SimulationOptions {
   bool with_layers = true;  // --layers (not for plan: a plan is a whole training run)
 
   void register_options(CLI::App& cmd, bool with_out_dir = true);
+  // A plan file or an axis of the layout given (--dp, --ep, --tp, --pp, --virtual-stages, --microbatches).
+  bool gives_a_layout() const { return !plan_file.empty() || dp || ep || tp || pp || virtual_stages || microbatches; }
   // Loads and validates everything; throws ConfigError / UsageError.
   ResolvedSimulation resolve(bool show_progress) const;
   ResolvedSimulation resolve_for_cluster(const std::string& cluster_id, bool show_progress) const;

@@ -302,6 +302,32 @@ TEST(GlamsimPlan, CompareKeepsGoingPastAClusterThatIsTooSmall) {
   EXPECT_NE(none.err.find("fits none of the clusters compared"), std::string::npos) << none.err;
 }
 
+// A layout given that one cluster compared cannot run (dp x tp x pp not its chips) is that cluster's row,
+// with the reason under the table; the others are planned with it. Applying nowhere is an error, and
+// so is a cluster's error when no layout is given (nothing then depends on the cluster's size).
+TEST(GlamsimPlan, CompareKeepsGoingPastAClusterTheLayoutGivenDoesNotFit) {
+  const std::string args = "--model glam-1.7b --compare dgx-h100-8 dgx-h100-64 dgx-a100-8 --tokens 1e10 --dp 8 --tp 1 --pp 1";
+  auto j = plan_json(args + " --days 3");
+  ASSERT_EQ(j["plans"].size(), 3u);
+  EXPECT_FALSE(j["plans"][1]["layout_applies"].get<bool>());
+  EXPECT_NE(j["plans"][1]["reason"].get<std::string>().find("chip count of dgx-h100-64 (64)"), std::string::npos);
+  EXPECT_FALSE(j["plans"][1]["meets_deadline"].get<bool>());
+  for (int i : {0, 2}) {
+    EXPECT_EQ(j["plans"][i]["plan"]["dp"], 8);
+    EXPECT_TRUE(j["plans"][i]["meets_deadline"].get<bool>());
+  }
+  auto text = run_command("glamsim plan " + args);
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find("dgx-h100-64     64  layout given does not apply (below)"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("\ndgx-h100-64: plan axes dp x tp = 8 x 1 = 8 do not multiply"), std::string::npos) << text.out;
+  auto nowhere = run_command("glamsim plan --model glam-1.7b --compare dgx-h100-64 dgx-a100-64 --tokens 1e10 --dp 8 --tp 1 --pp 1");
+  EXPECT_EQ(nowhere.exit_code, 2);
+  EXPECT_NE(nowhere.err.find("the layout given applies to none of the clusters compared: on dgx-h100-64"),
+            std::string::npos)
+      << nowhere.err;
+  EXPECT_TRUE(nowhere.out.empty()) << nowhere.out;
+}
+
 // Interruptions: the run's hours, chip-hours and energy grow by the checkpoints, restarts and lost work
 // the model expects; the table shows them; a deadline is judged on the expected hours; a cluster whose
 // failures come too often for the run to finish is a row that says so.

@@ -461,6 +461,13 @@ TEST(GlamsimRun, GpuPlansFuseAttentionUnlessToldOtherwise) {
   auto text = run_command("glamsim run --model glam-1.7b --cluster dgx-h100-8 --dp 8 --tp 1 --microbatches 16");
   EXPECT_NE(text.out.find("dp 8 x tp 1, 16 micro-batches, fused attention;"), std::string::npos) << text.out;
   EXPECT_EQ(run_command(layout + " --attention flash").exit_code, 2);
+  // A comparison whose rows differ in attention says so (the plan labels do not).
+  const std::string compare = "glamsim plan --model glam-1.7b --compare dgx-h100-64 tpu-v4-64 --tokens 1e10";
+  auto mixed = run_command(compare), alike = run_command(compare + " --attention materialised");
+  ASSERT_EQ(mixed.exit_code, 0) << mixed.err;
+  EXPECT_NE(mixed.out.find("\nattention: fused on dgx-h100-64; materialised on tpu-v4-64;"), std::string::npos) << mixed.out;
+  ASSERT_EQ(alike.exit_code, 0) << alike.err;
+  EXPECT_EQ(alike.out.find("\nattention:"), std::string::npos) << alike.out;
   // A plan file's key, checked with the others.
   const fs::path plan = fs::temp_directory_path() / ("glam-attention-" + std::to_string(::getpid()) + ".toml");
   std::ofstream(plan) << "dp = 8\ntp = 1\nmicrobatches = 16\nattention = \"materialised\"\n";
