@@ -29,6 +29,13 @@ class UsageError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// A parallel layout that one cluster cannot run (--dp 64 over 8 chips, no layout of the chooser's
+// valid there): plan --compare makes it that cluster's row instead of ending the comparison.
+class LayoutDoesNotApply : public UsageError {
+ public:
+  using UsageError::UsageError;
+};
+
 inline constexpr int kExitBadInput = 2;
 
 }  // namespace glam

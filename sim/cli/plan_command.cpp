@@ -236,7 +236,7 @@ std::string facility_note(const std::vector<PlanRow>& rows) {
 }
 
 // The rows' attention, when it differs (GPU clusters fuse it, TPU pods do not): their labels do not say.
-std::string attention_note(const std::vector<PlanRow>& rows) {
+std::string attention_note(const std::vector<PlanRow>& rows, bool from_plan_files) {
   std::map<std::string, std::string> clusters_of;  // attention -> "id, id"
   for (const auto& r : rows) {
     if (!r.planned()) continue;
@@ -246,10 +246,42 @@ std::string attention_note(const std::vector<PlanRow>& rows) {
   if (clusters_of.size() < 2) return "";
   std::string out = "attention: ";
   for (const auto& [attention, ids] : clusters_of) out += attention + " on " + ids + "; ";
-  return out + "--attention sets it for all\n";
+  return out + (from_plan_files ? "the plan file's attention key sets it for all\n" : "--attention sets it for all\n");
 }
 
-std::string render_compare(const std::vector<PlanRow>& rows, double tokens, std::optional<double> deadline_days) {
+// Every cluster's reason, once when they all say the same (an ep that does not divide the experts).
+std::string no_layout_applies(const std::vector<PlanRow>& rows, bool layout_given) {
+  std::string out = layout_given ? "the layout given applies to none of the clusters compared"
+                                 : "no parallel layout is valid on any of the clusters compared";
+  const bool same = std::all_of(rows.begin(), rows.end(), [&](const PlanRow& r) {
+    return r.not_applicable == rows.front().not_applicable;
+  });
+  if (same) return out + ": " + rows.front().not_applicable;
+  for (size_t i = 0; i < rows.size(); ++i)
+    out += (i ? "; on " : ": on ") + rows[i].sim.input.cluster.id() + ", " + rows[i].not_applicable;
+  return out;
+}
+
+// No row fits: the smallest footprint's cluster, what would make it fit, and the clusters the layout
+// given does not apply to (their rows are not a memory verdict).
+std::string fits_none(const std::vector<PlanRow>& rows, const SimulationOptions& opts) {
+  const PlanRow* small = nullptr;
+  std::string not_applicable;
+  for (const PlanRow& r : rows) {
+    if (!r.not_applicable.empty()) not_applicable += (not_applicable.empty() ? "" : ", ") + r.sim.input.cluster.id();
+    else if (!small || r.does_not_fit->needed_bytes < small->does_not_fit->needed_bytes) small = &r;
+  }
+  const std::string scope = not_applicable.empty() ? "the clusters compared"
+                                                   : "the clusters it applies to (it does not apply to " + not_applicable + ")";
+  const std::string hint = opts.fixes_layout() ? fitting_hint(small->sim.input.plan, !opts.plan_file.empty())
+                                                 : " (use more chips, a smaller batch, or --allow-oom)";
+  return opts.model + (opts.gives_a_layout() ? " in the layout given" : "") + " fits none of " + scope + ": on " +
+         small->sim.input.cluster.id() + " it needs " + format_bytes(small->does_not_fit->needed_bytes) +
+         " per chip, " + format_bytes(small->does_not_fit->usable_hbm_bytes) + " usable there" + hint;
+}
+
+std::string render_compare(const std::vector<PlanRow>& rows, double tokens, std::optional<double> deadline_days,
+                           const SimulationOptions& opts) {
   // One unit per column, set by its largest figure.
   double most_MWh = 0, most_t = 0;
   for (const auto& r : rows)
@@ -273,7 +305,7 @@ std::string render_compare(const std::vector<PlanRow>& rows, double tokens, std:
     std::vector<std::string> cells;
     if (!r.planned()) {
       cells = {r.sim.input.cluster.id(), std::to_string(r.sim.input.cluster.num_chips()),
-               !r.not_applicable.empty() ? "layout given does not apply (below)"
+               !r.not_applicable.empty() ? (opts.gives_a_layout() ? "layout given does not apply (below)" : "no valid layout (below)")
                : r.does_not_fit          ? "does not fit: " + format_bytes(r.does_not_fit->needed_bytes) + " of " +
                                           format_bytes(r.does_not_fit->usable_hbm_bytes) + " usable per chip"
                                         : "does not finish: a failure every " +
@@ -301,7 +333,7 @@ std::string render_compare(const std::vector<PlanRow>& rows, double tokens, std:
     out += "days: expected, with checkpoints, restarts and work lost to failures; goodput: the steps' share of them\n";
   for (const auto& r : rows)
     if (!r.not_applicable.empty()) out += r.sim.input.cluster.id() + ": " + r.not_applicable + "\n";
-  out += facility_note(rows) + attention_note(rows);
+  out += facility_note(rows) + attention_note(rows, !opts.plan_file.empty());
   if (deadline_days) out += deadline_summary(rows, *deadline_days);
   return out;
 }
@@ -399,10 +431,10 @@ void add_plan_command(CLI::App& app) {
                         PlanRow::TooSmall{e.needed_bytes, e.hbm_bytes}});
         check_distinct(rows.back().sim.input.cluster.id(), id);
         continue;
-      } catch (const UsageError& e) {
-        // Nor does a layout given that one cluster cannot run (--dp 64 over 8 chips, pp not dividing
-        // its chips): its row says why. Without a layout given the error is everyone's.
-        if (!comparing || !opts->gives_a_layout()) throw;
+      } catch (const LayoutDoesNotApply& e) {
+        // Nor does a layout that one cluster cannot run (--dp 64 over 8 chips, pp not dividing its
+        // chips, a batch too small for its widest dp): its row says why.
+        if (!comparing) throw;
         rows.push_back({ResolvedSimulation{SimulationInput{load_model(opts->model), load_cluster(id)}, ""}, {}, {},
                         std::nullopt, e.what()});
         check_distinct(rows.back().sim.input.cluster.id(), id);
@@ -437,17 +469,11 @@ void add_plan_command(CLI::App& app) {
                                                    : " (") +
                          "more reliable chips, faster checkpoint storage, or fewer chips)");
     }
-    // Nothing to compare: the layout given applies nowhere, or no cluster it applies to holds the model.
+    // Nothing to compare: no cluster can run the layout, or none it runs on holds the model.
     if (std::all_of(rows.begin(), rows.end(), [](const PlanRow& r) { return !r.not_applicable.empty(); }))
-      throw UsageError("the layout given applies to none of the clusters compared: on " +
-                       rows.front().sim.input.cluster.id() + ", " + rows.front().not_applicable);
-    if (std::all_of(rows.begin(), rows.end(), [](const PlanRow& r) { return r.does_not_fit || !r.not_applicable.empty(); })) {
-      const PlanRow& small = *std::find_if(rows.begin(), rows.end(), [](const PlanRow& r) { return r.does_not_fit.has_value(); });
-      throw UsageError(opts->model + " fits none of the clusters compared: on " + small.sim.input.cluster.id() +
-                       " it needs " + format_bytes(small.does_not_fit->needed_bytes) + " per chip, " +
-                       format_bytes(small.does_not_fit->usable_hbm_bytes) + " usable there (use more chips, a smaller " +
-                       "batch, or --allow-oom)");
-    }
+      throw UsageError(no_layout_applies(rows, opts->gives_a_layout()));
+    if (std::all_of(rows.begin(), rows.end(), [](const PlanRow& r) { return r.does_not_fit || !r.not_applicable.empty(); }))
+      throw UsageError(fits_none(rows, *opts));
     if (opts->format == "json") {
       auto one = [&opts](const PlanRow& r) {
         if (!r.not_applicable.empty()) {
@@ -455,6 +481,7 @@ void add_plan_command(CLI::App& app) {
                               {"cluster", r.sim.input.cluster.id()},
                               {"chips", r.sim.input.cluster.num_chips()},
                               {"layout_applies", false},
+                              {"fits_memory", nullptr},
                               {"reason", r.not_applicable}};
           if (opts->days) j["meets_deadline"] = false;
           return j;
@@ -463,6 +490,7 @@ void add_plan_command(CLI::App& app) {
           nlohmann::json j = {{"model", r.sim.input.model.id},
                               {"cluster", r.sim.input.cluster.id()},
                               {"chips", r.sim.input.cluster.num_chips()},
+                              {"layout_applies", true},
                               {"fits_memory", false},
                               {"memory_per_chip_bytes", r.does_not_fit->needed_bytes},
                               {"usable_hbm_bytes", r.does_not_fit->usable_hbm_bytes},
@@ -475,6 +503,7 @@ void add_plan_command(CLI::App& app) {
                               {"cluster", r.sim.input.cluster.id()},
                               {"chips", r.sim.input.cluster.num_chips()},
                               {"plan", plan_to_json(r.sim.input.plan)},
+                              {"layout_applies", true},
                               {"fits_memory", r.step.fits_memory},
                               {"finishes", false},
                               {"reason", r.estimate.interruptions->why_it_does_not_finish()}};
@@ -487,6 +516,7 @@ void add_plan_command(CLI::App& app) {
         j["cluster"] = r.sim.input.cluster.id();
         j["chips"] = r.sim.input.cluster.num_chips();
         j["plan"] = plan_to_json(r.sim.input.plan);
+        j["layout_applies"] = true;
         j["fits_memory"] = r.step.fits_memory;
         j["memory_per_chip_bytes"] = r.step.memory.total_bytes();
         j["memory_breakdown_bytes"] = memory_breakdown_json(r.step.memory);
@@ -516,7 +546,7 @@ void add_plan_command(CLI::App& app) {
         std::cout << all.dump(2) << "\n";
       }
     } else {
-      std::cout << (comparing ? render_compare(rows, tokens, opts->days) : render_single(rows.front(), opts->days))
+      std::cout << (comparing ? render_compare(rows, tokens, opts->days, *opts) : render_single(rows.front(), opts->days))
                 << edited_copy_note(opts->model, rows.front().sim.input.model);
       if (opts->list_layouts)
         for (const auto& r : rows)

@@ -175,12 +175,11 @@ ResolvedSimulation SimulationOptions::resolve_for_cluster(const std::string& clu
 
   ResolvedSimulation out{in, ""};
   // dp and tp fix a layout: the other axes take their defaults, not the chooser's picks.
-  const bool complete = base.dp && base.tp;
-  if (list_layouts && (!plan_file.empty() || complete))
+  if (list_layouts && fixes_layout())
     throw UsageError("--layouts lists the layouts glamsim compares when it chooses the plan, but " +
                      std::string(plan_file.empty() ? "--dp and --tp" : "--plan " + plan_file) +
                      " fix the layout: leave out an axis to compare the others");
-  if (!plan_file.empty() || complete) {
+  if (fixes_layout()) {
     if (!base.ep) out.input.plan.ep = default_expert_parallelism(m, base.dp);
     // dp and tp given without pp: the stages are what the chips leave (one when dp x tp fills them).
     if (!base.virtual_stages) out.input.plan.virtual_stages = 1;
@@ -196,8 +195,7 @@ ResolvedSimulation SimulationOptions::resolve_for_cluster(const std::string& clu
     try {
       validate_plan(out.input.plan, m, c);
     } catch (const UsageError& e) {  // a plan file's layout: the message names the file
-      if (plan_file.empty()) throw;
-      throw UsageError(plan_file + ": " + e.what());
+      throw LayoutDoesNotApply(plan_file.empty() ? std::string(e.what()) : plan_file + ": " + e.what());
     }
     // A fixed layout that does not fit in one pass gets the fewest micro-batches that make it fit.
     const ModelConfig held = in.model_held();

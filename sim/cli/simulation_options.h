@@ -38,6 +38,8 @@ struct SimulationOptions {
   void register_options(CLI::App& cmd, bool with_out_dir = true);
   // A plan file or an axis of the layout given (--dp, --ep, --tp, --pp, --virtual-stages, --microbatches).
   bool gives_a_layout() const { return !plan_file.empty() || dp || ep || tp || pp || virtual_stages || microbatches; }
+  // A plan file, or dp and tp: the layout is fixed (the other axes take their defaults); else the chooser picks.
+  bool fixes_layout() const { return !plan_file.empty() || (dp && tp); }
   // Loads and validates everything; throws ConfigError / UsageError.
   ResolvedSimulation resolve(bool show_progress) const;
   ResolvedSimulation resolve_for_cluster(const std::string& cluster_id, bool show_progress) const;

@@ -183,7 +183,7 @@ PlanChoice choose_plan(const SimulationInput& in, const ParallelPlan& base, bool
     else
       why = widest->layout + ": " + widest->why + " (the widest dp); " + narrowest->layout + ": " + narrowest->why +
             " (the narrowest)";
-    throw UsageError("no parallel layout of " + m.id + " on " + in.cluster.id() + " is valid; " + why);
+    throw LayoutDoesNotApply("no parallel layout of " + m.id + " on " + in.cluster.id() + " is valid; " + why);
   }
 
   // Layouts with the same groups route the same collectives: route each once for the whole search.

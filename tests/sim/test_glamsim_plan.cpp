@@ -303,8 +303,8 @@ TEST(GlamsimPlan, CompareKeepsGoingPastAClusterThatIsTooSmall) {
 }
 
 // A layout given that one cluster compared cannot run (dp x tp x pp not its chips) is that cluster's row,
-// with the reason under the table; the others are planned with it. Applying nowhere is an error, and
-// so is a cluster's error when no layout is given (nothing then depends on the cluster's size).
+// with the reason under the table; the others are planned with it. Applying nowhere is an error that
+// gives every cluster's reason.
 TEST(GlamsimPlan, CompareKeepsGoingPastAClusterTheLayoutGivenDoesNotFit) {
   const std::string args = "--model glam-1.7b --compare dgx-h100-8 dgx-h100-64 dgx-a100-8 --tokens 1e10 --dp 8 --tp 1 --pp 1";
   auto j = plan_json(args + " --days 3");
@@ -312,20 +312,73 @@ TEST(GlamsimPlan, CompareKeepsGoingPastAClusterTheLayoutGivenDoesNotFit) {
   EXPECT_FALSE(j["plans"][1]["layout_applies"].get<bool>());
   EXPECT_NE(j["plans"][1]["reason"].get<std::string>().find("chip count of dgx-h100-64 (64)"), std::string::npos);
   EXPECT_FALSE(j["plans"][1]["meets_deadline"].get<bool>());
+  EXPECT_TRUE(j["plans"][1]["fits_memory"].is_null());
   for (int i : {0, 2}) {
     EXPECT_EQ(j["plans"][i]["plan"]["dp"], 8);
+    EXPECT_TRUE(j["plans"][i]["layout_applies"].get<bool>());
     EXPECT_TRUE(j["plans"][i]["meets_deadline"].get<bool>());
   }
   auto text = run_command("glamsim plan " + args);
   ASSERT_EQ(text.exit_code, 0) << text.err;
   EXPECT_NE(text.out.find("dgx-h100-64     64  layout given does not apply (below)"), std::string::npos) << text.out;
   EXPECT_NE(text.out.find("\ndgx-h100-64: plan axes dp x tp = 8 x 1 = 8 do not multiply"), std::string::npos) << text.out;
-  auto nowhere = run_command("glamsim plan --model glam-1.7b --compare dgx-h100-64 dgx-a100-64 --tokens 1e10 --dp 8 --tp 1 --pp 1");
+  auto nowhere = run_command("glamsim plan --model glam-1.7b --compare dgx-h100-64 tpu-v4-256 --tokens 1e10 --dp 8 --tp 1 --pp 1");
   EXPECT_EQ(nowhere.exit_code, 2);
-  EXPECT_NE(nowhere.err.find("the layout given applies to none of the clusters compared: on dgx-h100-64"),
+  EXPECT_NE(nowhere.err.find("the layout given applies to none of the clusters compared: on dgx-h100-64, "),
             std::string::npos)
       << nowhere.err;
+  EXPECT_NE(nowhere.err.find("; on tpu-v4-256, "), std::string::npos) << nowhere.err;
   EXPECT_TRUE(nowhere.out.empty()) << nowhere.out;
+  // When no cluster runs the layout for want of memory, the error says which it does not apply to.
+  auto too_big = run_command("glamsim plan --model glam-64b-64e --compare dgx-h100-64 dgx-a100-8 --tokens 1e10 --dp 8 --tp 8");
+  EXPECT_EQ(too_big.exit_code, 2);
+  EXPECT_NE(too_big.err.find("fits none of the clusters it applies to (it does not apply to dgx-a100-8): on dgx-h100-64"),
+            std::string::npos)
+      << too_big.err;
+}
+
+// The same without a layout given: a cluster on which no layout of the chooser's is valid (too few
+// sequences in the batch for its chips' dp, a tp the heads do not divide) is that cluster's row.
+TEST(GlamsimPlan, CompareKeepsGoingPastAClusterWithNoValidLayout) {
+  const auto j = plan_json("--model glam-0.1b --compare dgx-h100-8 dgx-h100-64 --tokens 1e10 --batch-tokens 2048 --quiet");
+  ASSERT_EQ(j["plans"].size(), 2u);
+  EXPECT_TRUE(j["plans"][0]["layout_applies"].get<bool>());
+  EXPECT_GT(j["plans"][0]["train_hours"].get<double>(), 0);
+  EXPECT_FALSE(j["plans"][1]["layout_applies"].get<bool>());
+  EXPECT_NE(j["plans"][1]["reason"].get<std::string>().find("no parallel layout of glam-0.1b on dgx-h100-64 is valid"),
+            std::string::npos);
+  auto text = run_command("glamsim plan --model glam-0.1b --compare dgx-h100-8 dgx-h100-64 --tokens 1e10 --batch-tokens 2048 --quiet");
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find("dgx-h100-64     64  no valid layout (below)"), std::string::npos) << text.out;
+}
+
+// What does not depend on the cluster stays an error of the whole comparison, layout given or not.
+TEST(GlamsimPlan, CompareRefusesWhatNoClusterChanges) {
+  auto dense = run_command("glamsim plan --model glam-1.7b --compare dgx-h100-8 dgx-h100-64 --tokens 1e10 --dp 8 --tp 1 --routing skew=1.2");
+  EXPECT_EQ(dense.exit_code, 2);
+  EXPECT_NE(dense.err.find("--routing skew=1.2: glam-1.7b is dense"), std::string::npos) << dense.err;
+  EXPECT_TRUE(dense.out.empty()) << dense.out;
+  // A calibration profile for one cluster's chips, not the other's, is refused, not made that cluster's row.
+  namespace fs = std::filesystem;
+  std::ifstream cpu(fs::path(GLAM_SOURCE_DIR) / "reports/validation/profile-cpu.toml");
+  std::stringstream text;
+  text << cpu.rdbuf();
+  std::string h100 = text.str();
+  const auto device = h100.find("device = \"cpu\"");
+  ASSERT_NE(device, std::string::npos);
+  h100.replace(device, 14, "device = \"h100\"");
+  const fs::path profile = fs::temp_directory_path() / ("glam-h100-profile-" + std::to_string(::getpid()) + ".toml");
+  std::ofstream(profile) << h100;
+  const std::string args = "glamsim plan --model glam-1.7b --compare dgx-h100-8 dgx-a100-8 --tokens 1e10 --calibration " +
+                           profile.string();
+  auto other_chip = run_command(args + " --dp 8 --tp 1");
+  auto chosen = run_command(args);
+  fs::remove(profile);
+  for (const auto& r : {other_chip, chosen}) {
+    EXPECT_EQ(r.exit_code, 2) << r.out;
+    EXPECT_NE(r.err.find("describes h100 chips, but dgx-a100-8 has a100-80gb chips"), std::string::npos) << r.err;
+    EXPECT_TRUE(r.out.empty()) << r.out;
+  }
 }
 
 // Interruptions: the run's hours, chip-hours and energy grow by the checkpoints, restarts and lost work

@@ -474,6 +474,13 @@ TEST(GlamsimRun, GpuPlansFuseAttentionUnlessToldOtherwise) {
   auto from_file = run_command("glamsim run --model glam-1.7b --cluster dgx-h100-8 --format json --plan " + plan.string());
   ASSERT_EQ(from_file.exit_code, 0) << from_file.err;
   EXPECT_EQ(nlohmann::json::parse(from_file.out)["step_time_s"], b["step_time_s"]);
+  // Beside --plan, where --attention is refused, the note points at the file's key.
+  std::ofstream(plan) << "dp = 8\ntp = 8\n";
+  auto mixed_from_file = run_command(compare + " --plan " + plan.string());
+  ASSERT_EQ(mixed_from_file.exit_code, 0) << mixed_from_file.err;
+  EXPECT_NE(mixed_from_file.out.find("materialised on tpu-v4-64; the plan file's attention key sets it for all"),
+            std::string::npos)
+      << mixed_from_file.out;
   std::ofstream(plan) << "dp = 8\ntp = 1\nattention = \"flash\"\n";
   auto bad = run_command("glamsim run --model glam-1.7b --cluster dgx-h100-8 --plan " + plan.string());
   fs::remove(plan);
